@@ -1,0 +1,143 @@
+# Proven Node: `make run` starts a local node, `make test` passes every test.
+# Both install what is missing first (see `deps`).
+
+CC       ?= cc
+BUILD    ?= build
+CSTD      = -std=gnu11
+WARN      = -Wall -Wextra -Werror
+OPT      ?= -O2 -g
+SAN      ?=
+CFLAGS   += $(CSTD) $(WARN) $(OPT) $(SAN) -fPIC -D_GNU_SOURCE -Ilib
+LDFLAGS  += $(SAN)
+LIBS      = -lcbor -ljansson -lcrypto
+NGINX_SRC ?= /usr/share/nginx/src
+NGINX    ?= /usr/sbin/nginx
+
+# Debian packages the project needs; `deps` installs those not present.
+DEB_PACKAGES = nginx nginx-dev libcbor-dev libjansson-dev libuv1-dev \
+    libssl-dev openssl libcmocka-dev libcurl4-openssl-dev pkg-config curl \
+    libclang-rt-14-dev
+DEB_BENCH    = wrk
+DEB_FUZZ     = clang
+
+LIB_SRCS  = $(wildcard lib/*.c)
+LIB_OBJS  = $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+LIBPROVEN = $(BUILD)/lib/libproven.a
+
+DAEMON_SRCS = $(wildcard daemon/*.c)
+DAEMON_OBJS = $(DAEMON_SRCS:%.c=$(BUILD)/obj/%.o)
+CLI_SRCS    = $(wildcard cli/*.c)
+CLI_OBJS    = $(CLI_SRCS:%.c=$(BUILD)/obj/%.o)
+
+TEST_SRCS   = $(wildcard tests/test_*.c)
+TEST_BINS   = $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
+
+MODULE_SRCS = config $(wildcard src/*/*.c src/*/*.h) $(LIB_SRCS) lib/proven.h
+MODULES     = $(BUILD)/modules/ngx_http_proven_core_module.so \
+              $(BUILD)/modules/ngx_http_proven_attestation_module.so
+
+.PHONY: all deps lib programs modules run test test-unit test-nginx asan \
+        fuzz bench clean
+
+all: deps programs modules
+
+programs: $(BUILD)/bin/provend $(BUILD)/bin/proven
+
+lib: $(LIBPROVEN)
+
+# ---- dependencies ---------------------------------------------------------
+
+SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_INSTALL = install_missing() { missing=""; \
+    for p in "$$@"; do dpkg-query -W -f='$${Status}' "$$p" 2>/dev/null \
+        | grep -q 'ok installed' || missing="$$missing $$p"; done; \
+    [ -z "$$missing" ] && return 0; \
+    echo "installing:$$missing"; \
+    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+    $(SUDO) env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 \
+        apt-get install -y -qq --no-install-recommends $$missing >/dev/null; }
+
+deps:
+	@$(APT_INSTALL); install_missing $(DEB_PACKAGES)
+
+deps-bench:
+	@$(APT_INSTALL); install_missing $(DEB_BENCH)
+
+deps-fuzz:
+	@$(APT_INSTALL); install_missing $(DEB_FUZZ)
+
+# ---- C --------------------------------------------------------------------
+
+$(BUILD)/obj/%.o: %.c lib/proven.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(DAEMON_OBJS): $(wildcard daemon/*.h)
+$(CLI_OBJS): $(wildcard cli/*.h)
+
+$(LIBPROVEN): $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/bin/provend: $(DAEMON_OBJS) $(LIBPROVEN)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(DAEMON_OBJS) $(LIBPROVEN) -luv -lpthread $(LIBS)
+
+$(BUILD)/bin/proven: $(CLI_OBJS) $(LIBPROVEN)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJS) $(LIBPROVEN) -lcurl $(LIBS)
+
+# Unit tests may link daemon objects (all but main.o) to test providers.
+DAEMON_LIB_OBJS = $(filter-out $(BUILD)/obj/daemon/main.o,$(DAEMON_OBJS))
+
+$(BUILD)/tests/%: tests/%.c $(LIBPROVEN) $(DAEMON_LIB_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Idaemon $(LDFLAGS) -o $@ $< $(DAEMON_LIB_OBJS) \
+	    $(LIBPROVEN) -lcmocka -luv -lpthread $(LIBS)
+
+# ---- nginx modules, built against Debian's nginx-dev ---------------------
+
+$(BUILD)/nginx/Makefile: $(MODULE_SRCS)
+	rm -rf $(BUILD)/nginx && mkdir -p $(BUILD) && \
+	    cp -r $(NGINX_SRC) $(BUILD)/nginx
+	cd $(BUILD)/nginx && bash -c '. ./conf_flags && ./configure \
+	    "$${NGX_CONF_FLAGS[@]}" --with-cc-opt="$(OPT) $(SAN) -fPIC" \
+	    --with-ld-opt="$(SAN)" --add-dynamic-module=$(CURDIR)' \
+	    > configure.log 2>&1 || { tail -20 configure.log; exit 1; }
+
+$(MODULES): $(BUILD)/nginx/Makefile $(MODULE_SRCS)
+	$(MAKE) -C $(BUILD)/nginx -f objs/Makefile modules >/dev/null
+	@mkdir -p $(BUILD)/modules
+	cp $(BUILD)/nginx/objs/ngx_http_proven_*_module.so $(BUILD)/modules/
+
+modules: $(MODULES)
+
+# ---- run, test ------------------------------------------------------------
+
+run: all
+	@./nginx-conf/run-local.sh
+
+test: all $(TEST_BINS)
+	@NGINX_PRELOAD="$(NGINX_PRELOAD)" ./t/run-all.sh $(BUILD)
+
+test-unit: $(TEST_BINS)
+	@for t in $(TEST_BINS); do $$t || exit 1; done
+
+test-nginx: all
+	@prove -I t/lib -r t/
+
+# Debian's nginx is not instrumented: it gets the runtimes preloaded.
+asan:
+	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
+	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	    NGINX_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	    test
+
+fuzz: deps deps-fuzz
+	@./fuzz/run.sh $(BUILD)
+
+bench: all deps-bench
+	@./bench/attestation
+
+clean:
+	rm -rf build build-asan build-fuzz t/servroot*

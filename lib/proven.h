@@ -1,0 +1,284 @@
+/*
+ * libproven: C shared by nginx modules, provend and the `proven` command.
+ * No nginx types here.  Every function that can fail returns PROVEN_OK or
+ * PROVEN_ERR and, on failure, writes a one-line reason into a caller
+ * supplied `char *err` buffer of `errlen` bytes (may be NULL).
+ *
+ * Memory: buffers returned through `uint8_t **out` are malloc()ed and owned
+ * by the caller (free()).  cbor_item_t references follow libcbor rules.
+ */
+
+#ifndef PROVEN_H
+#define PROVEN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cbor.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#define PROVEN_OK   0
+#define PROVEN_ERR  -1
+
+#define PROVEN_ERR_LEN  256
+
+
+/* ---- CBOR helpers (lib/proven_cbor.c) ------------------------------------ */
+
+/* Nesting deeper than this is refused before libcbor builds anything. */
+#define PROVEN_CBOR_MAX_DEPTH  16
+
+/*
+ * Decodes exactly one CBOR item spanning all of buf (trailing bytes are an
+ * error).  Definite and indefinite lengths are both accepted.  Returns NULL
+ * with err filled on malformed, truncated, too deep or trailing input.
+ */
+cbor_item_t *proven_cbor_load(const uint8_t *buf, size_t len, char *err,
+    size_t errlen);
+
+/* Serializes item into a malloc()ed buffer. */
+int proven_cbor_dump(const cbor_item_t *item, uint8_t **out, size_t *outlen);
+
+/* Map lookups; NULL when absent or when map is not a map.  Borrowed. */
+cbor_item_t *proven_cbor_map_get(const cbor_item_t *map, const char *key);
+cbor_item_t *proven_cbor_map_get_int(const cbor_item_t *map, int64_t key);
+
+/*
+ * Copies a byte string (definite or indefinite) into a malloc()ed buffer of
+ * at most `max` bytes; larger is an error.  A zero length string gives a
+ * non-NULL buffer with *len = 0.
+ */
+int proven_cbor_bytes(const cbor_item_t *item, size_t max, uint8_t **out,
+    size_t *len);
+
+/* Same for a text string; the copy is NUL terminated. */
+int proven_cbor_text(const cbor_item_t *item, size_t max, char **out,
+    size_t *len);
+
+/* Unsigned integer of any width. */
+int proven_cbor_uint(const cbor_item_t *item, uint64_t *value);
+
+/* Adds key (text) -> value to map; takes over the caller's value reference. */
+int proven_cbor_map_put(cbor_item_t *map, const char *key, cbor_item_t *value);
+
+
+/* ---- frames (lib/proven_frame.c) ----------------------------------------- */
+
+/*
+ * One frame: 4-byte big-endian length N (1 <= N <= 16 MiB), then N bytes of
+ * one CBOR map.  request {"id": uint, "op": text, ...arguments};
+ * response {"id", "ok": true, "result"} or
+ * {"id", "ok": false, "error": {"code": text, "message": text}}.
+ */
+
+#define PROVEN_FRAME_HEADER   4
+#define PROVEN_FRAME_MAX      (16u * 1024 * 1024)
+#define PROVEN_OP_MAX         64
+
+/* Reads a header; PROVEN_ERR when N is 0 or larger than PROVEN_FRAME_MAX. */
+int proven_frame_length(const uint8_t header[PROVEN_FRAME_HEADER],
+    uint32_t *len, char *err, size_t errlen);
+
+void proven_frame_put_length(uint8_t header[PROVEN_FRAME_HEADER],
+    uint32_t len);
+
+/* Serializes item with its 4-byte header in front. */
+int proven_frame_encode(const cbor_item_t *item, uint8_t **out,
+    size_t *outlen, char *err, size_t errlen);
+
+typedef struct {
+    uint64_t      id;
+    int           has_id;             /* id was present and an uint */
+    char          op[PROVEN_OP_MAX];  /* NUL terminated */
+    cbor_item_t  *map;                /* the whole request map, owned */
+} proven_request_t;
+
+/*
+ * Decodes a frame body (without header) as a request.  On error, has_id
+ * says whether req->id may be used to address an error response.
+ */
+int proven_request_decode(const uint8_t *body, size_t len,
+    proven_request_t *req, char *err, size_t errlen);
+void proven_request_free(proven_request_t *req);
+
+typedef struct {
+    uint64_t      id;
+    int           ok;
+    cbor_item_t  *result;             /* borrowed from map; ok only */
+    char          code[64];           /* !ok only, NUL terminated */
+    char          message[256];       /* !ok only, truncated */
+    cbor_item_t  *map;                /* owned */
+} proven_response_t;
+
+int proven_response_decode(const uint8_t *body, size_t len,
+    proven_response_t *res, char *err, size_t errlen);
+void proven_response_free(proven_response_t *res);
+
+/* Whole frames (header included).  result may be NULL (encoded as null). */
+int proven_response_encode_ok(uint64_t id, cbor_item_t *result,
+    uint8_t **out, size_t *outlen);
+int proven_response_encode_error(uint64_t id, const char *code,
+    const char *message, uint8_t **out, size_t *outlen);
+
+/* Starts a request map {"id": id, "op": op}; add arguments, then encode. */
+cbor_item_t *proven_request_new(uint64_t id, const char *op);
+
+
+/* ---- COSE_Sign1 (lib/proven_cose.c) ------------------------------------- */
+
+/* The protected header {1: -35} (ES384) as Nitro encodes it. */
+extern const uint8_t proven_cose_es384_protected[4];
+
+/*
+ * Signs payload as COSE_Sign1 with ES384: untagged array
+ * [protected, {}, payload, r||s (96 bytes)], Sig_structure
+ * ["Signature1", protected, h'', payload].  key is a P-384 private key.
+ */
+int proven_cose_sign_es384(const uint8_t *payload, size_t len, EVP_PKEY *key,
+    uint8_t **out, size_t *outlen, char *err, size_t errlen);
+
+/* Verifies an ES384 r||s signature over the Sig_structure of the parts. */
+int proven_cose_verify_es384(const uint8_t *protected_hdr, size_t plen,
+    const uint8_t *payload, size_t len, const uint8_t *sig, size_t siglen,
+    EVP_PKEY *key, char *err, size_t errlen);
+
+
+/* ---- attestation documents (lib/proven_attestation.c) -------------------- */
+
+#define PROVEN_ATT_FIELD_MAX   1024   /* public_key, user_data, nonce */
+#define PROVEN_ATT_PCRS_MAX    32
+#define PROVEN_ATT_PCR_MAX     64     /* SHA384 = 48, SHA512 = 64 */
+#define PROVEN_ATT_CABUNDLE_MAX 16
+#define PROVEN_ATT_CERT_MAX    (16 * 1024)
+#define PROVEN_ATT_MODULE_ID_MAX 255
+
+typedef struct {
+    uint8_t  *data;       /* NULL when absent or null */
+    size_t    len;
+    int       present;    /* present and not null (len may be 0) */
+} proven_buf_t;
+
+typedef struct {
+    uint32_t  index;
+    size_t    len;
+    uint8_t   value[PROVEN_ATT_PCR_MAX];
+} proven_pcr_t;
+
+typedef struct {
+    char          module_id[PROVEN_ATT_MODULE_ID_MAX + 1];
+    char          digest[16];                 /* "SHA384" */
+    uint64_t      timestamp;                  /* ms since the epoch */
+    size_t        pcr_count;
+    proven_pcr_t  pcrs[PROVEN_ATT_PCRS_MAX];  /* ordered by index */
+    proven_buf_t  certificate;                /* leaf, DER */
+    size_t        cabundle_count;
+    proven_buf_t  cabundle[PROVEN_ATT_CABUNDLE_MAX];  /* root first, DER */
+    proven_buf_t  public_key;
+    proven_buf_t  user_data;
+    proven_buf_t  nonce;
+
+    /* the raw COSE parts, as received; filled by decode */
+    proven_buf_t  protected_hdr;
+    proven_buf_t  payload;
+    proven_buf_t  signature;
+} proven_attestation_doc_t;
+
+/*
+ * Decodes a COSE_Sign1 attestation document (optionally CBOR tag 18) and
+ * its payload, checking types and every bound above.  No signature or
+ * certificate check.  doc is zeroed first; free with _doc_free.
+ */
+int proven_attestation_decode(const uint8_t *buf, size_t len,
+    proven_attestation_doc_t *doc, char *err, size_t errlen);
+void proven_attestation_doc_free(proven_attestation_doc_t *doc);
+
+/*
+ * Encodes the payload map from doc's fields (module_id, digest, timestamp,
+ * pcrs, certificate, cabundle, public_key, user_data, nonce: absent ones as
+ * null) with definite lengths, the way Nitro does.
+ */
+int proven_attestation_encode_payload(const proven_attestation_doc_t *doc,
+    uint8_t **out, size_t *outlen, char *err, size_t errlen);
+
+typedef enum {
+    PROVEN_VERIFY_OK = 0,
+    PROVEN_VERIFY_MALFORMED,        /* not a well formed attestation doc */
+    PROVEN_VERIFY_BAD_SIGNATURE,    /* COSE signature does not verify */
+    PROVEN_VERIFY_BAD_CERTIFICATE,  /* a certificate is unusable or forged */
+    PROVEN_VERIFY_UNTRUSTED_ROOT,   /* chain does not lead to the root */
+    PROVEN_VERIFY_EXPIRED,          /* a certificate is not valid then */
+    PROVEN_VERIFY_NONCE_MISMATCH,
+    PROVEN_VERIFY_PCR_MISMATCH,
+    PROVEN_VERIFY_INTERNAL          /* out of memory, OpenSSL failure */
+} proven_verify_status_t;
+
+/* A stable lowercase name: "ok", "malformed", "bad_signature", ... */
+const char *proven_verify_status_name(proven_verify_status_t status);
+
+typedef enum {
+    PROVEN_AT_NOW = 0,
+    PROVEN_AT_DOC,                  /* the document's own timestamp */
+    PROVEN_AT_MS                    /* at_ms below */
+} proven_verify_at_t;
+
+typedef struct {
+    X509                *root;      /* NULL: the built-in AWS Nitro root */
+    proven_verify_at_t   at;
+    uint64_t             at_ms;
+    const uint8_t       *nonce;     /* NULL: nonce not checked */
+    size_t               nonce_len;
+    size_t               pcr_count; /* expected PCRs, compared for equality */
+    proven_pcr_t         pcrs[PROVEN_ATT_PCRS_MAX];
+} proven_verify_opts_t;
+
+/*
+ * Full verification: decode, leaf certificate chain (cabundle as
+ * intermediates) to opts->root at the chosen time, COSE signature with the
+ * leaf key, then nonce and PCRs.  If out is not NULL the decoded document
+ * is left there (free it even on failure).  err gets the human reason.
+ */
+proven_verify_status_t proven_attestation_verify(const uint8_t *buf,
+    size_t len, const proven_verify_opts_t *opts,
+    proven_attestation_doc_t *out, char *err, size_t errlen);
+
+/* The AWS Nitro Enclaves root (SHA-256 641A0321...BB5B); caller frees. */
+X509 *proven_aws_nitro_root(void);
+
+/*
+ * A JSON view for people (malloc()ed, NUL terminated): module_id, digest,
+ * timestamp, pcrs {"0": hex, ...}, certificate and cabundle in base64,
+ * public_key/user_data/nonce base64 (or null).
+ */
+char *proven_attestation_to_json(const proven_attestation_doc_t *doc,
+    int pretty);
+
+
+/* ---- dev PKI (lib/proven_pki.c) ----------------------------------------- */
+
+EVP_PKEY *proven_pki_new_key(char *err, size_t errlen);   /* P-384 */
+
+/*
+ * A certificate for key, signed by issuer_key (issuer NULL: self signed),
+ * valid from not_before to not_after (seconds since the epoch).  CA
+ * certificates get basicConstraints CA:TRUE and keyCertSign.
+ */
+X509 *proven_pki_new_cert(EVP_PKEY *key, const char *common_name,
+    X509 *issuer, EVP_PKEY *issuer_key, int is_ca, int64_t not_before,
+    int64_t not_after, char *err, size_t errlen);
+
+int proven_pki_cert_der(X509 *cert, uint8_t **out, size_t *outlen);
+
+
+/* ---- encodings (lib/proven_codec.c) -------------------------------------- */
+
+/* Lower or upper case hex, even length; PROVEN_ERR otherwise. */
+int proven_hex_decode(const char *hex, size_t hexlen, uint8_t *out,
+    size_t outmax, size_t *outlen);
+void proven_hex_encode(const uint8_t *in, size_t len, char *out); /* 2n+1 */
+
+/* base64url without padding (padding also accepted on decode). */
+int proven_base64url_decode(const char *in, size_t inlen, uint8_t *out,
+    size_t outmax, size_t *outlen);
+
+#endif /* PROVEN_H */

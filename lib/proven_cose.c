@@ -1,0 +1,281 @@
+/*
+ * COSE_Sign1 with ES384 (RFC 9052), the subset Nitro attestation documents
+ * use.  The Sig_structure is hashed in pieces straight from the caller's
+ * buffers, so signing copies the payload once, into the output.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/ecdsa.h>
+#include <openssl/err.h>
+
+#include "proven.h"
+
+
+#define PROVEN_ES384_COORD   48
+#define PROVEN_ES384_SIG     (2 * PROVEN_ES384_COORD)
+
+/* CBOR headers are at most 9 bytes. */
+#define PROVEN_CBOR_HEAD_MAX  9
+
+
+const uint8_t  proven_cose_es384_protected[4] = { 0xa1, 0x01, 0x38, 0x22 };
+
+/* 0x84: array(4), then text(10) "Signature1" */
+static const uint8_t  proven_cose_sig1_head[] = {
+    0x84, 0x6a, 'S', 'i', 'g', 'n', 'a', 't', 'u', 'r', 'e', '1'
+};
+
+
+static void
+proven_cose_error(char *err, size_t errlen, const char *what)
+{
+    unsigned long  e;
+    char           buf[160];
+
+    if (err == NULL) {
+        ERR_clear_error();
+        return;
+    }
+
+    e = ERR_peek_last_error();
+    if (e != 0) {
+        ERR_error_string_n(e, buf, sizeof(buf));
+        snprintf(err, errlen, "%s: %s", what, buf);
+
+    } else {
+        snprintf(err, errlen, "%s", what);
+    }
+
+    ERR_clear_error();
+}
+
+
+/*
+ * Writes everything of the Sig_structure that precedes the payload bytes:
+ * array head, context, protected bstr, empty external_aad, payload head.
+ */
+static size_t
+proven_cose_sig_prefix(uint8_t *buf, size_t size, const uint8_t *prot,
+    size_t plen, size_t payload_len)
+{
+    size_t  n, w;
+
+    n = sizeof(proven_cose_sig1_head);
+    memcpy(buf, proven_cose_sig1_head, n);
+
+    w = cbor_encode_bytestring_start(plen, buf + n, size - n);
+    if (w == 0) {
+        return 0;
+    }
+    n += w;
+
+    /* protected is short (the caller bounds it), so it fits here */
+    memcpy(buf + n, prot, plen);
+    n += plen;
+
+    buf[n++] = 0x40;   /* h'' */
+
+    w = cbor_encode_bytestring_start(payload_len, buf + n, size - n);
+    if (w == 0) {
+        return 0;
+    }
+
+    return n + w;
+}
+
+
+int
+proven_cose_sign_es384(const uint8_t *payload, size_t len, EVP_PKEY *key,
+    uint8_t **out, size_t *outlen, char *err, size_t errlen)
+{
+    int                   rc;
+    size_t                n, w, prefix_len, derlen;
+    uint8_t              *doc;
+    uint8_t               prefix[64], der[128];
+    ECDSA_SIG            *sig;
+    const BIGNUM         *r, *s;
+    EVP_MD_CTX           *md;
+    const unsigned char  *p;
+
+    rc = PROVEN_ERR;
+    doc = NULL;
+    sig = NULL;
+
+    md = EVP_MD_CTX_new();
+    if (md == NULL) {
+        proven_cose_error(err, errlen, "out of memory");
+        goto failed;
+    }
+
+    prefix_len = proven_cose_sig_prefix(prefix, sizeof(prefix),
+                                        proven_cose_es384_protected,
+                                        sizeof(proven_cose_es384_protected),
+                                        len);
+    if (prefix_len == 0) {
+        proven_cose_error(err, errlen, "cannot encode Sig_structure");
+        goto failed;
+    }
+
+    derlen = sizeof(der);
+
+    if (EVP_DigestSignInit(md, NULL, EVP_sha384(), NULL, key) != 1
+        || EVP_DigestSignUpdate(md, prefix, prefix_len) != 1
+        || EVP_DigestSignUpdate(md, payload, len) != 1
+        || EVP_DigestSignFinal(md, der, &derlen) != 1)
+    {
+        proven_cose_error(err, errlen, "ES384 signing failed");
+        goto failed;
+    }
+
+    p = der;
+    sig = d2i_ECDSA_SIG(NULL, &p, (long) derlen);
+    if (sig == NULL) {
+        proven_cose_error(err, errlen, "bad ECDSA signature from OpenSSL");
+        goto failed;
+    }
+
+    /* array(4) + protected + {} + payload + bstr(96) signature */
+    n = 1 + 1 + sizeof(proven_cose_es384_protected) + 1
+        + PROVEN_CBOR_HEAD_MAX + len + 2 + PROVEN_ES384_SIG;
+
+    doc = malloc(n);
+    if (doc == NULL) {
+        proven_cose_error(err, errlen, "out of memory");
+        goto failed;
+    }
+
+    w = 0;
+    doc[w++] = 0x84;
+    doc[w++] = 0x40 | sizeof(proven_cose_es384_protected);
+    memcpy(doc + w, proven_cose_es384_protected,
+           sizeof(proven_cose_es384_protected));
+    w += sizeof(proven_cose_es384_protected);
+    doc[w++] = 0xa0;
+    w += cbor_encode_bytestring_start(len, doc + w, n - w);
+    memcpy(doc + w, payload, len);
+    w += len;
+    doc[w++] = 0x58;
+    doc[w++] = PROVEN_ES384_SIG;
+
+    ECDSA_SIG_get0(sig, &r, &s);
+
+    if (BN_bn2binpad(r, doc + w, PROVEN_ES384_COORD) != PROVEN_ES384_COORD
+        || BN_bn2binpad(s, doc + w + PROVEN_ES384_COORD, PROVEN_ES384_COORD)
+           != PROVEN_ES384_COORD)
+    {
+        proven_cose_error(err, errlen, "signing key is not P-384");
+        goto failed;
+    }
+
+    w += PROVEN_ES384_SIG;
+
+    *out = doc;
+    *outlen = w;
+    doc = NULL;
+    rc = PROVEN_OK;
+
+failed:
+
+    free(doc);
+    ECDSA_SIG_free(sig);
+    EVP_MD_CTX_free(md);
+    return rc;
+}
+
+
+int
+proven_cose_verify_es384(const uint8_t *protected_hdr, size_t plen,
+    const uint8_t *payload, size_t len, const uint8_t *sig, size_t siglen,
+    EVP_PKEY *key, char *err, size_t errlen)
+{
+    int             rc, ok;
+    size_t          prefix_len;
+    uint8_t         prefix[PROVEN_CBOR_HEAD_MAX * 2 + 64 + 32];
+    uint8_t        *der;
+    BIGNUM         *r, *s;
+    ECDSA_SIG      *ecsig;
+    EVP_MD_CTX     *md;
+    int             derlen;
+
+    rc = PROVEN_ERR;
+    der = NULL;
+    r = NULL;
+    s = NULL;
+    ecsig = NULL;
+    md = NULL;
+
+    if (siglen != PROVEN_ES384_SIG) {
+        if (err) {
+            snprintf(err, errlen, "ES384 signature is %zu bytes, not %d",
+                     siglen, PROVEN_ES384_SIG);
+        }
+        return PROVEN_ERR;
+    }
+
+    if (plen > 64) {
+        if (err) {
+            snprintf(err, errlen, "protected header of %zu bytes is too "
+                     "long", plen);
+        }
+        return PROVEN_ERR;
+    }
+
+    prefix_len = proven_cose_sig_prefix(prefix, sizeof(prefix),
+                                        protected_hdr, plen, len);
+    if (prefix_len == 0) {
+        proven_cose_error(err, errlen, "cannot encode Sig_structure");
+        goto failed;
+    }
+
+    ecsig = ECDSA_SIG_new();
+    r = BN_bin2bn(sig, PROVEN_ES384_COORD, NULL);
+    s = BN_bin2bn(sig + PROVEN_ES384_COORD, PROVEN_ES384_COORD, NULL);
+    if (ecsig == NULL || r == NULL || s == NULL
+        || ECDSA_SIG_set0(ecsig, r, s) != 1)
+    {
+        proven_cose_error(err, errlen, "out of memory");
+        goto failed;
+    }
+
+    r = NULL;
+    s = NULL;
+
+    derlen = i2d_ECDSA_SIG(ecsig, &der);
+    if (derlen <= 0) {
+        proven_cose_error(err, errlen, "cannot encode ECDSA signature");
+        goto failed;
+    }
+
+    md = EVP_MD_CTX_new();
+    if (md == NULL
+        || EVP_DigestVerifyInit(md, NULL, EVP_sha384(), NULL, key) != 1
+        || EVP_DigestVerifyUpdate(md, prefix, prefix_len) != 1
+        || EVP_DigestVerifyUpdate(md, payload, len) != 1)
+    {
+        proven_cose_error(err, errlen, "cannot verify with this key");
+        goto failed;
+    }
+
+    ok = EVP_DigestVerifyFinal(md, der, (size_t) derlen);
+    if (ok != 1) {
+        ERR_clear_error();
+        if (err) {
+            snprintf(err, errlen, "COSE ES384 signature does not verify");
+        }
+        goto failed;
+    }
+
+    rc = PROVEN_OK;
+
+failed:
+
+    OPENSSL_free(der);
+    BN_free(r);
+    BN_free(s);
+    ECDSA_SIG_free(ecsig);
+    EVP_MD_CTX_free(md);
+    return rc;
+}

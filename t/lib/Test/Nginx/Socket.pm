@@ -1,0 +1,404 @@
+package Test::Nginx::Socket;
+
+# A small Test::Nginx::Socket: the subset of openresty's CPAN harness that
+# our suites use (see ../shared/STYLE.md), so `make test` needs nothing from
+# CPAN.  The .t files run unchanged under the CPAN module: only `prove -I
+# t/lib` makes this one shadow it.
+#
+# Each block gets a fresh server root, configuration and nginx; the request
+# is sent over a plain TCP socket and the answer parsed by hand so that
+# status, headers and body are checked exactly as a client sees them.
+
+use strict;
+use warnings;
+
+use Cwd qw(cwd);
+use File::Path qw(make_path remove_tree);
+use IO::Socket::INET;
+use POSIX qw(WNOHANG);
+use Test::More;
+use Time::HiRes qw(sleep time);
+
+our @EXPORT = qw(run_tests blocks repeat_each no_shuffle no_long_string
+    log_level master_on workers no_root_location plan is like unlike ok
+    diag pass fail is_deeply done_testing);
+
+my $RepeatEach = 1;
+my $LogLevel   = 'debug';
+my $MasterOn   = 0;
+my $Workers    = 1;
+my $NoRootLocation = 0;
+
+my %Known = map { $_ => 1 } qw(main_config http_config config request
+    raw_request more_headers error_code response_body response_body_like
+    response_headers response_headers_like error_log no_error_log must_die
+    timeout request_body);
+
+sub import {
+    my ($class, @args) = @_;
+    my $caller = caller;
+    no strict 'refs';
+    for my $name (@EXPORT) {
+        if (defined &{"Test::More::$name"}) {
+            *{"${caller}::$name"} = \&{"Test::More::$name"};
+        } else {
+            *{"${caller}::$name"} = \&{$name};
+        }
+    }
+    if (@args && $args[0] eq 'no_plan') {
+        Test::More::plan('no_plan');
+    } elsif (@args && $args[0] eq 'tests') {
+        Test::More::plan(tests => $args[1]);
+    }
+}
+
+sub repeat_each    { $RepeatEach = shift if @_; return $RepeatEach }
+sub no_shuffle     { }
+sub no_long_string { }
+sub log_level      { $LogLevel = shift }
+sub master_on      { $MasterOn = 1 }
+sub workers        { $Workers = shift }
+sub no_root_location { $NoRootLocation = 1 }
+
+my $Blocks;
+
+sub blocks {
+    $Blocks //= parse_blocks(read_data());
+    return @$Blocks;
+}
+
+sub read_data {
+    open my $fh, '<', $0 or die "cannot read $0: $!";
+    local $/;
+    my $text = <$fh>;
+    close $fh;
+    $text =~ s/\A.*?^__DATA__\r?\n//ms or die "$0: no __DATA__ section";
+    $text =~ s/^__END__\r?\n.*\z//ms;
+    return $text;
+}
+
+# Test::Base rules: "=== title" starts a block, "--- name [filters]" a
+# section (or "--- name: value" on one line); sections lose the blank lines
+# around them; the "eval" filter evaluates the section as Perl; "chomp"
+# drops the final newline.
+sub parse_blocks {
+    my ($text) = @_;
+    my @blocks;
+    my @chunks = split /^===\s*/m, $text;
+    shift @chunks;
+    for my $chunk (@chunks) {
+        my ($title, $rest) = split /\n/, $chunk, 2;
+        $rest //= '';
+        my %block = (name => $title);
+        my @parts = split /^---[ \t]+/m, $rest;
+        shift @parts;
+        for my $part (@parts) {
+            my ($head, $body) = split /\n/, $part, 2;
+            $body //= '';
+            my ($name, $value, @filters);
+            if ($head =~ /^(\w+)\s*:\s*(.*?)\s*$/) {
+                ($name, $value) = ($1, $2);
+            } else {
+                ($name, @filters) = split ' ', $head;
+                $value = $body;
+                $value =~ s/\A(?:[ \t]*\n)+//;
+                $value =~ s/(?:\n[ \t]*)+\z/\n/;
+                $value = '' if $value eq "\n";
+            }
+            die "$0: block '$title': unknown section '$name'\n"
+                unless $Known{$name};
+            for my $f (@filters) {
+                if ($f eq 'eval') {
+                    my @v = eval "package main; $value";
+                    die "$0: block '$title': eval of $name failed: $@" if $@;
+                    $value = @v == 1 ? $v[0] : \@v;
+                } elsif ($f eq 'chomp') {
+                    chomp $value;
+                } else {
+                    die "$0: block '$title': unknown filter '$f'\n";
+                }
+            }
+            $block{$name} = $value;
+        }
+        push @blocks, \%block;
+    }
+    return \@blocks;
+}
+
+sub env_expand {
+    my ($s) = @_;
+    return $s unless defined $s && !ref $s;
+    $s =~ s/\$(TEST_NGINX_\w+)/
+        defined $ENV{$1} ? $ENV{$1} : die "$0: \$$1 is not set\n"/ge;
+    return $s;
+}
+
+sub settings {
+    my $root = $ENV{TEST_NGINX_SERVROOT} // cwd() . '/t/servroot';
+    $ENV{TEST_NGINX_SERVER_PORT} //= $ENV{TEST_NGINX_PORT} // 1984;
+    $ENV{TEST_NGINX_SERVROOT}    = $root;
+    $ENV{TEST_NGINX_SERVER_ROOT} = $root;
+    $ENV{TEST_NGINX_HTML_DIR}    = "$root/html";
+    return ($root, $ENV{TEST_NGINX_BINARY} // 'nginx');
+}
+
+sub write_config {
+    my ($root, $block) = @_;
+    my $port = $ENV{TEST_NGINX_SERVER_PORT};
+    my $modules = '';
+    for my $m (split ' ', $ENV{TEST_NGINX_LOAD_MODULES} // '') {
+        $modules .= "load_module $m;\n";
+    }
+    my $main = env_expand($block->{main_config} // '');
+    my $http = env_expand($block->{http_config} // '');
+    my $loc  = env_expand($block->{config} // '');
+    my $root_location = $NoRootLocation ? ''
+        : "location / { root $root/html; index index.html; }";
+    my $master = $MasterOn ? 'on' : 'off';
+    my $conf = <<"CONF";
+$modules
+worker_processes $Workers;
+daemon on;
+master_process $master;
+error_log $root/logs/error.log $LogLevel;
+pid $root/logs/nginx.pid;
+$main
+events {
+    accept_mutex off;
+    worker_connections 256;
+}
+http {
+    access_log $root/logs/access.log;
+    default_type text/plain;
+    keepalive_timeout 68;
+    client_body_temp_path $root/client_body_temp;
+    proxy_temp_path $root/proxy_temp;
+    fastcgi_temp_path $root/fastcgi_temp;
+    uwsgi_temp_path $root/uwsgi_temp;
+    scgi_temp_path $root/scgi_temp;
+$http
+    server {
+        listen 127.0.0.1:$port;
+        server_name localhost;
+        client_max_body_size 30M;
+$loc
+        $root_location
+    }
+}
+CONF
+    open my $fh, '>', "$root/conf/nginx.conf" or die "$root: $!";
+    print $fh $conf;
+    close $fh;
+}
+
+sub slurp {
+    my ($file) = @_;
+    open my $fh, '<', $file or return '';
+    local $/;
+    my $s = <$fh>;
+    close $fh;
+    return $s // '';
+}
+
+sub nginx_pid {
+    my ($root) = @_;
+    my $pid = slurp("$root/logs/nginx.pid");
+    return $pid =~ /(\d+)/ ? $1 : undef;
+}
+
+sub stop_nginx {
+    my ($root) = @_;
+    my $pid = nginx_pid($root) or return;
+    kill 'QUIT', $pid;
+    for (1 .. 200) {
+        return unless kill 0, $pid;
+        sleep 0.02;
+    }
+    kill 'KILL', $pid;
+    sleep 0.05;
+}
+
+# Starts nginx; returns (ok, output of the start command).
+sub start_nginx {
+    my ($root, $nginx) = @_;
+    my $out = `$nginx -p $root/ -c $root/conf/nginx.conf 2>&1`;
+    return (0, $out) if $? != 0;
+    for (1 .. 250) {
+        my $pid = nginx_pid($root);
+        return (1, $out) if $pid && kill 0, $pid;
+        sleep 0.02;
+    }
+    return (0, $out . "\nno pid file");
+}
+
+sub build_request {
+    my ($block) = @_;
+    return env_expand($block->{raw_request}) if defined $block->{raw_request};
+    my $req = env_expand($block->{request} // die "no request\n");
+    $req =~ s/\A\s+//;
+    my ($line, $body) = split /\n/, $req, 2;
+    $body = $block->{request_body} if defined $block->{request_body};
+    $body //= '';
+    $body =~ s/\n\z// unless defined $block->{request_body};
+    $line =~ s/\s+\z//;
+    $line .= ' HTTP/1.1' unless $line =~ m{ HTTP/\d\.\d\z};
+    my $headers = "Host: localhost\r\nConnection: close\r\n";
+    for my $h (split /\n/, env_expand($block->{more_headers} // '')) {
+        next unless $h =~ /\S/;
+        $headers .= "$h\r\n";
+    }
+    if (length $body || $line =~ /^(POST|PUT|PATCH)/) {
+        $headers .= 'Content-Length: ' . length($body) . "\r\n";
+    }
+    return "$line\r\n$headers\r\n$body";
+}
+
+sub send_request {
+    my ($raw, $timeout) = @_;
+    my $port = $ENV{TEST_NGINX_SERVER_PORT};
+    my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+        PeerPort => $port, Proto => 'tcp', Timeout => $timeout)
+        or return (undef, "cannot connect to port $port: $!");
+    binmode $sock;
+    print $sock $raw;
+    my $resp = '';
+    my $deadline = time + $timeout;
+    my $rin = '';
+    vec($rin, fileno($sock), 1) = 1;
+    while (time < $deadline) {
+        my $left = $deadline - time;
+        my $n = select(my $rout = $rin, undef, undef, $left);
+        last if $n <= 0;
+        my $got = sysread $sock, my $buf, 65536;
+        last if !$got;
+        $resp .= $buf;
+    }
+    close $sock;
+    return (undef, "timed out after ${timeout}s") if time >= $deadline;
+    return ($resp, undef);
+}
+
+sub parse_response {
+    my ($resp) = @_;
+    my ($head, $body) = split /\r\n\r\n/, $resp, 2;
+    return unless defined $head && $head =~ m{\AHTTP/\d\.\d (\d{3})};
+    my $status = $1;
+    my %h;
+    for my $line ((split /\r\n/, $head)[1 .. 100]) {
+        last unless defined $line;
+        my ($k, $v) = split /:\s*/, $line, 2;
+        push @{ $h{lc $k} }, $v;
+    }
+    $body //= '';
+    if (($h{'transfer-encoding'}[0] // '') =~ /chunked/i) {
+        my $plain = '';
+        while ($body =~ s/\A([0-9a-fA-F]+)[^\r\n]*\r\n//) {
+            my $n = hex $1;
+            last if $n == 0;
+            $plain .= substr($body, 0, $n, '');
+            $body =~ s/\A\r\n//;
+        }
+        $body = $plain;
+    }
+    return ($status, \%h, $body);
+}
+
+sub log_lines_check {
+    my ($name, $log, $spec, $want) = @_;
+    my @items = ref $spec eq 'ARRAY' ? @$spec
+        : ref $spec ? ($spec) : grep { /\S/ } split /\n/, $spec;
+    for my $item (@items) {
+        my $found = ref $item ? $log =~ $item : index($log, $item) >= 0;
+        my $what = $want ? 'error_log' : 'no_error_log';
+        ok($want ? $found : !$found, "$name - $what: $item");
+    }
+}
+
+sub run_block {
+    my ($block, $root, $nginx) = @_;
+    my $name = "$0 - $block->{name}";
+    stop_nginx($root);
+    remove_tree($root);
+    make_path("$root/conf", "$root/logs", "$root/html");
+    write_config($root, $block);
+    my ($started, $out) = start_nginx($root, $nginx);
+    my $log = slurp("$root/logs/error.log") . $out;
+
+    if ($block->{must_die}) {
+        ok(!$started, "$name - nginx must die");
+        stop_nginx($root) if $started;
+        $log = slurp("$root/logs/error.log") . $out;
+        log_lines_check($name, $log, $block->{error_log}, 1)
+            if defined $block->{error_log};
+        log_lines_check($name, $log, $block->{no_error_log}, 0)
+            if defined $block->{no_error_log};
+        return;
+    }
+    unless ($started) {
+        fail("$name - nginx failed to start: $out");
+        diag(slurp("$root/logs/error.log"));
+        return;
+    }
+
+    my $timeout = $block->{timeout} // 5;
+    my ($resp, $err) = send_request(build_request($block), $timeout);
+    my ($status, $headers, $body) = defined $resp ? parse_response($resp) : ();
+    if (!defined $status) {
+        fail("$name - no valid response: " . ($err // 'unparsable'));
+        $status = 0;
+        $headers = {};
+        $body = '';
+    }
+
+    my $code = $block->{error_code} // 200;
+    is($status, $code, "$name - status code ok");
+
+    if (defined $block->{response_body}) {
+        is($body, env_expand($block->{response_body}),
+            "$name - response_body - response is expected");
+    }
+    if (defined $block->{response_body_like}) {
+        my $re = $block->{response_body_like};
+        $re = qr/$re/s unless ref $re;
+        like($body, $re, "$name - response_body_like - response is expected");
+    }
+    for my $kind (qw(response_headers response_headers_like)) {
+        next unless defined $block->{$kind};
+        for my $line (split /\n/, env_expand($block->{$kind})) {
+            next unless $line =~ /\S/;
+            if ($line =~ /^!\s*(\S+)/) {
+                ok(!exists $headers->{lc $1}, "$name - header $1 absent");
+                next;
+            }
+            my ($k, $v) = split /:\s*/, $line, 2;
+            my $got = $headers->{lc $k} ? $headers->{lc $k}[0] : undef;
+            if ($kind eq 'response_headers') {
+                is($got, $v, "$name - header $k ok");
+            } else {
+                like($got // '', qr/$v/, "$name - header $k like ok");
+            }
+        }
+    }
+
+    # Give the worker a moment to write log lines caused by the request.
+    sleep 0.05;
+    stop_nginx($root);
+    $log = slurp("$root/logs/error.log");
+    log_lines_check($name, $log, $block->{error_log}, 1)
+        if defined $block->{error_log};
+    log_lines_check($name, $log, $block->{no_error_log}, 0)
+        if defined $block->{no_error_log};
+    ok($log !~ /AddressSanitizer|runtime error:|LeakSanitizer|on signal \d+/,
+        "$name - no sanitizer report or crash in the error log")
+        or diag($log =~ /((?:AddressSanitizer|runtime error:|LeakSanitizer|on signal).{0,2000})/s);
+}
+
+sub run_tests {
+    my ($root, $nginx) = settings();
+    for my $block (blocks()) {
+        run_block($block, $root, $nginx) for 1 .. $RepeatEach;
+    }
+    stop_nginx($root);
+}
+
+1;

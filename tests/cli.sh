@@ -1,0 +1,319 @@
+#!/bin/bash
+# The `proven` command as a user runs it: the genuine Nitro document and
+# tampered copies through `verify`, `attest` against a one-file HTTP server,
+# `status` against a fake provend; exit codes 0 valid, 1 invalid, 2 usage.
+# Usage: tests/cli.sh BUILD_DIR
+set -u
+build=$(cd "${1:-build}" && pwd)
+top=$(cd "$(dirname "$0")/.." && pwd)
+proven=$build/bin/proven
+fixtures=$top/tests/fixtures
+doc=$fixtures/nitro-real-2022-09-15.cose
+awsroot=$fixtures/aws-nitro-root.pem
+nonce=47b5fba6979cbf7e567e2629
+module_id=i-0697c9729fa547b20-enc0183422ede9a5dc8
+pcr0=ea4212ee889ba1b4dbfe744aadecca8b1930de60a3a1ce3b0c79f42b231700fc561c3d9b34f0565ed9eb6f460996624c
+when=2022-09-15T17:43:28.848Z
+pcr8=6f1ff0f2a7a0b1c4e02a3a544eb0ff2dffb8b2922b8908d46365c0f0120934092149ec35814c8d944ef1b8fb564b46c7
+zeros=$(printf '0%.0s' $(seq 1 96))
+work=$(mktemp -d)
+passed=0 failed=0
+server_pids=()
+
+cleanup() {
+    local pid
+    for pid in "${server_pids[@]}"; do
+        kill "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# check NAME EXPECTED_EXIT [-m REGEX] COMMAND...: the exit status and, with
+# -m, a line of the command's stdout or stderr matching REGEX.
+check() {
+    local name=$1 want=$2 pattern= got why=; shift 2
+    if [ "$1" = -m ]; then pattern=$2; shift 2; fi
+    "$@" >"$work/out" 2>&1
+    got=$?
+    if [ "$got" != "$want" ]; then
+        why="exit $got, want $want"
+    elif [ -n "$pattern" ] && ! grep -qE -- "$pattern" "$work/out"; then
+        why="output does not match /$pattern/"
+    fi
+    if [ -z "$why" ]; then
+        passed=$((passed + 1)); echo "ok - $name"
+    else
+        failed=$((failed + 1)); echo "not ok - $name ($why)"
+        sed 's/^/#   /' "$work/out" | head -20
+    fi
+}
+
+# flip FILE OFFSET: xors one byte in place.
+flip() {
+    perl -e 'open(my $f, "+<:raw", $ARGV[0]) or die "$ARGV[0]: $!";
+             seek($f, $ARGV[1], 0); read($f, my $b, 1) == 1 or die "short";
+             seek($f, $ARGV[1], 0); print $f chr(ord($b) ^ 0x01);' "$@"
+}
+
+# Runs a background helper and waits for the file it creates when ready.
+start_server() {   # start_server READY_FILE PERL_CODE ARGS...
+    local ready=$1 code=$2; shift 2
+    perl -e "$code" "$@" 2>>"$work/servers.log" &
+    server_pids+=($!)
+    for _ in $(seq 1 250); do
+        [ -e "$ready" ] && return 0
+        sleep 0.02
+    done
+    echo "# helper server did not start"; cat "$work/servers.log"
+    return 1
+}
+
+if [ ! -x "$proven" ]; then
+    echo "not ok - $proven is not built"; echo "0 passed, 1 failed"; exit 1
+fi
+
+# ---- verify: the genuine document -----------------------------------------
+
+check "genuine document verifies at its own time with its nonce" 0 \
+    -m "^valid: module_id $module_id, timestamp $when, pcr0 $pcr0" \
+    "$proven" verify "$doc" --at doc --nonce $nonce
+check "options before the file work too" 0 \
+    "$proven" verify --at doc --nonce $nonce "$doc"
+check "--at with the document's time in milliseconds" 0 \
+    "$proven" verify "$doc" --at 1663263808848
+check "the document read from stdin" 0 -m "^valid: " \
+    sh -c "'$proven' verify --at doc --nonce $nonce < '$doc'"
+check "the document read from - (stdin)" 0 \
+    sh -c "cat '$doc' | '$proven' verify - --at doc"
+check "--root with the AWS root PEM" 0 \
+    "$proven" verify "$doc" --at doc --root "$awsroot"
+check "correct --pcr 0 verifies" 0 \
+    "$proven" verify "$doc" --at doc --pcr 0=$pcr0
+check "several correct --pcr verify" 0 \
+    "$proven" verify "$doc" --at doc --pcr 0=$pcr0 --pcr 8=$pcr8 \
+        --pcr 5=$zeros
+
+# ---- verify: invalid documents and expectations ---------------------------
+
+cp "$doc" "$work/badsig.cose"
+flip "$work/badsig.cose" $(($(wc -c < "$doc") - 2))
+check "a flipped signature byte is refused" 1 -m "invalid: bad signature" \
+    "$proven" verify "$work/badsig.cose" --at doc
+
+cp "$doc" "$work/badpayload.cose"
+offset=$(perl -0777 -ne 'print index($_, "func_checksum") + 20' "$doc")
+flip "$work/badpayload.cose" "$offset"
+check "a flipped byte in user_data is refused" 1 -m "invalid: bad signature" \
+    "$proven" verify "$work/badpayload.cose" --at doc
+
+check "--at now is refused: the certificates expired in 2022" 1 \
+    -m "invalid: expired" "$proven" verify "$doc"
+check "--at before the leaf certificate is refused" 1 -m "invalid: expired" \
+    "$proven" verify "$doc" --at 1600000000000
+check "a wrong --nonce is refused" 1 -m "invalid: nonce mismatch" \
+    "$proven" verify "$doc" --at doc --nonce 47b5fba6979cbf7e567e2620
+check "a wrong --pcr 0 is refused" 1 -m "invalid: pcr mismatch" \
+    "$proven" verify "$doc" --at doc --pcr 0=$zeros
+check "a wrong PCR among right ones is refused" 1 -m "invalid: pcr mismatch" \
+    "$proven" verify "$doc" --at doc --pcr 0=$pcr0 --pcr 1=$pcr0
+
+head -c 3000 /dev/urandom > "$work/garbage"
+check "garbage input is refused" 1 -m "invalid: malformed" \
+    "$proven" verify "$work/garbage" --at doc
+check "empty input is refused" 1 -m "invalid: " \
+    sh -c "'$proven' verify - < /dev/null"
+head -c 4000 "$doc" > "$work/truncated.cose"
+check "a truncated document is refused" 1 -m "invalid: malformed" \
+    "$proven" verify "$work/truncated.cose" --at doc
+head -c 70000 /dev/zero > "$work/huge"
+check "input over 64 KiB is refused" 1 -m "larger than 65536" \
+    sh -c "'$proven' verify < '$work/huge'"
+
+if command -v openssl >/dev/null; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-384 -nodes \
+        -keyout "$work/other.key" -out "$work/other.pem" -days 1 \
+        -subj /CN=other >/dev/null 2>&1
+    check "another root is not trusted" 1 -m "invalid: untrusted root" \
+        "$proven" verify "$doc" --at doc --root "$work/other.pem"
+fi
+
+# ---- verify --json ---------------------------------------------------------
+
+# json_is FILE PERL_CONDITION: FILE holds JSON, the condition reads it as $j.
+json_is() {
+    perl -MJSON::PP -e 'local $/; my $j = decode_json(<STDIN>);
+                        exit(eval($ARGV[0]) ? 0 : 1);' "$2" < "$1"
+}
+
+verify_json_valid() {
+    "$proven" verify "$doc" --at doc --nonce $nonce --json >"$work/v.json" \
+        || return
+    json_is "$work/v.json" '$j->{valid} && !defined $j->{reason}
+        && $j->{status} eq "ok"
+        && $j->{document}{module_id} eq "'$module_id'"
+        && $j->{document}{pcrs}{0} eq "'$pcr0'"'
+}
+
+verify_json_invalid() {
+    local rc
+    "$proven" verify "$doc" --json >"$work/i.json"
+    rc=$?
+    json_is "$work/i.json" '!$j->{valid} && $j->{status} eq "expired"
+        && $j->{reason} =~ /expired/' || return 9
+    return $rc
+}
+
+check "--json parses, valid true, with the document" 0 verify_json_valid
+check "--json of an invalid document says why" 1 verify_json_invalid
+
+# ---- usage errors ----------------------------------------------------------
+
+check "an unknown option is a usage error" 2 -m "unknown option --frobnicate" \
+    "$proven" verify "$doc" --frobnicate
+check "a missing option value is a usage error" 2 -m "needs a value" \
+    "$proven" verify "$doc" --nonce
+check "bad --nonce hex is a usage error" 2 -m "bad --nonce" \
+    "$proven" verify "$doc" --nonce xyz
+check "odd-length --nonce hex is a usage error" 2 -m "bad --nonce" \
+    "$proven" verify "$doc" --nonce abc
+check "a --pcr without = is a usage error" 2 -m "bad --pcr" \
+    "$proven" verify "$doc" --pcr 0
+check "a --pcr index out of range is a usage error" 2 -m "bad --pcr" \
+    "$proven" verify "$doc" --pcr 32=00
+check "a --pcr with bad hex is a usage error" 2 -m "bad --pcr" \
+    "$proven" verify "$doc" --pcr 0=0g
+check "a --pcr given twice is a usage error" 2 -m "given twice" \
+    "$proven" verify "$doc" --pcr 0=00 --pcr 0=00
+check "a bad --at is a usage error" 2 -m "bad --at" \
+    "$proven" verify "$doc" --at yesterday
+check "a missing file is a usage error" 2 -m "cannot open" \
+    "$proven" verify "$work/missing.cose"
+check "a directory is a usage error" 2 -m "cannot read" \
+    "$proven" verify "$work"
+check "a --root that is not PEM is a usage error" 2 -m "no PEM certificate" \
+    "$proven" verify "$doc" --root "$doc"
+check "two documents are a usage error" 2 "$proven" verify "$doc" "$doc"
+check "no command is a usage error" 2 -m "^usage: proven" "$proven"
+check "an unknown command is a usage error" 2 -m "unknown command" \
+    "$proven" frobnicate
+check "proven --help" 0 -m "^usage: proven <command>" "$proven" --help
+check "proven help" 0 -m "^  verify" "$proven" help
+check "proven help attest" 0 -m "^usage: proven attest" "$proven" help attest
+check "proven verify --help" 0 -m "^usage: proven verify" \
+    "$proven" verify --help
+check "proven status --help" 0 -m "^usage: proven status" \
+    "$proven" status --help
+
+# ---- attest against a one-file HTTP server ---------------------------------
+
+http_server='
+use IO::Socket::INET;
+my ($doc, $ready, $log) = @ARGV;
+alarm 120;
+my $srv = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => 0,
+    Listen => 5, ReuseAddr => 1) or die "listen: $!";
+open(my $f, "<:raw", $doc) or die "$doc: $!";
+my $body = do { local $/; <$f> };
+open(my $p, ">", "$ready.tmp") or die; print $p $srv->sockport; close $p;
+rename("$ready.tmp", $ready);
+while (my $c = $srv->accept) {
+    my $line = <$c> // next;
+    while (my $h = <$c>) { last if $h =~ /^\r?\n$/ }
+    open(my $l, ">>", $log); print $l $line; close $l;
+    my ($status, $type, $out) = $line =~ m{^GET /attestation\?}
+        ? ("200 OK", "application/cbor", $body)
+        : ("404 Not Found", "text/plain", "no attestation here\n");
+    print $c "HTTP/1.1 $status\r\nContent-Type: $type\r\nContent-Length: ",
+        length($out), "\r\nConnection: close\r\n\r\n", $out;
+    close $c;
+}'
+
+if start_server "$work/http.port" "$http_server" "$doc" "$work/http.port" \
+    "$work/http.log"
+then
+    url=http://127.0.0.1:$(cat "$work/http.port")
+    check "attest fetches and verifies with --nonce" 0 \
+        -m "^valid: .*nonce $nonce" \
+        "$proven" attest "$url/attestation" --nonce $nonce --at doc
+    check "attest appended ?nonce= to the URL" 0 \
+        grep -q "^GET /attestation?nonce=$nonce HTTP" "$work/http.log"
+    check "attest appends &nonce= to a URL with a query" 0 \
+        sh -c "'$proven' attest '$url/attestation?format=cbor' --nonce $nonce \
+            --at doc && grep -q \
+            '^GET /attestation?format=cbor&nonce=$nonce HTTP' '$work/http.log'"
+    check "attest --json" 0 -m '"valid": true' \
+        "$proven" attest "$url/attestation" --nonce $nonce --at doc --json
+    check "attest with a fresh random nonce refuses the replayed document" 1 \
+        -m "invalid: nonce mismatch" \
+        "$proven" attest "$url/attestation" --at doc
+    check "attest sent a 32-byte random nonce" 0 \
+        grep -qE "^GET /attestation\?nonce=[0-9a-f]{64} HTTP" "$work/http.log"
+    check "attest checks PCRs too" 1 -m "invalid: pcr mismatch" \
+        "$proven" attest "$url/attestation" --nonce $nonce --at doc \
+            --pcr 0=$zeros
+    check "attest shows a non-200 answer" 1 -m "no attestation here" \
+        "$proven" attest "$url/elsewhere" --nonce $nonce --at doc
+fi
+
+check "attest without a URL is a usage error" 2 "$proven" attest
+check "attest with a non-HTTP URL is a usage error" 2 -m "http://" \
+    "$proven" attest "ftp://127.0.0.1/attestation"
+check "attest to a closed port fails" 1 \
+    "$proven" attest "http://127.0.0.1:1/attestation"
+
+# ---- status against a fake provend -----------------------------------------
+
+# A response frame: {"id": 1, "ok": true, "result": {"node_id": "abc",
+# "key": h'0102', "n": -2, "list": [true, null]}} (or an error answer).
+unix_server='
+use IO::Socket::UNIX;
+use Socket;
+my ($path, $mode) = @ARGV;
+alarm 120;
+my $srv = IO::Socket::UNIX->new(Type => SOCK_STREAM, Local => $path,
+    Listen => 5) or die "listen $path: $!";
+my %answer = (
+    ok => "\xa3\x62id\x01\x62ok\xf5\x66result\xa4\x67node_id\x63abc"
+        . "\x63key\x42\x01\x02\x61n\x21\x64list\x82\xf5\xf6",
+    error => "\xa3\x62id\x01\x62ok\xf4\x65error\xa2\x64code\x64busy"
+        . "\x67message\x68too busy",
+);
+while (my $c = $srv->accept) {
+    read($c, my $h, 4) == 4 or next;
+    my $n = unpack("N", $h);
+    read($c, my $req, $n) == $n or next;
+    if ($mode eq "silent") { sleep 8; next }
+    print $c pack("N", length $answer{$mode}), $answer{$mode};
+    close $c;
+}'
+
+start_server "$work/ok.sock" "$unix_server" "$work/ok.sock" ok
+check "status prints provend's answer as JSON" 0 -m '"node_id": "abc"' \
+    "$proven" status --socket "$work/ok.sock"
+check "status shows byte strings as hex" 0 \
+    sh -c "'$proven' status --socket '$work/ok.sock' | perl -MJSON::PP -e '
+        local \$/; my \$j = decode_json(<STDIN>);
+        exit(\$j->{key} eq \"0102\" && \$j->{n} == -2
+             && \$j->{list}[0] && !defined \$j->{list}[1] ? 0 : 1)'"
+mkdir -p "$work/data"
+ln -s "$work/ok.sock" "$work/data/provend.sock"
+check "status finds \$PROVEN_DATA/provend.sock" 0 -m '"node_id"' \
+    env PROVEN_DATA="$work/data" "$proven" status
+
+start_server "$work/err.sock" "$unix_server" "$work/err.sock" error
+check "status reports provend's error" 1 -m "busy: too busy" \
+    "$proven" status --socket "$work/err.sock"
+
+start_server "$work/silent.sock" "$unix_server" "$work/silent.sock" silent
+check "status gives up on a silent provend" 1 -m "did not answer" \
+    timeout 20 "$proven" status --socket "$work/silent.sock"
+
+check "status without provend fails clearly" 1 -m "not reachable" \
+    "$proven" status --socket "$work/nobody.sock"
+check "status with a stray argument is a usage error" 2 \
+    "$proven" status now
+
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
