@@ -97,7 +97,7 @@ $(BUILD)/tests/%: tests/%.c $(LIBPROVEN) $(DAEMON_LIB_OBJS)
 
 # ---- nginx modules, built against Debian's nginx-dev ---------------------
 
-$(BUILD)/nginx/Makefile: $(MODULE_SRCS)
+$(BUILD)/nginx/Makefile: config $(LIB_SRCS)
 	rm -rf $(BUILD)/nginx && mkdir -p $(BUILD) && \
 	    cp -r $(NGINX_SRC) $(BUILD)/nginx
 	cd $(BUILD)/nginx && bash -c '. ./conf_flags && ./configure \
@@ -105,12 +105,13 @@ $(BUILD)/nginx/Makefile: $(MODULE_SRCS)
 	    --with-ld-opt="$(SAN)" --add-dynamic-module=$(CURDIR)' \
 	    > configure.log 2>&1 || { tail -20 configure.log; exit 1; }
 
-$(MODULES): $(BUILD)/nginx/Makefile $(MODULE_SRCS)
+$(BUILD)/modules/.stamp: $(BUILD)/nginx/Makefile $(MODULE_SRCS)
 	$(MAKE) -C $(BUILD)/nginx -f objs/Makefile modules >/dev/null
 	@mkdir -p $(BUILD)/modules
 	cp $(BUILD)/nginx/objs/ngx_http_proven_*_module.so $(BUILD)/modules/
+	@touch $@
 
-modules: $(MODULES)
+modules: $(BUILD)/modules/.stamp
 
 # ---- run, test ------------------------------------------------------------
 

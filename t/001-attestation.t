@@ -271,7 +271,7 @@ GET /attestation?nonce=00
 qr/"code":\s*"daemon_unavailable"/
 --- timeout: 3
 --- error_log
-timed out
+no answer from
 
 
 
@@ -291,7 +291,7 @@ no proven_daemon configured
     location = /attestation { proven_attestation; }
 --- must_die
 --- error_log
-proven_daemon
+is not a unix: socket
 
 
 

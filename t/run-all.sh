@@ -13,7 +13,7 @@ if [ -n "${NGINX_PRELOAD:-}" ]; then
     wrapper=$top/$build/nginx-preload
     cat > "$wrapper" <<SH
 #!/bin/sh
-ASAN_OPTIONS=\${ASAN_OPTIONS:-detect_leaks=0} LD_PRELOAD="$NGINX_PRELOAD" exec /usr/sbin/nginx "\$@"
+ASAN_OPTIONS=\${ASAN_OPTIONS:-detect_leaks=0:detect_odr_violation=0} LD_PRELOAD="$NGINX_PRELOAD" exec /usr/sbin/nginx "\$@"
 SH
     chmod +x "$wrapper"
     export TEST_NGINX_BINARY=$wrapper PROVEN_NGINX=$wrapper
