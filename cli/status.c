@@ -321,7 +321,7 @@ cli_cbor_to_json(const cbor_item_t *item, int depth)
         return cli_cbor_to_json(cbor_tag_item(item), depth + 1);
 
     case CBOR_TYPE_FLOAT_CTRL:
-        if (cbor_is_bool(item)) {
+        if (proven_cbor_is_bool(item)) {
             return json_boolean(cbor_get_bool(item));
         }
         if (cbor_float_ctrl_is_ctrl(item)) {

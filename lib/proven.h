@@ -56,6 +56,13 @@ int proven_cbor_bytes(const cbor_item_t *item, size_t max, uint8_t **out,
 int proven_cbor_text(const cbor_item_t *item, size_t max, char **out,
     size_t *len);
 
+/*
+ * null and bool tests that are safe on any item: libcbor 0.8's
+ * cbor_is_null() and cbor_is_bool() abort on floats.
+ */
+int proven_cbor_is_null(const cbor_item_t *item);
+int proven_cbor_is_bool(const cbor_item_t *item);
+
 /* Unsigned integer of any width. */
 int proven_cbor_uint(const cbor_item_t *item, uint64_t *value);
 

@@ -152,10 +152,7 @@ proven_att_buf(const cbor_item_t *item, size_t min, size_t max,
 static int
 proven_att_optional(const cbor_item_t *item, proven_buf_t *buf)
 {
-    /* cbor_is_null() of libcbor 0.8 asserts on floats: check the kind */
-    if (cbor_isa_float_ctrl(item) && cbor_float_ctrl_is_ctrl(item)
-        && cbor_ctrl_value(item) == CBOR_CTRL_NULL)
-    {
+    if (proven_cbor_is_null(item)) {
         return PROVEN_OK;
     }
 

@@ -584,3 +584,22 @@ failed:
 
     return rc;
 }
+
+
+int
+proven_cbor_is_null(const cbor_item_t *item)
+{
+    return item != NULL && cbor_isa_float_ctrl(item)
+           && cbor_float_ctrl_is_ctrl(item)
+           && cbor_ctrl_value(item) == CBOR_CTRL_NULL;
+}
+
+
+int
+proven_cbor_is_bool(const cbor_item_t *item)
+{
+    return item != NULL && cbor_isa_float_ctrl(item)
+           && cbor_float_ctrl_is_ctrl(item)
+           && (cbor_ctrl_value(item) == CBOR_CTRL_TRUE
+               || cbor_ctrl_value(item) == CBOR_CTRL_FALSE);
+}

@@ -79,18 +79,6 @@ proven_frame_encode(const cbor_item_t *item, uint8_t **out, size_t *outlen,
 }
 
 
-/*
- * libcbor 0.8's cbor_is_bool() asserts when given a float: look at the
- * simple value only after making sure the item is one.
- */
-static int
-proven_frame_is_bool(const cbor_item_t *item)
-{
-    return item != NULL && cbor_isa_float_ctrl(item)
-           && cbor_float_ctrl_is_ctrl(item)
-           && (cbor_ctrl_value(item) == CBOR_CTRL_TRUE
-               || cbor_ctrl_value(item) == CBOR_CTRL_FALSE);
-}
 
 
 /* The narrowest encoding, so small ids take one byte on the wire. */
@@ -245,7 +233,7 @@ proven_response_decode(const uint8_t *body, size_t len,
     }
 
     ok = proven_cbor_map_get(map, "ok");
-    if (!proven_frame_is_bool(ok)) {
+    if (!proven_cbor_is_bool(ok)) {
         if (err) {
             snprintf(err, errlen, "response \"ok\" is missing or not a "
                      "boolean");

@@ -29,7 +29,9 @@ if [ ! -s "$data/tls/cert.pem" ]; then
     chmod 600 "$data/tls/key.pem"
 fi
 
-sed -e "s|@MODULES@|$build/modules|g" -e "s|@DATA@|$data|g" \
+user_line=
+[ "$(id -u)" = 0 ] && user_line="user root;"
+sed -e "s|@USER@|$user_line|" -e "s|@MODULES@|$build/modules|g" -e "s|@DATA@|$data|g" \
     -e "s|@HTTP_PORT@|$http_port|g" -e "s|@HTTPS_PORT@|$https_port|g" \
     "$top/nginx-conf/local.conf" > "$data/nginx.conf"
 

@@ -173,3 +173,24 @@ X-Request-Attestation: 00ff
 --- timeout: 3
 --- error_log
 proven daemon:
+
+
+
+=== TEST 9: the header works with return, which answers in the rewrite phase
+--- http_config
+    proven_daemon unix:$TEST_NGINX_PROVEN_SOCKET;
+--- config
+    location = /hello {
+        proven_attestation_header on;
+        return 200 "hello\n";
+    }
+--- request
+GET /hello
+--- more_headers
+X-Request-Attestation: 00ff
+--- response_headers_like
+X-Attestation: ^hEShATgi[A-Za-z0-9+/]+=*$
+--- response_body
+hello
+--- no_error_log
+[error]

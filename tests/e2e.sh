@@ -59,9 +59,10 @@ check "proven status talks to provend" 0 \
 kill -TERM "$run_pid"
 wait "$run_pid"
 check "SIGTERM stops the node with exit status 0" 0 test "$?" = 0
-check "nothing is left listening" 1 curl -s -o /dev/null "$http/"
+check "nothing is left listening" 0 \
+    sh -c "! curl -s -o /dev/null '$http/'"
 check "nothing is left running" 1 \
-    sh -c "pgrep -f '$PROVEN_DATA' >/dev/null"
+    sh -c "pgrep -f '[p]rovend --data $PROVEN_DATA' || pgrep -f '[n]ginx -p $PROVEN_DATA'"
 
 echo "$passed passed, $failed failed"
 rm -rf "$work"

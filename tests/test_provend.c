@@ -1,7 +1,9 @@
 /*
  * provend as users see it: the built daemon (build/bin/provend next to this
  * test's directory, or $PROVEND_BIN) runs as a child with a temporary data
- * directory and is driven over its unix socket with CBOR frames.
+ * directory and is driven over its unix socket with CBOR frames.  When
+ * PROVEND_BIN is a wrapper (valgrind), PROVEND_EXE names the real binary
+ * that PCR2 measures; PROVEND_TEST_KEEP keeps the directory and logs.
  */
 
 #include <errno.h>
@@ -43,6 +45,8 @@ typedef struct {
 } node_t;
 
 static char    provend_bin[PATH_MAX];
+static pid_t   spawned[64];    /* killed at the end if a test failed */
+static size_t  nspawned;
 static char    top_dir[64];
 static node_t  shared;         /* one node for the tests that can share */
 
@@ -117,6 +121,10 @@ node_spawn(node_t *n, const char **extra)
 
     pid = fork();
     assert_true(pid != -1);
+
+    if (pid > 0 && nspawned < sizeof(spawned) / sizeof(spawned[0])) {
+        spawned[nspawned++] = pid;
+    }
 
     if (pid == 0) {
         fd = open(n->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
@@ -948,6 +956,7 @@ test_measure(void **state)
 {
     node_t              n;
     char                file[512], arg2[600], arg5[600];
+    const char         *exe;
     uint8_t             pcr2[48], pcr5[48], pcr0[48], first2[48], img[144];
     proven_response_t   res;
     const char         *extra[] = { "--measure", arg2, "--measure", arg5,
@@ -965,8 +974,9 @@ test_measure(void **state)
     status_of(&n, &res);
 
     /* PCR2: provend itself first, then the file. */
+    exe = getenv("PROVEND_EXE") ? getenv("PROVEND_EXE") : provend_bin;
     memset(pcr2, 0, 48);
-    extend(pcr2, provend_bin);
+    extend(pcr2, exe);
     extend(pcr2, file);
     assert_memory_equal(status_pcr(&res, 2), pcr2, 48);
     memcpy(first2, pcr2, 48);
@@ -989,7 +999,7 @@ test_measure(void **state)
     node_start(&n, extra);
     status_of(&n, &res);
     memset(pcr2, 0, 48);
-    extend(pcr2, provend_bin);
+    extend(pcr2, exe);
     extend(pcr2, file);
     assert_memory_equal(status_pcr(&res, 2), pcr2, 48);
     assert_memory_not_equal(status_pcr(&res, 2), first2, 48);
@@ -1118,9 +1128,25 @@ group_setup(void **state)
 static int
 group_teardown(void **state)
 {
+    size_t  i;
+
     (void) state;
 
-    node_stop(&shared);
+    if (shared.pid > 0) {
+        kill(shared.pid, SIGTERM);
+        if (node_wait(shared.pid, 10000) != 0) {
+            fprintf(stderr, "provend did not exit cleanly, see %s\n",
+                    shared.log);
+        }
+    }
+
+    /* Whatever a failed test left running. */
+    for (i = 0; i < nspawned; i++) {
+        if (waitpid(spawned[i], NULL, WNOHANG) == 0) {
+            kill(spawned[i], SIGKILL);
+            waitpid(spawned[i], NULL, 0);
+        }
+    }
 
     if (getenv("PROVEND_TEST_KEEP") == NULL) {
         remove_tree(top_dir);

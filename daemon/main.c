@@ -1,0 +1,268 @@
+/*
+ * provend: the Proven Node daemon.
+ *
+ *   provend [--data DIR] [--socket PATH] [--provider auto|nsm|dev]
+ *           [--log-level debug|info|warn|error] [--measure N:PATH]...
+ *           [--threads N]
+ */
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "provider.h"
+#include "server.h"
+#include "util.h"
+
+
+#define PROVEND_MEASURE_MAX  64
+#define PROVEND_THREADS_MAX  1024
+
+
+static void
+provend_usage(FILE *out)
+{
+    fprintf(out,
+        "usage: provend [--data DIR] [--socket PATH]"
+        " [--provider auto|nsm|dev]\n"
+        "               [--log-level debug|info|warn|error]"
+        " [--measure N:PATH]...\n"
+        "               [--threads N]\n"
+        "  --data DIR        state directory (default ./var)\n"
+        "  --socket PATH     unix socket (default DATA/provend.sock)\n"
+        "  --provider NAME   attestation provider (default auto: nsm when\n"
+        "                    /dev/nsm exists, else dev)\n"
+        "  --measure N:PATH  dev provider: extend PCR N (1..15) with the\n"
+        "                    SHA384 of PATH, in order given\n"
+        "  --threads N       signing threads (default: online CPUs)\n");
+}
+
+
+static int
+provend_parse_uint(const char *s, unsigned long min, unsigned long max,
+    unsigned long *out)
+{
+    char           *end;
+    unsigned long   v;
+
+    if (*s < '0' || *s > '9') {
+        return PROVEN_ERR;
+    }
+
+    errno = 0;
+    v = strtoul(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max) {
+        return PROVEN_ERR;
+    }
+
+    *out = v;
+    return PROVEN_OK;
+}
+
+
+int
+main(int argc, char **argv)
+{
+    int                      c, level, status;
+    char                     err[PROVEN_ERR_LEN], *colon, *sock_buf;
+    char                     node_id[PROVEND_NODE_ID_LEN + 1], threads[16];
+    long                     cpus;
+    size_t                   measure_count;
+    const char              *data_dir, *socket_path, *provider_name;
+    unsigned long            value, nthreads;
+    provend_provider_t      *provider;
+    provend_measure_t        measures[PROVEND_MEASURE_MAX];
+    provend_dev_config_t     dev_cfg;
+    provend_server_config_t  srv_cfg;
+
+    static const struct option  options[] = {
+        { "data",      required_argument, NULL, 'd' },
+        { "socket",    required_argument, NULL, 's' },
+        { "provider",  required_argument, NULL, 'p' },
+        { "log-level", required_argument, NULL, 'l' },
+        { "measure",   required_argument, NULL, 'm' },
+        { "threads",   required_argument, NULL, 't' },
+        { "help",      no_argument,       NULL, 'h' },
+        { NULL, 0, NULL, 0 }
+    };
+
+    data_dir = "./var";
+    socket_path = NULL;
+    provider_name = "auto";
+    measure_count = 0;
+    nthreads = 0;
+    sock_buf = NULL;
+    provider = NULL;
+    status = 1;
+
+    while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        switch (c) {
+
+        case 'd':
+            data_dir = optarg;
+            break;
+
+        case 's':
+            socket_path = optarg;
+            break;
+
+        case 'p':
+            if (strcmp(optarg, "auto") != 0 && strcmp(optarg, "nsm") != 0
+                && strcmp(optarg, "dev") != 0)
+            {
+                fprintf(stderr, "provend: unknown provider \"%s\"\n",
+                        optarg);
+                return 2;
+            }
+            provider_name = optarg;
+            break;
+
+        case 'l':
+            level = provend_log_level_parse(optarg);
+            if (level < 0) {
+                fprintf(stderr, "provend: unknown log level \"%s\"\n",
+                        optarg);
+                return 2;
+            }
+            provend_log_set_level((provend_log_level_t) level);
+            break;
+
+        case 'm':
+            colon = strchr(optarg, ':');
+            if (colon == NULL || colon[1] == '\0') {
+                fprintf(stderr, "provend: --measure wants N:PATH\n");
+                return 2;
+            }
+
+            *colon = '\0';
+            if (provend_parse_uint(optarg, 1, PROVEND_PCR_COUNT - 1, &value)
+                != PROVEN_OK)
+            {
+                fprintf(stderr, "provend: --measure PCR must be 1..%d\n",
+                        PROVEND_PCR_COUNT - 1);
+                return 2;
+            }
+
+            if (measure_count == PROVEND_MEASURE_MAX) {
+                fprintf(stderr, "provend: at most %d --measure\n",
+                        PROVEND_MEASURE_MAX);
+                return 2;
+            }
+
+            measures[measure_count].index = (uint32_t) value;
+            measures[measure_count].path = colon + 1;
+            measure_count++;
+            break;
+
+        case 't':
+            if (provend_parse_uint(optarg, 1, PROVEND_THREADS_MAX, &nthreads)
+                != PROVEN_OK)
+            {
+                fprintf(stderr, "provend: --threads must be 1..%d\n",
+                        PROVEND_THREADS_MAX);
+                return 2;
+            }
+            break;
+
+        case 'h':
+            provend_usage(stdout);
+            return 0;
+
+        default:
+            provend_usage(stderr);
+            return 2;
+        }
+    }
+
+    if (optind != argc) {
+        provend_usage(stderr);
+        return 2;
+    }
+
+    /* libuv sizes its pool on first use: set it before any uv call. */
+    if (nthreads == 0) {
+        cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        nthreads = cpus > 0 ? (unsigned long) cpus : 4;
+    }
+
+    snprintf(threads, sizeof(threads), "%lu", nthreads);
+    setenv("UV_THREADPOOL_SIZE", threads, 1);
+
+    /* A peer gone mid-write is an error to handle, not a reason to die. */
+    signal(SIGPIPE, SIG_IGN);
+
+    if (provend_mkdirs(data_dir, 0700, err, sizeof(err)) != PROVEN_OK
+        || provend_node_id(data_dir, node_id, err,
+                           sizeof(err)) != PROVEN_OK)
+    {
+        provend_error("%s", err);
+        return 1;
+    }
+
+    if (socket_path == NULL) {
+        if (asprintf(&sock_buf, "%s/provend.sock", data_dir) == -1) {
+            provend_error("out of memory");
+            return 1;
+        }
+        socket_path = sock_buf;
+    }
+
+    if (strcmp(provider_name, "auto") == 0) {
+        if (access(PROVEND_NSM_DEVICE, F_OK) == 0) {
+            provider_name = "nsm";
+        } else {
+            provend_warn("no %s: using the dev attestation provider, whose "
+                         "documents no client trusts by default",
+                         PROVEND_NSM_DEVICE);
+            provider_name = "dev";
+        }
+    }
+
+    if (strcmp(provider_name, "nsm") == 0) {
+        if (measure_count) {
+            provend_warn("--measure is ignored by the nsm provider: the "
+                         "enclave measures itself");
+        }
+        provider = provend_nsm_new(PROVEND_NSM_DEVICE, NULL, err,
+                                   sizeof(err));
+
+    } else {
+        memset(&dev_cfg, 0, sizeof(dev_cfg));
+        dev_cfg.data_dir = data_dir;
+        dev_cfg.node_id = node_id;
+        dev_cfg.measures = measures;
+        dev_cfg.measure_count = measure_count;
+        provider = provend_dev_new(&dev_cfg, err, sizeof(err));
+    }
+
+    if (provider == NULL) {
+        provend_error("%s provider: %s", provider_name, err);
+        goto done;
+    }
+
+    provend_info("node %s, provider %s, %lu signing threads", node_id,
+                 provider->name, nthreads);
+
+    memset(&srv_cfg, 0, sizeof(srv_cfg));
+    srv_cfg.socket_path = socket_path;
+    srv_cfg.node_id = node_id;
+    srv_cfg.provider = provider;
+
+    if (provend_server_run(&srv_cfg, err, sizeof(err)) != PROVEN_OK) {
+        provend_error("%s", err);
+        goto done;
+    }
+
+    status = 0;
+
+done:
+
+    provend_provider_destroy(provider);
+    free(sock_buf);
+    return status;
+}

@@ -1,0 +1,1150 @@
+/*
+ * The provend server loop.  Each connection reads frames into a bounded
+ * buffer; each request is answered by id, attestations on the thread pool,
+ * so many may be in flight.  A connection with PROVEND_PENDING_MAX requests
+ * unanswered (including responses not yet written) is not read from until
+ * answers drain: a client that does not read cannot make us buffer more.
+ */
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <uv.h>
+
+#include "log.h"
+#include "server.h"
+#include "util.h"
+
+
+#define PROVEND_READ_BUF   (64 * 1024)
+#define PROVEND_BACKLOG    128
+
+#define provend_server_err(...)                                            \
+    do { if (err) { snprintf(err, errlen, __VA_ARGS__); } } while (0)
+
+
+typedef struct provend_conn_s    provend_conn_t;
+
+typedef struct {
+    uv_loop_t                       loop;
+    uv_pipe_t                       listener;
+    uv_signal_t                     sigterm;
+    uv_signal_t                     sigint;
+    uv_signal_t                     sighup;
+    uv_timer_t                      maintain;
+    uv_timer_t                      grace;
+    const provend_server_config_t  *cfg;
+    size_t                          max_pending;
+    uint64_t                        started;      /* uv_hrtime() */
+    size_t                          pending;      /* all connections */
+    int                             stopping;
+    int                             grace_started;
+    provend_conn_t                 *conns;
+} provend_server_t;
+
+struct provend_conn_s {
+    uv_pipe_t          handle;
+    provend_server_t  *srv;
+    provend_conn_t    *prev;
+    provend_conn_t    *next;
+    unsigned           refs;        /* handle, jobs and writes */
+    size_t             pending;     /* frames read, answers not written */
+    int                reading;
+    int                draining;    /* no more input; close when answered */
+    int                closing;     /* uv_close called: no more output */
+    int                processing;  /* inside provend_conn_process */
+
+    uint8_t            header[PROVEN_FRAME_HEADER];
+    size_t             header_have;
+    uint8_t           *body;
+    uint32_t           body_len;
+    size_t             body_have;
+
+    size_t             rlen;        /* bytes in rbuf not yet parsed */
+    uint8_t            rbuf[PROVEND_READ_BUF];
+};
+
+typedef struct {
+    uv_write_t         req;
+    provend_conn_t    *conn;
+    uint8_t           *frame;
+} provend_write_t;
+
+typedef struct {
+    uv_work_t             work;
+    provend_conn_t       *conn;
+    uint64_t              id;
+    provend_attest_job_t  job;
+    uint8_t              *frame;    /* the response, built off the loop */
+    size_t                frame_len;
+} provend_server_job_t;
+
+
+static void provend_conn_process(provend_conn_t *conn);
+static void provend_conn_progress(provend_conn_t *conn);
+
+
+/* ---- connections --------------------------------------------------------- */
+
+static void
+provend_conn_unref(provend_conn_t *conn)
+{
+    if (--conn->refs > 0) {
+        return;
+    }
+
+    free(conn->body);
+    free(conn);
+}
+
+
+static void
+provend_conn_on_close(uv_handle_t *handle)
+{
+    provend_conn_t    *conn;
+    provend_server_t  *srv;
+
+    conn = handle->data;
+    srv = conn->srv;
+
+    if (conn->prev) {
+        conn->prev->next = conn->next;
+    } else {
+        srv->conns = conn->next;
+    }
+
+    if (conn->next) {
+        conn->next->prev = conn->prev;
+    }
+
+    if (srv->stopping && srv->conns == NULL && srv->grace_started
+        && !uv_is_closing((uv_handle_t *) &srv->grace))
+    {
+        uv_close((uv_handle_t *) &srv->grace, NULL);
+    }
+
+    provend_conn_unref(conn);
+}
+
+
+static void
+provend_conn_close(provend_conn_t *conn)
+{
+    if (conn->closing) {
+        return;
+    }
+
+    conn->closing = 1;
+    conn->draining = 1;
+    conn->reading = 0;
+    uv_close((uv_handle_t *) &conn->handle, provend_conn_on_close);
+}
+
+
+/* Every frame read gets exactly one answer (or none when closed). */
+static void
+provend_conn_counted(provend_conn_t *conn)
+{
+    conn->pending++;
+    conn->srv->pending++;
+}
+
+
+/* One answer fewer to wait for. */
+static void
+provend_conn_answered(provend_conn_t *conn)
+{
+    conn->pending--;
+    conn->srv->pending--;
+}
+
+
+static void
+provend_conn_on_write(uv_write_t *req, int status)
+{
+    provend_write_t  *w;
+    provend_conn_t   *conn;
+
+    w = req->data;
+    conn = w->conn;
+
+    free(w->frame);
+    free(w);
+
+    provend_conn_answered(conn);
+
+    if (status < 0 && status != UV_ECANCELED) {
+        provend_debug("connection write failed: %s", uv_strerror(status));
+        provend_conn_close(conn);
+    }
+
+    provend_conn_progress(conn);
+    provend_conn_unref(conn);
+}
+
+
+/* Sends one answer; takes frame.  Every read frame gets exactly one. */
+static void
+provend_conn_send(provend_conn_t *conn, uint8_t *frame, size_t len)
+{
+    int               rc;
+    uv_buf_t          buf;
+    provend_write_t  *w;
+
+    if (frame == NULL || conn->closing) {
+        goto dropped;
+    }
+
+    w = malloc(sizeof(*w));
+    if (w == NULL) {
+        goto dropped;
+    }
+
+    w->conn = conn;
+    w->frame = frame;
+    w->req.data = w;
+    buf = uv_buf_init((char *) frame, (unsigned int) len);
+
+    rc = uv_write(&w->req, (uv_stream_t *) &conn->handle, &buf, 1,
+                  provend_conn_on_write);
+    if (rc != 0) {
+        provend_debug("connection write failed: %s", uv_strerror(rc));
+        free(w);
+        provend_conn_close(conn);
+        goto dropped;
+    }
+
+    conn->refs++;
+    return;
+
+dropped:
+
+    free(frame);
+    provend_conn_answered(conn);
+    provend_conn_progress(conn);
+}
+
+
+static void
+provend_conn_send_error(provend_conn_t *conn, uint64_t id, const char *code,
+    const char *message)
+{
+    size_t    len;
+    uint8_t  *frame;
+
+    if (proven_response_encode_error(id, code, message, &frame, &len)
+        != PROVEN_OK)
+    {
+        frame = NULL;
+        len = 0;
+    }
+
+    provend_conn_send(conn, frame, len);
+}
+
+
+/* A broken frame: answer if we can, then close once answers are out. */
+static void
+provend_conn_fail(provend_conn_t *conn, const char *code, const char *msg)
+{
+    provend_info("closing a connection: %s", msg);
+
+    conn->draining = 1;
+    conn->rlen = 0;
+    provend_conn_send_error(conn, 0, code, msg);
+}
+
+
+static void
+provend_conn_on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+{
+    provend_conn_t  *conn;
+
+    (void) suggested;
+
+    conn = handle->data;
+    *buf = uv_buf_init((char *) conn->rbuf + conn->rlen,
+                       (unsigned int) (sizeof(conn->rbuf) - conn->rlen));
+}
+
+
+static void
+provend_conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    provend_conn_t  *conn;
+
+    (void) buf;
+
+    conn = stream->data;
+
+    if (nread == UV_EOF) {
+        /* The peer is done asking; answer what it asked, then close. */
+        conn->draining = 1;
+        provend_conn_progress(conn);
+        return;
+    }
+
+    if (nread < 0) {
+        provend_debug("connection read failed: %s",
+                      uv_strerror((int) nread));
+        provend_conn_close(conn);
+        return;
+    }
+
+    conn->rlen += (size_t) nread;
+    provend_conn_process(conn);
+}
+
+
+/* Starts or stops reading to match the connection's state. */
+static void
+provend_conn_progress(provend_conn_t *conn)
+{
+    int  want;
+
+    /* Called again when the parse loop ends; it must not nest. */
+    if (conn->closing || conn->processing) {
+        return;
+    }
+
+    if (conn->draining) {
+        if (conn->reading) {
+            uv_read_stop((uv_stream_t *) &conn->handle);
+            conn->reading = 0;
+        }
+
+        if (conn->pending == 0) {
+            provend_conn_close(conn);
+        }
+
+        return;
+    }
+
+    /* Input kept back while paused comes first. */
+    if (conn->rlen && conn->pending < conn->srv->max_pending) {
+        provend_conn_process(conn);
+        return;
+    }
+
+    want = conn->pending < conn->srv->max_pending;
+
+    if (want && !conn->reading) {
+        if (uv_read_start((uv_stream_t *) &conn->handle,
+                          provend_conn_on_alloc, provend_conn_on_read) != 0)
+        {
+            provend_conn_close(conn);
+            return;
+        }
+        conn->reading = 1;
+
+    } else if (!want && conn->reading) {
+        provend_debug("connection paused: %zu requests pending",
+                      conn->pending);
+        uv_read_stop((uv_stream_t *) &conn->handle);
+        conn->reading = 0;
+    }
+}
+
+
+/* ---- requests ------------------------------------------------------------ */
+
+static void
+provend_job_work(uv_work_t *work)
+{
+    cbor_item_t           *doc;
+    provend_server_job_t  *sj;
+    provend_provider_t    *p;
+
+    sj = work->data;
+    p = sj->conn->srv->cfg->provider;
+
+    p->run(p, &sj->job);
+
+    if (sj->job.rc != PROVEN_OK) {
+        return;
+    }
+
+    /* The response is framed here too: the loop thread only writes it. */
+    doc = cbor_build_bytestring(sj->job.doc, sj->job.doc_len);
+    if (doc == NULL) {
+        return;
+    }
+
+    if (proven_response_encode_ok(sj->id, doc, &sj->frame, &sj->frame_len)
+        != PROVEN_OK)
+    {
+        sj->frame = NULL;
+    }
+
+    cbor_decref(&doc);
+}
+
+
+static void
+provend_job_done(uv_work_t *work, int status)
+{
+    provend_conn_t        *conn;
+    provend_server_job_t  *sj;
+    provend_provider_t    *p;
+
+    sj = work->data;
+    conn = sj->conn;
+    p = conn->srv->cfg->provider;
+
+    p->finish(p, &sj->job);
+
+    if (status != 0) {
+        provend_conn_send_error(conn, sj->id, "internal",
+                                "attestation was cancelled");
+
+    } else if (sj->job.rc != PROVEN_OK) {
+        provend_error("attestation failed: %s", sj->job.err);
+        provend_conn_send_error(conn, sj->id, "attestation_failed",
+                                sj->job.err);
+
+    } else if (sj->frame == NULL) {
+        provend_conn_send_error(conn, sj->id, "internal",
+                                "cannot encode the response");
+
+    } else {
+        provend_conn_send(conn, sj->frame, sj->frame_len);
+        sj->frame = NULL;
+    }
+
+    provend_attest_job_free(&sj->job);
+    free(sj->frame);
+    free(sj);
+    provend_conn_unref(conn);
+}
+
+
+/* An optional byte string argument of at most PROVEN_ATT_FIELD_MAX bytes. */
+static int
+provend_arg_bytes(const proven_request_t *req, const char *name,
+    proven_buf_t *out, char *err, size_t errlen)
+{
+    cbor_item_t  *item;
+
+    memset(out, 0, sizeof(*out));
+
+    item = proven_cbor_map_get(req->map, name);
+    if (item == NULL || proven_cbor_is_null(item)) {
+        return PROVEN_OK;
+    }
+
+    if (!cbor_isa_bytestring(item)) {
+        provend_server_err("\"%s\" must be a byte string", name);
+        return PROVEN_ERR;
+    }
+
+    if (proven_cbor_bytes(item, PROVEN_ATT_FIELD_MAX, &out->data, &out->len)
+        != PROVEN_OK)
+    {
+        provend_server_err("\"%s\" is longer than %d bytes", name,
+                           PROVEN_ATT_FIELD_MAX);
+        return PROVEN_ERR;
+    }
+
+    out->present = 1;
+    return PROVEN_OK;
+}
+
+
+static void
+provend_op_attest(provend_conn_t *conn, const proven_request_t *req)
+{
+    int                    rc;
+    char                   err[PROVEN_ERR_LEN];
+    provend_server_t      *srv;
+    provend_provider_t    *p;
+    provend_server_job_t  *sj;
+
+    srv = conn->srv;
+    p = srv->cfg->provider;
+
+    sj = calloc(1, sizeof(*sj));
+    if (sj == NULL) {
+        provend_conn_send_error(conn, req->id, "internal", "out of memory");
+        return;
+    }
+
+    sj->conn = conn;
+    sj->id = req->id;
+    sj->work.data = sj;
+    provend_attest_job_init(&sj->job, NULL, NULL, NULL);
+
+    if (provend_arg_bytes(req, "nonce", &sj->job.nonce, err, sizeof(err))
+        != PROVEN_OK
+        || provend_arg_bytes(req, "user_data", &sj->job.user_data, err,
+                             sizeof(err)) != PROVEN_OK
+        || provend_arg_bytes(req, "public_key", &sj->job.public_key, err,
+                             sizeof(err)) != PROVEN_OK)
+    {
+        provend_info("attest refused: %s", err);
+        provend_conn_send_error(conn, req->id, "bad_request", err);
+        goto failed;
+    }
+
+    if (p->prepare(p, &sj->job) != PROVEN_OK) {
+        provend_error("attestation failed: %s", sj->job.err);
+        provend_conn_send_error(conn, req->id, "attestation_failed",
+                                sj->job.err);
+        goto failed;
+    }
+
+    rc = uv_queue_work(&srv->loop, &sj->work, provend_job_work,
+                       provend_job_done);
+    if (rc != 0) {
+        p->finish(p, &sj->job);
+        provend_conn_send_error(conn, req->id, "internal", uv_strerror(rc));
+        goto failed;
+    }
+
+    conn->refs++;
+    return;
+
+failed:
+
+    provend_attest_job_free(&sj->job);
+    free(sj);
+}
+
+
+static cbor_item_t *
+provend_build_uint(uint64_t v)
+{
+    return v <= UINT32_MAX ? cbor_build_uint32((uint32_t) v)
+                           : cbor_build_uint64(v);
+}
+
+
+static cbor_item_t *
+provend_status_map(provend_server_t *srv)
+{
+    size_t              i;
+    cbor_item_t        *map, *pcrs, *key, *value;
+    provend_status_t    st;
+    provend_provider_t *p;
+
+    p = srv->cfg->provider;
+    p->status(p, &st);
+
+    map = cbor_new_definite_map(7);
+    pcrs = cbor_new_definite_map(st.pcr_count);
+    if (map == NULL || pcrs == NULL) {
+        goto failed;
+    }
+
+    for (i = 0; i < st.pcr_count; i++) {
+        key = cbor_build_uint8((uint8_t) st.pcrs[i].index);
+        value = cbor_build_bytestring(st.pcrs[i].value, st.pcrs[i].len);
+
+        if (key == NULL || value == NULL
+            || !cbor_map_add(pcrs, (struct cbor_pair) { key, value }))
+        {
+            if (key) {
+                cbor_decref(&key);
+            }
+            if (value) {
+                cbor_decref(&value);
+            }
+            goto failed;
+        }
+
+        cbor_decref(&key);
+        cbor_decref(&value);
+    }
+
+    if (proven_cbor_map_put(map, "node_id",
+                            cbor_build_string(srv->cfg->node_id))
+        != PROVEN_OK
+        || proven_cbor_map_put(map, "provider", cbor_build_string(p->name))
+           != PROVEN_OK
+        || proven_cbor_map_put(map, "module_id",
+                               cbor_build_string(st.module_id)) != PROVEN_OK
+        || proven_cbor_map_put(map, "version",
+                               cbor_build_string(PROVEND_VERSION))
+           != PROVEN_OK
+        || proven_cbor_map_put(map, "uptime_ms",
+                               provend_build_uint((uv_hrtime() - srv->started)
+                                                  / 1000000)) != PROVEN_OK
+        || proven_cbor_map_put(map, "pcrs", cbor_incref(pcrs)) != PROVEN_OK
+        || proven_cbor_map_put(map, "pending",
+                               provend_build_uint(srv->pending)) != PROVEN_OK)
+    {
+        goto failed;
+    }
+
+    cbor_decref(&pcrs);
+    return map;
+
+failed:
+
+    if (pcrs != NULL) {
+        cbor_decref(&pcrs);
+    }
+
+    if (map != NULL) {
+        cbor_decref(&map);
+    }
+
+    return NULL;
+}
+
+
+static void
+provend_op_status(provend_conn_t *conn, const proven_request_t *req)
+{
+    size_t        len;
+    uint8_t      *frame;
+    cbor_item_t  *map;
+
+    map = provend_status_map(conn->srv);
+    if (map == NULL) {
+        provend_conn_send_error(conn, req->id, "internal", "out of memory");
+        return;
+    }
+
+    if (proven_response_encode_ok(req->id, map, &frame, &len) != PROVEN_OK) {
+        frame = NULL;
+        len = 0;
+    }
+
+    cbor_decref(&map);
+    provend_conn_send(conn, frame, len);
+}
+
+
+/* One whole frame body; takes body. */
+static void
+provend_conn_request(provend_conn_t *conn, uint8_t *body, size_t len)
+{
+    int               rc;
+    char              err[PROVEN_ERR_LEN], msg[PROVEN_ERR_LEN + 64];
+    proven_request_t  req;
+
+    rc = proven_request_decode(body, len, &req, err, sizeof(err));
+    free(body);
+
+    if (rc != PROVEN_OK) {
+        if (req.has_id) {
+            /* Well framed, just wrong: the connection stays usable. */
+            provend_info("bad request %llu: %s",
+                         (unsigned long long) req.id, err);
+            provend_conn_send_error(conn, req.id, "bad_request", err);
+        } else {
+            snprintf(msg, sizeof(msg), "malformed request: %s", err);
+            provend_conn_fail(conn, "bad_frame", msg);
+        }
+        return;
+    }
+
+    provend_debug("request %llu: %s", (unsigned long long) req.id, req.op);
+
+    if (strcmp(req.op, "attest") == 0) {
+        provend_op_attest(conn, &req);
+
+    } else if (strcmp(req.op, "status") == 0) {
+        provend_op_status(conn, &req);
+
+    } else {
+        snprintf(msg, sizeof(msg), "unknown op \"%s\"", req.op);
+        provend_info("request %llu: %s", (unsigned long long) req.id, msg);
+        provend_conn_send_error(conn, req.id, "unknown_op", msg);
+    }
+
+    proven_request_free(&req);
+}
+
+
+/* Parses what rbuf holds, as far as the pending limit allows. */
+static void
+provend_conn_process(provend_conn_t *conn)
+{
+    char       err[PROVEN_ERR_LEN];
+    size_t     pos, n;
+    uint8_t   *body;
+    uint32_t   len;
+
+    pos = 0;
+    conn->processing = 1;
+
+    while (pos < conn->rlen && !conn->draining
+           && conn->pending < conn->srv->max_pending)
+    {
+        if (conn->body == NULL) {
+            n = PROVEN_FRAME_HEADER - conn->header_have;
+            if (n > conn->rlen - pos) {
+                n = conn->rlen - pos;
+            }
+
+            memcpy(conn->header + conn->header_have, conn->rbuf + pos, n);
+            conn->header_have += n;
+            pos += n;
+
+            if (conn->header_have < PROVEN_FRAME_HEADER) {
+                break;
+            }
+
+            conn->header_have = 0;
+
+            if (proven_frame_length(conn->header, &len, err, sizeof(err))
+                != PROVEN_OK)
+            {
+                provend_conn_counted(conn);
+                provend_conn_fail(conn, "bad_frame", err);
+                break;
+            }
+
+            /* Bounded by PROVEN_FRAME_MAX above. */
+            conn->body = malloc(len);
+            if (conn->body == NULL) {
+                provend_conn_counted(conn);
+                provend_conn_fail(conn, "internal", "out of memory");
+                break;
+            }
+
+            conn->body_len = len;
+            conn->body_have = 0;
+            continue;
+        }
+
+        n = conn->body_len - conn->body_have;
+        if (n > conn->rlen - pos) {
+            n = conn->rlen - pos;
+        }
+
+        memcpy(conn->body + conn->body_have, conn->rbuf + pos, n);
+        conn->body_have += n;
+        pos += n;
+
+        if (conn->body_have == conn->body_len) {
+            body = conn->body;
+            conn->body = NULL;
+            provend_conn_counted(conn);
+            provend_conn_request(conn, body, conn->body_len);
+        }
+    }
+
+    if (conn->draining) {
+        conn->rlen = 0;
+    } else if (pos) {
+        memmove(conn->rbuf, conn->rbuf + pos, conn->rlen - pos);
+        conn->rlen -= pos;
+    }
+
+    conn->processing = 0;
+    provend_conn_progress(conn);
+}
+
+
+static void
+provend_server_on_connection(uv_stream_t *listener, int status)
+{
+    provend_conn_t    *conn;
+    provend_server_t  *srv;
+
+    srv = listener->data;
+
+    if (status < 0) {
+        provend_warn("accept failed: %s", uv_strerror(status));
+        return;
+    }
+
+    conn = calloc(1, sizeof(*conn));
+    if (conn == NULL) {
+        provend_error("out of memory for a connection");
+        return;
+    }
+
+    conn->srv = srv;
+    conn->refs = 1;
+
+    if (uv_pipe_init(&srv->loop, &conn->handle, 0) != 0) {
+        free(conn);
+        return;
+    }
+
+    conn->handle.data = conn;
+    conn->next = srv->conns;
+    if (srv->conns) {
+        srv->conns->prev = conn;
+    }
+    srv->conns = conn;
+
+    if (uv_accept(listener, (uv_stream_t *) &conn->handle) != 0) {
+        provend_conn_close(conn);
+        return;
+    }
+
+    provend_conn_progress(conn);
+}
+
+
+/* ---- the server ---------------------------------------------------------- */
+
+static void
+provend_server_on_maintain(uv_timer_t *timer)
+{
+    uint64_t             next;
+    provend_server_t    *srv;
+    provend_provider_t  *p;
+
+    srv = timer->data;
+    p = srv->cfg->provider;
+
+    next = p->maintain(p);
+    uv_timer_start(&srv->maintain, provend_server_on_maintain, next, 0);
+}
+
+
+static void
+provend_server_on_grace(uv_timer_t *timer)
+{
+    provend_conn_t    *conn, *next;
+    provend_server_t  *srv;
+
+    srv = timer->data;
+
+    for (conn = srv->conns; conn != NULL; conn = next) {
+        next = conn->next;
+        provend_warn("closing a connection that did not finish in %d s",
+                     PROVEND_STOP_GRACE);
+        provend_conn_close(conn);
+    }
+
+    uv_close((uv_handle_t *) &srv->grace, NULL);
+}
+
+
+static void
+provend_server_stop(provend_server_t *srv)
+{
+    provend_conn_t  *conn, *next;
+
+    if (srv->stopping) {
+        return;
+    }
+
+    srv->stopping = 1;
+
+    /* Stop accepting first, so nobody connects to a closing server. */
+    uv_close((uv_handle_t *) &srv->listener, NULL);
+    if (unlink(srv->cfg->socket_path) != 0 && errno != ENOENT) {
+        provend_warn("unlink %s: %s", srv->cfg->socket_path,
+                     strerror(errno));
+    }
+
+    uv_close((uv_handle_t *) &srv->sigterm, NULL);
+    uv_close((uv_handle_t *) &srv->sigint, NULL);
+    uv_close((uv_handle_t *) &srv->sighup, NULL);
+    uv_close((uv_handle_t *) &srv->maintain, NULL);
+
+    for (conn = srv->conns; conn != NULL; conn = next) {
+        next = conn->next;
+        conn->draining = 1;
+        provend_conn_progress(conn);
+    }
+
+    if (srv->conns != NULL) {
+        srv->grace_started = 1;
+        uv_timer_start(&srv->grace, provend_server_on_grace,
+                       PROVEND_STOP_GRACE * 1000, 0);
+    } else {
+        uv_close((uv_handle_t *) &srv->grace, NULL);
+    }
+}
+
+
+static void
+provend_server_on_signal(uv_signal_t *handle, int signum)
+{
+    char                 err[PROVEN_ERR_LEN];
+    provend_server_t    *srv;
+    provend_provider_t  *p;
+
+    srv = handle->data;
+    p = srv->cfg->provider;
+
+    if (signum == SIGHUP) {
+        provend_info("SIGHUP: reloading the %s provider", p->name);
+
+        if (p->reload(p, err, sizeof(err)) != PROVEN_OK) {
+            provend_error("reload failed: %s", err);
+            return;
+        }
+
+        uv_timer_start(&srv->maintain, provend_server_on_maintain,
+                       p->maintain(p), 0);
+        provend_info("reloaded");
+        return;
+    }
+
+    provend_info("%s: stopping, %zu requests in flight",
+                 signum == SIGTERM ? "SIGTERM" : "SIGINT", srv->pending);
+    provend_server_stop(srv);
+}
+
+
+/* Replaces a stale socket file, refuses to steal a live one. */
+static int
+provend_server_prepare_path(const char *path, char *err, size_t errlen)
+{
+    int                 fd, rc;
+    char                dir[sizeof(((struct sockaddr_un *) 0)->sun_path)];
+    char               *slash;
+    struct stat         st;
+    struct sockaddr_un  sa;
+
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        provend_server_err("socket path longer than %zu bytes: %s",
+                           sizeof(sa.sun_path) - 1, path);
+        return PROVEN_ERR;
+    }
+
+    snprintf(dir, sizeof(dir), "%s", path);
+    slash = strrchr(dir, '/');
+    if (slash != NULL && slash != dir) {
+        *slash = '\0';
+        if (provend_mkdirs(dir, 0700, err, errlen) != PROVEN_OK) {
+            return PROVEN_ERR;
+        }
+    }
+
+    if (lstat(path, &st) != 0) {
+        return PROVEN_OK;
+    }
+
+    if (!S_ISSOCK(st.st_mode)) {
+        provend_server_err("%s exists and is not a socket", path);
+        return PROVEN_ERR;
+    }
+
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd == -1) {
+        provend_server_err("socket: %s", strerror(errno));
+        return PROVEN_ERR;
+    }
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    memcpy(sa.sun_path, path, strlen(path));
+
+    rc = connect(fd, (struct sockaddr *) &sa, sizeof(sa));
+    close(fd);
+
+    if (rc == 0) {
+        provend_server_err("another process is listening on %s", path);
+        return PROVEN_ERR;
+    }
+
+    provend_info("replacing the stale socket %s", path);
+
+    if (unlink(path) != 0) {
+        provend_server_err("unlink %s: %s", path, strerror(errno));
+        return PROVEN_ERR;
+    }
+
+    return PROVEN_OK;
+}
+
+
+static int
+provend_server_listen(provend_server_t *srv, char *err, size_t errlen)
+{
+    int          rc;
+    mode_t       mask;
+    const char  *path;
+
+    path = srv->cfg->socket_path;
+
+    if (provend_server_prepare_path(path, err, errlen) != PROVEN_OK) {
+        return PROVEN_ERR;
+    }
+
+    /* The socket is born 0600: no window where others may connect. */
+    mask = umask(0177);
+    rc = uv_pipe_bind(&srv->listener, path);
+    umask(mask);
+
+    if (rc != 0) {
+        provend_server_err("bind %s: %s", path, uv_strerror(rc));
+        return PROVEN_ERR;
+    }
+
+    rc = uv_listen((uv_stream_t *) &srv->listener, PROVEND_BACKLOG,
+                   provend_server_on_connection);
+    if (rc != 0) {
+        unlink(path);
+        provend_server_err("listen %s: %s", path, uv_strerror(rc));
+        return PROVEN_ERR;
+    }
+
+    return PROVEN_OK;
+}
+
+
+static void
+provend_server_thread_stop(uv_work_t *work)
+{
+    /* Frees this thread's OpenSSL state (error queue, DRBG). */
+    OPENSSL_thread_stop();
+    uv_barrier_wait(work->data);
+}
+
+
+static void
+provend_server_thread_stopped(uv_work_t *work, int status)
+{
+    (void) work;
+    (void) status;
+}
+
+
+/*
+ * Pool threads outlive the loop and OpenSSL's atexit cleanup runs before
+ * libuv joins them, so their per-thread OpenSSL state would leak.  One job
+ * per thread, held at a barrier until all run, reaches every thread once.
+ * The count is the pool size as libuv computes it; fewer would only leave
+ * some state behind, more would wait forever.
+ */
+static void
+provend_server_release_threads(provend_server_t *srv)
+{
+    int           i, n;
+    uv_work_t    *works;
+    uv_barrier_t  barrier;
+    const char   *env;
+
+    env = getenv("UV_THREADPOOL_SIZE");
+    n = env ? atoi(env) : 4;
+    if (n < 1) {
+        n = 1;
+    }
+    if (n > 1024) {
+        n = 1024;
+    }
+
+    works = calloc((size_t) n, sizeof(*works));
+    if (works == NULL || uv_barrier_init(&barrier, (unsigned int) n) != 0) {
+        free(works);
+        return;
+    }
+
+    /* uv_queue_work fails only for a NULL work callback. */
+    for (i = 0; i < n; i++) {
+        works[i].data = &barrier;
+        (void) uv_queue_work(&srv->loop, &works[i],
+                             provend_server_thread_stop,
+                             provend_server_thread_stopped);
+    }
+
+    uv_run(&srv->loop, UV_RUN_DEFAULT);
+    uv_barrier_destroy(&barrier);
+    free(works);
+}
+
+
+static void
+provend_server_on_walk_close(uv_handle_t *handle, void *arg)
+{
+    (void) arg;
+
+    if (!uv_is_closing(handle)) {
+        uv_close(handle, NULL);
+    }
+}
+
+
+int
+provend_server_run(const provend_server_config_t *cfg, char *err,
+    size_t errlen)
+{
+    int                 rc;
+    provend_server_t   *srv;
+    provend_provider_t *p;
+
+    p = cfg->provider;
+    rc = PROVEN_ERR;
+
+    srv = calloc(1, sizeof(*srv));
+    if (srv == NULL) {
+        provend_server_err("out of memory");
+        return PROVEN_ERR;
+    }
+
+    srv->cfg = cfg;
+    srv->max_pending = cfg->max_pending ? cfg->max_pending
+                                        : PROVEND_PENDING_MAX;
+    srv->started = uv_hrtime();
+
+    if (uv_loop_init(&srv->loop) != 0) {
+        provend_server_err("cannot start the event loop");
+        free(srv);
+        return PROVEN_ERR;
+    }
+
+    uv_pipe_init(&srv->loop, &srv->listener, 0);
+    uv_signal_init(&srv->loop, &srv->sigterm);
+    uv_signal_init(&srv->loop, &srv->sigint);
+    uv_signal_init(&srv->loop, &srv->sighup);
+    uv_timer_init(&srv->loop, &srv->maintain);
+    uv_timer_init(&srv->loop, &srv->grace);
+
+    srv->listener.data = srv;
+    srv->sigterm.data = srv;
+    srv->sigint.data = srv;
+    srv->sighup.data = srv;
+    srv->maintain.data = srv;
+    srv->grace.data = srv;
+
+    if (uv_signal_start(&srv->sigterm, provend_server_on_signal, SIGTERM)
+        != 0
+        || uv_signal_start(&srv->sigint, provend_server_on_signal, SIGINT)
+           != 0
+        || uv_signal_start(&srv->sighup, provend_server_on_signal, SIGHUP)
+           != 0)
+    {
+        provend_server_err("cannot install signal handlers");
+        goto failed;
+    }
+
+    if (provend_server_listen(srv, err, errlen) != PROVEN_OK) {
+        goto failed;
+    }
+
+    uv_timer_start(&srv->maintain, provend_server_on_maintain,
+                   p->maintain(p), 0);
+
+    provend_info("listening on %s (provider %s, %zu requests in flight "
+                 "per connection)", cfg->socket_path, p->name,
+                 srv->max_pending);
+
+    uv_run(&srv->loop, UV_RUN_DEFAULT);
+
+    provend_info("stopped");
+    rc = PROVEN_OK;
+
+failed:
+
+    /* Whatever is still open (setup failures) is closed before we free. */
+    uv_walk(&srv->loop, provend_server_on_walk_close, NULL);
+    uv_run(&srv->loop, UV_RUN_DEFAULT);
+
+    provend_server_release_threads(srv);
+
+    if (uv_loop_close(&srv->loop) != 0) {
+        provend_warn("event loop still busy at exit");
+    }
+
+    free(srv);
+    return rc;
+}

@@ -1,0 +1,41 @@
+/*
+ * provend's server: a libuv loop serving CBOR frames on a unix socket.
+ * Ops: "attest" {nonce?, user_data?, public_key?} -> document (bytes);
+ * "status" -> {node_id, provider, module_id, version, uptime_ms, pcrs,
+ * pending}.  Attestations are signed on the libuv thread pool.
+ */
+
+#ifndef PROVEND_SERVER_H
+#define PROVEND_SERVER_H
+
+#include <stddef.h>
+
+#include "provider.h"
+
+#ifndef PROVEND_VERSION
+#define PROVEND_VERSION  "0.1.0"
+#endif
+
+/* Requests read from one connection and not yet answered. */
+#define PROVEND_PENDING_MAX   64
+
+/* Seconds a stopping server waits for in-flight work and slow readers. */
+#define PROVEND_STOP_GRACE    5
+
+typedef struct {
+    const char          *socket_path;
+    const char          *node_id;
+    provend_provider_t  *provider;      /* borrowed */
+    size_t               max_pending;   /* per connection; 0: default */
+} provend_server_config_t;
+
+/*
+ * Binds the socket (mode 0600, a stale socket file is replaced), serves
+ * until SIGTERM or SIGINT, then stops accepting, finishes in-flight
+ * requests, closes and unlinks the socket.  SIGHUP reloads the provider.
+ * Returns PROVEN_OK after a clean stop.
+ */
+int provend_server_run(const provend_server_config_t *cfg, char *err,
+    size_t errlen);
+
+#endif /* PROVEND_SERVER_H */

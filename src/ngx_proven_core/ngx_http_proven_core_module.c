@@ -1,0 +1,1155 @@
+/*
+ * ngx_http_proven_core_module: the provend client (see the header for the
+ * API).  Per worker: a few unix socket connections to provend, each with a
+ * queue of frames to write, a read buffer bounded to one frame and a tree
+ * of calls waiting for their answer, keyed by id.
+ *
+ * Calls and frames live in malloc()ed memory owned by this module, not in
+ * request pools: a frame half written when its request goes away must still
+ * be written whole, or the stream to provend would be corrupted.
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include "ngx_http_proven_core.h"
+
+
+/* Calls fail at once for this long after a failed connect(). */
+#define NGX_HTTP_PROVEN_CORE_BACKOFF      500
+#define NGX_HTTP_PROVEN_CORE_READ_SIZE    16384
+#define NGX_HTTP_PROVEN_CORE_MAX_CONNS    64
+#define NGX_HTTP_PROVEN_CORE_REASON_LEN   160
+
+
+typedef struct ngx_http_proven_core_call_s  ngx_http_proven_core_call_t;
+typedef struct ngx_http_proven_core_conn_s  ngx_http_proven_core_conn_t;
+
+
+typedef struct {
+    ngx_url_t                        *url;          /* NULL: not configured */
+    ngx_msec_t                        timeout;
+    ngx_uint_t                        connections;
+
+    /* per worker, set up by init_process */
+    ngx_http_proven_core_conn_t      *conns;
+    ngx_uint_t                        next_conn;
+    uint64_t                          next_id;
+} ngx_http_proven_core_main_conf_t;
+
+
+/* One frame waiting in a connection's write queue. */
+typedef struct {
+    ngx_queue_t                       queue;
+    ngx_http_proven_core_call_t      *call;   /* NULL: call over, frame not */
+    uint8_t                          *data;   /* malloc()ed by libproven */
+    size_t                            len;
+    size_t                            sent;
+} ngx_http_proven_core_out_t;
+
+
+struct ngx_http_proven_core_call_s {
+    ngx_rbtree_node_t                 node;   /* key: id, in conn->calls */
+    uint64_t                          id;
+    ngx_http_request_t               *r;
+    ngx_http_proven_daemon_handler_pt handler;
+    void                             *data;
+    ngx_http_cleanup_t               *cleanup;
+    ngx_http_proven_core_main_conf_t *conf;
+    ngx_http_proven_core_conn_t      *conn;   /* non-NULL while in the tree */
+    ngx_http_proven_core_out_t       *out;    /* non-NULL while unwritten */
+    ngx_event_t                       event;  /* timeout, deferred failure */
+    ngx_err_t                         err;
+    char                              reason[NGX_HTTP_PROVEN_CORE_REASON_LEN];
+};
+
+
+struct ngx_http_proven_core_conn_s {
+    ngx_http_proven_core_main_conf_t *conf;
+    ngx_connection_t                 *connection;   /* NULL: closed */
+    unsigned                          connected:1;  /* connect() finished */
+    ngx_msec_t                        retry_at;     /* backoff end */
+    ngx_err_t                         connect_err;
+    ngx_rbtree_t                      calls;
+    ngx_rbtree_node_t                 sentinel;
+    ngx_queue_t                       out;
+    u_char                           *buf;          /* malloc()ed */
+    size_t                            size;
+    size_t                            len;
+};
+
+
+static ngx_int_t ngx_http_proven_core_connect(
+    ngx_http_proven_core_conn_t *conn);
+static void ngx_http_proven_core_write_handler(ngx_event_t *wev);
+static void ngx_http_proven_core_read_handler(ngx_event_t *rev);
+static ngx_int_t ngx_http_proven_core_connect_finished(
+    ngx_http_proven_core_conn_t *conn);
+static ngx_int_t ngx_http_proven_core_process_frames(
+    ngx_http_proven_core_conn_t *conn);
+static void ngx_http_proven_core_close(ngx_http_proven_core_conn_t *conn,
+    ngx_err_t err, const char *reason, ngx_uint_t backoff);
+static ngx_http_proven_core_call_t *ngx_http_proven_core_lookup(
+    ngx_http_proven_core_conn_t *conn, uint64_t id);
+static void ngx_http_proven_core_detach(ngx_http_proven_core_call_t *call);
+static void ngx_http_proven_core_fail_later(ngx_http_proven_core_call_t *call,
+    ngx_err_t err, const char *reason);
+static void ngx_http_proven_core_call_event(ngx_event_t *ev);
+static void ngx_http_proven_core_deliver(ngx_http_proven_core_call_t *call,
+    ngx_http_proven_daemon_status_e status, proven_response_t *res);
+static void ngx_http_proven_core_cancel(void *data);
+static uint8_t *ngx_http_proven_core_encode(cbor_item_t *request,
+    uint64_t id, size_t *len, ngx_log_t *log);
+
+static void *ngx_http_proven_core_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_proven_core_init_main_conf(ngx_conf_t *cf, void *conf);
+static char *ngx_http_proven_daemon(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_proven_core_init_process(ngx_cycle_t *cycle);
+static void ngx_http_proven_core_exit_process(ngx_cycle_t *cycle);
+
+
+static ngx_command_t  ngx_http_proven_core_commands[] = {
+
+    { ngx_string("proven_daemon"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE123,
+      ngx_http_proven_daemon,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_proven_core_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    ngx_http_proven_core_create_main_conf, /* create main configuration */
+    ngx_http_proven_core_init_main_conf,   /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    NULL,                                  /* create location configuration */
+    NULL                                   /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_proven_core_module = {
+    NGX_MODULE_V1,
+    &ngx_http_proven_core_module_ctx,      /* module context */
+    ngx_http_proven_core_commands,         /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_proven_core_init_process,     /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_proven_core_exit_process,     /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+/* ---- the API ------------------------------------------------------------- */
+
+ngx_int_t
+ngx_http_proven_daemon_call(ngx_http_request_t *r, cbor_item_t *request,
+    ngx_http_proven_daemon_handler_pt handler, void *data)
+{
+    ngx_http_cleanup_t                *cln;
+    ngx_http_proven_core_out_t        *out;
+    ngx_http_proven_core_call_t       *call;
+    ngx_http_proven_core_conn_t       *conn;
+    ngx_http_proven_core_main_conf_t  *pcmcf;
+
+    pcmcf = ngx_http_get_module_main_conf(r, ngx_http_proven_core_module);
+
+    if (pcmcf == NULL || pcmcf->url == NULL || pcmcf->conns == NULL) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "proven daemon: no proven_daemon configured");
+        return NGX_ERROR;
+    }
+
+    call = ngx_calloc(sizeof(ngx_http_proven_core_call_t), r->connection->log);
+    if (call == NULL) {
+        return NGX_ERROR;
+    }
+
+    out = ngx_calloc(sizeof(ngx_http_proven_core_out_t), r->connection->log);
+    if (out == NULL) {
+        ngx_free(call);
+        return NGX_ERROR;
+    }
+
+    call->id = ++pcmcf->next_id;
+
+    out->data = ngx_http_proven_core_encode(request, call->id, &out->len,
+                                            r->connection->log);
+    if (out->data == NULL) {
+        ngx_free(out);
+        ngx_free(call);
+        return NGX_ERROR;
+    }
+
+    cln = ngx_http_cleanup_add(r, 0);
+    if (cln == NULL) {
+        free(out->data);
+        ngx_free(out);
+        ngx_free(call);
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_proven_core_cancel;
+    cln->data = call;
+
+    call->r = r;
+    call->handler = handler;
+    call->data = data;
+    call->cleanup = cln;
+    call->conf = pcmcf;
+    call->node.key = (ngx_rbtree_key_t) call->id;
+
+    call->event.handler = ngx_http_proven_core_call_event;
+    call->event.data = call;
+    call->event.log = r->connection->log;
+
+    conn = &pcmcf->conns[pcmcf->next_conn++ % pcmcf->connections];
+
+    if (ngx_http_proven_core_connect(conn) != NGX_OK) {
+        free(out->data);
+        ngx_free(out);
+        ngx_http_proven_core_fail_later(call, conn->connect_err,
+                                        "connect() failed");
+        return NGX_OK;
+    }
+
+    out->call = call;
+    call->out = out;
+    ngx_queue_insert_tail(&conn->out, &out->queue);
+
+    call->conn = conn;
+    ngx_rbtree_insert(&conn->calls, &call->node);
+
+    ngx_add_timer(&call->event, pcmcf->timeout);
+
+    /*
+     * Written from the event loop, not from here: a handler running inside
+     * our read handler may start calls, and a write error must not close
+     * the connection under the reader's feet.
+     */
+    if (conn->connected) {
+        ngx_post_event(conn->connection->write, &ngx_posted_events);
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_uint_t
+ngx_http_proven_daemon_configured(ngx_conf_t *cf)
+{
+    ngx_http_proven_core_main_conf_t  *pcmcf;
+
+    pcmcf = ngx_http_conf_get_module_main_conf(cf,
+                                               ngx_http_proven_core_module);
+
+    return pcmcf != NULL && pcmcf->url != NULL;
+}
+
+
+const char *
+ngx_http_proven_daemon_status_name(ngx_http_proven_daemon_status_e status)
+{
+    switch (status) {
+    case NGX_HTTP_PROVEN_DAEMON_OK:
+        return "ok";
+    case NGX_HTTP_PROVEN_DAEMON_ERROR:
+        return "error";
+    case NGX_HTTP_PROVEN_DAEMON_UNREACHABLE:
+        return "unreachable";
+    case NGX_HTTP_PROVEN_DAEMON_TIMEOUT:
+        return "timeout";
+    }
+
+    return "unknown";
+}
+
+
+/*
+ * A frame for request with "id" first: a new definite map that shares the
+ * caller's keys and values (cbor_map_add takes its own references).
+ */
+static uint8_t *
+ngx_http_proven_core_encode(cbor_item_t *request, uint64_t id, size_t *len,
+    ngx_log_t *log)
+{
+    char               err[PROVEN_ERR_LEN];
+    size_t             i, n;
+    uint8_t           *frame;
+    cbor_item_t       *map, *op;
+    struct cbor_pair  *pairs, pair;
+
+    frame = NULL;
+    map = NULL;
+    pair.key = NULL;
+    pair.value = NULL;
+
+    op = proven_cbor_map_get(request, "op");
+    if (op == NULL || !cbor_isa_string(op)) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "proven daemon: request without a text \"op\"");
+        return NULL;
+    }
+
+    n = cbor_map_size(request);
+    pairs = cbor_map_handle(request);
+
+    map = cbor_new_definite_map(n + 1);
+    if (map == NULL) {
+        goto failed;
+    }
+
+    pair.key = cbor_build_string("id");
+    pair.value = cbor_build_uint64(id);
+    if (pair.key == NULL || pair.value == NULL || !cbor_map_add(map, pair)) {
+        goto failed;
+    }
+
+    cbor_decref(&pair.key);
+    cbor_decref(&pair.value);
+
+    for (i = 0; i < n; i++) {
+        if (cbor_isa_string(pairs[i].key)
+            && cbor_string_is_definite(pairs[i].key)
+            && cbor_string_length(pairs[i].key) == 2
+            && ngx_strncmp(cbor_string_handle(pairs[i].key), "id", 2) == 0)
+        {
+            continue;
+        }
+
+        if (!cbor_map_add(map, pairs[i])) {
+            goto failed;
+        }
+    }
+
+    if (proven_frame_encode(map, &frame, len, err, sizeof(err))
+        != PROVEN_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "proven daemon: cannot encode request: %s", err);
+        frame = NULL;
+        goto failed;
+    }
+
+    cbor_decref(&map);
+
+    return frame;
+
+failed:
+
+    if (frame == NULL) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "proven daemon: cannot build request frame");
+    }
+
+    if (pair.key != NULL) {
+        cbor_decref(&pair.key);
+    }
+
+    if (pair.value != NULL) {
+        cbor_decref(&pair.value);
+    }
+
+    if (map != NULL) {
+        cbor_decref(&map);
+    }
+
+    return NULL;
+}
+
+
+/* ---- connections --------------------------------------------------------- */
+
+static ngx_int_t
+ngx_http_proven_core_connect(ngx_http_proven_core_conn_t *conn)
+{
+    int                rc;
+    ngx_err_t          err;
+    ngx_url_t         *url;
+    ngx_int_t          event;
+    ngx_event_t       *rev, *wev;
+    ngx_socket_t       s;
+    ngx_connection_t  *c;
+
+    if (conn->connection != NULL) {
+        return NGX_OK;
+    }
+
+    if ((ngx_msec_int_t) (conn->retry_at - ngx_current_msec) > 0) {
+        return NGX_DECLINED;
+    }
+
+    url = conn->conf->url;
+
+    s = ngx_socket(AF_UNIX, SOCK_STREAM, 0);
+    if (s == (ngx_socket_t) -1) {
+        conn->connect_err = ngx_socket_errno;
+        goto backoff;
+    }
+
+    c = ngx_get_connection(s, ngx_cycle->log);
+    if (c == NULL) {
+        conn->connect_err = 0;
+        ngx_close_socket(s);
+        goto backoff;
+    }
+
+    c->type = SOCK_STREAM;
+    c->data = conn;
+    c->log = ngx_cycle->log;
+    c->log_error = NGX_ERROR_INFO;
+    c->number = ngx_atomic_fetch_add(ngx_connection_counter, 1);
+    c->start_time = ngx_current_msec;
+
+    rev = c->read;
+    wev = c->write;
+    rev->log = c->log;
+    wev->log = c->log;
+    rev->handler = ngx_http_proven_core_read_handler;
+    wev->handler = ngx_http_proven_core_write_handler;
+
+    if (ngx_nonblocking(s) == -1) {
+        conn->connect_err = ngx_socket_errno;
+        goto failed;
+    }
+
+    if (ngx_add_conn) {
+        if (ngx_add_conn(c) == NGX_ERROR) {
+            conn->connect_err = 0;
+            goto failed;
+        }
+    }
+
+    rc = connect(s, url->addrs[0].sockaddr, url->addrs[0].socklen);
+
+    if (rc == -1) {
+        err = ngx_socket_errno;
+
+        if (err != NGX_EINPROGRESS) {
+            conn->connect_err = err;
+            goto failed;
+        }
+    }
+
+    conn->connection = c;
+    conn->connected = (rc == 0);
+
+    if (!ngx_add_conn) {
+        event = (ngx_event_flags & NGX_USE_CLEAR_EVENT) ? NGX_CLEAR_EVENT
+                                                        : NGX_LEVEL_EVENT;
+
+        if (ngx_add_event(rev, NGX_READ_EVENT, event) != NGX_OK) {
+            conn->connect_err = 0;
+            conn->connection = NULL;
+            goto failed;
+        }
+
+        if (rc == -1
+            && ngx_add_event(wev, NGX_WRITE_EVENT, event) != NGX_OK)
+        {
+            conn->connect_err = 0;
+            conn->connection = NULL;
+            goto failed;
+        }
+    }
+
+    if (rc == 0) {
+        wev->ready = 1;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "proven daemon: connection *%uA to %V opened",
+                   c->number, &url->url);
+
+    return NGX_OK;
+
+failed:
+
+    ngx_close_connection(c);
+
+backoff:
+
+    conn->retry_at = ngx_current_msec + NGX_HTTP_PROVEN_CORE_BACKOFF;
+
+    return NGX_DECLINED;
+}
+
+
+/* A non-blocking connect() in progress has ended: did it work? */
+static ngx_int_t
+ngx_http_proven_core_connect_finished(ngx_http_proven_core_conn_t *conn)
+{
+    int        err;
+    socklen_t  len;
+
+    if (conn->connected) {
+        return NGX_OK;
+    }
+
+    err = 0;
+    len = sizeof(int);
+
+    if (getsockopt(conn->connection->fd, SOL_SOCKET, SO_ERROR,
+                   (void *) &err, &len) == -1)
+    {
+        err = ngx_socket_errno;
+    }
+
+    if (err != 0) {
+        conn->connect_err = err;
+        ngx_http_proven_core_close(conn, err, "connect() failed", 1);
+        return NGX_ERROR;
+    }
+
+    conn->connected = 1;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_proven_core_write_handler(ngx_event_t *wev)
+{
+    ssize_t                       n;
+    ngx_err_t                     err;
+    ngx_connection_t             *c;
+    ngx_http_proven_core_out_t   *out;
+    ngx_http_proven_core_conn_t  *conn;
+
+    c = wev->data;
+    conn = c->data;
+
+    if (ngx_http_proven_core_connect_finished(conn) != NGX_OK) {
+        return;
+    }
+
+    while (!ngx_queue_empty(&conn->out)) {
+        out = ngx_queue_data(ngx_queue_head(&conn->out),
+                             ngx_http_proven_core_out_t, queue);
+
+        n = send(c->fd, out->data + out->sent, out->len - out->sent, 0);
+
+        if (n == -1) {
+            err = ngx_socket_errno;
+
+            if (err == NGX_EINTR) {
+                continue;
+            }
+
+            if (err == NGX_EAGAIN) {
+                wev->ready = 0;
+                break;
+            }
+
+            ngx_http_proven_core_close(conn, err, "send() failed", 0);
+            return;
+        }
+
+        out->sent += n;
+
+        if (out->sent < out->len) {
+            continue;
+        }
+
+        ngx_queue_remove(&out->queue);
+
+        if (out->call != NULL) {
+            out->call->out = NULL;
+        }
+
+        free(out->data);
+        ngx_free(out);
+    }
+
+    if (ngx_handle_write_event(wev, 0) != NGX_OK) {
+        ngx_http_proven_core_close(conn, 0, "cannot watch the socket", 0);
+    }
+}
+
+
+static void
+ngx_http_proven_core_read_handler(ngx_event_t *rev)
+{
+    size_t                        size;
+    ssize_t                       n;
+    ngx_err_t                     err;
+    ngx_connection_t             *c;
+    ngx_http_proven_core_conn_t  *conn;
+
+    c = rev->data;
+    conn = c->data;
+
+    if (ngx_http_proven_core_connect_finished(conn) != NGX_OK) {
+        return;
+    }
+
+    for ( ;; ) {
+
+        if (conn->buf == NULL) {
+            conn->buf = ngx_alloc(NGX_HTTP_PROVEN_CORE_READ_SIZE, c->log);
+            if (conn->buf == NULL) {
+                ngx_http_proven_core_close(conn, 0, "out of memory", 0);
+                return;
+            }
+
+            conn->size = NGX_HTTP_PROVEN_CORE_READ_SIZE;
+            conn->len = 0;
+        }
+
+        size = conn->size - conn->len;
+
+        n = recv(c->fd, conn->buf + conn->len, size, 0);
+
+        if (n == 0) {
+            ngx_http_proven_core_close(conn, 0,
+                                       "provend closed the connection", 0);
+            return;
+        }
+
+        if (n == -1) {
+            err = ngx_socket_errno;
+
+            if (err == NGX_EINTR) {
+                continue;
+            }
+
+            if (err == NGX_EAGAIN) {
+                rev->ready = 0;
+                break;
+            }
+
+            ngx_http_proven_core_close(conn, err, "recv() failed", 0);
+            return;
+        }
+
+        conn->len += n;
+
+        if (ngx_http_proven_core_process_frames(conn) != NGX_OK) {
+            return;
+        }
+    }
+
+    /* a big frame's buffer is not kept once it is consumed */
+    if (conn->len == 0 && conn->size > NGX_HTTP_PROVEN_CORE_READ_SIZE) {
+        ngx_free(conn->buf);
+        conn->buf = NULL;
+        conn->size = 0;
+    }
+
+    if (ngx_handle_read_event(rev, 0) != NGX_OK) {
+        ngx_http_proven_core_close(conn, 0, "cannot watch the socket", 0);
+    }
+}
+
+
+/*
+ * Answers every complete frame in the read buffer and makes room for the
+ * next one.  NGX_ERROR: the connection was closed.
+ */
+static ngx_int_t
+ngx_http_proven_core_process_frames(ngx_http_proven_core_conn_t *conn)
+{
+    char                          err[PROVEN_ERR_LEN];
+    u_char                       *buf;
+    size_t                        need;
+    uint32_t                      len;
+    proven_response_t             res;
+    ngx_http_proven_core_call_t  *call;
+
+    for ( ;; ) {
+
+        if (conn->len < PROVEN_FRAME_HEADER) {
+            return NGX_OK;
+        }
+
+        if (proven_frame_length(conn->buf, &len, err, sizeof(err))
+            != PROVEN_OK)
+        {
+            ngx_http_proven_core_close(conn, 0, "bad frame from provend", 0);
+            return NGX_ERROR;
+        }
+
+        need = PROVEN_FRAME_HEADER + (size_t) len;
+
+        if (conn->len < need) {
+            if (conn->size < need) {
+                /* bounded: len <= PROVEN_FRAME_MAX */
+                buf = ngx_alloc(need, conn->connection->log);
+                if (buf == NULL) {
+                    ngx_http_proven_core_close(conn, 0, "out of memory", 0);
+                    return NGX_ERROR;
+                }
+
+                ngx_memcpy(buf, conn->buf, conn->len);
+                ngx_free(conn->buf);
+                conn->buf = buf;
+                conn->size = need;
+            }
+
+            return NGX_OK;
+        }
+
+        if (proven_response_decode(conn->buf + PROVEN_FRAME_HEADER, len,
+                                   &res, err, sizeof(err))
+            != PROVEN_OK)
+        {
+            ngx_log_error(NGX_LOG_INFO, conn->connection->log, 0,
+                          "proven daemon: bad response from provend: %s",
+                          err);
+            ngx_http_proven_core_close(conn, 0, "bad response from provend",
+                                       0);
+            return NGX_ERROR;
+        }
+
+        conn->len -= need;
+        ngx_memmove(conn->buf, conn->buf + need, conn->len);
+
+        call = ngx_http_proven_core_lookup(conn, res.id);
+
+        if (call == NULL) {
+            /* its request went away, or it timed out */
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, conn->connection->log, 0,
+                           "proven daemon: late answer to call %uL",
+                           res.id);
+            proven_response_free(&res);
+            continue;
+        }
+
+        ngx_http_proven_core_detach(call);
+
+        ngx_http_proven_core_deliver(call,
+                                     res.ok ? NGX_HTTP_PROVEN_DAEMON_OK
+                                            : NGX_HTTP_PROVEN_DAEMON_ERROR,
+                                     &res);
+
+        proven_response_free(&res);
+    }
+}
+
+
+/*
+ * Closes the connection and fails every call on it (from the event loop,
+ * so no handler runs inside this function).
+ */
+static void
+ngx_http_proven_core_close(ngx_http_proven_core_conn_t *conn, ngx_err_t err,
+    const char *reason, ngx_uint_t backoff)
+{
+    ngx_queue_t                  *q;
+    ngx_rbtree_node_t            *node;
+    ngx_http_proven_core_out_t   *out;
+    ngx_http_proven_core_call_t  *call;
+
+    if (conn->connection != NULL) {
+        ngx_log_error(NGX_LOG_INFO, conn->connection->log, err,
+                      "proven daemon: connection to %V closed: %s",
+                      &conn->conf->url->url, reason);
+
+        ngx_close_connection(conn->connection);
+        conn->connection = NULL;
+    }
+
+    conn->connected = 0;
+
+    if (backoff) {
+        conn->retry_at = ngx_current_msec + NGX_HTTP_PROVEN_CORE_BACKOFF;
+    }
+
+    while (!ngx_queue_empty(&conn->out)) {
+        q = ngx_queue_head(&conn->out);
+        out = ngx_queue_data(q, ngx_http_proven_core_out_t, queue);
+        ngx_queue_remove(q);
+
+        if (out->call != NULL) {
+            out->call->out = NULL;
+        }
+
+        free(out->data);
+        ngx_free(out);
+    }
+
+    while (conn->calls.root != conn->calls.sentinel) {
+        node = ngx_rbtree_min(conn->calls.root, conn->calls.sentinel);
+        call = (ngx_http_proven_core_call_t *) node;
+
+        ngx_http_proven_core_detach(call);
+        ngx_http_proven_core_fail_later(call, err, reason);
+    }
+
+    if (conn->buf != NULL) {
+        ngx_free(conn->buf);
+        conn->buf = NULL;
+    }
+
+    conn->size = 0;
+    conn->len = 0;
+}
+
+
+static ngx_http_proven_core_call_t *
+ngx_http_proven_core_lookup(ngx_http_proven_core_conn_t *conn, uint64_t id)
+{
+    ngx_rbtree_key_t    key;
+    ngx_rbtree_node_t  *node, *sentinel;
+
+    key = (ngx_rbtree_key_t) id;
+    node = conn->calls.root;
+    sentinel = conn->calls.sentinel;
+
+    while (node != sentinel) {
+        if (key < node->key) {
+            node = node->left;
+            continue;
+        }
+
+        if (key > node->key) {
+            node = node->right;
+            continue;
+        }
+
+        if (((ngx_http_proven_core_call_t *) node)->id == id) {
+            return (ngx_http_proven_core_call_t *) node;
+        }
+
+        /* same key, different id: only when keys are 32 bits and wrap */
+        return NULL;
+    }
+
+    return NULL;
+}
+
+
+/* ---- calls --------------------------------------------------------------- */
+
+/* Takes call out of its timer, posted queue, tree and write queue. */
+static void
+ngx_http_proven_core_detach(ngx_http_proven_core_call_t *call)
+{
+    ngx_http_proven_core_out_t  *out;
+
+    if (call->event.timer_set) {
+        ngx_del_timer(&call->event);
+    }
+
+    if (call->event.posted) {
+        ngx_delete_posted_event(&call->event);
+    }
+
+    if (call->conn != NULL) {
+        ngx_rbtree_delete(&call->conn->calls, &call->node);
+        call->conn = NULL;
+    }
+
+    out = call->out;
+
+    if (out != NULL) {
+        call->out = NULL;
+
+        if (out->sent == 0) {
+            ngx_queue_remove(&out->queue);
+            free(out->data);
+            ngx_free(out);
+
+        } else {
+            /* half written: the rest must still go out */
+            out->call = NULL;
+        }
+    }
+}
+
+
+static void
+ngx_http_proven_core_fail_later(ngx_http_proven_core_call_t *call,
+    ngx_err_t err, const char *reason)
+{
+    call->err = err;
+    ngx_cpystrn((u_char *) call->reason, (u_char *) reason,
+                sizeof(call->reason));
+
+    ngx_post_event(&call->event, &ngx_posted_events);
+}
+
+
+/* The call's timer fired, or its failure was posted. */
+static void
+ngx_http_proven_core_call_event(ngx_event_t *ev)
+{
+    ngx_http_proven_core_call_t  *call;
+
+    call = ev->data;
+
+    if (ev->timedout) {
+        ev->timedout = 0;
+
+        ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+                      "proven daemon: no answer from %V within %Mms",
+                      &call->conf->url->url, call->conf->timeout);
+
+        ngx_http_proven_core_detach(call);
+        ngx_http_proven_core_deliver(call, NGX_HTTP_PROVEN_DAEMON_TIMEOUT,
+                                     NULL);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, ev->log, call->err,
+                  "proven daemon: %V unreachable: %s",
+                  &call->conf->url->url, call->reason);
+
+    ngx_http_proven_core_detach(call);
+    ngx_http_proven_core_deliver(call, NGX_HTTP_PROVEN_DAEMON_UNREACHABLE,
+                                 NULL);
+}
+
+
+/* call is detached; it is freed before its handler runs. */
+static void
+ngx_http_proven_core_deliver(ngx_http_proven_core_call_t *call,
+    ngx_http_proven_daemon_status_e status, proven_response_t *res)
+{
+    void                               *data;
+    ngx_connection_t                   *c;
+    ngx_http_request_t                 *r;
+    ngx_http_proven_daemon_handler_pt   handler;
+
+    r = call->r;
+    c = r->connection;
+    handler = call->handler;
+    data = call->data;
+
+    call->cleanup->handler = NULL;
+    ngx_free(call);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "proven daemon: call done: %s \"%V\"",
+                   ngx_http_proven_daemon_status_name(status), &r->uri);
+
+    handler(r, status, res, data);
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+/* The request is going away before its answer came. */
+static void
+ngx_http_proven_core_cancel(void *data)
+{
+    ngx_http_proven_core_call_t  *call = data;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, call->event.log, 0,
+                   "proven daemon: call %uL cancelled", call->id);
+
+    ngx_http_proven_core_detach(call);
+    ngx_free(call);
+}
+
+
+/* ---- configuration ------------------------------------------------------- */
+
+static void *
+ngx_http_proven_core_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_proven_core_main_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_proven_core_main_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->url = NULL;
+     *     conf->conns = NULL;
+     *     conf->next_conn = 0;
+     *     conf->next_id = 0;
+     */
+
+    conf->timeout = NGX_CONF_UNSET_MSEC;
+    conf->connections = NGX_CONF_UNSET_UINT;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_proven_core_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_proven_core_main_conf_t  *pcmcf = conf;
+
+    ngx_conf_init_msec_value(pcmcf->timeout, 5000);
+    ngx_conf_init_uint_value(pcmcf->connections, 2);
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_proven_daemon(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_proven_core_main_conf_t  *pcmcf = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value, s;
+    ngx_url_t  *u;
+    ngx_uint_t  i;
+
+    if (pcmcf->url != NULL) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strncmp(value[1].data, "unix:", 5) != 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "proven daemon: \"%V\" is not a unix: socket",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    u = ngx_pcalloc(cf->pool, sizeof(ngx_url_t));
+    if (u == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    u->url = value[1];
+    u->no_resolve = 1;
+
+    if (ngx_parse_url(cf->pool, u) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "proven daemon: %s in \"%V\"",
+                           u->err ? u->err : "bad address", &u->url);
+        return NGX_CONF_ERROR;
+    }
+
+    if (u->naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "proven daemon: no address in \"%V\"", &u->url);
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
+            s.len = value[i].len - 8;
+            s.data = value[i].data + 8;
+
+            pcmcf->timeout = ngx_parse_time(&s, 0);
+            if (pcmcf->timeout == (ngx_msec_t) NGX_ERROR
+                || pcmcf->timeout == 0)
+            {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "connections=", 12) == 0) {
+            n = ngx_atoi(value[i].data + 12, value[i].len - 12);
+            if (n < 1 || n > NGX_HTTP_PROVEN_CORE_MAX_CONNS) {
+                goto invalid;
+            }
+
+            pcmcf->connections = (ngx_uint_t) n;
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    pcmcf->url = u;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "proven daemon: invalid parameter \"%V\"", &value[i]);
+
+    return NGX_CONF_ERROR;
+}
+
+
+/* ---- worker life --------------------------------------------------------- */
+
+static ngx_int_t
+ngx_http_proven_core_init_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                         i;
+    ngx_http_proven_core_conn_t       *conn;
+    ngx_http_proven_core_main_conf_t  *pcmcf;
+
+    pcmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                                ngx_http_proven_core_module);
+
+    if (pcmcf == NULL || pcmcf->url == NULL) {
+        return NGX_OK;
+    }
+
+    pcmcf->conns = ngx_pcalloc(cycle->pool, pcmcf->connections
+                                         * sizeof(ngx_http_proven_core_conn_t));
+    if (pcmcf->conns == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < pcmcf->connections; i++) {
+        conn = &pcmcf->conns[i];
+        conn->conf = pcmcf;
+        conn->retry_at = ngx_current_msec;
+        ngx_rbtree_init(&conn->calls, &conn->sentinel,
+                        ngx_rbtree_insert_value);
+        ngx_queue_init(&conn->out);
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_proven_core_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                         i;
+    ngx_rbtree_node_t                 *node;
+    ngx_http_proven_core_conn_t       *conn;
+    ngx_http_proven_core_call_t       *call;
+    ngx_http_proven_core_main_conf_t  *pcmcf;
+
+    pcmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                                ngx_http_proven_core_module);
+
+    if (pcmcf == NULL || pcmcf->conns == NULL) {
+        return;
+    }
+
+    for (i = 0; i < pcmcf->connections; i++) {
+        conn = &pcmcf->conns[i];
+
+        /* the worker is leaving: calls end quietly, without handlers */
+        while (conn->calls.root != conn->calls.sentinel) {
+            node = ngx_rbtree_min(conn->calls.root, conn->calls.sentinel);
+            call = (ngx_http_proven_core_call_t *) node;
+
+            ngx_http_proven_core_detach(call);
+            call->cleanup->handler = NULL;
+            ngx_free(call);
+        }
+
+        ngx_http_proven_core_close(conn, 0, "worker exiting", 0);
+    }
+}
