@@ -15,10 +15,10 @@ NGINX    ?= /usr/sbin/nginx
 
 # Debian packages the project needs; `deps` installs those not present.
 DEB_PACKAGES = nginx nginx-dev libcbor-dev libjansson-dev libuv1-dev \
-    libssl-dev openssl libcmocka-dev libcurl4-openssl-dev pkg-config curl \
-    libclang-rt-14-dev
+    libssl-dev openssl libcmocka-dev libcurl4-openssl-dev pkg-config curl
+
 DEB_BENCH    = wrk
-DEB_FUZZ     = clang
+DEB_FUZZ     = clang libclang-rt-14-dev
 
 LIB_SRCS  = $(wildcard lib/*.c)
 LIB_OBJS  = $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
