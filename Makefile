@@ -15,7 +15,7 @@ NGINX    ?= /usr/sbin/nginx
 
 # Debian packages the project needs; `deps` installs those not present.
 DEB_PACKAGES = nginx nginx-dev libcbor-dev libjansson-dev libuv1-dev \
-    libssl-dev openssl libcmocka-dev libcurl4-openssl-dev pkg-config curl
+    libssl-dev openssl libcmocka-dev libcurl4-openssl-dev pkg-config curl procps
 
 DEB_BENCH    = wrk
 DEB_FUZZ     = clang libclang-rt-14-dev

@@ -39,8 +39,8 @@ export TEST_NGINX_SERVROOT=$top/t/servroot
 export PROVEN_BUILD=$build
 prove -I t/lib t/ || failed+=("t/")
 
+# prove's summary stays the last thing printed when all is well.
 if [ ${#failed[@]} -gt 0 ]; then
     echo "FAILED: ${failed[*]}"
     exit 1
 fi
-echo "all tests passed"
