@@ -194,3 +194,28 @@ X-Attestation: ^hEShATgi[A-Za-z0-9+/]+=*$
 hello
 --- no_error_log
 [error]
+
+
+
+=== TEST 10: the document survives an internal redirect, and is not cached
+--- http_config
+    proven_daemon unix:$TEST_NGINX_PROVEN_SOCKET;
+--- config
+    location /r {
+        proven_attestation_header on;
+        try_files /nonexistent /hello;
+    }
+    location = /hello {
+        return 200 "hello\n";
+    }
+--- request
+GET /r
+--- more_headers
+X-Request-Attestation: 00ff
+--- response_headers_like
+X-Attestation: ^hEShATgi[A-Za-z0-9+/]+=*$
+Cache-Control: ^private, no-store$
+--- response_body
+hello
+--- no_error_log
+[error]

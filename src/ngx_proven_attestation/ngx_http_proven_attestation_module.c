@@ -108,6 +108,9 @@ static ngx_table_elt_t *ngx_http_proven_attestation_find_header(
     ngx_http_request_t *r, ngx_str_t *name, ngx_uint_t *count);
 static ngx_http_proven_attestation_ctx_t *ngx_http_proven_attestation_get_ctx(
     ngx_http_request_t *r);
+static ngx_http_proven_attestation_ctx_t *
+    ngx_http_proven_attestation_find_ctx(ngx_http_request_t *r);
+static void ngx_http_proven_attestation_ctx_cleanup(void *data);
 
 static void *ngx_http_proven_attestation_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_proven_attestation_merge_loc_conf(ngx_conf_t *cf,
@@ -184,6 +187,8 @@ static ngx_str_t  ngx_http_proven_attestation_json_type =
 static ngx_str_t  ngx_http_proven_attestation_request_header =
     ngx_string("X-Request-Attestation");
 static ngx_str_t  ngx_http_proven_attestation_accept = ngx_string("Accept");
+static ngx_str_t  ngx_http_proven_attestation_private =
+    ngx_string("private, no-store");
 
 
 /* ---- GET /attestation ---------------------------------------------------- */
@@ -379,11 +384,11 @@ ngx_http_proven_attestation_header_handler(ngx_http_request_t *r)
     palcf = ngx_http_get_module_loc_conf(r,
                                          ngx_http_proven_attestation_module);
 
-    if (!palcf->header || r != r->main) {
+    if (r != r->main) {
         return NGX_DECLINED;
     }
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_proven_attestation_module);
+    ctx = ngx_http_proven_attestation_find_ctx(r);
 
     if (ctx != NULL) {
         switch (ctx->header_state) {
@@ -392,6 +397,10 @@ ngx_http_proven_attestation_header_handler(ngx_http_request_t *r)
         case NGX_HTTP_PROVEN_ATTESTATION_HEADER_DONE:
             return NGX_DECLINED;
         }
+    }
+
+    if (!palcf->header) {
+        return NGX_DECLINED;
     }
 
     h = ngx_http_proven_attestation_find_header(r,
@@ -505,7 +514,7 @@ ngx_http_proven_attestation_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_proven_attestation_module);
+    ctx = ngx_http_proven_attestation_find_ctx(r);
 
     if (ctx == NULL || ctx->header_value.len == 0) {
         return ngx_http_next_header_filter(r);
@@ -513,6 +522,14 @@ ngx_http_proven_attestation_header_filter(ngx_http_request_t *r)
 
     if (ngx_http_proven_attestation_add_header(r, "X-Attestation",
                                                &ctx->header_value)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    /* the document answers one client's nonce: no shared cache may keep it */
+    if (ngx_http_proven_attestation_add_header(r, "Cache-Control",
+                                               &ngx_http_proven_attestation_private)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -1185,9 +1202,10 @@ ngx_http_proven_attestation_find_header(ngx_http_request_t *r,
 static ngx_http_proven_attestation_ctx_t *
 ngx_http_proven_attestation_get_ctx(ngx_http_request_t *r)
 {
+    ngx_pool_cleanup_t                 *cln;
     ngx_http_proven_attestation_ctx_t  *ctx;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_proven_attestation_module);
+    ctx = ngx_http_proven_attestation_find_ctx(r);
 
     if (ctx != NULL) {
         return ctx;
@@ -1206,9 +1224,54 @@ ngx_http_proven_attestation_get_ctx(ngx_http_request_t *r)
      *     ctx->header_value = { 0, NULL };
      */
 
+    /* a marker that lets find_ctx() see ctx again after a redirect */
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    cln->handler = ngx_http_proven_attestation_ctx_cleanup;
+    cln->data = ctx;
+
     ngx_http_set_ctx(r, ctx, ngx_http_proven_attestation_module);
 
     return ctx;
+}
+
+
+/*
+ * Internal redirects (index, try_files, error_page) wipe module contexts;
+ * the document asked for by X-Request-Attestation must survive them, or
+ * it would be signed twice and maybe never sent.  The pool keeps it.
+ */
+static ngx_http_proven_attestation_ctx_t *
+ngx_http_proven_attestation_find_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t                 *cln;
+    ngx_http_proven_attestation_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_proven_attestation_module);
+
+    if (ctx != NULL || !(r->internal || r->filter_finalize)) {
+        return ctx;
+    }
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_proven_attestation_ctx_cleanup) {
+            ctx = cln->data;
+            ngx_http_set_ctx(r, ctx, ngx_http_proven_attestation_module);
+            return ctx;
+        }
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_http_proven_attestation_ctx_cleanup(void *data)
+{
+    /* nothing to free: the handler only marks the context */
 }
 
 
