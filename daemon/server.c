@@ -26,6 +26,7 @@
 
 #define PROVEND_READ_BUF   (64 * 1024)
 #define PROVEND_BACKLOG    128
+#define PROVEND_BODY_START (64 * 1024)  /* first allocation for a frame */
 
 #define provend_server_err(...)                                            \
     do { if (err) { snprintf(err, errlen, __VA_ARGS__); } } while (0)
@@ -66,6 +67,7 @@ struct provend_conn_s {
     size_t             header_have;
     uint8_t           *body;
     uint32_t           body_len;
+    uint32_t           body_cap;     /* allocated; grows as bytes arrive */
     size_t             body_have;
 
     size_t             rlen;        /* bytes in rbuf not yet parsed */
@@ -665,6 +667,33 @@ provend_conn_request(provend_conn_t *conn, uint8_t *body, size_t len)
 }
 
 
+/* Doubles the body buffer until it holds need bytes (at most body_len). */
+static int
+provend_conn_grow_body(provend_conn_t *conn, size_t need)
+{
+    size_t    cap;
+    uint8_t  *body;
+
+    cap = conn->body_cap;
+    while (cap < need) {
+        cap *= 2;
+    }
+
+    if (cap > conn->body_len) {
+        cap = conn->body_len;
+    }
+
+    body = realloc(conn->body, cap);
+    if (body == NULL) {
+        return PROVEN_ERR;
+    }
+
+    conn->body = body;
+    conn->body_cap = (uint32_t) cap;
+    return PROVEN_OK;
+}
+
+
 /* Parses what rbuf holds, as far as the pending limit allows. */
 static void
 provend_conn_process(provend_conn_t *conn)
@@ -704,8 +733,13 @@ provend_conn_process(provend_conn_t *conn)
                 break;
             }
 
-            /* Bounded by PROVEN_FRAME_MAX above. */
-            conn->body = malloc(len);
+            /*
+             * Bounded by PROVEN_FRAME_MAX above; still, a 4-byte header
+             * alone must not pin 16 MiB: the buffer grows with the data.
+             */
+            conn->body_cap = len < PROVEND_BODY_START ? len
+                                                      : PROVEND_BODY_START;
+            conn->body = malloc(conn->body_cap);
             if (conn->body == NULL) {
                 provend_conn_counted(conn);
                 provend_conn_fail(conn, "internal", "out of memory");
@@ -720,6 +754,15 @@ provend_conn_process(provend_conn_t *conn)
         n = conn->body_len - conn->body_have;
         if (n > conn->rlen - pos) {
             n = conn->rlen - pos;
+        }
+
+        if (conn->body_have + n > conn->body_cap
+            && provend_conn_grow_body(conn, conn->body_have + n)
+               != PROVEN_OK)
+        {
+            provend_conn_counted(conn);
+            provend_conn_fail(conn, "internal", "out of memory");
+            break;
         }
 
         memcpy(conn->body + conn->body_have, conn->rbuf + pos, n);

@@ -599,7 +599,7 @@ static void
 test_bad_requests(void **state)
 {
     int                 fd;
-    uint8_t             big[PROVEN_ATT_FIELD_MAX + 1];
+    uint8_t             big[PROVEN_ATT_FIELD_MAX + 1], *padding;
     cbor_item_t        *req;
     proven_response_t   res;
 
@@ -637,6 +637,19 @@ test_bad_requests(void **state)
     send_request(fd, proven_request_new(15, "status"));
     recv_response(fd, &res);
     assert_int_equal(res.id, 15);
+    assert_true(res.ok);
+    proven_response_free(&res);
+
+    /* A 1 MiB frame: its buffer grows past the first allocation. */
+    padding = calloc(1, 1024 * 1024);
+    assert_non_null(padding);
+    req = proven_request_new(16, "status");
+    assert_int_equal(proven_cbor_map_put(req, "padding",
+                     cbor_build_bytestring(padding, 1024 * 1024)), PROVEN_OK);
+    free(padding);
+    send_request(fd, req);
+    recv_response(fd, &res);
+    assert_int_equal(res.id, 16);
     assert_true(res.ok);
     proven_response_free(&res);
 

@@ -83,6 +83,8 @@ struct ngx_http_proven_core_conn_s {
 };
 
 
+static ngx_http_proven_core_conn_t *ngx_http_proven_core_pick(
+    ngx_http_proven_core_main_conf_t *pcmcf);
 static ngx_int_t ngx_http_proven_core_connect(
     ngx_http_proven_core_conn_t *conn);
 static void ngx_http_proven_core_write_handler(ngx_event_t *wev);
@@ -220,7 +222,7 @@ ngx_http_proven_daemon_call(ngx_http_request_t *r, cbor_item_t *request,
     call->event.data = call;
     call->event.log = r->connection->log;
 
-    conn = &pcmcf->conns[pcmcf->next_conn++ % pcmcf->connections];
+    conn = ngx_http_proven_core_pick(pcmcf);
 
     if (ngx_http_proven_core_connect(conn) != NGX_OK) {
         free(out->data);
@@ -376,6 +378,33 @@ failed:
 
 
 /* ---- connections --------------------------------------------------------- */
+
+/*
+ * Round robin over the connections that are open or may be opened: one
+ * backing off after a failed connect() must not fail calls that another,
+ * healthy one could carry.
+ */
+static ngx_http_proven_core_conn_t *
+ngx_http_proven_core_pick(ngx_http_proven_core_main_conf_t *pcmcf)
+{
+    ngx_uint_t                    i, start;
+    ngx_http_proven_core_conn_t  *conn;
+
+    start = pcmcf->next_conn++;
+
+    for (i = 0; i < pcmcf->connections; i++) {
+        conn = &pcmcf->conns[(start + i) % pcmcf->connections];
+
+        if (conn->connection != NULL
+            || (ngx_msec_int_t) (conn->retry_at - ngx_current_msec) <= 0)
+        {
+            return conn;
+        }
+    }
+
+    return &pcmcf->conns[start % pcmcf->connections];
+}
+
 
 static ngx_int_t
 ngx_http_proven_core_connect(ngx_http_proven_core_conn_t *conn)
@@ -710,7 +739,7 @@ ngx_http_proven_core_process_frames(ngx_http_proven_core_conn_t *conn)
                                    &res, err, sizeof(err))
             != PROVEN_OK)
         {
-            ngx_log_error(NGX_LOG_INFO, conn->connection->log, 0,
+            ngx_log_error(NGX_LOG_ERR, conn->connection->log, 0,
                           "proven daemon: bad response from provend: %s",
                           err);
             ngx_http_proven_core_close(conn, 0, "bad response from provend",
