@@ -97,7 +97,7 @@ $(BUILD)/tests/%: tests/%.c $(LIBPROVEN) $(DAEMON_LIB_OBJS)
 
 # ---- nginx modules, built against Debian's nginx-dev ---------------------
 
-$(BUILD)/nginx/Makefile: config $(LIB_SRCS)
+$(BUILD)/nginx/objs/Makefile: config $(LIB_SRCS)
 	rm -rf $(BUILD)/nginx && mkdir -p $(BUILD) && \
 	    cp -r $(NGINX_SRC) $(BUILD)/nginx
 	cd $(BUILD)/nginx && bash -c '. ./conf_flags && ./configure \
@@ -105,7 +105,7 @@ $(BUILD)/nginx/Makefile: config $(LIB_SRCS)
 	    --with-ld-opt="$(SAN)" --add-dynamic-module=$(CURDIR)' \
 	    > configure.log 2>&1 || { tail -20 configure.log; exit 1; }
 
-$(BUILD)/modules/.stamp: $(BUILD)/nginx/Makefile $(MODULE_SRCS)
+$(BUILD)/modules/.stamp: $(BUILD)/nginx/objs/Makefile $(MODULE_SRCS)
 	$(MAKE) -C $(BUILD)/nginx -f objs/Makefile modules >/dev/null
 	@mkdir -p $(BUILD)/modules
 	cp $(BUILD)/nginx/objs/ngx_http_proven_*_module.so $(BUILD)/modules/
