@@ -288,4 +288,7 @@ void proven_hex_encode(const uint8_t *in, size_t len, char *out); /* 2n+1 */
 int proven_base64url_decode(const char *in, size_t inlen, uint8_t *out,
     size_t outmax, size_t *outlen);
 
+/* Fills err with "what: <OpenSSL's last error>" and clears its queue. */
+void proven_openssl_error(char *err, size_t errlen, const char *what);
+
 #endif /* PROVEN_H */

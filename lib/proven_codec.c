@@ -2,7 +2,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
 
 #include "proven.h"
@@ -149,4 +151,28 @@ failed:
     free(std);
     free(raw);
     return PROVEN_ERR;
+}
+
+
+void
+proven_openssl_error(char *err, size_t errlen, const char *what)
+{
+    unsigned long  e;
+    char           buf[160];
+
+    if (err == NULL) {
+        ERR_clear_error();
+        return;
+    }
+
+    e = ERR_peek_last_error();
+    if (e != 0) {
+        ERR_error_string_n(e, buf, sizeof(buf));
+        snprintf(err, errlen, "%s: %s", what, buf);
+
+    } else {
+        snprintf(err, errlen, "%s", what);
+    }
+
+    ERR_clear_error();
 }

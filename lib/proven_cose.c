@@ -29,28 +29,6 @@ static const uint8_t  proven_cose_sig1_head[] = {
 };
 
 
-static void
-proven_cose_error(char *err, size_t errlen, const char *what)
-{
-    unsigned long  e;
-    char           buf[160];
-
-    if (err == NULL) {
-        ERR_clear_error();
-        return;
-    }
-
-    e = ERR_peek_last_error();
-    if (e != 0) {
-        ERR_error_string_n(e, buf, sizeof(buf));
-        snprintf(err, errlen, "%s: %s", what, buf);
-
-    } else {
-        snprintf(err, errlen, "%s", what);
-    }
-
-    ERR_clear_error();
-}
 
 
 /*
@@ -106,7 +84,7 @@ proven_cose_sign_es384(const uint8_t *payload, size_t len, EVP_PKEY *key,
 
     md = EVP_MD_CTX_new();
     if (md == NULL) {
-        proven_cose_error(err, errlen, "out of memory");
+        proven_openssl_error(err, errlen, "out of memory");
         goto failed;
     }
 
@@ -115,7 +93,7 @@ proven_cose_sign_es384(const uint8_t *payload, size_t len, EVP_PKEY *key,
                                         sizeof(proven_cose_es384_protected),
                                         len);
     if (prefix_len == 0) {
-        proven_cose_error(err, errlen, "cannot encode Sig_structure");
+        proven_openssl_error(err, errlen, "cannot encode Sig_structure");
         goto failed;
     }
 
@@ -126,14 +104,14 @@ proven_cose_sign_es384(const uint8_t *payload, size_t len, EVP_PKEY *key,
         || EVP_DigestSignUpdate(md, payload, len) != 1
         || EVP_DigestSignFinal(md, der, &derlen) != 1)
     {
-        proven_cose_error(err, errlen, "ES384 signing failed");
+        proven_openssl_error(err, errlen, "ES384 signing failed");
         goto failed;
     }
 
     p = der;
     sig = d2i_ECDSA_SIG(NULL, &p, (long) derlen);
     if (sig == NULL) {
-        proven_cose_error(err, errlen, "bad ECDSA signature from OpenSSL");
+        proven_openssl_error(err, errlen, "bad ECDSA signature from OpenSSL");
         goto failed;
     }
 
@@ -143,7 +121,7 @@ proven_cose_sign_es384(const uint8_t *payload, size_t len, EVP_PKEY *key,
 
     doc = malloc(n);
     if (doc == NULL) {
-        proven_cose_error(err, errlen, "out of memory");
+        proven_openssl_error(err, errlen, "out of memory");
         goto failed;
     }
 
@@ -166,7 +144,7 @@ proven_cose_sign_es384(const uint8_t *payload, size_t len, EVP_PKEY *key,
         || BN_bn2binpad(s, doc + w + PROVEN_ES384_COORD, PROVEN_ES384_COORD)
            != PROVEN_ES384_COORD)
     {
-        proven_cose_error(err, errlen, "signing key is not P-384");
+        proven_openssl_error(err, errlen, "signing key is not P-384");
         goto failed;
     }
 
@@ -226,7 +204,7 @@ proven_cose_verify_es384(const uint8_t *protected_hdr, size_t plen,
     prefix_len = proven_cose_sig_prefix(prefix, sizeof(prefix),
                                         protected_hdr, plen, len);
     if (prefix_len == 0) {
-        proven_cose_error(err, errlen, "cannot encode Sig_structure");
+        proven_openssl_error(err, errlen, "cannot encode Sig_structure");
         goto failed;
     }
 
@@ -236,7 +214,7 @@ proven_cose_verify_es384(const uint8_t *protected_hdr, size_t plen,
     if (ecsig == NULL || r == NULL || s == NULL
         || ECDSA_SIG_set0(ecsig, r, s) != 1)
     {
-        proven_cose_error(err, errlen, "out of memory");
+        proven_openssl_error(err, errlen, "out of memory");
         goto failed;
     }
 
@@ -245,7 +223,7 @@ proven_cose_verify_es384(const uint8_t *protected_hdr, size_t plen,
 
     derlen = i2d_ECDSA_SIG(ecsig, &der);
     if (derlen <= 0) {
-        proven_cose_error(err, errlen, "cannot encode ECDSA signature");
+        proven_openssl_error(err, errlen, "cannot encode ECDSA signature");
         goto failed;
     }
 
@@ -255,7 +233,7 @@ proven_cose_verify_es384(const uint8_t *protected_hdr, size_t plen,
         || EVP_DigestVerifyUpdate(md, prefix, prefix_len) != 1
         || EVP_DigestVerifyUpdate(md, payload, len) != 1)
     {
-        proven_cose_error(err, errlen, "cannot verify with this key");
+        proven_openssl_error(err, errlen, "cannot verify with this key");
         goto failed;
     }
 

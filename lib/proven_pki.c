@@ -15,28 +15,6 @@
 #define PROVEN_PKI_SERIAL_BITS  127
 
 
-static void
-proven_pki_error(char *err, size_t errlen, const char *what)
-{
-    unsigned long  e;
-    char           buf[160];
-
-    if (err == NULL) {
-        ERR_clear_error();
-        return;
-    }
-
-    e = ERR_peek_last_error();
-    if (e != 0) {
-        ERR_error_string_n(e, buf, sizeof(buf));
-        snprintf(err, errlen, "%s: %s", what, buf);
-
-    } else {
-        snprintf(err, errlen, "%s", what);
-    }
-
-    ERR_clear_error();
-}
 
 
 EVP_PKEY *
@@ -46,7 +24,7 @@ proven_pki_new_key(char *err, size_t errlen)
 
     key = EVP_EC_gen("P-384");
     if (key == NULL) {
-        proven_pki_error(err, errlen, "cannot generate a P-384 key");
+        proven_openssl_error(err, errlen, "cannot generate a P-384 key");
     }
 
     return key;
@@ -170,7 +148,7 @@ proven_pki_new_cert(EVP_PKEY *key, const char *common_name, X509 *issuer,
 
 failed:
 
-    proven_pki_error(err, errlen, "cannot create certificate");
+    proven_openssl_error(err, errlen, "cannot create certificate");
     X509_free(cert);
     BN_free(serial);
     X509_NAME_free(name);
