@@ -15,9 +15,10 @@ NGINX    ?= /usr/sbin/nginx
 
 # Debian packages the project needs; `deps` installs those not present.
 DEB_PACKAGES = nginx nginx-dev libcbor-dev libjansson-dev libuv1-dev \
-    libssl-dev openssl libcmocka-dev libcurl4-openssl-dev pkg-config curl procps
+    libssl-dev openssl libcmocka-dev libcurl4-openssl-dev pkg-config curl procps \
+    libsqlite3-dev
 
-DEB_BENCH    = wrk
+DEB_BENCH    = wrk redis-server redis-tools
 DEB_FUZZ     = clang libclang-rt-14-dev
 
 LIB_SRCS  = $(wildcard lib/*.c)
@@ -81,7 +82,7 @@ $(LIBPROVEN): $(LIB_OBJS)
 
 $(BUILD)/bin/provend: $(DAEMON_OBJS) $(LIBPROVEN)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(DAEMON_OBJS) $(LIBPROVEN) -luv -lpthread $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(DAEMON_OBJS) $(LIBPROVEN) -lsqlite3 -luv -lpthread $(LIBS)
 
 $(BUILD)/bin/proven: $(CLI_OBJS) $(LIBPROVEN)
 	@mkdir -p $(dir $@)
@@ -93,7 +94,7 @@ DAEMON_LIB_OBJS = $(filter-out $(BUILD)/obj/daemon/main.o,$(DAEMON_OBJS))
 $(BUILD)/tests/%: tests/%.c $(LIBPROVEN) $(DAEMON_LIB_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Idaemon $(LDFLAGS) -o $@ $< $(DAEMON_LIB_OBJS) \
-	    $(LIBPROVEN) -lcmocka -luv -lpthread $(LIBS)
+	    $(LIBPROVEN) -lcmocka -lsqlite3 -luv -lpthread $(LIBS)
 
 # ---- nginx modules, built against Debian's nginx-dev ---------------------
 
