@@ -140,6 +140,7 @@ fuzz: deps deps-fuzz
 
 bench: all deps-bench
 	@./bench/attestation
+	@./bench/storage
 
 clean:
 	rm -rf build build-asan build-fuzz t/servroot*

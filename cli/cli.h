@@ -10,6 +10,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/un.h>
+
+#include <jansson.h>
 
 #include "proven.h"
 
@@ -31,7 +34,21 @@ enum {
     CLI_OPT_AT,
     CLI_OPT_JSON,
     CLI_OPT_INSECURE,
-    CLI_OPT_SOCKET
+    CLI_OPT_SOCKET,
+    CLI_OPT_APP,
+    CLI_OPT_PERSONAL,
+    CLI_OPT_NFT,
+    CLI_OPT_STORE,
+    CLI_OPT_TYPE,
+    CLI_OPT_IF_REVISION,
+    CLI_OPT_PREFIX,
+    CLI_OPT_LIMIT,
+    CLI_OPT_PAGE,
+    CLI_OPT_DB,
+    CLI_OPT_MIGRATE,
+    CLI_OPT_QUERY,
+    CLI_OPT_EXEC,
+    CLI_OPT_HEX
 };
 
 /* The long options verify and attest share, for their option tables. */
@@ -62,13 +79,92 @@ int cli_verify_document(cli_verify_t *v, const uint8_t *buf, size_t len);
 /* Says what getopt_long did not like (opterr is 0, optstring ":h"). */
 void cli_option_error(const char *cmd, int opt, char **argv);
 
+/* ---- provend's socket (cli/client.c) ------------------------------------ */
+
+#define CLI_CLIENT_TIMEOUT_MS  30000
+#define CLI_JSON_DEPTH         PROVEN_CBOR_MAX_DEPTH
+
+typedef struct {
+    int           fd;
+    int           timeout_ms;       /* per request, connect included */
+    uint64_t      next_id;          /* id of the request last made */
+    const char   *cmd;              /* for messages */
+    char          path[sizeof(((struct sockaddr_un *) NULL)->sun_path)];
+} cli_client_t;
+
+/*
+ * Picks the socket: socket_path (--socket) or $PROVEN_DATA/provend.sock,
+ * PROVEN_DATA defaulting to ./var.  A path that cannot be one is a usage
+ * error, said on stderr.
+ */
+int cli_client_init(cli_client_t *c, const char *cmd,
+    const char *socket_path);
+int cli_client_connect(cli_client_t *c);
+void cli_client_close(cli_client_t *c);
+
+/* A request map {"id": the next id, "op": op}; add arguments to it. */
+cbor_item_t *cli_client_request(cli_client_t *c, const char *op);
+
+/*
+ * Sends req and reads its response.  PROVEN_ERR (said on stderr) when
+ * provend is silent past the deadline or answers nonsense; an error
+ * response is PROVEN_OK with res->ok = 0 (cli_client_report says it).
+ * Free res with proven_response_free.
+ */
+int cli_client_call(cli_client_t *c, const cbor_item_t *req,
+    proven_response_t *res);
+void cli_client_report(const proven_response_t *res);
+
+/* JSON views of CBOR: byte strings as hex, integer map keys in decimal. */
+json_t *cli_cbor_to_json(const cbor_item_t *item);
+json_t *cli_cbor_hex(const cbor_item_t *item);
+
+/* One JSON value and a newline on stdout. */
+int cli_json_print(const json_t *json, size_t flags);
+
+
+/* ---- scopes and arguments (cli/client.c) --------------------------------- */
+
+/* --app, --personal, --nft as given; checked by provend. */
+typedef struct {
+    const char  *app;
+    const char  *personal;
+    const char  *nft;         /* CHAIN:CONTRACT:TOKEN */
+} cli_scope_t;
+
+#define CLI_SCOPE_LONGOPTS                                                  \
+    { "app",      1, NULL, CLI_OPT_APP },                                   \
+    { "personal", 1, NULL, CLI_OPT_PERSONAL },                              \
+    { "nft",      1, NULL, CLI_OPT_NFT },                                   \
+    { "socket",   1, NULL, CLI_OPT_SOCKET },                                \
+    { "help",     0, NULL, 'h' }
+
+/* 1 when opt was a scope option (now recorded), else 0. */
+int cli_scope_option(cli_scope_t *s, int opt, const char *arg);
+
+/* Adds "scope" to a request; returns a CLI exit status, said on stderr. */
+int cli_scope_add(const cli_scope_t *s, const char *cmd, cbor_item_t *req);
+
+/* Request arguments; PROVEN_ERR (out of memory, said) or PROVEN_OK. */
+int cli_add_text(cbor_item_t *map, const char *key, const char *text);
+int cli_add_uint(cbor_item_t *map, const char *key, uint64_t value);
+
+/* A decimal number 0..max, or PROVEN_ERR said as "<what> wants ...". */
+int cli_parse_uint(const char *cmd, const char *what, const char *s,
+    uint64_t max, uint64_t *out);
+
+
 void cli_usage(FILE *out);
 void cli_usage_verify(FILE *out);
 void cli_usage_attest(FILE *out);
 void cli_usage_status(FILE *out);
+void cli_usage_kv(FILE *out);
+void cli_usage_sql(FILE *out);
 
 int cli_verify(int argc, char **argv);
 int cli_attest(int argc, char **argv);
 int cli_status(int argc, char **argv);
+int cli_kv(int argc, char **argv);
+int cli_sql(int argc, char **argv);
 
 #endif /* PROVEN_CLI_H */

@@ -18,6 +18,8 @@ static const cli_command_t  cli_commands[] = {
     { "verify", cli_verify, cli_usage_verify },
     { "attest", cli_attest, cli_usage_attest },
     { "status", cli_status, cli_usage_status },
+    { "kv",     cli_kv,     cli_usage_kv },
+    { "sql",    cli_sql,    cli_usage_sql },
     { NULL, NULL, NULL }
 };
 
@@ -47,6 +49,10 @@ cli_usage(FILE *out)
         "  verify [FILE|-]   verify an attestation document (default: stdin)\n"
         "  attest URL        fetch a document for a fresh nonce, verify it\n"
         "  status            show the status of the local provend\n"
+        "  kv ACTION ...     get, set, delete, list keys of a key-value"
+        " store\n"
+        "  sql \"SQL\" ...     run SQL on a database of an app, a user or"
+        " an NFT\n"
         "  help [COMMAND]    show this text or a command's options\n"
         "\n"
         "exit status: 0 valid or done, 1 invalid or failed, 2 usage error\n");

@@ -3,7 +3,7 @@
  *
  *   provend [--data DIR] [--socket PATH] [--provider auto|nsm|dev]
  *           [--log-level debug|info|warn|error] [--measure N:PATH]...
- *           [--threads N]
+ *           [--threads N] [--kv-max-value BYTES]
  */
 
 #include <errno.h>
@@ -14,6 +14,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
+#include "keys.h"
 #include "log.h"
 #include "provider.h"
 #include "server.h"
@@ -22,6 +25,7 @@
 
 #define PROVEND_MEASURE_MAX  64
 #define PROVEND_THREADS_MAX  1024
+#define PROVEND_KV_VALUE_MAX (8ul * 1024 * 1024)   /* fits in a frame */
 
 
 static void
@@ -32,14 +36,15 @@ provend_usage(FILE *out)
         " [--provider auto|nsm|dev]\n"
         "               [--log-level debug|info|warn|error]"
         " [--measure N:PATH]...\n"
-        "               [--threads N]\n"
+        "               [--threads N] [--kv-max-value BYTES]\n"
         "  --data DIR        state directory (default ./var)\n"
         "  --socket PATH     unix socket (default DATA/provend.sock)\n"
         "  --provider NAME   attestation provider (default auto: nsm when\n"
         "                    /dev/nsm exists, else dev)\n"
         "  --measure N:PATH  dev provider: extend PCR N (1..15) with the\n"
         "                    SHA384 of PATH, in order given\n"
-        "  --threads N       signing threads (default: online CPUs)\n");
+        "  --threads N       signing threads (default: online CPUs)\n"
+        "  --kv-max-value BYTES  largest KV value (default 1048576)\n");
 }
 
 
@@ -74,11 +79,14 @@ main(int argc, char **argv)
     long                     cpus;
     size_t                   measure_count;
     const char              *data_dir, *socket_path, *provider_name;
-    unsigned long            value, nthreads;
+    uint8_t                  master[PROVEND_KEY_LEN];
+    unsigned long            value, nthreads, kv_max_value;
     provend_provider_t      *provider;
     provend_measure_t        measures[PROVEND_MEASURE_MAX];
     provend_dev_config_t     dev_cfg;
     provend_server_config_t  srv_cfg;
+    provend_storage_t       *storage;
+    provend_storage_config_t st_cfg;
 
     static const struct option  options[] = {
         { "data",      required_argument, NULL, 'd' },
@@ -87,6 +95,7 @@ main(int argc, char **argv)
         { "log-level", required_argument, NULL, 'l' },
         { "measure",   required_argument, NULL, 'm' },
         { "threads",   required_argument, NULL, 't' },
+        { "kv-max-value", required_argument, NULL, 'k' },
         { "help",      no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -98,6 +107,8 @@ main(int argc, char **argv)
     nthreads = 0;
     sock_buf = NULL;
     provider = NULL;
+    storage = NULL;
+    kv_max_value = PROVEND_KV_VALUE_DEFAULT;
     status = 1;
 
     while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
@@ -165,6 +176,16 @@ main(int argc, char **argv)
             {
                 fprintf(stderr, "provend: --threads must be 1..%d\n",
                         PROVEND_THREADS_MAX);
+                return 2;
+            }
+            break;
+
+        case 'k':
+            if (provend_parse_uint(optarg, 1, PROVEND_KV_VALUE_MAX,
+                                   &kv_max_value) != PROVEN_OK)
+            {
+                fprintf(stderr, "provend: --kv-max-value must be 1..%lu\n",
+                        PROVEND_KV_VALUE_MAX);
                 return 2;
             }
             break;
@@ -248,10 +269,30 @@ main(int argc, char **argv)
     provend_info("node %s, provider %s, %lu signing threads", node_id,
                  provider->name, nthreads);
 
+    if (provend_keys_load_master(data_dir, master, err, sizeof(err))
+        != PROVEN_OK)
+    {
+        provend_error("master key: %s", err);
+        goto done;
+    }
+
+    memset(&st_cfg, 0, sizeof(st_cfg));
+    st_cfg.data_dir = data_dir;
+    st_cfg.master_key = master;
+    st_cfg.kv_max_value = kv_max_value;
+
+    storage = provend_storage_sqlite_open(&st_cfg, err, sizeof(err));
+    OPENSSL_cleanse(master, sizeof(master));
+    if (storage == NULL) {
+        provend_error("storage: %s", err);
+        goto done;
+    }
+
     memset(&srv_cfg, 0, sizeof(srv_cfg));
     srv_cfg.socket_path = socket_path;
     srv_cfg.node_id = node_id;
     srv_cfg.provider = provider;
+    srv_cfg.storage = storage;
 
     if (provend_server_run(&srv_cfg, err, sizeof(err)) != PROVEN_OK) {
         provend_error("%s", err);
@@ -262,6 +303,8 @@ main(int argc, char **argv)
 
 done:
 
+    /* After the server: every storage answer has been delivered. */
+    provend_storage_close(storage);
     provend_provider_destroy(provider);
     free(sock_buf);
     return status;

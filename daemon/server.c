@@ -49,6 +49,7 @@ typedef struct {
     int                             stopping;
     int                             grace_started;
     provend_conn_t                 *conns;
+    provend_ops_storage_t          *storage_ops;
 } provend_server_t;
 
 struct provend_conn_s {
@@ -625,6 +626,18 @@ provend_op_status(provend_conn_t *conn, const proven_request_t *req)
 }
 
 
+/* The storage ops answer later, from the loop thread; dispatch took a ref. */
+static void
+provend_conn_on_storage_reply(void *ctx, uint8_t *frame, size_t len)
+{
+    provend_conn_t  *conn;
+
+    conn = ctx;
+    provend_conn_send(conn, frame, len);
+    provend_conn_unref(conn);
+}
+
+
 /* One whole frame body; takes body. */
 static void
 provend_conn_request(provend_conn_t *conn, uint8_t *body, size_t len)
@@ -656,6 +669,13 @@ provend_conn_request(provend_conn_t *conn, uint8_t *body, size_t len)
 
     } else if (strcmp(req.op, "status") == 0) {
         provend_op_status(conn, &req);
+
+    } else if (conn->srv->storage_ops != NULL
+               && provend_ops_storage_handles(req.op))
+    {
+        conn->refs++;
+        provend_ops_storage_dispatch(conn->srv->storage_ops, &req,
+                                     provend_conn_on_storage_reply, conn);
 
     } else {
         snprintf(msg, sizeof(msg), "unknown op \"%s\"", req.op);
@@ -890,6 +910,11 @@ provend_server_stop(provend_server_t *srv)
     uv_close((uv_handle_t *) &srv->sigint, NULL);
     uv_close((uv_handle_t *) &srv->sighup, NULL);
     uv_close((uv_handle_t *) &srv->maintain, NULL);
+
+    /* Its loop handle closes once the last storage answer is delivered. */
+    if (srv->storage_ops != NULL) {
+        provend_ops_storage_stop(srv->storage_ops);
+    }
 
     for (conn = srv->conns; conn != NULL; conn = next) {
         next = conn->next;
@@ -1160,6 +1185,14 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
         goto failed;
     }
 
+    if (cfg->storage != NULL) {
+        srv->storage_ops = provend_ops_storage_new(&srv->loop, cfg->storage,
+                                                   err, errlen);
+        if (srv->storage_ops == NULL) {
+            goto failed;
+        }
+    }
+
     if (provend_server_listen(srv, err, errlen) != PROVEN_OK) {
         goto failed;
     }
@@ -1188,6 +1221,7 @@ failed:
         provend_warn("event loop still busy at exit");
     }
 
+    provend_ops_storage_free(srv->storage_ops);
     free(srv);
     return rc;
 }

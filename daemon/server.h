@@ -2,7 +2,8 @@
  * provend's server: a libuv loop serving CBOR frames on a unix socket.
  * Ops: "attest" {nonce?, user_data?, public_key?} -> document (bytes);
  * "status" -> {node_id, provider, module_id, version, uptime_ms, pcrs,
- * pending}.  Attestations are signed on the libuv thread pool.
+ * pending}.  Attestations are signed on the libuv thread pool.  "kv.*" and
+ * "sql.*" go to the storage backend (ops_storage.c) when there is one.
  */
 
 #ifndef PROVEND_SERVER_H
@@ -11,6 +12,7 @@
 #include <stddef.h>
 
 #include "provider.h"
+#include "storage.h"
 
 #ifndef PROVEND_VERSION
 #define PROVEND_VERSION  "0.1.0"
@@ -26,6 +28,7 @@ typedef struct {
     const char          *socket_path;
     const char          *node_id;
     provend_provider_t  *provider;      /* borrowed */
+    provend_storage_t   *storage;       /* borrowed; NULL: no kv.*, sql.* */
     size_t               max_pending;   /* per connection; 0: default */
 } provend_server_config_t;
 

@@ -1,0 +1,385 @@
+/*
+ * The node master key and what is built on it: HKDF-SHA256 derivation and
+ * AES-256-GCM sealing, all through OpenSSL's EVP interfaces.
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/params.h>
+#include <openssl/rand.h>
+
+#include "proven.h"
+#include "keys.h"
+#include "log.h"
+#include "util.h"
+
+
+#define PROVEND_KEYS_PATH_MAX  4096
+
+/* HKDF can produce at most 255 blocks of the digest. */
+#define PROVEND_KEYS_OUT_MAX   (255 * 32)
+
+#define provend_keys_err(...)                                              \
+    do { if (err) { snprintf(err, errlen, __VA_ARGS__); } } while (0)
+
+
+static int provend_keys_read(const char *path, uint8_t key[PROVEND_KEY_LEN],
+    char *err, size_t errlen);
+static int provend_keys_create(const char *dir, const char *path,
+    char *err, size_t errlen);
+
+
+int
+provend_keys_load_master(const char *data_dir, uint8_t key[PROVEND_KEY_LEN],
+    char *err, size_t errlen)
+{
+    int          attempt;
+    char         dir[PROVEND_KEYS_PATH_MAX], path[PROVEND_KEYS_PATH_MAX];
+    struct stat  st;
+
+    if ((size_t) snprintf(dir, sizeof(dir), "%s/keys", data_dir)
+        >= sizeof(dir)
+        || (size_t) snprintf(path, sizeof(path), "%s/master.key", dir)
+        >= sizeof(path))
+    {
+        provend_keys_err("data directory path too long");
+        return PROVEN_ERR;
+    }
+
+    if (provend_mkdirs(dir, 0700, err, errlen) != PROVEN_OK) {
+        return PROVEN_ERR;
+    }
+
+    /* An existing directory may have been made with a wider mode. */
+    if (chmod(dir, 0700) != 0) {
+        provend_keys_err("chmod %s: %s", dir, strerror(errno));
+        return PROVEN_ERR;
+    }
+
+    /* Two tries: another process may create the key between ours. */
+    for (attempt = 0; attempt < 2; attempt++) {
+        if (lstat(path, &st) == 0) {
+            return provend_keys_read(path, key, err, errlen);
+        }
+
+        if (errno != ENOENT) {
+            provend_keys_err("stat %s: %s", path, strerror(errno));
+            return PROVEN_ERR;
+        }
+
+        if (provend_keys_create(dir, path, err, errlen) != PROVEN_OK) {
+            return PROVEN_ERR;
+        }
+    }
+
+    provend_keys_err("%s: could not create the master key", path);
+    return PROVEN_ERR;
+}
+
+
+static int
+provend_keys_read(const char *path, uint8_t key[PROVEND_KEY_LEN], char *err,
+    size_t errlen)
+{
+    size_t       len;
+    uint8_t     *buf;
+    struct stat  st;
+
+    if (lstat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+        provend_keys_err("%s is not a regular file", path);
+        return PROVEN_ERR;
+    }
+
+    if (st.st_mode & 077) {
+        provend_warn("%s is readable by other users (mode %03o)", path,
+                     (unsigned) (st.st_mode & 0777));
+    }
+
+    /* One byte more than a key so that a longer file is seen as such. */
+    if (provend_read_file(path, PROVEND_KEY_LEN + 1, &buf, &len, err, errlen)
+        != PROVEN_OK)
+    {
+        return PROVEN_ERR;
+    }
+
+    if (len != PROVEND_KEY_LEN) {
+        OPENSSL_cleanse(buf, len);
+        free(buf);
+        provend_keys_err("%s holds %zu bytes, not a %d-byte key", path, len,
+                         PROVEND_KEY_LEN);
+        return PROVEN_ERR;
+    }
+
+    memcpy(key, buf, PROVEND_KEY_LEN);
+    OPENSSL_cleanse(buf, len);
+    free(buf);
+    return PROVEN_OK;
+}
+
+
+/*
+ * The key is written whole to a private temporary file and then linked into
+ * place: a crash never leaves a short key, and link() never replaces a key
+ * another process made meanwhile.
+ */
+static int
+provend_keys_create(const char *dir, const char *path, char *err,
+    size_t errlen)
+{
+    int       fd, dfd, rc;
+    char      tmp[PROVEND_KEYS_PATH_MAX];
+    ssize_t   n;
+    uint8_t   key[PROVEND_KEY_LEN];
+
+    rc = PROVEN_ERR;
+    fd = -1;
+
+    if ((size_t) snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", path,
+                          (long) getpid())
+        >= sizeof(tmp))
+    {
+        provend_keys_err("key path too long");
+        return PROVEN_ERR;
+    }
+
+    if (RAND_bytes(key, sizeof(key)) != 1) {
+        provend_keys_err("RAND_bytes failed");
+        return PROVEN_ERR;
+    }
+
+    (void) unlink(tmp);
+
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd == -1) {
+        provend_keys_err("open %s: %s", tmp, strerror(errno));
+        goto failed;
+    }
+
+    do {
+        n = write(fd, key, sizeof(key));
+    } while (n == -1 && errno == EINTR);
+
+    if (n != (ssize_t) sizeof(key)) {
+        provend_keys_err("write %s: %s", tmp,
+                         n == -1 ? strerror(errno) : "short write");
+        goto failed;
+    }
+
+    if (fsync(fd) != 0) {
+        provend_keys_err("fsync %s: %s", tmp, strerror(errno));
+        goto failed;
+    }
+
+    if (close(fd) != 0) {
+        fd = -1;
+        provend_keys_err("close %s: %s", tmp, strerror(errno));
+        goto failed;
+    }
+
+    fd = -1;
+
+    if (link(tmp, path) != 0 && errno != EEXIST) {
+        provend_keys_err("link %s: %s", path, strerror(errno));
+        goto failed;
+    }
+
+    /* The new name must survive a crash as well. */
+    dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd != -1) {
+        (void) fsync(dfd);
+        close(dfd);
+    }
+
+    provend_warn("generated a master key in %s: it is stored on disk in "
+                 "plain text (local mode)", path);
+    rc = PROVEN_OK;
+
+failed:
+
+    if (fd != -1) {
+        close(fd);
+    }
+
+    (void) unlink(tmp);
+    OPENSSL_cleanse(key, sizeof(key));
+    return rc;
+}
+
+
+int
+provend_keys_derive(const uint8_t master[PROVEND_KEY_LEN], const char *info,
+    size_t info_len, uint8_t *out, size_t out_len)
+{
+    int           rc;
+    EVP_KDF      *kdf;
+    EVP_KDF_CTX  *ctx;
+    OSSL_PARAM    params[4];
+
+    if (info_len > PROVEND_KEYS_INFO_MAX || out_len == 0
+        || out_len > PROVEND_KEYS_OUT_MAX)
+    {
+        return PROVEN_ERR;
+    }
+
+    rc = PROVEN_ERR;
+    ctx = NULL;
+
+    kdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
+    if (kdf == NULL) {
+        goto failed;
+    }
+
+    ctx = EVP_KDF_CTX_new(kdf);
+    if (ctx == NULL) {
+        goto failed;
+    }
+
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST,
+                                                 (char *) "SHA256", 0);
+    params[1] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY,
+                                                  (void *) master,
+                                                  PROVEND_KEY_LEN);
+    params[2] = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO,
+                                                  (void *) info, info_len);
+    params[3] = OSSL_PARAM_construct_end();
+
+    if (EVP_KDF_derive(ctx, out, out_len, params) != 1) {
+        OPENSSL_cleanse(out, out_len);
+        goto failed;
+    }
+
+    rc = PROVEN_OK;
+
+failed:
+
+    EVP_KDF_CTX_free(ctx);
+    EVP_KDF_free(kdf);
+    return rc;
+}
+
+
+int
+provend_seal(const uint8_t key[PROVEND_KEY_LEN], const uint8_t *ad,
+    size_t ad_len, const uint8_t *in, size_t len, uint8_t *out)
+{
+    int               rc, n;
+    uint8_t          *ct;
+    EVP_CIPHER_CTX   *ctx;
+
+    /* EVP lengths are ints. */
+    if (len > (size_t) INT32_MAX - PROVEND_SEAL_OVERHEAD
+        || ad_len > (size_t) INT32_MAX)
+    {
+        return PROVEN_ERR;
+    }
+
+    rc = PROVEN_ERR;
+    ct = out + PROVEND_NONCE_LEN;
+
+    ctx = EVP_CIPHER_CTX_new();
+    if (ctx == NULL) {
+        return PROVEN_ERR;
+    }
+
+    if (RAND_bytes(out, PROVEND_NONCE_LEN) != 1
+        || EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, out) != 1)
+    {
+        goto failed;
+    }
+
+    if (ad_len > 0
+        && EVP_EncryptUpdate(ctx, NULL, &n, ad, (int) ad_len) != 1)
+    {
+        goto failed;
+    }
+
+    n = 0;
+    if (len > 0 && EVP_EncryptUpdate(ctx, ct, &n, in, (int) len) != 1) {
+        goto failed;
+    }
+
+    if (EVP_EncryptFinal_ex(ctx, ct + n, &n) != 1
+        || EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, PROVEND_TAG_LEN,
+                               ct + len) != 1)
+    {
+        goto failed;
+    }
+
+    rc = PROVEN_OK;
+
+failed:
+
+    EVP_CIPHER_CTX_free(ctx);
+    return rc;
+}
+
+
+int
+provend_open(const uint8_t key[PROVEND_KEY_LEN], const uint8_t *ad,
+    size_t ad_len, const uint8_t *in, size_t len, uint8_t *out)
+{
+    int               rc, n;
+    size_t            ct_len;
+    EVP_CIPHER_CTX   *ctx;
+
+    if (len < PROVEND_SEAL_OVERHEAD || len > (size_t) INT32_MAX
+        || ad_len > (size_t) INT32_MAX)
+    {
+        return PROVEN_ERR;
+    }
+
+    rc = PROVEN_ERR;
+    ct_len = len - PROVEND_SEAL_OVERHEAD;
+
+    ctx = EVP_CIPHER_CTX_new();
+    if (ctx == NULL) {
+        return PROVEN_ERR;
+    }
+
+    if (EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, in) != 1) {
+        goto failed;
+    }
+
+    if (ad_len > 0
+        && EVP_DecryptUpdate(ctx, NULL, &n, ad, (int) ad_len) != 1)
+    {
+        goto failed;
+    }
+
+    n = 0;
+    if (ct_len > 0
+        && EVP_DecryptUpdate(ctx, out, &n, in + PROVEND_NONCE_LEN,
+                             (int) ct_len) != 1)
+    {
+        goto failed;
+    }
+
+    /* The tag comparison inside OpenSSL is constant-time. */
+    if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, PROVEND_TAG_LEN,
+                            (void *) (in + len - PROVEND_TAG_LEN)) != 1
+        || EVP_DecryptFinal_ex(ctx, out + n, &n) != 1)
+    {
+        goto failed;
+    }
+
+    rc = PROVEN_OK;
+
+failed:
+
+    if (rc != PROVEN_OK && ct_len > 0) {
+        OPENSSL_cleanse(out, ct_len);
+    }
+
+    EVP_CIPHER_CTX_free(ctx);
+    return rc;
+}

@@ -1,0 +1,49 @@
+/*
+ * provend keys: the node master key, per-purpose keys derived from it with
+ * HKDF-SHA256, and AES-256-GCM sealing with random nonces.
+ */
+
+#ifndef PROVEND_KEYS_H
+#define PROVEND_KEYS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PROVEND_KEY_LEN         32
+#define PROVEND_NONCE_LEN       12
+#define PROVEND_TAG_LEN         16
+#define PROVEND_SEAL_OVERHEAD   (PROVEND_NONCE_LEN + PROVEND_TAG_LEN)
+
+/* Longest info string provend_keys_derive() accepts (OpenSSL's limit). */
+#define PROVEND_KEYS_INFO_MAX   1024
+
+/*
+ * Loads DATA/keys/master.key (32 random bytes, 0600, dir 0700), creating it
+ * if missing (local mode; logs a warning that the master key is on disk).
+ * A file of any other size, or one that cannot be read, is an error: it is
+ * never replaced, since that would lose every sealed byte.
+ */
+int provend_keys_load_master(const char *data_dir,
+    uint8_t key[PROVEND_KEY_LEN], char *err, size_t errlen);
+
+/* HKDF-SHA256(master, info) -> out (no salt); out_len 1..8160. */
+int provend_keys_derive(const uint8_t master[PROVEND_KEY_LEN],
+    const char *info, size_t info_len, uint8_t *out, size_t out_len);
+
+/*
+ * AES-256-GCM with a random 12-byte nonce: out = nonce || ciphertext || tag,
+ * len + PROVEND_SEAL_OVERHEAD bytes.  ad is bound to the value (the KV scope,
+ * store and key), so a value moved elsewhere fails to open.  in and out must
+ * not overlap.
+ */
+int provend_seal(const uint8_t key[PROVEND_KEY_LEN], const uint8_t *ad,
+    size_t ad_len, const uint8_t *in, size_t len, uint8_t *out);
+
+/*
+ * The reverse: out receives len - PROVEND_SEAL_OVERHEAD bytes.  PROVEN_ERR
+ * when len is too short or the tag does not match (out is then wiped).
+ */
+int provend_open(const uint8_t key[PROVEND_KEY_LEN], const uint8_t *ad,
+    size_t ad_len, const uint8_t *in, size_t len, uint8_t *out);
+
+#endif /* PROVEND_KEYS_H */

@@ -1,0 +1,825 @@
+/*
+ * The kv.* and sql.* ops: frames in, parsed and bounded requests to the
+ * storage backend, answers back on the loop thread.  The backend answers
+ * on its own thread; the response frame is encoded there and handed to
+ * the loop through one uv_async.
+ */
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "log.h"
+#include "storage.h"
+
+
+typedef struct provend_ops_job_s  provend_ops_job_t;
+
+struct provend_ops_job_s {
+    provend_ops_storage_t  *ops;
+    provend_ops_reply_pt    reply;
+    void                   *ctx;
+    uint64_t                id;
+    uint8_t                *frame;
+    size_t                  frame_len;
+    provend_ops_job_t      *next;
+};
+
+struct provend_ops_storage_s {
+    uv_async_t           async;
+    provend_storage_t   *st;
+    pthread_mutex_t      lock;
+    provend_ops_job_t   *head;       /* answered, not yet replied */
+    provend_ops_job_t  **tail;
+    size_t               inflight;   /* loop thread only */
+    int                  stopping;
+    int                  closed;
+};
+
+typedef struct {
+    const char            *name;
+    provend_storage_op_t   op;
+} provend_ops_name_t;
+
+static const provend_ops_name_t  provend_ops_names[] = {
+    { "kv.get",      PROVEND_OP_KV_GET },
+    { "kv.set",      PROVEND_OP_KV_SET },
+    { "kv.delete",   PROVEND_OP_KV_DELETE },
+    { "kv.keys",     PROVEND_OP_KV_KEYS },
+    { "kv.sign",     PROVEND_OP_KV_SIGN },
+    { "sql.execute", PROVEND_OP_SQL_EXECUTE },
+    { "sql.query",   PROVEND_OP_SQL_QUERY },
+    { "sql.migrate", PROVEND_OP_SQL_MIGRATE },
+    { NULL, 0 }
+};
+
+
+#define provend_ops_err(...)                                               \
+    do { snprintf(err, errlen, __VA_ARGS__); } while (0)
+
+
+/* ---- arguments ----------------------------------------------------------- */
+
+/* NULL when absent or null. */
+static cbor_item_t *
+provend_arg(const proven_request_t *req, const char *name)
+{
+    cbor_item_t  *item;
+
+    item = proven_cbor_map_get(req->map, name);
+    if (item == NULL || proven_cbor_is_null(item)) {
+        return NULL;
+    }
+
+    return item;
+}
+
+
+/* A key or prefix: text or bytes of at most max. */
+static int
+provend_arg_key(cbor_item_t *item, const char *name, size_t max,
+    uint8_t **out, size_t *len, char *err, size_t errlen)
+{
+    char  *text;
+
+    if (cbor_isa_bytestring(item)) {
+        if (proven_cbor_bytes(item, max, out, len) == PROVEN_OK) {
+            return PROVEN_OK;
+        }
+    } else if (cbor_isa_string(item)) {
+        if (proven_cbor_text(item, max, &text, len) == PROVEN_OK) {
+            *out = (uint8_t *) text;
+            return PROVEN_OK;
+        }
+    } else {
+        provend_ops_err("\"%s\" must be text or bytes", name);
+        return PROVEN_ERR;
+    }
+
+    provend_ops_err("\"%s\" is longer than %zu bytes", name, max);
+    return PROVEN_ERR;
+}
+
+
+static int
+provend_arg_uint(const proven_request_t *req, const char *name, int *has,
+    uint64_t *value, char *err, size_t errlen)
+{
+    cbor_item_t  *item;
+
+    *has = 0;
+    item = provend_arg(req, name);
+    if (item == NULL) {
+        return PROVEN_OK;
+    }
+
+    if (proven_cbor_uint(item, value) != PROVEN_OK) {
+        provend_ops_err("\"%s\" must be an unsigned integer", name);
+        return PROVEN_ERR;
+    }
+
+    *has = 1;
+    return PROVEN_OK;
+}
+
+
+/* An optional name ("store", "db"): 1..64 of [a-z0-9_-]. */
+static int
+provend_arg_name(const proven_request_t *req, const char *name, char *out,
+    char *err, size_t errlen)
+{
+    char         *text;
+    size_t        len;
+    cbor_item_t  *item;
+
+    item = provend_arg(req, name);
+    if (item == NULL) {
+        return PROVEN_OK;
+    }
+
+    if (!cbor_isa_string(item)
+        || proven_cbor_text(item, PROVEND_NAME_MAX, &text, &len) != PROVEN_OK)
+    {
+        provend_ops_err("\"%s\" must be 1..%d of [a-z0-9_-]", name,
+                        PROVEND_NAME_MAX);
+        return PROVEN_ERR;
+    }
+
+    if (!provend_name_valid(text, len)) {
+        free(text);
+        provend_ops_err("\"%s\" must be 1..%d of [a-z0-9_-]", name,
+                        PROVEND_NAME_MAX);
+        return PROVEN_ERR;
+    }
+
+    memcpy(out, text, len + 1);
+    free(text);
+    return PROVEN_OK;
+}
+
+
+static int
+provend_arg_text(cbor_item_t *item, const char *name, size_t max,
+    char **out, size_t *len, char *err, size_t errlen)
+{
+    if (item == NULL || !cbor_isa_string(item)) {
+        provend_ops_err("\"%s\" must be text", name);
+        return PROVEN_ERR;
+    }
+
+    if (proven_cbor_text(item, max, out, len) != PROVEN_OK) {
+        provend_ops_err("\"%s\" is longer than %zu bytes", name, max);
+        return PROVEN_ERR;
+    }
+
+    return PROVEN_OK;
+}
+
+
+static int
+provend_sql_param(cbor_item_t *item, provend_sql_value_t *v, char *err,
+    size_t errlen)
+{
+    char      *text;
+    uint64_t   u;
+
+    memset(v, 0, sizeof(*v));
+
+    if (proven_cbor_is_null(item)) {
+        v->type = PROVEND_SQL_NULL;
+        return PROVEN_OK;
+    }
+
+    switch (cbor_typeof(item)) {
+
+    case CBOR_TYPE_UINT:
+        u = cbor_get_int(item);
+        if (u > INT64_MAX) {
+            break;
+        }
+        v->type = PROVEND_SQL_INTEGER;
+        v->i = (int64_t) u;
+        return PROVEN_OK;
+
+    case CBOR_TYPE_NEGINT:
+        u = cbor_get_int(item);
+        if (u > INT64_MAX) {
+            break;
+        }
+        v->type = PROVEND_SQL_INTEGER;
+        v->i = -1 - (int64_t) u;
+        return PROVEN_OK;
+
+    case CBOR_TYPE_FLOAT_CTRL:
+        if (proven_cbor_is_bool(item)
+            || cbor_float_get_width(item) == CBOR_FLOAT_0)
+        {
+            break;
+        }
+        v->type = PROVEND_SQL_REAL;
+        v->f = cbor_float_get_float(item);
+        return PROVEN_OK;
+
+    case CBOR_TYPE_STRING:
+        if (proven_cbor_text(item, PROVEND_SQL_TEXT_MAX, &text, &v->len)
+            != PROVEN_OK)
+        {
+            provend_ops_err("a text param is longer than %d bytes",
+                            PROVEND_SQL_TEXT_MAX);
+            return PROVEN_ERR;
+        }
+        v->type = PROVEND_SQL_TEXT;
+        v->data = (uint8_t *) text;
+        return PROVEN_OK;
+
+    case CBOR_TYPE_BYTESTRING:
+        if (proven_cbor_bytes(item, PROVEN_FRAME_MAX, &v->data, &v->len)
+            != PROVEN_OK)
+        {
+            provend_ops_err("a bytes param is too long");
+            return PROVEN_ERR;
+        }
+        v->type = PROVEND_SQL_BLOB;
+        return PROVEN_OK;
+
+    default:
+        break;
+    }
+
+    provend_ops_err("params are null, integers (64-bit), floats, text or "
+                    "bytes");
+    return PROVEN_ERR;
+}
+
+
+/* {sql, params?} from map (or the request itself). */
+static int
+provend_sql_stmt(cbor_item_t *sql, cbor_item_t *params,
+    provend_sql_stmt_t *s, char *err, size_t errlen)
+{
+    size_t         i, n;
+    cbor_item_t  **items;
+
+    if (provend_arg_text(sql, "sql", PROVEND_SQL_TEXT_MAX, &s->sql,
+                         &s->sql_len, err, errlen) != PROVEN_OK)
+    {
+        return PROVEN_ERR;
+    }
+
+    if (params == NULL || proven_cbor_is_null(params)) {
+        return PROVEN_OK;
+    }
+
+    if (!cbor_isa_array(params) || !cbor_array_is_definite(params)) {
+        provend_ops_err("\"params\" must be an array");
+        return PROVEN_ERR;
+    }
+
+    n = cbor_array_size(params);
+    if (n > PROVEND_SQL_PARAMS_MAX) {
+        provend_ops_err("at most %d params", PROVEND_SQL_PARAMS_MAX);
+        return PROVEN_ERR;
+    }
+
+    if (n == 0) {
+        return PROVEN_OK;
+    }
+
+    s->params = calloc(n, sizeof(*s->params));
+    if (s->params == NULL) {
+        provend_ops_err("out of memory");
+        return PROVEN_ERR;
+    }
+
+    items = cbor_array_handle(params);
+    for (i = 0; i < n; i++) {
+        if (provend_sql_param(items[i], &s->params[i], err, errlen)
+            != PROVEN_OK)
+        {
+            return PROVEN_ERR;
+        }
+        s->nparams++;
+    }
+
+    return PROVEN_OK;
+}
+
+
+static int
+provend_sql_args(const proven_request_t *req, provend_storage_req_t *sr,
+    char *err, size_t errlen)
+{
+    size_t         i, n;
+    cbor_item_t   *batch, **items, *list;
+
+    batch = provend_arg(req, "batch");
+    list = provend_arg(req, "migrations");
+
+    if (sr->op == PROVEND_OP_SQL_MIGRATE) {
+        if (list == NULL || !cbor_isa_array(list)
+            || !cbor_array_is_definite(list))
+        {
+            provend_ops_err("\"migrations\" must be an array of text");
+            return PROVEN_ERR;
+        }
+        batch = list;
+
+    } else if (batch != NULL) {
+        if (sr->op != PROVEND_OP_SQL_EXECUTE || !cbor_isa_array(batch)
+            || !cbor_array_is_definite(batch)
+            || provend_arg(req, "sql") != NULL)
+        {
+            provend_ops_err("\"batch\" is an array of {sql, params?}, for "
+                            "sql.execute, instead of \"sql\"");
+            return PROVEN_ERR;
+        }
+    }
+
+    if (batch == NULL) {
+        sr->stmts = calloc(1, sizeof(*sr->stmts));
+        if (sr->stmts == NULL) {
+            provend_ops_err("out of memory");
+            return PROVEN_ERR;
+        }
+        sr->nstmts = 1;
+        return provend_sql_stmt(provend_arg(req, "sql"),
+                                provend_arg(req, "params"), &sr->stmts[0],
+                                err, errlen);
+    }
+
+    n = cbor_array_size(batch);
+    if (n > PROVEND_SQL_BATCH_MAX) {
+        provend_ops_err("at most %d statements", PROVEND_SQL_BATCH_MAX);
+        return PROVEN_ERR;
+    }
+
+    if (n == 0) {
+        return PROVEN_OK;
+    }
+
+    sr->stmts = calloc(n, sizeof(*sr->stmts));
+    if (sr->stmts == NULL) {
+        provend_ops_err("out of memory");
+        return PROVEN_ERR;
+    }
+
+    items = cbor_array_handle(batch);
+    for (i = 0; i < n; i++) {
+        sr->nstmts++;
+
+        if (list != NULL) {
+            if (provend_sql_stmt(items[i], NULL, &sr->stmts[i], err, errlen)
+                != PROVEN_OK)
+            {
+                return PROVEN_ERR;
+            }
+            continue;
+        }
+
+        if (!cbor_isa_map(items[i])) {
+            provend_ops_err("batch entries are maps {sql, params?}");
+            return PROVEN_ERR;
+        }
+
+        if (provend_sql_stmt(proven_cbor_map_get(items[i], "sql"),
+                             proven_cbor_map_get(items[i], "params"),
+                             &sr->stmts[i], err, errlen) != PROVEN_OK)
+        {
+            return PROVEN_ERR;
+        }
+    }
+
+    return PROVEN_OK;
+}
+
+
+static int
+provend_kv_args(const proven_request_t *req, provend_storage_req_t *sr,
+    char *err, size_t errlen)
+{
+    int           has;
+    char         *text;
+    size_t        len;
+    uint64_t      limit;
+    cbor_item_t  *item;
+
+    item = provend_arg(req, "type");
+    if (item != NULL) {
+        if (provend_arg_text(item, "type", 16, &text, &len, err, errlen)
+            != PROVEN_OK)
+        {
+            return PROVEN_ERR;
+        }
+
+        if (strcmp(text, "bytes") == 0) {
+            sr->type = PROVEND_KV_BYTES;
+        } else if (strcmp(text, "string") == 0) {
+            sr->type = PROVEND_KV_STRING;
+        } else if (strcmp(text, "key") == 0) {
+            sr->type = PROVEND_KV_KEY;
+        } else {
+            free(text);
+            provend_ops_err("\"type\" is string, bytes or key");
+            return PROVEN_ERR;
+        }
+        free(text);
+    }
+
+    if (sr->op == PROVEND_OP_KV_SIGN) {
+        sr->type = PROVEND_KV_KEY;
+    }
+
+    if (sr->op == PROVEND_OP_KV_KEYS) {
+        item = provend_arg(req, "prefix");
+        if (item != NULL
+            && provend_arg_key(item, "prefix", PROVEND_KV_KEY_MAX,
+                               &sr->prefix, &sr->prefix_len, err, errlen)
+               != PROVEN_OK)
+        {
+            return PROVEN_ERR;
+        }
+
+        if (provend_arg_uint(req, "limit", &has, &limit, err, errlen)
+            != PROVEN_OK)
+        {
+            return PROVEN_ERR;
+        }
+        if (has && (limit == 0 || limit > PROVEND_KV_LIMIT_MAX)) {
+            provend_ops_err("\"limit\" is 1..%d", PROVEND_KV_LIMIT_MAX);
+            return PROVEN_ERR;
+        }
+        sr->limit = has ? limit : 0;
+
+        item = provend_arg(req, "cursor");
+        if (item != NULL
+            && provend_arg_text(item, "cursor", PROVEND_CURSOR_MAX,
+                                &sr->cursor, &len, err, errlen) != PROVEN_OK)
+        {
+            return PROVEN_ERR;
+        }
+        return PROVEN_OK;
+    }
+
+    item = provend_arg(req, "key");
+    if (item == NULL) {
+        provend_ops_err("\"key\" is missing");
+        return PROVEN_ERR;
+    }
+
+    if (provend_arg_key(item, "key", PROVEND_KV_KEY_MAX, &sr->key,
+                        &sr->key_len, err, errlen) != PROVEN_OK)
+    {
+        return PROVEN_ERR;
+    }
+
+    if (sr->key_len == 0) {
+        provend_ops_err("\"key\" must not be empty");
+        return PROVEN_ERR;
+    }
+
+    if (sr->op == PROVEND_OP_KV_SET) {
+        item = provend_arg(req, "value");
+
+        if (sr->type == PROVEND_KV_STRING) {
+            if (item == NULL || !cbor_isa_string(item)) {
+                provend_ops_err("a string store takes a text \"value\"");
+                return PROVEN_ERR;
+            }
+            if (proven_cbor_text(item, PROVEN_FRAME_MAX, &text,
+                                 &sr->value_len) != PROVEN_OK)
+            {
+                provend_ops_err("\"value\" is too long");
+                return PROVEN_ERR;
+            }
+            sr->value = (uint8_t *) text;
+
+        } else if (item != NULL || sr->type == PROVEND_KV_BYTES) {
+            if (item == NULL || !cbor_isa_bytestring(item)) {
+                provend_ops_err("a %s store takes a bytes \"value\"",
+                                sr->type == PROVEND_KV_KEY ? "key"
+                                                           : "bytes");
+                return PROVEN_ERR;
+            }
+            if (proven_cbor_bytes(item, PROVEN_FRAME_MAX, &sr->value,
+                                  &sr->value_len) != PROVEN_OK)
+            {
+                provend_ops_err("\"value\" is too long");
+                return PROVEN_ERR;
+            }
+        }
+    }
+
+    if (sr->op == PROVEND_OP_KV_SET || sr->op == PROVEND_OP_KV_DELETE) {
+        if (provend_arg_uint(req, "if_revision", &sr->has_if_revision,
+                             &sr->if_revision, err, errlen) != PROVEN_OK)
+        {
+            return PROVEN_ERR;
+        }
+    }
+
+    if (sr->op == PROVEND_OP_KV_SIGN) {
+        item = provend_arg(req, "message");
+        if (item == NULL || !cbor_isa_bytestring(item)) {
+            provend_ops_err("\"message\" must be bytes");
+            return PROVEN_ERR;
+        }
+        if (proven_cbor_bytes(item, PROVEND_KV_SIGN_MAX, &sr->message,
+                              &sr->message_len) != PROVEN_OK)
+        {
+            provend_ops_err("\"message\" is longer than %d bytes",
+                            PROVEND_KV_SIGN_MAX);
+            return PROVEN_ERR;
+        }
+    }
+
+    return PROVEN_OK;
+}
+
+
+static int
+provend_query_args(const proven_request_t *req, provend_storage_req_t *sr,
+    char *err, size_t errlen)
+{
+    int           has;
+    size_t        len;
+    uint64_t      limit;
+    cbor_item_t  *item;
+
+    if (provend_arg_uint(req, "limit", &has, &limit, err, errlen)
+        != PROVEN_OK)
+    {
+        return PROVEN_ERR;
+    }
+
+    if (has && (limit == 0 || limit > PROVEND_SQL_LIMIT_MAX)) {
+        provend_ops_err("\"limit\" is 1..%d", PROVEND_SQL_LIMIT_MAX);
+        return PROVEN_ERR;
+    }
+    sr->limit = has ? limit : 0;
+
+    item = provend_arg(req, "cursor");
+    if (item != NULL
+        && provend_arg_text(item, "cursor", 32, &sr->cursor, &len, err,
+                            errlen) != PROVEN_OK)
+    {
+        return PROVEN_ERR;
+    }
+
+    return PROVEN_OK;
+}
+
+
+static int
+provend_ops_parse(const proven_request_t *req, provend_storage_req_t *sr,
+    char *err, size_t errlen)
+{
+    if (provend_scope_parse(proven_cbor_map_get(req->map, "scope"),
+                            &sr->scope, err, errlen) != PROVEN_OK)
+    {
+        return PROVEN_ERR;
+    }
+
+    switch (sr->op) {
+
+    case PROVEND_OP_SQL_EXECUTE:
+    case PROVEND_OP_SQL_MIGRATE:
+        return provend_arg_name(req, "db", sr->name, err, errlen)
+               || provend_sql_args(req, sr, err, errlen);
+
+    case PROVEND_OP_SQL_QUERY:
+        if (provend_arg(req, "batch") != NULL) {
+            provend_ops_err("sql.query takes one \"sql\"");
+            return PROVEN_ERR;
+        }
+        return provend_arg_name(req, "db", sr->name, err, errlen)
+               || provend_sql_args(req, sr, err, errlen)
+               || provend_query_args(req, sr, err, errlen);
+
+    default:
+        return provend_arg_name(req, "store", sr->name, err, errlen)
+               || provend_kv_args(req, sr, err, errlen);
+    }
+}
+
+
+/* ---- answers ------------------------------------------------------------- */
+
+/* The backend's thread (or ours for early errors): frame the answer. */
+static void
+provend_ops_done(provend_storage_req_t *sr)
+{
+    provend_ops_job_t      *job;
+    provend_ops_storage_t  *ops;
+
+    job = sr->data;
+    ops = job->ops;
+
+    if (sr->status == PROVEND_ST_OK) {
+        if (proven_response_encode_ok(job->id, sr->result, &job->frame,
+                                      &job->frame_len) != PROVEN_OK)
+        {
+            job->frame = NULL;
+        }
+    } else {
+        if (sr->status == PROVEND_ST_STORAGE_ERROR
+            || sr->status == PROVEND_ST_INTERNAL)
+        {
+            provend_error("request %llu: %s: %s",
+                          (unsigned long long) job->id,
+                          provend_storage_status_name(sr->status),
+                          sr->error);
+        } else {
+            provend_debug("request %llu: %s: %s",
+                          (unsigned long long) job->id,
+                          provend_storage_status_name(sr->status),
+                          sr->error);
+        }
+
+        if (proven_response_encode_error(job->id,
+                                         provend_storage_status_name(
+                                             sr->status),
+                                         sr->error, &job->frame,
+                                         &job->frame_len) != PROVEN_OK)
+        {
+            job->frame = NULL;
+        }
+    }
+
+    provend_storage_req_free(sr);
+
+    pthread_mutex_lock(&ops->lock);
+    *ops->tail = job;
+    ops->tail = &job->next;
+    pthread_mutex_unlock(&ops->lock);
+
+    uv_async_send(&ops->async);
+}
+
+
+static void
+provend_ops_on_async(uv_async_t *async)
+{
+    provend_ops_job_t      *job, *next;
+    provend_ops_storage_t  *ops;
+
+    ops = async->data;
+
+    pthread_mutex_lock(&ops->lock);
+    job = ops->head;
+    ops->head = NULL;
+    ops->tail = &ops->head;
+    pthread_mutex_unlock(&ops->lock);
+
+    for ( ; job != NULL; job = next) {
+        next = job->next;
+        ops->inflight--;
+        job->reply(job->ctx, job->frame, job->frame_len);
+        free(job);
+    }
+
+    if (ops->stopping && ops->inflight == 0 && !ops->closed) {
+        ops->closed = 1;
+        uv_close((uv_handle_t *) &ops->async, NULL);
+    }
+}
+
+
+static void
+provend_ops_reply_error(provend_ops_reply_pt reply, void *ctx, uint64_t id,
+    const char *code, const char *message)
+{
+    size_t    len;
+    uint8_t  *frame;
+
+    if (proven_response_encode_error(id, code, message, &frame, &len)
+        != PROVEN_OK)
+    {
+        frame = NULL;
+        len = 0;
+    }
+
+    reply(ctx, frame, len);
+}
+
+
+/* ---- the interface ------------------------------------------------------- */
+
+int
+provend_ops_storage_handles(const char *op)
+{
+    size_t  i;
+
+    for (i = 0; provend_ops_names[i].name != NULL; i++) {
+        if (strcmp(op, provend_ops_names[i].name) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+void
+provend_ops_storage_dispatch(provend_ops_storage_t *ops,
+    const proven_request_t *req, provend_ops_reply_pt reply, void *ctx)
+{
+    char                    err[PROVEN_ERR_LEN];
+    size_t                  i;
+    provend_ops_job_t      *job;
+    provend_storage_req_t  *sr;
+
+    for (i = 0; provend_ops_names[i].name != NULL; i++) {
+        if (strcmp(req->op, provend_ops_names[i].name) == 0) {
+            break;
+        }
+    }
+
+    if (provend_ops_names[i].name == NULL || ops->closed) {
+        provend_ops_reply_error(reply, ctx, req->id, "internal",
+                                "storage is not available");
+        return;
+    }
+
+    sr = provend_storage_req_new(provend_ops_names[i].op);
+    job = calloc(1, sizeof(*job));
+    if (sr == NULL || job == NULL) {
+        provend_storage_req_free(sr);
+        free(job);
+        provend_ops_reply_error(reply, ctx, req->id, "internal",
+                                "out of memory");
+        return;
+    }
+
+    err[0] = '\0';
+    if (provend_ops_parse(req, sr, err, sizeof(err)) != PROVEN_OK) {
+        provend_info("request %llu: %s refused: %s",
+                     (unsigned long long) req->id, req->op, err);
+        provend_storage_req_free(sr);
+        free(job);
+        provend_ops_reply_error(reply, ctx, req->id, "bad_request", err);
+        return;
+    }
+
+    job->ops = ops;
+    job->reply = reply;
+    job->ctx = ctx;
+    job->id = req->id;
+    sr->data = job;
+    sr->done = provend_ops_done;
+
+    ops->inflight++;
+    provend_storage_submit(ops->st, sr);
+}
+
+
+provend_ops_storage_t *
+provend_ops_storage_new(void *uv_loop, provend_storage_t *st, char *err,
+    size_t errlen)
+{
+    provend_ops_storage_t  *ops;
+
+    ops = calloc(1, sizeof(*ops));
+    if (ops == NULL) {
+        provend_ops_err("out of memory");
+        return NULL;
+    }
+
+    if (uv_async_init(uv_loop, &ops->async, provend_ops_on_async) != 0) {
+        free(ops);
+        provend_ops_err("cannot set up the storage answers");
+        return NULL;
+    }
+
+    pthread_mutex_init(&ops->lock, NULL);
+    ops->async.data = ops;
+    ops->st = st;
+    ops->tail = &ops->head;
+    return ops;
+}
+
+
+void
+provend_ops_storage_stop(provend_ops_storage_t *ops)
+{
+    ops->stopping = 1;
+
+    if (ops->inflight == 0 && !ops->closed) {
+        ops->closed = 1;
+        uv_close((uv_handle_t *) &ops->async, NULL);
+    }
+}
+
+
+void
+provend_ops_storage_free(provend_ops_storage_t *ops)
+{
+    if (ops == NULL) {
+        return;
+    }
+
+    pthread_mutex_destroy(&ops->lock);
+    free(ops);
+}

@@ -1,0 +1,517 @@
+/*
+ * Scopes (validation, canonical strings) and what every backend shares:
+ * requests, status names, dispatch by op and a blocking call for tests.
+ */
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "storage.h"
+
+
+#define provend_storage_err(...)                                           \
+    do { if (err) { snprintf(err, errlen, __VA_ARGS__); } } while (0)
+
+
+/* ---- scopes -------------------------------------------------------------- */
+
+static int
+provend_chars_in(const char *s, size_t len, const char *extra, int upper)
+{
+    size_t  i;
+    char    c;
+
+    for (i = 0; i < len; i++) {
+        c = s[i];
+        if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
+            || (upper && c >= 'A' && c <= 'Z')
+            || (c != '\0' && strchr(extra, c) != NULL))
+        {
+            continue;
+        }
+        return 0;
+    }
+
+    return 1;
+}
+
+
+int
+provend_name_valid(const char *name, size_t len)
+{
+    return len >= 1 && len <= PROVEND_NAME_MAX
+           && provend_chars_in(name, len, "_-", 0);
+}
+
+
+/* A text field of 1..max bytes copied into out (max + 1 bytes). */
+static int
+provend_scope_text(const cbor_item_t *map, const char *field, size_t max,
+    char *out, char *err, size_t errlen)
+{
+    char         *s;
+    size_t        len;
+    cbor_item_t  *item;
+
+    item = proven_cbor_map_get(map, field);
+    if (item == NULL || !cbor_isa_string(item)) {
+        provend_storage_err("scope \"%s\" must be text", field);
+        return PROVEN_ERR;
+    }
+
+    if (proven_cbor_text(item, max, &s, &len) != PROVEN_OK) {
+        provend_storage_err("scope \"%s\" is longer than %zu bytes", field,
+                            max);
+        return PROVEN_ERR;
+    }
+
+    if (len == 0 || memchr(s, '\0', len) != NULL) {
+        free(s);
+        provend_storage_err("scope \"%s\" must not be empty", field);
+        return PROVEN_ERR;
+    }
+
+    memcpy(out, s, len + 1);
+    free(s);
+    return PROVEN_OK;
+}
+
+
+/* Only the fields the kind allows; any other key is an error. */
+static int
+provend_scope_fields(const cbor_item_t *map, const char *const *allowed,
+    char *err, size_t errlen)
+{
+    size_t              i, j, n;
+    struct cbor_pair   *pairs;
+    unsigned char      *k;
+    size_t              klen;
+
+    n = cbor_map_size(map);
+    pairs = cbor_map_handle(map);
+
+    for (i = 0; i < n; i++) {
+        if (!cbor_isa_string(pairs[i].key)
+            || !cbor_string_is_definite(pairs[i].key))
+        {
+            provend_storage_err("scope keys must be text");
+            return PROVEN_ERR;
+        }
+
+        k = cbor_string_handle(pairs[i].key);
+        klen = cbor_string_length(pairs[i].key);
+
+        for (j = 0; allowed[j] != NULL; j++) {
+            if (strlen(allowed[j]) == klen && memcmp(allowed[j], k, klen) == 0)
+            {
+                break;
+            }
+        }
+
+        if (allowed[j] == NULL) {
+            provend_storage_err("scope field \"%.*s\" is not allowed here",
+                                (int) (klen > 32 ? 32 : klen), k);
+            return PROVEN_ERR;
+        }
+    }
+
+    return PROVEN_OK;
+}
+
+
+static int
+provend_scope_nft(const cbor_item_t *nft, provend_scope_t *scope, char *err,
+    size_t errlen)
+{
+    size_t  len, i;
+    char   *t;
+
+    static const char *const  fields[] = { "chain", "contract", "token",
+                                           NULL };
+
+    if (nft == NULL || !cbor_isa_map(nft)) {
+        provend_storage_err("an nft scope needs \"nft\": {chain, contract, "
+                            "token}");
+        return PROVEN_ERR;
+    }
+
+    if (provend_scope_fields(nft, fields, err, errlen) != PROVEN_OK
+        || provend_scope_text(nft, "chain", PROVEND_CHAIN_MAX, scope->chain,
+                              err, errlen) != PROVEN_OK
+        || provend_scope_text(nft, "contract", PROVEND_CONTRACT_MAX,
+                              scope->contract, err, errlen) != PROVEN_OK
+        || provend_scope_text(nft, "token", PROVEND_TOKEN_MAX, scope->token,
+                              err, errlen) != PROVEN_OK)
+    {
+        return PROVEN_ERR;
+    }
+
+    if (!provend_chars_in(scope->chain, strlen(scope->chain), "-", 0)) {
+        provend_storage_err("nft chain must be [a-z0-9-]");
+        return PROVEN_ERR;
+    }
+
+    len = strlen(scope->contract);
+    if (!provend_chars_in(scope->contract, len, "_.:-", 1)) {
+        provend_storage_err("nft contract must be [A-Za-z0-9_.:-]");
+        return PROVEN_ERR;
+    }
+
+    /* An EVM address is one contract however it is cased. */
+    if (len > 2 && scope->contract[0] == '0'
+        && (scope->contract[1] == 'x' || scope->contract[1] == 'X')
+        && strspn(scope->contract + 2, "0123456789abcdefABCDEF") == len - 2)
+    {
+        for (i = 0; i < len; i++) {
+            if (scope->contract[i] >= 'A' && scope->contract[i] <= 'Z') {
+                scope->contract[i] = (char) (scope->contract[i] + 32);
+            }
+        }
+    }
+
+    len = strlen(scope->token);
+    if (strspn(scope->token, "0123456789") != len) {
+        provend_storage_err("nft token must be decimal digits");
+        return PROVEN_ERR;
+    }
+
+    for (t = scope->token; *t == '0' && t[1] != '\0'; t++) {
+        /* leading zeros: "007" and "7" are one token */
+    }
+    memmove(scope->token, t, strlen(t) + 1);
+
+    return PROVEN_OK;
+}
+
+
+int
+provend_scope_parse(const cbor_item_t *item, provend_scope_t *scope,
+    char *err, size_t errlen)
+{
+    char          kind[16];
+    cbor_item_t  *k;
+
+    static const char *const  app_fields[] = { "app", "kind", NULL };
+    static const char *const  personal_fields[] = { "app", "kind",
+                                                    "identity", NULL };
+    static const char *const  nft_fields[] = { "app", "kind", "nft", NULL };
+
+    memset(scope, 0, sizeof(*scope));
+
+    if (item == NULL || !cbor_isa_map(item)) {
+        provend_storage_err("\"scope\" must be a map");
+        return PROVEN_ERR;
+    }
+
+    k = proven_cbor_map_get(item, "kind");
+    if (k == NULL) {
+        snprintf(kind, sizeof(kind), "app");
+    } else if (provend_scope_text(item, "kind", sizeof(kind) - 1, kind, err,
+                                  errlen) != PROVEN_OK)
+    {
+        provend_storage_err("scope \"kind\" must be app, personal or nft");
+        return PROVEN_ERR;
+    }
+
+    if (strcmp(kind, "app") == 0) {
+        scope->kind = PROVEND_SCOPE_APP;
+        if (provend_scope_fields(item, app_fields, err, errlen)
+            != PROVEN_OK)
+        {
+            return PROVEN_ERR;
+        }
+
+    } else if (strcmp(kind, "personal") == 0) {
+        scope->kind = PROVEND_SCOPE_PERSONAL;
+        if (provend_scope_fields(item, personal_fields, err, errlen)
+            != PROVEN_OK
+            || provend_scope_text(item, "identity", PROVEND_IDENTITY_MAX,
+                                  scope->identity, err, errlen) != PROVEN_OK)
+        {
+            return PROVEN_ERR;
+        }
+
+        if (!provend_chars_in(scope->identity, strlen(scope->identity),
+                              "._:@-", 1))
+        {
+            provend_storage_err("identity must be [A-Za-z0-9._:@-]");
+            return PROVEN_ERR;
+        }
+
+    } else if (strcmp(kind, "nft") == 0) {
+        scope->kind = PROVEND_SCOPE_NFT;
+        if (provend_scope_fields(item, nft_fields, err, errlen) != PROVEN_OK
+            || provend_scope_nft(proven_cbor_map_get(item, "nft"), scope,
+                                 err, errlen) != PROVEN_OK)
+        {
+            return PROVEN_ERR;
+        }
+
+    } else {
+        provend_storage_err("unknown scope kind \"%s\"", kind);
+        return PROVEN_ERR;
+    }
+
+    if (provend_scope_text(item, "app", PROVEND_NAME_MAX, scope->app, err,
+                           errlen) != PROVEN_OK)
+    {
+        return PROVEN_ERR;
+    }
+
+    if (!provend_name_valid(scope->app, strlen(scope->app))) {
+        provend_storage_err("app must be 1..%d of [a-z0-9_-]",
+                            PROVEND_NAME_MAX);
+        return PROVEN_ERR;
+    }
+
+    return PROVEN_OK;
+}
+
+
+/* Appends "<sep><tag>:<len>:<value>"; PROVEN_ERR when out is too small. */
+static int
+provend_canon_add(char *out, size_t outlen, size_t *pos, const char *sep,
+    const char *tag, const char *value)
+{
+    int  n;
+
+    n = snprintf(out + *pos, outlen - *pos, "%s%s:%zu:%s", sep, tag,
+                 strlen(value), value);
+    if (n < 0 || (size_t) n >= outlen - *pos) {
+        return PROVEN_ERR;
+    }
+
+    *pos += (size_t) n;
+    return PROVEN_OK;
+}
+
+
+int
+provend_scope_canonical(const provend_scope_t *scope, const char *what,
+    const char *name, char *out, size_t outlen, size_t *len)
+{
+    int     rc;
+    size_t  pos;
+
+    if (outlen == 0 || !provend_name_valid(name, strlen(name))) {
+        return PROVEN_ERR;
+    }
+
+    pos = 0;
+    out[0] = '\0';
+
+    rc = provend_canon_add(out, outlen, &pos, "v1|", "app", scope->app);
+
+    switch (scope->kind) {
+
+    case PROVEND_SCOPE_APP:
+        break;
+
+    case PROVEND_SCOPE_PERSONAL:
+        rc |= provend_canon_add(out, outlen, &pos, "|", "personal",
+                                scope->identity);
+        break;
+
+    case PROVEND_SCOPE_NFT:
+        rc |= provend_canon_add(out, outlen, &pos, "|", "nft", scope->chain);
+        rc |= provend_canon_add(out, outlen, &pos, "|", "contract",
+                                scope->contract);
+        rc |= provend_canon_add(out, outlen, &pos, "|", "token",
+                                scope->token);
+        break;
+
+    default:
+        return PROVEN_ERR;
+    }
+
+    rc |= provend_canon_add(out, outlen, &pos, "|", what, name);
+    if (rc != PROVEN_OK) {
+        return PROVEN_ERR;
+    }
+
+    if (len != NULL) {
+        *len = pos;
+    }
+
+    return PROVEN_OK;
+}
+
+
+/* ---- requests ------------------------------------------------------------ */
+
+const char *
+provend_storage_status_name(provend_storage_status_t status)
+{
+    static const char *const  names[] = {
+        "ok", "bad_request", "revision_mismatch", "not_found", "sql_error",
+        "sql_denied", "too_large", "timeout", "storage_error", "internal"
+    };
+
+    if ((size_t) status >= sizeof(names) / sizeof(names[0])) {
+        return "internal";
+    }
+
+    return names[status];
+}
+
+
+provend_storage_req_t *
+provend_storage_req_new(provend_storage_op_t op)
+{
+    provend_storage_req_t  *req;
+
+    req = calloc(1, sizeof(*req));
+    if (req == NULL) {
+        return NULL;
+    }
+
+    req->op = op;
+    snprintf(req->name, sizeof(req->name), "default");
+    return req;
+}
+
+
+void
+provend_storage_req_free(provend_storage_req_t *req)
+{
+    size_t  i, j;
+
+    if (req == NULL) {
+        return;
+    }
+
+    for (i = 0; i < req->nstmts; i++) {
+        for (j = 0; j < req->stmts[i].nparams; j++) {
+            free(req->stmts[i].params[j].data);
+        }
+        free(req->stmts[i].params);
+        free(req->stmts[i].sql);
+    }
+
+    free(req->stmts);
+    free(req->key);
+    free(req->value);
+    free(req->prefix);
+    free(req->message);
+    free(req->cursor);
+
+    if (req->result != NULL) {
+        cbor_decref(&req->result);
+    }
+
+    free(req);
+}
+
+
+void
+provend_storage_req_fail(provend_storage_req_t *req,
+    provend_storage_status_t status, const char *fmt, ...)
+{
+    va_list  ap;
+
+    req->status = status;
+
+    va_start(ap, fmt);
+    vsnprintf(req->error, sizeof(req->error), fmt, ap);
+    va_end(ap);
+
+    if (req->result != NULL) {
+        cbor_decref(&req->result);
+    }
+}
+
+
+/* ---- backends ------------------------------------------------------------ */
+
+void
+provend_storage_submit(provend_storage_t *st, provend_storage_req_t *req)
+{
+    provend_storage_op_pt  fn;
+
+    switch (req->op) {
+    case PROVEND_OP_KV_GET:       fn = st->kv_get; break;
+    case PROVEND_OP_KV_SET:       fn = st->kv_set; break;
+    case PROVEND_OP_KV_DELETE:    fn = st->kv_delete; break;
+    case PROVEND_OP_KV_KEYS:      fn = st->kv_keys; break;
+    case PROVEND_OP_KV_SIGN:      fn = st->kv_sign; break;
+    case PROVEND_OP_SQL_EXECUTE:  fn = st->sql_execute; break;
+    case PROVEND_OP_SQL_QUERY:    fn = st->sql_query; break;
+    case PROVEND_OP_SQL_MIGRATE:  fn = st->sql_migrate; break;
+    default:                      fn = NULL; break;
+    }
+
+    if (fn == NULL) {
+        provend_storage_req_fail(req, PROVEND_ST_BAD_REQUEST,
+                                 "the %s backend does not do this", st->name);
+        req->done(req);
+        return;
+    }
+
+    fn(st, req);
+}
+
+
+typedef struct {
+    pthread_mutex_t  lock;
+    pthread_cond_t   cond;
+    int              answered;
+} provend_storage_wait_t;
+
+
+static void
+provend_storage_wake(provend_storage_req_t *req)
+{
+    provend_storage_wait_t  *w;
+
+    w = req->data;
+
+    pthread_mutex_lock(&w->lock);
+    w->answered = 1;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+
+provend_storage_status_t
+provend_storage_call(provend_storage_t *st, provend_storage_req_t *req)
+{
+    void                    *data;
+    void                   (*done)(provend_storage_req_t *);
+    provend_storage_wait_t   w;
+
+    pthread_mutex_init(&w.lock, NULL);
+    pthread_cond_init(&w.cond, NULL);
+    w.answered = 0;
+
+    data = req->data;
+    done = req->done;
+    req->data = &w;
+    req->done = provend_storage_wake;
+
+    provend_storage_submit(st, req);
+
+    pthread_mutex_lock(&w.lock);
+    while (!w.answered) {
+        pthread_cond_wait(&w.cond, &w.lock);
+    }
+    pthread_mutex_unlock(&w.lock);
+
+    pthread_cond_destroy(&w.cond);
+    pthread_mutex_destroy(&w.lock);
+
+    req->data = data;
+    req->done = done;
+    return req->status;
+}
+
+
+void
+provend_storage_close(provend_storage_t *st)
+{
+    if (st != NULL) {
+        st->close(st);
+    }
+}

@@ -1,0 +1,2383 @@
+/*
+ * The embedded storage backend: SQLite databases under DATA/storage/,
+ * opened through the encrypting VFS.
+ *
+ *   kv.db               every KV store: (scope, key) -> sealed value
+ *   sql/<hex>.db        one database per (scope, db name); the name is an
+ *                       HMAC of the canonical scope, so it reveals nothing
+ *
+ * One storage thread owns every connection (WAL with EXCLUSIVE locking
+ * allows no second one).  It takes everything queued at once: reads are
+ * answered as they run; writes run in one transaction per database, each
+ * in its own savepoint so one failure does not fail the others, and are
+ * answered only after COMMIT returned (synchronous=FULL: fsync'd).  So
+ * concurrent writers share one fsync (group commit).  A read queued after
+ * a write of the same batch waits for that commit, so nobody sees data
+ * that could still be rolled back.
+ */
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+#include <sqlite3.h>
+
+#include "keys.h"
+#include "log.h"
+#include "storage.h"
+#include "util.h"
+#include "vfs.h"
+
+
+#define PROVEND_SQL_OPEN_MAX   64     /* open SQL databases kept */
+#define PROVEND_ED25519_LEN    32
+#define PROVEND_SQL_LENGTH_MAX (16 * 1024 * 1024)  /* one value */
+#define PROVEND_PROGRESS_STEPS 1000
+
+#define provend_sqlite_err(...)                                            \
+    do { if (err) { snprintf(err, errlen, __VA_ARGS__); } } while (0)
+
+
+typedef struct provend_sqlite_s  provend_sqlite_t;
+
+typedef struct {
+    sqlite3            *db;
+    provend_sqlite_t   *sq;
+    char                id[2 * 32 + 1];   /* hex HMAC; "" for kv.db */
+    uint64_t            used;             /* LRU clock */
+    int                 in_txn;           /* this batch began one */
+    int                 txn_failed;       /* aborted: its writes are lost */
+    int                 internal;         /* our statements: no authorizer */
+    int                 denied;           /* the authorizer said no */
+    char                denied_what[128];
+    int                 timed_out;
+    struct timespec     deadline;
+} provend_sqldb_t;
+
+struct provend_sqlite_s {
+    provend_storage_t       st;
+    char                   *dir;            /* DATA/storage */
+    uint8_t                 kv_key[PROVEND_KEY_LEN];
+    uint8_t                 name_key[PROVEND_KEY_LEN];
+    size_t                  kv_max_value;
+    unsigned                timeout_ms;
+    size_t                  max_bytes;
+
+    provend_sqldb_t         kv;
+    sqlite3_stmt           *kv_get;
+    sqlite3_stmt           *kv_put;
+    sqlite3_stmt           *kv_del;
+
+    provend_sqldb_t         dbs[PROVEND_SQL_OPEN_MAX];
+    uint64_t                clock;
+
+    pthread_t               thread;
+    int                     thread_started;
+    pthread_mutex_t         lock;
+    pthread_cond_t          cond;
+    provend_storage_req_t  *head;
+    provend_storage_req_t  *tail;
+    int                     stopping;
+};
+
+
+/* ---- connections --------------------------------------------------------- */
+
+static int
+provend_sqldb_progress(void *data)
+{
+    provend_sqldb_t  *d;
+    struct timespec   now;
+
+    d = data;
+    if (d->internal) {
+        return 0;
+    }
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (now.tv_sec > d->deadline.tv_sec
+        || (now.tv_sec == d->deadline.tv_sec
+            && now.tv_nsec > d->deadline.tv_nsec))
+    {
+        d->timed_out = 1;
+        return 1;
+    }
+
+    return 0;
+}
+
+
+static void
+provend_sqldb_arm(provend_sqldb_t *d)
+{
+    unsigned  ms;
+
+    ms = d->sq->timeout_ms;
+    clock_gettime(CLOCK_MONOTONIC, &d->deadline);
+    d->deadline.tv_sec += ms / 1000;
+    d->deadline.tv_nsec += (long) (ms % 1000) * 1000000L;
+    if (d->deadline.tv_nsec >= 1000000000L) {
+        d->deadline.tv_sec++;
+        d->deadline.tv_nsec -= 1000000000L;
+    }
+
+    d->timed_out = 0;
+    d->denied = 0;
+}
+
+
+static int
+provend_is_proven_name(const char *name)
+{
+    return name != NULL && strncasecmp(name, "_proven", 7) == 0;
+}
+
+
+/* PRAGMAs an app may run: they read the schema, touch no file. */
+static int
+provend_pragma_allowed(const char *name, const char *arg)
+{
+    size_t  i;
+
+    static const char *const  with_arg[] = {
+        "table_info", "table_xinfo", "index_list", "index_info",
+        "index_xinfo", "foreign_key_list", "foreign_key_check", NULL
+    };
+    static const char *const  no_arg[] = {
+        "table_list", "user_version", "schema_version", "page_count",
+        "page_size", "freelist_count", "integrity_check", "quick_check",
+        "collation_list", "foreign_keys", "encoding", "data_version",
+        "application_id", "foreign_key_check", NULL
+    };
+
+    for (i = 0; with_arg[i] != NULL; i++) {
+        if (strcasecmp(name, with_arg[i]) == 0) {
+            return !provend_is_proven_name(arg);
+        }
+    }
+
+    if (arg != NULL) {
+        return 0;
+    }
+
+    for (i = 0; no_arg[i] != NULL; i++) {
+        if (strcasecmp(name, no_arg[i]) == 0) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static int
+provend_sqldb_authorize(void *data, int action, const char *a,
+    const char *b, const char *dbname, const char *trigger)
+{
+    provend_sqldb_t  *d;
+
+    (void) trigger;
+
+    d = data;
+    if (d->internal) {
+        return SQLITE_OK;
+    }
+
+    switch (action) {
+
+    case SQLITE_ATTACH:
+    case SQLITE_DETACH:
+        snprintf(d->denied_what, sizeof(d->denied_what),
+                 "ATTACH and DETACH are not allowed");
+        goto denied;
+
+    case SQLITE_TRANSACTION:
+    case SQLITE_SAVEPOINT:
+        snprintf(d->denied_what, sizeof(d->denied_what),
+                 "transactions are managed by provend (use a batch)");
+        goto denied;
+
+    case SQLITE_PRAGMA:
+        if (provend_pragma_allowed(a, b)) {
+            return SQLITE_OK;
+        }
+        snprintf(d->denied_what, sizeof(d->denied_what),
+                 "PRAGMA %.64s is not allowed", a ? a : "");
+        goto denied;
+
+    case SQLITE_FUNCTION:
+        if (b != NULL && strcasecmp(b, "load_extension") == 0) {
+            snprintf(d->denied_what, sizeof(d->denied_what),
+                     "load_extension is not allowed");
+            goto denied;
+        }
+        return SQLITE_OK;
+
+    default:
+        break;
+    }
+
+    if (dbname != NULL && strcmp(dbname, "main") != 0
+        && strcmp(dbname, "temp") != 0)
+    {
+        snprintf(d->denied_what, sizeof(d->denied_what),
+                 "only the main database may be used");
+        goto denied;
+    }
+
+    if (provend_is_proven_name(a) || provend_is_proven_name(b)) {
+        snprintf(d->denied_what, sizeof(d->denied_what),
+                 "names starting with _proven are reserved");
+        goto denied;
+    }
+
+    return SQLITE_OK;
+
+denied:
+
+    d->denied = 1;
+    return SQLITE_DENY;
+}
+
+
+/* Our own statement (pragmas, savepoints): no authorizer, no timeout. */
+static int
+provend_sqldb_exec(provend_sqldb_t *d, const char *sql, char *err,
+    size_t errlen)
+{
+    int  rc;
+
+    d->internal = 1;
+    rc = sqlite3_exec(d->db, sql, NULL, NULL, NULL);
+    d->internal = 0;
+
+    if (rc != SQLITE_OK) {
+        provend_sqlite_err("%s: %s", sql, sqlite3_errmsg(d->db));
+        return PROVEN_ERR;
+    }
+
+    return PROVEN_OK;
+}
+
+
+/*
+ * Every database is opened here: the encrypting VFS, WAL in EXCLUSIVE
+ * locking mode (the WAL index in memory, no -shm file), fsync on commit,
+ * and for app databases the guards against statements that reach outside.
+ */
+static int
+provend_sqldb_open(provend_sqlite_t *sq, provend_sqldb_t *d,
+    const char *path, int app, char *err, size_t errlen)
+{
+    int  rc;
+
+    memset(d, 0, sizeof(*d));
+    d->sq = sq;
+
+    rc = sqlite3_open_v2(path, &d->db,
+                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
+                         | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE,
+                         PROVEND_VFS_NAME);
+    if (rc != SQLITE_OK) {
+        provend_sqlite_err("open %s: %s", path,
+                           d->db ? sqlite3_errmsg(d->db)
+                                 : sqlite3_errstr(rc));
+        goto failed;
+    }
+
+    sqlite3_db_config(d->db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, NULL);
+    sqlite3_db_config(d->db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
+    sqlite3_db_config(d->db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
+    sqlite3_limit(d->db, SQLITE_LIMIT_ATTACHED, 0);
+    sqlite3_limit(d->db, SQLITE_LIMIT_SQL_LENGTH, PROVEND_SQL_TEXT_MAX);
+    sqlite3_limit(d->db, SQLITE_LIMIT_VARIABLE_NUMBER,
+                  PROVEND_SQL_PARAMS_MAX);
+    sqlite3_limit(d->db, SQLITE_LIMIT_LENGTH, PROVEND_SQL_LENGTH_MAX);
+    sqlite3_extended_result_codes(d->db, 1);
+
+    if (provend_sqldb_exec(d, "PRAGMA locking_mode=EXCLUSIVE;"
+                              "PRAGMA journal_mode=WAL;"
+                              "PRAGMA synchronous=FULL;"
+                              "PRAGMA temp_store=MEMORY;"
+                              "PRAGMA trusted_schema=OFF;", err, errlen)
+        != PROVEN_OK)
+    {
+        goto failed;
+    }
+
+    if (app) {
+        sqlite3_set_authorizer(d->db, provend_sqldb_authorize, d);
+        sqlite3_progress_handler(d->db, PROVEND_PROGRESS_STEPS,
+                                 provend_sqldb_progress, d);
+    }
+
+    return PROVEN_OK;
+
+failed:
+
+    sqlite3_close(d->db);
+    d->db = NULL;
+    return PROVEN_ERR;
+}
+
+
+static void
+provend_sqldb_close(provend_sqldb_t *d)
+{
+    if (d->db == NULL) {
+        return;
+    }
+
+    /* The last connection in WAL mode checkpoints and removes the WAL. */
+    if (sqlite3_close(d->db) != SQLITE_OK) {
+        provend_error("storage: closing a database: %s",
+                      sqlite3_errmsg(d->db));
+        sqlite3_close_v2(d->db);
+    }
+
+    d->db = NULL;
+    d->id[0] = '\0';
+}
+
+
+/* The write transaction of this batch on d, begun on first use. */
+static int
+provend_sqldb_begin(provend_sqldb_t *d, provend_storage_req_t *req)
+{
+    char  err[PROVEN_ERR_LEN];
+
+    req->priv = d;
+
+    if (d->in_txn) {
+        if (d->txn_failed) {
+            provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR,
+                                     "an earlier write in this commit "
+                                     "failed to store");
+            return PROVEN_ERR;
+        }
+        return PROVEN_OK;
+    }
+
+    if (provend_sqldb_exec(d, "BEGIN IMMEDIATE", err, sizeof(err))
+        != PROVEN_OK)
+    {
+        provend_error("storage: %s", err);
+        provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR, "%s", err);
+        return PROVEN_ERR;
+    }
+
+    d->in_txn = 1;
+    return PROVEN_OK;
+}
+
+
+/* After a failed write: SQLite may have rolled the transaction back. */
+static void
+provend_sqldb_check_txn(provend_sqldb_t *d)
+{
+    if (d->in_txn && sqlite3_get_autocommit(d->db)) {
+        provend_error("storage: a write transaction was rolled back: %s",
+                      sqlite3_errmsg(d->db));
+        d->txn_failed = 1;
+    }
+}
+
+
+static provend_storage_status_t
+provend_sqlite_status_of(provend_sqldb_t *d, int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_AUTH:
+        return PROVEND_ST_SQL_DENIED;
+    case SQLITE_INTERRUPT:
+        return d->timed_out ? PROVEND_ST_TIMEOUT : PROVEND_ST_INTERNAL;
+    case SQLITE_IOERR:
+    case SQLITE_CORRUPT:
+    case SQLITE_FULL:
+    case SQLITE_CANTOPEN:
+    case SQLITE_NOTADB:
+    case SQLITE_READONLY:
+    case SQLITE_PROTOCOL:
+        return PROVEND_ST_STORAGE_ERROR;
+    case SQLITE_NOMEM:
+        return PROVEND_ST_INTERNAL;
+    default:
+        return d->denied ? PROVEND_ST_SQL_DENIED : PROVEND_ST_SQL_ERROR;
+    }
+}
+
+
+static void
+provend_sqldb_fail(provend_sqldb_t *d, provend_storage_req_t *req, int rc)
+{
+    provend_storage_status_t  status;
+
+    status = provend_sqlite_status_of(d, rc);
+
+    switch (status) {
+    case PROVEND_ST_SQL_DENIED:
+        provend_storage_req_fail(req, status, "%s",
+                                 d->denied ? d->denied_what
+                                           : sqlite3_errmsg(d->db));
+        break;
+    case PROVEND_ST_TIMEOUT:
+        provend_storage_req_fail(req, status,
+                                 "statement ran longer than %u ms",
+                                 d->sq->timeout_ms);
+        break;
+    case PROVEND_ST_STORAGE_ERROR:
+        provend_error("storage: %s", sqlite3_errmsg(d->db));
+        provend_storage_req_fail(req, status, "%s", sqlite3_errmsg(d->db));
+        break;
+    default:
+        provend_storage_req_fail(req, status, "%s", sqlite3_errmsg(d->db));
+        break;
+    }
+}
+
+
+/* ---- KV ------------------------------------------------------------------ */
+
+static const char *
+provend_kv_type_name(provend_kv_type_t type)
+{
+    switch (type) {
+    case PROVEND_KV_STRING:  return "kv-string";
+    case PROVEND_KV_KEY:     return "kv-key";
+    default:                 return "kv-bytes";
+    }
+}
+
+
+typedef struct {
+    char      canon[PROVEND_SCOPE_CANON_MAX];
+    size_t    canon_len;
+    uint8_t  *ad;          /* len(canon) || canon || len(key) || key */
+    size_t    ad_len;
+} provend_kv_ctx_t;
+
+
+static void
+provend_put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t) (v >> 24);
+    p[1] = (uint8_t) (v >> 16);
+    p[2] = (uint8_t) (v >> 8);
+    p[3] = (uint8_t) v;
+}
+
+
+static int
+provend_kv_ctx(provend_storage_req_t *req, provend_kv_ctx_t *c)
+{
+    memset(c, 0, sizeof(*c));
+
+    if (provend_scope_canonical(&req->scope, provend_kv_type_name(req->type),
+                                req->name, c->canon, sizeof(c->canon),
+                                &c->canon_len) != PROVEN_OK)
+    {
+        provend_storage_req_fail(req, PROVEND_ST_BAD_REQUEST,
+                                 "bad scope or store name");
+        return PROVEN_ERR;
+    }
+
+    c->ad_len = 8 + c->canon_len + req->key_len;
+    c->ad = malloc(c->ad_len);
+    if (c->ad == NULL) {
+        provend_storage_req_fail(req, PROVEND_ST_INTERNAL, "out of memory");
+        return PROVEN_ERR;
+    }
+
+    provend_put_be32(c->ad, (uint32_t) c->canon_len);
+    memcpy(c->ad + 4, c->canon, c->canon_len);
+    provend_put_be32(c->ad + 4 + c->canon_len, (uint32_t) req->key_len);
+    if (req->key_len) {
+        memcpy(c->ad + 8 + c->canon_len, req->key, req->key_len);
+    }
+
+    return PROVEN_OK;
+}
+
+
+static void
+provend_kv_ctx_free(provend_kv_ctx_t *c)
+{
+    free(c->ad);
+}
+
+
+static void
+provend_bind_blob(sqlite3_stmt *stmt, int i, const void *p, size_t len)
+{
+    /* A NULL pointer would bind NULL, not an empty blob. */
+    if (len == 0) {
+        sqlite3_bind_zeroblob(stmt, i, 0);
+    } else {
+        sqlite3_bind_blob64(stmt, i, p, len, SQLITE_STATIC);
+    }
+}
+
+
+/*
+ * Looks the key up: *revision 0 when missing, else the opened value in
+ * *plain (malloc()ed, may be NULL when want_value is 0).
+ */
+static int
+provend_kv_lookup(provend_sqlite_t *sq, provend_storage_req_t *req,
+    const provend_kv_ctx_t *c, int want_value, uint64_t *revision,
+    uint8_t **plain, size_t *plain_len)
+{
+    int             rc;
+    size_t          len;
+    uint8_t        *out;
+    const uint8_t  *sealed;
+
+    *revision = 0;
+    if (plain != NULL) {
+        *plain = NULL;
+        *plain_len = 0;
+    }
+
+    sqlite3_reset(sq->kv_get);
+    provend_bind_blob(sq->kv_get, 1, c->canon, c->canon_len);
+    provend_bind_blob(sq->kv_get, 2, req->key, req->key_len);
+
+    rc = sqlite3_step(sq->kv_get);
+    if (rc == SQLITE_DONE) {
+        sqlite3_reset(sq->kv_get);
+        return PROVEN_OK;
+    }
+
+    if (rc != SQLITE_ROW) {
+        provend_sqldb_fail(&sq->kv, req, rc);
+        sqlite3_reset(sq->kv_get);
+        return PROVEN_ERR;
+    }
+
+    *revision = (uint64_t) sqlite3_column_int64(sq->kv_get, 1);
+
+    if (!want_value) {
+        sqlite3_reset(sq->kv_get);
+        return PROVEN_OK;
+    }
+
+    sealed = sqlite3_column_blob(sq->kv_get, 0);
+    len = (size_t) sqlite3_column_bytes(sq->kv_get, 0);
+
+    if (len < PROVEND_SEAL_OVERHEAD || sealed == NULL) {
+        provend_error("storage: a KV value is too short to be sealed");
+        provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR,
+                                 "stored value is damaged");
+        sqlite3_reset(sq->kv_get);
+        return PROVEN_ERR;
+    }
+
+    out = malloc(len - PROVEND_SEAL_OVERHEAD + 1);
+    if (out == NULL) {
+        provend_storage_req_fail(req, PROVEND_ST_INTERNAL, "out of memory");
+        sqlite3_reset(sq->kv_get);
+        return PROVEN_ERR;
+    }
+
+    if (provend_open(sq->kv_key, c->ad, c->ad_len, sealed, len, out)
+        != PROVEN_OK)
+    {
+        free(out);
+        provend_error("storage: a KV value does not open: tampered with "
+                      "or moved");
+        provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR,
+                                 "stored value does not authenticate");
+        sqlite3_reset(sq->kv_get);
+        return PROVEN_ERR;
+    }
+
+    sqlite3_reset(sq->kv_get);
+    *plain = out;
+    *plain_len = len - PROVEND_SEAL_OVERHEAD;
+    return PROVEN_OK;
+}
+
+
+static cbor_item_t *
+provend_build_uint(uint64_t v)
+{
+    return v <= UINT32_MAX ? cbor_build_uint32((uint32_t) v)
+                           : cbor_build_uint64(v);
+}
+
+
+static EVP_PKEY *
+provend_ed25519(const uint8_t *seed, size_t len)
+{
+    if (len != PROVEND_ED25519_LEN) {
+        return NULL;
+    }
+
+    return EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, seed, len);
+}
+
+
+/* {"value"|"public_key": ..., "revision"} */
+static void
+provend_kv_do_get(provend_sqlite_t *sq, provend_storage_req_t *req)
+{
+    size_t             len, publen;
+    uint8_t           *plain, pub[PROVEND_ED25519_LEN];
+    uint64_t           revision;
+    EVP_PKEY          *pkey;
+    cbor_item_t       *map, *value;
+    provend_kv_ctx_t   c;
+
+    plain = NULL;
+    map = NULL;
+    value = NULL;
+
+    if (provend_kv_ctx(req, &c) != PROVEN_OK) {
+        return;
+    }
+
+    if (provend_kv_lookup(sq, req, &c, 1, &revision, &plain, &len)
+        != PROVEN_OK)
+    {
+        goto done;
+    }
+
+    if (revision == 0) {
+        value = cbor_new_null();
+
+    } else if (req->type == PROVEND_KV_STRING) {
+        value = cbor_build_stringn((const char *) plain, len);
+
+    } else if (req->type == PROVEND_KV_BYTES) {
+        value = cbor_build_bytestring(plain, len);
+
+    } else {
+        pkey = provend_ed25519(plain, len);
+        publen = sizeof(pub);
+        if (pkey == NULL
+            || EVP_PKEY_get_raw_public_key(pkey, pub, &publen) != 1)
+        {
+            EVP_PKEY_free(pkey);
+            provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR,
+                                     "stored key is unusable");
+            goto done;
+        }
+        EVP_PKEY_free(pkey);
+        value = cbor_build_bytestring(pub, publen);
+    }
+
+    map = cbor_new_definite_map(2);
+    if (map == NULL || value == NULL
+        || proven_cbor_map_put(map, req->type == PROVEND_KV_KEY
+                                    ? "public_key" : "value", value)
+           != PROVEN_OK)
+    {
+        goto nomem;
+    }
+    value = NULL;
+
+    if (proven_cbor_map_put(map, "revision", provend_build_uint(revision))
+        != PROVEN_OK)
+    {
+        goto nomem;
+    }
+
+    req->result = map;
+    map = NULL;
+    goto done;
+
+nomem:
+
+    provend_storage_req_fail(req, PROVEND_ST_INTERNAL, "out of memory");
+
+done:
+
+    if (value != NULL) {
+        cbor_decref(&value);
+    }
+    if (map != NULL) {
+        cbor_decref(&map);
+    }
+    if (plain != NULL) {
+        OPENSSL_cleanse(plain, len);
+        free(plain);
+    }
+    provend_kv_ctx_free(&c);
+}
+
+
+static void
+provend_kv_do_set(provend_sqlite_t *sq, provend_storage_req_t *req)
+{
+    int                rc;
+    size_t             len;
+    uint8_t           *sealed, seed[PROVEND_ED25519_LEN];
+    const uint8_t     *value;
+    uint64_t           revision;
+    cbor_item_t       *map;
+    provend_kv_ctx_t   c;
+
+    sealed = NULL;
+
+    if (provend_kv_ctx(req, &c) != PROVEN_OK) {
+        return;
+    }
+
+    if (provend_sqldb_begin(&sq->kv, req) != PROVEN_OK
+        || provend_kv_lookup(sq, req, &c, 0, &revision, NULL, NULL)
+           != PROVEN_OK)
+    {
+        goto done;
+    }
+
+    if (req->has_if_revision && req->if_revision != revision) {
+        provend_storage_req_fail(req, PROVEND_ST_REVISION_MISMATCH,
+                                 "revision is %llu, not %llu",
+                                 (unsigned long long) revision,
+                                 (unsigned long long) req->if_revision);
+        goto done;
+    }
+
+    value = req->value;
+    len = req->value_len;
+
+    if (req->type == PROVEND_KV_KEY && value == NULL) {
+        if (RAND_bytes(seed, sizeof(seed)) != 1) {
+            provend_storage_req_fail(req, PROVEND_ST_INTERNAL,
+                                     "no random bytes for a key");
+            goto done;
+        }
+        value = seed;
+        len = sizeof(seed);
+    }
+
+    sealed = malloc(len + PROVEND_SEAL_OVERHEAD);
+    if (sealed == NULL) {
+        provend_storage_req_fail(req, PROVEND_ST_INTERNAL, "out of memory");
+        goto done;
+    }
+
+    if (provend_seal(sq->kv_key, c.ad, c.ad_len, value, len, sealed)
+        != PROVEN_OK)
+    {
+        provend_storage_req_fail(req, PROVEND_ST_INTERNAL, "sealing failed");
+        goto done;
+    }
+
+    revision++;
+
+    sqlite3_reset(sq->kv_put);
+    provend_bind_blob(sq->kv_put, 1, c.canon, c.canon_len);
+    provend_bind_blob(sq->kv_put, 2, req->key, req->key_len);
+    provend_bind_blob(sq->kv_put, 3, sealed, len + PROVEND_SEAL_OVERHEAD);
+    sqlite3_bind_int64(sq->kv_put, 4, (sqlite3_int64) revision);
+
+    rc = sqlite3_step(sq->kv_put);
+    sqlite3_reset(sq->kv_put);
+    sqlite3_clear_bindings(sq->kv_put);
+
+    if (rc != SQLITE_DONE) {
+        provend_sqldb_fail(&sq->kv, req, rc);
+        provend_sqldb_check_txn(&sq->kv);
+        goto done;
+    }
+
+    map = cbor_new_definite_map(1);
+    if (map == NULL
+        || proven_cbor_map_put(map, "revision", provend_build_uint(revision))
+           != PROVEN_OK)
+    {
+        if (map != NULL) {
+            cbor_decref(&map);
+        }
+        provend_storage_req_fail(req, PROVEND_ST_INTERNAL, "out of memory");
+        goto done;
+    }
+
+    req->result = map;
+
+done:
+
+    OPENSSL_cleanse(seed, sizeof(seed));
+    free(sealed);
+    provend_kv_ctx_free(&c);
+}
+
+
+static void
+provend_kv_do_delete(provend_sqlite_t *sq, provend_storage_req_t *req)
+{
+    int                rc;
+    uint64_t           revision;
+    cbor_item_t       *map;
+    provend_kv_ctx_t   c;
+
+    if (provend_kv_ctx(req, &c) != PROVEN_OK) {
+        return;
+    }
+
+    if (provend_sqldb_begin(&sq->kv, req) != PROVEN_OK
+        || provend_kv_lookup(sq, req, &c, 0, &revision, NULL, NULL)
+           != PROVEN_OK)
+    {
+        goto done;
+    }
+
+    if (req->has_if_revision && req->if_revision != revision) {
+        provend_storage_req_fail(req, PROVEND_ST_REVISION_MISMATCH,
+                                 "revision is %llu, not %llu",
+                                 (unsigned long long) revision,
+                                 (unsigned long long) req->if_revision);
+        goto done;
+    }
+
+    if (revision != 0) {
+        sqlite3_reset(sq->kv_del);
+        provend_bind_blob(sq->kv_del, 1, c.canon, c.canon_len);
+        provend_bind_blob(sq->kv_del, 2, req->key, req->key_len);
+        rc = sqlite3_step(sq->kv_del);
+        sqlite3_reset(sq->kv_del);
+
+        if (rc != SQLITE_DONE) {
+            provend_sqldb_fail(&sq->kv, req, rc);
+            provend_sqldb_check_txn(&sq->kv);
+            goto done;
+        }
+    }
+
+    map = cbor_new_definite_map(1);
+    if (map == NULL
+        || proven_cbor_map_put(map, "deleted", cbor_build_bool(revision != 0))
+           != PROVEN_OK)
+    {
+        if (map != NULL) {
+            cbor_decref(&map);
+        }
+        provend_storage_req_fail(req, PROVEND_ST_INTERNAL, "out of memory");
+        goto done;
+    }
+
+    req->result = map;
+
+done:
+
+    provend_kv_ctx_free(&c);
+}
+
+
+static int
+provend_utf8_valid(const uint8_t *s, size_t len)
+{
+    size_t    i, n, k;
+    uint32_t  cp;
+
+    for (i = 0; i < len; i += n) {
+        if (s[i] < 0x80) {
+            n = 1;
+            continue;
+        }
+
+        if ((s[i] & 0xe0) == 0xc0) {
+            n = 2;
+            cp = s[i] & 0x1f;
+        } else if ((s[i] & 0xf0) == 0xe0) {
+            n = 3;
+            cp = s[i] & 0x0f;
+        } else if ((s[i] & 0xf8) == 0xf0) {
+            n = 4;
+            cp = s[i] & 0x07;
+        } else {
+            return 0;
+        }
+
+        if (i + n > len) {
+            return 0;
+        }
+
+        for (k = 1; k < n; k++) {
+            if ((s[i + k] & 0xc0) != 0x80) {
+                return 0;
+            }
+            cp = (cp << 6) | (s[i + k] & 0x3f);
+        }
+
+        if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800)
+            || (n == 4 && (cp < 0x10000 || cp > 0x10ffff))
+            || (cp >= 0xd800 && cp <= 0xdfff))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/*
+ * Keys in byte order from the cursor (hex of the last key returned) or
+ * the prefix.  Keys that are UTF-8 come back as text, others as bytes:
+ * a text key and the byte string of its UTF-8 are the same key.
+ */
+static void
+provend_kv_do_keys(provend_sqlite_t *sq, provend_storage_req_t *req)
+{
+    int                rc;
+    char              *hex;
+    size_t             n, klen, start_len;
+    uint8_t           *start;
+    uint64_t           limit;
+    const uint8_t     *k;
+    cbor_item_t       *map, *keys, *item, *cursor;
+    sqlite3_stmt      *stmt;
+    provend_kv_ctx_t   c;
+
+    stmt = NULL;
+    start = NULL;
+    hex = NULL;
+    map = NULL;
+    keys = NULL;
+    cursor = NULL;
+
+    if (provend_kv_ctx(req, &c) != PROVEN_OK) {
+        return;
+    }
+
+    limit = req->limit ? req->limit : PROVEND_KV_LIMIT_DEFAULT;
+
+    if (req->cursor != NULL) {
+        start = malloc(PROVEND_KV_KEY_MAX);
+        if (start == NULL) {
+            goto nomem;
+        }
+        if (proven_hex_decode(req->cursor, strlen(req->cursor), start,
+                              PROVEND_KV_KEY_MAX, &start_len) != PROVEN_OK)
+        {
+            provend_storage_req_fail(req, PROVEND_ST_BAD_REQUEST,
+                                     "bad cursor");
+            goto done;
+        }
+    } else {
+        start_len = req->prefix_len;
+    }
+
+    rc = sqlite3_prepare_v2(sq->kv.db, req->cursor != NULL
+                            ? "SELECT key FROM kv WHERE scope = ?1 AND "
+                              "key > ?2 ORDER BY key LIMIT ?3"
+                            : "SELECT key FROM kv WHERE scope = ?1 AND "
+                              "key >= ?2 ORDER BY key LIMIT ?3",
+                            -1, &stmt, NULL);
+    if (rc != SQLITE_OK) {
+        provend_sqldb_fail(&sq->kv, req, rc);
+        goto done;
+    }
+
+    provend_bind_blob(stmt, 1, c.canon, c.canon_len);
+    provend_bind_blob(stmt, 2, start ? start : req->prefix, start_len);
+    sqlite3_bind_int64(stmt, 3, (sqlite3_int64) limit + 1);
+
+    map = cbor_new_definite_map(2);
+    keys = cbor_new_definite_array(limit);
+    if (map == NULL || keys == NULL) {
+        goto nomem;
+    }
+
+    n = 0;
+
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        k = sqlite3_column_blob(stmt, 0);
+        klen = (size_t) sqlite3_column_bytes(stmt, 0);
+
+        if (klen < req->prefix_len
+            || (req->prefix_len
+                && memcmp(k, req->prefix, req->prefix_len) != 0))
+        {
+            rc = SQLITE_DONE;
+            break;
+        }
+
+        if (n == limit) {
+            /* One more exists: the cursor is the last key returned. */
+            hex = malloc(2 * PROVEND_KV_KEY_MAX + 1);
+            if (hex == NULL) {
+                goto nomem;
+            }
+            proven_hex_encode(req->key, req->key_len, hex);
+            cursor = cbor_build_string(hex);
+            if (cursor == NULL) {
+                goto nomem;
+            }
+            rc = SQLITE_DONE;
+            break;
+        }
+
+        item = provend_utf8_valid(k, klen)
+               ? cbor_build_stringn((const char *) k, klen)
+               : cbor_build_bytestring(k, klen);
+        if (item == NULL || !cbor_array_push(keys, item)) {
+            if (item != NULL) {
+                cbor_decref(&item);
+            }
+            goto nomem;
+        }
+        cbor_decref(&item);
+
+        /* Remember the last key for the cursor. */
+        free(req->key);
+        req->key = malloc(klen ? klen : 1);
+        if (req->key == NULL) {
+            req->key_len = 0;
+            goto nomem;
+        }
+        memcpy(req->key, k, klen);
+        req->key_len = klen;
+        n++;
+    }
+
+    if (rc != SQLITE_DONE) {
+        provend_sqldb_fail(&sq->kv, req, rc);
+        goto done;
+    }
+
+    if (cursor == NULL) {
+        cursor = cbor_new_null();
+    }
+
+    if (proven_cbor_map_put(map, "keys", keys) != PROVEN_OK) {
+        goto nomem;
+    }
+    keys = NULL;
+
+    if (proven_cbor_map_put(map, "cursor", cursor) != PROVEN_OK) {
+        cursor = NULL;
+        goto nomem;
+    }
+    cursor = NULL;
+
+    req->result = map;
+    map = NULL;
+    goto done;
+
+nomem:
+
+    provend_storage_req_fail(req, PROVEND_ST_INTERNAL, "out of memory");
+
+done:
+
+    if (cursor != NULL) {
+        cbor_decref(&cursor);
+    }
+    if (keys != NULL) {
+        cbor_decref(&keys);
+    }
+    if (map != NULL) {
+        cbor_decref(&map);
+    }
+    sqlite3_finalize(stmt);
+    free(start);
+    free(hex);
+    provend_kv_ctx_free(&c);
+}
+
+
+static void
+provend_kv_do_sign(provend_sqlite_t *sq, provend_storage_req_t *req)
+{
+    size_t             len, siglen;
+    uint8_t           *seed, sig[64];
+    uint64_t           revision;
+    EVP_PKEY          *pkey;
+    EVP_MD_CTX        *ctx;
+    cbor_item_t       *map;
+    provend_kv_ctx_t   c;
+
+    seed = NULL;
+    pkey = NULL;
+    ctx = NULL;
+    len = 0;
+
+    req->type = PROVEND_KV_KEY;
+
+    if (provend_kv_ctx(req, &c) != PROVEN_OK) {
+        return;
+    }
+
+    if (provend_kv_lookup(sq, req, &c, 1, &revision, &seed, &len)
+        != PROVEN_OK)
+    {
+        goto done;
+    }
+
+    if (revision == 0) {
+        provend_storage_req_fail(req, PROVEND_ST_NOT_FOUND,
+                                 "no such key in the key store");
+        goto done;
+    }
+
+    pkey = provend_ed25519(seed, len);
+    ctx = EVP_MD_CTX_new();
+    siglen = sizeof(sig);
+
+    if (pkey == NULL || ctx == NULL
+        || EVP_DigestSignInit(ctx, NULL, NULL, NULL, pkey) != 1
+        || EVP_DigestSign(ctx, sig, &siglen, req->message, req->message_len)
+           != 1)
+    {
+        provend_storage_req_fail(req, PROVEND_ST_INTERNAL, "signing failed");
+        goto done;
+    }
+
+    map = cbor_new_definite_map(1);
+    if (map == NULL
+        || proven_cbor_map_put(map, "signature",
+                               cbor_build_bytestring(sig, siglen))
+           != PROVEN_OK)
+    {
+        if (map != NULL) {
+            cbor_decref(&map);
+        }
+        provend_storage_req_fail(req, PROVEND_ST_INTERNAL, "out of memory");
+        goto done;
+    }
+
+    req->result = map;
+
+done:
+
+    EVP_MD_CTX_free(ctx);
+    EVP_PKEY_free(pkey);
+    if (seed != NULL) {
+        OPENSSL_cleanse(seed, len);
+        free(seed);
+    }
+    provend_kv_ctx_free(&c);
+}
+
+
+/* ---- SQL ----------------------------------------------------------------- */
+
+/* The open database for req's (scope, db), opened if needed (LRU). */
+static provend_sqldb_t *
+provend_sql_db(provend_sqlite_t *sq, provend_storage_req_t *req)
+{
+    char              canon[PROVEND_SCOPE_CANON_MAX], id[2 * 32 + 1];
+    char              err[PROVEN_ERR_LEN], *path;
+    size_t            i, canon_len;
+    uint8_t           mac[32];
+    unsigned int      maclen;
+    provend_sqldb_t  *d, *victim;
+
+    if (provend_scope_canonical(&req->scope, "sql", req->name, canon,
+                                sizeof(canon), &canon_len) != PROVEN_OK)
+    {
+        provend_storage_req_fail(req, PROVEND_ST_BAD_REQUEST,
+                                 "bad scope or db name");
+        return NULL;
+    }
+
+    maclen = sizeof(mac);
+    if (HMAC(EVP_sha256(), sq->name_key, sizeof(sq->name_key),
+             (const uint8_t *) canon, canon_len, mac, &maclen) == NULL)
+    {
+        provend_storage_req_fail(req, PROVEND_ST_INTERNAL, "HMAC failed");
+        return NULL;
+    }
+
+    proven_hex_encode(mac, maclen, id);
+    victim = NULL;
+
+    for (i = 0; i < PROVEND_SQL_OPEN_MAX; i++) {
+        d = &sq->dbs[i];
+
+        if (d->db != NULL && strcmp(d->id, id) == 0) {
+            d->used = ++sq->clock;
+            return d;
+        }
+
+        /* A database in this batch's transaction stays open. */
+        if (d->in_txn) {
+            continue;
+        }
+
+        if (victim == NULL || (victim->db != NULL
+                               && (d->db == NULL || d->used < victim->used)))
+        {
+            victim = d;
+        }
+    }
+
+    if (victim == NULL) {
+        provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR,
+                                 "too many databases written at once");
+        return NULL;
+    }
+
+    provend_sqldb_close(victim);
+
+    if (asprintf(&path, "%s/sql/%s.db", sq->dir, id) == -1) {
+        provend_storage_req_fail(req, PROVEND_ST_INTERNAL, "out of memory");
+        return NULL;
+    }
+
+    if (provend_sqldb_open(sq, victim, path, 1, err, sizeof(err))
+        != PROVEN_OK)
+    {
+        free(path);
+        provend_error("storage: %s", err);
+        provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR, "%s", err);
+        return NULL;
+    }
+
+    free(path);
+    snprintf(victim->id, sizeof(victim->id), "%s", id);
+    victim->used = ++sq->clock;
+    return victim;
+}
+
+
+static int
+provend_sql_bind(provend_sqldb_t *d, sqlite3_stmt *stmt,
+    const provend_sql_stmt_t *s, provend_storage_req_t *req)
+{
+    int                         rc;
+    size_t                      i;
+    const provend_sql_value_t  *v;
+
+    if (s->nparams > (size_t) sqlite3_bind_parameter_count(stmt)) {
+        provend_storage_req_fail(req, PROVEND_ST_BAD_REQUEST,
+                                 "%zu params for %d placeholders",
+                                 s->nparams,
+                                 sqlite3_bind_parameter_count(stmt));
+        return PROVEN_ERR;
+    }
+
+    for (i = 0; i < s->nparams; i++) {
+        v = &s->params[i];
+
+        switch (v->type) {
+        case PROVEND_SQL_INTEGER:
+            rc = sqlite3_bind_int64(stmt, (int) i + 1, v->i);
+            break;
+        case PROVEND_SQL_REAL:
+            rc = sqlite3_bind_double(stmt, (int) i + 1, v->f);
+            break;
+        case PROVEND_SQL_TEXT:
+            rc = sqlite3_bind_text64(stmt, (int) i + 1, (const char *) v->data,
+                                     v->len, SQLITE_STATIC, SQLITE_UTF8);
+            break;
+        case PROVEND_SQL_BLOB:
+            if (v->len == 0) {
+                rc = sqlite3_bind_zeroblob(stmt, (int) i + 1, 0);
+            } else {
+                rc = sqlite3_bind_blob64(stmt, (int) i + 1, v->data, v->len,
+                                         SQLITE_STATIC);
+            }
+            break;
+        default:
+            rc = sqlite3_bind_null(stmt, (int) i + 1);
+            break;
+        }
+
+        if (rc != SQLITE_OK) {
+            provend_sqldb_fail(d, req, rc);
+            return PROVEN_ERR;
+        }
+    }
+
+    return PROVEN_OK;
+}
+
+
+/* Prepares exactly one app statement of s; NULL with req failed. */
+static sqlite3_stmt *
+provend_sql_prepare(provend_sqldb_t *d, const provend_sql_stmt_t *s,
+    provend_storage_req_t *req)
+{
+    int            rc;
+    const char    *tail;
+    sqlite3_stmt  *stmt, *extra;
+
+    provend_sqldb_arm(d);
+
+    rc = sqlite3_prepare_v3(d->db, s->sql, (int) s->sql_len, 0, &stmt,
+                            &tail);
+    if (rc != SQLITE_OK) {
+        provend_sqldb_fail(d, req, rc);
+        return NULL;
+    }
+
+    if (stmt == NULL) {
+        provend_storage_req_fail(req, PROVEND_ST_BAD_REQUEST,
+                                 "no SQL statement");
+        return NULL;
+    }
+
+    /* A second statement would run unseen by the caller: refuse it. */
+    extra = NULL;
+    rc = sqlite3_prepare_v3(d->db, tail, (int) (s->sql + s->sql_len - tail),
+                            0, &extra, NULL);
+    if (rc != SQLITE_OK || extra != NULL) {
+        sqlite3_finalize(extra);
+        sqlite3_finalize(stmt);
+        if (rc != SQLITE_OK) {
+            provend_sqldb_fail(d, req, rc);
+        } else {
+            provend_storage_req_fail(req, PROVEND_ST_BAD_REQUEST,
+                                     "one statement per \"sql\" (use a "
+                                     "batch)");
+        }
+        return NULL;
+    }
+
+    if (provend_sql_bind(d, stmt, s, req) != PROVEN_OK) {
+        sqlite3_finalize(stmt);
+        return NULL;
+    }
+
+    return stmt;
+}
+
+
+/* Runs every statement of a script (migrations); no params. */
+static int
+provend_sql_script(provend_sqldb_t *d, const char *sql, size_t len,
+    provend_storage_req_t *req)
+{
+    int            rc;
+    const char    *p, *end, *tail;
+    sqlite3_stmt  *stmt;
+
+    p = sql;
+    end = sql + len;
+
+    while (p < end) {
+        provend_sqldb_arm(d);
+
+        rc = sqlite3_prepare_v3(d->db, p, (int) (end - p), 0, &stmt, &tail);
+        if (rc != SQLITE_OK) {
+            provend_sqldb_fail(d, req, rc);
+            return PROVEN_ERR;
+        }
+
+        if (stmt == NULL) {
+            break;
+        }
+
+        while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+            /* a migration's rows are not returned */
+        }
+
+        sqlite3_finalize(stmt);
+
+        if (rc != SQLITE_DONE) {
+            provend_sqldb_fail(d, req, rc);
+            return PROVEN_ERR;
+        }
+
+        p = tail;
+    }
+
+    return PROVEN_OK;
+}
+
+
+static cbor_item_t *
+provend_build_int(int64_t v)
+{
+    if (v >= 0) {
+        return provend_build_uint((uint64_t) v);
+    }
+
+    return cbor_build_negint64((uint64_t) (-1 - v));
+}
+
+
+/* Savepoints: each write request is all or nothing within the commit. */
+static int
+provend_sql_savepoint(provend_sqldb_t *d, provend_storage_req_t *req)
+{
+    char  err[PROVEN_ERR_LEN];
+
+    if (provend_sqldb_begin(d, req) != PROVEN_OK) {
+        return PROVEN_ERR;
+    }
+
+    if (provend_sqldb_exec(d, "SAVEPOINT provend_req", err, sizeof(err))
+        != PROVEN_OK)
+    {
+        provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR, "%s", err);
+        provend_sqldb_check_txn(d);
+        return PROVEN_ERR;
+    }
+
+    return PROVEN_OK;
+}
+
+
+static void
+provend_sql_end(provend_sqldb_t *d, provend_storage_req_t *req)
+{
+    char  err[PROVEN_ERR_LEN];
+
+    provend_sqldb_check_txn(d);
+    if (d->txn_failed) {
+        if (req->status == PROVEND_ST_OK) {
+            provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR,
+                                     "the write transaction was lost");
+        }
+        return;
+    }
+
+    if (req->status != PROVEND_ST_OK
+        && provend_sqldb_exec(d, "ROLLBACK TO provend_req", err, sizeof(err))
+           != PROVEN_OK)
+    {
+        provend_error("storage: %s", err);
+        d->txn_failed = 1;
+        return;
+    }
+
+    if (provend_sqldb_exec(d, "RELEASE provend_req", err, sizeof(err))
+        != PROVEN_OK)
+    {
+        provend_error("storage: %s", err);
+        d->txn_failed = 1;
+        if (req->status == PROVEND_ST_OK) {
+            provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR, "%s",
+                                     err);
+        }
+    }
+}
+
+
+static void
+provend_sql_do_execute(provend_sqlite_t *sq, provend_storage_req_t *req)
+{
+    int            rc;
+    size_t         i;
+    uint64_t       changes;
+    cbor_item_t   *map;
+    sqlite3_stmt  *stmt;
+    provend_sqldb_t *d;
+
+    d = provend_sql_db(sq, req);
+    if (d == NULL || provend_sql_savepoint(d, req) != PROVEN_OK) {
+        return;
+    }
+
+    changes = 0;
+
+    for (i = 0; i < req->nstmts; i++) {
+        stmt = provend_sql_prepare(d, &req->stmts[i], req);
+        if (stmt == NULL) {
+            goto done;
+        }
+
+        while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+            /* rows of an executed statement are not returned */
+        }
+
+        if (rc != SQLITE_DONE) {
+            provend_sqldb_fail(d, req, rc);
+            sqlite3_finalize(stmt);
+            goto done;
+        }
+
+        sqlite3_finalize(stmt);
+        changes += (uint64_t) sqlite3_changes64(d->db);
+    }
+
+    map = cbor_new_definite_map(2);
+    if (map == NULL
+        || proven_cbor_map_put(map, "changes", provend_build_uint(changes))
+           != PROVEN_OK
+        || proven_cbor_map_put(map, "last_insert_rowid",
+                               provend_build_int(
+                                   sqlite3_last_insert_rowid(d->db)))
+           != PROVEN_OK)
+    {
+        if (map != NULL) {
+            cbor_decref(&map);
+        }
+        provend_storage_req_fail(req, PROVEND_ST_INTERNAL, "out of memory");
+        goto done;
+    }
+
+    req->result = map;
+
+done:
+
+    provend_sql_end(d, req);
+}
+
+
+static cbor_item_t *
+provend_sql_column(sqlite3_stmt *stmt, int i, size_t *bytes)
+{
+    size_t  len;
+
+    switch (sqlite3_column_type(stmt, i)) {
+
+    case SQLITE_INTEGER:
+        *bytes += 9;
+        return provend_build_int(sqlite3_column_int64(stmt, i));
+
+    case SQLITE_FLOAT:
+        *bytes += 9;
+        return cbor_build_float8(sqlite3_column_double(stmt, i));
+
+    case SQLITE_TEXT:
+        len = (size_t) sqlite3_column_bytes(stmt, i);
+        *bytes += len + 9;
+        return cbor_build_stringn((const char *) sqlite3_column_text(stmt, i),
+                                  len);
+
+    case SQLITE_BLOB:
+        len = (size_t) sqlite3_column_bytes(stmt, i);
+        *bytes += len + 9;
+        return cbor_build_bytestring(sqlite3_column_blob(stmt, i), len);
+
+    default:
+        *bytes += 1;
+        return cbor_new_null();
+    }
+}
+
+
+static int
+provend_parse_offset(const char *cursor, uint64_t *offset)
+{
+    char  *end;
+
+    if (cursor[0] < '0' || cursor[0] > '9') {
+        return PROVEN_ERR;
+    }
+
+    errno = 0;
+    *offset = strtoull(cursor, &end, 10);
+    return errno == 0 && *end == '\0' ? PROVEN_OK : PROVEN_ERR;
+}
+
+
+/*
+ * Rows from the cursor on.  The cursor is the number of rows already
+ * returned: the statement runs again and skips them, so a cursor is only
+ * as stable as the data under it (order with ORDER BY).
+ */
+static void
+provend_sql_do_query(provend_sqlite_t *sq, provend_storage_req_t *req)
+{
+    int               rc, i, ncols;
+    char              next[32];
+    size_t            bytes;
+    uint64_t          offset, limit, n;
+    cbor_item_t      *map, *columns, *rows, *row, *item, *cursor;
+    sqlite3_stmt     *stmt;
+    provend_sqldb_t  *d;
+
+    map = NULL;
+    columns = NULL;
+    rows = NULL;
+    row = NULL;
+    cursor = NULL;
+    stmt = NULL;
+    offset = 0;
+
+    if (req->cursor != NULL
+        && provend_parse_offset(req->cursor, &offset) != PROVEN_OK)
+    {
+        provend_storage_req_fail(req, PROVEND_ST_BAD_REQUEST, "bad cursor");
+        return;
+    }
+
+    d = provend_sql_db(sq, req);
+    if (d == NULL) {
+        return;
+    }
+
+    req->priv = d;
+
+    stmt = provend_sql_prepare(d, &req->stmts[0], req);
+    if (stmt == NULL) {
+        return;
+    }
+
+    if (!sqlite3_stmt_readonly(stmt)) {
+        provend_storage_req_fail(req, PROVEND_ST_BAD_REQUEST,
+                                 "sql.query only reads: use sql.execute");
+        goto done;
+    }
+
+    limit = req->limit ? req->limit : PROVEND_SQL_LIMIT_DEFAULT;
+    ncols = sqlite3_column_count(stmt);
+    bytes = 0;
+
+    map = cbor_new_definite_map(3);
+    columns = cbor_new_definite_array((size_t) ncols);
+    rows = cbor_new_definite_array(limit);
+    if (map == NULL || columns == NULL || rows == NULL) {
+        goto nomem;
+    }
+
+    for (i = 0; i < ncols; i++) {
+        item = cbor_build_string(sqlite3_column_name(stmt, i)
+                                 ? sqlite3_column_name(stmt, i) : "");
+        if (item == NULL || !cbor_array_push(columns, item)) {
+            if (item != NULL) {
+                cbor_decref(&item);
+            }
+            goto nomem;
+        }
+        cbor_decref(&item);
+    }
+
+    n = 0;
+
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        if (offset > 0) {
+            offset--;
+            continue;
+        }
+
+        if (n == limit) {
+            snprintf(next, sizeof(next), "%llu", (unsigned long long)
+                     ((req->cursor ? strtoull(req->cursor, NULL, 10) : 0)
+                      + limit));
+            cursor = cbor_build_string(next);
+            if (cursor == NULL) {
+                goto nomem;
+            }
+            rc = SQLITE_DONE;
+            break;
+        }
+
+        row = cbor_new_definite_array((size_t) ncols);
+        if (row == NULL) {
+            goto nomem;
+        }
+
+        for (i = 0; i < ncols; i++) {
+            item = provend_sql_column(stmt, i, &bytes);
+            if (item == NULL || !cbor_array_push(row, item)) {
+                if (item != NULL) {
+                    cbor_decref(&item);
+                }
+                goto nomem;
+            }
+            cbor_decref(&item);
+        }
+
+        if (bytes > sq->max_bytes) {
+            provend_storage_req_fail(req, PROVEND_ST_TOO_LARGE,
+                                     "result larger than %zu bytes: use a "
+                                     "smaller limit", sq->max_bytes);
+            goto done;
+        }
+
+        if (!cbor_array_push(rows, row)) {
+            goto nomem;
+        }
+        /* rows holds it now; decref leaves the pointer when not freed. */
+        cbor_decref(&row);
+        row = NULL;
+        n++;
+    }
+
+    if (rc != SQLITE_DONE) {
+        provend_sqldb_fail(d, req, rc);
+        goto done;
+    }
+
+    if (cursor == NULL) {
+        cursor = cbor_new_null();
+        if (cursor == NULL) {
+            goto nomem;
+        }
+    }
+
+    if (proven_cbor_map_put(map, "columns", columns) != PROVEN_OK) {
+        columns = NULL;
+        goto nomem;
+    }
+    columns = NULL;
+
+    if (proven_cbor_map_put(map, "rows", rows) != PROVEN_OK) {
+        rows = NULL;
+        goto nomem;
+    }
+    rows = NULL;
+
+    if (proven_cbor_map_put(map, "cursor", cursor) != PROVEN_OK) {
+        cursor = NULL;
+        goto nomem;
+    }
+    cursor = NULL;
+
+    req->result = map;
+    map = NULL;
+    goto done;
+
+nomem:
+
+    provend_storage_req_fail(req, PROVEND_ST_INTERNAL, "out of memory");
+
+done:
+
+    sqlite3_finalize(stmt);
+    if (row != NULL) {
+        cbor_decref(&row);
+    }
+    if (rows != NULL) {
+        cbor_decref(&rows);
+    }
+    if (columns != NULL) {
+        cbor_decref(&columns);
+    }
+    if (cursor != NULL) {
+        cbor_decref(&cursor);
+    }
+    if (map != NULL) {
+        cbor_decref(&map);
+    }
+}
+
+
+/* Our own statement with one blob/int binding set; no authorizer. */
+static int
+provend_sql_internal(provend_sqldb_t *d, const char *sql, int64_t version,
+    const uint8_t *hash, sqlite3_stmt **rows, provend_storage_req_t *req)
+{
+    int            rc;
+    sqlite3_stmt  *stmt;
+
+    d->internal = 1;
+    rc = sqlite3_prepare_v2(d->db, sql, -1, &stmt, NULL);
+    d->internal = 0;
+
+    if (rc != SQLITE_OK) {
+        provend_sqldb_fail(d, req, rc);
+        return PROVEN_ERR;
+    }
+
+    if (version >= 0) {
+        sqlite3_bind_int64(stmt, 1, version);
+        sqlite3_bind_blob(stmt, 2, hash, 32, SQLITE_STATIC);
+    }
+
+    if (rows != NULL) {
+        *rows = stmt;
+        return PROVEN_OK;
+    }
+
+    d->internal = 1;
+    rc = sqlite3_step(stmt);
+    d->internal = 0;
+    sqlite3_finalize(stmt);
+
+    if (rc != SQLITE_DONE) {
+        provend_sqldb_fail(d, req, rc);
+        return PROVEN_ERR;
+    }
+
+    return PROVEN_OK;
+}
+
+
+/*
+ * Migration i (from 1) is applied once and recorded with the SHA-256 of its
+ * text, so an edited migration that was already applied is refused.
+ */
+static void
+provend_sql_do_migrate(provend_sqlite_t *sq, provend_storage_req_t *req)
+{
+    int               rc;
+    size_t            i, applied, have;
+    uint8_t           hash[32];
+    cbor_item_t      *map;
+    sqlite3_stmt     *stmt;
+    provend_sqldb_t  *d;
+
+    d = provend_sql_db(sq, req);
+    if (d == NULL || provend_sql_savepoint(d, req) != PROVEN_OK) {
+        return;
+    }
+
+    if (provend_sql_internal(d, "CREATE TABLE IF NOT EXISTS "
+                             "_proven_migrations (version INTEGER PRIMARY "
+                             "KEY, sha256 BLOB NOT NULL)", -1, NULL, NULL,
+                             req) != PROVEN_OK
+        || provend_sql_internal(d, "SELECT version, sha256 FROM "
+                                "_proven_migrations ORDER BY version", -1,
+                                NULL, &stmt, req) != PROVEN_OK)
+    {
+        goto done;
+    }
+
+    have = 0;
+    rc = SQLITE_DONE;
+
+    d->internal = 1;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        if (have < req->nstmts) {
+            SHA256((const uint8_t *) req->stmts[have].sql,
+                   req->stmts[have].sql_len, hash);
+            if (sqlite3_column_bytes(stmt, 1) != 32
+                || memcmp(sqlite3_column_blob(stmt, 1), hash, 32) != 0)
+            {
+                provend_storage_req_fail(req, PROVEND_ST_BAD_REQUEST,
+                                         "migration %zu differs from the "
+                                         "one applied", have + 1);
+                break;
+            }
+        }
+        have++;
+    }
+    d->internal = 0;
+    sqlite3_finalize(stmt);
+
+    if (req->status != PROVEND_ST_OK) {
+        goto done;
+    }
+
+    if (rc != SQLITE_DONE) {
+        provend_sqldb_fail(d, req, rc);
+        goto done;
+    }
+
+    applied = 0;
+
+    for (i = have; i < req->nstmts; i++) {
+        if (provend_sql_script(d, req->stmts[i].sql, req->stmts[i].sql_len,
+                               req) != PROVEN_OK)
+        {
+            snprintf(req->error + strlen(req->error),
+                     sizeof(req->error) - strlen(req->error),
+                     " (migration %zu)", i + 1);
+            goto done;
+        }
+
+        SHA256((const uint8_t *) req->stmts[i].sql, req->stmts[i].sql_len,
+               hash);
+
+        if (provend_sql_internal(d, "INSERT INTO _proven_migrations "
+                                 "(version, sha256) VALUES (?1, ?2)",
+                                 (int64_t) i + 1, hash, NULL, req)
+            != PROVEN_OK)
+        {
+            goto done;
+        }
+
+        applied++;
+    }
+
+    map = cbor_new_definite_map(2);
+    if (map == NULL
+        || proven_cbor_map_put(map, "applied", provend_build_uint(applied))
+           != PROVEN_OK
+        || proven_cbor_map_put(map, "version",
+                               provend_build_uint(have > req->nstmts
+                                                  ? have : req->nstmts))
+           != PROVEN_OK)
+    {
+        if (map != NULL) {
+            cbor_decref(&map);
+        }
+        provend_storage_req_fail(req, PROVEND_ST_INTERNAL, "out of memory");
+        goto done;
+    }
+
+    req->result = map;
+
+done:
+
+    provend_sql_end(d, req);
+}
+
+
+/* ---- the storage thread -------------------------------------------------- */
+
+static int
+provend_req_writes(const provend_storage_req_t *req)
+{
+    return req->op == PROVEND_OP_KV_SET || req->op == PROVEND_OP_KV_DELETE
+           || req->op == PROVEND_OP_SQL_EXECUTE
+           || req->op == PROVEND_OP_SQL_MIGRATE;
+}
+
+
+static void
+provend_sqlite_run(provend_sqlite_t *sq, provend_storage_req_t *req)
+{
+    switch (req->op) {
+    case PROVEND_OP_KV_GET:       provend_kv_do_get(sq, req); break;
+    case PROVEND_OP_KV_SET:       provend_kv_do_set(sq, req); break;
+    case PROVEND_OP_KV_DELETE:    provend_kv_do_delete(sq, req); break;
+    case PROVEND_OP_KV_KEYS:      provend_kv_do_keys(sq, req); break;
+    case PROVEND_OP_KV_SIGN:      provend_kv_do_sign(sq, req); break;
+    case PROVEND_OP_SQL_EXECUTE:  provend_sql_do_execute(sq, req); break;
+    case PROVEND_OP_SQL_QUERY:    provend_sql_do_query(sq, req); break;
+    case PROVEND_OP_SQL_MIGRATE:  provend_sql_do_migrate(sq, req); break;
+    }
+}
+
+
+static void
+provend_sqldb_commit(provend_sqldb_t *d)
+{
+    char  err[PROVEN_ERR_LEN];
+
+    if (!d->in_txn) {
+        return;
+    }
+
+    if (!d->txn_failed
+        && provend_sqldb_exec(d, "COMMIT", err, sizeof(err)) != PROVEN_OK)
+    {
+        provend_error("storage: %s", err);
+        d->txn_failed = 1;
+    }
+
+    if (d->txn_failed && !sqlite3_get_autocommit(d->db)) {
+        (void) provend_sqldb_exec(d, "ROLLBACK", err, sizeof(err));
+    }
+}
+
+
+/* Commits every open transaction, then answers what waited for it. */
+static void
+provend_sqlite_flush(provend_sqlite_t *sq, provend_storage_req_t *deferred)
+{
+    size_t                  i;
+    provend_sqldb_t        *d;
+    provend_storage_req_t  *req, *next;
+
+    provend_sqldb_commit(&sq->kv);
+    for (i = 0; i < PROVEND_SQL_OPEN_MAX; i++) {
+        provend_sqldb_commit(&sq->dbs[i]);
+    }
+
+    for (req = deferred; req != NULL; req = next) {
+        next = req->next;
+        req->next = NULL;
+        d = req->priv;
+
+        if (d != NULL && d->txn_failed && req->status == PROVEND_ST_OK) {
+            provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR,
+                                     "the write could not be stored");
+        }
+
+        req->priv = NULL;
+        req->done(req);
+    }
+
+    sq->kv.in_txn = 0;
+    sq->kv.txn_failed = 0;
+    for (i = 0; i < PROVEND_SQL_OPEN_MAX; i++) {
+        sq->dbs[i].in_txn = 0;
+        sq->dbs[i].txn_failed = 0;
+    }
+}
+
+
+static void
+provend_sqlite_batch(provend_sqlite_t *sq, provend_storage_req_t *batch)
+{
+    int                     wrote;
+    size_t                  i, open_txns;
+    provend_storage_req_t  *req, *next, *deferred, **tail;
+
+    wrote = 0;
+    deferred = NULL;
+    tail = &deferred;
+
+    for (req = batch; req != NULL; req = next) {
+        next = req->next;
+        req->next = NULL;
+        req->priv = NULL;
+
+        /* Every slot in a transaction: commit what we have first. */
+        if (req->op >= PROVEND_OP_SQL_EXECUTE) {
+            open_txns = 0;
+            for (i = 0; i < PROVEND_SQL_OPEN_MAX; i++) {
+                open_txns += sq->dbs[i].in_txn;
+            }
+            if (open_txns == PROVEND_SQL_OPEN_MAX) {
+                provend_sqlite_flush(sq, deferred);
+                deferred = NULL;
+                tail = &deferred;
+                wrote = 0;
+            }
+        }
+
+        provend_sqlite_run(sq, req);
+
+        if (provend_req_writes(req)) {
+            wrote = 1;
+        }
+
+        if (!wrote) {
+            req->priv = NULL;
+            req->done(req);
+            continue;
+        }
+
+        /* Answered after the commit: it may have seen uncommitted data. */
+        *tail = req;
+        tail = &req->next;
+    }
+
+    provend_sqlite_flush(sq, deferred);
+}
+
+
+static void *
+provend_sqlite_thread(void *arg)
+{
+    provend_sqlite_t       *sq;
+    provend_storage_req_t  *batch;
+
+    sq = arg;
+
+    for ( ;; ) {
+        pthread_mutex_lock(&sq->lock);
+        while (sq->head == NULL && !sq->stopping) {
+            pthread_cond_wait(&sq->cond, &sq->lock);
+        }
+        batch = sq->head;
+        sq->head = NULL;
+        sq->tail = NULL;
+        pthread_mutex_unlock(&sq->lock);
+
+        if (batch == NULL) {
+            break;
+        }
+
+        provend_sqlite_batch(sq, batch);
+    }
+
+    /* This thread's OpenSSL state (DRBG, error queue). */
+    OPENSSL_thread_stop();
+    return NULL;
+}
+
+
+/* ---- the interface ------------------------------------------------------- */
+
+/* Bounds every argument on the caller's thread, before queueing. */
+static int
+provend_sqlite_check(provend_sqlite_t *sq, provend_storage_req_t *req)
+{
+    size_t  i;
+
+    if (!provend_name_valid(req->name, strlen(req->name))) {
+        provend_storage_req_fail(req, PROVEND_ST_BAD_REQUEST,
+                                 "store and db names are 1..%d of "
+                                 "[a-z0-9_-]", PROVEND_NAME_MAX);
+        return PROVEN_ERR;
+    }
+
+    switch (req->op) {
+
+    case PROVEND_OP_KV_SET:
+        if (req->type == PROVEND_KV_KEY) {
+            if (req->value != NULL && req->value_len != PROVEND_ED25519_LEN)
+            {
+                provend_storage_req_fail(req, PROVEND_ST_BAD_REQUEST,
+                                         "a key store value is a 32-byte "
+                                         "Ed25519 seed (or absent)");
+                return PROVEN_ERR;
+            }
+        } else if (req->value == NULL) {
+            provend_storage_req_fail(req, PROVEND_ST_BAD_REQUEST,
+                                     "\"value\" is missing");
+            return PROVEN_ERR;
+        } else if (req->value_len > sq->kv_max_value) {
+            provend_storage_req_fail(req, PROVEND_ST_BAD_REQUEST,
+                                     "value longer than %zu bytes",
+                                     sq->kv_max_value);
+            return PROVEN_ERR;
+        }
+        /* fall through */
+
+    case PROVEND_OP_KV_GET:
+    case PROVEND_OP_KV_DELETE:
+    case PROVEND_OP_KV_SIGN:
+        if (req->key == NULL || req->key_len == 0
+            || req->key_len > PROVEND_KV_KEY_MAX)
+        {
+            provend_storage_req_fail(req, PROVEND_ST_BAD_REQUEST,
+                                     "a key is 1..%d bytes",
+                                     PROVEND_KV_KEY_MAX);
+            return PROVEN_ERR;
+        }
+        if (req->op == PROVEND_OP_KV_SIGN
+            && req->message_len > PROVEND_KV_SIGN_MAX)
+        {
+            provend_storage_req_fail(req, PROVEND_ST_BAD_REQUEST,
+                                     "message longer than %d bytes",
+                                     PROVEND_KV_SIGN_MAX);
+            return PROVEN_ERR;
+        }
+        return PROVEN_OK;
+
+    case PROVEND_OP_KV_KEYS:
+        if (req->limit > PROVEND_KV_LIMIT_MAX
+            || req->prefix_len > PROVEND_KV_KEY_MAX
+            || (req->cursor && strlen(req->cursor) > 2 * PROVEND_KV_KEY_MAX))
+        {
+            provend_storage_req_fail(req, PROVEND_ST_BAD_REQUEST,
+                                     "limit is at most %d, prefix at most "
+                                     "%d bytes", PROVEND_KV_LIMIT_MAX,
+                                     PROVEND_KV_KEY_MAX);
+            return PROVEN_ERR;
+        }
+        return PROVEN_OK;
+
+    case PROVEND_OP_SQL_QUERY:
+        if (req->nstmts != 1 || req->limit > PROVEND_SQL_LIMIT_MAX) {
+            provend_storage_req_fail(req, PROVEND_ST_BAD_REQUEST,
+                                     "one statement, limit at most %d",
+                                     PROVEND_SQL_LIMIT_MAX);
+            return PROVEN_ERR;
+        }
+        break;
+
+    case PROVEND_OP_SQL_EXECUTE:
+        if (req->nstmts == 0) {
+            provend_storage_req_fail(req, PROVEND_ST_BAD_REQUEST,
+                                     "no statement");
+            return PROVEN_ERR;
+        }
+        break;
+
+    default:
+        break;
+    }
+
+    if (req->nstmts > PROVEND_SQL_BATCH_MAX) {
+        provend_storage_req_fail(req, PROVEND_ST_BAD_REQUEST,
+                                 "at most %d statements",
+                                 PROVEND_SQL_BATCH_MAX);
+        return PROVEN_ERR;
+    }
+
+    for (i = 0; i < req->nstmts; i++) {
+        if (req->stmts[i].sql == NULL
+            || req->stmts[i].sql_len > PROVEND_SQL_TEXT_MAX
+            || req->stmts[i].nparams > PROVEND_SQL_PARAMS_MAX)
+        {
+            provend_storage_req_fail(req, PROVEND_ST_BAD_REQUEST,
+                                     "SQL is at most %d bytes with at most "
+                                     "%d params", PROVEND_SQL_TEXT_MAX,
+                                     PROVEND_SQL_PARAMS_MAX);
+            return PROVEN_ERR;
+        }
+    }
+
+    return PROVEN_OK;
+}
+
+
+static void
+provend_sqlite_enqueue(provend_storage_t *st, provend_storage_req_t *req)
+{
+    provend_sqlite_t  *sq;
+
+    sq = st->data;
+    req->status = PROVEND_ST_OK;
+    req->error[0] = '\0';
+    req->next = NULL;
+
+    if (provend_sqlite_check(sq, req) != PROVEN_OK) {
+        req->done(req);
+        return;
+    }
+
+    pthread_mutex_lock(&sq->lock);
+
+    if (sq->stopping) {
+        pthread_mutex_unlock(&sq->lock);
+        provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR,
+                                 "storage is closing");
+        req->done(req);
+        return;
+    }
+
+    if (sq->tail != NULL) {
+        sq->tail->next = req;
+    } else {
+        sq->head = req;
+    }
+    sq->tail = req;
+
+    pthread_cond_signal(&sq->cond);
+    pthread_mutex_unlock(&sq->lock);
+}
+
+
+static void
+provend_sqlite_free(provend_sqlite_t *sq)
+{
+    size_t  i;
+
+    sqlite3_finalize(sq->kv_get);
+    sqlite3_finalize(sq->kv_put);
+    sqlite3_finalize(sq->kv_del);
+    provend_sqldb_close(&sq->kv);
+
+    for (i = 0; i < PROVEND_SQL_OPEN_MAX; i++) {
+        provend_sqldb_close(&sq->dbs[i]);
+    }
+
+    OPENSSL_cleanse(sq->kv_key, sizeof(sq->kv_key));
+    OPENSSL_cleanse(sq->name_key, sizeof(sq->name_key));
+    free(sq->dir);
+    free(sq);
+}
+
+
+static void
+provend_sqlite_close(provend_storage_t *st)
+{
+    provend_sqlite_t  *sq;
+
+    sq = st->data;
+
+    if (sq->thread_started) {
+        pthread_mutex_lock(&sq->lock);
+        sq->stopping = 1;
+        pthread_cond_signal(&sq->cond);
+        pthread_mutex_unlock(&sq->lock);
+        pthread_join(sq->thread, NULL);
+    }
+
+    pthread_cond_destroy(&sq->cond);
+    pthread_mutex_destroy(&sq->lock);
+    provend_sqlite_free(sq);
+}
+
+
+provend_storage_t *
+provend_storage_sqlite_open(const provend_storage_config_t *cfg, char *err,
+    size_t errlen)
+{
+    int                rc;
+    char              *path, *sqldir;
+    provend_sqlite_t  *sq;
+
+    static const char  kv_schema[] =
+        "CREATE TABLE IF NOT EXISTS kv (scope BLOB NOT NULL, key BLOB NOT "
+        "NULL, value BLOB NOT NULL, revision INTEGER NOT NULL, PRIMARY KEY "
+        "(scope, key)) WITHOUT ROWID";
+
+    path = NULL;
+    sqldir = NULL;
+
+    sq = calloc(1, sizeof(*sq));
+    if (sq == NULL) {
+        provend_sqlite_err("out of memory");
+        return NULL;
+    }
+
+    pthread_mutex_init(&sq->lock, NULL);
+    pthread_cond_init(&sq->cond, NULL);
+
+    sq->st.name = "sqlite";
+    sq->st.data = sq;
+    sq->st.kv_get = provend_sqlite_enqueue;
+    sq->st.kv_set = provend_sqlite_enqueue;
+    sq->st.kv_delete = provend_sqlite_enqueue;
+    sq->st.kv_keys = provend_sqlite_enqueue;
+    sq->st.kv_sign = provend_sqlite_enqueue;
+    sq->st.sql_execute = provend_sqlite_enqueue;
+    sq->st.sql_query = provend_sqlite_enqueue;
+    sq->st.sql_migrate = provend_sqlite_enqueue;
+    sq->st.close = provend_sqlite_close;
+
+    sq->kv_max_value = cfg->kv_max_value ? cfg->kv_max_value
+                                         : PROVEND_KV_VALUE_DEFAULT;
+    sq->timeout_ms = cfg->sql_timeout_ms ? cfg->sql_timeout_ms
+                                         : PROVEND_SQL_TIMEOUT_MS;
+    sq->max_bytes = cfg->sql_max_bytes ? cfg->sql_max_bytes
+                                       : PROVEND_SQL_BYTES_MAX;
+
+    if (provend_keys_derive(cfg->master_key, "proven-kv-v1", 12, sq->kv_key,
+                            sizeof(sq->kv_key)) != PROVEN_OK
+        || provend_keys_derive(cfg->master_key, "proven-sql-names-v1", 19,
+                               sq->name_key, sizeof(sq->name_key))
+           != PROVEN_OK)
+    {
+        provend_sqlite_err("cannot derive the storage keys");
+        goto failed;
+    }
+
+    if (provend_vfs_register(cfg->master_key, err, errlen) != PROVEN_OK) {
+        goto failed;
+    }
+
+    if (asprintf(&sq->dir, "%s/storage", cfg->data_dir) == -1) {
+        sq->dir = NULL;
+        provend_sqlite_err("out of memory");
+        goto failed;
+    }
+
+    if (asprintf(&sqldir, "%s/sql", sq->dir) == -1
+        || asprintf(&path, "%s/kv.db", sq->dir) == -1)
+    {
+        provend_sqlite_err("out of memory");
+        goto failed;
+    }
+
+    if (provend_mkdirs(sqldir, 0700, err, errlen) != PROVEN_OK
+        || provend_sqldb_open(sq, &sq->kv, path, 0, err, errlen)
+           != PROVEN_OK
+        || provend_sqldb_exec(&sq->kv, kv_schema, err, errlen) != PROVEN_OK)
+    {
+        goto failed;
+    }
+
+    rc = sqlite3_prepare_v3(sq->kv.db, "SELECT value, revision FROM kv "
+                            "WHERE scope = ?1 AND key = ?2", -1,
+                            SQLITE_PREPARE_PERSISTENT, &sq->kv_get, NULL);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_prepare_v3(sq->kv.db, "INSERT OR REPLACE INTO kv "
+                                "(scope, key, value, revision) VALUES "
+                                "(?1, ?2, ?3, ?4)", -1,
+                                SQLITE_PREPARE_PERSISTENT, &sq->kv_put, NULL);
+    }
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_prepare_v3(sq->kv.db, "DELETE FROM kv WHERE scope = ?1 "
+                                "AND key = ?2", -1,
+                                SQLITE_PREPARE_PERSISTENT, &sq->kv_del, NULL);
+    }
+    if (rc != SQLITE_OK) {
+        provend_sqlite_err("kv.db: %s", sqlite3_errmsg(sq->kv.db));
+        goto failed;
+    }
+
+    if (pthread_create(&sq->thread, NULL, provend_sqlite_thread, sq) != 0) {
+        provend_sqlite_err("cannot start the storage thread");
+        goto failed;
+    }
+
+    sq->thread_started = 1;
+    free(path);
+    free(sqldir);
+    return &sq->st;
+
+failed:
+
+    free(path);
+    free(sqldir);
+    pthread_cond_destroy(&sq->cond);
+    pthread_mutex_destroy(&sq->lock);
+    provend_sqlite_free(sq);
+    return NULL;
+}

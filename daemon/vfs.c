@@ -1,0 +1,802 @@
+/*
+ * The "proven-aead" SQLite VFS: every block of every file is sealed with
+ * AES-256-GCM before it reaches the unix VFS underneath.  See vfs.h for the
+ * layout.  Crash safety: the VFS does not advertise POWERSAFE_OVERWRITE and
+ * reports a 4096-byte sector, so SQLite pads each synced WAL commit to a
+ * block boundary and never rewrites a block holding committed frames.
+ */
+
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <sqlite3.h>
+
+#include "proven.h"
+#include "keys.h"
+#include "vfs.h"
+
+
+#define PROVEND_VFS_INFO_PREFIX  "proven-vfs-v1:"
+
+/* Far beyond any SQLite file; keeps block arithmetic from overflowing. */
+#define PROVEND_VFS_SIZE_MAX     ((sqlite3_int64) 1 << 48)
+
+#define provend_vfs_align8(n)    (((n) + 7) & ~(size_t) 7)
+
+#define provend_vfs_err(...)                                               \
+    do { if (err) { snprintf(err, errlen, __VA_ARGS__); } } while (0)
+
+
+typedef struct {
+    sqlite3_file      base;
+    sqlite3_file     *real;       /* the unix file, right after this one */
+    const char       *name;       /* basename, for log lines */
+    EVP_CIPHER_CTX   *enc;        /* keyed once, a fresh nonce per block */
+    EVP_CIPHER_CTX   *dec;
+    sqlite3_int64     cache_idx;  /* block held in cache, -1 for none */
+    size_t            cache_len;
+    uint8_t           cache[PROVEND_VFS_BLOCK];
+    uint8_t           phys[PROVEND_VFS_PHYS_BLOCK];
+} provend_vfs_file_t;
+
+
+static int provend_vfs_close(sqlite3_file *file);
+static int provend_vfs_read(sqlite3_file *file, void *buf, int amt,
+    sqlite3_int64 off);
+static int provend_vfs_write(sqlite3_file *file, const void *buf, int amt,
+    sqlite3_int64 off);
+static int provend_vfs_truncate(sqlite3_file *file, sqlite3_int64 size);
+static int provend_vfs_sync(sqlite3_file *file, int flags);
+static int provend_vfs_file_size(sqlite3_file *file, sqlite3_int64 *size);
+static int provend_vfs_lock(sqlite3_file *file, int level);
+static int provend_vfs_unlock(sqlite3_file *file, int level);
+static int provend_vfs_check_reserved_lock(sqlite3_file *file, int *out);
+static int provend_vfs_file_control(sqlite3_file *file, int op, void *arg);
+static int provend_vfs_sector_size(sqlite3_file *file);
+static int provend_vfs_device_characteristics(sqlite3_file *file);
+
+
+static sqlite3_vfs  *provend_vfs_real;
+static uint8_t       provend_vfs_master[PROVEND_KEY_LEN];
+
+/* Version 1: no shared memory and no memory-mapped pages of plain text. */
+static const sqlite3_io_methods  provend_vfs_io = {
+    1,
+    provend_vfs_close,
+    provend_vfs_read,
+    provend_vfs_write,
+    provend_vfs_truncate,
+    provend_vfs_sync,
+    provend_vfs_file_size,
+    provend_vfs_lock,
+    provend_vfs_unlock,
+    provend_vfs_check_reserved_lock,
+    provend_vfs_file_control,
+    provend_vfs_sector_size,
+    provend_vfs_device_characteristics,
+    NULL, NULL, NULL, NULL, NULL, NULL
+};
+
+
+/* ---- blocks -------------------------------------------------------------- */
+
+static void
+provend_vfs_block_ad(sqlite3_int64 idx, uint8_t ad[8])
+{
+    int  i;
+
+    for (i = 7; i >= 0; i--) {
+        ad[i] = (uint8_t) (idx & 0xff);
+        idx >>= 8;
+    }
+}
+
+
+/* Logical bytes held by block idx of a file of logical size size. */
+static size_t
+provend_vfs_block_len(sqlite3_int64 size, sqlite3_int64 idx)
+{
+    sqlite3_int64  start;
+
+    start = idx * PROVEND_VFS_BLOCK;
+
+    if (start >= size) {
+        return 0;
+    }
+
+    return size - start >= PROVEND_VFS_BLOCK
+           ? PROVEND_VFS_BLOCK : (size_t) (size - start);
+}
+
+
+/*
+ * The logical size follows from the physical one.  A tail too short to hold
+ * a sealed byte can only be a torn extension: it holds no data.
+ */
+static int
+provend_vfs_logical_size(provend_vfs_file_t *f, sqlite3_int64 *size)
+{
+    int            rc;
+    sqlite3_int64  phys, rem;
+
+    rc = f->real->pMethods->xFileSize(f->real, &phys);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+
+    rem = phys % PROVEND_VFS_PHYS_BLOCK;
+    *size = phys / PROVEND_VFS_PHYS_BLOCK * PROVEND_VFS_BLOCK
+            + (rem > PROVEND_SEAL_OVERHEAD ? rem - PROVEND_SEAL_OVERHEAD : 0);
+
+    return SQLITE_OK;
+}
+
+
+/* Decrypts block idx (len logical bytes) into f->cache. */
+static int
+provend_vfs_load_block(provend_vfs_file_t *f, sqlite3_int64 idx, size_t len)
+{
+    int       rc, n, ok;
+    uint8_t   ad[8];
+    uint8_t  *tag;
+
+    if (f->cache_idx == idx && f->cache_len == len) {
+        return SQLITE_OK;
+    }
+
+    f->cache_idx = -1;
+
+    rc = f->real->pMethods->xRead(f->real, f->phys,
+                                  (int) (len + PROVEND_SEAL_OVERHEAD),
+                                  idx * PROVEND_VFS_PHYS_BLOCK);
+    if (rc == SQLITE_IOERR_SHORT_READ) {
+        sqlite3_log(SQLITE_IOERR_DATA, "proven-aead: block %lld of %s is "
+                    "cut short", (long long) idx, f->name);
+        return SQLITE_IOERR_DATA;
+    }
+
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+
+    provend_vfs_block_ad(idx, ad);
+    tag = f->phys + PROVEND_NONCE_LEN + len;
+
+    ok = EVP_DecryptInit_ex(f->dec, NULL, NULL, NULL, f->phys) == 1
+         && EVP_DecryptUpdate(f->dec, NULL, &n, ad, sizeof(ad)) == 1
+         && EVP_DecryptUpdate(f->dec, f->cache, &n,
+                              f->phys + PROVEND_NONCE_LEN, (int) len) == 1
+         && EVP_CIPHER_CTX_ctrl(f->dec, EVP_CTRL_GCM_SET_TAG,
+                                PROVEND_TAG_LEN, tag) == 1
+         && EVP_DecryptFinal_ex(f->dec, f->cache + n, &n) == 1;
+
+    if (!ok) {
+        OPENSSL_cleanse(f->cache, len);
+        sqlite3_log(SQLITE_IOERR_DATA, "proven-aead: block %lld of %s "
+                    "failed authentication (tampered, moved or torn)",
+                    (long long) idx, f->name);
+        return SQLITE_IOERR_DATA;
+    }
+
+    f->cache_idx = idx;
+    f->cache_len = len;
+    return SQLITE_OK;
+}
+
+
+/* Seals the first len bytes of f->cache as block idx, with a new nonce. */
+static int
+provend_vfs_store_block(provend_vfs_file_t *f, sqlite3_int64 idx, size_t len)
+{
+    int       rc, n, ok;
+    uint8_t   ad[8];
+    uint8_t  *ct;
+
+    f->cache_idx = -1;
+    provend_vfs_block_ad(idx, ad);
+    ct = f->phys + PROVEND_NONCE_LEN;
+
+    ok = RAND_bytes(f->phys, PROVEND_NONCE_LEN) == 1
+         && EVP_EncryptInit_ex(f->enc, NULL, NULL, NULL, f->phys) == 1
+         && EVP_EncryptUpdate(f->enc, NULL, &n, ad, sizeof(ad)) == 1
+         && EVP_EncryptUpdate(f->enc, ct, &n, f->cache, (int) len) == 1
+         && EVP_EncryptFinal_ex(f->enc, ct + n, &n) == 1
+         && EVP_CIPHER_CTX_ctrl(f->enc, EVP_CTRL_GCM_GET_TAG,
+                                PROVEND_TAG_LEN, ct + len) == 1;
+
+    if (!ok) {
+        sqlite3_log(SQLITE_IOERR_WRITE, "proven-aead: sealing block %lld "
+                    "of %s failed", (long long) idx, f->name);
+        return SQLITE_IOERR_WRITE;
+    }
+
+    rc = f->real->pMethods->xWrite(f->real, f->phys,
+                                   (int) (len + PROVEND_SEAL_OVERHEAD),
+                                   idx * PROVEND_VFS_PHYS_BLOCK);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+
+    f->cache_idx = idx;
+    f->cache_len = len;
+    return SQLITE_OK;
+}
+
+
+/*
+ * Writes amt bytes of data (zeros when data is NULL) at logical offset off,
+ * block by block, reading back only what a block keeps of its old bytes.
+ * The caller makes sure off <= *size; *size follows the growth.
+ */
+static int
+provend_vfs_write_range(provend_vfs_file_t *f, const uint8_t *data,
+    sqlite3_int64 amt, sqlite3_int64 off, sqlite3_int64 *size)
+{
+    int            rc;
+    size_t         start, end, old_len, new_len;
+    sqlite3_int64  idx, base, stop;
+
+    stop = off + amt;
+
+    while (off < stop) {
+        idx = off / PROVEND_VFS_BLOCK;
+        base = idx * PROVEND_VFS_BLOCK;
+        start = (size_t) (off - base);
+        end = stop - base >= PROVEND_VFS_BLOCK
+              ? PROVEND_VFS_BLOCK : (size_t) (stop - base);
+
+        old_len = provend_vfs_block_len(*size, idx);
+        new_len = old_len > end ? old_len : end;
+
+        if (old_len > 0 && !(start == 0 && end >= old_len)) {
+            rc = provend_vfs_load_block(f, idx, old_len);
+            if (rc != SQLITE_OK) {
+                return rc;
+            }
+        }
+
+        /* The cache is being edited: not valid until sealed again. */
+        f->cache_idx = -1;
+
+        if (old_len < start) {
+            memset(f->cache + old_len, 0, start - old_len);
+        }
+
+        if (data != NULL) {
+            memcpy(f->cache + start, data, end - start);
+            data += end - start;
+
+        } else {
+            memset(f->cache + start, 0, end - start);
+        }
+
+        rc = provend_vfs_store_block(f, idx, new_len);
+        if (rc != SQLITE_OK) {
+            return rc;
+        }
+
+        if (base + (sqlite3_int64) new_len > *size) {
+            *size = base + (sqlite3_int64) new_len;
+        }
+
+        off = base + (sqlite3_int64) end;
+    }
+
+    return SQLITE_OK;
+}
+
+
+/* ---- io methods ---------------------------------------------------------- */
+
+static int
+provend_vfs_close(sqlite3_file *file)
+{
+    int                  rc;
+    provend_vfs_file_t  *f = (provend_vfs_file_t *) file;
+
+    rc = f->real->pMethods->xClose(f->real);
+
+    EVP_CIPHER_CTX_free(f->enc);
+    EVP_CIPHER_CTX_free(f->dec);
+    f->enc = NULL;
+    f->dec = NULL;
+    OPENSSL_cleanse(f->cache, sizeof(f->cache));
+    f->cache_idx = -1;
+
+    return rc;
+}
+
+
+static int
+provend_vfs_read(sqlite3_file *file, void *buf, int amt, sqlite3_int64 off)
+{
+    int                  rc;
+    size_t               start, n;
+    uint8_t             *out = buf;
+    sqlite3_int64        size, avail, idx, done;
+    provend_vfs_file_t  *f = (provend_vfs_file_t *) file;
+
+    if (amt < 0 || off < 0 || off > PROVEND_VFS_SIZE_MAX) {
+        return SQLITE_IOERR_READ;
+    }
+
+    rc = provend_vfs_logical_size(f, &size);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+
+    avail = off >= size ? 0 : size - off;
+    if (avail > amt) {
+        avail = amt;
+    }
+
+    for (done = 0; done < avail; done += (sqlite3_int64) n) {
+        idx = (off + done) / PROVEND_VFS_BLOCK;
+        start = (size_t) (off + done - idx * PROVEND_VFS_BLOCK);
+
+        rc = provend_vfs_load_block(f, idx, provend_vfs_block_len(size, idx));
+        if (rc != SQLITE_OK) {
+            memset(out, 0, (size_t) amt);
+            return rc;
+        }
+
+        n = f->cache_len - start;
+        if ((sqlite3_int64) n > avail - done) {
+            n = (size_t) (avail - done);
+        }
+
+        memcpy(out + done, f->cache + start, n);
+    }
+
+    /* SQLite counts on the zero fill past the end of the file. */
+    if (avail < amt) {
+        memset(out + avail, 0, (size_t) (amt - avail));
+        return SQLITE_IOERR_SHORT_READ;
+    }
+
+    return SQLITE_OK;
+}
+
+
+static int
+provend_vfs_write(sqlite3_file *file, const void *buf, int amt,
+    sqlite3_int64 off)
+{
+    int                  rc;
+    sqlite3_int64        size;
+    provend_vfs_file_t  *f = (provend_vfs_file_t *) file;
+
+    if (amt < 0 || off < 0 || off > PROVEND_VFS_SIZE_MAX) {
+        return SQLITE_IOERR_WRITE;
+    }
+
+    rc = provend_vfs_logical_size(f, &size);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+
+    /* A gap is written as sealed zeros, never left as a hole. */
+    if (off > size) {
+        rc = provend_vfs_write_range(f, NULL, off - size, size, &size);
+        if (rc != SQLITE_OK) {
+            return rc;
+        }
+    }
+
+    return provend_vfs_write_range(f, buf, amt, off, &size);
+}
+
+
+static int
+provend_vfs_truncate(sqlite3_file *file, sqlite3_int64 new_size)
+{
+    int                  rc;
+    size_t               rem;
+    sqlite3_int64        size, idx;
+    provend_vfs_file_t  *f = (provend_vfs_file_t *) file;
+
+    if (new_size < 0 || new_size > PROVEND_VFS_SIZE_MAX) {
+        return SQLITE_IOERR_TRUNCATE;
+    }
+
+    rc = provend_vfs_logical_size(f, &size);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+
+    if (new_size >= size) {
+        return new_size == size
+               ? SQLITE_OK
+               : provend_vfs_write_range(f, NULL, new_size - size, size,
+                                         &size);
+    }
+
+    idx = new_size / PROVEND_VFS_BLOCK;
+    rem = (size_t) (new_size % PROVEND_VFS_BLOCK);
+
+    /* The new last block keeps its first rem bytes, sealed anew. */
+    if (rem > 0) {
+        rc = provend_vfs_load_block(f, idx, provend_vfs_block_len(size, idx));
+        if (rc != SQLITE_OK) {
+            return rc;
+        }
+    }
+
+    rc = f->real->pMethods->xTruncate(f->real, idx * PROVEND_VFS_PHYS_BLOCK);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+
+    if (rem == 0) {
+        if (f->cache_idx >= idx) {
+            f->cache_idx = -1;
+        }
+
+        return SQLITE_OK;
+    }
+
+    return provend_vfs_store_block(f, idx, rem);
+}
+
+
+static int
+provend_vfs_sync(sqlite3_file *file, int flags)
+{
+    provend_vfs_file_t  *f = (provend_vfs_file_t *) file;
+
+    return f->real->pMethods->xSync(f->real, flags);
+}
+
+
+static int
+provend_vfs_file_size(sqlite3_file *file, sqlite3_int64 *size)
+{
+    return provend_vfs_logical_size((provend_vfs_file_t *) file, size);
+}
+
+
+/* Another connection may change the file while we hold no lock. */
+static int
+provend_vfs_lock(sqlite3_file *file, int level)
+{
+    provend_vfs_file_t  *f = (provend_vfs_file_t *) file;
+
+    f->cache_idx = -1;
+    return f->real->pMethods->xLock(f->real, level);
+}
+
+
+static int
+provend_vfs_unlock(sqlite3_file *file, int level)
+{
+    provend_vfs_file_t  *f = (provend_vfs_file_t *) file;
+
+    f->cache_idx = -1;
+    return f->real->pMethods->xUnlock(f->real, level);
+}
+
+
+static int
+provend_vfs_check_reserved_lock(sqlite3_file *file, int *out)
+{
+    provend_vfs_file_t  *f = (provend_vfs_file_t *) file;
+
+    return f->real->pMethods->xCheckReservedLock(f->real, out);
+}
+
+
+static int
+provend_vfs_file_control(sqlite3_file *file, int op, void *arg)
+{
+    int                  rc;
+    char               **name, *ours;
+    provend_vfs_file_t  *f = (provend_vfs_file_t *) file;
+
+    switch (op) {
+
+    /*
+     * These act on physical sizes or map the file: the unix VFS would grow
+     * the file with plain zeros or hand out unsealed pages.
+     */
+    case SQLITE_FCNTL_SIZE_HINT:
+    case SQLITE_FCNTL_CHUNK_SIZE:
+    case SQLITE_FCNTL_MMAP_SIZE:
+        return SQLITE_NOTFOUND;
+
+    case SQLITE_FCNTL_VFSNAME:
+        rc = f->real->pMethods->xFileControl(f->real, op, arg);
+        name = arg;
+        ours = sqlite3_mprintf("%s/%s", PROVEND_VFS_NAME,
+                               rc == SQLITE_OK && *name ? *name : "?");
+        if (ours == NULL) {
+            return SQLITE_NOMEM;
+        }
+
+        if (rc == SQLITE_OK) {
+            sqlite3_free(*name);
+        }
+
+        *name = ours;
+        return SQLITE_OK;
+
+    default:
+        return f->real->pMethods->xFileControl(f->real, op, arg);
+    }
+}
+
+
+/* A block is what a write may tear: SQLite then pads WAL commits to it. */
+static int
+provend_vfs_sector_size(sqlite3_file *file)
+{
+    int                  sector;
+    provend_vfs_file_t  *f = (provend_vfs_file_t *) file;
+
+    sector = f->real->pMethods->xSectorSize(f->real);
+    return sector > PROVEND_VFS_BLOCK ? sector : PROVEND_VFS_BLOCK;
+}
+
+
+/*
+ * Atomic and powersafe writes, and safe appends, do not survive the
+ * read-modify-write of sealed blocks; what is left is layout independent.
+ */
+static int
+provend_vfs_device_characteristics(sqlite3_file *file)
+{
+    provend_vfs_file_t  *f = (provend_vfs_file_t *) file;
+
+    return f->real->pMethods->xDeviceCharacteristics(f->real)
+           & (SQLITE_IOCAP_SEQUENTIAL | SQLITE_IOCAP_UNDELETABLE_WHEN_OPEN
+              | SQLITE_IOCAP_IMMUTABLE);
+}
+
+
+/* ---- vfs methods --------------------------------------------------------- */
+
+static int
+provend_vfs_open(sqlite3_vfs *vfs, sqlite3_filename name,
+    sqlite3_file *file, int flags, int *out_flags)
+{
+    int                  rc;
+    char                 info[PROVEND_KEYS_INFO_MAX];
+    size_t               info_len;
+    uint8_t              key[PROVEND_KEY_LEN];
+    const char          *base;
+    provend_vfs_file_t  *f = (provend_vfs_file_t *) file;
+
+    (void) vfs;
+
+    memset(f, 0, sizeof(*f));
+    f->real = (sqlite3_file *)
+                  ((char *) f + provend_vfs_align8(sizeof(*f)));
+    f->cache_idx = -1;
+    rc = SQLITE_CANTOPEN;
+
+    /* Named files have a stable key; a nameless temporary file a fresh one. */
+    if (name != NULL) {
+        base = strrchr(name, '/');
+        base = base ? base + 1 : name;
+
+        info_len = (size_t) snprintf(info, sizeof(info), "%s%s",
+                                     PROVEND_VFS_INFO_PREFIX, base);
+        if (info_len >= sizeof(info)
+            || provend_keys_derive(provend_vfs_master, info, info_len, key,
+                                   sizeof(key)) != PROVEN_OK)
+        {
+            goto failed;
+        }
+
+        f->name = base;
+
+    } else {
+        if (RAND_bytes(key, sizeof(key)) != 1) {
+            goto failed;
+        }
+
+        f->name = "(temporary file)";
+    }
+
+    f->enc = EVP_CIPHER_CTX_new();
+    f->dec = EVP_CIPHER_CTX_new();
+    if (f->enc == NULL || f->dec == NULL) {
+        rc = SQLITE_NOMEM;
+        goto failed;
+    }
+
+    if (EVP_EncryptInit_ex(f->enc, EVP_aes_256_gcm(), NULL, key, NULL) != 1
+        || EVP_DecryptInit_ex(f->dec, EVP_aes_256_gcm(), NULL, key, NULL)
+           != 1)
+    {
+        goto failed;
+    }
+
+    OPENSSL_cleanse(key, sizeof(key));
+
+    rc = provend_vfs_real->xOpen(provend_vfs_real, name, f->real, flags,
+                                 out_flags);
+    if (rc != SQLITE_OK) {
+        if (f->real->pMethods != NULL) {
+            f->real->pMethods->xClose(f->real);
+        }
+        goto failed;
+    }
+
+    f->base.pMethods = &provend_vfs_io;
+    return SQLITE_OK;
+
+failed:
+
+    OPENSSL_cleanse(key, sizeof(key));
+    EVP_CIPHER_CTX_free(f->enc);
+    EVP_CIPHER_CTX_free(f->dec);
+    f->enc = NULL;
+    f->dec = NULL;
+    f->base.pMethods = NULL;
+    return rc;
+}
+
+
+static int
+provend_vfs_delete(sqlite3_vfs *vfs, const char *name, int sync_dir)
+{
+    (void) vfs;
+    return provend_vfs_real->xDelete(provend_vfs_real, name, sync_dir);
+}
+
+
+static int
+provend_vfs_access(sqlite3_vfs *vfs, const char *name, int flags, int *out)
+{
+    (void) vfs;
+    return provend_vfs_real->xAccess(provend_vfs_real, name, flags, out);
+}
+
+
+static int
+provend_vfs_full_pathname(sqlite3_vfs *vfs, const char *name, int n,
+    char *out)
+{
+    (void) vfs;
+    return provend_vfs_real->xFullPathname(provend_vfs_real, name, n, out);
+}
+
+
+static void *
+provend_vfs_dl_open(sqlite3_vfs *vfs, const char *name)
+{
+    (void) vfs;
+    return provend_vfs_real->xDlOpen(provend_vfs_real, name);
+}
+
+
+static void
+provend_vfs_dl_error(sqlite3_vfs *vfs, int n, char *msg)
+{
+    (void) vfs;
+    provend_vfs_real->xDlError(provend_vfs_real, n, msg);
+}
+
+
+static void
+(*provend_vfs_dl_sym(sqlite3_vfs *vfs, void *handle, const char *sym))(void)
+{
+    (void) vfs;
+    return provend_vfs_real->xDlSym(provend_vfs_real, handle, sym);
+}
+
+
+static void
+provend_vfs_dl_close(sqlite3_vfs *vfs, void *handle)
+{
+    (void) vfs;
+    provend_vfs_real->xDlClose(provend_vfs_real, handle);
+}
+
+
+static int
+provend_vfs_randomness(sqlite3_vfs *vfs, int n, char *out)
+{
+    (void) vfs;
+    return provend_vfs_real->xRandomness(provend_vfs_real, n, out);
+}
+
+
+static int
+provend_vfs_sleep(sqlite3_vfs *vfs, int us)
+{
+    (void) vfs;
+    return provend_vfs_real->xSleep(provend_vfs_real, us);
+}
+
+
+static int
+provend_vfs_current_time(sqlite3_vfs *vfs, double *now)
+{
+    (void) vfs;
+    return provend_vfs_real->xCurrentTime(provend_vfs_real, now);
+}
+
+
+static int
+provend_vfs_get_last_error(sqlite3_vfs *vfs, int n, char *msg)
+{
+    (void) vfs;
+    return provend_vfs_real->xGetLastError(provend_vfs_real, n, msg);
+}
+
+
+static int
+provend_vfs_current_time_int64(sqlite3_vfs *vfs, sqlite3_int64 *now)
+{
+    (void) vfs;
+    return provend_vfs_real->xCurrentTimeInt64(provend_vfs_real, now);
+}
+
+
+static sqlite3_vfs  provend_vfs = {
+    2,                      /* iVersion, lowered to 1 if the real one is */
+    0,                      /* szOsFile, set on registration */
+    0,                      /* mxPathname, set on registration */
+    NULL,
+    PROVEND_VFS_NAME,
+    NULL,
+    provend_vfs_open,
+    provend_vfs_delete,
+    provend_vfs_access,
+    provend_vfs_full_pathname,
+    provend_vfs_dl_open,
+    provend_vfs_dl_error,
+    provend_vfs_dl_sym,
+    provend_vfs_dl_close,
+    provend_vfs_randomness,
+    provend_vfs_sleep,
+    provend_vfs_current_time,
+    provend_vfs_get_last_error,
+    provend_vfs_current_time_int64,
+    NULL, NULL, NULL
+};
+
+
+int
+provend_vfs_register(const uint8_t master[PROVEND_KEY_LEN], char *err,
+    size_t errlen)
+{
+    int           rc;
+    sqlite3_vfs  *real;
+
+    memcpy(provend_vfs_master, master, PROVEND_KEY_LEN);
+
+    if (provend_vfs_real != NULL) {
+        return PROVEN_OK;
+    }
+
+    real = sqlite3_vfs_find(NULL);
+    if (real == NULL) {
+        provend_vfs_err("sqlite has no default vfs");
+        return PROVEN_ERR;
+    }
+
+    if (real->iVersion < 2 || real->xCurrentTimeInt64 == NULL) {
+        provend_vfs.iVersion = 1;
+    }
+
+    provend_vfs.szOsFile = (int) (provend_vfs_align8(
+                                      sizeof(provend_vfs_file_t))
+                                  + (size_t) real->szOsFile);
+    provend_vfs.mxPathname = real->mxPathname;
+    provend_vfs_real = real;
+
+    rc = sqlite3_vfs_register(&provend_vfs, 0);
+    if (rc != SQLITE_OK) {
+        provend_vfs_real = NULL;
+        provend_vfs_err("registering the %s vfs: %s", PROVEND_VFS_NAME,
+                        sqlite3_errstr(rc));
+        return PROVEN_ERR;
+    }
+
+    return PROVEN_OK;
+}

@@ -1,0 +1,1858 @@
+/*
+ * provend storage: scopes, the embedded backend through the backend
+ * interface (in process), and a few ops over provend's socket (the built
+ * daemon, build/bin/provend next to this test's directory, or $PROVEND_BIN).
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <dirent.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <openssl/evp.h>
+#include <sqlite3.h>
+
+#include "proven.h"
+#include "keys.h"
+#include "storage.h"
+#include "vfs.h"
+
+
+#define TEST_KV_MAX      4096
+#define TEST_TIMEOUT_MS  300
+#define IO_TIMEOUT_MS    10000
+
+static char                top_dir[64];
+static char                data_dir[128];
+static char                provend_bin[PATH_MAX];
+static uint8_t             master[PROVEND_KEY_LEN];
+static provend_storage_t  *st;
+
+
+/* ---- helpers: the backend ------------------------------------------------ */
+
+static void
+backend_open(void)
+{
+    char                      err[PROVEN_ERR_LEN];
+    provend_storage_config_t  cfg;
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.data_dir = data_dir;
+    cfg.master_key = master;
+    cfg.kv_max_value = TEST_KV_MAX;
+    cfg.sql_timeout_ms = TEST_TIMEOUT_MS;
+
+    st = provend_storage_sqlite_open(&cfg, err, sizeof(err));
+    if (st == NULL) {
+        fail_msg("open: %s", err);
+    }
+}
+
+
+static void
+app_scope(provend_scope_t *s, const char *app)
+{
+    memset(s, 0, sizeof(*s));
+    s->kind = PROVEND_SCOPE_APP;
+    snprintf(s->app, sizeof(s->app), "%s", app);
+}
+
+
+static uint8_t *
+dup_bytes(const void *p, size_t len)
+{
+    uint8_t  *out;
+
+    out = malloc(len ? len : 1);
+    assert_non_null(out);
+    memcpy(out, p, len);
+    return out;
+}
+
+
+static provend_storage_req_t *
+kv_req(provend_storage_op_t op, const provend_scope_t *scope,
+    provend_kv_type_t type, const char *key)
+{
+    provend_storage_req_t  *r;
+
+    r = provend_storage_req_new(op);
+    assert_non_null(r);
+    r->scope = *scope;
+    r->type = type;
+
+    if (key != NULL) {
+        r->key = dup_bytes(key, strlen(key));
+        r->key_len = strlen(key);
+    }
+
+    return r;
+}
+
+
+static void
+set_value(provend_storage_req_t *r, const void *value, size_t len)
+{
+    r->value = dup_bytes(value, len);
+    r->value_len = len;
+}
+
+
+static uint64_t
+result_uint(provend_storage_req_t *r, const char *name)
+{
+    uint64_t      v;
+    cbor_item_t  *item;
+
+    item = proven_cbor_map_get(r->result, name);
+    assert_non_null(item);
+    assert_int_equal(proven_cbor_uint(item, &v), PROVEN_OK);
+    return v;
+}
+
+
+/* kv.set of text (bytes store unless type says otherwise): revision. */
+static uint64_t
+kv_set(const provend_scope_t *scope, provend_kv_type_t type,
+    const char *key, const char *value)
+{
+    uint64_t                rev;
+    provend_storage_req_t  *r;
+
+    r = kv_req(PROVEND_OP_KV_SET, scope, type, key);
+    set_value(r, value, strlen(value));
+    if (provend_storage_call(st, r) != PROVEND_ST_OK) {
+        fail_msg("kv.set %s: %s", key, r->error);
+    }
+    rev = result_uint(r, "revision");
+    provend_storage_req_free(r);
+    return rev;
+}
+
+
+/* kv.get: the value as a NUL terminated copy or NULL; *rev. */
+static char *
+kv_get(const provend_scope_t *scope, provend_kv_type_t type,
+    const char *key, uint64_t *rev)
+{
+    char                   *out;
+    cbor_item_t            *v;
+    provend_storage_req_t  *r;
+
+    r = kv_req(PROVEND_OP_KV_GET, scope, type, key);
+    if (provend_storage_call(st, r) != PROVEND_ST_OK) {
+        fail_msg("kv.get %s: %s", key, r->error);
+    }
+
+    *rev = result_uint(r, "revision");
+    v = proven_cbor_map_get(r->result, "value");
+    assert_non_null(v);
+    out = NULL;
+
+    if (!proven_cbor_is_null(v)) {
+        if (type == PROVEND_KV_STRING) {
+            assert_true(cbor_isa_string(v));
+            out = strndup((char *) cbor_string_handle(v),
+                          cbor_string_length(v));
+        } else {
+            assert_true(cbor_isa_bytestring(v));
+            out = strndup((char *) cbor_bytestring_handle(v),
+                          cbor_bytestring_length(v));
+        }
+        assert_non_null(out);
+    }
+
+    provend_storage_req_free(r);
+    return out;
+}
+
+
+static void
+expect_kv(const provend_scope_t *scope, const char *key,
+    const char *value, uint64_t revision)
+{
+    char      *got;
+    uint64_t   rev;
+
+    got = kv_get(scope, PROVEND_KV_BYTES, key, &rev);
+    if (value == NULL) {
+        assert_null(got);
+    } else {
+        assert_non_null(got);
+        assert_string_equal(got, value);
+    }
+    assert_int_equal(rev, revision);
+    free(got);
+}
+
+
+static provend_storage_req_t *
+sql_req(provend_storage_op_t op, const provend_scope_t *scope,
+    size_t n, const char *const *sql)
+{
+    size_t                  i;
+    provend_storage_req_t  *r;
+
+    r = provend_storage_req_new(op);
+    assert_non_null(r);
+    r->scope = *scope;
+    r->stmts = calloc(n ? n : 1, sizeof(*r->stmts));
+    assert_non_null(r->stmts);
+    r->nstmts = n;
+
+    for (i = 0; i < n; i++) {
+        r->stmts[i].sql = strdup(sql[i]);
+        assert_non_null(r->stmts[i].sql);
+        r->stmts[i].sql_len = strlen(sql[i]);
+    }
+
+    return r;
+}
+
+
+static void
+add_param(provend_sql_stmt_t *s, provend_sql_type_t type, int64_t i,
+    double f, const char *text)
+{
+    provend_sql_value_t  *v;
+
+    s->params = realloc(s->params, (s->nparams + 1) * sizeof(*s->params));
+    assert_non_null(s->params);
+    v = &s->params[s->nparams++];
+    memset(v, 0, sizeof(*v));
+    v->type = type;
+    v->i = i;
+    v->f = f;
+    if (text != NULL) {
+        v->data = dup_bytes(text, strlen(text) + 1);
+        v->len = strlen(text);
+    }
+}
+
+
+/* Runs one statement; its status, error text in msg (if not NULL). */
+static provend_storage_status_t
+sql_one(provend_storage_op_t op, const provend_scope_t *scope,
+    const char *sql, char *msg, size_t msglen)
+{
+    provend_storage_status_t  status;
+    provend_storage_req_t    *r;
+
+    r = sql_req(op, scope, 1, &sql);
+    status = provend_storage_call(st, r);
+    if (msg != NULL) {
+        snprintf(msg, msglen, "%s", r->error);
+    }
+    provend_storage_req_free(r);
+    return status;
+}
+
+
+static void
+sql_ok(const provend_scope_t *scope, const char *sql)
+{
+    char  msg[PROVEN_ERR_LEN];
+
+    if (sql_one(PROVEND_OP_SQL_EXECUTE, scope, sql, msg, sizeof(msg))
+        != PROVEND_ST_OK)
+    {
+        fail_msg("%s: %s", sql, msg);
+    }
+}
+
+
+/* The single integer a query returns. */
+static int64_t
+sql_int(const provend_scope_t *scope, const char *sql)
+{
+    int64_t                 v;
+    cbor_item_t            *rows, *row;
+    provend_storage_req_t  *r;
+
+    r = sql_req(PROVEND_OP_SQL_QUERY, scope, 1, &sql);
+    if (provend_storage_call(st, r) != PROVEND_ST_OK) {
+        fail_msg("%s: %s", sql, r->error);
+    }
+
+    rows = proven_cbor_map_get(r->result, "rows");
+    assert_int_equal(cbor_array_size(rows), 1);
+    row = cbor_array_handle(rows)[0];
+    assert_true(cbor_isa_uint(cbor_array_handle(row)[0]));
+    v = (int64_t) cbor_get_int(cbor_array_handle(row)[0]);
+    provend_storage_req_free(r);
+    return v;
+}
+
+
+/* ---- scopes -------------------------------------------------------------- */
+
+static cbor_item_t *
+scope_map(const char *app, const char *kind, const char *identity,
+    const char *chain, const char *contract, const char *token)
+{
+    cbor_item_t  *m, *nft;
+
+    m = cbor_new_definite_map(4);
+    assert_non_null(m);
+
+    if (app != NULL) {
+        assert_int_equal(proven_cbor_map_put(m, "app",
+                                             cbor_build_string(app)),
+                         PROVEN_OK);
+    }
+    if (kind != NULL) {
+        assert_int_equal(proven_cbor_map_put(m, "kind",
+                                             cbor_build_string(kind)),
+                         PROVEN_OK);
+    }
+    if (identity != NULL) {
+        assert_int_equal(proven_cbor_map_put(m, "identity",
+                                             cbor_build_string(identity)),
+                         PROVEN_OK);
+    }
+    if (chain != NULL) {
+        nft = cbor_new_definite_map(4);
+        assert_non_null(nft);
+        assert_int_equal(proven_cbor_map_put(nft, "chain",
+                                             cbor_build_string(chain)),
+                         PROVEN_OK);
+        if (contract != NULL) {
+            assert_int_equal(proven_cbor_map_put(nft, "contract",
+                                              cbor_build_string(contract)),
+                             PROVEN_OK);
+        }
+        if (token != NULL) {
+            assert_int_equal(proven_cbor_map_put(nft, "token",
+                                                 cbor_build_string(token)),
+                             PROVEN_OK);
+        }
+        assert_int_equal(proven_cbor_map_put(m, "nft", nft), PROVEN_OK);
+    }
+
+    return m;
+}
+
+
+static int
+parse(cbor_item_t *m, provend_scope_t *s)
+{
+    int   rc;
+    char  err[PROVEN_ERR_LEN];
+
+    rc = provend_scope_parse(m, s, err, sizeof(err));
+    cbor_decref(&m);
+    return rc;
+}
+
+
+static void
+test_scope_rules(void **state)
+{
+    char             long_app[70], long_id[140], long_token[90];
+    cbor_item_t     *m;
+    provend_scope_t  s;
+
+    (void) state;
+
+    memset(long_app, 'a', 65);
+    long_app[65] = '\0';
+    memset(long_id, 'i', 129);
+    long_id[129] = '\0';
+    memset(long_token, '1', 79);
+    long_token[79] = '\0';
+
+    /* app */
+    assert_int_equal(parse(scope_map("demo", NULL, NULL, NULL, NULL, NULL),
+                           &s), PROVEN_OK);
+    assert_int_equal(s.kind, PROVEND_SCOPE_APP);
+    assert_string_equal(s.app, "demo");
+    assert_int_equal(parse(scope_map("my_app-2", "app", NULL, NULL, NULL,
+                                     NULL), &s), PROVEN_OK);
+    assert_int_equal(parse(scope_map("Demo", NULL, NULL, NULL, NULL, NULL),
+                           &s), PROVEN_ERR);
+    assert_int_equal(parse(scope_map("a.b", NULL, NULL, NULL, NULL, NULL),
+                           &s), PROVEN_ERR);
+    assert_int_equal(parse(scope_map("a|b", NULL, NULL, NULL, NULL, NULL),
+                           &s), PROVEN_ERR);
+    assert_int_equal(parse(scope_map("", NULL, NULL, NULL, NULL, NULL),
+                           &s), PROVEN_ERR);
+    assert_int_equal(parse(scope_map(long_app, NULL, NULL, NULL, NULL,
+                                     NULL), &s), PROVEN_ERR);
+    long_app[64] = '\0';
+    assert_int_equal(parse(scope_map(long_app, NULL, NULL, NULL, NULL,
+                                     NULL), &s), PROVEN_OK);
+    assert_int_equal(parse(scope_map(NULL, "app", NULL, NULL, NULL, NULL),
+                           &s), PROVEN_ERR);
+    assert_int_equal(parse(scope_map("a", "team", NULL, NULL, NULL, NULL),
+                           &s), PROVEN_ERR);
+    assert_int_equal(parse(scope_map("a", "app", "alice", NULL, NULL, NULL),
+                           &s), PROVEN_ERR);
+    assert_int_equal(parse(scope_map("a", "app", NULL, "eth", "0x1", "1"),
+                           &s), PROVEN_ERR);
+
+    /* personal */
+    assert_int_equal(parse(scope_map("a", "personal", "Alice/B",
+                                     NULL, NULL, NULL), &s), PROVEN_ERR);
+    assert_int_equal(parse(scope_map("a", "personal", "Alice.B:c@d-e_",
+                                     NULL, NULL, NULL), &s), PROVEN_OK);
+    assert_int_equal(s.kind, PROVEND_SCOPE_PERSONAL);
+    assert_string_equal(s.identity, "Alice.B:c@d-e_");
+    assert_int_equal(parse(scope_map("a", "personal", NULL, NULL, NULL,
+                                     NULL), &s), PROVEN_ERR);
+    assert_int_equal(parse(scope_map("a", "personal", "a b", NULL, NULL,
+                                     NULL), &s), PROVEN_ERR);
+    assert_int_equal(parse(scope_map("a", "personal", "b|c", NULL, NULL,
+                                     NULL), &s), PROVEN_ERR);
+    assert_int_equal(parse(scope_map("a", "personal", long_id, NULL, NULL,
+                                     NULL), &s), PROVEN_ERR);
+    assert_int_equal(parse(scope_map("a", "personal", "x", "eth", "c", "1"),
+                           &s), PROVEN_ERR);
+
+    /* nft */
+    assert_int_equal(parse(scope_map("a", "nft", NULL, "eth-main",
+                                     "0xABCdef01", "007"), &s), PROVEN_OK);
+    assert_int_equal(s.kind, PROVEND_SCOPE_NFT);
+    assert_string_equal(s.contract, "0xabcdef01");
+    assert_string_equal(s.token, "7");
+    assert_int_equal(parse(scope_map("a", "nft", NULL, "sol", "Mint.X:y_Z",
+                                     "000"), &s), PROVEN_OK);
+    assert_string_equal(s.contract, "Mint.X:y_Z");
+    assert_string_equal(s.token, "0");
+    assert_int_equal(parse(scope_map("a", "nft", NULL, "ETH", "c", "1"),
+                           &s), PROVEN_ERR);
+    assert_int_equal(parse(scope_map("a", "nft", NULL, "eth", "c d", "1"),
+                           &s), PROVEN_ERR);
+    assert_int_equal(parse(scope_map("a", "nft", NULL, "eth", "c", "-1"),
+                           &s), PROVEN_ERR);
+    assert_int_equal(parse(scope_map("a", "nft", NULL, "eth", "c", "0x1"),
+                           &s), PROVEN_ERR);
+    assert_int_equal(parse(scope_map("a", "nft", NULL, "eth", "c",
+                                     long_token), &s), PROVEN_ERR);
+    assert_int_equal(parse(scope_map("a", "nft", NULL, "eth", "c", NULL),
+                           &s), PROVEN_ERR);
+    assert_int_equal(parse(scope_map("a", "nft", NULL, NULL, NULL, NULL),
+                           &s), PROVEN_ERR);
+    assert_int_equal(parse(scope_map("a", "nft", "x", "eth", "c", "1"),
+                           &s), PROVEN_ERR);
+
+    /* not a map, unknown fields */
+    m = cbor_build_string("demo");
+    assert_int_equal(parse(m, &s), PROVEN_ERR);
+    m = scope_map("a", NULL, NULL, NULL, NULL, NULL);
+    assert_int_equal(proven_cbor_map_put(m, "extra", cbor_build_uint8(1)),
+                     PROVEN_OK);
+    assert_int_equal(parse(m, &s), PROVEN_ERR);
+    m = scope_map("a", "nft", NULL, "eth", "c", "1");
+    assert_int_equal(proven_cbor_map_put(cbor_map_handle(m)[2].value, "x",
+                                         cbor_build_uint8(1)), PROVEN_OK);
+    assert_int_equal(parse(m, &s), PROVEN_ERR);
+}
+
+
+static void
+test_scope_canonical_unique(void **state)
+{
+    char             canon[12][PROVEND_SCOPE_CANON_MAX];
+    size_t           i, j, n;
+    provend_scope_t  s[6];
+
+    (void) state;
+
+    assert_int_equal(parse(scope_map("a", NULL, NULL, NULL, NULL, NULL),
+                           &s[0]), PROVEN_OK);
+    assert_int_equal(parse(scope_map("a", "personal", "b", NULL, NULL,
+                                     NULL), &s[1]), PROVEN_OK);
+    assert_int_equal(parse(scope_map("a", "personal", "b:c", NULL, NULL,
+                                     NULL), &s[2]), PROVEN_OK);
+    assert_int_equal(parse(scope_map("a", "nft", NULL, "b", "c", "1"),
+                           &s[3]), PROVEN_OK);
+    assert_int_equal(parse(scope_map("a", "nft", NULL, "b", "c:1", "1"),
+                           &s[4]), PROVEN_OK);
+    assert_int_equal(parse(scope_map("a-b", NULL, NULL, NULL, NULL, NULL),
+                           &s[5]), PROVEN_OK);
+
+    n = 0;
+    for (i = 0; i < 6; i++) {
+        assert_int_equal(provend_scope_canonical(&s[i], "kv-bytes", "c",
+                                                 canon[n++],
+                                                 sizeof(canon[0]), NULL),
+                         PROVEN_OK);
+        assert_int_equal(provend_scope_canonical(&s[i], "sql", "default",
+                                                 canon[n++],
+                                                 sizeof(canon[0]), NULL),
+                         PROVEN_OK);
+    }
+
+    for (i = 0; i < n; i++) {
+        for (j = i + 1; j < n; j++) {
+            assert_string_not_equal(canon[i], canon[j]);
+        }
+    }
+
+    assert_string_equal(canon[2], "v1|app:1:a|personal:1:b|kv-bytes:1:c");
+
+    /* Store names follow the same rules as app names. */
+    assert_int_equal(provend_scope_canonical(&s[0], "kv-bytes", "B", canon[0],
+                                             sizeof(canon[0]), NULL),
+                     PROVEN_ERR);
+    assert_int_equal(provend_scope_canonical(&s[0], "kv-bytes", "", canon[0],
+                                             sizeof(canon[0]), NULL),
+                     PROVEN_ERR);
+}
+
+
+/* ---- KV ------------------------------------------------------------------ */
+
+static void
+test_kv_basic(void **state)
+{
+    provend_scope_t         s;
+    provend_storage_req_t  *r;
+
+    (void) state;
+    app_scope(&s, "basic");
+
+    expect_kv(&s, "k", NULL, 0);
+    assert_int_equal(kv_set(&s, PROVEND_KV_BYTES, "k", "one"), 1);
+    expect_kv(&s, "k", "one", 1);
+    assert_int_equal(kv_set(&s, PROVEND_KV_BYTES, "k", "two"), 2);
+    expect_kv(&s, "k", "two", 2);
+
+    /* an empty value is a value */
+    assert_int_equal(kv_set(&s, PROVEND_KV_BYTES, "e", ""), 1);
+    expect_kv(&s, "e", "", 1);
+
+    r = kv_req(PROVEND_OP_KV_DELETE, &s, PROVEND_KV_BYTES, "k");
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+    assert_true(cbor_get_bool(proven_cbor_map_get(r->result, "deleted")));
+    provend_storage_req_free(r);
+
+    r = kv_req(PROVEND_OP_KV_DELETE, &s, PROVEND_KV_BYTES, "k");
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+    assert_false(cbor_get_bool(proven_cbor_map_get(r->result, "deleted")));
+    provend_storage_req_free(r);
+
+    expect_kv(&s, "k", NULL, 0);
+
+    /* a set after a delete starts again */
+    assert_int_equal(kv_set(&s, PROVEND_KV_BYTES, "k", "three"), 1);
+}
+
+
+static void
+test_kv_if_revision(void **state)
+{
+    provend_scope_t         s;
+    provend_storage_req_t  *r;
+
+    (void) state;
+    app_scope(&s, "cas");
+
+    /* 0: must not exist */
+    r = kv_req(PROVEND_OP_KV_SET, &s, PROVEND_KV_BYTES, "k");
+    set_value(r, "a", 1);
+    r->has_if_revision = 1;
+    r->if_revision = 0;
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+    provend_storage_req_free(r);
+
+    r = kv_req(PROVEND_OP_KV_SET, &s, PROVEND_KV_BYTES, "k");
+    set_value(r, "b", 1);
+    r->has_if_revision = 1;
+    r->if_revision = 0;
+    assert_int_equal(provend_storage_call(st, r),
+                     PROVEND_ST_REVISION_MISMATCH);
+    provend_storage_req_free(r);
+
+    r = kv_req(PROVEND_OP_KV_SET, &s, PROVEND_KV_BYTES, "k");
+    set_value(r, "c", 1);
+    r->has_if_revision = 1;
+    r->if_revision = 1;
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+    assert_int_equal(result_uint(r, "revision"), 2);
+    provend_storage_req_free(r);
+
+    r = kv_req(PROVEND_OP_KV_SET, &s, PROVEND_KV_BYTES, "k");
+    set_value(r, "d", 1);
+    r->has_if_revision = 1;
+    r->if_revision = 1;
+    assert_int_equal(provend_storage_call(st, r),
+                     PROVEND_ST_REVISION_MISMATCH);
+    provend_storage_req_free(r);
+
+    r = kv_req(PROVEND_OP_KV_DELETE, &s, PROVEND_KV_BYTES, "k");
+    r->has_if_revision = 1;
+    r->if_revision = 1;
+    assert_int_equal(provend_storage_call(st, r),
+                     PROVEND_ST_REVISION_MISMATCH);
+    provend_storage_req_free(r);
+
+    expect_kv(&s, "k", "c", 2);
+
+    r = kv_req(PROVEND_OP_KV_DELETE, &s, PROVEND_KV_BYTES, "k");
+    r->has_if_revision = 1;
+    r->if_revision = 2;
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+    provend_storage_req_free(r);
+
+    expect_kv(&s, "k", NULL, 0);
+}
+
+
+/* Pages of kv.keys with prefix and limit; every key once, in order. */
+static void
+test_kv_keys_cursor(void **state)
+{
+    int                     pages;
+    char                    key[32], *cursor;
+    size_t                  i, seen;
+    cbor_item_t            *keys, *c, *k;
+    provend_scope_t         s;
+    provend_storage_req_t  *r;
+
+    (void) state;
+    app_scope(&s, "keys");
+
+    for (i = 0; i < 25; i++) {
+        snprintf(key, sizeof(key), "user:%02zu", i);
+        kv_set(&s, PROVEND_KV_BYTES, key, "x");
+    }
+    kv_set(&s, PROVEND_KV_BYTES, "other", "x");
+    kv_set(&s, PROVEND_KV_BYTES, "userz", "x");
+    kv_set(&s, PROVEND_KV_BYTES, "\xff\x01", "x");
+
+    cursor = NULL;
+    seen = 0;
+    pages = 0;
+
+    do {
+        r = kv_req(PROVEND_OP_KV_KEYS, &s, PROVEND_KV_BYTES, NULL);
+        r->prefix = dup_bytes("user:", 5);
+        r->prefix_len = 5;
+        r->limit = 10;
+        r->cursor = cursor;
+        assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+
+        keys = proven_cbor_map_get(r->result, "keys");
+        for (i = 0; i < cbor_array_size(keys); i++) {
+            k = cbor_array_handle(keys)[i];
+            assert_true(cbor_isa_string(k));
+            snprintf(key, sizeof(key), "user:%02zu", seen);
+            assert_int_equal(cbor_string_length(k), strlen(key));
+            assert_memory_equal(cbor_string_handle(k), key, strlen(key));
+            seen++;
+        }
+
+        c = proven_cbor_map_get(r->result, "cursor");
+        cursor = proven_cbor_is_null(c)
+                 ? NULL : strndup((char *) cbor_string_handle(c),
+                                  cbor_string_length(c));
+        provend_storage_req_free(r);
+        pages++;
+    } while (cursor != NULL && pages < 10);
+
+    assert_int_equal(seen, 25);
+    assert_int_equal(pages, 3);
+
+    /* no prefix: all keys; the binary one as bytes, last */
+    r = kv_req(PROVEND_OP_KV_KEYS, &s, PROVEND_KV_BYTES, NULL);
+    r->limit = 1000;
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+    keys = proven_cbor_map_get(r->result, "keys");
+    assert_int_equal(cbor_array_size(keys), 28);
+    assert_true(cbor_isa_bytestring(cbor_array_handle(keys)[27]));
+    assert_true(proven_cbor_is_null(proven_cbor_map_get(r->result,
+                                                        "cursor")));
+    provend_storage_req_free(r);
+
+    /* a bad cursor */
+    r = kv_req(PROVEND_OP_KV_KEYS, &s, PROVEND_KV_BYTES, NULL);
+    r->cursor = strdup("zz");
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_BAD_REQUEST);
+    provend_storage_req_free(r);
+}
+
+
+/* Store types are separate stores; values keep their type. */
+static void
+test_kv_types(void **state)
+{
+    char                   *v;
+    uint64_t                rev;
+    provend_scope_t         s;
+    provend_storage_req_t  *r;
+
+    (void) state;
+    app_scope(&s, "types");
+
+    kv_set(&s, PROVEND_KV_STRING, "k", "text");
+    v = kv_get(&s, PROVEND_KV_STRING, "k", &rev);
+    assert_string_equal(v, "text");
+    free(v);
+
+    expect_kv(&s, "k", NULL, 0);
+
+    /* a string or bytes set needs a value */
+    r = kv_req(PROVEND_OP_KV_SET, &s, PROVEND_KV_STRING, "k");
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_BAD_REQUEST);
+    provend_storage_req_free(r);
+
+    /* kv.sign on a bytes key that does not exist in the key store */
+    kv_set(&s, PROVEND_KV_BYTES, "b", "x");
+    r = kv_req(PROVEND_OP_KV_SIGN, &s, PROVEND_KV_BYTES, "b");
+    r->message = dup_bytes("m", 1);
+    r->message_len = 1;
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_NOT_FOUND);
+    provend_storage_req_free(r);
+}
+
+
+static void
+test_kv_keystore(void **state)
+{
+    size_t                  publen;
+    uint8_t                 pub[32], seed[32];
+    EVP_PKEY               *pkey;
+    EVP_MD_CTX             *ctx;
+    cbor_item_t            *item, *sig;
+    provend_scope_t         s;
+    provend_storage_req_t  *r;
+
+    (void) state;
+    app_scope(&s, "keystore");
+
+    /* generated */
+    r = kv_req(PROVEND_OP_KV_SET, &s, PROVEND_KV_KEY, "signer");
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+    assert_int_equal(result_uint(r, "revision"), 1);
+    provend_storage_req_free(r);
+
+    r = kv_req(PROVEND_OP_KV_GET, &s, PROVEND_KV_KEY, "signer");
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+    assert_null(proven_cbor_map_get(r->result, "value"));
+    item = proven_cbor_map_get(r->result, "public_key");
+    assert_non_null(item);
+    assert_int_equal(cbor_bytestring_length(item), 32);
+    memcpy(pub, cbor_bytestring_handle(item), 32);
+    assert_int_equal(cbor_map_size(r->result), 2);
+    provend_storage_req_free(r);
+
+    r = kv_req(PROVEND_OP_KV_SIGN, &s, PROVEND_KV_KEY, "signer");
+    r->message = dup_bytes("hello", 5);
+    r->message_len = 5;
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+    sig = proven_cbor_map_get(r->result, "signature");
+    assert_non_null(sig);
+    assert_int_equal(cbor_bytestring_length(sig), 64);
+
+    pkey = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, pub, 32);
+    ctx = EVP_MD_CTX_new();
+    assert_non_null(pkey);
+    assert_non_null(ctx);
+    assert_int_equal(EVP_DigestVerifyInit(ctx, NULL, NULL, NULL, pkey), 1);
+    assert_int_equal(EVP_DigestVerify(ctx, cbor_bytestring_handle(sig), 64,
+                                      (const uint8_t *) "hello", 5), 1);
+    EVP_MD_CTX_free(ctx);
+    EVP_PKEY_free(pkey);
+    provend_storage_req_free(r);
+
+    /* imported seed: the public key is the seed's */
+    memset(seed, 7, sizeof(seed));
+    r = kv_req(PROVEND_OP_KV_SET, &s, PROVEND_KV_KEY, "imported");
+    set_value(r, seed, sizeof(seed));
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+    provend_storage_req_free(r);
+
+    pkey = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, seed, 32);
+    publen = sizeof(pub);
+    assert_int_equal(EVP_PKEY_get_raw_public_key(pkey, pub, &publen), 1);
+    EVP_PKEY_free(pkey);
+
+    r = kv_req(PROVEND_OP_KV_GET, &s, PROVEND_KV_KEY, "imported");
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+    item = proven_cbor_map_get(r->result, "public_key");
+    assert_memory_equal(cbor_bytestring_handle(item), pub, 32);
+    provend_storage_req_free(r);
+
+    /* a seed of the wrong size; a message too long; a missing key */
+    r = kv_req(PROVEND_OP_KV_SET, &s, PROVEND_KV_KEY, "bad");
+    set_value(r, seed, 31);
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_BAD_REQUEST);
+    provend_storage_req_free(r);
+
+    r = kv_req(PROVEND_OP_KV_SIGN, &s, PROVEND_KV_KEY, "signer");
+    r->message = calloc(1, PROVEND_KV_SIGN_MAX + 1);
+    r->message_len = PROVEND_KV_SIGN_MAX + 1;
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_BAD_REQUEST);
+    provend_storage_req_free(r);
+
+    r = kv_req(PROVEND_OP_KV_SIGN, &s, PROVEND_KV_KEY, "missing");
+    r->message = dup_bytes("m", 1);
+    r->message_len = 1;
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_NOT_FOUND);
+    provend_storage_req_free(r);
+}
+
+
+static void
+test_kv_limits(void **state)
+{
+    char                    key[PROVEND_KV_KEY_MAX + 2];
+    uint8_t                *big;
+    provend_scope_t         s;
+    provend_storage_req_t  *r;
+
+    (void) state;
+    app_scope(&s, "limits");
+
+    memset(key, 'k', sizeof(key));
+    key[PROVEND_KV_KEY_MAX + 1] = '\0';
+    r = kv_req(PROVEND_OP_KV_SET, &s, PROVEND_KV_BYTES, key);
+    set_value(r, "v", 1);
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_BAD_REQUEST);
+    provend_storage_req_free(r);
+
+    key[PROVEND_KV_KEY_MAX] = '\0';
+    kv_set(&s, PROVEND_KV_BYTES, key, "v");
+
+    big = calloc(1, TEST_KV_MAX + 1);
+    assert_non_null(big);
+
+    r = kv_req(PROVEND_OP_KV_SET, &s, PROVEND_KV_BYTES, "big");
+    set_value(r, big, TEST_KV_MAX + 1);
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_BAD_REQUEST);
+    provend_storage_req_free(r);
+
+    r = kv_req(PROVEND_OP_KV_SET, &s, PROVEND_KV_BYTES, "big");
+    set_value(r, big, TEST_KV_MAX);
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+    provend_storage_req_free(r);
+    free(big);
+
+    r = kv_req(PROVEND_OP_KV_GET, &s, PROVEND_KV_BYTES, "");
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_BAD_REQUEST);
+    provend_storage_req_free(r);
+
+    r = kv_req(PROVEND_OP_KV_KEYS, &s, PROVEND_KV_BYTES, NULL);
+    r->limit = PROVEND_KV_LIMIT_MAX + 1;
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_BAD_REQUEST);
+    provend_storage_req_free(r);
+
+    r = kv_req(PROVEND_OP_KV_GET, &s, PROVEND_KV_BYTES, "k");
+    snprintf(r->name, sizeof(r->name), "Bad");
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_BAD_REQUEST);
+    provend_storage_req_free(r);
+}
+
+
+static void
+test_kv_isolation(void **state)
+{
+    provend_scope_t  a, b, p1, p2, n1, n2, store;
+
+    (void) state;
+
+    app_scope(&a, "iso-a");
+    app_scope(&b, "iso-b");
+    p1 = a;
+    p1.kind = PROVEND_SCOPE_PERSONAL;
+    snprintf(p1.identity, sizeof(p1.identity), "alice");
+    p2 = p1;
+    snprintf(p2.identity, sizeof(p2.identity), "bob");
+    n1 = a;
+    n1.kind = PROVEND_SCOPE_NFT;
+    snprintf(n1.chain, sizeof(n1.chain), "eth");
+    snprintf(n1.contract, sizeof(n1.contract), "0xabc");
+    snprintf(n1.token, sizeof(n1.token), "1");
+    n2 = n1;
+    snprintf(n2.token, sizeof(n2.token), "2");
+
+    kv_set(&a, PROVEND_KV_BYTES, "k", "a");
+    kv_set(&p1, PROVEND_KV_BYTES, "k", "alice");
+    kv_set(&n1, PROVEND_KV_BYTES, "k", "nft1");
+
+    expect_kv(&a, "k", "a", 1);
+    expect_kv(&b, "k", NULL, 0);
+    expect_kv(&p1, "k", "alice", 1);
+    expect_kv(&p2, "k", NULL, 0);
+    expect_kv(&n1, "k", "nft1", 1);
+    expect_kv(&n2, "k", NULL, 0);
+
+    /* another store of the same scope */
+    store = a;
+    {
+        char                   *v;
+        uint64_t                rev;
+        provend_storage_req_t  *r;
+
+        r = kv_req(PROVEND_OP_KV_GET, &store, PROVEND_KV_BYTES, "k");
+        snprintf(r->name, sizeof(r->name), "other");
+        assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+        assert_true(proven_cbor_is_null(proven_cbor_map_get(r->result,
+                                                            "value")));
+        provend_storage_req_free(r);
+
+        v = kv_get(&a, PROVEND_KV_BYTES, "k", &rev);
+        assert_string_equal(v, "a");
+        free(v);
+    }
+}
+
+
+/* Many writers at once: each answered, every write there afterwards. */
+typedef struct {
+    int    id;
+    int    failures;
+} writer_t;
+
+
+static void *
+writer_thread(void *arg)
+{
+    int                     i;
+    char                    key[32], value[32];
+    writer_t               *w;
+    provend_scope_t         s;
+    provend_storage_req_t  *r;
+
+    w = arg;
+    app_scope(&s, "concurrent");
+
+    for (i = 0; i < 100; i++) {
+        snprintf(key, sizeof(key), "w%d-%d", w->id, i);
+        snprintf(value, sizeof(value), "v%d", i);
+        r = provend_storage_req_new(PROVEND_OP_KV_SET);
+        r->scope = s;
+        r->key = (uint8_t *) strdup(key);
+        r->key_len = strlen(key);
+        r->value = (uint8_t *) strdup(value);
+        r->value_len = strlen(value);
+        if (provend_storage_call(st, r) != PROVEND_ST_OK) {
+            w->failures++;
+        }
+        provend_storage_req_free(r);
+    }
+
+    return NULL;
+}
+
+
+static void
+test_kv_concurrent(void **state)
+{
+    int              i, j;
+    char             key[32], value[32];
+    pthread_t        t[8];
+    writer_t         w[8];
+    provend_scope_t  s;
+
+    (void) state;
+
+    for (i = 0; i < 8; i++) {
+        w[i].id = i;
+        w[i].failures = 0;
+        assert_int_equal(pthread_create(&t[i], NULL, writer_thread, &w[i]),
+                         0);
+    }
+
+    for (i = 0; i < 8; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(w[i].failures, 0);
+    }
+
+    app_scope(&s, "concurrent");
+    for (i = 0; i < 8; i++) {
+        for (j = 0; j < 100; j += 33) {
+            snprintf(key, sizeof(key), "w%d-%d", i, j);
+            snprintf(value, sizeof(value), "v%d", j);
+            expect_kv(&s, key, value, 1);
+        }
+    }
+}
+
+
+/* A sealed value copied over another key's row does not open. */
+static void
+test_kv_moved_value(void **state)
+{
+    int              rc;
+    char             path[256];
+    sqlite3         *db;
+    provend_scope_t  s;
+
+    (void) state;
+    app_scope(&s, "moved");
+
+    kv_set(&s, PROVEND_KV_BYTES, "from", "secret-a");
+    kv_set(&s, PROVEND_KV_BYTES, "to", "secret-b");
+
+    provend_storage_close(st);
+    st = NULL;
+
+    snprintf(path, sizeof(path), "%s/storage/kv.db", data_dir);
+    rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, PROVEND_VFS_NAME);
+    assert_int_equal(rc, SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA locking_mode=EXCLUSIVE;"
+                                      "PRAGMA journal_mode=WAL;"
+                                      "UPDATE kv SET value = (SELECT value "
+                                      "FROM kv WHERE key = CAST('from' AS "
+                                      "BLOB)) WHERE key = CAST('to' AS "
+                                      "BLOB)", NULL, NULL, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_changes(db), 1);
+    sqlite3_close(db);
+
+    backend_open();
+
+    expect_kv(&s, "from", "secret-a", 1);
+
+    {
+        provend_storage_req_t  *r;
+
+        r = kv_req(PROVEND_OP_KV_GET, &s, PROVEND_KV_BYTES, "to");
+        assert_int_equal(provend_storage_call(st, r),
+                         PROVEND_ST_STORAGE_ERROR);
+        provend_storage_req_free(r);
+    }
+
+    /* A value under another scope's name does not open either. */
+    {
+        provend_scope_t  other;
+
+        app_scope(&other, "moved2");
+        kv_set(&other, PROVEND_KV_BYTES, "k", "x");
+    }
+}
+
+
+/* ---- SQL ----------------------------------------------------------------- */
+
+static void
+test_sql_execute_query(void **state)
+{
+    char                   *cursor;
+    size_t                  i, seen;
+    cbor_item_t            *rows, *row, *cols, *c;
+    provend_scope_t         s;
+    provend_storage_req_t  *r;
+    const char             *sql;
+
+    (void) state;
+    app_scope(&s, "sqlapp");
+
+    sql_ok(&s, "CREATE TABLE t (id INTEGER PRIMARY KEY, n INTEGER, "
+               "f REAL, s TEXT, b BLOB)");
+
+    sql = "INSERT INTO t (n, f, s, b) VALUES (?, ?, ?, ?)";
+    r = sql_req(PROVEND_OP_SQL_EXECUTE, &s, 1, &sql);
+    add_param(&r->stmts[0], PROVEND_SQL_INTEGER, -42, 0, NULL);
+    add_param(&r->stmts[0], PROVEND_SQL_REAL, 0, 1.5, NULL);
+    add_param(&r->stmts[0], PROVEND_SQL_TEXT, 0, 0, "héllo");
+    add_param(&r->stmts[0], PROVEND_SQL_NULL, 0, 0, NULL);
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+    assert_int_equal(result_uint(r, "changes"), 1);
+    assert_int_equal(result_uint(r, "last_insert_rowid"), 1);
+    provend_storage_req_free(r);
+
+    sql = "SELECT n, f, s, b FROM t";
+    r = sql_req(PROVEND_OP_SQL_QUERY, &s, 1, &sql);
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+    cols = proven_cbor_map_get(r->result, "columns");
+    assert_int_equal(cbor_array_size(cols), 4);
+    rows = proven_cbor_map_get(r->result, "rows");
+    assert_int_equal(cbor_array_size(rows), 1);
+    row = cbor_array_handle(rows)[0];
+    assert_true(cbor_isa_negint(cbor_array_handle(row)[0]));
+    assert_int_equal(cbor_get_int(cbor_array_handle(row)[0]), 41);
+    assert_true(cbor_float_get_float(cbor_array_handle(row)[1]) == 1.5);
+    assert_int_equal(cbor_string_length(cbor_array_handle(row)[2]), 6);
+    assert_true(proven_cbor_is_null(cbor_array_handle(row)[3]));
+    assert_true(proven_cbor_is_null(proven_cbor_map_get(r->result,
+                                                        "cursor")));
+    provend_storage_req_free(r);
+
+    /* too many params; two statements in one sql; a write as a query */
+    sql = "SELECT ?";
+    r = sql_req(PROVEND_OP_SQL_QUERY, &s, 1, &sql);
+    add_param(&r->stmts[0], PROVEND_SQL_INTEGER, 1, 0, NULL);
+    add_param(&r->stmts[0], PROVEND_SQL_INTEGER, 2, 0, NULL);
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_BAD_REQUEST);
+    provend_storage_req_free(r);
+
+    assert_int_equal(sql_one(PROVEND_OP_SQL_EXECUTE, &s,
+                             "DELETE FROM t; DROP TABLE t", NULL, 0),
+                     PROVEND_ST_BAD_REQUEST);
+    assert_int_equal(sql_one(PROVEND_OP_SQL_QUERY, &s, "DELETE FROM t",
+                             NULL, 0), PROVEND_ST_BAD_REQUEST);
+    assert_int_equal(sql_one(PROVEND_OP_SQL_EXECUTE, &s, "SELEC 1", NULL, 0),
+                     PROVEND_ST_SQL_ERROR);
+    assert_int_equal(sql_int(&s, "SELECT count(*) FROM t"), 1);
+
+    /* pages through a cursor */
+    sql_ok(&s, "CREATE TABLE seq (x INTEGER)");
+    sql_ok(&s, "INSERT INTO seq WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL "
+               "SELECT x + 1 FROM c WHERE x < 23) SELECT x FROM c");
+
+    cursor = NULL;
+    seen = 0;
+    do {
+        sql = "SELECT x FROM seq ORDER BY x";
+        r = sql_req(PROVEND_OP_SQL_QUERY, &s, 1, &sql);
+        r->limit = 10;
+        r->cursor = cursor;
+        assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+        rows = proven_cbor_map_get(r->result, "rows");
+        for (i = 0; i < cbor_array_size(rows); i++) {
+            row = cbor_array_handle(rows)[i];
+            assert_int_equal(cbor_get_int(cbor_array_handle(row)[0]),
+                             ++seen);
+        }
+        c = proven_cbor_map_get(r->result, "cursor");
+        cursor = proven_cbor_is_null(c)
+                 ? NULL : strndup((char *) cbor_string_handle(c),
+                                  cbor_string_length(c));
+        provend_storage_req_free(r);
+    } while (cursor != NULL && seen < 100);
+
+    assert_int_equal(seen, 23);
+}
+
+
+static void
+test_sql_batch_atomic(void **state)
+{
+    provend_scope_t         s;
+    provend_storage_req_t  *r;
+
+    static const char *const  good[] = {
+        "CREATE TABLE acct (name TEXT PRIMARY KEY, cents INTEGER)",
+        "INSERT INTO acct VALUES ('a', 100)",
+        "INSERT INTO acct VALUES ('b', 0)",
+    };
+    static const char *const  bad[] = {
+        "UPDATE acct SET cents = cents - 50 WHERE name = 'a'",
+        "UPDATE acct SET cents = cents + 50 WHERE name = 'b'",
+        "INSERT INTO acct VALUES ('a', 1)",
+    };
+
+    (void) state;
+    app_scope(&s, "batch");
+
+    r = sql_req(PROVEND_OP_SQL_EXECUTE, &s, 3, (const char **) good);
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+    assert_int_equal(result_uint(r, "changes"), 2);
+    provend_storage_req_free(r);
+
+    r = sql_req(PROVEND_OP_SQL_EXECUTE, &s, 3, (const char **) bad);
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_SQL_ERROR);
+    provend_storage_req_free(r);
+
+    assert_int_equal(sql_int(&s, "SELECT cents FROM acct WHERE name = 'a'"),
+                     100);
+    assert_int_equal(sql_int(&s, "SELECT cents FROM acct WHERE name = 'b'"),
+                     0);
+
+    r = sql_req(PROVEND_OP_SQL_EXECUTE, &s, 2, (const char **) bad);
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+    assert_int_equal(result_uint(r, "changes"), 2);
+    provend_storage_req_free(r);
+
+    assert_int_equal(sql_int(&s, "SELECT cents FROM acct WHERE name = 'b'"),
+                     50);
+}
+
+
+static void
+test_sql_migrate(void **state)
+{
+    provend_scope_t         s;
+    provend_storage_req_t  *r;
+
+    static const char *const  m[] = {
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);"
+        "CREATE INDEX users_name ON users (name)",
+        "ALTER TABLE users ADD COLUMN email TEXT",
+        "INSERT INTO users (name) VALUES ('first')",
+    };
+    static const char *const  changed[] = {
+        "CREATE TABLE users (id INTEGER PRIMARY KEY)",
+    };
+    static const char *const  failing[] = {
+        m[0], m[1], m[2], "CREATE TABLE users (x)"
+    };
+
+    (void) state;
+    app_scope(&s, "migrate");
+
+    r = sql_req(PROVEND_OP_SQL_MIGRATE, &s, 2, (const char **) m);
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+    assert_int_equal(result_uint(r, "applied"), 2);
+    assert_int_equal(result_uint(r, "version"), 2);
+    provend_storage_req_free(r);
+
+    r = sql_req(PROVEND_OP_SQL_MIGRATE, &s, 2, (const char **) m);
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+    assert_int_equal(result_uint(r, "applied"), 0);
+    assert_int_equal(result_uint(r, "version"), 2);
+    provend_storage_req_free(r);
+
+    r = sql_req(PROVEND_OP_SQL_MIGRATE, &s, 3, (const char **) m);
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+    assert_int_equal(result_uint(r, "applied"), 1);
+    assert_int_equal(result_uint(r, "version"), 3);
+    provend_storage_req_free(r);
+
+    assert_int_equal(sql_int(&s, "SELECT count(*) FROM users"), 1);
+
+    r = sql_req(PROVEND_OP_SQL_MIGRATE, &s, 1, (const char **) changed);
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_BAD_REQUEST);
+    provend_storage_req_free(r);
+
+    /* a failing migration leaves nothing behind */
+    r = sql_req(PROVEND_OP_SQL_MIGRATE, &s, 4, (const char **) failing);
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_SQL_ERROR);
+    assert_non_null(strstr(r->error, "migration 4"));
+    provend_storage_req_free(r);
+
+    r = sql_req(PROVEND_OP_SQL_MIGRATE, &s, 3, (const char **) m);
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+    assert_int_equal(result_uint(r, "applied"), 0);
+    assert_int_equal(result_uint(r, "version"), 3);
+    provend_storage_req_free(r);
+}
+
+
+static void
+test_sql_denied(void **state)
+{
+    size_t           i;
+    char             msg[PROVEN_ERR_LEN];
+    provend_scope_t  s;
+
+    static const char *const  denied[] = {
+        "ATTACH DATABASE '/tmp/x.db' AS x",
+        "DETACH DATABASE main",
+        "PRAGMA writable_schema = 1",
+        "PRAGMA journal_mode = DELETE",
+        "PRAGMA user_version = 5",
+        "SELECT load_extension('/tmp/x')",
+        "SELECT * FROM _proven_migrations",
+        "DELETE FROM _proven_migrations",
+        "DROP TABLE _proven_migrations",
+        "CREATE TABLE _proven_mine (x)",
+        "PRAGMA table_info(_proven_migrations)",
+        "BEGIN",
+        "COMMIT",
+        "SAVEPOINT x",
+        "VACUUM INTO '/tmp/copy.db'",
+    };
+
+    (void) state;
+    app_scope(&s, "denied");
+
+    sql_ok(&s, "CREATE TABLE t (x)");
+    {
+        provend_storage_req_t  *r;
+        static const char *const  mig[] = { "CREATE TABLE m (x)" };
+
+        r = sql_req(PROVEND_OP_SQL_MIGRATE, &s, 1, (const char **) mig);
+        assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+        provend_storage_req_free(r);
+    }
+
+    for (i = 0; i < sizeof(denied) / sizeof(denied[0]); i++) {
+        provend_storage_status_t  status;
+
+        status = sql_one(PROVEND_OP_SQL_EXECUTE, &s, denied[i], msg,
+                         sizeof(msg));
+        if (status != PROVEND_ST_SQL_DENIED && status != PROVEND_ST_SQL_ERROR)
+        {
+            fail_msg("%s: not refused (%d %s)", denied[i], status, msg);
+        }
+        if (i < 11 && status != PROVEND_ST_SQL_DENIED) {
+            fail_msg("%s: %s, not sql_denied", denied[i], msg);
+        }
+    }
+
+    /* reading the schema is fine */
+    assert_int_equal(sql_one(PROVEND_OP_SQL_QUERY, &s, "PRAGMA table_info(t)",
+                             NULL, 0), PROVEND_ST_OK);
+    assert_int_equal(sql_one(PROVEND_OP_SQL_QUERY, &s, "PRAGMA user_version",
+                             NULL, 0), PROVEND_ST_OK);
+    assert_int_equal(sql_int(&s, "SELECT count(*) FROM t"), 0);
+}
+
+
+static void
+test_sql_timeout_and_size(void **state)
+{
+    char             msg[PROVEN_ERR_LEN];
+    struct timespec  t0, t1;
+    provend_scope_t  s;
+
+    (void) state;
+    app_scope(&s, "bounds");
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(sql_one(PROVEND_OP_SQL_QUERY, &s,
+                             "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL "
+                             "SELECT x + 1 FROM c) SELECT count(*) FROM c",
+                             msg, sizeof(msg)), PROVEND_ST_TIMEOUT);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_true(t1.tv_sec - t0.tv_sec < 5);
+
+    /* still usable afterwards */
+    assert_int_equal(sql_one(PROVEND_OP_SQL_QUERY, &s, "SELECT 1", NULL, 0),
+                     PROVEND_ST_OK);
+
+    assert_int_equal(sql_one(PROVEND_OP_SQL_QUERY, &s,
+                             "SELECT zeroblob(3000000) FROM (VALUES (1), "
+                             "(2), (3))", msg, sizeof(msg)),
+                     PROVEND_ST_TOO_LARGE);
+    assert_int_equal(sql_one(PROVEND_OP_SQL_QUERY, &s,
+                             "SELECT zeroblob(3000000) FROM (VALUES (1), "
+                             "(2))", msg, sizeof(msg)), PROVEND_ST_OK);
+}
+
+
+static void
+test_sql_isolation(void **state)
+{
+    DIR             *dir;
+    char             path[256];
+    size_t           files;
+    struct dirent   *e;
+    provend_scope_t  a, b, p;
+
+    (void) state;
+
+    app_scope(&a, "sqliso-a");
+    app_scope(&b, "sqliso-b");
+    p = a;
+    p.kind = PROVEND_SCOPE_PERSONAL;
+    snprintf(p.identity, sizeof(p.identity), "alice");
+
+    sql_ok(&a, "CREATE TABLE t (x)");
+    sql_ok(&a, "INSERT INTO t VALUES (1)");
+    assert_int_equal(sql_one(PROVEND_OP_SQL_QUERY, &b, "SELECT * FROM t",
+                             NULL, 0), PROVEND_ST_SQL_ERROR);
+    assert_int_equal(sql_one(PROVEND_OP_SQL_QUERY, &p, "SELECT * FROM t",
+                             NULL, 0), PROVEND_ST_SQL_ERROR);
+    assert_int_equal(sql_one(PROVEND_OP_SQL_QUERY, &a,
+                             "SELECT * FROM main.sqlite_master, "
+                             "other.t", NULL, 0), PROVEND_ST_SQL_ERROR);
+
+    /* file names are 64 hex digits: no scope or db name on disk */
+    snprintf(path, sizeof(path), "%s/storage/sql", data_dir);
+    dir = opendir(path);
+    assert_non_null(dir);
+    files = 0;
+    while ((e = readdir(dir)) != NULL) {
+        if (e->d_name[0] == '.') {
+            continue;
+        }
+        assert_int_equal(strspn(e->d_name, "0123456789abcdef"), 64);
+        files++;
+    }
+    closedir(dir);
+    assert_true(files >= 3);
+}
+
+
+/* ---- over the socket ----------------------------------------------------- */
+
+typedef struct {
+    char    dir[160];
+    char    sock[200];
+    char    log[200];
+    pid_t   pid;
+} node_t;
+
+
+static void
+sleep_ms(long ms)
+{
+    struct timespec  ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+    nanosleep(&ts, NULL);
+}
+
+
+static int
+try_connect(const char *path)
+{
+    int                 fd;
+    struct sockaddr_un  sa;
+
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd == -1) {
+        return -1;
+    }
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+
+    if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) != 0) {
+        close(fd);
+        return -1;
+    }
+
+    return fd;
+}
+
+
+static void
+node_start(node_t *n)
+{
+    int          fd, i;
+    const char  *argv[12];
+
+    snprintf(n->dir, sizeof(n->dir), "%s/node", top_dir);
+    snprintf(n->sock, sizeof(n->sock), "%s/provend.sock", n->dir);
+    snprintf(n->log, sizeof(n->log), "%s/provend.log", top_dir);
+
+    argv[0] = provend_bin;
+    argv[1] = "--data";
+    argv[2] = n->dir;
+    argv[3] = "--provider";
+    argv[4] = "dev";
+    argv[5] = "--log-level";
+    argv[6] = "debug";
+    argv[7] = "--kv-max-value";
+    argv[8] = "100";
+    argv[9] = NULL;
+
+    n->pid = fork();
+    assert_true(n->pid != -1);
+
+    if (n->pid == 0) {
+        fd = open(n->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        if (fd != -1) {
+            dup2(fd, 2);
+        }
+        execv(provend_bin, (char **) argv);
+        _exit(127);
+    }
+
+    for (i = 0; i < 1000; i++) {
+        fd = try_connect(n->sock);
+        if (fd != -1) {
+            close(fd);
+            return;
+        }
+        if (waitpid(n->pid, NULL, WNOHANG) == n->pid) {
+            n->pid = 0;
+            fail_msg("provend exited at start, see %s", n->log);
+        }
+        sleep_ms(10);
+    }
+
+    fail_msg("provend did not listen, see %s", n->log);
+}
+
+
+static int
+node_stop(node_t *n)
+{
+    int  status, i;
+
+    if (n->pid <= 0) {
+        return -1;
+    }
+
+    kill(n->pid, SIGTERM);
+    for (i = 0; i < 1000; i++) {
+        if (waitpid(n->pid, &status, WNOHANG) == n->pid) {
+            n->pid = 0;
+            return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        }
+        sleep_ms(10);
+    }
+
+    kill(n->pid, SIGKILL);
+    waitpid(n->pid, NULL, 0);
+    n->pid = 0;
+    return -1;
+}
+
+
+static void
+send_all(int fd, const void *buf, size_t len)
+{
+    ssize_t  w;
+    size_t   done;
+
+    for (done = 0; done < len; done += (size_t) w) {
+        w = send(fd, (const uint8_t *) buf + done, len - done, MSG_NOSIGNAL);
+        assert_true(w > 0);
+    }
+}
+
+
+static void
+recv_exact(int fd, uint8_t *buf, size_t len)
+{
+    ssize_t        r;
+    size_t         done;
+    struct pollfd  pfd;
+
+    for (done = 0; done < len; done += (size_t) r) {
+        pfd.fd = fd;
+        pfd.events = POLLIN;
+        assert_int_equal(poll(&pfd, 1, IO_TIMEOUT_MS), 1);
+        r = recv(fd, buf + done, len - done, 0);
+        assert_true(r > 0);
+    }
+}
+
+
+/* Sends req (consumed), returns the decoded response. */
+static void
+roundtrip(int fd, cbor_item_t *req, proven_response_t *res)
+{
+    char      err[PROVEN_ERR_LEN];
+    size_t    len;
+    uint8_t  *frame, header[PROVEN_FRAME_HEADER], *body;
+    uint32_t  blen;
+
+    assert_non_null(req);
+    assert_int_equal(proven_frame_encode(req, &frame, &len, NULL, 0),
+                     PROVEN_OK);
+    cbor_decref(&req);
+    send_all(fd, frame, len);
+    free(frame);
+
+    recv_exact(fd, header, sizeof(header));
+    assert_int_equal(proven_frame_length(header, &blen, err, sizeof(err)),
+                     PROVEN_OK);
+    body = malloc(blen);
+    assert_non_null(body);
+    recv_exact(fd, body, blen);
+    if (proven_response_decode(body, blen, res, err, sizeof(err))
+        != PROVEN_OK)
+    {
+        free(body);
+        fail_msg("bad response: %s", err);
+    }
+    free(body);
+}
+
+
+static cbor_item_t *
+wire_req(uint64_t id, const char *op, const char *app)
+{
+    cbor_item_t  *req;
+
+    req = proven_request_new(id, op);
+    assert_non_null(req);
+    if (app != NULL) {
+        assert_int_equal(proven_cbor_map_put(req, "scope",
+                                             scope_map(app, "app", NULL, NULL,
+                                                       NULL, NULL)),
+                         PROVEN_OK);
+    }
+    return req;
+}
+
+
+static void
+put_text(cbor_item_t *m, const char *k, const char *v)
+{
+    assert_int_equal(proven_cbor_map_put(m, k, cbor_build_string(v)),
+                     PROVEN_OK);
+}
+
+
+static void
+expect_wire_error(int fd, cbor_item_t *req, const char *code)
+{
+    proven_response_t  res;
+
+    roundtrip(fd, req, &res);
+    assert_false(res.ok);
+    if (strcmp(res.code, code) != 0) {
+        fail_msg("expected %s, got %s: %s", code, res.code, res.message);
+    }
+    proven_response_free(&res);
+}
+
+
+static void
+test_socket(void **state)
+{
+    int                 fd;
+    char                big[200];
+    node_t              n;
+    cbor_item_t        *req, *v, *rows, *batch, *stmt;
+    proven_response_t   res;
+
+    (void) state;
+
+    node_start(&n);
+    fd = try_connect(n.sock);
+    assert_true(fd != -1);
+
+    /* kv.set + kv.get, string store */
+    req = wire_req(1, "kv.set", "demo");
+    put_text(req, "type", "string");
+    put_text(req, "key", "greeting");
+    put_text(req, "value", "hello");
+    roundtrip(fd, req, &res);
+    if (!res.ok) {
+        fail_msg("kv.set: %s %s", res.code, res.message);
+    }
+    assert_int_equal(res.id, 1);
+    proven_response_free(&res);
+
+    req = wire_req(2, "kv.get", "demo");
+    put_text(req, "type", "string");
+    put_text(req, "key", "greeting");
+    roundtrip(fd, req, &res);
+    assert_true(res.ok);
+    v = proven_cbor_map_get(res.result, "value");
+    assert_true(cbor_isa_string(v));
+    assert_int_equal(cbor_string_length(v), 5);
+    assert_memory_equal(cbor_string_handle(v), "hello", 5);
+    proven_response_free(&res);
+
+    /* another app does not see it */
+    req = wire_req(3, "kv.get", "other");
+    put_text(req, "type", "string");
+    put_text(req, "key", "greeting");
+    roundtrip(fd, req, &res);
+    assert_true(res.ok);
+    assert_true(proven_cbor_is_null(proven_cbor_map_get(res.result,
+                                                        "value")));
+    proven_response_free(&res);
+
+    /* sql.execute batch + sql.query with a param */
+    req = wire_req(4, "sql.execute", "demo");
+    batch = cbor_new_definite_array(2);
+    stmt = cbor_new_definite_map(1);
+    put_text(stmt, "sql", "CREATE TABLE t (x TEXT)");
+    assert_true(cbor_array_push(batch, stmt));
+    cbor_decref(&stmt);
+    stmt = cbor_new_definite_map(2);
+    put_text(stmt, "sql", "INSERT INTO t VALUES (?)");
+    v = cbor_new_definite_array(1);
+    assert_true(cbor_array_push(v, cbor_move(cbor_build_string("row"))));
+    assert_int_equal(proven_cbor_map_put(stmt, "params", v), PROVEN_OK);
+    assert_true(cbor_array_push(batch, stmt));
+    cbor_decref(&stmt);
+    assert_int_equal(proven_cbor_map_put(req, "batch", batch), PROVEN_OK);
+    roundtrip(fd, req, &res);
+    if (!res.ok) {
+        fail_msg("sql.execute: %s %s", res.code, res.message);
+    }
+    proven_response_free(&res);
+
+    req = wire_req(5, "sql.query", "demo");
+    put_text(req, "sql", "SELECT x FROM t WHERE x = ?");
+    v = cbor_new_definite_array(1);
+    assert_true(cbor_array_push(v, cbor_move(cbor_build_string("row"))));
+    assert_int_equal(proven_cbor_map_put(req, "params", v), PROVEN_OK);
+    roundtrip(fd, req, &res);
+    assert_true(res.ok);
+    rows = proven_cbor_map_get(res.result, "rows");
+    assert_int_equal(cbor_array_size(rows), 1);
+    proven_response_free(&res);
+
+    /* bad arguments: bad_request, the connection keeps serving */
+    req = wire_req(6, "kv.get", NULL);
+    put_text(req, "key", "k");
+    expect_wire_error(fd, req, "bad_request");
+
+    req = proven_request_new(7, "kv.get");
+    assert_int_equal(proven_cbor_map_put(req, "scope",
+                                         scope_map("demo", "team", NULL, NULL,
+                                                   NULL, NULL)), PROVEN_OK);
+    put_text(req, "key", "k");
+    expect_wire_error(fd, req, "bad_request");
+
+    req = wire_req(8, "kv.set", "demo");
+    put_text(req, "key", "k");
+    put_text(req, "value", "text for a bytes store");
+    expect_wire_error(fd, req, "bad_request");
+
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    req = wire_req(9, "kv.set", "demo");
+    put_text(req, "type", "string");
+    put_text(req, "key", "k");
+    put_text(req, "value", big);
+    expect_wire_error(fd, req, "bad_request");
+
+    req = wire_req(10, "sql.execute", "demo");
+    put_text(req, "sql", "ATTACH DATABASE 'x' AS x");
+    expect_wire_error(fd, req, "sql_denied");
+
+    req = wire_req(11, "sql.query", "demo");
+    put_text(req, "sql", "SELEKT");
+    expect_wire_error(fd, req, "sql_error");
+
+    req = wire_req(12, "kv.get", "demo");
+    assert_int_equal(proven_cbor_map_put(req, "key",
+                                         cbor_build_uint8(1)), PROVEN_OK);
+    expect_wire_error(fd, req, "bad_request");
+
+    req = wire_req(13, "kv.frobnicate", "demo");
+    expect_wire_error(fd, req, "unknown_op");
+
+    req = wire_req(14, "kv.get", "demo");
+    put_text(req, "type", "string");
+    put_text(req, "key", "greeting");
+    roundtrip(fd, req, &res);
+    assert_true(res.ok);
+    proven_response_free(&res);
+
+    close(fd);
+    assert_int_equal(node_stop(&n), 0);
+
+    /* after a restart the value is still there */
+    node_start(&n);
+    fd = try_connect(n.sock);
+    assert_true(fd != -1);
+    req = wire_req(15, "kv.get", "demo");
+    put_text(req, "type", "string");
+    put_text(req, "key", "greeting");
+    roundtrip(fd, req, &res);
+    assert_true(res.ok);
+    v = proven_cbor_map_get(res.result, "value");
+    assert_true(cbor_isa_string(v));
+    {
+        uint64_t  rev;
+
+        assert_int_equal(proven_cbor_uint(proven_cbor_map_get(res.result,
+                                                              "revision"),
+                                          &rev), PROVEN_OK);
+        assert_int_equal(rev, 1);
+    }
+    proven_response_free(&res);
+    close(fd);
+    assert_int_equal(node_stop(&n), 0);
+}
+
+
+/* ---- setup --------------------------------------------------------------- */
+
+static void
+remove_tree(const char *path)
+{
+    pid_t  pid;
+
+    /* Test scaffolding only: rm -rf of our own mkdtemp directory. */
+    pid = fork();
+    if (pid == 0) {
+        execlp("rm", "rm", "-rf", path, (char *) NULL);
+        _exit(127);
+    }
+    if (pid > 0) {
+        waitpid(pid, NULL, 0);
+    }
+}
+
+
+static int
+group_setup(void **state)
+{
+    (void) state;
+
+    snprintf(top_dir, sizeof(top_dir), "/tmp/storage-test-XXXXXX");
+    if (mkdtemp(top_dir) == NULL) {
+        return -1;
+    }
+
+    snprintf(data_dir, sizeof(data_dir), "%s/data", top_dir);
+    if (mkdir(data_dir, 0700) != 0) {
+        return -1;
+    }
+
+    memset(master, 0x5a, sizeof(master));
+    backend_open();
+    return 0;
+}
+
+
+static int
+group_teardown(void **state)
+{
+    (void) state;
+
+    provend_storage_close(st);
+    st = NULL;
+
+    if (getenv("PROVEND_TEST_KEEP") == NULL) {
+        remove_tree(top_dir);
+    } else {
+        fprintf(stderr, "kept %s\n", top_dir);
+    }
+
+    return 0;
+}
+
+
+int
+main(int argc, char **argv)
+{
+    char        *slash;
+    const char  *bin;
+
+    const struct CMUnitTest  tests[] = {
+        cmocka_unit_test(test_scope_rules),
+        cmocka_unit_test(test_scope_canonical_unique),
+        cmocka_unit_test(test_kv_basic),
+        cmocka_unit_test(test_kv_if_revision),
+        cmocka_unit_test(test_kv_keys_cursor),
+        cmocka_unit_test(test_kv_types),
+        cmocka_unit_test(test_kv_keystore),
+        cmocka_unit_test(test_kv_limits),
+        cmocka_unit_test(test_kv_isolation),
+        cmocka_unit_test(test_kv_concurrent),
+        cmocka_unit_test(test_kv_moved_value),
+        cmocka_unit_test(test_sql_execute_query),
+        cmocka_unit_test(test_sql_batch_atomic),
+        cmocka_unit_test(test_sql_migrate),
+        cmocka_unit_test(test_sql_denied),
+        cmocka_unit_test(test_sql_timeout_and_size),
+        cmocka_unit_test(test_sql_isolation),
+        cmocka_unit_test(test_socket),
+    };
+
+    (void) argc;
+
+    bin = getenv("PROVEND_BIN");
+    if (bin != NULL) {
+        snprintf(provend_bin, sizeof(provend_bin), "%s", bin);
+    } else {
+        snprintf(provend_bin, sizeof(provend_bin), "%s", argv[0]);
+        slash = strrchr(provend_bin, '/');
+        if (slash == NULL) {
+            snprintf(provend_bin, sizeof(provend_bin), "../bin/provend");
+        } else {
+            snprintf(slash + 1, sizeof(provend_bin)
+                     - (size_t) (slash + 1 - provend_bin), "../bin/provend");
+        }
+    }
+
+    signal(SIGPIPE, SIG_IGN);
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
