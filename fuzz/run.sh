@@ -27,11 +27,22 @@ for src in lib/*.c; do
     objs="$objs $obj"
 done
 
+# The daemon's own parsers: scopes and NSM responses.
+daemon_objs=""
+for src in daemon/storage.c daemon/provider_nsm.c daemon/log.c; do
+    obj="$build/obj/daemon_$(basename "$src" .c).o"
+    $cc $cflags -Idaemon -fsanitize=fuzzer-no-link,address,undefined \
+        -fno-sanitize-recover=undefined -c "$src" -o "$obj"
+    daemon_objs="$daemon_objs $obj"
+done
+
 status=0
 
-for target in attestation frame; do
+for target in attestation frame daemon; do
     bin="$build/fuzz_$target"
-    $cc $cflags $san "fuzz/fuzz_$target.c" $objs $libs -o "$bin"
+    extra=""
+    [ "$target" = daemon ] && extra="-Idaemon $daemon_objs -lpthread"
+    $cc $cflags $san "fuzz/fuzz_$target.c" $objs $extra $libs -o "$bin"
 
     corpus="$build/corpus/$target"
     rm -rf "$corpus"
