@@ -269,23 +269,36 @@ main(int argc, char **argv)
     provend_info("node %s, provider %s, %lu signing threads", node_id,
                  provider->name, nthreads);
 
-    if (provend_keys_load_master(data_dir, master, err, sizeof(err))
-        != PROVEN_OK)
-    {
-        provend_error("master key: %s", err);
-        goto done;
-    }
+    /*
+     * In an enclave the master key must never reach the disk in plain
+     * text, and the provider that will hold it (sealed to the enclave's
+     * measurements) does not exist yet: serve attestation without storage
+     * rather than fall back to a key file the host can read.
+     */
+    if (strcmp(provider_name, "nsm") == 0) {
+        provend_warn("no master key provider in enclave mode yet: storage "
+                     "is disabled, kv.* and sql.* answer "
+                     "\"storage_unavailable\"");
 
-    memset(&st_cfg, 0, sizeof(st_cfg));
-    st_cfg.data_dir = data_dir;
-    st_cfg.master_key = master;
-    st_cfg.kv_max_value = kv_max_value;
+    } else {
+        if (provend_keys_load_master(data_dir, master, err, sizeof(err))
+            != PROVEN_OK)
+        {
+            provend_error("master key: %s", err);
+            goto done;
+        }
 
-    storage = provend_storage_sqlite_open(&st_cfg, err, sizeof(err));
-    OPENSSL_cleanse(master, sizeof(master));
-    if (storage == NULL) {
-        provend_error("storage: %s", err);
-        goto done;
+        memset(&st_cfg, 0, sizeof(st_cfg));
+        st_cfg.data_dir = data_dir;
+        st_cfg.master_key = master;
+        st_cfg.kv_max_value = kv_max_value;
+
+        storage = provend_storage_sqlite_open(&st_cfg, err, sizeof(err));
+        OPENSSL_cleanse(master, sizeof(master));
+        if (storage == NULL) {
+            provend_error("storage: %s", err);
+            goto done;
+        }
     }
 
     memset(&srv_cfg, 0, sizeof(srv_cfg));

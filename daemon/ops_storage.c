@@ -28,6 +28,13 @@ struct provend_ops_job_s {
     provend_ops_job_t      *next;
 };
 
+/*
+ * Lifetime: a backend thread touches a provend_ops_storage_t only inside
+ * its lock (queue a job, signal the async), and every job is counted in
+ * inflight until the loop has taken it from the queue under that lock.  So
+ * once inflight is 0 no backend thread can still reach ops, and the loop
+ * may close the handle and free it.
+ */
 struct provend_ops_storage_s {
     uv_async_t           async;
     provend_storage_t   *st;
@@ -650,12 +657,16 @@ provend_ops_done(provend_storage_req_t *sr)
 
     provend_storage_req_free(sr);
 
+    /*
+     * The signal goes out before the lock is released: the loop can only
+     * take this job (and so see inflight reach 0, close the handle and free
+     * ops) after the unlock, and this thread touches ops no more after it.
+     */
     pthread_mutex_lock(&ops->lock);
     *ops->tail = job;
     ops->tail = &job->next;
-    pthread_mutex_unlock(&ops->lock);
-
     uv_async_send(&ops->async);
+    pthread_mutex_unlock(&ops->lock);
 }
 
 

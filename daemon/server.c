@@ -670,12 +670,20 @@ provend_conn_request(provend_conn_t *conn, uint8_t *body, size_t len)
     } else if (strcmp(req.op, "status") == 0) {
         provend_op_status(conn, &req);
 
-    } else if (conn->srv->storage_ops != NULL
-               && provend_ops_storage_handles(req.op))
-    {
-        conn->refs++;
-        provend_ops_storage_dispatch(conn->srv->storage_ops, &req,
-                                     provend_conn_on_storage_reply, conn);
+    } else if (provend_ops_storage_handles(req.op)) {
+        if (conn->srv->storage_ops != NULL) {
+            conn->refs++;
+            provend_ops_storage_dispatch(conn->srv->storage_ops, &req,
+                                         provend_conn_on_storage_reply,
+                                         conn);
+        } else {
+            /* provend runs without storage only in enclave mode, for now. */
+            provend_info("request %llu: %s: no storage",
+                         (unsigned long long) req.id, req.op);
+            provend_conn_send_error(conn, req.id, "storage_unavailable",
+                                    "storage is unavailable: no master key "
+                                    "provider in enclave mode yet");
+        }
 
     } else {
         snprintf(msg, sizeof(msg), "unknown op \"%s\"", req.op);

@@ -39,8 +39,15 @@
 
 #define PROVEND_SQL_OPEN_MAX   64     /* open SQL databases kept */
 #define PROVEND_ED25519_LEN    32
-#define PROVEND_SQL_LENGTH_MAX (16 * 1024 * 1024)  /* one value */
+#define PROVEND_SQL_LENGTH_MAX (16 * 1024 * 1024)  /* one value, kv.db */
+#define PROVEND_APP_LENGTH_MAX (8 * 1024 * 1024)   /* one value, app db */
+#define PROVEND_APP_COLUMN_MAX 500
 #define PROVEND_PROGRESS_STEPS 1000
+
+/* Created when a database is opened, before any app statement runs. */
+#define PROVEND_MIGRATIONS_SCHEMA                                          \
+    "CREATE TABLE IF NOT EXISTS main._proven_migrations (version INTEGER " \
+    "PRIMARY KEY, sha256 BLOB NOT NULL)"
 
 #define provend_sqlite_err(...)                                            \
     do { if (err) { snprintf(err, errlen, __VA_ARGS__); } } while (0)
@@ -55,8 +62,10 @@ typedef struct {
     uint64_t            used;             /* LRU clock */
     int                 in_txn;           /* this batch began one */
     int                 txn_failed;       /* aborted: its writes are lost */
+    uintptr_t           txn_gen;          /* which transaction: 0 none */
     int                 internal;         /* our statements: no authorizer */
     int                 denied;           /* the authorizer said no */
+    int                 altered;          /* an ALTER TABLE was prepared */
     char                denied_what[128];
     int                 timed_out;
     struct timespec     deadline;
@@ -78,6 +87,7 @@ struct provend_sqlite_s {
 
     provend_sqldb_t         dbs[PROVEND_SQL_OPEN_MAX];
     uint64_t                clock;
+    uintptr_t               txn_clock;      /* last txn_gen given out */
 
     pthread_t               thread;
     int                     thread_started;
@@ -214,12 +224,41 @@ provend_sqldb_authorize(void *data, int action, const char *a,
         goto denied;
 
     case SQLITE_FUNCTION:
-        if (b != NULL && strcasecmp(b, "load_extension") == 0) {
+        /*
+         * fts3_tokenizer() registers a tokenizer from a pointer given as a
+         * blob (Debian builds it enabled): code execution.
+         */
+        if (b != NULL && (strcasecmp(b, "load_extension") == 0
+                          || strcasecmp(b, "fts3_tokenizer") == 0))
+        {
             snprintf(d->denied_what, sizeof(d->denied_what),
-                     "load_extension is not allowed");
+                     "%s is not allowed", b);
             goto denied;
         }
         return SQLITE_OK;
+
+    case SQLITE_CREATE_VTABLE:
+    case SQLITE_DROP_VTABLE:
+        /* Only modules reviewed for hostile SQL; b is the module. */
+        if (b == NULL || (strcasecmp(b, "fts5") != 0
+                          && strcasecmp(b, "rtree") != 0))
+        {
+            snprintf(d->denied_what, sizeof(d->denied_what),
+                     "virtual table module %.64s is not allowed (fts5 and "
+                     "rtree are)", b ? b : "");
+            goto denied;
+        }
+        if (provend_is_proven_name(a)) {
+            snprintf(d->denied_what, sizeof(d->denied_what),
+                     "names starting with _proven are reserved");
+            goto denied;
+        }
+        return SQLITE_OK;
+
+    case SQLITE_ALTER_TABLE:
+        /* The new name is not shown here: checked after the statement. */
+        d->altered = 1;
+        break;
 
     default:
         break;
@@ -294,6 +333,7 @@ provend_sqldb_open(provend_sqlite_t *sq, provend_sqldb_t *d,
     }
 
     sqlite3_db_config(d->db, SQLITE_DBCONFIG_ENABLE_LOAD_EXTENSION, 0, NULL);
+    sqlite3_db_config(d->db, SQLITE_DBCONFIG_ENABLE_FTS3_TOKENIZER, 0, NULL);
     sqlite3_db_config(d->db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
     sqlite3_db_config(d->db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, NULL);
     sqlite3_limit(d->db, SQLITE_LIMIT_ATTACHED, 0);
@@ -314,6 +354,20 @@ provend_sqldb_open(provend_sqlite_t *sq, provend_sqldb_t *d,
     }
 
     if (app) {
+        /* One value, one row of results: bounded below what we send. */
+        sqlite3_limit(d->db, SQLITE_LIMIT_LENGTH, PROVEND_APP_LENGTH_MAX);
+        sqlite3_limit(d->db, SQLITE_LIMIT_COLUMN, PROVEND_APP_COLUMN_MAX);
+
+        /*
+         * Ours exists before any app statement: an app table renamed to
+         * it later fails as "already exists".
+         */
+        if (provend_sqldb_exec(d, PROVEND_MIGRATIONS_SCHEMA, err, errlen)
+            != PROVEN_OK)
+        {
+            goto failed;
+        }
+
         sqlite3_set_authorizer(d->db, provend_sqldb_authorize, d);
         sqlite3_progress_handler(d->db, PROVEND_PROGRESS_STEPS,
                                  provend_sqldb_progress, d);
@@ -348,15 +402,26 @@ provend_sqldb_close(provend_sqldb_t *d)
 }
 
 
+/*
+ * A request that touched d waits for the commit of d's open transaction
+ * (if any) and fails with it.  It names the transaction, not the slot: a
+ * slot may hold another database by the time of the commit.
+ */
+static void
+provend_sqldb_depend(provend_sqldb_t *d, provend_storage_req_t *req)
+{
+    req->priv = d->in_txn ? (void *) d->txn_gen : NULL;
+}
+
+
 /* The write transaction of this batch on d, begun on first use. */
 static int
 provend_sqldb_begin(provend_sqldb_t *d, provend_storage_req_t *req)
 {
     char  err[PROVEN_ERR_LEN];
 
-    req->priv = d;
-
     if (d->in_txn) {
+        provend_sqldb_depend(d, req);
         if (d->txn_failed) {
             provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR,
                                      "an earlier write in this commit "
@@ -375,6 +440,11 @@ provend_sqldb_begin(provend_sqldb_t *d, provend_storage_req_t *req)
     }
 
     d->in_txn = 1;
+    d->txn_gen = ++d->sq->txn_clock;
+    if (d->txn_gen == 0) {
+        d->txn_gen = ++d->sq->txn_clock;
+    }
+    provend_sqldb_depend(d, req);
     return PROVEN_OK;
 }
 
@@ -643,6 +713,9 @@ provend_kv_do_get(provend_sqlite_t *sq, provend_storage_req_t *req)
     if (provend_kv_ctx(req, &c) != PROVEN_OK) {
         return;
     }
+
+    /* It may read this batch's uncommitted writes. */
+    provend_sqldb_depend(&sq->kv, req);
 
     if (provend_kv_lookup(sq, req, &c, 1, &revision, &plain, &len)
         != PROVEN_OK)
@@ -950,6 +1023,9 @@ provend_kv_do_keys(provend_sqlite_t *sq, provend_storage_req_t *req)
         return;
     }
 
+    /* It may read this batch's uncommitted writes. */
+    provend_sqldb_depend(&sq->kv, req);
+
     limit = req->limit ? req->limit : PROVEND_KV_LIMIT_DEFAULT;
 
     if (req->cursor != NULL) {
@@ -1108,6 +1184,9 @@ provend_kv_do_sign(provend_sqlite_t *sq, provend_storage_req_t *req)
     if (provend_kv_ctx(req, &c) != PROVEN_OK) {
         return;
     }
+
+    /* It may read this batch's uncommitted writes. */
+    provend_sqldb_depend(&sq->kv, req);
 
     if (provend_kv_lookup(sq, req, &c, 1, &revision, &seed, &len)
         != PROVEN_OK)
@@ -1304,7 +1383,7 @@ provend_sql_prepare(provend_sqldb_t *d, const provend_sql_stmt_t *s,
     const char    *tail;
     sqlite3_stmt  *stmt, *extra;
 
-    provend_sqldb_arm(d);
+    d->altered = 0;
 
     rc = sqlite3_prepare_v3(d->db, s->sql, (int) s->sql_len, 0, &stmt,
                             &tail);
@@ -1345,6 +1424,52 @@ provend_sql_prepare(provend_sqldb_t *d, const provend_sql_stmt_t *s,
 }
 
 
+/*
+ * After an ALTER TABLE: the authorizer never saw the new name, so look
+ * for a reserved one in the schemas (temp too: it would shadow main's).
+ * The request's savepoint undoes the rename.
+ */
+static int
+provend_sql_renamed_ok(provend_sqldb_t *d, provend_storage_req_t *req)
+{
+    int            rc;
+    sqlite3_stmt  *stmt;
+
+    if (!d->altered) {
+        return PROVEN_OK;
+    }
+
+    d->altered = 0;
+    d->internal = 1;
+
+    rc = sqlite3_prepare_v2(d->db,
+                            "SELECT 1 FROM main.sqlite_schema WHERE name "
+                            "LIKE '\\_proven%' ESCAPE '\\' AND name <> "
+                            "'_proven_migrations' UNION ALL SELECT 1 FROM "
+                            "temp.sqlite_schema WHERE name LIKE "
+                            "'\\_proven%' ESCAPE '\\'", -1, &stmt, NULL);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(stmt);
+        sqlite3_finalize(stmt);
+    }
+
+    d->internal = 0;
+
+    if (rc == SQLITE_DONE) {
+        return PROVEN_OK;
+    }
+
+    if (rc == SQLITE_ROW) {
+        provend_storage_req_fail(req, PROVEND_ST_SQL_DENIED,
+                                 "names starting with _proven are reserved");
+    } else {
+        provend_sqldb_fail(d, req, rc);
+    }
+
+    return PROVEN_ERR;
+}
+
+
 /* Runs every statement of a script (migrations); no params. */
 static int
 provend_sql_script(provend_sqldb_t *d, const char *sql, size_t len,
@@ -1358,7 +1483,7 @@ provend_sql_script(provend_sqldb_t *d, const char *sql, size_t len,
     end = sql + len;
 
     while (p < end) {
-        provend_sqldb_arm(d);
+        d->altered = 0;
 
         rc = sqlite3_prepare_v3(d->db, p, (int) (end - p), 0, &stmt, &tail);
         if (rc != SQLITE_OK) {
@@ -1378,6 +1503,10 @@ provend_sql_script(provend_sqldb_t *d, const char *sql, size_t len,
 
         if (rc != SQLITE_DONE) {
             provend_sqldb_fail(d, req, rc);
+            return PROVEN_ERR;
+        }
+
+        if (provend_sql_renamed_ok(d, req) != PROVEN_OK) {
             return PROVEN_ERR;
         }
 
@@ -1460,18 +1589,24 @@ provend_sql_end(provend_sqldb_t *d, provend_storage_req_t *req)
 static void
 provend_sql_do_execute(provend_sqlite_t *sq, provend_storage_req_t *req)
 {
-    int            rc;
-    size_t         i;
-    uint64_t       changes;
-    cbor_item_t   *map;
-    sqlite3_stmt  *stmt;
-    provend_sqldb_t *d;
+    int               rc;
+    size_t            i;
+    int64_t           total;
+    uint64_t          changes;
+    cbor_item_t      *map;
+    sqlite3_stmt     *stmt;
+    provend_sqldb_t  *d;
 
     d = provend_sql_db(sq, req);
     if (d == NULL || provend_sql_savepoint(d, req) != PROVEN_OK) {
         return;
     }
 
+    /* One deadline for the whole batch, not one per statement. */
+    provend_sqldb_arm(d);
+
+    /* Left at 0 unless one of these statements inserts a rowid row. */
+    sqlite3_set_last_insert_rowid(d->db, 0);
     changes = 0;
 
     for (i = 0; i < req->nstmts; i++) {
@@ -1479,6 +1614,8 @@ provend_sql_do_execute(provend_sqlite_t *sq, provend_storage_req_t *req)
         if (stmt == NULL) {
             goto done;
         }
+
+        total = (int64_t) sqlite3_total_changes64(d->db);
 
         while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
             /* rows of an executed statement are not returned */
@@ -1491,7 +1628,20 @@ provend_sql_do_execute(provend_sqlite_t *sq, provend_storage_req_t *req)
         }
 
         sqlite3_finalize(stmt);
-        changes += (uint64_t) sqlite3_changes64(d->db);
+
+        if (provend_sql_renamed_ok(d, req) != PROVEN_OK) {
+            goto done;
+        }
+
+        /*
+         * sqlite3_changes64() keeps the count of the last INSERT, UPDATE
+         * or DELETE, maybe another request's: it is this statement's only
+         * if the total moved.  (Rows changed by triggers are not counted,
+         * as in SQLite's changes().)
+         */
+        if ((int64_t) sqlite3_total_changes64(d->db) != total) {
+            changes += (uint64_t) sqlite3_changes64(d->db);
+        }
     }
 
     map = cbor_new_definite_map(2);
@@ -1518,34 +1668,46 @@ done:
 }
 
 
-static cbor_item_t *
-provend_sql_column(sqlite3_stmt *stmt, int i, size_t *bytes)
+/* What column i adds to the result (an upper bound), before copying it. */
+static size_t
+provend_sql_column_size(sqlite3_stmt *stmt, int i)
 {
-    size_t  len;
+    switch (sqlite3_column_type(stmt, i)) {
+    case SQLITE_INTEGER:
+    case SQLITE_FLOAT:
+        return 9;
+    case SQLITE_TEXT:
+    case SQLITE_BLOB:
+        return (size_t) sqlite3_column_bytes(stmt, i) + 9;
+    default:
+        return 1;
+    }
+}
+
+
+static cbor_item_t *
+provend_sql_column(sqlite3_stmt *stmt, int i)
+{
+    const unsigned char  *text;
 
     switch (sqlite3_column_type(stmt, i)) {
 
     case SQLITE_INTEGER:
-        *bytes += 9;
         return provend_build_int(sqlite3_column_int64(stmt, i));
 
     case SQLITE_FLOAT:
-        *bytes += 9;
         return cbor_build_float8(sqlite3_column_double(stmt, i));
 
     case SQLITE_TEXT:
-        len = (size_t) sqlite3_column_bytes(stmt, i);
-        *bytes += len + 9;
-        return cbor_build_stringn((const char *) sqlite3_column_text(stmt, i),
-                                  len);
+        text = sqlite3_column_text(stmt, i);
+        return cbor_build_stringn((const char *) text,
+                                  (size_t) sqlite3_column_bytes(stmt, i));
 
     case SQLITE_BLOB:
-        len = (size_t) sqlite3_column_bytes(stmt, i);
-        *bytes += len + 9;
-        return cbor_build_bytestring(sqlite3_column_blob(stmt, i), len);
+        return cbor_build_bytestring(sqlite3_column_blob(stmt, i),
+                                     (size_t) sqlite3_column_bytes(stmt, i));
 
     default:
-        *bytes += 1;
         return cbor_new_null();
     }
 }
@@ -1576,7 +1738,7 @@ provend_sql_do_query(provend_sqlite_t *sq, provend_storage_req_t *req)
 {
     int               rc, i, ncols;
     char              next[32];
-    size_t            bytes;
+    size_t            bytes, size;
     uint64_t          offset, limit, n;
     cbor_item_t      *map, *columns, *rows, *row, *item, *cursor;
     sqlite3_stmt     *stmt;
@@ -1602,7 +1764,8 @@ provend_sql_do_query(provend_sqlite_t *sq, provend_storage_req_t *req)
         return;
     }
 
-    req->priv = d;
+    provend_sqldb_depend(d, req);
+    provend_sqldb_arm(d);
 
     stmt = provend_sql_prepare(d, &req->stmts[0], req);
     if (stmt == NULL) {
@@ -1664,7 +1827,17 @@ provend_sql_do_query(provend_sqlite_t *sq, provend_storage_req_t *req)
         }
 
         for (i = 0; i < ncols; i++) {
-            item = provend_sql_column(stmt, i, &bytes);
+            /* Counted before the copy: one row can be huge. */
+            size = provend_sql_column_size(stmt, i);
+            if (size > sq->max_bytes - bytes) {
+                provend_storage_req_fail(req, PROVEND_ST_TOO_LARGE,
+                                         "result larger than %zu bytes: use "
+                                         "a smaller limit", sq->max_bytes);
+                goto done;
+            }
+            bytes += size;
+
+            item = provend_sql_column(stmt, i);
             if (item == NULL || !cbor_array_push(row, item)) {
                 if (item != NULL) {
                     cbor_decref(&item);
@@ -1672,13 +1845,6 @@ provend_sql_do_query(provend_sqlite_t *sq, provend_storage_req_t *req)
                 goto nomem;
             }
             cbor_decref(&item);
-        }
-
-        if (bytes > sq->max_bytes) {
-            provend_storage_req_fail(req, PROVEND_ST_TOO_LARGE,
-                                     "result larger than %zu bytes: use a "
-                                     "smaller limit", sq->max_bytes);
-            goto done;
         }
 
         if (!cbor_array_push(rows, row)) {
@@ -1809,13 +1975,14 @@ provend_sql_do_migrate(provend_sqlite_t *sq, provend_storage_req_t *req)
         return;
     }
 
-    if (provend_sql_internal(d, "CREATE TABLE IF NOT EXISTS "
-                             "_proven_migrations (version INTEGER PRIMARY "
-                             "KEY, sha256 BLOB NOT NULL)", -1, NULL, NULL,
+    /* One deadline for every migration of the call. */
+    provend_sqldb_arm(d);
+
+    if (provend_sql_internal(d, PROVEND_MIGRATIONS_SCHEMA, -1, NULL, NULL,
                              req) != PROVEN_OK
         || provend_sql_internal(d, "SELECT version, sha256 FROM "
-                                "_proven_migrations ORDER BY version", -1,
-                                NULL, &stmt, req) != PROVEN_OK)
+                                "main._proven_migrations ORDER BY version",
+                                -1, NULL, &stmt, req) != PROVEN_OK)
     {
         goto done;
     }
@@ -1866,7 +2033,7 @@ provend_sql_do_migrate(provend_sqlite_t *sq, provend_storage_req_t *req)
         SHA256((const uint8_t *) req->stmts[i].sql, req->stmts[i].sql_len,
                hash);
 
-        if (provend_sql_internal(d, "INSERT INTO _proven_migrations "
+        if (provend_sql_internal(d, "INSERT INTO main._proven_migrations "
                                  "(version, sha256) VALUES (?1, ?2)",
                                  (int64_t) i + 1, hash, NULL, req)
             != PROVEN_OK)
@@ -1950,6 +2117,35 @@ provend_sqldb_commit(provend_sqldb_t *d)
 }
 
 
+/* The database whose open transaction is gen; NULL if none. */
+static provend_sqldb_t *
+provend_sqlite_txn(provend_sqlite_t *sq, uintptr_t gen)
+{
+    size_t  i;
+
+    if (sq->kv.in_txn && sq->kv.txn_gen == gen) {
+        return &sq->kv;
+    }
+
+    for (i = 0; i < PROVEND_SQL_OPEN_MAX; i++) {
+        if (sq->dbs[i].in_txn && sq->dbs[i].txn_gen == gen) {
+            return &sq->dbs[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+static void
+provend_sqldb_reset_txn(provend_sqldb_t *d)
+{
+    d->in_txn = 0;
+    d->txn_failed = 0;
+    d->txn_gen = 0;
+}
+
+
 /* Commits every open transaction, then answers what waited for it. */
 static void
 provend_sqlite_flush(provend_sqlite_t *sq, provend_storage_req_t *deferred)
@@ -1966,22 +2162,30 @@ provend_sqlite_flush(provend_sqlite_t *sq, provend_storage_req_t *deferred)
     for (req = deferred; req != NULL; req = next) {
         next = req->next;
         req->next = NULL;
-        d = req->priv;
 
-        if (d != NULL && d->txn_failed && req->status == PROVEND_ST_OK) {
-            provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR,
-                                     "the write could not be stored");
+        if (req->priv != NULL && req->status == PROVEND_ST_OK) {
+            d = provend_sqlite_txn(sq, (uintptr_t) req->priv);
+
+            /* Not found cannot happen; if it did, the outcome is unknown. */
+            if (d == NULL || d->txn_failed) {
+                provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR,
+                                         req->op == PROVEND_OP_KV_GET
+                                         || req->op == PROVEND_OP_KV_KEYS
+                                         || req->op == PROVEND_OP_KV_SIGN
+                                         || req->op == PROVEND_OP_SQL_QUERY
+                                         ? "the read saw writes that could "
+                                           "not be stored"
+                                         : "the write could not be stored");
+            }
         }
 
         req->priv = NULL;
         req->done(req);
     }
 
-    sq->kv.in_txn = 0;
-    sq->kv.txn_failed = 0;
+    provend_sqldb_reset_txn(&sq->kv);
     for (i = 0; i < PROVEND_SQL_OPEN_MAX; i++) {
-        sq->dbs[i].in_txn = 0;
-        sq->dbs[i].txn_failed = 0;
+        provend_sqldb_reset_txn(&sq->dbs[i]);
     }
 }
 

@@ -4,6 +4,31 @@
  * layout.  Crash safety: the VFS does not advertise POWERSAFE_OVERWRITE and
  * reports a 4096-byte sector, so SQLite pads each synced WAL commit to a
  * block boundary and never rewrites a block holding committed frames.
+ *
+ * What it protects: confidentiality of everything SQLite writes, and the
+ * integrity of each block in place (a changed, moved, swapped or foreign
+ * block reads as an error, never as other data).
+ *
+ * What it does NOT protect against:
+ * - rollback: an older copy of a block (same file, same place, same salt)
+ *   or of a whole file authenticates fine; nothing binds a block to a
+ *   version.  Freshness needs a counter kept outside the host's reach.
+ * - truncation of whole trailing blocks: the file size is not
+ *   authenticated, so a file cut at a block boundary reads as a shorter
+ *   file (SQLite may then notice a missing page, or may not).  The last
+ *   block of a -wal file that fails to authenticate is also dropped as a
+ *   torn write, so changing it loses the newest uncommitted (or, if
+ *   tampered with, committed) frames rather than giving an error.
+ * - sizes and access patterns, which stay visible.
+ *
+ * Nonces are random (96 bits), so a key should seal well under 2^32
+ * blocks.  Each file's key comes from its name and a random salt in its
+ * header, chosen when the file is created, when it is truncated to zero,
+ * and when SQLite starts a new WAL cycle (a write at offset 0 of a -wal
+ * file, which only happens once every frame is checkpointed): the hot WAL
+ * gets a new key every cycle.  A database file keeps its key for life;
+ * rewriting 2^32 blocks (16 TiB) of one file would call for a rekey
+ * (VACUUM INTO a new file).
  */
 
 #include <stdio.h>
@@ -19,12 +44,19 @@
 #include "vfs.h"
 
 
-#define PROVEND_VFS_INFO_PREFIX  "proven-vfs-v1:"
+#define PROVEND_VFS_INFO_PREFIX  "proven-vfs-v2:"
+
+/* The header: magic, then the salt of the file's key. */
+#define PROVEND_VFS_MAGIC        "proven-aead\0v2\0\0"
+#define PROVEND_VFS_MAGIC_LEN    16
 
 /* Far beyond any SQLite file; keeps block arithmetic from overflowing. */
 #define PROVEND_VFS_SIZE_MAX     ((sqlite3_int64) 1 << 48)
 
 #define provend_vfs_align8(n)    (((n) + 7) & ~(size_t) 7)
+
+#define provend_vfs_phys_off(idx)                                          \
+    (PROVEND_VFS_HEADER + (sqlite3_int64) (idx) * PROVEND_VFS_PHYS_BLOCK)
 
 #define provend_vfs_err(...)                                               \
     do { if (err) { snprintf(err, errlen, __VA_ARGS__); } } while (0)
@@ -34,10 +66,17 @@ typedef struct {
     sqlite3_file      base;
     sqlite3_file     *real;       /* the unix file, right after this one */
     const char       *name;       /* basename, for log lines */
-    EVP_CIPHER_CTX   *enc;        /* keyed once, a fresh nonce per block */
+    const char       *key_name;   /* basename, "" for a nameless file */
+    int               is_wal;
+    int               keyed;      /* the header was read or written */
+    int               stale;      /* another connection may have changed it */
+    sqlite3_int64     tail_ok;    /* -wal: physical size whose last block
+                                     authenticated, -1 for unknown */
+    EVP_CIPHER_CTX   *enc;        /* keyed per salt, a fresh nonce per block */
     EVP_CIPHER_CTX   *dec;
     sqlite3_int64     cache_idx;  /* block held in cache, -1 for none */
     size_t            cache_len;
+    uint8_t           salt[PROVEND_VFS_SALT_LEN];
     uint8_t           cache[PROVEND_VFS_BLOCK];
     uint8_t           phys[PROVEND_VFS_PHYS_BLOCK];
 } provend_vfs_file_t;
@@ -81,6 +120,122 @@ static const sqlite3_io_methods  provend_vfs_io = {
 };
 
 
+/* ---- header and key ------------------------------------------------------ */
+
+/* HKDF(master, prefix || salt || basename) keys both directions. */
+static int
+provend_vfs_set_key(provend_vfs_file_t *f, const uint8_t *salt)
+{
+    int      ok;
+    char     info[PROVEND_KEYS_INFO_MAX];
+    size_t   prefix_len, name_len, info_len;
+    uint8_t  key[PROVEND_KEY_LEN];
+
+    prefix_len = sizeof(PROVEND_VFS_INFO_PREFIX) - 1;
+    name_len = strlen(f->key_name);
+    info_len = prefix_len + PROVEND_VFS_SALT_LEN + name_len;
+    if (info_len > sizeof(info)) {
+        return SQLITE_CANTOPEN;
+    }
+
+    memcpy(info, PROVEND_VFS_INFO_PREFIX, prefix_len);
+    memcpy(info + prefix_len, salt, PROVEND_VFS_SALT_LEN);
+    memcpy(info + prefix_len + PROVEND_VFS_SALT_LEN, f->key_name, name_len);
+
+    ok = provend_keys_derive(provend_vfs_master, info, info_len, key,
+                             sizeof(key)) == PROVEN_OK
+         && EVP_EncryptInit_ex(f->enc, NULL, NULL, key, NULL) == 1
+         && EVP_DecryptInit_ex(f->dec, NULL, NULL, key, NULL) == 1;
+
+    OPENSSL_cleanse(key, sizeof(key));
+    f->keyed = 0;
+    f->cache_idx = -1;
+    f->tail_ok = -1;
+
+    if (!ok) {
+        sqlite3_log(SQLITE_IOERR, "proven-aead: deriving the key of %s "
+                    "failed", f->name);
+        return SQLITE_IOERR;
+    }
+
+    memcpy(f->salt, salt, PROVEND_VFS_SALT_LEN);
+    f->keyed = 1;
+    return SQLITE_OK;
+}
+
+
+/* Keys the file from its header; phys is at least the header's size. */
+static int
+provend_vfs_load_header(provend_vfs_file_t *f)
+{
+    int      rc;
+    uint8_t  hdr[PROVEND_VFS_HEADER];
+
+    rc = f->real->pMethods->xRead(f->real, hdr, sizeof(hdr), 0);
+    if (rc != SQLITE_OK) {
+        return rc == SQLITE_IOERR_SHORT_READ ? SQLITE_IOERR_DATA : rc;
+    }
+
+    if (memcmp(hdr, PROVEND_VFS_MAGIC, PROVEND_VFS_MAGIC_LEN) != 0) {
+        sqlite3_log(SQLITE_IOERR_DATA, "proven-aead: %s has no %s header",
+                    f->name, PROVEND_VFS_NAME);
+        return SQLITE_IOERR_DATA;
+    }
+
+    f->stale = 0;
+
+    if (f->keyed
+        && memcmp(f->salt, hdr + PROVEND_VFS_MAGIC_LEN,
+                  PROVEND_VFS_SALT_LEN) == 0)
+    {
+        return SQLITE_OK;
+    }
+
+    return provend_vfs_set_key(f, hdr + PROVEND_VFS_MAGIC_LEN);
+}
+
+
+/*
+ * Starts the file over: whatever is there (nothing, or a torn header) goes,
+ * a header with a fresh salt takes its place.
+ */
+static int
+provend_vfs_create_header(provend_vfs_file_t *f, sqlite3_int64 phys)
+{
+    int      rc;
+    uint8_t  hdr[PROVEND_VFS_HEADER];
+
+    if (phys > 0) {
+        rc = f->real->pMethods->xTruncate(f->real, 0);
+        if (rc != SQLITE_OK) {
+            return rc;
+        }
+    }
+
+    memset(hdr, 0, sizeof(hdr));
+    memcpy(hdr, PROVEND_VFS_MAGIC, PROVEND_VFS_MAGIC_LEN);
+    if (RAND_bytes(hdr + PROVEND_VFS_MAGIC_LEN, PROVEND_VFS_SALT_LEN) != 1) {
+        return SQLITE_IOERR_WRITE;
+    }
+
+    rc = provend_vfs_set_key(f, hdr + PROVEND_VFS_MAGIC_LEN);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+
+    /* Keyed only once the header is on disk. */
+    f->keyed = 0;
+    rc = f->real->pMethods->xWrite(f->real, hdr, sizeof(hdr), 0);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+
+    f->keyed = 1;
+    f->stale = 0;
+    return SQLITE_OK;
+}
+
+
 /* ---- blocks -------------------------------------------------------------- */
 
 static void
@@ -112,32 +267,22 @@ provend_vfs_block_len(sqlite3_int64 size, sqlite3_int64 idx)
 }
 
 
-/*
- * The logical size follows from the physical one.  A tail too short to hold
- * a sealed byte can only be a torn extension: it holds no data.
- */
-static int
-provend_vfs_logical_size(provend_vfs_file_t *f, sqlite3_int64 *size)
+/* The physical size a file of logical size size has when written whole. */
+static sqlite3_int64
+provend_vfs_phys_size(sqlite3_int64 size)
 {
-    int            rc;
-    sqlite3_int64  phys, rem;
+    sqlite3_int64  rem;
 
-    rc = f->real->pMethods->xFileSize(f->real, &phys);
-    if (rc != SQLITE_OK) {
-        return rc;
-    }
-
-    rem = phys % PROVEND_VFS_PHYS_BLOCK;
-    *size = phys / PROVEND_VFS_PHYS_BLOCK * PROVEND_VFS_BLOCK
-            + (rem > PROVEND_SEAL_OVERHEAD ? rem - PROVEND_SEAL_OVERHEAD : 0);
-
-    return SQLITE_OK;
+    rem = size % PROVEND_VFS_BLOCK;
+    return provend_vfs_phys_off(size / PROVEND_VFS_BLOCK)
+           + (rem > 0 ? rem + PROVEND_SEAL_OVERHEAD : 0);
 }
 
 
 /* Decrypts block idx (len logical bytes) into f->cache. */
 static int
-provend_vfs_load_block(provend_vfs_file_t *f, sqlite3_int64 idx, size_t len)
+provend_vfs_load_block(provend_vfs_file_t *f, sqlite3_int64 idx, size_t len,
+    int quiet)
 {
     int       rc, n, ok;
     uint8_t   ad[8];
@@ -151,7 +296,7 @@ provend_vfs_load_block(provend_vfs_file_t *f, sqlite3_int64 idx, size_t len)
 
     rc = f->real->pMethods->xRead(f->real, f->phys,
                                   (int) (len + PROVEND_SEAL_OVERHEAD),
-                                  idx * PROVEND_VFS_PHYS_BLOCK);
+                                  provend_vfs_phys_off(idx));
     if (rc == SQLITE_IOERR_SHORT_READ) {
         sqlite3_log(SQLITE_IOERR_DATA, "proven-aead: block %lld of %s is "
                     "cut short", (long long) idx, f->name);
@@ -175,9 +320,11 @@ provend_vfs_load_block(provend_vfs_file_t *f, sqlite3_int64 idx, size_t len)
 
     if (!ok) {
         OPENSSL_cleanse(f->cache, len);
-        sqlite3_log(SQLITE_IOERR_DATA, "proven-aead: block %lld of %s "
-                    "failed authentication (tampered, moved or torn)",
-                    (long long) idx, f->name);
+        if (!quiet) {
+            sqlite3_log(SQLITE_IOERR_DATA, "proven-aead: block %lld of %s "
+                        "failed authentication (tampered, moved or torn)",
+                        (long long) idx, f->name);
+        }
         return SQLITE_IOERR_DATA;
     }
 
@@ -199,7 +346,8 @@ provend_vfs_store_block(provend_vfs_file_t *f, sqlite3_int64 idx, size_t len)
     provend_vfs_block_ad(idx, ad);
     ct = f->phys + PROVEND_NONCE_LEN;
 
-    ok = RAND_bytes(f->phys, PROVEND_NONCE_LEN) == 1
+    ok = f->keyed
+         && RAND_bytes(f->phys, PROVEND_NONCE_LEN) == 1
          && EVP_EncryptInit_ex(f->enc, NULL, NULL, NULL, f->phys) == 1
          && EVP_EncryptUpdate(f->enc, NULL, &n, ad, sizeof(ad)) == 1
          && EVP_EncryptUpdate(f->enc, ct, &n, f->cache, (int) len) == 1
@@ -215,13 +363,84 @@ provend_vfs_store_block(provend_vfs_file_t *f, sqlite3_int64 idx, size_t len)
 
     rc = f->real->pMethods->xWrite(f->real, f->phys,
                                    (int) (len + PROVEND_SEAL_OVERHEAD),
-                                   idx * PROVEND_VFS_PHYS_BLOCK);
+                                   provend_vfs_phys_off(idx));
     if (rc != SQLITE_OK) {
         return rc;
     }
 
     f->cache_idx = idx;
     f->cache_len = len;
+    return SQLITE_OK;
+}
+
+
+/*
+ * The logical size follows from the physical one, past the header.  A file
+ * shorter than the header is empty (a torn creation); a tail too short to
+ * hold a sealed byte is a torn extension and holds no data.  The last block
+ * of a -wal file that fails to authenticate is a torn append too: SQLite
+ * syncs each commit up to a block boundary before it writes past it, so
+ * that block holds nothing committed.  It is cut off, and SQLite sees the
+ * unfinished frames as never written.
+ */
+static int
+provend_vfs_logical_size(provend_vfs_file_t *f, sqlite3_int64 *size,
+    sqlite3_int64 *phys_out)
+{
+    int            rc;
+    sqlite3_int64  phys, body, rem, idx;
+
+    rc = f->real->pMethods->xFileSize(f->real, &phys);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+
+    if (phys_out != NULL) {
+        *phys_out = phys;
+    }
+
+    if (phys < PROVEND_VFS_HEADER) {
+        f->keyed = 0;
+        *size = 0;
+        return SQLITE_OK;
+    }
+
+    if (!f->keyed || f->stale) {
+        rc = provend_vfs_load_header(f);
+        if (rc != SQLITE_OK) {
+            return rc;
+        }
+    }
+
+    body = phys - PROVEND_VFS_HEADER;
+    rem = body % PROVEND_VFS_PHYS_BLOCK;
+    *size = body / PROVEND_VFS_PHYS_BLOCK * PROVEND_VFS_BLOCK
+            + (rem > PROVEND_SEAL_OVERHEAD ? rem - PROVEND_SEAL_OVERHEAD : 0);
+
+    if (!f->is_wal || *size == 0 || phys == f->tail_ok) {
+        return SQLITE_OK;
+    }
+
+    idx = (*size - 1) / PROVEND_VFS_BLOCK;
+    rc = provend_vfs_load_block(f, idx, provend_vfs_block_len(*size, idx),
+                                1);
+    if (rc == SQLITE_IOERR_DATA) {
+        sqlite3_log(SQLITE_WARNING, "proven-aead: dropping the last block "
+                    "%lld of %s: it fails to authenticate (a torn write)",
+                    (long long) idx, f->name);
+        phys = provend_vfs_phys_off(idx);
+        rc = f->real->pMethods->xTruncate(f->real, phys);
+        *size = idx * PROVEND_VFS_BLOCK;
+        if (phys_out != NULL) {
+            *phys_out = phys;
+        }
+    }
+
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+
+    f->tail_ok = phys;
     return SQLITE_OK;
 }
 
@@ -252,7 +471,7 @@ provend_vfs_write_range(provend_vfs_file_t *f, const uint8_t *data,
         new_len = old_len > end ? old_len : end;
 
         if (old_len > 0 && !(start == 0 && end >= old_len)) {
-            rc = provend_vfs_load_block(f, idx, old_len);
+            rc = provend_vfs_load_block(f, idx, old_len, 0);
             if (rc != SQLITE_OK) {
                 return rc;
             }
@@ -286,6 +505,85 @@ provend_vfs_write_range(provend_vfs_file_t *f, const uint8_t *data,
     }
 
     return SQLITE_OK;
+}
+
+
+/*
+ * Any write: a header first if the file has none, a gap written as sealed
+ * zeros (never left as a hole), then the data.  A write that fails after
+ * growing the file (the disk filled up) is cut back to the old physical
+ * size, so no fragment of a block is left to fail every later read.
+ */
+static int
+provend_vfs_put(provend_vfs_file_t *f, const uint8_t *data,
+    sqlite3_int64 amt, sqlite3_int64 off)
+{
+    int            rc;
+    sqlite3_int64  size, phys;
+
+    rc = provend_vfs_logical_size(f, &size, &phys);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+
+    /*
+     * SQLite writes the WAL header (offset 0) only to start a new cycle,
+     * once every frame is checkpointed: the old frames are dead, and the
+     * file starts over under a new salt, hence a new key.
+     */
+    if (f->is_wal && off == 0 && size > 0) {
+        rc = f->real->pMethods->xTruncate(f->real, 0);
+        if (rc != SQLITE_OK) {
+            return rc;
+        }
+
+        f->keyed = 0;
+        f->cache_idx = -1;
+        size = 0;
+        phys = 0;
+    }
+
+    if (!f->keyed) {
+        rc = provend_vfs_create_header(f, phys);
+        if (rc != SQLITE_OK) {
+            goto failed;
+        }
+    }
+
+    if (off > size) {
+        rc = provend_vfs_write_range(f, NULL, off - size, size, &size);
+        if (rc != SQLITE_OK) {
+            goto failed;
+        }
+    }
+
+    rc = provend_vfs_write_range(f, data, amt, off, &size);
+    if (rc != SQLITE_OK) {
+        goto failed;
+    }
+
+    f->tail_ok = provend_vfs_phys_size(size);
+    return SQLITE_OK;
+
+failed:
+
+    f->cache_idx = -1;
+    f->tail_ok = -1;
+
+    if (f->real->pMethods->xFileSize(f->real, &size) == SQLITE_OK
+        && size > phys)
+    {
+        if (f->real->pMethods->xTruncate(f->real, phys) != SQLITE_OK) {
+            sqlite3_log(rc, "proven-aead: cannot cut %s back after a "
+                        "failed write", f->name);
+        }
+
+        if (phys < PROVEND_VFS_HEADER) {
+            f->keyed = 0;
+        }
+    }
+
+    return rc;
 }
 
 
@@ -323,8 +621,9 @@ provend_vfs_read(sqlite3_file *file, void *buf, int amt, sqlite3_int64 off)
         return SQLITE_IOERR_READ;
     }
 
-    rc = provend_vfs_logical_size(f, &size);
+    rc = provend_vfs_logical_size(f, &size, NULL);
     if (rc != SQLITE_OK) {
+        memset(out, 0, (size_t) amt);
         return rc;
     }
 
@@ -337,7 +636,8 @@ provend_vfs_read(sqlite3_file *file, void *buf, int amt, sqlite3_int64 off)
         idx = (off + done) / PROVEND_VFS_BLOCK;
         start = (size_t) (off + done - idx * PROVEND_VFS_BLOCK);
 
-        rc = provend_vfs_load_block(f, idx, provend_vfs_block_len(size, idx));
+        rc = provend_vfs_load_block(f, idx, provend_vfs_block_len(size, idx),
+                                    0);
         if (rc != SQLITE_OK) {
             memset(out, 0, (size_t) amt);
             return rc;
@@ -365,44 +665,38 @@ static int
 provend_vfs_write(sqlite3_file *file, const void *buf, int amt,
     sqlite3_int64 off)
 {
-    int                  rc;
-    sqlite3_int64        size;
-    provend_vfs_file_t  *f = (provend_vfs_file_t *) file;
-
     if (amt < 0 || off < 0 || off > PROVEND_VFS_SIZE_MAX) {
         return SQLITE_IOERR_WRITE;
     }
 
-    rc = provend_vfs_logical_size(f, &size);
-    if (rc != SQLITE_OK) {
-        return rc;
-    }
-
-    /* A gap is written as sealed zeros, never left as a hole. */
-    if (off > size) {
-        rc = provend_vfs_write_range(f, NULL, off - size, size, &size);
-        if (rc != SQLITE_OK) {
-            return rc;
-        }
-    }
-
-    return provend_vfs_write_range(f, buf, amt, off, &size);
+    return provend_vfs_put((provend_vfs_file_t *) file, buf, amt, off);
 }
 
 
+/*
+ * Shrinking into the middle of a block re-seals what the block keeps.  The
+ * order keeps every crash point readable as far as it can: first the
+ * whole blocks past it go, then the shortened block is written over the
+ * start of the old one, then the file is cut at its end.  A crash between
+ * the last two leaves a torn last block (dropped in a -wal file, an error
+ * elsewhere): a block's length is the file's, so no order can change it
+ * atomically.  SQLite shrinks database files by whole pages (whole blocks,
+ * atomic here) and a WAL only behind a synced commit, so what such a crash
+ * loses was not needed.
+ */
 static int
 provend_vfs_truncate(sqlite3_file *file, sqlite3_int64 new_size)
 {
     int                  rc;
     size_t               rem;
-    sqlite3_int64        size, idx;
+    sqlite3_int64        size, phys, idx;
     provend_vfs_file_t  *f = (provend_vfs_file_t *) file;
 
     if (new_size < 0 || new_size > PROVEND_VFS_SIZE_MAX) {
         return SQLITE_IOERR_TRUNCATE;
     }
 
-    rc = provend_vfs_logical_size(f, &size);
+    rc = provend_vfs_logical_size(f, &size, &phys);
     if (rc != SQLITE_OK) {
         return rc;
     }
@@ -410,35 +704,56 @@ provend_vfs_truncate(sqlite3_file *file, sqlite3_int64 new_size)
     if (new_size >= size) {
         return new_size == size
                ? SQLITE_OK
-               : provend_vfs_write_range(f, NULL, new_size - size, size,
-                                         &size);
+               : provend_vfs_put(f, NULL, new_size - size, size);
+    }
+
+    f->tail_ok = -1;
+
+    /* An empty file has no header: the next write picks a new salt. */
+    if (new_size == 0) {
+        f->keyed = 0;
+        f->cache_idx = -1;
+        return f->real->pMethods->xTruncate(f->real, 0);
     }
 
     idx = new_size / PROVEND_VFS_BLOCK;
     rem = (size_t) (new_size % PROVEND_VFS_BLOCK);
-
-    /* The new last block keeps its first rem bytes, sealed anew. */
-    if (rem > 0) {
-        rc = provend_vfs_load_block(f, idx, provend_vfs_block_len(size, idx));
-        if (rc != SQLITE_OK) {
-            return rc;
-        }
-    }
-
-    rc = f->real->pMethods->xTruncate(f->real, idx * PROVEND_VFS_PHYS_BLOCK);
-    if (rc != SQLITE_OK) {
-        return rc;
-    }
 
     if (rem == 0) {
         if (f->cache_idx >= idx) {
             f->cache_idx = -1;
         }
 
-        return SQLITE_OK;
+        return f->real->pMethods->xTruncate(f->real,
+                                            provend_vfs_phys_off(idx));
     }
 
-    return provend_vfs_store_block(f, idx, rem);
+    rc = provend_vfs_load_block(f, idx, provend_vfs_block_len(size, idx), 0);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+
+    if (phys > provend_vfs_phys_off(idx + 1)) {
+        rc = f->real->pMethods->xTruncate(f->real,
+                                          provend_vfs_phys_off(idx + 1));
+        if (rc != SQLITE_OK) {
+            return rc;
+        }
+    }
+
+    rc = provend_vfs_store_block(f, idx, rem);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+
+    rc = f->real->pMethods->xTruncate(f->real,
+                                      provend_vfs_phys_size(new_size));
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+
+    f->tail_ok = provend_vfs_phys_size(new_size);
+    return SQLITE_OK;
 }
 
 
@@ -454,7 +769,7 @@ provend_vfs_sync(sqlite3_file *file, int flags)
 static int
 provend_vfs_file_size(sqlite3_file *file, sqlite3_int64 *size)
 {
-    return provend_vfs_logical_size((provend_vfs_file_t *) file, size);
+    return provend_vfs_logical_size((provend_vfs_file_t *) file, size, NULL);
 }
 
 
@@ -465,6 +780,8 @@ provend_vfs_lock(sqlite3_file *file, int level)
     provend_vfs_file_t  *f = (provend_vfs_file_t *) file;
 
     f->cache_idx = -1;
+    f->tail_ok = -1;
+    f->stale = 1;
     return f->real->pMethods->xLock(f->real, level);
 }
 
@@ -475,6 +792,8 @@ provend_vfs_unlock(sqlite3_file *file, int level)
     provend_vfs_file_t  *f = (provend_vfs_file_t *) file;
 
     f->cache_idx = -1;
+    f->tail_ok = -1;
+    f->stale = 1;
     return f->real->pMethods->xUnlock(f->real, level);
 }
 
@@ -562,9 +881,6 @@ provend_vfs_open(sqlite3_vfs *vfs, sqlite3_filename name,
     sqlite3_file *file, int flags, int *out_flags)
 {
     int                  rc;
-    char                 info[PROVEND_KEYS_INFO_MAX];
-    size_t               info_len;
-    uint8_t              key[PROVEND_KEY_LEN];
     const char          *base;
     provend_vfs_file_t  *f = (provend_vfs_file_t *) file;
 
@@ -574,30 +890,22 @@ provend_vfs_open(sqlite3_vfs *vfs, sqlite3_filename name,
     f->real = (sqlite3_file *)
                   ((char *) f + provend_vfs_align8(sizeof(*f)));
     f->cache_idx = -1;
-    rc = SQLITE_CANTOPEN;
+    f->tail_ok = -1;
+    f->is_wal = (flags & SQLITE_OPEN_WAL) != 0;
 
-    /* Named files have a stable key; a nameless temporary file a fresh one. */
+    /*
+     * The key comes from the basename and the salt in the header (read or
+     * written on first use); a nameless temporary file has only its salt.
+     */
     if (name != NULL) {
         base = strrchr(name, '/');
         base = base ? base + 1 : name;
-
-        info_len = (size_t) snprintf(info, sizeof(info), "%s%s",
-                                     PROVEND_VFS_INFO_PREFIX, base);
-        if (info_len >= sizeof(info)
-            || provend_keys_derive(provend_vfs_master, info, info_len, key,
-                                   sizeof(key)) != PROVEN_OK)
-        {
-            goto failed;
-        }
-
         f->name = base;
+        f->key_name = base;
 
     } else {
-        if (RAND_bytes(key, sizeof(key)) != 1) {
-            goto failed;
-        }
-
         f->name = "(temporary file)";
+        f->key_name = "";
     }
 
     f->enc = EVP_CIPHER_CTX_new();
@@ -607,14 +915,13 @@ provend_vfs_open(sqlite3_vfs *vfs, sqlite3_filename name,
         goto failed;
     }
 
-    if (EVP_EncryptInit_ex(f->enc, EVP_aes_256_gcm(), NULL, key, NULL) != 1
-        || EVP_DecryptInit_ex(f->dec, EVP_aes_256_gcm(), NULL, key, NULL)
+    if (EVP_EncryptInit_ex(f->enc, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1
+        || EVP_DecryptInit_ex(f->dec, EVP_aes_256_gcm(), NULL, NULL, NULL)
            != 1)
     {
+        rc = SQLITE_CANTOPEN;
         goto failed;
     }
-
-    OPENSSL_cleanse(key, sizeof(key));
 
     rc = provend_vfs_real->xOpen(provend_vfs_real, name, f->real, flags,
                                  out_flags);
@@ -630,7 +937,6 @@ provend_vfs_open(sqlite3_vfs *vfs, sqlite3_filename name,
 
 failed:
 
-    OPENSSL_cleanse(key, sizeof(key));
     EVP_CIPHER_CTX_free(f->enc);
     EVP_CIPHER_CTX_free(f->dec);
     f->enc = NULL;

@@ -20,6 +20,7 @@
 #include <dirent.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/resource.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1377,6 +1378,379 @@ test_sql_isolation(void **state)
 }
 
 
+/* ---- review fixes ------------------------------------------------------- */
+
+/* fts3_tokenizer() takes a function pointer as a blob: never reachable. */
+static void
+test_sql_virtual_tables(void **state)
+{
+    size_t           i;
+    char             msg[PROVEN_ERR_LEN];
+    provend_scope_t  s;
+
+    static const char *const  denied[] = {
+        "SELECT fts3_tokenizer('x', X'4141414141414141')",
+        "SELECT hex(fts3_tokenizer('simple'))",
+        "CREATE VIRTUAL TABLE v3 USING fts3(body, tokenize=x)",
+        "CREATE VIRTUAL TABLE v4 USING fts4(body)",
+        "CREATE VIRTUAL TABLE vs USING dbstat",
+        "CREATE VIRTUAL TABLE _proven_x USING fts5(body)",
+    };
+
+    (void) state;
+    app_scope(&s, "vtab");
+
+    for (i = 0; i < sizeof(denied) / sizeof(denied[0]); i++) {
+        if (sql_one(PROVEND_OP_SQL_EXECUTE, &s, denied[i], msg, sizeof(msg))
+            != PROVEND_ST_SQL_DENIED)
+        {
+            fail_msg("%s: not sql_denied: %s", denied[i], msg);
+        }
+    }
+
+    sql_ok(&s, "CREATE VIRTUAL TABLE docs USING fts5(body)");
+    sql_ok(&s, "INSERT INTO docs (body) VALUES ('hello world'), ('bye')");
+    assert_int_equal(sql_int(&s, "SELECT count(*) FROM docs WHERE docs "
+                                 "MATCH 'hello'"), 1);
+    sql_ok(&s, "CREATE VIRTUAL TABLE boxes USING rtree(id, x0, x1)");
+    sql_ok(&s, "INSERT INTO boxes VALUES (1, 0, 10)");
+    assert_int_equal(sql_int(&s, "SELECT count(*) FROM boxes WHERE x0 < 5"),
+                     1);
+    sql_ok(&s, "DROP TABLE docs");
+    sql_ok(&s, "DROP TABLE boxes");
+}
+
+
+/* changes and last_insert_rowid are this request's, never an earlier one's */
+static void
+test_sql_changes(void **state)
+{
+    provend_scope_t         s;
+    provend_storage_req_t  *r;
+    const char             *sql;
+
+    static const char *const  batch[] = {
+        "INSERT INTO t (x) VALUES (1), (2)",
+        "CREATE INDEX t_x ON t (x)",
+        "SELECT 1",
+    };
+
+    (void) state;
+    app_scope(&s, "changes");
+
+    sql_ok(&s, "CREATE TABLE t (id INTEGER PRIMARY KEY, x)");
+    sql_ok(&s, "CREATE TABLE log (x)");
+    sql_ok(&s, "CREATE TABLE nr (k TEXT PRIMARY KEY) WITHOUT ROWID");
+    sql_ok(&s, "CREATE TRIGGER t_log AFTER INSERT ON t BEGIN INSERT INTO log "
+               "VALUES (new.x); END");
+
+    sql = "INSERT INTO t (x) VALUES (7)";
+    r = sql_req(PROVEND_OP_SQL_EXECUTE, &s, 1, &sql);
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+    assert_int_equal(result_uint(r, "changes"), 1);
+    assert_int_equal(result_uint(r, "last_insert_rowid"), 1);
+    provend_storage_req_free(r);
+
+    /* DDL and SELECT change nothing and insert nothing */
+    sql = "CREATE TABLE u (y)";
+    r = sql_req(PROVEND_OP_SQL_EXECUTE, &s, 1, &sql);
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+    assert_int_equal(result_uint(r, "changes"), 0);
+    assert_int_equal(result_uint(r, "last_insert_rowid"), 0);
+    provend_storage_req_free(r);
+
+    sql = "SELECT * FROM t";
+    r = sql_req(PROVEND_OP_SQL_EXECUTE, &s, 1, &sql);
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+    assert_int_equal(result_uint(r, "changes"), 0);
+    assert_int_equal(result_uint(r, "last_insert_rowid"), 0);
+    provend_storage_req_free(r);
+
+    /* an UPDATE that matches nothing */
+    sql = "UPDATE t SET x = 0 WHERE id = 99";
+    r = sql_req(PROVEND_OP_SQL_EXECUTE, &s, 1, &sql);
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+    assert_int_equal(result_uint(r, "changes"), 0);
+    assert_int_equal(result_uint(r, "last_insert_rowid"), 0);
+    provend_storage_req_free(r);
+
+    /* a batch: its own inserts; DDL after them keeps them */
+    r = sql_req(PROVEND_OP_SQL_EXECUTE, &s, 3, (const char **) batch);
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+    assert_int_equal(result_uint(r, "changes"), 2);
+    assert_int_equal(result_uint(r, "last_insert_rowid"), 3);
+    provend_storage_req_free(r);
+
+    /* no rowid table: no rowid */
+    sql = "INSERT INTO nr VALUES ('a')";
+    r = sql_req(PROVEND_OP_SQL_EXECUTE, &s, 1, &sql);
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+    assert_int_equal(result_uint(r, "changes"), 1);
+    assert_int_equal(result_uint(r, "last_insert_rowid"), 0);
+    provend_storage_req_free(r);
+
+    assert_int_equal(sql_int(&s, "SELECT count(*) FROM log"), 3);
+}
+
+
+/* The app cannot make its own table the migrations table. */
+static void
+test_sql_reserved_rename(void **state)
+{
+    char                    msg[PROVEN_ERR_LEN];
+    provend_scope_t         s;
+    provend_storage_req_t  *r;
+
+    static const char *const  m[] = {
+        "CREATE TABLE a (x)",
+        "CREATE TABLE b (x)",
+    };
+
+    (void) state;
+    app_scope(&s, "rename");
+
+    /* a fresh database, no migration run yet */
+    sql_ok(&s, "CREATE TABLE fake (version INTEGER PRIMARY KEY, sha256 "
+               "BLOB NOT NULL)");
+    assert_int_not_equal(sql_one(PROVEND_OP_SQL_EXECUTE, &s,
+                                 "ALTER TABLE fake RENAME TO "
+                                 "_proven_migrations", msg, sizeof(msg)),
+                         PROVEND_ST_OK);
+    assert_int_not_equal(sql_one(PROVEND_OP_SQL_EXECUTE, &s,
+                                 "ALTER TABLE fake RENAME TO "
+                                 "_PROVEN_MIGRATIONS", msg, sizeof(msg)),
+                         PROVEND_ST_OK);
+    assert_int_equal(sql_one(PROVEND_OP_SQL_EXECUTE, &s,
+                             "ALTER TABLE fake RENAME TO _proven_other",
+                             msg, sizeof(msg)), PROVEND_ST_SQL_DENIED);
+
+    /* a temp table would shadow main's */
+    sql_ok(&s, "CREATE TEMP TABLE tfake (version INTEGER PRIMARY KEY, "
+               "sha256 BLOB NOT NULL)");
+    assert_int_equal(sql_one(PROVEND_OP_SQL_EXECUTE, &s,
+                             "ALTER TABLE temp.tfake RENAME TO "
+                             "_proven_migrations", msg, sizeof(msg)),
+                     PROVEND_ST_SQL_DENIED);
+
+    /* the table is still "fake"; migrations run from the start */
+    sql_ok(&s, "INSERT INTO fake VALUES (1, zeroblob(32))");
+    r = sql_req(PROVEND_OP_SQL_MIGRATE, &s, 2, (const char **) m);
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+    assert_int_equal(result_uint(r, "applied"), 2);
+    provend_storage_req_free(r);
+    assert_int_equal(sql_int(&s, "SELECT count(*) FROM a"), 0);
+}
+
+
+static void
+test_sql_result_bounds(void **state)
+{
+    char             sql[8192], *p;
+    int              i;
+    provend_scope_t  s;
+
+    (void) state;
+    app_scope(&s, "resbounds");
+
+    /* one value at most 8 MiB; at most 500 columns */
+    assert_int_equal(sql_one(PROVEND_OP_SQL_QUERY, &s,
+                             "SELECT length(zeroblob(9000000))", NULL, 0),
+                     PROVEND_ST_SQL_ERROR);
+    assert_int_equal(sql_one(PROVEND_OP_SQL_QUERY, &s,
+                             "SELECT length(zeroblob(8000000))", NULL, 0),
+                     PROVEND_ST_OK);
+
+    p = sql;
+    p += sprintf(p, "SELECT 0");
+    for (i = 1; i < 501; i++) {
+        p += sprintf(p, ",%d", i);
+    }
+    assert_int_equal(sql_one(PROVEND_OP_SQL_QUERY, &s, sql, NULL, 0),
+                     PROVEND_ST_SQL_ERROR);
+
+    /* one row over the bound */
+    assert_int_equal(sql_one(PROVEND_OP_SQL_QUERY, &s,
+                             "SELECT zeroblob(5000000), zeroblob(5000000)",
+                             NULL, 0), PROVEND_ST_TOO_LARGE);
+}
+
+
+/* Loop count that makes one query run for about ms. */
+static long
+calibrate_loop(const provend_scope_t *s, long ms)
+{
+    char             sql[256];
+    long             n, took;
+    struct timespec  t0, t1;
+
+    for (n = 1000; n < 100000000; n *= 2) {
+        snprintf(sql, sizeof(sql), "WITH RECURSIVE c(x) AS (SELECT 1 UNION "
+                 "ALL SELECT x + 1 FROM c WHERE x < %ld) SELECT count(*) "
+                 "FROM c", n);
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        assert_int_equal(sql_one(PROVEND_OP_SQL_QUERY, s, sql, NULL, 0),
+                         PROVEND_ST_OK);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        took = (t1.tv_sec - t0.tv_sec) * 1000
+               + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+        if (took >= ms) {
+            return n;
+        }
+    }
+
+    fail_msg("cannot calibrate a slow query");
+    return 0;
+}
+
+
+/* The timeout bounds a whole batch and a whole migrate call. */
+static void
+test_sql_deadline_per_request(void **state)
+{
+    char                    one[256];
+    long                    n, took;
+    size_t                  i;
+    const char             *sqls[20];
+    struct timespec         t0, t1;
+    provend_scope_t         s;
+    provend_storage_req_t  *r;
+
+    (void) state;
+    app_scope(&s, "deadline");
+
+    /* each statement well under the timeout, 20 of them well over it */
+    n = calibrate_loop(&s, TEST_TIMEOUT_MS / 6);
+    snprintf(one, sizeof(one), "INSERT INTO t SELECT count(*) FROM (WITH "
+             "RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
+             "WHERE x < %ld) SELECT x FROM c)", n);
+    sql_ok(&s, "CREATE TABLE t (n)");
+    for (i = 0; i < 20; i++) {
+        sqls[i] = one;
+    }
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    r = sql_req(PROVEND_OP_SQL_EXECUTE, &s, 20, sqls);
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_TIMEOUT);
+    provend_storage_req_free(r);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    took = (t1.tv_sec - t0.tv_sec) * 1000
+           + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    assert_true(took < 3 * TEST_TIMEOUT_MS);
+
+    r = sql_req(PROVEND_OP_SQL_MIGRATE, &s, 20, sqls);
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_TIMEOUT);
+    provend_storage_req_free(r);
+
+    assert_int_equal(sql_int(&s, "SELECT count(*) FROM t"), 0);
+}
+
+
+/* Requests answered asynchronously, counted. */
+static pthread_mutex_t  async_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t   async_cond = PTHREAD_COND_INITIALIZER;
+static int              async_left;
+
+
+static void
+async_done(provend_storage_req_t *req)
+{
+    (void) req;
+    pthread_mutex_lock(&async_lock);
+    async_left--;
+    pthread_cond_signal(&async_cond);
+    pthread_mutex_unlock(&async_lock);
+}
+
+
+static void
+async_submit(provend_storage_req_t *r)
+{
+    pthread_mutex_lock(&async_lock);
+    async_left++;
+    pthread_mutex_unlock(&async_lock);
+    r->done = async_done;
+    provend_storage_submit(st, r);
+}
+
+
+static void
+async_wait(void)
+{
+    pthread_mutex_lock(&async_lock);
+    while (async_left > 0) {
+        pthread_cond_wait(&async_cond, &async_lock);
+    }
+    pthread_mutex_unlock(&async_lock);
+}
+
+
+/*
+ * Reads after a write in one batch are answered with that write's commit:
+ * when the commit fails (here: no file may grow), they fail too instead of
+ * returning a value that was never stored.
+ */
+static void
+test_kv_read_waits_for_commit(void **state)
+{
+    size_t                  i;
+    struct rlimit           old, none;
+    provend_scope_t         s, slow;
+    provend_storage_req_t  *r[6];
+    const char             *spin;
+
+    (void) state;
+    app_scope(&s, "commitfail");
+    app_scope(&slow, "commitfail-slow");
+
+    sql_ok(&slow, "CREATE TABLE t (x)");
+    kv_set(&s, PROVEND_KV_BYTES, "other", "x");
+
+    /* Keeps the storage thread busy while the rest queue as one batch. */
+    spin = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+           "SELECT count(*) FROM c";
+    r[0] = sql_req(PROVEND_OP_SQL_QUERY, &slow, 1, &spin);
+
+    r[1] = kv_req(PROVEND_OP_KV_SET, &s, PROVEND_KV_BYTES, "k");
+    set_value(r[1], "lost", 4);
+    r[2] = kv_req(PROVEND_OP_KV_GET, &s, PROVEND_KV_BYTES, "k");
+    r[3] = kv_req(PROVEND_OP_KV_KEYS, &s, PROVEND_KV_BYTES, NULL);
+    r[4] = kv_req(PROVEND_OP_KV_SET, &s, PROVEND_KV_KEY, "signer");
+    r[5] = kv_req(PROVEND_OP_KV_SIGN, &s, PROVEND_KV_KEY, "signer");
+    r[5]->message = dup_bytes("m", 1);
+    r[5]->message_len = 1;
+
+    signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    none = old;
+    none.rlim_cur = 0;
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &none), 0);
+
+    for (i = 0; i < 6; i++) {
+        async_submit(r[i]);
+    }
+    async_wait();
+
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+
+    assert_int_equal(r[0]->status, PROVEND_ST_TIMEOUT);
+    for (i = 1; i < 6; i++) {
+        if (r[i]->status != PROVEND_ST_STORAGE_ERROR) {
+            fail_msg("request %zu: status %d, not storage_error", i,
+                     r[i]->status);
+        }
+    }
+    for (i = 0; i < 6; i++) {
+        provend_storage_req_free(r[i]);
+    }
+
+    /* nothing was stored, and the store works again */
+    expect_kv(&s, "k", NULL, 0);
+    expect_kv(&s, "other", "x", 1);
+    assert_int_equal(kv_set(&s, PROVEND_KV_BYTES, "k", "kept"), 1);
+    expect_kv(&s, "k", "kept", 1);
+}
+
+
 /* ---- over the socket ----------------------------------------------------- */
 
 typedef struct {
@@ -1834,6 +2208,12 @@ main(int argc, char **argv)
         cmocka_unit_test(test_sql_denied),
         cmocka_unit_test(test_sql_timeout_and_size),
         cmocka_unit_test(test_sql_isolation),
+        cmocka_unit_test(test_sql_virtual_tables),
+        cmocka_unit_test(test_sql_changes),
+        cmocka_unit_test(test_sql_reserved_rename),
+        cmocka_unit_test(test_sql_result_bounds),
+        cmocka_unit_test(test_sql_deadline_per_request),
+        cmocka_unit_test(test_kv_read_waits_for_commit),
         cmocka_unit_test(test_socket),
     };
 

@@ -2,8 +2,10 @@
  * The keys and the "proven-aead" VFS as the storage layer uses them: no
  * plain text reaches the disk, everything written reads back, any changed,
  * moved or foreign block is an error and never wrong data, odd offsets and
- * truncations behave like a plain file, and a SIGKILLed writer loses no
- * committed transaction.  Also prints the VFS's cost against plain unix.
+ * truncations behave like a plain file, a SIGKILLed writer loses no
+ * committed transaction, a torn append or a full disk gives an error or
+ * drops only unfinished WAL frames (never corruption), and each new file or
+ * WAL cycle gets a new salt.  Also prints the VFS's cost against plain unix.
  */
 
 #include <dirent.h>
@@ -17,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -35,6 +38,10 @@
 #define ROWS         3000
 #define FILE_MAX     (64 * 1024 * 1024)
 #define MODEL_MAX    40000
+
+/* Where block i of a file starts on disk. */
+#define PHYS_AT(i)                                                         \
+    (PROVEND_VFS_HEADER + (size_t) (i) * PROVEND_VFS_PHYS_BLOCK)
 
 static char     top_dir[64];
 static int      tamper_logs;     /* SQLITE_IOERR_DATA lines from the vfs */
@@ -570,12 +577,13 @@ test_tamper_bit_flip(void **state)
     copy = malloc(len);
     assert_non_null(copy);
 
-    nblocks = (len + PROVEND_VFS_PHYS_BLOCK - 1) / PROVEND_VFS_PHYS_BLOCK;
+    nblocks = (len - PROVEND_VFS_HEADER + PROVEND_VFS_PHYS_BLOCK - 1)
+              / PROVEND_VFS_PHYS_BLOCK;
     assert_true(nblocks > 10);
 
     /* One bit in each block, in the nonce, the ciphertext or the tag. */
     for (i = 0; i < nblocks; i++) {
-        pos = i * PROVEND_VFS_PHYS_BLOCK;
+        pos = PHYS_AT(i);
         pos += (i % 3 == 0) ? i % 12
                : (i % 3 == 1) ? 12 + (i * 97) % 4096
                : PROVEND_VFS_PHYS_BLOCK - 1 - i % 16;
@@ -593,6 +601,16 @@ test_tamper_bit_flip(void **state)
             print_error("block %zu byte %zu: %d\n", i, pos, rc);
         }
         assert_int_equal(rc & 0xff, SQLITE_IOERR);
+        assert_true(tamper_logs > logs);
+    }
+
+    /* The header: its magic, and the salt the key comes from. */
+    for (i = 0; i < PROVEND_VFS_HEADER - 8; i += 5) {
+        memcpy(copy, orig, len);
+        copy[i] ^= 0x10;
+        spill(path, copy, len);
+        logs = tamper_logs;
+        assert_int_equal(verify(path, ROWS) & 0xff, SQLITE_IOERR);
         assert_true(tamper_logs > logs);
     }
 
@@ -630,10 +648,9 @@ test_tamper_moved_blocks(void **state)
     for (a = 1; a < 4; a++) {
         b = a + 3;
         memcpy(copy, orig, len);
-        memcpy(tmp, copy + a * PROVEND_VFS_PHYS_BLOCK, sizeof(tmp));
-        memcpy(copy + a * PROVEND_VFS_PHYS_BLOCK,
-               copy + b * PROVEND_VFS_PHYS_BLOCK, sizeof(tmp));
-        memcpy(copy + b * PROVEND_VFS_PHYS_BLOCK, tmp, sizeof(tmp));
+        memcpy(tmp, copy + PHYS_AT(a), sizeof(tmp));
+        memcpy(copy + PHYS_AT(a), copy + PHYS_AT(b), sizeof(tmp));
+        memcpy(copy + PHYS_AT(b), tmp, sizeof(tmp));
         spill(path, copy, len);
         logs = tamper_logs;
         rc = verify(path, ROWS);
@@ -644,8 +661,8 @@ test_tamper_moved_blocks(void **state)
     /* The same block of another database (same content, other key). */
     for (a = 0; a < 6; a++) {
         memcpy(copy, orig, len);
-        memcpy(copy + a * PROVEND_VFS_PHYS_BLOCK,
-               foreign + a * PROVEND_VFS_PHYS_BLOCK, PROVEND_VFS_PHYS_BLOCK);
+        memcpy(copy + PHYS_AT(a), foreign + PHYS_AT(a),
+               PROVEND_VFS_PHYS_BLOCK);
         spill(path, copy, len);
         logs = tamper_logs;
         rc = verify(path, ROWS);
@@ -723,6 +740,7 @@ test_odd_offsets(void **state)
 {
     int            i;
     char           path[128];
+    char           info[64];
     uint8_t        data[100], buf[200], key[32], ad[8];
     uint8_t       *model, *raw, out[PROVEND_VFS_BLOCK];
     size_t         raw_len;
@@ -743,7 +761,7 @@ test_odd_offsets(void **state)
     assert_int_equal(f->pMethods->xWrite(f, data, 100, 5000), SQLITE_OK);
     assert_int_equal(raw_size(f), 5100);
     assert_int_equal(stat(path, &st), 0);
-    assert_int_equal(st.st_size, PROVEND_VFS_PHYS_BLOCK
+    assert_int_equal(st.st_size, PROVEND_VFS_HEADER + PROVEND_VFS_PHYS_BLOCK
                      + PROVEND_SEAL_OVERHEAD + 5100 - PROVEND_VFS_BLOCK);
     assert_int_equal(f->pMethods->xRead(f, buf, 100, 5000), SQLITE_OK);
     assert_memory_equal(buf, data, 100);
@@ -763,7 +781,7 @@ test_odd_offsets(void **state)
     assert_int_equal(f->pMethods->xTruncate(f, 4097), SQLITE_OK);
     assert_int_equal(raw_size(f), 4097);
     assert_int_equal(stat(path, &st), 0);
-    assert_int_equal(st.st_size, PROVEND_VFS_PHYS_BLOCK
+    assert_int_equal(st.st_size, PROVEND_VFS_HEADER + PROVEND_VFS_PHYS_BLOCK
                      + PROVEND_SEAL_OVERHEAD + 1);
     assert_int_equal(f->pMethods->xWrite(f, data, 100, 4000), SQLITE_OK);
     assert_int_equal(f->pMethods->xTruncate(f, 4097), SQLITE_OK);
@@ -823,18 +841,27 @@ test_odd_offsets(void **state)
     raw_compare(f, model, size);
     raw_close(f);
 
-    /* The layout is provend_seal's: nonce || ciphertext || tag, AD index. */
+    /*
+     * The layout: a header (magic, salt), then blocks as provend_seal makes
+     * them (nonce || ciphertext || tag, AD the index) under
+     * HKDF(master, "proven-vfs-v2:" || salt || basename).
+     */
     raw = slurp(path, &raw_len);
-    assert_true(raw_len > 2 * PROVEND_VFS_PHYS_BLOCK);
-    assert_int_equal(provend_keys_derive(master, "proven-vfs-v1:raw.bin", 21,
+    assert_true(raw_len > PHYS_AT(2));
+    assert_memory_equal(raw, "proven-aead\0v2\0\0", 16);
+    memcpy(info, "proven-vfs-v2:", 14);
+    memcpy(info + 14, raw + 16, PROVEND_VFS_SALT_LEN);
+    memcpy(info + 14 + PROVEND_VFS_SALT_LEN, "raw.bin", 7);
+    assert_int_equal(provend_keys_derive(master, info,
+                                         14 + PROVEND_VFS_SALT_LEN + 7,
                                          key, 32), PROVEN_OK);
     memset(ad, 0, sizeof(ad));
     ad[7] = 1;
-    assert_int_equal(provend_open(key, ad, 8, raw + PROVEND_VFS_PHYS_BLOCK,
+    assert_int_equal(provend_open(key, ad, 8, raw + PHYS_AT(1),
                                   PROVEND_VFS_PHYS_BLOCK, out), PROVEN_OK);
     assert_memory_equal(out, model + PROVEND_VFS_BLOCK, PROVEND_VFS_BLOCK);
     ad[7] = 0;
-    assert_int_equal(provend_open(key, ad, 8, raw + PROVEND_VFS_PHYS_BLOCK,
+    assert_int_equal(provend_open(key, ad, 8, raw + PHYS_AT(1),
                                   PROVEND_VFS_PHYS_BLOCK, out), PROVEN_ERR);
     free(raw);
     free(model);
@@ -960,6 +987,359 @@ test_crash(void **state)
 }
 
 
+/* ---- torn writes and a full disk ----------------------------------------- */
+
+static void
+append_bytes(const char *path, size_t n)
+{
+    FILE    *fp;
+    size_t   i;
+
+    fp = fopen(path, "ab");
+    assert_non_null(fp);
+    for (i = 0; i < n; i++) {
+        assert_int_equal(fputc((int) (i * 37 + 11) & 0xff, fp),
+                         (int) (i * 37 + 11) & 0xff);
+    }
+    assert_int_equal(fclose(fp), 0);
+}
+
+
+/* A database whose WAL still holds its commits: the writer never closed. */
+static void
+make_db_with_wal(const char *name, int rows, char *path, size_t len)
+{
+    int       status;
+    pid_t     pid;
+    sqlite3  *db;
+
+    path_in(path, len, name);
+    (void) unlink(path);
+
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (db_open(path, PROVEND_VFS_NAME, &db) != SQLITE_OK) {
+            _exit(2);
+        }
+        sqlite3_exec(db, "PRAGMA wal_autocheckpoint=0", NULL, NULL, NULL);
+        fill(db, rows);
+        _exit(0);
+    }
+
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+
+static void
+test_torn_tail(void **state)
+{
+    int       logs;
+    char      path[128], wal[160];
+    size_t    db_len, wal_len;
+    uint8_t  *db_orig, *wal_orig, *copy;
+
+    (void) state;
+
+    make_db_with_wal("torn.db", ROWS, path, sizeof(path));
+    snprintf(wal, sizeof(wal), "%s-wal", path);
+    db_orig = slurp(path, &db_len);
+    wal_orig = slurp(wal, &wal_len);
+    assert_true(wal_len > PHYS_AT(4));
+
+    /* Fragments too short to hold a sealed byte count for nothing. */
+    append_bytes(path, PROVEND_SEAL_OVERHEAD);
+    append_bytes(wal, PROVEND_SEAL_OVERHEAD);
+    logs = tamper_logs;
+    assert_int_equal(verify(path, ROWS), SQLITE_OK);
+    assert_int_equal(tamper_logs, logs);
+
+    /* A longer torn append to the WAL: the last block is dropped. */
+    spill(path, db_orig, db_len);
+    spill(wal, wal_orig, wal_len);
+    append_bytes(wal, 100);
+    assert_int_equal(verify(path, ROWS), SQLITE_OK);
+    assert_int_equal(tamper_logs, logs);
+
+    /* So is a torn last block of the WAL itself. */
+    spill(path, db_orig, db_len);
+    copy = malloc(wal_len);
+    assert_non_null(copy);
+    memcpy(copy, wal_orig, wal_len);
+    copy[wal_len - 5] ^= 0x01;
+    spill(wal, copy, wal_len);
+    assert_int_equal(verify(path, ROWS), SQLITE_OK);
+    assert_int_equal(tamper_logs, logs);
+
+    /* Anywhere else in the WAL it is an error. */
+    spill(path, db_orig, db_len);
+    memcpy(copy, wal_orig, wal_len);
+    copy[PHYS_AT(1) + 100] ^= 0x01;
+    spill(wal, copy, wal_len);
+    assert_int_equal(verify(path, ROWS) & 0xff, SQLITE_IOERR);
+    assert_true(tamper_logs > logs);
+
+    /* And in any other file, a torn last block too. */
+    spill(path, db_orig, db_len);
+    (void) unlink(wal);
+    append_bytes(path, 100);
+    {
+        sqlite3_file  *f;
+        uint8_t        buf[64];
+
+        f = raw_open(path, SQLITE_OPEN_MAIN_DB);
+        logs = tamper_logs;
+        assert_int_equal(f->pMethods->xRead(f, buf, sizeof(buf),
+                                            (sqlite3_int64) (db_len
+                                                - PROVEND_VFS_HEADER)
+                                            / PROVEND_VFS_PHYS_BLOCK
+                                            * PROVEND_VFS_BLOCK),
+                         SQLITE_IOERR_DATA);
+        assert_true(tamper_logs > logs);
+        raw_close(f);
+    }
+
+    free(copy);
+    free(db_orig);
+    free(wal_orig);
+    (void) unlink(path);
+}
+
+
+/*
+ * RLIMIT_FSIZE stands in for a full disk: the write past it is cut short
+ * (the unix VFS leaves a fragment) and then fails.  In a child, with
+ * SIGXFSZ ignored so that the write returns EFBIG.
+ */
+static void
+disk_full_child(const char *path, const char *db_path, int fd)
+{
+    int            i, rc;
+    uint8_t        block[PROVEND_VFS_BLOCK];
+    sqlite3       *db;
+    sqlite3_stmt  *st;
+    sqlite3_file  *f;
+    sqlite3_vfs   *vfs;
+    struct rlimit  rl;
+    sqlite3_int64  size;
+
+    /* Only the soft limit moves: it has to go up again below. */
+    signal(SIGXFSZ, SIG_IGN);
+    if (getrlimit(RLIMIT_FSIZE, &rl) != 0) {
+        _exit(10);
+    }
+    rl.rlim_cur = PHYS_AT(3) + 1000;
+    if (setrlimit(RLIMIT_FSIZE, &rl) != 0) {
+        _exit(10);
+    }
+
+    /* Raw: three blocks fit, the fourth does not. */
+    vfs = sqlite3_vfs_find(PROVEND_VFS_NAME);
+    f = calloc(1, (size_t) vfs->szOsFile);
+    if (f == NULL || vfs->xOpen(vfs, path, f, SQLITE_OPEN_MAIN_DB
+                                | SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                                &i) != SQLITE_OK)
+    {
+        _exit(11);
+    }
+
+    memset(block, 0x5a, sizeof(block));
+    for (i = 0; i < 3; i++) {
+        if (f->pMethods->xWrite(f, block, sizeof(block),
+                                i * PROVEND_VFS_BLOCK) != SQLITE_OK)
+        {
+            _exit(12);
+        }
+    }
+
+    rc = f->pMethods->xWrite(f, block, sizeof(block), 3 * PROVEND_VFS_BLOCK);
+    if (rc == SQLITE_OK) {
+        _exit(13);
+    }
+
+    if (f->pMethods->xFileSize(f, &size) != SQLITE_OK
+        || size != 3 * PROVEND_VFS_BLOCK
+        || f->pMethods->xRead(f, block, sizeof(block), 2 * PROVEND_VFS_BLOCK)
+           != SQLITE_OK)
+    {
+        _exit(14);
+    }
+
+    f->pMethods->xClose(f);
+    free(f);
+
+    /* A database: rows until the disk is full; each told once committed. */
+    rl.rlim_cur = 256 * 1024;
+    if (setrlimit(RLIMIT_FSIZE, &rl) != 0
+        || db_open(db_path, PROVEND_VFS_NAME, &db) != SQLITE_OK
+        || sqlite3_exec(db, "CREATE TABLE d (id INTEGER PRIMARY KEY, "
+                        "v BLOB)", NULL, NULL, NULL) != SQLITE_OK
+        || sqlite3_prepare_v2(db, "INSERT INTO d VALUES (?, "
+                              "randomblob(1500))", -1, &st, NULL)
+           != SQLITE_OK)
+    {
+        _exit(15);
+    }
+
+    for (i = 1; i < 100000; i++) {
+        sqlite3_bind_int(st, 1, i);
+        rc = sqlite3_step(st);
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE) {
+            break;
+        }
+        if (write(fd, &i, sizeof(i)) != sizeof(i)) {
+            _exit(16);
+        }
+    }
+
+    /* An error, not corruption: SQLITE_FULL or an I/O error. */
+    if (rc != SQLITE_FULL && (rc & 0xff) != SQLITE_IOERR) {
+        _exit(17);
+    }
+
+    /* Left as a crash would leave it. */
+    _exit(0);
+}
+
+
+static void
+test_disk_full(void **state)
+{
+    int            p[2], id, last, status, count;
+    char           path[128], db_path[128];
+    pid_t          pid;
+    sqlite3       *db;
+    sqlite3_stmt  *st;
+    struct stat    sb;
+
+    (void) state;
+
+    path_in(path, sizeof(path), "full.bin");
+    path_in(db_path, sizeof(db_path), "full.db");
+    (void) unlink(path);
+    (void) unlink(db_path);
+    assert_int_equal(pipe(p), 0);
+
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(p[0]);
+        disk_full_child(path, db_path, p[1]);
+    }
+
+    close(p[1]);
+    last = 0;
+    while (read(p[0], &id, sizeof(id)) == sizeof(id)) {
+        last = id;
+    }
+    close(p[0]);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_true(last > 10);
+
+    /* The failed write was cut back to the last whole block. */
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_size, PHYS_AT(3));
+
+    /* Every committed row is there, nothing is corrupt. */
+    assert_int_equal(db_open(db_path, PROVEND_VFS_NAME, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT id FROM d ORDER BY id",
+                                        -1, &st, NULL), SQLITE_OK);
+    for (count = 0; sqlite3_step(st) == SQLITE_ROW; count++) {
+        assert_int_equal(sqlite3_column_int(st, 0), count + 1);
+    }
+    assert_int_equal(sqlite3_errcode(db), SQLITE_DONE);
+    sqlite3_finalize(st);
+    assert_true(count >= last);
+    assert_true(count <= last + 1);
+    exec_ok(db, "PRAGMA integrity_check");
+    exec_ok(db, "INSERT INTO d VALUES (NULL, x'00')");
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    (void) unlink(path);
+}
+
+
+/* ---- salts --------------------------------------------------------------- */
+
+static void
+read_salt(const char *path, uint8_t salt[PROVEND_VFS_SALT_LEN])
+{
+    size_t    len;
+    uint8_t  *raw;
+
+    raw = slurp(path, &len);
+    assert_true(len >= PROVEND_VFS_HEADER);
+    memcpy(salt, raw + 16, PROVEND_VFS_SALT_LEN);
+    free(raw);
+}
+
+
+static void
+test_new_salt(void **state)
+{
+    char           path[128];
+    uint8_t        data[100], buf[100];
+    uint8_t        a[PROVEND_VFS_SALT_LEN], b[PROVEND_VFS_SALT_LEN];
+    struct stat    sb;
+    sqlite3_file  *f;
+
+    (void) state;
+
+    memset(data, 0x33, sizeof(data));
+    path_in(path, sizeof(path), "salt.db");
+    (void) unlink(path);
+
+    /* Created: no header until the first write. */
+    f = raw_open(path, SQLITE_OPEN_MAIN_DB);
+    assert_int_equal(raw_size(f), 0);
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_size, 0);
+    assert_int_equal(f->pMethods->xWrite(f, data, 100, 0), SQLITE_OK);
+    read_salt(path, a);
+
+    /* Truncated to zero, written again: a new salt. */
+    assert_int_equal(f->pMethods->xTruncate(f, 0), SQLITE_OK);
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_size, 0);
+    assert_int_equal(f->pMethods->xWrite(f, data, 100, 0), SQLITE_OK);
+    read_salt(path, b);
+    assert_memory_not_equal(a, b, sizeof(a));
+    raw_close(f);
+
+    /* Deleted and created again: a new one too. */
+    assert_int_equal(unlink(path), 0);
+    f = raw_open(path, SQLITE_OPEN_MAIN_DB);
+    assert_int_equal(f->pMethods->xWrite(f, data, 100, 0), SQLITE_OK);
+    read_salt(path, a);
+    assert_memory_not_equal(a, b, sizeof(a));
+
+    /* Rewriting offset 0 of a database keeps the file and its salt. */
+    assert_int_equal(f->pMethods->xWrite(f, data, 100, 5000), SQLITE_OK);
+    assert_int_equal(f->pMethods->xWrite(f, data, 10, 0), SQLITE_OK);
+    read_salt(path, b);
+    assert_memory_equal(a, b, sizeof(a));
+    assert_int_equal(raw_size(f), 5100);
+    raw_close(f);
+    assert_int_equal(unlink(path), 0);
+
+    /* A WAL written at offset 0 starts a new cycle: new salt, old gone. */
+    f = raw_open(path, SQLITE_OPEN_WAL);
+    assert_int_equal(f->pMethods->xWrite(f, data, 100, 5000), SQLITE_OK);
+    read_salt(path, a);
+    assert_int_equal(f->pMethods->xWrite(f, data, 32, 0), SQLITE_OK);
+    read_salt(path, b);
+    assert_memory_not_equal(a, b, sizeof(a));
+    assert_int_equal(raw_size(f), 32);
+    assert_int_equal(f->pMethods->xRead(f, buf, 32, 0), SQLITE_OK);
+    assert_memory_equal(buf, data, 32);
+    raw_close(f);
+    assert_int_equal(unlink(path), 0);
+}
+
+
 /* ---- throughput, printed only -------------------------------------------- */
 
 static double
@@ -1064,6 +1444,9 @@ main(void)
         cmocka_unit_test(test_tamper_moved_blocks),
         cmocka_unit_test(test_odd_offsets),
         cmocka_unit_test(test_crash),
+        cmocka_unit_test(test_torn_tail),
+        cmocka_unit_test(test_disk_full),
+        cmocka_unit_test(test_new_salt),
         cmocka_unit_test(test_throughput),
     };
 
