@@ -4,10 +4,12 @@
  *   provend [--data DIR] [--socket PATH] [--provider auto|nsm|dev]
  *           [--log-level debug|info|warn|error] [--measure N:PATH]...
  *           [--threads N] [--kv-max-value BYTES]
+ *           [--storage-heap-limit BYTES]
  */
 
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +17,7 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <sqlite3.h>
 
 #include "keys.h"
 #include "log.h"
@@ -26,6 +29,7 @@
 #define PROVEND_MEASURE_MAX  64
 #define PROVEND_THREADS_MAX  1024
 #define PROVEND_KV_VALUE_MAX (8ul * 1024 * 1024)   /* fits in a frame */
+#define PROVEND_HEAP_MIN     (64ul * 1024 * 1024)  /* room for 8 MiB values */
 
 
 static void
@@ -37,6 +41,7 @@ provend_usage(FILE *out)
         "               [--log-level debug|info|warn|error]"
         " [--measure N:PATH]...\n"
         "               [--threads N] [--kv-max-value BYTES]\n"
+        "               [--storage-heap-limit BYTES]\n"
         "  --data DIR        state directory (default ./var)\n"
         "  --socket PATH     unix socket (default DATA/provend.sock)\n"
         "  --provider NAME   attestation provider (default auto: nsm when\n"
@@ -44,7 +49,9 @@ provend_usage(FILE *out)
         "  --measure N:PATH  dev provider: extend PCR N (1..15) with the\n"
         "                    SHA384 of PATH, in order given\n"
         "  --threads N       signing threads (default: online CPUs)\n"
-        "  --kv-max-value BYTES  largest KV value (default 1048576)\n");
+        "  --kv-max-value BYTES  largest KV value (default 1048576)\n"
+        "  --storage-heap-limit BYTES  memory SQLite may use (default\n"
+        "                    1073741824); a statement needing more fails\n");
 }
 
 
@@ -96,6 +103,7 @@ main(int argc, char **argv)
         { "measure",   required_argument, NULL, 'm' },
         { "threads",   required_argument, NULL, 't' },
         { "kv-max-value", required_argument, NULL, 'k' },
+        { "storage-heap-limit", required_argument, NULL, 'H' },
         { "help",      no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -188,6 +196,18 @@ main(int argc, char **argv)
                         PROVEND_KV_VALUE_MAX);
                 return 2;
             }
+            break;
+
+        case 'H':
+            if (provend_parse_uint(optarg, PROVEND_HEAP_MIN, LONG_MAX,
+                                   &value) != PROVEN_OK)
+            {
+                fprintf(stderr, "provend: --storage-heap-limit must be at "
+                        "least %lu\n", PROVEND_HEAP_MIN);
+                return 2;
+            }
+            /* Process wide; the storage backend keeps a limit set first. */
+            (void) sqlite3_hard_heap_limit64((sqlite3_int64) value);
             break;
 
         case 'h':

@@ -13,7 +13,9 @@
  * answered only after COMMIT returned (synchronous=FULL: fsync'd).  So
  * concurrent writers share one fsync (group commit).  A read queued after
  * a write of the same batch waits for that commit, so nobody sees data
- * that could still be rolled back.
+ * that could still be rolled back.  A request that makes SQLite roll the
+ * whole transaction back fails alone: the others of that transaction run
+ * again in a new one (a few times a batch at most).
  */
 
 #include <errno.h>
@@ -43,6 +45,15 @@
 #define PROVEND_APP_LENGTH_MAX (8 * 1024 * 1024)   /* one value, app db */
 #define PROVEND_APP_COLUMN_MAX 500
 #define PROVEND_PROGRESS_STEPS 1000
+#define PROVEND_RERUN_ROUNDS   3      /* re-runs after rollbacks, a batch */
+
+/*
+ * SQLite's heap, process wide: one SELECT of 500 randomblob(8000000)
+ * columns would otherwise allocate gigabytes before any result check sees
+ * its row.  A limit the process set before opening (provend's
+ * --storage-heap-limit) is kept.
+ */
+#define PROVEND_HEAP_LIMIT_DEFAULT  (1024LL * 1024 * 1024)
 
 /* Created when a database is opened, before any app statement runs. */
 #define PROVEND_MIGRATIONS_SCHEMA                                          \
@@ -62,6 +73,7 @@ typedef struct {
     uint64_t            used;             /* LRU clock */
     int                 in_txn;           /* this batch began one */
     int                 txn_failed;       /* aborted: its writes are lost */
+    int                 txn_blamed;       /* a request was failed for it */
     uintptr_t           txn_gen;          /* which transaction: 0 none */
     int                 internal;         /* our statements: no authorizer */
     int                 denied;           /* the authorizer said no */
@@ -453,7 +465,7 @@ provend_sqldb_begin(provend_sqldb_t *d, provend_storage_req_t *req)
 static void
 provend_sqldb_check_txn(provend_sqldb_t *d)
 {
-    if (d->in_txn && sqlite3_get_autocommit(d->db)) {
+    if (d->in_txn && !d->txn_failed && sqlite3_get_autocommit(d->db)) {
         provend_error("storage: a write transaction was rolled back: %s",
                       sqlite3_errmsg(d->db));
         d->txn_failed = 1;
@@ -478,7 +490,8 @@ provend_sqlite_status_of(provend_sqldb_t *d, int rc)
     case SQLITE_PROTOCOL:
         return PROVEND_ST_STORAGE_ERROR;
     case SQLITE_NOMEM:
-        return PROVEND_ST_INTERNAL;
+        /* App SQL over the heap limit; our own statements never are. */
+        return d->id[0] != '\0' ? PROVEND_ST_TOO_LARGE : PROVEND_ST_INTERNAL;
     default:
         return d->denied ? PROVEND_ST_SQL_DENIED : PROVEND_ST_SQL_ERROR;
     }
@@ -502,6 +515,13 @@ provend_sqldb_fail(provend_sqldb_t *d, provend_storage_req_t *req, int rc)
         provend_storage_req_fail(req, status,
                                  "statement ran longer than %u ms",
                                  d->sq->timeout_ms);
+        break;
+    case PROVEND_ST_TOO_LARGE:
+        provend_storage_req_fail(req, status,
+                                 "statement needs more memory than the "
+                                 "storage heap limit of %lld bytes: read "
+                                 "or build less at once",
+                                 (long long) sqlite3_hard_heap_limit64(-1));
         break;
     case PROVEND_ST_STORAGE_ERROR:
         provend_error("storage: %s", sqlite3_errmsg(d->db));
@@ -2142,7 +2162,92 @@ provend_sqldb_reset_txn(provend_sqldb_t *d)
 {
     d->in_txn = 0;
     d->txn_failed = 0;
+    d->txn_blamed = 0;
     d->txn_gen = 0;
+}
+
+
+/*
+ * Whether req made SQLite roll back the transaction it used (a timeout,
+ * RAISE(ROLLBACK), INSERT OR ROLLBACK, out of memory...): the first
+ * request after which the transaction is found gone is the culprit.
+ */
+static provend_sqldb_t *
+provend_sqlite_culprit(provend_sqlite_t *sq, provend_storage_req_t *req)
+{
+    provend_sqldb_t  *d;
+
+    if (req->priv == NULL) {
+        return NULL;
+    }
+
+    d = provend_sqlite_txn(sq, (uintptr_t) req->priv);
+    if (d == NULL || d->txn_blamed) {
+        return NULL;
+    }
+
+    provend_sqldb_check_txn(d);
+    if (!d->txn_failed) {
+        return NULL;
+    }
+
+    d->txn_blamed = 1;
+    if (req->status == PROVEND_ST_OK) {
+        if (req->result != NULL) {
+            cbor_decref(&req->result);
+        }
+        provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR,
+                                 "the transaction was rolled back");
+    }
+
+    return d;
+}
+
+
+/*
+ * After req rolled back d's transaction: takes the other requests of that
+ * transaction out of *deferred (keeping their order), clears their answers
+ * and returns them to be run again, in a new transaction.
+ */
+static provend_storage_req_t *
+provend_sqlite_rerun(provend_sqldb_t *d, provend_storage_req_t **deferred,
+    provend_storage_req_t ***tail)
+{
+    char                    err[PROVEN_ERR_LEN];
+    uintptr_t               gen;
+    provend_storage_req_t  *again, **again_tail, **link, *r;
+
+    gen = d->txn_gen;
+    again = NULL;
+    again_tail = &again;
+
+    for (link = deferred; *link != NULL; ) {
+        r = *link;
+        if ((uintptr_t) r->priv != gen) {
+            link = &r->next;
+            continue;
+        }
+
+        *link = r->next;
+        r->next = NULL;
+        r->priv = NULL;
+        r->status = PROVEND_ST_OK;
+        r->error[0] = '\0';
+        if (r->result != NULL) {
+            cbor_decref(&r->result);
+        }
+        *again_tail = r;
+        again_tail = &r->next;
+    }
+
+    *tail = link;
+
+    if (!sqlite3_get_autocommit(d->db)) {
+        (void) provend_sqldb_exec(d, "ROLLBACK", err, sizeof(err));
+    }
+    provend_sqldb_reset_txn(d);
+
+    return again;
 }
 
 
@@ -2193,11 +2298,13 @@ provend_sqlite_flush(provend_sqlite_t *sq, provend_storage_req_t *deferred)
 static void
 provend_sqlite_batch(provend_sqlite_t *sq, provend_storage_req_t *batch)
 {
-    int                     wrote;
+    int                     wrote, reruns;
     size_t                  i, open_txns;
-    provend_storage_req_t  *req, *next, *deferred, **tail;
+    provend_sqldb_t        *d;
+    provend_storage_req_t  *req, *next, *deferred, **tail, *again, *last;
 
     wrote = 0;
+    reruns = 0;
     deferred = NULL;
     tail = &deferred;
 
@@ -2221,6 +2328,30 @@ provend_sqlite_batch(provend_sqlite_t *sq, provend_storage_req_t *batch)
         }
 
         provend_sqlite_run(sq, req);
+
+        /*
+         * The others of a transaction req rolled back did nothing wrong:
+         * they run again before what follows, in a new transaction.  A
+         * bounded number of times, so that hostile SQL cannot make the
+         * thread redo everything once per statement.
+         */
+        d = provend_sqlite_culprit(sq, req);
+        if (d != NULL && reruns < PROVEND_RERUN_ROUNDS) {
+            reruns++;
+            again = provend_sqlite_rerun(d, &deferred, &tail);
+
+            req->priv = NULL;
+            req->done(req);
+
+            if (again != NULL) {
+                for (last = again; last->next != NULL; last = last->next) {
+                    /* the end of the list */
+                }
+                last->next = next;
+                next = again;
+            }
+            continue;
+        }
 
         if (provend_req_writes(req)) {
             wrote = 1;
@@ -2520,6 +2651,10 @@ provend_storage_sqlite_open(const provend_storage_config_t *cfg, char *err,
     {
         provend_sqlite_err("cannot derive the storage keys");
         goto failed;
+    }
+
+    if (sqlite3_hard_heap_limit64(-1) == 0) {
+        (void) sqlite3_hard_heap_limit64(PROVEND_HEAP_LIMIT_DEFAULT);
     }
 
     if (provend_vfs_register(cfg->master_key, err, errlen) != PROVEN_OK) {

@@ -1575,6 +1575,46 @@ test_sql_result_bounds(void **state)
 }
 
 
+/*
+ * SQLite's heap is bounded (1 GiB unless the process set a limit first): a
+ * row of many huge blobs fails as too_large before it is ever built, and
+ * the backend keeps serving.  The test lowers the limit for speed.
+ */
+static void
+test_sql_heap_limit(void **state)
+{
+    char                    sql[512], *p;
+    int                     i;
+    sqlite3_int64           old;
+    provend_scope_t         s;
+    provend_storage_req_t  *r;
+    const char             *q;
+
+    (void) state;
+    app_scope(&s, "heaplimit");
+
+    old = sqlite3_hard_heap_limit64(-1);
+    assert_int_equal(old, 1024LL * 1024 * 1024);
+
+    p = sql;
+    p += sprintf(p, "SELECT randomblob(8000000)");
+    for (i = 1; i < 12; i++) {
+        p += sprintf(p, ", randomblob(8000000)");
+    }
+
+    (void) sqlite3_hard_heap_limit64(sqlite3_memory_used()
+                                     + 48LL * 1024 * 1024);
+    q = sql;
+    r = sql_req(PROVEND_OP_SQL_QUERY, &s, 1, &q);
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_TOO_LARGE);
+    assert_non_null(strstr(r->error, "heap limit"));
+    provend_storage_req_free(r);
+    (void) sqlite3_hard_heap_limit64(old);
+
+    assert_int_equal(sql_int(&s, "SELECT length(randomblob(1000))"), 1000);
+}
+
+
 /* Loop count that makes one query run for about ms. */
 static long
 calibrate_loop(const provend_scope_t *s, long ms)
@@ -1748,6 +1788,164 @@ test_kv_read_waits_for_commit(void **state)
     expect_kv(&s, "other", "x", 1);
     assert_int_equal(kv_set(&s, PROVEND_KV_BYTES, "k", "kept"), 1);
     expect_kv(&s, "k", "kept", 1);
+}
+
+
+/*
+ * A request that makes SQLite roll back the whole transaction of a batch
+ * (RAISE(ROLLBACK) in a trigger, INSERT OR ROLLBACK) fails alone: the
+ * others of that transaction, before and after it, run again and are
+ * stored; a read among them sees the writes before it.
+ */
+static void
+test_sql_rollback_spares_others(void **state)
+{
+    size_t                  i;
+    cbor_item_t            *rows, *row;
+    provend_scope_t         s, slow;
+    provend_storage_req_t  *r[9];
+    const char             *spin, *sql;
+
+    (void) state;
+    app_scope(&s, "rollback");
+    app_scope(&slow, "rollback-slow");
+
+    sql_ok(&slow, "CREATE TABLE t (x)");
+    sql_ok(&s, "CREATE TABLE t (x)");
+    sql_ok(&s, "CREATE TABLE bad (x)");
+    sql_ok(&s, "CREATE TRIGGER bad_no BEFORE INSERT ON bad BEGIN "
+               "SELECT RAISE(ROLLBACK, 'refused'); END");
+    sql_ok(&s, "CREATE TABLE u (x UNIQUE)");
+    sql_ok(&s, "INSERT INTO u VALUES (1)");
+
+    /* Keeps the storage thread busy while the rest queue as one batch. */
+    spin = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+           "SELECT count(*) FROM c";
+    r[0] = sql_req(PROVEND_OP_SQL_QUERY, &slow, 1, &spin);
+
+    r[1] = kv_req(PROVEND_OP_KV_SET, &s, PROVEND_KV_BYTES, "k");
+    set_value(r[1], "kept", 4);
+    sql = "INSERT INTO t VALUES (1)";
+    r[2] = sql_req(PROVEND_OP_SQL_EXECUTE, &s, 1, &sql);
+    sql = "SELECT count(*) FROM t";
+    r[3] = sql_req(PROVEND_OP_SQL_QUERY, &s, 1, &sql);
+    sql = "INSERT INTO bad VALUES (1)";
+    r[4] = sql_req(PROVEND_OP_SQL_EXECUTE, &s, 1, &sql);
+    sql = "INSERT INTO t VALUES (2)";
+    r[5] = sql_req(PROVEND_OP_SQL_EXECUTE, &s, 1, &sql);
+    sql = "INSERT OR ROLLBACK INTO u VALUES (1)";
+    r[6] = sql_req(PROVEND_OP_SQL_EXECUTE, &s, 1, &sql);
+    sql = "INSERT INTO t VALUES (3)";
+    r[7] = sql_req(PROVEND_OP_SQL_EXECUTE, &s, 1, &sql);
+    r[8] = kv_req(PROVEND_OP_KV_GET, &s, PROVEND_KV_BYTES, "k");
+
+    for (i = 0; i < 9; i++) {
+        async_submit(r[i]);
+    }
+    async_wait();
+
+    assert_int_equal(r[0]->status, PROVEND_ST_TIMEOUT);
+    assert_int_equal(r[4]->status, PROVEND_ST_SQL_ERROR);
+    assert_non_null(strstr(r[4]->error, "refused"));
+    assert_int_equal(r[6]->status, PROVEND_ST_SQL_ERROR);
+    for (i = 1; i < 9; i++) {
+        if (i != 4 && i != 6 && r[i]->status != PROVEND_ST_OK) {
+            fail_msg("request %zu: status %d: %s", i, r[i]->status,
+                     r[i]->error);
+        }
+    }
+    assert_int_equal(result_uint(r[2], "changes"), 1);
+    assert_int_equal(result_uint(r[5], "changes"), 1);
+
+    rows = proven_cbor_map_get(r[3]->result, "rows");
+    assert_non_null(rows);
+    assert_int_equal(cbor_array_size(rows), 1);
+    row = cbor_array_handle(rows)[0];
+    assert_int_equal(cbor_get_int(cbor_array_handle(row)[0]), 1);
+
+    for (i = 0; i < 9; i++) {
+        provend_storage_req_free(r[i]);
+    }
+
+    /* the innocent writes are stored, the culprits' are not */
+    expect_kv(&s, "k", "kept", 1);
+    assert_int_equal(sql_int(&s, "SELECT count(*) FROM t"), 3);
+    assert_int_equal(sql_int(&s, "SELECT sum(x) FROM t"), 6);
+    assert_int_equal(sql_int(&s, "SELECT count(*) FROM bad"), 0);
+    assert_int_equal(sql_int(&s, "SELECT count(*) FROM u"), 1);
+}
+
+
+/*
+ * Re-runs are bounded per batch: after three rollbacks (a timeout among
+ * them), the fourth fails the transaction's others as before, so hostile
+ * SQL cannot keep the storage thread redoing work.
+ */
+static void
+test_sql_rollback_rerun_bounded(void **state)
+{
+    size_t                  i;
+    provend_scope_t         s, slow;
+    provend_storage_req_t  *r[10];
+    const char             *spin, *sql;
+
+    static const char *const  stmts[10] = {
+        NULL,
+        "INSERT INTO t VALUES (1)",
+        "INSERT INTO t SELECT count(*) FROM (WITH RECURSIVE c(x) AS "
+        "(SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c)",
+        "INSERT INTO t VALUES (2)",
+        "INSERT INTO bad VALUES (1)",
+        "INSERT INTO t VALUES (3)",
+        "INSERT OR ROLLBACK INTO u VALUES (1)",
+        "INSERT INTO t VALUES (4)",
+        "INSERT INTO bad VALUES (2)",
+        "INSERT INTO t VALUES (5)",
+    };
+
+    (void) state;
+    app_scope(&s, "rerun-cap");
+    app_scope(&slow, "rerun-cap-slow");
+
+    sql_ok(&slow, "CREATE TABLE t (x)");
+    sql_ok(&s, "CREATE TABLE t (x)");
+    sql_ok(&s, "CREATE TABLE bad (x)");
+    sql_ok(&s, "CREATE TRIGGER bad_no BEFORE INSERT ON bad BEGIN "
+               "SELECT RAISE(ROLLBACK, 'refused'); END");
+    sql_ok(&s, "CREATE TABLE u (x UNIQUE)");
+    sql_ok(&s, "INSERT INTO u VALUES (1)");
+
+    spin = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+           "SELECT count(*) FROM c";
+    r[0] = sql_req(PROVEND_OP_SQL_QUERY, &slow, 1, &spin);
+    for (i = 1; i < 10; i++) {
+        sql = stmts[i];
+        r[i] = sql_req(PROVEND_OP_SQL_EXECUTE, &s, 1, &sql);
+    }
+
+    for (i = 0; i < 10; i++) {
+        async_submit(r[i]);
+    }
+    async_wait();
+
+    assert_int_equal(r[0]->status, PROVEND_ST_TIMEOUT);
+    assert_int_equal(r[2]->status, PROVEND_ST_TIMEOUT);
+    assert_int_equal(r[4]->status, PROVEND_ST_SQL_ERROR);
+    assert_int_equal(r[6]->status, PROVEND_ST_SQL_ERROR);
+    assert_int_equal(r[8]->status, PROVEND_ST_SQL_ERROR);
+    for (i = 1; i < 10; i += 2) {
+        if (r[i]->status != PROVEND_ST_STORAGE_ERROR) {
+            fail_msg("request %zu: status %d, not storage_error", i,
+                     r[i]->status);
+        }
+    }
+    for (i = 0; i < 10; i++) {
+        provend_storage_req_free(r[i]);
+    }
+
+    assert_int_equal(sql_int(&s, "SELECT count(*) FROM t"), 0);
+    sql_ok(&s, "INSERT INTO t VALUES (6)");
+    assert_int_equal(sql_int(&s, "SELECT count(*) FROM t"), 1);
 }
 
 
@@ -2212,8 +2410,11 @@ main(int argc, char **argv)
         cmocka_unit_test(test_sql_changes),
         cmocka_unit_test(test_sql_reserved_rename),
         cmocka_unit_test(test_sql_result_bounds),
+        cmocka_unit_test(test_sql_heap_limit),
         cmocka_unit_test(test_sql_deadline_per_request),
         cmocka_unit_test(test_kv_read_waits_for_commit),
+        cmocka_unit_test(test_sql_rollback_spares_others),
+        cmocka_unit_test(test_sql_rollback_rerun_bounded),
         cmocka_unit_test(test_socket),
     };
 
