@@ -25,6 +25,7 @@ struct provend_ops_job_s {
     uint64_t                id;
     uint8_t                *frame;
     size_t                  frame_len;
+    provend_storage_req_t  *sr;         /* freed on the loop thread */
     provend_ops_job_t      *next;
 };
 
@@ -33,14 +34,21 @@ struct provend_ops_job_s {
  * its lock (queue a job, signal the async), and every job is counted in
  * inflight until the loop has taken it from the queue under that lock.  So
  * once inflight is 0 no backend thread can still reach ops, and the loop
- * may close the handle and free it.
+ * may close the handles and free it.
+ *
+ * Requests parsed in one turn of the loop are submitted together just
+ * before the loop waits again (the prepare handle): the storage thread is
+ * woken once for all of them and answers them as one batch.
  */
 struct provend_ops_storage_s {
     uv_async_t           async;
+    uv_prepare_t         prepare;
     provend_storage_t   *st;
     pthread_mutex_t      lock;
     provend_ops_job_t   *head;       /* answered, not yet replied */
     provend_ops_job_t  **tail;
+    provend_ops_job_t   *queued;     /* parsed, not yet submitted */
+    provend_ops_job_t  **queued_tail;
     size_t               inflight;   /* loop thread only */
     int                  stopping;
     int                  closed;
@@ -655,7 +663,15 @@ provend_ops_done(provend_storage_req_t *sr)
         }
     }
 
-    provend_storage_req_free(sr);
+    /*
+     * The result was built on this thread and is freed here; the request
+     * itself (its buffers allocated by the loop) goes back to the loop, so
+     * that neither thread frees into the other's malloc arena.
+     */
+    if (sr->result != NULL) {
+        cbor_decref(&sr->result);
+    }
+    job->sr = sr;
 
     /*
      * The signal goes out before the lock is released: the loop can only
@@ -667,6 +683,15 @@ provend_ops_done(provend_storage_req_t *sr)
     ops->tail = &job->next;
     uv_async_send(&ops->async);
     pthread_mutex_unlock(&ops->lock);
+}
+
+
+static void
+provend_ops_close(provend_ops_storage_t *ops)
+{
+    ops->closed = 1;
+    uv_close((uv_handle_t *) &ops->async, NULL);
+    uv_close((uv_handle_t *) &ops->prepare, NULL);
 }
 
 
@@ -687,14 +712,44 @@ provend_ops_on_async(uv_async_t *async)
     for ( ; job != NULL; job = next) {
         next = job->next;
         ops->inflight--;
+        provend_storage_req_free(job->sr);
         job->reply(job->ctx, job->frame, job->frame_len);
         free(job);
     }
 
     if (ops->stopping && ops->inflight == 0 && !ops->closed) {
-        ops->closed = 1;
-        uv_close((uv_handle_t *) &ops->async, NULL);
+        provend_ops_close(ops);
     }
+}
+
+
+/* Just before the loop waits: everything parsed this turn, at once. */
+static void
+provend_ops_on_prepare(uv_prepare_t *prepare)
+{
+    provend_ops_job_t      *job, *next;
+    provend_ops_storage_t  *ops;
+
+    ops = prepare->data;
+
+    job = ops->queued;
+    if (job == NULL) {
+        return;
+    }
+
+    ops->queued = NULL;
+    ops->queued_tail = &ops->queued;
+
+    provend_storage_hold(ops->st);
+
+    /* An early error answers inside submit and reuses job->next. */
+    for ( ; job != NULL; job = next) {
+        next = job->next;
+        job->next = NULL;
+        provend_storage_submit(ops->st, job->sr);
+    }
+
+    provend_storage_release(ops->st);
 }
 
 
@@ -713,6 +768,13 @@ provend_ops_reply_error(provend_ops_reply_pt reply, void *ctx, uint64_t id,
     }
 
     reply(ctx, frame, len);
+}
+
+
+static void
+provend_ops_on_close_free(uv_handle_t *handle)
+{
+    free(handle->data);
 }
 
 
@@ -778,11 +840,13 @@ provend_ops_storage_dispatch(provend_ops_storage_t *ops,
     job->reply = reply;
     job->ctx = ctx;
     job->id = req->id;
+    job->sr = sr;
     sr->data = job;
     sr->done = provend_ops_done;
 
     ops->inflight++;
-    provend_storage_submit(ops->st, sr);
+    *ops->queued_tail = job;
+    ops->queued_tail = &job->next;
 }
 
 
@@ -804,10 +868,22 @@ provend_ops_storage_new(void *uv_loop, provend_storage_t *st, char *err,
         return NULL;
     }
 
+    if (uv_prepare_init(uv_loop, &ops->prepare) != 0
+        || uv_prepare_start(&ops->prepare, provend_ops_on_prepare) != 0)
+    {
+        /* The async is registered: ops is freed once it has closed. */
+        ops->async.data = ops;
+        uv_close((uv_handle_t *) &ops->async, provend_ops_on_close_free);
+        provend_ops_err("cannot set up the storage requests");
+        return NULL;
+    }
+
     pthread_mutex_init(&ops->lock, NULL);
     ops->async.data = ops;
+    ops->prepare.data = ops;
     ops->st = st;
     ops->tail = &ops->head;
+    ops->queued_tail = &ops->queued;
     return ops;
 }
 
@@ -818,8 +894,7 @@ provend_ops_storage_stop(provend_ops_storage_t *ops)
     ops->stopping = 1;
 
     if (ops->inflight == 0 && !ops->closed) {
-        ops->closed = 1;
-        uv_close((uv_handle_t *) &ops->async, NULL);
+        provend_ops_close(ops);
     }
 }
 

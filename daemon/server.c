@@ -199,22 +199,43 @@ static void
 provend_conn_send(provend_conn_t *conn, uint8_t *frame, size_t len)
 {
     int               rc;
+    size_t            sent;
     uv_buf_t          buf;
     provend_write_t  *w;
 
     if (frame == NULL || conn->closing) {
-        goto dropped;
+        goto done;
+    }
+
+    /*
+     * Most answers fit in the socket buffer: written now, without a write
+     * request, its callback and the change of polled events libuv makes
+     * when a queued write drains.  UV_EAGAIN also when writes are queued,
+     * so answers keep their order.
+     */
+    buf = uv_buf_init((char *) frame, (unsigned int) len);
+    rc = uv_try_write((uv_stream_t *) &conn->handle, &buf, 1);
+
+    if (rc < 0 && rc != UV_EAGAIN) {
+        provend_debug("connection write failed: %s", uv_strerror(rc));
+        provend_conn_close(conn);
+        goto done;
+    }
+
+    sent = rc < 0 ? 0 : (size_t) rc;
+    if (sent == len) {
+        goto done;
     }
 
     w = malloc(sizeof(*w));
     if (w == NULL) {
-        goto dropped;
+        goto done;
     }
 
     w->conn = conn;
     w->frame = frame;
     w->req.data = w;
-    buf = uv_buf_init((char *) frame, (unsigned int) len);
+    buf = uv_buf_init((char *) frame + sent, (unsigned int) (len - sent));
 
     rc = uv_write(&w->req, (uv_stream_t *) &conn->handle, &buf, 1,
                   provend_conn_on_write);
@@ -222,14 +243,15 @@ provend_conn_send(provend_conn_t *conn, uint8_t *frame, size_t len)
         provend_debug("connection write failed: %s", uv_strerror(rc));
         free(w);
         provend_conn_close(conn);
-        goto dropped;
+        goto done;
     }
 
     conn->refs++;
     return;
 
-dropped:
+done:
 
+    /* Written whole, or dropped (no frame, or a broken connection). */
     free(frame);
     provend_conn_answered(conn);
     provend_conn_progress(conn);

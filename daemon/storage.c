@@ -454,6 +454,24 @@ provend_storage_submit(provend_storage_t *st, provend_storage_req_t *req)
 }
 
 
+void
+provend_storage_hold(provend_storage_t *st)
+{
+    if (st->hold != NULL) {
+        st->hold(st);
+    }
+}
+
+
+void
+provend_storage_release(provend_storage_t *st)
+{
+    if (st->release != NULL) {
+        st->release(st);
+    }
+}
+
+
 typedef struct {
     pthread_mutex_t  lock;
     pthread_cond_t   cond;

@@ -213,6 +213,13 @@ struct provend_storage_s {
     provend_storage_op_pt   sql_query;
     provend_storage_op_pt   sql_migrate;
 
+    /*
+     * Optional: between hold and release the backend takes no request
+     * submitted, so that it takes them all as one batch on release.
+     */
+    void                  (*hold)(provend_storage_t *st);
+    void                  (*release)(provend_storage_t *st);
+
     /* Answers everything submitted, makes it durable, frees st. */
     void                  (*close)(provend_storage_t *st);
 };
@@ -231,6 +238,14 @@ provend_storage_t *provend_storage_sqlite_open(
 
 /* Hands req to the backend's function for req->op. */
 void provend_storage_submit(provend_storage_t *st, provend_storage_req_t *req);
+
+/*
+ * A burst of submits from one thread: the backend is woken once, on
+ * release, rather than once per request.  Never wait for an answer while
+ * holding.
+ */
+void provend_storage_hold(provend_storage_t *st);
+void provend_storage_release(provend_storage_t *st);
 
 /*
  * Submits and waits for the answer (req->done is replaced); for tests and

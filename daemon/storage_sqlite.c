@@ -55,6 +55,16 @@
  */
 #define PROVEND_HEAP_LIMIT_DEFAULT  (1024LL * 1024 * 1024)
 
+/*
+ * kv.db serves every KV store: pages kept decrypted in memory (bounded)
+ * so that reads do not go through the VFS again, and a WAL checkpointed
+ * less often, so that a page rewritten by many commits is copied back
+ * into the database once rather than at every 1000 pages of WAL.
+ */
+#define PROVEND_KV_PRAGMAS                                                 \
+    "PRAGMA cache_size=-32768;"                                            \
+    "PRAGMA wal_autocheckpoint=10000;"
+
 /* Created when a database is opened, before any app statement runs. */
 #define PROVEND_MIGRATIONS_SCHEMA                                          \
     "CREATE TABLE IF NOT EXISTS main._proven_migrations (version INTEGER " \
@@ -107,6 +117,7 @@ struct provend_sqlite_s {
     pthread_cond_t          cond;
     provend_storage_req_t  *head;
     provend_storage_req_t  *tail;
+    int                     held;           /* the queue fills, untaken */
     int                     stopping;
 };
 
@@ -2302,11 +2313,14 @@ provend_sqlite_batch(provend_sqlite_t *sq, provend_storage_req_t *batch)
     size_t                  i, open_txns;
     provend_sqldb_t        *d;
     provend_storage_req_t  *req, *next, *deferred, **tail, *again, *last;
+    provend_storage_req_t  *answered, **answered_tail;
 
     wrote = 0;
     reruns = 0;
     deferred = NULL;
     tail = &deferred;
+    answered = NULL;
+    answered_tail = &answered;
 
     for (req = batch; req != NULL; req = next) {
         next = req->next;
@@ -2357,15 +2371,27 @@ provend_sqlite_batch(provend_sqlite_t *sq, provend_storage_req_t *batch)
             wrote = 1;
         }
 
+        /*
+         * Answered together once the batch has run, before its commit:
+         * the caller's thread is woken once for all of them, not once
+         * per answer.
+         */
         if (!wrote) {
             req->priv = NULL;
-            req->done(req);
+            *answered_tail = req;
+            answered_tail = &req->next;
             continue;
         }
 
         /* Answered after the commit: it may have seen uncommitted data. */
         *tail = req;
         tail = &req->next;
+    }
+
+    for (req = answered; req != NULL; req = next) {
+        next = req->next;
+        req->next = NULL;
+        req->done(req);
     }
 
     provend_sqlite_flush(sq, deferred);
@@ -2382,7 +2408,7 @@ provend_sqlite_thread(void *arg)
 
     for ( ;; ) {
         pthread_mutex_lock(&sq->lock);
-        while (sq->head == NULL && !sq->stopping) {
+        while ((sq->head == NULL || sq->held) && !sq->stopping) {
             pthread_cond_wait(&sq->cond, &sq->lock);
         }
         batch = sq->head;
@@ -2552,7 +2578,38 @@ provend_sqlite_enqueue(provend_storage_t *st, provend_storage_req_t *req)
     }
     sq->tail = req;
 
-    pthread_cond_signal(&sq->cond);
+    if (!sq->held) {
+        pthread_cond_signal(&sq->cond);
+    }
+    pthread_mutex_unlock(&sq->lock);
+}
+
+
+static void
+provend_sqlite_hold(provend_storage_t *st)
+{
+    provend_sqlite_t  *sq;
+
+    sq = st->data;
+
+    pthread_mutex_lock(&sq->lock);
+    sq->held = 1;
+    pthread_mutex_unlock(&sq->lock);
+}
+
+
+static void
+provend_sqlite_release(provend_storage_t *st)
+{
+    provend_sqlite_t  *sq;
+
+    sq = st->data;
+
+    pthread_mutex_lock(&sq->lock);
+    sq->held = 0;
+    if (sq->head != NULL) {
+        pthread_cond_signal(&sq->cond);
+    }
     pthread_mutex_unlock(&sq->lock);
 }
 
@@ -2634,6 +2691,8 @@ provend_storage_sqlite_open(const provend_storage_config_t *cfg, char *err,
     sq->st.sql_execute = provend_sqlite_enqueue;
     sq->st.sql_query = provend_sqlite_enqueue;
     sq->st.sql_migrate = provend_sqlite_enqueue;
+    sq->st.hold = provend_sqlite_hold;
+    sq->st.release = provend_sqlite_release;
     sq->st.close = provend_sqlite_close;
 
     sq->kv_max_value = cfg->kv_max_value ? cfg->kv_max_value
@@ -2677,7 +2736,9 @@ provend_storage_sqlite_open(const provend_storage_config_t *cfg, char *err,
     if (provend_mkdirs(sqldir, 0700, err, errlen) != PROVEN_OK
         || provend_sqldb_open(sq, &sq->kv, path, 0, err, errlen)
            != PROVEN_OK
-        || provend_sqldb_exec(&sq->kv, kv_schema, err, errlen) != PROVEN_OK)
+        || provend_sqldb_exec(&sq->kv, kv_schema, err, errlen) != PROVEN_OK
+        || provend_sqldb_exec(&sq->kv, PROVEND_KV_PRAGMAS, err, errlen)
+           != PROVEN_OK)
     {
         goto failed;
     }

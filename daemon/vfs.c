@@ -3,7 +3,10 @@
  * AES-256-GCM before it reaches the unix VFS underneath.  See vfs.h for the
  * layout.  Crash safety: the VFS does not advertise POWERSAFE_OVERWRITE and
  * reports a 4096-byte sector, so SQLite pads each synced WAL commit to a
- * block boundary and never rewrites a block holding committed frames.
+ * block boundary and never rewrites a block holding committed frames.  The
+ * unfinished last block of a -wal waits in memory for the next append and
+ * is written before anything else happens to the file (a sync above all);
+ * only unsynced frames wait, so a crash loses nothing committed.
  *
  * What it protects: confidentiality of everything SQLite writes, and the
  * integrity of each block in place (a changed, moved, swapped or foreign
@@ -58,6 +61,14 @@
 #define provend_vfs_phys_off(idx)                                          \
     (PROVEND_VFS_HEADER + (sqlite3_int64) (idx) * PROVEND_VFS_PHYS_BLOCK)
 
+/*
+ * Random nonces drawn this many at a time: each DRBG call has a fixed cost
+ * (locks, a reseed check, an update step) as large as sealing the block.
+ * Every nonce is still used once; nonces are public (stored in front of
+ * each block), so the unused ones need no wiping.
+ */
+#define PROVEND_VFS_NONCES       32
+
 #define provend_vfs_err(...)                                               \
     do { if (err) { snprintf(err, errlen, __VA_ARGS__); } } while (0)
 
@@ -76,7 +87,12 @@ typedef struct {
     EVP_CIPHER_CTX   *dec;
     sqlite3_int64     cache_idx;  /* block held in cache, -1 for none */
     size_t            cache_len;
+    int               pending;    /* cache is the -wal's last block, not
+                                     yet sealed and written */
+    int               synced;     /* nothing written since the last sync */
     uint8_t           salt[PROVEND_VFS_SALT_LEN];
+    size_t            nonces_left;  /* unused at the end of nonces */
+    uint8_t           nonces[PROVEND_VFS_NONCES * PROVEND_NONCE_LEN];
     uint8_t           cache[PROVEND_VFS_BLOCK];
     uint8_t           phys[PROVEND_VFS_PHYS_BLOCK];
 } provend_vfs_file_t;
@@ -334,6 +350,24 @@ provend_vfs_load_block(provend_vfs_file_t *f, sqlite3_int64 idx, size_t len,
 }
 
 
+/* A fresh random nonce into out. */
+static int
+provend_vfs_nonce(provend_vfs_file_t *f, uint8_t *out)
+{
+    if (f->nonces_left == 0) {
+        if (RAND_bytes(f->nonces, sizeof(f->nonces)) != 1) {
+            return PROVEN_ERR;
+        }
+        f->nonces_left = PROVEND_VFS_NONCES;
+    }
+
+    f->nonces_left--;
+    memcpy(out, f->nonces + f->nonces_left * PROVEND_NONCE_LEN,
+           PROVEND_NONCE_LEN);
+    return PROVEN_OK;
+}
+
+
 /* Seals the first len bytes of f->cache as block idx, with a new nonce. */
 static int
 provend_vfs_store_block(provend_vfs_file_t *f, sqlite3_int64 idx, size_t len)
@@ -347,7 +381,7 @@ provend_vfs_store_block(provend_vfs_file_t *f, sqlite3_int64 idx, size_t len)
     ct = f->phys + PROVEND_NONCE_LEN;
 
     ok = f->keyed
-         && RAND_bytes(f->phys, PROVEND_NONCE_LEN) == 1
+         && provend_vfs_nonce(f, f->phys) == PROVEN_OK
          && EVP_EncryptInit_ex(f->enc, NULL, NULL, NULL, f->phys) == 1
          && EVP_EncryptUpdate(f->enc, NULL, &n, ad, sizeof(ad)) == 1
          && EVP_EncryptUpdate(f->enc, ct, &n, f->cache, (int) len) == 1
@@ -446,13 +480,48 @@ provend_vfs_logical_size(provend_vfs_file_t *f, sqlite3_int64 *size,
 
 
 /*
+ * Seals and writes the pending block.  Every method but an append that
+ * continues it comes here first, so that what is on disk (and so the
+ * logical size) is whole again before anything reads or syncs it.  A
+ * failure leaves at most a torn last block, which a -wal drops.
+ */
+static int
+provend_vfs_flush(provend_vfs_file_t *f)
+{
+    int            rc;
+    size_t         len;
+    sqlite3_int64  idx;
+
+    if (!f->pending) {
+        return SQLITE_OK;
+    }
+
+    f->pending = 0;
+    idx = f->cache_idx;
+    len = f->cache_len;
+
+    rc = provend_vfs_store_block(f, idx, len);
+    if (rc != SQLITE_OK) {
+        f->cache_idx = -1;
+        f->tail_ok = -1;
+        return rc;
+    }
+
+    f->tail_ok = provend_vfs_phys_size(idx * PROVEND_VFS_BLOCK
+                                       + (sqlite3_int64) len);
+    return SQLITE_OK;
+}
+
+
+/*
  * Writes amt bytes of data (zeros when data is NULL) at logical offset off,
  * block by block, reading back only what a block keeps of its old bytes.
  * The caller makes sure off <= *size; *size follows the growth.
  */
 static int
 provend_vfs_write_range(provend_vfs_file_t *f, const uint8_t *data,
-    sqlite3_int64 amt, sqlite3_int64 off, sqlite3_int64 *size)
+    sqlite3_int64 amt, sqlite3_int64 off, sqlite3_int64 *size,
+    int defer_tail)
 {
     int            rc;
     size_t         start, end, old_len, new_len;
@@ -492,13 +561,29 @@ provend_vfs_write_range(provend_vfs_file_t *f, const uint8_t *data,
             memset(f->cache + start, 0, end - start);
         }
 
+        if (base + (sqlite3_int64) new_len > *size) {
+            *size = base + (sqlite3_int64) new_len;
+        }
+
+        /*
+         * SQLite appends a WAL frame as a 24-byte header, then the page,
+         * neither aligned to blocks: the unfinished last block waits in
+         * the cache for the next append, so that each block is sealed
+         * and written once, not once per write that touches it.
+         */
+        if (defer_tail && new_len < PROVEND_VFS_BLOCK
+            && base + (sqlite3_int64) new_len == *size
+            && base + (sqlite3_int64) end == stop)
+        {
+            f->cache_idx = idx;
+            f->cache_len = new_len;
+            f->pending = 1;
+            return SQLITE_OK;
+        }
+
         rc = provend_vfs_store_block(f, idx, new_len);
         if (rc != SQLITE_OK) {
             return rc;
-        }
-
-        if (base + (sqlite3_int64) new_len > *size) {
-            *size = base + (sqlite3_int64) new_len;
         }
 
         off = base + (sqlite3_int64) end;
@@ -519,7 +604,39 @@ provend_vfs_put(provend_vfs_file_t *f, const uint8_t *data,
     sqlite3_int64 amt, sqlite3_int64 off)
 {
     int            rc;
+    size_t         n;
     sqlite3_int64  size, phys;
+
+    /* The next bytes of the pending block: into the cache only. */
+    if (f->pending && data != NULL
+        && off == f->cache_idx * PROVEND_VFS_BLOCK
+                  + (sqlite3_int64) f->cache_len)
+    {
+        n = PROVEND_VFS_BLOCK - f->cache_len;
+        if ((sqlite3_int64) n > amt) {
+            n = (size_t) amt;
+        }
+
+        memcpy(f->cache + f->cache_len, data, n);
+        f->cache_len += n;
+        data += n;
+        off += (sqlite3_int64) n;
+        amt -= (sqlite3_int64) n;
+
+        if (f->cache_len < PROVEND_VFS_BLOCK) {
+            return SQLITE_OK;
+        }
+
+        rc = provend_vfs_flush(f);
+        if (rc != SQLITE_OK || amt == 0) {
+            return rc;
+        }
+    }
+
+    rc = provend_vfs_flush(f);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
 
     rc = provend_vfs_logical_size(f, &size, &phys);
     if (rc != SQLITE_OK) {
@@ -551,23 +668,32 @@ provend_vfs_put(provend_vfs_file_t *f, const uint8_t *data,
     }
 
     if (off > size) {
-        rc = provend_vfs_write_range(f, NULL, off - size, size, &size);
+        rc = provend_vfs_write_range(f, NULL, off - size, size, &size, 0);
         if (rc != SQLITE_OK) {
             goto failed;
         }
     }
 
-    rc = provend_vfs_write_range(f, data, amt, off, &size);
+    /*
+     * The first write after a sync goes to disk at once: SQLite syncs a
+     * commit up to a block boundary, then writes the rest of the frame
+     * that crosses it, and that block must be on disk before the next
+     * one, so that a torn last block never holds a commit.
+     */
+    rc = provend_vfs_write_range(f, data, amt, off, &size,
+                                 f->is_wal && data != NULL && !f->synced);
+    f->synced = 0;
     if (rc != SQLITE_OK) {
         goto failed;
     }
 
-    f->tail_ok = provend_vfs_phys_size(size);
+    f->tail_ok = f->pending ? -1 : provend_vfs_phys_size(size);
     return SQLITE_OK;
 
 failed:
 
     f->cache_idx = -1;
+    f->pending = 0;
     f->tail_ok = -1;
 
     if (f->real->pMethods->xFileSize(f->real, &size) == SQLITE_OK
@@ -592,16 +718,21 @@ failed:
 static int
 provend_vfs_close(sqlite3_file *file)
 {
-    int                  rc;
+    int                  rc, flushed;
     provend_vfs_file_t  *f = (provend_vfs_file_t *) file;
 
+    flushed = provend_vfs_flush(f);
     rc = f->real->pMethods->xClose(f->real);
+    if (rc == SQLITE_OK) {
+        rc = flushed;
+    }
 
     EVP_CIPHER_CTX_free(f->enc);
     EVP_CIPHER_CTX_free(f->dec);
     f->enc = NULL;
     f->dec = NULL;
     OPENSSL_cleanse(f->cache, sizeof(f->cache));
+    f->nonces_left = 0;
     f->cache_idx = -1;
 
     return rc;
@@ -621,7 +752,10 @@ provend_vfs_read(sqlite3_file *file, void *buf, int amt, sqlite3_int64 off)
         return SQLITE_IOERR_READ;
     }
 
-    rc = provend_vfs_logical_size(f, &size, NULL);
+    rc = provend_vfs_flush(f);
+    if (rc == SQLITE_OK) {
+        rc = provend_vfs_logical_size(f, &size, NULL);
+    }
     if (rc != SQLITE_OK) {
         memset(out, 0, (size_t) amt);
         return rc;
@@ -696,6 +830,11 @@ provend_vfs_truncate(sqlite3_file *file, sqlite3_int64 new_size)
         return SQLITE_IOERR_TRUNCATE;
     }
 
+    rc = provend_vfs_flush(f);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+
     rc = provend_vfs_logical_size(f, &size, &phys);
     if (rc != SQLITE_OK) {
         return rc;
@@ -760,8 +899,15 @@ provend_vfs_truncate(sqlite3_file *file, sqlite3_int64 new_size)
 static int
 provend_vfs_sync(sqlite3_file *file, int flags)
 {
+    int                  rc;
     provend_vfs_file_t  *f = (provend_vfs_file_t *) file;
 
+    rc = provend_vfs_flush(f);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+
+    f->synced = 1;
     return f->real->pMethods->xSync(f->real, flags);
 }
 
@@ -769,7 +915,15 @@ provend_vfs_sync(sqlite3_file *file, int flags)
 static int
 provend_vfs_file_size(sqlite3_file *file, sqlite3_int64 *size)
 {
-    return provend_vfs_logical_size((provend_vfs_file_t *) file, size, NULL);
+    int                  rc;
+    provend_vfs_file_t  *f = (provend_vfs_file_t *) file;
+
+    rc = provend_vfs_flush(f);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+
+    return provend_vfs_logical_size(f, size, NULL);
 }
 
 
@@ -777,7 +931,13 @@ provend_vfs_file_size(sqlite3_file *file, sqlite3_int64 *size)
 static int
 provend_vfs_lock(sqlite3_file *file, int level)
 {
+    int                  rc;
     provend_vfs_file_t  *f = (provend_vfs_file_t *) file;
+
+    rc = provend_vfs_flush(f);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
 
     f->cache_idx = -1;
     f->tail_ok = -1;
@@ -789,7 +949,15 @@ provend_vfs_lock(sqlite3_file *file, int level)
 static int
 provend_vfs_unlock(sqlite3_file *file, int level)
 {
+    int                  rc;
     provend_vfs_file_t  *f = (provend_vfs_file_t *) file;
+
+    /* Unlocking must not fail: a write error shows at the next sync. */
+    rc = provend_vfs_flush(f);
+    if (rc != SQLITE_OK) {
+        sqlite3_log(rc, "proven-aead: writing %s before unlocking failed",
+                    f->name);
+    }
 
     f->cache_idx = -1;
     f->tail_ok = -1;
@@ -813,6 +981,12 @@ provend_vfs_file_control(sqlite3_file *file, int op, void *arg)
     int                  rc;
     char               **name, *ours;
     provend_vfs_file_t  *f = (provend_vfs_file_t *) file;
+
+    /* Some act on the file underneath (sync, size, persisting...). */
+    rc = provend_vfs_flush(f);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
 
     switch (op) {
 

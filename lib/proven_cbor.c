@@ -12,6 +12,7 @@
 
 
 #define PROVEN_CBOR_INDEFINITE  UINT64_MAX
+#define PROVEN_CBOR_DUMP_SMALL  2048    /* serialized on the stack first */
 
 typedef struct {
     uint64_t     remaining[PROVEN_CBOR_MAX_DEPTH];  /* items left per level */
@@ -324,12 +325,29 @@ int
 proven_cbor_dump(const cbor_item_t *item, uint8_t **out, size_t *outlen)
 {
     size_t          len, size;
-    unsigned char  *buf;
+    unsigned char  *buf, small[PROVEN_CBOR_DUMP_SMALL];
+
+    /*
+     * Most items are small: one pass into the stack and one exact
+     * allocation.  libcbor's own growth starts at 32 bytes and serializes
+     * the whole item again at every doubling.  libcbor 0.8 takes a
+     * non-const item although it only reads it.
+     */
+    len = cbor_serialize((cbor_item_t *) item, small, sizeof(small));
+    if (len > 0) {
+        buf = malloc(len);
+        if (buf == NULL) {
+            return PROVEN_ERR;
+        }
+        memcpy(buf, small, len);
+        *out = buf;
+        *outlen = len;
+        return PROVEN_OK;
+    }
 
     buf = NULL;
     size = 0;
 
-    /* libcbor 0.8 takes a non-const item although it only reads it. */
     len = cbor_serialize_alloc((cbor_item_t *) item, &buf, &size);
     if (len == 0) {
         free(buf);

@@ -7,6 +7,9 @@
 #include "proven.h"
 
 
+#define PROVEN_FRAME_SMALL  2048    /* serialized on the stack first */
+
+
 int
 proven_frame_length(const uint8_t header[PROVEN_FRAME_HEADER],
     uint32_t *len, char *err, size_t errlen)
@@ -44,7 +47,26 @@ proven_frame_encode(const cbor_item_t *item, uint8_t **out, size_t *outlen,
     char *err, size_t errlen)
 {
     size_t    len;
-    uint8_t  *body, *frame;
+    uint8_t  *body, *frame, small[PROVEN_FRAME_SMALL];
+
+    /* A small frame: one pass into the stack, one exact allocation. */
+    len = cbor_serialize((cbor_item_t *) item, small, sizeof(small));
+    if (len > 0) {
+        frame = malloc(len + PROVEN_FRAME_HEADER);
+        if (frame == NULL) {
+            if (err) {
+                snprintf(err, errlen, "out of memory");
+            }
+            return PROVEN_ERR;
+        }
+
+        proven_frame_put_length(frame, (uint32_t) len);
+        memcpy(frame + PROVEN_FRAME_HEADER, small, len);
+
+        *out = frame;
+        *outlen = len + PROVEN_FRAME_HEADER;
+        return PROVEN_OK;
+    }
 
     if (proven_cbor_dump(item, &body, &len) != PROVEN_OK) {
         if (err) {

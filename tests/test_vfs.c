@@ -1277,6 +1277,101 @@ read_salt(const char *path, uint8_t salt[PROVEND_VFS_SALT_LEN])
 }
 
 
+/*
+ * WAL appends as SQLite makes them (a 24-byte frame header, then the page)
+ * wait for the unfinished last block in memory: whatever comes next (a
+ * read, a size, a sync, a write elsewhere, a close) must see every byte,
+ * and after a sync the file on disk must hold them all.
+ */
+static void
+test_wal_appends(void **state)
+{
+    int            i;
+    char           path[128];
+    uint8_t       *model, header[24], page[PROVEND_VFS_BLOCK];
+    size_t         raw_len;
+    uint8_t       *raw;
+    sqlite3_int64  off;
+    sqlite3_file  *f;
+
+    (void) state;
+
+    path_in(path, sizeof(path), "appends.wal");
+    (void) unlink(path);
+
+    model = calloc(1, MODEL_MAX);
+    assert_non_null(model);
+
+    f = raw_open(path, SQLITE_OPEN_WAL);
+    off = 32;
+    memset(model, 0x57, 32);
+    assert_int_equal(f->pMethods->xWrite(f, model, 32, 0), SQLITE_OK);
+
+    for (i = 0; off + 24 + (sqlite3_int64) sizeof(page) <= MODEL_MAX; i++) {
+        memset(header, 0x40 + i, sizeof(header));
+        memset(page, 0x80 + i, sizeof(page));
+
+        assert_int_equal(f->pMethods->xWrite(f, header, sizeof(header), off),
+                         SQLITE_OK);
+        memcpy(model + off, header, sizeof(header));
+        off += (sqlite3_int64) sizeof(header);
+
+        assert_int_equal(f->pMethods->xWrite(f, page, sizeof(page), off),
+                         SQLITE_OK);
+        memcpy(model + off, page, sizeof(page));
+        off += (sqlite3_int64) sizeof(page);
+
+        /* Between appends: a size, a read, a sync or a rewrite. */
+        switch (i % 4) {
+        case 0:
+            assert_int_equal(raw_size(f), off);
+            break;
+        case 1:
+            raw_compare(f, model, off);
+            break;
+        case 2:
+            assert_int_equal(f->pMethods->xSync(f, SQLITE_SYNC_NORMAL),
+                             SQLITE_OK);
+            break;
+        default:
+            memset(header, 0x20 + i, sizeof(header));
+            assert_int_equal(f->pMethods->xWrite(f, header, sizeof(header),
+                                                 off - 100), SQLITE_OK);
+            memcpy(model + off - 100, header, sizeof(header));
+            break;
+        }
+    }
+
+    raw_compare(f, model, off);
+
+    /* Synced: the file underneath is whole without a close. */
+    assert_int_equal(f->pMethods->xSync(f, SQLITE_SYNC_NORMAL), SQLITE_OK);
+    raw = slurp(path, &raw_len);
+    assert_int_equal(raw_len, PHYS_AT(off / PROVEND_VFS_BLOCK)
+                              + (off % PROVEND_VFS_BLOCK
+                                 ? off % PROVEND_VFS_BLOCK
+                                   + PROVEND_SEAL_OVERHEAD
+                                 : 0));
+    free(raw);
+
+    /* An append left waiting is written by the close. */
+    memset(header, 0x11, sizeof(header));
+    assert_int_equal(f->pMethods->xWrite(f, header, sizeof(header), off),
+                     SQLITE_OK);
+    memcpy(model + off, header, sizeof(header));
+    off += (sqlite3_int64) sizeof(header);
+    raw_close(f);
+
+    f = raw_open(path, SQLITE_OPEN_WAL);
+    assert_int_equal(raw_size(f), off);
+    raw_compare(f, model, off);
+    raw_close(f);
+
+    assert_int_equal(unlink(path), 0);
+    free(model);
+}
+
+
 static void
 test_new_salt(void **state)
 {
@@ -1445,6 +1540,7 @@ main(void)
         cmocka_unit_test(test_odd_offsets),
         cmocka_unit_test(test_crash),
         cmocka_unit_test(test_torn_tail),
+        cmocka_unit_test(test_wal_appends),
         cmocka_unit_test(test_disk_full),
         cmocka_unit_test(test_new_salt),
         cmocka_unit_test(test_throughput),
