@@ -91,7 +91,7 @@ $(BUILD)/bin/proven: $(CLI_OBJS) $(LIBPROVEN)
 # Unit tests may link daemon objects (all but main.o) to test providers.
 DAEMON_LIB_OBJS = $(filter-out $(BUILD)/obj/daemon/main.o,$(DAEMON_OBJS))
 
-$(BUILD)/tests/%: tests/%.c $(LIBPROVEN) $(DAEMON_LIB_OBJS)
+$(BUILD)/tests/%: tests/%.c tests/support.h $(LIBPROVEN) $(DAEMON_LIB_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Idaemon $(LDFLAGS) -o $@ $< $(DAEMON_LIB_OBJS) \
 	    $(LIBPROVEN) -lcmocka -lsqlite3 -luv -lpthread $(LIBS)

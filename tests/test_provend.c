@@ -31,6 +31,7 @@
 #include "proven.h"
 #include "provider.h"
 #include "util.h"
+#include "support.h"
 
 
 #define IO_TIMEOUT_MS   10000
@@ -52,38 +53,6 @@ static node_t  shared;         /* one node for the tests that can share */
 
 
 /* ---- helpers: the daemon ------------------------------------------------- */
-
-static void
-sleep_ms(long ms)
-{
-    struct timespec  ts = { ms / 1000, (ms % 1000) * 1000000L };
-
-    nanosleep(&ts, NULL);
-}
-
-
-static int
-try_connect(const char *path)
-{
-    int                 fd;
-    struct sockaddr_un  sa;
-
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd == -1) {
-        return -1;
-    }
-
-    memset(&sa, 0, sizeof(sa));
-    sa.sun_family = AF_UNIX;
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-
-    if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) != 0) {
-        close(fd);
-        return -1;
-    }
-
-    return fd;
-}
 
 
 static void
@@ -220,19 +189,6 @@ client(node_t *n)
     fd = try_connect(n->sock);
     assert_true(fd != -1);
     return fd;
-}
-
-
-static void
-send_all(int fd, const void *buf, size_t len)
-{
-    ssize_t  w;
-    size_t   done;
-
-    for (done = 0; done < len; done += (size_t) w) {
-        w = send(fd, (const uint8_t *) buf + done, len - done, MSG_NOSIGNAL);
-        assert_true(w > 0);
-    }
 }
 
 
@@ -1104,22 +1060,6 @@ test_sigterm_finishes(void **state)
 
 
 /* ---- setup --------------------------------------------------------------- */
-
-static void
-remove_tree(const char *path)
-{
-    pid_t  pid;
-
-    /* Test scaffolding only: rm -rf of our own mkdtemp directory. */
-    pid = fork();
-    if (pid == 0) {
-        execlp("rm", "rm", "-rf", path, (char *) NULL);
-        _exit(127);
-    }
-    if (pid > 0) {
-        waitpid(pid, NULL, 0);
-    }
-}
 
 
 static int
