@@ -229,6 +229,9 @@ provend_conn_send(provend_conn_t *conn, uint8_t *frame, size_t len)
 
     w = malloc(sizeof(*w));
     if (w == NULL) {
+        /* part of a frame may be out: the stream is no longer framed */
+        provend_error("out of memory writing an answer: closing");
+        provend_conn_close(conn);
         goto done;
     }
 

@@ -2306,6 +2306,27 @@ provend_sqlite_flush(provend_sqlite_t *sq, provend_storage_req_t *deferred)
 }
 
 
+/*
+ * Answers the reads held for the end of the batch; called before anything
+ * else is answered too, so answers leave in the order requests came.
+ */
+static void
+provend_sqlite_answer(provend_storage_req_t **answered,
+    provend_storage_req_t ***answered_tail)
+{
+    provend_storage_req_t  *req, *next;
+
+    for (req = *answered; req != NULL; req = next) {
+        next = req->next;
+        req->next = NULL;
+        req->done(req);
+    }
+
+    *answered = NULL;
+    *answered_tail = answered;
+}
+
+
 static void
 provend_sqlite_batch(provend_sqlite_t *sq, provend_storage_req_t *batch)
 {
@@ -2334,6 +2355,7 @@ provend_sqlite_batch(provend_sqlite_t *sq, provend_storage_req_t *batch)
                 open_txns += sq->dbs[i].in_txn;
             }
             if (open_txns == PROVEND_SQL_OPEN_MAX) {
+                provend_sqlite_answer(&answered, &answered_tail);
                 provend_sqlite_flush(sq, deferred);
                 deferred = NULL;
                 tail = &deferred;
@@ -2354,6 +2376,7 @@ provend_sqlite_batch(provend_sqlite_t *sq, provend_storage_req_t *batch)
             reruns++;
             again = provend_sqlite_rerun(d, &deferred, &tail);
 
+            provend_sqlite_answer(&answered, &answered_tail);
             req->priv = NULL;
             req->done(req);
 
@@ -2388,11 +2411,7 @@ provend_sqlite_batch(provend_sqlite_t *sq, provend_storage_req_t *batch)
         tail = &req->next;
     }
 
-    for (req = answered; req != NULL; req = next) {
-        next = req->next;
-        req->next = NULL;
-        req->done(req);
-    }
+    provend_sqlite_answer(&answered, &answered_tail);
 
     provend_sqlite_flush(sq, deferred);
 }
