@@ -115,6 +115,13 @@ int cli_client_call(cli_client_t *c, const cbor_item_t *req,
     proven_response_t *res);
 void cli_client_report(const proven_response_t *res);
 
+/*
+ * Sends req and prints the result as JSON (flags as for json_dumpf):
+ * CLI_EXIT_OK, or CLI_EXIT_FAILED with the reason on stderr.
+ */
+int cli_client_call_print(cli_client_t *c, const cbor_item_t *req,
+    size_t flags);
+
 /* JSON views of CBOR: byte strings as hex, integer map keys in decimal. */
 json_t *cli_cbor_to_json(const cbor_item_t *item);
 json_t *cli_cbor_hex(const cbor_item_t *item);

@@ -324,6 +324,42 @@ cli_client_report(const proven_response_t *res)
 }
 
 
+int
+cli_client_call_print(cli_client_t *c, const cbor_item_t *req, size_t flags)
+{
+    int                 rc;
+    json_t             *json;
+    proven_response_t   res;
+
+    json = NULL;
+    rc = CLI_EXIT_FAILED;
+    memset(&res, 0, sizeof(res));
+
+    if (cli_client_call(c, req, &res) != PROVEN_OK) {
+        goto failed;
+    }
+
+    if (!res.ok) {
+        cli_client_report(&res);
+        goto failed;
+    }
+
+    json = res.result != NULL ? cli_cbor_to_json(res.result) : json_null();
+    if (json == NULL || cli_json_print(json, flags) != PROVEN_OK) {
+        fprintf(stderr, "proven: cannot print provend's answer\n");
+        goto failed;
+    }
+
+    rc = CLI_EXIT_OK;
+
+failed:
+
+    json_decref(json);
+    proven_response_free(&res);
+    return rc;
+}
+
+
 static json_t *cli_cbor_to_json_at(const cbor_item_t *item, int depth);
 
 

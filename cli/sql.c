@@ -315,13 +315,9 @@ cli_sql_migrate(cli_client_t *client, const cli_sql_opts_t *o,
     int                 rc;
     char               *text;
     size_t              i;
-    json_t             *json;
     cbor_item_t        *array, *item, *req;
-    proven_response_t   res;
 
-    json = NULL;
     rc = CLI_EXIT_FAILED;
-    memset(&res, 0, sizeof(res));
 
     req = cli_sql_request(client, "sql.migrate", args);
     if (req == NULL) {
@@ -360,29 +356,10 @@ cli_sql_migrate(cli_client_t *client, const cli_sql_opts_t *o,
         fprintf(stderr, "proven: out of memory\n");
         goto failed;
     }
-    rc = CLI_EXIT_FAILED;
-
-    if (cli_client_call(client, req, &res) != PROVEN_OK) {
-        goto failed;
-    }
-
-    if (!res.ok) {
-        cli_client_report(&res);
-        goto failed;
-    }
-
-    json = cli_cbor_to_json(res.result);
-    if (json == NULL || cli_json_print(json, CLI_SQL_JSON) != PROVEN_OK) {
-        fprintf(stderr, "proven: cannot print provend's answer\n");
-        goto failed;
-    }
-
-    rc = CLI_EXIT_OK;
+    rc = cli_client_call_print(client, req, CLI_SQL_JSON);
 
 failed:
 
-    json_decref(json);
-    proven_response_free(&res);
     if (array != NULL) {
         cbor_decref(&array);
     }
@@ -571,12 +548,10 @@ int
 cli_sql(int argc, char **argv)
 {
     int                 opt, rc;
-    json_t             *json;
     cbor_item_t        *req, *args;
     const char         *sql;
     cli_client_t        client;
     cli_sql_opts_t     *o;
-    proven_response_t   res;
 
     static const struct option  longopts[] = {
         CLI_SCOPE_LONGOPTS,
@@ -591,10 +566,8 @@ cli_sql(int argc, char **argv)
 
     req = NULL;
     args = NULL;
-    json = NULL;
     rc = CLI_EXIT_USAGE;
     client.fd = -1;
-    memset(&res, 0, sizeof(res));
 
     o = calloc(1, sizeof(*o));
     if (o == NULL) {
@@ -735,27 +708,14 @@ cli_sql(int argc, char **argv)
     }
 
     req = cli_sql_request(&client, "sql.execute", args);
-    if (req == NULL || cli_client_call(&client, req, &res) != PROVEN_OK) {
+    if (req == NULL) {
         goto failed;
     }
 
-    if (!res.ok) {
-        cli_client_report(&res);
-        goto failed;
-    }
-
-    json = cli_cbor_to_json(res.result);
-    if (json == NULL || cli_json_print(json, CLI_SQL_JSON) != PROVEN_OK) {
-        fprintf(stderr, "proven: cannot print provend's answer\n");
-        goto failed;
-    }
-
-    rc = CLI_EXIT_OK;
+    rc = cli_client_call_print(&client, req, CLI_SQL_JSON);
 
 failed:
 
-    json_decref(json);
-    proven_response_free(&res);
     if (req != NULL) {
         cbor_decref(&req);
     }

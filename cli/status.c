@@ -33,11 +33,9 @@ int
 cli_status(int argc, char **argv)
 {
     int                 opt, rc;
-    json_t             *json;
     cbor_item_t        *req;
     const char         *path;
     cli_client_t        client;
-    proven_response_t   res;
 
     static const struct option  longopts[] = {
         { "socket", 1, NULL, CLI_OPT_SOCKET },
@@ -46,10 +44,8 @@ cli_status(int argc, char **argv)
     };
 
     req = NULL;
-    json = NULL;
     path = NULL;
     rc = CLI_EXIT_USAGE;
-    memset(&res, 0, sizeof(res));
     client.fd = -1;
 
     while ((opt = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
@@ -87,34 +83,15 @@ cli_status(int argc, char **argv)
     }
 
     req = cli_client_request(&client, "status");
-    if (req == NULL || cli_client_call(&client, req, &res) != PROVEN_OK) {
+    if (req == NULL) {
         goto failed;
     }
 
-    if (!res.ok) {
-        cli_client_report(&res);
-        goto failed;
-    }
-
-    json = res.result != NULL ? cli_cbor_to_json(res.result) : json_null();
-    if (json == NULL) {
-        fprintf(stderr, "proven: provend's status does not convert to "
-                "JSON\n");
-        goto failed;
-    }
-
-    if (cli_json_print(json, JSON_INDENT(2) | JSON_PRESERVE_ORDER)
-        != PROVEN_OK)
-    {
-        goto failed;
-    }
-
-    rc = CLI_EXIT_OK;
+    rc = cli_client_call_print(&client, req,
+                               JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 
 failed:
 
-    json_decref(json);
-    proven_response_free(&res);
     if (req != NULL) {
         cbor_decref(&req);
     }
