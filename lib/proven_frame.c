@@ -46,7 +46,7 @@ int
 proven_frame_encode(const cbor_item_t *item, uint8_t **out, size_t *outlen,
     char *err, size_t errlen)
 {
-    size_t    len;
+    size_t    len, size;
     uint8_t  *body, *frame, small[PROVEN_FRAME_SMALL];
 
     /* A small frame: one pass into the stack, one exact allocation. */
@@ -68,7 +68,12 @@ proven_frame_encode(const cbor_item_t *item, uint8_t **out, size_t *outlen,
         return PROVEN_OK;
     }
 
-    if (proven_cbor_dump(item, &body, &len) != PROVEN_OK) {
+    /* Larger than the stack buffer: proven_cbor_dump() would try it again. */
+    body = NULL;
+    size = 0;
+    len = cbor_serialize_alloc((cbor_item_t *) item, &body, &size);
+    if (len == 0) {
+        free(body);
         if (err) {
             snprintf(err, errlen, "cannot serialize frame");
         }
