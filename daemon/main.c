@@ -30,6 +30,7 @@
 #define PROVEND_THREADS_MAX  1024
 #define PROVEND_KV_VALUE_MAX (8ul * 1024 * 1024)   /* fits in a frame */
 #define PROVEND_HEAP_MIN     (64ul * 1024 * 1024)  /* room for 8 MiB values */
+#define PROVEND_KV_MEMORY_MIN (1024ul * 1024)
 
 
 static void
@@ -41,7 +42,8 @@ provend_usage(FILE *out)
         "               [--log-level debug|info|warn|error]"
         " [--measure N:PATH]...\n"
         "               [--threads N] [--kv-max-value BYTES]\n"
-        "               [--storage-heap-limit BYTES]\n"
+        "               [--storage-heap-limit BYTES]"
+        " [--kv-memory-limit BYTES]\n"
         "  --data DIR        state directory (default ./var)\n"
         "  --socket PATH     unix socket (default DATA/provend.sock)\n"
         "  --provider NAME   attestation provider (default auto: nsm when\n"
@@ -51,7 +53,9 @@ provend_usage(FILE *out)
         "  --threads N       signing threads (default: online CPUs)\n"
         "  --kv-max-value BYTES  largest KV value (default 1048576)\n"
         "  --storage-heap-limit BYTES  memory SQLite may use (default\n"
-        "                    1073741824); a statement needing more fails\n");
+        "                    1073741824); a statement needing more fails\n"
+        "  --kv-memory-limit BYTES  memory for every KV key and value\n"
+        "                    (default 1073741824); a set beyond it fails\n");
 }
 
 
@@ -87,7 +91,7 @@ main(int argc, char **argv)
     size_t                   measure_count;
     const char              *data_dir, *socket_path, *provider_name;
     uint8_t                  master[PROVEND_KEY_LEN];
-    unsigned long            value, nthreads, kv_max_value;
+    unsigned long            value, nthreads, kv_max_value, kv_memory;
     provend_provider_t      *provider;
     provend_measure_t        measures[PROVEND_MEASURE_MAX];
     provend_dev_config_t     dev_cfg;
@@ -104,6 +108,7 @@ main(int argc, char **argv)
         { "threads",   required_argument, NULL, 't' },
         { "kv-max-value", required_argument, NULL, 'k' },
         { "storage-heap-limit", required_argument, NULL, 'H' },
+        { "kv-memory-limit", required_argument, NULL, 'M' },
         { "help",      no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -117,6 +122,7 @@ main(int argc, char **argv)
     provider = NULL;
     storage = NULL;
     kv_max_value = PROVEND_KV_VALUE_DEFAULT;
+    kv_memory = 0;
     status = 1;
 
     while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
@@ -208,6 +214,16 @@ main(int argc, char **argv)
             }
             /* Process wide; the storage backend keeps a limit set first. */
             (void) sqlite3_hard_heap_limit64((sqlite3_int64) value);
+            break;
+
+        case 'M':
+            if (provend_parse_uint(optarg, PROVEND_KV_MEMORY_MIN, LONG_MAX,
+                                   &kv_memory) != PROVEN_OK)
+            {
+                fprintf(stderr, "provend: --kv-memory-limit must be at "
+                        "least %lu\n", PROVEND_KV_MEMORY_MIN);
+                return 2;
+            }
             break;
 
         case 'h':
@@ -312,6 +328,7 @@ main(int argc, char **argv)
         st_cfg.data_dir = data_dir;
         st_cfg.master_key = master;
         st_cfg.kv_max_value = kv_max_value;
+        st_cfg.kv_memory_max = kv_memory;
 
         storage = provend_storage_sqlite_open(&st_cfg, err, sizeof(err));
         OPENSSL_cleanse(master, sizeof(master));

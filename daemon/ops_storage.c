@@ -50,6 +50,7 @@ struct provend_ops_storage_s {
     provend_ops_job_t   *queued;     /* parsed, not yet submitted */
     provend_ops_job_t  **queued_tail;
     size_t               inflight;   /* loop thread only */
+    pthread_t            loop_thread;
     int                  stopping;
     int                  closed;
 };
@@ -622,6 +623,40 @@ provend_ops_parse(const proven_request_t *req, provend_storage_req_t *sr,
 
 /* ---- answers ------------------------------------------------------------- */
 
+/* {"id", "ok": true, "result": {"revision": n} or {"deleted": bool}}. */
+static void
+provend_ops_write_answer(provend_ops_job_t *job, provend_storage_req_t *sr)
+{
+    uint8_t  *p;
+
+    job->frame = malloc(PROVEN_FRAME_HEADER + 48);
+    if (job->frame == NULL) {
+        return;
+    }
+
+    p = job->frame + PROVEN_FRAME_HEADER;
+    p = proven_cbor_put_head(p, PROVEN_CBOR_MAP, 3);
+    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "id", 2);
+    p = proven_cbor_put_head(p, PROVEN_CBOR_UINT, job->id);
+    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "ok", 2);
+    *p++ = 0xf5;                                            /* true */
+    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "result", 6);
+    p = proven_cbor_put_head(p, PROVEN_CBOR_MAP, 1);
+
+    if (sr->op == PROVEND_OP_KV_SET) {
+        p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "revision", 8);
+        p = proven_cbor_put_head(p, PROVEN_CBOR_UINT, sr->revision);
+    } else {
+        p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "deleted", 7);
+        *p++ = sr->existed ? 0xf5 : 0xf4;
+    }
+
+    job->frame_len = (size_t) (p - job->frame);
+    proven_frame_put_length(job->frame,
+                            (uint32_t) (job->frame_len - PROVEN_FRAME_HEADER));
+}
+
+
 /* The backend's thread (or ours for early errors): frame the answer. */
 static void
 provend_ops_done(provend_storage_req_t *sr)
@@ -632,7 +667,12 @@ provend_ops_done(provend_storage_req_t *sr)
     job = sr->data;
     ops = job->ops;
 
-    if (sr->status == PROVEND_ST_OK) {
+    if (sr->status == PROVEND_ST_OK && sr->result == NULL
+        && (sr->op == PROVEND_OP_KV_SET || sr->op == PROVEND_OP_KV_DELETE))
+    {
+        provend_ops_write_answer(job, sr);
+
+    } else if (sr->status == PROVEND_ST_OK) {
         if (proven_response_encode_ok(job->id, sr->result, &job->frame,
                                       &job->frame_len) != PROVEN_OK)
         {
@@ -672,6 +712,15 @@ provend_ops_done(provend_storage_req_t *sr)
         cbor_decref(&sr->result);
     }
     job->sr = sr;
+
+    /* Answered inside submit, on the loop (KV reads): no hand-off. */
+    if (pthread_equal(pthread_self(), ops->loop_thread)) {
+        ops->inflight--;
+        provend_storage_req_free(sr);
+        job->reply(job->ctx, job->frame, job->frame_len);
+        free(job);
+        return;
+    }
 
     /*
      * The signal goes out before the lock is released: the loop can only
@@ -750,6 +799,10 @@ provend_ops_on_prepare(uv_prepare_t *prepare)
     }
 
     provend_storage_release(ops->st);
+
+    if (ops->stopping && ops->inflight == 0 && !ops->closed) {
+        provend_ops_close(ops);
+    }
 }
 
 
@@ -775,6 +828,424 @@ static void
 provend_ops_on_close_free(uv_handle_t *handle)
 {
     free(handle->data);
+}
+
+
+/* Queues a parsed request for the next submit (the prepare handle). */
+static void
+provend_ops_enqueue(provend_ops_storage_t *ops, provend_ops_job_t *job,
+    provend_storage_req_t *sr, uint64_t id, provend_ops_reply_pt reply,
+    void *ctx)
+{
+    job->ops = ops;
+    job->reply = reply;
+    job->ctx = ctx;
+    job->id = id;
+    job->sr = sr;
+    sr->data = job;
+    sr->done = provend_ops_done;
+
+    ops->inflight++;
+    *ops->queued_tail = job;
+    ops->queued_tail = &job->next;
+}
+
+
+/* ---- kv.get and kv.set without trees ------------------------------------------------ */
+
+/*
+ * The hottest ops read in place: no libcbor tree for the request, and a
+ * kv.get answered straight into its frame without a request object.  Only
+ * the plain form is taken ({"id", "op", "scope" of kind app or personal,
+ * "store", "key", "type"?, and for kv.set "value", "if_revision"?});
+ * anything else, errors included, goes the general way, which says what
+ * is wrong.
+ */
+
+#define PROVEND_FAST_ID     0x01
+#define PROVEND_FAST_OP     0x02
+#define PROVEND_FAST_SCOPE  0x04
+#define PROVEND_FAST_STORE  0x08
+#define PROVEND_FAST_KEY    0x10
+#define PROVEND_FAST_TYPE   0x20
+#define PROVEND_FAST_VALUE  0x40
+#define PROVEND_FAST_IF_REVISION  0x80
+#define PROVEND_FAST_NEEDED 0x1f
+
+/* The fields of a plain kv.get or kv.set, read in place. */
+typedef struct {
+    uint64_t           id;
+    provend_scope_t    scope;
+    char               store[PROVEND_NAME_MAX + 1];
+    provend_kv_type_t  type;
+    const uint8_t     *key;
+    size_t             key_len;
+    const uint8_t     *value;
+    size_t             value_len;
+    int                value_major;
+    int                has_if_revision;
+    uint64_t           if_revision;
+} provend_fast_t;
+
+typedef struct {
+    uint64_t           id;
+    provend_kv_type_t  type;
+    uint8_t           *frame;
+    size_t             frame_len;
+} provend_fast_get_t;
+
+
+static int
+provend_fast_is(const uint8_t *s, size_t len, const char *word)
+{
+    return strlen(word) == len && memcmp(s, word, len) == 0;
+}
+
+
+/* Text of 1..max bytes without NUL, copied with a NUL into out. */
+static int
+provend_fast_text(proven_cbor_span_t *r, char *out, size_t max)
+{
+    size_t          len;
+    const uint8_t  *s;
+
+    if (proven_cbor_span_string(r, PROVEN_CBOR_TEXT, &s, &len) != PROVEN_OK
+        || len == 0 || len > max || memchr(s, '\0', len) != NULL)
+    {
+        return PROVEN_ERR;
+    }
+
+    memcpy(out, s, len);
+    out[len] = '\0';
+    return PROVEN_OK;
+}
+
+
+static int
+provend_fast_scope(proven_cbor_span_t *r, provend_scope_t *scope)
+{
+    int             seen;
+    char            kind[16];
+    size_t          len;
+    uint64_t        n, i;
+    const uint8_t  *k;
+
+    if (proven_cbor_span_map(r, &n) != PROVEN_OK) {
+        return PROVEN_ERR;
+    }
+
+    seen = 0;
+    scope->kind = PROVEND_SCOPE_APP;
+
+    for (i = 0; ; i++) {
+        if (n == PROVEN_CBOR_INDEFINITE ? proven_cbor_span_break(r)
+                                        : i == n)
+        {
+            break;
+        }
+
+        if (i == 3 || proven_cbor_span_string(r, PROVEN_CBOR_TEXT, &k, &len)
+            != PROVEN_OK)
+        {
+            return PROVEN_ERR;
+        }
+
+        if (provend_fast_is(k, len, "app") && !(seen & 1)) {
+            seen |= 1;
+            if (provend_fast_text(r, scope->app, PROVEND_NAME_MAX)
+                != PROVEN_OK)
+            {
+                return PROVEN_ERR;
+            }
+
+        } else if (provend_fast_is(k, len, "kind") && !(seen & 2)) {
+            seen |= 2;
+            if (provend_fast_text(r, kind, sizeof(kind) - 1) != PROVEN_OK) {
+                return PROVEN_ERR;
+            }
+            if (strcmp(kind, "personal") == 0) {
+                scope->kind = PROVEND_SCOPE_PERSONAL;
+            } else if (strcmp(kind, "app") != 0) {
+                return PROVEN_ERR;
+            }
+
+        } else if (provend_fast_is(k, len, "identity") && !(seen & 4)) {
+            seen |= 4;
+            if (provend_fast_text(r, scope->identity, PROVEND_IDENTITY_MAX)
+                != PROVEN_OK)
+            {
+                return PROVEN_ERR;
+            }
+
+        } else {
+            return PROVEN_ERR;
+        }
+    }
+
+    /* The rules of provend_scope_parse(), for these two kinds. */
+    if (!(seen & 1) || !provend_name_valid(scope->app, strlen(scope->app))) {
+        return PROVEN_ERR;
+    }
+
+    if (scope->kind == PROVEND_SCOPE_PERSONAL) {
+        return (seen & 4) && provend_identity_valid(scope->identity,
+                                                    strlen(scope->identity))
+               ? PROVEN_OK : PROVEN_ERR;
+    }
+
+    return (seen & 4) ? PROVEN_ERR : PROVEN_OK;
+}
+
+
+/* {"id", "ok": true, "result": {"value", "revision"}}, as the general way. */
+static void
+provend_fast_get_answer(void *data, const uint8_t *value, size_t len,
+    uint64_t revision)
+{
+    uint8_t             *p;
+    provend_fast_get_t  *fg;
+
+    fg = data;
+
+    fg->frame = malloc(PROVEN_FRAME_HEADER + 64 + len);
+    if (fg->frame == NULL) {
+        return;
+    }
+
+    p = fg->frame + PROVEN_FRAME_HEADER;
+    p = proven_cbor_put_head(p, PROVEN_CBOR_MAP, 3);
+    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "id", 2);
+    p = proven_cbor_put_head(p, PROVEN_CBOR_UINT, fg->id);
+    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "ok", 2);
+    *p++ = 0xf5;                                            /* true */
+    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "result", 6);
+    p = proven_cbor_put_head(p, PROVEN_CBOR_MAP, 2);
+    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "value", 5);
+
+    if (value == NULL) {
+        *p++ = 0xf6;                                        /* null */
+    } else {
+        p = proven_cbor_put_string(p, fg->type == PROVEND_KV_STRING
+                                      ? PROVEN_CBOR_TEXT : PROVEN_CBOR_BYTES,
+                                   value, len);
+    }
+
+    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "revision", 8);
+    p = proven_cbor_put_head(p, PROVEN_CBOR_UINT, revision);
+
+    fg->frame_len = (size_t) (p - fg->frame);
+    proven_frame_put_length(fg->frame,
+                            (uint32_t) (fg->frame_len - PROVEN_FRAME_HEADER));
+}
+
+
+/* kv.set from the fields read: owned copies in a request, queued. */
+static int
+provend_fast_set(provend_ops_storage_t *ops, const provend_fast_t *f,
+    provend_ops_reply_pt reply, void *ctx)
+{
+    provend_ops_job_t      *job;
+    provend_storage_req_t  *sr;
+
+    sr = provend_storage_req_new(PROVEND_OP_KV_SET);
+    job = calloc(1, sizeof(*job));
+    if (sr == NULL || job == NULL) {
+        goto failed;
+    }
+
+    sr->key = malloc(f->key_len);
+    sr->value = malloc(f->value_len ? f->value_len : 1);
+    if (sr->key == NULL || sr->value == NULL) {
+        goto failed;
+    }
+
+    sr->scope = f->scope;
+    memcpy(sr->name, f->store, sizeof(sr->name));
+    sr->type = f->type;
+    memcpy(sr->key, f->key, f->key_len);
+    sr->key_len = f->key_len;
+    if (f->value_len) {
+        memcpy(sr->value, f->value, f->value_len);
+    }
+    sr->value_len = f->value_len;
+    sr->has_if_revision = f->has_if_revision;
+    sr->if_revision = f->if_revision;
+
+    provend_ops_enqueue(ops, job, sr, f->id, reply, ctx);
+    return 1;
+
+failed:
+
+    provend_storage_req_free(sr);
+    free(job);
+    return 0;       /* the general way reports the lack of memory */
+}
+
+
+int
+provend_ops_storage_fast(provend_ops_storage_t *ops, const uint8_t *body,
+    size_t len, provend_ops_reply_pt reply, void *ctx)
+{
+    int                  major, seen, bit, set;
+    char                 type[8];
+    size_t               klen;
+    uint64_t             n, i;
+    const uint8_t       *k;
+    provend_fast_t       f;
+    proven_cbor_span_t   r;
+    provend_fast_get_t   fg;
+
+    if (ops->closed || ops->st->kv_peek == NULL) {
+        return 0;
+    }
+
+    r.p = body;
+    r.end = body + len;
+    seen = 0;
+    set = 0;
+    memset(&f, 0, sizeof(f));
+    f.type = PROVEND_KV_BYTES;
+
+    if (proven_cbor_span_map(&r, &n) != PROVEN_OK) {
+        return 0;
+    }
+
+    for (i = 0; ; i++) {
+        if (n == PROVEN_CBOR_INDEFINITE ? proven_cbor_span_break(&r)
+                                        : i == n)
+        {
+            break;
+        }
+
+        if (i == 8
+            || proven_cbor_span_string(&r, PROVEN_CBOR_TEXT, &k, &klen)
+               != PROVEN_OK)
+        {
+            return 0;
+        }
+
+        if (provend_fast_is(k, klen, "id")) {
+            bit = PROVEND_FAST_ID;
+            if (proven_cbor_span_head(&r, &major, &f.id) != PROVEN_OK
+                || major != PROVEN_CBOR_UINT)
+            {
+                return 0;
+            }
+
+        } else if (provend_fast_is(k, klen, "op")) {
+            bit = PROVEND_FAST_OP;
+            if (proven_cbor_span_string(&r, PROVEN_CBOR_TEXT, &k, &klen)
+                != PROVEN_OK)
+            {
+                return 0;
+            }
+            if (provend_fast_is(k, klen, "kv.set")) {
+                set = 1;
+            } else if (!provend_fast_is(k, klen, "kv.get")) {
+                return 0;
+            }
+
+        } else if (provend_fast_is(k, klen, "scope")) {
+            bit = PROVEND_FAST_SCOPE;
+            if (provend_fast_scope(&r, &f.scope) != PROVEN_OK) {
+                return 0;
+            }
+
+        } else if (provend_fast_is(k, klen, "store")) {
+            bit = PROVEND_FAST_STORE;
+            if (provend_fast_text(&r, f.store, PROVEND_NAME_MAX)
+                != PROVEN_OK
+                || !provend_name_valid(f.store, strlen(f.store)))
+            {
+                return 0;
+            }
+
+        } else if (provend_fast_is(k, klen, "key")) {
+            bit = PROVEND_FAST_KEY;
+            if (r.p >= r.end
+                || proven_cbor_span_string(&r, (*r.p >> 5) == PROVEN_CBOR_TEXT
+                                               ? PROVEN_CBOR_TEXT
+                                               : PROVEN_CBOR_BYTES,
+                                           &f.key, &f.key_len) != PROVEN_OK
+                || f.key_len == 0 || f.key_len > PROVEND_KV_KEY_MAX)
+            {
+                return 0;
+            }
+
+        } else if (provend_fast_is(k, klen, "type")) {
+            bit = PROVEND_FAST_TYPE;
+            if (provend_fast_text(&r, type, sizeof(type) - 1) != PROVEN_OK) {
+                return 0;
+            }
+            if (strcmp(type, "string") == 0) {
+                f.type = PROVEND_KV_STRING;
+            } else if (strcmp(type, "bytes") != 0) {
+                return 0;       /* key stores go the general way */
+            }
+
+        } else if (provend_fast_is(k, klen, "value")) {
+            bit = PROVEND_FAST_VALUE;
+            if (r.p >= r.end) {
+                return 0;
+            }
+            f.value_major = *r.p >> 5;
+            if (proven_cbor_span_string(&r, f.value_major, &f.value,
+                                        &f.value_len) != PROVEN_OK)
+            {
+                return 0;
+            }
+
+        } else if (provend_fast_is(k, klen, "if_revision")) {
+            bit = PROVEND_FAST_IF_REVISION;
+            f.has_if_revision = 1;
+            if (proven_cbor_span_head(&r, &major, &f.if_revision)
+                != PROVEN_OK || major != PROVEN_CBOR_UINT)
+            {
+                return 0;
+            }
+
+        } else {
+            return 0;
+        }
+
+        if (seen & bit) {
+            return 0;
+        }
+        seen |= bit;
+    }
+
+    if (r.p != r.end || (seen & PROVEND_FAST_NEEDED) != PROVEND_FAST_NEEDED) {
+        return 0;
+    }
+
+    if (set) {
+        /* A value of the store's kind, within the frame's bounds. */
+        if (!(seen & PROVEND_FAST_VALUE)
+            || f.value_major != (f.type == PROVEND_KV_STRING
+                                 ? PROVEN_CBOR_TEXT : PROVEN_CBOR_BYTES))
+        {
+            return 0;
+        }
+        return provend_fast_set(ops, &f, reply, ctx);
+    }
+
+    if (seen & (PROVEND_FAST_VALUE | PROVEND_FAST_IF_REVISION)) {
+        return 0;
+    }
+
+    fg.id = f.id;
+    fg.type = f.type;
+    fg.frame = NULL;
+
+    if (ops->st->kv_peek(ops->st, &f.scope, f.store, f.type, f.key,
+                         f.key_len, provend_fast_get_answer, &fg)
+        != PROVEN_OK || fg.frame == NULL)
+    {
+        return 0;
+    }
+
+    reply(ctx, fg.frame, fg.frame_len);
+    return 1;
 }
 
 
@@ -836,17 +1307,7 @@ provend_ops_storage_dispatch(provend_ops_storage_t *ops,
         return;
     }
 
-    job->ops = ops;
-    job->reply = reply;
-    job->ctx = ctx;
-    job->id = req->id;
-    job->sr = sr;
-    sr->data = job;
-    sr->done = provend_ops_done;
-
-    ops->inflight++;
-    *ops->queued_tail = job;
-    ops->queued_tail = &job->next;
+    provend_ops_enqueue(ops, job, sr, req->id, reply, ctx);
 }
 
 
@@ -879,6 +1340,7 @@ provend_ops_storage_new(void *uv_loop, provend_storage_t *st, char *err,
     }
 
     pthread_mutex_init(&ops->lock, NULL);
+    ops->loop_thread = pthread_self();
     ops->async.data = ops;
     ops->prepare.data = ops;
     ops->st = st;

@@ -671,6 +671,18 @@ provend_conn_request(provend_conn_t *conn, uint8_t *body, size_t len)
     char              err[PROVEN_ERR_LEN], msg[PROVEN_ERR_LEN + 64];
     proven_request_t  req;
 
+    /* kv.get and kv.set in their plain form: no tree, no copy. */
+    if (conn->srv->storage_ops != NULL) {
+        conn->refs++;
+        if (provend_ops_storage_fast(conn->srv->storage_ops, body, len,
+                                     provend_conn_on_storage_reply, conn))
+        {
+            free(body);
+            return;
+        }
+        conn->refs--;
+    }
+
     rc = proven_request_decode(body, len, &req, err, sizeof(err));
     free(body);
 

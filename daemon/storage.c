@@ -234,8 +234,8 @@ provend_scope_parse(const cbor_item_t *item, provend_scope_t *scope,
             return PROVEN_ERR;
         }
 
-        if (!provend_chars_in(scope->identity, strlen(scope->identity),
-                              "._:@-", 1))
+        if (!provend_identity_valid(scope->identity,
+                                    strlen(scope->identity)))
         {
             provend_storage_err("identity must be [A-Za-z0-9._:@-]");
             return PROVEN_ERR;
@@ -271,21 +271,56 @@ provend_scope_parse(const cbor_item_t *item, provend_scope_t *scope,
 }
 
 
-/* Appends "<sep><tag>:<len>:<value>"; PROVEN_ERR when out is too small. */
+/*
+ * Appends "<sep><tag>:<len>:<value>"; PROVEN_ERR when out is too small.
+ * By hand rather than snprintf(): it runs for every KV request.
+ */
 static int
 provend_canon_add(char *out, size_t outlen, size_t *pos, const char *sep,
     const char *tag, const char *value)
 {
-    int  n;
+    char    digits[24];
+    size_t  seplen, taglen, vlen, nd, v, need;
 
-    n = snprintf(out + *pos, outlen - *pos, "%s%s:%zu:%s", sep, tag,
-                 strlen(value), value);
-    if (n < 0 || (size_t) n >= outlen - *pos) {
+    seplen = strlen(sep);
+    taglen = strlen(tag);
+    vlen = strlen(value);
+
+    nd = 0;
+    v = vlen;
+    do {
+        digits[nd++] = (char) ('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+
+    need = seplen + taglen + 1 + nd + 1 + vlen;
+    if (need >= outlen - *pos) {
         return PROVEN_ERR;
     }
 
-    *pos += (size_t) n;
+    out += *pos;
+    memcpy(out, sep, seplen);
+    out += seplen;
+    memcpy(out, tag, taglen);
+    out += taglen;
+    *out++ = ':';
+    while (nd > 0) {
+        *out++ = digits[--nd];
+    }
+    *out++ = ':';
+    memcpy(out, value, vlen);
+    out[vlen] = '\0';
+
+    *pos += need;
     return PROVEN_OK;
+}
+
+
+int
+provend_identity_valid(const char *identity, size_t len)
+{
+    return len >= 1 && len <= PROVEND_IDENTITY_MAX
+           && provend_chars_in(identity, len, "._:@-", 1);
 }
 
 

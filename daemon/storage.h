@@ -5,9 +5,14 @@
  *
  * A request is a provend_storage_req_t with parsed, owned arguments.  The
  * backend answers it exactly once by filling status/message/result and
- * calling req->done(req), from any thread (the embedded backend: its
- * storage thread; early argument errors: the submitting thread).  A write
+ * calling req->done(req), from any thread (the embedded backend: KV reads
+ * and argument errors on the submitting thread, before submit returns;
+ * KV writes from its log thread; SQL from its storage thread).  A write
  * is answered only after it is durable.
+ *
+ * kv.set and kv.delete answer with req->revision (the new revision) and
+ * req->existed (whether there was a key to delete), result left NULL;
+ * every other op with a result map.
  *
  * Semantics a second backend must keep:
  *   - revisions are per key: 1 on creation, +1 on every set; a delete
@@ -77,6 +82,9 @@ int provend_scope_parse(const cbor_item_t *item, provend_scope_t *scope,
 
 /* 1..64 of [a-z0-9_-]: app, store and db names. */
 int provend_name_valid(const char *name, size_t len);
+
+/* 1..128 of [A-Za-z0-9._:@-]: a personal scope's identity. */
+int provend_identity_valid(const char *identity, size_t len);
 
 /*
  * "v1|app:<len>:<app>[|personal:<len>:<id> | |nft:<len>:<chain>|contract:
@@ -181,6 +189,8 @@ struct provend_storage_req_s {
     void                     *data;       /* the caller's */
     provend_storage_req_t    *next;       /* the backend's */
     void                     *priv;       /* the backend's */
+    uint64_t                  revision;   /* kv.set's answer */
+    int                       existed;    /* kv.delete's answer */
 };
 
 /* Zeroed request for op. */
@@ -200,6 +210,10 @@ typedef struct provend_storage_s  provend_storage_t;
 typedef void (*provend_storage_op_pt)(provend_storage_t *st,
     provend_storage_req_t *req);
 
+/* Sees a committed KV value (NULL and revision 0: none); must not block. */
+typedef void (*provend_kv_peek_pt)(void *data, const uint8_t *value,
+    size_t len, uint64_t revision);
+
 struct provend_storage_s {
     const char             *name;          /* "sqlite" */
     void                   *data;
@@ -217,6 +231,19 @@ struct provend_storage_s {
      * Optional: between hold and release the backend takes no request
      * submitted, so that it takes them all as one batch on release.
      */
+    /*
+     * Optional, for the hot path: a kv.get answered on the caller's thread
+     * without a request.  Calls fn once, while the value cannot change,
+     * and returns PROVEN_OK; PROVEN_ERR for anything it does not serve (the
+     * caller then submits the kv.get, which says what is wrong).
+     */
+    int                   (*kv_peek)(provend_storage_t *st,
+                                     const provend_scope_t *scope,
+                                     const char *store,
+                                     provend_kv_type_t type,
+                                     const uint8_t *key, size_t key_len,
+                                     provend_kv_peek_pt fn, void *data);
+
     void                  (*hold)(provend_storage_t *st);
     void                  (*release)(provend_storage_t *st);
 
@@ -228,6 +255,7 @@ typedef struct {
     const char     *data_dir;           /* databases under DATA/storage/ */
     const uint8_t  *master_key;         /* 32 bytes, copied */
     size_t          kv_max_value;       /* 0: PROVEND_KV_VALUE_DEFAULT */
+    size_t          kv_memory_max;      /* 0: 1 GiB; every KV value */
     unsigned        sql_timeout_ms;     /* 0: PROVEND_SQL_TIMEOUT_MS */
     size_t          sql_max_bytes;      /* 0: PROVEND_SQL_BYTES_MAX */
 } provend_storage_config_t;
@@ -270,6 +298,15 @@ provend_ops_storage_t *provend_ops_storage_new(void *uv_loop,
 
 /* Whether op is "kv.*" or "sql.*" we serve. */
 int provend_ops_storage_handles(const char *op);
+
+/*
+ * kv.get and kv.set read in place from a frame body: 1 when taken (then
+ * answered through reply exactly once, a kv.get before this returns), 0
+ * when the frame is anything but their plain form, for
+ * proven_request_decode() and dispatch to handle.
+ */
+int provend_ops_storage_fast(provend_ops_storage_t *ops,
+    const uint8_t *body, size_t len, provend_ops_reply_pt reply, void *ctx);
 
 /* Parses req's arguments, answers through reply exactly once. */
 void provend_ops_storage_dispatch(provend_ops_storage_t *ops,

@@ -1,8 +1,8 @@
 /*
  * The embedded storage backend: SQLite databases under DATA/storage/,
- * opened through the encrypting VFS.
+ * opened through the encrypting VFS, and the KV stores (storage_kv.c).
  *
- *   kv.db               every KV store: (scope, key) -> sealed value
+ *   kv/<seqno>.log      every KV store: the encrypted log (storage_kv.c)
  *   sql/<hex>.db        one database per (scope, db name); the name is an
  *                       HMAC of the canonical scope, so it reveals nothing
  *
@@ -35,13 +35,13 @@
 #include "keys.h"
 #include "log.h"
 #include "storage.h"
+#include "storage_kv.h"
 #include "util.h"
 #include "vfs.h"
 
 
 #define PROVEND_SQL_OPEN_MAX   64     /* open SQL databases kept */
-#define PROVEND_ED25519_LEN    32
-#define PROVEND_SQL_LENGTH_MAX (16 * 1024 * 1024)  /* one value, kv.db */
+#define PROVEND_SQL_LENGTH_MAX (16 * 1024 * 1024)  /* one value, our own */
 #define PROVEND_APP_LENGTH_MAX (8 * 1024 * 1024)   /* one value, app db */
 #define PROVEND_APP_COLUMN_MAX 500
 #define PROVEND_PROGRESS_STEPS 1000
@@ -54,16 +54,6 @@
  * --storage-heap-limit) is kept.
  */
 #define PROVEND_HEAP_LIMIT_DEFAULT  (1024LL * 1024 * 1024)
-
-/*
- * kv.db serves every KV store: pages kept decrypted in memory (bounded)
- * so that reads do not go through the VFS again, and a WAL checkpointed
- * less often, so that a page rewritten by many commits is copied back
- * into the database once rather than at every 1000 pages of WAL.
- */
-#define PROVEND_KV_PRAGMAS                                                 \
-    "PRAGMA cache_size=-32768;"                                            \
-    "PRAGMA wal_autocheckpoint=10000;"
 
 /* Created when a database is opened, before any app statement runs. */
 #define PROVEND_MIGRATIONS_SCHEMA                                          \
@@ -79,7 +69,7 @@ typedef struct provend_sqlite_s  provend_sqlite_t;
 typedef struct {
     sqlite3            *db;
     provend_sqlite_t   *sq;
-    char                id[2 * 32 + 1];   /* hex HMAC; "" for kv.db */
+    char                id[2 * 32 + 1];   /* hex HMAC */
     uint64_t            used;             /* LRU clock */
     int                 in_txn;           /* this batch began one */
     int                 txn_failed;       /* aborted: its writes are lost */
@@ -96,16 +86,11 @@ typedef struct {
 struct provend_sqlite_s {
     provend_storage_t       st;
     char                   *dir;            /* DATA/storage */
-    uint8_t                 kv_key[PROVEND_KEY_LEN];
     uint8_t                 name_key[PROVEND_KEY_LEN];
-    size_t                  kv_max_value;
     unsigned                timeout_ms;
     size_t                  max_bytes;
 
-    provend_sqldb_t         kv;
-    sqlite3_stmt           *kv_get;
-    sqlite3_stmt           *kv_put;
-    sqlite3_stmt           *kv_del;
+    provend_kv_t           *kv;
 
     provend_sqldb_t         dbs[PROVEND_SQL_OPEN_MAX];
     uint64_t                clock;
@@ -545,729 +530,11 @@ provend_sqldb_fail(provend_sqldb_t *d, provend_storage_req_t *req, int rc)
 }
 
 
-/* ---- KV ------------------------------------------------------------------ */
-
-static const char *
-provend_kv_type_name(provend_kv_type_t type)
-{
-    switch (type) {
-    case PROVEND_KV_STRING:  return "kv-string";
-    case PROVEND_KV_KEY:     return "kv-key";
-    default:                 return "kv-bytes";
-    }
-}
-
-
-typedef struct {
-    char      canon[PROVEND_SCOPE_CANON_MAX];
-    size_t    canon_len;
-    uint8_t  *ad;          /* len(canon) || canon || len(key) || key */
-    size_t    ad_len;
-} provend_kv_ctx_t;
-
-
-static void
-provend_put_be32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t) (v >> 24);
-    p[1] = (uint8_t) (v >> 16);
-    p[2] = (uint8_t) (v >> 8);
-    p[3] = (uint8_t) v;
-}
-
-
-static int
-provend_kv_ctx(provend_storage_req_t *req, provend_kv_ctx_t *c)
-{
-    memset(c, 0, sizeof(*c));
-
-    if (provend_scope_canonical(&req->scope, provend_kv_type_name(req->type),
-                                req->name, c->canon, sizeof(c->canon),
-                                &c->canon_len) != PROVEN_OK)
-    {
-        provend_storage_req_fail(req, PROVEND_ST_BAD_REQUEST,
-                                 "bad scope or store name");
-        return PROVEN_ERR;
-    }
-
-    c->ad_len = 8 + c->canon_len + req->key_len;
-    c->ad = malloc(c->ad_len);
-    if (c->ad == NULL) {
-        provend_storage_req_fail(req, PROVEND_ST_INTERNAL, "out of memory");
-        return PROVEN_ERR;
-    }
-
-    provend_put_be32(c->ad, (uint32_t) c->canon_len);
-    memcpy(c->ad + 4, c->canon, c->canon_len);
-    provend_put_be32(c->ad + 4 + c->canon_len, (uint32_t) req->key_len);
-    if (req->key_len) {
-        memcpy(c->ad + 8 + c->canon_len, req->key, req->key_len);
-    }
-
-    return PROVEN_OK;
-}
-
-
-static void
-provend_kv_ctx_free(provend_kv_ctx_t *c)
-{
-    free(c->ad);
-}
-
-
-static void
-provend_bind_blob(sqlite3_stmt *stmt, int i, const void *p, size_t len)
-{
-    /* A NULL pointer would bind NULL, not an empty blob. */
-    if (len == 0) {
-        sqlite3_bind_zeroblob(stmt, i, 0);
-    } else {
-        sqlite3_bind_blob64(stmt, i, p, len, SQLITE_STATIC);
-    }
-}
-
-
-/*
- * Looks the key up: *revision 0 when missing, else the opened value in
- * *plain (malloc()ed, may be NULL when want_value is 0).
- */
-static int
-provend_kv_lookup(provend_sqlite_t *sq, provend_storage_req_t *req,
-    const provend_kv_ctx_t *c, int want_value, uint64_t *revision,
-    uint8_t **plain, size_t *plain_len)
-{
-    int             rc;
-    size_t          len;
-    uint8_t        *out;
-    const uint8_t  *sealed;
-
-    *revision = 0;
-    if (plain != NULL) {
-        *plain = NULL;
-        *plain_len = 0;
-    }
-
-    sqlite3_reset(sq->kv_get);
-    provend_bind_blob(sq->kv_get, 1, c->canon, c->canon_len);
-    provend_bind_blob(sq->kv_get, 2, req->key, req->key_len);
-
-    rc = sqlite3_step(sq->kv_get);
-    if (rc == SQLITE_DONE) {
-        sqlite3_reset(sq->kv_get);
-        return PROVEN_OK;
-    }
-
-    if (rc != SQLITE_ROW) {
-        provend_sqldb_fail(&sq->kv, req, rc);
-        sqlite3_reset(sq->kv_get);
-        return PROVEN_ERR;
-    }
-
-    *revision = (uint64_t) sqlite3_column_int64(sq->kv_get, 1);
-
-    if (!want_value) {
-        sqlite3_reset(sq->kv_get);
-        return PROVEN_OK;
-    }
-
-    sealed = sqlite3_column_blob(sq->kv_get, 0);
-    len = (size_t) sqlite3_column_bytes(sq->kv_get, 0);
-
-    if (len < PROVEND_SEAL_OVERHEAD || sealed == NULL) {
-        provend_error("storage: a KV value is too short to be sealed");
-        provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR,
-                                 "stored value is damaged");
-        sqlite3_reset(sq->kv_get);
-        return PROVEN_ERR;
-    }
-
-    out = malloc(len - PROVEND_SEAL_OVERHEAD + 1);
-    if (out == NULL) {
-        provend_storage_req_fail(req, PROVEND_ST_INTERNAL, "out of memory");
-        sqlite3_reset(sq->kv_get);
-        return PROVEN_ERR;
-    }
-
-    if (provend_open(sq->kv_key, c->ad, c->ad_len, sealed, len, out)
-        != PROVEN_OK)
-    {
-        free(out);
-        provend_error("storage: a KV value does not open: tampered with "
-                      "or moved");
-        provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR,
-                                 "stored value does not authenticate");
-        sqlite3_reset(sq->kv_get);
-        return PROVEN_ERR;
-    }
-
-    sqlite3_reset(sq->kv_get);
-    *plain = out;
-    *plain_len = len - PROVEND_SEAL_OVERHEAD;
-    return PROVEN_OK;
-}
-
-
 static cbor_item_t *
 provend_build_uint(uint64_t v)
 {
     return v <= UINT32_MAX ? cbor_build_uint32((uint32_t) v)
                            : cbor_build_uint64(v);
-}
-
-
-static EVP_PKEY *
-provend_ed25519(const uint8_t *seed, size_t len)
-{
-    if (len != PROVEND_ED25519_LEN) {
-        return NULL;
-    }
-
-    return EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, seed, len);
-}
-
-
-/* {"value"|"public_key": ..., "revision"} */
-static void
-provend_kv_do_get(provend_sqlite_t *sq, provend_storage_req_t *req)
-{
-    size_t             len, publen;
-    uint8_t           *plain, pub[PROVEND_ED25519_LEN];
-    uint64_t           revision;
-    EVP_PKEY          *pkey;
-    cbor_item_t       *map, *value;
-    provend_kv_ctx_t   c;
-
-    plain = NULL;
-    map = NULL;
-    value = NULL;
-
-    if (provend_kv_ctx(req, &c) != PROVEN_OK) {
-        return;
-    }
-
-    /* It may read this batch's uncommitted writes. */
-    provend_sqldb_depend(&sq->kv, req);
-
-    if (provend_kv_lookup(sq, req, &c, 1, &revision, &plain, &len)
-        != PROVEN_OK)
-    {
-        goto done;
-    }
-
-    if (revision == 0) {
-        value = cbor_new_null();
-
-    } else if (req->type == PROVEND_KV_STRING) {
-        value = cbor_build_stringn((const char *) plain, len);
-
-    } else if (req->type == PROVEND_KV_BYTES) {
-        value = cbor_build_bytestring(plain, len);
-
-    } else {
-        pkey = provend_ed25519(plain, len);
-        publen = sizeof(pub);
-        if (pkey == NULL
-            || EVP_PKEY_get_raw_public_key(pkey, pub, &publen) != 1)
-        {
-            EVP_PKEY_free(pkey);
-            provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR,
-                                     "stored key is unusable");
-            goto done;
-        }
-        EVP_PKEY_free(pkey);
-        value = cbor_build_bytestring(pub, publen);
-    }
-
-    map = cbor_new_definite_map(2);
-    if (map == NULL || value == NULL
-        || proven_cbor_map_put(map, req->type == PROVEND_KV_KEY
-                                    ? "public_key" : "value", value)
-           != PROVEN_OK)
-    {
-        goto nomem;
-    }
-    value = NULL;
-
-    if (proven_cbor_map_put(map, "revision", provend_build_uint(revision))
-        != PROVEN_OK)
-    {
-        goto nomem;
-    }
-
-    req->result = map;
-    map = NULL;
-    goto done;
-
-nomem:
-
-    provend_storage_req_fail(req, PROVEND_ST_INTERNAL, "out of memory");
-
-done:
-
-    if (value != NULL) {
-        cbor_decref(&value);
-    }
-    if (map != NULL) {
-        cbor_decref(&map);
-    }
-    if (plain != NULL) {
-        OPENSSL_cleanse(plain, len);
-        free(plain);
-    }
-    provend_kv_ctx_free(&c);
-}
-
-
-static void
-provend_kv_do_set(provend_sqlite_t *sq, provend_storage_req_t *req)
-{
-    int                rc;
-    size_t             len;
-    uint8_t           *sealed, seed[PROVEND_ED25519_LEN];
-    const uint8_t     *value;
-    uint64_t           revision;
-    cbor_item_t       *map;
-    provend_kv_ctx_t   c;
-
-    sealed = NULL;
-
-    if (provend_kv_ctx(req, &c) != PROVEN_OK) {
-        return;
-    }
-
-    if (provend_sqldb_begin(&sq->kv, req) != PROVEN_OK
-        || provend_kv_lookup(sq, req, &c, 0, &revision, NULL, NULL)
-           != PROVEN_OK)
-    {
-        goto done;
-    }
-
-    if (req->has_if_revision && req->if_revision != revision) {
-        provend_storage_req_fail(req, PROVEND_ST_REVISION_MISMATCH,
-                                 "revision is %llu, not %llu",
-                                 (unsigned long long) revision,
-                                 (unsigned long long) req->if_revision);
-        goto done;
-    }
-
-    value = req->value;
-    len = req->value_len;
-
-    if (req->type == PROVEND_KV_KEY && value == NULL) {
-        if (RAND_bytes(seed, sizeof(seed)) != 1) {
-            provend_storage_req_fail(req, PROVEND_ST_INTERNAL,
-                                     "no random bytes for a key");
-            goto done;
-        }
-        value = seed;
-        len = sizeof(seed);
-    }
-
-    sealed = malloc(len + PROVEND_SEAL_OVERHEAD);
-    if (sealed == NULL) {
-        provend_storage_req_fail(req, PROVEND_ST_INTERNAL, "out of memory");
-        goto done;
-    }
-
-    if (provend_seal(sq->kv_key, c.ad, c.ad_len, value, len, sealed)
-        != PROVEN_OK)
-    {
-        provend_storage_req_fail(req, PROVEND_ST_INTERNAL, "sealing failed");
-        goto done;
-    }
-
-    revision++;
-
-    sqlite3_reset(sq->kv_put);
-    provend_bind_blob(sq->kv_put, 1, c.canon, c.canon_len);
-    provend_bind_blob(sq->kv_put, 2, req->key, req->key_len);
-    provend_bind_blob(sq->kv_put, 3, sealed, len + PROVEND_SEAL_OVERHEAD);
-    sqlite3_bind_int64(sq->kv_put, 4, (sqlite3_int64) revision);
-
-    rc = sqlite3_step(sq->kv_put);
-    sqlite3_reset(sq->kv_put);
-    sqlite3_clear_bindings(sq->kv_put);
-
-    if (rc != SQLITE_DONE) {
-        provend_sqldb_fail(&sq->kv, req, rc);
-        provend_sqldb_check_txn(&sq->kv);
-        goto done;
-    }
-
-    map = cbor_new_definite_map(1);
-    if (map == NULL
-        || proven_cbor_map_put(map, "revision", provend_build_uint(revision))
-           != PROVEN_OK)
-    {
-        if (map != NULL) {
-            cbor_decref(&map);
-        }
-        provend_storage_req_fail(req, PROVEND_ST_INTERNAL, "out of memory");
-        goto done;
-    }
-
-    req->result = map;
-
-done:
-
-    OPENSSL_cleanse(seed, sizeof(seed));
-    free(sealed);
-    provend_kv_ctx_free(&c);
-}
-
-
-static void
-provend_kv_do_delete(provend_sqlite_t *sq, provend_storage_req_t *req)
-{
-    int                rc;
-    uint64_t           revision;
-    cbor_item_t       *map;
-    provend_kv_ctx_t   c;
-
-    if (provend_kv_ctx(req, &c) != PROVEN_OK) {
-        return;
-    }
-
-    if (provend_sqldb_begin(&sq->kv, req) != PROVEN_OK
-        || provend_kv_lookup(sq, req, &c, 0, &revision, NULL, NULL)
-           != PROVEN_OK)
-    {
-        goto done;
-    }
-
-    if (req->has_if_revision && req->if_revision != revision) {
-        provend_storage_req_fail(req, PROVEND_ST_REVISION_MISMATCH,
-                                 "revision is %llu, not %llu",
-                                 (unsigned long long) revision,
-                                 (unsigned long long) req->if_revision);
-        goto done;
-    }
-
-    if (revision != 0) {
-        sqlite3_reset(sq->kv_del);
-        provend_bind_blob(sq->kv_del, 1, c.canon, c.canon_len);
-        provend_bind_blob(sq->kv_del, 2, req->key, req->key_len);
-        rc = sqlite3_step(sq->kv_del);
-        sqlite3_reset(sq->kv_del);
-
-        if (rc != SQLITE_DONE) {
-            provend_sqldb_fail(&sq->kv, req, rc);
-            provend_sqldb_check_txn(&sq->kv);
-            goto done;
-        }
-    }
-
-    map = cbor_new_definite_map(1);
-    if (map == NULL
-        || proven_cbor_map_put(map, "deleted", cbor_build_bool(revision != 0))
-           != PROVEN_OK)
-    {
-        if (map != NULL) {
-            cbor_decref(&map);
-        }
-        provend_storage_req_fail(req, PROVEND_ST_INTERNAL, "out of memory");
-        goto done;
-    }
-
-    req->result = map;
-
-done:
-
-    provend_kv_ctx_free(&c);
-}
-
-
-static int
-provend_utf8_valid(const uint8_t *s, size_t len)
-{
-    size_t    i, n, k;
-    uint32_t  cp;
-
-    for (i = 0; i < len; i += n) {
-        if (s[i] < 0x80) {
-            n = 1;
-            continue;
-        }
-
-        if ((s[i] & 0xe0) == 0xc0) {
-            n = 2;
-            cp = s[i] & 0x1f;
-        } else if ((s[i] & 0xf0) == 0xe0) {
-            n = 3;
-            cp = s[i] & 0x0f;
-        } else if ((s[i] & 0xf8) == 0xf0) {
-            n = 4;
-            cp = s[i] & 0x07;
-        } else {
-            return 0;
-        }
-
-        if (i + n > len) {
-            return 0;
-        }
-
-        for (k = 1; k < n; k++) {
-            if ((s[i + k] & 0xc0) != 0x80) {
-                return 0;
-            }
-            cp = (cp << 6) | (s[i + k] & 0x3f);
-        }
-
-        if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800)
-            || (n == 4 && (cp < 0x10000 || cp > 0x10ffff))
-            || (cp >= 0xd800 && cp <= 0xdfff))
-        {
-            return 0;
-        }
-    }
-
-    return 1;
-}
-
-
-/*
- * Keys in byte order from the cursor (hex of the last key returned) or
- * the prefix.  Keys that are UTF-8 come back as text, others as bytes:
- * a text key and the byte string of its UTF-8 are the same key.
- */
-static void
-provend_kv_do_keys(provend_sqlite_t *sq, provend_storage_req_t *req)
-{
-    int                rc;
-    char              *hex;
-    size_t             n, klen, start_len;
-    uint8_t           *start;
-    uint64_t           limit;
-    const uint8_t     *k;
-    cbor_item_t       *map, *keys, *item, *cursor;
-    sqlite3_stmt      *stmt;
-    provend_kv_ctx_t   c;
-
-    stmt = NULL;
-    start = NULL;
-    hex = NULL;
-    map = NULL;
-    keys = NULL;
-    cursor = NULL;
-
-    if (provend_kv_ctx(req, &c) != PROVEN_OK) {
-        return;
-    }
-
-    /* It may read this batch's uncommitted writes. */
-    provend_sqldb_depend(&sq->kv, req);
-
-    limit = req->limit ? req->limit : PROVEND_KV_LIMIT_DEFAULT;
-
-    if (req->cursor != NULL) {
-        start = malloc(PROVEND_KV_KEY_MAX);
-        if (start == NULL) {
-            goto nomem;
-        }
-        if (proven_hex_decode(req->cursor, strlen(req->cursor), start,
-                              PROVEND_KV_KEY_MAX, &start_len) != PROVEN_OK)
-        {
-            provend_storage_req_fail(req, PROVEND_ST_BAD_REQUEST,
-                                     "bad cursor");
-            goto done;
-        }
-    } else {
-        start_len = req->prefix_len;
-    }
-
-    rc = sqlite3_prepare_v2(sq->kv.db, req->cursor != NULL
-                            ? "SELECT key FROM kv WHERE scope = ?1 AND "
-                              "key > ?2 ORDER BY key LIMIT ?3"
-                            : "SELECT key FROM kv WHERE scope = ?1 AND "
-                              "key >= ?2 ORDER BY key LIMIT ?3",
-                            -1, &stmt, NULL);
-    if (rc != SQLITE_OK) {
-        provend_sqldb_fail(&sq->kv, req, rc);
-        goto done;
-    }
-
-    provend_bind_blob(stmt, 1, c.canon, c.canon_len);
-    provend_bind_blob(stmt, 2, start ? start : req->prefix, start_len);
-    sqlite3_bind_int64(stmt, 3, (sqlite3_int64) limit + 1);
-
-    map = cbor_new_definite_map(2);
-    keys = cbor_new_definite_array(limit);
-    if (map == NULL || keys == NULL) {
-        goto nomem;
-    }
-
-    n = 0;
-
-    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        k = sqlite3_column_blob(stmt, 0);
-        klen = (size_t) sqlite3_column_bytes(stmt, 0);
-
-        if (klen < req->prefix_len
-            || (req->prefix_len
-                && memcmp(k, req->prefix, req->prefix_len) != 0))
-        {
-            rc = SQLITE_DONE;
-            break;
-        }
-
-        if (n == limit) {
-            /* One more exists: the cursor is the last key returned. */
-            hex = malloc(2 * PROVEND_KV_KEY_MAX + 1);
-            if (hex == NULL) {
-                goto nomem;
-            }
-            proven_hex_encode(req->key, req->key_len, hex);
-            cursor = cbor_build_string(hex);
-            if (cursor == NULL) {
-                goto nomem;
-            }
-            rc = SQLITE_DONE;
-            break;
-        }
-
-        item = provend_utf8_valid(k, klen)
-               ? cbor_build_stringn((const char *) k, klen)
-               : cbor_build_bytestring(k, klen);
-        if (item == NULL || !cbor_array_push(keys, item)) {
-            if (item != NULL) {
-                cbor_decref(&item);
-            }
-            goto nomem;
-        }
-        cbor_decref(&item);
-
-        /* Remember the last key for the cursor. */
-        free(req->key);
-        req->key = malloc(klen ? klen : 1);
-        if (req->key == NULL) {
-            req->key_len = 0;
-            goto nomem;
-        }
-        memcpy(req->key, k, klen);
-        req->key_len = klen;
-        n++;
-    }
-
-    if (rc != SQLITE_DONE) {
-        provend_sqldb_fail(&sq->kv, req, rc);
-        goto done;
-    }
-
-    if (cursor == NULL) {
-        cursor = cbor_new_null();
-    }
-
-    if (proven_cbor_map_put(map, "keys", keys) != PROVEN_OK) {
-        goto nomem;
-    }
-    keys = NULL;
-
-    if (proven_cbor_map_put(map, "cursor", cursor) != PROVEN_OK) {
-        cursor = NULL;
-        goto nomem;
-    }
-    cursor = NULL;
-
-    req->result = map;
-    map = NULL;
-    goto done;
-
-nomem:
-
-    provend_storage_req_fail(req, PROVEND_ST_INTERNAL, "out of memory");
-
-done:
-
-    if (cursor != NULL) {
-        cbor_decref(&cursor);
-    }
-    if (keys != NULL) {
-        cbor_decref(&keys);
-    }
-    if (map != NULL) {
-        cbor_decref(&map);
-    }
-    sqlite3_finalize(stmt);
-    free(start);
-    free(hex);
-    provend_kv_ctx_free(&c);
-}
-
-
-static void
-provend_kv_do_sign(provend_sqlite_t *sq, provend_storage_req_t *req)
-{
-    size_t             len, siglen;
-    uint8_t           *seed, sig[64];
-    uint64_t           revision;
-    EVP_PKEY          *pkey;
-    EVP_MD_CTX        *ctx;
-    cbor_item_t       *map;
-    provend_kv_ctx_t   c;
-
-    seed = NULL;
-    pkey = NULL;
-    ctx = NULL;
-    len = 0;
-
-    req->type = PROVEND_KV_KEY;
-
-    if (provend_kv_ctx(req, &c) != PROVEN_OK) {
-        return;
-    }
-
-    /* It may read this batch's uncommitted writes. */
-    provend_sqldb_depend(&sq->kv, req);
-
-    if (provend_kv_lookup(sq, req, &c, 1, &revision, &seed, &len)
-        != PROVEN_OK)
-    {
-        goto done;
-    }
-
-    if (revision == 0) {
-        provend_storage_req_fail(req, PROVEND_ST_NOT_FOUND,
-                                 "no such key in the key store");
-        goto done;
-    }
-
-    pkey = provend_ed25519(seed, len);
-    ctx = EVP_MD_CTX_new();
-    siglen = sizeof(sig);
-
-    if (pkey == NULL || ctx == NULL
-        || EVP_DigestSignInit(ctx, NULL, NULL, NULL, pkey) != 1
-        || EVP_DigestSign(ctx, sig, &siglen, req->message, req->message_len)
-           != 1)
-    {
-        provend_storage_req_fail(req, PROVEND_ST_INTERNAL, "signing failed");
-        goto done;
-    }
-
-    map = cbor_new_definite_map(1);
-    if (map == NULL
-        || proven_cbor_map_put(map, "signature",
-                               cbor_build_bytestring(sig, siglen))
-           != PROVEN_OK)
-    {
-        if (map != NULL) {
-            cbor_decref(&map);
-        }
-        provend_storage_req_fail(req, PROVEND_ST_INTERNAL, "out of memory");
-        goto done;
-    }
-
-    req->result = map;
-
-done:
-
-    EVP_MD_CTX_free(ctx);
-    EVP_PKEY_free(pkey);
-    if (seed != NULL) {
-        OPENSSL_cleanse(seed, len);
-        free(seed);
-    }
-    provend_kv_ctx_free(&c);
 }
 
 
@@ -2104,8 +1371,7 @@ done:
 static int
 provend_req_writes(const provend_storage_req_t *req)
 {
-    return req->op == PROVEND_OP_KV_SET || req->op == PROVEND_OP_KV_DELETE
-           || req->op == PROVEND_OP_SQL_EXECUTE
+    return req->op == PROVEND_OP_SQL_EXECUTE
            || req->op == PROVEND_OP_SQL_MIGRATE;
 }
 
@@ -2114,14 +1380,13 @@ static void
 provend_sqlite_run(provend_sqlite_t *sq, provend_storage_req_t *req)
 {
     switch (req->op) {
-    case PROVEND_OP_KV_GET:       provend_kv_do_get(sq, req); break;
-    case PROVEND_OP_KV_SET:       provend_kv_do_set(sq, req); break;
-    case PROVEND_OP_KV_DELETE:    provend_kv_do_delete(sq, req); break;
-    case PROVEND_OP_KV_KEYS:      provend_kv_do_keys(sq, req); break;
-    case PROVEND_OP_KV_SIGN:      provend_kv_do_sign(sq, req); break;
     case PROVEND_OP_SQL_EXECUTE:  provend_sql_do_execute(sq, req); break;
     case PROVEND_OP_SQL_QUERY:    provend_sql_do_query(sq, req); break;
     case PROVEND_OP_SQL_MIGRATE:  provend_sql_do_migrate(sq, req); break;
+    default:
+        provend_storage_req_fail(req, PROVEND_ST_INTERNAL,
+                                 "not an SQL operation");
+        break;
     }
 }
 
@@ -2153,10 +1418,6 @@ static provend_sqldb_t *
 provend_sqlite_txn(provend_sqlite_t *sq, uintptr_t gen)
 {
     size_t  i;
-
-    if (sq->kv.in_txn && sq->kv.txn_gen == gen) {
-        return &sq->kv;
-    }
 
     for (i = 0; i < PROVEND_SQL_OPEN_MAX; i++) {
         if (sq->dbs[i].in_txn && sq->dbs[i].txn_gen == gen) {
@@ -2270,7 +1531,6 @@ provend_sqlite_flush(provend_sqlite_t *sq, provend_storage_req_t *deferred)
     provend_sqldb_t        *d;
     provend_storage_req_t  *req, *next;
 
-    provend_sqldb_commit(&sq->kv);
     for (i = 0; i < PROVEND_SQL_OPEN_MAX; i++) {
         provend_sqldb_commit(&sq->dbs[i]);
     }
@@ -2285,10 +1545,7 @@ provend_sqlite_flush(provend_sqlite_t *sq, provend_storage_req_t *deferred)
             /* Not found cannot happen; if it did, the outcome is unknown. */
             if (d == NULL || d->txn_failed) {
                 provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR,
-                                         req->op == PROVEND_OP_KV_GET
-                                         || req->op == PROVEND_OP_KV_KEYS
-                                         || req->op == PROVEND_OP_KV_SIGN
-                                         || req->op == PROVEND_OP_SQL_QUERY
+                                         req->op == PROVEND_OP_SQL_QUERY
                                          ? "the read saw writes that could "
                                            "not be stored"
                                          : "the write could not be stored");
@@ -2299,7 +1556,6 @@ provend_sqlite_flush(provend_sqlite_t *sq, provend_storage_req_t *deferred)
         req->done(req);
     }
 
-    provend_sqldb_reset_txn(&sq->kv);
     for (i = 0; i < PROVEND_SQL_OPEN_MAX; i++) {
         provend_sqldb_reset_txn(&sq->dbs[i]);
     }
@@ -2452,7 +1708,7 @@ provend_sqlite_thread(void *arg)
 
 /* Bounds every argument on the caller's thread, before queueing. */
 static int
-provend_sqlite_check(provend_sqlite_t *sq, provend_storage_req_t *req)
+provend_sqlite_check(provend_storage_req_t *req)
 {
     size_t  i;
 
@@ -2464,61 +1720,6 @@ provend_sqlite_check(provend_sqlite_t *sq, provend_storage_req_t *req)
     }
 
     switch (req->op) {
-
-    case PROVEND_OP_KV_SET:
-        if (req->type == PROVEND_KV_KEY) {
-            if (req->value != NULL && req->value_len != PROVEND_ED25519_LEN)
-            {
-                provend_storage_req_fail(req, PROVEND_ST_BAD_REQUEST,
-                                         "a key store value is a 32-byte "
-                                         "Ed25519 seed (or absent)");
-                return PROVEN_ERR;
-            }
-        } else if (req->value == NULL) {
-            provend_storage_req_fail(req, PROVEND_ST_BAD_REQUEST,
-                                     "\"value\" is missing");
-            return PROVEN_ERR;
-        } else if (req->value_len > sq->kv_max_value) {
-            provend_storage_req_fail(req, PROVEND_ST_BAD_REQUEST,
-                                     "value longer than %zu bytes",
-                                     sq->kv_max_value);
-            return PROVEN_ERR;
-        }
-        /* fall through */
-
-    case PROVEND_OP_KV_GET:
-    case PROVEND_OP_KV_DELETE:
-    case PROVEND_OP_KV_SIGN:
-        if (req->key == NULL || req->key_len == 0
-            || req->key_len > PROVEND_KV_KEY_MAX)
-        {
-            provend_storage_req_fail(req, PROVEND_ST_BAD_REQUEST,
-                                     "a key is 1..%d bytes",
-                                     PROVEND_KV_KEY_MAX);
-            return PROVEN_ERR;
-        }
-        if (req->op == PROVEND_OP_KV_SIGN
-            && req->message_len > PROVEND_KV_SIGN_MAX)
-        {
-            provend_storage_req_fail(req, PROVEND_ST_BAD_REQUEST,
-                                     "message longer than %d bytes",
-                                     PROVEND_KV_SIGN_MAX);
-            return PROVEN_ERR;
-        }
-        return PROVEN_OK;
-
-    case PROVEND_OP_KV_KEYS:
-        if (req->limit > PROVEND_KV_LIMIT_MAX
-            || req->prefix_len > PROVEND_KV_KEY_MAX
-            || (req->cursor && strlen(req->cursor) > 2 * PROVEND_KV_KEY_MAX))
-        {
-            provend_storage_req_fail(req, PROVEND_ST_BAD_REQUEST,
-                                     "limit is at most %d, prefix at most "
-                                     "%d bytes", PROVEND_KV_LIMIT_MAX,
-                                     PROVEND_KV_KEY_MAX);
-            return PROVEN_ERR;
-        }
-        return PROVEN_OK;
 
     case PROVEND_OP_SQL_QUERY:
         if (req->nstmts != 1 || req->limit > PROVEND_SQL_LIMIT_MAX) {
@@ -2565,6 +1766,30 @@ provend_sqlite_check(provend_sqlite_t *sq, provend_storage_req_t *req)
 }
 
 
+/* KV requests never reach the storage thread. */
+static void
+provend_sqlite_kv(provend_storage_t *st, provend_storage_req_t *req)
+{
+    provend_sqlite_t  *sq;
+
+    sq = st->data;
+    provend_kv_submit(sq->kv, req);
+}
+
+
+static int
+provend_sqlite_kv_peek(provend_storage_t *st, const provend_scope_t *scope,
+    const char *store, provend_kv_type_t type, const uint8_t *key,
+    size_t key_len, provend_kv_peek_pt fn, void *data)
+{
+    provend_sqlite_t  *sq;
+
+    sq = st->data;
+    return provend_kv_peek(sq->kv, scope, store, type, key, key_len, fn,
+                           data);
+}
+
+
 static void
 provend_sqlite_enqueue(provend_storage_t *st, provend_storage_req_t *req)
 {
@@ -2575,7 +1800,7 @@ provend_sqlite_enqueue(provend_storage_t *st, provend_storage_req_t *req)
     req->error[0] = '\0';
     req->next = NULL;
 
-    if (provend_sqlite_check(sq, req) != PROVEN_OK) {
+    if (provend_sqlite_check(req) != PROVEN_OK) {
         req->done(req);
         return;
     }
@@ -2638,16 +1863,10 @@ provend_sqlite_free(provend_sqlite_t *sq)
 {
     size_t  i;
 
-    sqlite3_finalize(sq->kv_get);
-    sqlite3_finalize(sq->kv_put);
-    sqlite3_finalize(sq->kv_del);
-    provend_sqldb_close(&sq->kv);
-
     for (i = 0; i < PROVEND_SQL_OPEN_MAX; i++) {
         provend_sqldb_close(&sq->dbs[i]);
     }
 
-    OPENSSL_cleanse(sq->kv_key, sizeof(sq->kv_key));
     OPENSSL_cleanse(sq->name_key, sizeof(sq->name_key));
     free(sq->dir);
     free(sq);
@@ -2669,6 +1888,8 @@ provend_sqlite_close(provend_storage_t *st)
         pthread_join(sq->thread, NULL);
     }
 
+    provend_kv_close(sq->kv);
+
     pthread_cond_destroy(&sq->cond);
     pthread_mutex_destroy(&sq->lock);
     provend_sqlite_free(sq);
@@ -2679,16 +1900,9 @@ provend_storage_t *
 provend_storage_sqlite_open(const provend_storage_config_t *cfg, char *err,
     size_t errlen)
 {
-    int                rc;
-    char              *path, *sqldir;
+    char              *sqldir;
     provend_sqlite_t  *sq;
 
-    static const char  kv_schema[] =
-        "CREATE TABLE IF NOT EXISTS kv (scope BLOB NOT NULL, key BLOB NOT "
-        "NULL, value BLOB NOT NULL, revision INTEGER NOT NULL, PRIMARY KEY "
-        "(scope, key)) WITHOUT ROWID";
-
-    path = NULL;
     sqldir = NULL;
 
     sq = calloc(1, sizeof(*sq));
@@ -2702,11 +1916,12 @@ provend_storage_sqlite_open(const provend_storage_config_t *cfg, char *err,
 
     sq->st.name = "sqlite";
     sq->st.data = sq;
-    sq->st.kv_get = provend_sqlite_enqueue;
-    sq->st.kv_set = provend_sqlite_enqueue;
-    sq->st.kv_delete = provend_sqlite_enqueue;
-    sq->st.kv_keys = provend_sqlite_enqueue;
-    sq->st.kv_sign = provend_sqlite_enqueue;
+    sq->st.kv_get = provend_sqlite_kv;
+    sq->st.kv_set = provend_sqlite_kv;
+    sq->st.kv_delete = provend_sqlite_kv;
+    sq->st.kv_keys = provend_sqlite_kv;
+    sq->st.kv_sign = provend_sqlite_kv;
+    sq->st.kv_peek = provend_sqlite_kv_peek;
     sq->st.sql_execute = provend_sqlite_enqueue;
     sq->st.sql_query = provend_sqlite_enqueue;
     sq->st.sql_migrate = provend_sqlite_enqueue;
@@ -2714,18 +1929,13 @@ provend_storage_sqlite_open(const provend_storage_config_t *cfg, char *err,
     sq->st.release = provend_sqlite_release;
     sq->st.close = provend_sqlite_close;
 
-    sq->kv_max_value = cfg->kv_max_value ? cfg->kv_max_value
-                                         : PROVEND_KV_VALUE_DEFAULT;
     sq->timeout_ms = cfg->sql_timeout_ms ? cfg->sql_timeout_ms
                                          : PROVEND_SQL_TIMEOUT_MS;
     sq->max_bytes = cfg->sql_max_bytes ? cfg->sql_max_bytes
                                        : PROVEND_SQL_BYTES_MAX;
 
-    if (provend_keys_derive(cfg->master_key, "proven-kv-v1", 12, sq->kv_key,
-                            sizeof(sq->kv_key)) != PROVEN_OK
-        || provend_keys_derive(cfg->master_key, "proven-sql-names-v1", 19,
-                               sq->name_key, sizeof(sq->name_key))
-           != PROVEN_OK)
+    if (provend_keys_derive(cfg->master_key, "proven-sql-names-v1", 19,
+                            sq->name_key, sizeof(sq->name_key)) != PROVEN_OK)
     {
         provend_sqlite_err("cannot derive the storage keys");
         goto failed;
@@ -2745,39 +1955,18 @@ provend_storage_sqlite_open(const provend_storage_config_t *cfg, char *err,
         goto failed;
     }
 
-    if (asprintf(&sqldir, "%s/sql", sq->dir) == -1
-        || asprintf(&path, "%s/kv.db", sq->dir) == -1)
-    {
+    if (asprintf(&sqldir, "%s/sql", sq->dir) == -1) {
         provend_sqlite_err("out of memory");
         goto failed;
     }
 
-    if (provend_mkdirs(sqldir, 0700, err, errlen) != PROVEN_OK
-        || provend_sqldb_open(sq, &sq->kv, path, 0, err, errlen)
-           != PROVEN_OK
-        || provend_sqldb_exec(&sq->kv, kv_schema, err, errlen) != PROVEN_OK
-        || provend_sqldb_exec(&sq->kv, PROVEND_KV_PRAGMAS, err, errlen)
-           != PROVEN_OK)
-    {
+    if (provend_mkdirs(sqldir, 0700, err, errlen) != PROVEN_OK) {
         goto failed;
     }
 
-    rc = sqlite3_prepare_v3(sq->kv.db, "SELECT value, revision FROM kv "
-                            "WHERE scope = ?1 AND key = ?2", -1,
-                            SQLITE_PREPARE_PERSISTENT, &sq->kv_get, NULL);
-    if (rc == SQLITE_OK) {
-        rc = sqlite3_prepare_v3(sq->kv.db, "INSERT OR REPLACE INTO kv "
-                                "(scope, key, value, revision) VALUES "
-                                "(?1, ?2, ?3, ?4)", -1,
-                                SQLITE_PREPARE_PERSISTENT, &sq->kv_put, NULL);
-    }
-    if (rc == SQLITE_OK) {
-        rc = sqlite3_prepare_v3(sq->kv.db, "DELETE FROM kv WHERE scope = ?1 "
-                                "AND key = ?2", -1,
-                                SQLITE_PREPARE_PERSISTENT, &sq->kv_del, NULL);
-    }
-    if (rc != SQLITE_OK) {
-        provend_sqlite_err("kv.db: %s", sqlite3_errmsg(sq->kv.db));
+    sq->kv = provend_kv_open(sq->dir, cfg->master_key, cfg->kv_max_value,
+                             cfg->kv_memory_max, err, errlen);
+    if (sq->kv == NULL) {
         goto failed;
     }
 
@@ -2787,13 +1976,13 @@ provend_storage_sqlite_open(const provend_storage_config_t *cfg, char *err,
     }
 
     sq->thread_started = 1;
-    free(path);
     free(sqldir);
     return &sq->st;
 
 failed:
 
-    free(path);
+    provend_kv_close(sq->kv);
+    sq->kv = NULL;
     free(sqldir);
     pthread_cond_destroy(&sq->cond);
     pthread_mutex_destroy(&sq->lock);

@@ -70,6 +70,58 @@ int proven_cbor_uint(const cbor_item_t *item, uint64_t *value);
 int proven_cbor_map_put(cbor_item_t *map, const char *key, cbor_item_t *value);
 
 
+/* ---- CBOR in place, for hot paths (lib/proven_cbor_span.c) --------------- */
+
+/*
+ * A reader over a buffer that allocates nothing: items are read as heads
+ * and spans of the buffer.  Only definite lengths; anything else (an
+ * indefinite length, a reserved value, a float) is PROVEN_ERR, and the
+ * caller takes the general libcbor path instead.
+ */
+typedef struct {
+    const uint8_t  *p;
+    const uint8_t  *end;
+} proven_cbor_span_t;
+
+#define PROVEN_CBOR_UINT   0
+#define PROVEN_CBOR_NEGINT 1
+#define PROVEN_CBOR_BYTES  2
+#define PROVEN_CBOR_TEXT   3
+#define PROVEN_CBOR_ARRAY  4
+#define PROVEN_CBOR_MAP    5
+#define PROVEN_CBOR_TAG    6
+#define PROVEN_CBOR_SIMPLE 7
+
+/* The next head: major type and argument (a length, a value). */
+int proven_cbor_span_head(proven_cbor_span_t *r, int *major, uint64_t *arg);
+
+/* A text or byte string of major type major: its bytes, in place. */
+int proven_cbor_span_string(proven_cbor_span_t *r, int major,
+    const uint8_t **s, size_t *len);
+
+#define PROVEN_CBOR_INDEFINITE  UINT64_MAX
+
+/*
+ * A map head: *pairs, or PROVEN_CBOR_INDEFINITE for an indefinite map
+ * (what proven_request_new() makes), whose end proven_cbor_span_break()
+ * finds.
+ */
+int proven_cbor_span_map(proven_cbor_span_t *r, uint64_t *pairs);
+
+/* Whether the next byte is a break (0xff), consumed if so. */
+int proven_cbor_span_break(proven_cbor_span_t *r);
+
+/* Skips one item (its contents too), at most depth levels deep. */
+int proven_cbor_span_skip(proven_cbor_span_t *r, int depth);
+
+/* Writes a head in its shortest form at p (at most 9 bytes); returns the end. */
+uint8_t *proven_cbor_put_head(uint8_t *p, int major, uint64_t arg);
+
+/* Writes a text or byte string (head and bytes); returns the end. */
+uint8_t *proven_cbor_put_string(uint8_t *p, int major, const void *s,
+    size_t len);
+
+
 /* ---- frames (lib/proven_frame.c) ----------------------------------------- */
 
 /*
