@@ -851,150 +851,22 @@ provend_ops_enqueue(provend_ops_storage_t *ops, provend_ops_job_t *job,
 }
 
 
-/* ---- kv.get and kv.set without trees ------------------------------------------------ */
+/* ---- kv.get and kv.set without trees ------------------------------------- */
 
 /*
- * The hottest ops read in place: no libcbor tree for the request, and a
- * kv.get answered straight into its frame without a request object.  Only
- * the plain form is taken ({"id", "op", "scope" of kind app or personal,
- * "store", "key", "type"?, and for kv.set "value", "if_revision"?});
- * anything else, errors included, goes the general way, which says what
- * is wrong.
+ * The hottest ops, read in place by provend_kv_plain_parse(): no libcbor
+ * tree for the request, and a kv.get answered straight into its frame
+ * without a request object.  Anything else, errors included, goes the
+ * general way, which says what is wrong.
  */
 
-#define PROVEND_FAST_ID     0x01
-#define PROVEND_FAST_OP     0x02
-#define PROVEND_FAST_SCOPE  0x04
-#define PROVEND_FAST_STORE  0x08
-#define PROVEND_FAST_KEY    0x10
-#define PROVEND_FAST_TYPE   0x20
-#define PROVEND_FAST_VALUE  0x40
-#define PROVEND_FAST_IF_REVISION  0x80
-#define PROVEND_FAST_NEEDED 0x1f
-
-/* The fields of a plain kv.get or kv.set, read in place. */
-typedef struct {
-    uint64_t           id;
-    provend_scope_t    scope;
-    char               store[PROVEND_NAME_MAX + 1];
-    provend_kv_type_t  type;
-    const uint8_t     *key;
-    size_t             key_len;
-    const uint8_t     *value;
-    size_t             value_len;
-    int                value_major;
-    int                has_if_revision;
-    uint64_t           if_revision;
-} provend_fast_t;
-
+/* A kv.get's answer, written while the value cannot change. */
 typedef struct {
     uint64_t           id;
     provend_kv_type_t  type;
     uint8_t           *frame;
     size_t             frame_len;
 } provend_fast_get_t;
-
-
-static int
-provend_fast_is(const uint8_t *s, size_t len, const char *word)
-{
-    return strlen(word) == len && memcmp(s, word, len) == 0;
-}
-
-
-/* Text of 1..max bytes without NUL, copied with a NUL into out. */
-static int
-provend_fast_text(proven_cbor_span_t *r, char *out, size_t max)
-{
-    size_t          len;
-    const uint8_t  *s;
-
-    if (proven_cbor_span_string(r, PROVEN_CBOR_TEXT, &s, &len) != PROVEN_OK
-        || len == 0 || len > max || memchr(s, '\0', len) != NULL)
-    {
-        return PROVEN_ERR;
-    }
-
-    memcpy(out, s, len);
-    out[len] = '\0';
-    return PROVEN_OK;
-}
-
-
-static int
-provend_fast_scope(proven_cbor_span_t *r, provend_scope_t *scope)
-{
-    int             seen;
-    char            kind[16];
-    size_t          len;
-    uint64_t        n, i;
-    const uint8_t  *k;
-
-    if (proven_cbor_span_map(r, &n) != PROVEN_OK) {
-        return PROVEN_ERR;
-    }
-
-    seen = 0;
-    scope->kind = PROVEND_SCOPE_APP;
-
-    for (i = 0; ; i++) {
-        if (n == PROVEN_CBOR_INDEFINITE ? proven_cbor_span_break(r)
-                                        : i == n)
-        {
-            break;
-        }
-
-        if (i == 3 || proven_cbor_span_string(r, PROVEN_CBOR_TEXT, &k, &len)
-            != PROVEN_OK)
-        {
-            return PROVEN_ERR;
-        }
-
-        if (provend_fast_is(k, len, "app") && !(seen & 1)) {
-            seen |= 1;
-            if (provend_fast_text(r, scope->app, PROVEND_NAME_MAX)
-                != PROVEN_OK)
-            {
-                return PROVEN_ERR;
-            }
-
-        } else if (provend_fast_is(k, len, "kind") && !(seen & 2)) {
-            seen |= 2;
-            if (provend_fast_text(r, kind, sizeof(kind) - 1) != PROVEN_OK) {
-                return PROVEN_ERR;
-            }
-            if (strcmp(kind, "personal") == 0) {
-                scope->kind = PROVEND_SCOPE_PERSONAL;
-            } else if (strcmp(kind, "app") != 0) {
-                return PROVEN_ERR;
-            }
-
-        } else if (provend_fast_is(k, len, "identity") && !(seen & 4)) {
-            seen |= 4;
-            if (provend_fast_text(r, scope->identity, PROVEND_IDENTITY_MAX)
-                != PROVEN_OK)
-            {
-                return PROVEN_ERR;
-            }
-
-        } else {
-            return PROVEN_ERR;
-        }
-    }
-
-    /* The rules of provend_scope_parse(), for these two kinds. */
-    if (!(seen & 1) || !provend_name_valid(scope->app, strlen(scope->app))) {
-        return PROVEN_ERR;
-    }
-
-    if (scope->kind == PROVEND_SCOPE_PERSONAL) {
-        return (seen & 4) && provend_identity_valid(scope->identity,
-                                                    strlen(scope->identity))
-               ? PROVEN_OK : PROVEN_ERR;
-    }
-
-    return (seen & 4) ? PROVEN_ERR : PROVEN_OK;
-}
 
 
 /* {"id", "ok": true, "result": {"value", "revision"}}, as the general way. */
@@ -1041,7 +913,7 @@ provend_fast_get_answer(void *data, const uint8_t *value, size_t len,
 
 /* kv.set from the fields read: owned copies in a request, queued. */
 static int
-provend_fast_set(provend_ops_storage_t *ops, const provend_fast_t *f,
+provend_fast_set(provend_ops_storage_t *ops, const provend_kv_plain_t *f,
     provend_ops_reply_pt reply, void *ctx)
 {
     provend_ops_job_t      *job;
@@ -1086,151 +958,17 @@ int
 provend_ops_storage_fast(provend_ops_storage_t *ops, const uint8_t *body,
     size_t len, provend_ops_reply_pt reply, void *ctx)
 {
-    int                  major, seen, bit, set;
-    char                 type[8];
-    size_t               klen;
-    uint64_t             n, i;
-    const uint8_t       *k;
-    provend_fast_t       f;
-    proven_cbor_span_t   r;
-    provend_fast_get_t   fg;
+    provend_kv_plain_t  f;
+    provend_fast_get_t  fg;
 
-    if (ops->closed || ops->st->kv_peek == NULL) {
+    if (ops->closed || ops->st->kv_peek == NULL
+        || provend_kv_plain_parse(body, len, &f) != PROVEN_OK)
+    {
         return 0;
     }
 
-    r.p = body;
-    r.end = body + len;
-    seen = 0;
-    set = 0;
-    memset(&f, 0, sizeof(f));
-    f.type = PROVEND_KV_BYTES;
-
-    if (proven_cbor_span_map(&r, &n) != PROVEN_OK) {
-        return 0;
-    }
-
-    for (i = 0; ; i++) {
-        if (n == PROVEN_CBOR_INDEFINITE ? proven_cbor_span_break(&r)
-                                        : i == n)
-        {
-            break;
-        }
-
-        if (i == 8
-            || proven_cbor_span_string(&r, PROVEN_CBOR_TEXT, &k, &klen)
-               != PROVEN_OK)
-        {
-            return 0;
-        }
-
-        if (provend_fast_is(k, klen, "id")) {
-            bit = PROVEND_FAST_ID;
-            if (proven_cbor_span_head(&r, &major, &f.id) != PROVEN_OK
-                || major != PROVEN_CBOR_UINT)
-            {
-                return 0;
-            }
-
-        } else if (provend_fast_is(k, klen, "op")) {
-            bit = PROVEND_FAST_OP;
-            if (proven_cbor_span_string(&r, PROVEN_CBOR_TEXT, &k, &klen)
-                != PROVEN_OK)
-            {
-                return 0;
-            }
-            if (provend_fast_is(k, klen, "kv.set")) {
-                set = 1;
-            } else if (!provend_fast_is(k, klen, "kv.get")) {
-                return 0;
-            }
-
-        } else if (provend_fast_is(k, klen, "scope")) {
-            bit = PROVEND_FAST_SCOPE;
-            if (provend_fast_scope(&r, &f.scope) != PROVEN_OK) {
-                return 0;
-            }
-
-        } else if (provend_fast_is(k, klen, "store")) {
-            bit = PROVEND_FAST_STORE;
-            if (provend_fast_text(&r, f.store, PROVEND_NAME_MAX)
-                != PROVEN_OK
-                || !provend_name_valid(f.store, strlen(f.store)))
-            {
-                return 0;
-            }
-
-        } else if (provend_fast_is(k, klen, "key")) {
-            bit = PROVEND_FAST_KEY;
-            if (r.p >= r.end
-                || proven_cbor_span_string(&r, (*r.p >> 5) == PROVEN_CBOR_TEXT
-                                               ? PROVEN_CBOR_TEXT
-                                               : PROVEN_CBOR_BYTES,
-                                           &f.key, &f.key_len) != PROVEN_OK
-                || f.key_len == 0 || f.key_len > PROVEND_KV_KEY_MAX)
-            {
-                return 0;
-            }
-
-        } else if (provend_fast_is(k, klen, "type")) {
-            bit = PROVEND_FAST_TYPE;
-            if (provend_fast_text(&r, type, sizeof(type) - 1) != PROVEN_OK) {
-                return 0;
-            }
-            if (strcmp(type, "string") == 0) {
-                f.type = PROVEND_KV_STRING;
-            } else if (strcmp(type, "bytes") != 0) {
-                return 0;       /* key stores go the general way */
-            }
-
-        } else if (provend_fast_is(k, klen, "value")) {
-            bit = PROVEND_FAST_VALUE;
-            if (r.p >= r.end) {
-                return 0;
-            }
-            f.value_major = *r.p >> 5;
-            if (proven_cbor_span_string(&r, f.value_major, &f.value,
-                                        &f.value_len) != PROVEN_OK)
-            {
-                return 0;
-            }
-
-        } else if (provend_fast_is(k, klen, "if_revision")) {
-            bit = PROVEND_FAST_IF_REVISION;
-            f.has_if_revision = 1;
-            if (proven_cbor_span_head(&r, &major, &f.if_revision)
-                != PROVEN_OK || major != PROVEN_CBOR_UINT)
-            {
-                return 0;
-            }
-
-        } else {
-            return 0;
-        }
-
-        if (seen & bit) {
-            return 0;
-        }
-        seen |= bit;
-    }
-
-    if (r.p != r.end || (seen & PROVEND_FAST_NEEDED) != PROVEND_FAST_NEEDED) {
-        return 0;
-    }
-
-    if (set) {
-        /* A value of the store's kind, within the frame's bounds. */
-        if (!(seen & PROVEND_FAST_VALUE)
-            || f.value_major != (f.type == PROVEND_KV_STRING
-                                 ? PROVEN_CBOR_TEXT : PROVEN_CBOR_BYTES))
-        {
-            return 0;
-        }
+    if (f.set) {
         return provend_fast_set(ops, &f, reply, ctx);
-    }
-
-    if (seen & (PROVEND_FAST_VALUE | PROVEND_FAST_IF_REVISION)) {
-        return 0;
     }
 
     fg.id = f.id;

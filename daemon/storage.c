@@ -375,6 +375,266 @@ provend_scope_canonical(const provend_scope_t *scope, const char *what,
 }
 
 
+/* ---- plain kv.get and kv.set frames -------------------------------------- */
+
+#define PROVEND_PLAIN_ID     0x01
+#define PROVEND_PLAIN_OP     0x02
+#define PROVEND_PLAIN_SCOPE  0x04
+#define PROVEND_PLAIN_STORE  0x08
+#define PROVEND_PLAIN_KEY    0x10
+#define PROVEND_PLAIN_TYPE   0x20
+#define PROVEND_PLAIN_VALUE  0x40
+#define PROVEND_PLAIN_IF_REVISION  0x80
+#define PROVEND_PLAIN_NEEDED (PROVEND_PLAIN_ID | PROVEND_PLAIN_OP               \
+                             | PROVEND_PLAIN_SCOPE | PROVEND_PLAIN_KEY)
+
+static int
+provend_plain_is(const uint8_t *s, size_t len, const char *word)
+{
+    return strlen(word) == len && memcmp(s, word, len) == 0;
+}
+
+
+/* Text of 1..max bytes without NUL, copied with a NUL into out. */
+static int
+provend_plain_text(proven_cbor_span_t *r, char *out, size_t max)
+{
+    size_t          len;
+    const uint8_t  *s;
+
+    if (proven_cbor_span_string(r, PROVEN_CBOR_TEXT, &s, &len) != PROVEN_OK
+        || len == 0 || len > max || memchr(s, '\0', len) != NULL)
+    {
+        return PROVEN_ERR;
+    }
+
+    memcpy(out, s, len);
+    out[len] = '\0';
+    return PROVEN_OK;
+}
+
+
+static int
+provend_plain_scope(proven_cbor_span_t *r, provend_scope_t *scope)
+{
+    int             seen;
+    char            kind[16];
+    size_t          len;
+    uint64_t        n, i;
+    const uint8_t  *k;
+
+    if (proven_cbor_span_map(r, &n) != PROVEN_OK) {
+        return PROVEN_ERR;
+    }
+
+    seen = 0;
+    scope->kind = PROVEND_SCOPE_APP;
+
+    for (i = 0; ; i++) {
+        if (n == PROVEN_CBOR_INDEFINITE ? proven_cbor_span_break(r)
+                                        : i == n)
+        {
+            break;
+        }
+
+        if (i == 3 || proven_cbor_span_string(r, PROVEN_CBOR_TEXT, &k, &len)
+            != PROVEN_OK)
+        {
+            return PROVEN_ERR;
+        }
+
+        if (provend_plain_is(k, len, "app") && !(seen & 1)) {
+            seen |= 1;
+            if (provend_plain_text(r, scope->app, PROVEND_NAME_MAX)
+                != PROVEN_OK)
+            {
+                return PROVEN_ERR;
+            }
+
+        } else if (provend_plain_is(k, len, "kind") && !(seen & 2)) {
+            seen |= 2;
+            if (provend_plain_text(r, kind, sizeof(kind) - 1) != PROVEN_OK) {
+                return PROVEN_ERR;
+            }
+            if (strcmp(kind, "personal") == 0) {
+                scope->kind = PROVEND_SCOPE_PERSONAL;
+            } else if (strcmp(kind, "app") != 0) {
+                return PROVEN_ERR;
+            }
+
+        } else if (provend_plain_is(k, len, "identity") && !(seen & 4)) {
+            seen |= 4;
+            if (provend_plain_text(r, scope->identity, PROVEND_IDENTITY_MAX)
+                != PROVEN_OK)
+            {
+                return PROVEN_ERR;
+            }
+
+        } else {
+            return PROVEN_ERR;
+        }
+    }
+
+    /* The rules of provend_scope_parse(), for these two kinds. */
+    if (!(seen & 1) || !provend_name_valid(scope->app, strlen(scope->app))) {
+        return PROVEN_ERR;
+    }
+
+    if (scope->kind == PROVEND_SCOPE_PERSONAL) {
+        return (seen & 4) && provend_identity_valid(scope->identity,
+                                                    strlen(scope->identity))
+               ? PROVEN_OK : PROVEN_ERR;
+    }
+
+    return (seen & 4) ? PROVEN_ERR : PROVEN_OK;
+}
+
+
+int
+provend_kv_plain_parse(const uint8_t *body, size_t len, provend_kv_plain_t *f)
+{
+    int                 major, seen, bit;
+    char                type[8];
+    size_t              klen;
+    uint64_t            n, i;
+    const uint8_t      *k;
+    proven_cbor_span_t  r;
+
+    r.p = body;
+    r.end = body + len;
+    seen = 0;
+    memset(f, 0, sizeof(*f));
+    f->type = PROVEND_KV_BYTES;
+    memcpy(f->store, "default", sizeof("default"));  /* as requests start */
+
+    if (proven_cbor_span_map(&r, &n) != PROVEN_OK) {
+        return PROVEN_ERR;
+    }
+
+    for (i = 0; ; i++) {
+        if (n == PROVEN_CBOR_INDEFINITE ? proven_cbor_span_break(&r)
+                                        : i == n)
+        {
+            break;
+        }
+
+        if (i == 8
+            || proven_cbor_span_string(&r, PROVEN_CBOR_TEXT, &k, &klen)
+               != PROVEN_OK)
+        {
+            return PROVEN_ERR;
+        }
+
+        if (provend_plain_is(k, klen, "id")) {
+            bit = PROVEND_PLAIN_ID;
+            if (proven_cbor_span_head(&r, &major, &f->id) != PROVEN_OK
+                || major != PROVEN_CBOR_UINT)
+            {
+                return PROVEN_ERR;
+            }
+
+        } else if (provend_plain_is(k, klen, "op")) {
+            bit = PROVEND_PLAIN_OP;
+            if (proven_cbor_span_string(&r, PROVEN_CBOR_TEXT, &k, &klen)
+                != PROVEN_OK)
+            {
+                return PROVEN_ERR;
+            }
+            if (provend_plain_is(k, klen, "kv.set")) {
+                f->set = 1;
+            } else if (!provend_plain_is(k, klen, "kv.get")) {
+                return PROVEN_ERR;
+            }
+
+        } else if (provend_plain_is(k, klen, "scope")) {
+            bit = PROVEND_PLAIN_SCOPE;
+            if (provend_plain_scope(&r, &f->scope) != PROVEN_OK) {
+                return PROVEN_ERR;
+            }
+
+        } else if (provend_plain_is(k, klen, "store")) {
+            bit = PROVEND_PLAIN_STORE;
+            if (provend_plain_text(&r, f->store, PROVEND_NAME_MAX)
+                != PROVEN_OK
+                || !provend_name_valid(f->store, strlen(f->store)))
+            {
+                return PROVEN_ERR;
+            }
+
+        } else if (provend_plain_is(k, klen, "key")) {
+            bit = PROVEND_PLAIN_KEY;
+            if (r.p >= r.end
+                || proven_cbor_span_string(&r, (*r.p >> 5) == PROVEN_CBOR_TEXT
+                                               ? PROVEN_CBOR_TEXT
+                                               : PROVEN_CBOR_BYTES,
+                                           &f->key, &f->key_len) != PROVEN_OK
+                || f->key_len == 0 || f->key_len > PROVEND_KV_KEY_MAX)
+            {
+                return PROVEN_ERR;
+            }
+
+        } else if (provend_plain_is(k, klen, "type")) {
+            bit = PROVEND_PLAIN_TYPE;
+            if (provend_plain_text(&r, type, sizeof(type) - 1) != PROVEN_OK) {
+                return PROVEN_ERR;
+            }
+            if (strcmp(type, "string") == 0) {
+                f->type = PROVEND_KV_STRING;
+            } else if (strcmp(type, "bytes") != 0) {
+                return PROVEN_ERR;       /* key stores go the general way */
+            }
+
+        } else if (provend_plain_is(k, klen, "value")) {
+            bit = PROVEND_PLAIN_VALUE;
+            if (r.p >= r.end) {
+                return PROVEN_ERR;
+            }
+            f->value_major = *r.p >> 5;
+            if (proven_cbor_span_string(&r, f->value_major, &f->value,
+                                        &f->value_len) != PROVEN_OK)
+            {
+                return PROVEN_ERR;
+            }
+
+        } else if (provend_plain_is(k, klen, "if_revision")) {
+            bit = PROVEND_PLAIN_IF_REVISION;
+            f->has_if_revision = 1;
+            if (proven_cbor_span_head(&r, &major, &f->if_revision)
+                != PROVEN_OK || major != PROVEN_CBOR_UINT)
+            {
+                return PROVEN_ERR;
+            }
+
+        } else {
+            return PROVEN_ERR;
+        }
+
+        if (seen & bit) {
+            return PROVEN_ERR;
+        }
+        seen |= bit;
+    }
+
+
+    if (r.p != r.end
+        || (seen & PROVEND_PLAIN_NEEDED) != PROVEND_PLAIN_NEEDED)
+    {
+        return PROVEN_ERR;
+    }
+
+    if (f->set) {
+        /* a value of the store's kind */
+        return (seen & PROVEND_PLAIN_VALUE)
+               && f->value_major == (f->type == PROVEND_KV_STRING
+                                     ? PROVEN_CBOR_TEXT : PROVEN_CBOR_BYTES)
+               ? PROVEN_OK : PROVEN_ERR;
+    }
+
+    return seen & (PROVEND_PLAIN_VALUE | PROVEND_PLAIN_IF_REVISION)
+           ? PROVEN_ERR : PROVEN_OK;
+}
+
+
 /* ---- requests ------------------------------------------------------------ */
 
 const char *

@@ -203,6 +203,36 @@ void provend_storage_req_fail(provend_storage_req_t *req,
     __attribute__((format(printf, 3, 4)));
 
 
+/*
+ * The fields of a plain kv.get or kv.set frame, read in place (pointers
+ * into the frame): {"id", "op", "scope" of kind app or personal,
+ * "store"?, "key", "type"? of bytes or string, and for kv.set "value"
+ * and "if_revision"?}, nothing else, every value well formed and within
+ * the scope and name rules.
+ */
+typedef struct {
+    int                set;          /* kv.set, else kv.get */
+    uint64_t           id;
+    provend_scope_t    scope;
+    char               store[PROVEND_NAME_MAX + 1];
+    provend_kv_type_t  type;
+    const uint8_t     *key;          /* 1..PROVEND_KV_KEY_MAX bytes */
+    size_t             key_len;
+    const uint8_t     *value;
+    size_t             value_len;
+    int                value_major;  /* PROVEN_CBOR_TEXT or _BYTES */
+    int                has_if_revision;
+    uint64_t           if_revision;
+} provend_kv_plain_t;
+
+/*
+ * PROVEN_OK for a plain frame body; PROVEN_ERR for anything else, which
+ * the general decoder then takes (and reports if it is wrong).
+ */
+int provend_kv_plain_parse(const uint8_t *body, size_t len,
+    provend_kv_plain_t *plain);
+
+
 /* ---- backends ------------------------------------------------------------ */
 
 typedef struct provend_storage_s  provend_storage_t;

@@ -1,6 +1,7 @@
 /*
  * libFuzzer target for the parsers provend runs on untrusted bytes besides
- * frames: the storage scope of every kv.* / sql.* op, and the NSM device's
+ * the frame decoder: the storage scope of every kv.* / sql.* op, the
+ * in-place reader of plain kv.get / kv.set frames, and the NSM device's
  * response.  The first byte picks the parser.
  */
 
@@ -49,6 +50,29 @@ fuzz_nsm_response(const uint8_t *data, size_t size)
 }
 
 
+/* What the fast path takes on trust from a parse that succeeded. */
+static void
+fuzz_kv_plain(const uint8_t *data, size_t size)
+{
+    char                canonical[1024];
+    size_t              len;
+    provend_kv_plain_t  f;
+
+    if (provend_kv_plain_parse(data, size, &f) != PROVEN_OK) {
+        return;
+    }
+
+    if (f.key < data || f.key_len == 0 || f.key_len > PROVEND_KV_KEY_MAX
+        || f.key + f.key_len > data + size
+        || (f.set && (f.value < data || f.value + f.value_len > data + size))
+        || provend_scope_canonical(&f.scope, "kv-bytes", f.store, canonical,
+                                   sizeof(canonical), &len) != PROVEN_OK)
+    {
+        abort();
+    }
+}
+
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -56,11 +80,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
 
-    if (data[0] & 1) {
-        fuzz_scope(data + 1, size - 1);
-
-    } else {
+    switch (data[0] % 3) {
+    case 0:
         fuzz_nsm_response(data + 1, size - 1);
+        break;
+    case 1:
+        fuzz_scope(data + 1, size - 1);
+        break;
+    default:
+        fuzz_kv_plain(data + 1, size - 1);
+        break;
     }
 
     return 0;

@@ -1,6 +1,7 @@
 /*
  * libFuzzer target: a frame header, then its body as a request and as a
- * response, then the response encoded back.
+ * response, then the response encoded back; and the in-place reader
+ * skipping the body, which must agree with libcbor on where it ends.
  */
 
 #include <stdint.h>
@@ -35,6 +36,18 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size -= PROVEN_FRAME_HEADER;
     if (size > len) {
         size = len;
+    }
+
+    {
+        proven_cbor_span_t  r;
+
+        r.p = data;
+        r.end = data + size;
+        if (proven_cbor_span_skip(&r, PROVEN_CBOR_MAX_DEPTH) == PROVEN_OK
+            && (r.p < data || r.p > data + size))
+        {
+            abort();
+        }
     }
 
     if (proven_request_decode(data, size, &req, err, sizeof(err))

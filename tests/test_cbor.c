@@ -305,6 +305,143 @@ test_base64url(void **state)
 }
 
 
+/* Heads written shortest and read back, by us and by libcbor. */
+static void
+test_span_heads(void **state)
+{
+    int                 major;
+    char                err[PROVEN_ERR_LEN];
+    size_t              i, len;
+    uint8_t             buf[16], *end;
+    uint64_t            v, got;
+    cbor_item_t        *item;
+    proven_cbor_span_t  r;
+
+    static const uint64_t  values[] = {
+        0, 23, 24, 255, 256, 65535, 65536, 0xffffffffULL, 0x100000000ULL,
+        UINT64_MAX
+    };
+    static const size_t    sizes[] = { 1, 1, 2, 2, 3, 3, 5, 5, 9, 9 };
+
+    (void) state;
+
+    for (i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+        v = values[i];
+        end = proven_cbor_put_head(buf, PROVEN_CBOR_UINT, v);
+        assert_int_equal((size_t) (end - buf), sizes[i]);
+
+        r.p = buf;
+        r.end = end;
+        assert_int_equal(proven_cbor_span_head(&r, &major, &got), PROVEN_OK);
+        assert_int_equal(major, PROVEN_CBOR_UINT);
+        assert_true(got == v);
+        assert_ptr_equal(r.p, end);
+
+        item = load(buf, (size_t) (end - buf), err);
+        assert_non_null(item);
+        assert_int_equal(proven_cbor_uint(item, &got), PROVEN_OK);
+        assert_true(got == v);
+        cbor_decref(&item);
+
+        /* one byte short: refused, never read past the end */
+        r.p = buf;
+        r.end = end - 1;
+        if (sizes[i] > 1) {
+            assert_int_equal(proven_cbor_span_head(&r, &major, &got),
+                             PROVEN_ERR);
+        }
+    }
+
+    /* a string and its bytes in place */
+    end = proven_cbor_put_string(buf, PROVEN_CBOR_TEXT, "key", 3);
+    r.p = buf;
+    r.end = end;
+    {
+        const uint8_t  *s;
+
+        assert_int_equal(proven_cbor_span_string(&r, PROVEN_CBOR_TEXT, &s,
+                                                 &len), PROVEN_OK);
+        assert_int_equal(len, 3);
+        assert_memory_equal(s, "key", 3);
+
+        /* the wrong kind, or a length past the end */
+        r.p = buf;
+        assert_int_equal(proven_cbor_span_string(&r, PROVEN_CBOR_BYTES, &s,
+                                                 &len), PROVEN_ERR);
+        r.p = buf;
+        r.end = end - 1;
+        assert_int_equal(proven_cbor_span_string(&r, PROVEN_CBOR_TEXT, &s,
+                                                 &len), PROVEN_ERR);
+    }
+}
+
+
+/* What the reader refuses, so that the general decoder takes it. */
+static void
+test_span_refusals(void **state)
+{
+    int                 major;
+    size_t              i;
+    uint64_t            v;
+    proven_cbor_span_t  r;
+
+    static const struct {
+        uint8_t  bytes[8];
+        size_t   len;
+    } refused[] = {
+        { { 0x5f, 0x41, 0x61, 0xff }, 4 },      /* indefinite bytes */
+        { { 0x7f, 0x61, 0x61, 0xff }, 4 },      /* indefinite text */
+        { { 0x9f, 0xff }, 2 },                  /* indefinite array */
+        { { 0x1c }, 1 },                        /* reserved */
+        { { 0xf9, 0x3c, 0x00 }, 3 },            /* a half float */
+        { { 0xf0 }, 1 },                        /* simple value 16 */
+        { { 0x1b, 0x01 }, 2 },                  /* cut uint64 */
+        { { 0x78, 0x05, 0x61 }, 3 },            /* text longer than left */
+        { { 0x9a, 0xff, 0xff, 0xff, 0xff }, 5 },/* 4G items in 5 bytes */
+        { { 0 }, 0 },                           /* nothing */
+    };
+
+    (void) state;
+
+    for (i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        r.p = refused[i].bytes;
+        r.end = refused[i].bytes + refused[i].len;
+        assert_int_equal(proven_cbor_span_skip(&r, 8), PROVEN_ERR);
+        assert_true(r.p <= r.end);
+    }
+
+    /* nesting deeper than allowed */
+    {
+        uint8_t  deep[32];
+
+        memset(deep, 0x81, sizeof(deep));       /* [[[[...]]]] */
+        deep[sizeof(deep) - 1] = 0x00;
+        r.p = deep;
+        r.end = deep + sizeof(deep);
+        assert_int_equal(proven_cbor_span_skip(&r, 16), PROVEN_ERR);
+        r.p = deep;
+        assert_int_equal(proven_cbor_span_skip(&r, 64), PROVEN_OK);
+        assert_ptr_equal(r.p, r.end);
+    }
+
+    /* an indefinite map is taken by span_map, up to its break */
+    {
+        static const uint8_t  m[] = { 0xbf, 0x61, 'a', 0x01, 0xff };
+
+        r.p = m;
+        r.end = m + sizeof(m);
+        assert_int_equal(proven_cbor_span_map(&r, &v), PROVEN_OK);
+        assert_true(v == PROVEN_CBOR_INDEFINITE);
+        assert_false(proven_cbor_span_break(&r));
+        assert_int_equal(proven_cbor_span_skip(&r, 1), PROVEN_OK);
+        assert_int_equal(proven_cbor_span_head(&r, &major, &v), PROVEN_OK);
+        assert_int_equal(major, PROVEN_CBOR_UINT);
+        assert_true(proven_cbor_span_break(&r));
+        assert_ptr_equal(r.p, r.end);
+    }
+}
+
+
 int
 main(void)
 {
@@ -315,6 +452,8 @@ main(void)
         cmocka_unit_test(test_map_helpers),
         cmocka_unit_test(test_hex),
         cmocka_unit_test(test_base64url),
+        cmocka_unit_test(test_span_heads),
+        cmocka_unit_test(test_span_refusals),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

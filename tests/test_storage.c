@@ -1009,7 +1009,7 @@ kv_newest_segment(char *path, size_t pathlen, size_t *len)
     best[0] = '\0';
     while ((de = readdir(dir)) != NULL) {
         if (strlen(de->d_name) == 20 && strcmp(de->d_name, best) > 0) {
-            snprintf(best, sizeof(best), "%s", de->d_name);
+            memcpy(best, de->d_name, 21);     /* 20 and the NUL */
         }
     }
     closedir(dir);
@@ -1143,6 +1143,73 @@ test_kv_log_tampered(void **state)
 
     free(copy);
     free(orig);
+}
+
+
+/*
+ * Every KV value lives in memory: past the limit a set fails with
+ * too_large and says why; what was stored stays, and a delete makes room.
+ */
+static void
+test_kv_memory_limit(void **state)
+{
+    int                       i, stored;
+    char                      err[PROVEN_ERR_LEN], key[32], value[4001];
+    provend_scope_t           s;
+    provend_storage_req_t    *r;
+    provend_storage_config_t  cfg;
+
+    (void) state;
+    app_scope(&s, "bounded");
+
+    provend_storage_close(st);
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.data_dir = data_dir;
+    cfg.master_key = master;
+    cfg.kv_max_value = TEST_KV_MAX;
+    cfg.kv_memory_max = 1024 * 1024;
+    st = provend_storage_sqlite_open(&cfg, err, sizeof(err));
+    assert_non_null(st);
+
+    memset(value, 'v', sizeof(value) - 1);
+    value[sizeof(value) - 1] = '\0';
+
+    stored = 0;
+    for (i = 0; i < 1000; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        r = kv_req(PROVEND_OP_KV_SET, &s, PROVEND_KV_BYTES, key);
+        set_value(r, value, strlen(value));
+        if (provend_storage_call(st, r) != PROVEND_ST_OK) {
+            assert_int_equal(r->status, PROVEND_ST_TOO_LARGE);
+            assert_non_null(strstr(r->error, "KV storage is full"));
+            provend_storage_req_free(r);
+            break;
+        }
+        provend_storage_req_free(r);
+        stored++;
+    }
+
+    /* about 1 MiB of 4000-byte values, not all 1000 */
+    assert_true(stored > 100 && stored < 300);
+    expect_kv(&s, "k0", value, 1);
+
+    r = kv_req(PROVEND_OP_KV_DELETE, &s, PROVEND_KV_BYTES, "k0");
+    assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+    provend_storage_req_free(r);
+    assert_int_equal(kv_set(&s, PROVEND_KV_BYTES, "after", "room again"), 1);
+
+    for (i = 1; i < stored; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        r = kv_req(PROVEND_OP_KV_DELETE, &s, PROVEND_KV_BYTES, key);
+        assert_int_equal(provend_storage_call(st, r), PROVEND_ST_OK);
+        provend_storage_req_free(r);
+    }
+
+    provend_storage_close(st);
+    st = NULL;
+    backend_open();
+    expect_kv(&s, "after", "room again", 1);
+    expect_kv(&s, "k1", NULL, 0);
 }
 
 
@@ -2280,6 +2347,213 @@ expect_wire_error(int fd, cbor_item_t *req, const char *code)
 }
 
 
+/* The answer's "revision" and "value" (NULL when null), checked. */
+static void
+expect_wire_value(proven_response_t *res, int text, const char *value,
+    uint64_t revision)
+{
+    uint64_t      rev;
+    cbor_item_t  *v;
+
+    if (!res->ok) {
+        fail_msg("kv.get: %s %s", res->code, res->message);
+    }
+    assert_int_equal(proven_cbor_uint(proven_cbor_map_get(res->result,
+                                                          "revision"),
+                                      &rev), PROVEN_OK);
+    assert_int_equal(rev, revision);
+
+    v = proven_cbor_map_get(res->result, "value");
+    assert_non_null(v);
+    if (value == NULL) {
+        assert_true(proven_cbor_is_null(v));
+        return;
+    }
+
+    if (text) {
+        assert_true(cbor_isa_string(v));
+        assert_int_equal(cbor_string_length(v), strlen(value));
+        assert_memory_equal(cbor_string_handle(v), value, strlen(value));
+    } else {
+        assert_true(cbor_isa_bytestring(v));
+        assert_int_equal(cbor_bytestring_length(v), strlen(value));
+        assert_memory_equal(cbor_bytestring_handle(v), value, strlen(value));
+    }
+}
+
+
+static cbor_item_t *
+kv_wire(uint64_t id, const char *op, cbor_item_t *scope, const char *type,
+    const char *key, const char *value, int general)
+{
+    cbor_item_t  *req;
+
+    req = proven_request_new(id, op);
+    assert_non_null(req);
+    assert_int_equal(proven_cbor_map_put(req, "scope", scope), PROVEN_OK);
+    if (type != NULL) {
+        put_text(req, "type", type);
+    }
+    put_text(req, "key", key);
+    if (value != NULL) {
+        assert_int_equal(proven_cbor_map_put(req, "value",
+                             type != NULL && strcmp(type, "string") == 0
+                             ? cbor_build_string(value)
+                             : cbor_build_bytestring((const uint8_t *) value,
+                                                     strlen(value))),
+                         PROVEN_OK);
+    }
+    if (general) {
+        /* unknown to the fast path, ignored by the general one */
+        put_text(req, "note", "the general way");
+    }
+    return req;
+}
+
+
+/*
+ * A plain kv.get or kv.set frame takes provend's fast path; the same
+ * request with one more field goes the general way.  Both must answer
+ * alike, and every refusal comes with the general way's error.
+ */
+static void
+test_socket_fast_path(void **state)
+{
+    int                 fd, general;
+    char                longkey[PROVEND_KV_KEY_MAX + 2];
+    uint64_t            rev;
+    node_t              n;
+    cbor_item_t        *req;
+    proven_response_t   res;
+
+    (void) state;
+
+    node_start(&n);
+    fd = try_connect(n.sock);
+    assert_true(fd != -1);
+
+    /* sets by either way count the same revisions */
+    for (general = 0; general < 2; general++) {
+        req = kv_wire(1 + general, "kv.set",
+                      scope_map("fast", "app", NULL, NULL, NULL, NULL),
+                      NULL, "k", general ? "v-general" : "v-fast", general);
+        roundtrip(fd, req, &res);
+        if (!res.ok) {
+            fail_msg("kv.set: %s %s", res.code, res.message);
+        }
+        assert_int_equal(proven_cbor_uint(proven_cbor_map_get(res.result,
+                                                              "revision"),
+                                          &rev), PROVEN_OK);
+        assert_int_equal(rev, 1 + general);
+        proven_response_free(&res);
+    }
+
+    /* gets by either way see the same value, present or missing */
+    for (general = 0; general < 2; general++) {
+        req = kv_wire(3, "kv.get",
+                      scope_map("fast", "app", NULL, NULL, NULL, NULL),
+                      "bytes", "k", NULL, general);
+        roundtrip(fd, req, &res);
+        assert_int_equal(res.id, 3);
+        expect_wire_value(&res, 0, "v-general", 2);
+        proven_response_free(&res);
+
+        req = kv_wire(4, "kv.get",
+                      scope_map("fast", "app", NULL, NULL, NULL, NULL),
+                      NULL, "missing", NULL, general);
+        roundtrip(fd, req, &res);
+        expect_wire_value(&res, 0, NULL, 0);
+        proven_response_free(&res);
+    }
+
+    /* a personal string store, written one way, read the other */
+    for (general = 0; general < 2; general++) {
+        req = kv_wire(5, "kv.set",
+                      scope_map("fast", "personal", "alice", NULL, NULL,
+                                NULL),
+                      "string", general ? "g" : "f", "hers", general);
+        roundtrip(fd, req, &res);
+        assert_true(res.ok);
+        proven_response_free(&res);
+
+        req = kv_wire(6, "kv.get",
+                      scope_map("fast", "personal", "alice", NULL, NULL,
+                                NULL),
+                      "string", general ? "g" : "f", NULL, !general);
+        roundtrip(fd, req, &res);
+        expect_wire_value(&res, 1, "hers", 1);
+        proven_response_free(&res);
+
+        req = kv_wire(7, "kv.get",
+                      scope_map("fast", "personal", "bob", NULL, NULL, NULL),
+                      "string", general ? "g" : "f", NULL, general);
+        roundtrip(fd, req, &res);
+        expect_wire_value(&res, 1, NULL, 0);
+        proven_response_free(&res);
+    }
+
+    /* refusals, the same either way */
+    memset(longkey, 'k', sizeof(longkey) - 1);
+    longkey[sizeof(longkey) - 1] = '\0';
+
+    for (general = 0; general < 2; general++) {
+        req = kv_wire(8, "kv.set",
+                      scope_map("fast", "app", NULL, NULL, NULL, NULL),
+                      NULL, "k", "stale", general);
+        assert_int_equal(proven_cbor_map_put(req, "if_revision",
+                                             cbor_build_uint8(1)), PROVEN_OK);
+        expect_wire_error(fd, req, "revision_mismatch");
+
+        req = kv_wire(9, "kv.get",
+                      scope_map("fast", "app", NULL, NULL, NULL, NULL),
+                      NULL, longkey, NULL, general);
+        expect_wire_error(fd, req, "bad_request");
+
+        req = kv_wire(10, "kv.get",
+                      scope_map("fast", "app", NULL, NULL, NULL, NULL),
+                      NULL, "", NULL, general);
+        expect_wire_error(fd, req, "bad_request");
+
+        req = kv_wire(11, "kv.get",
+                      scope_map("Fast", "app", NULL, NULL, NULL, NULL),
+                      NULL, "k", NULL, general);
+        expect_wire_error(fd, req, "bad_request");
+
+        req = kv_wire(12, "kv.get",
+                      scope_map("fast", "personal", "al ice", NULL, NULL,
+                                NULL),
+                      NULL, "k", NULL, general);
+        expect_wire_error(fd, req, "bad_request");
+
+        /* the node takes values of at most 100 bytes */
+        req = kv_wire(13, "kv.set",
+                      scope_map("fast", "app", NULL, NULL, NULL, NULL),
+                      NULL, "big", longkey, general);
+        expect_wire_error(fd, req, "bad_request");
+
+        req = kv_wire(14, "kv.set",
+                      scope_map("fast", "app", NULL, NULL, NULL, NULL),
+                      "string", "k", NULL, general);
+        assert_int_equal(proven_cbor_map_put(req, "value",
+                                             cbor_build_bytestring(
+                                                 (const uint8_t *) "b", 1)),
+                         PROVEN_OK);
+        expect_wire_error(fd, req, "bad_request");
+    }
+
+    /* the value was not changed by any of them */
+    req = kv_wire(15, "kv.get",
+                  scope_map("fast", "app", NULL, NULL, NULL, NULL),
+                  NULL, "k", NULL, 0);
+    roundtrip(fd, req, &res);
+    expect_wire_value(&res, 0, "v-general", 2);
+    proven_response_free(&res);
+
+    close(fd);
+    assert_int_equal(node_stop(&n), 0);
+}
+
+
 static void
 test_socket(void **state)
 {
@@ -2497,6 +2771,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_kv_concurrent),
         cmocka_unit_test(test_kv_log_tampered),
         cmocka_unit_test(test_kv_log_reopen),
+        cmocka_unit_test(test_kv_memory_limit),
         cmocka_unit_test(test_sql_execute_query),
         cmocka_unit_test(test_sql_batch_atomic),
         cmocka_unit_test(test_sql_migrate),
@@ -2513,6 +2788,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_sql_rollback_spares_others),
         cmocka_unit_test(test_sql_rollback_rerun_bounded),
         cmocka_unit_test(test_socket),
+        cmocka_unit_test(test_socket_fast_path),
     };
 
     (void) argc;
