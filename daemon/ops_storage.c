@@ -30,6 +30,16 @@ struct provend_ops_job_s {
 };
 
 /*
+ * A request and its job in one allocation: provend_storage_req_free()
+ * of the request frees both, so a job's fields are used before that.
+ */
+typedef struct {
+    provend_storage_req_t  sr;
+    provend_ops_job_t      job;
+} provend_ops_slot_t;
+
+
+/*
  * Lifetime: a backend thread touches a provend_ops_storage_t only inside
  * its lock (queue a job, signal the async), and every job is counted in
  * inflight until the loop has taken it from the queue under that lock.  So
@@ -716,9 +726,8 @@ provend_ops_done(provend_storage_req_t *sr)
     /* Answered inside submit, on the loop (KV reads): no hand-off. */
     if (pthread_equal(pthread_self(), ops->loop_thread)) {
         ops->inflight--;
-        provend_storage_req_free(sr);
         job->reply(job->ctx, job->frame, job->frame_len);
-        free(job);
+        provend_storage_req_free(sr);
         return;
     }
 
@@ -761,9 +770,8 @@ provend_ops_on_async(uv_async_t *async)
     for ( ; job != NULL; job = next) {
         next = job->next;
         ops->inflight--;
-        provend_storage_req_free(job->sr);
         job->reply(job->ctx, job->frame, job->frame_len);
-        free(job);
+        provend_storage_req_free(job->sr);      /* and job with it */
     }
 
     if (ops->stopping && ops->inflight == 0 && !ops->closed) {
@@ -828,6 +836,22 @@ static void
 provend_ops_on_close_free(uv_handle_t *handle)
 {
     free(handle->data);
+}
+
+
+static provend_storage_req_t *
+provend_ops_slot_new(provend_storage_op_t op, provend_ops_job_t **job)
+{
+    provend_ops_slot_t  *slot;
+
+    slot = calloc(1, sizeof(*slot));
+    if (slot == NULL) {
+        return NULL;
+    }
+
+    provend_storage_req_init(&slot->sr, op);
+    *job = &slot->job;
+    return &slot->sr;
 }
 
 
@@ -919,10 +943,9 @@ provend_fast_set(provend_ops_storage_t *ops, const provend_kv_plain_t *f,
     provend_ops_job_t      *job;
     provend_storage_req_t  *sr;
 
-    sr = provend_storage_req_new(PROVEND_OP_KV_SET);
-    job = calloc(1, sizeof(*job));
-    if (sr == NULL || job == NULL) {
-        goto failed;
+    sr = provend_ops_slot_new(PROVEND_OP_KV_SET, &job);
+    if (sr == NULL) {
+        return 0;
     }
 
     sr->key = malloc(f->key_len);
@@ -949,7 +972,6 @@ provend_fast_set(provend_ops_storage_t *ops, const provend_kv_plain_t *f,
 failed:
 
     provend_storage_req_free(sr);
-    free(job);
     return 0;       /* the general way reports the lack of memory */
 }
 
@@ -1025,11 +1047,8 @@ provend_ops_storage_dispatch(provend_ops_storage_t *ops,
         return;
     }
 
-    sr = provend_storage_req_new(provend_ops_names[i].op);
-    job = calloc(1, sizeof(*job));
-    if (sr == NULL || job == NULL) {
-        provend_storage_req_free(sr);
-        free(job);
+    sr = provend_ops_slot_new(provend_ops_names[i].op, &job);
+    if (sr == NULL) {
         provend_ops_reply_error(reply, ctx, req->id, "internal",
                                 "out of memory");
         return;
@@ -1040,7 +1059,6 @@ provend_ops_storage_dispatch(provend_ops_storage_t *ops,
         provend_info("request %llu: %s refused: %s",
                      (unsigned long long) req->id, req->op, err);
         provend_storage_req_free(sr);
-        free(job);
         provend_ops_reply_error(reply, ctx, req->id, "bad_request", err);
         return;
     }

@@ -774,6 +774,32 @@ provend_conn_process(provend_conn_t *conn)
     while (pos < conn->rlen && !conn->draining
            && conn->pending < conn->srv->max_pending)
     {
+        /*
+         * A whole frame already in rbuf, of the hot kv ops: read in place,
+         * without copying its body out.
+         */
+        if (conn->body == NULL && conn->header_have == 0
+            && conn->srv->storage_ops != NULL
+            && conn->rlen - pos > PROVEN_FRAME_HEADER
+            && proven_frame_length(conn->rbuf + pos, &len, NULL, 0)
+               == PROVEN_OK
+            && conn->rlen - pos - PROVEN_FRAME_HEADER >= len)
+        {
+            provend_conn_counted(conn);
+            conn->refs++;
+            if (provend_ops_storage_fast(conn->srv->storage_ops,
+                                         conn->rbuf + pos
+                                         + PROVEN_FRAME_HEADER, len,
+                                         provend_conn_on_storage_reply,
+                                         conn))
+            {
+                pos += PROVEN_FRAME_HEADER + len;
+                continue;
+            }
+            conn->refs--;
+            provend_conn_answered(conn);
+        }
+
         if (conn->body == NULL) {
             n = PROVEN_FRAME_HEADER - conn->header_have;
             if (n > conn->rlen - pos) {

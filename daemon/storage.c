@@ -663,9 +663,16 @@ provend_storage_req_new(provend_storage_op_t op)
         return NULL;
     }
 
-    req->op = op;
-    snprintf(req->name, sizeof(req->name), "default");
+    provend_storage_req_init(req, op);
     return req;
+}
+
+
+void
+provend_storage_req_init(provend_storage_req_t *req, provend_storage_op_t op)
+{
+    req->op = op;
+    memcpy(req->name, "default", sizeof("default"));
 }
 
 

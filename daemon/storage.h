@@ -195,6 +195,13 @@ struct provend_storage_req_s {
 
 /* Zeroed request for op. */
 provend_storage_req_t *provend_storage_req_new(provend_storage_op_t op);
+
+/*
+ * The same in memory the caller calloc()ed, with the request at its start
+ * (provend_storage_req_free() frees that block).
+ */
+void provend_storage_req_init(provend_storage_req_t *req,
+    provend_storage_op_t op);
 void provend_storage_req_free(provend_storage_req_t *req);
 
 /* Sets status and a formatted message. */

@@ -151,6 +151,9 @@ struct provend_kv_s {
     uint64_t                seqno;           /* the newest */
     uint8_t                 header[PROVEND_KV_HEADER_LEN];
     EVP_CIPHER_CTX         *ctx;             /* the open segment's key */
+    EVP_CIPHER_CTX         *value_ctx;       /* the value key, log thread */
+    uint8_t                 nonces[64 * PROVEND_NONCE_LEN];  /* unused */
+    size_t                  nonces_left;
     uint64_t                counter;         /* its next record */
     off_t                   offset;          /* its durable end */
     uint64_t                log_bytes;       /* since the base */
@@ -536,6 +539,54 @@ provend_kv_nonce(uint64_t counter, uint8_t nonce[PROVEND_NONCE_LEN],
 
 
 /*
+ * provend_seal() of a value (random nonce || ciphertext || tag, so that
+ * provend_open() opens it), with the value key's context kept rather than
+ * made for every value.
+ */
+static int
+provend_kv_seal_value(provend_kv_t *kv, const uint8_t *ad, size_t ad_len,
+    const uint8_t *value, size_t len, uint8_t *out)
+{
+    int       n;
+    uint8_t  *ct;
+
+    ct = out + PROVEND_NONCE_LEN;
+
+    /* Random nonces, drawn for many values at once: one DRBG call. */
+    if (kv->nonces_left == 0) {
+        if (RAND_bytes(kv->nonces, sizeof(kv->nonces)) != 1) {
+            return PROVEN_ERR;
+        }
+        kv->nonces_left = sizeof(kv->nonces) / PROVEND_NONCE_LEN;
+    }
+
+    kv->nonces_left--;
+    memcpy(out, kv->nonces + kv->nonces_left * PROVEND_NONCE_LEN,
+           PROVEND_NONCE_LEN);
+    OPENSSL_cleanse(kv->nonces + kv->nonces_left * PROVEND_NONCE_LEN,
+                    PROVEND_NONCE_LEN);
+
+    if (EVP_EncryptInit_ex(kv->value_ctx, NULL, NULL, NULL, out) != 1
+        || EVP_EncryptUpdate(kv->value_ctx, NULL, &n, ad, (int) ad_len) != 1)
+    {
+        return PROVEN_ERR;
+    }
+
+    n = 0;
+    if (len > 0
+        && EVP_EncryptUpdate(kv->value_ctx, ct, &n, value, (int) len) != 1)
+    {
+        return PROVEN_ERR;
+    }
+
+    return EVP_EncryptFinal_ex(kv->value_ctx, ct + n, &n) == 1
+           && EVP_CIPHER_CTX_ctrl(kv->value_ctx, EVP_CTRL_GCM_GET_TAG,
+                                  PROVEND_TAG_LEN, ct + len) == 1
+           ? PROVEN_OK : PROVEN_ERR;
+}
+
+
+/*
  * Appends one record to kv->buf: op, revision, ad and the value sealed to
  * ad (NULL for delete and BASE_END), the whole sealed under the segment.
  */
@@ -573,8 +624,8 @@ provend_kv_record(provend_kv_t *kv, int op, uint64_t revision,
         memcpy(p + PROVEND_KV_PLAIN_FIXED, ad, ad_len);
 
         if (op == PROVEND_KV_OP_SET
-            && provend_seal(kv->value_key, ad, ad_len, value, value_len,
-                            p + PROVEND_KV_PLAIN_FIXED + ad_len)
+            && provend_kv_seal_value(kv, ad, ad_len, value, value_len,
+                                     p + PROVEND_KV_PLAIN_FIXED + ad_len)
                != PROVEN_OK)
         {
             return PROVEN_ERR;
@@ -2325,6 +2376,7 @@ provend_kv_free(provend_kv_t *kv)
     }
     provend_kv_segment_close(kv);
     EVP_CIPHER_CTX_free(kv->ctx);
+    EVP_CIPHER_CTX_free(kv->value_ctx);
     free(kv->buckets);
     free(kv->buf);
     free(kv->dir);
@@ -2385,8 +2437,12 @@ provend_kv_open(const char *storage_dir, const uint8_t master_key[32],
     kv->rng |= 1;
 
     /* The value key is the one kv.db used: sealed values stay valid. */
-    if (provend_keys_derive(master_key, "proven-kv-v1", 12, kv->value_key,
-                            sizeof(kv->value_key)) != PROVEN_OK)
+    kv->value_ctx = EVP_CIPHER_CTX_new();
+    if (kv->value_ctx == NULL
+        || provend_keys_derive(master_key, "proven-kv-v1", 12, kv->value_key,
+                               sizeof(kv->value_key)) != PROVEN_OK
+        || EVP_EncryptInit_ex(kv->value_ctx, EVP_aes_256_gcm(), NULL,
+                              kv->value_key, NULL) != 1)
     {
         provend_kv_err("cannot derive the KV key");
         goto failed;

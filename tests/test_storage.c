@@ -1140,6 +1140,67 @@ test_kv_log_tampered(void **state)
     backend_open();
     expect_kv(&s, "key-a", "value-1", 1);
     expect_kv(&s, "key-b", "value-2", 1);
+    provend_storage_close(st);
+    st = NULL;
+
+    /*
+     * A snapshot cut by a crash before its end (a base segment with no
+     * record yet, newest of all) is dropped; the log before it serves.
+     */
+    {
+        char      next[512];
+        uint8_t   header[56];
+        uint64_t  seqno;
+
+        seqno = strtoull(strrchr(path, '/') + 1, NULL, 16) + 1;
+        memcpy(header, "PVKVLOG1", 8);
+        for (n = 0; n < 8; n++) {
+            header[8 + n] = (uint8_t) (seqno >> (56 - 8 * n));
+            header[16 + n] = n == 7;                /* flags: base */
+        }
+        memset(header + 24, 0x5a, 32);
+        snprintf(next, sizeof(next), "%.*s/%016llx.log",
+                 (int) (strrchr(path, '/') - path), path,
+                 (unsigned long long) seqno);
+        kv_write_segment(next, header, sizeof(header));
+
+        backend_open();
+        expect_kv(&s, "key-a", "value-1", 1);
+        expect_kv(&s, "key-b", "value-2", 1);
+        assert_int_equal(access(next, F_OK), -1);
+        provend_storage_close(st);
+        st = NULL;
+    }
+
+    /* A segment missing from the middle: refused. */
+    {
+        char      middle[512], moved[600];
+        uint64_t  seqno;
+
+        backend_open();
+        kv_set(&s, PROVEND_KV_BYTES, "key-c", "value-3");  /* path + 1 */
+        provend_storage_close(st);
+        st = NULL;
+        backend_open();
+        kv_set(&s, PROVEND_KV_BYTES, "key-d", "value-4");  /* path + 2 */
+        provend_storage_close(st);
+        st = NULL;
+
+        seqno = strtoull(strrchr(path, '/') + 1, NULL, 16) + 1;
+        snprintf(middle, sizeof(middle), "%.*s/%016llx.log",
+                 (int) (strrchr(path, '/') - path), path,
+                 (unsigned long long) seqno);
+        snprintf(moved, sizeof(moved), "%s.aside", middle);
+
+        assert_int_equal(rename(middle, moved), 0);
+        assert_false(backend_try_open(err, sizeof(err)));
+        assert_non_null(strstr(err, "missing"));
+        assert_int_equal(rename(moved, middle), 0);
+    }
+
+    backend_open();
+    expect_kv(&s, "key-c", "value-3", 1);
+    expect_kv(&s, "key-d", "value-4", 1);
 
     free(copy);
     free(orig);
