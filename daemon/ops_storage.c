@@ -1,8 +1,9 @@
 /*
  * The kv.* and sql.* ops: frames in, parsed and bounded requests to the
- * storage backend, answers back on the loop thread.  The backend answers
- * on its own thread; the response frame is encoded there and handed to
- * the loop through one uv_async.
+ * storage backend, answers back on the loop thread.  A backend that
+ * answers on its own thread (writes, SQL) has the response frame encoded
+ * there and handed to the loop through one uv_async; one that answers
+ * inside submit, on the loop (KV reads), is replied to at once.
  */
 
 #include <pthread.h>

@@ -18,6 +18,9 @@
  *   - revisions are per key: 1 on creation, +1 on every set; a delete
  *     removes the key, so a later set starts at 1 again;
  *   - if_revision 0 means "must not exist";
+ *   - a read sees durable writes only: a kv.get that arrives while a
+ *     kv.set of its key is being made durable may answer the old value,
+ *     never one that could still be lost;
  *   - an sql.execute batch and each migration are all or nothing;
  *   - SQL is applied as given: the embedded backend allows
  *     non-deterministic functions (random(), datetime('now')); a backend
