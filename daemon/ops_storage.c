@@ -790,21 +790,27 @@ provend_ops_on_prepare(uv_prepare_t *prepare)
 
     ops = prepare->data;
 
-    job = ops->queued;
-    if (job == NULL) {
+    if (ops->queued == NULL) {
         return;
     }
 
-    ops->queued = NULL;
-    ops->queued_tail = &ops->queued;
-
     provend_storage_hold(ops->st);
 
-    /* An early error answers inside submit and reuses job->next. */
-    for ( ; job != NULL; job = next) {
-        next = job->next;
-        job->next = NULL;
-        provend_storage_submit(ops->st, job->sr);
+    /*
+     * An answer given inside submit (on this thread) can let its
+     * connection parse more input, which queues more: taken too, since the
+     * loop may next wait with no timeout.
+     */
+    while ((job = ops->queued) != NULL) {
+        ops->queued = NULL;
+        ops->queued_tail = &ops->queued;
+
+        /* An early error answers inside submit and reuses job->next. */
+        for ( ; job != NULL; job = next) {
+            next = job->next;
+            job->next = NULL;
+            provend_storage_submit(ops->st, job->sr);
+        }
     }
 
     provend_storage_release(ops->st);

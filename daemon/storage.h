@@ -17,7 +17,10 @@
  * Semantics a second backend must keep:
  *   - revisions are per key: 1 on creation, +1 on every set; a delete
  *     removes the key, so a later set starts at 1 again;
- *   - if_revision 0 means "must not exist";
+ *   - if_revision 0 means "must not exist"; it is checked against the
+ *     latest write accepted, durable or not (the first writer wins; should
+ *     that write then fail, the refused one saw a revision that never
+ *     became durable);
  *   - a read sees durable writes only: a kv.get that arrives while a
  *     kv.set of its key is being made durable may answer the old value,
  *     never one that could still be lost;

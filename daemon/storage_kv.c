@@ -22,9 +22,10 @@
  *
  * Record plaintext: op u8 | revision be64 | ad_len be32 | ad | sealed,
  * where ad = be32 len(canon) | canon | be32 len(key) | key (canon: the
- * canonical scope, store type and name) and sealed = provend_seal() of the
- * value under the KV key with ad: the form that can be shipped to a
- * replica as it is, and that no other key's place accepts.
+ * canonical scope, store type and name) and sealed = the value sealed to
+ * ad under a value key named by a salt (provend_kv_seal_value()): the form
+ * that can be shipped to a replica as it is, and that no other key's place
+ * accepts.
  *
  * A "base" segment (flag 1) starts with a snapshot of every live key and
  * closes it with a BASE_END record.  Recovery replays the newest complete
@@ -37,7 +38,11 @@
  * after it opens, the damage is in the middle of the segment: the store
  * refuses to open instead of serving an older state.  Not detected (as in
  * vfs.c): a segment cut back by whole records or in a length field, or the
- * newest segments deleted; that is a rollback to an earlier state.
+ * newest segments deleted; that is a rollback to an earlier state.  Taken
+ * for tampering though it is not: a power loss on a file system that
+ * wrote the last batch's pages out of order (a whole record after a torn
+ * one).  Nothing acknowledged is lost then; the error names the segment
+ * and offset, where an operator who knows of the power loss can cut it.
  */
 
 #include <dirent.h>
@@ -73,9 +78,12 @@
 #define PROVEND_KV_AD_MAX         (8 + PROVEND_SCOPE_CANON_MAX            \
                                    + PROVEND_KV_KEY_MAX)
 #define PROVEND_KV_PLAIN_FIXED    13          /* op, revision, ad_len */
+#define PROVEND_KV_VALUE_SALT     16
+#define PROVEND_KV_VALUE_OVERHEAD (PROVEND_KV_VALUE_SALT + PROVEND_SEAL_OVERHEAD)
+#define PROVEND_KV_VALUE_SEALS    ((uint64_t) 1 << 32)   /* per value key */
 #define PROVEND_KV_VALUE_LIMIT    (8 * 1024 * 1024)   /* provend's maximum */
 #define PROVEND_KV_PLAIN_MAX      (PROVEND_KV_PLAIN_FIXED + PROVEND_KV_AD_MAX \
-                                   + PROVEND_SEAL_OVERHEAD                 \
+                                   + PROVEND_KV_VALUE_OVERHEAD             \
                                    + PROVEND_KV_VALUE_LIMIT)
 #define PROVEND_KV_RECORD_EXTRA   (4 + PROVEND_TAG_LEN)
 
@@ -124,7 +132,6 @@ struct provend_kv_entry_s {
 struct provend_kv_s {
     char                   *dir;             /* DATA/storage/kv */
     uint8_t                 master[PROVEND_KEY_LEN];
-    uint8_t                 value_key[PROVEND_KEY_LEN];
     uint64_t                hash_key[2];
     size_t                  max_value;
     size_t                  memory_max;
@@ -152,12 +159,18 @@ struct provend_kv_s {
     uint8_t                 header[PROVEND_KV_HEADER_LEN];
     EVP_CIPHER_CTX         *ctx;             /* the open segment's key */
     EVP_CIPHER_CTX         *value_ctx;       /* the value key, log thread */
-    uint8_t                 nonces[64 * PROVEND_NONCE_LEN];  /* unused */
-    size_t                  nonces_left;
+    uint8_t                 value_salt[PROVEND_KV_VALUE_SALT];
+    uint64_t                value_seals;     /* under it; the nonce */
+    uint8_t                 open_salt[PROVEND_KV_VALUE_SALT];  /* replay */
+    uint8_t                 open_key[PROVEND_KEY_LEN];
+    int                     open_key_set;
     uint64_t                counter;         /* its next record */
     off_t                   offset;          /* its durable end */
     uint64_t                log_bytes;       /* since the base */
     uint64_t                live_bytes;      /* records of live keys */
+    uint64_t                compact_hold_bytes;   /* after a failure: */
+    uint64_t                compact_hold_seqno;   /* wait for growth */
+    int                     broken;          /* the log's end is unknown */
     uint8_t                *buf;
     size_t                  buf_len;
     size_t                  buf_cap;
@@ -285,7 +298,7 @@ static uint64_t
 provend_kv_record_size(const provend_kv_entry_t *e)
 {
     return PROVEND_KV_RECORD_EXTRA + PROVEND_KV_PLAIN_FIXED + e->ad_len
-           + PROVEND_SEAL_OVERHEAD + e->value_len;
+           + PROVEND_KV_VALUE_OVERHEAD + e->value_len;
 }
 
 
@@ -538,35 +551,56 @@ provend_kv_nonce(uint64_t counter, uint8_t nonce[PROVEND_NONCE_LEN],
 }
 
 
+/* A value key: HKDF(master, "proven-kv-value-v2" | salt). */
+static int
+provend_kv_value_key(const provend_kv_t *kv,
+    const uint8_t salt[PROVEND_KV_VALUE_SALT], uint8_t key[PROVEND_KEY_LEN])
+{
+    uint8_t  info[18 + PROVEND_KV_VALUE_SALT];
+
+    memcpy(info, "proven-kv-value-v2", 18);
+    memcpy(info + 18, salt, PROVEND_KV_VALUE_SALT);
+    return provend_keys_derive(kv->master, (const char *) info, sizeof(info),
+                               key, PROVEND_KEY_LEN);
+}
+
+
 /*
- * provend_seal() of a value (random nonce || ciphertext || tag, so that
- * provend_open() opens it), with the value key's context kept rather than
- * made for every value.
+ * A value sealed to ad: salt | nonce | ciphertext | tag, where the salt
+ * names the value key and the nonce counts the values sealed under it.
+ * Every run of the log thread takes a new random salt, and a new one after
+ * 2^32 values, so no nonce comes twice under a key (random nonces under
+ * one key for the store's whole life would reach GCM's limit).  Anyone
+ * with the master key opens it knowing only ad: a replica can take it as
+ * it is.
  */
 static int
 provend_kv_seal_value(provend_kv_t *kv, const uint8_t *ad, size_t ad_len,
     const uint8_t *value, size_t len, uint8_t *out)
 {
-    int       n;
-    uint8_t  *ct;
+    int       n, ok;
+    uint8_t  *nonce, *ct, key[PROVEND_KEY_LEN];
 
-    ct = out + PROVEND_NONCE_LEN;
-
-    /* Random nonces, drawn for many values at once: one DRBG call. */
-    if (kv->nonces_left == 0) {
-        if (RAND_bytes(kv->nonces, sizeof(kv->nonces)) != 1) {
+    if (kv->value_seals == 0 || kv->value_seals == PROVEND_KV_VALUE_SEALS) {
+        ok = RAND_bytes(kv->value_salt, sizeof(kv->value_salt)) == 1
+             && provend_kv_value_key(kv, kv->value_salt, key) == PROVEN_OK
+             && EVP_EncryptInit_ex(kv->value_ctx, NULL, NULL, key, NULL)
+                == 1;
+        OPENSSL_cleanse(key, sizeof(key));
+        if (!ok) {
+            kv->value_seals = 0;
             return PROVEN_ERR;
         }
-        kv->nonces_left = sizeof(kv->nonces) / PROVEND_NONCE_LEN;
+        kv->value_seals = 1;      /* nonce 0 is never used: 0 means unset */
     }
 
-    kv->nonces_left--;
-    memcpy(out, kv->nonces + kv->nonces_left * PROVEND_NONCE_LEN,
-           PROVEND_NONCE_LEN);
-    OPENSSL_cleanse(kv->nonces + kv->nonces_left * PROVEND_NONCE_LEN,
-                    PROVEND_NONCE_LEN);
+    memcpy(out, kv->value_salt, PROVEND_KV_VALUE_SALT);
+    nonce = out + PROVEND_KV_VALUE_SALT;
+    memset(nonce, 0, 4);
+    provend_kv_put64(nonce + 4, kv->value_seals++);
+    ct = nonce + PROVEND_NONCE_LEN;
 
-    if (EVP_EncryptInit_ex(kv->value_ctx, NULL, NULL, NULL, out) != 1
+    if (EVP_EncryptInit_ex(kv->value_ctx, NULL, NULL, NULL, nonce) != 1
         || EVP_EncryptUpdate(kv->value_ctx, NULL, &n, ad, (int) ad_len) != 1)
     {
         return PROVEN_ERR;
@@ -603,7 +637,7 @@ provend_kv_record(provend_kv_t *kv, int op, uint64_t revision,
     if (op != PROVEND_KV_OP_BASE_END) {
         plain_len = PROVEND_KV_PLAIN_FIXED + ad_len;
         if (op == PROVEND_KV_OP_SET) {
-            plain_len += PROVEND_SEAL_OVERHEAD + value_len;
+            plain_len += PROVEND_KV_VALUE_OVERHEAD + value_len;
         }
     }
 
@@ -896,7 +930,8 @@ provend_kv_read_full(int fd, uint8_t *p, size_t len)
 
 /*
  * The next record's plaintext: 1 and *len, 0 at the end of the segment or
- * a record cut short, -1 when a whole record does not open.
+ * a record cut short, -1 when a whole record does not open, -2 when the
+ * file cannot be read (not the same thing: nothing may be dropped for it).
  */
 static int
 provend_kv_read_record(provend_kv_reader_t *r, size_t *len)
@@ -908,7 +943,7 @@ provend_kv_read_record(provend_kv_reader_t *r, size_t *len)
 
     got = provend_kv_read_full(r->fd, lenbuf, 4);
     if (got != 4) {
-        return got < 0 ? -1 : 0;
+        return got < 0 ? -2 : 0;
     }
 
     plain_len = provend_kv_get32(lenbuf);
@@ -918,7 +953,7 @@ provend_kv_read_record(provend_kv_reader_t *r, size_t *len)
 
     got = provend_kv_read_full(r->fd, r->plain, plain_len + PROVEND_TAG_LEN);
     if (got < 0) {
-        return -1;
+        return -2;
     }
     if ((size_t) got != plain_len + PROVEND_TAG_LEN) {
         return 0;
@@ -997,19 +1032,35 @@ provend_kv_replay(provend_kv_t *kv, const uint8_t *p, size_t len,
     }
 
     sealed_len = len - PROVEND_KV_PLAIN_FIXED - ad_len;
-    if (revision == 0 || sealed_len < PROVEND_SEAL_OVERHEAD) {
+    if (revision == 0 || sealed_len < PROVEND_KV_VALUE_OVERHEAD) {
         provend_kv_err("KV log: a record with a bad value");
         return PROVEN_ERR;
     }
 
-    value = malloc(sealed_len - PROVEND_SEAL_OVERHEAD + 1);
+    value = malloc(sealed_len - PROVEND_KV_VALUE_OVERHEAD + 1);
     if (value == NULL) {
         provend_kv_err("out of memory replaying the KV log");
         return PROVEN_ERR;
     }
 
-    if (provend_open(kv->value_key, ad, ad_len, ad + ad_len, sealed_len,
-                     value) != PROVEN_OK)
+    /* The value key of its salt: the last one is kept, runs are long. */
+    if (!kv->open_key_set
+        || memcmp(kv->open_salt, ad + ad_len, PROVEND_KV_VALUE_SALT) != 0)
+    {
+        memcpy(kv->open_salt, ad + ad_len, PROVEND_KV_VALUE_SALT);
+        if (provend_kv_value_key(kv, kv->open_salt, kv->open_key)
+            != PROVEN_OK)
+        {
+            free(value);
+            provend_kv_err("cannot derive a KV value key");
+            return PROVEN_ERR;
+        }
+        kv->open_key_set = 1;
+    }
+
+    if (provend_open(kv->open_key, ad, ad_len,
+                     ad + ad_len + PROVEND_KV_VALUE_SALT,
+                     sealed_len - PROVEND_KV_VALUE_SALT, value) != PROVEN_OK)
     {
         free(value);
         provend_kv_err("KV log: a value does not open under its key");
@@ -1026,7 +1077,7 @@ provend_kv_replay(provend_kv_t *kv, const uint8_t *p, size_t len,
     }
 
     provend_kv_commit_value(kv, e, revision, value,
-                            sealed_len - PROVEND_SEAL_OVERHEAD);
+                            sealed_len - PROVEND_KV_VALUE_OVERHEAD);
     e->latest = revision;
     return PROVEN_OK;
 }
@@ -1077,7 +1128,8 @@ provend_kv_open_segment(provend_kv_t *kv, uint64_t seqno,
 
 /*
  * After a record that does not open at offset at: whether one of the
- * whole records from there on opens under a counter near its place.  A
+ * whole records from there on opens under a counter near its place (1),
+ * none does (0), or the file could not be read (-1).  A
  * crash leaves only a tail that never opens; a record altered, moved or
  * removed in the middle leaves records that do.  Bounded: the first
  * PROVEND_KV_PROBE records, each tried at PROVEND_KV_PROBE counters.
@@ -1110,10 +1162,14 @@ provend_kv_damage_inside(provend_kv_reader_t *r, off_t at)
 
         for (c = counter; c < counter + PROVEND_KV_PROBE + k; c++) {
             r->counter = c;
-            if (lseek(r->fd, pos, SEEK_SET) == pos
-                && provend_kv_read_record(r, &plain_len) == 1)
-            {
+            if (lseek(r->fd, pos, SEEK_SET) != pos) {
+                return -1;
+            }
+            switch (provend_kv_read_record(r, &plain_len)) {
+            case 1:
                 return 1;
+            case -2:
+                return -1;
             }
         }
 
@@ -1181,9 +1237,24 @@ provend_kv_load_segment(provend_kv_t *kv, uint64_t seqno, int *is_base,
         }
     }
 
-    if (rc == -1 && provend_kv_damage_inside(&r, at)) {
-        provend_kv_err("KV log segment %" PRIu64 ": a record in the middle "
-                       "does not open: the log was tampered with", seqno);
+    if (rc == -1) {
+        rc = provend_kv_damage_inside(&r, at);
+        if (rc < 0) {
+            rc = -2;
+        }
+    }
+
+    if (rc == -2) {
+        provend_kv_err("KV log segment %" PRIu64 ": read error: %s", seqno,
+                       strerror(errno));
+        rc = PROVEN_ERR;
+        goto done;
+    }
+
+    if (rc == 1) {
+        provend_kv_err("KV log segment %" PRIu64 ": the record at %lld "
+                       "does not open but one after it does: the log was "
+                       "tampered with", seqno, (long long) at);
         rc = PROVEN_ERR;
         goto done;
     }
@@ -1322,6 +1393,37 @@ provend_kv_recover(provend_kv_t *kv, char *err, size_t errlen)
         return PROVEN_ERR;
     }
 
+    /*
+     * The newest segment may have been cut by a crash before its header
+     * was synced (short, or zeros): no write was ever answered from it.
+     */
+    if (n > 0) {
+        char         path[4096];
+        uint8_t      zero[PROVEND_KV_HEADER_LEN];
+        struct stat  sb;
+
+        memset(zero, 0, sizeof(zero));
+        fd = -1;
+        if (provend_kv_path(kv, seqnos[n - 1], path, sizeof(path))
+            == PROVEN_OK
+            && stat(path, &sb) == 0
+            && (sb.st_size < PROVEND_KV_HEADER_LEN
+                || ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0
+                    && provend_kv_read_full(fd, header, sizeof(header))
+                       == PROVEND_KV_HEADER_LEN
+                    && memcmp(header, zero, sizeof(zero)) == 0)))
+        {
+            provend_warn("KV log: segment %" PRIu64 " has no header (a "
+                         "crash while creating it): dropped",
+                         seqnos[n - 1]);
+            provend_kv_unlink(kv, seqnos[n - 1]);
+            n--;
+        }
+        if (fd >= 0) {
+            close(fd);
+        }
+    }
+
     base = (size_t) -1;
 
     for (i = n; i-- > 0; ) {
@@ -1409,7 +1511,7 @@ failed:
 /* Seals the batch's records, writes them, syncs: PROVEN_OK or an error. */
 static int
 provend_kv_log_batch(provend_kv_t *kv, provend_storage_req_t *batch,
-    char *err, size_t errlen)
+    int *unknown, char *err, size_t errlen)
 {
     provend_kv_entry_t     *e;
     provend_storage_req_t  *req;
@@ -1454,6 +1556,9 @@ failed:
     if (ftruncate(kv->fd, kv->offset) != 0 || fdatasync(kv->fd) != 0) {
         provend_error("KV log: cannot cut a failed write back: %s",
                       strerror(errno));
+        *unknown = 1;
+        snprintf(err + strlen(err), errlen - strlen(err),
+                 "; whether it was stored is known after a restart");
     }
     provend_kv_segment_close(kv);
     kv->buf_len = 0;
@@ -1521,7 +1626,7 @@ static void provend_kv_compact(provend_kv_t *kv);
 static void *
 provend_kv_thread(void *arg)
 {
-    int                     failed;
+    int                     failed, unknown;
     char                    err[PROVEN_ERR_LEN];
     provend_kv_t           *kv;
     provend_storage_req_t  *batch, *req, *next, *last;
@@ -1543,10 +1648,20 @@ provend_kv_thread(void *arg)
         }
 
         err[0] = '\0';
-        failed = provend_kv_log_batch(kv, batch, err, sizeof(err))
+        unknown = 0;
+        failed = provend_kv_log_batch(kv, batch, &unknown, err, sizeof(err))
                  != PROVEN_OK;
 
         pthread_mutex_lock(&kv->lock);
+
+        /*
+         * Records of a failed batch that could not be cut back may be
+         * replayed by the next start: no write may be computed on a state
+         * that does not hold them, so none is taken until then.
+         */
+        if (unknown) {
+            kv->broken = 1;
+        }
 
         if (failed) {
             /* Writes queued since were computed on this batch: fail them. */
@@ -1608,7 +1723,9 @@ provend_kv_compact(provend_kv_t *kv)
 
     if (!((kv->log_bytes > PROVEND_KV_COMPACT_MIN
            && kv->log_bytes > 2 * kv->live_bytes)
-          || kv->seqno - kv->base_seqno >= PROVEND_KV_SEGMENTS_MAX))
+          || kv->seqno - kv->base_seqno >= PROVEND_KV_SEGMENTS_MAX)
+        || (kv->log_bytes < kv->compact_hold_bytes
+            && kv->seqno < kv->compact_hold_seqno))
     {
         return;
     }
@@ -1689,6 +1806,10 @@ provend_kv_compact(provend_kv_t *kv)
 failed:
 
     provend_warn("storage: KV compaction failed: %s", strerror(errno));
+
+    /* Not again at every batch: once the log has grown a good deal. */
+    kv->compact_hold_bytes = kv->log_bytes + PROVEND_KV_COMPACT_MIN;
+    kv->compact_hold_seqno = kv->seqno + 16;
     close(fd);
     provend_kv_unlink(kv, seqno);
     kv->buf_len = 0;
@@ -2214,10 +2335,14 @@ provend_kv_write(provend_kv_t *kv, provend_storage_req_t *req,
 
     pthread_mutex_lock(&kv->lock);
 
-    if (kv->stopping) {
+    if (kv->stopping || kv->broken) {
+        provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR, "%s",
+                                 kv->stopping
+                                 ? "storage is closing"
+                                 : "KV writes are refused until provend "
+                                   "restarts: a failed write could not be "
+                                   "undone in the log");
         pthread_mutex_unlock(&kv->lock);
-        provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR,
-                                 "storage is closing");
         req->done(req);
         return;
     }
@@ -2381,7 +2506,8 @@ provend_kv_free(provend_kv_t *kv)
     free(kv->buf);
     free(kv->dir);
     OPENSSL_cleanse(kv->master, sizeof(kv->master));
-    OPENSSL_cleanse(kv->value_key, sizeof(kv->value_key));
+    OPENSSL_cleanse(kv->open_key, sizeof(kv->open_key));
+    OPENSSL_cleanse(kv->value_salt, sizeof(kv->value_salt));
     OPENSSL_cleanse(kv->hash_key, sizeof(kv->hash_key));
     pthread_cond_destroy(&kv->cond);
     pthread_mutex_destroy(&kv->lock);
@@ -2436,15 +2562,12 @@ provend_kv_open(const char *storage_dir, const uint8_t master_key[32],
     }
     kv->rng |= 1;
 
-    /* The value key is the one kv.db used: sealed values stay valid. */
     kv->value_ctx = EVP_CIPHER_CTX_new();
     if (kv->value_ctx == NULL
-        || provend_keys_derive(master_key, "proven-kv-v1", 12, kv->value_key,
-                               sizeof(kv->value_key)) != PROVEN_OK
-        || EVP_EncryptInit_ex(kv->value_ctx, EVP_aes_256_gcm(), NULL,
-                              kv->value_key, NULL) != 1)
+        || EVP_EncryptInit_ex(kv->value_ctx, EVP_aes_256_gcm(), NULL, NULL,
+                              NULL) != 1)
     {
-        provend_kv_err("cannot derive the KV key");
+        provend_kv_err("cannot set up the KV value cipher");
         goto failed;
     }
 

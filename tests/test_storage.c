@@ -1172,6 +1172,24 @@ test_kv_log_tampered(void **state)
         st = NULL;
     }
 
+    /* A segment whose header a crash cut short is dropped as well. */
+    {
+        char      next[512];
+        uint64_t  seqno;
+
+        seqno = strtoull(strrchr(path, '/') + 1, NULL, 16) + 1;
+        snprintf(next, sizeof(next), "%.*s/%016llx.log",
+                 (int) (strrchr(path, '/') - path), path,
+                 (unsigned long long) seqno);
+        kv_write_segment(next, (const uint8_t *) "PVKVLOG1\0\0", 10);
+
+        backend_open();
+        expect_kv(&s, "key-b", "value-2", 1);
+        assert_int_equal(access(next, F_OK), -1);
+        provend_storage_close(st);
+        st = NULL;
+    }
+
     /* A segment missing from the middle: refused. */
     {
         char      middle[512], moved[600];
