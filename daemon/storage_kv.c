@@ -25,7 +25,8 @@
  * canonical scope, store type and name) and sealed = the value sealed to
  * ad under a value key named by a salt (provend_kv_seal_value()): the form
  * that can be shipped to a replica as it is, and that no other key's place
- * accepts.
+ * accepts.  Every batch (one write() and one fdatasync()) ends with a
+ * COMMIT record of the op alone.
  *
  * A "base" segment (flag 1) starts with a snapshot of every live key and
  * closes it with a BASE_END record.  Recovery replays the newest complete
@@ -33,16 +34,14 @@
  * gap).  Compaction writes a new base once the log has grown to more than
  * twice the live data, then deletes the segments before it.
  *
- * Recovery ends a segment at its first record that is cut short or does
- * not open: a write torn by a crash, never acknowledged.  If the record
- * after it opens, the damage is in the middle of the segment: the store
- * refuses to open instead of serving an older state.  Not detected (as in
- * vfs.c): a segment cut back by whole records or in a length field, or the
- * newest segments deleted; that is a rollback to an earlier state.  Taken
- * for tampering though it is not: a power loss on a file system that
- * wrote the last batch's pages out of order (a whole record after a torn
- * one).  Nothing acknowledged is lost then; the error names the segment
- * and offset, where an operator who knows of the power loss can cut it.
+ * Recovery replays whole batches, up to the last COMMIT of a segment that
+ * opens: what follows is a batch a crash cut, never acknowledged (its
+ * pages may even have landed out of order, a whole record after a torn
+ * one).  A record that does not open with a record of a later batch
+ * opening after it is tampering, since a batch is written only after the
+ * one before is durable: the store refuses to open rather than serve an
+ * older state.  Not detected (as in vfs.c): a segment cut back by whole
+ * batches, or the newest segments deleted; that is a rollback.
  */
 
 #include <dirent.h>
@@ -74,6 +73,7 @@
 #define PROVEND_KV_OP_SET         1
 #define PROVEND_KV_OP_DELETE      2
 #define PROVEND_KV_OP_BASE_END    3
+#define PROVEND_KV_OP_COMMIT      4           /* ends every batch */
 
 #define PROVEND_KV_AD_MAX         (8 + PROVEND_SCOPE_CANON_MAX            \
                                    + PROVEND_KV_KEY_MAX)
@@ -634,7 +634,7 @@ provend_kv_record(provend_kv_t *kv, int op, uint64_t revision,
     uint8_t  *rec, *p, nonce[PROVEND_NONCE_LEN], aad_tail[12];
 
     plain_len = 1;
-    if (op != PROVEND_KV_OP_BASE_END) {
+    if (op == PROVEND_KV_OP_SET || op == PROVEND_KV_OP_DELETE) {
         plain_len = PROVEND_KV_PLAIN_FIXED + ad_len;
         if (op == PROVEND_KV_OP_SET) {
             plain_len += PROVEND_KV_VALUE_OVERHEAD + value_len;
@@ -652,7 +652,7 @@ provend_kv_record(provend_kv_t *kv, int op, uint64_t revision,
 
     p = rec + 4;
     p[0] = (uint8_t) op;
-    if (op != PROVEND_KV_OP_BASE_END) {
+    if (op == PROVEND_KV_OP_SET || op == PROVEND_KV_OP_DELETE) {
         provend_kv_put64(p + 1, revision);
         provend_kv_put32(p + 9, (uint32_t) ad_len);
         memcpy(p + PROVEND_KV_PLAIN_FIXED, ad, ad_len);
@@ -1127,9 +1127,10 @@ provend_kv_open_segment(provend_kv_t *kv, uint64_t seqno,
 
 
 /*
- * After a record that does not open at offset at: whether one of the
- * whole records from there on opens under a counter near its place (1),
- * none does (0), or the file could not be read (-1).  A
+ * After a record that does not open at offset at: whether a record of a
+ * later batch opens under a counter near its place (1: tampering), none
+ * does (0: the torn last batch of a crash), or the file could not be read
+ * (-1).  A
  * crash leaves only a tail that never opens; a record altered, moved or
  * removed in the middle leaves records that do.  Bounded: the first
  * PROVEND_KV_PROBE records, each tried at PROVEND_KV_PROBE counters.
@@ -1139,7 +1140,7 @@ provend_kv_open_segment(provend_kv_t *kv, uint64_t seqno,
 static int
 provend_kv_damage_inside(provend_kv_reader_t *r, off_t at)
 {
-    int       k;
+    int       k, opened, batch_ended;
     off_t     pos;
     size_t    len, plain_len;
     uint8_t   lenbuf[4];
@@ -1147,6 +1148,7 @@ provend_kv_damage_inside(provend_kv_reader_t *r, off_t at)
 
     counter = r->counter;
     pos = at;
+    batch_ended = 0;
 
     for (k = 0; k < PROVEND_KV_PROBE; k++) {
         if (lseek(r->fd, pos, SEEK_SET) != pos
@@ -1160,14 +1162,31 @@ provend_kv_damage_inside(provend_kv_reader_t *r, off_t at)
             return 0;
         }
 
-        for (c = counter; c < counter + PROVEND_KV_PROBE + k; c++) {
+        opened = 0;
+        for (c = counter; !opened && c < counter + PROVEND_KV_PROBE + k; c++)
+        {
             r->counter = c;
             if (lseek(r->fd, pos, SEEK_SET) != pos) {
                 return -1;
             }
             switch (provend_kv_read_record(r, &plain_len)) {
             case 1:
-                return 1;
+                /*
+                 * Batches are written one after the other's fsync: a
+                 * record past the end of the damaged one's batch proves
+                 * that batch was durable.  Within the last batch, a whole
+                 * record after a torn one is a crash's out-of-order write.
+                 */
+                if (batch_ended) {
+                    return 1;
+                }
+                if (r->plain[0] == PROVEND_KV_OP_COMMIT
+                    || r->plain[0] == PROVEND_KV_OP_BASE_END)
+                {
+                    batch_ended = 1;
+                }
+                opened = 1;
+                break;
             case -2:
                 return -1;
             }
@@ -1181,22 +1200,26 @@ provend_kv_damage_inside(provend_kv_reader_t *r, off_t at)
 
 
 /*
- * Replays segment seqno into the index.  *complete: it is not a base, or
- * a base whose snapshot is whole.  A torn tail ends the segment; a record
- * that does not open before the tail is an error.
+ * Replays segment seqno into the index: its whole batches, up to the last
+ * COMMIT (or snapshot end) that opens; records after it belong to a batch
+ * a crash cut, never acknowledged.  *complete: it is not a base, or a base
+ * whose snapshot is whole.  A record that does not open before the end of
+ * a later batch is tampering: an error.
  */
 static int
 provend_kv_load_segment(provend_kv_t *kv, uint64_t seqno, int *is_base,
     int *complete, char *err, size_t errlen)
 {
-    int                  rc, seen_end;
-    off_t                at, end;
+    int                  rc, seen_end, end_committed;
+    off_t                at, end, committed;
     size_t               len;
+    uint64_t             records;
     provend_kv_reader_t  r;
 
     memset(&r, 0, sizeof(r));
     rc = PROVEN_ERR;
     seen_end = 0;
+    end_committed = 0;
     *complete = 0;
 
     r.fd = provend_kv_open_segment(kv, seqno, r.header, is_base, err,
@@ -1212,6 +1235,10 @@ provend_kv_load_segment(provend_kv_t *kv, uint64_t seqno, int *is_base,
         goto done;
     }
 
+    /* First pass: where the last whole batch ends. */
+    committed = PROVEND_KV_HEADER_LEN;
+    records = 0;
+
     for ( ;; ) {
         at = lseek(r.fd, 0, SEEK_CUR);
         rc = provend_kv_read_record(&r, &len);
@@ -1222,18 +1249,26 @@ provend_kv_load_segment(provend_kv_t *kv, uint64_t seqno, int *is_base,
 
         if (r.plain[0] == PROVEND_KV_OP_BASE_END) {
             if (!*is_base || seen_end || len != 1) {
-                provend_kv_err("segment %" PRIu64 ": a misplaced snapshot "
-                               "end", seqno);
+                provend_kv_err("KV log segment %" PRIu64 ": a misplaced "
+                               "snapshot end", seqno);
                 rc = PROVEN_ERR;
                 goto done;
             }
             seen_end = 1;
-            continue;
         }
 
-        if (provend_kv_replay(kv, r.plain, len, err, errlen) != PROVEN_OK) {
-            rc = PROVEN_ERR;
-            goto done;
+        if (r.plain[0] == PROVEND_KV_OP_BASE_END
+            || r.plain[0] == PROVEND_KV_OP_COMMIT)
+        {
+            if (len != 1 || (*is_base && !seen_end)) {
+                provend_kv_err("KV log segment %" PRIu64 ": a misplaced "
+                               "batch end", seqno);
+                rc = PROVEN_ERR;
+                goto done;
+            }
+            committed = lseek(r.fd, 0, SEEK_CUR);
+            records = r.counter;
+            end_committed = seen_end;
         }
     }
 
@@ -1253,21 +1288,51 @@ provend_kv_load_segment(provend_kv_t *kv, uint64_t seqno, int *is_base,
 
     if (rc == 1) {
         provend_kv_err("KV log segment %" PRIu64 ": the record at %lld "
-                       "does not open but one after it does: the log was "
+                       "does not open but a later batch does: the log was "
                        "tampered with", seqno, (long long) at);
         rc = PROVEN_ERR;
         goto done;
     }
 
     end = lseek(r.fd, 0, SEEK_END);
-    if (at < end) {
+    if (committed < end) {
         provend_warn("KV log segment %" PRIu64 ": %lld bytes after the "
-                     "last whole record (a write cut by a crash) ignored",
-                     seqno, (long long) (end - at));
+                     "last whole batch (a write cut by a crash) ignored",
+                     seqno, (long long) (end - committed));
     }
 
-    kv->log_bytes += (uint64_t) at;
-    *complete = !*is_base || seen_end;
+    /* Second pass: apply what the first found whole. */
+    if (lseek(r.fd, PROVEND_KV_HEADER_LEN, SEEK_SET)
+        != PROVEND_KV_HEADER_LEN)
+    {
+        provend_kv_err("KV log segment %" PRIu64 ": cannot seek", seqno);
+        rc = PROVEN_ERR;
+        goto done;
+    }
+    r.counter = 0;
+
+    while (r.counter < records) {
+        if (provend_kv_read_record(&r, &len) != 1) {
+            provend_kv_err("KV log segment %" PRIu64 ": changed while "
+                           "being read", seqno);
+            rc = PROVEN_ERR;
+            goto done;
+        }
+
+        if (r.plain[0] == PROVEND_KV_OP_BASE_END
+            || r.plain[0] == PROVEND_KV_OP_COMMIT)
+        {
+            continue;
+        }
+
+        if (provend_kv_replay(kv, r.plain, len, err, errlen) != PROVEN_OK) {
+            rc = PROVEN_ERR;
+            goto done;
+        }
+    }
+
+    kv->log_bytes += (uint64_t) committed;
+    *complete = !*is_base || end_committed;
     rc = PROVEN_OK;
 
 done:
@@ -1532,6 +1597,14 @@ provend_kv_log_batch(provend_kv_t *kv, provend_storage_req_t *batch,
             provend_kv_err("cannot seal a KV log record");
             goto failed;
         }
+    }
+
+    /* Recovery replays whole batches only: up to their last COMMIT. */
+    if (provend_kv_record(kv, PROVEND_KV_OP_COMMIT, 0, NULL, 0, NULL, 0)
+        != PROVEN_OK)
+    {
+        provend_kv_err("cannot seal a KV log record");
+        goto failed;
     }
 
     if (provend_kv_write_all(kv->fd, kv->buf, kv->buf_len) != PROVEN_OK

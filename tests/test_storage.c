@@ -1080,9 +1080,10 @@ backend_try_open(char *err, size_t errlen)
 
 
 /*
- * The KV log: a record altered, or records swapped, in the middle of a
- * segment make the store refuse to open; a record cut short at the end
- * (a torn write) is dropped and the rest is served.
+ * The KV log: a record altered, or records swapped, before the end of a
+ * later batch make the store refuse to open; a batch cut short at the end
+ * (a torn write) is dropped and the rest is served, even when a record of
+ * it landed whole after a torn one.
  */
 static void
 test_kv_log_tampered(void **state)
@@ -1102,12 +1103,13 @@ test_kv_log_tampered(void **state)
     st = NULL;
 
     orig = kv_newest_segment(path, sizeof(path), &len);
+    /* ... key-a, its batch's end, key-b, its batch's end */
     n = kv_records(orig, len, at, 4096);
-    assert_true(n >= 2);
-    a = at[n - 2];
-    b = at[n - 1];
-    rec = b - a;
-    assert_int_equal(len - b, rec);     /* same lengths: swappable */
+    assert_true(n >= 4);
+    a = at[n - 4];
+    b = at[n - 2];
+    rec = at[n - 3] - a;
+    assert_int_equal(at[n - 1] - b, rec);   /* same lengths: swappable */
 
     copy = malloc(len);
     assert_non_null(copy);
@@ -1127,8 +1129,27 @@ test_kv_log_tampered(void **state)
     assert_false(backend_try_open(err, sizeof(err)));
     assert_non_null(strstr(err, "tampered"));
 
-    /* key-b's record cut short, as by a crash during its write */
+    /* key-b's batch cut short, as by a crash during its write */
     kv_write_segment(path, orig, b + rec / 2);
+    assert_true(backend_try_open(err, sizeof(err)));
+    expect_kv(&s, "key-a", "value-1", 1);
+    expect_kv(&s, "key-b", NULL, 0);
+    provend_storage_close(st);
+    st = NULL;
+
+    /* key-b's batch with its end torn, its record whole: not applied */
+    memcpy(copy, orig, len);
+    memset(copy + at[n - 1] + 4, 0, len - at[n - 1] - 4);
+    kv_write_segment(path, copy, len);
+    assert_true(backend_try_open(err, sizeof(err)));
+    expect_kv(&s, "key-b", NULL, 0);
+    provend_storage_close(st);
+    st = NULL;
+
+    /* key-b's record torn, its batch's end whole: a crash, not tampering */
+    memcpy(copy, orig, len);
+    memset(copy + b + 4, 0, rec - 4);
+    kv_write_segment(path, copy, len);
     assert_true(backend_try_open(err, sizeof(err)));
     expect_kv(&s, "key-a", "value-1", 1);
     expect_kv(&s, "key-b", NULL, 0);
