@@ -1,7 +1,7 @@
 /*
  * storage_load: a closed-loop load generator for bench/storage.  N
  * connections over a unix socket, one request in flight on each, all
- * driven by poll() from one thread; the same loop speaks provend's frames
+ * driven by epoll from one thread; the same loop speaks provend's frames
  * (kv.set / kv.get) or RESP to redis (SET / GET), so that only the server
  * differs between the two measurements.
  *
@@ -15,10 +15,10 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -40,6 +40,7 @@ typedef enum { LOAD_SET = 0, LOAD_GET, LOAD_FILL } load_op_t;
 typedef struct {
     int        fd;
     int        busy;              /* a request is in flight */
+    int        want_out;          /* polled for writing too */
     uint64_t   id;                /* of the request in flight (proven) */
     int64_t    started_ns;
     uint8_t   *out;               /* the request, being sent */
@@ -514,18 +515,44 @@ load_percentile_ms(const load_t *l, double p)
 }
 
 
+/* Polls c for writing as long as part of its request is unsent. */
+static int
+load_watch(int epfd, load_conn_t *c, int i)
+{
+    int                 want;
+    struct epoll_event  ev;
+
+    want = c->out_sent < c->out_len;
+    if (want == c->want_out) {
+        return 0;
+    }
+
+    memset(&ev, 0, sizeof(ev));
+    ev.events = EPOLLIN | (want ? EPOLLOUT : 0);
+    ev.data.u32 = (uint32_t) i;
+    c->want_out = want;
+    return epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+
+/*
+ * epoll rather than poll(): the client's own cost per request must stay
+ * well below a server's, or the run measures the client (poll() walks
+ * every connection's wait queue on every call).
+ */
 static int
 load_run(load_t *l)
 {
-    int             i, n, rc, active;
-    int64_t         start, deadline, elapsed;
-    load_conn_t    *conns;
-    struct pollfd  *pfds;
+    int                  i, n, k, rc, epfd, active;
+    int64_t              start, deadline, elapsed;
+    load_conn_t         *conns, *c;
+    struct epoll_event   ev, *events;
 
     rc = 1;
+    epfd = -1;
     conns = calloc((size_t) l->clients, sizeof(*conns));
-    pfds = calloc((size_t) l->clients, sizeof(*pfds));
-    if (conns == NULL || pfds == NULL) {
+    events = calloc((size_t) l->clients, sizeof(*events));
+    if (conns == NULL || events == NULL) {
         fprintf(stderr, "storage_load: out of memory\n");
         goto failed;
     }
@@ -534,9 +561,23 @@ load_run(load_t *l)
         conns[i].fd = -1;
     }
 
+    epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (epfd < 0) {
+        perror("storage_load: epoll_create1");
+        goto failed;
+    }
+
     for (i = 0; i < l->clients; i++) {
         conns[i].fd = load_connect(l->socket);
         if (conns[i].fd < 0) {
+            goto failed;
+        }
+
+        memset(&ev, 0, sizeof(ev));
+        ev.events = EPOLLIN;
+        ev.data.u32 = (uint32_t) i;
+        if (epoll_ctl(epfd, EPOLL_CTL_ADD, conns[i].fd, &ev) != 0) {
+            perror("storage_load: epoll_ctl");
             goto failed;
         }
     }
@@ -545,7 +586,9 @@ load_run(load_t *l)
     deadline = start + (int64_t) (l->seconds * 1e9);
 
     for (i = 0; i < l->clients; i++) {
-        if (load_start(l, &conns[i]) < 0) {
+        if (load_start(l, &conns[i]) < 0
+            || load_watch(epfd, &conns[i], i) != 0)
+        {
             goto failed;
         }
     }
@@ -553,10 +596,6 @@ load_run(load_t *l)
     for ( ;; ) {
         active = 0;
         for (i = 0; i < l->clients; i++) {
-            pfds[i].fd = conns[i].busy ? conns[i].fd : -1;
-            pfds[i].events = conns[i].out_sent < conns[i].out_len
-                             ? POLLOUT : POLLIN;
-            pfds[i].revents = 0;
             active += conns[i].busy;
         }
 
@@ -569,26 +608,31 @@ load_run(load_t *l)
             break;
         }
 
-        n = poll(pfds, (nfds_t) l->clients, 100);
+        n = epoll_wait(epfd, events, l->clients, 100);
         if (n < 0 && errno != EINTR) {
-            perror("storage_load: poll");
+            perror("storage_load: epoll_wait");
             goto failed;
         }
 
-        for (i = 0; n > 0 && i < l->clients; i++) {
-            if (pfds[i].revents == 0) {
+        for (k = 0; k < n; k++) {
+            i = (int) events[k].data.u32;
+            c = &conns[i];
+
+            if (!c->busy) {
                 continue;
             }
 
-            if (pfds[i].events == POLLOUT) {
-                if (load_flush(&conns[i]) < 0) {
+            if (c->out_sent < c->out_len) {
+                if (load_flush(c) < 0) {
                     fprintf(stderr, "storage_load: send failed\n");
                     goto failed;
                 }
-                continue;
+            } else if (load_read(l, c, deadline) < 0) {
+                goto failed;
             }
 
-            if (load_read(l, &conns[i], deadline) < 0) {
+            if (load_watch(epfd, c, i) != 0) {
+                perror("storage_load: epoll_ctl");
                 goto failed;
             }
         }
@@ -620,7 +664,10 @@ failed:
         free(conns[i].in);
     }
     free(conns);
-    free(pfds);
+    free(events);
+    if (epfd >= 0) {
+        close(epfd);
+    }
     return rc;
 }
 
