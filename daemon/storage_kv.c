@@ -70,6 +70,15 @@
 #define PROVEND_KV_SALT_LEN       32
 #define PROVEND_KV_FLAG_BASE      1
 
+/*
+ * The most a segment holds before its header is synced: the header and
+ * the first base's snapshot end.  Every segment's header is synced before
+ * any other record is written after it, so a crash leaves a headerless or
+ * endless first base only this long; anything longer was altered.
+ */
+#define PROVEND_KV_FIRST_LEN      (PROVEND_KV_HEADER_LEN + 4 + 1           \
+                                   + PROVEND_TAG_LEN)
+
 #define PROVEND_KV_OP_SET         1
 #define PROVEND_KV_OP_DELETE      2
 #define PROVEND_KV_OP_BASE_END    3
@@ -1130,15 +1139,17 @@ provend_kv_open_segment(provend_kv_t *kv, uint64_t seqno,
  * After a record that does not open at offset at: whether a record of a
  * later batch opens under a counter near its place (1: tampering), none
  * does (0: the torn last batch of a crash), or the file could not be read
- * (-1).  A
- * crash leaves only a tail that never opens; a record altered, moved or
- * removed in the middle leaves records that do.  Bounded: the first
- * PROVEND_KV_PROBE records, each tried at PROVEND_KV_PROBE counters.
+ * (-1).  A crash leaves only a tail that never opens; a record altered,
+ * moved or removed in the middle leaves records that do.  in_snapshot: the
+ * damaged record is part of a base's snapshot, after which only a COMMIT
+ * that follows a whole snapshot can come, so any COMMIT proves tampering.
+ * Bounded: the first PROVEND_KV_PROBE records, each tried at
+ * PROVEND_KV_PROBE counters.
  */
 #define PROVEND_KV_PROBE  16
 
 static int
-provend_kv_damage_inside(provend_kv_reader_t *r, off_t at)
+provend_kv_damage_inside(provend_kv_reader_t *r, off_t at, int in_snapshot)
 {
     int       k, opened, batch_ended;
     off_t     pos;
@@ -1177,7 +1188,9 @@ provend_kv_damage_inside(provend_kv_reader_t *r, off_t at)
                  * that batch was durable.  Within the last batch, a whole
                  * record after a torn one is a crash's out-of-order write.
                  */
-                if (batch_ended) {
+                if (batch_ended
+                    || (in_snapshot && r->plain[0] == PROVEND_KV_OP_COMMIT))
+                {
                     return 1;
                 }
                 if (r->plain[0] == PROVEND_KV_OP_COMMIT
@@ -1273,7 +1286,7 @@ provend_kv_load_segment(provend_kv_t *kv, uint64_t seqno, int *is_base,
     }
 
     if (rc == -1) {
-        rc = provend_kv_damage_inside(&r, at);
+        rc = provend_kv_damage_inside(&r, at, *is_base && !seen_end);
         if (rc < 0) {
             rc = -2;
         }
@@ -1441,10 +1454,48 @@ provend_kv_unlink(provend_kv_t *kv, uint64_t seqno)
 
 
 /*
+ * Moves segment seqno out of the log's way (renamed to .dropped): recovery
+ * never deletes what it judged a crash's leftover, in case it was wrong.
+ */
+static void
+provend_kv_set_aside(provend_kv_t *kv, uint64_t seqno)
+{
+    char  path[4096], aside[4200];
+
+    if (provend_kv_path(kv, seqno, path, sizeof(path)) != PROVEN_OK) {
+        return;
+    }
+    (void) snprintf(aside, sizeof(aside), "%s.dropped", path);
+    if (rename(path, aside) != 0) {
+        provend_warn("%s: cannot set aside: %s", path, strerror(errno));
+    }
+}
+
+
+/* The size of segment seqno, or -1. */
+static off_t
+provend_kv_segment_size(provend_kv_t *kv, uint64_t seqno)
+{
+    char         path[4096];
+    struct stat  sb;
+
+    if (provend_kv_path(kv, seqno, path, sizeof(path)) != PROVEN_OK
+        || stat(path, &sb) != 0)
+    {
+        return -1;
+    }
+    return sb.st_size;
+}
+
+
+/*
  * The newest complete base and everything after it.  A base left without
  * its end by a crash (in compaction, or creating the very first segment)
- * can only be the newest segment: it is dropped, and so are the older
- * segments a finished compaction had not removed yet.
+ * can only be the newest segment: it is set aside, and the older segments
+ * a finished compaction had not removed yet are removed.  A crash in
+ * compaction leaves the older segments in place; one creating the first
+ * segment leaves at most PROVEND_KV_FIRST_LEN bytes.  An endless base
+ * that is neither was damaged: recovery refuses it rather than lose it.
  */
 static int
 provend_kv_recover(provend_kv_t *kv, char *err, size_t errlen)
@@ -1463,25 +1514,27 @@ provend_kv_recover(provend_kv_t *kv, char *err, size_t errlen)
      * was synced (short, or zeros): no write was ever answered from it.
      */
     if (n > 0) {
-        char         path[4096];
-        uint8_t      zero[PROVEND_KV_HEADER_LEN];
-        struct stat  sb;
+        char     path[4096];
+        off_t    size;
+        uint8_t  zero[PROVEND_KV_HEADER_LEN];
 
         memset(zero, 0, sizeof(zero));
         fd = -1;
-        if (provend_kv_path(kv, seqnos[n - 1], path, sizeof(path))
-            == PROVEN_OK
-            && stat(path, &sb) == 0
-            && (sb.st_size < PROVEND_KV_HEADER_LEN
+        size = provend_kv_segment_size(kv, seqnos[n - 1]);
+
+        if (size >= 0 && size <= PROVEND_KV_FIRST_LEN
+            && provend_kv_path(kv, seqnos[n - 1], path, sizeof(path))
+               == PROVEN_OK
+            && (size < PROVEND_KV_HEADER_LEN
                 || ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0
                     && provend_kv_read_full(fd, header, sizeof(header))
                        == PROVEND_KV_HEADER_LEN
                     && memcmp(header, zero, sizeof(zero)) == 0)))
         {
             provend_warn("KV log: segment %" PRIu64 " has no header (a "
-                         "crash while creating it): dropped",
+                         "crash while creating it): set aside",
                          seqnos[n - 1]);
-            provend_kv_unlink(kv, seqnos[n - 1]);
+            provend_kv_set_aside(kv, seqnos[n - 1]);
             n--;
         }
         if (fd >= 0) {
@@ -1516,16 +1569,20 @@ provend_kv_recover(provend_kv_t *kv, char *err, size_t errlen)
 
         provend_kv_clear(kv);
 
-        if (i != n - 1) {
-            provend_kv_err("KV log: base segment %" PRIu64 " is incomplete",
-                           seqnos[i]);
+        if (i != n - 1
+            || (i == 0
+                && provend_kv_segment_size(kv, seqnos[i])
+                   > PROVEND_KV_FIRST_LEN))
+        {
+            provend_kv_err("KV log: base segment %" PRIu64 " is incomplete "
+                           "and no crash leaves it so: damaged", seqnos[i]);
             goto failed;
         }
 
         provend_warn("KV log: segment %" PRIu64 " is an unfinished "
-                     "snapshot (a crash while writing it): dropped",
+                     "snapshot (a crash while writing it): set aside",
                      seqnos[i]);
-        provend_kv_unlink(kv, seqnos[i]);
+        provend_kv_set_aside(kv, seqnos[i]);
         n--;
     }
 
@@ -1814,6 +1871,12 @@ provend_kv_compact(provend_kv_t *kv)
     }
 
     kv->buf_len = 0;
+
+    /* The header durable first: see PROVEND_KV_FIRST_LEN. */
+    if (fdatasync(fd) != 0) {
+        goto failed;
+    }
+
     e = kv->list;
 
     for ( ;; ) {
@@ -1866,6 +1929,8 @@ provend_kv_compact(provend_kv_t *kv)
     kv->base_seqno = seqno;
     kv->log_bytes = (uint64_t) kv->offset;
     kv->buf_len = 0;
+    kv->compact_hold_bytes = 0;
+    kv->compact_hold_seqno = 0;
 
     for (s = old_base; s < seqno; s++) {
         provend_kv_unlink(kv, s);

@@ -991,9 +991,9 @@ test_kv_concurrent(void **state)
 }
 
 
-/* The newest KV log segment: its path, and its bytes (malloc()ed). */
+/* The newest (or oldest) KV log segment: its path, its bytes (malloc()ed). */
 static uint8_t *
-kv_newest_segment(char *path, size_t pathlen, size_t *len)
+kv_segment(char *path, size_t pathlen, size_t *len, int newest)
 {
     DIR            *dir;
     char            kvdir[256], best[32];
@@ -1008,7 +1008,10 @@ kv_newest_segment(char *path, size_t pathlen, size_t *len)
 
     best[0] = '\0';
     while ((de = readdir(dir)) != NULL) {
-        if (strlen(de->d_name) == 20 && strcmp(de->d_name, best) > 0) {
+        if (strlen(de->d_name) == 20
+            && (best[0] == '\0'
+                || (strcmp(de->d_name, best) > 0) == (newest != 0)))
+        {
             memcpy(best, de->d_name, 21);     /* 20 and the NUL */
         }
     }
@@ -1038,6 +1041,21 @@ kv_write_segment(const char *path, const uint8_t *data, size_t len)
     assert_non_null(f);
     assert_int_equal(fwrite(data, 1, len, f), len);
     fclose(f);
+}
+
+
+/* The path of the segment after the one at path; returns its seqno. */
+static uint64_t
+kv_next_path(const char *path, char *next, size_t nextlen)
+{
+    uint64_t     seqno;
+    const char  *slash;
+
+    slash = strrchr(path, '/');
+    seqno = strtoull(slash + 1, NULL, 16) + 1;
+    snprintf(next, nextlen, "%.*s/%016llx.log", (int) (slash - path), path,
+             (unsigned long long) seqno);
+    return seqno;
 }
 
 
@@ -1102,7 +1120,7 @@ test_kv_log_tampered(void **state)
     provend_storage_close(st);
     st = NULL;
 
-    orig = kv_newest_segment(path, sizeof(path), &len);
+    orig = kv_segment(path, sizeof(path), &len, 1);
     /* ... key-a, its batch's end, key-b, its batch's end */
     n = kv_records(orig, len, at, 4096);
     assert_true(n >= 4);
@@ -1166,29 +1184,27 @@ test_kv_log_tampered(void **state)
 
     /*
      * A snapshot cut by a crash before its end (a base segment with no
-     * record yet, newest of all) is dropped; the log before it serves.
+     * record yet, newest of all) is set aside; the log before it serves.
      */
     {
         char      next[512];
         uint8_t   header[56];
         uint64_t  seqno;
 
-        seqno = strtoull(strrchr(path, '/') + 1, NULL, 16) + 1;
+        seqno = kv_next_path(path, next, sizeof(next));
         memcpy(header, "PVKVLOG1", 8);
         for (n = 0; n < 8; n++) {
             header[8 + n] = (uint8_t) (seqno >> (56 - 8 * n));
             header[16 + n] = n == 7;                /* flags: base */
         }
         memset(header + 24, 0x5a, 32);
-        snprintf(next, sizeof(next), "%.*s/%016llx.log",
-                 (int) (strrchr(path, '/') - path), path,
-                 (unsigned long long) seqno);
         kv_write_segment(next, header, sizeof(header));
 
         backend_open();
         expect_kv(&s, "key-a", "value-1", 1);
         expect_kv(&s, "key-b", "value-2", 1);
         assert_int_equal(access(next, F_OK), -1);
+        assert_int_equal(access(strcat(next, ".dropped"), F_OK), 0);
         provend_storage_close(st);
         st = NULL;
     }
@@ -1196,12 +1212,8 @@ test_kv_log_tampered(void **state)
     /* A segment whose header a crash cut short is dropped as well. */
     {
         char      next[512];
-        uint64_t  seqno;
 
-        seqno = strtoull(strrchr(path, '/') + 1, NULL, 16) + 1;
-        snprintf(next, sizeof(next), "%.*s/%016llx.log",
-                 (int) (strrchr(path, '/') - path), path,
-                 (unsigned long long) seqno);
+        (void) kv_next_path(path, next, sizeof(next));
         kv_write_segment(next, (const uint8_t *) "PVKVLOG1\0\0", 10);
 
         backend_open();
@@ -1211,10 +1223,27 @@ test_kv_log_tampered(void **state)
         st = NULL;
     }
 
+    /*
+     * A zeroed header on a segment longer than any crash leaves (headers
+     * are synced before anything follows them): refused, kept.
+     */
+    {
+        char      next[512];
+        uint8_t   zeros[200];
+
+        (void) kv_next_path(path, next, sizeof(next));
+        memset(zeros, 0, sizeof(zeros));
+        kv_write_segment(next, zeros, sizeof(zeros));
+
+        assert_false(backend_try_open(err, sizeof(err)));
+        assert_non_null(strstr(err, "not a KV log segment"));
+        assert_int_equal(access(next, F_OK), 0);
+        assert_int_equal(unlink(next), 0);
+    }
+
     /* A segment missing from the middle: refused. */
     {
         char      middle[512], moved[600];
-        uint64_t  seqno;
 
         backend_open();
         kv_set(&s, PROVEND_KV_BYTES, "key-c", "value-3");  /* path + 1 */
@@ -1225,10 +1254,7 @@ test_kv_log_tampered(void **state)
         provend_storage_close(st);
         st = NULL;
 
-        seqno = strtoull(strrchr(path, '/') + 1, NULL, 16) + 1;
-        snprintf(middle, sizeof(middle), "%.*s/%016llx.log",
-                 (int) (strrchr(path, '/') - path), path,
-                 (unsigned long long) seqno);
+        (void) kv_next_path(path, middle, sizeof(middle));
         snprintf(moved, sizeof(moved), "%s.aside", middle);
 
         assert_int_equal(rename(middle, moved), 0);
@@ -1243,6 +1269,122 @@ test_kv_log_tampered(void **state)
 
     free(copy);
     free(orig);
+}
+
+
+/*
+ * A base segment whose snapshot end was altered must not pass for a
+ * snapshot a crash cut short (which recovery sets aside): with a batch
+ * after it, or with no older segment to fall back on, the store refuses
+ * to open and keeps every file.
+ */
+static void
+test_kv_log_damaged_base(void **state)
+{
+    int               i;
+    char              path[512], saved[sizeof(data_dir)];
+    char              err[PROVEN_ERR_LEN], key[32], value[32];
+    size_t            len, n, at[4096];
+    uint8_t          *orig, *copy;
+    provend_scope_t   s;
+
+    (void) state;
+    app_scope(&s, "based");
+
+    provend_storage_close(st);
+    st = NULL;
+    memcpy(saved, data_dir, sizeof(saved));
+    snprintf(data_dir, sizeof(data_dir), "%s/based", top_dir);
+    assert_int_equal(mkdir(data_dir, 0700), 0);
+
+    /* the first segment: an empty snapshot's end, then one batch */
+    backend_open();
+    kv_set(&s, PROVEND_KV_BYTES, "first", "one");
+    provend_storage_close(st);
+    st = NULL;
+
+    orig = kv_segment(path, sizeof(path), &len, 0);
+    n = kv_records(orig, len, at, 4096);
+    assert_int_equal(n, 3);                 /* end, set, commit */
+    copy = malloc(len);
+    assert_non_null(copy);
+    memcpy(copy, orig, len);
+    copy[at[0] + 4] ^= 0x01;
+    kv_write_segment(path, copy, len);
+    assert_false(backend_try_open(err, sizeof(err)));
+    assert_non_null(strstr(err, "tampered"));
+    assert_int_equal(access(path, F_OK), 0);
+    kv_write_segment(path, orig, len);
+    free(copy);
+    free(orig);
+
+    /* past 64 segments: compacted into a base that holds a snapshot */
+    for (i = 0; i < 66; i++) {
+        backend_open();
+        snprintf(key, sizeof(key), "k%d", i % 5);
+        snprintf(value, sizeof(value), "v%d", i);
+        kv_set(&s, PROVEND_KV_BYTES, key, value);
+        provend_storage_close(st);
+        st = NULL;
+    }
+
+    /* its end altered, and the segments after it gone: refused */
+    orig = kv_segment(path, sizeof(path), &len, 0);
+    n = kv_records(orig, len, at, 4096);
+    assert_true(n >= 6);
+    {
+        char           kvdir[256], other[600];
+        DIR           *dir;
+        struct dirent *de;
+
+        snprintf(kvdir, sizeof(kvdir), "%s/storage/kv", data_dir);
+        dir = opendir(kvdir);
+        assert_non_null(dir);
+        while ((de = readdir(dir)) != NULL) {
+            snprintf(other, sizeof(other), "%s/%s", kvdir, de->d_name);
+            if (de->d_name[0] != '.' && strcmp(other, path) != 0) {
+                assert_int_equal(unlink(other), 0);
+            }
+        }
+        closedir(dir);
+    }
+
+    /* the snapshot end: the first record that is a bare op */
+    for (i = 0; (size_t) i < n; i++) {
+        if (orig[at[i] + 3] == 1 && at[i] + 4 + 1 + 16 <= len) {
+            break;
+        }
+    }
+    assert_true((size_t) i < n);
+    copy = malloc(len);
+    assert_non_null(copy);
+    memcpy(copy, orig, len);
+    copy[at[i] + 4] ^= 0x01;
+    kv_write_segment(path, copy, len);
+    assert_false(backend_try_open(err, sizeof(err)));
+    assert_non_null(strstr(err, "KV log"));
+    assert_int_equal(access(path, F_OK), 0);
+
+    /* whole again, it serves what the snapshot holds: all five keys */
+    kv_write_segment(path, orig, len);
+    backend_open();
+    for (i = 0; i < 5; i++) {
+        char      *got;
+        uint64_t   rev;
+
+        snprintf(key, sizeof(key), "k%d", i);
+        got = kv_get(&s, PROVEND_KV_BYTES, key, &rev);
+        assert_non_null(got);
+        assert_true(rev >= 12);
+        free(got);
+    }
+    provend_storage_close(st);
+    st = NULL;
+
+    free(copy);
+    free(orig);
+    memcpy(data_dir, saved, sizeof(saved));
+    backend_open();
 }
 
 
@@ -2871,6 +3013,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_kv_concurrent),
         cmocka_unit_test(test_kv_log_tampered),
         cmocka_unit_test(test_kv_log_reopen),
+        cmocka_unit_test(test_kv_log_damaged_base),
         cmocka_unit_test(test_kv_memory_limit),
         cmocka_unit_test(test_sql_execute_query),
         cmocka_unit_test(test_sql_batch_atomic),
