@@ -37,8 +37,8 @@ MODULE_SRCS = config $(wildcard src/*/*.c src/*/*.h) $(LIB_SRCS) lib/proven.h
 MODULES     = $(BUILD)/modules/ngx_http_proven_core_module.so \
               $(BUILD)/modules/ngx_http_proven_attestation_module.so
 
-.PHONY: all deps lib programs modules run test test-unit test-nginx asan \
-        fuzz bench clean
+.PHONY: all deps lib programs modules runtime run test test-unit \
+        test-nginx test-runtime asan fuzz bench clean
 
 all: deps programs modules
 
@@ -58,8 +58,21 @@ APT_INSTALL = install_missing() { missing=""; \
     $(SUDO) env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 \
         apt-get install -y -qq --no-install-recommends $$missing >/dev/null; }
 
+# Node.js: the machine's own when it has one (with npm), else Debian's
+# nodejs and npm.  The runtime's npm packages are pinned by
+# runtime/package-lock.json; install scripts are not run.
 deps:
-	@$(APT_INSTALL); install_missing $(DEB_PACKAGES)
+	@$(APT_INSTALL); install_missing $(DEB_PACKAGES); \
+	    if ! command -v node >/dev/null || ! command -v npm >/dev/null; \
+	    then install_missing nodejs npm; fi
+	@$(MAKE) --no-print-directory runtime
+
+runtime: runtime/node_modules/.stamp
+
+runtime/node_modules/.stamp: runtime/package.json runtime/package-lock.json
+	cd runtime && npm ci --ignore-scripts --no-audit --no-fund \
+	    --loglevel=error
+	@touch $@
 
 deps-bench:
 	@$(APT_INSTALL); install_missing $(DEB_BENCH)
@@ -127,6 +140,10 @@ test-unit: $(TEST_BINS)
 
 test-nginx: all
 	@prove -I t/lib -r t/
+
+test-runtime: runtime
+	@cd runtime && node --experimental-vm-modules --no-warnings \
+	    --test test/*.test.mjs
 
 # Debian's nginx is not instrumented: it gets the runtimes preloaded.
 asan:

@@ -30,6 +30,10 @@ for s in tests/cli.sh tests/e2e.sh tests/storage.sh; do
     "$s" "$build" || failed+=("$s")
 done
 
+echo "== runtime (node:test)"
+(cd runtime && node --experimental-vm-modules --no-warnings \
+    --test-reporter=dot --test test/*.test.mjs) || failed+=("runtime/")
+
 echo "== Test::Nginx suites (t/)"
 modules="$top/$build/modules/ngx_http_proven_core_module.so"
 modules="$modules $top/$build/modules/ngx_http_proven_attestation_module.so"

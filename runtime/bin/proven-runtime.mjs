@@ -1,0 +1,116 @@
+#!/usr/bin/env node
+// proven-runtime: runs one application's deployed package.
+//
+//   proven-runtime pack PATH [--out FILE]
+//       Packs the modules at PATH (a file or a folder) and prints the
+//       package id; --out writes the package bytes.
+//   proven-runtime serve --app NAME --package FILE --listen SOCKET
+//       [--memory-mb N] [--expose-errors]
+//       Loads the package in a sandboxed worker thread and answers frames
+//       on the unix socket SOCKET (see lib/server.mjs).
+//
+// Run it with `node --experimental-vm-modules`: the sandbox links ES
+// modules with node:vm's module API.
+
+import fs from 'node:fs';
+import process from 'node:process';
+
+import { decodePackage, pack, PackageError, sameHandlers }
+    from '../lib/package.mjs';
+import { AppIsolate } from '../lib/isolate.mjs';
+import { RuntimeServer } from '../lib/server.mjs';
+
+function usage(message) {
+    if (message) {
+        process.stderr.write(`proven-runtime: ${message}\n`);
+    }
+    process.stderr.write('usage: proven-runtime pack PATH [--out FILE]\n'
+        + '       proven-runtime serve --app NAME --package FILE '
+        + '--listen SOCKET [--memory-mb N] [--expose-errors]\n');
+    process.exit(2);
+}
+
+function options(args, flags, switches = []) {
+    const out = { rest: [] };
+    for (let i = 0; i < args.length; i++) {
+        const a = args[i];
+        if (switches.includes(a)) {
+            out[a.slice(2)] = true;
+        } else if (flags.includes(a)) {
+            if (i + 1 >= args.length) {
+                usage(`${a} needs a value`);
+            }
+            out[a.slice(2)] = args[++i];
+        } else if (a.startsWith('--')) {
+            usage(`unknown option ${a}`);
+        } else {
+            out.rest.push(a);
+        }
+    }
+    return out;
+}
+
+async function packCommand(args) {
+    const o = options(args, ['--out']);
+    if (o.rest.length !== 1) {
+        usage('pack takes one PATH');
+    }
+    const { id, bytes } = await pack(o.rest[0]);
+    if (o.out) {
+        fs.writeFileSync(o.out, bytes);
+    }
+    process.stdout.write(`${id}\n`);
+}
+
+async function serveCommand(args) {
+    const o = options(args, ['--app', '--package', '--listen', '--memory-mb'],
+                      ['--expose-errors']);
+    if (!o.app || !o.package || !o.listen || o.rest.length) {
+        usage('serve needs --app, --package and --listen');
+    }
+    const memoryMb = o['memory-mb'] ? Number(o['memory-mb']) : 128;
+    if (!Number.isInteger(memoryMb) || memoryMb < 16 || memoryMb > 16384) {
+        usage('--memory-mb must be 16 to 16384');
+    }
+
+    const bytes = fs.readFileSync(o.package);
+    const pkg = decodePackage(bytes);
+    const isolate = new AppIsolate(o.app, pkg.modules, { memoryMb });
+    const declared = await isolate.start();
+    if (!sameHandlers(declared, pkg.handlers)) {
+        throw new PackageError('the package manifest does not list the '
+                               + 'handlers its code declares');
+    }
+
+    const server = new RuntimeServer({
+        app: o.app, isolate, handlers: pkg.handlers,
+        exposeErrors: Boolean(o['expose-errors']),
+    });
+    await server.listen(o.listen);
+    process.stderr.write(`proven-runtime: app ${o.app} ready on `
+                         + `${o.listen} (${pkg.handlers.length} handlers)\n`);
+
+    const stop = async () => {
+        await server.close();
+        await isolate.close();
+        process.exit(0);
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+}
+
+const [command, ...rest] = process.argv.slice(2);
+const commands = { pack: packCommand, serve: serveCommand };
+
+if (!commands[command]) {
+    usage(command ? `unknown command ${command}` : null);
+}
+
+try {
+    await commands[command](rest);
+} catch (e) {
+    const known = e instanceof PackageError || e.code === 'load_failed'
+        || e.code === 'ENOENT';
+    process.stderr.write(`proven-runtime: ${known ? e.message : e.stack}\n`);
+    process.exit(1);
+}

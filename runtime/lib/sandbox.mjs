@@ -1,0 +1,498 @@
+// One application version in its own V8 context.
+//
+// The context holds the ECMAScript built-ins and nothing of Node: no
+// require, no process, no import of node: modules (static imports resolve
+// only inside the package or to @proven-network/*, dynamic import() has no
+// loader at all), no eval or new Function (code generation from strings is
+// off).  Our API is built inside the context by SETUP_SOURCE, so every
+// function and object app code can reach belongs to the context: walking
+// .constructor chains ends at the context's Function, never the host's.
+// The host talks to that code through a handful of functions it passes in
+// once, which the setup code keeps in its closure and calls only with
+// strings, numbers and byte arrays it made itself.
+//
+// This is one layer: the worker process around it (see README, Sandbox)
+// is the boundary that holds if a V8 bug lets code out of the context.
+
+import vm from 'node:vm';
+import path from 'node:path';
+import { types } from 'node:util';
+
+// Limits for what a call may write to the console.
+export const LOG_LINE_MAX = 8 * 1024;
+export const LOG_CALL_MAX = 64 * 1024;
+
+const HTTP_METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'HEAD',
+    'OPTIONS'];
+
+// Runs inside the context: builds the API modules' exports and the entry
+// points the host calls.  It must not trust any built-in after user code
+// has run, so it takes what it needs before returning.
+const SETUP_SOURCE = String.raw`(function setup(host, limits) {
+    'use strict';
+
+    const apply = Reflect.apply;
+    const freeze = Object.freeze;
+    const keys = Object.keys;
+    const getProto = Object.getPrototypeOf;
+    const ObjectProto = Object.prototype;
+    const parse = JSON.parse;
+    const stringify = JSON.stringify;
+    const isArray = Array.isArray;
+    const isInteger = Number.isInteger;
+    const StringOf = String;
+    const U8 = Uint8Array;
+    const isView = ArrayBuffer.isView;
+    const ArrayBufferCtor = ArrayBuffer;
+    const resolve = Promise.resolve;
+    const PromiseCtor = Promise;
+    const then = Promise.prototype.then;
+    const WeakMapCtor = WeakMap;
+    const mapGet = WeakMap.prototype.get;
+    const mapSet = WeakMap.prototype.set;
+    const push = Array.prototype.push;
+    const join = Array.prototype.join;
+    const slice = String.prototype.slice;
+    const test = RegExp.prototype.test;
+    const TypeErrorCtor = TypeError;
+
+    /* Error.prepareStackTrace and friends stay as V8 made them. */
+    for (const E of [Error, TypeError, RangeError, SyntaxError,
+                     ReferenceError, EvalError, URIError, AggregateError])
+    {
+        freeze(E);
+    }
+
+    const METHODS = ${JSON.stringify(HTTP_METHODS)};
+    const PATH_RE = /^(\/(:[A-Za-z_][A-Za-z0-9_]*|[A-Za-z0-9._~!$&'()+,;=@-]+))+\/?$|^\/$/;
+    const CRON_RANGES = [[0, 59], [0, 23], [1, 31], [1, 12], [0, 6]];
+
+    const described = new WeakMapCtor();
+    const bound = [];
+
+    function fail(message) {
+        throw new TypeErrorCtor(message);
+    }
+
+    function timeoutOf(options, where) {
+        if (options.timeout === undefined) {
+            return undefined;
+        }
+        if (!isInteger(options.timeout) || options.timeout < 1
+            || options.timeout > limits.timeoutMax)
+        {
+            fail(where + ': timeout must be a whole number of milliseconds '
+                 + 'from 1 to ' + limits.timeoutMax);
+        }
+        return options.timeout;
+    }
+
+    function make(kind, info, fn, where) {
+        if (typeof fn !== 'function') {
+            fail(where + ': the handler must be a function');
+        }
+        const handler = function (...args) {
+            return apply(fn, undefined, args);
+        };
+        info.kind = kind;
+        apply(mapSet, described, [handler, { info: freeze(info), fn }]);
+        return freeze(handler);
+    }
+
+    function options(value, where) {
+        if (value === null || typeof value !== 'object') {
+            fail(where + ': options must be an object');
+        }
+        return value;
+    }
+
+    function checkCron(expression) {
+        if (typeof expression !== 'string') {
+            fail('runOnSchedule: the schedule must be a cron string');
+        }
+        const fields = expression.trim().split(/\s+/);
+        if (fields.length !== 5) {
+            fail('runOnSchedule: "' + expression + '" is not five cron '
+                 + 'fields (minute hour day month weekday, UTC)');
+        }
+        for (let i = 0; i < 5; i++) {
+            const [lo, hi] = CRON_RANGES[i];
+            for (const part of fields[i].split(',')) {
+                const m = /^(\*|([0-9]+)(-([0-9]+))?)(\/([0-9]+))?$/.exec(part);
+                const a = m && m[2] !== undefined ? +m[2] : lo;
+                const b = m && m[4] !== undefined ? +m[4]
+                          : m && m[2] !== undefined ? a : hi;
+                const step = m && m[6] !== undefined ? +m[6] : 1;
+                if (m === null || a < lo || b > hi || a > b || step < 1
+                    || step > hi)
+                {
+                    fail('runOnSchedule: cron field "' + fields[i]
+                         + '" is not valid for the range ' + lo + '-' + hi);
+                }
+            }
+        }
+        return fields.join(' ');
+    }
+
+    const handlerModule = freeze({
+        run(fn) {
+            return make('rpc', {}, fn, 'run');
+        },
+        runWithOptions(opts, fn) {
+            opts = options(opts, 'runWithOptions');
+            return make('rpc', { timeout: timeoutOf(opts, 'runWithOptions') },
+                        fn, 'runWithOptions');
+        },
+        runOnHttp(opts, fn) {
+            opts = options(opts, 'runOnHttp');
+            const method = opts.method === undefined ? 'GET' : opts.method;
+            if (typeof method !== 'string'
+                || !METHODS.includes(method.toUpperCase()))
+            {
+                fail('runOnHttp: method must be one of ' + METHODS.join(' '));
+            }
+            if (typeof opts.path !== 'string' || opts.path.length > 256
+                || !apply(test, PATH_RE, [opts.path]))
+            {
+                fail('runOnHttp: path must be like "/items/:id" (segments '
+                     + 'of letters, digits and -._~, or :name), got '
+                     + stringify(opts.path));
+            }
+            return make('http', { method: method.toUpperCase(),
+                                  path: opts.path,
+                                  timeout: timeoutOf(opts, 'runOnHttp') },
+                        fn, 'runOnHttp');
+        },
+        runOnSchedule(cron, fn) {
+            return make('schedule', { cron: checkCron(cron) }, fn,
+                        'runOnSchedule');
+        },
+    });
+
+    /* console.*: formatted here, bounded, handed to the host as text. */
+    function show(value) {
+        if (typeof value === 'string') {
+            return value;
+        }
+        try {
+            const text = stringify(value);
+            return text === undefined ? StringOf(value) : text;
+        } catch (e) {
+            try {
+                return StringOf(value);
+            } catch (e2) {
+                return '[unprintable]';
+            }
+        }
+    }
+
+    function logger(level) {
+        return function (...args) {
+            const parts = [];
+            for (const a of args) {
+                apply(push, parts, [show(a)]);
+            }
+            let line = apply(join, parts, [' ']);
+            if (line.length > limits.logLine) {
+                line = apply(slice, line, [0, limits.logLine]) + '...';
+            }
+            host.log(level, line);
+        };
+    }
+
+    const consoleObject = freeze({
+        log: logger('log'), info: logger('info'), warn: logger('warn'),
+        error: logger('error'), debug: logger('debug'),
+    });
+    Object.defineProperty(globalThis, 'console', {
+        value: consoleObject, writable: false, configurable: false,
+    });
+
+    /* What a handler returned, as status, header pairs and a body. */
+    function isPlainObject(v) {
+        return v !== null && typeof v === 'object' && !isArray(v)
+               && (getProto(v) === ObjectProto || getProto(v) === null);
+    }
+
+    function isResponse(v) {
+        if (!isPlainObject(v) || !isInteger(v.status)) {
+            return false;
+        }
+        for (const k of keys(v)) {
+            if (k !== 'status' && k !== 'headers' && k !== 'body') {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    function bodyOf(body) {
+        if (body === undefined || body === null) {
+            return [null, null];
+        }
+        if (typeof body === 'string') {
+            return [body, 'text/plain; charset=utf-8'];
+        }
+        if (body instanceof ArrayBufferCtor) {
+            return [new U8(new U8(body)), 'application/octet-stream'];
+        }
+        if (isView(body)) {
+            return [new U8(new U8(body.buffer, body.byteOffset,
+                                  body.byteLength)),
+                    'application/octet-stream'];
+        }
+        const json = stringify(body);
+        if (json === undefined) {
+            fail('the response body cannot be sent as JSON');
+        }
+        return [json, 'application/json'];
+    }
+
+    function respond(callId, value) {
+        let status = 200, headers = [], body = value;
+
+        if (isResponse(value)) {
+            status = value.status;
+            body = value.body;
+            if (status < 100 || status > 599) {
+                fail('status ' + status + ' is not an HTTP status');
+            }
+            if (value.headers !== undefined) {
+                if (!isPlainObject(value.headers)) {
+                    fail('headers must be an object of names to strings');
+                }
+                for (const name of keys(value.headers)) {
+                    apply(push, headers,
+                          [[StringOf(name), StringOf(value.headers[name])]]);
+                }
+            }
+        }
+
+        const [out, type] = bodyOf(body);
+        host.settle(callId, true, status, stringify(headers), out, type);
+    }
+
+    function failed(callId, error) {
+        let message, stack;
+        try {
+            message = error instanceof Error
+                ? StringOf(error.name) + ': ' + StringOf(error.message)
+                : 'thrown: ' + show(error);
+            stack = error instanceof Error ? StringOf(error.stack) : '';
+        } catch (e) {
+            message = 'an error that cannot be printed';
+            stack = '';
+        }
+        host.settle(callId, false, 0, apply(slice, message, [0, 4096]),
+                    apply(slice, stack, [0, 16384]), null);
+    }
+
+    function settleWith(callId, result) {
+        apply(then, apply(resolve, PromiseCtor, [result]), [
+            (value) => {
+                try {
+                    respond(callId, value);
+                } catch (e) {
+                    failed(callId, e);
+                }
+            },
+            (error) => failed(callId, error),
+        ]);
+    }
+
+    return freeze({
+        modules: freeze({ '@proven-network/handler': handlerModule }),
+
+        /* An export: a handler's description as JSON, or null. */
+        describe(value) {
+            if ((typeof value !== 'function')) {
+                return null;
+            }
+            const d = apply(mapGet, described, [value]);
+            return d === undefined ? null : stringify(d.info);
+        },
+
+        bind(index, value) {
+            bound[index] = apply(mapGet, described, [value]).fn;
+        },
+
+        /* request: JSON text; body: a string, a byte array or null. */
+        invoke(callId, index, request, body) {
+            let result;
+            try {
+                const req = parse(request);
+                req.body = body === null ? undefined : body;
+                result = apply(bound[index], undefined, [req]);
+            } catch (e) {
+                failed(callId, e);
+                return;
+            }
+            settleWith(callId, result);
+        },
+    });
+})`;
+
+const PACKAGE_SPECIFIER = /^@proven-network\/[a-z]+$/;
+
+function contextOptions(name) {
+    return {
+        name,
+        codeGeneration: { strings: false, wasm: false },
+    };
+}
+
+// The handlers of a loaded package, in a stable order: modules by path,
+// exports by name.
+export class Sandbox {
+    // modules: { "path/in/package.js": "source" }; host: { settle, log }
+    constructor(modules, host, options = {}) {
+        this.sources = modules;
+        this.host = host;
+        this.timeoutMax = options.timeoutMax || 300000;
+        this.context = vm.createContext({}, contextOptions(
+            options.name || 'app'));
+        this.bytesInContext = vm.runInContext('Uint8Array', this.context);
+        this.api = vm.runInContext(SETUP_SOURCE, this.context)(
+            {
+                settle: (...args) => this.settle(...args),
+                log: (level, line) => this.log(level, line),
+            },
+            { timeoutMax: this.timeoutMax, logLine: LOG_LINE_MAX });
+        this.handlers = [];
+        this.logs = null;
+        this.logBytes = 0;
+    }
+
+    settle(callId, ok, status, a, b, type) {
+        try {
+            if (typeof callId !== 'number') {
+                return;
+            }
+            let body = b;
+            if (ok && b !== null && typeof b !== 'string') {
+                // b is a byte array the setup code made; copy it with the
+                // host's constructor, which reads it without calling into
+                // the context.
+                body = types.isUint8Array(b) && !types.isProxy(b)
+                    ? Buffer.from(new Uint8Array(b)) : null;
+            }
+            const logs = this.logs;
+            this.logs = null;
+            this.logBytes = 0;
+            this.host.settle(callId, ok ? {
+                status, headers: JSON.parse(String(a)), body, type,
+                logs,
+            } : { error: String(a), stack: String(b), logs });
+        } catch (e) {
+            this.host.settle(callId, { error: `runtime: ${e.message}`,
+                                       stack: '', logs: null });
+        }
+    }
+
+    log(level, line) {
+        if (typeof line !== 'string') {
+            return;
+        }
+        this.host.log?.(String(level), line);
+        if (this.logs === null) {
+            this.logs = [];
+        }
+        if (this.logBytes + line.length <= LOG_CALL_MAX) {
+            this.logs.push([String(level), line]);
+            this.logBytes += line.length;
+        }
+    }
+
+    link(specifier, referencing) {
+        if (PACKAGE_SPECIFIER.test(specifier)) {
+            const m = this.apiModules.get(specifier);
+            if (m === undefined) {
+                throw new Error(`cannot import "${specifier}": no such `
+                                + 'Proven module');
+            }
+            return m;
+        }
+        if (!specifier.startsWith('./') && !specifier.startsWith('../')) {
+            throw new Error(`cannot import "${specifier}" from `
+                            + `${referencing.identifier}: only relative `
+                            + 'imports inside the package and '
+                            + '@proven-network/* are allowed');
+        }
+        const from = path.posix.dirname(referencing.identifier);
+        const target = path.posix.normalize(path.posix.join(from,
+                                                            specifier));
+        const m = this.modules.get(target);
+        if (m === undefined) {
+            throw new Error(`cannot import "${specifier}" from `
+                            + `${referencing.identifier}: ${target} is not `
+                            + 'in the package');
+        }
+        return m;
+    }
+
+    // Compiles, links and runs every module; returns the handlers found
+    // among their exports (the package manifest's handler list).
+    async load() {
+        this.apiModules = new Map();
+        for (const [name, exportsObject] of Object.entries(
+            this.api.modules))
+        {
+            const names = Object.keys(exportsObject);
+            this.apiModules.set(name, new vm.SyntheticModule(names,
+                function () {
+                    for (const n of names) {
+                        this.setExport(n, exportsObject[n]);
+                    }
+                }, { context: this.context, identifier: name }));
+        }
+
+        this.modules = new Map();
+        const paths = Object.keys(this.sources).sort();
+        for (const p of paths) {
+            this.modules.set(p, new vm.SourceTextModule(this.sources[p], {
+                context: this.context,
+                identifier: p,
+            }));
+        }
+
+        for (const p of paths) {
+            const m = this.modules.get(p);
+            if (m.status === 'unlinked') {
+                await m.link((s, r) => this.link(s, r));
+            }
+        }
+        for (const p of paths) {
+            await this.modules.get(p).evaluate();
+        }
+
+        this.handlers = [];
+        for (const p of paths) {
+            const ns = this.modules.get(p).namespace;
+            for (const name of Object.keys(ns).sort()) {
+                const info = this.api.describe(ns[name]);
+                if (info === null) {
+                    continue;
+                }
+                const index = this.handlers.length;
+                this.api.bind(index, ns[name]);
+                const parsed = JSON.parse(info);
+                this.handlers.push({ module: p, name, ...parsed });
+            }
+        }
+        return this.handlers;
+    }
+
+    // Starts a call; host.settle(callId, result) follows, at once or later.
+    invoke(callId, index, request, body) {
+        let inContext = null;
+        if (typeof body === 'string') {
+            inContext = body;
+        } else if (body != null) {
+            inContext = new this.bytesInContext(body.length);
+            Uint8Array.prototype.set.call(inContext, body);
+        }
+        this.logs = null;
+        this.logBytes = 0;
+        this.api.invoke(callId, index, JSON.stringify(request), inContext);
+    }
+}

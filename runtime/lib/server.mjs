@@ -1,0 +1,254 @@
+// The runtime's socket: frames from nginx (ngx_proven_app) and provend.
+//
+// Request  {"id", "op": "app.http", "method", "path", "query"?: text,
+//           "headers"?: {name: value} or [[name, value], ...],
+//           "body"?: bytes}
+// Answer   {"id", "ok": true, "result": {"status", "headers": [[n, v]],
+//           "body": bytes}}
+//          {"id", "ok": false, "error": {"code", "message", "error_id"?}}
+// Codes: not_found, method_not_allowed (with "allow"), bad_request,
+// timeout, handler_error, worker_died, busy.
+// Also "app.logs" (the recent console lines) and "runtime.status".
+
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+
+import { encodeFrame, FrameReader } from './frames.mjs';
+import { CallInputError, Routes } from './routes.mjs';
+
+const CALLS_MAX = 1024;                    /* in flight, whole process */
+const LOG_LINES_MAX = 1000;
+const LOG_BYTES_MAX = 256 * 1024;
+const DEFAULT_TIMEOUT_MS = 10000;
+const TEXT_TYPE = /^(text\/|application\/(json|x-www-form-urlencoded|[a-z.+-]*\+json)\b)/i;
+const utf8 = new TextDecoder('utf-8', { fatal: false });
+
+export class RuntimeServer {
+    constructor({ app, isolate, handlers, exposeErrors }) {
+        this.app = app;
+        this.isolate = isolate;
+        this.handlers = handlers;
+        this.routes = new Routes(handlers);
+        this.exposeErrors = exposeErrors;
+        this.inFlight = 0;
+        this.logs = [];
+        this.logBytes = 0;
+        this.connections = new Set();
+        this.served = 0;
+    }
+
+    listen(socketPath) {
+        try {
+            fs.unlinkSync(socketPath);
+        } catch (e) {
+            if (e.code !== 'ENOENT') {
+                throw e;
+            }
+        }
+        this.server = net.createServer((c) => this.accept(c));
+        return new Promise((resolve, reject) => {
+            this.server.once('error', reject);
+            this.server.listen(socketPath, () => {
+                fs.chmodSync(socketPath, 0o660);
+                resolve();
+            });
+        });
+    }
+
+    close() {
+        for (const c of this.connections) {
+            c.destroy();
+        }
+        return new Promise((resolve) => this.server.close(() => resolve()));
+    }
+
+    accept(conn) {
+        this.connections.add(conn);
+        const reader = new FrameReader(
+            (frame) => this.frame(conn, frame),
+            (err) => {
+                this.reply(conn, { ok: false, error: {
+                    code: 'bad_request', message: err.message } });
+                conn.end();
+            });
+        conn.on('data', (chunk) => reader.push(chunk));
+        conn.on('error', () => {});
+        conn.on('close', () => this.connections.delete(conn));
+    }
+
+    reply(conn, answer) {
+        if (!conn.destroyed) {
+            conn.write(encodeFrame(answer));
+        }
+    }
+
+    fail(conn, id, code, message, extra = {}) {
+        this.reply(conn, { id, ok: false, error: { code, message, ...extra } });
+    }
+
+    frame(conn, f) {
+        const id = f.id;
+        if (!Number.isInteger(id) || id < 0) {
+            return this.fail(conn, null, 'bad_request',
+                             'a request needs an unsigned "id"');
+        }
+        switch (f.op) {
+        case 'app.http':
+            return this.http(conn, id, f);
+        case 'app.logs':
+            return this.reply(conn, { id, ok: true,
+                                      result: { lines: this.logs } });
+        case 'runtime.status':
+            return this.reply(conn, { id, ok: true, result: {
+                app: this.app, handlers: this.handlers.length,
+                in_flight: this.inFlight, served: this.served,
+                restarts: this.isolate.restarts } });
+        default:
+            return this.fail(conn, id, 'unknown_op',
+                             `unknown op ${JSON.stringify(f.op)}`);
+        }
+    }
+
+    record(logs) {
+        if (!logs) {
+            return;
+        }
+        for (const [level, line] of logs) {
+            this.logs.push([Date.now(), level, line]);
+            this.logBytes += line.length;
+        }
+        while (this.logs.length > LOG_LINES_MAX
+               || this.logBytes > LOG_BYTES_MAX)
+        {
+            this.logBytes -= this.logs.shift()[2].length;
+        }
+    }
+
+    async http(conn, id, f) {
+        if (typeof f.method !== 'string' || typeof f.path !== 'string'
+            || !f.path.startsWith('/') || f.path.length > 8192)
+        {
+            return this.fail(conn, id, 'bad_request',
+                             'app.http needs a method and a path');
+        }
+        if (this.inFlight >= CALLS_MAX) {
+            return this.fail(conn, id, 'busy', 'too many calls in flight');
+        }
+
+        let match, request, body;
+        try {
+            match = this.routes.match(f.method.toUpperCase(), f.path);
+            if (match.status === 404) {
+                return this.fail(conn, id, 'not_found', `no route for `
+                                 + `${f.method} ${f.path}`);
+            }
+            if (match.status === 405) {
+                return this.fail(conn, id, 'method_not_allowed',
+                                 `${f.path} does not take ${f.method}`,
+                                 { allow: match.allow });
+            }
+            const headers = headerMap(f.headers);
+            request = {
+                method: f.method.toUpperCase(),
+                path: f.path,
+                pathParameters: match.params,
+                queryParameters: queryMap(f.query),
+                headers,
+            };
+            body = bodyOf(f.body, headers['content-type']);
+        } catch (e) {
+            if (e instanceof CallInputError) {
+                return this.fail(conn, id, 'bad_request', e.message);
+            }
+            throw e;
+        }
+
+        const timeout = match.handler.timeout || DEFAULT_TIMEOUT_MS;
+        this.inFlight++;
+        try {
+            const r = await this.isolate.call(match.index, request, body,
+                                              timeout);
+            this.record(r.logs);
+            const headers = r.headers.filter(
+                ([n]) => n.toLowerCase() !== 'content-type' || r.type);
+            if (r.type && !r.headers.some(
+                ([n]) => n.toLowerCase() === 'content-type'))
+            {
+                headers.push(['content-type', r.type]);
+            }
+            this.served++;
+            this.reply(conn, { id, ok: true, result: {
+                status: r.status, headers,
+                body: r.body === null ? Buffer.alloc(0)
+                    : typeof r.body === 'string' ? Buffer.from(r.body)
+                    : r.body } });
+        } catch (e) {
+            this.record(e.logs);
+            if (e.code === 'handler_error') {
+                const errorId = randomBytes(8).toString('hex');
+                process.stderr.write(`proven-runtime: app ${this.app} error `
+                                     + `${errorId}: ${e.message}\n`);
+                this.fail(conn, id, 'handler_error', this.exposeErrors
+                    ? e.message : 'the handler failed', { error_id: errorId });
+            } else if (e.code) {
+                this.fail(conn, id, e.code, e.message);
+            } else {
+                this.fail(conn, id, 'internal', `runtime: ${e.message}`);
+            }
+        } finally {
+            this.inFlight--;
+        }
+    }
+}
+
+function headerMap(headers) {
+    const out = {};
+    if (headers == null) {
+        return out;
+    }
+    const pairs = Array.isArray(headers) ? headers : Object.entries(headers);
+    for (const pair of pairs) {
+        if (!Array.isArray(pair) || pair.length !== 2
+            || typeof pair[0] !== 'string' || typeof pair[1] !== 'string')
+        {
+            throw new CallInputError('headers are [name, value] text pairs');
+        }
+        const name = pair[0].toLowerCase();
+        out[name] = out[name] === undefined ? pair[1]
+                                            : `${out[name]}, ${pair[1]}`;
+    }
+    return out;
+}
+
+function queryMap(query) {
+    const out = {};
+    if (query == null || query === '') {
+        return out;
+    }
+    if (typeof query !== 'string') {
+        throw new CallInputError('query is text');
+    }
+    for (const [k, v] of new URLSearchParams(query)) {
+        if (out[k] === undefined) {
+            out[k] = v;
+        } else if (Array.isArray(out[k])) {
+            out[k].push(v);
+        } else {
+            out[k] = [out[k], v];
+        }
+    }
+    return out;
+}
+
+// Text bodies reach the handler as strings, others as bytes.
+function bodyOf(body, type) {
+    if (body == null || body.length === 0) {
+        return null;
+    }
+    if (!(body instanceof Uint8Array)) {
+        throw new CallInputError('body is a byte string');
+    }
+    return type !== undefined && TEXT_TYPE.test(type)
+        ? utf8.decode(body) : body;
+}

@@ -1,0 +1,167 @@
+// runOnHttp through the runtime's socket: routing, parameters, bodies,
+// answers, and every error code.
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+
+import { startRuntime } from './helpers.mjs';
+
+const APP = {
+    'index.js': `
+import { runOnHttp } from '@proven-network/handler';
+
+export const item = runOnHttp({ path: '/items/:id' }, (req) => ({
+    id: req.pathParameters.id, q: req.queryParameters,
+    method: req.method, path: req.path,
+}));
+export const newItem = runOnHttp({ path: '/items/new' }, () => 'the form');
+export const create = runOnHttp({ path: '/items', method: 'POST' },
+    (req) => ({ status: 201, headers: { 'x-created': 'yes' },
+                body: { got: req.body, type: typeof req.body,
+                        agent: req.headers['user-agent'] } }));
+export const bytes = runOnHttp({ path: '/bytes', method: 'PUT' },
+    (req) => req.body.reverse());
+export const text = runOnHttp({ path: '/text' }, () => 'plain words');
+export const typed = runOnHttp({ path: '/typed' }, () => ({ status: 200,
+    headers: { 'content-type': 'text/csv' }, body: 'a,b' }));
+export const nothing = runOnHttp({ path: '/nothing' }, () => undefined);
+export const later = runOnHttp({ path: '/later' },
+    async () => { await null; return { later: true }; });
+export const throws = runOnHttp({ path: '/throws' }, () => {
+    console.log('about to fail');
+    throw new RangeError('out of range here');
+});
+export const rejects = runOnHttp({ path: '/rejects' },
+    async () => { throw 'a string'; });
+export const badStatus = runOnHttp({ path: '/bad-status' },
+    () => ({ status: 42 }));
+export const cyclic = runOnHttp({ path: '/cyclic' },
+    () => { const o = {}; o.o = o; return [o]; });
+export const slow = runOnHttp({ path: '/slow', timeout: 300 },
+    () => new Promise(() => {}));
+export const logs = runOnHttp({ path: '/logs' },
+    () => { console.log('hello', { n: 1 }); console.error('oops'); return 1; });
+`,
+};
+
+let rt;
+
+before(async () => {
+    rt = await startRuntime(APP, ['--expose-errors']);
+});
+
+after(async () => {
+    await rt.stop();
+});
+
+function header(result, name) {
+    const h = result.headers.find(([n]) => n === name);
+    return h && h[1];
+}
+
+function json(result) {
+    return JSON.parse(Buffer.from(result.body).toString());
+}
+
+test('path and query parameters reach the handler; JSON comes back',
+     async () => {
+    const r = await rt.client.http('GET', '/items/a%20b?x=1&y=2&y=3');
+    assert.equal(r.ok, true);
+    assert.equal(r.result.status, 200);
+    assert.equal(header(r.result, 'content-type'), 'application/json');
+    assert.deepEqual(json(r.result), { id: 'a b', q: { x: '1', y: ['2', '3'] },
+                                       method: 'GET', path: '/items/a%20b' });
+});
+
+test('a literal segment beats a parameter', async () => {
+    const r = await rt.client.http('GET', '/items/new');
+    assert.equal(Buffer.from(r.result.body).toString(), 'the form');
+    assert.equal(header(r.result, 'content-type'),
+                 'text/plain; charset=utf-8');
+});
+
+test('a JSON body arrives as text; status and headers are the handler\'s',
+     async () => {
+    const r = await rt.client.http('POST', '/items', {
+        headers: [['Content-Type', 'application/json'],
+                  ['User-Agent', 'tester']],
+        body: Buffer.from('{"a":1}'),
+    });
+    assert.equal(r.result.status, 201);
+    assert.equal(header(r.result, 'x-created'), 'yes');
+    assert.deepEqual(json(r.result), { got: '{"a":1}', type: 'string',
+                                       agent: 'tester' });
+});
+
+test('a binary body arrives as bytes and bytes go back', async () => {
+    const r = await rt.client.http('PUT', '/bytes', {
+        body: Buffer.from([1, 2, 3, 255]) });
+    assert.deepEqual([...r.result.body], [255, 3, 2, 1]);
+    assert.equal(header(r.result, 'content-type'), 'application/octet-stream');
+});
+
+test('the handler\'s content-type wins; no body is an empty one',
+     async () => {
+    const t = await rt.client.http('GET', '/typed');
+    assert.equal(header(t.result, 'content-type'), 'text/csv');
+    assert.equal(t.result.headers.length, 1);
+    const n = await rt.client.http('GET', '/nothing');
+    assert.equal(n.result.status, 200);
+    assert.equal(n.result.body.length, 0);
+    const l = await rt.client.http('GET', '/later');
+    assert.deepEqual(json(l.result), { later: true });
+});
+
+test('unknown route: not_found; wrong method: method_not_allowed',
+     async () => {
+    const r = await rt.client.http('GET', '/nowhere');
+    assert.equal(r.ok, false);
+    assert.equal(r.error.code, 'not_found');
+    const m = await rt.client.http('DELETE', '/items');
+    assert.equal(m.error.code, 'method_not_allowed');
+    assert.deepEqual(m.error.allow, ['POST']);
+    const bad = await rt.client.http('GET', '/items/%E0%A4%A');
+    assert.equal(bad.error.code, 'bad_request');
+});
+
+test('a thrown error is handler_error with an id and the message',
+     async () => {
+    const r = await rt.client.http('GET', '/throws');
+    assert.equal(r.error.code, 'handler_error');
+    assert.match(r.error.error_id, /^[0-9a-f]{16}$/);
+    assert.equal(r.error.message, 'RangeError: out of range here');
+    assert.ok(rt.stderr().includes(r.error.error_id));
+    const s = await rt.client.http('GET', '/rejects');
+    assert.equal(s.error.message, 'thrown: a string');
+    const b = await rt.client.http('GET', '/bad-status');
+    assert.match(b.error.message, /status 42 is not an HTTP status/);
+    const c = await rt.client.http('GET', '/cyclic');
+    assert.match(c.error.message, /circular/);
+});
+
+test('a handler past its timeout: timeout, and the app keeps serving',
+     async () => {
+    const r = await rt.client.http('GET', '/slow');
+    assert.equal(r.error.code, 'timeout');
+    const next = await rt.client.http('GET', '/text');
+    assert.equal(Buffer.from(next.result.body).toString(), 'plain words');
+});
+
+test('console lines are kept per app, bounded', async () => {
+    await rt.client.http('GET', '/logs');
+    const r = await rt.client.call('app.logs');
+    const lines = r.result.lines.map(([, level, line]) => `${level} ${line}`);
+    assert.ok(lines.includes('log hello {"n":1}'));
+    assert.ok(lines.includes('error oops'));
+    assert.ok(lines.includes('log about to fail'));
+});
+
+test('malformed requests get bad_request or unknown_op', async () => {
+    const r = await rt.client.call('app.http', { method: 'GET' });
+    assert.equal(r.error.code, 'bad_request');
+    const h = await rt.client.call('app.http', { method: 'GET', path: '/text',
+                                                 headers: [[1, 2]] });
+    assert.equal(h.error.code, 'bad_request');
+    const u = await rt.client.call('app.nope');
+    assert.equal(u.error.code, 'unknown_op');
+});

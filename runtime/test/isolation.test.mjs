@@ -1,0 +1,184 @@
+// Hostile code: each attempt is refused or stopped, and the app (and the
+// process) keeps serving.
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+
+import { encodeCanonical } from '../lib/canonical.mjs';
+import { BIN, startRuntime, tree } from './helpers.mjs';
+
+const HOSTILE = {
+    'index.js': `
+import { runOnHttp } from '@proven-network/handler';
+
+const attempt = (fn) => async () => {
+    try {
+        const got = await fn();
+        return { escaped: true, got: String(got) };
+    } catch (e) {
+        return { refused: String(e && e.message) };
+    }
+};
+
+export const ok = runOnHttp({ path: '/ok' }, () => 'still here');
+
+export const globals = runOnHttp({ path: '/globals' }, () => ({
+    require: typeof require, process: typeof process,
+    module: typeof module, setTimeout: typeof setTimeout,
+    fetch: typeof fetch, Buffer: typeof Buffer,
+    WebAssembly: typeof WebAssembly, console: typeof console,
+}));
+
+export const dynamicImport = runOnHttp({ path: '/import' },
+    attempt(() => import('node:child_process')));
+export const dynamicFs = runOnHttp({ path: '/import-fs' },
+    attempt(() => import('fs')));
+export const evalCode = runOnHttp({ path: '/eval' },
+    attempt(() => eval('1 + 1')));
+export const functionCtor = runOnHttp({ path: '/function' },
+    attempt(() => new Function('return process')()));
+export const viaRequest = runOnHttp({ path: '/via-request' },
+    attempt((req) => ({}).constructor.constructor('return process')()));
+export const viaHandler = runOnHttp({ path: '/via-handler' },
+    attempt(() => runOnHttp.constructor('return process')()));
+export const viaConsole = runOnHttp({ path: '/via-console' },
+    attempt(() => console.log.constructor('return process')()));
+export const viaError = runOnHttp({ path: '/via-error' }, attempt(() => {
+    Error.prepareStackTrace = (e, frames) => frames.map((f) => f.getThis());
+    return new Error('x').stack;
+}));
+export const viaBody = runOnHttp({ path: '/via-body', method: 'POST' },
+    (req) => attempt(() => req.body.constructor.constructor(
+        'return process')())());
+export const viaProto = runOnHttp({ path: '/via-proto' }, attempt(() => {
+    Object.getPrototypeOf(async function () {}).constructor('return 1');
+}));
+export const processExit = runOnHttp({ path: '/exit' },
+    attempt(() => process.exit(1)));
+export const spin = runOnHttp({ path: '/spin', timeout: 300 }, () => {
+    while (true) {}
+});
+export const hog = runOnHttp({ path: '/hog', timeout: 20000 }, () => {
+    const keep = [];
+    for (;;) {
+        keep.push(new Array(1024 * 1024).fill(keep.length));
+    }
+});
+`,
+};
+
+let rt;
+
+before(async () => {
+    rt = await startRuntime(HOSTILE, ['--memory-mb', '64']);
+});
+
+after(async () => {
+    await rt.stop();
+});
+
+async function body(p, extra) {
+    const r = await rt.client.http(extra ? 'POST' : 'GET', p, extra);
+    assert.equal(r.ok, true, JSON.stringify(r.error));
+    return JSON.parse(Buffer.from(r.result.body).toString());
+}
+
+async function stillServing() {
+    const r = await rt.client.http('GET', '/ok');
+    assert.equal(r.ok, true, JSON.stringify(r.error));
+    assert.equal(Buffer.from(r.result.body).toString(), 'still here');
+}
+
+test('no Node globals in the context', async () => {
+    assert.deepEqual(await body('/globals'), {
+        require: 'undefined', process: 'undefined', module: 'undefined',
+        setTimeout: 'undefined', fetch: 'undefined', Buffer: 'undefined',
+        WebAssembly: 'object', console: 'object',
+    });
+});
+
+test('import() of node: and bare modules is refused', async () => {
+    assert.ok((await body('/import')).refused);
+    assert.ok((await body('/import-fs')).refused);
+});
+
+test('eval and Function cannot make code from strings', async () => {
+    assert.match((await body('/eval')).refused, /Code generation/);
+    assert.match((await body('/function')).refused, /Code generation/);
+    assert.match((await body('/via-proto')).refused, /Code generation/);
+});
+
+test('constructor chains from our objects stay in the context',
+     async () => {
+    for (const p of ['/via-request', '/via-handler', '/via-console']) {
+        const r = await body(p);
+        assert.equal(r.escaped, undefined, `${p}: ${JSON.stringify(r)}`);
+        assert.match(r.refused, /Code generation/);
+    }
+    const b = await body('/via-body', { body: Buffer.from([1, 2, 3]) });
+    assert.equal(b.escaped, undefined, JSON.stringify(b));
+});
+
+test('Error.prepareStackTrace cannot be set', async () => {
+    const r = await body('/via-error');
+    assert.equal(r.escaped, undefined, JSON.stringify(r));
+});
+
+test('process.exit() is not there', async () => {
+    assert.match((await body('/exit')).refused, /process is not defined/);
+    await stillServing();
+});
+
+test('an endless loop is stopped and the app serves the next call',
+     async () => {
+    const r = await rt.client.http('GET', '/spin');
+    assert.equal(r.error.code, 'timeout');
+    // the stuck thread is replaced within the ping grace and a restart
+    for (let i = 0; i < 50; i++) {
+        const ok = await rt.client.http('GET', '/ok');
+        if (ok.ok) {
+            break;
+        }
+        assert.equal(ok.error.code, 'worker_died');
+        await new Promise((res) => setTimeout(res, 50));
+    }
+    await stillServing();
+    const s = await rt.client.call('runtime.status');
+    assert.ok(s.result.restarts >= 1);
+});
+
+test('a call that allocates without end dies alone; the app comes back',
+     async () => {
+    const r = await rt.client.http('GET', '/hog');
+    assert.equal(r.error.code, 'worker_died');
+    assert.match(r.error.message, /out of memory/);
+    for (let i = 0; i < 100; i++) {
+        const ok = await rt.client.http('GET', '/ok');
+        if (ok.ok) {
+            break;
+        }
+        await new Promise((res) => setTimeout(res, 50));
+    }
+    await stillServing();
+    assert.equal(rt.child.exitCode, null);
+});
+
+test('a package whose manifest lies about its handlers is refused',
+     async () => {
+    const modules = { 'index.js': 'import { run } from '
+                      + '"@proven-network/handler";\n'
+                      + 'export const a = run(() => 1);\n' };
+    const dir = tree({});
+    const file = path.join(dir, 'lying.cbor');
+    fs.writeFileSync(file, encodeCanonical({ format: 1, modules,
+                                             handlers: [] }));
+    const r = spawnSync(process.execPath, ['--experimental-vm-modules',
+        '--no-warnings', BIN, 'serve', '--app', 'liar', '--package', file,
+        '--listen', path.join(dir, 's.sock')], { encoding: 'utf8' });
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /manifest does not list the handlers/);
+});
