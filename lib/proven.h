@@ -329,6 +329,102 @@ X509 *proven_pki_new_cert(EVP_PKEY *key, const char *common_name,
 int proven_pki_cert_der(X509 *cert, uint8_t **out, size_t *outlen);
 
 
+/* ---- application audit log (lib/proven_audit.c) ------------------------- */
+
+/*
+ * Every deploy, rollback and owner change of an application is an entry
+ * of its audit log, a hash chain: each entry carries the SHA-256 of the
+ * one before ("prev", zeros for the first) and the Ed25519 signature of an
+ * owner over the change and that prev, so a signed change applies to one
+ * place in one chain only.  Entries are deterministic CBOR maps
+ *
+ *   {"app", "seq", "prev", "time", "owner"?, "action", "signer",
+ *    "package"?, "signature"}
+ *
+ * (keys in that, their canonical order) and the signed message is
+ *
+ *   {"app", "prev", "owner"?, "action", "domain": "proven-app-audit-v1",
+ *    "package"?}
+ *
+ * The first entry of an application is a deploy; its signer becomes the
+ * first owner.  provend and `proven app audit` replay a chain with the same
+ * proven_audit_apply(), so what the node accepts is what a reader checks.
+ */
+
+#define PROVEN_AUDIT_KEY_LEN     32
+#define PROVEN_AUDIT_SIG_LEN     64
+#define PROVEN_AUDIT_HASH_LEN    32
+#define PROVEN_AUDIT_APP_MAX     64
+#define PROVEN_AUDIT_OWNERS_MAX  16
+#define PROVEN_AUDIT_ENTRY_MAX   512     /* encoded entry, bounded */
+
+typedef enum {
+    PROVEN_AUDIT_DEPLOY = 1,
+    PROVEN_AUDIT_ROLLBACK,
+    PROVEN_AUDIT_ADD_OWNER,
+    PROVEN_AUDIT_REMOVE_OWNER
+} proven_audit_action_t;
+
+typedef struct {
+    char                   app[PROVEN_AUDIT_APP_MAX + 1];
+    uint64_t               seq;                 /* 1, 2, ... */
+    uint8_t                prev[PROVEN_AUDIT_HASH_LEN];
+    uint64_t               time;                /* unix seconds, the node's */
+    proven_audit_action_t  action;
+    uint8_t                package[PROVEN_AUDIT_HASH_LEN]; /* deploy, rollback */
+    uint8_t                owner[PROVEN_AUDIT_KEY_LEN];    /* owner changes */
+    uint8_t                signer[PROVEN_AUDIT_KEY_LEN];
+    uint8_t                signature[PROVEN_AUDIT_SIG_LEN];
+} proven_audit_entry_t;
+
+/* An application's state after replaying its chain. */
+typedef struct {
+    char       app[PROVEN_AUDIT_APP_MAX + 1];
+    uint64_t   seq;                                 /* entries applied */
+    uint8_t    head[PROVEN_AUDIT_HASH_LEN];         /* hash of the last */
+    uint8_t    owners[PROVEN_AUDIT_OWNERS_MAX][PROVEN_AUDIT_KEY_LEN];
+    size_t     nowners;
+    int        has_current;
+    uint8_t    current[PROVEN_AUDIT_HASH_LEN];      /* package deployed */
+    uint8_t  (*deployed)[PROVEN_AUDIT_HASH_LEN];    /* every one, malloc()ed */
+    size_t     ndeployed;
+} proven_app_state_t;
+
+/* "deploy", "rollback", "add_owner", "remove_owner"; parse: 0 if unknown. */
+const char *proven_audit_action_name(proven_audit_action_t action);
+proven_audit_action_t proven_audit_action_parse(const char *name);
+
+/* The bytes an owner signs for e (its action, app, prev, package/owner). */
+int proven_audit_message(const proven_audit_entry_t *e, uint8_t *out,
+    size_t cap, size_t *len);
+
+/* Fills e->signer and e->signature with key (an Ed25519 private key). */
+int proven_audit_sign(proven_audit_entry_t *e, EVP_PKEY *key, char *err,
+    size_t errlen);
+
+/* Whether e->signature is e->signer's over proven_audit_message(e). */
+int proven_audit_verify(const proven_audit_entry_t *e, char *err,
+    size_t errlen);
+
+/* The entry's canonical encoding; hash: SHA-256 of it. */
+int proven_audit_encode(const proven_audit_entry_t *e, uint8_t *out,
+    size_t cap, size_t *len);
+int proven_audit_decode(const uint8_t *buf, size_t len,
+    proven_audit_entry_t *e, char *err, size_t errlen);
+void proven_audit_hash(const uint8_t *entry, size_t len,
+    uint8_t hash[PROVEN_AUDIT_HASH_LEN]);
+
+/*
+ * Checks e follows st (seq, prev, app name for the first entry, a valid
+ * signature by a current owner, the action's rules) and applies it; hash
+ * is the entry's.  On PROVEN_ERR st is unchanged.
+ */
+int proven_audit_apply(proven_app_state_t *st, const proven_audit_entry_t *e,
+    const uint8_t hash[PROVEN_AUDIT_HASH_LEN], char *err, size_t errlen);
+
+void proven_app_state_free(proven_app_state_t *st);
+
+
 /* ---- encodings (lib/proven_codec.c) -------------------------------------- */
 
 /* Lower or upper case hex, even length; PROVEN_ERR otherwise. */
