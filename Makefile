@@ -87,6 +87,10 @@ $(BUILD)/obj/%.o: %.c lib/proven.h
 	$(CC) $(CFLAGS) -c $< -o $@
 
 $(DAEMON_OBJS): $(wildcard daemon/*.h)
+
+# provend finds proven-runtime where this tree keeps it (--runtime DIR).
+$(BUILD)/obj/daemon/main.o: CFLAGS += -DPROVEND_RUNTIME_DIR='"$(CURDIR)/runtime"'
+$(BUILD)/obj/cli/app.o: CFLAGS += -DPROVEN_RUNTIME_DIR='"$(CURDIR)/runtime"'
 $(CLI_OBJS): $(wildcard cli/*.h)
 
 $(LIBPROVEN): $(LIB_OBJS)

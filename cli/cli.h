@@ -48,7 +48,10 @@ enum {
     CLI_OPT_MIGRATE,
     CLI_OPT_QUERY,
     CLI_OPT_EXEC,
-    CLI_OPT_HEX
+    CLI_OPT_HEX,
+    CLI_OPT_OWNER_KEY,
+    CLI_OPT_OUT,
+    CLI_OPT_TO
 };
 
 /* The long options verify and attest share, for their option tables. */
@@ -167,11 +170,13 @@ void cli_usage_attest(FILE *out);
 void cli_usage_status(FILE *out);
 void cli_usage_kv(FILE *out);
 void cli_usage_sql(FILE *out);
+void cli_usage_app(FILE *out);
 
 int cli_verify(int argc, char **argv);
 int cli_attest(int argc, char **argv);
 int cli_status(int argc, char **argv);
 int cli_kv(int argc, char **argv);
 int cli_sql(int argc, char **argv);
+int cli_app(int argc, char **argv);
 
 #endif /* PROVEN_CLI_H */

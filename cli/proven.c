@@ -20,6 +20,7 @@ static const cli_command_t  cli_commands[] = {
     { "status", cli_status, cli_usage_status },
     { "kv",     cli_kv,     cli_usage_kv },
     { "sql",    cli_sql,    cli_usage_sql },
+    { "app",    cli_app,    cli_usage_app },
     { NULL, NULL, NULL }
 };
 
@@ -53,6 +54,8 @@ cli_usage(FILE *out)
         " store\n"
         "  sql \"SQL\" ...     run SQL on a database of an app, a user or"
         " an NFT\n"
+        "  app ACTION ...    pack, deploy, list, audit, roll back"
+        " applications\n"
         "  help [COMMAND]    show this text or a command's options\n"
         "\n"
         "exit status: 0 valid or done, 1 invalid or failed, 2 usage error\n");

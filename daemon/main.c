@@ -4,7 +4,8 @@
  *   provend [--data DIR] [--socket PATH] [--provider auto|nsm|dev]
  *           [--log-level debug|info|warn|error] [--measure N:PATH]...
  *           [--threads N] [--kv-max-value BYTES]
- *           [--storage-heap-limit BYTES]
+ *           [--storage-heap-limit BYTES] [--kv-memory-limit BYTES]
+ *           [--runtime DIR|none] [--node PATH] [--app-memory MB]
  */
 
 #include <errno.h>
@@ -32,6 +33,11 @@
 #define PROVEND_HEAP_MIN     (64ul * 1024 * 1024)  /* room for 8 MiB values */
 #define PROVEND_KV_MEMORY_MIN (1024ul * 1024)
 
+/* Where `make` left proven-runtime; --runtime overrides it. */
+#ifndef PROVEND_RUNTIME_DIR
+#define PROVEND_RUNTIME_DIR  "runtime"
+#endif
+
 
 static void
 provend_usage(FILE *out)
@@ -44,6 +50,8 @@ provend_usage(FILE *out)
         "               [--threads N] [--kv-max-value BYTES]\n"
         "               [--storage-heap-limit BYTES]"
         " [--kv-memory-limit BYTES]\n"
+        "               [--runtime DIR|none] [--node PATH]"
+        " [--app-memory MB]\n"
         "  --data DIR        state directory (default ./var)\n"
         "  --socket PATH     unix socket (default DATA/provend.sock)\n"
         "  --provider NAME   attestation provider (default auto: nsm when\n"
@@ -55,7 +63,11 @@ provend_usage(FILE *out)
         "  --storage-heap-limit BYTES  memory SQLite may use (default\n"
         "                    1073741824); a statement needing more fails\n"
         "  --kv-memory-limit BYTES  memory for every KV key and value\n"
-        "                    (default 1073741824); a set beyond it fails\n");
+        "                    (default 1073741824); a set beyond it fails\n"
+        "  --runtime DIR     proven-runtime for applications (default\n"
+        "                    " PROVEND_RUNTIME_DIR "); none: no apps\n"
+        "  --node PATH       the Node.js that runs it (default: node)\n"
+        "  --app-memory MB   heap of each app worker (default 128)\n");
 }
 
 
@@ -90,6 +102,9 @@ main(int argc, char **argv)
     long                     cpus;
     size_t                   measure_count;
     const char              *data_dir, *socket_path, *provider_name;
+    const char              *runtime_dir, *node;
+    unsigned long            app_memory;
+    char                    *runtime_bin;
     uint8_t                  master[PROVEND_KEY_LEN];
     unsigned long            value, nthreads, kv_max_value, kv_memory;
     provend_provider_t      *provider;
@@ -109,6 +124,9 @@ main(int argc, char **argv)
         { "kv-max-value", required_argument, NULL, 'k' },
         { "storage-heap-limit", required_argument, NULL, 'H' },
         { "kv-memory-limit", required_argument, NULL, 'M' },
+        { "runtime",   required_argument, NULL, 'r' },
+        { "node",      required_argument, NULL, 'n' },
+        { "app-memory", required_argument, NULL, 'A' },
         { "help",      no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -123,6 +141,9 @@ main(int argc, char **argv)
     storage = NULL;
     kv_max_value = PROVEND_KV_VALUE_DEFAULT;
     kv_memory = 0;
+    runtime_dir = PROVEND_RUNTIME_DIR;
+    node = NULL;
+    app_memory = 128;
     status = 1;
 
     while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
@@ -222,6 +243,24 @@ main(int argc, char **argv)
             {
                 fprintf(stderr, "provend: --kv-memory-limit must be at "
                         "least %lu\n", PROVEND_KV_MEMORY_MIN);
+                return 2;
+            }
+            break;
+
+        case 'r':
+            runtime_dir = strcmp(optarg, "none") == 0 ? NULL : optarg;
+            break;
+
+        case 'n':
+            node = optarg;
+            break;
+
+        case 'A':
+            if (provend_parse_uint(optarg, 16, 16384, &app_memory)
+                != PROVEN_OK)
+            {
+                fprintf(stderr, "provend: --app-memory must be 16..16384 "
+                        "(MB)\n");
                 return 2;
             }
             break;
@@ -343,6 +382,23 @@ main(int argc, char **argv)
     srv_cfg.node_id = node_id;
     srv_cfg.provider = provider;
     srv_cfg.storage = storage;
+    srv_cfg.data_dir = data_dir;
+    srv_cfg.node = node;
+    srv_cfg.app_memory_mb = (unsigned) app_memory;
+    srv_cfg.expose_errors = strcmp(provider_name, "dev") == 0;
+
+    if (runtime_dir != NULL
+        && asprintf(&runtime_bin, "%s/bin/proven-runtime.mjs", runtime_dir)
+           != -1)
+    {
+        if (access(runtime_bin, R_OK) == 0) {
+            srv_cfg.runtime_dir = runtime_dir;
+        } else {
+            provend_warn("no %s: applications are disabled (--runtime "
+                         "DIR)", runtime_bin);
+        }
+        free(runtime_bin);
+    }
 
     if (provend_server_run(&srv_cfg, err, sizeof(err)) != PROVEN_OK) {
         provend_error("%s", err);

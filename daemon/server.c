@@ -50,6 +50,7 @@ typedef struct {
     int                             grace_started;
     provend_conn_t                 *conns;
     provend_ops_storage_t          *storage_ops;
+    provend_apps_t                 *apps;
 } provend_server_t;
 
 struct provend_conn_s {
@@ -707,6 +708,17 @@ provend_conn_request(provend_conn_t *conn, uint8_t *body, size_t len)
     } else if (strcmp(req.op, "status") == 0) {
         provend_op_status(conn, &req);
 
+    } else if (provend_apps_handles(req.op)) {
+        if (conn->srv->apps != NULL) {
+            conn->refs++;
+            provend_apps_dispatch(conn->srv->apps, &req,
+                                  provend_conn_on_storage_reply, conn);
+        } else {
+            provend_conn_send_error(conn, req.id, "apps_unavailable",
+                                    "applications are unavailable: no "
+                                    "storage or no runtime on this node");
+        }
+
     } else if (provend_ops_storage_handles(req.op)) {
         if (conn->srv->storage_ops != NULL) {
             conn->refs++;
@@ -985,6 +997,10 @@ provend_server_stop(provend_server_t *srv)
     /* Its loop handle closes once the last storage answer is delivered. */
     if (srv->storage_ops != NULL) {
         provend_ops_storage_stop(srv->storage_ops);
+    }
+
+    if (srv->apps != NULL) {
+        provend_apps_stop(srv->apps);
     }
 
     for (conn = srv->conns; conn != NULL; conn = next) {
@@ -1268,6 +1284,27 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
         goto failed;
     }
 
+    /* After the socket: nothing below fails, so workers never outlive it. */
+    if (cfg->storage != NULL && cfg->runtime_dir != NULL) {
+        provend_apps_config_t  apps_cfg;
+
+        memset(&apps_cfg, 0, sizeof(apps_cfg));
+        apps_cfg.loop = &srv->loop;
+        apps_cfg.storage = cfg->storage;
+        apps_cfg.data_dir = cfg->data_dir;
+        apps_cfg.runtime_dir = cfg->runtime_dir;
+        apps_cfg.node = cfg->node;
+        apps_cfg.expose_errors = cfg->expose_errors;
+        apps_cfg.memory_mb = cfg->app_memory_mb;
+
+        srv->apps = provend_apps_open(&apps_cfg, err, errlen);
+        if (srv->apps == NULL) {
+            provend_server_stop(srv);
+            uv_run(&srv->loop, UV_RUN_DEFAULT);
+            goto failed;
+        }
+    }
+
     uv_timer_start(&srv->maintain, provend_server_on_maintain,
                    p->maintain(p), 0);
 
@@ -1281,6 +1318,13 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
     rc = PROVEN_OK;
 
 failed:
+
+    if (srv->apps != NULL) {
+        provend_apps_stop(srv->apps);
+        uv_run(&srv->loop, UV_RUN_DEFAULT);
+        provend_apps_free(srv->apps);
+        srv->apps = NULL;
+    }
 
     /* Whatever is still open (setup failures) is closed before we free. */
     uv_walk(&srv->loop, provend_server_on_walk_close, NULL);

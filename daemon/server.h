@@ -3,7 +3,8 @@
  * Ops: "attest" {nonce?, user_data?, public_key?} -> document (bytes);
  * "status" -> {node_id, provider, module_id, version, uptime_ms, pcrs,
  * pending}.  Attestations are signed on the libuv thread pool.  "kv.*" and
- * "sql.*" go to the storage backend (ops_storage.c) when there is one.
+ * "sql.*" go to the storage backend (ops_storage.c) when there is one,
+ * "app.*" to the applications (apps.c), which need storage too.
  */
 
 #ifndef PROVEND_SERVER_H
@@ -11,6 +12,7 @@
 
 #include <stddef.h>
 
+#include "apps.h"
 #include "provider.h"
 #include "storage.h"
 
@@ -30,6 +32,13 @@ typedef struct {
     provend_provider_t  *provider;      /* borrowed */
     provend_storage_t   *storage;       /* borrowed; NULL: no kv.*, sql.* */
     size_t               max_pending;   /* per connection; 0: default */
+
+    /* applications (app.*): need storage; runtime_dir NULL: none */
+    const char          *data_dir;
+    const char          *runtime_dir;
+    const char          *node;
+    int                  expose_errors;
+    unsigned             app_memory_mb;
 } provend_server_config_t;
 
 /*

@@ -267,6 +267,11 @@ provend_scope_parse(const cbor_item_t *item, provend_scope_t *scope,
         return PROVEN_ERR;
     }
 
+    if (scope->app[0] == '_') {
+        provend_storage_err("app names starting with _ are the node's own");
+        return PROVEN_ERR;
+    }
+
     return PROVEN_OK;
 }
 
@@ -476,7 +481,9 @@ provend_plain_scope(proven_cbor_span_t *r, provend_scope_t *scope)
     }
 
     /* The rules of provend_scope_parse(), for these two kinds. */
-    if (!(seen & 1) || !provend_name_valid(scope->app, strlen(scope->app))) {
+    if (!(seen & 1) || !provend_name_valid(scope->app, strlen(scope->app))
+        || scope->app[0] == '_')
+    {
         return PROVEN_ERR;
     }
 

@@ -4,10 +4,18 @@
 //   proven-runtime pack PATH [--out FILE]
 //       Packs the modules at PATH (a file or a folder) and prints the
 //       package id; --out writes the package bytes.
+//   proven-runtime check --app NAME --package FILE
+//       Loads the package as serve would and says whether it runs: its
+//       encoding is canonical, its modules load, its manifest lists the
+//       handlers its code declares.  Prints the routes as JSON.
 //   proven-runtime serve --app NAME --package FILE --listen SOCKET
 //       [--memory-mb N] [--expose-errors]
 //       Loads the package in a sandboxed worker thread and answers frames
-//       on the unix socket SOCKET (see lib/server.mjs).
+//       on the unix socket SOCKET (see lib/server.mjs); prints "ready" on
+//       standard output once it serves.
+//
+// FILE "-" is standard input (how provend hands a package over: it never
+// lands on disk in plain text).
 //
 // Run it with `node --experimental-vm-modules`: the sandbox links ES
 // modules with node:vm's module API.
@@ -25,6 +33,7 @@ function usage(message) {
         process.stderr.write(`proven-runtime: ${message}\n`);
     }
     process.stderr.write('usage: proven-runtime pack PATH [--out FILE]\n'
+        + '       proven-runtime check --app NAME --package FILE\n'
         + '       proven-runtime serve --app NAME --package FILE '
         + '--listen SOCKET [--memory-mb N] [--expose-errors]\n');
     process.exit(2);
@@ -62,6 +71,32 @@ async function packCommand(args) {
     process.stdout.write(`${id}\n`);
 }
 
+function readPackage(file) {
+    return file === '-' ? fs.readFileSync(0) : fs.readFileSync(file);
+}
+
+async function loadChecked(app, file, memoryMb) {
+    const pkg = decodePackage(readPackage(file));
+    const isolate = new AppIsolate(app, pkg.modules, { memoryMb });
+    const declared = await isolate.start();
+    if (!sameHandlers(declared, pkg.handlers)) {
+        await isolate.close();
+        throw new PackageError('the package manifest does not list the '
+                               + 'handlers its code declares');
+    }
+    return { pkg, isolate };
+}
+
+async function checkCommand(args) {
+    const o = options(args, ['--app', '--package']);
+    if (!o.app || !o.package || o.rest.length) {
+        usage('check needs --app and --package');
+    }
+    const { pkg, isolate } = await loadChecked(o.app, o.package, 128);
+    await isolate.close();
+    process.stdout.write(`${JSON.stringify(pkg.handlers)}\n`);
+}
+
 async function serveCommand(args) {
     const o = options(args, ['--app', '--package', '--listen', '--memory-mb'],
                       ['--expose-errors']);
@@ -73,14 +108,7 @@ async function serveCommand(args) {
         usage('--memory-mb must be 16 to 16384');
     }
 
-    const bytes = fs.readFileSync(o.package);
-    const pkg = decodePackage(bytes);
-    const isolate = new AppIsolate(o.app, pkg.modules, { memoryMb });
-    const declared = await isolate.start();
-    if (!sameHandlers(declared, pkg.handlers)) {
-        throw new PackageError('the package manifest does not list the '
-                               + 'handlers its code declares');
-    }
+    const { pkg, isolate } = await loadChecked(o.app, o.package, memoryMb);
 
     const server = new RuntimeServer({
         app: o.app, isolate, handlers: pkg.handlers,
@@ -89,9 +117,16 @@ async function serveCommand(args) {
     await server.listen(o.listen);
     process.stderr.write(`proven-runtime: app ${o.app} ready on `
                          + `${o.listen} (${pkg.handlers.length} handlers)\n`);
+    process.stdout.write('ready\n');
 
+    // SIGTERM: no new connections; calls under way finish (10 s at most).
+    let stopping = false;
     const stop = async () => {
-        await server.close();
+        if (stopping) {
+            return;
+        }
+        stopping = true;
+        await server.drain(10000);
         await isolate.close();
         process.exit(0);
     };
@@ -100,7 +135,8 @@ async function serveCommand(args) {
 }
 
 const [command, ...rest] = process.argv.slice(2);
-const commands = { pack: packCommand, serve: serveCommand };
+const commands = { pack: packCommand, check: checkCommand,
+                   serve: serveCommand };
 
 if (!commands[command]) {
     usage(command ? `unknown command ${command}` : null);

@@ -56,6 +56,18 @@ export class RuntimeServer {
         });
     }
 
+    // Stops listening, waits for the calls under way (up to ms), closes.
+    async drain(ms) {
+        this.server.close();
+        const until = Date.now() + ms;
+        while (this.inFlight > 0 && Date.now() < until) {
+            await new Promise((r) => setTimeout(r, 10));
+        }
+        for (const c of this.connections) {
+            c.destroy();
+        }
+    }
+
     close() {
         for (const c of this.connections) {
             c.destroy();

@@ -89,6 +89,27 @@ ngx_int_t ngx_http_proven_daemon_call(ngx_http_request_t *r,
 
 
 /*
+ * Other frame endpoints: an app's runtime worker listening on the unix
+ * socket path.  Peers are per nginx worker, made on first use, keep their
+ * connections open between calls (several calls share one), and are
+ * dropped after a minute without calls.  NULL: the path cannot be one.
+ */
+typedef struct ngx_http_proven_peer_s  ngx_http_proven_peer_t;
+
+ngx_http_proven_peer_t *ngx_http_proven_peer_get(ngx_http_request_t *r,
+    u_char *path, size_t len);
+
+/*
+ * As ngx_http_proven_daemon_call(), to peer, with its own timeout (0: the
+ * proven_daemon timeout).  The handler's statuses mean the same; failures
+ * log one line starting "proven app: ".
+ */
+ngx_int_t ngx_http_proven_peer_call(ngx_http_request_t *r,
+    ngx_http_proven_peer_t *peer, cbor_item_t *request, ngx_msec_t timeout,
+    ngx_http_proven_daemon_handler_pt handler, void *data);
+
+
+/*
  * For other modules' configuration checks (merge or postconfiguration
  * handlers of the http block): 1 when proven_daemon is set at http level.
  */

@@ -2,7 +2,9 @@
  * ngx_http_proven_core_module: the provend client (see the header for the
  * API).  Per worker: a few unix socket connections to provend, each with a
  * queue of frames to write, a read buffer bounded to one frame and a tree
- * of calls waiting for their answer, keyed by id.
+ * of calls waiting for their answer, keyed by id.  Other frame endpoints
+ * (apps' runtime workers) are peers served the same way, made on first
+ * use and dropped once idle.
  *
  * Calls and frames live in malloc()ed memory owned by this module, not in
  * request pools: a frame half written when its request goes away must still
@@ -24,10 +26,29 @@
 #define NGX_HTTP_PROVEN_CORE_READ_SIZE    16384
 #define NGX_HTTP_PROVEN_CORE_MAX_CONNS    64
 #define NGX_HTTP_PROVEN_CORE_REASON_LEN   160
+#define NGX_HTTP_PROVEN_PEER_CONNS        2
+#define NGX_HTTP_PROVEN_PEER_IDLE         60000
+#define NGX_HTTP_PROVEN_PEERS_MAX         1024
 
 
 typedef struct ngx_http_proven_core_call_s  ngx_http_proven_core_call_t;
 typedef struct ngx_http_proven_core_conn_s  ngx_http_proven_core_conn_t;
+
+
+/* One frame endpoint: provend, or an app's runtime worker. */
+struct ngx_http_proven_peer_s {
+    ngx_str_t                         name;         /* the socket path */
+    const char                       *what;         /* log prefix */
+    struct sockaddr_un                sockaddr;
+    socklen_t                         socklen;
+    ngx_msec_t                        timeout;      /* default per call */
+    ngx_uint_t                        connections;
+    ngx_http_proven_core_conn_t      *conns;
+    ngx_uint_t                        next_conn;
+    uint64_t                          next_id;
+    ngx_msec_t                        used;         /* last call */
+    ngx_queue_t                       queue;        /* in peers */
+};
 
 
 typedef struct {
@@ -36,9 +57,9 @@ typedef struct {
     ngx_uint_t                        connections;
 
     /* per worker, set up by init_process */
-    ngx_http_proven_core_conn_t      *conns;
-    ngx_uint_t                        next_conn;
-    uint64_t                          next_id;
+    ngx_http_proven_peer_t           *daemon;
+    ngx_queue_t                       peers;        /* apps' workers */
+    ngx_uint_t                        npeers;
 } ngx_http_proven_core_main_conf_t;
 
 
@@ -59,7 +80,8 @@ struct ngx_http_proven_core_call_s {
     ngx_http_proven_daemon_handler_pt handler;
     void                             *data;
     ngx_http_cleanup_t               *cleanup;
-    ngx_http_proven_core_main_conf_t *conf;
+    ngx_http_proven_peer_t           *peer;
+    ngx_msec_t                        timeout;
     ngx_http_proven_core_conn_t      *conn;   /* non-NULL while in the tree */
     ngx_http_proven_core_out_t       *out;    /* non-NULL while unwritten */
     ngx_event_t                       event;  /* timeout, deferred failure */
@@ -69,7 +91,7 @@ struct ngx_http_proven_core_call_s {
 
 
 struct ngx_http_proven_core_conn_s {
-    ngx_http_proven_core_main_conf_t *conf;
+    ngx_http_proven_peer_t           *peer;
     ngx_connection_t                 *connection;   /* NULL: closed */
     unsigned                          connected:1;  /* connect() finished */
     ngx_msec_t                        retry_at;     /* backoff end */
@@ -84,7 +106,12 @@ struct ngx_http_proven_core_conn_s {
 
 
 static ngx_http_proven_core_conn_t *ngx_http_proven_core_pick(
-    ngx_http_proven_core_main_conf_t *pcmcf);
+    ngx_http_proven_peer_t *peer);
+static ngx_http_proven_peer_t *ngx_http_proven_peer_new(
+    ngx_http_proven_core_main_conf_t *pcmcf, u_char *path, size_t len,
+    ngx_msec_t timeout, ngx_uint_t connections, const char *what);
+static void ngx_http_proven_peer_close(ngx_http_proven_peer_t *peer);
+static ngx_uint_t ngx_http_proven_peer_busy(ngx_http_proven_peer_t *peer);
 static ngx_int_t ngx_http_proven_core_connect(
     ngx_http_proven_core_conn_t *conn);
 static void ngx_http_proven_core_write_handler(ngx_event_t *wev);
@@ -165,19 +192,87 @@ ngx_int_t
 ngx_http_proven_daemon_call(ngx_http_request_t *r, cbor_item_t *request,
     ngx_http_proven_daemon_handler_pt handler, void *data)
 {
-    ngx_http_cleanup_t                *cln;
-    ngx_http_proven_core_out_t        *out;
-    ngx_http_proven_core_call_t       *call;
-    ngx_http_proven_core_conn_t       *conn;
     ngx_http_proven_core_main_conf_t  *pcmcf;
 
     pcmcf = ngx_http_get_module_main_conf(r, ngx_http_proven_core_module);
 
-    if (pcmcf == NULL || pcmcf->url == NULL || pcmcf->conns == NULL) {
+    if (pcmcf == NULL || pcmcf->url == NULL || pcmcf->daemon == NULL) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "proven daemon: no proven_daemon configured");
         return NGX_ERROR;
     }
+
+    return ngx_http_proven_peer_call(r, pcmcf->daemon, request, 0, handler,
+                                     data);
+}
+
+
+ngx_http_proven_peer_t *
+ngx_http_proven_peer_get(ngx_http_request_t *r, u_char *path, size_t len)
+{
+    ngx_queue_t                       *q, *next;
+    ngx_http_proven_peer_t            *peer;
+    ngx_http_proven_core_main_conf_t  *pcmcf;
+
+    pcmcf = ngx_http_get_module_main_conf(r, ngx_http_proven_core_module);
+
+    for (q = ngx_queue_head(&pcmcf->peers);
+         q != ngx_queue_sentinel(&pcmcf->peers);
+         q = ngx_queue_next(q))
+    {
+        peer = ngx_queue_data(q, ngx_http_proven_peer_t, queue);
+        if (peer->name.len == len
+            && ngx_strncmp(peer->name.data, path, len) == 0)
+        {
+            peer->used = ngx_current_msec;
+            return peer;
+        }
+    }
+
+    /* a new deploy means a new socket: workers gone idle are let go */
+    for (q = ngx_queue_head(&pcmcf->peers);
+         q != ngx_queue_sentinel(&pcmcf->peers);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        peer = ngx_queue_data(q, ngx_http_proven_peer_t, queue);
+
+        if (((ngx_msec_int_t) (ngx_current_msec - peer->used)
+             > NGX_HTTP_PROVEN_PEER_IDLE
+             || pcmcf->npeers >= NGX_HTTP_PROVEN_PEERS_MAX)
+            && !ngx_http_proven_peer_busy(peer))
+        {
+            ngx_http_proven_peer_close(peer);
+            ngx_queue_remove(q);
+            pcmcf->npeers--;
+            ngx_free(peer);
+        }
+    }
+
+    peer = ngx_http_proven_peer_new(pcmcf, path, len, pcmcf->timeout,
+                                    NGX_HTTP_PROVEN_PEER_CONNS, "proven app");
+    if (peer == NULL) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "proven app: cannot use the socket \"%*s\"", len,
+                      path);
+        return NULL;
+    }
+
+    ngx_queue_insert_head(&pcmcf->peers, &peer->queue);
+    pcmcf->npeers++;
+    return peer;
+}
+
+
+ngx_int_t
+ngx_http_proven_peer_call(ngx_http_request_t *r, ngx_http_proven_peer_t *peer,
+    cbor_item_t *request, ngx_msec_t timeout,
+    ngx_http_proven_daemon_handler_pt handler, void *data)
+{
+    ngx_http_cleanup_t                *cln;
+    ngx_http_proven_core_out_t        *out;
+    ngx_http_proven_core_call_t       *call;
+    ngx_http_proven_core_conn_t       *conn;
 
     call = ngx_calloc(sizeof(ngx_http_proven_core_call_t), r->connection->log);
     if (call == NULL) {
@@ -190,7 +285,7 @@ ngx_http_proven_daemon_call(ngx_http_request_t *r, cbor_item_t *request,
         return NGX_ERROR;
     }
 
-    call->id = ++pcmcf->next_id;
+    call->id = ++peer->next_id;
 
     out->data = ngx_http_proven_core_encode(request, call->id, &out->len,
                                             r->connection->log);
@@ -215,14 +310,16 @@ ngx_http_proven_daemon_call(ngx_http_request_t *r, cbor_item_t *request,
     call->handler = handler;
     call->data = data;
     call->cleanup = cln;
-    call->conf = pcmcf;
+    call->peer = peer;
+    call->timeout = timeout ? timeout : peer->timeout;
     call->node.key = (ngx_rbtree_key_t) call->id;
 
     call->event.handler = ngx_http_proven_core_call_event;
     call->event.data = call;
     call->event.log = r->connection->log;
 
-    conn = ngx_http_proven_core_pick(pcmcf);
+    peer->used = ngx_current_msec;
+    conn = ngx_http_proven_core_pick(peer);
 
     if (ngx_http_proven_core_connect(conn) != NGX_OK) {
         free(out->data);
@@ -239,7 +336,7 @@ ngx_http_proven_daemon_call(ngx_http_request_t *r, cbor_item_t *request,
     call->conn = conn;
     ngx_rbtree_insert(&conn->calls, &call->node);
 
-    ngx_add_timer(&call->event, pcmcf->timeout);
+    ngx_add_timer(&call->event, call->timeout);
 
     /*
      * Written from the event loop, not from here: a handler running inside
@@ -385,15 +482,15 @@ failed:
  * healthy one could carry.
  */
 static ngx_http_proven_core_conn_t *
-ngx_http_proven_core_pick(ngx_http_proven_core_main_conf_t *pcmcf)
+ngx_http_proven_core_pick(ngx_http_proven_peer_t *peer)
 {
     ngx_uint_t                    i, start;
     ngx_http_proven_core_conn_t  *conn;
 
-    start = pcmcf->next_conn++;
+    start = peer->next_conn++;
 
-    for (i = 0; i < pcmcf->connections; i++) {
-        conn = &pcmcf->conns[(start + i) % pcmcf->connections];
+    for (i = 0; i < peer->connections; i++) {
+        conn = &peer->conns[(start + i) % peer->connections];
 
         if (conn->connection != NULL
             || (ngx_msec_int_t) (conn->retry_at - ngx_current_msec) <= 0)
@@ -402,7 +499,7 @@ ngx_http_proven_core_pick(ngx_http_proven_core_main_conf_t *pcmcf)
         }
     }
 
-    return &pcmcf->conns[start % pcmcf->connections];
+    return &peer->conns[start % peer->connections];
 }
 
 
@@ -411,7 +508,6 @@ ngx_http_proven_core_connect(ngx_http_proven_core_conn_t *conn)
 {
     int                rc;
     ngx_err_t          err;
-    ngx_url_t         *url;
     ngx_int_t          event;
     ngx_event_t       *rev, *wev;
     ngx_socket_t       s;
@@ -424,8 +520,6 @@ ngx_http_proven_core_connect(ngx_http_proven_core_conn_t *conn)
     if ((ngx_msec_int_t) (conn->retry_at - ngx_current_msec) > 0) {
         return NGX_DECLINED;
     }
-
-    url = conn->conf->url;
 
     s = ngx_socket(AF_UNIX, SOCK_STREAM, 0);
     if (s == (ngx_socket_t) -1) {
@@ -466,7 +560,8 @@ ngx_http_proven_core_connect(ngx_http_proven_core_conn_t *conn)
         }
     }
 
-    rc = connect(s, url->addrs[0].sockaddr, url->addrs[0].socklen);
+    rc = connect(s, (struct sockaddr *) &conn->peer->sockaddr,
+                 conn->peer->socklen);
 
     if (rc == -1) {
         err = ngx_socket_errno;
@@ -503,9 +598,9 @@ ngx_http_proven_core_connect(ngx_http_proven_core_conn_t *conn)
         wev->ready = 1;
     }
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                   "proven daemon: connection *%uA to %V opened",
-                   c->number, &url->url);
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "%s: connection *%uA to %V opened", conn->peer->what,
+                   c->number, &conn->peer->name);
 
     return NGX_OK;
 
@@ -788,8 +883,8 @@ ngx_http_proven_core_close(ngx_http_proven_core_conn_t *conn, ngx_err_t err,
 
     if (conn->connection != NULL) {
         ngx_log_error(NGX_LOG_INFO, conn->connection->log, err,
-                      "proven daemon: connection to %V closed: %s",
-                      &conn->conf->url->url, reason);
+                      "%s: connection to %V closed: %s", conn->peer->what,
+                      &conn->peer->name, reason);
 
         ngx_close_connection(conn->connection);
         conn->connection = NULL;
@@ -928,8 +1023,8 @@ ngx_http_proven_core_call_event(ngx_event_t *ev)
         ev->timedout = 0;
 
         ngx_log_error(NGX_LOG_ERR, ev->log, 0,
-                      "proven daemon: no answer from %V within %Mms",
-                      &call->conf->url->url, call->conf->timeout);
+                      "%s: no answer from %V within %Mms", call->peer->what,
+                      &call->peer->name, call->timeout);
 
         ngx_http_proven_core_detach(call);
         ngx_http_proven_core_deliver(call, NGX_HTTP_PROVEN_DAEMON_TIMEOUT,
@@ -938,8 +1033,8 @@ ngx_http_proven_core_call_event(ngx_event_t *ev)
     }
 
     ngx_log_error(NGX_LOG_ERR, ev->log, call->err,
-                  "proven daemon: %V unreachable: %s",
-                  &call->conf->url->url, call->reason);
+                  "%s: %V unreachable: %s", call->peer->what,
+                  &call->peer->name, call->reason);
 
     ngx_http_proven_core_detach(call);
     ngx_http_proven_core_deliver(call, NGX_HTTP_PROVEN_DAEMON_UNREACHABLE,
@@ -1117,59 +1212,84 @@ invalid:
 
 /* ---- worker life --------------------------------------------------------- */
 
-static ngx_int_t
-ngx_http_proven_core_init_process(ngx_cycle_t *cycle)
+/* Whether a call is waiting on one of the peer's connections. */
+static ngx_uint_t
+ngx_http_proven_peer_busy(ngx_http_proven_peer_t *peer)
 {
-    ngx_uint_t                         i;
-    ngx_http_proven_core_conn_t       *conn;
-    ngx_http_proven_core_main_conf_t  *pcmcf;
+    ngx_uint_t  i;
 
-    pcmcf = ngx_http_cycle_get_module_main_conf(cycle,
-                                                ngx_http_proven_core_module);
+    for (i = 0; i < peer->connections; i++) {
+        if (peer->conns[i].calls.root != peer->conns[i].calls.sentinel) {
+            return 1;
+        }
+    }
+    return 0;
+}
 
-    if (pcmcf == NULL || pcmcf->url == NULL) {
-        return NGX_OK;
+
+/* A peer with its connections, none open yet (ngx_alloc()ed). */
+static ngx_http_proven_peer_t *
+ngx_http_proven_peer_new(ngx_http_proven_core_main_conf_t *pcmcf,
+    u_char *path, size_t len, ngx_msec_t timeout, ngx_uint_t connections,
+    const char *what)
+{
+    u_char                       *p;
+    ngx_uint_t                    i;
+    ngx_http_proven_peer_t       *peer;
+    ngx_http_proven_core_conn_t  *conn;
+
+    (void) pcmcf;
+
+    if (len == 0 || len >= sizeof(peer->sockaddr.sun_path)) {
+        return NULL;
     }
 
-    pcmcf->conns = ngx_pcalloc(cycle->pool, pcmcf->connections
-                                         * sizeof(ngx_http_proven_core_conn_t));
-    if (pcmcf->conns == NULL) {
-        return NGX_ERROR;
+    p = ngx_calloc(sizeof(ngx_http_proven_peer_t)
+                   + connections * sizeof(ngx_http_proven_core_conn_t)
+                   + len + 1, ngx_cycle->log);
+    if (p == NULL) {
+        return NULL;
     }
 
-    for (i = 0; i < pcmcf->connections; i++) {
-        conn = &pcmcf->conns[i];
-        conn->conf = pcmcf;
+    peer = (ngx_http_proven_peer_t *) p;
+    peer->conns = (ngx_http_proven_core_conn_t *) (peer + 1);
+    peer->name.data = (u_char *) (peer->conns + connections);
+    peer->name.len = len;
+    ngx_memcpy(peer->name.data, path, len);
+
+    peer->sockaddr.sun_family = AF_UNIX;
+    ngx_memcpy(peer->sockaddr.sun_path, path, len);
+    peer->socklen = offsetof(struct sockaddr_un, sun_path) + len + 1;
+    peer->timeout = timeout;
+    peer->connections = connections;
+    peer->what = what;
+    peer->used = ngx_current_msec;
+
+    for (i = 0; i < connections; i++) {
+        conn = &peer->conns[i];
+        conn->peer = peer;
         conn->retry_at = ngx_current_msec;
         ngx_rbtree_init(&conn->calls, &conn->sentinel,
                         ngx_rbtree_insert_value);
         ngx_queue_init(&conn->out);
     }
 
-    return NGX_OK;
+    return peer;
 }
 
 
+/* The worker is leaving, or the peer is idle: calls end without handlers. */
 static void
-ngx_http_proven_core_exit_process(ngx_cycle_t *cycle)
+ngx_http_proven_peer_close(ngx_http_proven_peer_t *peer)
 {
-    ngx_uint_t                         i;
-    ngx_rbtree_node_t                 *node;
-    ngx_http_proven_core_conn_t       *conn;
-    ngx_http_proven_core_call_t       *call;
-    ngx_http_proven_core_main_conf_t  *pcmcf;
+    ngx_uint_t                    i;
+    ngx_rbtree_node_t            *node;
+    ngx_http_proven_core_conn_t  *conn;
+    ngx_http_proven_core_call_t  *call;
 
-    pcmcf = ngx_http_cycle_get_module_main_conf(cycle,
-                                                ngx_http_proven_core_module);
+    for (i = 0; i < peer->connections; i++) {
+        conn = &peer->conns[i];
 
-    if (pcmcf == NULL || pcmcf->conns == NULL) {
-        return;
-    }
-
-    for (i = 0; i < pcmcf->connections; i++) {
-        conn = &pcmcf->conns[i];
-
-        /* the worker is leaving: calls end quietly, without handlers */
         while (conn->calls.root != conn->calls.sentinel) {
             node = ngx_rbtree_min(conn->calls.root, conn->calls.sentinel);
             call = (ngx_http_proven_core_call_t *) node;
@@ -1180,5 +1300,71 @@ ngx_http_proven_core_exit_process(ngx_cycle_t *cycle)
         }
 
         ngx_http_proven_core_close(conn, 0, "worker exiting", 0);
+    }
+}
+
+
+static ngx_int_t
+ngx_http_proven_core_init_process(ngx_cycle_t *cycle)
+{
+    struct sockaddr_un                *sun;
+    ngx_http_proven_core_main_conf_t  *pcmcf;
+
+    pcmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                                ngx_http_proven_core_module);
+
+    if (pcmcf == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_queue_init(&pcmcf->peers);
+
+    if (pcmcf->url == NULL) {
+        return NGX_OK;
+    }
+
+    sun = (struct sockaddr_un *) pcmcf->url->addrs[0].sockaddr;
+    pcmcf->daemon = ngx_http_proven_peer_new(pcmcf, (u_char *) sun->sun_path,
+                                             ngx_strlen(sun->sun_path),
+                                             pcmcf->timeout,
+                                             pcmcf->connections,
+                                             "proven daemon");
+    if (pcmcf->daemon == NULL) {
+        return NGX_ERROR;
+    }
+    pcmcf->daemon->name = pcmcf->url->url;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_proven_core_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_queue_t                       *q;
+    ngx_http_proven_peer_t            *peer;
+    ngx_http_proven_core_main_conf_t  *pcmcf;
+
+    pcmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                                ngx_http_proven_core_module);
+
+    if (pcmcf == NULL) {
+        return;
+    }
+
+    if (pcmcf->daemon != NULL) {
+        ngx_http_proven_peer_close(pcmcf->daemon);
+    }
+
+    if (pcmcf->peers.next == NULL) {
+        return;                         /* init_process never ran */
+    }
+
+    while (!ngx_queue_empty(&pcmcf->peers)) {
+        q = ngx_queue_head(&pcmcf->peers);
+        peer = ngx_queue_data(q, ngx_http_proven_peer_t, queue);
+        ngx_queue_remove(q);
+        ngx_http_proven_peer_close(peer);
+        ngx_free(peer);
     }
 }

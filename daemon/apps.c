@@ -1,0 +1,2131 @@
+/*
+ * provend applications: registry, app.* ops, runtime workers, state page.
+ * See apps.h for the ops and the files.  Everything here runs on the loop
+ * thread except the storage calls, which block and so run on libuv's
+ * thread pool (uv_queue_work).
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+#include <uv.h>
+
+#include "apps.h"
+#include "log.h"
+#include "util.h"
+
+
+#define provend_apps_err(...)                                              \
+    do { if (err) { snprintf(err, errlen, __VA_ARGS__); } } while (0)
+
+#define PROVEND_APPS_SCOPE        "_proven"
+#define PROVEND_APPS_DB           "registry"
+#define PROVEND_APPS_PAGE         1000
+#define PROVEND_CHECK_TIMEOUT_MS  30000
+#define PROVEND_RESTART_MIN_MS    100
+#define PROVEND_RESTART_MAX_MS    30000
+#define PROVEND_STOP_KILL_MS      3000
+#define PROVEND_ROUTES_MAX        256
+#define PROVEND_SOCKET_MAX        107        /* sun_path, with its NUL */
+
+
+typedef struct provend_app_s     provend_app_t;
+typedef struct provend_worker_s  provend_worker_t;
+
+struct provend_worker_s {
+    uv_process_t     process;
+    uv_pipe_t        in;            /* the package, then closed */
+    uv_pipe_t        out;           /* "ready\n" */
+    uv_write_t       write;
+    provend_apps_t  *apps;
+    provend_app_t   *app;           /* NULL once replaced */
+    uint8_t         *package;       /* its own copy, freed when written */
+    size_t           package_len;
+    char             socket[PROVEND_SOCKET_MAX + 1];
+    char             line[16];
+    size_t           line_len;
+    unsigned         handles;       /* open, to close before free */
+    int              ready;
+    int              exited;
+    provend_worker_t *prev;         /* every worker, until closed */
+    provend_worker_t *next;
+};
+
+struct provend_app_s {
+    char                name[PROVEND_NAME_MAX + 1];
+    proven_app_state_t  state;
+    uint8_t           **entries;    /* encoded audit entries, in order */
+    size_t             *entry_lens;
+    size_t              nentries;
+    size_t              entries_cap;
+    uint8_t            *package;    /* the current package's bytes */
+    size_t              package_len;
+    cbor_item_t        *routes;     /* [[method, path], ...] */
+    provend_worker_t   *worker;     /* serving */
+    provend_worker_t   *starting;   /* not ready yet */
+    uv_timer_t          restart;
+    unsigned            backoff_ms;
+    unsigned            generation;
+    int                 busy;       /* a change is under way */
+    provend_apps_t     *apps;
+    provend_app_t      *next;
+};
+
+struct provend_apps_s {
+    uv_loop_t              *loop;
+    provend_storage_t      *storage;
+    char                   *data_dir;
+    char                   *runtime_bin;
+    char                   *node;
+    char                   *run_dir;
+    int                     expose_errors;
+    unsigned                memory_mb;
+    provend_app_t          *apps;
+    size_t                  napps;
+    provend_worker_t       *workers;  /* running or closing */
+    uint8_t                *page;   /* the state page, mapped */
+    uv_timer_t              stop_timer;
+    int                     stopping;
+};
+
+/* One app.deploy or app.update on its way: check, record, apply. */
+typedef struct {
+    provend_apps_t         *apps;
+    provend_app_t          *app;
+    uint64_t                id;
+    provend_ops_reply_pt    reply;
+    void                   *ctx;
+    proven_audit_entry_t    entry;
+    uint8_t                 encoded[PROVEN_AUDIT_ENTRY_MAX];
+    size_t                  encoded_len;
+    uint8_t                 hash[PROVEN_AUDIT_HASH_LEN];
+    uint8_t                *package;        /* deploy; rollback: loaded */
+    size_t                  package_len;
+    cbor_item_t            *routes;
+
+    /* the check by proven-runtime */
+    uv_process_t            process;
+    uv_pipe_t               in;
+    uv_pipe_t               err_pipe;
+    uv_write_t              write;
+    uv_timer_t              timer;
+    unsigned                handles;
+    int64_t                 exit_status;
+    int                     timed_out;
+    char                    errtext[512];
+    size_t                  errtext_len;
+
+    /* the record */
+    uv_work_t               work;
+    provend_storage_status_t status;
+    char                    error[PROVEN_ERR_LEN];
+} provend_change_t;
+
+
+static void provend_apps_publish(provend_apps_t *apps);
+static void provend_worker_start(provend_apps_t *apps, provend_app_t *app);
+
+
+/* ---- answers ------------------------------------------------------------- */
+
+static void
+provend_apps_reply_error(provend_ops_reply_pt reply, void *ctx, uint64_t id,
+    const char *code, const char *message)
+{
+    size_t    len;
+    uint8_t  *frame;
+
+    if (proven_response_encode_error(id, code, message, &frame, &len)
+        != PROVEN_OK)
+    {
+        frame = NULL;
+        len = 0;
+    }
+    reply(ctx, frame, len);
+}
+
+
+/* Takes result (a reference); NULL result: out of memory. */
+static void
+provend_apps_reply_ok(provend_ops_reply_pt reply, void *ctx, uint64_t id,
+    cbor_item_t *result)
+{
+    size_t    len;
+    uint8_t  *frame;
+
+    if (result == NULL) {
+        provend_apps_reply_error(reply, ctx, id, "internal", "out of memory");
+        return;
+    }
+
+    if (proven_response_encode_ok(id, result, &frame, &len) != PROVEN_OK) {
+        frame = NULL;
+        len = 0;
+    }
+    cbor_decref(&result);
+    reply(ctx, frame, len);
+}
+
+
+static cbor_item_t *
+provend_apps_bytes(const uint8_t *p, size_t len)
+{
+    return cbor_build_bytestring(p, len);
+}
+
+
+static cbor_item_t *
+provend_apps_uint(uint64_t v)
+{
+    return cbor_build_uint64(v);
+}
+
+
+/* Puts value (a new reference, may be NULL) into map; PROVEN_ERR if not. */
+static int
+provend_apps_put(cbor_item_t *map, const char *key, cbor_item_t *value)
+{
+    if (value == NULL) {
+        return PROVEN_ERR;
+    }
+    return proven_cbor_map_put(map, key, value);
+}
+
+
+/* ---- the registry in storage -------------------------------------------- */
+
+static provend_storage_req_t *
+provend_apps_sql(provend_storage_op_t op, size_t nstmts)
+{
+    provend_storage_req_t  *req;
+
+    req = provend_storage_req_new(op);
+    if (req == NULL) {
+        return NULL;
+    }
+
+    req->scope.kind = PROVEND_SCOPE_APP;
+    snprintf(req->scope.app, sizeof(req->scope.app), PROVEND_APPS_SCOPE);
+    snprintf(req->name, sizeof(req->name), PROVEND_APPS_DB);
+
+    req->stmts = calloc(nstmts, sizeof(*req->stmts));
+    if (req->stmts == NULL) {
+        provend_storage_req_free(req);
+        return NULL;
+    }
+    req->nstmts = nstmts;
+    return req;
+}
+
+
+static int
+provend_apps_stmt(provend_storage_req_t *req, size_t i, const char *sql,
+    size_t nparams)
+{
+    provend_sql_stmt_t  *s;
+
+    s = &req->stmts[i];
+    s->sql = strdup(sql);
+    s->sql_len = strlen(sql);
+    s->params = nparams ? calloc(nparams, sizeof(*s->params)) : NULL;
+    s->nparams = nparams;
+    return s->sql != NULL && (nparams == 0 || s->params != NULL)
+           ? PROVEN_OK : PROVEN_ERR;
+}
+
+
+/* A TEXT or BLOB parameter (a copy, NUL added as the backend expects). */
+static int
+provend_apps_param(provend_sql_stmt_t *s, size_t i, provend_sql_type_t type,
+    const void *data, size_t len)
+{
+    s->params[i].type = type;
+    s->params[i].data = malloc(len + 1);
+    if (s->params[i].data == NULL) {
+        return PROVEN_ERR;
+    }
+    memcpy(s->params[i].data, data, len);
+    s->params[i].data[len] = '\0';
+    s->params[i].len = len;
+    return PROVEN_OK;
+}
+
+
+static void
+provend_apps_param_int(provend_sql_stmt_t *s, size_t i, int64_t v)
+{
+    s->params[i].type = PROVEND_SQL_INTEGER;
+    s->params[i].i = v;
+}
+
+
+/* Runs req to its end (blocking); PROVEN_OK or err filled. */
+static int
+provend_apps_call(provend_storage_t *st, provend_storage_req_t *req,
+    char *err, size_t errlen)
+{
+    if (provend_storage_call(st, req) != PROVEND_ST_OK) {
+        provend_apps_err("registry storage: %s: %s",
+                         provend_storage_status_name(req->status),
+                         req->error);
+        return PROVEN_ERR;
+    }
+    return PROVEN_OK;
+}
+
+
+static int
+provend_apps_create_tables(provend_apps_t *apps, char *err, size_t errlen)
+{
+    int                     rc;
+    provend_storage_req_t  *req;
+
+    req = provend_apps_sql(PROVEND_OP_SQL_EXECUTE, 2);
+    if (req == NULL
+        || provend_apps_stmt(req, 0, "CREATE TABLE IF NOT EXISTS audit ("
+                             "app TEXT NOT NULL, seq INTEGER NOT NULL, "
+                             "entry BLOB NOT NULL, PRIMARY KEY (app, seq))",
+                             0) != PROVEN_OK
+        || provend_apps_stmt(req, 1, "CREATE TABLE IF NOT EXISTS packages ("
+                             "id BLOB PRIMARY KEY, bytes BLOB NOT NULL)", 0)
+           != PROVEN_OK)
+    {
+        provend_storage_req_free(req);
+        provend_apps_err("out of memory");
+        return PROVEN_ERR;
+    }
+
+    rc = provend_apps_call(apps->storage, req, err, errlen);
+    provend_storage_req_free(req);
+    return rc;
+}
+
+
+/* The package with id, from storage: malloc()ed bytes. */
+static int
+provend_apps_load_package(provend_storage_t *st, const uint8_t *id,
+    uint8_t **out, size_t *len, char *err, size_t errlen)
+{
+    int                     rc;
+    cbor_item_t            *rows, *row;
+    provend_storage_req_t  *req;
+
+    *out = NULL;
+    req = provend_apps_sql(PROVEND_OP_SQL_QUERY, 1);
+    if (req == NULL
+        || provend_apps_stmt(req, 0, "SELECT bytes FROM packages "
+                             "WHERE id = ?", 1) != PROVEN_OK
+        || provend_apps_param(&req->stmts[0], 0, PROVEND_SQL_BLOB, id,
+                              PROVEN_AUDIT_HASH_LEN) != PROVEN_OK)
+    {
+        provend_storage_req_free(req);
+        provend_apps_err("out of memory");
+        return PROVEN_ERR;
+    }
+
+    rc = provend_apps_call(st, req, err, errlen);
+    if (rc == PROVEN_OK) {
+        rows = proven_cbor_map_get(req->result, "rows");
+        row = rows != NULL && cbor_isa_array(rows)
+              && cbor_array_size(rows) == 1
+              ? cbor_array_handle(rows)[0] : NULL;
+        if (row == NULL || !cbor_isa_array(row) || cbor_array_size(row) != 1
+            || proven_cbor_bytes(cbor_array_handle(row)[0],
+                                 PROVEND_PACKAGE_MAX, out, len)
+               != PROVEN_OK)
+        {
+            provend_apps_err("registry: a deployed package is missing");
+            rc = PROVEN_ERR;
+        }
+    }
+
+    provend_storage_req_free(req);
+    return rc;
+}
+
+
+/* ---- applications in memory ---------------------------------------------- */
+
+static provend_app_t *
+provend_apps_find(provend_apps_t *apps, const char *name)
+{
+    provend_app_t  *app;
+
+    for (app = apps->apps; app != NULL; app = app->next) {
+        if (strcmp(app->name, name) == 0) {
+            return app;
+        }
+    }
+    return NULL;
+}
+
+
+static provend_app_t *
+provend_apps_add(provend_apps_t *apps, const char *name)
+{
+    provend_app_t  *app;
+
+    app = calloc(1, sizeof(*app));
+    if (app == NULL) {
+        return NULL;
+    }
+
+    snprintf(app->name, sizeof(app->name), "%s", name);
+    app->apps = apps;
+    app->backoff_ms = PROVEND_RESTART_MIN_MS;
+    uv_timer_init(apps->loop, &app->restart);
+    app->restart.data = app;
+
+    app->next = apps->apps;
+    apps->apps = app;
+    apps->napps++;
+    return app;
+}
+
+
+static void
+provend_apps_on_app_closed(uv_handle_t *handle)
+{
+    provend_app_t  *app;
+    size_t          i;
+
+    app = handle->data;
+    for (i = 0; i < app->nentries; i++) {
+        free(app->entries[i]);
+    }
+    free(app->entries);
+    free(app->entry_lens);
+    free(app->package);
+    if (app->routes != NULL) {
+        cbor_decref(&app->routes);
+    }
+    proven_app_state_free(&app->state);
+    free(app);
+}
+
+
+/* Unlinks app (no worker, no change under way) and frees it. */
+static void
+provend_apps_remove(provend_apps_t *apps, provend_app_t *app)
+{
+    provend_app_t  **p;
+
+    for (p = &apps->apps; *p != NULL; p = &(*p)->next) {
+        if (*p == app) {
+            *p = app->next;
+            apps->napps--;
+            break;
+        }
+    }
+    uv_close((uv_handle_t *) &app->restart, provend_apps_on_app_closed);
+}
+
+
+static int
+provend_apps_keep_entry(provend_app_t *app, const uint8_t *entry,
+    size_t len)
+{
+    size_t     cap;
+    size_t    *lens;
+    uint8_t  **entries, *copy;
+
+    if (app->nentries == app->entries_cap) {
+        cap = app->entries_cap ? app->entries_cap * 2 : 8;
+        entries = realloc(app->entries, cap * sizeof(*entries));
+        if (entries == NULL) {
+            return PROVEN_ERR;
+        }
+        app->entries = entries;
+        lens = realloc(app->entry_lens, cap * sizeof(*lens));
+        if (lens == NULL) {
+            return PROVEN_ERR;
+        }
+        app->entry_lens = lens;
+        app->entries_cap = cap;
+    }
+
+    copy = malloc(len);
+    if (copy == NULL) {
+        return PROVEN_ERR;
+    }
+    memcpy(copy, entry, len);
+    app->entries[app->nentries] = copy;
+    app->entry_lens[app->nentries++] = len;
+    return PROVEN_OK;
+}
+
+
+/*
+ * The routes of a package's manifest: [[method, path], ...] of its http
+ * handlers.  Also checks the package is a format 1 map; its content was
+ * (or will be) checked by proven-runtime.
+ */
+static cbor_item_t *
+provend_apps_routes(const uint8_t *package, size_t len, char *err,
+    size_t errlen)
+{
+    size_t        i, n;
+    cbor_item_t  *pkg, *handlers, *h, *kind, *method, *path, *routes, *pair;
+    uint64_t      format;
+
+    pkg = proven_cbor_load(package, len, err, errlen);
+    if (pkg == NULL) {
+        return NULL;
+    }
+
+    routes = NULL;
+    handlers = proven_cbor_map_get(pkg, "handlers");
+    if (!cbor_isa_map(pkg)
+        || proven_cbor_uint(proven_cbor_map_get(pkg, "format"), &format)
+           != PROVEN_OK || format != 1
+        || handlers == NULL || !cbor_isa_array(handlers))
+    {
+        provend_apps_err("not a format 1 package");
+        goto done;
+    }
+
+    n = cbor_array_size(handlers);
+    routes = cbor_new_definite_array(n < PROVEND_ROUTES_MAX
+                                     ? n : PROVEND_ROUTES_MAX);
+    if (routes == NULL) {
+        provend_apps_err("out of memory");
+        goto done;
+    }
+
+    for (i = 0; i < n; i++) {
+        h = cbor_array_handle(handlers)[i];
+        kind = cbor_isa_map(h) ? proven_cbor_map_get(h, "kind") : NULL;
+        if (kind == NULL || !cbor_isa_string(kind)
+            || cbor_string_length(kind) != 4
+            || memcmp(cbor_string_handle(kind), "http", 4) != 0)
+        {
+            continue;
+        }
+
+        method = proven_cbor_map_get(h, "method");
+        path = proven_cbor_map_get(h, "path");
+        if (method == NULL || path == NULL || !cbor_isa_string(method)
+            || !cbor_isa_string(path) || cbor_string_length(path) > 256
+            || cbor_string_length(method) > 16)
+        {
+            provend_apps_err("a handler of the manifest has a bad route");
+            cbor_decref(&routes);
+            goto done;
+        }
+
+        if (cbor_array_size(routes) == PROVEND_ROUTES_MAX) {
+            provend_apps_err("more than %d HTTP routes", PROVEND_ROUTES_MAX);
+            cbor_decref(&routes);
+            goto done;
+        }
+
+        pair = cbor_new_definite_array(2);
+        if (pair == NULL
+            || !cbor_array_push(pair, method) || !cbor_array_push(pair, path)
+            || !cbor_array_push(routes, pair))
+        {
+            if (pair != NULL) {
+                cbor_decref(&pair);
+            }
+            provend_apps_err("out of memory");
+            cbor_decref(&routes);
+            goto done;
+        }
+        cbor_decref(&pair);
+    }
+
+done:
+
+    cbor_decref(&pkg);
+    return routes;
+}
+
+
+/*
+ * Reads every audit entry back and replays each chain: a chain that does
+ * not verify stops provend (the data directory holds something provend
+ * never wrote, and the encryption below should have caught it).
+ */
+static int
+provend_apps_load(provend_apps_t *apps, char *err, size_t errlen)
+{
+    int                     rc;
+    char                    name[PROVEND_NAME_MAX + 1], *cursor;
+    size_t                  i, n, len, elen;
+    uint8_t                 hash[PROVEN_AUDIT_HASH_LEN], *entry;
+    cbor_item_t            *rows, *row, *next;
+    provend_app_t          *app;
+    proven_audit_entry_t    e;
+    provend_storage_req_t  *req;
+
+    cursor = NULL;
+
+    for ( ;; ) {
+        req = provend_apps_sql(PROVEND_OP_SQL_QUERY, 1);
+        if (req == NULL
+            || provend_apps_stmt(req, 0, "SELECT app, entry FROM audit "
+                                 "ORDER BY app, seq", 0) != PROVEN_OK)
+        {
+            provend_storage_req_free(req);
+            free(cursor);
+            provend_apps_err("out of memory");
+            return PROVEN_ERR;
+        }
+        req->limit = PROVEND_APPS_PAGE;
+        req->cursor = cursor;
+        cursor = NULL;
+
+        if (provend_apps_call(apps->storage, req, err, errlen) != PROVEN_OK) {
+            provend_storage_req_free(req);
+            return PROVEN_ERR;
+        }
+
+        rows = proven_cbor_map_get(req->result, "rows");
+        n = rows != NULL && cbor_isa_array(rows) ? cbor_array_size(rows) : 0;
+        rc = PROVEN_OK;
+
+        for (i = 0; i < n && rc == PROVEN_OK; i++) {
+            row = cbor_array_handle(rows)[i];
+            entry = NULL;
+            if (!cbor_isa_array(row) || cbor_array_size(row) != 2
+                || !cbor_isa_string(cbor_array_handle(row)[0])
+                || cbor_string_length(cbor_array_handle(row)[0])
+                   > PROVEND_NAME_MAX
+                || proven_cbor_bytes(cbor_array_handle(row)[1],
+                                     PROVEN_AUDIT_ENTRY_MAX, &entry, &elen)
+                   != PROVEN_OK)
+            {
+                provend_apps_err("registry: a malformed audit row");
+                rc = PROVEN_ERR;
+                break;
+            }
+
+            len = cbor_string_length(cbor_array_handle(row)[0]);
+            memcpy(name, cbor_string_handle(cbor_array_handle(row)[0]), len);
+            name[len] = '\0';
+
+            app = provend_apps_find(apps, name);
+            if (app == NULL) {
+                app = provend_apps_add(apps, name);
+            }
+
+            proven_audit_hash(entry, elen, hash);
+            if (app == NULL
+                || proven_audit_decode(entry, elen, &e, err, errlen)
+                   != PROVEN_OK
+                || proven_audit_apply(&app->state, &e, hash, err, errlen)
+                   != PROVEN_OK
+                || provend_apps_keep_entry(app, entry, elen) != PROVEN_OK)
+            {
+                rc = PROVEN_ERR;
+            }
+            free(entry);
+        }
+
+        next = proven_cbor_map_get(req->result, "cursor");
+        if (rc == PROVEN_OK && next != NULL && cbor_isa_string(next)) {
+            cursor = strndup((const char *) cbor_string_handle(next),
+                             cbor_string_length(next));
+        }
+        provend_storage_req_free(req);
+
+        if (rc != PROVEN_OK) {
+            free(cursor);
+            return PROVEN_ERR;
+        }
+        if (cursor == NULL) {
+            break;
+        }
+    }
+
+    for (app = apps->apps; app != NULL; app = app->next) {
+        if (!app->state.has_current) {
+            continue;
+        }
+        if (provend_apps_load_package(apps->storage, app->state.current,
+                                      &app->package, &app->package_len,
+                                      err, errlen) != PROVEN_OK)
+        {
+            return PROVEN_ERR;
+        }
+        app->routes = provend_apps_routes(app->package, app->package_len,
+                                          err, errlen);
+        if (app->routes == NULL) {
+            return PROVEN_ERR;
+        }
+    }
+
+    return PROVEN_OK;
+}
+
+
+/* ---- the state page ------------------------------------------------------ */
+
+static int
+provend_apps_page_open(provend_apps_t *apps, char *err, size_t errlen)
+{
+    int    fd;
+    char  *path;
+    void  *page;
+
+    if (asprintf(&path, "%s/state", apps->run_dir) == -1) {
+        provend_apps_err("out of memory");
+        return PROVEN_ERR;
+    }
+
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 || ftruncate(fd, PROVEND_STATE_SIZE) != 0) {
+        provend_apps_err("%s: %s", path, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        free(path);
+        return PROVEN_ERR;
+    }
+    free(path);
+
+    page = mmap(NULL, PROVEND_STATE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
+                fd, 0);
+    close(fd);
+    if (page == MAP_FAILED) {
+        provend_apps_err("cannot map the state page: %s", strerror(errno));
+        return PROVEN_ERR;
+    }
+
+    apps->page = page;
+    memcpy(apps->page, "PVSTATE1", 8);
+    return PROVEN_OK;
+}
+
+
+static void
+provend_apps_page_write(provend_apps_t *apps, const uint8_t *data,
+    size_t len)
+{
+    uint32_t  *seq, *length;
+
+    seq = (uint32_t *) (apps->page + 8);
+    length = (uint32_t *) (apps->page + 12);
+
+    /* odd while writing: readers retry */
+    __atomic_store_n(seq, __atomic_load_n(seq, __ATOMIC_RELAXED) | 1,
+                     __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    memcpy(apps->page + PROVEND_STATE_HEADER, data, len);
+    __atomic_store_n(length, (uint32_t) len, __ATOMIC_RELAXED);
+    __atomic_store_n(seq, __atomic_load_n(seq, __ATOMIC_RELAXED) + 1,
+                     __ATOMIC_RELEASE);
+}
+
+
+/* What nginx needs: for each serving app its socket and routes. */
+static void
+provend_apps_publish(provend_apps_t *apps)
+{
+    char            hex[2 * PROVEN_AUDIT_HASH_LEN + 1];
+    size_t          len;
+    uint8_t        *data;
+    cbor_item_t    *root, *map, *entry;
+    provend_app_t  *app;
+    struct cbor_pair  pair;
+
+    if (apps->page == NULL) {
+        return;
+    }
+
+    root = cbor_new_definite_map(1);
+    map = cbor_new_indefinite_map();
+    if (root == NULL || map == NULL) {
+        goto failed;
+    }
+
+    for (app = apps->apps; app != NULL; app = app->next) {
+        if (app->worker == NULL || app->routes == NULL) {
+            continue;
+        }
+
+        proven_hex_encode(app->state.current, PROVEN_AUDIT_HASH_LEN, hex);
+        entry = cbor_new_definite_map(3);
+        if (entry == NULL
+            || provend_apps_put(entry, "socket",
+                                cbor_build_string(app->worker->socket))
+               != PROVEN_OK
+            || provend_apps_put(entry, "package", cbor_build_string(hex))
+               != PROVEN_OK
+            || proven_cbor_map_put(entry, "routes", cbor_incref(app->routes))
+               != PROVEN_OK)
+        {
+            if (entry != NULL) {
+                cbor_decref(&entry);
+            }
+            goto failed;
+        }
+
+        pair.key = cbor_build_string(app->name);
+        pair.value = entry;
+        if (pair.key == NULL || !cbor_map_add(map, pair)) {
+            if (pair.key != NULL) {
+                cbor_decref(&pair.key);
+            }
+            cbor_decref(&entry);
+            goto failed;
+        }
+        cbor_decref(&pair.key);
+        cbor_decref(&entry);
+    }
+
+    if (proven_cbor_map_put(root, "apps", map) != PROVEN_OK) {
+        goto failed;
+    }
+    map = NULL;
+
+    if (proven_cbor_dump(root, &data, &len) != PROVEN_OK) {
+        goto failed;
+    }
+    cbor_decref(&root);
+
+    if (len > PROVEND_STATE_SIZE - PROVEND_STATE_HEADER) {
+        provend_error("apps: the state page cannot hold %zu bytes: routes "
+                      "of the latest change are not served", len);
+        free(data);
+        return;
+    }
+
+    provend_apps_page_write(apps, data, len);
+    free(data);
+    return;
+
+failed:
+
+    provend_error("apps: out of memory publishing the state page");
+    if (map != NULL) {
+        cbor_decref(&map);
+    }
+    if (root != NULL) {
+        cbor_decref(&root);
+    }
+}
+
+
+/* ---- workers ------------------------------------------------------------- */
+
+static void
+provend_worker_on_closed(uv_handle_t *handle)
+{
+    provend_worker_t  *w;
+
+    w = handle->data;
+    if (--w->handles > 0) {
+        return;
+    }
+    if (w->prev != NULL) {
+        w->prev->next = w->next;
+    } else {
+        w->apps->workers = w->next;
+    }
+    if (w->next != NULL) {
+        w->next->prev = w->prev;
+    }
+    if (w->socket[0] != '\0') {
+        (void) unlink(w->socket);
+    }
+    if (w->package != NULL) {
+        OPENSSL_cleanse(w->package, w->package_len);
+        free(w->package);
+    }
+    free(w);
+}
+
+
+static void
+provend_worker_close_pipe(uv_pipe_t *pipe)
+{
+    if (!uv_is_closing((uv_handle_t *) pipe)) {
+        uv_close((uv_handle_t *) pipe, provend_worker_on_closed);
+    }
+}
+
+
+static void
+provend_apps_on_restart(uv_timer_t *timer)
+{
+    provend_app_t   *app;
+    provend_apps_t  *apps;
+
+    app = timer->data;
+    apps = app->apps;
+    if (!apps->stopping && app->worker == NULL && app->starting == NULL
+        && app->package != NULL)
+    {
+        provend_worker_start(apps, app);
+    }
+}
+
+
+static void
+provend_worker_on_exit(uv_process_t *process, int64_t status, int signal)
+{
+    provend_app_t     *app;
+    provend_apps_t    *apps;
+    provend_worker_t  *w;
+
+    w = process->data;
+    apps = w->apps;
+    app = w->app;
+    w->exited = 1;
+
+    if (app != NULL) {
+        provend_warn("apps: the worker of %s exited (status %lld, signal "
+                     "%d)%s", app->name, (long long) status, signal,
+                     apps->stopping ? "" : "; restarting");
+
+        if (app->worker == w) {
+            app->worker = NULL;
+            provend_apps_publish(apps);
+        }
+        if (app->starting == w) {
+            app->starting = NULL;
+        }
+
+        if (!apps->stopping && app->starting == NULL) {
+            uv_timer_start(&app->restart, provend_apps_on_restart,
+                           app->backoff_ms, 0);
+            app->backoff_ms = app->backoff_ms * 2 > PROVEND_RESTART_MAX_MS
+                              ? PROVEND_RESTART_MAX_MS : app->backoff_ms * 2;
+        }
+    }
+
+    provend_worker_close_pipe(&w->in);
+    provend_worker_close_pipe(&w->out);
+    uv_close((uv_handle_t *) process, provend_worker_on_closed);
+}
+
+
+static void
+provend_worker_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+{
+    provend_worker_t  *w;
+
+    (void) suggested;
+    w = handle->data;
+    buf->base = w->line + w->line_len;
+    buf->len = sizeof(w->line) - w->line_len;
+}
+
+
+/* The worker serves: nginx is pointed at it, the one before is stopped. */
+static void
+provend_worker_ready(provend_worker_t *w)
+{
+    provend_app_t     *app;
+    provend_worker_t  *old;
+
+    app = w->app;
+    w->ready = 1;
+    if (app == NULL || app->starting != w) {
+        return;
+    }
+
+    old = app->worker;
+    app->worker = w;
+    app->starting = NULL;
+    app->backoff_ms = PROVEND_RESTART_MIN_MS;
+    provend_apps_publish(w->apps);
+    provend_info("apps: %s serves on %s", app->name, w->socket);
+
+    if (old != NULL) {
+        /* in-flight requests finish: the runtime drains on SIGTERM */
+        old->app = NULL;
+        if (!old->exited) {
+            uv_process_kill(&old->process, SIGTERM);
+        }
+    }
+}
+
+
+static void
+provend_worker_on_read(uv_stream_t *stream, ssize_t nread,
+    const uv_buf_t *buf)
+{
+    provend_worker_t  *w;
+
+    (void) buf;
+    w = stream->data;
+
+    if (nread < 0) {
+        uv_read_stop(stream);
+        return;
+    }
+
+    w->line_len += (size_t) nread;
+    if (!w->ready && w->line_len >= 6 && memcmp(w->line, "ready\n", 6) == 0)
+    {
+        uv_read_stop(stream);
+        provend_worker_ready(w);
+        return;
+    }
+    if (w->line_len == sizeof(w->line)) {
+        w->line_len = 0;             /* not ours: ignore */
+    }
+}
+
+
+static void
+provend_worker_on_written(uv_write_t *req, int status)
+{
+    provend_worker_t  *w;
+
+    (void) status;
+    w = req->data;
+    OPENSSL_cleanse(w->package, w->package_len);
+    free(w->package);
+    w->package = NULL;
+    provend_worker_close_pipe(&w->in);
+}
+
+
+static void
+provend_worker_start(provend_apps_t *apps, provend_app_t *app)
+{
+    int                    rc, argc;
+    char                  *argv[20], memory[16];
+    uv_buf_t               buf;
+    provend_worker_t      *w;
+    uv_process_options_t   options;
+    uv_stdio_container_t   stdio[3];
+
+    w = calloc(1, sizeof(*w));
+    if (w == NULL) {
+        provend_error("apps: out of memory starting %s", app->name);
+        return;
+    }
+    w->apps = apps;
+    w->app = app;
+
+    app->generation++;
+    if ((size_t) snprintf(w->socket, sizeof(w->socket), "%s/apps/%s.%u.sock",
+                          apps->run_dir, app->name, app->generation)
+        >= sizeof(w->socket))
+    {
+        provend_error("apps: the worker socket path for %s is longer than "
+                      "a unix socket allows: use a shorter --data path",
+                      app->name);
+        free(w);
+        return;
+    }
+
+    w->package = malloc(app->package_len);
+    if (w->package == NULL) {
+        provend_error("apps: out of memory starting %s", app->name);
+        free(w);
+        return;
+    }
+    memcpy(w->package, app->package, app->package_len);
+    w->package_len = app->package_len;
+
+    w->next = apps->workers;
+    if (w->next != NULL) {
+        w->next->prev = w;
+    }
+    apps->workers = w;
+
+    snprintf(memory, sizeof(memory), "%u", apps->memory_mb);
+    argc = 0;
+    argv[argc++] = apps->node;
+    argv[argc++] = "--experimental-vm-modules";
+    argv[argc++] = "--no-warnings";
+    argv[argc++] = apps->runtime_bin;
+    argv[argc++] = "serve";
+    argv[argc++] = "--app";
+    argv[argc++] = app->name;
+    argv[argc++] = "--package";
+    argv[argc++] = "-";
+    argv[argc++] = "--listen";
+    argv[argc++] = w->socket;
+    argv[argc++] = "--memory-mb";
+    argv[argc++] = memory;
+    if (apps->expose_errors) {
+        argv[argc++] = "--expose-errors";
+    }
+    argv[argc] = NULL;
+
+    uv_pipe_init(apps->loop, &w->in, 0);
+    uv_pipe_init(apps->loop, &w->out, 0);
+    w->in.data = w;
+    w->out.data = w;
+    w->process.data = w;
+    w->write.data = w;
+    w->handles = 3;
+
+    memset(&options, 0, sizeof(options));
+    stdio[0].flags = UV_CREATE_PIPE | UV_READABLE_PIPE;
+    stdio[0].data.stream = (uv_stream_t *) &w->in;
+    stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[1].data.stream = (uv_stream_t *) &w->out;
+    stdio[2].flags = UV_INHERIT_FD;
+    stdio[2].data.fd = 2;
+    options.file = apps->node;
+    options.args = argv;
+    options.exit_cb = provend_worker_on_exit;
+    options.stdio = stdio;
+    options.stdio_count = 3;
+
+    rc = uv_spawn(apps->loop, &w->process, &options);
+    if (rc != 0) {
+        provend_error("apps: cannot start the worker of %s (%s): %s",
+                      app->name, apps->node, uv_strerror(rc));
+        w->app = NULL;
+        w->exited = 1;
+        provend_worker_close_pipe(&w->in);
+        provend_worker_close_pipe(&w->out);
+        uv_close((uv_handle_t *) &w->process, provend_worker_on_closed);
+        if (!apps->stopping) {
+            uv_timer_start(&app->restart, provend_apps_on_restart,
+                           PROVEND_RESTART_MAX_MS, 0);
+        }
+        return;
+    }
+
+    /* a worker still starting with an older package is not needed */
+    if (app->starting != NULL) {
+        app->starting->app = NULL;
+        if (!app->starting->exited) {
+            uv_process_kill(&app->starting->process, SIGTERM);
+        }
+    }
+    app->starting = w;
+    buf = uv_buf_init((char *) w->package, (unsigned) w->package_len);
+    if (uv_write(&w->write, (uv_stream_t *) &w->in, &buf, 1,
+                 provend_worker_on_written) != 0)
+    {
+        provend_worker_close_pipe(&w->in);
+    }
+    uv_read_start((uv_stream_t *) &w->out, provend_worker_alloc,
+                  provend_worker_on_read);
+}
+
+
+/* ---- changes: app.deploy and app.update ---------------------------------- */
+
+static void
+provend_change_free(provend_change_t *c)
+{
+    if (c->package != NULL) {
+        free(c->package);
+    }
+    if (c->routes != NULL) {
+        cbor_decref(&c->routes);
+    }
+    free(c);
+}
+
+
+/* Ends a change that failed: the app is free again (gone if it was new). */
+static void
+provend_change_fail(provend_change_t *c, const char *code,
+    const char *message)
+{
+    provend_app_t  *app;
+
+    app = c->app;
+    app->busy = 0;
+    if (app->state.seq == 0 && app->worker == NULL && app->starting == NULL)
+    {
+        provend_apps_remove(c->apps, app);
+    }
+
+    provend_info("apps: %s of %s refused: %s: %s",
+                 proven_audit_action_name(c->entry.action), c->entry.app,
+                 code, message);
+    provend_apps_reply_error(c->reply, c->ctx, c->id, code, message);
+    provend_change_free(c);
+}
+
+
+/* Writes the entry (and a deploy's package) in one transaction. */
+static void
+provend_change_record(uv_work_t *work)
+{
+    size_t                  n;
+    provend_change_t       *c;
+    provend_storage_req_t  *req;
+
+    c = work->data;
+    c->status = PROVEND_ST_INTERNAL;
+    snprintf(c->error, sizeof(c->error), "out of memory");
+
+    /* a rollback serves a package recorded before */
+    if (c->entry.action == PROVEN_AUDIT_ROLLBACK
+        && provend_apps_load_package(c->apps->storage, c->entry.package,
+                                     &c->package, &c->package_len,
+                                     c->error, sizeof(c->error))
+           != PROVEN_OK)
+    {
+        c->status = PROVEND_ST_STORAGE_ERROR;
+        return;
+    }
+
+    n = c->entry.action == PROVEN_AUDIT_DEPLOY ? 2 : 1;
+    req = provend_apps_sql(PROVEND_OP_SQL_EXECUTE, n);
+    if (req == NULL
+        || provend_apps_stmt(req, 0, "INSERT INTO audit (app, seq, entry) "
+                             "VALUES (?, ?, ?)", 3) != PROVEN_OK
+        || provend_apps_param(&req->stmts[0], 0, PROVEND_SQL_TEXT,
+                              c->entry.app, strlen(c->entry.app))
+           != PROVEN_OK
+        || provend_apps_param(&req->stmts[0], 2, PROVEND_SQL_BLOB,
+                              c->encoded, c->encoded_len) != PROVEN_OK)
+    {
+        provend_storage_req_free(req);
+        return;
+    }
+    provend_apps_param_int(&req->stmts[0], 1, (int64_t) c->entry.seq);
+
+    if (n == 2
+        && (provend_apps_stmt(req, 1, "INSERT OR IGNORE INTO packages "
+                              "(id, bytes) VALUES (?, ?)", 2) != PROVEN_OK
+            || provend_apps_param(&req->stmts[1], 0, PROVEND_SQL_BLOB,
+                                  c->entry.package, PROVEN_AUDIT_HASH_LEN)
+               != PROVEN_OK
+            || provend_apps_param(&req->stmts[1], 1, PROVEND_SQL_BLOB,
+                                  c->package, c->package_len) != PROVEN_OK))
+    {
+        provend_storage_req_free(req);
+        return;
+    }
+
+    c->status = provend_storage_call(c->apps->storage, req);
+    snprintf(c->error, sizeof(c->error), "%s", req->error);
+    provend_storage_req_free(req);
+}
+
+
+static void
+provend_change_recorded(uv_work_t *work, int status)
+{
+    char               hex[2 * PROVEN_AUDIT_HASH_LEN + 1];
+    provend_app_t     *app;
+    provend_change_t  *c;
+    cbor_item_t       *result;
+    char               err[PROVEN_ERR_LEN];
+
+    c = work->data;
+    app = c->app;
+
+    if (status != 0 || c->status != PROVEND_ST_OK) {
+        provend_change_fail(c, "storage_error", c->error);
+        return;
+    }
+
+    if (provend_apps_keep_entry(app, c->encoded, c->encoded_len)
+        != PROVEN_OK
+        || proven_audit_apply(&app->state, &c->entry, c->hash, err,
+                              sizeof(err)) != PROVEN_OK)
+    {
+        /* recorded but not applied: a restart replays it */
+        provend_error("apps: %s: recorded change %llu not applied: %s",
+                      app->name, (unsigned long long) c->entry.seq, err);
+        provend_change_fail(c, "internal", "the change was recorded but "
+                            "not applied; restart provend");
+        return;
+    }
+    app->busy = 0;
+
+    if (c->package != NULL) {
+        if (c->routes == NULL) {
+            c->routes = provend_apps_routes(c->package, c->package_len,
+                                            err, sizeof(err));
+        }
+        if (c->routes != NULL) {
+            free(app->package);
+            app->package = c->package;
+            app->package_len = c->package_len;
+            c->package = NULL;
+            if (app->routes != NULL) {
+                cbor_decref(&app->routes);
+            }
+            app->routes = c->routes;
+            c->routes = NULL;
+            uv_timer_stop(&app->restart);
+            if (!c->apps->stopping) {
+                provend_worker_start(c->apps, app);
+            }
+        }
+    }
+
+    provend_info("apps: %s: %s recorded as entry %llu",
+                 app->name, proven_audit_action_name(c->entry.action),
+                 (unsigned long long) c->entry.seq);
+
+    result = cbor_new_definite_map(3);
+    proven_hex_encode(c->hash, PROVEN_AUDIT_HASH_LEN, hex);
+    if (result != NULL
+        && (provend_apps_put(result, "seq", provend_apps_uint(c->entry.seq))
+            != PROVEN_OK
+            || provend_apps_put(result, "hash", cbor_build_string(hex))
+               != PROVEN_OK))
+    {
+        cbor_decref(&result);
+    }
+    if (result != NULL && app->state.has_current) {
+        proven_hex_encode(app->state.current, PROVEN_AUDIT_HASH_LEN, hex);
+        if (provend_apps_put(result, "package", cbor_build_string(hex))
+            != PROVEN_OK)
+        {
+            cbor_decref(&result);
+        }
+    }
+    provend_apps_reply_ok(c->reply, c->ctx, c->id, result);
+    provend_change_free(c);
+}
+
+
+static void
+provend_change_queue_record(provend_change_t *c)
+{
+    int  rc;
+
+    c->work.data = c;
+    rc = uv_queue_work(c->apps->loop, &c->work, provend_change_record,
+                       provend_change_recorded);
+    if (rc != 0) {
+        provend_change_fail(c, "internal", uv_strerror(rc));
+    }
+}
+
+
+static void
+provend_change_on_check_closed(uv_handle_t *handle)
+{
+    provend_change_t  *c;
+
+    c = handle->data;
+    if (--c->handles > 0) {
+        return;
+    }
+
+    if (c->timed_out) {
+        provend_change_fail(c, "bad_package", "the package did not load "
+                            "within 30 s");
+    } else if (c->exit_status != 0) {
+        /* proven-runtime's own words, without its prefix and newline */
+        char  *msg = c->errtext;
+
+        if (strncmp(msg, "proven-runtime: ", 16) == 0) {
+            msg += 16;
+        }
+        msg[strcspn(msg, "\n")] = '\0';
+        provend_change_fail(c, "bad_package",
+                            msg[0] ? msg : "the package does not load");
+    } else {
+        provend_change_queue_record(c);
+    }
+}
+
+
+static void
+provend_change_close_check(provend_change_t *c)
+{
+    uv_handle_t  *handles[4];
+    size_t        i;
+
+    handles[0] = (uv_handle_t *) &c->process;
+    handles[1] = (uv_handle_t *) &c->in;
+    handles[2] = (uv_handle_t *) &c->err_pipe;
+    handles[3] = (uv_handle_t *) &c->timer;
+    for (i = 0; i < 4; i++) {
+        if (!uv_is_closing(handles[i])) {
+            uv_close(handles[i], provend_change_on_check_closed);
+        }
+    }
+}
+
+
+static void
+provend_change_on_check_exit(uv_process_t *process, int64_t status,
+    int signal)
+{
+    provend_change_t  *c;
+
+    c = process->data;
+    c->exit_status = signal ? 128 + signal : status;
+    provend_change_close_check(c);
+}
+
+
+static void
+provend_change_on_check_timeout(uv_timer_t *timer)
+{
+    provend_change_t  *c;
+
+    c = timer->data;
+    c->timed_out = 1;
+    uv_process_kill(&c->process, SIGKILL);
+}
+
+
+static void
+provend_change_err_alloc(uv_handle_t *handle, size_t suggested,
+    uv_buf_t *buf)
+{
+    provend_change_t  *c;
+
+    (void) suggested;
+    c = handle->data;
+    if (c->errtext_len >= sizeof(c->errtext) - 1) {
+        static char  sink[256];
+
+        buf->base = sink;               /* read past our share: dropped */
+        buf->len = sizeof(sink);
+        return;
+    }
+    buf->base = c->errtext + c->errtext_len;
+    buf->len = sizeof(c->errtext) - 1 - c->errtext_len;
+}
+
+
+static void
+provend_change_on_err(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    provend_change_t  *c;
+
+    c = stream->data;
+    if (nread < 0) {
+        uv_read_stop(stream);
+        return;
+    }
+    if (buf->base == c->errtext + c->errtext_len) {
+        c->errtext_len += (size_t) nread;
+        c->errtext[c->errtext_len] = '\0';
+    }
+}
+
+
+static void
+provend_change_on_written(uv_write_t *req, int status)
+{
+    provend_change_t  *c;
+
+    (void) status;
+    c = req->data;
+    if (!uv_is_closing((uv_handle_t *) &c->in)) {
+        uv_close((uv_handle_t *) &c->in, provend_change_on_check_closed);
+    }
+}
+
+
+/* proven-runtime check: the package loads and declares its manifest. */
+static void
+provend_change_check(provend_change_t *c)
+{
+    int                    rc;
+    char                  *argv[10];
+    uv_buf_t               buf;
+    provend_apps_t        *apps;
+    uv_process_options_t   options;
+    uv_stdio_container_t   stdio[3];
+
+    apps = c->apps;
+    argv[0] = apps->node;
+    argv[1] = "--experimental-vm-modules";
+    argv[2] = "--no-warnings";
+    argv[3] = apps->runtime_bin;
+    argv[4] = "check";
+    argv[5] = "--app";
+    argv[6] = c->entry.app;
+    argv[7] = "--package";
+    argv[8] = "-";
+    argv[9] = NULL;
+
+    uv_pipe_init(apps->loop, &c->in, 0);
+    uv_pipe_init(apps->loop, &c->err_pipe, 0);
+    uv_timer_init(apps->loop, &c->timer);
+    c->in.data = c;
+    c->err_pipe.data = c;
+    c->timer.data = c;
+    c->process.data = c;
+    c->write.data = c;
+    c->handles = 4;
+
+    memset(&options, 0, sizeof(options));
+    stdio[0].flags = UV_CREATE_PIPE | UV_READABLE_PIPE;
+    stdio[0].data.stream = (uv_stream_t *) &c->in;
+    stdio[1].flags = UV_IGNORE;
+    stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[2].data.stream = (uv_stream_t *) &c->err_pipe;
+    options.file = apps->node;
+    options.args = argv;
+    options.exit_cb = provend_change_on_check_exit;
+    options.stdio = stdio;
+    options.stdio_count = 3;
+
+    rc = uv_spawn(apps->loop, &c->process, &options);
+    if (rc != 0) {
+        snprintf(c->errtext, sizeof(c->errtext), "cannot run %s to check "
+                 "the package: %s", apps->node, uv_strerror(rc));
+        c->exit_status = 127;
+        provend_change_close_check(c);
+        return;
+    }
+
+    uv_timer_start(&c->timer, provend_change_on_check_timeout,
+                   PROVEND_CHECK_TIMEOUT_MS, 0);
+    uv_read_start((uv_stream_t *) &c->err_pipe, provend_change_err_alloc,
+                  provend_change_on_err);
+
+    buf = uv_buf_init((char *) c->package, (unsigned) c->package_len);
+    if (uv_write(&c->write, (uv_stream_t *) &c->in, &buf, 1,
+                 provend_change_on_written) != 0)
+    {
+        uv_close((uv_handle_t *) &c->in, provend_change_on_check_closed);
+    }
+}
+
+
+/* ---- ops ----------------------------------------------------------------- */
+
+/* A fixed-size byte string argument. */
+static int
+provend_apps_arg_fixed(const cbor_item_t *map, const char *key, uint8_t *out,
+    size_t len)
+{
+    cbor_item_t  *v;
+
+    v = proven_cbor_map_get(map, key);
+    if (v == NULL || !cbor_isa_bytestring(v)
+        || !cbor_bytestring_is_definite(v) || cbor_bytestring_length(v) != len)
+    {
+        return PROVEN_ERR;
+    }
+    memcpy(out, cbor_bytestring_handle(v), len);
+    return PROVEN_OK;
+}
+
+
+/* The "app" argument: a valid name that is not the node's own. */
+static int
+provend_apps_arg_app(const cbor_item_t *map, char *name, char *err,
+    size_t errlen)
+{
+    cbor_item_t  *v;
+    size_t        len;
+
+    v = proven_cbor_map_get(map, "app");
+    if (v == NULL || !cbor_isa_string(v) || !cbor_string_is_definite(v)
+        || (len = cbor_string_length(v)) == 0 || len > PROVEND_NAME_MAX)
+    {
+        provend_apps_err("\"app\" must be a name of 1..%d characters",
+                         PROVEND_NAME_MAX);
+        return PROVEN_ERR;
+    }
+    memcpy(name, cbor_string_handle(v), len);
+    name[len] = '\0';
+
+    if (!provend_name_valid(name, len) || name[0] == '_' || name[0] == '-') {
+        provend_apps_err("app names are [a-z0-9_-], not starting with _ "
+                         "or -");
+        return PROVEN_ERR;
+    }
+    return PROVEN_OK;
+}
+
+
+static void
+provend_apps_op_head(provend_apps_t *apps, const proven_request_t *req,
+    provend_ops_reply_pt reply, void *ctx)
+{
+    char            name[PROVEND_NAME_MAX + 1], err[PROVEN_ERR_LEN];
+    size_t          i;
+    uint8_t         zero[PROVEN_AUDIT_HASH_LEN];
+    cbor_item_t    *result, *owners;
+    provend_app_t  *app;
+
+    if (provend_apps_arg_app(req->map, name, err, sizeof(err)) != PROVEN_OK)
+    {
+        provend_apps_reply_error(reply, ctx, req->id, "bad_request", err);
+        return;
+    }
+
+    memset(zero, 0, sizeof(zero));
+    app = provend_apps_find(apps, name);
+    if (app != NULL && app->state.seq == 0) {
+        app = NULL;                     /* its first deploy is under way */
+    }
+
+    result = cbor_new_definite_map(app && app->state.has_current ? 5 : 4);
+    owners = cbor_new_definite_array(app ? app->state.nowners : 0);
+    if (result == NULL || owners == NULL) {
+        goto failed;
+    }
+    for (i = 0; app != NULL && i < app->state.nowners; i++) {
+        cbor_item_t  *key = provend_apps_bytes(app->state.owners[i],
+                                               PROVEN_AUDIT_KEY_LEN);
+
+        if (key == NULL || !cbor_array_push(owners, key)) {
+            goto failed;
+        }
+        cbor_decref(&key);
+    }
+
+    if (provend_apps_put(result, "app", cbor_build_string(name)) != PROVEN_OK
+        || provend_apps_put(result, "seq",
+                            provend_apps_uint(app ? app->state.seq : 0))
+           != PROVEN_OK
+        || provend_apps_put(result, "head",
+                            provend_apps_bytes(app ? app->state.head : zero,
+                                               PROVEN_AUDIT_HASH_LEN))
+           != PROVEN_OK
+        || proven_cbor_map_put(result, "owners", owners) != PROVEN_OK)
+    {
+        goto failed;
+    }
+    owners = NULL;
+
+    if (app != NULL && app->state.has_current
+        && provend_apps_put(result, "current",
+                            provend_apps_bytes(app->state.current,
+                                               PROVEN_AUDIT_HASH_LEN))
+           != PROVEN_OK)
+    {
+        goto failed;
+    }
+
+    provend_apps_reply_ok(reply, ctx, req->id, result);
+    return;
+
+failed:
+
+    if (owners != NULL) {
+        cbor_decref(&owners);
+    }
+    if (result != NULL) {
+        cbor_decref(&result);
+    }
+    provend_apps_reply_ok(reply, ctx, req->id, NULL);
+}
+
+
+static void
+provend_apps_op_audit(provend_apps_t *apps, const proven_request_t *req,
+    provend_ops_reply_pt reply, void *ctx)
+{
+    char            name[PROVEND_NAME_MAX + 1], err[PROVEN_ERR_LEN];
+    size_t          i;
+    cbor_item_t    *result, *entries, *e;
+    provend_app_t  *app;
+
+    if (provend_apps_arg_app(req->map, name, err, sizeof(err)) != PROVEN_OK)
+    {
+        provend_apps_reply_error(reply, ctx, req->id, "bad_request", err);
+        return;
+    }
+
+    app = provend_apps_find(apps, name);
+    if (app == NULL || app->nentries == 0) {
+        snprintf(err, sizeof(err), "no application \"%s\"", name);
+        provend_apps_reply_error(reply, ctx, req->id, "not_found", err);
+        return;
+    }
+
+    result = cbor_new_definite_map(2);
+    entries = cbor_new_definite_array(app->nentries);
+    if (result == NULL || entries == NULL) {
+        goto failed;
+    }
+    for (i = 0; i < app->nentries; i++) {
+        e = provend_apps_bytes(app->entries[i], app->entry_lens[i]);
+        if (e == NULL || !cbor_array_push(entries, e)) {
+            goto failed;
+        }
+        cbor_decref(&e);
+    }
+
+    if (provend_apps_put(result, "app", cbor_build_string(name)) != PROVEN_OK
+        || proven_cbor_map_put(result, "entries", entries) != PROVEN_OK)
+    {
+        goto failed;
+    }
+
+    provend_apps_reply_ok(reply, ctx, req->id, result);
+    return;
+
+failed:
+
+    if (entries != NULL) {
+        cbor_decref(&entries);
+    }
+    if (result != NULL) {
+        cbor_decref(&result);
+    }
+    provend_apps_reply_ok(reply, ctx, req->id, NULL);
+}
+
+
+static void
+provend_apps_op_list(provend_apps_t *apps, const proven_request_t *req,
+    provend_ops_reply_pt reply, void *ctx)
+{
+    char            hex[2 * PROVEN_AUDIT_HASH_LEN + 1];
+    size_t          i;
+    cbor_item_t    *result, *list, *item, *owners, *key;
+    provend_app_t  *app;
+
+    result = cbor_new_definite_map(1);
+    list = cbor_new_indefinite_array();
+    if (result == NULL || list == NULL) {
+        goto failed;
+    }
+
+    for (app = apps->apps; app != NULL; app = app->next) {
+        if (app->state.seq == 0) {
+            continue;
+        }
+
+        item = cbor_new_indefinite_map();
+        owners = cbor_new_definite_array(app->state.nowners);
+        if (item == NULL || owners == NULL || !cbor_array_push(list, item)) {
+            if (owners != NULL) {
+                cbor_decref(&owners);
+            }
+            if (item != NULL) {
+                cbor_decref(&item);
+            }
+            goto failed;
+        }
+        cbor_decref(&item);
+
+        for (i = 0; i < app->state.nowners; i++) {
+            proven_hex_encode(app->state.owners[i], PROVEN_AUDIT_KEY_LEN,
+                              hex);
+            key = cbor_build_string(hex);
+            if (key == NULL || !cbor_array_push(owners, key)) {
+                cbor_decref(&owners);
+                goto failed;
+            }
+            cbor_decref(&key);
+        }
+
+        proven_hex_encode(app->state.current, PROVEN_AUDIT_HASH_LEN, hex);
+        if (provend_apps_put(item, "app", cbor_build_string(app->name))
+            != PROVEN_OK
+            || provend_apps_put(item, "seq", provend_apps_uint(app->state.seq))
+               != PROVEN_OK
+            || provend_apps_put(item, "current", cbor_build_string(hex))
+               != PROVEN_OK
+            || proven_cbor_map_put(item, "owners", owners) != PROVEN_OK
+            || (app->routes != NULL
+                && proven_cbor_map_put(item, "routes",
+                                       cbor_incref(app->routes))
+                   != PROVEN_OK)
+            || (app->worker != NULL
+                && provend_apps_put(item, "socket",
+                                    cbor_build_string(app->worker->socket))
+                   != PROVEN_OK))
+        {
+            goto failed;
+        }
+    }
+
+    if (proven_cbor_map_put(result, "apps", list) != PROVEN_OK) {
+        goto failed;
+    }
+    provend_apps_reply_ok(reply, ctx, req->id, result);
+    return;
+
+failed:
+
+    if (list != NULL && (result == NULL || cbor_map_size(result) == 0)) {
+        cbor_decref(&list);
+    }
+    if (result != NULL) {
+        cbor_decref(&result);
+    }
+    provend_apps_reply_ok(reply, ctx, req->id, NULL);
+}
+
+
+/*
+ * app.deploy and app.update: the entry is built here on the log's head and
+ * must verify before anything else happens; the app is busy until the
+ * change is recorded or refused, so its head cannot move meanwhile.
+ */
+static void
+provend_apps_op_change(provend_apps_t *apps, const proven_request_t *req,
+    int deploy, provend_ops_reply_pt reply, void *ctx)
+{
+    char                   name[PROVEND_NAME_MAX + 1], err[PROVEN_ERR_LEN];
+    char                   action[16];
+    size_t                 len;
+    cbor_item_t           *v;
+    provend_app_t         *app;
+    provend_change_t      *c;
+    proven_app_state_t     trial;
+
+    if (provend_apps_arg_app(req->map, name, err, sizeof(err)) != PROVEN_OK)
+    {
+        provend_apps_reply_error(reply, ctx, req->id, "bad_request", err);
+        return;
+    }
+
+    c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        provend_apps_reply_ok(reply, ctx, req->id, NULL);
+        return;
+    }
+    c->apps = apps;
+    c->id = req->id;
+    c->reply = reply;
+    c->ctx = ctx;
+    snprintf(c->entry.app, sizeof(c->entry.app), "%s", name);
+
+    if (provend_apps_arg_fixed(req->map, "signer", c->entry.signer,
+                               PROVEN_AUDIT_KEY_LEN) != PROVEN_OK
+        || provend_apps_arg_fixed(req->map, "signature", c->entry.signature,
+                                  PROVEN_AUDIT_SIG_LEN) != PROVEN_OK)
+    {
+        provend_apps_reply_error(reply, ctx, req->id, "bad_request",
+                                 "\"signer\" (32 bytes) and \"signature\" "
+                                 "(64 bytes) are required");
+        free(c);
+        return;
+    }
+
+    if (deploy) {
+        c->entry.action = PROVEN_AUDIT_DEPLOY;
+        v = proven_cbor_map_get(req->map, "package");
+        if (v == NULL || proven_cbor_bytes(v, PROVEND_PACKAGE_MAX,
+                                           &c->package, &c->package_len)
+                       != PROVEN_OK)
+        {
+            snprintf(err, sizeof(err), "\"package\" must be the package's "
+                     "bytes, at most %d", PROVEND_PACKAGE_MAX);
+            provend_apps_reply_error(reply, ctx, req->id, "bad_request", err);
+            free(c);
+            return;
+        }
+        SHA256(c->package, c->package_len, c->entry.package);
+
+        c->routes = provend_apps_routes(c->package, c->package_len, err,
+                                        sizeof(err));
+        if (c->routes == NULL) {
+            provend_apps_reply_error(reply, ctx, req->id, "bad_package", err);
+            provend_change_free(c);
+            return;
+        }
+
+    } else {
+        v = proven_cbor_map_get(req->map, "action");
+        len = v != NULL && cbor_isa_string(v) && cbor_string_is_definite(v)
+              ? cbor_string_length(v) : sizeof(action);
+        if (len < sizeof(action)) {
+            memcpy(action, cbor_string_handle(v), len);
+            action[len] = '\0';
+            c->entry.action = proven_audit_action_parse(action);
+        }
+
+        if (c->entry.action == PROVEN_AUDIT_ROLLBACK) {
+            if (provend_apps_arg_fixed(req->map, "package", c->entry.package,
+                                       PROVEN_AUDIT_HASH_LEN) != PROVEN_OK)
+            {
+                provend_apps_reply_error(reply, ctx, req->id, "bad_request",
+                                         "a rollback names the package id "
+                                         "(32 bytes) to go back to");
+                free(c);
+                return;
+            }
+        } else if (c->entry.action == PROVEN_AUDIT_ADD_OWNER
+                   || c->entry.action == PROVEN_AUDIT_REMOVE_OWNER)
+        {
+            if (provend_apps_arg_fixed(req->map, "owner", c->entry.owner,
+                                       PROVEN_AUDIT_KEY_LEN) != PROVEN_OK)
+            {
+                provend_apps_reply_error(reply, ctx, req->id, "bad_request",
+                                         "an owner change names the owner's "
+                                         "Ed25519 public key (32 bytes)");
+                free(c);
+                return;
+            }
+        } else {
+            provend_apps_reply_error(reply, ctx, req->id, "bad_request",
+                                     "\"action\" must be rollback, "
+                                     "add_owner or remove_owner");
+            free(c);
+            return;
+        }
+    }
+
+    app = provend_apps_find(apps, name);
+    if (app == NULL && !deploy) {
+        snprintf(err, sizeof(err), "no application \"%s\"", name);
+        provend_apps_reply_error(reply, ctx, req->id, "not_found", err);
+        provend_change_free(c);
+        return;
+    }
+    if (app != NULL && app->busy) {
+        provend_apps_reply_error(reply, ctx, req->id, "conflict",
+                                 "another change to this application is "
+                                 "under way; try again");
+        provend_change_free(c);
+        return;
+    }
+    if (app == NULL) {
+        if (apps->napps >= PROVEND_APPS_MAX) {
+            provend_apps_reply_error(reply, ctx, req->id, "too_large",
+                                     "this node holds as many applications "
+                                     "as it may");
+            provend_change_free(c);
+            return;
+        }
+        app = provend_apps_add(apps, name);
+        if (app == NULL) {
+            provend_apps_reply_ok(reply, ctx, req->id, NULL);
+            provend_change_free(c);
+            return;
+        }
+    }
+    c->app = app;
+    app->busy = 1;
+
+    c->entry.seq = app->state.seq + 1;
+    memcpy(c->entry.prev, app->state.head, PROVEN_AUDIT_HASH_LEN);
+    c->entry.time = (uint64_t) time(NULL);
+
+    if (proven_audit_encode(&c->entry, c->encoded, sizeof(c->encoded),
+                            &c->encoded_len) != PROVEN_OK)
+    {
+        provend_change_fail(c, "internal", "cannot encode the entry");
+        return;
+    }
+    proven_audit_hash(c->encoded, c->encoded_len, c->hash);
+
+    if (proven_audit_verify(&c->entry, err, sizeof(err)) != PROVEN_OK) {
+        provend_change_fail(c, "forbidden", "the signature does not cover "
+                            "this change on the log's current head (fetch "
+                            "app.head and sign again)");
+        return;
+    }
+
+    /* the rules, on a copy: the real state changes once recorded */
+    trial = app->state;
+    trial.deployed = NULL;
+    if (app->state.ndeployed > 0) {
+        trial.deployed = malloc(app->state.ndeployed
+                                * sizeof(*trial.deployed));
+        if (trial.deployed == NULL) {
+            provend_change_fail(c, "internal", "out of memory");
+            return;
+        }
+        memcpy(trial.deployed, app->state.deployed,
+               app->state.ndeployed * sizeof(*trial.deployed));
+    }
+    if (proven_audit_apply(&trial, &c->entry, c->hash, err, sizeof(err))
+        != PROVEN_OK)
+    {
+        proven_app_state_free(&trial);
+        provend_change_fail(c, strstr(err, "not an owner") ? "forbidden"
+                                                            : "bad_request",
+                            err);
+        return;
+    }
+    proven_app_state_free(&trial);
+
+    if (deploy) {
+        provend_change_check(c);
+    } else {
+        provend_change_queue_record(c);
+    }
+}
+
+
+int
+provend_apps_handles(const char *op)
+{
+    return strncmp(op, "app.", 4) == 0;
+}
+
+
+void
+provend_apps_dispatch(provend_apps_t *apps, const proven_request_t *req,
+    provend_ops_reply_pt reply, void *ctx)
+{
+    char  msg[PROVEN_ERR_LEN];
+
+    if (apps->stopping) {
+        provend_apps_reply_error(reply, ctx, req->id, "unavailable",
+                                 "provend is stopping");
+    } else if (strcmp(req->op, "app.head") == 0) {
+        provend_apps_op_head(apps, req, reply, ctx);
+    } else if (strcmp(req->op, "app.deploy") == 0) {
+        provend_apps_op_change(apps, req, 1, reply, ctx);
+    } else if (strcmp(req->op, "app.update") == 0) {
+        provend_apps_op_change(apps, req, 0, reply, ctx);
+    } else if (strcmp(req->op, "app.list") == 0) {
+        provend_apps_op_list(apps, req, reply, ctx);
+    } else if (strcmp(req->op, "app.audit") == 0) {
+        provend_apps_op_audit(apps, req, reply, ctx);
+    } else {
+        snprintf(msg, sizeof(msg), "unknown op \"%s\"", req->op);
+        provend_apps_reply_error(reply, ctx, req->id, "unknown_op", msg);
+    }
+}
+
+
+/* ---- life ---------------------------------------------------------------- */
+
+provend_apps_t *
+provend_apps_open(const provend_apps_config_t *cfg, char *err, size_t errlen)
+{
+    provend_app_t   *app;
+    provend_apps_t  *apps;
+    char            *dir;
+
+    apps = calloc(1, sizeof(*apps));
+    if (apps == NULL) {
+        provend_apps_err("out of memory");
+        return NULL;
+    }
+
+    apps->loop = cfg->loop;
+    apps->storage = cfg->storage;
+    apps->expose_errors = cfg->expose_errors;
+    apps->memory_mb = cfg->memory_mb ? cfg->memory_mb : 128;
+    apps->node = strdup(cfg->node ? cfg->node : "node");
+    if (asprintf(&apps->runtime_bin, "%s/bin/proven-runtime.mjs",
+                 cfg->runtime_dir) == -1)
+    {
+        apps->runtime_bin = NULL;
+    }
+    if (asprintf(&apps->run_dir, "%s/run", cfg->data_dir) == -1) {
+        apps->run_dir = NULL;
+    }
+    uv_timer_init(apps->loop, &apps->stop_timer);
+    apps->stop_timer.data = apps;
+
+    if (apps->node == NULL || apps->runtime_bin == NULL
+        || apps->run_dir == NULL)
+    {
+        provend_apps_err("out of memory");
+        goto failed;
+    }
+
+    if (asprintf(&dir, "%s/apps", apps->run_dir) == -1) {
+        provend_apps_err("out of memory");
+        goto failed;
+    }
+    if (provend_mkdirs(dir, 0700, err, errlen) != PROVEN_OK) {
+        free(dir);
+        goto failed;
+    }
+    free(dir);
+
+    if (provend_apps_create_tables(apps, err, errlen) != PROVEN_OK
+        || provend_apps_load(apps, err, errlen) != PROVEN_OK
+        || provend_apps_page_open(apps, err, errlen) != PROVEN_OK)
+    {
+        goto failed;
+    }
+
+    provend_apps_publish(apps);
+    for (app = apps->apps; app != NULL; app = app->next) {
+        if (app->package != NULL) {
+            provend_worker_start(apps, app);
+        }
+    }
+
+    provend_info("apps: %zu applications", apps->napps);
+    return apps;
+
+failed:
+
+    provend_apps_stop(apps);
+    uv_run(apps->loop, UV_RUN_NOWAIT);
+    provend_apps_free(apps);
+    return NULL;
+}
+
+
+static void
+provend_apps_on_stop_timer(uv_timer_t *timer)
+{
+    provend_apps_t    *apps;
+    provend_worker_t  *w;
+
+    apps = timer->data;
+    for (w = apps->workers; w != NULL; w = w->next) {
+        if (!w->exited) {
+            uv_process_kill(&w->process, SIGKILL);
+        }
+    }
+}
+
+
+void
+provend_apps_stop(provend_apps_t *apps)
+{
+    int                waiting;
+    provend_app_t     *app;
+    provend_worker_t  *w;
+
+    if (apps->stopping) {
+        return;
+    }
+    apps->stopping = 1;
+    waiting = 0;
+
+    for (app = apps->apps; app != NULL; app = app->next) {
+        uv_timer_stop(&app->restart);
+    }
+    for (w = apps->workers; w != NULL; w = w->next) {
+        if (!w->exited) {
+            uv_process_kill(&w->process, SIGTERM);
+            waiting = 1;
+        }
+    }
+
+    if (waiting) {
+        uv_timer_start(&apps->stop_timer, provend_apps_on_stop_timer,
+                       PROVEND_STOP_KILL_MS, 0);
+        uv_unref((uv_handle_t *) &apps->stop_timer);
+    }
+}
+
+
+/* After the loop ran out: closes what is left and frees everything. */
+void
+provend_apps_free(provend_apps_t *apps)
+{
+    provend_app_t  *app, *next;
+
+    if (apps == NULL) {
+        return;
+    }
+
+    if (!uv_is_closing((uv_handle_t *) &apps->stop_timer)) {
+        uv_close((uv_handle_t *) &apps->stop_timer, NULL);
+    }
+    for (app = apps->apps; app != NULL; app = next) {
+        next = app->next;
+        uv_close((uv_handle_t *) &app->restart, provend_apps_on_app_closed);
+    }
+    apps->apps = NULL;
+    uv_run(apps->loop, UV_RUN_NOWAIT);
+
+    if (apps->page != NULL) {
+        munmap(apps->page, PROVEND_STATE_SIZE);
+    }
+    free(apps->node);
+    free(apps->runtime_bin);
+    free(apps->run_dir);
+    free(apps->data_dir);
+    free(apps);
+}

@@ -1,0 +1,78 @@
+/*
+ * provend applications: the registry (each application's audit log and
+ * the packages it deployed), the app.* ops, the runtime workers that serve
+ * deployed packages, and the state page nginx reads to route to them.
+ *
+ * Ops (frames on provend's socket):
+ *   app.head   {app}  -> {app, seq, head, owners, current?}  (seq 0 and a
+ *              zero head for an application that does not exist yet)
+ *   app.deploy {app, package, signer, signature}  -> {seq, hash, package}
+ *   app.update {app, action: rollback|add_owner|remove_owner, package? |
+ *              owner?, signer, signature}  -> {seq, hash}
+ *   app.list   {}     -> {apps: [{app, seq, current, owners, socket?,
+ *              routes}]}
+ *   app.audit  {app}  -> {app, entries: [entry bytes...]}
+ * A change is signed by an owner over proven_audit_message() for the
+ * log's current head (see lib/proven.h); provend adds seq, prev and time.
+ * A deploy is checked by proven-runtime (the package loads and declares
+ * what its manifest says) before it is recorded.  Records live in the
+ * storage backend under the node's own scope (app "_proven").
+ *
+ * Workers: one proven-runtime process per application with a current
+ * package, started by provend with the package on its standard input,
+ * listening on DATA/run/apps/<app>.<n>.sock.  A new deploy starts a new
+ * worker; once it is ready the state page points to it and the old one is
+ * told to stop.  A worker that exits is restarted with a backoff.
+ *
+ * State page: DATA/run/state, PROVEND_STATE_SIZE bytes, mapped by nginx
+ * read-only.  Header: "PVSTATE1", a 32-bit sequence (odd while provend
+ * writes), a 32-bit length, then that many bytes of CBOR
+ *   {"apps": {name: {"socket": text, "package": hex text,
+ *                    "routes": [[method, path], ...]}}}
+ * A reader copies the bytes and keeps them only if the sequence was even
+ * and unchanged around the copy.
+ */
+
+#ifndef PROVEND_APPS_H
+#define PROVEND_APPS_H
+
+#include <stddef.h>
+
+#include "proven.h"
+#include "storage.h"
+
+#define PROVEND_STATE_SIZE       (1024 * 1024)
+#define PROVEND_STATE_HEADER     16
+#define PROVEND_PACKAGE_MAX      (4 * 1024 * 1024 + 64 * 1024)
+#define PROVEND_APPS_MAX         1024
+
+typedef struct provend_apps_s  provend_apps_t;
+
+typedef struct {
+    void               *loop;           /* uv_loop_t * */
+    provend_storage_t  *storage;        /* borrowed; required */
+    const char         *data_dir;
+    const char         *runtime_dir;    /* holds bin/proven-runtime.mjs */
+    const char         *node;           /* NULL: "node" from PATH */
+    int                 expose_errors;  /* local mode: error messages */
+    unsigned            memory_mb;      /* per worker; 0: 128 */
+} provend_apps_config_t;
+
+/* Loads the registry (blocking), writes the state page, starts workers. */
+provend_apps_t *provend_apps_open(const provend_apps_config_t *cfg,
+    char *err, size_t errlen);
+
+/* Whether op is one of the app.* ops. */
+int provend_apps_handles(const char *op);
+
+/* Answers req through reply exactly once, now or later on the loop. */
+void provend_apps_dispatch(provend_apps_t *apps, const proven_request_t *req,
+    provend_ops_reply_pt reply, void *ctx);
+
+/* Stops the workers and closes every handle; the loop then ends. */
+void provend_apps_stop(provend_apps_t *apps);
+
+/* After the loop has ended. */
+void provend_apps_free(provend_apps_t *apps);
+
+#endif /* PROVEND_APPS_H */
