@@ -40,9 +40,10 @@ nginx_pid=
 stop() {
     local code=${1:-0}
     trap - INT TERM EXIT
-    [ -n "$nginx_pid" ] && kill -QUIT "$nginx_pid" 2>/dev/null
-    [ -n "$provend_pid" ] && kill -TERM "$provend_pid" 2>/dev/null
-    wait 2>/dev/null
+    # either may be gone already: that must not stop the clean-up (set -e)
+    [ -z "$nginx_pid" ] || kill -QUIT "$nginx_pid" 2>/dev/null || true
+    [ -z "$provend_pid" ] || kill -TERM "$provend_pid" 2>/dev/null || true
+    wait 2>/dev/null || true
     exit "$code"
 }
 trap stop INT TERM EXIT
@@ -52,6 +53,7 @@ trap stop INT TERM EXIT
     --measure "1:$nginx" \
     --measure "1:$build/modules/ngx_http_proven_core_module.so" \
     --measure "1:$build/modules/ngx_http_proven_attestation_module.so" \
+    --measure "1:$build/modules/ngx_http_proven_app_module.so" \
     --measure "3:$data/nginx.conf" &
 provend_pid=$!
 
@@ -69,6 +71,9 @@ Proven Node (local) is running:
   http://127.0.0.1:$http_port/attestation?nonce=00ff
   https://127.0.0.1:$https_port/attestation  (public_key = the TLS key)
   data in $data, dev root $data/attestation/dev-root.pem
+Deploy an app and call it:
+  PROVEN_DATA=$data $build/bin/proven app deploy $top/examples/hello --app hello
+  curl -s http://127.0.0.1:$http_port/app/hello/count
 Verify it:
   curl -s 'http://127.0.0.1:$http_port/attestation?nonce=00ff' | $build/bin/proven verify --root $data/attestation/dev-root.pem --nonce 00ff -
 Ctrl-C stops the node.

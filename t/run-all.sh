@@ -37,6 +37,7 @@ echo "== runtime (node:test)"
 echo "== Test::Nginx suites (t/)"
 modules="$top/$build/modules/ngx_http_proven_core_module.so"
 modules="$modules $top/$build/modules/ngx_http_proven_attestation_module.so"
+modules="$modules $top/$build/modules/ngx_http_proven_app_module.so"
 export TEST_NGINX_LOAD_MODULES=$modules
 export TEST_NGINX_BINARY=${TEST_NGINX_BINARY:-/usr/sbin/nginx}
 export TEST_NGINX_SERVROOT=$top/t/servroot

@@ -79,6 +79,22 @@ sub start_provend {
     die "provend did not create its socket:\n" . `cat $log`;
 }
 
+# Deploys the application at $path (a folder under t/apps) as $name with the
+# CLI and waits until its worker serves (the state page lists it).
+sub deploy_app {
+    my ($name, $path) = @_;
+    my $bin = $ENV{TEST_NGINX_PROVEN_BIN};
+    local $ENV{PROVEN_DATA} = $ENV{TEST_NGINX_PROVEN_DATA};
+    my $out = `$bin/proven app deploy $path --app $name 2>&1`;
+    $? == 0 or die "deploy of $name failed: $out";
+    for (1 .. 500) {
+        my $list = `$bin/proven app list 2>&1`;
+        return $out if $list =~ /"app":"\Q$name\E"[^\n]*"socket"/;
+        sleep 0.02;
+    }
+    die "the worker of $name did not start";
+}
+
 # Creates a unix socket that accepts connections into its backlog and never
 # answers: a daemon that hangs.
 sub silent_socket {

@@ -299,7 +299,7 @@ sub parse_response {
         push @{ $h{lc $k} }, $v;
     }
     $body //= '';
-    if (($h{'transfer-encoding'}[0] // '') =~ /chunked/i) {
+    if ($h{'transfer-encoding'} && $h{'transfer-encoding'}[0] =~ /chunked/i) {
         my $plain = '';
         while ($body =~ s/\A([0-9a-fA-F]+)[^\r\n]*\r\n//) {
             my $n = hex $1;
@@ -376,7 +376,10 @@ sub run_block {
         for my $line (split /\n/, env_expand($block->{$kind})) {
             next unless $line =~ /\S/;
             if ($line =~ /^!\s*(\S+)/) {
-                ok(!exists $headers->{lc $1}, "$name - header $1 absent");
+                my $absent = $1;
+                ok(!exists $headers->{lc $absent},
+                    "$name - header $absent absent")
+                    or diag("$absent: @{ $headers->{lc $absent} }");
                 next;
             }
             my ($k, $v) = split /:\s*/, $line, 2;

@@ -1,0 +1,1553 @@
+/*
+ * ngx_http_proven_app_module: HTTP triggers of deployed applications.
+ *
+ *     proven_app_state /path/to/DATA/run/state;     (http)
+ *
+ *     location /app/ { proven_app; }         /app/NAME/<path> -> NAME
+ *     location /     { proven_app hello; }   every path -> app hello
+ *
+ *     proven_app_max_body 1m;                larger bodies: 413
+ *     proven_app_timeout 30s;                no answer by then: 504
+ *
+ * Which apps exist, their routes and their runtime workers' sockets come
+ * from the state page provend publishes (daemon/apps.h), mapped read-only
+ * and re-read only when its sequence changes: no call per request to
+ * learn them.  A request for an unknown app or route is answered 404 here;
+ * a known one goes to the app's worker as an "app.http" frame over a kept
+ * connection (core's peers), and the frame that comes back is the response.
+ * GET <app>/audit is the app's audit log as JSON, from provend.
+ *
+ * Errors are JSON {"error": {"code", "message"}}: app_not_found and
+ * route_not_found 404, method_not_allowed 405, body_too_large 413,
+ * handler_error 500 (with "error_id"), worker_unavailable 502,
+ * timeout 504, busy 503.  Log lines start with "proven app: ".
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+
+#include <jansson.h>
+
+#include "ngx_http_proven_core.h"
+
+
+#define NGX_HTTP_PROVEN_APP_STATE_SIZE    (1024 * 1024)
+#define NGX_HTTP_PROVEN_APP_STATE_HEADER  16
+#define NGX_HTTP_PROVEN_APP_HEADERS_MAX   100
+#define NGX_HTTP_PROVEN_APP_NAME_MAX      64
+
+
+typedef struct {
+    ngx_str_t                  method;
+    ngx_array_t                segments;       /* of ngx_str_t; ":x" params */
+} ngx_http_proven_app_route_t;
+
+
+typedef struct {
+    ngx_str_t                  name;
+    ngx_str_t                  socket;
+    ngx_array_t                routes;         /* ngx_http_proven_app_route_t */
+} ngx_http_proven_app_entry_t;
+
+
+typedef struct {
+    ngx_str_t                  state_path;
+
+    /* per worker */
+    u_char                    *page;           /* mapped, or NULL */
+    uint32_t                   seq;            /* of the parsed table */
+    ngx_uint_t                 parsed;
+    ngx_pool_t                *pool;           /* the table's */
+    ngx_array_t               *apps;           /* ngx_http_proven_app_entry_t */
+} ngx_http_proven_app_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                 enable;
+    ngx_str_t                  name;           /* empty: from the URI */
+    size_t                     max_body;
+    ngx_msec_t                 timeout;
+} ngx_http_proven_app_loc_conf_t;
+
+
+typedef struct {
+    ngx_str_t                  app;
+    ngx_str_t                  path;
+    ngx_str_t                  socket;
+} ngx_http_proven_app_ctx_t;
+
+
+static ngx_int_t ngx_http_proven_app_handler(ngx_http_request_t *r);
+static void ngx_http_proven_app_body_ready(ngx_http_request_t *r);
+static void ngx_http_proven_app_answer(ngx_http_request_t *r,
+    ngx_http_proven_daemon_status_e status, proven_response_t *res,
+    void *data);
+static ngx_int_t ngx_http_proven_app_audit(ngx_http_request_t *r,
+    ngx_str_t *app);
+static void ngx_http_proven_app_audit_answer(ngx_http_request_t *r,
+    ngx_http_proven_daemon_status_e status, proven_response_t *res,
+    void *data);
+static ngx_int_t ngx_http_proven_app_send(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_str_t *type, u_char *data, size_t len);
+static ngx_int_t ngx_http_proven_app_send_error(ngx_http_request_t *r,
+    ngx_uint_t status, const char *code, const char *message,
+    const char *error_id);
+static ngx_http_proven_app_entry_t *ngx_http_proven_app_find(
+    ngx_http_request_t *r, ngx_str_t *name);
+static ngx_int_t ngx_http_proven_app_refresh(
+    ngx_http_proven_app_main_conf_t *pamcf, ngx_log_t *log);
+
+static void *ngx_http_proven_app_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_proven_app_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_proven_app_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_proven_app(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static void ngx_http_proven_app_exit_process(ngx_cycle_t *cycle);
+
+
+static ngx_command_t  ngx_http_proven_app_commands[] = {
+
+    { ngx_string("proven_app"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE1,
+      ngx_http_proven_app,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("proven_app_state"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_proven_app_main_conf_t, state_path),
+      NULL },
+
+    { ngx_string("proven_app_max_body"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_proven_app_loc_conf_t, max_body),
+      NULL },
+
+    { ngx_string("proven_app_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_proven_app_loc_conf_t, timeout),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_proven_app_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    ngx_http_proven_app_create_main_conf,  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_proven_app_create_loc_conf,   /* create location configuration */
+    ngx_http_proven_app_merge_loc_conf     /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_proven_app_module = {
+    NGX_MODULE_V1,
+    &ngx_http_proven_app_module_ctx,       /* module context */
+    ngx_http_proven_app_commands,          /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_proven_app_exit_process,      /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_str_t  ngx_http_proven_app_json_type =
+    ngx_string("application/json");
+
+
+/* ---- the request --------------------------------------------------------- */
+
+/*
+ * Splits the URI into the app's name and the path the app sees: after the
+ * location's prefix, "NAME/rest" for proven_app; everything for
+ * proven_app NAME.
+ */
+static ngx_int_t
+ngx_http_proven_app_target(ngx_http_request_t *r,
+    ngx_http_proven_app_loc_conf_t *palcf, ngx_http_proven_app_ctx_t *ctx)
+{
+    u_char                    *p, *end, *slash;
+    size_t                     prefix;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    prefix = 0;
+    if (
+#if (NGX_PCRE)
+        clcf->regex == NULL &&
+#endif
+        clcf->name.len <= r->uri.len
+        && ngx_strncmp(r->uri.data, clcf->name.data, clcf->name.len) == 0)
+    {
+        prefix = clcf->name.len;
+        if (prefix > 0 && clcf->name.data[prefix - 1] == '/') {
+            prefix--;                   /* keep the slash in the path */
+        }
+    }
+
+    p = r->uri.data + prefix;
+    end = r->uri.data + r->uri.len;
+
+    if (palcf->name.len) {
+        ctx->app = palcf->name;
+        ctx->path.data = p;
+        ctx->path.len = end - p;
+        if (ctx->path.len == 0) {
+            ngx_str_set(&ctx->path, "/");
+        }
+        return NGX_OK;
+    }
+
+    if (p < end && *p == '/') {
+        p++;
+    }
+    slash = ngx_strlchr(p, end, '/');
+    ctx->app.data = p;
+    ctx->app.len = (slash ? slash : end) - p;
+    if (slash) {
+        ctx->path.data = slash;
+        ctx->path.len = end - slash;
+    } else {
+        ngx_str_set(&ctx->path, "/");
+    }
+
+    return ctx->app.len > 0 && ctx->app.len <= NGX_HTTP_PROVEN_APP_NAME_MAX
+           ? NGX_OK : NGX_DECLINED;
+}
+
+
+/* Whether route takes method and path: 1 yes, 0 no, -1 path only. */
+static ngx_int_t
+ngx_http_proven_app_route_match(ngx_http_proven_app_route_t *route,
+    ngx_str_t *method, ngx_str_t *path, ngx_uint_t *literals)
+{
+    u_char      *p, *end, *next;
+    ngx_str_t   *seg;
+    ngx_uint_t   i, n;
+
+    seg = route->segments.elts;
+    n = route->segments.nelts;
+    p = path->data + 1;
+    end = path->data + path->len;
+    if (end > p && end[-1] == '/') {
+        end--;                           /* "/a/" is "/a" */
+    }
+
+    *literals = 0;
+    for (i = 0; i < n; i++) {
+        if (p > end) {
+            return 0;
+        }
+        next = ngx_strlchr(p, end, '/');
+        if (next == NULL) {
+            next = end;
+        }
+        if (seg[i].len > 0 && seg[i].data[0] == ':') {
+            if (next == p) {
+                return 0;
+            }
+        } else {
+            if ((size_t) (next - p) != seg[i].len
+                || ngx_strncmp(p, seg[i].data, seg[i].len) != 0)
+            {
+                return 0;
+            }
+            (*literals)++;
+        }
+        p = next + 1;
+    }
+    if (p <= end) {
+        return 0;                        /* more segments than the route */
+    }
+
+    if (route->method.len == method->len
+        && ngx_strncmp(route->method.data, method->data, method->len) == 0)
+    {
+        return 1;
+    }
+    if (method->len == 4 && ngx_strncmp(method->data, "HEAD", 4) == 0
+        && route->method.len == 3
+        && ngx_strncmp(route->method.data, "GET", 3) == 0)
+    {
+        return 1;
+    }
+    return -1;
+}
+
+
+/* NGX_OK when a route takes the request, else the error is sent. */
+static ngx_int_t
+ngx_http_proven_app_route(ngx_http_request_t *r,
+    ngx_http_proven_app_entry_t *app, ngx_str_t *path, ngx_int_t *rc)
+{
+    u_char                       *p;
+    ngx_int_t                     m;
+    ngx_uint_t                    i, literals, found;
+    ngx_table_elt_t              *allow;
+    ngx_http_proven_app_route_t  *routes;
+    u_char                        methods[128];
+
+    routes = app->routes.elts;
+    found = 0;
+    p = methods;
+
+    for (i = 0; i < app->routes.nelts; i++) {
+        m = ngx_http_proven_app_route_match(&routes[i], &r->method_name,
+                                            path, &literals);
+        if (m == 1) {
+            return NGX_OK;
+        }
+        if (m == -1 && (size_t) (methods + sizeof(methods) - p)
+                       > routes[i].method.len + 2)
+        {
+            if (found++) {
+                *p++ = ',';
+                *p++ = ' ';
+            }
+            p = ngx_cpymem(p, routes[i].method.data, routes[i].method.len);
+        }
+    }
+
+    if (found) {
+        allow = ngx_list_push(&r->headers_out.headers);
+        if (allow == NULL) {
+            *rc = NGX_ERROR;
+            return NGX_DONE;
+        }
+        allow->hash = 1;
+        ngx_str_set(&allow->key, "Allow");
+        allow->value.len = p - methods;
+        allow->value.data = ngx_pnalloc(r->pool, allow->value.len);
+        if (allow->value.data == NULL) {
+            *rc = NGX_ERROR;
+            return NGX_DONE;
+        }
+        ngx_memcpy(allow->value.data, methods, allow->value.len);
+        *rc = ngx_http_proven_app_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                  "method_not_allowed", "the route does not take this "
+                  "method", NULL);
+        return NGX_DONE;
+    }
+
+    *rc = ngx_http_proven_app_send_error(r, NGX_HTTP_NOT_FOUND,
+              "route_not_found", "the application has no route for this "
+              "path", NULL);
+    return NGX_DONE;
+}
+
+
+static ngx_int_t
+ngx_http_proven_app_handler(ngx_http_request_t *r)
+{
+    u_char                          *name;
+    ngx_int_t                        rc;
+    ngx_http_proven_app_ctx_t       *ctx;
+    ngx_http_proven_app_entry_t     *app;
+    ngx_http_proven_app_loc_conf_t  *palcf;
+
+    palcf = ngx_http_get_module_loc_conf(r, ngx_http_proven_app_module);
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_proven_app_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    ngx_http_set_ctx(r, ctx, ngx_http_proven_app_module);
+
+    if (ngx_http_proven_app_target(r, palcf, ctx) != NGX_OK) {
+        return ngx_http_proven_app_send_error(r, NGX_HTTP_NOT_FOUND,
+                   "app_not_found", "the path names no application", NULL);
+    }
+
+    /* the public audit log: read from provend, not from the app */
+    if (ctx->path.len == 6 && ngx_strncmp(ctx->path.data, "/audit", 6) == 0
+        && (r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD)))
+    {
+        return ngx_http_proven_app_audit(r, &ctx->app);
+    }
+
+    app = ngx_http_proven_app_find(r, &ctx->app);
+    if (app == NULL) {
+        name = ngx_pnalloc(r->pool, ctx->app.len + 64);
+        if (name == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+        ngx_sprintf(name, "no application \"%V\" is deployed here%Z",
+                    &ctx->app);
+        return ngx_http_proven_app_send_error(r, NGX_HTTP_NOT_FOUND,
+                   "app_not_found", (char *) name, NULL);
+    }
+
+    if (ngx_http_proven_app_route(r, app, &ctx->path, &rc) != NGX_OK) {
+        return rc;
+    }
+
+    /* the table may be replaced before the body is in: keep the socket */
+    ctx->socket.data = ngx_pstrdup(r->pool, &app->socket);
+    if (ctx->socket.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    ctx->socket.len = app->socket.len;
+
+    if (r->headers_in.content_length_n > (off_t) palcf->max_body) {
+        return ngx_http_proven_app_send_error(r,
+                   NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, "body_too_large",
+                   "the request body is larger than proven_app_max_body",
+                   NULL);
+    }
+
+    r->request_body_in_single_buf = 1;
+    rc = ngx_http_read_client_request_body(r, ngx_http_proven_app_body_ready);
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+    return NGX_DONE;
+}
+
+
+/* The body in one malloc()ed buffer (bounded by max_body), or NULL. */
+static u_char *
+ngx_http_proven_app_body(ngx_http_request_t *r, size_t max, size_t *len,
+    ngx_int_t *too_large)
+{
+    u_char       *body, *p;
+    size_t        size;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    *len = 0;
+    *too_large = 0;
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        return ngx_alloc(1, r->connection->log);
+    }
+
+    size = 0;
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+        size += b->in_file ? (size_t) (b->file_last - b->file_pos)
+                           : (size_t) (b->last - b->pos);
+    }
+    if (size > max) {
+        *too_large = 1;
+        return NULL;
+    }
+
+    body = ngx_alloc(size ? size : 1, r->connection->log);
+    if (body == NULL) {
+        return NULL;
+    }
+
+    p = body;
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+        if (b->in_file) {
+            n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
+                              b->file_pos);
+            if (n != b->file_last - b->file_pos) {
+                ngx_free(body);
+                return NULL;
+            }
+            p += n;
+        } else {
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+        }
+    }
+
+    *len = size;
+    return body;
+}
+
+
+static void
+ngx_http_proven_app_body_ready(ngx_http_request_t *r)
+{
+    u_char                          *body;
+    size_t                           len;
+    ngx_int_t                        rc, too_large;
+    ngx_uint_t                       i, n;
+    ngx_list_part_t                 *part;
+    ngx_table_elt_t                 *h;
+    cbor_item_t                     *req, *headers, *pair, *item;
+    ngx_http_proven_peer_t          *peer;
+    ngx_http_proven_app_ctx_t       *ctx;
+    ngx_http_proven_app_loc_conf_t  *palcf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_proven_app_module);
+    palcf = ngx_http_get_module_loc_conf(r, ngx_http_proven_app_module);
+    req = NULL;
+
+    body = ngx_http_proven_app_body(r, palcf->max_body, &len, &too_large);
+    if (body == NULL) {
+        ngx_http_finalize_request(r, too_large
+            ? ngx_http_proven_app_send_error(r,
+                  NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, "body_too_large",
+                  "the request body is larger than proven_app_max_body",
+                  NULL)
+            : NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    req = proven_request_new(0, "app.http");
+    headers = cbor_new_indefinite_array();
+    if (req == NULL || headers == NULL) {
+        goto failed;
+    }
+
+    n = 0;
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+    for (i = 0; /* void */; i++) {
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+        if (n++ == NGX_HTTP_PROVEN_APP_HEADERS_MAX) {
+            break;                        /* the first hundred go */
+        }
+
+        pair = cbor_new_definite_array(2);
+        if (pair == NULL) {
+            goto failed;
+        }
+        item = cbor_build_stringn((char *) h[i].key.data, h[i].key.len);
+        if (item == NULL || !cbor_array_push(pair, item)) {
+            goto pair_failed;
+        }
+        cbor_decref(&item);
+        item = cbor_build_stringn((char *) h[i].value.data, h[i].value.len);
+        if (item == NULL || !cbor_array_push(pair, item)) {
+            goto pair_failed;
+        }
+        cbor_decref(&item);
+        if (!cbor_array_push(headers, pair)) {
+            cbor_decref(&pair);
+            goto failed;
+        }
+        cbor_decref(&pair);
+        continue;
+
+    pair_failed:
+        if (item != NULL) {
+            cbor_decref(&item);
+        }
+        cbor_decref(&pair);
+        goto failed;
+    }
+
+    if (proven_cbor_map_put(req, "method",
+                            cbor_build_stringn((char *) r->method_name.data,
+                                               r->method_name.len))
+        != PROVEN_OK
+        || proven_cbor_map_put(req, "path",
+                               cbor_build_stringn((char *) ctx->path.data,
+                                                  ctx->path.len))
+           != PROVEN_OK
+        || proven_cbor_map_put(req, "query",
+                               cbor_build_stringn((char *) r->args.data,
+                                                  r->args.len))
+           != PROVEN_OK
+        || proven_cbor_map_put(req, "headers", headers) != PROVEN_OK)
+    {
+        headers = NULL;
+        goto failed;
+    }
+    headers = NULL;
+
+    if (len > 0
+        && proven_cbor_map_put(req, "body", cbor_build_bytestring(body, len))
+           != PROVEN_OK)
+    {
+        goto failed;
+    }
+    ngx_free(body);
+    body = NULL;
+
+    peer = ngx_http_proven_peer_get(r, ctx->socket.data, ctx->socket.len);
+    if (peer == NULL) {
+        cbor_decref(&req);
+        ngx_http_finalize_request(r, ngx_http_proven_app_send_error(r,
+            NGX_HTTP_BAD_GATEWAY, "worker_unavailable",
+            "the application's worker cannot be reached", NULL));
+        return;
+    }
+
+    /*
+     * The reference reading the body took is the answer's: its handler
+     * finalizes the request.
+     */
+    rc = ngx_http_proven_peer_call(r, peer, req, palcf->timeout,
+                                   ngx_http_proven_app_answer, NULL);
+    cbor_decref(&req);
+
+    if (rc != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+    }
+    return;
+
+failed:
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "proven app: cannot build the request frame");
+    if (headers != NULL) {
+        cbor_decref(&headers);
+    }
+    if (req != NULL) {
+        cbor_decref(&req);
+    }
+    if (body != NULL) {
+        ngx_free(body);
+    }
+    ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+}
+
+
+/* ---- the answer ---------------------------------------------------------- */
+
+static ngx_uint_t
+ngx_http_proven_app_header_allowed(cbor_item_t *name)
+{
+    size_t       len;
+    ngx_uint_t   i;
+    const char  *p;
+
+    static const char  *hop[] = {
+        "connection", "keep-alive", "transfer-encoding", "content-length",
+        "upgrade", "te", "trailer", "proxy-connection", "server", "date",
+        NULL
+    };
+
+    len = cbor_string_length(name);
+    p = (const char *) cbor_string_handle(name);
+    if (len == 0 || len > 256) {
+        return 0;
+    }
+    for (i = 0; i < len; i++) {
+        /* a token: no separators, controls or spaces */
+        if (p[i] <= 0x20 || p[i] >= 0x7f || ngx_strchr("()<>@,;:\\\"/[]?={}",
+                                                       p[i]))
+        {
+            return 0;
+        }
+    }
+    for (i = 0; hop[i] != NULL; i++) {
+        if (ngx_strlen(hop[i]) == len
+            && ngx_strncasecmp((u_char *) hop[i], (u_char *) p, len) == 0)
+        {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+
+static ngx_int_t
+ngx_http_proven_app_value_ok(cbor_item_t *value)
+{
+    size_t          i, len;
+    const u_char   *p;
+
+    len = cbor_string_length(value);
+    p = cbor_string_handle(value);
+    if (len > 8192) {
+        return 0;
+    }
+    for (i = 0; i < len; i++) {
+        if (p[i] == '\r' || p[i] == '\n' || p[i] == '\0') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+
+/* A worker's error answer as HTTP. */
+static ngx_int_t
+ngx_http_proven_app_worker_error(ngx_http_request_t *r,
+    proven_response_t *res)
+{
+    char         *id;
+    ngx_uint_t    status;
+    cbor_item_t  *error, *error_id;
+
+    status = NGX_HTTP_BAD_GATEWAY;
+    if (ngx_strcmp(res->code, "not_found") == 0) {
+        status = NGX_HTTP_NOT_FOUND;
+    } else if (ngx_strcmp(res->code, "method_not_allowed") == 0) {
+        status = NGX_HTTP_NOT_ALLOWED;
+    } else if (ngx_strcmp(res->code, "bad_request") == 0) {
+        status = NGX_HTTP_BAD_REQUEST;
+    } else if (ngx_strcmp(res->code, "handler_error") == 0) {
+        status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+    } else if (ngx_strcmp(res->code, "timeout") == 0) {
+        status = NGX_HTTP_GATEWAY_TIME_OUT;
+    } else if (ngx_strcmp(res->code, "busy") == 0) {
+        status = NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    id = NULL;
+    error = proven_cbor_map_get(res->map, "error");
+    error_id = error ? proven_cbor_map_get(error, "error_id") : NULL;
+    if (error_id != NULL && cbor_isa_string(error_id)
+        && cbor_string_is_definite(error_id)
+        && cbor_string_length(error_id) <= 64)
+    {
+        id = ngx_pnalloc(r->pool, cbor_string_length(error_id) + 1);
+        if (id != NULL) {
+            ngx_memcpy(id, cbor_string_handle(error_id),
+                       cbor_string_length(error_id));
+            id[cbor_string_length(error_id)] = '\0';
+        }
+    }
+
+    if (status == NGX_HTTP_INTERNAL_SERVER_ERROR) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "proven app: handler error %s: %s", id ? id : "-",
+                      res->message);
+    } else if (status == NGX_HTTP_BAD_GATEWAY) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "proven app: worker error %s: %s", res->code,
+                      res->message);
+    }
+
+    return ngx_http_proven_app_send_error(r, status,
+               status == NGX_HTTP_BAD_GATEWAY ? "worker_unavailable"
+                                              : res->code,
+               res->message, id);
+}
+
+
+static void
+ngx_http_proven_app_answer(ngx_http_request_t *r,
+    ngx_http_proven_daemon_status_e status, proven_response_t *res,
+    void *data)
+{
+    u_char           *body;
+    size_t            i, n, len;
+    uint64_t          code;
+    ngx_int_t         rc;
+    ngx_str_t         type;
+    cbor_item_t      *headers, *pair, *name, *value, *bytes;
+    ngx_table_elt_t  *h;
+
+    (void) data;
+
+    switch (status) {
+
+    case NGX_HTTP_PROVEN_DAEMON_OK:
+        break;
+
+    case NGX_HTTP_PROVEN_DAEMON_ERROR:
+        ngx_http_finalize_request(r,
+                                  ngx_http_proven_app_worker_error(r, res));
+        return;
+
+    case NGX_HTTP_PROVEN_DAEMON_TIMEOUT:
+        ngx_http_finalize_request(r, ngx_http_proven_app_send_error(r,
+            NGX_HTTP_GATEWAY_TIME_OUT, "timeout", "the application did not "
+            "answer within proven_app_timeout", NULL));
+        return;
+
+    default:
+        ngx_http_finalize_request(r, ngx_http_proven_app_send_error(r,
+            NGX_HTTP_BAD_GATEWAY, "worker_unavailable", "the application's "
+            "worker is unreachable or stopped; try again", NULL));
+        return;
+    }
+
+    headers = res->result ? proven_cbor_map_get(res->result, "headers")
+                          : NULL;
+    bytes = res->result ? proven_cbor_map_get(res->result, "body") : NULL;
+
+    if (res->result == NULL
+        || proven_cbor_uint(proven_cbor_map_get(res->result, "status"),
+                            &code) != PROVEN_OK
+        || code < 100 || code > 599
+        || (headers != NULL && !cbor_isa_array(headers))
+        || (bytes != NULL && (!cbor_isa_bytestring(bytes)
+                              || !cbor_bytestring_is_definite(bytes))))
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "proven app: malformed answer from the worker");
+        ngx_http_finalize_request(r, ngx_http_proven_app_send_error(r,
+            NGX_HTTP_BAD_GATEWAY, "worker_unavailable", "the application's "
+            "worker sent a malformed answer", NULL));
+        return;
+    }
+
+    ngx_str_null(&type);
+    n = headers ? cbor_array_size(headers) : 0;
+    for (i = 0; i < n && i < NGX_HTTP_PROVEN_APP_HEADERS_MAX; i++) {
+        pair = cbor_array_handle(headers)[i];
+        if (!cbor_isa_array(pair) || cbor_array_size(pair) != 2) {
+            continue;
+        }
+        name = cbor_array_handle(pair)[0];
+        value = cbor_array_handle(pair)[1];
+        if (!cbor_isa_string(name) || !cbor_string_is_definite(name)
+            || !cbor_isa_string(value) || !cbor_string_is_definite(value)
+            || !ngx_http_proven_app_header_allowed(name)
+            || !ngx_http_proven_app_value_ok(value))
+        {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "proven app: a response header was dropped");
+            continue;
+        }
+
+        if (cbor_string_length(name) == 12
+            && ngx_strncasecmp(cbor_string_handle(name),
+                               (u_char *) "content-type", 12) == 0)
+        {
+            type.len = cbor_string_length(value);
+            type.data = ngx_pnalloc(r->pool, type.len + 1);
+            if (type.data == NULL) {
+                ngx_http_finalize_request(r, NGX_ERROR);
+                return;
+            }
+            ngx_memcpy(type.data, cbor_string_handle(value), type.len);
+            continue;
+        }
+
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            ngx_http_finalize_request(r, NGX_ERROR);
+            return;
+        }
+        h->hash = 1;
+        h->key.len = cbor_string_length(name);
+        h->key.data = ngx_pnalloc(r->pool, h->key.len);
+        h->value.len = cbor_string_length(value);
+        h->value.data = ngx_pnalloc(r->pool, h->value.len + 1);
+        if (h->key.data == NULL || h->value.data == NULL) {
+            ngx_http_finalize_request(r, NGX_ERROR);
+            return;
+        }
+        ngx_memcpy(h->key.data, cbor_string_handle(name), h->key.len);
+        ngx_memcpy(h->value.data, cbor_string_handle(value), h->value.len);
+    }
+
+    len = bytes ? cbor_bytestring_length(bytes) : 0;
+    body = NULL;
+    if (len > 0) {
+        body = ngx_pnalloc(r->pool, len);
+        if (body == NULL) {
+            ngx_http_finalize_request(r, NGX_ERROR);
+            return;
+        }
+        ngx_memcpy(body, cbor_bytestring_handle(bytes), len);
+    }
+
+    rc = ngx_http_proven_app_send(r, (ngx_uint_t) code,
+                                  type.len ? &type : NULL, body, len);
+    ngx_http_finalize_request(r, rc);
+}
+
+
+/* ---- the audit log ------------------------------------------------------- */
+
+static ngx_int_t
+ngx_http_proven_app_audit(ngx_http_request_t *r, ngx_str_t *app)
+{
+    ngx_int_t     rc;
+    cbor_item_t  *req;
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    req = proven_request_new(0, "app.audit");
+    if (req == NULL
+        || proven_cbor_map_put(req, "app",
+                               cbor_build_stringn((char *) app->data,
+                                                  app->len)) != PROVEN_OK)
+    {
+        if (req != NULL) {
+            cbor_decref(&req);
+        }
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    r->main->count++;
+    rc = ngx_http_proven_daemon_call(r, req,
+                                     ngx_http_proven_app_audit_answer, NULL);
+    cbor_decref(&req);
+    if (rc != NGX_OK) {
+        r->main->count--;
+        return ngx_http_proven_app_send_error(r,
+                   NGX_HTTP_SERVICE_UNAVAILABLE, "daemon_unavailable",
+                   "the audit log needs proven_daemon", NULL);
+    }
+    return NGX_DONE;
+}
+
+
+static json_t *
+ngx_http_proven_app_hex(const uint8_t *p, size_t len)
+{
+    char  hex[2 * PROVEN_AUDIT_ENTRY_MAX + 1];
+
+    if (len > PROVEN_AUDIT_ENTRY_MAX) {
+        return NULL;
+    }
+    proven_hex_encode(p, len, hex);
+    return json_string(hex);
+}
+
+
+/*
+ * Every entry with its fields, its hash and its exact bytes ("cbor"), so
+ * a reader can check the chain without trusting this JSON.
+ */
+static void
+ngx_http_proven_app_audit_answer(ngx_http_request_t *r,
+    ngx_http_proven_daemon_status_e status, proven_response_t *res,
+    void *data)
+{
+    char                  err[PROVEN_ERR_LEN], *text;
+    size_t                i, n, len;
+    uint8_t               hash[PROVEN_AUDIT_HASH_LEN];
+    json_t               *root, *list, *e;
+    ngx_int_t             rc;
+    cbor_item_t          *entries, *item;
+    proven_audit_entry_t  entry;
+
+    (void) data;
+
+    if (status == NGX_HTTP_PROVEN_DAEMON_ERROR
+        && ngx_strcmp(res->code, "not_found") == 0)
+    {
+        ngx_http_finalize_request(r, ngx_http_proven_app_send_error(r,
+            NGX_HTTP_NOT_FOUND, "app_not_found", res->message, NULL));
+        return;
+    }
+    if (status != NGX_HTTP_PROVEN_DAEMON_OK) {
+        ngx_http_finalize_request(r, ngx_http_proven_app_send_error(r,
+            NGX_HTTP_SERVICE_UNAVAILABLE, "daemon_unavailable",
+            "provend could not give the audit log", NULL));
+        return;
+    }
+
+    entries = proven_cbor_map_get(res->result, "entries");
+    n = entries && cbor_isa_array(entries) ? cbor_array_size(entries) : 0;
+
+    root = json_object();
+    list = json_array();
+    if (root == NULL || list == NULL) {
+        goto failed;
+    }
+    json_object_set_new(root, "app", json_stringn(
+        (char *) ((ngx_http_proven_app_ctx_t *)
+                  ngx_http_get_module_ctx(r, ngx_http_proven_app_module))
+            ->app.data,
+        ((ngx_http_proven_app_ctx_t *)
+         ngx_http_get_module_ctx(r, ngx_http_proven_app_module))->app.len));
+    json_object_set(root, "entries", list);
+
+    for (i = 0; i < n; i++) {
+        item = cbor_array_handle(entries)[i];
+        if (!cbor_isa_bytestring(item) || !cbor_bytestring_is_definite(item)
+            || proven_audit_decode(cbor_bytestring_handle(item),
+                                   (len = cbor_bytestring_length(item)),
+                                   &entry, err, sizeof(err)) != PROVEN_OK)
+        {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "proven app: provend sent a bad audit entry");
+            goto failed;
+        }
+        proven_audit_hash(cbor_bytestring_handle(item), len, hash);
+
+        e = json_object();
+        if (e == NULL || json_array_append_new(list, e) != 0) {
+            goto failed;
+        }
+        json_object_set_new(e, "seq", json_integer((json_int_t) entry.seq));
+        json_object_set_new(e, "time",
+                            json_integer((json_int_t) entry.time));
+        json_object_set_new(e, "action", json_string(
+                            proven_audit_action_name(entry.action)));
+        if (entry.action == PROVEN_AUDIT_DEPLOY
+            || entry.action == PROVEN_AUDIT_ROLLBACK)
+        {
+            json_object_set_new(e, "package",
+                ngx_http_proven_app_hex(entry.package, 32));
+        } else {
+            json_object_set_new(e, "owner",
+                                ngx_http_proven_app_hex(entry.owner, 32));
+        }
+        json_object_set_new(e, "signer",
+                            ngx_http_proven_app_hex(entry.signer, 32));
+        json_object_set_new(e, "prev",
+                            ngx_http_proven_app_hex(entry.prev, 32));
+        json_object_set_new(e, "hash", ngx_http_proven_app_hex(hash, 32));
+        json_object_set_new(e, "signature",
+                            ngx_http_proven_app_hex(entry.signature, 64));
+        json_object_set_new(e, "cbor", ngx_http_proven_app_hex(
+                            cbor_bytestring_handle(item), len));
+    }
+
+    text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(list);
+    json_decref(root);
+    if (text == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    len = ngx_strlen(text);
+    {
+        u_char  *copy = ngx_pnalloc(r->pool, len + 1);
+
+        if (copy == NULL) {
+            free(text);
+            ngx_http_finalize_request(r, NGX_ERROR);
+            return;
+        }
+        ngx_memcpy(copy, text, len);
+        copy[len] = '\n';
+        free(text);
+        rc = ngx_http_proven_app_send(r, NGX_HTTP_OK,
+                                      &ngx_http_proven_app_json_type, copy,
+                                      len + 1);
+    }
+    ngx_http_finalize_request(r, rc);
+    return;
+
+failed:
+
+    json_decref(list);
+    json_decref(root);
+    ngx_http_finalize_request(r, ngx_http_proven_app_send_error(r,
+        NGX_HTTP_BAD_GATEWAY, "daemon_error", "the audit log could not be "
+        "read", NULL));
+}
+
+
+/* ---- responses ----------------------------------------------------------- */
+
+static ngx_int_t
+ngx_http_proven_app_send(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *type, u_char *data, size_t len)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = len;
+    if (type != NULL) {
+        r->headers_out.content_type = *type;
+        r->headers_out.content_type_len = type->len;
+    }
+
+    if (len == 0 || r->method == NGX_HTTP_HEAD) {
+        r->header_only = 1;
+        return ngx_http_send_header(r);
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+    b->pos = data;
+    b->last = data + len;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    rc = ngx_http_send_header(r);
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+    return ngx_http_output_filter(r, &out);
+}
+
+
+static ngx_int_t
+ngx_http_proven_app_send_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, const char *message, const char *error_id)
+{
+    char       *text;
+    size_t      len;
+    u_char     *body;
+    json_t     *json;
+    ngx_int_t   rc;
+
+    if (!r->request_body) {
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    json = error_id
+           ? json_pack("{s:{s:s,s:s,s:s}}", "error", "code", code,
+                       "message", message, "error_id", error_id)
+           : json_pack("{s:{s:s,s:s}}", "error", "code", code,
+                       "message", message);
+    if (json == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    text = json_dumps(json, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(json);
+    if (text == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    len = ngx_strlen(text);
+    body = ngx_pnalloc(r->pool, len + 1);
+    if (body == NULL) {
+        free(text);
+        return NGX_ERROR;
+    }
+    ngx_memcpy(body, text, len);
+    body[len] = '\n';
+    free(text);
+
+    return ngx_http_proven_app_send(r, status,
+                                    &ngx_http_proven_app_json_type, body,
+                                    len + 1);
+}
+
+
+/* ---- the state page ------------------------------------------------------ */
+
+static ngx_http_proven_app_entry_t *
+ngx_http_proven_app_find(ngx_http_request_t *r, ngx_str_t *name)
+{
+    ngx_uint_t                        i;
+    ngx_http_proven_app_entry_t      *apps;
+    ngx_http_proven_app_main_conf_t  *pamcf;
+
+    pamcf = ngx_http_get_module_main_conf(r, ngx_http_proven_app_module);
+
+    if (ngx_http_proven_app_refresh(pamcf, r->connection->log) != NGX_OK
+        || pamcf->apps == NULL)
+    {
+        return NULL;
+    }
+
+    apps = pamcf->apps->elts;
+    for (i = 0; i < pamcf->apps->nelts; i++) {
+        if (apps[i].name.len == name->len
+            && ngx_strncmp(apps[i].name.data, name->data, name->len) == 0)
+        {
+            return &apps[i];
+        }
+    }
+    return NULL;
+}
+
+
+static ngx_int_t
+ngx_http_proven_app_copy_text(ngx_pool_t *pool, cbor_item_t *item,
+    ngx_str_t *out, size_t max)
+{
+    if (item == NULL || !cbor_isa_string(item)
+        || !cbor_string_is_definite(item) || cbor_string_length(item) > max)
+    {
+        return NGX_ERROR;
+    }
+    out->len = cbor_string_length(item);
+    out->data = ngx_pnalloc(pool, out->len + 1);
+    if (out->data == NULL) {
+        return NGX_ERROR;
+    }
+    ngx_memcpy(out->data, cbor_string_handle(item), out->len);
+    out->data[out->len] = '\0';
+    return NGX_OK;
+}
+
+
+/* Parses the page's CBOR into a new table (in pool). */
+static ngx_array_t *
+ngx_http_proven_app_parse(ngx_pool_t *pool, u_char *data, size_t len,
+    ngx_log_t *log)
+{
+    char                          err[PROVEN_ERR_LEN];
+    u_char                       *p, *end, *slash;
+    size_t                        i, j, n;
+    ngx_str_t                     path, *seg;
+    cbor_item_t                  *root, *apps, *routes, *route;
+    struct cbor_pair             *pairs;
+    ngx_array_t                  *table;
+    ngx_http_proven_app_entry_t  *app;
+    ngx_http_proven_app_route_t  *r;
+
+    root = proven_cbor_load(data, len, err, sizeof(err));
+    if (root == NULL) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "proven app: the state page is unreadable: %s", err);
+        return NULL;
+    }
+
+    table = NULL;
+    apps = cbor_isa_map(root) ? proven_cbor_map_get(root, "apps") : NULL;
+    if (apps == NULL || !cbor_isa_map(apps)) {
+        goto done;
+    }
+
+    n = cbor_map_size(apps);
+    pairs = cbor_map_handle(apps);
+    table = ngx_array_create(pool, n ? n : 1,
+                             sizeof(ngx_http_proven_app_entry_t));
+    if (table == NULL) {
+        goto done;
+    }
+
+    for (i = 0; i < n; i++) {
+        app = ngx_array_push(table);
+        if (app == NULL
+            || ngx_http_proven_app_copy_text(pool, pairs[i].key, &app->name,
+                                             NGX_HTTP_PROVEN_APP_NAME_MAX)
+               != NGX_OK
+            || !cbor_isa_map(pairs[i].value)
+            || ngx_http_proven_app_copy_text(pool,
+                   proven_cbor_map_get(pairs[i].value, "socket"),
+                   &app->socket, 107) != NGX_OK)
+        {
+            table = NULL;
+            goto done;
+        }
+
+        routes = proven_cbor_map_get(pairs[i].value, "routes");
+        if (routes == NULL || !cbor_isa_array(routes)
+            || ngx_array_init(&app->routes, pool,
+                              cbor_array_size(routes) + 1,
+                              sizeof(ngx_http_proven_app_route_t))
+               != NGX_OK)
+        {
+            table = NULL;
+            goto done;
+        }
+
+        for (j = 0; j < cbor_array_size(routes); j++) {
+            route = cbor_array_handle(routes)[j];
+            r = ngx_array_push(&app->routes);
+            if (r == NULL || !cbor_isa_array(route)
+                || cbor_array_size(route) != 2
+                || ngx_http_proven_app_copy_text(pool,
+                       cbor_array_handle(route)[0], &r->method, 16) != NGX_OK
+                || ngx_http_proven_app_copy_text(pool,
+                       cbor_array_handle(route)[1], &path, 256) != NGX_OK
+                || path.len == 0 || path.data[0] != '/'
+                || ngx_array_init(&r->segments, pool, 4, sizeof(ngx_str_t))
+                   != NGX_OK)
+            {
+                table = NULL;
+                goto done;
+            }
+
+            p = path.data + 1;
+            end = path.data + path.len;
+            if (end > p && end[-1] == '/') {
+                end--;
+            }
+            while (p < end) {
+                slash = ngx_strlchr(p, end, '/');
+                if (slash == NULL) {
+                    slash = end;
+                }
+                seg = ngx_array_push(&r->segments);
+                if (seg == NULL) {
+                    table = NULL;
+                    goto done;
+                }
+                seg->data = p;
+                seg->len = slash - p;
+                p = slash + 1;
+            }
+        }
+    }
+
+done:
+
+    cbor_decref(&root);
+    if (table == NULL) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "proven app: the state page holds a malformed table");
+    }
+    return table;
+}
+
+
+/*
+ * Re-reads the table when provend has published a new one: the bytes are
+ * copied between two reads of an even, equal sequence (provend writes
+ * with the sequence odd), so a copy is never half old, half new.
+ */
+static ngx_int_t
+ngx_http_proven_app_refresh(ngx_http_proven_app_main_conf_t *pamcf,
+    ngx_log_t *log)
+{
+    int           fd;
+    u_char       *copy;
+    void         *page;
+    uint32_t      seq, again, len;
+    ngx_uint_t    tries;
+    ngx_pool_t   *pool;
+    ngx_array_t  *table;
+
+    if (pamcf->page == NULL) {
+        if (pamcf->state_path.len == 0) {
+            return NGX_ERROR;
+        }
+        fd = open((char *) pamcf->state_path.data, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            return NGX_ERROR;
+        }
+        page = mmap(NULL, NGX_HTTP_PROVEN_APP_STATE_SIZE, PROT_READ,
+                    MAP_SHARED, fd, 0);
+        close(fd);
+        if (page == MAP_FAILED) {
+            ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                          "proven app: cannot map \"%V\"",
+                          &pamcf->state_path);
+            return NGX_ERROR;
+        }
+        if (ngx_memcmp(page, "PVSTATE1", 8) != 0) {
+            munmap(page, NGX_HTTP_PROVEN_APP_STATE_SIZE);
+            return NGX_ERROR;
+        }
+        pamcf->page = page;
+    }
+
+    seq = __atomic_load_n((uint32_t *) (pamcf->page + 8), __ATOMIC_ACQUIRE);
+    if (pamcf->parsed && seq == pamcf->seq) {
+        return NGX_OK;
+    }
+
+    copy = NULL;
+    for (tries = 0; tries < 100; tries++) {
+        seq = __atomic_load_n((uint32_t *) (pamcf->page + 8),
+                              __ATOMIC_ACQUIRE);
+        if (seq & 1) {
+            continue;
+        }
+        len = __atomic_load_n((uint32_t *) (pamcf->page + 12),
+                              __ATOMIC_RELAXED);
+        if (len > NGX_HTTP_PROVEN_APP_STATE_SIZE
+                  - NGX_HTTP_PROVEN_APP_STATE_HEADER)
+        {
+            continue;
+        }
+        ngx_free(copy);
+        copy = ngx_alloc(len ? len : 1, log);
+        if (copy == NULL) {
+            return NGX_ERROR;
+        }
+        ngx_memcpy(copy, pamcf->page + NGX_HTTP_PROVEN_APP_STATE_HEADER, len);
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        again = __atomic_load_n((uint32_t *) (pamcf->page + 8),
+                                __ATOMIC_RELAXED);
+        if (again == seq) {
+            break;
+        }
+    }
+
+    if (tries == 100 || copy == NULL) {
+        ngx_free(copy);
+        return pamcf->parsed ? NGX_OK : NGX_ERROR;
+    }
+
+    if (len == 0) {                       /* never published */
+        ngx_free(copy);
+        return NGX_ERROR;
+    }
+
+    pool = ngx_create_pool(4096, log);
+    if (pool == NULL) {
+        ngx_free(copy);
+        return NGX_ERROR;
+    }
+
+    table = ngx_http_proven_app_parse(pool, copy, len, log);
+    ngx_free(copy);
+    if (table == NULL) {
+        ngx_destroy_pool(pool);
+        return pamcf->parsed ? NGX_OK : NGX_ERROR;
+    }
+
+    if (pamcf->pool != NULL) {
+        ngx_destroy_pool(pamcf->pool);
+    }
+    pamcf->pool = pool;
+    pamcf->apps = table;
+    pamcf->seq = seq;
+    pamcf->parsed = 1;
+    return NGX_OK;
+}
+
+
+/* ---- configuration ------------------------------------------------------- */
+
+static void *
+ngx_http_proven_app_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_proven_app_main_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_proven_app_main_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->state_path = { 0, NULL };
+     *     conf->page = NULL;
+     *     conf->seq = 0;
+     *     conf->parsed = 0;
+     *     conf->pool = NULL;
+     *     conf->apps = NULL;
+     */
+
+    return conf;
+}
+
+
+static void *
+ngx_http_proven_app_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_proven_app_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_proven_app_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->name = { 0, NULL };
+     */
+
+    conf->enable = NGX_CONF_UNSET;
+    conf->max_body = NGX_CONF_UNSET_SIZE;
+    conf->timeout = NGX_CONF_UNSET_MSEC;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_proven_app_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_proven_app_loc_conf_t  *prev = parent;
+    ngx_http_proven_app_loc_conf_t  *conf = child;
+
+    ngx_conf_merge_value(conf->enable, prev->enable, 0);
+    ngx_conf_merge_size_value(conf->max_body, prev->max_body, 1024 * 1024);
+    ngx_conf_merge_msec_value(conf->timeout, prev->timeout, 30000);
+
+    if (conf->max_body > 8 * 1024 * 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "proven app: proven_app_max_body is at most 8m");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_proven_app(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_proven_app_loc_conf_t  *palcf = conf;
+
+    ngx_str_t                 *value;
+    ngx_uint_t                 i;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (palcf->enable != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    if (cf->args->nelts == 2) {
+        if (value[1].len == 0 || value[1].len > NGX_HTTP_PROVEN_APP_NAME_MAX
+            || value[1].data[0] == '_' || value[1].data[0] == '-')
+        {
+            goto invalid;
+        }
+        for (i = 0; i < value[1].len; i++) {
+            if (!((value[1].data[i] >= 'a' && value[1].data[i] <= 'z')
+                  || (value[1].data[i] >= '0' && value[1].data[i] <= '9')
+                  || value[1].data[i] == '_' || value[1].data[i] == '-'))
+            {
+                goto invalid;
+            }
+        }
+        palcf->name = value[1];
+    }
+
+    palcf->enable = 1;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_proven_app_handler;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "proven app: \"%V\" is not an application name "
+                       "([a-z0-9_-], 1..64, not starting with _ or -)",
+                       &value[1]);
+    return NGX_CONF_ERROR;
+}
+
+
+/* ---- worker life --------------------------------------------------------- */
+
+static void
+ngx_http_proven_app_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_proven_app_main_conf_t  *pamcf;
+
+    pamcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                                ngx_http_proven_app_module);
+    if (pamcf == NULL) {
+        return;
+    }
+    if (pamcf->pool != NULL) {
+        ngx_destroy_pool(pamcf->pool);
+        pamcf->pool = NULL;
+    }
+    if (pamcf->page != NULL) {
+        munmap(pamcf->page, NGX_HTTP_PROVEN_APP_STATE_SIZE);
+        pamcf->page = NULL;
+    }
+}
