@@ -90,6 +90,10 @@ struct provend_apps_s {
     char                   *run_dir;
     int                     expose_errors;
     unsigned                memory_mb;
+    void                   *server;
+    void                 *(*bind_pipe)(void *server, const char *app);
+    void                  (*start_pipe)(void *server, void *pipe);
+    void                  (*drop_pipe)(void *server, void *pipe);
     provend_app_t          *apps;
     size_t                  napps;
     provend_worker_t       *workers;  /* running or closing */
@@ -998,11 +1002,12 @@ static void
 provend_worker_start(provend_apps_t *apps, provend_app_t *app)
 {
     int                    rc, argc;
-    char                  *argv[20], memory[16];
+    char                  *argv[24], memory[16];
+    void                  *line;
     uv_buf_t               buf;
     provend_worker_t      *w;
     uv_process_options_t   options;
-    uv_stdio_container_t   stdio[3];
+    uv_stdio_container_t   stdio[4];
 
     w = calloc(1, sizeof(*w));
     if (w == NULL) {
@@ -1057,6 +1062,12 @@ provend_worker_start(provend_apps_t *apps, provend_app_t *app)
     if (apps->expose_errors) {
         argv[argc++] = "--expose-errors";
     }
+    line = apps->bind_pipe != NULL ? apps->bind_pipe(apps->server, app->name)
+                                   : NULL;
+    if (line != NULL) {
+        argv[argc++] = "--provend-fd";
+        argv[argc++] = "3";
+    }
     argv[argc] = NULL;
 
     uv_pipe_init(apps->loop, &w->in, 0);
@@ -1074,13 +1085,18 @@ provend_worker_start(provend_apps_t *apps, provend_app_t *app)
     stdio[1].data.stream = (uv_stream_t *) &w->out;
     stdio[2].flags = UV_INHERIT_FD;
     stdio[2].data.fd = 2;
+    stdio[3].flags = UV_CREATE_PIPE | UV_READABLE_PIPE | UV_WRITABLE_PIPE;
+    stdio[3].data.stream = line;
     options.file = apps->node;
     options.args = argv;
     options.exit_cb = provend_worker_on_exit;
     options.stdio = stdio;
-    options.stdio_count = 3;
+    options.stdio_count = line != NULL ? 4 : 3;
 
     rc = uv_spawn(apps->loop, &w->process, &options);
+    if (line != NULL) {
+        (rc == 0 ? apps->start_pipe : apps->drop_pipe)(apps->server, line);
+    }
     if (rc != 0) {
         provend_error("apps: cannot start the worker of %s (%s): %s",
                       app->name, apps->node, uv_strerror(rc));
@@ -1999,6 +2015,10 @@ provend_apps_open(const provend_apps_config_t *cfg, char *err, size_t errlen)
     apps->storage = cfg->storage;
     apps->expose_errors = cfg->expose_errors;
     apps->memory_mb = cfg->memory_mb ? cfg->memory_mb : 128;
+    apps->server = cfg->server;
+    apps->bind_pipe = cfg->bind_pipe;
+    apps->start_pipe = cfg->start_pipe;
+    apps->drop_pipe = cfg->drop_pipe;
     apps->node = strdup(cfg->node ? cfg->node : "node");
     if (asprintf(&apps->runtime_bin, "%s/bin/proven-runtime.mjs",
                  cfg->runtime_dir) == -1)

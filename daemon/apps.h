@@ -20,7 +20,8 @@
  *
  * Workers: one proven-runtime process per application with a current
  * package, started by provend with the package on its standard input,
- * listening on DATA/run/apps/<app>.<n>.sock.  A new deploy starts a new
+ * listening on DATA/run/apps/<app>.<n>.sock, its fd 3 a socket pair to
+ * provend that serves kv.* and sql.* of that app only.  A new deploy starts a new
  * worker; once it is ready the state page points to it and the old one is
  * told to stop.  A worker that exits is restarted with a backoff.
  *
@@ -56,6 +57,16 @@ typedef struct {
     const char         *node;           /* NULL: "node" from PATH */
     int                 expose_errors;  /* local mode: error messages */
     unsigned            memory_mb;      /* per worker; 0: 128 */
+
+    /*
+     * The worker's own line to provend (its fd 3): bind_pipe gives an
+     * initialised uv_pipe_t for uv_spawn to open, serving that app's
+     * storage only; start_pipe once spawned, drop_pipe if not.
+     */
+    void               *server;
+    void             *(*bind_pipe)(void *server, const char *app);
+    void              (*start_pipe)(void *server, void *pipe);
+    void              (*drop_pipe)(void *server, void *pipe);
 } provend_apps_config_t;
 
 /* Loads the registry (blocking), writes the state page, starts workers. */

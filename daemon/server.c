@@ -64,6 +64,7 @@ struct provend_conn_s {
     int                draining;    /* no more input; close when answered */
     int                closing;     /* uv_close called: no more output */
     int                processing;  /* inside provend_conn_process */
+    char               app[PROVEND_NAME_MAX + 1];  /* an app's worker */
 
     uint8_t            header[PROVEN_FRAME_HEADER];
     size_t             header_have;
@@ -664,6 +665,53 @@ provend_conn_on_storage_reply(void *ctx, uint8_t *frame, size_t len)
 }
 
 
+/*
+ * An app's worker reaches storage of its own app only, and nothing else of
+ * provend: kv.* and sql.* with a scope of kind "app" naming that app.
+ * (Personal and NFT scopes come with sessions and ownership checks.)
+ */
+static int
+provend_conn_allowed(provend_conn_t *conn, const proven_request_t *req,
+    char *msg, size_t msglen)
+{
+    cbor_item_t  *scope, *app, *kind;
+
+    if (!provend_ops_storage_handles(req->op)) {
+        snprintf(msg, msglen, "an app's worker may use kv.* and sql.* "
+                 "only, not \"%s\"", req->op);
+        return 0;
+    }
+
+    scope = proven_cbor_map_get(req->map, "scope");
+    app = scope != NULL && cbor_isa_map(scope)
+          ? proven_cbor_map_get(scope, "app") : NULL;
+    kind = scope != NULL && cbor_isa_map(scope)
+           ? proven_cbor_map_get(scope, "kind") : NULL;
+
+    if (app == NULL || !cbor_isa_string(app) || !cbor_string_is_definite(app)
+        || cbor_string_length(app) != strlen(conn->app)
+        || memcmp(cbor_string_handle(app), conn->app,
+                  strlen(conn->app)) != 0)
+    {
+        snprintf(msg, msglen, "an app's worker may use its own app's "
+                 "storage only");
+        return 0;
+    }
+
+    if (kind != NULL
+        && !(cbor_isa_string(kind) && cbor_string_is_definite(kind)
+             && cbor_string_length(kind) == 3
+             && memcmp(cbor_string_handle(kind), "app", 3) == 0))
+    {
+        snprintf(msg, msglen, "personal and NFT storage need a verified "
+                 "identity or owner, which this node cannot check yet");
+        return 0;
+    }
+
+    return 1;
+}
+
+
 /* One whole frame body; takes body. */
 static void
 provend_conn_request(provend_conn_t *conn, uint8_t *body, size_t len)
@@ -673,7 +721,7 @@ provend_conn_request(provend_conn_t *conn, uint8_t *body, size_t len)
     proven_request_t  req;
 
     /* kv.get and kv.set in their plain form: no tree, no copy. */
-    if (conn->srv->storage_ops != NULL) {
+    if (conn->srv->storage_ops != NULL && conn->app[0] == '\0') {
         conn->refs++;
         if (provend_ops_storage_fast(conn->srv->storage_ops, body, len,
                                      provend_conn_on_storage_reply, conn))
@@ -702,7 +750,14 @@ provend_conn_request(provend_conn_t *conn, uint8_t *body, size_t len)
 
     provend_debug("request %llu: %s", (unsigned long long) req.id, req.op);
 
-    if (strcmp(req.op, "attest") == 0) {
+    if (conn->app[0] != '\0'
+        && !provend_conn_allowed(conn, &req, msg, sizeof(msg)))
+    {
+        provend_info("request %llu from the worker of %s: %s",
+                     (unsigned long long) req.id, conn->app, msg);
+        provend_conn_send_error(conn, req.id, "forbidden", msg);
+
+    } else if (strcmp(req.op, "attest") == 0) {
         provend_op_attest(conn, &req);
 
     } else if (strcmp(req.op, "status") == 0) {
@@ -932,6 +987,57 @@ provend_server_on_connection(uv_stream_t *listener, int status)
     }
 
     provend_conn_progress(conn);
+}
+
+
+/*
+ * An app worker's end of a socket pair: uv_spawn() opens the pipe this
+ * returns (stdio), and requests on it act for that app only.
+ */
+static void *
+provend_server_bind_pipe(void *data, const char *app)
+{
+    provend_conn_t    *conn;
+    provend_server_t  *srv;
+
+    srv = data;
+    conn = calloc(1, sizeof(*conn));
+    if (conn == NULL) {
+        return NULL;
+    }
+
+    conn->srv = srv;
+    conn->refs = 1;
+    snprintf(conn->app, sizeof(conn->app), "%s", app);
+
+    if (uv_pipe_init(&srv->loop, &conn->handle, 0) != 0) {
+        free(conn);
+        return NULL;
+    }
+
+    conn->handle.data = conn;
+    conn->next = srv->conns;
+    if (srv->conns) {
+        srv->conns->prev = conn;
+    }
+    srv->conns = conn;
+    return &conn->handle;
+}
+
+
+static void
+provend_server_start_pipe(void *data, void *pipe)
+{
+    (void) data;
+    provend_conn_progress(((uv_pipe_t *) pipe)->data);
+}
+
+
+static void
+provend_server_drop_pipe(void *data, void *pipe)
+{
+    (void) data;
+    provend_conn_close(((uv_pipe_t *) pipe)->data);
 }
 
 
@@ -1296,6 +1402,10 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
         apps_cfg.node = cfg->node;
         apps_cfg.expose_errors = cfg->expose_errors;
         apps_cfg.memory_mb = cfg->app_memory_mb;
+        apps_cfg.server = srv;
+        apps_cfg.bind_pipe = provend_server_bind_pipe;
+        apps_cfg.start_pipe = provend_server_start_pipe;
+        apps_cfg.drop_pipe = provend_server_drop_pipe;
 
         srv->apps = provend_apps_open(&apps_cfg, err, errlen);
         if (srv->apps == NULL) {

@@ -9,10 +9,11 @@
 //       encoding is canonical, its modules load, its manifest lists the
 //       handlers its code declares.  Prints the routes as JSON.
 //   proven-runtime serve --app NAME --package FILE --listen SOCKET
-//       [--memory-mb N] [--expose-errors]
+//       [--memory-mb N] [--expose-errors] [--provend-fd N]
 //       Loads the package in a sandboxed worker thread and answers frames
 //       on the unix socket SOCKET (see lib/server.mjs); prints "ready" on
-//       standard output once it serves.
+//       standard output once it serves.  --provend-fd: the socket pair
+//       provend gave it for the app's storage (@proven-network/kv, sql).
 //
 // FILE "-" is standard input (how provend hands a package over: it never
 // lands on disk in plain text).
@@ -26,6 +27,7 @@ import process from 'node:process';
 import { decodePackage, pack, PackageError, sameHandlers }
     from '../lib/package.mjs';
 import { AppIsolate } from '../lib/isolate.mjs';
+import { ProvendLine } from '../lib/provend.mjs';
 import { RuntimeServer } from '../lib/server.mjs';
 
 function usage(message) {
@@ -75,9 +77,9 @@ function readPackage(file) {
     return file === '-' ? fs.readFileSync(0) : fs.readFileSync(file);
 }
 
-async function loadChecked(app, file, memoryMb) {
+async function loadChecked(app, file, memoryMb, storage) {
     const pkg = decodePackage(readPackage(file));
-    const isolate = new AppIsolate(app, pkg.modules, { memoryMb });
+    const isolate = new AppIsolate(app, pkg.modules, { memoryMb, storage });
     const declared = await isolate.start();
     if (!sameHandlers(declared, pkg.handlers)) {
         await isolate.close();
@@ -98,8 +100,8 @@ async function checkCommand(args) {
 }
 
 async function serveCommand(args) {
-    const o = options(args, ['--app', '--package', '--listen', '--memory-mb'],
-                      ['--expose-errors']);
+    const o = options(args, ['--app', '--package', '--listen', '--memory-mb',
+                             '--provend-fd'], ['--expose-errors']);
     if (!o.app || !o.package || !o.listen || o.rest.length) {
         usage('serve needs --app, --package and --listen');
     }
@@ -108,7 +110,17 @@ async function serveCommand(args) {
         usage('--memory-mb must be 16 to 16384');
     }
 
-    const { pkg, isolate } = await loadChecked(o.app, o.package, memoryMb);
+    let storage;
+    if (o['provend-fd'] !== undefined) {
+        const fd = Number(o['provend-fd']);
+        if (!Number.isInteger(fd) || fd < 3) {
+            usage('--provend-fd must be a descriptor number from 3');
+        }
+        const line = new ProvendLine(fd, o.app);
+        storage = (request) => line.call(request);
+    }
+    const { pkg, isolate } = await loadChecked(o.app, o.package, memoryMb,
+                                               storage);
 
     const server = new RuntimeServer({
         app: o.app, isolate, handlers: pkg.handlers,

@@ -32,6 +32,8 @@ export class AppIsolate extends EventEmitter {
         this.memoryMb = options.memoryMb || 128;
         this.timeoutMax = options.timeoutMax || 300000;
         this.loadTimeoutMs = options.loadTimeoutMs || 5000;
+        // (request) => Promise of a result; rejects with {code, message}
+        this.storage = options.storage || null;
         this.thread = null;
         this.ready = null;
         this.calls = new Map();
@@ -113,9 +115,30 @@ export class AppIsolate extends EventEmitter {
             } else {
                 call.resolve(m.result);
             }
+        } else if (m.type === 'storage') {
+            this.storageRequest(thread, m);
         } else if (m.type === 'pong' && m.seq === this.pingSeq) {
             clearTimeout(this.pingTimer);
             this.pingTimer = null;
+        }
+    }
+
+    async storageRequest(thread, m) {
+        let answer;
+        try {
+            if (this.storage === null) {
+                throw { code: 'unavailable', message: 'storage is '
+                        + 'unavailable: the runtime runs without provend' };
+            }
+            const result = await this.storage(m.request);
+            answer = { type: 'storage_result', id: m.id, ok: true, result };
+        } catch (e) {
+            answer = { type: 'storage_result', id: m.id, ok: false,
+                       error: { code: e.code || 'internal',
+                                message: e.message || String(e) } };
+        }
+        if (thread === this.thread) {
+            thread.postMessage(answer);
         }
     }
 

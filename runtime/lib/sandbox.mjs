@@ -55,6 +55,12 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
     const slice = String.prototype.slice;
     const test = RegExp.prototype.test;
     const TypeErrorCtor = TypeError;
+    const ErrorCtor = Error;
+    const MapCtor = Map;
+    const mapGetM = Map.prototype.get;
+    const mapSetM = Map.prototype.set;
+    const mapDeleteM = Map.prototype.delete;
+    const defineProperty = Object.defineProperty;
 
     /* Error.prepareStackTrace and friends stay as V8 made them. */
     for (const E of [Error, TypeError, RangeError, SyntaxError,
@@ -300,8 +306,268 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
         ]);
     }
 
+    /*
+     * Storage: requests go to the host as JSON text plus a list of byte
+     * arrays ({"$b": i} marks where each goes); answers come back the same
+     * way, so no host object ever reaches app code.
+     */
+    const waiting = new MapCtor();
+    let nextRequest = 1;
+
+    function encodeArgs(args) {
+        const bytes = [];
+        const text = stringify(args, (k, v) => {
+            if (v instanceof U8) {
+                apply(push, bytes, [new U8(v)]);
+                return { $b: bytes.length - 1 };
+            }
+            return v;
+        });
+        return [text, bytes];
+    }
+
+    function request(op, args) {
+        return new PromiseCtor((resolve, reject) => {
+            const id = nextRequest++;
+            apply(mapSetM, waiting, [id, { resolve, reject }]);
+            args.op = op;
+            const [text, bytes] = encodeArgs(args);
+            host.storage(id, text, bytes);
+        });
+    }
+
+    function storageError(code, message) {
+        const e = new ErrorCtor(message);
+        defineProperty(e, 'code', { value: code, enumerable: true });
+        return e;
+    }
+
+    function resume(id, ok, text, list) {
+        const w = apply(mapGetM, waiting, [id]);
+        if (w === undefined) {
+            return;
+        }
+        apply(mapDeleteM, waiting, [id]);
+        if (!ok) {
+            const e = parse(text);
+            w.reject(storageError(StringOf(e.code), StringOf(e.message)));
+            return;
+        }
+        const bytes = [];
+        for (let i = 0; i < list.length; i++) {
+            apply(push, bytes, [list[i]]);
+        }
+        w.resolve(parse(text, (k, v) => (v !== null && typeof v === 'object'
+                                          && typeof v.$b === 'number'
+                                          ? bytes[v.$b] : v)));
+    }
+
+    const NAME_RE = /^[a-z0-9_-]{1,64}$/;
+
+    function checkName(name, what) {
+        if (typeof name !== 'string' || !apply(test, NAME_RE, [name])) {
+            fail(what + ' names are 1..64 of a-z 0-9 _ -');
+        }
+    }
+
+    function keyOf(key) {
+        if (typeof key === 'string' || key instanceof U8) {
+            return key;
+        }
+        fail('keys are strings or Uint8Arrays');
+    }
+
+    function unavailable(what) {
+        return () => PromiseCtor.reject(storageError('unavailable', what
+            + ' storage needs a verified identity, which arrives with '
+            + 'sessions; use application storage until then'));
+    }
+
+    function kvStore(type, name, scope) {
+        checkName(name, 'store');
+        if (scope !== 'app') {
+            const no = unavailable(scope);
+            return freeze({ get: no, set: no, delete: no, keys: no,
+                            sign: no });
+        }
+        const base = { store: name, type };
+        const store = {
+            async get(key) {
+                return (await store.entry(key)).value;
+            },
+            /* {value, revision}: revision 0 when there is no value */
+            async entry(key) {
+                const r = await request('kv.get', { ...base, key: keyOf(key) });
+                const v = type === 'key' ? r.public_key : r.value;
+                return { value: v === null || v === undefined ? undefined : v,
+                         revision: r.revision };
+            },
+            async delete(key) {
+                const r = await request('kv.delete',
+                                        { ...base, key: keyOf(key) });
+                return Boolean(r && r.deleted);
+            },
+            async keys(options = {}) {
+                const out = [];
+                let cursor = null;
+                do {
+                    const args = { ...base, limit: 1000 };
+                    if (options.prefix !== undefined) {
+                        args.prefix = keyOf(options.prefix);
+                    }
+                    if (cursor !== null) {
+                        args.cursor = cursor;
+                    }
+                    const r = await request('kv.keys', args);
+                    for (const k of r.keys) {
+                        apply(push, out, [k]);
+                    }
+                    cursor = r.cursor;
+                } while (cursor !== null && out.length < limits.keysMax);
+                return out;
+            },
+        };
+        if (type === 'key') {
+            store.generate = async (key) => {
+                await request('kv.set', { ...base, key: keyOf(key) });
+                return store.get(key);
+            };
+            store.sign = async (key, message) => {
+                const m = typeof message === 'string'
+                    ? message : message instanceof U8 ? message : null;
+                if (m === null) {
+                    fail('sign takes a string or a Uint8Array');
+                }
+                const r = await request('kv.sign', { ...base, key: keyOf(key),
+                                                     message: m });
+                return r.signature;
+            };
+        } else {
+            /* options.ifRevision: only if the key is at that revision
+               (0: only if it has no value); else an error, code
+               "revision_mismatch" */
+            store.set = async (key, value, options = {}) => {
+                if (type === 'string' ? typeof value !== 'string'
+                                      : !(value instanceof U8))
+                {
+                    fail(type === 'string'
+                         ? 'a store takes string values'
+                         : 'a bytes store takes Uint8Array values');
+                }
+                const args = { ...base, key: keyOf(key), value };
+                if (options.ifRevision !== undefined) {
+                    if (!isInteger(options.ifRevision)
+                        || options.ifRevision < 0)
+                    {
+                        fail('ifRevision is a revision number');
+                    }
+                    args.if_revision = options.ifRevision;
+                }
+                const r = await request('kv.set', args);
+                return r.revision;
+            };
+        }
+        return freeze(store);
+    }
+
+    const kvModule = freeze({
+        getApplicationStore: (n) => kvStore('string', n, 'app'),
+        getApplicationBytesStore: (n) => kvStore('bytes', n, 'app'),
+        getApplicationKeyStore: (n) => kvStore('key', n, 'app'),
+        getPersonalStore: (n) => kvStore('string', n, 'personal'),
+        getPersonalBytesStore: (n) => kvStore('bytes', n, 'personal'),
+        getPersonalKeyStore: (n) => kvStore('key', n, 'personal'),
+        getNftStore: (n) => kvStore('string', n, 'NFT'),
+        getNftBytesStore: (n) => kvStore('bytes', n, 'NFT'),
+        getNftKeyStore: (n) => kvStore('key', n, 'NFT'),
+    });
+
+    function sqlParams(params) {
+        if (params === undefined) {
+            return [];
+        }
+        if (!isArray(params)) {
+            fail('SQL parameters are an array');
+        }
+        const out = [];
+        for (const p of params) {
+            apply(push, out, [typeof p === 'boolean' ? (p ? 1 : 0)
+                              : p === undefined ? null : p]);
+        }
+        return out;
+    }
+
+    function sqlDb(name, scope) {
+        checkName(name, 'database');
+        const migrations = [];
+        let migrated = null;
+        const db = { db: name };
+
+        function ready() {
+            if (scope !== 'app') {
+                return unavailable(scope)();
+            }
+            if (migrated === null && migrations.length > 0) {
+                migrated = request('sql.migrate', { ...db, migrations });
+            }
+            return migrated;
+        }
+
+        const api = {
+            migrate(sql) {
+                if (typeof sql !== 'string') {
+                    fail('a migration is SQL text');
+                }
+                if (migrated !== null) {
+                    fail('migrations are declared before the first query');
+                }
+                apply(push, migrations, [sql]);
+                return api;
+            },
+            async execute(sql, params) {
+                await ready();
+                const r = await request('sql.execute',
+                                        { ...db, sql, params: sqlParams(params) });
+                return { changes: r.changes,
+                         lastInsertRowid: r.last_insert_rowid };
+            },
+            async query(sql, params) {
+                await ready();
+                const rows = [];
+                let cursor = null;
+                do {
+                    const args = { ...db, sql, params: sqlParams(params) };
+                    if (cursor !== null) {
+                        args.cursor = cursor;
+                    }
+                    const r = await request('sql.query', args);
+                    for (const row of r.rows) {
+                        const o = {};
+                        for (let i = 0; i < r.columns.length; i++) {
+                            o[r.columns[i]] = row[i];
+                        }
+                        apply(push, rows, [o]);
+                    }
+                    cursor = r.cursor;
+                } while (cursor !== null && rows.length < limits.rowsMax);
+                return rows;
+            },
+        };
+        return api;
+    }
+
+    const sqlModule = freeze({
+        getApplicationDb: (n) => sqlDb(n, 'app'),
+        getPersonalDb: (n) => sqlDb(n, 'personal'),
+        getNftDb: (n) => sqlDb(n, 'NFT'),
+    });
+
     return freeze({
-        modules: freeze({ '@proven-network/handler': handlerModule }),
+        modules: freeze({ '@proven-network/handler': handlerModule,
+                          '@proven-network/kv': kvModule,
+                          '@proven-network/sql': sqlModule }),
+
+        resume,
 
         /* An export: a handler's description as JSON, or null. */
         describe(value) {
@@ -356,8 +622,10 @@ export class Sandbox {
             {
                 settle: (...args) => this.settle(...args),
                 log: (level, line) => this.log(level, line),
+                storage: (id, text, bytes) => this.storage(id, text, bytes),
             },
-            { timeoutMax: this.timeoutMax, logLine: LOG_LINE_MAX });
+            { timeoutMax: this.timeoutMax, logLine: LOG_LINE_MAX,
+              keysMax: 10000, rowsMax: 10000 });
         this.handlers = [];
         this.logs = null;
         this.logBytes = 0;
@@ -387,6 +655,50 @@ export class Sandbox {
             this.host.settle(callId, { error: `runtime: ${e.message}`,
                                        stack: '', logs: null });
         }
+    }
+
+    // A storage request from app code: JSON text and byte arrays the setup
+    // code made; copied out with the host's own constructors.
+    storage(id, text, bytes) {
+        try {
+            const list = [];
+            for (let i = 0; i < bytes.length; i++) {
+                const b = bytes[i];
+                list.push(types.isUint8Array(b) && !types.isProxy(b)
+                    ? new Uint8Array(b) : new Uint8Array(0));
+            }
+            const args = JSON.parse(String(text), (k, v) => (
+                v !== null && typeof v === 'object' && typeof v.$b === 'number'
+                    ? list[v.$b] : v));
+            if (this.host.storage === undefined) {
+                this.resume(id, false, { code: 'unavailable', message:
+                    'storage is unavailable: the runtime runs without '
+                    + 'provend' });
+                return;
+            }
+            this.host.storage(id, args);
+        } catch (e) {
+            this.resume(id, false, { code: 'bad_request',
+                                     message: `runtime: ${e.message}` });
+        }
+    }
+
+    // The answer to storage request id: result (a JS value, bytes as
+    // Uint8Array) or error {code, message}, handed to the context as text
+    // and byte arrays made in the context.
+    resume(id, ok, value) {
+        const list = [];
+        const text = JSON.stringify(value === undefined ? null : value,
+            (k, v) => {
+                if (v instanceof Uint8Array) {
+                    const copy = new this.bytesInContext(v.length);
+                    Uint8Array.prototype.set.call(copy, v);
+                    list.push(copy);
+                    return { $b: list.length - 1 };
+                }
+                return typeof v === 'bigint' ? Number(v) : v;
+            });
+        this.api.resume(id, ok, text, list);
     }
 
     log(level, line) {

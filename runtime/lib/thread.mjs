@@ -11,11 +11,16 @@ const sandbox = new Sandbox(workerData.modules, {
     settle(id, result) {
         parentPort.postMessage({ type: 'settle', id, result });
     },
+    storage(id, request) {
+        parentPort.postMessage({ type: 'storage', id, request });
+    },
 }, { name: workerData.app, timeoutMax: workerData.timeoutMax });
 
 parentPort.on('message', (m) => {
     if (m.type === 'call') {
         sandbox.invoke(m.id, m.index, m.request, m.body);
+    } else if (m.type === 'storage_result') {
+        sandbox.resume(m.id, m.ok, m.ok ? m.result : m.error);
     } else if (m.type === 'ping') {
         parentPort.postMessage({ type: 'pong', seq: m.seq });
     }

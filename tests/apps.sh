@@ -1,0 +1,195 @@
+#!/bin/bash
+# Applications as a developer and an operator see them: a local node
+# (nginx-conf/run-local.sh on loopback ports of its own), `proven app`
+# deploy, list, audit, rollback, owners and logs, examples/hello called with
+# curl before and after the node restarts, a worker killed and replaced,
+# and what is refused: bad packages, strangers' keys, bad names.
+# Usage: tests/apps.sh BUILD_DIR
+set -u
+top=$(cd "$(dirname "$0")/.." && pwd)
+build=$(cd "${1:-build}" && pwd)
+proven=$build/bin/proven
+work=$(mktemp -d)
+data=$work/data
+export PROVEN_DATA=$data PROVEN_BUILD=$build
+# ports of our own, away from make run's 8080/8443
+port=$((20000 + $$ % 20000))
+export PROVEN_HTTP_PORT=$port PROVEN_HTTPS_PORT=$((port + 1))
+url=http://127.0.0.1:$port/app
+passed=0 failed=0
+node_pid=
+
+. "$(dirname "$0")/lib.sh"
+
+stop_node() {
+    if [ -n "$node_pid" ]; then
+        kill -TERM "$node_pid" 2>/dev/null
+        wait "$node_pid" 2>/dev/null
+        node_pid=
+    fi
+}
+
+cleanup() {
+    stop_node
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+start_node() {
+    setsid "$top/nginx-conf/run-local.sh" >>"$work/node.log" 2>&1 &
+    node_pid=$!
+    for _ in $(seq 1 250); do
+        curl -sf "http://127.0.0.1:$port/" >/dev/null 2>&1 && return 0
+        kill -0 "$node_pid" 2>/dev/null || break
+        sleep 0.04
+    done
+    echo "# the node did not start:"; tail -20 "$work/node.log"
+    return 1
+}
+
+# serving APP: its worker is up (the state page lists it).
+serving() {
+    for _ in $(seq 1 250); do
+        "$proven" app list 2>/dev/null | grep -q "\"app\":\"$1\".*\"socket\"" \
+            && return 0
+        sleep 0.04
+    done
+    return 1
+}
+
+app() { "$proven" app "$@"; }
+get() { curl -s "$url/$1"; }
+post() { curl -s -X POST "$url/$1" "${@:2}"; }
+
+start_node || { echo "0 passed, 1 failed"; exit 1; }
+
+# ---- pack and deploy -------------------------------------------------------
+
+id=$(app pack "$top/examples/hello")
+check "pack prints a package id" 0 -m '^[0-9a-f]{64}$' echo "$id"
+same "pack is stable" "$id" app pack "$top/examples/hello"
+check "deploy records entry 1 with that package" 0 \
+    -m "\"seq\":1,.*\"package\":\"$id\"" \
+    app deploy "$top/examples/hello" --app hello
+check "the first deploy made the owner key, 0600" 0 -m '^600$' \
+    stat -c %a "$data/keys/owner.pem"
+serving hello && pass "the worker of hello starts" \
+    || fail "the worker of hello starts" "not listed as serving"
+
+# ---- examples/hello through nginx -------------------------------------------
+
+same "GET /count starts at 0" '{"count":0}' get hello/count
+same "POST /count increments" '{"count":1}' post hello/count
+pids=()
+for _ in $(seq 1 10); do post hello/count >/dev/null & pids+=($!); done
+wait "${pids[@]}"
+same "ten concurrent increments lose none" '{"count":11}' get hello/count
+check "POST /items stores an item in SQL" 0 \
+    -m '^\{"id":1,"text":"buy milk","created":[0-9]+\}$' \
+    post hello/items -d 'buy milk'
+check "GET /items lists it" 0 -m '^\[\{"id":1,"text":"buy milk"' \
+    get hello/items
+check "GET /items/2 is the app's own 404" 0 -m '"no such item"' \
+    get hello/items/2
+same "an empty item is the app's own 400" 400 \
+    curl -s -o /dev/null -w '%{http_code}' -X POST "$url/hello/items" -d ' '
+check "the public audit log lists the deploy with the pack id" 0 \
+    -m "\"action\":\"deploy\",\"package\":\"$id\"" get hello/audit
+
+# ---- the node restarts ---------------------------------------------------------
+
+stop_node
+start_node && serving hello
+same "after a restart the count is kept" '{"count":11}' get hello/count
+check "after a restart the items are kept" 0 -m '"buy milk"' get hello/items
+check "after a restart the audit log still verifies" 0 \
+    -m '"entries":1,.*"verified":true' app audit hello
+
+# ---- a worker dies -----------------------------------------------------------
+
+sock=$(app list | grep -o '"socket":"[^"]*"' | head -1)
+pkill -KILL -f "proven-runtime.mjs serve --app hello" 
+for _ in $(seq 1 100); do
+    [ "$(get hello/count)" = '{"count":11}' ] && break
+    sleep 0.05
+done
+same "a killed worker is replaced and serves again" '{"count":11}' \
+    get hello/count
+check "on a new socket" 0 -m '"socket"' sh -c \
+    "'$proven' app list | grep -v -F '$sock'"
+
+# ---- new versions, rollback -----------------------------------------------------
+
+cp -r "$top/examples/hello" "$work/hello2"
+sed -i 's/count: Number/count: 1000 + Number/' "$work/hello2/index.js"
+id2=$(app pack "$work/hello2")
+check "a second deploy is entry 2" 0 -m "\"seq\":2,.*\"package\":\"$id2\"" \
+    app deploy "$work/hello2" --app hello
+for _ in $(seq 1 100); do
+    [ "$(get hello/count)" = '{"count":1011}' ] && break
+    sleep 0.05
+done
+same "the new code serves, with the same data" '{"count":1011}' \
+    get hello/count
+check "rollback goes back to the first package" 0 \
+    -m "\"seq\":3,.*\"package\":\"$id\".*\"action\":\"rollback\"" \
+    app rollback hello
+for _ in $(seq 1 100); do
+    [ "$(get hello/count)" = '{"count":11}' ] && break
+    sleep 0.05
+done
+same "the old code serves again" '{"count":11}' get hello/count
+check "rollback --to a package never deployed is refused" 1 \
+    -m "earlier deployed package" \
+    app rollback hello --to "$(printf '%064d' 7)"
+
+# ---- owners ------------------------------------------------------------------------
+
+openssl genpkey -algorithm ed25519 -out "$work/other.pem" 2>/dev/null
+other=$(openssl pkey -in "$work/other.pem" -pubout -outform DER \
+        | tail -c 32 | od -An -tx1 | tr -d ' \n')
+check "a stranger's key cannot deploy" 1 -m "forbidden.*not an owner" \
+    app deploy "$top/examples/hello" --app hello --owner-key "$work/other.pem"
+check "an owner adds a second owner" 0 -m '"action":"add_owner"' \
+    app owner add hello "$other"
+check "the new owner deploys" 0 -m '"seq":5' \
+    app deploy "$work/hello2" --app hello --owner-key "$work/other.pem"
+first=$(app audit hello | tail -1 | grep -o '"owners":\["[0-9a-f]*' \
+        | cut -d'"' -f4)
+check "the new owner removes the first" 0 -m '"action":"remove_owner"' \
+    app owner remove hello "$first" --owner-key "$work/other.pem"
+check "the removed owner can no longer deploy" 1 -m "not an owner" \
+    app deploy "$top/examples/hello" --app hello
+check "the last owner cannot be removed" 1 -m "last owner" \
+    app owner remove hello "$other" --owner-key "$work/other.pem"
+check "the audit log verifies all six entries" 0 \
+    -m '"entries":6,.*"verified":true' app audit hello
+check "audit prints one line per entry" 0 -m '^\{"seq":6,' \
+    sh -c "'$proven' app audit hello | sed -n 6p"
+
+# ---- refusals ------------------------------------------------------------------
+
+mkdir -p "$work/broken"
+echo 'export const x = ;' >"$work/broken/index.js"
+check "a package that does not parse is refused by pack" 1 \
+    -m "SyntaxError|Unexpected" app deploy "$work/broken" --app broken
+echo 'import fs from "node:fs"; export const x = fs;' >"$work/broken/index.js"
+check "a package importing node: is refused" 1 -m "only relative imports" \
+    app deploy "$work/broken" --app broken
+same "no trace of the refused app" 0 \
+    sh -c "'$proven' app list | grep -c broken || true"
+check "a name starting with _ is the node's own" 1 -m "not starting with _" \
+    app deploy "$top/examples/hello" --app _proven
+check "the node's own scope is out of reach of kv" 1 -m "node's own" \
+    "$proven" kv get --app _proven x
+check "an unknown app's audit is not found" 1 -m "not_found" \
+    app audit nobody
+check "an unknown action is a usage error" 2 app frobnicate
+check "deploy without --app is a usage error" 2 \
+    app deploy "$top/examples/hello"
+check "logs of an app" 0 app logs hello
+check "unknown app over HTTP is 404 JSON" 0 -m '"app_not_found"' \
+    get nobody/count
+
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]

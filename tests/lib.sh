@@ -1,0 +1,40 @@
+# Shared by the shell suites: TAP-like lines and counts.  The caller sets
+# $work (a scratch directory) and passed=0 failed=0 before using these.
+
+pass() { passed=$((passed + 1)); echo "ok - $1"; }
+fail() {   # fail NAME WHY [FILE]
+    failed=$((failed + 1)); echo "not ok - $1 ($2)"
+    [ -n "${3:-}" ] && sed 's/^/#   /' "$3" | head -20
+}
+
+# check NAME EXPECTED_EXIT [-m REGEX] COMMAND...: the exit status and, with
+# -m, a line of the command's stdout or stderr matching REGEX.
+check() {
+    local name=$1 want=$2 pattern= got; shift 2
+    if [ "$1" = -m ]; then pattern=$2; shift 2; fi
+    "$@" >"$work/out" 2>&1
+    got=$?
+    if [ "$got" != "$want" ]; then
+        fail "$name" "exit $got, want $want" "$work/out"
+    elif [ -n "$pattern" ] && ! grep -qE -- "$pattern" "$work/out"; then
+        fail "$name" "output does not match /$pattern/" "$work/out"
+    else
+        pass "$name"
+    fi
+}
+
+# same NAME EXPECTED_STDOUT COMMAND...: exit 0 and exactly that output.
+same() {
+    local name=$1 want=$2 got rc; shift 2
+    "$@" >"$work/out" 2>"$work/err"
+    rc=$?
+    got=$(cat "$work/out")
+    if [ "$rc" != 0 ]; then
+        fail "$name" "exit $rc" "$work/err"
+    elif [ "$got" != "$want" ]; then
+        printf 'got:  %s\nwant: %s\n' "$got" "$want" >"$work/diff"
+        fail "$name" "wrong output" "$work/diff"
+    else
+        pass "$name"
+    fi
+}
