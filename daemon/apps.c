@@ -22,6 +22,7 @@
 
 #include "apps.h"
 #include "log.h"
+#include "schedule.h"
 #include "util.h"
 
 
@@ -71,6 +72,8 @@ struct provend_app_s {
     uint8_t            *package;    /* the current package's bytes */
     size_t              package_len;
     cbor_item_t        *routes;     /* [[method, path], ...] */
+    provend_cron_t     *schedules;  /* runOnSchedule handlers */
+    size_t              nschedules;
     provend_worker_t   *worker;     /* serving */
     provend_worker_t   *starting;   /* not ready yet */
     uv_timer_t          restart;
@@ -99,6 +102,7 @@ struct provend_apps_s {
     provend_worker_t       *workers;  /* running or closing */
     uint8_t                *page;   /* the state page, mapped */
     uv_timer_t              stop_timer;
+    uv_timer_t              minute;   /* schedules */
     int                     stopping;
 };
 
@@ -413,6 +417,7 @@ provend_apps_on_app_closed(uv_handle_t *handle)
     if (app->routes != NULL) {
         cbor_decref(&app->routes);
     }
+    free(app->schedules);
     proven_app_state_free(&app->state);
     free(app);
 }
@@ -664,7 +669,11 @@ provend_apps_load(provend_apps_t *apps, char *err, size_t errlen)
         }
         app->routes = provend_apps_routes(app->package, app->package_len,
                                           err, errlen);
-        if (app->routes == NULL) {
+        if (app->routes == NULL
+            || provend_schedules_of(app->package, app->package_len,
+                                    &app->schedules, &app->nschedules, err,
+                                    errlen) != PROVEN_OK)
+        {
             return PROVEN_ERR;
         }
     }
@@ -1263,6 +1272,19 @@ provend_change_recorded(uv_work_t *work, int status)
                                             err, sizeof(err));
         }
         if (c->routes != NULL) {
+            provend_cron_t  *schedules;
+            size_t           n;
+
+            if (provend_schedules_of(c->package, c->package_len, &schedules,
+                                     &n, err, sizeof(err)) == PROVEN_OK)
+            {
+                free(app->schedules);
+                app->schedules = schedules;
+                app->nschedules = n;
+            } else {
+                provend_error("apps: %s: schedules not taken: %s",
+                              app->name, err);
+            }
             free(app->package);
             app->package = c->package;
             app->package_len = c->package_len;
@@ -1838,6 +1860,20 @@ provend_apps_op_change(provend_apps_t *apps, const proven_request_t *req,
             provend_change_free(c);
             return;
         }
+        {
+            provend_cron_t  *schedules;
+            size_t           n;
+
+            if (provend_schedules_of(c->package, c->package_len, &schedules,
+                                     &n, err, sizeof(err)) != PROVEN_OK)
+            {
+                provend_apps_reply_error(reply, ctx, req->id, "bad_package",
+                                         err);
+                provend_change_free(c);
+                return;
+            }
+            free(schedules);
+        }
 
     } else {
         v = proven_cbor_map_get(req->map, "action");
@@ -1996,6 +2032,53 @@ provend_apps_dispatch(provend_apps_t *apps, const proven_request_t *req,
 }
 
 
+/* ---- schedules ------------------------------------------------------------ */
+
+/* Milliseconds to the start of the next UTC minute (and a little past). */
+static uint64_t
+provend_apps_to_next_minute(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t) (59 - ts.tv_sec % 60) * 1000
+           + (uint64_t) (1000 - ts.tv_nsec / 1000000) + 5;
+}
+
+
+/* Each minute: every schedule due now fires on its app's serving worker. */
+static void
+provend_apps_on_minute(uv_timer_t *timer)
+{
+    size_t           i;
+    time_t           now;
+    struct tm        utc;
+    provend_app_t   *app;
+    provend_apps_t  *apps;
+
+    apps = timer->data;
+    now = time(NULL);
+    gmtime_r(&now, &utc);
+
+    for (app = apps->apps; app != NULL; app = app->next) {
+        if (app->worker == NULL || app->worker->exited) {
+            continue;
+        }
+        for (i = 0; i < app->nschedules; i++) {
+            if (provend_cron_due(&app->schedules[i], &utc)) {
+                provend_schedule_fire(apps->loop, app->worker->socket,
+                                      app->name,
+                                      app->schedules[i].handler,
+                                      (uint64_t) (now - now % 60));
+            }
+        }
+    }
+
+    uv_timer_start(&apps->minute, provend_apps_on_minute,
+                   provend_apps_to_next_minute(), 0);
+}
+
+
 /* ---- life ---------------------------------------------------------------- */
 
 provend_apps_t *
@@ -2030,6 +2113,8 @@ provend_apps_open(const provend_apps_config_t *cfg, char *err, size_t errlen)
     }
     uv_timer_init(apps->loop, &apps->stop_timer);
     apps->stop_timer.data = apps;
+    uv_timer_init(apps->loop, &apps->minute);
+    apps->minute.data = apps;
 
     if (apps->node == NULL || apps->runtime_bin == NULL
         || apps->run_dir == NULL)
@@ -2061,6 +2146,10 @@ provend_apps_open(const provend_apps_config_t *cfg, char *err, size_t errlen)
             provend_worker_start(apps, app);
         }
     }
+
+    uv_timer_start(&apps->minute, provend_apps_on_minute,
+                   provend_apps_to_next_minute(), 0);
+    uv_unref((uv_handle_t *) &apps->minute);
 
     provend_info("apps: %zu applications", apps->napps);
     return apps;
@@ -2102,6 +2191,7 @@ provend_apps_stop(provend_apps_t *apps)
     apps->stopping = 1;
     waiting = 0;
 
+    uv_timer_stop(&apps->minute);
     for (app = apps->apps; app != NULL; app = app->next) {
         uv_timer_stop(&app->restart);
     }
@@ -2132,6 +2222,9 @@ provend_apps_free(provend_apps_t *apps)
 
     if (!uv_is_closing((uv_handle_t *) &apps->stop_timer)) {
         uv_close((uv_handle_t *) &apps->stop_timer, NULL);
+    }
+    if (!uv_is_closing((uv_handle_t *) &apps->minute)) {
+        uv_close((uv_handle_t *) &apps->minute, NULL);
     }
     for (app = apps->apps; app != NULL; app = next) {
         next = app->next;

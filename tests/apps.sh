@@ -191,5 +191,15 @@ check "logs of an app" 0 app logs hello
 check "unknown app over HTTP is 404 JSON" 0 -m '"app_not_found"' \
     get nobody/count
 
+# ---- schedules: provend fires the heartbeat at each minute's start ------------
+
+for _ in $(seq 1 150); do
+    get hello/heartbeat | grep -q '"last":"20' && break
+    sleep 0.5
+done
+check "the every-minute schedule has run" 0 \
+    -m '^\{"last":"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:00.000Z"\}$' \
+    get hello/heartbeat
+
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

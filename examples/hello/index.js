@@ -10,8 +10,9 @@
 //   curl -X POST -d 'buy milk' http://127.0.0.1:8080/app/hello/items
 //   curl http://127.0.0.1:8080/app/hello/items            # [{"id":1,...}]
 //   curl http://127.0.0.1:8080/app/hello/items/1
+//   curl http://127.0.0.1:8080/app/hello/heartbeat        # set each minute
 
-import { runOnHttp } from '@proven-network/handler';
+import { runOnHttp, runOnSchedule } from '@proven-network/handler';
 import { getApplicationStore } from '@proven-network/kv';
 
 import { addItem, getItem, listItems } from './items.js';
@@ -57,3 +58,12 @@ export const one = runOnHttp({ path: '/items/:id' }, async (req) => {
     const item = await getItem(Number(req.pathParameters.id));
     return item ? item : { status: 404, body: { error: 'no such item' } };
 });
+
+// provend fires this at the start of every minute (UTC cron).
+export const beat = runOnSchedule('* * * * *', async ({ scheduledAt }) => {
+    await counters.set('heartbeat', new Date(scheduledAt).toISOString());
+});
+
+export const heartbeat = runOnHttp({ path: '/heartbeat' }, async () => ({
+    last: (await counters.get('heartbeat')) || null,
+}));

@@ -175,8 +175,9 @@ export class AppIsolate extends EventEmitter {
 
     // Runs handler index with request (JSON-able) and body (a string, a
     // Uint8Array or null); resolves with {status, headers, body, type,
-    // logs} or rejects with a CallError.
-    async call(index, request, body, timeoutMs) {
+    // logs} or rejects with a CallError.  raw: request is the handler's
+    // argument and body (JSON text) its result, for run and schedules.
+    async call(index, request, body, timeoutMs, raw = false) {
         if (this.thread === null || this.ready === null) {
             throw new CallError('worker_died', 'the app worker is restarting');
         }
@@ -195,7 +196,8 @@ export class AppIsolate extends EventEmitter {
                 this.checkStuck(thread);
             }, timeoutMs);
             this.calls.set(id, { resolve, reject, timer });
-            thread.postMessage({ type: 'call', id, index, request, body });
+            thread.postMessage({ type: 'call', id, index, request, body,
+                                 raw });
         });
     }
 

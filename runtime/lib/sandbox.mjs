@@ -293,11 +293,20 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
                     apply(slice, stack, [0, 16384]), null);
     }
 
-    function settleWith(callId, result) {
+    /* run, runWithOptions, runOnSchedule: the value itself, as JSON */
+    function respondRaw(callId, value) {
+        const json = value === undefined ? 'null' : stringify(value);
+        if (json === undefined) {
+            fail('the result cannot be sent as JSON');
+        }
+        host.settle(callId, true, 0, '[]', json, 'raw');
+    }
+
+    function settleWith(callId, result, raw) {
         apply(then, apply(resolve, PromiseCtor, [result]), [
             (value) => {
                 try {
-                    respond(callId, value);
+                    (raw ? respondRaw : respond)(callId, value);
                 } catch (e) {
                     failed(callId, e);
                 }
@@ -583,17 +592,19 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
         },
 
         /* request: JSON text; body: a string, a byte array or null. */
-        invoke(callId, index, request, body) {
+        invoke(callId, index, request, body, raw) {
             let result;
             try {
                 const req = parse(request);
-                req.body = body === null ? undefined : body;
+                if (!raw) {
+                    req.body = body === null ? undefined : body;
+                }
                 result = apply(bound[index], undefined, [req]);
             } catch (e) {
                 failed(callId, e);
                 return;
             }
-            settleWith(callId, result);
+            settleWith(callId, result, raw);
         },
     });
 })`;
@@ -637,7 +648,9 @@ export class Sandbox {
                 return;
             }
             let body = b;
-            if (ok && b !== null && typeof b !== 'string') {
+            if (ok && type === 'raw') {
+                body = String(b);
+            } else if (ok && b !== null && typeof b !== 'string') {
                 // b is a byte array the setup code made; copy it with the
                 // host's constructor, which reads it without calling into
                 // the context.
@@ -795,7 +808,7 @@ export class Sandbox {
     }
 
     // Starts a call; host.settle(callId, result) follows, at once or later.
-    invoke(callId, index, request, body) {
+    invoke(callId, index, request, body, raw = false) {
         let inContext = null;
         if (typeof body === 'string') {
             inContext = body;
@@ -805,6 +818,7 @@ export class Sandbox {
         }
         this.logs = null;
         this.logBytes = 0;
-        this.api.invoke(callId, index, JSON.stringify(request), inContext);
+        this.api.invoke(callId, index, JSON.stringify(request), inContext,
+                        raw);
     }
 }

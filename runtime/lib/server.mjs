@@ -8,7 +8,10 @@
 //          {"id", "ok": false, "error": {"code", "message", "error_id"?}}
 // Codes: not_found, method_not_allowed (with "allow"), bad_request,
 // timeout, handler_error, worker_died, busy.
-// Also "app.logs" (the recent console lines) and "runtime.status".
+// "app.run" {handler: "module#name", args?} runs a run, runWithOptions or
+// runOnSchedule handler: {output, logs, duration_us}, or the error codes
+// above with "logs".  Also "app.logs" (recent console lines) and
+// "runtime.status".
 
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
@@ -108,6 +111,8 @@ export class RuntimeServer {
         switch (f.op) {
         case 'app.http':
             return this.http(conn, id, f);
+        case 'app.run':
+            return this.run(conn, id, f);
         case 'app.logs':
             return this.reply(conn, { id, ok: true,
                                       result: { lines: this.logs } });
@@ -212,6 +217,49 @@ export class RuntimeServer {
             this.inFlight--;
         }
     }
+}
+
+RuntimeServer.prototype.run = async function run(conn, id, f) {
+    const index = typeof f.handler === 'string'
+        ? this.handlers.findIndex((h) => (h.kind === 'rpc'
+                                          || h.kind === 'schedule')
+                                         && `${h.module}#${h.name}`
+                                            === f.handler)
+        : -1;
+    if (index < 0) {
+        return this.fail(conn, id, 'not_found', `no run or schedule handler `
+                         + `${JSON.stringify(f.handler)}`);
+    }
+    if (this.inFlight >= CALLS_MAX) {
+        return this.fail(conn, id, 'busy', 'too many calls in flight');
+    }
+
+    const started = process.hrtime.bigint();
+    const elapsed = () => Number((process.hrtime.bigint() - started) / 1000n);
+    this.inFlight++;
+    try {
+        const r = await this.isolate.call(index, f.args === undefined
+                                          ? null : f.args, null,
+                                          this.handlers[index].timeout
+                                          || DEFAULT_TIMEOUT_MS, true);
+        this.record(r.logs);
+        this.served++;
+        this.reply(conn, { id, ok: true, result: {
+            output: JSON.parse(r.body), logs: logLines(r.logs),
+            duration_us: elapsed() } });
+    } catch (e) {
+        this.record(e.logs);
+        this.fail(conn, id, e.code || 'internal', this.exposeErrors
+                  || e.code !== 'handler_error' ? e.message
+                                                : 'the handler failed',
+                  { logs: logLines(e.logs), duration_us: elapsed() });
+    } finally {
+        this.inFlight--;
+    }
+};
+
+function logLines(logs) {
+    return (logs || []).map(([level, line]) => ({ level, line }));
 }
 
 function headerMap(headers) {

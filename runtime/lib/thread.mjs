@@ -18,7 +18,7 @@ const sandbox = new Sandbox(workerData.modules, {
 
 parentPort.on('message', (m) => {
     if (m.type === 'call') {
-        sandbox.invoke(m.id, m.index, m.request, m.body);
+        sandbox.invoke(m.id, m.index, m.request, m.body, m.raw);
     } else if (m.type === 'storage_result') {
         sandbox.resume(m.id, m.ok, m.ok ? m.result : m.error);
     } else if (m.type === 'ping') {

@@ -8,7 +8,14 @@ import { startRuntime } from './helpers.mjs';
 
 const APP = {
     'index.js': `
-import { runOnHttp } from '@proven-network/handler';
+import { run, runOnHttp, runOnSchedule } from '@proven-network/handler';
+
+export const double = run(({ n }) => {
+    console.log('doubling', n);
+    return { doubled: n * 2 };
+});
+export const tick = runOnSchedule('*/5 * * * *', (t) => t.scheduledAt);
+export const broken = run(() => { throw new Error('no'); });
 
 export const item = runOnHttp({ path: '/items/:id' }, (req) => ({
     id: req.pathParameters.id, q: req.queryParameters,
@@ -164,4 +171,24 @@ test('malformed requests get bad_request or unknown_op', async () => {
     assert.equal(h.error.code, 'bad_request');
     const u = await rt.client.call('app.nope');
     assert.equal(u.error.code, 'unknown_op');
+});
+
+test('app.run runs a run or schedule handler by name with its result',
+     async () => {
+    const r = await rt.client.call('app.run', { handler: 'index.js#double',
+                                                args: { n: 21 } });
+    assert.equal(r.ok, true, JSON.stringify(r.error));
+    assert.deepEqual(r.result.output, { doubled: 42 });
+    assert.deepEqual(r.result.logs, [{ level: 'log', line: 'doubling 21' }]);
+    assert.ok(r.result.duration_us >= 0);
+
+    const t = await rt.client.call('app.run', { handler: 'index.js#tick',
+                                                args: { scheduledAt: 60000 } });
+    assert.deepEqual(t.result.output, 60000);
+
+    const h = await rt.client.call('app.run', { handler: 'index.js#text' });
+    assert.equal(h.error.code, 'not_found');
+    const e = await rt.client.call('app.run', { handler: 'index.js#broken' });
+    assert.equal(e.error.code, 'handler_error');
+    assert.equal(e.error.message, 'Error: no');
 });

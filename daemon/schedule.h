@@ -1,0 +1,51 @@
+/*
+ * runOnSchedule: UTC cron expressions of five fields (minute hour day
+ * month weekday; "*", "a", "a-b", "*\/n", "a-b/n" and lists of those) and
+ * firing a handler by name on an app's worker ("app.run" over its socket).
+ * As in cron, when both day and weekday are restricted, either matching is
+ * enough.
+ */
+
+#ifndef PROVEND_SCHEDULE_H
+#define PROVEND_SCHEDULE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#define PROVEND_SCHEDULE_NAME_MAX  255
+#define PROVEND_SCHEDULES_MAX      64
+
+typedef struct {
+    char      handler[PROVEND_SCHEDULE_NAME_MAX + 1];   /* module#export */
+    uint64_t  minutes;          /* bit n: minute n */
+    uint32_t  hours;
+    uint32_t  days;             /* bit n: day n, 1..31 */
+    uint16_t  months;           /* bit n: month n, 1..12 */
+    uint8_t   weekdays;         /* bit n: day n, 0 (Sunday)..6 */
+    unsigned  days_any:1;       /* day field was "*" */
+    unsigned  weekdays_any:1;
+} provend_cron_t;
+
+int provend_cron_parse(const char *expr, provend_cron_t *cron, char *err,
+    size_t errlen);
+
+/* Whether cron fires in the minute of utc. */
+int provend_cron_due(const provend_cron_t *cron, const struct tm *utc);
+
+/*
+ * The schedule handlers of a package's manifest (malloc()ed array, *n of
+ * them, NULL when none); PROVEN_ERR with err for a bad one.
+ */
+int provend_schedules_of(const uint8_t *package, size_t len,
+    provend_cron_t **out, size_t *n, char *err, size_t errlen);
+
+/*
+ * Asks the worker listening on socket_path to run handler (one
+ * connection, one "app.run" frame); the outcome is logged.  loop is a
+ * uv_loop_t *.
+ */
+void provend_schedule_fire(void *loop, const char *socket_path,
+    const char *app, const char *handler, uint64_t scheduled_at);
+
+#endif /* PROVEND_SCHEDULE_H */
