@@ -91,6 +91,7 @@ struct provend_apps_s {
     char                   *runtime_bin;
     char                   *node;
     char                   *run_dir;
+    char                    self[4096];  /* provend, for --sandbox-exec */
     int                     expose_errors;
     unsigned                memory_mb;
     void                   *server;
@@ -1055,6 +1056,11 @@ provend_worker_start(provend_apps_t *apps, provend_app_t *app)
 
     snprintf(memory, sizeof(memory), "%u", apps->memory_mb);
     argc = 0;
+    if (apps->self[0] != '\0') {
+        argv[argc++] = apps->self;
+        argv[argc++] = "--sandbox-exec";
+        argv[argc++] = "--";
+    }
     argv[argc++] = apps->node;
     argv[argc++] = "--experimental-vm-modules";
     argv[argc++] = "--no-warnings";
@@ -1096,7 +1102,7 @@ provend_worker_start(provend_apps_t *apps, provend_app_t *app)
     stdio[2].data.fd = 2;
     stdio[3].flags = UV_CREATE_PIPE | UV_READABLE_PIPE | UV_WRITABLE_PIPE;
     stdio[3].data.stream = line;
-    options.file = apps->node;
+    options.file = argv[0];
     options.args = argv;
     options.exit_cb = provend_worker_on_exit;
     options.stdio = stdio;
@@ -2099,6 +2105,16 @@ provend_apps_open(const provend_apps_config_t *cfg, char *err, size_t errlen)
     apps->expose_errors = cfg->expose_errors;
     apps->memory_mb = cfg->memory_mb ? cfg->memory_mb : 128;
     apps->server = cfg->server;
+    if (cfg->sandbox) {
+        ssize_t  n = readlink("/proc/self/exe", apps->self,
+                              sizeof(apps->self) - 1);
+
+        apps->self[n > 0 ? n : 0] = '\0';
+        if (n <= 0) {
+            provend_warn("apps: cannot find provend's own path: workers run "
+                         "without the process sandbox");
+        }
+    }
     apps->bind_pipe = cfg->bind_pipe;
     apps->start_pipe = cfg->start_pipe;
     apps->drop_pipe = cfg->drop_pipe;

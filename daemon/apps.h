@@ -57,6 +57,7 @@ typedef struct {
     const char         *node;           /* NULL: "node" from PATH */
     int                 expose_errors;  /* local mode: error messages */
     unsigned            memory_mb;      /* per worker; 0: 128 */
+    int                 sandbox;        /* wrap workers: sandbox.c */
 
     /*
      * The worker's own line to provend (its fd 3): bind_pipe gives an

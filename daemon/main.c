@@ -6,6 +6,8 @@
  *           [--threads N] [--kv-max-value BYTES]
  *           [--storage-heap-limit BYTES] [--kv-memory-limit BYTES]
  *           [--runtime DIR|none] [--node PATH] [--app-memory MB]
+ *           [--app-sandbox on|off]
+ *   provend --sandbox-exec -- PROGRAM ARGS...   (around app workers)
  */
 
 #include <errno.h>
@@ -23,6 +25,7 @@
 #include "keys.h"
 #include "log.h"
 #include "provider.h"
+#include "sandbox.h"
 #include "server.h"
 #include "util.h"
 
@@ -52,6 +55,7 @@ provend_usage(FILE *out)
         " [--kv-memory-limit BYTES]\n"
         "               [--runtime DIR|none] [--node PATH]"
         " [--app-memory MB]\n"
+        "               [--app-sandbox on|off]\n"
         "  --data DIR        state directory (default ./var)\n"
         "  --socket PATH     unix socket (default DATA/provend.sock)\n"
         "  --provider NAME   attestation provider (default auto: nsm when\n"
@@ -67,7 +71,9 @@ provend_usage(FILE *out)
         "  --runtime DIR     proven-runtime for applications (default\n"
         "                    " PROVEND_RUNTIME_DIR "); none: no apps\n"
         "  --node PATH       the Node.js that runs it (default: node)\n"
-        "  --app-memory MB   heap of each app worker (default 128)\n");
+        "  --app-memory MB   heap of each app worker (default 128)\n"
+        "  --app-sandbox on|off  workers in their own network namespace,\n"
+        "                    with a seccomp filter and rlimits (default on)\n");
 }
 
 
@@ -104,6 +110,7 @@ main(int argc, char **argv)
     const char              *data_dir, *socket_path, *provider_name;
     const char              *runtime_dir, *node;
     unsigned long            app_memory;
+    int                      app_sandbox;
     char                    *runtime_bin;
     uint8_t                  master[PROVEND_KEY_LEN];
     unsigned long            value, nthreads, kv_max_value, kv_memory;
@@ -127,6 +134,7 @@ main(int argc, char **argv)
         { "runtime",   required_argument, NULL, 'r' },
         { "node",      required_argument, NULL, 'n' },
         { "app-memory", required_argument, NULL, 'A' },
+        { "app-sandbox", required_argument, NULL, 'S' },
         { "help",      no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -144,7 +152,15 @@ main(int argc, char **argv)
     runtime_dir = PROVEND_RUNTIME_DIR;
     node = NULL;
     app_memory = 128;
+    app_sandbox = 1;
     status = 1;
+
+    /* provend runs itself this way around each app worker (apps.c) */
+    if (argc >= 3 && strcmp(argv[1], "--sandbox-exec") == 0
+        && strcmp(argv[2], "--") == 0)
+    {
+        return provend_sandbox_exec(argc - 3, argv + 3);
+    }
 
     while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
         switch (c) {
@@ -263,6 +279,14 @@ main(int argc, char **argv)
                         "(MB)\n");
                 return 2;
             }
+            break;
+
+        case 'S':
+            if (strcmp(optarg, "on") != 0 && strcmp(optarg, "off") != 0) {
+                fprintf(stderr, "provend: --app-sandbox is on or off\n");
+                return 2;
+            }
+            app_sandbox = strcmp(optarg, "on") == 0;
             break;
 
         case 'h':
@@ -385,6 +409,7 @@ main(int argc, char **argv)
     srv_cfg.data_dir = data_dir;
     srv_cfg.node = node;
     srv_cfg.app_memory_mb = (unsigned) app_memory;
+    srv_cfg.app_sandbox = app_sandbox;
     srv_cfg.expose_errors = strcmp(provider_name, "dev") == 0;
 
     if (runtime_dir != NULL

@@ -1402,6 +1402,7 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
         apps_cfg.node = cfg->node;
         apps_cfg.expose_errors = cfg->expose_errors;
         apps_cfg.memory_mb = cfg->app_memory_mb;
+        apps_cfg.sandbox = cfg->app_sandbox;
         apps_cfg.server = srv;
         apps_cfg.bind_pipe = provend_server_bind_pipe;
         apps_cfg.start_pipe = provend_server_start_pipe;

@@ -39,6 +39,7 @@ typedef struct {
     const char          *node;
     int                  expose_errors;
     unsigned             app_memory_mb;
+    int                  app_sandbox;
 } provend_server_config_t;
 
 /*

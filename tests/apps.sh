@@ -76,6 +76,21 @@ check "the first deploy made the owner key, 0600" 0 -m '^600$' \
 serving hello && pass "the worker of hello starts" \
     || fail "the worker of hello starts" "not listed as serving"
 
+# ---- the worker's process sandbox --------------------------------------------
+
+wpid=$(pgrep -f "proven-runtime.mjs serve --app hello" | head -1)
+same "the worker's network namespace has only lo" lo \
+    sh -c "tail -n +3 /proc/$wpid/net/dev | cut -d: -f1 | tr -d ' '"
+same "the worker runs under a seccomp filter" 2 \
+    awk '/^Seccomp:/ { print $2 }' "/proc/$wpid/status"
+same "the worker cannot gain privileges" 1 \
+    awk '/^NoNewPrivs:/ { print $2 }' "/proc/$wpid/status"
+check "inside the sandbox an inet socket is refused" 2 \
+    -m "inet: Permission denied" "$build/bin/provend" --sandbox-exec -- \
+    perl -e 'use Socket; socket(S, PF_INET, SOCK_STREAM, 0) or do { print "inet: $!\n"; exit 2 }'
+check "and a unix socket is not" 0 "$build/bin/provend" --sandbox-exec -- \
+    perl -e 'use Socket; socket(S, PF_UNIX, SOCK_STREAM, 0) or exit 2'
+
 # ---- examples/hello through nginx -------------------------------------------
 
 same "GET /count starts at 0" '{"count":0}' get hello/count

@@ -81,16 +81,20 @@ export class AppIsolate extends EventEmitter {
                 }
             });
 
+            let error = null;
             thread.on('error', (err) => {
                 clearTimeout(timer);
+                error = err;
                 reject(new CallError('load_failed', err.message));
                 this.died(thread, err);
             });
 
+            // Node 18 may tell of the exit before the error that caused
+            // it: wait a turn so the cause is known.
             thread.on('exit', () => {
                 clearTimeout(timer);
                 reject(new CallError('load_failed', 'the worker exited'));
-                this.died(thread, null);
+                setImmediate(() => this.died(thread, error));
             });
         });
         this.ready.catch(() => {});
