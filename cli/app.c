@@ -462,13 +462,12 @@ cli_app_replay(cli_client_t *c, const char *app, proven_app_state_t *st,
 
         if (proven_audit_decode(cbor_bytestring_handle(item), len, &e, err,
                                 sizeof(err)) != PROVEN_OK
-            || strcmp(e.app, app) != 0
+            || (strcmp(e.app, app) != 0
+                && snprintf(err, sizeof(err), "it is for another "
+                            "application") > 0)
             || proven_audit_apply(st, &e, hash, err, sizeof(err))
                != PROVEN_OK)
         {
-            if (strcmp(e.app, app) != 0) {
-                snprintf(err, sizeof(err), "it is for another application");
-            }
             fprintf(stderr, "proven app: the audit log of %s is broken at "
                     "entry %zu: %s\n", app, i + 1, err);
             goto done;

@@ -35,9 +35,10 @@
 #define PROVEND_CHECK_TIMEOUT_MS  30000
 #define PROVEND_RESTART_MIN_MS    100
 #define PROVEND_RESTART_MAX_MS    30000
-#define PROVEND_STOP_KILL_MS      3000
+#define PROVEND_STOP_KILL_MS      12000      /* workers drain up to 10 s */
 #define PROVEND_ROUTES_MAX        256
 #define PROVEND_SOCKET_MAX        107        /* sun_path, with its NUL */
+#define PROVEND_CHECKS_MAX        4          /* deploy checks at once */
 
 
 typedef struct provend_app_s     provend_app_t;
@@ -105,6 +106,8 @@ struct provend_apps_s {
     uv_timer_t              stop_timer;
     uv_timer_t              minute;   /* schedules */
     int                     stopping;
+    unsigned                checks;       /* deploy checks running */
+    time_t                  fired_minute; /* schedules fired for it */
 };
 
 /* One app.deploy or app.update on its way: check, record, apply. */
@@ -798,10 +801,12 @@ provend_apps_publish(provend_apps_t *apps)
         cbor_decref(&entry);
     }
 
-    if (proven_cbor_map_put(root, "apps", map) != PROVEN_OK) {
+    /* map_put takes map's reference whatever it returns */
+    entry = map;
+    map = NULL;
+    if (proven_cbor_map_put(root, "apps", entry) != PROVEN_OK) {
         goto failed;
     }
-    map = NULL;
 
     if (proven_cbor_dump(root, &data, &len) != PROVEN_OK) {
         goto failed;
@@ -1357,6 +1362,7 @@ provend_change_on_check_closed(uv_handle_t *handle)
     if (--c->handles > 0) {
         return;
     }
+    c->apps->checks--;
 
     if (c->timed_out) {
         provend_change_fail(c, "bad_package", "the package did not load "
@@ -1472,24 +1478,31 @@ provend_change_on_written(uv_write_t *req, int status)
 static void
 provend_change_check(provend_change_t *c)
 {
-    int                    rc;
-    char                  *argv[10];
+    int                    rc, argc;
+    char                  *argv[16];
     uv_buf_t               buf;
     provend_apps_t        *apps;
     uv_process_options_t   options;
     uv_stdio_container_t   stdio[3];
 
+    /* the package's top-level code runs here: sandboxed as a worker is */
     apps = c->apps;
-    argv[0] = apps->node;
-    argv[1] = "--experimental-vm-modules";
-    argv[2] = "--no-warnings";
-    argv[3] = apps->runtime_bin;
-    argv[4] = "check";
-    argv[5] = "--app";
-    argv[6] = c->entry.app;
-    argv[7] = "--package";
-    argv[8] = "-";
-    argv[9] = NULL;
+    argc = 0;
+    if (apps->self[0] != '\0') {
+        argv[argc++] = apps->self;
+        argv[argc++] = "--sandbox-exec";
+        argv[argc++] = "--";
+    }
+    argv[argc++] = apps->node;
+    argv[argc++] = "--experimental-vm-modules";
+    argv[argc++] = "--no-warnings";
+    argv[argc++] = apps->runtime_bin;
+    argv[argc++] = "check";
+    argv[argc++] = "--app";
+    argv[argc++] = c->entry.app;
+    argv[argc++] = "--package";
+    argv[argc++] = "-";
+    argv[argc] = NULL;
 
     uv_pipe_init(apps->loop, &c->in, 0);
     uv_pipe_init(apps->loop, &c->err_pipe, 0);
@@ -1507,7 +1520,7 @@ provend_change_check(provend_change_t *c)
     stdio[1].flags = UV_IGNORE;
     stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
     stdio[2].data.stream = (uv_stream_t *) &c->err_pipe;
-    options.file = apps->node;
+    options.file = argv[0];
     options.args = argv;
     options.exit_cb = provend_change_on_check_exit;
     options.stdio = stdio;
@@ -1588,6 +1601,7 @@ static void
 provend_apps_op_head(provend_apps_t *apps, const proven_request_t *req,
     provend_ops_reply_pt reply, void *ctx)
 {
+    int             rc;
     char            name[PROVEND_NAME_MAX + 1], err[PROVEN_ERR_LEN];
     size_t          i;
     uint8_t         zero[PROVEN_AUDIT_HASH_LEN];
@@ -1621,19 +1635,22 @@ provend_apps_op_head(provend_apps_t *apps, const proven_request_t *req,
         cbor_decref(&key);
     }
 
-    if (provend_apps_put(result, "app", cbor_build_string(name)) != PROVEN_OK
+    /* map_put takes owners' reference whatever it returns */
+    rc = proven_cbor_map_put(result, "owners", owners);
+    owners = NULL;
+    if (rc != PROVEN_OK
+        || provend_apps_put(result, "app", cbor_build_string(name))
+           != PROVEN_OK
         || provend_apps_put(result, "seq",
                             provend_apps_uint(app ? app->state.seq : 0))
            != PROVEN_OK
         || provend_apps_put(result, "head",
                             provend_apps_bytes(app ? app->state.head : zero,
                                                PROVEN_AUDIT_HASH_LEN))
-           != PROVEN_OK
-        || proven_cbor_map_put(result, "owners", owners) != PROVEN_OK)
+           != PROVEN_OK)
     {
         goto failed;
     }
-    owners = NULL;
 
     if (app != NULL && app->state.has_current
         && provend_apps_put(result, "current",
@@ -1663,6 +1680,7 @@ static void
 provend_apps_op_audit(provend_apps_t *apps, const proven_request_t *req,
     provend_ops_reply_pt reply, void *ctx)
 {
+    int             rc;
     char            name[PROVEND_NAME_MAX + 1], err[PROVEN_ERR_LEN];
     size_t          i;
     cbor_item_t    *result, *entries, *e;
@@ -1694,8 +1712,11 @@ provend_apps_op_audit(provend_apps_t *apps, const proven_request_t *req,
         cbor_decref(&e);
     }
 
-    if (provend_apps_put(result, "app", cbor_build_string(name)) != PROVEN_OK
-        || proven_cbor_map_put(result, "entries", entries) != PROVEN_OK)
+    rc = proven_cbor_map_put(result, "entries", entries);
+    entries = NULL;
+    if (rc != PROVEN_OK
+        || provend_apps_put(result, "app", cbor_build_string(name))
+           != PROVEN_OK)
     {
         goto failed;
     }
@@ -1719,6 +1740,7 @@ static void
 provend_apps_op_list(provend_apps_t *apps, const proven_request_t *req,
     provend_ops_reply_pt reply, void *ctx)
 {
+    int             rc;
     char            hex[2 * PROVEN_AUDIT_HASH_LEN + 1];
     size_t          i;
     cbor_item_t    *result, *list, *item, *owners, *key;
@@ -1760,13 +1782,13 @@ provend_apps_op_list(provend_apps_t *apps, const proven_request_t *req,
         }
 
         proven_hex_encode(app->state.current, PROVEN_AUDIT_HASH_LEN, hex);
-        if (provend_apps_put(item, "app", cbor_build_string(app->name))
-            != PROVEN_OK
+        if (proven_cbor_map_put(item, "owners", owners) != PROVEN_OK
+            || provend_apps_put(item, "app", cbor_build_string(app->name))
+               != PROVEN_OK
             || provend_apps_put(item, "seq", provend_apps_uint(app->state.seq))
                != PROVEN_OK
             || provend_apps_put(item, "current", cbor_build_string(hex))
                != PROVEN_OK
-            || proven_cbor_map_put(item, "owners", owners) != PROVEN_OK
             || (app->routes != NULL
                 && proven_cbor_map_put(item, "routes",
                                        cbor_incref(app->routes))
@@ -1780,7 +1802,9 @@ provend_apps_op_list(provend_apps_t *apps, const proven_request_t *req,
         }
     }
 
-    if (proven_cbor_map_put(result, "apps", list) != PROVEN_OK) {
+    rc = proven_cbor_map_put(result, "apps", list);
+    list = NULL;
+    if (rc != PROVEN_OK) {
         goto failed;
     }
     provend_apps_reply_ok(reply, ctx, req->id, result);
@@ -1788,7 +1812,7 @@ provend_apps_op_list(provend_apps_t *apps, const proven_request_t *req,
 
 failed:
 
-    if (list != NULL && (result == NULL || cbor_map_size(result) == 0)) {
+    if (list != NULL) {
         cbor_decref(&list);
     }
     if (result != NULL) {
@@ -1815,6 +1839,7 @@ provend_apps_op_change(provend_apps_t *apps, const proven_request_t *req,
     provend_change_t      *c;
     proven_app_state_t     trial;
 
+    err[0] = '\0';
     if (provend_apps_arg_app(req->map, name, err, sizeof(err)) != PROVEN_OK)
     {
         provend_apps_reply_error(reply, ctx, req->id, "bad_request", err);
@@ -1998,6 +2023,12 @@ provend_apps_op_change(provend_apps_t *apps, const proven_request_t *req,
     proven_app_state_free(&trial);
 
     if (deploy) {
+        if (apps->checks >= PROVEND_CHECKS_MAX) {
+            provend_change_fail(c, "busy", "other deploys are being checked; "
+                                "try again in a moment");
+            return;
+        }
+        apps->checks++;
         provend_change_check(c);
     } else {
         provend_change_queue_record(c);
@@ -2065,6 +2096,14 @@ provend_apps_on_minute(uv_timer_t *timer)
     apps = timer->data;
     now = time(NULL);
     gmtime_r(&now, &utc);
+
+    /* a timer early or late by a clock step must not fire a minute twice */
+    if (now / 60 == apps->fired_minute) {
+        uv_timer_start(&apps->minute, provend_apps_on_minute,
+                       provend_apps_to_next_minute(), 0);
+        return;
+    }
+    apps->fired_minute = now / 60;
 
     for (app = apps->apps; app != NULL; app = app->next) {
         if (app->worker == NULL || app->worker->exited) {

@@ -202,6 +202,9 @@ provend_schedules_of(const uint8_t *package, size_t len,
 
     *out = NULL;
     *n = 0;
+    if (err) {
+        err[0] = '\0';
+    }
 
     pkg = proven_cbor_load(package, len, err, errlen);
     if (pkg == NULL) {
@@ -251,8 +254,9 @@ provend_schedules_of(const uint8_t *package, size_t len,
                                  module, name) >= sizeof(c->handler)
             || provend_cron_parse(expr, c, err, errlen) != PROVEN_OK)
         {
-            if (err && err[0] == '\0') {
-                provend_cron_err("a schedule handler is malformed");
+            if (err && err[0] == '\0') {   /* not a cron message */
+                provend_cron_err("a schedule handler of the manifest is "
+                                 "malformed");
             }
             goto done;
         }

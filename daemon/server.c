@@ -843,10 +843,11 @@ provend_conn_process(provend_conn_t *conn)
     {
         /*
          * A whole frame already in rbuf, of the hot kv ops: read in place,
-         * without copying its body out.
+         * without copying its body out.  Not for an app's worker, whose
+         * every request is checked against its app first.
          */
         if (conn->body == NULL && conn->header_have == 0
-            && conn->srv->storage_ops != NULL
+            && conn->srv->storage_ops != NULL && conn->app[0] == '\0'
             && conn->rlen - pos > PROVEN_FRAME_HEADER
             && proven_frame_length(conn->rbuf + pos, &len, NULL, 0)
                == PROVEN_OK

@@ -31,17 +31,31 @@ $::http_config
 --- config
     location /app/ { proven_app; }
 --- request
-GET /app/web/items/a%20b?x=1&x=2&y=3
+GET /app/web/items/a%20b%2525?x=1&x=2&y=3
 --- response_headers
 Content-Type: application/json
 --- response_body chomp
-{"id":"a b","query":{"x":["1","2"],"y":"3"}}
+{"id":"a b%25","query":{"x":["1","2"],"y":"3"}}
 --- no_error_log
 [error]
 
 
 
-=== TEST 2: a JSON body in, the handler's status and headers out
+=== TEST 2: a root route takes the app's own root
+--- http_config eval
+$::http_config
+--- config
+    location /app/ { proven_app; }
+--- request
+GET /app/web/
+--- response_body chomp
+"root"
+--- no_error_log
+[error]
+
+
+
+=== TEST 3: a JSON body in, the handler's status and headers out
 --- http_config eval
 $::http_config
 --- config
@@ -62,7 +76,7 @@ X-Created: ADA!
 
 
 
-=== TEST 3: a binary body comes back as it went
+=== TEST 4: a binary body comes back as it went
 --- http_config eval
 $::http_config
 --- config
@@ -78,7 +92,7 @@ Content-Type: application/octet-stream
 
 
 
-=== TEST 4: proven_app NAME serves one app at a location
+=== TEST 5: proven_app NAME serves one app at a location
 --- http_config eval
 $::http_config
 --- config
@@ -94,7 +108,7 @@ plain
 
 
 
-=== TEST 5: an unknown application is 404 JSON
+=== TEST 6: an unknown application is 404 JSON
 --- http_config eval
 $::http_config
 --- config
@@ -109,7 +123,7 @@ GET /app/nothing-here/items/1
 
 
 
-=== TEST 6: an unknown route is 404
+=== TEST 7: an unknown route is 404
 --- http_config eval
 $::http_config
 --- config
@@ -123,7 +137,7 @@ GET /app/web/nowhere
 
 
 
-=== TEST 7: a method the route does not take is 405 with Allow
+=== TEST 8: a method the route does not take is 405 with Allow
 --- http_config eval
 $::http_config
 --- config
@@ -139,7 +153,7 @@ Allow: POST
 
 
 
-=== TEST 8: a body over proven_app_max_body is 413
+=== TEST 9: a body over proven_app_max_body is 413
 --- http_config eval
 $::http_config
 --- config
@@ -157,7 +171,7 @@ POST /app/web/items
 
 
 
-=== TEST 9: a handler that throws is 500 with an error id and, in local mode, the message
+=== TEST 10: a handler that throws is 500 with an error id and, in local mode, the message
 --- http_config eval
 $::http_config
 --- config
@@ -173,7 +187,7 @@ proven app: handler error
 
 
 
-=== TEST 10: a handler past its timeout is 504
+=== TEST 11: a handler past its timeout is 504
 --- http_config eval
 $::http_config
 --- config
@@ -187,7 +201,7 @@ GET /app/web/slow
 
 
 
-=== TEST 11: nginx's own proven_app_timeout is 504 too
+=== TEST 12: nginx's own proven_app_timeout is 504 too
 --- http_config eval
 $::http_config
 --- config
@@ -204,7 +218,7 @@ proven app: no answer from
 
 
 
-=== TEST 12: a call that exhausts the worker's memory is 502
+=== TEST 13: a call that exhausts the worker's memory is 502
 --- http_config eval
 $::http_config
 --- config
@@ -212,12 +226,12 @@ $::http_config
 --- request
 GET /app/web/hog
 --- error_code: 502
---- response_body_like: "code":"worker_unavailable".*out of memory
+--- response_body_like: "code":"worker_unavailable"
 --- timeout: 20
 
 
 
-=== TEST 13: the next call is served by a fresh isolate
+=== TEST 14: the next call is served by a fresh isolate
 --- http_config eval
 $::http_config
 --- config
@@ -231,7 +245,7 @@ plain
 
 
 
-=== TEST 14: response headers that could split or confuse the response are dropped
+=== TEST 15: response headers that could split or confuse the response are dropped
 --- http_config eval
 $::http_config
 --- config
@@ -249,7 +263,7 @@ a response header was dropped
 
 
 
-=== TEST 15: the audit log is public JSON; its package id is what pack prints
+=== TEST 16: the audit log is public JSON; its package id is what pack prints
 --- http_config eval
 $::http_config
 --- config
@@ -265,7 +279,7 @@ qr/^\{"app":"web","entries":\[\{"seq":1,"time":\d+,"action":"deploy","package":"
 
 
 
-=== TEST 16: the audit log of an unknown app is 404
+=== TEST 17: the audit log of an unknown app is 404
 --- http_config eval
 $::http_config
 --- config
@@ -279,7 +293,7 @@ GET /app/ghost/audit
 
 
 
-=== TEST 17: HEAD takes a GET route and sends no body
+=== TEST 18: HEAD takes a GET route and sends no body
 --- http_config eval
 $::http_config
 --- config
@@ -294,7 +308,7 @@ Content-Length: 5
 
 
 
-=== TEST 18: without a state page every app is unknown
+=== TEST 19: without a state page every app is unknown
 --- http_config
     proven_app_state /nonexistent/state;
 --- config
@@ -308,7 +322,7 @@ GET /app/web/text
 
 
 
-=== TEST 19: a bad application name in the configuration is refused
+=== TEST 20: a bad application name in the configuration is refused
 --- http_config eval
 $::http_config
 --- config

@@ -206,6 +206,33 @@ check "logs of an app" 0 app logs hello
 check "unknown app over HTTP is 404 JSON" 0 -m '"app_not_found"' \
     get nobody/count
 
+# ---- a worker's line to provend serves its own app's storage only -------------
+
+d2=$work/d2
+PROVEN_FAKE_OUT=$work/fake.out "$build/bin/provend" --data "$d2" \
+    --provider dev --runtime "$top/tests/fixtures/fake-runtime" \
+    >>"$work/d2.log" 2>&1 &
+d2_pid=$!
+for _ in $(seq 1 250); do
+    "$proven" status --socket "$d2/provend.sock" >/dev/null 2>&1 && break
+    sleep 0.04
+done
+"$proven" kv set --socket "$d2/provend.sock" --app victim secret kept \
+    >/dev/null
+PROVEN_DATA=$d2 app deploy "$top/examples/hello" --app intruder \
+    >/dev/null 2>&1
+for _ in $(seq 1 250); do
+    [ -s "$work/fake.out" ] && break
+    sleep 0.04
+done
+same "a worker's line: its own app's storage, nothing else" \
+    "$(printf '1 ok\n2 forbidden\n3 forbidden\n4 forbidden\n5 forbidden\n6 forbidden\n7 forbidden')" \
+    cat "$work/fake.out"
+same "the other app's value is untouched" kept \
+    "$proven" kv get --socket "$d2/provend.sock" --app victim secret
+kill -TERM "$d2_pid"
+wait "$d2_pid" 2>/dev/null
+
 # ---- schedules: provend fires the heartbeat at each minute's start ------------
 
 for _ in $(seq 1 150); do

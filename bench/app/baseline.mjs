@@ -3,7 +3,7 @@
 //   node baseline.mjs PORT
 import http from 'node:http';
 
-import { hello } from './handler.js';
+import { hello } from './handler/handler.js';
 
 const port = Number(process.argv[2]);
 const server = http.createServer((req, res) => {

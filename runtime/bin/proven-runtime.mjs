@@ -24,11 +24,10 @@
 import fs from 'node:fs';
 import process from 'node:process';
 
-import { decodePackage, pack, PackageError, sameHandlers }
+import { decodePackage, pack, PackageError }
     from '../lib/package.mjs';
 import { AppIsolate } from '../lib/isolate.mjs';
 import { ProvendLine } from '../lib/provend.mjs';
-import { RuntimeServer } from '../lib/server.mjs';
 
 function usage(message) {
     if (message) {
@@ -77,14 +76,18 @@ function readPackage(file) {
     return file === '-' ? fs.readFileSync(0) : fs.readFileSync(file);
 }
 
-async function loadChecked(app, file, memoryMb, storage) {
+// Loads the package in its thread (serving listen, when given) once the
+// code is found to declare exactly the manifest's handlers.
+async function loadChecked(app, file, options) {
     const pkg = decodePackage(readPackage(file));
-    const isolate = new AppIsolate(app, pkg.modules, { memoryMb, storage });
-    const declared = await isolate.start();
-    if (!sameHandlers(declared, pkg.handlers)) {
+    const isolate = new AppIsolate(app, pkg.modules, {
+        ...options, manifest: pkg.handlers });
+    try {
+        await isolate.start();
+    } catch (e) {
         await isolate.close();
-        throw new PackageError('the package manifest does not list the '
-                               + 'handlers its code declares');
+        throw /manifest does not list/.test(e.message)
+            ? new PackageError(e.message) : e;
     }
     return { pkg, isolate };
 }
@@ -94,7 +97,7 @@ async function checkCommand(args) {
     if (!o.app || !o.package || o.rest.length) {
         usage('check needs --app and --package');
     }
-    const { pkg, isolate } = await loadChecked(o.app, o.package, 128);
+    const { pkg, isolate } = await loadChecked(o.app, o.package, {});
     await isolate.close();
     process.stdout.write(`${JSON.stringify(pkg.handlers)}\n`);
 }
@@ -119,14 +122,9 @@ async function serveCommand(args) {
         const line = new ProvendLine(fd, o.app);
         storage = (request) => line.call(request);
     }
-    const { pkg, isolate } = await loadChecked(o.app, o.package, memoryMb,
-                                               storage);
-
-    const server = new RuntimeServer({
-        app: o.app, isolate, handlers: pkg.handlers,
-        exposeErrors: Boolean(o['expose-errors']),
-    });
-    await server.listen(o.listen);
+    const { pkg, isolate } = await loadChecked(o.app, o.package, {
+        memoryMb, storage, listen: o.listen,
+        exposeErrors: Boolean(o['expose-errors']) });
     process.stderr.write(`proven-runtime: app ${o.app} ready on `
                          + `${o.listen} (${pkg.handlers.length} handlers)\n`);
     process.stdout.write('ready\n');
@@ -138,7 +136,7 @@ async function serveCommand(args) {
             return;
         }
         stopping = true;
-        await server.drain(10000);
+        await isolate.drain(10000);
         await isolate.close();
         process.exit(0);
     };

@@ -29,9 +29,12 @@ export class FrameReader {
         this.max = max;
         this.chunks = [];
         this.buffered = 0;
+        this.need = 0;              /* the frame's size, once its head is in */
         this.failed = false;
     }
 
+    // Bytes are joined only once a whole frame is in: a big frame arriving
+    // in many chunks costs one copy, not one per chunk.
     push(chunk) {
         if (this.failed) {
             return;
@@ -40,20 +43,27 @@ export class FrameReader {
         this.buffered += chunk.length;
 
         while (this.buffered >= 4) {
-            const data = this.chunks.length === 1
-                ? this.chunks[0] : Buffer.concat(this.chunks);
-            this.chunks = [data];
-            const len = data.readUInt32BE(0);
-            if (len === 0 || len > this.max) {
-                return this.fail(`frame length ${len} out of bounds`);
+            if (this.need === 0) {
+                if (this.chunks[0].length < 4) {
+                    this.chunks = [Buffer.concat(this.chunks)];
+                }
+                const len = this.chunks[0].readUInt32BE(0);
+                if (len === 0 || len > this.max) {
+                    return this.fail(`frame length ${len} out of bounds`);
+                }
+                this.need = 4 + len;
             }
-            if (data.length < 4 + len) {
+            if (this.buffered < this.need) {
                 return;
             }
-            const body = data.subarray(4, 4 + len);
-            const rest = data.subarray(4 + len);
+
+            const data = this.chunks.length === 1
+                ? this.chunks[0] : Buffer.concat(this.chunks);
+            const body = data.subarray(4, this.need);
+            const rest = data.subarray(this.need);
             this.chunks = rest.length ? [rest] : [];
             this.buffered = rest.length;
+            this.need = 0;
 
             let map;
             try {

@@ -1,30 +1,32 @@
-// The process side of an application's worker thread: starts it, sends it
-// calls, times them out, and replaces the thread when it dies or spins.
+// The process side of an application's worker thread: starts it, relays
+// its storage requests to provend, watches it, and replaces it when it
+// dies or is stuck.  In serve mode the thread answers the app's socket
+// itself (thread.mjs); this side never sees a request.
 //
-// A call past its timeout is answered "timeout" at once.  The thread is
-// then pinged: a thread that does not answer within PING_GRACE_MS is stuck
-// in a loop and is terminated (its other calls fail "worker_died") and a
-// fresh one is started; a thread that answers was only waiting, and keeps
-// serving.  A thread that exits (out of memory, a crash) fails its calls
-// "worker_died" and is restarted with a backoff.
+// Stuck: the thread's heartbeat (shared memory) has stopped and a call in
+// flight is past its deadline, so a handler holds the thread in a loop
+// that never yields.  The thread is terminated: its connections close
+// (nginx answers 502 for the calls in flight) and a fresh isolate takes
+// the socket.  A thread that exits (out of memory, a crash) is restarted
+// with a backoff.
 
 import { EventEmitter } from 'node:events';
 import { Worker } from 'node:worker_threads';
 
+import { CallError } from './errors.mjs';
+
+export { CallError };
+
 const THREAD = new URL('./thread.mjs', import.meta.url);
-const PING_GRACE_MS = 200;
+const WATCH_MS = 25;
+const STUCK_GRACE_MS = 100;
 const RESTART_MIN_MS = 50;
 const RESTART_MAX_MS = 5000;
 
-export class CallError extends Error {
-    constructor(code, message, extra = {}) {
-        super(message);
-        this.code = code;
-        Object.assign(this, extra);
-    }
-}
-
 export class AppIsolate extends EventEmitter {
+    // options: memoryMb, timeoutMax, loadTimeoutMs, storage ((request) =>
+    // Promise), and for serve mode listen (a socket path), manifest (the
+    // package's handler list, checked against the code) and exposeErrors.
     constructor(app, modules, options = {}) {
         super();
         this.app = app;
@@ -32,33 +34,39 @@ export class AppIsolate extends EventEmitter {
         this.memoryMb = options.memoryMb || 128;
         this.timeoutMax = options.timeoutMax || 300000;
         this.loadTimeoutMs = options.loadTimeoutMs || 5000;
-        // (request) => Promise of a result; rejects with {code, message}
         this.storage = options.storage || null;
+        this.listen = options.listen || null;
+        this.manifest = options.manifest || null;
+        this.exposeErrors = Boolean(options.exposeErrors);
         this.thread = null;
         this.ready = null;
-        this.calls = new Map();
-        this.nextId = 1;
-        this.pingSeq = 0;
         this.restarts = 0;
         this.backoff = RESTART_MIN_MS;
         this.closed = false;
         this.handlers = null;
+        this.shared = null;
+        this.watch = null;
     }
 
-    // Resolves with the handlers the package's code declares.
+    // Resolves with the handlers the package's code declares, once loaded
+    // (and in serve mode, listening).
     start() {
+        const sab = new SharedArrayBuffer(16);
         const thread = new Worker(THREAD, {
-            workerData: { app: this.app, modules: this.modules,
-                          timeoutMax: this.timeoutMax },
+            workerData: {
+                app: this.app, modules: this.modules,
+                timeoutMax: this.timeoutMax, shared: sab,
+                listen: this.listen, manifest: this.manifest,
+                exposeErrors: this.exposeErrors, restarts: this.restarts,
+            },
             resourceLimits: {
                 maxOldGenerationSizeMb: this.memoryMb,
                 maxYoungGenerationSizeMb: Math.min(32, this.memoryMb),
                 stackSizeMb: 4,
             },
-            stdout: true,
-            stderr: true,
         });
         this.thread = thread;
+        this.shared = new Float64Array(sab);
 
         this.ready = new Promise((resolve, reject) => {
             const timer = setTimeout(() => {
@@ -71,13 +79,15 @@ export class AppIsolate extends EventEmitter {
                 if (m.type === 'loaded') {
                     clearTimeout(timer);
                     this.handlers = m.handlers;
-                    this.backoff = RESTART_MIN_MS;
                     resolve(m.handlers);
+                    this.watchThread(thread);
                 } else if (m.type === 'load_failed') {
                     clearTimeout(timer);
                     reject(new CallError('load_failed', m.error));
-                } else {
-                    this.message(thread, m);
+                } else if (m.type === 'storage') {
+                    this.storageRequest(thread, m);
+                } else if (m.type === 'drained') {
+                    this.emit('drained');
                 }
             });
 
@@ -86,7 +96,6 @@ export class AppIsolate extends EventEmitter {
                 clearTimeout(timer);
                 error = err;
                 reject(new CallError('load_failed', err.message));
-                this.died(thread, err);
             });
 
             // Node 18 may tell of the exit before the error that caused
@@ -101,30 +110,24 @@ export class AppIsolate extends EventEmitter {
         return this.ready;
     }
 
-    message(thread, m) {
-        if (thread !== this.thread) {
-            return;
-        }
-        if (m.type === 'settle') {
-            const call = this.calls.get(m.id);
-            if (call === undefined) {
-                return;                 /* answered already: timed out */
+    watchThread(thread) {
+        clearInterval(this.watch);
+        this.watch = setInterval(() => {
+            const now = Date.now();
+            const [beat, deadline] = this.shared;
+            if (thread === this.thread && deadline > 0
+                && now > deadline + STUCK_GRACE_MS
+                && now - beat > STUCK_GRACE_MS)
+            {
+                clearInterval(this.watch);
+                this.emit('stuck');
+                process.stderr.write(`proven-runtime: app ${this.app}: a `
+                                     + 'call held the isolate past its '
+                                     + 'timeout; starting a fresh one\n');
+                thread.terminate();
             }
-            this.calls.delete(m.id);
-            clearTimeout(call.timer);
-            if (m.result.error !== undefined) {
-                call.reject(new CallError('handler_error', m.result.error,
-                                          { stack: m.result.stack,
-                                            logs: m.result.logs }));
-            } else {
-                call.resolve(m.result);
-            }
-        } else if (m.type === 'storage') {
-            this.storageRequest(thread, m);
-        } else if (m.type === 'pong' && m.seq === this.pingSeq) {
-            clearTimeout(this.pingTimer);
-            this.pingTimer = null;
-        }
+        }, WATCH_MS);
+        this.watch.unref();
     }
 
     async storageRequest(thread, m) {
@@ -151,19 +154,16 @@ export class AppIsolate extends EventEmitter {
             return;
         }
         this.thread = null;
-        clearTimeout(this.pingTimer);
-        this.pingTimer = null;
+        clearInterval(this.watch);
 
         const why = err && err.code === 'ERR_WORKER_OUT_OF_MEMORY'
             ? 'the app ran out of memory' : 'the app worker stopped';
-        for (const call of this.calls.values()) {
-            clearTimeout(call.timer);
-            call.reject(new CallError('worker_died', why));
-        }
-        this.calls.clear();
         this.emit('died', why);
+        if (this.listen) {
+            process.stderr.write(`proven-runtime: app ${this.app}: ${why}\n`);
+        }
 
-        if (this.closed) {
+        if (this.closed || !this.listen) {
             return;
         }
         this.restarts++;
@@ -172,57 +172,32 @@ export class AppIsolate extends EventEmitter {
         this.restartTimer = setTimeout(() => {
             this.restartTimer = null;
             if (!this.closed) {
-                this.start();
+                this.start().then(() => {
+                    this.backoff = RESTART_MIN_MS;
+                }, () => {});
             }
         }, delay);
     }
 
-    // Runs handler index with request (JSON-able) and body (a string, a
-    // Uint8Array or null); resolves with {status, headers, body, type,
-    // logs} or rejects with a CallError.  raw: request is the handler's
-    // argument and body (JSON text) its result, for run and schedules.
-    async call(index, request, body, timeoutMs, raw = false) {
-        if (this.thread === null || this.ready === null) {
-            throw new CallError('worker_died', 'the app worker is restarting');
+    // Serve mode: the thread stops listening and finishes its calls.
+    drain(ms) {
+        if (this.thread === null) {
+            return Promise.resolve();
         }
-        await this.ready;
-        const thread = this.thread;
-        if (thread === null) {
-            throw new CallError('worker_died', 'the app worker is restarting');
-        }
-
-        const id = this.nextId++;
-        return new Promise((resolve, reject) => {
-            const timer = setTimeout(() => {
-                this.calls.delete(id);
-                reject(new CallError('timeout', 'the handler did not answer '
-                                     + `within ${timeoutMs} ms`));
-                this.checkStuck(thread);
-            }, timeoutMs);
-            this.calls.set(id, { resolve, reject, timer });
-            thread.postMessage({ type: 'call', id, index, request, body,
-                                 raw });
+        return new Promise((resolve) => {
+            const timer = setTimeout(resolve, ms + 1000);
+            this.once('drained', () => {
+                clearTimeout(timer);
+                resolve();
+            });
+            this.thread.postMessage({ type: 'drain', ms });
         });
-    }
-
-    checkStuck(thread) {
-        if (this.pingTimer || thread !== this.thread) {
-            return;
-        }
-        const seq = ++this.pingSeq;
-        this.pingTimer = setTimeout(() => {
-            this.pingTimer = null;
-            if (thread === this.thread) {
-                this.emit('stuck');
-                thread.terminate();
-            }
-        }, PING_GRACE_MS);
-        thread.postMessage({ type: 'ping', seq });
     }
 
     async close() {
         this.closed = true;
         clearTimeout(this.restartTimer);
+        clearInterval(this.watch);
         if (this.thread) {
             const t = this.thread;
             await t.terminate();

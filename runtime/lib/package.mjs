@@ -17,7 +17,6 @@ import path from 'node:path';
 import { decode } from 'cborg';
 
 import { encodeCanonical } from './canonical.mjs';
-import { AppIsolate } from './isolate.mjs';
 
 export const PACKAGE_FORMAT = 1;
 export const MODULES_MAX = 256;
@@ -88,6 +87,8 @@ export function packageId(bytes) {
 // Loads modules in a sandbox (a worker thread, bounded in time and memory)
 // and returns the handlers they declare.
 export async function declaredHandlers(modules, options = {}) {
+    // (here, not at the top: thread.mjs imports this module too)
+    const { AppIsolate } = await import('./isolate.mjs');
     const isolate = new AppIsolate(options.app || 'pack', modules, options);
     try {
         return await isolate.start();

@@ -1,5 +1,5 @@
 // HTTP routes of a package: "/items/:id" patterns matched segment by
-// segment.  When several patterns match, the one with more literal
+// segment, on the path as nginx decoded it (no second decoding here).  When several patterns match, the one with more literal
 // segments (counted from the left) wins, so "/items/new" beats
 // "/items/:id" whatever their order in the code.
 
@@ -51,12 +51,7 @@ export class Routes {
                 } else {
                     ok = parts[i] !== '';
                     if (ok) {
-                        try {
-                            params[s.param] = decodeURIComponent(parts[i]);
-                        } catch (e) {
-                            throw new CallInputError(`path segment "${parts[i]}"`
-                                                     + ' is not valid percent-encoding');
-                        }
+                        params[s.param] = parts[i];
                     }
                     score.push(0);
                 }

@@ -73,6 +73,19 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
     const PATH_RE = /^(\/(:[A-Za-z_][A-Za-z0-9_]*|[A-Za-z0-9._~!$&'()+,;=@-]+))+\/?$|^\/$/;
     const CRON_RANGES = [[0, 59], [0, 23], [1, 31], [1, 12], [0, 6]];
 
+    /*
+     * Every call to the host goes through here: an exception from the host
+     * side (a stack overflow right at the call, say) would be a host
+     * object; app code sees a context error instead.
+     */
+    function hostCall(fn, args) {
+        try {
+            return apply(fn, host, args);
+        } catch (e) {
+            throw new ErrorCtor('runtime: a call to the host failed');
+        }
+    }
+
     const described = new WeakMapCtor();
     const bound = [];
 
@@ -202,7 +215,7 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
             if (line.length > limits.logLine) {
                 line = apply(slice, line, [0, limits.logLine]) + '...';
             }
-            host.log(level, line);
+            hostCall(host.log, [level, line]);
         };
     }
 
@@ -275,7 +288,8 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
         }
 
         const [out, type] = bodyOf(body);
-        host.settle(callId, true, status, stringify(headers), out, type);
+        hostCall(host.settle, [callId, true, status, stringify(headers), out,
+                               type]);
     }
 
     function failed(callId, error) {
@@ -289,8 +303,9 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
             message = 'an error that cannot be printed';
             stack = '';
         }
-        host.settle(callId, false, 0, apply(slice, message, [0, 4096]),
-                    apply(slice, stack, [0, 16384]), null);
+        hostCall(host.settle, [callId, false, 0,
+                               apply(slice, message, [0, 4096]),
+                               apply(slice, stack, [0, 16384]), null]);
     }
 
     /* run, runWithOptions, runOnSchedule: the value itself, as JSON */
@@ -299,7 +314,7 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
         if (json === undefined) {
             fail('the result cannot be sent as JSON');
         }
-        host.settle(callId, true, 0, '[]', json, 'raw');
+        hostCall(host.settle, [callId, true, 0, '[]', json, 'raw']);
     }
 
     function settleWith(callId, result, raw) {
@@ -341,7 +356,7 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
             apply(mapSetM, waiting, [id, { resolve, reject }]);
             args.op = op;
             const [text, bytes] = encodeArgs(args);
-            host.storage(id, text, bytes);
+            hostCall(host.storage, [id, text, bytes]);
         });
     }
 
@@ -578,13 +593,29 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
 
         resume,
 
-        /* An export: a handler's description as JSON, or null. */
+        /*
+         * An export: a handler's description as JSON, or null.  Written
+         * field by field from primitives (JSON.stringify of an object
+         * would consult a toJSON app code may have put on Object.prototype).
+         */
         describe(value) {
             if ((typeof value !== 'function')) {
                 return null;
             }
             const d = apply(mapGet, described, [value]);
-            return d === undefined ? null : stringify(d.info);
+            if (d === undefined) {
+                return null;
+            }
+            let text = '{"kind":' + stringify(StringOf(d.info.kind));
+            for (const k of ['method', 'path', 'cron']) {
+                if (typeof d.info[k] === 'string') {
+                    text += ',"' + k + '":' + stringify(d.info[k]);
+                }
+            }
+            if (isInteger(d.info.timeout)) {
+                text += ',"timeout":' + StringOf(d.info.timeout);
+            }
+            return text + '}';
         },
 
         bind(index, value) {
@@ -626,7 +657,10 @@ export class Sandbox {
         this.sources = modules;
         this.host = host;
         this.timeoutMax = options.timeoutMax || 300000;
-        this.context = vm.createContext({}, contextOptions(
+        // A prototype-less sandbox object: with {} the global's lookups
+        // would fall through to the host's Object.prototype, and
+        // globalThis.constructor would be the host's Object.
+        this.context = vm.createContext(Object.create(null), contextOptions(
             options.name || 'app'));
         this.bytesInContext = vm.runInContext('Uint8Array', this.context);
         this.api = vm.runInContext(SETUP_SOURCE, this.context)(

@@ -28,7 +28,9 @@ const TEXT_TYPE = /^(text\/|application\/(json|x-www-form-urlencoded|[a-z.+-]*\+
 const utf8 = new TextDecoder('utf-8', { fatal: false });
 
 export class RuntimeServer {
-    constructor({ app, isolate, handlers, exposeErrors }) {
+    // isolate: what runs calls (the thread's Executor); restarts: how many
+    // isolates came before this one.
+    constructor({ app, isolate, handlers, exposeErrors, restarts = 0 }) {
         this.app = app;
         this.isolate = isolate;
         this.handlers = handlers;
@@ -39,6 +41,7 @@ export class RuntimeServer {
         this.logBytes = 0;
         this.connections = new Set();
         this.served = 0;
+        this.restarts = restarts;
     }
 
     listen(socketPath) {
@@ -92,10 +95,20 @@ export class RuntimeServer {
         conn.on('close', () => this.connections.delete(conn));
     }
 
+    // Answers written in one turn of the event loop leave in one write.
     reply(conn, answer) {
-        if (!conn.destroyed) {
-            conn.write(encodeFrame(answer));
+        if (conn.destroyed) {
+            return;
         }
+        if (!conn.corked) {
+            conn.corked = true;
+            conn.cork();
+            setImmediate(() => {
+                conn.corked = false;
+                conn.uncork();
+            });
+        }
+        conn.write(encodeFrame(answer));
     }
 
     fail(conn, id, code, message, extra = {}) {
@@ -120,7 +133,7 @@ export class RuntimeServer {
             return this.reply(conn, { id, ok: true, result: {
                 app: this.app, handlers: this.handlers.length,
                 in_flight: this.inFlight, served: this.served,
-                restarts: this.isolate.restarts } });
+                restarts: this.restarts } });
         default:
             return this.fail(conn, id, 'unknown_op',
                              `unknown op ${JSON.stringify(f.op)}`);

@@ -40,12 +40,23 @@ export class Client {
                 }
             }, (err) => { throw err; });
             this.conn.on('data', (c) => reader.push(c));
+            // a worker gone: what waits gets {closed: true}
+            this.conn.on('close', () => {
+                for (const w of this.waiting.values()) {
+                    w({ closed: true });
+                }
+                this.waiting.clear();
+            });
         });
     }
 
     call(op, args = {}) {
         const id = this.nextId++;
         return new Promise((resolve) => {
+            if (this.conn.destroyed) {
+                resolve({ closed: true });
+                return;
+            }
             this.waiting.set(id, resolve);
             this.conn.write(encodeFrame({ id, op, ...args }));
         });
@@ -92,10 +103,31 @@ export async function startRuntime(files, extraArgs = []) {
     const client = new Client(socket);
     await client.connect();
     return {
-        id, client, child, work,
+        id, client, child, work, socket,
+        // a fresh connection (after the isolate was replaced), once it
+        // answers again
+        async reconnect() {
+            for (let i = 0; i < 200; i++) {
+                const c = new Client(socket);
+                try {
+                    await c.connect();
+                    const s = await c.call('runtime.status');
+                    if (s.ok) {
+                        this.client.close();
+                        this.client = c;
+                        return s.result;
+                    }
+                } catch (e) {
+                    /* not listening yet */
+                }
+                c.close?.();
+                await new Promise((r) => setTimeout(r, 25));
+            }
+            throw new Error('the runtime did not come back');
+        },
         stderr: () => stderr,
         async stop() {
-            client.close();
+            this.client.close();
             child.kill('SIGTERM');
             await new Promise((r) => child.once('exit', r));
             fs.rmSync(work, { recursive: true, force: true });

@@ -72,12 +72,13 @@ function json(result) {
 
 test('path and query parameters reach the handler; JSON comes back',
      async () => {
-    const r = await rt.client.http('GET', '/items/a%20b?x=1&y=2&y=3');
+    // the path arrives decoded (nginx decodes it); the query as sent
+    const r = await rt.client.http('GET', '/items/a b?x=1&y=2&y=3');
     assert.equal(r.ok, true);
     assert.equal(r.result.status, 200);
     assert.equal(header(r.result, 'content-type'), 'application/json');
     assert.deepEqual(json(r.result), { id: 'a b', q: { x: '1', y: ['2', '3'] },
-                                       method: 'GET', path: '/items/a%20b' });
+                                       method: 'GET', path: '/items/a b' });
 });
 
 test('a literal segment beats a parameter', async () => {
@@ -127,8 +128,8 @@ test('unknown route: not_found; wrong method: method_not_allowed',
     const m = await rt.client.http('DELETE', '/items');
     assert.equal(m.error.code, 'method_not_allowed');
     assert.deepEqual(m.error.allow, ['POST']);
-    const bad = await rt.client.http('GET', '/items/%E0%A4%A');
-    assert.equal(bad.error.code, 'bad_request');
+    const pct = await rt.client.http('GET', '/items/100%25');
+    assert.equal(JSON.parse(Buffer.from(pct.result.body)).id, '100%25');
 });
 
 test('a thrown error is handler_error with an id and the message',
@@ -137,6 +138,10 @@ test('a thrown error is handler_error with an id and the message',
     assert.equal(r.error.code, 'handler_error');
     assert.match(r.error.error_id, /^[0-9a-f]{16}$/);
     assert.equal(r.error.message, 'RangeError: out of range here');
+    // the thread's stderr reaches the process a moment later
+    for (let i = 0; i < 100 && !rt.stderr().includes(r.error.error_id); i++) {
+        await new Promise((res) => setTimeout(res, 10));
+    }
     assert.ok(rt.stderr().includes(r.error.error_id));
     const s = await rt.client.http('GET', '/rejects');
     assert.equal(s.error.message, 'thrown: a string');

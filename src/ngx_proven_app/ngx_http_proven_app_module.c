@@ -281,7 +281,7 @@ ngx_http_proven_app_route_match(ngx_http_proven_app_route_t *route,
         }
         p = next + 1;
     }
-    if (p <= end) {
+    if (n == 0 ? p < end : p <= end) {
         return 0;                        /* more segments than the route */
     }
 

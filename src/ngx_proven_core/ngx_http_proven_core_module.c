@@ -29,6 +29,8 @@
 #define NGX_HTTP_PROVEN_PEER_CONNS        2
 #define NGX_HTTP_PROVEN_PEER_IDLE         60000
 #define NGX_HTTP_PROVEN_PEERS_MAX         1024
+#define NGX_HTTP_PROVEN_PEER_CONNECT_WAIT 2000   /* a worker being replaced */
+#define NGX_HTTP_PROVEN_PEER_RETRY        20
 
 
 typedef struct ngx_http_proven_core_call_s  ngx_http_proven_core_call_t;
@@ -42,11 +44,14 @@ struct ngx_http_proven_peer_s {
     struct sockaddr_un                sockaddr;
     socklen_t                         socklen;
     ngx_msec_t                        timeout;      /* default per call */
+    ngx_msec_t                        backoff;      /* after connect fails */
+    ngx_msec_t                        connect_wait; /* calls retry so long */
     ngx_uint_t                        connections;
     ngx_http_proven_core_conn_t      *conns;
     ngx_uint_t                        next_conn;
     uint64_t                          next_id;
     ngx_msec_t                        used;         /* last call */
+    ngx_uint_t                        calls;        /* not yet delivered */
     ngx_queue_t                       queue;        /* in peers */
 };
 
@@ -84,6 +89,9 @@ struct ngx_http_proven_core_call_s {
     ngx_msec_t                        timeout;
     ngx_http_proven_core_conn_t      *conn;   /* non-NULL while in the tree */
     ngx_http_proven_core_out_t       *out;    /* non-NULL while unwritten */
+    ngx_http_proven_core_out_t       *held;   /* frame of a call waiting to
+                                                 connect, in no queue */
+    ngx_msec_t                        connect_until;
     ngx_event_t                       event;  /* timeout, deferred failure */
     ngx_err_t                         err;
     char                              reason[NGX_HTTP_PROVEN_CORE_REASON_LEN];
@@ -111,6 +119,7 @@ static ngx_http_proven_peer_t *ngx_http_proven_peer_new(
     ngx_http_proven_core_main_conf_t *pcmcf, u_char *path, size_t len,
     ngx_msec_t timeout, ngx_uint_t connections, const char *what);
 static void ngx_http_proven_peer_close(ngx_http_proven_peer_t *peer);
+static void ngx_http_proven_core_send(ngx_http_proven_core_call_t *call);
 static ngx_uint_t ngx_http_proven_peer_busy(ngx_http_proven_peer_t *peer);
 static ngx_int_t ngx_http_proven_core_connect(
     ngx_http_proven_core_conn_t *conn);
@@ -251,6 +260,10 @@ ngx_http_proven_peer_get(ngx_http_request_t *r, u_char *path, size_t len)
 
     peer = ngx_http_proven_peer_new(pcmcf, path, len, pcmcf->timeout,
                                     NGX_HTTP_PROVEN_PEER_CONNS, "proven app");
+    if (peer != NULL) {
+        peer->backoff = 0;
+        peer->connect_wait = NGX_HTTP_PROVEN_PEER_CONNECT_WAIT;
+    }
     if (peer == NULL) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "proven app: cannot use the socket \"%*s\"", len,
@@ -272,7 +285,6 @@ ngx_http_proven_peer_call(ngx_http_request_t *r, ngx_http_proven_peer_t *peer,
     ngx_http_cleanup_t                *cln;
     ngx_http_proven_core_out_t        *out;
     ngx_http_proven_core_call_t       *call;
-    ngx_http_proven_core_conn_t       *conn;
 
     call = ngx_calloc(sizeof(ngx_http_proven_core_call_t), r->connection->log);
     if (call == NULL) {
@@ -319,16 +331,45 @@ ngx_http_proven_peer_call(ngx_http_request_t *r, ngx_http_proven_peer_t *peer,
     call->event.log = r->connection->log;
 
     peer->used = ngx_current_msec;
+    peer->calls++;
+    call->held = out;
+    call->connect_until = ngx_current_msec + peer->connect_wait;
+
+    ngx_http_proven_core_send(call);
+    return NGX_OK;
+}
+
+
+/*
+ * Puts the call's frame on a connection of its peer.  When none can be
+ * opened: an app worker's peer retries for a moment (its worker may be
+ * being replaced), provend's fails the call at once.
+ */
+static void
+ngx_http_proven_core_send(ngx_http_proven_core_call_t *call)
+{
+    ngx_http_proven_peer_t       *peer;
+    ngx_http_proven_core_out_t   *out;
+    ngx_http_proven_core_conn_t  *conn;
+
+    peer = call->peer;
+    out = call->held;
     conn = ngx_http_proven_core_pick(peer);
 
     if (ngx_http_proven_core_connect(conn) != NGX_OK) {
+        if ((ngx_msec_int_t) (call->connect_until - ngx_current_msec) > 0) {
+            ngx_add_timer(&call->event, NGX_HTTP_PROVEN_PEER_RETRY);
+            return;
+        }
+        call->held = NULL;
         free(out->data);
         ngx_free(out);
         ngx_http_proven_core_fail_later(call, conn->connect_err,
                                         "connect() failed");
-        return NGX_OK;
+        return;
     }
 
+    call->held = NULL;
     out->call = call;
     call->out = out;
     ngx_queue_insert_tail(&conn->out, &out->queue);
@@ -346,8 +387,6 @@ ngx_http_proven_peer_call(ngx_http_request_t *r, ngx_http_proven_peer_t *peer,
     if (conn->connected) {
         ngx_post_event(conn->connection->write, &ngx_posted_events);
     }
-
-    return NGX_OK;
 }
 
 
@@ -610,7 +649,7 @@ failed:
 
 backoff:
 
-    conn->retry_at = ngx_current_msec + NGX_HTTP_PROVEN_CORE_BACKOFF;
+    conn->retry_at = ngx_current_msec + conn->peer->backoff;
 
     return NGX_DECLINED;
 }
@@ -893,7 +932,7 @@ ngx_http_proven_core_close(ngx_http_proven_core_conn_t *conn, ngx_err_t err,
     conn->connected = 0;
 
     if (backoff) {
-        conn->retry_at = ngx_current_msec + NGX_HTTP_PROVEN_CORE_BACKOFF;
+        conn->retry_at = ngx_current_msec + conn->peer->backoff;
     }
 
     while (!ngx_queue_empty(&conn->out)) {
@@ -981,6 +1020,12 @@ ngx_http_proven_core_detach(ngx_http_proven_core_call_t *call)
         call->conn = NULL;
     }
 
+    if (call->held != NULL) {
+        free(call->held->data);
+        ngx_free(call->held);
+        call->held = NULL;
+    }
+
     out = call->out;
 
     if (out != NULL) {
@@ -1018,6 +1063,12 @@ ngx_http_proven_core_call_event(ngx_event_t *ev)
     ngx_http_proven_core_call_t  *call;
 
     call = ev->data;
+
+    if (ev->timedout && call->held != NULL) {
+        ev->timedout = 0;
+        ngx_http_proven_core_send(call);
+        return;
+    }
 
     if (ev->timedout) {
         ev->timedout = 0;
@@ -1057,6 +1108,7 @@ ngx_http_proven_core_deliver(ngx_http_proven_core_call_t *call,
     handler = call->handler;
     data = call->data;
 
+    call->peer->calls--;
     call->cleanup->handler = NULL;
     ngx_free(call);
 
@@ -1080,6 +1132,7 @@ ngx_http_proven_core_cancel(void *data)
                    "proven daemon: call %uL cancelled", call->id);
 
     ngx_http_proven_core_detach(call);
+    call->peer->calls--;
     ngx_free(call);
 }
 
@@ -1212,18 +1265,15 @@ invalid:
 
 /* ---- worker life --------------------------------------------------------- */
 
-/* Whether a call is waiting on one of the peer's connections. */
+/*
+ * Whether a call of the peer is still to be delivered: on a connection,
+ * waiting to connect, or posted to fail (counted from the call's start to
+ * its delivery or cancellation, so a freed peer is never referred to).
+ */
 static ngx_uint_t
 ngx_http_proven_peer_busy(ngx_http_proven_peer_t *peer)
 {
-    ngx_uint_t  i;
-
-    for (i = 0; i < peer->connections; i++) {
-        if (peer->conns[i].calls.root != peer->conns[i].calls.sentinel) {
-            return 1;
-        }
-    }
-    return 0;
+    return peer->calls > 0;
 }
 
 
@@ -1261,6 +1311,7 @@ ngx_http_proven_peer_new(ngx_http_proven_core_main_conf_t *pcmcf,
     ngx_memcpy(peer->sockaddr.sun_path, path, len);
     peer->socklen = offsetof(struct sockaddr_un, sun_path) + len + 1;
     peer->timeout = timeout;
+    peer->backoff = NGX_HTTP_PROVEN_CORE_BACKOFF;
     peer->connections = connections;
     peer->what = what;
     peer->used = ngx_current_msec;

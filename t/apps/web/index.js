@@ -17,6 +17,8 @@ export const create = runOnHttp({ path: '/items', method: 'POST' },
 export const echo = runOnHttp({ path: '/echo', method: 'PUT' },
     (req) => req.body);
 
+export const root = runOnHttp({ path: '/' }, () => JSON.stringify('root'));
+
 export const text = runOnHttp({ path: '/text' }, () => 'plain');
 
 export const fails = runOnHttp({ path: '/fails' }, () => {
