@@ -93,6 +93,8 @@ struct provend_apps_s {
     char                   *node;
     char                   *run_dir;
     char                    self[4096];  /* provend, for --sandbox-exec */
+    char                    hide[4096];  /* the data directory, absolute */
+    char                    keep[4096];  /* its run/apps */
     int                     expose_errors;
     unsigned                memory_mb;
     void                   *server;
@@ -1017,7 +1019,7 @@ static void
 provend_worker_start(provend_apps_t *apps, provend_app_t *app)
 {
     int                    rc, argc;
-    char                  *argv[24], memory[16];
+    char                  *argv[32], memory[16];
     void                  *line;
     uv_buf_t               buf;
     provend_worker_t      *w;
@@ -1064,6 +1066,12 @@ provend_worker_start(provend_apps_t *apps, provend_app_t *app)
     if (apps->self[0] != '\0') {
         argv[argc++] = apps->self;
         argv[argc++] = "--sandbox-exec";
+        if (apps->hide[0] != '\0') {
+            argv[argc++] = "--hide";
+            argv[argc++] = apps->hide;
+            argv[argc++] = "--keep";
+            argv[argc++] = apps->keep;
+        }
         argv[argc++] = "--";
     }
     argv[argc++] = apps->node;
@@ -1491,6 +1499,10 @@ provend_change_check(provend_change_t *c)
     if (apps->self[0] != '\0') {
         argv[argc++] = apps->self;
         argv[argc++] = "--sandbox-exec";
+        if (apps->hide[0] != '\0') {
+            argv[argc++] = "--hide";
+            argv[argc++] = apps->hide;
+        }
         argv[argc++] = "--";
     }
     argv[argc++] = apps->node;
@@ -2152,6 +2164,14 @@ provend_apps_open(const provend_apps_config_t *cfg, char *err, size_t errlen)
         if (n <= 0) {
             provend_warn("apps: cannot find provend's own path: workers run "
                          "without the process sandbox");
+        }
+        /* workers see none of the data directory but their sockets' */
+        if (realpath(cfg->data_dir, apps->hide) == NULL
+            || (size_t) snprintf(apps->keep, sizeof(apps->keep),
+                                 "%s/run/apps", apps->hide)
+               >= sizeof(apps->keep))
+        {
+            apps->hide[0] = '\0';
         }
     }
     apps->bind_pipe = cfg->bind_pipe;

@@ -156,10 +156,8 @@ main(int argc, char **argv)
     status = 1;
 
     /* provend runs itself this way around each app worker (apps.c) */
-    if (argc >= 3 && strcmp(argv[1], "--sandbox-exec") == 0
-        && strcmp(argv[2], "--") == 0)
-    {
-        return provend_sandbox_exec(argc - 3, argv + 3);
+    if (argc >= 3 && strcmp(argv[1], "--sandbox-exec") == 0) {
+        return provend_sandbox_exec(argc - 2, argv + 2);
     }
 
     while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {

@@ -78,13 +78,19 @@ serving hello && pass "the worker of hello starts" \
 
 # ---- the worker's process sandbox --------------------------------------------
 
-wpid=$(pgrep -f "proven-runtime.mjs serve --app hello" | head -1)
+wpid=$(pgrep -f "^node .*proven-runtime.mjs serve --app hello" | head -1)
 same "the worker's network namespace has only lo" lo \
     sh -c "tail -n +3 /proc/$wpid/net/dev | cut -d: -f1 | tr -d ' '"
 same "the worker runs under a seccomp filter" 2 \
     awk '/^Seccomp:/ { print $2 }' "/proc/$wpid/status"
 same "the worker cannot gain privileges" 1 \
     awk '/^NoNewPrivs:/ { print $2 }' "/proc/$wpid/status"
+same "the worker holds no capability" 0000000000000000 \
+    awk '/^CapEff:/ { print $2 }' "/proc/$wpid/status"
+check "the worker sees no keys, storage or provend socket" 0 \
+    -m '^0$' sh -c "ls /proc/$wpid/root$data | grep -c -v '^run$' || true"
+check "and no other process" 0 -m '^[1-3]$' \
+    sh -c "ls /proc/$wpid/root/proc | grep -c '^[0-9]'"
 check "inside the sandbox an inet socket is refused" 2 \
     -m "inet: Permission denied" "$build/bin/provend" --sandbox-exec -- \
     perl -e 'use Socket; socket(S, PF_INET, SOCK_STREAM, 0) or do { print "inet: $!\n"; exit 2 }'
