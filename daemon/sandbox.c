@@ -381,7 +381,10 @@ provend_sandbox_exec(int argc, char **argv)
             return 127;
         }
         if (provend_sandbox_child > 0) {
-            return provend_sandbox_wait();
+            /* _exit: nothing of this process's own to clean up or report
+               (a sanitizer's exit-time checks cannot work across the
+               namespaces made above) */
+            _exit(provend_sandbox_wait());
         }
         (void) prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
         provend_sandbox_mounts(hide, keep);

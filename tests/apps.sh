@@ -128,8 +128,11 @@ check "after a restart the audit log still verifies" 0 \
 
 # ---- a worker dies -----------------------------------------------------------
 
-sock=$(app list | grep -o '"socket":"[^"]*"' | head -1)
-pkill -KILL -f "proven-runtime.mjs serve --app hello" 
+check "a second app deploys" 0 -m '"seq":1' app deploy "$top/t/apps/web" --app web
+serving web
+sock=$(app list | grep '"app":"hello"' | grep -o '"socket":"[^"]*"')
+pkill -KILL -f "^node .*proven-runtime.mjs serve --app hello"
+same "while hello's worker is down, another app answers" plain get web/text
 for _ in $(seq 1 100); do
     [ "$(get hello/count)" = '{"count":11}' ] && break
     sleep 0.05
