@@ -17,7 +17,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 
-import { encodeFrame, FrameReader } from './frames.mjs';
+import { encodeFrame, encodeHttpAnswer, FrameReader } from './frames.mjs';
 import { CallInputError, Routes } from './routes.mjs';
 
 const CALLS_MAX = 1024;                    /* in flight, whole process */
@@ -97,6 +97,10 @@ export class RuntimeServer {
 
     // Answers written in one turn of the event loop leave in one write.
     reply(conn, answer) {
+        this.send(conn, encodeFrame(answer));
+    }
+
+    send(conn, frame) {
         if (conn.destroyed) {
             return;
         }
@@ -108,7 +112,7 @@ export class RuntimeServer {
                 conn.uncork();
             });
         }
-        conn.write(encodeFrame(answer));
+        conn.write(frame);
     }
 
     fail(conn, id, code, message, extra = {}) {
@@ -208,11 +212,10 @@ export class RuntimeServer {
                 headers.push(['content-type', r.type]);
             }
             this.served++;
-            this.reply(conn, { id, ok: true, result: {
-                status: r.status, headers,
-                body: r.body === null ? Buffer.alloc(0)
+            this.send(conn, encodeHttpAnswer(id, r.status, headers,
+                r.body === null ? Buffer.alloc(0)
                     : typeof r.body === 'string' ? Buffer.from(r.body)
-                    : r.body } });
+                    : r.body));
         } catch (e) {
             this.record(e.logs);
             if (e.code === 'handler_error') {

@@ -122,3 +122,20 @@ test('a module that never finishes loading is stopped', async () => {
                               { loadTimeoutMs: 500 }),
                          /took over 500 ms/);
 });
+
+test('the hand-written app.http answer is the generic encoding', async () => {
+    const { encodeFrame, encodeHttpAnswer } = await import('../lib/frames.mjs');
+    const cases = [
+        [1, 200, [], Buffer.alloc(0)],
+        [70000, 404, [['content-type', 'application/json'], ['x-ünï', 'v']],
+         Buffer.from('{"a":1}')],
+        [4294967295, 599, Array.from({ length: 30 }, (_, i) => [`h${i}`,
+                                                              'x'.repeat(300)]),
+         Buffer.alloc(70000, 7)],
+    ];
+    for (const [id, status, headers, body] of cases) {
+        assert.deepEqual(encodeHttpAnswer(id, status, headers, body),
+                         encodeFrame({ id, ok: true,
+                                       result: { status, headers, body } }));
+    }
+});

@@ -483,23 +483,26 @@ ngx_http_proven_app_body(ngx_http_request_t *r, size_t max, size_t *len,
 }
 
 
+/*
+ * The app.http frame's pairs, written straight into one buffer (no libcbor
+ * tree): "op", "method", "path", "query", "headers" ([[name, value]], the
+ * first hundred), "body" when there is one.
+ */
 static void
 ngx_http_proven_app_body_ready(ngx_http_request_t *r)
 {
-    u_char                          *body;
-    size_t                           len;
+    u_char                          *body, *pairs, *p;
+    size_t                           len, size;
     ngx_int_t                        rc, too_large;
-    ngx_uint_t                       i, n;
+    ngx_uint_t                       i, n, npairs, written;
     ngx_list_part_t                 *part;
     ngx_table_elt_t                 *h;
-    cbor_item_t                     *req, *headers, *pair, *item;
     ngx_http_proven_peer_t          *peer;
     ngx_http_proven_app_ctx_t       *ctx;
     ngx_http_proven_app_loc_conf_t  *palcf;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_proven_app_module);
     palcf = ngx_http_get_module_loc_conf(r, ngx_http_proven_app_module);
-    req = NULL;
 
     body = ngx_http_proven_app_body(r, palcf->max_body, &len, &too_large);
     if (body == NULL) {
@@ -512,88 +515,65 @@ ngx_http_proven_app_body_ready(ngx_http_request_t *r)
         return;
     }
 
-    req = proven_request_new(0, "app.http");
-    headers = cbor_new_indefinite_array();
-    if (req == NULL || headers == NULL) {
-        goto failed;
-    }
-
+    /* an upper bound: every head at most 9 bytes */
+    size = 5 * 9 + 64 + r->method_name.len + ctx->path.len + r->args.len
+           + 9 + len;
     n = 0;
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-    for (i = 0; /* void */; i++) {
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-            part = part->next;
-            h = part->elts;
-            i = 0;
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
+        h = part->elts;
+        for (i = 0; i < part->nelts
+                    && n < NGX_HTTP_PROVEN_APP_HEADERS_MAX; i++, n++)
+        {
+            size += 1 + 18 + h[i].key.len + h[i].value.len;
         }
-        if (n++ == NGX_HTTP_PROVEN_APP_HEADERS_MAX) {
-            break;                        /* the first hundred go */
-        }
-
-        pair = cbor_new_definite_array(2);
-        if (pair == NULL) {
-            goto failed;
-        }
-        item = cbor_build_stringn((char *) h[i].key.data, h[i].key.len);
-        if (item == NULL || !cbor_array_push(pair, item)) {
-            goto pair_failed;
-        }
-        cbor_decref(&item);
-        item = cbor_build_stringn((char *) h[i].value.data, h[i].value.len);
-        if (item == NULL || !cbor_array_push(pair, item)) {
-            goto pair_failed;
-        }
-        cbor_decref(&item);
-        if (!cbor_array_push(headers, pair)) {
-            cbor_decref(&pair);
-            goto failed;
-        }
-        cbor_decref(&pair);
-        continue;
-
-    pair_failed:
-        if (item != NULL) {
-            cbor_decref(&item);
-        }
-        cbor_decref(&pair);
-        goto failed;
     }
 
-    if (proven_cbor_map_put(req, "method",
-                            cbor_build_stringn((char *) r->method_name.data,
-                                               r->method_name.len))
-        != PROVEN_OK
-        || proven_cbor_map_put(req, "path",
-                               cbor_build_stringn((char *) ctx->path.data,
-                                                  ctx->path.len))
-           != PROVEN_OK
-        || proven_cbor_map_put(req, "query",
-                               cbor_build_stringn((char *) r->args.data,
-                                                  r->args.len))
-           != PROVEN_OK
-        || proven_cbor_map_put(req, "headers", headers) != PROVEN_OK)
-    {
-        headers = NULL;
-        goto failed;
+    pairs = ngx_alloc(size, r->connection->log);
+    if (pairs == NULL) {
+        ngx_free(body);
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
     }
-    headers = NULL;
 
-    if (len > 0
-        && proven_cbor_map_put(req, "body", cbor_build_bytestring(body, len))
-           != PROVEN_OK)
+    p = proven_cbor_put_string(pairs, PROVEN_CBOR_TEXT, "op", 2);
+    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "app.http", 8);
+    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "method", 6);
+    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, r->method_name.data,
+                               r->method_name.len);
+    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "path", 4);
+    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, ctx->path.data,
+                               ctx->path.len);
+    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "query", 5);
+    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, r->args.data,
+                               r->args.len);
+    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "headers", 7);
+    p = proven_cbor_put_head(p, PROVEN_CBOR_ARRAY, n);
+    npairs = 5;
+
+    written = 0;
+    for (part = &r->headers_in.headers.part; part && written < n;
+         part = part->next)
     {
-        goto failed;
+        h = part->elts;
+        for (i = 0; i < part->nelts && written < n; i++, written++) {
+            p = proven_cbor_put_head(p, PROVEN_CBOR_ARRAY, 2);
+            p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, h[i].key.data,
+                                       h[i].key.len);
+            p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, h[i].value.data,
+                                       h[i].value.len);
+        }
+    }
+
+    if (len > 0) {
+        p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "body", 4);
+        p = proven_cbor_put_string(p, PROVEN_CBOR_BYTES, body, len);
+        npairs++;
     }
     ngx_free(body);
-    body = NULL;
 
     peer = ngx_http_proven_peer_get(r, ctx->socket.data, ctx->socket.len);
     if (peer == NULL) {
-        cbor_decref(&req);
+        ngx_free(pairs);
         ngx_http_finalize_request(r, ngx_http_proven_app_send_error(r,
             NGX_HTTP_BAD_GATEWAY, "worker_unavailable",
             "the application's worker cannot be reached", NULL));
@@ -604,29 +584,14 @@ ngx_http_proven_app_body_ready(ngx_http_request_t *r)
      * The reference reading the body took is the answer's: its handler
      * finalizes the request.
      */
-    rc = ngx_http_proven_peer_call(r, peer, req, palcf->timeout,
-                                   ngx_http_proven_app_answer, NULL);
-    cbor_decref(&req);
+    rc = ngx_http_proven_peer_call_encoded(r, peer, pairs, p - pairs, npairs,
+                                           palcf->timeout,
+                                           ngx_http_proven_app_answer, NULL);
+    ngx_free(pairs);
 
     if (rc != NGX_OK) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
     }
-    return;
-
-failed:
-
-    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                  "proven app: cannot build the request frame");
-    if (headers != NULL) {
-        cbor_decref(&headers);
-    }
-    if (req != NULL) {
-        cbor_decref(&req);
-    }
-    if (body != NULL) {
-        ngx_free(body);
-    }
-    ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
 }
 
 

@@ -110,6 +110,17 @@ ngx_int_t ngx_http_proven_peer_call(ngx_http_request_t *r,
 
 
 /*
+ * The same with the request's arguments already encoded: pairs holds
+ * npairs CBOR key/value pairs ("op" among them, no "id", no map head),
+ * copied before this returns.  For hot paths that write frames directly.
+ */
+ngx_int_t ngx_http_proven_peer_call_encoded(ngx_http_request_t *r,
+    ngx_http_proven_peer_t *peer, const u_char *pairs, size_t len,
+    ngx_uint_t npairs, ngx_msec_t timeout,
+    ngx_http_proven_daemon_handler_pt handler, void *data);
+
+
+/*
  * For other modules' configuration checks (merge or postconfiguration
  * handlers of the http block): 1 when proven_daemon is set at http level.
  */

@@ -120,6 +120,10 @@ static ngx_http_proven_peer_t *ngx_http_proven_peer_new(
     ngx_msec_t timeout, ngx_uint_t connections, const char *what);
 static void ngx_http_proven_peer_close(ngx_http_proven_peer_t *peer);
 static void ngx_http_proven_core_send(ngx_http_proven_core_call_t *call);
+static ngx_int_t ngx_http_proven_core_start(ngx_http_request_t *r,
+    ngx_http_proven_peer_t *peer, cbor_item_t *request, const u_char *pairs,
+    size_t len, ngx_uint_t npairs, ngx_msec_t timeout,
+    ngx_http_proven_daemon_handler_pt handler, void *data);
 static ngx_uint_t ngx_http_proven_peer_busy(ngx_http_proven_peer_t *peer);
 static ngx_int_t ngx_http_proven_core_connect(
     ngx_http_proven_core_conn_t *conn);
@@ -282,6 +286,57 @@ ngx_http_proven_peer_call(ngx_http_request_t *r, ngx_http_proven_peer_t *peer,
     cbor_item_t *request, ngx_msec_t timeout,
     ngx_http_proven_daemon_handler_pt handler, void *data)
 {
+    return ngx_http_proven_core_start(r, peer, request, NULL, 0, 0, timeout,
+                                      handler, data);
+}
+
+
+ngx_int_t
+ngx_http_proven_peer_call_encoded(ngx_http_request_t *r,
+    ngx_http_proven_peer_t *peer, const u_char *pairs, size_t len,
+    ngx_uint_t npairs, ngx_msec_t timeout,
+    ngx_http_proven_daemon_handler_pt handler, void *data)
+{
+    return ngx_http_proven_core_start(r, peer, NULL, pairs, len, npairs,
+                                      timeout, handler, data);
+}
+
+
+/* The frame {"id": id, <npairs pairs>} around pairs (malloc()ed). */
+static uint8_t *
+ngx_http_proven_core_frame(const u_char *pairs, size_t len,
+    ngx_uint_t npairs, uint64_t id, size_t *frame_len)
+{
+    uint8_t  *frame, *p;
+
+    if (len > PROVEN_FRAME_MAX - 32) {
+        return NULL;
+    }
+
+    frame = malloc(PROVEN_FRAME_HEADER + 32 + len);
+    if (frame == NULL) {
+        return NULL;
+    }
+
+    p = proven_cbor_put_head(frame + PROVEN_FRAME_HEADER, PROVEN_CBOR_MAP,
+                             npairs + 1);
+    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "id", 2);
+    p = proven_cbor_put_head(p, PROVEN_CBOR_UINT, id);
+    p = ngx_cpymem(p, pairs, len);
+
+    *frame_len = p - frame;
+    proven_frame_put_length(frame, (uint32_t) (*frame_len
+                                               - PROVEN_FRAME_HEADER));
+    return frame;
+}
+
+
+static ngx_int_t
+ngx_http_proven_core_start(ngx_http_request_t *r,
+    ngx_http_proven_peer_t *peer, cbor_item_t *request, const u_char *pairs,
+    size_t len, ngx_uint_t npairs, ngx_msec_t timeout,
+    ngx_http_proven_daemon_handler_pt handler, void *data)
+{
     ngx_http_cleanup_t                *cln;
     ngx_http_proven_core_out_t        *out;
     ngx_http_proven_core_call_t       *call;
@@ -299,8 +354,11 @@ ngx_http_proven_peer_call(ngx_http_request_t *r, ngx_http_proven_peer_t *peer,
 
     call->id = ++peer->next_id;
 
-    out->data = ngx_http_proven_core_encode(request, call->id, &out->len,
-                                            r->connection->log);
+    out->data = request != NULL
+                ? ngx_http_proven_core_encode(request, call->id, &out->len,
+                                              r->connection->log)
+                : ngx_http_proven_core_frame(pairs, len, npairs, call->id,
+                                             &out->len);
     if (out->data == NULL) {
         ngx_free(out);
         ngx_free(call);
