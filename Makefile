@@ -163,6 +163,7 @@ fuzz: deps deps-fuzz
 bench: all deps-bench
 	@./bench/attestation
 	@./bench/storage
+	@./bench/app/run
 
 clean:
 	rm -rf build build-asan build-fuzz t/servroot*
