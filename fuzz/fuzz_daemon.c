@@ -1,14 +1,17 @@
 /*
  * libFuzzer target for the parsers provend runs on untrusted bytes besides
  * the frame decoder: the storage scope of every kv.* / sql.* op, the
- * in-place reader of plain kv.get / kv.set frames, and the NSM device's
- * response.  The first byte picks the parser.
+ * in-place reader of plain kv.get / kv.set frames, the NSM device's
+ * response, cron expressions and a package's schedules, and audit log
+ * entries.  The first byte picks the parser.
  */
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "proven.h"
 #include "provider.h"
+#include "schedule.h"
 #include "storage.h"
 
 
@@ -73,6 +76,63 @@ fuzz_kv_plain(const uint8_t *data, size_t size)
 }
 
 
+/* A cron expression; one that parses must give a non-empty minute set. */
+static void
+fuzz_cron(const uint8_t *data, size_t size)
+{
+    char            expr[256], err[PROVEN_ERR_LEN];
+    provend_cron_t  cron;
+
+    if (size >= sizeof(expr)) {
+        return;
+    }
+    memcpy(expr, data, size);
+    expr[size] = '\0';
+
+    if (provend_cron_parse(expr, &cron, err, sizeof(err)) == PROVEN_OK
+        && (cron.minutes == 0 || cron.hours == 0 || cron.months == 0))
+    {
+        abort();
+    }
+}
+
+
+static void
+fuzz_schedules(const uint8_t *data, size_t size)
+{
+    char             err[PROVEN_ERR_LEN];
+    size_t           n;
+    provend_cron_t  *list;
+
+    if (provend_schedules_of(data, size, &list, &n, err, sizeof(err))
+        == PROVEN_OK)
+    {
+        free(list);
+    }
+}
+
+
+/* An audit entry that decodes encodes back to the very same bytes. */
+static void
+fuzz_audit(const uint8_t *data, size_t size)
+{
+    char                  err[PROVEN_ERR_LEN];
+    size_t                len;
+    uint8_t               again[PROVEN_AUDIT_ENTRY_MAX];
+    proven_audit_entry_t  e;
+
+    if (proven_audit_decode(data, size, &e, err, sizeof(err)) != PROVEN_OK) {
+        return;
+    }
+    if (proven_audit_encode(&e, again, sizeof(again), &len) != PROVEN_OK
+        || len != size || memcmp(again, data, size) != 0)
+    {
+        abort();
+    }
+    (void) proven_audit_verify(&e, err, sizeof(err));
+}
+
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -80,15 +140,24 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
 
-    switch (data[0] % 3) {
+    switch (data[0] % 6) {
     case 0:
         fuzz_nsm_response(data + 1, size - 1);
         break;
     case 1:
         fuzz_scope(data + 1, size - 1);
         break;
-    default:
+    case 2:
         fuzz_kv_plain(data + 1, size - 1);
+        break;
+    case 3:
+        fuzz_cron(data + 1, size - 1);
+        break;
+    case 4:
+        fuzz_schedules(data + 1, size - 1);
+        break;
+    default:
+        fuzz_audit(data + 1, size - 1);
         break;
     }
 

@@ -27,9 +27,10 @@ for src in lib/*.c; do
     objs="$objs $obj"
 done
 
-# The daemon's own parsers: scopes and NSM responses.
+# The daemon's own parsers: scopes, NSM responses, cron, schedules.
 daemon_objs=""
-for src in daemon/storage.c daemon/provider_nsm.c daemon/log.c; do
+for src in daemon/storage.c daemon/provider_nsm.c daemon/log.c \
+    daemon/schedule.c; do
     obj="$build/obj/daemon_$(basename "$src" .c).o"
     $cc $cflags -Idaemon -fsanitize=fuzzer-no-link,address,undefined \
         -fno-sanitize-recover=undefined -c "$src" -o "$obj"
@@ -41,7 +42,7 @@ status=0
 for target in attestation frame daemon; do
     bin="$build/fuzz_$target"
     extra=""
-    [ "$target" = daemon ] && extra="-Idaemon $daemon_objs -lpthread"
+    [ "$target" = daemon ] && extra="-Idaemon $daemon_objs -luv -lpthread"
     $cc $cflags $san "fuzz/fuzz_$target.c" $objs $extra $libs -o "$bin"
 
     corpus="$build/corpus/$target"
