@@ -293,23 +293,6 @@ cli_app_add_bytes(cbor_item_t *map, const char *key, const uint8_t *p,
 }
 
 
-static int
-cli_app_fixed(const cbor_item_t *map, const char *key, uint8_t *out,
-    size_t len)
-{
-    cbor_item_t  *v;
-
-    v = map != NULL ? proven_cbor_map_get(map, key) : NULL;
-    if (v == NULL || !cbor_isa_bytestring(v)
-        || !cbor_bytestring_is_definite(v) || cbor_bytestring_length(v) != len)
-    {
-        return PROVEN_ERR;
-    }
-    memcpy(out, cbor_bytestring_handle(v), len);
-    return PROVEN_OK;
-}
-
-
 /* The log's head for e (app set): e->prev. */
 static int
 cli_app_head(cli_client_t *c, proven_audit_entry_t *e)
@@ -326,7 +309,8 @@ cli_app_head(cli_client_t *c, proven_audit_entry_t *e)
         return PROVEN_ERR;
     }
 
-    rc = cli_app_fixed(res.result, "head", e->prev, PROVEN_AUDIT_HASH_LEN);
+    rc = proven_cbor_fixed(res.result, "head", e->prev,
+                           PROVEN_AUDIT_HASH_LEN);
     if (rc != PROVEN_OK) {
         fprintf(stderr, "proven app: provend's app.head has no head\n");
     }
@@ -335,21 +319,33 @@ cli_app_head(cli_client_t *c, proven_audit_entry_t *e)
 }
 
 
-/* Signs e on the current head and sends it as op with package (deploy). */
+/*
+ * Signs e on the current head with the owner key (key_path, or the
+ * default one) and sends it as op, with package for a deploy.
+ */
 static int
 cli_app_change(cli_client_t *c, const char *op, proven_audit_entry_t *e,
-    EVP_PKEY *key, const uint8_t *package, size_t package_len)
+    const char *key_path, const uint8_t *package, size_t package_len)
 {
+    int                 rc;
     char                err[PROVEN_ERR_LEN];
+    EVP_PKEY           *key;
     cbor_item_t        *req;
     json_t             *json;
     proven_response_t   res;
 
-    if (cli_app_head(c, e) != PROVEN_OK) {
+    err[0] = '\0';
+    key = cli_app_owner_key(key_path);
+    if (key == NULL) {
         return CLI_EXIT_FAILED;
     }
-    if (proven_audit_sign(e, key, err, sizeof(err)) != PROVEN_OK) {
+    rc = cli_app_head(c, e) == PROVEN_OK
+         ? proven_audit_sign(e, key, err, sizeof(err)) : PROVEN_ERR;
+    if (rc != PROVEN_OK && err[0] != '\0') {
         fprintf(stderr, "proven app: %s\n", err);
+    }
+    EVP_PKEY_free(key);
+    if (rc != PROVEN_OK) {
         return CLI_EXIT_FAILED;
     }
 
@@ -400,7 +396,7 @@ cli_app_change(cli_client_t *c, const char *op, proven_audit_entry_t *e,
 }
 
 
-/* ---- audit ---------------------------------------------------------------- */
+/* ---- audit -------------------------------------------------------------- */
 
 static json_t *
 cli_app_hex(const uint8_t *p, size_t len)
@@ -551,16 +547,9 @@ cli_app_deploy(cli_client_t *c, const cli_app_opts_t *o, const char *path)
     int                   rc;
     size_t                len;
     uint8_t              *package;
-    EVP_PKEY             *key;
     proven_audit_entry_t  e;
 
     if (cli_app_pack_bytes(path, &package, &len) != CLI_EXIT_OK) {
-        return CLI_EXIT_FAILED;
-    }
-
-    key = cli_app_owner_key(o->owner_key);
-    if (key == NULL) {
-        free(package);
         return CLI_EXIT_FAILED;
     }
 
@@ -569,8 +558,7 @@ cli_app_deploy(cli_client_t *c, const cli_app_opts_t *o, const char *path)
     e.action = PROVEN_AUDIT_DEPLOY;
     SHA256(package, len, e.package);
 
-    rc = cli_app_change(c, "app.deploy", &e, key, package, len);
-    EVP_PKEY_free(key);
+    rc = cli_app_change(c, "app.deploy", &e, o->owner_key, package, len);
     free(package);
     return rc;
 }
@@ -582,7 +570,6 @@ cli_app_rollback(cli_client_t *c, const cli_app_opts_t *o, const char *app)
     int                    rc;
     size_t                 n, i, len;
     uint8_t              (*history)[PROVEN_AUDIT_HASH_LEN];
-    EVP_PKEY              *key;
     proven_app_state_t     st;
     proven_audit_entry_t   e;
 
@@ -624,13 +611,7 @@ cli_app_rollback(cli_client_t *c, const cli_app_opts_t *o, const char *app)
         }
     }
 
-    key = cli_app_owner_key(o->owner_key);
-    if (key == NULL) {
-        return CLI_EXIT_FAILED;
-    }
-    rc = cli_app_change(c, "app.update", &e, key, NULL, 0);
-    EVP_PKEY_free(key);
-    return rc;
+    return cli_app_change(c, "app.update", &e, o->owner_key, NULL, 0);
 }
 
 
@@ -638,9 +619,7 @@ static int
 cli_app_owner(cli_client_t *c, const cli_app_opts_t *o, const char *what,
     const char *app, const char *hex)
 {
-    int                   rc;
     size_t                len;
-    EVP_PKEY             *key;
     proven_audit_entry_t  e;
 
     memset(&e, 0, sizeof(e));
@@ -662,13 +641,7 @@ cli_app_owner(cli_client_t *c, const cli_app_opts_t *o, const char *what,
         return CLI_EXIT_USAGE;
     }
 
-    key = cli_app_owner_key(o->owner_key);
-    if (key == NULL) {
-        return CLI_EXIT_FAILED;
-    }
-    rc = cli_app_change(c, "app.update", &e, key, NULL, 0);
-    EVP_PKEY_free(key);
-    return rc;
+    return cli_app_change(c, "app.update", &e, o->owner_key, NULL, 0);
 }
 
 

@@ -126,6 +126,8 @@ typedef struct {
     uint8_t                *package;        /* deploy; rollback: loaded */
     size_t                  package_len;
     cbor_item_t            *routes;
+    provend_cron_t         *schedules;
+    size_t                  nschedules;
 
     /* the check by proven-runtime */
     uv_process_t            process;
@@ -152,23 +154,6 @@ static void provend_worker_start(provend_apps_t *apps, provend_app_t *app);
 
 /* ---- answers ------------------------------------------------------------- */
 
-static void
-provend_apps_reply_error(provend_ops_reply_pt reply, void *ctx, uint64_t id,
-    const char *code, const char *message)
-{
-    size_t    len;
-    uint8_t  *frame;
-
-    if (proven_response_encode_error(id, code, message, &frame, &len)
-        != PROVEN_OK)
-    {
-        frame = NULL;
-        len = 0;
-    }
-    reply(ctx, frame, len);
-}
-
-
 /* Takes result (a reference); NULL result: out of memory. */
 static void
 provend_apps_reply_ok(provend_ops_reply_pt reply, void *ctx, uint64_t id,
@@ -178,7 +163,7 @@ provend_apps_reply_ok(provend_ops_reply_pt reply, void *ctx, uint64_t id,
     uint8_t  *frame;
 
     if (result == NULL) {
-        provend_apps_reply_error(reply, ctx, id, "internal", "out of memory");
+        provend_ops_reply_error(reply, ctx, id, "internal", "out of memory");
         return;
     }
 
@@ -188,31 +173,6 @@ provend_apps_reply_ok(provend_ops_reply_pt reply, void *ctx, uint64_t id,
     }
     cbor_decref(&result);
     reply(ctx, frame, len);
-}
-
-
-static cbor_item_t *
-provend_apps_bytes(const uint8_t *p, size_t len)
-{
-    return cbor_build_bytestring(p, len);
-}
-
-
-static cbor_item_t *
-provend_apps_uint(uint64_t v)
-{
-    return cbor_build_uint64(v);
-}
-
-
-/* Puts value (a new reference, may be NULL) into map; PROVEN_ERR if not. */
-static int
-provend_apps_put(cbor_item_t *map, const char *key, cbor_item_t *value)
-{
-    if (value == NULL) {
-        return PROVEN_ERR;
-    }
-    return proven_cbor_map_put(map, key, value);
 }
 
 
@@ -481,21 +441,24 @@ provend_apps_keep_entry(provend_app_t *app, const uint8_t *entry,
 
 
 /*
- * The routes of a package's manifest: [[method, path], ...] of its http
- * handlers.  Also checks the package is a format 1 map; its content was
- * (or will be) checked by proven-runtime.
+ * What provend needs of a package's manifest, from one decoding: the
+ * routes ([[method, path], ...] of its http handlers) and the schedules.
+ * Also checks the package is a format 1 map; its content was (or will be)
+ * checked by proven-runtime.
  */
-static cbor_item_t *
-provend_apps_routes(const uint8_t *package, size_t len, char *err,
-    size_t errlen)
+static int
+provend_apps_manifest(const uint8_t *package, size_t len,
+    cbor_item_t **routes_out, provend_cron_t **schedules, size_t *nschedules,
+    char *err, size_t errlen)
 {
     size_t        i, n;
     cbor_item_t  *pkg, *handlers, *h, *kind, *method, *path, *routes, *pair;
     uint64_t      format;
 
+    *routes_out = NULL;
     pkg = proven_cbor_load(package, len, err, errlen);
     if (pkg == NULL) {
-        return NULL;
+        return PROVEN_ERR;
     }
 
     routes = NULL;
@@ -559,10 +522,17 @@ provend_apps_routes(const uint8_t *package, size_t len, char *err,
         cbor_decref(&pair);
     }
 
+    if (provend_schedules_of(handlers, schedules, nschedules, err, errlen)
+        != PROVEN_OK)
+    {
+        cbor_decref(&routes);
+    }
+
 done:
 
     cbor_decref(&pkg);
-    return routes;
+    *routes_out = routes;
+    return routes != NULL ? PROVEN_OK : PROVEN_ERR;
 }
 
 
@@ -673,12 +643,10 @@ provend_apps_load(provend_apps_t *apps, char *err, size_t errlen)
         {
             return PROVEN_ERR;
         }
-        app->routes = provend_apps_routes(app->package, app->package_len,
-                                          err, errlen);
-        if (app->routes == NULL
-            || provend_schedules_of(app->package, app->package_len,
-                                    &app->schedules, &app->nschedules, err,
-                                    errlen) != PROVEN_OK)
+        if (provend_apps_manifest(app->package, app->package_len,
+                                  &app->routes, &app->schedules,
+                                  &app->nschedules, err, errlen)
+            != PROVEN_OK)
         {
             return PROVEN_ERR;
         }
@@ -776,10 +744,10 @@ provend_apps_publish(provend_apps_t *apps)
         proven_hex_encode(app->state.current, PROVEN_AUDIT_HASH_LEN, hex);
         entry = cbor_new_definite_map(3);
         if (entry == NULL
-            || provend_apps_put(entry, "socket",
+            || proven_cbor_map_put(entry, "socket",
                                 cbor_build_string(app->worker->socket))
                != PROVEN_OK
-            || provend_apps_put(entry, "package", cbor_build_string(hex))
+            || proven_cbor_map_put(entry, "package", cbor_build_string(hex))
                != PROVEN_OK
             || proven_cbor_map_put(entry, "routes", cbor_incref(app->routes))
                != PROVEN_OK)
@@ -1170,6 +1138,7 @@ provend_change_free(provend_change_t *c)
     if (c->routes != NULL) {
         cbor_decref(&c->routes);
     }
+    free(c->schedules);
     free(c);
 }
 
@@ -1191,7 +1160,7 @@ provend_change_fail(provend_change_t *c, const char *code,
     provend_info("apps: %s of %s refused: %s: %s",
                  proven_audit_action_name(c->entry.action), c->entry.app,
                  code, message);
-    provend_apps_reply_error(c->reply, c->ctx, c->id, code, message);
+    provend_ops_reply_error(c->reply, c->ctx, c->id, code, message);
     provend_change_free(c);
 }
 
@@ -1286,24 +1255,20 @@ provend_change_recorded(uv_work_t *work, int status)
     app->busy = 0;
 
     if (c->package != NULL) {
-        if (c->routes == NULL) {
-            c->routes = provend_apps_routes(c->package, c->package_len,
-                                            err, sizeof(err));
+        /* a rollback's package came from storage: read its manifest now */
+        if (c->routes == NULL
+            && provend_apps_manifest(c->package, c->package_len, &c->routes,
+                                     &c->schedules, &c->nschedules, err,
+                                     sizeof(err)) != PROVEN_OK)
+        {
+            provend_error("apps: %s: the package rolled back to is not "
+                          "served: %s", app->name, err);
         }
         if (c->routes != NULL) {
-            provend_cron_t  *schedules;
-            size_t           n;
-
-            if (provend_schedules_of(c->package, c->package_len, &schedules,
-                                     &n, err, sizeof(err)) == PROVEN_OK)
-            {
-                free(app->schedules);
-                app->schedules = schedules;
-                app->nschedules = n;
-            } else {
-                provend_error("apps: %s: schedules not taken: %s",
-                              app->name, err);
-            }
+            free(app->schedules);
+            app->schedules = c->schedules;
+            app->nschedules = c->nschedules;
+            c->schedules = NULL;
             free(app->package);
             app->package = c->package;
             app->package_len = c->package_len;
@@ -1327,16 +1292,16 @@ provend_change_recorded(uv_work_t *work, int status)
     result = cbor_new_definite_map(3);
     proven_hex_encode(c->hash, PROVEN_AUDIT_HASH_LEN, hex);
     if (result != NULL
-        && (provend_apps_put(result, "seq", provend_apps_uint(c->entry.seq))
+        && (proven_cbor_map_put(result, "seq", cbor_build_uint64(c->entry.seq))
             != PROVEN_OK
-            || provend_apps_put(result, "hash", cbor_build_string(hex))
+            || proven_cbor_map_put(result, "hash", cbor_build_string(hex))
                != PROVEN_OK))
     {
         cbor_decref(&result);
     }
     if (result != NULL && app->state.has_current) {
         proven_hex_encode(app->state.current, PROVEN_AUDIT_HASH_LEN, hex);
-        if (provend_apps_put(result, "package", cbor_build_string(hex))
+        if (proven_cbor_map_put(result, "package", cbor_build_string(hex))
             != PROVEN_OK)
         {
             cbor_decref(&result);
@@ -1563,24 +1528,6 @@ provend_change_check(provend_change_t *c)
 
 /* ---- ops ----------------------------------------------------------------- */
 
-/* A fixed-size byte string argument. */
-static int
-provend_apps_arg_fixed(const cbor_item_t *map, const char *key, uint8_t *out,
-    size_t len)
-{
-    cbor_item_t  *v;
-
-    v = proven_cbor_map_get(map, key);
-    if (v == NULL || !cbor_isa_bytestring(v)
-        || !cbor_bytestring_is_definite(v) || cbor_bytestring_length(v) != len)
-    {
-        return PROVEN_ERR;
-    }
-    memcpy(out, cbor_bytestring_handle(v), len);
-    return PROVEN_OK;
-}
-
-
 /* The "app" argument: a valid name that is not the node's own. */
 static int
 provend_apps_arg_app(const cbor_item_t *map, char *name, char *err,
@@ -1622,7 +1569,7 @@ provend_apps_op_head(provend_apps_t *apps, const proven_request_t *req,
 
     if (provend_apps_arg_app(req->map, name, err, sizeof(err)) != PROVEN_OK)
     {
-        provend_apps_reply_error(reply, ctx, req->id, "bad_request", err);
+        provend_ops_reply_error(reply, ctx, req->id, "bad_request", err);
         return;
     }
 
@@ -1638,7 +1585,7 @@ provend_apps_op_head(provend_apps_t *apps, const proven_request_t *req,
         goto failed;
     }
     for (i = 0; app != NULL && i < app->state.nowners; i++) {
-        cbor_item_t  *key = provend_apps_bytes(app->state.owners[i],
+        cbor_item_t  *key = cbor_build_bytestring(app->state.owners[i],
                                                PROVEN_AUDIT_KEY_LEN);
 
         if (key == NULL || !cbor_array_push(owners, key)) {
@@ -1651,13 +1598,13 @@ provend_apps_op_head(provend_apps_t *apps, const proven_request_t *req,
     rc = proven_cbor_map_put(result, "owners", owners);
     owners = NULL;
     if (rc != PROVEN_OK
-        || provend_apps_put(result, "app", cbor_build_string(name))
+        || proven_cbor_map_put(result, "app", cbor_build_string(name))
            != PROVEN_OK
-        || provend_apps_put(result, "seq",
-                            provend_apps_uint(app ? app->state.seq : 0))
+        || proven_cbor_map_put(result, "seq",
+                            cbor_build_uint64(app ? app->state.seq : 0))
            != PROVEN_OK
-        || provend_apps_put(result, "head",
-                            provend_apps_bytes(app ? app->state.head : zero,
+        || proven_cbor_map_put(result, "head",
+                            cbor_build_bytestring(app ? app->state.head : zero,
                                                PROVEN_AUDIT_HASH_LEN))
            != PROVEN_OK)
     {
@@ -1665,8 +1612,8 @@ provend_apps_op_head(provend_apps_t *apps, const proven_request_t *req,
     }
 
     if (app != NULL && app->state.has_current
-        && provend_apps_put(result, "current",
-                            provend_apps_bytes(app->state.current,
+        && proven_cbor_map_put(result, "current",
+                            cbor_build_bytestring(app->state.current,
                                                PROVEN_AUDIT_HASH_LEN))
            != PROVEN_OK)
     {
@@ -1700,14 +1647,14 @@ provend_apps_op_audit(provend_apps_t *apps, const proven_request_t *req,
 
     if (provend_apps_arg_app(req->map, name, err, sizeof(err)) != PROVEN_OK)
     {
-        provend_apps_reply_error(reply, ctx, req->id, "bad_request", err);
+        provend_ops_reply_error(reply, ctx, req->id, "bad_request", err);
         return;
     }
 
     app = provend_apps_find(apps, name);
     if (app == NULL || app->nentries == 0) {
         snprintf(err, sizeof(err), "no application \"%s\"", name);
-        provend_apps_reply_error(reply, ctx, req->id, "not_found", err);
+        provend_ops_reply_error(reply, ctx, req->id, "not_found", err);
         return;
     }
 
@@ -1717,7 +1664,7 @@ provend_apps_op_audit(provend_apps_t *apps, const proven_request_t *req,
         goto failed;
     }
     for (i = 0; i < app->nentries; i++) {
-        e = provend_apps_bytes(app->entries[i], app->entry_lens[i]);
+        e = cbor_build_bytestring(app->entries[i], app->entry_lens[i]);
         if (e == NULL || !cbor_array_push(entries, e)) {
             goto failed;
         }
@@ -1727,7 +1674,7 @@ provend_apps_op_audit(provend_apps_t *apps, const proven_request_t *req,
     rc = proven_cbor_map_put(result, "entries", entries);
     entries = NULL;
     if (rc != PROVEN_OK
-        || provend_apps_put(result, "app", cbor_build_string(name))
+        || proven_cbor_map_put(result, "app", cbor_build_string(name))
            != PROVEN_OK)
     {
         goto failed;
@@ -1795,18 +1742,19 @@ provend_apps_op_list(provend_apps_t *apps, const proven_request_t *req,
 
         proven_hex_encode(app->state.current, PROVEN_AUDIT_HASH_LEN, hex);
         if (proven_cbor_map_put(item, "owners", owners) != PROVEN_OK
-            || provend_apps_put(item, "app", cbor_build_string(app->name))
+            || proven_cbor_map_put(item, "app", cbor_build_string(app->name))
                != PROVEN_OK
-            || provend_apps_put(item, "seq", provend_apps_uint(app->state.seq))
+            || proven_cbor_map_put(item, "seq",
+                                   cbor_build_uint64(app->state.seq))
                != PROVEN_OK
-            || provend_apps_put(item, "current", cbor_build_string(hex))
+            || proven_cbor_map_put(item, "current", cbor_build_string(hex))
                != PROVEN_OK
             || (app->routes != NULL
                 && proven_cbor_map_put(item, "routes",
                                        cbor_incref(app->routes))
                    != PROVEN_OK)
             || (app->worker != NULL
-                && provend_apps_put(item, "socket",
+                && proven_cbor_map_put(item, "socket",
                                     cbor_build_string(app->worker->socket))
                    != PROVEN_OK))
         {
@@ -1854,7 +1802,7 @@ provend_apps_op_change(provend_apps_t *apps, const proven_request_t *req,
     err[0] = '\0';
     if (provend_apps_arg_app(req->map, name, err, sizeof(err)) != PROVEN_OK)
     {
-        provend_apps_reply_error(reply, ctx, req->id, "bad_request", err);
+        provend_ops_reply_error(reply, ctx, req->id, "bad_request", err);
         return;
     }
 
@@ -1869,12 +1817,12 @@ provend_apps_op_change(provend_apps_t *apps, const proven_request_t *req,
     c->ctx = ctx;
     snprintf(c->entry.app, sizeof(c->entry.app), "%s", name);
 
-    if (provend_apps_arg_fixed(req->map, "signer", c->entry.signer,
+    if (proven_cbor_fixed(req->map, "signer", c->entry.signer,
                                PROVEN_AUDIT_KEY_LEN) != PROVEN_OK
-        || provend_apps_arg_fixed(req->map, "signature", c->entry.signature,
+        || proven_cbor_fixed(req->map, "signature", c->entry.signature,
                                   PROVEN_AUDIT_SIG_LEN) != PROVEN_OK)
     {
-        provend_apps_reply_error(reply, ctx, req->id, "bad_request",
+        provend_ops_reply_error(reply, ctx, req->id, "bad_request",
                                  "\"signer\" (32 bytes) and \"signature\" "
                                  "(64 bytes) are required");
         free(c);
@@ -1890,32 +1838,19 @@ provend_apps_op_change(provend_apps_t *apps, const proven_request_t *req,
         {
             snprintf(err, sizeof(err), "\"package\" must be the package's "
                      "bytes, at most %d", PROVEND_PACKAGE_MAX);
-            provend_apps_reply_error(reply, ctx, req->id, "bad_request", err);
+            provend_ops_reply_error(reply, ctx, req->id, "bad_request", err);
             free(c);
             return;
         }
         SHA256(c->package, c->package_len, c->entry.package);
 
-        c->routes = provend_apps_routes(c->package, c->package_len, err,
-                                        sizeof(err));
-        if (c->routes == NULL) {
-            provend_apps_reply_error(reply, ctx, req->id, "bad_package", err);
+        if (provend_apps_manifest(c->package, c->package_len, &c->routes,
+                                  &c->schedules, &c->nschedules, err,
+                                  sizeof(err)) != PROVEN_OK)
+        {
+            provend_ops_reply_error(reply, ctx, req->id, "bad_package", err);
             provend_change_free(c);
             return;
-        }
-        {
-            provend_cron_t  *schedules;
-            size_t           n;
-
-            if (provend_schedules_of(c->package, c->package_len, &schedules,
-                                     &n, err, sizeof(err)) != PROVEN_OK)
-            {
-                provend_apps_reply_error(reply, ctx, req->id, "bad_package",
-                                         err);
-                provend_change_free(c);
-                return;
-            }
-            free(schedules);
         }
 
     } else {
@@ -1929,10 +1864,10 @@ provend_apps_op_change(provend_apps_t *apps, const proven_request_t *req,
         }
 
         if (c->entry.action == PROVEN_AUDIT_ROLLBACK) {
-            if (provend_apps_arg_fixed(req->map, "package", c->entry.package,
+            if (proven_cbor_fixed(req->map, "package", c->entry.package,
                                        PROVEN_AUDIT_HASH_LEN) != PROVEN_OK)
             {
-                provend_apps_reply_error(reply, ctx, req->id, "bad_request",
+                provend_ops_reply_error(reply, ctx, req->id, "bad_request",
                                          "a rollback names the package id "
                                          "(32 bytes) to go back to");
                 free(c);
@@ -1941,17 +1876,17 @@ provend_apps_op_change(provend_apps_t *apps, const proven_request_t *req,
         } else if (c->entry.action == PROVEN_AUDIT_ADD_OWNER
                    || c->entry.action == PROVEN_AUDIT_REMOVE_OWNER)
         {
-            if (provend_apps_arg_fixed(req->map, "owner", c->entry.owner,
+            if (proven_cbor_fixed(req->map, "owner", c->entry.owner,
                                        PROVEN_AUDIT_KEY_LEN) != PROVEN_OK)
             {
-                provend_apps_reply_error(reply, ctx, req->id, "bad_request",
+                provend_ops_reply_error(reply, ctx, req->id, "bad_request",
                                          "an owner change names the owner's "
                                          "Ed25519 public key (32 bytes)");
                 free(c);
                 return;
             }
         } else {
-            provend_apps_reply_error(reply, ctx, req->id, "bad_request",
+            provend_ops_reply_error(reply, ctx, req->id, "bad_request",
                                      "\"action\" must be rollback, "
                                      "add_owner or remove_owner");
             free(c);
@@ -1962,12 +1897,12 @@ provend_apps_op_change(provend_apps_t *apps, const proven_request_t *req,
     app = provend_apps_find(apps, name);
     if (app == NULL && !deploy) {
         snprintf(err, sizeof(err), "no application \"%s\"", name);
-        provend_apps_reply_error(reply, ctx, req->id, "not_found", err);
+        provend_ops_reply_error(reply, ctx, req->id, "not_found", err);
         provend_change_free(c);
         return;
     }
     if (app != NULL && app->busy) {
-        provend_apps_reply_error(reply, ctx, req->id, "conflict",
+        provend_ops_reply_error(reply, ctx, req->id, "conflict",
                                  "another change to this application is "
                                  "under way; try again");
         provend_change_free(c);
@@ -1975,7 +1910,7 @@ provend_apps_op_change(provend_apps_t *apps, const proven_request_t *req,
     }
     if (app == NULL) {
         if (apps->napps >= PROVEND_APPS_MAX) {
-            provend_apps_reply_error(reply, ctx, req->id, "too_large",
+            provend_ops_reply_error(reply, ctx, req->id, "too_large",
                                      "this node holds as many applications "
                                      "as it may");
             provend_change_free(c);
@@ -2062,7 +1997,7 @@ provend_apps_dispatch(provend_apps_t *apps, const proven_request_t *req,
     char  msg[PROVEN_ERR_LEN];
 
     if (apps->stopping) {
-        provend_apps_reply_error(reply, ctx, req->id, "unavailable",
+        provend_ops_reply_error(reply, ctx, req->id, "unavailable",
                                  "provend is stopping");
     } else if (strcmp(req->op, "app.head") == 0) {
         provend_apps_op_head(apps, req, reply, ctx);
@@ -2076,12 +2011,12 @@ provend_apps_dispatch(provend_apps_t *apps, const proven_request_t *req,
         provend_apps_op_audit(apps, req, reply, ctx);
     } else {
         snprintf(msg, sizeof(msg), "unknown op \"%s\"", req->op);
-        provend_apps_reply_error(reply, ctx, req->id, "unknown_op", msg);
+        provend_ops_reply_error(reply, ctx, req->id, "unknown_op", msg);
     }
 }
 
 
-/* ---- schedules ------------------------------------------------------------ */
+/* ---- schedules ---------------------------------------------------------- */
 
 /* Milliseconds to the start of the next UTC minute (and a little past). */
 static uint64_t

@@ -821,7 +821,7 @@ provend_ops_on_prepare(uv_prepare_t *prepare)
 }
 
 
-static void
+void
 provend_ops_reply_error(provend_ops_reply_pt reply, void *ctx, uint64_t id,
     const char *code, const char *message)
 {

@@ -190,14 +190,14 @@ provend_schedule_text(const cbor_item_t *item, char *out, size_t size)
 
 
 int
-provend_schedules_of(const uint8_t *package, size_t len,
-    provend_cron_t **out, size_t *n, char *err, size_t errlen)
+provend_schedules_of(const cbor_item_t *handlers, provend_cron_t **out,
+    size_t *n, char *err, size_t errlen)
 {
     int              rc;
     char             kind[16], module[PROVEND_SCHEDULE_NAME_MAX + 1];
     char             name[PROVEND_SCHEDULE_NAME_MAX + 1], expr[128];
     size_t           i, count;
-    cbor_item_t     *pkg, *handlers, *h;
+    cbor_item_t     *h;
     provend_cron_t  *list, *c;
 
     *out = NULL;
@@ -206,15 +206,8 @@ provend_schedules_of(const uint8_t *package, size_t len,
         err[0] = '\0';
     }
 
-    pkg = proven_cbor_load(package, len, err, errlen);
-    if (pkg == NULL) {
-        return PROVEN_ERR;
-    }
-
     rc = PROVEN_ERR;
     list = NULL;
-    handlers = cbor_isa_map(pkg) ? proven_cbor_map_get(pkg, "handlers")
-                                 : NULL;
     if (handlers == NULL || !cbor_isa_array(handlers)) {
         provend_cron_err("the package has no handler list");
         goto done;
@@ -271,7 +264,6 @@ provend_schedules_of(const uint8_t *package, size_t len,
 done:
 
     free(list);
-    cbor_decref(&pkg);
     return rc;
 }
 

@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include <cbor.h>
+
 #define PROVEND_SCHEDULE_NAME_MAX  255
 #define PROVEND_SCHEDULES_MAX      64
 
@@ -34,11 +36,12 @@ int provend_cron_parse(const char *expr, provend_cron_t *cron, char *err,
 int provend_cron_due(const provend_cron_t *cron, const struct tm *utc);
 
 /*
- * The schedule handlers of a package's manifest (malloc()ed array, *n of
- * them, NULL when none); PROVEN_ERR with err for a bad one.
+ * The schedule handlers among a manifest's handlers (a CBOR array): a
+ * malloc()ed array, *n of them, NULL when none; PROVEN_ERR with err for
+ * a bad one.
  */
-int provend_schedules_of(const uint8_t *package, size_t len,
-    provend_cron_t **out, size_t *n, char *err, size_t errlen);
+int provend_schedules_of(const cbor_item_t *handlers, provend_cron_t **out,
+    size_t *n, char *err, size_t errlen);
 
 /*
  * Asks the worker listening on socket_path to run handler (one

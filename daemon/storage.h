@@ -339,6 +339,10 @@ typedef void (*provend_ops_reply_pt)(void *ctx, uint8_t *frame, size_t len);
 provend_ops_storage_t *provend_ops_storage_new(void *uv_loop,
     provend_storage_t *st, char *err, size_t errlen);
 
+/* An error answer {"id", "ok": false, "error"} handed to reply. */
+void provend_ops_reply_error(provend_ops_reply_pt reply, void *ctx,
+    uint64_t id, const char *code, const char *message);
+
 /* Whether op is "kv.*" or "sql.*" we serve. */
 int provend_ops_storage_handles(const char *op);
 

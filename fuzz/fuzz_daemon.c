@@ -102,13 +102,20 @@ fuzz_schedules(const uint8_t *data, size_t size)
 {
     char             err[PROVEN_ERR_LEN];
     size_t           n;
+    cbor_item_t     *pkg;
     provend_cron_t  *list;
 
-    if (provend_schedules_of(data, size, &list, &n, err, sizeof(err))
-        == PROVEN_OK)
+    pkg = proven_cbor_load(data, size, err, sizeof(err));
+    if (pkg == NULL) {
+        return;
+    }
+    if (cbor_isa_map(pkg)
+        && provend_schedules_of(proven_cbor_map_get(pkg, "handlers"), &list,
+                                &n, err, sizeof(err)) == PROVEN_OK)
     {
         free(list);
     }
+    cbor_decref(&pkg);
 }
 
 

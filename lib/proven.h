@@ -66,6 +66,10 @@ int proven_cbor_is_bool(const cbor_item_t *item);
 /* Unsigned integer of any width. */
 int proven_cbor_uint(const cbor_item_t *item, uint64_t *value);
 
+/* map[key] as a definite byte string of exactly len bytes, copied to out. */
+int proven_cbor_fixed(const cbor_item_t *map, const char *key, uint8_t *out,
+    size_t len);
+
 /* Adds key (text) -> value to map; takes over the caller's value reference. */
 int proven_cbor_map_put(cbor_item_t *map, const char *key, cbor_item_t *value);
 

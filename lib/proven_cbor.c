@@ -554,6 +554,24 @@ proven_cbor_text(const cbor_item_t *item, size_t max, char **out,
 
 
 int
+proven_cbor_fixed(const cbor_item_t *map, const char *key, uint8_t *out,
+    size_t len)
+{
+    cbor_item_t  *v;
+
+    v = map != NULL && cbor_isa_map(map) ? proven_cbor_map_get(map, key)
+                                         : NULL;
+    if (v == NULL || !cbor_isa_bytestring(v)
+        || !cbor_bytestring_is_definite(v) || cbor_bytestring_length(v) != len)
+    {
+        return PROVEN_ERR;
+    }
+    memcpy(out, cbor_bytestring_handle(v), len);
+    return PROVEN_OK;
+}
+
+
+int
 proven_cbor_uint(const cbor_item_t *item, uint64_t *value)
 {
     if (item == NULL || !cbor_isa_uint(item)) {

@@ -57,6 +57,15 @@ serving() {
     return 1
 }
 
+# await_get PATH BODY: until GET PATH answers BODY (a new worker, 5 s at most)
+await_get() {
+    for _ in $(seq 1 100); do
+        [ "$(curl -s "$url/$1")" = "$2" ] && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
 app() { "$proven" app "$@"; }
 get() { curl -s "$url/$1"; }
 post() { curl -s -X POST "$url/$1" "${@:2}"; }
@@ -133,10 +142,7 @@ serving web
 sock=$(app list | grep '"app":"hello"' | grep -o '"socket":"[^"]*"')
 pkill -KILL -f "^node .*proven-runtime.mjs serve --app hello"
 same "while hello's worker is down, another app answers" plain get web/text
-for _ in $(seq 1 100); do
-    [ "$(get hello/count)" = '{"count":11}' ] && break
-    sleep 0.05
-done
+await_get hello/count '{"count":11}'
 same "a killed worker is replaced and serves again" '{"count":11}' \
     get hello/count
 check "on a new socket" 0 -m '"socket"' sh -c \
@@ -149,19 +155,13 @@ sed -i 's/count: Number/count: 1000 + Number/' "$work/hello2/index.js"
 id2=$(app pack "$work/hello2")
 check "a second deploy is entry 2" 0 -m "\"seq\":2,.*\"package\":\"$id2\"" \
     app deploy "$work/hello2" --app hello
-for _ in $(seq 1 100); do
-    [ "$(get hello/count)" = '{"count":1011}' ] && break
-    sleep 0.05
-done
+await_get hello/count '{"count":1011}'
 same "the new code serves, with the same data" '{"count":1011}' \
     get hello/count
 check "rollback goes back to the first package" 0 \
     -m "\"seq\":3,.*\"package\":\"$id\".*\"action\":\"rollback\"" \
     app rollback hello
-for _ in $(seq 1 100); do
-    [ "$(get hello/count)" = '{"count":11}' ] && break
-    sleep 0.05
-done
+await_get hello/count '{"count":11}'
 same "the old code serves again" '{"count":11}' get hello/count
 check "rollback --to a package never deployed is refused" 1 \
     -m "earlier deployed package" \
