@@ -61,12 +61,26 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
     const mapSetM = Map.prototype.set;
     const mapDeleteM = Map.prototype.delete;
     const defineProperty = Object.defineProperty;
+    const hasOwn = Object.hasOwn;
 
     /* Error.prepareStackTrace and friends stay as V8 made them. */
-    for (const E of [Error, TypeError, RangeError, SyntaxError,
-                     ReferenceError, EvalError, URIError, AggregateError])
+    /*
+     * Node formats stack traces with globalThis.Error.prepareStackTrace
+     * of the context the error was made in: the global bindings are locked
+     * too, or app code could put an object of its own there and be handed
+     * the host's CallSite objects.
+     */
+    for (const name of ['Error', 'TypeError', 'RangeError', 'SyntaxError',
+                        'ReferenceError', 'EvalError', 'URIError',
+                        'AggregateError'])
     {
+        /* the value is given: the vm module copies the descriptor onto
+           the sandbox object, which does not hold the built-ins */
+        const E = globalThis[name];
         freeze(E);
+        defineProperty(globalThis, name, { value: E, writable: false,
+                                           enumerable: false,
+                                           configurable: false });
     }
 
     const METHODS = ${JSON.stringify(HTTP_METHODS)};
@@ -350,6 +364,18 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
         return [text, bytes];
     }
 
+    /*
+     * JSON text from the host back to values, markers to byte arrays.
+     * Own properties only: app code may have put a $b on Object.prototype.
+     * Data never holds a "$b" key of its own: rows travel as arrays.
+     */
+    function decodeAnswer(text, bytes) {
+        return parse(text, (k, v) => (v !== null && typeof v === 'object'
+                                      && hasOwn(v, '$b')
+                                      && typeof v.$b === 'number'
+                                      ? bytes[v.$b] : v));
+    }
+
     function request(op, args) {
         return new PromiseCtor((resolve, reject) => {
             const id = nextRequest++;
@@ -381,9 +407,7 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
         for (let i = 0; i < list.length; i++) {
             apply(push, bytes, [list[i]]);
         }
-        w.resolve(parse(text, (k, v) => (v !== null && typeof v === 'object'
-                                          && typeof v.$b === 'number'
-                                          ? bytes[v.$b] : v)));
+        w.resolve(decodeAnswer(text, bytes));
     }
 
     const NAME_RE = /^[a-z0-9_-]{1,64}$/;
@@ -593,6 +617,13 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
 
         resume,
 
+        /* What import() of anything gives: an error of the context. */
+        importRefused(specifier) {
+            return new TypeErrorCtor('cannot import("' + specifier + '"): '
+                                     + 'dynamic import() is not available '
+                                     + 'to apps; use a static import');
+        },
+
         /*
          * An export: a handler's description as JSON, or null.  Written
          * field by field from primitives (JSON.stringify of an object
@@ -715,8 +746,8 @@ export class Sandbox {
                     ? new Uint8Array(b) : new Uint8Array(0));
             }
             const args = JSON.parse(String(text), (k, v) => (
-                v !== null && typeof v === 'object' && typeof v.$b === 'number'
-                    ? list[v.$b] : v));
+                v !== null && typeof v === 'object' && Object.hasOwn(v, '$b')
+                && typeof v.$b === 'number' ? list[v.$b] : v));
             if (this.host.storage === undefined) {
                 this.resume(id, false, { code: 'unavailable', message:
                     'storage is unavailable: the runtime runs without '
@@ -745,7 +776,12 @@ export class Sandbox {
                 }
                 return typeof v === 'bigint' ? Number(v) : v;
             });
-        this.api.resume(id, ok, text, list);
+        try {
+            this.api.resume(id, ok, text, list);
+        } catch (e) {
+            // app code that broke its own promises; nothing of it may
+            // unwind into the storage line
+        }
     }
 
     log(level, line) {
@@ -811,6 +847,12 @@ export class Sandbox {
             this.modules.set(p, new vm.SourceTextModule(this.sources[p], {
                 context: this.context,
                 identifier: p,
+                // Without this callback import() rejects with an error of
+                // the host's realm, whose constructor chain leads to the
+                // host's Function: the refusal must be made in the context.
+                importModuleDynamically: (specifier) => {
+                    throw this.api.importRefused(String(specifier));
+                },
             }));
         }
 

@@ -37,6 +37,15 @@ export const dynamicImport = runOnHttp({ path: '/import' },
     attempt(() => import('node:child_process')));
 export const dynamicFs = runOnHttp({ path: '/import-fs' },
     attempt(() => import('fs')));
+export const viaImportError = runOnHttp({ path: '/via-import-error' },
+    attempt(() => import('x').catch(
+        (e) => e.constructor.constructor('return process')())));
+export const viaImportPromise = runOnHttp({ path: '/via-import-promise' },
+    attempt(() => {
+        const p = import('./index.js');
+        p.catch(() => {});
+        return p.constructor.constructor('return process')();
+    }));
 export const evalCode = runOnHttp({ path: '/eval' },
     attempt(() => eval('1 + 1')));
 export const functionCtor = runOnHttp({ path: '/function' },
@@ -51,6 +60,13 @@ export const viaError = runOnHttp({ path: '/via-error' }, attempt(() => {
     Error.prepareStackTrace = (e, frames) => frames.map((f) => f.getThis());
     return new Error('x').stack;
 }));
+export const viaErrorGlobal = runOnHttp({ path: '/via-error-global' },
+    attempt(() => {
+        globalThis.RangeError = {
+            prepareStackTrace: (e, frames) => frames.map((f) => f.getThis()),
+        };
+        return new RangeError('x').stack;
+    }));
 export const viaBody = runOnHttp({ path: '/via-body', method: 'POST' },
     (req) => attempt(() => req.body.constructor.constructor(
         'return process')())());
@@ -150,6 +166,14 @@ test('no Node globals in the context', async () => {
 test('import() of node: and bare modules is refused', async () => {
     assert.ok((await body('/import')).refused);
     assert.ok((await body('/import-fs')).refused);
+    assert.match((await body('/import')).refused, /dynamic import\(\)/);
+    // the rejection and the promise belong to the context: their
+    // constructors cannot make code either
+    for (const p of ['/via-import-error', '/via-import-promise']) {
+        const r = await body(p);
+        assert.equal(r.escaped, undefined, `${p}: ${JSON.stringify(r)}`);
+        assert.match(r.refused, /Code generation/);
+    }
 });
 
 test('eval and Function cannot make code from strings', async () => {
@@ -176,6 +200,10 @@ test('constructor chains from our objects stay in the context',
 test('Error.prepareStackTrace cannot be set', async () => {
     const r = await body('/via-error');
     assert.equal(r.escaped, undefined, JSON.stringify(r));
+    // nor the global binding Node reads it from
+    const g = await body('/via-error-global');
+    assert.equal(g.escaped, undefined, JSON.stringify(g));
+    assert.match(g.refused, /read only/);
 });
 
 test('process.exit() is not there', async () => {
