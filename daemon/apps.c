@@ -22,6 +22,7 @@
 
 #include "apps.h"
 #include "log.h"
+#include "sandbox.h"
 #include "schedule.h"
 #include "util.h"
 
@@ -39,6 +40,7 @@
 #define PROVEND_ROUTES_MAX        256
 #define PROVEND_SOCKET_MAX        107        /* sun_path, with its NUL */
 #define PROVEND_CHECKS_MAX        4          /* deploy checks at once */
+#define PROVEND_RETIRED_KILL_MS   30000      /* a replaced worker's drain */
 
 
 typedef struct provend_app_s     provend_app_t;
@@ -59,6 +61,7 @@ struct provend_worker_s {
     unsigned         handles;       /* open, to close before free */
     int              ready;
     int              exited;
+    uint64_t         retired_ms;    /* uv_now when replaced, or 0 */
     provend_worker_t *prev;         /* every worker, until closed */
     provend_worker_t *next;
 };
@@ -94,7 +97,6 @@ struct provend_apps_s {
     char                   *run_dir;
     char                    self[4096];  /* provend, for --sandbox-exec */
     char                    hide[4096];  /* the data directory, absolute */
-    char                    keep[4096];  /* its run/apps */
     int                     expose_errors;
     unsigned                memory_mb;
     void                   *server;
@@ -913,6 +915,22 @@ provend_worker_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 
 
 /* The worker serves: nginx is pointed at it, the one before is stopped. */
+/*
+ * A worker replaced by another: signalled now, and killed by the minute
+ * sweep if it is still there PROVEND_RETIRED_KILL_MS later (its runtime
+ * drains for 10 s at most, but a process may also not be listening).
+ */
+static void
+provend_worker_retire(provend_worker_t *w, int sig)
+{
+    w->app = NULL;
+    w->retired_ms = uv_now(w->apps->loop);
+    if (!w->exited) {
+        uv_process_kill(&w->process, sig);
+    }
+}
+
+
 static void
 provend_worker_ready(provend_worker_t *w)
 {
@@ -934,10 +952,7 @@ provend_worker_ready(provend_worker_t *w)
 
     if (old != NULL) {
         /* in-flight requests finish: the runtime drains on SIGTERM */
-        old->app = NULL;
-        if (!old->exited) {
-            uv_process_kill(&old->process, SIGTERM);
-        }
+        provend_worker_retire(old, SIGTERM);
     }
 }
 
@@ -983,11 +998,45 @@ provend_worker_on_written(uv_write_t *req, int status)
 }
 
 
+/*
+ * run/apps/NAME: the one directory of the data directory an app's worker
+ * sees (it holds that app's sockets only, so no app can take another's
+ * socket name).  A root provend's workers run as nobody, who owns it.
+ */
+static int
+provend_worker_socket_dir(provend_apps_t *apps, provend_app_t *app,
+    char *dir, size_t dir_size, char *keep, size_t keep_size)
+{
+    if ((size_t) snprintf(dir, dir_size, "%s/apps/%s", apps->run_dir,
+                          app->name) >= dir_size
+        || (size_t) snprintf(keep, keep_size, "%s/run/apps/%s", apps->hide,
+                             app->name) >= keep_size)
+    {
+        provend_error("apps: the socket directory of %s is too long",
+                      app->name);
+        return -1;
+    }
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        provend_error("apps: cannot make %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    if (apps->self[0] != '\0' && apps->hide[0] != '\0' && geteuid() == 0
+        && chown(dir, PROVEND_SANDBOX_UID, PROVEND_SANDBOX_UID) != 0)
+    {
+        provend_error("apps: cannot give %s to the workers' user: %s", dir,
+                      strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+
 static void
 provend_worker_start(provend_apps_t *apps, provend_app_t *app)
 {
     int                    rc, argc;
-    char                  *argv[32], memory[16];
+    char                  *argv[32], memory[16], dir[PROVEND_SOCKET_MAX + 1];
+    char                   keep[4096];
     void                  *line;
     uv_buf_t               buf;
     provend_worker_t      *w;
@@ -1003,8 +1052,14 @@ provend_worker_start(provend_apps_t *apps, provend_app_t *app)
     w->app = app;
 
     app->generation++;
-    if ((size_t) snprintf(w->socket, sizeof(w->socket), "%s/apps/%s.%u.sock",
-                          apps->run_dir, app->name, app->generation)
+    if (provend_worker_socket_dir(apps, app, dir, sizeof(dir), keep,
+                                  sizeof(keep)) != 0)
+    {
+        free(w);
+        return;
+    }
+    if ((size_t) snprintf(w->socket, sizeof(w->socket), "%s/%u.sock", dir,
+                          app->generation)
         >= sizeof(w->socket))
     {
         provend_error("apps: the worker socket path for %s is longer than "
@@ -1038,7 +1093,7 @@ provend_worker_start(provend_apps_t *apps, provend_app_t *app)
             argv[argc++] = "--hide";
             argv[argc++] = apps->hide;
             argv[argc++] = "--keep";
-            argv[argc++] = apps->keep;
+            argv[argc++] = keep;
         }
         argv[argc++] = "--";
     }
@@ -1108,12 +1163,10 @@ provend_worker_start(provend_apps_t *apps, provend_app_t *app)
         return;
     }
 
-    /* a worker still starting with an older package is not needed */
+    /* a worker still starting with an older package serves nothing yet:
+       SIGKILL (it may not handle SIGTERM so early) */
     if (app->starting != NULL) {
-        app->starting->app = NULL;
-        if (!app->starting->exited) {
-            uv_process_kill(&app->starting->process, SIGTERM);
-        }
+        provend_worker_retire(app->starting, SIGKILL);
     }
     app->starting = w;
     buf = uv_buf_init((char *) w->package, (unsigned) w->package_len);
@@ -2034,11 +2087,12 @@ provend_apps_to_next_minute(void)
 static void
 provend_apps_on_minute(uv_timer_t *timer)
 {
-    size_t           i;
-    time_t           now;
-    struct tm        utc;
-    provend_app_t   *app;
-    provend_apps_t  *apps;
+    size_t             i;
+    time_t             now;
+    struct tm          utc;
+    provend_app_t     *app;
+    provend_apps_t    *apps;
+    provend_worker_t  *w;
 
     apps = timer->data;
     now = time(NULL);
@@ -2051,6 +2105,16 @@ provend_apps_on_minute(uv_timer_t *timer)
         return;
     }
     apps->fired_minute = now / 60;
+
+    for (w = apps->workers; w != NULL; w = w->next) {
+        if (w->retired_ms != 0 && !w->exited
+            && uv_now(apps->loop) - w->retired_ms >= PROVEND_RETIRED_KILL_MS)
+        {
+            provend_warn("apps: a replaced worker of pid %d did not stop: "
+                         "killed", w->process.pid);
+            uv_process_kill(&w->process, SIGKILL);
+        }
+    }
 
     for (app = apps->apps; app != NULL; app = app->next) {
         if (app->worker == NULL || app->worker->exited) {
@@ -2101,11 +2165,7 @@ provend_apps_open(const provend_apps_config_t *cfg, char *err, size_t errlen)
                          "without the process sandbox");
         }
         /* workers see none of the data directory but their sockets' */
-        if (realpath(cfg->data_dir, apps->hide) == NULL
-            || (size_t) snprintf(apps->keep, sizeof(apps->keep),
-                                 "%s/run/apps", apps->hide)
-               >= sizeof(apps->keep))
-        {
+        if (realpath(cfg->data_dir, apps->hide) == NULL) {
             apps->hide[0] = '\0';
         }
     }

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -313,6 +314,12 @@ main(int argc, char **argv)
 
     /* A peer gone mid-write is an error to handle, not a reason to die. */
     signal(SIGPIPE, SIG_IGN);
+
+    /* keys live in this process: no core file of it, and no other
+       process of the same user may ptrace it or read its /proc/PID/mem */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+        provend_warn("cannot make provend non-dumpable: %s", strerror(errno));
+    }
 
     if (provend_mkdirs(data_dir, 0700, err, sizeof(err)) != PROVEN_OK
         || provend_node_id(data_dir, node_id, err,

@@ -12,16 +12,25 @@
  *     keys, storage and provend's socket are out of reach; a fresh /proc
  *     shows no other process; every capability dropped;
  *   - a seccomp filter: socket() of any family but AF_UNIX, io_uring,
- *     ptrace and other process inspection, mounts, namespaces, modules,
+ *     ptrace and other process inspection, mounts (old and new API),
+ *     namespaces (unshare, setns, clone with CLONE_NEW*), modules,
  *     keyrings, BPF and the like fail with EPERM/EACCES;
- *   - rlimits: no core dumps, a bounded number of open files.
+ *   - rlimits: no core dumps, a bounded number of open files;
+ *   - with --hide, /tmp, /var/tmp and /dev/shm are empty tmpfs of its own
+ *     (apps cannot leave files for each other), and when provend runs as
+ *     root the program runs as nobody (uid and gid 65534): root without
+ *     capabilities still owns most of the file system.
  *
- * A layer the kernel refuses is reported once on stderr and skipped: the
- * worker still runs, with the layers that did apply.
+ * With --hide (how provend runs workers) a layer the kernel refuses stops
+ * the program before it runs: a worker that could read the keys must not
+ * start.  `provend --app-sandbox off` is the explicit way to run without.
+ * Without --hide (a test or a tool) a refused layer is reported and
+ * skipped.
  */
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <sched.h>
 #include <signal.h>
 #include <stddef.h>
@@ -53,11 +62,23 @@
 #endif
 
 
-static void
-provend_sandbox_say(const char *what, int err)
+/* --hide was given: every layer is required */
+static int  provend_sandbox_strict;
+
+
+/* Reports a refused layer; returns -1 if that stops the program. */
+static int
+provend_sandbox_refused(const char *what, int err)
 {
+    if (provend_sandbox_strict) {
+        fprintf(stderr, "provend sandbox: %s: %s: the worker does not run "
+                "without it (provend --app-sandbox off runs workers with no "
+                "sandbox)\n", what, strerror(err));
+        return -1;
+    }
     fprintf(stderr, "provend sandbox: %s: %s (that layer is skipped)\n",
             what, strerror(err));
+    return 0;
 }
 
 
@@ -79,7 +100,8 @@ provend_sandbox_write(const char *path, const char *text)
 
 /*
  * Network, mount and PID namespaces; without root, inside a user namespace
- * of our own.  Returns whether the mount and PID ones exist.
+ * of our own.  Returns 1 if all three exist, 0 if fewer do (and that is
+ * allowed), -1 if the program must not run.
  */
 static int
 provend_sandbox_namespaces(void)
@@ -98,10 +120,16 @@ provend_sandbox_namespaces(void)
     gid = getgid();
     full = 1;
     if (unshare(CLONE_NEWUSER | flags) != 0) {
+        if (provend_sandbox_refused("no mount and PID namespaces", errno)
+            != 0)
+        {
+            return -1;
+        }
         full = 0;
         if (unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0) {
             if (unshare(CLONE_NEWNET) != 0) {
-                provend_sandbox_say("no network namespace", errno);
+                (void) provend_sandbox_refused("no network namespace",
+                                               errno);
             }
             return 0;
         }
@@ -112,42 +140,62 @@ provend_sandbox_namespaces(void)
     if (provend_sandbox_write("/proc/self/setgroups", "deny") != 0
         || provend_sandbox_write("/proc/self/uid_map", map) != 0)
     {
-        provend_sandbox_say("cannot map the user namespace", errno);
-        return 0;
+        return provend_sandbox_refused("cannot map the user namespace",
+                                       errno) == 0 ? 0 : -1;
     }
     snprintf(map, sizeof(map), "%u %u 1\n", (unsigned) gid, (unsigned) gid);
-    if (provend_sandbox_write("/proc/self/gid_map", map) != 0) {
-        provend_sandbox_say("cannot map the group", errno);
+    if (provend_sandbox_write("/proc/self/gid_map", map) != 0
+        && provend_sandbox_refused("cannot map the group", errno) != 0)
+    {
+        return -1;
     }
     return full;
 }
 
 
+static const char  *provend_sandbox_scratch_dirs[] = {
+    "/tmp", "/var/tmp", "/dev/shm"
+};
+
+
+/* Whether path is dir or below it. */
+static int
+provend_sandbox_under(const char *path, const char *dir)
+{
+    size_t  len = strlen(dir);
+
+    return strncmp(path, dir, len) == 0
+           && (path[len] == '/' || path[len] == '\0');
+}
+
+
 /*
  * In the new mount namespace: hide is covered by an empty tmpfs, keep
- * (inside hide) bound back at its place, and /proc is this PID
- * namespace's own.
+ * (inside hide) bound back at its place, the scratch directories are
+ * empty, and /proc is this PID namespace's own.  -1: must not run.
  */
-static void
+static int
 provend_sandbox_mounts(const char *hide, const char *keep)
 {
-    int     kept;
-    char    path[4096], fdpath[64], *p;
-    size_t  hide_len;
+    int          kept, hidden;
+    char         path[4096], fdpath[64], *p;
+    size_t       i, hide_len;
+    const char  *dir;
 
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
-        provend_sandbox_say("cannot make mounts private", errno);
-        return;
+        /* mounts made now would show outside: none is made */
+        return provend_sandbox_refused("cannot make mounts private", errno);
     }
 
     if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-              NULL) != 0)
+              NULL) != 0
+        && provend_sandbox_refused("no /proc of its own", errno) != 0)
     {
-        provend_sandbox_say("no /proc of its own", errno);
+        return -1;
     }
 
     if (hide == NULL) {
-        return;
+        return 0;
     }
 
     kept = -1;
@@ -155,45 +203,80 @@ provend_sandbox_mounts(const char *hide, const char *keep)
     if (keep != NULL) {
         if (strncmp(keep, hide, hide_len) != 0 || keep[hide_len] != '/') {
             fprintf(stderr, "provend sandbox: --keep must be inside --hide\n");
-            return;
+            return -1;
         }
         kept = open(keep, O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (kept < 0) {
-            provend_sandbox_say("cannot open the kept directory", errno);
-            return;
+            return provend_sandbox_refused("cannot open the kept directory",
+                                           errno);
         }
     }
 
-    if (mount("tmpfs", hide, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-              "size=64k,mode=0700") != 0)
+    /*
+     * Empty scratch directories; one that holds the data directory (a
+     * test's) hides it too.  0711 on the tmpfs: the program may be
+     * another user (nobody) by the time it walks down to the kept one.
+     */
+    hidden = 0;
+    for (i = 0; i < sizeof(provend_sandbox_scratch_dirs) / sizeof(char *);
+         i++)
     {
-        provend_sandbox_say("cannot hide the data directory", errno);
-        if (kept >= 0) {
-            close(kept);
+        dir = provend_sandbox_scratch_dirs[i];
+        if (mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                  "size=1m,mode=1777") != 0)
+        {
+            if (errno != ENOENT && provend_sandbox_refused(dir, errno) != 0) {
+                goto refused;
+            }
+        } else if (provend_sandbox_under(hide, dir)) {
+            hidden = 1;
         }
-        return;
+    }
+
+    if (!hidden && mount("tmpfs", hide, "tmpfs",
+                         MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                         "size=64k,mode=0711") != 0)
+    {
+        (void) provend_sandbox_refused("cannot hide the data directory",
+                                       errno);
+        goto refused;
     }
 
     if (kept >= 0) {
+        /* the way down to it, on the fresh tmpfs */
         snprintf(path, sizeof(path), "%s", keep);
-        for (p = path + hide_len + 1; (p = strchr(p, '/')) != NULL; p++) {
+        for (p = path + 1; (p = strchr(p, '/')) != NULL; p++) {
             *p = '\0';
-            (void) mkdir(path, 0700);
+            (void) mkdir(path, 0711);
             *p = '/';
         }
-        (void) mkdir(path, 0700);
+        (void) mkdir(path, 0711);
         snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", kept);
         if (mount(fdpath, path, NULL, MS_BIND, NULL) != 0) {
-            provend_sandbox_say("cannot keep the socket directory", errno);
+            close(kept);
+            return provend_sandbox_refused("cannot keep the socket "
+                                           "directory", errno);
         }
         close(kept);
     }
+    return 0;
+
+refused:
+
+    if (kept >= 0) {
+        close(kept);
+    }
+    return -1;
 }
 
 
-/* Every capability, effective, permitted, inheritable and bounding. */
-static void
-provend_sandbox_drop_caps(void)
+/*
+ * Root without capabilities still owns most files outside: the program
+ * runs as nobody instead.  The bounding set goes first (dropping from it
+ * needs CAP_SETPCAP, which setuid takes away).
+ */
+static int
+provend_sandbox_drop_caps(int switch_user)
 {
     int                               cap;
     struct __user_cap_header_struct   header;
@@ -205,12 +288,24 @@ provend_sandbox_drop_caps(void)
         }
     }
 
+    if (switch_user
+        && (setgroups(0, NULL) != 0
+            || setresgid(PROVEND_SANDBOX_UID, PROVEND_SANDBOX_UID,
+                         PROVEND_SANDBOX_UID) != 0
+            || setresuid(PROVEND_SANDBOX_UID, PROVEND_SANDBOX_UID,
+                         PROVEND_SANDBOX_UID) != 0)
+        && provend_sandbox_refused("cannot become nobody", errno) != 0)
+    {
+        return -1;
+    }
+
     memset(&header, 0, sizeof(header));
     memset(data, 0, sizeof(data));
     header.version = _LINUX_CAPABILITY_VERSION_3;
     if (syscall(SYS_capset, &header, data) != 0) {
-        provend_sandbox_say("cannot drop capabilities", errno);
+        return provend_sandbox_refused("cannot drop capabilities", errno);
     }
+    return 0;
 }
 
 
@@ -230,13 +325,14 @@ provend_sandbox_forward(int sig)
 
 
 static int
-provend_sandbox_wait(void)
+provend_sandbox_wait(const sigset_t *unblock)
 {
     int  status;
 
     signal(SIGTERM, provend_sandbox_forward);
     signal(SIGINT, provend_sandbox_forward);
     signal(SIGHUP, provend_sandbox_forward);
+    sigprocmask(SIG_UNBLOCK, unblock, NULL);
 
     while (waitpid(provend_sandbox_child, &status, 0) < 0) {
         if (errno != EINTR) {
@@ -254,11 +350,15 @@ provend_sandbox_wait(void)
 
 #ifdef PROVEND_AUDIT_ARCH
 
+#define PROVEND_CLONE_NEW                                                    \
+    (CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC             \
+     | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET)
+
 #define PROVEND_DENY(nr)                                                     \
     BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1),                         \
     BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA))
 
-static void
+static int
 provend_sandbox_seccomp(void)
 {
     struct sock_filter  filter[] = {
@@ -285,11 +385,32 @@ provend_sandbox_seccomp(void)
         BPF_STMT(BPF_RET | BPF_K,
                  SECCOMP_RET_ERRNO | (EACCES & SECCOMP_RET_DATA)),
 
+        /* clone(): no new namespaces (the flags are its first argument;
+           the low byte is the exit signal, so CLONE_NEWTIME is not here) */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone, 0, 4),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+                 offsetof(struct seccomp_data, args[0])),
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, PROVEND_CLONE_NEW, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+
+        /* clone3() keeps its flags in memory a filter cannot read:
+           "not implemented" makes the C library fall back to clone() */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_clone3, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)),
+
         PROVEND_DENY(__NR_ptrace),
         PROVEND_DENY(__NR_process_vm_readv),
         PROVEND_DENY(__NR_process_vm_writev),
         PROVEND_DENY(__NR_io_uring_setup),
         PROVEND_DENY(__NR_mount),
+        PROVEND_DENY(__NR_open_tree),
+        PROVEND_DENY(__NR_move_mount),
+        PROVEND_DENY(__NR_fsopen),
+        PROVEND_DENY(__NR_fsconfig),
+        PROVEND_DENY(__NR_fsmount),
+        PROVEND_DENY(__NR_fspick),
+        PROVEND_DENY(__NR_mount_setattr),
         PROVEND_DENY(__NR_umount2),
         PROVEND_DENY(__NR_pivot_root),
         PROVEND_DENY(__NR_chroot),
@@ -321,17 +442,18 @@ provend_sandbox_seccomp(void)
     };
 
     if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) {
-        provend_sandbox_say("no seccomp filter", errno);
+        return provend_sandbox_refused("no seccomp filter", errno);
     }
+    return 0;
 }
 
 #else
 
-static void
+static int
 provend_sandbox_seccomp(void)
 {
-    fprintf(stderr, "provend sandbox: no seccomp filter for this "
-            "architecture (that layer is skipped)\n");
+    return provend_sandbox_refused("no seccomp filter for this "
+                                   "architecture", ENOSYS);
 }
 
 #endif
@@ -340,7 +462,8 @@ provend_sandbox_seccomp(void)
 int
 provend_sandbox_exec(int argc, char **argv)
 {
-    int            i, isolated;
+    int            i, isolated, as_root;
+    sigset_t       forwarded;
     const char    *hide, *keep;
     struct rlimit  none = { 0, 0 }, files;
 
@@ -365,29 +488,49 @@ provend_sandbox_exec(int argc, char **argv)
         fprintf(stderr, "provend sandbox: nothing to run\n");
         return 127;
     }
+    provend_sandbox_strict = (hide != NULL);
+    as_root = (getuid() == 0);
 
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
-        provend_sandbox_say("no_new_privs", errno);
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+        && provend_sandbox_refused("no_new_privs", errno) != 0)
+    {
+        return 126;
     }
     (void) prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 
     isolated = provend_sandbox_namespaces();
+    if (isolated < 0) {
+        return 126;
+    }
 
     if (isolated) {
-        /* the program is the new PID namespace's first process */
+        /*
+         * The program is the new PID namespace's first process.  The
+         * signals this process forwards are held until it can forward
+         * them, and until the child has asked to die with it.
+         */
+        sigemptyset(&forwarded);
+        sigaddset(&forwarded, SIGTERM);
+        sigaddset(&forwarded, SIGINT);
+        sigaddset(&forwarded, SIGHUP);
+        sigprocmask(SIG_BLOCK, &forwarded, NULL);
         provend_sandbox_child = fork();
         if (provend_sandbox_child < 0) {
-            provend_sandbox_say("cannot fork", errno);
+            fprintf(stderr, "provend sandbox: cannot fork: %s\n",
+                    strerror(errno));
             return 127;
         }
         if (provend_sandbox_child > 0) {
             /* _exit: nothing of this process's own to clean up or report
                (a sanitizer's exit-time checks cannot work across the
                namespaces made above) */
-            _exit(provend_sandbox_wait());
+            _exit(provend_sandbox_wait(&forwarded));
         }
         (void) prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-        provend_sandbox_mounts(hide, keep);
+        sigprocmask(SIG_UNBLOCK, &forwarded, NULL);
+        if (provend_sandbox_mounts(hide, keep) != 0) {
+            _exit(126);
+        }
     }
 
     if (getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_max > 4096) {
@@ -396,17 +539,21 @@ provend_sandbox_exec(int argc, char **argv)
     if (files.rlim_cur > files.rlim_max) {
         files.rlim_cur = files.rlim_max;
     }
-    if (setrlimit(RLIMIT_CORE, &none) != 0
-        || setrlimit(RLIMIT_NOFILE, &files) != 0)
+    if ((setrlimit(RLIMIT_CORE, &none) != 0
+         || setrlimit(RLIMIT_NOFILE, &files) != 0)
+        && provend_sandbox_refused("rlimits", errno) != 0)
     {
-        provend_sandbox_say("rlimits", errno);
+        _exit(126);
     }
 
-    provend_sandbox_drop_caps();
-    provend_sandbox_seccomp();
+    if (provend_sandbox_drop_caps(as_root && hide != NULL) != 0
+        || provend_sandbox_seccomp() != 0)
+    {
+        _exit(126);
+    }
 
     execvp(argv[0], argv);
     fprintf(stderr, "provend sandbox: cannot run %s: %s\n", argv[0],
             strerror(errno));
-    return 127;
+    _exit(127);
 }

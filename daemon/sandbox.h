@@ -6,7 +6,11 @@
 #ifndef PROVEND_SANDBOX_H
 #define PROVEND_SANDBOX_H
 
-/* Applies the layers and execs argv[0]; returns only on failure (127). */
+/* Who a worker runs as when provend runs as root: nobody, nogroup. */
+#define PROVEND_SANDBOX_UID  65534
+
+/* Applies the layers and execs argv[0]; returns only on failure
+   (126: a required layer was refused, 127: nothing to run). */
 int provend_sandbox_exec(int argc, char **argv);
 
 #endif /* PROVEND_SANDBOX_H */

@@ -100,9 +100,24 @@ check "the worker sees no keys, storage or provend socket" 0 \
     -m '^0$' sh -c "ls /proc/$wpid/root$data | grep -c -v '^run$' || true"
 check "and no other process" 0 -m '^[1-3]$' \
     sh -c "ls /proc/$wpid/root/proc | grep -c '^[0-9]'"
+scratch=$(mktemp /tmp/proven-scratch.XXXXXX)
+check "/tmp is the worker's own: a file in the node's is not there" 1 \
+    test -e "/proc/$wpid/root$scratch"
+rm -f "$scratch"
+if [ "$(id -u)" = 0 ]; then
+    same "provend runs as root, the worker as nobody" 65534 \
+        awk '/^Uid:/ { print $2 }' "/proc/$wpid/status"
+fi
+check "a sandbox that cannot hide the data directory runs nothing" 126 \
+    -m "cannot hide the data directory.*does not run" \
+    "$build/bin/provend" --sandbox-exec --hide /etc/passwd -- \
+    sh -c 'echo ran'
 check "inside the sandbox an inet socket is refused" 2 \
     -m "inet: Permission denied" "$build/bin/provend" --sandbox-exec -- \
     perl -e 'use Socket; socket(S, PF_INET, SOCK_STREAM, 0) or do { print "inet: $!\n"; exit 2 }'
+check "inside the sandbox no namespace can be made" 1 \
+    -m "Operation not permitted" "$build/bin/provend" --sandbox-exec -- \
+    unshare --user --net true
 check "and a unix socket is not" 0 "$build/bin/provend" --sandbox-exec -- \
     perl -e 'use Socket; socket(S, PF_UNIX, SOCK_STREAM, 0) or exit 2'
 
@@ -142,6 +157,9 @@ serving web
 sock=$(app list | grep '"app":"hello"' | grep -o '"socket":"[^"]*"')
 pkill -KILL -f "^node .*proven-runtime.mjs serve --app hello"
 same "while hello's worker is down, another app answers" plain get web/text
+wpid=$(pgrep -f "^node .*proven-runtime.mjs serve --app web" | head -1)
+same "a worker sees its own app's socket directory only" web \
+    ls "/proc/$wpid/root$data/run/apps"
 await_get hello/count '{"count":11}'
 same "a killed worker is replaced and serves again" '{"count":11}' \
     get hello/count
@@ -218,7 +236,7 @@ check "unknown app over HTTP is 404 JSON" 0 -m '"app_not_found"' \
 # ---- a worker's line to provend serves its own app's storage only -------------
 
 d2=$work/d2
-PROVEN_FAKE_OUT=$work/fake.out "$build/bin/provend" --data "$d2" \
+"$build/bin/provend" --data "$d2" \
     --provider dev --runtime "$top/tests/fixtures/fake-runtime" \
     >>"$work/d2.log" 2>&1 &
 d2_pid=$!
@@ -231,12 +249,12 @@ done
 PROVEN_DATA=$d2 app deploy "$top/examples/hello" --app intruder \
     >/dev/null 2>&1
 for _ in $(seq 1 250); do
-    [ -s "$work/fake.out" ] && break
+    grep -q '^fake-runtime:' "$work/d2.log" && break
     sleep 0.04
 done
 same "a worker's line: its own app's storage, nothing else" \
-    "$(printf '1 ok\n2 forbidden\n3 forbidden\n4 forbidden\n5 forbidden\n6 forbidden\n7 forbidden')" \
-    cat "$work/fake.out"
+    "fake-runtime: 1 ok,2 forbidden,3 forbidden,4 forbidden,5 forbidden,6 forbidden,7 forbidden" \
+    grep '^fake-runtime:' "$work/d2.log"
 same "the other app's value is untouched" kept \
     "$proven" kv get --socket "$d2/provend.sock" --app victim secret
 kill -TERM "$d2_pid"

@@ -43,6 +43,7 @@ export class AppIsolate extends EventEmitter {
         this.restarts = 0;
         this.backoff = RESTART_MIN_MS;
         this.closed = false;
+        this.draining = false;
         this.handlers = null;
         this.shared = null;
         this.watch = null;
@@ -82,8 +83,11 @@ export class AppIsolate extends EventEmitter {
                     resolve(m.handlers);
                     this.watchThread(thread);
                 } else if (m.type === 'load_failed') {
+                    // a thread that cannot serve must not linger: its exit
+                    // brings the restart (serve mode) or ends the check
                     clearTimeout(timer);
                     reject(new CallError('load_failed', m.error));
+                    thread.terminate();
                 } else if (m.type === 'storage') {
                     this.storageRequest(thread, m);
                 } else if (m.type === 'drained') {
@@ -163,6 +167,12 @@ export class AppIsolate extends EventEmitter {
             process.stderr.write(`proven-runtime: app ${this.app}: ${why}\n`);
         }
 
+        // a thread that dies while draining has nothing left to finish,
+        // and no fresh one may take the socket again
+        if (this.draining) {
+            this.emit('drained');
+            return;
+        }
         if (this.closed || !this.listen) {
             return;
         }
@@ -171,7 +181,7 @@ export class AppIsolate extends EventEmitter {
         this.backoff = Math.min(this.backoff * 2, RESTART_MAX_MS);
         this.restartTimer = setTimeout(() => {
             this.restartTimer = null;
-            if (!this.closed) {
+            if (!this.closed && !this.draining) {
                 this.start().then(() => {
                     this.backoff = RESTART_MIN_MS;
                 }, () => {});
@@ -181,6 +191,8 @@ export class AppIsolate extends EventEmitter {
 
     // Serve mode: the thread stops listening and finishes its calls.
     drain(ms) {
+        this.draining = true;
+        clearTimeout(this.restartTimer);
         if (this.thread === null) {
             return Promise.resolve();
         }

@@ -69,6 +69,11 @@ export class RuntimeServer {
         while (this.inFlight > 0 && Date.now() < until) {
             await new Promise((r) => setTimeout(r, 10));
         }
+        // end, not destroy: the last answers may still be corked
+        for (const c of this.connections) {
+            c.end();
+        }
+        await new Promise((r) => setTimeout(r, 100));
         for (const c of this.connections) {
             c.destroy();
         }
