@@ -672,71 +672,153 @@ cli_app_list(cli_client_t *c)
 }
 
 
-/* The app's worker answers app.logs on its own socket. */
+/* A console line [time_ms, level, text] and where it came from. */
+typedef struct {
+    uint64_t      time;
+    size_t        order;
+    cbor_item_t  *line;
+} cli_log_line_t;
+
+
+static int
+cli_log_line_cmp(const void *a, const void *b)
+{
+    const cli_log_line_t  *x = a, *y = b;
+
+    if (x->time != y->time) {
+        return x->time < y->time ? -1 : 1;
+    }
+    return x->order < y->order ? -1 : (x->order > y->order);
+}
+
+
+/*
+ * Each of the app's workers answers app.logs on its own socket with the
+ * lines it kept; they are printed merged, oldest first.
+ */
 static int
 cli_app_logs(cli_client_t *c, const char *app)
 {
     int                 rc;
     char                socket[256];
-    size_t              i, n, len;
+    size_t              i, j, k, n, nsockets, len, total, cap;
+    uint64_t            t;
     json_t             *json;
-    cbor_item_t        *req, *list, *item, *s, *name, *lines;
+    cbor_item_t        *req, *list, *item, *s, *name, *lines, *sockets;
     cli_client_t        worker;
-    proven_response_t   res;
+    cli_log_line_t     *merged, *grown;
+    int                 got[16];
+    proven_response_t   res, logs[16];
 
     req = cli_client_request(c, "app.list");
     if (req == NULL || cli_app_call(c, req, &res) != PROVEN_OK) {
         return CLI_EXIT_FAILED;
     }
 
-    socket[0] = '\0';
+    sockets = NULL;
     list = proven_cbor_map_get(res.result, "apps");
     n = list != NULL && cbor_isa_array(list) ? cbor_array_size(list) : 0;
     for (i = 0; i < n; i++) {
         item = cbor_array_handle(list)[i];
         name = proven_cbor_map_get(item, "app");
-        s = proven_cbor_map_get(item, "socket");
         if (name != NULL && cbor_isa_string(name)
             && cbor_string_length(name) == strlen(app)
-            && memcmp(cbor_string_handle(name), app, strlen(app)) == 0
-            && s != NULL && cbor_isa_string(s)
-            && (len = cbor_string_length(s)) < sizeof(socket))
+            && memcmp(cbor_string_handle(name), app, strlen(app)) == 0)
         {
-            memcpy(socket, cbor_string_handle(s), len);
-            socket[len] = '\0';
+            sockets = proven_cbor_map_get(item, "sockets");
+        }
+    }
+    nsockets = sockets != NULL && cbor_isa_array(sockets)
+               ? cbor_array_size(sockets) : 0;
+    if (nsockets > 16) {
+        nsockets = 16;
+    }
+    if (nsockets == 0) {
+        proven_response_free(&res);
+        fprintf(stderr, "proven app logs: %s is not deployed or has no "
+                "worker running (lines live in the workers)\n", app);
+        return CLI_EXIT_FAILED;
+    }
+
+    rc = CLI_EXIT_OK;
+    merged = NULL;
+    total = 0;
+    cap = 0;
+    for (i = 0; i < nsockets; i++) {
+        got[i] = 0;
+    }
+    for (i = 0; i < nsockets; i++) {
+        s = cbor_array_handle(sockets)[i];
+        if (!cbor_isa_string(s)
+            || (len = cbor_string_length(s)) >= sizeof(socket))
+        {
+            continue;
+        }
+        memcpy(socket, cbor_string_handle(s), len);
+        socket[len] = '\0';
+
+        if (cli_client_init(&worker, "app logs", socket) != PROVEN_OK
+            || cli_client_connect(&worker) != PROVEN_OK)
+        {
+            rc = CLI_EXIT_FAILED;       /* a worker that just stopped */
+            continue;
+        }
+        req = cli_client_request(&worker, "app.logs");
+        if (req == NULL || cli_app_call(&worker, req, &logs[i]) != PROVEN_OK)
+        {
+            rc = CLI_EXIT_FAILED;
+            cli_client_close(&worker);
+            continue;
+        }
+        got[i] = 1;
+        cli_client_close(&worker);
+
+        lines = proven_cbor_map_get(logs[i].result, "lines");
+        k = lines != NULL && cbor_isa_array(lines)
+            ? cbor_array_size(lines) : 0;
+        for (j = 0; j < k; j++) {
+            item = cbor_array_handle(lines)[j];
+            t = 0;
+            if (cbor_isa_array(item) && cbor_array_size(item) > 0) {
+                (void) proven_cbor_uint(cbor_array_handle(item)[0], &t);
+            }
+            if (total == cap) {
+                cap = cap ? cap * 2 : 256;
+                grown = realloc(merged, cap * sizeof(*merged));
+                if (grown == NULL) {
+                    fprintf(stderr, "proven app logs: out of memory\n");
+                    rc = CLI_EXIT_FAILED;
+                    goto done;
+                }
+                merged = grown;
+            }
+            merged[total].time = t;
+            merged[total].order = total;
+            merged[total].line = item;
+            total++;
+        }
+    }
+
+    if (total > 0) {
+        qsort(merged, total, sizeof(*merged), cli_log_line_cmp);
+    }
+    for (i = 0; i < total; i++) {
+        json = cli_cbor_to_json(merged[i].line);
+        if (json != NULL) {
+            cli_json_print(json, CLI_APP_JSON);
+            json_decref(json);
+        }
+    }
+
+done:
+
+    free(merged);
+    for (i = 0; i < nsockets; i++) {
+        if (got[i]) {
+            proven_response_free(&logs[i]);
         }
     }
     proven_response_free(&res);
-
-    if (socket[0] == '\0') {
-        fprintf(stderr, "proven app logs: %s is not deployed or not "
-                "running\n", app);
-        return CLI_EXIT_FAILED;
-    }
-
-    if (cli_client_init(&worker, "app logs", socket) != PROVEN_OK
-        || cli_client_connect(&worker) != PROVEN_OK)
-    {
-        return CLI_EXIT_FAILED;
-    }
-
-    rc = CLI_EXIT_FAILED;
-    req = cli_client_request(&worker, "app.logs");
-    if (req != NULL && cli_app_call(&worker, req, &res) == PROVEN_OK) {
-        lines = proven_cbor_map_get(res.result, "lines");
-        n = lines != NULL && cbor_isa_array(lines)
-            ? cbor_array_size(lines) : 0;
-        for (i = 0; i < n; i++) {
-            json = cli_cbor_to_json(cbor_array_handle(lines)[i]);
-            if (json != NULL) {
-                cli_json_print(json, CLI_APP_JSON);
-                json_decref(json);
-            }
-        }
-        proven_response_free(&res);
-        rc = CLI_EXIT_OK;
-    }
-    cli_client_close(&worker);
     return rc;
 }
 

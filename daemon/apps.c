@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,9 +43,30 @@
 #define PROVEND_CHECKS_MAX        4          /* deploy checks at once */
 #define PROVEND_RETIRED_KILL_MS   30000      /* a replaced worker's drain */
 
+/*
+ * The pool of an app's workers: it grows by one while the workers are
+ * over PROVEND_POOL_HOT thousandths busy on average for
+ * PROVEND_POOL_HOT_MS, and shrinks by one when one worker fewer would be
+ * under half busy for PROVEND_POOL_COLD_MS.
+ */
+#define PROVEND_POOL_MAX          16
+#define PROVEND_POOL_HOT          700
+#define PROVEND_POOL_HOT_MS       2000
+#define PROVEND_POOL_COLD_MS      10000
+#define PROVEND_WAKES_MAX         4096       /* requests waiting per app */
+
 
 typedef struct provend_app_s     provend_app_t;
 typedef struct provend_worker_s  provend_worker_t;
+typedef struct provend_wake_s    provend_wake_t;
+
+/* An app.wake waiting for a worker to be ready. */
+struct provend_wake_s {
+    provend_wake_t        *next;
+    uint64_t               id;
+    provend_ops_reply_pt   reply;
+    void                  *ctx;
+};
 
 struct provend_worker_s {
     uv_process_t     process;
@@ -56,9 +78,12 @@ struct provend_worker_s {
     uint8_t         *package;       /* its own copy, freed when written */
     size_t           package_len;
     char             socket[PROVEND_SOCKET_MAX + 1];
-    char             line[16];
+    char             line[64];      /* its standard output, by lines */
     size_t           line_len;
     unsigned         handles;       /* open, to close before free */
+    unsigned         package_gen;   /* app->package_gen it runs */
+    unsigned         busy;          /* thousandths, the last second */
+    uint64_t         calls;         /* started since its thread began */
     int              ready;
     int              exited;
     uint64_t         retired_ms;    /* uv_now when replaced, or 0 */
@@ -78,11 +103,19 @@ struct provend_app_s {
     cbor_item_t        *routes;     /* [[method, path], ...] */
     provend_cron_t     *schedules;  /* runOnSchedule handlers */
     size_t              nschedules;
-    provend_worker_t   *worker;     /* serving */
+    provend_worker_t   *serving[PROVEND_POOL_MAX];
+    size_t              nserving;
     provend_worker_t   *starting;   /* not ready yet */
     uv_timer_t          restart;
     unsigned            backoff_ms;
-    unsigned            generation;
+    unsigned            generation;  /* of worker sockets */
+    unsigned            package_gen; /* bumped when the package changes */
+    uint64_t            hot_since;   /* uv_now, or 0 */
+    uint64_t            cold_since;
+    uint64_t            last_call;   /* uv_now of the last call seen */
+    int                 idle;        /* workers stopped: wake on demand */
+    provend_wake_t     *wakes;
+    size_t              nwakes;
     int                 busy;       /* a change is under way */
     provend_apps_t     *apps;
     provend_app_t      *next;
@@ -99,6 +132,8 @@ struct provend_apps_s {
     char                    hide[4096];  /* the data directory, absolute */
     int                     expose_errors;
     unsigned                memory_mb;
+    unsigned                workers_max;  /* per app */
+    uint64_t                idle_ms;      /* 0: never */
     void                   *server;
     void                 *(*bind_pipe)(void *server, const char *app);
     void                  (*start_pipe)(void *server, void *pipe);
@@ -372,8 +407,9 @@ provend_apps_add(provend_apps_t *apps, const char *name)
 static void
 provend_apps_on_app_closed(uv_handle_t *handle)
 {
-    provend_app_t  *app;
-    size_t          i;
+    provend_app_t   *app;
+    provend_wake_t  *wake;
+    size_t           i;
 
     app = handle->data;
     for (i = 0; i < app->nentries; i++) {
@@ -387,6 +423,10 @@ provend_apps_on_app_closed(uv_handle_t *handle)
     }
     free(app->schedules);
     proven_app_state_free(&app->state);
+    while ((wake = app->wakes) != NULL) {   /* answered by stop, if run */
+        app->wakes = wake->next;
+        free(wake);
+    }
     free(app);
 }
 
@@ -717,7 +757,36 @@ provend_apps_page_write(provend_apps_t *apps, const uint8_t *data,
 }
 
 
-/* What nginx needs: for each serving app its socket and routes. */
+/* The sockets of the app's serving workers, as a CBOR array. */
+static cbor_item_t *
+provend_apps_sockets(provend_app_t *app)
+{
+    size_t        i;
+    cbor_item_t  *list, *item;
+
+    list = cbor_new_definite_array(app->nserving);
+    if (list == NULL) {
+        return NULL;
+    }
+    for (i = 0; i < app->nserving; i++) {
+        item = cbor_build_string(app->serving[i]->socket);
+        if (item == NULL || !cbor_array_push(list, item)) {
+            if (item != NULL) {
+                cbor_decref(&item);
+            }
+            cbor_decref(&list);
+            return NULL;
+        }
+        cbor_decref(&item);
+    }
+    return list;
+}
+
+
+/*
+ * What nginx needs: for each app with a package its serving workers'
+ * sockets (none: nginx asks provend to wake it) and routes.
+ */
 static void
 provend_apps_publish(provend_apps_t *apps)
 {
@@ -739,16 +808,15 @@ provend_apps_publish(provend_apps_t *apps)
     }
 
     for (app = apps->apps; app != NULL; app = app->next) {
-        if (app->worker == NULL || app->routes == NULL) {
+        if (app->package == NULL || app->routes == NULL) {
             continue;
         }
 
         proven_hex_encode(app->state.current, PROVEN_AUDIT_HASH_LEN, hex);
         entry = cbor_new_definite_map(3);
         if (entry == NULL
-            || proven_cbor_map_put(entry, "socket",
-                                cbor_build_string(app->worker->socket))
-               != PROVEN_OK
+            || proven_cbor_map_put(entry, "sockets",
+                                   provend_apps_sockets(app)) != PROVEN_OK
             || proven_cbor_map_put(entry, "package", cbor_build_string(hex))
                != PROVEN_OK
             || proven_cbor_map_put(entry, "routes", cbor_incref(app->routes))
@@ -847,6 +915,55 @@ provend_worker_close_pipe(uv_pipe_t *pipe)
 }
 
 
+/* Answers every app.wake waiting: with socket, or unavailable. */
+static void
+provend_app_answer_wakes(provend_app_t *app, const char *socket)
+{
+    cbor_item_t     *result;
+    provend_wake_t  *wake;
+
+    while ((wake = app->wakes) != NULL) {
+        app->wakes = wake->next;
+        app->nwakes--;
+        if (socket == NULL) {
+            provend_ops_reply_error(wake->reply, wake->ctx, wake->id,
+                                    "unavailable", "the application's "
+                                    "worker did not start");
+        } else {
+            result = cbor_new_definite_map(1);
+            if (result != NULL
+                && proven_cbor_map_put(result, "socket",
+                                       cbor_build_string(socket))
+                   != PROVEN_OK)
+            {
+                cbor_decref(&result);
+                result = NULL;
+            }
+            provend_apps_reply_ok(wake->reply, wake->ctx, wake->id, result);
+        }
+        free(wake);
+    }
+}
+
+
+/* Takes w out of the serving pool; 1 if it was there. */
+static int
+provend_app_unserve(provend_app_t *app, provend_worker_t *w)
+{
+    size_t  i;
+
+    for (i = 0; i < app->nserving; i++) {
+        if (app->serving[i] == w) {
+            memmove(&app->serving[i], &app->serving[i + 1],
+                    (app->nserving - i - 1) * sizeof(app->serving[0]));
+            app->nserving--;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+
 static void
 provend_apps_on_restart(uv_timer_t *timer)
 {
@@ -855,8 +972,8 @@ provend_apps_on_restart(uv_timer_t *timer)
 
     app = timer->data;
     apps = app->apps;
-    if (!apps->stopping && app->worker == NULL && app->starting == NULL
-        && app->package != NULL)
+    if (!apps->stopping && app->nserving == 0 && app->starting == NULL
+        && app->package != NULL && !app->idle)
     {
         provend_worker_start(apps, app);
     }
@@ -876,23 +993,27 @@ provend_worker_on_exit(uv_process_t *process, int64_t status, int signal)
     w->exited = 1;
 
     if (app != NULL) {
-        provend_warn("apps: the worker of %s exited (status %lld, signal "
-                     "%d)%s", app->name, (long long) status, signal,
-                     apps->stopping ? "" : "; restarting");
-
-        if (app->worker == w) {
-            app->worker = NULL;
+        if (provend_app_unserve(app, w)) {
             provend_apps_publish(apps);
         }
         if (app->starting == w) {
             app->starting = NULL;
+            provend_app_answer_wakes(app, NULL);
         }
 
-        if (!apps->stopping && app->starting == NULL) {
+        /* the last worker gone: another, after a backoff */
+        if (!apps->stopping && app->starting == NULL && app->nserving == 0) {
+            provend_warn("apps: the worker of %s exited (status %lld, "
+                         "signal %d); restarting", app->name,
+                         (long long) status, signal);
             uv_timer_start(&app->restart, provend_apps_on_restart,
                            app->backoff_ms, 0);
             app->backoff_ms = app->backoff_ms * 2 > PROVEND_RESTART_MAX_MS
                               ? PROVEND_RESTART_MAX_MS : app->backoff_ms * 2;
+        } else if (!apps->stopping) {
+            provend_warn("apps: a worker of %s exited (status %lld, signal "
+                         "%d); %zu still serve", app->name,
+                         (long long) status, signal, app->nserving);
         }
     }
 
@@ -914,11 +1035,11 @@ provend_worker_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 }
 
 
-/* The worker serves: nginx is pointed at it, the one before is stopped. */
 /*
- * A worker replaced by another: signalled now, and killed by the minute
- * sweep if it is still there PROVEND_RETIRED_KILL_MS later (its runtime
- * drains for 10 s at most, but a process may also not be listening).
+ * A worker replaced by another or no longer needed: signalled now, and
+ * killed by the minute sweep if it is still there PROVEND_RETIRED_KILL_MS
+ * later (its runtime drains for 10 s at most, but a process may also not
+ * be listening).
  */
 static void
 provend_worker_retire(provend_worker_t *w, int sig)
@@ -931,11 +1052,15 @@ provend_worker_retire(provend_worker_t *w, int sig)
 }
 
 
+/*
+ * The worker serves: it joins the pool, and if it runs a newer package,
+ * the workers of the older one are told to stop.
+ */
 static void
 provend_worker_ready(provend_worker_t *w)
 {
-    provend_app_t     *app;
-    provend_worker_t  *old;
+    size_t            i;
+    provend_app_t    *app;
 
     app = w->app;
     w->ready = 1;
@@ -943,16 +1068,140 @@ provend_worker_ready(provend_worker_t *w)
         return;
     }
 
-    old = app->worker;
-    app->worker = w;
     app->starting = NULL;
+    app->idle = 0;
     app->backoff_ms = PROVEND_RESTART_MIN_MS;
-    provend_apps_publish(w->apps);
-    provend_info("apps: %s serves on %s", app->name, w->socket);
+    app->hot_since = 0;
+    app->cold_since = 0;
+    app->last_call = uv_now(w->apps->loop);
 
-    if (old != NULL) {
-        /* in-flight requests finish: the runtime drains on SIGTERM */
-        provend_worker_retire(old, SIGTERM);
+    for (i = app->nserving; i-- > 0; ) {
+        if (app->serving[i]->package_gen != w->package_gen) {
+            /* in-flight requests finish: the runtime drains on SIGTERM */
+            provend_worker_retire(app->serving[i], SIGTERM);
+            provend_app_unserve(app, app->serving[i]);
+        }
+    }
+    if (app->nserving == PROVEND_POOL_MAX) {
+        provend_worker_retire(w, SIGTERM);
+        return;
+    }
+    app->serving[app->nserving++] = w;
+
+    provend_apps_publish(w->apps);
+    provend_info("apps: %s serves on %s (%zu worker%s)", app->name,
+                 w->socket, app->nserving, app->nserving == 1 ? "" : "s");
+    provend_app_answer_wakes(app, w->socket);
+}
+
+
+/* No call for idle_ms: every worker retired until app.wake. */
+static void
+provend_app_sleep(provend_app_t *app)
+{
+    provend_info("apps: %s had no call for %llu s: its workers stop until "
+                 "the next request", app->name,
+                 (unsigned long long) (app->apps->idle_ms / 1000));
+    app->idle = 1;
+    while (app->nserving > 0) {
+        provend_worker_retire(app->serving[--app->nserving], SIGTERM);
+    }
+    provend_apps_publish(app->apps);
+}
+
+
+/*
+ * A serving worker's report of its last second: the pool grows, shrinks
+ * or goes idle (see PROVEND_POOL_*).
+ */
+static void
+provend_worker_load(provend_worker_t *w, unsigned busy, uint64_t calls)
+{
+    size_t             i;
+    uint64_t           now, sum;
+    provend_app_t     *app;
+    provend_apps_t    *apps;
+    provend_worker_t  *victim;
+
+    app = w->app;
+    apps = w->apps;
+    if (app == NULL || !w->ready || apps->stopping) {
+        return;
+    }
+    now = uv_now(apps->loop);
+    if (calls != w->calls) {
+        app->last_call = now;
+    }
+    w->calls = calls;
+    w->busy = busy > 1000 ? 1000 : busy;
+
+    sum = 0;
+    for (i = 0; i < app->nserving; i++) {
+        sum += app->serving[i]->busy;
+    }
+
+    if (app->nserving > 0 && sum >= PROVEND_POOL_HOT * app->nserving) {
+        app->hot_since = app->hot_since ? app->hot_since : now;
+    } else {
+        app->hot_since = 0;
+    }
+    if (app->nserving > 1 && sum < 500 * (app->nserving - 1)) {
+        app->cold_since = app->cold_since ? app->cold_since : now;
+    } else {
+        app->cold_since = 0;
+    }
+
+    if (app->hot_since && now - app->hot_since >= PROVEND_POOL_HOT_MS
+        && app->starting == NULL && app->nserving < apps->workers_max)
+    {
+        app->hot_since = 0;
+        provend_info("apps: %s is busy (%llu/1000 on average): one more "
+                     "worker", app->name,
+                     (unsigned long long) (sum / app->nserving));
+        provend_worker_start(apps, app);
+
+    } else if (app->cold_since && now - app->cold_since >= PROVEND_POOL_COLD_MS)
+    {
+        app->cold_since = 0;
+        victim = app->serving[--app->nserving];
+        provend_apps_publish(apps);
+        provend_worker_retire(victim, SIGTERM);
+        provend_info("apps: %s needs fewer workers: %zu serve", app->name,
+                     app->nserving);
+
+    } else if (apps->idle_ms != 0 && app->nschedules == 0
+               && app->starting == NULL && app->nwakes == 0
+               && now - app->last_call >= apps->idle_ms)
+    {
+        provend_app_sleep(app);
+    }
+}
+
+
+/* One line from a worker: "ready", or "load BUSY CALLS" each second. */
+static void
+provend_worker_line(provend_worker_t *w, char *line)
+{
+    char                *end;
+    unsigned long        busy;
+    unsigned long long   calls;
+
+    if (strcmp(line, "ready") == 0) {
+        if (!w->ready) {
+            provend_worker_ready(w);
+        }
+        return;
+    }
+    if (strncmp(line, "load ", 5) == 0) {
+        errno = 0;
+        busy = strtoul(line + 5, &end, 10);
+        if (*end == ' ') {
+            calls = strtoull(end + 1, &end, 10);
+            if (*end == '\0' && errno == 0) {
+                provend_worker_load(w, (unsigned) (busy > 1000 ? 1000 : busy),
+                                    calls);
+            }
+        }
     }
 }
 
@@ -961,6 +1210,8 @@ static void
 provend_worker_on_read(uv_stream_t *stream, ssize_t nread,
     const uv_buf_t *buf)
 {
+    char              *nl;
+    size_t             n;
     provend_worker_t  *w;
 
     (void) buf;
@@ -972,11 +1223,12 @@ provend_worker_on_read(uv_stream_t *stream, ssize_t nread,
     }
 
     w->line_len += (size_t) nread;
-    if (!w->ready && w->line_len >= 6 && memcmp(w->line, "ready\n", 6) == 0)
-    {
-        uv_read_stop(stream);
-        provend_worker_ready(w);
-        return;
+    while ((nl = memchr(w->line, '\n', w->line_len)) != NULL) {
+        *nl = '\0';
+        provend_worker_line(w, w->line);
+        n = (size_t) (nl - w->line) + 1;
+        memmove(w->line, w->line + n, w->line_len - n);
+        w->line_len -= n;
     }
     if (w->line_len == sizeof(w->line)) {
         w->line_len = 0;             /* not ours: ignore */
@@ -1007,6 +1259,8 @@ static int
 provend_worker_socket_dir(provend_apps_t *apps, provend_app_t *app,
     char *dir, size_t dir_size, char *keep, size_t keep_size)
 {
+    int  fd;
+
     if ((size_t) snprintf(dir, dir_size, "%s/apps/%s", apps->run_dir,
                           app->name) >= dir_size
         || (size_t) snprintf(keep, keep_size, "%s/run/apps/%s", apps->hide,
@@ -1020,13 +1274,23 @@ provend_worker_socket_dir(provend_apps_t *apps, provend_app_t *app,
         provend_error("apps: cannot make %s: %s", dir, strerror(errno));
         return -1;
     }
-    if (apps->self[0] != '\0' && apps->hide[0] != '\0' && geteuid() == 0
-        && chown(dir, PROVEND_SANDBOX_UID, PROVEND_SANDBOX_UID) != 0)
-    {
-        provend_error("apps: cannot give %s to the workers' user: %s", dir,
+
+    /* not through a link a worker of old may have left in its place */
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        provend_error("apps: %s is not a directory of its own: %s", dir,
                       strerror(errno));
         return -1;
     }
+    if (apps->self[0] != '\0' && apps->hide[0] != '\0' && geteuid() == 0
+        && fchown(fd, PROVEND_SANDBOX_UID, PROVEND_SANDBOX_UID) != 0)
+    {
+        provend_error("apps: cannot give %s to the workers' user: %s", dir,
+                      strerror(errno));
+        close(fd);
+        return -1;
+    }
+    close(fd);
     return 0;
 }
 
@@ -1077,6 +1341,7 @@ provend_worker_start(provend_apps_t *apps, provend_app_t *app)
     }
     memcpy(w->package, app->package, app->package_len);
     w->package_len = app->package_len;
+    w->package_gen = app->package_gen;
 
     w->next = apps->workers;
     if (w->next != NULL) {
@@ -1205,7 +1470,7 @@ provend_change_fail(provend_change_t *c, const char *code,
 
     app = c->app;
     app->busy = 0;
-    if (app->state.seq == 0 && app->worker == NULL && app->starting == NULL)
+    if (app->state.seq == 0 && app->nserving == 0 && app->starting == NULL)
     {
         provend_apps_remove(c->apps, app);
     }
@@ -1331,6 +1596,8 @@ provend_change_recorded(uv_work_t *work, int status)
             }
             app->routes = c->routes;
             c->routes = NULL;
+            app->package_gen++;
+            app->idle = 0;
             uv_timer_stop(&app->restart);
             if (!c->apps->stopping) {
                 provend_worker_start(c->apps, app);
@@ -1806,10 +2073,10 @@ provend_apps_op_list(provend_apps_t *apps, const proven_request_t *req,
                 && proven_cbor_map_put(item, "routes",
                                        cbor_incref(app->routes))
                    != PROVEN_OK)
-            || (app->worker != NULL
-                && proven_cbor_map_put(item, "socket",
-                                    cbor_build_string(app->worker->socket))
-                   != PROVEN_OK))
+            || proven_cbor_map_put(item, "sockets",
+                                   provend_apps_sockets(app)) != PROVEN_OK
+            || proven_cbor_map_put(item, "idle", cbor_build_bool(app->idle))
+               != PROVEN_OK)
         {
             goto failed;
         }
@@ -2036,6 +2303,74 @@ provend_apps_op_change(provend_apps_t *apps, const proven_request_t *req,
 }
 
 
+/*
+ * app.wake {app} -> {socket}: nginx found no serving worker for the app
+ * (idle, or its worker restarting); answered once one is ready.
+ */
+static void
+provend_apps_op_wake(provend_apps_t *apps, const proven_request_t *req,
+    provend_ops_reply_pt reply, void *ctx)
+{
+    char             name[PROVEND_NAME_MAX + 1], err[PROVEN_ERR_LEN];
+    cbor_item_t     *result;
+    provend_app_t   *app;
+    provend_wake_t  *wake;
+
+    if (provend_apps_arg_app(req->map, name, err, sizeof(err)) != PROVEN_OK)
+    {
+        provend_ops_reply_error(reply, ctx, req->id, "bad_request", err);
+        return;
+    }
+
+    app = provend_apps_find(apps, name);
+    if (app == NULL || app->package == NULL) {
+        snprintf(err, sizeof(err), "no application \"%s\" is deployed",
+                 name);
+        provend_ops_reply_error(reply, ctx, req->id, "not_found", err);
+        return;
+    }
+
+    if (app->nserving > 0) {
+        /* the caller's table was older than the pool */
+        result = cbor_new_definite_map(1);
+        if (result != NULL
+            && proven_cbor_map_put(result, "socket",
+                   cbor_build_string(app->serving[0]->socket)) != PROVEN_OK)
+        {
+            cbor_decref(&result);
+            result = NULL;
+        }
+        provend_apps_reply_ok(reply, ctx, req->id, result);
+        return;
+    }
+
+    if (app->nwakes >= PROVEND_WAKES_MAX) {
+        provend_ops_reply_error(reply, ctx, req->id, "busy", "too many "
+                                "requests wait for this application's worker");
+        return;
+    }
+    wake = malloc(sizeof(*wake));
+    if (wake == NULL) {
+        provend_ops_reply_error(reply, ctx, req->id, "internal",
+                                "out of memory");
+        return;
+    }
+    wake->id = req->id;
+    wake->reply = reply;
+    wake->ctx = ctx;
+    wake->next = app->wakes;
+    app->wakes = wake;
+    app->nwakes++;
+
+    /* a restart under backoff waits its turn; an idle app starts now */
+    app->last_call = uv_now(apps->loop);
+    if (app->starting == NULL && app->idle) {
+        provend_info("apps: %s is called: starting a worker", app->name);
+        provend_worker_start(apps, app);
+    }
+}
+
+
 int
 provend_apps_handles(const char *op)
 {
@@ -2062,6 +2397,8 @@ provend_apps_dispatch(provend_apps_t *apps, const proven_request_t *req,
         provend_apps_op_list(apps, req, reply, ctx);
     } else if (strcmp(req->op, "app.audit") == 0) {
         provend_apps_op_audit(apps, req, reply, ctx);
+    } else if (strcmp(req->op, "app.wake") == 0) {
+        provend_apps_op_wake(apps, req, reply, ctx);
     } else {
         snprintf(msg, sizeof(msg), "unknown op \"%s\"", req->op);
         provend_ops_reply_error(reply, ctx, req->id, "unknown_op", msg);
@@ -2117,12 +2454,12 @@ provend_apps_on_minute(uv_timer_t *timer)
     }
 
     for (app = apps->apps; app != NULL; app = app->next) {
-        if (app->worker == NULL || app->worker->exited) {
+        if (app->nserving == 0) {
             continue;
         }
         for (i = 0; i < app->nschedules; i++) {
             if (provend_cron_due(&app->schedules[i], &utc)) {
-                provend_schedule_fire(apps->loop, app->worker->socket,
+                provend_schedule_fire(apps->loop, app->serving[0]->socket,
                                       app->name,
                                       app->schedules[i].handler,
                                       (uint64_t) (now - now % 60));
@@ -2142,7 +2479,7 @@ provend_apps_open(const provend_apps_config_t *cfg, char *err, size_t errlen)
 {
     provend_app_t   *app;
     provend_apps_t  *apps;
-    char            *dir;
+    char            *dir, path[PATH_MAX];
 
     apps = calloc(1, sizeof(*apps));
     if (apps == NULL) {
@@ -2154,6 +2491,15 @@ provend_apps_open(const provend_apps_config_t *cfg, char *err, size_t errlen)
     apps->storage = cfg->storage;
     apps->expose_errors = cfg->expose_errors;
     apps->memory_mb = cfg->memory_mb ? cfg->memory_mb : 128;
+    apps->workers_max = cfg->workers_max;
+    if (apps->workers_max == 0) {
+        apps->workers_max = uv_available_parallelism();
+        apps->workers_max = apps->workers_max > 4 ? 4 : apps->workers_max;
+    }
+    if (apps->workers_max > PROVEND_POOL_MAX) {
+        apps->workers_max = PROVEND_POOL_MAX;
+    }
+    apps->idle_ms = (uint64_t) cfg->idle_s * 1000;
     apps->server = cfg->server;
     if (cfg->sandbox) {
         ssize_t  n = readlink("/proc/self/exe", apps->self,
@@ -2173,12 +2519,18 @@ provend_apps_open(const provend_apps_config_t *cfg, char *err, size_t errlen)
     apps->start_pipe = cfg->start_pipe;
     apps->drop_pipe = cfg->drop_pipe;
     apps->node = strdup(cfg->node ? cfg->node : "node");
+
+    /* absolute: workers start in / (sandbox.c) */
     if (asprintf(&apps->runtime_bin, "%s/bin/proven-runtime.mjs",
-                 cfg->runtime_dir) == -1)
+                 realpath(cfg->runtime_dir, path) != NULL
+                 ? path : cfg->runtime_dir) == -1)
     {
         apps->runtime_bin = NULL;
     }
-    if (asprintf(&apps->run_dir, "%s/run", cfg->data_dir) == -1) {
+    if (asprintf(&apps->run_dir, "%s/run",
+                 realpath(cfg->data_dir, path) != NULL
+                 ? path : cfg->data_dir) == -1)
+    {
         apps->run_dir = NULL;
     }
     uv_timer_init(apps->loop, &apps->stop_timer);
@@ -2264,6 +2616,7 @@ provend_apps_stop(provend_apps_t *apps)
     uv_timer_stop(&apps->minute);
     for (app = apps->apps; app != NULL; app = app->next) {
         uv_timer_stop(&app->restart);
+        provend_app_answer_wakes(app, NULL);
     }
     for (w = apps->workers; w != NULL; w = w->next) {
         if (!w->exited) {

@@ -9,27 +9,35 @@
  *   app.deploy {app, package, signer, signature}  -> {seq, hash, package}
  *   app.update {app, action: rollback|add_owner|remove_owner, package? |
  *              owner?, signer, signature}  -> {seq, hash}
- *   app.list   {}     -> {apps: [{app, seq, current, owners, socket?,
- *              routes}]}
+ *   app.list   {}     -> {apps: [{app, seq, current, owners, sockets,
+ *              idle, routes}]}
  *   app.audit  {app}  -> {app, entries: [entry bytes...]}
+ *   app.wake   {app}  -> {socket}  (once a worker serves: nginx asks when
+ *              the state page lists none)
  * A change is signed by an owner over proven_audit_message() for the
  * log's current head (see lib/proven.h); provend adds seq, prev and time.
  * A deploy is checked by proven-runtime (the package loads and declares
  * what its manifest says) before it is recorded.  Records live in the
  * storage backend under the node's own scope (app "_proven").
  *
- * Workers: one proven-runtime process per application with a current
- * package, started by provend with the package on its standard input,
- * listening on DATA/run/apps/<app>.<n>.sock, its fd 3 a socket pair to
- * provend that serves kv.* and sql.* of that app only.  A new deploy starts a new
- * worker; once it is ready the state page points to it and the old one is
- * told to stop.  A worker that exits is restarted with a backoff.
+ * Workers: a pool of proven-runtime processes per application with a
+ * current package, each started by provend with the package on its
+ * standard input, listening on DATA/run/apps/<app>/<n>.sock, its fd 3 a
+ * socket pair to provend that serves kv.* and sql.* of that app only.
+ * Each writes "ready", then "load BUSY CALLS" every second (its isolate's
+ * event loop utilization in thousandths, its calls so far): the pool
+ * grows by one while busy, shrinks when one fewer would do, and stops
+ * altogether after idle_s without a call (apps with schedules excepted)
+ * until app.wake.  A new deploy starts a new worker; once it is ready the
+ * state page points to it and the workers of the old package are told to
+ * stop.  When the last worker exits, another starts after a backoff.
  *
  * State page: DATA/run/state, PROVEND_STATE_SIZE bytes, mapped by nginx
  * read-only.  Header: "PVSTATE1", a 32-bit sequence (odd while provend
  * writes), a 32-bit length, then that many bytes of CBOR
- *   {"apps": {name: {"socket": text, "package": hex text,
+ *   {"apps": {name: {"sockets": [text, ...], "package": hex text,
  *                    "routes": [[method, path], ...]}}}
+ * An app with no socket listed has no worker serving: nginx wakes it.
  * A reader copies the bytes and keeps them only if the sequence was even
  * and unchanged around the copy.
  */
@@ -58,6 +66,8 @@ typedef struct {
     int                 expose_errors;  /* local mode: error messages */
     unsigned            memory_mb;      /* per worker; 0: 128 */
     int                 sandbox;        /* wrap workers: sandbox.c */
+    unsigned            workers_max;    /* per app; 0: CPUs, at most 4 */
+    unsigned            idle_s;         /* stop idle apps; 0: never */
 
     /*
      * The worker's own line to provend (its fd 3): bind_pipe gives an

@@ -6,7 +6,7 @@
  *           [--threads N] [--kv-max-value BYTES]
  *           [--storage-heap-limit BYTES] [--kv-memory-limit BYTES]
  *           [--runtime DIR|none] [--node PATH] [--app-memory MB]
- *           [--app-sandbox on|off]
+ *           [--app-sandbox on|off] [--app-workers N] [--app-idle SECONDS]
  *   provend --sandbox-exec -- PROGRAM ARGS...   (around app workers)
  */
 
@@ -56,7 +56,8 @@ provend_usage(FILE *out)
         " [--kv-memory-limit BYTES]\n"
         "               [--runtime DIR|none] [--node PATH]"
         " [--app-memory MB]\n"
-        "               [--app-sandbox on|off]\n"
+        "               [--app-sandbox on|off] [--app-workers N]\n"
+        "               [--app-idle SECONDS]\n"
         "  --data DIR        state directory (default ./var)\n"
         "  --socket PATH     unix socket (default DATA/provend.sock)\n"
         "  --provider NAME   attestation provider (default auto: nsm when\n"
@@ -74,7 +75,12 @@ provend_usage(FILE *out)
         "  --node PATH       the Node.js that runs it (default: node)\n"
         "  --app-memory MB   heap of each app worker (default 128)\n"
         "  --app-sandbox on|off  workers in their own network namespace,\n"
-        "                    with a seccomp filter and rlimits (default on)\n");
+        "                    with a seccomp filter and rlimits (default on)\n"
+        "  --app-workers N   most worker processes per app (1..16, default:\n"
+        "                    online CPUs, at most 4); more start under load\n"
+        "  --app-idle SECONDS  stop an app's workers after so long without a\n"
+        "                    call (default 600; 0: never); the next request\n"
+        "                    starts one.  Apps with schedules never idle\n");
 }
 
 
@@ -110,7 +116,7 @@ main(int argc, char **argv)
     size_t                   measure_count;
     const char              *data_dir, *socket_path, *provider_name;
     const char              *runtime_dir, *node;
-    unsigned long            app_memory;
+    unsigned long            app_memory, app_workers, app_idle;
     int                      app_sandbox;
     char                    *runtime_bin;
     uint8_t                  master[PROVEND_KEY_LEN];
@@ -136,6 +142,8 @@ main(int argc, char **argv)
         { "node",      required_argument, NULL, 'n' },
         { "app-memory", required_argument, NULL, 'A' },
         { "app-sandbox", required_argument, NULL, 'S' },
+        { "app-workers", required_argument, NULL, 'W' },
+        { "app-idle", required_argument, NULL, 'I' },
         { "help",      no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -154,6 +162,8 @@ main(int argc, char **argv)
     node = NULL;
     app_memory = 128;
     app_sandbox = 1;
+    app_workers = 0;
+    app_idle = 600;
     status = 1;
 
     /* provend runs itself this way around each app worker (apps.c) */
@@ -288,6 +298,23 @@ main(int argc, char **argv)
             app_sandbox = strcmp(optarg, "on") == 0;
             break;
 
+        case 'W':
+            if (provend_parse_uint(optarg, 1, 16, &app_workers) != PROVEN_OK)
+            {
+                fprintf(stderr, "provend: --app-workers must be 1..16\n");
+                return 2;
+            }
+            break;
+
+        case 'I':
+            if (provend_parse_uint(optarg, 0, 86400, &app_idle) != PROVEN_OK)
+            {
+                fprintf(stderr, "provend: --app-idle must be 0..86400 "
+                        "(seconds)\n");
+                return 2;
+            }
+            break;
+
         case 'h':
             provend_usage(stdout);
             return 0;
@@ -415,6 +442,8 @@ main(int argc, char **argv)
     srv_cfg.node = node;
     srv_cfg.app_memory_mb = (unsigned) app_memory;
     srv_cfg.app_sandbox = app_sandbox;
+    srv_cfg.app_workers = (unsigned) app_workers;
+    srv_cfg.app_idle_s = (unsigned) app_idle;
     srv_cfg.expose_errors = strcmp(provider_name, "dev") == 0;
 
     if (runtime_dir != NULL

@@ -31,6 +31,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stddef.h>
@@ -462,7 +463,7 @@ provend_sandbox_seccomp(void)
 int
 provend_sandbox_exec(int argc, char **argv)
 {
-    int            i, isolated, as_root;
+    int            i, isolated, as_root, waiter[2];
     sigset_t       forwarded;
     const char    *hide, *keep;
     struct rlimit  none = { 0, 0 }, files;
@@ -514,6 +515,13 @@ provend_sandbox_exec(int argc, char **argv)
         sigaddset(&forwarded, SIGINT);
         sigaddset(&forwarded, SIGHUP);
         sigprocmask(SIG_BLOCK, &forwarded, NULL);
+
+        /* the child sees the waiter gone when this pipe's write end
+           closes (getppid() is 0 in a new PID namespace) */
+        if (pipe2(waiter, O_CLOEXEC) != 0) {
+            fprintf(stderr, "provend sandbox: pipe: %s\n", strerror(errno));
+            return 127;
+        }
         provend_sandbox_child = fork();
         if (provend_sandbox_child < 0) {
             fprintf(stderr, "provend sandbox: cannot fork: %s\n",
@@ -524,9 +532,10 @@ provend_sandbox_exec(int argc, char **argv)
             /* _exit: nothing of this process's own to clean up or report
                (a sanitizer's exit-time checks cannot work across the
                namespaces made above) */
+            close(waiter[0]);
             _exit(provend_sandbox_wait(&forwarded));
         }
-        (void) prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+        close(waiter[1]);
         sigprocmask(SIG_UNBLOCK, &forwarded, NULL);
         if (provend_sandbox_mounts(hide, keep) != 0) {
             _exit(126);
@@ -550,6 +559,27 @@ provend_sandbox_exec(int argc, char **argv)
         || provend_sandbox_seccomp() != 0)
     {
         _exit(126);
+    }
+
+    /* a working directory inside --hide would still reach its files */
+    if (chdir("/") != 0) {
+        fprintf(stderr, "provend sandbox: chdir: %s\n", strerror(errno));
+        _exit(126);
+    }
+
+    /*
+     * Dies with the waiter (or provend): set here, as a change of user
+     * clears it.  Then, if the waiter is already gone, it is too late for
+     * the signal: leave.
+     */
+    (void) prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if (isolated) {
+        struct pollfd  gone = { .fd = waiter[0], .events = POLLIN };
+
+        if (poll(&gone, 1, 0) != 0) {
+            _exit(126);
+        }
+        close(waiter[0]);
     }
 
     execvp(argv[0], argv);

@@ -1404,6 +1404,8 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
         apps_cfg.expose_errors = cfg->expose_errors;
         apps_cfg.memory_mb = cfg->app_memory_mb;
         apps_cfg.sandbox = cfg->app_sandbox;
+        apps_cfg.workers_max = cfg->app_workers;
+        apps_cfg.idle_s = cfg->app_idle_s;
         apps_cfg.server = srv;
         apps_cfg.bind_pipe = provend_server_bind_pipe;
         apps_cfg.start_pipe = provend_server_start_pipe;

@@ -40,6 +40,8 @@ typedef struct {
     int                  expose_errors;
     unsigned             app_memory_mb;
     int                  app_sandbox;
+    unsigned             app_workers;      /* most per app; 0: default */
+    unsigned             app_idle_s;       /* 0: never idle */
 } provend_server_config_t;
 
 /*

@@ -7,6 +7,7 @@
 #   PROVEN_DATA        (./var)   PROVEN_BUILD      (./build)
 #   PROVEN_PROVIDER    (auto: nsm when /dev/nsm exists, else dev)
 #   PROVEN_NGINX       (/usr/sbin/nginx)
+#   PROVEN_PROVEND_ARGS  more provend options (e.g. "--app-workers 2")
 set -eu
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -54,7 +55,7 @@ trap stop INT TERM EXIT
     --measure "1:$build/modules/ngx_http_proven_core_module.so" \
     --measure "1:$build/modules/ngx_http_proven_attestation_module.so" \
     --measure "1:$build/modules/ngx_http_proven_app_module.so" \
-    --measure "3:$data/nginx.conf" &
+    --measure "3:$data/nginx.conf" ${PROVEN_PROVEND_ARGS:-} &
 provend_pid=$!
 
 for _ in $(seq 1 250); do

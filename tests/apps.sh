@@ -15,6 +15,8 @@ export PROVEN_DATA=$data PROVEN_BUILD=$build
 # ports of our own, away from make run's 8080/8443
 port=$((20000 + $$ % 20000))
 export PROVEN_HTTP_PORT=$port PROVEN_HTTPS_PORT=$((port + 1))
+# a pool of two at most, and apps idle after 15 s (the pool section)
+export PROVEN_PROVEND_ARGS="--app-workers 2 --app-idle 15"
 url=http://127.0.0.1:$port/app
 passed=0 failed=0
 node_pid=
@@ -50,7 +52,7 @@ start_node() {
 # serving APP: its worker is up (the state page lists it).
 serving() {
     for _ in $(seq 1 250); do
-        "$proven" app list 2>/dev/null | grep -q "\"app\":\"$1\".*\"socket\"" \
+        "$proven" app list 2>/dev/null | grep -q "\"app\":\"$1\".*\"sockets\":\\[\"" \
             && return 0
         sleep 0.04
     done
@@ -112,6 +114,26 @@ check "a sandbox that cannot hide the data directory runs nothing" 126 \
     -m "cannot hide the data directory.*does not run" \
     "$build/bin/provend" --sandbox-exec --hide /etc/passwd -- \
     sh -c 'echo ran'
+mkdir -p "$work/sbx/keep"
+same "a worker starts in /, not in the hidden directory" / sh -c \
+    "cd '$work/sbx' && '$build/bin/provend' --sandbox-exec --hide '$work/sbx' \
+     --keep '$work/sbx/keep' -- sh -c pwd"
+"$build/bin/provend" --sandbox-exec --hide "$work/sbx" --keep "$work/sbx/keep" \
+    -- sleep 60 &
+waiter=$!
+inner=
+for _ in $(seq 1 100); do
+    inner=$(pgrep -P "$waiter" sleep) && break
+    sleep 0.05
+done
+kill -KILL "$waiter"
+wait "$waiter" 2>/dev/null
+for _ in $(seq 1 40); do
+    kill -0 "$inner" 2>/dev/null || break
+    sleep 0.05
+done
+same "a worker dies with the process provend started (even as nobody)" \
+    gone sh -c "[ -n '$inner' ] && ! kill -0 '$inner' 2>/dev/null && echo gone"
 check "inside the sandbox an inet socket is refused" 2 \
     -m "inet: Permission denied" "$build/bin/provend" --sandbox-exec -- \
     perl -e 'use Socket; socket(S, PF_INET, SOCK_STREAM, 0) or do { print "inet: $!\n"; exit 2 }'
@@ -154,7 +176,7 @@ check "after a restart the audit log still verifies" 0 \
 
 check "a second app deploys" 0 -m '"seq":1' app deploy "$top/t/apps/web" --app web
 serving web
-sock=$(app list | grep '"app":"hello"' | grep -o '"socket":"[^"]*"')
+sock=$(app list | grep '"app":"hello"' | grep -o '"sockets":\["[^"]*"')
 pkill -KILL -f "^node .*proven-runtime.mjs serve --app hello"
 same "while hello's worker is down, another app answers" plain get web/text
 wpid=$(pgrep -f "^node .*proven-runtime.mjs serve --app web" | head -1)
@@ -163,8 +185,46 @@ same "a worker sees its own app's socket directory only" web \
 await_get hello/count '{"count":11}'
 same "a killed worker is replaced and serves again" '{"count":11}' \
     get hello/count
-check "on a new socket" 0 -m '"socket"' sh -c \
-    "'$proven' app list | grep -v -F '$sock'"
+check "on a new socket" 0 -m '"sockets":\["/' sh -c \
+    "'$proven' app list | grep '\"app\":\"hello\"' | grep -v -F '$sock'"
+
+# ---- a pool sized by load; an idle app sleeps and wakes -----------------------
+
+# workers APP: how many workers serve it
+workers() {
+    app list | grep "\"app\":\"$1\"" | grep -o '"[^"]*\.sock"' | wc -l
+}
+# await_workers APP N SECONDS
+await_workers() {
+    for _ in $(seq 1 $(($3 * 10))); do
+        [ "$(workers "$1")" = "$2" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+same "web starts with one worker" 1 workers web
+pids=()
+for _ in 1 2 3; do
+    (end=$((SECONDS + 12))
+     while [ $SECONDS -lt $end ] && [ "$(workers web)" != 2 ]; do
+         curl -s "$url/web/spin?ms=100" >/dev/null
+     done) &
+    pids+=($!)
+done
+await_workers web 2 12 && pass "under load web's pool grows to two" \
+    || fail "under load web's pool grows to two" "$(app list | grep web)"
+wait "${pids[@]}"
+await_workers web 1 16 && pass "without load it shrinks back to one" \
+    || fail "without load it shrinks back to one" "$(app list | grep web)"
+await_workers web 0 10 && pass "an app without calls goes idle" \
+    || fail "an app without calls goes idle" "$(app list | grep web)"
+check "the list says so; hello (it has a schedule) never idles" 0 \
+    -m '"app":"hello".*"idle":false' sh -c \
+    "'$proven' app list | grep '\"app\":\"web\".*\"idle\":true' \
+     && '$proven' app list | grep '\"app\":\"hello\"'"
+same "the next request wakes it and is answered" plain get web/text
+same "by one worker" 1 workers web
 
 # ---- new versions, rollback -----------------------------------------------------
 

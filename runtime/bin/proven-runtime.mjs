@@ -129,6 +129,14 @@ async function serveCommand(args) {
                          + `${o.listen} (${pkg.handlers.length} handlers)\n`);
     process.stdout.write('ready\n');
 
+    // Each second, for provend to size the app's pool and to see it idle:
+    // how busy the app's thread was (thousandths) and its calls so far.
+    process.stdout.on('error', () => {});
+    setInterval(() => {
+        const { busy, calls } = isolate.load();
+        process.stdout.write(`load ${busy} ${calls}\n`);
+    }, 1000).unref();
+
     // SIGTERM: no new connections; calls under way finish (10 s at most).
     let stopping = false;
     const stop = async () => {

@@ -30,6 +30,7 @@ export class Executor {
     call(index, request, body, timeoutMs, raw = false) {
         const id = this.nextId++;
         const deadline = Date.now() + timeoutMs;
+        this.shared[2]++;               /* calls started, for load reports */
         return new Promise((resolve, reject) => {
             const timer = setTimeout(() => {
                 this.calls.delete(id);

@@ -47,12 +47,31 @@ export class AppIsolate extends EventEmitter {
         this.handlers = null;
         this.shared = null;
         this.watch = null;
+        this.elu = null;
+        this.eluThread = null;
+    }
+
+    // The last interval's load: busy, the thread's event loop utilization
+    // in thousandths, and calls, those its thread started so far.
+    load() {
+        const thread = this.thread;
+        if (thread === null) {
+            return { busy: 0, calls: 0 };
+        }
+        const now = thread.performance.eventLoopUtilization();
+        const since = this.eluThread === thread
+            ? thread.performance.eventLoopUtilization(now, this.elu) : now;
+        this.elu = now;
+        this.eluThread = thread;
+        return { busy: Math.round(since.utilization * 1000),
+                 calls: this.shared[2] };
     }
 
     // Resolves with the handlers the package's code declares, once loaded
     // (and in serve mode, listening).
     start() {
-        const sab = new SharedArrayBuffer(16);
+        // [heartbeat, earliest deadline, calls started]
+        const sab = new SharedArrayBuffer(24);
         const thread = new Worker(THREAD, {
             workerData: {
                 app: this.app, modules: this.modules,

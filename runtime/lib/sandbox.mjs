@@ -18,6 +18,8 @@ import vm from 'node:vm';
 import path from 'node:path';
 import { types } from 'node:util';
 
+import { parse as parseModule } from 'acorn';
+
 // Limits for what a call may write to the console.
 export const LOG_LINE_MAX = 8 * 1024;
 export const LOG_CALL_MAX = 64 * 1024;
@@ -65,10 +67,13 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
 
     /* Error.prepareStackTrace and friends stay as V8 made them. */
     /*
-     * Node formats stack traces with globalThis.Error.prepareStackTrace
-     * of the context the error was made in: the global bindings are locked
-     * too, or app code could put an object of its own there and be handed
-     * the host's CallSite objects.
+     * No stack traces in the context.  Formatting one runs Node's own
+     * prepareStackTrace callback, host code that app code can make
+     * overflow the stack (the RangeError would be the host's), or that
+     * would call a globalThis.Error.prepareStackTrace app code set up
+     * (even one inherited from Function.prototype) with the host's
+     * CallSite objects.  With stackTraceLimit not a number, V8 captures
+     * no trace and never formats one: error.stack is undefined.
      */
     for (const name of ['Error', 'TypeError', 'RangeError', 'SyntaxError',
                         'ReferenceError', 'EvalError', 'URIError',
@@ -77,11 +82,24 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
         /* the value is given: the vm module copies the descriptor onto
            the sandbox object, which does not hold the built-ins */
         const E = globalThis[name];
+        for (const key of ['stackTraceLimit', 'prepareStackTrace']) {
+            defineProperty(E, key, { value: undefined, writable: false,
+                                     enumerable: false,
+                                     configurable: false });
+        }
         freeze(E);
         defineProperty(globalThis, name, { value: E, writable: false,
                                            enumerable: false,
                                            configurable: false });
     }
+
+    /*
+     * Their callbacks run outside any call, so what they throw goes to
+     * the process's uncaught-exception path; and when they run depends on
+     * the collector, which no handler should.
+     */
+    delete globalThis.FinalizationRegistry;
+    delete globalThis.WeakRef;
 
     const METHODS = ${JSON.stringify(HTTP_METHODS)};
     const PATH_RE = /^(\/(:[A-Za-z_][A-Za-z0-9_]*|[A-Za-z0-9._~!$&'()+,;=@-]+))+\/?$|^\/$/;
@@ -312,7 +330,8 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
             message = error instanceof Error
                 ? StringOf(error.name) + ': ' + StringOf(error.message)
                 : 'thrown: ' + show(error);
-            stack = error instanceof Error ? StringOf(error.stack) : '';
+            stack = error instanceof Error && typeof error.stack === 'string'
+                ? error.stack : '';
         } catch (e) {
             message = 'an error that cannot be printed';
             stack = '';
@@ -673,6 +692,46 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
 
 const PACKAGE_SPECIFIER = /^@proven-network\/[a-z]+$/;
 
+// import() and import.meta are refused before a module is compiled: each
+// calls into Node's own loader code, which runs on the app's stack, so an
+// app that fills its stack first gets a RangeError of the host's realm
+// out of it (and from it the host's Function).  A parser, not a pattern:
+// the words may appear in strings and comments.
+function refuseHostHooks(file, source) {
+    let ast;
+    try {
+        ast = parseModule(source, { ecmaVersion: 'latest',
+                                    sourceType: 'module', locations: true });
+    } catch (e) {
+        throw new Error(`${file}: ${e.message}`);
+    }
+    const stack = [ast];
+    while (stack.length > 0) {
+        const node = stack.pop();
+        if (node.type === 'ImportExpression'
+            || (node.type === 'MetaProperty' && node.meta.name === 'import'))
+        {
+            throw new Error(`${file}:${node.loc.start.line}: `
+                            + `${node.type === 'ImportExpression'
+                                ? 'import()' : 'import.meta'} is not `
+                            + 'available to apps; use a static import');
+        }
+        for (const key of Object.keys(node)) {
+            const v = node[key];
+            if (Array.isArray(v)) {
+                for (const item of v) {
+                    if (item !== null && typeof item.type === 'string') {
+                        stack.push(item);
+                    }
+                }
+            } else if (v !== null && typeof v === 'object'
+                       && typeof v.type === 'string') {
+                stack.push(v);
+            }
+        }
+    }
+}
+
 function contextOptions(name) {
     return {
         name,
@@ -844,6 +903,7 @@ export class Sandbox {
         this.modules = new Map();
         const paths = Object.keys(this.sources).sort();
         for (const p of paths) {
+            refuseHostHooks(p, this.sources[p]);
             this.modules.set(p, new vm.SourceTextModule(this.sources[p], {
                 context: this.context,
                 identifier: p,

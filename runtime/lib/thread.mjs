@@ -5,6 +5,7 @@
 // the thread also answers the app's socket itself, so a request never
 // crosses between threads.
 
+import { types } from 'node:util';
 import { parentPort, workerData } from 'node:worker_threads';
 
 import { Executor } from './executor.mjs';
@@ -13,6 +14,27 @@ import { Sandbox } from './sandbox.mjs';
 import { RuntimeServer } from './server.mjs';
 
 const BEAT_MS = 10;
+
+/*
+ * What app code throws or rejects outside a call (a promise nobody
+ * awaited) ends here.  Node's default would format it with util.inspect,
+ * which calls hooks the value may carry (Symbol.for(
+ * 'nodejs.util.inspect.custom')) with host objects: a value that is not
+ * one of this realm's errors is never looked at.
+ */
+const HOST_ERRORS = new Set([Error, TypeError, RangeError, SyntaxError,
+    ReferenceError, EvalError, URIError, AggregateError]
+    .map((E) => E.prototype));
+
+function dropped(e) {
+    /* no instanceof: it would run a Proxy's traps */
+    const ours = types.isNativeError(e)
+        && HOST_ERRORS.has(Object.getPrototypeOf(e));
+    process.stderr.write(`proven-runtime: app ${workerData.app}: ${ours
+        ? e.stack : 'an exception outside any call was dropped'}\n`);
+}
+process.on('uncaughtException', dropped);
+process.on('unhandledRejection', dropped);
 
 const shared = new Float64Array(workerData.shared);
 let executor = null;
@@ -28,12 +50,16 @@ const sandbox = new Sandbox(workerData.modules, {
 executor = new Executor(sandbox, shared);
 
 let server = null;
+let draining = false;   /* told to drain while loading: never listen */
 
 parentPort.on('message', async (m) => {
     if (m.type === 'storage_result') {
         sandbox.resume(m.id, m.ok, m.ok ? m.result : m.error);
-    } else if (m.type === 'drain' && server !== null) {
-        await server.drain(m.ms);
+    } else if (m.type === 'drain') {
+        draining = true;
+        if (server !== null) {
+            await server.drain(m.ms);
+        }
         parentPort.postMessage({ type: 'drained' });
     }
 });
@@ -57,7 +83,7 @@ try {
         failed(new Error('the package manifest does not list the handlers '
                          + 'its code declares'));
     } else {
-        if (workerData.listen) {
+        if (workerData.listen && !draining) {
             server = new RuntimeServer({
                 app: workerData.app, isolate: executor,
                 handlers: workerData.manifest || handlers,

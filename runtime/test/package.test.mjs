@@ -99,6 +99,18 @@ test('imports outside the package or of Node are refused at pack',
         /no such Proven module/);
 });
 
+test('import() and import.meta are refused at pack, words in strings not',
+     async () => {
+    await assert.rejects(pack(tree({ 'index.js':
+        'export const x = 1;\nexport const y = () => import("node:fs");' })),
+        /index\.js:2: import\(\) is not available to apps/);
+    await assert.rejects(pack(tree({ 'lib/a.js':
+        'export const here = import.meta.url;' })),
+        /lib\/a\.js:1: import\.meta is not available to apps/);
+    await pack(tree({ 'index.js':
+        '// import("x") in a comment\nexport const s = "import(y) import.meta";' }));
+});
+
 test('bad handler options are refused with the reason', async () => {
     const bad = async (code) => pack(tree({ 'index.js':
         `import * as h from '@proven-network/handler';\n${code}` }));

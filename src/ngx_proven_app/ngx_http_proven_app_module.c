@@ -13,8 +13,11 @@
  * from the state page provend publishes (daemon/apps.h), mapped read-only
  * and re-read only when its sequence changes: no call per request to
  * learn them.  A request for an unknown app or route is answered 404 here;
- * a known one goes to the app's worker as an "app.http" frame over a kept
- * connection (core's peers), and the frame that comes back is the response.
+ * a known one goes to one of the app's workers (the one with the fewest
+ * calls under way from this nginx worker) as an "app.http" frame over a
+ * kept connection (core's peers), and the frame that comes back is the
+ * response.  An app with no worker serving (idle, or restarting) is woken
+ * with an "app.wake" call to provend, answered once a worker is ready.
  * GET <app>/audit is the app's audit log as JSON, from provend.
  *
  * Errors are JSON {"error": {"code", "message"}}: app_not_found and
@@ -39,6 +42,8 @@
 #define NGX_HTTP_PROVEN_APP_STATE_HEADER  16
 #define NGX_HTTP_PROVEN_APP_HEADERS_MAX   100
 #define NGX_HTTP_PROVEN_APP_NAME_MAX      64
+#define NGX_HTTP_PROVEN_APP_WORKERS_MAX   16
+#define NGX_HTTP_PROVEN_APP_SOCKET_MAX    107
 
 
 typedef struct {
@@ -49,7 +54,7 @@ typedef struct {
 
 typedef struct {
     ngx_str_t                  name;
-    ngx_str_t                  socket;
+    ngx_array_t                sockets;        /* ngx_str_t; may be empty */
     ngx_array_t                routes;         /* ngx_http_proven_app_route_t */
 } ngx_http_proven_app_entry_t;
 
@@ -77,12 +82,28 @@ typedef struct {
 typedef struct {
     ngx_str_t                  app;
     ngx_str_t                  path;
-    ngx_str_t                  socket;
+    ngx_str_t                 *sockets;        /* of the app when routed */
+    ngx_uint_t                 nsockets;
+    u_char                    *frame;          /* pairs, while a wake runs */
+    size_t                     frame_len;
+    ngx_uint_t                 frame_pairs;
 } ngx_http_proven_app_ctx_t;
 
 
 static ngx_int_t ngx_http_proven_app_handler(ngx_http_request_t *r);
 static void ngx_http_proven_app_body_ready(ngx_http_request_t *r);
+static void ngx_http_proven_app_free_frame(void *data);
+static ngx_int_t ngx_http_proven_app_copy_text(ngx_pool_t *pool,
+    cbor_item_t *item, ngx_str_t *out, size_t max);
+static ngx_str_t *ngx_http_proven_app_pick(ngx_http_request_t *r,
+    ngx_http_proven_app_ctx_t *ctx);
+static void ngx_http_proven_app_send_frame(ngx_http_request_t *r,
+    ngx_http_proven_app_ctx_t *ctx, ngx_str_t *socket);
+static void ngx_http_proven_app_wake(ngx_http_request_t *r,
+    ngx_http_proven_app_ctx_t *ctx);
+static void ngx_http_proven_app_woken(ngx_http_request_t *r,
+    ngx_http_proven_daemon_status_e status, proven_response_t *res,
+    void *data);
 static void ngx_http_proven_app_answer(ngx_http_request_t *r,
     ngx_http_proven_daemon_status_e status, proven_response_t *res,
     void *data);
@@ -366,6 +387,8 @@ ngx_http_proven_app_handler(ngx_http_request_t *r)
 {
     u_char                          *name;
     ngx_int_t                        rc;
+    ngx_str_t                       *socket;
+    ngx_uint_t                       i;
     ngx_http_proven_app_ctx_t       *ctx;
     ngx_http_proven_app_entry_t     *app;
     ngx_http_proven_app_loc_conf_t  *palcf;
@@ -406,12 +429,22 @@ ngx_http_proven_app_handler(ngx_http_request_t *r)
         return rc;
     }
 
-    /* the table may be replaced before the body is in: keep the socket */
-    ctx->socket.data = ngx_pstrdup(r->pool, &app->socket);
-    if (ctx->socket.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    /* the table may be replaced before the body is in: keep the sockets */
+    ctx->nsockets = app->sockets.nelts;
+    if (ctx->nsockets > 0) {
+        ctx->sockets = ngx_palloc(r->pool, ctx->nsockets * sizeof(ngx_str_t));
+        if (ctx->sockets == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+        for (i = 0; i < ctx->nsockets; i++) {
+            socket = &((ngx_str_t *) app->sockets.elts)[i];
+            ctx->sockets[i].data = ngx_pstrdup(r->pool, socket);
+            if (ctx->sockets[i].data == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+            ctx->sockets[i].len = socket->len;
+        }
     }
-    ctx->socket.len = app->socket.len;
 
     if (r->headers_in.content_length_n > (off_t) palcf->max_body) {
         return ngx_http_proven_app_send_error(r,
@@ -493,11 +526,11 @@ ngx_http_proven_app_body_ready(ngx_http_request_t *r)
 {
     u_char                          *body, *pairs, *p;
     size_t                           len, size;
-    ngx_int_t                        rc, too_large;
+    ngx_int_t                        too_large;
     ngx_uint_t                       i, n, npairs, written;
     ngx_list_part_t                 *part;
     ngx_table_elt_t                 *h;
-    ngx_http_proven_peer_t          *peer;
+    ngx_pool_cleanup_t              *cln;
     ngx_http_proven_app_ctx_t       *ctx;
     ngx_http_proven_app_loc_conf_t  *palcf;
 
@@ -571,27 +604,177 @@ ngx_http_proven_app_body_ready(ngx_http_request_t *r)
     }
     ngx_free(body);
 
-    peer = ngx_http_proven_peer_get(r, ctx->socket.data, ctx->socket.len);
-    if (peer == NULL) {
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
         ngx_free(pairs);
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+    cln->handler = ngx_http_proven_app_free_frame;
+    cln->data = ctx;
+    ctx->frame = pairs;
+    ctx->frame_len = p - pairs;
+    ctx->frame_pairs = npairs;
+
+    /*
+     * The reference reading the body took is the answer's (or the wake's):
+     * its handler finalizes the request.
+     */
+    if (ctx->nsockets == 0) {
+        ngx_http_proven_app_wake(r, ctx);
+        return;
+    }
+    ngx_http_proven_app_send_frame(r, ctx, ngx_http_proven_app_pick(r, ctx));
+}
+
+
+static void
+ngx_http_proven_app_free_frame(void *data)
+{
+    ngx_http_proven_app_ctx_t  *ctx = data;
+
+    if (ctx->frame != NULL) {
+        ngx_free(ctx->frame);
+        ctx->frame = NULL;
+    }
+}
+
+
+/*
+ * The worker with the fewest calls under way from this nginx worker; ties
+ * go round, so a pool shares even a light load.
+ */
+static ngx_str_t *
+ngx_http_proven_app_pick(ngx_http_request_t *r,
+    ngx_http_proven_app_ctx_t *ctx)
+{
+    ngx_uint_t                 i, k, load, best_load;
+    ngx_str_t                 *best;
+    ngx_http_proven_peer_t    *peer;
+    static ngx_uint_t          turn;
+
+    if (ctx->nsockets == 1) {
+        return &ctx->sockets[0];
+    }
+
+    turn++;
+    best = NULL;
+    best_load = 0;
+    for (i = 0; i < ctx->nsockets; i++) {
+        k = (turn + i) % ctx->nsockets;
+        peer = ngx_http_proven_peer_get(r, ctx->sockets[k].data,
+                                        ctx->sockets[k].len);
+        load = peer != NULL ? ngx_http_proven_peer_pending(peer) : 0;
+        if (best == NULL || load < best_load) {
+            best = &ctx->sockets[k];
+            best_load = load;
+        }
+    }
+    return best;
+}
+
+
+static void
+ngx_http_proven_app_send_frame(ngx_http_request_t *r,
+    ngx_http_proven_app_ctx_t *ctx, ngx_str_t *socket)
+{
+    ngx_int_t                        rc;
+    ngx_http_proven_peer_t          *peer;
+    ngx_http_proven_app_loc_conf_t  *palcf;
+
+    palcf = ngx_http_get_module_loc_conf(r, ngx_http_proven_app_module);
+
+    peer = ngx_http_proven_peer_get(r, socket->data, socket->len);
+    if (peer == NULL) {
         ngx_http_finalize_request(r, ngx_http_proven_app_send_error(r,
             NGX_HTTP_BAD_GATEWAY, "worker_unavailable",
             "the application's worker cannot be reached", NULL));
         return;
     }
 
-    /*
-     * The reference reading the body took is the answer's: its handler
-     * finalizes the request.
-     */
-    rc = ngx_http_proven_peer_call_encoded(r, peer, pairs, p - pairs, npairs,
+    rc = ngx_http_proven_peer_call_encoded(r, peer, ctx->frame,
+                                           ctx->frame_len, ctx->frame_pairs,
                                            palcf->timeout,
                                            ngx_http_proven_app_answer, NULL);
-    ngx_free(pairs);
+    ngx_http_proven_app_free_frame(ctx);
 
     if (rc != NGX_OK) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
     }
+}
+
+
+/* No worker serves the app: provend starts one and says where. */
+static void
+ngx_http_proven_app_wake(ngx_http_request_t *r,
+    ngx_http_proven_app_ctx_t *ctx)
+{
+    ngx_int_t     rc;
+    cbor_item_t  *req;
+
+    req = proven_request_new(0, "app.wake");
+    if (req == NULL
+        || proven_cbor_map_put(req, "app",
+                               cbor_build_stringn((char *) ctx->app.data,
+                                                  ctx->app.len)) != PROVEN_OK)
+    {
+        if (req != NULL) {
+            cbor_decref(&req);
+        }
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    rc = ngx_http_proven_daemon_call(r, req, ngx_http_proven_app_woken, NULL);
+    cbor_decref(&req);
+    if (rc != NGX_OK) {
+        ngx_http_finalize_request(r, ngx_http_proven_app_send_error(r,
+            NGX_HTTP_BAD_GATEWAY, "worker_unavailable",
+            "no worker serves the application and proven_daemon is not "
+            "set to start one", NULL));
+    }
+}
+
+
+static void
+ngx_http_proven_app_woken(ngx_http_request_t *r,
+    ngx_http_proven_daemon_status_e status, proven_response_t *res,
+    void *data)
+{
+    ngx_str_t                   socket;
+    cbor_item_t                *item;
+    ngx_http_proven_app_ctx_t  *ctx;
+
+    (void) data;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_proven_app_module);
+
+    if (status == NGX_HTTP_PROVEN_DAEMON_ERROR
+        && ngx_strcmp(res->code, "not_found") == 0)
+    {
+        ngx_http_finalize_request(r, ngx_http_proven_app_send_error(r,
+            NGX_HTTP_NOT_FOUND, "app_not_found", res->message, NULL));
+        return;
+    }
+
+    item = status == NGX_HTTP_PROVEN_DAEMON_OK
+           ? proven_cbor_map_get(res->result, "socket") : NULL;
+    if (item == NULL
+        || ngx_http_proven_app_copy_text(r->pool, item, &socket,
+                                         NGX_HTTP_PROVEN_APP_SOCKET_MAX)
+           != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "proven app: no worker for \"%V\": %s", &ctx->app,
+                      status == NGX_HTTP_PROVEN_DAEMON_ERROR
+                      ? res->message
+                      : ngx_http_proven_daemon_status_name(status));
+        ngx_http_finalize_request(r, ngx_http_proven_app_send_error(r,
+            NGX_HTTP_BAD_GATEWAY, "worker_unavailable",
+            "the application's worker did not start", NULL));
+        return;
+    }
+
+    ngx_http_proven_app_send_frame(r, ctx, &socket);
 }
 
 
@@ -1164,8 +1347,8 @@ ngx_http_proven_app_parse(ngx_pool_t *pool, u_char *data, size_t len,
     char                          err[PROVEN_ERR_LEN];
     u_char                       *p, *end, *slash;
     size_t                        i, j, n;
-    ngx_str_t                     path, *seg;
-    cbor_item_t                  *root, *apps, *routes, *route;
+    ngx_str_t                     path, *seg, *socket;
+    cbor_item_t                  *root, *apps, *routes, *route, *sockets;
     struct cbor_pair             *pairs;
     ngx_array_t                  *table;
     ngx_http_proven_app_entry_t  *app;
@@ -1198,13 +1381,32 @@ ngx_http_proven_app_parse(ngx_pool_t *pool, u_char *data, size_t len,
             || ngx_http_proven_app_copy_text(pool, pairs[i].key, &app->name,
                                              NGX_HTTP_PROVEN_APP_NAME_MAX)
                != NGX_OK
-            || !cbor_isa_map(pairs[i].value)
-            || ngx_http_proven_app_copy_text(pool,
-                   proven_cbor_map_get(pairs[i].value, "socket"),
-                   &app->socket, 107) != NGX_OK)
+            || !cbor_isa_map(pairs[i].value))
         {
             table = NULL;
             goto done;
+        }
+
+        sockets = proven_cbor_map_get(pairs[i].value, "sockets");
+        if (sockets == NULL || !cbor_isa_array(sockets)
+            || cbor_array_size(sockets) > NGX_HTTP_PROVEN_APP_WORKERS_MAX
+            || ngx_array_init(&app->sockets, pool,
+                              cbor_array_size(sockets) + 1,
+                              sizeof(ngx_str_t)) != NGX_OK)
+        {
+            table = NULL;
+            goto done;
+        }
+        for (j = 0; j < cbor_array_size(sockets); j++) {
+            socket = ngx_array_push(&app->sockets);
+            if (socket == NULL
+                || ngx_http_proven_app_copy_text(pool,
+                       cbor_array_handle(sockets)[j], socket,
+                       NGX_HTTP_PROVEN_APP_SOCKET_MAX) != NGX_OK)
+            {
+                table = NULL;
+                goto done;
+            }
         }
 
         routes = proven_cbor_map_get(pairs[i].value, "routes");

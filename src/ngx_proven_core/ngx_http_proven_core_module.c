@@ -220,6 +220,13 @@ ngx_http_proven_daemon_call(ngx_http_request_t *r, cbor_item_t *request,
 }
 
 
+ngx_uint_t
+ngx_http_proven_peer_pending(ngx_http_proven_peer_t *peer)
+{
+    return peer->calls;
+}
+
+
 ngx_http_proven_peer_t *
 ngx_http_proven_peer_get(ngx_http_request_t *r, u_char *path, size_t len)
 {

@@ -41,3 +41,14 @@ export const badHeaders = runOnHttp({ path: '/bad-headers' }, () => ({
                'transfer-encoding': 'chunked' },
     body: 'headers filtered',
 }));
+
+// Holds its thread for ?ms= milliseconds (at most 200): load for the pool.
+export const spin = runOnHttp({ path: '/spin' }, (req) => {
+    const ms = Math.min(Number(req.queryParameters.ms) || 50, 200);
+    const until = Date.now() + ms;
+    let turns = 0;
+    while (Date.now() < until) {
+        turns++;
+    }
+    return { spun: turns > 0 };
+});

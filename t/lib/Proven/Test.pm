@@ -89,7 +89,7 @@ sub deploy_app {
     $? == 0 or die "deploy of $name failed: $out";
     for (1 .. 500) {
         my $list = `$bin/proven app list 2>&1`;
-        return $out if $list =~ /"app":"\Q$name\E"[^\n]*"socket"/;
+        return $out if $list =~ /"app":"\Q$name\E"[^\n]*"sockets":\["/;
         sleep 0.02;
     }
     die "the worker of $name did not start";
