@@ -41,7 +41,9 @@
 #define PROVEND_ROUTES_MAX        256
 #define PROVEND_SOCKET_MAX        107        /* sun_path, with its NUL */
 #define PROVEND_CHECKS_MAX        4          /* deploy checks at once */
+#define PROVEND_RETIRE_GRACE_MS   2000       /* nginx sees the new page */
 #define PROVEND_RETIRED_KILL_MS   30000      /* a replaced worker's drain */
+#define PROVEND_WAKE_WAIT_MS      4000       /* under nginx's own timeout */
 
 /*
  * The pool of an app's workers: it grows by one while the workers are
@@ -63,6 +65,7 @@ typedef struct provend_wake_s    provend_wake_t;
 /* An app.wake waiting for a worker to be ready. */
 struct provend_wake_s {
     provend_wake_t        *next;
+    uint64_t               since;        /* uv_now when asked */
     uint64_t               id;
     provend_ops_reply_pt   reply;
     void                  *ctx;
@@ -87,6 +90,8 @@ struct provend_worker_s {
     int              ready;
     int              exited;
     uint64_t         retired_ms;    /* uv_now when replaced, or 0 */
+    int              termed;        /* SIGTERM sent */
+    int              skip_line;     /* an overlong line: to its end */
     provend_worker_t *prev;         /* every worker, until closed */
     provend_worker_t *next;
 };
@@ -144,6 +149,7 @@ struct provend_apps_s {
     uint8_t                *page;   /* the state page, mapped */
     uv_timer_t              stop_timer;
     uv_timer_t              minute;   /* schedules */
+    uv_timer_t              sweep;    /* each second: retired, wakes */
     int                     stopping;
     unsigned                checks;       /* deploy checks running */
     time_t                  fired_minute; /* schedules fired for it */
@@ -187,6 +193,8 @@ typedef struct {
 
 static void provend_apps_publish(provend_apps_t *apps);
 static void provend_worker_start(provend_apps_t *apps, provend_app_t *app);
+static void provend_app_restart_later(provend_app_t *app);
+static int provend_app_current_serves(provend_app_t *app);
 
 
 /* ---- answers ------------------------------------------------------------- */
@@ -972,8 +980,9 @@ provend_apps_on_restart(uv_timer_t *timer)
 
     app = timer->data;
     apps = app->apps;
-    if (!apps->stopping && app->nserving == 0 && app->starting == NULL
-        && app->package != NULL && !app->idle)
+    if (!apps->stopping && app->starting == NULL && app->package != NULL
+        && !provend_app_current_serves(app)
+        && (!app->idle || app->nwakes > 0))
     {
         provend_worker_start(apps, app);
     }
@@ -1001,15 +1010,15 @@ provend_worker_on_exit(uv_process_t *process, int64_t status, int signal)
             provend_app_answer_wakes(app, NULL);
         }
 
-        /* the last worker gone: another, after a backoff */
-        if (!apps->stopping && app->starting == NULL && app->nserving == 0) {
+        /* the last worker of the current package gone: another, after a
+           backoff (an idle app's only if someone waits for it) */
+        if (!apps->stopping && app->starting == NULL
+            && !provend_app_current_serves(app))
+        {
             provend_warn("apps: the worker of %s exited (status %lld, "
                          "signal %d); restarting", app->name,
                          (long long) status, signal);
-            uv_timer_start(&app->restart, provend_apps_on_restart,
-                           app->backoff_ms, 0);
-            app->backoff_ms = app->backoff_ms * 2 > PROVEND_RESTART_MAX_MS
-                              ? PROVEND_RESTART_MAX_MS : app->backoff_ms * 2;
+            provend_app_restart_later(app);
         } else if (!apps->stopping) {
             provend_warn("apps: a worker of %s exited (status %lld, signal "
                          "%d); %zu still serve", app->name,
@@ -1036,19 +1045,48 @@ provend_worker_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 
 
 /*
- * A worker replaced by another or no longer needed: signalled now, and
- * killed by the minute sweep if it is still there PROVEND_RETIRED_KILL_MS
- * later (its runtime drains for 10 s at most, but a process may also not
- * be listening).
+ * A worker replaced by another or no longer needed.  SIGKILL: now (one
+ * that serves nothing yet).  SIGTERM: by the sweep, PROVEND_RETIRE_GRACE_MS
+ * after the page without it went out, so that requests nginx routed with
+ * the page before still find it; then SIGKILL if it is still there
+ * PROVEND_RETIRED_KILL_MS later (its runtime drains for 10 s at most, but
+ * a process may also not be listening).
  */
 static void
 provend_worker_retire(provend_worker_t *w, int sig)
 {
     w->app = NULL;
     w->retired_ms = uv_now(w->apps->loop);
-    if (!w->exited) {
-        uv_process_kill(&w->process, sig);
+    if (sig == SIGKILL && !w->exited) {
+        uv_process_kill(&w->process, SIGKILL);
+        w->termed = 1;
     }
+}
+
+
+/* Arms the restart timer with the backoff, which doubles each time. */
+static void
+provend_app_restart_later(provend_app_t *app)
+{
+    uv_timer_start(&app->restart, provend_apps_on_restart, app->backoff_ms,
+                   0);
+    app->backoff_ms = app->backoff_ms * 2 > PROVEND_RESTART_MAX_MS
+                      ? PROVEND_RESTART_MAX_MS : app->backoff_ms * 2;
+}
+
+
+/* Whether a worker of the current package serves. */
+static int
+provend_app_current_serves(provend_app_t *app)
+{
+    size_t  i;
+
+    for (i = 0; i < app->nserving; i++) {
+        if (app->serving[i]->package_gen == app->package_gen) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 
@@ -1225,13 +1263,17 @@ provend_worker_on_read(uv_stream_t *stream, ssize_t nread,
     w->line_len += (size_t) nread;
     while ((nl = memchr(w->line, '\n', w->line_len)) != NULL) {
         *nl = '\0';
-        provend_worker_line(w, w->line);
+        if (!w->skip_line) {
+            provend_worker_line(w, w->line);
+        }
+        w->skip_line = 0;
         n = (size_t) (nl - w->line) + 1;
         memmove(w->line, w->line + n, w->line_len - n);
         w->line_len -= n;
     }
     if (w->line_len == sizeof(w->line)) {
-        w->line_len = 0;             /* not ours: ignore */
+        w->line_len = 0;             /* not ours: dropped to its end */
+        w->skip_line = 1;
     }
 }
 
@@ -1295,8 +1337,9 @@ provend_worker_socket_dir(provend_apps_t *apps, provend_app_t *app,
 }
 
 
-static void
-provend_worker_start(provend_apps_t *apps, provend_app_t *app)
+/* Starts a worker process for app; -1 if it could not be started. */
+static int
+provend_worker_spawn(provend_apps_t *apps, provend_app_t *app)
 {
     int                    rc, argc;
     char                  *argv[32], memory[16], dir[PROVEND_SOCKET_MAX + 1];
@@ -1310,7 +1353,7 @@ provend_worker_start(provend_apps_t *apps, provend_app_t *app)
     w = calloc(1, sizeof(*w));
     if (w == NULL) {
         provend_error("apps: out of memory starting %s", app->name);
-        return;
+        return -1;
     }
     w->apps = apps;
     w->app = app;
@@ -1320,7 +1363,7 @@ provend_worker_start(provend_apps_t *apps, provend_app_t *app)
                                   sizeof(keep)) != 0)
     {
         free(w);
-        return;
+        return -1;
     }
     if ((size_t) snprintf(w->socket, sizeof(w->socket), "%s/%u.sock", dir,
                           app->generation)
@@ -1330,14 +1373,14 @@ provend_worker_start(provend_apps_t *apps, provend_app_t *app)
                       "a unix socket allows: use a shorter --data path",
                       app->name);
         free(w);
-        return;
+        return -1;
     }
 
     w->package = malloc(app->package_len);
     if (w->package == NULL) {
         provend_error("apps: out of memory starting %s", app->name);
         free(w);
-        return;
+        return -1;
     }
     memcpy(w->package, app->package, app->package_len);
     w->package_len = app->package_len;
@@ -1421,11 +1464,7 @@ provend_worker_start(provend_apps_t *apps, provend_app_t *app)
         provend_worker_close_pipe(&w->in);
         provend_worker_close_pipe(&w->out);
         uv_close((uv_handle_t *) &w->process, provend_worker_on_closed);
-        if (!apps->stopping) {
-            uv_timer_start(&app->restart, provend_apps_on_restart,
-                           PROVEND_RESTART_MAX_MS, 0);
-        }
-        return;
+        return -1;
     }
 
     /* a worker still starting with an older package serves nothing yet:
@@ -1442,6 +1481,24 @@ provend_worker_start(provend_apps_t *apps, provend_app_t *app)
     }
     uv_read_start((uv_stream_t *) &w->out, provend_worker_alloc,
                   provend_worker_on_read);
+    return 0;
+}
+
+
+/*
+ * Starts a worker; when that fails, the requests waiting for one hear so
+ * and another try comes after the backoff.
+ */
+static void
+provend_worker_start(provend_apps_t *apps, provend_app_t *app)
+{
+    if (provend_worker_spawn(apps, app) == 0) {
+        return;
+    }
+    provend_app_answer_wakes(app, NULL);
+    if (!apps->stopping) {
+        provend_app_restart_later(app);
+    }
 }
 
 
@@ -2356,15 +2413,18 @@ provend_apps_op_wake(provend_apps_t *apps, const proven_request_t *req,
         return;
     }
     wake->id = req->id;
+    wake->since = uv_now(apps->loop);
     wake->reply = reply;
     wake->ctx = ctx;
     wake->next = app->wakes;
     app->wakes = wake;
     app->nwakes++;
 
-    /* a restart under backoff waits its turn; an idle app starts now */
+    /* a restart under backoff waits its turn; otherwise one starts now */
     app->last_call = uv_now(apps->loop);
-    if (app->starting == NULL && app->idle) {
+    if (app->starting == NULL
+        && !uv_is_active((uv_handle_t *) &app->restart))
+    {
         provend_info("apps: %s is called: starting a worker", app->name);
         provend_worker_start(apps, app);
     }
@@ -2429,7 +2489,6 @@ provend_apps_on_minute(uv_timer_t *timer)
     struct tm          utc;
     provend_app_t     *app;
     provend_apps_t    *apps;
-    provend_worker_t  *w;
 
     apps = timer->data;
     now = time(NULL);
@@ -2443,15 +2502,6 @@ provend_apps_on_minute(uv_timer_t *timer)
     }
     apps->fired_minute = now / 60;
 
-    for (w = apps->workers; w != NULL; w = w->next) {
-        if (w->retired_ms != 0 && !w->exited
-            && uv_now(apps->loop) - w->retired_ms >= PROVEND_RETIRED_KILL_MS)
-        {
-            provend_warn("apps: a replaced worker of pid %d did not stop: "
-                         "killed", w->process.pid);
-            uv_process_kill(&w->process, SIGKILL);
-        }
-    }
 
     for (app = apps->apps; app != NULL; app = app->next) {
         if (app->nserving == 0) {
@@ -2469,6 +2519,56 @@ provend_apps_on_minute(uv_timer_t *timer)
 
     uv_timer_start(&apps->minute, provend_apps_on_minute,
                    provend_apps_to_next_minute(), 0);
+}
+
+
+/*
+ * Each second: retired workers get their SIGTERM after the grace, and
+ * SIGKILL if they outstay their drain; wakes waiting too long are told
+ * no (each holds a slot of nginx's connection to provend).
+ */
+static void
+provend_apps_on_sweep(uv_timer_t *timer)
+{
+    uint64_t           now;
+    provend_app_t     *app;
+    provend_apps_t    *apps;
+    provend_wake_t   **pw, *wake;
+    provend_worker_t  *w;
+
+    apps = timer->data;
+    now = uv_now(apps->loop);
+
+    for (w = apps->workers; w != NULL; w = w->next) {
+        if (w->retired_ms == 0 || w->exited) {
+            continue;
+        }
+        if (!w->termed && now - w->retired_ms >= PROVEND_RETIRE_GRACE_MS) {
+            uv_process_kill(&w->process, SIGTERM);
+            w->termed = 1;
+        } else if (now - w->retired_ms >= PROVEND_RETIRED_KILL_MS) {
+            provend_warn("apps: a replaced worker of pid %d did not stop: "
+                         "killed", w->process.pid);
+            uv_process_kill(&w->process, SIGKILL);
+            w->retired_ms = now;        /* once more in 30 s at most */
+        }
+    }
+
+    for (app = apps->apps; app != NULL; app = app->next) {
+        pw = &app->wakes;
+        while ((wake = *pw) != NULL) {
+            if (now - wake->since < PROVEND_WAKE_WAIT_MS) {
+                pw = &wake->next;
+                continue;
+            }
+            *pw = wake->next;
+            app->nwakes--;
+            provend_ops_reply_error(wake->reply, wake->ctx, wake->id,
+                                    "unavailable", "the application's "
+                                    "worker is not ready yet");
+            free(wake);
+        }
+    }
 }
 
 
@@ -2537,6 +2637,8 @@ provend_apps_open(const provend_apps_config_t *cfg, char *err, size_t errlen)
     apps->stop_timer.data = apps;
     uv_timer_init(apps->loop, &apps->minute);
     apps->minute.data = apps;
+    uv_timer_init(apps->loop, &apps->sweep);
+    apps->sweep.data = apps;
 
     if (apps->node == NULL || apps->runtime_bin == NULL
         || apps->run_dir == NULL)
@@ -2572,6 +2674,8 @@ provend_apps_open(const provend_apps_config_t *cfg, char *err, size_t errlen)
     uv_timer_start(&apps->minute, provend_apps_on_minute,
                    provend_apps_to_next_minute(), 0);
     uv_unref((uv_handle_t *) &apps->minute);
+    uv_timer_start(&apps->sweep, provend_apps_on_sweep, 1000, 1000);
+    uv_unref((uv_handle_t *) &apps->sweep);
 
     provend_info("apps: %zu applications", apps->napps);
     return apps;
@@ -2614,6 +2718,7 @@ provend_apps_stop(provend_apps_t *apps)
     waiting = 0;
 
     uv_timer_stop(&apps->minute);
+    uv_timer_stop(&apps->sweep);
     for (app = apps->apps; app != NULL; app = app->next) {
         uv_timer_stop(&app->restart);
         provend_app_answer_wakes(app, NULL);
@@ -2648,6 +2753,9 @@ provend_apps_free(provend_apps_t *apps)
     }
     if (!uv_is_closing((uv_handle_t *) &apps->minute)) {
         uv_close((uv_handle_t *) &apps->minute, NULL);
+    }
+    if (!uv_is_closing((uv_handle_t *) &apps->sweep)) {
+        uv_close((uv_handle_t *) &apps->sweep, NULL);
     }
     for (app = apps->apps; app != NULL; app = next) {
         next = app->next;

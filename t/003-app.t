@@ -330,3 +330,66 @@ $::http_config
 --- must_die
 --- error_log
 is not an application name
+
+
+
+=== TEST 21: a streamed body goes out chunked, as the handler yields it
+--- http_config eval
+$::http_config
+--- config
+    location /app/ { proven_app; }
+--- request
+GET /app/web/stream/3
+--- response_headers
+Transfer-Encoding: chunked
+Content-Type: text/plain
+--- response_body
+0
+1
+2
+--- no_error_log
+[error]
+
+
+
+=== TEST 22: a long stream: a thousand chunks, in order
+--- http_config eval
+$::http_config
+--- config
+    location /app/ { proven_app; }
+--- request
+GET /app/web/stream/1000
+--- response_body eval
+join '', map { "$_\n" } 0 .. 999
+--- no_error_log
+[error]
+
+
+
+=== TEST 23: a stream that breaks cuts the response, and the log says why
+--- http_config eval
+$::http_config
+--- config
+    location /app/ { proven_app; }
+--- request
+GET /app/web/stream-breaks
+--- error_code: 200
+--- response_body
+one
+--- error_log
+the streamed body of "web" broke: Error: broke mid-stream
+
+
+
+=== TEST 24: HEAD of a streamed body is its head only
+--- http_config eval
+$::http_config
+--- config
+    location /app/ { proven_app; }
+--- request
+HEAD /app/web/stream/3
+--- response_headers
+Content-Type: text/plain
+--- response_body
+--- no_error_log
+[error]

@@ -33,7 +33,7 @@ stop_node() {
 
 cleanup() {
     stop_node
-    rm -rf "$work"
+    [ -n "${KEEP_WORK:-}" ] && echo "# kept $work" || rm -rf "$work"
 }
 trap cleanup EXIT
 
@@ -223,8 +223,21 @@ check "the list says so; hello (it has a schedule) never idles" 0 \
     -m '"app":"hello".*"idle":false' sh -c \
     "'$proven' app list | grep '\"app\":\"web\".*\"idle\":true' \
      && '$proven' app list | grep '\"app\":\"hello\"'"
-same "the next request wakes it and is answered" plain get web/text
+pids=()
+for i in 1 2 3 4 5; do
+    curl -s -X PUT --data-binary "wake $i" "$url/web/echo" >"$work/wake.$i" &
+    pids+=($!)
+done
+wait "${pids[@]}"
+same "five requests (with bodies) at once wake it; each gets its answer" \
+    "$(printf 'wake %s\n' 1 2 3 4 5)" \
+    sh -c "for i in 1 2 3 4 5; do cat '$work/wake.'\$i; echo; done"
 same "by one worker" 1 workers web
+
+# ---- a streamed body to a slow reader -------------------------------------------
+
+same "8 MiB streamed to a reader at 4 MiB/s arrive whole" 8388608 sh -c \
+    "curl -s --limit-rate 4M '$url/web/stream-big/128' | wc -c"
 
 # ---- new versions, rollback -----------------------------------------------------
 

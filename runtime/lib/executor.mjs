@@ -26,8 +26,24 @@ export class Executor {
     }
 
     // As AppIsolate.call: resolves with {status, headers, body, type, logs}
-    // (raw: body is the result's JSON text) or rejects with a CallError.
+    // (raw: body is the result's JSON text; stream: body is a stream's
+    // number) or rejects with a CallError.
     call(index, request, body, timeoutMs, raw = false) {
+        return this.track(timeoutMs, (id) => this.sandbox.invoke(
+            id, index, request, body, raw));
+    }
+
+    // The next chunk of stream: resolves with {type: "chunk", body} or
+    // {type: "end"}, under the same deadline rules as a call.
+    pull(stream, timeoutMs) {
+        return this.track(timeoutMs, (id) => this.sandbox.pull(id, stream));
+    }
+
+    cancel(stream) {
+        this.sandbox.cancel(stream);
+    }
+
+    track(timeoutMs, begin) {
         const id = this.nextId++;
         const deadline = Date.now() + timeoutMs;
         this.shared[2]++;               /* calls started, for load reports */
@@ -42,7 +58,7 @@ export class Executor {
             if (this.shared[1] === 0 || deadline < this.shared[1]) {
                 this.shared[1] = deadline;
             }
-            this.sandbox.invoke(id, index, request, body, raw);
+            begin(id);
         });
     }
 

@@ -277,9 +277,33 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
         return true;
     }
 
+    /*
+     * Streamed bodies: an async iterable (an async generator, say) of
+     * strings and byte arrays.  Its iterator waits here under a number
+     * the host pulls chunks by (pull) or gives up on (cancel).
+     */
+    const asyncIteratorKey = Symbol.asyncIterator;
+    const streams = new MapCtor();
+    let nextStream = 1;
+
+    function isStream(body) {
+        return body !== null && typeof body === 'object' && !isArray(body)
+               && !isView(body) && !(body instanceof ArrayBufferCtor)
+               && typeof body[asyncIteratorKey] === 'function';
+    }
+
     function bodyOf(body) {
         if (body === undefined || body === null) {
             return [null, null];
+        }
+        if (isStream(body)) {
+            if (streams.size >= limits.streamsMax) {
+                fail('too many streamed responses are open');
+            }
+            const iterator = body[asyncIteratorKey]();
+            const id = nextStream++;
+            apply(mapSetM, streams, [id, iterator]);
+            return [id, 'application/octet-stream', true];
         }
         if (typeof body === 'string') {
             return [body, 'text/plain; charset=utf-8'];
@@ -319,9 +343,81 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
             }
         }
 
-        const [out, type] = bodyOf(body);
+        const [out, type, stream] = bodyOf(body);
         hostCall(host.settle, [callId, true, status, stringify(headers), out,
-                               type]);
+                               type, stream === true]);
+    }
+
+    function endStream(id) {
+        apply(mapDeleteM, streams, [id]);
+    }
+
+    /* The next chunk of stream id: settled as "chunk" or "end". */
+    function pull(callId, id) {
+        const iterator = apply(mapGetM, streams, [id]);
+        if (iterator === undefined) {
+            failed(callId, new ErrorCtor('the stream is over'));
+            return;
+        }
+        let step;
+        try {
+            step = apply(iterator.next, iterator, []);
+        } catch (e) {
+            endStream(id);
+            failed(callId, e);
+            return;
+        }
+        apply(then, apply(resolve, PromiseCtor, [step]), [
+            (r) => {
+                try {
+                    if (r === null || typeof r !== 'object') {
+                        fail('a stream step must be {value, done}');
+                    }
+                    if (r.done) {
+                        endStream(id);
+                        hostCall(host.settle, [callId, true, 0, '[]', null,
+                                               'end']);
+                        return;
+                    }
+                    const v = r.value;
+                    let out;
+                    if (typeof v === 'string') {
+                        out = v;
+                    } else if (v instanceof U8) {
+                        out = new U8(v);
+                    } else {
+                        fail('a streamed chunk is a string or a Uint8Array');
+                    }
+                    hostCall(host.settle, [callId, true, 0, '[]', out,
+                                           'chunk']);
+                } catch (e) {
+                    endStream(id);
+                    failed(callId, e);
+                }
+            },
+            (e) => {
+                endStream(id);
+                failed(callId, e);
+            },
+        ]);
+    }
+
+    /* Nobody reads stream id any more: its iterator may clean up. */
+    function cancel(id) {
+        const iterator = apply(mapGetM, streams, [id]);
+        if (iterator === undefined) {
+            return;
+        }
+        endStream(id);
+        try {
+            if (typeof iterator.return === 'function') {
+                apply(then, apply(resolve, PromiseCtor,
+                                  [apply(iterator.return, iterator, [])]),
+                      [undefined, () => {}]);
+            }
+        } catch (e) {
+            /* its own business */
+        }
     }
 
     function failed(callId, error) {
@@ -635,6 +731,8 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
                           '@proven-network/sql': sqlModule }),
 
         resume,
+        pull,
+        cancel,
 
         /* What import() of anything gives: an error of the context. */
         importRefused(specifier) {
@@ -760,19 +858,21 @@ export class Sandbox {
                 storage: (id, text, bytes) => this.storage(id, text, bytes),
             },
             { timeoutMax: this.timeoutMax, logLine: LOG_LINE_MAX,
-              keysMax: 10000, rowsMax: 10000 });
+              keysMax: 10000, rowsMax: 10000, streamsMax: 256 });
         this.handlers = [];
         this.logs = null;
         this.logBytes = 0;
     }
 
-    settle(callId, ok, status, a, b, type) {
+    settle(callId, ok, status, a, b, type, stream) {
         try {
             if (typeof callId !== 'number') {
                 return;
             }
             let body = b;
-            if (ok && type === 'raw') {
+            if (ok && stream === true) {
+                body = Number(b);
+            } else if (ok && type === 'raw') {
                 body = String(b);
             } else if (ok && b !== null && typeof b !== 'string') {
                 // b is a byte array the setup code made; copy it with the
@@ -785,8 +885,9 @@ export class Sandbox {
             this.logs = null;
             this.logBytes = 0;
             this.host.settle(callId, ok ? {
-                status, headers: JSON.parse(String(a)), body, type,
-                logs,
+                status, headers: JSON.parse(String(a)), body,
+                type: typeof type === 'string' ? type : null,
+                stream: stream === true, logs,
             } : { error: String(a), stack: String(b), logs });
         } catch (e) {
             this.host.settle(callId, { error: `runtime: ${e.message}`,
@@ -941,6 +1042,18 @@ export class Sandbox {
             }
         }
         return this.handlers;
+    }
+
+    // The next chunk of a streamed body: host.settle(callId, result) with
+    // type "chunk" (body a string or bytes) or "end".
+    pull(callId, stream) {
+        this.logs = null;
+        this.logBytes = 0;
+        this.api.pull(callId, stream);
+    }
+
+    cancel(stream) {
+        this.api.cancel(stream);
     }
 
     // Starts a call; host.settle(callId, result) follows, at once or later.

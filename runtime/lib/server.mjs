@@ -12,6 +12,12 @@
 // runOnSchedule handler: {output, logs, duration_us}, or the error codes
 // above with "logs".  Also "app.logs" (recent console lines) and
 // "runtime.status".
+//
+// A streamed body (the handler's body is an async iterable) answers
+// app.http with "stream": N and an empty body; the caller then pulls:
+// "app.next" {stream: N} -> {chunk: bytes, more: bool}, one chunk at a
+// time, each under the handler's timeout.  "app.cancel" {stream: N}, or
+// STREAM_IDLE_MS without a pull, ends it (its iterator's return() runs).
 
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
@@ -24,6 +30,8 @@ const CALLS_MAX = 1024;                    /* in flight, whole process */
 const LOG_LINES_MAX = 1000;
 const LOG_BYTES_MAX = 256 * 1024;
 const DEFAULT_TIMEOUT_MS = 10000;
+const STREAM_IDLE_MS = 30000;
+const CHUNK_MAX = 1024 * 1024;
 const TEXT_TYPE = /^(text\/|application\/(json|x-www-form-urlencoded|[a-z.+-]*\+json)\b)/i;
 const utf8 = new TextDecoder('utf-8', { fatal: false });
 
@@ -40,6 +48,7 @@ export class RuntimeServer {
         this.logs = [];
         this.logBytes = 0;
         this.connections = new Set();
+        this.streams = new Map();       /* open streamed bodies */
         this.served = 0;
         this.restarts = restarts;
     }
@@ -135,6 +144,11 @@ export class RuntimeServer {
             return this.http(conn, id, f);
         case 'app.run':
             return this.run(conn, id, f);
+        case 'app.next':
+            return this.next(conn, id, f);
+        case 'app.cancel':
+            this.closeStream(f.stream, true);
+            return this.reply(conn, { id, ok: true, result: null });
         case 'app.logs':
             return this.reply(conn, { id, ok: true,
                                       result: { lines: this.logs } });
@@ -217,23 +231,99 @@ export class RuntimeServer {
                 headers.push(['content-type', r.type]);
             }
             this.served++;
+            if (r.stream) {
+                this.openStream(r.body, timeout);
+                this.reply(conn, { id, ok: true, result: {
+                    status: r.status, headers, body: Buffer.alloc(0),
+                    stream: r.body } });
+                return;
+            }
             this.send(conn, encodeHttpAnswer(id, r.status, headers,
                 r.body === null ? Buffer.alloc(0)
                     : typeof r.body === 'string' ? Buffer.from(r.body)
                     : r.body));
         } catch (e) {
-            this.record(e.logs);
-            if (e.code === 'handler_error') {
-                const errorId = randomBytes(8).toString('hex');
-                process.stderr.write(`proven-runtime: app ${this.app} error `
-                                     + `${errorId}: ${e.message}\n`);
-                this.fail(conn, id, 'handler_error', this.exposeErrors
-                    ? e.message : 'the handler failed', { error_id: errorId });
-            } else if (e.code) {
-                this.fail(conn, id, e.code, e.message);
-            } else {
-                this.fail(conn, id, 'internal', `runtime: ${e.message}`);
+            this.callFailed(conn, id, e);
+        } finally {
+            this.inFlight--;
+        }
+    }
+
+    // A call that threw or timed out: its error answer (and error id).
+    callFailed(conn, id, e) {
+        this.record(e.logs);
+        if (e.code === 'handler_error') {
+            const errorId = randomBytes(8).toString('hex');
+            process.stderr.write(`proven-runtime: app ${this.app} error `
+                                 + `${errorId}: ${e.message}\n`);
+            this.fail(conn, id, 'handler_error', this.exposeErrors
+                ? e.message : 'the handler failed', { error_id: errorId });
+        } else if (e.code) {
+            this.fail(conn, id, e.code, e.message);
+        } else {
+            this.fail(conn, id, 'internal', `runtime: ${e.message}`);
+        }
+    }
+
+    openStream(stream, timeout) {
+        const s = { timeout, busy: false, timer: null };
+        this.streams.set(stream, s);
+        this.idleStream(stream, s);
+    }
+
+    idleStream(stream, s) {
+        clearTimeout(s.timer);
+        s.timer = setTimeout(() => this.closeStream(stream, true),
+                             STREAM_IDLE_MS);
+        s.timer.unref();
+    }
+
+    closeStream(stream, cancel) {
+        const s = this.streams.get(stream);
+        if (s !== undefined) {
+            clearTimeout(s.timer);
+            this.streams.delete(stream);
+            if (cancel) {
+                this.isolate.cancel(stream);
             }
+        }
+    }
+
+    async next(conn, id, f) {
+        const s = this.streams.get(f.stream);
+        if (s === undefined) {
+            return this.fail(conn, id, 'not_found', 'no such stream (it '
+                             + `ended, or was not read for ${STREAM_IDLE_MS} `
+                             + 'ms)');
+        }
+        if (s.busy) {
+            return this.fail(conn, id, 'busy', 'the stream is being read');
+        }
+        s.busy = true;
+        clearTimeout(s.timer);
+        this.inFlight++;
+        try {
+            const r = await this.isolate.pull(f.stream, s.timeout);
+            this.record(r.logs);
+            if (r.type === 'end') {
+                this.closeStream(f.stream, false);
+                this.reply(conn, { id, ok: true, result: {
+                    chunk: Buffer.alloc(0), more: false } });
+                return;
+            }
+            const chunk = typeof r.body === 'string' ? Buffer.from(r.body)
+                                                     : r.body;
+            if (chunk.length > CHUNK_MAX) {
+                this.closeStream(f.stream, true);
+                return this.fail(conn, id, 'handler_error', 'a streamed '
+                                 + `chunk is over ${CHUNK_MAX} bytes`);
+            }
+            s.busy = false;
+            this.idleStream(f.stream, s);
+            this.reply(conn, { id, ok: true, result: { chunk, more: true } });
+        } catch (e) {
+            this.closeStream(f.stream, true);
+            this.callFailed(conn, id, e);
         } finally {
             this.inFlight--;
         }

@@ -46,6 +46,29 @@ export const cyclic = runOnHttp({ path: '/cyclic' },
     () => { const o = {}; o.o = o; return [o]; });
 export const slow = runOnHttp({ path: '/slow', timeout: 300 },
     () => new Promise(() => {}));
+export const counting = runOnHttp({ path: '/stream/:n' }, (req) => ({
+    status: 200, headers: { 'content-type': 'text/plain' },
+    body: (async function* () {
+        for (let i = 0; i < Number(req.pathParameters.n); i++) {
+            yield i % 2 ? new Uint8Array([0x41 + i]) : String(i);
+        }
+    })(),
+}));
+export const streamThrows = runOnHttp({ path: '/stream-throws' },
+    async function* () { yield 'one'; throw new Error('broke mid-stream'); });
+export const streamBad = runOnHttp({ path: '/stream-bad' },
+    async function* () { yield 42; });
+let cleaned = 'no';
+export const streamForever = runOnHttp({ path: '/stream-forever' },
+    () => (async function* () {
+        try {
+            for (;;) { yield 'x'; }
+        } finally {
+            cleaned = 'yes';
+        }
+    })());
+export const streamCleaned = runOnHttp({ path: '/stream-cleaned' },
+    () => ({ cleaned }));
 export const logs = runOnHttp({ path: '/logs' },
     () => { console.log('hello', { n: 1 }); console.error('oops'); return 1; });
 `,
@@ -157,6 +180,62 @@ test('a handler past its timeout: timeout, and the app keeps serving',
     assert.equal(r.error.code, 'timeout');
     const next = await rt.client.http('GET', '/text');
     assert.equal(Buffer.from(next.result.body).toString(), 'plain words');
+});
+
+test('a streamed body: head with a stream number, chunks by app.next',
+     async () => {
+    const head = await rt.client.http('GET', '/stream/4');
+    assert.equal(head.result.status, 200);
+    assert.equal(header(head.result, 'content-type'), 'text/plain');
+    assert.equal(head.result.body.length, 0);
+    const stream = head.result.stream;
+    assert.ok(Number.isInteger(stream));
+    const got = [];
+    for (;;) {
+        const r = await rt.client.call('app.next', { stream });
+        if (!r.result.more) {
+            assert.equal(r.result.chunk.length, 0);
+            break;
+        }
+        got.push(Buffer.from(r.result.chunk).toString());
+    }
+    assert.deepEqual(got, ['0', 'B', '2', 'D']);
+    const over = await rt.client.call('app.next', { stream });
+    assert.equal(over.error.code, 'not_found');
+});
+
+test('a stream that throws or yields a non-chunk fails that pull',
+     async () => {
+    // an async generator function is itself the handler: its generator is
+    // the body
+    const a = await rt.client.http('GET', '/stream-throws');
+    const one = await rt.client.call('app.next', { stream: a.result.stream });
+    assert.equal(Buffer.from(one.result.chunk).toString(), 'one');
+    const broke = await rt.client.call('app.next',
+                                       { stream: a.result.stream });
+    assert.equal(broke.error.code, 'handler_error');
+    assert.match(broke.error.message, /broke mid-stream/);
+
+    const b = await rt.client.http('GET', '/stream-bad');
+    const bad = await rt.client.call('app.next', { stream: b.result.stream });
+    assert.match(bad.error.message, /a streamed chunk is a string or a/);
+    assert.equal((await rt.client.call('app.next',
+        { stream: 12345 })).error.code, 'not_found');
+});
+
+test('a stream given up (app.cancel, or 30 s unread) runs its cleanup',
+     async () => {
+    const h = await rt.client.http('GET', '/stream-forever');
+    const x = await rt.client.call('app.next', { stream: h.result.stream });
+    assert.equal(Buffer.from(x.result.chunk).toString(), 'x');
+    const cleaned = async () => json(
+        (await rt.client.http('GET', '/stream-cleaned')).result);
+    assert.deepEqual(await cleaned(), { cleaned: 'no' });
+    const c = await rt.client.call('app.cancel', { stream: h.result.stream });
+    assert.equal(c.ok, true);
+    assert.deepEqual(await cleaned(), { cleaned: 'yes' });
+    assert.equal((await rt.client.call('app.next',
+        { stream: h.result.stream })).error.code, 'not_found');
 });
 
 test('console lines are kept per app, bounded', async () => {

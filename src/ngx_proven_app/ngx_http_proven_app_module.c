@@ -87,6 +87,13 @@ typedef struct {
     u_char                    *frame;          /* pairs, while a wake runs */
     size_t                     frame_len;
     ngx_uint_t                 frame_pairs;
+    ngx_str_t                  worker;         /* the socket that answered */
+
+    /* a streamed body: pulled chunk by chunk from the same worker */
+    uint64_t                   stream;
+    u_char                    *chunk;          /* one buffer, reused */
+    size_t                     chunk_size;
+    ngx_buf_t                  chunk_buf;
 } ngx_http_proven_app_ctx_t;
 
 
@@ -102,6 +109,18 @@ static void ngx_http_proven_app_send_frame(ngx_http_request_t *r,
 static void ngx_http_proven_app_wake(ngx_http_request_t *r,
     ngx_http_proven_app_ctx_t *ctx);
 static void ngx_http_proven_app_woken(ngx_http_request_t *r,
+    ngx_http_proven_daemon_status_e status, proven_response_t *res,
+    void *data);
+static void ngx_http_proven_app_stream_start(ngx_http_request_t *r,
+    ngx_http_proven_app_ctx_t *ctx, ngx_uint_t status, ngx_str_t *type);
+static void ngx_http_proven_app_pull(ngx_http_request_t *r,
+    ngx_http_proven_app_ctx_t *ctx, const char *op,
+    ngx_http_proven_daemon_handler_pt handler);
+static void ngx_http_proven_app_chunk(ngx_http_request_t *r,
+    ngx_http_proven_daemon_status_e status, proven_response_t *res,
+    void *data);
+static void ngx_http_proven_app_stream_write(ngx_http_request_t *r);
+static void ngx_http_proven_app_cancelled(ngx_http_request_t *r,
     ngx_http_proven_daemon_status_e status, proven_response_t *res,
     void *data);
 static void ngx_http_proven_app_answer(ngx_http_request_t *r,
@@ -650,7 +669,6 @@ ngx_http_proven_app_pick(ngx_http_request_t *r,
 {
     ngx_uint_t                 i, k, load, best_load;
     ngx_str_t                 *best;
-    ngx_http_proven_peer_t    *peer;
     static ngx_uint_t          turn;
 
     if (ctx->nsockets == 1) {
@@ -662,9 +680,8 @@ ngx_http_proven_app_pick(ngx_http_request_t *r,
     best_load = 0;
     for (i = 0; i < ctx->nsockets; i++) {
         k = (turn + i) % ctx->nsockets;
-        peer = ngx_http_proven_peer_get(r, ctx->sockets[k].data,
-                                        ctx->sockets[k].len);
-        load = peer != NULL ? ngx_http_proven_peer_pending(peer) : 0;
+        load = ngx_http_proven_peer_pending(r, ctx->sockets[k].data,
+                                            ctx->sockets[k].len);
         if (best == NULL || load < best_load) {
             best = &ctx->sockets[k];
             best_load = load;
@@ -684,6 +701,7 @@ ngx_http_proven_app_send_frame(ngx_http_request_t *r,
 
     palcf = ngx_http_get_module_loc_conf(r, ngx_http_proven_app_module);
 
+    ctx->worker = *socket;
     peer = ngx_http_proven_peer_get(r, socket->data, socket->len);
     if (peer == NULL) {
         ngx_http_finalize_request(r, ngx_http_proven_app_send_error(r,
@@ -898,13 +916,15 @@ ngx_http_proven_app_answer(ngx_http_request_t *r,
     ngx_http_proven_daemon_status_e status, proven_response_t *res,
     void *data)
 {
-    u_char           *body;
-    size_t            i, n, len;
-    uint64_t          code;
-    ngx_int_t         rc;
-    ngx_str_t         type;
-    cbor_item_t      *headers, *pair, *name, *value, *bytes;
-    ngx_table_elt_t  *h;
+    u_char                     *body;
+    size_t                      i, n, len;
+    uint64_t                    code;
+    ngx_int_t                   rc;
+    ngx_str_t                   type;
+    cbor_item_t                *headers, *pair, *name, *value, *bytes;
+    cbor_item_t                *stream;
+    ngx_table_elt_t            *h;
+    ngx_http_proven_app_ctx_t  *ctx;
 
     (void) data;
 
@@ -931,14 +951,18 @@ ngx_http_proven_app_answer(ngx_http_request_t *r,
         return;
     }
 
+    ctx = ngx_http_get_module_ctx(r, ngx_http_proven_app_module);
     headers = res->result ? proven_cbor_map_get(res->result, "headers")
                           : NULL;
     bytes = res->result ? proven_cbor_map_get(res->result, "body") : NULL;
+    stream = res->result ? proven_cbor_map_get(res->result, "stream") : NULL;
 
     if (res->result == NULL
         || proven_cbor_uint(proven_cbor_map_get(res->result, "status"),
                             &code) != PROVEN_OK
         || code < 100 || code > 599
+        || (stream != NULL
+            && proven_cbor_uint(stream, &ctx->stream) != PROVEN_OK)
         || (headers != NULL && !cbor_isa_array(headers))
         || (bytes != NULL && (!cbor_isa_bytestring(bytes)
                               || !cbor_bytestring_is_definite(bytes))))
@@ -1002,6 +1026,12 @@ ngx_http_proven_app_answer(ngx_http_request_t *r,
         ngx_memcpy(h->value.data, cbor_string_handle(value), h->value.len);
     }
 
+    if (stream != NULL) {
+        ngx_http_proven_app_stream_start(r, ctx, (ngx_uint_t) code,
+                                         type.len ? &type : NULL);
+        return;
+    }
+
     len = bytes ? cbor_bytestring_length(bytes) : 0;
     body = NULL;
     if (len > 0) {
@@ -1020,6 +1050,215 @@ ngx_http_proven_app_answer(ngx_http_request_t *r,
 
 
 /* ---- the audit log ------------------------------------------------------- */
+
+/* ---- streamed bodies ----------------------------------------------------- */
+
+/*
+ * The handler's body is an async iterable: the head goes out now (no
+ * length: chunked), then one chunk at a time is pulled from the worker
+ * ("app.next"), each only once the one before has gone to the client, so
+ * at most one chunk per response is held here.
+ */
+static void
+ngx_http_proven_app_stream_start(ngx_http_request_t *r,
+    ngx_http_proven_app_ctx_t *ctx, ngx_uint_t status, ngx_str_t *type)
+{
+    ngx_int_t  rc;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = -1;
+    if (type != NULL) {
+        r->headers_out.content_type = *type;
+        r->headers_out.content_type_len = type->len;
+    }
+    if (r->method == NGX_HTTP_HEAD) {
+        r->header_only = 1;
+    }
+
+    rc = ngx_http_send_header(r);
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        /* nobody reads the body: the worker may drop it */
+        ngx_http_proven_app_pull(r, ctx, "app.cancel",
+                                 ngx_http_proven_app_cancelled);
+        return;
+    }
+
+    ngx_http_proven_app_pull(r, ctx, "app.next", ngx_http_proven_app_chunk);
+}
+
+
+/* op: app.next (handler: chunk) or app.cancel (handler: cancelled) */
+static void
+ngx_http_proven_app_pull(ngx_http_request_t *r,
+    ngx_http_proven_app_ctx_t *ctx, const char *op,
+    ngx_http_proven_daemon_handler_pt handler)
+{
+    u_char                          *p, frame[64];
+    ngx_int_t                        rc;
+    ngx_http_proven_peer_t          *peer;
+    ngx_http_proven_app_loc_conf_t  *palcf;
+
+    palcf = ngx_http_get_module_loc_conf(r, ngx_http_proven_app_module);
+
+    p = proven_cbor_put_string(frame, PROVEN_CBOR_TEXT, "op", 2);
+    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, op, ngx_strlen(op));
+    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "stream", 6);
+    p = proven_cbor_put_head(p, PROVEN_CBOR_UINT, ctx->stream);
+
+    peer = ngx_http_proven_peer_get(r, ctx->worker.data, ctx->worker.len);
+    rc = peer == NULL ? NGX_ERROR
+         : ngx_http_proven_peer_call_encoded(r, peer, frame, p - frame, 2,
+               palcf->timeout, handler, NULL);
+    if (rc != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_ERROR);
+    }
+}
+
+
+static void
+ngx_http_proven_app_cancelled(ngx_http_request_t *r,
+    ngx_http_proven_daemon_status_e status, proven_response_t *res,
+    void *data)
+{
+    (void) status;
+    (void) res;
+    (void) data;
+
+    ngx_http_finalize_request(r, r->header_only ? NGX_OK : NGX_ERROR);
+}
+
+
+static void
+ngx_http_proven_app_chunk(ngx_http_request_t *r,
+    ngx_http_proven_daemon_status_e status, proven_response_t *res,
+    void *data)
+{
+    size_t                      len;
+    ngx_int_t                   rc, more;
+    ngx_buf_t                  *b;
+    ngx_chain_t                 out;
+    cbor_item_t                *bytes, *more_item;
+    ngx_http_core_loc_conf_t   *clcf;
+    ngx_http_proven_app_ctx_t  *ctx;
+
+    (void) data;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_proven_app_module);
+
+    bytes = status == NGX_HTTP_PROVEN_DAEMON_OK && res->result != NULL
+            ? proven_cbor_map_get(res->result, "chunk") : NULL;
+    more_item = bytes != NULL ? proven_cbor_map_get(res->result, "more")
+                              : NULL;
+    if (bytes == NULL || !cbor_isa_bytestring(bytes)
+        || !cbor_bytestring_is_definite(bytes)
+        || more_item == NULL || !cbor_is_bool(more_item))
+    {
+        /* the head is out: all that is left is to cut the response */
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "proven app: the streamed body of \"%V\" broke: %s",
+                      &ctx->app,
+                      status == NGX_HTTP_PROVEN_DAEMON_ERROR ? res->message
+                      : status == NGX_HTTP_PROVEN_DAEMON_OK
+                        ? "a malformed chunk"
+                        : ngx_http_proven_daemon_status_name(status));
+        ngx_http_finalize_request(r, NGX_ERROR);
+        return;
+    }
+
+    more = cbor_get_bool(more_item);
+    len = cbor_bytestring_length(bytes);
+    if (len > ctx->chunk_size) {
+        if (ctx->chunk != NULL) {
+            ngx_pfree(r->pool, ctx->chunk);
+        }
+        ctx->chunk = ngx_palloc(r->pool, len);
+        if (ctx->chunk == NULL) {
+            ctx->chunk_size = 0;
+            ngx_http_finalize_request(r, NGX_ERROR);
+            return;
+        }
+        ctx->chunk_size = len;
+    }
+
+    /* the last chunk's buffer is out of every chain by now: reused */
+    b = &ctx->chunk_buf;
+    ngx_memzero(b, sizeof(ngx_buf_t));
+    if (len > 0) {
+        ngx_memcpy(ctx->chunk, cbor_bytestring_handle(bytes), len);
+        b->pos = ctx->chunk;
+        b->last = ctx->chunk + len;
+        b->memory = 1;
+    }
+    b->flush = 1;
+    b->last_buf = (!more && r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+    out.buf = b;
+    out.next = NULL;
+
+    rc = ngx_http_output_filter(r, &out);
+    if (!more || rc == NGX_ERROR) {
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    if (rc == NGX_AGAIN || r->connection->buffered) {
+        /* a slow client: the next chunk waits until this one is out */
+        clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+        r->write_event_handler = ngx_http_proven_app_stream_write;
+        ngx_add_timer(r->connection->write, clcf->send_timeout);
+        if (ngx_handle_write_event(r->connection->write, clcf->send_lowat)
+            != NGX_OK)
+        {
+            ngx_http_finalize_request(r, NGX_ERROR);
+        }
+        return;
+    }
+
+    ngx_http_proven_app_pull(r, ctx, "app.next", ngx_http_proven_app_chunk);
+}
+
+
+static void
+ngx_http_proven_app_stream_write(ngx_http_request_t *r)
+{
+    ngx_int_t                   rc;
+    ngx_event_t                *wev;
+    ngx_http_core_loc_conf_t   *clcf;
+
+    wev = r->connection->write;
+    if (wev->timedout) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, NGX_ETIMEDOUT,
+                      "proven app: client timed out");
+        r->connection->timedout = 1;
+        ngx_http_finalize_request(r, NGX_ERROR);
+        return;
+    }
+
+    rc = ngx_http_output_filter(r, NULL);
+    if (rc == NGX_ERROR) {
+        ngx_http_finalize_request(r, NGX_ERROR);
+        return;
+    }
+
+    if (rc == NGX_AGAIN || r->connection->buffered) {
+        clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+        if (!wev->timer_set) {
+            ngx_add_timer(wev, clcf->send_timeout);
+        }
+        if (ngx_handle_write_event(wev, clcf->send_lowat) != NGX_OK) {
+            ngx_http_finalize_request(r, NGX_ERROR);
+        }
+        return;
+    }
+
+    if (wev->timer_set) {
+        ngx_del_timer(wev);
+    }
+    r->write_event_handler = ngx_http_request_empty_handler;
+    ngx_http_proven_app_pull(r,
+        ngx_http_get_module_ctx(r, ngx_http_proven_app_module), "app.next",
+        ngx_http_proven_app_chunk);
+}
+
 
 static ngx_int_t
 ngx_http_proven_app_audit(ngx_http_request_t *r, ngx_str_t *app)
@@ -1554,7 +1793,11 @@ ngx_http_proven_app_refresh(ngx_http_proven_app_main_conf_t *pamcf,
         return NGX_ERROR;
     }
 
-    pool = ngx_create_pool(4096, log);
+    /*
+     * The cycle's log, not the request's: the table outlives the request
+     * (and its connection's log), and destroying its pool logs.
+     */
+    pool = ngx_create_pool(4096, ngx_cycle->log);
     if (pool == NULL) {
         ngx_free(copy);
         return NGX_ERROR;

@@ -99,8 +99,12 @@ typedef struct ngx_http_proven_peer_s  ngx_http_proven_peer_t;
 ngx_http_proven_peer_t *ngx_http_proven_peer_get(ngx_http_request_t *r,
     u_char *path, size_t len);
 
-/* Calls sent to peer from this nginx worker and not yet answered. */
-ngx_uint_t ngx_http_proven_peer_pending(ngx_http_proven_peer_t *peer);
+/*
+ * Calls sent to the peer at path from this nginx worker and not yet
+ * answered (0 for a peer not made yet); makes no peer.
+ */
+ngx_uint_t ngx_http_proven_peer_pending(ngx_http_request_t *r, u_char *path,
+    size_t len);
 
 /*
  * As ngx_http_proven_daemon_call(), to peer, with its own timeout (0: the

@@ -221,9 +221,27 @@ ngx_http_proven_daemon_call(ngx_http_request_t *r, cbor_item_t *request,
 
 
 ngx_uint_t
-ngx_http_proven_peer_pending(ngx_http_proven_peer_t *peer)
+ngx_http_proven_peer_pending(ngx_http_request_t *r, u_char *path,
+    size_t len)
 {
-    return peer->calls;
+    ngx_queue_t                       *q;
+    ngx_http_proven_peer_t            *peer;
+    ngx_http_proven_core_main_conf_t  *pcmcf;
+
+    pcmcf = ngx_http_get_module_main_conf(r, ngx_http_proven_core_module);
+
+    for (q = ngx_queue_head(&pcmcf->peers);
+         q != ngx_queue_sentinel(&pcmcf->peers);
+         q = ngx_queue_next(q))
+    {
+        peer = ngx_queue_data(q, ngx_http_proven_peer_t, queue);
+        if (peer->name.len == len
+            && ngx_strncmp(peer->name.data, path, len) == 0)
+        {
+            return peer->calls;
+        }
+    }
+    return 0;
 }
 
 

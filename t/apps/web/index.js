@@ -52,3 +52,33 @@ export const spin = runOnHttp({ path: '/spin' }, (req) => {
     }
     return { spun: turns > 0 };
 });
+
+// A streamed body: ?n= lines, one chunk each.
+export const stream = runOnHttp({ path: '/stream/:n' }, (req) => ({
+    status: 200,
+    headers: { 'content-type': 'text/plain' },
+    body: (async function* () {
+        for (let i = 0; i < Number(req.pathParameters.n); i++) {
+            yield `${i}\n`;
+        }
+    })(),
+}));
+
+// A stream that breaks after its first chunk.
+export const streamBreaks = runOnHttp({ path: '/stream-breaks' },
+    async function* () {
+        yield 'one\n';
+        throw new Error('broke mid-stream');
+    });
+
+// ?n= chunks of 64 KiB: more than socket buffers hold, for a slow reader.
+export const streamBig = runOnHttp({ path: '/stream-big/:n' }, (req) => ({
+    status: 200,
+    headers: { 'content-type': 'application/octet-stream' },
+    body: (async function* () {
+        const chunk = new Uint8Array(65536).fill(0x78);
+        for (let i = 0; i < Number(req.pathParameters.n); i++) {
+            yield chunk;
+        }
+    })(),
+}));
