@@ -130,6 +130,7 @@ struct provend_apps_s {
     uv_loop_t              *loop;
     provend_storage_t      *storage;
     char                   *data_dir;
+    char                   *runtime_dir;  /* absolute */
     char                   *runtime_bin;
     char                   *node;
     char                   *run_dir;
@@ -1402,6 +1403,8 @@ provend_worker_spawn(provend_apps_t *apps, provend_app_t *app)
             argv[argc++] = apps->hide;
             argv[argc++] = "--keep";
             argv[argc++] = keep;
+            argv[argc++] = "--keep-ro";
+            argv[argc++] = apps->runtime_dir;
         }
         argv[argc++] = "--";
     }
@@ -1829,7 +1832,7 @@ static void
 provend_change_check(provend_change_t *c)
 {
     int                    rc, argc;
-    char                  *argv[16];
+    char                  *argv[24];
     uv_buf_t               buf;
     provend_apps_t        *apps;
     uv_process_options_t   options;
@@ -1844,6 +1847,8 @@ provend_change_check(provend_change_t *c)
         if (apps->hide[0] != '\0') {
             argv[argc++] = "--hide";
             argv[argc++] = apps->hide;
+            argv[argc++] = "--keep-ro";
+            argv[argc++] = apps->runtime_dir;
         }
         argv[argc++] = "--";
     }
@@ -2621,9 +2626,11 @@ provend_apps_open(const provend_apps_config_t *cfg, char *err, size_t errlen)
     apps->node = strdup(cfg->node ? cfg->node : "node");
 
     /* absolute: workers start in / (sandbox.c) */
-    if (asprintf(&apps->runtime_bin, "%s/bin/proven-runtime.mjs",
-                 realpath(cfg->runtime_dir, path) != NULL
-                 ? path : cfg->runtime_dir) == -1)
+    apps->runtime_dir = strdup(realpath(cfg->runtime_dir, path) != NULL
+                               ? path : cfg->runtime_dir);
+    if (apps->runtime_dir == NULL
+        || asprintf(&apps->runtime_bin, "%s/bin/proven-runtime.mjs",
+                    apps->runtime_dir) == -1)
     {
         apps->runtime_bin = NULL;
     }
@@ -2768,6 +2775,7 @@ provend_apps_free(provend_apps_t *apps)
         munmap(apps->page, PROVEND_STATE_SIZE);
     }
     free(apps->node);
+    free(apps->runtime_dir);
     free(apps->runtime_bin);
     free(apps->run_dir);
     free(apps->data_dir);

@@ -17,7 +17,8 @@
  *     keyrings, BPF and the like fail with EPERM/EACCES;
  *   - rlimits: no core dumps, a bounded number of open files;
  *   - with --hide, /tmp, /var/tmp and /dev/shm are empty tmpfs of its own
- *     (apps cannot leave files for each other), and when provend runs as
+ *     (apps cannot leave files for each other; --keep-ro DIR, the runtime,
+ *     is put back read-only if one held it), and when provend runs as
  *     root the program runs as nobody (uid and gid 65534): root without
  *     capabilities still owns most of the file system.
  *
@@ -175,12 +176,43 @@ provend_sandbox_under(const char *path, const char *dir)
  * (inside hide) bound back at its place, the scratch directories are
  * empty, and /proc is this PID namespace's own.  -1: must not run.
  */
+/*
+ * Mounts the directory open as fd at path again, under the tmpfs that
+ * now covers it (the way down made on that tmpfs); read-only if asked.
+ */
 static int
-provend_sandbox_mounts(const char *hide, const char *keep)
+provend_sandbox_bind_back(int fd, const char *where, int readonly)
 {
-    int          kept, hidden;
-    char         path[4096], fdpath[64], *p;
+    char  path[4096], fdpath[64], *p;
+
+    snprintf(path, sizeof(path), "%s", where);
+    for (p = path + 1; (p = strchr(p, '/')) != NULL; p++) {
+        *p = '\0';
+        (void) mkdir(path, 0711);
+        *p = '/';
+    }
+    (void) mkdir(path, 0711);
+    snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", fd);
+    if (mount(fdpath, path, NULL, MS_BIND | MS_REC, NULL) != 0
+        || (readonly
+            && mount(NULL, path, NULL,
+                     MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV,
+                     NULL) != 0))
+    {
+        return -1;
+    }
+    return 0;
+}
+
+
+static int
+provend_sandbox_mounts(const char *hide, const char *keep,
+    const char *keep_ro)
+{
+    int          kept, shown;
+    int          hidden;
     size_t       i, hide_len;
+    struct stat  before, now;
     const char  *dir;
 
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
@@ -200,7 +232,20 @@ provend_sandbox_mounts(const char *hide, const char *keep)
     }
 
     kept = -1;
+    shown = -1;
     hide_len = strlen(hide);
+
+    /* the runtime: if a scratch directory holds it (a checkout in /tmp),
+       it is put back, read-only */
+    if (keep_ro != NULL) {
+        shown = open(keep_ro, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (shown < 0 || fstat(shown, &before) != 0) {
+            (void) provend_sandbox_refused("cannot open the runtime "
+                                           "directory", errno);
+            goto refused;
+        }
+    }
+
     if (keep != NULL) {
         if (strncmp(keep, hide, hide_len) != 0 || keep[hide_len] != '/') {
             fprintf(stderr, "provend sandbox: --keep must be inside --hide\n");
@@ -208,8 +253,9 @@ provend_sandbox_mounts(const char *hide, const char *keep)
         }
         kept = open(keep, O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (kept < 0) {
-            return provend_sandbox_refused("cannot open the kept directory",
+            (void) provend_sandbox_refused("cannot open the kept directory",
                                            errno);
+            goto refused;
         }
     }
 
@@ -243,22 +289,27 @@ provend_sandbox_mounts(const char *hide, const char *keep)
         goto refused;
     }
 
+    if (kept >= 0 && provend_sandbox_bind_back(kept, keep, 0) != 0) {
+        (void) provend_sandbox_refused("cannot keep the socket directory",
+                                       errno);
+        goto refused;
+    }
+
+    if (shown >= 0
+        && (stat(keep_ro, &now) != 0 || now.st_dev != before.st_dev
+            || now.st_ino != before.st_ino)
+        && provend_sandbox_bind_back(shown, keep_ro, 1) != 0)
+    {
+        (void) provend_sandbox_refused("cannot show the runtime directory",
+                                       errno);
+        goto refused;
+    }
+
     if (kept >= 0) {
-        /* the way down to it, on the fresh tmpfs */
-        snprintf(path, sizeof(path), "%s", keep);
-        for (p = path + 1; (p = strchr(p, '/')) != NULL; p++) {
-            *p = '\0';
-            (void) mkdir(path, 0711);
-            *p = '/';
-        }
-        (void) mkdir(path, 0711);
-        snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", kept);
-        if (mount(fdpath, path, NULL, MS_BIND, NULL) != 0) {
-            close(kept);
-            return provend_sandbox_refused("cannot keep the socket "
-                                           "directory", errno);
-        }
         close(kept);
+    }
+    if (shown >= 0) {
+        close(shown);
     }
     return 0;
 
@@ -266,6 +317,9 @@ refused:
 
     if (kept >= 0) {
         close(kept);
+    }
+    if (shown >= 0) {
+        close(shown);
     }
     return -1;
 }
@@ -465,16 +519,19 @@ provend_sandbox_exec(int argc, char **argv)
 {
     int            i, isolated, as_root, waiter[2];
     sigset_t       forwarded;
-    const char    *hide, *keep;
+    const char    *hide, *keep, *keep_ro;
     struct rlimit  none = { 0, 0 }, files;
 
     hide = NULL;
     keep = NULL;
+    keep_ro = NULL;
     for (i = 0; i + 1 < argc && strncmp(argv[i], "--", 2) == 0; i += 2) {
         if (strcmp(argv[i], "--hide") == 0) {
             hide = argv[i + 1];
         } else if (strcmp(argv[i], "--keep") == 0) {
             keep = argv[i + 1];
+        } else if (strcmp(argv[i], "--keep-ro") == 0) {
+            keep_ro = argv[i + 1];
         } else {
             break;
         }
@@ -537,7 +594,7 @@ provend_sandbox_exec(int argc, char **argv)
         }
         close(waiter[1]);
         sigprocmask(SIG_UNBLOCK, &forwarded, NULL);
-        if (provend_sandbox_mounts(hide, keep) != 0) {
+        if (provend_sandbox_mounts(hide, keep, keep_ro) != 0) {
             _exit(126);
         }
     }

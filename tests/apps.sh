@@ -309,8 +309,13 @@ check "unknown app over HTTP is 404 JSON" 0 -m '"app_not_found"' \
 # ---- a worker's line to provend serves its own app's storage only -------------
 
 d2=$work/d2
+fake=$work/fake-runtime
+mkdir -p "$fake/lib" "$fake/node_modules"
+cp -r "$top/tests/fixtures/fake-runtime/bin" "$fake/"
+cp "$top/runtime/lib/frames.mjs" "$fake/lib/"
+cp -r "$top/runtime/node_modules/cborg" "$fake/node_modules/"
 "$build/bin/provend" --data "$d2" \
-    --provider dev --runtime "$top/tests/fixtures/fake-runtime" \
+    --provider dev --runtime "$fake" \
     >>"$work/d2.log" 2>&1 &
 d2_pid=$!
 for _ in $(seq 1 250); do
