@@ -393,3 +393,18 @@ Content-Type: text/plain
 --- response_body
 --- no_error_log
 [error]
+
+
+
+=== TEST 25: a stream under limit_rate flows at that rate and ends
+--- http_config eval
+$::http_config
+--- config
+    location /app/ { proven_app; limit_rate 64k; send_timeout 10s; }
+--- request
+GET /app/web/stream-big/3
+--- timeout: 15
+--- response_body eval
+'x' x (3 * 65536)
+--- no_error_log
+[error]

@@ -239,6 +239,20 @@ same "by one worker" 1 workers web
 same "8 MiB streamed to a reader at 4 MiB/s arrive whole" 8388608 sh -c \
     "curl -s --limit-rate 4M '$url/web/stream-big/128' | wc -c"
 
+# 300 readers that go away mid-stream: each stream is cancelled (a worker
+# keeps at most 256 open), so the next reader is served
+pids=()
+for _ in $(seq 1 300); do
+    curl -s -m 0.5 "$url/web/stream-big/100000" >/dev/null &
+    pids+=($!)
+    if [ ${#pids[@]} -ge 30 ]; then
+        wait "${pids[@]}"
+        pids=()
+    fi
+done
+same "readers that leave free their streams: the next one is served" \
+    "$(printf '0\n1\n2')" get web/stream/3
+
 # ---- new versions, rollback -----------------------------------------------------
 
 cp -r "$top/examples/hello" "$work/hello2"

@@ -65,7 +65,7 @@ export class Executor {
     settle(id, result) {
         const call = this.calls.get(id);
         if (call === undefined) {
-            return;                     /* answered already: timed out */
+            return false;               /* answered already: timed out */
         }
         this.calls.delete(id);
         clearTimeout(call.timer);
@@ -79,5 +79,6 @@ export class Executor {
         } else {
             call.resolve(result);
         }
+        return true;
     }
 }

@@ -344,8 +344,13 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
         }
 
         const [out, type, stream] = bodyOf(body);
-        hostCall(host.settle, [callId, true, status, stringify(headers), out,
-                               type, stream === true]);
+        const taken = hostCall(host.settle, [callId, true, status,
+                                             stringify(headers), out, type,
+                                             stream === true]);
+        /* a call that timed out meanwhile: nobody will read the stream */
+        if (stream === true && taken !== true) {
+            cancel(out);
+        }
     }
 
     function endStream(id) {
@@ -864,10 +869,12 @@ export class Sandbox {
         this.logBytes = 0;
     }
 
+    // Returns whether the call was still waiting (a primitive, for the
+    // context).
     settle(callId, ok, status, a, b, type, stream) {
         try {
             if (typeof callId !== 'number') {
-                return;
+                return false;
             }
             let body = b;
             if (ok && stream === true) {
@@ -884,14 +891,15 @@ export class Sandbox {
             const logs = this.logs;
             this.logs = null;
             this.logBytes = 0;
-            this.host.settle(callId, ok ? {
+            return this.host.settle(callId, ok ? {
                 status, headers: JSON.parse(String(a)), body,
                 type: typeof type === 'string' ? type : null,
                 stream: stream === true, logs,
-            } : { error: String(a), stack: String(b), logs });
+            } : { error: String(a), stack: String(b), logs }) === true;
         } catch (e) {
             this.host.settle(callId, { error: `runtime: ${e.message}`,
                                        stack: '', logs: null });
+            return false;
         }
     }
 

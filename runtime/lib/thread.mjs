@@ -41,7 +41,7 @@ let executor = null;
 
 const sandbox = new Sandbox(workerData.modules, {
     settle(id, result) {
-        executor.settle(id, result);
+        return executor.settle(id, result);
     },
     storage(id, request) {
         parentPort.postMessage({ type: 'storage', id, request });

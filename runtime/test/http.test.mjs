@@ -69,6 +69,16 @@ export const streamForever = runOnHttp({ path: '/stream-forever' },
     })());
 export const streamCleaned = runOnHttp({ path: '/stream-cleaned' },
     () => ({ cleaned }));
+let openGate;
+const gate = new Promise((resolve) => { openGate = resolve; });
+export const streamTooLate = runOnHttp({ path: '/stream-too-late',
+                                         timeout: 50 },
+    async () => {
+        await gate;
+        return (async function* () { yield 'late'; })();
+    });
+export const release = runOnHttp({ path: '/release' },
+    () => { openGate(); return 'released'; });
 export const logs = runOnHttp({ path: '/logs' },
     () => { console.log('hello', { n: 1 }); console.error('oops'); return 1; });
 `,
@@ -236,6 +246,23 @@ test('a stream given up (app.cancel, or 30 s unread) runs its cleanup',
     assert.deepEqual(await cleaned(), { cleaned: 'yes' });
     assert.equal((await rt.client.call('app.next',
         { stream: h.result.stream })).error.code, 'not_found');
+});
+
+test('streams of calls that timed out are dropped, not kept open',
+     async () => {
+    // more than the 256 streams a worker keeps open at once
+    const late = [];
+    for (let i = 0; i < 300; i++) {
+        late.push(rt.client.http('GET', '/stream-too-late'));
+    }
+    for (const r of await Promise.all(late)) {
+        assert.equal(r.error.code, 'timeout');
+    }
+    await rt.client.http('GET', '/release');
+    await new Promise((r) => setTimeout(r, 100));
+    const head = await rt.client.http('GET', '/stream/1');
+    assert.equal(head.error, undefined, JSON.stringify(head.error));
+    await rt.client.call('app.cancel', { stream: head.result.stream });
 });
 
 test('console lines are kept per app, bounded', async () => {

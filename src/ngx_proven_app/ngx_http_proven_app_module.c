@@ -44,6 +44,8 @@
 #define NGX_HTTP_PROVEN_APP_NAME_MAX      64
 #define NGX_HTTP_PROVEN_APP_WORKERS_MAX   16
 #define NGX_HTTP_PROVEN_APP_SOCKET_MAX    107
+#define NGX_HTTP_PROVEN_APP_CHUNK_MAX     (1024 * 1024)   /* as the runtime */
+#define NGX_HTTP_PROVEN_APP_CHUNK_MIN     (64 * 1024)     /* buffer size */
 
 
 typedef struct {
@@ -91,6 +93,7 @@ typedef struct {
 
     /* a streamed body: pulled chunk by chunk from the same worker */
     uint64_t                   stream;
+    ngx_uint_t                 stream_open;    /* the worker may hold it */
     u_char                    *chunk;          /* one buffer, reused */
     size_t                     chunk_size;
     ngx_buf_t                  chunk_buf;
@@ -114,15 +117,12 @@ static void ngx_http_proven_app_woken(ngx_http_request_t *r,
 static void ngx_http_proven_app_stream_start(ngx_http_request_t *r,
     ngx_http_proven_app_ctx_t *ctx, ngx_uint_t status, ngx_str_t *type);
 static void ngx_http_proven_app_pull(ngx_http_request_t *r,
-    ngx_http_proven_app_ctx_t *ctx, const char *op,
-    ngx_http_proven_daemon_handler_pt handler);
+    ngx_http_proven_app_ctx_t *ctx);
+static void ngx_http_proven_app_stream_cleanup(void *data);
 static void ngx_http_proven_app_chunk(ngx_http_request_t *r,
     ngx_http_proven_daemon_status_e status, proven_response_t *res,
     void *data);
 static void ngx_http_proven_app_stream_write(ngx_http_request_t *r);
-static void ngx_http_proven_app_cancelled(ngx_http_request_t *r,
-    ngx_http_proven_daemon_status_e status, proven_response_t *res,
-    void *data);
 static void ngx_http_proven_app_answer(ngx_http_request_t *r,
     ngx_http_proven_daemon_status_e status, proven_response_t *res,
     void *data);
@@ -1056,14 +1056,26 @@ ngx_http_proven_app_answer(ngx_http_request_t *r,
 /*
  * The handler's body is an async iterable: the head goes out now (no
  * length: chunked), then one chunk at a time is pulled from the worker
- * ("app.next"), each only once the one before has gone to the client, so
- * at most one chunk per response is held here.
+ * ("app.next"), each only once everything before it has left nginx, so at
+ * most one chunk per response is held here, in one buffer.  A response
+ * that ends early (client gone, error) tells the worker to drop the
+ * stream ("app.cancel").
  */
 static void
 ngx_http_proven_app_stream_start(ngx_http_request_t *r,
     ngx_http_proven_app_ctx_t *ctx, ngx_uint_t status, ngx_str_t *type)
 {
-    ngx_int_t  rc;
+    ngx_int_t            rc;
+    ngx_http_cleanup_t  *cln;
+
+    cln = ngx_http_cleanup_add(r, 0);
+    if (cln == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+    cln->handler = ngx_http_proven_app_stream_cleanup;
+    cln->data = r;
+    ctx->stream_open = 1;
 
     r->headers_out.status = status;
     r->headers_out.content_length_n = -1;
@@ -1077,21 +1089,47 @@ ngx_http_proven_app_stream_start(ngx_http_request_t *r,
 
     rc = ngx_http_send_header(r);
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        /* nobody reads the body: the worker may drop it */
-        ngx_http_proven_app_pull(r, ctx, "app.cancel",
-                                 ngx_http_proven_app_cancelled);
+        ngx_http_finalize_request(r, rc);    /* the cleanup cancels */
         return;
     }
 
-    ngx_http_proven_app_pull(r, ctx, "app.next", ngx_http_proven_app_chunk);
+    /* a client that goes away is noticed while a chunk is awaited */
+    r->read_event_handler = ngx_http_test_reading;
+    ngx_http_proven_app_pull(r, ctx);
 }
 
 
-/* op: app.next (handler: chunk) or app.cancel (handler: cancelled) */
+static void
+ngx_http_proven_app_stream_cleanup(void *data)
+{
+    ngx_http_request_t  *r = data;
+
+    u_char                     *p, frame[64];
+    ngx_http_proven_peer_t     *peer;
+    ngx_http_proven_app_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_proven_app_module);
+    if (ctx == NULL || !ctx->stream_open) {
+        return;
+    }
+    ctx->stream_open = 0;
+
+    p = proven_cbor_put_string(frame, PROVEN_CBOR_TEXT, "op", 2);
+    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "app.cancel", 10);
+    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "stream", 6);
+    p = proven_cbor_put_head(p, PROVEN_CBOR_UINT, ctx->stream);
+
+    /* no connection open: the worker ends it after 30 s unread */
+    peer = ngx_http_proven_peer_get(r, ctx->worker.data, ctx->worker.len);
+    if (peer != NULL) {
+        (void) ngx_http_proven_peer_notify(peer, frame, p - frame, 2);
+    }
+}
+
+
 static void
 ngx_http_proven_app_pull(ngx_http_request_t *r,
-    ngx_http_proven_app_ctx_t *ctx, const char *op,
-    ngx_http_proven_daemon_handler_pt handler)
+    ngx_http_proven_app_ctx_t *ctx)
 {
     u_char                          *p, frame[64];
     ngx_int_t                        rc;
@@ -1101,30 +1139,46 @@ ngx_http_proven_app_pull(ngx_http_request_t *r,
     palcf = ngx_http_get_module_loc_conf(r, ngx_http_proven_app_module);
 
     p = proven_cbor_put_string(frame, PROVEN_CBOR_TEXT, "op", 2);
-    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, op, ngx_strlen(op));
+    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "app.next", 8);
     p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "stream", 6);
     p = proven_cbor_put_head(p, PROVEN_CBOR_UINT, ctx->stream);
 
     peer = ngx_http_proven_peer_get(r, ctx->worker.data, ctx->worker.len);
     rc = peer == NULL ? NGX_ERROR
          : ngx_http_proven_peer_call_encoded(r, peer, frame, p - frame, 2,
-               palcf->timeout, handler, NULL);
+               palcf->timeout, ngx_http_proven_app_chunk, NULL);
     if (rc != NGX_OK) {
         ngx_http_finalize_request(r, NGX_ERROR);
     }
 }
 
 
-static void
-ngx_http_proven_app_cancelled(ngx_http_request_t *r,
-    ngx_http_proven_daemon_status_e status, proven_response_t *res,
-    void *data)
+/* Whether all written so far has left nginx (ngx_http_writer's test). */
+static ngx_uint_t
+ngx_http_proven_app_flushed(ngx_http_request_t *r)
 {
-    (void) status;
-    (void) res;
-    (void) data;
+    return !(r->buffered || r->postponed
+             || (r == r->main && r->connection->buffered));
+}
 
-    ngx_http_finalize_request(r, r->header_only ? NGX_OK : NGX_ERROR);
+
+/* Waits for the client to take what is buffered (rate limits obeyed). */
+static void
+ngx_http_proven_app_stream_wait(ngx_http_request_t *r)
+{
+    ngx_event_t               *wev;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+    wev = r->connection->write;
+
+    r->write_event_handler = ngx_http_proven_app_stream_write;
+    if (!wev->delayed) {
+        ngx_add_timer(wev, clcf->send_timeout);
+    }
+    if (ngx_handle_write_event(wev, clcf->send_lowat) != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_ERROR);
+    }
 }
 
 
@@ -1133,16 +1187,21 @@ ngx_http_proven_app_chunk(ngx_http_request_t *r,
     ngx_http_proven_daemon_status_e status, proven_response_t *res,
     void *data)
 {
-    size_t                      len;
+    size_t                      len, size;
     ngx_int_t                   rc, more;
     ngx_buf_t                  *b;
     ngx_chain_t                 out;
     cbor_item_t                *bytes, *more_item;
-    ngx_http_core_loc_conf_t   *clcf;
+    ngx_event_t                *wev;
     ngx_http_proven_app_ctx_t  *ctx;
 
     (void) data;
     ctx = ngx_http_get_module_ctx(r, ngx_http_proven_app_module);
+
+    /* an error answer means the worker dropped the stream already */
+    if (status == NGX_HTTP_PROVEN_DAEMON_ERROR) {
+        ctx->stream_open = 0;
+    }
 
     bytes = status == NGX_HTTP_PROVEN_DAEMON_OK && res->result != NULL
             ? proven_cbor_map_get(res->result, "chunk") : NULL;
@@ -1150,6 +1209,7 @@ ngx_http_proven_app_chunk(ngx_http_request_t *r,
                               : NULL;
     if (bytes == NULL || !cbor_isa_bytestring(bytes)
         || !cbor_bytestring_is_definite(bytes)
+        || cbor_bytestring_length(bytes) > NGX_HTTP_PROVEN_APP_CHUNK_MAX
         || more_item == NULL || !cbor_is_bool(more_item))
     {
         /* the head is out: all that is left is to cut the response */
@@ -1158,28 +1218,36 @@ ngx_http_proven_app_chunk(ngx_http_request_t *r,
                       &ctx->app,
                       status == NGX_HTTP_PROVEN_DAEMON_ERROR ? res->message
                       : status == NGX_HTTP_PROVEN_DAEMON_OK
-                        ? "a malformed chunk"
+                        ? "a malformed or oversized chunk"
                         : ngx_http_proven_daemon_status_name(status));
         ngx_http_finalize_request(r, NGX_ERROR);
         return;
     }
 
     more = cbor_get_bool(more_item);
+    if (!more) {
+        ctx->stream_open = 0;
+    }
+
+    /* nothing written before is held anywhere now (see flushed): the
+       buffer is free to reuse, or to replace by a larger one */
     len = cbor_bytestring_length(bytes);
     if (len > ctx->chunk_size) {
+        for (size = NGX_HTTP_PROVEN_APP_CHUNK_MIN; size < len; size *= 2) {
+            /* void */
+        }
         if (ctx->chunk != NULL) {
             ngx_pfree(r->pool, ctx->chunk);
         }
-        ctx->chunk = ngx_palloc(r->pool, len);
+        ctx->chunk = ngx_palloc(r->pool, size);
         if (ctx->chunk == NULL) {
             ctx->chunk_size = 0;
             ngx_http_finalize_request(r, NGX_ERROR);
             return;
         }
-        ctx->chunk_size = len;
+        ctx->chunk_size = size;
     }
 
-    /* the last chunk's buffer is out of every chain by now: reused */
     b = &ctx->chunk_buf;
     ngx_memzero(b, sizeof(ngx_buf_t));
     if (len > 0) {
@@ -1200,23 +1268,20 @@ ngx_http_proven_app_chunk(ngx_http_request_t *r,
         return;
     }
 
-    if (rc == NGX_AGAIN || r->connection->buffered) {
-        /* a slow client: the next chunk waits until this one is out */
-        clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
-        r->write_event_handler = ngx_http_proven_app_stream_write;
-        ngx_add_timer(r->connection->write, clcf->send_timeout);
-        if (ngx_handle_write_event(r->connection->write, clcf->send_lowat)
-            != NGX_OK)
-        {
-            ngx_http_finalize_request(r, NGX_ERROR);
-        }
+    if (!ngx_http_proven_app_flushed(r)) {
+        ngx_http_proven_app_stream_wait(r);
         return;
     }
 
-    ngx_http_proven_app_pull(r, ctx, "app.next", ngx_http_proven_app_chunk);
+    wev = r->connection->write;
+    if (wev->timer_set && !wev->delayed) {
+        ngx_del_timer(wev);
+    }
+    ngx_http_proven_app_pull(r, ctx);
 }
 
 
+/* The client's socket can take more (as ngx_http_writer). */
 static void
 ngx_http_proven_app_stream_write(ngx_http_request_t *r)
 {
@@ -1225,11 +1290,28 @@ ngx_http_proven_app_stream_write(ngx_http_request_t *r)
     ngx_http_core_loc_conf_t   *clcf;
 
     wev = r->connection->write;
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
     if (wev->timedout) {
-        ngx_log_error(NGX_LOG_INFO, r->connection->log, NGX_ETIMEDOUT,
-                      "proven app: client timed out");
-        r->connection->timedout = 1;
-        ngx_http_finalize_request(r, NGX_ERROR);
+        if (!wev->delayed) {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, NGX_ETIMEDOUT,
+                          "proven app: client timed out");
+            r->connection->timedout = 1;
+            ngx_http_finalize_request(r, NGX_ERROR);
+            return;
+        }
+        wev->timedout = 0;
+        wev->delayed = 0;
+        if (!wev->ready) {
+            ngx_http_proven_app_stream_wait(r);
+            return;
+        }
+    }
+
+    if (wev->delayed) {
+        if (ngx_handle_write_event(wev, clcf->send_lowat) != NGX_OK) {
+            ngx_http_finalize_request(r, NGX_ERROR);
+        }
         return;
     }
 
@@ -1239,24 +1321,18 @@ ngx_http_proven_app_stream_write(ngx_http_request_t *r)
         return;
     }
 
-    if (rc == NGX_AGAIN || r->connection->buffered) {
-        clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
-        if (!wev->timer_set) {
-            ngx_add_timer(wev, clcf->send_timeout);
-        }
-        if (ngx_handle_write_event(wev, clcf->send_lowat) != NGX_OK) {
-            ngx_http_finalize_request(r, NGX_ERROR);
-        }
+    if (!ngx_http_proven_app_flushed(r)) {
+        ngx_http_proven_app_stream_wait(r);
         return;
     }
 
-    if (wev->timer_set) {
+    /* a rate limit's delay stays: the next write waits for it */
+    if (wev->timer_set && !wev->delayed) {
         ngx_del_timer(wev);
     }
     r->write_event_handler = ngx_http_request_empty_handler;
     ngx_http_proven_app_pull(r,
-        ngx_http_get_module_ctx(r, ngx_http_proven_app_module), "app.next",
-        ngx_http_proven_app_chunk);
+        ngx_http_get_module_ctx(r, ngx_http_proven_app_module));
 }
 
 

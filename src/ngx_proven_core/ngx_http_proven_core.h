@@ -128,6 +128,15 @@ ngx_int_t ngx_http_proven_peer_call_encoded(ngx_http_request_t *r,
 
 
 /*
+ * Sends a frame (pairs as above) whose answer nobody waits for, on a
+ * connection of peer already open; for a request that is going away.
+ * NGX_DECLINED: no connection is open (nothing is sent).
+ */
+ngx_int_t ngx_http_proven_peer_notify(ngx_http_proven_peer_t *peer,
+    const u_char *pairs, size_t len, ngx_uint_t npairs);
+
+
+/*
  * For other modules' configuration checks (merge or postconfiguration
  * handlers of the http block): 1 when proven_daemon is set at http level.
  */

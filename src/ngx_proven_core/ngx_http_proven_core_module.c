@@ -68,6 +68,12 @@ typedef struct {
 } ngx_http_proven_core_main_conf_t;
 
 
+/* Per main request: core's cleanup entries, to reuse. */
+typedef struct {
+    ngx_array_t                       cleanups;  /* ngx_http_cleanup_t * */
+} ngx_http_proven_core_ctx_t;
+
+
 /* One frame waiting in a connection's write queue. */
 typedef struct {
     ngx_queue_t                       queue;
@@ -356,6 +362,48 @@ ngx_http_proven_core_frame(const u_char *pairs, size_t len,
 }
 
 
+/*
+ * A request cleanup entry for a call.  A request making call after call
+ * (a streamed body) reuses the entries of its calls that are over (their
+ * handler is NULL), or the request's list would grow by one per call.
+ * Only core's own entries are reused: other modules clear theirs too.
+ */
+static ngx_http_cleanup_t *
+ngx_http_proven_core_cleanup(ngx_http_request_t *r)
+{
+    ngx_uint_t                   i;
+    ngx_http_cleanup_t          *cln, **entries, **entry;
+    ngx_http_proven_core_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_proven_core_module);
+    if (ctx == NULL) {
+        ctx = ngx_pcalloc(r->main->pool, sizeof(ngx_http_proven_core_ctx_t));
+        if (ctx == NULL
+            || ngx_array_init(&ctx->cleanups, r->main->pool, 2,
+                              sizeof(ngx_http_cleanup_t *)) != NGX_OK)
+        {
+            return NULL;
+        }
+        ngx_http_set_ctx(r->main, ctx, ngx_http_proven_core_module);
+    }
+
+    entries = ctx->cleanups.elts;
+    for (i = 0; i < ctx->cleanups.nelts; i++) {
+        if (entries[i]->handler == NULL) {
+            return entries[i];
+        }
+    }
+
+    cln = ngx_http_cleanup_add(r, 0);
+    entry = cln != NULL ? ngx_array_push(&ctx->cleanups) : NULL;
+    if (entry == NULL) {
+        return NULL;
+    }
+    *entry = cln;
+    return cln;
+}
+
+
 static ngx_int_t
 ngx_http_proven_core_start(ngx_http_request_t *r,
     ngx_http_proven_peer_t *peer, cbor_item_t *request, const u_char *pairs,
@@ -390,7 +438,7 @@ ngx_http_proven_core_start(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    cln = ngx_http_cleanup_add(r, 0);
+    cln = ngx_http_proven_core_cleanup(r);
     if (cln == NULL) {
         free(out->data);
         ngx_free(out);
@@ -470,6 +518,42 @@ ngx_http_proven_core_send(ngx_http_proven_core_call_t *call)
     if (conn->connected) {
         ngx_post_event(conn->connection->write, &ngx_posted_events);
     }
+}
+
+
+ngx_int_t
+ngx_http_proven_peer_notify(ngx_http_proven_peer_t *peer, const u_char *pairs,
+    size_t len, ngx_uint_t npairs)
+{
+    ngx_uint_t                    i;
+    ngx_http_proven_core_out_t   *out;
+    ngx_http_proven_core_conn_t  *conn;
+
+    conn = NULL;
+    for (i = 0; i < peer->connections; i++) {
+        if (peer->conns[i].connection != NULL && peer->conns[i].connected) {
+            conn = &peer->conns[i];
+            break;
+        }
+    }
+    if (conn == NULL) {
+        return NGX_DECLINED;
+    }
+
+    out = ngx_calloc(sizeof(ngx_http_proven_core_out_t), ngx_cycle->log);
+    if (out == NULL) {
+        return NGX_ERROR;
+    }
+    /* its answer finds no call and is dropped, as a late one is */
+    out->data = ngx_http_proven_core_frame(pairs, len, npairs,
+                                           ++peer->next_id, &out->len);
+    if (out->data == NULL) {
+        ngx_free(out);
+        return NGX_ERROR;
+    }
+    ngx_queue_insert_tail(&conn->out, &out->queue);
+    ngx_post_event(conn->connection->write, &ngx_posted_events);
+    return NGX_OK;
 }
 
 
