@@ -226,15 +226,13 @@ ngx_http_proven_daemon_call(ngx_http_request_t *r, cbor_item_t *request,
 }
 
 
-ngx_uint_t
-ngx_http_proven_peer_pending(ngx_http_request_t *r, u_char *path,
-    size_t len)
+/* The peer of this nginx worker for path, or NULL. */
+static ngx_http_proven_peer_t *
+ngx_http_proven_peer_find(ngx_http_proven_core_main_conf_t *pcmcf,
+    u_char *path, size_t len)
 {
-    ngx_queue_t                       *q;
-    ngx_http_proven_peer_t            *peer;
-    ngx_http_proven_core_main_conf_t  *pcmcf;
-
-    pcmcf = ngx_http_get_module_main_conf(r, ngx_http_proven_core_module);
+    ngx_queue_t             *q;
+    ngx_http_proven_peer_t  *peer;
 
     for (q = ngx_queue_head(&pcmcf->peers);
          q != ngx_queue_sentinel(&pcmcf->peers);
@@ -244,10 +242,23 @@ ngx_http_proven_peer_pending(ngx_http_request_t *r, u_char *path,
         if (peer->name.len == len
             && ngx_strncmp(peer->name.data, path, len) == 0)
         {
-            return peer->calls;
+            return peer;
         }
     }
-    return 0;
+    return NULL;
+}
+
+
+ngx_uint_t
+ngx_http_proven_peer_pending(ngx_http_request_t *r, u_char *path,
+    size_t len)
+{
+    ngx_http_proven_peer_t  *peer;
+
+    peer = ngx_http_proven_peer_find(
+               ngx_http_get_module_main_conf(r, ngx_http_proven_core_module),
+               path, len);
+    return peer != NULL ? peer->calls : 0;
 }
 
 
@@ -260,17 +271,10 @@ ngx_http_proven_peer_get(ngx_http_request_t *r, u_char *path, size_t len)
 
     pcmcf = ngx_http_get_module_main_conf(r, ngx_http_proven_core_module);
 
-    for (q = ngx_queue_head(&pcmcf->peers);
-         q != ngx_queue_sentinel(&pcmcf->peers);
-         q = ngx_queue_next(q))
-    {
-        peer = ngx_queue_data(q, ngx_http_proven_peer_t, queue);
-        if (peer->name.len == len
-            && ngx_strncmp(peer->name.data, path, len) == 0)
-        {
-            peer->used = ngx_current_msec;
-            return peer;
-        }
+    peer = ngx_http_proven_peer_find(pcmcf, path, len);
+    if (peer != NULL) {
+        peer->used = ngx_current_msec;
+        return peer;
     }
 
     /* a new deploy means a new socket: workers gone idle are let go */
