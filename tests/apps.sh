@@ -3,8 +3,9 @@
 # (nginx-conf/run-local.sh on loopback ports of its own), `proven app`
 # deploy, list, audit, rollback, owners and logs, examples/hello called with
 # curl before and after the node restarts, a worker killed and replaced,
-# and what is refused: bad packages, strangers' keys, bad names.
-# Usage: tests/apps.sh BUILD_DIR
+# the pool growing, shrinking, idling and waking, streamed bodies, and what
+# is refused: bad packages, strangers' keys, bad names.
+# Usage: tests/apps.sh BUILD_DIR   (KEEP_WORK=1 keeps the logs and data)
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "${1:-build}" && pwd)
