@@ -207,6 +207,31 @@ int proven_cose_verify_es384(const uint8_t *protected_hdr, size_t plen,
     EVP_PKEY *key, char *err, size_t errlen);
 
 
+/*
+ * Session messages: untagged COSE_Sign1 [protected, {"seq": n}, payload,
+ * signature] with protected the bstr of {1: -8} (EdDSA) and an Ed25519
+ * signature over ["Signature1", protected, aad, payload]; aad is the
+ * external AAD (the 16-byte session id).
+ */
+#define PROVEN_EDDSA_SIG  64
+
+extern const uint8_t proven_cose_eddsa_protected[3];
+
+/* Signs payload under seq; *out is malloc()ed. key: an Ed25519 key. */
+int proven_cose_sign_eddsa(const uint8_t *payload, size_t len, uint64_t seq,
+    const uint8_t *aad, size_t aadlen, EVP_PKEY *key, uint8_t **out,
+    size_t *outlen, char *err, size_t errlen);
+
+/*
+ * Checks that msg is such a message, exactly (its protected header those
+ * bytes, its unprotected header only "seq", nothing after it), signed by
+ * key over aad.  Then *seq, and *payload points into msg.
+ */
+int proven_cose_verify_eddsa(const uint8_t *msg, size_t len,
+    const uint8_t *aad, size_t aadlen, EVP_PKEY *key, uint64_t *seq,
+    const uint8_t **payload, size_t *payload_len, char *err, size_t errlen);
+
+
 /* ---- attestation documents (lib/proven_attestation.c) -------------------- */
 
 #define PROVEN_ATT_FIELD_MAX   1024   /* public_key, user_data, nonce */

@@ -1,7 +1,9 @@
 /*
- * COSE_Sign1 with ES384 (RFC 9052), the subset Nitro attestation documents
- * use.  The Sig_structure is hashed in pieces straight from the caller's
- * buffers, so signing copies the payload once, into the output.
+ * COSE_Sign1 (RFC 9052): with ES384, the subset Nitro attestation documents
+ * use (the Sig_structure is hashed in pieces straight from the caller's
+ * buffers, so signing copies the payload once, into the output); and with
+ * EdDSA, for session messages (Ed25519 signs its message whole, so the
+ * Sig_structure is put together first).
  */
 
 #include <stdio.h>
@@ -254,6 +256,184 @@ failed:
     BN_free(r);
     BN_free(s);
     ECDSA_SIG_free(ecsig);
+    EVP_MD_CTX_free(md);
+    return rc;
+}
+
+
+/* ---- EdDSA session messages ----------------------------------------------- */
+
+const uint8_t  proven_cose_eddsa_protected[3] = { 0xa1, 0x01, 0x27 };
+
+
+static void
+proven_cose_say(char *err, size_t errlen, const char *what)
+{
+    if (err != NULL) {
+        snprintf(err, errlen, "%s", what);
+    }
+}
+
+
+/* ["Signature1", protected, aad, payload], malloc()ed. */
+static uint8_t *
+proven_cose_eddsa_tbs(const uint8_t *aad, size_t aadlen,
+    const uint8_t *payload, size_t len, size_t *tbslen)
+{
+    uint8_t  *tbs, *p;
+
+    tbs = malloc(sizeof(proven_cose_sig1_head) + 1
+                 + sizeof(proven_cose_eddsa_protected)
+                 + 2 * PROVEN_CBOR_HEAD_MAX + aadlen + len);
+    if (tbs == NULL) {
+        return NULL;
+    }
+    p = tbs;
+    memcpy(p, proven_cose_sig1_head, sizeof(proven_cose_sig1_head));
+    p += sizeof(proven_cose_sig1_head);
+    p = proven_cbor_put_string(p, PROVEN_CBOR_BYTES,
+                               proven_cose_eddsa_protected,
+                               sizeof(proven_cose_eddsa_protected));
+    p = proven_cbor_put_string(p, PROVEN_CBOR_BYTES, aad, aadlen);
+    p = proven_cbor_put_string(p, PROVEN_CBOR_BYTES, payload, len);
+    *tbslen = (size_t) (p - tbs);
+    return tbs;
+}
+
+
+int
+proven_cose_sign_eddsa(const uint8_t *payload, size_t len, uint64_t seq,
+    const uint8_t *aad, size_t aadlen, EVP_PKEY *key, uint8_t **out,
+    size_t *outlen, char *err, size_t errlen)
+{
+    int          rc;
+    size_t       tbslen, siglen;
+    uint8_t     *tbs, *msg, *p, sig[PROVEN_EDDSA_SIG];
+    EVP_MD_CTX  *md;
+
+    rc = PROVEN_ERR;
+    msg = NULL;
+    md = EVP_MD_CTX_new();
+    tbs = proven_cose_eddsa_tbs(aad, aadlen, payload, len, &tbslen);
+    if (md == NULL || tbs == NULL) {
+        proven_cose_say(err, errlen, "out of memory");
+        goto done;
+    }
+
+    siglen = sizeof(sig);
+    if (EVP_DigestSignInit(md, NULL, NULL, NULL, key) != 1
+        || EVP_DigestSign(md, sig, &siglen, tbs, tbslen) != 1
+        || siglen != PROVEN_EDDSA_SIG)
+    {
+        proven_openssl_error(err, errlen, "EdDSA signing failed");
+        goto done;
+    }
+
+    /* array(4), protected, {"seq": n}, payload, signature */
+    msg = malloc(1 + 1 + sizeof(proven_cose_eddsa_protected) + 1 + 4
+                 + 3 * PROVEN_CBOR_HEAD_MAX + len + PROVEN_EDDSA_SIG);
+    if (msg == NULL) {
+        proven_cose_say(err, errlen, "out of memory");
+        goto done;
+    }
+    p = proven_cbor_put_head(msg, PROVEN_CBOR_ARRAY, 4);
+    p = proven_cbor_put_string(p, PROVEN_CBOR_BYTES,
+                               proven_cose_eddsa_protected,
+                               sizeof(proven_cose_eddsa_protected));
+    p = proven_cbor_put_head(p, PROVEN_CBOR_MAP, 1);
+    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "seq", 3);
+    p = proven_cbor_put_head(p, PROVEN_CBOR_UINT, seq);
+    p = proven_cbor_put_string(p, PROVEN_CBOR_BYTES, payload, len);
+    p = proven_cbor_put_string(p, PROVEN_CBOR_BYTES, sig, siglen);
+
+    *out = msg;
+    *outlen = (size_t) (p - msg);
+    msg = NULL;
+    rc = PROVEN_OK;
+
+done:
+
+    free(msg);
+    free(tbs);
+    EVP_MD_CTX_free(md);
+    return rc;
+}
+
+
+int
+proven_cose_verify_eddsa(const uint8_t *msg, size_t len,
+    const uint8_t *aad, size_t aadlen, EVP_PKEY *key, uint64_t *seq,
+    const uint8_t **payload, size_t *payload_len, char *err, size_t errlen)
+{
+    int                  rc, major;
+    size_t               plen, klen, siglen, tbslen;
+    uint8_t             *tbs;
+    uint64_t             arg, pairs;
+    EVP_MD_CTX          *md;
+    const uint8_t       *prot, *k, *sig;
+    proven_cbor_span_t   r;
+
+    r.p = msg;
+    r.end = msg + len;
+
+    if (proven_cbor_span_head(&r, &major, &arg) != PROVEN_OK
+        || major != PROVEN_CBOR_ARRAY || arg != 4)
+    {
+        proven_cose_say(err, errlen, "not a COSE_Sign1 array of four");
+        return PROVEN_ERR;
+    }
+    if (proven_cbor_span_string(&r, PROVEN_CBOR_BYTES, &prot, &plen)
+        != PROVEN_OK
+        || plen != sizeof(proven_cose_eddsa_protected)
+        || memcmp(prot, proven_cose_eddsa_protected, plen) != 0)
+    {
+        proven_cose_say(err, errlen, "the protected header is not the "
+                        "bytes of {1: -8} (EdDSA)");
+        return PROVEN_ERR;
+    }
+    if (proven_cbor_span_map(&r, &pairs) != PROVEN_OK || pairs != 1
+        || proven_cbor_span_string(&r, PROVEN_CBOR_TEXT, &k, &klen)
+           != PROVEN_OK
+        || klen != 3 || memcmp(k, "seq", 3) != 0
+        || proven_cbor_span_head(&r, &major, seq) != PROVEN_OK
+        || major != PROVEN_CBOR_UINT)
+    {
+        proven_cose_say(err, errlen, "the unprotected header is not "
+                        "{\"seq\": n}");
+        return PROVEN_ERR;
+    }
+    if (proven_cbor_span_string(&r, PROVEN_CBOR_BYTES, payload, payload_len)
+        != PROVEN_OK)
+    {
+        proven_cose_say(err, errlen, "the payload is not a byte string");
+        return PROVEN_ERR;
+    }
+    if (proven_cbor_span_string(&r, PROVEN_CBOR_BYTES, &sig, &siglen)
+        != PROVEN_OK || siglen != PROVEN_EDDSA_SIG)
+    {
+        proven_cose_say(err, errlen, "the signature is not 64 bytes");
+        return PROVEN_ERR;
+    }
+    if (r.p != r.end) {
+        proven_cose_say(err, errlen, "bytes follow the message");
+        return PROVEN_ERR;
+    }
+
+    rc = PROVEN_ERR;
+    md = EVP_MD_CTX_new();
+    tbs = proven_cose_eddsa_tbs(aad, aadlen, *payload, *payload_len,
+                                &tbslen);
+    if (md == NULL || tbs == NULL) {
+        proven_cose_say(err, errlen, "out of memory");
+    } else if (EVP_DigestVerifyInit(md, NULL, NULL, NULL, key) != 1
+               || EVP_DigestVerify(md, sig, siglen, tbs, tbslen) != 1)
+    {
+        ERR_clear_error();
+        proven_cose_say(err, errlen, "the signature does not verify");
+    } else {
+        rc = PROVEN_OK;
+    }
+    free(tbs);
     EVP_MD_CTX_free(md);
     return rc;
 }
