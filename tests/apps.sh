@@ -363,5 +363,13 @@ check "the every-minute schedule has run" 0 \
     -m '^\{"last":"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:00.000Z"\}$' \
     get hello/heartbeat
 
+# ---- a worker that cannot start: the request waiting for it is told -----------
+
+stop_node
+PROVEN_PROVEND_ARGS="--node $work/no-such-node" start_node
+check "no worker can start: 502, the worker did not start" 0 \
+    -m '^502 .*"code":"worker_unavailable".*(did not start|not ready yet)' \
+    sh -c "curl -s -m 10 -w '%{http_code} ' -o '$work/body' '$url/web/text'; cat '$work/body'"
+
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
