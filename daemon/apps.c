@@ -924,11 +924,29 @@ provend_worker_close_pipe(uv_pipe_t *pipe)
 }
 
 
+/* The answer to app.wake: {socket}. */
+static void
+provend_apps_reply_socket(provend_ops_reply_pt reply, void *ctx, uint64_t id,
+    const char *socket)
+{
+    cbor_item_t  *result;
+
+    result = cbor_new_definite_map(1);
+    if (result != NULL
+        && proven_cbor_map_put(result, "socket", cbor_build_string(socket))
+           != PROVEN_OK)
+    {
+        cbor_decref(&result);
+        result = NULL;
+    }
+    provend_apps_reply_ok(reply, ctx, id, result);
+}
+
+
 /* Answers every app.wake waiting: with socket, or unavailable. */
 static void
 provend_app_answer_wakes(provend_app_t *app, const char *socket)
 {
-    cbor_item_t     *result;
     provend_wake_t  *wake;
 
     while ((wake = app->wakes) != NULL) {
@@ -939,16 +957,8 @@ provend_app_answer_wakes(provend_app_t *app, const char *socket)
                                     "unavailable", "the application's "
                                     "worker did not start");
         } else {
-            result = cbor_new_definite_map(1);
-            if (result != NULL
-                && proven_cbor_map_put(result, "socket",
-                                       cbor_build_string(socket))
-                   != PROVEN_OK)
-            {
-                cbor_decref(&result);
-                result = NULL;
-            }
-            provend_apps_reply_ok(wake->reply, wake->ctx, wake->id, result);
+            provend_apps_reply_socket(wake->reply, wake->ctx, wake->id,
+                                      socket);
         }
         free(wake);
     }
@@ -2374,7 +2384,6 @@ provend_apps_op_wake(provend_apps_t *apps, const proven_request_t *req,
     provend_ops_reply_pt reply, void *ctx)
 {
     char             name[PROVEND_NAME_MAX + 1], err[PROVEN_ERR_LEN];
-    cbor_item_t     *result;
     provend_app_t   *app;
     provend_wake_t  *wake;
 
@@ -2394,15 +2403,8 @@ provend_apps_op_wake(provend_apps_t *apps, const proven_request_t *req,
 
     if (app->nserving > 0) {
         /* the caller's table was older than the pool */
-        result = cbor_new_definite_map(1);
-        if (result != NULL
-            && proven_cbor_map_put(result, "socket",
-                   cbor_build_string(app->serving[0]->socket)) != PROVEN_OK)
-        {
-            cbor_decref(&result);
-            result = NULL;
-        }
-        provend_apps_reply_ok(reply, ctx, req->id, result);
+        provend_apps_reply_socket(reply, ctx, req->id,
+                                  app->serving[0]->socket);
         return;
     }
 

@@ -1099,6 +1099,20 @@ ngx_http_proven_app_stream_start(ngx_http_request_t *r,
 }
 
 
+/* The two pairs of app.next or app.cancel, at frame (64 bytes do). */
+static u_char *
+ngx_http_proven_app_stream_op(u_char *frame, const char *op,
+    uint64_t stream)
+{
+    u_char  *p;
+
+    p = proven_cbor_put_string(frame, PROVEN_CBOR_TEXT, "op", 2);
+    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, op, ngx_strlen(op));
+    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "stream", 6);
+    return proven_cbor_put_head(p, PROVEN_CBOR_UINT, stream);
+}
+
+
 static void
 ngx_http_proven_app_stream_cleanup(void *data)
 {
@@ -1114,10 +1128,7 @@ ngx_http_proven_app_stream_cleanup(void *data)
     }
     ctx->stream_open = 0;
 
-    p = proven_cbor_put_string(frame, PROVEN_CBOR_TEXT, "op", 2);
-    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "app.cancel", 10);
-    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "stream", 6);
-    p = proven_cbor_put_head(p, PROVEN_CBOR_UINT, ctx->stream);
+    p = ngx_http_proven_app_stream_op(frame, "app.cancel", ctx->stream);
 
     /* no connection open: the worker ends it after 30 s unread */
     peer = ngx_http_proven_peer_get(r, ctx->worker.data, ctx->worker.len);
@@ -1138,10 +1149,7 @@ ngx_http_proven_app_pull(ngx_http_request_t *r,
 
     palcf = ngx_http_get_module_loc_conf(r, ngx_http_proven_app_module);
 
-    p = proven_cbor_put_string(frame, PROVEN_CBOR_TEXT, "op", 2);
-    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "app.next", 8);
-    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "stream", 6);
-    p = proven_cbor_put_head(p, PROVEN_CBOR_UINT, ctx->stream);
+    p = ngx_http_proven_app_stream_op(frame, "app.next", ctx->stream);
 
     peer = ngx_http_proven_peer_get(r, ctx->worker.data, ctx->worker.len);
     rc = peer == NULL ? NGX_ERROR
