@@ -36,7 +36,8 @@ TEST_BINS   = $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 MODULE_SRCS = config $(wildcard src/*/*.c src/*/*.h) $(LIB_SRCS) lib/proven.h
 MODULES     = $(BUILD)/modules/ngx_http_proven_core_module.so \
               $(BUILD)/modules/ngx_http_proven_attestation_module.so \
-              $(BUILD)/modules/ngx_http_proven_app_module.so
+              $(BUILD)/modules/ngx_http_proven_app_module.so \
+              $(BUILD)/modules/ngx_http_proven_rpc_module.so
 
 .PHONY: all deps lib programs modules runtime run test test-unit \
         test-nginx test-runtime asan fuzz bench clean

@@ -152,6 +152,7 @@ struct provend_apps_s {
     uv_timer_t              minute;   /* schedules */
     uv_timer_t              sweep;    /* each second: retired, wakes */
     int                     stopping;
+    size_t                  next_run;     /* round robin of runs */
     unsigned                checks;       /* deploy checks running */
     time_t                  fired_minute; /* schedules fired for it */
 };
@@ -2435,6 +2436,173 @@ provend_apps_op_wake(provend_apps_t *apps, const proven_request_t *req,
         provend_info("apps: %s is called: starting a worker", app->name);
         provend_worker_start(apps, app);
     }
+}
+
+
+/* ---- runs for sessions -------------------------------------------------- */
+
+#define PROVEND_RUN_TIMEOUT_MS   (310 * 1000)   /* past any handler's own */
+#define PROVEND_RUN_ANSWER_MAX   (PROVEN_FRAME_MAX)
+
+typedef struct {
+    provend_apps_t           *apps;
+    cbor_item_t              *request;      /* the app.run frame's map */
+    provend_worker_answer_pt  done;
+    void                     *data;
+} provend_run_t;
+
+
+static void
+provend_run_free(provend_run_t *run)
+{
+    cbor_decref(&run->request);
+    free(run);
+}
+
+
+static void
+provend_run_send(provend_run_t *run, const char *socket)
+{
+    if (provend_worker_call(run->apps->loop, socket, run->request,
+                            PROVEND_RUN_TIMEOUT_MS, PROVEND_RUN_ANSWER_MAX,
+                            run->done, run->data) != PROVEN_OK)
+    {
+        run->done(run->data, "out of memory", NULL);
+    }
+    provend_run_free(run);
+}
+
+
+/* The answer to the app.wake a run made for itself: a frame, or NULL. */
+static void
+provend_run_woken(void *ctx, uint8_t *frame, size_t len)
+{
+    char                text[PROVEN_ERR_LEN + 64], err[PROVEN_ERR_LEN];
+    cbor_item_t        *socket;
+    provend_run_t      *run;
+    proven_response_t   res;
+
+    run = ctx;
+    if (frame == NULL || len < PROVEN_FRAME_HEADER
+        || proven_response_decode(frame + PROVEN_FRAME_HEADER,
+                                  len - PROVEN_FRAME_HEADER, &res, err,
+                                  sizeof(err)) != PROVEN_OK)
+    {
+        free(frame);
+        run->done(run->data, "the application's worker did not start",
+                  NULL);
+        provend_run_free(run);
+        return;
+    }
+    free(frame);
+
+    socket = res.ok && cbor_isa_map(res.result)
+             ? proven_cbor_map_get(res.result, "socket") : NULL;
+    if (socket == NULL || !cbor_isa_string(socket)
+        || !cbor_string_is_definite(socket)
+        || cbor_string_length(socket) == 0
+        || cbor_string_length(socket) > PROVEND_SOCKET_MAX)
+    {
+        snprintf(text, sizeof(text), "%s", res.ok ? "no worker socket"
+                 : res.message);
+        proven_response_free(&res);
+        run->done(run->data, text, NULL);
+        provend_run_free(run);
+        return;
+    }
+
+    snprintf(text, sizeof(text), "%.*s", (int) cbor_string_length(socket),
+             (const char *) cbor_string_handle(socket));
+    proven_response_free(&res);
+    provend_run_send(run, text);
+}
+
+
+int
+provend_apps_deployed(provend_apps_t *apps, const char *name)
+{
+    provend_app_t  *app;
+
+    app = provend_apps_find(apps, name);
+    return app != NULL && app->package != NULL && app->state.has_current;
+}
+
+
+int
+provend_apps_run(provend_apps_t *apps, const char *name,
+    const uint8_t *package, const char *handler, cbor_item_t *args,
+    const char *identity, provend_worker_answer_pt done, void *data)
+{
+    int               ok;
+    provend_app_t    *app;
+    provend_run_t    *run;
+    proven_request_t  wake;
+
+    app = provend_apps_find(apps, name);
+    if (app == NULL || app->package == NULL || !app->state.has_current) {
+        return PROVEND_RUN_NO_APP;
+    }
+    if (package != NULL
+        && memcmp(package, app->state.current, PROVEN_AUDIT_HASH_LEN) != 0)
+    {
+        return PROVEND_RUN_HASH_UNKNOWN;
+    }
+
+    run = calloc(1, sizeof(*run));
+    if (run == NULL) {
+        return PROVEN_ERR;
+    }
+    run->apps = apps;
+    run->done = done;
+    run->data = data;
+    run->request = proven_request_new(1, "app.run");
+    ok = run->request != NULL
+         && proven_cbor_map_put(run->request, "handler",
+                                cbor_build_string(handler)) == PROVEN_OK
+         && proven_cbor_map_put(run->request, "args",
+                                args != NULL ? cbor_incref(args)
+                                             : cbor_new_null()) == PROVEN_OK
+         && (args == NULL || !cbor_isa_array(args)
+             || proven_cbor_map_put(run->request, "spread",
+                                    cbor_build_bool(true)) == PROVEN_OK)
+         && (identity == NULL
+             || proven_cbor_map_put(run->request, "identity",
+                                    cbor_build_string(identity))
+                == PROVEN_OK);
+    if (!ok) {
+        if (run->request != NULL) {
+            cbor_decref(&run->request);
+        }
+        free(run);
+        return PROVEN_ERR;
+    }
+
+    app->last_call = uv_now(apps->loop);
+
+    if (app->nserving > 0) {
+        provend_run_send(run, app->serving[apps->next_run++
+                                           % app->nserving]->socket);
+        return PROVEN_OK;
+    }
+
+    /* Asleep or restarting: wait for a worker as nginx's requests do. */
+    memset(&wake, 0, sizeof(wake));
+    wake.id = 0;
+    snprintf(wake.op, sizeof(wake.op), "app.wake");
+    wake.map = cbor_new_definite_map(1);
+    if (wake.map == NULL
+        || proven_cbor_map_put(wake.map, "app", cbor_build_string(name))
+           != PROVEN_OK)
+    {
+        if (wake.map != NULL) {
+            cbor_decref(&wake.map);
+        }
+        provend_run_free(run);
+        return PROVEN_ERR;
+    }
+    provend_apps_op_wake(apps, &wake, provend_run_woken, run);
+    cbor_decref(&wake.map);
+    return PROVEN_OK;
 }
 
 

@@ -48,6 +48,7 @@
 #include <stddef.h>
 
 #include "proven.h"
+#include "schedule.h"
 #include "storage.h"
 
 #define PROVEND_STATE_SIZE       (1024 * 1024)
@@ -90,6 +91,25 @@ int provend_apps_handles(const char *op);
 /* Answers req through reply exactly once, now or later on the loop. */
 void provend_apps_dispatch(provend_apps_t *apps, const proven_request_t *req,
     provend_ops_reply_pt reply, void *ctx);
+
+/*
+ * Runs handler ("module#name", a run/runWithOptions handler) of app's
+ * current package with args (borrowed; NULL: null; an array is spread as
+ * the handler's arguments), waking the app if its
+ * workers are stopped; identity (NULL: none) is the caller's verified
+ * identity.  package, if not NULL, is the 32-byte package id that must be
+ * the current one.  done runs once with the worker's answer (as for
+ * provend_worker_call) when this returns PROVEN_OK.
+ */
+#define PROVEND_RUN_NO_APP        1     /* no such app, or nothing deployed */
+#define PROVEND_RUN_HASH_UNKNOWN  2     /* package is not the current one */
+
+/* Whether app exists and has a package deployed. */
+int provend_apps_deployed(provend_apps_t *apps, const char *app);
+
+int provend_apps_run(provend_apps_t *apps, const char *app,
+    const uint8_t *package, const char *handler, cbor_item_t *args,
+    const char *identity, provend_worker_answer_pt done, void *data);
 
 /* Stops the workers and closes every handle; the loop then ends. */
 void provend_apps_stop(provend_apps_t *apps);

@@ -7,6 +7,8 @@
  *           [--storage-heap-limit BYTES] [--kv-memory-limit BYTES]
  *           [--runtime DIR|none] [--node PATH] [--app-memory MB]
  *           [--app-sandbox on|off] [--app-workers N] [--app-idle SECONDS]
+ *           [--session-idle SECONDS] [--session-life SECONDS]
+ *           [--session-max N] [--session-origins any|listed]
  *   provend --sandbox-exec -- PROGRAM ARGS...   (around app workers)
  */
 
@@ -57,7 +59,9 @@ provend_usage(FILE *out)
         "               [--runtime DIR|none] [--node PATH]"
         " [--app-memory MB]\n"
         "               [--app-sandbox on|off] [--app-workers N]\n"
-        "               [--app-idle SECONDS]\n"
+        "               [--app-idle SECONDS] [--session-idle SECONDS]\n"
+        "               [--session-life SECONDS] [--session-max N]\n"
+        "               [--session-origins any|listed]\n"
         "  --data DIR        state directory (default ./var)\n"
         "  --socket PATH     unix socket (default DATA/provend.sock)\n"
         "  --provider NAME   attestation provider (default auto: nsm when\n"
@@ -80,7 +84,15 @@ provend_usage(FILE *out)
         "                    online CPUs, at most 4); more start under load\n"
         "  --app-idle SECONDS  stop an app's workers after so long without a\n"
         "                    call (default 600; 0: never); the next request\n"
-        "                    starts one.  Apps with schedules never idle\n");
+        "                    starts one.  Apps with schedules never idle\n"
+        "  --session-idle SECONDS  a session unused so long is gone\n"
+        "                    (default 1800)\n"
+        "  --session-life SECONDS  and any session this old (default\n"
+        "                    86400)\n"
+        "  --session-max N   sessions open at once (default 100000)\n"
+        "  --session-origins any|listed  which pages may open an app's\n"
+        "                    session (default: any with the dev provider,\n"
+        "                    else listed)\n");
 }
 
 
@@ -117,6 +129,8 @@ main(int argc, char **argv)
     const char              *data_dir, *socket_path, *provider_name;
     const char              *runtime_dir, *node;
     unsigned long            app_memory, app_workers, app_idle;
+    unsigned long            session_idle, session_life, session_max;
+    int                      any_origin;
     int                      app_sandbox;
     char                    *runtime_bin;
     uint8_t                  master[PROVEND_KEY_LEN];
@@ -144,6 +158,10 @@ main(int argc, char **argv)
         { "app-sandbox", required_argument, NULL, 'S' },
         { "app-workers", required_argument, NULL, 'W' },
         { "app-idle", required_argument, NULL, 'I' },
+        { "session-idle", required_argument, NULL, 'i' },
+        { "session-life", required_argument, NULL, 'L' },
+        { "session-max", required_argument, NULL, 'x' },
+        { "session-origins", required_argument, NULL, 'o' },
         { "help",      no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -164,6 +182,10 @@ main(int argc, char **argv)
     app_sandbox = 1;
     app_workers = 0;
     app_idle = 600;
+    session_idle = 0;
+    session_life = 0;
+    session_max = 0;
+    any_origin = -1;
     status = 1;
 
     /* provend runs itself this way around each app worker (apps.c) */
@@ -315,6 +337,38 @@ main(int argc, char **argv)
             }
             break;
 
+        case 'i':
+        case 'L':
+            if (provend_parse_uint(optarg, 1, 30 * 86400, &value)
+                != PROVEN_OK)
+            {
+                fprintf(stderr, "provend: --session-%s must be 1..2592000 "
+                        "(seconds)\n", c == 'i' ? "idle" : "life");
+                return 2;
+            }
+            *(c == 'i' ? &session_idle : &session_life) = value;
+            break;
+
+        case 'x':
+            if (provend_parse_uint(optarg, 1, 10000000, &session_max)
+                != PROVEN_OK)
+            {
+                fprintf(stderr, "provend: --session-max must be "
+                        "1..10000000\n");
+                return 2;
+            }
+            break;
+
+        case 'o':
+            if (strcmp(optarg, "any") != 0 && strcmp(optarg, "listed") != 0)
+            {
+                fprintf(stderr, "provend: --session-origins must be any or "
+                        "listed\n");
+                return 2;
+            }
+            any_origin = strcmp(optarg, "any") == 0;
+            break;
+
         case 'h':
             provend_usage(stdout);
             return 0;
@@ -445,6 +499,11 @@ main(int argc, char **argv)
     srv_cfg.app_workers = (unsigned) app_workers;
     srv_cfg.app_idle_s = (unsigned) app_idle;
     srv_cfg.expose_errors = strcmp(provider_name, "dev") == 0;
+    srv_cfg.session_idle_s = (unsigned) session_idle;
+    srv_cfg.session_life_s = (unsigned) session_life;
+    srv_cfg.session_max = session_max;
+    srv_cfg.any_origin = any_origin >= 0 ? any_origin
+                         : strcmp(provider_name, "dev") == 0;
 
     if (runtime_dir != NULL
         && asprintf(&runtime_bin, "%s/bin/proven-runtime.mjs", runtime_dir)

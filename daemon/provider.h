@@ -36,6 +36,10 @@ typedef struct {
     char           err[PROVEN_ERR_LEN];
 } provend_attest_job_t;
 
+/* The outcome of an attestation for another part of provend. */
+typedef void (*provend_attest_done_pt)(void *data, int rc,
+    const uint8_t *doc, size_t doc_len, const char *err);
+
 typedef struct {
     char           module_id[PROVEN_ATT_MODULE_ID_MAX + 1];
     size_t         pcr_count;

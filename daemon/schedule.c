@@ -268,156 +268,221 @@ done:
 }
 
 
+/* ---- calling a worker ---------------------------------------------------- */
+
+typedef struct {
+    uv_pipe_t                 pipe;
+    uv_connect_t              connect;
+    uv_write_t                write;
+    uv_timer_t                timer;
+    uint8_t                  *frame;
+    size_t                    frame_len;
+    uint8_t                  *answer;
+    size_t                    answer_max;
+    size_t                    have;
+    unsigned                  handles;
+    provend_worker_answer_pt  done;        /* NULL once called */
+    void                     *data;
+} provend_call_t;
+
+
+static void
+provend_call_closed(uv_handle_t *handle)
+{
+    provend_call_t  *c;
+
+    c = handle->data;
+    if (--c->handles > 0) {
+        return;
+    }
+    free(c->frame);
+    free(c->answer);
+    free(c);
+}
+
+
+/* Tells the caller once, then closes; failure NULL: res is the answer. */
+static void
+provend_call_end(provend_call_t *c, const char *failure,
+    proven_response_t *res)
+{
+    if (c->done != NULL) {
+        c->done(c->data, failure, res);
+        c->done = NULL;
+    }
+    if (!uv_is_closing((uv_handle_t *) &c->pipe)) {
+        uv_close((uv_handle_t *) &c->pipe, provend_call_closed);
+    }
+    if (!uv_is_closing((uv_handle_t *) &c->timer)) {
+        uv_close((uv_handle_t *) &c->timer, provend_call_closed);
+    }
+}
+
+
+static void
+provend_call_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+{
+    provend_call_t  *c;
+
+    (void) suggested;
+    c = handle->data;
+    buf->base = (char *) c->answer + c->have;
+    buf->len = c->answer_max - c->have;
+}
+
+
+static void
+provend_call_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    char               err[PROVEN_ERR_LEN];
+    uint32_t           len;
+    provend_call_t    *c;
+    proven_response_t  res;
+
+    (void) buf;
+    c = stream->data;
+    if (nread < 0) {
+        provend_call_end(c, "the worker closed the connection", NULL);
+        return;
+    }
+    c->have += (size_t) nread;
+
+    if (c->have < PROVEN_FRAME_HEADER
+        || proven_frame_length(c->answer, &len, err, sizeof(err))
+           != PROVEN_OK)
+    {
+        if (c->have == c->answer_max) {
+            provend_call_end(c, "the answer is too long", NULL);
+        }
+        return;
+    }
+    if (len > c->answer_max - PROVEN_FRAME_HEADER) {
+        provend_call_end(c, "the answer is too long", NULL);
+        return;
+    }
+    if (c->have < PROVEN_FRAME_HEADER + len) {
+        return;
+    }
+
+    if (proven_response_decode(c->answer + PROVEN_FRAME_HEADER, len, &res,
+                               err, sizeof(err)) != PROVEN_OK)
+    {
+        provend_call_end(c, "a malformed answer", NULL);
+        return;
+    }
+    provend_call_end(c, NULL, &res);
+    proven_response_free(&res);
+}
+
+
+static void
+provend_call_written(uv_write_t *req, int status)
+{
+    provend_call_t  *c;
+
+    c = req->data;
+    if (status != 0) {
+        provend_call_end(c, uv_strerror(status), NULL);
+        return;
+    }
+    uv_read_start((uv_stream_t *) &c->pipe, provend_call_alloc,
+                  provend_call_read);
+}
+
+
+static void
+provend_call_connected(uv_connect_t *req, int status)
+{
+    uv_buf_t         buf;
+    provend_call_t  *c;
+
+    c = req->data;
+    if (status != 0) {
+        provend_call_end(c, uv_strerror(status), NULL);
+        return;
+    }
+
+    buf = uv_buf_init((char *) c->frame, (unsigned) c->frame_len);
+    if (uv_write(&c->write, (uv_stream_t *) &c->pipe, &buf, 1,
+                 provend_call_written) != 0)
+    {
+        provend_call_end(c, "cannot write", NULL);
+    }
+}
+
+
+static void
+provend_call_timeout(uv_timer_t *timer)
+{
+    provend_call_end(timer->data, "no answer in time", NULL);
+}
+
+
+int
+provend_worker_call(void *loop, const char *socket_path, cbor_item_t *request,
+    uint64_t timeout_ms, size_t answer_max, provend_worker_answer_pt done,
+    void *data)
+{
+    char             err[PROVEN_ERR_LEN];
+    provend_call_t  *c;
+
+    c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        return PROVEN_ERR;
+    }
+    c->answer_max = answer_max;
+    c->answer = malloc(answer_max);
+    if (c->answer == NULL
+        || proven_frame_encode(request, &c->frame, &c->frame_len, err,
+                               sizeof(err)) != PROVEN_OK)
+    {
+        free(c->answer);
+        free(c);
+        return PROVEN_ERR;
+    }
+    c->done = done;
+    c->data = data;
+
+    uv_pipe_init(loop, &c->pipe, 0);
+    uv_timer_init(loop, &c->timer);
+    c->pipe.data = c;
+    c->timer.data = c;
+    c->connect.data = c;
+    c->write.data = c;
+    c->handles = 2;
+
+    uv_timer_start(&c->timer, provend_call_timeout, timeout_ms, 0);
+    uv_unref((uv_handle_t *) &c->timer);
+    uv_pipe_connect(&c->connect, &c->pipe, socket_path,
+                    provend_call_connected);
+    return PROVEN_OK;
+}
+
+
 /* ---- firing ------------------------------------------------------------- */
 
 typedef struct {
-    uv_pipe_t      pipe;
-    uv_connect_t   connect;
-    uv_write_t     write;
-    uv_timer_t     timer;
-    uint8_t       *frame;
-    size_t         frame_len;
-    uint8_t       *answer;
-    size_t         have;
-    unsigned       handles;
     char           app[65];
     char           handler[PROVEND_SCHEDULE_NAME_MAX + 1];
 } provend_fire_t;
 
 
 static void
-provend_fire_closed(uv_handle_t *handle)
+provend_fire_done(void *data, const char *failure, proven_response_t *res)
 {
     provend_fire_t  *f;
 
-    f = handle->data;
-    if (--f->handles > 0) {
-        return;
-    }
-    free(f->frame);
-    free(f->answer);
-    free(f);
-}
-
-
-static void
-provend_fire_end(provend_fire_t *f, const char *outcome)
-{
-    if (outcome != NULL) {
+    f = data;
+    if (failure != NULL) {
         provend_warn("apps: schedule %s of %s: %s", f->handler, f->app,
-                     outcome);
-    }
-    if (!uv_is_closing((uv_handle_t *) &f->pipe)) {
-        uv_close((uv_handle_t *) &f->pipe, provend_fire_closed);
-    }
-    if (!uv_is_closing((uv_handle_t *) &f->timer)) {
-        uv_close((uv_handle_t *) &f->timer, provend_fire_closed);
-    }
-}
-
-
-static void
-provend_fire_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
-{
-    provend_fire_t  *f;
-
-    (void) suggested;
-    f = handle->data;
-    buf->base = (char *) f->answer + f->have;
-    buf->len = PROVEND_FIRE_ANSWER_MAX - f->have;
-}
-
-
-static void
-provend_fire_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
-{
-    char               err[PROVEN_ERR_LEN], msg[512];
-    uint32_t           len;
-    provend_fire_t    *f;
-    proven_response_t  res;
-
-    (void) buf;
-    f = stream->data;
-    if (nread < 0) {
-        provend_fire_end(f, "the worker closed the connection");
-        return;
-    }
-    f->have += (size_t) nread;
-
-    if (f->have < PROVEN_FRAME_HEADER
-        || proven_frame_length(f->answer, &len, err, sizeof(err))
-           != PROVEN_OK)
-    {
-        if (f->have == PROVEND_FIRE_ANSWER_MAX) {
-            provend_fire_end(f, "the answer is too long");
-        }
-        return;
-    }
-    if (len > PROVEND_FIRE_ANSWER_MAX - PROVEN_FRAME_HEADER) {
-        provend_fire_end(f, "the answer is too long");
-        return;
-    }
-    if (f->have < PROVEN_FRAME_HEADER + len) {
-        return;
-    }
-
-    if (proven_response_decode(f->answer + PROVEN_FRAME_HEADER, len, &res,
-                               err, sizeof(err)) != PROVEN_OK)
-    {
-        provend_fire_end(f, "a malformed answer");
-        return;
-    }
-    if (res.ok) {
-        provend_debug("apps: schedule %s of %s ran", f->handler, f->app);
-        provend_fire_end(f, NULL);
+                     failure);
+    } else if (!res->ok) {
+        provend_warn("apps: schedule %s of %s: %.64s: %.256s", f->handler,
+                     f->app, res->code, res->message);
     } else {
-        snprintf(msg, sizeof(msg), "%.64s: %.256s", res.code, res.message);
-        provend_fire_end(f, msg);
+        provend_debug("apps: schedule %s of %s ran", f->handler, f->app);
     }
-    proven_response_free(&res);
-}
-
-
-static void
-provend_fire_written(uv_write_t *req, int status)
-{
-    provend_fire_t  *f;
-
-    f = req->data;
-    if (status != 0) {
-        provend_fire_end(f, uv_strerror(status));
-        return;
-    }
-    uv_read_start((uv_stream_t *) &f->pipe, provend_fire_alloc,
-                  provend_fire_read);
-}
-
-
-static void
-provend_fire_connected(uv_connect_t *req, int status)
-{
-    uv_buf_t         buf;
-    provend_fire_t  *f;
-
-    f = req->data;
-    if (status != 0) {
-        provend_fire_end(f, uv_strerror(status));
-        return;
-    }
-
-    buf = uv_buf_init((char *) f->frame, (unsigned) f->frame_len);
-    if (uv_write(&f->write, (uv_stream_t *) &f->pipe, &buf, 1,
-                 provend_fire_written) != 0)
-    {
-        provend_fire_end(f, "cannot write");
-    }
-}
-
-
-static void
-provend_fire_timeout(uv_timer_t *timer)
-{
-    provend_fire_end(timer->data, "no answer in time");
+    free(f);
 }
 
 
@@ -426,7 +491,6 @@ provend_schedule_fire(void *loop, const char *socket_path, const char *app,
     const char *handler, uint64_t scheduled_at)
 {
     int              ok;
-    char             err[PROVEN_ERR_LEN];
     cbor_item_t     *req, *args;
     provend_fire_t  *f;
 
@@ -450,9 +514,10 @@ provend_schedule_fire(void *loop, const char *socket_path, const char *app,
              == PROVEN_OK && ok;
         ok = proven_cbor_map_put(req, "args", args) == PROVEN_OK && ok;
         args = NULL;
-        ok = ok && proven_frame_encode(req, &f->frame, &f->frame_len, err,
-                                       sizeof(err)) == PROVEN_OK;
-        ok = ok && (f->answer = malloc(PROVEND_FIRE_ANSWER_MAX)) != NULL;
+        ok = ok && provend_worker_call(loop, socket_path, req,
+                                       PROVEND_FIRE_TIMEOUT_MS,
+                                       PROVEND_FIRE_ANSWER_MAX,
+                                       provend_fire_done, f) == PROVEN_OK;
     }
     if (args != NULL) {
         cbor_decref(&args);
@@ -461,23 +526,8 @@ provend_schedule_fire(void *loop, const char *socket_path, const char *app,
         cbor_decref(&req);
     }
     if (!ok) {
-        provend_error("apps: cannot build the schedule frame for %s", app);
-        free(f->frame);
+        provend_error("apps: cannot fire the schedule %s of %s", handler,
+                      app);
         free(f);
-        return;
     }
-
-    uv_pipe_init(loop, &f->pipe, 0);
-    uv_timer_init(loop, &f->timer);
-    f->pipe.data = f;
-    f->timer.data = f;
-    f->connect.data = f;
-    f->write.data = f;
-    f->handles = 2;
-
-    uv_timer_start(&f->timer, provend_fire_timeout, PROVEND_FIRE_TIMEOUT_MS,
-                   0);
-    uv_unref((uv_handle_t *) &f->timer);
-    uv_pipe_connect(&f->connect, &f->pipe, socket_path,
-                    provend_fire_connected);
 }

@@ -15,6 +15,8 @@
 
 #include <cbor.h>
 
+#include "proven.h"
+
 #define PROVEND_SCHEDULE_NAME_MAX  255
 #define PROVEND_SCHEDULES_MAX      64
 
@@ -42,6 +44,21 @@ int provend_cron_due(const provend_cron_t *cron, const struct tm *utc);
  */
 int provend_schedules_of(const cbor_item_t *handlers, provend_cron_t **out,
     size_t *n, char *err, size_t errlen);
+
+/*
+ * One call to the worker listening on socket_path: one connection, one
+ * frame (request, a map with "op"; it may be released on return), one
+ * answer of at most answer_max bytes.  done(data, failure, res) runs once,
+ * later, on the loop: failure says why there is no answer, or it is NULL
+ * and res (freed after done returns) is the answer.  PROVEN_ERR (done
+ * never runs): out of memory or request not encodable.
+ */
+typedef void (*provend_worker_answer_pt)(void *data, const char *failure,
+    proven_response_t *res);
+
+int provend_worker_call(void *loop, const char *socket_path,
+    cbor_item_t *request, uint64_t timeout_ms, size_t answer_max,
+    provend_worker_answer_pt done, void *data);
 
 /*
  * Asks the worker listening on socket_path to run handler (one

@@ -21,6 +21,7 @@
 
 #include "log.h"
 #include "server.h"
+#include "sessions.h"
 #include "util.h"
 
 
@@ -51,6 +52,7 @@ typedef struct {
     provend_conn_t                 *conns;
     provend_ops_storage_t          *storage_ops;
     provend_apps_t                 *apps;
+    provend_sessions_t             *sessions;
 } provend_server_t;
 
 struct provend_conn_s {
@@ -85,8 +87,11 @@ typedef struct {
 
 typedef struct {
     uv_work_t             work;
-    provend_conn_t       *conn;
+    provend_server_t     *srv;
+    provend_conn_t       *conn;     /* the attest op: answered framed */
     uint64_t              id;
+    provend_attest_done_pt done;    /* or another caller: told */
+    void                 *data;
     provend_attest_job_t  job;
     uint8_t              *frame;    /* the response, built off the loop */
     size_t                frame_len;
@@ -394,11 +399,11 @@ provend_job_work(uv_work_t *work)
     provend_provider_t    *p;
 
     sj = work->data;
-    p = sj->conn->srv->cfg->provider;
+    p = sj->srv->cfg->provider;
 
     p->run(p, &sj->job);
 
-    if (sj->job.rc != PROVEN_OK) {
+    if (sj->job.rc != PROVEN_OK || sj->conn == NULL) {
         return;
     }
 
@@ -427,18 +432,25 @@ provend_job_done(uv_work_t *work, int status)
 
     sj = work->data;
     conn = sj->conn;
-    p = conn->srv->cfg->provider;
+    p = sj->srv->cfg->provider;
 
     p->finish(p, &sj->job);
 
     if (status != 0) {
-        provend_conn_send_error(conn, sj->id, "internal",
-                                "attestation was cancelled");
-
+        snprintf(sj->job.err, sizeof(sj->job.err),
+                 "attestation was cancelled");
+        sj->job.rc = PROVEN_ERR;
     } else if (sj->job.rc != PROVEN_OK) {
         provend_error("attestation failed: %s", sj->job.err);
-        provend_conn_send_error(conn, sj->id, "attestation_failed",
-                                sj->job.err);
+    }
+
+    if (sj->done != NULL) {
+        sj->done(sj->data, sj->job.rc, sj->job.doc, sj->job.doc_len,
+                 sj->job.err);
+
+    } else if (sj->job.rc != PROVEN_OK) {
+        provend_conn_send_error(conn, sj->id, status != 0 ? "internal"
+                                : "attestation_failed", sj->job.err);
 
     } else if (sj->frame == NULL) {
         provend_conn_send_error(conn, sj->id, "internal",
@@ -452,7 +464,66 @@ provend_job_done(uv_work_t *work, int status)
     provend_attest_job_free(&sj->job);
     free(sj->frame);
     free(sj);
-    provend_conn_unref(conn);
+    if (conn != NULL) {
+        provend_conn_unref(conn);
+    }
+}
+
+
+/* Starts sj, filled in: PROVEN_ERR with sj->job.err if it cannot. */
+static int
+provend_job_start(provend_server_job_t *sj)
+{
+    int                  rc;
+    provend_provider_t  *p;
+
+    p = sj->srv->cfg->provider;
+    sj->work.data = sj;
+
+    if (p->prepare(p, &sj->job) != PROVEN_OK) {
+        provend_error("attestation failed: %s", sj->job.err);
+        return PROVEN_ERR;
+    }
+
+    rc = uv_queue_work(&sj->srv->loop, &sj->work, provend_job_work,
+                       provend_job_done);
+    if (rc != 0) {
+        p->finish(p, &sj->job);
+        snprintf(sj->job.err, sizeof(sj->job.err), "%s", uv_strerror(rc));
+        return PROVEN_ERR;
+    }
+    return PROVEN_OK;
+}
+
+
+/* For sessions: an attestation whose document goes to done. */
+static int
+provend_server_attest(void *server, const proven_buf_t *nonce,
+    const proven_buf_t *user_data, const proven_buf_t *public_key,
+    provend_attest_done_pt done, void *data, char *err, size_t errlen)
+{
+    provend_server_job_t  *sj;
+
+    sj = calloc(1, sizeof(*sj));
+    if (sj == NULL
+        || provend_attest_job_init(&sj->job, nonce, user_data, public_key)
+           != PROVEN_OK)
+    {
+        provend_server_err("out of memory");
+        free(sj);
+        return PROVEN_ERR;
+    }
+    sj->srv = server;
+    sj->done = done;
+    sj->data = data;
+
+    if (provend_job_start(sj) != PROVEN_OK) {
+        provend_server_err("%s", sj->job.err);
+        provend_attest_job_free(&sj->job);
+        free(sj);
+        return PROVEN_ERR;
+    }
+    return PROVEN_OK;
 }
 
 
@@ -491,14 +562,8 @@ provend_arg_bytes(const proven_request_t *req, const char *name,
 static void
 provend_op_attest(provend_conn_t *conn, const proven_request_t *req)
 {
-    int                    rc;
     char                   err[PROVEN_ERR_LEN];
-    provend_server_t      *srv;
-    provend_provider_t    *p;
     provend_server_job_t  *sj;
-
-    srv = conn->srv;
-    p = srv->cfg->provider;
 
     sj = calloc(1, sizeof(*sj));
     if (sj == NULL) {
@@ -506,9 +571,9 @@ provend_op_attest(provend_conn_t *conn, const proven_request_t *req)
         return;
     }
 
+    sj->srv = conn->srv;
     sj->conn = conn;
     sj->id = req->id;
-    sj->work.data = sj;
     provend_attest_job_init(&sj->job, NULL, NULL, NULL);
 
     if (provend_arg_bytes(req, "nonce", &sj->job.nonce, err, sizeof(err))
@@ -523,18 +588,9 @@ provend_op_attest(provend_conn_t *conn, const proven_request_t *req)
         goto failed;
     }
 
-    if (p->prepare(p, &sj->job) != PROVEN_OK) {
-        provend_error("attestation failed: %s", sj->job.err);
+    if (provend_job_start(sj) != PROVEN_OK) {
         provend_conn_send_error(conn, req->id, "attestation_failed",
                                 sj->job.err);
-        goto failed;
-    }
-
-    rc = uv_queue_work(&srv->loop, &sj->work, provend_job_work,
-                       provend_job_done);
-    if (rc != 0) {
-        p->finish(p, &sj->job);
-        provend_conn_send_error(conn, req->id, "internal", uv_strerror(rc));
         goto failed;
     }
 
@@ -762,6 +818,11 @@ provend_conn_request(provend_conn_t *conn, uint8_t *body, size_t len)
 
     } else if (strcmp(req.op, "status") == 0) {
         provend_op_status(conn, &req);
+
+    } else if (provend_sessions_handles(req.op)) {
+        conn->refs++;
+        provend_sessions_dispatch(conn->srv->sessions, &req,
+                                  provend_conn_on_storage_reply, conn);
 
     } else if (provend_apps_handles(req.op)) {
         if (conn->srv->apps != NULL) {
@@ -1109,6 +1170,9 @@ provend_server_stop(provend_server_t *srv)
     if (srv->apps != NULL) {
         provend_apps_stop(srv->apps);
     }
+    if (srv->sessions != NULL) {
+        provend_sessions_stop(srv->sessions);
+    }
 
     for (conn = srv->conns; conn != NULL; conn = next) {
         next = conn->next;
@@ -1419,6 +1483,27 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
         }
     }
 
+    {
+        provend_sessions_config_t  sessions_cfg;
+
+        memset(&sessions_cfg, 0, sizeof(sessions_cfg));
+        sessions_cfg.loop = &srv->loop;
+        sessions_cfg.apps = srv->apps;
+        sessions_cfg.server = srv;
+        sessions_cfg.attest = provend_server_attest;
+        sessions_cfg.max = cfg->session_max;
+        sessions_cfg.idle_s = cfg->session_idle_s;
+        sessions_cfg.life_s = cfg->session_life_s;
+        sessions_cfg.any_origin = cfg->any_origin;
+
+        srv->sessions = provend_sessions_new(&sessions_cfg, err, errlen);
+        if (srv->sessions == NULL) {
+            provend_server_stop(srv);
+            uv_run(&srv->loop, UV_RUN_DEFAULT);
+            goto failed;
+        }
+    }
+
     uv_timer_start(&srv->maintain, provend_server_on_maintain,
                    p->maintain(p), 0);
 
@@ -1440,6 +1525,10 @@ failed:
         srv->apps = NULL;
     }
 
+    if (srv->sessions != NULL) {
+        provend_sessions_stop(srv->sessions);
+    }
+
     /* Whatever is still open (setup failures) is closed before we free. */
     uv_walk(&srv->loop, provend_server_on_walk_close, NULL);
     uv_run(&srv->loop, UV_RUN_DEFAULT);
@@ -1450,6 +1539,9 @@ failed:
         provend_warn("event loop still busy at exit");
     }
 
+    if (srv->sessions != NULL) {
+        provend_sessions_free(srv->sessions);
+    }
     provend_ops_storage_free(srv->storage_ops);
     free(srv);
     return rc;

@@ -42,6 +42,12 @@ typedef struct {
     int                  app_sandbox;
     unsigned             app_workers;      /* most per app; 0: default */
     unsigned             app_idle_s;       /* 0: never idle */
+
+    /* sessions (session.*, rpc.*): 0 means the default */
+    size_t               session_max;
+    unsigned             session_idle_s;
+    unsigned             session_life_s;
+    int                  any_origin;       /* app sessions from any page */
 } provend_server_config_t;
 
 /*

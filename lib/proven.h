@@ -231,6 +231,23 @@ int proven_cose_verify_eddsa(const uint8_t *msg, size_t len,
     const uint8_t *aad, size_t aadlen, EVP_PKEY *key, uint64_t *seq,
     const uint8_t **payload, size_t *payload_len, char *err, size_t errlen);
 
+/*
+ * The same in two steps, so that a caller can tell a malformed message
+ * (parse fails) from one signed by another key (check fails).  m points
+ * into msg.
+ */
+typedef struct {
+    uint64_t        seq;
+    const uint8_t  *payload;
+    size_t          payload_len;
+    const uint8_t  *signature;          /* PROVEN_EDDSA_SIG bytes */
+} proven_cose_eddsa_t;
+
+int proven_cose_parse_eddsa(const uint8_t *msg, size_t len,
+    proven_cose_eddsa_t *m, char *err, size_t errlen);
+int proven_cose_check_eddsa(const proven_cose_eddsa_t *m, const uint8_t *aad,
+    size_t aadlen, EVP_PKEY *key, char *err, size_t errlen);
+
 
 /* ---- attestation documents (lib/proven_attestation.c) -------------------- */
 

@@ -361,16 +361,13 @@ done:
 
 
 int
-proven_cose_verify_eddsa(const uint8_t *msg, size_t len,
-    const uint8_t *aad, size_t aadlen, EVP_PKEY *key, uint64_t *seq,
-    const uint8_t **payload, size_t *payload_len, char *err, size_t errlen)
+proven_cose_parse_eddsa(const uint8_t *msg, size_t len,
+    proven_cose_eddsa_t *m, char *err, size_t errlen)
 {
-    int                  rc, major;
-    size_t               plen, klen, siglen, tbslen;
-    uint8_t             *tbs;
+    int                  major;
+    size_t               plen, klen, siglen;
     uint64_t             arg, pairs;
-    EVP_MD_CTX          *md;
-    const uint8_t       *prot, *k, *sig;
+    const uint8_t       *prot, *k;
     proven_cbor_span_t   r;
 
     r.p = msg;
@@ -395,21 +392,22 @@ proven_cose_verify_eddsa(const uint8_t *msg, size_t len,
         || proven_cbor_span_string(&r, PROVEN_CBOR_TEXT, &k, &klen)
            != PROVEN_OK
         || klen != 3 || memcmp(k, "seq", 3) != 0
-        || proven_cbor_span_head(&r, &major, seq) != PROVEN_OK
+        || proven_cbor_span_head(&r, &major, &m->seq) != PROVEN_OK
         || major != PROVEN_CBOR_UINT)
     {
         proven_cose_say(err, errlen, "the unprotected header is not "
                         "{\"seq\": n}");
         return PROVEN_ERR;
     }
-    if (proven_cbor_span_string(&r, PROVEN_CBOR_BYTES, payload, payload_len)
-        != PROVEN_OK)
+    if (proven_cbor_span_string(&r, PROVEN_CBOR_BYTES, &m->payload,
+                                &m->payload_len) != PROVEN_OK)
     {
         proven_cose_say(err, errlen, "the payload is not a byte string");
         return PROVEN_ERR;
     }
-    if (proven_cbor_span_string(&r, PROVEN_CBOR_BYTES, &sig, &siglen)
-        != PROVEN_OK || siglen != PROVEN_EDDSA_SIG)
+    if (proven_cbor_span_string(&r, PROVEN_CBOR_BYTES, &m->signature,
+                                &siglen) != PROVEN_OK
+        || siglen != PROVEN_EDDSA_SIG)
     {
         proven_cose_say(err, errlen, "the signature is not 64 bytes");
         return PROVEN_ERR;
@@ -418,15 +416,28 @@ proven_cose_verify_eddsa(const uint8_t *msg, size_t len,
         proven_cose_say(err, errlen, "bytes follow the message");
         return PROVEN_ERR;
     }
+    return PROVEN_OK;
+}
+
+
+int
+proven_cose_check_eddsa(const proven_cose_eddsa_t *m, const uint8_t *aad,
+    size_t aadlen, EVP_PKEY *key, char *err, size_t errlen)
+{
+    int          rc;
+    size_t       tbslen;
+    uint8_t     *tbs;
+    EVP_MD_CTX  *md;
 
     rc = PROVEN_ERR;
     md = EVP_MD_CTX_new();
-    tbs = proven_cose_eddsa_tbs(aad, aadlen, *payload, *payload_len,
+    tbs = proven_cose_eddsa_tbs(aad, aadlen, m->payload, m->payload_len,
                                 &tbslen);
     if (md == NULL || tbs == NULL) {
         proven_cose_say(err, errlen, "out of memory");
     } else if (EVP_DigestVerifyInit(md, NULL, NULL, NULL, key) != 1
-               || EVP_DigestVerify(md, sig, siglen, tbs, tbslen) != 1)
+               || EVP_DigestVerify(md, m->signature, PROVEN_EDDSA_SIG, tbs,
+                                   tbslen) != 1)
     {
         ERR_clear_error();
         proven_cose_say(err, errlen, "the signature does not verify");
@@ -436,4 +447,24 @@ proven_cose_verify_eddsa(const uint8_t *msg, size_t len,
     free(tbs);
     EVP_MD_CTX_free(md);
     return rc;
+}
+
+
+int
+proven_cose_verify_eddsa(const uint8_t *msg, size_t len,
+    const uint8_t *aad, size_t aadlen, EVP_PKEY *key, uint64_t *seq,
+    const uint8_t **payload, size_t *payload_len, char *err, size_t errlen)
+{
+    proven_cose_eddsa_t  m;
+
+    if (proven_cose_parse_eddsa(msg, len, &m, err, errlen) != PROVEN_OK
+        || proven_cose_check_eddsa(&m, aad, aadlen, key, err, errlen)
+           != PROVEN_OK)
+    {
+        return PROVEN_ERR;
+    }
+    *seq = m.seq;
+    *payload = m.payload;
+    *payload_len = m.payload_len;
+    return PROVEN_OK;
 }

@@ -55,6 +55,7 @@ trap stop INT TERM EXIT
     --measure "1:$build/modules/ngx_http_proven_core_module.so" \
     --measure "1:$build/modules/ngx_http_proven_attestation_module.so" \
     --measure "1:$build/modules/ngx_http_proven_app_module.so" \
+    --measure "1:$build/modules/ngx_http_proven_rpc_module.so" \
     --measure "3:$data/nginx.conf" ${PROVEN_PROVEND_ARGS:-} &
 provend_pid=$!
 

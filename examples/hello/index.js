@@ -12,7 +12,7 @@
 //   curl http://127.0.0.1:8080/app/hello/items/1
 //   curl http://127.0.0.1:8080/app/hello/heartbeat        # set each minute
 
-import { runOnHttp, runOnSchedule } from '@proven-network/handler';
+import { run, runOnHttp, runOnSchedule } from '@proven-network/handler';
 import { getApplicationStore } from '@proven-network/kv';
 
 import { addItem, getItem, listItems } from './items.js';
@@ -67,3 +67,6 @@ export const beat = runOnSchedule('* * * * *', async ({ scheduledAt }) => {
 export const heartbeat = runOnHttp({ path: '/heartbeat' }, async () => ({
     last: (await counters.get('heartbeat')) || null,
 }));
+
+// Called over signed RPC (Execute "index.js#sum" with args [a, b]).
+export const sum = run((a, b) => a + b);

@@ -27,10 +27,11 @@ export class Executor {
 
     // As AppIsolate.call: resolves with {status, headers, body, type, logs}
     // (raw: body is the result's JSON text; stream: body is a stream's
-    // number) or rejects with a CallError.
-    call(index, request, body, timeoutMs, raw = false) {
+    // number) or rejects with a CallError.  spread: request is the array
+    // of the handler's arguments.
+    call(index, request, body, timeoutMs, raw = false, spread = false) {
         return this.track(timeoutMs, (id) => this.sandbox.invoke(
-            id, index, request, body, raw));
+            id, index, request, body, raw, spread));
     }
 
     // The next chunk of stream: resolves with {type: "chunk", body} or

@@ -775,15 +775,16 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
             bound[index] = apply(mapGet, described, [value]).fn;
         },
 
-        /* request: JSON text; body: a string, a byte array or null. */
-        invoke(callId, index, request, body, raw) {
+        /* request: JSON text; body: a string, a byte array or null;
+         * spread: request is the array of the handler's arguments. */
+        invoke(callId, index, request, body, raw, spread) {
             let result;
             try {
                 const req = parse(request);
                 if (!raw) {
                     req.body = body === null ? undefined : body;
                 }
-                result = apply(bound[index], undefined, [req]);
+                result = apply(bound[index], undefined, spread ? req : [req]);
             } catch (e) {
                 failed(callId, e);
                 return;
@@ -1065,7 +1066,7 @@ export class Sandbox {
     }
 
     // Starts a call; host.settle(callId, result) follows, at once or later.
-    invoke(callId, index, request, body, raw = false) {
+    invoke(callId, index, request, body, raw = false, spread = false) {
         let inContext = null;
         if (typeof body === 'string') {
             inContext = body;
@@ -1076,6 +1077,6 @@ export class Sandbox {
         this.logs = null;
         this.logBytes = 0;
         this.api.invoke(callId, index, JSON.stringify(request), inContext,
-                        raw);
+                        raw, spread);
     }
 }

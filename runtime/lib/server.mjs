@@ -8,9 +8,10 @@
 //          {"id", "ok": false, "error": {"code", "message", "error_id"?}}
 // Codes: not_found, method_not_allowed (with "allow"), bad_request,
 // timeout, handler_error, worker_died, busy.
-// "app.run" {handler: "module#name", args?} runs a run, runWithOptions or
-// runOnSchedule handler: {output, logs, duration_us}, or the error codes
-// above with "logs".  Also "app.logs" (recent console lines) and
+// "app.run" {handler: "module#name", args?, spread?} runs a run,
+// runWithOptions or runOnSchedule handler with args as its argument (spread:
+// args is the array of its arguments, as RPC's Execute sends):
+// {output, logs, duration_us}, or the error codes above with "logs".  Also "app.logs" (recent console lines) and
 // "runtime.status".
 //
 // A streamed body (the handler's body is an async iterable) answers
@@ -349,10 +350,12 @@ RuntimeServer.prototype.run = async function run(conn, id, f) {
     const elapsed = () => Number((process.hrtime.bigint() - started) / 1000n);
     this.inFlight++;
     try {
+        const spread = f.spread === true && Array.isArray(f.args);
         const r = await this.isolate.call(index, f.args === undefined
                                           ? null : f.args, null,
                                           this.handlers[index].timeout
-                                          || DEFAULT_TIMEOUT_MS, true);
+                                          || DEFAULT_TIMEOUT_MS, true,
+                                          spread);
         this.record(r.logs);
         this.served++;
         this.reply(conn, { id, ok: true, result: {

@@ -131,11 +131,6 @@ static ngx_int_t ngx_http_proven_app_audit(ngx_http_request_t *r,
 static void ngx_http_proven_app_audit_answer(ngx_http_request_t *r,
     ngx_http_proven_daemon_status_e status, proven_response_t *res,
     void *data);
-static ngx_int_t ngx_http_proven_app_send(ngx_http_request_t *r,
-    ngx_uint_t status, ngx_str_t *type, u_char *data, size_t len);
-static ngx_int_t ngx_http_proven_app_send_error(ngx_http_request_t *r,
-    ngx_uint_t status, const char *code, const char *message,
-    const char *error_id);
 static ngx_http_proven_app_entry_t *ngx_http_proven_app_find(
     ngx_http_request_t *r, ngx_str_t *name);
 static ngx_int_t ngx_http_proven_app_refresh(
@@ -388,13 +383,13 @@ ngx_http_proven_app_route(ngx_http_request_t *r,
             return NGX_DONE;
         }
         ngx_memcpy(allow->value.data, methods, allow->value.len);
-        *rc = ngx_http_proven_app_send_error(r, NGX_HTTP_NOT_ALLOWED,
+        *rc = ngx_http_proven_send_error(r, NGX_HTTP_NOT_ALLOWED,
                   "method_not_allowed", "the route does not take this "
                   "method", NULL);
         return NGX_DONE;
     }
 
-    *rc = ngx_http_proven_app_send_error(r, NGX_HTTP_NOT_FOUND,
+    *rc = ngx_http_proven_send_error(r, NGX_HTTP_NOT_FOUND,
               "route_not_found", "the application has no route for this "
               "path", NULL);
     return NGX_DONE;
@@ -421,7 +416,7 @@ ngx_http_proven_app_handler(ngx_http_request_t *r)
     ngx_http_set_ctx(r, ctx, ngx_http_proven_app_module);
 
     if (ngx_http_proven_app_target(r, palcf, ctx) != NGX_OK) {
-        return ngx_http_proven_app_send_error(r, NGX_HTTP_NOT_FOUND,
+        return ngx_http_proven_send_error(r, NGX_HTTP_NOT_FOUND,
                    "app_not_found", "the path names no application", NULL);
     }
 
@@ -440,7 +435,7 @@ ngx_http_proven_app_handler(ngx_http_request_t *r)
         }
         ngx_sprintf(name, "no application \"%V\" is deployed here%Z",
                     &ctx->app);
-        return ngx_http_proven_app_send_error(r, NGX_HTTP_NOT_FOUND,
+        return ngx_http_proven_send_error(r, NGX_HTTP_NOT_FOUND,
                    "app_not_found", (char *) name, NULL);
     }
 
@@ -466,7 +461,7 @@ ngx_http_proven_app_handler(ngx_http_request_t *r)
     }
 
     if (r->headers_in.content_length_n > (off_t) palcf->max_body) {
-        return ngx_http_proven_app_send_error(r,
+        return ngx_http_proven_send_error(r,
                    NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, "body_too_large",
                    "the request body is larger than proven_app_max_body",
                    NULL);
@@ -478,60 +473,6 @@ ngx_http_proven_app_handler(ngx_http_request_t *r)
         return rc;
     }
     return NGX_DONE;
-}
-
-
-/* The body in one malloc()ed buffer (bounded by max_body), or NULL. */
-static u_char *
-ngx_http_proven_app_body(ngx_http_request_t *r, size_t max, size_t *len,
-    ngx_int_t *too_large)
-{
-    u_char       *body, *p;
-    size_t        size;
-    ssize_t       n;
-    ngx_buf_t    *b;
-    ngx_chain_t  *cl;
-
-    *len = 0;
-    *too_large = 0;
-    if (r->request_body == NULL || r->request_body->bufs == NULL) {
-        return ngx_alloc(1, r->connection->log);
-    }
-
-    size = 0;
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        b = cl->buf;
-        size += b->in_file ? (size_t) (b->file_last - b->file_pos)
-                           : (size_t) (b->last - b->pos);
-    }
-    if (size > max) {
-        *too_large = 1;
-        return NULL;
-    }
-
-    body = ngx_alloc(size ? size : 1, r->connection->log);
-    if (body == NULL) {
-        return NULL;
-    }
-
-    p = body;
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        b = cl->buf;
-        if (b->in_file) {
-            n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
-                              b->file_pos);
-            if (n != b->file_last - b->file_pos) {
-                ngx_free(body);
-                return NULL;
-            }
-            p += n;
-        } else {
-            p = ngx_cpymem(p, b->pos, b->last - b->pos);
-        }
-    }
-
-    *len = size;
-    return body;
 }
 
 
@@ -556,10 +497,10 @@ ngx_http_proven_app_body_ready(ngx_http_request_t *r)
     ctx = ngx_http_get_module_ctx(r, ngx_http_proven_app_module);
     palcf = ngx_http_get_module_loc_conf(r, ngx_http_proven_app_module);
 
-    body = ngx_http_proven_app_body(r, palcf->max_body, &len, &too_large);
+    body = ngx_http_proven_body(r, palcf->max_body, &len, &too_large);
     if (body == NULL) {
         ngx_http_finalize_request(r, too_large
-            ? ngx_http_proven_app_send_error(r,
+            ? ngx_http_proven_send_error(r,
                   NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, "body_too_large",
                   "the request body is larger than proven_app_max_body",
                   NULL)
@@ -704,7 +645,7 @@ ngx_http_proven_app_send_frame(ngx_http_request_t *r,
     ctx->worker = *socket;
     peer = ngx_http_proven_peer_get(r, socket->data, socket->len);
     if (peer == NULL) {
-        ngx_http_finalize_request(r, ngx_http_proven_app_send_error(r,
+        ngx_http_finalize_request(r, ngx_http_proven_send_error(r,
             NGX_HTTP_BAD_GATEWAY, "worker_unavailable",
             "the application's worker cannot be reached", NULL));
         return;
@@ -746,7 +687,7 @@ ngx_http_proven_app_wake(ngx_http_request_t *r,
     rc = ngx_http_proven_daemon_call(r, req, ngx_http_proven_app_woken, NULL);
     cbor_decref(&req);
     if (rc != NGX_OK) {
-        ngx_http_finalize_request(r, ngx_http_proven_app_send_error(r,
+        ngx_http_finalize_request(r, ngx_http_proven_send_error(r,
             NGX_HTTP_BAD_GATEWAY, "worker_unavailable",
             "no worker serves the application and proven_daemon is not "
             "set to start one", NULL));
@@ -769,7 +710,7 @@ ngx_http_proven_app_woken(ngx_http_request_t *r,
     if (status == NGX_HTTP_PROVEN_DAEMON_ERROR
         && ngx_strcmp(res->code, "not_found") == 0)
     {
-        ngx_http_finalize_request(r, ngx_http_proven_app_send_error(r,
+        ngx_http_finalize_request(r, ngx_http_proven_send_error(r,
             NGX_HTTP_NOT_FOUND, "app_not_found", res->message, NULL));
         return;
     }
@@ -786,7 +727,7 @@ ngx_http_proven_app_woken(ngx_http_request_t *r,
                       status == NGX_HTTP_PROVEN_DAEMON_ERROR
                       ? res->message
                       : ngx_http_proven_daemon_status_name(status));
-        ngx_http_finalize_request(r, ngx_http_proven_app_send_error(r,
+        ngx_http_finalize_request(r, ngx_http_proven_send_error(r,
             NGX_HTTP_BAD_GATEWAY, "worker_unavailable",
             "the application's worker did not start", NULL));
         return;
@@ -904,7 +845,7 @@ ngx_http_proven_app_worker_error(ngx_http_request_t *r,
                       res->message);
     }
 
-    return ngx_http_proven_app_send_error(r, status,
+    return ngx_http_proven_send_error(r, status,
                status == NGX_HTTP_BAD_GATEWAY ? "worker_unavailable"
                                               : res->code,
                res->message, id);
@@ -939,13 +880,13 @@ ngx_http_proven_app_answer(ngx_http_request_t *r,
         return;
 
     case NGX_HTTP_PROVEN_DAEMON_TIMEOUT:
-        ngx_http_finalize_request(r, ngx_http_proven_app_send_error(r,
+        ngx_http_finalize_request(r, ngx_http_proven_send_error(r,
             NGX_HTTP_GATEWAY_TIME_OUT, "timeout", "the application did not "
             "answer within proven_app_timeout", NULL));
         return;
 
     default:
-        ngx_http_finalize_request(r, ngx_http_proven_app_send_error(r,
+        ngx_http_finalize_request(r, ngx_http_proven_send_error(r,
             NGX_HTTP_BAD_GATEWAY, "worker_unavailable", "the application's "
             "worker is unreachable or stopped; try again", NULL));
         return;
@@ -969,7 +910,7 @@ ngx_http_proven_app_answer(ngx_http_request_t *r,
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "proven app: malformed answer from the worker");
-        ngx_http_finalize_request(r, ngx_http_proven_app_send_error(r,
+        ngx_http_finalize_request(r, ngx_http_proven_send_error(r,
             NGX_HTTP_BAD_GATEWAY, "worker_unavailable", "the application's "
             "worker sent a malformed answer", NULL));
         return;
@@ -1043,7 +984,7 @@ ngx_http_proven_app_answer(ngx_http_request_t *r,
         ngx_memcpy(body, cbor_bytestring_handle(bytes), len);
     }
 
-    rc = ngx_http_proven_app_send(r, (ngx_uint_t) code,
+    rc = ngx_http_proven_send(r, (ngx_uint_t) code,
                                   type.len ? &type : NULL, body, len);
     ngx_http_finalize_request(r, rc);
 }
@@ -1373,7 +1314,7 @@ ngx_http_proven_app_audit(ngx_http_request_t *r, ngx_str_t *app)
     cbor_decref(&req);
     if (rc != NGX_OK) {
         r->main->count--;
-        return ngx_http_proven_app_send_error(r,
+        return ngx_http_proven_send_error(r,
                    NGX_HTTP_SERVICE_UNAVAILABLE, "daemon_unavailable",
                    "the audit log needs proven_daemon", NULL);
     }
@@ -1416,12 +1357,12 @@ ngx_http_proven_app_audit_answer(ngx_http_request_t *r,
     if (status == NGX_HTTP_PROVEN_DAEMON_ERROR
         && ngx_strcmp(res->code, "not_found") == 0)
     {
-        ngx_http_finalize_request(r, ngx_http_proven_app_send_error(r,
+        ngx_http_finalize_request(r, ngx_http_proven_send_error(r,
             NGX_HTTP_NOT_FOUND, "app_not_found", res->message, NULL));
         return;
     }
     if (status != NGX_HTTP_PROVEN_DAEMON_OK) {
-        ngx_http_finalize_request(r, ngx_http_proven_app_send_error(r,
+        ngx_http_finalize_request(r, ngx_http_proven_send_error(r,
             NGX_HTTP_SERVICE_UNAVAILABLE, "daemon_unavailable",
             "provend could not give the audit log", NULL));
         return;
@@ -1505,7 +1446,7 @@ ngx_http_proven_app_audit_answer(ngx_http_request_t *r,
         ngx_memcpy(copy, text, len);
         copy[len] = '\n';
         free(text);
-        rc = ngx_http_proven_app_send(r, NGX_HTTP_OK,
+        rc = ngx_http_proven_send(r, NGX_HTTP_OK,
                                       &ngx_http_proven_app_json_type, copy,
                                       len + 1);
     }
@@ -1516,102 +1457,13 @@ failed:
 
     json_decref(list);
     json_decref(root);
-    ngx_http_finalize_request(r, ngx_http_proven_app_send_error(r,
+    ngx_http_finalize_request(r, ngx_http_proven_send_error(r,
         NGX_HTTP_BAD_GATEWAY, "daemon_error", "the audit log could not be "
         "read", NULL));
 }
 
 
 /* ---- responses ----------------------------------------------------------- */
-
-static ngx_int_t
-ngx_http_proven_app_send(ngx_http_request_t *r, ngx_uint_t status,
-    ngx_str_t *type, u_char *data, size_t len)
-{
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
-
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = len;
-    if (type != NULL) {
-        r->headers_out.content_type = *type;
-        r->headers_out.content_type_len = type->len;
-    }
-
-    if (len == 0 || r->method == NGX_HTTP_HEAD) {
-        r->header_only = 1;
-        return ngx_http_send_header(r);
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_ERROR;
-    }
-    b->pos = data;
-    b->last = data + len;
-    b->memory = 1;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    rc = ngx_http_send_header(r);
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-    return ngx_http_output_filter(r, &out);
-}
-
-
-static ngx_int_t
-ngx_http_proven_app_send_error(ngx_http_request_t *r, ngx_uint_t status,
-    const char *code, const char *message, const char *error_id)
-{
-    char       *text;
-    size_t      len;
-    u_char     *body;
-    json_t     *json;
-    ngx_int_t   rc;
-
-    if (!r->request_body) {
-        rc = ngx_http_discard_request_body(r);
-        if (rc != NGX_OK) {
-            return rc;
-        }
-    }
-
-    json = error_id
-           ? json_pack("{s:{s:s,s:s,s:s}}", "error", "code", code,
-                       "message", message, "error_id", error_id)
-           : json_pack("{s:{s:s,s:s}}", "error", "code", code,
-                       "message", message);
-    if (json == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    text = json_dumps(json, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(json);
-    if (text == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    len = ngx_strlen(text);
-    body = ngx_pnalloc(r->pool, len + 1);
-    if (body == NULL) {
-        free(text);
-        return NGX_ERROR;
-    }
-    ngx_memcpy(body, text, len);
-    body[len] = '\n';
-    free(text);
-
-    return ngx_http_proven_app_send(r, status,
-                                    &ngx_http_proven_app_json_type, body,
-                                    len + 1);
-}
-
 
 /* ---- the state page ------------------------------------------------------ */
 

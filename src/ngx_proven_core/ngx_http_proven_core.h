@@ -148,6 +148,22 @@ const char *ngx_http_proven_daemon_status_name(
     ngx_http_proven_daemon_status_e status);
 
 
+/*
+ * The request body (read already) in one ngx_alloc()ed buffer of at most
+ * max bytes; NULL when larger (*too_large set) or out of memory.
+ */
+u_char *ngx_http_proven_body(ngx_http_request_t *r, size_t max, size_t *len,
+    ngx_int_t *too_large);
+
+/* A whole response: status, type (NULL: none) and data (kept by caller). */
+ngx_int_t ngx_http_proven_send(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *type, u_char *data, size_t len);
+
+/* {"error": {"code", "message", "error_id"?}} as application/json. */
+ngx_int_t ngx_http_proven_send_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, const char *message, const char *error_id);
+
+
 extern ngx_module_t  ngx_http_proven_core_module;
 
 

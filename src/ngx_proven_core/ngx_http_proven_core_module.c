@@ -18,6 +18,8 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include <jansson.h>
+
 #include "ngx_http_proven_core.h"
 
 
@@ -1589,4 +1591,152 @@ ngx_http_proven_core_exit_process(ngx_cycle_t *cycle)
         ngx_http_proven_peer_close(peer);
         ngx_free(peer);
     }
+}
+
+
+/* ---- helpers for the other modules ----------------------------------------- */
+
+static ngx_str_t  ngx_http_proven_json_type =
+    ngx_string("application/json");
+
+
+u_char *
+ngx_http_proven_body(ngx_http_request_t *r, size_t max, size_t *len,
+    ngx_int_t *too_large)
+{
+    u_char       *body, *p;
+    size_t        size;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    *len = 0;
+    *too_large = 0;
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        return ngx_alloc(1, r->connection->log);
+    }
+
+    size = 0;
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+        size += b->in_file ? (size_t) (b->file_last - b->file_pos)
+                           : (size_t) (b->last - b->pos);
+    }
+    if (size > max) {
+        *too_large = 1;
+        return NULL;
+    }
+
+    body = ngx_alloc(size ? size : 1, r->connection->log);
+    if (body == NULL) {
+        return NULL;
+    }
+
+    p = body;
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+        if (b->in_file) {
+            n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
+                              b->file_pos);
+            if (n != b->file_last - b->file_pos) {
+                ngx_free(body);
+                return NULL;
+            }
+            p += n;
+        } else {
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+        }
+    }
+
+    *len = size;
+    return body;
+}
+
+
+ngx_int_t
+ngx_http_proven_send(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *type, u_char *data, size_t len)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = len;
+    if (type != NULL) {
+        r->headers_out.content_type = *type;
+        r->headers_out.content_type_len = type->len;
+    }
+
+    if (len == 0 || r->method == NGX_HTTP_HEAD) {
+        r->header_only = 1;
+        return ngx_http_send_header(r);
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+    b->pos = data;
+    b->last = data + len;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    rc = ngx_http_send_header(r);
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+    return ngx_http_output_filter(r, &out);
+}
+
+
+ngx_int_t
+ngx_http_proven_send_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, const char *message, const char *error_id)
+{
+    char       *text;
+    size_t      len;
+    u_char     *body;
+    json_t     *json;
+    ngx_int_t   rc;
+
+    if (!r->request_body) {
+        rc = ngx_http_discard_request_body(r);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    json = error_id
+           ? json_pack("{s:{s:s,s:s,s:s}}", "error", "code", code,
+                       "message", message, "error_id", error_id)
+           : json_pack("{s:{s:s,s:s}}", "error", "code", code,
+                       "message", message);
+    if (json == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    text = json_dumps(json, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(json);
+    if (text == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    len = ngx_strlen(text);
+    body = ngx_pnalloc(r->pool, len + 1);
+    if (body == NULL) {
+        free(text);
+        return NGX_ERROR;
+    }
+    ngx_memcpy(body, text, len);
+    body[len] = '\n';
+    free(text);
+
+    return ngx_http_proven_send(r, status,
+                                    &ngx_http_proven_json_type, body,
+                                    len + 1);
 }

@@ -1,0 +1,1049 @@
+/*
+ * provend sessions: the table, session.create, rpc.call and its commands.
+ * See sessions.h.  Everything runs on the loop thread.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <uv.h>
+
+#include "log.h"
+#include "sessions.h"
+
+
+#define provend_sessions_err(...)                                          \
+    do { if (err) { snprintf(err, errlen, __VA_ARGS__); } } while (0)
+
+#define PROVEND_SESSION_BUCKETS  16384      /* a power of two */
+#define PROVEND_RPC_TYPE_MAX     64
+#define PROVEND_HANDLER_MAX      256
+#define PROVEND_IDENTITY_KEY_LEN 32
+
+
+typedef struct provend_session_s  provend_session_t;
+
+struct provend_session_s {
+    uint8_t              id[PROVEND_SESSION_ID_LEN];
+    EVP_PKEY            *client_key;
+    EVP_PKEY            *key;              /* the session's own */
+    char                 app[PROVEND_NAME_MAX + 1];   /* "": management */
+    char                 origin[PROVEND_ORIGIN_MAX + 1];
+    int                  has_origin;
+    int                  identified;
+    uint8_t              identity[PROVEND_IDENTITY_KEY_LEN];
+    int                  has_seq;
+    uint64_t             seq;              /* the last one accepted */
+    uint64_t             created_ms;
+    uint64_t             used_ms;
+    unsigned             refs;             /* the table's, calls' */
+    int                  listed;           /* in the table */
+    provend_session_t   *chain;            /* same bucket */
+    provend_session_t   *older;            /* by last use */
+    provend_session_t   *newer;
+};
+
+struct provend_sessions_s {
+    uv_loop_t                   *loop;
+    provend_apps_t              *apps;
+    void                        *server;
+    provend_sessions_attest_pt   attest;
+    size_t                       max;
+    size_t                       count;
+    uint64_t                     idle_ms;
+    uint64_t                     life_ms;
+    int                          any_origin;
+    uv_timer_t                   sweep;
+    provend_session_t           *oldest;
+    provend_session_t           *newest;
+    provend_session_t           *buckets[PROVEND_SESSION_BUCKETS];
+};
+
+/* A session.create waiting for its document. */
+typedef struct {
+    provend_sessions_t    *sessions;
+    provend_session_t     *session;
+    uint64_t               id;
+    provend_ops_reply_pt   reply;
+    void                  *ctx;
+} provend_creation_t;
+
+/* A command answered later (Execute). */
+typedef struct {
+    provend_sessions_t    *sessions;
+    provend_session_t     *session;
+    uint64_t               seq;
+    char                   type[PROVEND_RPC_TYPE_MAX + 1];
+    uint64_t               started;        /* uv_hrtime() */
+    uint64_t               id;
+    provend_ops_reply_pt   reply;
+    void                  *ctx;
+} provend_rpc_t;
+
+
+/* ---- the table ----------------------------------------------------------- */
+
+static size_t
+provend_session_bucket(const uint8_t *id)
+{
+    uint32_t  h;
+
+    /* ids are random: their first bytes spread well enough */
+    memcpy(&h, id, sizeof(h));
+    return h & (PROVEND_SESSION_BUCKETS - 1);
+}
+
+
+static void
+provend_session_unref(provend_session_t *session)
+{
+    if (--session->refs > 0) {
+        return;
+    }
+    EVP_PKEY_free(session->client_key);
+    EVP_PKEY_free(session->key);
+    OPENSSL_cleanse(session, sizeof(*session));
+    free(session);
+}
+
+
+static void
+provend_session_unlink_use(provend_sessions_t *s, provend_session_t *session)
+{
+    if (session->older != NULL) {
+        session->older->newer = session->newer;
+    } else {
+        s->oldest = session->newer;
+    }
+    if (session->newer != NULL) {
+        session->newer->older = session->older;
+    } else {
+        s->newest = session->older;
+    }
+    session->older = NULL;
+    session->newer = NULL;
+}
+
+
+static void
+provend_session_touch(provend_sessions_t *s, provend_session_t *session)
+{
+    session->used_ms = uv_now(s->loop);
+    if (s->newest == session) {
+        return;
+    }
+    provend_session_unlink_use(s, session);
+    session->older = s->newest;
+    if (s->newest != NULL) {
+        s->newest->newer = session;
+    } else {
+        s->oldest = session;
+    }
+    s->newest = session;
+}
+
+
+static void
+provend_session_drop(provend_sessions_t *s, provend_session_t *session)
+{
+    provend_session_t  **p;
+
+    if (!session->listed) {
+        return;
+    }
+    for (p = &s->buckets[provend_session_bucket(session->id)]; *p != NULL;
+         p = &(*p)->chain)
+    {
+        if (*p == session) {
+            *p = session->chain;
+            break;
+        }
+    }
+    provend_session_unlink_use(s, session);
+    session->listed = 0;
+    s->count--;
+    provend_session_unref(session);
+}
+
+
+static int
+provend_session_expired(provend_sessions_t *s, provend_session_t *session,
+    uint64_t now)
+{
+    return now - session->used_ms >= s->idle_ms
+           || now - session->created_ms >= s->life_ms;
+}
+
+
+static provend_session_t *
+provend_session_find(provend_sessions_t *s, const uint8_t *id)
+{
+    provend_session_t  *session;
+
+    for (session = s->buckets[provend_session_bucket(id)]; session != NULL;
+         session = session->chain)
+    {
+        if (memcmp(session->id, id, PROVEND_SESSION_ID_LEN) == 0) {
+            return session;
+        }
+    }
+    return NULL;
+}
+
+
+static void
+provend_sessions_on_sweep(uv_timer_t *timer)
+{
+    uint64_t             now;
+    provend_sessions_t  *s;
+    provend_session_t   *session, *next;
+
+    s = timer->data;
+    now = uv_now(s->loop);
+
+    /* the idle ones are the oldest by use; the absolute limit is checked
+     * on every use as well */
+    for (session = s->oldest; session != NULL; session = next) {
+        next = session->newer;
+        if (now - session->used_ms < s->idle_ms) {
+            break;
+        }
+        provend_session_drop(s, session);
+    }
+}
+
+
+/* "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" of id; out holds 37 bytes. */
+static void
+provend_session_uuid(const uint8_t *id, char *out)
+{
+    size_t  i;
+    char   *p;
+
+    p = out;
+    for (i = 0; i < PROVEND_SESSION_ID_LEN; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) {
+            *p++ = '-';
+        }
+        p += sprintf(p, "%02x", id[i]);
+    }
+}
+
+
+/* ---- session.create ----------------------------------------------------- */
+
+/* An optional text argument of at most max bytes, into out (NUL ended). */
+static int
+provend_sessions_arg_text(const cbor_item_t *map, const char *name,
+    char *out, size_t max, int *present, char *err, size_t errlen)
+{
+    cbor_item_t  *item;
+
+    *present = 0;
+    out[0] = '\0';
+    item = proven_cbor_map_get(map, name);
+    if (item == NULL || proven_cbor_is_null(item)) {
+        return PROVEN_OK;
+    }
+    if (!cbor_isa_string(item) || !cbor_string_is_definite(item)
+        || cbor_string_length(item) > max)
+    {
+        provend_sessions_err("\"%s\" must be a text of at most %zu bytes",
+                             name, max);
+        return PROVEN_ERR;
+    }
+    memcpy(out, cbor_string_handle(item), cbor_string_length(item));
+    out[cbor_string_length(item)] = '\0';
+    if (strlen(out) != cbor_string_length(item)) {
+        provend_sessions_err("\"%s\" holds a NUL byte", name);
+        return PROVEN_ERR;
+    }
+    *present = 1;
+    return PROVEN_OK;
+}
+
+
+/* A byte string argument of min..max bytes, borrowed. */
+static int
+provend_sessions_arg_bytes(const cbor_item_t *map, const char *name,
+    size_t min, size_t max, const uint8_t **out, size_t *len, char *err,
+    size_t errlen)
+{
+    cbor_item_t  *item;
+
+    item = proven_cbor_map_get(map, name);
+    if (item == NULL || !cbor_isa_bytestring(item)
+        || !cbor_bytestring_is_definite(item)
+        || cbor_bytestring_length(item) < min
+        || cbor_bytestring_length(item) > max)
+    {
+        if (min == max) {
+            provend_sessions_err("\"%s\" must be %zu bytes", name, min);
+        } else {
+            provend_sessions_err("\"%s\" must be %zu to %zu bytes", name,
+                                 min, max);
+        }
+        return PROVEN_ERR;
+    }
+    *out = cbor_bytestring_handle(item);
+    *len = cbor_bytestring_length(item);
+    return PROVEN_OK;
+}
+
+
+static void
+provend_sessions_reply_ok(provend_ops_reply_pt reply, void *ctx, uint64_t id,
+    cbor_item_t *result)
+{
+    size_t    len;
+    uint8_t  *frame;
+
+    if (result == NULL) {
+        provend_ops_reply_error(reply, ctx, id, "internal", "out of memory");
+        return;
+    }
+    if (proven_response_encode_ok(id, result, &frame, &len) != PROVEN_OK) {
+        frame = NULL;
+        len = 0;
+    }
+    cbor_decref(&result);
+    reply(ctx, frame, len);
+}
+
+
+static void
+provend_sessions_attested(void *data, int rc, const uint8_t *doc,
+    size_t doc_len, const char *err)
+{
+    int                  ok;
+    cbor_item_t         *result;
+    provend_creation_t  *c;
+
+    c = data;
+    if (rc != PROVEN_OK) {
+        provend_session_drop(c->sessions, c->session);
+        provend_ops_reply_error(c->reply, c->ctx, c->id,
+                                "attestation_failed", err);
+        goto done;
+    }
+
+    result = cbor_new_definite_map(2);
+    ok = result != NULL
+         && proven_cbor_map_put(result, "session",
+                                cbor_build_bytestring(c->session->id,
+                                                     PROVEND_SESSION_ID_LEN))
+            == PROVEN_OK
+         && proven_cbor_map_put(result, "document",
+                                cbor_build_bytestring(doc, doc_len))
+            == PROVEN_OK;
+    if (!ok && result != NULL) {
+        cbor_decref(&result);
+    }
+    if (!ok) {
+        provend_session_drop(c->sessions, c->session);
+    }
+    provend_sessions_reply_ok(c->reply, c->ctx, c->id, ok ? result : NULL);
+
+done:
+
+    provend_session_unref(c->session);
+    free(c);
+}
+
+
+static EVP_PKEY *
+provend_sessions_new_key(uint8_t pub[32])
+{
+    size_t     len;
+    EVP_PKEY  *key;
+
+    key = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+    len = 32;
+    if (key != NULL
+        && (EVP_PKEY_get_raw_public_key(key, pub, &len) != 1 || len != 32))
+    {
+        EVP_PKEY_free(key);
+        key = NULL;
+    }
+    return key;
+}
+
+
+static void
+provend_sessions_op_create(provend_sessions_t *s, const proven_request_t *req,
+    provend_ops_reply_pt reply, void *ctx)
+{
+    int                  has_app, has_origin;
+    char                 err[PROVEN_ERR_LEN];
+    size_t               nonce_len, key_len;
+    uint8_t              pub[32];
+    const uint8_t       *nonce, *client;
+    proven_buf_t         b_nonce, b_id, b_pub;
+    provend_session_t   *session;
+    provend_creation_t  *c;
+
+    session = calloc(1, sizeof(*session));
+    if (session == NULL) {
+        provend_ops_reply_error(reply, ctx, req->id, "internal",
+                                "out of memory");
+        return;
+    }
+    session->refs = 1;
+
+    if (provend_sessions_arg_bytes(req->map, "nonce", 1,
+                                   PROVEN_ATT_FIELD_MAX, &nonce, &nonce_len,
+                                   err, sizeof(err)) != PROVEN_OK
+        || provend_sessions_arg_bytes(req->map, "public_key", 32, 32,
+                                      &client, &key_len, err, sizeof(err))
+           != PROVEN_OK
+        || provend_sessions_arg_text(req->map, "app", session->app,
+                                     PROVEND_NAME_MAX, &has_app, err,
+                                     sizeof(err)) != PROVEN_OK
+        || provend_sessions_arg_text(req->map, "origin", session->origin,
+                                     PROVEND_ORIGIN_MAX, &has_origin, err,
+                                     sizeof(err)) != PROVEN_OK)
+    {
+        provend_ops_reply_error(reply, ctx, req->id, "bad_request", err);
+        goto failed;
+    }
+    session->has_origin = has_origin;
+
+    if (has_app) {
+        if (s->apps == NULL || !provend_apps_deployed(s->apps, session->app))
+        {
+            snprintf(err, sizeof(err), "no application \"%s\" is deployed",
+                     session->app);
+            provend_ops_reply_error(reply, ctx, req->id, "not_found", err);
+            goto failed;
+        }
+        if (!has_origin) {
+            provend_ops_reply_error(reply, ctx, req->id, "bad_request",
+                                    "an application's session needs the "
+                                    "Origin of the page that opens it");
+            goto failed;
+        }
+        if (!s->any_origin) {
+            snprintf(err, sizeof(err), "the origin \"%.120s\" is not "
+                     "allowed for \"%s\"", session->origin, session->app);
+            provend_ops_reply_error(reply, ctx, req->id, "forbidden", err);
+            goto failed;
+        }
+    }
+
+    if (s->count >= s->max) {
+        provend_ops_reply_error(reply, ctx, req->id, "busy",
+                                "too many sessions are open on this node");
+        goto failed;
+    }
+
+    session->client_key = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL,
+                                                      client, key_len);
+    session->key = provend_sessions_new_key(pub);
+    c = calloc(1, sizeof(*c));
+    if (session->client_key == NULL || session->key == NULL || c == NULL
+        || RAND_bytes(session->id, PROVEND_SESSION_ID_LEN) != 1)
+    {
+        free(c);
+        provend_ops_reply_error(reply, ctx, req->id, "internal",
+                                "cannot make the session's keys");
+        goto failed;
+    }
+    /* a version 4 UUID, as the text form says */
+    session->id[6] = (session->id[6] & 0x0f) | 0x40;
+    session->id[8] = (session->id[8] & 0x3f) | 0x80;
+
+    session->created_ms = uv_now(s->loop);
+    session->listed = 1;
+    session->chain = s->buckets[provend_session_bucket(session->id)];
+    s->buckets[provend_session_bucket(session->id)] = session;
+    s->count++;
+    provend_session_touch(s, session);
+
+    c->sessions = s;
+    c->session = session;
+    c->id = req->id;
+    c->reply = reply;
+    c->ctx = ctx;
+    session->refs++;
+
+    memset(&b_nonce, 0, sizeof(b_nonce));
+    b_nonce.data = (uint8_t *) nonce;
+    b_nonce.len = nonce_len;
+    b_nonce.present = 1;
+    b_id = b_nonce;
+    b_id.data = session->id;
+    b_id.len = PROVEND_SESSION_ID_LEN;
+    b_pub = b_nonce;
+    b_pub.data = pub;
+    b_pub.len = sizeof(pub);
+
+    if (s->attest(s->server, &b_nonce, &b_id, &b_pub,
+                  provend_sessions_attested, c, err, sizeof(err))
+        != PROVEN_OK)
+    {
+        provend_ops_reply_error(reply, ctx, req->id, "attestation_failed",
+                                err);
+        provend_session_drop(s, session);
+        free(c);
+        goto failed;
+    }
+    return;
+
+failed:
+
+    provend_session_unref(session);
+}
+
+
+/* ---- rpc.call ------------------------------------------------------------ */
+
+/* The live session id of app ("": none); NULL and *why if there is none. */
+static provend_session_t *
+provend_session_lookup(provend_sessions_t *s, const uint8_t *id,
+    const char *app, const char **why)
+{
+    provend_session_t  *session;
+
+    session = provend_session_find(s, id);
+    if (session != NULL
+        && provend_session_expired(s, session, uv_now(s->loop)))
+    {
+        provend_session_drop(s, session);
+        *why = "the session has expired";
+        return NULL;
+    }
+    if (session == NULL) {
+        *why = "no such session";
+        return NULL;
+    }
+    if (strcmp(session->app, app) != 0) {
+        *why = app[0] == '\0' ? "the session is an application's: use "
+                                "/app/NAME/rpc"
+               : session->app[0] == '\0'
+               ? "the session is not this application's"
+               : "the session belongs to another application";
+        return NULL;
+    }
+    return session;
+}
+
+
+/* session.check {session, app?}: {} while the session lives. */
+static void
+provend_sessions_op_check(provend_sessions_t *s, const proven_request_t *req,
+    provend_ops_reply_pt reply, void *ctx)
+{
+    int                 has_app;
+    char                app[PROVEND_NAME_MAX + 1], err[PROVEN_ERR_LEN];
+    size_t              id_len;
+    const char         *why;
+    const uint8_t      *id;
+    provend_session_t  *session;
+
+    if (provend_sessions_arg_bytes(req->map, "session",
+                                   PROVEND_SESSION_ID_LEN,
+                                   PROVEND_SESSION_ID_LEN, &id, &id_len, err,
+                                   sizeof(err)) != PROVEN_OK
+        || provend_sessions_arg_text(req->map, "app", app, PROVEND_NAME_MAX,
+                                     &has_app, err, sizeof(err)) != PROVEN_OK)
+    {
+        provend_ops_reply_error(reply, ctx, req->id, "bad_request", err);
+        return;
+    }
+    session = provend_session_lookup(s, id, app, &why);
+    if (session == NULL) {
+        provend_ops_reply_error(reply, ctx, req->id, "unknown_session", why);
+        return;
+    }
+    provend_session_touch(s, session);
+    provend_sessions_reply_ok(reply, ctx, req->id, cbor_new_definite_map(0));
+}
+
+/* Signs {"type": type, "data": {"result": result, "data": data}} and
+ * answers it; takes data (a reference, NULL: null). */
+static void
+provend_rpc_answer(provend_sessions_t *s, provend_session_t *session,
+    uint64_t seq, const char *type, const char *result, cbor_item_t *data,
+    uint64_t id, provend_ops_reply_pt reply, void *ctx)
+{
+    int           ok;
+    char          err[PROVEN_ERR_LEN];
+    size_t        len, msg_len;
+    uint8_t      *payload, *msg;
+    cbor_item_t  *outer, *inner, *answer;
+
+    (void) s;
+    if (data == NULL) {
+        data = cbor_new_null();
+    }
+    outer = cbor_new_definite_map(2);
+    inner = cbor_new_definite_map(2);
+    ok = outer != NULL && inner != NULL && data != NULL
+         && proven_cbor_map_put(inner, "result", cbor_build_string(result))
+            == PROVEN_OK;
+    if (ok) {
+        ok = proven_cbor_map_put(inner, "data", data) == PROVEN_OK;
+        data = NULL;
+        ok = ok && proven_cbor_map_put(outer, "type",
+                                       cbor_build_string(type)) == PROVEN_OK;
+        ok = ok && proven_cbor_map_put(outer, "data", inner) == PROVEN_OK;
+        inner = NULL;
+    }
+
+    payload = NULL;
+    msg = NULL;
+    answer = NULL;
+    if (ok && proven_cbor_dump(outer, &payload, &len) == PROVEN_OK
+        && proven_cose_sign_eddsa(payload, len, seq, session->id,
+                                  PROVEND_SESSION_ID_LEN, session->key, &msg,
+                                  &msg_len, err, sizeof(err)) == PROVEN_OK)
+    {
+        answer = cbor_new_definite_map(1);
+        if (answer != NULL
+            && proven_cbor_map_put(answer, "message",
+                                   cbor_build_bytestring(msg, msg_len))
+               != PROVEN_OK)
+        {
+            cbor_decref(&answer);
+        }
+    }
+    provend_sessions_reply_ok(reply, ctx, id, answer);
+
+    free(payload);
+    free(msg);
+    if (data != NULL) {
+        cbor_decref(&data);
+    }
+    if (inner != NULL) {
+        cbor_decref(&inner);
+    }
+    if (outer != NULL) {
+        cbor_decref(&outer);
+    }
+}
+
+
+static cbor_item_t *
+provend_rpc_text(const char *text)
+{
+    return cbor_build_string(text);
+}
+
+
+static cbor_item_t *
+provend_rpc_whoami(provend_session_t *session)
+{
+    int           ok;
+    char          uuid[37];
+    cbor_item_t  *data;
+
+    provend_session_uuid(session->id, uuid);
+    data = cbor_new_definite_map(3);
+    ok = data != NULL
+         && proven_cbor_map_put(data, "session_id", cbor_build_string(uuid))
+            == PROVEN_OK
+         && proven_cbor_map_put(data, "origin", session->has_origin
+                                ? cbor_build_string(session->origin)
+                                : cbor_new_null()) == PROVEN_OK
+         && (!session->identified
+             || proven_cbor_map_put(data, "identity",
+                                    cbor_build_bytestring(
+                                        session->identity,
+                                        PROVEND_IDENTITY_KEY_LEN))
+                == PROVEN_OK);
+    if (!ok && data != NULL) {
+        cbor_decref(&data);
+    }
+    return ok ? data : NULL;
+}
+
+
+/* Identify: the identity key's signature over the session id. */
+static const char *
+provend_rpc_identify(provend_session_t *session, cbor_item_t *data)
+{
+    int             ok;
+    size_t          key_len, sig_len;
+    EVP_PKEY       *key;
+    EVP_MD_CTX     *md;
+    const uint8_t  *pub, *sig;
+
+    if (provend_sessions_arg_bytes(data, "passkey_prf_public_key_bytes",
+                                   32, 32, &pub, &key_len, NULL, 0)
+        != PROVEN_OK)
+    {
+        return "passkey_prf_public_key_bytes must be a 32-byte Ed25519 key";
+    }
+    if (provend_sessions_arg_bytes(data, "session_id_signature_bytes", 64,
+                                   64, &sig, &sig_len, NULL, 0) != PROVEN_OK)
+    {
+        return "session_id_signature_bytes must be a 64-byte signature";
+    }
+
+    key = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, pub, key_len);
+    md = EVP_MD_CTX_new();
+    ok = key != NULL && md != NULL
+         && EVP_DigestVerifyInit(md, NULL, NULL, NULL, key) == 1
+         && EVP_DigestVerify(md, sig, sig_len, session->id,
+                             PROVEND_SESSION_ID_LEN) == 1;
+    EVP_MD_CTX_free(md);
+    EVP_PKEY_free(key);
+    if (!ok) {
+        return "the signature over the session id does not verify with "
+               "that key";
+    }
+
+    memcpy(session->identity, pub, PROVEND_IDENTITY_KEY_LEN);
+    session->identified = 1;
+    return NULL;
+}
+
+
+static void
+provend_rpc_free(provend_rpc_t *rpc)
+{
+    provend_session_unref(rpc->session);
+    free(rpc);
+}
+
+
+static void
+provend_rpc_executed(void *data, const char *failure, proven_response_t *res)
+{
+    int             ok;
+    cbor_item_t    *out, *error, *logs;
+    provend_rpc_t  *rpc;
+
+    rpc = data;
+
+    if (failure == NULL && res->ok) {
+        provend_rpc_answer(rpc->sessions, rpc->session, rpc->seq, rpc->type,
+                           "success", res->result != NULL
+                           ? cbor_incref(res->result) : NULL,
+                           rpc->id, rpc->reply, rpc->ctx);
+        provend_rpc_free(rpc);
+        return;
+    }
+
+    error = failure == NULL ? proven_cbor_map_get(res->map, "error") : NULL;
+    logs = error != NULL ? proven_cbor_map_get(error, "logs") : NULL;
+    out = cbor_new_definite_map(4);
+    ok = out != NULL
+         && proven_cbor_map_put(out, "error", cbor_build_string(
+                failure != NULL ? failure : res->message)) == PROVEN_OK
+         && proven_cbor_map_put(out, "code", cbor_build_string(
+                failure != NULL ? "worker_unavailable" : res->code))
+            == PROVEN_OK
+         && proven_cbor_map_put(out, "logs", logs != NULL
+                                ? cbor_incref(logs)
+                                : cbor_new_definite_array(0)) == PROVEN_OK
+         && proven_cbor_map_put(out, "duration_us", cbor_build_uint64(
+                (uv_hrtime() - rpc->started) / 1000)) == PROVEN_OK;
+    if (!ok && out != NULL) {
+        cbor_decref(&out);
+    }
+    provend_rpc_answer(rpc->sessions, rpc->session, rpc->seq, rpc->type,
+                       "failure", ok ? out : provend_rpc_text("out of memory"),
+                       rpc->id, rpc->reply, rpc->ctx);
+    provend_rpc_free(rpc);
+}
+
+
+/*
+ * Execute {handler, args} and ExecuteHash {module_hash, handler, args}:
+ * 1 when the answer comes later, else 0 with *result and *out set.
+ */
+static int
+provend_rpc_execute(provend_sessions_t *s, provend_session_t *session,
+    uint64_t seq, const char *type, cbor_item_t *data, int by_hash,
+    uint64_t id, provend_ops_reply_pt reply, void *ctx, const char **result,
+    cbor_item_t **out)
+{
+    int             rc, present;
+    char            handler[PROVEND_HANDLER_MAX + 1], identity[65];
+    char            err[PROVEN_ERR_LEN];
+    size_t          hash_len;
+    cbor_item_t    *args, *empty;
+    const uint8_t  *hash;
+    provend_rpc_t  *rpc;
+
+    *result = "failure";
+    if (!cbor_isa_map(data)
+        || provend_sessions_arg_text(data, "handler", handler,
+                                     PROVEND_HANDLER_MAX, &present, err,
+                                     sizeof(err)) != PROVEN_OK
+        || !present)
+    {
+        *out = provend_rpc_text("data must be a map with a \"handler\" "
+                                "text (\"module#name\")");
+        return 0;
+    }
+    hash = NULL;
+    if (by_hash
+        && provend_sessions_arg_bytes(data, "module_hash", 32, 32, &hash,
+                                      &hash_len, NULL, 0) != PROVEN_OK)
+    {
+        *out = provend_rpc_text("module_hash must be the 32-byte id of a "
+                                "package");
+        return 0;
+    }
+    args = proven_cbor_map_get(data, "args");
+    if (args != NULL && !cbor_isa_array(args)) {
+        *out = provend_rpc_text("args must be an array of the handler's "
+                                "arguments");
+        return 0;
+    }
+    if (session->app[0] == '\0' || s->apps == NULL) {
+        *out = provend_rpc_text("this session is not an application's: "
+                                "open it with POST /app/NAME/session");
+        return 0;
+    }
+
+    rpc = calloc(1, sizeof(*rpc));
+    if (rpc == NULL) {
+        *out = provend_rpc_text("out of memory");
+        return 0;
+    }
+    rpc->sessions = s;
+    rpc->session = session;
+    rpc->seq = seq;
+    snprintf(rpc->type, sizeof(rpc->type), "%s", type);
+    rpc->started = uv_hrtime();
+    rpc->id = id;
+    rpc->reply = reply;
+    rpc->ctx = ctx;
+
+    if (session->identified) {
+        proven_hex_encode(session->identity, PROVEND_IDENTITY_KEY_LEN,
+                          identity);
+    }
+    empty = args == NULL ? cbor_new_definite_array(0) : NULL;
+    rc = provend_apps_run(s->apps, session->app, hash, handler,
+                          args != NULL ? args : empty,
+                          session->identified ? identity : NULL,
+                          provend_rpc_executed, rpc);
+    if (empty != NULL) {
+        cbor_decref(&empty);
+    }
+    if (rc == PROVEN_OK) {
+        session->refs++;
+        return 1;
+    }
+    free(rpc);
+
+    if (rc == PROVEND_RUN_HASH_UNKNOWN) {
+        *result = "HashUnknown";
+        *out = NULL;
+    } else if (rc == PROVEND_RUN_NO_APP) {
+        snprintf(err, sizeof(err), "no application \"%s\" is deployed",
+                 session->app);
+        *out = provend_rpc_text(err);
+    } else {
+        *out = provend_rpc_text("out of memory");
+    }
+    return 0;
+}
+
+
+static void
+provend_sessions_op_rpc(provend_sessions_t *s, const proven_request_t *req,
+    provend_ops_reply_pt reply, void *ctx)
+{
+    int                   has_app;
+    char                  app[PROVEND_NAME_MAX + 1], err[PROVEN_ERR_LEN];
+    char                  type[PROVEND_RPC_TYPE_MAX + 1];
+    size_t                id_len, msg_len;
+    const char           *result, *why;
+    cbor_item_t          *payload, *data, *out, *t;
+    const uint8_t        *id, *msg;
+    provend_session_t    *session;
+    proven_cose_eddsa_t   m;
+    struct cbor_load_result  loaded;
+
+    if (provend_sessions_arg_bytes(req->map, "session",
+                                   PROVEND_SESSION_ID_LEN,
+                                   PROVEND_SESSION_ID_LEN, &id, &id_len, err,
+                                   sizeof(err)) != PROVEN_OK
+        || provend_sessions_arg_bytes(req->map, "message", 1,
+                                      PROVEN_FRAME_MAX, &msg, &msg_len, err,
+                                      sizeof(err)) != PROVEN_OK
+        || provend_sessions_arg_text(req->map, "app", app, PROVEND_NAME_MAX,
+                                     &has_app, err, sizeof(err)) != PROVEN_OK)
+    {
+        provend_ops_reply_error(reply, ctx, req->id, "bad_request", err);
+        return;
+    }
+
+    session = provend_session_lookup(s, id, app, &why);
+    if (session == NULL) {
+        provend_ops_reply_error(reply, ctx, req->id, "unknown_session", why);
+        return;
+    }
+
+    if (proven_cose_parse_eddsa(msg, msg_len, &m, err, sizeof(err))
+        != PROVEN_OK)
+    {
+        provend_ops_reply_error(reply, ctx, req->id, "bad_message", err);
+        return;
+    }
+    if (proven_cose_check_eddsa(&m, session->id, PROVEND_SESSION_ID_LEN,
+                                session->client_key, err, sizeof(err))
+        != PROVEN_OK)
+    {
+        provend_ops_reply_error(reply, ctx, req->id, "bad_signature",
+                                "the message is not signed by the "
+                                "session's client key");
+        return;
+    }
+    if (session->has_seq && m.seq <= session->seq) {
+        snprintf(err, sizeof(err), "seq %llu is not above %llu, the last "
+                 "one accepted", (unsigned long long) m.seq,
+                 (unsigned long long) session->seq);
+        provend_ops_reply_error(reply, ctx, req->id, "replayed", err);
+        return;
+    }
+    session->has_seq = 1;
+    session->seq = m.seq;
+    provend_session_touch(s, session);
+
+    payload = cbor_load(m.payload, m.payload_len, &loaded);
+    t = payload != NULL && loaded.read == m.payload_len
+        ? proven_cbor_map_get(payload, "type") : NULL;
+    if (t == NULL || !cbor_isa_string(t) || !cbor_string_is_definite(t)
+        || cbor_string_length(t) == 0
+        || cbor_string_length(t) > PROVEND_RPC_TYPE_MAX)
+    {
+        if (payload != NULL) {
+            cbor_decref(&payload);
+        }
+        provend_ops_reply_error(reply, ctx, req->id, "bad_message",
+                                "the payload is not a CBOR map {\"type\": "
+                                "text, \"data\": any}");
+        return;
+    }
+    memcpy(type, cbor_string_handle(t), cbor_string_length(t));
+    type[cbor_string_length(t)] = '\0';
+    data = proven_cbor_map_get(payload, "data");
+
+    result = "success";
+    out = NULL;
+
+    if (strcmp(type, "WhoAmI") == 0) {
+        result = session->identified ? "identified" : "anonymous";
+        out = provend_rpc_whoami(session);
+
+    } else if (strcmp(type, "Identify") == 0) {
+        why = data != NULL && cbor_isa_map(data)
+              ? provend_rpc_identify(session, data)
+              : "data must be a map";
+        if (why != NULL) {
+            result = "failure";
+            out = provend_rpc_text(why);
+        }
+
+    } else if (strcmp(type, "Anonymize") == 0) {
+        session->identified = 0;
+        memset(session->identity, 0, sizeof(session->identity));
+
+    } else if (strcmp(type, "Execute") == 0
+               || strcmp(type, "ExecuteHash") == 0)
+    {
+        if (provend_rpc_execute(s, session, m.seq, type,
+                                data != NULL ? data : payload,
+                                strcmp(type, "ExecuteHash") == 0, req->id,
+                                reply, ctx, &result, &out))
+        {
+            cbor_decref(&payload);
+            return;
+        }
+
+    } else {
+        result = "failure";
+        snprintf(err, sizeof(err), "unknown command \"%s\"", type);
+        out = provend_rpc_text(err);
+    }
+
+    provend_rpc_answer(s, session, m.seq, type, result, out, req->id, reply,
+                       ctx);
+    cbor_decref(&payload);
+}
+
+
+/* ---- the module ---------------------------------------------------------- */
+
+int
+provend_sessions_handles(const char *op)
+{
+    return strncmp(op, "session.", 8) == 0 || strncmp(op, "rpc.", 4) == 0;
+}
+
+
+void
+provend_sessions_dispatch(provend_sessions_t *s, const proven_request_t *req,
+    provend_ops_reply_pt reply, void *ctx)
+{
+    char  msg[PROVEN_ERR_LEN];
+
+    if (strcmp(req->op, "rpc.call") == 0) {
+        provend_sessions_op_rpc(s, req, reply, ctx);
+    } else if (strcmp(req->op, "session.check") == 0) {
+        provend_sessions_op_check(s, req, reply, ctx);
+    } else if (strcmp(req->op, "session.create") == 0) {
+        provend_sessions_op_create(s, req, reply, ctx);
+    } else {
+        snprintf(msg, sizeof(msg), "unknown op \"%s\"", req->op);
+        provend_ops_reply_error(reply, ctx, req->id, "unknown_op", msg);
+    }
+}
+
+
+provend_sessions_t *
+provend_sessions_new(const provend_sessions_config_t *cfg, char *err,
+    size_t errlen)
+{
+    provend_sessions_t  *s;
+
+    s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        provend_sessions_err("out of memory");
+        return NULL;
+    }
+    s->loop = cfg->loop;
+    s->apps = cfg->apps;
+    s->server = cfg->server;
+    s->attest = cfg->attest;
+    s->max = cfg->max ? cfg->max : PROVEND_SESSIONS_MAX;
+    s->idle_ms = (uint64_t) (cfg->idle_s ? cfg->idle_s
+                                         : PROVEND_SESSION_IDLE_S) * 1000;
+    s->life_ms = (uint64_t) (cfg->life_s ? cfg->life_s
+                                         : PROVEND_SESSION_LIFE_S) * 1000;
+    s->any_origin = cfg->any_origin;
+
+    uv_timer_init(s->loop, &s->sweep);
+    s->sweep.data = s;
+    uv_timer_start(&s->sweep, provend_sessions_on_sweep, 1000, 1000);
+    uv_unref((uv_handle_t *) &s->sweep);
+    return s;
+}
+
+
+void
+provend_sessions_stop(provend_sessions_t *s)
+{
+    if (!uv_is_closing((uv_handle_t *) &s->sweep)) {
+        uv_close((uv_handle_t *) &s->sweep, NULL);
+    }
+}
+
+
+void
+provend_sessions_free(provend_sessions_t *s)
+{
+    while (s->oldest != NULL) {
+        provend_session_drop(s, s->oldest);
+    }
+    free(s);
+}

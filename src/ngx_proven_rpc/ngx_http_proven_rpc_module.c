@@ -1,0 +1,1673 @@
+/*
+ * ngx_http_proven_rpc_module: attested sessions and signed RPC.
+ *
+ *     location = /session                  { proven_rpc; }
+ *     location ~ ^/app/[^/]+/session$      { proven_rpc; }
+ *     location ~ ^/(app/[^/]+/)?rpc/(http|ws)$ { proven_rpc; }
+ *
+ *     proven_rpc_max_message 1m;       larger messages: 413, or close 1009
+ *     proven_rpc_ws_idle 5m;           a WebSocket quiet so long is closed
+ *
+ * The handler reads what to do from the path:
+ *   POST [/app/NAME]/session        multipart/form-data or application/cbor
+ *                                   {nonce, public_key}: the attestation
+ *                                   document of a new session
+ *   POST [/app/NAME]/rpc/http?session=ID   one signed message, one answer
+ *   GET  [/app/NAME]/rpc/ws?session=ID     a WebSocket (RFC 6455) carrying
+ *                                   one message per binary frame
+ * Sessions, keys, seq and the commands are provend's (daemon/sessions.h):
+ * this module carries bytes and maps provend's refusals to statuses.
+ *
+ * Refusals are unsigned JSON {"error": {"code", "message"}}: 400 bad
+ * input, 401 unknown or expired session or a bad signature, 403 origin not
+ * allowed, 404, 405, 409 replayed seq, 413, 415, 502/504 provend down or
+ * slow.  On a WebSocket a refusal is a text frame carrying that JSON; one
+ * that ends the session also closes the socket (1008).  A text frame from
+ * the client closes it with 1003, a protocol error with 1002, a message
+ * over proven_rpc_max_message with 1009.
+ *
+ * A WebSocket handles one message at a time: the next frame is read once
+ * the answer to the last is written, so a client cannot queue unbounded
+ * work and the session sees its messages in order.
+ *
+ * Log lines start with "proven rpc: ".
+ */
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <ngx_sha1.h>
+
+#include <string.h>
+
+#include "ngx_http_proven_core.h"
+
+
+#define NGX_HTTP_PROVEN_RPC_SESSION_BODY_MAX  16384
+#define NGX_HTTP_PROVEN_RPC_APP_MAX           64
+#define NGX_HTTP_PROVEN_RPC_ID_LEN            16
+#define NGX_HTTP_PROVEN_RPC_CONTROL_MAX       125
+#define NGX_HTTP_PROVEN_RPC_FRAME_HEAD_MAX    14
+#define NGX_HTTP_PROVEN_RPC_CLOSE_WAIT        5000
+
+#define NGX_HTTP_PROVEN_RPC_SESSION           1
+#define NGX_HTTP_PROVEN_RPC_HTTP              2
+#define NGX_HTTP_PROVEN_RPC_WS                3
+
+/* WebSocket opcodes and close codes */
+#define NGX_HTTP_PROVEN_WS_CONT               0x0
+#define NGX_HTTP_PROVEN_WS_TEXT               0x1
+#define NGX_HTTP_PROVEN_WS_BINARY             0x2
+#define NGX_HTTP_PROVEN_WS_CLOSE              0x8
+#define NGX_HTTP_PROVEN_WS_PING               0x9
+#define NGX_HTTP_PROVEN_WS_PONG               0xa
+
+#define NGX_HTTP_PROVEN_WS_NORMAL             1000
+#define NGX_HTTP_PROVEN_WS_GOING_AWAY         1001
+#define NGX_HTTP_PROVEN_WS_PROTOCOL           1002
+#define NGX_HTTP_PROVEN_WS_UNSUPPORTED        1003
+#define NGX_HTTP_PROVEN_WS_POLICY             1008
+#define NGX_HTTP_PROVEN_WS_TOO_BIG            1009
+#define NGX_HTTP_PROVEN_WS_INTERNAL           1011
+
+
+typedef struct {
+    ngx_flag_t    enable;
+    size_t        max_message;
+    ngx_msec_t    ws_idle;
+} ngx_http_proven_rpc_loc_conf_t;
+
+typedef struct {
+    ngx_uint_t    what;                 /* SESSION, HTTP, WS */
+    ngx_str_t     app;                  /* empty: management */
+    u_char        session[NGX_HTTP_PROVEN_RPC_ID_LEN];
+
+    /* WebSocket */
+    u_char       *in;                   /* bytes read, not yet parsed */
+    size_t        in_len;
+    size_t        in_cap;
+    u_char       *msg;                  /* a fragmented message so far */
+    size_t        msg_len;
+    size_t        msg_cap;
+    ngx_uint_t    msg_open;
+    u_char       *out;                  /* bytes to write */
+    size_t        out_pos;
+    size_t        out_len;
+    size_t        out_cap;
+    unsigned      calling:1;            /* rpc.call under way */
+    unsigned      closing:1;            /* close once out is written */
+    unsigned      done:1;               /* finalized */
+} ngx_http_proven_rpc_ctx_t;
+
+
+static ngx_int_t ngx_http_proven_rpc_handler(ngx_http_request_t *r);
+static void ngx_http_proven_rpc_session_body(ngx_http_request_t *r);
+static void ngx_http_proven_rpc_http_body(ngx_http_request_t *r);
+static void ngx_http_proven_rpc_answer(ngx_http_request_t *r,
+    ngx_http_proven_daemon_status_e status, proven_response_t *res,
+    void *data);
+static ngx_int_t ngx_http_proven_rpc_ws_start(ngx_http_request_t *r,
+    ngx_http_proven_rpc_ctx_t *ctx);
+static void ngx_http_proven_rpc_ws_checked(ngx_http_request_t *r,
+    ngx_http_proven_daemon_status_e status, proven_response_t *res,
+    void *data);
+static void ngx_http_proven_rpc_ws_read(ngx_http_request_t *r);
+static void ngx_http_proven_rpc_ws_write(ngx_http_request_t *r);
+static void ngx_http_proven_rpc_ws_answer(ngx_http_request_t *r,
+    ngx_http_proven_daemon_status_e status, proven_response_t *res,
+    void *data);
+static void ngx_http_proven_rpc_ws_close(ngx_http_request_t *r,
+    ngx_http_proven_rpc_ctx_t *ctx, ngx_uint_t code, const char *reason);
+static void ngx_http_proven_rpc_ws_cleanup(void *data);
+static void *ngx_http_proven_rpc_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_proven_rpc_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_proven_rpc(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+
+static ngx_command_t  ngx_http_proven_rpc_commands[] = {
+
+    { ngx_string("proven_rpc"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_proven_rpc,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("proven_rpc_max_message"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_proven_rpc_loc_conf_t, max_message),
+      NULL },
+
+    { ngx_string("proven_rpc_ws_idle"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_proven_rpc_loc_conf_t, ws_idle),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_proven_rpc_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    NULL,                                  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_proven_rpc_create_loc_conf,   /* create location configuration */
+    ngx_http_proven_rpc_merge_loc_conf     /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_proven_rpc_module = {
+    NGX_MODULE_V1,
+    &ngx_http_proven_rpc_module_ctx,       /* module context */
+    ngx_http_proven_rpc_commands,          /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_str_t  ngx_http_proven_rpc_cbor_type =
+    ngx_string("application/cbor");
+
+
+/* ---- what the request asks ----------------------------------------------- */
+
+/* [/app/NAME](/session | /rpc/http | /rpc/ws) */
+static ngx_int_t
+ngx_http_proven_rpc_target(ngx_http_request_t *r,
+    ngx_http_proven_rpc_ctx_t *ctx)
+{
+    u_char     *p, *end, *name;
+    ngx_str_t   rest;
+
+    p = r->uri.data;
+    end = p + r->uri.len;
+
+    if (r->uri.len > 5 && ngx_strncmp(p, "/app/", 5) == 0) {
+        name = p + 5;
+        for (p = name; p < end && *p != '/'; p++) {
+            if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')
+                  || *p == '_' || *p == '-'))
+            {
+                return NGX_DECLINED;
+            }
+        }
+        if (p == name || p - name > NGX_HTTP_PROVEN_RPC_APP_MAX
+            || *name == '_' || *name == '-')
+        {
+            return NGX_DECLINED;
+        }
+        ctx->app.data = name;
+        ctx->app.len = p - name;
+    }
+
+    rest.data = p;
+    rest.len = end - p;
+
+    if (rest.len == 8 && ngx_strncmp(rest.data, "/session", 8) == 0) {
+        ctx->what = NGX_HTTP_PROVEN_RPC_SESSION;
+    } else if (rest.len == 9 && ngx_strncmp(rest.data, "/rpc/http", 9) == 0)
+    {
+        ctx->what = NGX_HTTP_PROVEN_RPC_HTTP;
+    } else if (rest.len == 7 && ngx_strncmp(rest.data, "/rpc/ws", 7) == 0) {
+        ctx->what = NGX_HTTP_PROVEN_RPC_WS;
+    } else {
+        return NGX_DECLINED;
+    }
+    return NGX_OK;
+}
+
+
+/* The "session" argument: the canonical UUID text of 16 bytes. */
+static ngx_int_t
+ngx_http_proven_rpc_session_arg(ngx_http_request_t *r, u_char *id)
+{
+    u_char     *p;
+    ngx_int_t   hi, lo;
+    ngx_str_t   value;
+    ngx_uint_t  i, n;
+
+    if (ngx_http_arg(r, (u_char *) "session", 7, &value) != NGX_OK
+        || value.len != 36)
+    {
+        return NGX_ERROR;
+    }
+
+    p = value.data;
+    n = 0;
+    for (i = 0; i < 36; ) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (p[i] != '-') {
+                return NGX_ERROR;
+            }
+            i++;
+            continue;
+        }
+        hi = ngx_hextoi(&p[i], 1);
+        lo = ngx_hextoi(&p[i + 1], 1);
+        if (hi == NGX_ERROR || lo == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+        id[n++] = (u_char) (hi << 4 | lo);
+        i += 2;
+    }
+    return NGX_OK;
+}
+
+
+static ngx_table_elt_t *
+ngx_http_proven_rpc_header(ngx_http_request_t *r, const char *name)
+{
+    size_t            len;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    len = ngx_strlen(name);
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            return &h[i];
+        }
+    }
+}
+
+
+/* Whether the comma separated header value lists token. */
+static ngx_uint_t
+ngx_http_proven_rpc_has_token(ngx_table_elt_t *h, const char *token)
+{
+    size_t   len;
+    u_char  *p, *end, *start;
+
+    if (h == NULL) {
+        return 0;
+    }
+    len = ngx_strlen(token);
+    p = h->value.data;
+    end = p + h->value.len;
+
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == '\t' || *p == ',')) {
+            p++;
+        }
+        start = p;
+        while (p < end && *p != ',' && *p != ' ' && *p != '\t') {
+            p++;
+        }
+        if ((size_t) (p - start) == len
+            && ngx_strncasecmp(start, (u_char *) token, len) == 0)
+        {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+
+/* provend's refusal codes as statuses. */
+static ngx_uint_t
+ngx_http_proven_rpc_status(const char *code)
+{
+    static const struct {
+        const char  *code;
+        ngx_uint_t   status;
+    } map[] = {
+        { "bad_request", NGX_HTTP_BAD_REQUEST },
+        { "bad_message", NGX_HTTP_BAD_REQUEST },
+        { "unknown_session", NGX_HTTP_UNAUTHORIZED },
+        { "bad_signature", NGX_HTTP_UNAUTHORIZED },
+        { "forbidden", NGX_HTTP_FORBIDDEN },
+        { "not_found", NGX_HTTP_NOT_FOUND },
+        { "replayed", NGX_HTTP_CONFLICT },
+        { "busy", NGX_HTTP_SERVICE_UNAVAILABLE },
+        { NULL, 0 }
+    };
+    ngx_uint_t  i;
+
+    for (i = 0; map[i].code != NULL; i++) {
+        if (ngx_strcmp(code, map[i].code) == 0) {
+            return map[i].status;
+        }
+    }
+    return NGX_HTTP_INTERNAL_SERVER_ERROR;
+}
+
+
+/* ---- the handler --------------------------------------------------------- */
+
+static ngx_int_t
+ngx_http_proven_rpc_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                        rc;
+    ngx_table_elt_t                 *allow;
+    ngx_http_proven_rpc_ctx_t       *ctx;
+    ngx_http_proven_rpc_loc_conf_t  *prlcf;
+
+    prlcf = ngx_http_get_module_loc_conf(r, ngx_http_proven_rpc_module);
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_proven_rpc_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    ngx_http_set_ctx(r, ctx, ngx_http_proven_rpc_module);
+
+    if (ngx_http_proven_rpc_target(r, ctx) != NGX_OK) {
+        return ngx_http_proven_send_error(r, NGX_HTTP_NOT_FOUND, "not_found",
+                   "sessions are at [/app/NAME]/session, messages at "
+                   "[/app/NAME]/rpc/http and [/app/NAME]/rpc/ws", NULL);
+    }
+
+    /* /rpc/http also takes the WebSocket upgrade, as /rpc/ws does */
+    if (ctx->what != NGX_HTTP_PROVEN_RPC_SESSION
+        && r->method == NGX_HTTP_GET
+        && ngx_http_proven_rpc_header(r, "Upgrade") != NULL)
+    {
+        ctx->what = NGX_HTTP_PROVEN_RPC_WS;
+    }
+
+    if (ctx->what == NGX_HTTP_PROVEN_RPC_WS) {
+        if (r->method != NGX_HTTP_GET) {
+            allow = ngx_list_push(&r->headers_out.headers);
+            if (allow == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+            allow->hash = 1;
+            ngx_str_set(&allow->key, "Allow");
+            ngx_str_set(&allow->value, "GET");
+            return ngx_http_proven_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                       "method_not_allowed", "a WebSocket opens with GET",
+                       NULL);
+        }
+        return ngx_http_proven_rpc_ws_start(r, ctx);
+    }
+
+    if (r->method != NGX_HTTP_POST) {
+        allow = ngx_list_push(&r->headers_out.headers);
+        if (allow == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+        allow->hash = 1;
+        ngx_str_set(&allow->key, "Allow");
+        ngx_str_set(&allow->value, "POST");
+        return ngx_http_proven_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                   "method_not_allowed", ctx->what
+                   == NGX_HTTP_PROVEN_RPC_SESSION
+                   ? "a session is opened with POST"
+                   : "a message is sent with POST (or GET with a "
+                     "WebSocket upgrade)", NULL);
+    }
+
+    if (ctx->what == NGX_HTTP_PROVEN_RPC_HTTP
+        && ngx_http_proven_rpc_session_arg(r, ctx->session) != NGX_OK)
+    {
+        return ngx_http_proven_send_error(r, NGX_HTTP_BAD_REQUEST,
+                   "bad_request", "the \"session\" argument must be a "
+                   "session id (a UUID)", NULL);
+    }
+
+    if (r->headers_in.content_length_n
+        > (off_t) (ctx->what == NGX_HTTP_PROVEN_RPC_SESSION
+                   ? NGX_HTTP_PROVEN_RPC_SESSION_BODY_MAX
+                   : prlcf->max_message))
+    {
+        return ngx_http_proven_send_error(r,
+                   NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, "too_large",
+                   ctx->what == NGX_HTTP_PROVEN_RPC_SESSION
+                   ? "a session request is at most 16384 bytes"
+                   : "the message is larger than proven_rpc_max_message",
+                   NULL);
+    }
+
+    r->request_body_in_single_buf = 1;
+    rc = ngx_http_read_client_request_body(r,
+             ctx->what == NGX_HTTP_PROVEN_RPC_SESSION
+             ? ngx_http_proven_rpc_session_body
+             : ngx_http_proven_rpc_http_body);
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+    return NGX_DONE;
+}
+
+
+/* ---- sessions ------------------------------------------------------------ */
+
+/*
+ * The parts "nonce" and "public_key" of a multipart/form-data body, as
+ * byte strings put into map.  NULL: fine; else what is wrong.
+ */
+static const char *
+ngx_http_proven_rpc_multipart(ngx_http_request_t *r, u_char *body,
+    size_t len, cbor_item_t *map)
+{
+    u_char      *p, *end, *b, *part, *head_end, *next, *name;
+    size_t       blen, nlen;
+    u_char       delim[80];
+    ngx_str_t   *type;
+    ngx_uint_t   found;
+
+    type = &r->headers_in.content_type->value;
+    b = ngx_strlcasestrn(type->data, type->data + type->len,
+                         (u_char *) "boundary=", 9 - 1);
+    if (b == NULL) {
+        return "multipart/form-data needs a boundary";
+    }
+    b += 9;
+    end = type->data + type->len;
+    if (b < end && *b == '"') {
+        b++;
+        for (p = b; p < end && *p != '"'; p++) { /* void */ }
+    } else {
+        for (p = b; p < end && *p != ';' && *p != ' '; p++) { /* void */ }
+    }
+    blen = p - b;
+    if (blen == 0 || blen > 70) {
+        return "the multipart boundary must be 1..70 characters";
+    }
+
+    /* "\r\n--" boundary; the body starts with "--" boundary */
+    delim[0] = '\r';
+    delim[1] = '\n';
+    delim[2] = '-';
+    delim[3] = '-';
+    ngx_memcpy(delim + 4, b, blen);
+
+    end = body + len;
+    if (len < blen + 2 || ngx_memcmp(body, delim + 2, blen + 2) != 0) {
+        return "the body does not start with the multipart boundary";
+    }
+    p = body + blen + 2;
+    found = 0;
+
+    for ( ;; ) {
+        if (end - p >= 2 && p[0] == '-' && p[1] == '-') {
+            break;                              /* the closing boundary */
+        }
+        if (end - p < 2 || p[0] != '\r' || p[1] != '\n') {
+            return "a multipart boundary is not followed by CRLF";
+        }
+        part = p + 2;
+        head_end = memmem(part, end - part, "\r\n\r\n", 4);
+        if (head_end == NULL) {
+            return "a multipart part has no end of headers";
+        }
+        next = memmem(head_end + 4, end - head_end - 4, delim, blen + 4);
+        if (next == NULL) {
+            return "a multipart part is not closed by the boundary";
+        }
+
+        name = ngx_strlcasestrn(part, head_end, (u_char *) "name=\"",
+                                6 - 1);
+        if (name != NULL) {
+            name += 6;
+            for (nlen = 0; name + nlen < head_end && name[nlen] != '"';
+                 nlen++)
+            { /* void */ }
+
+            if ((nlen == 5 && ngx_strncmp(name, "nonce", 5) == 0)
+                || (nlen == 10 && ngx_strncmp(name, "public_key", 10) == 0))
+            {
+                name[nlen] = '\0';     /* the body is ours to change */
+                if (proven_cbor_map_get(map, (char *) name) != NULL) {
+                    return "a multipart field is given twice";
+                }
+                if (proven_cbor_map_put(map, (char *) name,
+                        cbor_build_bytestring(head_end + 4,
+                                              next - head_end - 4))
+                    != PROVEN_OK)
+                {
+                    return "out of memory";
+                }
+                found++;
+            }
+        }
+        p = next + blen + 4;
+    }
+
+    return found == 2 ? NULL : "the fields nonce and public_key are needed";
+}
+
+
+/* nonce and public_key of an application/cbor map body into map. */
+static const char *
+ngx_http_proven_rpc_cbor_fields(u_char *body, size_t len, cbor_item_t *map)
+{
+    size_t                    i;
+    cbor_item_t              *in, *item;
+    struct cbor_load_result   loaded;
+    static const char        *names[] = { "nonce", "public_key" };
+
+    in = cbor_load(body, len, &loaded);
+    if (in == NULL || loaded.read != len || !cbor_isa_map(in)) {
+        if (in != NULL) {
+            cbor_decref(&in);
+        }
+        return "the body is not one CBOR map";
+    }
+    for (i = 0; i < 2; i++) {
+        item = proven_cbor_map_get(in, names[i]);
+        if (item == NULL) {
+            cbor_decref(&in);
+            return "the fields nonce and public_key are needed";
+        }
+        if (proven_cbor_map_put(map, names[i], cbor_incref(item))
+            != PROVEN_OK)
+        {
+            cbor_decref(&in);
+            return "out of memory";
+        }
+    }
+    cbor_decref(&in);
+    return NULL;
+}
+
+
+/* The Origin header's value, NUL ended in the request's pool, or NULL. */
+static char *
+ngx_http_proven_rpc_origin(ngx_http_request_t *r)
+{
+    u_char           *s;
+    ngx_table_elt_t  *h;
+
+    h = ngx_http_proven_rpc_header(r, "Origin");
+    if (h == NULL || h->value.len == 0) {
+        return NULL;
+    }
+    s = ngx_pnalloc(r->pool, h->value.len + 1);
+    if (s != NULL) {
+        ngx_memcpy(s, h->value.data, h->value.len);
+        s[h->value.len] = '\0';
+    }
+    return (char *) s;
+}
+
+
+static void
+ngx_http_proven_rpc_session_body(ngx_http_request_t *r)
+{
+    char                       *origin, *app;
+    size_t                      len;
+    u_char                     *body;
+    ngx_int_t                   too_large, rc;
+    ngx_str_t                  *type;
+    const char                 *why;
+    cbor_item_t                *req;
+    ngx_http_proven_rpc_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_proven_rpc_module);
+
+    body = ngx_http_proven_body(r, NGX_HTTP_PROVEN_RPC_SESSION_BODY_MAX,
+                                &len, &too_large);
+    if (body == NULL) {
+        ngx_http_finalize_request(r, too_large
+            ? ngx_http_proven_send_error(r,
+                  NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, "too_large",
+                  "a session request is at most 16384 bytes", NULL)
+            : NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    origin = ngx_http_proven_rpc_origin(r);
+    req = proven_request_new(0, "session.create");
+    if (req == NULL) {
+        ngx_free(body);
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    type = r->headers_in.content_type != NULL
+           ? &r->headers_in.content_type->value : NULL;
+    if (type != NULL && type->len >= 16
+        && ngx_strncasecmp(type->data, (u_char *) "application/cbor", 16)
+           == 0)
+    {
+        why = ngx_http_proven_rpc_cbor_fields(body, len, req);
+    } else if (type != NULL && type->len >= 19
+               && ngx_strncasecmp(type->data,
+                                  (u_char *) "multipart/form-data", 19) == 0)
+    {
+        why = ngx_http_proven_rpc_multipart(r, body, len, req);
+    } else {
+        ngx_free(body);
+        cbor_decref(&req);
+        ngx_http_finalize_request(r, ngx_http_proven_send_error(r,
+            NGX_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
+            "a session request is multipart/form-data or application/cbor",
+            NULL));
+        return;
+    }
+    ngx_free(body);
+
+    if (why != NULL) {
+        cbor_decref(&req);
+        ngx_http_finalize_request(r, ngx_http_proven_send_error(r,
+            NGX_HTTP_BAD_REQUEST, "bad_request", why, NULL));
+        return;
+    }
+
+    if (ctx->app.len > 0) {
+        if (origin == NULL) {
+            cbor_decref(&req);
+            ngx_http_finalize_request(r, ngx_http_proven_send_error(r,
+                NGX_HTTP_BAD_REQUEST, "origin_required", "an application's "
+                "session needs the Origin header", NULL));
+            return;
+        }
+        app = (char *) ngx_pnalloc(r->pool, ctx->app.len + 1);
+        if (app == NULL
+            || proven_cbor_map_put(req, "app", cbor_build_string(
+                   (char *) ngx_cpystrn((u_char *) app, ctx->app.data,
+                                        ctx->app.len + 1) - ctx->app.len))
+               != PROVEN_OK)
+        {
+            cbor_decref(&req);
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+    }
+    if (origin != NULL
+        && proven_cbor_map_put(req, "origin", cbor_build_string(origin))
+           != PROVEN_OK)
+    {
+        cbor_decref(&req);
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    rc = ngx_http_proven_daemon_call(r, req, ngx_http_proven_rpc_answer,
+                                     NULL);
+    cbor_decref(&req);
+    if (rc != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+    }
+}
+
+
+/* ---- messages over HTTP -------------------------------------------------- */
+
+/* The rpc.call request for message (copied). */
+static cbor_item_t *
+ngx_http_proven_rpc_call_request(ngx_http_request_t *r,
+    ngx_http_proven_rpc_ctx_t *ctx, u_char *message, size_t len)
+{
+    u_char       *app;
+    cbor_item_t  *req;
+
+    req = proven_request_new(0, "rpc.call");
+    if (req == NULL) {
+        return NULL;
+    }
+    if (proven_cbor_map_put(req, "session", cbor_build_bytestring(
+            ctx->session, NGX_HTTP_PROVEN_RPC_ID_LEN)) != PROVEN_OK
+        || proven_cbor_map_put(req, "message",
+                               cbor_build_bytestring(message, len))
+           != PROVEN_OK)
+    {
+        cbor_decref(&req);
+        return NULL;
+    }
+    if (ctx->app.len > 0) {
+        app = ngx_pnalloc(r->pool, ctx->app.len + 1);
+        if (app == NULL
+            || proven_cbor_map_put(req, "app", cbor_build_string((char *)
+                   ngx_cpystrn(app, ctx->app.data, ctx->app.len + 1)
+                   - ctx->app.len)) != PROVEN_OK)
+        {
+            cbor_decref(&req);
+            return NULL;
+        }
+    }
+    return req;
+}
+
+
+static void
+ngx_http_proven_rpc_http_body(ngx_http_request_t *r)
+{
+    size_t                           len;
+    u_char                          *body;
+    ngx_int_t                        too_large, rc;
+    ngx_str_t                       *type;
+    cbor_item_t                     *req;
+    ngx_http_proven_rpc_ctx_t       *ctx;
+    ngx_http_proven_rpc_loc_conf_t  *prlcf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_proven_rpc_module);
+    prlcf = ngx_http_get_module_loc_conf(r, ngx_http_proven_rpc_module);
+
+    type = r->headers_in.content_type != NULL
+           ? &r->headers_in.content_type->value : NULL;
+    if (type != NULL
+        && !(type->len >= 16
+             && ngx_strncasecmp(type->data, (u_char *) "application/cbor",
+                                16) == 0))
+    {
+        ngx_http_finalize_request(r, ngx_http_proven_send_error(r,
+            NGX_HTTP_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type",
+            "a message is application/cbor", NULL));
+        return;
+    }
+
+    body = ngx_http_proven_body(r, prlcf->max_message, &len, &too_large);
+    if (body == NULL) {
+        ngx_http_finalize_request(r, too_large
+            ? ngx_http_proven_send_error(r,
+                  NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, "too_large",
+                  "the message is larger than proven_rpc_max_message", NULL)
+            : NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+    if (len == 0) {
+        ngx_free(body);
+        ngx_http_finalize_request(r, ngx_http_proven_send_error(r,
+            NGX_HTTP_BAD_REQUEST, "bad_message", "the body is empty; it "
+            "must be one COSE_Sign1 message", NULL));
+        return;
+    }
+
+    req = ngx_http_proven_rpc_call_request(r, ctx, body, len);
+    ngx_free(body);
+    if (req == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+    rc = ngx_http_proven_daemon_call(r, req, ngx_http_proven_rpc_answer,
+                                     NULL);
+    cbor_decref(&req);
+    if (rc != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+    }
+}
+
+
+/* A refusal from provend, or provend's absence, as a status and JSON. */
+static ngx_int_t
+ngx_http_proven_rpc_refuse(ngx_http_request_t *r,
+    ngx_http_proven_daemon_status_e status, proven_response_t *res)
+{
+    if (status == NGX_HTTP_PROVEN_DAEMON_ERROR) {
+        return ngx_http_proven_send_error(r,
+                   ngx_http_proven_rpc_status(res->code), res->code,
+                   res->message, NULL);
+    }
+    return ngx_http_proven_send_error(r,
+               status == NGX_HTTP_PROVEN_DAEMON_TIMEOUT
+               ? NGX_HTTP_GATEWAY_TIME_OUT : NGX_HTTP_BAD_GATEWAY,
+               "provend_unavailable", "the node's daemon did not answer",
+               NULL);
+}
+
+
+/* The answer of session.create (document) or rpc.call (message). */
+static void
+ngx_http_proven_rpc_answer(ngx_http_request_t *r,
+    ngx_http_proven_daemon_status_e status, proven_response_t *res,
+    void *data)
+{
+    u_char                     *copy;
+    cbor_item_t                *bytes;
+    ngx_http_proven_rpc_ctx_t  *ctx;
+
+    (void) data;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_proven_rpc_module);
+
+    if (status != NGX_HTTP_PROVEN_DAEMON_OK) {
+        ngx_http_finalize_request(r, ngx_http_proven_rpc_refuse(r, status,
+                                                                 res));
+        return;
+    }
+
+    bytes = proven_cbor_map_get(res->result,
+                                ctx->what == NGX_HTTP_PROVEN_RPC_SESSION
+                                ? "document" : "message");
+    if (bytes == NULL || !cbor_isa_bytestring(bytes)
+        || !cbor_bytestring_is_definite(bytes))
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "proven rpc: provend's answer has no bytes");
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    copy = ngx_pnalloc(r->pool, cbor_bytestring_length(bytes));
+    if (copy == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+    ngx_memcpy(copy, cbor_bytestring_handle(bytes),
+               cbor_bytestring_length(bytes));
+
+    ngx_http_finalize_request(r, ngx_http_proven_send(r, NGX_HTTP_OK,
+                                  &ngx_http_proven_rpc_cbor_type, copy,
+                                  cbor_bytestring_length(bytes)));
+}
+
+
+/* ---- WebSocket ----------------------------------------------------------- */
+
+static ngx_int_t
+ngx_http_proven_rpc_ws_start(ngx_http_request_t *r,
+    ngx_http_proven_rpc_ctx_t *ctx)
+{
+    ngx_int_t         rc;
+    ngx_table_elt_t  *key, *version, *h;
+    cbor_item_t      *req;
+
+    if (r->http_version != NGX_HTTP_VERSION_11
+        || !ngx_http_proven_rpc_has_token(
+               ngx_http_proven_rpc_header(r, "Upgrade"), "websocket")
+        || !ngx_http_proven_rpc_has_token(
+               ngx_http_proven_rpc_header(r, "Connection"), "upgrade"))
+    {
+        return ngx_http_proven_send_error(r, NGX_HTTP_BAD_REQUEST,
+                   "bad_request", "this is a WebSocket endpoint: HTTP/1.1 "
+                   "with Upgrade: websocket and Connection: Upgrade", NULL);
+    }
+
+    version = ngx_http_proven_rpc_header(r, "Sec-WebSocket-Version");
+    if (version == NULL || version->value.len != 2
+        || ngx_strncmp(version->value.data, "13", 2) != 0)
+    {
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+        h->hash = 1;
+        ngx_str_set(&h->key, "Sec-WebSocket-Version");
+        ngx_str_set(&h->value, "13");
+        return ngx_http_proven_send_error(r, 426, "bad_request",
+                   "Sec-WebSocket-Version must be 13", NULL);
+    }
+
+    key = ngx_http_proven_rpc_header(r, "Sec-WebSocket-Key");
+    if (key == NULL || key->value.len != 24) {
+        return ngx_http_proven_send_error(r, NGX_HTTP_BAD_REQUEST,
+                   "bad_request", "Sec-WebSocket-Key must be 16 bytes in "
+                   "base64", NULL);
+    }
+
+    if (ngx_http_proven_rpc_session_arg(r, ctx->session) != NGX_OK) {
+        return ngx_http_proven_send_error(r, NGX_HTTP_BAD_REQUEST,
+                   "bad_request", "the \"session\" argument must be a "
+                   "session id (a UUID)", NULL);
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    /* an unknown session is told with a status, before the upgrade */
+    req = proven_request_new(0, "session.check");
+    if (req == NULL
+        || proven_cbor_map_put(req, "session", cbor_build_bytestring(
+               ctx->session, NGX_HTTP_PROVEN_RPC_ID_LEN)) != PROVEN_OK
+        || (ctx->app.len > 0
+            && proven_cbor_map_put(req, "app", cbor_build_stringn(
+                   (char *) ctx->app.data, ctx->app.len)) != PROVEN_OK))
+    {
+        if (req != NULL) {
+            cbor_decref(&req);
+        }
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_http_proven_daemon_call(r, req, ngx_http_proven_rpc_ws_checked,
+                                     NULL);
+    cbor_decref(&req);
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    r->main->count++;
+    return NGX_DONE;
+}
+
+
+/* Room for n more bytes in a growing buffer of at most max bytes. */
+static ngx_int_t
+ngx_http_proven_rpc_reserve(ngx_http_request_t *r, u_char **buf,
+    size_t *cap, size_t len, size_t n, size_t max)
+{
+    u_char  *grown;
+    size_t   want;
+
+    if (len + n <= *cap) {
+        return NGX_OK;
+    }
+    if (len + n > max) {
+        return NGX_DECLINED;
+    }
+    want = ngx_max(*cap * 2, len + n);
+    want = ngx_max(want, 4096);
+    want = ngx_min(want, max);
+
+    grown = ngx_alloc(want, r->connection->log);
+    if (grown == NULL) {
+        return NGX_ERROR;
+    }
+    if (len > 0) {
+        ngx_memcpy(grown, *buf, len);
+    }
+    ngx_free(*buf);
+    *buf = grown;
+    *cap = want;
+    return NGX_OK;
+}
+
+
+/* Appends a frame (unmasked, FIN) to the output. */
+static ngx_int_t
+ngx_http_proven_rpc_ws_frame(ngx_http_request_t *r,
+    ngx_http_proven_rpc_ctx_t *ctx, ngx_uint_t opcode, const u_char *data,
+    size_t len)
+{
+    u_char                          *p;
+    ngx_http_proven_rpc_loc_conf_t  *prlcf;
+
+    prlcf = ngx_http_get_module_loc_conf(r, ngx_http_proven_rpc_module);
+
+    if (ngx_http_proven_rpc_reserve(r, &ctx->out, &ctx->out_cap,
+                                    ctx->out_len,
+                                    len + NGX_HTTP_PROVEN_RPC_FRAME_HEAD_MAX,
+                                    ngx_max(prlcf->max_message, 65536)
+                                    + 2 * NGX_HTTP_PROVEN_RPC_FRAME_HEAD_MAX
+                                    + 65536)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    p = ctx->out + ctx->out_len;
+    *p++ = (u_char) (0x80 | opcode);
+    if (len < 126) {
+        *p++ = (u_char) len;
+    } else if (len < 65536) {
+        *p++ = 126;
+        *p++ = (u_char) (len >> 8);
+        *p++ = (u_char) len;
+    } else {
+        *p++ = 127;
+        *p++ = 0;
+        *p++ = 0;
+        *p++ = 0;
+        *p++ = 0;
+        *p++ = (u_char) (len >> 24);
+        *p++ = (u_char) (len >> 16);
+        *p++ = (u_char) (len >> 8);
+        *p++ = (u_char) len;
+    }
+    if (len > 0) {
+        p = ngx_cpymem(p, data, len);
+    }
+    ctx->out_len = p - ctx->out;
+    return NGX_OK;
+}
+
+
+/* A refusal as a text frame of JSON {"error": {code, message}}. */
+static ngx_int_t
+ngx_http_proven_rpc_ws_refusal(ngx_http_request_t *r,
+    ngx_http_proven_rpc_ctx_t *ctx, const char *code, const char *message)
+{
+    u_char     *p, *buf;
+    size_t      len;
+    ngx_int_t   rc;
+
+    /* codes are provend's words; messages are escaped */
+    len = ngx_strlen(code) + 6 * ngx_strlen(message) + 64;
+    buf = ngx_alloc(len, r->connection->log);
+    if (buf == NULL) {
+        return NGX_ERROR;
+    }
+    p = ngx_sprintf(buf, "{\"error\":{\"code\":\"%s\",\"message\":\"", code);
+    p = (u_char *) ngx_escape_json(p, (u_char *) message,
+                                   ngx_strlen(message));
+    p = ngx_cpymem(p, "\"}}", 3);
+    rc = ngx_http_proven_rpc_ws_frame(r, ctx, NGX_HTTP_PROVEN_WS_TEXT, buf,
+                                      p - buf);
+    ngx_free(buf);
+    return rc;
+}
+
+
+static void
+ngx_http_proven_rpc_ws_checked(ngx_http_request_t *r,
+    ngx_http_proven_daemon_status_e status, proven_response_t *res,
+    void *data)
+{
+    u_char                          *p, hash[20];
+    ngx_str_t                        accept, digest;
+    ngx_sha1_t                       sha1;
+    ngx_table_elt_t                 *key;
+    ngx_connection_t                *c;
+    ngx_pool_cleanup_t              *cln;
+    ngx_http_proven_rpc_ctx_t       *ctx;
+    ngx_http_proven_rpc_loc_conf_t  *prlcf;
+
+    (void) data;
+    c = r->connection;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_proven_rpc_module);
+    prlcf = ngx_http_get_module_loc_conf(r, ngx_http_proven_rpc_module);
+
+    if (status != NGX_HTTP_PROVEN_DAEMON_OK) {
+        ngx_http_finalize_request(r, ngx_http_proven_rpc_refuse(r, status,
+                                                                 res));
+        return;
+    }
+
+    /* Sec-WebSocket-Accept: base64(SHA-1(key GUID)) */
+    key = ngx_http_proven_rpc_header(r, "Sec-WebSocket-Key");
+    ngx_sha1_init(&sha1);
+    ngx_sha1_update(&sha1, key->value.data, key->value.len);
+    ngx_sha1_update(&sha1, "258EAFA5-E914-47DA-95CA-C5AB0DC85B11", 36);
+    ngx_sha1_final(hash, &sha1);
+    digest.data = hash;
+    digest.len = sizeof(hash);
+    accept.data = ngx_pnalloc(r->pool, ngx_base64_encoded_length(20));
+    if (accept.data == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+    ngx_encode_base64(&accept, &digest);
+
+    /* the switch is written by hand: nothing of HTTP follows it */
+    if (ngx_http_proven_rpc_reserve(r, &ctx->out, &ctx->out_cap, 0, 256,
+                                    256) != NGX_OK)
+    {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+    p = ngx_sprintf(ctx->out, "HTTP/1.1 101 Switching Protocols\r\n"
+                    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                    "Sec-WebSocket-Accept: %V\r\n\r\n", &accept);
+    ctx->out_len = p - ctx->out;
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+    cln->handler = ngx_http_proven_rpc_ws_cleanup;
+    cln->data = ctx;
+
+    r->headers_out.status = NGX_HTTP_SWITCHING_PROTOCOLS;
+    r->header_sent = 1;
+    r->keepalive = 0;
+    r->lingering_close = 0;
+    c->log->action = "speaking WebSocket";
+
+    /* frames the client sent right after its request */
+    if (r->header_in != NULL && r->header_in->last > r->header_in->pos) {
+        if (ngx_http_proven_rpc_reserve(r, &ctx->in, &ctx->in_cap, 0,
+                r->header_in->last - r->header_in->pos,
+                prlcf->max_message + NGX_HTTP_PROVEN_RPC_FRAME_HEAD_MAX)
+            != NGX_OK)
+        {
+            ngx_http_finalize_request(r, NGX_HTTP_CLOSE);
+            return;
+        }
+        ctx->in_len = r->header_in->last - r->header_in->pos;
+        ngx_memcpy(ctx->in, r->header_in->pos, ctx->in_len);
+        r->header_in->pos = r->header_in->last;
+    }
+
+    r->read_event_handler = ngx_http_proven_rpc_ws_read;
+    r->write_event_handler = ngx_http_proven_rpc_ws_write;
+
+    ngx_http_proven_rpc_ws_write(r);
+}
+
+
+static void
+ngx_http_proven_rpc_ws_cleanup(void *data)
+{
+    ngx_http_proven_rpc_ctx_t  *ctx = data;
+
+    ngx_free(ctx->in);
+    ngx_free(ctx->msg);
+    ngx_free(ctx->out);
+    ctx->in = NULL;
+    ctx->msg = NULL;
+    ctx->out = NULL;
+}
+
+
+/* Ends the WebSocket and the request, once. */
+static void
+ngx_http_proven_rpc_ws_end(ngx_http_request_t *r,
+    ngx_http_proven_rpc_ctx_t *ctx)
+{
+    if (ctx->done) {
+        return;
+    }
+    ctx->done = 1;
+    ngx_http_finalize_request(r, NGX_HTTP_CLOSE);
+}
+
+
+/* Writes a close frame with code, then ends once it is out. */
+static void
+ngx_http_proven_rpc_ws_close(ngx_http_request_t *r,
+    ngx_http_proven_rpc_ctx_t *ctx, ngx_uint_t code, const char *reason)
+{
+    u_char  payload[NGX_HTTP_PROVEN_RPC_CONTROL_MAX];
+    size_t  len;
+
+    if (ctx->closing) {
+        return;
+    }
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "proven rpc: closing the WebSocket: %ui %s", code, reason);
+
+    payload[0] = (u_char) (code >> 8);
+    payload[1] = (u_char) code;
+    len = ngx_min(ngx_strlen(reason), sizeof(payload) - 2);
+    ngx_memcpy(payload + 2, reason, len);
+
+    ctx->closing = 1;
+    if (ngx_http_proven_rpc_ws_frame(r, ctx, NGX_HTTP_PROVEN_WS_CLOSE,
+                                     payload, len + 2) != NGX_OK)
+    {
+        ngx_http_proven_rpc_ws_end(r, ctx);
+        return;
+    }
+    ngx_http_proven_rpc_ws_write(r);
+}
+
+
+/* Starts rpc.call for the message assembled in ctx->msg. */
+static void
+ngx_http_proven_rpc_ws_call(ngx_http_request_t *r,
+    ngx_http_proven_rpc_ctx_t *ctx)
+{
+    ngx_int_t     rc;
+    cbor_item_t  *req;
+
+    req = ngx_http_proven_rpc_call_request(r, ctx, ctx->msg, ctx->msg_len);
+    ctx->msg_len = 0;
+    if (req == NULL) {
+        ngx_http_proven_rpc_ws_close(r, ctx, NGX_HTTP_PROVEN_WS_INTERNAL,
+                                     "out of memory");
+        return;
+    }
+    rc = ngx_http_proven_daemon_call(r, req, ngx_http_proven_rpc_ws_answer,
+                                     NULL);
+    cbor_decref(&req);
+    if (rc != NGX_OK) {
+        ngx_http_proven_rpc_ws_close(r, ctx, NGX_HTTP_PROVEN_WS_INTERNAL,
+                                     "provend cannot be called");
+        return;
+    }
+    ctx->calling = 1;
+}
+
+
+static void
+ngx_http_proven_rpc_ws_answer(ngx_http_request_t *r,
+    ngx_http_proven_daemon_status_e status, proven_response_t *res,
+    void *data)
+{
+    cbor_item_t                *bytes;
+    ngx_http_proven_rpc_ctx_t  *ctx;
+
+    (void) data;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_proven_rpc_module);
+    ctx->calling = 0;
+
+    if (ctx->closing) {
+        ngx_http_proven_rpc_ws_write(r);
+        return;
+    }
+
+    if (status == NGX_HTTP_PROVEN_DAEMON_OK) {
+        bytes = proven_cbor_map_get(res->result, "message");
+        if (bytes == NULL || !cbor_isa_bytestring(bytes)
+            || !cbor_bytestring_is_definite(bytes)
+            || ngx_http_proven_rpc_ws_frame(r, ctx,
+                   NGX_HTTP_PROVEN_WS_BINARY, cbor_bytestring_handle(bytes),
+                   cbor_bytestring_length(bytes)) != NGX_OK)
+        {
+            ngx_http_proven_rpc_ws_close(r, ctx, NGX_HTTP_PROVEN_WS_INTERNAL,
+                                         "no answer to send");
+            return;
+        }
+
+    } else if (status == NGX_HTTP_PROVEN_DAEMON_ERROR) {
+        if (ngx_http_proven_rpc_ws_refusal(r, ctx, res->code, res->message)
+            != NGX_OK)
+        {
+            ngx_http_proven_rpc_ws_end(r, ctx);
+            return;
+        }
+        if (ngx_strcmp(res->code, "unknown_session") == 0) {
+            ngx_http_proven_rpc_ws_close(r, ctx, NGX_HTTP_PROVEN_WS_POLICY,
+                                         "the session is gone");
+            return;
+        }
+
+    } else {
+        ngx_http_proven_rpc_ws_close(r, ctx, NGX_HTTP_PROVEN_WS_INTERNAL,
+                                     "the node's daemon did not answer");
+        return;
+    }
+
+    ngx_http_proven_rpc_ws_write(r);
+}
+
+
+/*
+ * Parses frames in ctx->in while nothing else is under way: answers
+ * control frames, assembles a message and hands it to provend.
+ * NGX_AGAIN: more bytes are needed.  NGX_OK: something is under way.
+ */
+static ngx_int_t
+ngx_http_proven_rpc_ws_parse(ngx_http_request_t *r,
+    ngx_http_proven_rpc_ctx_t *ctx)
+{
+    u_char                          *p, *mask, *payload;
+    size_t                           head, i, have;
+    uint64_t                         len;
+    ngx_uint_t                       fin, opcode;
+    ngx_http_proven_rpc_loc_conf_t  *prlcf;
+
+    prlcf = ngx_http_get_module_loc_conf(r, ngx_http_proven_rpc_module);
+
+    while (!ctx->calling && !ctx->closing && ctx->out_len == 0) {
+
+        p = ctx->in;
+        have = ctx->in_len;
+        if (have < 2) {
+            return NGX_AGAIN;
+        }
+
+        fin = p[0] & 0x80;
+        opcode = p[0] & 0x0f;
+        if (p[0] & 0x70) {
+            ngx_http_proven_rpc_ws_close(r, ctx, NGX_HTTP_PROVEN_WS_PROTOCOL,
+                                         "reserved bits are set");
+            return NGX_OK;
+        }
+        if (!(p[1] & 0x80)) {
+            ngx_http_proven_rpc_ws_close(r, ctx, NGX_HTTP_PROVEN_WS_PROTOCOL,
+                                         "client frames must be masked");
+            return NGX_OK;
+        }
+
+        len = p[1] & 0x7f;
+        head = 2;
+        if (len == 126) {
+            if (have < 4) {
+                return NGX_AGAIN;
+            }
+            len = (uint64_t) p[2] << 8 | p[3];
+            head = 4;
+        } else if (len == 127) {
+            if (have < 10) {
+                return NGX_AGAIN;
+            }
+            len = 0;
+            for (i = 2; i < 10; i++) {
+                len = len << 8 | p[i];
+            }
+            head = 10;
+        }
+        mask = p + head;
+        head += 4;
+
+        if (opcode >= NGX_HTTP_PROVEN_WS_CLOSE) {
+            if (opcode > NGX_HTTP_PROVEN_WS_PONG || !fin
+                || len > NGX_HTTP_PROVEN_RPC_CONTROL_MAX)
+            {
+                ngx_http_proven_rpc_ws_close(r, ctx,
+                    NGX_HTTP_PROVEN_WS_PROTOCOL,
+                    "a control frame must be whole and at most 125 bytes");
+                return NGX_OK;
+            }
+        } else if (opcode == NGX_HTTP_PROVEN_WS_TEXT) {
+            ngx_http_proven_rpc_ws_close(r, ctx,
+                NGX_HTTP_PROVEN_WS_UNSUPPORTED,
+                "messages are binary frames of CBOR");
+            return NGX_OK;
+        } else if (opcode == NGX_HTTP_PROVEN_WS_BINARY) {
+            if (ctx->msg_open) {
+                ngx_http_proven_rpc_ws_close(r, ctx,
+                    NGX_HTTP_PROVEN_WS_PROTOCOL,
+                    "a new message began inside a fragmented one");
+                return NGX_OK;
+            }
+        } else if (opcode == NGX_HTTP_PROVEN_WS_CONT) {
+            if (!ctx->msg_open) {
+                ngx_http_proven_rpc_ws_close(r, ctx,
+                    NGX_HTTP_PROVEN_WS_PROTOCOL,
+                    "a continuation frame without a message");
+                return NGX_OK;
+            }
+        } else {
+            ngx_http_proven_rpc_ws_close(r, ctx, NGX_HTTP_PROVEN_WS_PROTOCOL,
+                                         "an unknown opcode");
+            return NGX_OK;
+        }
+
+        if (opcode < NGX_HTTP_PROVEN_WS_CLOSE
+            && len > prlcf->max_message - ctx->msg_len)
+        {
+            ngx_http_proven_rpc_ws_close(r, ctx, NGX_HTTP_PROVEN_WS_TOO_BIG,
+                "the message is larger than proven_rpc_max_message");
+            return NGX_OK;
+        }
+
+        if (have < head + len) {
+            /* the whole frame must fit: it is bounded above */
+            if (ngx_http_proven_rpc_reserve(r, &ctx->in, &ctx->in_cap,
+                    ctx->in_len, head + len - have,
+                    prlcf->max_message + NGX_HTTP_PROVEN_RPC_FRAME_HEAD_MAX)
+                != NGX_OK)
+            {
+                ngx_http_proven_rpc_ws_close(r, ctx,
+                                             NGX_HTTP_PROVEN_WS_INTERNAL,
+                                             "out of memory");
+                return NGX_OK;
+            }
+            return NGX_AGAIN;
+        }
+
+        payload = ctx->in + head;
+        for (i = 0; i < len; i++) {
+            payload[i] ^= mask[i & 3];
+        }
+
+        switch (opcode) {
+
+        case NGX_HTTP_PROVEN_WS_PING:
+            if (ngx_http_proven_rpc_ws_frame(r, ctx, NGX_HTTP_PROVEN_WS_PONG,
+                                             payload, len) != NGX_OK)
+            {
+                ngx_http_proven_rpc_ws_end(r, ctx);
+                return NGX_OK;
+            }
+            break;
+
+        case NGX_HTTP_PROVEN_WS_PONG:
+            break;
+
+        case NGX_HTTP_PROVEN_WS_CLOSE:
+            if (len == 1) {
+                ngx_http_proven_rpc_ws_close(r, ctx,
+                    NGX_HTTP_PROVEN_WS_PROTOCOL, "a close frame of 1 byte");
+                return NGX_OK;
+            }
+            ngx_http_proven_rpc_ws_close(r, ctx, NGX_HTTP_PROVEN_WS_NORMAL,
+                                         "closed by the client");
+            return NGX_OK;
+
+        default:                                  /* BINARY, CONT */
+            if (ngx_http_proven_rpc_reserve(r, &ctx->msg, &ctx->msg_cap,
+                                            ctx->msg_len, len,
+                                            prlcf->max_message)
+                != NGX_OK)
+            {
+                ngx_http_proven_rpc_ws_close(r, ctx,
+                                             NGX_HTTP_PROVEN_WS_INTERNAL,
+                                             "out of memory");
+                return NGX_OK;
+            }
+            if (len > 0) {
+                ngx_memcpy(ctx->msg + ctx->msg_len, payload, len);
+                ctx->msg_len += len;
+            }
+            ctx->msg_open = !fin;
+        }
+
+        /* the frame is consumed */
+        ctx->in_len -= head + len;
+        if (ctx->in_len > 0) {
+            ngx_memmove(ctx->in, ctx->in + head + len, ctx->in_len);
+        }
+
+        if (opcode <= NGX_HTTP_PROVEN_WS_BINARY && fin) {
+            if (ctx->msg_len == 0) {
+                if (ngx_http_proven_rpc_ws_refusal(r, ctx, "bad_message",
+                        "an empty message") != NGX_OK)
+                {
+                    ngx_http_proven_rpc_ws_end(r, ctx);
+                    return NGX_OK;
+                }
+                continue;
+            }
+            ngx_http_proven_rpc_ws_call(r, ctx);
+            return NGX_OK;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_proven_rpc_ws_read(ngx_http_request_t *r)
+{
+    ssize_t                          n;
+    ngx_int_t                        rc;
+    ngx_event_t                     *rev;
+    ngx_connection_t                *c;
+    ngx_http_proven_rpc_ctx_t       *ctx;
+    ngx_http_proven_rpc_loc_conf_t  *prlcf;
+
+    c = r->connection;
+    rev = c->read;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_proven_rpc_module);
+    prlcf = ngx_http_get_module_loc_conf(r, ngx_http_proven_rpc_module);
+
+    if (ctx->done) {
+        return;
+    }
+
+    if (rev->timedout) {
+        rev->timedout = 0;
+        if (ctx->closing) {
+            ngx_http_proven_rpc_ws_end(r, ctx);
+        } else {
+            ngx_http_proven_rpc_ws_close(r, ctx,
+                                         NGX_HTTP_PROVEN_WS_GOING_AWAY,
+                                         "idle for too long");
+        }
+        return;
+    }
+
+    for ( ;; ) {
+        rc = ngx_http_proven_rpc_ws_parse(r, ctx);
+        if (ctx->done) {
+            return;
+        }
+        if (rc == NGX_OK) {
+            /* an answer, a call or a close is under way; reads wait: with
+             * edge-triggered events they resume by hand (ws_write) */
+            if (ctx->out_len > 0) {
+                ngx_http_proven_rpc_ws_write(r);
+            }
+            return;
+        }
+
+        if (ngx_http_proven_rpc_reserve(r, &ctx->in, &ctx->in_cap,
+                ctx->in_len, 1,
+                prlcf->max_message + NGX_HTTP_PROVEN_RPC_FRAME_HEAD_MAX)
+            != NGX_OK)
+        {
+            ngx_http_proven_rpc_ws_close(r, ctx, NGX_HTTP_PROVEN_WS_INTERNAL,
+                                         "out of memory");
+            return;
+        }
+
+        n = c->recv(c, ctx->in + ctx->in_len, ctx->in_cap - ctx->in_len);
+        if (n == NGX_AGAIN) {
+            break;
+        }
+        if (n == 0 || n == NGX_ERROR) {
+            /* the client went away without a close frame */
+            ngx_http_proven_rpc_ws_end(r, ctx);
+            return;
+        }
+        ctx->in_len += n;
+    }
+
+    if (ngx_handle_read_event(rev, 0) != NGX_OK) {
+        ngx_http_proven_rpc_ws_end(r, ctx);
+        return;
+    }
+    ngx_add_timer(rev, prlcf->ws_idle);
+}
+
+
+static void
+ngx_http_proven_rpc_ws_write(ngx_http_request_t *r)
+{
+    ssize_t                     n;
+    ngx_event_t                *wev;
+    ngx_connection_t           *c;
+    ngx_http_core_loc_conf_t   *clcf;
+    ngx_http_proven_rpc_ctx_t  *ctx;
+
+    c = r->connection;
+    wev = c->write;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_proven_rpc_module);
+
+    if (ctx->done) {
+        return;
+    }
+    if (wev->timedout) {
+        ngx_http_proven_rpc_ws_end(r, ctx);
+        return;
+    }
+
+    while (ctx->out_pos < ctx->out_len) {
+        n = c->send(c, ctx->out + ctx->out_pos, ctx->out_len - ctx->out_pos);
+        if (n == NGX_AGAIN) {
+            if (ngx_handle_write_event(wev, 0) != NGX_OK) {
+                ngx_http_proven_rpc_ws_end(r, ctx);
+                return;
+            }
+            clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+            ngx_add_timer(wev, ctx->closing ? NGX_HTTP_PROVEN_RPC_CLOSE_WAIT
+                                            : clcf->send_timeout);
+            return;
+        }
+        if (n == NGX_ERROR) {
+            ngx_http_proven_rpc_ws_end(r, ctx);
+            return;
+        }
+        ctx->out_pos += n;
+    }
+
+    ctx->out_pos = 0;
+    ctx->out_len = 0;
+    if (wev->timer_set) {
+        ngx_del_timer(wev);
+    }
+
+    if (ctx->closing) {
+        if (!ctx->calling) {
+            ngx_http_proven_rpc_ws_end(r, ctx);
+        }
+        return;
+    }
+
+    /* written: read on (bytes may wait in ctx->in or in the kernel) */
+    if (!ctx->calling) {
+        ngx_http_proven_rpc_ws_read(r);
+    }
+}
+
+
+/* ---- configuration ------------------------------------------------------- */
+
+static void *
+ngx_http_proven_rpc_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_proven_rpc_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_proven_rpc_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+    conf->enable = NGX_CONF_UNSET;
+    conf->max_message = NGX_CONF_UNSET_SIZE;
+    conf->ws_idle = NGX_CONF_UNSET_MSEC;
+    return conf;
+}
+
+
+static char *
+ngx_http_proven_rpc_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_proven_rpc_loc_conf_t  *prev = parent;
+    ngx_http_proven_rpc_loc_conf_t  *conf = child;
+
+    ngx_conf_merge_value(conf->enable, prev->enable, 0);
+    ngx_conf_merge_size_value(conf->max_message, prev->max_message,
+                              1024 * 1024);
+    ngx_conf_merge_msec_value(conf->ws_idle, prev->ws_idle, 300000);
+
+    if (conf->max_message == 0 || conf->max_message > 8 * 1024 * 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "proven rpc: proven_rpc_max_message must be "
+                           "1..8m");
+        return NGX_CONF_ERROR;
+    }
+    if (conf->enable && !ngx_http_proven_daemon_configured(cf)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "proven rpc: proven_rpc needs proven_daemon at "
+                           "http level");
+        return NGX_CONF_ERROR;
+    }
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_proven_rpc(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_proven_rpc_loc_conf_t  *prlcf = conf;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (prlcf->enable != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+    prlcf->enable = 1;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_proven_rpc_handler;
+    return NGX_CONF_OK;
+}
