@@ -494,6 +494,11 @@ cli_app_replay(cli_client_t *c, const char *app, proven_app_state_t *st,
                 json_object_set_new(line, "owner", cli_app_hex(e.owner, 32));
             }
             json_object_set_new(line, "signer", cli_app_hex(e.signer, 32));
+            if (e.has_session) {
+                /* made over that session, the signer's Identify proof */
+                json_object_set_new(line, "session",
+                                    cli_app_hex(e.session, 16));
+            }
             json_object_set_new(line, "hash", cli_app_hex(hash, 32));
             cli_json_print(line, CLI_APP_JSON);
             json_decref(line);

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <uv.h>
 
@@ -56,6 +57,7 @@
 #define PROVEND_POOL_HOT_MS       2000
 #define PROVEND_POOL_COLD_MS      10000
 #define PROVEND_WAKES_MAX         4096       /* requests waiting per app */
+#define PROVEND_ORIGINS_MAX       64         /* allowed origins per app */
 
 
 typedef struct provend_app_s     provend_app_t;
@@ -122,6 +124,10 @@ struct provend_app_s {
     provend_wake_t     *wakes;
     size_t              nwakes;
     int                 busy;       /* a change is under way */
+    int                 reserved;   /* created over a session: its owner */
+    uint8_t             reserved_owner[PROVEN_AUDIT_KEY_LEN];
+    char               *origins[PROVEND_ORIGINS_MAX];  /* may open sessions */
+    size_t              norigins;
     provend_apps_t     *apps;
     provend_app_t      *next;
 };
@@ -311,7 +317,7 @@ provend_apps_create_tables(provend_apps_t *apps, char *err, size_t errlen)
     int                     rc;
     provend_storage_req_t  *req;
 
-    req = provend_apps_sql(PROVEND_OP_SQL_EXECUTE, 2);
+    req = provend_apps_sql(PROVEND_OP_SQL_EXECUTE, 4);
     if (req == NULL
         || provend_apps_stmt(req, 0, "CREATE TABLE IF NOT EXISTS audit ("
                              "app TEXT NOT NULL, seq INTEGER NOT NULL, "
@@ -319,7 +325,13 @@ provend_apps_create_tables(provend_apps_t *apps, char *err, size_t errlen)
                              0) != PROVEN_OK
         || provend_apps_stmt(req, 1, "CREATE TABLE IF NOT EXISTS packages ("
                              "id BLOB PRIMARY KEY, bytes BLOB NOT NULL)", 0)
-           != PROVEN_OK)
+           != PROVEN_OK
+        || provend_apps_stmt(req, 2, "CREATE TABLE IF NOT EXISTS created ("
+                             "app TEXT PRIMARY KEY, owner BLOB NOT NULL)", 0)
+           != PROVEN_OK
+        || provend_apps_stmt(req, 3, "CREATE TABLE IF NOT EXISTS origins ("
+                             "app TEXT NOT NULL, origin TEXT NOT NULL, "
+                             "PRIMARY KEY (app, origin))", 0) != PROVEN_OK)
     {
         provend_storage_req_free(req);
         provend_apps_err("out of memory");
@@ -432,6 +444,9 @@ provend_apps_on_app_closed(uv_handle_t *handle)
         cbor_decref(&app->routes);
     }
     free(app->schedules);
+    for (i = 0; i < app->norigins; i++) {
+        free(app->origins[i]);
+    }
     proven_app_state_free(&app->state);
     while ((wake = app->wakes) != NULL) {   /* answered by stop, if run */
         app->wakes = wake->next;
@@ -593,6 +608,95 @@ done:
  * not verify stops provend (the data directory holds something provend
  * never wrote, and the encryption below should have caught it).
  */
+/*
+ * Applications created over sessions and not deployed yet, and every
+ * app's allowed origins (tables "created" and "origins"): few and small,
+ * read in one query each.
+ */
+static int
+provend_apps_load_created(provend_apps_t *apps, char *err, size_t errlen)
+{
+    int                     rc, pass;
+    char                    name[PROVEND_NAME_MAX + 1];
+    size_t                  i, n, len;
+    cbor_item_t            *rows, *row, *a, *b;
+    provend_app_t          *app;
+    provend_storage_req_t  *req;
+
+    for (pass = 0; pass < 2; pass++) {
+        req = provend_apps_sql(PROVEND_OP_SQL_QUERY, 1);
+        if (req == NULL
+            || provend_apps_stmt(req, 0, pass == 0
+                                 ? "SELECT app, owner FROM created"
+                                 : "SELECT app, origin FROM origins "
+                                   "ORDER BY app, origin", 0) != PROVEN_OK)
+        {
+            provend_storage_req_free(req);
+            provend_apps_err("out of memory");
+            return PROVEN_ERR;
+        }
+        req->limit = 5000;     /* the most a query answers */
+        rc = provend_apps_call(apps->storage, req, err, errlen);
+
+        rows = rc == PROVEN_OK ? proven_cbor_map_get(req->result, "rows")
+                               : NULL;
+        n = rows != NULL && cbor_isa_array(rows) ? cbor_array_size(rows) : 0;
+        for (i = 0; i < n && rc == PROVEN_OK; i++) {
+            row = cbor_array_handle(rows)[i];
+            a = cbor_isa_array(row) && cbor_array_size(row) == 2
+                ? cbor_array_handle(row)[0] : NULL;
+            b = a != NULL ? cbor_array_handle(row)[1] : NULL;
+            if (a == NULL || !cbor_isa_string(a)
+                || !cbor_string_is_definite(a)
+                || cbor_string_length(a) > PROVEND_NAME_MAX)
+            {
+                provend_apps_err("registry: a malformed row");
+                rc = PROVEN_ERR;
+                break;
+            }
+            len = cbor_string_length(a);
+            memcpy(name, cbor_string_handle(a), len);
+            name[len] = '\0';
+
+            app = provend_apps_find(apps, name);
+            if (pass == 0) {
+                if (app == NULL) {
+                    app = provend_apps_add(apps, name);
+                }
+                if (app == NULL || !cbor_isa_bytestring(b)
+                    || cbor_bytestring_length(b) != PROVEN_AUDIT_KEY_LEN)
+                {
+                    provend_apps_err("registry: a malformed created row");
+                    rc = PROVEN_ERR;
+                    break;
+                }
+                app->reserved = 1;
+                memcpy(app->reserved_owner, cbor_bytestring_handle(b),
+                       PROVEN_AUDIT_KEY_LEN);
+
+            } else if (app != NULL && app->norigins < PROVEND_ORIGINS_MAX
+                       && cbor_isa_string(b) && cbor_string_is_definite(b))
+            {
+                app->origins[app->norigins] = strndup(
+                    (const char *) cbor_string_handle(b),
+                    cbor_string_length(b));
+                if (app->origins[app->norigins] == NULL) {
+                    provend_apps_err("out of memory");
+                    rc = PROVEN_ERR;
+                    break;
+                }
+                app->norigins++;
+            }
+        }
+        provend_storage_req_free(req);
+        if (rc != PROVEN_OK) {
+            return PROVEN_ERR;
+        }
+    }
+    return PROVEN_OK;
+}
+
+
 static int
 provend_apps_load(provend_apps_t *apps, char *err, size_t errlen)
 {
@@ -683,6 +787,10 @@ provend_apps_load(provend_apps_t *apps, char *err, size_t errlen)
         if (cursor == NULL) {
             break;
         }
+    }
+
+    if (provend_apps_load_created(apps, err, errlen) != PROVEN_OK) {
+        return PROVEN_ERR;
     }
 
     for (app = apps->apps; app != NULL; app = app->next) {
@@ -1541,7 +1649,8 @@ provend_change_fail(provend_change_t *c, const char *code,
 
     app = c->app;
     app->busy = 0;
-    if (app->state.seq == 0 && app->nserving == 0 && app->starting == NULL)
+    if (app->state.seq == 0 && !app->reserved && app->nserving == 0
+        && app->starting == NULL)
     {
         provend_apps_remove(c->apps, app);
     }
@@ -2182,7 +2291,7 @@ failed:
  */
 static void
 provend_apps_op_change(provend_apps_t *apps, const proven_request_t *req,
-    int deploy, provend_ops_reply_pt reply, void *ctx)
+    int deploy, int by_session, provend_ops_reply_pt reply, void *ctx)
 {
     char                   name[PROVEND_NAME_MAX + 1], err[PROVEN_ERR_LEN];
     char                   action[16];
@@ -2220,6 +2329,19 @@ provend_apps_op_change(provend_apps_t *apps, const proven_request_t *req,
                                  "(64 bytes) are required");
         free(c);
         return;
+    }
+
+    /* only sessions (sessions.c) make changes proved by a session */
+    if (by_session) {
+        if (proven_cbor_fixed(req->map, "session", c->entry.session,
+                              PROVEN_AUDIT_SESSION_LEN) != PROVEN_OK)
+        {
+            provend_ops_reply_error(reply, ctx, req->id, "internal",
+                                    "no session id");
+            free(c);
+            return;
+        }
+        c->entry.has_session = 1;
     }
 
     if (deploy) {
@@ -2288,6 +2410,23 @@ provend_apps_op_change(provend_apps_t *apps, const proven_request_t *req,
     }
 
     app = provend_apps_find(apps, name);
+    if (app == NULL && by_session) {
+        snprintf(err, sizeof(err), "no application \"%s\": create it "
+                 "first (CreateApplication)", name);
+        provend_ops_reply_error(reply, ctx, req->id, "not_found", err);
+        provend_change_free(c);
+        return;
+    }
+    if (app != NULL && app->reserved && app->state.seq == 0
+        && memcmp(app->reserved_owner, c->entry.signer,
+                  PROVEN_AUDIT_KEY_LEN) != 0)
+    {
+        snprintf(err, sizeof(err), "\"%s\" was created by another owner",
+                 name);
+        provend_ops_reply_error(reply, ctx, req->id, "forbidden", err);
+        provend_change_free(c);
+        return;
+    }
     if (app == NULL && !deploy) {
         snprintf(err, sizeof(err), "no application \"%s\"", name);
         provend_ops_reply_error(reply, ctx, req->id, "not_found", err);
@@ -2439,6 +2578,354 @@ provend_apps_op_wake(provend_apps_t *apps, const proven_request_t *req,
 }
 
 
+/* ---- for sessions: created apps, origins, owners, deploys -------------- */
+
+typedef struct {
+    uv_work_t              work;
+    provend_apps_t        *apps;
+    char                   app[PROVEND_NAME_MAX + 1];
+    uint8_t                owner[PROVEN_AUDIT_KEY_LEN];
+    char                  *origin;        /* NULL: a creation */
+    provend_storage_status_t status;
+    char                   error[PROVEN_ERR_LEN];
+    provend_apps_done_pt   done;
+    void                  *data;
+} provend_registry_job_t;
+
+
+static void
+provend_registry_write(uv_work_t *work)
+{
+    provend_registry_job_t  *job;
+    provend_storage_req_t   *req;
+
+    job = work->data;
+    job->status = PROVEND_ST_INTERNAL;
+    snprintf(job->error, sizeof(job->error), "out of memory");
+
+    req = provend_apps_sql(PROVEND_OP_SQL_EXECUTE, 1);
+    if (req == NULL
+        || provend_apps_stmt(req, 0, job->origin == NULL
+                             ? "INSERT INTO created (app, owner) "
+                               "VALUES (?, ?)"
+                             : "INSERT OR IGNORE INTO origins (app, origin) "
+                               "VALUES (?, ?)", 2) != PROVEN_OK
+        || provend_apps_param(&req->stmts[0], 0, PROVEND_SQL_TEXT, job->app,
+                              strlen(job->app)) != PROVEN_OK
+        || (job->origin == NULL
+            ? provend_apps_param(&req->stmts[0], 1, PROVEND_SQL_BLOB,
+                                 job->owner, PROVEN_AUDIT_KEY_LEN)
+            : provend_apps_param(&req->stmts[0], 1, PROVEND_SQL_TEXT,
+                                 job->origin, strlen(job->origin)))
+           != PROVEN_OK)
+    {
+        provend_storage_req_free(req);
+        return;
+    }
+    job->status = provend_storage_call(job->apps->storage, req);
+    snprintf(job->error, sizeof(job->error), "%s", req->error);
+    provend_storage_req_free(req);
+}
+
+
+static void
+provend_registry_written(uv_work_t *work, int status)
+{
+    cbor_item_t             *result;
+    provend_app_t           *app;
+    provend_registry_job_t  *job;
+
+    job = work->data;
+    app = provend_apps_find(job->apps, job->app);
+
+    if (status != 0 || job->status != PROVEND_ST_OK || app == NULL) {
+        provend_error("apps: registry write for %s failed: %s", job->app,
+                      job->error);
+        if (job->origin == NULL && app != NULL && app->state.seq == 0
+            && app->nserving == 0 && app->starting == NULL)
+        {
+            provend_apps_remove(job->apps, app);
+        }
+        job->done(job->data, "storage_error", job->error, NULL);
+
+    } else if (job->origin == NULL) {
+        app->busy = 0;
+        provend_info("apps: %s created over a session", job->app);
+        result = cbor_build_string(job->app);
+        job->done(job->data, result == NULL ? "internal" : NULL,
+                  "out of memory", result);
+        if (result != NULL) {
+            cbor_decref(&result);
+        }
+
+    } else {
+        app->busy = 0;
+        if (app->norigins < PROVEND_ORIGINS_MAX) {
+            app->origins[app->norigins++] = job->origin;
+            job->origin = NULL;
+        }
+        job->done(job->data, NULL, NULL, NULL);
+    }
+
+    free(job->origin);
+    free(job);
+}
+
+
+static int
+provend_registry_queue(provend_registry_job_t *job)
+{
+    job->work.data = job;
+    return uv_queue_work(job->apps->loop, &job->work, provend_registry_write,
+                         provend_registry_written) == 0
+           ? PROVEN_OK : PROVEN_ERR;
+}
+
+
+static int
+provend_app_owned_by(provend_app_t *app, const uint8_t *identity)
+{
+    size_t  i;
+
+    if (app->state.seq == 0) {
+        return app->reserved
+               && memcmp(app->reserved_owner, identity,
+                         PROVEN_AUDIT_KEY_LEN) == 0;
+    }
+    for (i = 0; i < app->state.nowners; i++) {
+        if (memcmp(app->state.owners[i], identity, PROVEN_AUDIT_KEY_LEN)
+            == 0)
+        {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+
+int
+provend_apps_create(provend_apps_t *apps, const uint8_t *owner,
+    provend_apps_done_pt done, void *data)
+{
+    uint8_t                  id[16];
+    provend_app_t           *app;
+    provend_registry_job_t  *job;
+
+    if (apps->napps >= PROVEND_APPS_MAX) {
+        done(data, "too_large", "this node holds as many applications as it "
+             "may", NULL);
+        return PROVEN_OK;
+    }
+
+    job = calloc(1, sizeof(*job));
+    if (job == NULL || RAND_bytes(id, sizeof(id)) != 1) {
+        free(job);
+        return PROVEN_ERR;
+    }
+    /* a version 4 UUID: [0-9a-f-], a valid app name */
+    id[6] = (id[6] & 0x0f) | 0x40;
+    id[8] = (id[8] & 0x3f) | 0x80;
+    snprintf(job->app, sizeof(job->app), "%02x%02x%02x%02x-%02x%02x-%02x%02x"
+             "-%02x%02x-%02x%02x%02x%02x%02x%02x", id[0], id[1], id[2],
+             id[3], id[4], id[5], id[6], id[7], id[8], id[9], id[10], id[11],
+             id[12], id[13], id[14], id[15]);
+    job->apps = apps;
+    memcpy(job->owner, owner, PROVEN_AUDIT_KEY_LEN);
+    job->done = done;
+    job->data = data;
+
+    app = provend_apps_add(apps, job->app);
+    if (app == NULL) {
+        free(job);
+        return PROVEN_ERR;
+    }
+    app->reserved = 1;
+    app->busy = 1;
+    memcpy(app->reserved_owner, owner, PROVEN_AUDIT_KEY_LEN);
+
+    if (provend_registry_queue(job) != PROVEN_OK) {
+        provend_apps_remove(apps, app);
+        free(job);
+        return PROVEN_ERR;
+    }
+    return PROVEN_OK;
+}
+
+
+int
+provend_apps_add_origin(provend_apps_t *apps, const char *name,
+    const uint8_t *identity, const char *origin, provend_apps_done_pt done,
+    void *data)
+{
+    char                     err[PROVEN_ERR_LEN];
+    size_t                   i;
+    provend_app_t           *app;
+    provend_registry_job_t  *job;
+
+    app = provend_apps_find(apps, name);
+    if (app == NULL || (app->state.seq == 0 && !app->reserved)) {
+        snprintf(err, sizeof(err), "no application \"%s\"", name);
+        done(data, "not_found", err, NULL);
+        return PROVEN_OK;
+    }
+    if (!provend_app_owned_by(app, identity)) {
+        done(data, "forbidden", "only an owner may allow origins", NULL);
+        return PROVEN_OK;
+    }
+    for (i = 0; i < app->norigins; i++) {
+        if (strcmp(app->origins[i], origin) == 0) {
+            done(data, NULL, NULL, NULL);
+            return PROVEN_OK;
+        }
+    }
+    if (app->norigins >= PROVEND_ORIGINS_MAX) {
+        done(data, "too_large", "an application allows at most 64 origins",
+             NULL);
+        return PROVEN_OK;
+    }
+    if (app->busy) {
+        done(data, "conflict", "another change to this application is under "
+             "way; try again", NULL);
+        return PROVEN_OK;
+    }
+
+    job = calloc(1, sizeof(*job));
+    if (job == NULL || (job->origin = strdup(origin)) == NULL) {
+        free(job);
+        return PROVEN_ERR;
+    }
+    snprintf(job->app, sizeof(job->app), "%s", name);
+    job->apps = apps;
+    job->done = done;
+    job->data = data;
+    app->busy = 1;
+
+    if (provend_registry_queue(job) != PROVEN_OK) {
+        app->busy = 0;
+        free(job->origin);
+        free(job);
+        return PROVEN_ERR;
+    }
+    return PROVEN_OK;
+}
+
+
+int
+provend_apps_origin_allowed(provend_apps_t *apps, const char *name,
+    const char *origin)
+{
+    size_t          i;
+    provend_app_t  *app;
+
+    app = provend_apps_find(apps, name);
+    for (i = 0; app != NULL && i < app->norigins; i++) {
+        if (strcmp(app->origins[i], origin) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+
+cbor_item_t *
+provend_apps_owned_by(provend_apps_t *apps, const uint8_t *identity)
+{
+    cbor_item_t    *list, *name;
+    provend_app_t  *app;
+
+    list = cbor_new_indefinite_array();
+    for (app = apps->apps; list != NULL && app != NULL; app = app->next) {
+        if (!provend_app_owned_by(app, identity)) {
+            continue;
+        }
+        name = cbor_build_string(app->name);
+        if (name == NULL || !cbor_array_push(list, name)) {
+            if (name != NULL) {
+                cbor_decref(&name);
+            }
+            cbor_decref(&list);
+            return NULL;
+        }
+        cbor_decref(&name);
+    }
+    return list;
+}
+
+
+typedef struct {
+    provend_apps_done_pt   done;
+    void                  *data;
+} provend_session_change_t;
+
+
+/* app.deploy's answer frame, for the session that asked. */
+static void
+provend_session_changed(void *ctx, uint8_t *frame, size_t len)
+{
+    char                       err[PROVEN_ERR_LEN];
+    proven_response_t          res;
+    provend_session_change_t  *sc;
+
+    sc = ctx;
+    if (frame == NULL || len < PROVEN_FRAME_HEADER
+        || proven_response_decode(frame + PROVEN_FRAME_HEADER,
+                                  len - PROVEN_FRAME_HEADER, &res, err,
+                                  sizeof(err)) != PROVEN_OK)
+    {
+        sc->done(sc->data, "internal", "out of memory", NULL);
+    } else {
+        sc->done(sc->data, res.ok ? NULL : res.code, res.message,
+                 res.ok ? res.result : NULL);
+        proven_response_free(&res);
+    }
+    free(frame);
+    free(sc);
+}
+
+
+int
+provend_apps_deploy_by_session(provend_apps_t *apps, const char *name,
+    cbor_item_t *package, const uint8_t *identity, const uint8_t *session,
+    const uint8_t *signature, provend_apps_done_pt done, void *data)
+{
+    int                        ok;
+    proven_request_t           req;
+    provend_session_change_t  *sc;
+
+    sc = malloc(sizeof(*sc));
+    if (sc == NULL) {
+        return PROVEN_ERR;
+    }
+    sc->done = done;
+    sc->data = data;
+
+    memset(&req, 0, sizeof(req));
+    snprintf(req.op, sizeof(req.op), "app.deploy");
+    req.map = cbor_new_definite_map(5);
+    ok = req.map != NULL
+         && proven_cbor_map_put(req.map, "app", cbor_build_string(name))
+            == PROVEN_OK
+         && proven_cbor_map_put(req.map, "package", cbor_incref(package))
+            == PROVEN_OK
+         && proven_cbor_map_put(req.map, "signer", cbor_build_bytestring(
+                identity, PROVEN_AUDIT_KEY_LEN)) == PROVEN_OK
+         && proven_cbor_map_put(req.map, "signature", cbor_build_bytestring(
+                signature, PROVEN_AUDIT_SIG_LEN)) == PROVEN_OK
+         && proven_cbor_map_put(req.map, "session", cbor_build_bytestring(
+                session, PROVEN_AUDIT_SESSION_LEN)) == PROVEN_OK;
+    if (!ok) {
+        if (req.map != NULL) {
+            cbor_decref(&req.map);
+        }
+        free(sc);
+        return PROVEN_ERR;
+    }
+    provend_apps_op_change(apps, &req, 1, 1, provend_session_changed, sc);
+    cbor_decref(&req.map);
+    return PROVEN_OK;
+}
+
+
 /* ---- runs for sessions -------------------------------------------------- */
 
 #define PROVEND_RUN_TIMEOUT_MS   (310 * 1000)   /* past any handler's own */
@@ -2519,12 +3006,12 @@ provend_run_woken(void *ctx, uint8_t *frame, size_t len)
 
 
 int
-provend_apps_deployed(provend_apps_t *apps, const char *name)
+provend_apps_exists(provend_apps_t *apps, const char *name)
 {
     provend_app_t  *app;
 
     app = provend_apps_find(apps, name);
-    return app != NULL && app->package != NULL && app->state.has_current;
+    return app != NULL && (app->reserved || app->state.seq > 0);
 }
 
 
@@ -2625,9 +3112,9 @@ provend_apps_dispatch(provend_apps_t *apps, const proven_request_t *req,
     } else if (strcmp(req->op, "app.head") == 0) {
         provend_apps_op_head(apps, req, reply, ctx);
     } else if (strcmp(req->op, "app.deploy") == 0) {
-        provend_apps_op_change(apps, req, 1, reply, ctx);
+        provend_apps_op_change(apps, req, 1, 0, reply, ctx);
     } else if (strcmp(req->op, "app.update") == 0) {
-        provend_apps_op_change(apps, req, 0, reply, ctx);
+        provend_apps_op_change(apps, req, 0, 0, reply, ctx);
     } else if (strcmp(req->op, "app.list") == 0) {
         provend_apps_op_list(apps, req, reply, ctx);
     } else if (strcmp(req->op, "app.audit") == 0) {

@@ -104,12 +104,46 @@ void provend_apps_dispatch(provend_apps_t *apps, const proven_request_t *req,
 #define PROVEND_RUN_NO_APP        1     /* no such app, or nothing deployed */
 #define PROVEND_RUN_HASH_UNKNOWN  2     /* package is not the current one */
 
-/* Whether app exists and has a package deployed. */
-int provend_apps_deployed(provend_apps_t *apps, const char *app);
+/* Whether app exists: deployed, or created over a session. */
+int provend_apps_exists(provend_apps_t *apps, const char *app);
 
 int provend_apps_run(provend_apps_t *apps, const char *app,
     const uint8_t *package, const char *handler, cbor_item_t *args,
     const char *identity, provend_worker_answer_pt done, void *data);
+
+/*
+ * For sessions (sessions.c).  done(data, code, message, result) runs once,
+ * now or later: code NULL on success (result borrowed, may be NULL), else
+ * a refusal code ("not_found", "forbidden", ...) and its message.  These
+ * return PROVEN_ERR (done never runs) only when out of memory.
+ */
+typedef void (*provend_apps_done_pt)(void *data, const char *code,
+    const char *message, cbor_item_t *result);
+
+/* A new application (its name a UUID, the result text) owned by owner. */
+int provend_apps_create(provend_apps_t *apps, const uint8_t *owner,
+    provend_apps_done_pt done, void *data);
+
+/* Lets pages of origin open sessions of app; identity must own it. */
+int provend_apps_add_origin(provend_apps_t *apps, const char *app,
+    const uint8_t *identity, const char *origin, provend_apps_done_pt done,
+    void *data);
+
+int provend_apps_origin_allowed(provend_apps_t *apps, const char *app,
+    const char *origin);
+
+/* The names of the apps identity owns (created or deployed), an array. */
+cbor_item_t *provend_apps_owned_by(provend_apps_t *apps,
+    const uint8_t *identity);
+
+/*
+ * Deploys package (a byte string item) to app as identity, proved by
+ * signature, identity's own over the session id (Identify): the audit
+ * entry carries the session (see lib/proven.h).  Checked like any deploy.
+ */
+int provend_apps_deploy_by_session(provend_apps_t *apps, const char *app,
+    cbor_item_t *package, const uint8_t *identity, const uint8_t *session,
+    const uint8_t *signature, provend_apps_done_pt done, void *data);
 
 /* Stops the workers and closes every handle; the loop then ends. */
 void provend_apps_stop(provend_apps_t *apps);

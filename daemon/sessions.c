@@ -35,6 +35,7 @@ struct provend_session_s {
     int                  has_origin;
     int                  identified;
     uint8_t              identity[PROVEND_IDENTITY_KEY_LEN];
+    uint8_t              identity_proof[64];  /* its signature over id */
     int                  has_seq;
     uint64_t             seq;              /* the last one accepted */
     uint64_t             created_ms;
@@ -412,9 +413,8 @@ provend_sessions_op_create(provend_sessions_t *s, const proven_request_t *req,
     session->has_origin = has_origin;
 
     if (has_app) {
-        if (s->apps == NULL || !provend_apps_deployed(s->apps, session->app))
-        {
-            snprintf(err, sizeof(err), "no application \"%s\" is deployed",
+        if (s->apps == NULL || !provend_apps_exists(s->apps, session->app)) {
+            snprintf(err, sizeof(err), "no application \"%s\" on this node",
                      session->app);
             provend_ops_reply_error(reply, ctx, req->id, "not_found", err);
             goto failed;
@@ -425,7 +425,10 @@ provend_sessions_op_create(provend_sessions_t *s, const proven_request_t *req,
                                     "Origin of the page that opens it");
             goto failed;
         }
-        if (!s->any_origin) {
+        if (!s->any_origin
+            && !provend_apps_origin_allowed(s->apps, session->app,
+                                            session->origin))
+        {
             snprintf(err, sizeof(err), "the origin \"%.120s\" is not "
                      "allowed for \"%s\"", session->origin, session->app);
             provend_ops_reply_error(reply, ctx, req->id, "forbidden", err);
@@ -697,8 +700,34 @@ provend_rpc_identify(provend_session_t *session, cbor_item_t *data)
     }
 
     memcpy(session->identity, pub, PROVEND_IDENTITY_KEY_LEN);
+    memcpy(session->identity_proof, sig, sizeof(session->identity_proof));
     session->identified = 1;
     return NULL;
+}
+
+
+/* A command whose answer comes later; holds the session. */
+static provend_rpc_t *
+provend_rpc_new(provend_sessions_t *s, provend_session_t *session,
+    uint64_t seq, const char *type, uint64_t id, provend_ops_reply_pt reply,
+    void *ctx)
+{
+    provend_rpc_t  *rpc;
+
+    rpc = calloc(1, sizeof(*rpc));
+    if (rpc == NULL) {
+        return NULL;
+    }
+    rpc->sessions = s;
+    rpc->session = session;
+    rpc->seq = seq;
+    snprintf(rpc->type, sizeof(rpc->type), "%s", type);
+    rpc->started = uv_hrtime();
+    rpc->id = id;
+    rpc->reply = reply;
+    rpc->ctx = ctx;
+    session->refs++;
+    return rpc;
 }
 
 
@@ -802,19 +831,11 @@ provend_rpc_execute(provend_sessions_t *s, provend_session_t *session,
         return 0;
     }
 
-    rpc = calloc(1, sizeof(*rpc));
+    rpc = provend_rpc_new(s, session, seq, type, id, reply, ctx);
     if (rpc == NULL) {
         *out = provend_rpc_text("out of memory");
         return 0;
     }
-    rpc->sessions = s;
-    rpc->session = session;
-    rpc->seq = seq;
-    snprintf(rpc->type, sizeof(rpc->type), "%s", type);
-    rpc->started = uv_hrtime();
-    rpc->id = id;
-    rpc->reply = reply;
-    rpc->ctx = ctx;
 
     if (session->identified) {
         proven_hex_encode(session->identity, PROVEND_IDENTITY_KEY_LEN,
@@ -829,10 +850,9 @@ provend_rpc_execute(provend_sessions_t *s, provend_session_t *session,
         cbor_decref(&empty);
     }
     if (rc == PROVEN_OK) {
-        session->refs++;
         return 1;
     }
-    free(rpc);
+    provend_rpc_free(rpc);
 
     if (rc == PROVEND_RUN_HASH_UNKNOWN) {
         *result = "HashUnknown";
@@ -844,6 +864,149 @@ provend_rpc_execute(provend_sessions_t *s, provend_session_t *session,
     } else {
         *out = provend_rpc_text("out of memory");
     }
+    return 0;
+}
+
+
+/* The end of CreateApplication, AddAllowedOrigin and Deploy. */
+static void
+provend_rpc_registry_done(void *data, const char *code, const char *message,
+    cbor_item_t *result)
+{
+    cbor_item_t    *out;
+    provend_rpc_t  *rpc;
+
+    rpc = data;
+    if (code != NULL) {
+        out = provend_rpc_text(message != NULL ? message : code);
+        provend_rpc_answer(rpc->sessions, rpc->session, rpc->seq, rpc->type,
+                           "failure", out, rpc->id, rpc->reply, rpc->ctx);
+
+    } else if (strcmp(rpc->type, "CreateApplication") == 0) {
+        out = cbor_new_definite_map(1);
+        if (out != NULL
+            && proven_cbor_map_put(out, "application_id",
+                                   cbor_incref(result)) != PROVEN_OK)
+        {
+            cbor_decref(&out);
+        }
+        provend_rpc_answer(rpc->sessions, rpc->session, rpc->seq, rpc->type,
+                           out != NULL ? "success" : "failure",
+                           out != NULL ? out
+                                       : provend_rpc_text("out of memory"),
+                           rpc->id, rpc->reply, rpc->ctx);
+
+    } else {
+        provend_rpc_answer(rpc->sessions, rpc->session, rpc->seq, rpc->type,
+                           "success", result != NULL ? cbor_incref(result)
+                                                     : NULL,
+                           rpc->id, rpc->reply, rpc->ctx);
+    }
+    provend_rpc_free(rpc);
+}
+
+
+/*
+ * CreateApplication, AddAllowedOrigin {application_id, origin},
+ * ListApplicationsByOwner and Deploy {package, application_id?}: an
+ * identified session's.  1 when the answer comes later, else 0 with
+ * *result and *out set.
+ */
+static int
+provend_rpc_registry(provend_sessions_t *s, provend_session_t *session,
+    uint64_t seq, const char *type, cbor_item_t *data, uint64_t id,
+    provend_ops_reply_pt reply, void *ctx, const char **result,
+    cbor_item_t **out)
+{
+    int             rc, present;
+    char            app[PROVEND_NAME_MAX + 1], err[PROVEN_ERR_LEN];
+    char            origin[PROVEND_ORIGIN_MAX + 1];
+    cbor_item_t    *package;
+    provend_rpc_t  *rpc;
+
+    *result = "failure";
+    if (s->apps == NULL) {
+        *out = provend_rpc_text("applications are unavailable on this "
+                                "node");
+        return 0;
+    }
+    if (!session->identified) {
+        *out = provend_rpc_text("identify first: this needs an identity");
+        return 0;
+    }
+
+    if (strcmp(type, "ListApplicationsByOwner") == 0) {
+        *result = "success";
+        *out = provend_apps_owned_by(s->apps, session->identity);
+        return 0;
+    }
+
+    app[0] = '\0';
+    origin[0] = '\0';
+    package = NULL;
+    if (strcmp(type, "CreateApplication") != 0) {
+        if (data == NULL || !cbor_isa_map(data)
+            || provend_sessions_arg_text(data, "application_id", app,
+                                         PROVEND_NAME_MAX, &present, err,
+                                         sizeof(err)) != PROVEN_OK)
+        {
+            *out = provend_rpc_text("data must be a map; application_id a "
+                                    "text");
+            return 0;
+        }
+        if (!present) {
+            snprintf(app, sizeof(app), "%s", session->app);
+        }
+        if (app[0] == '\0') {
+            *out = provend_rpc_text("which application? give "
+                                    "application_id");
+            return 0;
+        }
+    }
+    if (strcmp(type, "AddAllowedOrigin") == 0
+        && (provend_sessions_arg_text(data, "origin", origin,
+                                      PROVEND_ORIGIN_MAX, &present, err,
+                                      sizeof(err)) != PROVEN_OK
+            || !present || origin[0] == '\0'))
+    {
+        *out = provend_rpc_text("origin must be a text such as "
+                                "https://example.com");
+        return 0;
+    }
+    if (strcmp(type, "Deploy") == 0) {
+        package = proven_cbor_map_get(data, "package");
+        if (package == NULL || !cbor_isa_bytestring(package)
+            || !cbor_bytestring_is_definite(package))
+        {
+            *out = provend_rpc_text("package must be the package's bytes "
+                                    "(proven app pack)");
+            return 0;
+        }
+    }
+
+    rpc = provend_rpc_new(s, session, seq, type, id, reply, ctx);
+    if (rpc == NULL) {
+        *out = provend_rpc_text("out of memory");
+        return 0;
+    }
+
+    if (strcmp(type, "CreateApplication") == 0) {
+        rc = provend_apps_create(s->apps, session->identity,
+                                 provend_rpc_registry_done, rpc);
+    } else if (strcmp(type, "AddAllowedOrigin") == 0) {
+        rc = provend_apps_add_origin(s->apps, app, session->identity, origin,
+                                     provend_rpc_registry_done, rpc);
+    } else {
+        rc = provend_apps_deploy_by_session(s->apps, app, package,
+                                            session->identity, session->id,
+                                            session->identity_proof,
+                                            provend_rpc_registry_done, rpc);
+    }
+    if (rc == PROVEN_OK) {
+        return 1;
+    }
+    provend_rpc_free(rpc);
+    *out = provend_rpc_text("out of memory");
     return 0;
 }
 
@@ -947,6 +1110,7 @@ provend_sessions_op_rpc(provend_sessions_t *s, const proven_request_t *req,
     } else if (strcmp(type, "Anonymize") == 0) {
         session->identified = 0;
         memset(session->identity, 0, sizeof(session->identity));
+        memset(session->identity_proof, 0, sizeof(session->identity_proof));
 
     } else if (strcmp(type, "Execute") == 0
                || strcmp(type, "ExecuteHash") == 0)
@@ -955,6 +1119,18 @@ provend_sessions_op_rpc(provend_sessions_t *s, const proven_request_t *req,
                                 data != NULL ? data : payload,
                                 strcmp(type, "ExecuteHash") == 0, req->id,
                                 reply, ctx, &result, &out))
+        {
+            cbor_decref(&payload);
+            return;
+        }
+
+    } else if (strcmp(type, "CreateApplication") == 0
+               || strcmp(type, "AddAllowedOrigin") == 0
+               || strcmp(type, "ListApplicationsByOwner") == 0
+               || strcmp(type, "Deploy") == 0)
+    {
+        if (provend_rpc_registry(s, session, m.seq, type, data, req->id,
+                                 reply, ctx, &result, &out))
         {
             cbor_decref(&payload);
             return;

@@ -392,6 +392,12 @@ int proven_pki_cert_der(X509 *cert, uint8_t **out, size_t *outlen);
  *   {"app", "prev", "owner"?, "action", "domain": "proven-app-audit-v1",
  *    "package"?}
  *
+ * A change made over a session (RPC Deploy) carries "session", the
+ * session id, after "package"; its signature is then the owner identity's
+ * own over those 16 bytes (its Identify proof) rather than over the
+ * message: it proves the owner opened that session, and the node, whose
+ * code is attested, vouches that the change came from it.
+ *
  * The first entry of an application is a deploy; its signer becomes the
  * first owner.  provend and `proven app audit` replay a chain with the same
  * proven_audit_apply(), so what the node accepts is what a reader checks.
@@ -403,6 +409,7 @@ int proven_pki_cert_der(X509 *cert, uint8_t **out, size_t *outlen);
 #define PROVEN_AUDIT_APP_MAX     64
 #define PROVEN_AUDIT_OWNERS_MAX  16
 #define PROVEN_AUDIT_ENTRY_MAX   512     /* encoded entry, bounded */
+#define PROVEN_AUDIT_SESSION_LEN 16
 
 typedef enum {
     PROVEN_AUDIT_DEPLOY = 1,
@@ -421,6 +428,8 @@ typedef struct {
     uint8_t                owner[PROVEN_AUDIT_KEY_LEN];    /* owner changes */
     uint8_t                signer[PROVEN_AUDIT_KEY_LEN];
     uint8_t                signature[PROVEN_AUDIT_SIG_LEN];
+    int                    has_session;
+    uint8_t                session[PROVEN_AUDIT_SESSION_LEN];
 } proven_audit_entry_t;
 
 /* An application's state after replaying its chain. */

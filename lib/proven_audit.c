@@ -144,7 +144,7 @@ proven_audit_encode(const proven_audit_entry_t *e, uint8_t *out, size_t cap,
         return PROVEN_ERR;
     }
 
-    p = proven_cbor_put_head(out, PROVEN_CBOR_MAP, 8);
+    p = proven_cbor_put_head(out, PROVEN_CBOR_MAP, e->has_session ? 9 : 8);
     p = proven_audit_key(p, "app");
     p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, e->app, strlen(e->app));
     p = proven_audit_key(p, "seq");
@@ -168,6 +168,11 @@ proven_audit_encode(const proven_audit_entry_t *e, uint8_t *out, size_t cap,
         p = proven_audit_key(p, "package");
         p = proven_cbor_put_string(p, PROVEN_CBOR_BYTES, e->package,
                                    PROVEN_AUDIT_HASH_LEN);
+    }
+    if (e->has_session) {
+        p = proven_audit_key(p, "session");
+        p = proven_cbor_put_string(p, PROVEN_CBOR_BYTES, e->session,
+                                   PROVEN_AUDIT_SESSION_LEN);
     }
     p = proven_audit_key(p, "signature");
     p = proven_cbor_put_string(p, PROVEN_CBOR_BYTES, e->signature,
@@ -280,6 +285,14 @@ proven_audit_decode(const uint8_t *buf, size_t len, proven_audit_entry_t *e,
                 goto bad_value;
             }
 
+        } else if (strcmp(name, "session") == 0) {
+            if (proven_audit_fixed(&r, PROVEN_CBOR_BYTES, e->session,
+                                   PROVEN_AUDIT_SESSION_LEN) != PROVEN_OK)
+            {
+                goto bad_value;
+            }
+            e->has_session = 1;
+
         } else if (strcmp(name, "signature") == 0) {
             if (proven_audit_fixed(&r, PROVEN_CBOR_BYTES, e->signature,
                                    PROVEN_AUDIT_SIG_LEN) != PROVEN_OK)
@@ -370,7 +383,11 @@ proven_audit_verify(const proven_audit_entry_t *e, char *err, size_t errlen)
     EVP_PKEY    *key;
     EVP_MD_CTX  *md;
 
-    if (proven_audit_message(e, msg, sizeof(msg), &len) != PROVEN_OK) {
+    if (e->has_session) {
+        memcpy(msg, e->session, PROVEN_AUDIT_SESSION_LEN);
+        len = PROVEN_AUDIT_SESSION_LEN;
+    } else if (proven_audit_message(e, msg, sizeof(msg), &len) != PROVEN_OK)
+    {
         proven_audit_err("cannot encode the audit message");
         return PROVEN_ERR;
     }
@@ -386,8 +403,11 @@ proven_audit_verify(const proven_audit_entry_t *e, char *err, size_t errlen)
     EVP_PKEY_free(key);
 
     if (!rc) {
-        proven_audit_err("the signature is not the signer's over this "
-                         "change");
+        proven_audit_err(e->has_session
+                         ? "the signature is not the signer's over the "
+                           "session id"
+                         : "the signature is not the signer's over this "
+                           "change");
         return PROVEN_ERR;
     }
     return PROVEN_OK;

@@ -1417,6 +1417,10 @@ ngx_http_proven_app_audit_answer(ngx_http_request_t *r,
         }
         json_object_set_new(e, "signer",
                             ngx_http_proven_app_hex(entry.signer, 32));
+        if (entry.has_session) {
+            json_object_set_new(e, "session",
+                                ngx_http_proven_app_hex(entry.session, 16));
+        }
         json_object_set_new(e, "prev",
                             ngx_http_proven_app_hex(entry.prev, 32));
         json_object_set_new(e, "hash", ngx_http_proven_app_hex(hash, 32));
