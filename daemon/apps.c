@@ -3018,7 +3018,8 @@ provend_apps_exists(provend_apps_t *apps, const char *name)
 int
 provend_apps_run(provend_apps_t *apps, const char *name,
     const uint8_t *package, const char *handler, cbor_item_t *args,
-    const char *identity, provend_worker_answer_pt done, void *data)
+    const char *identity, const char *grant, provend_worker_answer_pt done,
+    void *data)
 {
     int               ok;
     provend_app_t    *app;
@@ -3053,9 +3054,12 @@ provend_apps_run(provend_apps_t *apps, const char *name,
              || proven_cbor_map_put(run->request, "spread",
                                     cbor_build_bool(true)) == PROVEN_OK)
          && (identity == NULL
-             || proven_cbor_map_put(run->request, "identity",
-                                    cbor_build_string(identity))
-                == PROVEN_OK);
+             || (proven_cbor_map_put(run->request, "identity",
+                                     cbor_build_string(identity))
+                 == PROVEN_OK
+                 && proven_cbor_map_put(run->request, "grant",
+                                        cbor_build_string(grant))
+                    == PROVEN_OK));
     if (!ok) {
         if (run->request != NULL) {
             cbor_decref(&run->request);

@@ -97,7 +97,7 @@ void provend_apps_dispatch(provend_apps_t *apps, const proven_request_t *req,
  * current package with args (borrowed; NULL: null; an array is spread as
  * the handler's arguments), waking the app if its
  * workers are stopped; identity (NULL: none) is the caller's verified
- * identity.  package, if not NULL, is the 32-byte package id that must be
+ * identity and grant what lets the worker use its personal storage.  package, if not NULL, is the 32-byte package id that must be
  * the current one.  done runs once with the worker's answer (as for
  * provend_worker_call) when this returns PROVEN_OK.
  */
@@ -109,7 +109,8 @@ int provend_apps_exists(provend_apps_t *apps, const char *app);
 
 int provend_apps_run(provend_apps_t *apps, const char *app,
     const uint8_t *package, const char *handler, cbor_item_t *args,
-    const char *identity, provend_worker_answer_pt done, void *data);
+    const char *identity, const char *grant, provend_worker_answer_pt done,
+    void *data);
 
 /*
  * For sessions (sessions.c).  done(data, code, message, result) runs once,

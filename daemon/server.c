@@ -726,10 +726,27 @@ provend_conn_on_storage_reply(void *ctx, uint8_t *frame, size_t len)
  * provend: kv.* and sql.* with a scope of kind "app" naming that app.
  * (Personal and NFT scopes come with sessions and ownership checks.)
  */
+/* A definite text of less than size bytes into out. */
+static int
+provend_conn_text(const cbor_item_t *item, char *out, size_t size)
+{
+    if (item == NULL || !cbor_isa_string(item)
+        || !cbor_string_is_definite(item)
+        || cbor_string_length(item) >= size)
+    {
+        return 0;
+    }
+    memcpy(out, cbor_string_handle(item), cbor_string_length(item));
+    out[cbor_string_length(item)] = '\0';
+    return 1;
+}
+
+
 static int
 provend_conn_allowed(provend_conn_t *conn, const proven_request_t *req,
     char *msg, size_t msglen)
 {
+    char          grant[64], identity[PROVEND_IDENTITY_MAX + 1];
     cbor_item_t  *scope, *app, *kind;
 
     if (!provend_ops_storage_handles(req->op)) {
@@ -754,17 +771,36 @@ provend_conn_allowed(provend_conn_t *conn, const proven_request_t *req,
         return 0;
     }
 
-    if (kind != NULL
-        && !(cbor_isa_string(kind) && cbor_string_is_definite(kind)
-             && cbor_string_length(kind) == 3
-             && memcmp(cbor_string_handle(kind), "app", 3) == 0))
+    if (kind == NULL
+        || (cbor_isa_string(kind) && cbor_string_is_definite(kind)
+            && cbor_string_length(kind) == 3
+            && memcmp(cbor_string_handle(kind), "app", 3) == 0))
     {
-        snprintf(msg, msglen, "personal and NFT storage need a verified "
-                 "identity or owner, which this node cannot check yet");
+        return 1;
+    }
+
+    if (cbor_isa_string(kind) && cbor_string_is_definite(kind)
+        && cbor_string_length(kind) == 8
+        && memcmp(cbor_string_handle(kind), "personal", 8) == 0)
+    {
+        /* only while provend runs a call of that identity on this app */
+        if (provend_conn_text(proven_cbor_map_get(req->map, "grant"), grant,
+                              sizeof(grant))
+            && provend_conn_text(proven_cbor_map_get(scope, "identity"),
+                                 identity, sizeof(identity))
+            && provend_sessions_grant_ok(conn->srv->sessions, grant,
+                                         conn->app, identity))
+        {
+            return 1;
+        }
+        snprintf(msg, msglen, "personal storage is for the identity of a "
+                 "session's call under way");
         return 0;
     }
 
-    return 1;
+    snprintf(msg, msglen, "NFT storage needs a verified owner, which this "
+             "node cannot check yet");
+    return 0;
 }
 
 

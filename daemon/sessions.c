@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <uv.h>
@@ -22,9 +23,11 @@
 #define PROVEND_RPC_TYPE_MAX     64
 #define PROVEND_HANDLER_MAX      256
 #define PROVEND_IDENTITY_KEY_LEN 32
+#define PROVEND_GRANT_BUCKETS    256
 
 
 typedef struct provend_session_s  provend_session_t;
+typedef struct provend_grant_s    provend_grant_t;
 
 struct provend_session_s {
     uint8_t              id[PROVEND_SESSION_ID_LEN];
@@ -61,6 +64,7 @@ struct provend_sessions_s {
     provend_session_t           *oldest;
     provend_session_t           *newest;
     provend_session_t           *buckets[PROVEND_SESSION_BUCKETS];
+    provend_grant_t             *grants[PROVEND_GRANT_BUCKETS];
 };
 
 /* A session.create waiting for its document. */
@@ -72,6 +76,17 @@ typedef struct {
     void                  *ctx;
 } provend_creation_t;
 
+/*
+ * What lets an app's worker use an identity's personal storage: made for
+ * one Execute from an identified session, gone when it answers.
+ */
+struct provend_grant_s {
+    char                 token[33];          /* 16 random bytes, hex */
+    char                 app[PROVEND_NAME_MAX + 1];
+    char                 identity[2 * PROVEND_IDENTITY_KEY_LEN + 1];
+    provend_grant_t     *next;
+};
+
 /* A command answered later (Execute). */
 typedef struct {
     provend_sessions_t    *sessions;
@@ -82,6 +97,7 @@ typedef struct {
     uint64_t               id;
     provend_ops_reply_pt   reply;
     void                  *ctx;
+    provend_grant_t       *grant;          /* Execute as an identity */
 } provend_rpc_t;
 
 
@@ -706,6 +722,72 @@ provend_rpc_identify(provend_session_t *session, cbor_item_t *data)
 }
 
 
+static size_t
+provend_grant_bucket(const char *token)
+{
+    return (size_t) (token[0] * 16 + token[1]) % PROVEND_GRANT_BUCKETS;
+}
+
+
+static provend_grant_t *
+provend_grant_new(provend_sessions_t *s, const char *app,
+    const uint8_t *identity)
+{
+    uint8_t           raw[16];
+    provend_grant_t  *g;
+
+    g = calloc(1, sizeof(*g));
+    if (g == NULL || RAND_bytes(raw, sizeof(raw)) != 1) {
+        free(g);
+        return NULL;
+    }
+    proven_hex_encode(raw, sizeof(raw), g->token);
+    snprintf(g->app, sizeof(g->app), "%s", app);
+    proven_hex_encode(identity, PROVEND_IDENTITY_KEY_LEN, g->identity);
+    g->next = s->grants[provend_grant_bucket(g->token)];
+    s->grants[provend_grant_bucket(g->token)] = g;
+    return g;
+}
+
+
+static void
+provend_grant_free(provend_sessions_t *s, provend_grant_t *grant)
+{
+    provend_grant_t  **p;
+
+    for (p = &s->grants[provend_grant_bucket(grant->token)]; *p != NULL;
+         p = &(*p)->next)
+    {
+        if (*p == grant) {
+            *p = grant->next;
+            break;
+        }
+    }
+    OPENSSL_cleanse(grant, sizeof(*grant));
+    free(grant);
+}
+
+
+int
+provend_sessions_grant_ok(provend_sessions_t *s, const char *token,
+    const char *app, const char *identity)
+{
+    provend_grant_t  *g;
+
+    if (strlen(token) != 32) {
+        return 0;
+    }
+    for (g = s->grants[provend_grant_bucket(token)]; g != NULL; g = g->next)
+    {
+        if (CRYPTO_memcmp(g->token, token, 32) == 0) {
+            return strcmp(g->app, app) == 0
+                   && strcmp(g->identity, identity) == 0;
+        }
+    }
+    return 0;
+}
+
+
 /* A command whose answer comes later; holds the session. */
 static provend_rpc_t *
 provend_rpc_new(provend_sessions_t *s, provend_session_t *session,
@@ -734,6 +816,9 @@ provend_rpc_new(provend_sessions_t *s, provend_session_t *session,
 static void
 provend_rpc_free(provend_rpc_t *rpc)
 {
+    if (rpc->grant != NULL) {
+        provend_grant_free(rpc->sessions, rpc->grant);
+    }
     provend_session_unref(rpc->session);
     free(rpc);
 }
@@ -840,11 +925,18 @@ provend_rpc_execute(provend_sessions_t *s, provend_session_t *session,
     if (session->identified) {
         proven_hex_encode(session->identity, PROVEND_IDENTITY_KEY_LEN,
                           identity);
+        rpc->grant = provend_grant_new(s, session->app, session->identity);
+        if (rpc->grant == NULL) {
+            provend_rpc_free(rpc);
+            *out = provend_rpc_text("out of memory");
+            return 0;
+        }
     }
     empty = args == NULL ? cbor_new_definite_array(0) : NULL;
     rc = provend_apps_run(s->apps, session->app, hash, handler,
                           args != NULL ? args : empty,
                           session->identified ? identity : NULL,
+                          rpc->grant != NULL ? rpc->grant->token : NULL,
                           provend_rpc_executed, rpc);
     if (empty != NULL) {
         cbor_decref(&empty);

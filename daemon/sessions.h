@@ -75,6 +75,14 @@ int provend_sessions_handles(const char *op);
 void provend_sessions_dispatch(provend_sessions_t *s,
     const proven_request_t *req, provend_ops_reply_pt reply, void *ctx);
 
+/*
+ * Whether token is the grant of an Execute under way for app as identity
+ * (hex of the identity key): its worker may then use that identity's
+ * personal storage.
+ */
+int provend_sessions_grant_ok(provend_sessions_t *s, const char *token,
+    const char *app, const char *identity);
+
 /* Stops the sweep timer; calls under way still answer. */
 void provend_sessions_stop(provend_sessions_t *s);
 

@@ -13,7 +13,7 @@
 //   curl http://127.0.0.1:8080/app/hello/heartbeat        # set each minute
 
 import { run, runOnHttp, runOnSchedule } from '@proven-network/handler';
-import { getApplicationStore } from '@proven-network/kv';
+import { getApplicationStore, getPersonalStore } from '@proven-network/kv';
 
 import { addItem, getItem, listItems } from './items.js';
 
@@ -70,3 +70,14 @@ export const heartbeat = runOnHttp({ path: '/heartbeat' }, async () => ({
 
 // Called over signed RPC (Execute "index.js#sum" with args [a, b]).
 export const sum = run((a, b) => a + b);
+
+// Each identified user's own note: personal storage is scoped to the app
+// and the identity the caller's session proved (Identify).
+const notes = getPersonalStore('notes');
+
+export const saveNote = run(async (text) => {
+    await notes.set('note', String(text));
+    return String(text);
+});
+
+export const readNote = run(async () => (await notes.get('note')) ?? null);

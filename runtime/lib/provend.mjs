@@ -32,8 +32,18 @@ export class ProvendLine {
             return Promise.reject({ code: 'busy', message: 'too many storage '
                                     + 'requests in flight' });
         }
+        const { personal, caller, ...args } = request;
+        if (personal && !caller) {
+            return Promise.reject({ code: 'unavailable', message: 'personal '
+                                    + 'storage is for calls from an '
+                                    + 'identified session' });
+        }
         const id = this.nextId++;
-        const frame = { ...request, id, scope: { app: this.app } };
+        const frame = personal
+            ? { ...args, id, grant: caller.grant,
+                scope: { app: this.app, kind: 'personal',
+                         identity: caller.identity } }
+            : { ...args, id, scope: { app: this.app } };
         return new Promise((resolve, reject) => {
             this.pending.set(id, { resolve, reject });
             try {

@@ -547,18 +547,21 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
 
     function unavailable(what) {
         return () => PromiseCtor.reject(storageError('unavailable', what
-            + ' storage needs a verified identity, which arrives with '
-            + 'sessions; use application storage until then'));
+            + ' storage needs a verified owner of the NFT, which this node '
+            + 'cannot check yet'));
     }
 
     function kvStore(type, name, scope) {
         checkName(name, 'store');
-        if (scope !== 'app') {
+        if (scope !== 'app' && scope !== 'personal') {
             const no = unavailable(scope);
             return freeze({ get: no, set: no, delete: no, keys: no,
                             sign: no });
         }
-        const base = { store: name, type };
+        /* personal: the host scopes it to the caller's identity */
+        const base = scope === 'personal' ? { store: name, type,
+                                              personal: true }
+                                          : { store: name, type };
         const store = {
             async get(key) {
                 return (await store.entry(key)).value;
@@ -669,11 +672,16 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
         checkName(name, 'database');
         const migrations = [];
         let migrated = null;
-        const db = { db: name };
+        const db = scope === 'personal' ? { db: name, personal: true }
+                                        : { db: name };
 
         function ready() {
-            if (scope !== 'app') {
+            if (scope !== 'app' && scope !== 'personal') {
                 return unavailable(scope)();
+            }
+            if (scope === 'personal' && migrations.length > 0) {
+                /* one database per caller: provend applies what is missing */
+                return request('sql.migrate', { ...db, migrations });
             }
             if (migrated === null && migrations.length > 0) {
                 migrated = request('sql.migrate', { ...db, migrations });

@@ -11,7 +11,9 @@
 // "app.run" {handler: "module#name", args?, spread?} runs a run,
 // runWithOptions or runOnSchedule handler with args as its argument (spread:
 // args is the array of its arguments, as RPC's Execute sends):
-// {output, logs, duration_us}, or the error codes above with "logs".  Also "app.logs" (recent console lines) and
+// {output, logs, duration_us}, or the error codes above with "logs".
+// With "identity" and "grant" (provend's, for a call from an identified
+// session) the handler's personal storage is that identity's.  Also "app.logs" (recent console lines) and
 // "runtime.status".
 //
 // A streamed body (the handler's body is an async iterable) answers
@@ -24,6 +26,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 
+import { caller } from './caller.mjs';
 import { encodeFrame, encodeHttpAnswer, FrameReader } from './frames.mjs';
 import { CallInputError, Routes } from './routes.mjs';
 
@@ -351,11 +354,13 @@ RuntimeServer.prototype.run = async function run(conn, id, f) {
     this.inFlight++;
     try {
         const spread = f.spread === true && Array.isArray(f.args);
-        const r = await this.isolate.call(index, f.args === undefined
-                                          ? null : f.args, null,
-                                          this.handlers[index].timeout
-                                          || DEFAULT_TIMEOUT_MS, true,
-                                          spread);
+        const who = typeof f.identity === 'string'
+                    && typeof f.grant === 'string'
+            ? { identity: f.identity, grant: f.grant } : null;
+        const r = await caller.run(who, () => this.isolate.call(
+            index, f.args === undefined ? null : f.args, null,
+            this.handlers[index].timeout || DEFAULT_TIMEOUT_MS, true,
+            spread));
         this.record(r.logs);
         this.served++;
         this.reply(conn, { id, ok: true, result: {

@@ -8,6 +8,7 @@
 import { types } from 'node:util';
 import { parentPort, workerData } from 'node:worker_threads';
 
+import { caller } from './caller.mjs';
 import { Executor } from './executor.mjs';
 import { sameHandlers } from './package.mjs';
 import { Sandbox } from './sandbox.mjs';
@@ -44,6 +45,12 @@ const sandbox = new Sandbox(workerData.modules, {
         return executor.settle(id, result);
     },
     storage(id, request) {
+        /* from the call's context, never from what app code sent */
+        delete request.caller;
+        const who = caller.getStore();
+        if (who) {
+            request.caller = who;
+        }
         parentPort.postMessage({ type: 'storage', id, request });
     },
 }, { name: workerData.app, timeoutMax: workerData.timeoutMax });
