@@ -25,7 +25,7 @@ for t in "$build"/tests/test_*; do
     "$t" || failed+=("$t")
 done
 
-for s in tests/cli.sh tests/e2e.sh tests/storage.sh tests/apps.sh; do
+for s in tests/cli.sh tests/e2e.sh tests/storage.sh tests/apps.sh tests/rpc.sh; do
     echo "== $s"
     "$s" "$build" || failed+=("$s")
 done
@@ -38,6 +38,7 @@ echo "== Test::Nginx suites (t/)"
 modules="$top/$build/modules/ngx_http_proven_core_module.so"
 modules="$modules $top/$build/modules/ngx_http_proven_attestation_module.so"
 modules="$modules $top/$build/modules/ngx_http_proven_app_module.so"
+modules="$modules $top/$build/modules/ngx_http_proven_rpc_module.so"
 export TEST_NGINX_LOAD_MODULES=$modules
 export TEST_NGINX_BINARY=${TEST_NGINX_BINARY:-/usr/sbin/nginx}
 export TEST_NGINX_SERVROOT=$top/t/servroot

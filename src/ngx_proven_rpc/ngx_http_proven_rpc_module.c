@@ -96,6 +96,7 @@ typedef struct {
     size_t        out_cap;
     unsigned      calling:1;            /* rpc.call under way */
     unsigned      closing:1;            /* close once out is written */
+    unsigned      draining:1;           /* close sent: reading to the end */
     unsigned      done:1;               /* finalized */
 } ngx_http_proven_rpc_ctx_t;
 
@@ -116,6 +117,8 @@ static void ngx_http_proven_rpc_ws_write(ngx_http_request_t *r);
 static void ngx_http_proven_rpc_ws_answer(ngx_http_request_t *r,
     ngx_http_proven_daemon_status_e status, proven_response_t *res,
     void *data);
+static void ngx_http_proven_rpc_ws_drain(ngx_http_request_t *r,
+    ngx_http_proven_rpc_ctx_t *ctx);
 static void ngx_http_proven_rpc_ws_close(ngx_http_request_t *r,
     ngx_http_proven_rpc_ctx_t *ctx, ngx_uint_t code, const char *reason);
 static void ngx_http_proven_rpc_ws_cleanup(void *data);
@@ -1475,6 +1478,36 @@ ngx_http_proven_rpc_ws_parse(ngx_http_request_t *r,
 }
 
 
+/* After the close frame: discard input until EOF or the close wait. */
+static void
+ngx_http_proven_rpc_ws_drain(ngx_http_request_t *r,
+    ngx_http_proven_rpc_ctx_t *ctx)
+{
+    u_char             buf[4096];
+    ssize_t            n;
+    ngx_connection_t  *c;
+
+    c = r->connection;
+    if (c->read->timedout) {
+        ngx_http_proven_rpc_ws_end(r, ctx);
+        return;
+    }
+    for ( ;; ) {
+        n = c->recv(c, buf, sizeof(buf));
+        if (n == NGX_AGAIN) {
+            if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+                ngx_http_proven_rpc_ws_end(r, ctx);
+            }
+            return;
+        }
+        if (n == 0 || n == NGX_ERROR) {
+            ngx_http_proven_rpc_ws_end(r, ctx);
+            return;
+        }
+    }
+}
+
+
 static void
 ngx_http_proven_rpc_ws_read(ngx_http_request_t *r)
 {
@@ -1491,6 +1524,11 @@ ngx_http_proven_rpc_ws_read(ngx_http_request_t *r)
     prlcf = ngx_http_get_module_loc_conf(r, ngx_http_proven_rpc_module);
 
     if (ctx->done) {
+        return;
+    }
+
+    if (ctx->draining) {
+        ngx_http_proven_rpc_ws_drain(r, ctx);
         return;
     }
 
@@ -1597,8 +1635,13 @@ ngx_http_proven_rpc_ws_write(ngx_http_request_t *r)
     }
 
     if (ctx->closing) {
-        if (!ctx->calling) {
-            ngx_http_proven_rpc_ws_end(r, ctx);
+        if (!ctx->calling && !ctx->draining) {
+            /* the close frame is out: read what the client still sends
+             * until it closes too, so that closing does not reset the
+             * connection under our close frame */
+            ctx->draining = 1;
+            ngx_add_timer(c->read, NGX_HTTP_PROVEN_RPC_CLOSE_WAIT);
+            ngx_http_proven_rpc_ws_drain(r, ctx);
         }
         return;
     }

@@ -139,8 +139,15 @@ export async function postMessage(s, bytes) {
         body: bytes });
     const data = new Uint8Array(await res.arrayBuffer());
     if (res.status !== 200) {
+        const text = Buffer.from(data).toString();
+        let error;
+        try {
+            error = JSON.parse(text).error;
+        } catch {
+            error = { code: 'not_json', message: text };
+        }
         return { status: res.status, type: res.headers.get('content-type'),
-                 error: JSON.parse(Buffer.from(data).toString()).error };
+                 error };
     }
     return { status: 200, answer: open(s.serverKey, s.id, data) };
 }

@@ -1,0 +1,52 @@
+#!/bin/bash
+# Sessions and signed RPC from outside: a local node (nginx-conf/run-local.sh,
+# the `make run` script, on loopback ports of its own) with examples/hello
+# deployed, and tests/rpc/*.test.mjs, a client written from the protocol
+# alone, speaking HTTP and WebSocket to it.
+# Usage: tests/rpc.sh BUILD_DIR   (KEEP_WORK=1 keeps the logs and data)
+set -u
+top=$(cd "$(dirname "$0")/.." && pwd)
+build=$(cd "${1:-build}" && pwd)
+work=$(mktemp -d)
+data=$work/data
+export PROVEN_DATA=$data PROVEN_BUILD=$build
+port=$((20000 + ($$ + 7) % 20000))
+export PROVEN_HTTP_PORT=$port PROVEN_HTTPS_PORT=$((port + 1))
+# sessions idle out after 3 s: the expiry test waits for it
+export PROVEN_PROVEND_ARGS="--session-idle 3 --app-workers 2"
+node_pid=
+
+cleanup() {
+    if [ -n "$node_pid" ]; then
+        kill -TERM "$node_pid" 2>/dev/null
+        wait "$node_pid" 2>/dev/null
+    fi
+    [ -n "${KEEP_WORK:-}" ] && echo "# kept $work" || rm -rf "$work"
+}
+trap cleanup EXIT
+
+setsid "$top/nginx-conf/run-local.sh" >>"$work/node.log" 2>&1 &
+node_pid=$!
+for _ in $(seq 1 250); do
+    curl -sf "http://127.0.0.1:$port/" >/dev/null 2>&1 && break
+    sleep 0.04
+done
+
+"$build/bin/proven" app pack "$top/examples/hello" --out "$work/hello.pkg" \
+    >/dev/null \
+    && "$build/bin/proven" app deploy "$top/examples/hello" --app hello \
+       >"$work/deploy.log" 2>&1 || {
+    echo "# the node or the deploy failed:"; tail -20 "$work/node.log" \
+        "$work/deploy.log"; exit 1; }
+for _ in $(seq 1 250); do
+    "$build/bin/proven" app list 2>/dev/null \
+        | grep -q '"app":"hello".*"sockets":\["' && break
+    sleep 0.04
+done
+
+PROVEN_URL=http://127.0.0.1:$port PROVEN_ROOT=$data/attestation/dev-root.pem \
+PROVEN_PACKAGE=$work/hello.pkg \
+    node --test-reporter=spec --test "$top"/tests/rpc/*.test.mjs
+rc=$?
+[ $rc = 0 ] || { echo "# node log:"; tail -30 "$work/node.log"; }
+exit $rc
