@@ -97,6 +97,7 @@ typedef struct {
     unsigned      calling:1;            /* rpc.call under way */
     unsigned      closing:1;            /* close once out is written */
     unsigned      draining:1;           /* close sent: reading to the end */
+    unsigned      peer_closed:1;        /* the client's close frame came */
     unsigned      done:1;               /* finalized */
 } ngx_http_proven_rpc_ctx_t;
 
@@ -1431,6 +1432,7 @@ ngx_http_proven_rpc_ws_parse(ngx_http_request_t *r,
                     NGX_HTTP_PROVEN_WS_PROTOCOL, "a close frame of 1 byte");
                 return NGX_OK;
             }
+            ctx->peer_closed = 1;
             ngx_http_proven_rpc_ws_close(r, ctx, NGX_HTTP_PROVEN_WS_NORMAL,
                                          "closed by the client");
             return NGX_OK;
@@ -1635,7 +1637,11 @@ ngx_http_proven_rpc_ws_write(ngx_http_request_t *r)
     }
 
     if (ctx->closing) {
-        if (!ctx->calling && !ctx->draining) {
+        if (!ctx->calling && ctx->peer_closed) {
+            /* the answer to the client's close: nothing more comes */
+            ngx_http_proven_rpc_ws_end(r, ctx);
+
+        } else if (!ctx->calling && !ctx->draining) {
             /* the close frame is out: read what the client still sends
              * until it closes too, so that closing does not reset the
              * connection under our close frame */
