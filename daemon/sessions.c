@@ -24,10 +24,12 @@
 #define PROVEND_HANDLER_MAX      256
 #define PROVEND_IDENTITY_KEY_LEN 32
 #define PROVEND_GRANT_BUCKETS    256
+#define PROVEND_SESSION_QUEUE_MAX 64       /* messages waiting per session */
 
 
 typedef struct provend_session_s  provend_session_t;
 typedef struct provend_grant_s    provend_grant_t;
+typedef struct provend_verify_s   provend_verify_t;
 
 struct provend_session_s {
     uint8_t              id[PROVEND_SESSION_ID_LEN];
@@ -44,6 +46,10 @@ struct provend_session_s {
     uint64_t             created_ms;
     uint64_t             used_ms;
     unsigned             refs;             /* the table's, calls' */
+    int                  verifying;        /* a message on the pool */
+    provend_verify_t    *queue;            /* the next ones, in order */
+    provend_verify_t    *queue_tail;
+    unsigned             queued;
     int                  listed;           /* in the table */
     provend_session_t   *chain;            /* same bucket */
     provend_session_t   *older;            /* by last use */
@@ -581,20 +587,88 @@ provend_sessions_op_check(provend_sessions_t *s, const proven_request_t *req,
     provend_sessions_reply_ok(reply, ctx, req->id, cbor_new_definite_map(0));
 }
 
-/* Signs {"type": type, "data": {"result": result, "data": data}} and
- * answers it; takes data (a reference, NULL: null). */
+/* An answer being signed on the thread pool. */
+typedef struct {
+    uv_work_t              work;
+    provend_session_t     *session;
+    uint64_t               seq;
+    uint8_t               *payload;
+    size_t                 payload_len;
+    uint64_t               id;
+    provend_ops_reply_pt   reply;
+    void                  *ctx;
+    uint8_t               *frame;         /* the response, made off the loop */
+    size_t                 frame_len;
+} provend_sign_job_t;
+
+
+static void
+provend_sign_work(uv_work_t *work)
+{
+    char                 err[PROVEN_ERR_LEN];
+    size_t               msg_len;
+    uint8_t             *msg;
+    cbor_item_t         *answer;
+    provend_sign_job_t  *job;
+
+    job = work->data;
+    if (proven_cose_sign_eddsa(job->payload, job->payload_len, job->seq,
+                               job->session->id, PROVEND_SESSION_ID_LEN,
+                               job->session->key, &msg, &msg_len, err,
+                               sizeof(err)) != PROVEN_OK)
+    {
+        return;
+    }
+    answer = cbor_new_definite_map(1);
+    if (answer != NULL
+        && proven_cbor_map_put(answer, "message",
+                               cbor_build_bytestring(msg, msg_len))
+           == PROVEN_OK
+        && proven_response_encode_ok(job->id, answer, &job->frame,
+                                     &job->frame_len) != PROVEN_OK)
+    {
+        job->frame = NULL;
+    }
+    if (answer != NULL) {
+        cbor_decref(&answer);
+    }
+    free(msg);
+}
+
+
+static void
+provend_sign_done(uv_work_t *work, int status)
+{
+    provend_sign_job_t  *job;
+
+    job = work->data;
+    if (status != 0 || job->frame == NULL) {
+        provend_ops_reply_error(job->reply, job->ctx, job->id, "internal",
+                                "the answer could not be signed");
+    } else {
+        job->reply(job->ctx, job->frame, job->frame_len);
+    }
+    provend_session_unref(job->session);
+    free(job->payload);
+    free(job);
+}
+
+
+/*
+ * Answers {"type": type, "data": {"result": result, "data": data}} signed
+ * by the session key; takes data (a reference, NULL: null).  The payload is
+ * built here, signed on the thread pool: Ed25519 is most of an answer's
+ * cost, and the loop thread stays free for the next message.
+ */
 static void
 provend_rpc_answer(provend_sessions_t *s, provend_session_t *session,
     uint64_t seq, const char *type, const char *result, cbor_item_t *data,
     uint64_t id, provend_ops_reply_pt reply, void *ctx)
 {
-    int           ok;
-    char          err[PROVEN_ERR_LEN];
-    size_t        len, msg_len;
-    uint8_t      *payload, *msg;
-    cbor_item_t  *outer, *inner, *answer;
+    int                  ok;
+    cbor_item_t         *outer, *inner;
+    provend_sign_job_t  *job;
 
-    (void) s;
     if (data == NULL) {
         data = cbor_new_null();
     }
@@ -612,27 +686,31 @@ provend_rpc_answer(provend_sessions_t *s, provend_session_t *session,
         inner = NULL;
     }
 
-    payload = NULL;
-    msg = NULL;
-    answer = NULL;
-    if (ok && proven_cbor_dump(outer, &payload, &len) == PROVEN_OK
-        && proven_cose_sign_eddsa(payload, len, seq, session->id,
-                                  PROVEND_SESSION_ID_LEN, session->key, &msg,
-                                  &msg_len, err, sizeof(err)) == PROVEN_OK)
-    {
-        answer = cbor_new_definite_map(1);
-        if (answer != NULL
-            && proven_cbor_map_put(answer, "message",
-                                   cbor_build_bytestring(msg, msg_len))
-               != PROVEN_OK)
+    job = ok ? calloc(1, sizeof(*job)) : NULL;
+    if (job != NULL) {
+        job->work.data = job;
+        job->session = session;
+        job->seq = seq;
+        job->id = id;
+        job->reply = reply;
+        job->ctx = ctx;
+        if (proven_cbor_dump(outer, &job->payload, &job->payload_len)
+            != PROVEN_OK
+            || uv_queue_work(s->loop, &job->work, provend_sign_work,
+                             provend_sign_done) != 0)
         {
-            cbor_decref(&answer);
+            free(job->payload);
+            free(job);
+            job = NULL;
+        } else {
+            session->refs++;
         }
     }
-    provend_sessions_reply_ok(reply, ctx, id, answer);
+    if (job == NULL) {
+        provend_ops_reply_error(reply, ctx, id, "internal",
+                                "out of memory");
+    }
 
-    free(payload);
-    free(msg);
     if (data != NULL) {
         cbor_decref(&data);
     }
@@ -1103,67 +1181,23 @@ provend_rpc_registry(provend_sessions_t *s, provend_session_t *session,
 }
 
 
+/*
+ * A verified message of session, its seq accepted: decodes the payload
+ * and runs the command.  m points into the caller's bytes.
+ */
 static void
-provend_sessions_op_rpc(provend_sessions_t *s, const proven_request_t *req,
-    provend_ops_reply_pt reply, void *ctx)
+provend_rpc_dispatch(provend_sessions_t *s, provend_session_t *session,
+    const proven_cose_eddsa_t *mm, uint64_t id, provend_ops_reply_pt reply,
+    void *ctx)
 {
-    int                   has_app;
-    char                  app[PROVEND_NAME_MAX + 1], err[PROVEN_ERR_LEN];
+    char                  err[PROVEN_ERR_LEN];
     char                  type[PROVEND_RPC_TYPE_MAX + 1];
-    size_t                id_len, msg_len;
     const char           *result, *why;
     cbor_item_t          *payload, *data, *out, *t;
-    const uint8_t        *id, *msg;
-    provend_session_t    *session;
     proven_cose_eddsa_t   m;
     struct cbor_load_result  loaded;
 
-    if (provend_sessions_arg_bytes(req->map, "session",
-                                   PROVEND_SESSION_ID_LEN,
-                                   PROVEND_SESSION_ID_LEN, &id, &id_len, err,
-                                   sizeof(err)) != PROVEN_OK
-        || provend_sessions_arg_bytes(req->map, "message", 1,
-                                      PROVEN_FRAME_MAX, &msg, &msg_len, err,
-                                      sizeof(err)) != PROVEN_OK
-        || provend_sessions_arg_text(req->map, "app", app, PROVEND_NAME_MAX,
-                                     &has_app, err, sizeof(err)) != PROVEN_OK)
-    {
-        provend_ops_reply_error(reply, ctx, req->id, "bad_request", err);
-        return;
-    }
-
-    session = provend_session_lookup(s, id, app, &why);
-    if (session == NULL) {
-        provend_ops_reply_error(reply, ctx, req->id, "unknown_session", why);
-        return;
-    }
-
-    if (proven_cose_parse_eddsa(msg, msg_len, &m, err, sizeof(err))
-        != PROVEN_OK)
-    {
-        provend_ops_reply_error(reply, ctx, req->id, "bad_message", err);
-        return;
-    }
-    if (proven_cose_check_eddsa(&m, session->id, PROVEND_SESSION_ID_LEN,
-                                session->client_key, err, sizeof(err))
-        != PROVEN_OK)
-    {
-        provend_ops_reply_error(reply, ctx, req->id, "bad_signature",
-                                "the message is not signed by the "
-                                "session's client key");
-        return;
-    }
-    if (session->has_seq && m.seq <= session->seq) {
-        snprintf(err, sizeof(err), "seq %llu is not above %llu, the last "
-                 "one accepted", (unsigned long long) m.seq,
-                 (unsigned long long) session->seq);
-        provend_ops_reply_error(reply, ctx, req->id, "replayed", err);
-        return;
-    }
-    session->has_seq = 1;
-    session->seq = m.seq;
-    provend_session_touch(s, session);
-
+    m = *mm;
     payload = cbor_load(m.payload, m.payload_len, &loaded);
     t = payload != NULL && loaded.read == m.payload_len
         ? proven_cbor_map_get(payload, "type") : NULL;
@@ -1174,7 +1208,7 @@ provend_sessions_op_rpc(provend_sessions_t *s, const proven_request_t *req,
         if (payload != NULL) {
             cbor_decref(&payload);
         }
-        provend_ops_reply_error(reply, ctx, req->id, "bad_message",
+        provend_ops_reply_error(reply, ctx, id, "bad_message",
                                 "the payload is not a CBOR map {\"type\": "
                                 "text, \"data\": any}");
         return;
@@ -1209,7 +1243,7 @@ provend_sessions_op_rpc(provend_sessions_t *s, const proven_request_t *req,
     {
         if (provend_rpc_execute(s, session, m.seq, type,
                                 data != NULL ? data : payload,
-                                strcmp(type, "ExecuteHash") == 0, req->id,
+                                strcmp(type, "ExecuteHash") == 0, id,
                                 reply, ctx, &result, &out))
         {
             cbor_decref(&payload);
@@ -1221,7 +1255,7 @@ provend_sessions_op_rpc(provend_sessions_t *s, const proven_request_t *req,
                || strcmp(type, "ListApplicationsByOwner") == 0
                || strcmp(type, "Deploy") == 0)
     {
-        if (provend_rpc_registry(s, session, m.seq, type, data, req->id,
+        if (provend_rpc_registry(s, session, m.seq, type, data, id,
                                  reply, ctx, &result, &out))
         {
             cbor_decref(&payload);
@@ -1234,9 +1268,191 @@ provend_sessions_op_rpc(provend_sessions_t *s, const proven_request_t *req,
         out = provend_rpc_text(err);
     }
 
-    provend_rpc_answer(s, session, m.seq, type, result, out, req->id, reply,
+    provend_rpc_answer(s, session, m.seq, type, result, out, id, reply,
                        ctx);
     cbor_decref(&payload);
+}
+
+
+
+
+/* A message being verified on the thread pool. */
+struct provend_verify_s {
+    uv_work_t              work;
+    provend_sessions_t    *sessions;
+    provend_session_t     *session;
+    uint8_t               *msg;           /* a copy; m points into it */
+    proven_cose_eddsa_t    m;
+    int                    verified;
+    uint64_t               id;
+    provend_ops_reply_pt   reply;
+    void                  *ctx;
+    provend_verify_t      *next;          /* the session's queue */
+};
+
+
+static void
+provend_verify_work(uv_work_t *work)
+{
+    provend_verify_t  *v;
+
+    v = work->data;
+    v->verified = proven_cose_check_eddsa(&v->m, v->session->id,
+                                          PROVEND_SESSION_ID_LEN,
+                                          v->session->client_key, NULL, 0)
+                  == PROVEN_OK;
+}
+
+
+static void provend_verify_done(uv_work_t *work, int status);
+
+
+/* Starts the first message queued for the session, if none is running. */
+static void
+provend_verify_next(provend_sessions_t *s, provend_session_t *session)
+{
+    provend_verify_t  *v;
+
+    while (!session->verifying && (v = session->queue) != NULL) {
+        session->queue = v->next;
+        session->queued--;
+        if (session->queue == NULL) {
+            session->queue_tail = NULL;
+        }
+        v->work.data = v;
+        if (uv_queue_work(s->loop, &v->work, provend_verify_work,
+                          provend_verify_done) == 0)
+        {
+            session->verifying = 1;
+            return;
+        }
+        provend_ops_reply_error(v->reply, v->ctx, v->id, "internal",
+                                "cannot queue the verification");
+        provend_session_unref(v->session);
+        free(v->msg);
+        free(v);
+    }
+}
+
+
+static void
+provend_verify_done(uv_work_t *work, int status)
+{
+    char                 err[PROVEN_ERR_LEN];
+    provend_verify_t    *v;
+    provend_session_t   *session;
+    provend_sessions_t  *s;
+
+    v = work->data;
+    s = v->sessions;
+    session = v->session;
+    session->verifying = 0;
+
+    if (status != 0) {
+        provend_ops_reply_error(v->reply, v->ctx, v->id, "internal",
+                                "the verification was cancelled");
+    } else if (!session->listed) {
+        provend_ops_reply_error(v->reply, v->ctx, v->id, "unknown_session",
+                                "the session has ended");
+    } else if (!v->verified) {
+        provend_ops_reply_error(v->reply, v->ctx, v->id, "bad_signature",
+                                "the message is not signed by the "
+                                "session's client key");
+    } else if (session->has_seq && v->m.seq <= session->seq) {
+        snprintf(err, sizeof(err), "seq %llu is not above %llu, the last "
+                 "one accepted", (unsigned long long) v->m.seq,
+                 (unsigned long long) session->seq);
+        provend_ops_reply_error(v->reply, v->ctx, v->id, "replayed", err);
+    } else {
+        session->has_seq = 1;
+        session->seq = v->m.seq;
+        provend_session_touch(s, session);
+        provend_rpc_dispatch(s, session, &v->m, v->id, v->reply, v->ctx);
+    }
+
+    provend_verify_next(s, session);
+    provend_session_unref(session);
+    free(v->msg);
+    free(v);
+}
+
+
+/*
+ * rpc.call {session, app?, message}: the message is parsed here, its
+ * signature checked on the thread pool, one at a time per session so that
+ * its messages keep their order; then its seq and command, here again.
+ */
+static void
+provend_sessions_op_rpc(provend_sessions_t *s, const proven_request_t *req,
+    provend_ops_reply_pt reply, void *ctx)
+{
+    int                   has_app;
+    char                  app[PROVEND_NAME_MAX + 1], err[PROVEN_ERR_LEN];
+    size_t                id_len, msg_len;
+    const char           *why;
+    const uint8_t        *id, *msg;
+    provend_verify_t     *v;
+    provend_session_t    *session;
+    proven_cose_eddsa_t   m;
+
+    if (provend_sessions_arg_bytes(req->map, "session",
+                                   PROVEND_SESSION_ID_LEN,
+                                   PROVEND_SESSION_ID_LEN, &id, &id_len, err,
+                                   sizeof(err)) != PROVEN_OK
+        || provend_sessions_arg_bytes(req->map, "message", 1,
+                                      PROVEN_FRAME_MAX, &msg, &msg_len, err,
+                                      sizeof(err)) != PROVEN_OK
+        || provend_sessions_arg_text(req->map, "app", app, PROVEND_NAME_MAX,
+                                     &has_app, err, sizeof(err)) != PROVEN_OK)
+    {
+        provend_ops_reply_error(reply, ctx, req->id, "bad_request", err);
+        return;
+    }
+
+    session = provend_session_lookup(s, id, app, &why);
+    if (session == NULL) {
+        provend_ops_reply_error(reply, ctx, req->id, "unknown_session", why);
+        return;
+    }
+
+    if (proven_cose_parse_eddsa(msg, msg_len, &m, err, sizeof(err))
+        != PROVEN_OK)
+    {
+        provend_ops_reply_error(reply, ctx, req->id, "bad_message", err);
+        return;
+    }
+    if (session->queued >= PROVEND_SESSION_QUEUE_MAX) {
+        provend_ops_reply_error(reply, ctx, req->id, "busy",
+                                "too many messages of this session wait");
+        return;
+    }
+
+    v = calloc(1, sizeof(*v));
+    if (v == NULL || (v->msg = malloc(msg_len)) == NULL) {
+        free(v);
+        provend_ops_reply_error(reply, ctx, req->id, "internal",
+                                "out of memory");
+        return;
+    }
+    memcpy(v->msg, msg, msg_len);
+    v->m = m;
+    v->m.payload = v->msg + (m.payload - msg);
+    v->m.signature = v->msg + (m.signature - msg);
+    v->sessions = s;
+    v->session = session;
+    v->id = req->id;
+    v->reply = reply;
+    v->ctx = ctx;
+    session->refs++;
+
+    if (session->queue_tail != NULL) {
+        session->queue_tail->next = v;
+    } else {
+        session->queue = v;
+    }
+    session->queue_tail = v;
+    session->queued++;
+    provend_verify_next(s, session);
 }
 
 
