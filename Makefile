@@ -16,7 +16,7 @@ NGINX    ?= /usr/sbin/nginx
 # Debian packages the project needs; `deps` installs those not present.
 DEB_PACKAGES = nginx nginx-dev libcbor-dev libjansson-dev libuv1-dev \
     libssl-dev openssl libcmocka-dev libcurl4-openssl-dev pkg-config curl procps \
-    libsqlite3-dev
+    libsqlite3-dev chromium
 
 DEB_BENCH    = wrk redis-server redis-tools
 DEB_FUZZ     = clang libclang-rt-14-dev
@@ -39,7 +39,7 @@ MODULES     = $(BUILD)/modules/ngx_http_proven_core_module.so \
               $(BUILD)/modules/ngx_http_proven_app_module.so \
               $(BUILD)/modules/ngx_http_proven_rpc_module.so
 
-.PHONY: all deps lib programs modules runtime run test test-unit \
+.PHONY: all deps lib programs modules runtime sdk run test test-unit \
         test-nginx test-runtime asan fuzz bench clean
 
 all: deps programs modules
@@ -67,7 +67,7 @@ deps:
 	@$(APT_INSTALL); install_missing $(DEB_PACKAGES); \
 	    if ! command -v node >/dev/null || ! command -v npm >/dev/null; \
 	    then install_missing nodejs npm; fi
-	@$(MAKE) --no-print-directory runtime
+	@$(MAKE) --no-print-directory runtime sdk
 
 runtime: runtime/node_modules/.stamp
 
@@ -75,6 +75,17 @@ runtime/node_modules/.stamp: runtime/package.json runtime/package-lock.json
 	cd runtime && npm ci --ignore-scripts --no-audit --no-fund \
 	    --loglevel=error
 	@touch $@
+
+# The client package (sdk/) and its browser build, which examples/web
+# loads; its dev dependencies drive the Chromium test.
+sdk: sdk/dist/proven.mjs
+
+sdk/node_modules/.stamp: sdk/package.json sdk/package-lock.json
+	cd sdk && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+
+sdk/dist/proven.mjs: sdk/node_modules/.stamp sdk/build.mjs sdk/src/index.mjs
+	cd sdk && node build.mjs
 
 deps-bench:
 	@$(APT_INSTALL); install_missing $(DEB_BENCH)
@@ -165,6 +176,7 @@ bench: all deps-bench
 	@./bench/attestation
 	@./bench/storage
 	@./bench/app/run
+	@./bench/rpc/run
 
 clean:
 	rm -rf build build-asan build-fuzz t/servroot*

@@ -33,6 +33,7 @@ fi
 user_line=
 [ "$(id -u)" = 0 ] && user_line="user root;"
 sed -e "s|@USER@|$user_line|" -e "s|@MODULES@|$build/modules|g" -e "s|@DATA@|$data|g" \
+    -e "s|@TOP@|$top|g" \
     -e "s|@HTTP_PORT@|$http_port|g" -e "s|@HTTPS_PORT@|$https_port|g" \
     "$top/nginx-conf/local.conf" > "$data/nginx.conf"
 

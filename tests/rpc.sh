@@ -1,8 +1,9 @@
 #!/bin/bash
 # Sessions and signed RPC from outside: a local node (nginx-conf/run-local.sh,
 # the `make run` script, on loopback ports of its own) with examples/hello
-# deployed, and tests/rpc/*.test.mjs, a client written from the protocol
-# alone, speaking HTTP and WebSocket to it.
+# deployed; tests/rpc/*.test.mjs, a client written from the protocol alone,
+# speaking HTTP and WebSocket to it; the client package's tests (sdk/test);
+# and examples/web in headless Chromium.
 # Usage: tests/rpc.sh BUILD_DIR   (KEEP_WORK=1 keeps the logs and data)
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -44,9 +45,14 @@ for _ in $(seq 1 250); do
     sleep 0.04
 done
 
-PROVEN_URL=http://127.0.0.1:$port PROVEN_ROOT=$data/attestation/dev-root.pem \
-PROVEN_PACKAGE=$work/hello.pkg \
-    node --test-reporter=spec --test "$top"/tests/rpc/*.test.mjs
-rc=$?
+export PROVEN_URL=http://127.0.0.1:$port
+export PROVEN_ROOT=$data/attestation/dev-root.pem PROVEN_PACKAGE=$work/hello.pkg
+rc=0
+echo "# the protocol, from a client written from it alone"
+node --test-reporter=spec --test "$top"/tests/rpc/*.test.mjs || rc=1
+echo "# the client package (sdk/) in Node"
+(cd "$top/sdk" && node --test-reporter=spec --test test/) || rc=1
+echo "# examples/web in headless Chromium"
+node --test-reporter=spec --test "$top/examples/web/browser.test.mjs" || rc=1
 [ $rc = 0 ] || { echo "# node log:"; tail -30 "$work/node.log"; }
 exit $rc

@@ -1,0 +1,16 @@
+// Bundles the client for browsers: dist/proven.mjs, one ES module with its
+// dependencies (cborg, @noble/curves, @peculiar/x509).
+import { build } from 'esbuild';
+
+await build({
+    entryPoints: [new URL('src/index.mjs', import.meta.url).pathname],
+    outfile: new URL('dist/proven.mjs', import.meta.url).pathname,
+    bundle: true,
+    format: 'esm',
+    platform: 'browser',
+    target: 'es2020',
+    external: ['node:crypto'],       /* Node 18 only; browsers have crypto */
+    minify: true,
+    legalComments: 'eof',
+    logLevel: 'warning',
+});
