@@ -58,6 +58,8 @@
 #define PROVEND_POOL_COLD_MS      10000
 #define PROVEND_WAKES_MAX         4096       /* requests waiting per app */
 #define PROVEND_ORIGINS_MAX       64         /* allowed origins per app */
+#define PROVEND_CREATED_PER_OWNER 8          /* created, not deployed yet */
+#define PROVEND_CREATED_MAX       256
 
 
 typedef struct provend_app_s     provend_app_t;
@@ -89,6 +91,7 @@ struct provend_worker_s {
     unsigned         package_gen;   /* app->package_gen it runs */
     unsigned         busy;          /* thousandths, the last second */
     uint64_t         calls;         /* started since its thread began */
+    provend_chan_t  *chan;          /* provend's kept line to it (runs) */
     int              ready;
     int              exited;
     uint64_t         retired_ms;    /* uv_now when replaced, or 0 */
@@ -603,100 +606,128 @@ done:
 }
 
 
-/*
- * Reads every audit entry back and replays each chain: a chain that does
- * not verify stops provend (the data directory holds something provend
- * never wrote, and the encryption below should have caught it).
- */
-/*
- * Applications created over sessions and not deployed yet, and every
- * app's allowed origins (tables "created" and "origins"): few and small,
- * read in one query each.
- */
+/* One row of "created" (pass 0) or "origins" (pass 1) into memory. */
 static int
-provend_apps_load_created(provend_apps_t *apps, char *err, size_t errlen)
+provend_apps_created_row(provend_apps_t *apps, int pass, cbor_item_t *row,
+    char *err, size_t errlen)
 {
-    int                     rc, pass;
-    char                    name[PROVEND_NAME_MAX + 1];
-    size_t                  i, n, len;
-    cbor_item_t            *rows, *row, *a, *b;
-    provend_app_t          *app;
-    provend_storage_req_t  *req;
+    char            name[PROVEND_NAME_MAX + 1];
+    size_t          len;
+    cbor_item_t    *a, *b;
+    provend_app_t  *app;
 
-    for (pass = 0; pass < 2; pass++) {
-        req = provend_apps_sql(PROVEND_OP_SQL_QUERY, 1);
-        if (req == NULL
-            || provend_apps_stmt(req, 0, pass == 0
-                                 ? "SELECT app, owner FROM created"
-                                 : "SELECT app, origin FROM origins "
-                                   "ORDER BY app, origin", 0) != PROVEN_OK)
+    a = cbor_isa_array(row) && cbor_array_size(row) == 2
+        ? cbor_array_handle(row)[0] : NULL;
+    b = a != NULL ? cbor_array_handle(row)[1] : NULL;
+    if (a == NULL || !cbor_isa_string(a) || !cbor_string_is_definite(a)
+        || cbor_string_length(a) > PROVEND_NAME_MAX)
+    {
+        provend_apps_err("registry: a malformed row");
+        return PROVEN_ERR;
+    }
+    len = cbor_string_length(a);
+    memcpy(name, cbor_string_handle(a), len);
+    name[len] = '\0';
+
+    app = provend_apps_find(apps, name);
+    if (pass == 0) {
+        if (app == NULL) {
+            app = provend_apps_add(apps, name);
+        }
+        if (app == NULL || !cbor_isa_bytestring(b)
+            || cbor_bytestring_length(b) != PROVEN_AUDIT_KEY_LEN)
         {
-            provend_storage_req_free(req);
+            provend_apps_err("registry: a malformed created row");
+            return PROVEN_ERR;
+        }
+        app->reserved = 1;
+        memcpy(app->reserved_owner, cbor_bytestring_handle(b),
+               PROVEN_AUDIT_KEY_LEN);
+        return PROVEN_OK;
+    }
+
+    if (app != NULL && app->norigins < PROVEND_ORIGINS_MAX
+        && cbor_isa_string(b) && cbor_string_is_definite(b))
+    {
+        app->origins[app->norigins] = strndup(
+            (const char *) cbor_string_handle(b), cbor_string_length(b));
+        if (app->origins[app->norigins] == NULL) {
             provend_apps_err("out of memory");
             return PROVEN_ERR;
         }
-        req->limit = 5000;     /* the most a query answers */
-        rc = provend_apps_call(apps->storage, req, err, errlen);
-
-        rows = rc == PROVEN_OK ? proven_cbor_map_get(req->result, "rows")
-                               : NULL;
-        n = rows != NULL && cbor_isa_array(rows) ? cbor_array_size(rows) : 0;
-        for (i = 0; i < n && rc == PROVEN_OK; i++) {
-            row = cbor_array_handle(rows)[i];
-            a = cbor_isa_array(row) && cbor_array_size(row) == 2
-                ? cbor_array_handle(row)[0] : NULL;
-            b = a != NULL ? cbor_array_handle(row)[1] : NULL;
-            if (a == NULL || !cbor_isa_string(a)
-                || !cbor_string_is_definite(a)
-                || cbor_string_length(a) > PROVEND_NAME_MAX)
-            {
-                provend_apps_err("registry: a malformed row");
-                rc = PROVEN_ERR;
-                break;
-            }
-            len = cbor_string_length(a);
-            memcpy(name, cbor_string_handle(a), len);
-            name[len] = '\0';
-
-            app = provend_apps_find(apps, name);
-            if (pass == 0) {
-                if (app == NULL) {
-                    app = provend_apps_add(apps, name);
-                }
-                if (app == NULL || !cbor_isa_bytestring(b)
-                    || cbor_bytestring_length(b) != PROVEN_AUDIT_KEY_LEN)
-                {
-                    provend_apps_err("registry: a malformed created row");
-                    rc = PROVEN_ERR;
-                    break;
-                }
-                app->reserved = 1;
-                memcpy(app->reserved_owner, cbor_bytestring_handle(b),
-                       PROVEN_AUDIT_KEY_LEN);
-
-            } else if (app != NULL && app->norigins < PROVEND_ORIGINS_MAX
-                       && cbor_isa_string(b) && cbor_string_is_definite(b))
-            {
-                app->origins[app->norigins] = strndup(
-                    (const char *) cbor_string_handle(b),
-                    cbor_string_length(b));
-                if (app->origins[app->norigins] == NULL) {
-                    provend_apps_err("out of memory");
-                    rc = PROVEN_ERR;
-                    break;
-                }
-                app->norigins++;
-            }
-        }
-        provend_storage_req_free(req);
-        if (rc != PROVEN_OK) {
-            return PROVEN_ERR;
-        }
+        app->norigins++;
     }
     return PROVEN_OK;
 }
 
 
+/*
+ * Applications created over sessions and not deployed yet, and every
+ * app's allowed origins (tables "created" and "origins"), page by page.
+ */
+static int
+provend_apps_load_created(provend_apps_t *apps, char *err, size_t errlen)
+{
+    int                     rc, pass;
+    char                   *cursor;
+    size_t                  i, n;
+    cbor_item_t            *rows, *next;
+    provend_storage_req_t  *req;
+
+    for (pass = 0; pass < 2; pass++) {
+        cursor = NULL;
+        do {
+            req = provend_apps_sql(PROVEND_OP_SQL_QUERY, 1);
+            if (req == NULL
+                || provend_apps_stmt(req, 0, pass == 0
+                                     ? "SELECT app, owner FROM created "
+                                       "ORDER BY app"
+                                     : "SELECT app, origin FROM origins "
+                                       "ORDER BY app, origin", 0)
+                   != PROVEN_OK)
+            {
+                provend_storage_req_free(req);
+                free(cursor);
+                provend_apps_err("out of memory");
+                return PROVEN_ERR;
+            }
+            req->limit = PROVEND_APPS_PAGE;
+            req->cursor = cursor;
+            cursor = NULL;
+
+            rc = provend_apps_call(apps->storage, req, err, errlen);
+            rows = rc == PROVEN_OK ? proven_cbor_map_get(req->result, "rows")
+                                   : NULL;
+            n = rows != NULL && cbor_isa_array(rows) ? cbor_array_size(rows)
+                                                     : 0;
+            for (i = 0; i < n && rc == PROVEN_OK; i++) {
+                rc = provend_apps_created_row(apps, pass,
+                                              cbor_array_handle(rows)[i],
+                                              err, errlen);
+            }
+            next = rc == PROVEN_OK ? proven_cbor_map_get(req->result,
+                                                         "cursor")
+                                   : NULL;
+            if (next != NULL && cbor_isa_string(next)) {
+                cursor = strndup((const char *) cbor_string_handle(next),
+                                 cbor_string_length(next));
+            }
+            provend_storage_req_free(req);
+            if (rc != PROVEN_OK) {
+                free(cursor);
+                return PROVEN_ERR;
+            }
+        } while (cursor != NULL);
+    }
+    return PROVEN_OK;
+}
+
+
+/*
+ * Reads every audit entry back and replays each chain: a chain that does
+ * not verify stops provend (the data directory holds something provend
+ * never wrote, and the encryption below should have caught it).
+ */
 static int
 provend_apps_load(provend_apps_t *apps, char *err, size_t errlen)
 {
@@ -1120,6 +1151,10 @@ provend_worker_on_exit(uv_process_t *process, int64_t status, int signal)
     apps = w->apps;
     app = w->app;
     w->exited = 1;
+    if (w->chan != NULL) {
+        provend_chan_release(w->chan);
+        w->chan = NULL;
+    }
 
     if (app != NULL) {
         if (provend_app_unserve(app, w)) {
@@ -2641,6 +2676,9 @@ provend_registry_written(uv_work_t *work, int status)
     if (status != 0 || job->status != PROVEND_ST_OK || app == NULL) {
         provend_error("apps: registry write for %s failed: %s", job->app,
                       job->error);
+        if (app != NULL) {
+            app->busy = 0;
+        }
         if (job->origin == NULL && app != NULL && app->state.seq == 0
             && app->nserving == 0 && app->starting == NULL)
         {
@@ -2707,11 +2745,32 @@ int
 provend_apps_create(provend_apps_t *apps, const uint8_t *owner,
     provend_apps_done_pt done, void *data)
 {
+    size_t                   mine, all;
     uint8_t                  id[16];
     provend_app_t           *app;
     provend_registry_job_t  *job;
 
-    if (apps->napps >= PROVEND_APPS_MAX) {
+    if (apps->stopping) {
+        done(data, "unavailable", "provend is stopping", NULL);
+        return PROVEN_OK;
+    }
+
+    /* apps created and never deployed are bounded, per owner and in all,
+     * so that identities made for the purpose cannot fill the node */
+    mine = all = 0;
+    for (app = apps->apps; app != NULL; app = app->next) {
+        if (app->reserved && app->state.seq == 0) {
+            all++;
+            mine += memcmp(app->reserved_owner, owner,
+                           PROVEN_AUDIT_KEY_LEN) == 0;
+        }
+    }
+    if (mine >= PROVEND_CREATED_PER_OWNER) {
+        done(data, "too_large", "deploy the applications you created "
+             "before you create more", NULL);
+        return PROVEN_OK;
+    }
+    if (apps->napps >= PROVEND_APPS_MAX || all >= PROVEND_CREATED_MAX) {
         done(data, "too_large", "this node holds as many applications as it "
              "may", NULL);
         return PROVEN_OK;
@@ -2762,6 +2821,10 @@ provend_apps_add_origin(provend_apps_t *apps, const char *name,
     provend_app_t           *app;
     provend_registry_job_t  *job;
 
+    if (apps->stopping) {
+        done(data, "unavailable", "provend is stopping", NULL);
+        return PROVEN_OK;
+    }
     app = provend_apps_find(apps, name);
     if (app == NULL || (app->state.seq == 0 && !app->reserved)) {
         snprintf(err, sizeof(err), "no application \"%s\"", name);
@@ -2892,6 +2955,10 @@ provend_apps_deploy_by_session(provend_apps_t *apps, const char *name,
     proven_request_t           req;
     provend_session_change_t  *sc;
 
+    if (apps->stopping) {
+        done(data, "unavailable", "provend is stopping", NULL);
+        return PROVEN_OK;
+    }
     sc = malloc(sizeof(*sc));
     if (sc == NULL) {
         return PROVEN_ERR;
@@ -2933,6 +3000,7 @@ provend_apps_deploy_by_session(provend_apps_t *apps, const char *name,
 
 typedef struct {
     provend_apps_t           *apps;
+    char                      app[PROVEND_NAME_MAX + 1];
     cbor_item_t              *request;      /* the app.run frame's map */
     provend_worker_answer_pt  done;
     void                     *data;
@@ -2947,8 +3015,30 @@ provend_run_free(provend_run_t *run)
 }
 
 
+/* On the worker's kept line (made when it has none that works). */
 static void
-provend_run_send(provend_run_t *run, const char *socket)
+provend_run_send(provend_run_t *run, provend_worker_t *w)
+{
+    if (w->chan != NULL && !provend_chan_usable(w->chan)) {
+        provend_chan_release(w->chan);
+        w->chan = NULL;
+    }
+    if (w->chan == NULL) {
+        w->chan = provend_chan_open(run->apps->loop, w->socket);
+    }
+    if (w->chan == NULL
+        || provend_chan_call(w->chan, run->request, PROVEND_RUN_TIMEOUT_MS,
+                             run->done, run->data) != PROVEN_OK)
+    {
+        run->done(run->data, "the worker's line is full or broken", NULL);
+    }
+    provend_run_free(run);
+}
+
+
+/* A worker named by its socket (an app.wake answer) but not serving. */
+static void
+provend_run_send_once(provend_run_t *run, const char *socket)
 {
     if (provend_worker_call(run->apps->loop, socket, run->request,
                             PROVEND_RUN_TIMEOUT_MS, PROVEND_RUN_ANSWER_MAX,
@@ -2965,7 +3055,9 @@ static void
 provend_run_woken(void *ctx, uint8_t *frame, size_t len)
 {
     char                text[PROVEN_ERR_LEN + 64], err[PROVEN_ERR_LEN];
+    size_t              i;
     cbor_item_t        *socket;
+    provend_app_t      *app;
     provend_run_t      *run;
     proven_response_t   res;
 
@@ -3001,7 +3093,15 @@ provend_run_woken(void *ctx, uint8_t *frame, size_t len)
     snprintf(text, sizeof(text), "%.*s", (int) cbor_string_length(socket),
              (const char *) cbor_string_handle(socket));
     proven_response_free(&res);
-    provend_run_send(run, text);
+
+    app = provend_apps_find(run->apps, run->app);
+    for (i = 0; app != NULL && i < app->nserving; i++) {
+        if (strcmp(app->serving[i]->socket, text) == 0) {
+            provend_run_send(run, app->serving[i]);
+            return;
+        }
+    }
+    provend_run_send_once(run, text);
 }
 
 
@@ -3026,6 +3126,9 @@ provend_apps_run(provend_apps_t *apps, const char *name,
     provend_run_t    *run;
     proven_request_t  wake;
 
+    if (apps->stopping) {
+        return PROVEND_RUN_STOPPING;
+    }
     app = provend_apps_find(apps, name);
     if (app == NULL || app->package == NULL || !app->state.has_current) {
         return PROVEND_RUN_NO_APP;
@@ -3041,6 +3144,7 @@ provend_apps_run(provend_apps_t *apps, const char *name,
         return PROVEN_ERR;
     }
     run->apps = apps;
+    snprintf(run->app, sizeof(run->app), "%s", name);
     run->done = done;
     run->data = data;
     run->request = proven_request_new(1, "app.run");
@@ -3072,7 +3176,7 @@ provend_apps_run(provend_apps_t *apps, const char *name,
 
     if (app->nserving > 0) {
         provend_run_send(run, app->serving[apps->next_run++
-                                           % app->nserving]->socket);
+                                           % app->nserving]);
         return PROVEN_OK;
     }
 

@@ -103,6 +103,7 @@ void provend_apps_dispatch(provend_apps_t *apps, const proven_request_t *req,
  */
 #define PROVEND_RUN_NO_APP        1     /* no such app, or nothing deployed */
 #define PROVEND_RUN_HASH_UNKNOWN  2     /* package is not the current one */
+#define PROVEND_RUN_STOPPING      3     /* provend is stopping */
 
 /* Whether app exists: deployed, or created over a session. */
 int provend_apps_exists(provend_apps_t *apps, const char *app);

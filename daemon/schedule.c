@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
+
 #include <uv.h>
 
 #include "log.h"
@@ -456,6 +458,367 @@ provend_worker_call(void *loop, const char *socket_path, cbor_item_t *request,
     uv_pipe_connect(&c->connect, &c->pipe, socket_path,
                     provend_call_connected);
     return PROVEN_OK;
+}
+
+
+/* ---- a kept line to a worker --------------------------------------------- */
+
+#define PROVEND_CHAN_CALLS_MAX  4096     /* in flight on one line */
+
+typedef struct provend_chan_call_s  provend_chan_call_t;
+
+struct provend_chan_call_s {
+    uint64_t                  id;
+    uint64_t                  deadline;    /* uv_now */
+    provend_worker_answer_pt  done;
+    void                     *data;
+    provend_chan_call_t      *next;
+};
+
+typedef struct {
+    uv_write_t       req;
+    uint8_t         *frame;
+} provend_chan_write_t;
+
+struct provend_chan_s {
+    uv_loop_t            *loop;
+    uv_pipe_t             pipe;
+    uv_connect_t          connect;
+    uv_timer_t            timer;
+    unsigned              handles;
+    int                   connected;
+    int                   broken;       /* no more calls: make another */
+    int                   released;     /* the owner let go */
+    uint64_t              next_id;
+    provend_chan_call_t  *calls;        /* waiting for their answers */
+    size_t                ncalls;
+    provend_chan_write_t *queued[64];   /* before the connect completes */
+    size_t                nqueued;
+    uint8_t              *in;
+    size_t                in_len;
+    size_t                in_cap;
+};
+
+
+static void
+provend_chan_closed(uv_handle_t *handle)
+{
+    provend_chan_t  *ch;
+
+    ch = handle->data;
+    if (--ch->handles > 0) {
+        return;
+    }
+    free(ch->in);
+    free(ch);
+}
+
+
+/* Fails every call waiting and closes the line; it frees itself. */
+static void
+provend_chan_break(provend_chan_t *ch, const char *why)
+{
+    size_t                i;
+    provend_chan_call_t  *c;
+
+    ch->broken = 1;
+    while ((c = ch->calls) != NULL) {
+        ch->calls = c->next;
+        c->done(c->data, why, NULL);
+        free(c);
+    }
+    ch->ncalls = 0;
+    for (i = 0; i < ch->nqueued; i++) {
+        free(ch->queued[i]->frame);
+        free(ch->queued[i]);
+    }
+    ch->nqueued = 0;
+    if (!uv_is_closing((uv_handle_t *) &ch->pipe)) {
+        uv_close((uv_handle_t *) &ch->pipe, provend_chan_closed);
+    }
+    if (ch->released && !uv_is_closing((uv_handle_t *) &ch->timer)) {
+        uv_close((uv_handle_t *) &ch->timer, provend_chan_closed);
+    }
+}
+
+
+static void
+provend_chan_written(uv_write_t *req, int status)
+{
+    provend_chan_t        *ch;
+    provend_chan_write_t  *w;
+
+    w = (provend_chan_write_t *) req;
+    ch = req->data;
+    free(w->frame);
+    free(w);
+    if (status != 0 && !ch->broken) {
+        provend_chan_break(ch, uv_strerror(status));
+    }
+}
+
+
+static int
+provend_chan_write(provend_chan_t *ch, provend_chan_write_t *w)
+{
+    uv_buf_t  buf;
+    uint32_t  len;
+
+    memcpy(&len, w->frame, 4);
+    buf = uv_buf_init((char *) w->frame, ntohl(len) + PROVEN_FRAME_HEADER);
+    w->req.data = ch;
+    return uv_write(&w->req, (uv_stream_t *) &ch->pipe, &buf, 1,
+                    provend_chan_written) == 0 ? PROVEN_OK : PROVEN_ERR;
+}
+
+
+static void
+provend_chan_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+{
+    size_t           want;
+    uint8_t         *grown;
+    provend_chan_t  *ch;
+
+    (void) suggested;
+    ch = handle->data;
+    if (ch->in_cap - ch->in_len < 16384) {
+        want = ch->in_cap ? ch->in_cap * 2 : 65536;
+        if (want > PROVEN_FRAME_MAX + PROVEN_FRAME_HEADER + 65536) {
+            want = PROVEN_FRAME_MAX + PROVEN_FRAME_HEADER + 65536;
+        }
+        grown = want > ch->in_cap ? realloc(ch->in, want) : NULL;
+        if (grown != NULL) {
+            ch->in = grown;
+            ch->in_cap = want;
+        }
+    }
+    buf->base = (char *) ch->in + ch->in_len;
+    buf->len = ch->in_cap - ch->in_len;
+}
+
+
+static void
+provend_chan_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    char                   err[PROVEN_ERR_LEN];
+    uint32_t               len;
+    size_t                 used;
+    proven_response_t      res;
+    provend_chan_t        *ch;
+    provend_chan_call_t  **p, *c;
+
+    (void) buf;
+    ch = stream->data;
+    if (nread < 0) {
+        provend_chan_break(ch, "the worker closed the connection");
+        return;
+    }
+    ch->in_len += (size_t) nread;
+
+    used = 0;
+    while (ch->in_len - used >= PROVEN_FRAME_HEADER) {
+        if (proven_frame_length(ch->in + used, &len, err, sizeof(err))
+            != PROVEN_OK)
+        {
+            provend_chan_break(ch, "a malformed answer");
+            return;
+        }
+        if (ch->in_len - used < PROVEN_FRAME_HEADER + len) {
+            break;
+        }
+        if (proven_response_decode(ch->in + used + PROVEN_FRAME_HEADER, len,
+                                   &res, err, sizeof(err)) != PROVEN_OK)
+        {
+            provend_chan_break(ch, "a malformed answer");
+            return;
+        }
+        used += PROVEN_FRAME_HEADER + len;
+
+        for (p = &ch->calls; (c = *p) != NULL; p = &c->next) {
+            if (c->id == res.id) {
+                *p = c->next;
+                ch->ncalls--;
+                c->done(c->data, NULL, &res);
+                free(c);
+                break;
+            }
+        }
+        /* an answer nobody waits for came after its call timed out */
+        proven_response_free(&res);
+        if (ch->broken) {
+            return;
+        }
+    }
+    if (used > 0) {
+        memmove(ch->in, ch->in + used, ch->in_len - used);
+        ch->in_len -= used;
+    }
+}
+
+
+static void
+provend_chan_connected(uv_connect_t *req, int status)
+{
+    size_t           i;
+    provend_chan_t  *ch;
+
+    ch = req->data;
+    if (ch->broken) {
+        return;
+    }
+    if (status != 0) {
+        provend_chan_break(ch, uv_strerror(status));
+        return;
+    }
+    ch->connected = 1;
+    for (i = 0; i < ch->nqueued; i++) {
+        if (provend_chan_write(ch, ch->queued[i]) != PROVEN_OK) {
+            free(ch->queued[i]->frame);
+            free(ch->queued[i]);
+            ch->queued[i] = NULL;
+        }
+    }
+    ch->nqueued = 0;
+    uv_read_start((uv_stream_t *) &ch->pipe, provend_chan_alloc,
+                  provend_chan_read);
+}
+
+
+/* Each second: calls past their deadline are told so. */
+static void
+provend_chan_on_timer(uv_timer_t *timer)
+{
+    uint64_t               now;
+    provend_chan_t        *ch;
+    provend_chan_call_t  **p, *c;
+
+    ch = timer->data;
+    now = uv_now(ch->loop);
+    for (p = &ch->calls; (c = *p) != NULL; ) {
+        if (c->deadline <= now) {
+            *p = c->next;
+            ch->ncalls--;
+            c->done(c->data, "no answer in time", NULL);
+            free(c);
+        } else {
+            p = &c->next;
+        }
+    }
+}
+
+
+/* The request's "id" set to id (replaced if there is one). */
+static int
+provend_chan_set_id(cbor_item_t *request, uint64_t id)
+{
+    size_t             i;
+    cbor_item_t       *v;
+    struct cbor_pair  *pairs;
+
+    pairs = cbor_map_handle(request);
+    for (i = 0; i < cbor_map_size(request); i++) {
+        if (cbor_isa_string(pairs[i].key)
+            && cbor_string_is_definite(pairs[i].key)
+            && cbor_string_length(pairs[i].key) == 2
+            && memcmp(cbor_string_handle(pairs[i].key), "id", 2) == 0)
+        {
+            v = cbor_build_uint64(id);
+            if (v == NULL) {
+                return PROVEN_ERR;
+            }
+            cbor_decref(&pairs[i].value);
+            pairs[i].value = v;
+            return PROVEN_OK;
+        }
+    }
+    return proven_cbor_map_put(request, "id", cbor_build_uint64(id));
+}
+
+
+provend_chan_t *
+provend_chan_open(void *loop, const char *socket_path)
+{
+    provend_chan_t  *ch;
+
+    ch = calloc(1, sizeof(*ch));
+    if (ch == NULL) {
+        return NULL;
+    }
+    ch->loop = loop;
+    ch->next_id = 1;
+    uv_pipe_init(loop, &ch->pipe, 0);
+    uv_timer_init(loop, &ch->timer);
+    ch->pipe.data = ch;
+    ch->timer.data = ch;
+    ch->connect.data = ch;
+    ch->handles = 2;
+    uv_timer_start(&ch->timer, provend_chan_on_timer, 1000, 1000);
+    uv_unref((uv_handle_t *) &ch->timer);
+    uv_pipe_connect(&ch->connect, &ch->pipe, socket_path,
+                    provend_chan_connected);
+    return ch;
+}
+
+
+int
+provend_chan_usable(provend_chan_t *ch)
+{
+    return !ch->broken && ch->ncalls < PROVEND_CHAN_CALLS_MAX
+           && ch->nqueued < sizeof(ch->queued) / sizeof(ch->queued[0]);
+}
+
+
+int
+provend_chan_call(provend_chan_t *ch, cbor_item_t *request,
+    uint64_t timeout_ms, provend_worker_answer_pt done, void *data)
+{
+    char                   err[PROVEN_ERR_LEN];
+    size_t                 len;
+    provend_chan_call_t   *c;
+    provend_chan_write_t  *w;
+
+    if (!provend_chan_usable(ch)) {
+        return PROVEN_ERR;
+    }
+    c = calloc(1, sizeof(*c));
+    w = calloc(1, sizeof(*w));
+    if (c == NULL || w == NULL
+        || provend_chan_set_id(request, ch->next_id) != PROVEN_OK
+        || proven_frame_encode(request, &w->frame, &len, err, sizeof(err))
+           != PROVEN_OK)
+    {
+        free(c);
+        free(w);
+        return PROVEN_ERR;
+    }
+    c->id = ch->next_id++;
+    c->deadline = uv_now(ch->loop) + timeout_ms;
+    c->done = done;
+    c->data = data;
+
+    if (ch->connected) {
+        if (provend_chan_write(ch, w) != PROVEN_OK) {
+            free(w->frame);
+            free(w);
+            free(c);
+            provend_chan_break(ch, "cannot write");
+            return PROVEN_ERR;
+        }
+    } else {
+        ch->queued[ch->nqueued++] = w;
+    }
+    c->next = ch->calls;
+    ch->calls = c;
+    ch->ncalls++;
+    return PROVEN_OK;
+}
+
+
+void
+provend_chan_release(provend_chan_t *ch)
+{
+    ch->released = 1;
+    provend_chan_break(ch, "the worker is gone");
 }
 
 

@@ -61,6 +61,22 @@ int provend_worker_call(void *loop, const char *socket_path,
     provend_worker_answer_pt done, void *data);
 
 /*
+ * A kept line to a worker: calls share one connection, each answered by
+ * its id.  provend_chan_call sets the request's "id" (request: without
+ * one; it may be released on return); done runs once, later: an answer,
+ * or a failure ("no answer in time" past timeout_ms, the line broken).
+ * A broken line (provend_chan_usable 0) takes no more calls: make a new
+ * one.  Release frees it once its handles close; calls waiting are failed.
+ */
+typedef struct provend_chan_s  provend_chan_t;
+
+provend_chan_t *provend_chan_open(void *loop, const char *socket_path);
+int provend_chan_usable(provend_chan_t *ch);
+int provend_chan_call(provend_chan_t *ch, cbor_item_t *request,
+    uint64_t timeout_ms, provend_worker_answer_pt done, void *data);
+void provend_chan_release(provend_chan_t *ch);
+
+/*
  * Asks the worker listening on socket_path to run handler (one
  * connection, one "app.run" frame); the outcome is logged.  loop is a
  * uv_loop_t *.

@@ -25,6 +25,7 @@
 #define PROVEND_IDENTITY_KEY_LEN 32
 #define PROVEND_GRANT_BUCKETS    256
 #define PROVEND_SESSION_QUEUE_MAX 64       /* messages waiting per session */
+#define PROVEND_SESSION_RUNS_MAX  32       /* Executes under way per session */
 
 
 typedef struct provend_session_s  provend_session_t;
@@ -50,6 +51,7 @@ struct provend_session_s {
     provend_verify_t    *queue;            /* the next ones, in order */
     provend_verify_t    *queue_tail;
     unsigned             queued;
+    unsigned             running;          /* Execute calls under way */
     int                  listed;           /* in the table */
     provend_session_t   *chain;            /* same bucket */
     provend_session_t   *older;            /* by last use */
@@ -104,6 +106,7 @@ typedef struct {
     provend_ops_reply_pt   reply;
     void                  *ctx;
     provend_grant_t       *grant;          /* Execute as an identity */
+    int                    running;        /* counted in session->running */
 } provend_rpc_t;
 
 
@@ -682,7 +685,8 @@ provend_rpc_answer(provend_sessions_t *s, provend_session_t *session,
         data = NULL;
         ok = ok && proven_cbor_map_put(outer, "type",
                                        cbor_build_string(type)) == PROVEN_OK;
-        ok = ok && proven_cbor_map_put(outer, "data", inner) == PROVEN_OK;
+        /* map_put takes inner's reference whatever it returns */
+        ok = proven_cbor_map_put(outer, "data", inner) == PROVEN_OK && ok;
         inner = NULL;
     }
 
@@ -894,6 +898,9 @@ provend_rpc_new(provend_sessions_t *s, provend_session_t *session,
 static void
 provend_rpc_free(provend_rpc_t *rpc)
 {
+    if (rpc->running) {
+        rpc->session->running--;
+    }
     if (rpc->grant != NULL) {
         provend_grant_free(rpc->sessions, rpc->grant);
     }
@@ -993,6 +1000,11 @@ provend_rpc_execute(provend_sessions_t *s, provend_session_t *session,
                                 "open it with POST /app/NAME/session");
         return 0;
     }
+    if (session->running >= PROVEND_SESSION_RUNS_MAX) {
+        *out = provend_rpc_text("too many calls of this session are under "
+                                "way; wait for their answers");
+        return 0;
+    }
 
     rpc = provend_rpc_new(s, session, seq, type, id, reply, ctx);
     if (rpc == NULL) {
@@ -1020,11 +1032,15 @@ provend_rpc_execute(provend_sessions_t *s, provend_session_t *session,
         cbor_decref(&empty);
     }
     if (rc == PROVEN_OK) {
+        rpc->running = 1;
+        session->running++;
         return 1;
     }
     provend_rpc_free(rpc);
 
-    if (rc == PROVEND_RUN_HASH_UNKNOWN) {
+    if (rc == PROVEND_RUN_STOPPING) {
+        *out = provend_rpc_text("the node is stopping");
+    } else if (rc == PROVEND_RUN_HASH_UNKNOWN) {
         *result = "HashUnknown";
         *out = NULL;
     } else if (rc == PROVEND_RUN_NO_APP) {

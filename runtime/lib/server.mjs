@@ -335,12 +335,17 @@ export class RuntimeServer {
 }
 
 RuntimeServer.prototype.run = async function run(conn, id, f) {
+    if (this.runnable === undefined) {
+        /* "module#name" -> index of the run and schedule handlers */
+        this.runnable = new Map();
+        this.handlers.forEach((h, i) => {
+            if (h.kind === 'rpc' || h.kind === 'schedule') {
+                this.runnable.set(`${h.module}#${h.name}`, i);
+            }
+        });
+    }
     const index = typeof f.handler === 'string'
-        ? this.handlers.findIndex((h) => (h.kind === 'rpc'
-                                          || h.kind === 'schedule')
-                                         && `${h.module}#${h.name}`
-                                            === f.handler)
-        : -1;
+        ? this.runnable.get(f.handler) ?? -1 : -1;
     if (index < 0) {
         return this.fail(conn, id, 'not_found', `no run or schedule handler `
                          + `${JSON.stringify(f.handler)}`);

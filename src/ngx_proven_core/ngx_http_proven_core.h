@@ -88,6 +88,12 @@ ngx_int_t ngx_http_proven_daemon_call(ngx_http_request_t *r,
     void *data);
 
 
+/* The same with its own timeout (0: the proven_daemon timeout). */
+ngx_int_t ngx_http_proven_daemon_call_timeout(ngx_http_request_t *r,
+    cbor_item_t *request, ngx_msec_t timeout,
+    ngx_http_proven_daemon_handler_pt handler, void *data);
+
+
 /*
  * Other frame endpoints: an app's runtime worker listening on the unix
  * socket path.  Peers are per nginx worker, made on first use, keep their

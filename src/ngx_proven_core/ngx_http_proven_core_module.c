@@ -213,6 +213,15 @@ ngx_int_t
 ngx_http_proven_daemon_call(ngx_http_request_t *r, cbor_item_t *request,
     ngx_http_proven_daemon_handler_pt handler, void *data)
 {
+    return ngx_http_proven_daemon_call_timeout(r, request, 0, handler, data);
+}
+
+
+ngx_int_t
+ngx_http_proven_daemon_call_timeout(ngx_http_request_t *r,
+    cbor_item_t *request, ngx_msec_t timeout,
+    ngx_http_proven_daemon_handler_pt handler, void *data)
+{
     ngx_http_proven_core_main_conf_t  *pcmcf;
 
     pcmcf = ngx_http_get_module_main_conf(r, ngx_http_proven_core_module);
@@ -223,8 +232,8 @@ ngx_http_proven_daemon_call(ngx_http_request_t *r, cbor_item_t *request,
         return NGX_ERROR;
     }
 
-    return ngx_http_proven_peer_call(r, pcmcf->daemon, request, 0, handler,
-                                     data);
+    return ngx_http_proven_peer_call(r, pcmcf->daemon, request, timeout,
+                                     handler, data);
 }
 
 

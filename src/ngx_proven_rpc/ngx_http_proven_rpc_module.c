@@ -7,6 +7,7 @@
  *
  *     proven_rpc_max_message 1m;       larger messages: 413, or close 1009
  *     proven_rpc_ws_idle 5m;           a WebSocket quiet so long is closed
+ *     proven_rpc_timeout 330s;         no answer from provend by then: 504
  *
  * The handler reads what to do from the path:
  *   POST [/app/NAME]/session        multipart/form-data or application/cbor
@@ -75,6 +76,7 @@ typedef struct {
     ngx_flag_t    enable;
     size_t        max_message;
     ngx_msec_t    ws_idle;
+    ngx_msec_t    timeout;
 } ngx_http_proven_rpc_loc_conf_t;
 
 typedef struct {
@@ -144,6 +146,13 @@ static ngx_command_t  ngx_http_proven_rpc_commands[] = {
       ngx_conf_set_size_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_proven_rpc_loc_conf_t, max_message),
+      NULL },
+
+    { ngx_string("proven_rpc_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_proven_rpc_loc_conf_t, timeout),
       NULL },
 
     { ngx_string("proven_rpc_ws_idle"),
@@ -806,8 +815,9 @@ ngx_http_proven_rpc_http_body(ngx_http_request_t *r)
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
-    rc = ngx_http_proven_daemon_call(r, req, ngx_http_proven_rpc_answer,
-                                     NULL);
+    rc = ngx_http_proven_daemon_call_timeout(r, req, prlcf->timeout,
+                                             ngx_http_proven_rpc_answer,
+                                             NULL);
     cbor_decref(&req);
     if (rc != NGX_OK) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
@@ -998,16 +1008,14 @@ ngx_http_proven_rpc_ws_frame(ngx_http_request_t *r,
     size_t len)
 {
     u_char                          *p;
-    ngx_http_proven_rpc_loc_conf_t  *prlcf;
 
-    prlcf = ngx_http_get_module_loc_conf(r, ngx_http_proven_rpc_module);
-
+    /* answers are bounded by provend's frames, not by max_message */
     if (ngx_http_proven_rpc_reserve(r, &ctx->out, &ctx->out_cap,
                                     ctx->out_len,
                                     len + NGX_HTTP_PROVEN_RPC_FRAME_HEAD_MAX,
-                                    ngx_max(prlcf->max_message, 65536)
-                                    + 2 * NGX_HTTP_PROVEN_RPC_FRAME_HEAD_MAX
-                                    + 65536)
+                                    PROVEN_FRAME_MAX
+                                    + 4 * NGX_HTTP_PROVEN_RPC_FRAME_HEAD_MAX
+                                    + NGX_HTTP_PROVEN_RPC_CONTROL_MAX)
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -1216,8 +1224,11 @@ static void
 ngx_http_proven_rpc_ws_call(ngx_http_request_t *r,
     ngx_http_proven_rpc_ctx_t *ctx)
 {
-    ngx_int_t     rc;
-    cbor_item_t  *req;
+    ngx_int_t                        rc;
+    cbor_item_t                     *req;
+    ngx_http_proven_rpc_loc_conf_t  *prlcf;
+
+    prlcf = ngx_http_get_module_loc_conf(r, ngx_http_proven_rpc_module);
 
     req = ngx_http_proven_rpc_call_request(r, ctx, ctx->msg, ctx->msg_len);
     ctx->msg_len = 0;
@@ -1226,8 +1237,14 @@ ngx_http_proven_rpc_ws_call(ngx_http_request_t *r,
                                      "out of memory");
         return;
     }
-    rc = ngx_http_proven_daemon_call(r, req, ngx_http_proven_rpc_ws_answer,
-                                     NULL);
+
+    /* quiet is counted from the answer, not from the message */
+    if (r->connection->read->timer_set) {
+        ngx_del_timer(r->connection->read);
+    }
+    rc = ngx_http_proven_daemon_call_timeout(r, req, prlcf->timeout,
+                                             ngx_http_proven_rpc_ws_answer,
+                                             NULL);
     cbor_decref(&req);
     if (rc != NGX_OK) {
         ngx_http_proven_rpc_ws_close(r, ctx, NGX_HTTP_PROVEN_WS_INTERNAL,
@@ -1652,9 +1669,11 @@ ngx_http_proven_rpc_ws_write(ngx_http_request_t *r)
         return;
     }
 
-    /* written: read on (bytes may wait in ctx->in or in the kernel) */
+    /* written: read on (bytes may wait in ctx->in or in the kernel,
+     * where an edge-triggered event will not tell again); posted rather
+     * than called, so a stream of pings does not nest calls */
     if (!ctx->calling) {
-        ngx_http_proven_rpc_ws_read(r);
+        ngx_post_event(c->read, &ngx_posted_events);
     }
 }
 
@@ -1673,6 +1692,7 @@ ngx_http_proven_rpc_create_loc_conf(ngx_conf_t *cf)
     conf->enable = NGX_CONF_UNSET;
     conf->max_message = NGX_CONF_UNSET_SIZE;
     conf->ws_idle = NGX_CONF_UNSET_MSEC;
+    conf->timeout = NGX_CONF_UNSET_MSEC;
     return conf;
 }
 
@@ -1687,6 +1707,8 @@ ngx_http_proven_rpc_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_size_value(conf->max_message, prev->max_message,
                               1024 * 1024);
     ngx_conf_merge_msec_value(conf->ws_idle, prev->ws_idle, 300000);
+    /* past any handler's own limit (300 s), so provend answers first */
+    ngx_conf_merge_msec_value(conf->timeout, prev->timeout, 330000);
 
     if (conf->max_message == 0 || conf->max_message > 8 * 1024 * 1024) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
