@@ -231,6 +231,97 @@ test_decode_strict(void **state)
 }
 
 
+/* A deploy proved by a session: the owner's signature over its id. */
+static proven_audit_entry_t
+session_entry(const proven_app_state_t *st, EVP_PKEY *identity,
+    const uint8_t session[PROVEN_AUDIT_SESSION_LEN], uint8_t fill)
+{
+    size_t                len;
+    EVP_MD_CTX           *md;
+    proven_audit_entry_t  e;
+
+    memset(&e, 0, sizeof(e));
+    snprintf(e.app, sizeof(e.app), "app");
+    e.seq = st->seq + 1;
+    memcpy(e.prev, st->head, sizeof(e.prev));
+    e.time = 1700000000 + e.seq;
+    e.action = PROVEN_AUDIT_DEPLOY;
+    memset(e.package, fill, sizeof(e.package));
+    public_of(identity, e.signer);
+    e.has_session = 1;
+    memcpy(e.session, session, PROVEN_AUDIT_SESSION_LEN);
+
+    md = EVP_MD_CTX_new();
+    len = sizeof(e.signature);
+    assert_int_equal(EVP_DigestSignInit(md, NULL, NULL, NULL, identity), 1);
+    assert_int_equal(EVP_DigestSign(md, e.signature, &len, session,
+                                     PROVEN_AUDIT_SESSION_LEN), 1);
+    EVP_MD_CTX_free(md);
+    return e;
+}
+
+
+static int
+apply_entry(proven_app_state_t *st, proven_audit_entry_t *e, char *err)
+{
+    size_t                len;
+    uint8_t               buf[PROVEN_AUDIT_ENTRY_MAX];
+    uint8_t               hash[PROVEN_AUDIT_HASH_LEN];
+    proven_audit_entry_t  back;
+
+    assert_int_equal(proven_audit_encode(e, buf, sizeof(buf), &len),
+                     PROVEN_OK);
+    assert_int_equal(proven_audit_decode(buf, len, &back, err,
+                                         PROVEN_ERR_LEN), PROVEN_OK);
+    assert_memory_equal(&back, e, sizeof(*e));
+    proven_audit_hash(buf, len, hash);
+    return proven_audit_apply(st, e, hash, err, PROVEN_ERR_LEN);
+}
+
+
+/*
+ * Entries made over a session (RPC Deploy): "session" is encoded and
+ * decoded canonically, the signature is checked over the session id, and
+ * the owner rule still holds.
+ */
+static void
+test_session_entries(void **state)
+{
+    char                  err[PROVEN_ERR_LEN];
+    uint8_t               session[PROVEN_AUDIT_SESSION_LEN];
+    uint8_t               other[PROVEN_AUDIT_SESSION_LEN];
+    proven_app_state_t    st;
+    proven_audit_entry_t  e;
+
+    (void) state;
+    memset(&st, 0, sizeof(st));
+    memset(session, 0x5e, sizeof(session));
+    memset(other, 0x07, sizeof(other));
+
+    e = session_entry(&st, alice, session, 1);
+    assert_int_equal(apply_entry(&st, &e, err), PROVEN_OK);
+    assert_int_equal(st.nowners, 1);
+
+    /* the proof of another session is not this one's */
+    e = session_entry(&st, alice, session, 2);
+    memcpy(e.session, other, sizeof(other));
+    assert_int_equal(apply_entry(&st, &e, err), PROVEN_ERR);
+    assert_non_null(strstr(err, "over the session id"));
+
+    /* a proof made by someone who is not an owner */
+    e = session_entry(&st, bob, session, 2);
+    assert_int_equal(apply_entry(&st, &e, err), PROVEN_ERR);
+    assert_non_null(strstr(err, "not an owner"));
+
+    /* the same owner in another session */
+    e = session_entry(&st, alice, other, 2);
+    assert_int_equal(apply_entry(&st, &e, err), PROVEN_OK);
+    assert_int_equal(st.seq, 2);
+
+    proven_app_state_free(&st);
+}
+
+
 int
 main(void)
 {
@@ -240,6 +331,7 @@ main(void)
         cmocka_unit_test(test_chain),
         cmocka_unit_test(test_replay_and_tamper),
         cmocka_unit_test(test_decode_strict),
+        cmocka_unit_test(test_session_entries),
     };
 
     alice = new_key();
