@@ -139,6 +139,11 @@ provend_session_unref(provend_session_t *session)
 static void
 provend_session_unlink_use(provend_sessions_t *s, provend_session_t *session)
 {
+    if (session->older == NULL && session->newer == NULL
+        && s->oldest != session)
+    {
+        return;                         /* not in the list (a new one) */
+    }
     if (session->older != NULL) {
         session->older->newer = session->newer;
     } else {
@@ -1527,6 +1532,13 @@ provend_sessions_new(const provend_sessions_config_t *cfg, char *err,
     uv_timer_start(&s->sweep, provend_sessions_on_sweep, 1000, 1000);
     uv_unref((uv_handle_t *) &s->sweep);
     return s;
+}
+
+
+size_t
+provend_sessions_count(provend_sessions_t *s)
+{
+    return s->count;
 }
 
 

@@ -83,6 +83,9 @@ void provend_sessions_dispatch(provend_sessions_t *s,
 int provend_sessions_grant_ok(provend_sessions_t *s, const char *token,
     const char *app, const char *identity);
 
+/* Sessions open now. */
+size_t provend_sessions_count(provend_sessions_t *s);
+
 /* Stops the sweep timer; calls under way still answer. */
 void provend_sessions_stop(provend_sessions_t *s);
 

@@ -1652,7 +1652,8 @@ ngx_http_proven_body(ngx_http_request_t *r, size_t max, size_t *len,
                 return NULL;
             }
             p += n;
-        } else {
+        } else if (b->last > b->pos) {
+            /* an empty buffer may have no memory at all */
             p = ngx_cpymem(p, b->pos, b->last - b->pos);
         }
     }
