@@ -211,25 +211,7 @@ static int provend_app_current_serves(provend_app_t *app);
 /* ---- answers ------------------------------------------------------------- */
 
 /* Takes result (a reference); NULL result: out of memory. */
-static void
-provend_apps_reply_ok(provend_ops_reply_pt reply, void *ctx, uint64_t id,
-    cbor_item_t *result)
-{
-    size_t    len;
-    uint8_t  *frame;
-
-    if (result == NULL) {
-        provend_ops_reply_error(reply, ctx, id, "internal", "out of memory");
-        return;
-    }
-
-    if (proven_response_encode_ok(id, result, &frame, &len) != PROVEN_OK) {
-        frame = NULL;
-        len = 0;
-    }
-    cbor_decref(&result);
-    reply(ctx, frame, len);
-}
+#define provend_apps_reply_ok  provend_ops_reply_ok
 
 
 /* ---- the registry in storage -------------------------------------------- */

@@ -839,6 +839,26 @@ provend_ops_reply_error(provend_ops_reply_pt reply, void *ctx, uint64_t id,
 }
 
 
+void
+provend_ops_reply_ok(provend_ops_reply_pt reply, void *ctx, uint64_t id,
+    cbor_item_t *result)
+{
+    size_t    len;
+    uint8_t  *frame;
+
+    if (result == NULL) {
+        provend_ops_reply_error(reply, ctx, id, "internal", "out of memory");
+        return;
+    }
+    if (proven_response_encode_ok(id, result, &frame, &len) != PROVEN_OK) {
+        frame = NULL;
+        len = 0;
+    }
+    cbor_decref(&result);
+    reply(ctx, frame, len);
+}
+
+
 static void
 provend_ops_on_close_free(uv_handle_t *handle)
 {

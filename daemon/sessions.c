@@ -326,26 +326,6 @@ provend_sessions_arg_bytes(const cbor_item_t *map, const char *name,
 
 
 static void
-provend_sessions_reply_ok(provend_ops_reply_pt reply, void *ctx, uint64_t id,
-    cbor_item_t *result)
-{
-    size_t    len;
-    uint8_t  *frame;
-
-    if (result == NULL) {
-        provend_ops_reply_error(reply, ctx, id, "internal", "out of memory");
-        return;
-    }
-    if (proven_response_encode_ok(id, result, &frame, &len) != PROVEN_OK) {
-        frame = NULL;
-        len = 0;
-    }
-    cbor_decref(&result);
-    reply(ctx, frame, len);
-}
-
-
-static void
 provend_sessions_attested(void *data, int rc, const uint8_t *doc,
     size_t doc_len, const char *err)
 {
@@ -376,7 +356,7 @@ provend_sessions_attested(void *data, int rc, const uint8_t *doc,
     if (!ok) {
         provend_session_drop(c->sessions, c->session);
     }
-    provend_sessions_reply_ok(c->reply, c->ctx, c->id, ok ? result : NULL);
+    provend_ops_reply_ok(c->reply, c->ctx, c->id, ok ? result : NULL);
 
 done:
 
@@ -564,10 +544,13 @@ provend_session_lookup(provend_sessions_t *s, const uint8_t *id,
 }
 
 
-/* session.check {session, app?}: {} while the session lives. */
-static void
-provend_sessions_op_check(provend_sessions_t *s, const proven_request_t *req,
-    provend_ops_reply_pt reply, void *ctx)
+/*
+ * The live session req names ({session, app?}), or NULL once req is
+ * answered with why not.
+ */
+static provend_session_t *
+provend_sessions_arg_session(provend_sessions_t *s,
+    const proven_request_t *req, provend_ops_reply_pt reply, void *ctx)
 {
     int                 has_app;
     char                app[PROVEND_NAME_MAX + 1], err[PROVEN_ERR_LEN];
@@ -584,15 +567,29 @@ provend_sessions_op_check(provend_sessions_t *s, const proven_request_t *req,
                                      &has_app, err, sizeof(err)) != PROVEN_OK)
     {
         provend_ops_reply_error(reply, ctx, req->id, "bad_request", err);
-        return;
+        return NULL;
     }
     session = provend_session_lookup(s, id, app, &why);
     if (session == NULL) {
         provend_ops_reply_error(reply, ctx, req->id, "unknown_session", why);
+    }
+    return session;
+}
+
+
+/* session.check {session, app?}: {} while the session lives. */
+static void
+provend_sessions_op_check(provend_sessions_t *s, const proven_request_t *req,
+    provend_ops_reply_pt reply, void *ctx)
+{
+    provend_session_t  *session;
+
+    session = provend_sessions_arg_session(s, req, reply, ctx);
+    if (session == NULL) {
         return;
     }
     provend_session_touch(s, session);
-    provend_sessions_reply_ok(reply, ctx, req->id, cbor_new_definite_map(0));
+    provend_ops_reply_ok(reply, ctx, req->id, cbor_new_definite_map(0));
 }
 
 /* An answer being signed on the thread pool. */
@@ -1407,32 +1404,22 @@ static void
 provend_sessions_op_rpc(provend_sessions_t *s, const proven_request_t *req,
     provend_ops_reply_pt reply, void *ctx)
 {
-    int                   has_app;
-    char                  app[PROVEND_NAME_MAX + 1], err[PROVEN_ERR_LEN];
-    size_t                id_len, msg_len;
-    const char           *why;
-    const uint8_t        *id, *msg;
+    char                  err[PROVEN_ERR_LEN];
+    size_t                msg_len;
+    const uint8_t        *msg;
     provend_verify_t     *v;
     provend_session_t    *session;
     proven_cose_eddsa_t   m;
 
-    if (provend_sessions_arg_bytes(req->map, "session",
-                                   PROVEND_SESSION_ID_LEN,
-                                   PROVEND_SESSION_ID_LEN, &id, &id_len, err,
-                                   sizeof(err)) != PROVEN_OK
-        || provend_sessions_arg_bytes(req->map, "message", 1,
-                                      PROVEN_FRAME_MAX, &msg, &msg_len, err,
-                                      sizeof(err)) != PROVEN_OK
-        || provend_sessions_arg_text(req->map, "app", app, PROVEND_NAME_MAX,
-                                     &has_app, err, sizeof(err)) != PROVEN_OK)
+    if (provend_sessions_arg_bytes(req->map, "message", 1,
+                                   PROVEN_FRAME_MAX, &msg, &msg_len, err,
+                                   sizeof(err)) != PROVEN_OK)
     {
         provend_ops_reply_error(reply, ctx, req->id, "bad_request", err);
         return;
     }
-
-    session = provend_session_lookup(s, id, app, &why);
+    session = provend_sessions_arg_session(s, req, reply, ctx);
     if (session == NULL) {
-        provend_ops_reply_error(reply, ctx, req->id, "unknown_session", why);
         return;
     }
 

@@ -343,6 +343,11 @@ provend_ops_storage_t *provend_ops_storage_new(void *uv_loop,
 void provend_ops_reply_error(provend_ops_reply_pt reply, void *ctx,
     uint64_t id, const char *code, const char *message);
 
+/* An answer {"id", "ok": true, "result"}; takes result (NULL: out of
+ * memory, answered as an error). */
+void provend_ops_reply_ok(provend_ops_reply_pt reply, void *ctx,
+    uint64_t id, cbor_item_t *result);
+
 /* Whether op is "kv.*" or "sql.*" we serve. */
 int provend_ops_storage_handles(const char *op);
 
