@@ -16,7 +16,7 @@ NGINX    ?= /usr/sbin/nginx
 # Debian packages the project needs; `deps` installs those not present.
 DEB_PACKAGES = nginx nginx-dev libcbor-dev libjansson-dev libuv1-dev \
     libssl-dev openssl libcmocka-dev libcurl4-openssl-dev pkg-config curl procps \
-    libsqlite3-dev chromium
+    libsqlite3-dev chromium nats-server libnats-dev
 
 DEB_BENCH    = wrk redis-server redis-tools
 DEB_FUZZ     = clang libclang-rt-14-dev
@@ -39,7 +39,7 @@ MODULES     = $(BUILD)/modules/ngx_http_proven_core_module.so \
               $(BUILD)/modules/ngx_http_proven_app_module.so \
               $(BUILD)/modules/ngx_http_proven_rpc_module.so
 
-.PHONY: all deps lib programs modules runtime sdk run test test-unit \
+.PHONY: all deps lib programs modules runtime sdk run cluster test test-unit \
         test-nginx test-runtime asan fuzz bench clean
 
 all: deps programs modules
@@ -112,7 +112,7 @@ $(LIBPROVEN): $(LIB_OBJS)
 
 $(BUILD)/bin/provend: $(DAEMON_OBJS) $(LIBPROVEN)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(DAEMON_OBJS) $(LIBPROVEN) -lsqlite3 -luv -lpthread $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(DAEMON_OBJS) $(LIBPROVEN) -lsqlite3 -luv -lcurl -lpthread $(LIBS)
 
 $(BUILD)/bin/proven: $(CLI_OBJS) $(LIBPROVEN)
 	@mkdir -p $(dir $@)
@@ -124,7 +124,7 @@ DAEMON_LIB_OBJS = $(filter-out $(BUILD)/obj/daemon/main.o,$(DAEMON_OBJS))
 $(BUILD)/tests/%: tests/%.c tests/support.h $(LIBPROVEN) $(DAEMON_LIB_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Idaemon $(LDFLAGS) -o $@ $< $(DAEMON_LIB_OBJS) \
-	    $(LIBPROVEN) -lcmocka -lsqlite3 -luv -lpthread $(LIBS)
+	    $(LIBPROVEN) -lcmocka -lsqlite3 -luv -lcurl -lpthread $(LIBS)
 
 # ---- nginx modules, built against Debian's nginx-dev ---------------------
 
@@ -148,6 +148,10 @@ modules: $(BUILD)/modules/.stamp
 
 run: all
 	@./nginx-conf/run-local.sh
+
+# Three local nodes, each with its own nginx, provend and nats-server.
+cluster: all
+	@./nginx-conf/run-cluster.sh
 
 test: all $(TEST_BINS)
 	@NGINX_PRELOAD="$(NGINX_PRELOAD)" ./t/run-all.sh $(BUILD)

@@ -178,5 +178,7 @@ int cli_status(int argc, char **argv);
 int cli_kv(int argc, char **argv);
 int cli_sql(int argc, char **argv);
 int cli_app(int argc, char **argv);
+int cli_cluster(int argc, char **argv);
+void cli_usage_cluster(FILE *out);
 
 #endif /* PROVEN_CLI_H */

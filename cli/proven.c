@@ -21,6 +21,7 @@ static const cli_command_t  cli_commands[] = {
     { "kv",     cli_kv,     cli_usage_kv },
     { "sql",    cli_sql,    cli_usage_sql },
     { "app",    cli_app,    cli_usage_app },
+    { "cluster", cli_cluster, cli_usage_cluster },
     { NULL, NULL, NULL }
 };
 

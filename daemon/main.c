@@ -9,6 +9,7 @@
  *           [--app-sandbox on|off] [--app-workers N] [--app-idle SECONDS]
  *           [--session-idle SECONDS] [--session-life SECONDS]
  *           [--session-max N] [--session-origins any|listed]
+ *           [--cluster FILE] [--nats-server PATH]
  *   provend --sandbox-exec -- PROGRAM ARGS...   (around app workers)
  */
 
@@ -20,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+
+#include <curl/curl.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -62,6 +65,7 @@ provend_usage(FILE *out)
         "               [--app-idle SECONDS] [--session-idle SECONDS]\n"
         "               [--session-life SECONDS] [--session-max N]\n"
         "               [--session-origins any|listed]\n"
+        "               [--cluster FILE] [--nats-server PATH]\n"
         "  --data DIR        state directory (default ./var)\n"
         "  --socket PATH     unix socket (default DATA/provend.sock)\n"
         "  --provider NAME   attestation provider (default auto: nsm when\n"
@@ -92,7 +96,11 @@ provend_usage(FILE *out)
         "  --session-max N   sessions open at once (default 100000)\n"
         "  --session-origins any|listed  which pages may open an app's\n"
         "                    session (default: any with the dev provider,\n"
-        "                    else listed)\n");
+        "                    else listed)\n"
+        "  --cluster FILE    join the cluster the file describes (see\n"
+        "                    daemon/cluster.h): runs nats-server, admits\n"
+        "                    peers by their attestation\n"
+        "  --nats-server PATH  the nats-server to run (default: from PATH)\n");
 }
 
 
@@ -128,6 +136,7 @@ main(int argc, char **argv)
     size_t                   measure_count;
     const char              *data_dir, *socket_path, *provider_name;
     const char              *runtime_dir, *node;
+    const char              *cluster_file, *nats_server;
     unsigned long            app_memory, app_workers, app_idle;
     unsigned long            session_idle, session_life, session_max;
     int                      any_origin;
@@ -162,6 +171,8 @@ main(int argc, char **argv)
         { "session-life", required_argument, NULL, 'L' },
         { "session-max", required_argument, NULL, 'x' },
         { "session-origins", required_argument, NULL, 'o' },
+        { "cluster",   required_argument, NULL, 'C' },
+        { "nats-server", required_argument, NULL, 'N' },
         { "help",      no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -186,6 +197,8 @@ main(int argc, char **argv)
     session_life = 0;
     session_max = 0;
     any_origin = -1;
+    cluster_file = NULL;
+    nats_server = NULL;
     status = 1;
 
     /* provend runs itself this way around each app worker (apps.c) */
@@ -369,6 +382,14 @@ main(int argc, char **argv)
             any_origin = strcmp(optarg, "any") == 0;
             break;
 
+        case 'C':
+            cluster_file = optarg;
+            break;
+
+        case 'N':
+            nats_server = optarg;
+            break;
+
         case 'h':
             provend_usage(stdout);
             return 0;
@@ -377,6 +398,12 @@ main(int argc, char **argv)
             provend_usage(stderr);
             return 2;
         }
+    }
+
+    /* before any thread: libcurl's global set-up is not thread-safe */
+    if (cluster_file != NULL && curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
+        fprintf(stderr, "provend: cannot set up libcurl\n");
+        return 1;
     }
 
     if (optind != argc) {
@@ -504,6 +531,8 @@ main(int argc, char **argv)
     srv_cfg.session_max = session_max;
     srv_cfg.any_origin = any_origin >= 0 ? any_origin
                          : strcmp(provider_name, "dev") == 0;
+    srv_cfg.cluster_file = cluster_file;
+    srv_cfg.nats_server = nats_server;
 
     if (runtime_dir != NULL
         && asprintf(&runtime_bin, "%s/bin/proven-runtime.mjs", runtime_dir)

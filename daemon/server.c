@@ -20,6 +20,7 @@
 #include <uv.h>
 
 #include "log.h"
+#include "cluster.h"
 #include "server.h"
 #include "sessions.h"
 #include "util.h"
@@ -53,6 +54,7 @@ typedef struct {
     provend_ops_storage_t          *storage_ops;
     provend_apps_t                 *apps;
     provend_sessions_t             *sessions;
+    provend_cluster_t              *cluster;
 } provend_server_t;
 
 struct provend_conn_s {
@@ -855,6 +857,16 @@ provend_conn_request(provend_conn_t *conn, uint8_t *body, size_t len)
     } else if (strcmp(req.op, "status") == 0) {
         provend_op_status(conn, &req);
 
+    } else if (provend_cluster_handles(req.op)) {
+        if (conn->srv->cluster != NULL) {
+            conn->refs++;
+            provend_cluster_dispatch(conn->srv->cluster, &req,
+                                     provend_conn_on_storage_reply, conn);
+        } else {
+            provend_conn_send_error(conn, req.id, "not_clustered",
+                                    "this node runs alone (no --cluster)");
+        }
+
     } else if (provend_sessions_handles(req.op)) {
         conn->refs++;
         provend_sessions_dispatch(conn->srv->sessions, &req,
@@ -1209,6 +1221,9 @@ provend_server_stop(provend_server_t *srv)
     if (srv->sessions != NULL) {
         provend_sessions_stop(srv->sessions);
     }
+    if (srv->cluster != NULL) {
+        provend_cluster_stop(srv->cluster);
+    }
 
     for (conn = srv->conns; conn != NULL; conn = next) {
         next = conn->next;
@@ -1540,6 +1555,24 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
         }
     }
 
+    if (cfg->cluster_file != NULL) {
+        provend_cluster_config_t  cluster_cfg;
+
+        memset(&cluster_cfg, 0, sizeof(cluster_cfg));
+        cluster_cfg.loop = &srv->loop;
+        cluster_cfg.provider = p;
+        cluster_cfg.data_dir = cfg->data_dir;
+        cluster_cfg.file = cfg->cluster_file;
+        cluster_cfg.nats_server = cfg->nats_server;
+
+        srv->cluster = provend_cluster_open(&cluster_cfg, err, errlen);
+        if (srv->cluster == NULL) {
+            provend_server_stop(srv);
+            uv_run(&srv->loop, UV_RUN_DEFAULT);
+            goto failed;
+        }
+    }
+
     uv_timer_start(&srv->maintain, provend_server_on_maintain,
                    p->maintain(p), 0);
 
@@ -1577,6 +1610,9 @@ failed:
 
     if (srv->sessions != NULL) {
         provend_sessions_free(srv->sessions);
+    }
+    if (srv->cluster != NULL) {
+        provend_cluster_free(srv->cluster);
     }
     provend_ops_storage_free(srv->storage_ops);
     free(srv);

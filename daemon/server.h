@@ -48,6 +48,10 @@ typedef struct {
     unsigned             session_idle_s;
     unsigned             session_life_s;
     int                  any_origin;       /* app sessions from any page */
+
+    /* a cluster (cluster.*): NULL, none */
+    const char          *cluster_file;
+    const char          *nats_server;
 } provend_server_config_t;
 
 /*

@@ -1,0 +1,153 @@
+#!/bin/bash
+# A local cluster as `make cluster` starts it (nginx-conf/run-cluster.sh):
+# three nodes admit each other by their attestation and form one NATS
+# JetStream cluster over mutual-TLS routes; a nats-server killed is
+# restarted by its provend and rejoins; a node that measures other code is
+# refused by the others, and says why.
+# Usage: tests/cluster.sh BUILD_DIR   (KEEP_WORK=1 keeps the logs and data)
+set -u
+top=$(cd "$(dirname "$0")/.." && pwd)
+build=$(cd "${1:-build}" && pwd)
+proven=$build/bin/proven
+work=$(mktemp -d)
+export PROVEN_BUILD=$build
+passed=0 failed=0
+cluster_pid=
+
+. "$(dirname "$0")/lib.sh"
+
+stop_cluster() {
+    if [ -n "$cluster_pid" ]; then
+        kill -TERM "$cluster_pid" 2>/dev/null
+        wait "$cluster_pid" 2>/dev/null
+        cluster_pid=
+    fi
+}
+
+cleanup() {
+    stop_cluster
+    [ -n "${KEEP_WORK:-}" ] && echo "# kept $work" || rm -rf "$work"
+}
+trap cleanup EXIT
+
+start_cluster() {   # start_cluster NAME [VAR=VALUE...]: data in $work/NAME
+    local name=$1; shift
+    env PROVEN_DATA="$work/$name" "$@" \
+        setsid "$top/nginx-conf/run-cluster.sh" >"$work/$name.log" 2>&1 &
+    cluster_pid=$!
+}
+
+# status NODE_DIR: one line, "n1 n2:1 n3:0 routes=2 leader=n2 size=3"
+status() {
+    PROVEN_DATA=$1 "$proven" cluster status 2>/dev/null | node -e '
+        let s = ""; process.stdin.on("data", (d) => s += d);
+        process.stdin.on("end", () => {
+            let d;
+            try { d = JSON.parse(s); } catch { return; }   /* not up yet */
+            const js = d.jetstream || {};
+            console.log([d.node, ...d.members.map((m) =>
+                `${m.name}:${m.admitted ? 1 : 0}`),
+                `routes=${d.routes.length}`, `leader=${js.leader || ""}`,
+                `size=${js.cluster_size || 0}`, `pid=${d.nats.pid}`].join(" "));
+        });'
+}
+
+# await NAME NODE_DIR REGEX: until the node's status line matches (45 s)
+await() {
+    local name=$1 dir=$2 re=$3 line=
+    for _ in $(seq 1 450); do
+        line=$(status "$dir")
+        if [[ $line =~ $re ]]; then
+            pass "$name"
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "# last status of $dir: $line"
+    fail "$name" "no status matching /$re/"
+    return 1
+}
+
+# ---- three nodes --------------------------------------------------------------
+
+port=$((21000 + $$ % 20000 / 100 * 100))
+start_cluster ok PROVEN_CLUSTER_PORT=$port
+d=$work/ok
+for i in 1 2 3; do
+    others=$(for j in 1 2 3; do [ $j = $i ] || printf ' n%s:1' $j; done)
+    await "node $i admits the two others and holds two routes" "$d/node$i" \
+        "^n$i$others routes=2 leader=n[123] size=3 "
+done
+
+# every node sees the same JetStream meta leader
+leaders=$(for i in 1 2 3; do status "$d/node$i" | grep -o 'leader=n[0-9]'; done \
+          | sort -u | wc -l)
+[ "$leaders" = 1 ] && pass "one JetStream meta leader for all three" \
+    || fail "one JetStream meta leader for all three" "$leaders leaders"
+
+check "the NATS client port is on loopback only" 0 \
+    -m "127.0.0.1:$((port + 14))" \
+    grep -h '^listen' "$d/node2/nats/nats.conf"
+check "routes trust only admitted certificates (mutual TLS)" 0 \
+    -m 'verify: true' grep -h 'verify' "$d/node2/nats/nats.conf"
+
+# kill -9 node 2's nats-server: its provend starts another, which rejoins
+old=$(status "$d/node2" | grep -o 'pid=[0-9]*' | cut -d= -f2)
+kill -9 "$old"
+await "a killed nats-server is restarted and rejoins" "$d/node2" \
+    "^n2 n1:1 n3:1 routes=2 leader=n[123] size=3 pid=[0-9]+$"
+new=$(status "$d/node2" | grep -o 'pid=[0-9]*' | cut -d= -f2)
+[ -n "$new" ] && [ "$new" != "$old" ] && pass "with a new process" \
+    || fail "with a new process" "pid $old then $new"
+stop_cluster
+
+# ---- a node measuring other code ------------------------------------------------
+
+# node 3 extends PCR 2 with one more file: the others must refuse it
+echo "not the code the others run" >"$work/extra"
+start_cluster odd PROVEN_CLUSTER_PORT=$((port + 50)) \
+    PROVEN_NODE_ARGS_3="--measure 2:$work/extra"
+d=$work/odd
+await "nodes 1 and 2 admit each other" "$d/node1" \
+    "^n1 n2:1 n3:0 routes=1 "
+await "node 3 is refused by node 2 as well" "$d/node2" "^n2 n1:1 n3:0 "
+# (node 3 may still be starting: the reason is a refused fetch until it is up)
+for _ in $(seq 1 200); do
+    PROVEN_DATA="$d/node1" "$proven" cluster status 2>/dev/null \
+        | grep -q 'its PCR 2 is not this node' && break
+    sleep 0.1
+done
+check "the refusal says which PCR differs" 0 \
+    -m 'its PCR 2 is not this node' \
+    env PROVEN_DATA="$d/node1" "$proven" cluster status
+for _ in $(seq 1 200); do
+    [ "$(PROVEN_DATA="$d/node3" "$proven" cluster status 2>/dev/null \
+         | grep -c 'its PCR 2 is not this node')" = 2 ] && break
+    sleep 0.1
+done
+check "and node 3 refuses both, for the same reason" 0 \
+    -m '^2$' sh -c "PROVEN_DATA='$d/node3' '$proven' cluster status \
+                    | grep -c 'its PCR 2 is not this node'"
+stop_cluster
+
+# ---- a node alone ---------------------------------------------------------------
+
+mkdir -p "$work/alone"
+"$build/bin/provend" --data "$work/alone" --provider dev --runtime none \
+    >"$work/alone.log" 2>&1 &
+alone_pid=$!
+for _ in $(seq 1 250); do
+    [ -S "$work/alone/provend.sock" ] && break
+    sleep 0.02
+done
+check "a node alone has no cluster status" 1 -m 'runs alone' \
+    env PROVEN_DATA="$work/alone" "$proven" cluster status
+echo '{"cluster": "x", "node": "n1"}' >"$work/bad.json"
+check "provend refuses a cluster file without its NATS ports" 1 \
+    -m 'nats' "$build/bin/provend" --data "$work/alone2" --provider dev \
+    --runtime none --cluster "$work/bad.json"
+kill -TERM "$alone_pid" 2>/dev/null
+wait "$alone_pid" 2>/dev/null
+
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
