@@ -30,11 +30,12 @@
 #define PROVEND_NAME_LEN         63
 #define PROVEND_ADMIT_EVERY_MS   2000
 #define PROVEND_ADMIT_RETRY_MS   5000
-#define PROVEND_ADMIT_TIMEOUT_S  10
+#define PROVEND_ADMIT_TIMEOUT_S  4        /* on the shared thread pool */
 #define PROVEND_DOC_MAX          (64 * 1024)
 #define PROVEND_NATS_RESTART_MS  500
 #define PROVEND_NATS_RESTART_MAX 30000
 #define PROVEND_NATS_SETTLE_MS   1500     /* before it takes a SIGHUP */
+#define PROVEND_NATS_STOP_MS     10000    /* SIGTERM, then SIGKILL */
 
 
 typedef struct {
@@ -100,20 +101,22 @@ static int
 provend_cluster_write_file(const char *path, const char *text, char *err,
     size_t errlen)
 {
-    int    fd;
+    int    fd, ok;
     char   tmp[4200];
     size_t len;
 
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        provend_cluster_err("%s: %s", tmp, strerror(errno));
+        return PROVEN_ERR;
+    }
     len = strlen(text);
-    if (fd < 0 || write(fd, text, len) != (ssize_t) len || fsync(fd) != 0
-        || close(fd) != 0 || rename(tmp, path) != 0)
-    {
+    ok = write(fd, text, len) == (ssize_t) len && fsync(fd) == 0;
+    ok = close(fd) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) {
         provend_cluster_err("%s: %s", path, strerror(errno));
-        if (fd >= 0) {
-            close(fd);
-        }
+        unlink(tmp);
         return PROVEN_ERR;
     }
     return PROVEN_OK;
@@ -181,7 +184,9 @@ provend_cluster_write_conf(provend_cluster_t *c, char *err, size_t errlen)
         return rc;
     }
 
-    cap = 8192 + c->npeers * 160;
+    cap = 1024 + 3 * strlen(c->nats_dir) + strlen(c->tls_cert)
+          + strlen(c->tls_key) + 2 * sizeof(c->node) + sizeof(c->cluster)
+          + c->npeers * (sizeof(c->peers[0].route) + 32);
     text = malloc(cap);
     if (text == NULL) {
         provend_cluster_err("out of memory");
@@ -193,10 +198,11 @@ provend_cluster_write_conf(provend_cluster_t *c, char *err, size_t errlen)
                   "listen: \"127.0.0.1:%u\"\n"
                   "http: \"127.0.0.1:%u\"\n"
                   "log_file: \"%s/nats.log\"\n"
+                  "pid_file: \"%s/nats.pid\"\n"
                   "jetstream {\n  store_dir: \"%s/jetstream\"\n"
                   "  max_memory_store: 256MB\n  max_file_store: 4GB\n}\n",
                   c->node, c->client_port, c->monitor_port, c->nats_dir,
-                  c->nats_dir);
+                  c->nats_dir, c->nats_dir);
     admitted = 0;
     if (c->npeers > 0) {
         /* routes over mutual TLS: only admitted peers' certificates */
@@ -270,7 +276,13 @@ provend_cluster_on_nats_exit(uv_process_t *process, int64_t status,
 
     if (c->stopping) {
         provend_info("cluster: nats-server stopped");
+        if (!uv_is_closing((uv_handle_t *) &c->restart)) {
+            uv_close((uv_handle_t *) &c->restart, provend_cluster_closed);
+        }
         return;
+    }
+    if (uv_now(c->loop) - c->nats_since > PROVEND_NATS_RESTART_MAX) {
+        c->backoff_ms = PROVEND_NATS_RESTART_MS;   /* it had run well */
     }
     provend_warn("cluster: nats-server exited (status %lld, signal %d); "
                  "restarting in %u ms (its log: %s/nats.log)",
@@ -333,12 +345,20 @@ provend_cluster_spawn(provend_cluster_t *c)
 static void
 provend_cluster_on_reload(uv_timer_t *timer)
 {
+    uint64_t            up;
     provend_cluster_t  *c;
 
     c = timer->data;
-    if (c->nats_running && !c->stopping) {
-        uv_process_kill(&c->nats, SIGHUP);
+    if (!c->nats_running || c->stopping) {
+        return;                 /* a new one reads the file as it starts */
     }
+    up = uv_now(c->loop) - c->nats_since;
+    if (up < PROVEND_NATS_SETTLE_MS) {
+        uv_timer_start(&c->reload, provend_cluster_on_reload,
+                       PROVEND_NATS_SETTLE_MS - up, 0);
+        return;
+    }
+    uv_process_kill(&c->nats, SIGHUP);
 }
 
 
@@ -495,6 +515,18 @@ provend_admission_work(uv_work_t *work)
         }
     }
 
+    /* only a document made by a TLS-bound endpoint binds the TLS key: a
+     * caller of a plain endpoint could have named any key */
+    if (!doc.user_data.present
+        || doc.user_data.len != sizeof(PROVEN_TLS_BINDING_MARK) - 1
+        || memcmp(doc.user_data.data, PROVEN_TLS_BINDING_MARK,
+                  doc.user_data.len) != 0)
+    {
+        snprintf(a->reason, sizeof(a->reason), "its document is not one of "
+                 "a TLS-bound endpoint (proven_attestation_bind_tls)");
+        goto done;
+    }
+
     a->cert_pem = provend_cluster_peer_cert(curl);
     cert = NULL;
     der = NULL;
@@ -575,8 +607,12 @@ provend_admission_done(uv_work_t *work, int status)
 }
 
 
-/* Our own PCRs that peers must match, into the admission. */
-static void
+/*
+ * Our own PCRs that peers must match, into the admission; PROVEN_ERR when
+ * we do not know one of ours yet (an NSM node learns them with its first
+ * document): no peer is admitted on fewer.
+ */
+static int
 provend_cluster_match_pcrs(provend_cluster_t *c, const provend_status_t *st,
     provend_admission_t *a)
 {
@@ -589,7 +625,11 @@ provend_cluster_match_pcrs(provend_cluster_t *c, const provend_status_t *st,
                 break;
             }
         }
+        if (j == st->pcr_count) {
+            return PROVEN_ERR;
+        }
     }
+    return PROVEN_OK;
 }
 
 
@@ -606,10 +646,13 @@ provend_cluster_on_admit(uv_timer_t *timer)
     c->provider->status(c->provider, &st);
 
     for (i = 0; i < c->npeers; i++) {
+        if (c->peers[i].checking) {
+            return;             /* one at a time: the pool is shared */
+        }
+    }
+    for (i = 0; i < c->npeers; i++) {
         peer = &c->peers[i];
-        if (peer->admitted || peer->checking
-            || uv_now(c->loop) < peer->next_try)
-        {
+        if (peer->admitted || uv_now(c->loop) < peer->next_try) {
             continue;
         }
         a = calloc(1, sizeof(*a));
@@ -620,9 +663,14 @@ provend_cluster_on_admit(uv_timer_t *timer)
         a->c = c;
         a->peer = peer;
         snprintf(a->url, sizeof(a->url), "%s", peer->url);
+        if (provend_cluster_match_pcrs(c, &st, a) != PROVEN_OK) {
+            snprintf(peer->reason, sizeof(peer->reason), "this node does "
+                     "not know its own PCRs yet");
+            free(a);
+            continue;
+        }
         a->root = c->root;
         X509_up_ref(a->root);
-        provend_cluster_match_pcrs(c, &st, a);
         a->work.data = a;
         if (uv_queue_work(c->loop, &a->work, provend_admission_work,
                           provend_admission_done) != 0)
@@ -632,11 +680,45 @@ provend_cluster_on_admit(uv_timer_t *timer)
             continue;
         }
         peer->checking = 1;
+        return;
     }
 }
 
 
 /* ---- the cluster file ------------------------------------------------------- */
+
+/* Text that goes into a quoted NATS setting as it is. */
+static int
+provend_cluster_safe(const char *s)
+{
+    for ( ; *s != '\0'; s++) {
+        if ((unsigned char) *s < 0x20 || *s == 0x7f || *s == '"'
+            || *s == '\\')
+        {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+
+/* A name or host:port: letters, digits and . _ : - only. */
+static int
+provend_cluster_word(const char *s)
+{
+    if (*s == '\0') {
+        return 0;
+    }
+    for ( ; *s != '\0'; s++) {
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z')
+              || (*s >= '0' && *s <= '9') || *s == '.' || *s == '_'
+              || *s == ':' || *s == '-'))
+        {
+            return 0;
+        }
+    }
+    return 1;
+}
 
 static int
 provend_cluster_text(json_t *obj, const char *key, char *out, size_t size,
@@ -743,6 +825,11 @@ provend_cluster_read(provend_cluster_t *c, const char *file,
         goto done;
     }
 
+    if (match == NULL || json_array_size(match) == 0) {
+        provend_cluster_err("\"match_pcrs\" must name the PCRs peers share "
+                            "with this node (at least one)");
+        goto done;
+    }
     if (match != NULL) {
         if (!json_is_array(match)
             || json_array_size(match) > PROVEN_ATT_PCRS_MAX)
@@ -788,8 +875,8 @@ provend_cluster_read(provend_cluster_t *c, const char *file,
             goto done;
         }
         if (strncmp(p->url, "https://", 8) != 0
-            || strpbrk(p->route, "\" \n\\") != NULL
-            || strpbrk(p->name, "\" \n\\") != NULL)
+            || !provend_cluster_word(p->route)
+            || !provend_cluster_word(p->name))
         {
             provend_cluster_err("peer %s: its attestation URL is https://... "
                                 "and its route host:port", p->name);
@@ -797,10 +884,16 @@ provend_cluster_read(provend_cluster_t *c, const char *file,
         }
         c->npeers++;
     }
-    if (strpbrk(c->node, "\" \n\\") != NULL
-        || strpbrk(c->cluster, "\" \n\\") != NULL)
+    if (!provend_cluster_word(c->node) || !provend_cluster_word(c->cluster))
     {
         provend_cluster_err("cluster and node names are plain words");
+        goto done;
+    }
+    if (!provend_cluster_safe(c->tls_cert) || !provend_cluster_safe(c->tls_key)
+        || !provend_cluster_safe(data_dir))
+    {
+        provend_cluster_err("paths in the NATS configuration may not hold "
+                            "quotes, backslashes or control characters");
         goto done;
     }
     rc = PROVEN_OK;
@@ -813,6 +906,53 @@ done:
 
 
 /* ---- the module --------------------------------------------------------------- */
+
+/*
+ * A nats-server a killed provend left running holds our ports: its pid
+ * file names it, /proc says whether it still is nats-server.
+ */
+static void
+provend_cluster_leftover(provend_cluster_t *c)
+{
+    int    pid, i;
+    char   path[4200], cmd[256];
+    FILE  *f;
+    size_t n;
+
+    snprintf(path, sizeof(path), "%s/nats.pid", c->nats_dir);
+    f = fopen(path, "r");
+    if (f == NULL) {
+        return;
+    }
+    pid = 0;
+    if (fscanf(f, "%d", &pid) != 1) {
+        pid = 0;
+    }
+    fclose(f);
+    if (pid <= 1) {
+        return;
+    }
+    snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
+    f = fopen(path, "r");
+    n = f != NULL ? fread(cmd, 1, sizeof(cmd) - 1, f) : 0;
+    if (f != NULL) {
+        fclose(f);
+    }
+    cmd[n] = '\0';
+    if (n == 0 || strstr(cmd, "nats-server") == NULL) {
+        return;
+    }
+    provend_warn("cluster: stopping nats-server %d, left by an earlier "
+                 "provend", pid);
+    kill(pid, SIGTERM);
+    for (i = 0; i < 50 && kill(pid, 0) == 0; i++) {
+        usleep(100 * 1000);
+    }
+    if (kill(pid, 0) == 0) {
+        kill(pid, SIGKILL);
+    }
+}
+
 
 provend_cluster_t *
 provend_cluster_open(const provend_cluster_config_t *cfg, char *err,
@@ -849,6 +989,8 @@ provend_cluster_open(const provend_cluster_config_t *cfg, char *err,
         free(c);
         return NULL;
     }
+
+    provend_cluster_leftover(c);
 
     uv_timer_init(c->loop, &c->restart);
     uv_timer_init(c->loop, &c->admit);
@@ -961,17 +1103,35 @@ provend_cluster_dispatch(provend_cluster_t *c, const proven_request_t *req,
 }
 
 
+static void
+provend_cluster_on_kill(uv_timer_t *timer)
+{
+    provend_cluster_t  *c;
+
+    c = timer->data;
+    if (c->nats_running) {
+        provend_warn("cluster: nats-server did not stop: SIGKILL");
+        uv_process_kill(&c->nats, SIGKILL);
+    }
+}
+
+
 void
 provend_cluster_stop(provend_cluster_t *c)
 {
-    c->stopping = 1;
-    if (!uv_is_closing((uv_handle_t *) &c->restart)) {
-        uv_close((uv_handle_t *) &c->restart, provend_cluster_closed);
-        uv_close((uv_handle_t *) &c->admit, provend_cluster_closed);
-        uv_close((uv_handle_t *) &c->reload, provend_cluster_closed);
+    if (c->stopping) {
+        return;
     }
+    c->stopping = 1;
+    uv_close((uv_handle_t *) &c->admit, provend_cluster_closed);
+    uv_close((uv_handle_t *) &c->reload, provend_cluster_closed);
     if (c->nats_running) {
+        /* the restart timer waits for it, then kills it */
         uv_process_kill(&c->nats, SIGTERM);
+        uv_timer_start(&c->restart, provend_cluster_on_kill,
+                       PROVEND_NATS_STOP_MS, 0);
+    } else {
+        uv_close((uv_handle_t *) &c->restart, provend_cluster_closed);
     }
 }
 

@@ -16,11 +16,16 @@
  * configuration it writes under DATA/nats.  A peer is admitted only after
  * provend has asked it for an attestation with a fresh nonce, over HTTPS,
  * and checked the document: the chain to root, the nonce, the PCRs listed
- * in match_pcrs equal to this node's own, and the document's public_key
- * equal to the key of the TLS certificate the peer answered with.  Only
+ * in match_pcrs (at least one) equal to this node's own, user_data the
+ * mark of a TLS-bound endpoint (PROVEN_TLS_BINDING_MARK: no caller can
+ * have chosen its key) and public_key equal to the key of the TLS
+ * certificate the peer answered with.  Only
  * then is its route added and its certificate trusted for routes (mutual
  * TLS: an unadmitted server cannot join), and nats-server reloaded.  A
- * peer that fails is logged and asked again later, never admitted.
+ * peer that fails is logged and asked again later, never admitted.  One
+ * check runs at a time (they share libuv's thread pool).  nats-server
+ * writes DATA/nats/nats.pid: one left running by a provend that was killed
+ * is stopped at the next start.
  *
  * Op: cluster.status {} -> {cluster, node, nats: {running, pid, client,
  * route, monitor}, members: [{name, admitted, reason?}]}

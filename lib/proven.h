@@ -252,6 +252,14 @@ int proven_cose_check_eddsa(const proven_cose_eddsa_t *m, const uint8_t *aad,
 /* ---- attestation documents (lib/proven_attestation.c) -------------------- */
 
 #define PROVEN_ATT_FIELD_MAX   1024   /* public_key, user_data, nonce */
+
+/*
+ * The user_data of a document whose public_key is the key of the TLS
+ * certificate that served it (proven_attestation_bind_tls): nginx sets it
+ * there and refuses it from callers everywhere else, so a document with it
+ * cannot bind a key the caller chose.
+ */
+#define PROVEN_TLS_BINDING_MARK  "proven-tls-binding-v1"
 #define PROVEN_ATT_PCRS_MAX    32
 #define PROVEN_ATT_PCR_MAX     64     /* SHA384 = 48, SHA512 = 64 */
 #define PROVEN_ATT_CABUNDLE_MAX 16

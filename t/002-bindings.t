@@ -11,7 +11,7 @@ run_tests();
 
 __DATA__
 
-=== TEST 1: bind_tls puts the served certificate's key in public_key
+=== TEST 1: bind_tls puts the served certificate's key in public_key, and marks it in user_data
 --- http_config
     proven_daemon unix:$TEST_NGINX_PROVEN_SOCKET;
     server {
@@ -30,7 +30,7 @@ __DATA__
 --- request
 GET /t
 --- response_body_like eval
-qr/"public_key":\s*"\Q$ENV{TEST_NGINX_TLS_SPKI}\E".*"nonce":\s*"AP8="/s
+qr/"public_key":\s*"\Q$ENV{TEST_NGINX_TLS_SPKI}\E",\s*"user_data":\s*"cHJvdmVuLXRscy1iaW5kaW5nLXYx",\s*"nonce":\s*"AP8="/s
 --- no_error_log
 [error]
 
@@ -219,3 +219,38 @@ Cache-Control: ^private, no-store$
 hello
 --- no_error_log
 [error]
+
+
+
+=== TEST 11: the TLS binding's mark is refused from a caller
+--- http_config
+    proven_daemon unix:$TEST_NGINX_PROVEN_SOCKET;
+--- config
+    location = /attestation { proven_attestation; }
+--- request
+GET /attestation?nonce=00ff&user_data=cHJvdmVuLXRscy1iaW5kaW5nLXYx&public_key=AAAA
+--- error_code: 400
+--- response_body_like: user_data: reserved: it marks documents bound to the TLS key
+
+
+
+=== TEST 12: bind_tls refuses a client-supplied user_data
+--- http_config
+    proven_daemon unix:$TEST_NGINX_PROVEN_SOCKET;
+    server {
+        listen 127.0.0.1:$TEST_NGINX_TLS_PORT ssl;
+        ssl_certificate $TEST_NGINX_TLS_CERT;
+        ssl_certificate_key $TEST_NGINX_TLS_KEY;
+        location = /attestation {
+            proven_attestation;
+            proven_attestation_bind_tls on;
+        }
+    }
+--- config
+    location = /t {
+        proxy_pass https://127.0.0.1:$TEST_NGINX_TLS_PORT/attestation?nonce=00ff&user_data=AAAA;
+    }
+--- request
+GET /t
+--- error_code: 400
+--- response_body_like: it marks the TLS binding

@@ -5,7 +5,8 @@
  *         GET ?nonce=HEX&user_data=B64URL&public_key=B64URL[&format=json]
  *         -> the document (application/cbor) or its JSON view.
  *
- *     proven_attestation_bind_tls on;   public_key = the served TLS key
+ *     proven_attestation_bind_tls on;   public_key = the served TLS key,
+ *                                       user_data = PROVEN_TLS_BINDING_MARK
  *     proven_attestation_header on;     X-Request-Attestation: HEX
  *                                       -> X-Attestation: BASE64 document
  *
@@ -705,6 +706,16 @@ ngx_http_proven_attestation_parse_args(ngx_http_request_t *r,
             /* fault says whose fault: code NULL when it is ours */
             return rc;
         }
+
+        if (arg == &args->user_data
+            && arg->len == sizeof(PROVEN_TLS_BINDING_MARK) - 1
+            && ngx_memcmp(arg->data, PROVEN_TLS_BINDING_MARK, arg->len) == 0)
+        {
+            fault->name = "user_data";
+            fault->message = "reserved: it marks documents bound to the "
+                             "TLS key";
+            goto failed;
+        }
     }
 
     return NGX_OK;
@@ -817,6 +828,12 @@ ngx_http_proven_attestation_bind_tls(ngx_http_request_t *r,
                          "bound";
         return NGX_DECLINED;
     }
+    if (args->user_data.present) {
+        fault->code = "bad_request";
+        fault->name = "user_data";
+        fault->message = "not accepted here: it marks the TLS binding";
+        return NGX_DECLINED;
+    }
 
 #if (NGX_HTTP_SSL)
 
@@ -847,6 +864,11 @@ ngx_http_proven_attestation_bind_tls(ngx_http_request_t *r,
         args->public_key.data = p;
         args->public_key.len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &p);
         args->public_key.present = 1;
+
+        /* says that public_key is this server's TLS key, not a caller's */
+        args->user_data.data = (u_char *) PROVEN_TLS_BINDING_MARK;
+        args->user_data.len = sizeof(PROVEN_TLS_BINDING_MARK) - 1;
+        args->user_data.present = 1;
 
         return NGX_OK;
     }
