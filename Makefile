@@ -112,7 +112,7 @@ $(LIBPROVEN): $(LIB_OBJS)
 
 $(BUILD)/bin/provend: $(DAEMON_OBJS) $(LIBPROVEN)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(DAEMON_OBJS) $(LIBPROVEN) -lsqlite3 -luv -lcurl -lpthread $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(DAEMON_OBJS) $(LIBPROVEN) -lsqlite3 -luv -lcurl -lnats -lpthread $(LIBS)
 
 $(BUILD)/bin/proven: $(CLI_OBJS) $(LIBPROVEN)
 	@mkdir -p $(dir $@)
@@ -124,7 +124,7 @@ DAEMON_LIB_OBJS = $(filter-out $(BUILD)/obj/daemon/main.o,$(DAEMON_OBJS))
 $(BUILD)/tests/%: tests/%.c tests/support.h $(LIBPROVEN) $(DAEMON_LIB_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Idaemon $(LDFLAGS) -o $@ $< $(DAEMON_LIB_OBJS) \
-	    $(LIBPROVEN) -lcmocka -lsqlite3 -luv -lcurl -lpthread $(LIBS)
+	    $(LIBPROVEN) -lcmocka -lsqlite3 -luv -lcurl -lnats -lpthread $(LIBS)
 
 # ---- nginx modules, built against Debian's nginx-dev ---------------------
 

@@ -66,6 +66,7 @@ struct provend_cluster_s {
     size_t               nmatch;
     provend_peer_t       peers[PROVEND_CLUSTER_PEERS_MAX];
     size_t               npeers;
+    provend_ckey_t      *ckey;
 
     uv_process_t         nats;
     int                  nats_running;
@@ -645,6 +646,22 @@ provend_cluster_on_admit(uv_timer_t *timer)
     c = timer->data;
     c->provider->status(c->provider, &st);
 
+    /* the cluster key: asked for once a peer can answer */
+    {
+        provend_admission_t  own;
+        int                  any;
+
+        memset(&own, 0, sizeof(own));
+        any = 0;
+        for (i = 0; i < c->npeers; i++) {
+            any |= c->peers[i].admitted;
+        }
+        if (provend_cluster_match_pcrs(c, &st, &own) == PROVEN_OK) {
+            provend_ckey_tick(c->ckey, own.pcrs, own.npcrs,
+                              any && c->nats_running);
+        }
+    }
+
     for (i = 0; i < c->npeers; i++) {
         if (c->peers[i].checking) {
             return;             /* one at a time: the pool is shared */
@@ -958,6 +975,8 @@ provend_cluster_t *
 provend_cluster_open(const provend_cluster_config_t *cfg, char *err,
     size_t errlen)
 {
+    int                 seed;
+    size_t              i;
     provend_cluster_t  *c;
 
     c = calloc(1, sizeof(*c));
@@ -992,6 +1011,20 @@ provend_cluster_open(const provend_cluster_config_t *cfg, char *err,
 
     provend_cluster_leftover(c);
 
+    /* the node named first makes the cluster key */
+    seed = 1;
+    for (i = 0; i < c->npeers; i++) {
+        seed = seed && strcmp(c->node, c->peers[i].name) < 0;
+    }
+    c->ckey = provend_ckey_open(c->loop, cfg->data_dir, seed, c->root,
+                                c->client_port, cfg->server, cfg->attest,
+                                err, errlen);
+    if (c->ckey == NULL) {
+        X509_free(c->root);
+        free(c);
+        return NULL;
+    }
+
     uv_timer_init(c->loop, &c->restart);
     uv_timer_init(c->loop, &c->admit);
     uv_timer_init(c->loop, &c->reload);
@@ -1024,10 +1057,11 @@ static cbor_item_t *
 provend_cluster_status(provend_cluster_t *c)
 {
     int           ok;
+    char          fp[17];
     size_t        i;
     cbor_item_t  *map, *nats, *members, *m;
 
-    map = cbor_new_definite_map(4);
+    map = cbor_new_definite_map(5);
     nats = cbor_new_definite_map(5);
     members = cbor_new_definite_array(c->npeers);
     ok = map != NULL && nats != NULL && members != NULL
@@ -1068,6 +1102,10 @@ provend_cluster_status(provend_cluster_t *c)
          && proven_cbor_map_put(map, "cluster", cbor_build_string(c->cluster))
             == PROVEN_OK
          && proven_cbor_map_put(map, "node", cbor_build_string(c->node))
+            == PROVEN_OK
+         && proven_cbor_map_put(map, "key",
+                                provend_ckey_fingerprint(c->ckey, fp)
+                                ? cbor_build_string(fp) : cbor_new_null())
             == PROVEN_OK;
     if (ok) {
         ok = proven_cbor_map_put(map, "nats", nats) == PROVEN_OK;
@@ -1123,6 +1161,7 @@ provend_cluster_stop(provend_cluster_t *c)
         return;
     }
     c->stopping = 1;
+    provend_ckey_stop(c->ckey);
     uv_close((uv_handle_t *) &c->admit, provend_cluster_closed);
     uv_close((uv_handle_t *) &c->reload, provend_cluster_closed);
     if (c->nats_running) {
@@ -1144,6 +1183,7 @@ provend_cluster_free(provend_cluster_t *c)
     for (i = 0; i < c->npeers; i++) {
         free(c->peers[i].cert_pem);
     }
+    provend_ckey_free(c->ckey);
     X509_free(c->root);
     free(c);
 }

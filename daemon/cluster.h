@@ -28,7 +28,8 @@
  * is stopped at the next start.
  *
  * Op: cluster.status {} -> {cluster, node, nats: {running, pid, client,
- * route, monitor}, members: [{name, admitted, reason?}]}
+ * route, monitor}, members: [{name, admitted, reason?}], key: the cluster
+ * key's fingerprint or null}
  */
 
 #ifndef PROVEND_CLUSTER_H
@@ -45,6 +46,13 @@
 
 
 typedef struct provend_cluster_s  provend_cluster_t;
+typedef struct provend_ckey_s     provend_ckey_t;
+
+/* Starts an attestation binding these fields (server.c's). */
+typedef int (*provend_cluster_attest_pt)(void *server,
+    const proven_buf_t *nonce, const proven_buf_t *user_data,
+    const proven_buf_t *public_key, provend_attest_done_pt done, void *data,
+    char *err, size_t errlen);
 
 typedef struct {
     void                *loop;          /* uv_loop_t * */
@@ -52,6 +60,8 @@ typedef struct {
     const char          *data_dir;
     const char          *file;          /* the cluster file */
     const char          *nats_server;   /* NULL: "nats-server" from PATH */
+    void                *server;
+    provend_cluster_attest_pt  attest;
 } provend_cluster_config_t;
 
 /* Reads the file, writes the NATS configuration, starts nats-server. */
@@ -65,5 +75,23 @@ void provend_cluster_dispatch(provend_cluster_t *c,
 /* Stops nats-server and the admissions; the loop then ends. */
 void provend_cluster_stop(provend_cluster_t *c);
 void provend_cluster_free(provend_cluster_t *c);
+
+
+/*
+ * The cluster key (cluster_key.c): the node named first in the cluster
+ * file makes it; the others get it over NATS from a holder, each side
+ * checking the other's attestation (chain, PCRs, the exchange mark) and
+ * the key sealed to their X25519 exchange keys.  DATA/keys/cluster.key.
+ */
+provend_ckey_t *provend_ckey_open(void *loop, const char *data_dir,
+    int seed, X509 *root, unsigned client_port, void *server,
+    provend_cluster_attest_pt attest, char *err, size_t errlen);
+/* Each admission tick: our PCRs peers must match; asks when it may. */
+void provend_ckey_tick(provend_ckey_t *ck, const proven_pcr_t *pcrs,
+    size_t npcrs, int can_ask);
+/* 1 and the first 8 bytes of SHA-256(key) in hex when the key is here. */
+int provend_ckey_fingerprint(provend_ckey_t *ck, char hex[17]);
+void provend_ckey_stop(provend_ckey_t *ck);
+void provend_ckey_free(provend_ckey_t *ck);
 
 #endif /* PROVEND_CLUSTER_H */

@@ -1564,6 +1564,8 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
         cluster_cfg.data_dir = cfg->data_dir;
         cluster_cfg.file = cfg->cluster_file;
         cluster_cfg.nats_server = cfg->nats_server;
+        cluster_cfg.server = srv;
+        cluster_cfg.attest = provend_server_attest;
 
         srv->cluster = provend_cluster_open(&cluster_cfg, err, errlen);
         if (srv->cluster == NULL) {

@@ -256,10 +256,17 @@ int proven_cose_check_eddsa(const proven_cose_eddsa_t *m, const uint8_t *aad,
 /*
  * The user_data of a document whose public_key is the key of the TLS
  * certificate that served it (proven_attestation_bind_tls): nginx sets it
- * there and refuses it from callers everywhere else, so a document with it
- * cannot bind a key the caller chose.
+ * there and refuses it (and every user_data starting "proven-") from
+ * callers everywhere else, so a document with it cannot bind a key the
+ * caller chose.
  */
 #define PROVEN_TLS_BINDING_MARK  "proven-tls-binding-v1"
+
+/* The user_data of a node's cluster key exchange document (its X25519
+ * key in public_key).  nginx refuses every user_data starting with
+ * PROVEN_MARK_PREFIX from callers. */
+#define PROVEN_CLUSTER_EXCHANGE_MARK  "proven-cluster-exchange-v1"
+#define PROVEN_MARK_PREFIX       "proven-"
 #define PROVEN_ATT_PCRS_MAX    32
 #define PROVEN_ATT_PCR_MAX     64     /* SHA384 = 48, SHA512 = 64 */
 #define PROVEN_ATT_CABUNDLE_MAX 16

@@ -230,7 +230,7 @@ hello
 --- request
 GET /attestation?nonce=00ff&user_data=cHJvdmVuLXRscy1iaW5kaW5nLXYx&public_key=AAAA
 --- error_code: 400
---- response_body_like: user_data: reserved: it marks documents bound to the TLS key
+--- response_body_like: user_data: reserved: \\"proven-\\" marks
 
 
 

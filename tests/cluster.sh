@@ -48,7 +48,8 @@ status() {
             console.log([d.node, ...d.members.map((m) =>
                 `${m.name}:${m.admitted ? 1 : 0}`),
                 `routes=${d.routes.length}`, `leader=${js.leader || ""}`,
-                `size=${js.cluster_size || 0}`, `pid=${d.nats.pid}`].join(" "));
+                `size=${js.cluster_size || 0}`, `pid=${d.nats.pid}`,
+                `key=${d.key || "none"}`].join(" "));
         });'
 }
 
@@ -79,6 +80,19 @@ for i in 1 2 3; do
         "^n$i$others routes=2 leader=n[123] size=3 "
 done
 
+# the cluster key: node 1 made it, the others got it from an attested
+# holder over NATS; the same key everywhere (its fingerprint)
+for i in 1 2 3; do
+    await "node $i holds the cluster key" "$d/node$i" "key=[0-9a-f]{16}$"
+done
+keys=$(for i in 1 2 3; do status "$d/node$i" | grep -o 'key=[0-9a-f]*'; done \
+       | sort -u | wc -l)
+[ "$keys" = 1 ] && pass "the same cluster key on all three" \
+    || fail "the same cluster key on all three" "$keys different keys"
+check "node 1 made it; the others keep what they were given" 0 \
+    -m '^32 32 32$' sh -c "stat -c %s $d/node1/keys/cluster.key \
+        $d/node2/keys/cluster.key $d/node3/keys/cluster.key | xargs"
+
 # every node sees the same JetStream meta leader
 leaders=$(for i in 1 2 3; do status "$d/node$i" | grep -o 'leader=n[0-9]'; done \
           | sort -u | wc -l)
@@ -95,7 +109,7 @@ check "routes trust only admitted certificates (mutual TLS)" 0 \
 old=$(status "$d/node2" | grep -o 'pid=[0-9]*' | cut -d= -f2)
 kill -9 "$old"
 await "a killed nats-server is restarted and rejoins" "$d/node2" \
-    "^n2 n1:1 n3:1 routes=2 leader=n[123] size=3 pid=[0-9]+$"
+    "^n2 n1:1 n3:1 routes=2 leader=n[123] size=3 pid=[0-9]+ "
 new=$(status "$d/node2" | grep -o 'pid=[0-9]*' | cut -d= -f2)
 [ -n "$new" ] && [ "$new" != "$old" ] && pass "with a new process" \
     || fail "with a new process" "pid $old then $new"
@@ -125,6 +139,11 @@ for _ in $(seq 1 200); do
          | grep -c 'its PCR 2 is not this node')" = 2 ] && break
     sleep 0.1
 done
+await "node 1 holds the cluster key, node 3 never gets it" "$d/node1" \
+    "key=[0-9a-f]{16}$"
+sleep 3
+check "node 3 has no cluster key" 0 -m '"key": null' \
+    env PROVEN_DATA="$d/node3" "$proven" cluster status
 check "and node 3 refuses both, for the same reason" 0 \
     -m '^2$' sh -c "PROVEN_DATA='$d/node3' '$proven' cluster status \
                     | grep -c 'its PCR 2 is not this node'"

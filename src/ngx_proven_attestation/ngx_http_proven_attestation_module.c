@@ -708,12 +708,13 @@ ngx_http_proven_attestation_parse_args(ngx_http_request_t *r,
         }
 
         if (arg == &args->user_data
-            && arg->len == sizeof(PROVEN_TLS_BINDING_MARK) - 1
-            && ngx_memcmp(arg->data, PROVEN_TLS_BINDING_MARK, arg->len) == 0)
+            && arg->len >= sizeof(PROVEN_MARK_PREFIX) - 1
+            && ngx_memcmp(arg->data, PROVEN_MARK_PREFIX,
+                          sizeof(PROVEN_MARK_PREFIX) - 1) == 0)
         {
             fault->name = "user_data";
-            fault->message = "reserved: it marks documents bound to the "
-                             "TLS key";
+            fault->message = "reserved: \"proven-\" marks the node's own "
+                             "documents (the TLS binding, the cluster)";
             goto failed;
         }
     }
