@@ -658,7 +658,7 @@ provend_cluster_on_admit(uv_timer_t *timer)
         }
         if (provend_cluster_match_pcrs(c, &st, &own) == PROVEN_OK) {
             provend_ckey_tick(c->ckey, own.pcrs, own.npcrs,
-                              any && c->nats_running);
+                              any && c->nats_running, c->npeers == 0);
         }
     }
 

@@ -86,9 +86,14 @@ void provend_cluster_free(provend_cluster_t *c);
 provend_ckey_t *provend_ckey_open(void *loop, const char *data_dir,
     int seed, X509 *root, unsigned client_port, void *server,
     provend_cluster_attest_pt attest, char *err, size_t errlen);
-/* Each admission tick: our PCRs peers must match; asks when it may. */
+/*
+ * Each admission tick: our PCRs peers must match; asks when it may (a
+ * peer admitted).  The seed makes the key after asking in vain a few
+ * times (a key may exist already: its DATA may be new), or at once when
+ * it has no peers at all.
+ */
 void provend_ckey_tick(provend_ckey_t *ck, const proven_pcr_t *pcrs,
-    size_t npcrs, int can_ask);
+    size_t npcrs, int can_ask, int alone);
 /* 1 and the first 8 bytes of SHA-256(key) in hex when the key is here. */
 int provend_ckey_fingerprint(provend_ckey_t *ck, char hex[17]);
 void provend_ckey_stop(provend_ckey_t *ck);

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <nats/nats.h>
@@ -39,11 +40,15 @@
 #define PROVEND_CKEY_SUBJECT    "_proven.cluster.key"
 #define PROVEND_CKEY_INFO       "proven-cluster-key-v1"
 #define PROVEND_CKEY_TIMEOUT_MS 2000
+#define PROVEND_CKEY_RENEW_MS   (10 * 60 * 1000)
+#define PROVEND_CKEY_SEED_ASKS  3       /* unanswered, before the seed makes
+                                         * a key: one may exist already */
 
 
 struct provend_ckey_s {
     uv_loop_t            *loop;
     char                  path[4200];      /* DATA/keys/cluster.key */
+    char                  dir[4096];
     int                   seed;            /* makes the key if it has none */
     X509                 *root;
     void                 *server;
@@ -53,7 +58,13 @@ struct provend_ckey_s {
     int                   asking;          /* a request under way */
     int                   attesting;
 
+    int                   asks;            /* unanswered, the seed's */
+    uint64_t              doc_at;          /* uv_now of our document */
+
     pthread_mutex_t       lock;            /* all below */
+    pthread_cond_t        done_cond;
+    int                   sub_done;        /* its last callback returned */
+    int                   stopping;
     int                   have;
     uint8_t               key[PROVEND_KEY_LEN];
     EVP_PKEY             *xkey;            /* our X25519 exchange key */
@@ -191,19 +202,20 @@ provend_ckey_on_request(natsConnection *nc, natsSubscription *sub,
     uint8_t                 *out;
     cbor_item_t             *req, *pub, *doc, *answer;
     provend_ckey_t          *ck;
-    struct cbor_load_result  loaded;
 
     (void) sub;
     ck = closure;
     answer = NULL;
     out = NULL;
-    req = cbor_load((const uint8_t *) natsMsg_GetData(msg),
-                    (size_t) natsMsg_GetDataLength(msg), &loaded);
+    req = proven_cbor_load((const uint8_t *) natsMsg_GetData(msg),
+                           (size_t) natsMsg_GetDataLength(msg), err,
+                           sizeof(err));
     pub = req != NULL ? proven_cbor_map_get(req, "pub") : NULL;
     doc = req != NULL ? proven_cbor_map_get(req, "doc") : NULL;
 
     pthread_mutex_lock(&ck->lock);
-    if (!ck->have || ck->doc == NULL || natsMsg_GetReply(msg) == NULL
+    if (ck->stopping || !ck->have || ck->doc == NULL
+        || natsMsg_GetReply(msg) == NULL
         || pub == NULL || doc == NULL || !cbor_isa_bytestring(doc)
         || !cbor_bytestring_is_definite(doc))
     {
@@ -280,11 +292,12 @@ provend_ckey_ask_work(uv_work_t *work)
 static int
 provend_ckey_save(provend_ckey_t *ck, const uint8_t *key)
 {
-    int     fd, ok;
+    int     fd, ok, saved;
     char    tmp[4300];
 
     snprintf(tmp, sizeof(tmp), "%s.tmp", ck->path);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+              0600);
     if (fd < 0) {
         return PROVEN_ERR;
     }
@@ -292,8 +305,16 @@ provend_ckey_save(provend_ckey_t *ck, const uint8_t *key)
          && fsync(fd) == 0;
     ok = close(fd) == 0 && ok;
     if (!ok || rename(tmp, ck->path) != 0) {
+        saved = errno;
         unlink(tmp);
+        errno = saved;
         return PROVEN_ERR;
+    }
+    /* the rename itself must outlive a crash */
+    fd = open(ck->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void) fsync(fd);
+        close(fd);
     }
     return PROVEN_OK;
 }
@@ -308,7 +329,6 @@ provend_ckey_ask_done(uv_work_t *work, int status)
     cbor_item_t             *ans, *pub, *doc, *box;
     provend_ckey_t          *ck;
     provend_ckey_ask_t      *a;
-    struct cbor_load_result  loaded;
 
     a = work->data;
     ck = a->ck;
@@ -319,11 +339,13 @@ provend_ckey_ask_done(uv_work_t *work, int status)
         provend_debug("cluster: no holder of the cluster key answered (%s)",
                       status != 0 ? "cancelled"
                                   : natsStatus_GetText(a->status));
+        ck->asks++;
         goto done;
     }
 
-    ans = cbor_load((const uint8_t *) natsMsg_GetData(a->reply),
-                    (size_t) natsMsg_GetDataLength(a->reply), &loaded);
+    ans = proven_cbor_load((const uint8_t *) natsMsg_GetData(a->reply),
+                           (size_t) natsMsg_GetDataLength(a->reply), err,
+                           sizeof(err));
     pub = ans != NULL ? proven_cbor_map_get(ans, "pub") : NULL;
     doc = ans != NULL ? proven_cbor_map_get(ans, "doc") : NULL;
     box = ans != NULL ? proven_cbor_map_get(ans, "box") : NULL;
@@ -383,6 +405,29 @@ done:
 }
 
 
+/* The seed's first key, once no holder answered. */
+static void
+provend_ckey_make(provend_ckey_t *ck)
+{
+    uint8_t  key[PROVEND_KEY_LEN];
+
+    if (RAND_bytes(key, sizeof(key)) != 1
+        || provend_ckey_save(ck, key) != PROVEN_OK)
+    {
+        provend_error("cluster: %s: cannot make the cluster key", ck->path);
+        OPENSSL_cleanse(key, sizeof(key));
+        return;
+    }
+    pthread_mutex_lock(&ck->lock);
+    memcpy(ck->key, key, PROVEND_KEY_LEN);
+    ck->have = 1;
+    pthread_mutex_unlock(&ck->lock);
+    OPENSSL_cleanse(key, sizeof(key));
+    provend_warn("cluster: made the cluster key in %s: it is stored on disk "
+                 "in plain text (local mode)", ck->path);
+}
+
+
 static void
 provend_ckey_attested(void *data, int rc, const uint8_t *doc, size_t len,
     const char *err)
@@ -406,12 +451,13 @@ provend_ckey_attested(void *data, int rc, const uint8_t *doc, size_t len,
     ck->doc = copy;
     ck->doc_len = len;
     pthread_mutex_unlock(&ck->lock);
+    ck->doc_at = uv_now(ck->loop);
 }
 
 
 void
 provend_ckey_tick(provend_ckey_t *ck, const proven_pcr_t *pcrs,
-    size_t npcrs, int can_ask)
+    size_t npcrs, int can_ask, int alone)
 {
     int                  have;
     char                 err[PROVEN_ERR_LEN];
@@ -427,7 +473,11 @@ provend_ckey_tick(provend_ckey_t *ck, const proven_pcr_t *pcrs,
     have = ck->have;
     pthread_mutex_unlock(&ck->lock);
 
-    if (ck->doc == NULL) {
+    if (ck->doc == NULL
+        || uv_now(ck->loop) - ck->doc_at > PROVEND_CKEY_RENEW_MS)
+    {
+        /* documents age (their leaf certificates live hours): renewed
+         * well before, and the old one used meanwhile */
         if (!ck->attesting) {
             memset(&nonce, 0, sizeof(nonce));
             memset(&ud, 0, sizeof(ud));
@@ -444,6 +494,13 @@ provend_ckey_tick(provend_ckey_t *ck, const proven_pcr_t *pcrs,
                 ck->attesting = 1;
             }
         }
+        if (ck->doc == NULL) {
+            return;
+        }
+    }
+    if (!have && ck->seed && (alone || ck->asks >= PROVEND_CKEY_SEED_ASKS)) {
+        /* asked and no holder answered: the cluster has no key yet */
+        provend_ckey_make(ck);
         return;
     }
     if (have || !can_ask || ck->asking) {
@@ -507,6 +564,19 @@ provend_ckey_fingerprint(provend_ckey_t *ck, char hex[17])
 /* ---- the module ------------------------------------------------------------ */
 
 static void
+provend_ckey_on_complete(void *closure)
+{
+    provend_ckey_t  *ck;
+
+    ck = closure;
+    pthread_mutex_lock(&ck->lock);
+    ck->sub_done = 1;
+    pthread_cond_broadcast(&ck->done_cond);
+    pthread_mutex_unlock(&ck->lock);
+}
+
+
+static void
 provend_ckey_on_connected(natsConnection *nc, void *closure)
 {
     (void) nc;
@@ -521,8 +591,9 @@ provend_ckey_open(void *loop, const char *data_dir, int seed, X509 *root,
     char *err, size_t errlen)
 {
     int              fd;
-    char             url[64], dir[4096];
+    char             url[64];
     uint8_t          buf[PROVEND_KEY_LEN + 1];
+    struct stat      sb;
     size_t           len;
     ssize_t          n;
     natsStatus       s;
@@ -535,21 +606,24 @@ provend_ckey_open(void *loop, const char *data_dir, int seed, X509 *root,
         return NULL;
     }
     pthread_mutex_init(&ck->lock, NULL);
+    pthread_cond_init(&ck->done_cond, NULL);
     ck->loop = loop;
     ck->seed = seed;
     ck->root = root;
     ck->server = server;
     ck->attest = attest;
-    snprintf(dir, sizeof(dir), "%.4000s/keys", data_dir);
-    snprintf(ck->path, sizeof(ck->path), "%s/cluster.key", dir);
-    (void) mkdir(dir, 0700);
+    snprintf(ck->dir, sizeof(ck->dir), "%.4000s/keys", data_dir);
+    snprintf(ck->path, sizeof(ck->path), "%s/cluster.key", ck->dir);
+    (void) mkdir(ck->dir, 0700);
 
-    fd = open(ck->path, O_RDONLY | O_CLOEXEC);
+    fd = open(ck->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd >= 0) {
         /* one byte more than a key: a longer file is not one */
-        n = read(fd, buf, sizeof(buf));
+        n = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode)
+            ? read(fd, buf, sizeof(buf)) : -1;
         close(fd);
         if (n != PROVEND_KEY_LEN) {
+            OPENSSL_cleanse(buf, sizeof(buf));
             snprintf(err, errlen, "%s: not a %d-byte key", ck->path,
                      PROVEND_KEY_LEN);
             goto failed;
@@ -560,17 +634,6 @@ provend_ckey_open(void *loop, const char *data_dir, int seed, X509 *root,
     } else if (errno != ENOENT) {
         snprintf(err, errlen, "%s: %s", ck->path, strerror(errno));
         goto failed;
-    } else if (seed) {
-        if (RAND_bytes(ck->key, PROVEND_KEY_LEN) != 1
-            || provend_ckey_save(ck, ck->key) != PROVEN_OK)
-        {
-            snprintf(err, errlen, "%s: cannot make the cluster key",
-                     ck->path);
-            goto failed;
-        }
-        ck->have = 1;
-        provend_warn("cluster: made the cluster key in %s: it is stored on "
-                     "disk in plain text (local mode)", ck->path);
     }
 
     ck->xkey = EVP_PKEY_Q_keygen(NULL, NULL, "X25519");
@@ -602,6 +665,11 @@ provend_ckey_open(void *loop, const char *data_dir, int seed, X509 *root,
     }
     s = natsConnection_Subscribe(&ck->sub, ck->nc, PROVEND_CKEY_SUBJECT,
                                  provend_ckey_on_request, ck);
+    if (s == NATS_OK) {
+        /* told when its last callback has returned: free waits for it */
+        s = natsSubscription_SetOnCompleteCB(ck->sub,
+                                             provend_ckey_on_complete, ck);
+    }
     if (s != NATS_OK) {
         snprintf(err, errlen, "cannot subscribe: %s", natsStatus_GetText(s));
         goto failed;
@@ -618,6 +686,9 @@ failed:
 void
 provend_ckey_stop(provend_ckey_t *ck)
 {
+    pthread_mutex_lock(&ck->lock);
+    ck->stopping = 1;
+    pthread_mutex_unlock(&ck->lock);
     if (ck->sub != NULL) {
         natsSubscription_Unsubscribe(ck->sub);
     }
@@ -630,7 +701,20 @@ provend_ckey_stop(provend_ckey_t *ck)
 void
 provend_ckey_free(provend_ckey_t *ck)
 {
+    struct timespec  until;
+
     if (ck->sub != NULL) {
+        /* a callback may still run on libnats' thread: wait for it */
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 5;
+        pthread_mutex_lock(&ck->lock);
+        while (!ck->sub_done
+               && pthread_cond_timedwait(&ck->done_cond, &ck->lock, &until)
+                  == 0)
+        {
+            /* woken: look again */
+        }
+        pthread_mutex_unlock(&ck->lock);
         natsSubscription_Destroy(ck->sub);
     }
     if (ck->nc != NULL) {
@@ -639,6 +723,7 @@ provend_ckey_free(provend_ckey_t *ck)
     EVP_PKEY_free(ck->xkey);
     free(ck->doc);
     OPENSSL_cleanse(ck->key, sizeof(ck->key));
+    pthread_cond_destroy(&ck->done_cond);
     pthread_mutex_destroy(&ck->lock);
     free(ck);
 }

@@ -113,6 +113,21 @@ await "a killed nats-server is restarted and rejoins" "$d/node2" \
 new=$(status "$d/node2" | grep -o 'pid=[0-9]*' | cut -d= -f2)
 [ -n "$new" ] && [ "$new" != "$old" ] && pass "with a new process" \
     || fail "with a new process" "pid $old then $new"
+before=$(status "$d/node2" | grep -o 'key=[0-9a-f]*')
+stop_cluster
+
+# node 1, which made the key, loses it (new DATA): it asks the others
+# before it would make another, and gets the same one back
+rm "$d/node1/keys/cluster.key"
+start_cluster ok PROVEN_CLUSTER_PORT=$port
+await "node 1 gets the cluster key back from the others" "$d/node1" \
+    "key=[0-9a-f]{16}$"
+after=$(status "$d/node1" | grep -o 'key=[0-9a-f]*')
+[ "$after" = "$before" ] && pass "the same key as before: no split" \
+    || fail "the same key as before: no split" "$before then $after"
+check "node 1 says where it came from" 0 \
+    -m 'received the cluster key from an attested holder' \
+    grep -h 'cluster key' "$d/node1/node.log"
 stop_cluster
 
 # ---- a node measuring other code ------------------------------------------------
