@@ -24,14 +24,6 @@ our $multipart = "--XyZ\r\nContent-Disposition: form-data; name=\"nonce\"\r\n"
     . "\r\nabc\r\n--XyZ\r\nContent-Disposition: form-data; "
     . "name=\"public_key\"\r\n\r\n" . ('k' x 32) . "\r\n--XyZ--\r\n";
 
-# A POST of exact bytes (a request section would lose a last newline byte).
-sub post {
-    my ($path, $body) = @_;
-    return "POST $path HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
-         . "Content-Type: application/cbor\r\n"
-         . "Content-Length: " . length($body) . "\r\n\r\n" . $body;
-}
-
 our $http_config = <<'CONF';
     proven_daemon unix:$TEST_NGINX_PROVEN_SOCKET;
     proven_app_state $TEST_NGINX_PROVEN_DATA/run/state;
@@ -205,7 +197,7 @@ $::http_config
 --- config eval
 $::config
 --- raw_request eval
-main::post("/rpc/http?session=$ENV{TEST_NGINX_S1}", pack('H*', $ENV{TEST_NGINX_M1}))
+Proven::Test::post_cbor("/rpc/http?session=$ENV{TEST_NGINX_S1}", pack('H*', $ENV{TEST_NGINX_M1}))
 --- error_code: 200
 --- response_headers
 Content-Type: application/cbor
@@ -221,7 +213,7 @@ $::http_config
 --- config eval
 $::config
 --- raw_request eval
-main::post("/rpc/http?session=$ENV{TEST_NGINX_S1}", pack('H*', $ENV{TEST_NGINX_M1}))
+Proven::Test::post_cbor("/rpc/http?session=$ENV{TEST_NGINX_S1}", pack('H*', $ENV{TEST_NGINX_M1}))
 --- error_code: 409
 --- response_headers
 Content-Type: application/json
@@ -235,7 +227,7 @@ $::http_config
 --- config eval
 $::config
 --- raw_request eval
-main::post("/rpc/http?session=$ENV{TEST_NGINX_S1}", pack('H*', $ENV{TEST_NGINX_BADSIG}))
+Proven::Test::post_cbor("/rpc/http?session=$ENV{TEST_NGINX_S1}", pack('H*', $ENV{TEST_NGINX_BADSIG}))
 --- error_code: 401
 --- response_body_like: "code":"bad_signature"
 
@@ -259,7 +251,7 @@ $::http_config
 --- config eval
 $::config
 --- raw_request eval
-main::post("/rpc/http?session=00000000-0000-4000-8000-000000000000", pack('H*', $ENV{TEST_NGINX_M1}))
+Proven::Test::post_cbor("/rpc/http?session=00000000-0000-4000-8000-000000000000", pack('H*', $ENV{TEST_NGINX_M1}))
 --- error_code: 401
 --- response_body_like: "code":"unknown_session"
 
@@ -271,7 +263,7 @@ $::http_config
 --- config eval
 $::config
 --- raw_request eval
-main::post("/app/web/rpc/http?session=$ENV{TEST_NGINX_S1}", pack('H*', $ENV{TEST_NGINX_M1}))
+Proven::Test::post_cbor("/app/web/rpc/http?session=$ENV{TEST_NGINX_S1}", pack('H*', $ENV{TEST_NGINX_M1}))
 --- error_code: 401
 --- response_body_like: not this application's
 
@@ -283,7 +275,7 @@ $::http_config
 --- config eval
 $::config
 --- raw_request eval
-main::post("/app/web/rpc/http?session=$ENV{TEST_NGINX_APP_S}", pack('H*', $ENV{TEST_NGINX_APP_M1}))
+Proven::Test::post_cbor("/app/web/rpc/http?session=$ENV{TEST_NGINX_APP_S}", pack('H*', $ENV{TEST_NGINX_APP_M1}))
 --- error_code: 200
 
 

@@ -23,14 +23,6 @@ sleep 2.5;
 our $cbor_session = pack('H*', 'a2656e6f6e63654201026a7075626c69635f6b65795820'
                                . ('ab' x 32));
 
-# A POST of exact bytes (a request section would lose a last newline byte).
-sub post {
-    my ($path, $body) = @_;
-    return "POST $path HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
-         . "Content-Type: application/cbor\r\n"
-         . "Content-Length: " . length($body) . "\r\n\r\n" . $body;
-}
-
 our $http_config = <<'CONF';
     proven_daemon unix:$TEST_NGINX_PROVEN_SOCKET;
 CONF
@@ -68,7 +60,7 @@ $::http_config
 --- config eval
 $::config
 --- raw_request eval
-main::post("/rpc/http?session=$ENV{TEST_NGINX_S1}", pack('H*', $ENV{TEST_NGINX_M1}))
+Proven::Test::post_cbor("/rpc/http?session=$ENV{TEST_NGINX_S1}", pack('H*', $ENV{TEST_NGINX_M1}))
 --- error_code: 401
 --- response_body_like: "code":"unknown_session".*(expired|no such session)
 

@@ -97,6 +97,15 @@ sub deploy_app {
 
 # Creates a unix socket that accepts connections into its backlog and never
 # answers: a daemon that hangs.
+# A raw POST of exact bytes as application/cbor: a request section would
+# lose a last newline byte of a binary body.
+sub post_cbor {
+    my ($path, $body) = @_;
+    return "POST $path HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+         . "Content-Type: application/cbor\r\n"
+         . "Content-Length: " . length($body) . "\r\n\r\n" . $body;
+}
+
 sub silent_socket {
     my ($path) = @_;
     require IO::Socket::UNIX;
