@@ -113,6 +113,29 @@ await "a killed nats-server is restarted and rejoins" "$d/node2" \
 new=$(status "$d/node2" | grep -o 'pid=[0-9]*' | cut -d= -f2)
 [ -n "$new" ] && [ "$new" != "$old" ] && pass "with a new process" \
     || fail "with a new process" "pid $old then $new"
+# kill -9 the whole node holding the JetStream meta leadership (its
+# provend, nats-server and nginx): the two others elect another leader and
+# keep each other; started again, the node rejoins with its key
+leader=$(status "$d/node1" | grep -o 'leader=n[0-9]' | cut -c9)
+others=$(for j in 1 2 3; do [ $j = "$leader" ] || echo $j; done | xargs)
+# each node runs in a process group of its own (setsid): all of it at once
+pgid=$(ps -o pgid= -p "$(pgrep -f "provend --data $d/node$leader " \
+                          | head -1)" | tr -d ' ')
+kill -9 -- "-$pgid"
+first=${others%% *}
+await "with node $leader killed, the others elect another JetStream leader" \
+    "$d/node$first" "routes=1 leader=n[^$leader] size=3 "
+env PROVEN_DATA="$d" PROVEN_CLUSTER_PORT=$port \
+    setsid "$top/nginx-conf/run-cluster.sh" --node "$leader" \
+    >"$work/rejoin.log" 2>&1 &
+rejoin_pid=$!
+await "node $leader, started again, rejoins both" "$d/node$leader" \
+    "routes=2 leader=n[123] size=3 .*key=[0-9a-f]{16}$"
+await "and the others route to it again" "$d/node$first" \
+    "routes=2 leader=n[123] size=3 "
+kill -TERM "$rejoin_pid" 2>/dev/null
+wait "$rejoin_pid" 2>/dev/null
+
 before=$(status "$d/node2" | grep -o 'key=[0-9a-f]*')
 stop_cluster
 
