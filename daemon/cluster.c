@@ -22,6 +22,7 @@
 
 #include "cluster.h"
 #include "log.h"
+#include "util.h"
 
 
 #define provend_cluster_err(...)                                           \
@@ -98,32 +99,6 @@ typedef struct {
 
 /* ---- the NATS configuration ----------------------------------------------- */
 
-static int
-provend_cluster_write_file(const char *path, const char *text, char *err,
-    size_t errlen)
-{
-    int    fd, ok;
-    char   tmp[4200];
-    size_t len;
-
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        provend_cluster_err("%s: %s", tmp, strerror(errno));
-        return PROVEN_ERR;
-    }
-    len = strlen(text);
-    ok = write(fd, text, len) == (ssize_t) len && fsync(fd) == 0;
-    ok = close(fd) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        provend_cluster_err("%s: %s", path, strerror(errno));
-        unlink(tmp);
-        return PROVEN_ERR;
-    }
-    return PROVEN_OK;
-}
-
-
 /*
  * nats.conf and the certificates routes trust: the admitted peers' (and
  * our own, so that the file is never empty).
@@ -133,28 +108,12 @@ provend_cluster_write_conf(provend_cluster_t *c, char *err, size_t errlen)
 {
     int     rc;
     char    path[4200], *text, *p, *own;
-    size_t  i, cap, admitted;
-    FILE   *f;
-    long    n;
+    size_t  i, n, cap, admitted;
 
     /* trusted.pem: our certificate, then each admitted peer's */
-    own = NULL;
-    f = fopen(c->tls_cert, "r");
-    if (f != NULL && fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) > 0
-        && n < 65536 && fseek(f, 0, SEEK_SET) == 0
-        && (own = calloc(1, (size_t) n + 1)) != NULL)
+    if (provend_read_file(c->tls_cert, 65536, (uint8_t **) &own, &n, err,
+                          errlen) != PROVEN_OK)
     {
-        if (fread(own, 1, (size_t) n, f) != (size_t) n) {
-            free(own);
-            own = NULL;
-        }
-    }
-    if (f != NULL) {
-        fclose(f);
-    }
-    if (own == NULL) {
-        provend_cluster_err("%s: cannot read the TLS certificate",
-                            c->tls_cert);
         return PROVEN_ERR;
     }
 
@@ -179,7 +138,7 @@ provend_cluster_write_conf(provend_cluster_t *c, char *err, size_t errlen)
     }
     free(own);
     snprintf(path, sizeof(path), "%s/trusted.pem", c->nats_dir);
-    rc = provend_cluster_write_file(path, text, err, errlen);
+    rc = provend_write_file(path, text, strlen(text), 0600, err, errlen);
     free(text);
     if (rc != PROVEN_OK) {
         return rc;
@@ -228,7 +187,7 @@ provend_cluster_write_conf(provend_cluster_t *c, char *err, size_t errlen)
     }
 
     snprintf(path, sizeof(path), "%s/nats.conf", c->nats_dir);
-    rc = provend_cluster_write_file(path, text, err, errlen);
+    rc = provend_write_file(path, text, strlen(text), 0600, err, errlen);
     free(text);
     if (rc == PROVEN_OK) {
         provend_debug("cluster: nats.conf written with %zu routes", admitted);

@@ -35,6 +35,7 @@
 #include "cluster.h"
 #include "keys.h"
 #include "log.h"
+#include "util.h"
 
 
 #define PROVEND_CKEY_SUBJECT    "_proven.cluster.key"
@@ -289,28 +290,19 @@ provend_ckey_ask_work(uv_work_t *work)
 }
 
 
+/* The key in DATA/keys/cluster.key, the rename itself synced. */
 static int
 provend_ckey_save(provend_ckey_t *ck, const uint8_t *key)
 {
-    int     fd, ok, saved;
-    char    tmp[4300];
+    int   fd;
+    char  err[PROVEN_ERR_LEN];
 
-    snprintf(tmp, sizeof(tmp), "%s.tmp", ck->path);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
-              0600);
-    if (fd < 0) {
+    if (provend_write_file(ck->path, key, PROVEND_KEY_LEN, 0600, err,
+                           sizeof(err)) != PROVEN_OK)
+    {
+        provend_error("cluster: %s", err);
         return PROVEN_ERR;
     }
-    ok = write(fd, key, PROVEND_KEY_LEN) == PROVEND_KEY_LEN
-         && fsync(fd) == 0;
-    ok = close(fd) == 0 && ok;
-    if (!ok || rename(tmp, ck->path) != 0) {
-        saved = errno;
-        unlink(tmp);
-        errno = saved;
-        return PROVEN_ERR;
-    }
-    /* the rename itself must outlive a crash */
     fd = open(ck->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd >= 0) {
         (void) fsync(fd);
@@ -380,8 +372,7 @@ provend_ckey_ask_done(uv_work_t *work, int status)
     pthread_mutex_unlock(&ck->lock);
 
     if (provend_ckey_save(ck, key) != PROVEN_OK) {
-        provend_error("cluster: %s: %s", ck->path, strerror(errno));
-        goto done;
+        goto done;                      /* said by save */
     }
     pthread_mutex_lock(&ck->lock);
     memcpy(ck->key, key, PROVEND_KEY_LEN);

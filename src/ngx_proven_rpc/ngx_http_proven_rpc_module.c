@@ -379,11 +379,30 @@ ngx_http_proven_rpc_status(const char *code)
 
 /* ---- the handler --------------------------------------------------------- */
 
+/* 405 with Allow: method (a static string). */
+static ngx_int_t
+ngx_http_proven_rpc_not_allowed(ngx_http_request_t *r, const char *method,
+    const char *message)
+{
+    ngx_table_elt_t  *allow;
+
+    allow = ngx_list_push(&r->headers_out.headers);
+    if (allow == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    allow->hash = 1;
+    ngx_str_set(&allow->key, "Allow");
+    allow->value.data = (u_char *) method;
+    allow->value.len = ngx_strlen(method);
+    return ngx_http_proven_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                                      "method_not_allowed", message, NULL);
+}
+
+
 static ngx_int_t
 ngx_http_proven_rpc_handler(ngx_http_request_t *r)
 {
     ngx_int_t                        rc;
-    ngx_table_elt_t                 *allow;
     ngx_http_proven_rpc_ctx_t       *ctx;
     ngx_http_proven_rpc_loc_conf_t  *prlcf;
 
@@ -411,34 +430,18 @@ ngx_http_proven_rpc_handler(ngx_http_request_t *r)
 
     if (ctx->what == NGX_HTTP_PROVEN_RPC_WS) {
         if (r->method != NGX_HTTP_GET) {
-            allow = ngx_list_push(&r->headers_out.headers);
-            if (allow == NULL) {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR;
-            }
-            allow->hash = 1;
-            ngx_str_set(&allow->key, "Allow");
-            ngx_str_set(&allow->value, "GET");
-            return ngx_http_proven_send_error(r, NGX_HTTP_NOT_ALLOWED,
-                       "method_not_allowed", "a WebSocket opens with GET",
-                       NULL);
+            return ngx_http_proven_rpc_not_allowed(r, "GET",
+                       "a WebSocket opens with GET");
         }
         return ngx_http_proven_rpc_ws_start(r, ctx);
     }
 
     if (r->method != NGX_HTTP_POST) {
-        allow = ngx_list_push(&r->headers_out.headers);
-        if (allow == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-        allow->hash = 1;
-        ngx_str_set(&allow->key, "Allow");
-        ngx_str_set(&allow->value, "POST");
-        return ngx_http_proven_send_error(r, NGX_HTTP_NOT_ALLOWED,
-                   "method_not_allowed", ctx->what
-                   == NGX_HTTP_PROVEN_RPC_SESSION
+        return ngx_http_proven_rpc_not_allowed(r, "POST",
+                   ctx->what == NGX_HTTP_PROVEN_RPC_SESSION
                    ? "a session is opened with POST"
                    : "a message is sent with POST (or GET with a "
-                     "WebSocket upgrade)", NULL);
+                     "WebSocket upgrade)");
     }
 
     if (ctx->what == NGX_HTTP_PROVEN_RPC_HTTP
