@@ -66,7 +66,7 @@ cli_cluster_on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 
 /* GET http://127.0.0.1:PORT/PATH as JSON, or NULL. */
 static json_t *
-cli_cluster_monitor(unsigned port, const char *path)
+cli_cluster_monitor(unsigned port, const char *path, size_t flags)
 {
     char         url[128];
     CURL        *curl;
@@ -86,7 +86,7 @@ cli_cluster_monitor(unsigned port, const char *path)
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, cli_cluster_on_body);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
     if (curl_easy_perform(curl) == CURLE_OK && body.data != NULL) {
-        json = json_loads(body.data, 0, NULL);
+        json = json_loads(body.data, flags, NULL);
     }
     curl_easy_cleanup(curl);
     free(body.data);
@@ -100,6 +100,8 @@ cli_cluster(int argc, char **argv)
     int                 opt, rc;
     size_t              i;
     json_t             *out, *nats, *jsz, *routez, *routes, *r, *meta;
+    json_t             *streams, *acct, *sd, *rep, *replicas, *jszs;
+    size_t              j, k;
     cbor_item_t        *req;
     const char         *path;
     cli_client_t        client;
@@ -161,10 +163,15 @@ cli_cluster(int argc, char **argv)
 
     /* the NATS server's own view, from its monitoring port */
     jsz = cli_cluster_monitor((unsigned) json_integer_value(
-                                  json_object_get(nats, "monitor")), "jsz");
+                                  json_object_get(nats, "monitor")), "jsz",
+                              0);
+    /* its accounts' limits may be 2^64 - 1, past jansson's integers */
+    jszs = cli_cluster_monitor((unsigned) json_integer_value(
+                                   json_object_get(nats, "monitor")),
+                               "jsz?streams=true", JSON_DECODE_INT_AS_REAL);
     routez = cli_cluster_monitor((unsigned) json_integer_value(
                                      json_object_get(nats, "monitor")),
-                                 "routez");
+                                 "routez", 0);
     routes = json_array();
     json_array_foreach(json_object_get(routez, "routes"), i, r) {
         json_array_append_new(routes, json_pack("{s:O?,s:O?,s:O?}",
@@ -175,7 +182,37 @@ cli_cluster(int argc, char **argv)
     json_object_set_new(out, "routes", routes);
     meta = json_object_get(jsz, "meta_cluster");
     json_object_set(out, "jetstream", meta != NULL ? meta : json_null());
+
+    /* the streams this server holds: their leader and each replica's lag */
+    streams = json_array();
+    json_array_foreach(json_object_get(jszs, "account_details"), j, acct) {
+        json_array_foreach(json_object_get(acct, "stream_detail"), k, sd) {
+            json_t  *cl = json_object_get(sd, "cluster");
+
+            replicas = json_array();
+            json_array_foreach(json_object_get(cl, "replicas"), i, rep) {
+                json_array_append_new(replicas, json_pack("{s:O?,s:O?,s:I}",
+                    "name", json_object_get(rep, "name"),
+                    "current", json_object_get(rep, "current"),
+                    "lag", (json_int_t) json_number_value(
+                               json_object_get(rep, "lag"))));
+            }
+            json_array_append_new(streams, json_pack("{s:O?,s:O?,s:I,s:o}",
+                "name", json_object_get(sd, "name"),
+                "leader", json_object_get(cl, "leader"),
+                "messages", (json_int_t) json_number_value(json_object_get(
+                                json_object_get(sd, "state"), "messages")),
+                "replicas", replicas));
+        }
+    }
+    if (meta != NULL) {
+        json_object_set_new(json_object_get(out, "jetstream"), "streams",
+                            streams);
+    } else {
+        json_decref(streams);
+    }
     json_decref(jsz);
+    json_decref(jszs);
     json_decref(routez);
 
     rc = cli_json_print(out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);

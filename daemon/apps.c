@@ -23,6 +23,7 @@
 #include <uv.h>
 
 #include "apps.h"
+#include "cluster.h"
 #include "log.h"
 #include "sandbox.h"
 #include "schedule.h"
@@ -164,6 +165,11 @@ struct provend_apps_s {
     size_t                  next_run;     /* round robin of runs */
     unsigned                checks;       /* deploy checks running */
     time_t                  fired_minute; /* schedules fired for it */
+
+    /* in a cluster: another node's changes come through the registry */
+    int                     clustered;
+    uv_async_t              refresh;      /* the registry changed */
+    int                     refresh_open;
 };
 
 /* One app.deploy or app.update on its way: check, record, apply. */
@@ -206,9 +212,10 @@ static void provend_apps_publish(provend_apps_t *apps);
 static void provend_worker_start(provend_apps_t *apps, provend_app_t *app);
 static void provend_app_restart_later(provend_app_t *app);
 static int provend_app_current_serves(provend_app_t *app);
+static void provend_apps_refresh_soon(provend_apps_t *apps);
 
 
-/* ---- answers ------------------------------------------------------------- */
+/* ---- answers ------------------------------------------------------------ */
 
 /* Takes result (a reference); NULL result: out of memory. */
 #define provend_apps_reply_ok  provend_ops_reply_ok
@@ -229,6 +236,12 @@ provend_apps_sql(provend_storage_op_t op, size_t nstmts)
     req->scope.kind = PROVEND_SCOPE_APP;
     snprintf(req->scope.app, sizeof(req->scope.app), PROVEND_APPS_SCOPE);
     snprintf(req->name, sizeof(req->name), PROVEND_APPS_DB);
+
+    /*
+     * In a cluster, reads are this node's copy even while it catches up:
+     * what arrives later comes through provend_apps_refresh().
+     */
+    req->local = op == PROVEND_OP_SQL_QUERY;
 
     req->stmts = calloc(nstmts, sizeof(*req->stmts));
     if (req->stmts == NULL) {
@@ -303,6 +316,10 @@ provend_apps_create_tables(provend_apps_t *apps, char *err, size_t errlen)
     provend_storage_req_t  *req;
 
     req = provend_apps_sql(PROVEND_OP_SQL_EXECUTE, 4);
+    if (req != NULL) {
+        /* every node makes its own: the same on each */
+        req->local = 1;
+    }
     if (req == NULL
         || provend_apps_stmt(req, 0, "CREATE TABLE IF NOT EXISTS audit ("
                              "app TEXT NOT NULL, seq INTEGER NOT NULL, "
@@ -372,7 +389,7 @@ provend_apps_load_package(provend_storage_t *st, const uint8_t *id,
 }
 
 
-/* ---- applications in memory ---------------------------------------------- */
+/* ---- applications in memory --------------------------------------------- */
 
 static provend_app_t *
 provend_apps_find(provend_apps_t *apps, const char *name)
@@ -594,7 +611,7 @@ provend_apps_created_row(provend_apps_t *apps, int pass, cbor_item_t *row,
     char *err, size_t errlen)
 {
     char            name[PROVEND_NAME_MAX + 1];
-    size_t          len;
+    size_t          len, i;
     cbor_item_t    *a, *b;
     provend_app_t  *app;
 
@@ -628,6 +645,16 @@ provend_apps_created_row(provend_apps_t *apps, int pass, cbor_item_t *row,
         return PROVEN_OK;
     }
 
+    if (app != NULL && cbor_isa_string(b) && cbor_string_is_definite(b)) {
+        for (i = 0; i < app->norigins; i++) {
+            if (strlen(app->origins[i]) == cbor_string_length(b)
+                && memcmp(app->origins[i], cbor_string_handle(b),
+                          cbor_string_length(b)) == 0)
+            {
+                return PROVEN_OK;
+            }
+        }
+    }
     if (app != NULL && app->norigins < PROVEND_ORIGINS_MAX
         && cbor_isa_string(b) && cbor_string_is_definite(b))
     {
@@ -829,7 +856,230 @@ provend_apps_load(provend_apps_t *apps, char *err, size_t errlen)
 }
 
 
-/* ---- the state page ------------------------------------------------------ */
+/* ---- another node's changes (a cluster) --------------------------------- */
+
+/*
+ * The audit entries of app after its seq, applied in memory; then, if its
+ * current package changed, that package loaded and served.
+ */
+static int
+provend_apps_catch_up(provend_apps_t *apps, provend_app_t *app)
+{
+    int                     rc, had, changed;
+    size_t                  i, n, elen;
+    uint8_t                 before[PROVEN_AUDIT_HASH_LEN];
+    uint8_t                 hash[PROVEN_AUDIT_HASH_LEN], *entry;
+    uint8_t                *package;
+    size_t                  package_len, nschedules;
+    char                    err[2 * PROVEN_ERR_LEN];
+    cbor_item_t            *rows, *row, *routes;
+    provend_cron_t         *schedules;
+    proven_audit_entry_t    e;
+    provend_storage_req_t  *req;
+
+    had = app->state.has_current;
+    memcpy(before, app->state.current, sizeof(before));
+
+    req = provend_apps_sql(PROVEND_OP_SQL_QUERY, 1);
+    if (req == NULL
+        || provend_apps_stmt(req, 0, "SELECT entry FROM audit WHERE app = ? "
+                             "AND seq > ? ORDER BY seq", 2) != PROVEN_OK
+        || provend_apps_param(&req->stmts[0], 0, PROVEND_SQL_TEXT, app->name,
+                              strlen(app->name)) != PROVEN_OK)
+    {
+        provend_storage_req_free(req);
+        return PROVEN_ERR;
+    }
+    provend_apps_param_int(&req->stmts[0], 1, (int64_t) app->state.seq);
+    req->limit = PROVEND_APPS_PAGE;
+
+    rc = provend_apps_call(apps->storage, req, err, sizeof(err));
+    rows = rc == PROVEN_OK ? proven_cbor_map_get(req->result, "rows") : NULL;
+    n = rows != NULL && cbor_isa_array(rows) ? cbor_array_size(rows) : 0;
+    for (i = 0; i < n && rc == PROVEN_OK; i++) {
+        row = cbor_array_handle(rows)[i];
+        entry = NULL;
+        if (!cbor_isa_array(row) || cbor_array_size(row) != 1
+            || proven_cbor_bytes(cbor_array_handle(row)[0],
+                                 PROVEN_AUDIT_ENTRY_MAX, &entry, &elen)
+               != PROVEN_OK)
+        {
+            snprintf(err, sizeof(err), "a malformed audit row");
+            rc = PROVEN_ERR;
+            break;
+        }
+        proven_audit_hash(entry, elen, hash);
+        if (proven_audit_decode(entry, elen, &e, err, sizeof(err))
+            != PROVEN_OK
+            || proven_audit_apply(&app->state, &e, hash, err, sizeof(err))
+               != PROVEN_OK
+            || provend_apps_keep_entry(app, entry, elen) != PROVEN_OK)
+        {
+            rc = PROVEN_ERR;
+        }
+        free(entry);
+    }
+    provend_storage_req_free(req);
+    if (rc != PROVEN_OK) {
+        provend_error("apps: %s: another node's change not applied: %s",
+                      app->name, err);
+        return PROVEN_ERR;
+    }
+
+    changed = app->state.has_current
+              && (!had || memcmp(before, app->state.current,
+                                 sizeof(before)) != 0);
+    if (!changed) {
+        return PROVEN_OK;
+    }
+
+    package = NULL;
+    routes = NULL;
+    schedules = NULL;
+    nschedules = 0;
+    if (provend_apps_load_package(apps->storage, app->state.current,
+                                  &package, &package_len, err, sizeof(err))
+        != PROVEN_OK
+        || provend_apps_manifest(package, package_len, &routes, &schedules,
+                                 &nschedules, err, sizeof(err)) != PROVEN_OK)
+    {
+        provend_error("apps: %s: the package another node deployed is not "
+                      "served: %s", app->name, err);
+        free(package);
+        return PROVEN_ERR;
+    }
+
+    free(app->schedules);
+    app->schedules = schedules;
+    app->nschedules = nschedules;
+    free(app->package);
+    app->package = package;
+    app->package_len = package_len;
+    if (app->routes != NULL) {
+        cbor_decref(&app->routes);
+    }
+    app->routes = routes;
+    app->package_gen++;
+    app->idle = 0;
+    uv_timer_stop(&app->restart);
+    provend_info("apps: %s: serving entry %llu, deployed by another node",
+                 app->name, (unsigned long long) app->state.seq);
+    if (!apps->stopping) {
+        provend_worker_start(apps, app);
+    }
+    return PROVEN_OK;
+}
+
+
+/*
+ * Reads the registry again after another node changed it (in a cluster,
+ * every node applies every change to its copy): new entries, created
+ * applications, allowed origins.  Apps with a change of this node's own
+ * under way are left to it; it asks again when done.
+ */
+static void
+provend_apps_refresh(provend_apps_t *apps)
+{
+    char                    name[PROVEND_NAME_MAX + 1];
+    char                    err[2 * PROVEN_ERR_LEN];
+    size_t                  i, n, len;
+    uint64_t                seq;
+    cbor_item_t            *rows, *row;
+    provend_app_t          *app;
+    provend_storage_req_t  *req;
+
+    if (apps->stopping) {
+        return;
+    }
+
+    req = provend_apps_sql(PROVEND_OP_SQL_QUERY, 1);
+    if (req == NULL
+        || provend_apps_stmt(req, 0, "SELECT app, MAX(seq) FROM audit "
+                             "GROUP BY app ORDER BY app", 0) != PROVEN_OK)
+    {
+        provend_storage_req_free(req);
+        return;
+    }
+    req->limit = PROVEND_SQL_LIMIT_MAX;
+
+    if (provend_apps_call(apps->storage, req, err, sizeof(err))
+        != PROVEN_OK)
+    {
+        provend_error("apps: %s", err);
+        provend_storage_req_free(req);
+        return;
+    }
+
+    rows = proven_cbor_map_get(req->result, "rows");
+    n = rows != NULL && cbor_isa_array(rows) ? cbor_array_size(rows) : 0;
+    for (i = 0; i < n; i++) {
+        row = cbor_array_handle(rows)[i];
+        if (!cbor_isa_array(row) || cbor_array_size(row) != 2
+            || !cbor_isa_string(cbor_array_handle(row)[0])
+            || !cbor_string_is_definite(cbor_array_handle(row)[0])
+            || cbor_string_length(cbor_array_handle(row)[0])
+               > PROVEND_NAME_MAX
+            || proven_cbor_uint(cbor_array_handle(row)[1], &seq)
+               != PROVEN_OK)
+        {
+            continue;
+        }
+        len = cbor_string_length(cbor_array_handle(row)[0]);
+        memcpy(name, cbor_string_handle(cbor_array_handle(row)[0]), len);
+        name[len] = '\0';
+
+        app = provend_apps_find(apps, name);
+        if (app == NULL) {
+            if (apps->napps >= PROVEND_APPS_MAX) {
+                continue;
+            }
+            app = provend_apps_add(apps, name);
+            if (app == NULL) {
+                continue;
+            }
+        }
+        if (!app->busy && app->state.seq < seq) {
+            (void) provend_apps_catch_up(apps, app);
+        }
+    }
+    provend_storage_req_free(req);
+
+    if (provend_apps_load_created(apps, err, sizeof(err)) != PROVEN_OK) {
+        provend_error("apps: %s", err);
+    }
+    provend_apps_publish(apps);
+}
+
+
+static void
+provend_apps_on_refresh(uv_async_t *handle)
+{
+    provend_apps_refresh(handle->data);
+}
+
+
+/* On a storage thread: the registry's copy here changed. */
+static void
+provend_apps_registry_changed(void *data)
+{
+    provend_apps_t  *apps;
+
+    apps = data;
+    uv_async_send(&apps->refresh);
+}
+
+
+/* After a change of this node's own: one from elsewhere may have waited. */
+static void
+provend_apps_refresh_soon(provend_apps_t *apps)
+{
+    if (apps->clustered && apps->refresh_open) {
+        uv_async_send(&apps->refresh);
+    }
+}
+
+
+/* ---- the state page ----------------------------------------------------- */
 
 static int
 provend_apps_page_open(provend_apps_t *apps, char *err, size_t errlen)
@@ -1007,7 +1257,7 @@ failed:
 }
 
 
-/* ---- workers ------------------------------------------------------------- */
+/* ---- workers ------------------------------------------------------------ */
 
 static void
 provend_worker_on_closed(uv_handle_t *handle)
@@ -1641,11 +1891,12 @@ provend_worker_start(provend_apps_t *apps, provend_app_t *app)
 }
 
 
-/* ---- changes: app.deploy and app.update ---------------------------------- */
+/* ---- changes: app.deploy and app.update --------------------------------- */
 
 static void
 provend_change_free(provend_change_t *c)
 {
+    provend_apps_refresh_soon(c->apps);
     if (c->package != NULL) {
         free(c->package);
     }
@@ -2045,7 +2296,7 @@ provend_change_check(provend_change_t *c)
 }
 
 
-/* ---- ops ----------------------------------------------------------------- */
+/* ---- ops ---------------------------------------------------------------- */
 
 /* The "app" argument: a valid name that is not the node's own. */
 static int
@@ -2687,6 +2938,7 @@ provend_registry_written(uv_work_t *work, int status)
         job->done(job->data, NULL, NULL, NULL);
     }
 
+    provend_apps_refresh_soon(job->apps);
     free(job->origin);
     free(job);
 }
@@ -3232,6 +3484,77 @@ provend_apps_to_next_minute(void)
 }
 
 
+/* A schedule's tick in a cluster: fired by the node that claims it. */
+typedef struct {
+    uv_work_t        work;
+    provend_apps_t  *apps;
+    char             app[PROVEND_NAME_MAX + 1];
+    char             handler[PROVEND_SCHEDULE_NAME_MAX + 1];
+    uint64_t         minute;
+    char             what[2 * SHA256_DIGEST_LENGTH + 1];
+    int              claimed;
+} provend_tick_t;
+
+
+static void
+provend_apps_tick_claim(uv_work_t *work)
+{
+    provend_tick_t  *t;
+
+    t = work->data;
+    t->claimed = provend_storage_cluster_claim(t->apps->storage, t->what);
+}
+
+
+static void
+provend_apps_tick_claimed(uv_work_t *work, int status)
+{
+    provend_tick_t  *t;
+    provend_app_t   *app;
+
+    t = work->data;
+    app = provend_apps_find(t->apps, t->app);
+    if (status == 0 && t->claimed && !t->apps->stopping && app != NULL
+        && app->nserving > 0)
+    {
+        provend_schedule_fire(t->apps->loop, app->serving[0]->socket,
+                              app->name, t->handler, t->minute);
+    }
+    free(t);
+}
+
+
+static void
+provend_apps_claim_tick(provend_apps_t *apps, provend_app_t *app,
+    const provend_cron_t *cron, uint64_t minute)
+{
+    char             text[PROVEND_NAME_MAX + PROVEND_SCHEDULE_NAME_MAX + 32];
+    uint8_t          digest[SHA256_DIGEST_LENGTH];
+    provend_tick_t  *t;
+
+    t = calloc(1, sizeof(*t));
+    if (t == NULL) {
+        return;
+    }
+    t->apps = apps;
+    t->minute = minute;
+    snprintf(t->app, sizeof(t->app), "%s", app->name);
+    snprintf(t->handler, sizeof(t->handler), "%s", cron->handler);
+    /* one id per app, handler and minute, the same on every node */
+    snprintf(text, sizeof(text), "%s\n%s\n%llu", app->name, cron->handler,
+             (unsigned long long) minute);
+    SHA256((const uint8_t *) text, strlen(text), digest);
+    proven_hex_encode(digest, sizeof(digest), t->what);
+
+    t->work.data = t;
+    if (uv_queue_work(apps->loop, &t->work, provend_apps_tick_claim,
+                      provend_apps_tick_claimed) != 0)
+    {
+        free(t);
+    }
+}
+
+
 /* Each minute: every schedule due now fires on its app's serving worker. */
 static void
 provend_apps_on_minute(uv_timer_t *timer)
@@ -3260,12 +3583,17 @@ provend_apps_on_minute(uv_timer_t *timer)
             continue;
         }
         for (i = 0; i < app->nschedules; i++) {
-            if (provend_cron_due(&app->schedules[i], &utc)) {
-                provend_schedule_fire(apps->loop, app->serving[0]->socket,
-                                      app->name,
-                                      app->schedules[i].handler,
-                                      (uint64_t) (now - now % 60));
+            if (!provend_cron_due(&app->schedules[i], &utc)) {
+                continue;
             }
+            if (apps->clustered) {
+                provend_apps_claim_tick(apps, app, &app->schedules[i],
+                                        (uint64_t) (now - now % 60));
+                continue;
+            }
+            provend_schedule_fire(apps->loop, app->serving[0]->socket,
+                                  app->name, app->schedules[i].handler,
+                                  (uint64_t) (now - now % 60));
         }
     }
 
@@ -3324,7 +3652,7 @@ provend_apps_on_sweep(uv_timer_t *timer)
 }
 
 
-/* ---- life ---------------------------------------------------------------- */
+/* ---- life --------------------------------------------------------------- */
 
 provend_apps_t *
 provend_apps_open(const provend_apps_config_t *cfg, char *err, size_t errlen)
@@ -3411,6 +3739,21 @@ provend_apps_open(const provend_apps_config_t *cfg, char *err, size_t errlen)
     }
     free(dir);
 
+    apps->clustered = cfg->clustered;
+    if (apps->clustered) {
+        if (uv_async_init(apps->loop, &apps->refresh, provend_apps_on_refresh)
+            != 0)
+        {
+            provend_apps_err("cannot set up the registry refresh");
+            goto failed;
+        }
+        apps->refresh.data = apps;
+        apps->refresh_open = 1;
+        uv_unref((uv_handle_t *) &apps->refresh);
+        provend_storage_cluster_on_change(apps->storage,
+                                          provend_apps_registry_changed, apps);
+    }
+
     if (provend_apps_create_tables(apps, err, errlen) != PROVEN_OK
         || provend_apps_load(apps, err, errlen) != PROVEN_OK
         || provend_apps_page_open(apps, err, errlen) != PROVEN_OK)
@@ -3471,6 +3814,12 @@ provend_apps_stop(provend_apps_t *apps)
     apps->stopping = 1;
     waiting = 0;
 
+    if (apps->refresh_open) {
+        /* returns once a call under way has */
+        provend_storage_cluster_on_change(apps->storage, NULL, NULL);
+        uv_close((uv_handle_t *) &apps->refresh, NULL);
+        apps->refresh_open = 0;
+    }
     uv_timer_stop(&apps->minute);
     uv_timer_stop(&apps->sweep);
     for (app = apps->apps; app != NULL; app = app->next) {

@@ -69,6 +69,11 @@ typedef struct {
     int                 sandbox;        /* wrap workers: sandbox.c */
     unsigned            workers_max;    /* per app; 0: CPUs, at most 4 */
     unsigned            idle_s;         /* stop idle apps; 0: never */
+    /*
+     * storage is the cluster backend: other nodes' changes to the
+     * registry are followed, and a schedule fires on one node per tick.
+     */
+    int                 clustered;
 
     /*
      * The worker's own line to provend (its fd 3): bind_pipe gives an

@@ -68,6 +68,7 @@ struct provend_cluster_s {
     provend_peer_t       peers[PROVEND_CLUSTER_PEERS_MAX];
     size_t               npeers;
     provend_ckey_t      *ckey;
+    provend_storage_t   *storage;       /* the cluster backend, or NULL */
 
     uv_process_t         nats;
     int                  nats_running;
@@ -159,6 +160,7 @@ provend_cluster_write_conf(provend_cluster_t *c, char *err, size_t errlen)
                   "http: \"127.0.0.1:%u\"\n"
                   "log_file: \"%s/nats.log\"\n"
                   "pid_file: \"%s/nats.pid\"\n"
+                  "max_payload: 9MB\n"
                   "jetstream {\n  store_dir: \"%s/jetstream\"\n"
                   "  max_memory_store: 256MB\n  max_file_store: 4GB\n}\n",
                   c->node, c->client_port, c->monitor_port, c->nats_dir,
@@ -621,6 +623,20 @@ provend_cluster_on_admit(uv_timer_t *timer)
         }
     }
 
+    /* the replicated storage: once the key is here and NATS runs */
+    if (c->storage != NULL && c->nats_running) {
+        uint8_t  key[PROVEND_KEY_LEN];
+
+        if (provend_ckey_get(c->ckey, key)) {
+            (void) provend_storage_cluster_start(c->storage, key,
+                                                 c->client_port,
+                                                 c->npeers + 1 < 3
+                                                 ? (unsigned) c->npeers + 1
+                                                 : 3);
+            OPENSSL_cleanse(key, sizeof(key));
+        }
+    }
+
     for (i = 0; i < c->npeers; i++) {
         if (c->peers[i].checking) {
             return;             /* one at a time: the pool is shared */
@@ -944,6 +960,7 @@ provend_cluster_open(const provend_cluster_config_t *cfg, char *err,
         return NULL;
     }
     c->loop = cfg->loop;
+    c->storage = cfg->storage;
     c->provider = cfg->provider;
     c->backoff_ms = PROVEND_NATS_RESTART_MS;
     snprintf(c->nats_bin, sizeof(c->nats_bin), "%s",
@@ -1020,7 +1037,7 @@ provend_cluster_status(provend_cluster_t *c)
     size_t        i;
     cbor_item_t  *map, *nats, *members, *m;
 
-    map = cbor_new_definite_map(5);
+    map = cbor_new_definite_map(6);
     nats = cbor_new_definite_map(5);
     members = cbor_new_definite_array(c->npeers);
     ok = map != NULL && nats != NULL && members != NULL
@@ -1066,6 +1083,11 @@ provend_cluster_status(provend_cluster_t *c)
                                 provend_ckey_fingerprint(c->ckey, fp)
                                 ? cbor_build_string(fp) : cbor_new_null())
             == PROVEN_OK;
+    if (ok && c->storage != NULL) {
+        ok = proven_cbor_map_put(map, "storage",
+                                 provend_storage_cluster_status(c->storage))
+             == PROVEN_OK;
+    }
     if (ok) {
         ok = proven_cbor_map_put(map, "nats", nats) == PROVEN_OK;
         nats = NULL;

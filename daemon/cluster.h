@@ -37,6 +37,7 @@
 
 #include <stddef.h>
 
+#include "keys.h"
 #include "proven.h"
 #include "provider.h"
 #include "storage.h"
@@ -62,6 +63,7 @@ typedef struct {
     const char          *nats_server;   /* NULL: "nats-server" from PATH */
     void                *server;
     provend_cluster_attest_pt  attest;
+    provend_storage_t   *storage;       /* the cluster backend, or NULL */
 } provend_cluster_config_t;
 
 /* Reads the file, writes the NATS configuration, starts nats-server. */
@@ -98,5 +100,43 @@ void provend_ckey_tick(provend_ckey_t *ck, const proven_pcr_t *pcrs,
 int provend_ckey_fingerprint(provend_ckey_t *ck, char hex[17]);
 void provend_ckey_stop(provend_ckey_t *ck);
 void provend_ckey_free(provend_ckey_t *ck);
+
+/* 1 and the key when this node holds it. */
+int provend_ckey_get(provend_ckey_t *ck, uint8_t key[PROVEND_KEY_LEN]);
+
+
+/*
+ * The replicated storage backend (storage_cluster.c): writes go through a
+ * log on JetStream, sealed with a key derived from the cluster key, and
+ * every node applies the log in order to local, its own embedded backend
+ * (opened "deterministic", its data made again from the log at each
+ * start).  Reads are local's, once this node has caught up.  Until start,
+ * writes answer storage_error.  Taking local: close closes it.
+ */
+provend_storage_t *provend_storage_cluster_open(provend_storage_t *local,
+    char *err, size_t errlen);
+
+/* Once the cluster key is here; later calls do nothing. */
+int provend_storage_cluster_start(provend_storage_t *st,
+    const uint8_t cluster_key[PROVEND_KEY_LEN], unsigned client_port,
+    unsigned replicas);
+
+/*
+ * fn(data) after an entry of the node's own scope (the registry) has been
+ * applied, on a storage thread; fn NULL: none, and one running has
+ * returned.
+ */
+void provend_storage_cluster_on_change(provend_storage_t *st,
+    void (*fn)(void *data), void *data);
+
+/* {following, ready, applied, at_start, unreadable, writes_waiting} */
+cbor_item_t *provend_storage_cluster_status(provend_storage_t *st);
+
+/*
+ * 1 when this node is the first in the cluster to claim what (a schedule's
+ * tick): JetStream keeps one message per id within two minutes.  Blocks
+ * for a round trip; 0 when another node has it or the cluster is away.
+ */
+int provend_storage_cluster_claim(provend_storage_t *st, const char *what);
 
 #endif /* PROVEND_CLUSTER_H */

@@ -552,6 +552,21 @@ provend_ckey_fingerprint(provend_ckey_t *ck, char hex[17])
 }
 
 
+int
+provend_ckey_get(provend_ckey_t *ck, uint8_t key[PROVEND_KEY_LEN])
+{
+    int  have;
+
+    pthread_mutex_lock(&ck->lock);
+    have = ck->have;
+    if (have) {
+        memcpy(key, ck->key, PROVEND_KEY_LEN);
+    }
+    pthread_mutex_unlock(&ck->lock);
+    return have;
+}
+
+
 /* ---- the module ------------------------------------------------------------ */
 
 static void

@@ -28,6 +28,7 @@
 #include <openssl/crypto.h>
 #include <sqlite3.h>
 
+#include "cluster.h"
 #include "keys.h"
 #include "log.h"
 #include "provider.h"
@@ -123,6 +124,53 @@ provend_parse_uint(const char *s, unsigned long min, unsigned long max,
 
     *out = v;
     return PROVEN_OK;
+}
+
+
+/*
+ * In a cluster: this node's copy of the replicated data, under
+ * DATA/cluster, made again from the cluster's log at each start (the log
+ * is what is durable), behind the cluster backend.
+ */
+static provend_storage_t *
+provend_main_cluster_storage(provend_storage_config_t *st_cfg, char *err,
+    size_t errlen)
+{
+    char                *dir, *copy;
+    provend_storage_t   *local, *st;
+    provend_storage_config_t  cfg;
+
+    dir = NULL;
+    copy = NULL;
+    st = NULL;
+    if (asprintf(&dir, "%s/cluster", st_cfg->data_dir) == -1
+        || asprintf(&copy, "%s/storage", dir) == -1)
+    {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    if (provend_remove_tree(copy, err, errlen) != PROVEN_OK
+        || provend_mkdirs(dir, 0700, err, errlen) != PROVEN_OK)
+    {
+        goto done;
+    }
+
+    cfg = *st_cfg;
+    cfg.data_dir = dir;
+    cfg.deterministic = 1;
+    local = provend_storage_sqlite_open(&cfg, err, errlen);
+    if (local != NULL) {
+        st = provend_storage_cluster_open(local, err, errlen);
+        if (st == NULL) {
+            provend_storage_close(local);
+        }
+    }
+
+done:
+
+    free(copy);
+    free(dir);
+    return st;
 }
 
 
@@ -506,7 +554,11 @@ main(int argc, char **argv)
         st_cfg.kv_max_value = kv_max_value;
         st_cfg.kv_memory_max = kv_memory;
 
-        storage = provend_storage_sqlite_open(&st_cfg, err, sizeof(err));
+        if (cluster_file == NULL) {
+            storage = provend_storage_sqlite_open(&st_cfg, err, sizeof(err));
+        } else {
+            storage = provend_main_cluster_storage(&st_cfg, err, sizeof(err));
+        }
         OPENSSL_cleanse(master, sizeof(master));
         if (storage == NULL) {
             provend_error("storage: %s", err);

@@ -1521,6 +1521,7 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
         apps_cfg.sandbox = cfg->app_sandbox;
         apps_cfg.workers_max = cfg->app_workers;
         apps_cfg.idle_s = cfg->app_idle_s;
+        apps_cfg.clustered = cfg->cluster_file != NULL;
         apps_cfg.server = srv;
         apps_cfg.bind_pipe = provend_server_bind_pipe;
         apps_cfg.start_pipe = provend_server_start_pipe;
@@ -1566,6 +1567,7 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
         cluster_cfg.nats_server = cfg->nats_server;
         cluster_cfg.server = srv;
         cluster_cfg.attest = provend_server_attest;
+        cluster_cfg.storage = cfg->storage;     /* main made it the cluster's */
 
         srv->cluster = provend_cluster_open(&cluster_cfg, err, errlen);
         if (srv->cluster == NULL) {

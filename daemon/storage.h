@@ -27,7 +27,8 @@
  *   - an sql.execute batch and each migration are all or nothing;
  *   - SQL is applied as given: the embedded backend allows
  *     non-deterministic functions (random(), datetime('now')); a backend
- *     that replays statements on replicas must refuse them or ship results.
+ *     that replays statements on replicas opens it "deterministic" (see
+ *     provend_storage_config_t).
  */
 
 #ifndef PROVEND_STORAGE_H
@@ -197,6 +198,11 @@ struct provend_storage_req_s {
     void                     *priv;       /* the backend's */
     uint64_t                  revision;   /* kv.set's answer */
     int                       existed;    /* kv.delete's answer */
+
+    /* the cluster backend (storage_cluster.c) */
+    int                       local;      /* this node's copy only */
+    int64_t                   log_time_ms; /* a replayed write: its
+                                             writer's clock, for 'now' */
 };
 
 /* Zeroed request for op. */
@@ -301,6 +307,14 @@ typedef struct {
     size_t          kv_memory_max;      /* 0: 1 GiB; every KV value */
     unsigned        sql_timeout_ms;     /* 0: PROVEND_SQL_TIMEOUT_MS */
     size_t          sql_max_bytes;      /* 0: PROVEND_SQL_BYTES_MAX */
+
+    /*
+     * Writes give the same result on every node that applies them in the
+     * same order: random() and randomblob() are refused, 'now' is the
+     * request's log_time_ms, and a write is stopped after a number of
+     * SQLite steps rather than after a time.
+     */
+    int             deterministic;
 } provend_storage_config_t;
 
 /* The embedded backend (storage_sqlite.c). */

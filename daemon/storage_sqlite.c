@@ -45,6 +45,11 @@
 #define PROVEND_APP_LENGTH_MAX (8 * 1024 * 1024)   /* one value, app db */
 #define PROVEND_APP_COLUMN_MAX 500
 #define PROVEND_PROGRESS_STEPS 1000
+/*
+ * A deterministic write's bound, in progress calls of 1000 steps: the same
+ * on every node whatever its speed (about a second of a busy statement).
+ */
+#define PROVEND_WRITE_STEPS_MAX  20000
 #define PROVEND_RERUN_ROUNDS   3      /* re-runs after rollbacks, a batch */
 
 /*
@@ -81,6 +86,7 @@ typedef struct {
     char                denied_what[128];
     int                 timed_out;
     struct timespec     deadline;
+    unsigned            steps_left;       /* deterministic: 0 clock */
 } provend_sqldb_t;
 
 struct provend_sqlite_s {
@@ -89,6 +95,7 @@ struct provend_sqlite_s {
     uint8_t                 name_key[PROVEND_KEY_LEN];
     unsigned                timeout_ms;
     size_t                  max_bytes;
+    int                     deterministic;
 
     provend_kv_t           *kv;
 
@@ -120,6 +127,14 @@ provend_sqldb_progress(void *data)
         return 0;
     }
 
+    if (d->steps_left != 0) {
+        if (--d->steps_left == 0) {
+            d->timed_out = 1;
+            return 1;
+        }
+        return 0;
+    }
+
     clock_gettime(CLOCK_MONOTONIC, &now);
     if (now.tv_sec > d->deadline.tv_sec
         || (now.tv_sec == d->deadline.tv_sec
@@ -134,9 +149,13 @@ provend_sqldb_progress(void *data)
 
 
 static void
-provend_sqldb_arm(provend_sqldb_t *d)
+provend_sqldb_arm(provend_sqldb_t *d, int writes)
 {
     unsigned  ms;
+
+    /* a replayed write must stop at the same step on every node */
+    d->steps_left = writes && d->sq->deterministic ? PROVEND_WRITE_STEPS_MAX
+                                                   : 0;
 
     ms = d->sq->timeout_ms;
     clock_gettime(CLOCK_MONOTONIC, &d->deadline);
@@ -241,6 +260,18 @@ provend_sqldb_authorize(void *data, int action, const char *a,
         {
             snprintf(d->denied_what, sizeof(d->denied_what),
                      "%s is not allowed", b);
+            goto denied;
+        }
+        /* replicas replay statements: each must give what the others do */
+        if (d->sq->deterministic && b != NULL
+            && (strcasecmp(b, "random") == 0
+                || strcasecmp(b, "randomblob") == 0
+                || strcasecmp(b, "total_changes") == 0))
+        {
+            snprintf(d->denied_what, sizeof(d->denied_what),
+                     "%s() is not allowed in a cluster: every node replays "
+                     "the statement and must get the same result (pass the "
+                     "value as a parameter)", b);
             goto denied;
         }
         return SQLITE_OK;
@@ -901,7 +932,7 @@ provend_sql_do_execute(provend_sqlite_t *sq, provend_storage_req_t *req)
     }
 
     /* One deadline for the whole batch, not one per statement. */
-    provend_sqldb_arm(d);
+    provend_sqldb_arm(d, req->op != PROVEND_OP_SQL_QUERY);
 
     /* Left at 0 unless one of these statements inserts a rowid row. */
     sqlite3_set_last_insert_rowid(d->db, 0);
@@ -1063,7 +1094,7 @@ provend_sql_do_query(provend_sqlite_t *sq, provend_storage_req_t *req)
     }
 
     provend_sqldb_depend(d, req);
-    provend_sqldb_arm(d);
+    provend_sqldb_arm(d, req->op != PROVEND_OP_SQL_QUERY);
 
     stmt = provend_sql_prepare(d, &req->stmts[0], req);
     if (stmt == NULL) {
@@ -1274,7 +1305,7 @@ provend_sql_do_migrate(provend_sqlite_t *sq, provend_storage_req_t *req)
     }
 
     /* One deadline for every migration of the call. */
-    provend_sqldb_arm(d);
+    provend_sqldb_arm(d, req->op != PROVEND_OP_SQL_QUERY);
 
     if (provend_sql_internal(d, PROVEND_MIGRATIONS_SCHEMA, -1, NULL, NULL,
                              req) != PROVEN_OK
@@ -1379,6 +1410,9 @@ provend_req_writes(const provend_storage_req_t *req)
 static void
 provend_sqlite_run(provend_sqlite_t *sq, provend_storage_req_t *req)
 {
+    /* 'now' of a replayed write is its writer's, on every node */
+    provend_vfs_fix_time(sq->deterministic ? req->log_time_ms : 0);
+
     switch (req->op) {
     case PROVEND_OP_SQL_EXECUTE:  provend_sql_do_execute(sq, req); break;
     case PROVEND_OP_SQL_QUERY:    provend_sql_do_query(sq, req); break;
@@ -1933,6 +1967,7 @@ provend_storage_sqlite_open(const provend_storage_config_t *cfg, char *err,
                                          : PROVEND_SQL_TIMEOUT_MS;
     sq->max_bytes = cfg->sql_max_bytes ? cfg->sql_max_bytes
                                        : PROVEND_SQL_BYTES_MAX;
+    sq->deterministic = cfg->deterministic;
 
     if (provend_keys_derive(cfg->master_key, "proven-sql-names-v1", 19,
                             sq->name_key, sizeof(sq->name_key)) != PROVEN_OK)

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -256,4 +257,31 @@ provend_now_ms(void)
 
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
+}
+
+
+static int
+provend_remove_one(const char *path, const struct stat *sb, int flag,
+    struct FTW *ftw)
+{
+    (void) sb;
+    (void) ftw;
+    return (flag == FTW_DP ? rmdir(path) : unlink(path)) == 0 ? 0 : -1;
+}
+
+
+int
+provend_remove_tree(const char *path, char *err, size_t errlen)
+{
+    struct stat  sb;
+
+    if (lstat(path, &sb) != 0 && errno == ENOENT) {
+        return PROVEN_OK;
+    }
+    /* links are removed, never followed */
+    if (nftw(path, provend_remove_one, 16, FTW_DEPTH | FTW_PHYS) != 0) {
+        provend_util_err("cannot remove %s: %s", path, strerror(errno));
+        return PROVEN_ERR;
+    }
+    return PROVEN_OK;
 }

@@ -24,6 +24,9 @@ int provend_read_file(const char *path, size_t max, uint8_t **out,
 int provend_node_id(const char *data_dir,
     char node_id[PROVEND_NODE_ID_LEN + 1], char *err, size_t errlen);
 
+/* rm -r path (links removed, not followed); absent is not an error. */
+int provend_remove_tree(const char *path, char *err, size_t errlen);
+
 /* Milliseconds since the epoch. */
 uint64_t provend_now_ms(void);
 

@@ -1193,10 +1193,28 @@ provend_vfs_sleep(sqlite3_vfs *vfs, int us)
 }
 
 
+/* The Julian day of the Unix epoch, in milliseconds (SQLite's unit). */
+#define PROVEND_UNIX_EPOCH_JD_MS  210866760000000LL
+
+static __thread int64_t  provend_vfs_fixed_ms;
+
+
+void
+provend_vfs_fix_time(int64_t unix_ms)
+{
+    provend_vfs_fixed_ms = unix_ms;
+}
+
+
 static int
 provend_vfs_current_time(sqlite3_vfs *vfs, double *now)
 {
     (void) vfs;
+    if (provend_vfs_fixed_ms != 0) {
+        *now = (double) (provend_vfs_fixed_ms + PROVEND_UNIX_EPOCH_JD_MS)
+               / 86400000.0;
+        return SQLITE_OK;
+    }
     return provend_vfs_real->xCurrentTime(provend_vfs_real, now);
 }
 
@@ -1213,6 +1231,10 @@ static int
 provend_vfs_current_time_int64(sqlite3_vfs *vfs, sqlite3_int64 *now)
 {
     (void) vfs;
+    if (provend_vfs_fixed_ms != 0) {
+        *now = provend_vfs_fixed_ms + PROVEND_UNIX_EPOCH_JD_MS;
+        return SQLITE_OK;
+    }
     return provend_vfs_real->xCurrentTimeInt64(provend_vfs_real, now);
 }
 

@@ -41,4 +41,10 @@
 int provend_vfs_register(const uint8_t master[PROVEND_KEY_LEN], char *err,
     size_t errlen);
 
+/*
+ * What SQLite's 'now' is on the calling thread: unix_ms, or the clock
+ * when 0 (a replayed write sees its writer's time on every node).
+ */
+void provend_vfs_fix_time(int64_t unix_ms);
+
 #endif /* PROVEND_VFS_H */

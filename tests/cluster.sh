@@ -1,9 +1,14 @@
 #!/bin/bash
 # A local cluster as `make cluster` starts it (nginx-conf/run-cluster.sh):
 # three nodes admit each other by their attestation and form one NATS
-# JetStream cluster over mutual-TLS routes; a nats-server killed is
-# restarted by its provend and rejoins; a node that measures other code is
-# refused by the others, and says why.
+# JetStream cluster over mutual-TLS routes; data written through one node
+# is read on the others (KV, SQL, an app deployed once); killing the node
+# that leads the log during a stream of writes loses no acknowledged
+# write, the two others keep serving, and the node started again catches
+# up; a node cut off (its nats-server stopped) comes back with the same
+# data as the others; a nats-server killed is restarted by its provend and
+# rejoins; a node that measures other code is refused by the others, and
+# says why.
 # Usage: tests/cluster.sh BUILD_DIR   (KEEP_WORK=1 keeps the logs and data)
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -51,6 +56,53 @@ status() {
                 `size=${js.cluster_size || 0}`, `pid=${d.nats.pid}`,
                 `key=${d.key || "none"}`].join(" "));
         });'
+}
+
+# on I ARGS...: the proven CLI against node I of the running cluster
+on() { local i=$1; shift; PROVEN_DATA="$d/node$i" "$proven" "$@"; }
+
+# eventually NAME WANT CMD...: until CMD prints WANT (20 s)
+eventually() {
+    local name=$1 want=$2 out=; shift 2
+    for _ in $(seq 1 200); do
+        out=$("$@" 2>&1)
+        [ "$out" = "$want" ] && { pass "$name"; return 0; }
+        sleep 0.1
+    done
+    fail "$name" "got: $out"
+    return 1
+}
+
+# url I PATH: node I's HTTP address for PATH
+url() { echo "http://127.0.0.1:$((port + 10 * ($1 - 1)))$2"; }
+
+# log_leader I: the node leading the log stream, as node I sees it
+log_leader() {
+    on "$1" cluster status 2>/dev/null | node -e '
+        let s = ""; process.stdin.on("data", (d) => s += d);
+        process.stdin.on("end", () => {
+            try {
+                const l = JSON.parse(s).jetstream.streams
+                    .find((x) => x.name === "PROVEN_LOG");
+                console.log(l.leader.slice(1));
+            } catch { }
+        });'
+}
+
+# writes I FIRST LAST FILE: kv sets through node I, acknowledged keys
+# appended to FILE
+writes() {
+    local n
+    for n in $(seq "$2" "$3"); do
+        on "$1" kv set --app load "k$n" "v$n" >/dev/null 2>&1 \
+            && echo "k$n" >>"$4"
+    done
+}
+
+# missing I FILE: how many keys of FILE node I does not hold
+missing() {
+    on "$1" kv keys --app load 2>/dev/null | sort >"$work/held.$1"
+    sort "$2" | comm -23 - "$work/held.$1" | wc -l
 }
 
 # await NAME NODE_DIR REGEX: until the node's status line matches (45 s)
@@ -105,6 +157,114 @@ check "the NATS client port is on loopback only" 0 \
 check "routes trust only admitted certificates (mutual TLS)" 0 \
     -m 'verify: true' grep -h 'verify' "$d/node2/nats/nats.conf"
 
+# ---- replicated data ------------------------------------------------------------
+
+for i in 1 2 3; do
+    eventually "node $i applies the cluster's log" true sh -c \
+        "PROVEN_DATA=$d/node$i '$proven' cluster status \
+         | grep -q '\"ready\": true' && echo true"
+done
+check "KV written through node 2" 0 -m '^\{"revision":1\}$' \
+    on 2 kv set --app shop greeting hello
+eventually "is read on node 3" hello on 3 kv get --app shop greeting
+eventually "and on node 1" hello on 1 kv get --app shop greeting
+check "every node refuses a set at a stale revision alike" 1 \
+    -m 'revision is 1, not 0' on 1 kv set --app shop greeting x --if-revision 0
+check "a key store's key is made once: the same public key everywhere" 0 \
+    -m '"revision":1' on 1 kv set --app shop --type key signer
+eventually "(node 3 has it)" "$(on 1 kv get --app shop --type key signer)" \
+    on 3 kv get --app shop --type key signer
+check "SQL written through node 3" 0 -m '"changes":0' \
+    on 3 sql --app shop "CREATE TABLE orders (id INTEGER PRIMARY KEY, \
+                         item TEXT, at TEXT)"
+check "an insert with datetime('now') through node 1" 0 -m '"changes":1' \
+    on 1 sql --app shop "INSERT INTO orders (item, at) \
+                         VALUES ('tea', datetime('now'))"
+rows=$(on 1 sql --app shop "SELECT * FROM orders")
+eventually "the same row on node 2, 'now' the writer's" "$rows" \
+    on 2 sql --app shop "SELECT * FROM orders"
+check "random() is refused: replicas would not agree" 1 \
+    -m 'random\(\) is not allowed in a cluster' \
+    on 2 sql --app shop "INSERT INTO orders (item) VALUES (random())"
+
+check "an app deployed on node 1" 0 -m '"seq":1' \
+    on 1 app deploy "$top/examples/hello" --app hello
+eventually "answers on node 2" '{"count":0}' curl -s "$(url 2 /app/hello/count)"
+check "its KV written through node 3" 0 -m '^\{"count":1\}$' \
+    curl -s -X POST "$(url 3 /app/hello/count)"
+eventually "is read through node 2" '{"count":1}' \
+    curl -s "$(url 2 /app/hello/count)"
+eventually "node 3 lists the app with its audit entry" 1 sh -c \
+    "PROVEN_DATA=$d/node3 '$proven' app list | grep -c '\"seq\":1'"
+
+# kill -9 the whole node leading the log stream (its provend, nats-server
+# and nginx) during a stream of writes through another node: the others
+# elect another leader and keep serving; no acknowledged write is lost;
+# started again, the node catches up from the log
+leader=$(log_leader 1)
+case $leader in [123]) pass "the log stream has a leader: node $leader" ;;
+                *) fail "the log stream has a leader" "none: '$leader'" ;; esac
+others=$(for j in 1 2 3; do [ $j = "$leader" ] || echo $j; done | xargs)
+writer=${others%% *} other=${others##* }
+: >"$work/acked"
+writes "$writer" 1 150 "$work/acked" &
+writes_pid=$!
+sleep 1
+# each node runs in a process group of its own (setsid): all of it at once
+pgid=$(ps -o pgid= -p "$(pgrep -f "provend --data $d/node$leader " \
+                          | head -1)" | tr -d ' ')
+kill -9 -- "-$pgid"
+await "with node $leader killed, the others elect another JetStream leader" \
+    "$d/node$writer" "routes=1 leader=n[^$leader] size=3 "
+eventually "the app keeps answering on node $other" '{"count":1}' \
+    curl -s "$(url "$other" /app/hello/count)"
+wait "$writes_pid"
+acked=$(wc -l <"$work/acked")
+[ "$acked" -ge 100 ] && pass "writes go on through node $writer ($acked of 150)" \
+    || fail "writes go on through node $writer" "$acked of 150 acknowledged"
+eventually "node $writer holds every acknowledged write" 0 \
+    missing "$writer" "$work/acked"
+eventually "node $other holds every acknowledged write" 0 \
+    missing "$other" "$work/acked"
+check "a value read back is the one written" 0 -m '^v150$' \
+    on "$other" kv get --app load k150
+env PROVEN_DATA="$d" PROVEN_CLUSTER_PORT=$port \
+    setsid "$top/nginx-conf/run-cluster.sh" --node "$leader" \
+    >"$work/rejoin.log" 2>&1 &
+rejoin_pid=$!
+await "node $leader, started again, rejoins both" "$d/node$leader" \
+    "routes=2 leader=n[123] size=3 .*key=[0-9a-f]{16}$"
+await "and the others route to it again" "$d/node$writer" \
+    "routes=2 leader=n[123] size=3 "
+eventually "node $leader catches up: every acknowledged write" 0 \
+    missing "$leader" "$work/acked"
+eventually "and serves the app deployed before it died" '{"count":1}' \
+    curl -s "$(url "$leader" /app/hello/count)"
+
+# node $other cut off: its nats-server stopped (SIGSTOP), so its routes
+# go quiet; the two others keep a majority and take writes; resumed, it
+# comes back with the same data as they, never another version
+cut=$other
+npid=$(status "$d/node$cut" | grep -o 'pid=[0-9]*' | cut -d= -f2)
+kill -STOP "$npid"
+: >"$work/acked2"
+writes "$writer" 151 200 "$work/acked2"
+on "$writer" sql --app shop "INSERT INTO orders (item, at) \
+                             VALUES ('cut', datetime('now'))" >/dev/null
+acked=$(wc -l <"$work/acked2")
+[ "$acked" = 50 ] && pass "with node $cut cut off, the majority takes writes" \
+    || fail "with node $cut cut off, the majority takes writes" \
+            "$acked of 50 acknowledged"
+kill -CONT "$npid"
+eventually "node $cut, back, holds every write made without it" 0 \
+    missing "$cut" "$work/acked2"
+keys_writer=$(on "$writer" kv keys --app load | md5sum)
+eventually "its keys are the majority's" "$keys_writer" \
+    sh -c "PROVEN_DATA=$d/node$cut '$proven' kv keys --app load | md5sum"
+rows=$(on "$writer" sql --app shop "SELECT * FROM orders")
+eventually "its SQL rows are the majority's" "$rows" \
+    on "$cut" sql --app shop "SELECT * FROM orders"
+
 # kill -9 node 2's nats-server: its provend starts another, which rejoins
 old=$(status "$d/node2" | grep -o 'pid=[0-9]*' | cut -d= -f2)
 kill -9 "$old"
@@ -113,30 +273,13 @@ await "a killed nats-server is restarted and rejoins" "$d/node2" \
 new=$(status "$d/node2" | grep -o 'pid=[0-9]*' | cut -d= -f2)
 [ -n "$new" ] && [ "$new" != "$old" ] && pass "with a new process" \
     || fail "with a new process" "pid $old then $new"
-# kill -9 the whole node holding the JetStream meta leadership (its
-# provend, nats-server and nginx): the two others elect another leader and
-# keep each other; started again, the node rejoins with its key
-leader=$(status "$d/node1" | grep -o 'leader=n[0-9]' | cut -c9)
-others=$(for j in 1 2 3; do [ $j = "$leader" ] || echo $j; done | xargs)
-# each node runs in a process group of its own (setsid): all of it at once
-pgid=$(ps -o pgid= -p "$(pgrep -f "provend --data $d/node$leader " \
-                          | head -1)" | tr -d ' ')
-kill -9 -- "-$pgid"
-first=${others%% *}
-await "with node $leader killed, the others elect another JetStream leader" \
-    "$d/node$first" "routes=1 leader=n[^$leader] size=3 "
-env PROVEN_DATA="$d" PROVEN_CLUSTER_PORT=$port \
-    setsid "$top/nginx-conf/run-cluster.sh" --node "$leader" \
-    >"$work/rejoin.log" 2>&1 &
-rejoin_pid=$!
-await "node $leader, started again, rejoins both" "$d/node$leader" \
-    "routes=2 leader=n[123] size=3 .*key=[0-9a-f]{16}$"
-await "and the others route to it again" "$d/node$first" \
-    "routes=2 leader=n[123] size=3 "
+eventually "and node 2 takes writes again" 0 sh -c \
+    "PROVEN_DATA=$d/node2 '$proven' kv set --app shop after restart \
+     >/dev/null && echo 0"
+
+before=$(status "$d/node$writer" | grep -o 'key=[0-9a-f]*')
 kill -TERM "$rejoin_pid" 2>/dev/null
 wait "$rejoin_pid" 2>/dev/null
-
-before=$(status "$d/node2" | grep -o 'key=[0-9a-f]*')
 stop_cluster
 
 # node 1, which made the key, loses it (new DATA): it asks the others
