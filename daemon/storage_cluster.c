@@ -1084,6 +1084,8 @@ provend_cstore_thread(void *arg)
         natsOptions_SetMaxReconnect(opts, -1);
         natsOptions_SetReconnectWait(opts, 250);
         natsOptions_SetReconnectBufSize(opts, 64 * 1024 * 1024);
+        /* a write waits for its entry: no buffering for a flusher */
+        natsOptions_SetSendAsap(opts, true);
     }
 
     for ( ;; ) {
