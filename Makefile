@@ -181,6 +181,7 @@ bench: all deps-bench
 	@./bench/storage
 	@./bench/app/run
 	@./bench/rpc/run
+	@./bench/cluster/run
 
 clean:
 	rm -rf build build-asan build-fuzz t/servroot*

@@ -33,7 +33,6 @@
 #define provend_apps_err(...)                                              \
     do { if (err) { snprintf(err, errlen, __VA_ARGS__); } } while (0)
 
-#define PROVEND_APPS_SCOPE        "_proven"
 #define PROVEND_APPS_DB           "registry"
 #define PROVEND_APPS_PAGE         1000
 #define PROVEND_CHECK_TIMEOUT_MS  30000
@@ -228,70 +227,22 @@ provend_apps_sql(provend_storage_op_t op, size_t nstmts)
 {
     provend_storage_req_t  *req;
 
-    req = provend_storage_req_new(op);
-    if (req == NULL) {
-        return NULL;
-    }
-
-    req->scope.kind = PROVEND_SCOPE_APP;
-    snprintf(req->scope.app, sizeof(req->scope.app), PROVEND_APPS_SCOPE);
-    snprintf(req->name, sizeof(req->name), PROVEND_APPS_DB);
+    req = provend_storage_own_sql(op, PROVEND_APPS_DB, nstmts);
 
     /*
      * In a cluster, reads are this node's copy even while it catches up:
      * what arrives later comes through provend_apps_refresh().
      */
-    req->local = op == PROVEND_OP_SQL_QUERY;
-
-    req->stmts = calloc(nstmts, sizeof(*req->stmts));
-    if (req->stmts == NULL) {
-        provend_storage_req_free(req);
-        return NULL;
+    if (req != NULL) {
+        req->local = op == PROVEND_OP_SQL_QUERY;
     }
-    req->nstmts = nstmts;
     return req;
 }
 
 
-static int
-provend_apps_stmt(provend_storage_req_t *req, size_t i, const char *sql,
-    size_t nparams)
-{
-    provend_sql_stmt_t  *s;
-
-    s = &req->stmts[i];
-    s->sql = strdup(sql);
-    s->sql_len = strlen(sql);
-    s->params = nparams ? calloc(nparams, sizeof(*s->params)) : NULL;
-    s->nparams = nparams;
-    return s->sql != NULL && (nparams == 0 || s->params != NULL)
-           ? PROVEN_OK : PROVEN_ERR;
-}
-
-
-/* A TEXT or BLOB parameter (a copy, NUL added as the backend expects). */
-static int
-provend_apps_param(provend_sql_stmt_t *s, size_t i, provend_sql_type_t type,
-    const void *data, size_t len)
-{
-    s->params[i].type = type;
-    s->params[i].data = malloc(len + 1);
-    if (s->params[i].data == NULL) {
-        return PROVEN_ERR;
-    }
-    memcpy(s->params[i].data, data, len);
-    s->params[i].data[len] = '\0';
-    s->params[i].len = len;
-    return PROVEN_OK;
-}
-
-
-static void
-provend_apps_param_int(provend_sql_stmt_t *s, size_t i, int64_t v)
-{
-    s->params[i].type = PROVEND_SQL_INTEGER;
-    s->params[i].i = v;
-}
+#define provend_apps_stmt       provend_storage_stmt
+#define provend_apps_param      provend_storage_param
+#define provend_apps_param_int  provend_storage_param_int
 
 
 /* Runs req to its end (blocking); PROVEN_OK or err filled. */
@@ -865,7 +816,7 @@ provend_apps_load(provend_apps_t *apps, char *err, size_t errlen)
 static int
 provend_apps_catch_up(provend_apps_t *apps, provend_app_t *app)
 {
-    int                     rc, had, changed;
+    int                     rc, had, changed, more;
     size_t                  i, n, elen;
     uint8_t                 before[PROVEN_AUDIT_HASH_LEN];
     uint8_t                 hash[PROVEN_AUDIT_HASH_LEN], *entry;
@@ -880,51 +831,58 @@ provend_apps_catch_up(provend_apps_t *apps, provend_app_t *app)
     had = app->state.has_current;
     memcpy(before, app->state.current, sizeof(before));
 
-    req = provend_apps_sql(PROVEND_OP_SQL_QUERY, 1);
-    if (req == NULL
-        || provend_apps_stmt(req, 0, "SELECT entry FROM audit WHERE app = ? "
-                             "AND seq > ? ORDER BY seq", 2) != PROVEN_OK
-        || provend_apps_param(&req->stmts[0], 0, PROVEND_SQL_TEXT, app->name,
-                              strlen(app->name)) != PROVEN_OK)
-    {
-        provend_storage_req_free(req);
-        return PROVEN_ERR;
-    }
-    provend_apps_param_int(&req->stmts[0], 1, (int64_t) app->state.seq);
-    req->limit = PROVEND_APPS_PAGE;
-
-    rc = provend_apps_call(apps->storage, req, err, sizeof(err));
-    rows = rc == PROVEN_OK ? proven_cbor_map_get(req->result, "rows") : NULL;
-    n = rows != NULL && cbor_isa_array(rows) ? cbor_array_size(rows) : 0;
-    for (i = 0; i < n && rc == PROVEN_OK; i++) {
-        row = cbor_array_handle(rows)[i];
-        entry = NULL;
-        if (!cbor_isa_array(row) || cbor_array_size(row) != 1
-            || proven_cbor_bytes(cbor_array_handle(row)[0],
-                                 PROVEN_AUDIT_ENTRY_MAX, &entry, &elen)
+    /* page after page: a node that was away may be far behind */
+    do {
+        req = provend_apps_sql(PROVEND_OP_SQL_QUERY, 1);
+        if (req == NULL
+            || provend_apps_stmt(req, 0, "SELECT entry FROM audit "
+                                 "WHERE app = ? AND seq > ? ORDER BY seq", 2)
+               != PROVEN_OK
+            || provend_apps_param(&req->stmts[0], 0, PROVEND_SQL_TEXT,
+                                  app->name, strlen(app->name))
                != PROVEN_OK)
         {
-            snprintf(err, sizeof(err), "a malformed audit row");
-            rc = PROVEN_ERR;
-            break;
+            provend_storage_req_free(req);
+            return PROVEN_ERR;
         }
-        proven_audit_hash(entry, elen, hash);
-        if (proven_audit_decode(entry, elen, &e, err, sizeof(err))
-            != PROVEN_OK
-            || proven_audit_apply(&app->state, &e, hash, err, sizeof(err))
-               != PROVEN_OK
-            || provend_apps_keep_entry(app, entry, elen) != PROVEN_OK)
-        {
-            rc = PROVEN_ERR;
+        provend_apps_param_int(&req->stmts[0], 1, (int64_t) app->state.seq);
+        req->limit = PROVEND_APPS_PAGE;
+
+        rc = provend_apps_call(apps->storage, req, err, sizeof(err));
+        rows = rc == PROVEN_OK ? proven_cbor_map_get(req->result, "rows")
+                               : NULL;
+        n = rows != NULL && cbor_isa_array(rows) ? cbor_array_size(rows) : 0;
+        more = n == PROVEND_APPS_PAGE;
+        for (i = 0; i < n && rc == PROVEN_OK; i++) {
+            row = cbor_array_handle(rows)[i];
+            entry = NULL;
+            if (!cbor_isa_array(row) || cbor_array_size(row) != 1
+                || proven_cbor_bytes(cbor_array_handle(row)[0],
+                                     PROVEN_AUDIT_ENTRY_MAX, &entry, &elen)
+                   != PROVEN_OK)
+            {
+                snprintf(err, sizeof(err), "a malformed audit row");
+                rc = PROVEN_ERR;
+                break;
+            }
+            proven_audit_hash(entry, elen, hash);
+            if (proven_audit_decode(entry, elen, &e, err, sizeof(err))
+                != PROVEN_OK
+                || proven_audit_apply(&app->state, &e, hash, err, sizeof(err))
+                   != PROVEN_OK
+                || provend_apps_keep_entry(app, entry, elen) != PROVEN_OK)
+            {
+                rc = PROVEN_ERR;
+            }
+            free(entry);
         }
-        free(entry);
-    }
-    provend_storage_req_free(req);
-    if (rc != PROVEN_OK) {
-        provend_error("apps: %s: another node's change not applied: %s",
-                      app->name, err);
-        return PROVEN_ERR;
-    }
+        provend_storage_req_free(req);
+        if (rc != PROVEN_OK) {
+            provend_error("apps: %s: another node's change not applied: %s",
+                          app->name, err);
+            return PROVEN_ERR;
+        }
+    } while (more);
 
     changed = app->state.has_current
               && (!had || memcmp(before, app->state.current,
@@ -2930,8 +2888,16 @@ provend_registry_written(uv_work_t *work, int status)
         }
 
     } else {
+        size_t  i;
+
         app->busy = 0;
-        if (app->norigins < PROVEND_ORIGINS_MAX) {
+        /* a refresh after the copy here applied it may have added it */
+        for (i = 0; i < app->norigins; i++) {
+            if (strcmp(app->origins[i], job->origin) == 0) {
+                break;
+            }
+        }
+        if (i == app->norigins && app->norigins < PROVEND_ORIGINS_MAX) {
             app->origins[app->norigins++] = job->origin;
             job->origin = NULL;
         }

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <time.h>
 
 #include <curl/curl.h>
 #include <unistd.h>
@@ -154,6 +155,10 @@ provend_main_cluster_storage(provend_storage_config_t *st_cfg, char *err,
     {
         goto done;
     }
+
+    /* SQLite's 'localtime' must read the same on every node */
+    setenv("TZ", "UTC", 1);
+    tzset();
 
     cfg = *st_cfg;
     cfg.data_dir = dir;

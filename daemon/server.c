@@ -1547,6 +1547,8 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
         sessions_cfg.idle_s = cfg->session_idle_s;
         sessions_cfg.life_s = cfg->session_life_s;
         sessions_cfg.any_origin = cfg->any_origin;
+        sessions_cfg.storage = cfg->cluster_file != NULL ? cfg->storage
+                                                         : NULL;
 
         srv->sessions = provend_sessions_new(&sessions_cfg, err, errlen);
         if (srv->sessions == NULL) {

@@ -14,6 +14,7 @@
 
 #include "log.h"
 #include "sessions.h"
+#include "util.h"
 
 
 #define provend_sessions_err(...)                                          \
@@ -26,6 +27,9 @@
 #define PROVEND_GRANT_BUCKETS    256
 #define PROVEND_SESSION_QUEUE_MAX 64       /* messages waiting per session */
 #define PROVEND_SESSION_RUNS_MAX  32       /* Executes under way per session */
+#define PROVEND_SESSIONS_DB       "sessions"
+#define PROVEND_SESSIONS_PRUNE_MS (10 * 60 * 1000)
+#define PROVEND_SESSION_RECORD_MAX 2048
 
 
 typedef struct provend_session_s  provend_session_t;
@@ -45,6 +49,7 @@ struct provend_session_s {
     int                  has_seq;
     uint64_t             seq;              /* the last one accepted */
     uint64_t             created_ms;
+    uint64_t             created_wall_ms;  /* the same, since the epoch */
     uint64_t             used_ms;
     unsigned             refs;             /* the table's, calls' */
     int                  verifying;        /* a message on the pool */
@@ -68,6 +73,8 @@ struct provend_sessions_s {
     uint64_t                     idle_ms;
     uint64_t                     life_ms;
     int                          any_origin;
+    provend_storage_t           *storage;    /* shared with the cluster */
+    uint64_t                     pruned_ms;
     uv_timer_t                   sweep;
     provend_session_t           *oldest;
     provend_session_t           *newest;
@@ -75,14 +82,24 @@ struct provend_sessions_s {
     provend_grant_t             *grants[PROVEND_GRANT_BUCKETS];
 };
 
-/* A session.create waiting for its document. */
+/* A session.create waiting for its document (and, shared, its record). */
 typedef struct {
     provend_sessions_t    *sessions;
     provend_session_t     *session;
     uint64_t               id;
     provend_ops_reply_pt   reply;
     void                  *ctx;
+    uv_work_t              work;
+    provend_storage_req_t *write;
+    cbor_item_t           *result;
 } provend_creation_t;
+
+
+static int provend_sessions_share(provend_sessions_t *s,
+    provend_session_t *session, provend_creation_t *c);
+static provend_session_t *provend_sessions_load(provend_sessions_t *s,
+    const uint8_t *id);
+static void provend_sessions_prune(provend_sessions_t *s);
 
 /*
  * What lets an app's worker use an identity's personal storage: made for
@@ -244,6 +261,12 @@ provend_sessions_on_sweep(uv_timer_t *timer)
         }
         provend_session_drop(s, session);
     }
+
+    if (s->storage != NULL && now - s->pruned_ms >= PROVEND_SESSIONS_PRUNE_MS)
+    {
+        s->pruned_ms = now;
+        provend_sessions_prune(s);
+    }
 }
 
 
@@ -355,6 +378,20 @@ provend_sessions_attested(void *data, int rc, const uint8_t *doc,
     }
     if (!ok) {
         provend_session_drop(c->sessions, c->session);
+    }
+    if (ok && c->sessions->storage != NULL) {
+        /* in a cluster: answered once every node can find it */
+        c->result = result;
+        if (provend_sessions_share(c->sessions, c->session, c) == PROVEN_OK)
+        {
+            return;
+        }
+        c->result = NULL;
+        cbor_decref(&result);
+        provend_session_drop(c->sessions, c->session);
+        provend_ops_reply_error(c->reply, c->ctx, c->id, "internal",
+                                "out of memory");
+        goto done;
     }
     provend_ops_reply_ok(c->reply, c->ctx, c->id, ok ? result : NULL);
 
@@ -469,6 +506,7 @@ provend_sessions_op_create(provend_sessions_t *s, const proven_request_t *req,
     session->id[8] = (session->id[8] & 0x3f) | 0x80;
 
     session->created_ms = uv_now(s->loop);
+    session->created_wall_ms = provend_now_ms();
     session->listed = 1;
     session->chain = s->buckets[provend_session_bucket(session->id)];
     s->buckets[provend_session_bucket(session->id)] = session;
@@ -511,6 +549,367 @@ failed:
 }
 
 
+/* ---- in a cluster: sessions every node can find --------------------- */
+
+/*
+ * A session's record in the node's database "sessions" (replicated like
+ * every write): {app, origin?, client, key (the session's private key),
+ * created (ms since the epoch), identity?, proof?}.  Written when the
+ * session is made and when its identity changes; a node asked for a
+ * session it does not hold reads it from its copy.  What each node keeps
+ * to itself: the last seq it accepted and the last use (idle time).
+ */
+static cbor_item_t *
+provend_session_record(const provend_session_t *session)
+{
+    int           ok;
+    size_t        len;
+    uint8_t       raw[32];
+    cbor_item_t  *map;
+
+    map = cbor_new_definite_map(7);
+    if (map == NULL) {
+        return NULL;
+    }
+    ok = proven_cbor_map_put(map, "app", cbor_build_string(session->app))
+         == PROVEN_OK
+         && (!session->has_origin
+             || proven_cbor_map_put(map, "origin",
+                                    cbor_build_string(session->origin))
+                == PROVEN_OK);
+    len = sizeof(raw);
+    ok = ok && EVP_PKEY_get_raw_public_key(session->client_key, raw, &len)
+               == 1 && len == 32
+         && proven_cbor_map_put(map, "client",
+                                cbor_build_bytestring(raw, 32)) == PROVEN_OK;
+    len = sizeof(raw);
+    ok = ok && EVP_PKEY_get_raw_private_key(session->key, raw, &len) == 1
+         && len == 32
+         && proven_cbor_map_put(map, "key", cbor_build_bytestring(raw, 32))
+            == PROVEN_OK
+         && proven_cbor_map_put(map, "created",
+                                cbor_build_uint64(session->created_wall_ms))
+            == PROVEN_OK
+         && (!session->identified
+             || (proven_cbor_map_put(map, "identity",
+                     cbor_build_bytestring(session->identity,
+                                           PROVEND_IDENTITY_KEY_LEN))
+                 == PROVEN_OK
+                 && proven_cbor_map_put(map, "proof",
+                     cbor_build_bytestring(session->identity_proof, 64))
+                    == PROVEN_OK));
+    OPENSSL_cleanse(raw, sizeof(raw));
+    if (!ok) {
+        cbor_decref(&map);
+    }
+    return map;
+}
+
+
+static void
+provend_sessions_write(uv_work_t *work)
+{
+    provend_creation_t  *c;
+
+    c = work->data;
+    (void) provend_storage_call(c->sessions->storage, c->write);
+}
+
+
+static void
+provend_sessions_written(uv_work_t *work, int status)
+{
+    provend_creation_t  *c;
+
+    c = work->data;
+    if (status != 0 || c->write->status != PROVEND_ST_OK) {
+        provend_error("sessions: a session could not be shared: %s",
+                      c->write->error);
+        provend_session_drop(c->sessions, c->session);
+        provend_ops_reply_error(c->reply, c->ctx, c->id, "storage_error",
+                                "the session could not be shared with the "
+                                "cluster");
+        cbor_decref(&c->result);
+    } else {
+        provend_ops_reply_ok(c->reply, c->ctx, c->id, c->result);
+    }
+    provend_storage_req_free(c->write);
+    provend_session_unref(c->session);
+    free(c);
+}
+
+
+static void
+provend_sessions_shared(provend_storage_req_t *req)
+{
+    if (req->status != PROVEND_ST_OK) {
+        provend_warn("sessions: a change of identity was not shared: %s",
+                     req->error);
+    }
+    provend_storage_req_free(req);
+}
+
+
+/*
+ * Writes session's record: for c (a creation), on the pool and then
+ * answers c; else in the background (an identity change: the node that
+ * made it has it at once, the others a moment later).
+ */
+static int
+provend_sessions_share(provend_sessions_t *s, provend_session_t *session,
+    provend_creation_t *c)
+{
+    int                     rc;
+    uint8_t                *record;
+    size_t                  record_len;
+    cbor_item_t            *map;
+    provend_storage_req_t  *req;
+
+    if (s->storage == NULL) {
+        return PROVEN_OK;
+    }
+    record = NULL;
+    map = provend_session_record(session);
+    rc = map != NULL ? proven_cbor_dump(map, &record, &record_len)
+                     : PROVEN_ERR;
+    if (map != NULL) {
+        cbor_decref(&map);
+    }
+    req = rc == PROVEN_OK
+          ? provend_storage_own_sql(PROVEND_OP_SQL_EXECUTE,
+                                    PROVEND_SESSIONS_DB, 1)
+          : NULL;
+    if (req == NULL
+        || provend_storage_stmt(req, 0, "INSERT OR REPLACE INTO sessions "
+                                "(id, created, record) VALUES (?, ?, ?)", 3)
+           != PROVEN_OK
+        || provend_storage_param(&req->stmts[0], 0, PROVEND_SQL_BLOB,
+                                 session->id, PROVEND_SESSION_ID_LEN)
+           != PROVEN_OK
+        || provend_storage_param(&req->stmts[0], 2, PROVEND_SQL_BLOB, record,
+                                 record_len) != PROVEN_OK)
+    {
+        if (record != NULL) {
+            OPENSSL_cleanse(record, record_len);
+        }
+        free(record);
+        provend_storage_req_free(req);
+        return PROVEN_ERR;
+    }
+    provend_storage_param_int(&req->stmts[0], 1,
+                              (int64_t) session->created_wall_ms);
+    OPENSSL_cleanse(record, record_len);
+    free(record);
+
+    if (c == NULL) {
+        req->done = provend_sessions_shared;
+        provend_storage_submit(s->storage, req);
+        return PROVEN_OK;
+    }
+    c->write = req;
+    c->work.data = c;
+    if (uv_queue_work(s->loop, &c->work, provend_sessions_write,
+                      provend_sessions_written) != 0)
+    {
+        c->write = NULL;
+        provend_storage_req_free(req);
+        return PROVEN_ERR;
+    }
+    return PROVEN_OK;
+}
+
+
+/* A 32-byte field of the record, or NULL. */
+static const uint8_t *
+provend_record_key(const cbor_item_t *map, const char *name, size_t len)
+{
+    cbor_item_t  *item;
+
+    item = proven_cbor_map_get(map, name);
+    return item != NULL && cbor_isa_bytestring(item)
+           && cbor_bytestring_is_definite(item)
+           && cbor_bytestring_length(item) == len
+           ? cbor_bytestring_handle(item) : NULL;
+}
+
+
+/* A text field into out (max + 1 bytes); absent: 0 and "". */
+static int
+provend_record_text(const cbor_item_t *map, const char *name, char *out,
+    size_t max, int *has)
+{
+    cbor_item_t  *item;
+
+    out[0] = '\0';
+    *has = 0;
+    item = proven_cbor_map_get(map, name);
+    if (item == NULL) {
+        return PROVEN_OK;
+    }
+    if (!cbor_isa_string(item) || !cbor_string_is_definite(item)
+        || cbor_string_length(item) > max)
+    {
+        return PROVEN_ERR;
+    }
+    memcpy(out, cbor_string_handle(item), cbor_string_length(item));
+    out[cbor_string_length(item)] = '\0';
+    *has = 1;
+    return PROVEN_OK;
+}
+
+
+/*
+ * The session id from this node's copy of the shared records, put in the
+ * table; NULL if there is none, it is past its life, or the table is
+ * full.  Reads the local copy (a blocking call of a few microseconds).
+ */
+static provend_session_t *
+provend_sessions_load(provend_sessions_t *s, const uint8_t *id)
+{
+    int                     has_app;
+    uint8_t                *record;
+    size_t                  record_len;
+    uint64_t                created, now_wall, age;
+    cbor_item_t            *rows, *row, *map;
+    const uint8_t          *client, *key, *identity, *proof;
+    provend_session_t      *session;
+    provend_storage_req_t  *req;
+    struct cbor_load_result  loaded;
+
+    if (s->count >= s->max) {
+        return NULL;
+    }
+    req = provend_storage_own_sql(PROVEND_OP_SQL_QUERY, PROVEND_SESSIONS_DB,
+                                  1);
+    if (req == NULL
+        || provend_storage_stmt(req, 0, "SELECT record FROM sessions "
+                                "WHERE id = ?", 1) != PROVEN_OK
+        || provend_storage_param(&req->stmts[0], 0, PROVEND_SQL_BLOB, id,
+                                 PROVEND_SESSION_ID_LEN) != PROVEN_OK
+        || provend_storage_call(s->storage, req) != PROVEND_ST_OK)
+    {
+        provend_storage_req_free(req);
+        return NULL;
+    }
+
+    record = NULL;
+    rows = proven_cbor_map_get(req->result, "rows");
+    row = rows != NULL && cbor_isa_array(rows) && cbor_array_size(rows) == 1
+          ? cbor_array_handle(rows)[0] : NULL;
+    if (row == NULL || !cbor_isa_array(row) || cbor_array_size(row) != 1
+        || proven_cbor_bytes(cbor_array_handle(row)[0],
+                             PROVEND_SESSION_RECORD_MAX, &record,
+                             &record_len) != PROVEN_OK)
+    {
+        provend_storage_req_free(req);
+        return NULL;
+    }
+    provend_storage_req_free(req);
+
+    map = cbor_load(record, record_len, &loaded);
+    OPENSSL_cleanse(record, record_len);
+    free(record);
+    session = calloc(1, sizeof(*session));
+    if (map == NULL || session == NULL) {
+        goto failed;
+    }
+    session->refs = 1;
+    memcpy(session->id, id, PROVEND_SESSION_ID_LEN);
+
+    client = provend_record_key(map, "client", 32);
+    key = provend_record_key(map, "key", 32);
+    identity = provend_record_key(map, "identity", PROVEND_IDENTITY_KEY_LEN);
+    proof = provend_record_key(map, "proof", 64);
+    if (!cbor_isa_map(map) || client == NULL || key == NULL
+        || proven_cbor_uint(proven_cbor_map_get(map, "created"), &created)
+           != PROVEN_OK
+        || provend_record_text(map, "app", session->app, PROVEND_NAME_MAX,
+                               &has_app) != PROVEN_OK || !has_app
+        || provend_record_text(map, "origin", session->origin,
+                               PROVEND_ORIGIN_MAX, &session->has_origin)
+           != PROVEN_OK)
+    {
+        provend_warn("sessions: a shared session record is malformed");
+        goto failed;
+    }
+
+    /* its life runs from when it was made, wherever that was */
+    now_wall = provend_now_ms();
+    age = now_wall > created ? now_wall - created : 0;
+    if (age >= s->life_ms) {
+        goto failed;
+    }
+    session->client_key = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL,
+                                                      client, 32);
+    session->key = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, key,
+                                                32);
+    if (session->client_key == NULL || session->key == NULL) {
+        goto failed;
+    }
+    if (identity != NULL && proof != NULL) {
+        memcpy(session->identity, identity, PROVEND_IDENTITY_KEY_LEN);
+        memcpy(session->identity_proof, proof, 64);
+        session->identified = 1;
+    }
+    session->created_wall_ms = created;
+    session->created_ms = uv_now(s->loop) > age ? uv_now(s->loop) - age : 0;
+    cbor_decref(&map);
+
+    session->listed = 1;
+    session->chain = s->buckets[provend_session_bucket(session->id)];
+    s->buckets[provend_session_bucket(session->id)] = session;
+    s->count++;
+    provend_session_touch(s, session);
+    return session;
+
+failed:
+
+    if (map != NULL) {
+        cbor_decref(&map);
+    }
+    if (session != NULL) {
+        provend_session_unref(session);
+    }
+    return NULL;
+}
+
+
+static void
+provend_sessions_pruned(provend_storage_req_t *req)
+{
+    if (req->status != PROVEND_ST_OK) {
+        /* the next sweep tries again */
+        provend_debug("sessions: old records not removed: %s", req->error);
+    }
+    provend_storage_req_free(req);
+}
+
+
+/* Shared records past every session's life, removed (any node may). */
+static void
+provend_sessions_prune(provend_sessions_t *s)
+{
+    uint64_t                now;
+    provend_storage_req_t  *req;
+
+    now = provend_now_ms();
+    req = provend_storage_own_sql(PROVEND_OP_SQL_EXECUTE, PROVEND_SESSIONS_DB,
+                                  1);
+    if (req == NULL
+        || provend_storage_stmt(req, 0, "DELETE FROM sessions "
+                                "WHERE created < ?", 1) != PROVEN_OK)
+    {
+        provend_storage_req_free(req);
+        return;
+    }
+    provend_storage_param_int(&req->stmts[0], 0,
+                              (int64_t) (now > s->life_ms ? now - s->life_ms
+                                                          : 0));
+    req->done = provend_sessions_pruned;
+    provend_storage_submit(s->storage, req);
+}
+
+
 /* ---- rpc.call ------------------------------------------------------------ */
 
 /* The live session id of app ("": none); NULL and *why if there is none. */
@@ -521,6 +920,10 @@ provend_session_lookup(provend_sessions_t *s, const uint8_t *id,
     provend_session_t  *session;
 
     session = provend_session_find(s, id);
+    if (session == NULL && s->storage != NULL) {
+        /* another node's, or one dropped here while idle */
+        session = provend_sessions_load(s, id);
+    }
     if (session != NULL
         && provend_session_expired(s, session, uv_now(s->loop)))
     {
@@ -1249,12 +1652,15 @@ provend_rpc_dispatch(provend_sessions_t *s, provend_session_t *session,
         if (why != NULL) {
             result = "failure";
             out = provend_rpc_text(why);
+        } else {
+            (void) provend_sessions_share(s, session, NULL);
         }
 
     } else if (strcmp(type, "Anonymize") == 0) {
         session->identified = 0;
         memset(session->identity, 0, sizeof(session->identity));
         memset(session->identity_proof, 0, sizeof(session->identity_proof));
+        (void) provend_sessions_share(s, session, NULL);
 
     } else if (strcmp(type, "Execute") == 0
                || strcmp(type, "ExecuteHash") == 0)
@@ -1513,6 +1919,36 @@ provend_sessions_new(const provend_sessions_config_t *cfg, char *err,
     s->life_ms = (uint64_t) (cfg->life_s ? cfg->life_s
                                          : PROVEND_SESSION_LIFE_S) * 1000;
     s->any_origin = cfg->any_origin;
+
+    if (cfg->storage != NULL) {
+        provend_storage_req_t  *req;
+
+        /* every node makes its own table: the same on each */
+        req = provend_storage_own_sql(PROVEND_OP_SQL_EXECUTE,
+                                      PROVEND_SESSIONS_DB, 1);
+        if (req == NULL
+            || provend_storage_stmt(req, 0, "CREATE TABLE IF NOT EXISTS "
+                                    "sessions (id BLOB PRIMARY KEY, "
+                                    "created INTEGER NOT NULL, "
+                                    "record BLOB NOT NULL)", 0)
+               != PROVEN_OK)
+        {
+            provend_storage_req_free(req);
+            free(s);
+            provend_sessions_err("out of memory");
+            return NULL;
+        }
+        req->local = 1;
+        if (provend_storage_call(cfg->storage, req) != PROVEND_ST_OK) {
+            provend_sessions_err("sessions: %s", req->error);
+            provend_storage_req_free(req);
+            free(s);
+            return NULL;
+        }
+        provend_storage_req_free(req);
+        s->storage = cfg->storage;
+        s->pruned_ms = uv_now(s->loop);
+    }
 
     uv_timer_init(s->loop, &s->sweep);
     s->sweep.data = s;

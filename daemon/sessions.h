@@ -23,7 +23,9 @@
  * ExecuteHash; the answer's data is {result, data}.
  *
  * Sessions live in memory, at most max of them; one unused for idle_s or
- * older than life_s is gone (unknown_session).
+ * older than life_s is gone (unknown_session).  In a cluster each is also
+ * written to the replicated storage, so that any node can serve it; each
+ * node keeps its own last seq and last use.
  */
 
 #ifndef PROVEND_SESSIONS_H
@@ -62,6 +64,11 @@ typedef struct {
     unsigned                     idle_s;     /* 0: PROVEND_SESSION_IDLE_S */
     unsigned                     life_s;     /* 0: PROVEND_SESSION_LIFE_S */
     int                          any_origin; /* local mode: no list */
+    /*
+     * In a cluster, the replicated storage: sessions are shared with the
+     * other nodes (see sessions.c); NULL: they live in this node alone.
+     */
+    provend_storage_t           *storage;
 } provend_sessions_config_t;
 
 

@@ -842,3 +842,70 @@ provend_storage_close(provend_storage_t *st)
         st->close(st);
     }
 }
+
+
+/* ---- the node's own databases ------------------------------------------ */
+
+provend_storage_req_t *
+provend_storage_own_sql(provend_storage_op_t op, const char *db,
+    size_t nstmts)
+{
+    provend_storage_req_t  *req;
+
+    req = provend_storage_req_new(op);
+    if (req == NULL) {
+        return NULL;
+    }
+
+    req->scope.kind = PROVEND_SCOPE_APP;
+    snprintf(req->scope.app, sizeof(req->scope.app), PROVEND_OWN_SCOPE);
+    snprintf(req->name, sizeof(req->name), "%s", db);
+
+    req->stmts = calloc(nstmts, sizeof(*req->stmts));
+    if (req->stmts == NULL) {
+        provend_storage_req_free(req);
+        return NULL;
+    }
+    req->nstmts = nstmts;
+    return req;
+}
+
+
+int
+provend_storage_stmt(provend_storage_req_t *req, size_t i, const char *sql,
+    size_t nparams)
+{
+    provend_sql_stmt_t  *s;
+
+    s = &req->stmts[i];
+    s->sql = strdup(sql);
+    s->sql_len = strlen(sql);
+    s->params = nparams ? calloc(nparams, sizeof(*s->params)) : NULL;
+    s->nparams = nparams;
+    return s->sql != NULL && (nparams == 0 || s->params != NULL)
+           ? PROVEN_OK : PROVEN_ERR;
+}
+
+
+int
+provend_storage_param(provend_sql_stmt_t *s, size_t i,
+    provend_sql_type_t type, const void *data, size_t len)
+{
+    s->params[i].type = type;
+    s->params[i].data = malloc(len + 1);
+    if (s->params[i].data == NULL) {
+        return PROVEN_ERR;
+    }
+    memcpy(s->params[i].data, data, len);
+    s->params[i].data[len] = '\0';
+    s->params[i].len = len;
+    return PROVEN_OK;
+}
+
+
+void
+provend_storage_param_int(provend_sql_stmt_t *s, size_t i, int64_t v)
+{
+    s->params[i].type = PROVEND_SQL_INTEGER;
+    s->params[i].i = v;
+}

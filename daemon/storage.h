@@ -252,6 +252,25 @@ int provend_kv_plain_parse(const uint8_t *body, size_t len,
     provend_kv_plain_t *plain);
 
 
+/* ---- the node's own databases ------------------------------------------ */
+
+/* The scope (app) of what provend keeps for itself: the registry, ... */
+#define PROVEND_OWN_SCOPE  "_proven"
+
+/* An SQL request on the node's database db, with nstmts to fill. */
+provend_storage_req_t *provend_storage_own_sql(provend_storage_op_t op,
+    const char *db, size_t nstmts);
+
+/* Statement i: a copy of sql, room for nparams parameters. */
+int provend_storage_stmt(provend_storage_req_t *req, size_t i,
+    const char *sql, size_t nparams);
+
+/* A TEXT or BLOB parameter: a copy, NUL added as the backends expect. */
+int provend_storage_param(provend_sql_stmt_t *s, size_t i,
+    provend_sql_type_t type, const void *data, size_t len);
+void provend_storage_param_int(provend_sql_stmt_t *s, size_t i, int64_t v);
+
+
 /* ---- backends ------------------------------------------------------------ */
 
 typedef struct provend_storage_s  provend_storage_t;

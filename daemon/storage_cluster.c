@@ -55,7 +55,8 @@
 #define PROVEND_WRITE_WAIT_MS    15000    /* a write's whole answer */
 #define PROVEND_PUBLISH_WAIT_MS  5000     /* one publish's ack */
 #define PROVEND_RETRY_MS         250      /* a publish refused: again */
-#define PROVEND_APPLYING_MAX     1024     /* entries handed to the copy */
+#define PROVEND_APPLYING_MAX     256      /* entries handed to the copy */
+#define PROVEND_APPLYING_BYTES   (64 * 1024 * 1024)
 #define PROVEND_WAITERS_BUCKETS  1024
 
 
@@ -96,7 +97,10 @@ typedef struct {
     uint64_t                target;       /* the stream's end at start */
     uint64_t                handed;       /* the last seq handed over */
     unsigned                applying;     /* handed, not answered yet */
+    size_t                  applying_bytes;
     int                     ready;        /* caught up once */
+    int                     broken;       /* the copy failed an entry */
+    int                     gap;          /* follow again from handed + 1 */
     uint64_t                applied;      /* entries answered by the copy */
     uint64_t                skipped;      /* entries that did not open */
 
@@ -117,6 +121,7 @@ typedef struct {
     provend_cstore_t       *cs;
     provend_storage_req_t  *waiter;       /* ours to answer, or NULL */
     int                     registry;     /* the node's own scope */
+    size_t                  bytes;
 } provend_capply_t;
 
 
@@ -127,6 +132,7 @@ typedef struct {
     size_t    len;
     size_t    cap;
     int       failed;
+    int       too_large;
 } provend_wbuf_t;
 
 typedef struct {
@@ -142,11 +148,12 @@ provend_w(provend_wbuf_t *w, const void *data, size_t len)
     size_t    cap;
     uint8_t  *p;
 
-    if (w->failed) {
-        return;
+    if (w->failed || len == 0) {
+        return;                 /* data may be NULL when len is 0 */
     }
     if (w->len + len > PROVEND_LOG_ENTRY_MAX) {
         w->failed = 1;
+        w->too_large = 1;
         return;
     }
     if (w->len + len > w->cap) {
@@ -465,6 +472,15 @@ provend_log_decode(const uint8_t *data, size_t len, uint8_t *id)
         }
     }
 
+    /* what each op needs: no node may fill in what the writer left out */
+    if (op == PROVEND_OP_KV_SET || op == PROVEND_OP_KV_DELETE) {
+        r.failed |= req->key == NULL || req->nstmts != 0
+                    || (op == PROVEND_OP_KV_SET && req->value == NULL);
+    } else {
+        r.failed |= req->nstmts == 0 || req->key != NULL
+                    || req->value != NULL;
+    }
+
     if (r.failed || r.len != 0 || req->scope.app[0] == '\0') {
         provend_storage_req_free(req);
         return NULL;
@@ -619,16 +635,21 @@ provend_capply_done(provend_storage_req_t *req)
         w->done(w);
     }
 
-    if (req->status == PROVEND_ST_STORAGE_ERROR
-        || req->status == PROVEND_ST_INTERNAL)
-    {
-        /* the copy and the stream may differ from here: say it loudly */
-        provend_error("cluster storage: an entry failed on this node: %s "
-                      "(restart provend to rebuild its copy)", req->error);
-    }
-
     pthread_mutex_lock(&cs->lock);
+    if ((req->status == PROVEND_ST_STORAGE_ERROR
+         || req->status == PROVEND_ST_INTERNAL) && !cs->broken)
+    {
+        /*
+         * A failure of this node alone (a disk, memory): its copy and the
+         * others' may differ from here, so it serves no more reads.
+         */
+        cs->broken = 1;
+        provend_error("cluster storage: an entry failed on this node: %s; "
+                      "its copy is not served (restart provend to make it "
+                      "again from the log)", req->error);
+    }
     cs->applying--;
+    cs->applying_bytes -= a->bytes;
     cs->applied++;
     if (!cs->ready && cs->handed >= cs->target && cs->applying == 0) {
         cs->ready = 1;
@@ -655,7 +676,7 @@ static void
 provend_cstore_on_entry(natsConnection *nc, natsSubscription *sub,
     natsMsg *msg, void *closure)
 {
-    int                     len;
+    int                     len, unreadable;
     uint8_t                 id[PROVEND_LOG_ID_LEN], *plain;
     uint64_t                seq;
     jsMsgMetaData          *meta;
@@ -677,37 +698,68 @@ provend_cstore_on_entry(natsConnection *nc, natsSubscription *sub,
     jsMsgMetaData_Destroy(meta);
 
     len = natsMsg_GetDataLength(msg);
+    unreadable = len <= PROVEND_SEAL_OVERHEAD;
+
+    pthread_mutex_lock(&cs->lock);
+    if (seq <= cs->handed || cs->gap || cs->stopping) {
+        /* seen already (an ordered consumer starting again), or after a
+         * gap: the thread follows the log again from the first missing */
+        pthread_mutex_unlock(&cs->lock);
+        natsMsg_Destroy(msg);
+        return;
+    }
+    if (seq != cs->handed + 1) {
+        /* entries lost on the way (a slow consumer's drop): never skipped */
+        cs->gap = 1;
+        pthread_cond_broadcast(&cs->cond);
+        pthread_mutex_unlock(&cs->lock);
+        provend_warn("cluster storage: entry %" PRIu64 " came after %" PRIu64
+                     ": following the log again from there", seq,
+                     cs->handed);
+        natsMsg_Destroy(msg);
+        return;
+    }
+    /* the copy takes a bounded amount at a time: this thread waits */
+    while ((cs->applying >= PROVEND_APPLYING_MAX
+            || cs->applying_bytes >= PROVEND_APPLYING_BYTES)
+           && !cs->stopping)
+    {
+        pthread_cond_wait(&cs->cond, &cs->lock);
+    }
+    pthread_mutex_unlock(&cs->lock);
+
     req = NULL;
     plain = len > PROVEND_SEAL_OVERHEAD ? malloc((size_t) len) : NULL;
     if (plain != NULL
         && provend_open(cs->key, (const uint8_t *) PROVEND_LOG_AD,
                         sizeof(PROVEND_LOG_AD) - 1,
                         (const uint8_t *) natsMsg_GetData(msg), (size_t) len,
-                        plain) == PROVEN_OK)
+                        plain) != PROVEN_OK)
     {
+        free(plain);
+        plain = NULL;
+        unreadable = 1;     /* the same on every node: nobody applies it */
+    }
+    if (plain != NULL) {
         req = provend_log_decode(plain, (size_t) len - PROVEND_SEAL_OVERHEAD,
                                  id);
+        unreadable = req == NULL;
     }
     free(plain);
     natsMsg_Destroy(msg);
-
     a = req != NULL ? calloc(1, sizeof(*a)) : NULL;
 
     pthread_mutex_lock(&cs->lock);
-    /* the copy takes a bounded number at a time: this thread waits */
-    while (cs->applying >= PROVEND_APPLYING_MAX && !cs->stopping) {
-        pthread_cond_wait(&cs->cond, &cs->lock);
-    }
-    if (seq <= cs->handed || cs->stopping) {
-        /* seen already (an ordered consumer starting again) */
+    if (a == NULL && !unreadable) {
+        /* out of memory here alone: this entry is taken again */
+        cs->gap = 1;
+        pthread_cond_broadcast(&cs->cond);
         pthread_mutex_unlock(&cs->lock);
-        free(a);
         provend_storage_req_free(req);
         return;
     }
     cs->handed = seq;
     if (a == NULL) {
-        /* the same on every node: nobody applies it */
         cs->skipped++;
         if (!cs->ready && cs->handed >= cs->target && cs->applying == 0) {
             cs->ready = 1;
@@ -720,11 +772,15 @@ provend_cstore_on_entry(natsConnection *nc, natsSubscription *sub,
     }
     w = provend_cwait_take(cs, id);
     cs->applying++;
+    a->bytes = (size_t) len;
+    cs->applying_bytes += a->bytes;
     pthread_mutex_unlock(&cs->lock);
 
     a->cs = cs;
     a->waiter = w != NULL ? w->req : NULL;
-    a->registry = req->scope.app[0] == '_';
+    /* the registry: apps follow it (sessions are read when asked for) */
+    a->registry = strcmp(req->scope.app, PROVEND_OWN_SCOPE) == 0
+                  && strcmp(req->name, "registry") == 0;
     if (w != NULL) {
         provend_cwait_free(w);
     }
@@ -733,6 +789,10 @@ provend_cstore_on_entry(natsConnection *nc, natsSubscription *sub,
     req->data = a;
     provend_storage_submit(cs->local, req);
 }
+
+
+static int provend_cstore_readable(provend_cstore_t *cs,
+    provend_storage_req_t *req);
 
 
 /* ---- publishing --------------------------------------------------------- */
@@ -818,6 +878,14 @@ provend_cstore_write(provend_storage_t *st, provend_storage_req_t *req)
         return;
     }
 
+    /*
+     * Not before this node has caught up: its write would wait behind the
+     * whole backlog, time out, and still be applied later.
+     */
+    if (!provend_cstore_readable(cs, req)) {
+        return;
+    }
+
     pthread_mutex_lock(&cs->lock);
     if (!cs->started || cs->js == NULL || cs->stopping) {
         pthread_mutex_unlock(&cs->lock);
@@ -869,7 +937,7 @@ provend_cstore_write(provend_storage_t *st, provend_storage_req_t *req)
         free(w.p);
         free(sealed);
         free(wait);
-        if (w.failed && w.len + 4096 > PROVEND_LOG_ENTRY_MAX) {
+        if (w.too_large) {
             provend_storage_req_fail(req, PROVEND_ST_TOO_LARGE,
                                      "a write in a cluster is at most %d "
                                      "bytes", PROVEND_LOG_ENTRY_MAX);
@@ -925,24 +993,32 @@ provend_cstore_write(provend_storage_t *st, provend_storage_req_t *req)
 static int
 provend_cstore_readable(provend_cstore_t *cs, provend_storage_req_t *req)
 {
-    int       ready;
+    int       ready, broken;
     uint64_t  handed, target;
 
     if (req->local) {
         return 1;
     }
     pthread_mutex_lock(&cs->lock);
-    ready = cs->ready;
+    ready = cs->ready && !cs->broken;
+    broken = cs->broken;
     handed = cs->handed;
     target = cs->target;
     pthread_mutex_unlock(&cs->lock);
     if (ready) {
         return 1;
     }
-    provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR,
-                             "this node is catching up with the cluster "
-                             "(%" PRIu64 " of %" PRIu64 " entries)", handed,
-                             target);
+    if (broken) {
+        provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR,
+                                 "this node's copy of the cluster's data "
+                                 "failed; it is made again when provend "
+                                 "restarts");
+    } else {
+        provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR,
+                                 "this node is catching up with the cluster "
+                                 "(%" PRIu64 " of %" PRIu64 " entries)",
+                                 handed, target);
+    }
     req->done(req);
     return 0;
 }
@@ -970,7 +1046,7 @@ provend_cstore_peek(provend_storage_t *st, const provend_scope_t *scope,
 
     cs = (provend_cstore_t *) st;
     pthread_mutex_lock(&cs->lock);
-    ready = cs->ready;
+    ready = cs->ready && !cs->broken;
     pthread_mutex_unlock(&cs->lock);
 
     /* not ready: the kv.get submitted instead says why */
@@ -1055,6 +1131,90 @@ provend_cstore_stream(provend_cstore_t *cs, jsCtx *js, const char *name,
 }
 
 
+/* Waits (a few seconds at most) for sub's last callback to return. */
+static void
+provend_cstore_unfollow(provend_cstore_t *cs, natsSubscription *sub)
+{
+    struct timespec  until;
+
+    natsSubscription_Unsubscribe(sub);
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 5;
+    pthread_mutex_lock(&cs->lock);
+    while (!cs->sub_done
+           && pthread_cond_timedwait(&cs->cond, &cs->lock, &until) == 0)
+    {
+        /* woken: look again */
+    }
+    pthread_mutex_unlock(&cs->lock);
+    natsSubscription_Destroy(sub);
+}
+
+
+/*
+ * Follows the log from the entry after the last handed to the copy, every
+ * entry in order (libnats starts the consumer again if one goes amiss),
+ * after dropping old (a subscription that lost entries).  NULL when it
+ * cannot yet: the thread tries again.
+ */
+static natsSubscription *
+provend_cstore_follow_again(provend_cstore_t *cs, jsCtx *js,
+    natsSubscription *old)
+{
+    uint64_t           from;
+    natsStatus         s;
+    jsErrCode          jerr;
+    jsSubOptions       so;
+    natsSubscription  *sub;
+
+    if (old != NULL) {
+        provend_cstore_unfollow(cs, old);
+    }
+    pthread_mutex_lock(&cs->lock);
+    cs->gap = 0;
+    cs->sub_done = 0;
+    from = cs->handed + 1;
+    pthread_mutex_unlock(&cs->lock);
+
+    jsSubOptions_Init(&so);
+    so.Stream = PROVEND_LOG_STREAM;
+    so.Ordered = true;
+    if (from > 1) {
+        so.Config.DeliverPolicy = js_DeliverByStartSequence;
+        so.Config.OptStartSeq = from;
+    } else {
+        so.Config.DeliverPolicy = js_DeliverAll;
+    }
+    /*
+     * Its consumer lives on one server: when that server dies, missed
+     * heartbeats are what make libnats start another, so they come often.
+     */
+    so.Config.Heartbeat = 1000LL * 1000 * 1000;
+    sub = NULL;
+    jerr = 0;
+    s = js_Subscribe(&sub, js, PROVEND_LOG_SUBJECT, provend_cstore_on_entry,
+                     cs, NULL, &so, &jerr);
+    if (s != NATS_OK) {
+        provend_warn("cluster storage: cannot follow the log yet: %s (%d)",
+                     natsStatus_GetText(s), (int) jerr);
+        return NULL;
+    }
+    natsSubscription_SetPendingLimits(sub, -1, 256 * 1024 * 1024);
+    if (natsSubscription_SetOnCompleteCB(sub, provend_cstore_on_sub_complete,
+                                         cs) != NATS_OK)
+    {
+        natsSubscription_Unsubscribe(sub);
+        natsSubscription_Destroy(sub);
+        return NULL;
+    }
+    if (from > 1) {
+        provend_info("cluster storage: following the log again from entry "
+                     "%" PRIu64, from);
+    }
+    return sub;
+}
+
+
 /* Connects, makes the streams, follows the log; then sweeps late writes. */
 static void *
 provend_cstore_thread(void *arg)
@@ -1062,9 +1222,7 @@ provend_cstore_thread(void *arg)
     char               url[64];
     uint64_t           last;
     natsStatus         s;
-    jsErrCode          jerr;
     jsOptions          jo;
-    jsSubOptions       so;
     natsOptions       *opts;
     natsConnection    *nc;
     jsCtx             *js;
@@ -1105,6 +1263,9 @@ provend_cstore_thread(void *arg)
             jsOptions_Init(&jo);
             jo.Wait = PROVEND_PUBLISH_WAIT_MS;
             jo.PublishAsync.MaxPending = 4096;
+            /* the loop's thread publishes: when full, refused at once
+             * (sent again by the sweep) rather than waited for */
+            jo.PublishAsync.StallWait = 10;
             jo.PublishAsync.ErrHandler = provend_cstore_on_pub_err;
             jo.PublishAsync.ErrHandlerClosure = cs;
             if (natsConnection_JetStream(&js, nc, &jo) != NATS_OK) {
@@ -1139,38 +1300,17 @@ provend_cstore_thread(void *arg)
     provend_info("cluster storage: following the log (%" PRIu64 " entries "
                  "to apply)", last);
 
-    /* every entry, in order; started again by libnats if one goes amiss */
-    jsSubOptions_Init(&so);
-    so.Stream = PROVEND_LOG_STREAM;
-    so.Ordered = true;
-    so.Config.DeliverPolicy = js_DeliverAll;
-    /*
-     * Its consumer lives on one server: when that server dies, missed
-     * heartbeats are what make libnats start another, so they come often.
-     */
-    so.Config.Heartbeat = 1000LL * 1000 * 1000;
-    sub = NULL;
-    jerr = 0;
-    s = js_Subscribe(&sub, js, PROVEND_LOG_SUBJECT, provend_cstore_on_entry,
-                     cs, NULL, &so, &jerr);
-    if (s == NATS_OK) {
-        natsSubscription_SetPendingLimits(sub, -1, 256 * 1024 * 1024);
-        s = natsSubscription_SetOnCompleteCB(sub,
-                                             provend_cstore_on_sub_complete,
-                                             cs);
-    }
-    if (s != NATS_OK) {
-        provend_error("cluster storage: cannot follow the log: %s (%d)",
-                      natsStatus_GetText(s), (int) jerr);
-        natsSubscription_Destroy(sub);
-        sub = NULL;
-    }
-
     pthread_mutex_lock(&cs->lock);
     cs->nc = nc;
     cs->js = js;
-    cs->sub = sub;
+    sub = NULL;
     while (!cs->stopping) {
+        if (sub == NULL || cs->gap) {
+            pthread_mutex_unlock(&cs->lock);
+            sub = provend_cstore_follow_again(cs, js, sub);
+            pthread_mutex_lock(&cs->lock);
+            cs->sub = sub;
+        }
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_nsec += 250 * 1000 * 1000;
         if (until.tv_nsec >= 1000000000L) {
@@ -1205,7 +1345,6 @@ static void
 provend_cstore_close(provend_storage_t *st)
 {
     provend_cstore_t  *cs;
-    struct timespec    until;
 
     cs = (provend_cstore_t *) st;
 
@@ -1218,17 +1357,17 @@ provend_cstore_close(provend_storage_t *st)
         pthread_join(cs->thread, NULL);
     }
     if (cs->sub != NULL) {
-        natsSubscription_Unsubscribe(cs->sub);
         /* its callback may still run on libnats' thread: wait for it */
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += 5;
-        pthread_mutex_lock(&cs->lock);
-        while (!cs->sub_done
-               && pthread_cond_timedwait(&cs->cond, &cs->lock, &until) == 0)
-        {
-            /* woken: look again */
-        }
-        pthread_mutex_unlock(&cs->lock);
+        provend_cstore_unfollow(cs, cs->sub);
+        cs->sub = NULL;
+    }
+    if (cs->js != NULL) {
+        jsPubOptions  po;
+
+        /* acks or errors of publishes under way: their handler uses cs */
+        jsPubOptions_Init(&po);
+        po.MaxWait = 2000;
+        (void) js_PublishAsyncComplete(cs->js, &po);
     }
     if (cs->nc != NULL) {
         natsConnection_Close(cs->nc);
@@ -1238,7 +1377,6 @@ provend_cstore_close(provend_storage_t *st)
     /* entries handed to the copy are answered as it closes */
     provend_storage_close(cs->local);
 
-    natsSubscription_Destroy(cs->sub);
     if (cs->js != NULL) {
         jsCtx_Destroy(cs->js);
     }

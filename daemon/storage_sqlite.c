@@ -266,6 +266,7 @@ provend_sqldb_authorize(void *data, int action, const char *a,
         if (d->sq->deterministic && b != NULL
             && (strcasecmp(b, "random") == 0
                 || strcasecmp(b, "randomblob") == 0
+                || strcasecmp(b, "changes") == 0
                 || strcasecmp(b, "total_changes") == 0))
         {
             snprintf(d->denied_what, sizeof(d->denied_what),
@@ -388,6 +389,14 @@ provend_sqldb_open(provend_sqlite_t *sq, provend_sqldb_t *d,
                               "PRAGMA temp_store=MEMORY;"
                               "PRAGMA trusted_schema=OFF;", err, errlen)
         != PROVEN_OK)
+    {
+        goto failed;
+    }
+
+    /* a replica's copy is made again from the cluster's log at start */
+    if (sq->deterministic
+        && provend_sqldb_exec(d, "PRAGMA synchronous=OFF;", err, errlen)
+           != PROVEN_OK)
     {
         goto failed;
     }
@@ -1307,6 +1316,9 @@ provend_sql_do_migrate(provend_sqlite_t *sq, provend_storage_req_t *req)
     /* One deadline for every migration of the call. */
     provend_sqldb_arm(d, req->op != PROVEND_OP_SQL_QUERY);
 
+    /* last_insert_rowid() of a migration is its own, on every node */
+    sqlite3_set_last_insert_rowid(d->db, 0);
+
     if (provend_sql_internal(d, PROVEND_MIGRATIONS_SCHEMA, -1, NULL, NULL,
                              req) != PROVEN_OK
         || provend_sql_internal(d, "SELECT version, sha256 FROM "
@@ -1412,6 +1424,15 @@ provend_sqlite_run(provend_sqlite_t *sq, provend_storage_req_t *req)
 {
     /* 'now' of a replayed write is its writer's, on every node */
     provend_vfs_fix_time(sq->deterministic ? req->log_time_ms : 0);
+
+    /*
+     * And SQLite's random numbers (a DEFAULT (randomblob(16)), a rowid
+     * past the largest) the same sequence on every node for this entry.
+     */
+    if (sq->deterministic && req->log_time_ms != 0) {
+        sqlite3_test_control(SQLITE_TESTCTRL_PRNG_SEED,
+                             (int) (req->log_time_ms & 0x7fffffff), NULL);
+    }
 
     switch (req->op) {
     case PROVEND_OP_SQL_EXECUTE:  provend_sql_do_execute(sq, req); break;
@@ -1721,8 +1742,21 @@ provend_sqlite_thread(void *arg)
             pthread_cond_wait(&sq->cond, &sq->lock);
         }
         batch = sq->head;
-        sq->head = NULL;
-        sq->tail = NULL;
+        if (sq->deterministic && batch != NULL) {
+            /*
+             * One write per transaction: what a rollback of a batch's
+             * transaction does to the other writes in it would depend on
+             * how this node's queue happened to fill.
+             */
+            sq->head = batch->next;
+            batch->next = NULL;
+            if (sq->head == NULL) {
+                sq->tail = NULL;
+            }
+        } else {
+            sq->head = NULL;
+            sq->tail = NULL;
+        }
         pthread_mutex_unlock(&sq->lock);
 
         if (batch == NULL) {

@@ -197,6 +197,15 @@ eventually "is read through node 2" '{"count":1}' \
 eventually "node 3 lists the app with its audit entry" 1 sh -c \
     "PROVEN_DATA=$d/node3 '$proven' app list | grep -c '\"seq\":1'"
 
+# a session opened on node 1 is served by node 2: same keys, its
+# identity, and node 2's own replay check
+same "a session opened on node 1 is served by node 2" "on A: anonymous
+identify on A: success
+on B: identified
+replay on B: 409 replayed" \
+    node "$top/tests/rpc/failover.mjs" "$(url 1 '')" "$(url 2 '')" \
+    "$d/node1/attestation/dev-root.pem"
+
 # kill -9 the whole node leading the log stream (its provend, nats-server
 # and nginx) during a stream of writes through another node: the others
 # elect another leader and keep serving; no acknowledged write is lost;
