@@ -51,7 +51,8 @@ enum {
     CLI_OPT_HEX,
     CLI_OPT_OWNER_KEY,
     CLI_OPT_OUT,
-    CLI_OPT_TO
+    CLI_OPT_TO,
+    CLI_OPT_AFTER
 };
 
 /* The long options verify and attest share, for their option tables. */

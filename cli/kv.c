@@ -39,6 +39,8 @@ typedef struct {
     int               json;
     int               has_if_revision;
     uint64_t          if_revision;
+    int               has_after;
+    uint64_t          after;        /* reads: a write's "applied" */
     int               has_limit;
     uint64_t          limit;
     uint64_t          page;         /* keys per kv.keys request */
@@ -89,6 +91,9 @@ cli_usage_kv(FILE *out)
         "  --hex             KEY, --prefix, MESSAGE and printed keys in hex\n"
         "                    (else MESSAGE is signed as the bytes given)\n"
         "  --json            get: print {\"value\", \"revision\"}\n"
+        "  --after N         get, keys, sign in a cluster: once this node\n"
+        "                    has applied the write that answered\n"
+        "                    \"applied\": N (on any node)\n"
         "  --socket PATH     provend's socket (default:\n"
         "                    $PROVEN_DATA/provend.sock, PROVEN_DATA\n"
         "                    defaulting to ./var)\n"
@@ -276,6 +281,8 @@ cli_kv_keys(cli_client_t *client, const cli_kv_opts_t *o)
                                  != PROVEN_OK)
             || cli_add_text(req, "type", o->type) != PROVEN_OK
             || cli_add_uint(req, "limit", batch) != PROVEN_OK
+            || (o->has_after
+                && cli_add_uint(req, "after", o->after) != PROVEN_OK)
             || (o->prefix != NULL
                 && cli_kv_add_arg(req, "prefix", o->prefix, o->hex)
                    != PROVEN_OK)
@@ -456,6 +463,10 @@ cli_kv_option(cli_kv_opts_t *o, int opt, const char *arg)
         return cli_parse_uint("kv", "--if-revision", arg, UINT64_MAX,
                               &o->if_revision);
 
+    case CLI_OPT_AFTER:
+        o->has_after = 1;
+        return cli_parse_uint("kv", "--after", arg, UINT64_MAX, &o->after);
+
     case CLI_OPT_LIMIT:
         o->has_limit = 1;
         return cli_parse_uint("kv", "--limit", arg, UINT64_MAX, &o->limit);
@@ -508,6 +519,7 @@ cli_kv(int argc, char **argv)
         { "store",       1, NULL, CLI_OPT_STORE },
         { "type",        1, NULL, CLI_OPT_TYPE },
         { "if-revision", 1, NULL, CLI_OPT_IF_REVISION },
+        { "after",       1, NULL, CLI_OPT_AFTER },
         { "prefix",      1, NULL, CLI_OPT_PREFIX },
         { "limit",       1, NULL, CLI_OPT_LIMIT },
         { "page",        1, NULL, CLI_OPT_PAGE },
@@ -622,7 +634,10 @@ cli_kv(int argc, char **argv)
         || (o.has_if_revision
             && (cmd->action == CLI_KV_SET || cmd->action == CLI_KV_DEL)
             && cli_add_uint(req, "if_revision", o.if_revision)
-               != PROVEN_OK))
+               != PROVEN_OK)
+        || (o.has_after
+            && (cmd->action == CLI_KV_GET || cmd->action == CLI_KV_SIGN)
+            && cli_add_uint(req, "after", o.after) != PROVEN_OK))
     {
         goto failed;
     }

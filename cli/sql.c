@@ -33,6 +33,8 @@ typedef struct {
     cli_sql_mode_t   mode;
     int              has_limit;
     uint64_t         limit;
+    int              has_after;
+    uint64_t         after;         /* queries: a write's "applied" */
     uint64_t         page;          /* rows per sql.query request */
     size_t           nmigrations;
     const char      *migrations[CLI_SQL_MIGRATIONS_MAX];
@@ -66,6 +68,9 @@ cli_usage_sql(FILE *out)
         "  --limit N         print at most N rows\n"
         "  --page N          ask for N rows at a time (1..5000, default"
         " 500)\n"
+        "  --after N         a query in a cluster: once this node has\n"
+        "                    applied the write that answered \"applied\":\n"
+        "                    N (on any node)\n"
         "  --socket PATH     provend's socket (default:\n"
         "                    $PROVEN_DATA/provend.sock, PROVEN_DATA\n"
         "                    defaulting to ./var)\n"
@@ -484,6 +489,8 @@ cli_sql_query(cli_client_t *client, const cbor_item_t *args,
         req = cli_sql_request(client, "sql.query", args);
         if (req == NULL
             || cli_add_uint(req, "limit", batch) != PROVEN_OK
+            || (o->has_after
+                && cli_add_uint(req, "after", o->after) != PROVEN_OK)
             || (cursor != NULL
                 && cli_add_text(req, "cursor", cursor) != PROVEN_OK))
         {
@@ -561,6 +568,7 @@ cli_sql(int argc, char **argv)
         { "exec",    0, NULL, CLI_OPT_EXEC },
         { "limit",   1, NULL, CLI_OPT_LIMIT },
         { "page",    1, NULL, CLI_OPT_PAGE },
+        { "after",   1, NULL, CLI_OPT_AFTER },
         { NULL, 0, NULL, 0 }
     };
 
@@ -630,6 +638,15 @@ cli_sql(int argc, char **argv)
             o->has_limit = 1;
             if (cli_parse_uint("sql", "--limit", optarg, UINT64_MAX,
                                &o->limit) != PROVEN_OK)
+            {
+                goto failed;
+            }
+            break;
+
+        case CLI_OPT_AFTER:
+            o->has_after = 1;
+            if (cli_parse_uint("sql", "--after", optarg, UINT64_MAX,
+                               &o->after) != PROVEN_OK)
             {
                 goto failed;
             }

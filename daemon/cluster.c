@@ -48,6 +48,8 @@ typedef struct {
     uint64_t      next_try;               /* uv_now */
     char          reason[PROVEN_ERR_LEN];
     char         *cert_pem;              /* its TLS certificate, admitted */
+    size_t        npcrs;                 /* admitted: what it measured */
+    proven_pcr_t  pcrs[PROVEN_ATT_PCRS_MAX];
 } provend_peer_t;
 
 struct provend_cluster_s {
@@ -544,6 +546,9 @@ provend_admission_done(uv_work_t *work, int status)
 
     if (status == 0 && a->ok && !c->stopping) {
         peer->admitted = 1;
+        /* the PCRs matched: its document's values, equal to ours */
+        peer->npcrs = a->npcrs;
+        memcpy(peer->pcrs, a->pcrs, a->npcrs * sizeof(a->pcrs[0]));
         peer->cert_pem = a->cert_pem;
         a->cert_pem = NULL;
         peer->reason[0] = '\0';
@@ -1029,6 +1034,28 @@ provend_cluster_handles(const char *op)
 }
 
 
+/* {"1": hex, ...}: the measurements an admitted peer showed. */
+static cbor_item_t *
+provend_cluster_pcrs(const provend_peer_t *peer)
+{
+    char          index[16], hex[2 * PROVEN_ATT_PCR_MAX + 1];
+    size_t        i;
+    cbor_item_t  *map;
+
+    map = cbor_new_definite_map(peer->npcrs);
+    for (i = 0; map != NULL && i < peer->npcrs; i++) {
+        snprintf(index, sizeof(index), "%u", peer->pcrs[i].index);
+        proven_hex_encode(peer->pcrs[i].value, peer->pcrs[i].len, hex);
+        if (proven_cbor_map_put(map, index, cbor_build_string(hex))
+            != PROVEN_OK)
+        {
+            cbor_decref(&map);
+        }
+    }
+    return map;
+}
+
+
 static cbor_item_t *
 provend_cluster_status(provend_cluster_t *c)
 {
@@ -1057,7 +1084,8 @@ provend_cluster_status(provend_cluster_t *c)
             == PROVEN_OK;
 
     for (i = 0; ok && i < c->npeers; i++) {
-        m = cbor_new_definite_map(c->peers[i].reason[0] ? 3 : 2);
+        m = cbor_new_definite_map(2 + (c->peers[i].reason[0] != '\0')
+                                  + (c->peers[i].admitted != 0));
         ok = m != NULL
              && proven_cbor_map_put(m, "name",
                                     cbor_build_string(c->peers[i].name))
@@ -1068,6 +1096,10 @@ provend_cluster_status(provend_cluster_t *c)
              && (c->peers[i].reason[0] == '\0'
                  || proven_cbor_map_put(m, "reason",
                         cbor_build_string(c->peers[i].reason)) == PROVEN_OK)
+             && (!c->peers[i].admitted
+                 || proven_cbor_map_put(m, "pcrs",
+                                        provend_cluster_pcrs(&c->peers[i]))
+                    == PROVEN_OK)
              && cbor_array_push(members, m);
         if (m != NULL) {
             cbor_decref(&m);

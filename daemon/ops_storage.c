@@ -603,9 +603,25 @@ static int
 provend_ops_parse(const proven_request_t *req, provend_storage_req_t *sr,
     char *err, size_t errlen)
 {
+    int  has;
+
     if (provend_scope_parse(proven_cbor_map_get(req->map, "scope"),
                             &sr->scope, err, errlen) != PROVEN_OK)
     {
+        return PROVEN_ERR;
+    }
+
+    /* a read after a write elsewhere in a cluster: its "applied" */
+    if (sr->op == PROVEND_OP_KV_GET || sr->op == PROVEND_OP_KV_KEYS
+        || sr->op == PROVEND_OP_KV_SIGN || sr->op == PROVEND_OP_SQL_QUERY)
+    {
+        if (provend_arg_uint(req, "after", &has, &sr->after, err, errlen)
+            != PROVEN_OK)
+        {
+            return PROVEN_ERR;
+        }
+    } else if (provend_arg(req, "after") != NULL) {
+        provend_ops_err("\"after\" is for reads");
         return PROVEN_ERR;
     }
 
@@ -634,13 +650,16 @@ provend_ops_parse(const proven_request_t *req, provend_storage_req_t *sr,
 
 /* ---- answers ------------------------------------------------------------- */
 
-/* {"id", "ok": true, "result": {"revision": n} or {"deleted": bool}}. */
+/*
+ * {"id", "ok": true, "result": {"revision": n} or {"deleted": bool}}, and
+ * in a cluster "applied": the write's place in the log.
+ */
 static void
 provend_ops_write_answer(provend_ops_job_t *job, provend_storage_req_t *sr)
 {
     uint8_t  *p;
 
-    job->frame = malloc(PROVEN_FRAME_HEADER + 48);
+    job->frame = malloc(PROVEN_FRAME_HEADER + 80);
     if (job->frame == NULL) {
         return;
     }
@@ -652,8 +671,12 @@ provend_ops_write_answer(provend_ops_job_t *job, provend_storage_req_t *sr)
     p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "ok", 2);
     *p++ = 0xf5;                                            /* true */
     p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "result", 6);
-    p = proven_cbor_put_head(p, PROVEN_CBOR_MAP, 1);
+    p = proven_cbor_put_head(p, PROVEN_CBOR_MAP, sr->log_seq != 0 ? 2 : 1);
 
+    if (sr->log_seq != 0) {
+        p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "applied", 7);
+        p = proven_cbor_put_head(p, PROVEN_CBOR_UINT, sr->log_seq);
+    }
     if (sr->op == PROVEND_OP_KV_SET) {
         p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "revision", 8);
         p = proven_cbor_put_head(p, PROVEN_CBOR_UINT, sr->revision);

@@ -203,6 +203,11 @@ struct provend_storage_req_s {
     int                       local;      /* this node's copy only */
     int64_t                   log_time_ms; /* a replayed write: its
                                              writer's clock, for 'now' */
+    uint64_t                  after;      /* a read: once this node has
+                                             applied the log up to it */
+    uint64_t                  after_until_ms;  /* the backend's */
+    uint64_t                  log_seq;    /* a write's answer: its place
+                                             in the log (0: one node) */
 };
 
 /* Zeroed request for op. */

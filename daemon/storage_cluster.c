@@ -58,6 +58,8 @@
 #define PROVEND_APPLYING_MAX     256      /* entries handed to the copy */
 #define PROVEND_APPLYING_BYTES   (64 * 1024 * 1024)
 #define PROVEND_WAITERS_BUCKETS  1024
+#define PROVEND_AFTER_WAIT_MS    5000     /* a read waiting for "after" */
+#define PROVEND_PARKED_MAX       4096
 
 
 typedef struct provend_cwait_s  provend_cwait_t;
@@ -104,6 +106,13 @@ typedef struct {
     uint64_t                applied;      /* entries answered by the copy */
     uint64_t                skipped;      /* entries that did not open */
 
+    /* the seqs handed and not answered yet: below the least, all is in */
+    uint64_t                outstanding[PROVEND_APPLYING_MAX];
+
+    /* reads waiting for an "after" this node has not applied yet */
+    provend_storage_req_t  *parked;
+    size_t                  nparked;
+
     /* this node's writes */
     uint8_t                 id_prefix[8];
     uint64_t                id_counter;
@@ -122,7 +131,57 @@ typedef struct {
     provend_storage_req_t  *waiter;       /* ours to answer, or NULL */
     int                     registry;     /* the node's own scope */
     size_t                  bytes;
+    uint64_t                seq;
 } provend_capply_t;
+
+
+/* The last entry this node's copy holds with every one before it. */
+static uint64_t
+provend_cstore_applied(provend_cstore_t *cs)
+{
+    size_t    i;
+    uint64_t  least;
+
+    least = cs->handed + 1;
+    for (i = 0; i < PROVEND_APPLYING_MAX; i++) {
+        if (cs->outstanding[i] != 0 && cs->outstanding[i] < least) {
+            least = cs->outstanding[i];
+        }
+    }
+    return least - 1;
+}
+
+
+/* Reads parked for an "after" now applied (under the lock), unlinked. */
+static provend_storage_req_t *
+provend_cstore_unpark(provend_cstore_t *cs, int all)
+{
+    uint64_t                applied, now;
+    provend_storage_req_t  *out, **pp, *req;
+
+    applied = provend_cstore_applied(cs);
+    now = provend_now_ms();
+    out = NULL;
+    pp = &cs->parked;
+    while ((req = *pp) != NULL) {
+        if (all || req->after <= applied
+            || req->after_until_ms <= now)
+        {
+            *pp = req->next;
+            cs->nparked--;
+            req->next = out;
+            out = req;
+        } else {
+            pp = &req->next;
+        }
+    }
+    return out;
+}
+
+
+static void provend_cstore_release_parked(provend_cstore_t *cs,
+    provend_storage_req_t *list);
+static void provend_cstore_add_applied(cbor_item_t **result, uint64_t seq);
 
 
 /* ---- the entry's bytes -------------------------------------------------- */
@@ -564,6 +623,7 @@ provend_cwait_sweep(provend_cstore_t *cs)
     size_t            i, nagain;
     uint64_t          now;
     natsMsg          *again[64];
+    provend_storage_req_t  *parked;
     uint8_t           again_id[64][PROVEND_LOG_ID_LEN];
     provend_cwait_t  *late, **pp, *w;
 
@@ -593,6 +653,12 @@ provend_cwait_sweep(provend_cstore_t *cs)
     }
     pthread_mutex_unlock(&cs->lock);
 
+    pthread_mutex_lock(&cs->lock);
+    parked = cs->parked != NULL ? provend_cstore_unpark(cs, cs->stopping)
+                                : NULL;
+    pthread_mutex_unlock(&cs->lock);
+    provend_cstore_release_parked(cs, parked);
+
     /* the same id: stored once however often it is sent */
     for (i = 0; i < nagain; i++) {
         if (provend_cstore_publish(cs, &again[i], again_id[i]) != NATS_OK) {
@@ -617,9 +683,10 @@ provend_cwait_sweep(provend_cstore_t *cs)
 static void
 provend_capply_done(provend_storage_req_t *req)
 {
+    size_t                  i;
     provend_capply_t       *a;
     provend_cstore_t       *cs;
-    provend_storage_req_t  *w;
+    provend_storage_req_t  *w, *parked;
 
     a = req->data;
     cs = a->cs;
@@ -632,6 +699,10 @@ provend_capply_done(provend_storage_req_t *req)
         req->result = NULL;
         w->revision = req->revision;
         w->existed = req->existed;
+        w->log_seq = a->seq;
+        if (w->status == PROVEND_ST_OK && w->result != NULL) {
+            provend_cstore_add_applied(&w->result, a->seq);
+        }
         w->done(w);
     }
 
@@ -650,6 +721,13 @@ provend_capply_done(provend_storage_req_t *req)
     }
     cs->applying--;
     cs->applying_bytes -= a->bytes;
+    for (i = 0; i < PROVEND_APPLYING_MAX; i++) {
+        if (cs->outstanding[i] == a->seq) {
+            cs->outstanding[i] = 0;
+            break;
+        }
+    }
+    parked = cs->parked != NULL ? provend_cstore_unpark(cs, 0) : NULL;
     cs->applied++;
     if (!cs->ready && cs->handed >= cs->target && cs->applying == 0) {
         cs->ready = 1;
@@ -658,6 +736,8 @@ provend_capply_done(provend_storage_req_t *req)
     }
     pthread_cond_broadcast(&cs->cond);
     pthread_mutex_unlock(&cs->lock);
+
+    provend_cstore_release_parked(cs, parked);
 
     if (a->registry) {
         pthread_mutex_lock(&cs->hook_lock);
@@ -677,6 +757,7 @@ provend_cstore_on_entry(natsConnection *nc, natsSubscription *sub,
     natsMsg *msg, void *closure)
 {
     int                     len, unreadable;
+    size_t                  i;
     uint8_t                 id[PROVEND_LOG_ID_LEN], *plain;
     uint64_t                seq;
     jsMsgMetaData          *meta;
@@ -773,7 +854,14 @@ provend_cstore_on_entry(natsConnection *nc, natsSubscription *sub,
     w = provend_cwait_take(cs, id);
     cs->applying++;
     a->bytes = (size_t) len;
+    a->seq = seq;
     cs->applying_bytes += a->bytes;
+    for (i = 0; i < PROVEND_APPLYING_MAX; i++) {
+        if (cs->outstanding[i] == 0) {
+            cs->outstanding[i] = seq;
+            break;
+        }
+    }
     pthread_mutex_unlock(&cs->lock);
 
     a->cs = cs;
@@ -1027,12 +1115,95 @@ provend_cstore_readable(provend_cstore_t *cs, provend_storage_req_t *req)
 static void
 provend_cstore_read(provend_storage_t *st, provend_storage_req_t *req)
 {
+    uint64_t           applied;
     provend_cstore_t  *cs;
 
     cs = (provend_cstore_t *) st;
-    if (provend_cstore_readable(cs, req)) {
-        provend_storage_submit(cs->local, req);
+    if (!provend_cstore_readable(cs, req)) {
+        return;
     }
+    if (req->after != 0) {
+        /* read-your-writes from another node: wait for its "applied" */
+        pthread_mutex_lock(&cs->lock);
+        applied = provend_cstore_applied(cs);
+        if (req->after > applied && cs->nparked < PROVEND_PARKED_MAX) {
+            req->after_until_ms = provend_now_ms() + PROVEND_AFTER_WAIT_MS;
+            req->next = cs->parked;
+            cs->parked = req;
+            cs->nparked++;
+            pthread_mutex_unlock(&cs->lock);
+            return;
+        }
+        pthread_mutex_unlock(&cs->lock);
+        if (req->after > applied) {
+            provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR,
+                                     "too many reads wait for entries this "
+                                     "node has not applied yet");
+            req->done(req);
+            return;
+        }
+    }
+    provend_storage_submit(cs->local, req);
+}
+
+
+/* Parked reads: now applied, to the copy; past their wait, told so. */
+static void
+provend_cstore_release_parked(provend_cstore_t *cs,
+    provend_storage_req_t *list)
+{
+    uint64_t                applied;
+    provend_storage_req_t  *req;
+
+    while ((req = list) != NULL) {
+        list = req->next;
+        req->next = NULL;
+        pthread_mutex_lock(&cs->lock);
+        applied = provend_cstore_applied(cs);
+        pthread_mutex_unlock(&cs->lock);
+        if (req->after <= applied && !cs->stopping) {
+            provend_storage_submit(cs->local, req);
+            continue;
+        }
+        provend_storage_req_fail(req, PROVEND_ST_TIMEOUT,
+                                 "this node has not applied the cluster's "
+                                 "log up to %" PRIu64 " (it is at %" PRIu64
+                                 ")", req->after, applied);
+        req->done(req);
+    }
+}
+
+
+/* SQL's answer map with "applied": n added (a definite map is rebuilt). */
+static void
+provend_cstore_add_applied(cbor_item_t **result, uint64_t seq)
+{
+    size_t             i, n;
+    cbor_item_t       *map;
+    struct cbor_pair  *pairs;
+
+    if (!cbor_isa_map(*result)) {
+        return;
+    }
+    n = cbor_map_size(*result);
+    map = cbor_new_definite_map(n + 1);
+    pairs = cbor_map_handle(*result);
+    for (i = 0; map != NULL && i < n; i++) {
+        if (!cbor_map_add(map, pairs[i])) {
+            cbor_decref(&map);
+        }
+    }
+    if (map == NULL
+        || proven_cbor_map_put(map, "applied", cbor_build_uint64(seq))
+           != PROVEN_OK)
+    {
+        if (map != NULL) {
+            cbor_decref(&map);
+        }
+        return;                 /* the answer without it */
+    }
+    cbor_decref(result);
+    *result = map;
 }
 
 

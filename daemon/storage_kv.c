@@ -144,6 +144,7 @@ struct provend_kv_s {
     uint64_t                hash_key[2];
     size_t                  max_value;
     size_t                  memory_max;
+    int                     replica;         /* no fdatasync per batch */
 
     pthread_mutex_t         lock;
     pthread_cond_t          cond;
@@ -1665,7 +1666,7 @@ provend_kv_log_batch(provend_kv_t *kv, provend_storage_req_t *batch,
     }
 
     if (provend_kv_write_all(kv->fd, kv->buf, kv->buf_len) != PROVEN_OK
-        || fdatasync(kv->fd) != 0)
+        || (!kv->replica && fdatasync(kv->fd) != 0))
     {
         provend_kv_err("KV log write failed: %s", strerror(errno));
         goto failed;
@@ -2748,4 +2749,11 @@ provend_kv_close(provend_kv_t *kv)
     }
 
     provend_kv_free(kv);
+}
+
+
+void
+provend_kv_set_replica(provend_kv_t *kv)
+{
+    kv->replica = 1;
 }

@@ -28,6 +28,13 @@ provend_kv_t *provend_kv_open(const char *storage_dir,
  */
 void provend_kv_submit(provend_kv_t *kv, provend_storage_req_t *req);
 
+/*
+ * A cluster node's copy, made again from the cluster's log at each start:
+ * its batches are written but not fdatasync'd (the log is what is
+ * durable).  Before any write.
+ */
+void provend_kv_set_replica(provend_kv_t *kv);
+
 /* The backend's kv_peek (storage.h): a kv.get of a bytes or string store. */
 int provend_kv_peek(provend_kv_t *kv, const provend_scope_t *scope,
     const char *store, provend_kv_type_t type, const uint8_t *key,

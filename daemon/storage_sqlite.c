@@ -2038,6 +2038,9 @@ provend_storage_sqlite_open(const provend_storage_config_t *cfg, char *err,
     if (sq->kv == NULL) {
         goto failed;
     }
+    if (cfg->deterministic) {
+        provend_kv_set_replica(sq->kv);
+    }
 
     if (pthread_create(&sq->thread, NULL, provend_sqlite_thread, sq) != 0) {
         provend_sqlite_err("cannot start the storage thread");

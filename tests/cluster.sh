@@ -164,10 +164,19 @@ for i in 1 2 3; do
         "PROVEN_DATA=$d/node$i '$proven' cluster status \
          | grep -q '\"ready\": true' && echo true"
 done
-check "KV written through node 2" 0 -m '^\{"revision":1\}$' \
+check "each node shows the others' measurements" 0 \
+    -m '"2": "[0-9a-f]{96}"' on 1 cluster status
+check "KV written through node 2 answers its place in the log" 0 \
+    -m '^\{"applied":[0-9]+,"revision":1\}$' \
     on 2 kv set --app shop greeting hello
-eventually "is read on node 3" hello on 3 kv get --app shop greeting
-eventually "and on node 1" hello on 1 kv get --app shop greeting
+applied=$(grep -o '"applied":[0-9]*' "$work/out" | cut -d: -f2)
+check "read on node 3 after that place: at once" 0 -m '^hello$' \
+    on 3 kv get --app shop greeting --after "$applied"
+eventually "and on node 1 (without waiting for it)" hello \
+    on 1 kv get --app shop greeting
+check "a read after a place no node has reached waits, then says so" 1 \
+    -m 'has not applied the cluster.s log up to 999999' \
+    on 1 kv get --app shop greeting --after 999999
 check "every node refuses a set at a stale revision alike" 1 \
     -m 'revision is 1, not 0' on 1 kv set --app shop greeting x --if-revision 0
 check "a key store's key is made once: the same public key everywhere" 0 \
@@ -180,9 +189,10 @@ check "SQL written through node 3" 0 -m '"changes":0' \
 check "an insert with datetime('now') through node 1" 0 -m '"changes":1' \
     on 1 sql --app shop "INSERT INTO orders (item, at) \
                          VALUES ('tea', datetime('now'))"
+applied=$(grep -o '"applied":[0-9]*' "$work/out" | cut -d: -f2)
 rows=$(on 1 sql --app shop "SELECT * FROM orders")
-eventually "the same row on node 2, 'now' the writer's" "$rows" \
-    on 2 sql --app shop "SELECT * FROM orders"
+same "the same row on node 2, 'now' the writer's" "$rows" \
+    on 2 sql --app shop "SELECT * FROM orders" --after "$applied"
 check "random() is refused: replicas would not agree" 1 \
     -m 'random\(\) is not allowed in a cluster' \
     on 2 sql --app shop "INSERT INTO orders (item) VALUES (random())"
