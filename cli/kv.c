@@ -40,7 +40,7 @@ typedef struct {
     int               has_if_revision;
     uint64_t          if_revision;
     int               has_after;
-    uint64_t          after;        /* reads: a write's "applied" */
+    uint64_t          after;        /* reads: a write's "log_seq" */
     int               has_limit;
     uint64_t          limit;
     uint64_t          page;         /* keys per kv.keys request */
@@ -93,7 +93,7 @@ cli_usage_kv(FILE *out)
         "  --json            get: print {\"value\", \"revision\"}\n"
         "  --after N         get, keys, sign in a cluster: once this node\n"
         "                    has applied the write that answered\n"
-        "                    \"applied\": N (on any node)\n"
+        "                    \"log_seq\": N (on any node)\n"
         "  --socket PATH     provend's socket (default:\n"
         "                    $PROVEN_DATA/provend.sock, PROVEN_DATA\n"
         "                    defaulting to ./var)\n"
@@ -587,6 +587,14 @@ cli_kv(int argc, char **argv)
         goto failed;
     }
 
+    if (o.has_after
+        && (cmd->action == CLI_KV_SET || cmd->action == CLI_KV_DEL))
+    {
+        fprintf(stderr, "proven kv %s: --after is for get, keys and sign\n",
+                cmd->name);
+        goto failed;
+    }
+
     if (cli_client_init(&client, "kv", o.socket) != PROVEN_OK) {
         goto failed;
     }
@@ -636,7 +644,6 @@ cli_kv(int argc, char **argv)
             && cli_add_uint(req, "if_revision", o.if_revision)
                != PROVEN_OK)
         || (o.has_after
-            && (cmd->action == CLI_KV_GET || cmd->action == CLI_KV_SIGN)
             && cli_add_uint(req, "after", o.after) != PROVEN_OK))
     {
         goto failed;

@@ -34,7 +34,7 @@ typedef struct {
     int              has_limit;
     uint64_t         limit;
     int              has_after;
-    uint64_t         after;         /* queries: a write's "applied" */
+    uint64_t         after;         /* queries: a write's "log_seq" */
     uint64_t         page;          /* rows per sql.query request */
     size_t           nmigrations;
     const char      *migrations[CLI_SQL_MIGRATIONS_MAX];
@@ -69,7 +69,7 @@ cli_usage_sql(FILE *out)
         "  --page N          ask for N rows at a time (1..5000, default"
         " 500)\n"
         "  --after N         a query in a cluster: once this node has\n"
-        "                    applied the write that answered \"applied\":\n"
+        "                    applied the write that answered \"log_seq\":\n"
         "                    N (on any node)\n"
         "  --socket PATH     provend's socket (default:\n"
         "                    $PROVEN_DATA/provend.sock, PROVEN_DATA\n"
@@ -676,6 +676,11 @@ cli_sql(int argc, char **argv)
     sql = optind < argc ? argv[optind] : NULL;
     if (o->mode == CLI_SQL_AUTO && sql != NULL) {
         o->mode = cli_sql_is_query(sql) ? CLI_SQL_QUERY : CLI_SQL_EXECUTE;
+    }
+    if (o->has_after && o->mode != CLI_SQL_QUERY) {
+        fprintf(stderr, "proven sql: --after is for queries\n");
+        rc = CLI_EXIT_USAGE;
+        goto failed;
     }
 
     /* Every request shares these; mistakes in them are usage errors. */

@@ -1018,10 +1018,11 @@ provend_apps_on_refresh(uv_async_t *handle)
 
 /* On a storage thread: the registry's copy here changed. */
 static void
-provend_apps_registry_changed(void *data)
+provend_apps_registry_changed(void *data, const provend_storage_req_t *req)
 {
     provend_apps_t  *apps;
 
+    (void) req;
     apps = data;
     uv_async_send(&apps->refresh);
 }
@@ -3716,8 +3717,9 @@ provend_apps_open(const provend_apps_config_t *cfg, char *err, size_t errlen)
         apps->refresh.data = apps;
         apps->refresh_open = 1;
         uv_unref((uv_handle_t *) &apps->refresh);
-        provend_storage_cluster_on_change(apps->storage,
-                                          provend_apps_registry_changed, apps);
+        (void) provend_storage_cluster_follow(apps->storage, PROVEND_APPS_DB,
+                                              provend_apps_registry_changed,
+                                              apps);
     }
 
     if (provend_apps_create_tables(apps, err, errlen) != PROVEN_OK
@@ -3782,7 +3784,8 @@ provend_apps_stop(provend_apps_t *apps)
 
     if (apps->refresh_open) {
         /* returns once a call under way has */
-        provend_storage_cluster_on_change(apps->storage, NULL, NULL);
+        (void) provend_storage_cluster_follow(apps->storage, PROVEND_APPS_DB,
+                                              NULL, apps);
         uv_close((uv_handle_t *) &apps->refresh, NULL);
         apps->refresh_open = 0;
     }

@@ -122,12 +122,16 @@ int provend_storage_cluster_start(provend_storage_t *st,
     unsigned replicas);
 
 /*
- * fn(data) after an entry of the node's own scope (the registry) has been
- * applied, on a storage thread; fn NULL: none, and one running has
- * returned.
+ * fn(data, applied) after each entry applied to the node's own database
+ * db (scope PROVEND_OWN_SCOPE), on a storage thread, applied borrowed.
+ * fn NULL: the hook for (db, data) removed, and one running has
+ * returned.  PROVEN_ERR when all PROVEND_HOOKS_MAX slots are taken.
  */
-void provend_storage_cluster_on_change(provend_storage_t *st,
-    void (*fn)(void *data), void *data);
+typedef void (*provend_storage_applied_pt)(void *data,
+    const provend_storage_req_t *applied);
+
+int provend_storage_cluster_follow(provend_storage_t *st, const char *db,
+    provend_storage_applied_pt fn, void *data);
 
 /* {following, ready, applied, at_start, unreadable, writes_waiting} */
 cbor_item_t *provend_storage_cluster_status(provend_storage_t *st);

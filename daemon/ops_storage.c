@@ -611,7 +611,7 @@ provend_ops_parse(const proven_request_t *req, provend_storage_req_t *sr,
         return PROVEN_ERR;
     }
 
-    /* a read after a write elsewhere in a cluster: its "applied" */
+    /* a read after a write elsewhere in a cluster: its "log_seq" */
     if (sr->op == PROVEND_OP_KV_GET || sr->op == PROVEND_OP_KV_KEYS
         || sr->op == PROVEND_OP_KV_SIGN || sr->op == PROVEND_OP_SQL_QUERY)
     {
@@ -652,7 +652,7 @@ provend_ops_parse(const proven_request_t *req, provend_storage_req_t *sr,
 
 /*
  * {"id", "ok": true, "result": {"revision": n} or {"deleted": bool}}, and
- * in a cluster "applied": the write's place in the log.
+ * in a cluster "log_seq": the write's place in the log.
  */
 static void
 provend_ops_write_answer(provend_ops_job_t *job, provend_storage_req_t *sr)
@@ -674,7 +674,7 @@ provend_ops_write_answer(provend_ops_job_t *job, provend_storage_req_t *sr)
     p = proven_cbor_put_head(p, PROVEN_CBOR_MAP, sr->log_seq != 0 ? 2 : 1);
 
     if (sr->log_seq != 0) {
-        p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "applied", 7);
+        p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "log_seq", 7);
         p = proven_cbor_put_head(p, PROVEN_CBOR_UINT, sr->log_seq);
     }
     if (sr->op == PROVEND_OP_KV_SET) {

@@ -3,6 +3,7 @@
  * See sessions.h.  Everything runs on the loop thread.
  */
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include <openssl/rand.h>
 #include <uv.h>
 
+#include "cluster.h"
 #include "log.h"
 #include "sessions.h"
 #include "util.h"
@@ -34,6 +36,17 @@
 
 typedef struct provend_session_s  provend_session_t;
 typedef struct provend_grant_s    provend_grant_t;
+typedef struct provend_change_s   provend_change_t;
+
+/* A shared record applied here: the identity it says the session has. */
+struct provend_change_s {
+    uint8_t            id[PROVEND_SESSION_ID_LEN];
+    uint64_t           version;
+    int                identified;
+    uint8_t            identity[32];
+    uint8_t            proof[64];
+    provend_change_t  *next;
+};
 typedef struct provend_verify_s   provend_verify_t;
 
 struct provend_session_s {
@@ -50,6 +63,7 @@ struct provend_session_s {
     uint64_t             seq;              /* the last one accepted */
     uint64_t             created_ms;
     uint64_t             created_wall_ms;  /* the same, since the epoch */
+    uint64_t             version;          /* of its shared record */
     uint64_t             used_ms;
     unsigned             refs;             /* the table's, calls' */
     int                  verifying;        /* a message on the pool */
@@ -75,6 +89,20 @@ struct provend_sessions_s {
     int                          any_origin;
     provend_storage_t           *storage;    /* shared with the cluster */
     uint64_t                     pruned_ms;
+    int                          pruning;
+    uv_work_t                    prune_work;
+
+    /* sessions ended here (idle, expired): not read back before their
+     * life is over (one slot per bucket: a newer end takes it over) */
+    uint8_t                    (*ended_id)[PROVEND_SESSION_ID_LEN];
+    uint64_t                    *ended_until;   /* wall clock, ms */
+
+    /* identity changes applied to the shared records, for the loop */
+    uv_async_t                   changes;
+    int                          changes_open;
+    pthread_mutex_t              changes_lock;
+    provend_change_t            *changes_head;
+    size_t                       nchanges;
     uv_timer_t                   sweep;
     provend_session_t           *oldest;
     provend_session_t           *newest;
@@ -97,7 +125,7 @@ typedef struct {
 
 static int provend_sessions_share(provend_sessions_t *s,
     provend_session_t *session, provend_creation_t *c);
-static provend_session_t *provend_sessions_load(provend_sessions_t *s,
+static int provend_session_ended_here(provend_sessions_t *s,
     const uint8_t *id);
 static void provend_sessions_prune(provend_sessions_t *s);
 
@@ -221,8 +249,14 @@ static int
 provend_session_expired(provend_sessions_t *s, provend_session_t *session,
     uint64_t now)
 {
+    uint64_t  wall;
+
+    /* its life runs from its making, wherever that was: the wall clock */
+    wall = provend_now_ms();
     return now - session->used_ms >= s->idle_ms
-           || now - session->created_ms >= s->life_ms;
+           || now - session->created_ms >= s->life_ms
+           || (wall > session->created_wall_ms
+               && wall - session->created_wall_ms >= s->life_ms);
 }
 
 
@@ -239,6 +273,36 @@ provend_session_find(provend_sessions_t *s, const uint8_t *id)
         }
     }
     return NULL;
+}
+
+
+/* Ends session here: dropped, and not read back from the shared records
+ * before its life is over (its idle time is this node's). */
+static void
+provend_session_end(provend_sessions_t *s, provend_session_t *session)
+{
+    size_t  b;
+
+    if (s->ended_id != NULL) {
+        b = provend_session_bucket(session->id);
+        memcpy(s->ended_id[b], session->id, PROVEND_SESSION_ID_LEN);
+        s->ended_until[b] = session->created_wall_ms + s->life_ms;
+    }
+    provend_session_drop(s, session);
+}
+
+
+static int
+provend_session_ended_here(provend_sessions_t *s, const uint8_t *id)
+{
+    size_t  b;
+
+    if (s->ended_id == NULL) {
+        return 0;
+    }
+    b = provend_session_bucket(id);
+    return memcmp(s->ended_id[b], id, PROVEND_SESSION_ID_LEN) == 0
+           && s->ended_until[b] > provend_now_ms();
 }
 
 
@@ -259,7 +323,7 @@ provend_sessions_on_sweep(uv_timer_t *timer)
         if (now - session->used_ms < s->idle_ms) {
             break;
         }
-        provend_session_drop(s, session);
+        provend_session_end(s, session);
     }
 
     if (s->storage != NULL && now - s->pruned_ms >= PROVEND_SESSIONS_PRUNE_MS)
@@ -567,7 +631,7 @@ provend_session_record(const provend_session_t *session)
     uint8_t       raw[32];
     cbor_item_t  *map;
 
-    map = cbor_new_definite_map(7);
+    map = cbor_new_definite_map(8);
     if (map == NULL) {
         return NULL;
     }
@@ -589,6 +653,9 @@ provend_session_record(const provend_session_t *session)
             == PROVEN_OK
          && proven_cbor_map_put(map, "created",
                                 cbor_build_uint64(session->created_wall_ms))
+            == PROVEN_OK
+         && proven_cbor_map_put(map, "version",
+                                cbor_build_uint64(session->version))
             == PROVEN_OK
          && (!session->identified
              || (proven_cbor_map_put(map, "identity",
@@ -668,6 +735,8 @@ provend_sessions_share(provend_sessions_t *s, provend_session_t *session,
     if (s->storage == NULL) {
         return PROVEN_OK;
     }
+    /* nodes take a record only if it is newer than what they have */
+    session->version++;
     record = NULL;
     map = provend_session_record(session);
     rc = map != NULL ? proven_cbor_dump(map, &record, &record_len)
@@ -758,57 +827,81 @@ provend_record_text(const cbor_item_t *map, const char *name, char *out,
 }
 
 
-/*
- * The session id from this node's copy of the shared records, put in the
- * table; NULL if there is none, it is past its life, or the table is
- * full.  Reads the local copy (a blocking call of a few microseconds).
- */
-static provend_session_t *
-provend_sessions_load(provend_sessions_t *s, const uint8_t *id)
-{
-    int                     has_app;
-    uint8_t                *record;
-    size_t                  record_len;
-    uint64_t                created, now_wall, age;
-    cbor_item_t            *rows, *row, *map;
-    const uint8_t          *client, *key, *identity, *proof;
-    provend_session_t      *session;
-    provend_storage_req_t  *req;
-    struct cbor_load_result  loaded;
+/* A request naming a session this node does not hold: its record read. */
+typedef struct {
+    uv_work_t              work;
+    provend_sessions_t    *sessions;
+    proven_request_t       req;        /* its map: a reference of ours */
+    provend_ops_reply_pt   reply;
+    void                  *ctx;
+    uint8_t                id[PROVEND_SESSION_ID_LEN];
+    uint8_t               *record;     /* NULL: none */
+    size_t                 record_len;
+} provend_loading_t;
 
-    if (s->count >= s->max) {
-        return NULL;
-    }
+
+/* On the pool: the record, from this node's copy (the loop never waits). */
+static void
+provend_sessions_read_record(uv_work_t *work)
+{
+    cbor_item_t            *rows, *row;
+    provend_loading_t      *l;
+    provend_storage_req_t  *req;
+
+    l = work->data;
     req = provend_storage_own_sql(PROVEND_OP_SQL_QUERY, PROVEND_SESSIONS_DB,
                                   1);
     if (req == NULL
         || provend_storage_stmt(req, 0, "SELECT record FROM sessions "
                                 "WHERE id = ?", 1) != PROVEN_OK
-        || provend_storage_param(&req->stmts[0], 0, PROVEND_SQL_BLOB, id,
+        || provend_storage_param(&req->stmts[0], 0, PROVEND_SQL_BLOB, l->id,
                                  PROVEND_SESSION_ID_LEN) != PROVEN_OK
-        || provend_storage_call(s->storage, req) != PROVEND_ST_OK)
+        || provend_storage_call(l->sessions->storage, req) != PROVEND_ST_OK)
     {
         provend_storage_req_free(req);
-        return NULL;
+        return;
     }
-
-    record = NULL;
     rows = proven_cbor_map_get(req->result, "rows");
     row = rows != NULL && cbor_isa_array(rows) && cbor_array_size(rows) == 1
           ? cbor_array_handle(rows)[0] : NULL;
-    if (row == NULL || !cbor_isa_array(row) || cbor_array_size(row) != 1
-        || proven_cbor_bytes(cbor_array_handle(row)[0],
-                             PROVEND_SESSION_RECORD_MAX, &record,
-                             &record_len) != PROVEN_OK)
+    if (row != NULL && cbor_isa_array(row) && cbor_array_size(row) == 1
+        && proven_cbor_bytes(cbor_array_handle(row)[0],
+                             PROVEND_SESSION_RECORD_MAX, &l->record,
+                             &l->record_len) != PROVEN_OK)
     {
-        provend_storage_req_free(req);
-        return NULL;
+        l->record = NULL;
+    }
+    if (row != NULL && cbor_isa_array(row) && cbor_array_size(row) == 1
+        && cbor_isa_bytestring(cbor_array_handle(row)[0]))
+    {
+        /* the copy in the answer holds the session's key */
+        OPENSSL_cleanse(cbor_bytestring_handle(cbor_array_handle(row)[0]),
+                        cbor_bytestring_length(cbor_array_handle(row)[0]));
     }
     provend_storage_req_free(req);
+}
 
+
+/*
+ * The session a record describes, put in the table; NULL if it is
+ * malformed, past its life, or the table is full.
+ */
+static provend_session_t *
+provend_sessions_from_record(provend_sessions_t *s, const uint8_t *id,
+    const uint8_t *record, size_t record_len)
+{
+    int                     has_app;
+    uint64_t                created, now_wall, age;
+    cbor_item_t            *map;
+    const uint8_t          *client, *key, *identity, *proof;
+    provend_session_t      *session;
+    struct cbor_load_result  loaded;
+
+    if (s->count >= s->max) {
+        return NULL;
+    }
+    key = NULL;
     map = cbor_load(record, record_len, &loaded);
-    OPENSSL_cleanse(record, record_len);
-    free(record);
     session = calloc(1, sizeof(*session));
     if (map == NULL || session == NULL) {
         goto failed;
@@ -851,8 +944,14 @@ provend_sessions_load(provend_sessions_t *s, const uint8_t *id)
         memcpy(session->identity_proof, proof, 64);
         session->identified = 1;
     }
+    if (proven_cbor_uint(proven_cbor_map_get(map, "version"),
+                         &session->version) != PROVEN_OK)
+    {
+        session->version = 0;
+    }
     session->created_wall_ms = created;
     session->created_ms = uv_now(s->loop) > age ? uv_now(s->loop) - age : 0;
+    OPENSSL_cleanse((void *) key, 32);
     cbor_decref(&map);
 
     session->listed = 1;
@@ -864,6 +963,9 @@ provend_sessions_load(provend_sessions_t *s, const uint8_t *id)
 
 failed:
 
+    if (key != NULL) {
+        OPENSSL_cleanse((void *) key, 32);
+    }
     if (map != NULL) {
         cbor_decref(&map);
     }
@@ -874,25 +976,222 @@ failed:
 }
 
 
+static void provend_sessions_dispatch_now(provend_sessions_t *s,
+    const proven_request_t *req, provend_ops_reply_pt reply, void *ctx);
+
+
 static void
-provend_sessions_pruned(provend_storage_req_t *req)
+provend_sessions_record_read(uv_work_t *work, int status)
 {
-    if (req->status != PROVEND_ST_OK) {
-        /* the next sweep tries again */
-        provend_debug("sessions: old records not removed: %s", req->error);
+    provend_loading_t  *l;
+
+    l = work->data;
+    if (status == 0 && l->record != NULL
+        && provend_session_find(l->sessions, l->id) == NULL)
+    {
+        (void) provend_sessions_from_record(l->sessions, l->id, l->record,
+                                            l->record_len);
     }
-    provend_storage_req_free(req);
+    if (l->record != NULL) {
+        OPENSSL_cleanse(l->record, l->record_len);
+        free(l->record);
+    }
+    /* found or not, the request goes on: it says why not */
+    provend_sessions_dispatch_now(l->sessions, &l->req, l->reply, l->ctx);
+    cbor_decref(&l->req.map);
+    free(l);
 }
 
 
-/* Shared records past every session's life, removed (any node may). */
-static void
-provend_sessions_prune(provend_sessions_t *s)
+/*
+ * PROVEN_OK when req (rpc.call, session.check) names a session this node
+ * does not hold but may find in its copy: it is dispatched once the
+ * record has been read (on the pool: the loop never waits for storage).
+ */
+static int
+provend_sessions_load_first(provend_sessions_t *s, const proven_request_t *req,
+    provend_ops_reply_pt reply, void *ctx)
 {
+    size_t              len;
+    const uint8_t      *id;
+    provend_loading_t  *l;
+
+    if (s->storage == NULL
+        || provend_sessions_arg_bytes(req->map, "session",
+                                      PROVEND_SESSION_ID_LEN,
+                                      PROVEND_SESSION_ID_LEN, &id, &len,
+                                      NULL, 0) != PROVEN_OK
+        || provend_session_find(s, id) != NULL
+        || provend_session_ended_here(s, id))
+    {
+        return PROVEN_ERR;
+    }
+    l = calloc(1, sizeof(*l));
+    if (l == NULL) {
+        return PROVEN_ERR;
+    }
+    l->sessions = s;
+    l->req = *req;
+    l->req.map = cbor_incref(req->map);
+    l->reply = reply;
+    l->ctx = ctx;
+    memcpy(l->id, id, PROVEND_SESSION_ID_LEN);
+    l->work.data = l;
+    if (uv_queue_work(s->loop, &l->work, provend_sessions_read_record,
+                      provend_sessions_record_read) != 0)
+    {
+        cbor_decref(&l->req.map);
+        free(l);
+        return PROVEN_ERR;
+    }
+    return PROVEN_OK;
+}
+
+
+/*
+ * On a storage thread: a shared record applied to this node's copy (its
+ * own writes included).  The identity it carries goes to the loop, where
+ * a session held here takes it if the record is newer than its own.
+ */
+static void
+provend_sessions_applied(void *data, const provend_storage_req_t *req)
+{
+    uint64_t                 version;
+    cbor_item_t             *map;
+    const uint8_t           *identity, *proof;
+    provend_change_t        *c;
+    provend_sessions_t      *s;
+    const provend_sql_stmt_t *st;
+    struct cbor_load_result  loaded;
+
+    s = data;
+    st = req->nstmts == 1 ? &req->stmts[0] : NULL;
+    if (req->status != PROVEND_ST_OK || st == NULL || st->nparams != 3
+        || strncmp(st->sql, "INSERT OR REPLACE INTO sessions", 31) != 0
+        || st->params[0].len != PROVEND_SESSION_ID_LEN
+        || st->params[2].data == NULL)
+    {
+        return;                 /* a prune, or not ours */
+    }
+    map = cbor_load(st->params[2].data, st->params[2].len, &loaded);
+    c = map != NULL ? calloc(1, sizeof(*c)) : NULL;
+    if (c == NULL
+        || proven_cbor_uint(proven_cbor_map_get(map, "version"), &version)
+           != PROVEN_OK)
+    {
+        free(c);
+        if (map != NULL) {
+            cbor_decref(&map);
+        }
+        return;
+    }
+    memcpy(c->id, st->params[0].data, PROVEND_SESSION_ID_LEN);
+    c->version = version;
+    identity = provend_record_key(map, "identity", 32);
+    proof = provend_record_key(map, "proof", 64);
+    if (identity != NULL && proof != NULL) {
+        c->identified = 1;
+        memcpy(c->identity, identity, 32);
+        memcpy(c->proof, proof, 64);
+    }
+    /* the record holds the session's key: wiped before it is freed */
+    if (provend_record_key(map, "key", 32) != NULL) {
+        OPENSSL_cleanse((void *) provend_record_key(map, "key", 32), 32);
+    }
+    cbor_decref(&map);
+
+    pthread_mutex_lock(&s->changes_lock);
+    if (s->nchanges < PROVEND_SESSIONS_MAX) {
+        c->next = s->changes_head;
+        s->changes_head = c;
+        s->nchanges++;
+        c = NULL;
+    }
+    pthread_mutex_unlock(&s->changes_lock);
+    free(c);
+    uv_async_send(&s->changes);
+}
+
+
+/* On the loop: identity changes made on other nodes, to the sessions here. */
+static void
+provend_sessions_on_changes(uv_async_t *handle)
+{
+    provend_change_t    *list, *c, *rev;
+    provend_session_t   *session;
+    provend_sessions_t  *s;
+
+    s = handle->data;
+    pthread_mutex_lock(&s->changes_lock);
+    list = s->changes_head;
+    s->changes_head = NULL;
+    s->nchanges = 0;
+    pthread_mutex_unlock(&s->changes_lock);
+
+    /* pushed newest first: taken in the order they were applied */
+    rev = NULL;
+    while ((c = list) != NULL) {
+        list = c->next;
+        c->next = rev;
+        rev = c;
+    }
+    while ((c = rev) != NULL) {
+        rev = c->next;
+        session = provend_session_find(s, c->id);
+        if (session != NULL && c->version > session->version) {
+            session->version = c->version;
+            session->identified = c->identified;
+            memcpy(session->identity, c->identity, sizeof(c->identity));
+            memcpy(session->identity_proof, c->proof, sizeof(c->proof));
+        }
+        free(c);
+    }
+}
+
+
+/*
+ * On the pool: the shared records past every session's life removed, by
+ * one node per ten minutes (the first to claim the turn), and only when
+ * there are some (every write stays in the log).
+ */
+static void
+provend_sessions_prune_work(uv_work_t *work)
+{
+    char                    turn[64];
+    int64_t                 before;
     uint64_t                now;
+    cbor_item_t            *rows;
+    provend_sessions_t     *s;
     provend_storage_req_t  *req;
 
+    s = work->data;
     now = provend_now_ms();
+    before = (int64_t) (now > s->life_ms ? now - s->life_ms : 0);
+
+    req = provend_storage_own_sql(PROVEND_OP_SQL_QUERY, PROVEND_SESSIONS_DB,
+                                  1);
+    if (req == NULL
+        || provend_storage_stmt(req, 0, "SELECT 1 FROM sessions "
+                                "WHERE created < ? LIMIT 1", 1) != PROVEN_OK)
+    {
+        provend_storage_req_free(req);
+        return;
+    }
+    provend_storage_param_int(&req->stmts[0], 0, before);
+    rows = provend_storage_call(s->storage, req) == PROVEND_ST_OK
+           ? proven_cbor_map_get(req->result, "rows") : NULL;
+    if (rows == NULL || !cbor_isa_array(rows) || cbor_array_size(rows) == 0)
+    {
+        provend_storage_req_free(req);
+        return;
+    }
+    provend_storage_req_free(req);
+
+    snprintf(turn, sizeof(turn), "sessions-prune-%llu",
+             (unsigned long long) (now / PROVEND_SESSIONS_PRUNE_MS));
+    if (!provend_storage_cluster_claim(s->storage, turn)) {
+        return;
+    }
     req = provend_storage_own_sql(PROVEND_OP_SQL_EXECUTE, PROVEND_SESSIONS_DB,
                                   1);
     if (req == NULL
@@ -902,11 +1201,38 @@ provend_sessions_prune(provend_sessions_t *s)
         provend_storage_req_free(req);
         return;
     }
-    provend_storage_param_int(&req->stmts[0], 0,
-                              (int64_t) (now > s->life_ms ? now - s->life_ms
-                                                          : 0));
-    req->done = provend_sessions_pruned;
-    provend_storage_submit(s->storage, req);
+    provend_storage_param_int(&req->stmts[0], 0, before);
+    if (provend_storage_call(s->storage, req) != PROVEND_ST_OK) {
+        /* the next turn tries again */
+        provend_debug("sessions: old records not removed: %s", req->error);
+    }
+    provend_storage_req_free(req);
+}
+
+
+static void
+provend_sessions_prune_done(uv_work_t *work, int status)
+{
+    provend_sessions_t  *s;
+
+    (void) status;
+    s = work->data;
+    s->pruning = 0;
+}
+
+
+static void
+provend_sessions_prune(provend_sessions_t *s)
+{
+    if (s->pruning) {
+        return;
+    }
+    s->prune_work.data = s;
+    if (uv_queue_work(s->loop, &s->prune_work, provend_sessions_prune_work,
+                      provend_sessions_prune_done) == 0)
+    {
+        s->pruning = 1;
+    }
 }
 
 
@@ -920,14 +1246,10 @@ provend_session_lookup(provend_sessions_t *s, const uint8_t *id,
     provend_session_t  *session;
 
     session = provend_session_find(s, id);
-    if (session == NULL && s->storage != NULL) {
-        /* another node's, or one dropped here while idle */
-        session = provend_sessions_load(s, id);
-    }
     if (session != NULL
         && provend_session_expired(s, session, uv_now(s->loop)))
     {
-        provend_session_drop(s, session);
+        provend_session_end(s, session);
         *why = "the session has expired";
         return NULL;
     }
@@ -1883,6 +2205,21 @@ void
 provend_sessions_dispatch(provend_sessions_t *s, const proven_request_t *req,
     provend_ops_reply_pt reply, void *ctx)
 {
+    /* in a cluster, a session made on another node is read first */
+    if ((strcmp(req->op, "rpc.call") == 0
+         || strcmp(req->op, "session.check") == 0)
+        && provend_sessions_load_first(s, req, reply, ctx) == PROVEN_OK)
+    {
+        return;
+    }
+    provend_sessions_dispatch_now(s, req, reply, ctx);
+}
+
+
+static void
+provend_sessions_dispatch_now(provend_sessions_t *s,
+    const proven_request_t *req, provend_ops_reply_pt reply, void *ctx)
+{
     char  msg[PROVEN_ERR_LEN];
 
     if (strcmp(req->op, "rpc.call") == 0) {
@@ -1946,8 +2283,28 @@ provend_sessions_new(const provend_sessions_config_t *cfg, char *err,
             return NULL;
         }
         provend_storage_req_free(req);
+
+        s->ended_id = calloc(PROVEND_SESSION_BUCKETS, sizeof(*s->ended_id));
+        s->ended_until = calloc(PROVEND_SESSION_BUCKETS,
+                                sizeof(*s->ended_until));
+        if (s->ended_id == NULL || s->ended_until == NULL
+            || uv_async_init(s->loop, &s->changes,
+                             provend_sessions_on_changes) != 0)
+        {
+            free(s->ended_id);
+            free(s->ended_until);
+            free(s);
+            provend_sessions_err("out of memory");
+            return NULL;
+        }
+        pthread_mutex_init(&s->changes_lock, NULL);
+        s->changes.data = s;
+        s->changes_open = 1;
+        uv_unref((uv_handle_t *) &s->changes);
         s->storage = cfg->storage;
         s->pruned_ms = uv_now(s->loop);
+        (void) provend_storage_cluster_follow(s->storage, PROVEND_SESSIONS_DB,
+                                              provend_sessions_applied, s);
     }
 
     uv_timer_init(s->loop, &s->sweep);
@@ -1971,6 +2328,13 @@ provend_sessions_stop(provend_sessions_t *s)
     if (!uv_is_closing((uv_handle_t *) &s->sweep)) {
         uv_close((uv_handle_t *) &s->sweep, NULL);
     }
+    if (s->changes_open) {
+        /* returns once a call under way has */
+        (void) provend_storage_cluster_follow(s->storage, PROVEND_SESSIONS_DB,
+                                              NULL, s);
+        uv_close((uv_handle_t *) &s->changes, NULL);
+        s->changes_open = 0;
+    }
 }
 
 
@@ -1979,6 +2343,17 @@ provend_sessions_free(provend_sessions_t *s)
 {
     while (s->oldest != NULL) {
         provend_session_drop(s, s->oldest);
+    }
+    if (s->storage != NULL) {
+        provend_change_t  *c;
+
+        while ((c = s->changes_head) != NULL) {
+            s->changes_head = c->next;
+            free(c);
+        }
+        pthread_mutex_destroy(&s->changes_lock);
+        free(s->ended_id);
+        free(s->ended_until);
     }
     free(s);
 }

@@ -64,6 +64,15 @@
 
 typedef struct provend_cwait_s  provend_cwait_t;
 
+#define PROVEND_HOOKS_MAX  4
+
+/* Told of each entry applied to one of the node's own databases. */
+typedef struct {
+    char                         db[PROVEND_NAME_MAX + 1];
+    provend_storage_applied_pt   fn;
+    void                        *data;
+} provend_cstore_hook_t;
+
 /* A write of this node, until its entry is applied here. */
 struct provend_cwait_s {
     uint8_t                 id[PROVEND_LOG_ID_LEN];
@@ -119,20 +128,30 @@ typedef struct {
     provend_cwait_t        *waiters[PROVEND_WAITERS_BUCKETS];
     size_t                  nwaiters;
 
-    /* held while changed runs: unset, it has returned */
+    /* held while a hook runs: unset, it has returned */
     pthread_mutex_t         hook_lock;
-    void                  (*changed)(void *data);
-    void                   *changed_data;
+    provend_cstore_hook_t   hooks[PROVEND_HOOKS_MAX];
 } provend_cstore_t;
 
 /* One entry handed to the copy. */
 typedef struct {
     provend_cstore_t       *cs;
     provend_storage_req_t  *waiter;       /* ours to answer, or NULL */
-    int                     registry;     /* the node's own scope */
+    int                     own;          /* the node's own scope */
     size_t                  bytes;
     uint64_t                seq;
 } provend_capply_t;
+
+
+/* Milliseconds of a clock that never steps back. */
+static uint64_t
+provend_cstore_mono_ms(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
+}
 
 
 /* The last entry this node's copy holds with every one before it. */
@@ -160,7 +179,7 @@ provend_cstore_unpark(provend_cstore_t *cs, int all)
     provend_storage_req_t  *out, **pp, *req;
 
     applied = provend_cstore_applied(cs);
-    now = provend_now_ms();
+    now = provend_cstore_mono_ms();
     out = NULL;
     pp = &cs->parked;
     while ((req = *pp) != NULL) {
@@ -181,7 +200,7 @@ provend_cstore_unpark(provend_cstore_t *cs, int all)
 
 static void provend_cstore_release_parked(provend_cstore_t *cs,
     provend_storage_req_t *list);
-static void provend_cstore_add_applied(cbor_item_t **result, uint64_t seq);
+static void provend_cstore_add_log_seq(cbor_item_t **result, uint64_t seq);
 
 
 /* ---- the entry's bytes -------------------------------------------------- */
@@ -701,7 +720,7 @@ provend_capply_done(provend_storage_req_t *req)
         w->existed = req->existed;
         w->log_seq = a->seq;
         if (w->status == PROVEND_ST_OK && w->result != NULL) {
-            provend_cstore_add_applied(&w->result, a->seq);
+            provend_cstore_add_log_seq(&w->result, a->seq);
         }
         w->done(w);
     }
@@ -739,10 +758,14 @@ provend_capply_done(provend_storage_req_t *req)
 
     provend_cstore_release_parked(cs, parked);
 
-    if (a->registry) {
+    if (a->own) {
         pthread_mutex_lock(&cs->hook_lock);
-        if (cs->changed != NULL) {
-            cs->changed(cs->changed_data);
+        for (i = 0; i < PROVEND_HOOKS_MAX; i++) {
+            if (cs->hooks[i].fn != NULL
+                && strcmp(cs->hooks[i].db, req->name) == 0)
+            {
+                cs->hooks[i].fn(cs->hooks[i].data, req);
+            }
         }
         pthread_mutex_unlock(&cs->hook_lock);
     }
@@ -825,12 +848,21 @@ provend_cstore_on_entry(natsConnection *nc, natsSubscription *sub,
         req = provend_log_decode(plain, (size_t) len - PROVEND_SEAL_OVERHEAD,
                                  id);
         unreadable = req == NULL;
+        /* it may hold keys (a key store's, a session's) */
+        OPENSSL_cleanse(plain, (size_t) len - PROVEND_SEAL_OVERHEAD);
     }
     free(plain);
     natsMsg_Destroy(msg);
     a = req != NULL ? calloc(1, sizeof(*a)) : NULL;
 
     pthread_mutex_lock(&cs->lock);
+    if (seq != cs->handed + 1 || cs->gap || cs->stopping) {
+        /* another subscription's callback got there meanwhile */
+        pthread_mutex_unlock(&cs->lock);
+        free(a);
+        provend_storage_req_free(req);
+        return;
+    }
     if (a == NULL && !unreadable) {
         /* out of memory here alone: this entry is taken again */
         cs->gap = 1;
@@ -866,9 +898,8 @@ provend_cstore_on_entry(natsConnection *nc, natsSubscription *sub,
 
     a->cs = cs;
     a->waiter = w != NULL ? w->req : NULL;
-    /* the registry: apps follow it (sessions are read when asked for) */
-    a->registry = strcmp(req->scope.app, PROVEND_OWN_SCOPE) == 0
-                  && strcmp(req->name, "registry") == 0;
+    /* the node's own databases: apps and sessions follow theirs */
+    a->own = strcmp(req->scope.app, PROVEND_OWN_SCOPE) == 0;
     if (w != NULL) {
         provend_cwait_free(w);
     }
@@ -1123,11 +1154,12 @@ provend_cstore_read(provend_storage_t *st, provend_storage_req_t *req)
         return;
     }
     if (req->after != 0) {
-        /* read-your-writes from another node: wait for its "applied" */
+        /* read-your-writes from another node: wait for its "log_seq" */
         pthread_mutex_lock(&cs->lock);
         applied = provend_cstore_applied(cs);
         if (req->after > applied && cs->nparked < PROVEND_PARKED_MAX) {
-            req->after_until_ms = provend_now_ms() + PROVEND_AFTER_WAIT_MS;
+            req->after_until_ms = provend_cstore_mono_ms()
+                                  + PROVEND_AFTER_WAIT_MS;
             req->next = cs->parked;
             cs->parked = req;
             cs->nparked++;
@@ -1152,6 +1184,7 @@ static void
 provend_cstore_release_parked(provend_cstore_t *cs,
     provend_storage_req_t *list)
 {
+    int                     stopping, broken;
     uint64_t                applied;
     provend_storage_req_t  *req;
 
@@ -1160,23 +1193,33 @@ provend_cstore_release_parked(provend_cstore_t *cs,
         req->next = NULL;
         pthread_mutex_lock(&cs->lock);
         applied = provend_cstore_applied(cs);
+        stopping = cs->stopping;
+        broken = cs->broken;
         pthread_mutex_unlock(&cs->lock);
-        if (req->after <= applied && !cs->stopping) {
+        if (req->after <= applied && !stopping && !broken) {
             provend_storage_submit(cs->local, req);
             continue;
         }
-        provend_storage_req_fail(req, PROVEND_ST_TIMEOUT,
-                                 "this node has not applied the cluster's "
-                                 "log up to %" PRIu64 " (it is at %" PRIu64
-                                 ")", req->after, applied);
+        if (stopping || broken) {
+            provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR, "%s",
+                                     stopping ? "provend is stopping"
+                                              : "this node's copy of the "
+                                                "cluster's data failed");
+        } else {
+            provend_storage_req_fail(req, PROVEND_ST_TIMEOUT,
+                                     "this node has not applied the "
+                                     "cluster's log up to %" PRIu64 " (it "
+                                     "is at %" PRIu64 ")", req->after,
+                                     applied);
+        }
         req->done(req);
     }
 }
 
 
-/* SQL's answer map with "applied": n added (a definite map is rebuilt). */
+/* SQL's answer map with "log_seq": n added (a definite map is rebuilt). */
 static void
-provend_cstore_add_applied(cbor_item_t **result, uint64_t seq)
+provend_cstore_add_log_seq(cbor_item_t **result, uint64_t seq)
 {
     size_t             i, n;
     cbor_item_t       *map;
@@ -1194,7 +1237,7 @@ provend_cstore_add_applied(cbor_item_t **result, uint64_t seq)
         }
     }
     if (map == NULL
-        || proven_cbor_map_put(map, "applied", cbor_build_uint64(seq))
+        || proven_cbor_map_put(map, "log_seq", cbor_build_uint64(seq))
            != PROVEN_OK)
     {
         if (map != NULL) {
@@ -1630,17 +1673,34 @@ provend_storage_cluster_start(provend_storage_t *st,
 }
 
 
-void
-provend_storage_cluster_on_change(provend_storage_t *st,
-    void (*fn)(void *data), void *data)
+int
+provend_storage_cluster_follow(provend_storage_t *st, const char *db,
+    provend_storage_applied_pt fn, void *data)
 {
+    int                rc;
+    size_t             i;
     provend_cstore_t  *cs;
 
     cs = (provend_cstore_t *) st;
+    rc = PROVEN_ERR;
     pthread_mutex_lock(&cs->hook_lock);
-    cs->changed = fn;
-    cs->changed_data = data;
+    for (i = 0; i < PROVEND_HOOKS_MAX; i++) {
+        if (fn == NULL && cs->hooks[i].data == data
+            && strcmp(cs->hooks[i].db, db) == 0)
+        {
+            cs->hooks[i].fn = NULL;
+            cs->hooks[i].data = NULL;
+            rc = PROVEN_OK;
+        } else if (fn != NULL && cs->hooks[i].fn == NULL) {
+            snprintf(cs->hooks[i].db, sizeof(cs->hooks[i].db), "%s", db);
+            cs->hooks[i].fn = fn;
+            cs->hooks[i].data = data;
+            rc = PROVEN_OK;
+            break;
+        }
+    }
     pthread_mutex_unlock(&cs->hook_lock);
+    return rc;
 }
 
 
@@ -1662,7 +1722,8 @@ provend_storage_cluster_status(provend_storage_t *st)
             == PROVEN_OK
          && proven_cbor_map_put(map, "ready", cbor_build_bool(cs->ready))
             == PROVEN_OK
-         && proven_cbor_map_put(map, "applied", cbor_build_uint64(cs->handed))
+         && proven_cbor_map_put(map, "applied",
+                                cbor_build_uint64(provend_cstore_applied(cs)))
             == PROVEN_OK
          && proven_cbor_map_put(map, "at_start",
                                 cbor_build_uint64(cs->target)) == PROVEN_OK

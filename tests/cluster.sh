@@ -167,9 +167,9 @@ done
 check "each node shows the others' measurements" 0 \
     -m '"2": "[0-9a-f]{96}"' on 1 cluster status
 check "KV written through node 2 answers its place in the log" 0 \
-    -m '^\{"applied":[0-9]+,"revision":1\}$' \
+    -m '^\{"log_seq":[0-9]+,"revision":1\}$' \
     on 2 kv set --app shop greeting hello
-applied=$(grep -o '"applied":[0-9]*' "$work/out" | cut -d: -f2)
+applied=$(grep -o '"log_seq":[0-9]*' "$work/out" | cut -d: -f2)
 check "read on node 3 after that place: at once" 0 -m '^hello$' \
     on 3 kv get --app shop greeting --after "$applied"
 eventually "and on node 1 (without waiting for it)" hello \
@@ -189,7 +189,7 @@ check "SQL written through node 3" 0 -m '"changes":0' \
 check "an insert with datetime('now') through node 1" 0 -m '"changes":1' \
     on 1 sql --app shop "INSERT INTO orders (item, at) \
                          VALUES ('tea', datetime('now'))"
-applied=$(grep -o '"applied":[0-9]*' "$work/out" | cut -d: -f2)
+applied=$(grep -o '"log_seq":[0-9]*' "$work/out" | cut -d: -f2)
 rows=$(on 1 sql --app shop "SELECT * FROM orders")
 same "the same row on node 2, 'now' the writer's" "$rows" \
     on 2 sql --app shop "SELECT * FROM orders" --after "$applied"
@@ -208,11 +208,14 @@ eventually "node 3 lists the app with its audit entry" 1 sh -c \
     "PROVEN_DATA=$d/node3 '$proven' app list | grep -c '\"seq\":1'"
 
 # a session opened on node 1 is served by node 2: same keys, its
-# identity, and node 2's own replay check
+# identity, node 2's own replay check, and an Anonymize on node 1 that
+# node 2 follows
 same "a session opened on node 1 is served by node 2" "on A: anonymous
 identify on A: success
 on B: identified
-replay on B: 409 replayed" \
+replay on B: 409 replayed
+anonymize on A: success
+then on B: anonymous" \
     node "$top/tests/rpc/failover.mjs" "$(url 1 '')" "$(url 2 '')" \
     "$d/node1/attestation/dev-root.pem"
 

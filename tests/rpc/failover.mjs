@@ -38,3 +38,16 @@ console.log(`on B: ${who}`);
 /* a seq B has seen is refused there as well */
 const r = await p.postMessage(s, p.command(s, 'WhoAmI', null, s.seq));
 console.log(`replay on B: ${result(r)}`);
+
+/* Anonymize on A: B, which holds the session now, follows */
+s.base = a;
+console.log(`anonymize on A: ${result(await p.call(s, 'Anonymize'))}`);
+s.base = b;
+for (let i = 0; i < 50; i++) {
+    who = result(await p.call(s, 'WhoAmI'));
+    if (who === 'anonymous') {
+        break;
+    }
+    await sleep(100);
+}
+console.log(`then on B: ${who}`);
