@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include <curl/curl.h>
+#include <nats/nats.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -615,6 +616,10 @@ done:
 
     /* After the server: every storage answer has been delivered. */
     provend_storage_close(storage);
+    if (cluster_file != NULL) {
+        /* libnats' own threads, stopped before the process ends */
+        nats_CloseAndWait(5000);
+    }
     provend_provider_destroy(provider);
     free(sock_buf);
     return status;
