@@ -138,9 +138,16 @@ cbor_item_t *provend_storage_cluster_status(provend_storage_t *st);
 
 /*
  * 1 when this node is the first in the cluster to claim what (a schedule's
- * tick): JetStream keeps one message per id within two minutes.  Blocks
+ * tick): JetStream keeps one message per id for 15 minutes.  Blocks
  * for a round trip; 0 when another node has it or the cluster is away.
  */
 int provend_storage_cluster_claim(provend_storage_t *st, const char *what);
+
+/*
+ * The log's last entry as JetStream has it now (a round trip; 0 when the
+ * cluster is away): a read with that "after" sees every write answered
+ * before the call, on any node.
+ */
+uint64_t provend_storage_cluster_last(provend_storage_t *st);
 
 #endif /* PROVEND_CLUSTER_H */

@@ -32,11 +32,18 @@
 #define PROVEND_SESSIONS_DB       "sessions"
 #define PROVEND_SESSIONS_PRUNE_MS (10 * 60 * 1000)
 #define PROVEND_SESSION_RECORD_MAX 2048
+#define PROVEND_SESSIONS_UPSERT                                             \
+    "INSERT INTO sessions (id, created, version, record) "                  \
+    "VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "                   \
+    "version = excluded.version, record = excluded.record "                 \
+    "WHERE excluded.version >= sessions.version"
+#define PROVEND_LOADS_MAX         1024     /* sessions being read at once */
 
 
 typedef struct provend_session_s  provend_session_t;
 typedef struct provend_grant_s    provend_grant_t;
 typedef struct provend_change_s   provend_change_t;
+typedef struct provend_loading_s  provend_loading_t;
 
 /* A shared record applied here: the identity it says the session has. */
 struct provend_change_s {
@@ -103,6 +110,9 @@ struct provend_sessions_s {
     pthread_mutex_t              changes_lock;
     provend_change_t            *changes_head;
     size_t                       nchanges;
+
+    provend_loading_t           *loading;    /* sessions being read */
+    size_t                       nloading;
     uv_timer_t                   sweep;
     provend_session_t           *oldest;
     provend_session_t           *newest;
@@ -749,13 +759,16 @@ provend_sessions_share(provend_sessions_t *s, provend_session_t *session,
                                     PROVEND_SESSIONS_DB, 1)
           : NULL;
     if (req == NULL
-        || provend_storage_stmt(req, 0, "INSERT OR REPLACE INTO sessions "
-                                "(id, created, record) VALUES (?, ?, ?)", 3)
+        /*
+         * The newest version stays, and between equal versions (two nodes
+         * changing it at once) the later in the log: the same everywhere.
+         */
+        || provend_storage_stmt(req, 0, PROVEND_SESSIONS_UPSERT, 4)
            != PROVEN_OK
         || provend_storage_param(&req->stmts[0], 0, PROVEND_SQL_BLOB,
                                  session->id, PROVEND_SESSION_ID_LEN)
            != PROVEN_OK
-        || provend_storage_param(&req->stmts[0], 2, PROVEND_SQL_BLOB, record,
+        || provend_storage_param(&req->stmts[0], 3, PROVEND_SQL_BLOB, record,
                                  record_len) != PROVEN_OK)
     {
         if (record != NULL) {
@@ -767,6 +780,7 @@ provend_sessions_share(provend_sessions_t *s, provend_session_t *session,
     }
     provend_storage_param_int(&req->stmts[0], 1,
                               (int64_t) session->created_wall_ms);
+    provend_storage_param_int(&req->stmts[0], 2, (int64_t) session->version);
     OPENSSL_cleanse(record, record_len);
     free(record);
 
@@ -827,58 +841,101 @@ provend_record_text(const cbor_item_t *map, const char *name, char *out,
 }
 
 
-/* A request naming a session this node does not hold: its record read. */
-typedef struct {
-    uv_work_t              work;
-    provend_sessions_t    *sessions;
+/* A request held while its session is read from the shared records. */
+typedef struct provend_held_s  provend_held_t;
+
+struct provend_held_s {
     proven_request_t       req;        /* its map: a reference of ours */
     provend_ops_reply_pt   reply;
     void                  *ctx;
+    provend_held_t        *next;
+};
+
+/*
+ * A session this node does not hold, being read: one read per id, the
+ * requests naming it held in order, and the newest identity change
+ * applied meanwhile (the record read may be older).
+ */
+struct provend_loading_s {
+    uv_work_t              work;
+    provend_sessions_t    *sessions;
     uint8_t                id[PROVEND_SESSION_ID_LEN];
     uint8_t               *record;     /* NULL: none */
     size_t                 record_len;
-} provend_loading_t;
+    provend_held_t        *held;
+    provend_held_t       **held_tail;
+    provend_change_t      *change;
+    provend_loading_t     *next;
+};
 
 
-/* On the pool: the record, from this node's copy (the loop never waits). */
-static void
-provend_sessions_read_record(uv_work_t *work)
+/* The record of id from this node's copy, "after" a place in the log. */
+static int
+provend_sessions_query_record(provend_loading_t *l, uint64_t after)
 {
-    cbor_item_t            *rows, *row;
-    provend_loading_t      *l;
+    cbor_item_t            *rows, *row, *bytes;
     provend_storage_req_t  *req;
 
-    l = work->data;
     req = provend_storage_own_sql(PROVEND_OP_SQL_QUERY, PROVEND_SESSIONS_DB,
                                   1);
     if (req == NULL
         || provend_storage_stmt(req, 0, "SELECT record FROM sessions "
                                 "WHERE id = ?", 1) != PROVEN_OK
         || provend_storage_param(&req->stmts[0], 0, PROVEND_SQL_BLOB, l->id,
-                                 PROVEND_SESSION_ID_LEN) != PROVEN_OK
-        || provend_storage_call(l->sessions->storage, req) != PROVEND_ST_OK)
+                                 PROVEND_SESSION_ID_LEN) != PROVEN_OK)
     {
         provend_storage_req_free(req);
-        return;
+        return PROVEN_ERR;
+    }
+    req->after = after;
+    if (provend_storage_call(l->sessions->storage, req) != PROVEND_ST_OK) {
+        provend_storage_req_free(req);
+        return PROVEN_ERR;
     }
     rows = proven_cbor_map_get(req->result, "rows");
     row = rows != NULL && cbor_isa_array(rows) && cbor_array_size(rows) == 1
           ? cbor_array_handle(rows)[0] : NULL;
-    if (row != NULL && cbor_isa_array(row) && cbor_array_size(row) == 1
-        && proven_cbor_bytes(cbor_array_handle(row)[0],
-                             PROVEND_SESSION_RECORD_MAX, &l->record,
+    bytes = row != NULL && cbor_isa_array(row) && cbor_array_size(row) == 1
+            ? cbor_array_handle(row)[0] : NULL;
+    if (bytes != NULL
+        && proven_cbor_bytes(bytes, PROVEND_SESSION_RECORD_MAX, &l->record,
                              &l->record_len) != PROVEN_OK)
     {
         l->record = NULL;
     }
-    if (row != NULL && cbor_isa_array(row) && cbor_array_size(row) == 1
-        && cbor_isa_bytestring(cbor_array_handle(row)[0]))
+    if (bytes != NULL && cbor_isa_bytestring(bytes)
+        && cbor_bytestring_is_definite(bytes))
     {
         /* the copy in the answer holds the session's key */
-        OPENSSL_cleanse(cbor_bytestring_handle(cbor_array_handle(row)[0]),
-                        cbor_bytestring_length(cbor_array_handle(row)[0]));
+        OPENSSL_cleanse(cbor_bytestring_handle(bytes),
+                        cbor_bytestring_length(bytes));
     }
     provend_storage_req_free(req);
+    return PROVEN_OK;
+}
+
+
+/*
+ * On the pool: the record, from this node's copy (the loop never waits).
+ * Not there: maybe made a moment ago on another node and not applied here
+ * yet, so asked again once this node holds the log as it is now.
+ */
+static void
+provend_sessions_read_record(uv_work_t *work)
+{
+    uint64_t            last;
+    provend_loading_t  *l;
+
+    l = work->data;
+    if (provend_sessions_query_record(l, 0) != PROVEN_OK
+        || l->record != NULL)
+    {
+        return;
+    }
+    last = provend_storage_cluster_last(l->sessions->storage);
+    if (last != 0) {
+        (void) provend_sessions_query_record(l, last);
+    }
 }
 
 
@@ -980,25 +1037,69 @@ static void provend_sessions_dispatch_now(provend_sessions_t *s,
     const proven_request_t *req, provend_ops_reply_pt reply, void *ctx);
 
 
-static void
-provend_sessions_record_read(uv_work_t *work, int status)
+static provend_loading_t *
+provend_sessions_loading(provend_sessions_t *s, const uint8_t *id)
 {
     provend_loading_t  *l;
 
+    for (l = s->loading; l != NULL; l = l->next) {
+        if (memcmp(l->id, id, PROVEND_SESSION_ID_LEN) == 0) {
+            return l;
+        }
+    }
+    return NULL;
+}
+
+
+static void
+provend_sessions_record_read(uv_work_t *work, int status)
+{
+    provend_held_t      *h;
+    provend_session_t   *session;
+    provend_loading_t   *l, **pp;
+    provend_sessions_t  *s;
+
     l = work->data;
+    s = l->sessions;
+    for (pp = &s->loading; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == l) {
+            *pp = l->next;
+            s->nloading--;
+            break;
+        }
+    }
+
+    session = NULL;
     if (status == 0 && l->record != NULL
-        && provend_session_find(l->sessions, l->id) == NULL)
+        && provend_session_find(s, l->id) == NULL)
     {
-        (void) provend_sessions_from_record(l->sessions, l->id, l->record,
-                                            l->record_len);
+        session = provend_sessions_from_record(s, l->id, l->record,
+                                               l->record_len);
+    }
+    if (session != NULL && l->change != NULL
+        && l->change->version >= session->version)
+    {
+        /* an identity change applied while the record was read */
+        session->version = l->change->version;
+        session->identified = l->change->identified;
+        memcpy(session->identity, l->change->identity,
+               sizeof(l->change->identity));
+        memcpy(session->identity_proof, l->change->proof,
+               sizeof(l->change->proof));
     }
     if (l->record != NULL) {
         OPENSSL_cleanse(l->record, l->record_len);
         free(l->record);
     }
-    /* found or not, the request goes on: it says why not */
-    provend_sessions_dispatch_now(l->sessions, &l->req, l->reply, l->ctx);
-    cbor_decref(&l->req.map);
+    free(l->change);
+
+    /* found or not, the requests go on, in the order they came */
+    while ((h = l->held) != NULL) {
+        l->held = h->next;
+        provend_sessions_dispatch_now(s, &h->req, h->reply, h->ctx);
+        cbor_decref(&h->req.map);
+        free(h);
+    }
     free(l);
 }
 
@@ -1014,36 +1115,64 @@ provend_sessions_load_first(provend_sessions_t *s, const proven_request_t *req,
 {
     size_t              len;
     const uint8_t      *id;
+    provend_held_t     *h;
     provend_loading_t  *l;
 
     if (s->storage == NULL
         || provend_sessions_arg_bytes(req->map, "session",
                                       PROVEND_SESSION_ID_LEN,
                                       PROVEND_SESSION_ID_LEN, &id, &len,
-                                      NULL, 0) != PROVEN_OK
-        || provend_session_find(s, id) != NULL
-        || provend_session_ended_here(s, id))
+                                      NULL, 0) != PROVEN_OK)
     {
         return PROVEN_ERR;
     }
+    l = provend_sessions_loading(s, id);
+    if (l == NULL
+        && (provend_session_find(s, id) != NULL
+            || provend_session_ended_here(s, id)
+            || s->nloading >= PROVEND_LOADS_MAX))
+    {
+        return PROVEN_ERR;
+    }
+
+    h = calloc(1, sizeof(*h));
+    if (h == NULL) {
+        return PROVEN_ERR;
+    }
+    h->req = *req;
+    h->req.map = cbor_incref(req->map);
+    h->reply = reply;
+    h->ctx = ctx;
+
+    if (l != NULL) {
+        /* behind the ones already held: their order is the session's */
+        *l->held_tail = h;
+        l->held_tail = &h->next;
+        return PROVEN_OK;
+    }
+
     l = calloc(1, sizeof(*l));
     if (l == NULL) {
+        cbor_decref(&h->req.map);
+        free(h);
         return PROVEN_ERR;
     }
     l->sessions = s;
-    l->req = *req;
-    l->req.map = cbor_incref(req->map);
-    l->reply = reply;
-    l->ctx = ctx;
     memcpy(l->id, id, PROVEND_SESSION_ID_LEN);
+    l->held = h;
+    l->held_tail = &h->next;
     l->work.data = l;
     if (uv_queue_work(s->loop, &l->work, provend_sessions_read_record,
                       provend_sessions_record_read) != 0)
     {
-        cbor_decref(&l->req.map);
+        cbor_decref(&h->req.map);
+        free(h);
         free(l);
         return PROVEN_ERR;
     }
+    l->next = s->loading;
+    s->loading = l;
+    s->nloading++;
     return PROVEN_OK;
 }
 
@@ -1066,14 +1195,14 @@ provend_sessions_applied(void *data, const provend_storage_req_t *req)
 
     s = data;
     st = req->nstmts == 1 ? &req->stmts[0] : NULL;
-    if (req->status != PROVEND_ST_OK || st == NULL || st->nparams != 3
-        || strncmp(st->sql, "INSERT OR REPLACE INTO sessions", 31) != 0
+    if (req->status != PROVEND_ST_OK || st == NULL || st->nparams != 4
+        || strcmp(st->sql, PROVEND_SESSIONS_UPSERT) != 0
         || st->params[0].len != PROVEND_SESSION_ID_LEN
-        || st->params[2].data == NULL)
+        || st->params[3].data == NULL)
     {
         return;                 /* a prune, or not ours */
     }
-    map = cbor_load(st->params[2].data, st->params[2].len, &loaded);
+    map = cbor_load(st->params[3].data, st->params[3].len, &loaded);
     c = map != NULL ? calloc(1, sizeof(*c)) : NULL;
     if (c == NULL
         || proven_cbor_uint(proven_cbor_map_get(map, "version"), &version)
@@ -1108,7 +1237,11 @@ provend_sessions_applied(void *data, const provend_storage_req_t *req)
         c = NULL;
     }
     pthread_mutex_unlock(&s->changes_lock);
-    free(c);
+    if (c != NULL) {
+        provend_warn("sessions: too many identity changes waiting: one "
+                     "dropped");
+        free(c);
+    }
     uv_async_send(&s->changes);
 }
 
@@ -1119,6 +1252,7 @@ provend_sessions_on_changes(uv_async_t *handle)
 {
     provend_change_t    *list, *c, *rev;
     provend_session_t   *session;
+    provend_loading_t   *l;
     provend_sessions_t  *s;
 
     s = handle->data;
@@ -1138,11 +1272,22 @@ provend_sessions_on_changes(uv_async_t *handle)
     while ((c = rev) != NULL) {
         rev = c->next;
         session = provend_session_find(s, c->id);
-        if (session != NULL && c->version > session->version) {
+        /* equal versions (two nodes at once): the later in the log */
+        if (session != NULL && c->version >= session->version) {
             session->version = c->version;
             session->identified = c->identified;
             memcpy(session->identity, c->identity, sizeof(c->identity));
             memcpy(session->identity_proof, c->proof, sizeof(c->proof));
+        } else if (session == NULL
+                   && (l = provend_sessions_loading(s, c->id)) != NULL
+                   && (l->change == NULL
+                       || c->version >= l->change->version))
+        {
+            /* being read: taken once the record is in */
+            free(l->change);
+            l->change = c;
+            c->next = NULL;
+            continue;
         }
         free(c);
     }
@@ -2267,6 +2412,7 @@ provend_sessions_new(const provend_sessions_config_t *cfg, char *err,
             || provend_storage_stmt(req, 0, "CREATE TABLE IF NOT EXISTS "
                                     "sessions (id BLOB PRIMARY KEY, "
                                     "created INTEGER NOT NULL, "
+                                    "version INTEGER NOT NULL, "
                                     "record BLOB NOT NULL)", 0)
                != PROVEN_OK)
         {

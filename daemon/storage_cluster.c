@@ -64,6 +64,12 @@
 
 typedef struct provend_cwait_s  provend_cwait_t;
 
+/* One subscription's end: told when its last callback has returned. */
+typedef struct {
+    struct provend_cstore_s  *cs;
+    int                       done;
+} provend_csub_t;
+
 #define PROVEND_HOOKS_MAX  4
 
 /* Told of each entry applied to one of the node's own databases. */
@@ -83,7 +89,7 @@ struct provend_cwait_s {
     provend_cwait_t        *next;
 };
 
-typedef struct {
+typedef struct provend_cstore_s {
     provend_storage_t       st;
     provend_storage_t      *local;
 
@@ -102,7 +108,7 @@ typedef struct {
     natsConnection         *nc;
     jsCtx                  *js;
     natsSubscription       *sub;
-    int                     sub_done;
+    provend_csub_t         *sub_state;
 
     /* applying */
     uint64_t                target;       /* the stream's end at start */
@@ -1291,11 +1297,13 @@ provend_cstore_release(provend_storage_t *st)
 static void
 provend_cstore_on_sub_complete(void *closure)
 {
+    provend_csub_t    *st;
     provend_cstore_t  *cs;
 
-    cs = closure;
+    st = closure;
+    cs = st->cs;
     pthread_mutex_lock(&cs->lock);
-    cs->sub_done = 1;
+    st->done = 1;
     pthread_cond_broadcast(&cs->cond);
     pthread_mutex_unlock(&cs->lock);
 }
@@ -1304,7 +1312,8 @@ provend_cstore_on_sub_complete(void *closure)
 /* Makes sure a stream exists; PROVEN_OK when it does. */
 static int
 provend_cstore_stream(provend_cstore_t *cs, jsCtx *js, const char *name,
-    const char *subject, int64_t max_age_ns, uint64_t *last)
+    const char *subject, int64_t max_age_ns, int64_t window_ns,
+    uint64_t *last)
 {
     natsStatus        s;
     jsErrCode         jerr;
@@ -1324,7 +1333,7 @@ provend_cstore_stream(provend_cstore_t *cs, jsCtx *js, const char *name,
         cfg.Storage = js_FileStorage;
         cfg.Replicas = (int64_t) cs->replicas;
         cfg.MaxMsgSize = PROVEND_LOG_ENTRY_MAX + 4096;
-        cfg.Duplicates = 120LL * 1000 * 1000 * 1000;     /* 2 min */
+        cfg.Duplicates = window_ns;
         cfg.MaxAge = max_age_ns;
         s = js_AddStream(&si, js, &cfg, NULL, &jerr);
         if (s == NATS_OK) {
@@ -1345,23 +1354,33 @@ provend_cstore_stream(provend_cstore_t *cs, jsCtx *js, const char *name,
 }
 
 
-/* Waits (a few seconds at most) for sub's last callback to return. */
-static void
-provend_cstore_unfollow(provend_cstore_t *cs, natsSubscription *sub)
+/*
+ * Waits (a few seconds at most) for sub's last callback to return: 1 when
+ * it has; 0 when it may still come (its state is then left allocated).
+ */
+static int
+provend_cstore_unfollow(provend_cstore_t *cs, natsSubscription *sub,
+    provend_csub_t *st)
 {
+    int              done;
     struct timespec  until;
 
     natsSubscription_Unsubscribe(sub);
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += 5;
     pthread_mutex_lock(&cs->lock);
-    while (!cs->sub_done
+    while (!st->done
            && pthread_cond_timedwait(&cs->cond, &cs->lock, &until) == 0)
     {
         /* woken: look again */
     }
+    done = st->done;
     pthread_mutex_unlock(&cs->lock);
     natsSubscription_Destroy(sub);
+    if (done) {
+        free(st);
+    }
+    return done;
 }
 
 
@@ -1379,14 +1398,20 @@ provend_cstore_follow_again(provend_cstore_t *cs, jsCtx *js,
     natsStatus         s;
     jsErrCode          jerr;
     jsSubOptions       so;
+    provend_csub_t    *state;
     natsSubscription  *sub;
 
     if (old != NULL) {
-        provend_cstore_unfollow(cs, old);
+        (void) provend_cstore_unfollow(cs, old, cs->sub_state);
+        cs->sub_state = NULL;
     }
+    state = calloc(1, sizeof(*state));
+    if (state == NULL) {
+        return NULL;
+    }
+    state->cs = cs;
     pthread_mutex_lock(&cs->lock);
     cs->gap = 0;
-    cs->sub_done = 0;
     from = cs->handed + 1;
     pthread_mutex_unlock(&cs->lock);
 
@@ -1411,16 +1436,19 @@ provend_cstore_follow_again(provend_cstore_t *cs, jsCtx *js,
     if (s != NATS_OK) {
         provend_warn("cluster storage: cannot follow the log yet: %s (%d)",
                      natsStatus_GetText(s), (int) jerr);
+        free(state);
         return NULL;
     }
     natsSubscription_SetPendingLimits(sub, -1, 256 * 1024 * 1024);
     if (natsSubscription_SetOnCompleteCB(sub, provend_cstore_on_sub_complete,
-                                         cs) != NATS_OK)
+                                         state) != NATS_OK)
     {
         natsSubscription_Unsubscribe(sub);
         natsSubscription_Destroy(sub);
+        free(state);
         return NULL;
     }
+    cs->sub_state = state;
     if (from > 1) {
         provend_info("cluster storage: following the log again from entry "
                      "%" PRIu64, from);
@@ -1487,12 +1515,16 @@ provend_cstore_thread(void *arg)
             }
         }
         if (js != NULL
+            /* a claim holds for 15 minutes: a turn of sessions' pruning */
             && provend_cstore_stream(cs, js, PROVEND_TICK_STREAM,
                                      PROVEND_TICK_SUBJECT,
-                                     3600LL * 1000 * 1000 * 1000, NULL)
+                                     3600LL * 1000 * 1000 * 1000,
+                                     900LL * 1000 * 1000 * 1000, NULL)
                == PROVEN_OK
+            /* a write sent again is stored once within 2 minutes */
             && provend_cstore_stream(cs, js, PROVEND_LOG_STREAM,
-                                     PROVEND_LOG_SUBJECT, 0, &last)
+                                     PROVEND_LOG_SUBJECT, 0,
+                                     120LL * 1000 * 1000 * 1000, &last)
                == PROVEN_OK)
         {
             break;
@@ -1558,9 +1590,11 @@ done:
 static void
 provend_cstore_close(provend_storage_t *st)
 {
+    int                lingering;
     provend_cstore_t  *cs;
 
     cs = (provend_cstore_t *) st;
+    lingering = 0;
 
     pthread_mutex_lock(&cs->lock);
     cs->stopping = 1;
@@ -1572,7 +1606,12 @@ provend_cstore_close(provend_storage_t *st)
     }
     if (cs->sub != NULL) {
         /* its callback may still run on libnats' thread: wait for it */
-        provend_cstore_unfollow(cs, cs->sub);
+        if (!provend_cstore_unfollow(cs, cs->sub, cs->sub_state)) {
+            /* cs is left allocated rather than freed under that callback */
+            provend_error("cluster storage: the log's subscription did not "
+                          "end in time");
+            lingering = 1;
+        }
         cs->sub = NULL;
     }
     if (cs->js != NULL) {
@@ -1598,6 +1637,9 @@ provend_cstore_close(provend_storage_t *st)
         natsConnection_Destroy(cs->nc);
     }
     OPENSSL_cleanse(cs->key, sizeof(cs->key));
+    if (lingering) {
+        return;
+    }
     pthread_cond_destroy(&cs->cond);
     pthread_mutex_destroy(&cs->hook_lock);
     pthread_mutex_destroy(&cs->lock);
@@ -1769,4 +1811,33 @@ provend_storage_cluster_claim(provend_storage_t *st, const char *what)
     claimed = s == NATS_OK && pa != NULL && !pa->Duplicate;
     jsPubAck_Destroy(pa);
     return claimed;
+}
+
+
+uint64_t
+provend_storage_cluster_last(provend_storage_t *st)
+{
+    uint64_t           last;
+    jsCtx             *js;
+    jsErrCode          jerr;
+    jsStreamInfo      *si;
+    provend_cstore_t  *cs;
+
+    cs = (provend_cstore_t *) st;
+    pthread_mutex_lock(&cs->lock);
+    js = cs->stopping ? NULL : cs->js;
+    pthread_mutex_unlock(&cs->lock);
+    if (js == NULL) {
+        return 0;
+    }
+    si = NULL;
+    jerr = 0;
+    if (js_GetStreamInfo(&si, js, PROVEND_LOG_STREAM, NULL, &jerr)
+        != NATS_OK)
+    {
+        return 0;
+    }
+    last = si->State.LastSeq;
+    jsStreamInfo_Destroy(si);
+    return last;
 }

@@ -215,7 +215,8 @@ identify on A: success
 on B: identified
 replay on B: 409 replayed
 anonymize on A: success
-then on B: anonymous" \
+then on B: anonymous
+new session, first on B: anonymous" \
     node "$top/tests/rpc/failover.mjs" "$(url 1 '')" "$(url 2 '')" \
     "$d/node1/attestation/dev-root.pem"
 

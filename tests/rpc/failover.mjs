@@ -51,3 +51,8 @@ for (let i = 0; i < 50; i++) {
     await sleep(100);
 }
 console.log(`then on B: ${who}`);
+
+/* a session made on A a moment ago, used first on B */
+const t = await p.createSession(a, { rootPem });
+t.base = b;
+console.log(`new session, first on B: ${result(await p.call(t, 'WhoAmI'))}`);
