@@ -1175,6 +1175,10 @@ provend_cluster_stop(provend_cluster_t *c)
     }
     c->stopping = 1;
     provend_ckey_stop(c->ckey);
+    if (c->storage != NULL) {
+        /* its connection closed while its server still answers */
+        provend_storage_cluster_disconnect(c->storage);
+    }
     uv_close((uv_handle_t *) &c->admit, provend_cluster_closed);
     uv_close((uv_handle_t *) &c->reload, provend_cluster_closed);
     if (c->nats_running) {

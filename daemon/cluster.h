@@ -116,6 +116,12 @@ int provend_ckey_get(provend_ckey_t *ck, uint8_t key[PROVEND_KEY_LEN]);
 provend_storage_t *provend_storage_cluster_open(provend_storage_t *local,
     char *err, size_t errlen);
 
+/*
+ * Stops taking writes and closes the connection to nats-server (before it
+ * is stopped); reads of the copy go on until close.
+ */
+void provend_storage_cluster_disconnect(provend_storage_t *st);
+
 /* Once the cluster key is here; later calls do nothing. */
 int provend_storage_cluster_start(provend_storage_t *st,
     const uint8_t cluster_key[PROVEND_KEY_LEN], unsigned client_port,

@@ -117,6 +117,8 @@ typedef struct provend_cstore_s {
     size_t                  applying_bytes;
     int                     ready;        /* caught up once */
     int                     broken;       /* the copy failed an entry */
+    int                     disconnected;
+    int                     lingering;    /* a callback may still come */
     int                     gap;          /* follow again from handed + 1 */
     uint64_t                applied;      /* entries answered by the copy */
     uint64_t                skipped;      /* entries that did not open */
@@ -1587,15 +1589,15 @@ done:
 
 /* ---- the module --------------------------------------------------------- */
 
+/*
+ * Leaves the cluster: the thread joined, the log no longer followed,
+ * publishes under way settled, the connection closed, waiting writes told.
+ * Before nats-server stops (a libnats connection left reconnecting while
+ * it is destroyed can crash), and again from close (then nothing to do).
+ */
 static void
-provend_cstore_close(provend_storage_t *st)
+provend_cstore_disconnect(provend_cstore_t *cs)
 {
-    int                lingering;
-    provend_cstore_t  *cs;
-
-    cs = (provend_cstore_t *) st;
-    lingering = 0;
-
     pthread_mutex_lock(&cs->lock);
     cs->stopping = 1;
     pthread_cond_broadcast(&cs->cond);
@@ -1603,6 +1605,7 @@ provend_cstore_close(provend_storage_t *st)
 
     if (cs->thread_started) {
         pthread_join(cs->thread, NULL);
+        cs->thread_started = 0;
     }
     if (cs->sub != NULL) {
         /* its callback may still run on libnats' thread: wait for it */
@@ -1610,11 +1613,11 @@ provend_cstore_close(provend_storage_t *st)
             /* cs is left allocated rather than freed under that callback */
             provend_error("cluster storage: the log's subscription did not "
                           "end in time");
-            lingering = 1;
+            cs->lingering = 1;
         }
         cs->sub = NULL;
     }
-    if (cs->js != NULL) {
+    if (cs->js != NULL && !cs->disconnected) {
         jsPubOptions  po;
 
         /* acks or errors of publishes under way: their handler uses cs */
@@ -1622,10 +1625,21 @@ provend_cstore_close(provend_storage_t *st)
         po.MaxWait = 2000;
         (void) js_PublishAsyncComplete(cs->js, &po);
     }
-    if (cs->nc != NULL) {
+    if (cs->nc != NULL && !cs->disconnected) {
         natsConnection_Close(cs->nc);
     }
+    cs->disconnected = 1;
     provend_cwait_sweep(cs);
+}
+
+
+static void
+provend_cstore_close(provend_storage_t *st)
+{
+    provend_cstore_t  *cs;
+
+    cs = (provend_cstore_t *) st;
+    provend_cstore_disconnect(cs);
 
     /* entries handed to the copy are answered as it closes */
     provend_storage_close(cs->local);
@@ -1637,13 +1651,20 @@ provend_cstore_close(provend_storage_t *st)
         natsConnection_Destroy(cs->nc);
     }
     OPENSSL_cleanse(cs->key, sizeof(cs->key));
-    if (lingering) {
+    if (cs->lingering) {
         return;
     }
     pthread_cond_destroy(&cs->cond);
     pthread_mutex_destroy(&cs->hook_lock);
     pthread_mutex_destroy(&cs->lock);
     free(cs);
+}
+
+
+void
+provend_storage_cluster_disconnect(provend_storage_t *st)
+{
+    provend_cstore_disconnect((provend_cstore_t *) st);
 }
 
 
