@@ -27,9 +27,14 @@
  * writes DATA/nats/nats.pid: one left running by a provend that was killed
  * is stopped at the next start.
  *
- * Op: cluster.status {} -> {cluster, node, nats: {running, pid, client,
- * route, monitor}, members: [{name, admitted, reason?}], key: the cluster
- * key's fingerprint or null}
+ * Once the cluster key is here, the replicated storage (storage_cluster.c,
+ * below) starts: every write an entry of the stream PROVEN_LOG, applied by
+ * every node in order to its own copy.
+ *
+ * Op: cluster.status {} -> {cluster, node, key: the cluster key's
+ * fingerprint or null, storage: {following, ready, applied, at_start,
+ * unreadable, writes_waiting}, nats: {running, pid, client, route,
+ * monitor}, members: [{name, admitted, reason?, pcrs?: {index: hex}}]}
  */
 
 #ifndef PROVEND_CLUSTER_H

@@ -1802,6 +1802,19 @@ provend_storage_cluster_status(provend_storage_t *st)
 }
 
 
+/* The JetStream context while the store is connected, else NULL. */
+static jsCtx *
+provend_cstore_js(provend_cstore_t *cs)
+{
+    jsCtx  *js;
+
+    pthread_mutex_lock(&cs->lock);
+    js = cs->stopping ? NULL : cs->js;
+    pthread_mutex_unlock(&cs->lock);
+    return js;
+}
+
+
 int
 provend_storage_cluster_claim(provend_storage_t *st, const char *what)
 {
@@ -1811,12 +1824,8 @@ provend_storage_cluster_claim(provend_storage_t *st, const char *what)
     jsPubAck          *pa;
     jsPubOptions       po;
     jsErrCode          jerr;
-    provend_cstore_t  *cs;
 
-    cs = (provend_cstore_t *) st;
-    pthread_mutex_lock(&cs->lock);
-    js = cs->stopping ? NULL : cs->js;
-    pthread_mutex_unlock(&cs->lock);
+    js = provend_cstore_js((provend_cstore_t *) st);
     if (js == NULL) {
         return 0;
     }
@@ -1842,12 +1851,8 @@ provend_storage_cluster_last(provend_storage_t *st)
     jsCtx             *js;
     jsErrCode          jerr;
     jsStreamInfo      *si;
-    provend_cstore_t  *cs;
 
-    cs = (provend_cstore_t *) st;
-    pthread_mutex_lock(&cs->lock);
-    js = cs->stopping ? NULL : cs->js;
-    pthread_mutex_unlock(&cs->lock);
+    js = provend_cstore_js((provend_cstore_t *) st);
     if (js == NULL) {
         return 0;
     }
