@@ -13,8 +13,9 @@ proven=$build/bin/proven
 work=$(mktemp -d)
 data=$work/data
 export PROVEN_DATA=$data PROVEN_BUILD=$build
-# ports of our own, away from make run's 8080/8443
-port=$((20000 + $$ % 20000))
+# ports of our own, away from make run's 8080/8443 and below Linux's
+# ephemeral ports (32768 up), which another connection may hold
+port=$((20000 + $$ % 12000))
 export PROVEN_HTTP_PORT=$port PROVEN_HTTPS_PORT=$((port + 1))
 # a pool of two at most, and apps idle after 15 s (the pool section)
 export PROVEN_PROVEND_ARGS="--app-workers 2 --app-idle 15"

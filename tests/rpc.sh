@@ -11,7 +11,8 @@ build=$(cd "${1:-build}" && pwd)
 work=$(mktemp -d)
 data=$work/data
 export PROVEN_DATA=$data PROVEN_BUILD=$build
-port=$((20000 + ($$ + 7) % 20000))
+# below Linux's ephemeral ports (32768 up): another connection may hold one
+port=$((20000 + ($$ + 7) % 12000))
 export PROVEN_HTTP_PORT=$port PROVEN_HTTPS_PORT=$((port + 1))
 # sessions idle out after 3 s: the expiry test waits for it
 export PROVEN_PROVEND_ARGS="--session-idle 3 --app-workers 2"
