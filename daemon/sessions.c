@@ -1299,6 +1299,23 @@ provend_sessions_on_changes(uv_async_t *handle)
  * one node per ten minutes (the first to claim the turn), and only when
  * there are some (every write stays in the log).
  */
+/* One statement on the records made before `before` (its one "?"). */
+static provend_storage_req_t *
+provend_sessions_older(provend_storage_op_t op, const char *sql,
+    int64_t before)
+{
+    provend_storage_req_t  *req;
+
+    req = provend_storage_own_sql(op, PROVEND_SESSIONS_DB, 1);
+    if (req == NULL || provend_storage_stmt(req, 0, sql, 1) != PROVEN_OK) {
+        provend_storage_req_free(req);
+        return NULL;
+    }
+    provend_storage_param_int(&req->stmts[0], 0, before);
+    return req;
+}
+
+
 static void
 provend_sessions_prune_work(uv_work_t *work)
 {
@@ -1313,16 +1330,12 @@ provend_sessions_prune_work(uv_work_t *work)
     now = provend_now_ms();
     before = (int64_t) (now > s->life_ms ? now - s->life_ms : 0);
 
-    req = provend_storage_own_sql(PROVEND_OP_SQL_QUERY, PROVEND_SESSIONS_DB,
-                                  1);
-    if (req == NULL
-        || provend_storage_stmt(req, 0, "SELECT 1 FROM sessions "
-                                "WHERE created < ? LIMIT 1", 1) != PROVEN_OK)
-    {
-        provend_storage_req_free(req);
+    req = provend_sessions_older(PROVEND_OP_SQL_QUERY, "SELECT 1 FROM "
+                                 "sessions WHERE created < ? LIMIT 1",
+                                 before);
+    if (req == NULL) {
         return;
     }
-    provend_storage_param_int(&req->stmts[0], 0, before);
     rows = provend_storage_call(s->storage, req) == PROVEND_ST_OK
            ? proven_cbor_map_get(req->result, "rows") : NULL;
     if (rows == NULL || !cbor_isa_array(rows) || cbor_array_size(rows) == 0)
@@ -1337,16 +1350,11 @@ provend_sessions_prune_work(uv_work_t *work)
     if (!provend_storage_cluster_claim(s->storage, turn)) {
         return;
     }
-    req = provend_storage_own_sql(PROVEND_OP_SQL_EXECUTE, PROVEND_SESSIONS_DB,
-                                  1);
-    if (req == NULL
-        || provend_storage_stmt(req, 0, "DELETE FROM sessions "
-                                "WHERE created < ?", 1) != PROVEN_OK)
-    {
-        provend_storage_req_free(req);
+    req = provend_sessions_older(PROVEND_OP_SQL_EXECUTE, "DELETE FROM "
+                                 "sessions WHERE created < ?", before);
+    if (req == NULL) {
         return;
     }
-    provend_storage_param_int(&req->stmts[0], 0, before);
     if (provend_storage_call(s->storage, req) != PROVEND_ST_OK) {
         /* the next turn tries again */
         provend_debug("sessions: old records not removed: %s", req->error);
