@@ -131,51 +131,40 @@ load_connect(const char *path)
 static int
 load_proven_request(load_t *l, load_conn_t *c, int set, const char *key)
 {
-    size_t    cap;
-    uint8_t  *p;
+    proven_frame_builder_t  b;
 
     c->id = ++l->next_id;
 
-    cap = PROVEN_FRAME_HEADER + 160 + LOAD_KEY_LEN
-          + (set ? l->value_size + 9 : 0);
-
     free(c->out);
-    c->out = malloc(cap);
-    if (c->out == NULL) {
-        return PROVEN_ERR;
-    }
+    c->out = NULL;
 
-    p = c->out + PROVEN_FRAME_HEADER;
-    p = proven_cbor_put_head(p, PROVEN_CBOR_MAP, set ? 7 : 6);
-    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "id", 2);
-    p = proven_cbor_put_head(p, PROVEN_CBOR_UINT, c->id);
-    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "op", 2);
-    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, set ? "kv.set" : "kv.get",
-                               6);
-    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "scope", 5);
-    p = proven_cbor_put_head(p, PROVEN_CBOR_MAP, 2);
-    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "app", 3);
-    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, LOAD_APP,
-                               strlen(LOAD_APP));
-    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "kind", 4);
-    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "app", 3);
-    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "store", 5);
-    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, LOAD_STORE,
-                               strlen(LOAD_STORE));
-    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "type", 4);
-    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "bytes", 5);
-    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "key", 3);
-    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, key, strlen(key));
+    proven_frame_builder_init(&b, 160 + LOAD_KEY_LEN
+                                  + (set ? l->value_size + 9 : 0), 0);
+    proven_frame_put_head(&b, PROVEN_CBOR_MAP, set ? 7 : 6);
+    proven_frame_put_text(&b, "id");
+    proven_frame_put_uint(&b, c->id);
+    proven_frame_put_text(&b, "op");
+    proven_frame_put_text(&b, set ? "kv.set" : "kv.get");
+    proven_frame_put_text(&b, "scope");
+    proven_frame_put_head(&b, PROVEN_CBOR_MAP, 2);
+    proven_frame_put_text(&b, "app");
+    proven_frame_put_text(&b, LOAD_APP);
+    proven_frame_put_text(&b, "kind");
+    proven_frame_put_text(&b, "app");
+    proven_frame_put_text(&b, "store");
+    proven_frame_put_text(&b, LOAD_STORE);
+    proven_frame_put_text(&b, "type");
+    proven_frame_put_text(&b, "bytes");
+    proven_frame_put_text(&b, "key");
+    proven_frame_put_text(&b, key);
+
     if (set) {
-        p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "value", 5);
-        p = proven_cbor_put_string(p, PROVEN_CBOR_BYTES, l->value,
-                                   l->value_size);
+        proven_frame_put_text(&b, "value");
+        proven_frame_put_string(&b, PROVEN_CBOR_BYTES, l->value,
+                                l->value_size);
     }
 
-    c->out_len = (size_t) (p - c->out);
-    proven_frame_put_length(c->out,
-                            (uint32_t) (c->out_len - PROVEN_FRAME_HEADER));
-    return PROVEN_OK;
+    return proven_frame_builder_finish(&b, &c->out, &c->out_len);
 }
 
 

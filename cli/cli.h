@@ -94,6 +94,7 @@ typedef struct {
     uint64_t      next_id;          /* id of the request last made */
     const char   *cmd;              /* for messages */
     char          path[sizeof(((struct sockaddr_un *) NULL)->sun_path)];
+    proven_frame_reader_t  reader;  /* answers, bounded */
 } cli_client_t;
 
 /*

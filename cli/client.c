@@ -88,34 +88,49 @@ cli_send_all(int fd, const uint8_t *buf, size_t len, int64_t deadline)
 }
 
 
+/* The next answer's body, in the reader; errno says why on PROVEN_ERR. */
 static int
-cli_recv_all(int fd, uint8_t *buf, size_t len, int64_t deadline)
+cli_recv_frame(cli_client_t *c, int64_t deadline, const uint8_t **body,
+    size_t *len, char *err, size_t errlen)
 {
-    ssize_t  n;
+    int       rc;
+    size_t    avail;
+    ssize_t   n;
+    uint8_t  *space;
 
-    while (len > 0) {
-        if (cli_wait(fd, POLLIN, deadline) != PROVEN_OK) {
+    for ( ;; ) {
+        rc = proven_frame_reader_next(&c->reader, body, len, err, errlen);
+        if (rc != PROVEN_AGAIN) {
+            return rc;
+        }
+
+        if (cli_wait(c->fd, POLLIN, deadline) != PROVEN_OK) {
+            snprintf(err, errlen, "%s", strerror(errno));
+            return PROVEN_AGAIN;
+        }
+
+        space = proven_frame_reader_space(&c->reader, &avail);
+        if (space == NULL || avail == 0) {
+            snprintf(err, errlen, "out of memory");
             return PROVEN_ERR;
         }
 
-        n = recv(fd, buf, len, 0);
+        n = recv(c->fd, space, avail, 0);
         if (n == 0) {
-            errno = ECONNRESET;
-            return PROVEN_ERR;
+            snprintf(err, errlen, "%s", strerror(ECONNRESET));
+            return PROVEN_AGAIN;
         }
 
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR) {
                 continue;
             }
-            return PROVEN_ERR;
+            snprintf(err, errlen, "%s", strerror(errno));
+            return PROVEN_AGAIN;
         }
 
-        buf += n;
-        len -= (size_t) n;
+        proven_frame_reader_fill(&c->reader, (size_t) n);
     }
-
-    return PROVEN_OK;
 }
 
 
@@ -128,6 +143,7 @@ cli_client_init(cli_client_t *c, const char *cmd, const char *socket_path)
     c->fd = -1;
     c->cmd = cmd;
     c->timeout_ms = CLI_CLIENT_TIMEOUT_MS;
+    proven_frame_reader_init(&c->reader, CLI_RESPONSE_MAX);
 
     if (socket_path == NULL) {
         data = getenv("PROVEN_DATA");
@@ -218,6 +234,8 @@ cli_client_close(cli_client_t *c)
         close(c->fd);
         c->fd = -1;
     }
+
+    proven_frame_reader_free(&c->reader);
 }
 
 
@@ -241,15 +259,14 @@ int
 cli_client_call(cli_client_t *c, const cbor_item_t *req,
     proven_response_t *res)
 {
-    char      err[PROVEN_ERR_LEN];
-    size_t    framelen;
-    int64_t   deadline;
-    uint8_t  *frame, *body, header[PROVEN_FRAME_HEADER];
-    uint32_t  bodylen;
+    int             rc;
+    char            err[PROVEN_ERR_LEN];
+    size_t          framelen, bodylen;
+    int64_t         deadline;
+    uint8_t        *frame;
+    const uint8_t  *body;
 
     frame = NULL;
-    body = NULL;
-    bodylen = 0;
     memset(res, 0, sizeof(*res));
 
     if (proven_frame_encode(req, &frame, &framelen, err, sizeof(err))
@@ -261,32 +278,22 @@ cli_client_call(cli_client_t *c, const cbor_item_t *req,
 
     deadline = cli_now_ms() + c->timeout_ms;
 
-    if (cli_send_all(c->fd, frame, framelen, deadline) != PROVEN_OK
-        || cli_recv_all(c->fd, header, sizeof(header), deadline)
-           != PROVEN_OK)
-    {
+    if (cli_send_all(c->fd, frame, framelen, deadline) != PROVEN_OK) {
         fprintf(stderr, "proven: provend at %s did not answer: %s\n",
                 c->path, strerror(errno));
         goto failed;
     }
 
-    if (proven_frame_length(header, &bodylen, err, sizeof(err)) != PROVEN_OK
-        || bodylen > CLI_RESPONSE_MAX)
-    {
-        fprintf(stderr, "proven: bad frame from provend: %s\n",
-                bodylen > CLI_RESPONSE_MAX ? "too large" : err);
-        goto failed;
-    }
+    rc = cli_recv_frame(c, deadline, &body, &bodylen, err, sizeof(err));
 
-    body = malloc(bodylen);
-    if (body == NULL) {
-        fprintf(stderr, "proven: out of memory\n");
-        goto failed;
-    }
-
-    if (cli_recv_all(c->fd, body, bodylen, deadline) != PROVEN_OK) {
+    if (rc == PROVEN_AGAIN) {
         fprintf(stderr, "proven: provend at %s did not answer: %s\n",
-                c->path, strerror(errno));
+                c->path, err);
+        goto failed;
+    }
+
+    if (rc != PROVEN_OK) {
+        fprintf(stderr, "proven: bad frame from provend: %s\n", err);
         goto failed;
     }
 
@@ -304,7 +311,6 @@ cli_client_call(cli_client_t *c, const cbor_item_t *req,
     }
 
     free(frame);
-    free(body);
     return PROVEN_OK;
 
 failed:
@@ -312,7 +318,6 @@ failed:
     proven_response_free(res);
     memset(res, 0, sizeof(*res));
     free(frame);
-    free(body);
     return PROVEN_ERR;
 }
 

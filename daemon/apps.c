@@ -30,9 +30,6 @@
 #include "util.h"
 
 
-#define provend_apps_err(...)                                              \
-    do { if (err) { snprintf(err, errlen, __VA_ARGS__); } } while (0)
-
 #define PROVEND_APPS_DB           "registry"
 #define PROVEND_APPS_PAGE         1000
 #define PROVEND_CHECK_TIMEOUT_MS  30000
@@ -251,9 +248,9 @@ provend_apps_call(provend_storage_t *st, provend_storage_req_t *req,
     char *err, size_t errlen)
 {
     if (provend_storage_call(st, req) != PROVEND_ST_OK) {
-        provend_apps_err("registry storage: %s: %s",
-                         provend_storage_status_name(req->status),
-                         req->error);
+        proven_errf(err, errlen, "registry storage: %s: %s",
+                    provend_storage_status_name(req->status),
+                    req->error);
         return PROVEN_ERR;
     }
     return PROVEN_OK;
@@ -287,7 +284,7 @@ provend_apps_create_tables(provend_apps_t *apps, char *err, size_t errlen)
                              "PRIMARY KEY (app, origin))", 0) != PROVEN_OK)
     {
         provend_storage_req_free(req);
-        provend_apps_err("out of memory");
+        proven_errf(err, errlen, "out of memory");
         return PROVEN_ERR;
     }
 
@@ -315,7 +312,7 @@ provend_apps_load_package(provend_storage_t *st, const uint8_t *id,
                               PROVEN_AUDIT_HASH_LEN) != PROVEN_OK)
     {
         provend_storage_req_free(req);
-        provend_apps_err("out of memory");
+        proven_errf(err, errlen, "out of memory");
         return PROVEN_ERR;
     }
 
@@ -330,7 +327,7 @@ provend_apps_load_package(provend_storage_t *st, const uint8_t *id,
                                  PROVEND_PACKAGE_MAX, out, len)
                != PROVEN_OK)
         {
-            provend_apps_err("registry: a deployed package is missing");
+            proven_errf(err, errlen, "registry: a deployed package is missing");
             rc = PROVEN_ERR;
         }
     }
@@ -488,7 +485,7 @@ provend_apps_manifest(const uint8_t *package, size_t len,
            != PROVEN_OK || format != 1
         || handlers == NULL || !cbor_isa_array(handlers))
     {
-        provend_apps_err("not a format 1 package");
+        proven_errf(err, errlen, "not a format 1 package");
         goto done;
     }
 
@@ -496,7 +493,7 @@ provend_apps_manifest(const uint8_t *package, size_t len,
     routes = cbor_new_definite_array(n < PROVEND_ROUTES_MAX
                                      ? n : PROVEND_ROUTES_MAX);
     if (routes == NULL) {
-        provend_apps_err("out of memory");
+        proven_errf(err, errlen, "out of memory");
         goto done;
     }
 
@@ -516,13 +513,15 @@ provend_apps_manifest(const uint8_t *package, size_t len,
             || !cbor_isa_string(path) || cbor_string_length(path) > 256
             || cbor_string_length(method) > 16)
         {
-            provend_apps_err("a handler of the manifest has a bad route");
+            proven_errf(err, errlen,
+                        "a handler of the manifest has a bad route");
             cbor_decref(&routes);
             goto done;
         }
 
         if (cbor_array_size(routes) == PROVEND_ROUTES_MAX) {
-            provend_apps_err("more than %d HTTP routes", PROVEND_ROUTES_MAX);
+            proven_errf(err, errlen,
+                        "more than %d HTTP routes", PROVEND_ROUTES_MAX);
             cbor_decref(&routes);
             goto done;
         }
@@ -535,7 +534,7 @@ provend_apps_manifest(const uint8_t *package, size_t len,
             if (pair != NULL) {
                 cbor_decref(&pair);
             }
-            provend_apps_err("out of memory");
+            proven_errf(err, errlen, "out of memory");
             cbor_decref(&routes);
             goto done;
         }
@@ -572,7 +571,7 @@ provend_apps_created_row(provend_apps_t *apps, int pass, cbor_item_t *row,
     if (a == NULL || !cbor_isa_string(a) || !cbor_string_is_definite(a)
         || cbor_string_length(a) > PROVEND_NAME_MAX)
     {
-        provend_apps_err("registry: a malformed row");
+        proven_errf(err, errlen, "registry: a malformed row");
         return PROVEN_ERR;
     }
     len = cbor_string_length(a);
@@ -587,7 +586,7 @@ provend_apps_created_row(provend_apps_t *apps, int pass, cbor_item_t *row,
         if (app == NULL || !cbor_isa_bytestring(b)
             || cbor_bytestring_length(b) != PROVEN_AUDIT_KEY_LEN)
         {
-            provend_apps_err("registry: a malformed created row");
+            proven_errf(err, errlen, "registry: a malformed created row");
             return PROVEN_ERR;
         }
         app->reserved = 1;
@@ -612,7 +611,7 @@ provend_apps_created_row(provend_apps_t *apps, int pass, cbor_item_t *row,
         app->origins[app->norigins] = strndup(
             (const char *) cbor_string_handle(b), cbor_string_length(b));
         if (app->origins[app->norigins] == NULL) {
-            provend_apps_err("out of memory");
+            proven_errf(err, errlen, "out of memory");
             return PROVEN_ERR;
         }
         app->norigins++;
@@ -648,7 +647,7 @@ provend_apps_load_created(provend_apps_t *apps, char *err, size_t errlen)
             {
                 provend_storage_req_free(req);
                 free(cursor);
-                provend_apps_err("out of memory");
+                proven_errf(err, errlen, "out of memory");
                 return PROVEN_ERR;
             }
             req->limit = PROVEND_APPS_PAGE;
@@ -710,7 +709,7 @@ provend_apps_load(provend_apps_t *apps, char *err, size_t errlen)
         {
             provend_storage_req_free(req);
             free(cursor);
-            provend_apps_err("out of memory");
+            proven_errf(err, errlen, "out of memory");
             return PROVEN_ERR;
         }
         req->limit = PROVEND_APPS_PAGE;
@@ -737,7 +736,7 @@ provend_apps_load(provend_apps_t *apps, char *err, size_t errlen)
                                      PROVEN_AUDIT_ENTRY_MAX, &entry, &elen)
                    != PROVEN_OK)
             {
-                provend_apps_err("registry: a malformed audit row");
+                proven_errf(err, errlen, "registry: a malformed audit row");
                 rc = PROVEN_ERR;
                 break;
             }
@@ -1048,13 +1047,13 @@ provend_apps_page_open(provend_apps_t *apps, char *err, size_t errlen)
     void  *page;
 
     if (asprintf(&path, "%s/state", apps->run_dir) == -1) {
-        provend_apps_err("out of memory");
+        proven_errf(err, errlen, "out of memory");
         return PROVEN_ERR;
     }
 
     fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0 || ftruncate(fd, PROVEND_STATE_SIZE) != 0) {
-        provend_apps_err("%s: %s", path, strerror(errno));
+    if (fd < 0 || ftruncate(fd, PROVEN_STATE_SIZE) != 0) {
+        proven_errf(err, errlen, "%s: %s", path, strerror(errno));
         if (fd >= 0) {
             close(fd);
         }
@@ -1063,37 +1062,18 @@ provend_apps_page_open(provend_apps_t *apps, char *err, size_t errlen)
     }
     free(path);
 
-    page = mmap(NULL, PROVEND_STATE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
+    page = mmap(NULL, PROVEN_STATE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
                 fd, 0);
     close(fd);
     if (page == MAP_FAILED) {
-        provend_apps_err("cannot map the state page: %s", strerror(errno));
+        proven_errf(err, errlen,
+                    "cannot map the state page: %s", strerror(errno));
         return PROVEN_ERR;
     }
 
     apps->page = page;
-    memcpy(apps->page, "PVSTATE1", 8);
+    proven_state_init(apps->page);
     return PROVEN_OK;
-}
-
-
-static void
-provend_apps_page_write(provend_apps_t *apps, const uint8_t *data,
-    size_t len)
-{
-    uint32_t  *seq, *length;
-
-    seq = (uint32_t *) (apps->page + 8);
-    length = (uint32_t *) (apps->page + 12);
-
-    /* odd while writing: readers retry */
-    __atomic_store_n(seq, __atomic_load_n(seq, __ATOMIC_RELAXED) | 1,
-                     __ATOMIC_RELAXED);
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-    memcpy(apps->page + PROVEND_STATE_HEADER, data, len);
-    __atomic_store_n(length, (uint32_t) len, __ATOMIC_RELAXED);
-    __atomic_store_n(seq, __atomic_load_n(seq, __ATOMIC_RELAXED) + 1,
-                     __ATOMIC_RELEASE);
 }
 
 
@@ -1193,14 +1173,14 @@ provend_apps_publish(provend_apps_t *apps)
     }
     cbor_decref(&root);
 
-    if (len > PROVEND_STATE_SIZE - PROVEND_STATE_HEADER) {
+    if (len > PROVEN_STATE_SIZE - PROVEN_STATE_HEADER) {
         provend_error("apps: the state page cannot hold %zu bytes: routes "
                       "of the latest change are not served", len);
         free(data);
         return;
     }
 
-    provend_apps_page_write(apps, data, len);
+    proven_state_publish(apps->page, data, len);
     free(data);
     return;
 
@@ -2269,16 +2249,17 @@ provend_apps_arg_app(const cbor_item_t *map, char *name, char *err,
     if (v == NULL || !cbor_isa_string(v) || !cbor_string_is_definite(v)
         || (len = cbor_string_length(v)) == 0 || len > PROVEND_NAME_MAX)
     {
-        provend_apps_err("\"app\" must be a name of 1..%d characters",
-                         PROVEND_NAME_MAX);
+        proven_errf(err, errlen, "\"app\" must be a name of 1..%d characters",
+                    PROVEND_NAME_MAX);
         return PROVEN_ERR;
     }
     memcpy(name, cbor_string_handle(v), len);
     name[len] = '\0';
 
     if (!provend_name_valid(name, len) || name[0] == '_' || name[0] == '-') {
-        provend_apps_err("app names are [a-z0-9_-], not starting with _ "
-                         "or -");
+        proven_errf(err, errlen,
+                    "app names are [a-z0-9_-], not starting with _ "
+                    "or -");
         return PROVEN_ERR;
     }
     return PROVEN_OK;
@@ -2978,17 +2959,12 @@ provend_apps_create(provend_apps_t *apps, const uint8_t *owner,
     }
 
     job = calloc(1, sizeof(*job));
-    if (job == NULL || RAND_bytes(id, sizeof(id)) != 1) {
+    if (job == NULL || proven_uuid_v4(id) != PROVEN_OK) {
         free(job);
         return PROVEN_ERR;
     }
-    /* a version 4 UUID: [0-9a-f-], a valid app name */
-    id[6] = (id[6] & 0x0f) | 0x40;
-    id[8] = (id[8] & 0x3f) | 0x80;
-    snprintf(job->app, sizeof(job->app), "%02x%02x%02x%02x-%02x%02x-%02x%02x"
-             "-%02x%02x-%02x%02x%02x%02x%02x%02x", id[0], id[1], id[2],
-             id[3], id[4], id[5], id[6], id[7], id[8], id[9], id[10], id[11],
-             id[12], id[13], id[14], id[15]);
+    /* a UUID's text: [0-9a-f-], a valid app name */
+    proven_uuid_text(id, job->app);
     job->apps = apps;
     memcpy(job->owner, owner, PROVEN_AUDIT_KEY_LEN);
     job->done = done;
@@ -3630,7 +3606,7 @@ provend_apps_open(const provend_apps_config_t *cfg, char *err, size_t errlen)
 
     apps = calloc(1, sizeof(*apps));
     if (apps == NULL) {
-        provend_apps_err("out of memory");
+        proven_errf(err, errlen, "out of memory");
         return NULL;
     }
 
@@ -3692,12 +3668,12 @@ provend_apps_open(const provend_apps_config_t *cfg, char *err, size_t errlen)
     if (apps->node == NULL || apps->runtime_bin == NULL
         || apps->run_dir == NULL)
     {
-        provend_apps_err("out of memory");
+        proven_errf(err, errlen, "out of memory");
         goto failed;
     }
 
     if (asprintf(&dir, "%s/apps", apps->run_dir) == -1) {
-        provend_apps_err("out of memory");
+        proven_errf(err, errlen, "out of memory");
         goto failed;
     }
     if (provend_mkdirs(dir, 0700, err, errlen) != PROVEN_OK) {
@@ -3711,7 +3687,7 @@ provend_apps_open(const provend_apps_config_t *cfg, char *err, size_t errlen)
         if (uv_async_init(apps->loop, &apps->refresh, provend_apps_on_refresh)
             != 0)
         {
-            provend_apps_err("cannot set up the registry refresh");
+            proven_errf(err, errlen, "cannot set up the registry refresh");
             goto failed;
         }
         apps->refresh.data = apps;
@@ -3837,7 +3813,7 @@ provend_apps_free(provend_apps_t *apps)
     uv_run(apps->loop, UV_RUN_NOWAIT);
 
     if (apps->page != NULL) {
-        munmap(apps->page, PROVEND_STATE_SIZE);
+        munmap(apps->page, PROVEN_STATE_SIZE);
     }
     free(apps->node);
     free(apps->runtime_dir);

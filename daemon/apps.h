@@ -32,14 +32,9 @@
  * state page points to it and the workers of the old package are told to
  * stop.  When the last worker exits, another starts after a backoff.
  *
- * State page: DATA/run/state, PROVEND_STATE_SIZE bytes, mapped by nginx
- * read-only.  Header: "PVSTATE1", a 32-bit sequence (odd while provend
- * writes), a 32-bit length, then that many bytes of CBOR
- *   {"apps": {name: {"sockets": [text, ...], "package": hex text,
- *                    "routes": [[method, path], ...]}}}
- * An app with no socket listed has no worker serving: nginx wakes it.
- * A reader copies the bytes and keeps them only if the sequence was even
- * and unchanged around the copy.
+ * State page: DATA/run/state (its layout: lib/proven.h), mapped by nginx
+ * read-only.  An app with no socket listed has no worker serving: nginx
+ * wakes it.
  */
 
 #ifndef PROVEND_APPS_H
@@ -51,8 +46,6 @@
 #include "schedule.h"
 #include "storage.h"
 
-#define PROVEND_STATE_SIZE       (1024 * 1024)
-#define PROVEND_STATE_HEADER     16
 #define PROVEND_PACKAGE_MAX      (4 * 1024 * 1024 + 64 * 1024)
 #define PROVEND_APPS_MAX         1024
 

@@ -25,9 +25,6 @@
 #include "util.h"
 
 
-#define provend_cluster_err(...)                                           \
-    do { if (err) { snprintf(err, errlen, __VA_ARGS__); } } while (0)
-
 #define PROVEND_NAME_LEN         63
 #define PROVEND_ADMIT_EVERY_MS   2000
 #define PROVEND_ADMIT_RETRY_MS   5000
@@ -129,7 +126,7 @@ provend_cluster_write_conf(provend_cluster_t *c, char *err, size_t errlen)
     text = malloc(cap + 1);
     if (text == NULL) {
         free(own);
-        provend_cluster_err("out of memory");
+        proven_errf(err, errlen, "out of memory");
         return PROVEN_ERR;
     }
     p = text;
@@ -152,7 +149,7 @@ provend_cluster_write_conf(provend_cluster_t *c, char *err, size_t errlen)
           + c->npeers * (sizeof(c->peers[0].route) + 32);
     text = malloc(cap);
     if (text == NULL) {
-        provend_cluster_err("out of memory");
+        proven_errf(err, errlen, "out of memory");
         return PROVEN_ERR;
     }
     p = text;
@@ -730,8 +727,8 @@ provend_cluster_text(json_t *obj, const char *key, char *out, size_t size,
     if (!json_is_string(v) || json_string_length(v) == 0
         || json_string_length(v) >= size)
     {
-        provend_cluster_err("\"%s\" must be a text of 1..%zu characters",
-                            key, size - 1);
+        proven_errf(err, errlen, "\"%s\" must be a text of 1..%zu characters",
+                    key, size - 1);
         return PROVEN_ERR;
     }
     memcpy(out, json_string_value(v), json_string_length(v) + 1);
@@ -749,7 +746,7 @@ provend_cluster_port(json_t *obj, const char *key, unsigned *out, char *err,
     if (!json_is_integer(v) || json_integer_value(v) < 1
         || json_integer_value(v) > 65535)
     {
-        provend_cluster_err("nats.%s must be a port number", key);
+        proven_errf(err, errlen, "nats.%s must be a port number", key);
         return PROVEN_ERR;
     }
     *out = (unsigned) json_integer_value(v);
@@ -770,9 +767,9 @@ provend_cluster_read(provend_cluster_t *c, const char *file,
 
     j = json_load_file(file, JSON_REJECT_DUPLICATES, &jerr);
     if (j == NULL || !json_is_object(j)) {
-        provend_cluster_err("%s: %s (line %d)", file,
-                            j == NULL ? jerr.text : "not an object",
-                            jerr.line);
+        proven_errf(err, errlen, "%s: %s (line %d)", file,
+                    j == NULL ? jerr.text : "not an object",
+                    jerr.line);
         json_decref(j);
         return PROVEN_ERR;
     }
@@ -807,7 +804,8 @@ provend_cluster_read(provend_cluster_t *c, const char *file,
                    != PROVEN_OK)))
     {
         if (!json_is_object(nats)) {
-            provend_cluster_err("\"nats\" must be {client, route, monitor}");
+            proven_errf(err, errlen,
+                        "\"nats\" must be {client, route, monitor}");
         }
         goto done;
     }
@@ -818,27 +816,28 @@ provend_cluster_read(provend_cluster_t *c, const char *file,
         fclose(f);
     }
     if (c->root == NULL) {
-        provend_cluster_err("root %s: not a PEM certificate", root);
+        proven_errf(err, errlen, "root %s: not a PEM certificate", root);
         goto done;
     }
 
     if (match == NULL || json_array_size(match) == 0) {
-        provend_cluster_err("\"match_pcrs\" must name the PCRs peers share "
-                            "with this node (at least one)");
+        proven_errf(err, errlen,
+                    "\"match_pcrs\" must name the PCRs peers share "
+                    "with this node (at least one)");
         goto done;
     }
     if (match != NULL) {
         if (!json_is_array(match)
             || json_array_size(match) > PROVEN_ATT_PCRS_MAX)
         {
-            provend_cluster_err("\"match_pcrs\" must be PCR indexes");
+            proven_errf(err, errlen, "\"match_pcrs\" must be PCR indexes");
             goto done;
         }
         json_array_foreach(match, i, v) {
             if (!json_is_integer(v) || json_integer_value(v) < 0
                 || json_integer_value(v) >= PROVEN_ATT_PCRS_MAX)
             {
-                provend_cluster_err("\"match_pcrs\" must be PCR indexes");
+                proven_errf(err, errlen, "\"match_pcrs\" must be PCR indexes");
                 goto done;
             }
             c->match[c->nmatch++] = (int) json_integer_value(v);
@@ -848,8 +847,8 @@ provend_cluster_read(provend_cluster_t *c, const char *file,
     if (!json_is_array(peers)
         || json_array_size(peers) > PROVEND_CLUSTER_PEERS_MAX)
     {
-        provend_cluster_err("\"peers\" must be a list of at most %d",
-                            PROVEND_CLUSTER_PEERS_MAX);
+        proven_errf(err, errlen, "\"peers\" must be a list of at most %d",
+                    PROVEND_CLUSTER_PEERS_MAX);
         goto done;
     }
     json_array_foreach(peers, i, peer) {
@@ -866,8 +865,8 @@ provend_cluster_read(provend_cluster_t *c, const char *file,
                != PROVEN_OK)
         {
             if (!json_is_object(peer)) {
-                provend_cluster_err("a peer must be {name, attestation, "
-                                    "route}");
+                proven_errf(err, errlen, "a peer must be {name, attestation, "
+                            "route}");
             }
             goto done;
         }
@@ -875,22 +874,23 @@ provend_cluster_read(provend_cluster_t *c, const char *file,
             || !provend_cluster_word(p->route)
             || !provend_cluster_word(p->name))
         {
-            provend_cluster_err("peer %s: its attestation URL is https://... "
-                                "and its route host:port", p->name);
+            proven_errf(err, errlen,
+                        "peer %s: its attestation URL is https://... "
+                        "and its route host:port", p->name);
             goto done;
         }
         c->npeers++;
     }
     if (!provend_cluster_word(c->node) || !provend_cluster_word(c->cluster))
     {
-        provend_cluster_err("cluster and node names are plain words");
+        proven_errf(err, errlen, "cluster and node names are plain words");
         goto done;
     }
     if (!provend_cluster_safe(c->tls_cert) || !provend_cluster_safe(c->tls_key)
         || !provend_cluster_safe(data_dir))
     {
-        provend_cluster_err("paths in the NATS configuration may not hold "
-                            "quotes, backslashes or control characters");
+        proven_errf(err, errlen, "paths in the NATS configuration may not hold "
+                    "quotes, backslashes or control characters");
         goto done;
     }
     rc = PROVEN_OK;
@@ -961,7 +961,7 @@ provend_cluster_open(const provend_cluster_config_t *cfg, char *err,
 
     c = calloc(1, sizeof(*c));
     if (c == NULL) {
-        provend_cluster_err("out of memory");
+        proven_errf(err, errlen, "out of memory");
         return NULL;
     }
     c->loop = cfg->loop;
@@ -983,7 +983,7 @@ provend_cluster_open(const provend_cluster_config_t *cfg, char *err,
         || provend_cluster_write_conf(c, err, errlen) != PROVEN_OK)
     {
         if (err != NULL && err[0] == '\0') {
-            provend_cluster_err("%s: %s", c->nats_dir, strerror(errno));
+            proven_errf(err, errlen, "%s: %s", c->nats_dir, strerror(errno));
         }
         X509_free(c->root);
         free(c);

@@ -29,9 +29,6 @@
 /* HKDF can produce at most 255 blocks of the digest. */
 #define PROVEND_KEYS_OUT_MAX   (255 * 32)
 
-#define provend_keys_err(...)                                              \
-    do { if (err) { snprintf(err, errlen, __VA_ARGS__); } } while (0)
-
 
 static int provend_keys_read(const char *path, uint8_t key[PROVEND_KEY_LEN],
     char *err, size_t errlen);
@@ -52,7 +49,7 @@ provend_keys_load_master(const char *data_dir, uint8_t key[PROVEND_KEY_LEN],
         || (size_t) snprintf(path, sizeof(path), "%s/master.key", dir)
         >= sizeof(path))
     {
-        provend_keys_err("data directory path too long");
+        proven_errf(err, errlen, "data directory path too long");
         return PROVEN_ERR;
     }
 
@@ -62,7 +59,7 @@ provend_keys_load_master(const char *data_dir, uint8_t key[PROVEND_KEY_LEN],
 
     /* An existing directory may have been made with a wider mode. */
     if (chmod(dir, 0700) != 0) {
-        provend_keys_err("chmod %s: %s", dir, strerror(errno));
+        proven_errf(err, errlen, "chmod %s: %s", dir, strerror(errno));
         return PROVEN_ERR;
     }
 
@@ -73,7 +70,7 @@ provend_keys_load_master(const char *data_dir, uint8_t key[PROVEND_KEY_LEN],
         }
 
         if (errno != ENOENT) {
-            provend_keys_err("stat %s: %s", path, strerror(errno));
+            proven_errf(err, errlen, "stat %s: %s", path, strerror(errno));
             return PROVEN_ERR;
         }
 
@@ -82,7 +79,7 @@ provend_keys_load_master(const char *data_dir, uint8_t key[PROVEND_KEY_LEN],
         }
     }
 
-    provend_keys_err("%s: could not create the master key", path);
+    proven_errf(err, errlen, "%s: could not create the master key", path);
     return PROVEN_ERR;
 }
 
@@ -96,7 +93,7 @@ provend_keys_read(const char *path, uint8_t key[PROVEND_KEY_LEN], char *err,
     struct stat  st;
 
     if (lstat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
-        provend_keys_err("%s is not a regular file", path);
+        proven_errf(err, errlen, "%s is not a regular file", path);
         return PROVEN_ERR;
     }
 
@@ -115,8 +112,9 @@ provend_keys_read(const char *path, uint8_t key[PROVEND_KEY_LEN], char *err,
     if (len != PROVEND_KEY_LEN) {
         OPENSSL_cleanse(buf, len);
         free(buf);
-        provend_keys_err("%s holds %zu bytes, not a %d-byte key", path, len,
-                         PROVEND_KEY_LEN);
+        proven_errf(err, errlen,
+                    "%s holds %zu bytes, not a %d-byte key", path, len,
+                    PROVEND_KEY_LEN);
         return PROVEN_ERR;
     }
 
@@ -148,12 +146,12 @@ provend_keys_create(const char *dir, const char *path, char *err,
                           (long) getpid())
         >= sizeof(tmp))
     {
-        provend_keys_err("key path too long");
+        proven_errf(err, errlen, "key path too long");
         return PROVEN_ERR;
     }
 
     if (RAND_bytes(key, sizeof(key)) != 1) {
-        provend_keys_err("RAND_bytes failed");
+        proven_errf(err, errlen, "RAND_bytes failed");
         return PROVEN_ERR;
     }
 
@@ -161,7 +159,7 @@ provend_keys_create(const char *dir, const char *path, char *err,
 
     fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd == -1) {
-        provend_keys_err("open %s: %s", tmp, strerror(errno));
+        proven_errf(err, errlen, "open %s: %s", tmp, strerror(errno));
         goto failed;
     }
 
@@ -170,26 +168,26 @@ provend_keys_create(const char *dir, const char *path, char *err,
     } while (n == -1 && errno == EINTR);
 
     if (n != (ssize_t) sizeof(key)) {
-        provend_keys_err("write %s: %s", tmp,
-                         n == -1 ? strerror(errno) : "short write");
+        proven_errf(err, errlen, "write %s: %s", tmp,
+                    n == -1 ? strerror(errno) : "short write");
         goto failed;
     }
 
     if (fsync(fd) != 0) {
-        provend_keys_err("fsync %s: %s", tmp, strerror(errno));
+        proven_errf(err, errlen, "fsync %s: %s", tmp, strerror(errno));
         goto failed;
     }
 
     if (close(fd) != 0) {
         fd = -1;
-        provend_keys_err("close %s: %s", tmp, strerror(errno));
+        proven_errf(err, errlen, "close %s: %s", tmp, strerror(errno));
         goto failed;
     }
 
     fd = -1;
 
     if (link(tmp, path) != 0 && errno != EEXIST) {
-        provend_keys_err("link %s: %s", path, strerror(errno));
+        proven_errf(err, errlen, "link %s: %s", path, strerror(errno));
         goto failed;
     }
 

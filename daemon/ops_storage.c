@@ -84,9 +84,6 @@ static const provend_ops_name_t  provend_ops_names[] = {
 };
 
 
-#define provend_ops_err(...)                                               \
-    do { snprintf(err, errlen, __VA_ARGS__); } while (0)
-
 
 /* ---- arguments ----------------------------------------------------------- */
 
@@ -122,11 +119,11 @@ provend_arg_key(cbor_item_t *item, const char *name, size_t max,
             return PROVEN_OK;
         }
     } else {
-        provend_ops_err("\"%s\" must be text or bytes", name);
+        proven_errf(err, errlen, "\"%s\" must be text or bytes", name);
         return PROVEN_ERR;
     }
 
-    provend_ops_err("\"%s\" is longer than %zu bytes", name, max);
+    proven_errf(err, errlen, "\"%s\" is longer than %zu bytes", name, max);
     return PROVEN_ERR;
 }
 
@@ -144,7 +141,7 @@ provend_arg_uint(const proven_request_t *req, const char *name, int *has,
     }
 
     if (proven_cbor_uint(item, value) != PROVEN_OK) {
-        provend_ops_err("\"%s\" must be an unsigned integer", name);
+        proven_errf(err, errlen, "\"%s\" must be an unsigned integer", name);
         return PROVEN_ERR;
     }
 
@@ -170,15 +167,15 @@ provend_arg_name(const proven_request_t *req, const char *name, char *out,
     if (!cbor_isa_string(item)
         || proven_cbor_text(item, PROVEND_NAME_MAX, &text, &len) != PROVEN_OK)
     {
-        provend_ops_err("\"%s\" must be 1..%d of [a-z0-9_-]", name,
-                        PROVEND_NAME_MAX);
+        proven_errf(err, errlen, "\"%s\" must be 1..%d of [a-z0-9_-]", name,
+                    PROVEND_NAME_MAX);
         return PROVEN_ERR;
     }
 
     if (!provend_name_valid(text, len)) {
         free(text);
-        provend_ops_err("\"%s\" must be 1..%d of [a-z0-9_-]", name,
-                        PROVEND_NAME_MAX);
+        proven_errf(err, errlen, "\"%s\" must be 1..%d of [a-z0-9_-]", name,
+                    PROVEND_NAME_MAX);
         return PROVEN_ERR;
     }
 
@@ -193,12 +190,12 @@ provend_arg_text(cbor_item_t *item, const char *name, size_t max,
     char **out, size_t *len, char *err, size_t errlen)
 {
     if (item == NULL || !cbor_isa_string(item)) {
-        provend_ops_err("\"%s\" must be text", name);
+        proven_errf(err, errlen, "\"%s\" must be text", name);
         return PROVEN_ERR;
     }
 
     if (proven_cbor_text(item, max, out, len) != PROVEN_OK) {
-        provend_ops_err("\"%s\" is longer than %zu bytes", name, max);
+        proven_errf(err, errlen, "\"%s\" is longer than %zu bytes", name, max);
         return PROVEN_ERR;
     }
 
@@ -254,8 +251,8 @@ provend_sql_param(cbor_item_t *item, provend_sql_value_t *v, char *err,
         if (proven_cbor_text(item, PROVEND_SQL_TEXT_MAX, &text, &v->len)
             != PROVEN_OK)
         {
-            provend_ops_err("a text param is longer than %d bytes",
-                            PROVEND_SQL_TEXT_MAX);
+            proven_errf(err, errlen, "a text param is longer than %d bytes",
+                        PROVEND_SQL_TEXT_MAX);
             return PROVEN_ERR;
         }
         v->type = PROVEND_SQL_TEXT;
@@ -266,7 +263,7 @@ provend_sql_param(cbor_item_t *item, provend_sql_value_t *v, char *err,
         if (proven_cbor_bytes(item, PROVEN_FRAME_MAX, &v->data, &v->len)
             != PROVEN_OK)
         {
-            provend_ops_err("a bytes param is too long");
+            proven_errf(err, errlen, "a bytes param is too long");
             return PROVEN_ERR;
         }
         v->type = PROVEND_SQL_BLOB;
@@ -276,8 +273,9 @@ provend_sql_param(cbor_item_t *item, provend_sql_value_t *v, char *err,
         break;
     }
 
-    provend_ops_err("params are null, integers (64-bit), floats, text or "
-                    "bytes");
+    proven_errf(err, errlen,
+                "params are null, integers (64-bit), floats, text or "
+                "bytes");
     return PROVEN_ERR;
 }
 
@@ -301,13 +299,13 @@ provend_sql_stmt(cbor_item_t *sql, cbor_item_t *params,
     }
 
     if (!cbor_isa_array(params) || !cbor_array_is_definite(params)) {
-        provend_ops_err("\"params\" must be an array");
+        proven_errf(err, errlen, "\"params\" must be an array");
         return PROVEN_ERR;
     }
 
     n = cbor_array_size(params);
     if (n > PROVEND_SQL_PARAMS_MAX) {
-        provend_ops_err("at most %d params", PROVEND_SQL_PARAMS_MAX);
+        proven_errf(err, errlen, "at most %d params", PROVEND_SQL_PARAMS_MAX);
         return PROVEN_ERR;
     }
 
@@ -317,7 +315,7 @@ provend_sql_stmt(cbor_item_t *sql, cbor_item_t *params,
 
     s->params = calloc(n, sizeof(*s->params));
     if (s->params == NULL) {
-        provend_ops_err("out of memory");
+        proven_errf(err, errlen, "out of memory");
         return PROVEN_ERR;
     }
 
@@ -349,7 +347,7 @@ provend_sql_args(const proven_request_t *req, provend_storage_req_t *sr,
         if (list == NULL || !cbor_isa_array(list)
             || !cbor_array_is_definite(list))
         {
-            provend_ops_err("\"migrations\" must be an array of text");
+            proven_errf(err, errlen, "\"migrations\" must be an array of text");
             return PROVEN_ERR;
         }
         batch = list;
@@ -359,8 +357,9 @@ provend_sql_args(const proven_request_t *req, provend_storage_req_t *sr,
             || !cbor_array_is_definite(batch)
             || provend_arg(req, "sql") != NULL)
         {
-            provend_ops_err("\"batch\" is an array of {sql, params?}, for "
-                            "sql.execute, instead of \"sql\"");
+            proven_errf(err, errlen,
+                        "\"batch\" is an array of {sql, params?}, for "
+                        "sql.execute, instead of \"sql\"");
             return PROVEN_ERR;
         }
     }
@@ -368,7 +367,7 @@ provend_sql_args(const proven_request_t *req, provend_storage_req_t *sr,
     if (batch == NULL) {
         sr->stmts = calloc(1, sizeof(*sr->stmts));
         if (sr->stmts == NULL) {
-            provend_ops_err("out of memory");
+            proven_errf(err, errlen, "out of memory");
             return PROVEN_ERR;
         }
         sr->nstmts = 1;
@@ -379,7 +378,8 @@ provend_sql_args(const proven_request_t *req, provend_storage_req_t *sr,
 
     n = cbor_array_size(batch);
     if (n > PROVEND_SQL_BATCH_MAX) {
-        provend_ops_err("at most %d statements", PROVEND_SQL_BATCH_MAX);
+        proven_errf(err, errlen,
+                    "at most %d statements", PROVEND_SQL_BATCH_MAX);
         return PROVEN_ERR;
     }
 
@@ -389,7 +389,7 @@ provend_sql_args(const proven_request_t *req, provend_storage_req_t *sr,
 
     sr->stmts = calloc(n, sizeof(*sr->stmts));
     if (sr->stmts == NULL) {
-        provend_ops_err("out of memory");
+        proven_errf(err, errlen, "out of memory");
         return PROVEN_ERR;
     }
 
@@ -407,7 +407,7 @@ provend_sql_args(const proven_request_t *req, provend_storage_req_t *sr,
         }
 
         if (!cbor_isa_map(items[i])) {
-            provend_ops_err("batch entries are maps {sql, params?}");
+            proven_errf(err, errlen, "batch entries are maps {sql, params?}");
             return PROVEN_ERR;
         }
 
@@ -449,7 +449,7 @@ provend_kv_args(const proven_request_t *req, provend_storage_req_t *sr,
             sr->type = PROVEND_KV_KEY;
         } else {
             free(text);
-            provend_ops_err("\"type\" is string, bytes or key");
+            proven_errf(err, errlen, "\"type\" is string, bytes or key");
             return PROVEN_ERR;
         }
         free(text);
@@ -475,7 +475,8 @@ provend_kv_args(const proven_request_t *req, provend_storage_req_t *sr,
             return PROVEN_ERR;
         }
         if (has && (limit == 0 || limit > PROVEND_KV_LIMIT_MAX)) {
-            provend_ops_err("\"limit\" is 1..%d", PROVEND_KV_LIMIT_MAX);
+            proven_errf(err, errlen,
+                        "\"limit\" is 1..%d", PROVEND_KV_LIMIT_MAX);
             return PROVEN_ERR;
         }
         sr->limit = has ? limit : 0;
@@ -492,7 +493,7 @@ provend_kv_args(const proven_request_t *req, provend_storage_req_t *sr,
 
     item = provend_arg(req, "key");
     if (item == NULL) {
-        provend_ops_err("\"key\" is missing");
+        proven_errf(err, errlen, "\"key\" is missing");
         return PROVEN_ERR;
     }
 
@@ -503,7 +504,7 @@ provend_kv_args(const proven_request_t *req, provend_storage_req_t *sr,
     }
 
     if (sr->key_len == 0) {
-        provend_ops_err("\"key\" must not be empty");
+        proven_errf(err, errlen, "\"key\" must not be empty");
         return PROVEN_ERR;
     }
 
@@ -512,28 +513,29 @@ provend_kv_args(const proven_request_t *req, provend_storage_req_t *sr,
 
         if (sr->type == PROVEND_KV_STRING) {
             if (item == NULL || !cbor_isa_string(item)) {
-                provend_ops_err("a string store takes a text \"value\"");
+                proven_errf(err, errlen,
+                            "a string store takes a text \"value\"");
                 return PROVEN_ERR;
             }
             if (proven_cbor_text(item, PROVEN_FRAME_MAX, &text,
                                  &sr->value_len) != PROVEN_OK)
             {
-                provend_ops_err("\"value\" is too long");
+                proven_errf(err, errlen, "\"value\" is too long");
                 return PROVEN_ERR;
             }
             sr->value = (uint8_t *) text;
 
         } else if (item != NULL || sr->type == PROVEND_KV_BYTES) {
             if (item == NULL || !cbor_isa_bytestring(item)) {
-                provend_ops_err("a %s store takes a bytes \"value\"",
-                                sr->type == PROVEND_KV_KEY ? "key"
-                                                           : "bytes");
+                proven_errf(err, errlen, "a %s store takes a bytes \"value\"",
+                            sr->type == PROVEND_KV_KEY ? "key"
+                            : "bytes");
                 return PROVEN_ERR;
             }
             if (proven_cbor_bytes(item, PROVEN_FRAME_MAX, &sr->value,
                                   &sr->value_len) != PROVEN_OK)
             {
-                provend_ops_err("\"value\" is too long");
+                proven_errf(err, errlen, "\"value\" is too long");
                 return PROVEN_ERR;
             }
         }
@@ -550,14 +552,14 @@ provend_kv_args(const proven_request_t *req, provend_storage_req_t *sr,
     if (sr->op == PROVEND_OP_KV_SIGN) {
         item = provend_arg(req, "message");
         if (item == NULL || !cbor_isa_bytestring(item)) {
-            provend_ops_err("\"message\" must be bytes");
+            proven_errf(err, errlen, "\"message\" must be bytes");
             return PROVEN_ERR;
         }
         if (proven_cbor_bytes(item, PROVEND_KV_SIGN_MAX, &sr->message,
                               &sr->message_len) != PROVEN_OK)
         {
-            provend_ops_err("\"message\" is longer than %d bytes",
-                            PROVEND_KV_SIGN_MAX);
+            proven_errf(err, errlen, "\"message\" is longer than %d bytes",
+                        PROVEND_KV_SIGN_MAX);
             return PROVEN_ERR;
         }
     }
@@ -582,7 +584,7 @@ provend_query_args(const proven_request_t *req, provend_storage_req_t *sr,
     }
 
     if (has && (limit == 0 || limit > PROVEND_SQL_LIMIT_MAX)) {
-        provend_ops_err("\"limit\" is 1..%d", PROVEND_SQL_LIMIT_MAX);
+        proven_errf(err, errlen, "\"limit\" is 1..%d", PROVEND_SQL_LIMIT_MAX);
         return PROVEN_ERR;
     }
     sr->limit = has ? limit : 0;
@@ -621,7 +623,7 @@ provend_ops_parse(const proven_request_t *req, provend_storage_req_t *sr,
             return PROVEN_ERR;
         }
     } else if (provend_arg(req, "after") != NULL) {
-        provend_ops_err("\"after\" is for reads");
+        proven_errf(err, errlen, "\"after\" is for reads");
         return PROVEN_ERR;
     }
 
@@ -634,7 +636,7 @@ provend_ops_parse(const proven_request_t *req, provend_storage_req_t *sr,
 
     case PROVEND_OP_SQL_QUERY:
         if (provend_arg(req, "batch") != NULL) {
-            provend_ops_err("sql.query takes one \"sql\"");
+            proven_errf(err, errlen, "sql.query takes one \"sql\"");
             return PROVEN_ERR;
         }
         return provend_arg_name(req, "db", sr->name, err, errlen)
@@ -657,37 +659,31 @@ provend_ops_parse(const proven_request_t *req, provend_storage_req_t *sr,
 static void
 provend_ops_write_answer(provend_ops_job_t *job, provend_storage_req_t *sr)
 {
-    uint8_t  *p;
+    proven_frame_builder_t  b;
 
-    job->frame = malloc(PROVEN_FRAME_HEADER + 80);
-    if (job->frame == NULL) {
-        return;
-    }
-
-    p = job->frame + PROVEN_FRAME_HEADER;
-    p = proven_cbor_put_head(p, PROVEN_CBOR_MAP, 3);
-    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "id", 2);
-    p = proven_cbor_put_head(p, PROVEN_CBOR_UINT, job->id);
-    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "ok", 2);
-    *p++ = 0xf5;                                            /* true */
-    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "result", 6);
-    p = proven_cbor_put_head(p, PROVEN_CBOR_MAP, sr->log_seq != 0 ? 2 : 1);
+    proven_frame_builder_init(&b, 64, 0);
+    proven_frame_put_ok(&b, job->id);
+    proven_frame_put_head(&b, PROVEN_CBOR_MAP, sr->log_seq != 0 ? 2 : 1);
 
     if (sr->log_seq != 0) {
-        p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "log_seq", 7);
-        p = proven_cbor_put_head(p, PROVEN_CBOR_UINT, sr->log_seq);
-    }
-    if (sr->op == PROVEND_OP_KV_SET) {
-        p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "revision", 8);
-        p = proven_cbor_put_head(p, PROVEN_CBOR_UINT, sr->revision);
-    } else {
-        p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "deleted", 7);
-        *p++ = sr->existed ? 0xf5 : 0xf4;
+        proven_frame_put_text(&b, "log_seq");
+        proven_frame_put_uint(&b, sr->log_seq);
     }
 
-    job->frame_len = (size_t) (p - job->frame);
-    proven_frame_put_length(job->frame,
-                            (uint32_t) (job->frame_len - PROVEN_FRAME_HEADER));
+    if (sr->op == PROVEND_OP_KV_SET) {
+        proven_frame_put_text(&b, "revision");
+        proven_frame_put_uint(&b, sr->revision);
+
+    } else {
+        proven_frame_put_text(&b, "deleted");
+        proven_frame_put_bool(&b, sr->existed);
+    }
+
+    if (proven_frame_builder_finish(&b, &job->frame, &job->frame_len)
+        != PROVEN_OK)
+    {
+        job->frame = NULL;
+    }
 }
 
 
@@ -948,40 +944,33 @@ static void
 provend_fast_get_answer(void *data, const uint8_t *value, size_t len,
     uint64_t revision)
 {
-    uint8_t             *p;
-    provend_fast_get_t  *fg;
+    provend_fast_get_t      *fg;
+    proven_frame_builder_t   b;
 
     fg = data;
 
-    fg->frame = malloc(PROVEN_FRAME_HEADER + 64 + len);
-    if (fg->frame == NULL) {
-        return;
-    }
-
-    p = fg->frame + PROVEN_FRAME_HEADER;
-    p = proven_cbor_put_head(p, PROVEN_CBOR_MAP, 3);
-    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "id", 2);
-    p = proven_cbor_put_head(p, PROVEN_CBOR_UINT, fg->id);
-    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "ok", 2);
-    *p++ = 0xf5;                                            /* true */
-    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "result", 6);
-    p = proven_cbor_put_head(p, PROVEN_CBOR_MAP, 2);
-    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "value", 5);
+    proven_frame_builder_init(&b, 48 + len, 0);
+    proven_frame_put_ok(&b, fg->id);
+    proven_frame_put_head(&b, PROVEN_CBOR_MAP, 2);
+    proven_frame_put_text(&b, "value");
 
     if (value == NULL) {
-        *p++ = 0xf6;                                        /* null */
+        proven_frame_put_null(&b);
+
     } else {
-        p = proven_cbor_put_string(p, fg->type == PROVEND_KV_STRING
-                                      ? PROVEN_CBOR_TEXT : PROVEN_CBOR_BYTES,
-                                   value, len);
+        proven_frame_put_string(&b, fg->type == PROVEND_KV_STRING
+                                    ? PROVEN_CBOR_TEXT : PROVEN_CBOR_BYTES,
+                                value, len);
     }
 
-    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "revision", 8);
-    p = proven_cbor_put_head(p, PROVEN_CBOR_UINT, revision);
+    proven_frame_put_text(&b, "revision");
+    proven_frame_put_uint(&b, revision);
 
-    fg->frame_len = (size_t) (p - fg->frame);
-    proven_frame_put_length(fg->frame,
-                            (uint32_t) (fg->frame_len - PROVEN_FRAME_HEADER));
+    if (proven_frame_builder_finish(&b, &fg->frame, &fg->frame_len)
+        != PROVEN_OK)
+    {
+        fg->frame = NULL;
+    }
 }
 
 
@@ -1125,13 +1114,13 @@ provend_ops_storage_new(void *uv_loop, provend_storage_t *st, char *err,
 
     ops = calloc(1, sizeof(*ops));
     if (ops == NULL) {
-        provend_ops_err("out of memory");
+        proven_errf(err, errlen, "out of memory");
         return NULL;
     }
 
     if (uv_async_init(uv_loop, &ops->async, provend_ops_on_async) != 0) {
         free(ops);
-        provend_ops_err("cannot set up the storage answers");
+        proven_errf(err, errlen, "cannot set up the storage answers");
         return NULL;
     }
 
@@ -1141,7 +1130,7 @@ provend_ops_storage_new(void *uv_loop, provend_storage_t *st, char *err,
         /* The async is registered: ops is freed once it has closed. */
         ops->async.data = ops;
         uv_close((uv_handle_t *) &ops->async, provend_ops_on_close_free);
-        provend_ops_err("cannot set up the storage requests");
+        proven_errf(err, errlen, "cannot set up the storage requests");
         return NULL;
     }
 

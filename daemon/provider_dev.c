@@ -27,9 +27,6 @@
 /* Certificates start a minute early so small clock skew does not hurt. */
 #define PROVEND_DEV_BACKDATE  60
 
-#define provend_dev_err(...)                                               \
-    do { if (err) { snprintf(err, errlen, __VA_ARGS__); } } while (0)
-
 
 typedef struct {
     const char  *name;          /* "root", "intermediate", "leaf" */
@@ -89,26 +86,28 @@ provend_dev_hash_file(const char *path, uint8_t digest[PROVEND_PCR_LEN],
 
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd == -1) {
-        provend_dev_err("cannot measure %s: %s", path, strerror(errno));
+        proven_errf(err, errlen,
+                    "cannot measure %s: %s", path, strerror(errno));
         return PROVEN_ERR;
     }
 
     if (fstat(fd, &st) != 0) {
-        provend_dev_err("cannot measure %s: %s", path, strerror(errno));
+        proven_errf(err, errlen,
+                    "cannot measure %s: %s", path, strerror(errno));
         goto failed;
     }
 
     /* Directories, devices and pipes have no stable content to hash. */
     if (!S_ISREG(st.st_mode)) {
-        provend_dev_err("cannot measure %s: %s", path,
-                        S_ISDIR(st.st_mode) ? "is a directory"
-                                            : "not a regular file");
+        proven_errf(err, errlen, "cannot measure %s: %s", path,
+                    S_ISDIR(st.st_mode) ? "is a directory"
+                    : "not a regular file");
         goto failed;
     }
 
     md = EVP_MD_CTX_new();
     if (md == NULL || EVP_DigestInit_ex(md, EVP_sha384(), NULL) != 1) {
-        provend_dev_err("cannot start SHA384");
+        proven_errf(err, errlen, "cannot start SHA384");
         goto failed;
     }
 
@@ -121,17 +120,18 @@ provend_dev_hash_file(const char *path, uint8_t digest[PROVEND_PCR_LEN],
             if (errno == EINTR) {
                 continue;
             }
-            provend_dev_err("cannot measure %s: %s", path, strerror(errno));
+            proven_errf(err, errlen,
+                        "cannot measure %s: %s", path, strerror(errno));
             goto failed;
         }
         if (EVP_DigestUpdate(md, buf, (size_t) n) != 1) {
-            provend_dev_err("SHA384 failed");
+            proven_errf(err, errlen, "SHA384 failed");
             goto failed;
         }
     }
 
     if (EVP_DigestFinal_ex(md, digest, NULL) != 1) {
-        provend_dev_err("SHA384 failed");
+        proven_errf(err, errlen, "SHA384 failed");
         goto failed;
     }
 
@@ -169,7 +169,7 @@ provend_dev_extend(uint8_t pcr[PROVEND_PCR_LEN], const char *path,
     }
 
     if (provend_dev_sha384(buf, sizeof(buf), pcr) != PROVEN_OK) {
-        provend_dev_err("SHA384 failed");
+        proven_errf(err, errlen, "SHA384 failed");
         return PROVEN_ERR;
     }
 
@@ -197,8 +197,8 @@ provend_dev_measure(const char *self_exe, const provend_measure_t *measures,
         if (measures[i].index < 1
             || measures[i].index >= PROVEND_PCR_COUNT)
         {
-            provend_dev_err("PCR %u cannot be measured into (1..%d)",
-                            measures[i].index, PROVEND_PCR_COUNT - 1);
+            proven_errf(err, errlen, "PCR %u cannot be measured into (1..%d)",
+                        measures[i].index, PROVEND_PCR_COUNT - 1);
             return PROVEN_ERR;
         }
 
@@ -213,7 +213,7 @@ provend_dev_measure(const char *self_exe, const provend_measure_t *measures,
     memcpy(image, pcrs[1], 3 * PROVEND_PCR_LEN);
 
     if (provend_dev_sha384(image, sizeof(image), pcrs[0]) != PROVEN_OK) {
-        provend_dev_err("SHA384 failed");
+        proven_errf(err, errlen, "SHA384 failed");
         return PROVEN_ERR;
     }
 
@@ -353,13 +353,13 @@ provend_dev_write_pem(provend_dev_t *dev, const char *file, EVP_PKEY *key,
     long   len;
 
     if (provend_dev_path(dev, file, path) != PROVEN_OK) {
-        provend_dev_err("attestation directory path too long");
+        proven_errf(err, errlen, "attestation directory path too long");
         return PROVEN_ERR;
     }
 
     bio = BIO_new(BIO_s_mem());
     if (bio == NULL) {
-        provend_dev_err("out of memory");
+        proven_errf(err, errlen, "out of memory");
         return PROVEN_ERR;
     }
 
@@ -368,7 +368,7 @@ provend_dev_write_pem(provend_dev_t *dev, const char *file, EVP_PKEY *key,
         || (cert && PEM_write_bio_X509(bio, cert) != 1))
     {
         BIO_free(bio);
-        provend_dev_err("cannot write %s as PEM", file);
+        proven_errf(err, errlen, "cannot write %s as PEM", file);
         return PROVEN_ERR;
     }
 
@@ -410,7 +410,8 @@ provend_dev_level_new(provend_dev_t *dev, provend_dev_level_t *lvl,
     }
 
     if (proven_pki_cert_der(cert, &der, &der_len) != PROVEN_OK) {
-        provend_dev_err("cannot encode the dev %s certificate", lvl->name);
+        proven_errf(err, errlen,
+                    "cannot encode the dev %s certificate", lvl->name);
         goto failed;
     }
 
@@ -476,8 +477,8 @@ provend_dev_ensure(provend_dev_t *dev, int force_leaf, char *err,
                 && proven_pki_cert_der(lvl->cert, &lvl->der, &lvl->der_len)
                    != PROVEN_OK)
             {
-                provend_dev_err("cannot encode the dev %s certificate",
-                                lvl->name);
+                proven_errf(err, errlen, "cannot encode the dev %s certificate",
+                            lvl->name);
                 return PROVEN_ERR;
             }
             continue;
@@ -744,7 +745,7 @@ provend_dev_new(const provend_dev_config_t *cfg, char *err, size_t errlen)
     if (p == NULL || dev == NULL) {
         free(p);
         free(dev);
-        provend_dev_err("out of memory");
+        proven_errf(err, errlen, "out of memory");
         return NULL;
     }
 
@@ -764,7 +765,7 @@ provend_dev_new(const provend_dev_config_t *cfg, char *err, size_t errlen)
         || (size_t) snprintf(dev->dir, sizeof(dev->dir), "%s/attestation",
                              cfg->data_dir) >= sizeof(dev->dir) - 32)
     {
-        provend_dev_err("bad node id or data directory");
+        proven_errf(err, errlen, "bad node id or data directory");
         goto failed;
     }
 
@@ -775,7 +776,7 @@ provend_dev_new(const provend_dev_config_t *cfg, char *err, size_t errlen)
     if (cfg->self_exe) {
         dev->self_exe = strdup(cfg->self_exe);
         if (dev->self_exe == NULL) {
-            provend_dev_err("out of memory");
+            proven_errf(err, errlen, "out of memory");
             goto failed;
         }
     }
@@ -783,7 +784,7 @@ provend_dev_new(const provend_dev_config_t *cfg, char *err, size_t errlen)
     if (cfg->measure_count) {
         dev->measures = calloc(cfg->measure_count, sizeof(*dev->measures));
         if (dev->measures == NULL) {
-            provend_dev_err("out of memory");
+            proven_errf(err, errlen, "out of memory");
             goto failed;
         }
     }
@@ -793,7 +794,7 @@ provend_dev_new(const provend_dev_config_t *cfg, char *err, size_t errlen)
         dev->measures[i].path = strdup(cfg->measures[i].path);
         dev->measure_count++;
         if (dev->measures[i].path == NULL) {
-            provend_dev_err("out of memory");
+            proven_errf(err, errlen, "out of memory");
             goto failed;
         }
     }

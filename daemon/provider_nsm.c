@@ -16,9 +16,6 @@
 #include "provider.h"
 
 
-#define provend_nsm_err(...)                                               \
-    do { if (err) { snprintf(err, errlen, __VA_ARGS__); } } while (0)
-
 
 typedef struct {
     int                       fd;
@@ -80,8 +77,8 @@ provend_nsm_request_encode(const proven_buf_t *nonce,
         if (fields[i] && fields[i]->present
             && fields[i]->len > PROVEN_ATT_FIELD_MAX)
         {
-            provend_nsm_err("nsm request field larger than %d bytes",
-                            PROVEN_ATT_FIELD_MAX);
+            proven_errf(err, errlen, "nsm request field larger than %d bytes",
+                        PROVEN_ATT_FIELD_MAX);
             return PROVEN_ERR;
         }
     }
@@ -120,7 +117,7 @@ provend_nsm_request_encode(const proven_buf_t *nonce,
 failed:
 
     if (rc != PROVEN_OK) {
-        provend_nsm_err("cannot encode the nsm request");
+        proven_errf(err, errlen, "cannot encode the nsm request");
     }
 
     if (args != NULL) {
@@ -152,17 +149,17 @@ provend_nsm_response_load(const uint8_t *buf, size_t len, const char *want,
     item = proven_cbor_map_get(root, "Error");
     if (item != NULL) {
         if (proven_cbor_text(item, 128, &text, &tlen) == PROVEN_OK) {
-            provend_nsm_err("nsm error: %s", text);
+            proven_errf(err, errlen, "nsm error: %s", text);
             free(text);
         } else {
-            provend_nsm_err("nsm error (not text)");
+            proven_errf(err, errlen, "nsm error (not text)");
         }
         goto failed;
     }
 
     item = proven_cbor_map_get(root, want);
     if (item == NULL || !cbor_isa_map(item)) {
-        provend_nsm_err("nsm response without a \"%s\" map", want);
+        proven_errf(err, errlen, "nsm response without a \"%s\" map", want);
         goto failed;
     }
 
@@ -184,8 +181,8 @@ provend_nsm_response_decode(const uint8_t *buf, size_t len, uint8_t **doc,
     cbor_item_t  *root, *body;
 
     if (len > PROVEND_NSM_RESPONSE_MAX) {
-        provend_nsm_err("nsm response larger than %d bytes",
-                        PROVEND_NSM_RESPONSE_MAX);
+        proven_errf(err, errlen, "nsm response larger than %d bytes",
+                    PROVEND_NSM_RESPONSE_MAX);
         return PROVEN_ERR;
     }
 
@@ -198,12 +195,12 @@ provend_nsm_response_decode(const uint8_t *buf, size_t len, uint8_t **doc,
     rc = proven_cbor_bytes(proven_cbor_map_get(body, "document"),
                            PROVEND_NSM_RESPONSE_MAX, doc, doc_len);
     if (rc != PROVEN_OK) {
-        provend_nsm_err("nsm attestation without a \"document\" byte "
-                        "string");
+        proven_errf(err, errlen, "nsm attestation without a \"document\" byte "
+                    "string");
     } else if (*doc_len == 0) {
         free(*doc);
         *doc = NULL;
-        provend_nsm_err("nsm returned an empty document");
+        proven_errf(err, errlen, "nsm returned an empty document");
         rc = PROVEN_ERR;
     }
 
@@ -221,8 +218,8 @@ provend_nsm_exchange(const provend_nsm_ops_t *ops, int fd,
     provend_nsm_message_t  msg;
 
     if (req_len > PROVEND_NSM_REQUEST_MAX) {
-        provend_nsm_err("nsm request larger than %d bytes",
-                        PROVEND_NSM_REQUEST_MAX);
+        proven_errf(err, errlen, "nsm request larger than %d bytes",
+                    PROVEND_NSM_REQUEST_MAX);
         return PROVEN_ERR;
     }
 
@@ -235,14 +232,14 @@ provend_nsm_exchange(const provend_nsm_ops_t *ops, int fd,
     msg.response.iov_len = cap;
 
     if (ops->ioctl(fd, PROVEND_NSM_IOCTL, &msg) != 0) {
-        provend_nsm_err("nsm ioctl: %s", strerror(errno));
+        proven_errf(err, errlen, "nsm ioctl: %s", strerror(errno));
         return PROVEN_ERR;
     }
 
     /* A driver that claims more than the buffer holds is not believed. */
     if (msg.response.iov_len == 0 || msg.response.iov_len > cap) {
-        provend_nsm_err("nsm response of %zu bytes (buffer %zu)",
-                        msg.response.iov_len, cap);
+        proven_errf(err, errlen, "nsm response of %zu bytes (buffer %zu)",
+                    msg.response.iov_len, cap);
         return PROVEN_ERR;
     }
 
@@ -459,15 +456,16 @@ provend_nsm_new(const char *path, const provend_nsm_ops_t *ops, char *err,
     if (p == NULL || nsm == NULL) {
         free(p);
         free(nsm);
-        provend_nsm_err("out of memory");
+        proven_errf(err, errlen, "out of memory");
         return NULL;
     }
 
     nsm->ops = ops ? ops : &provend_nsm_sys_ops;
     nsm->fd = nsm->ops->open(path ? path : PROVEND_NSM_DEVICE);
     if (nsm->fd == -1) {
-        provend_nsm_err("open %s: %s", path ? path : PROVEND_NSM_DEVICE,
-                        strerror(errno));
+        proven_errf(err, errlen,
+                    "open %s: %s", path ? path : PROVEND_NSM_DEVICE,
+                    strerror(errno));
         free(nsm);
         free(p);
         return NULL;

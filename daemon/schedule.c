@@ -16,9 +16,6 @@
 #include "schedule.h"
 
 
-#define provend_cron_err(...)                                              \
-    do { if (err) { snprintf(err, errlen, __VA_ARGS__); } } while (0)
-
 #define PROVEND_FIRE_TIMEOUT_MS  (310 * 1000)   /* past any handler's own */
 #define PROVEND_FIRE_ANSWER_MAX  (64 * 1024)
 
@@ -108,7 +105,7 @@ provend_cron_parse(const char *expr, provend_cron_t *cron, char *err,
     static const int  hi[] = { 59, 23, 31, 12, 6 };
 
     if (strlen(expr) >= sizeof(copy)) {
-        provend_cron_err("cron expression too long");
+        proven_errf(err, errlen, "cron expression too long");
         return PROVEN_ERR;
     }
     snprintf(copy, sizeof(copy), "%s", expr);
@@ -120,7 +117,7 @@ provend_cron_parse(const char *expr, provend_cron_t *cron, char *err,
         field[i++] = tok;
     }
     if (i != 5) {
-        provend_cron_err("\"%s\" is not five cron fields", expr);
+        proven_errf(err, errlen, "\"%s\" is not five cron fields", expr);
         return PROVEN_ERR;
     }
 
@@ -128,8 +125,8 @@ provend_cron_parse(const char *expr, provend_cron_t *cron, char *err,
         if (provend_cron_field(field[i], lo[i], hi[i], &bits, &any)
             != PROVEN_OK)
         {
-            provend_cron_err("cron field \"%s\" is not valid for %d-%d",
-                             field[i], lo[i], hi[i]);
+            proven_errf(err, errlen, "cron field \"%s\" is not valid for %d-%d",
+                        field[i], lo[i], hi[i]);
             return PROVEN_ERR;
         }
         switch (i) {
@@ -173,24 +170,6 @@ provend_cron_due(const provend_cron_t *cron, const struct tm *utc)
 }
 
 
-/* A definite text item as a C string into out; PROVEN_ERR if not. */
-static int
-provend_schedule_text(const cbor_item_t *item, char *out, size_t size)
-{
-    size_t  len;
-
-    if (item == NULL || !cbor_isa_string(item)
-        || !cbor_string_is_definite(item)
-        || (len = cbor_string_length(item)) >= size)
-    {
-        return PROVEN_ERR;
-    }
-    memcpy(out, cbor_string_handle(item), len);
-    out[len] = '\0';
-    return PROVEN_OK;
-}
-
-
 int
 provend_schedules_of(const cbor_item_t *handlers, provend_cron_t **out,
     size_t *n, char *err, size_t errlen)
@@ -211,7 +190,7 @@ provend_schedules_of(const cbor_item_t *handlers, provend_cron_t **out,
     rc = PROVEN_ERR;
     list = NULL;
     if (handlers == NULL || !cbor_isa_array(handlers)) {
-        provend_cron_err("the package has no handler list");
+        proven_errf(err, errlen, "the package has no handler list");
         goto done;
     }
 
@@ -219,7 +198,7 @@ provend_schedules_of(const cbor_item_t *handlers, provend_cron_t **out,
     for (i = 0; i < cbor_array_size(handlers); i++) {
         h = cbor_array_handle(handlers)[i];
         if (!cbor_isa_map(h)
-            || provend_schedule_text(proven_cbor_map_get(h, "kind"), kind,
+            || proven_cbor_text_into(proven_cbor_map_get(h, "kind"), kind,
                                      sizeof(kind)) != PROVEN_OK
             || strcmp(kind, "schedule") != 0)
         {
@@ -227,31 +206,33 @@ provend_schedules_of(const cbor_item_t *handlers, provend_cron_t **out,
         }
 
         if (count == PROVEND_SCHEDULES_MAX) {
-            provend_cron_err("more than %d schedules", PROVEND_SCHEDULES_MAX);
+            proven_errf(err, errlen,
+                        "more than %d schedules", PROVEND_SCHEDULES_MAX);
             goto done;
         }
         if (list == NULL) {
             list = calloc(PROVEND_SCHEDULES_MAX, sizeof(*list));
             if (list == NULL) {
-                provend_cron_err("out of memory");
+                proven_errf(err, errlen, "out of memory");
                 goto done;
             }
         }
 
         c = &list[count];
-        if (provend_schedule_text(proven_cbor_map_get(h, "module"), module,
+        if (proven_cbor_text_into(proven_cbor_map_get(h, "module"), module,
                                   sizeof(module)) != PROVEN_OK
-            || provend_schedule_text(proven_cbor_map_get(h, "name"), name,
+            || proven_cbor_text_into(proven_cbor_map_get(h, "name"), name,
                                      sizeof(name)) != PROVEN_OK
-            || provend_schedule_text(proven_cbor_map_get(h, "cron"), expr,
+            || proven_cbor_text_into(proven_cbor_map_get(h, "cron"), expr,
                                      sizeof(expr)) != PROVEN_OK
             || (size_t) snprintf(c->handler, sizeof(c->handler), "%s#%s",
                                  module, name) >= sizeof(c->handler)
             || provend_cron_parse(expr, c, err, errlen) != PROVEN_OK)
         {
             if (err && err[0] == '\0') {   /* not a cron message */
-                provend_cron_err("a schedule handler of the manifest is "
-                                 "malformed");
+                proven_errf(err, errlen,
+                            "a schedule handler of the manifest is "
+                            "malformed");
             }
             goto done;
         }
@@ -279,9 +260,7 @@ typedef struct {
     uv_timer_t                timer;
     uint8_t                  *frame;
     size_t                    frame_len;
-    uint8_t                  *answer;
-    size_t                    answer_max;
-    size_t                    have;
+    proven_frame_reader_t     answer;
     unsigned                  handles;
     provend_worker_answer_pt  done;        /* NULL once called */
     void                     *data;
@@ -298,7 +277,7 @@ provend_call_closed(uv_handle_t *handle)
         return;
     }
     free(c->frame);
-    free(c->answer);
+    proven_frame_reader_free(&c->answer);
     free(c);
 }
 
@@ -328,16 +307,17 @@ provend_call_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 
     (void) suggested;
     c = handle->data;
-    buf->base = (char *) c->answer + c->have;
-    buf->len = c->answer_max - c->have;
+    buf->base = (char *) proven_frame_reader_space(&c->answer, &buf->len);
 }
 
 
 static void
 provend_call_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
+    int                rc;
     char               err[PROVEN_ERR_LEN];
-    uint32_t           len;
+    size_t             len;
+    const uint8_t     *body;
     provend_call_t    *c;
     proven_response_t  res;
 
@@ -347,27 +327,20 @@ provend_call_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         provend_call_end(c, "the worker closed the connection", NULL);
         return;
     }
-    c->have += (size_t) nread;
+    proven_frame_reader_fill(&c->answer, (size_t) nread);
 
-    if (c->have < PROVEN_FRAME_HEADER
-        || proven_frame_length(c->answer, &len, err, sizeof(err))
-           != PROVEN_OK)
-    {
-        if (c->have == c->answer_max) {
-            provend_call_end(c, "the answer is too long", NULL);
-        }
+    rc = proven_frame_reader_next(&c->answer, &body, &len, err, sizeof(err));
+    if (rc == PROVEN_AGAIN) {
         return;
     }
-    if (len > c->answer_max - PROVEN_FRAME_HEADER) {
+
+    if (rc != PROVEN_OK) {
         provend_call_end(c, "the answer is too long", NULL);
         return;
     }
-    if (c->have < PROVEN_FRAME_HEADER + len) {
-        return;
-    }
 
-    if (proven_response_decode(c->answer + PROVEN_FRAME_HEADER, len, &res,
-                               err, sizeof(err)) != PROVEN_OK)
+    if (proven_response_decode(body, len, &res, err, sizeof(err))
+        != PROVEN_OK)
     {
         provend_call_end(c, "a malformed answer", NULL);
         return;
@@ -432,16 +405,14 @@ provend_worker_call(void *loop, const char *socket_path, cbor_item_t *request,
     if (c == NULL) {
         return PROVEN_ERR;
     }
-    c->answer_max = answer_max;
-    c->answer = malloc(answer_max);
-    if (c->answer == NULL
+    if (answer_max <= PROVEN_FRAME_HEADER
         || proven_frame_encode(request, &c->frame, &c->frame_len, err,
                                sizeof(err)) != PROVEN_OK)
     {
-        free(c->answer);
         free(c);
         return PROVEN_ERR;
     }
+    proven_frame_reader_init(&c->answer, answer_max - PROVEN_FRAME_HEADER);
     c->done = done;
     c->data = data;
 
@@ -494,9 +465,7 @@ struct provend_chan_s {
     size_t                ncalls;
     provend_chan_write_t *queued[64];   /* before the connect completes */
     size_t                nqueued;
-    uint8_t              *in;
-    size_t                in_len;
-    size_t                in_cap;
+    proven_frame_reader_t in;
 };
 
 
@@ -509,7 +478,7 @@ provend_chan_closed(uv_handle_t *handle)
     if (--ch->handles > 0) {
         return;
     }
-    free(ch->in);
+    proven_frame_reader_free(&ch->in);
     free(ch);
 }
 
@@ -564,8 +533,10 @@ provend_chan_write(provend_chan_t *ch, provend_chan_write_t *w)
     uv_buf_t  buf;
     uint32_t  len;
 
-    memcpy(&len, w->frame, 4);
-    buf = uv_buf_init((char *) w->frame, ntohl(len) + PROVEN_FRAME_HEADER);
+    if (proven_frame_length(w->frame, &len, NULL, 0) != PROVEN_OK) {
+        return PROVEN_ERR;
+    }
+    buf = uv_buf_init((char *) w->frame, len + PROVEN_FRAME_HEADER);
     w->req.data = ch;
     return uv_write(&w->req, (uv_stream_t *) &ch->pipe, &buf, 1,
                     provend_chan_written) == 0 ? PROVEN_OK : PROVEN_ERR;
@@ -575,34 +546,21 @@ provend_chan_write(provend_chan_t *ch, provend_chan_write_t *w)
 static void
 provend_chan_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 {
-    size_t           want;
-    uint8_t         *grown;
     provend_chan_t  *ch;
 
     (void) suggested;
     ch = handle->data;
-    if (ch->in_cap - ch->in_len < 16384) {
-        want = ch->in_cap ? ch->in_cap * 2 : 65536;
-        if (want > PROVEN_FRAME_MAX + PROVEN_FRAME_HEADER + 65536) {
-            want = PROVEN_FRAME_MAX + PROVEN_FRAME_HEADER + 65536;
-        }
-        grown = want > ch->in_cap ? realloc(ch->in, want) : NULL;
-        if (grown != NULL) {
-            ch->in = grown;
-            ch->in_cap = want;
-        }
-    }
-    buf->base = (char *) ch->in + ch->in_len;
-    buf->len = ch->in_cap - ch->in_len;
+    buf->base = (char *) proven_frame_reader_space(&ch->in, &buf->len);
 }
 
 
 static void
 provend_chan_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
+    int                    rc;
     char                   err[PROVEN_ERR_LEN];
-    uint32_t               len;
-    size_t                 used;
+    size_t                 len;
+    const uint8_t         *body;
     proven_response_t      res;
     provend_chan_t        *ch;
     provend_chan_call_t  **p, *c;
@@ -613,26 +571,22 @@ provend_chan_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         provend_chan_break(ch, "the worker closed the connection");
         return;
     }
-    ch->in_len += (size_t) nread;
+    proven_frame_reader_fill(&ch->in, (size_t) nread);
 
-    used = 0;
-    while (ch->in_len - used >= PROVEN_FRAME_HEADER) {
-        if (proven_frame_length(ch->in + used, &len, err, sizeof(err))
-            != PROVEN_OK)
+    for ( ;; ) {
+        rc = proven_frame_reader_next(&ch->in, &body, &len, err,
+                                      sizeof(err));
+        if (rc == PROVEN_AGAIN) {
+            return;
+        }
+
+        if (rc != PROVEN_OK
+            || proven_response_decode(body, len, &res, err, sizeof(err))
+               != PROVEN_OK)
         {
             provend_chan_break(ch, "a malformed answer");
             return;
         }
-        if (ch->in_len - used < PROVEN_FRAME_HEADER + len) {
-            break;
-        }
-        if (proven_response_decode(ch->in + used + PROVEN_FRAME_HEADER, len,
-                                   &res, err, sizeof(err)) != PROVEN_OK)
-        {
-            provend_chan_break(ch, "a malformed answer");
-            return;
-        }
-        used += PROVEN_FRAME_HEADER + len;
 
         for (p = &ch->calls; (c = *p) != NULL; p = &c->next) {
             if (c->id == res.id) {
@@ -648,10 +602,6 @@ provend_chan_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         if (ch->broken) {
             return;
         }
-    }
-    if (used > 0) {
-        memmove(ch->in, ch->in + used, ch->in_len - used);
-        ch->in_len -= used;
     }
 }
 
@@ -746,6 +696,7 @@ provend_chan_open(void *loop, const char *socket_path)
     }
     ch->loop = loop;
     ch->next_id = 1;
+    proven_frame_reader_init(&ch->in, PROVEN_FRAME_MAX);
     uv_pipe_init(loop, &ch->pipe, 0);
     uv_timer_init(loop, &ch->timer);
     ch->pipe.data = ch;

@@ -26,12 +26,7 @@
 #include "util.h"
 
 
-#define PROVEND_READ_BUF   (64 * 1024)
 #define PROVEND_BACKLOG    128
-#define PROVEND_BODY_START (64 * 1024)  /* first allocation for a frame */
-
-#define provend_server_err(...)                                            \
-    do { if (err) { snprintf(err, errlen, __VA_ARGS__); } } while (0)
 
 
 typedef struct provend_conn_s    provend_conn_t;
@@ -70,15 +65,8 @@ struct provend_conn_s {
     int                processing;  /* inside provend_conn_process */
     char               app[PROVEND_NAME_MAX + 1];  /* an app's worker */
 
-    uint8_t            header[PROVEN_FRAME_HEADER];
-    size_t             header_have;
-    uint8_t           *body;
-    uint32_t           body_len;
-    uint32_t           body_cap;     /* allocated; grows as bytes arrive */
-    size_t             body_have;
-
-    size_t             rlen;        /* bytes in rbuf not yet parsed */
-    uint8_t            rbuf[PROVEND_READ_BUF];
+    int                held;        /* whole frames kept back: paused */
+    proven_frame_reader_t  reader;
 };
 
 typedef struct {
@@ -113,7 +101,7 @@ provend_conn_unref(provend_conn_t *conn)
         return;
     }
 
-    free(conn->body);
+    proven_frame_reader_free(&conn->reader);
     free(conn);
 }
 
@@ -295,7 +283,6 @@ provend_conn_fail(provend_conn_t *conn, const char *code, const char *msg)
     provend_info("closing a connection: %s", msg);
 
     conn->draining = 1;
-    conn->rlen = 0;
     provend_conn_send_error(conn, 0, code, msg);
 }
 
@@ -308,8 +295,7 @@ provend_conn_on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
     (void) suggested;
 
     conn = handle->data;
-    *buf = uv_buf_init((char *) conn->rbuf + conn->rlen,
-                       (unsigned int) (sizeof(conn->rbuf) - conn->rlen));
+    buf->base = (char *) proven_frame_reader_space(&conn->reader, &buf->len);
 }
 
 
@@ -336,7 +322,7 @@ provend_conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         return;
     }
 
-    conn->rlen += (size_t) nread;
+    proven_frame_reader_fill(&conn->reader, (size_t) nread);
     provend_conn_process(conn);
 }
 
@@ -366,7 +352,7 @@ provend_conn_progress(provend_conn_t *conn)
     }
 
     /* Input kept back while paused comes first. */
-    if (conn->rlen && conn->pending < conn->srv->max_pending) {
+    if (conn->held && conn->pending < conn->srv->max_pending) {
         provend_conn_process(conn);
         return;
     }
@@ -511,7 +497,7 @@ provend_server_attest(void *server, const proven_buf_t *nonce,
         || provend_attest_job_init(&sj->job, nonce, user_data, public_key)
            != PROVEN_OK)
     {
-        provend_server_err("out of memory");
+        proven_errf(err, errlen, "out of memory");
         free(sj);
         return PROVEN_ERR;
     }
@@ -520,7 +506,7 @@ provend_server_attest(void *server, const proven_buf_t *nonce,
     sj->data = data;
 
     if (provend_job_start(sj) != PROVEN_OK) {
-        provend_server_err("%s", sj->job.err);
+        proven_errf(err, errlen, "%s", sj->job.err);
         provend_attest_job_free(&sj->job);
         free(sj);
         return PROVEN_ERR;
@@ -544,15 +530,15 @@ provend_arg_bytes(const proven_request_t *req, const char *name,
     }
 
     if (!cbor_isa_bytestring(item)) {
-        provend_server_err("\"%s\" must be a byte string", name);
+        proven_errf(err, errlen, "\"%s\" must be a byte string", name);
         return PROVEN_ERR;
     }
 
     if (proven_cbor_bytes(item, PROVEN_ATT_FIELD_MAX, &out->data, &out->len)
         != PROVEN_OK)
     {
-        provend_server_err("\"%s\" is longer than %d bytes", name,
-                           PROVEN_ATT_FIELD_MAX);
+        proven_errf(err, errlen, "\"%s\" is longer than %d bytes", name,
+                    PROVEN_ATT_FIELD_MAX);
         return PROVEN_ERR;
     }
 
@@ -728,22 +714,6 @@ provend_conn_on_storage_reply(void *ctx, uint8_t *frame, size_t len)
  * provend: kv.* and sql.* with a scope of kind "app" naming that app.
  * (Personal and NFT scopes come with sessions and ownership checks.)
  */
-/* A definite text of less than size bytes into out. */
-static int
-provend_conn_text(const cbor_item_t *item, char *out, size_t size)
-{
-    if (item == NULL || !cbor_isa_string(item)
-        || !cbor_string_is_definite(item)
-        || cbor_string_length(item) >= size)
-    {
-        return 0;
-    }
-    memcpy(out, cbor_string_handle(item), cbor_string_length(item));
-    out[cbor_string_length(item)] = '\0';
-    return 1;
-}
-
-
 static int
 provend_conn_allowed(provend_conn_t *conn, const proven_request_t *req,
     char *msg, size_t msglen)
@@ -786,10 +756,10 @@ provend_conn_allowed(provend_conn_t *conn, const proven_request_t *req,
         && memcmp(cbor_string_handle(kind), "personal", 8) == 0)
     {
         /* only while provend runs a call of that identity on this app */
-        if (provend_conn_text(proven_cbor_map_get(req->map, "grant"), grant,
-                              sizeof(grant))
-            && provend_conn_text(proven_cbor_map_get(scope, "identity"),
-                                 identity, sizeof(identity))
+        if (proven_cbor_text_into(proven_cbor_map_get(req->map, "grant"),
+                                  grant, sizeof(grant)) == PROVEN_OK
+            && proven_cbor_text_into(proven_cbor_map_get(scope, "identity"),
+                                     identity, sizeof(identity)) == PROVEN_OK
             && provend_sessions_grant_ok(conn->srv->sessions, grant,
                                          conn->app, identity))
         {
@@ -808,7 +778,7 @@ provend_conn_allowed(provend_conn_t *conn, const proven_request_t *req,
 
 /* One whole frame body; takes body. */
 static void
-provend_conn_request(provend_conn_t *conn, uint8_t *body, size_t len)
+provend_conn_request(provend_conn_t *conn, const uint8_t *body, size_t len)
 {
     int               rc;
     char              err[PROVEN_ERR_LEN], msg[PROVEN_ERR_LEN + 64];
@@ -820,14 +790,12 @@ provend_conn_request(provend_conn_t *conn, uint8_t *body, size_t len)
         if (provend_ops_storage_fast(conn->srv->storage_ops, body, len,
                                      provend_conn_on_storage_reply, conn))
         {
-            free(body);
             return;
         }
         conn->refs--;
     }
 
     rc = proven_request_decode(body, len, &req, err, sizeof(err));
-    free(body);
 
     if (rc != PROVEN_OK) {
         if (req.has_id) {
@@ -908,148 +876,42 @@ provend_conn_request(provend_conn_t *conn, uint8_t *body, size_t len)
 }
 
 
-/* Doubles the body buffer until it holds need bytes (at most body_len). */
-static int
-provend_conn_grow_body(provend_conn_t *conn, size_t need)
-{
-    size_t    cap;
-    uint8_t  *body;
-
-    cap = conn->body_cap;
-    while (cap < need) {
-        cap *= 2;
-    }
-
-    if (cap > conn->body_len) {
-        cap = conn->body_len;
-    }
-
-    body = realloc(conn->body, cap);
-    if (body == NULL) {
-        return PROVEN_ERR;
-    }
-
-    conn->body = body;
-    conn->body_cap = (uint32_t) cap;
-    return PROVEN_OK;
-}
-
-
-/* Parses what rbuf holds, as far as the pending limit allows. */
+/*
+ * Answers the whole frames the reader holds, as far as the pending limit
+ * allows; what is left waits for that limit (held) or for more bytes.
+ */
 static void
 provend_conn_process(provend_conn_t *conn)
 {
-    char       err[PROVEN_ERR_LEN];
-    size_t     pos, n;
-    uint8_t   *body;
-    uint32_t   len;
+    int             rc;
+    char            err[PROVEN_ERR_LEN];
+    size_t          len;
+    const uint8_t  *body;
 
-    pos = 0;
     conn->processing = 1;
+    conn->held = 0;
 
-    while (pos < conn->rlen && !conn->draining
-           && conn->pending < conn->srv->max_pending)
-    {
-        /*
-         * A whole frame already in rbuf, of the hot kv ops: read in place,
-         * without copying its body out.  Not for an app's worker, whose
-         * every request is checked against its app first.
-         */
-        if (conn->body == NULL && conn->header_have == 0
-            && conn->srv->storage_ops != NULL && conn->app[0] == '\0'
-            && conn->rlen - pos > PROVEN_FRAME_HEADER
-            && proven_frame_length(conn->rbuf + pos, &len, NULL, 0)
-               == PROVEN_OK
-            && conn->rlen - pos - PROVEN_FRAME_HEADER >= len)
-        {
-            provend_conn_counted(conn);
-            conn->refs++;
-            if (provend_ops_storage_fast(conn->srv->storage_ops,
-                                         conn->rbuf + pos
-                                         + PROVEN_FRAME_HEADER, len,
-                                         provend_conn_on_storage_reply,
-                                         conn))
-            {
-                pos += PROVEN_FRAME_HEADER + len;
-                continue;
-            }
-            conn->refs--;
-            provend_conn_answered(conn);
-        }
+    while (!conn->draining) {
 
-        if (conn->body == NULL) {
-            n = PROVEN_FRAME_HEADER - conn->header_have;
-            if (n > conn->rlen - pos) {
-                n = conn->rlen - pos;
-            }
-
-            memcpy(conn->header + conn->header_have, conn->rbuf + pos, n);
-            conn->header_have += n;
-            pos += n;
-
-            if (conn->header_have < PROVEN_FRAME_HEADER) {
-                break;
-            }
-
-            conn->header_have = 0;
-
-            if (proven_frame_length(conn->header, &len, err, sizeof(err))
-                != PROVEN_OK)
-            {
-                provend_conn_counted(conn);
-                provend_conn_fail(conn, "bad_frame", err);
-                break;
-            }
-
-            /*
-             * Bounded by PROVEN_FRAME_MAX above; still, a 4-byte header
-             * alone must not pin 16 MiB: the buffer grows with the data.
-             */
-            conn->body_cap = len < PROVEND_BODY_START ? len
-                                                      : PROVEND_BODY_START;
-            conn->body = malloc(conn->body_cap);
-            if (conn->body == NULL) {
-                provend_conn_counted(conn);
-                provend_conn_fail(conn, "internal", "out of memory");
-                break;
-            }
-
-            conn->body_len = len;
-            conn->body_have = 0;
-            continue;
-        }
-
-        n = conn->body_len - conn->body_have;
-        if (n > conn->rlen - pos) {
-            n = conn->rlen - pos;
-        }
-
-        if (conn->body_have + n > conn->body_cap
-            && provend_conn_grow_body(conn, conn->body_have + n)
-               != PROVEN_OK)
-        {
-            provend_conn_counted(conn);
-            provend_conn_fail(conn, "internal", "out of memory");
+        if (conn->pending >= conn->srv->max_pending) {
+            conn->held = proven_frame_reader_pending(&conn->reader) > 0;
             break;
         }
 
-        memcpy(conn->body + conn->body_have, conn->rbuf + pos, n);
-        conn->body_have += n;
-        pos += n;
-
-        if (conn->body_have == conn->body_len) {
-            body = conn->body;
-            conn->body = NULL;
-            provend_conn_counted(conn);
-            provend_conn_request(conn, body, conn->body_len);
+        rc = proven_frame_reader_next(&conn->reader, &body, &len, err,
+                                      sizeof(err));
+        if (rc == PROVEN_AGAIN) {
+            break;
         }
-    }
 
-    if (conn->draining) {
-        conn->rlen = 0;
-    } else if (pos) {
-        memmove(conn->rbuf, conn->rbuf + pos, conn->rlen - pos);
-        conn->rlen -= pos;
+        provend_conn_counted(conn);
+
+        if (rc != PROVEN_OK) {
+            provend_conn_fail(conn, "bad_frame", err);
+            break;
+        }
+
+        provend_conn_request(conn, body, len);
     }
 
     conn->processing = 0;
@@ -1078,6 +940,7 @@ provend_server_on_connection(uv_stream_t *listener, int status)
 
     conn->srv = srv;
     conn->refs = 1;
+    proven_frame_reader_init(&conn->reader, PROVEN_FRAME_MAX);
 
     if (uv_pipe_init(&srv->loop, &conn->handle, 0) != 0) {
         free(conn);
@@ -1118,6 +981,7 @@ provend_server_bind_pipe(void *data, const char *app)
 
     conn->srv = srv;
     conn->refs = 1;
+    proven_frame_reader_init(&conn->reader, PROVEN_FRAME_MAX);
     snprintf(conn->app, sizeof(conn->app), "%s", app);
 
     if (uv_pipe_init(&srv->loop, &conn->handle, 0) != 0) {
@@ -1282,8 +1146,8 @@ provend_server_prepare_path(const char *path, char *err, size_t errlen)
     struct sockaddr_un  sa;
 
     if (strlen(path) >= sizeof(sa.sun_path)) {
-        provend_server_err("socket path longer than %zu bytes: %s",
-                           sizeof(sa.sun_path) - 1, path);
+        proven_errf(err, errlen, "socket path longer than %zu bytes: %s",
+                    sizeof(sa.sun_path) - 1, path);
         return PROVEN_ERR;
     }
 
@@ -1301,13 +1165,13 @@ provend_server_prepare_path(const char *path, char *err, size_t errlen)
     }
 
     if (!S_ISSOCK(st.st_mode)) {
-        provend_server_err("%s exists and is not a socket", path);
+        proven_errf(err, errlen, "%s exists and is not a socket", path);
         return PROVEN_ERR;
     }
 
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd == -1) {
-        provend_server_err("socket: %s", strerror(errno));
+        proven_errf(err, errlen, "socket: %s", strerror(errno));
         return PROVEN_ERR;
     }
 
@@ -1319,14 +1183,14 @@ provend_server_prepare_path(const char *path, char *err, size_t errlen)
     close(fd);
 
     if (rc == 0) {
-        provend_server_err("another process is listening on %s", path);
+        proven_errf(err, errlen, "another process is listening on %s", path);
         return PROVEN_ERR;
     }
 
     provend_info("replacing the stale socket %s", path);
 
     if (unlink(path) != 0) {
-        provend_server_err("unlink %s: %s", path, strerror(errno));
+        proven_errf(err, errlen, "unlink %s: %s", path, strerror(errno));
         return PROVEN_ERR;
     }
 
@@ -1353,7 +1217,7 @@ provend_server_listen(provend_server_t *srv, char *err, size_t errlen)
     umask(mask);
 
     if (rc != 0) {
-        provend_server_err("bind %s: %s", path, uv_strerror(rc));
+        proven_errf(err, errlen, "bind %s: %s", path, uv_strerror(rc));
         return PROVEN_ERR;
     }
 
@@ -1361,7 +1225,7 @@ provend_server_listen(provend_server_t *srv, char *err, size_t errlen)
                    provend_server_on_connection);
     if (rc != 0) {
         unlink(path);
-        provend_server_err("listen %s: %s", path, uv_strerror(rc));
+        proven_errf(err, errlen, "listen %s: %s", path, uv_strerror(rc));
         return PROVEN_ERR;
     }
 
@@ -1454,7 +1318,7 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
 
     srv = calloc(1, sizeof(*srv));
     if (srv == NULL) {
-        provend_server_err("out of memory");
+        proven_errf(err, errlen, "out of memory");
         return PROVEN_ERR;
     }
 
@@ -1464,7 +1328,7 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
     srv->started = uv_hrtime();
 
     if (uv_loop_init(&srv->loop) != 0) {
-        provend_server_err("cannot start the event loop");
+        proven_errf(err, errlen, "cannot start the event loop");
         free(srv);
         return PROVEN_ERR;
     }
@@ -1490,7 +1354,7 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
         || uv_signal_start(&srv->sighup, provend_server_on_signal, SIGHUP)
            != 0)
     {
-        provend_server_err("cannot install signal handlers");
+        proven_errf(err, errlen, "cannot install signal handlers");
         goto failed;
     }
 

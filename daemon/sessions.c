@@ -19,9 +19,6 @@
 #include "util.h"
 
 
-#define provend_sessions_err(...)                                          \
-    do { if (err) { snprintf(err, errlen, __VA_ARGS__); } } while (0)
-
 #define PROVEND_SESSION_BUCKETS  16384      /* a power of two */
 #define PROVEND_RPC_TYPE_MAX     64
 #define PROVEND_HANDLER_MAX      256
@@ -344,23 +341,6 @@ provend_sessions_on_sweep(uv_timer_t *timer)
 }
 
 
-/* "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" of id; out holds 37 bytes. */
-static void
-provend_session_uuid(const uint8_t *id, char *out)
-{
-    size_t  i;
-    char   *p;
-
-    p = out;
-    for (i = 0; i < PROVEND_SESSION_ID_LEN; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10) {
-            *p++ = '-';
-        }
-        p += sprintf(p, "%02x", id[i]);
-    }
-}
-
-
 /* ---- session.create ----------------------------------------------------- */
 
 /* An optional text argument of at most max bytes, into out (NUL ended). */
@@ -376,17 +356,9 @@ provend_sessions_arg_text(const cbor_item_t *map, const char *name,
     if (item == NULL || proven_cbor_is_null(item)) {
         return PROVEN_OK;
     }
-    if (!cbor_isa_string(item) || !cbor_string_is_definite(item)
-        || cbor_string_length(item) > max)
-    {
-        provend_sessions_err("\"%s\" must be a text of at most %zu bytes",
-                             name, max);
-        return PROVEN_ERR;
-    }
-    memcpy(out, cbor_string_handle(item), cbor_string_length(item));
-    out[cbor_string_length(item)] = '\0';
-    if (strlen(out) != cbor_string_length(item)) {
-        provend_sessions_err("\"%s\" holds a NUL byte", name);
+    if (proven_cbor_text_into(item, out, max + 1) != PROVEN_OK) {
+        proven_errf(err, errlen, "\"%s\" must be a text of at most %zu "
+                    "bytes, without a NUL", name, max);
         return PROVEN_ERR;
     }
     *present = 1;
@@ -409,10 +381,10 @@ provend_sessions_arg_bytes(const cbor_item_t *map, const char *name,
         || cbor_bytestring_length(item) > max)
     {
         if (min == max) {
-            provend_sessions_err("\"%s\" must be %zu bytes", name, min);
+            proven_errf(err, errlen, "\"%s\" must be %zu bytes", name, min);
         } else {
-            provend_sessions_err("\"%s\" must be %zu to %zu bytes", name,
-                                 min, max);
+            proven_errf(err, errlen, "\"%s\" must be %zu to %zu bytes", name,
+                        min, max);
         }
         return PROVEN_ERR;
     }
@@ -568,16 +540,13 @@ provend_sessions_op_create(provend_sessions_t *s, const proven_request_t *req,
     session->key = provend_sessions_new_key(pub);
     c = calloc(1, sizeof(*c));
     if (session->client_key == NULL || session->key == NULL || c == NULL
-        || RAND_bytes(session->id, PROVEND_SESSION_ID_LEN) != 1)
+        || proven_uuid_v4(session->id) != PROVEN_OK)
     {
         free(c);
         provend_ops_reply_error(reply, ctx, req->id, "internal",
                                 "cannot make the session's keys");
         goto failed;
     }
-    /* a version 4 UUID, as the text form says */
-    session->id[6] = (session->id[6] & 0x0f) | 0x40;
-    session->id[8] = (session->id[8] & 0x3f) | 0x80;
 
     session->created_ms = uv_now(s->loop);
     session->created_wall_ms = provend_now_ms();
@@ -829,13 +798,9 @@ provend_record_text(const cbor_item_t *map, const char *name, char *out,
     if (item == NULL) {
         return PROVEN_OK;
     }
-    if (!cbor_isa_string(item) || !cbor_string_is_definite(item)
-        || cbor_string_length(item) > max)
-    {
+    if (proven_cbor_text_into(item, out, max + 1) != PROVEN_OK) {
         return PROVEN_ERR;
     }
-    memcpy(out, cbor_string_handle(item), cbor_string_length(item));
-    out[cbor_string_length(item)] = '\0';
     *has = 1;
     return PROVEN_OK;
 }
@@ -1621,7 +1586,7 @@ provend_rpc_whoami(provend_session_t *session)
     char          uuid[37];
     cbor_item_t  *data;
 
-    provend_session_uuid(session->id, uuid);
+    proven_uuid_text(session->id, uuid);
     data = cbor_new_definite_map(3);
     ok = data != NULL
          && proven_cbor_map_put(data, "session_id", cbor_build_string(uuid))
@@ -2396,7 +2361,7 @@ provend_sessions_new(const provend_sessions_config_t *cfg, char *err,
 
     s = calloc(1, sizeof(*s));
     if (s == NULL) {
-        provend_sessions_err("out of memory");
+        proven_errf(err, errlen, "out of memory");
         return NULL;
     }
     s->loop = cfg->loop;
@@ -2426,12 +2391,12 @@ provend_sessions_new(const provend_sessions_config_t *cfg, char *err,
         {
             provend_storage_req_free(req);
             free(s);
-            provend_sessions_err("out of memory");
+            proven_errf(err, errlen, "out of memory");
             return NULL;
         }
         req->local = 1;
         if (provend_storage_call(cfg->storage, req) != PROVEND_ST_OK) {
-            provend_sessions_err("sessions: %s", req->error);
+            proven_errf(err, errlen, "sessions: %s", req->error);
             provend_storage_req_free(req);
             free(s);
             return NULL;
@@ -2448,7 +2413,7 @@ provend_sessions_new(const provend_sessions_config_t *cfg, char *err,
             free(s->ended_id);
             free(s->ended_until);
             free(s);
-            provend_sessions_err("out of memory");
+            proven_errf(err, errlen, "out of memory");
             return NULL;
         }
         pthread_mutex_init(&s->changes_lock, NULL);

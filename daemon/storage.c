@@ -12,9 +12,6 @@
 #include "storage.h"
 
 
-#define provend_storage_err(...)                                           \
-    do { if (err) { snprintf(err, errlen, __VA_ARGS__); } } while (0)
-
 
 /* ---- scopes -------------------------------------------------------------- */
 
@@ -58,19 +55,19 @@ provend_scope_text(const cbor_item_t *map, const char *field, size_t max,
 
     item = proven_cbor_map_get(map, field);
     if (item == NULL || !cbor_isa_string(item)) {
-        provend_storage_err("scope \"%s\" must be text", field);
+        proven_errf(err, errlen, "scope \"%s\" must be text", field);
         return PROVEN_ERR;
     }
 
     if (proven_cbor_text(item, max, &s, &len) != PROVEN_OK) {
-        provend_storage_err("scope \"%s\" is longer than %zu bytes", field,
-                            max);
+        proven_errf(err, errlen, "scope \"%s\" is longer than %zu bytes", field,
+                    max);
         return PROVEN_ERR;
     }
 
     if (len == 0 || memchr(s, '\0', len) != NULL) {
         free(s);
-        provend_storage_err("scope \"%s\" must not be empty", field);
+        proven_errf(err, errlen, "scope \"%s\" must not be empty", field);
         return PROVEN_ERR;
     }
 
@@ -97,7 +94,7 @@ provend_scope_fields(const cbor_item_t *map, const char *const *allowed,
         if (!cbor_isa_string(pairs[i].key)
             || !cbor_string_is_definite(pairs[i].key))
         {
-            provend_storage_err("scope keys must be text");
+            proven_errf(err, errlen, "scope keys must be text");
             return PROVEN_ERR;
         }
 
@@ -112,8 +109,8 @@ provend_scope_fields(const cbor_item_t *map, const char *const *allowed,
         }
 
         if (allowed[j] == NULL) {
-            provend_storage_err("scope field \"%.*s\" is not allowed here",
-                                (int) (klen > 32 ? 32 : klen), k);
+            proven_errf(err, errlen, "scope field \"%.*s\" is not allowed here",
+                        (int) (klen > 32 ? 32 : klen), k);
             return PROVEN_ERR;
         }
     }
@@ -133,8 +130,9 @@ provend_scope_nft(const cbor_item_t *nft, provend_scope_t *scope, char *err,
                                            NULL };
 
     if (nft == NULL || !cbor_isa_map(nft)) {
-        provend_storage_err("an nft scope needs \"nft\": {chain, contract, "
-                            "token}");
+        proven_errf(err, errlen,
+                    "an nft scope needs \"nft\": {chain, contract, "
+                    "token}");
         return PROVEN_ERR;
     }
 
@@ -150,13 +148,13 @@ provend_scope_nft(const cbor_item_t *nft, provend_scope_t *scope, char *err,
     }
 
     if (!provend_chars_in(scope->chain, strlen(scope->chain), "-", 0)) {
-        provend_storage_err("nft chain must be [a-z0-9-]");
+        proven_errf(err, errlen, "nft chain must be [a-z0-9-]");
         return PROVEN_ERR;
     }
 
     len = strlen(scope->contract);
     if (!provend_chars_in(scope->contract, len, "_.:-", 1)) {
-        provend_storage_err("nft contract must be [A-Za-z0-9_.:-]");
+        proven_errf(err, errlen, "nft contract must be [A-Za-z0-9_.:-]");
         return PROVEN_ERR;
     }
 
@@ -174,7 +172,7 @@ provend_scope_nft(const cbor_item_t *nft, provend_scope_t *scope, char *err,
 
     len = strlen(scope->token);
     if (strspn(scope->token, "0123456789") != len) {
-        provend_storage_err("nft token must be decimal digits");
+        proven_errf(err, errlen, "nft token must be decimal digits");
         return PROVEN_ERR;
     }
 
@@ -202,7 +200,7 @@ provend_scope_parse(const cbor_item_t *item, provend_scope_t *scope,
     memset(scope, 0, sizeof(*scope));
 
     if (item == NULL || !cbor_isa_map(item)) {
-        provend_storage_err("\"scope\" must be a map");
+        proven_errf(err, errlen, "\"scope\" must be a map");
         return PROVEN_ERR;
     }
 
@@ -212,7 +210,7 @@ provend_scope_parse(const cbor_item_t *item, provend_scope_t *scope,
     } else if (provend_scope_text(item, "kind", sizeof(kind) - 1, kind, err,
                                   errlen) != PROVEN_OK)
     {
-        provend_storage_err("scope \"kind\" must be app, personal or nft");
+        proven_errf(err, errlen, "scope \"kind\" must be app, personal or nft");
         return PROVEN_ERR;
     }
 
@@ -237,7 +235,7 @@ provend_scope_parse(const cbor_item_t *item, provend_scope_t *scope,
         if (!provend_identity_valid(scope->identity,
                                     strlen(scope->identity)))
         {
-            provend_storage_err("identity must be [A-Za-z0-9._:@-]");
+            proven_errf(err, errlen, "identity must be [A-Za-z0-9._:@-]");
             return PROVEN_ERR;
         }
 
@@ -251,7 +249,7 @@ provend_scope_parse(const cbor_item_t *item, provend_scope_t *scope,
         }
 
     } else {
-        provend_storage_err("unknown scope kind \"%s\"", kind);
+        proven_errf(err, errlen, "unknown scope kind \"%s\"", kind);
         return PROVEN_ERR;
     }
 
@@ -262,13 +260,14 @@ provend_scope_parse(const cbor_item_t *item, provend_scope_t *scope,
     }
 
     if (!provend_name_valid(scope->app, strlen(scope->app))) {
-        provend_storage_err("app must be 1..%d of [a-z0-9_-]",
-                            PROVEND_NAME_MAX);
+        proven_errf(err, errlen, "app must be 1..%d of [a-z0-9_-]",
+                    PROVEND_NAME_MAX);
         return PROVEN_ERR;
     }
 
     if (scope->app[0] == '_') {
-        provend_storage_err("app names starting with _ are the node's own");
+        proven_errf(err, errlen,
+                    "app names starting with _ are the node's own");
         return PROVEN_ERR;
     }
 

@@ -263,13 +263,9 @@ provend_w(provend_wbuf_t *w, const void *data, size_t len)
 static void
 provend_w_u64(provend_wbuf_t *w, uint64_t v)
 {
-    int      i;
     uint8_t  b[8];
 
-    for (i = 7; i >= 0; i--) {
-        b[i] = (uint8_t) v;
-        v >>= 8;
-    }
+    proven_put_be64(b, v);
     provend_w(w, b, 8);
 }
 
@@ -289,10 +285,7 @@ provend_w_bytes(provend_wbuf_t *w, const void *data, size_t len)
 {
     uint8_t  b[4];
 
-    b[0] = (uint8_t) (len >> 24);
-    b[1] = (uint8_t) (len >> 16);
-    b[2] = (uint8_t) (len >> 8);
-    b[3] = (uint8_t) len;
+    proven_put_be32(b, (uint32_t) len);
     provend_w(w, b, 4);
     provend_w(w, data, len);
 }
@@ -317,16 +310,10 @@ provend_r(provend_rbuf_t *r, size_t len)
 static uint64_t
 provend_r_u64(provend_rbuf_t *r)
 {
-    int             i;
-    uint64_t        v;
     const uint8_t  *p;
 
     p = provend_r(r, 8);
-    v = 0;
-    for (i = 0; p != NULL && i < 8; i++) {
-        v = (v << 8) | p[i];
-    }
-    return v;
+    return p != NULL ? proven_get_be64(p) : 0;
 }
 
 
@@ -350,8 +337,7 @@ provend_r_bytes(provend_rbuf_t *r, size_t max, size_t *len)
     if (p == NULL) {
         return NULL;
     }
-    *len = (size_t) p[0] << 24 | (size_t) p[1] << 16 | (size_t) p[2] << 8
-           | p[3];
+    *len = proven_get_be32(p);
     if (*len > max) {
         r->failed = 1;
         return NULL;

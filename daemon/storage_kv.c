@@ -105,9 +105,6 @@
 #define PROVEND_KV_SNAPSHOT_STEP  256         /* keys per locked step */
 #define PROVEND_ED25519_LEN       32
 
-#define provend_kv_err(...)                                                \
-    do { snprintf(err, errlen, __VA_ARGS__); } while (0)
-
 
 typedef struct provend_kv_entry_s  provend_kv_entry_t;
 
@@ -188,39 +185,6 @@ struct provend_kv_s {
 
 
 /* ---- small helpers ------------------------------------------------------- */
-
-static void
-provend_kv_put32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t) (v >> 24);
-    p[1] = (uint8_t) (v >> 16);
-    p[2] = (uint8_t) (v >> 8);
-    p[3] = (uint8_t) v;
-}
-
-
-static void
-provend_kv_put64(uint8_t *p, uint64_t v)
-{
-    provend_kv_put32(p, (uint32_t) (v >> 32));
-    provend_kv_put32(p + 4, (uint32_t) v);
-}
-
-
-static uint32_t
-provend_kv_get32(const uint8_t *p)
-{
-    return (uint32_t) p[0] << 24 | (uint32_t) p[1] << 16
-           | (uint32_t) p[2] << 8 | p[3];
-}
-
-
-static uint64_t
-provend_kv_get64(const uint8_t *p)
-{
-    return (uint64_t) provend_kv_get32(p) << 32 | provend_kv_get32(p + 4);
-}
-
 
 #define PROVEND_ROTL(x, b)  (((x) << (b)) | ((x) >> (64 - (b))))
 
@@ -424,9 +388,9 @@ provend_kv_insert(provend_kv_t *kv, const uint8_t *ad, size_t ad_len,
     e->level = level;
     e->hash = hash;
     e->ad_len = (uint32_t) ad_len;
-    canon_len = provend_kv_get32(ad);
+    canon_len = proven_get_be32(ad);
     e->canon_len = (uint32_t) canon_len;
-    e->key_len = provend_kv_get32(ad + 4 + canon_len);
+    e->key_len = proven_get_be32(ad + 4 + canon_len);
     memcpy(provend_kv_ad(e), ad, ad_len);
 
     (void) provend_kv_seek(kv, provend_kv_canon(e), e->canon_len,
@@ -556,8 +520,8 @@ provend_kv_nonce(uint64_t counter, uint8_t nonce[PROVEND_NONCE_LEN],
     uint8_t *aad_tail)
 {
     memset(nonce, 0, 4);
-    provend_kv_put64(nonce + 4, counter);
-    provend_kv_put64(aad_tail, counter);
+    proven_put_be64(nonce + 4, counter);
+    proven_put_be64(aad_tail, counter);
 }
 
 
@@ -607,7 +571,7 @@ provend_kv_seal_value(provend_kv_t *kv, const uint8_t *ad, size_t ad_len,
     memcpy(out, kv->value_salt, PROVEND_KV_VALUE_SALT);
     nonce = out + PROVEND_KV_VALUE_SALT;
     memset(nonce, 0, 4);
-    provend_kv_put64(nonce + 4, kv->value_seals++);
+    proven_put_be64(nonce + 4, kv->value_seals++);
     ct = nonce + PROVEND_NONCE_LEN;
 
     if (EVP_EncryptInit_ex(kv->value_ctx, NULL, NULL, NULL, nonce) != 1
@@ -658,13 +622,13 @@ provend_kv_record(provend_kv_t *kv, int op, uint64_t revision,
     }
 
     rec = kv->buf + kv->buf_len;
-    provend_kv_put32(rec, (uint32_t) plain_len);
+    proven_put_be32(rec, (uint32_t) plain_len);
 
     p = rec + 4;
     p[0] = (uint8_t) op;
     if (op == PROVEND_KV_OP_SET || op == PROVEND_KV_OP_DELETE) {
-        provend_kv_put64(p + 1, revision);
-        provend_kv_put32(p + 9, (uint32_t) ad_len);
+        proven_put_be64(p + 1, revision);
+        proven_put_be32(p + 9, (uint32_t) ad_len);
         memcpy(p + PROVEND_KV_PLAIN_FIXED, ad, ad_len);
 
         if (op == PROVEND_KV_OP_SET
@@ -677,7 +641,7 @@ provend_kv_record(provend_kv_t *kv, int op, uint64_t revision,
     }
 
     provend_kv_nonce(kv->counter, nonce, aad_tail);
-    provend_kv_put32(aad_tail + 8, (uint32_t) plain_len);
+    proven_put_be32(aad_tail + 8, (uint32_t) plain_len);
 
     /* GCM encrypts in place. */
     if (EVP_EncryptInit_ex(kv->ctx, NULL, NULL, NULL, nonce) != 1
@@ -793,22 +757,22 @@ provend_kv_segment_create(provend_kv_t *kv, uint64_t seqno, int base,
     EVP_CIPHER_CTX  *ctx;
 
     if (provend_kv_path(kv, seqno, path, sizeof(path)) != PROVEN_OK) {
-        provend_kv_err("KV log path too long");
+        proven_errf(err, errlen, "KV log path too long");
         return -1;
     }
 
     memcpy(header, PROVEND_KV_MAGIC, 8);
-    provend_kv_put64(header + 8, seqno);
-    provend_kv_put64(header + 16, base ? PROVEND_KV_FLAG_BASE : 0);
+    proven_put_be64(header + 8, seqno);
+    proven_put_be64(header + 16, base ? PROVEND_KV_FLAG_BASE : 0);
 
     if (RAND_bytes(header + 24, PROVEND_KV_SALT_LEN) != 1) {
-        provend_kv_err("no random bytes for a KV log segment");
+        proven_errf(err, errlen, "no random bytes for a KV log segment");
         return -1;
     }
 
     ctx = provend_kv_segment_ctx(kv, header, 1);
     if (ctx == NULL) {
-        provend_kv_err("cannot set up the KV log key");
+        proven_errf(err, errlen, "cannot set up the KV log key");
         return -1;
     }
 
@@ -817,7 +781,7 @@ provend_kv_segment_create(provend_kv_t *kv, uint64_t seqno, int base,
         || provend_kv_write_all(fd, header, PROVEND_KV_HEADER_LEN)
            != PROVEN_OK)
     {
-        provend_kv_err("%.160s: %s", path, strerror(errno));
+        proven_errf(err, errlen, "%.160s: %s", path, strerror(errno));
         if (fd >= 0) {
             close(fd);
             (void) unlink(path);
@@ -870,12 +834,13 @@ provend_kv_segment_open(provend_kv_t *kv, char *err, size_t errlen)
                               0) != PROVEN_OK
             || provend_kv_write_all(fd, kv->buf, kv->buf_len) != PROVEN_OK))
     {
-        provend_kv_err("cannot start the KV log: %s", strerror(errno));
+        proven_errf(err, errlen,
+                    "cannot start the KV log: %s", strerror(errno));
         goto failed;
     }
 
     if (fdatasync(fd) != 0 || provend_kv_sync_dir(kv) != PROVEN_OK) {
-        provend_kv_err("cannot sync the KV log: %s", strerror(errno));
+        proven_errf(err, errlen, "cannot sync the KV log: %s", strerror(errno));
         goto failed;
     }
 
@@ -956,7 +921,7 @@ provend_kv_read_record(provend_kv_reader_t *r, size_t *len)
         return got < 0 ? -2 : 0;
     }
 
-    plain_len = provend_kv_get32(lenbuf);
+    plain_len = proven_get_be32(lenbuf);
     if (plain_len == 0 || plain_len > PROVEND_KV_PLAIN_MAX) {
         return -1;
     }
@@ -1007,26 +972,26 @@ provend_kv_replay(provend_kv_t *kv, const uint8_t *p, size_t len,
     if (len < PROVEND_KV_PLAIN_FIXED
         || (op != PROVEND_KV_OP_SET && op != PROVEND_KV_OP_DELETE))
     {
-        provend_kv_err("KV log: a record of unknown kind");
+        proven_errf(err, errlen, "KV log: a record of unknown kind");
         return PROVEN_ERR;
     }
 
-    revision = provend_kv_get64(p + 1);
-    ad_len = provend_kv_get32(p + 9);
+    revision = proven_get_be64(p + 1);
+    ad_len = proven_get_be32(p + 9);
     ad = p + PROVEND_KV_PLAIN_FIXED;
 
     if (ad_len < 8 || ad_len > PROVEND_KV_AD_MAX
         || ad_len > len - PROVEND_KV_PLAIN_FIXED)
     {
-        provend_kv_err("KV log: a record with a bad key");
+        proven_errf(err, errlen, "KV log: a record with a bad key");
         return PROVEN_ERR;
     }
 
-    canon_len = provend_kv_get32(ad);
+    canon_len = proven_get_be32(ad);
     if (canon_len > ad_len - 8
-        || 8 + canon_len + provend_kv_get32(ad + 4 + canon_len) != ad_len)
+        || 8 + canon_len + proven_get_be32(ad + 4 + canon_len) != ad_len)
     {
-        provend_kv_err("KV log: a record with a bad key");
+        proven_errf(err, errlen, "KV log: a record with a bad key");
         return PROVEN_ERR;
     }
 
@@ -1043,13 +1008,13 @@ provend_kv_replay(provend_kv_t *kv, const uint8_t *p, size_t len,
 
     sealed_len = len - PROVEND_KV_PLAIN_FIXED - ad_len;
     if (revision == 0 || sealed_len < PROVEND_KV_VALUE_OVERHEAD) {
-        provend_kv_err("KV log: a record with a bad value");
+        proven_errf(err, errlen, "KV log: a record with a bad value");
         return PROVEN_ERR;
     }
 
     value = malloc(sealed_len - PROVEND_KV_VALUE_OVERHEAD + 1);
     if (value == NULL) {
-        provend_kv_err("out of memory replaying the KV log");
+        proven_errf(err, errlen, "out of memory replaying the KV log");
         return PROVEN_ERR;
     }
 
@@ -1062,7 +1027,7 @@ provend_kv_replay(provend_kv_t *kv, const uint8_t *p, size_t len,
             != PROVEN_OK)
         {
             free(value);
-            provend_kv_err("cannot derive a KV value key");
+            proven_errf(err, errlen, "cannot derive a KV value key");
             return PROVEN_ERR;
         }
         kv->open_key_set = 1;
@@ -1073,7 +1038,7 @@ provend_kv_replay(provend_kv_t *kv, const uint8_t *p, size_t len,
                      sealed_len - PROVEND_KV_VALUE_SALT, value) != PROVEN_OK)
     {
         free(value);
-        provend_kv_err("KV log: a value does not open under its key");
+        proven_errf(err, errlen, "KV log: a value does not open under its key");
         return PROVEN_ERR;
     }
 
@@ -1081,7 +1046,7 @@ provend_kv_replay(provend_kv_t *kv, const uint8_t *p, size_t len,
         e = provend_kv_insert(kv, ad, ad_len, hash);
         if (e == NULL) {
             free(value);
-            provend_kv_err("out of memory replaying the KV log");
+            proven_errf(err, errlen, "out of memory replaying the KV log");
             return PROVEN_ERR;
         }
     }
@@ -1104,29 +1069,30 @@ provend_kv_open_segment(provend_kv_t *kv, uint64_t seqno,
     uint64_t  flags;
 
     if (provend_kv_path(kv, seqno, path, sizeof(path)) != PROVEN_OK) {
-        provend_kv_err("KV log path too long");
+        proven_errf(err, errlen, "KV log path too long");
         return -1;
     }
 
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        provend_kv_err("%.160s: %s", path, strerror(errno));
+        proven_errf(err, errlen, "%.160s: %s", path, strerror(errno));
         return -1;
     }
 
     if (provend_kv_read_full(fd, header, PROVEND_KV_HEADER_LEN)
         != PROVEND_KV_HEADER_LEN
         || memcmp(header, PROVEND_KV_MAGIC, 8) != 0
-        || provend_kv_get64(header + 8) != seqno)
+        || proven_get_be64(header + 8) != seqno)
     {
-        provend_kv_err("%.160s: not a KV log segment, or renamed", path);
+        proven_errf(err, errlen,
+                    "%.160s: not a KV log segment, or renamed", path);
         close(fd);
         return -1;
     }
 
-    flags = provend_kv_get64(header + 16);
+    flags = proven_get_be64(header + 16);
     if (flags & ~(uint64_t) PROVEND_KV_FLAG_BASE) {
-        provend_kv_err("%.160s: unknown flags", path);
+        proven_errf(err, errlen, "%.160s: unknown flags", path);
         close(fd);
         return -1;
     }
@@ -1169,7 +1135,7 @@ provend_kv_damage_inside(provend_kv_reader_t *r, off_t at, int in_snapshot)
             return 0;
         }
 
-        len = provend_kv_get32(lenbuf);
+        len = proven_get_be32(lenbuf);
         if (len == 0 || len > PROVEND_KV_PLAIN_MAX) {
             return 0;
         }
@@ -1245,7 +1211,7 @@ provend_kv_load_segment(provend_kv_t *kv, uint64_t seqno, int *is_base,
     r.ctx = provend_kv_segment_ctx(kv, r.header, 0);
     r.plain = malloc(PROVEND_KV_PLAIN_MAX + PROVEND_TAG_LEN);
     if (r.ctx == NULL || r.plain == NULL) {
-        provend_kv_err("out of memory replaying the KV log");
+        proven_errf(err, errlen, "out of memory replaying the KV log");
         goto done;
     }
 
@@ -1263,8 +1229,9 @@ provend_kv_load_segment(provend_kv_t *kv, uint64_t seqno, int *is_base,
 
         if (r.plain[0] == PROVEND_KV_OP_BASE_END) {
             if (!*is_base || seen_end || len != 1) {
-                provend_kv_err("KV log segment %" PRIu64 ": a misplaced "
-                               "snapshot end", seqno);
+                proven_errf(err, errlen,
+                            "KV log segment %" PRIu64 ": a misplaced "
+                            "snapshot end", seqno);
                 rc = PROVEN_ERR;
                 goto done;
             }
@@ -1275,8 +1242,9 @@ provend_kv_load_segment(provend_kv_t *kv, uint64_t seqno, int *is_base,
             || r.plain[0] == PROVEND_KV_OP_COMMIT)
         {
             if (len != 1 || (*is_base && !seen_end)) {
-                provend_kv_err("KV log segment %" PRIu64 ": a misplaced "
-                               "batch end", seqno);
+                proven_errf(err, errlen,
+                            "KV log segment %" PRIu64 ": a misplaced "
+                            "batch end", seqno);
                 rc = PROVEN_ERR;
                 goto done;
             }
@@ -1294,16 +1262,18 @@ provend_kv_load_segment(provend_kv_t *kv, uint64_t seqno, int *is_base,
     }
 
     if (rc == -2) {
-        provend_kv_err("KV log segment %" PRIu64 ": read error: %s", seqno,
-                       strerror(errno));
+        proven_errf(err, errlen,
+                    "KV log segment %" PRIu64 ": read error: %s", seqno,
+                    strerror(errno));
         rc = PROVEN_ERR;
         goto done;
     }
 
     if (rc == 1) {
-        provend_kv_err("KV log segment %" PRIu64 ": the record at %lld "
-                       "does not open but a later batch does: the log was "
-                       "tampered with", seqno, (long long) at);
+        proven_errf(err, errlen,
+                    "KV log segment %" PRIu64 ": the record at %lld "
+                    "does not open but a later batch does: the log was "
+                    "tampered with", seqno, (long long) at);
         rc = PROVEN_ERR;
         goto done;
     }
@@ -1319,7 +1289,8 @@ provend_kv_load_segment(provend_kv_t *kv, uint64_t seqno, int *is_base,
     if (lseek(r.fd, PROVEND_KV_HEADER_LEN, SEEK_SET)
         != PROVEND_KV_HEADER_LEN)
     {
-        provend_kv_err("KV log segment %" PRIu64 ": cannot seek", seqno);
+        proven_errf(err, errlen,
+                    "KV log segment %" PRIu64 ": cannot seek", seqno);
         rc = PROVEN_ERR;
         goto done;
     }
@@ -1327,8 +1298,9 @@ provend_kv_load_segment(provend_kv_t *kv, uint64_t seqno, int *is_base,
 
     while (r.counter < records) {
         if (provend_kv_read_record(&r, &len) != 1) {
-            provend_kv_err("KV log segment %" PRIu64 ": changed while "
-                           "being read", seqno);
+            proven_errf(err, errlen,
+                        "KV log segment %" PRIu64 ": changed while "
+                        "being read", seqno);
             rc = PROVEN_ERR;
             goto done;
         }
@@ -1388,7 +1360,7 @@ provend_kv_list(provend_kv_t *kv, uint64_t **out, size_t *n, char *err,
 
     dir = opendir(kv->dir);
     if (dir == NULL) {
-        provend_kv_err("%.160s: %s", kv->dir, strerror(errno));
+        proven_errf(err, errlen, "%.160s: %s", kv->dir, strerror(errno));
         return PROVEN_ERR;
     }
 
@@ -1410,7 +1382,7 @@ provend_kv_list(provend_kv_t *kv, uint64_t **out, size_t *n, char *err,
             if (p == NULL) {
                 free(seqnos);
                 closedir(dir);
-                provend_kv_err("out of memory listing the KV log");
+                proven_errf(err, errlen, "out of memory listing the KV log");
                 return PROVEN_ERR;
             }
             seqnos = p;
@@ -1575,8 +1547,9 @@ provend_kv_recover(provend_kv_t *kv, char *err, size_t errlen)
                 && provend_kv_segment_size(kv, seqnos[i])
                    > PROVEND_KV_FIRST_LEN))
         {
-            provend_kv_err("KV log: base segment %" PRIu64 " is incomplete "
-                           "and no crash leaves it so: damaged", seqnos[i]);
+            proven_errf(err, errlen,
+                        "KV log: base segment %" PRIu64 " is incomplete "
+                        "and no crash leaves it so: damaged", seqnos[i]);
             goto failed;
         }
 
@@ -1589,8 +1562,9 @@ provend_kv_recover(provend_kv_t *kv, char *err, size_t errlen)
 
     if (base == (size_t) -1) {
         if (n > 0) {
-            provend_kv_err("KV log: no base segment at or before %" PRIu64,
-                           seqnos[0]);
+            proven_errf(err, errlen,
+                        "KV log: no base segment at or before %" PRIu64,
+                        seqnos[0]);
             goto failed;
         }
         free(seqnos);
@@ -1601,8 +1575,8 @@ provend_kv_recover(provend_kv_t *kv, char *err, size_t errlen)
 
     for (i = base + 1; i < n; i++) {
         if (seqnos[i] != seqnos[i - 1] + 1) {
-            provend_kv_err("KV log: segment %" PRIu64 " is missing",
-                           seqnos[i - 1] + 1);
+            proven_errf(err, errlen, "KV log: segment %" PRIu64 " is missing",
+                        seqnos[i - 1] + 1);
             goto failed;
         }
 
@@ -1652,7 +1626,7 @@ provend_kv_log_batch(provend_kv_t *kv, provend_storage_req_t *batch,
                               req->revision, provend_kv_ad(e), e->ad_len,
                               req->value, req->value_len) != PROVEN_OK)
         {
-            provend_kv_err("cannot seal a KV log record");
+            proven_errf(err, errlen, "cannot seal a KV log record");
             goto failed;
         }
     }
@@ -1661,14 +1635,14 @@ provend_kv_log_batch(provend_kv_t *kv, provend_storage_req_t *batch,
     if (provend_kv_record(kv, PROVEND_KV_OP_COMMIT, 0, NULL, 0, NULL, 0)
         != PROVEN_OK)
     {
-        provend_kv_err("cannot seal a KV log record");
+        proven_errf(err, errlen, "cannot seal a KV log record");
         goto failed;
     }
 
     if (provend_kv_write_all(kv->fd, kv->buf, kv->buf_len) != PROVEN_OK
         || (!kv->replica && fdatasync(kv->fd) != 0))
     {
-        provend_kv_err("KV log write failed: %s", strerror(errno));
+        proven_errf(err, errlen, "KV log write failed: %s", strerror(errno));
         goto failed;
     }
 
@@ -2067,9 +2041,9 @@ provend_kv_check(provend_kv_t *kv, provend_storage_req_t *req, uint8_t *ad,
 
     key_len = req->op == PROVEND_OP_KV_KEYS ? 0 : req->key_len;
 
-    provend_kv_put32(ad, (uint32_t) *canon_len);
+    proven_put_be32(ad, (uint32_t) *canon_len);
     memcpy(ad + 4, canon, *canon_len);
-    provend_kv_put32(ad + 4 + *canon_len, (uint32_t) key_len);
+    proven_put_be32(ad + 4 + *canon_len, (uint32_t) key_len);
     if (key_len) {
         memcpy(ad + 8 + *canon_len, req->key, key_len);
     }
@@ -2608,9 +2582,9 @@ provend_kv_peek(provend_kv_t *kv, const provend_scope_t *scope,
         return PROVEN_ERR;
     }
 
-    provend_kv_put32(ad, (uint32_t) canon_len);
+    proven_put_be32(ad, (uint32_t) canon_len);
     memcpy(ad + 4, canon, canon_len);
-    provend_kv_put32(ad + 4 + canon_len, (uint32_t) key_len);
+    proven_put_be32(ad + 4 + canon_len, (uint32_t) key_len);
     memcpy(ad + 8 + canon_len, key, key_len);
     ad_len = 8 + canon_len + key_len;
 
@@ -2662,7 +2636,7 @@ provend_kv_open(const char *storage_dir, const uint8_t master_key[32],
 
     kv = calloc(1, sizeof(*kv));
     if (kv == NULL) {
-        provend_kv_err("out of memory");
+        proven_errf(err, errlen, "out of memory");
         return NULL;
     }
 
@@ -2676,8 +2650,8 @@ provend_kv_open(const char *storage_dir, const uint8_t master_key[32],
     memcpy(kv->master, master_key, PROVEND_KEY_LEN);
 
     if (kv->max_value > PROVEND_KV_VALUE_LIMIT) {
-        provend_kv_err("KV values are at most %d bytes",
-                       PROVEND_KV_VALUE_LIMIT);
+        proven_errf(err, errlen, "KV values are at most %d bytes",
+                    PROVEND_KV_VALUE_LIMIT);
         goto failed;
     }
 
@@ -2688,7 +2662,7 @@ provend_kv_open(const char *storage_dir, const uint8_t master_key[32],
         || asprintf(&kv->dir, "%s/kv", storage_dir) == -1)
     {
         kv->dir = NULL;
-        provend_kv_err("out of memory");
+        proven_errf(err, errlen, "out of memory");
         goto failed;
     }
     kv->list->level = PROVEND_KV_LEVELS;
@@ -2696,7 +2670,7 @@ provend_kv_open(const char *storage_dir, const uint8_t master_key[32],
     if (RAND_bytes((uint8_t *) kv->hash_key, sizeof(kv->hash_key)) != 1
         || RAND_bytes((uint8_t *) &kv->rng, sizeof(kv->rng)) != 1)
     {
-        provend_kv_err("no random bytes");
+        proven_errf(err, errlen, "no random bytes");
         goto failed;
     }
     kv->rng |= 1;
@@ -2706,7 +2680,7 @@ provend_kv_open(const char *storage_dir, const uint8_t master_key[32],
         || EVP_EncryptInit_ex(kv->value_ctx, EVP_aes_256_gcm(), NULL, NULL,
                               NULL) != 1)
     {
-        provend_kv_err("cannot set up the KV value cipher");
+        proven_errf(err, errlen, "cannot set up the KV value cipher");
         goto failed;
     }
 
@@ -2717,7 +2691,7 @@ provend_kv_open(const char *storage_dir, const uint8_t master_key[32],
     }
 
     if (pthread_create(&kv->thread, NULL, provend_kv_thread, kv) != 0) {
-        provend_kv_err("cannot start the KV log thread");
+        proven_errf(err, errlen, "cannot start the KV log thread");
         goto failed;
     }
     kv->thread_started = 1;

@@ -65,9 +65,6 @@
     "CREATE TABLE IF NOT EXISTS main._proven_migrations (version INTEGER " \
     "PRIMARY KEY, sha256 BLOB NOT NULL)"
 
-#define provend_sqlite_err(...)                                            \
-    do { if (err) { snprintf(err, errlen, __VA_ARGS__); } } while (0)
-
 
 typedef struct provend_sqlite_s  provend_sqlite_t;
 
@@ -339,7 +336,7 @@ provend_sqldb_exec(provend_sqldb_t *d, const char *sql, char *err,
     d->internal = 0;
 
     if (rc != SQLITE_OK) {
-        provend_sqlite_err("%s: %s", sql, sqlite3_errmsg(d->db));
+        proven_errf(err, errlen, "%s: %s", sql, sqlite3_errmsg(d->db));
         return PROVEN_ERR;
     }
 
@@ -366,9 +363,9 @@ provend_sqldb_open(provend_sqlite_t *sq, provend_sqldb_t *d,
                          | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE,
                          PROVEND_VFS_NAME);
     if (rc != SQLITE_OK) {
-        provend_sqlite_err("open %s: %s", path,
-                           d->db ? sqlite3_errmsg(d->db)
-                                 : sqlite3_errstr(rc));
+        proven_errf(err, errlen, "open %s: %s", path,
+                    d->db ? sqlite3_errmsg(d->db)
+                    : sqlite3_errstr(rc));
         goto failed;
     }
 
@@ -1975,7 +1972,7 @@ provend_storage_sqlite_open(const provend_storage_config_t *cfg, char *err,
 
     sq = calloc(1, sizeof(*sq));
     if (sq == NULL) {
-        provend_sqlite_err("out of memory");
+        proven_errf(err, errlen, "out of memory");
         return NULL;
     }
 
@@ -2006,7 +2003,7 @@ provend_storage_sqlite_open(const provend_storage_config_t *cfg, char *err,
     if (provend_keys_derive(cfg->master_key, "proven-sql-names-v1", 19,
                             sq->name_key, sizeof(sq->name_key)) != PROVEN_OK)
     {
-        provend_sqlite_err("cannot derive the storage keys");
+        proven_errf(err, errlen, "cannot derive the storage keys");
         goto failed;
     }
 
@@ -2020,12 +2017,12 @@ provend_storage_sqlite_open(const provend_storage_config_t *cfg, char *err,
 
     if (asprintf(&sq->dir, "%s/storage", cfg->data_dir) == -1) {
         sq->dir = NULL;
-        provend_sqlite_err("out of memory");
+        proven_errf(err, errlen, "out of memory");
         goto failed;
     }
 
     if (asprintf(&sqldir, "%s/sql", sq->dir) == -1) {
-        provend_sqlite_err("out of memory");
+        proven_errf(err, errlen, "out of memory");
         goto failed;
     }
 
@@ -2043,7 +2040,7 @@ provend_storage_sqlite_open(const provend_storage_config_t *cfg, char *err,
     }
 
     if (pthread_create(&sq->thread, NULL, provend_sqlite_thread, sq) != 0) {
-        provend_sqlite_err("cannot start the storage thread");
+        proven_errf(err, errlen, "cannot start the storage thread");
         goto failed;
     }
 

@@ -16,9 +16,6 @@
 #include "util.h"
 
 
-#define provend_util_err(...)                                              \
-    do { if (err) { snprintf(err, errlen, __VA_ARGS__); } } while (0)
-
 
 int
 provend_mkdirs(const char *path, mode_t mode, char *err, size_t errlen)
@@ -29,7 +26,7 @@ provend_mkdirs(const char *path, mode_t mode, char *err, size_t errlen)
 
     len = strlen(path);
     if (len == 0 || len >= sizeof(buf)) {
-        provend_util_err("directory path is empty or too long");
+        proven_errf(err, errlen, "directory path is empty or too long");
         return PROVEN_ERR;
     }
 
@@ -44,7 +41,7 @@ provend_mkdirs(const char *path, mode_t mode, char *err, size_t errlen)
         buf[i] = '\0';
 
         if (mkdir(buf, mode) != 0 && errno != EEXIST) {
-            provend_util_err("mkdir %s: %s", buf, strerror(errno));
+            proven_errf(err, errlen, "mkdir %s: %s", buf, strerror(errno));
             return PROVEN_ERR;
         }
 
@@ -52,7 +49,7 @@ provend_mkdirs(const char *path, mode_t mode, char *err, size_t errlen)
     }
 
     if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        provend_util_err("%s is not a directory", path);
+        proven_errf(err, errlen, "%s is not a directory", path);
         return PROVEN_ERR;
     }
 
@@ -70,7 +67,7 @@ provend_write_file(const char *path, const void *data, size_t len,
     size_t       done;
 
     if ((size_t) snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp)) {
-        provend_util_err("path too long: %s", path);
+        proven_errf(err, errlen, "path too long: %s", path);
         return PROVEN_ERR;
     }
 
@@ -79,7 +76,7 @@ provend_write_file(const char *path, const void *data, size_t len,
     /* O_EXCL with the final mode: the file is never readable by others. */
     fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
     if (fd == -1) {
-        provend_util_err("open %s: %s", tmp, strerror(errno));
+        proven_errf(err, errlen, "open %s: %s", tmp, strerror(errno));
         return PROVEN_ERR;
     }
 
@@ -90,26 +87,26 @@ provend_write_file(const char *path, const void *data, size_t len,
                 n = 0;
                 continue;
             }
-            provend_util_err("write %s: %s", tmp, strerror(errno));
+            proven_errf(err, errlen, "write %s: %s", tmp, strerror(errno));
             goto failed;
         }
     }
 
     if (fsync(fd) != 0) {
-        provend_util_err("fsync %s: %s", tmp, strerror(errno));
+        proven_errf(err, errlen, "fsync %s: %s", tmp, strerror(errno));
         goto failed;
     }
 
     if (close(fd) != 0) {
         fd = -1;
-        provend_util_err("close %s: %s", tmp, strerror(errno));
+        proven_errf(err, errlen, "close %s: %s", tmp, strerror(errno));
         goto failed;
     }
 
     fd = -1;
 
     if (rename(tmp, path) != 0) {
-        provend_util_err("rename %s: %s", path, strerror(errno));
+        proven_errf(err, errlen, "rename %s: %s", path, strerror(errno));
         goto failed;
     }
 
@@ -140,23 +137,23 @@ provend_read_file(const char *path, size_t max, uint8_t **out,
 
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd == -1) {
-        provend_util_err("open %s: %s", path, strerror(errno));
+        proven_errf(err, errlen, "open %s: %s", path, strerror(errno));
         return PROVEN_ERR;
     }
 
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        provend_util_err("%s is not a regular file", path);
+        proven_errf(err, errlen, "%s is not a regular file", path);
         goto failed;
     }
 
     if ((uint64_t) st.st_size > max) {
-        provend_util_err("%s is larger than %zu bytes", path, max);
+        proven_errf(err, errlen, "%s is larger than %zu bytes", path, max);
         goto failed;
     }
 
     buf = malloc((size_t) st.st_size + 1);
     if (buf == NULL) {
-        provend_util_err("out of memory");
+        proven_errf(err, errlen, "out of memory");
         goto failed;
     }
 
@@ -167,8 +164,8 @@ provend_read_file(const char *path, size_t max, uint8_t **out,
             continue;
         }
         if (n <= 0) {
-            provend_util_err("read %s: %s", path,
-                             n == 0 ? "file shrank" : strerror(errno));
+            proven_errf(err, errlen, "read %s: %s", path,
+                        n == 0 ? "file shrank" : strerror(errno));
             goto failed;
         }
     }
@@ -199,7 +196,7 @@ provend_node_id(const char *data_dir, char node_id[PROVEND_NODE_ID_LEN + 1],
     if ((size_t) snprintf(path, sizeof(path), "%s/node-id", data_dir)
         >= sizeof(path))
     {
-        provend_util_err("data directory path too long");
+        proven_errf(err, errlen, "data directory path too long");
         return PROVEN_ERR;
     }
 
@@ -227,8 +224,8 @@ provend_node_id(const char *data_dir, char node_id[PROVEND_NODE_ID_LEN + 1],
             memcpy(node_id, text, len);
             node_id[len] = '\0';
         } else {
-            provend_util_err("%s does not hold %d lowercase hex digits",
-                             path, PROVEND_NODE_ID_LEN);
+            proven_errf(err, errlen, "%s does not hold %d lowercase hex digits",
+                        path, PROVEND_NODE_ID_LEN);
         }
 
         free(text);
@@ -236,7 +233,7 @@ provend_node_id(const char *data_dir, char node_id[PROVEND_NODE_ID_LEN + 1],
     }
 
     if (RAND_bytes(raw, sizeof(raw)) != 1) {
-        provend_util_err("no random bytes for the node id");
+        proven_errf(err, errlen, "no random bytes for the node id");
         return PROVEN_ERR;
     }
 
@@ -280,7 +277,7 @@ provend_remove_tree(const char *path, char *err, size_t errlen)
     }
     /* links are removed, never followed */
     if (nftw(path, provend_remove_one, 16, FTW_DEPTH | FTW_PHYS) != 0) {
-        provend_util_err("cannot remove %s: %s", path, strerror(errno));
+        proven_errf(err, errlen, "cannot remove %s: %s", path, strerror(errno));
         return PROVEN_ERR;
     }
     return PROVEN_OK;

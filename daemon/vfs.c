@@ -69,9 +69,6 @@
  */
 #define PROVEND_VFS_NONCES       32
 
-#define provend_vfs_err(...)                                               \
-    do { if (err) { snprintf(err, errlen, __VA_ARGS__); } } while (0)
-
 
 typedef struct {
     sqlite3_file      base;
@@ -1278,7 +1275,7 @@ provend_vfs_register(const uint8_t master[PROVEND_KEY_LEN], char *err,
 
     real = sqlite3_vfs_find(NULL);
     if (real == NULL) {
-        provend_vfs_err("sqlite has no default vfs");
+        proven_errf(err, errlen, "sqlite has no default vfs");
         return PROVEN_ERR;
     }
 
@@ -1295,8 +1292,8 @@ provend_vfs_register(const uint8_t master[PROVEND_KEY_LEN], char *err,
     rc = sqlite3_vfs_register(&provend_vfs, 0);
     if (rc != SQLITE_OK) {
         provend_vfs_real = NULL;
-        provend_vfs_err("registering the %s vfs: %s", PROVEND_VFS_NAME,
-                        sqlite3_errstr(rc));
+        proven_errf(err, errlen, "registering the %s vfs: %s", PROVEND_VFS_NAME,
+                    sqlite3_errstr(rc));
         return PROVEN_ERR;
     }
 

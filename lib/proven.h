@@ -13,15 +13,26 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <cbor.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
-#define PROVEN_OK   0
-#define PROVEN_ERR  -1
+#define PROVEN_OK     0
+#define PROVEN_ERR    -1
+#define PROVEN_AGAIN  -2    /* not yet: more input is needed */
 
 #define PROVEN_ERR_LEN  256
+
+/* Fills a caller's err buffer, which may be NULL (or an array). */
+#define proven_errf(err, errlen, ...)                                      \
+    do {                                                                   \
+        char  *proven_err_ = (err);                                        \
+        if (proven_err_ != NULL) {                                         \
+            snprintf(proven_err_, errlen, __VA_ARGS__);                    \
+        }                                                                  \
+    } while (0)
 
 
 /* ---- CBOR helpers (lib/proven_cbor.c) ------------------------------------ */
@@ -55,6 +66,12 @@ int proven_cbor_bytes(const cbor_item_t *item, size_t max, uint8_t **out,
 /* Same for a text string; the copy is NUL terminated. */
 int proven_cbor_text(const cbor_item_t *item, size_t max, char **out,
     size_t *len);
+
+/*
+ * A definite text of fewer than size bytes, without a NUL, copied into
+ * out and NUL terminated.  PROVEN_ERR (out untouched) for anything else.
+ */
+int proven_cbor_text_into(const cbor_item_t *item, char *out, size_t size);
 
 /*
  * null and bool tests that are safe on any item: libcbor 0.8's
@@ -150,6 +167,95 @@ void proven_frame_put_length(uint8_t header[PROVEN_FRAME_HEADER],
 int proven_frame_encode(const cbor_item_t *item, uint8_t **out,
     size_t *outlen, char *err, size_t errlen);
 
+/*
+ * The frame reader: no I/O, like hiredis's reader.  Bytes go in as they
+ * arrive (copied by _feed, or read straight into _space then counted by
+ * _fill); _next pops whole frames.  The buffer grows with the bytes that
+ * arrive, never with a length a peer declares, and never past one frame
+ * of max_body bytes plus one read; it shrinks back once empty.  A length
+ * out of bounds fails the reader for good (the stream has lost its
+ * framing).
+ */
+#define PROVEN_FRAME_READ_CHUNK  (64 * 1024)
+
+typedef struct {
+    uint8_t  *buf;
+    size_t    cap;
+    size_t    start;          /* the first byte not popped */
+    size_t    end;            /* one past the last byte in */
+    size_t    max_body;
+    int       failed;
+} proven_frame_reader_t;
+
+/* max_body: the largest frame body accepted (0: PROVEN_FRAME_MAX). */
+void proven_frame_reader_init(proven_frame_reader_t *r, size_t max_body);
+void proven_frame_reader_free(proven_frame_reader_t *r);
+
+/*
+ * Where to read the next bytes, *avail of them (PROVEN_FRAME_READ_CHUNK
+ * or less).  NULL when out of memory; *avail 0 when the buffer holds as
+ * much as it may: pop frames first.  Moves the unpopped bytes, so a body
+ * from _next is valid only until the next _space or _feed.
+ */
+uint8_t *proven_frame_reader_space(proven_frame_reader_t *r, size_t *avail);
+void proven_frame_reader_fill(proven_frame_reader_t *r, size_t n);
+
+/* Copies len bytes in; PROVEN_ERR when out of memory or over the bound. */
+int proven_frame_reader_feed(proven_frame_reader_t *r, const uint8_t *data,
+    size_t len, char *err, size_t errlen);
+
+/*
+ * The next whole frame's body, in place: PROVEN_OK, PROVEN_AGAIN when
+ * its bytes have not all arrived, PROVEN_ERR when its length is out of
+ * bounds (then every later call too).
+ */
+int proven_frame_reader_next(proven_frame_reader_t *r, const uint8_t **body,
+    size_t *len, char *err, size_t errlen);
+
+/* Bytes held that no frame popped yet. */
+#define proven_frame_reader_pending(r)  ((r)->end - (r)->start)
+
+/*
+ * The frame builder: CBOR written straight into a growing buffer behind
+ * the 4-byte header, for hot paths that skip libcbor's trees.  Errors
+ * are sticky (out of memory, over max_body) and reported by _finish, so
+ * a caller writes a whole frame and checks once.
+ */
+typedef struct {
+    uint8_t  *buf;
+    size_t    len;            /* header included */
+    size_t    cap;
+    size_t    max_body;
+    int       failed;
+} proven_frame_builder_t;
+
+/* hint: the expected body size (grows past it); max_body 0: the maximum. */
+void proven_frame_builder_init(proven_frame_builder_t *b, size_t hint,
+    size_t max_body);
+void proven_frame_builder_free(proven_frame_builder_t *b);
+
+void proven_frame_put_head(proven_frame_builder_t *b, int major,
+    uint64_t arg);
+void proven_frame_put_uint(proven_frame_builder_t *b, uint64_t value);
+void proven_frame_put_text(proven_frame_builder_t *b, const char *text);
+void proven_frame_put_string(proven_frame_builder_t *b, int major,
+    const void *s, size_t len);
+void proven_frame_put_bool(proven_frame_builder_t *b, int value);
+void proven_frame_put_null(proven_frame_builder_t *b);
+/* Bytes that are already CBOR (whole items, or pairs of a map). */
+void proven_frame_put_raw(proven_frame_builder_t *b, const void *cbor,
+    size_t len);
+
+/*
+ * Writes the header and hands the frame over (*frame malloc()ed, *len
+ * with its header); PROVEN_ERR, nothing handed, if any put failed.
+ */
+int proven_frame_builder_finish(proven_frame_builder_t *b, uint8_t **frame,
+    size_t *len);
+
+/* The head of an ok response: {"id": id, "ok": true, "result": ...} */
+void proven_frame_put_ok(proven_frame_builder_t *b, uint64_t id);
+
 typedef struct {
     uint64_t      id;
     int           has_id;             /* id was present and an uint */
@@ -186,6 +292,47 @@ int proven_response_encode_error(uint64_t id, const char *code,
 
 /* Starts a request map {"id": id, "op": op}; add arguments, then encode. */
 cbor_item_t *proven_request_new(uint64_t id, const char *op);
+
+
+/* ---- the state page (lib/proven_state.c) --------------------------------- */
+
+/*
+ * DATA/run/state, PROVEN_STATE_SIZE bytes that provend writes and nginx
+ * workers map read-only: "PVSTATE1", a 32-bit sequence (odd while provend
+ * writes), a 32-bit length, then that many bytes of CBOR
+ *   {"apps": {name: {"sockets": [text, ...], "package": hex text,
+ *                    "routes": [[method, path], ...]}}}
+ * The words are in the host's byte order: both sides run on one machine.
+ */
+#define PROVEN_STATE_SIZE    (1024 * 1024)
+#define PROVEN_STATE_HEADER  16
+#define PROVEN_STATE_MAGIC   "PVSTATE1"
+
+/* The writer: the magic once, then each new state whole (len >= 1). */
+void proven_state_init(uint8_t *page);
+int proven_state_publish(uint8_t *page, const uint8_t *data, size_t len);
+
+/* A reader: whether a page is one; its sequence, to tell a change. */
+int proven_state_valid(const uint8_t *page);
+uint32_t proven_state_seq(const uint8_t *page);
+
+/*
+ * A consistent copy of the state (*out malloc()ed) and the sequence it
+ * had.  PROVEN_AGAIN: the writer was always at work (keep the old copy);
+ * PROVEN_ERR: nothing published yet, or out of memory.
+ */
+int proven_state_copy(const uint8_t *page, uint8_t **out, size_t *len,
+    uint32_t *seq);
+
+
+/* ---- error codes (lib/proven_status.c) ----------------------------------- */
+
+/*
+ * The HTTP status for an error code of provend or an app's worker
+ * ("not_found": 404, "busy": 503, ...); otherwise for codes the table
+ * does not name (a module's own choice: 500, or 502 for a worker).
+ */
+int proven_status_of(const char *code, int otherwise);
 
 
 /* ---- COSE_Sign1 (lib/proven_cose.c) ------------------------------------- */
@@ -505,6 +652,44 @@ void proven_hex_encode(const uint8_t *in, size_t len, char *out); /* 2n+1 */
 /* base64url without padding (padding also accepted on decode). */
 int proven_base64url_decode(const char *in, size_t inlen, uint8_t *out,
     size_t outmax, size_t *outlen);
+
+/* A random version 4 UUID, and its text form (37 bytes with the NUL). */
+#define PROVEN_UUID_LEN       16
+#define PROVEN_UUID_TEXT_LEN  37
+
+int proven_uuid_v4(uint8_t id[PROVEN_UUID_LEN]);
+void proven_uuid_text(const uint8_t id[PROVEN_UUID_LEN],
+    char out[PROVEN_UUID_TEXT_LEN]);
+
+/* Big-endian integers, as every format of ours writes them. */
+static inline void
+proven_put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t) (v >> 24);
+    p[1] = (uint8_t) (v >> 16);
+    p[2] = (uint8_t) (v >> 8);
+    p[3] = (uint8_t) v;
+}
+
+static inline void
+proven_put_be64(uint8_t *p, uint64_t v)
+{
+    proven_put_be32(p, (uint32_t) (v >> 32));
+    proven_put_be32(p + 4, (uint32_t) v);
+}
+
+static inline uint32_t
+proven_get_be32(const uint8_t *p)
+{
+    return (uint32_t) p[0] << 24 | (uint32_t) p[1] << 16
+           | (uint32_t) p[2] << 8 | p[3];
+}
+
+static inline uint64_t
+proven_get_be64(const uint8_t *p)
+{
+    return (uint64_t) proven_get_be32(p) << 32 | proven_get_be32(p + 4);
+}
 
 /* Fills err with "what: <OpenSSL's last error>" and clears its queue. */
 void proven_openssl_error(char *err, size_t errlen, const char *what);

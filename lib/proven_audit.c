@@ -11,9 +11,6 @@
 #include "proven.h"
 
 
-#define proven_audit_err(...)                                              \
-    do { if (err) { snprintf(err, errlen, __VA_ARGS__); } } while (0)
-
 #define PROVEN_AUDIT_DOMAIN  "proven-app-audit-v1"
 
 
@@ -220,7 +217,7 @@ proven_audit_decode(const uint8_t *buf, size_t len, proven_audit_entry_t *e,
     memset(e, 0, sizeof(*e));
 
     if (len > PROVEN_AUDIT_ENTRY_MAX) {
-        proven_audit_err("audit entry of %zu bytes is too long", len);
+        proven_errf(err, errlen, "audit entry of %zu bytes is too long", len);
         return PROVEN_ERR;
     }
 
@@ -228,7 +225,7 @@ proven_audit_decode(const uint8_t *buf, size_t len, proven_audit_entry_t *e,
     r.end = buf + len;
 
     if (proven_cbor_span_map(&r, &pairs) != PROVEN_OK || pairs > 16) {
-        proven_audit_err("audit entry is not a map");
+        proven_errf(err, errlen, "audit entry is not a map");
         return PROVEN_ERR;
     }
 
@@ -236,7 +233,7 @@ proven_audit_decode(const uint8_t *buf, size_t len, proven_audit_entry_t *e,
         if (proven_cbor_span_string(&r, PROVEN_CBOR_TEXT, &k, &klen)
             != PROVEN_OK || klen >= sizeof(name))
         {
-            proven_audit_err("audit entry has a bad key");
+            proven_errf(err, errlen, "audit entry has a bad key");
             return PROVEN_ERR;
         }
         memcpy(name, k, klen);
@@ -301,13 +298,14 @@ proven_audit_decode(const uint8_t *buf, size_t len, proven_audit_entry_t *e,
             }
 
         } else {
-            proven_audit_err("audit entry has an unknown field \"%s\"", name);
+            proven_errf(err, errlen,
+                        "audit entry has an unknown field \"%s\"", name);
             return PROVEN_ERR;
         }
     }
 
     if (r.p != r.end) {
-        proven_audit_err("audit entry has trailing bytes");
+        proven_errf(err, errlen, "audit entry has trailing bytes");
         return PROVEN_ERR;
     }
 
@@ -315,7 +313,7 @@ proven_audit_decode(const uint8_t *buf, size_t len, proven_audit_entry_t *e,
         || proven_audit_encode(e, again, sizeof(again), &outlen) != PROVEN_OK
         || outlen != len || memcmp(again, buf, len) != 0)
     {
-        proven_audit_err("audit entry is not in canonical form");
+        proven_errf(err, errlen, "audit entry is not in canonical form");
         return PROVEN_ERR;
     }
 
@@ -323,7 +321,7 @@ proven_audit_decode(const uint8_t *buf, size_t len, proven_audit_entry_t *e,
 
 bad_value:
 
-    proven_audit_err("audit entry field \"%s\" has a bad value", name);
+    proven_errf(err, errlen, "audit entry field \"%s\" has a bad value", name);
     return PROVEN_ERR;
 }
 
@@ -349,12 +347,12 @@ proven_audit_sign(proven_audit_entry_t *e, EVP_PKEY *key, char *err,
     if (EVP_PKEY_get_raw_public_key(key, e->signer, &publen) != 1
         || publen != PROVEN_AUDIT_KEY_LEN)
     {
-        proven_audit_err("the owner key is not an Ed25519 key");
+        proven_errf(err, errlen, "the owner key is not an Ed25519 key");
         return PROVEN_ERR;
     }
 
     if (proven_audit_message(e, msg, sizeof(msg), &len) != PROVEN_OK) {
-        proven_audit_err("cannot encode the audit message");
+        proven_errf(err, errlen, "cannot encode the audit message");
         return PROVEN_ERR;
     }
 
@@ -388,7 +386,7 @@ proven_audit_verify(const proven_audit_entry_t *e, char *err, size_t errlen)
         len = PROVEN_AUDIT_SESSION_LEN;
     } else if (proven_audit_message(e, msg, sizeof(msg), &len) != PROVEN_OK)
     {
-        proven_audit_err("cannot encode the audit message");
+        proven_errf(err, errlen, "cannot encode the audit message");
         return PROVEN_ERR;
     }
 
@@ -403,11 +401,11 @@ proven_audit_verify(const proven_audit_entry_t *e, char *err, size_t errlen)
     EVP_PKEY_free(key);
 
     if (!rc) {
-        proven_audit_err(e->has_session
-                         ? "the signature is not the signer's over the "
-                           "session id"
-                         : "the signature is not the signer's over this "
-                           "change");
+        proven_errf(err, errlen, e->has_session
+                    ? "the signature is not the signer's over the "
+                    "session id"
+                    : "the signature is not the signer's over this "
+                    "change");
         return PROVEN_ERR;
     }
     return PROVEN_OK;
@@ -456,24 +454,25 @@ proven_audit_apply(proven_app_state_t *st, const proven_audit_entry_t *e,
     if (!proven_audit_app_valid(e->app)
         || (st->seq > 0 && strcmp(e->app, st->app) != 0))
     {
-        proven_audit_err("entry %llu is for application \"%s\"",
-                         (unsigned long long) e->seq, e->app);
+        proven_errf(err, errlen, "entry %llu is for application \"%s\"",
+                    (unsigned long long) e->seq, e->app);
         return PROVEN_ERR;
     }
 
     if (e->seq != st->seq + 1) {
-        proven_audit_err("entry %llu where %llu was expected",
-                         (unsigned long long) e->seq,
-                         (unsigned long long) st->seq + 1);
+        proven_errf(err, errlen, "entry %llu where %llu was expected",
+                    (unsigned long long) e->seq,
+                    (unsigned long long) st->seq + 1);
         return PROVEN_ERR;
     }
 
     if (memcmp(e->prev, st->seq == 0 ? zero : st->head,
                PROVEN_AUDIT_HASH_LEN) != 0)
     {
-        proven_audit_err("entry %llu does not follow the log's head (it was "
-                         "signed for another state of the log)",
-                         (unsigned long long) e->seq);
+        proven_errf(err, errlen,
+                    "entry %llu does not follow the log's head (it was "
+                    "signed for another state of the log)",
+                    (unsigned long long) e->seq);
         return PROVEN_ERR;
     }
 
@@ -483,12 +482,14 @@ proven_audit_apply(proven_app_state_t *st, const proven_audit_entry_t *e,
 
     if (st->seq == 0) {
         if (e->action != PROVEN_AUDIT_DEPLOY) {
-            proven_audit_err("the first entry of an application must be a "
-                             "deploy");
+            proven_errf(err, errlen,
+                        "the first entry of an application must be a "
+                        "deploy");
             return PROVEN_ERR;
         }
     } else if (proven_audit_owner_index(st, e->signer) < 0) {
-        proven_audit_err("the signer is not an owner of \"%s\"", st->app);
+        proven_errf(err, errlen,
+                    "the signer is not an owner of \"%s\"", st->app);
         return PROVEN_ERR;
     }
 
@@ -502,8 +503,8 @@ proven_audit_apply(proven_app_state_t *st, const proven_audit_entry_t *e,
                     && memcmp(st->current, e->package,
                               PROVEN_AUDIT_HASH_LEN) == 0)))
         {
-            proven_audit_err("a rollback goes to an earlier deployed "
-                             "package that is not the current one");
+            proven_errf(err, errlen, "a rollback goes to an earlier deployed "
+                        "package that is not the current one");
             return PROVEN_ERR;
         }
 
@@ -511,7 +512,7 @@ proven_audit_apply(proven_app_state_t *st, const proven_audit_entry_t *e,
             n = st->ndeployed + 1;
             grown = realloc(st->deployed, n * sizeof(*grown));
             if (grown == NULL) {
-                proven_audit_err("out of memory");
+                proven_errf(err, errlen, "out of memory");
                 return PROVEN_ERR;
             }
             st->deployed = grown;
@@ -531,12 +532,12 @@ proven_audit_apply(proven_app_state_t *st, const proven_audit_entry_t *e,
 
     case PROVEN_AUDIT_ADD_OWNER:
         if (proven_audit_owner_index(st, e->owner) >= 0) {
-            proven_audit_err("that key is an owner already");
+            proven_errf(err, errlen, "that key is an owner already");
             return PROVEN_ERR;
         }
         if (st->nowners == PROVEN_AUDIT_OWNERS_MAX) {
-            proven_audit_err("an application has at most %d owners",
-                             PROVEN_AUDIT_OWNERS_MAX);
+            proven_errf(err, errlen, "an application has at most %d owners",
+                        PROVEN_AUDIT_OWNERS_MAX);
             return PROVEN_ERR;
         }
         memcpy(st->owners[st->nowners++], e->owner, PROVEN_AUDIT_KEY_LEN);
@@ -545,11 +546,11 @@ proven_audit_apply(proven_app_state_t *st, const proven_audit_entry_t *e,
     case PROVEN_AUDIT_REMOVE_OWNER:
         at = proven_audit_owner_index(st, e->owner);
         if (at < 0) {
-            proven_audit_err("that key is not an owner");
+            proven_errf(err, errlen, "that key is not an owner");
             return PROVEN_ERR;
         }
         if (st->nowners == 1) {
-            proven_audit_err("the last owner cannot be removed");
+            proven_errf(err, errlen, "the last owner cannot be removed");
             return PROVEN_ERR;
         }
         memmove(st->owners[at], st->owners[at + 1],
@@ -558,7 +559,7 @@ proven_audit_apply(proven_app_state_t *st, const proven_audit_entry_t *e,
         break;
 
     default:
-        proven_audit_err("unknown action");
+        proven_errf(err, errlen, "unknown action");
         return PROVEN_ERR;
     }
 

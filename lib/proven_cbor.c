@@ -639,3 +639,25 @@ proven_cbor_is_bool(const cbor_item_t *item)
            && (cbor_ctrl_value(item) == CBOR_CTRL_TRUE
                || cbor_ctrl_value(item) == CBOR_CTRL_FALSE);
 }
+
+
+int
+proven_cbor_text_into(const cbor_item_t *item, char *out, size_t size)
+{
+    size_t  len;
+
+    if (item == NULL || !cbor_isa_string(item)
+        || !cbor_string_is_definite(item))
+    {
+        return PROVEN_ERR;
+    }
+
+    len = cbor_string_length(item);
+    if (len >= size || memchr(cbor_string_handle(item), '\0', len) != NULL) {
+        return PROVEN_ERR;
+    }
+
+    memcpy(out, cbor_string_handle(item), len);
+    out[len] = '\0';
+    return PROVEN_OK;
+}

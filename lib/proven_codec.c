@@ -6,6 +6,7 @@
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 
 #include "proven.h"
 
@@ -175,4 +176,39 @@ proven_openssl_error(char *err, size_t errlen, const char *what)
     }
 
     ERR_clear_error();
+}
+
+
+int
+proven_uuid_v4(uint8_t id[PROVEN_UUID_LEN])
+{
+    if (RAND_bytes(id, PROVEN_UUID_LEN) != 1) {
+        return PROVEN_ERR;
+    }
+
+    /* RFC 9562: version 4, variant 10 */
+    id[6] = (id[6] & 0x0f) | 0x40;
+    id[8] = (id[8] & 0x3f) | 0x80;
+    return PROVEN_OK;
+}
+
+
+void
+proven_uuid_text(const uint8_t id[PROVEN_UUID_LEN],
+    char out[PROVEN_UUID_TEXT_LEN])
+{
+    size_t  i;
+    char   *p;
+
+    p = out;
+    for (i = 0; i < PROVEN_UUID_LEN; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) {
+            *p++ = '-';
+        }
+
+        proven_hex_encode(id + i, 1, p);
+        p += 2;
+    }
+
+    *p = '\0';
 }

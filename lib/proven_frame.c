@@ -108,6 +108,344 @@ proven_frame_encode(const cbor_item_t *item, uint8_t **out, size_t *outlen,
 
 
 
+/* ---- the reader ---------------------------------------------------------- */
+
+void
+proven_frame_reader_init(proven_frame_reader_t *r, size_t max_body)
+{
+    memset(r, 0, sizeof(*r));
+    r->max_body = (max_body == 0 || max_body > PROVEN_FRAME_MAX)
+                  ? PROVEN_FRAME_MAX : max_body;
+}
+
+
+void
+proven_frame_reader_free(proven_frame_reader_t *r)
+{
+    free(r->buf);
+    r->buf = NULL;
+    r->cap = 0;
+    r->start = 0;
+    r->end = 0;
+}
+
+
+/* Makes at least want bytes free after end, or as many as the bound allows. */
+static int
+proven_frame_reader_reserve(proven_frame_reader_t *r, size_t want)
+{
+    size_t    cap, bound;
+    uint8_t  *buf;
+
+    /* a big frame's buffer is not kept once it has been popped */
+    if (r->start == r->end) {
+        r->start = 0;
+        r->end = 0;
+
+        if (r->cap > 4 * PROVEN_FRAME_READ_CHUNK) {
+            free(r->buf);
+            r->buf = NULL;
+            r->cap = 0;
+        }
+    }
+
+    if (r->cap - r->end >= want) {
+        return PROVEN_OK;
+    }
+
+    if (r->start > 0) {
+        memmove(r->buf, r->buf + r->start, r->end - r->start);
+        r->end -= r->start;
+        r->start = 0;
+
+        if (r->cap - r->end >= want) {
+            return PROVEN_OK;
+        }
+    }
+
+    /* one whole frame of the largest size, and one more read */
+    bound = PROVEN_FRAME_HEADER + r->max_body + PROVEN_FRAME_READ_CHUNK;
+
+    cap = r->cap ? r->cap : PROVEN_FRAME_READ_CHUNK;
+    while (cap - r->end < want && cap < bound) {
+        cap *= 2;
+    }
+
+    if (cap > bound) {
+        cap = bound;
+    }
+
+    if (cap <= r->cap) {
+        return PROVEN_OK;               /* at the bound: what is free */
+    }
+
+    buf = realloc(r->buf, cap);
+    if (buf == NULL) {
+        return PROVEN_ERR;
+    }
+
+    r->buf = buf;
+    r->cap = cap;
+    return PROVEN_OK;
+}
+
+
+uint8_t *
+proven_frame_reader_space(proven_frame_reader_t *r, size_t *avail)
+{
+    if (proven_frame_reader_reserve(r, PROVEN_FRAME_READ_CHUNK) != PROVEN_OK)
+    {
+        *avail = 0;
+        return NULL;
+    }
+
+    *avail = r->cap - r->end;
+    if (*avail > PROVEN_FRAME_READ_CHUNK) {
+        *avail = PROVEN_FRAME_READ_CHUNK;
+    }
+
+    return r->buf + r->end;
+}
+
+
+void
+proven_frame_reader_fill(proven_frame_reader_t *r, size_t n)
+{
+    r->end += n;
+}
+
+
+int
+proven_frame_reader_feed(proven_frame_reader_t *r, const uint8_t *data,
+    size_t len, char *err, size_t errlen)
+{
+    if (proven_frame_reader_reserve(r, len) != PROVEN_OK) {
+        proven_errf(err, errlen, "out of memory");
+        return PROVEN_ERR;
+    }
+
+    if (r->cap - r->end < len) {
+        proven_errf(err, errlen, "more than a frame of input unread");
+        return PROVEN_ERR;
+    }
+
+    memcpy(r->buf + r->end, data, len);
+    r->end += len;
+    return PROVEN_OK;
+}
+
+
+int
+proven_frame_reader_next(proven_frame_reader_t *r, const uint8_t **body,
+    size_t *len, char *err, size_t errlen)
+{
+    uint32_t  n;
+
+    if (r->failed) {
+        proven_errf(err, errlen, "the stream lost its framing");
+        return PROVEN_ERR;
+    }
+
+    if (r->end - r->start < PROVEN_FRAME_HEADER) {
+        return PROVEN_AGAIN;
+    }
+
+    if (proven_frame_length(r->buf + r->start, &n, err, errlen) != PROVEN_OK)
+    {
+        r->failed = 1;
+        return PROVEN_ERR;
+    }
+
+    if (n > r->max_body) {
+        proven_errf(err, errlen, "frame of %u bytes is over the limit of %zu",
+                    n, r->max_body);
+        r->failed = 1;
+        return PROVEN_ERR;
+    }
+
+    if (r->end - r->start - PROVEN_FRAME_HEADER < n) {
+        return PROVEN_AGAIN;
+    }
+
+    *body = r->buf + r->start + PROVEN_FRAME_HEADER;
+    *len = n;
+    r->start += PROVEN_FRAME_HEADER + n;
+    return PROVEN_OK;
+}
+
+
+/* ---- the builder --------------------------------------------------------- */
+
+void
+proven_frame_builder_init(proven_frame_builder_t *b, size_t hint,
+    size_t max_body)
+{
+    memset(b, 0, sizeof(*b));
+    b->max_body = (max_body == 0 || max_body > PROVEN_FRAME_MAX)
+                  ? PROVEN_FRAME_MAX : max_body;
+
+    b->cap = PROVEN_FRAME_HEADER + (hint < 64 ? 64 : hint);
+    b->buf = malloc(b->cap);
+    if (b->buf == NULL) {
+        b->failed = 1;
+        b->cap = 0;
+        return;
+    }
+
+    b->len = PROVEN_FRAME_HEADER;
+}
+
+
+void
+proven_frame_builder_free(proven_frame_builder_t *b)
+{
+    free(b->buf);
+    b->buf = NULL;
+    b->cap = 0;
+    b->len = 0;
+}
+
+
+/* Room for n more bytes; NULL (and failed) past the bound or memory. */
+static uint8_t *
+proven_frame_builder_room(proven_frame_builder_t *b, size_t n)
+{
+    size_t    cap;
+    uint8_t  *buf;
+
+    if (b->failed) {
+        return NULL;
+    }
+
+    if (n > b->max_body || b->len - PROVEN_FRAME_HEADER > b->max_body - n) {
+        b->failed = 1;
+        return NULL;
+    }
+
+    if (b->cap - b->len < n) {
+        cap = b->cap * 2;
+        if (cap < b->len + n) {
+            cap = b->len + n;
+        }
+
+        buf = realloc(b->buf, cap);
+        if (buf == NULL) {
+            b->failed = 1;
+            return NULL;
+        }
+
+        b->buf = buf;
+        b->cap = cap;
+    }
+
+    return b->buf + b->len;
+}
+
+
+void
+proven_frame_put_head(proven_frame_builder_t *b, int major, uint64_t arg)
+{
+    uint8_t  *p;
+
+    p = proven_frame_builder_room(b, 9);
+    if (p != NULL) {
+        b->len += (size_t) (proven_cbor_put_head(p, major, arg) - p);
+    }
+}
+
+
+void
+proven_frame_put_uint(proven_frame_builder_t *b, uint64_t value)
+{
+    proven_frame_put_head(b, PROVEN_CBOR_UINT, value);
+}
+
+
+void
+proven_frame_put_string(proven_frame_builder_t *b, int major, const void *s,
+    size_t len)
+{
+    uint8_t  *p;
+
+    if (len > PROVEN_FRAME_MAX) {
+        b->failed = 1;
+        return;
+    }
+
+    p = proven_frame_builder_room(b, 9 + len);
+    if (p != NULL) {
+        b->len += (size_t) (proven_cbor_put_string(p, major, s, len) - p);
+    }
+}
+
+
+void
+proven_frame_put_text(proven_frame_builder_t *b, const char *text)
+{
+    proven_frame_put_string(b, PROVEN_CBOR_TEXT, text, strlen(text));
+}
+
+
+void
+proven_frame_put_raw(proven_frame_builder_t *b, const void *cbor, size_t len)
+{
+    uint8_t  *p;
+
+    p = proven_frame_builder_room(b, len);
+    if (p != NULL && len > 0) {
+        memcpy(p, cbor, len);
+        b->len += len;
+    }
+}
+
+
+void
+proven_frame_put_bool(proven_frame_builder_t *b, int value)
+{
+    proven_frame_put_raw(b, value ? "\xf5" : "\xf4", 1);
+}
+
+
+void
+proven_frame_put_null(proven_frame_builder_t *b)
+{
+    proven_frame_put_raw(b, "\xf6", 1);
+}
+
+
+void
+proven_frame_put_ok(proven_frame_builder_t *b, uint64_t id)
+{
+    proven_frame_put_head(b, PROVEN_CBOR_MAP, 3);
+    proven_frame_put_text(b, "id");
+    proven_frame_put_uint(b, id);
+    proven_frame_put_text(b, "ok");
+    proven_frame_put_bool(b, 1);
+    proven_frame_put_text(b, "result");
+}
+
+
+int
+proven_frame_builder_finish(proven_frame_builder_t *b, uint8_t **frame,
+    size_t *len)
+{
+    if (b->failed || b->len == PROVEN_FRAME_HEADER) {
+        proven_frame_builder_free(b);
+        return PROVEN_ERR;
+    }
+
+    proven_frame_put_length(b->buf, (uint32_t) (b->len - PROVEN_FRAME_HEADER));
+
+    *frame = b->buf;
+    *len = b->len;
+
+    b->buf = NULL;
+    b->cap = 0;
+    b->len = 0;
+    return PROVEN_OK;
+}
+
+
 /* The narrowest encoding, so small ids take one byte on the wire. */
 static cbor_item_t *
 proven_frame_build_uint(uint64_t v)

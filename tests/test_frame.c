@@ -300,6 +300,256 @@ test_response_errors(void **state)
 }
 
 
+/* Three answers, fed one byte at a time: each pops whole, in order. */
+static void
+test_reader_byte_by_byte(void **state)
+{
+    char                   err[PROVEN_ERR_LEN];
+    size_t                 all_len, len[3], i, body_len;
+    uint8_t               *frame[3], *all;
+    uint64_t               got;
+    const uint8_t         *body;
+    proven_response_t      res;
+    proven_frame_reader_t  r;
+
+    (void) state;
+
+    all_len = 0;
+    for (i = 0; i < 3; i++) {
+        assert_int_equal(proven_response_encode_ok(i + 7, NULL, &frame[i],
+                                                   &len[i]), PROVEN_OK);
+        all_len += len[i];
+    }
+
+    all = malloc(all_len);
+    assert_non_null(all);
+    memcpy(all, frame[0], len[0]);
+    memcpy(all + len[0], frame[1], len[1]);
+    memcpy(all + len[0] + len[1], frame[2], len[2]);
+
+    proven_frame_reader_init(&r, 0);
+    got = 0;
+
+    for (i = 0; i < all_len; i++) {
+        assert_int_equal(proven_frame_reader_feed(&r, all + i, 1, err,
+                                                  sizeof(err)), PROVEN_OK);
+
+        while (proven_frame_reader_next(&r, &body, &body_len, err,
+                                        sizeof(err)) == PROVEN_OK)
+        {
+            assert_int_equal(proven_response_decode(body, body_len, &res,
+                                                    err, sizeof(err)),
+                             PROVEN_OK);
+            assert_int_equal(res.id, got + 7);
+            proven_response_free(&res);
+            got++;
+        }
+    }
+
+    assert_int_equal(got, 3);
+    assert_int_equal(proven_frame_reader_pending(&r), 0);
+
+    proven_frame_reader_free(&r);
+    free(all);
+    for (i = 0; i < 3; i++) {
+        free(frame[i]);
+    }
+}
+
+
+/* A length out of bounds fails the reader, and it stays failed. */
+static void
+test_reader_bad_lengths(void **state)
+{
+    char                   err[PROVEN_ERR_LEN];
+    size_t                 len;
+    uint8_t                header[PROVEN_FRAME_HEADER], ok[5];
+    const uint8_t         *body;
+    proven_frame_reader_t  r;
+
+    (void) state;
+
+    proven_frame_reader_init(&r, 0);
+    proven_frame_put_length(header, 0);
+    assert_int_equal(proven_frame_reader_feed(&r, header, sizeof(header),
+                                              err, sizeof(err)), PROVEN_OK);
+    assert_int_equal(proven_frame_reader_next(&r, &body, &len, err,
+                                              sizeof(err)), PROVEN_ERR);
+    assert_non_null(strstr(err, "bad frame length 0"));
+
+    /* a good frame after it is not read: the stream lost its framing */
+    proven_frame_put_length(ok, 1);
+    ok[4] = 0xa0;
+    assert_int_equal(proven_frame_reader_feed(&r, ok, sizeof(ok), err,
+                                              sizeof(err)), PROVEN_OK);
+    assert_int_equal(proven_frame_reader_next(&r, &body, &len, err,
+                                              sizeof(err)), PROVEN_ERR);
+    proven_frame_reader_free(&r);
+
+    /* over the reader's own bound, below the protocol's */
+    proven_frame_reader_init(&r, 100);
+    proven_frame_put_length(header, 101);
+    assert_int_equal(proven_frame_reader_feed(&r, header, sizeof(header),
+                                              err, sizeof(err)), PROVEN_OK);
+    assert_int_equal(proven_frame_reader_next(&r, &body, &len, err,
+                                              sizeof(err)), PROVEN_ERR);
+    assert_non_null(strstr(err, "over the limit of 100"));
+    proven_frame_reader_free(&r);
+
+    /* over the protocol's */
+    proven_frame_reader_init(&r, 0);
+    proven_frame_put_length(header, PROVEN_FRAME_MAX + 1);
+    assert_int_equal(proven_frame_reader_feed(&r, header, sizeof(header),
+                                              err, sizeof(err)), PROVEN_OK);
+    assert_int_equal(proven_frame_reader_next(&r, &body, &len, err,
+                                              sizeof(err)), PROVEN_ERR);
+    proven_frame_reader_free(&r);
+}
+
+
+/*
+ * A header that announces 16 MiB pins no more than what arrived; the
+ * buffer of a big frame is let go once the frame is popped.
+ */
+static void
+test_reader_memory_follows_bytes(void **state)
+{
+    char                   err[PROVEN_ERR_LEN];
+    size_t                 len, avail, have, n;
+    uint8_t                header[PROVEN_FRAME_HEADER], *space;
+    const uint8_t         *body;
+    proven_frame_reader_t  r;
+
+    (void) state;
+
+    proven_frame_reader_init(&r, 0);
+    proven_frame_put_length(header, PROVEN_FRAME_MAX);
+    assert_int_equal(proven_frame_reader_feed(&r, header, sizeof(header),
+                                              err, sizeof(err)), PROVEN_OK);
+    assert_int_equal(proven_frame_reader_next(&r, &body, &len, err,
+                                              sizeof(err)), PROVEN_AGAIN);
+    assert_true(r.cap <= 2 * PROVEN_FRAME_READ_CHUNK);
+
+    /* the body, read into the reader's own space as a socket would */
+    have = 0;
+    while (have < PROVEN_FRAME_MAX) {
+        space = proven_frame_reader_space(&r, &avail);
+        assert_non_null(space);
+        assert_true(avail > 0 && avail <= PROVEN_FRAME_READ_CHUNK);
+        n = PROVEN_FRAME_MAX - have < avail ? PROVEN_FRAME_MAX - have
+                                            : avail;
+        memset(space, 0x5a, n);
+        proven_frame_reader_fill(&r, n);
+        have += n;
+    }
+
+    assert_int_equal(proven_frame_reader_next(&r, &body, &len, err,
+                                              sizeof(err)), PROVEN_OK);
+    assert_int_equal(len, PROVEN_FRAME_MAX);
+    assert_int_equal(body[0], 0x5a);
+    assert_int_equal(body[len - 1], 0x5a);
+    assert_true(r.cap <= PROVEN_FRAME_HEADER + PROVEN_FRAME_MAX
+                         + PROVEN_FRAME_READ_CHUNK);
+
+    space = proven_frame_reader_space(&r, &avail);
+    assert_non_null(space);
+    assert_true(r.cap <= PROVEN_FRAME_READ_CHUNK);
+
+    proven_frame_reader_free(&r);
+}
+
+
+/* What the builder writes reads back as the same response. */
+static void
+test_builder_round_trip(void **state)
+{
+    char                    err[PROVEN_ERR_LEN];
+    size_t                  len;
+    uint8_t                *frame, value[3000];
+    uint32_t                body_len;
+    cbor_item_t            *item;
+    uint64_t                n;
+    proven_response_t       res;
+    proven_frame_builder_t  b;
+
+    (void) state;
+
+    memset(value, 0x33, sizeof(value));
+
+    /* a small hint: the builder grows */
+    proven_frame_builder_init(&b, 8, 0);
+    proven_frame_put_ok(&b, 1u << 20);
+    proven_frame_put_head(&b, PROVEN_CBOR_MAP, 3);
+    proven_frame_put_text(&b, "value");
+    proven_frame_put_string(&b, PROVEN_CBOR_BYTES, value, sizeof(value));
+    proven_frame_put_text(&b, "revision");
+    proven_frame_put_uint(&b, UINT64_MAX);
+    proven_frame_put_text(&b, "gone");
+    proven_frame_put_null(&b);
+    assert_int_equal(proven_frame_builder_finish(&b, &frame, &len),
+                     PROVEN_OK);
+
+    assert_int_equal(proven_frame_length(frame, &body_len, err, sizeof(err)),
+                     PROVEN_OK);
+    assert_int_equal(body_len + PROVEN_FRAME_HEADER, len);
+    assert_int_equal(proven_response_decode(frame + PROVEN_FRAME_HEADER,
+                                            len - PROVEN_FRAME_HEADER, &res,
+                                            err, sizeof(err)), PROVEN_OK);
+    assert_int_equal(res.id, 1u << 20);
+    assert_true(res.ok);
+
+    item = proven_cbor_map_get(res.result, "value");
+    assert_non_null(item);
+    assert_int_equal(cbor_bytestring_length(item), sizeof(value));
+    assert_memory_equal(cbor_bytestring_handle(item), value, sizeof(value));
+    assert_int_equal(proven_cbor_uint(proven_cbor_map_get(res.result,
+                                                          "revision"), &n),
+                     PROVEN_OK);
+    assert_true(n == UINT64_MAX);
+    assert_true(proven_cbor_is_null(proven_cbor_map_get(res.result,
+                                                        "gone")));
+
+    proven_response_free(&res);
+    free(frame);
+}
+
+
+/* Past its bound the builder fails once, at finish, and hands nothing. */
+static void
+test_builder_bound(void **state)
+{
+    size_t                  len;
+    uint8_t                *frame, value[200];
+    proven_frame_builder_t  b;
+
+    (void) state;
+
+    memset(value, 1, sizeof(value));
+
+    proven_frame_builder_init(&b, 16, 100);
+    proven_frame_put_ok(&b, 1);
+    proven_frame_put_string(&b, PROVEN_CBOR_BYTES, value, sizeof(value));
+    proven_frame_put_null(&b);
+    frame = NULL;
+    assert_int_equal(proven_frame_builder_finish(&b, &frame, &len),
+                     PROVEN_ERR);
+    assert_null(frame);
+
+    /* exactly at the bound is fine */
+    proven_frame_builder_init(&b, 16, 100);
+    proven_frame_put_raw(&b, value, 100);
+    assert_int_equal(proven_frame_builder_finish(&b, &frame, &len),
+                     PROVEN_OK);
+    assert_int_equal(len, PROVEN_FRAME_HEADER + 100);
+    free(frame);
+
+    /* an empty frame is not a frame */
+    proven_frame_builder_init(&b, 16, 0);
+    assert_int_equal(proven_frame_builder_finish(&b, &frame, &len),
+                     PROVEN_ERR);
+}
+
+
 int
 main(void)
 {
@@ -309,6 +559,11 @@ main(void)
         cmocka_unit_test(test_request_errors),
         cmocka_unit_test(test_response_round_trip),
         cmocka_unit_test(test_response_errors),
+        cmocka_unit_test(test_reader_byte_by_byte),
+        cmocka_unit_test(test_reader_bad_lengths),
+        cmocka_unit_test(test_reader_memory_follows_bytes),
+        cmocka_unit_test(test_builder_round_trip),
+        cmocka_unit_test(test_builder_bound),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

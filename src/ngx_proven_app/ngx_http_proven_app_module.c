@@ -38,8 +38,6 @@
 #include "ngx_http_proven_core.h"
 
 
-#define NGX_HTTP_PROVEN_APP_STATE_SIZE    (1024 * 1024)
-#define NGX_HTTP_PROVEN_APP_STATE_HEADER  16
 #define NGX_HTTP_PROVEN_APP_HEADERS_MAX   100
 #define NGX_HTTP_PROVEN_APP_NAME_MAX      64
 #define NGX_HTTP_PROVEN_APP_WORKERS_MAX   16
@@ -805,20 +803,7 @@ ngx_http_proven_app_worker_error(ngx_http_request_t *r,
     ngx_uint_t    status;
     cbor_item_t  *error, *error_id;
 
-    status = NGX_HTTP_BAD_GATEWAY;
-    if (ngx_strcmp(res->code, "not_found") == 0) {
-        status = NGX_HTTP_NOT_FOUND;
-    } else if (ngx_strcmp(res->code, "method_not_allowed") == 0) {
-        status = NGX_HTTP_NOT_ALLOWED;
-    } else if (ngx_strcmp(res->code, "bad_request") == 0) {
-        status = NGX_HTTP_BAD_REQUEST;
-    } else if (ngx_strcmp(res->code, "handler_error") == 0) {
-        status = NGX_HTTP_INTERNAL_SERVER_ERROR;
-    } else if (ngx_strcmp(res->code, "timeout") == 0) {
-        status = NGX_HTTP_GATEWAY_TIME_OUT;
-    } else if (ngx_strcmp(res->code, "busy") == 0) {
-        status = NGX_HTTP_SERVICE_UNAVAILABLE;
-    }
+    status = proven_status_of(res->code, NGX_HTTP_BAD_GATEWAY);
 
     id = NULL;
     error = proven_cbor_map_get(res->map, "error");
@@ -1658,11 +1643,11 @@ static ngx_int_t
 ngx_http_proven_app_refresh(ngx_http_proven_app_main_conf_t *pamcf,
     ngx_log_t *log)
 {
-    int           fd;
-    u_char       *copy;
+    int           fd, rc;
     void         *page;
-    uint32_t      seq, again, len;
-    ngx_uint_t    tries;
+    size_t        len;
+    uint8_t      *copy;
+    uint32_t      seq;
     ngx_pool_t   *pool;
     ngx_array_t  *table;
 
@@ -1674,8 +1659,7 @@ ngx_http_proven_app_refresh(ngx_http_proven_app_main_conf_t *pamcf,
         if (fd < 0) {
             return NGX_ERROR;
         }
-        page = mmap(NULL, NGX_HTTP_PROVEN_APP_STATE_SIZE, PROT_READ,
-                    MAP_SHARED, fd, 0);
+        page = mmap(NULL, PROVEN_STATE_SIZE, PROT_READ, MAP_SHARED, fd, 0);
         close(fd);
         if (page == MAP_FAILED) {
             ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
@@ -1683,53 +1667,24 @@ ngx_http_proven_app_refresh(ngx_http_proven_app_main_conf_t *pamcf,
                           &pamcf->state_path);
             return NGX_ERROR;
         }
-        if (ngx_memcmp(page, "PVSTATE1", 8) != 0) {
-            munmap(page, NGX_HTTP_PROVEN_APP_STATE_SIZE);
+        if (!proven_state_valid(page)) {
+            munmap(page, PROVEN_STATE_SIZE);
             return NGX_ERROR;
         }
         pamcf->page = page;
     }
 
-    seq = __atomic_load_n((uint32_t *) (pamcf->page + 8), __ATOMIC_ACQUIRE);
-    if (pamcf->parsed && seq == pamcf->seq) {
+    if (pamcf->parsed && proven_state_seq(pamcf->page) == pamcf->seq) {
         return NGX_OK;
     }
 
-    copy = NULL;
-    for (tries = 0; tries < 100; tries++) {
-        seq = __atomic_load_n((uint32_t *) (pamcf->page + 8),
-                              __ATOMIC_ACQUIRE);
-        if (seq & 1) {
-            continue;
-        }
-        len = __atomic_load_n((uint32_t *) (pamcf->page + 12),
-                              __ATOMIC_RELAXED);
-        if (len > NGX_HTTP_PROVEN_APP_STATE_SIZE
-                  - NGX_HTTP_PROVEN_APP_STATE_HEADER)
-        {
-            continue;
-        }
-        ngx_free(copy);
-        copy = ngx_alloc(len ? len : 1, log);
-        if (copy == NULL) {
-            return NGX_ERROR;
-        }
-        ngx_memcpy(copy, pamcf->page + NGX_HTTP_PROVEN_APP_STATE_HEADER, len);
-        __atomic_thread_fence(__ATOMIC_ACQUIRE);
-        again = __atomic_load_n((uint32_t *) (pamcf->page + 8),
-                                __ATOMIC_RELAXED);
-        if (again == seq) {
-            break;
-        }
-    }
+    rc = proven_state_copy(pamcf->page, &copy, &len, &seq);
 
-    if (tries == 100 || copy == NULL) {
-        ngx_free(copy);
+    if (rc == PROVEN_AGAIN) {
         return pamcf->parsed ? NGX_OK : NGX_ERROR;
     }
 
-    if (len == 0) {                       /* never published */
-        ngx_free(copy);
+    if (rc != PROVEN_OK) {
         return NGX_ERROR;
     }
 
@@ -1739,12 +1694,12 @@ ngx_http_proven_app_refresh(ngx_http_proven_app_main_conf_t *pamcf,
      */
     pool = ngx_create_pool(4096, ngx_cycle->log);
     if (pool == NULL) {
-        ngx_free(copy);
+        free(copy);
         return NGX_ERROR;
     }
 
     table = ngx_http_proven_app_parse(pool, copy, len, log);
-    ngx_free(copy);
+    free(copy);
     if (table == NULL) {
         ngx_destroy_pool(pool);
         return pamcf->parsed ? NGX_OK : NGX_ERROR;
@@ -1897,7 +1852,7 @@ ngx_http_proven_app_exit_process(ngx_cycle_t *cycle)
         pamcf->pool = NULL;
     }
     if (pamcf->page != NULL) {
-        munmap(pamcf->page, NGX_HTTP_PROVEN_APP_STATE_SIZE);
+        munmap(pamcf->page, PROVEN_STATE_SIZE);
         pamcf->page = NULL;
     }
 }

@@ -25,7 +25,6 @@
 
 /* Calls fail at once for this long after a failed connect(). */
 #define NGX_HTTP_PROVEN_CORE_BACKOFF      500
-#define NGX_HTTP_PROVEN_CORE_READ_SIZE    16384
 #define NGX_HTTP_PROVEN_CORE_MAX_CONNS    64
 #define NGX_HTTP_PROVEN_CORE_REASON_LEN   160
 #define NGX_HTTP_PROVEN_PEER_CONNS        2
@@ -115,9 +114,7 @@ struct ngx_http_proven_core_conn_s {
     ngx_rbtree_t                      calls;
     ngx_rbtree_node_t                 sentinel;
     ngx_queue_t                       out;
-    u_char                           *buf;          /* malloc()ed */
-    size_t                            size;
-    size_t                            len;
+    proven_frame_reader_t             reader;
 };
 
 
@@ -353,26 +350,19 @@ static uint8_t *
 ngx_http_proven_core_frame(const u_char *pairs, size_t len,
     ngx_uint_t npairs, uint64_t id, size_t *frame_len)
 {
-    uint8_t  *frame, *p;
+    uint8_t                 *frame;
+    proven_frame_builder_t   b;
 
-    if (len > PROVEN_FRAME_MAX - 32) {
+    proven_frame_builder_init(&b, 16 + len, PROVEN_FRAME_MAX);
+    proven_frame_put_head(&b, PROVEN_CBOR_MAP, npairs + 1);
+    proven_frame_put_text(&b, "id");
+    proven_frame_put_uint(&b, id);
+    proven_frame_put_raw(&b, pairs, len);
+
+    if (proven_frame_builder_finish(&b, &frame, frame_len) != PROVEN_OK) {
         return NULL;
     }
 
-    frame = malloc(PROVEN_FRAME_HEADER + 32 + len);
-    if (frame == NULL) {
-        return NULL;
-    }
-
-    p = proven_cbor_put_head(frame + PROVEN_FRAME_HEADER, PROVEN_CBOR_MAP,
-                             npairs + 1);
-    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "id", 2);
-    p = proven_cbor_put_head(p, PROVEN_CBOR_UINT, id);
-    p = ngx_cpymem(p, pairs, len);
-
-    *frame_len = p - frame;
-    proven_frame_put_length(frame, (uint32_t) (*frame_len
-                                               - PROVEN_FRAME_HEADER));
     return frame;
 }
 
@@ -932,6 +922,7 @@ ngx_http_proven_core_write_handler(ngx_event_t *wev)
 static void
 ngx_http_proven_core_read_handler(ngx_event_t *rev)
 {
+    u_char                       *buf;
     size_t                        size;
     ssize_t                       n;
     ngx_err_t                     err;
@@ -947,20 +938,13 @@ ngx_http_proven_core_read_handler(ngx_event_t *rev)
 
     for ( ;; ) {
 
-        if (conn->buf == NULL) {
-            conn->buf = ngx_alloc(NGX_HTTP_PROVEN_CORE_READ_SIZE, c->log);
-            if (conn->buf == NULL) {
-                ngx_http_proven_core_close(conn, 0, "out of memory", 0);
-                return;
-            }
-
-            conn->size = NGX_HTTP_PROVEN_CORE_READ_SIZE;
-            conn->len = 0;
+        buf = proven_frame_reader_space(&conn->reader, &size);
+        if (buf == NULL || size == 0) {
+            ngx_http_proven_core_close(conn, 0, "out of memory", 0);
+            return;
         }
 
-        size = conn->size - conn->len;
-
-        n = recv(c->fd, conn->buf + conn->len, size, 0);
+        n = recv(c->fd, buf, size, 0);
 
         if (n == 0) {
             ngx_http_proven_core_close(conn, 0,
@@ -984,18 +968,11 @@ ngx_http_proven_core_read_handler(ngx_event_t *rev)
             return;
         }
 
-        conn->len += n;
+        proven_frame_reader_fill(&conn->reader, n);
 
         if (ngx_http_proven_core_process_frames(conn) != NGX_OK) {
             return;
         }
-    }
-
-    /* a big frame's buffer is not kept once it is consumed */
-    if (conn->len == 0 && conn->size > NGX_HTTP_PROVEN_CORE_READ_SIZE) {
-        ngx_free(conn->buf);
-        conn->buf = NULL;
-        conn->size = 0;
     }
 
     if (ngx_handle_read_event(rev, 0) != NGX_OK) {
@@ -1012,47 +989,29 @@ static ngx_int_t
 ngx_http_proven_core_process_frames(ngx_http_proven_core_conn_t *conn)
 {
     char                          err[PROVEN_ERR_LEN];
-    u_char                       *buf;
-    size_t                        need;
-    uint32_t                      len;
+    size_t                        len;
+    ngx_int_t                     rc;
+    const uint8_t                *body;
     proven_response_t             res;
     ngx_http_proven_core_call_t  *call;
 
     for ( ;; ) {
 
-        if (conn->len < PROVEN_FRAME_HEADER) {
+        rc = proven_frame_reader_next(&conn->reader, &body, &len, err,
+                                      sizeof(err));
+
+        if (rc == PROVEN_AGAIN) {
             return NGX_OK;
         }
 
-        if (proven_frame_length(conn->buf, &len, err, sizeof(err))
-            != PROVEN_OK)
-        {
+        if (rc != PROVEN_OK) {
+            ngx_log_error(NGX_LOG_ERR, conn->connection->log, 0,
+                          "proven daemon: bad frame from provend: %s", err);
             ngx_http_proven_core_close(conn, 0, "bad frame from provend", 0);
             return NGX_ERROR;
         }
 
-        need = PROVEN_FRAME_HEADER + (size_t) len;
-
-        if (conn->len < need) {
-            if (conn->size < need) {
-                /* bounded: len <= PROVEN_FRAME_MAX */
-                buf = ngx_alloc(need, conn->connection->log);
-                if (buf == NULL) {
-                    ngx_http_proven_core_close(conn, 0, "out of memory", 0);
-                    return NGX_ERROR;
-                }
-
-                ngx_memcpy(buf, conn->buf, conn->len);
-                ngx_free(conn->buf);
-                conn->buf = buf;
-                conn->size = need;
-            }
-
-            return NGX_OK;
-        }
-
-        if (proven_response_decode(conn->buf + PROVEN_FRAME_HEADER, len,
-                                   &res, err, sizeof(err))
+        if (proven_response_decode(body, len, &res, err, sizeof(err))
             != PROVEN_OK)
         {
             ngx_log_error(NGX_LOG_ERR, conn->connection->log, 0,
@@ -1062,9 +1021,6 @@ ngx_http_proven_core_process_frames(ngx_http_proven_core_conn_t *conn)
                                        0);
             return NGX_ERROR;
         }
-
-        conn->len -= need;
-        ngx_memmove(conn->buf, conn->buf + need, conn->len);
 
         call = ngx_http_proven_core_lookup(conn, res.id);
 
@@ -1138,13 +1094,7 @@ ngx_http_proven_core_close(ngx_http_proven_core_conn_t *conn, ngx_err_t err,
         ngx_http_proven_core_fail_later(call, err, reason);
     }
 
-    if (conn->buf != NULL) {
-        ngx_free(conn->buf);
-        conn->buf = NULL;
-    }
-
-    conn->size = 0;
-    conn->len = 0;
+    proven_frame_reader_free(&conn->reader);
 }
 
 
@@ -1505,6 +1455,7 @@ ngx_http_proven_peer_new(ngx_http_proven_core_main_conf_t *pcmcf,
         ngx_rbtree_init(&conn->calls, &conn->sentinel,
                         ngx_rbtree_insert_value);
         ngx_queue_init(&conn->out);
+        proven_frame_reader_init(&conn->reader, PROVEN_FRAME_MAX);
     }
 
     return peer;

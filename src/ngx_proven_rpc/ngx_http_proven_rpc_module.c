@@ -348,35 +348,6 @@ ngx_http_proven_rpc_has_token(ngx_table_elt_t *h, const char *token)
 }
 
 
-/* provend's refusal codes as statuses. */
-static ngx_uint_t
-ngx_http_proven_rpc_status(const char *code)
-{
-    static const struct {
-        const char  *code;
-        ngx_uint_t   status;
-    } map[] = {
-        { "bad_request", NGX_HTTP_BAD_REQUEST },
-        { "bad_message", NGX_HTTP_BAD_REQUEST },
-        { "unknown_session", NGX_HTTP_UNAUTHORIZED },
-        { "bad_signature", NGX_HTTP_UNAUTHORIZED },
-        { "forbidden", NGX_HTTP_FORBIDDEN },
-        { "not_found", NGX_HTTP_NOT_FOUND },
-        { "replayed", NGX_HTTP_CONFLICT },
-        { "busy", NGX_HTTP_SERVICE_UNAVAILABLE },
-        { NULL, 0 }
-    };
-    ngx_uint_t  i;
-
-    for (i = 0; map[i].code != NULL; i++) {
-        if (ngx_strcmp(code, map[i].code) == 0) {
-            return map[i].status;
-        }
-    }
-    return NGX_HTTP_INTERNAL_SERVER_ERROR;
-}
-
-
 /* ---- the handler --------------------------------------------------------- */
 
 /* 405 with Allow: method (a static string). */
@@ -835,8 +806,9 @@ ngx_http_proven_rpc_refuse(ngx_http_request_t *r,
 {
     if (status == NGX_HTTP_PROVEN_DAEMON_ERROR) {
         return ngx_http_proven_send_error(r,
-                   ngx_http_proven_rpc_status(res->code), res->code,
-                   res->message, NULL);
+                   proven_status_of(res->code,
+                                    NGX_HTTP_INTERNAL_SERVER_ERROR),
+                   res->code, res->message, NULL);
     }
     return ngx_http_proven_send_error(r,
                status == NGX_HTTP_PROVEN_DAEMON_TIMEOUT
@@ -1034,14 +1006,8 @@ ngx_http_proven_rpc_ws_frame(ngx_http_request_t *r,
         *p++ = (u_char) len;
     } else {
         *p++ = 127;
-        *p++ = 0;
-        *p++ = 0;
-        *p++ = 0;
-        *p++ = 0;
-        *p++ = (u_char) (len >> 24);
-        *p++ = (u_char) (len >> 16);
-        *p++ = (u_char) (len >> 8);
-        *p++ = (u_char) len;
+        proven_put_be64(p, (uint64_t) len);
+        p += 8;
     }
     if (len > 0) {
         p = ngx_cpymem(p, data, len);
