@@ -1,5 +1,6 @@
 # Proven Node: `make run` starts a local node, `make test` passes every test.
-# Both install what is missing first (see `deps`).
+# Both install what is missing first (see `deps`), then build; `make` alone
+# only builds, and says which packages are missing.
 
 CC       ?= cc
 BUILD    ?= build
@@ -7,9 +8,19 @@ CSTD      = -std=gnu11
 WARN      = -Wall -Wextra -Werror
 OPT      ?= -O2 -g
 SAN      ?=
-CFLAGS   += $(CSTD) $(WARN) $(OPT) $(SAN) -fPIC -D_GNU_SOURCE -Ilib
+CFLAGS   += $(CSTD) $(WARN) $(OPT) $(SAN) -fPIC -D_GNU_SOURCE -Ilib -MMD -MP
 LDFLAGS  += $(SAN)
-LIBS      = -lcbor -ljansson -lcrypto
+PKG_CONFIG ?= pkg-config
+
+# Libraries through pkg-config, with the plain flags when it is missing
+# (then `make` says so before it compiles anything).
+pkg = $(shell $(PKG_CONFIG) --libs $(1) 2>/dev/null || echo $(2))
+LIBS        = $(call pkg,libcbor,-lcbor) $(call pkg,jansson,-ljansson) \
+              $(call pkg,libcrypto,-lcrypto)
+DAEMON_LIBS = $(call pkg,sqlite3,-lsqlite3) $(call pkg,libuv,-luv) \
+              $(call pkg,libcurl,-lcurl) $(call pkg,libnats,-lnats) -lpthread
+CLI_LIBS    = $(call pkg,libcurl,-lcurl)
+TEST_LIBS   = $(call pkg,cmocka,-lcmocka)
 NGINX_SRC ?= /usr/share/nginx/src
 NGINX    ?= /usr/sbin/nginx
 
@@ -25,7 +36,7 @@ LIB_SRCS  = $(wildcard lib/*.c)
 LIB_OBJS  = $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 LIBPROVEN = $(BUILD)/lib/libproven.a
 
-DAEMON_SRCS = $(wildcard daemon/*.c)
+DAEMON_SRCS = $(wildcard daemon/*/*.c)
 DAEMON_OBJS = $(DAEMON_SRCS:%.c=$(BUILD)/obj/%.o)
 CLI_SRCS    = $(wildcard cli/*.c)
 CLI_OBJS    = $(CLI_SRCS:%.c=$(BUILD)/obj/%.o)
@@ -39,10 +50,10 @@ MODULES     = $(BUILD)/modules/ngx_http_proven_core_module.so \
               $(BUILD)/modules/ngx_http_proven_app_module.so \
               $(BUILD)/modules/ngx_http_proven_rpc_module.so
 
-.PHONY: all deps lib programs modules runtime sdk run cluster test test-unit \
-        test-nginx test-runtime asan fuzz bench clean
+.PHONY: all deps check-deps lib programs modules runtime sdk run cluster test \
+        test-unit test-nginx test-runtime asan fuzz bench clean
 
-all: deps programs modules
+all: programs modules
 
 programs: $(BUILD)/bin/provend $(BUILD)/bin/proven
 
@@ -87,6 +98,26 @@ sdk/node_modules/.stamp: sdk/package.json sdk/package-lock.json
 sdk/dist/proven.mjs: sdk/node_modules/.stamp sdk/build.mjs sdk/src/index.mjs
 	cd sdk && node build.mjs
 
+# What `make` needs and cannot install itself: each missing package named.
+# A header stands for its package (nginx-dev: its source tree).
+DEB_HEADERS = libcbor-dev:/usr/include/cbor.h \
+    libjansson-dev:/usr/include/jansson.h libuv1-dev:/usr/include/uv.h \
+    libssl-dev:/usr/include/openssl/evp.h \
+    libsqlite3-dev:/usr/include/sqlite3.h \
+    libcurl4-openssl-dev:/usr/include/$(shell $(CC) -dumpmachine)/curl/curl.h \
+    libnats-dev:/usr/include/nats/nats.h \
+    libcmocka-dev:/usr/include/cmocka.h \
+    nginx-dev:$(NGINX_SRC)/configure
+
+check-deps:
+	@missing=""; for d in $(DEB_HEADERS); do \
+	    [ -e "$${d#*:}" ] || missing="$$missing $${d%%:*}"; done; \
+	if [ -n "$$missing" ]; then \
+	    echo "make: missing Debian packages:$$missing" >&2; \
+	    echo "make: \`make deps\` (or \`make run\`, \`make test\`)" \
+	         "installs them" >&2; \
+	    exit 1; fi
+
 deps-bench:
 	@$(APT_INSTALL); install_missing $(DEB_BENCH)
 
@@ -95,16 +126,20 @@ deps-fuzz:
 
 # ---- C --------------------------------------------------------------------
 
-$(BUILD)/obj/%.o: %.c lib/proven.h
+# Header dependencies come from the compiler (-MMD -MP: the .d files).
+$(BUILD)/obj/%.o: %.c | check-deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(DAEMON_OBJS): $(wildcard daemon/*.h)
+-include $(LIB_OBJS:.o=.d) $(DAEMON_OBJS:.o=.d) $(CLI_OBJS:.o=.d) \
+    $(TEST_BINS:=.d)
+
+# provend's subsystems include each other's headers as "subsystem/name.h".
+$(DAEMON_OBJS): CFLAGS += -Idaemon
 
 # provend finds proven-runtime where this tree keeps it (--runtime DIR).
-$(BUILD)/obj/daemon/main.o: CFLAGS += -DPROVEND_RUNTIME_DIR='"$(CURDIR)/runtime"'
+$(BUILD)/obj/daemon/core/options.o: CFLAGS += -DPROVEND_RUNTIME_DIR='"$(CURDIR)/runtime"'
 $(BUILD)/obj/cli/app.o: CFLAGS += -DPROVEN_RUNTIME_DIR='"$(CURDIR)/runtime"'
-$(CLI_OBJS): $(wildcard cli/*.h)
 
 $(LIBPROVEN): $(LIB_OBJS)
 	@mkdir -p $(dir $@)
@@ -112,23 +147,23 @@ $(LIBPROVEN): $(LIB_OBJS)
 
 $(BUILD)/bin/provend: $(DAEMON_OBJS) $(LIBPROVEN)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(DAEMON_OBJS) $(LIBPROVEN) -lsqlite3 -luv -lcurl -lnats -lpthread $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(DAEMON_OBJS) $(LIBPROVEN) $(DAEMON_LIBS) $(LIBS)
 
 $(BUILD)/bin/proven: $(CLI_OBJS) $(LIBPROVEN)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJS) $(LIBPROVEN) -lcurl $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJS) $(LIBPROVEN) $(CLI_LIBS) $(LIBS)
 
 # Unit tests may link daemon objects (all but main.o) to test providers.
-DAEMON_LIB_OBJS = $(filter-out $(BUILD)/obj/daemon/main.o,$(DAEMON_OBJS))
+DAEMON_LIB_OBJS = $(filter-out $(BUILD)/obj/daemon/core/main.o,$(DAEMON_OBJS))
 
-$(BUILD)/tests/%: tests/%.c tests/support.h $(LIBPROVEN) $(DAEMON_LIB_OBJS)
+$(BUILD)/tests/%: tests/%.c $(LIBPROVEN) $(DAEMON_LIB_OBJS) | check-deps
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Idaemon $(LDFLAGS) -o $@ $< $(DAEMON_LIB_OBJS) \
-	    $(LIBPROVEN) -lcmocka -lsqlite3 -luv -lcurl -lnats -lpthread $(LIBS)
+	$(CC) $(CFLAGS) -MF $@.d -Idaemon $(LDFLAGS) -o $@ $< $(DAEMON_LIB_OBJS) \
+	    $(LIBPROVEN) $(TEST_LIBS) $(DAEMON_LIBS) $(LIBS)
 
 # ---- nginx modules, built against Debian's nginx-dev ---------------------
 
-$(BUILD)/nginx/objs/Makefile: config $(LIB_SRCS)
+$(BUILD)/nginx/objs/Makefile: config $(LIB_SRCS) | check-deps
 	rm -rf $(BUILD)/nginx && mkdir -p $(BUILD) && \
 	    cp -r $(NGINX_SRC) $(BUILD)/nginx
 	cd $(BUILD)/nginx && bash -c '. ./conf_flags && ./configure \
@@ -146,20 +181,27 @@ modules: $(BUILD)/modules/.stamp
 
 # ---- run, test ------------------------------------------------------------
 
-run: all
+# Installs first, then builds: one after the other even under -j.
+run:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory all
 	@./nginx-conf/run-local.sh
 
 # Three local nodes, each with its own nginx, provend and nats-server.
-cluster: all
+cluster:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory all
 	@./nginx-conf/run-cluster.sh
 
-test: all $(TEST_BINS)
+test:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory all $(TEST_BINS)
 	@NGINX_PRELOAD="$(NGINX_PRELOAD)" ./t/run-all.sh $(BUILD)
 
 test-unit: $(TEST_BINS)
 	@for t in $(TEST_BINS); do $$t || exit 1; done
 
-test-nginx: all
+test-nginx: all runtime sdk
 	@prove -I t/lib -r t/
 
 test-runtime: runtime
@@ -173,10 +215,15 @@ asan:
 	    NGINX_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	    test
 
-fuzz: deps deps-fuzz
+fuzz:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory deps-fuzz
 	@./fuzz/run.sh $(BUILD)
 
-bench: all deps-bench
+bench:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory deps-bench
+	@$(MAKE) --no-print-directory all
 	@./bench/attestation
 	@./bench/storage
 	@./bench/app/run

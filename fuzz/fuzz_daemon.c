@@ -10,9 +10,9 @@
 #include <string.h>
 
 #include "proven.h"
-#include "provider.h"
-#include "schedule.h"
-#include "storage.h"
+#include "attest/provider.h"
+#include "apps/schedule.h"
+#include "storage/storage.h"
 
 
 static void

@@ -29,8 +29,8 @@ done
 
 # The daemon's own parsers: scopes, NSM responses, cron, schedules.
 daemon_objs=""
-for src in daemon/storage.c daemon/provider_nsm.c daemon/log.c \
-    daemon/schedule.c; do
+for src in daemon/storage/storage.c daemon/attest/provider_nsm.c \
+    daemon/core/log.c daemon/apps/schedule.c; do
     obj="$build/obj/daemon_$(basename "$src" .c).o"
     $cc $cflags -Idaemon -fsanitize=fuzzer-no-link,address,undefined \
         -fno-sanitize-recover=undefined -c "$src" -o "$obj"

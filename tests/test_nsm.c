@@ -16,8 +16,8 @@
 
 #include <cmocka.h>
 
-#include "provider.h"
-#include "util.h"
+#include "attest/provider.h"
+#include "core/util.h"
 
 
 #define FAKE_FD      42

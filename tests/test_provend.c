@@ -29,8 +29,8 @@
 #include <openssl/pem.h>
 
 #include "proven.h"
-#include "provider.h"
-#include "util.h"
+#include "attest/provider.h"
+#include "core/util.h"
 #include "support.h"
 
 

@@ -10,7 +10,7 @@
 #include <cmocka.h>
 
 #include "proven.h"
-#include "schedule.h"
+#include "apps/schedule.h"
 
 
 /* Whether expr fires at the UTC minute "YYYY-MM-DD HH:MM". */

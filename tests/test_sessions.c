@@ -16,7 +16,7 @@
 #include <uv.h>
 
 #include "proven.h"
-#include "sessions.h"
+#include "sessions/sessions.h"
 
 
 static uv_loop_t  loop;

@@ -31,9 +31,9 @@
 #include <sqlite3.h>
 
 #include "proven.h"
-#include "keys.h"
-#include "storage.h"
-#include "vfs.h"
+#include "core/keys.h"
+#include "storage/storage.h"
+#include "storage/vfs.h"
 #include "support.h"
 
 

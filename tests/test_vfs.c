@@ -29,8 +29,8 @@
 #include <sqlite3.h>
 
 #include "proven.h"
-#include "keys.h"
-#include "vfs.h"
+#include "core/keys.h"
+#include "storage/vfs.h"
 
 
 /* Never written anywhere in plain text when the VFS does its job. */

@@ -1,0 +1,300 @@
+/*
+ * provend: the Proven Node daemon.
+ *
+ *   provend [options]                  (core/options.c: provend --help)
+ *   provend --sandbox-exec -- PROGRAM ARGS...   (around app workers)
+ */
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <time.h>
+
+#include <curl/curl.h>
+#include <nats/nats.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <sqlite3.h>
+
+#include "apps/sandbox.h"
+#include "attest/provider.h"
+#include "cluster/cluster.h"
+#include "keys.h"
+#include "log.h"
+#include "options.h"
+#include "server.h"
+#include "util.h"
+
+
+/*
+ * In a cluster: this node's copy of the replicated data, under
+ * DATA/cluster, made again from the cluster's log at each start (the log
+ * is what is durable), behind the cluster backend.
+ */
+static provend_storage_t *
+provend_main_cluster_storage(provend_storage_config_t *st_cfg, char *err,
+    size_t errlen)
+{
+    char                *dir, *copy;
+    provend_storage_t   *local, *st;
+    provend_storage_config_t  cfg;
+
+    dir = NULL;
+    copy = NULL;
+    st = NULL;
+    if (asprintf(&dir, "%s/cluster", st_cfg->data_dir) == -1
+        || asprintf(&copy, "%s/storage", dir) == -1)
+    {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    if (provend_remove_tree(copy, err, errlen) != PROVEN_OK
+        || provend_mkdirs(dir, 0700, err, errlen) != PROVEN_OK)
+    {
+        goto done;
+    }
+
+    /* SQLite's 'localtime' must read the same on every node */
+    setenv("TZ", "UTC", 1);
+    tzset();
+
+    cfg = *st_cfg;
+    cfg.data_dir = dir;
+    cfg.deterministic = 1;
+    local = provend_storage_sqlite_open(&cfg, err, errlen);
+    if (local != NULL) {
+        st = provend_storage_cluster_open(local, err, errlen);
+        if (st == NULL) {
+            provend_storage_close(local);
+        }
+    }
+
+done:
+
+    free(copy);
+    free(dir);
+    return st;
+}
+
+
+int
+main(int argc, char **argv)
+{
+    int                      status;
+    char                     err[PROVEN_ERR_LEN], *sock_buf, *runtime_bin;
+    char                     node_id[PROVEND_NODE_ID_LEN + 1], threads[24];
+    long                     cpus;
+    uint8_t                  master[PROVEND_KEY_LEN];
+    const char              *socket_path, *provider_name;
+    unsigned long            nthreads;
+    provend_options_t        o;
+    provend_provider_t      *provider;
+    provend_dev_config_t     dev_cfg;
+    provend_server_config_t  srv_cfg;
+    provend_storage_t       *storage;
+    provend_storage_config_t st_cfg;
+
+    sock_buf = NULL;
+    provider = NULL;
+    storage = NULL;
+    status = 1;
+
+    /* provend runs itself this way around each app worker (apps/) */
+    if (argc >= 3 && strcmp(argv[1], "--sandbox-exec") == 0) {
+        return provend_sandbox_exec(argc - 2, argv + 2);
+    }
+
+    switch (provend_options_parse(&o, argc, argv)) {
+
+    case PROVEND_OPTIONS_HELP:
+        provend_options_usage(stdout);
+        return 0;
+
+    case PROVEND_OPTIONS_ERR:
+        fprintf(stderr, "provend: --help lists the options\n");
+        return 2;
+    }
+
+    provend_log_set_level(provend_log_level_parse(o.log_level));
+
+    if (o.storage_heap_limit != 0) {
+        /* process wide; the storage backend keeps a limit set first */
+        (void) sqlite3_hard_heap_limit64((sqlite3_int64) o.storage_heap_limit);
+    }
+
+    /* before any thread: libcurl's global set-up is not thread-safe */
+    if (o.cluster_file != NULL && curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
+    {
+        fprintf(stderr, "provend: cannot set up libcurl\n");
+        return 1;
+    }
+
+    nthreads = o.threads;
+    socket_path = o.socket_path;
+    provider_name = o.provider;
+
+    /* libuv sizes its pool on first use: set it before any uv call. */
+    if (nthreads == 0) {
+        cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        nthreads = cpus > 0 ? (unsigned long) cpus : 4;
+    }
+
+    snprintf(threads, sizeof(threads), "%lu", nthreads);
+    setenv("UV_THREADPOOL_SIZE", threads, 1);
+
+    /* A peer gone mid-write is an error to handle, not a reason to die. */
+    signal(SIGPIPE, SIG_IGN);
+
+    /* keys live in this process: no core file of it, and no other
+       process of the same user may ptrace it or read its /proc/PID/mem */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+        provend_warn("cannot make provend non-dumpable: %s", strerror(errno));
+    }
+
+    if (provend_mkdirs(o.data_dir, 0700, err, sizeof(err)) != PROVEN_OK
+        || provend_node_id(o.data_dir, node_id, err,
+                           sizeof(err)) != PROVEN_OK)
+    {
+        provend_error("%s", err);
+        return 1;
+    }
+
+    if (socket_path == NULL) {
+        if (asprintf(&sock_buf, "%s/provend.sock", o.data_dir) == -1) {
+            provend_error("out of memory");
+            return 1;
+        }
+        socket_path = sock_buf;
+    }
+
+    if (strcmp(provider_name, "auto") == 0) {
+        if (access(PROVEND_NSM_DEVICE, F_OK) == 0) {
+            provider_name = "nsm";
+        } else {
+            provend_warn("no %s: using the dev attestation provider, whose "
+                         "documents no client trusts by default",
+                         PROVEND_NSM_DEVICE);
+            provider_name = "dev";
+        }
+    }
+
+    if (strcmp(provider_name, "nsm") == 0) {
+        if (o.measure_count) {
+            provend_warn("--measure is ignored by the nsm provider: the "
+                         "enclave measures itself");
+        }
+        provider = provend_nsm_new(PROVEND_NSM_DEVICE, NULL, err,
+                                   sizeof(err));
+
+    } else {
+        memset(&dev_cfg, 0, sizeof(dev_cfg));
+        dev_cfg.data_dir = o.data_dir;
+        dev_cfg.node_id = node_id;
+        dev_cfg.measures = o.measures;
+        dev_cfg.measure_count = o.measure_count;
+        provider = provend_dev_new(&dev_cfg, err, sizeof(err));
+    }
+
+    if (provider == NULL) {
+        provend_error("%s provider: %s", provider_name, err);
+        goto done;
+    }
+
+    provend_info("node %s, provider %s, %lu signing threads", node_id,
+                 provider->name, nthreads);
+
+    /*
+     * In an enclave the master key must never reach the disk in plain
+     * text, and the provider that will hold it (sealed to the enclave's
+     * measurements) does not exist yet: serve attestation without storage
+     * rather than fall back to a key file the host can read.
+     */
+    if (strcmp(provider_name, "nsm") == 0) {
+        provend_warn("no master key provider in enclave mode yet: storage "
+                     "is disabled, kv.* and sql.* answer "
+                     "\"storage_unavailable\"");
+
+    } else {
+        if (provend_keys_load_master(o.data_dir, master, err, sizeof(err))
+            != PROVEN_OK)
+        {
+            provend_error("master key: %s", err);
+            goto done;
+        }
+
+        memset(&st_cfg, 0, sizeof(st_cfg));
+        st_cfg.data_dir = o.data_dir;
+        st_cfg.master_key = master;
+        st_cfg.kv_max_value = o.kv_max_value;
+        st_cfg.kv_memory_max = o.kv_memory_limit;
+
+        if (o.cluster_file == NULL) {
+            storage = provend_storage_sqlite_open(&st_cfg, err, sizeof(err));
+        } else {
+            storage = provend_main_cluster_storage(&st_cfg, err, sizeof(err));
+        }
+        OPENSSL_cleanse(master, sizeof(master));
+        if (storage == NULL) {
+            provend_error("storage: %s", err);
+            goto done;
+        }
+    }
+
+    memset(&srv_cfg, 0, sizeof(srv_cfg));
+    srv_cfg.socket_path = socket_path;
+    srv_cfg.node_id = node_id;
+    srv_cfg.provider = provider;
+    srv_cfg.storage = storage;
+    srv_cfg.data_dir = o.data_dir;
+    srv_cfg.node = o.node;
+    srv_cfg.app_memory_mb = (unsigned) o.app_memory;
+    srv_cfg.app_sandbox = strcmp(o.app_sandbox, "on") == 0;
+    srv_cfg.app_workers = (unsigned) o.app_workers;
+    srv_cfg.app_idle_s = (unsigned) o.app_idle;
+    srv_cfg.expose_errors = strcmp(provider_name, "dev") == 0;
+    srv_cfg.session_idle_s = (unsigned) o.session_idle;
+    srv_cfg.session_life_s = (unsigned) o.session_life;
+    srv_cfg.session_max = o.session_max;
+    srv_cfg.any_origin = o.session_origins != NULL
+                         ? strcmp(o.session_origins, "any") == 0
+                         : strcmp(provider_name, "dev") == 0;
+    srv_cfg.cluster_file = o.cluster_file;
+    srv_cfg.nats_server = o.nats_server;
+
+    if (o.runtime_dir != NULL
+        && asprintf(&runtime_bin, "%s/bin/proven-runtime.mjs", o.runtime_dir)
+           != -1)
+    {
+        if (access(runtime_bin, R_OK) == 0) {
+            srv_cfg.runtime_dir = o.runtime_dir;
+        } else {
+            provend_warn("no %s: applications are disabled (--runtime "
+                         "DIR)", runtime_bin);
+        }
+        free(runtime_bin);
+    }
+
+    if (provend_server_run(&srv_cfg, err, sizeof(err)) != PROVEN_OK) {
+        provend_error("%s", err);
+        goto done;
+    }
+
+    status = 0;
+
+done:
+
+    /* After the server: every storage answer has been delivered. */
+    provend_storage_close(storage);
+    if (o.cluster_file != NULL) {
+        /* libnats' own threads, stopped before the process ends */
+        nats_CloseAndWait(5000);
+    }
+    provend_provider_destroy(provider);
+    free(sock_buf);
+    return status;
+}

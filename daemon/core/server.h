@@ -1,0 +1,66 @@
+/*
+ * provend's server: a libuv loop serving CBOR frames on a unix socket.
+ * Ops: "attest" {nonce?, user_data?, public_key?} -> document (bytes);
+ * "status" -> {node_id, provider, module_id, version, uptime_ms, pcrs,
+ * pending}.  Attestations are signed on the libuv thread pool.  "kv.*" and
+ * "sql.*" go to the storage backend (ops_storage.c) when there is one,
+ * "app.*" to the applications (apps.c), which need storage too.
+ */
+
+#ifndef PROVEND_SERVER_H
+#define PROVEND_SERVER_H
+
+#include <stddef.h>
+
+#include "apps/apps.h"
+#include "attest/provider.h"
+#include "storage/storage.h"
+
+#ifndef PROVEND_VERSION
+#define PROVEND_VERSION  "0.1.0"
+#endif
+
+/* Requests read from one connection and not yet answered. */
+#define PROVEND_PENDING_MAX   64
+
+/* Seconds a stopping server waits for in-flight work and slow readers. */
+#define PROVEND_STOP_GRACE    5
+
+typedef struct {
+    const char          *socket_path;
+    const char          *node_id;
+    provend_provider_t  *provider;      /* borrowed */
+    provend_storage_t   *storage;       /* borrowed; NULL: no kv.*, sql.* */
+    size_t               max_pending;   /* per connection; 0: default */
+
+    /* applications (app.*): need storage; runtime_dir NULL: none */
+    const char          *data_dir;
+    const char          *runtime_dir;
+    const char          *node;
+    int                  expose_errors;
+    unsigned             app_memory_mb;
+    int                  app_sandbox;
+    unsigned             app_workers;      /* most per app; 0: default */
+    unsigned             app_idle_s;       /* 0: never idle */
+
+    /* sessions (session.*, rpc.*): 0 means the default */
+    size_t               session_max;
+    unsigned             session_idle_s;
+    unsigned             session_life_s;
+    int                  any_origin;       /* app sessions from any page */
+
+    /* a cluster (cluster.*): NULL, none */
+    const char          *cluster_file;
+    const char          *nats_server;
+} provend_server_config_t;
+
+/*
+ * Binds the socket (mode 0600, a stale socket file is replaced), serves
+ * until SIGTERM or SIGINT, then stops accepting, finishes in-flight
+ * requests, closes and unlinks the socket.  SIGHUP reloads the provider.
+ * Returns PROVEN_OK after a clean stop.
+ */
+int provend_server_run(const provend_server_config_t *cfg, char *err,
+    size_t errlen);
+
+#endif /* PROVEND_SERVER_H */
