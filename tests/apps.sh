@@ -181,7 +181,14 @@ serving web
 sock=$(app list | grep '"app":"hello"' | grep -o '"sockets":\["[^"]*"')
 pkill -KILL -f "^node .*proven-runtime.mjs serve --app hello"
 same "while hello's worker is down, another app answers" plain get web/text
-wpid=$(pgrep -f "^node .*proven-runtime.mjs serve --app web" | head -1)
+# a worker the pool retires meanwhile (it grew under the streams above) is
+# gone before it is looked at: another one is
+for _ in $(seq 1 10); do
+    wpid=$(pgrep -f "^node .*proven-runtime.mjs serve --app web" | tail -1)
+    [ -n "$wpid" ] && [ -e "/proc/$wpid/root" ] && sleep 0.2 \
+        && [ -e "/proc/$wpid/root" ] && break
+    sleep 0.2
+done
 same "a worker sees its own app's socket directory only" web \
     ls "/proc/$wpid/root$data/run/apps"
 await_get hello/count '{"count":11}'
@@ -363,6 +370,24 @@ done
 check "the every-minute schedule has run" 0 \
     -m '^\{"last":"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:00.000Z"\}$' \
     get hello/heartbeat
+
+# ---- a deploy returns once its version serves ------------------------------------
+
+# Each round deploys a new version and asks at once: the answer is that
+# version's, never the one before it nor 404 (DEPLOY_ROUNDS, default 10).
+mkdir -p "$work/ver"
+rounds=${DEPLOY_ROUNDS:-10} served=0
+for i in $(seq 1 "$rounds"); do
+    cat >"$work/ver/index.js" <<JS
+import { runOnHttp } from '@proven-network/handler';
+export const version = runOnHttp({ path: '/version' }, () => 'v$i');
+JS
+    app deploy "$work/ver" --app ver >"$work/out" 2>&1 || break
+    [ "$(get ver/version)" = "v$i" ] || break
+    served=$((served + 1))
+done
+same "a request right after each deploy gets that version ($rounds rounds)" \
+    "$rounds" echo "$served"
 
 # ---- a worker that cannot start: the request waiting for it is told -----------
 
