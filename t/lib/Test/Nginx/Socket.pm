@@ -6,8 +6,10 @@ package Test::Nginx::Socket;
 # t/lib` makes this one shadow it.
 #
 # Each block gets a fresh server root, configuration and nginx; the request
-# is sent over a plain TCP socket and the answer parsed by hand so that
-# status, headers and body are checked exactly as a client sees them.
+# is sent over a plain TCP socket.  The answer is parsed as HTTP::Response
+# and openresty's parser do (a chunked body must end with its last chunk)
+# and checked by openresty's rules: response_headers_like is anchored and
+# gives way to response_headers, response_body_like is qr/.../s.
 
 use strict;
 use warnings;
@@ -18,6 +20,9 @@ use IO::Socket::INET;
 use POSIX qw(WNOHANG);
 use Test::More;
 use Time::HiRes qw(sleep time);
+
+our $ServerPort;
+our $ClientPort;
 
 our @EXPORT = qw(run_tests blocks repeat_each no_shuffle no_long_string
     log_level master_on workers no_root_location plan is like unlike ok
@@ -32,7 +37,9 @@ my $NoRootLocation = 0;
 my %Known = map { $_ => 1 } qw(main_config http_config config request
     raw_request more_headers error_code response_body response_body_like
     response_headers response_headers_like error_log no_error_log must_die
-    timeout request_body);
+    timeout request_body error_code_like response_body_unlike
+    raw_response_headers_like raw_response_headers_unlike ignore_response
+    http09);
 
 sub import {
     my ($class, @args) = @_;
@@ -136,6 +143,7 @@ sub env_expand {
 sub settings {
     my $root = $ENV{TEST_NGINX_SERVROOT} // cwd() . '/t/servroot';
     $ENV{TEST_NGINX_SERVER_PORT} //= $ENV{TEST_NGINX_PORT} // 1984;
+    $ServerPort = $ClientPort = $ENV{TEST_NGINX_SERVER_PORT};
     $ENV{TEST_NGINX_SERVROOT}    = $root;
     $ENV{TEST_NGINX_SERVER_ROOT} = $root;
     $ENV{TEST_NGINX_HTML_DIR}    = "$root/html";
@@ -287,29 +295,219 @@ sub send_request {
     return ($resp, undef);
 }
 
-sub parse_response {
-    my ($resp) = @_;
-    my ($head, $body) = split /\r\n\r\n/, $resp, 2;
-    return unless defined $head && $head =~ m{\AHTTP/\d\.\d (\d{3})};
-    my $status = $1;
-    my %h;
-    for my $line ((split /\r\n/, $head)[1 .. 100]) {
-        last unless defined $line;
-        my ($k, $v) = split /:\s*/, $line, 2;
-        push @{ $h{lc $k} }, $v;
+# What HTTP::Response->parse makes of the bytes: the status code (undef
+# unless digits), the header fields in order, the rest as content.
+sub parse_http {
+    my ($str) = @_;
+    my $status;
+    if ($str =~ s/^(.*)\n//) {
+        $status = $1;
+    } else {
+        ($status, $str) = ($str, '');
     }
-    $body //= '';
-    if ($h{'transfer-encoding'} && $h{'transfer-encoding'}[0] =~ /chunked/i) {
-        my $plain = '';
-        while ($body =~ s/\A([0-9a-fA-F]+)[^\r\n]*\r\n//) {
-            my $n = hex $1;
-            last if $n == 0;
-            $plain .= substr($body, 0, $n, '');
-            $body =~ s/\A\r\n//;
+    $status =~ s/\r\z//;
+    my @fields;
+    while (1) {
+        if ($str =~ s/^([^\s:]+)[ \t]*: ?(.*)\n?//) {
+            push @fields, [$1, $2];
+            $fields[-1][1] =~ s/\r\z//;
+        } elsif (@fields && $str =~ s/^([ \t].*)\n?//) {
+            $fields[-1][1] .= "\n$1";
+            $fields[-1][1] =~ s/\r\z//;
+        } else {
+            $str =~ s/^\r?\n//;
+            last;
         }
-        $body = $plain;
     }
-    return ($status, \%h, $body);
+    my $code = $status =~ /^\d{3} / ? (split ' ', $status, 2)[0]
+        : (split ' ', $status, 3)[1];
+    undef $code if defined $code && $code !~ /^\d+$/;
+    return { code => $code, fields => \@fields, content => $str };
+}
+
+# A header's values (a list), or in scalar context joined by ", " (undef if
+# absent), the name compared without case and with _ as -.
+sub header {
+    my ($res, $key) = @_;
+    (my $want = lc $key) =~ tr/_/-/;
+    my @v = map { $_->[1] } grep { lc $_->[0] eq $want }
+        @{ $res ? $res->{fields} : [] };
+    return @v if wantarray;
+    return @v ? join(', ', @v) : undef;
+}
+
+sub fail_parse {
+    my ($msg) = @_;
+    fail($msg);
+    return;
+}
+
+# Returns (response, raw headers, bytes after the response), or nothing
+# (after a failure) when a chunked body is malformed or has no last chunk.
+sub parse_response {
+    my ($name, $raw, $head_req) = @_;
+    my $raw_headers = $raw =~ /(.*?\r\n)\r\n/s ? $1 : '';
+    my $res = parse_http($raw);
+    my $code = $res->{code};
+    return ($res, $raw_headers) if $code && ($code == 304 || $code == 101);
+
+    my $te  = header($res, 'Transfer-Encoding');
+    my $len = header($res, 'Content-Length');
+    my @trailers = header($res, 'Trailer');
+    my $left;
+    if (defined $te && $te eq 'chunked') {
+        my $data = $res->{content};
+        my $body = '';
+        pos($data) = 0;
+        while (1) {
+            if (!@trailers && $data =~ /\G0[ \t]*\r\n\r\n/gc) {
+                $left = $1 if $data =~ /\G(.+)/gcs;
+                last;
+            }
+            if (@trailers && $data =~ /\G0[ \t]*\r\n/gc) {
+                for my $t (@trailers) {
+                    $data =~ /\G\Q$t\E: [^\n]*\r\n/gc
+                        or return fail_parse("$name - invalid trailer data"
+                            . " received (expected $t).");
+                }
+                $data =~ /\G\r\n/gc
+                    or return fail_parse("$name - invalid chunked data"
+                        . " received (expected CRLF).");
+                $left = $1 if $data =~ /\G(.+)/gcs;
+                last;
+            }
+            if ($data =~ /\G[ \t]*([A-Fa-f0-9]+)[ \t]*\r\n/gc) {
+                my $size = hex $1;
+                my $at = pos $data;
+                return fail_parse("$name - invalid chunked data received"
+                    . " (not enought octets for the data section)")
+                    if length($data) - $at < $size;
+                $body .= substr $data, $at, $size;
+                pos($data) = $at + $size;
+                $data =~ /\G\r\n/gc
+                    or return fail_parse("$name - invalid chunked data"
+                        . " received (expected CRLF).");
+                next;
+            }
+            if ($data =~ /\G(.+)/gcs) {
+                return fail_parse("$name - invalid chunked body received:"
+                    . " $1");
+            }
+            return fail_parse("$name - no last chunk found - $data");
+        }
+        $res->{content} = $body;
+    } elsif (defined $len && $len ne '' && $len =~ /^\s*\d/ && $len >= 0) {
+        my $got = length $res->{content};
+        if ($got < $len) {
+            warn "WARNING: $name - response body truncated: $len expected,"
+                . " but got $got\n" unless $head_req;
+        } elsif ($got > $len) {
+            $left = substr $res->{content}, $len;
+            $res->{content} = substr $res->{content}, 0, $len;
+        }
+    }
+    return ($res, $raw_headers, $left);
+}
+
+# A section's value for the block's one request (openresty allows a list
+# of one).
+sub one {
+    my ($v) = @_;
+    return ref $v eq 'ARRAY' ? $v->[0] : $v;
+}
+
+sub server_ports {
+    my ($s) = @_;
+    $s =~ s/\$ServerPort\b/$ServerPort/g;
+    $s =~ s/\$ServerPortForClient\b/$ClientPort/g;
+    return $s;
+}
+
+# "Name: value" lines; "!Name" is an absent header (value undef).  A name
+# given twice keeps its last line.
+sub header_lines {
+    my ($text) = @_;
+    my (@names, %value);
+    for my $line (split /\n/, $text) {
+        $line =~ s/^\s+|\s+$//g;
+        next if $line eq '';
+        my ($key, $val) = $line =~ s/^!\s*// ? ($line, undef)
+            : split /\s*:\s*/, $line, 2;
+        push @names, $key unless exists $value{$key};
+        $value{$key} = $val;
+    }
+    return map { [$_, $value{$_}] } @names;
+}
+
+sub check_response {
+    my ($block, $name, $res, $raw_headers, $rep) = @_;
+    my $code = ($res && $res->{code}) || '';
+    if (defined $block->{error_code_like}) {
+        my $re = one($block->{error_code_like});
+        like($code, qr/$re/sm, "$name - status code ok");
+    } else {
+        is($code, one($block->{error_code}) // 200, "$name - status code ok");
+    }
+
+    my $raw = $raw_headers // '';
+    if (defined $block->{raw_response_headers_like}) {
+        my $re = one($block->{raw_response_headers_like});
+        like($raw, qr/$re/s, "$name - raw resp headers like");
+    }
+    if (defined $block->{raw_response_headers_unlike}) {
+        my $re = one($block->{raw_response_headers_unlike});
+        unlike($raw, qr/$re/s, "$name - raw resp headers unlike");
+    }
+
+    if (defined $block->{response_headers}) {
+        warn "WARNING: $name - response_headers_like is ignored when"
+            . " response_headers is given\n"
+            if defined $block->{response_headers_like};
+        for my $p (header_lines(one($block->{response_headers}))) {
+            my ($key, $want) = @$p;
+            if (!defined $want) {
+                unlike($raw, qr/^\s*\Q$key\E\s*:/ms,
+                    "$name - header $key not present in the raw headers");
+                next;
+            }
+            is(header($res, $key) // '', server_ports($want),
+                "$name - header $key ok");
+        }
+    } elsif (defined $block->{response_headers_like}) {
+        for my $p (header_lines(one($block->{response_headers_like}))) {
+            my ($key, $re) = @$p;
+            $re //= '';
+            like(header($res, $key) // '', qr/^$re$/,
+                "$name - header $key like ok");
+        }
+    }
+
+    my $content = $res ? $res->{content} : undef;
+    if (defined $block->{response_body}) {
+        warn "WARNING: $name - response_body_like is ignored when"
+            . " response_body is given\n"
+            if defined $block->{response_body_like}
+                || defined $block->{response_body_unlike};
+        my $want = one($block->{response_body});
+        if (ref $want) {
+            like($content, $want,
+                "$name - response_body - like (repeated req $rep, req 0)");
+        } else {
+            $want = env_expand(server_ports($want));
+            is($content, $want, "$name - response_body - response is"
+                . " expected (repeated req $rep, req 0)");
+        }
+    } elsif (defined $block->{response_body_like}
+             || defined $block->{response_body_unlike}) {
+        my $like = defined $block->{response_body_like};
+        my $re = one($like ? $block->{response_body_like}
+                           : $block->{response_body_unlike});
+        $re = server_ports($re) unless ref $re;
+        my $type = $like ? 'like' : 'unlike';
+        my $cmp = $like ? \&like : \&unlike;
+        $cmp->($content, qr/$re/s,
+            "$name - response_body_$type - response is expected");
+    }
 }
 
 sub log_lines_check {
@@ -350,46 +548,26 @@ sub run_block {
     }
 
     my $timeout = $block->{timeout} // 5;
-    my ($resp, $err) = send_request(build_request($block), $timeout);
-    my ($status, $headers, $body) = defined $resp ? parse_response($resp) : ();
-    if (!defined $status) {
-        fail("$name - no valid response: " . ($err // 'unparsable'));
-        $status = 0;
-        $headers = {};
-        $body = '';
-    }
-
-    my $code = $block->{error_code} // 200;
-    is($status, $code, "$name - status code ok");
-
-    if (defined $block->{response_body}) {
-        is($body, env_expand($block->{response_body}),
-            "$name - response_body - response is expected");
-    }
-    if (defined $block->{response_body_like}) {
-        my $re = $block->{response_body_like};
-        $re = qr/$re/s unless ref $re;
-        like($body, $re, "$name - response_body_like - response is expected");
-    }
-    for my $kind (qw(response_headers response_headers_like)) {
-        next unless defined $block->{$kind};
-        for my $line (split /\n/, env_expand($block->{$kind})) {
-            next unless $line =~ /\S/;
-            if ($line =~ /^!\s*(\S+)/) {
-                my $absent = $1;
-                ok(!exists $headers->{lc $absent},
-                    "$name - header $absent absent")
-                    or diag("$absent: @{ $headers->{lc $absent} }");
-                next;
-            }
-            my ($k, $v) = split /:\s*/, $line, 2;
-            my $got = $headers->{lc $k} ? $headers->{lc $k}[0] : undef;
-            if ($kind eq 'response_headers') {
-                is($got, $v, "$name - header $k ok");
-            } else {
-                like($got // '', qr/$v/, "$name - header $k like ok");
-            }
+    my $req = build_request($block);
+    my ($raw, $err) = send_request($req, $timeout);
+    fail("$name - no valid response: $err") unless defined $raw;
+    $raw //= '';
+    unless (defined $block->{ignore_response}) {
+        my ($res, $raw_headers, $left);
+        if (defined $block->{http09}) {
+            ($res, $raw_headers) = ({ code => 200, fields => [],
+                content => $raw }, '');
+        } else {
+            ($res, $raw_headers, $left) = parse_response($name, $raw,
+                $req =~ /^\s*HEAD\s+/ ? 1 : 0);
         }
+        if ($left) {
+            (my $l = $left) =~ s/([\0-\037\200-\377])/sprintf('\x{%02x}',
+                ord $1)/eg;
+            warn "WARNING: $name - unexpected extra bytes after last chunk"
+                . " in response: \"$l\"\n";
+        }
+        check_response($block, $name, $res, $raw_headers, 0);
     }
 
     # Give the worker a moment to write log lines caused by the request.
