@@ -5,8 +5,10 @@ package Test::Nginx::Socket;
 # CPAN.  The .t files run unchanged under the CPAN module: only `prove -I
 # t/lib` makes this one shadow it.
 #
-# Each block gets a fresh server root, configuration and nginx; the request
-# is sent over a plain TCP socket.  The answer is parsed as HTTP::Response
+# Each block gets a fresh server root, configuration and nginx.  The request
+# is built as openresty builds it (a body loses the whitespace at both its
+# ends; no $TEST_NGINX_* expansion) and sent over a plain TCP socket, each
+# wait bounded by the timeout (3 s by default).  The answer is parsed as HTTP::Response
 # and openresty's parser do (a chunked body must end with its last chunk)
 # and checked by openresty's rules: response_headers_like is anchored and
 # gives way to response_headers, response_body_like is qr/.../s.
@@ -15,7 +17,9 @@ use strict;
 use warnings;
 
 use Cwd qw(cwd);
+use Errno qw(EAGAIN EWOULDBLOCK);
 use File::Path qw(make_path remove_tree);
+use IO::Select;
 use IO::Socket::INET;
 use POSIX qw(WNOHANG);
 use Test::More;
@@ -25,21 +29,23 @@ our $ServerPort;
 our $ClientPort;
 
 our @EXPORT = qw(run_tests blocks repeat_each no_shuffle no_long_string
-    log_level master_on workers no_root_location plan is like unlike ok
-    diag pass fail is_deeply done_testing);
+    log_level master_on workers no_root_location timeout plan is like
+    unlike ok diag pass fail is_deeply done_testing);
 
 my $RepeatEach = 1;
 my $LogLevel   = 'debug';
 my $MasterOn   = 0;
 my $Workers    = 1;
 my $NoRootLocation = 0;
+my $Timeout    = $ENV{TEST_NGINX_TIMEOUT} || 3;
+my $Sleep      = $ENV{TEST_NGINX_SLEEP} || 0.015;
 
 my %Known = map { $_ => 1 } qw(main_config http_config config request
     raw_request more_headers error_code response_body response_body_like
     response_headers response_headers_like error_log no_error_log must_die
-    timeout request_body error_code_like response_body_unlike
-    raw_response_headers_like raw_response_headers_unlike ignore_response
-    http09);
+    timeout error_code_like response_body_unlike raw_response_headers_like
+    raw_response_headers_unlike ignore_response http09 abort
+    raw_request_middle_delay);
 
 sub import {
     my ($class, @args) = @_;
@@ -66,6 +72,7 @@ sub log_level      { $LogLevel = shift }
 sub master_on      { $MasterOn = 1 }
 sub workers        { $Workers = shift }
 sub no_root_location { $NoRootLocation = 1 }
+sub timeout        { $Timeout = shift if @_; return $Timeout }
 
 my $Blocks;
 
@@ -248,51 +255,142 @@ sub start_nginx {
     return (0, $out . "\nno pid file");
 }
 
-sub build_request {
-    my ($block) = @_;
-    return env_expand($block->{raw_request}) if defined $block->{raw_request};
-    my $req = env_expand($block->{request} // die "no request\n");
-    $req =~ s/\A\s+//;
-    my ($line, $body) = split /\n/, $req, 2;
-    $body = $block->{request_body} if defined $block->{request_body};
-    $body //= '';
-    $body =~ s/\n\z// unless defined $block->{request_body};
-    $line =~ s/\s+\z//;
-    $line .= ' HTTP/1.1' unless $line =~ m{ HTTP/\d\.\d\z};
-    my $headers = "Host: localhost\r\nConnection: close\r\n";
-    for my $h (split /\n/, env_expand($block->{more_headers} // '')) {
-        next unless $h =~ /\S/;
-        $headers .= "$h\r\n";
+sub parse_time {
+    my ($t) = @_;
+    return $t unless defined $t;
+    if ($t =~ s/([^_a-zA-Z])ms$/$1/) {
+        $t /= 1000;
+    } else {
+        $t =~ s/([^_a-zA-Z])s$/$1/;
     }
-    if (length $body || $line =~ /^(POST|PUT|PATCH)/) {
-        $headers .= 'Content-Length: ' . length($body) . "\r\n";
-    }
-    return "$line\r\n$headers\r\n$body";
+    return $t;
 }
 
+sub more_headers {
+    my ($text) = @_;
+    my ($out, $chunked) = ('', 0);
+    for my $line (split /\n+/, $text // '') {
+        next if $line =~ /^\s*#/;
+        my ($k, $v) = split /:\s*/, $line, 2;
+        $v //= '';
+        $chunked = 1 if lc $k eq 'transfer-encoding' && $v eq 'chunked';
+        $out .= "$k: $v\r\n";
+    }
+    return ($out, $chunked);
+}
+
+# The bytes to send, as a list of writes.
+sub build_request {
+    my ($block, $name) = @_;
+    if (defined $block->{raw_request}) {
+        my $raw = $block->{raw_request};
+        return ref $raw eq 'ARRAY' ? @$raw : ($raw);
+    }
+    my $req = $block->{request};
+    die "$name - request empty\n" unless defined $req && !ref $req;
+    1 while $req =~ s/^\s*\#[^\n]+\s+|^\s+//gs;
+    my ($line, $body) = split /\n/, $req, 2;
+    $line //= '';
+    $body //= '';
+    $line =~ /^(\S+) *(?:(\S+) *)?(?:(\S+) *)?\s*$/
+        or die "$name - Request line is not valid. Should be"
+            . " 'meth [url [version]]' but got \"$line\".\n";
+    my ($method, $uri, $version) = ($1, $2 // '/', $3 // 'HTTP/1.1');
+    my ($more, $chunked) = more_headers($block->{more_headers});
+    my $length = '';
+    if (!$chunked && $body ne '' && $more !~ /(?:^|\n)Content-Length:/) {
+        $body =~ s/^\s+|\s+$//gs;
+        $length = 'Content-Length: ' . length($body) . "\r\n";
+    }
+    my $head = '';
+    $head .= "Host: localhost\r\n" if $more !~ /(?:^|\n)Host:/msi;
+    $head .= "Connection: close\r\n" if $more !~ /(?:^|\n)Connection/msi;
+    return ("$method $uri $version\r\n$head$more$length\r\n$body");
+}
+
+sub connect_server {
+    my ($name, $timeout) = @_;
+    for my $try (1 .. 20) {
+        my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+            PeerPort => $ClientPort, Proto => 'tcp', Timeout => $timeout);
+        return $sock if $sock;
+        my $wait = ($Sleep + $Sleep * $try) * $try / 2;
+        sleep($wait > 1 ? 1 : $wait);
+    }
+    fail("$name - Can't connect to 127.0.0.1:$ClientPort: $! (aborted)");
+    return;
+}
+
+# Writes the request and reads until the server closes, each wait on the
+# socket bounded by $timeout.  Returns what was read.  A failed write ends
+# the exchange, as in openresty.
 sub send_request {
-    my ($raw, $timeout) = @_;
-    my $port = $ENV{TEST_NGINX_SERVER_PORT};
-    my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-        PeerPort => $port, Proto => 'tcp', Timeout => $timeout)
-        or return (undef, "cannot connect to port $port: $!");
+    my ($block, $name, $packets, $timeout) = @_;
+    my $sock = connect_server($name, $timeout) or return '';
+    $sock->blocking(0);
     binmode $sock;
-    print $sock $raw;
+    local $SIG{PIPE} = 'IGNORE';
+    my @out = @$packets;
+    my $buf = shift(@out) // '';
+    my $off = 0;
+    my $delay = $block->{raw_request_middle_delay};
     my $resp = '';
-    my $deadline = time + $timeout;
-    my $rin = '';
-    vec($rin, fileno($sock), 1) = 1;
-    while (time < $deadline) {
-        my $left = $deadline - time;
-        my $n = select(my $rout = $rin, undef, undef, $left);
-        last if $n <= 0;
-        my $got = sysread $sock, my $buf, 65536;
-        last if !$got;
-        $resp .= $buf;
+    my ($rsel, $wsel) = (IO::Select->new($sock), IO::Select->new($sock));
+    while ($rsel->count || $wsel->count) {
+        my ($r, $w) = IO::Select->select($rsel->count ? $rsel : undef,
+            $wsel->count ? $wsel : undef, undef, $timeout);
+        if (!$r && !$w) {
+            fail("ERROR: client socket timed out - $name")
+                unless defined $block->{abort};
+            last;
+        }
+        if ($r && @$r) {
+            my $open = 1;
+            while (1) {
+                my $n = sysread $sock, my $chunk, 65536;
+                if (!defined $n) {
+                    last if $! == EAGAIN || $! == EWOULDBLOCK;
+                    warn "WARNING: $name - HTTP response read failure: $!\n";
+                    $open = 0;
+                    last;
+                }
+                if ($n == 0) {
+                    $open = 0;
+                    last;
+                }
+                $resp .= $chunk;
+            }
+            if (!$open) {
+                $rsel->remove($sock);
+                $wsel->remove($sock);
+            }
+        }
+        if ($w && @$w && $wsel->count) {
+            while (1) {
+                if ($off >= length $buf) {
+                    if (!@out) {
+                        $wsel->remove($sock);
+                        last;
+                    }
+                    sleep $delay if $delay;
+                    ($buf, $off) = (shift @out, 0);
+                    next;
+                }
+                my $n = syswrite $sock, $buf, length($buf) - $off, $off;
+                if (!defined $n) {
+                    last if $! == EAGAIN || $! == EWOULDBLOCK;
+                    warn "write failed: $!\n";
+                    $resp = "write failed: $!" if $resp eq '';
+                    $rsel->remove($sock);
+                    $wsel->remove($sock);
+                    last;
+                }
+                $off += $n;
+            }
+        }
     }
     close $sock;
-    return (undef, "timed out after ${timeout}s") if time >= $deadline;
-    return ($resp, undef);
+    return $resp;
 }
 
 # What HTTP::Response->parse makes of the bytes: the status code (undef
@@ -547,11 +645,10 @@ sub run_block {
         return;
     }
 
-    my $timeout = $block->{timeout} // 5;
-    my $req = build_request($block);
-    my ($raw, $err) = send_request($req, $timeout);
-    fail("$name - no valid response: $err") unless defined $raw;
-    $raw //= '';
+    my @packets = build_request($block, $name);
+    my $timeout = parse_time($block->{timeout}) // $Timeout;
+    my $raw = send_request($block, $name, \@packets, $timeout);
+    my $req = join '', @packets;
     unless (defined $block->{ignore_response}) {
         my ($res, $raw_headers, $left);
         if (defined $block->{http09}) {
