@@ -219,8 +219,8 @@ qr/"message":\s*"format/
 POST /attestation?nonce=00
 hello
 --- error_code: 405
---- response_headers_like
-Allow: GET
+--- response_headers
+Allow: GET, HEAD
 --- response_body_like eval
 qr/"code":\s*"method_not_allowed"/
 --- no_error_log

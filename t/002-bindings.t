@@ -92,9 +92,8 @@ qr/"code":\s*"tls_required"/
 GET /gif
 --- more_headers
 X-Request-Attestation: 00ff
---- response_headers
-Content-Type: image/gif
 --- response_headers_like
+Content-Type: image/gif
 X-Attestation: ^hEShATgi[A-Za-z0-9+/]+=*$
 --- no_error_log
 [error]

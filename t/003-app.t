@@ -367,15 +367,17 @@ join '', map { "$_\n" } 0 .. 999
 
 
 === TEST 23: a stream that breaks cuts the response, and the log says why
+A chunked body without its last chunk is no response to Test::Nginx's
+parser: http09 hands the bytes over unparsed.
 --- http_config eval
 $::http_config
 --- config
     location /app/ { proven_app; }
 --- request
 GET /app/web/stream-breaks
---- error_code: 200
---- response_body
-one
+--- http09
+--- response_body_like eval
+qr{\AHTTP/1\.1 200 OK\r\n(?:[^\r\n]+\r\n)*Transfer-Encoding: chunked\r\n(?:[^\r\n]+\r\n)*\r\n4\r\none\n\r\n\z}
 --- error_log
 the streamed body of "web" broke: Error: broke mid-stream
 

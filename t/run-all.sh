@@ -43,7 +43,7 @@ export TEST_NGINX_LOAD_MODULES=$modules
 export TEST_NGINX_BINARY=${TEST_NGINX_BINARY:-/usr/sbin/nginx}
 export TEST_NGINX_SERVROOT=$top/t/servroot
 export PROVEN_BUILD=$build
-prove -I t/lib t/ || failed+=("t/")
+prove -I t/lib t/ t/lib/harness.t || failed+=("t/")
 
 # prove's summary stays the last thing printed when all is well.
 if [ ${#failed[@]} -gt 0 ]; then

@@ -95,10 +95,8 @@ sub deploy_app {
     die "the worker of $name did not start";
 }
 
-# Creates a unix socket that accepts connections into its backlog and never
-# answers: a daemon that hangs.
-# A raw POST of exact bytes as application/cbor: a request section would
-# lose a last newline byte of a binary body.
+# A raw POST of exact bytes as application/cbor: a request section's body
+# loses the whitespace bytes at both its ends.
 sub post_cbor {
     my ($path, $body) = @_;
     return "POST $path HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
@@ -106,6 +104,8 @@ sub post_cbor {
          . "Content-Length: " . length($body) . "\r\n\r\n" . $body;
 }
 
+# Creates a unix socket that accepts connections into its backlog and never
+# answers: a daemon that hangs.
 sub silent_socket {
     my ($path) = @_;
     require IO::Socket::UNIX;
