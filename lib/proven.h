@@ -189,6 +189,7 @@ typedef struct {
 
 /* max_body: the largest frame body accepted (0: PROVEN_FRAME_MAX). */
 void proven_frame_reader_init(proven_frame_reader_t *r, size_t max_body);
+/* Frees the buffer; the reader is then as new, for another stream. */
 void proven_frame_reader_free(proven_frame_reader_t *r);
 
 /*
@@ -640,6 +641,81 @@ int proven_audit_apply(proven_app_state_t *st, const proven_audit_entry_t *e,
     const uint8_t hash[PROVEN_AUDIT_HASH_LEN], char *err, size_t errlen);
 
 void proven_app_state_free(proven_app_state_t *st);
+
+
+/* ---- WebSocket frames (lib/proven_ws.c) ---------------------------------- */
+
+#define PROVEN_WS_CONT            0x0
+#define PROVEN_WS_TEXT            0x1
+#define PROVEN_WS_BINARY          0x2
+#define PROVEN_WS_CLOSE           0x8
+#define PROVEN_WS_PING            0x9
+#define PROVEN_WS_PONG            0xa
+
+#define PROVEN_WS_NORMAL          1000      /* close codes */
+#define PROVEN_WS_GOING_AWAY      1001
+#define PROVEN_WS_PROTOCOL_ERROR  1002
+#define PROVEN_WS_UNSUPPORTED     1003
+#define PROVEN_WS_POLICY          1008
+#define PROVEN_WS_TOO_BIG         1009
+#define PROVEN_WS_INTERNAL        1011
+
+#define PROVEN_WS_CONTROL_MAX     125
+#define PROVEN_WS_HEAD_MAX        14        /* with the mask */
+
+/* The message a connection is reading: its fragments so far. */
+typedef struct {
+    int       open;                 /* a fragmented message goes on */
+    size_t    len;                  /* its bytes so far */
+    size_t    max;                  /* the largest message */
+} proven_ws_message_t;
+
+typedef struct {
+    unsigned      fin;
+    unsigned      opcode;
+    size_t        head;             /* bytes before the payload */
+    size_t        mask_at;          /* the masking key's 4 bytes */
+    uint64_t      len;              /* the payload's */
+    unsigned      close_code;       /* PROVEN_ERR: close with this */
+    const char   *reason;           /* and say this */
+} proven_ws_frame_t;
+
+/*
+ * A client frame's head at p (have bytes), checked against msg: masked,
+ * no reserved bits, a known opcode, whole control frames of at most 125
+ * bytes, binary data only, fragments in order, the message bounded.
+ * PROVEN_AGAIN: more bytes needed for the head; PROVEN_OK: f describes
+ * the frame (whole once have >= f->head + f->len); PROVEN_ERR: the
+ * connection closes with f->close_code, saying f->reason.
+ */
+int proven_ws_parse_head(const uint8_t *p, size_t have,
+    const proven_ws_message_t *msg, proven_ws_frame_t *f);
+
+void proven_ws_unmask(uint8_t *payload, size_t len, const uint8_t mask[4]);
+
+/* A server frame's head (FIN, unmasked) at p; its length (2, 4 or 10). */
+size_t proven_ws_put_head(uint8_t *p, unsigned opcode, uint64_t len);
+
+
+/* ---- multipart/form-data (lib/proven_multipart.c) ------------------------ */
+
+#define PROVEN_MULTIPART_BOUNDARY_MAX  70
+
+typedef struct {
+    const char     *name;           /* asked for */
+    const uint8_t  *data;           /* found: in the body */
+    size_t          len;
+    int             found;
+} proven_multipart_field_t;
+
+/*
+ * Finds the fields named in fields[] in body, whose Content-Type value
+ * (with its boundary parameter) is content_type.  NULL when the body is
+ * well formed (each field found or not), else what is wrong with it.
+ */
+const char *proven_multipart_fields(const uint8_t *content_type,
+    size_t ctlen, const uint8_t *body, size_t len,
+    proven_multipart_field_t *fields, size_t nfields);
 
 
 /* ---- encodings (lib/proven_codec.c) -------------------------------------- */

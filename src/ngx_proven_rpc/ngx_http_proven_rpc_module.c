@@ -47,8 +47,6 @@
 #define NGX_HTTP_PROVEN_RPC_SESSION_BODY_MAX  16384
 #define NGX_HTTP_PROVEN_RPC_APP_MAX           64
 #define NGX_HTTP_PROVEN_RPC_ID_LEN            16
-#define NGX_HTTP_PROVEN_RPC_CONTROL_MAX       125
-#define NGX_HTTP_PROVEN_RPC_FRAME_HEAD_MAX    14
 #define NGX_HTTP_PROVEN_RPC_CLOSE_WAIT        5000
 
 #define NGX_HTTP_PROVEN_RPC_SESSION           1
@@ -56,20 +54,7 @@
 #define NGX_HTTP_PROVEN_RPC_WS                3
 
 /* WebSocket opcodes and close codes */
-#define NGX_HTTP_PROVEN_WS_CONT               0x0
-#define NGX_HTTP_PROVEN_WS_TEXT               0x1
-#define NGX_HTTP_PROVEN_WS_BINARY             0x2
-#define NGX_HTTP_PROVEN_WS_CLOSE              0x8
-#define NGX_HTTP_PROVEN_WS_PING               0x9
-#define NGX_HTTP_PROVEN_WS_PONG               0xa
 
-#define NGX_HTTP_PROVEN_WS_NORMAL             1000
-#define NGX_HTTP_PROVEN_WS_GOING_AWAY         1001
-#define NGX_HTTP_PROVEN_WS_PROTOCOL           1002
-#define NGX_HTTP_PROVEN_WS_UNSUPPORTED        1003
-#define NGX_HTTP_PROVEN_WS_POLICY             1008
-#define NGX_HTTP_PROVEN_WS_TOO_BIG            1009
-#define NGX_HTTP_PROVEN_WS_INTERNAL           1011
 
 
 typedef struct {
@@ -355,16 +340,15 @@ static ngx_int_t
 ngx_http_proven_rpc_not_allowed(ngx_http_request_t *r, const char *method,
     const char *message)
 {
-    ngx_table_elt_t  *allow;
+    ngx_str_t  allow;
 
-    allow = ngx_list_push(&r->headers_out.headers);
-    if (allow == NULL) {
+    allow.data = (u_char *) method;
+    allow.len = ngx_strlen(method);
+
+    if (ngx_http_proven_add_header(r, "Allow", &allow) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-    allow->hash = 1;
-    ngx_str_set(&allow->key, "Allow");
-    allow->value.data = (u_char *) method;
-    allow->value.len = ngx_strlen(method);
+
     return ngx_http_proven_send_error(r, NGX_HTTP_NOT_ALLOWED,
                                       "method_not_allowed", message, NULL);
 }
@@ -458,91 +442,37 @@ static const char *
 ngx_http_proven_rpc_multipart(ngx_http_request_t *r, u_char *body,
     size_t len, cbor_item_t *map)
 {
-    u_char      *p, *end, *b, *part, *head_end, *next, *name;
-    size_t       blen, nlen;
-    u_char       delim[80];
-    ngx_str_t   *type;
-    ngx_uint_t   found;
+    size_t                     i;
+    ngx_str_t                 *type;
+    const char                *why;
+    proven_multipart_field_t   fields[2];
+
+    fields[0].name = "nonce";
+    fields[1].name = "public_key";
 
     type = &r->headers_in.content_type->value;
-    b = ngx_strlcasestrn(type->data, type->data + type->len,
-                         (u_char *) "boundary=", 9 - 1);
-    if (b == NULL) {
-        return "multipart/form-data needs a boundary";
-    }
-    b += 9;
-    end = type->data + type->len;
-    if (b < end && *b == '"') {
-        b++;
-        for (p = b; p < end && *p != '"'; p++) { /* void */ }
-    } else {
-        for (p = b; p < end && *p != ';' && *p != ' '; p++) { /* void */ }
-    }
-    blen = p - b;
-    if (blen == 0 || blen > 70) {
-        return "the multipart boundary must be 1..70 characters";
+
+    why = proven_multipart_fields(type->data, type->len, body, len, fields,
+                                  2);
+    if (why != NULL) {
+        return why;
     }
 
-    /* "\r\n--" boundary; the body starts with "--" boundary */
-    delim[0] = '\r';
-    delim[1] = '\n';
-    delim[2] = '-';
-    delim[3] = '-';
-    ngx_memcpy(delim + 4, b, blen);
-
-    end = body + len;
-    if (len < blen + 2 || ngx_memcmp(body, delim + 2, blen + 2) != 0) {
-        return "the body does not start with the multipart boundary";
-    }
-    p = body + blen + 2;
-    found = 0;
-
-    for ( ;; ) {
-        if (end - p >= 2 && p[0] == '-' && p[1] == '-') {
-            break;                              /* the closing boundary */
-        }
-        if (end - p < 2 || p[0] != '\r' || p[1] != '\n') {
-            return "a multipart boundary is not followed by CRLF";
-        }
-        part = p + 2;
-        head_end = memmem(part, end - part, "\r\n\r\n", 4);
-        if (head_end == NULL) {
-            return "a multipart part has no end of headers";
-        }
-        next = memmem(head_end + 4, end - head_end - 4, delim, blen + 4);
-        if (next == NULL) {
-            return "a multipart part is not closed by the boundary";
+    for (i = 0; i < 2; i++) {
+        if (!fields[i].found) {
+            return "the fields nonce and public_key are needed";
         }
 
-        name = ngx_strlcasestrn(part, head_end, (u_char *) "name=\"",
-                                6 - 1);
-        if (name != NULL) {
-            name += 6;
-            for (nlen = 0; name + nlen < head_end && name[nlen] != '"';
-                 nlen++)
-            { /* void */ }
-
-            if ((nlen == 5 && ngx_strncmp(name, "nonce", 5) == 0)
-                || (nlen == 10 && ngx_strncmp(name, "public_key", 10) == 0))
-            {
-                name[nlen] = '\0';     /* the body is ours to change */
-                if (proven_cbor_map_get(map, (char *) name) != NULL) {
-                    return "a multipart field is given twice";
-                }
-                if (proven_cbor_map_put(map, (char *) name,
-                        cbor_build_bytestring(head_end + 4,
-                                              next - head_end - 4))
-                    != PROVEN_OK)
-                {
-                    return "out of memory";
-                }
-                found++;
-            }
+        if (proven_cbor_map_put(map, fields[i].name,
+                                cbor_build_bytestring(fields[i].data,
+                                                      fields[i].len))
+            != PROVEN_OK)
+        {
+            return "out of memory";
         }
-        p = next + blen + 4;
     }
 
-    return found == 2 ? NULL : "the fields nonce and public_key are needed";
+    return NULL;
 }
 
 
@@ -870,7 +800,8 @@ ngx_http_proven_rpc_ws_start(ngx_http_request_t *r,
     ngx_http_proven_rpc_ctx_t *ctx)
 {
     ngx_int_t         rc;
-    ngx_table_elt_t  *key, *version, *h;
+    ngx_str_t         value;
+    ngx_table_elt_t  *key, *version;
     cbor_item_t      *req;
 
     if (r->http_version != NGX_HTTP_VERSION_11
@@ -888,13 +819,12 @@ ngx_http_proven_rpc_ws_start(ngx_http_request_t *r,
     if (version == NULL || version->value.len != 2
         || ngx_strncmp(version->value.data, "13", 2) != 0)
     {
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
+        ngx_str_set(&value, "13");
+        if (ngx_http_proven_add_header(r, "Sec-WebSocket-Version", &value)
+            != NGX_OK)
+        {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
-        h->hash = 1;
-        ngx_str_set(&h->key, "Sec-WebSocket-Version");
-        ngx_str_set(&h->value, "13");
         return ngx_http_proven_send_error(r, 426, "bad_request",
                    "Sec-WebSocket-Version must be 13", NULL);
     }
@@ -987,28 +917,18 @@ ngx_http_proven_rpc_ws_frame(ngx_http_request_t *r,
     /* answers are bounded by provend's frames, not by max_message */
     if (ngx_http_proven_rpc_reserve(r, &ctx->out, &ctx->out_cap,
                                     ctx->out_len,
-                                    len + NGX_HTTP_PROVEN_RPC_FRAME_HEAD_MAX,
+                                    len + PROVEN_WS_HEAD_MAX,
                                     PROVEN_FRAME_MAX
-                                    + 4 * NGX_HTTP_PROVEN_RPC_FRAME_HEAD_MAX
-                                    + NGX_HTTP_PROVEN_RPC_CONTROL_MAX)
+                                    + 4 * PROVEN_WS_HEAD_MAX
+                                    + PROVEN_WS_CONTROL_MAX)
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
     p = ctx->out + ctx->out_len;
-    *p++ = (u_char) (0x80 | opcode);
-    if (len < 126) {
-        *p++ = (u_char) len;
-    } else if (len < 65536) {
-        *p++ = 126;
-        *p++ = (u_char) (len >> 8);
-        *p++ = (u_char) len;
-    } else {
-        *p++ = 127;
-        proven_put_be64(p, (uint64_t) len);
-        p += 8;
-    }
+    p += proven_ws_put_head(p, opcode, len);
+
     if (len > 0) {
         p = ngx_cpymem(p, data, len);
     }
@@ -1036,7 +956,7 @@ ngx_http_proven_rpc_ws_refusal(ngx_http_request_t *r,
     p = (u_char *) ngx_escape_json(p, (u_char *) message,
                                    ngx_strlen(message));
     p = ngx_cpymem(p, "\"}}", 3);
-    rc = ngx_http_proven_rpc_ws_frame(r, ctx, NGX_HTTP_PROVEN_WS_TEXT, buf,
+    rc = ngx_http_proven_rpc_ws_frame(r, ctx, PROVEN_WS_TEXT, buf,
                                       p - buf);
     ngx_free(buf);
     return rc;
@@ -1113,7 +1033,7 @@ ngx_http_proven_rpc_ws_checked(ngx_http_request_t *r,
     if (r->header_in != NULL && r->header_in->last > r->header_in->pos) {
         if (ngx_http_proven_rpc_reserve(r, &ctx->in, &ctx->in_cap, 0,
                 r->header_in->last - r->header_in->pos,
-                prlcf->max_message + NGX_HTTP_PROVEN_RPC_FRAME_HEAD_MAX)
+                prlcf->max_message + PROVEN_WS_HEAD_MAX)
             != NGX_OK)
         {
             ngx_http_finalize_request(r, NGX_HTTP_CLOSE);
@@ -1163,7 +1083,7 @@ static void
 ngx_http_proven_rpc_ws_close(ngx_http_request_t *r,
     ngx_http_proven_rpc_ctx_t *ctx, ngx_uint_t code, const char *reason)
 {
-    u_char  payload[NGX_HTTP_PROVEN_RPC_CONTROL_MAX];
+    u_char  payload[PROVEN_WS_CONTROL_MAX];
     size_t  len;
 
     if (ctx->closing) {
@@ -1178,7 +1098,7 @@ ngx_http_proven_rpc_ws_close(ngx_http_request_t *r,
     ngx_memcpy(payload + 2, reason, len);
 
     ctx->closing = 1;
-    if (ngx_http_proven_rpc_ws_frame(r, ctx, NGX_HTTP_PROVEN_WS_CLOSE,
+    if (ngx_http_proven_rpc_ws_frame(r, ctx, PROVEN_WS_CLOSE,
                                      payload, len + 2) != NGX_OK)
     {
         ngx_http_proven_rpc_ws_end(r, ctx);
@@ -1202,7 +1122,7 @@ ngx_http_proven_rpc_ws_call(ngx_http_request_t *r,
     req = ngx_http_proven_rpc_call_request(r, ctx, ctx->msg, ctx->msg_len);
     ctx->msg_len = 0;
     if (req == NULL) {
-        ngx_http_proven_rpc_ws_close(r, ctx, NGX_HTTP_PROVEN_WS_INTERNAL,
+        ngx_http_proven_rpc_ws_close(r, ctx, PROVEN_WS_INTERNAL,
                                      "out of memory");
         return;
     }
@@ -1216,7 +1136,7 @@ ngx_http_proven_rpc_ws_call(ngx_http_request_t *r,
                                              NULL);
     cbor_decref(&req);
     if (rc != NGX_OK) {
-        ngx_http_proven_rpc_ws_close(r, ctx, NGX_HTTP_PROVEN_WS_INTERNAL,
+        ngx_http_proven_rpc_ws_close(r, ctx, PROVEN_WS_INTERNAL,
                                      "provend cannot be called");
         return;
     }
@@ -1246,10 +1166,10 @@ ngx_http_proven_rpc_ws_answer(ngx_http_request_t *r,
         if (bytes == NULL || !cbor_isa_bytestring(bytes)
             || !cbor_bytestring_is_definite(bytes)
             || ngx_http_proven_rpc_ws_frame(r, ctx,
-                   NGX_HTTP_PROVEN_WS_BINARY, cbor_bytestring_handle(bytes),
+                   PROVEN_WS_BINARY, cbor_bytestring_handle(bytes),
                    cbor_bytestring_length(bytes)) != NGX_OK)
         {
-            ngx_http_proven_rpc_ws_close(r, ctx, NGX_HTTP_PROVEN_WS_INTERNAL,
+            ngx_http_proven_rpc_ws_close(r, ctx, PROVEN_WS_INTERNAL,
                                          "no answer to send");
             return;
         }
@@ -1262,13 +1182,13 @@ ngx_http_proven_rpc_ws_answer(ngx_http_request_t *r,
             return;
         }
         if (ngx_strcmp(res->code, "unknown_session") == 0) {
-            ngx_http_proven_rpc_ws_close(r, ctx, NGX_HTTP_PROVEN_WS_POLICY,
+            ngx_http_proven_rpc_ws_close(r, ctx, PROVEN_WS_POLICY,
                                          "the session is gone");
             return;
         }
 
     } else {
-        ngx_http_proven_rpc_ws_close(r, ctx, NGX_HTTP_PROVEN_WS_INTERNAL,
+        ngx_http_proven_rpc_ws_close(r, ctx, PROVEN_WS_INTERNAL,
                                      "the node's daemon did not answer");
         return;
     }
@@ -1286,122 +1206,65 @@ static ngx_int_t
 ngx_http_proven_rpc_ws_parse(ngx_http_request_t *r,
     ngx_http_proven_rpc_ctx_t *ctx)
 {
-    u_char                          *p, *mask, *payload;
-    size_t                           head, i, have;
-    uint64_t                         len;
+    u_char                          *payload;
+    size_t                           head, len;
+    ngx_int_t                        rc;
     ngx_uint_t                       fin, opcode;
+    proven_ws_frame_t                f;
+    proven_ws_message_t              msg;
     ngx_http_proven_rpc_loc_conf_t  *prlcf;
 
     prlcf = ngx_http_get_module_loc_conf(r, ngx_http_proven_rpc_module);
 
     while (!ctx->calling && !ctx->closing && ctx->out_len == 0) {
 
-        p = ctx->in;
-        have = ctx->in_len;
-        if (have < 2) {
+        msg.open = ctx->msg_open;
+        msg.len = ctx->msg_len;
+        msg.max = prlcf->max_message;
+
+        rc = proven_ws_parse_head(ctx->in, ctx->in_len, &msg, &f);
+
+        if (rc == PROVEN_AGAIN) {
             return NGX_AGAIN;
         }
 
-        fin = p[0] & 0x80;
-        opcode = p[0] & 0x0f;
-        if (p[0] & 0x70) {
-            ngx_http_proven_rpc_ws_close(r, ctx, NGX_HTTP_PROVEN_WS_PROTOCOL,
-                                         "reserved bits are set");
-            return NGX_OK;
-        }
-        if (!(p[1] & 0x80)) {
-            ngx_http_proven_rpc_ws_close(r, ctx, NGX_HTTP_PROVEN_WS_PROTOCOL,
-                                         "client frames must be masked");
+        if (rc != PROVEN_OK) {
+            ngx_http_proven_rpc_ws_close(r, ctx, f.close_code, f.reason);
             return NGX_OK;
         }
 
-        len = p[1] & 0x7f;
-        head = 2;
-        if (len == 126) {
-            if (have < 4) {
-                return NGX_AGAIN;
-            }
-            len = (uint64_t) p[2] << 8 | p[3];
-            head = 4;
-        } else if (len == 127) {
-            if (have < 10) {
-                return NGX_AGAIN;
-            }
-            len = 0;
-            for (i = 2; i < 10; i++) {
-                len = len << 8 | p[i];
-            }
-            head = 10;
-        }
-        mask = p + head;
-        head += 4;
+        /* bounded: a control frame, or a data frame within max_message */
+        fin = f.fin;
+        opcode = f.opcode;
+        head = f.head;
+        len = (size_t) f.len;
 
-        if (opcode >= NGX_HTTP_PROVEN_WS_CLOSE) {
-            if (opcode > NGX_HTTP_PROVEN_WS_PONG || !fin
-                || len > NGX_HTTP_PROVEN_RPC_CONTROL_MAX)
-            {
-                ngx_http_proven_rpc_ws_close(r, ctx,
-                    NGX_HTTP_PROVEN_WS_PROTOCOL,
-                    "a control frame must be whole and at most 125 bytes");
-                return NGX_OK;
-            }
-        } else if (opcode == NGX_HTTP_PROVEN_WS_TEXT) {
-            ngx_http_proven_rpc_ws_close(r, ctx,
-                NGX_HTTP_PROVEN_WS_UNSUPPORTED,
-                "messages are binary frames of CBOR");
-            return NGX_OK;
-        } else if (opcode == NGX_HTTP_PROVEN_WS_BINARY) {
-            if (ctx->msg_open) {
-                ngx_http_proven_rpc_ws_close(r, ctx,
-                    NGX_HTTP_PROVEN_WS_PROTOCOL,
-                    "a new message began inside a fragmented one");
-                return NGX_OK;
-            }
-        } else if (opcode == NGX_HTTP_PROVEN_WS_CONT) {
-            if (!ctx->msg_open) {
-                ngx_http_proven_rpc_ws_close(r, ctx,
-                    NGX_HTTP_PROVEN_WS_PROTOCOL,
-                    "a continuation frame without a message");
-                return NGX_OK;
-            }
-        } else {
-            ngx_http_proven_rpc_ws_close(r, ctx, NGX_HTTP_PROVEN_WS_PROTOCOL,
-                                         "an unknown opcode");
-            return NGX_OK;
-        }
+        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "proven rpc: ws frame opcode:%ui fin:%ui len:%uz",
+                       opcode, fin, len);
 
-        if (opcode < NGX_HTTP_PROVEN_WS_CLOSE
-            && len > prlcf->max_message - ctx->msg_len)
-        {
-            ngx_http_proven_rpc_ws_close(r, ctx, NGX_HTTP_PROVEN_WS_TOO_BIG,
-                "the message is larger than proven_rpc_max_message");
-            return NGX_OK;
-        }
-
-        if (have < head + len) {
+        if (ctx->in_len < head + len) {
             /* the whole frame must fit: it is bounded above */
             if (ngx_http_proven_rpc_reserve(r, &ctx->in, &ctx->in_cap,
-                    ctx->in_len, head + len - have,
-                    prlcf->max_message + NGX_HTTP_PROVEN_RPC_FRAME_HEAD_MAX)
+                    ctx->in_len, head + len - ctx->in_len,
+                    prlcf->max_message + PROVEN_WS_HEAD_MAX)
                 != NGX_OK)
             {
-                ngx_http_proven_rpc_ws_close(r, ctx,
-                                             NGX_HTTP_PROVEN_WS_INTERNAL,
+                ngx_http_proven_rpc_ws_close(r, ctx, PROVEN_WS_INTERNAL,
                                              "out of memory");
                 return NGX_OK;
             }
+
             return NGX_AGAIN;
         }
 
         payload = ctx->in + head;
-        for (i = 0; i < len; i++) {
-            payload[i] ^= mask[i & 3];
-        }
+        proven_ws_unmask(payload, len, ctx->in + f.mask_at);
 
         switch (opcode) {
 
-        case NGX_HTTP_PROVEN_WS_PING:
-            if (ngx_http_proven_rpc_ws_frame(r, ctx, NGX_HTTP_PROVEN_WS_PONG,
+        case PROVEN_WS_PING:
+            if (ngx_http_proven_rpc_ws_frame(r, ctx, PROVEN_WS_PONG,
                                              payload, len) != NGX_OK)
             {
                 ngx_http_proven_rpc_ws_end(r, ctx);
@@ -1409,17 +1272,12 @@ ngx_http_proven_rpc_ws_parse(ngx_http_request_t *r,
             }
             break;
 
-        case NGX_HTTP_PROVEN_WS_PONG:
+        case PROVEN_WS_PONG:
             break;
 
-        case NGX_HTTP_PROVEN_WS_CLOSE:
-            if (len == 1) {
-                ngx_http_proven_rpc_ws_close(r, ctx,
-                    NGX_HTTP_PROVEN_WS_PROTOCOL, "a close frame of 1 byte");
-                return NGX_OK;
-            }
+        case PROVEN_WS_CLOSE:
             ctx->peer_closed = 1;
-            ngx_http_proven_rpc_ws_close(r, ctx, NGX_HTTP_PROVEN_WS_NORMAL,
+            ngx_http_proven_rpc_ws_close(r, ctx, PROVEN_WS_NORMAL,
                                          "closed by the client");
             return NGX_OK;
 
@@ -1430,7 +1288,7 @@ ngx_http_proven_rpc_ws_parse(ngx_http_request_t *r,
                 != NGX_OK)
             {
                 ngx_http_proven_rpc_ws_close(r, ctx,
-                                             NGX_HTTP_PROVEN_WS_INTERNAL,
+                                             PROVEN_WS_INTERNAL,
                                              "out of memory");
                 return NGX_OK;
             }
@@ -1447,7 +1305,7 @@ ngx_http_proven_rpc_ws_parse(ngx_http_request_t *r,
             ngx_memmove(ctx->in, ctx->in + head + len, ctx->in_len);
         }
 
-        if (opcode <= NGX_HTTP_PROVEN_WS_BINARY && fin) {
+        if (opcode <= PROVEN_WS_BINARY && fin) {
             if (ctx->msg_len == 0) {
                 if (ngx_http_proven_rpc_ws_refusal(r, ctx, "bad_message",
                         "an empty message") != NGX_OK)
@@ -1526,7 +1384,7 @@ ngx_http_proven_rpc_ws_read(ngx_http_request_t *r)
             ngx_http_proven_rpc_ws_end(r, ctx);
         } else {
             ngx_http_proven_rpc_ws_close(r, ctx,
-                                         NGX_HTTP_PROVEN_WS_GOING_AWAY,
+                                         PROVEN_WS_GOING_AWAY,
                                          "idle for too long");
         }
         return;
@@ -1548,10 +1406,10 @@ ngx_http_proven_rpc_ws_read(ngx_http_request_t *r)
 
         if (ngx_http_proven_rpc_reserve(r, &ctx->in, &ctx->in_cap,
                 ctx->in_len, 1,
-                prlcf->max_message + NGX_HTTP_PROVEN_RPC_FRAME_HEAD_MAX)
+                prlcf->max_message + PROVEN_WS_HEAD_MAX)
             != NGX_OK)
         {
-            ngx_http_proven_rpc_ws_close(r, ctx, NGX_HTTP_PROVEN_WS_INTERNAL,
+            ngx_http_proven_rpc_ws_close(r, ctx, PROVEN_WS_INTERNAL,
                                          "out of memory");
             return;
         }
