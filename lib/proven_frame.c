@@ -127,6 +127,7 @@ proven_frame_reader_free(proven_frame_reader_t *r)
     r->cap = 0;
     r->start = 0;
     r->end = 0;
+    r->failed = 0;              /* ready for the next stream */
 }
 
 
@@ -211,7 +212,8 @@ proven_frame_reader_space(proven_frame_reader_t *r, size_t *avail)
 void
 proven_frame_reader_fill(proven_frame_reader_t *r, size_t n)
 {
-    r->end += n;
+    /* never more than _space offered */
+    r->end += n <= r->cap - r->end ? n : r->cap - r->end;
 }
 
 
@@ -219,6 +221,11 @@ int
 proven_frame_reader_feed(proven_frame_reader_t *r, const uint8_t *data,
     size_t len, char *err, size_t errlen)
 {
+    if (len > PROVEN_FRAME_HEADER + r->max_body + PROVEN_FRAME_READ_CHUNK) {
+        proven_errf(err, errlen, "more than a frame of input unread");
+        return PROVEN_ERR;
+    }
+
     if (proven_frame_reader_reserve(r, len) != PROVEN_OK) {
         proven_errf(err, errlen, "out of memory");
         return PROVEN_ERR;
