@@ -341,7 +341,7 @@ ngx_http_proven_app_route(ngx_http_request_t *r,
     u_char                       *p;
     ngx_int_t                     m;
     ngx_uint_t                    i, literals, found;
-    ngx_table_elt_t              *allow;
+    ngx_str_t                     allow;
     ngx_http_proven_app_route_t  *routes;
     u_char                        methods[128];
 
@@ -367,20 +367,15 @@ ngx_http_proven_app_route(ngx_http_request_t *r,
     }
 
     if (found) {
-        allow = ngx_list_push(&r->headers_out.headers);
-        if (allow == NULL) {
+        allow.len = p - methods;
+        allow.data = ngx_pnalloc(r->pool, allow.len);
+        if (allow.data == NULL
+            || ngx_http_proven_add_header(r, "Allow", &allow) != NGX_OK)
+        {
             *rc = NGX_ERROR;
             return NGX_DONE;
         }
-        allow->hash = 1;
-        ngx_str_set(&allow->key, "Allow");
-        allow->value.len = p - methods;
-        allow->value.data = ngx_pnalloc(r->pool, allow->value.len);
-        if (allow->value.data == NULL) {
-            *rc = NGX_ERROR;
-            return NGX_DONE;
-        }
-        ngx_memcpy(allow->value.data, methods, allow->value.len);
+        ngx_memcpy(allow.data, methods, allow.len);
         *rc = ngx_http_proven_send_error(r, NGX_HTTP_NOT_ALLOWED,
                   "method_not_allowed", "the route does not take this "
                   "method", NULL);
@@ -417,6 +412,10 @@ ngx_http_proven_app_handler(ngx_http_request_t *r)
         return ngx_http_proven_send_error(r, NGX_HTTP_NOT_FOUND,
                    "app_not_found", "the path names no application", NULL);
     }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "proven app: \"%V\" route \"%V\"", &ctx->app,
+                   &ctx->path);
 
     /* the public audit log: read from provend, not from the app */
     if (ctx->path.len == 6 && ngx_strncmp(ctx->path.data, "/audit", 6) == 0

@@ -79,7 +79,6 @@ static void ngx_http_proven_attestation_header_done(ngx_http_request_t *r,
     void *data);
 static ngx_int_t ngx_http_proven_attestation_header_filter(
     ngx_http_request_t *r);
-static void ngx_http_proven_attestation_check_broken(ngx_http_request_t *r);
 
 static ngx_int_t ngx_http_proven_attestation_parse_args(ngx_http_request_t *r,
     ngx_http_proven_attestation_args_t *args,
@@ -103,8 +102,6 @@ static ngx_int_t ngx_http_proven_attestation_send_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *code, const char *message);
 static ngx_int_t ngx_http_proven_attestation_send(ngx_http_request_t *r,
     ngx_uint_t status, ngx_str_t *type, u_char *data, size_t len);
-static ngx_int_t ngx_http_proven_attestation_add_header(ngx_http_request_t *r,
-    char *key, ngx_str_t *value);
 static ngx_table_elt_t *ngx_http_proven_attestation_find_header(
     ngx_http_request_t *r, ngx_str_t *name, ngx_uint_t *count);
 static ngx_http_proven_attestation_ctx_t *ngx_http_proven_attestation_get_ctx(
@@ -212,6 +209,9 @@ ngx_http_proven_attestation_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "proven attestation: \"%V\"", &r->uri);
+
     rc = ngx_http_discard_request_body(r);
     if (rc != NGX_OK) {
         return rc;
@@ -281,7 +281,7 @@ ngx_http_proven_attestation_handler(ngx_http_request_t *r)
     }
 
     if (!r->discard_body) {
-        r->read_event_handler = ngx_http_proven_attestation_check_broken;
+        r->read_event_handler = ngx_http_test_reading;
     }
 
     r->main->count++;
@@ -458,7 +458,7 @@ ngx_http_proven_attestation_header_handler(ngx_http_request_t *r)
     }
 
     ctx->header_state = NGX_HTTP_PROVEN_ATTESTATION_HEADER_PENDING;
-    r->read_event_handler = ngx_http_proven_attestation_check_broken;
+    r->read_event_handler = ngx_http_test_reading;
 
     /* phases resume from header_done */
     return NGX_DONE;
@@ -521,7 +521,7 @@ ngx_http_proven_attestation_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
-    if (ngx_http_proven_attestation_add_header(r, "X-Attestation",
+    if (ngx_http_proven_add_header(r, "X-Attestation",
                                                &ctx->header_value)
         != NGX_OK)
     {
@@ -529,7 +529,7 @@ ngx_http_proven_attestation_header_filter(ngx_http_request_t *r)
     }
 
     /* the document answers one client's nonce: no shared cache may keep it */
-    if (ngx_http_proven_attestation_add_header(r, "Cache-Control",
+    if (ngx_http_proven_add_header(r, "Cache-Control",
                                                &ngx_http_proven_attestation_private)
         != NGX_OK)
     {
@@ -537,65 +537,6 @@ ngx_http_proven_attestation_header_filter(ngx_http_request_t *r)
     }
 
     return ngx_http_next_header_filter(r);
-}
-
-
-/*
- * The read handler while provend is asked: a client that goes away ends
- * the request, which cancels the call.
- */
-static void
-ngx_http_proven_attestation_check_broken(ngx_http_request_t *r)
-{
-    int                n;
-    char               buf[1];
-    ngx_err_t          err;
-    ngx_connection_t  *c;
-
-    c = r->connection;
-
-    if (c->error) {
-        goto broken;
-    }
-
-#if (NGX_HTTP_V2)
-    if (r->stream != NULL) {
-        return;
-    }
-#endif
-
-    n = recv(c->fd, buf, 1, MSG_PEEK);
-
-    if (n == 0) {
-        goto broken;
-    }
-
-    if (n == -1) {
-        err = ngx_socket_errno;
-
-        if (err != NGX_EAGAIN && err != NGX_EINTR) {
-            goto broken;
-        }
-
-        return;
-    }
-
-    /* pipelined data: read later; do not spin on level-triggered events */
-    if ((ngx_event_flags & NGX_USE_LEVEL_EVENT) && c->read->active) {
-        if (ngx_del_event(c->read, NGX_READ_EVENT, 0) != NGX_OK) {
-            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        }
-    }
-
-    return;
-
-broken:
-
-    ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                  "proven attestation: client closed the connection");
-
-    c->error = 1;
-    ngx_http_finalize_request(r, NGX_HTTP_CLIENT_CLOSED_REQUEST);
 }
 
 
@@ -1051,132 +992,44 @@ ngx_http_proven_attestation_send_fault(ngx_http_request_t *r,
 }
 
 
-/* {"error":{"code":...,"message":...}} */
+/*
+ * {"error":{"code":...,"message":...}} by core, not cached; a 405 says
+ * what is allowed.
+ */
 static ngx_int_t
 ngx_http_proven_attestation_send_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *code, const char *message)
 {
-    char       *text;
-    size_t      len;
-    u_char     *body;
-    json_t     *json;
-    ngx_int_t   rc;
-    ngx_str_t   allow;
-
-    /* an unread body would be taken for the next request */
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
-    json = json_pack("{s:{s:s,s:s}}", "error", "code", code,
-                     "message", message);
-    if (json == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    text = json_dumps(json, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(json);
-
-    if (text == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    len = ngx_strlen(text);
-
-    body = ngx_pnalloc(r->pool, len);
-    if (body == NULL) {
-        free(text);
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(body, text, len);
-    free(text);
-
-    if (status == NGX_HTTP_NOT_ALLOWED) {
-        ngx_str_set(&allow, "GET, HEAD");
-
-        if (ngx_http_proven_attestation_add_header(r, "Allow", &allow)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-    }
-
-    return ngx_http_proven_attestation_send(r, status,
-               &ngx_http_proven_attestation_json_type, body, len);
-}
-
-
-static ngx_int_t
-ngx_http_proven_attestation_send(ngx_http_request_t *r, ngx_uint_t status,
-    ngx_str_t *type, u_char *data, size_t len)
-{
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_str_t     no_store;
-    ngx_chain_t   out;
+    ngx_str_t  allow, no_store;
 
     ngx_str_set(&no_store, "no-store");
+    ngx_str_set(&allow, "GET, HEAD");
 
-    /* a document answers one nonce: never cache it */
-    if (ngx_http_proven_attestation_add_header(r, "Cache-Control", &no_store)
-        != NGX_OK)
+    if (ngx_http_proven_add_header(r, "Cache-Control", &no_store) != NGX_OK
+        || (status == NGX_HTTP_NOT_ALLOWED
+            && ngx_http_proven_add_header(r, "Allow", &allow) != NGX_OK))
     {
         return NGX_ERROR;
     }
 
-    r->headers_out.status = status;
-    r->headers_out.content_type = *type;
-    r->headers_out.content_type_len = type->len;
-    r->headers_out.content_type_lowcase = NULL;
-    r->headers_out.content_length_n = len;
-
-    if (r->method == NGX_HTTP_HEAD || len == 0) {
-        r->header_only = 1;
-    }
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_ERROR;
-    }
-
-    b->pos = data;
-    b->last = data + len;
-    b->memory = 1;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_http_proven_send_error(r, status, code, message, NULL);
 }
 
 
+/* A document answers one nonce: never cached. */
 static ngx_int_t
-ngx_http_proven_attestation_add_header(ngx_http_request_t *r, char *key,
-    ngx_str_t *value)
+ngx_http_proven_attestation_send(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *type, u_char *data, size_t len)
 {
-    ngx_table_elt_t  *h;
+    ngx_str_t  no_store;
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
+    ngx_str_set(&no_store, "no-store");
+
+    if (ngx_http_proven_add_header(r, "Cache-Control", &no_store) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    h->hash = 1;
-    h->key.data = (u_char *) key;
-    h->key.len = ngx_strlen(key);
-    h->value = *value;
-
-    return NGX_OK;
+    return ngx_http_proven_send(r, status, type, data, len);
 }
 
 

@@ -165,6 +165,10 @@ u_char *ngx_http_proven_body(ngx_http_request_t *r, size_t max, size_t *len,
 ngx_int_t ngx_http_proven_send(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *type, u_char *data, size_t len);
 
+/* Adds the response header key: value (both kept by the caller). */
+ngx_int_t ngx_http_proven_add_header(ngx_http_request_t *r, const char *key,
+    ngx_str_t *value);
+
 /* {"error": {"code", "message", "error_id"?}} as application/json. */
 ngx_int_t ngx_http_proven_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *message, const char *error_id);

@@ -747,6 +747,10 @@ ngx_http_proven_core_connect(ngx_http_proven_core_conn_t *conn)
 
     c->type = SOCK_STREAM;
     c->data = conn;
+    c->recv = ngx_recv;
+    c->send = ngx_send;
+    c->recv_chain = ngx_recv_chain;
+    c->send_chain = ngx_send_chain;
     c->log = ngx_cycle->log;
     c->log_error = NGX_ERROR_INFO;
     c->number = ngx_atomic_fetch_add(ngx_connection_counter, 1);
@@ -863,7 +867,6 @@ static void
 ngx_http_proven_core_write_handler(ngx_event_t *wev)
 {
     ssize_t                       n;
-    ngx_err_t                     err;
     ngx_connection_t             *c;
     ngx_http_proven_core_out_t   *out;
     ngx_http_proven_core_conn_t  *conn;
@@ -879,21 +882,18 @@ ngx_http_proven_core_write_handler(ngx_event_t *wev)
         out = ngx_queue_data(ngx_queue_head(&conn->out),
                              ngx_http_proven_core_out_t, queue);
 
-        n = send(c->fd, out->data + out->sent, out->len - out->sent, 0);
+        n = c->send(c, out->data + out->sent, out->len - out->sent);
 
-        if (n == -1) {
-            err = ngx_socket_errno;
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                       "%s: send: %z", conn->peer->what, n);
 
-            if (err == NGX_EINTR) {
-                continue;
-            }
+        if (n == NGX_AGAIN) {
+            break;
+        }
 
-            if (err == NGX_EAGAIN) {
-                wev->ready = 0;
-                break;
-            }
-
-            ngx_http_proven_core_close(conn, err, "send() failed", 0);
+        if (n == NGX_ERROR) {
+            ngx_http_proven_core_close(conn, ngx_socket_errno,
+                                       "send() failed", 0);
             return;
         }
 
@@ -925,7 +925,6 @@ ngx_http_proven_core_read_handler(ngx_event_t *rev)
     u_char                       *buf;
     size_t                        size;
     ssize_t                       n;
-    ngx_err_t                     err;
     ngx_connection_t             *c;
     ngx_http_proven_core_conn_t  *conn;
 
@@ -944,7 +943,14 @@ ngx_http_proven_core_read_handler(ngx_event_t *rev)
             return;
         }
 
-        n = recv(c->fd, buf, size, 0);
+        n = c->recv(c, buf, size);
+
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                       "%s: recv: %z", conn->peer->what, n);
+
+        if (n == NGX_AGAIN) {
+            break;
+        }
 
         if (n == 0) {
             ngx_http_proven_core_close(conn, 0,
@@ -952,19 +958,9 @@ ngx_http_proven_core_read_handler(ngx_event_t *rev)
             return;
         }
 
-        if (n == -1) {
-            err = ngx_socket_errno;
-
-            if (err == NGX_EINTR) {
-                continue;
-            }
-
-            if (err == NGX_EAGAIN) {
-                rev->ready = 0;
-                break;
-            }
-
-            ngx_http_proven_core_close(conn, err, "recv() failed", 0);
+        if (n == NGX_ERROR) {
+            ngx_http_proven_core_close(conn, ngx_socket_errno,
+                                       "recv() failed", 0);
             return;
         }
 
@@ -1652,6 +1648,26 @@ ngx_http_proven_send(ngx_http_request_t *r, ngx_uint_t status,
     out.buf = b;
     out.next = NULL;
     return ngx_http_output_filter(r, &out);
+}
+
+
+ngx_int_t
+ngx_http_proven_add_header(ngx_http_request_t *r, const char *key,
+    ngx_str_t *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) key;
+    h->key.len = ngx_strlen(key);
+    h->value = *value;
+
+    return NGX_OK;
 }
 
 
