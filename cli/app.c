@@ -924,6 +924,10 @@ cli_app(int argc, char **argv)
     if (cli_client_init(&client, "app", o.socket) != PROVEN_OK) {
         return CLI_EXIT_USAGE;
     }
+    if (strcmp(action, "deploy") == 0 || strcmp(action, "rollback") == 0) {
+        client.timeout_ms = CLI_DEPLOY_TIMEOUT_MS;
+    }
+
     if (cli_client_connect(&client) != PROVEN_OK) {
         return CLI_EXIT_FAILED;
     }

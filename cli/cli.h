@@ -86,6 +86,8 @@ void cli_option_error(const char *cmd, int opt, char **argv);
 /* ---- provend's socket (cli/client.c) ------------------------------------ */
 
 #define CLI_CLIENT_TIMEOUT_MS  30000
+/* a deploy: provend's check (30 s), then its worker to serve (30 s) */
+#define CLI_DEPLOY_TIMEOUT_MS  75000
 #define CLI_JSON_DEPTH         PROVEN_CBOR_MAX_DEPTH
 
 typedef struct {

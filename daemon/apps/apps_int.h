@@ -49,6 +49,7 @@
 #define PROVEND_RETIRED_KILL_MS   30000      /* a replaced worker's drain */
 #define PROVEND_WAKE_WAIT_MS      4000       /* under nginx's own timeout */
 #define PROVEND_DEPLOY_WAIT_MS    30000      /* a deploy's worker to serve */
+#define PROVEND_DEPLOYS_HELD_MAX  64         /* answers held, in all */
 
 /*
  * The pool of an app's workers: it grows by one while the workers are
@@ -77,8 +78,6 @@ typedef struct provend_deployed_s  provend_deployed_t;
  * the deploy returns finds that version.
  */
 struct provend_deployed_s {
-    provend_deployed_t    *next;
-    unsigned               package_gen;
     uint64_t               id;
     uint64_t               seq;          /* its audit entry */
     uint64_t               since;        /* uv_now */
@@ -147,7 +146,7 @@ struct provend_app_s {
     int                 idle;        /* workers stopped: wake on demand */
     provend_wake_t     *wakes;
     size_t              nwakes;
-    provend_deployed_t *deployed;    /* answers waiting for a worker */
+    provend_deployed_t *deployed;    /* a change's answer, held */
     int                 busy;       /* a change is under way */
     int                 reserved;   /* created over a session: its owner */
     uint8_t             reserved_owner[PROVEN_AUDIT_KEY_LEN];
@@ -159,6 +158,7 @@ struct provend_app_s {
 
 struct provend_apps_s {
     uv_loop_t              *loop;
+    size_t                  deploys_held;  /* provend_deployed_t, in all */
     provend_storage_t      *storage;
     char                   *data_dir;
     char                   *runtime_dir;  /* absolute */

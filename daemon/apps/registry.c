@@ -188,8 +188,9 @@ provend_apps_on_app_closed(uv_handle_t *handle)
         app->wakes = wake->next;
         free(wake);
     }
-    while ((deployed = app->deployed) != NULL) {   /* answered by stop */
-        app->deployed = deployed->next;
+    deployed = app->deployed;                 /* answered by stop */
+    if (deployed != NULL) {
+        app->apps->deploys_held--;
         if (deployed->result != NULL) {
             cbor_decref(&deployed->result);
         }

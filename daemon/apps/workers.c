@@ -249,67 +249,19 @@ provend_app_answer_wakes(provend_app_t *app, const char *socket)
 }
 
 
-/* Holds a change's answer until a worker of its package serves. */
-void
-provend_app_hold_deploy(provend_app_t *app, uint64_t id, uint64_t seq,
-    cbor_item_t *result, provend_ops_reply_pt reply, void *ctx)
-{
-    provend_deployed_t  *d;
-
-    d = calloc(1, sizeof(*d));
-    if (d == NULL) {
-        /* recorded all the same: answered now rather than not at all */
-        provend_apps_reply_ok(reply, ctx, id, result);
-        return;
-    }
-
-    d->package_gen = app->package_gen;
-    d->id = id;
-    d->seq = seq;
-    d->since = uv_now(app->apps->loop);
-    d->result = result;
-    d->reply = reply;
-    d->ctx = ctx;
-    d->next = app->deployed;
-    app->deployed = d;
-}
-
-
-/*
- * Answers the held changes: with why (NULL: every one now served, by its
- * package or a later one), those held since before now - the wait (now
- * 0: every one) are told why no worker of theirs serves.
- */
-void
-provend_app_answer_deploys(provend_app_t *app, uint64_t now,
+/* The held answer d (unlinked): ok, or why == NULL ? ok : not_serving. */
+static void
+provend_app_answer_deploy(provend_app_t *app, provend_deployed_t *d,
     const char *why)
 {
-    char                  msg[PROVEN_ERR_LEN + 128];
-    provend_deployed_t  **pd, *d;
+    char  msg[PROVEN_ERR_LEN + 128];
 
-    pd = &app->deployed;
+    app->apps->deploys_held--;
 
-    while ((d = *pd) != NULL) {
+    if (why == NULL) {
+        provend_apps_reply_ok(d->reply, d->ctx, d->id, d->result);
 
-        if (why == NULL) {
-            /* its package or a later one: what a request now finds */
-            if (!provend_app_current_serves(app)) {
-                pd = &d->next;
-                continue;
-            }
-
-            *pd = d->next;
-            provend_apps_reply_ok(d->reply, d->ctx, d->id, d->result);
-            free(d);
-            continue;
-        }
-
-        if (now != 0 && now - d->since < PROVEND_DEPLOY_WAIT_MS) {
-            pd = &d->next;
-            continue;
-        }
-
-        *pd = d->next;
+    } else {
         snprintf(msg, sizeof(msg), "entry %llu of %s was recorded, but no "
                  "worker of it serves on this node: %s",
                  (unsigned long long) d->seq, app->name, why);
@@ -317,8 +269,74 @@ provend_app_answer_deploys(provend_app_t *app, uint64_t now,
         if (d->result != NULL) {
             cbor_decref(&d->result);
         }
-        free(d);
     }
+
+    free(d);
+}
+
+
+/*
+ * Holds a change's answer until a worker of its package serves.  One per
+ * app: a newer change's worker replaces the one an older change waited
+ * for, so the older is answered now (recorded, and superseded).
+ */
+void
+provend_app_hold_deploy(provend_app_t *app, uint64_t id, uint64_t seq,
+    cbor_item_t *result, provend_ops_reply_pt reply, void *ctx)
+{
+    provend_deployed_t  *d;
+
+    d = app->deployed;
+    if (d != NULL) {
+        app->deployed = NULL;
+        provend_app_answer_deploy(app, d, NULL);
+    }
+
+    d = app->apps->deploys_held < PROVEND_DEPLOYS_HELD_MAX
+        ? calloc(1, sizeof(*d)) : NULL;
+    if (d == NULL) {
+        /* recorded all the same: answered now rather than held */
+        provend_apps_reply_ok(reply, ctx, id, result);
+        return;
+    }
+
+    d->id = id;
+    d->seq = seq;
+    d->since = uv_now(app->apps->loop);
+    d->result = result;
+    d->reply = reply;
+    d->ctx = ctx;
+    app->deployed = d;
+    app->apps->deploys_held++;
+}
+
+
+/*
+ * Answers the held change: why NULL, once its package (or a later one)
+ * serves; else, if held since before now - the wait (now 0: at once), it
+ * is told why no worker of it serves.
+ */
+void
+provend_app_answer_deploys(provend_app_t *app, uint64_t now,
+    const char *why)
+{
+    provend_deployed_t  *d;
+
+    d = app->deployed;
+    if (d == NULL) {
+        return;
+    }
+
+    if (why == NULL && !provend_app_current_serves(app)) {
+        return;
+    }
+
+    if (why != NULL && now != 0 && now - d->since < PROVEND_DEPLOY_WAIT_MS) {
+        return;
+    }
+
+    app->deployed = NULL;
+    provend_app_answer_deploy(app, d, why);
 }
 
 

@@ -52,7 +52,7 @@ provend_log_line(provend_log_level_t level, uint64_t id, const char *fmt,
     va_list ap)
 {
     int        n;
-    char       line[1024];
+    char       line[1536], msg[1024], *p;
     time_t     now;
     struct tm  tm;
 
@@ -72,7 +72,22 @@ provend_log_line(provend_log_level_t level, uint64_t id, const char *fmt,
                       (unsigned long long) id);
     }
 
-    vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+
+    /*
+     * What callers quote (an op name, an app's message) cannot start a
+     * line of its own: control bytes are written as \xNN.
+     */
+    for (p = msg; *p != '\0' && (size_t) n < sizeof(line) - 5; p++) {
+        if ((unsigned char) *p < 0x20 || *p == 0x7f) {
+            n += snprintf(line + n, sizeof(line) - n, "\\x%02x",
+                          (unsigned char) *p);
+        } else {
+            line[n++] = *p;
+        }
+    }
+
+    line[n] = '\0';
 
     /* formatted first, then one write: lines from threads do not mix */
     fprintf(stderr, "%s\n", line);

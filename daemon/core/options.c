@@ -290,7 +290,7 @@ provend_options_parse(provend_options_t *o, int argc, char **argv)
         if (eq != NULL) {
             value = eq + 1;
 
-        } else if (i + 1 < argc) {
+        } else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) {
             value = argv[++i];
 
         } else {

@@ -264,21 +264,19 @@ done:
 }
 
 
+/* provend_conn_send as a reply: the answer of a request it counted. */
+static void
+provend_conn_send_reply(void *ctx, uint8_t *frame, size_t len)
+{
+    provend_conn_send(ctx, frame, len);
+}
+
+
 static void
 provend_conn_send_error(provend_conn_t *conn, uint64_t id, const char *code,
     const char *message)
 {
-    size_t    len;
-    uint8_t  *frame;
-
-    if (proven_response_encode_error(id, code, message, &frame, &len)
-        != PROVEN_OK)
-    {
-        frame = NULL;
-        len = 0;
-    }
-
-    provend_conn_send(conn, frame, len);
+    provend_ops_reply_error(provend_conn_send_reply, conn, id, code, message);
 }
 
 
