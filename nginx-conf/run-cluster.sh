@@ -90,8 +90,19 @@ for i in $(seq 2 "$nodes"); do
     start_node "$i"
 done
 
+# Ready once every node has admitted the others and applied the log: until
+# then a request waits (20 s at most) for its node to catch up.
+echo "Proven cluster (local): starting $nodes nodes..."
+for i in $(seq 1 "$nodes"); do
+    for _ in $(seq 1 600); do
+        PROVEN_DATA=$data/node$i "$top/build/bin/proven" cluster status \
+            2>/dev/null | grep -q '"ready": true' && break
+        sleep 0.2
+    done
+done
+
 cat <<MSG
-Proven cluster (local) of $nodes nodes is running:
+Proven cluster (local) of $nodes nodes is ready:
 $(for i in $(seq 1 "$nodes"); do echo "  node $i: http://127.0.0.1:$(port "$i" 0)/  data $data/node$i"; done)
 Status:  PROVEN_DATA=$data/node1 $top/build/bin/proven cluster status
 Ctrl-C stops the cluster.

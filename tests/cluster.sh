@@ -258,6 +258,15 @@ env PROVEN_DATA="$d" PROVEN_CLUSTER_PORT=$port \
     setsid "$top/nginx-conf/run-cluster.sh" --node "$leader" \
     >"$work/rejoin.log" 2>&1 &
 rejoin_pid=$!
+# a write as soon as its provend answers, before it has NATS or has applied
+# the log, waits for it rather than fail
+for _ in $(seq 1 300); do
+    on "$leader" status >/dev/null 2>&1 && break
+    sleep 0.05
+done
+check "a write to node $leader while it catches up waits, then succeeds" 0 \
+    -m '^\{"log_seq":[0-9]+,"revision":1\}$' \
+    on "$leader" kv set --app load early v0
 await "node $leader, started again, rejoins both" "$d/node$leader" \
     "routes=2 leader=n[123] size=3 .*key=[0-9a-f]{16}$"
 await "and the others route to it again" "$d/node$writer" \

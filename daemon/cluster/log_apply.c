@@ -279,6 +279,8 @@ provend_cstore_on_entry(natsConnection *nc, natsSubscription *sub,
 
 static int provend_cstore_readable(provend_cstore_t *cs,
     provend_storage_req_t *req);
+static int provend_cstore_hold_until_ready(provend_cstore_t *cs,
+    provend_storage_req_t *req);
 
 
 /* ---- publishing --------------------------------------------------------- */
@@ -375,6 +377,9 @@ provend_cstore_write(provend_storage_t *st, provend_storage_req_t *req)
     pthread_mutex_lock(&cs->lock);
     if (!cs->started || cs->js == NULL || cs->stopping) {
         pthread_mutex_unlock(&cs->lock);
+        if (provend_cstore_hold_until_ready(cs, req)) {
+            return;
+        }
         provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR,
                                  "the cluster is not ready yet: this node "
                                  "has no cluster key or no NATS yet");
@@ -474,6 +479,108 @@ provend_cstore_write(provend_storage_t *st, provend_storage_req_t *req)
 }
 
 
+/* ---- requests before the copy is ready ---------------------------------- */
+
+/*
+ * A request that arrives before this node has caught up with the log, or
+ * before it has NATS (the cluster starting), waits for it rather than
+ * fail: bounded in number, and past PROVEND_CATCHUP_WAIT_MS told why.
+ * 1: held (answered later), 0: not (too many wait, or provend stops).
+ */
+static int
+provend_cstore_hold_until_ready(provend_cstore_t *cs,
+    provend_storage_req_t *req)
+{
+    int  held;
+
+    pthread_mutex_lock(&cs->lock);
+    held = !cs->stopping && !cs->broken
+           && cs->ncatching < PROVEND_PARKED_MAX;
+    if (held) {
+        req->after_until_ms = provend_cstore_mono_ms()
+                              + PROVEND_CATCHUP_WAIT_MS;
+        req->next = cs->catching;
+        cs->catching = req;
+        cs->ncatching++;
+    }
+    pthread_mutex_unlock(&cs->lock);
+    return held;
+}
+
+
+static int
+provend_cstore_is_write(provend_storage_op_t op)
+{
+    return op == PROVEND_OP_KV_SET || op == PROVEND_OP_KV_DELETE
+           || op == PROVEND_OP_SQL_EXECUTE || op == PROVEND_OP_SQL_MIGRATE;
+}
+
+
+/*
+ * From the cluster thread's sweep: once the copy is ready, the held
+ * requests are taken as if they arrived now; before, those past their
+ * wait are told why; when provend stops or the copy failed, all are.
+ */
+void
+provend_cstore_release_catching(provend_cstore_t *cs)
+{
+    int                     go, end;
+    uint64_t                now, handed, target;
+    provend_storage_req_t  *list, **pp, *req;
+
+    now = provend_cstore_mono_ms();
+    list = NULL;
+
+    pthread_mutex_lock(&cs->lock);
+    go = cs->ready && !cs->broken && cs->js != NULL && !cs->stopping;
+    end = cs->stopping || cs->broken;
+    handed = cs->handed;
+    target = cs->target;
+    pp = &cs->catching;
+    while ((req = *pp) != NULL) {
+        if (go || end || req->after_until_ms <= now) {
+            *pp = req->next;
+            cs->ncatching--;
+            req->next = list;
+            list = req;
+        } else {
+            pp = &req->next;
+        }
+    }
+    pthread_mutex_unlock(&cs->lock);
+
+    while ((req = list) != NULL) {
+        list = req->next;
+        req->next = NULL;
+
+        if (go) {
+            req->after_until_ms = 0;
+            if (provend_cstore_is_write(req->op)) {
+                provend_cstore_write(&cs->st, req);
+            } else {
+                provend_cstore_read(&cs->st, req);
+            }
+            continue;
+        }
+
+        if (end) {
+            provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR, "%s",
+                                     cs->broken ? "this node's copy of the "
+                                                  "cluster's data failed"
+                                                : "provend is stopping");
+        } else {
+            provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR,
+                                     "this node is catching up with the "
+                                     "cluster (%" PRIu64 " of %" PRIu64
+                                     " entries) for longer than %d s",
+                                     handed, target,
+                                     PROVEND_CATCHUP_WAIT_MS / 1000);
+        }
+        req->done(req);
+    }
+}
+
+
 /* ---- reads -------------------------------------------------------------- */
 
 static int
@@ -493,6 +600,9 @@ provend_cstore_readable(provend_cstore_t *cs, provend_storage_req_t *req)
     pthread_mutex_unlock(&cs->lock);
     if (ready) {
         return 1;
+    }
+    if (!broken && provend_cstore_hold_until_ready(cs, req)) {
+        return 0;
     }
     if (broken) {
         provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR,

@@ -280,11 +280,13 @@ provend_log_decode(const uint8_t *data, size_t len, uint8_t *id)
     if (!(flags & PROVEND_LOG_HAS_KEY) && req->key != NULL) {
         free(req->key);
         req->key = NULL;
+        req->key_len = 0;
     }
     req->value = provend_r_copy(&r, PROVEND_LOG_ENTRY_MAX, &req->value_len);
     if (!(flags & PROVEND_LOG_HAS_VALUE) && req->value != NULL) {
         free(req->value);
         req->value = NULL;
+        req->value_len = 0;
     }
 
     n = provend_r_u64(&r);
@@ -457,6 +459,7 @@ provend_cwait_sweep(provend_cstore_t *cs)
                                 : NULL;
     pthread_mutex_unlock(&cs->lock);
     provend_cstore_release_parked(cs, parked);
+    provend_cstore_release_catching(cs);
 
     /* the same id: stored once however often it is sent */
     for (i = 0; i < nagain; i++) {

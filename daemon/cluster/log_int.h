@@ -66,6 +66,7 @@
 #define PROVEND_WAITERS_BUCKETS  1024
 #define PROVEND_AFTER_WAIT_MS    5000     /* a read waiting for "after" */
 #define PROVEND_PARKED_MAX       4096
+#define PROVEND_CATCHUP_WAIT_MS  20000    /* a request before the copy is */
 
 
 typedef struct provend_cwait_s  provend_cwait_t;
@@ -136,6 +137,10 @@ typedef struct provend_cstore_s {
     provend_storage_req_t  *parked;
     size_t                  nparked;
 
+    /* requests that came before this node caught up (or had NATS) */
+    provend_storage_req_t  *catching;
+    size_t                  ncatching;
+
     /* this node's writes */
     uint8_t                 id_prefix[8];
     uint64_t                id_counter;
@@ -160,6 +165,7 @@ typedef struct {
 uint64_t provend_cstore_mono_ms(void);
 uint64_t provend_cstore_applied(provend_cstore_t *cs);
 provend_storage_req_t *provend_cstore_unpark(provend_cstore_t *cs, int all);
+void provend_cstore_release_catching(provend_cstore_t *cs);
 
 
 /* ---- the entry's bytes -------------------------------------------------- */

@@ -251,6 +251,9 @@ provend_cstore_thread(void *arg)
             pthread_cond_timedwait(&cs->cond, &cs->lock, &until);
         }
         pthread_mutex_unlock(&cs->lock);
+
+        /* requests held meanwhile are told once past their wait */
+        provend_cstore_release_catching(cs);
     }
 
     pthread_mutex_lock(&cs->lock);
