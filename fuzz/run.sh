@@ -1,6 +1,7 @@
 #!/bin/sh
-# Builds libproven and the libFuzzer targets with clang, then runs each
-# target for FUZZ_SECONDS (default 60) on a copy of its seed corpus.
+# Builds libproven, provend's objects and the libFuzzer targets with clang,
+# then runs each target for FUZZ_SECONDS (default 60) on a copy of its seed
+# corpus.  FUZZ_TARGETS picks some (default: all).
 # Usage: fuzz/run.sh [BUILD_DIR]   (objects go to BUILD_DIR-fuzz)
 set -eu
 
@@ -10,45 +11,55 @@ build="${1:-build}-fuzz"
 seconds="${FUZZ_SECONDS:-60}"
 cc="${FUZZ_CC:-clang}"
 san="-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
+nolink="-fsanitize=fuzzer-no-link,address,undefined \
+    -fno-sanitize-recover=undefined"
 cflags="-std=gnu11 -Wall -Wextra -Werror -O1 -g -fno-omit-frame-pointer \
-    -D_GNU_SOURCE -Ilib"
+    -D_GNU_SOURCE -Ilib -Idaemon"
 libs="-lcbor -ljansson -lcrypto"
+daemon_libs="-lsqlite3 -luv -lcurl -lnats -lpthread"
+
+# targets of libproven alone, and those of provend's decoders
+lib_targets="attestation frame frame_reader ws multipart"
+daemon_targets="daemon cluster_log kv_log vfs"
+targets="${FUZZ_TARGETS:-$lib_targets $daemon_targets}"
 
 command -v "$cc" >/dev/null || { echo "fuzz: $cc not found" >&2; exit 1; }
 
 mkdir -p "$build/obj"
 
+# fuzzer-no-link: instrumented without a second main()
 objs=""
 for src in lib/*.c; do
     obj="$build/obj/$(basename "$src" .c).o"
-    # fuzzer-no-link: instrument the library without a second main()
-    $cc $cflags -fsanitize=fuzzer-no-link,address,undefined \
-        -fno-sanitize-recover=undefined -c "$src" -o "$obj"
+    if [ ! -e "$obj" ] || [ "$src" -nt "$obj" ] || [ lib/proven.h -nt "$obj" ]
+    then
+        $cc $cflags $nolink -c "$src" -o "$obj"
+    fi
     objs="$objs $obj"
 done
 
-# The daemon's own parsers: scopes, NSM responses, cron, schedules.
 daemon_objs=""
-for src in daemon/storage/storage.c daemon/attest/provider_nsm.c \
-    daemon/core/log.c daemon/apps/schedule.c; do
-    obj="$build/obj/daemon_$(basename "$src" .c).o"
-    $cc $cflags -Idaemon -fsanitize=fuzzer-no-link,address,undefined \
-        -fno-sanitize-recover=undefined -c "$src" -o "$obj"
+for src in daemon/*/*.c; do
+    [ "$src" = daemon/core/main.c ] && continue
+    obj="$build/obj/daemon_$(echo "$src" | sed 's|^daemon/||; s|/|_|g; s|\.c$||').o"
+    $cc $cflags $nolink -c "$src" -o "$obj"
     daemon_objs="$daemon_objs $obj"
 done
 
 status=0
 
-for target in attestation frame daemon; do
+for target in $targets; do
     bin="$build/fuzz_$target"
-    extra=""
-    [ "$target" = daemon ] && extra="-Idaemon $daemon_objs -luv -lpthread"
+    case " $daemon_targets " in
+        *" $target "*) extra="$daemon_objs $daemon_libs" ;;
+        *) extra="" ;;
+    esac
     $cc $cflags $san "fuzz/fuzz_$target.c" $objs $extra $libs -o "$bin"
 
     corpus="$build/corpus/$target"
     rm -rf "$corpus"
     mkdir -p "$corpus" "$build/artifacts/$target"
-    cp fuzz/corpus/"$target"/* "$corpus"/
+    cp fuzz/corpus/"$target"/* "$corpus"/ 2>/dev/null || true
 
     echo "fuzz: $target for ${seconds}s"
     if ! "$bin" -max_total_time="$seconds" -max_len=65536 -timeout=10 \
