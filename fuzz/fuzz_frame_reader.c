@@ -36,15 +36,28 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     proven_frame_reader_init(&r, max);
 
     while (size > 0) {
-        space = proven_frame_reader_space(&r, &avail);
-        if (space == NULL || avail == 0) {
-            break;
+        len = size < piece ? size : piece;
+
+        if (piece & 1) {
+            /* copied in, as the CLI's reader does */
+            if (proven_frame_reader_feed(&r, data, len, err, sizeof(err))
+                != PROVEN_OK)
+            {
+                break;
+            }
+
+        } else {
+            /* read into its space, as a libuv reader does */
+            space = proven_frame_reader_space(&r, &avail);
+            if (space == NULL || avail == 0) {
+                break;
+            }
+
+            len = len < avail ? len : avail;
+            memcpy(space, data, len);
+            proven_frame_reader_fill(&r, len);
         }
 
-        len = size < piece ? size : piece;
-        len = len < avail ? len : avail;
-        memcpy(space, data, len);
-        proven_frame_reader_fill(&r, len);
         data += len;
         size -= len;
 

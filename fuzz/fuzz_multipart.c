@@ -17,8 +17,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    size_t                     i, ctlen;
-    uint8_t                   *body;
+    size_t                     i, ctlen, len;
+    uint8_t                   *body, *type;
     const uint8_t             *nul;
     proven_multipart_field_t   fields[3];
 
@@ -28,32 +28,36 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     ctlen = (size_t) (nul - data);
+    len = size - ctlen - 1;
 
-    /* the body in a buffer of its own size: reads past it are caught */
-    body = malloc(size - ctlen);
-    if (body == NULL) {
+    /* each in a buffer of exactly its size: reads past it are caught */
+    type = malloc(ctlen ? ctlen : 1);
+    body = malloc(len ? len : 1);
+    if (type == NULL || body == NULL) {
+        free(type);
+        free(body);
         return 0;
     }
-    memcpy(body, nul + 1, size - ctlen - 1);
+    memcpy(type, data, ctlen);
+    memcpy(body, nul + 1, len);
 
     fields[0].name = "nonce";
     fields[1].name = "public_key";
     fields[2].name = "";
 
-    if (proven_multipart_fields(data, ctlen, body, size - ctlen - 1, fields,
-                                3) == NULL)
+    if (proven_multipart_fields(type, ctlen, body, len, fields, 3) == NULL)
     {
         for (i = 0; i < 3; i++) {
             if (fields[i].found
                 && (fields[i].data < body
-                    || fields[i].data + fields[i].len
-                       > body + (size - ctlen - 1)))
+                    || fields[i].data + fields[i].len > body + len))
             {
                 abort();
             }
         }
     }
 
+    free(type);
     free(body);
     return 0;
 }

@@ -20,7 +20,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     int                  rc;
     size_t               used;
-    uint8_t             *in, head[PROVEN_WS_HEAD_MAX];
+    uint8_t             *in, head[PROVEN_WS_HEAD_MAX + 4];
     proven_ws_frame_t    f;
     proven_ws_message_t  msg;
 
@@ -77,9 +77,22 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
         }
 
-        /* an answer's head reads back as the same length */
-        if (proven_ws_put_head(head, f.opcode, f.len) > sizeof(head)) {
-            abort();
+        /* an answer's head, masked as a client's, reads back the same */
+        if (f.opcode < PROVEN_WS_CLOSE || f.len <= PROVEN_WS_CONTROL_MAX) {
+            proven_ws_frame_t    back;
+            proven_ws_message_t  any = { f.opcode == PROVEN_WS_CONT, 0,
+                                         SIZE_MAX };
+            size_t               n;
+
+            n = proven_ws_put_head(head, f.opcode, f.len);
+            head[1] |= 0x80;
+            memset(head + n, 0, 4);
+            if (proven_ws_parse_head(head, n + 4, &any, &back) != PROVEN_OK
+                || back.len != f.len || back.opcode != f.opcode
+                || back.head != n + 4)
+            {
+                abort();
+            }
         }
 
         used += f.head + (size_t) f.len;

@@ -609,6 +609,10 @@ provend_cluster_on_admit(uv_timer_t *timer)
     c = timer->data;
     c->provider->status(c->provider, &st);
 
+    if (c->storage != NULL) {
+        provend_storage_cluster_tick(c->storage);
+    }
+
     /* the cluster key: asked for once a peer can answer */
     {
         provend_admission_t  own;

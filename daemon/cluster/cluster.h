@@ -126,6 +126,12 @@ provend_storage_t *provend_storage_cluster_open(provend_storage_t *local,
  */
 void provend_storage_cluster_disconnect(provend_storage_t *st);
 
+/*
+ * From the loop, every second or so: requests held while the node has
+ * no cluster key yet are told once past their wait.
+ */
+void provend_storage_cluster_tick(provend_storage_t *st);
+
 /* Once the cluster key is here; later calls do nothing. */
 int provend_storage_cluster_start(provend_storage_t *st,
     const uint8_t cluster_key[PROVEND_KEY_LEN], unsigned client_port,

@@ -278,9 +278,13 @@ provend_cstore_on_entry(natsConnection *nc, natsSubscription *sub,
 
 
 static int provend_cstore_readable(provend_cstore_t *cs,
-    provend_storage_req_t *req);
+    provend_storage_req_t *req, int may_hold);
 static int provend_cstore_hold_until_ready(provend_cstore_t *cs,
     provend_storage_req_t *req);
+static void provend_cstore_do_write(provend_cstore_t *cs,
+    provend_storage_req_t *req, int may_hold);
+static void provend_cstore_do_read(provend_cstore_t *cs,
+    provend_storage_req_t *req, int may_hold);
 
 
 /* ---- publishing --------------------------------------------------------- */
@@ -349,6 +353,15 @@ provend_cstore_on_pub_err(jsCtx *js, jsPubAckErr *pae, void *closure)
 void
 provend_cstore_write(provend_storage_t *st, provend_storage_req_t *req)
 {
+    provend_cstore_do_write((provend_cstore_t *) st, req, 1);
+}
+
+
+/* may_hold: 0 for a request held before, now released in its turn. */
+static void
+provend_cstore_do_write(provend_cstore_t *cs, provend_storage_req_t *req,
+    int may_hold)
+{
     int                i;
     uint8_t            id[PROVEND_LOG_ID_LEN];
     uint8_t           *sealed;
@@ -357,9 +370,6 @@ provend_cstore_write(provend_storage_t *st, provend_storage_req_t *req)
     natsStatus         s;
     provend_wbuf_t     w;
     provend_cwait_t   *wait;
-    provend_cstore_t  *cs;
-
-    cs = (provend_cstore_t *) st;
 
     if (req->local) {
         provend_storage_submit(cs->local, req);
@@ -370,14 +380,14 @@ provend_cstore_write(provend_storage_t *st, provend_storage_req_t *req)
      * Not before this node has caught up: its write would wait behind the
      * whole backlog, time out, and still be applied later.
      */
-    if (!provend_cstore_readable(cs, req)) {
+    if (!provend_cstore_readable(cs, req, may_hold)) {
         return;
     }
 
     pthread_mutex_lock(&cs->lock);
     if (!cs->started || cs->js == NULL || cs->stopping) {
         pthread_mutex_unlock(&cs->lock);
-        if (provend_cstore_hold_until_ready(cs, req)) {
+        if (may_hold && provend_cstore_hold_until_ready(cs, req)) {
             return;
         }
         provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR,
@@ -481,27 +491,61 @@ provend_cstore_write(provend_storage_t *st, provend_storage_req_t *req)
 
 /* ---- requests before the copy is ready ---------------------------------- */
 
+/* What a held request keeps in memory: its key, value and statements. */
+static size_t
+provend_cstore_req_bytes(const provend_storage_req_t *req)
+{
+    size_t  i, j, n;
+
+    n = sizeof(*req) + req->key_len + req->value_len;
+    for (i = 0; i < req->nstmts; i++) {
+        n += req->stmts[i].sql_len;
+        for (j = 0; j < req->stmts[i].nparams; j++) {
+            n += sizeof(req->stmts[i].params[j])
+                 + req->stmts[i].params[j].len;
+        }
+    }
+    return n;
+}
+
+
 /*
  * A request that arrives before this node has caught up with the log, or
- * before it has NATS (the cluster starting), waits for it rather than
- * fail: bounded in number, and past PROVEND_CATCHUP_WAIT_MS told why.
- * 1: held (answered later), 0: not (too many wait, or provend stops).
+ * before it has NATS, waits for it rather than fail: not a caller that
+ * blocks a thread on the answer (the pool's threads would all wait),
+ * bounded in number and bytes, and past PROVEND_CATCHUP_WAIT_MS told why
+ * (by the cluster thread's sweep, or before it runs by the loop's tick).
+ * 1: held (answered later).
  */
 static int
 provend_cstore_hold_until_ready(provend_cstore_t *cs,
     provend_storage_req_t *req)
 {
-    int  held;
+    int     held;
+    size_t  bytes;
+
+    if (req->blocking) {
+        return 0;
+    }
+
+    bytes = provend_cstore_req_bytes(req);
 
     pthread_mutex_lock(&cs->lock);
     held = !cs->stopping && !cs->broken
-           && cs->ncatching < PROVEND_PARKED_MAX;
+           && cs->ncatching < PROVEND_PARKED_MAX
+           && cs->catching_bytes + bytes <= PROVEND_CATCHUP_BYTES;
     if (held) {
         req->after_until_ms = provend_cstore_mono_ms()
                               + PROVEND_CATCHUP_WAIT_MS;
-        req->next = cs->catching;
-        cs->catching = req;
+        req->next = NULL;
+        if (cs->catching_tail != NULL) {
+            cs->catching_tail->next = req;
+        } else {
+            cs->catching = req;
+        }
+        cs->catching_tail = req;
         cs->ncatching++;
+        cs->catching_bytes += bytes;
     }
     pthread_mutex_unlock(&cs->lock);
     return held;
@@ -518,32 +562,44 @@ provend_cstore_is_write(provend_storage_op_t op)
 
 /*
  * From the cluster thread's sweep: once the copy is ready, the held
- * requests are taken as if they arrived now; before, those past their
- * wait are told why; when provend stops or the copy failed, all are.
+ * requests are taken in their order, a batch per sweep, as if they came
+ * now; before, those past their wait are told why; when provend stops
+ * or the copy failed, all are.
  */
 void
 provend_cstore_release_catching(provend_cstore_t *cs)
 {
-    int                     go, end;
+    int                     go, broken, stopping;
+    size_t                  n;
     uint64_t                now, handed, target;
-    provend_storage_req_t  *list, **pp, *req;
+    provend_storage_req_t  *list, **tail, **pp, *req;
 
     now = provend_cstore_mono_ms();
     list = NULL;
+    tail = &list;
+    n = 0;
 
     pthread_mutex_lock(&cs->lock);
-    go = cs->ready && !cs->broken && cs->js != NULL && !cs->stopping;
-    end = cs->stopping || cs->broken;
+    broken = cs->broken;
+    stopping = cs->stopping;
+    go = cs->ready && !broken && cs->js != NULL && !stopping;
     handed = cs->handed;
     target = cs->target;
     pp = &cs->catching;
+    cs->catching_tail = NULL;
     while ((req = *pp) != NULL) {
-        if (go || end || req->after_until_ms <= now) {
+        if ((go && n < PROVEND_CATCHUP_BATCH) || broken || stopping
+            || req->after_until_ms <= now)
+        {
             *pp = req->next;
             cs->ncatching--;
-            req->next = list;
-            list = req;
+            cs->catching_bytes -= provend_cstore_req_bytes(req);
+            req->next = NULL;
+            *tail = req;
+            tail = &req->next;
+            n++;
         } else {
+            cs->catching_tail = req;
             pp = &req->next;
         }
     }
@@ -556,18 +612,18 @@ provend_cstore_release_catching(provend_cstore_t *cs)
         if (go) {
             req->after_until_ms = 0;
             if (provend_cstore_is_write(req->op)) {
-                provend_cstore_write(&cs->st, req);
+                provend_cstore_do_write(cs, req, 0);
             } else {
-                provend_cstore_read(&cs->st, req);
+                provend_cstore_do_read(cs, req, 0);
             }
             continue;
         }
 
-        if (end) {
+        if (broken || stopping) {
             provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR, "%s",
-                                     cs->broken ? "this node's copy of the "
-                                                  "cluster's data failed"
-                                                : "provend is stopping");
+                                     broken ? "this node's copy of the "
+                                              "cluster's data failed"
+                                            : "provend is stopping");
         } else {
             provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR,
                                      "this node is catching up with the "
@@ -583,10 +639,16 @@ provend_cstore_release_catching(provend_cstore_t *cs)
 
 /* ---- reads -------------------------------------------------------------- */
 
+/*
+ * Whether req may go on now: the copy is ready and (may_hold) no request
+ * held before it waits, so requests keep their order.  Else it is held,
+ * or told why not (answered).
+ */
 static int
-provend_cstore_readable(provend_cstore_t *cs, provend_storage_req_t *req)
+provend_cstore_readable(provend_cstore_t *cs, provend_storage_req_t *req,
+    int may_hold)
 {
-    int       ready, broken;
+    int       ready, broken, behind;
     uint64_t  handed, target;
 
     if (req->local) {
@@ -595,14 +657,18 @@ provend_cstore_readable(provend_cstore_t *cs, provend_storage_req_t *req)
     pthread_mutex_lock(&cs->lock);
     ready = cs->ready && !cs->broken;
     broken = cs->broken;
+    behind = cs->catching != NULL;
     handed = cs->handed;
     target = cs->target;
     pthread_mutex_unlock(&cs->lock);
-    if (ready) {
+    if (ready && !(may_hold && behind)) {
         return 1;
     }
-    if (!broken && provend_cstore_hold_until_ready(cs, req)) {
+    if (may_hold && !broken && provend_cstore_hold_until_ready(cs, req)) {
         return 0;
+    }
+    if (ready) {
+        return 1;
     }
     if (broken) {
         provend_storage_req_fail(req, PROVEND_ST_STORAGE_ERROR,
@@ -623,11 +689,17 @@ provend_cstore_readable(provend_cstore_t *cs, provend_storage_req_t *req)
 void
 provend_cstore_read(provend_storage_t *st, provend_storage_req_t *req)
 {
-    uint64_t           applied;
-    provend_cstore_t  *cs;
+    provend_cstore_do_read((provend_cstore_t *) st, req, 1);
+}
 
-    cs = (provend_cstore_t *) st;
-    if (!provend_cstore_readable(cs, req)) {
+
+static void
+provend_cstore_do_read(provend_cstore_t *cs, provend_storage_req_t *req,
+    int may_hold)
+{
+    uint64_t  applied;
+
+    if (!provend_cstore_readable(cs, req, may_hold)) {
         return;
     }
     if (req->after != 0) {

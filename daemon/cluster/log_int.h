@@ -67,6 +67,8 @@
 #define PROVEND_AFTER_WAIT_MS    5000     /* a read waiting for "after" */
 #define PROVEND_PARKED_MAX       4096
 #define PROVEND_CATCHUP_WAIT_MS  20000    /* a request before the copy is */
+#define PROVEND_CATCHUP_BYTES    (16 * 1024 * 1024)  /* held, in all */
+#define PROVEND_CATCHUP_BATCH    256      /* released per sweep */
 
 
 typedef struct provend_cwait_s  provend_cwait_t;
@@ -137,9 +139,12 @@ typedef struct provend_cstore_s {
     provend_storage_req_t  *parked;
     size_t                  nparked;
 
-    /* requests that came before this node caught up (or had NATS) */
+    /* requests that came before this node caught up (or had NATS), in
+       their order */
     provend_storage_req_t  *catching;
+    provend_storage_req_t  *catching_tail;
     size_t                  ncatching;
+    size_t                  catching_bytes;
 
     /* this node's writes */
     uint8_t                 id_prefix[8];

@@ -419,6 +419,25 @@ provend_storage_cluster_open(provend_storage_t *local, char *err,
 }
 
 
+void
+provend_storage_cluster_tick(provend_storage_t *st)
+{
+    int                started;
+    provend_cstore_t  *cs;
+
+    cs = (provend_cstore_t *) st;
+
+    pthread_mutex_lock(&cs->lock);
+    started = cs->thread_started;
+    pthread_mutex_unlock(&cs->lock);
+
+    /* once it runs, the cluster thread sweeps them itself */
+    if (!started) {
+        provend_cstore_release_catching(cs);
+    }
+}
+
+
 int
 provend_storage_cluster_start(provend_storage_t *st,
     const uint8_t cluster_key[PROVEND_KEY_LEN], unsigned client_port,

@@ -76,10 +76,11 @@ provend_log_line(provend_log_level_t level, uint64_t id, const char *fmt,
 
     /*
      * What callers quote (an op name, an app's message) cannot start a
-     * line of its own: control bytes are written as \xNN.
+     * line of its own: control bytes (and the backslash) are written as
+     * \xNN.
      */
     for (p = msg; *p != '\0' && (size_t) n < sizeof(line) - 5; p++) {
-        if ((unsigned char) *p < 0x20 || *p == 0x7f) {
+        if ((unsigned char) *p < 0x20 || *p == 0x7f || *p == '\\') {
             n += snprintf(line + n, sizeof(line) - n, "\\x%02x",
                           (unsigned char) *p);
         } else {

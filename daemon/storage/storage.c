@@ -816,6 +816,7 @@ provend_storage_call(provend_storage_t *st, provend_storage_req_t *req)
     done = req->done;
     req->data = &w;
     req->done = provend_storage_wake;
+    req->blocking = 1;                /* a thread waits: never held */
 
     provend_storage_submit(st, req);
 

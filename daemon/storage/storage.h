@@ -207,6 +207,7 @@ struct provend_storage_req_s {
     uint64_t                  after;      /* a read: once this node has
                                              applied the log up to it */
     uint64_t                  after_until_ms;  /* the backend's */
+    int                       blocking;   /* provend_storage_call waits */
     uint64_t                  log_seq;    /* a write's answer: its place
                                              in the log (0: one node) */
 };

@@ -892,14 +892,17 @@ ngx_http_proven_core_write_handler(ngx_event_t *wev)
         }
 
         if (n == NGX_ERROR) {
-            ngx_http_proven_core_close(conn, ngx_socket_errno,
-                                       "send() failed", 0);
+            /* ngx_unix_send() said why */
+            ngx_http_proven_core_close(conn, 0, "send() failed", 0);
             return;
         }
 
         out->sent += n;
 
         if (out->sent < out->len) {
+            if (!wev->ready) {
+                break;                  /* the socket took what it could */
+            }
             continue;
         }
 
@@ -959,8 +962,8 @@ ngx_http_proven_core_read_handler(ngx_event_t *rev)
         }
 
         if (n == NGX_ERROR) {
-            ngx_http_proven_core_close(conn, ngx_socket_errno,
-                                       "recv() failed", 0);
+            /* ngx_unix_recv() said why */
+            ngx_http_proven_core_close(conn, 0, "recv() failed", 0);
             return;
         }
 
