@@ -23,6 +23,7 @@
 #include "cluster/cluster.h"
 #include "server.h"
 #include "sessions/sessions.h"
+#include "stream.h"
 #include "util.h"
 
 
@@ -54,28 +55,17 @@ typedef struct {
 } provend_server_t;
 
 struct provend_conn_s {
-    uv_pipe_t          handle;
+    provend_stream_t   stream;      /* frames in and out */
     provend_server_t  *srv;
     provend_conn_t    *prev;
     provend_conn_t    *next;
-    unsigned           refs;        /* handle, jobs and writes */
+    unsigned           refs;        /* the stream's handles, and jobs */
     size_t             pending;     /* frames read, answers not written */
-    int                reading;
     int                draining;    /* no more input; close when answered */
-    int                closing;     /* uv_close called: no more output */
-    int                processing;  /* inside provend_conn_process */
+    int                closing;     /* closed: no more output */
     char               app[PROVEND_NAME_MAX + 1];  /* an app's worker */
-
-    int                held;        /* whole frames kept back: paused */
     uint64_t           number;      /* in log lines: "*N" */
-    proven_frame_reader_t  reader;
 };
-
-typedef struct {
-    uv_write_t         req;
-    provend_conn_t    *conn;
-    uint8_t           *frame;
-} provend_write_t;
 
 typedef struct {
     uv_work_t             work;
@@ -91,8 +81,9 @@ typedef struct {
 } provend_server_job_t;
 
 
-static void provend_conn_process(provend_conn_t *conn);
 static void provend_conn_progress(provend_conn_t *conn);
+static void provend_conn_request(provend_conn_t *conn, const uint8_t *body,
+    size_t len);
 
 
 /* ---- connections --------------------------------------------------------- */
@@ -104,18 +95,18 @@ provend_conn_unref(provend_conn_t *conn)
         return;
     }
 
-    proven_frame_reader_free(&conn->reader);
     free(conn);
 }
 
 
+/* The stream's handles are closed: every write was told. */
 static void
-provend_conn_on_close(uv_handle_t *handle)
+provend_conn_on_closed(provend_stream_t *stream)
 {
     provend_conn_t    *conn;
     provend_server_t  *srv;
 
-    conn = handle->data;
+    conn = stream->data;
     srv = conn->srv;
 
     if (conn->prev) {
@@ -147,8 +138,7 @@ provend_conn_close(provend_conn_t *conn)
 
     conn->closing = 1;
     conn->draining = 1;
-    conn->reading = 0;
-    uv_close((uv_handle_t *) &conn->handle, provend_conn_on_close);
+    provend_stream_close(&conn->stream);
 }
 
 
@@ -170,28 +160,17 @@ provend_conn_answered(provend_conn_t *conn)
 }
 
 
+/* An answer left (or was dropped: a broken connection closes). */
 static void
-provend_conn_on_write(uv_write_t *req, int status)
+provend_conn_on_written(provend_stream_t *stream, int ok)
 {
-    provend_write_t  *w;
-    provend_conn_t   *conn;
+    provend_conn_t  *conn;
 
-    w = req->data;
-    conn = w->conn;
+    (void) ok;
 
-    free(w->frame);
-    free(w);
-
+    conn = stream->data;
     provend_conn_answered(conn);
-
-    if (status < 0 && status != UV_ECANCELED) {
-        provend_debug_id(conn->number, "connection write failed: %s",
-                         uv_strerror(status));
-        provend_conn_close(conn);
-    }
-
     provend_conn_progress(conn);
-    provend_conn_unref(conn);
 }
 
 
@@ -199,68 +178,12 @@ provend_conn_on_write(uv_write_t *req, int status)
 static void
 provend_conn_send(provend_conn_t *conn, uint8_t *frame, size_t len)
 {
-    int               rc;
-    size_t            sent;
-    uv_buf_t          buf;
-    provend_write_t  *w;
-
-    if (frame == NULL || conn->closing) {
-        goto done;
+    if (conn->closing) {
+        free(frame);
+        frame = NULL;           /* told as dropped */
     }
 
-    /*
-     * Most answers fit in the socket buffer: written now, without a write
-     * request, its callback and the change of polled events libuv makes
-     * when a queued write drains.  UV_EAGAIN also when writes are queued,
-     * so answers keep their order.
-     */
-    buf = uv_buf_init((char *) frame, (unsigned int) len);
-    rc = uv_try_write((uv_stream_t *) &conn->handle, &buf, 1);
-
-    if (rc < 0 && rc != UV_EAGAIN) {
-        provend_debug_id(conn->number, "connection write failed: %s",
-                         uv_strerror(rc));
-        provend_conn_close(conn);
-        goto done;
-    }
-
-    sent = rc < 0 ? 0 : (size_t) rc;
-    if (sent == len) {
-        goto done;
-    }
-
-    w = malloc(sizeof(*w));
-    if (w == NULL) {
-        /* part of a frame may be out: the stream is no longer framed */
-        provend_error("out of memory writing an answer: closing");
-        provend_conn_close(conn);
-        goto done;
-    }
-
-    w->conn = conn;
-    w->frame = frame;
-    w->req.data = w;
-    buf = uv_buf_init((char *) frame + sent, (unsigned int) (len - sent));
-
-    rc = uv_write(&w->req, (uv_stream_t *) &conn->handle, &buf, 1,
-                  provend_conn_on_write);
-    if (rc != 0) {
-        provend_debug_id(conn->number, "connection write failed: %s",
-                         uv_strerror(rc));
-        free(w);
-        provend_conn_close(conn);
-        goto done;
-    }
-
-    conn->refs++;
-    return;
-
-done:
-
-    /* Written whole, or dropped (no frame, or a broken connection). */
-    free(frame);
-    provend_conn_answered(conn);
-    provend_conn_progress(conn);
+    (void) provend_stream_write(&conn->stream, frame, len);
 }
 
 
@@ -280,7 +203,7 @@ provend_conn_send_error(provend_conn_t *conn, uint64_t id, const char *code,
 }
 
 
-/* A broken frame: answer if we can, then close once answers are out. */
+/* A broken request: answer if we can, then close once answers are out. */
 static void
 provend_conn_fail(provend_conn_t *conn, const char *code, const char *msg)
 {
@@ -291,62 +214,63 @@ provend_conn_fail(provend_conn_t *conn, const char *code, const char *msg)
 }
 
 
+/* A whole frame read: counted, answered (now or later). */
 static void
-provend_conn_on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+provend_conn_on_frame(provend_stream_t *stream, const uint8_t *body,
+    size_t len)
 {
     provend_conn_t  *conn;
-
-    (void) suggested;
-
-    conn = handle->data;
-    buf->base = (char *) proven_frame_reader_space(&conn->reader, &buf->len);
-}
-
-
-static void
-provend_conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
-{
-    provend_conn_t  *conn;
-
-    (void) buf;
 
     conn = stream->data;
 
-    if (nread == UV_EOF) {
-        /* The peer is done asking; answer what it asked, then close. */
-        conn->draining = 1;
-        provend_conn_progress(conn);
-        return;
+    if (conn->draining) {
+        return;                 /* after a broken frame: nothing more */
     }
 
-    if (nread < 0) {
-        provend_debug_id(conn->number, "connection read failed: %s",
-                         uv_strerror((int) nread));
-        provend_conn_close(conn);
-        return;
-    }
-
-    proven_frame_reader_fill(&conn->reader, (size_t) nread);
-    provend_conn_process(conn);
+    provend_conn_counted(conn);
+    provend_conn_request(conn, body, len);
+    provend_conn_progress(conn);
 }
 
 
-/* Starts or stops reading to match the connection's state. */
+/*
+ * No more input.  The peer is done asking (EOF): answer what it asked,
+ * then close.  A frame out of bounds: say so, then close once answered.
+ * A read or write error: close now.
+ */
+static void
+provend_conn_on_end(provend_stream_t *stream, const char *why)
+{
+    provend_conn_t  *conn;
+
+    conn = stream->data;
+
+    if (why == NULL) {
+        conn->draining = 1;
+
+    } else if (stream->bad_frame) {
+        provend_conn_counted(conn);
+        provend_conn_fail(conn, "bad_frame", why);
+
+    } else {
+        provend_debug_id(conn->number, "connection failed: %s", why);
+        provend_conn_close(conn);
+    }
+
+    provend_conn_progress(conn);
+}
+
+
+/* Reads while fewer answers than the limit are pending; closes drained. */
 static void
 provend_conn_progress(provend_conn_t *conn)
 {
-    int  want;
-
-    /* Called again when the parse loop ends; it must not nest. */
-    if (conn->closing || conn->processing) {
+    if (conn->closing) {
         return;
     }
 
     if (conn->draining) {
-        if (conn->reading) {
-            uv_read_stop((uv_stream_t *) &conn->handle);
-            conn->reading = 0;
-        }
+        provend_stream_pause(&conn->stream);
 
         if (conn->pending == 0) {
             provend_conn_close(conn);
@@ -355,29 +279,55 @@ provend_conn_progress(provend_conn_t *conn)
         return;
     }
 
-    /* Input kept back while paused comes first. */
-    if (conn->held && conn->pending < conn->srv->max_pending) {
-        provend_conn_process(conn);
+    if (conn->pending >= conn->srv->max_pending) {
+        if (!conn->stream.paused) {
+            provend_debug_id(conn->number, "connection paused: %zu requests "
+                             "pending", conn->pending);
+        }
+
+        provend_stream_pause(&conn->stream);
         return;
     }
 
-    want = conn->pending < conn->srv->max_pending;
+    provend_stream_resume(&conn->stream);
+}
 
-    if (want && !conn->reading) {
-        if (uv_read_start((uv_stream_t *) &conn->handle,
-                          provend_conn_on_alloc, provend_conn_on_read) != 0)
-        {
-            provend_conn_close(conn);
-            return;
-        }
-        conn->reading = 1;
 
-    } else if (!want && conn->reading) {
-        provend_debug_id(conn->number, "connection paused: %zu requests "
-                         "pending", conn->pending);
-        uv_read_stop((uv_stream_t *) &conn->handle);
-        conn->reading = 0;
+/* A connection of the server's loop: on its list, its stream set up. */
+static provend_conn_t *
+provend_conn_new(provend_server_t *srv, const char *app)
+{
+    provend_conn_t  *conn;
+
+    conn = calloc(1, sizeof(*conn));
+    if (conn == NULL) {
+        return NULL;
     }
+
+    conn->srv = srv;
+    conn->refs = 1;
+    conn->number = provend_log_next_id();
+    snprintf(conn->app, sizeof(conn->app), "%s", app != NULL ? app : "");
+
+    conn->stream.data = conn;
+    conn->stream.on_frame = provend_conn_on_frame;
+    conn->stream.on_end = provend_conn_on_end;
+    conn->stream.on_written = provend_conn_on_written;
+    conn->stream.on_closed = provend_conn_on_closed;
+
+    if (provend_stream_init(&srv->loop, &conn->stream, PROVEN_FRAME_MAX)
+        != PROVEN_OK)
+    {
+        free(conn);
+        return NULL;
+    }
+
+    conn->next = srv->conns;
+    if (srv->conns) {
+        srv->conns->prev = conn;
+    }
+    srv->conns = conn;
+    return conn;
 }
 
 
@@ -852,49 +802,6 @@ provend_conn_request(provend_conn_t *conn, const uint8_t *body, size_t len)
 }
 
 
-/*
- * Answers the whole frames the reader holds, as far as the pending limit
- * allows; what is left waits for that limit (held) or for more bytes.
- */
-static void
-provend_conn_process(provend_conn_t *conn)
-{
-    int             rc;
-    char            err[PROVEN_ERR_LEN];
-    size_t          len;
-    const uint8_t  *body;
-
-    conn->processing = 1;
-    conn->held = 0;
-
-    while (!conn->draining) {
-
-        if (conn->pending >= conn->srv->max_pending) {
-            conn->held = proven_frame_reader_pending(&conn->reader) > 0;
-            break;
-        }
-
-        rc = proven_frame_reader_next(&conn->reader, &body, &len, err,
-                                      sizeof(err));
-        if (rc == PROVEN_AGAIN) {
-            break;
-        }
-
-        provend_conn_counted(conn);
-
-        if (rc != PROVEN_OK) {
-            provend_conn_fail(conn, "bad_frame", err);
-            break;
-        }
-
-        provend_conn_request(conn, body, len);
-    }
-
-    conn->processing = 0;
-    provend_conn_progress(conn);
-}
-
-
 static void
 provend_server_on_connection(uv_stream_t *listener, int status)
 {
@@ -908,35 +815,18 @@ provend_server_on_connection(uv_stream_t *listener, int status)
         return;
     }
 
-    conn = calloc(1, sizeof(*conn));
+    conn = provend_conn_new(srv, NULL);
     if (conn == NULL) {
         provend_error("out of memory for a connection");
         return;
     }
 
-    conn->srv = srv;
-    conn->refs = 1;
-    conn->number = provend_log_next_id();
-    proven_frame_reader_init(&conn->reader, PROVEN_FRAME_MAX);
-
-    if (uv_pipe_init(&srv->loop, &conn->handle, 0) != 0) {
-        free(conn);
-        return;
-    }
-
-    conn->handle.data = conn;
-    conn->next = srv->conns;
-    if (srv->conns) {
-        srv->conns->prev = conn;
-    }
-    srv->conns = conn;
-
-    if (uv_accept(listener, (uv_stream_t *) &conn->handle) != 0) {
+    if (uv_accept(listener, (uv_stream_t *) &conn->stream.pipe) != 0) {
         provend_conn_close(conn);
         return;
     }
 
-    provend_conn_progress(conn);
+    (void) provend_stream_start(&conn->stream);
 }
 
 
@@ -947,33 +837,21 @@ provend_server_on_connection(uv_stream_t *listener, int status)
 static void *
 provend_server_bind_pipe(void *data, const char *app)
 {
-    provend_conn_t    *conn;
-    provend_server_t  *srv;
+    provend_conn_t  *conn;
 
-    srv = data;
-    conn = calloc(1, sizeof(*conn));
-    if (conn == NULL) {
-        return NULL;
-    }
+    conn = provend_conn_new(data, app);
 
-    conn->srv = srv;
-    conn->refs = 1;
-    conn->number = provend_log_next_id();
-    proven_frame_reader_init(&conn->reader, PROVEN_FRAME_MAX);
-    snprintf(conn->app, sizeof(conn->app), "%s", app);
+    return conn != NULL ? &conn->stream.pipe : NULL;
+}
 
-    if (uv_pipe_init(&srv->loop, &conn->handle, 0) != 0) {
-        free(conn);
-        return NULL;
-    }
 
-    conn->handle.data = conn;
-    conn->next = srv->conns;
-    if (srv->conns) {
-        srv->conns->prev = conn;
-    }
-    srv->conns = conn;
-    return &conn->handle;
+static provend_conn_t *
+provend_server_pipe_conn(void *pipe)
+{
+    provend_stream_t  *stream;
+
+    stream = ((uv_pipe_t *) pipe)->data;
+    return stream->data;
 }
 
 
@@ -981,7 +859,7 @@ static void
 provend_server_start_pipe(void *data, void *pipe)
 {
     (void) data;
-    provend_conn_progress(((uv_pipe_t *) pipe)->data);
+    (void) provend_stream_start(&provend_server_pipe_conn(pipe)->stream);
 }
 
 
@@ -989,7 +867,7 @@ static void
 provend_server_drop_pipe(void *data, void *pipe)
 {
     (void) data;
-    provend_conn_close(((uv_pipe_t *) pipe)->data);
+    provend_conn_close(provend_server_pipe_conn(pipe));
 }
 
 

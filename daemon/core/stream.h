@@ -68,6 +68,7 @@ struct provend_stream_s {
     int                        paused;
     int                        dispatching;
     int                        ended;
+    int                        bad_frame;   /* ended: a length out of bounds */
     int                        closing;
 
     uint8_t                  **pending;     /* before the connect ends */
@@ -93,8 +94,11 @@ int provend_stream_start(provend_stream_t *s);
 void provend_stream_pause(provend_stream_t *s);
 void provend_stream_resume(provend_stream_t *s);
 
-/* Takes frame (a whole frame, header included; NULL: dropped). */
-void provend_stream_write(provend_stream_t *s, uint8_t *frame, size_t len);
+/*
+ * Takes frame (a whole frame, header included; NULL: dropped).
+ * PROVEN_ERR: dropped now (on_written told so).
+ */
+int provend_stream_write(provend_stream_t *s, uint8_t *frame, size_t len);
 
 /*
  * Sends request (its "id" set to the stream's next) and hands the answer
