@@ -32,7 +32,8 @@ DEB_PACKAGES = nginx nginx-dev libcbor-dev libjansson-dev libuv1-dev \
 DEB_BENCH    = wrk redis-server redis-tools
 DEB_FUZZ     = clang libclang-rt-14-dev
 
-LIB_SRCS  = $(wildcard lib/*.c)
+# lib/fetch (libcurl) is not compiled into the nginx modules (config).
+LIB_SRCS  = $(wildcard lib/*.c lib/fetch/*.c)
 LIB_OBJS  = $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 LIBPROVEN = $(BUILD)/lib/libproven.a
 

@@ -13,6 +13,7 @@
 #include <openssl/rand.h>
 
 #include "cli.h"
+#include "fetch/proven_fetch.h"
 
 #define CLI_URL_MAX          4096
 #define CLI_FRESH_NONCE      32
@@ -20,11 +21,7 @@
 #define CLI_BODY_SHOWN       512
 
 
-typedef struct {
-    uint8_t  *data;
-    size_t    len;
-    int       too_big;
-} cli_body_t;
+
 
 
 void
@@ -48,29 +45,9 @@ cli_usage_attest(FILE *out)
 }
 
 
-static size_t
-cli_body_write(char *ptr, size_t size, size_t nmemb, void *ctx)
-{
-    size_t       n;
-    cli_body_t  *body = ctx;
-
-    n = size * nmemb;
-
-    /* Returning short makes libcurl abort the transfer. */
-    if (n > CLI_DOC_MAX - body->len) {
-        body->too_big = 1;
-        return 0;
-    }
-
-    memcpy(body->data + body->len, ptr, n);
-    body->len += n;
-    return n;
-}
-
-
 /* Shows what a failing server said, without letting it drive the tty. */
 static void
-cli_show_body(const cli_body_t *body)
+cli_show_body(const proven_fetch_t *body)
 {
     size_t  i, n;
 
@@ -80,8 +57,8 @@ cli_show_body(const cli_body_t *body)
     }
 
     for (i = 0; i < n; i++) {
-        fputc(isprint(body->data[i]) || body->data[i] == '\n'
-              ? body->data[i] : '.', stderr);
+        fputc(isprint(body->body[i]) || body->body[i] == '\n'
+              ? body->body[i] : '.', stderr);
     }
 
     fprintf(stderr, "%s\n", n < body->len ? "..." : "");
@@ -89,87 +66,29 @@ cli_show_body(const cli_body_t *body)
 
 
 static int
-cli_fetch(const char *url, int insecure, cli_body_t *body)
+cli_fetch(const char *url, int insecure, proven_fetch_t *body)
 {
-    int                 rc;
-    long                code;
-    CURL               *curl;
-    CURLcode            res;
-    struct curl_slist  *headers;
-    char                cerr[CURL_ERROR_SIZE];
+    char                 err[PROVEN_ERR_LEN];
+    proven_fetch_opts_t  opts;
 
-    rc = PROVEN_ERR;
-    cerr[0] = '\0';
-    headers = NULL;
+    memset(&opts, 0, sizeof(opts));
+    opts.timeout_ms = CLI_HTTP_TIMEOUT_MS;
+    opts.max = CLI_DOC_MAX;
+    opts.insecure = insecure;
+    opts.accept = "application/cbor";
 
-    curl = curl_easy_init();
-    if (curl == NULL) {
-        fprintf(stderr, "proven: cannot start libcurl\n");
+    if (proven_fetch(url, &opts, body, err, sizeof(err)) != PROVEN_OK) {
+        fprintf(stderr, "proven: %s: %s\n", url, err);
         return PROVEN_ERR;
     }
 
-    headers = curl_slist_append(NULL, "Accept: application/cbor");
-    if (headers == NULL) {
-        fprintf(stderr, "proven: out of memory\n");
-        goto failed;
-    }
-
-    if (curl_easy_setopt(curl, CURLOPT_URL, url) != CURLE_OK
-        || curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https")
-           != CURLE_OK
-        || curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, CLI_HTTP_TIMEOUT_MS)
-           != CURLE_OK
-        || curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L) != CURLE_OK
-        || curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers) != CURLE_OK
-        || curl_easy_setopt(curl, CURLOPT_USERAGENT, "proven") != CURLE_OK
-        || curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, cerr) != CURLE_OK
-        || curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, cli_body_write)
-           != CURLE_OK
-        || curl_easy_setopt(curl, CURLOPT_WRITEDATA, body) != CURLE_OK)
-    {
-        fprintf(stderr, "proven: libcurl refused an option\n");
-        goto failed;
-    }
-
-    if (insecure
-        && (curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L) != CURLE_OK
-            || curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L)
-               != CURLE_OK))
-    {
-        fprintf(stderr, "proven: libcurl refused --insecure\n");
-        goto failed;
-    }
-
-    res = curl_easy_perform(curl);
-
-    if (body->too_big) {
-        fprintf(stderr, "proven: %s: response larger than %d bytes\n", url,
-                CLI_DOC_MAX);
-        goto failed;
-    }
-
-    if (res != CURLE_OK) {
-        fprintf(stderr, "proven: %s: %s\n", url,
-                cerr[0] != '\0' ? cerr : curl_easy_strerror(res));
-        goto failed;
-    }
-
-    code = 0;
-    if (curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code) != CURLE_OK
-        || code != 200)
-    {
-        fprintf(stderr, "proven: %s: HTTP status %ld\n", url, code);
+    if (body->status != 200) {
+        fprintf(stderr, "proven: %s: HTTP status %ld\n", url, body->status);
         cli_show_body(body);
-        goto failed;
+        return PROVEN_ERR;
     }
 
-    rc = PROVEN_OK;
-
-failed:
-
-    curl_slist_free_all(headers);
-    curl_easy_cleanup(curl);
-    return rc;
+    return PROVEN_OK;
 }
 
 
@@ -219,7 +138,7 @@ cli_attest(int argc, char **argv)
 {
     int            opt, rc, insecure, curl_ready;
     char          *url;
-    cli_body_t     body;
+    proven_fetch_t body;
     cli_verify_t   v;
 
     static const struct option  longopts[] = {
@@ -281,11 +200,7 @@ cli_attest(int argc, char **argv)
 
     rc = CLI_EXIT_FAILED;
 
-    body.data = malloc(CLI_DOC_MAX);
-    if (body.data == NULL) {
-        fprintf(stderr, "proven: out of memory\n");
-        goto failed;
-    }
+    memset(&body, 0, sizeof(body));
 
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "proven: cannot start libcurl\n");
@@ -297,14 +212,14 @@ cli_attest(int argc, char **argv)
         goto failed;
     }
 
-    rc = cli_verify_document(&v, body.data, body.len);
+    rc = cli_verify_document(&v, body.body, body.len);
 
 failed:
 
     if (curl_ready) {
         curl_global_cleanup();
     }
-    free(body.data);
+    proven_fetch_free(&body);
     free(url);
     cli_verify_free(&v);
     return rc;

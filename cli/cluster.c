@@ -11,6 +11,7 @@
 #include <curl/curl.h>
 
 #include "cli.h"
+#include "fetch/proven_fetch.h"
 
 #define CLI_CLUSTER_TIMEOUT_MS  5000
 #define CLI_CLUSTER_BODY_MAX    (1024 * 1024)
@@ -34,62 +35,29 @@ cli_usage_cluster(FILE *out)
 }
 
 
-typedef struct {
-    char    *data;
-    size_t   len;
-} cli_body_t;
-
-
-static size_t
-cli_cluster_on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-    char        *grown;
-    size_t       n;
-    cli_body_t  *b;
-
-    b = userdata;
-    n = size * nmemb;
-    if (b->len + n > CLI_CLUSTER_BODY_MAX) {
-        return 0;
-    }
-    grown = realloc(b->data, b->len + n + 1);
-    if (grown == NULL) {
-        return 0;
-    }
-    b->data = grown;
-    memcpy(b->data + b->len, ptr, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-    return n;
-}
-
-
 /* GET http://127.0.0.1:PORT/PATH as JSON, or NULL. */
 static json_t *
 cli_cluster_monitor(unsigned port, const char *path, size_t flags)
 {
-    char         url[128];
-    CURL        *curl;
-    json_t      *json;
-    cli_body_t   body;
+    char                 url[128];
+    json_t              *json;
+    proven_fetch_t       f;
+    proven_fetch_opts_t  opts;
 
     snprintf(url, sizeof(url), "http://127.0.0.1:%u/%s", port, path);
-    body.data = NULL;
-    body.len = 0;
+
+    memset(&opts, 0, sizeof(opts));
+    opts.timeout_ms = CLI_CLUSTER_TIMEOUT_MS;
+    opts.max = CLI_CLUSTER_BODY_MAX;
+
     json = NULL;
-    curl = curl_easy_init();
-    if (curl == NULL) {
-        return NULL;
+    if (proven_fetch(url, &opts, &f, NULL, 0) == PROVEN_OK
+        && f.status == 200)
+    {
+        json = json_loads((const char *) f.body, flags, NULL);
     }
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long) CLI_CLUSTER_TIMEOUT_MS);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, cli_cluster_on_body);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
-    if (curl_easy_perform(curl) == CURLE_OK && body.data != NULL) {
-        json = json_loads(body.data, flags, NULL);
-    }
-    curl_easy_cleanup(curl);
-    free(body.data);
+
+    proven_fetch_free(&f);
     return json;
 }
 

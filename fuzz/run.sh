@@ -29,7 +29,7 @@ mkdir -p "$build/obj"
 
 # fuzzer-no-link: instrumented without a second main()
 objs=""
-for src in lib/*.c; do
+for src in lib/*.c lib/fetch/*.c; do
     obj="$build/obj/$(basename "$src" .c).o"
     if [ ! -e "$obj" ] || [ "$src" -nt "$obj" ] || [ lib/proven.h -nt "$obj" ]
     then

@@ -13,7 +13,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
 #include <jansson.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -21,6 +20,7 @@
 #include <uv.h>
 
 #include "cluster.h"
+#include "fetch/proven_fetch.h"
 #include "core/log.h"
 #include "core/util.h"
 
@@ -346,64 +346,17 @@ provend_cluster_reload(provend_cluster_t *c)
 
 /* ---- admissions ------------------------------------------------------------- */
 
-typedef struct {
-    uint8_t  *data;
-    size_t    len;
-} provend_fetch_t;
-
-
-static size_t
-provend_cluster_on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-    size_t            n;
-    provend_fetch_t  *f;
-
-    f = userdata;
-    n = size * nmemb;
-    if (f->len + n > PROVEND_DOC_MAX) {
-        return 0;                        /* too long: curl fails the fetch */
-    }
-    memcpy(f->data + f->len, ptr, n);
-    f->len += n;
-    return n;
-}
-
-
-/* The peer's certificate (PEM) from curl's certificate information. */
-static char *
-provend_cluster_peer_cert(CURL *curl)
-{
-    struct curl_slist      *s;
-    struct curl_certinfo   *info;
-
-    info = NULL;
-    if (curl_easy_getinfo(curl, CURLINFO_CERTINFO, &info) != CURLE_OK
-        || info == NULL || info->num_of_certs < 1)
-    {
-        return NULL;
-    }
-    for (s = info->certinfo[0]; s != NULL; s = s->next) {
-        if (strncmp(s->data, "Cert:", 5) == 0) {
-            return strdup(s->data + 5);
-        }
-    }
-    return NULL;
-}
-
-
 static void
 provend_admission_work(uv_work_t *work)
 {
     int                        same;
     char                       url[800], hex[65], err[PROVEN_ERR_LEN];
-    long                       status;
     size_t                     i, j, der_len;
     BIO                       *bio;
-    CURL                      *curl;
     X509                      *cert;
     uint8_t                   *der, *p;
-    CURLcode                   rc;
-    provend_fetch_t            body;
+    proven_fetch_t             body;
+    proven_fetch_opts_t        fo;
     provend_admission_t       *a;
     proven_verify_opts_t       opts;
     proven_verify_status_t     vs;
@@ -411,38 +364,26 @@ provend_admission_work(uv_work_t *work)
 
     a = work->data;
     memset(&doc, 0, sizeof(doc));
-    body.len = 0;
-    body.data = malloc(PROVEND_DOC_MAX);
-    curl = curl_easy_init();
-    if (body.data == NULL || curl == NULL) {
-        snprintf(a->reason, sizeof(a->reason), "out of memory");
-        goto done;
-    }
 
     proven_hex_encode(a->nonce, sizeof(a->nonce), hex);
     snprintf(url, sizeof(url), "%s?nonce=%s", a->url, hex);
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT, (long) PROVEND_ADMIT_TIMEOUT_S);
-    curl_easy_setopt(curl, CURLOPT_CERTINFO, 1L);
+
+    memset(&fo, 0, sizeof(fo));
+    fo.timeout_ms = PROVEND_ADMIT_TIMEOUT_S * 1000L;
+    fo.max = PROVEND_DOC_MAX;
+    fo.want_cert = 1;
     /* who answers is proved by the document, not by a web PKI: the key
      * of this TLS certificate must be the one the document binds */
-    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
-    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, provend_cluster_on_body);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
+    fo.insecure = 1;
 
-    rc = curl_easy_perform(curl);
-    if (rc != CURLE_OK) {
-        snprintf(a->reason, sizeof(a->reason), "cannot fetch %.120s: %.100s", a->url,
-                 curl_easy_strerror(rc));
+    if (proven_fetch(url, &fo, &body, err, sizeof(err)) != PROVEN_OK) {
+        snprintf(a->reason, sizeof(a->reason), "cannot fetch %.120s: %.100s",
+                 a->url, err);
         goto done;
     }
-    status = 0;
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-    if (status != 200) {
+    if (body.status != 200) {
         snprintf(a->reason, sizeof(a->reason), "%.120s answered %ld", a->url,
-                 status);
+                 body.status);
         goto done;
     }
 
@@ -451,7 +392,7 @@ provend_admission_work(uv_work_t *work)
     opts.at = PROVEN_AT_NOW;
     opts.nonce = a->nonce;
     opts.nonce_len = sizeof(a->nonce);
-    vs = proven_attestation_verify(body.data, body.len, &opts, &doc, err,
+    vs = proven_attestation_verify(body.body, body.len, &opts, &doc, err,
                                    sizeof(err));
     if (vs != PROVEN_VERIFY_OK) {
         snprintf(a->reason, sizeof(a->reason), "its document does not "
@@ -488,7 +429,8 @@ provend_admission_work(uv_work_t *work)
         goto done;
     }
 
-    a->cert_pem = provend_cluster_peer_cert(curl);
+    a->cert_pem = body.cert_pem;
+    body.cert_pem = NULL;
     cert = NULL;
     der = NULL;
     if (a->cert_pem != NULL
@@ -522,10 +464,7 @@ provend_admission_work(uv_work_t *work)
 done:
 
     proven_attestation_doc_free(&doc);
-    if (curl != NULL) {
-        curl_easy_cleanup(curl);
-    }
-    free(body.data);
+    proven_fetch_free(&body);
 }
 
 
