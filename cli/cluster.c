@@ -84,6 +84,7 @@ cli_cluster(int argc, char **argv)
     req = NULL;
     path = NULL;
     rc = CLI_EXIT_USAGE;
+    memset(&client, 0, sizeof(client));
     client.fd = -1;
     memset(&res, 0, sizeof(res));
 

@@ -530,6 +530,7 @@ cli_kv(int argc, char **argv)
 
     req = NULL;
     rc = CLI_EXIT_USAGE;
+    memset(&client, 0, sizeof(client));
     client.fd = -1;
     memset(&o, 0, sizeof(o));
     memset(&res, 0, sizeof(res));

@@ -575,6 +575,7 @@ cli_sql(int argc, char **argv)
     req = NULL;
     args = NULL;
     rc = CLI_EXIT_USAGE;
+    memset(&client, 0, sizeof(client));
     client.fd = -1;
 
     o = calloc(1, sizeof(*o));
