@@ -160,16 +160,22 @@ provend_conn_answered(provend_conn_t *conn)
 }
 
 
-/* An answer left (or was dropped: a broken connection closes). */
+/*
+ * An answer left, or was dropped: a connection that cannot write (even
+ * one whose peer ended its input) closes, which drops the answers queued.
+ */
 static void
 provend_conn_on_written(provend_stream_t *stream, int ok)
 {
     provend_conn_t  *conn;
 
-    (void) ok;
-
     conn = stream->data;
     provend_conn_answered(conn);
+
+    if (!ok) {
+        provend_conn_close(conn);
+    }
+
     provend_conn_progress(conn);
 }
 
@@ -279,7 +285,9 @@ provend_conn_progress(provend_conn_t *conn)
         return;
     }
 
-    if (conn->pending >= conn->srv->max_pending) {
+    if (conn->pending >= conn->srv->max_pending
+        || conn->stream.queued_bytes >= PROVEND_STREAM_QUEUED_MAX)
+    {
         if (!conn->stream.paused) {
             provend_debug_id(conn->number, "connection paused: %zu requests "
                              "pending", conn->pending);

@@ -13,6 +13,7 @@ typedef struct {
     uv_write_t          req;
     provend_stream_t   *s;
     uint8_t            *frame;
+    size_t              queued;      /* its bytes in queued_bytes */
 } provend_stream_write_t;
 
 struct provend_stream_call_s {
@@ -304,6 +305,7 @@ provend_stream_on_write(uv_write_t *req, int status)
     s = w->s;
 
     s->writes--;
+    s->queued_bytes -= w->queued;
     free(w->frame);
     free(w);
 
@@ -385,6 +387,7 @@ provend_stream_write(provend_stream_t *s, uint8_t *frame, size_t len)
 
     w->s = s;
     w->frame = frame;
+    w->queued = len - sent;
     w->req.data = w;
     buf = uv_buf_init((char *) frame + sent, (unsigned int) (len - sent));
 
@@ -397,6 +400,7 @@ provend_stream_write(provend_stream_t *s, uint8_t *frame, size_t len)
     }
 
     s->writes++;
+    s->queued_bytes += w->queued;
     return PROVEN_OK;
 
 dropped:
@@ -534,7 +538,8 @@ int
 provend_stream_usable(provend_stream_t *s)
 {
     return !s->ended && !s->closing && s->ncalls < PROVEND_STREAM_CALLS_MAX
-           && s->npending < PROVEND_STREAM_PENDING_MAX;
+           && s->npending < PROVEND_STREAM_PENDING_MAX
+           && s->queued_bytes < PROVEND_STREAM_QUEUED_MAX;
 }
 
 
@@ -562,7 +567,7 @@ provend_stream_call(provend_stream_t *s, cbor_item_t *request,
     }
 
     /* done only later: a write refused now is the caller's to know */
-    if (provend_stream_write(s, frame, len) != PROVEN_OK) {
+    if (provend_stream_write(s, frame, len) != PROVEN_OK || s->closing) {
         free(c);
         return PROVEN_ERR;
     }

@@ -62,7 +62,7 @@ struct provend_stream_s {
 
     unsigned                   handles;     /* open: closed when 0 */
     unsigned                   writes;      /* queued in libuv */
-    size_t                     queued_bytes;
+    size_t                     queued_bytes; /* behind uv_write */
     int                        connecting;  /* frames wait in pending */
     int                        reading;
     int                        paused;
@@ -82,6 +82,9 @@ struct provend_stream_s {
 
 #define PROVEND_STREAM_PENDING_MAX  64
 #define PROVEND_STREAM_CALLS_MAX    4096
+/* bytes waiting in the write queue past which a line takes no more
+   calls, and a connection reads no more requests, until its peer reads */
+#define PROVEND_STREAM_QUEUED_MAX   (16 * 1024 * 1024)
 
 /* A stream on an accepted or spawned pipe: init, then accept into it. */
 int provend_stream_init(uv_loop_t *loop, provend_stream_t *s,
