@@ -2,9 +2,12 @@
  * provend's server: a libuv loop serving CBOR frames on a unix socket.
  * Ops: "attest" {nonce?, user_data?, public_key?} -> document (bytes);
  * "status" -> {node_id, provider, module_id, version, uptime_ms, pcrs,
- * pending}.  Attestations are signed on the libuv thread pool.  "kv.*" and
- * "sql.*" go to the storage backend (ops_storage.c) when there is one,
- * "app.*" to the applications (apps.c), which need storage too.
+ * pending}.  Attestations are signed on the libuv thread pool.  Every
+ * other op is a subsystem's (core/ops.h): "kv.*" and "sql.*" go to the
+ * storage backend (storage/ops_storage.c) when there is one, "app.*" to
+ * the applications (apps/), which need storage too, "session.*" and
+ * "rpc.*" to sessions/, "cluster.*" to cluster/.  Connections are framed
+ * streams (core/stream.h).
  */
 
 #ifndef PROVEND_SERVER_H

@@ -6,9 +6,9 @@
 
 /*
  * The embedded storage backend: SQLite databases under DATA/storage/,
- * opened through the encrypting VFS, and the KV stores (storage_kv.c).
+ * opened through the encrypting VFS, and the KV stores (kv_*.c, storage_kv.c).
  *
- *   kv/<seqno>.log      every KV store: the encrypted log (storage_kv.c)
+ *   kv/<seqno>.log      every KV store: the encrypted log (kv_log.c)
  *   sql/<hex>.db        one database per (scope, db name); the name is an
  *                       HMAC of the canonical scope, so it reveals nothing
  *

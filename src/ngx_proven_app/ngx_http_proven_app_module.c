@@ -10,7 +10,7 @@
  *     proven_app_timeout 30s;                no answer by then: 504
  *
  * Which apps exist, their routes and their runtime workers' sockets come
- * from the state page provend publishes (daemon/apps.h), mapped read-only
+ * from the state page provend publishes (lib/proven.h), mapped read-only
  * and re-read only when its sequence changes: no call per request to
  * learn them.  A request for an unknown app or route is answered 404 here;
  * a known one goes to one of the app's workers (the one with the fewest

@@ -16,7 +16,7 @@
  *   POST [/app/NAME]/rpc/http?session=ID   one signed message, one answer
  *   GET  [/app/NAME]/rpc/ws?session=ID     a WebSocket (RFC 6455) carrying
  *                                   one message per binary frame
- * Sessions, keys, seq and the commands are provend's (daemon/sessions.h):
+ * Sessions, keys, seq and the commands are provend's (daemon/sessions/):
  * this module carries bytes and maps provend's refusals to statuses.
  *
  * Refusals are unsigned JSON {"error": {"code", "message"}}: 400 bad
