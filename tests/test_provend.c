@@ -873,6 +873,39 @@ test_gone_with_answers_queued(void **state)
 }
 
 
+/*
+ * What a peer names (an op; an app's worker would do the same) cannot
+ * start a line of provend's log: a forged "[error]" line stays inside
+ * the line that quotes it.
+ */
+static void
+test_log_lines_cannot_be_forged(void **state)
+{
+    int                 fd;
+    char                line[4096];
+    FILE               *log;
+    proven_response_t   res;
+
+    (void) state;
+
+    fd = client(&shared);
+    send_request(fd, proven_request_new(77, "x\n2099/01/01 00:00:00 [error] "
+                                            "1#1: forged"));
+    recv_response(fd, &res);
+    assert_false(res.ok);
+    assert_string_equal(res.code, "unknown_op");
+    proven_response_free(&res);
+    close(fd);
+
+    log = fopen(shared.log, "r");
+    assert_non_null(log);
+    while (fgets(line, sizeof(line), log) != NULL) {
+        assert_true(strncmp(line, "2099/01/01", 10) != 0);
+    }
+    fclose(log);
+}
+
+
 /* A request trickling in one byte at a time. */
 static void
 test_partial_frames(void **state)
@@ -1239,6 +1272,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_backpressure),
         cmocka_unit_test(test_partial_frames),
         cmocka_unit_test(test_gone_with_answers_queued),
+        cmocka_unit_test(test_log_lines_cannot_be_forged),
         cmocka_unit_test(test_sighup_renews_leaf),
         cmocka_unit_test(test_restart_keeps_root),
         cmocka_unit_test(test_measure),
