@@ -261,8 +261,9 @@ typedef struct {
 } provend_call_t;
 
 
+/* Both owners below are the stream's data, freed with its handles. */
 static void
-provend_call_closed(provend_stream_t *s)
+provend_stream_owner_free(provend_stream_t *s)
 {
     free(s->data);
 }
@@ -299,7 +300,7 @@ provend_worker_call(void *loop, const char *socket_path, cbor_item_t *request,
     c->done = done;
     c->data = data;
     c->stream.data = c;
-    c->stream.on_closed = provend_call_closed;
+    c->stream.on_closed = provend_stream_owner_free;
 
     if (provend_stream_connect(loop, &c->stream, socket_path,
                                answer_max - PROVEN_FRAME_HEADER)
@@ -329,13 +330,6 @@ struct provend_chan_s {
 };
 
 
-static void
-provend_chan_closed(provend_stream_t *s)
-{
-    free(s->data);
-}
-
-
 provend_chan_t *
 provend_chan_open(void *loop, const char *socket_path)
 {
@@ -347,7 +341,7 @@ provend_chan_open(void *loop, const char *socket_path)
     }
 
     ch->stream.data = ch;
-    ch->stream.on_closed = provend_chan_closed;
+    ch->stream.on_closed = provend_stream_owner_free;
 
     if (provend_stream_connect(loop, &ch->stream, socket_path,
                                PROVEN_FRAME_MAX) != PROVEN_OK)

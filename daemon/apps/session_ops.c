@@ -603,7 +603,7 @@ provend_apps_run(provend_apps_t *apps, const char *name,
 
 /* ---- the app.* ops of provend's socket ---------------------------------- */
 
-/* Whether provend stops: then an op is refused (answered here). */
+/* Refused while provend stops (answered here): 1. */
 static int
 provend_apps_refused(provend_apps_t *apps, const proven_request_t *req,
     provend_ops_reply_pt reply, void *ctx)
@@ -618,14 +618,24 @@ provend_apps_refused(provend_apps_t *apps, const proven_request_t *req,
 }
 
 
+typedef void (*provend_apps_op_pt)(provend_apps_t *apps,
+    const proven_request_t *req, provend_ops_reply_pt reply, void *ctx);
+
+/* The ops of the table below that take the request alone, by their arg. */
+static const provend_apps_op_pt  provend_apps_op_fns[] = {
+    provend_apps_op_head,
+    provend_apps_op_list,
+    provend_apps_op_audit,
+    provend_apps_op_wake
+};
+
+
 static void
-provend_apps_on_head(void *subsystem, const provend_op_t *op,
+provend_apps_on_op(void *subsystem, const provend_op_t *op,
     const proven_request_t *req, provend_ops_reply_pt reply, void *ctx)
 {
-    (void) op;
-
     if (!provend_apps_refused(subsystem, req, reply, ctx)) {
-        provend_apps_op_head(subsystem, req, reply, ctx);
+        provend_apps_op_fns[op->arg](subsystem, req, reply, ctx);
     }
 }
 
@@ -641,48 +651,12 @@ provend_apps_on_change(void *subsystem, const provend_op_t *op,
 }
 
 
-static void
-provend_apps_on_list(void *subsystem, const provend_op_t *op,
-    const proven_request_t *req, provend_ops_reply_pt reply, void *ctx)
-{
-    (void) op;
-
-    if (!provend_apps_refused(subsystem, req, reply, ctx)) {
-        provend_apps_op_list(subsystem, req, reply, ctx);
-    }
-}
-
-
-static void
-provend_apps_on_audit(void *subsystem, const provend_op_t *op,
-    const proven_request_t *req, provend_ops_reply_pt reply, void *ctx)
-{
-    (void) op;
-
-    if (!provend_apps_refused(subsystem, req, reply, ctx)) {
-        provend_apps_op_audit(subsystem, req, reply, ctx);
-    }
-}
-
-
-static void
-provend_apps_on_wake(void *subsystem, const provend_op_t *op,
-    const proven_request_t *req, provend_ops_reply_pt reply, void *ctx)
-{
-    (void) op;
-
-    if (!provend_apps_refused(subsystem, req, reply, ctx)) {
-        provend_apps_op_wake(subsystem, req, reply, ctx);
-    }
-}
-
-
 const provend_op_t  provend_apps_ops[] = {
-    { "app.head",   PROVEND_CALLER_SOCKET, provend_apps_on_head, 0 },
+    { "app.head",   PROVEND_CALLER_SOCKET, provend_apps_on_op, 0 },
     { "app.deploy", PROVEND_CALLER_SOCKET, provend_apps_on_change, 1 },
     { "app.update", PROVEND_CALLER_SOCKET, provend_apps_on_change, 0 },
-    { "app.list",   PROVEND_CALLER_SOCKET, provend_apps_on_list, 0 },
-    { "app.audit",  PROVEND_CALLER_SOCKET, provend_apps_on_audit, 0 },
-    { "app.wake",   PROVEND_CALLER_SOCKET, provend_apps_on_wake, 0 },
+    { "app.list",   PROVEND_CALLER_SOCKET, provend_apps_on_op, 1 },
+    { "app.audit",  PROVEND_CALLER_SOCKET, provend_apps_on_op, 2 },
+    { "app.wake",   PROVEND_CALLER_SOCKET, provend_apps_on_op, 3 },
     { NULL, 0, NULL, 0 }
 };

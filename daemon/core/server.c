@@ -182,22 +182,13 @@ provend_conn_on_written(provend_stream_t *stream, int ok)
 
 /* Sends one answer; takes frame.  Every read frame gets exactly one. */
 static void
-provend_conn_send(provend_conn_t *conn, uint8_t *frame, size_t len)
+provend_conn_send(void *ctx, uint8_t *frame, size_t len)
 {
-    if (conn->closing) {
-        free(frame);
-        frame = NULL;           /* told as dropped */
-    }
+    provend_conn_t  *conn;
 
+    /* a closed stream drops it, and says so through on_written */
+    conn = ctx;
     (void) provend_stream_write(&conn->stream, frame, len);
-}
-
-
-/* provend_conn_send as a reply: the answer of a request it counted. */
-static void
-provend_conn_send_reply(void *ctx, uint8_t *frame, size_t len)
-{
-    provend_conn_send(ctx, frame, len);
 }
 
 
@@ -205,7 +196,7 @@ static void
 provend_conn_send_error(provend_conn_t *conn, uint64_t id, const char *code,
     const char *message)
 {
-    provend_ops_reply_error(provend_conn_send_reply, conn, id, code, message);
+    provend_ops_reply_error(provend_conn_send, conn, id, code, message);
 }
 
 
