@@ -498,6 +498,7 @@ cli_app_replay(cli_client_t *c, const char *app, proven_app_state_t *st,
                 /* made over that session, the signer's Identify proof */
                 json_object_set_new(line, "session",
                                     cli_app_hex(e.session, 16));
+                json_object_set_new(line, "origin", json_string(e.origin));
             }
             json_object_set_new(line, "hash", cli_app_hex(hash, 32));
             cli_json_print(line, CLI_APP_JSON);

@@ -10,7 +10,9 @@
 #include <strings.h>
 
 #include <curl/curl.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <openssl/x509.h>
 
 #include "cli.h"
 #include "fetch/proven_fetch.h"
@@ -31,7 +33,9 @@ cli_usage_attest(FILE *out)
         "usage: proven attest URL [options]\n"
         "\n"
         "Fetches URL?nonce=HEX (a node's /attestation endpoint) and verifies\n"
-        "the document it returns, nonce included.\n"
+        "the document it returns, nonce included.  Over https the document\n"
+        "must also bind the key of the TLS certificate that connection was\n"
+        "served (proven_attestation_bind_tls): TLS ends inside the node.\n"
         "\n"
         "  --nonce HEX       use this nonce (default: 32 random bytes)\n"
         "  --insecure        do not check the HTTPS certificate (e.g. a\n"
@@ -75,6 +79,7 @@ cli_fetch(const char *url, int insecure, proven_fetch_t *body)
     opts.timeout_ms = CLI_HTTP_TIMEOUT_MS;
     opts.max = CLI_DOC_MAX;
     opts.insecure = insecure;
+    opts.want_cert = strncasecmp(url, "https://", 8) == 0;
     opts.accept = "application/cbor";
 
     if (proven_fetch(url, &opts, body, err, sizeof(err)) != PROVEN_OK) {
@@ -130,6 +135,36 @@ cli_attest_url(const char *base, const uint8_t *nonce, size_t nonce_len)
 
     free(hex);
     return url;
+}
+
+
+/* The served certificate's key, DER SubjectPublicKeyInfo, into v. */
+static int
+cli_served_key(const proven_fetch_t *body, cli_verify_t *v)
+{
+    int       len;
+    BIO      *bio;
+    X509     *cert;
+    uint8_t  *der;
+
+    cert = NULL;
+    bio = body->cert_pem != NULL
+          ? BIO_new_mem_buf(body->cert_pem, -1) : NULL;
+    if (bio != NULL) {
+        cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+        BIO_free(bio);
+    }
+    der = NULL;
+    len = cert != NULL ? i2d_PUBKEY(X509_get0_pubkey(cert), &der) : -1;
+    X509_free(cert);
+    if (len <= 0) {
+        fprintf(stderr, "proven attest: the server's TLS certificate could "
+                "not be read: its binding cannot be checked\n");
+        return PROVEN_ERR;
+    }
+    v->tls_spki = der;
+    v->tls_spki_len = (size_t) len;
+    return PROVEN_OK;
 }
 
 
@@ -209,6 +244,13 @@ cli_attest(int argc, char **argv)
     curl_ready = 1;
 
     if (cli_fetch(url, insecure, &body) != PROVEN_OK) {
+        goto failed;
+    }
+
+    /* over https: the document must bind the key this TLS was served */
+    if (strncasecmp(url, "https://", 8) == 0
+        && cli_served_key(&body, &v) != PROVEN_OK)
+    {
         goto failed;
     }
 

@@ -69,6 +69,13 @@ typedef struct {
     X509                 *root;       /* --root, owned */
     uint8_t               nonce[PROVEN_ATT_FIELD_MAX];
     int                   json;
+    /*
+     * Fetched over https: the key (DER SubjectPublicKeyInfo) of the
+     * certificate that connection was served, which the document must
+     * bind with the TLS mark; NULL: not checked.
+     */
+    uint8_t              *tls_spki;
+    size_t                tls_spki_len;
 } cli_verify_t;
 
 void cli_verify_init(cli_verify_t *v);

@@ -56,6 +56,8 @@ cli_verify_free(cli_verify_t *v)
     X509_free(v->root);
     v->root = NULL;
     v->opts.root = NULL;
+    OPENSSL_free(v->tls_spki);
+    v->tls_spki = NULL;
 }
 
 
@@ -261,6 +263,15 @@ cli_print_summary(const cli_verify_t *v, const proven_attestation_doc_t *doc)
         proven_hex_encode(v->opts.nonce, v->opts.nonce_len, nonce);
         printf(", nonce %s", nonce);
     }
+    if (v->tls_spki != NULL) {
+        printf(", bound to the served TLS key");
+    }
+    if (strncmp(doc->module_id, PROVEN_DEV_MODULE_PREFIX,
+                sizeof(PROVEN_DEV_MODULE_PREFIX) - 1) == 0)
+    {
+        printf("\nDEV: made by a local node's dev provider, not by an "
+               "enclave");
+    }
 
     printf("\n");
 }
@@ -304,11 +315,16 @@ cli_print_json(proven_verify_status_t status, const char *reason,
         }
     }
 
-    out = json_pack("{s:b, s:s, s:o, s:o}",
+    out = json_pack("{s:b, s:s, s:o, s:b, s:o}",
                     "valid", status == PROVEN_VERIFY_OK,
                     "status", proven_verify_status_name(status),
                     "reason", status == PROVEN_VERIFY_OK
                               ? json_null() : cli_json_text(reason),
+                    "dev", document != NULL
+                           && strncmp(doc->module_id,
+                                      PROVEN_DEV_MODULE_PREFIX,
+                                      sizeof(PROVEN_DEV_MODULE_PREFIX) - 1)
+                              == 0,
                     "document", document != NULL ? document : json_null());
     if (out == NULL) {
         fprintf(stderr, "proven: out of memory\n");
@@ -326,6 +342,20 @@ cli_print_json(proven_verify_status_t status, const char *reason,
 }
 
 
+/* Whether doc binds the served TLS key (proven_attestation_bind_tls). */
+static int
+cli_tls_bound(const cli_verify_t *v, const proven_attestation_doc_t *doc)
+{
+    return doc->user_data.present
+           && doc->user_data.len == sizeof(PROVEN_TLS_BINDING_MARK) - 1
+           && memcmp(doc->user_data.data, PROVEN_TLS_BINDING_MARK,
+                     doc->user_data.len) == 0
+           && doc->public_key.present
+           && doc->public_key.len == v->tls_spki_len
+           && memcmp(doc->public_key.data, v->tls_spki, v->tls_spki_len) == 0;
+}
+
+
 int
 cli_verify_document(cli_verify_t *v, const uint8_t *buf, size_t len)
 {
@@ -339,6 +369,16 @@ cli_verify_document(cli_verify_t *v, const uint8_t *buf, size_t len)
 
     status = proven_attestation_verify(buf, len, &v->opts, &doc, err,
                                        sizeof(err));
+    if (status == PROVEN_VERIFY_OK && v->tls_spki != NULL
+        && !cli_tls_bound(v, &doc))
+    {
+        /* a valid document, but TLS did not end in the node that made it */
+        status = PROVEN_VERIFY_TLS_UNBOUND;
+        snprintf(err, sizeof(err), "the document does not bind the key of "
+                 "the TLS certificate this connection was served (user_data "
+                 "%s, public_key the served key): TLS ends outside the node",
+                 PROVEN_TLS_BINDING_MARK);
+    }
     cli_reason(status, err, reason, sizeof(reason));
 
     rc = status == PROVEN_VERIFY_OK ? CLI_EXIT_OK : CLI_EXIT_FAILED;

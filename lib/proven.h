@@ -356,14 +356,16 @@ int proven_cose_verify_es384(const uint8_t *protected_hdr, size_t plen,
 
 
 /*
- * Session messages: untagged COSE_Sign1 [protected, {"seq": n}, payload,
- * signature] with protected the bstr of {1: -8} (EdDSA) and an Ed25519
- * signature over ["Signature1", protected, aad, payload]; aad is the
- * external AAD (the 16-byte session id).
+ * Session messages (protocol v2): untagged COSE_Sign1 [protected, {},
+ * payload, signature] with protected the bstr of the canonical {1: -8,
+ * "seq": n} (EdDSA; 1 <= n < 2^53) and an Ed25519 signature over
+ * ["Signature1", protected, aad, payload].  aad, the external AAD: the
+ * 16-byte session id in a request; the id and SHA-256 of the request's
+ * exact bytes in its answer (proven_session_answer_aad).
  */
-#define PROVEN_EDDSA_SIG  64
-
-extern const uint8_t proven_cose_eddsa_protected[3];
+#define PROVEN_EDDSA_SIG                  64
+#define PROVEN_COSE_SEQ_MAX               ((UINT64_C(1) << 53) - 1)
+#define PROVEN_COSE_EDDSA_PROTECTED_MAX   16
 
 /* Signs payload under seq; *out is malloc()ed. key: an Ed25519 key. */
 int proven_cose_sign_eddsa(const uint8_t *payload, size_t len, uint64_t seq,
@@ -371,9 +373,9 @@ int proven_cose_sign_eddsa(const uint8_t *payload, size_t len, uint64_t seq,
     size_t *outlen, char *err, size_t errlen);
 
 /*
- * Checks that msg is such a message, exactly (its protected header those
- * bytes, its unprotected header only "seq", nothing after it), signed by
- * key over aad.  Then *seq, and *payload points into msg.
+ * Checks that msg is such a message, exactly (its protected header the
+ * canonical bytes for its seq, nothing after it), signed by key over aad.
+ * Then *seq, and *payload points into msg.
  */
 int proven_cose_verify_eddsa(const uint8_t *msg, size_t len,
     const uint8_t *aad, size_t aadlen, EVP_PKEY *key, uint64_t *seq,
@@ -386,6 +388,8 @@ int proven_cose_verify_eddsa(const uint8_t *msg, size_t len,
  */
 typedef struct {
     uint64_t        seq;
+    const uint8_t  *protected_hdr;
+    size_t          protected_len;
     const uint8_t  *payload;
     size_t          payload_len;
     const uint8_t  *signature;          /* PROVEN_EDDSA_SIG bytes */
@@ -395,6 +399,31 @@ int proven_cose_parse_eddsa(const uint8_t *msg, size_t len,
     proven_cose_eddsa_t *m, char *err, size_t errlen);
 int proven_cose_check_eddsa(const proven_cose_eddsa_t *m, const uint8_t *aad,
     size_t aadlen, EVP_PKEY *key, char *err, size_t errlen);
+
+#define PROVEN_SESSION_ID_LEN          16
+#define PROVEN_SESSION_MARK            "proven-session-v1"
+#define PROVEN_SESSION_USER_DATA_LEN   (17 + 16 + 32)
+#define PROVEN_SESSION_ANSWER_AAD_LEN  (16 + 32)
+#define PROVEN_IDENTIFY_MARK           "proven-identify-v1"
+#define PROVEN_IDENTIFY_MESSAGE_MAX    (18 + 1 + 255 + 1 + 255 + 16)
+
+/* A session document's user_data: the mark, the id, SHA-256(client key). */
+void proven_session_user_data(const uint8_t id[PROVEN_SESSION_ID_LEN],
+    const uint8_t client_key[32], uint8_t out[PROVEN_SESSION_USER_DATA_LEN]);
+
+/* An answer's external AAD: the id, SHA-256 of the request's bytes. */
+void proven_session_answer_aad(const uint8_t id[PROVEN_SESSION_ID_LEN],
+    const uint8_t *request, size_t len,
+    uint8_t aad[PROVEN_SESSION_ANSWER_AAD_LEN]);
+
+/*
+ * What an identity key signs to Identify: the mark, u8 length, app name
+ * ("" for a management session), u8 length, origin ("" for none), the
+ * session id.  PROVEN_ERR when app or origin is over 255 bytes.
+ */
+int proven_identify_message(const char *app, const char *origin,
+    const uint8_t id[PROVEN_SESSION_ID_LEN],
+    uint8_t out[PROVEN_IDENTIFY_MESSAGE_MAX], size_t *len);
 
 
 /* ---- attestation documents (lib/proven_attestation.c) -------------------- */
@@ -415,6 +444,9 @@ int proven_cose_check_eddsa(const proven_cose_eddsa_t *m, const uint8_t *aad,
  * PROVEN_MARK_PREFIX from callers. */
 #define PROVEN_CLUSTER_EXCHANGE_MARK  "proven-cluster-exchange-v1"
 #define PROVEN_MARK_PREFIX       "proven-"
+
+/* The module_id of every document of the dev provider: never an enclave. */
+#define PROVEN_DEV_MODULE_PREFIX "proven-dev-"
 #define PROVEN_ATT_PCRS_MAX    32
 #define PROVEN_ATT_PCR_MAX     64     /* SHA384 = 48, SHA512 = 64 */
 #define PROVEN_ATT_CABUNDLE_MAX 16
@@ -478,7 +510,9 @@ typedef enum {
     PROVEN_VERIFY_EXPIRED,          /* a certificate is not valid then */
     PROVEN_VERIFY_NONCE_MISMATCH,
     PROVEN_VERIFY_PCR_MISMATCH,
-    PROVEN_VERIFY_INTERNAL          /* out of memory, OpenSSL failure */
+    PROVEN_VERIFY_INTERNAL,         /* out of memory, OpenSSL failure */
+    PROVEN_VERIFY_TLS_UNBOUND       /* valid, but not for the TLS key the
+                                       caller was served (its own check) */
 } proven_verify_status_t;
 
 /* A stable lowercase name: "ok", "malformed", "bad_signature", ... */
@@ -556,10 +590,12 @@ int proven_pki_cert_der(X509 *cert, uint8_t **out, size_t *outlen);
  *    "package"?}
  *
  * A change made over a session (RPC Deploy) carries "session", the
- * session id, after "package"; its signature is then the owner identity's
- * own over those 16 bytes (its Identify proof) rather than over the
- * message: it proves the owner opened that session, and the node, whose
- * code is attested, vouches that the change came from it.
+ * session id, and "origin", the session's ("" for none), after "package";
+ * its signature is then the owner identity's Identify proof for that
+ * management session (proven_identify_message("", origin, session))
+ * rather than over the message: it proves the owner identified in that
+ * session, and the node, whose code is attested, vouches that the change
+ * came from it.
  *
  * The first entry of an application is a deploy; its signer becomes the
  * first owner.  provend and `proven app audit` replay a chain with the same
@@ -571,8 +607,9 @@ int proven_pki_cert_der(X509 *cert, uint8_t **out, size_t *outlen);
 #define PROVEN_AUDIT_HASH_LEN    32
 #define PROVEN_AUDIT_APP_MAX     64
 #define PROVEN_AUDIT_OWNERS_MAX  16
-#define PROVEN_AUDIT_ENTRY_MAX   512     /* encoded entry, bounded */
+#define PROVEN_AUDIT_ENTRY_MAX   1024    /* encoded entry, bounded */
 #define PROVEN_AUDIT_SESSION_LEN 16
+#define PROVEN_AUDIT_ORIGIN_MAX  255
 
 typedef enum {
     PROVEN_AUDIT_DEPLOY = 1,
@@ -591,8 +628,9 @@ typedef struct {
     uint8_t                owner[PROVEN_AUDIT_KEY_LEN];    /* owner changes */
     uint8_t                signer[PROVEN_AUDIT_KEY_LEN];
     uint8_t                signature[PROVEN_AUDIT_SIG_LEN];
-    int                    has_session;
+    int                    has_session;     /* made over a session: */
     uint8_t                session[PROVEN_AUDIT_SESSION_LEN];
+    char                   origin[PROVEN_AUDIT_ORIGIN_MAX + 1];  /* its */
 } proven_audit_entry_t;
 
 /* An application's state after replaying its chain. */

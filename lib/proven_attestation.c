@@ -54,6 +54,7 @@ static const char  *proven_verify_status_names[] = {
     "nonce_mismatch",
     "pcr_mismatch",
     "internal",
+    "tls_unbound",
 };
 
 

@@ -141,7 +141,10 @@ proven_audit_encode(const proven_audit_entry_t *e, uint8_t *out, size_t cap,
         return PROVEN_ERR;
     }
 
-    p = proven_cbor_put_head(out, PROVEN_CBOR_MAP, e->has_session ? 9 : 8);
+    if (e->has_session && strlen(e->origin) > PROVEN_AUDIT_ORIGIN_MAX) {
+        return PROVEN_ERR;
+    }
+    p = proven_cbor_put_head(out, PROVEN_CBOR_MAP, e->has_session ? 10 : 8);
     p = proven_audit_key(p, "app");
     p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, e->app, strlen(e->app));
     p = proven_audit_key(p, "seq");
@@ -170,6 +173,9 @@ proven_audit_encode(const proven_audit_entry_t *e, uint8_t *out, size_t cap,
         p = proven_audit_key(p, "session");
         p = proven_cbor_put_string(p, PROVEN_CBOR_BYTES, e->session,
                                    PROVEN_AUDIT_SESSION_LEN);
+        p = proven_audit_key(p, "origin");
+        p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, e->origin,
+                                   strlen(e->origin));
     }
     p = proven_audit_key(p, "signature");
     p = proven_cbor_put_string(p, PROVEN_CBOR_BYTES, e->signature,
@@ -290,6 +296,16 @@ proven_audit_decode(const uint8_t *buf, size_t len, proven_audit_entry_t *e,
             }
             e->has_session = 1;
 
+        } else if (strcmp(name, "origin") == 0) {
+            if (proven_cbor_span_string(&r, PROVEN_CBOR_TEXT, &s, &slen)
+                != PROVEN_OK || slen > PROVEN_AUDIT_ORIGIN_MAX
+                || memchr(s, '\0', slen) != NULL)
+            {
+                goto bad_value;
+            }
+            memcpy(e->origin, s, slen);
+            e->origin[slen] = '\0';
+
         } else if (strcmp(name, "signature") == 0) {
             if (proven_audit_fixed(&r, PROVEN_CBOR_BYTES, e->signature,
                                    PROVEN_AUDIT_SIG_LEN) != PROVEN_OK)
@@ -382,8 +398,14 @@ proven_audit_verify(const proven_audit_entry_t *e, char *err, size_t errlen)
     EVP_MD_CTX  *md;
 
     if (e->has_session) {
-        memcpy(msg, e->session, PROVEN_AUDIT_SESSION_LEN);
-        len = PROVEN_AUDIT_SESSION_LEN;
+        /* the owner's Identify proof in a management session (app "") */
+        if (sizeof(msg) < PROVEN_IDENTIFY_MESSAGE_MAX
+            || proven_identify_message("", e->origin, e->session, msg, &len)
+               != PROVEN_OK)
+        {
+            proven_errf(err, errlen, "the entry's origin is too long");
+            return PROVEN_ERR;
+        }
     } else if (proven_audit_message(e, msg, sizeof(msg), &len) != PROVEN_OK)
     {
         proven_errf(err, errlen, "cannot encode the audit message");
@@ -402,8 +424,8 @@ proven_audit_verify(const proven_audit_entry_t *e, char *err, size_t errlen)
 
     if (!rc) {
         proven_errf(err, errlen, e->has_session
-                    ? "the signature is not the signer's over the "
-                    "session id"
+                    ? "the signature is not the signer's Identify proof "
+                    "for that session"
                     : "the signature is not the signer's over this "
                     "change");
         return PROVEN_ERR;

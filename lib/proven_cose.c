@@ -12,6 +12,7 @@
 
 #include <openssl/ecdsa.h>
 #include <openssl/err.h>
+#include <openssl/sha.h>
 
 #include "proven.h"
 
@@ -261,9 +262,12 @@ failed:
 }
 
 
-/* ---- EdDSA session messages ----------------------------------------------- */
+/* ---- EdDSA session messages (protocol v2) ---------------------------------- */
 
-const uint8_t  proven_cose_eddsa_protected[3] = { 0xa1, 0x01, 0x27 };
+/* map(2), 1: -8, text(3) "seq": the protected header's bytes before n */
+static const uint8_t  proven_cose_eddsa_head[] = {
+    0xa2, 0x01, 0x27, 0x63, 's', 'e', 'q'
+};
 
 
 static void
@@ -275,25 +279,35 @@ proven_cose_say(char *err, size_t errlen, const char *what)
 }
 
 
+/*
+ * The protected header's bytes for seq: the canonical {1: -8, "seq": n},
+ * into out (PROVEN_COSE_EDDSA_PROTECTED_MAX bytes); its length.
+ */
+static size_t
+proven_cose_eddsa_protected(uint64_t seq, uint8_t *out)
+{
+    memcpy(out, proven_cose_eddsa_head, sizeof(proven_cose_eddsa_head));
+    return (size_t) (proven_cbor_put_head(out + sizeof(proven_cose_eddsa_head),
+                                          PROVEN_CBOR_UINT, seq) - out);
+}
+
+
 /* ["Signature1", protected, aad, payload], malloc()ed. */
 static uint8_t *
-proven_cose_eddsa_tbs(const uint8_t *aad, size_t aadlen,
-    const uint8_t *payload, size_t len, size_t *tbslen)
+proven_cose_eddsa_tbs(const uint8_t *prot, size_t plen, const uint8_t *aad,
+    size_t aadlen, const uint8_t *payload, size_t len, size_t *tbslen)
 {
     uint8_t  *tbs, *p;
 
-    tbs = malloc(sizeof(proven_cose_sig1_head) + 1
-                 + sizeof(proven_cose_eddsa_protected)
-                 + 2 * PROVEN_CBOR_HEAD_MAX + aadlen + len);
+    tbs = malloc(sizeof(proven_cose_sig1_head) + 3 * PROVEN_CBOR_HEAD_MAX
+                 + plen + aadlen + len);
     if (tbs == NULL) {
         return NULL;
     }
     p = tbs;
     memcpy(p, proven_cose_sig1_head, sizeof(proven_cose_sig1_head));
     p += sizeof(proven_cose_sig1_head);
-    p = proven_cbor_put_string(p, PROVEN_CBOR_BYTES,
-                               proven_cose_eddsa_protected,
-                               sizeof(proven_cose_eddsa_protected));
+    p = proven_cbor_put_string(p, PROVEN_CBOR_BYTES, prot, plen);
     p = proven_cbor_put_string(p, PROVEN_CBOR_BYTES, aad, aadlen);
     p = proven_cbor_put_string(p, PROVEN_CBOR_BYTES, payload, len);
     *tbslen = (size_t) (p - tbs);
@@ -307,14 +321,21 @@ proven_cose_sign_eddsa(const uint8_t *payload, size_t len, uint64_t seq,
     size_t *outlen, char *err, size_t errlen)
 {
     int          rc;
-    size_t       tbslen, siglen;
+    size_t       tbslen, siglen, plen;
     uint8_t     *tbs, *msg, *p, sig[PROVEN_EDDSA_SIG];
+    uint8_t      prot[PROVEN_COSE_EDDSA_PROTECTED_MAX];
     EVP_MD_CTX  *md;
 
     rc = PROVEN_ERR;
     msg = NULL;
+    if (seq < 1 || seq > PROVEN_COSE_SEQ_MAX) {
+        proven_cose_say(err, errlen, "seq must be 1 to 2^53-1");
+        return PROVEN_ERR;
+    }
+    plen = proven_cose_eddsa_protected(seq, prot);
     md = EVP_MD_CTX_new();
-    tbs = proven_cose_eddsa_tbs(aad, aadlen, payload, len, &tbslen);
+    tbs = proven_cose_eddsa_tbs(prot, plen, aad, aadlen, payload, len,
+                                &tbslen);
     if (md == NULL || tbs == NULL) {
         proven_cose_say(err, errlen, "out of memory");
         goto done;
@@ -329,20 +350,16 @@ proven_cose_sign_eddsa(const uint8_t *payload, size_t len, uint64_t seq,
         goto done;
     }
 
-    /* array(4), protected, {"seq": n}, payload, signature */
-    msg = malloc(1 + 1 + sizeof(proven_cose_eddsa_protected) + 1 + 4
-                 + 3 * PROVEN_CBOR_HEAD_MAX + len + PROVEN_EDDSA_SIG);
+    /* array(4), bstr(protected), {}, payload, signature */
+    msg = malloc(1 + 1 + plen + 1 + 2 * PROVEN_CBOR_HEAD_MAX + len
+                 + PROVEN_EDDSA_SIG);
     if (msg == NULL) {
         proven_cose_say(err, errlen, "out of memory");
         goto done;
     }
     p = proven_cbor_put_head(msg, PROVEN_CBOR_ARRAY, 4);
-    p = proven_cbor_put_string(p, PROVEN_CBOR_BYTES,
-                               proven_cose_eddsa_protected,
-                               sizeof(proven_cose_eddsa_protected));
-    p = proven_cbor_put_head(p, PROVEN_CBOR_MAP, 1);
-    p = proven_cbor_put_string(p, PROVEN_CBOR_TEXT, "seq", 3);
-    p = proven_cbor_put_head(p, PROVEN_CBOR_UINT, seq);
+    p = proven_cbor_put_string(p, PROVEN_CBOR_BYTES, prot, plen);
+    p = proven_cbor_put_head(p, PROVEN_CBOR_MAP, 0);
     p = proven_cbor_put_string(p, PROVEN_CBOR_BYTES, payload, len);
     p = proven_cbor_put_string(p, PROVEN_CBOR_BYTES, sig, siglen);
 
@@ -365,10 +382,11 @@ proven_cose_parse_eddsa(const uint8_t *msg, size_t len,
     proven_cose_eddsa_t *m, char *err, size_t errlen)
 {
     int                  major;
-    size_t               plen, klen, siglen;
+    size_t               plen, siglen, want_len;
     uint64_t             arg, pairs;
-    const uint8_t       *prot, *k;
-    proven_cbor_span_t   r;
+    uint8_t              want[PROVEN_COSE_EDDSA_PROTECTED_MAX];
+    const uint8_t       *prot;
+    proven_cbor_span_t   r, h;
 
     r.p = msg;
     r.end = msg + len;
@@ -379,24 +397,45 @@ proven_cose_parse_eddsa(const uint8_t *msg, size_t len,
         proven_cose_say(err, errlen, "not a COSE_Sign1 array of four");
         return PROVEN_ERR;
     }
+
+    /*
+     * The protected header: exactly the canonical bytes of {1: -8, "seq":
+     * n} for its n, so that one seq has one encoding and is signed.
+     */
     if (proven_cbor_span_string(&r, PROVEN_CBOR_BYTES, &prot, &plen)
         != PROVEN_OK
-        || plen != sizeof(proven_cose_eddsa_protected)
-        || memcmp(prot, proven_cose_eddsa_protected, plen) != 0)
+        || plen <= sizeof(proven_cose_eddsa_head)
+        || memcmp(prot, proven_cose_eddsa_head,
+                  sizeof(proven_cose_eddsa_head)) != 0)
     {
         proven_cose_say(err, errlen, "the protected header is not the "
-                        "bytes of {1: -8} (EdDSA)");
+                        "bytes of {1: -8, \"seq\": n}");
         return PROVEN_ERR;
     }
-    if (proven_cbor_span_map(&r, &pairs) != PROVEN_OK || pairs != 1
-        || proven_cbor_span_string(&r, PROVEN_CBOR_TEXT, &k, &klen)
-           != PROVEN_OK
-        || klen != 3 || memcmp(k, "seq", 3) != 0
-        || proven_cbor_span_head(&r, &major, &m->seq) != PROVEN_OK
-        || major != PROVEN_CBOR_UINT)
+    h.p = prot + sizeof(proven_cose_eddsa_head);
+    h.end = prot + plen;
+    if (proven_cbor_span_head(&h, &major, &m->seq) != PROVEN_OK
+        || major != PROVEN_CBOR_UINT || h.p != h.end)
     {
-        proven_cose_say(err, errlen, "the unprotected header is not "
-                        "{\"seq\": n}");
+        proven_cose_say(err, errlen, "the protected header's seq is not an "
+                        "unsigned integer");
+        return PROVEN_ERR;
+    }
+    if (m->seq < 1 || m->seq > PROVEN_COSE_SEQ_MAX) {
+        proven_cose_say(err, errlen, "seq must be 1 to 2^53-1");
+        return PROVEN_ERR;
+    }
+    want_len = proven_cose_eddsa_protected(m->seq, want);
+    if (want_len != plen || memcmp(want, prot, plen) != 0) {
+        proven_cose_say(err, errlen, "the protected header is not in "
+                        "canonical CBOR (seq in its shortest form)");
+        return PROVEN_ERR;
+    }
+    m->protected_hdr = prot;
+    m->protected_len = plen;
+
+    if (proven_cbor_span_map(&r, &pairs) != PROVEN_OK || pairs != 0) {
+        proven_cose_say(err, errlen, "the unprotected header is not {}");
         return PROVEN_ERR;
     }
     if (proven_cbor_span_string(&r, PROVEN_CBOR_BYTES, &m->payload,
@@ -431,8 +470,8 @@ proven_cose_check_eddsa(const proven_cose_eddsa_t *m, const uint8_t *aad,
 
     rc = PROVEN_ERR;
     md = EVP_MD_CTX_new();
-    tbs = proven_cose_eddsa_tbs(aad, aadlen, m->payload, m->payload_len,
-                                &tbslen);
+    tbs = proven_cose_eddsa_tbs(m->protected_hdr, m->protected_len, aad,
+                                aadlen, m->payload, m->payload_len, &tbslen);
     if (md == NULL || tbs == NULL) {
         proven_cose_say(err, errlen, "out of memory");
     } else if (EVP_DigestVerifyInit(md, NULL, NULL, NULL, key) != 1
@@ -466,5 +505,60 @@ proven_cose_verify_eddsa(const uint8_t *msg, size_t len,
     *seq = m.seq;
     *payload = m.payload;
     *payload_len = m.payload_len;
+    return PROVEN_OK;
+}
+
+
+/* ---- what protocol v2 binds -------------------------------------------------- */
+
+void
+proven_session_user_data(const uint8_t id[PROVEN_SESSION_ID_LEN],
+    const uint8_t client_key[32], uint8_t out[PROVEN_SESSION_USER_DATA_LEN])
+{
+    size_t  n;
+
+    n = sizeof(PROVEN_SESSION_MARK) - 1;
+    memcpy(out, PROVEN_SESSION_MARK, n);
+    memcpy(out + n, id, PROVEN_SESSION_ID_LEN);
+    SHA256(client_key, 32, out + n + PROVEN_SESSION_ID_LEN);
+}
+
+
+void
+proven_session_answer_aad(const uint8_t id[PROVEN_SESSION_ID_LEN],
+    const uint8_t *request, size_t len,
+    uint8_t aad[PROVEN_SESSION_ANSWER_AAD_LEN])
+{
+    memcpy(aad, id, PROVEN_SESSION_ID_LEN);
+    SHA256(request, len, aad + PROVEN_SESSION_ID_LEN);
+}
+
+
+int
+proven_identify_message(const char *app, const char *origin,
+    const uint8_t id[PROVEN_SESSION_ID_LEN],
+    uint8_t out[PROVEN_IDENTIFY_MESSAGE_MAX], size_t *len)
+{
+    size_t    app_len, origin_len, n;
+    uint8_t  *p;
+
+    app_len = strlen(app);
+    origin_len = strlen(origin);
+    if (app_len > 255 || origin_len > 255) {
+        return PROVEN_ERR;
+    }
+    p = out;
+    n = sizeof(PROVEN_IDENTIFY_MARK) - 1;
+    memcpy(p, PROVEN_IDENTIFY_MARK, n);
+    p += n;
+    *p++ = (uint8_t) app_len;
+    memcpy(p, app, app_len);
+    p += app_len;
+    *p++ = (uint8_t) origin_len;
+    memcpy(p, origin, origin_len);
+    p += origin_len;
+    memcpy(p, id, PROVEN_SESSION_ID_LEN);
+    p += PROVEN_SESSION_ID_LEN;
+    *len = (size_t) (p - out);
     return PROVEN_OK;
 }

@@ -20,6 +20,7 @@ static const struct {
     { "not_found",          404 },
     { "method_not_allowed", 405 },
     { "replayed",           409 },
+    { "rate_limited",       429 },
     { "handler_error",      500 },
     { "busy",               503 },
     { "timeout",            504 },

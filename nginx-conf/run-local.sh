@@ -66,6 +66,20 @@ for _ in $(seq 1 250); do
     sleep 0.02
 done
 
+# examples/web pins what the node measures, as a real page embeds the PCRs
+# of the build it trusts: here read over provend's own socket (a socket
+# left by a killed provend answers nothing until this one replaces it)
+for _ in $(seq 1 250); do
+    PROVEN_DATA=$data "$build/bin/proven" status >"$data/status.json" \
+        2>/dev/null && break
+    sleep 0.02
+done
+node -e '
+    const p = JSON.parse(require("fs").readFileSync(process.argv[1])).pcrs;
+    console.log(JSON.stringify({ 0: p["0"], 1: p["1"], 2: p["2"] }));' \
+    "$data/status.json" >"$data/attestation/pcrs.json" \
+    || echo "run-local: no PCRs for examples/web" >&2
+
 "$nginx" -p "$data/nginx" -c "$data/nginx.conf" &
 nginx_pid=$!
 

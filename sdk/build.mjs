@@ -9,7 +9,7 @@ await build({
     format: 'esm',
     platform: 'browser',
     target: 'es2020',
-    external: ['node:crypto'],       /* Node 18 only; browsers have crypto */
+    external: ['node:crypto', 'node:https'],   /* Node only: never loaded in a browser */
     minify: true,
     legalComments: 'eof',
     logLevel: 'warning',

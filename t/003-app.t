@@ -263,6 +263,56 @@ a response header was dropped
 
 
 
+=== TEST 15a: on an origin apps share, cookies and service worker scope are dropped, the answer sandboxed
+--- http_config eval
+$::http_config
+--- config
+    location /app/ { proven_app; proven_app_shared_origin on; }
+--- request
+GET /app/web/reaching
+--- response_headers
+X-Ok: yes
+Content-Security-Policy: sandbox
+!Set-Cookie
+!Service-Worker-Allowed
+--- response_body chomp
+reaching
+--- error_log
+a response header was dropped
+
+
+
+=== TEST 15b: on an app's own origin (its name from the Host) they are its own
+--- http_config eval
+$::http_config
+--- config
+    location /own/ { proven_app $arg_app; }
+--- request
+GET /own/reaching?app=web
+--- response_headers
+X-Ok: yes
+Set-Cookie: session=app; Path=/
+Service-Worker-Allowed: /
+!Content-Security-Policy
+--- response_body chomp
+reaching
+--- no_error_log
+[error]
+
+
+
+=== TEST 15c: a name from a variable that is no app name is a 404
+--- http_config eval
+$::http_config
+--- config
+    location /own/ { proven_app $arg_app; }
+--- request
+GET /own/reaching?app=Bad..Name
+--- error_code: 404
+--- response_body_like: "code":"app_not_found"
+
+
+
 === TEST 16: the audit log is public JSON; its package id is what pack prints
 --- http_config eval
 $::http_config

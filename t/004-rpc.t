@@ -201,7 +201,7 @@ Proven::Test::post_cbor("/rpc/http?session=$ENV{TEST_NGINX_S1}", pack('H*', $ENV
 --- error_code: 200
 --- response_headers
 Content-Type: application/cbor
---- response_body_like: ^\x{84}\x{43}\x{a1}\x{01}\x{27}\x{a1}\x{63}seq\x{01}
+--- response_body_like: ^\x{84}\x{48}\x{a2}\x{01}\x{27}\x{63}seq\x{01}\x{a0}
 --- no_error_log
 [error]
 

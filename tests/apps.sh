@@ -109,8 +109,11 @@ check "/tmp is the worker's own: a file in the node's is not there" 1 \
     test -e "/proc/$wpid/root$scratch"
 rm -f "$scratch"
 if [ "$(id -u)" = 0 ]; then
-    same "provend runs as root, the worker as nobody" 65534 \
-        awk '/^Uid:/ { print $2 }' "/proc/$wpid/status"
+    wuid=$(awk '/^Uid:/ { print $2 }' "/proc/$wpid/status")
+    check "provend runs as root, the worker as its app's own user" 0 \
+        test "$wuid" -ge $((0x70000000))
+    same "which owns its socket directory" "$wuid" \
+        stat -c %u "$data/run/apps/hello"
 fi
 check "a sandbox that cannot hide the data directory runs nothing" 126 \
     -m "cannot hide the data directory.*does not run" \
@@ -144,6 +147,47 @@ check "inside the sandbox no namespace can be made" 1 \
     unshare --user --net true
 check "and a unix socket is not" 0 "$build/bin/provend" --sandbox-exec -- \
     perl -e 'use Socket; socket(S, PF_UNIX, SOCK_STREAM, 0) or exit 2'
+
+# after an escape from V8: no terminal to type into, no host but the
+# system's files and its own socket directory, devices null, zero, urandom
+pvd=$(pgrep -f "provend --data $data " | head -1)
+check "the worker has a session of its own, no terminal" 0 -m '^differ \?$' \
+    sh -c "[ \"\$(ps -o sid= -p $wpid)\" != \"\$(ps -o sid= -p $pvd)\" ] \
+           && echo \"differ \$(ps -o tty= -p $wpid)\""
+check "and IPC and UTS namespaces of its own" 0 -m '^differ differ$' \
+    sh -c "for n in ipc uts; do [ \"\$(readlink /proc/$wpid/ns/\$n)\" != \
+           \"\$(readlink /proc/$pvd/ns/\$n)\" ] && echo differ; done | xargs"
+for req in 0x5412:TIOCSTI 0x541C:TIOCLINUX; do
+    check "ioctl ${req#*:} is refused inside the sandbox" 2 \
+        -m "Operation not permitted" "$build/bin/provend" --sandbox-exec -- \
+        perl -e "my \$c = 'x'; ioctl(STDIN, ${req%%:*}, \$c) and exit 0;
+                 print \"\$!\\n\"; exit 2"
+done
+same "the worker's /dev: null, zero, urandom and the fd links" \
+    "fd null stderr stdin stdout urandom zero" \
+    sh -c "ls /proc/$wpid/root/dev | xargs"
+check "the runtime directory is read-only to the worker" 1 \
+    -m "Read-only file system" \
+    touch "/proc/$wpid/root$top/runtime/lib/sandbox.mjs"
+check "nothing else of the checkout is there" 1 \
+    test -e "/proc/$wpid/root$top/Makefile"
+same "nor /run, /home, /root or /var" none \
+    sh -c "for d in run home root var/lib; do \
+           [ -e /proc/$wpid/root/\$d ] && echo \$d; done; echo none"
+mkdir -p "$work/minimal/keep"
+minimal() {   # minimal CMD: CMD's output in a minimal root over $work/minimal
+    "$build/bin/provend" --sandbox-exec --hide "$work/minimal" \
+        --keep "$work/minimal/keep" --keep-ro "$top/runtime" -- sh -c "$1"
+}
+same "in the minimal root, of the data directory: its socket directory" \
+    keep minimal "ls '$work/minimal'"
+same "of the checkout: the runtime" runtime minimal "ls '$top'"
+first=${top#/}; first=${first%%/*}
+same "and at the top, the system's directories only" "" \
+    sh -c "'$build/bin/provend' --sandbox-exec --hide '$work/minimal' \
+           --keep '$work/minimal/keep' -- ls / | grep -vx \
+           'bin\\|dev\\|etc\\|lib\\|lib32\\|lib64\\|libx32\\|proc\\|sbin\\|tmp\\|usr\\|var\\|$first' \\
+           || true"
 
 # ---- examples/hello through nginx -------------------------------------------
 
@@ -350,16 +394,40 @@ done
 PROVEN_DATA=$d2 app deploy "$top/examples/hello" --app intruder \
     >/dev/null 2>&1
 for _ in $(seq 1 250); do
-    grep -q '^fake-runtime:' "$work/d2.log" && break
+    grep -q 'apps: intruder: fake-runtime:' "$work/d2.log" && break
     sleep 0.04
 done
+# (its standard error reaches provend's log, under its app's name)
 same "a worker's line: its own app's storage, nothing else" \
     "fake-runtime: 1 ok,2 forbidden,3 forbidden,4 forbidden,5 forbidden,6 forbidden,7 forbidden" \
-    grep '^fake-runtime:' "$work/d2.log"
+    grep -o 'fake-runtime: .*' "$work/d2.log"
 same "the other app's value is untouched" kept \
     "$proven" kv get --socket "$d2/provend.sock" --app victim secret
 kill -TERM "$d2_pid"
 wait "$d2_pid" 2>/dev/null
+
+# ---- one cap on all workers: the app called least recently idles ----------
+
+d3=$work/d3
+"$build/bin/provend" --data "$d3" --provider dev --app-memory 64 \
+    --app-memory-total 128 --app-workers 1 >>"$work/d3.log" 2>&1 &
+d3_pid=$!
+for _ in $(seq 1 250); do
+    "$proven" status --socket "$d3/provend.sock" >/dev/null 2>&1 && break
+    sleep 0.04
+done
+for a in one two three; do
+    PROVEN_DATA=$d3 app deploy "$top/examples/hello" --app $a >/dev/null 2>&1
+done
+same "under a cap of two workers, the third app's start idles the first" \
+    "one:0 three:1 two:1" sh -c "PROVEN_DATA=$d3 '$proven' app list \
+    | grep -o '\"app\":\"[a-z]*\".*' | sed -E \
+      's/^\"app\":\"([a-z]+)\".*\"sockets\":\[([^]]*)\].*/\1:\2/' \
+    | sed -E 's/:\".*/:1/; s/:\$/:0/' | sort | xargs"
+check "and says why" 0 -m "one is idled, the app called least recently" \
+    cat "$work/d3.log"
+kill -TERM "$d3_pid"
+wait "$d3_pid" 2>/dev/null
 
 # ---- schedules: provend fires the heartbeat at each minute's start ------------
 

@@ -158,6 +158,19 @@ check "the NATS client port is on loopback only" 0 \
     grep -h '^listen' "$d/node2/nats/nats.conf"
 check "routes trust only admitted certificates (mutual TLS)" 0 \
     -m 'verify: true' grep -h 'verify' "$d/node2/nats/nats.conf"
+check "the NATS client port refuses a client without the token" 0 \
+    -m "Authorization Violation" \
+    node "$top/tests/cluster/nats-raw.mjs" hello "$((port + 14))"
+# (the token is in nats-server's environment only, not in a file)
+check "the token is in no file of the node" 1 \
+    grep -rqE '[0-9a-f]{64}' "$d/node2/nats/nats.conf"
+token_of() {   # token_of I: node I's token, read where root can
+    tr '\0' '\n' <"/proc/$(cat "$d/node$1/nats/nats.pid")/environ" \
+        | sed -n 's/^PROVEN_NATS_TOKEN="\(.*\)"$/\1/p'
+}
+token=$(token_of 2)
+check "and answers provend's own, which has it" 0 -m '^PONG$' \
+    node "$top/tests/cluster/nats-raw.mjs" hello "$((port + 14))" "$token"
 
 # ---- replicated data ------------------------------------------------------------
 
@@ -179,6 +192,21 @@ eventually "and on node 1 (without waiting for it)" hello \
 check "a read after a place no node has reached waits, then says so" 1 \
     -m 'has not applied the cluster.s log up to 999999' \
     on 1 kv get --app shop greeting --after 999999
+
+# an entry of the log published again, past JetStream's duplicate check
+# (by anyone with the NATS token): every node applies it once
+on 1 kv set --app replay k v1 >"$work/out"
+first=$(grep -o '"log_seq":[0-9]*' "$work/out" | cut -d: -f2)
+on 1 kv set --app replay k v2 >/dev/null
+again=$(node "$top/tests/cluster/nats-raw.mjs" republish "$((port + 4))" \
+        "$(token_of 1)" "$first")
+case $again in [0-9]*) pass "entry $first published again, as $again" ;;
+    *) fail "an entry published again" "$again" ;; esac
+for i in 1 2 3; do
+    check "node $i applies it once: the value stays v2" 0 -m '^v2$' \
+        on "$i" kv get --app replay k --after "$again"
+done
+check "and counts it as a repeat" 0 -m '"repeats": ?1,' on 2 cluster status
 check "every node refuses a set at a stale revision alike" 1 \
     -m 'revision is 1, not 0' on 1 kv set --app shop greeting x --if-revision 0
 check "a key store's key is made once: the same public key everywhere" 0 \
@@ -202,6 +230,12 @@ check "random() is refused: replicas would not agree" 1 \
 check "an app deployed on node 1" 0 -m '"seq":1' \
     on 1 app deploy "$top/examples/hello" --app hello
 eventually "answers on node 2" '{"count":0}' curl -s "$(url 2 /app/hello/count)"
+# a worker of node 2 sees its own socket directory, and no other node's data
+w2=$(pgrep -f "proven-runtime.mjs serve --app hello --package - --listen $d/node2/" \
+     | head -1)
+same "a worker of node 2 sees no other node's data" "node2" \
+    sh -c "ls /proc/$w2/root$d | xargs"
+check "nor node 2's keys" 1 test -e "/proc/$w2/root$d/node2/keys"
 check "its KV written through node 3" 0 -m '^\{"count":1\}$' \
     curl -s -X POST "$(url 3 /app/hello/count)"
 eventually "is read through node 2" '{"count":1}' \
@@ -209,14 +243,20 @@ eventually "is read through node 2" '{"count":1}' \
 eventually "node 3 lists the app with its audit entry" 1 sh -c \
     "PROVEN_DATA=$d/node3 '$proven' app list | grep -c '\"seq\":1'"
 
-# a session opened on node 1 is served by node 2: same keys, its
-# identity, node 2's own replay check, and an Anonymize on node 1 that
-# node 2 follows
+# a session opened on node 1 is served by node 2, which hands its messages
+# to node 1, where it lives: its identity at once, one seq for the cluster
+# (a message accepted on node 1 is a replay on node 2), an Identify
+# replayed after an Anonymize refused
+on 1 status >"$work/status.json"
+export PROVEN_STATUS=$work/status.json
 same "a session opened on node 1 is served by node 2" "on A: anonymous
 identify on A: success
 on B: identified
 replay on B: 409 replayed
+then on A: identified
+A's message replayed on B: 409 replayed
 anonymize on A: success
+Identify replayed on B: 409 replayed
 then on B: anonymous
 new session, first on B: anonymous" \
     node "$top/tests/rpc/failover.mjs" "$(url 1 '')" "$(url 2 '')" \
@@ -231,6 +271,11 @@ case $leader in [123]) pass "the log stream has a leader: node $leader" ;;
                 *) fail "the log stream has a leader" "none: '$leader'" ;; esac
 others=$(for j in 1 2 3; do [ $j = "$leader" ] || echo $j; done | xargs)
 writer=${others%% *} other=${others##* }
+on "$leader" status >"$work/status-leader.json"
+check "a session opened on node $leader" 0 -m '^saved: anonymous$' \
+    env PROVEN_STATUS="$work/status-leader.json" \
+    node "$top/tests/rpc/failover.mjs" save "$(url "$leader" '')" \
+    "$d/node1/attestation/dev-root.pem" "$work/session.json"
 : >"$work/acked"
 writes "$writer" 1 150 "$work/acked" &
 writes_pid=$!
@@ -241,6 +286,10 @@ pgid=$(ps -o pgid= -p "$(pgrep -f "provend --data $d/node$leader " \
 kill -9 -- "-$pgid"
 eventually "the app keeps answering on node $other" '{"count":1}' \
     curl -s "$(url "$other" /app/hello/count)"
+check "ends with its node: used through node $other, 401" 0 \
+    -m '^resumed: 401 unknown_session$' \
+    node "$top/tests/rpc/failover.mjs" resume "$(url "$other" '')" \
+    "$work/session.json"
 wait "$writes_pid"
 # (once the writes are done: on two cores they can hold an election back)
 await "with node $leader killed, the others elect another JetStream leader" \

@@ -42,8 +42,37 @@ check "the dev document fails against the AWS root" 1 \
     sh -c "curl -s '$http/attestation?nonce=00ff' | '$proven' verify --nonce 00ff -"
 check "a different nonce fails" 1 \
     sh -c "curl -s '$http/attestation?nonce=00ff' | '$proven' verify --root '$root' --nonce 00fe -"
-check "proven attest fetches and verifies over HTTPS" 0 \
-    "$proven" attest "$https/attestation" --insecure --root "$root"
+check "proven attest fetches and verifies over HTTPS, bound to its TLS key" 0 \
+    sh -c "'$proven' attest '$https/attestation' --insecure --root '$root' \
+           | grep -q 'bound to the served TLS key'"
+check "and says the document is the dev provider's, not an enclave's" 0 \
+    sh -c "'$proven' attest '$https/attestation' --insecure --root '$root' \
+           | grep -q '^DEV: made by a local node'"
+# a relay that ends TLS itself (its own certificate) and asks the node's
+# bound endpoint: a genuine document, but not for the TLS the client got
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -subj /CN=relay -days 1 -keyout "$work/relay.key" -out "$work/relay.crt" \
+    >/dev/null 2>&1
+node -e '
+    const [key, cert, up, portFile] = process.argv.slice(1);
+    const https = require("https"), fs = require("fs");
+    https.createServer({ key: fs.readFileSync(key),
+                         cert: fs.readFileSync(cert) }, (q, r) => {
+        https.get(up + q.url, { rejectUnauthorized: false }, (u) => {
+            r.writeHead(u.statusCode, u.headers);
+            u.pipe(r);
+        });
+    }).listen(0, "127.0.0.1", function () {
+        fs.writeFileSync(portFile, String(this.address().port));
+    });' "$work/relay.key" "$work/relay.crt" "$https" "$work/relay.port" &
+relay_pid=$!
+for _ in $(seq 1 100); do [ -s "$work/relay.port" ] && break; sleep 0.05; done
+check "proven attest refuses a document behind a TLS-ending relay" 0 \
+    sh -c "out=\$('$proven' attest \
+               https://127.0.0.1:\$(cat '$work/relay.port')/attestation \
+               --insecure --root '$root' 2>&1); [ \$? = 1 ] \
+           && echo \"\$out\" | grep -q 'TLS ends outside the node'"
+kill "$relay_pid" 2>/dev/null
 spki=$(openssl x509 -in "$PROVEN_DATA/tls/cert.pem" -pubkey -noout \
     | openssl pkey -pubin -outform DER | base64 -w0)
 check "HTTPS binds the served certificate's key" 0 \

@@ -236,7 +236,8 @@ static proven_audit_entry_t
 session_entry(const proven_app_state_t *st, EVP_PKEY *identity,
     const uint8_t session[PROVEN_AUDIT_SESSION_LEN], uint8_t fill)
 {
-    size_t                len;
+    size_t                len, proof_len;
+    uint8_t               proof[PROVEN_IDENTIFY_MESSAGE_MAX];
     EVP_MD_CTX           *md;
     proven_audit_entry_t  e;
 
@@ -250,12 +251,16 @@ session_entry(const proven_app_state_t *st, EVP_PKEY *identity,
     public_of(identity, e.signer);
     e.has_session = 1;
     memcpy(e.session, session, PROVEN_AUDIT_SESSION_LEN);
+    snprintf(e.origin, sizeof(e.origin), "https://owner.example");
 
+    /* the owner's Identify proof in that management session */
+    assert_int_equal(proven_identify_message("", e.origin, session, proof,
+                                             &proof_len), PROVEN_OK);
     md = EVP_MD_CTX_new();
     len = sizeof(e.signature);
     assert_int_equal(EVP_DigestSignInit(md, NULL, NULL, NULL, identity), 1);
-    assert_int_equal(EVP_DigestSign(md, e.signature, &len, session,
-                                     PROVEN_AUDIT_SESSION_LEN), 1);
+    assert_int_equal(EVP_DigestSign(md, e.signature, &len, proof,
+                                     proof_len), 1);
     EVP_MD_CTX_free(md);
     return e;
 }
@@ -306,7 +311,13 @@ test_session_entries(void **state)
     e = session_entry(&st, alice, session, 2);
     memcpy(e.session, other, sizeof(other));
     assert_int_equal(apply_entry(&st, &e, err), PROVEN_ERR);
-    assert_non_null(strstr(err, "over the session id"));
+    assert_non_null(strstr(err, "Identify proof"));
+
+    /* nor of the same session at another origin */
+    e = session_entry(&st, alice, session, 2);
+    snprintf(e.origin, sizeof(e.origin), "https://evil.example");
+    assert_int_equal(apply_entry(&st, &e, err), PROVEN_ERR);
+    assert_non_null(strstr(err, "Identify proof"));
 
     /* a proof made by someone who is not an owner */
     e = session_entry(&st, bob, session, 2);

@@ -84,10 +84,14 @@ client_message(EVP_PKEY *key, uint64_t seq, const char *payload,
     cbor_item_t  *header, *tbs_item, *msg, *unprotected;
     EVP_MD_CTX   *md;
 
-    header = cbor_new_definite_map(1);
+    /* protected: {1: -8, "seq": n}, key 1 first */
+    header = cbor_new_definite_map(2);
     assert_true(cbor_map_add(header, (struct cbor_pair) {
         .key = cbor_move(cbor_build_uint8(1)),
         .value = cbor_move(cbor_build_negint8(7)) }));     /* -8 */
+    assert_true(cbor_map_add(header, (struct cbor_pair) {
+        .key = cbor_move(cbor_build_string("seq")),
+        .value = cbor_move(uint_item(seq)) }));
     prot = dump(header, &plen);
 
     tbs_item = cbor_new_definite_array(4);
@@ -106,10 +110,7 @@ client_message(EVP_PKEY *key, uint64_t seq, const char *payload,
     assert_int_equal(EVP_DigestSign(md, sig, &siglen, tbs, tbslen), 1);
     EVP_MD_CTX_free(md);
 
-    unprotected = cbor_new_definite_map(1);
-    assert_true(cbor_map_add(unprotected, (struct cbor_pair) {
-        .key = cbor_move(cbor_build_string("seq")),
-        .value = cbor_move(uint_item(seq)) }));
+    unprotected = cbor_new_definite_map(0);
 
     msg = cbor_new_definite_array(4);
     assert_true(cbor_array_push(msg, cbor_move(bytes(prot, plen))));
@@ -193,14 +194,10 @@ test_refusals(void **state)
                          sizeof(err)), PROVEN_OK);
 
     /*
-     * every single bit flipped: refused, by the parser or the signature;
-     * but for the seq's own byte (offset 10), which COSE leaves unsigned
-     * in the unprotected header (see the note on issue 5)
+     * every single bit flipped: refused, by the parser or the signature,
+     * the seq's own byte included (protocol v2 signs it)
      */
     for (bit = 0; bit < len * 8; bit++) {
-        if (bit / 8 == 10) {
-            continue;
-        }
         msg[bit / 8] ^= (uint8_t) (1u << (bit % 8));
         assert_int_equal(proven_cose_verify_eddsa(msg, len, session,
                              sizeof(session), key, &seq, &payload, &plen,
@@ -242,6 +239,114 @@ test_refusals(void **state)
 }
 
 
+/* A message with these protected bytes and a zero signature. */
+static uint8_t *
+with_protected(const uint8_t *prot, size_t plen, size_t *len)
+{
+    uint8_t  *msg, *p;
+
+    msg = calloc(1, 1 + 1 + plen + 1 + 1 + 2 + 64);
+    assert_non_null(msg);
+    p = msg;
+    *p++ = 0x84;
+    *p++ = (uint8_t) (0x40 | plen);
+    memcpy(p, prot, plen);
+    p += plen;
+    *p++ = 0xa0;                        /* {} */
+    *p++ = 0x40;                        /* h'' */
+    *p++ = 0x58;
+    *p++ = 64;
+    p += 64;
+    *len = (size_t) (p - msg);
+    return msg;
+}
+
+
+/* One seq, one encoding, in range: anything else is malformed. */
+static void
+test_seq_bounds_and_form(void **state)
+{
+    char                  err[PROVEN_ERR_LEN];
+    size_t                len, i;
+    uint8_t              *msg;
+    proven_cose_eddsa_t   m;
+    static const struct {
+        uint8_t      prot[16];
+        size_t       len;
+        int          ok;
+        const char  *why;
+    } cases[] = {
+        { { 0xa2, 0x01, 0x27, 0x63, 's', 'e', 'q', 0x05 }, 8, 1, "" },
+        { { 0xa2, 0x01, 0x27, 0x63, 's', 'e', 'q', 0x18, 0x05 }, 9, 0,
+          "canonical" },
+        { { 0xa2, 0x01, 0x27, 0x63, 's', 'e', 'q', 0x00 }, 8, 0, "2^53" },
+        { { 0xa2, 0x01, 0x27, 0x63, 's', 'e', 'q',
+            0x1b, 0x00, 0x1f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff }, 16, 1,
+          "" },
+        { { 0xa2, 0x01, 0x27, 0x63, 's', 'e', 'q',
+            0x1b, 0x00, 0x20, 0, 0, 0, 0, 0, 0 }, 16, 0, "2^53" },
+        { { 0xa2, 0x01, 0x27, 0x63, 's', 'e', 'q',
+            0x1b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff }, 16, 0,
+          "2^53" },
+        { { 0xa2, 0x63, 's', 'e', 'q', 0x05, 0x01, 0x27 }, 8, 0,
+          "protected header" },
+        { { 0xa1, 0x01, 0x27 }, 3, 0, "protected header" },
+        { { 0xa2, 0x01, 0x27, 0x63, 's', 'e', 'q', 0x20 }, 8, 0,
+          "unsigned" },
+        { { 0xa2, 0x01, 0x27, 0x63, 's', 'e', 'q', 0x05, 0x00 }, 9, 0,
+          "unsigned" },
+    };
+
+    (void) state;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        msg = with_protected(cases[i].prot, cases[i].len, &len);
+        assert_int_equal(proven_cose_parse_eddsa(msg, len, &m, err,
+                                                 sizeof(err)),
+                         cases[i].ok ? PROVEN_OK : PROVEN_ERR);
+        if (!cases[i].ok) {
+            assert_non_null(strstr(err, cases[i].why));
+        }
+        free(msg);
+    }
+}
+
+
+/* What protocol v2 binds, byte for byte. */
+static void
+test_bindings(void **state)
+{
+    size_t   len;
+    uint8_t  key[32], ud[PROVEN_SESSION_USER_DATA_LEN];
+    uint8_t  msg[PROVEN_IDENTIFY_MESSAGE_MAX];
+    char     long_origin[300];
+
+    (void) state;
+    memset(key, 0x11, sizeof(key));
+    proven_session_user_data(session, key, ud);
+    assert_memory_equal(ud, "proven-session-v1", 17);
+    assert_memory_equal(ud + 17, session, 16);
+    /* SHA-256 of 32 bytes 0x11 */
+    assert_int_equal(ud[33], 0x02);
+    assert_int_equal(ud[64], 0xdc);
+
+    assert_int_equal(proven_identify_message("hello", "https://a.example",
+                                             session, msg, &len), PROVEN_OK);
+    assert_int_equal(len, 18 + 1 + 5 + 1 + 17 + 16);
+    assert_memory_equal(msg, "proven-identify-v1\x05hello\x11"
+                        "https://a.example", 18 + 1 + 5 + 1 + 17);
+    assert_memory_equal(msg + len - 16, session, 16);
+
+    assert_int_equal(proven_identify_message("", "", session, msg, &len),
+                     PROVEN_OK);
+    assert_int_equal(len, 18 + 2 + 16);
+
+    memset(long_origin, 'a', sizeof(long_origin) - 1);
+    long_origin[sizeof(long_origin) - 1] = '\0';
+    assert_int_equal(proven_identify_message("", long_origin, session, msg,
+                                             &len), PROVEN_ERR);
+}
+
+
 int
 main(void)
 {
@@ -249,6 +354,8 @@ main(void)
         cmocka_unit_test(test_client_message_verifies),
         cmocka_unit_test(test_sign_matches_the_protocol),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_seq_bounds_and_form),
+        cmocka_unit_test(test_bindings),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

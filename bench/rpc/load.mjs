@@ -18,13 +18,17 @@ const per = Math.ceil(40000 / Number(nSessions)) + 1000;   /* enough */
 const clients = [];
 for (let i = 0; i < Number(nSessions); i++) {
     const s = await p.createSession(url, { app: 'bench', origin:
-                                           'https://bench.example', rootPem });
+                                           'https://bench.example', rootPem,
+                                           pcrs: {} });
     const frames = [];
+    const messages = [];
     for (let seq = 1; seq <= per; seq++) {
-        frames.push(p.frame(2, p.command(s, 'Execute', {
-            handler: 'index.js#rpcPing', args: [seq] }, seq)));
+        messages.push(p.command(s, 'Execute', {
+            handler: 'index.js#rpcPing', args: [seq] }, seq));
+        frames.push(p.frame(2, messages[seq - 1]));
     }
-    clients.push({ s, frames, ws: await p.RawSocket.open(s, { port }),
+    clients.push({ s, frames, messages,
+                   ws: await p.RawSocket.open(s, { port }),
                    answers: [] });
 }
 
@@ -44,7 +48,7 @@ async function drive(c) {
         }
         latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
         if (i % 97 === 0) {
-            c.answers.push(f.payload);
+            c.answers.push([i, f.payload]);
         }
         msgs++;
     }
@@ -56,8 +60,9 @@ const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
 
 let checked = 0;
 for (const c of clients) {
-    for (const a of c.answers) {
-        const r = p.open(c.s.serverKey, c.s.id, a);
+    for (const [i, a] of c.answers) {
+        const r = p.open(c.s.serverKey, p.answerAad(c.s.id, c.messages[i]),
+                         a);
         if (r.body.data.result !== 'success') {
             throw new Error(JSON.stringify(r.body));
         }

@@ -26,6 +26,11 @@ provend_apps_open(const provend_apps_config_t *cfg, char *err, size_t errlen)
     apps->expose_errors = cfg->expose_errors;
     apps->memory_mb = cfg->memory_mb ? cfg->memory_mb : 128;
     apps->workers_max = cfg->workers_max;
+    /* one cap on every app's workers: the memory they may take */
+    apps->workers_total = cfg->memory_total_mb / apps->memory_mb;
+    if (cfg->memory_total_mb != 0 && apps->workers_total == 0) {
+        apps->workers_total = 1;
+    }
     if (apps->workers_max == 0) {
         apps->workers_max = uv_available_parallelism();
         apps->workers_max = apps->workers_max > 4 ? 4 : apps->workers_max;

@@ -61,6 +61,7 @@ typedef struct {
     unsigned            memory_mb;      /* per worker; 0: 128 */
     int                 sandbox;        /* wrap workers: sandbox.c */
     unsigned            workers_max;    /* per app; 0: CPUs, at most 4 */
+    unsigned            memory_total_mb;  /* all workers; 0: no cap */
     unsigned            idle_s;         /* stop idle apps; 0: never */
     /*
      * storage is the cluster backend: other nodes' changes to the
@@ -134,12 +135,13 @@ cbor_item_t *provend_apps_owned_by(provend_apps_t *apps,
 
 /*
  * Deploys package (a byte string item) to app as identity, proved by
- * signature, identity's own over the session id (Identify): the audit
- * entry carries the session (see lib/proven.h).  Checked like any deploy.
+ * signature, identity's Identify proof in that management session of
+ * origin: the audit entry carries both (see lib/proven.h).  Checked like any deploy.
  */
 int provend_apps_deploy_by_session(provend_apps_t *apps, const char *app,
     cbor_item_t *package, const uint8_t *identity, const uint8_t *session,
-    const uint8_t *signature, provend_apps_done_pt done, void *data);
+    const char *origin, const uint8_t *signature, provend_apps_done_pt done,
+    void *data);
 
 /* Stops the workers and closes every handle; the loop then ends. */
 void provend_apps_stop(provend_apps_t *apps);

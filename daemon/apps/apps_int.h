@@ -69,6 +69,9 @@
 
 typedef struct provend_app_s     provend_app_t;
 typedef struct provend_worker_s  provend_worker_t;
+
+/* A worker's stderr line logged at most this long (longer: split). */
+#define PROVEND_WORKER_LOG_LINE  1024
 typedef struct provend_wake_s    provend_wake_t;
 typedef struct provend_deployed_s  provend_deployed_t;
 
@@ -99,6 +102,7 @@ struct provend_worker_s {
     uv_process_t     process;
     uv_pipe_t        in;            /* the package, then closed */
     uv_pipe_t        out;           /* "ready\n" */
+    uv_pipe_t        err;           /* its standard error, to the log */
     uv_write_t       write;
     provend_apps_t  *apps;
     provend_app_t   *app;           /* NULL once replaced */
@@ -117,6 +121,9 @@ struct provend_worker_s {
     uint64_t         retired_ms;    /* uv_now when replaced, or 0 */
     int              termed;        /* SIGTERM sent */
     int              skip_line;     /* an overlong line: to its end */
+    char             name[PROVEND_NAME_MAX + 1];    /* its app's */
+    char             err_line[PROVEND_WORKER_LOG_LINE];
+    size_t           err_len;
     provend_worker_t *prev;         /* every worker, until closed */
     provend_worker_t *next;
 };
@@ -139,6 +146,7 @@ struct provend_app_s {
     uv_timer_t          restart;
     unsigned            backoff_ms;
     unsigned            generation;  /* of worker sockets */
+    unsigned            uid;         /* its workers' as root; 0: none yet */
     unsigned            package_gen; /* bumped when the package changes */
     uint64_t            hot_since;   /* uv_now, or 0 */
     uint64_t            cold_since;
@@ -170,6 +178,8 @@ struct provend_apps_s {
     int                     expose_errors;
     unsigned                memory_mb;
     unsigned                workers_max;  /* per app */
+    unsigned                next_uid;     /* the next app's, as root */
+    unsigned                workers_total;  /* of all apps; 0: no cap */
     uint64_t                idle_ms;      /* 0: never */
     void                   *server;
     void                 *(*bind_pipe)(void *server, const char *app);

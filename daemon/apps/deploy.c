@@ -394,6 +394,7 @@ provend_change_check(provend_change_t *c)
     options.file = argv[0];
     options.args = argv;
     options.exit_cb = provend_change_on_check_exit;
+    options.flags = UV_PROCESS_DETACHED;      /* setsid(): no terminal */
     options.stdio = stdio;
     options.stdio_count = 3;
 
@@ -735,6 +736,16 @@ provend_apps_op_change(provend_apps_t *apps, const proven_request_t *req,
             return;
         }
         c->entry.has_session = 1;
+        v = proven_cbor_map_get(req->map, "origin");
+        if (v == NULL
+            || proven_cbor_text_into(v, c->entry.origin,
+                                     sizeof(c->entry.origin)) != PROVEN_OK)
+        {
+            provend_ops_reply_error(reply, ctx, req->id, "internal",
+                                    "no session origin");
+            free(c);
+            return;
+        }
     }
 
     if (deploy) {

@@ -3,24 +3,29 @@
  * PROGRAM ARGS...` applies what the kernel allows, then execs PROGRAM.
  *
  *   - no new privileges (setuid binaries gain nothing);
+ *   - a session of its own (setsid): no controlling terminal;
  *   - network, mount and PID namespaces of its own (as root, or through an
  *     unprivileged user namespace mapped to the caller's uid): no network
  *     interface but a down loopback, so no TCP or UDP anywhere (unix
  *     sockets on the file system still work, which is how nginx and
- *     provend reach the worker); with --hide DIR the data directory is an
- *     empty tmpfs but for --keep DIR (the workers' socket directory), so
- *     keys, storage and provend's socket are out of reach; a fresh /proc
- *     shows no other process; every capability dropped;
+ *     provend reach the worker); a fresh /proc shows no other process;
+ *     every capability dropped;
+ *   - with --hide DIR (the data directory), a minimal root entered with
+ *     pivot_root: the system's /usr, /etc and library directories, the
+ *     program's own install and --keep-ro DIR (the runtime) read-only,
+ *     --keep DIR (the app's socket directory) at its place, /dev with
+ *     null, zero and urandom only, its own empty /tmp and /var/tmp, and
+ *     nothing else: no keys, storage or provend socket, no other node's
+ *     data, no /run, no /home;
  *   - a seccomp filter: socket() of any family but AF_UNIX, io_uring,
  *     ptrace and other process inspection, mounts (old and new API),
  *     namespaces (unshare, setns, clone with CLONE_NEW*), modules,
- *     keyrings, BPF and the like fail with EPERM/EACCES;
+ *     keyrings, BPF, ioctl TIOCSTI and TIOCLINUX and the like fail with
+ *     EPERM/EACCES;
  *   - rlimits: no core dumps, a bounded number of open files;
- *   - with --hide, /tmp, /var/tmp and /dev/shm are empty tmpfs of its own
- *     (apps cannot leave files for each other; --keep-ro DIR, the runtime,
- *     is put back read-only if one held it), and when provend runs as
- *     root the program runs as nobody (uid and gid 65534): root without
- *     capabilities still owns most of the file system.
+ *   - when provend runs as root the program runs as nobody (uid and gid
+ *     65534): root without capabilities still owns most of the file
+ *     system.
  *
  * With --hide (how provend runs workers) a layer the kernel refuses stops
  * the program before it runs: a worker that could read the keys must not
@@ -39,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -63,6 +69,9 @@
 #define PROVEND_AUDIT_ARCH  AUDIT_ARCH_AARCH64
 #endif
 
+
+/* Processes and threads of one app's user, at most. */
+#define PROVEND_SANDBOX_NPROC  2048
 
 /* --hide was given: every layer is required */
 static int  provend_sandbox_strict;
@@ -113,7 +122,9 @@ provend_sandbox_namespaces(void)
     uid_t  uid;
     gid_t  gid;
 
-    flags = CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWPID;
+    /* IPC and UTS too: no System V or POSIX queues shared with anyone */
+    flags = CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC
+            | CLONE_NEWUTS;
     if (unshare(flags) == 0) {
         return 1;
     }
@@ -155,8 +166,17 @@ provend_sandbox_namespaces(void)
 }
 
 
-static const char  *provend_sandbox_scratch_dirs[] = {
-    "/tmp", "/var/tmp", "/dev/shm"
+/*
+ * What the minimal root shows of the host, read-only: its programs,
+ * libraries and configuration (a merged /usr's links as links).
+ */
+static const char  *provend_sandbox_system[] = {
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"
+};
+
+/* The only devices a worker needs. */
+static const char  *provend_sandbox_devices[] = {
+    "null", "zero", "urandom"
 };
 
 
@@ -171,49 +191,227 @@ provend_sandbox_under(const char *path, const char *dir)
 }
 
 
-/*
- * In the new mount namespace: hide is covered by an empty tmpfs, keep
- * (inside hide) bound back at its place, the scratch directories are
- * empty, and /proc is this PID namespace's own.  -1: must not run.
- */
-/*
- * Mounts the directory open as fd at path again, under the tmpfs that
- * now covers it (the way down made on that tmpfs); read-only if asked.
- */
+/* root ‖ path, made with its parents (0755: nobody walks down). */
 static int
-provend_sandbox_bind_back(int fd, const char *where, int readonly)
+provend_sandbox_mkpath(const char *root, const char *path, char *out,
+    size_t size)
 {
-    char  path[4096], fdpath[64], *p;
+    char  *p;
 
-    snprintf(path, sizeof(path), "%s", where);
-    for (p = path + 1; (p = strchr(p, '/')) != NULL; p++) {
+    if ((size_t) snprintf(out, size, "%s%s", root, path) >= size) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    for (p = out + strlen(root) + 1; (p = strchr(p, '/')) != NULL; p++) {
         *p = '\0';
-        (void) mkdir(path, 0711);
+        (void) mkdir(out, 0755);
         *p = '/';
     }
-    (void) mkdir(path, 0711);
-    snprintf(fdpath, sizeof(fdpath), "/proc/self/fd/%d", fd);
-    if (mount(fdpath, path, NULL, MS_BIND | MS_REC, NULL) != 0
-        || (readonly
-            && mount(NULL, path, NULL,
-                     MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV,
-                     NULL) != 0))
-    {
+    if (mkdir(out, 0755) != 0 && errno != EEXIST) {
         return -1;
     }
     return 0;
 }
 
 
+/* Binds what from (a path, or an O_PATH fd: "/proc/self/fd/N") at to. */
+static int
+provend_sandbox_bind(const char *from, const char *to, int readonly)
+{
+    struct mount_attr  attr;
+
+    if (mount(from, to, NULL, MS_BIND | MS_REC, NULL) != 0) {
+        return -1;
+    }
+    if (!readonly) {
+        return 0;
+    }
+    /* read-only all the way down: the mounts below it too */
+    memset(&attr, 0, sizeof(attr));
+    attr.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    if (mount_setattr(AT_FDCWD, to, AT_RECURSIVE, &attr, sizeof(attr)) == 0)
+    {
+        return 0;
+    }
+    if (errno != ENOSYS) {
+        return -1;
+    }
+    /* a kernel before 5.12: the top mount at least */
+    return mount(NULL, to, NULL,
+                 MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV,
+                 NULL);
+}
+
+
+/* The directory open as fd, at the same path under root. */
+static int
+provend_sandbox_bind_fd(int fd, const char *root, const char *path,
+    int readonly)
+{
+    char  to[4096], from[64];
+
+    if (provend_sandbox_mkpath(root, path, to, sizeof(to)) != 0) {
+        return -1;
+    }
+    snprintf(from, sizeof(from), "/proc/self/fd/%d", fd);
+    return provend_sandbox_bind(from, to, readonly);
+}
+
+
+/* An empty tmpfs of its own at path under root. */
+static int
+provend_sandbox_scratch(const char *root, const char *path)
+{
+    char  to[4096];
+
+    return provend_sandbox_mkpath(root, path, to, sizeof(to)) != 0
+           || mount("tmpfs", to, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                    "size=1m,mode=1777") != 0 ? -1 : 0;
+}
+
+
+/* The host's system directories under root, read-only. */
+static int
+provend_sandbox_system_dirs(const char *root)
+{
+    char         to[4096], link[4096];
+    size_t       i;
+    ssize_t      n;
+    struct stat  st;
+
+    for (i = 0; i < sizeof(provend_sandbox_system) / sizeof(char *); i++) {
+        if (lstat(provend_sandbox_system[i], &st) != 0) {
+            continue;                   /* not on this system */
+        }
+        snprintf(to, sizeof(to), "%s%s", root, provend_sandbox_system[i]);
+        if (S_ISLNK(st.st_mode)) {
+            n = readlink(provend_sandbox_system[i], link, sizeof(link) - 1);
+            if (n < 0) {
+                return -1;
+            }
+            link[n] = '\0';
+            if (symlink(link, to) != 0) {
+                return -1;
+            }
+        } else if (S_ISDIR(st.st_mode)) {
+            if (mkdir(to, 0755) != 0
+                || provend_sandbox_bind(provend_sandbox_system[i], to, 1)
+                   != 0)
+            {
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+
+/* /dev: a tmpfs with null, zero and urandom (the host's), and the links. */
+static int
+provend_sandbox_dev(const char *root)
+{
+    int     fd;
+    char    dev[4096], node[4200], from[64];
+    size_t  i;
+    static const char  *links[][2] = {
+        { "fd", "/proc/self/fd" }, { "stdin", "/proc/self/fd/0" },
+        { "stdout", "/proc/self/fd/1" }, { "stderr", "/proc/self/fd/2" }
+    };
+
+    snprintf(dev, sizeof(dev), "%s/dev", root);
+    if (mkdir(dev, 0755) != 0
+        || mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC,
+                 "size=16k,mode=0755") != 0)
+    {
+        return -1;
+    }
+    for (i = 0; i < sizeof(provend_sandbox_devices) / sizeof(char *); i++) {
+        snprintf(node, sizeof(node), "%s/%s", dev,
+                 provend_sandbox_devices[i]);
+        snprintf(from, sizeof(from), "/dev/%s", provend_sandbox_devices[i]);
+        fd = open(node, O_CREAT | O_WRONLY | O_CLOEXEC, 0666);
+        if (fd < 0) {
+            return -1;
+        }
+        close(fd);
+        if (mount(from, node, NULL, MS_BIND, NULL) != 0) {
+            return -1;
+        }
+    }
+    for (i = 0; i < sizeof(links) / sizeof(links[0]); i++) {
+        snprintf(node, sizeof(node), "%s/%s", dev, links[i][0]);
+        if (symlink(links[i][1], node) != 0) {
+            return -1;
+        }
+    }
+    return mount(NULL, dev, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID
+                 | MS_NOEXEC, "size=16k,mode=0755");
+}
+
+
+/*
+ * The directory a program not under the system directories runs from,
+ * opened (its install's top: bin/.. of its real path), or -1 when the
+ * system directories hold it.  name: as execvp takes it.
+ */
+static int
+provend_sandbox_program_dir(const char *name, char *dir, size_t size)
+{
+    char         found[4096], real[4096], *path, *p, *slash;
+    size_t       i;
+    const char  *s;
+
+    if (strchr(name, '/') != NULL) {
+        snprintf(found, sizeof(found), "%s", name);
+    } else {
+        s = getenv("PATH");
+        path = strdup(s != NULL ? s : "/usr/bin:/bin");
+        found[0] = '\0';
+        for (p = strtok(path, ":"); p != NULL; p = strtok(NULL, ":")) {
+            snprintf(found, sizeof(found), "%s/%s", p, name);
+            if (access(found, X_OK) == 0) {
+                break;
+            }
+            found[0] = '\0';
+        }
+        free(path);
+    }
+    if (found[0] == '\0' || realpath(found, real) == NULL) {
+        return -1;
+    }
+    for (i = 0; i < sizeof(provend_sandbox_system) / sizeof(char *); i++) {
+        if (provend_sandbox_under(real, provend_sandbox_system[i])) {
+            return -1;
+        }
+    }
+    /* .../bin/node: its libraries are beside bin, under its parent */
+    for (i = 0; i < 2 && (slash = strrchr(real, '/')) != NULL
+                && slash != real; i++)
+    {
+        *slash = '\0';
+    }
+    snprintf(dir, size, "%s", real);
+    return open(real, O_PATH | O_DIRECTORY | O_CLOEXEC);
+}
+
+
+/*
+ * With --hide: the program's root is a minimal one, made on a tmpfs over
+ * hide and entered with pivot_root: the system directories and
+ * --keep-ro (the runtime) and the program's own install read-only, --keep
+ * (its socket directory) at its place, a fresh /proc, /dev with null, zero
+ * and urandom only, its own /tmp and /var/tmp.  Nothing else of the host
+ * is there: no data directory (its own or another node's), no /run, no
+ * /home.  Without --hide: only the namespaces' own /proc.  -1: must not
+ * run.
+ */
 static int
 provend_sandbox_mounts(const char *hide, const char *keep,
-    const char *keep_ro)
+    const char *keep_ro, const char *program)
 {
-    int          kept, shown;
-    int          hidden;
-    size_t       i, hide_len;
-    struct stat  before, now;
-    const char  *dir;
+    int          kept, shown, own;
+    char         path[4096], own_dir[4096];
+    const char  *failed;
 
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
         /* mounts made now would show outside: none is made */
@@ -231,97 +429,78 @@ provend_sandbox_mounts(const char *hide, const char *keep,
         return 0;
     }
 
-    kept = -1;
-    shown = -1;
-    hide_len = strlen(hide);
-
-    /* the runtime: if a scratch directory holds it (a checkout in /tmp),
-       it is put back, read-only */
-    if (keep_ro != NULL) {
-        shown = open(keep_ro, O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (shown < 0 || fstat(shown, &before) != 0) {
-            (void) provend_sandbox_refused("cannot open the runtime "
-                                           "directory", errno);
-            goto refused;
-        }
+    if (keep != NULL && !provend_sandbox_under(keep, hide)) {
+        fprintf(stderr, "provend sandbox: --keep must be inside --hide\n");
+        return -1;
     }
 
-    if (keep != NULL) {
-        if (strncmp(keep, hide, hide_len) != 0 || keep[hide_len] != '/') {
-            fprintf(stderr, "provend sandbox: --keep must be inside --hide\n");
-            return -1;
-        }
-        kept = open(keep, O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (kept < 0) {
-            (void) provend_sandbox_refused("cannot open the kept directory",
-                                           errno);
-            goto refused;
-        }
-    }
+    /* what is put back is opened before the tmpfs covers any of it */
+    kept = keep != NULL ? open(keep, O_PATH | O_DIRECTORY | O_CLOEXEC) : -2;
+    shown = keep_ro != NULL
+            ? open(keep_ro, O_PATH | O_DIRECTORY | O_CLOEXEC) : -2;
+    own = provend_sandbox_program_dir(program, own_dir, sizeof(own_dir));
+    failed = NULL;
 
-    /*
-     * Empty scratch directories; one that holds the data directory (a
-     * test's) hides it too.  0711 on the tmpfs: the program may be
-     * another user (nobody) by the time it walks down to the kept one.
-     */
-    hidden = 0;
-    for (i = 0; i < sizeof(provend_sandbox_scratch_dirs) / sizeof(char *);
-         i++)
+    if (kept == -1 || shown == -1) {
+        failed = "cannot open the directories to keep";
+    } else if (mount("tmpfs", hide, "tmpfs", MS_NOSUID | MS_NODEV,
+                     "size=256k,mode=0755") != 0)
     {
-        dir = provend_sandbox_scratch_dirs[i];
-        if (mount("tmpfs", dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                  "size=1m,mode=1777") != 0)
-        {
-            if (errno != ENOENT && provend_sandbox_refused(dir, errno) != 0) {
-                goto refused;
-            }
-        } else if (provend_sandbox_under(hide, dir)) {
-            hidden = 1;
-        }
-    }
-
-    if (!hidden && mount("tmpfs", hide, "tmpfs",
-                         MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                         "size=64k,mode=0711") != 0)
+        failed = "cannot hide the data directory";
+    } else if (provend_sandbox_scratch(hide, "/tmp") != 0
+               || provend_sandbox_scratch(hide, "/var/tmp") != 0)
     {
-        (void) provend_sandbox_refused("cannot hide the data directory",
-                                       errno);
-        goto refused;
-    }
-
-    if (kept >= 0 && provend_sandbox_bind_back(kept, keep, 0) != 0) {
-        (void) provend_sandbox_refused("cannot keep the socket directory",
-                                       errno);
-        goto refused;
-    }
-
-    if (shown >= 0
-        && (stat(keep_ro, &now) != 0 || now.st_dev != before.st_dev
-            || now.st_ino != before.st_ino)
-        && provend_sandbox_bind_back(shown, keep_ro, 1) != 0)
+        /* first: what is kept may be below them (a checkout in /tmp) */
+        failed = "cannot make /tmp";
+    } else if (provend_sandbox_system_dirs(hide) != 0) {
+        failed = "cannot show the system directories";
+    } else if (own >= 0 && provend_sandbox_bind_fd(own, hide, own_dir, 1)
+                           != 0)
     {
-        (void) provend_sandbox_refused("cannot show the runtime directory",
-                                       errno);
-        goto refused;
+        failed = "cannot show the program's directory";
+    } else if (shown >= 0 && provend_sandbox_bind_fd(shown, hide, keep_ro, 1)
+                             != 0)
+    {
+        failed = "cannot show the runtime directory";
+    } else if (kept >= 0 && provend_sandbox_bind_fd(kept, hide, keep, 0)
+                            != 0)
+    {
+        failed = "cannot keep the socket directory";
+    } else if (provend_sandbox_dev(hide) != 0) {
+        failed = "cannot make /dev";
+    } else if (provend_sandbox_mkpath(hide, "/proc", path, sizeof(path))
+               != 0
+               || mount("proc", path, "proc",
+                        MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0)
+    {
+        failed = "cannot mount /proc";
+    } else if (provend_sandbox_mkpath(hide, "/.old", path, sizeof(path))
+               != 0
+               || syscall(SYS_pivot_root, hide, path) != 0
+               || chdir("/") != 0
+               || umount2("/.old", MNT_DETACH) != 0
+               || rmdir("/.old") != 0)
+    {
+        failed = "cannot enter the minimal root";
+    } else if (mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID
+                     | MS_NODEV, "size=256k,mode=0755") != 0)
+    {
+        failed = "cannot make the root read-only";
     }
 
+    if (failed != NULL) {
+        (void) provend_sandbox_refused(failed, errno);
+    }
     if (kept >= 0) {
         close(kept);
     }
     if (shown >= 0) {
         close(shown);
     }
-    return 0;
-
-refused:
-
-    if (kept >= 0) {
-        close(kept);
+    if (own >= 0) {
+        close(own);
     }
-    if (shown >= 0) {
-        close(shown);
-    }
-    return -1;
+    return failed != NULL ? -1 : 0;
 }
 
 
@@ -331,7 +510,7 @@ refused:
  * needs CAP_SETPCAP, which setuid takes away).
  */
 static int
-provend_sandbox_drop_caps(int switch_user)
+provend_sandbox_drop_caps(int switch_user, uid_t uid)
 {
     int                               cap;
     struct __user_cap_header_struct   header;
@@ -343,13 +522,26 @@ provend_sandbox_drop_caps(int switch_user)
         }
     }
 
+    /*
+     * An app's own uid: its processes and threads, all of them, bounded
+     * (a fork bomb stays the app's); set before the uid is taken.
+     */
+    if (switch_user && uid != PROVEND_SANDBOX_UID) {
+        struct rlimit  procs = { PROVEND_SANDBOX_NPROC, PROVEND_SANDBOX_NPROC };
+
+        if (setrlimit(RLIMIT_NPROC, &procs) != 0
+            && provend_sandbox_refused("RLIMIT_NPROC", errno) != 0)
+        {
+            return -1;
+        }
+    }
+
     if (switch_user
         && (setgroups(0, NULL) != 0
-            || setresgid(PROVEND_SANDBOX_UID, PROVEND_SANDBOX_UID,
-                         PROVEND_SANDBOX_UID) != 0
-            || setresuid(PROVEND_SANDBOX_UID, PROVEND_SANDBOX_UID,
-                         PROVEND_SANDBOX_UID) != 0)
-        && provend_sandbox_refused("cannot become nobody", errno) != 0)
+            || setresgid(uid, uid, uid) != 0
+            || setresuid(uid, uid, uid) != 0)
+        && provend_sandbox_refused("cannot become the app's user", errno)
+           != 0)
     {
         return -1;
     }
@@ -408,6 +600,13 @@ provend_sandbox_wait(const sigset_t *unblock)
 #define PROVEND_CLONE_NEW                                                    \
     (CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC             \
      | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET)
+
+/* The low 32 bits of a 64-bit argument. */
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define PROVEND_ARG_LOW(n)  offsetof(struct seccomp_data, args[n])
+#else
+#define PROVEND_ARG_LOW(n)  (offsetof(struct seccomp_data, args[n]) + 4)
+#endif
 
 #define PROVEND_DENY(nr)                                                     \
     BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1),                         \
@@ -489,6 +688,15 @@ provend_sandbox_seccomp(void)
         PROVEND_DENY(__NR_settimeofday),
         PROVEND_DENY(__NR_clock_settime),
 
+        /* ioctl(): no typing into a terminal (TIOCSTI) or console tricks
+           (TIOCLINUX); the kernel reads the request as 32 bits */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_ioctl, 0, 5),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, PROVEND_ARG_LOW(1)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TIOCSTI, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, TIOCLINUX, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     };
     struct sock_fprog  prog = {
@@ -519,12 +727,14 @@ provend_sandbox_exec(int argc, char **argv)
 {
     int            i, isolated, as_root, waiter[2];
     sigset_t       forwarded;
+    uid_t          run_as;
     const char    *hide, *keep, *keep_ro;
     struct rlimit  none = { 0, 0 }, files;
 
     hide = NULL;
     keep = NULL;
     keep_ro = NULL;
+    run_as = PROVEND_SANDBOX_UID;
     for (i = 0; i + 1 < argc && strncmp(argv[i], "--", 2) == 0; i += 2) {
         if (strcmp(argv[i], "--hide") == 0) {
             hide = argv[i + 1];
@@ -532,6 +742,12 @@ provend_sandbox_exec(int argc, char **argv)
             keep = argv[i + 1];
         } else if (strcmp(argv[i], "--keep-ro") == 0) {
             keep_ro = argv[i + 1];
+        } else if (strcmp(argv[i], "--uid") == 0) {
+            run_as = (uid_t) strtoul(argv[i + 1], NULL, 10);
+            if (run_as == 0) {
+                fprintf(stderr, "provend sandbox: --uid must not be 0\n");
+                return 127;
+            }
         } else {
             break;
         }
@@ -555,6 +771,10 @@ provend_sandbox_exec(int argc, char **argv)
         return 126;
     }
     (void) prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+
+    /* no controlling terminal: nothing to type into, no signals from it
+       (a session leader already, spawned detached, is left as it is) */
+    (void) setsid();
 
     isolated = provend_sandbox_namespaces();
     if (isolated < 0) {
@@ -594,7 +814,7 @@ provend_sandbox_exec(int argc, char **argv)
         }
         close(waiter[1]);
         sigprocmask(SIG_UNBLOCK, &forwarded, NULL);
-        if (provend_sandbox_mounts(hide, keep, keep_ro) != 0) {
+        if (provend_sandbox_mounts(hide, keep, keep_ro, argv[0]) != 0) {
             _exit(126);
         }
     }
@@ -612,7 +832,7 @@ provend_sandbox_exec(int argc, char **argv)
         _exit(126);
     }
 
-    if (provend_sandbox_drop_caps(as_root && hide != NULL) != 0
+    if (provend_sandbox_drop_caps(as_root && hide != NULL, run_as) != 0
         || provend_sandbox_seccomp() != 0)
     {
         _exit(126);

@@ -346,7 +346,8 @@ provend_session_changed(void *ctx, uint8_t *frame, size_t len)
 int
 provend_apps_deploy_by_session(provend_apps_t *apps, const char *name,
     cbor_item_t *package, const uint8_t *identity, const uint8_t *session,
-    const uint8_t *signature, provend_apps_done_pt done, void *data)
+    const char *origin, const uint8_t *signature, provend_apps_done_pt done,
+    void *data)
 {
     int                        ok;
     proven_request_t           req;
@@ -365,7 +366,7 @@ provend_apps_deploy_by_session(provend_apps_t *apps, const char *name,
 
     memset(&req, 0, sizeof(req));
     snprintf(req.op, sizeof(req.op), "app.deploy");
-    req.map = cbor_new_definite_map(5);
+    req.map = cbor_new_definite_map(6);
     ok = req.map != NULL
          && proven_cbor_map_put(req.map, "app", cbor_build_string(name))
             == PROVEN_OK
@@ -376,7 +377,9 @@ provend_apps_deploy_by_session(provend_apps_t *apps, const char *name,
          && proven_cbor_map_put(req.map, "signature", cbor_build_bytestring(
                 signature, PROVEN_AUDIT_SIG_LEN)) == PROVEN_OK
          && proven_cbor_map_put(req.map, "session", cbor_build_bytestring(
-                session, PROVEN_AUDIT_SESSION_LEN)) == PROVEN_OK;
+                session, PROVEN_AUDIT_SESSION_LEN)) == PROVEN_OK
+         && proven_cbor_map_put(req.map, "origin", cbor_build_string(origin))
+            == PROVEN_OK;
     if (!ok) {
         if (req.map != NULL) {
             cbor_decref(&req.map);

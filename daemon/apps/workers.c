@@ -424,6 +424,7 @@ provend_worker_on_exit(uv_process_t *process, int64_t status, int signal)
 
     provend_worker_close_pipe(&w->in);
     provend_worker_close_pipe(&w->out);
+    provend_worker_close_pipe(&w->err);
     uv_close((uv_handle_t *) process, provend_worker_on_closed);
 }
 
@@ -542,6 +543,51 @@ provend_app_sleep(provend_app_t *app)
         provend_worker_retire(app->serving[--app->nserving], SIGTERM);
     }
     provend_apps_publish(app->apps);
+}
+
+
+/*
+ * Under the one cap on all workers (--app-memory-total): 0 when app may
+ * start one more, once the app called least recently (not app, none of
+ * whose calls or starts is under way) has been idled if it had to be;
+ * -1 when there is no such app.  Its schedules and next request wake it.
+ */
+static int
+provend_apps_make_room(provend_apps_t *apps, provend_app_t *app)
+{
+    unsigned           live;
+    provend_app_t     *a, *lru;
+    provend_worker_t  *w;
+
+    if (apps->workers_total == 0) {
+        return 0;
+    }
+    live = 0;
+    for (w = apps->workers; w != NULL; w = w->next) {
+        live += w->app != NULL && !w->exited;
+    }
+    while (live >= apps->workers_total) {
+        lru = NULL;
+        for (a = apps->apps; a != NULL; a = a->next) {
+            if (a == app || a->nserving == 0 || a->starting != NULL
+                || a->nwakes > 0)
+            {
+                continue;
+            }
+            if (lru == NULL || a->last_call < lru->last_call) {
+                lru = a;
+            }
+        }
+        if (lru == NULL) {
+            return -1;
+        }
+        provend_info("apps: %s is idled, the app called least recently: "
+                     "%s needs a worker and all %u the memory cap allows "
+                     "run", lru->name, app->name, apps->workers_total);
+        live -= (unsigned) lru->nserving;
+        provend_app_sleep(lru);
+    }
+    return 0;
 }
 
 
@@ -676,6 +722,53 @@ provend_worker_on_read(uv_stream_t *stream, ssize_t nread,
 
 
 static void
+provend_worker_err_alloc(uv_handle_t *handle, size_t suggested,
+    uv_buf_t *buf)
+{
+    provend_worker_t  *w;
+
+    (void) suggested;
+    w = handle->data;
+    buf->base = w->err_line + w->err_len;
+    buf->len = sizeof(w->err_line) - w->err_len;
+}
+
+
+/*
+ * What a worker writes to its standard error goes to provend's log, line
+ * by line, under its app's name: never to the operator's terminal, and
+ * never as lines of provend's own (the log escapes control bytes).
+ */
+static void
+provend_worker_on_stderr(uv_stream_t *stream, ssize_t nread,
+    const uv_buf_t *buf)
+{
+    char              *nl;
+    size_t             n;
+    provend_worker_t  *w;
+
+    (void) buf;
+    w = stream->data;
+    if (nread > 0) {
+        w->err_len += (size_t) nread;
+    }
+    while ((nl = memchr(w->err_line, '\n', w->err_len)) != NULL
+           || w->err_len == sizeof(w->err_line)
+           || (nread < 0 && w->err_len > 0))
+    {
+        n = nl != NULL ? (size_t) (nl - w->err_line) : w->err_len;
+        provend_info("apps: %s: %.*s", w->name, (int) n, w->err_line);
+        n += nl != NULL;
+        memmove(w->err_line, w->err_line + n, w->err_len - n);
+        w->err_len -= n;
+    }
+    if (nread < 0) {
+        uv_read_stop(stream);
+    }
+}
+
+
+static void
 provend_worker_on_written(uv_write_t *req, int status)
 {
     provend_worker_t  *w;
@@ -722,8 +815,12 @@ provend_worker_socket_dir(provend_apps_t *apps, provend_app_t *app,
         return -1;
     }
     if (apps->self[0] != '\0' && apps->hide[0] != '\0' && geteuid() == 0
-        && fchown(fd, PROVEND_SANDBOX_UID, PROVEND_SANDBOX_UID) != 0)
+        && app->uid == 0)
     {
+        /* one uid per app for this provend's life: its workers' alone */
+        app->uid = PROVEND_SANDBOX_APP_UID + apps->next_uid++;
+    }
+    if (app->uid != 0 && fchown(fd, app->uid, app->uid) != 0) {
         provend_error("apps: cannot give %s to the workers' user: %s", dir,
                       strerror(errno));
         close(fd);
@@ -740,6 +837,7 @@ provend_worker_spawn(provend_apps_t *apps, provend_app_t *app)
 {
     int                    rc, argc;
     char                  *argv[32], memory[16], dir[PROVEND_SOCKET_MAX + 1];
+    char                   uid[16];
     char                   keep[4096];
     void                  *line;
     uv_buf_t               buf;
@@ -754,6 +852,7 @@ provend_worker_spawn(provend_apps_t *apps, provend_app_t *app)
     }
     w->apps = apps;
     w->app = app;
+    snprintf(w->name, sizeof(w->name), "%s", app->name);
 
     app->generation++;
     if (provend_worker_socket_dir(apps, app, dir, sizeof(dir), keep,
@@ -802,6 +901,11 @@ provend_worker_spawn(provend_apps_t *apps, provend_app_t *app)
             argv[argc++] = "--keep-ro";
             argv[argc++] = apps->runtime_dir;
         }
+        if (app->uid != 0) {
+            snprintf(uid, sizeof(uid), "%u", app->uid);
+            argv[argc++] = "--uid";
+            argv[argc++] = uid;
+        }
         argv[argc++] = "--";
     }
     argv[argc++] = apps->node;
@@ -830,24 +934,28 @@ provend_worker_spawn(provend_apps_t *apps, provend_app_t *app)
 
     uv_pipe_init(apps->loop, &w->in, 0);
     uv_pipe_init(apps->loop, &w->out, 0);
+    uv_pipe_init(apps->loop, &w->err, 0);
     w->in.data = w;
     w->out.data = w;
+    w->err.data = w;
     w->process.data = w;
     w->write.data = w;
-    w->handles = 3;
+    w->handles = 4;
 
     memset(&options, 0, sizeof(options));
     stdio[0].flags = UV_CREATE_PIPE | UV_READABLE_PIPE;
     stdio[0].data.stream = (uv_stream_t *) &w->in;
     stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
     stdio[1].data.stream = (uv_stream_t *) &w->out;
-    stdio[2].flags = UV_INHERIT_FD;
-    stdio[2].data.fd = 2;
+    stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+    stdio[2].data.stream = (uv_stream_t *) &w->err;
     stdio[3].flags = UV_CREATE_PIPE | UV_READABLE_PIPE | UV_WRITABLE_PIPE;
     stdio[3].data.stream = line;
     options.file = argv[0];
     options.args = argv;
     options.exit_cb = provend_worker_on_exit;
+    /* setsid(): no controlling terminal, whatever the sandbox does */
+    options.flags = UV_PROCESS_DETACHED;
     options.stdio = stdio;
     options.stdio_count = line != NULL ? 4 : 3;
 
@@ -862,6 +970,7 @@ provend_worker_spawn(provend_apps_t *apps, provend_app_t *app)
         w->exited = 1;
         provend_worker_close_pipe(&w->in);
         provend_worker_close_pipe(&w->out);
+        provend_worker_close_pipe(&w->err);
         uv_close((uv_handle_t *) &w->process, provend_worker_on_closed);
         return -1;
     }
@@ -880,6 +989,8 @@ provend_worker_spawn(provend_apps_t *apps, provend_app_t *app)
     }
     uv_read_start((uv_stream_t *) &w->out, provend_worker_alloc,
                   provend_worker_on_read);
+    uv_read_start((uv_stream_t *) &w->err, provend_worker_err_alloc,
+                  provend_worker_on_stderr);
     return 0;
 }
 
@@ -891,7 +1002,11 @@ provend_worker_spawn(provend_apps_t *apps, provend_app_t *app)
 void
 provend_worker_start(provend_apps_t *apps, provend_app_t *app)
 {
-    if (provend_worker_spawn(apps, app) == 0) {
+    if (provend_apps_make_room(apps, app) != 0) {
+        provend_warn("apps: no room for a worker of %s: all %u workers the "
+                     "memory cap allows serve apps with calls under way",
+                     app->name, apps->workers_total);
+    } else if (provend_worker_spawn(apps, app) == 0) {
         return;
     }
     provend_app_answer_wakes(app, NULL);

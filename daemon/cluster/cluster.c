@@ -67,6 +67,7 @@ struct provend_cluster_s {
     provend_peer_t       peers[PROVEND_CLUSTER_PEERS_MAX];
     size_t               npeers;
     provend_ckey_t      *ckey;
+    provend_forward_t   *forward;       /* sessions of other nodes */
     provend_storage_t   *storage;       /* the cluster backend, or NULL */
 
     uv_process_t         nats;
@@ -98,6 +99,47 @@ typedef struct {
 
 
 /* ---- the NATS configuration ----------------------------------------------- */
+
+/*
+ * What provend's own connections show nats-server's client port: a
+ * token made at each start, given to nats-server in its environment
+ * (nats.conf names the variable), never written to a file.  The port
+ * is on loopback and only this node's provend uses it; routes between
+ * nodes have their own mutual TLS.  (The cluster key cannot be what it
+ * derives from: the key itself is fetched over this port.)
+ */
+static char  provend_nats_token[2 * 32 + 1];
+
+
+const char *
+provend_cluster_nats_token(void)
+{
+    return provend_nats_token;
+}
+
+
+natsOptions *
+provend_cluster_nats_options(unsigned client_port, int reconnect_ms)
+{
+    char          url[64];
+    natsOptions  *opts;
+
+    if (natsOptions_Create(&opts) != NATS_OK) {
+        return NULL;
+    }
+    snprintf(url, sizeof(url), "nats://127.0.0.1:%u", client_port);
+    if (natsOptions_SetURL(opts, url) != NATS_OK
+        || natsOptions_SetToken(opts, provend_nats_token) != NATS_OK
+        /* its own server only: never one another node advertised */
+        || natsOptions_SetIgnoreDiscoveredServers(opts, true) != NATS_OK
+        || natsOptions_SetMaxReconnect(opts, -1) != NATS_OK
+        || natsOptions_SetReconnectWait(opts, reconnect_ms) != NATS_OK)
+    {
+        natsOptions_Destroy(opts);
+        return NULL;
+    }
+    return opts;
+}
 
 /*
  * nats.conf and the certificates routes trust: the admitted peers' (and
@@ -160,6 +202,7 @@ provend_cluster_write_conf(provend_cluster_t *c, char *err, size_t errlen)
                   "log_file: \"%s/nats.log\"\n"
                   "pid_file: \"%s/nats.pid\"\n"
                   "max_payload: 9MB\n"
+                  "authorization {\n  token: $PROVEN_NATS_TOKEN\n}\n"
                   "jetstream {\n  store_dir: \"%s/jetstream\"\n"
                   "  max_memory_store: 256MB\n  max_file_store: 4GB\n}\n",
                   c->node, c->client_port, c->monitor_port, c->nats_dir,
@@ -259,8 +302,9 @@ static void
 provend_cluster_spawn(provend_cluster_t *c)
 {
     int                    rc;
-    char                   conf[4200];
-    char                  *args[4];
+    char                   conf[4200], token[96], path[4096];
+    char                  *args[4], *env[3];
+    const char            *search;
     uv_stdio_container_t   stdio[3];
     uv_process_options_t   opts;
 
@@ -276,8 +320,19 @@ provend_cluster_spawn(provend_cluster_t *c)
     stdio[1].flags = UV_IGNORE;
     stdio[2].flags = UV_INHERIT_FD;       /* a failure to start is seen */
     stdio[2].data.fd = 2;
+    /* the client token in its environment alone, never in a file */
+    /* quoted: nats-server reads the variable as a value of its config */
+    snprintf(token, sizeof(token), "PROVEN_NATS_TOKEN=\"%s\"",
+             provend_nats_token);
+    search = getenv("PATH");
+    snprintf(path, sizeof(path), "PATH=%s",
+             search != NULL ? search : "/usr/bin:/bin");
+    env[0] = token;
+    env[1] = path;                      /* where "nats-server" is found */
+    env[2] = NULL;
     opts.file = c->nats_bin;
     opts.args = args;
+    opts.env = env;
     opts.exit_cb = provend_cluster_on_nats_exit;
     opts.stdio = stdio;
     opts.stdio_count = 3;
@@ -915,6 +970,18 @@ provend_cluster_open(const provend_cluster_config_t *cfg, char *err,
              cfg->nats_server != NULL ? cfg->nats_server : "nats-server");
     snprintf(c->nats_dir, sizeof(c->nats_dir), "%s/nats", cfg->data_dir);
 
+    {
+        uint8_t  raw[32];
+
+        if (RAND_bytes(raw, sizeof(raw)) != 1) {
+            proven_errf(err, errlen, "no random bytes for the NATS token");
+            free(c);
+            return NULL;
+        }
+        proven_hex_encode(raw, sizeof(raw), provend_nats_token);
+        OPENSSL_cleanse(raw, sizeof(raw));
+    }
+
     if (provend_cluster_read(c, cfg->file, cfg->data_dir, err, errlen)
         != PROVEN_OK)
     {
@@ -947,6 +1014,20 @@ provend_cluster_open(const provend_cluster_config_t *cfg, char *err,
         X509_free(c->root);
         free(c);
         return NULL;
+    }
+    if (cfg->serve_session != NULL) {
+        char  ferr[PROVEN_ERR_LEN];
+
+        ferr[0] = '\0';
+        c->forward = provend_forward_open(c->loop, c->client_port,
+                                          cfg->session_tag,
+                                          cfg->serve_session,
+                                          cfg->serve_session_data, ferr,
+                                          sizeof(ferr));
+        if (ferr[0] != '\0') {
+            provend_error("cluster: %s: sessions of other nodes cannot "
+                          "be reached", ferr);
+        }
     }
 
     uv_timer_init(c->loop, &c->restart);
@@ -1109,6 +1190,22 @@ provend_cluster_on_kill(uv_timer_t *timer)
 
 
 void
+provend_cluster_forward(void *data, uint32_t tag,
+    const proven_request_t *req, provend_ops_reply_pt reply, void *ctx)
+{
+    provend_cluster_t  *c;
+
+    c = data;
+    if (c->forward == NULL) {
+        provend_ops_reply_error(reply, ctx, req->id, "unknown_session",
+                                "no session of another node can be reached");
+        return;
+    }
+    provend_forward_call(c->forward, tag, req, reply, ctx);
+}
+
+
+void
 provend_cluster_stop(provend_cluster_t *c)
 {
     if (c->stopping) {
@@ -1116,6 +1213,9 @@ provend_cluster_stop(provend_cluster_t *c)
     }
     c->stopping = 1;
     provend_ckey_stop(c->ckey);
+    if (c->forward != NULL) {
+        provend_forward_stop(c->forward);
+    }
     if (c->storage != NULL) {
         /* its connection closed while its server still answers */
         provend_storage_cluster_disconnect(c->storage);
@@ -1142,6 +1242,7 @@ provend_cluster_free(provend_cluster_t *c)
         free(c->peers[i].cert_pem);
     }
     provend_ckey_free(c->ckey);
+    provend_forward_free(c->forward);
     X509_free(c->root);
     free(c);
 }

@@ -42,7 +42,10 @@
 
 #include <stddef.h>
 
+#include <nats/nats.h>
+
 #include "core/keys.h"
+#include "core/ops.h"
 #include "proven.h"
 #include "attest/provider.h"
 #include "storage/storage.h"
@@ -53,6 +56,11 @@
 
 typedef struct provend_cluster_s  provend_cluster_t;
 typedef struct provend_ckey_s     provend_ckey_t;
+typedef struct provend_forward_s  provend_forward_t;
+
+/* Serves a request another node forwarded; reply answers it once. */
+typedef void (*provend_forward_serve_pt)(void *data,
+    const proven_request_t *req, provend_ops_reply_pt reply, void *ctx);
 
 /* Starts an attestation binding these fields (server.c's). */
 typedef int (*provend_cluster_attest_pt)(void *server,
@@ -69,11 +77,34 @@ typedef struct {
     void                *server;
     provend_cluster_attest_pt  attest;
     provend_storage_t   *storage;       /* the cluster backend, or NULL */
+    /* sessions: this node's tag, and what serves requests for them */
+    uint32_t             session_tag;
+    provend_forward_serve_pt   serve_session;
+    void                *serve_session_data;
 } provend_cluster_config_t;
 
 /* Reads the file, writes the NATS configuration, starts nats-server. */
 provend_cluster_t *provend_cluster_open(const provend_cluster_config_t *cfg,
     char *err, size_t errlen);
+
+/*
+ * Hands req to the node whose sessions carry tag (forward.c); data: the
+ * cluster.  A provend_sessions_forward_pt.
+ */
+void provend_cluster_forward(void *data, uint32_t tag,
+    const proven_request_t *req, provend_ops_reply_pt reply, void *ctx);
+
+/* The token provend's NATS connections give their own nats-server. */
+const char *provend_cluster_nats_token(void);
+
+/*
+ * Options for a connection of provend's to its own nats-server (the
+ * client port on loopback, the token, never a server another node
+ * advertised, reconnecting for good every reconnect_ms); NULL out of
+ * memory.  The caller adds its own, connects, destroys them.
+ */
+natsOptions *provend_cluster_nats_options(unsigned client_port,
+    int reconnect_ms);
 
 /* cluster.status */
 extern const provend_op_t  provend_cluster_ops[];
@@ -107,6 +138,20 @@ void provend_ckey_free(provend_ckey_t *ck);
 
 /* 1 and the key when this node holds it. */
 int provend_ckey_get(provend_ckey_t *ck, uint8_t key[PROVEND_KEY_LEN]);
+
+
+/*
+ * Session forwarding (forward.c): serves requests for sessions of tag
+ * with serve, and sends others' to their node.  Returns NULL only out of
+ * memory; when it cannot work, err says why and its calls answer busy.
+ */
+provend_forward_t *provend_forward_open(void *loop, unsigned client_port,
+    uint32_t tag, provend_forward_serve_pt serve, void *serve_data,
+    char *err, size_t errlen);
+void provend_forward_call(void *fw, uint32_t tag,
+    const proven_request_t *req, provend_ops_reply_pt reply, void *ctx);
+void provend_forward_stop(provend_forward_t *fw);
+void provend_forward_free(provend_forward_t *fw);
 
 
 /*

@@ -597,7 +597,6 @@ provend_ckey_open(void *loop, const char *data_dir, int seed, X509 *root,
     char *err, size_t errlen)
 {
     int              fd;
-    char             url[64];
     uint8_t          buf[PROVEND_KEY_LEN + 1];
     struct stat      sb;
     size_t           len;
@@ -652,12 +651,9 @@ provend_ckey_open(void *loop, const char *data_dir, int seed, X509 *root,
     }
 
     /* the connection to our own nats-server comes up when it does */
-    snprintf(url, sizeof(url), "nats://127.0.0.1:%u", client_port);
-    s = natsOptions_Create(&opts);
+    opts = provend_cluster_nats_options(client_port, 500);
+    s = opts != NULL ? NATS_OK : NATS_NO_MEMORY;
     if (s == NATS_OK) {
-        natsOptions_SetURL(opts, url);
-        natsOptions_SetMaxReconnect(opts, -1);
-        natsOptions_SetReconnectWait(opts, 500);
         /* with a callback, Connect returns at once and keeps trying */
         natsOptions_SetRetryOnFailedConnect(opts, true,
                                             provend_ckey_on_connected, ck);

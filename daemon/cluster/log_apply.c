@@ -142,13 +142,111 @@ provend_capply_done(provend_storage_req_t *req)
 }
 
 
+/* ---- each entry once ------------------------------------------------------ */
+
+/* The window's bits moved up by n (bit d becomes bit d + n). */
+static void
+provend_writer_shift(provend_writer_t *w, uint64_t n)
+{
+    size_t    words, bits, i;
+    uint64_t  next[PROVEND_REPLAY_WINDOW / 64];
+
+    memset(next, 0, sizeof(next));
+    if (n < PROVEND_REPLAY_WINDOW) {
+        words = (size_t) (n / 64);
+        bits = (size_t) (n % 64);
+        for (i = 0; i + words < PROVEND_REPLAY_WINDOW / 64; i++) {
+            next[i + words] |= w->seen[i] << bits;
+            if (bits != 0 && i + words + 1 < PROVEND_REPLAY_WINDOW / 64) {
+                next[i + words + 1] |= w->seen[i] >> (64 - bits);
+            }
+        }
+    }
+    memcpy(w->seen, next, sizeof(next));
+}
+
+
+/*
+ * Under cs->lock, in log order (so every node decides alike): whether the
+ * entry with this id (writer prefix, counter) comes for the first time;
+ * it is then marked seen.  Too old for the window: not the first time.
+ */
+int
+provend_cstore_first_time(provend_cstore_t *cs, const uint8_t *id)
+{
+    size_t             b;
+    uint64_t           counter, d;
+    provend_writer_t  *w;
+
+    counter = proven_get_be64(id + 8);
+    b = (size_t) (proven_get_be32(id) % PROVEND_WRITER_BUCKETS);
+    for (w = cs->writers[b]; w != NULL; w = w->next) {
+        if (memcmp(w->prefix, id, 8) == 0) {
+            break;
+        }
+    }
+    if (w == NULL) {
+        w = calloc(1, sizeof(*w));
+        if (w == NULL) {
+            return 1;           /* alike everywhere but for memory: apply */
+        }
+        memcpy(w->prefix, id, 8);
+        w->max = counter;
+        w->seen[0] = 1;
+        w->next = cs->writers[b];
+        cs->writers[b] = w;
+        return 1;
+    }
+    if (counter > w->max) {
+        provend_writer_shift(w, counter - w->max);
+        w->max = counter;
+        w->seen[0] |= 1;
+        return 1;
+    }
+    d = w->max - counter;
+    if (d >= PROVEND_REPLAY_WINDOW || (w->seen[d / 64] >> (d % 64)) & 1) {
+        return 0;
+    }
+    w->seen[d / 64] |= UINT64_C(1) << (d % 64);
+    return 1;
+}
+
+
+void
+provend_cstore_writers_free(provend_cstore_t *cs)
+{
+    size_t             b;
+    provend_writer_t  *w;
+
+    for (b = 0; b < PROVEND_WRITER_BUCKETS; b++) {
+        while ((w = cs->writers[b]) != NULL) {
+            cs->writers[b] = w->next;
+            free(w);
+        }
+    }
+}
+
+
+/* The associated data of the entry with this id: the mark, then the id. */
+static void
+provend_log_ad(const uint8_t *id, uint8_t ad[sizeof(PROVEND_LOG_AD) - 1
+                                             + PROVEND_LOG_ID_LEN])
+{
+    memcpy(ad, PROVEND_LOG_AD, sizeof(PROVEND_LOG_AD) - 1);
+    memcpy(ad + sizeof(PROVEND_LOG_AD) - 1, id, PROVEND_LOG_ID_LEN);
+}
+
+
 void
 provend_cstore_on_entry(natsConnection *nc, natsSubscription *sub,
     natsMsg *msg, void *closure)
 {
-    int                     len, unreadable;
+    int                     len, unreadable, repeat;
     size_t                  i;
     uint8_t                 id[PROVEND_LOG_ID_LEN], *plain;
+    uint8_t                 ad[sizeof(PROVEND_LOG_AD) - 1
+                               + PROVEND_LOG_ID_LEN];
+    const uint8_t          *data;
     uint64_t                seq;
     jsMsgMetaData          *meta;
     provend_cwait_t        *w;
@@ -168,8 +266,11 @@ provend_cstore_on_entry(natsConnection *nc, natsSubscription *sub,
     seq = meta->Sequence.Stream;
     jsMsgMetaData_Destroy(meta);
 
-    len = natsMsg_GetDataLength(msg);
+    /* the entry's id in the clear, then the entry sealed under it */
+    data = (const uint8_t *) natsMsg_GetData(msg);
+    len = natsMsg_GetDataLength(msg) - PROVEND_LOG_ID_LEN;
     unreadable = len <= PROVEND_SEAL_OVERHEAD;
+    repeat = 0;
 
     pthread_mutex_lock(&cs->lock);
     if (seq <= cs->handed || cs->gap || cs->stopping) {
@@ -201,11 +302,12 @@ provend_cstore_on_entry(natsConnection *nc, natsSubscription *sub,
 
     req = NULL;
     plain = len > PROVEND_SEAL_OVERHEAD ? malloc((size_t) len) : NULL;
+    if (plain != NULL) {
+        provend_log_ad(data, ad);
+    }
     if (plain != NULL
-        && provend_open(cs->key, (const uint8_t *) PROVEND_LOG_AD,
-                        sizeof(PROVEND_LOG_AD) - 1,
-                        (const uint8_t *) natsMsg_GetData(msg), (size_t) len,
-                        plain) != PROVEN_OK)
+        && provend_open(cs->key, ad, sizeof(ad), data + PROVEND_LOG_ID_LEN,
+                        (size_t) len, plain) != PROVEN_OK)
     {
         free(plain);
         plain = NULL;
@@ -214,6 +316,10 @@ provend_cstore_on_entry(natsConnection *nc, natsSubscription *sub,
     if (plain != NULL) {
         req = provend_log_decode(plain, (size_t) len - PROVEND_SEAL_OVERHEAD,
                                  id);
+        if (req != NULL && memcmp(id, data, PROVEND_LOG_ID_LEN) != 0) {
+            provend_storage_req_free(req);      /* sealed under another */
+            req = NULL;
+        }
         unreadable = req == NULL;
         /* it may hold keys (a key store's, a session's) */
         OPENSSL_cleanse(plain, (size_t) len - PROVEND_SEAL_OVERHEAD);
@@ -239,14 +345,28 @@ provend_cstore_on_entry(natsConnection *nc, natsSubscription *sub,
         return;
     }
     cs->handed = seq;
+    if (a != NULL && !provend_cstore_first_time(cs, id)) {
+        repeat = 1;
+        free(a);
+        a = NULL;
+    }
     if (a == NULL) {
-        cs->skipped++;
+        if (repeat) {
+            cs->repeats++;
+        } else {
+            cs->skipped++;
+        }
         if (!cs->ready && cs->handed >= cs->target && cs->applying == 0) {
             cs->ready = 1;
         }
         pthread_mutex_unlock(&cs->lock);
-        provend_error("cluster storage: entry %" PRIu64 " cannot be read: "
-                      "skipped", seq);
+        if (repeat) {
+            provend_warn("cluster storage: entry %" PRIu64 " repeats one "
+                         "applied already: skipped", seq);
+        } else {
+            provend_error("cluster storage: entry %" PRIu64 " cannot be "
+                          "read: skipped", seq);
+        }
         provend_storage_req_free(req);
         return;
     }
@@ -364,6 +484,7 @@ provend_cstore_do_write(provend_cstore_t *cs, provend_storage_req_t *req,
 {
     int                i;
     uint8_t            id[PROVEND_LOG_ID_LEN];
+    uint8_t            ad[sizeof(PROVEND_LOG_AD) - 1 + PROVEND_LOG_ID_LEN];
     uint8_t           *sealed;
     uint64_t           counter;
     natsMsg           *msg;
@@ -428,11 +549,16 @@ provend_cstore_do_write(provend_cstore_t *cs, provend_storage_req_t *req,
 
     memset(&w, 0, sizeof(w));
     provend_log_encode(&w, req, wait->id, (int64_t) provend_now_ms());
-    sealed = w.failed ? NULL : malloc(w.len + PROVEND_SEAL_OVERHEAD);
+    /* the id in the clear, then the entry sealed under it */
+    sealed = w.failed ? NULL : malloc(PROVEND_LOG_ID_LEN + w.len
+                                      + PROVEND_SEAL_OVERHEAD);
+    if (sealed != NULL) {
+        memcpy(sealed, wait->id, PROVEND_LOG_ID_LEN);
+        provend_log_ad(wait->id, ad);
+    }
     if (sealed == NULL
-        || provend_seal(cs->key, (const uint8_t *) PROVEND_LOG_AD,
-                        sizeof(PROVEND_LOG_AD) - 1, w.p, w.len, sealed)
-           != PROVEN_OK)
+        || provend_seal(cs->key, ad, sizeof(ad), w.p, w.len,
+                        sealed + PROVEND_LOG_ID_LEN) != PROVEN_OK)
     {
         OPENSSL_cleanse(w.p, w.len);
         free(w.p);
@@ -453,7 +579,8 @@ provend_cstore_do_write(provend_cstore_t *cs, provend_storage_req_t *req,
     msg = NULL;
     s = natsMsg_Create(&msg, PROVEND_LOG_SUBJECT, NULL,
                        (const char *) sealed,
-                       (int) (w.len + PROVEND_SEAL_OVERHEAD));
+                       (int) (PROVEND_LOG_ID_LEN + w.len
+                              + PROVEND_SEAL_OVERHEAD));
     OPENSSL_cleanse(w.p, w.len);
     free(w.p);
     free(sealed);

@@ -55,7 +55,7 @@
 #define PROVEND_TICK_STREAM      "PROVEN_TICKS"
 #define PROVEND_TICK_SUBJECT     "proven.tick"
 #define PROVEND_LOG_VERSION      1
-#define PROVEND_LOG_AD           "proven-log-v1"
+#define PROVEND_LOG_AD           "proven-log-v2"  /* then the entry's id */
 #define PROVEND_LOG_ENTRY_MAX    (8 * 1024 * 1024)   /* nats max_payload */
 #define PROVEND_LOG_ID_LEN       16
 #define PROVEND_WRITE_WAIT_MS    15000    /* a write's whole answer */
@@ -72,6 +72,24 @@
 
 
 typedef struct provend_cwait_s  provend_cwait_t;
+typedef struct provend_writer_s provend_writer_t;
+
+/*
+ * Each writer's entries seen in the log (its id prefix): the highest
+ * counter and which of the PROVEND_REPLAY_WINDOW below it came, so that
+ * an entry published again (by anyone on NATS, past JetStream's own
+ * duplicate window) is applied once; out of order within the window is
+ * fine (a publish sent again after a later one).
+ */
+#define PROVEND_REPLAY_WINDOW    1024
+#define PROVEND_WRITER_BUCKETS   256
+
+struct provend_writer_s {
+    uint8_t            prefix[8];
+    uint64_t           max;
+    uint64_t           seen[PROVEND_REPLAY_WINDOW / 64];  /* bit d: max-d */
+    provend_writer_t  *next;
+};
 
 /* One subscription's end: told when its last callback has returned. */
 typedef struct {
@@ -131,6 +149,8 @@ typedef struct provend_cstore_s {
     int                     gap;          /* follow again from handed + 1 */
     uint64_t                applied;      /* entries answered by the copy */
     uint64_t                skipped;      /* entries that did not open */
+    uint64_t                repeats;      /* entries applied already */
+    provend_writer_t       *writers[PROVEND_WRITER_BUCKETS];
 
     /* the seqs handed and not answered yet: below the least, all is in */
     uint64_t                outstanding[PROVEND_APPLYING_MAX];
@@ -168,6 +188,8 @@ typedef struct {
 
 
 uint64_t provend_cstore_mono_ms(void);
+int provend_cstore_first_time(provend_cstore_t *cs, const uint8_t *id);
+void provend_cstore_writers_free(provend_cstore_t *cs);
 uint64_t provend_cstore_applied(provend_cstore_t *cs);
 provend_storage_req_t *provend_cstore_unpark(provend_cstore_t *cs, int all);
 void provend_cstore_release_catching(provend_cstore_t *cs);

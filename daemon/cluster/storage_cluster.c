@@ -175,7 +175,6 @@ provend_cstore_follow_again(provend_cstore_t *cs, jsCtx *js,
 static void *
 provend_cstore_thread(void *arg)
 {
-    char               url[64];
     uint64_t           last;
     natsStatus         s;
     jsOptions          jo;
@@ -190,13 +189,10 @@ provend_cstore_thread(void *arg)
     nc = NULL;
     js = NULL;
 
-    snprintf(url, sizeof(url), "nats://127.0.0.1:%u", cs->client_port);
-    s = natsOptions_Create(&opts);
+    opts = provend_cluster_nats_options(cs->client_port, 250);
+    s = opts != NULL ? NATS_OK : NATS_NO_MEMORY;
     if (s == NATS_OK) {
-        natsOptions_SetURL(opts, url);
         natsOptions_SetName(opts, "provend-storage");
-        natsOptions_SetMaxReconnect(opts, -1);
-        natsOptions_SetReconnectWait(opts, 250);
         natsOptions_SetReconnectBufSize(opts, 64 * 1024 * 1024);
         /* a write waits for its entry: no buffering for a flusher */
         natsOptions_SetSendAsap(opts, true);
@@ -371,6 +367,7 @@ provend_cstore_close(provend_storage_t *st)
     }
     pthread_cond_destroy(&cs->cond);
     pthread_mutex_destroy(&cs->hook_lock);
+    provend_cstore_writers_free(cs);
     pthread_mutex_destroy(&cs->lock);
     free(cs);
 }
@@ -509,7 +506,7 @@ provend_storage_cluster_status(provend_storage_t *st)
     provend_cstore_t  *cs;
 
     cs = (provend_cstore_t *) st;
-    map = cbor_new_definite_map(6);
+    map = cbor_new_definite_map(7);
     if (map == NULL) {
         return NULL;
     }
@@ -526,6 +523,8 @@ provend_storage_cluster_status(provend_storage_t *st)
                                 cbor_build_uint64(cs->target)) == PROVEN_OK
          && proven_cbor_map_put(map, "unreadable",
                                 cbor_build_uint64(cs->skipped)) == PROVEN_OK
+         && proven_cbor_map_put(map, "repeats",
+                                cbor_build_uint64(cs->repeats)) == PROVEN_OK
          && proven_cbor_map_put(map, "writes_waiting",
                                 cbor_build_uint64(cs->nwaiters)) == PROVEN_OK;
     pthread_mutex_unlock(&cs->lock);

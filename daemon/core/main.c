@@ -255,11 +255,14 @@ main(int argc, char **argv)
     srv_cfg.app_memory_mb = (unsigned) o.app_memory;
     srv_cfg.app_sandbox = strcmp(o.app_sandbox, "on") == 0;
     srv_cfg.app_workers = (unsigned) o.app_workers;
+    srv_cfg.app_memory_total_mb = (unsigned) o.app_memory_total;
     srv_cfg.app_idle_s = (unsigned) o.app_idle;
     srv_cfg.expose_errors = strcmp(provider_name, "dev") == 0;
     srv_cfg.session_idle_s = (unsigned) o.session_idle;
     srv_cfg.session_life_s = (unsigned) o.session_life;
     srv_cfg.session_max = o.session_max;
+    srv_cfg.session_rate = (unsigned) o.session_rate;
+    srv_cfg.message_rate = (unsigned) o.message_rate;
     srv_cfg.any_origin = o.session_origins != NULL
                          ? strcmp(o.session_origins, "any") == 0
                          : strcmp(provider_name, "dev") == 0;

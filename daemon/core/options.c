@@ -83,6 +83,11 @@ static const provend_opt_t  provend_opts[] = {
     { "app-memory", "MB", PROVEND_OPT_UINT, PROVEND_OFF(app_memory), 16,
       16384, NULL, "128", "heap of each app worker" },
 
+    { "app-memory-total", "MB", PROVEND_OPT_UINT,
+      PROVEND_OFF(app_memory_total), 16, 1048576, NULL, "4096",
+      "the memory all app workers may take, together: a worker that would "
+      "pass it idles the app called least recently first" },
+
     { "app-sandbox", "on|off", PROVEND_OPT_CHOICE, PROVEND_OFF(app_sandbox),
       0, 0, "on|off", "on", "workers in their own network namespace, with a "
       "seccomp filter and rlimits" },
@@ -105,6 +110,14 @@ static const provend_opt_t  provend_opts[] = {
 
     { "session-max", "N", PROVEND_OPT_UINT, PROVEND_OFF(session_max), 1,
       10000000, NULL, NULL, "sessions open at once (default 100000)" },
+
+    { "session-rate", "N", PROVEND_OPT_UINT, PROVEND_OFF(session_rate), 1,
+      1000000, NULL, NULL, "new sessions a second on this node, in bursts "
+      "of twice that (default 500): each costs a key and a signature" },
+
+    { "message-rate", "N", PROVEND_OPT_UINT, PROVEND_OFF(message_rate), 1,
+      1000000, NULL, NULL, "messages a second of one session, WebSocket "
+      "frames included, in bursts of twice that (default 200)" },
 
     { "session-origins", "any|listed", PROVEND_OPT_CHOICE,
       PROVEND_OFF(session_origins), 0, 0, "any|listed", NULL,

@@ -29,10 +29,13 @@ typedef struct {
     unsigned long       app_memory;       /* MB */
     const char         *app_sandbox;      /* on, off */
     unsigned long       app_workers;      /* 0: online CPUs, at most 4 */
+    unsigned long       app_memory_total;
     unsigned long       app_idle;
     unsigned long       session_idle;     /* 0: the sessions' default */
     unsigned long       session_life;
     unsigned long       session_max;
+    unsigned long       session_rate;
+    unsigned long       message_rate;
     const char         *session_origins;  /* any, listed; NULL: by provider */
     const char         *cluster_file;
     const char         *nats_server;

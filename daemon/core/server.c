@@ -434,6 +434,35 @@ provend_job_start(provend_server_job_t *sj)
 }
 
 
+/* Whether user_data starts with a mark only provend itself binds. */
+static int
+provend_reserved_mark(const proven_buf_t *user_data)
+{
+    size_t       i;
+    static const char  *marks[] = {
+        PROVEN_SESSION_MARK, PROVEN_CLUSTER_EXCHANGE_MARK
+    };
+
+    for (i = 0; i < sizeof(marks) / sizeof(marks[0]); i++) {
+        if (user_data->present && user_data->len >= strlen(marks[i])
+            && memcmp(user_data->data, marks[i], strlen(marks[i])) == 0)
+        {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+
+/* For the cluster: a request for a session of this node, from another. */
+static void
+provend_server_serve_session(void *data, const proven_request_t *req,
+    provend_ops_reply_pt reply, void *ctx)
+{
+    provend_sessions_serve_forwarded(data, req, reply, ctx);
+}
+
+
 /* For sessions: an attestation whose document goes to done. */
 static int
 provend_server_attest(void *server, const proven_buf_t *nonce,
@@ -528,6 +557,19 @@ provend_op_attest(void *subsystem, const provend_op_t *op,
     {
         provend_info("attest refused: %s", err);
         provend_ops_reply_error(reply, ctx, req->id, "bad_request", err);
+        goto failed;
+    }
+
+    /*
+     * The marks provend binds itself (a session's, the cluster exchange)
+     * are never for a caller, not even a local one: only nginx's TLS
+     * binding comes through here (nginx refuses every "proven-" mark from
+     * its own callers).
+     */
+    if (provend_reserved_mark(&sj->job.user_data)) {
+        provend_ops_reply_error(reply, ctx, req->id, "bad_request",
+                                "user_data may not start with a mark "
+                                "provend binds itself");
         goto failed;
     }
 
@@ -1273,6 +1315,7 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
         apps_cfg.memory_mb = cfg->app_memory_mb;
         apps_cfg.sandbox = cfg->app_sandbox;
         apps_cfg.workers_max = cfg->app_workers;
+        apps_cfg.memory_total_mb = cfg->app_memory_total_mb;
         apps_cfg.idle_s = cfg->app_idle_s;
         apps_cfg.clustered = cfg->cluster_file != NULL;
         apps_cfg.server = srv;
@@ -1297,11 +1340,12 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
         sessions_cfg.server = srv;
         sessions_cfg.attest = provend_server_attest;
         sessions_cfg.max = cfg->session_max;
+        sessions_cfg.rate = cfg->session_rate;
+        sessions_cfg.message_rate = cfg->message_rate;
         sessions_cfg.idle_s = cfg->session_idle_s;
         sessions_cfg.life_s = cfg->session_life_s;
         sessions_cfg.any_origin = cfg->any_origin;
-        sessions_cfg.storage = cfg->cluster_file != NULL ? cfg->storage
-                                                         : NULL;
+        sessions_cfg.clustered = cfg->cluster_file != NULL;
 
         srv->sessions = provend_sessions_new(&sessions_cfg, err, errlen);
         if (srv->sessions == NULL) {
@@ -1323,6 +1367,9 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
         cluster_cfg.server = srv;
         cluster_cfg.attest = provend_server_attest;
         cluster_cfg.storage = cfg->storage;     /* main made it the cluster's */
+        cluster_cfg.session_tag = provend_sessions_tag(srv->sessions);
+        cluster_cfg.serve_session = provend_server_serve_session;
+        cluster_cfg.serve_session_data = srv->sessions;
 
         srv->cluster = provend_cluster_open(&cluster_cfg, err, errlen);
         if (srv->cluster == NULL) {
@@ -1330,6 +1377,8 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
             uv_run(&srv->loop, UV_RUN_DEFAULT);
             goto failed;
         }
+        provend_sessions_set_forward(srv->sessions, provend_cluster_forward,
+                                     srv->cluster);
     }
 
     if (provend_server_register_ops(srv, err, errlen) != PROVEN_OK) {

@@ -44,10 +44,13 @@ typedef struct {
     unsigned             app_memory_mb;
     int                  app_sandbox;
     unsigned             app_workers;      /* most per app; 0: default */
+    unsigned             app_memory_total_mb;
     unsigned             app_idle_s;       /* 0: never idle */
 
     /* sessions (session.*, rpc.*): 0 means the default */
     size_t               session_max;
+    unsigned             session_rate;        /* 0: the default */
+    unsigned             message_rate;
     unsigned             session_idle_s;
     unsigned             session_life_s;
     int                  any_origin;       /* app sessions from any page */

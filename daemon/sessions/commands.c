@@ -4,6 +4,8 @@
  * registry's).
  */
 
+#include <openssl/sha.h>
+
 #include "sessions_int.h"
 
 
@@ -20,7 +22,7 @@ provend_session_lookup(provend_sessions_t *s, const uint8_t *id,
     if (session != NULL
         && provend_session_expired(s, session, uv_now(s->loop)))
     {
-        provend_session_end(s, session);
+        provend_session_drop(s, session);
         *why = "the session has expired";
         return NULL;
     }
@@ -93,7 +95,7 @@ provend_sessions_op_check(provend_sessions_t *s, const proven_request_t *req,
 typedef struct {
     uv_work_t              work;
     provend_session_t     *session;
-    uint64_t               seq;
+    provend_rpc_msg_t      msg;
     uint8_t               *payload;
     size_t                 payload_len;
     uint64_t               id;
@@ -109,15 +111,17 @@ provend_sign_work(uv_work_t *work)
 {
     char                 err[PROVEN_ERR_LEN];
     size_t               msg_len;
-    uint8_t             *msg;
+    uint8_t             *msg, aad[PROVEN_SESSION_ANSWER_AAD_LEN];
     cbor_item_t         *answer;
     provend_sign_job_t  *job;
 
     job = work->data;
-    if (proven_cose_sign_eddsa(job->payload, job->payload_len, job->seq,
-                               job->session->id, PROVEND_SESSION_ID_LEN,
-                               job->session->key, &msg, &msg_len, err,
-                               sizeof(err)) != PROVEN_OK)
+    /* bound to its request: its seq, and the hash of its bytes */
+    memcpy(aad, job->session->id, PROVEND_SESSION_ID_LEN);
+    memcpy(aad + PROVEND_SESSION_ID_LEN, job->msg.hash, 32);
+    if (proven_cose_sign_eddsa(job->payload, job->payload_len, job->msg.seq,
+                               aad, sizeof(aad), job->session->key, &msg,
+                               &msg_len, err, sizeof(err)) != PROVEN_OK)
     {
         return;
     }
@@ -158,13 +162,13 @@ provend_sign_done(uv_work_t *work, int status)
 
 /*
  * Answers {"type": type, "data": {"result": result, "data": data}} signed
- * by the session key; takes data (a reference, NULL: null).  The payload is
+ * by the session key, bound to the request msg; takes data (a reference, NULL: null).  The payload is
  * built here, signed on the thread pool: Ed25519 is most of an answer's
  * cost, and the loop thread stays free for the next message.
  */
 static void
 provend_rpc_answer(provend_sessions_t *s, provend_session_t *session,
-    uint64_t seq, const char *type, const char *result, cbor_item_t *data,
+    const provend_rpc_msg_t *msg, const char *type, const char *result, cbor_item_t *data,
     uint64_t id, provend_ops_reply_pt reply, void *ctx)
 {
     int                  ok;
@@ -193,7 +197,7 @@ provend_rpc_answer(provend_sessions_t *s, provend_session_t *session,
     if (job != NULL) {
         job->work.data = job;
         job->session = session;
-        job->seq = seq;
+        job->msg = *msg;
         job->id = id;
         job->reply = reply;
         job->ctx = ctx;
@@ -261,12 +265,18 @@ provend_rpc_whoami(provend_session_t *session)
 }
 
 
-/* Identify: the identity key's signature over the session id. */
+/*
+ * Identify: the identity key's signature over what binds it to this
+ * session alone: its id, its app and its origin (proven_identify_message),
+ * so that a proof given to one app's page or one origin is worth nothing
+ * in another's session.
+ */
 static const char *
 provend_rpc_identify(provend_session_t *session, cbor_item_t *data)
 {
     int             ok;
-    size_t          key_len, sig_len;
+    size_t          key_len, sig_len, len;
+    uint8_t         signed_msg[PROVEN_IDENTIFY_MESSAGE_MAX];
     EVP_PKEY       *key;
     EVP_MD_CTX     *md;
     const uint8_t  *pub, *sig;
@@ -282,18 +292,22 @@ provend_rpc_identify(provend_session_t *session, cbor_item_t *data)
     {
         return "session_id_signature_bytes must be a 64-byte signature";
     }
+    if (proven_identify_message(session->app, session->origin, session->id,
+                                signed_msg, &len) != PROVEN_OK)
+    {
+        return "the session's origin is too long to identify in";
+    }
 
     key = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, pub, key_len);
     md = EVP_MD_CTX_new();
     ok = key != NULL && md != NULL
          && EVP_DigestVerifyInit(md, NULL, NULL, NULL, key) == 1
-         && EVP_DigestVerify(md, sig, sig_len, session->id,
-                             PROVEND_SESSION_ID_LEN) == 1;
+         && EVP_DigestVerify(md, sig, sig_len, signed_msg, len) == 1;
     EVP_MD_CTX_free(md);
     EVP_PKEY_free(key);
     if (!ok) {
-        return "the signature over the session id does not verify with "
-               "that key";
+        return "the signature does not verify with that key over "
+               "proven-identify-v1, this session's app, origin and id";
     }
 
     memcpy(session->identity, pub, PROVEND_IDENTITY_KEY_LEN);
@@ -372,8 +386,8 @@ provend_sessions_grant_ok(provend_sessions_t *s, const char *token,
 /* A command whose answer comes later; holds the session. */
 static provend_rpc_t *
 provend_rpc_new(provend_sessions_t *s, provend_session_t *session,
-    uint64_t seq, const char *type, uint64_t id, provend_ops_reply_pt reply,
-    void *ctx)
+    const provend_rpc_msg_t *msg, const char *type, uint64_t id,
+    provend_ops_reply_pt reply, void *ctx)
 {
     provend_rpc_t  *rpc;
 
@@ -383,7 +397,7 @@ provend_rpc_new(provend_sessions_t *s, provend_session_t *session,
     }
     rpc->sessions = s;
     rpc->session = session;
-    rpc->seq = seq;
+    rpc->msg = *msg;
     snprintf(rpc->type, sizeof(rpc->type), "%s", type);
     rpc->started = uv_hrtime();
     rpc->id = id;
@@ -418,7 +432,7 @@ provend_rpc_executed(void *data, const char *failure, proven_response_t *res)
     rpc = data;
 
     if (failure == NULL && res->ok) {
-        provend_rpc_answer(rpc->sessions, rpc->session, rpc->seq, rpc->type,
+        provend_rpc_answer(rpc->sessions, rpc->session, &rpc->msg, rpc->type,
                            "success", res->result != NULL
                            ? cbor_incref(res->result) : NULL,
                            rpc->id, rpc->reply, rpc->ctx);
@@ -443,10 +457,24 @@ provend_rpc_executed(void *data, const char *failure, proven_response_t *res)
     if (!ok && out != NULL) {
         cbor_decref(&out);
     }
-    provend_rpc_answer(rpc->sessions, rpc->session, rpc->seq, rpc->type,
+    provend_rpc_answer(rpc->sessions, rpc->session, &rpc->msg, rpc->type,
                        "failure", ok ? out : provend_rpc_text("out of memory"),
                        rpc->id, rpc->reply, rpc->ctx);
     provend_rpc_free(rpc);
+}
+
+
+/*
+ * A handler as the runtime names it, "PATH#NAME": Proven's specifiers
+ * "file:///PATH#NAME" are the same handler.
+ */
+static const char *
+provend_rpc_handler(const char *spec)
+{
+    static const char  file[] = "file:///";
+
+    return strncmp(spec, file, sizeof(file) - 1) == 0
+           ? spec + sizeof(file) - 1 : spec;
 }
 
 
@@ -456,7 +484,7 @@ provend_rpc_executed(void *data, const char *failure, proven_response_t *res)
  */
 static int
 provend_rpc_execute(provend_sessions_t *s, provend_session_t *session,
-    uint64_t seq, const char *type, cbor_item_t *data, int by_hash,
+    const provend_rpc_msg_t *msg, const char *type, cbor_item_t *data, int by_hash,
     uint64_t id, provend_ops_reply_pt reply, void *ctx, const char **result,
     cbor_item_t **out)
 {
@@ -505,7 +533,7 @@ provend_rpc_execute(provend_sessions_t *s, provend_session_t *session,
         return 0;
     }
 
-    rpc = provend_rpc_new(s, session, seq, type, id, reply, ctx);
+    rpc = provend_rpc_new(s, session, msg, type, id, reply, ctx);
     if (rpc == NULL) {
         *out = provend_rpc_text("out of memory");
         return 0;
@@ -522,7 +550,7 @@ provend_rpc_execute(provend_sessions_t *s, provend_session_t *session,
         }
     }
     empty = args == NULL ? cbor_new_definite_array(0) : NULL;
-    rc = provend_apps_run(s->apps, session->app, hash, handler,
+    rc = provend_apps_run(s->apps, session->app, hash, provend_rpc_handler(handler),
                           args != NULL ? args : empty,
                           session->identified ? identity : NULL,
                           rpc->grant != NULL ? rpc->grant->token : NULL,
@@ -564,7 +592,7 @@ provend_rpc_registry_done(void *data, const char *code, const char *message,
     rpc = data;
     if (code != NULL) {
         out = provend_rpc_text(message != NULL ? message : code);
-        provend_rpc_answer(rpc->sessions, rpc->session, rpc->seq, rpc->type,
+        provend_rpc_answer(rpc->sessions, rpc->session, &rpc->msg, rpc->type,
                            "failure", out, rpc->id, rpc->reply, rpc->ctx);
 
     } else if (strcmp(rpc->type, "CreateApplication") == 0) {
@@ -575,14 +603,14 @@ provend_rpc_registry_done(void *data, const char *code, const char *message,
         {
             cbor_decref(&out);
         }
-        provend_rpc_answer(rpc->sessions, rpc->session, rpc->seq, rpc->type,
+        provend_rpc_answer(rpc->sessions, rpc->session, &rpc->msg, rpc->type,
                            out != NULL ? "success" : "failure",
                            out != NULL ? out
                                        : provend_rpc_text("out of memory"),
                            rpc->id, rpc->reply, rpc->ctx);
 
     } else {
-        provend_rpc_answer(rpc->sessions, rpc->session, rpc->seq, rpc->type,
+        provend_rpc_answer(rpc->sessions, rpc->session, &rpc->msg, rpc->type,
                            "success", result != NULL ? cbor_incref(result)
                                                      : NULL,
                            rpc->id, rpc->reply, rpc->ctx);
@@ -599,7 +627,7 @@ provend_rpc_registry_done(void *data, const char *code, const char *message,
  */
 static int
 provend_rpc_registry(provend_sessions_t *s, provend_session_t *session,
-    uint64_t seq, const char *type, cbor_item_t *data, uint64_t id,
+    const provend_rpc_msg_t *msg, const char *type, cbor_item_t *data, uint64_t id,
     provend_ops_reply_pt reply, void *ctx, const char **result,
     cbor_item_t **out)
 {
@@ -669,7 +697,7 @@ provend_rpc_registry(provend_sessions_t *s, provend_session_t *session,
         }
     }
 
-    rpc = provend_rpc_new(s, session, seq, type, id, reply, ctx);
+    rpc = provend_rpc_new(s, session, msg, type, id, reply, ctx);
     if (rpc == NULL) {
         *out = provend_rpc_text("out of memory");
         return 0;
@@ -684,6 +712,7 @@ provend_rpc_registry(provend_sessions_t *s, provend_session_t *session,
     } else {
         rc = provend_apps_deploy_by_session(s->apps, app, package,
                                             session->identity, session->id,
+                                            session->origin,
                                             session->identity_proof,
                                             provend_rpc_registry_done, rpc);
     }
@@ -702,20 +731,19 @@ provend_rpc_registry(provend_sessions_t *s, provend_session_t *session,
  */
 static void
 provend_rpc_dispatch(provend_sessions_t *s, provend_session_t *session,
-    const proven_cose_eddsa_t *mm, uint64_t id, provend_ops_reply_pt reply,
-    void *ctx)
+    const proven_cose_eddsa_t *mm, const provend_rpc_msg_t *msg, uint64_t id,
+    provend_ops_reply_pt reply, void *ctx)
 {
     char                  err[PROVEN_ERR_LEN];
     char                  type[PROVEND_RPC_TYPE_MAX + 1];
     const char           *result, *why;
     cbor_item_t          *payload, *data, *out, *t;
     proven_cose_eddsa_t   m;
-    struct cbor_load_result  loaded;
 
     m = *mm;
-    payload = cbor_load(m.payload, m.payload_len, &loaded);
-    t = payload != NULL && loaded.read == m.payload_len
-        ? proven_cbor_map_get(payload, "type") : NULL;
+    /* depth-bounded: a client signs whatever nesting it likes */
+    payload = proven_cbor_load(m.payload, m.payload_len, NULL, 0);
+    t = payload != NULL ? proven_cbor_map_get(payload, "type") : NULL;
     if (t == NULL || !cbor_isa_string(t) || !cbor_string_is_definite(t)
         || cbor_string_length(t) == 0
         || cbor_string_length(t) > PROVEND_RPC_TYPE_MAX)
@@ -746,20 +774,17 @@ provend_rpc_dispatch(provend_sessions_t *s, provend_session_t *session,
         if (why != NULL) {
             result = "failure";
             out = provend_rpc_text(why);
-        } else {
-            (void) provend_sessions_share(s, session, NULL);
         }
 
     } else if (strcmp(type, "Anonymize") == 0) {
         session->identified = 0;
         memset(session->identity, 0, sizeof(session->identity));
         memset(session->identity_proof, 0, sizeof(session->identity_proof));
-        (void) provend_sessions_share(s, session, NULL);
 
     } else if (strcmp(type, "Execute") == 0
                || strcmp(type, "ExecuteHash") == 0)
     {
-        if (provend_rpc_execute(s, session, m.seq, type,
+        if (provend_rpc_execute(s, session, msg, type,
                                 data != NULL ? data : payload,
                                 strcmp(type, "ExecuteHash") == 0, id,
                                 reply, ctx, &result, &out))
@@ -773,7 +798,15 @@ provend_rpc_dispatch(provend_sessions_t *s, provend_session_t *session,
                || strcmp(type, "ListApplicationsByOwner") == 0
                || strcmp(type, "Deploy") == 0)
     {
-        if (provend_rpc_registry(s, session, m.seq, type, data, id,
+        if (session->app[0] != '\0') {
+            /* an app's page holds this session: never the registry */
+            cbor_decref(&payload);
+            snprintf(err, sizeof(err), "%s is a management command: open "
+                     "a session with POST /session for it", type);
+            provend_ops_reply_error(reply, ctx, id, "forbidden", err);
+            return;
+        }
+        if (provend_rpc_registry(s, session, msg, type, data, id,
                                  reply, ctx, &result, &out))
         {
             cbor_decref(&payload);
@@ -786,8 +819,7 @@ provend_rpc_dispatch(provend_sessions_t *s, provend_session_t *session,
         out = provend_rpc_text(err);
     }
 
-    provend_rpc_answer(s, session, m.seq, type, result, out, id, reply,
-                       ctx);
+    provend_rpc_answer(s, session, msg, type, result, out, id, reply, ctx);
     cbor_decref(&payload);
 }
 
@@ -799,6 +831,8 @@ struct provend_verify_s {
     provend_session_t     *session;
     uint8_t               *msg;           /* a copy; m points into it */
     proven_cose_eddsa_t    m;
+    provend_rpc_msg_t      bound;         /* seq, SHA-256 of msg */
+    size_t                 msg_len;
     int                    verified;
     uint64_t               id;
     provend_ops_reply_pt   reply;
@@ -817,6 +851,9 @@ provend_verify_work(uv_work_t *work)
                                           PROVEND_SESSION_ID_LEN,
                                           v->session->client_key, NULL, 0)
                   == PROVEN_OK;
+    if (v->verified) {
+        SHA256(v->msg, v->msg_len, v->bound.hash);
+    }
 }
 
 
@@ -874,16 +911,17 @@ provend_verify_done(uv_work_t *work, int status)
         provend_ops_reply_error(v->reply, v->ctx, v->id, "bad_signature",
                                 "the message is not signed by the "
                                 "session's client key");
-    } else if (session->has_seq && v->m.seq <= session->seq) {
+    } else if (v->m.seq <= session->seq) {
         snprintf(err, sizeof(err), "seq %llu is not above %llu, the last "
                  "one accepted", (unsigned long long) v->m.seq,
                  (unsigned long long) session->seq);
         provend_ops_reply_error(v->reply, v->ctx, v->id, "replayed", err);
     } else {
-        session->has_seq = 1;
         session->seq = v->m.seq;
+        v->bound.seq = v->m.seq;
         provend_session_touch(s, session);
-        provend_rpc_dispatch(s, session, &v->m, v->id, v->reply, v->ctx);
+        provend_rpc_dispatch(s, session, &v->m, &v->bound, v->id, v->reply,
+                             v->ctx);
     }
 
     provend_verify_next(s, session);
@@ -932,6 +970,14 @@ provend_sessions_op_rpc(provend_sessions_t *s, const proven_request_t *req,
                                 "too many messages of this session wait");
         return;
     }
+    if (!provend_bucket_take(&session->messages, s->message_rate,
+                             uv_now(s->loop)))
+    {
+        provend_ops_reply_error(reply, ctx, req->id, "rate_limited",
+                                "too many messages in this session: slow "
+                                "down");
+        return;
+    }
 
     v = calloc(1, sizeof(*v));
     if (v == NULL || (v->msg = malloc(msg_len)) == NULL) {
@@ -941,7 +987,9 @@ provend_sessions_op_rpc(provend_sessions_t *s, const proven_request_t *req,
         return;
     }
     memcpy(v->msg, msg, msg_len);
+    v->msg_len = msg_len;
     v->m = m;
+    v->m.protected_hdr = v->msg + (m.protected_hdr - msg);
     v->m.payload = v->msg + (m.payload - msg);
     v->m.signature = v->msg + (m.signature - msg);
     v->sessions = s;

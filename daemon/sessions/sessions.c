@@ -13,8 +13,11 @@ provend_session_bucket(const uint8_t *id)
 {
     uint32_t  h;
 
-    /* ids are random: their first bytes spread well enough */
-    memcpy(&h, id, sizeof(h));
+    /*
+     * The last 4 bytes: random in every id (the first 4 are the node's
+     * tag in a cluster, the same for all of its sessions)
+     */
+    memcpy(&h, id + PROVEND_SESSION_ID_LEN - sizeof(h), sizeof(h));
     return h & (PROVEND_SESSION_BUCKETS - 1);
 }
 
@@ -100,14 +103,8 @@ int
 provend_session_expired(provend_sessions_t *s, provend_session_t *session,
     uint64_t now)
 {
-    uint64_t  wall;
-
-    /* its life runs from its making, wherever that was: the wall clock */
-    wall = provend_now_ms();
     return now - session->used_ms >= s->idle_ms
-           || now - session->created_ms >= s->life_ms
-           || (wall > session->created_wall_ms
-               && wall - session->created_wall_ms >= s->life_ms);
+           || now - session->created_ms >= s->life_ms;
 }
 
 
@@ -124,36 +121,6 @@ provend_session_find(provend_sessions_t *s, const uint8_t *id)
         }
     }
     return NULL;
-}
-
-
-/* Ends session here: dropped, and not read back from the shared records
- * before its life is over (its idle time is this node's). */
-void
-provend_session_end(provend_sessions_t *s, provend_session_t *session)
-{
-    size_t  b;
-
-    if (s->ended_id != NULL) {
-        b = provend_session_bucket(session->id);
-        memcpy(s->ended_id[b], session->id, PROVEND_SESSION_ID_LEN);
-        s->ended_until[b] = session->created_wall_ms + s->life_ms;
-    }
-    provend_session_drop(s, session);
-}
-
-
-int
-provend_session_ended_here(provend_sessions_t *s, const uint8_t *id)
-{
-    size_t  b;
-
-    if (s->ended_id == NULL) {
-        return 0;
-    }
-    b = provend_session_bucket(id);
-    return memcmp(s->ended_id[b], id, PROVEND_SESSION_ID_LEN) == 0
-           && s->ended_until[b] > provend_now_ms();
 }
 
 
@@ -174,14 +141,34 @@ provend_sessions_on_sweep(uv_timer_t *timer)
         if (now - session->used_ms < s->idle_ms) {
             break;
         }
-        provend_session_end(s, session);
+        provend_session_drop(s, session);
     }
+}
 
-    if (s->storage != NULL && now - s->pruned_ms >= PROVEND_SESSIONS_PRUNE_MS)
-    {
-        s->pruned_ms = now;
-        provend_sessions_prune(s);
+
+/* ---- rates -------------------------------------------------------------- */
+
+/* 1 and one token taken, or 0 when the bucket is empty. */
+int
+provend_bucket_take(provend_bucket_t *b, unsigned rate, uint64_t now)
+{
+    double  burst;
+
+    burst = 2.0 * rate;
+    if (b->at_ms == 0) {
+        b->tokens = burst;
+    } else if (now > b->at_ms) {
+        b->tokens += (double) (now - b->at_ms) * rate / 1000.0;
+        if (b->tokens > burst) {
+            b->tokens = burst;
+        }
     }
+    b->at_ms = now > 0 ? now : 1;
+    if (b->tokens < 1.0) {
+        return 0;
+    }
+    b->tokens -= 1.0;
+    return 1;
 }
 
 
@@ -269,20 +256,6 @@ provend_sessions_attested(void *data, int rc, const uint8_t *doc,
     if (!ok) {
         provend_session_drop(c->sessions, c->session);
     }
-    if (ok && c->sessions->storage != NULL) {
-        /* in a cluster: answered once every node can find it */
-        c->result = result;
-        if (provend_sessions_share(c->sessions, c->session, c) == PROVEN_OK)
-        {
-            return;
-        }
-        c->result = NULL;
-        cbor_decref(&result);
-        provend_session_drop(c->sessions, c->session);
-        provend_ops_reply_error(c->reply, c->ctx, c->id, "internal",
-                                "out of memory");
-        goto done;
-    }
     provend_ops_reply_ok(c->reply, c->ctx, c->id, ok ? result : NULL);
 
 done:
@@ -317,9 +290,9 @@ provend_sessions_op_create(provend_sessions_t *s, const proven_request_t *req,
     int                  has_app, has_origin;
     char                 err[PROVEN_ERR_LEN];
     size_t               nonce_len, key_len;
-    uint8_t              pub[32];
+    uint8_t              pub[32], user_data[PROVEN_SESSION_USER_DATA_LEN];
     const uint8_t       *nonce, *client;
-    proven_buf_t         b_nonce, b_id, b_pub;
+    proven_buf_t         b_nonce, b_user_data, b_pub;
     provend_session_t   *session;
     provend_creation_t  *c;
 
@@ -378,6 +351,12 @@ provend_sessions_op_create(provend_sessions_t *s, const proven_request_t *req,
                                 "too many sessions are open on this node");
         goto failed;
     }
+    if (!provend_bucket_take(&s->creations, s->rate, uv_now(s->loop))) {
+        provend_ops_reply_error(reply, ctx, req->id, "rate_limited",
+                                "too many new sessions on this node: try "
+                                "again in a moment");
+        goto failed;
+    }
 
     session->client_key = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL,
                                                       client, key_len);
@@ -391,9 +370,13 @@ provend_sessions_op_create(provend_sessions_t *s, const proven_request_t *req,
                                 "cannot make the session's keys");
         goto failed;
     }
+    if (s->tag != 0) {
+        /* in a cluster: where the session lives, for the other nodes */
+        proven_put_be32(session->id, s->tag);
+    }
+    proven_session_user_data(session->id, client, user_data);
 
     session->created_ms = uv_now(s->loop);
-    session->created_wall_ms = provend_now_ms();
     session->listed = 1;
     session->chain = s->buckets[provend_session_bucket(session->id)];
     s->buckets[provend_session_bucket(session->id)] = session;
@@ -411,14 +394,14 @@ provend_sessions_op_create(provend_sessions_t *s, const proven_request_t *req,
     b_nonce.data = (uint8_t *) nonce;
     b_nonce.len = nonce_len;
     b_nonce.present = 1;
-    b_id = b_nonce;
-    b_id.data = session->id;
-    b_id.len = PROVEND_SESSION_ID_LEN;
+    b_user_data = b_nonce;
+    b_user_data.data = user_data;
+    b_user_data.len = sizeof(user_data);
     b_pub = b_nonce;
     b_pub.data = pub;
     b_pub.len = sizeof(pub);
 
-    if (s->attest(s->server, &b_nonce, &b_id, &b_pub,
+    if (s->attest(s->server, &b_nonce, &b_user_data, &b_pub,
                   provend_sessions_attested, c, err, sizeof(err))
         != PROVEN_OK)
     {
@@ -477,6 +460,41 @@ provend_sessions_run(provend_sessions_t *s, int what,
 }
 
 
+/*
+ * In a cluster, a session made on another node is that node's alone:
+ * PROVEN_OK when req names one (by its id's tag) and went there.
+ */
+static int
+provend_sessions_forwarded(provend_sessions_t *s, const proven_request_t *req,
+    provend_ops_reply_pt reply, void *ctx)
+{
+    size_t          len;
+    uint32_t        tag;
+    const uint8_t  *id;
+
+    if (s->tag == 0
+        || provend_sessions_arg_bytes(req->map, "session",
+                                      PROVEND_SESSION_ID_LEN,
+                                      PROVEND_SESSION_ID_LEN, &id, &len,
+                                      NULL, 0) != PROVEN_OK)
+    {
+        return PROVEN_ERR;              /* answered where it is run */
+    }
+    tag = proven_get_be32(id);
+    if (tag == s->tag || provend_session_find(s, id) != NULL) {
+        return PROVEN_ERR;
+    }
+    if (s->forward == NULL) {
+        provend_ops_reply_error(reply, ctx, req->id, "unknown_session",
+                                "the node that holds this session cannot "
+                                "be reached yet");
+        return PROVEN_OK;
+    }
+    s->forward(s->forward_data, tag, req, reply, ctx);
+    return PROVEN_OK;
+}
+
+
 static void
 provend_sessions_on_op(void *subsystem, const provend_op_t *op,
     const proven_request_t *req, provend_ops_reply_pt reply, void *ctx)
@@ -484,14 +502,11 @@ provend_sessions_on_op(void *subsystem, const provend_op_t *op,
     provend_sessions_t  *s;
 
     s = subsystem;
-
-    /* in a cluster, a session made on another node is read first */
     if (op->arg != PROVEND_SESSIONS_CREATE
-        && provend_sessions_load_first(s, req, reply, ctx) == PROVEN_OK)
+        && provend_sessions_forwarded(s, req, reply, ctx) == PROVEN_OK)
     {
         return;
     }
-
     provend_sessions_run(s, op->arg, req, reply, ctx);
 }
 
@@ -514,20 +529,36 @@ provend_sessions_dispatch(provend_sessions_t *s, const proven_request_t *req,
 }
 
 
-/* A request held while its session was read: run now, not read again. */
 void
-provend_sessions_dispatch_now(provend_sessions_t *s,
+provend_sessions_serve_forwarded(provend_sessions_t *s,
     const proven_request_t *req, provend_ops_reply_pt reply, void *ctx)
 {
     const provend_op_t  *op;
 
     op = provend_op_find(provend_sessions_ops, req->op);
-    if (op == NULL) {
-        provend_sessions_dispatch(s, req, reply, ctx);     /* unknown_op */
+    if (op == NULL || op->arg == PROVEND_SESSIONS_CREATE) {
+        provend_ops_reply_error(reply, ctx, req->id, "bad_request",
+                                "only rpc.call and session.check are "
+                                "forwarded");
         return;
     }
-
     provend_sessions_run(s, op->arg, req, reply, ctx);
+}
+
+
+uint32_t
+provend_sessions_tag(provend_sessions_t *s)
+{
+    return s->tag;
+}
+
+
+void
+provend_sessions_set_forward(provend_sessions_t *s,
+    provend_sessions_forward_pt forward, void *data)
+{
+    s->forward = forward;
+    s->forward_data = data;
 }
 
 
@@ -552,56 +583,20 @@ provend_sessions_new(const provend_sessions_config_t *cfg, char *err,
     s->life_ms = (uint64_t) (cfg->life_s ? cfg->life_s
                                          : PROVEND_SESSION_LIFE_S) * 1000;
     s->any_origin = cfg->any_origin;
+    s->rate = cfg->rate ? cfg->rate : PROVEND_SESSION_RATE;
+    s->message_rate = cfg->message_rate ? cfg->message_rate
+                                        : PROVEND_MESSAGE_RATE;
 
-    if (cfg->storage != NULL) {
-        provend_storage_req_t  *req;
+    while (cfg->clustered && s->tag == 0) {
+        uint8_t  raw[4];
 
-        /* every node makes its own table: the same on each */
-        req = provend_storage_own_sql(PROVEND_OP_SQL_EXECUTE,
-                                      PROVEND_SESSIONS_DB, 1);
-        if (req == NULL
-            || provend_storage_stmt(req, 0, "CREATE TABLE IF NOT EXISTS "
-                                    "sessions (id BLOB PRIMARY KEY, "
-                                    "created INTEGER NOT NULL, "
-                                    "version INTEGER NOT NULL, "
-                                    "record BLOB NOT NULL)", 0)
-               != PROVEN_OK)
-        {
-            provend_storage_req_free(req);
+        /* a new tag at each start: sessions end with their node */
+        if (RAND_bytes(raw, sizeof(raw)) != 1) {
             free(s);
-            proven_errf(err, errlen, "out of memory");
+            proven_errf(err, errlen, "no randomness for the session tag");
             return NULL;
         }
-        req->local = 1;
-        if (provend_storage_call(cfg->storage, req) != PROVEND_ST_OK) {
-            proven_errf(err, errlen, "sessions: %s", req->error);
-            provend_storage_req_free(req);
-            free(s);
-            return NULL;
-        }
-        provend_storage_req_free(req);
-
-        s->ended_id = calloc(PROVEND_SESSION_BUCKETS, sizeof(*s->ended_id));
-        s->ended_until = calloc(PROVEND_SESSION_BUCKETS,
-                                sizeof(*s->ended_until));
-        if (s->ended_id == NULL || s->ended_until == NULL
-            || uv_async_init(s->loop, &s->changes,
-                             provend_sessions_on_changes) != 0)
-        {
-            free(s->ended_id);
-            free(s->ended_until);
-            free(s);
-            proven_errf(err, errlen, "out of memory");
-            return NULL;
-        }
-        pthread_mutex_init(&s->changes_lock, NULL);
-        s->changes.data = s;
-        s->changes_open = 1;
-        uv_unref((uv_handle_t *) &s->changes);
-        s->storage = cfg->storage;
-        s->pruned_ms = uv_now(s->loop);
-        (void) provend_storage_cluster_follow(s->storage, PROVEND_SESSIONS_DB,
-                                              provend_sessions_applied, s);
+        s->tag = proven_get_be32(raw);
     }
 
     uv_timer_init(s->loop, &s->sweep);
@@ -625,13 +620,7 @@ provend_sessions_stop(provend_sessions_t *s)
     if (!uv_is_closing((uv_handle_t *) &s->sweep)) {
         uv_close((uv_handle_t *) &s->sweep, NULL);
     }
-    if (s->changes_open) {
-        /* returns once a call under way has */
-        (void) provend_storage_cluster_follow(s->storage, PROVEND_SESSIONS_DB,
-                                              NULL, s);
-        uv_close((uv_handle_t *) &s->changes, NULL);
-        s->changes_open = 0;
-    }
+    s->forward = NULL;
 }
 
 
@@ -640,17 +629,6 @@ provend_sessions_free(provend_sessions_t *s)
 {
     while (s->oldest != NULL) {
         provend_session_drop(s, s->oldest);
-    }
-    if (s->storage != NULL) {
-        provend_change_t  *c;
-
-        while ((c = s->changes_head) != NULL) {
-            s->changes_head = c->next;
-            free(c);
-        }
-        pthread_mutex_destroy(&s->changes_lock);
-        free(s->ended_id);
-        free(s->ended_until);
     }
     free(s);
 }

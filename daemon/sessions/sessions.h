@@ -1,13 +1,16 @@
 /*
- * provend sessions: attested sessions and the signed RPC spoken in them.
+ * provend sessions: attested sessions and the signed RPC spoken in them
+ * (protocol v2, README "Sessions and signed RPC").
  *
  * A client opens a session with its nonce and its Ed25519 key; provend
  * makes a fresh Ed25519 key for the session and a 16-byte id, and answers
- * an attestation document whose nonce is the client's, whose user_data is
- * the id and whose public_key is the session key.  Every later message is
- * a COSE_Sign1 (lib/proven_cose.c) over the id: the client's are checked
- * against the client key and a strictly increasing seq, the answers are
- * signed with the session key.  Keys and state never leave provend.
+ * an attestation document whose nonce is the client's, whose public_key is
+ * the session key and whose user_data binds the id and the client's key
+ * (proven_session_user_data).  Every later message is a COSE_Sign1
+ * (lib/proven_cose.c) with its seq in the signed header: the client's are
+ * checked against the client key and a strictly increasing seq, the
+ * answers signed with the session key over the id and the hash of the
+ * request they answer.  Keys and state never leave provend.
  *
  * Ops (frames on provend's socket, from nginx):
  *   session.create {nonce, public_key, app?, origin?}
@@ -17,15 +20,21 @@
  *                  -> {message: bytes}, the signed answer
  * Error codes (nginx maps them to statuses): bad_request, bad_message
  * (400), unknown_session, bad_signature (401), forbidden (403), replayed
- * (409), busy (503), attestation_failed (500).
+ * (409), rate_limited (429: past --session-rate or --message-rate, token
+ * buckets of provend's own, whatever nginx lets through), busy (503),
+ * attestation_failed (500).
  *
  * Commands (the payload's "type"): WhoAmI, Identify, Anonymize, Execute,
- * ExecuteHash; the answer's data is {result, data}.
+ * ExecuteHash; on management sessions only, the registry's
+ * (CreateApplication, AddAllowedOrigin, ListApplicationsByOwner, Deploy).
+ * The answer's data is {result, data}.
  *
  * Sessions live in memory, at most max of them; one unused for idle_s or
- * older than life_s is gone (unknown_session).  In a cluster each is also
- * written to the replicated storage, so that any node can serve it; each
- * node keeps its own last seq and last use.
+ * older than life_s is gone (unknown_session).  In a cluster a session
+ * lives on the node that made it, alone: its id starts with that node's
+ * tag, and every other node forwards its messages there (cluster/
+ * forward.c), so that its seq is checked in one place.  When that node is
+ * gone, so is the session.
  */
 
 #ifndef PROVEND_SESSIONS_H
@@ -37,14 +46,15 @@
 #include "apps/apps.h"
 #include "proven.h"
 #include "attest/provider.h"
-#include "storage/storage.h"
 
 
-#define PROVEND_SESSION_ID_LEN   16
-#define PROVEND_ORIGIN_MAX       512
+#define PROVEND_SESSION_ID_LEN   PROVEN_SESSION_ID_LEN
+#define PROVEND_ORIGIN_MAX       255      /* it is signed with a u8 length */
 #define PROVEND_SESSIONS_MAX     100000
 #define PROVEND_SESSION_IDLE_S   1800
 #define PROVEND_SESSION_LIFE_S   86400
+#define PROVEND_SESSION_RATE     500      /* new ones a second, node-wide */
+#define PROVEND_MESSAGE_RATE     200      /* a second, per session */
 
 
 typedef struct provend_sessions_s  provend_sessions_t;
@@ -55,6 +65,13 @@ typedef int (*provend_sessions_attest_pt)(void *server,
     const proven_buf_t *public_key, provend_attest_done_pt done, void *data,
     char *err, size_t errlen);
 
+/*
+ * Hands req (rpc.call or session.check) to the node whose sessions carry
+ * tag; reply gets that node's answer frame, or an error, once.
+ */
+typedef void (*provend_sessions_forward_pt)(void *data, uint32_t tag,
+    const proven_request_t *req, provend_ops_reply_pt reply, void *ctx);
+
 typedef struct {
     void                        *loop;       /* uv_loop_t * */
     provend_apps_t              *apps;       /* NULL: no Execute */
@@ -63,12 +80,10 @@ typedef struct {
     size_t                       max;        /* 0: PROVEND_SESSIONS_MAX */
     unsigned                     idle_s;     /* 0: PROVEND_SESSION_IDLE_S */
     unsigned                     life_s;     /* 0: PROVEND_SESSION_LIFE_S */
+    unsigned                     rate;       /* 0: PROVEND_SESSION_RATE */
+    unsigned                     message_rate;   /* 0: the default */
     int                          any_origin; /* local mode: no list */
-    /*
-     * In a cluster, the replicated storage: sessions are shared with the
-     * other nodes (see sessions.c); NULL: they live in this node alone.
-     */
-    provend_storage_t           *storage;
+    int                          clustered;  /* ids carry this node's tag */
 } provend_sessions_config_t;
 
 
@@ -80,6 +95,18 @@ extern const provend_op_t  provend_sessions_ops[];
 
 /* Answers req through reply exactly once, now or later on the loop. */
 void provend_sessions_dispatch(provend_sessions_t *s,
+    const proven_request_t *req, provend_ops_reply_pt reply, void *ctx);
+
+/* In a cluster: this node's tag, and how to reach the others'. */
+uint32_t provend_sessions_tag(provend_sessions_t *s);
+void provend_sessions_set_forward(provend_sessions_t *s,
+    provend_sessions_forward_pt forward, void *data);
+
+/*
+ * A request another node forwarded (rpc.call, session.check): served like
+ * one from nginx, for a session of this node only, never forwarded again.
+ */
+void provend_sessions_serve_forwarded(provend_sessions_t *s,
     const proven_request_t *req, provend_ops_reply_pt reply, void *ctx);
 
 /*

@@ -19,7 +19,6 @@
 #include <openssl/rand.h>
 #include <uv.h>
 
-#include "cluster/cluster.h"
 #include "core/log.h"
 #include "sessions.h"
 #include "core/util.h"
@@ -32,31 +31,18 @@
 #define PROVEND_GRANT_BUCKETS    256
 #define PROVEND_SESSION_QUEUE_MAX 64       /* messages waiting per session */
 #define PROVEND_SESSION_RUNS_MAX  32       /* Executes under way per session */
-#define PROVEND_SESSIONS_DB       "sessions"
-#define PROVEND_SESSIONS_PRUNE_MS (10 * 60 * 1000)
-#define PROVEND_SESSION_RECORD_MAX 2048
-#define PROVEND_SESSIONS_UPSERT                                             \
-    "INSERT INTO sessions (id, created, version, record) "                  \
-    "VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "                   \
-    "version = excluded.version, record = excluded.record "                 \
-    "WHERE excluded.version >= sessions.version"
-#define PROVEND_LOADS_MAX         1024     /* sessions being read at once */
 
+
+/* A token bucket: rate a second, up to twice that at once. */
+typedef struct {
+    double               tokens;
+    uint64_t             at_ms;
+} provend_bucket_t;
+
+int provend_bucket_take(provend_bucket_t *b, unsigned rate, uint64_t now);
 
 typedef struct provend_session_s  provend_session_t;
 typedef struct provend_grant_s    provend_grant_t;
-typedef struct provend_change_s   provend_change_t;
-typedef struct provend_loading_s  provend_loading_t;
-
-/* A shared record applied here: the identity it says the session has. */
-struct provend_change_s {
-    uint8_t            id[PROVEND_SESSION_ID_LEN];
-    uint64_t           version;
-    int                identified;
-    uint8_t            identity[32];
-    uint8_t            proof[64];
-    provend_change_t  *next;
-};
 typedef struct provend_verify_s   provend_verify_t;
 
 struct provend_session_s {
@@ -68,13 +54,11 @@ struct provend_session_s {
     int                  has_origin;
     int                  identified;
     uint8_t              identity[PROVEND_IDENTITY_KEY_LEN];
-    uint8_t              identity_proof[64];  /* its signature over id */
-    int                  has_seq;
-    uint64_t             seq;              /* the last one accepted */
+    uint8_t              identity_proof[64];  /* its Identify signature */
+    uint64_t             seq;              /* the last accepted; 0: none */
     uint64_t             created_ms;
-    uint64_t             created_wall_ms;  /* the same, since the epoch */
-    uint64_t             version;          /* of its shared record */
     uint64_t             used_ms;
+    provend_bucket_t     messages;         /* --message-rate */
     unsigned             refs;             /* the table's, calls' */
     int                  verifying;        /* a message on the pool */
     provend_verify_t    *queue;            /* the next ones, in order */
@@ -96,26 +80,19 @@ struct provend_sessions_s {
     size_t                       count;
     uint64_t                     idle_ms;
     uint64_t                     life_ms;
+    unsigned                     rate;
+    unsigned                     message_rate;
+    provend_bucket_t             creations;    /* --session-rate */
     int                          any_origin;
-    provend_storage_t           *storage;    /* shared with the cluster */
-    uint64_t                     pruned_ms;
-    int                          pruning;
-    uv_work_t                    prune_work;
 
-    /* sessions ended here (idle, expired): not read back before their
-     * life is over (one slot per bucket: a newer end takes it over) */
-    uint8_t                    (*ended_id)[PROVEND_SESSION_ID_LEN];
-    uint64_t                    *ended_until;   /* wall clock, ms */
+    /*
+     * In a cluster: the first 4 bytes of every session id made here, and
+     * how a message for a session of another node reaches that node.
+     */
+    uint32_t                     tag;          /* 0: alone */
+    provend_sessions_forward_pt  forward;
+    void                        *forward_data;
 
-    /* identity changes applied to the shared records, for the loop */
-    uv_async_t                   changes;
-    int                          changes_open;
-    pthread_mutex_t              changes_lock;
-    provend_change_t            *changes_head;
-    size_t                       nchanges;
-
-    provend_loading_t           *loading;    /* sessions being read */
-    size_t                       nloading;
     uv_timer_t                   sweep;
     provend_session_t           *oldest;
     provend_session_t           *newest;
@@ -123,16 +100,13 @@ struct provend_sessions_s {
     provend_grant_t             *grants[PROVEND_GRANT_BUCKETS];
 };
 
-/* A session.create waiting for its document (and, shared, its record). */
+/* A session.create waiting for its document. */
 typedef struct {
     provend_sessions_t    *sessions;
     provend_session_t     *session;
     uint64_t               id;
     provend_ops_reply_pt   reply;
     void                  *ctx;
-    uv_work_t              work;
-    provend_storage_req_t *write;
-    cbor_item_t           *result;
 } provend_creation_t;
 
 
@@ -147,11 +121,17 @@ struct provend_grant_s {
     provend_grant_t     *next;
 };
 
+/* What an answer is bound to: its request's seq and the hash of its bytes. */
+typedef struct {
+    uint64_t               seq;
+    uint8_t                hash[32];
+} provend_rpc_msg_t;
+
 /* A command answered later (Execute). */
 typedef struct {
     provend_sessions_t    *sessions;
     provend_session_t     *session;
-    uint64_t               seq;
+    provend_rpc_msg_t      msg;            /* what the answer binds */
     char                   type[PROVEND_RPC_TYPE_MAX + 1];
     uint64_t               started;        /* uv_hrtime() */
     uint64_t               id;
@@ -176,10 +156,6 @@ int provend_session_expired(provend_sessions_t *s, provend_session_t *session,
 provend_session_t *provend_session_find(provend_sessions_t *s,
     const uint8_t *id);
 
-void provend_session_end(provend_sessions_t *s, provend_session_t *session);
-
-int provend_session_ended_here(provend_sessions_t *s, const uint8_t *id);
-
 int provend_sessions_arg_text(const cbor_item_t *map, const char *name,
     char *out, size_t max, int *present, char *err, size_t errlen);
 
@@ -187,25 +163,10 @@ int provend_sessions_arg_bytes(const cbor_item_t *map, const char *name,
     size_t min, size_t max, const uint8_t **out, size_t *len, char *err,
     size_t errlen);
 
-int provend_sessions_share(provend_sessions_t *s, provend_session_t *session,
-    provend_creation_t *c);
-
-int provend_sessions_load_first(provend_sessions_t *s,
-    const proven_request_t *req, provend_ops_reply_pt reply, void *ctx);
-
-void provend_sessions_applied(void *data, const provend_storage_req_t *req);
-
-void provend_sessions_on_changes(uv_async_t *handle);
-
-void provend_sessions_prune(provend_sessions_t *s);
-
 void provend_sessions_op_check(provend_sessions_t *s,
     const proven_request_t *req, provend_ops_reply_pt reply, void *ctx);
 
 void provend_sessions_op_rpc(provend_sessions_t *s,
-    const proven_request_t *req, provend_ops_reply_pt reply, void *ctx);
-
-void provend_sessions_dispatch_now(provend_sessions_t *s,
     const proven_request_t *req, provend_ops_reply_pt reply, void *ctx);
 
 #endif

@@ -2,9 +2,10 @@
 // examples/hello deployed (proven app deploy examples/hello --app hello).
 // Open http://127.0.0.1:8080/web/ (?app=NAME for another app).
 //
-// The root is pinned: a page for a real enclave embeds the AWS Nitro root
-// (and the PCRs of the build it trusts).  A local node's documents chain to
-// its dev root, which local.conf serves at /web/root.pem for this example.
+// The root and the PCRs are pinned: a page for a real enclave embeds the
+// AWS Nitro root and the PCRs of the build it trusts.  A local node's
+// documents chain to its dev root and measure its local files, which
+// local.conf serves at /web/root.pem and /web/pcrs.json for this example.
 
 import { newIdentityKey, Session } from '/sdk/proven.mjs';
 
@@ -18,8 +19,9 @@ function say(line) {
 
 async function main() {
     const root = await (await fetch('/web/root.pem')).text();
+    const pcrs = await (await fetch('/web/pcrs.json')).json();
 
-    const session = await Session.open(location.origin, { app, root });
+    const session = await Session.open(location.origin, { app, root, pcrs });
     say(`session ${session.text}: the document checks out`);
 
     const who = await session.whoAmI();

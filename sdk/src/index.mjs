@@ -1,26 +1,50 @@
-// Proven Node client, for Node (18+) and browsers.
+// Proven Node client, for Node (18+) and browsers: protocol v2.
 //
 //   import { Session } from '@proven-network/node-client';
 //   const s = await Session.open('https://node.example', {
-//       app: 'hello', root: ROOT_PEM, pcrs: { 0: 'ab12…' } });
+//       app: 'hello', root: ROOT_PEM,
+//       pcrs: { 0: 'ab12…', 1: '…', 2: '…' } });      // required
 //   await s.connect();                       // optional: WebSocket
 //   const r = await s.execute('index.js#sum', 1, 2);   // {output, …}
 //
 // Session.open asks the node for an attestation document bound to a fresh
 // nonce, this client's new Ed25519 key and the session: it checks the
 // document's COSE signature (ES384) and certificate chain up to the pinned
-// root, the nonce, and the PCRs the caller expects, before it trusts the
-// session key in it.  Every message is then a COSE_Sign1 (EdDSA) signed
-// with the client key over the session id, with a strictly increasing
-// seq; every answer must be signed by the session key for the same seq and
-// type, or it is refused here.
+// root, the nonce, the expected PCRs (0, 1 and 2 at least), and that its
+// user_data is "proven-session-v1", the session id and the hash of this
+// client's key, before it trusts the session key in it.  Every message is
+// then a COSE_Sign1 (EdDSA) with its seq in the signed header, signed
+// with the client key over the session id; every answer must be signed by
+// the session key for the same seq, over the session id and the hash of
+// the very request it answers, or it is refused here.
 
 import * as cbor from 'cborg';
 import { ed25519 } from '@noble/curves/ed25519';
 import * as x509 from '@peculiar/x509';
 
-const PROTECTED = new Uint8Array([0xa1, 0x01, 0x27]);    // {1: -8}: EdDSA
 const EMPTY = new Uint8Array(0);
+const SESSION_MARK = new TextEncoder().encode('proven-session-v1');
+const IDENTIFY_MARK = new TextEncoder().encode('proven-identify-v1');
+const REQUIRED_PCRS = ['0', '1', '2'];
+
+/* The protected header: the canonical {1: -8, "seq": n} (EdDSA). */
+function protectedHeader(seq) {
+    return cbor.encode(new Map([[1, -8], ['seq', seq]]));
+}
+
+function concat(...parts) {
+    const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const p of parts) {
+        out.set(p, at);
+        at += p.length;
+    }
+    return out;
+}
+
+async function sha256(crypto, bytes) {
+    return new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
+}
 
 /* A refusal from the node (unsigned JSON) or a broken answer. */
 export class RpcError extends Error {
@@ -148,6 +172,8 @@ export async function verifyAttestation(bytes, { root, nonce, pcrs,
     }
 
     return {
+        /* the dev provider's: a local node, never an enclave */
+        dev: String(field('module_id')).startsWith('proven-dev-'),
         moduleId: field('module_id'),
         timestamp: field('timestamp'),
         digest: field('digest'),
@@ -161,35 +187,133 @@ export async function verifyAttestation(bytes, { root, nonce, pcrs,
 
 // ---- messages ---------------------------------------------------------------
 
-function sigStructure(aad, payload) {
-    return cbor.encode(['Signature1', PROTECTED, aad, payload]);
+function sigStructure(prot, aad, payload) {
+    return cbor.encode(['Signature1', prot, aad, payload]);
 }
 
+/* A request: seq (1 <= seq < 2^53) signed in the protected header. */
 export function signMessage(privateKey, sessionId, seq, body) {
+    if (!Number.isSafeInteger(seq) || seq < 1) {
+        throw new RpcError('bad_seq', 'seq must be 1 to 2^53-1');
+    }
+    const prot = protectedHeader(seq);
     const payload = cbor.encode(body);
-    const signature = ed25519.sign(sigStructure(sessionId, payload),
+    const signature = ed25519.sign(sigStructure(prot, sessionId, payload),
                                    privateKey);
-    return cbor.encode([PROTECTED, { seq }, payload, signature]);
+    return cbor.encode([prot, new Map(), payload, signature]);
 }
 
-export function openMessage(publicKey, sessionId, bytes) {
-    let msg;
+/* The external AAD of the answer to request: the id, SHA-256(request). */
+export async function answerAad(sessionId, request) {
+    return concat(sessionId, await sha256(await webcrypto(), request));
+}
+
+/*
+ * An answer's {seq, body}, once its signature by publicKey checks over
+ * aad (answerAad of the request it must answer).
+ */
+export function openMessage(publicKey, aad, bytes) {
+    let msg, header;
     try {
-        msg = cbor.decode(bytes);
+        msg = cbor.decode(bytes, { useMaps: true });
+        header = msg[0] instanceof Uint8Array
+            ? cbor.decode(msg[0], { useMaps: true }) : null;
     } catch (e) {
         throw new RpcError('bad_answer', `the answer is not CBOR: ${e.message}`);
     }
-    if (!Array.isArray(msg) || msg.length !== 4
-        || !equalBytes(msg[0], PROTECTED) || typeof msg[1]?.seq !== 'number'
+    const seq = header?.get('seq');
+    if (!Array.isArray(msg) || msg.length !== 4 || !(header instanceof Map)
+        || header.size !== 2 || header.get(1) !== -8
+        || !Number.isSafeInteger(seq)
+        || !equalBytes(msg[0], protectedHeader(seq))
+        || !(msg[1] instanceof Map) || msg[1].size !== 0
         || !(msg[2] instanceof Uint8Array) || !(msg[3] instanceof Uint8Array)) {
         throw new RpcError('bad_answer', 'the answer is not a COSE_Sign1 '
-                           + 'message');
+                           + 'message of protocol v2');
     }
-    if (!ed25519.verify(msg[3], sigStructure(sessionId, msg[2]), publicKey)) {
+    if (!ed25519.verify(msg[3], sigStructure(msg[0], aad, msg[2]),
+                        publicKey)) {
         throw new RpcError('bad_answer', 'the answer is not signed by the '
-                           + 'session key');
+                           + 'session key for this request');
     }
-    return { seq: msg[1].seq, body: cbor.decode(msg[2]) };
+    return { seq, body: cbor.decode(msg[2]) };
+}
+
+/* What an identity key signs to Identify (protocol v2). */
+export function identifyMessage(app, origin, sessionId) {
+    const a = new TextEncoder().encode(app || '');
+    const o = new TextEncoder().encode(origin || '');
+    if (a.length > 255 || o.length > 255) {
+        throw new RpcError('bad_request', 'app and origin must be at most '
+                           + '255 bytes');
+    }
+    return concat(IDENTIFY_MARK, new Uint8Array([a.length]), a,
+                  new Uint8Array([o.length]), o, sessionId);
+}
+
+/* Plain http only to this machine: anything else must be https. */
+function checkScheme(base) {
+    const u = new URL(base);
+    const host = u.hostname.replace(/^\[|\]$/g, '');
+    const loopback = host === 'localhost' || host.endsWith('.localhost')
+        || /^127\.\d+\.\d+\.\d+$/.test(host) || host === '::1';
+    if (u.protocol !== 'https:' && !(u.protocol === 'http:' && loopback)) {
+        throw new RpcError('insecure', `${u.protocol}//${u.host}: plain http `
+                           + 'only to loopback; use https');
+    }
+    return u;
+}
+
+/* The expected PCRs, required: 0, 1 and 2 at least. */
+function checkPcrs(pcrs, insecureAnyCode) {
+    if (insecureAnyCode) {
+        console.warn('proven: insecureAnyCode: any code in any enclave is '
+                     + 'trusted; for development only');
+        return pcrs || {};
+    }
+    const missing = REQUIRED_PCRS.filter((i) => !pcrs || !pcrs[i]);
+    if (missing.length > 0) {
+        throw new RpcError('attestation', `expected PCRs are required (${
+            missing.join(', ')} missing): pin the measurements of the code `
+            + 'you trust, or pass insecureAnyCode: true for development');
+    }
+    return pcrs;
+}
+
+/*
+ * Node over https: a document from the TLS-bound endpoint must bind the
+ * key of the certificate this very connection was served, so the TLS
+ * session ends inside the attested node and not at the host.
+ */
+async function checkTlsBinding(u, root, pcrs) {
+    if (u.protocol !== 'https:' || typeof process === 'undefined'
+        || !process.versions?.node) {
+        return;
+    }
+    const https = await import('node:https');
+    const crypto = await webcrypto();
+    const nonce = randomBytes(crypto, 32);
+    const { body, spki } = await new Promise((resolve, reject) => {
+        const req = https.request(new URL(`/attestation?nonce=${hex(nonce)}`,
+                                          u), (res) => {
+            const cert = res.socket.getPeerX509Certificate?.();
+            const chunks = [];
+            res.on('data', (c) => chunks.push(c));
+            res.on('end', () => resolve({
+                body: new Uint8Array(Buffer.concat(chunks)),
+                spki: cert ? new Uint8Array(cert.publicKey.export(
+                    { type: 'spki', format: 'der' })) : null }));
+        });
+        req.on('error', reject);
+        req.end();
+    });
+    const doc = await verifyAttestation(body, { root, nonce, pcrs });
+    const mark = new TextEncoder().encode('proven-tls-binding-v1');
+    if (!spki || !doc.userData || !equalBytes(doc.userData, mark)
+        || !doc.publicKey || !equalBytes(doc.publicKey, spki)) {
+        throw new RpcError('attestation', 'the TLS certificate served is not '
+                           + 'the one the node attests: TLS ends outside it');
+    }
 }
 
 // ---- sessions ---------------------------------------------------------------
@@ -202,14 +326,17 @@ export class Session {
      * own).  fetch and WebSocket: implementations to use (default: the
      * global ones; in Node, pass the `ws` package's WebSocket to connect).
      */
-    static async open(url, { app, root, pcrs, origin, fetch: doFetch,
-                             WebSocket: WS } = {}) {
+    static async open(url, { app, root, pcrs, insecureAnyCode = false,
+                             origin, fetch: doFetch, WebSocket: WS } = {}) {
         const crypto = await webcrypto();
         const f = doFetch || globalThis.fetch.bind(globalThis);
         const privateKey = ed25519.utils.randomPrivateKey();
         const publicKey = ed25519.getPublicKey(privateKey);
         const nonce = randomBytes(crypto, 32);
         const base = url.replace(/\/$/, '');
+        const u = checkScheme(base);
+        const expected = checkPcrs(pcrs, insecureAnyCode);
+        await checkTlsBinding(u, root, expected);
         const prefix = app ? `${base}/app/${encodeURIComponent(app)}` : base;
 
         const headers = { 'content-type': 'application/cbor' };
@@ -223,15 +350,25 @@ export class Session {
         if (res.status !== 200) {
             throw refusal(res.status, body);
         }
-        const doc = await verifyAttestation(body, { root, nonce, pcrs });
-        if (!doc.userData || doc.userData.length !== 16
+        const doc = await verifyAttestation(body, { root, nonce,
+                                                    pcrs: expected });
+        const ud = doc.userData || EMPTY;
+        if (ud.length !== 65
+            || !equalBytes(ud.subarray(0, 17), SESSION_MARK)
+            || !equalBytes(ud.subarray(33), await sha256(crypto, publicKey))
             || !doc.publicKey || doc.publicKey.length !== 32) {
-            throw new RpcError('attestation', 'the document binds no session '
-                               + 'id and key');
+            throw new RpcError('attestation', 'the document does not bind a '
+                               + 'session to this client\'s key');
+        }
+        if (doc.dev) {
+            console.warn(`proven: ${base} runs the dev attestation provider `
+                         + '(a local node, not an enclave)');
         }
         return new Session({ base, prefix, app, privateKey, publicKey,
-                             id: doc.userData, serverKey: doc.publicKey,
+                             id: ud.slice(17, 33), serverKey: doc.publicKey,
                              document: doc, fetch: f,
+                             origin: origin
+                                 || globalThis.location?.origin || '',
                              WebSocket: WS || globalThis.WebSocket });
     }
 
@@ -239,18 +376,31 @@ export class Session {
         Object.assign(this, o);
         this.text = uuid(this.id);
         this.seq = 0;
+        this.queue = Promise.resolve();
         this.socket = null;
         this.waiting = [];
     }
 
-    /* Sends {type, data}; resolves with the answer's {result, data}. */
-    async send(type, data = null) {
+    /*
+     * Sends {type, data}; resolves with the answer's {result, data}.  One
+     * message at a time, in seq order: the node refuses a seq below one
+     * it has accepted, so messages sent at once could otherwise overtake
+     * each other on the way.
+     */
+    send(type, data = null) {
+        const run = this.queue.then(() => this.sendNow(type, data));
+        this.queue = run.catch(() => {});
+        return run;
+    }
+
+    async sendNow(type, data) {
         const seq = ++this.seq;
         const message = signMessage(this.privateKey, this.id, seq,
                                     { type, data });
         const bytes = this.socket ? await this.sendFrame(message)
                                   : await this.post(message);
-        const answer = openMessage(this.serverKey, this.id, bytes);
+        const answer = openMessage(this.serverKey,
+                                   await answerAad(this.id, message), bytes);
         if (answer.seq !== seq || answer.body?.type !== type) {
             throw new RpcError('bad_answer', 'the answer is for another '
                                + 'message');
@@ -326,17 +476,23 @@ export class Session {
         return this.send('WhoAmI');
     }
 
-    /* Proves an identity (an Ed25519 private key, 32 bytes) in this session. */
+    /*
+     * Proves an identity (an Ed25519 private key, 32 bytes) in this
+     * session, of this app and this page's origin only.
+     */
     identify(identityKey) {
         return this.send('Identify', {
             passkey_prf_public_key_bytes: ed25519.getPublicKey(identityKey),
-            session_id_signature_bytes: ed25519.sign(this.id, identityKey) });
+            session_id_signature_bytes: ed25519.sign(
+                identifyMessage(this.app, this.origin, this.id),
+                identityKey) });
     }
 
     anonymize() {
         return this.send('Anonymize');
     }
 
+    /* handler: "PATH#NAME" or "file:///PATH#NAME". */
     execute(handler, ...args) {
         return this.send('Execute', { handler, args });
     }

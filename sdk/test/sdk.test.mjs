@@ -8,8 +8,8 @@ import { test } from 'node:test';
 
 import WebSocket from 'ws';
 
-import { newIdentityKey, openMessage, RpcError, Session, signMessage,
-         verifyAttestation } from '../src/index.mjs';
+import { answerAad, newIdentityKey, openMessage, RpcError, Session,
+         signMessage, verifyAttestation } from '../src/index.mjs';
 
 const fixtures = new URL('../../tests/fixtures/', import.meta.url);
 const nitroDoc = new Uint8Array(fs.readFileSync(
@@ -24,6 +24,11 @@ const url = process.env.PROVEN_URL;
 const root = url ? fs.readFileSync(process.env.PROVEN_ROOT, 'utf8') : null;
 const node = { skip: url ? false : 'no node: run through tests/rpc.sh' };
 const origin = 'https://sdk.example';
+
+/* the PCRs the node measures, from `proven status` over its own socket */
+const pcrs = url ? Object.fromEntries(Object.entries(JSON.parse(
+    fs.readFileSync(process.env.PROVEN_STATUS, 'utf8')).pcrs)
+    .filter(([i]) => Number(i) <= 2)) : null;
 
 test('a genuine Nitro document verifies to the AWS root, PCRs checked',
      async () => {
@@ -48,7 +53,7 @@ test('a genuine Nitro document verifies to the AWS root, PCRs checked',
 });
 
 test('sessions over HTTP and WebSocket against a node', node, async () => {
-    const s = await Session.open(url, { app: 'hello', root, origin,
+    const s = await Session.open(url, { app: 'hello', root, pcrs, origin,
                                         WebSocket });
     assert.equal((await s.whoAmI()).result, 'anonymous');
     const r = await s.execute('index.js#sum', 19, 23);
@@ -57,6 +62,8 @@ test('sessions over HTTP and WebSocket against a node', node, async () => {
 
     await s.connect();
     assert.equal((await s.execute('index.js#sum', 1, 2)).data.output, 3);
+    assert.equal((await s.execute('file:///index.js#sum', 2, 2)).data.output,
+                 4);
     assert.equal((await s.identify(newIdentityKey())).result, 'success');
     assert.equal((await s.whoAmI()).result, 'identified');
     assert.equal((await s.execute('index.js#saveNote', 'sdk')).data.output,
@@ -73,29 +80,88 @@ test('sessions over HTTP and WebSocket against a node', node, async () => {
 
 test('the document must match the expected PCRs and the pinned root', node,
      async () => {
-    /* the node's own PCRs, read from a document of its own */
-    const res = await fetch(`${url}/attestation?nonce=0102`);
-    const doc = await verifyAttestation(new Uint8Array(await res.arrayBuffer()),
-                                        { root });
-    const pcr1 = Buffer.from(doc.pcrs.get(1)).toString('hex');
-    const s = await Session.open(url, { root, pcrs: { 1: pcr1 } });
+    const s = await Session.open(url, { root, pcrs });
     assert.equal((await s.whoAmI()).result, 'anonymous');
 
-    await assert.rejects(Session.open(url, { root, pcrs: { 1: '00'.repeat(48) } }),
-                         /PCR 1/);
-    await assert.rejects(Session.open(url, { root: nitroRoot }),
+    await assert.rejects(Session.open(url, { root, pcrs: {
+        ...pcrs, 1: '00'.repeat(48) } }), /PCR 1/);
+    await assert.rejects(Session.open(url, { root: nitroRoot, pcrs }),
                          /pinned root/);
+
+    /* no PCRs, or some missing: refused before anything is sent */
+    await assert.rejects(Session.open(url, { root }),
+                         /expected PCRs are required \(0, 1, 2 missing\)/);
+    await assert.rejects(Session.open(url, { root, pcrs: { 0: pcrs[0] } }),
+                         /1, 2 missing/);
+    /* unless the caller says it trusts any code, out loud */
+    const warned = [];
+    const warn = console.warn;
+    console.warn = (m) => warned.push(m);
+    try {
+        const any = await Session.open(url, { root, insecureAnyCode: true });
+        assert.equal((await any.whoAmI()).result, 'anonymous');
+    } finally {
+        console.warn = warn;
+    }
+    assert.match(warned[0], /insecureAnyCode/);
+
+    /* plain http anywhere but this machine is refused */
+    await assert.rejects(Session.open('http://node.example', { root, pcrs }),
+                         /plain http only to loopback/);
 });
 
 test('an answer signed by another key is refused', node, async () => {
-    const s = await Session.open(url, { root });
-    const good = await s.post(signMessage(s.privateKey, s.id, ++s.seq,
-                                          { type: 'WhoAmI', data: null }));
-    assert.equal(openMessage(s.serverKey, s.id, good).body.type, 'WhoAmI');
+    const s = await Session.open(url, { root, pcrs });
+    const request = signMessage(s.privateKey, s.id, ++s.seq,
+                                { type: 'WhoAmI', data: null });
+    const good = await s.post(request);
+    const aad = await answerAad(s.id, request);
+    assert.equal(openMessage(s.serverKey, aad, good).body.type, 'WhoAmI');
     const bad = good.slice();
     bad[bad.length - 1] ^= 1;
-    assert.throws(() => openMessage(s.serverKey, s.id, bad),
+    assert.throws(() => openMessage(s.serverKey, aad, bad),
                   /not signed by the session key/);
-    assert.throws(() => openMessage(s.serverKey, new Uint8Array(16), good),
+    /* bound to its request: not the id alone, not another request */
+    assert.throws(() => openMessage(s.serverKey, s.id, good),
                   /not signed by the session key/);
+    const other = signMessage(s.privateKey, s.id, s.seq,
+                              { type: 'WhoAmI', data: 1 });
+    assert.throws(() => openMessage(s.serverKey,
+                                    new Uint8Array(48), good),
+                  /not signed by the session key/);
+    const otherAad = await answerAad(s.id, other);
+    assert.throws(() => openMessage(s.serverKey, otherAad, good),
+                  /not signed by the session key/);
+});
+
+test('an attacking relay in front of the node gets nothing past the client',
+     node, async () => {
+    const { startRelay } = await import('../../tests/rpc/relay.mjs');
+    const relay = await startRelay(url);
+    try {
+        for (const mode of ['hijack', 'attestation', 'key-swap']) {
+            relay.mode = mode;
+            await assert.rejects(Session.open(relay.url, {
+                app: 'hello', root, pcrs, origin }),
+                /does not bind a session to this client's key/, mode);
+        }
+
+        relay.mode = 'pass';
+        const s = await Session.open(relay.url, { app: 'hello', root, pcrs,
+                                                  origin });
+        assert.equal((await s.execute('index.js#sum', 1, 2)).data.output, 3);
+        /* the next request swapped for the last, re-sequenced: refused */
+        relay.mode = 'resequence';
+        await assert.rejects(s.execute('index.js#sum', 5, 5),
+                             (e) => e instanceof RpcError
+                                    && e.code === 'bad_signature');
+        /* answers held back and delivered late: refused */
+        relay.mode = 'answer-swap';
+        relay.heldAnswer = null;
+        assert.equal((await s.execute('index.js#sum', 1, 1)).data.output, 2);
+        await assert.rejects(s.execute('index.js#sum', 2, 2),
+                             /not signed by the session key for this request/);
+    } finally {
+        await relay.close();
+    }
 });

@@ -74,8 +74,10 @@ typedef struct {
 typedef struct {
     ngx_flag_t                 enable;
     ngx_str_t                  name;           /* empty: from the URI */
+    ngx_http_complex_value_t  *name_cv;        /* or from variables */
     size_t                     max_body;
     ngx_msec_t                 timeout;
+    ngx_flag_t                 shared_origin;  /* apps share this origin */
 } ngx_http_proven_app_loc_conf_t;
 
 
@@ -166,6 +168,13 @@ static ngx_command_t  ngx_http_proven_app_commands[] = {
       offsetof(ngx_http_proven_app_loc_conf_t, max_body),
       NULL },
 
+    { ngx_string("proven_app_shared_origin"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_proven_app_loc_conf_t, shared_origin),
+      NULL },
+
     { ngx_string("proven_app_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
@@ -219,6 +228,29 @@ static ngx_str_t  ngx_http_proven_app_json_type =
  * location's prefix, "NAME/rest" for proven_app; everything for
  * proven_app NAME.
  */
+/* [a-z0-9_-], 1..64 bytes, not starting with _ or -. */
+static ngx_uint_t
+ngx_http_proven_app_name_ok(ngx_str_t *name)
+{
+    ngx_uint_t  i;
+
+    if (name->len == 0 || name->len > NGX_HTTP_PROVEN_APP_NAME_MAX
+        || name->data[0] == '_' || name->data[0] == '-')
+    {
+        return 0;
+    }
+    for (i = 0; i < name->len; i++) {
+        if (!((name->data[i] >= 'a' && name->data[i] <= 'z')
+              || (name->data[i] >= '0' && name->data[i] <= '9')
+              || name->data[i] == '_' || name->data[i] == '-'))
+        {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+
 static ngx_int_t
 ngx_http_proven_app_target(ngx_http_request_t *r,
     ngx_http_proven_app_loc_conf_t *palcf, ngx_http_proven_app_ctx_t *ctx)
@@ -246,8 +278,17 @@ ngx_http_proven_app_target(ngx_http_request_t *r,
     p = r->uri.data + prefix;
     end = r->uri.data + r->uri.len;
 
-    if (palcf->name.len) {
+    if (palcf->name_cv != NULL) {
+        /* "proven_app $app": a name from the Host (NAME.<domain>) */
+        if (ngx_http_complex_value(r, palcf->name_cv, &ctx->app) != NGX_OK
+            || !ngx_http_proven_app_name_ok(&ctx->app))
+        {
+            return NGX_DECLINED;
+        }
+    } else if (palcf->name.len) {
         ctx->app = palcf->name;
+    }
+    if (ctx->app.len) {
         ctx->path.data = p;
         ctx->path.len = end - p;
         if (ctx->path.len == 0) {
@@ -737,7 +778,7 @@ ngx_http_proven_app_woken(ngx_http_request_t *r,
 /* ---- the answer ---------------------------------------------------------- */
 
 static ngx_uint_t
-ngx_http_proven_app_header_allowed(cbor_item_t *name)
+ngx_http_proven_app_header_allowed(cbor_item_t *name, ngx_flag_t shared)
 {
     size_t       len;
     ngx_uint_t   i;
@@ -747,6 +788,9 @@ ngx_http_proven_app_header_allowed(cbor_item_t *name)
         "connection", "keep-alive", "transfer-encoding", "content-length",
         "upgrade", "te", "trailer", "proxy-connection", "server", "date",
         NULL
+    };
+    static const char  *shared_only[] = {
+        "set-cookie", "set-cookie2", "service-worker-allowed", NULL
     };
 
     len = cbor_string_length(name);
@@ -765,6 +809,18 @@ ngx_http_proven_app_header_allowed(cbor_item_t *name)
     for (i = 0; hop[i] != NULL; i++) {
         if (ngx_strlen(hop[i]) == len
             && ngx_strncasecmp((u_char *) hop[i], (u_char *) p, len) == 0)
+        {
+            return 0;
+        }
+    }
+    /*
+     * On an origin apps share, what would reach past the app: its cookies
+     * go to every app, and a service worker's scope could cover them all
+     */
+    for (i = 0; shared && shared_only[i] != NULL; i++) {
+        if (ngx_strlen(shared_only[i]) == len
+            && ngx_strncasecmp((u_char *) shared_only[i], (u_char *) p, len)
+               == 0)
         {
             return 0;
         }
@@ -850,8 +906,10 @@ ngx_http_proven_app_answer(ngx_http_request_t *r,
     cbor_item_t                *stream;
     ngx_table_elt_t            *h;
     ngx_http_proven_app_ctx_t  *ctx;
+    ngx_http_proven_app_loc_conf_t  *palcf;
 
     (void) data;
+    palcf = ngx_http_get_module_loc_conf(r, ngx_http_proven_app_module);
 
     switch (status) {
 
@@ -900,6 +958,19 @@ ngx_http_proven_app_answer(ngx_http_request_t *r,
         return;
     }
 
+    if (palcf->shared_origin) {
+        /* an app's page on an origin others share: no script, no storage
+           or service worker of that origin, no cookies (an opaque one) */
+        ngx_str_t  sandbox = ngx_string("sandbox");
+
+        if (ngx_http_proven_add_header(r, "Content-Security-Policy",
+                                       &sandbox) != NGX_OK)
+        {
+            ngx_http_finalize_request(r, NGX_ERROR);
+            return;
+        }
+    }
+
     ngx_str_null(&type);
     n = headers ? cbor_array_size(headers) : 0;
     for (i = 0; i < n && i < NGX_HTTP_PROVEN_APP_HEADERS_MAX; i++) {
@@ -911,7 +982,8 @@ ngx_http_proven_app_answer(ngx_http_request_t *r,
         value = cbor_array_handle(pair)[1];
         if (!cbor_isa_string(name) || !cbor_string_is_definite(name)
             || !cbor_isa_string(value) || !cbor_string_is_definite(value)
-            || !ngx_http_proven_app_header_allowed(name)
+            || !ngx_http_proven_app_header_allowed(name,
+                                                   palcf->shared_origin)
             || !ngx_http_proven_app_value_ok(value))
         {
             ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
@@ -1404,6 +1476,7 @@ ngx_http_proven_app_audit_answer(ngx_http_request_t *r,
         if (entry.has_session) {
             json_object_set_new(e, "session",
                                 ngx_http_proven_app_hex(entry.session, 16));
+            json_object_set_new(e, "origin", json_string(entry.origin));
         }
         json_object_set_new(e, "prev",
                             ngx_http_proven_app_hex(entry.prev, 32));
@@ -1761,6 +1834,7 @@ ngx_http_proven_app_create_loc_conf(ngx_conf_t *cf)
     conf->enable = NGX_CONF_UNSET;
     conf->max_body = NGX_CONF_UNSET_SIZE;
     conf->timeout = NGX_CONF_UNSET_MSEC;
+    conf->shared_origin = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -1775,6 +1849,7 @@ ngx_http_proven_app_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
     ngx_conf_merge_size_value(conf->max_body, prev->max_body, 1024 * 1024);
     ngx_conf_merge_msec_value(conf->timeout, prev->timeout, 30000);
+    ngx_conf_merge_value(conf->shared_origin, prev->shared_origin, 0);
 
     if (conf->max_body > 8 * 1024 * 1024) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -1792,7 +1867,6 @@ ngx_http_proven_app(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_proven_app_loc_conf_t  *palcf = conf;
 
     ngx_str_t                 *value;
-    ngx_uint_t                 i;
     ngx_http_core_loc_conf_t  *clcf;
 
     if (palcf->enable != NGX_CONF_UNSET) {
@@ -1800,19 +1874,25 @@ ngx_http_proven_app(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     value = cf->args->elts;
-    if (cf->args->nelts == 2) {
-        if (value[1].len == 0 || value[1].len > NGX_HTTP_PROVEN_APP_NAME_MAX
-            || value[1].data[0] == '_' || value[1].data[0] == '-')
-        {
-            goto invalid;
+    if (cf->args->nelts == 2 && ngx_http_script_variables_count(&value[1])) {
+        /* checked per request: a name that is none is a 404 */
+        ngx_http_compile_complex_value_t  ccv;
+
+        palcf->name_cv = ngx_palloc(cf->pool,
+                                    sizeof(ngx_http_complex_value_t));
+        if (palcf->name_cv == NULL) {
+            return NGX_CONF_ERROR;
         }
-        for (i = 0; i < value[1].len; i++) {
-            if (!((value[1].data[i] >= 'a' && value[1].data[i] <= 'z')
-                  || (value[1].data[i] >= '0' && value[1].data[i] <= '9')
-                  || value[1].data[i] == '_' || value[1].data[i] == '-'))
-            {
-                goto invalid;
-            }
+        ngx_memzero(&ccv, sizeof(ccv));
+        ccv.cf = cf;
+        ccv.value = &value[1];
+        ccv.complex_value = palcf->name_cv;
+        if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+    } else if (cf->args->nelts == 2) {
+        if (!ngx_http_proven_app_name_ok(&value[1])) {
+            goto invalid;
         }
         palcf->name = value[1];
     }

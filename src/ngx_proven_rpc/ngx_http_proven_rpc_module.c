@@ -946,13 +946,15 @@ ngx_http_proven_rpc_ws_refusal(ngx_http_request_t *r,
     size_t      len;
     ngx_int_t   rc;
 
-    /* codes are provend's words; messages are escaped */
-    len = ngx_strlen(code) + 6 * ngx_strlen(message) + 64;
+    /* both escaped: an answer may come from another node */
+    len = 6 * ngx_strlen(code) + 6 * ngx_strlen(message) + 64;
     buf = ngx_alloc(len, r->connection->log);
     if (buf == NULL) {
         return NGX_ERROR;
     }
-    p = ngx_sprintf(buf, "{\"error\":{\"code\":\"%s\",\"message\":\"", code);
+    p = ngx_cpymem(buf, "{\"error\":{\"code\":\"", 18);
+    p = (u_char *) ngx_escape_json(p, (u_char *) code, ngx_strlen(code));
+    p = ngx_cpymem(p, "\",\"message\":\"", 13);
     p = (u_char *) ngx_escape_json(p, (u_char *) message,
                                    ngx_strlen(message));
     p = ngx_cpymem(p, "\"}}", 3);

@@ -1,14 +1,22 @@
-// A client of sessions and signed RPC written from the Protocol section of
-// the issue alone (no code of ours): CBOR from cborg, keys and signatures
-// from node:crypto, WebSocket frames by hand over node:net so that tests can
-// also send what a library would refuse to.
+// A client of sessions and signed RPC written from the Protocol v2 section
+// of the issue alone (no code of ours): CBOR from cborg, keys and
+// signatures from node:crypto, WebSocket frames by hand over node:net so
+// that tests can also send what a library would refuse to.
 
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import net from 'node:net';
 
 import * as cbor from '../../runtime/node_modules/cborg/cborg.js';
 
-const PROTECTED = cbor.encode(new Map([[1, -8]]));      // {1: -8}: EdDSA
+const SESSION_MARK = Buffer.from('proven-session-v1');
+const IDENTIFY_MARK = Buffer.from('proven-identify-v1');
+const sha256 = (b) => crypto.createHash('sha256').update(b).digest();
+
+// The protected header: the canonical {1: -8, "seq": n} (EdDSA).
+export function protectedHeader(seq) {
+    return cbor.encode(new Map([[1, -8], ['seq', seq]]));
+}
 const ED25519_SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
 
 export function ed25519Public(raw) {
@@ -29,34 +37,76 @@ export function uuidText(id) {
         + `${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
-function sigStructure(aad, payload) {
-    return cbor.encode(['Signature1', PROTECTED, aad, payload]);
+function sigStructure(prot, aad, payload) {
+    return cbor.encode(['Signature1', prot, aad, payload]);
 }
 
-// COSE_Sign1 [protected, {"seq": n}, payload, signature] over aad.
+// COSE_Sign1 [bstr({1: -8, "seq": n}), {}, payload, signature] over aad.
 export function sign(privateKey, aad, seq, body) {
+    const prot = protectedHeader(seq);
     const payload = cbor.encode(body);
-    const signature = crypto.sign(null, sigStructure(aad, payload),
+    const signature = crypto.sign(null, sigStructure(prot, aad, payload),
                                   privateKey);
-    return cbor.encode([PROTECTED, { seq }, payload,
+    return cbor.encode([prot, new Map(), payload,
                         new Uint8Array(signature)]);
 }
 
-// The answer's {seq, body} once its signature checks with publicKey.
+// An answer's external AAD: the session id, SHA-256 of the request's bytes.
+export function answerAad(id, request) {
+    return Buffer.concat([Buffer.from(id), sha256(request)]);
+}
+
+// The answer's {seq, body} once its signature checks with publicKey over
+// aad (answerAad of the request it must answer).
 export function open(publicKey, aad, bytes) {
-    const msg = cbor.decode(bytes, { useMaps: false });
+    const msg = cbor.decode(bytes, { useMaps: true });
     if (!Array.isArray(msg) || msg.length !== 4) {
         throw new Error('not a COSE_Sign1 array');
     }
     const [prot, unprot, payload, signature] = msg;
-    if (Buffer.compare(Buffer.from(prot), Buffer.from(PROTECTED)) !== 0) {
-        throw new Error('protected header is not {1: -8}');
+    const header = cbor.decode(prot, { useMaps: true });
+    const seq = header.get('seq');
+    if (header.size !== 2 || header.get(1) !== -8
+        || !Number.isSafeInteger(seq)
+        || Buffer.compare(Buffer.from(prot),
+                          Buffer.from(protectedHeader(seq))) !== 0) {
+        throw new Error('protected header is not {1: -8, "seq": n}');
     }
-    if (!crypto.verify(null, sigStructure(aad, payload), publicKey,
+    if (!(unprot instanceof Map) || unprot.size !== 0) {
+        throw new Error('the unprotected header is not {}');
+    }
+    if (!crypto.verify(null, sigStructure(prot, aad, payload), publicKey,
                        signature)) {
-        throw new Error('the answer is not signed by the session key');
+        throw new Error('the answer is not signed by the session key over '
+                        + 'this request');
     }
-    return { seq: unprot.seq, body: cbor.decode(payload) };
+    return { seq, body: cbor.decode(payload) };
+}
+
+// What an identity key signs to Identify in session s.
+export function identifyMessage(s, { app = s.app || '', origin = s.origin
+                                     || '' } = {}) {
+    const a = Buffer.from(app);
+    const o = Buffer.from(origin);
+    return Buffer.concat([IDENTIFY_MARK, Buffer.from([a.length]), a,
+                          Buffer.from([o.length]), o, Buffer.from(s.id)]);
+}
+
+// Identify's data for identity keys {privateKey, raw} in session s.
+export function identifyData(s, keys, opts) {
+    return {
+        passkey_prf_public_key_bytes: keys.raw,
+        session_id_signature_bytes: new Uint8Array(crypto.sign(
+            null, identifyMessage(s, opts), keys.privateKey)) };
+}
+
+// The PCRs the tests expect: 0, 1 and 2 from the node's own status, read
+// over its local socket ($PROVEN_STATUS, `proven status` output).
+export function expectedPcrs() {
+    const status = JSON.parse(fs.readFileSync(process.env.PROVEN_STATUS,
+                                              'utf8'));
+    const all = status.pcrs;
+    return { 0: all['0'], 1: all['1'], 2: all['2'] };
 }
 
 // ---- the attestation document --------------------------------------------
@@ -92,6 +142,7 @@ export function checkDocument(bytes, rootPem) {
 // ---- HTTP ------------------------------------------------------------------
 
 export async function createSession(base, { app, origin, rootPem,
+                                            pcrs = expectedPcrs(),
                                             multipart = false } = {}) {
     const keys = newKeyPair();
     const nonce = crypto.randomBytes(32);
@@ -116,14 +167,33 @@ export async function createSession(base, { app, origin, rootPem,
     }
     const fields = checkDocument(new Uint8Array(await res.arrayBuffer()),
                                  rootPem);
-    if (Buffer.compare(Buffer.from(fields.nonce), nonce) !== 0) {
+    return sessionFrom(base, { app, origin, keys, nonce, pcrs }, fields);
+}
+
+// The session a checked document opens for us, or an error: our nonce,
+// user_data the mark, an id and the hash of our key, the expected PCRs.
+export function sessionFrom(base, { app, origin, keys, nonce, pcrs },
+                            fields) {
+    if (!fields.nonce
+        || Buffer.compare(Buffer.from(fields.nonce), nonce) !== 0) {
         throw new Error('the document does not carry our nonce');
     }
-    const id = new Uint8Array(fields.user_data);
-    if (id.length !== 16) {
-        throw new Error('user_data is not a 16-byte session id');
+    const ud = Buffer.from(fields.user_data || []);
+    if (ud.length !== 65 || ud.compare(SESSION_MARK, 0, 17, 0, 17) !== 0
+        || ud.subarray(33).compare(sha256(keys.raw)) !== 0) {
+        throw new Error('user_data does not bind a session to our key');
     }
-    return { base, app, keys, id, text: uuidText(id), seq: 0,
+    for (const [index, want] of Object.entries(pcrs)) {
+        const got = fields.pcrs.get(Number(index));
+        if (!got || Buffer.from(got).toString('hex') !== want) {
+            throw new Error(`PCR ${index} is not the expected one`);
+        }
+    }
+    if (!fields.public_key || fields.public_key.length !== 32) {
+        throw new Error('the document binds no 32-byte session key');
+    }
+    const id = new Uint8Array(ud.subarray(17, 33));
+    return { base, app, origin, keys, id, text: uuidText(id), seq: 0,
              serverKey: ed25519Public(fields.public_key), fields };
 }
 
@@ -149,7 +219,8 @@ export async function postMessage(s, bytes) {
         return { status: res.status, type: res.headers.get('content-type'),
                  error };
     }
-    return { status: 200, answer: open(s.serverKey, s.id, data) };
+    return { status: 200,
+             answer: open(s.serverKey, answerAad(s.id, bytes), data) };
 }
 
 export function command(s, type, data = null, seq = ++s.seq) {
@@ -158,7 +229,9 @@ export function command(s, type, data = null, seq = ++s.seq) {
 
 export async function call(s, type, data = null) {
     const seq = ++s.seq;
-    const r = await postMessage(s, command(s, type, data, seq));
+    const message = command(s, type, data, seq);
+    s.last = message;
+    const r = await postMessage(s, message);
     if (r.status === 200 && (r.answer.seq !== seq
                              || r.answer.body.type !== type)) {
         throw new Error('the answer is not for this message');
@@ -298,7 +371,8 @@ export class RawSocket {
     // A signed message and its checked answer (or the refusal's JSON).
     async call(s, type, data = null) {
         const seq = ++s.seq;
-        this.send(frame(2, command(s, type, data, seq)));
+        const message = command(s, type, data, seq);
+        this.send(frame(2, message));
         const f = await this.next();
         if (f === null) {
             throw new Error('closed');
@@ -306,7 +380,8 @@ export class RawSocket {
         if (f.opcode === 1) {
             return { refusal: JSON.parse(Buffer.from(f.payload)).error };
         }
-        const answer = open(s.serverKey, s.id, f.payload);
+        const answer = open(s.serverKey, answerAad(s.id, message),
+                            f.payload);
         if (answer.seq !== seq || answer.body.type !== type) {
             throw new Error('the answer is not for this message');
         }

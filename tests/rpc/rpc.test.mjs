@@ -1,9 +1,10 @@
-// Sessions and signed RPC as a client written from the Protocol section
+// Sessions and signed RPC as a client written from the Protocol v2 section
 // sees them (protocol.mjs), against a local node that tests/rpc.sh started
 // with examples/hello deployed as "hello" and sessions idle after 3 s.
 //
 //   PROVEN_URL   http://127.0.0.1:PORT     PROVEN_ROOT  the dev root (PEM)
 //   PROVEN_PACKAGE  examples/hello packed (proven app pack --out)
+//   PROVEN_STATUS   `proven status` of the node (its PCRs, read locally)
 
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -23,11 +24,9 @@ const session = (opts = {}) => p.createSession(base, { rootPem, ...opts });
 const appSession = (opts = {}) => session({ app: 'hello', origin, ...opts });
 
 async function identify(s, keys = p.newKeyPair()) {
-    const sig = crypto.sign(null, Buffer.from(s.id), keys.privateKey);
-    const r = await p.call(s, 'Identify', {
-        passkey_prf_public_key_bytes: keys.raw,
-        session_id_signature_bytes: new Uint8Array(sig) });
-    assert.equal(r.answer.body.data.result, 'success');
+    const r = await p.call(s, 'Identify', p.identifyData(s, keys));
+    assert.equal(r.answer.body.data.result, 'success',
+                 JSON.stringify(r.answer.body.data));
     return keys;
 }
 
@@ -40,7 +39,9 @@ test('a session binds our nonce, its id and its key in a document that '
      + 'chains to the root', async () => {
     for (const multipart of [false, true]) {
         const s = await session({ multipart });
-        assert.equal(s.fields.user_data.length, 16);
+        assert.equal(s.fields.user_data.length, 65);
+        assert.equal(Buffer.from(s.fields.user_data.subarray(0, 17))
+                     .toString(), 'proven-session-v1');
         assert.equal(s.fields.public_key.length, 32);
         assert.match(s.text, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
         const who = body(await p.call(s, 'WhoAmI'));
@@ -51,17 +52,35 @@ test('a session binds our nonce, its id and its key in a document that '
     await assert.rejects(session({ rootPem: fs.readFileSync(new URL(
         '../fixtures/aws-nitro-root.pem', import.meta.url)) }),
         /not signed by its issuer/);
+    /* nor with other PCRs expected */
+    await assert.rejects(session({ pcrs: { ...p.expectedPcrs(),
+                                           2: '00'.repeat(48) } }),
+                         /PCR 2/);
 });
 
 test('Identify, WhoAmI and Anonymize', async () => {
     const s = await session();
     const keys = p.newKeyPair();
-    /* a signature over something else is refused, signed and answered */
-    const bad = crypto.sign(null, Buffer.from('not the id'), keys.privateKey);
-    const r = body(await p.call(s, 'Identify', {
-        passkey_prf_public_key_bytes: keys.raw,
-        session_id_signature_bytes: new Uint8Array(bad) }));
-    assert.equal(r.result, 'failure');
+    /*
+     * a signature over something else is refused, signed and answered:
+     * the session id alone (protocol v1's proof), or the proof for
+     * another app or another origin of this very session
+     */
+    const proofs = [
+        crypto.sign(null, Buffer.from('not the id'), keys.privateKey),
+        crypto.sign(null, Buffer.from(s.id), keys.privateKey),
+        crypto.sign(null, p.identifyMessage(s, { app: 'hello' }),
+                    keys.privateKey),
+        crypto.sign(null, p.identifyMessage(s, { origin }), keys.privateKey),
+    ];
+    for (const bad of proofs) {
+        const r = body(await p.call(s, 'Identify', {
+            passkey_prf_public_key_bytes: keys.raw,
+            session_id_signature_bytes: new Uint8Array(bad) }));
+        assert.equal(r.result, 'failure');
+        assert.match(r.data, /proven-identify-v1/);
+    }
+    assert.equal(body(await p.call(s, 'WhoAmI')).result, 'anonymous');
     await identify(s, keys);
     const who = body(await p.call(s, 'WhoAmI'));
     assert.equal(who.result, 'identified');
@@ -107,6 +126,7 @@ test('create an application, allow an origin, deploy and Execute it',
                  Buffer.from(owner.raw).toString('hex'));
     assert.equal(audit.entries[0].session,
                  Buffer.from(s.id).toString('hex'));
+    assert.equal(audit.entries[0].origin, '');
 
     const a = await session({ app: id, origin });
     const ran = body(await p.call(a, 'Execute', {
@@ -114,6 +134,26 @@ test('create an application, allow an origin, deploy and Execute it',
     assert.equal(ran.result, 'success');
     assert.equal(ran.data.output, 42);
     assert.ok(ran.data.duration_us > 0);
+    /* Proven's specifiers name the same handler */
+    assert.equal(body(await p.call(a, 'Execute', {
+        handler: 'file:///index.js#sum', args: [40, 3] })).data.output, 43);
+
+    /*
+     * an app's session never reaches the registry, even identified as
+     * the owner: its page is not the owner's console
+     */
+    await identify(a, owner);
+    for (const [type, data] of [
+        ['CreateApplication', null], ['ListApplicationsByOwner', null],
+        ['AddAllowedOrigin', { application_id: id,
+                               origin: 'https://evil.example' }],
+        ['Deploy', { application_id: id, package: packageBytes }]]) {
+        const r = await p.call(a, type, data);
+        assert.equal(r.status, 403, type);
+        assert.equal(r.error.code, 'forbidden');
+    }
+    const after = await (await fetch(`${base}/app/${id}/audit`)).json();
+    assert.equal(after.entries.length, 1);
 
     /* ExecuteHash: the current package runs, another is unknown */
     const hash = new Uint8Array(crypto.createHash('sha256')
@@ -159,7 +199,7 @@ test('replays, other keys, other apps and bad bytes are refused unsigned',
     const s = await appSession();
     const first = p.command(s, 'WhoAmI', null, 5);
     assert.equal((await p.postMessage(s, first)).status, 200);
-    for (const seq of [5, 4, 0]) {
+    for (const seq of [5, 4]) {
         const r = await p.postMessage(s, p.command(s, 'WhoAmI', null, seq));
         assert.equal(r.status, 409);
         assert.equal(r.error.code, 'replayed');
@@ -167,6 +207,12 @@ test('replays, other keys, other apps and bad bytes are refused unsigned',
     }
     /* the same message again */
     assert.equal((await p.postMessage(s, first)).status, 409);
+    /* seq 0 and 2^53 and past: malformed, not a replay (and no brick) */
+    for (const seq of [0, 2 ** 53, 2 ** 64 - 1]) {
+        const r = await p.postMessage(s, p.command(s, 'WhoAmI', null, seq));
+        assert.equal(r.status, 400, String(seq));
+        assert.equal(r.error.code, 'bad_message');
+    }
 
     const wrongKey = p.newKeyPair();
     const forged = p.sign(wrongKey.privateKey, s.id, 6,
@@ -205,6 +251,13 @@ test('replays, other keys, other apps and bad bytes are refused unsigned',
     assert.equal(res.status, 400);
     assert.equal((await fetch(`${base}/rpc/http?session=${s.text}`))
                  .status, 405);
+
+    /* the largest seq is accepted, and then the session goes no further */
+    s.seq = 2 ** 53 - 2;
+    assert.equal((await p.call(s, 'WhoAmI')).status, 200);
+    const last = await p.postMessage(s, p.command(s, 'WhoAmI', null,
+                                                  2 ** 53 - 1));
+    assert.equal(last.status, 409);
 });
 
 test('oversized messages and session requests are refused', async () => {
@@ -266,7 +319,8 @@ test('WebSocket: signed messages, ping, fragments, and refusals in order',
     assert.equal((await ws.next()).opcode, 10);
     const answer = await ws.next();
     assert.equal(answer.opcode, 2);
-    assert.equal(p.open(s.serverKey, s.id, answer.payload).seq, s.seq);
+    assert.equal(p.open(s.serverKey, p.answerAad(s.id, msg), answer.payload)
+                 .seq, s.seq);
 
     /* a replay is a text frame refusal; the socket stays open */
     ws.send(p.frame(2, msg));
@@ -305,6 +359,31 @@ test('WebSocket misuse closes with the RFC 6455 code', async () => {
     const ws = await p.RawSocket.open(ghost, { port });
     assert.equal(ws.status, 401);
     ws.end();
+});
+
+test('provend limits one session\'s messages, WebSocket frames included',
+     async () => {
+    const s = await appSession();
+    const ws = await p.RawSocket.open(s, { port });
+    let answered = 0;
+    let limited = 0;
+    for (let i = 0; i < 160; i++) {
+        const r = await ws.call(s, 'WhoAmI');
+        if (r.refusal) {
+            assert.equal(r.refusal.code, 'rate_limited');
+            limited++;
+        } else {
+            answered++;
+        }
+    }
+    assert.ok(answered >= 100, `${answered} answered`);
+    assert.ok(limited > 0, 'none refused');
+    /* the socket stays open, and a moment later the session goes on */
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal((await ws.call(s, 'WhoAmI')).answer.body.type, 'WhoAmI');
+    ws.end();
+    const r = await p.call(s, 'WhoAmI');
+    assert.equal(r.status, 200);
 });
 
 test('many sessions at once over WebSocket keep their order', async () => {

@@ -42,6 +42,14 @@ export const badHeaders = runOnHttp({ path: '/bad-headers' }, () => ({
     body: 'headers filtered',
 }));
 
+// What would reach past its app on an origin apps share.
+export const reaching = runOnHttp({ path: '/reaching' }, () => ({
+    status: 200,
+    headers: { 'set-cookie': 'session=app; Path=/',
+               'service-worker-allowed': '/', 'x-ok': 'yes' },
+    body: 'reaching',
+}));
+
 // Holds its thread for ?ms= milliseconds (at most 200): load for the pool.
 export const spin = runOnHttp({ path: '/spin' }, (req) => {
     const ms = Math.min(Number(req.queryParameters.ms) || 50, 200);
