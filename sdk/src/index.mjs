@@ -282,27 +282,36 @@ function checkPcrs(pcrs, insecureAnyCode) {
 
 /*
  * Node over https: a document from the TLS-bound endpoint must bind the
- * key of the certificate this very connection was served, so the TLS
- * session ends inside the attested node and not at the host.
+ * key of the certificate that very connection was served, so the TLS
+ * session ends inside the attested node and not at the host.  Returns
+ * what every later connection is made with: an agent that accepts that
+ * key alone, whatever WebPKI says (the attestation is what vouches for
+ * it); null when not in Node over https.
  */
-async function checkTlsBinding(u, root, pcrs) {
+async function pinTls(u, root, pcrs) {
     if (u.protocol !== 'https:' || typeof process === 'undefined'
         || !process.versions?.node) {
-        return;
+        return null;
     }
     const https = await import('node:https');
+    const { X509Certificate } = await import('node:crypto');
     const crypto = await webcrypto();
     const nonce = randomBytes(crypto, 32);
+    const served = (socket) => {
+        const der = socket.getPeerCertificate?.()?.raw;
+        return der ? new Uint8Array(new X509Certificate(der).publicKey
+            .export({ type: 'spki', format: 'der' })) : null;
+    };
     const { body, spki } = await new Promise((resolve, reject) => {
         const req = https.request(new URL(`/attestation?nonce=${hex(nonce)}`,
-                                          u), (res) => {
-            const cert = res.socket.getPeerX509Certificate?.();
+                                          u),
+                                  { rejectUnauthorized: false, agent: false },
+                                  (res) => {
+            const key = served(res.socket);
             const chunks = [];
             res.on('data', (c) => chunks.push(c));
             res.on('end', () => resolve({
-                body: new Uint8Array(Buffer.concat(chunks)),
-                spki: cert ? new Uint8Array(cert.publicKey.export(
-                    { type: 'spki', format: 'der' })) : null }));
+                body: new Uint8Array(Buffer.concat(chunks)), spki: key }));
         });
         req.on('error', reject);
         req.end();
@@ -314,6 +323,48 @@ async function checkTlsBinding(u, root, pcrs) {
         throw new RpcError('attestation', 'the TLS certificate served is not '
                            + 'the one the node attests: TLS ends outside it');
     }
+    /* every later connection: that key or nothing */
+    const pinned = (socket) => {
+        const key = served(socket);
+        if (!key || !equalBytes(key, spki)) {
+            socket.destroy(new RpcError('attestation', 'a connection was '
+                + 'served another TLS key than the attested one'));
+            return false;
+        }
+        return true;
+    };
+    /* no TLS session resumed: each handshake shows its certificate */
+    const agent = new https.Agent({ rejectUnauthorized: false,
+                                    maxCachedSessions: 0 });
+    const make = agent.createConnection;
+    agent.createConnection = (options, cb) => {
+        const socket = make.call(agent, options, cb);
+        socket.once('secureConnect', () => pinned(socket));
+        return socket;
+    };
+    return { agent, https, pinned };
+}
+
+/* fetch over the pinned agent (Node's own fetch takes no agent). */
+function pinnedFetch(pin) {
+    return (url, { method = 'GET', headers = {}, body } = {}) =>
+        new Promise((resolve, reject) => {
+            const req = pin.https.request(url, { method, headers,
+                                                 agent: pin.agent }, (res) => {
+                const chunks = [];
+                res.on('data', (c) => chunks.push(c));
+                res.on('end', () => {
+                    const bytes = Buffer.concat(chunks);
+                    resolve({ status: res.statusCode,
+                              arrayBuffer: async () => bytes.buffer.slice(
+                                  bytes.byteOffset,
+                                  bytes.byteOffset + bytes.length) });
+                });
+                res.on('error', reject);
+            });
+            req.on('error', reject);
+            req.end(body === undefined ? undefined : Buffer.from(body));
+        });
 }
 
 // ---- sessions ---------------------------------------------------------------
@@ -329,14 +380,17 @@ export class Session {
     static async open(url, { app, root, pcrs, insecureAnyCode = false,
                              origin, fetch: doFetch, WebSocket: WS } = {}) {
         const crypto = await webcrypto();
-        const f = doFetch || globalThis.fetch.bind(globalThis);
+        let f = doFetch || globalThis.fetch.bind(globalThis);
         const privateKey = ed25519.utils.randomPrivateKey();
         const publicKey = ed25519.getPublicKey(privateKey);
         const nonce = randomBytes(crypto, 32);
         const base = url.replace(/\/$/, '');
         const u = checkScheme(base);
         const expected = checkPcrs(pcrs, insecureAnyCode);
-        await checkTlsBinding(u, root, expected);
+        const pin = await pinTls(u, root, expected);
+        if (pin !== null && !doFetch) {
+            f = pinnedFetch(pin);
+        }
         const prefix = app ? `${base}/app/${encodeURIComponent(app)}` : base;
 
         const headers = { 'content-type': 'application/cbor' };
@@ -369,6 +423,7 @@ export class Session {
                              document: doc, fetch: f,
                              origin: origin
                                  || globalThis.location?.origin || '',
+                             pin,
                              WebSocket: WS || globalThis.WebSocket });
     }
 
@@ -429,7 +484,10 @@ export class Session {
         const url = `${this.prefix.replace(/^http/, 'ws')}/rpc/ws?session=`
             + this.text;
         return new Promise((resolve, reject) => {
-            const ws = new this.WebSocket(url);
+            /* in Node over https, the `ws` package's socket pinned too */
+            const ws = this.pin
+                ? new this.WebSocket(url, { agent: this.pin.agent })
+                : new this.WebSocket(url);
             ws.binaryType = 'arraybuffer';
             ws.onopen = () => {
                 this.socket = ws;

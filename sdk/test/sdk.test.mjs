@@ -165,3 +165,45 @@ test('an attacking relay in front of the node gets nothing past the client',
         await relay.close();
     }
 });
+
+test('over https in Node: every connection pinned to the attested TLS key',
+     node, async () => {
+    const https = `https://127.0.0.1:${process.env.PROVEN_HTTPS_PORT}`;
+    const s = await Session.open(https, { app: 'hello', root, pcrs, origin,
+                                          WebSocket });
+    assert.equal((await s.execute('index.js#sum', 20, 22)).data.output, 42);
+    await s.connect();
+    assert.equal((await s.execute('index.js#sum', 2, 3)).data.output, 5);
+    s.close();
+
+    /* a relay ending TLS with its own certificate: refused up front */
+    const { execFileSync } = await import('node:child_process');
+    const os = await import('node:os');
+    const path = await import('node:path');
+    const nodeHttps = await import('node:https');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'relay-'));
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt',
+        'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=relay', '-days',
+        '1', '-keyout', `${dir}/k`, '-out', `${dir}/c`], { stdio: 'ignore' });
+    const relay = nodeHttps.createServer({
+        key: fs.readFileSync(`${dir}/k`), cert: fs.readFileSync(`${dir}/c`),
+    }, (q, r) => {
+        const up = nodeHttps.request(https + q.url, {
+            method: q.method, headers: q.headers, rejectUnauthorized: false,
+        }, (u) => {
+            r.writeHead(u.statusCode, u.headers);
+            u.pipe(r);
+        });
+        q.pipe(up);
+    });
+    await new Promise((ok) => relay.listen(0, '127.0.0.1', ok));
+    try {
+        await assert.rejects(Session.open(
+            `https://127.0.0.1:${relay.address().port}`,
+            { app: 'hello', root, pcrs, origin }),
+            /TLS ends outside it/);
+    } finally {
+        relay.close();
+        fs.rmSync(dir, { recursive: true });
+    }
+});
