@@ -16,7 +16,7 @@ PKG_CONFIG ?= pkg-config
 # (then `make` says so before it compiles anything).
 pkg = $(shell $(PKG_CONFIG) --libs $(1) 2>/dev/null || echo $(2))
 LIBS        = $(call pkg,libcbor,-lcbor) $(call pkg,jansson,-ljansson) \
-              $(call pkg,libcrypto,-lcrypto)
+              $(call pkg,libcrypto,-lcrypto) $(call pkg,zlib,-lz)
 DAEMON_LIBS = $(call pkg,sqlite3,-lsqlite3) $(call pkg,libuv,-luv) \
               $(call pkg,libcurl,-lcurl) $(call pkg,libnats,-lnats) -lpthread
 CLI_LIBS    = $(call pkg,libcurl,-lcurl)
@@ -27,13 +27,14 @@ NGINX    ?= /usr/sbin/nginx
 # Debian packages the project needs; `deps` installs those not present.
 DEB_PACKAGES = nginx nginx-dev libcbor-dev libjansson-dev libuv1-dev \
     libssl-dev openssl libcmocka-dev libcurl4-openssl-dev pkg-config curl procps \
-    libsqlite3-dev chromium nats-server libnats-dev
+    libsqlite3-dev chromium nats-server libnats-dev zlib1g-dev
 
 DEB_BENCH    = wrk redis-server redis-tools
 DEB_FUZZ     = clang libclang-rt-14-dev
 
-# lib/fetch (libcurl) is not compiled into the nginx modules (config).
-LIB_SRCS  = $(wildcard lib/*.c lib/fetch/*.c)
+# lib/fetch (libcurl) and lib/image (zlib) are not compiled into the nginx
+# modules (config).
+LIB_SRCS  = $(wildcard lib/*.c lib/fetch/*.c lib/image/*.c)
 LIB_OBJS  = $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 LIBPROVEN = $(BUILD)/lib/libproven.a
 
@@ -107,6 +108,7 @@ DEB_HEADERS = libcbor-dev:/usr/include/cbor.h \
     libsqlite3-dev:/usr/include/sqlite3.h \
     libcurl4-openssl-dev:/usr/include/$(shell $(CC) -dumpmachine)/curl/curl.h \
     libnats-dev:/usr/include/nats/nats.h \
+    zlib1g-dev:/usr/include/zlib.h \
     libcmocka-dev:/usr/include/cmocka.h \
     nginx-dev:$(NGINX_SRC)/configure
 

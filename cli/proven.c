@@ -22,6 +22,7 @@ static const cli_command_t  cli_commands[] = {
     { "sql",    cli_sql,    cli_usage_sql },
     { "app",    cli_app,    cli_usage_app },
     { "cluster", cli_cluster, cli_usage_cluster },
+    { "image",  cli_image,  cli_usage_image },
     { NULL, NULL, NULL }
 };
 
@@ -57,6 +58,7 @@ cli_usage(FILE *out)
         " an NFT\n"
         "  app ACTION ...    pack, deploy, list, audit, roll back"
         " applications\n"
+        "  image ACTION ...  an enclave image's PCRs, or what it holds\n"
         "  help [COMMAND]    show this text or a command's options\n"
         "\n"
         "exit status: 0 valid or done, 1 invalid or failed, 2 usage error\n");

@@ -257,6 +257,58 @@ then
         "$proven" attest "$url/elsewhere" --nonce $nonce --at doc
 fi
 
+# ---- image: an EIF written by perl, its PCRs by Digest::SHA ----------------
+
+# make_eif FILE RAMDISK2: kernel, cmdline, metadata and two ramdisks
+make_eif() {
+    perl -MCompress::Zlib=crc32 -e '
+        my ($file, $rd2) = @ARGV;
+        my @parts = ([1, "kernel"], [2, "console=ttyS0"], [5, "{}"],
+                     [3, "init ramdisk"], [3, $rd2]);
+        my ($off, $body, @offs, @sizes) = (548, "");
+        for my $p (@parts) {
+            push @offs, $off; push @sizes, length $p->[1];
+            my $sec = pack("n n Q>", $p->[0], 0, length $p->[1]) . $p->[1];
+            $body .= $sec; $off += length $sec;
+        }
+        push @offs, 0 while @offs < 32; push @sizes, 0 while @sizes < 32;
+        my $hdr = ".eif" . pack("n n Q> Q> n n", 4, 0, 1 << 29, 2, 0,
+                                scalar @parts)
+                  . pack("Q>32", @offs) . pack("Q>32", @sizes) . pack("N", 0);
+        my $crc = crc32($body, crc32($hdr));
+        open(my $f, ">", $file) or die; binmode $f;
+        print $f $hdr, pack("N", $crc), $body;' "$1" "$2"
+}
+pcr() {   # pcr TEXT: SHA-384(48 zeros || SHA-384(TEXT)) in hex
+    perl -MDigest::SHA=sha384,sha384_hex -e \
+        'print sha384_hex(("\0" x 48) . sha384($ARGV[0]))' "$1"
+}
+make_eif "$work/a.eif" "app one"
+make_eif "$work/b.eif" "app two"
+check "image pcrs: PCR0 over kernel, cmdline and both ramdisks" 0 \
+    -m "\"PCR0\": \"$(pcr "kernelconsole=ttyS0init ramdiskapp one")\"" \
+    "$proven" image pcrs "$work/a.eif"
+check "PCR1 over kernel, cmdline and the first ramdisk" 0 \
+    -m "\"PCR1\": \"$(pcr "kernelconsole=ttyS0init ramdisk")\"" \
+    "$proven" image pcrs "$work/a.eif"
+check "PCR2 over the later ramdisks" 0 \
+    -m "\"PCR2\": \"$(pcr "app one")\"" "$proven" image pcrs "$work/a.eif"
+check "another application ramdisk: PCR1 the same, PCR2 not" 0 \
+    -m "\"PCR1\": \"$(pcr "kernelconsole=ttyS0init ramdisk")\"" \
+    "$proven" image pcrs "$work/b.eif"
+check "and its own PCR2" 0 -m "\"PCR2\": \"$(pcr "app two")\"" \
+    "$proven" image pcrs "$work/b.eif"
+check "image describe shows the sections and the metadata" 0 \
+    -m "^section 2: metadata, 2 bytes" "$proven" image describe "$work/a.eif"
+perl -e 'open(my $f, "+<", $ARGV[0]) or die; seek($f, -1, 2); print $f "X"' \
+    "$work/a.eif"
+check "a changed byte: refused by its CRC" 1 -m "the file was changed" \
+    "$proven" image pcrs "$work/a.eif"
+head -c 600 "$work/b.eif" >"$work/cut.eif"
+check "a file cut short: a clear error" 1 -m "cut short" \
+    "$proven" image pcrs "$work/cut.eif"
+check "image without a file is a usage error" 2 "$proven" image pcrs
+
 check "attest without a URL is a usage error" 2 "$proven" attest
 check "attest with a non-HTTP URL is a usage error" 2 -m "http://" \
     "$proven" attest "ftp://127.0.0.1/attestation"
