@@ -15,11 +15,11 @@ nolink="-fsanitize=fuzzer-no-link,address,undefined \
     -fno-sanitize-recover=undefined"
 cflags="-std=gnu11 -Wall -Wextra -Werror -O1 -g -fno-omit-frame-pointer \
     -D_GNU_SOURCE -Ilib -Idaemon"
-libs="-lcbor -ljansson -lcrypto"
+libs="-lcbor -ljansson -lcrypto -lz -lcurl"   # lib/fetch, lib/image
 daemon_libs="-lsqlite3 -luv -lcurl -lnats -lpthread"
 
 # targets of libproven alone, and those of provend's decoders
-lib_targets="attestation frame frame_reader ws multipart"
+lib_targets="attestation frame frame_reader ws multipart eif"
 daemon_targets="daemon cluster_log kv_log vfs"
 targets="${FUZZ_TARGETS:-$lib_targets $daemon_targets}"
 
@@ -29,7 +29,7 @@ mkdir -p "$build/obj"
 
 # fuzzer-no-link: instrumented without a second main()
 objs=""
-for src in lib/*.c lib/fetch/*.c; do
+for src in lib/*.c lib/fetch/*.c lib/image/*.c; do
     obj="$build/obj/$(basename "$src" .c).o"
     if [ ! -e "$obj" ] || [ "$src" -nt "$obj" ] || [ lib/proven.h -nt "$obj" ]
     then
