@@ -5,6 +5,7 @@
  */
 
 #include <errno.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -22,6 +23,14 @@ cli_usage_image(FILE *out)
     fprintf(out,
         "usage: proven image pcrs FILE.eif\n"
         "       proven image describe FILE.eif\n"
+        "       proven image build --kernel FILE --cmdline TEXT --ramdisk DIR\n"
+        "                          [--ramdisk DIR]... --out FILE.eif\n"
+        "                          [--memory MB] [--cpus N]\n"
+        "\n"
+        "build: an EIF of the kernel, the cmdline, a metadata section and one\n"
+        "ramdisk per DIR (a gzip'd cpio of its tree: sorted, 0:0, every mtime\n"
+        "$SOURCE_DATE_EPOCH or 0), the same bytes from the same inputs; then\n"
+        "its PCRs as pcrs prints them.\n"
         "\n"
         "pcrs: PCR0 (kernel, cmdline, every ramdisk), PCR1 (kernel, cmdline,\n"
         "the first ramdisk) and PCR2 (the later ramdisks), each SHA-384 over\n"
@@ -43,6 +52,206 @@ cli_image_pcr(const char *name, const uint8_t *pcr, int last)
 }
 
 
+static void
+cli_image_print_pcrs(const proven_eif_t *eif)
+{
+    printf("{\n  \"Measurements\": {\n"
+           "    \"HashAlgorithm\": \"Sha384 { ... }\",\n");
+    cli_image_pcr("PCR0", eif->pcr0, 0);
+    cli_image_pcr("PCR1", eif->pcr1, 0);
+    cli_image_pcr("PCR2", eif->pcr2, 1);
+    printf("  }\n}\n");
+}
+
+
+/* A whole file of at most max bytes, malloc()ed. */
+static int
+cli_image_read(const char *path, size_t max, uint8_t **out, size_t *len,
+    char *err, size_t errlen)
+{
+    int          fd;
+    ssize_t      n;
+    struct stat  st;
+
+    *out = NULL;
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)
+        || (uint64_t) st.st_size > max)
+    {
+        snprintf(err, errlen, "%s: %s", path, fd < 0 ? strerror(errno)
+                 : "not a regular file of at most 256 MiB");
+        if (fd >= 0) {
+            close(fd);
+        }
+        return PROVEN_ERR;
+    }
+    *out = malloc((size_t) st.st_size + 1);
+    n = *out != NULL ? read(fd, *out, (size_t) st.st_size + 1) : -1;
+    close(fd);
+    if (n != (ssize_t) st.st_size) {
+        snprintf(err, errlen, "%s: cannot read it whole", path);
+        free(*out);
+        *out = NULL;
+        return PROVEN_ERR;
+    }
+    *len = (size_t) n;
+    return PROVEN_OK;
+}
+
+
+/* path written whole, or not at all (a temporary file renamed). */
+static int
+cli_image_write(const char *path, const uint8_t *buf, size_t len, char *err,
+    size_t errlen)
+{
+    int      fd, ok;
+    char     tmp[4200];
+    size_t   done;
+    ssize_t  n;
+
+    if ((size_t) snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp)) {
+        snprintf(err, errlen, "%s: too long a path", path);
+        return PROVEN_ERR;
+    }
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    for (done = 0; fd >= 0 && done < len; done += (size_t) n) {
+        n = write(fd, buf + done, len - done);
+        if (n <= 0) {
+            break;
+        }
+    }
+    ok = fd >= 0 && done == len;
+    if (fd >= 0 && close(fd) != 0) {
+        ok = 0;
+    }
+    if (!ok || rename(tmp, path) != 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        (void) unlink(tmp);
+        return PROVEN_ERR;
+    }
+    return PROVEN_OK;
+}
+
+
+#define CLI_IMAGE_RAMDISKS  8
+#define CLI_IMAGE_KERNEL_MAX  (256u * 1024 * 1024)
+
+/* proven image build ... */
+static int
+cli_image_build(int argc, char **argv)
+{
+    int                 i, rc;
+    char                err[PROVEN_ERR_LEN];
+    size_t              nrd, nparts, kernel_len, len;
+    uint8_t            *kernel, *out, *rd[CLI_IMAGE_RAMDISKS];
+    size_t              rd_len[CLI_IMAGE_RAMDISKS];
+    uint64_t            mtime, memory, cpus;
+    const char         *kernel_path, *cmdline, *out_path, *epoch;
+    const char         *dirs[CLI_IMAGE_RAMDISKS];
+    proven_eif_t        eif;
+    proven_eif_part_t   parts[3 + CLI_IMAGE_RAMDISKS];
+    static const char   meta[] = "{\"ImageName\":\"proven\","
+                                 "\"BuildTool\":\"proven image build\"}";
+
+    kernel_path = cmdline = out_path = NULL;
+    nrd = 0;
+    memory = 512;
+    cpus = 2;
+    for (i = 2; i + 1 < argc; i += 2) {
+        if (strcmp(argv[i], "--kernel") == 0) {
+            kernel_path = argv[i + 1];
+        } else if (strcmp(argv[i], "--cmdline") == 0) {
+            cmdline = argv[i + 1];
+        } else if (strcmp(argv[i], "--out") == 0) {
+            out_path = argv[i + 1];
+        } else if (strcmp(argv[i], "--ramdisk") == 0
+                   && nrd < CLI_IMAGE_RAMDISKS)
+        {
+            dirs[nrd++] = argv[i + 1];
+        } else if (strcmp(argv[i], "--memory") == 0) {
+            if (cli_parse_uint("image", "--memory", argv[i + 1], 1u << 20,
+                               &memory) != PROVEN_OK)
+            {
+                return CLI_EXIT_USAGE;
+            }
+        } else if (strcmp(argv[i], "--cpus") == 0) {
+            if (cli_parse_uint("image", "--cpus", argv[i + 1], 1024, &cpus)
+                != PROVEN_OK)
+            {
+                return CLI_EXIT_USAGE;
+            }
+        } else {
+            break;
+        }
+    }
+    if (i != argc || kernel_path == NULL || cmdline == NULL
+        || out_path == NULL || nrd == 0)
+    {
+        cli_usage_image(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    epoch = getenv("SOURCE_DATE_EPOCH");
+    mtime = 0;
+    if (epoch != NULL && cli_parse_uint("image", "SOURCE_DATE_EPOCH", epoch,
+                                        0xffffffffu, &mtime) != PROVEN_OK)
+    {
+        return CLI_EXIT_USAGE;
+    }
+
+    rc = CLI_EXIT_FAILED;
+    out = NULL;
+    kernel = NULL;
+    memset(rd, 0, sizeof(rd));
+    if (cli_image_read(kernel_path, CLI_IMAGE_KERNEL_MAX, &kernel,
+                       &kernel_len, err, sizeof(err)) != PROVEN_OK)
+    {
+        fprintf(stderr, "proven image: %s\n", err);
+        goto done;
+    }
+    nparts = 0;
+    parts[nparts++] = (proven_eif_part_t) { PROVEN_EIF_KERNEL, kernel,
+                                            kernel_len };
+    parts[nparts++] = (proven_eif_part_t) { PROVEN_EIF_CMDLINE,
+                                            (const uint8_t *) cmdline,
+                                            strlen(cmdline) };
+    parts[nparts++] = (proven_eif_part_t) { PROVEN_EIF_METADATA,
+                                            (const uint8_t *) meta,
+                                            sizeof(meta) - 1 };
+    for (i = 0; (size_t) i < nrd; i++) {
+        if (proven_cpio_dir(dirs[i], mtime, &rd[i], &rd_len[i], err,
+                            sizeof(err)) != PROVEN_OK)
+        {
+            fprintf(stderr, "proven image: %s\n", err);
+            goto done;
+        }
+        parts[nparts++] = (proven_eif_part_t) { PROVEN_EIF_RAMDISK, rd[i],
+                                                rd_len[i] };
+    }
+    if (proven_eif_write(parts, nparts, memory << 20, cpus, &out, &len, err,
+                         sizeof(err)) != PROVEN_OK
+        || proven_eif_read(out, len, &eif, err, sizeof(err)) != PROVEN_OK)
+    {
+        fprintf(stderr, "proven image: %s\n", err);
+        goto done;
+    }
+    if (cli_image_write(out_path, out, len, err, sizeof(err)) != PROVEN_OK) {
+        fprintf(stderr, "proven image: %s\n", err);
+        goto done;
+    }
+    cli_image_print_pcrs(&eif);
+    rc = CLI_EXIT_OK;
+
+done:
+
+    free(kernel);
+    for (i = 0; i < CLI_IMAGE_RAMDISKS; i++) {
+        free(rd[i]);
+    }
+    free(out);
+    return rc;
+}
+
+
 int
 cli_image(int argc, char **argv)
 {
@@ -53,6 +262,9 @@ cli_image(int argc, char **argv)
     struct stat   st;
     proven_eif_t  eif;
 
+    if (argc >= 2 && strcmp(argv[1], "build") == 0) {
+        return cli_image_build(argc, argv);
+    }
     if (argc != 3 || (strcmp(argv[1], "pcrs") != 0
                       && strcmp(argv[1], "describe") != 0))
     {
@@ -95,12 +307,7 @@ cli_image(int argc, char **argv)
     }
 
     if (strcmp(argv[1], "pcrs") == 0) {
-        printf("{\n  \"Measurements\": {\n"
-               "    \"HashAlgorithm\": \"Sha384 { ... }\",\n");
-        cli_image_pcr("PCR0", eif.pcr0, 0);
-        cli_image_pcr("PCR1", eif.pcr1, 0);
-        cli_image_pcr("PCR2", eif.pcr2, 1);
-        printf("  }\n}\n");
+        cli_image_print_pcrs(&eif);
         rc = CLI_EXIT_OK;
         goto done;
     }

@@ -309,6 +309,40 @@ check "a file cut short: a clear error" 1 -m "cut short" \
     "$proven" image pcrs "$work/cut.eif"
 check "image without a file is a usage error" 2 "$proven" image pcrs
 
+# image build: two ramdisks made from directories, the same bytes twice
+mkdir -p "$work/img/boot/bin" "$work/img/app"
+echo '#!/bin/sh' >"$work/img/boot/init"
+ln -s ../init "$work/img/boot/bin/sh"
+echo 'the app' >"$work/img/app/app.js"
+echo 'not a real kernel' >"$work/img/kernel"
+build_image() {   # build_image OUT
+    SOURCE_DATE_EPOCH=1700000000 "$proven" image build \
+        --kernel "$work/img/kernel" --cmdline "console=ttyS0" \
+        --ramdisk "$work/img/boot" --ramdisk "$work/img/app" --out "$1"
+}
+build_image "$work/img/one.eif" >"$work/img/one.pcrs"
+touch -d '2001-01-01' "$work/img/app/app.js" "$work/img/boot/init"
+build_image "$work/img/two.eif" >/dev/null
+check "image build twice, files touched between: the same bytes" 0 \
+    cmp "$work/img/one.eif" "$work/img/two.eif"
+same "image pcrs on the file prints what the build did" \
+    "$(cat "$work/img/one.pcrs")" "$proven" image pcrs "$work/img/one.eif"
+check "its ramdisks are gzip'd newc cpio" 0 -m '^070701' sh -c \
+    "'$proven' image describe '$work/img/one.eif' >/dev/null && \
+     tail -c +\$((\$('$proven' image describe '$work/img/one.eif' \
+       | sed -n 's/^section 3: ramdisk, [0-9]* bytes at //p') + 13)) \
+       '$work/img/one.eif' | gzip -dc 2>/dev/null | head -c 6; echo"
+echo 'the app, changed' >"$work/img/app/app.js"
+build_image "$work/img/three.eif" >"$work/img/three.pcrs"
+check "one byte of the app: PCR1 the same" 0 \
+    -m "$(grep PCR1 "$work/img/one.pcrs" | tr -d ' ,')" \
+    sh -c "tr -d ' ,' <'$work/img/three.pcrs'"
+check "and PCR2 not" 1 grep -qF "$(grep PCR2 "$work/img/one.pcrs")" \
+    "$work/img/three.pcrs"
+mkfifo "$work/img/app/fifo"
+check "a ramdisk with a fifo in it is refused" 1 -m "not a file, directory or link" \
+    build_image "$work/img/four.eif"
+
 check "attest without a URL is a usage error" 2 "$proven" attest
 check "attest with a non-HTTP URL is a usage error" 2 -m "http://" \
     "$proven" attest "ftp://127.0.0.1/attestation"

@@ -91,4 +91,12 @@ int proven_eif_write(const proven_eif_part_t *parts, size_t nparts,
     uint64_t default_mem, uint64_t default_cpus, uint8_t **out,
     size_t *outlen, char *err, size_t errlen);
 
+/*
+ * dir's tree as a gzip'd newc cpio archive (proven_cpio.c), the same
+ * bytes for the same tree: sorted, 0:0, every mtime the one given, no
+ * gzip name or time.  Files, directories and links only.
+ */
+int proven_cpio_dir(const char *dir, uint64_t mtime, uint8_t **out,
+    size_t *outlen, char *err, size_t errlen);
+
 #endif /* PROVEN_EIF_H */
