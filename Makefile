@@ -152,9 +152,14 @@ $(BUILD)/bin/provend: $(DAEMON_OBJS) $(LIBPROVEN)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(DAEMON_OBJS) $(LIBPROVEN) $(DAEMON_LIBS) $(LIBS)
 
-$(BUILD)/bin/proven: $(CLI_OBJS) $(LIBPROVEN)
+# the CLI shares provend's whole-file reads and writes (core/util.c)
+CLI_SHARED = $(BUILD)/obj/daemon/core/util.o
+$(CLI_OBJS): CFLAGS += -Idaemon
+
+$(BUILD)/bin/proven: $(CLI_OBJS) $(CLI_SHARED) $(LIBPROVEN)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJS) $(LIBPROVEN) $(CLI_LIBS) $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJS) $(CLI_SHARED) $(LIBPROVEN) \
+	    $(CLI_LIBS) $(LIBS)
 
 # Unit tests may link daemon objects (all but main.o) to test providers.
 DAEMON_LIB_OBJS = $(filter-out $(BUILD)/obj/daemon/core/main.o,$(DAEMON_OBJS))

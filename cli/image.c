@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "core/util.h"
 #include "image/proven_eif.h"
 
 
@@ -61,75 +62,6 @@ cli_image_print_pcrs(const proven_eif_t *eif)
     cli_image_pcr("PCR1", eif->pcr1, 0);
     cli_image_pcr("PCR2", eif->pcr2, 1);
     printf("  }\n}\n");
-}
-
-
-/* A whole file of at most max bytes, malloc()ed. */
-static int
-cli_image_read(const char *path, size_t max, uint8_t **out, size_t *len,
-    char *err, size_t errlen)
-{
-    int          fd;
-    ssize_t      n;
-    struct stat  st;
-
-    *out = NULL;
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)
-        || (uint64_t) st.st_size > max)
-    {
-        snprintf(err, errlen, "%s: %s", path, fd < 0 ? strerror(errno)
-                 : "not a regular file of at most 256 MiB");
-        if (fd >= 0) {
-            close(fd);
-        }
-        return PROVEN_ERR;
-    }
-    *out = malloc((size_t) st.st_size + 1);
-    n = *out != NULL ? read(fd, *out, (size_t) st.st_size + 1) : -1;
-    close(fd);
-    if (n != (ssize_t) st.st_size) {
-        snprintf(err, errlen, "%s: cannot read it whole", path);
-        free(*out);
-        *out = NULL;
-        return PROVEN_ERR;
-    }
-    *len = (size_t) n;
-    return PROVEN_OK;
-}
-
-
-/* path written whole, or not at all (a temporary file renamed). */
-static int
-cli_image_write(const char *path, const uint8_t *buf, size_t len, char *err,
-    size_t errlen)
-{
-    int      fd, ok;
-    char     tmp[4200];
-    size_t   done;
-    ssize_t  n;
-
-    if ((size_t) snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp)) {
-        snprintf(err, errlen, "%s: too long a path", path);
-        return PROVEN_ERR;
-    }
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    for (done = 0; fd >= 0 && done < len; done += (size_t) n) {
-        n = write(fd, buf + done, len - done);
-        if (n <= 0) {
-            break;
-        }
-    }
-    ok = fd >= 0 && done == len;
-    if (fd >= 0 && close(fd) != 0) {
-        ok = 0;
-    }
-    if (!ok || rename(tmp, path) != 0) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        (void) unlink(tmp);
-        return PROVEN_ERR;
-    }
-    return PROVEN_OK;
 }
 
 
@@ -202,8 +134,8 @@ cli_image_build(int argc, char **argv)
     out = NULL;
     kernel = NULL;
     memset(rd, 0, sizeof(rd));
-    if (cli_image_read(kernel_path, CLI_IMAGE_KERNEL_MAX, &kernel,
-                       &kernel_len, err, sizeof(err)) != PROVEN_OK)
+    if (provend_read_file(kernel_path, CLI_IMAGE_KERNEL_MAX, &kernel,
+                          &kernel_len, err, sizeof(err)) != PROVEN_OK)
     {
         fprintf(stderr, "proven image: %s\n", err);
         goto done;
@@ -234,7 +166,9 @@ cli_image_build(int argc, char **argv)
         fprintf(stderr, "proven image: %s\n", err);
         goto done;
     }
-    if (cli_image_write(out_path, out, len, err, sizeof(err)) != PROVEN_OK) {
+    if (provend_write_file(out_path, out, len, 0644, err, sizeof(err))
+        != PROVEN_OK)
+    {
         fprintf(stderr, "proven image: %s\n", err);
         goto done;
     }

@@ -429,6 +429,7 @@ provend_worker_on_exit(uv_process_t *process, int64_t status, int signal)
 }
 
 
+/* Reads go on where the last line stopped: stdout's, or stderr's. */
 static void
 provend_worker_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 {
@@ -436,8 +437,13 @@ provend_worker_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 
     (void) suggested;
     w = handle->data;
-    buf->base = w->line + w->line_len;
-    buf->len = sizeof(w->line) - w->line_len;
+    if (handle == (uv_handle_t *) &w->err) {
+        buf->base = w->err_line + w->err_len;
+        buf->len = sizeof(w->err_line) - w->err_len;
+    } else {
+        buf->base = w->line + w->line_len;
+        buf->len = sizeof(w->line) - w->line_len;
+    }
 }
 
 
@@ -721,19 +727,6 @@ provend_worker_on_read(uv_stream_t *stream, ssize_t nread,
 }
 
 
-static void
-provend_worker_err_alloc(uv_handle_t *handle, size_t suggested,
-    uv_buf_t *buf)
-{
-    provend_worker_t  *w;
-
-    (void) suggested;
-    w = handle->data;
-    buf->base = w->err_line + w->err_len;
-    buf->len = sizeof(w->err_line) - w->err_len;
-}
-
-
 /*
  * What a worker writes to its standard error goes to provend's log, line
  * by line, under its app's name: never to the operator's terminal, and
@@ -989,7 +982,7 @@ provend_worker_spawn(provend_apps_t *apps, provend_app_t *app)
     }
     uv_read_start((uv_stream_t *) &w->out, provend_worker_alloc,
                   provend_worker_on_read);
-    uv_read_start((uv_stream_t *) &w->err, provend_worker_err_alloc,
+    uv_read_start((uv_stream_t *) &w->err, provend_worker_alloc,
                   provend_worker_on_stderr);
     return 0;
 }

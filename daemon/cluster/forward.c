@@ -76,7 +76,6 @@ struct provend_forward_s {
     uv_timer_t                  sweep;
     uv_async_t                  wake;
     int                         closed;
-    int                         failed;     /* never worked: err said why */
     unsigned                    serving;    /* requests of others, here */
 
     pthread_mutex_t             lock;       /* all below */
@@ -483,7 +482,6 @@ provend_forward_open(void *loop, unsigned client_port, uint32_t tag,
         proven_errf(err, errlen, "session forwarding: %s",
                     natsStatus_GetText(st));
         provend_forward_stop(fw);
-        fw->failed = 1;
     }
     return fw;
 }

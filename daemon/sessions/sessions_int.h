@@ -9,7 +9,6 @@
  * See sessions.h.  Everything runs on the loop thread.
  */
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
