@@ -27,7 +27,8 @@ NGINX    ?= /usr/sbin/nginx
 # Debian packages the project needs; `deps` installs those not present.
 DEB_PACKAGES = nginx nginx-dev libcbor-dev libjansson-dev libuv1-dev \
     libssl-dev openssl libcmocka-dev libcurl4-openssl-dev pkg-config curl procps \
-    libsqlite3-dev chromium nats-server libnats-dev zlib1g-dev
+    libsqlite3-dev chromium nats-server libnats-dev zlib1g-dev \
+    qemu-system-x86
 
 DEB_BENCH    = wrk redis-server redis-tools
 DEB_FUZZ     = clang libclang-rt-14-dev
@@ -53,11 +54,12 @@ MODULES     = $(BUILD)/modules/ngx_http_proven_core_module.so \
               $(BUILD)/modules/ngx_http_proven_rpc_module.so
 
 .PHONY: all deps check-deps lib programs modules runtime sdk run cluster test \
+        image \
         test-unit test-nginx test-runtime asan fuzz bench clean
 
 all: programs modules
 
-programs: $(BUILD)/bin/provend $(BUILD)/bin/proven
+programs: $(BUILD)/bin/provend $(BUILD)/bin/proven $(BUILD)/bin/proven-host
 
 lib: $(LIBPROVEN)
 
@@ -141,8 +143,9 @@ $(BUILD)/obj/%.o: %.c | check-deps
 $(DAEMON_OBJS): CFLAGS += -Idaemon
 
 # provend finds proven-runtime where this tree keeps it (--runtime DIR).
-$(BUILD)/obj/daemon/core/options.o: CFLAGS += -DPROVEND_RUNTIME_DIR='"$(CURDIR)/runtime"'
-$(BUILD)/obj/cli/app.o: CFLAGS += -DPROVEN_RUNTIME_DIR='"$(CURDIR)/runtime"'
+RUNTIME_DIR ?= $(CURDIR)/runtime
+$(BUILD)/obj/daemon/core/options.o: CFLAGS += -DPROVEND_RUNTIME_DIR='"$(RUNTIME_DIR)"'
+$(BUILD)/obj/cli/app.o: CFLAGS += -DPROVEN_RUNTIME_DIR='"$(RUNTIME_DIR)"'
 
 $(LIBPROVEN): $(LIB_OBJS)
 	@mkdir -p $(dir $@)
@@ -160,6 +163,10 @@ $(BUILD)/bin/proven: $(CLI_OBJS) $(CLI_SHARED) $(LIBPROVEN)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJS) $(CLI_SHARED) $(LIBPROVEN) \
 	    $(CLI_LIBS) $(LIBS)
+
+$(BUILD)/bin/proven-host: $(BUILD)/obj/host/proven-host.o $(LIBPROVEN)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 # Unit tests may link daemon objects (all but main.o) to test providers.
 DAEMON_LIB_OBJS = $(filter-out $(BUILD)/obj/daemon/core/main.o,$(DAEMON_OBJS))
@@ -186,6 +193,25 @@ $(BUILD)/modules/.stamp: $(BUILD)/nginx/objs/Makefile $(MODULE_SRCS)
 	@touch $@
 
 modules: $(BUILD)/modules/.stamp
+
+# ---- the enclave image -------------------------------------------------------
+
+# Our programs built again for the image: paths fixed (the runtime where
+# the image keeps it, the checkout's path mapped away), no debug info, so
+# any checkout of the same tree gives the same bytes; init static.
+IMAGE       = build/image
+IMAGE_BUILD = $(IMAGE)/build
+IMAGE_OPT   = -O2 -ffile-prefix-map=$(CURDIR)=.
+
+$(IMAGE_BUILD)/init: rootfs/init/init.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(WARN) $(IMAGE_OPT) -D_GNU_SOURCE -static -o $@ $<
+
+image:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory BUILD=$(IMAGE_BUILD) OPT="$(IMAGE_OPT)" \
+	    RUNTIME_DIR=/opt/proven/runtime programs modules $(IMAGE_BUILD)/init
+	@./rootfs/build.sh $(IMAGE) $(IMAGE_BUILD)
 
 # ---- run, test ------------------------------------------------------------
 

@@ -194,4 +194,7 @@ void cli_usage_cluster(FILE *out);
 int cli_image(int argc, char **argv);
 void cli_usage_image(FILE *out);
 
+int cli_tls(int argc, char **argv);
+void cli_usage_tls(FILE *out);
+
 #endif /* PROVEN_CLI_H */

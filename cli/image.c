@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "cli.h"
 #include "core/util.h"
 #include "image/proven_eif.h"
@@ -26,12 +28,13 @@ cli_usage_image(FILE *out)
         "       proven image describe FILE.eif\n"
         "       proven image build --kernel FILE --cmdline TEXT --ramdisk DIR\n"
         "                          [--ramdisk DIR]... --out FILE.eif\n"
-        "                          [--memory MB] [--cpus N]\n"
+        "                          [--memory MB] [--cpus N] [--build-info TEXT]\n"
         "\n"
         "build: an EIF of the kernel, the cmdline, a metadata section and one\n"
         "ramdisk per DIR (a gzip'd cpio of its tree: sorted, 0:0, every mtime\n"
         "$SOURCE_DATE_EPOCH or 0), the same bytes from the same inputs; then\n"
-        "its PCRs as pcrs prints them.\n"
+        "its PCRs as pcrs prints them.  --build-info (up to 4096 bytes) goes\n"
+        "into the metadata, which no PCR covers.\n"
         "\n"
         "pcrs: PCR0 (kernel, cmdline, every ramdisk), PCR1 (kernel, cmdline,\n"
         "the first ramdisk) and PCR2 (the later ramdisks), each SHA-384 over\n"
@@ -67,6 +70,7 @@ cli_image_print_pcrs(const proven_eif_t *eif)
 
 #define CLI_IMAGE_RAMDISKS  8
 #define CLI_IMAGE_KERNEL_MAX  (256u * 1024 * 1024)
+#define CLI_IMAGE_BUILD_INFO_MAX  4096
 
 /* proven image build ... */
 static int
@@ -82,10 +86,11 @@ cli_image_build(int argc, char **argv)
     const char         *dirs[CLI_IMAGE_RAMDISKS];
     proven_eif_t        eif;
     proven_eif_part_t   parts[3 + CLI_IMAGE_RAMDISKS];
-    static const char   meta[] = "{\"ImageName\":\"proven\","
-                                 "\"BuildTool\":\"proven image build\"}";
+    char               *meta;
+    json_t             *meta_json;
+    const char         *build_info;
 
-    kernel_path = cmdline = out_path = NULL;
+    kernel_path = cmdline = out_path = build_info = NULL;
     nrd = 0;
     memory = 512;
     cpus = 2;
@@ -96,6 +101,10 @@ cli_image_build(int argc, char **argv)
             cmdline = argv[i + 1];
         } else if (strcmp(argv[i], "--out") == 0) {
             out_path = argv[i + 1];
+        } else if (strcmp(argv[i], "--build-info") == 0
+                   && strlen(argv[i + 1]) <= CLI_IMAGE_BUILD_INFO_MAX)
+        {
+            build_info = argv[i + 1];
         } else if (strcmp(argv[i], "--ramdisk") == 0
                    && nrd < CLI_IMAGE_RAMDISKS)
         {
@@ -134,6 +143,24 @@ cli_image_build(int argc, char **argv)
     out = NULL;
     kernel = NULL;
     memset(rd, 0, sizeof(rd));
+
+    /* the metadata section (not measured): what built the image, so a
+     * third party rebuilding it knows which toolchain to use */
+    meta_json = json_pack("{s:s, s:s}", "ImageName", "proven",
+                          "BuildTool", "proven image build");
+    if (meta_json != NULL && build_info != NULL) {
+        json_object_set_new(meta_json, "BuildInfo",
+                            json_string(build_info));
+    }
+    meta = meta_json ? json_dumps(meta_json, JSON_COMPACT
+                                             | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(meta_json);
+    if (meta == NULL) {
+        fprintf(stderr, "proven image: --build-info is not UTF-8 text, or "
+                        "out of memory\n");
+        goto done;
+    }
+
     if (provend_read_file(kernel_path, CLI_IMAGE_KERNEL_MAX, &kernel,
                           &kernel_len, err, sizeof(err)) != PROVEN_OK)
     {
@@ -148,7 +175,7 @@ cli_image_build(int argc, char **argv)
                                             strlen(cmdline) };
     parts[nparts++] = (proven_eif_part_t) { PROVEN_EIF_METADATA,
                                             (const uint8_t *) meta,
-                                            sizeof(meta) - 1 };
+                                            strlen(meta) };
     for (i = 0; (size_t) i < nrd; i++) {
         if (proven_cpio_dir(dirs[i], mtime, &rd[i], &rd_len[i], err,
                             sizeof(err)) != PROVEN_OK)
@@ -178,6 +205,7 @@ cli_image_build(int argc, char **argv)
 done:
 
     free(kernel);
+    free(meta);
     for (i = 0; i < CLI_IMAGE_RAMDISKS; i++) {
         free(rd[i]);
     }

@@ -23,6 +23,7 @@ static const cli_command_t  cli_commands[] = {
     { "app",    cli_app,    cli_usage_app },
     { "cluster", cli_cluster, cli_usage_cluster },
     { "image",  cli_image,  cli_usage_image },
+    { "tls",    cli_tls,    cli_usage_tls },
     { NULL, NULL, NULL }
 };
 
@@ -59,6 +60,7 @@ cli_usage(FILE *out)
         "  app ACTION ...    pack, deploy, list, audit, roll back"
         " applications\n"
         "  image ACTION ...  an enclave image's PCRs, or what it holds\n"
+        "  tls self-signed   a TLS key and a self-signed certificate\n"
         "  help [COMMAND]    show this text or a command's options\n"
         "\n"
         "exit status: 0 valid or done, 1 invalid or failed, 2 usage error\n");

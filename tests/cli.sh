@@ -401,5 +401,24 @@ check "status without provend fails clearly" 1 -m "not reachable" \
 check "status with a stray argument is a usage error" 2 \
     "$proven" status now
 
+# ---- tls self-signed ----------------------------------------------------------
+
+check "tls self-signed writes a key and a certificate" 0 -m 'cert.pem$' \
+    "$proven" tls self-signed --dir "$work/tls" --name node.example
+check "the key is the owner's alone" 0 -m '^600$' stat -c %a "$work/tls/key.pem"
+check "the certificate names the host and loopback" 0 \
+    -m 'DNS:node.example, IP Address:127.0.0.1' \
+    openssl x509 -in "$work/tls/cert.pem" -noout -ext subjectAltName
+check "and is signed by that key" 0 -m 'OK' sh -c \
+    "openssl verify -CAfile '$work/tls/cert.pem' '$work/tls/cert.pem'"
+cp "$work/tls/key.pem" "$work/tls/key.before"
+"$proven" tls self-signed --dir "$work/tls" >/dev/null
+check "run again, it keeps what is there (the same key)" 0 \
+    cmp "$work/tls/key.before" "$work/tls/key.pem"
+check "tls without --dir is a usage error" 2 -m 'dir DIR is needed' \
+    "$proven" tls self-signed
+check "tls refuses a name that is no host name" 2 -m 'host name' \
+    "$proven" tls self-signed --dir "$work/tls2" --name 'a b/c'
+
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -1138,6 +1138,44 @@ test_measure(void **state)
 }
 
 
+/* --pcrs-file: an image's PCR0-2, as proven-host hands them in. */
+static void
+test_pcrs_file(void **state)
+{
+    int                 i;
+    node_t              n;
+    char                file[512];
+    uint8_t             image[144];
+    proven_response_t   res;
+    const char         *extra[] = { "--pcrs-file", file, NULL };
+
+    (void) state;
+
+    node_init(&n, "pcrsfile");
+    snprintf(file, sizeof(file), "%s/pcrs", n.dir);
+    for (i = 0; i < 144; i++) {
+        image[i] = (uint8_t) (i * 7 + 1);
+    }
+    assert_int_equal(provend_write_file(file, image, sizeof(image), 0644,
+                                        NULL, 0), PROVEN_OK);
+
+    node_start(&n, extra);
+    status_of(&n, &res);
+    for (i = 0; i < 3; i++) {
+        assert_memory_equal(status_pcr(&res, i), image + 48 * i, 48);
+    }
+    proven_response_free(&res);
+    node_stop(&n);
+
+    /* anything but exactly 3 x 48 bytes: provend does not start */
+    assert_int_equal(provend_write_file(file, image, 143, 0644, NULL, 0),
+                     PROVEN_OK);
+    assert_int_equal(run_expect_exit(&n, extra), 1);
+    assert_int_equal(unlink(file), 0);
+    assert_int_equal(run_expect_exit(&n, extra), 1);
+}
+
+
 static void
 test_startup_errors(void **state)
 {
@@ -1276,6 +1314,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_sighup_renews_leaf),
         cmocka_unit_test(test_restart_keeps_root),
         cmocka_unit_test(test_measure),
+        cmocka_unit_test(test_pcrs_file),
         cmocka_unit_test(test_startup_errors),
         cmocka_unit_test(test_sigterm_finishes),
     };

@@ -96,6 +96,7 @@ typedef struct {
     const char               *self_exe;   /* NULL: /proc/self/exe */
     const provend_measure_t  *measures;
     size_t                    measure_count;
+    const char               *pcrs_file;  /* NULL, or PCR0-2 from it */
 } provend_dev_config_t;
 
 provend_provider_t *provend_dev_new(const provend_dev_config_t *cfg,

@@ -52,6 +52,7 @@ typedef struct {
     char                  node_id[64];
     char                  module_id[PROVEN_ATT_MODULE_ID_MAX + 1];
     char                 *self_exe;
+    char                 *pcrs_file;
     provend_measure_t    *measures;
     size_t                measure_count;
     uint8_t               pcrs[PROVEND_PCR_COUNT][PROVEND_PCR_LEN];
@@ -217,6 +218,53 @@ provend_dev_measure(const char *self_exe, const provend_measure_t *measures,
         return PROVEN_ERR;
     }
 
+    return PROVEN_OK;
+}
+
+
+/*
+ * An image's PCR0-2, measured by whoever loaded it (proven-host under
+ * qemu plays the hypervisor): exactly 3 x 48 bytes, they replace the
+ * provider's own.  Under qemu the host hands them in and could hand in
+ * anything: the dev provider's documents are for tests, as ever.
+ */
+static int
+provend_dev_image_pcrs(const char *path,
+    uint8_t pcrs[PROVEND_PCR_COUNT][PROVEND_PCR_LEN], char *err,
+    size_t errlen)
+{
+    int      fd;
+    size_t   len;
+    ssize_t  n;
+    uint8_t  data[3 * PROVEND_PCR_LEN + 1];
+
+    /* read to the end: sysfs (qemu's fw_cfg) gives no size to stat */
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        proven_errf(err, errlen, "open %s: %s", path, strerror(errno));
+        return PROVEN_ERR;
+    }
+    for (len = 0; len < sizeof(data); len += (size_t) n) {
+        n = read(fd, data + len, sizeof(data) - len);
+        if (n < 0 && errno == EINTR) {
+            n = 0;
+            continue;
+        }
+        if (n <= 0) {
+            break;
+        }
+    }
+    close(fd);
+
+    if (n < 0 || len != 3 * PROVEND_PCR_LEN) {
+        proven_errf(err, errlen, "%s: %s, not PCR0-2 (%d bytes)", path,
+                    n < 0 ? strerror(errno)
+                    : len > 3 * PROVEND_PCR_LEN ? "too long" : "too short",
+                    3 * PROVEND_PCR_LEN);
+        return PROVEN_ERR;
+    }
+
+    memcpy(pcrs, data, len);
     return PROVEN_OK;
 }
 
@@ -673,6 +721,9 @@ provend_dev_reload(provend_provider_t *p, char *err, size_t errlen)
     /* Measure into a copy: a file gone missing keeps the old values. */
     rc = provend_dev_measure(dev->self_exe, dev->measures,
                              dev->measure_count, pcrs, err, errlen);
+    if (rc == PROVEN_OK && dev->pcrs_file != NULL) {
+        rc = provend_dev_image_pcrs(dev->pcrs_file, pcrs, err, errlen);
+    }
     if (rc != PROVEN_OK) {
         if (err) {
             len = strlen(err);
@@ -805,6 +856,17 @@ provend_dev_new(const provend_dev_config_t *cfg, char *err, size_t errlen)
         goto failed;
     }
 
+    if (cfg->pcrs_file != NULL
+        && ((dev->pcrs_file = strdup(cfg->pcrs_file)) == NULL
+            || provend_dev_image_pcrs(dev->pcrs_file, dev->pcrs, err, errlen)
+               != PROVEN_OK))
+    {
+        if (dev->pcrs_file == NULL) {
+            proven_errf(err, errlen, "out of memory");
+        }
+        goto failed;
+    }
+
     if (provend_mkdirs(dev->dir, 0700, err, errlen) != PROVEN_OK) {
         goto failed;
     }
@@ -844,6 +906,7 @@ provend_dev_destroy(provend_provider_t *p)
 
     free(dev->measures);
     free(dev->self_exe);
+    free(dev->pcrs_file);
     free(dev);
     free(p);
 }

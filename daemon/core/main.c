@@ -184,8 +184,8 @@ main(int argc, char **argv)
     }
 
     if (strcmp(provider_name, "nsm") == 0) {
-        if (o.measure_count) {
-            provend_warn("--measure is ignored by the nsm provider: the "
+        if (o.measure_count || o.pcrs_file) {
+            provend_warn("--measure and --pcrs-file are ignored by the nsm provider: the "
                          "enclave measures itself");
         }
         provider = provend_nsm_new(PROVEND_NSM_DEVICE, NULL, err,
@@ -197,6 +197,7 @@ main(int argc, char **argv)
         dev_cfg.node_id = node_id;
         dev_cfg.measures = o.measures;
         dev_cfg.measure_count = o.measure_count;
+        dev_cfg.pcrs_file = o.pcrs_file;
         provider = provend_dev_new(&dev_cfg, err, sizeof(err));
     }
 

@@ -132,6 +132,11 @@ static const provend_opt_t  provend_opts[] = {
     { "nats-server", "PATH", PROVEND_OPT_TEXT, PROVEND_OFF(nats_server), 0, 0,
       NULL, NULL, "the nats-server to run (default: from PATH)" },
 
+    { "pcrs-file", "PATH", PROVEND_OPT_TEXT, PROVEND_OFF(pcrs_file), 0, 0,
+      NULL, NULL, "dev provider: PCR0-2 are the 3 x 48 bytes of PATH (an "
+      "image's, handed in by whoever booted it: proven-host under qemu) "
+      "instead of its own measurements" },
+
     { NULL, NULL, 0, 0, 0, 0, NULL, NULL, NULL }
 };
 

@@ -39,6 +39,7 @@ typedef struct {
     const char         *session_origins;  /* any, listed; NULL: by provider */
     const char         *cluster_file;
     const char         *nats_server;
+    const char         *pcrs_file;
     size_t              measure_count;
     provend_measure_t   measures[PROVEND_MEASURE_MAX];
 } provend_options_t;

@@ -1,0 +1,455 @@
+/*
+ * proven-host: the host's side of an enclave.  For now one mode:
+ *
+ *   proven-host run --qemu IMAGE.eif [--http PORT] [--https PORT]
+ *                   [--memory MB] [--cpus N]
+ *
+ * boots the image's own kernel, cmdline and ramdisks (the ramdisks one
+ * after the other, as one initramfs) under qemu, forwards 127.0.0.1:PORT
+ * to the guest's 80 and 443, and plays the hypervisor's part in
+ * measurement: it computes PCR0-2 from the image's sections itself and
+ * hands them to the guest as qemu's fw_cfg file opt/proven/pcrs (3 x 48
+ * bytes), which provend's dev provider reports.  A host can hand in any
+ * PCRs: under qemu documents are the dev provider's, for tests.  On Nitro
+ * the hypervisor measures and the NSM signs.
+ *
+ * The guest's console is this program's standard output.  SIGINT or
+ * SIGTERM asks the guest's init to shut down (a line on its control
+ * serial port) and waits for it to power off; a second one, or 60 s, kills
+ * qemu.  Exit status: qemu's (0 when the guest powered off).
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proven.h"
+#include "image/proven_eif.h"
+
+
+#define HOST_STOP_SECONDS   60
+#define HOST_CMDLINE_MAX    4096
+#define HOST_MEMORY_MAX     (1024 * 1024)        /* MB */
+#define HOST_CPUS_MAX       64
+
+
+static volatile sig_atomic_t  host_signals;
+
+
+static void
+host_on_signal(int sig)
+{
+    (void) sig;
+    host_signals++;
+}
+
+
+static void
+host_usage(FILE *out)
+{
+    fprintf(out,
+        "usage: proven-host run --qemu IMAGE.eif [--http PORT] [--https PORT]\n"
+        "                       [--memory MB] [--cpus N] [--accel tcg|kvm]\n"
+        "                       [--qemu-binary PATH]\n"
+        "\n"
+        "Boots the image under qemu (emulated: TCG, unless --accel kvm) with\n"
+        "127.0.0.1:PORT forwarded to the guest's 80 (--http, default 8080)\n"
+        "and 443 (--https, default 8443); hands the guest the PCRs it computes\n"
+        "from the image (fw_cfg opt/proven/pcrs) and prints them.  Memory and\n"
+        "CPUs default to the image's.  Ctrl-C shuts the guest down cleanly.\n"
+        "\n"
+        "exit status: qemu's (0 when the guest powered off), 1 failed,\n"
+        "2 usage error\n");
+}
+
+
+static int
+host_write(const char *dir, const char *name, const void *data, size_t len,
+    char *path, size_t size)
+{
+    int      fd;
+    ssize_t  n;
+    size_t   done;
+
+    snprintf(path, size, "%s/%s", dir, name);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        fprintf(stderr, "proven-host: %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    for (done = 0; done < len; done += (size_t) n) {
+        n = write(fd, (const uint8_t *) data + done, len - done);
+        if (n <= 0) {
+            fprintf(stderr, "proven-host: %s: %s\n", path, strerror(errno));
+            close(fd);
+            return -1;
+        }
+    }
+    return close(fd);
+}
+
+
+/* Appends one ramdisk to the initramfs file, in order. */
+static int
+host_append(const char *path, const uint8_t *data, size_t len)
+{
+    int      fd;
+    ssize_t  n;
+    size_t   done;
+
+    fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (fd < 0) {
+        return -1;
+    }
+    for (done = 0; done < len; done += (size_t) n) {
+        n = write(fd, data + done, len - done);
+        if (n <= 0) {
+            close(fd);
+            return -1;
+        }
+    }
+    return close(fd);
+}
+
+
+static void
+host_print_pcrs(const proven_eif_t *eif)
+{
+    char  hex[3][2 * PROVEN_EIF_PCR_LEN + 1];
+
+    proven_hex_encode(eif->pcr0, PROVEN_EIF_PCR_LEN, hex[0]);
+    proven_hex_encode(eif->pcr1, PROVEN_EIF_PCR_LEN, hex[1]);
+    proven_hex_encode(eif->pcr2, PROVEN_EIF_PCR_LEN, hex[2]);
+    printf("{\n  \"Measurements\": {\n"
+           "    \"HashAlgorithm\": \"Sha384 { ... }\",\n"
+           "    \"PCR0\": \"%s\",\n    \"PCR1\": \"%s\",\n"
+           "    \"PCR2\": \"%s\"\n  }\n}\n", hex[0], hex[1], hex[2]);
+    fflush(stdout);
+}
+
+
+/* Asks the guest's init to shut down over its control serial port. */
+static void
+host_ask_shutdown(const char *control)
+{
+    int                 fd;
+    struct sockaddr_un  addr;
+
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    memset(&addr, 0, sizeof(addr));
+    addr.sun_family = AF_UNIX;
+    if ((size_t) snprintf(addr.sun_path, sizeof(addr.sun_path), "%.100s",
+                          control) >= sizeof(addr.sun_path)
+        || fd < 0 || connect(fd, (struct sockaddr *) &addr, sizeof(addr)) != 0
+        || write(fd, "\nshutdown\n", 10) != 10)
+    {
+        fprintf(stderr, "proven-host: the guest's control line: %s\n",
+                strerror(errno));
+    } else {
+        fprintf(stderr, "proven-host: asked the guest to shut down\n");
+    }
+    if (fd >= 0) {
+        /* kept open until qemu exits: a closed socket chardev drops input */
+        (void) fcntl(fd, F_SETFD, FD_CLOEXEC);
+    }
+}
+
+
+static int
+host_run(const char *image, const char *qemu, const char *accel,
+    unsigned http, unsigned https, unsigned long memory, unsigned long cpus)
+{
+    int           fd, status, rc, asked;
+    char          dir[] = "/tmp/proven-host.XXXXXX";
+    char          kernel[256], initrd[256], pcrs[256], control[100];
+    char          cmdline[HOST_CMDLINE_MAX], err[PROVEN_ERR_LEN];
+    char          fwcfg[300], netdev[200], mem[32], smp[32], chardev[300];
+    size_t        i;
+    uint8_t      *map, pcr_blob[3 * PROVEN_EIF_PCR_LEN];
+    pid_t         pid;
+    time_t        deadline;
+    struct stat   st;
+    proven_eif_t  eif;
+    struct sigaction  sa;
+
+    fd = open(image, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        fprintf(stderr, "proven-host: %s: %s\n", image, strerror(errno));
+        return 1;
+    }
+    if (st.st_size <= 0) {
+        fprintf(stderr, "proven-host: %s: empty\n", image);
+        close(fd);
+        return 1;
+    }
+    map = mmap(NULL, (size_t) st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) {
+        fprintf(stderr, "proven-host: %s: %s\n", image, strerror(errno));
+        return 1;
+    }
+    if (proven_eif_read(map, (size_t) st.st_size, &eif, err, sizeof(err))
+        != PROVEN_OK)
+    {
+        fprintf(stderr, "proven-host: %s: %s\n", image, err);
+        return 1;
+    }
+    /* damage, not an attack (the PCRs are what a client checks) */
+    if (eif.crc_computed != eif.crc_stored) {
+        fprintf(stderr, "proven-host: %s: the CRC is %08x, the header says "
+                "%08x: the file was changed or damaged\n", image,
+                eif.crc_computed, eif.crc_stored);
+        return 1;
+    }
+
+    if (mkdtemp(dir) == NULL) {
+        fprintf(stderr, "proven-host: %s: %s\n", dir, strerror(errno));
+        return 1;
+    }
+
+    /* the image's parts, for qemu: the kernel, one initramfs, the PCRs */
+    cmdline[0] = '\0';
+    rc = 1;
+    if (host_write(dir, "initrd", "", 0, initrd, sizeof(initrd)) != 0) {
+        goto done;
+    }
+    for (i = 0; i < eif.nsections; i++) {
+        const proven_eif_section_t  *s = &eif.sections[i];
+
+        if (s->type == PROVEN_EIF_KERNEL) {
+            if (host_write(dir, "kernel", s->data, s->size, kernel,
+                           sizeof(kernel)) != 0)
+            {
+                goto done;
+            }
+        } else if (s->type == PROVEN_EIF_CMDLINE) {
+            if (s->size >= sizeof(cmdline)) {
+                fprintf(stderr, "proven-host: the cmdline is over %d bytes\n",
+                        HOST_CMDLINE_MAX - 1);
+                goto done;
+            }
+            /* the section may end with NULs; qemu takes a C string */
+            memcpy(cmdline, s->data, s->size);
+            cmdline[s->size] = '\0';
+        } else if (s->type == PROVEN_EIF_RAMDISK) {
+            if (host_append(initrd, s->data, s->size) != 0) {
+                fprintf(stderr, "proven-host: %s: %s\n", initrd,
+                        strerror(errno));
+                goto done;
+            }
+        }
+    }
+    memcpy(pcr_blob, eif.pcr0, PROVEN_EIF_PCR_LEN);
+    memcpy(pcr_blob + PROVEN_EIF_PCR_LEN, eif.pcr1, PROVEN_EIF_PCR_LEN);
+    memcpy(pcr_blob + 2 * PROVEN_EIF_PCR_LEN, eif.pcr2, PROVEN_EIF_PCR_LEN);
+    if (host_write(dir, "pcrs", pcr_blob, sizeof(pcr_blob), pcrs,
+                   sizeof(pcrs)) != 0)
+    {
+        goto done;
+    }
+    munmap(map, (size_t) st.st_size);
+    snprintf(control, sizeof(control), "%s/control.sock", dir);
+
+    host_print_pcrs(&eif);
+
+    snprintf(fwcfg, sizeof(fwcfg), "name=opt/proven/pcrs,file=%s", pcrs);
+    snprintf(netdev, sizeof(netdev),
+             "user,id=net0,restrict=on,"
+             "hostfwd=tcp:127.0.0.1:%u-:80,hostfwd=tcp:127.0.0.1:%u-:443",
+             http, https);
+    /* the image says bytes, qemu wants MB */
+    snprintf(mem, sizeof(mem), "%lu",
+             memory ? memory : (unsigned long) (eif.default_mem >> 20));
+    snprintf(smp, sizeof(smp), "%lu", cpus ? cpus : eif.default_cpus);
+    snprintf(chardev, sizeof(chardev),
+             "socket,id=control,path=%s,server=on,wait=off", control);
+
+    sa.sa_handler = host_on_signal;
+    sa.sa_flags = 0;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    pid = fork();
+    if (pid == 0) {
+        /* a group of its own: the terminal's Ctrl-C is ours to relay */
+        setpgid(0, 0);
+        fd = open("/dev/null", O_RDONLY);
+        if (fd >= 0) {
+            dup2(fd, STDIN_FILENO);
+        }
+        execlp(qemu, qemu,
+               "-accel", accel, "-cpu", "max",
+               "-machine", "q35", "-m", mem, "-smp", smp,
+               "-display", "none", "-vga", "none", "-no-reboot",
+               "-nodefaults", "-monitor", "none",
+               "-kernel", kernel, "-initrd", initrd, "-append", cmdline,
+               "-fw_cfg", fwcfg,
+               "-netdev", netdev,
+               "-device", "virtio-net-pci,netdev=net0,romfile=",
+               "-chardev", "stdio,id=console,signal=off",
+               "-serial", "chardev:console",
+               "-chardev", chardev, "-serial", "chardev:control",
+               (char *) NULL);
+        fprintf(stderr, "proven-host: cannot run %s: %s\n", qemu,
+                strerror(errno));
+        _exit(127);
+    }
+    if (pid < 0) {
+        fprintf(stderr, "proven-host: fork: %s\n", strerror(errno));
+        goto done;
+    }
+
+    asked = 0;
+    deadline = 0;
+    for (;;) {
+        if (waitpid(pid, &status, 0) == pid) {
+            break;
+        }
+        if (errno != EINTR) {
+            fprintf(stderr, "proven-host: waitpid: %s\n", strerror(errno));
+            break;
+        }
+        if (host_signals && !asked) {
+            asked = 1;
+            host_ask_shutdown(control);
+            deadline = time(NULL) + HOST_STOP_SECONDS;
+            alarm(HOST_STOP_SECONDS);
+            signal(SIGALRM, host_on_signal);
+        } else if (host_signals > 1 || (deadline && time(NULL) >= deadline))
+        {
+            fprintf(stderr, "proven-host: stopping qemu\n");
+            kill(pid, SIGKILL);
+        }
+    }
+
+    rc = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+    fprintf(stderr, "proven-host: the guest stopped (%s %d)\n",
+            WIFEXITED(status) ? "exit" : "signal",
+            WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+
+done:
+
+    unlink(kernel);
+    unlink(initrd);
+    unlink(pcrs);
+    unlink(control);
+    rmdir(dir);
+    return rc;
+}
+
+
+static int
+host_number(const char *text, unsigned long max, unsigned long *out)
+{
+    char  *end;
+
+    errno = 0;
+    *out = strtoul(text, &end, 10);
+    return errno == 0 && end != text && *end == '\0' && *out >= 1
+           && *out <= max && text[0] != '-' ? 0 : -1;
+}
+
+
+int
+main(int argc, char **argv)
+{
+    int            opt;
+    const char    *image, *qemu, *accel;
+    unsigned long  http, https, memory, cpus, *target, max;
+
+    static const struct option  options[] = {
+        { "qemu",        required_argument, NULL, 'q' },
+        { "qemu-binary", required_argument, NULL, 'b' },
+        { "accel",       required_argument, NULL, 'a' },
+        { "http",        required_argument, NULL, 'p' },
+        { "https",       required_argument, NULL, 's' },
+        { "memory",      required_argument, NULL, 'm' },
+        { "cpus",        required_argument, NULL, 'c' },
+        { "help",        no_argument,       NULL, 'h' },
+        { NULL, 0, NULL, 0 }
+    };
+
+    if (argc < 2 || strcmp(argv[1], "run") != 0) {
+        int  help = argc == 2 && (strcmp(argv[1], "--help") == 0
+                                  || strcmp(argv[1], "-h") == 0);
+
+        host_usage(help ? stdout : stderr);
+        return help ? 0 : 2;
+    }
+
+    image = NULL;
+    qemu = "qemu-system-x86_64";
+    accel = "tcg";
+    http = 8080;
+    https = 8443;
+    memory = 0;
+    cpus = 0;
+    optind = 2;
+    while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
+        target = NULL;
+        max = 65535;
+        switch (opt) {
+        case 'q':
+            image = optarg;
+            continue;
+        case 'b':
+            qemu = optarg;
+            continue;
+        case 'a':
+            if (strcmp(optarg, "tcg") != 0 && strcmp(optarg, "kvm") != 0) {
+                fprintf(stderr, "proven-host: --accel is tcg or kvm\n");
+                return 2;
+            }
+            accel = optarg;
+            continue;
+        case 'p':
+            target = &http;
+            break;
+        case 's':
+            target = &https;
+            break;
+        case 'm':
+            target = &memory;
+            max = HOST_MEMORY_MAX;
+            break;
+        case 'c':
+            target = &cpus;
+            max = HOST_CPUS_MAX;
+            break;
+        case 'h':
+            host_usage(stdout);
+            return 0;
+        default:
+            host_usage(stderr);
+            return 2;
+        }
+        if (host_number(optarg, max, target) != 0) {
+            fprintf(stderr, "proven-host: --%s wants a number from 1 to %lu, "
+                    "not \"%s\"\n", opt == 'p' ? "http" : opt == 's' ? "https"
+                                  : opt == 'm' ? "memory" : "cpus",
+                    max, optarg);
+            return 2;
+        }
+    }
+
+    if (image == NULL || optind != argc) {
+        fprintf(stderr, "proven-host: run --qemu IMAGE.eif is needed (the "
+                        "vsock data plane comes with Nitro)\n");
+        return 2;
+    }
+
+    return host_run(image, qemu, accel, (unsigned) http, (unsigned) https, memory,
+                    cpus);
+}

@@ -1,0 +1,101 @@
+#!/bin/sh
+# rootfs/build.sh OUT BINARIES: the enclave image, OUT/proven.eif, from
+#   - the Debian packages of rootfs/packages.lock (rootfs/unpack.sh), the
+#     kernel among them;
+#   - BINARIES: our build for the image (bin/, modules/, init), made with
+#     fixed paths and no debug info by `make image`;
+#   - rootfs/: init's services and modules lists, the enclave nginx.conf;
+#   - runtime/ with its node_modules.
+# PROVEN_IMAGE_NGINX_CONF and PROVEN_IMAGE_SERVICES put other files in
+# place of rootfs/'s (tests build changed images with them).  For Nitro,
+# whose devices Debian 12's kernel cannot drive (no NSM driver before
+# Linux 6.8, no virtio-mmio devices from the command line):
+# PROVEN_IMAGE_KERNEL (a bzImage), PROVEN_IMAGE_CMDLINE (its command line)
+# and PROVEN_IMAGE_MODULES (.ko files init loads first, e.g. nsm.ko).
+# Two ramdisks, as on Nitro: the boot one (init, the kernel modules it
+# loads, their list: PCR1 with the kernel and cmdline) and the application
+# one (everything else: PCR2).  Every file's time is SOURCE_DATE_EPOCH (0
+# unless set), owners 0:0, entries sorted: the same tree, the same bytes.
+set -eu
+
+out=$1
+bin=$2
+top=$(cd "$(dirname "$0")/.." && pwd)
+rootfs=$top/rootfs
+cache=${PROVEN_DEB_CACHE:-$top/build/debs}
+cmdline="console=ttyS0 reboot=k panic=1 random.trust_cpu=on quiet"
+cmdline="$cmdline proven.ip=10.0.2.15/24 proven.control=/dev/ttyS1"
+cmdline=${PROVEN_IMAGE_CMDLINE:-$cmdline}
+
+pkgs=$top/build/packages
+boot=$out/boot
+app=$out/app
+
+# the packages, unpacked once per lock
+lock_sum=$(sha256sum "$rootfs/packages.lock" | cut -c1-16)
+if [ "$(cat "$pkgs/.lock" 2>/dev/null)" != "$lock_sum" ]; then
+    rm -rf "$pkgs"
+    "$rootfs/unpack.sh" "$pkgs" "$cache"
+    echo "$lock_sum" >"$pkgs/.lock"
+fi
+release=$(ls "$pkgs/lib/modules")
+kernel=${PROVEN_IMAGE_KERNEL:-$pkgs/boot/vmlinuz-$release}
+
+# the boot ramdisk: init and the modules it loads
+rm -rf "$boot" "$app"
+mkdir -p "$boot/etc/proven" "$boot/lib/modules/$release"
+cp "$bin/init" "$boot/init"
+: >"$boot/etc/proven/modules"
+for m in ${PROVEN_IMAGE_MODULES:-}; do
+    mkdir -p "$boot/lib/modules/extra"
+    cp "$m" "$boot/lib/modules/extra/"
+    echo "/lib/modules/extra/$(basename "$m")" >>"$boot/etc/proven/modules"
+done
+cat "$rootfs/modules" >>"$boot/etc/proven/modules"
+grep -v '^#' "$rootfs/modules" | while read -r m; do
+    mkdir -p "$boot/lib/modules/$release/$(dirname "$m")"
+    cp "$pkgs/lib/modules/$release/$m" "$boot/lib/modules/$release/$m"
+done
+
+# the application ramdisk: the packages without the kernel and the
+# documentation, then ours
+mkdir -p "$app"
+(cd "$pkgs" && tar -cf - --exclude=./boot --exclude=./lib/modules \
+    --exclude=./usr/share/doc --exclude=./usr/share/man \
+    --exclude=./usr/share/info --exclude=./usr/share/locale \
+    --exclude=./usr/share/lintian --exclude=./usr/share/bug \
+    --exclude=./usr/share/bash-completion --exclude=./usr/share/gdb \
+    --exclude=./usr/share/systemtap --exclude=./.lock .) \
+    | (cd "$app" && tar -xf -)
+mkdir -p "$app/opt/proven/bin" "$app/opt/proven/modules" "$app/etc/proven" \
+    "$app/var/lib/proven" "$app/var/lib/nginx" "$app/var/log/nginx" \
+    "$app/root" "$app/proc" "$app/sys" "$app/dev" "$app/run" "$app/tmp"
+cp "$bin/bin/provend" "$bin/bin/proven" "$app/opt/proven/bin/"
+cp "$bin"/modules/ngx_http_proven_*_module.so "$app/opt/proven/modules/"
+(cd "$top" && tar -cf - runtime/bin runtime/lib \
+    runtime/node_modules runtime/package.json) \
+    | (cd "$app/opt/proven" && tar -xf -)
+cp "${PROVEN_IMAGE_SERVICES:-$rootfs/services}" "$app/etc/proven/services"
+cp "${PROVEN_IMAGE_NGINX_CONF:-$rootfs/nginx.conf}" \
+    "$app/etc/proven/nginx.conf"
+printf 'root:x:0:0:root:/root:/bin/sh\n' >"$app/etc/passwd"
+printf 'root:x:0:\n' >"$app/etc/group"
+printf '127.0.0.1 localhost\n::1 localhost\n' >"$app/etc/hosts"
+
+# every file's mode as git keeps it (umask differs between machines)
+chmod -R u+rwX,go+rX,go-w "$boot" "$app"
+chmod 700 "$app/root" "$app/var/lib/proven"
+chmod 1777 "$app/tmp"
+
+# what compiled ours (a rebuild elsewhere needs the same): into the
+# metadata, which no PCR covers
+info="gcc $(${CC:-cc} -dumpfullversion)"
+info="$info; $(dpkg-query -W -f '${Package} ${Version}, ' libc6-dev \
+    nginx-dev libcbor-dev libjansson-dev libssl-dev libsqlite3-dev \
+    libuv1-dev libcurl4-openssl-dev libnats-dev zlib1g-dev 2>/dev/null)"
+info="${info%, }; SOURCE_DATE_EPOCH ${SOURCE_DATE_EPOCH:-0}"
+
+SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-0} "$bin/bin/proven" image build \
+    --kernel "$kernel" --cmdline "$cmdline" --build-info "$info" \
+    --ramdisk "$boot" --ramdisk "$app" --out "$out/proven.eif" \
+    --memory 2048 --cpus 2

@@ -1,0 +1,889 @@
+/*
+ * The enclave's PID 1.  It makes the file system usable (proc, sys, dev,
+ * run, tmp; the initramfs entered through a bind mount so that pivot_root
+ * works for app sandboxes), loads the kernel modules the image lists, adds
+ * the hardware RNG's bytes to the pool, brings up loopback (and, under
+ * qemu, the virtual NIC), tells the Nitro launcher the enclave is up, then
+ * runs the services of /etc/proven/services in order and keeps them up.
+ *
+ *   /etc/proven/services, one service a line, in dependency order:
+ *     NAME once|always READY|- PROGRAM ARGS...
+ *   once: must exit 0 before the next starts (set-up steps);
+ *   always: restarted when it exits, after a backoff (0.1 s doubling to
+ *   5 s, reset after 30 s up); READY: a path that exists once the service
+ *   serves (its socket), waited for before the next starts.
+ *
+ * A service that cannot be kept up (6 starts in 60 s, or a set-up step or
+ * a READY that fails) powers the enclave off: half a node must not serve.
+ * SIGTERM, SIGINT (Ctrl-Alt-Del) or "shutdown" on the control socket
+ * (/run/proven/init.sock) or on the control device the kernel command line
+ * names (proven.control=/dev/ttyS1, the host's line under qemu) stops the
+ * services in reverse order, each given 10 s after SIGTERM, and powers off.
+ * init reaps every orphan.  It never exits: PID 1's exit is a panic.
+ */
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/random.h>
+#include <linux/vm_sockets.h>
+
+
+#define INIT_SERVICES       "/etc/proven/services"
+#define INIT_MODULES        "/etc/proven/modules"
+#define INIT_CONTROL        "/run/proven/init.sock"
+#define INIT_MAX_SERVICES   16
+#define INIT_MAX_ARGS       64
+#define INIT_LINE_MAX       4096
+
+#define INIT_BACKOFF_MIN_MS   100
+#define INIT_BACKOFF_MAX_MS   5000
+#define INIT_STABLE_MS        30000     /* up so long: backoff starts over */
+#define INIT_STARTS_MAX       6         /* starts in INIT_STARTS_WINDOW */
+#define INIT_STARTS_WINDOW_MS 60000
+#define INIT_READY_MS         60000     /* a READY path must appear by then */
+#define INIT_STOP_MS          10000     /* SIGTERM to SIGKILL */
+
+/* Nitro: one byte to the parent (CID 3) on port 9000, echoed back. */
+#define INIT_NITRO_CID        3
+#define INIT_NITRO_PORT       9000
+#define INIT_NITRO_HEARTBEAT  0xB7
+
+
+typedef struct {
+    char     line[INIT_LINE_MAX];       /* argv points into it */
+    char    *name;
+    int      once;
+    char    *ready;                     /* NULL: none */
+    char    *argv[INIT_MAX_ARGS + 1];
+    pid_t    pid;
+    int64_t  started_ms;
+    int64_t  restart_at_ms;             /* 0: not waiting to restart */
+    int      backoff_ms;
+    int64_t  starts[INIT_STARTS_MAX];   /* ring of start times */
+    int      start_count;
+} init_service_t;
+
+
+static init_service_t  services[INIT_MAX_SERVICES];
+static int             service_count;
+static int             stopping;
+
+
+static void
+say(const char *fmt, ...)
+{
+    va_list  ap;
+    char     buf[512];
+
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    dprintf(STDERR_FILENO, "init: %s\n", buf);
+}
+
+
+static int64_t
+now_ms(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+
+static void
+power_off(void)
+{
+    sync();
+    say("powering off");
+    reboot(RB_POWER_OFF);
+    /* a kernel that cannot power off: stay, and serve nothing */
+    for (;;) {
+        pause();
+    }
+}
+
+
+/* ---- the file system --------------------------------------------------- */
+
+static void
+mount_one(const char *source, const char *target, const char *type,
+    unsigned long flags, const char *data)
+{
+    mkdir(target, 0755);
+    if (mount(source, target, type, flags, data) != 0 && errno != EBUSY) {
+        say("cannot mount %s on %s: %s", type, target, strerror(errno));
+    }
+}
+
+
+/*
+ * The initramfs (rootfs) cannot be pivot_root'ed away from, and app
+ * sandboxes pivot_root into their minimal roots.  A bind mount of it over
+ * itself, entered with chroot, is a root that has a parent: the same files,
+ * nothing copied.
+ */
+static void
+enter_bound_root(void)
+{
+    mkdir("/sysroot", 0755);
+    if (mount("/", "/sysroot", NULL, MS_BIND, NULL) != 0
+        || chdir("/sysroot") != 0
+        || mount(".", "/", NULL, MS_MOVE, NULL) != 0
+        || chroot(".") != 0 || chdir("/") != 0)
+    {
+        say("cannot enter the root through a bind mount: %s "
+            "(app sandboxes will not start)", strerror(errno));
+        return;
+    }
+    rmdir("/sysroot");
+}
+
+
+static void
+mount_all(void)
+{
+    mount_one("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+              NULL);
+    mount_one("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+              NULL);
+    mount_one("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
+    mount_one("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV,
+              "mode=1777");
+    mount_one("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+              "mode=0620,ptmxmode=0666");
+    mount_one("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+    mount_one("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+    mkdir("/run/proven", 0700);
+}
+
+
+/* ---- kernel modules ---------------------------------------------------- */
+
+/*
+ * Loads every module /etc/proven/modules names (paths under
+ * /lib/modules/RELEASE/, or absolute), in rounds: one that needs another not loaded yet
+ * fails and is tried again after the others.  No depmod, no modprobe.
+ */
+static void
+load_modules(void)
+{
+    FILE     *f;
+    char      line[512], release[128], path[768];
+    char     *names[64];
+    int       count, loaded, round, i, fd;
+    FILE     *r;
+
+    f = fopen(INIT_MODULES, "r");
+    if (f == NULL) {
+        return;
+    }
+
+    r = fopen("/proc/sys/kernel/osrelease", "r");
+    if (r == NULL || fgets(release, sizeof(release), r) == NULL) {
+        say("no kernel release: modules not loaded");
+        if (r) {
+            fclose(r);
+        }
+        fclose(f);
+        return;
+    }
+    fclose(r);
+    release[strcspn(release, "\n")] = '\0';
+
+    count = 0;
+    while (count < 64 && fgets(line, sizeof(line), f) != NULL) {
+        line[strcspn(line, "\n#")] = '\0';
+        if (line[0] != '\0' && (names[count] = strdup(line)) != NULL) {
+            count++;
+        }
+    }
+    fclose(f);
+
+    for (round = 0, loaded = 1; loaded > 0 && round < 16; round++) {
+        loaded = 0;
+        for (i = 0; i < count; i++) {
+            if (names[i] == NULL) {
+                continue;
+            }
+            if (names[i][0] == '/') {
+                snprintf(path, sizeof(path), "%s", names[i]);
+            } else {
+                snprintf(path, sizeof(path), "/lib/modules/%s/%s", release,
+                         names[i]);
+            }
+            fd = open(path, O_RDONLY | O_CLOEXEC);
+            if (fd < 0) {
+                say("module %s: %s", names[i], strerror(errno));
+                free(names[i]);
+                names[i] = NULL;
+                continue;
+            }
+            if (syscall(SYS_finit_module, fd, "", 0) == 0
+                || errno == EEXIST)
+            {
+                free(names[i]);
+                names[i] = NULL;
+                loaded++;
+            }
+            close(fd);
+        }
+    }
+
+    for (i = 0; i < count; i++) {
+        if (names[i] != NULL) {
+            say("module %s not loaded", names[i]);
+            free(names[i]);
+        }
+    }
+}
+
+
+/* The hardware RNG (Nitro's NSM registers one) stirred into the pool. */
+static void
+add_entropy(void)
+{
+    int      in, out;
+    ssize_t  n;
+    uint8_t  buf[64];
+
+    in = open("/dev/hwrng", O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (in < 0) {
+        return;
+    }
+    n = read(in, buf, sizeof(buf));
+    close(in);
+    out = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
+    if (n > 0 && out >= 0 && write(out, buf, (size_t) n) == n) {
+        say("%zd bytes of the hardware RNG added to the pool", n);
+    }
+    if (out >= 0) {
+        close(out);
+    }
+}
+
+
+/* ---- network ----------------------------------------------------------- */
+
+static int
+interface_up(int sock, const char *name)
+{
+    struct ifreq  ifr;
+
+    memset(&ifr, 0, sizeof(ifr));
+    snprintf(ifr.ifr_name, IFNAMSIZ, "%s", name);
+    if (ioctl(sock, SIOCGIFFLAGS, &ifr) != 0) {
+        return -1;
+    }
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    return ioctl(sock, SIOCSIFFLAGS, &ifr);
+}
+
+
+static int
+interface_address(int sock, const char *name, const char *cidr)
+{
+    char                 addr[32], *slash;
+    long                 prefix;
+    struct ifreq         ifr;
+    struct sockaddr_in  *sin;
+
+    snprintf(addr, sizeof(addr), "%s", cidr);
+    slash = strchr(addr, '/');
+    prefix = slash ? strtol(slash + 1, NULL, 10) : 24;
+    if (slash) {
+        *slash = '\0';
+    }
+    if (prefix < 1 || prefix > 32) {
+        return -1;
+    }
+
+    memset(&ifr, 0, sizeof(ifr));
+    snprintf(ifr.ifr_name, IFNAMSIZ, "%s", name);
+    sin = (struct sockaddr_in *) &ifr.ifr_addr;
+    sin->sin_family = AF_INET;
+    if (inet_pton(AF_INET, addr, &sin->sin_addr) != 1
+        || ioctl(sock, SIOCSIFADDR, &ifr) != 0)
+    {
+        return -1;
+    }
+    sin->sin_addr.s_addr = htonl(~((1u << (32 - prefix)) - 1));
+    if (prefix == 32) {
+        sin->sin_addr.s_addr = 0xffffffff;
+    }
+    if (ioctl(sock, SIOCSIFNETMASK, &ifr) != 0) {
+        return -1;
+    }
+    return interface_up(sock, name);
+}
+
+
+/* The value of NAME=VALUE on the kernel command line, or NULL. */
+static char *
+cmdline_value(const char *name, char *buf, size_t size)
+{
+    FILE    *f;
+    char     line[4096], *word, *save;
+    size_t   len;
+
+    f = fopen("/proc/cmdline", "r");
+    if (f == NULL || fgets(line, sizeof(line), f) == NULL) {
+        if (f) {
+            fclose(f);
+        }
+        return NULL;
+    }
+    fclose(f);
+
+    len = strlen(name);
+    for (word = strtok_r(line, " \n", &save); word != NULL;
+         word = strtok_r(NULL, " \n", &save))
+    {
+        if (strncmp(word, name, len) == 0 && word[len] == '=') {
+            snprintf(buf, size, "%s", word + len + 1);
+            return buf;
+        }
+    }
+    return NULL;
+}
+
+
+static void
+network_up(void)
+{
+    int   sock;
+    char  cidr[32], device[IFNAMSIZ];
+
+    sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (sock < 0) {
+        say("no sockets: %s", strerror(errno));
+        return;
+    }
+    if (interface_up(sock, "lo") != 0) {
+        say("loopback: %s", strerror(errno));
+    }
+    /* under qemu the host's user network: proven.ip=10.0.2.15/24 */
+    if (cmdline_value("proven.ip", cidr, sizeof(cidr)) != NULL) {
+        if (cmdline_value("proven.ifname", device, sizeof(device)) == NULL)
+        {
+            snprintf(device, sizeof(device), "eth0");
+        }
+        if (interface_address(sock, device, cidr) != 0) {
+            say("%s %s: %s", device, cidr, strerror(errno));
+        } else {
+            say("%s is %s", device, cidr);
+        }
+    }
+    close(sock);
+}
+
+
+/* Nitro's launcher waits for this byte; without vsock there is none. */
+static void
+nitro_heartbeat(void)
+{
+    int                  sock;
+    uint8_t              byte;
+    struct sockaddr_vm   addr;
+    struct timeval       tv = { 5, 0 };
+
+    sock = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (sock < 0) {
+        say("no vsock: no Nitro heartbeat");
+        return;
+    }
+    memset(&addr, 0, sizeof(addr));
+    addr.svm_family = AF_VSOCK;
+    addr.svm_cid = INIT_NITRO_CID;
+    addr.svm_port = INIT_NITRO_PORT;
+    byte = INIT_NITRO_HEARTBEAT;
+    setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    if (connect(sock, (struct sockaddr *) &addr, sizeof(addr)) != 0
+        || write(sock, &byte, 1) != 1)
+    {
+        say("no Nitro parent on vsock %d:%d: %s", INIT_NITRO_CID,
+            INIT_NITRO_PORT, strerror(errno));
+    } else if (read(sock, &byte, 1) != 1 || byte != INIT_NITRO_HEARTBEAT) {
+        say("the Nitro parent did not echo the heartbeat");
+    } else {
+        say("heartbeat sent to the Nitro parent");
+    }
+    close(sock);
+}
+
+
+/* ---- services ---------------------------------------------------------- */
+
+static int
+read_services(void)
+{
+    FILE            *f;
+    char            *p, *word, *save;
+    int              argc, lineno;
+    init_service_t  *s;
+
+    f = fopen(INIT_SERVICES, "r");
+    if (f == NULL) {
+        say("%s: %s", INIT_SERVICES, strerror(errno));
+        return -1;
+    }
+
+    for (lineno = 1; service_count < INIT_MAX_SERVICES; lineno++) {
+        s = &services[service_count];
+        if (fgets(s->line, sizeof(s->line), f) == NULL) {
+            break;
+        }
+        p = s->line + strcspn(s->line, "#\n");
+        *p = '\0';
+
+        argc = -3;
+        for (word = strtok_r(s->line, " \t", &save); word != NULL;
+             word = strtok_r(NULL, " \t", &save))
+        {
+            if (argc == -3) {
+                s->name = word;
+            } else if (argc == -2) {
+                if (strcmp(word, "once") != 0 && strcmp(word, "always") != 0)
+                {
+                    say("%s:%d: once or always, not %s", INIT_SERVICES,
+                        lineno, word);
+                    fclose(f);
+                    return -1;
+                }
+                s->once = word[0] == 'o';
+            } else if (argc == -1) {
+                s->ready = strcmp(word, "-") == 0 ? NULL : word;
+            } else if (argc < INIT_MAX_ARGS) {
+                s->argv[argc] = word;
+            } else {
+                say("%s:%d: too many arguments", INIT_SERVICES, lineno);
+                fclose(f);
+                return -1;
+            }
+            argc++;
+        }
+        if (argc == -3) {
+            continue;                           /* empty or a comment */
+        }
+        if (argc < 1) {
+            say("%s:%d: NAME once|always READY|- PROGRAM ARGS...",
+                INIT_SERVICES, lineno);
+            fclose(f);
+            return -1;
+        }
+        s->argv[argc] = NULL;
+        service_count++;
+    }
+
+    fclose(f);
+    return 0;
+}
+
+
+static pid_t
+spawn(init_service_t *s)
+{
+    pid_t     pid;
+    sigset_t  none;
+
+    pid = fork();
+    if (pid == 0) {
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        setsid();
+        execve(s->argv[0], s->argv, (char *[]) {
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME=/root", "LANG=C.UTF-8", NULL });
+        say("%s: cannot run %s: %s", s->name, s->argv[0], strerror(errno));
+        _exit(127);
+    }
+    if (pid < 0) {
+        say("%s: cannot fork: %s", s->name, strerror(errno));
+        return -1;
+    }
+
+    s->pid = pid;
+    s->started_ms = now_ms();
+    s->starts[s->start_count++ % INIT_STARTS_MAX] = s->started_ms;
+    say("%s started (%d)", s->name, (int) pid);
+    return pid;
+}
+
+
+static void reap(void);
+
+
+/* Waits for a set-up step's exit or an always-service's READY path. */
+static int
+wait_ready(init_service_t *s)
+{
+    int64_t  deadline;
+
+    deadline = now_ms() + INIT_READY_MS;
+    while (now_ms() < deadline) {
+        if (s->once ? s->pid == 0 : access(s->ready, F_OK) == 0) {
+            return 0;
+        }
+        if (!s->once && s->pid == 0) {
+            return -1;                          /* died before ready */
+        }
+        usleep(20000);
+        reap();
+    }
+    return -1;
+}
+
+
+static void
+service_exited(pid_t pid, int status)
+{
+    int              i;
+    int64_t          now, up;
+    init_service_t  *s;
+
+    for (i = 0; i < service_count; i++) {
+        s = &services[i];
+        if (s->pid != pid) {
+            continue;
+        }
+        s->pid = 0;
+        if (WIFEXITED(status)) {
+            say("%s exited (%d)", s->name, WEXITSTATUS(status));
+        } else {
+            say("%s killed by signal %d", s->name, WTERMSIG(status));
+        }
+        if (s->once) {
+            if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+                s->once = -1;                   /* failed */
+            }
+            return;
+        }
+        if (stopping) {
+            return;
+        }
+
+        now = now_ms();
+        up = now - s->started_ms;
+        if (s->start_count >= INIT_STARTS_MAX
+            && now - s->starts[s->start_count % INIT_STARTS_MAX]
+               < INIT_STARTS_WINDOW_MS)
+        {
+            say("%s cannot be kept up (%d starts in %d s)", s->name,
+                INIT_STARTS_MAX, INIT_STARTS_WINDOW_MS / 1000);
+            stopping = 2;
+            return;
+        }
+        s->backoff_ms = up >= INIT_STABLE_MS || s->backoff_ms == 0
+                        ? INIT_BACKOFF_MIN_MS
+                        : s->backoff_ms * 2 > INIT_BACKOFF_MAX_MS
+                          ? INIT_BACKOFF_MAX_MS : s->backoff_ms * 2;
+        s->restart_at_ms = now + s->backoff_ms;
+        say("%s restarts in %d ms", s->name, s->backoff_ms);
+        return;
+    }
+}
+
+
+/* Every child that exited, services and orphans alike. */
+static void
+reap(void)
+{
+    int    status;
+    pid_t  pid;
+
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        service_exited(pid, status);
+    }
+}
+
+
+static void
+stop_services(void)
+{
+    int              i;
+    int64_t          deadline;
+    init_service_t  *s;
+
+    stopping = stopping ? stopping : 1;
+    for (i = service_count - 1; i >= 0; i--) {
+        s = &services[i];
+        s->restart_at_ms = 0;
+        if (s->pid <= 0) {
+            continue;
+        }
+        say("stopping %s", s->name);
+        kill(s->pid, SIGTERM);
+        deadline = now_ms() + INIT_STOP_MS;
+        while (s->pid > 0 && now_ms() < deadline) {
+            usleep(20000);
+            reap();
+        }
+        if (s->pid > 0) {
+            say("%s did not stop: killed", s->name);
+            kill(-s->pid, SIGKILL);
+            kill(s->pid, SIGKILL);
+            while (s->pid > 0 && waitpid(s->pid, NULL, 0) < 0
+                   && errno == EINTR)
+            {
+                /* again */
+            }
+            s->pid = 0;
+        }
+    }
+
+    /* orphans */
+    kill(-1, SIGTERM);
+    usleep(200000);
+    kill(-1, SIGKILL);
+    reap();
+}
+
+
+/* ---- control ----------------------------------------------------------- */
+
+static int
+control_listen(void)
+{
+    int                 fd;
+    struct sockaddr_un  addr;
+
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        return -1;
+    }
+    memset(&addr, 0, sizeof(addr));
+    addr.sun_family = AF_UNIX;
+    snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", INIT_CONTROL);
+    unlink(INIT_CONTROL);
+    if (bind(fd, (struct sockaddr *) &addr, sizeof(addr)) != 0
+        || chmod(INIT_CONTROL, 0600) != 0 || listen(fd, 4) != 0)
+    {
+        say("%s: %s", INIT_CONTROL, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+
+static int
+control_device(void)
+{
+    int             fd;
+    char            path[128];
+    struct termios  tio;
+
+    if (cmdline_value("proven.control", path, sizeof(path)) == NULL) {
+        return -1;
+    }
+    fd = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        say("control %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (tcgetattr(fd, &tio) == 0) {
+        cfmakeraw(&tio);
+        tcsetattr(fd, TCSANOW, &tio);
+    }
+    say("control on %s", path);
+    return fd;
+}
+
+
+/* A command from the control socket or device: 1 for shutdown. */
+static int
+control_command(int fd, char *pending, size_t *len, size_t size)
+{
+    ssize_t  n;
+    char    *nl;
+
+    n = read(fd, pending + *len, size - *len - 1);
+    if (n <= 0) {
+        return n == 0 ? -1 : 0;
+    }
+    *len += (size_t) n;
+    pending[*len] = '\0';
+    while ((nl = strchr(pending, '\n')) != NULL) {
+        *nl = '\0';
+        if (nl > pending && nl[-1] == '\r') {
+            nl[-1] = '\0';
+        }
+        if (strcmp(pending, "shutdown") == 0) {
+            (void) write(fd, "ok\n", 3);
+            return 1;
+        }
+        if (pending[0] != '\0') {
+            (void) write(fd, "unknown command\n", 16);
+        }
+        *len -= (size_t) (nl + 1 - pending);
+        memmove(pending, nl + 1, *len + 1);
+    }
+    if (*len >= size - 1) {
+        *len = 0;                               /* a line too long: dropped */
+    }
+    return 0;
+}
+
+
+/* ---- main -------------------------------------------------------------- */
+
+static void
+start_all(void)
+{
+    int              i;
+    init_service_t  *s;
+
+    for (i = 0; i < service_count && !stopping; i++) {
+        s = &services[i];
+        if (spawn(s) < 0) {
+            stopping = 2;
+            break;
+        }
+        if (s->once || s->ready) {
+            if (wait_ready(s) != 0 || s->once < 0) {
+                say("%s %s", s->name, s->once ? "failed"
+                    : "did not become ready");
+                stopping = 2;
+                break;
+            }
+        }
+    }
+    if (!stopping) {
+        say("up: %d services", service_count);
+    }
+}
+
+
+int
+main(void)
+{
+    int               i, sfd, lfd, dfd, cfd, timeout;
+    char              dev_buf[256], sock_buf[256];
+    size_t            dev_len, sock_len;
+    int64_t           now, next;
+    sigset_t          mask;
+    struct pollfd     fds[4];
+    init_service_t   *s;
+    struct signalfd_siginfo  si;
+
+    if (getpid() != 1) {
+        say("not PID 1: this is the enclave's init");
+        return 2;
+    }
+
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGCHLD);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGPIPE);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+
+    /* Ctrl-Alt-Del: SIGINT to init, not an abrupt reboot */
+    reboot(RB_DISABLE_CAD);
+
+    enter_bound_root();
+    mount_all();
+    load_modules();
+    add_entropy();
+    network_up();
+    nitro_heartbeat();
+
+    lfd = control_listen();
+    dfd = control_device();
+    dev_len = 0;
+    sock_len = 0;
+    cfd = -1;
+
+    if (sfd < 0 || read_services() != 0) {
+        power_off();
+    }
+    start_all();
+
+    while (!stopping) {
+        now = now_ms();
+        next = now + 1000;
+        for (i = 0; i < service_count; i++) {
+            s = &services[i];
+            if (s->restart_at_ms && s->restart_at_ms <= now) {
+                s->restart_at_ms = 0;
+                if (spawn(s) < 0) {
+                    stopping = 2;
+                }
+            } else if (s->restart_at_ms && s->restart_at_ms < next) {
+                next = s->restart_at_ms;
+            }
+        }
+        timeout = (int) (next - now);
+
+        fds[0] = (struct pollfd) { .fd = sfd, .events = POLLIN };
+        fds[1] = (struct pollfd) { .fd = lfd, .events = POLLIN };
+        fds[2] = (struct pollfd) { .fd = dfd, .events = POLLIN };
+        fds[3] = (struct pollfd) { .fd = cfd, .events = POLLIN };
+        if (poll(fds, 4, timeout < 0 ? 0 : timeout) < 0 && errno != EINTR) {
+            break;
+        }
+
+        if (fds[0].revents & POLLIN) {
+            while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
+                if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+                    say("signal %d: shutting down", (int) si.ssi_signo);
+                    stopping = 1;
+                }
+            }
+            reap();
+        }
+        if (fds[1].revents & POLLIN) {
+            if (cfd >= 0) {
+                close(cfd);
+            }
+            cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+            sock_len = 0;
+        }
+        if (fds[2].revents & POLLIN
+            && control_command(dfd, dev_buf, &dev_len, sizeof(dev_buf)) > 0)
+        {
+            say("shutdown asked on the control device");
+            stopping = 1;
+        }
+        if (cfd >= 0 && fds[3].revents & (POLLIN | POLLHUP)) {
+            i = control_command(cfd, sock_buf, &sock_len, sizeof(sock_buf));
+            if (i > 0) {
+                say("shutdown asked on %s", INIT_CONTROL);
+                stopping = 1;
+            } else if (i < 0) {
+                close(cfd);
+                cfd = -1;
+            }
+        }
+    }
+
+    stop_services();
+    power_off();
+    return 0;
+}

@@ -1,0 +1,179 @@
+#!/bin/bash
+# The enclave image, end to end: `make image` twice gives the same bytes
+# and `proven image pcrs` the same PCRs; the image boots under qemu (TCG)
+# with proven-host, its HTTPS attestation verifies with exactly those PCRs
+# and binds the TLS key served from inside; an app deployed into it runs;
+# a byte changed in its nginx.conf changes PCR2 (and PCR0, not PCR1) and
+# the old expected PCRs are refused; a service that cannot be kept up
+# powers the guest off; Ctrl-C shuts it down cleanly.
+# Usage: tests/image.sh BUILD_DIR
+set -u
+build=$(cd "${1:-build}" && pwd)
+top=$(cd "$(dirname "$0")/.." && pwd)
+. "$top/tests/lib.sh"
+proven=$build/bin/proven
+host=$build/bin/proven-host
+work=$(mktemp -d)
+port=$((23000 + $$ % 100 * 100))
+http=$port https=$((port + 1))
+passed=0 failed=0
+vm_pid=
+
+cleanup() {
+    [ -z "$vm_pid" ] || kill -KILL "$vm_pid" 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# pcr N FILE: PCR N of the Measurements JSON in FILE
+pcr() { sed -n "s/.*\"PCR$1\": \"\\([0-9a-f]*\\)\".*/\\1/p" "$2"; }
+
+# the PCRs as the SDK takes them
+pcrs_json() {
+    printf '{"0":"%s","1":"%s","2":"%s"}\n' "$(pcr 0 "$1")" "$(pcr 1 "$1")" \
+        "$(pcr 2 "$1")"
+}
+
+# boot IMAGE LOG: proven-host in the background; waits until the node
+# serves (or the guest is gone), and says how long it took
+boot() {
+    local start=$SECONDS
+    "$host" run --qemu "$1" --http "$http" --https "$https" \
+        >"$2" 2>&1 &
+    vm_pid=$!
+    for _ in $(seq 1 1800); do
+        curl -sf -o /dev/null -m 2 "http://127.0.0.1:$http/" && break
+        kill -0 "$vm_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    booted=$((SECONDS - start))
+}
+
+# stop: Ctrl-C to proven-host; its exit status
+stop() {
+    kill -INT "$vm_pid" 2>/dev/null
+    wait "$vm_pid"
+    local rc=$?
+    vm_pid=
+    return $rc
+}
+
+attest() {   # attest PCRS_FILE: proven attest over HTTPS with those PCRs
+    "$proven" attest "https://127.0.0.1:$https/attestation" --insecure \
+        --root "$work/root.pem" --pcr 0="$(pcr 0 "$1")" \
+        --pcr 1="$(pcr 1 "$1")" --pcr 2="$(pcr 2 "$1")"
+}
+
+# ---- build -------------------------------------------------------------------
+
+start=$SECONDS
+check "make image builds the image" 0 -m '"PCR2": "[0-9a-f]{96}"' \
+    make -s -C "$top" --no-print-directory image
+echo "# make image: $((SECONDS - start)) s"
+cp "$work/out" "$work/build-a.json"
+image=$top/build/image/proven.eif
+cp "$image" "$work/a.eif"
+
+check "and builds it again" 0 make -s -C "$top" --no-print-directory image
+check "the same bytes, twice" 0 cmp "$work/a.eif" "$image"
+check "proven image pcrs prints the PCRs the build printed" 0 \
+    diff <(grep PCR "$work/build-a.json") \
+         <("$proven" image pcrs "$work/a.eif" | grep PCR)
+
+# a byte of the enclave nginx.conf changed; init's services changed so
+# that one can never stay up
+sed 's/worker_connections 1024;/worker_connections 1025;/' \
+    "$top/rootfs/nginx.conf" >"$work/nginx.conf"
+PROVEN_IMAGE_NGINX_CONF=$work/nginx.conf "$top/rootfs/build.sh" \
+    "$work/b" "$top/build/image/build" >"$work/build-b.json" 2>&1
+{ cat "$top/rootfs/services"
+  echo "crasher always - /opt/proven/bin/proven no-such-command"; } \
+    >"$work/services"
+PROVEN_IMAGE_SERVICES=$work/services "$top/rootfs/build.sh" \
+    "$work/c" "$top/build/image/build" >"$work/build-c.json" 2>&1
+for i in 0 2; do
+    check "a changed nginx.conf changes PCR$i" 1 \
+        test "$(pcr $i "$work/build-a.json")" = "$(pcr $i "$work/build-b.json")"
+done
+check "but not PCR1 (kernel, cmdline, init)" 0 \
+    test "$(pcr 1 "$work/build-a.json")" = "$(pcr 1 "$work/build-b.json")"
+
+# ---- bad input ------------------------------------------------------------------
+
+check "proven-host without an image is a usage error" 2 -m 'run --qemu' \
+    "$host" run
+check "proven-host refuses a bad port" 2 -m '--http wants a number' \
+    "$host" run --qemu "$work/a.eif" --http 70000
+cp "$work/a.eif" "$work/bad.eif"
+printf 'X' | dd of="$work/bad.eif" bs=1 seek=9000000 conv=notrunc \
+    status=none
+check "proven-host refuses a changed image (its CRC)" 1 -m 'CRC' \
+    "$host" run --qemu "$work/bad.eif"
+
+# ---- boot the image ---------------------------------------------------------------
+
+boot "$work/a.eif" "$work/vm-a.log"
+echo "# from start to serving: $booted s (TCG)"
+check "the guest boots and serves HTTP" 0 \
+    curl -sf -o /dev/null "http://127.0.0.1:$http/"
+check "proven-host printed the image's PCRs" 0 \
+    diff <(grep PCR "$work/build-a.json") <(grep PCR "$work/vm-a.log")
+check "init loaded the modules and started the services in order" 0 \
+    grep -q 'init: up: 3 services' "$work/vm-a.log"
+curl -sf "http://127.0.0.1:$http/dev-root.pem" -o "$work/root.pem"
+
+check "its HTTPS attestation verifies with the PCRs of make image" 0 \
+    -m 'bound to the served TLS key' attest "$work/build-a.json"
+check "and is refused with another image's PCRs" 1 -m 'PCR0 mismatch' \
+    attest "$work/build-b.json"
+
+"$proven" app pack "$top/examples/hello" --out "$work/hello.pkg" >/dev/null
+pcrs_json "$work/build-a.json" >"$work/pcrs-a.json"
+check "examples/hello deployed into the guest over a session answers" 0 \
+    -m '^42$' node "$top/tests/image/vm-client.mjs" \
+    "https://127.0.0.1:$https" "$work/root.pem" "$work/pcrs-a.json" \
+    "$work/hello.pkg"
+check "an app worker started in its sandbox inside" 0 \
+    grep -q 'serves on .* (1 worker)' "$work/vm-a.log"
+
+check "Ctrl-C shuts the guest down: proven-host exits 0" 0 stop
+# line LOG TEXT: the number of the first line of LOG holding TEXT
+line() { grep -nF -m1 "$2" "$1" | cut -d: -f1; }
+check "services stopped in reverse order, then power off" 0 \
+    test "$(line "$work/vm-a.log" 'init: stopping nginx')" \
+         -lt "$(line "$work/vm-a.log" 'init: stopping provend')" \
+    -a "$(line "$work/vm-a.log" 'init: stopping provend')" \
+         -lt "$(line "$work/vm-a.log" 'reboot: Power down')"
+
+# ---- the changed image ------------------------------------------------------------
+
+boot "$work/b/proven.eif" "$work/vm-b.log"
+check "the changed image serves" 0 \
+    curl -sf -o /dev/null "http://127.0.0.1:$http/"
+# (its dev provider made a root of its own at boot)
+curl -sf "http://127.0.0.1:$http/dev-root.pem" -o "$work/root.pem"
+check "the PCRs expected of the first image are refused" 1 \
+    -m 'PCR0 mismatch' attest "$work/build-a.json"
+check "its own PCRs verify" 0 -m '^valid' attest "$work/build-b.json"
+check "and it shuts down" 0 stop
+
+# ---- a service that cannot be kept up ------------------------------------------------
+
+"$host" run --qemu "$work/c/proven.eif" --http "$http" --https "$https" \
+    >"$work/vm-c.log" 2>&1 &
+vm_pid=$!
+for _ in $(seq 1 1200); do
+    kill -0 "$vm_pid" 2>/dev/null || break
+    sleep 0.1
+done
+check "the guest powers itself off" 0 sh -c "! kill -0 $vm_pid 2>/dev/null"
+check "after restarts with a growing backoff" 0 \
+    grep -q 'crasher restarts in 400 ms' "$work/vm-c.log"
+check "init says why" 0 -m 'crasher cannot be kept up' cat "$work/vm-c.log"
+check "and stops the others first" 0 grep -q 'init: stopping provend' \
+    "$work/vm-c.log"
+wait "$vm_pid" 2>/dev/null
+vm_pid=
+
+echo "# image: $passed passed, $failed failed"
+[ "$failed" = 0 ]
