@@ -2,8 +2,8 @@
  * `proven tls self-signed --dir DIR [--name NAME]`: a P-256 key and a
  * certificate for it signed by itself, for a node that has no other yet
  * (inside the image, before ACME; local mode makes its own with openssl).
- * The key is made where the command runs and written 0600; what exists is
- * kept, so a restart serves the same key.
+ * The key is made where the command runs and written 0600; a pair that
+ * exists and matches is kept, so a restart serves the same key.
  */
 
 #include <getopt.h>
@@ -35,7 +35,7 @@ cli_usage_tls(FILE *out)
         "\n"
         "Writes DIR/key.pem (P-256, mode 0600) and DIR/cert.pem (signed by\n"
         "that key, for NAME (default localhost) and 127.0.0.1, a year) unless\n"
-        "both exist.  TLS-bound attestations (proven_attestation_bind_tls)\n"
+        "both exist and match.  TLS-bound attestations (proven_attestation_bind_tls)\n"
         "carry this key: a client checks it there, not in a CA.\n"
         "\n"
         "exit status: 0 done or already there, 1 failed, 2 usage error\n");
@@ -136,6 +136,33 @@ cli_tls_pem(EVP_PKEY *key, X509 *cert, size_t *len)
 }
 
 
+/* A key and a certificate that belong together (a write cut between the
+ * two files leaves a pair nginx would refuse at every start). */
+static int
+cli_tls_pair_ok(const char *key_path, const char *cert_path)
+{
+    int        ok;
+    FILE      *f;
+    X509      *cert;
+    EVP_PKEY  *key;
+
+    key = NULL;
+    cert = NULL;
+    if ((f = fopen(key_path, "r")) != NULL) {
+        key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+        fclose(f);
+    }
+    if ((f = fopen(cert_path, "r")) != NULL) {
+        cert = PEM_read_X509(f, NULL, NULL, NULL);
+        fclose(f);
+    }
+    ok = key != NULL && cert != NULL && X509_check_private_key(cert, key) == 1;
+    EVP_PKEY_free(key);
+    X509_free(cert);
+    return ok;
+}
+
+
 int
 cli_tls(int argc, char **argv)
 {
@@ -200,7 +227,7 @@ cli_tls(int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
 
-    if (access(key_path, F_OK) == 0 && access(cert_path, F_OK) == 0) {
+    if (cli_tls_pair_ok(key_path, cert_path)) {
         printf("%s\n", cert_path);
         return CLI_EXIT_OK;
     }

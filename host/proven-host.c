@@ -15,8 +15,10 @@
  *
  * The guest's console is this program's standard output.  SIGINT or
  * SIGTERM asks the guest's init to shut down (a line on its control
- * serial port) and waits for it to power off; a second one, or 60 s, kills
- * qemu.  Exit status: qemu's (0 when the guest powered off).
+ * serial port) and waits for it to power off; a second one, or 60 s
+ * (--stop-after), kills qemu, as does proven-host's own end (qemu's
+ * parent-death signal).  Exit status: qemu's (0 when the guest powered
+ * off).
  */
 
 #include <errno.h>
@@ -27,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -38,7 +41,7 @@
 #include "image/proven_eif.h"
 
 
-#define HOST_STOP_SECONDS   60
+#define HOST_STOP_SECONDS   60                  /* the default */
 #define HOST_CMDLINE_MAX    4096
 #define HOST_MEMORY_MAX     (1024 * 1024)        /* MB */
 #define HOST_CPUS_MAX       64
@@ -61,13 +64,15 @@ host_usage(FILE *out)
     fprintf(out,
         "usage: proven-host run --qemu IMAGE.eif [--http PORT] [--https PORT]\n"
         "                       [--memory MB] [--cpus N] [--accel tcg|kvm]\n"
-        "                       [--qemu-binary PATH]\n"
+        "                       [--stop-after SECONDS] [--qemu-binary PATH]\n"
         "\n"
         "Boots the image under qemu (emulated: TCG, unless --accel kvm) with\n"
         "127.0.0.1:PORT forwarded to the guest's 80 (--http, default 8080)\n"
         "and 443 (--https, default 8443); hands the guest the PCRs it computes\n"
         "from the image (fw_cfg opt/proven/pcrs) and prints them.  Memory and\n"
-        "CPUs default to the image's.  Ctrl-C shuts the guest down cleanly.\n"
+        "CPUs default to the image's.  Ctrl-C shuts the guest down cleanly;\n"
+        "a guest still up --stop-after seconds later (60) is killed, as on a\n"
+        "second Ctrl-C.\n"
         "\n"
         "exit status: qemu's (0 when the guest powered off), 1 failed,\n"
         "2 usage error\n");
@@ -168,10 +173,13 @@ host_ask_shutdown(const char *control)
 
 static int
 host_run(const char *image, const char *qemu, const char *accel,
-    unsigned http, unsigned https, unsigned long memory, unsigned long cpus)
+    unsigned http, unsigned https, unsigned long memory, unsigned long cpus,
+    unsigned long stop_after)
 {
-    int           fd, status, rc, asked;
-    char          dir[] = "/tmp/proven-host.XXXXXX";
+    int           fd, status, rc, asked, killed, kernels, cmdlines;
+    pid_t         got;
+    char          dir[64];
+    const char   *tmp;
     char          kernel[256], initrd[256], pcrs[256], control[100];
     char          cmdline[HOST_CMDLINE_MAX], err[PROVEN_ERR_LEN];
     char          fwcfg[300], netdev[200], mem[32], smp[32], chardev[300];
@@ -213,13 +221,20 @@ host_run(const char *image, const char *qemu, const char *accel,
         return 1;
     }
 
+    /* under $TMPDIR, short enough for the control socket's path */
+    tmp = getenv("TMPDIR");
+    if (tmp == NULL || tmp[0] != '/' || strlen(tmp) > 40) {
+        tmp = "/tmp";
+    }
+    snprintf(dir, sizeof(dir), "%s/proven-host.XXXXXX", tmp);
     if (mkdtemp(dir) == NULL) {
         fprintf(stderr, "proven-host: %s: %s\n", dir, strerror(errno));
         return 1;
     }
 
     /* the image's parts, for qemu: the kernel, one initramfs, the PCRs */
-    cmdline[0] = '\0';
+    cmdline[0] = kernel[0] = initrd[0] = pcrs[0] = control[0] = '\0';
+    kernels = cmdlines = 0;
     rc = 1;
     if (host_write(dir, "initrd", "", 0, initrd, sizeof(initrd)) != 0) {
         goto done;
@@ -228,12 +243,21 @@ host_run(const char *image, const char *qemu, const char *accel,
         const proven_eif_section_t  *s = &eif.sections[i];
 
         if (s->type == PROVEN_EIF_KERNEL) {
+            if (kernels++ > 0) {
+                fprintf(stderr, "proven-host: %s has two kernels\n", image);
+                goto done;
+            }
             if (host_write(dir, "kernel", s->data, s->size, kernel,
                            sizeof(kernel)) != 0)
             {
                 goto done;
             }
         } else if (s->type == PROVEN_EIF_CMDLINE) {
+            if (cmdlines++ > 0) {
+                fprintf(stderr, "proven-host: %s has two cmdlines\n",
+                        image);
+                goto done;
+            }
             if (s->size >= sizeof(cmdline)) {
                 fprintf(stderr, "proven-host: the cmdline is over %d bytes\n",
                         HOST_CMDLINE_MAX - 1);
@@ -249,6 +273,11 @@ host_run(const char *image, const char *qemu, const char *accel,
                 goto done;
             }
         }
+    }
+    if (kernels == 0 || cmdlines == 0) {
+        fprintf(stderr, "proven-host: %s has no %s\n", image,
+                kernels == 0 ? "kernel" : "cmdline");
+        goto done;
     }
     memcpy(pcr_blob, eif.pcr0, PROVEN_EIF_PCR_LEN);
     memcpy(pcr_blob + PROVEN_EIF_PCR_LEN, eif.pcr1, PROVEN_EIF_PCR_LEN);
@@ -283,8 +312,10 @@ host_run(const char *image, const char *qemu, const char *accel,
 
     pid = fork();
     if (pid == 0) {
-        /* a group of its own: the terminal's Ctrl-C is ours to relay */
+        /* a group of its own: the terminal's Ctrl-C is ours to relay; and
+         * gone with us, whatever ends us */
         setpgid(0, 0);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         fd = open("/dev/null", O_RDONLY);
         if (fd >= 0) {
             dup2(fd, STDIN_FILENO);
@@ -311,27 +342,36 @@ host_run(const char *image, const char *qemu, const char *accel,
         goto done;
     }
 
+    /*
+     * Polled, not a blocking waitpid: a signal between a check and the
+     * wait cannot be lost, and the deadline holds whatever the guest does.
+     */
     asked = 0;
+    killed = 0;
     deadline = 0;
+    status = 0;
     for (;;) {
-        if (waitpid(pid, &status, 0) == pid) {
+        got = waitpid(pid, &status, WNOHANG);
+        if (got == pid) {
             break;
         }
-        if (errno != EINTR) {
+        if (got < 0 && errno != EINTR) {
             fprintf(stderr, "proven-host: waitpid: %s\n", strerror(errno));
+            status = 1 << 8;
             break;
         }
         if (host_signals && !asked) {
             asked = 1;
             host_ask_shutdown(control);
-            deadline = time(NULL) + HOST_STOP_SECONDS;
-            alarm(HOST_STOP_SECONDS);
-            signal(SIGALRM, host_on_signal);
-        } else if (host_signals > 1 || (deadline && time(NULL) >= deadline))
+            deadline = time(NULL) + (time_t) stop_after;
+        } else if (!killed && (host_signals > 1
+                               || (deadline && time(NULL) >= deadline)))
         {
             fprintf(stderr, "proven-host: stopping qemu\n");
             kill(pid, SIGKILL);
+            killed = 1;
         }
+        nanosleep(&(struct timespec) { 0, 100 * 1000 * 1000 }, NULL);
     }
 
     rc = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
@@ -341,10 +381,18 @@ host_run(const char *image, const char *qemu, const char *accel,
 
 done:
 
-    unlink(kernel);
-    unlink(initrd);
-    unlink(pcrs);
-    unlink(control);
+    if (kernel[0]) {
+        unlink(kernel);
+    }
+    if (initrd[0]) {
+        unlink(initrd);
+    }
+    if (pcrs[0]) {
+        unlink(pcrs);
+    }
+    if (control[0]) {
+        unlink(control);
+    }
     rmdir(dir);
     return rc;
 }
@@ -367,7 +415,7 @@ main(int argc, char **argv)
 {
     int            opt;
     const char    *image, *qemu, *accel;
-    unsigned long  http, https, memory, cpus, *target, max;
+    unsigned long  http, https, memory, cpus, stop_after, *target, max;
 
     static const struct option  options[] = {
         { "qemu",        required_argument, NULL, 'q' },
@@ -377,6 +425,7 @@ main(int argc, char **argv)
         { "https",       required_argument, NULL, 's' },
         { "memory",      required_argument, NULL, 'm' },
         { "cpus",        required_argument, NULL, 'c' },
+        { "stop-after",  required_argument, NULL, 't' },
         { "help",        no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -396,6 +445,7 @@ main(int argc, char **argv)
     https = 8443;
     memory = 0;
     cpus = 0;
+    stop_after = HOST_STOP_SECONDS;
     optind = 2;
     while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
         target = NULL;
@@ -428,6 +478,10 @@ main(int argc, char **argv)
             target = &cpus;
             max = HOST_CPUS_MAX;
             break;
+        case 't':
+            target = &stop_after;
+            max = 3600;
+            break;
         case 'h':
             host_usage(stdout);
             return 0;
@@ -438,7 +492,8 @@ main(int argc, char **argv)
         if (host_number(optarg, max, target) != 0) {
             fprintf(stderr, "proven-host: --%s wants a number from 1 to %lu, "
                     "not \"%s\"\n", opt == 'p' ? "http" : opt == 's' ? "https"
-                                  : opt == 'm' ? "memory" : "cpus",
+                                  : opt == 'm' ? "memory" : opt == 'c' ? "cpus"
+                                  : "stop-after",
                     max, optarg);
             return 2;
         }
@@ -450,6 +505,6 @@ main(int argc, char **argv)
         return 2;
     }
 
-    return host_run(image, qemu, accel, (unsigned) http, (unsigned) https, memory,
-                    cpus);
+    return host_run(image, qemu, accel, (unsigned) http, (unsigned) https,
+                    memory, cpus, stop_after);
 }

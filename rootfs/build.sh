@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/bin/bash
 # rootfs/build.sh OUT BINARIES: the enclave image, OUT/proven.eif, from
 #   - the Debian packages of rootfs/packages.lock (rootfs/unpack.sh), the
 #     kernel among them;
@@ -14,9 +14,11 @@
 # and PROVEN_IMAGE_MODULES (.ko files init loads first, e.g. nsm.ko).
 # Two ramdisks, as on Nitro: the boot one (init, the kernel modules it
 # loads, their list: PCR1 with the kernel and cmdline) and the application
-# one (everything else: PCR2).  Every file's time is SOURCE_DATE_EPOCH (0
-# unless set), owners 0:0, entries sorted: the same tree, the same bytes.
-set -eu
+# one (everything else: PCR2).  Every file's time is 0 (SOURCE_DATE_EPOCH
+# from the environment is not taken: the tree alone decides), owners 0:0, modes normalised, entries sorted: the same tree,
+# the same bytes.  A path in both ramdisks is refused: the later would
+# replace the boot one's file, which PCR1 alone would not show.
+set -euo pipefail
 
 out=$1
 bin=$2
@@ -72,8 +74,19 @@ mkdir -p "$app/opt/proven/bin" "$app/opt/proven/modules" "$app/etc/proven" \
     "$app/root" "$app/proc" "$app/sys" "$app/dev" "$app/run" "$app/tmp"
 cp "$bin/bin/provend" "$bin/bin/proven" "$app/opt/proven/bin/"
 cp "$bin"/modules/ngx_http_proven_*_module.so "$app/opt/proven/modules/"
-(cd "$top" && tar -cf - runtime/bin runtime/lib \
-    runtime/node_modules runtime/package.json) \
+# the runtime as git has it (no stray file of the checkout), and its
+# node_modules as npm ci made them, without npm's own bookkeeping (which
+# differs between npm versions)
+if git -C "$top" rev-parse --git-dir >/dev/null 2>&1; then
+    runtime_files=$(git -C "$top" ls-files runtime/bin runtime/lib \
+                    runtime/package.json)
+else
+    runtime_files=$(cd "$top" && find runtime/bin runtime/lib \
+                    runtime/package.json -type f)
+fi
+(cd "$top" && tar -cf - --exclude=runtime/node_modules/.stamp \
+    --exclude=runtime/node_modules/.package-lock.json \
+    $runtime_files runtime/node_modules) \
     | (cd "$app/opt/proven" && tar -xf -)
 cp "${PROVEN_IMAGE_SERVICES:-$rootfs/services}" "$app/etc/proven/services"
 cp "${PROVEN_IMAGE_NGINX_CONF:-$rootfs/nginx.conf}" \
@@ -82,8 +95,9 @@ printf 'root:x:0:0:root:/root:/bin/sh\n' >"$app/etc/passwd"
 printf 'root:x:0:\n' >"$app/etc/group"
 printf '127.0.0.1 localhost\n::1 localhost\n' >"$app/etc/hosts"
 
-# every file's mode as git keeps it (umask differs between machines)
-chmod -R u+rwX,go+rX,go-w "$boot" "$app"
+# every file's mode as git keeps it (umask differs between machines), no
+# set-id or sticky bit (an unprivileged unpacking drops them)
+chmod -R u+rwX,go+rX,go-w,ug-s,-t "$boot" "$app"
 chmod 700 "$app/root" "$app/var/lib/proven"
 chmod 1777 "$app/tmp"
 
@@ -93,9 +107,18 @@ info="gcc $(${CC:-cc} -dumpfullversion)"
 info="$info; $(dpkg-query -W -f '${Package} ${Version}, ' libc6-dev \
     nginx-dev libcbor-dev libjansson-dev libssl-dev libsqlite3-dev \
     libuv1-dev libcurl4-openssl-dev libnats-dev zlib1g-dev 2>/dev/null)"
-info="${info%, }; SOURCE_DATE_EPOCH ${SOURCE_DATE_EPOCH:-0}"
+info="${info%, }"
 
-SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-0} "$bin/bin/proven" image build \
+# the boot ramdisk's files are its own
+overlap=$(comm -12 <(cd "$boot" && find . ! -type d | sort) \
+                   <(cd "$app" && find . ! -type d | sort))
+if [ -n "$overlap" ]; then
+    echo "image: in both ramdisks (the application's would replace the" \
+         "boot one's):" $overlap >&2
+    exit 1
+fi
+
+SOURCE_DATE_EPOCH=0 "$bin/bin/proven" image build \
     --kernel "$kernel" --cmdline "$cmdline" --build-info "$info" \
     --ramdisk "$boot" --ramdisk "$app" --out "$out/proven.eif" \
     --memory 2048 --cpus 2

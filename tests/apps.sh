@@ -157,6 +157,8 @@ check "the worker has a session of its own, no terminal" 0 -m '^differ \?$' \
 check "and IPC and UTS namespaces of its own" 0 -m '^differ differ$' \
     sh -c "for n in ipc uts; do [ \"\$(readlink /proc/$wpid/ns/\$n)\" != \
            \"\$(readlink /proc/$pvd/ns/\$n)\" ] && echo differ; done | xargs"
+check "the memory killer takes the worker first (oom_score_adj 1000)" 0 \
+    -m '^1000$' cat "/proc/$wpid/oom_score_adj"
 for req in 0x5412:TIOCSTI 0x541C:TIOCLINUX; do
     check "ioctl ${req#*:} is refused inside the sandbox" 2 \
         -m "Operation not permitted" "$build/bin/provend" --sandbox-exec -- \

@@ -7,6 +7,7 @@ set -u
 build=$(cd "${1:-build}" && pwd)
 top=$(cd "$(dirname "$0")/.." && pwd)
 proven=$build/bin/proven
+host=$build/bin/proven-host
 fixtures=$top/tests/fixtures
 doc=$fixtures/nitro-real-2022-09-15.cose
 awsroot=$fixtures/aws-nitro-root.pem
@@ -265,6 +266,7 @@ make_eif() {
         my ($file, $rd2) = @ARGV;
         my @parts = ([1, "kernel"], [2, "console=ttyS0"], [5, "{}"],
                      [3, "init ramdisk"], [3, $rd2]);
+        @parts = grep { $_->[0] != 1 } @parts if $ENV{EIF_NO_KERNEL};
         my ($off, $body, @offs, @sizes) = (548, "");
         for my $p (@parts) {
             push @offs, $off; push @sizes, length $p->[1];
@@ -401,6 +403,68 @@ check "status without provend fails clearly" 1 -m "not reachable" \
 check "status with a stray argument is a usage error" 2 \
     "$proven" status now
 
+# ---- proven-host, with a stand-in for qemu ----------------------------------------
+
+# what qemu would be given: its arguments, and the files they name (gone
+# once proven-host is done)
+cat >"$work/qemu" <<'SH'
+#!/bin/sh
+out=$(dirname "$0")/qemu-got
+printf '%s\n' "$@" >"$out.args"
+while [ $# -gt 0 ]; do
+    case $1 in
+    -kernel) cp "$2" "$out.kernel" ;;
+    -initrd) cp "$2" "$out.initrd" ;;
+    -fw_cfg) cp "${2#*file=}" "$out.pcrs" ;;
+    esac
+    shift
+done
+[ -z "${QEMU_STUBBORN:-}" ] && exit 0
+trap '' INT TERM
+exec sleep 300
+SH
+chmod +x "$work/qemu"
+make_eif "$work/host.eif" "app one"
+got=$work/qemu-got
+check "proven-host runs qemu on the image, prints its PCRs" 0 \
+    -m "\"PCR2\": \"$(pcr "app one")\"" \
+    "$host" run --qemu "$work/host.eif" --qemu-binary "$work/qemu"
+check "qemu gets the image's kernel" 0 -m '^kernel$' cat "$got.kernel"
+check "its ramdisks, one after the other, as one initramfs" 0 \
+    -m '^init ramdiskapp one$' cat "$got.initrd"
+check "its cmdline" 0 -m '^console=ttyS0$' \
+    sh -c "grep -A1 '^-append$' '$got.args' | tail -1"
+check "and PCR0-2 in fw_cfg opt/proven/pcrs, 3 x 48 bytes" 0 \
+    -m "^$(pcr "kernelconsole=ttyS0init ramdiskapp one")$(pcr "kernelconsole=ttyS0init ramdisk")$(pcr "app one")$" \
+    sh -c "od -An -v -tx1 '$got.pcrs' | tr -d ' \n'; echo"
+"$host" run --qemu "$work/host.eif" --qemu-binary "$work/qemu" --http 9080 \
+    --https 9443 >/dev/null 2>&1
+check "the ports forwarded to loopback only, the guest network closed" 0 \
+    -m '^user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:9080-:80,hostfwd=tcp:127.0.0.1:9443-:443$' \
+    cat "$got.args"
+EIF_NO_KERNEL=1 make_eif "$work/nokernel.eif" "app one"
+check "an image without a kernel is refused" 1 -m 'has no kernel' \
+    "$host" run --qemu "$work/nokernel.eif" --qemu-binary "$work/qemu"
+mkdir -p "$work/tmp"
+TMPDIR=$work/tmp "$host" run --qemu "$work/host.eif" \
+    --qemu-binary "$work/qemu" >/dev/null 2>&1
+check "proven-host made its files in \$TMPDIR, and left none behind" 0 \
+    sh -c "grep -q '^$work/tmp/proven-host' '$got.args' \
+           && [ -z \"\$(ls -A '$work/tmp')\" ]"
+QEMU_STUBBORN=1 "$host" run --qemu "$work/host.eif" --qemu-binary "$work/qemu" \
+    --stop-after 1 >"$work/stubborn.log" 2>&1 &
+host_pid=$!
+sleep 0.5
+kill -INT "$host_pid"
+for _ in $(seq 1 100); do
+    kill -0 "$host_pid" 2>/dev/null || break
+    sleep 0.1
+done
+check "a guest that does not stop is killed after --stop-after" 0 \
+    sh -c "! kill -0 $host_pid 2>/dev/null"
+check "and proven-host says so" 0 -m 'stopping qemu' cat "$work/stubborn.log"
+kill -KILL "$host_pid" 2>/dev/null
+
 # ---- tls self-signed ----------------------------------------------------------
 
 check "tls self-signed writes a key and a certificate" 0 -m 'cert.pem$' \
@@ -415,6 +479,13 @@ cp "$work/tls/key.pem" "$work/tls/key.before"
 "$proven" tls self-signed --dir "$work/tls" >/dev/null
 check "run again, it keeps what is there (the same key)" 0 \
     cmp "$work/tls/key.before" "$work/tls/key.pem"
+"$proven" tls self-signed --dir "$work/tls-other" >/dev/null
+cp "$work/tls-other/cert.pem" "$work/tls/cert.pem"
+"$proven" tls self-signed --dir "$work/tls" >/dev/null
+check "a certificate of another key is replaced, with a new pair" 0 \
+    -m 'OK' bash -c "! cmp -s '$work/tls/key.before' '$work/tls/key.pem' && \
+    openssl x509 -in '$work/tls/cert.pem' -noout -pubkey \
+        | cmp - <(openssl pkey -in '$work/tls/key.pem' -pubout) && echo OK"
 check "tls without --dir is a usage error" 2 -m 'dir DIR is needed' \
     "$proven" tls self-signed
 check "tls refuses a name that is no host name" 2 -m 'host name' \

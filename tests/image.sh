@@ -69,7 +69,8 @@ attest() {   # attest PCRS_FILE: proven attest over HTTPS with those PCRs
 start=$SECONDS
 check "make image builds the image" 0 -m '"PCR2": "[0-9a-f]{96}"' \
     make -s -C "$top" --no-print-directory image
-echo "# make image: $((SECONDS - start)) s"
+echo "# make image: $((SECONDS - start)) s; this tree's PCRs:" \
+    $(grep -o '"PCR[0-2]": "[0-9a-f]*"' "$work/out" | tr -d '"' | sed 's/: /=/')
 cp "$work/out" "$work/build-a.json"
 image=$top/build/image/proven.eif
 cp "$image" "$work/a.eif"
@@ -121,6 +122,10 @@ check "proven-host printed the image's PCRs" 0 \
 check "init loaded the modules and started the services in order" 0 \
     grep -q 'init: up: 3 services' "$work/vm-a.log"
 curl -sf "http://127.0.0.1:$http/dev-root.pem" -o "$work/root.pem"
+# the host reads and rewrites plain HTTP: apps are not served over it
+check "plain HTTP sends /app/ to HTTPS (308)" 0 -m '^308$' \
+    curl -s -o /dev/null -w '%{http_code}\n' \
+    "http://127.0.0.1:$http/app/hello/count"
 
 check "its HTTPS attestation verifies with the PCRs of make image" 0 \
     -m 'bound to the served TLS key' attest "$work/build-a.json"

@@ -523,6 +523,16 @@ provend_sandbox_drop_caps(int switch_user, uid_t uid)
     }
 
     /*
+     * The first the memory killer takes: an app filling memory dies, not
+     * provend or nginx (the image's init restarts those, then gives up).
+     */
+    if (provend_sandbox_write("/proc/self/oom_score_adj", "1000") != 0
+        && provend_sandbox_refused("oom_score_adj", errno) != 0)
+    {
+        return -1;
+    }
+
+    /*
      * An app's own uid: its processes and threads, all of them, bounded
      * (a fork bomb stays the app's); set before the uid is taken.
      */

@@ -164,6 +164,24 @@ enter_bound_root(void)
 }
 
 
+/* Standard input, output and error open, whatever the kernel gave. */
+static void
+standard_fds(void)
+{
+    int  fd;
+
+    for (fd = 0; fd < 3; fd++) {
+        if (fcntl(fd, F_GETFD) < 0
+            && open(fd == 0 ? "/dev/null" : "/dev/console", fd == 0
+                    ? O_RDONLY : O_WRONLY) != fd)
+        {
+            /* no console: output goes nowhere rather than into a file */
+            (void) open("/dev/null", O_RDWR);
+        }
+    }
+}
+
+
 static void
 mount_all(void)
 {
@@ -179,6 +197,7 @@ mount_all(void)
     mount_one("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
     mount_one("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
     mkdir("/run/proven", 0700);
+    standard_fds();
 }
 
 
@@ -216,9 +235,17 @@ load_modules(void)
     release[strcspn(release, "\n")] = '\0';
 
     count = 0;
-    while (count < 64 && fgets(line, sizeof(line), f) != NULL) {
+    while (fgets(line, sizeof(line), f) != NULL) {
         line[strcspn(line, "\n#")] = '\0';
-        if (line[0] != '\0' && (names[count] = strdup(line)) != NULL) {
+        if (line[0] == '\0') {
+            continue;
+        }
+        if (count == 64) {
+            say("%s: more than 64 modules: the rest not loaded",
+                INIT_MODULES);
+            break;
+        }
+        if ((names[count] = strdup(line)) != NULL) {
             count++;
         }
     }
@@ -442,7 +469,7 @@ static int
 read_services(void)
 {
     FILE            *f;
-    char            *p, *word, *save;
+    char            *p, *word, *save, line[INIT_LINE_MAX];
     int              argc, lineno;
     init_service_t  *s;
 
@@ -452,10 +479,25 @@ read_services(void)
         return -1;
     }
 
-    for (lineno = 1; service_count < INIT_MAX_SERVICES; lineno++) {
+    for (lineno = 1; ; lineno++) {
+        if (service_count == INIT_MAX_SERVICES) {
+            if (fgets(line, sizeof(line), f) != NULL) {
+                say("%s: more than %d services", INIT_SERVICES,
+                    INIT_MAX_SERVICES);
+                fclose(f);
+                return -1;
+            }
+            break;
+        }
         s = &services[service_count];
         if (fgets(s->line, sizeof(s->line), f) == NULL) {
             break;
+        }
+        if (strchr(s->line, '\n') == NULL && !feof(f)) {
+            say("%s:%d: a line over %d bytes", INIT_SERVICES, lineno,
+                INIT_LINE_MAX - 1);
+            fclose(f);
+            return -1;
         }
         p = s->line + strcspn(s->line, "#\n");
         *p = '\0';
@@ -507,6 +549,7 @@ read_services(void)
 static pid_t
 spawn(init_service_t *s)
 {
+    int       fd;
     pid_t     pid;
     sigset_t  none;
 
@@ -515,6 +558,14 @@ spawn(init_service_t *s)
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         setsid();
+        /* the memory killer takes app workers (provend's sandbox sets
+         * theirs to 1000) before a service: a worker filling memory must
+         * not make init power the node off */
+        fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            (void) write(fd, "-900", 4);
+            close(fd);
+        }
         execve(s->argv[0], s->argv, (char *[]) {
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME=/root", "LANG=C.UTF-8", NULL });
@@ -865,11 +916,17 @@ main(void)
             cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
             sock_len = 0;
         }
-        if (fds[2].revents & POLLIN
-            && control_command(dfd, dev_buf, &dev_len, sizeof(dev_buf)) > 0)
-        {
-            say("shutdown asked on the control device");
-            stopping = 1;
+        if (fds[2].revents & (POLLIN | POLLHUP | POLLERR)) {
+            i = control_command(dfd, dev_buf, &dev_len, sizeof(dev_buf));
+            if (i > 0) {
+                say("shutdown asked on the control device");
+                stopping = 1;
+            } else if (i < 0 || fds[2].revents & POLLERR) {
+                /* hung up: polled no more (it would spin) */
+                say("the control device is gone");
+                close(dfd);
+                dfd = -1;
+            }
         }
         if (cfd >= 0 && fds[3].revents & (POLLIN | POLLHUP)) {
             i = control_command(cfd, sock_buf, &sock_len, sizeof(sock_buf));
