@@ -1,7 +1,8 @@
 #!/usr/bin/perl
 # Resolves rootfs/packages to rootfs/packages.lock: every package the
-# enclave's file system unpacks, with the version and the SHA-256 of its
-# .deb as the archive this machine's apt sees them now, dependencies
+# enclave's file system unpacks, with the version, the SHA-256, the size and
+# the path on Debian's mirrors of its .deb, as this machine's apt sees them
+# now (its sources must include bookworm-security and bookworm-updates), dependencies
 # (Depends, Pre-Depends) followed.  Run it to repin (the PCRs change); the
 # image build uses only the lock.  Versions come from Debian's archive
 # alone (a third-party repository's nodejs is not the image's).
@@ -42,7 +43,10 @@ while (defined(my $name = shift @queue)) {
         if (/^(\S+):\s*(.*)$/) { $key = $1; $f{$key} = $2 }
     }
     die "lock: $name $ver: no SHA256\n" unless $f{SHA256} && $f{Filename};
-    $lock{$name} = "$name $ver $f{SHA256} $f{Size}";
+    # where Debian keeps it: the security archive's pool is pool/updates/
+    my $archive = $f{Filename} =~ m{^pool/updates/} ? 'debian-security'
+                                                     : 'debian';
+    $lock{$name} = "$name $ver $f{SHA256} $f{Size} $archive/$f{Filename}";
     for my $group (map { split /,/ } grep { defined }
                    @f{qw(Depends Pre-Depends)})
     {
@@ -55,7 +59,7 @@ while (defined(my $name = shift @queue)) {
 }
 
 open(my $out, '>', "$dir/packages.lock.new") or die "lock: $!\n";
-print $out "# name version sha256 size: written by rootfs/lock.pl from "
+print $out "# name version sha256 size path: written by rootfs/lock.pl from "
          . "rootfs/packages\n";
 print $out "$lock{$_}\n" for sort keys %lock;
 close $out or die "lock: $!\n";

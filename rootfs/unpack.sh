@@ -1,32 +1,34 @@
-#!/bin/sh
-# rootfs/unpack.sh DEST CACHE: every package of rootfs/packages.lock,
-# downloaded into CACHE once (apt-get download, from the machine's Debian
-# mirror), checked against the SHA-256 the lock pins, and unpacked into
-# DEST with dpkg-deb -x: files only, no maintainer script runs.
-set -eu
+#!/bin/bash
+# rootfs/unpack.sh DEST CACHE: every package of rootfs/packages.lock (or
+# $PROVEN_IMAGE_LOCK), downloaded into CACHE once from a Debian mirror
+# (PROVEN_DEBIAN_MIRROR, default http://deb.debian.org: the lock names each
+# .deb's path there, so the machine's own apt sources do not matter),
+# checked against the SHA-256 and size the lock pins (the mirror is not
+# trusted), and unpacked into DEST with dpkg-deb -x: files only, no
+# maintainer script runs.
+set -euo pipefail
 
 dest=$1
 cache=$2
-lock=$(dirname "$0")/packages.lock
+lock=${PROVEN_IMAGE_LOCK:-$(dirname "$0")/packages.lock}
+mirror=${PROVEN_DEBIAN_MIRROR:-http://deb.debian.org}
 mkdir -p "$dest" "$cache"
 
-grep -v '^#' "$lock" | while read -r name version sha256 size; do
-    deb="$cache/${name}_$(echo "$version" | sed 's/^[0-9]*://')_pinned.deb"
+grep -v '^#' "$lock" | while read -r name version sha256 size path; do
+    deb=$cache/$(basename "$path")
     if [ ! -s "$deb" ] || ! echo "$sha256  $deb" | sha256sum -c --quiet \
                                  >/dev/null 2>&1; then
-        rm -rf "$cache/get" && mkdir -p "$cache/get"
-        if ! (cd "$cache/get" && apt-get download -qq "$name=$version" \
-                  >/dev/null 2>&1); then
-            echo "image: $name $version is not in this machine's Debian" \
-                 "archive (apt-get update? or repin: rootfs/lock.pl, and" \
-                 "the PCRs change)" >&2
+        if ! curl -fsSL --retry 3 -o "$deb.part" "$mirror/$path"; then
+            echo "image: $name $version: cannot download $mirror/$path" \
+                 "(gone from the archive? rootfs/lock.pl repins, and the" \
+                 "PCRs change)" >&2
             exit 1
         fi
-        mv "$cache"/get/*.deb "$deb.part"
         if ! echo "$sha256  $deb.part" | sha256sum -c --quiet >/dev/null 2>&1
         then
-            echo "image: $name $version: the archive's .deb is not the one" \
-                 "the lock pins (sha256 $sha256)" >&2
+            echo "image: $name $version: $mirror/$path is not the .deb the" \
+                 "lock pins (sha256 $sha256)" >&2
+            rm -f "$deb.part"
             exit 1
         fi
         mv "$deb.part" "$deb"

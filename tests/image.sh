@@ -101,6 +101,26 @@ check "but not PCR1 (kernel, cmdline, init)" 0 \
 
 # ---- bad input ------------------------------------------------------------------
 
+# the host keeps the .deb cache and may answer for the mirror: the lock's
+# hashes decide
+first=$(grep -v '^#' "$top/rootfs/packages.lock" | head -1)
+deb=$(basename "$(echo "$first" | cut -d' ' -f5)")
+echo "$first" >"$work/one.lock"
+mkdir -p "$work/debs"
+echo "not the package" >"$work/debs/$deb"
+check "a .deb changed in the cache is fetched again, not unpacked" 0 \
+    env PROVEN_IMAGE_LOCK="$work/one.lock" "$top/rootfs/unpack.sh" \
+    "$work/unpacked" "$work/debs"
+check "(the cache now holds the pinned one)" 0 -m 'OK' sh -c \
+    "echo '$(echo "$first" | cut -d' ' -f3)  $work/debs/$deb' | sha256sum -c"
+echo "$first" | awk '{ $3 = "00" substr($3, 3); print }' >"$work/bad.lock"
+rm -f "$work/debs/$deb"
+check "a .deb that is not the one the lock pins is refused" 1 \
+    -m 'is not the .deb the lock pins' \
+    env PROVEN_IMAGE_LOCK="$work/bad.lock" "$top/rootfs/unpack.sh" \
+    "$work/unpacked2" "$work/debs"
+check "and nothing of it is kept" 1 test -e "$work/debs/$deb"
+
 check "proven-host without an image is a usage error" 2 -m 'run --qemu' \
     "$host" run
 check "proven-host refuses a bad port" 2 -m '--http wants a number' \
