@@ -28,15 +28,20 @@ async function next() {
         const end = buf.indexOf('\r\n');
         if (end >= 0) {
             const line = buf.subarray(0, end).toString();
-            // MSG subject sid [reply] len; HMSG subject sid [reply] hlen len
-            const m = /^MSG \S+ \S+ (?:\S+ )?(\d+)$/.exec(line);
-            const h = /^HMSG \S+ \S+ (?:\S+ )?(\d+) (\d+)$/.exec(line);
+            // MSG subject sid [reply] len; HMSG subject sid [reply] hlen
+            // len.  The server may pad fields with more than one space
+            // (an empty reply field: "MSG _INBOX.raw 1  32  ").
+            const words = line.trim().split(/\s+/);
+            const m = words[0] === 'MSG' && (words.length === 4
+                                             || words.length === 5);
+            const h = words[0] === 'HMSG' && (words.length === 5
+                                              || words.length === 6);
             if (!m && !h) {
                 buf = buf.subarray(end + 2);
                 return { line };
             }
-            const len = Number(m ? m[1] : h[2]);
-            const headerLen = m ? 0 : Number(h[1]);
+            const len = Number(words[words.length - 1]);
+            const headerLen = m ? 0 : Number(words[words.length - 2]);
             if (buf.length >= end + 2 + len + 2) {
                 const whole = buf.subarray(end + 2, end + 2 + len);
                 buf = buf.subarray(end + 2 + len + 2);
