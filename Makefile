@@ -197,19 +197,29 @@ modules: $(BUILD)/modules/.stamp
 # ---- the enclave image -------------------------------------------------------
 
 # Our programs built again for the image: paths fixed (the runtime where
-# the image keeps it, the checkout's path mapped away), no debug info, so
-# any checkout of the same tree gives the same bytes; init static.
+# the image keeps it, the checkout's path mapped away), no debug info, the
+# modules against the nginx source of the lock (not the machine's
+# nginx-dev), so any checkout of the same tree gives the same bytes; init
+# static.
 IMAGE       = build/image
 IMAGE_BUILD = $(IMAGE)/build
+IMAGE_TOOLS = $(IMAGE)/tools
 IMAGE_OPT   = -O2 -ffile-prefix-map=$(CURDIR)=.
 
 $(IMAGE_BUILD)/init: rootfs/init/init.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CSTD) $(WARN) $(IMAGE_OPT) -D_GNU_SOURCE -static -o $@ $<
 
+$(IMAGE_TOOLS)/.lock: rootfs/packages.lock
+	rm -rf $(IMAGE_TOOLS) $(IMAGE_BUILD)/nginx
+	./rootfs/unpack.sh $(IMAGE_TOOLS) build/debs build
+	@touch $@
+
 image:
 	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory $(IMAGE_TOOLS)/.lock
 	@$(MAKE) --no-print-directory BUILD=$(IMAGE_BUILD) OPT="$(IMAGE_OPT)" \
+	    NGINX_SRC=$(CURDIR)/$(IMAGE_TOOLS)/usr/share/nginx/src \
 	    RUNTIME_DIR=/opt/proven/runtime programs modules $(IMAGE_BUILD)/init
 	@./rootfs/build.sh $(IMAGE) $(IMAGE_BUILD)
 

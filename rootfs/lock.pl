@@ -10,13 +10,15 @@ use strict;
 use warnings;
 
 my $dir = $0 =~ m{(.*)/} ? $1 : '.';
-my (@want, %skip);
+my (@want, %skip, %build);
 open(my $in, '<', "$dir/packages") or die "lock: $dir/packages: $!\n";
 while (<$in>) {
     s/#.*//;
     s/^\s+|\s+$//g;
     next if $_ eq '';
-    if (/^-(\S+)$/) { $skip{$1} = 1 } else { push @want, $_ }
+    if (/^-(\S+)$/) { $skip{$1} = 1 }
+    elsif (/^build:\s*(\S+)$/) { $build{$1} = 1 }
+    else { push @want, $_ }
 }
 close $in;
 
@@ -31,7 +33,7 @@ sub debian_version {
 }
 
 my (%lock, @queue);
-push @queue, @want;
+push @queue, @want, sort keys %build;
 while (defined(my $name = shift @queue)) {
     next if $lock{$name} || $skip{$name};
     my $ver = debian_version($name)
@@ -47,6 +49,10 @@ while (defined(my $name = shift @queue)) {
     my $archive = $f{Filename} =~ m{^pool/updates/} ? 'debian-security'
                                                      : 'debian';
     $lock{$name} = "$name $ver $f{SHA256} $f{Size} $archive/$f{Filename}";
+    if ($build{$name}) {
+        $lock{$name} .= ' build';
+        next;
+    }
     for my $group (map { split /,/ } grep { defined }
                    @f{qw(Depends Pre-Depends)})
     {
@@ -59,7 +65,7 @@ while (defined(my $name = shift @queue)) {
 }
 
 open(my $out, '>', "$dir/packages.lock.new") or die "lock: $!\n";
-print $out "# name version sha256 size path: written by rootfs/lock.pl from "
+print $out "# name version sha256 size path [build]: written by rootfs/lock.pl from "
          . "rootfs/packages\n";
 print $out "$lock{$_}\n" for sort keys %lock;
 close $out or die "lock: $!\n";

@@ -1,6 +1,7 @@
 #!/bin/bash
-# rootfs/unpack.sh DEST CACHE: every package of rootfs/packages.lock (or
-# $PROVEN_IMAGE_LOCK), downloaded into CACHE once from a Debian mirror
+# rootfs/unpack.sh DEST CACHE [build]: every package of rootfs/packages.lock
+# (or $PROVEN_IMAGE_LOCK) that runs in the image (with "build": those that
+# only build it), downloaded into CACHE once from a Debian mirror
 # (PROVEN_DEBIAN_MIRROR, default http://deb.debian.org: the lock names each
 # .deb's path there, so the machine's own apt sources do not matter),
 # checked against the SHA-256 and size the lock pins (the mirror is not
@@ -10,11 +11,13 @@ set -euo pipefail
 
 dest=$1
 cache=$2
+want=${3:-}
 lock=${PROVEN_IMAGE_LOCK:-$(dirname "$0")/packages.lock}
 mirror=${PROVEN_DEBIAN_MIRROR:-http://deb.debian.org}
 mkdir -p "$dest" "$cache"
 
-grep -v '^#' "$lock" | while read -r name version sha256 size path; do
+grep -v '^#' "$lock" | while read -r name version sha256 size path kind; do
+    [ "${kind:-}" = "$want" ] || continue
     deb=$cache/$(basename "$path")
     if [ ! -s "$deb" ] || ! echo "$sha256  $deb" | sha256sum -c --quiet \
                                  >/dev/null 2>&1; then
