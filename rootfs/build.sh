@@ -74,6 +74,11 @@ mkdir -p "$app/opt/proven/bin" "$app/opt/proven/modules" "$app/etc/proven" \
     "$app/root" "$app/proc" "$app/sys" "$app/dev" "$app/run" "$app/tmp"
 cp "$bin/bin/provend" "$bin/bin/proven" "$app/opt/proven/bin/"
 cp "$bin"/modules/ngx_http_proven_*_module.so "$app/opt/proven/modules/"
+# no debug info (nginx's own build adds -g, with the build's paths in it)
+# and no build id (a hash over the file as linked, debug info included)
+for f in "$app"/opt/proven/bin/* "$app"/opt/proven/modules/*.so; do
+    objcopy --strip-debug --remove-section=.note.gnu.build-id "$f"
+done
 # the runtime as git has it (no stray file of the checkout), and its
 # node_modules as npm ci made them, without npm's own bookkeeping (which
 # differs between npm versions)
