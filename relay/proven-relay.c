@@ -4,7 +4,8 @@
  *
  * Carries every connection accepted on one transport address to the other
  * (lib/net): on the host, the node's public TCP ports to the enclave's
- * vsock; inside the enclave, vsock to nginx on loopback.  TLS passes
+ * vsock (--transport to); inside the enclave, vsock to nginx on loopback
+ * (--transport listen).  TLS passes
  * through untouched.  SIGINT or SIGTERM stops it.
  */
 
@@ -34,13 +35,15 @@ static void
 relay_usage(FILE *out)
 {
     fprintf(out,
-        "usage: proven-relay --listen ADDR --to ADDR [--proxy-protocol]\n"
-        "                    [--max N] [--verbose]\n"
+        "usage: proven-relay --listen ADDR --to ADDR [--transport listen|to]\n"
+        "                    [--proxy-protocol] [--max N] [--verbose]\n"
         "\n"
         "ADDR: vsock:CID:PORT (CID any to listen), unix:PATH or\n"
         "tcp:HOST:PORT (a numeric host).  --proxy-protocol sends a PROXY v2\n"
         "header with the client's address first; --max: connections at\n"
-        "once (default 4096), more are refused.\n");
+        "once (default 4096), more are refused.  --transport names the side\n"
+        "that is the leg between two relays (the host's and the enclave's):\n"
+        "framed there, so that an end and a reset cross it as they are.\n");
 }
 
 
@@ -61,6 +64,16 @@ main(int argc, char **argv)
             listen_text = argv[++i];
         } else if (strcmp(argv[i], "--to") == 0 && i + 1 < argc) {
             to_text = argv[++i];
+        } else if (strcmp(argv[i], "--transport") == 0 && i + 1 < argc) {
+            i++;
+            if (strcmp(argv[i], "listen") == 0) {
+                cfg.transport = PROVEN_RELAY_LISTEN;
+            } else if (strcmp(argv[i], "to") == 0) {
+                cfg.transport = PROVEN_RELAY_TO;
+            } else {
+                fprintf(stderr, "proven-relay: --transport is listen or to\n");
+                return 2;
+            }
         } else if (strcmp(argv[i], "--proxy-protocol") == 0) {
             cfg.proxy_protocol = 1;
         } else if (strcmp(argv[i], "--verbose") == 0) {

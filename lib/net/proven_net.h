@@ -46,9 +46,16 @@ int proven_addr_listen(const proven_addr_t *addr, int backlog, char *err,
 /* A non-blocking connect started (EINPROGRESS is success); -1 and err. */
 int proven_addr_connect(const proven_addr_t *addr, char *err, size_t errlen);
 
+/* Which side is the transport leg between two relays, whose frames carry
+ * an end and a reset across (proven_relay.c) */
+#define PROVEN_RELAY_RAW     0
+#define PROVEN_RELAY_LISTEN  1
+#define PROVEN_RELAY_TO      2
+
 typedef struct {
     proven_addr_t   listen;
     proven_addr_t   to;
+    int             transport;          /* PROVEN_RELAY_* */
     int             proxy_protocol;     /* a PROXY v2 header first */
     unsigned        max_connections;    /* accepted at once; 0: 4096 */
     int             verbose;            /* a line per connection */

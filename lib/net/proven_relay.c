@@ -43,7 +43,17 @@ typedef struct {
     size_t    buf_off;
     int       copy;             /* splice cannot: always copy */
     int       eof;              /* src said end of file */
-    int       shut;             /* dst got SHUT_WR */
+    int       shut;             /* dst got SHUT_WR (or an END frame) */
+
+    /* the transport leg's frames (see below) */
+    int       src_framed, dst_framed;
+    uint8_t   hdr_in[4];
+    size_t    hdr_in_len;
+    size_t    in_left;          /* of the DATA frame being read */
+    uint8_t   hdr_out[4];
+    size_t    hdr_out_off;
+    size_t    out_left;         /* of the DATA frame being written */
+    int       end_queued, end_waits;
 } proven_relay_dir_t;
 
 /* What epoll's data points at: a side of a connection, or the listener. */
@@ -145,6 +155,8 @@ proven_relay_free(proven_relay_t *r)
 
 /* ---- a connection ------------------------------------------------------ */
 
+static void proven_relay_say_reset(proven_relay_conn_t *c);
+
 /*
  * Closes both sockets at once (a reset: SO_LINGER 0, so each peer sees
  * one); the memory waits for the end of the batch of events, which may
@@ -158,6 +170,9 @@ proven_relay_close(proven_relay_t *r, proven_relay_conn_t *c, int reset)
 
     if (c->dead) {
         return;
+    }
+    if (reset) {
+        proven_relay_say_reset(c);
     }
     for (i = 0; i < 2; i++) {
         if (c->fd[i] >= 0) {
@@ -209,7 +224,7 @@ proven_relay_interest(proven_relay_t *r, proven_relay_conn_t *c)
             {
                 want |= EPOLLIN | EPOLLRDHUP;
             }
-            if (out->pending > 0) {
+            if (out->pending > 0 || out->end_waits) {
                 want |= EPOLLOUT;
             }
         }
@@ -227,13 +242,91 @@ proven_relay_interest(proven_relay_t *r, proven_relay_conn_t *c)
 }
 
 
+/*
+ * The transport leg (--transport listen|to) is framed, so that an end and
+ * a reset cross it as what they are (a unix socket or vsock has no reset
+ * of its own): a 4-byte big-endian header, the top two bits the type,
+ * the rest the length of the DATA that follows (1..64 KiB).
+ */
+#define PROVEN_FRAME_DATA   0u
+#define PROVEN_FRAME_END    1u
+#define PROVEN_FRAME_RESET  2u
+
+static void
+proven_frame_header(uint8_t h[4], uint32_t type, uint32_t len)
+{
+    uint32_t  v = (type << 30) | len;
+
+    h[0] = (uint8_t) (v >> 24);
+    h[1] = (uint8_t) (v >> 16);
+    h[2] = (uint8_t) (v >> 8);
+    h[3] = (uint8_t) v;
+}
+
+
+/* Into the pipe (or buf) from src: up to room bytes; 0, or -1 on error. */
+static ssize_t
+proven_relay_take(proven_relay_dir_t *dir, int src, size_t room)
+{
+    if (dir->buf == NULL) {
+        if (dir->pipe[0] < 0
+            && pipe2(dir->pipe, O_NONBLOCK | O_CLOEXEC) != 0)
+        {
+            return -1;
+        }
+        return splice(src, NULL, dir->pipe[1], NULL, room,
+                      SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    }
+    return read(src, dir->buf + dir->buf_off + dir->pending, room);
+}
+
+
+/* From the pipe (or buf) to dst: up to len bytes. */
+static ssize_t
+proven_relay_give(proven_relay_dir_t *dir, int dst, size_t len)
+{
+    ssize_t  n;
+
+    if (dir->buf == NULL) {
+        /* no SPLICE_F_MORE: it corks TCP, and a relay does not know
+         * whether more is coming (a request's last byte would wait) */
+        return splice(dir->pipe[0], NULL, dst, NULL, len,
+                      SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    }
+    n = send(dst, dir->buf + dir->buf_off, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+        dir->buf_off += (size_t) n;
+    }
+    return n;
+}
+
+
+/* Sends what is left of the frame header; 1 when it is all out. */
+static int
+proven_relay_header_out(proven_relay_dir_t *dir, int dst)
+{
+    ssize_t  n;
+
+    while (dir->hdr_out_off < 4) {
+        n = send(dst, dir->hdr_out + dir->hdr_out_off, 4 - dir->hdr_out_off,
+                 MSG_NOSIGNAL | MSG_DONTWAIT | MSG_MORE);
+        if (n <= 0) {
+            return n < 0 && (errno == EAGAIN || errno == EINTR) ? 0 : -1;
+        }
+        dir->hdr_out_off += (size_t) n;
+    }
+    return 1;
+}
+
+
 /* Moves what it can in direction d; -1: the connection must be reset. */
 static int
 proven_relay_move(proven_relay_conn_t *c, int d)
 {
-    int                  src, dst;
-    size_t               room;
+    int                  src, dst, rc;
+    size_t               room, want;
     ssize_t              n;
+    uint32_t             v;
     proven_relay_dir_t  *dir;
 
     dir = &c->dir[d];
@@ -247,53 +340,91 @@ proven_relay_move(proven_relay_conn_t *c, int d)
         }
         room = PROVEN_RELAY_CHUNK - dir->pending
                - (dir->buf != NULL ? dir->buf_off : 0);
-        if (!dir->eof && room > 0) {
-            if (dir->buf == NULL) {
-                if (dir->pipe[0] < 0
-                    && pipe2(dir->pipe, O_NONBLOCK | O_CLOEXEC) != 0)
-                {
-                    return -1;
-                }
-                n = splice(src, NULL, dir->pipe[1], NULL, room,
-                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-                if (n < 0 && errno == EINVAL && dir->pending == 0) {
-                    /* this socket type cannot splice: copy */
-                    dir->buf = malloc(PROVEN_RELAY_CHUNK);
-                    if (dir->buf == NULL) {
-                        return -1;
-                    }
-                    dir->copy = 1;
+        n = -1;
+        errno = EAGAIN;
+        if (!dir->eof && room > 0 && dir->src_framed && dir->in_left == 0) {
+            /* a frame header, perhaps in pieces */
+            n = recv(src, dir->hdr_in + dir->hdr_in_len, 4 - dir->hdr_in_len,
+                     MSG_DONTWAIT);
+            if (n == 0) {
+                return -1;              /* the leg ended without END */
+            }
+            if (n > 0) {
+                dir->hdr_in_len += (size_t) n;
+                if (dir->hdr_in_len < 4) {
                     continue;
                 }
-            } else {
-                n = read(src, dir->buf + dir->buf_off + dir->pending, room);
+                dir->hdr_in_len = 0;
+                v = ((uint32_t) dir->hdr_in[0] << 24)
+                    | ((uint32_t) dir->hdr_in[1] << 16)
+                    | ((uint32_t) dir->hdr_in[2] << 8) | dir->hdr_in[3];
+                if (v >> 30 == PROVEN_FRAME_END && (v & 0x3fffffff) == 0) {
+                    dir->eof = 1;
+                } else if (v >> 30 == PROVEN_FRAME_DATA
+                           && (v & 0x3fffffff) >= 1
+                           && (v & 0x3fffffff) <= PROVEN_RELAY_CHUNK)
+                {
+                    dir->in_left = v & 0x3fffffff;
+                } else {
+                    return -1;          /* RESET, or not a frame */
+                }
+                continue;
+            }
+        } else if (!dir->eof && room > 0) {
+            want = dir->src_framed && dir->in_left < room ? dir->in_left
+                                                          : room;
+            n = proven_relay_take(dir, src, want);
+            if (n < 0 && errno == EINVAL && dir->buf == NULL
+                && dir->pending == 0)
+            {
+                /* this socket type cannot splice: copy */
+                dir->buf = malloc(PROVEN_RELAY_CHUNK);
+                if (dir->buf == NULL) {
+                    return -1;
+                }
+                dir->copy = 1;
+                continue;
             }
             if (n > 0) {
                 dir->pending += (size_t) n;
+                if (dir->src_framed) {
+                    dir->in_left -= (size_t) n;
+                }
             } else if (n == 0) {
+                if (dir->src_framed) {
+                    return -1;          /* ended inside a frame */
+                }
                 dir->eof = 1;
-            } else if (errno != EAGAIN && errno != EINTR) {
-                return -1;
             }
+        }
+        if (n < 0 && errno != EAGAIN && errno != EINTR) {
+            return -1;
         }
 
         /* to the destination, while it takes them */
         if (dir->pending > 0) {
-            if (dir->buf == NULL) {
-                /* no SPLICE_F_MORE: it corks TCP, and a relay does not
-                 * know whether more is coming (a request's last byte
-                 * would wait 200 ms) */
-                n = splice(dir->pipe[0], NULL, dst, NULL, dir->pending,
-                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-            } else {
-                n = send(dst, dir->buf + dir->buf_off, dir->pending,
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
-                if (n > 0) {
-                    dir->buf_off += (size_t) n;
-                }
+            if (dir->dst_framed && dir->out_left == 0) {
+                /* a new DATA frame for what is there now */
+                dir->out_left = dir->pending;
+                proven_frame_header(dir->hdr_out, PROVEN_FRAME_DATA,
+                                    (uint32_t) dir->out_left);
+                dir->hdr_out_off = 0;
+            }
+            rc = dir->dst_framed ? proven_relay_header_out(dir, dst) : 1;
+            if (rc < 0) {
+                return -1;
+            }
+            n = 0;
+            if (rc == 1) {
+                n = proven_relay_give(dir, dst, dir->dst_framed
+                                                ? dir->out_left
+                                                : dir->pending);
             }
             if (n > 0) {
                 dir->pending -= (size_t) n;
+                if (dir->dst_framed) {
+                    dir->out_left -= (size_t) n;
+                }
                 if (dir->pending == 0 && dir->buf != NULL && !dir->copy) {
                     /* the PROXY header is out: splice from now on */
                     free(dir->buf);
@@ -309,11 +440,50 @@ proven_relay_move(proven_relay_conn_t *c, int d)
     }
 
     if (dir->eof && dir->pending == 0 && !dir->shut) {
-        /* the half-close passes on */
-        (void) shutdown(dst, SHUT_WR);
+        /* the half-close passes on: an END frame, or SHUT_WR */
+        if (dir->dst_framed) {
+            if (!dir->end_queued) {
+                proven_frame_header(dir->hdr_out, PROVEN_FRAME_END, 0);
+                dir->hdr_out_off = 0;
+                dir->end_queued = 1;
+            }
+            rc = proven_relay_header_out(dir, dst);
+            if (rc < 0) {
+                return -1;
+            }
+            if (rc == 0) {
+                dir->end_waits = 1;     /* writable again: finish it */
+                return 0;
+            }
+            dir->end_waits = 0;
+        } else {
+            (void) shutdown(dst, SHUT_WR);
+        }
         dir->shut = 1;
     }
     return 0;
+}
+
+
+/* Before a reset: a RESET frame to a framed side, if it takes it now. */
+static void
+proven_relay_say_reset(proven_relay_conn_t *c)
+{
+    int      d;
+    uint8_t  h[4];
+
+    for (d = 0; d < 2; d++) {
+        if (c->dir[d].dst_framed && c->fd[1 - d] >= 0 && !c->dir[d].shut
+            && c->connected)
+        {
+            proven_frame_header(h, PROVEN_FRAME_RESET, 0);
+            /* mid-header or mid-frame a RESET would be read as data: the
+             * leg's end without END says the same */
+            if (c->dir[d].out_left == 0 && c->dir[d].hdr_out_off % 4 == 0) {
+                (void) send(c->fd[1 - d], h, 4, MSG_NOSIGNAL | MSG_DONTWAIT);
+            }
+        }
+    }
 }
 
 
@@ -380,6 +550,11 @@ proven_relay_accept(proven_relay_t *r)
             c->end[i].conn = c;
             c->end[i].side = i;
         }
+        /* direction 0 reads the client, 1 the target */
+        c->dir[0].src_framed = r->cfg.transport == PROVEN_RELAY_LISTEN;
+        c->dir[0].dst_framed = r->cfg.transport == PROVEN_RELAY_TO;
+        c->dir[1].src_framed = r->cfg.transport == PROVEN_RELAY_TO;
+        c->dir[1].dst_framed = r->cfg.transport == PROVEN_RELAY_LISTEN;
         r->live++;
 
         /* the target learns the client's address first, if asked */

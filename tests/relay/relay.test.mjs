@@ -17,6 +17,7 @@ import { after, before, test } from 'node:test';
 const relayBin = process.env.PROVEN_RELAY;
 const work = process.env.PROVEN_WORK;
 const relays = [];
+const extra = [];                       /* servers of single tests */
 
 function startRelay(args) {
     return new Promise((resolve, reject) => {
@@ -89,13 +90,15 @@ const ports = {};
 async function chain(name, server, hostArgs = []) {
     const target = await listen(server);
     const sock = path.join(work, `${name}.sock`);
-    await startRelay(['--listen', `unix:${sock}`, '--to', `tcp:127.0.0.1:${target}`]);
+    await startRelay(['--listen', `unix:${sock}`, '--transport', 'listen',
+                      '--to', `tcp:127.0.0.1:${target}`]);
     // a free port for the host side: listen on 0, close, reuse
     const probe = net.createServer();
     const port = await listen(probe);
     await new Promise((r) => probe.close(r));
     const host = await startRelay(['--listen', `tcp:127.0.0.1:${port}`,
-                                   '--to', `unix:${sock}`, ...hostArgs]);
+                                   '--to', `unix:${sock}`, '--transport', 'to',
+                                   ...hostArgs]);
     ports[name] = port;
     return host;
 }
@@ -113,7 +116,7 @@ after(() => {
     for (const p of relays) {
         p.kill('SIGKILL');
     }
-    for (const s of [echo, half, big, resetter, proxy]) {
+    for (const s of [echo, half, big, resetter, proxy, ...extra]) {
         s.close();
     }
 });
@@ -187,12 +190,9 @@ test('64 MB one way and 64 MB the other, checksums equal', async () => {
                  h.digest('hex'));
 });
 
-// Over TCP a reset is SO_LINGER 0; a unix socket (and vsock) has no such
-// thing, so the enclave's relay can only end the transport leg, which the
-// host's relay passes on as an end.  The transport leg needs frames that
-// say "reset" (issue 17, next step).
-test('a reset by the server reaches the client as a reset', {
-    todo: 'the transport leg carries no reset yet' }, async () => {
+// A unix socket (and vsock) has no reset of its own: the transport leg's
+// RESET frame carries it.
+test('a reset by the server reaches the client as a reset', async () => {
     const s = await connect(ports.reset);
     const got = drain(s);
     s.write('x');
@@ -226,6 +226,42 @@ test('no server behind the relay: the client is closed at once', async () => {
     const s = await connect(port);
     const { data } = await drain(s);
     assert.equal(data.length, 0);
+});
+
+test('a reset by the client reaches the server as a reset', async () => {
+    const seen = new Promise((resolve) => {
+        half.once('connection', (s) => s.on('error', (e) => resolve(e.code)));
+    });
+    const s = await connect(ports.half);
+    s.write('partial');
+    await new Promise((r) => setTimeout(r, 100));
+    s.resetAndDestroy();
+    assert.equal(await seen, 'ECONNRESET');
+});
+
+test('the transport leg cut (the enclave relay killed): a reset, not a hang',
+     async () => {
+    const sock = path.join(work, 'cut.sock');
+    const quiet = net.createServer((s) => {
+        s.on('error', () => {});
+    });
+    extra.push(quiet);
+    const target = await listen(quiet);
+    const inner = await startRelay(['--listen', `unix:${sock}`,
+                                    '--transport', 'listen',
+                                    '--to', `tcp:127.0.0.1:${target}`]);
+    const probe = net.createServer();
+    const port = await listen(probe);
+    await new Promise((r) => probe.close(r));
+    await startRelay(['--listen', `tcp:127.0.0.1:${port}`, '--to',
+                      `unix:${sock}`, '--transport', 'to']);
+    const s = await connect(port);
+    const got = drain(s);
+    s.write('hello');
+    await new Promise((r) => setTimeout(r, 100));
+    inner.kill('SIGKILL');
+    const { error } = await got;
+    assert.equal(error?.code, 'ECONNRESET');
 });
 
 test('the host relay killed mid-transfer: the client does not hang', async () => {
