@@ -30,12 +30,12 @@ DEB_PACKAGES = nginx nginx-dev libcbor-dev libjansson-dev libuv1-dev \
     libsqlite3-dev chromium nats-server libnats-dev zlib1g-dev \
     qemu-system-x86
 
-DEB_BENCH    = wrk redis-server redis-tools
+DEB_BENCH    = wrk redis-server redis-tools socat
 DEB_FUZZ     = clang libclang-rt-14-dev
 
 # lib/fetch (libcurl) and lib/image (zlib) are not compiled into the nginx
 # modules (config).
-LIB_SRCS  = $(wildcard lib/*.c lib/fetch/*.c lib/image/*.c)
+LIB_SRCS  = $(wildcard lib/*.c lib/fetch/*.c lib/image/*.c lib/net/*.c)
 LIB_OBJS  = $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 LIBPROVEN = $(BUILD)/lib/libproven.a
 
@@ -59,7 +59,8 @@ MODULES     = $(BUILD)/modules/ngx_http_proven_core_module.so \
 
 all: programs modules
 
-programs: $(BUILD)/bin/provend $(BUILD)/bin/proven $(BUILD)/bin/proven-host
+programs: $(BUILD)/bin/provend $(BUILD)/bin/proven $(BUILD)/bin/proven-host \
+          $(BUILD)/bin/proven-relay
 
 lib: $(LIBPROVEN)
 
@@ -168,6 +169,10 @@ $(BUILD)/bin/proven-host: $(BUILD)/obj/host/proven-host.o $(LIBPROVEN)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
+$(BUILD)/bin/proven-relay: $(BUILD)/obj/relay/proven-relay.o $(LIBPROVEN)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^
+
 # Unit tests may link daemon objects (all but main.o) to test providers.
 DAEMON_LIB_OBJS = $(filter-out $(BUILD)/obj/daemon/core/main.o,$(DAEMON_OBJS))
 
@@ -273,6 +278,7 @@ bench:
 	@./bench/app/run
 	@./bench/rpc/run
 	@./bench/cluster/run
+	@./bench/proxy/run
 
 clean:
 	rm -rf build build-asan build-fuzz t/servroot*

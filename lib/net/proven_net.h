@@ -1,0 +1,81 @@
+/*
+ * Transport addresses and the relay between two of them: the one form
+ * every part of the node names a peer with,
+ *
+ *   vsock:CID:PORT   (an enclave and its host; CID "any" to listen)
+ *   unix:PATH        (the stand-in for vsock in tests)
+ *   tcp:HOST:PORT    (HOST numeric: 127.0.0.1, [::1]; no name is looked up)
+ *
+ * and a single-threaded relay that carries connections accepted on one to
+ * the other, bytes moved with splice(2) (read and write where a socket
+ * type cannot splice), half-closes and resets passed on both ways.  Kept
+ * out of lib/ proper (the nginx modules compile the files of lib/ itself).
+ */
+
+#ifndef PROVEN_NET_H
+#define PROVEN_NET_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define PROVEN_ADDR_TEXT_MAX  128
+
+typedef enum {
+    PROVEN_ADDR_TCP = 1,
+    PROVEN_ADDR_UNIX,
+    PROVEN_ADDR_VSOCK
+} proven_addr_kind_t;
+
+typedef struct {
+    proven_addr_kind_t       kind;
+    struct sockaddr_storage  sa;
+    socklen_t                len;
+    char                     text[PROVEN_ADDR_TEXT_MAX];
+} proven_addr_t;
+
+/* Parses TEXT; PROVEN_ERR with a message saying what is wrong. */
+int proven_addr_parse(const char *text, proven_addr_t *addr, char *err,
+    size_t errlen);
+
+/* A listening socket (non-blocking, close-on-exec); a unix path left by a
+ * dead listener is replaced, any other file is not.  -1 and err. */
+int proven_addr_listen(const proven_addr_t *addr, int backlog, char *err,
+    size_t errlen);
+
+/* A non-blocking connect started (EINPROGRESS is success); -1 and err. */
+int proven_addr_connect(const proven_addr_t *addr, char *err, size_t errlen);
+
+/* Which side is the transport leg between two relays, whose frames carry
+ * an end and a reset across (proven_relay.c) */
+#define PROVEN_RELAY_RAW     0
+#define PROVEN_RELAY_LISTEN  1
+#define PROVEN_RELAY_TO      2
+
+typedef struct {
+    proven_addr_t   listen;
+    proven_addr_t   to;
+    int             transport;          /* PROVEN_RELAY_* */
+    int             proxy_protocol;     /* a PROXY v2 header first */
+    unsigned        max_connections;    /* accepted at once; 0: 4096 */
+    int             verbose;            /* a line per connection */
+} proven_relay_config_t;
+
+typedef struct proven_relay_s  proven_relay_t;
+
+proven_relay_t *proven_relay_new(const proven_relay_config_t *cfg,
+    char *err, size_t errlen);
+
+/* Runs until proven_relay_stop() (from a signal handler too) or an error:
+ * PROVEN_OK or PROVEN_ERR. */
+int proven_relay_run(proven_relay_t *r, char *err, size_t errlen);
+void proven_relay_stop(proven_relay_t *r);
+void proven_relay_free(proven_relay_t *r);
+
+/* The PROXY protocol v2 header for a connection from src to dst (both
+ * AF_INET or both AF_INET6; otherwise a LOCAL header): its length, at most
+ * 52 bytes written to out. */
+size_t proven_proxy_v2_header(const struct sockaddr *src,
+    const struct sockaddr *dst, uint8_t out[52]);
+
+#endif /* PROVEN_NET_H */

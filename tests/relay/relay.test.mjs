@@ -1,0 +1,295 @@
+// proven-relay (lib/net) as the inbound path has it: a client's TCP
+// connection to the host's relay, carried over the transport (a unix
+// socket stands in for vsock) to the enclave's relay, and from there to a
+// server on loopback.  What passes must arrive whole, in order, with its
+// half-closes and resets; a relay that dies must not leave a client
+// hanging.
+//
+//   PROVEN_RELAY: the proven-relay binary; PROVEN_WORK: a scratch directory
+
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import net from 'node:net';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+
+const relayBin = process.env.PROVEN_RELAY;
+const work = process.env.PROVEN_WORK;
+const relays = [];
+const extra = [];                       /* servers of single tests */
+
+function startRelay(args) {
+    return new Promise((resolve, reject) => {
+        const p = spawn(relayBin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+        let said = '';
+        p.stderr.on('data', (d) => {
+            said += d;
+            if (said.includes(' -> ')) {
+                resolve(p);
+            }
+        });
+        p.on('exit', (code) => reject(new Error(`relay exited ${code}: ${said}`)));
+        relays.push(p);
+    });
+}
+
+function listen(server) {
+    return new Promise((resolve) => server.listen(0, '127.0.0.1',
+                                                  () => resolve(server.address().port)));
+}
+
+// Servers behind the enclave's relay.
+// echo: sends back what it gets, ends when the client ends.
+const echo = net.createServer((s) => {
+    s.on('error', () => {});
+    s.pipe(s);
+});
+// half: reads to the client's end, then answers with the sha256 of it.
+const half = net.createServer((s) => {
+    const h = crypto.createHash('sha256');
+    s.on('error', () => {});
+    s.on('data', (d) => h.update(d));
+    s.on('end', () => s.end(h.digest('hex')));
+});
+// big: sends N random bytes (N in the first line), then its sha256 line.
+const big = net.createServer((s) => {
+    s.on('error', () => {});
+    s.once('data', (d) => {
+        let left = Number(d.toString().split('\n')[0]);
+        const h = crypto.createHash('sha256');
+        const more = () => {
+            while (left > 0) {
+                const chunk = crypto.randomBytes(Math.min(left, 1 << 20));
+                left -= chunk.length;
+                h.update(chunk);
+                if (!s.write(chunk)) {
+                    s.once('drain', more);
+                    return;
+                }
+            }
+            s.end('\n' + h.digest('hex'));
+        };
+        more();
+    });
+});
+// reset: resets every connection as soon as it has a byte.
+const resetter = net.createServer((s) => {
+    s.on('error', () => {});
+    s.once('data', () => s.resetAndDestroy());
+});
+// proxy: answers with the first 28 bytes it got, in hex.
+const proxy = net.createServer((s) => {
+    s.on('error', () => {});
+    s.once('data', (d) => s.end(d.subarray(0, 28).toString('hex')));
+});
+
+const ports = {};
+
+// host relay (tcp -> unix) and enclave relay (unix -> tcp) for a server
+async function chain(name, server, hostArgs = []) {
+    const target = await listen(server);
+    const sock = path.join(work, `${name}.sock`);
+    await startRelay(['--listen', `unix:${sock}`, '--transport', 'listen',
+                      '--to', `tcp:127.0.0.1:${target}`]);
+    // a free port for the host side: listen on 0, close, reuse
+    const probe = net.createServer();
+    const port = await listen(probe);
+    await new Promise((r) => probe.close(r));
+    const host = await startRelay(['--listen', `tcp:127.0.0.1:${port}`,
+                                   '--to', `unix:${sock}`, '--transport', 'to',
+                                   ...hostArgs]);
+    ports[name] = port;
+    return host;
+}
+
+let bigHost;
+before(async () => {
+    await chain('echo', echo);
+    await chain('half', half);
+    bigHost = await chain('big', big);
+    await chain('reset', resetter);
+    await chain('proxy', proxy, ['--proxy-protocol']);
+});
+
+after(() => {
+    for (const p of relays) {
+        p.kill('SIGKILL');
+    }
+    for (const s of [echo, half, big, resetter, proxy, ...extra]) {
+        s.close();
+    }
+});
+
+function connect(port) {
+    return new Promise((resolve, reject) => {
+        const s = net.connect(port, '127.0.0.1', () => resolve(s));
+        s.on('error', reject);
+    });
+}
+
+// everything the socket says until its end: {data, error}
+function drain(s) {
+    return new Promise((resolve) => {
+        const parts = [];
+        s.on('data', (d) => parts.push(d));
+        s.on('error', (e) => resolve({ data: Buffer.concat(parts), error: e }));
+        s.on('end', () => resolve({ data: Buffer.concat(parts), error: null }));
+    });
+}
+
+test('1000 connections at once, each echoed whole and in order', async () => {
+    const one = async () => {
+        const s = await connect(ports.echo);
+        const sent = crypto.randomBytes(64 * 1024);
+        const got = drain(s);
+        s.end(sent);
+        const { data, error } = await got;
+        assert.equal(error, null);
+        assert.ok(data.equals(sent));
+    };
+    await Promise.all(Array.from({ length: 1000 }, one));
+});
+
+test('a half-close passes: the server reads to the end, then answers', async () => {
+    const s = await connect(ports.half);
+    const sent = crypto.randomBytes(3 * 1024 * 1024 + 17);
+    const got = drain(s);
+    s.end(sent);
+    const { data, error } = await got;
+    assert.equal(error, null);
+    assert.equal(data.toString(),
+                 crypto.createHash('sha256').update(sent).digest('hex'));
+});
+
+test('64 MB one way and 64 MB the other, checksums equal', async () => {
+    const s = await connect(ports.echo);
+    const h = crypto.createHash('sha256');
+    const got = drain(s);
+    let left = 64 << 20;
+    await new Promise((resolve) => {
+        const more = () => {
+            while (left > 0) {
+                const chunk = crypto.randomBytes(1 << 20);
+                left -= chunk.length;
+                h.update(chunk);
+                if (!s.write(chunk)) {
+                    s.once('drain', more);
+                    return;
+                }
+            }
+            s.end();
+            resolve();
+        };
+        more();
+    });
+    const { data, error } = await got;
+    assert.equal(error, null);
+    assert.equal(data.length, 64 << 20);
+    assert.equal(crypto.createHash('sha256').update(data).digest('hex'),
+                 h.digest('hex'));
+});
+
+// A unix socket (and vsock) has no reset of its own: the transport leg's
+// RESET frame carries it.
+test('a reset by the server reaches the client as a reset', async () => {
+    const s = await connect(ports.reset);
+    const got = drain(s);
+    s.write('x');
+    const { error } = await got;
+    assert.ok(error, 'no error');
+    assert.equal(error.code, 'ECONNRESET');
+});
+
+test('the PROXY v2 header gives the server the client\'s address', async () => {
+    const s = await connect(ports.proxy);
+    const clientPort = s.localPort;
+    const got = drain(s);
+    s.end('hello');
+    const { data } = await got;
+    const h = Buffer.from(data.toString(), 'hex');
+    assert.equal(h.subarray(0, 12).toString('hex'), '0d0a0d0a000d0a515549540a');
+    assert.equal(h[12], 0x21);
+    assert.equal(h[13], 0x11);
+    assert.equal(h.readUInt16BE(14), 12);
+    assert.equal([...h.subarray(16, 20)].join('.'), '127.0.0.1');
+    assert.equal(h.readUInt16BE(24), clientPort);
+    assert.equal(h.readUInt16BE(26), ports.proxy);
+});
+
+test('no server behind the relay: the client is closed at once', async () => {
+    const sock = path.join(work, 'nobody.sock');
+    const probe = net.createServer();
+    const port = await listen(probe);
+    await new Promise((r) => probe.close(r));
+    await startRelay(['--listen', `tcp:127.0.0.1:${port}`, '--to', `unix:${sock}`]);
+    const s = await connect(port);
+    const { data } = await drain(s);
+    assert.equal(data.length, 0);
+});
+
+test('a reset by the client reaches the server as a reset', async () => {
+    const seen = new Promise((resolve) => {
+        half.once('connection', (s) => s.on('error', (e) => resolve(e.code)));
+    });
+    const s = await connect(ports.half);
+    s.write('partial');
+    await new Promise((r) => setTimeout(r, 100));
+    s.resetAndDestroy();
+    assert.equal(await seen, 'ECONNRESET');
+});
+
+test('the transport leg cut (the enclave relay killed): a reset, not a hang',
+     async () => {
+    const sock = path.join(work, 'cut.sock');
+    const quiet = net.createServer((s) => {
+        s.on('error', () => {});
+    });
+    extra.push(quiet);
+    const target = await listen(quiet);
+    const inner = await startRelay(['--listen', `unix:${sock}`,
+                                    '--transport', 'listen',
+                                    '--to', `tcp:127.0.0.1:${target}`]);
+    const probe = net.createServer();
+    const port = await listen(probe);
+    await new Promise((r) => probe.close(r));
+    await startRelay(['--listen', `tcp:127.0.0.1:${port}`, '--to',
+                      `unix:${sock}`, '--transport', 'to']);
+    const s = await connect(port);
+    const got = drain(s);
+    s.write('hello');
+    await new Promise((r) => setTimeout(r, 100));
+    inner.kill('SIGKILL');
+    const { error } = await got;
+    assert.equal(error?.code, 'ECONNRESET');
+});
+
+test('the host relay killed mid-transfer: the client does not hang', async () => {
+    const s = await connect(ports.big);
+    const got = drain(s);
+    s.write(`${1 << 30}\n`);
+    let seen = 0;
+    s.on('data', (d) => {
+        seen += d.length;
+        if (seen > 8 << 20 && bigHost.exitCode === null) {
+            bigHost.kill('SIGKILL');
+        }
+    });
+    const { data } = await got;
+    assert.ok(data.length < 1 << 30, 'the transfer was not cut');
+});
+
+test('bad addresses are refused with a reason', () => {
+    for (const [addr, why] of [
+        ['vsock:x:1', /CID is a number or "any"/],
+        ['vsock:3', /needs a CID and a port/],
+        ['tcp:example.com:80', /not a numeric address/],
+        ['tcp:127.0.0.1:99999', /port/],
+        ['unix:', /path of 1 to/],
+        ['http://127.0.0.1', /is not vsock:CID:PORT, unix:PATH or tcp:HOST:PORT/],
+    ]) {
+        const r = spawnSync(relayBin, ['--listen', addr, '--to', 'unix:/x']);
+        assert.equal(r.status, 2, addr);
+        assert.match(r.stderr.toString(), why, addr);
+    }
+});
