@@ -19,6 +19,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -30,6 +31,9 @@
 #define PROVEN_RELAY_CHUNK      (64 * 1024)     /* a pipe's default size */
 #define PROVEN_RELAY_EVENTS     256
 #define PROVEN_RELAY_MAX_CONN   4096
+#define PROVEN_RELAY_FAIR       (4 * PROVEN_RELAY_CHUNK)  /* an event's share */
+#define PROVEN_RELAY_ACCEPTS    64                        /* a turn's accepts */
+#define PROVEN_RELAY_PAUSE_MS   100     /* out of descriptors: accept later */
 
 
 typedef struct proven_relay_conn_s  proven_relay_conn_t;
@@ -54,6 +58,8 @@ typedef struct {
     size_t    hdr_out_off;
     size_t    out_left;         /* of the DATA frame being written */
     int       end_queued, end_waits;
+    int       in_full;          /* the pipe took no more: wait for dst */
+    size_t    moved;            /* in this event: bounded, for fairness */
 } proven_relay_dir_t;
 
 /* What epoll's data points at: a side of a connection, or the listener. */
@@ -65,6 +71,7 @@ typedef struct {
 struct proven_relay_conn_s {
     int                   fd[2];        /* client, target */
     uint32_t              events[2];    /* registered with epoll */
+    int                   registered[2];
     int                   connected;    /* the target's connect finished */
     proven_relay_dir_t    dir[2];       /* 0: client -> target, 1: back */
     proven_relay_end_t    end[2];
@@ -81,6 +88,8 @@ struct proven_relay_s {
     uint64_t                accepted, refused, failed;
     proven_relay_end_t      listen_end;
     proven_relay_conn_t    *dead;
+    int                     paused;     /* the listener, for a while */
+    int64_t                 paused_at;
 };
 
 
@@ -102,12 +111,23 @@ proven_relay_new(const proven_relay_config_t *cfg, char *err, size_t errlen)
     }
     r->epfd = -1;
 
-    /* six descriptors a connection: two sockets, two pipes */
-    if (getrlimit(RLIMIT_NOFILE, &files) == 0
-        && files.rlim_cur < files.rlim_max)
-    {
-        files.rlim_cur = files.rlim_max;
-        (void) setrlimit(RLIMIT_NOFILE, &files);
+    /* six descriptors a connection (two sockets, two pipes): no more
+     * connections than the descriptors allow, a few kept for the rest */
+    if (getrlimit(RLIMIT_NOFILE, &files) == 0) {
+        if (files.rlim_cur < files.rlim_max) {
+            files.rlim_cur = files.rlim_max;
+            (void) setrlimit(RLIMIT_NOFILE, &files);
+            (void) getrlimit(RLIMIT_NOFILE, &files);
+        }
+        if (files.rlim_cur < 16 + 6) {
+            proven_errf(err, errlen, "too few file descriptors (%lu)",
+                        (unsigned long) files.rlim_cur);
+            free(r);
+            return NULL;
+        }
+        if ((files.rlim_cur - 16) / 6 < r->cfg.max_connections) {
+            r->cfg.max_connections = (unsigned) ((files.rlim_cur - 16) / 6);
+        }
     }
 
     r->listen_fd = proven_addr_listen(&cfg->listen, 1024, err, errlen);
@@ -219,7 +239,7 @@ proven_relay_interest(proven_relay_t *r, proven_relay_conn_t *c)
         if (side == 1 && !c->connected) {
             want = EPOLLOUT;
         } else {
-            if (!in->eof && in->pending < PROVEN_RELAY_CHUNK
+            if (!in->eof && !in->in_full && in->pending < PROVEN_RELAY_CHUNK
                 && (c->connected || side == 1))
             {
                 want |= EPOLLIN | EPOLLRDHUP;
@@ -228,13 +248,31 @@ proven_relay_interest(proven_relay_t *r, proven_relay_conn_t *c)
                 want |= EPOLLOUT;
             }
         }
-        if (want == c->events[side]) {
+        if (want == c->events[side] && (want != 0) == c->registered[side]) {
             continue;
         }
+        /*
+         * Nothing wanted: out of the set.  epoll reports a hang-up (and an
+         * error) whatever the interest, and a socket both of whose
+         * directions are shut hangs up for good: left in, it would wake
+         * the loop forever while the other side drains.
+         */
         ev.events = want;
         ev.data.ptr = &c->end[side];
-        if (epoll_ctl(r->epfd, EPOLL_CTL_MOD, c->fd[side], &ev) != 0) {
+        if (want == 0) {
+            if (c->registered[side]
+                && epoll_ctl(r->epfd, EPOLL_CTL_DEL, c->fd[side], &ev) != 0)
+            {
+                return -1;
+            }
+            c->registered[side] = 0;
+        } else if (epoll_ctl(r->epfd, c->registered[side] ? EPOLL_CTL_MOD
+                                                          : EPOLL_CTL_ADD,
+                             c->fd[side], &ev) != 0)
+        {
             return -1;
+        } else {
+            c->registered[side] = 1;
         }
         c->events[side] = want;
     }
@@ -333,10 +371,20 @@ proven_relay_move(proven_relay_conn_t *c, int d)
     src = c->fd[d];
     dst = c->fd[1 - d];
 
+    dir->moved = 0;
     for (;;) {
         /* from the source, while there is room */
         if (dir->buf != NULL && dir->pending == 0) {
             dir->buf_off = 0;
+        } else if (dir->buf != NULL && dir->buf_off > 0
+                   && dir->buf_off + dir->pending == PROVEN_RELAY_CHUNK)
+        {
+            /* the room is behind what is left: move it to the front */
+            memmove(dir->buf, dir->buf + dir->buf_off, dir->pending);
+            dir->buf_off = 0;
+        }
+        if (dir->moved >= PROVEN_RELAY_FAIR) {
+            break;          /* the others' turn; level-triggered, it is back */
         }
         room = PROVEN_RELAY_CHUNK - dir->pending
                - (dir->buf != NULL ? dir->buf_off : 0);
@@ -390,6 +438,15 @@ proven_relay_move(proven_relay_conn_t *c, int d)
                 if (dir->src_framed) {
                     dir->in_left -= (size_t) n;
                 }
+            } else if (n < 0 && errno == EAGAIN && dir->pending > 0
+                       && dir->buf == NULL)
+            {
+                /*
+                 * Readable, yet the pipe takes nothing: its slots are full
+                 * of small pieces.  Not read again until some leave, or
+                 * the loop would spin.
+                 */
+                dir->in_full = 1;
             } else if (n == 0) {
                 if (dir->src_framed) {
                     return -1;          /* ended inside a frame */
@@ -422,6 +479,8 @@ proven_relay_move(proven_relay_conn_t *c, int d)
             }
             if (n > 0) {
                 dir->pending -= (size_t) n;
+                dir->moved += (size_t) n;
+                dir->in_full = 0;
                 if (dir->dst_framed) {
                     dir->out_left -= (size_t) n;
                 }
@@ -487,27 +546,73 @@ proven_relay_say_reset(proven_relay_conn_t *c)
 }
 
 
+static int64_t
+proven_relay_now_ms(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+
+/* The listener out of the set for a while (see its use). */
+static void
+proven_relay_pause(proven_relay_t *r)
+{
+    struct epoll_event  ev;
+
+    if (r->paused) {
+        return;
+    }
+    ev.events = 0;
+    ev.data.ptr = &r->listen_end;
+    (void) epoll_ctl(r->epfd, EPOLL_CTL_MOD, r->listen_fd, &ev);
+    r->paused = 1;
+    r->paused_at = proven_relay_now_ms();
+}
+
+
+static void
+proven_relay_resume(proven_relay_t *r)
+{
+    struct epoll_event  ev;
+
+    if (!r->paused) {
+        return;
+    }
+    ev.events = EPOLLIN;
+    ev.data.ptr = &r->listen_end;
+    (void) epoll_ctl(r->epfd, EPOLL_CTL_MOD, r->listen_fd, &ev);
+    r->paused = 0;
+}
+
+
 static void
 proven_relay_accept(proven_relay_t *r)
 {
-    int                   fd, target, i, one;
+    int                   fd, target, i, side, one;
     char                  err[PROVEN_ERR_LEN];
     uint8_t               header[52];
     size_t                header_len;
     socklen_t             len;
     proven_relay_conn_t  *c;
-    struct epoll_event    ev;
-    struct sockaddr_storage  peer, local;
+        struct sockaddr_storage  peer, local;
 
     one = 1;
-    for (;;) {
+    for (i = 0; i < PROVEN_RELAY_ACCEPTS; i++) {
         len = sizeof(peer);
         fd = accept4(r->listen_fd, (struct sockaddr *) &peer, &len,
                      SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
-                /* out of descriptors, say: try again on the next event */
+                /*
+                 * Out of descriptors or memory: the listener would stay
+                 * readable and wake the loop at once, forever.  It sleeps
+                 * a while (or until a connection closes) instead.
+                 */
                 r->failed++;
+                proven_relay_pause(r);
             }
             return;
         }
@@ -545,10 +650,10 @@ proven_relay_accept(proven_relay_t *r)
                           sizeof(one));
         c->fd[0] = fd;
         c->fd[1] = target;
-        for (i = 0; i < 2; i++) {
-            c->dir[i].pipe[0] = c->dir[i].pipe[1] = -1;
-            c->end[i].conn = c;
-            c->end[i].side = i;
+        for (side = 0; side < 2; side++) {
+            c->dir[side].pipe[0] = c->dir[side].pipe[1] = -1;
+            c->end[side].conn = c;
+            c->end[side].side = side;
         }
         /* direction 0 reads the client, 1 the target */
         c->dir[0].src_framed = r->cfg.transport == PROVEN_RELAY_LISTEN;
@@ -576,16 +681,7 @@ proven_relay_accept(proven_relay_t *r)
             c->dir[0].pending = header_len;
         }
 
-        ev.events = 0;
-        ev.data.ptr = &c->end[0];
-        if (epoll_ctl(r->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
-            proven_relay_close(r, c, 1);
-            continue;
-        }
-        ev.data.ptr = &c->end[1];
-        if (epoll_ctl(r->epfd, EPOLL_CTL_ADD, target, &ev) != 0
-            || proven_relay_interest(r, c) != 0)
-        {
+        if (proven_relay_interest(r, c) != 0) {
             proven_relay_close(r, c, 1);
             continue;
         }
@@ -661,7 +757,13 @@ proven_relay_run(proven_relay_t *r, char *err, size_t errlen)
     struct epoll_event    events[PROVEN_RELAY_EVENTS];
 
     while (!r->stop) {
-        n = epoll_wait(r->epfd, events, PROVEN_RELAY_EVENTS, 1000);
+        n = epoll_wait(r->epfd, events, PROVEN_RELAY_EVENTS,
+                       r->paused ? PROVEN_RELAY_PAUSE_MS : 1000);
+        if (r->paused && proven_relay_now_ms() >= r->paused_at
+                                                  + PROVEN_RELAY_PAUSE_MS)
+        {
+            proven_relay_resume(r);
+        }
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
