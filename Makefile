@@ -201,7 +201,8 @@ modules: $(BUILD)/modules/.stamp
 
 # ---- the enclave image -------------------------------------------------------
 
-# Our programs built again for the image: paths fixed (the runtime where
+# Our programs built again for the image (never with sanitizers, even from
+# `make asan`, whose SAN reaches every sub-make): paths fixed (the runtime where
 # the image keeps it, the checkout's path mapped away), no debug info, the
 # modules against the nginx source of the lock (not the machine's
 # nginx-dev), so any checkout of the same tree gives the same bytes; init
@@ -224,7 +225,7 @@ image:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory $(IMAGE_TOOLS)/.lock
 	@$(MAKE) --no-print-directory BUILD=$(IMAGE_BUILD) OPT="$(IMAGE_OPT)" \
-	    NGINX_SRC=$(CURDIR)/$(IMAGE_TOOLS)/usr/share/nginx/src \
+	    SAN= NGINX_SRC=$(CURDIR)/$(IMAGE_TOOLS)/usr/share/nginx/src \
 	    RUNTIME_DIR=/opt/proven/runtime programs modules $(IMAGE_BUILD)/init
 	@./rootfs/build.sh $(IMAGE) $(IMAGE_BUILD)
 
