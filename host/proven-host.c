@@ -79,52 +79,38 @@ host_usage(FILE *out)
 }
 
 
+/* Writes data to path (flags: O_TRUNC or O_APPEND); -1 said on stderr. */
+static int
+host_put(const char *path, int flags, const void *data, size_t len)
+{
+    int      fd;
+    ssize_t  n;
+    size_t   done;
+
+    fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | flags, 0600);
+    for (done = 0, n = 0; fd >= 0 && done < len; done += (size_t) n) {
+        n = write(fd, (const uint8_t *) data + done, len - done);
+        if (n <= 0) {
+            break;
+        }
+    }
+    if (fd < 0 || done < len || close(fd) != 0) {
+        fprintf(stderr, "proven-host: %s: %s\n", path, strerror(errno));
+        if (fd >= 0 && done < len) {
+            close(fd);
+        }
+        return -1;
+    }
+    return 0;
+}
+
+
 static int
 host_write(const char *dir, const char *name, const void *data, size_t len,
     char *path, size_t size)
 {
-    int      fd;
-    ssize_t  n;
-    size_t   done;
-
     snprintf(path, size, "%s/%s", dir, name);
-    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        fprintf(stderr, "proven-host: %s: %s\n", path, strerror(errno));
-        return -1;
-    }
-    for (done = 0; done < len; done += (size_t) n) {
-        n = write(fd, (const uint8_t *) data + done, len - done);
-        if (n <= 0) {
-            fprintf(stderr, "proven-host: %s: %s\n", path, strerror(errno));
-            close(fd);
-            return -1;
-        }
-    }
-    return close(fd);
-}
-
-
-/* Appends one ramdisk to the initramfs file, in order. */
-static int
-host_append(const char *path, const uint8_t *data, size_t len)
-{
-    int      fd;
-    ssize_t  n;
-    size_t   done;
-
-    fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
-    if (fd < 0) {
-        return -1;
-    }
-    for (done = 0; done < len; done += (size_t) n) {
-        n = write(fd, data + done, len - done);
-        if (n <= 0) {
-            close(fd);
-            return -1;
-        }
-    }
-    return close(fd);
+    return host_put(path, O_TRUNC, data, len);
 }
 
 
@@ -267,9 +253,8 @@ host_run(const char *image, const char *qemu, const char *accel,
             memcpy(cmdline, s->data, s->size);
             cmdline[s->size] = '\0';
         } else if (s->type == PROVEN_EIF_RAMDISK) {
-            if (host_append(initrd, s->data, s->size) != 0) {
-                fprintf(stderr, "proven-host: %s: %s\n", initrd,
-                        strerror(errno));
+            /* the ramdisks one after the other, in order */
+            if (host_put(initrd, O_APPEND, s->data, s->size) != 0) {
                 goto done;
             }
         }

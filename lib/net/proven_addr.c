@@ -159,6 +159,22 @@ proven_addr_parse(const char *text, proven_addr_t *addr, char *err,
 }
 
 
+/* A non-blocking, close-on-exec stream socket of the address's family. */
+static int
+proven_addr_socket(const proven_addr_t *addr, char *err, size_t errlen)
+{
+    int  fd;
+
+    fd = socket(addr->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK
+                | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        proven_errf(err, errlen, "%s: socket: %s", addr->text,
+                    strerror(errno));
+    }
+    return fd;
+}
+
+
 int
 proven_addr_listen(const proven_addr_t *addr, int backlog, char *err,
     size_t errlen)
@@ -167,11 +183,8 @@ proven_addr_listen(const proven_addr_t *addr, int backlog, char *err,
     struct stat          st;
     const char          *path;
 
-    fd = socket(addr->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK
-                | SOCK_CLOEXEC, 0);
+    fd = proven_addr_socket(addr, err, errlen);
     if (fd < 0) {
-        proven_errf(err, errlen, "%s: socket: %s", addr->text,
-                    strerror(errno));
         return -1;
     }
 
@@ -203,11 +216,8 @@ proven_addr_connect(const proven_addr_t *addr, char *err, size_t errlen)
 {
     int  fd;
 
-    fd = socket(addr->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK
-                | SOCK_CLOEXEC, 0);
+    fd = proven_addr_socket(addr, err, errlen);
     if (fd < 0) {
-        proven_errf(err, errlen, "%s: socket: %s", addr->text,
-                    strerror(errno));
         return -1;
     }
     if (connect(fd, (const struct sockaddr *) &addr->sa, addr->len) != 0
