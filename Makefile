@@ -157,7 +157,8 @@ $(BUILD)/bin/provend: $(DAEMON_OBJS) $(LIBPROVEN)
 	$(CC) $(LDFLAGS) -o $@ $(DAEMON_OBJS) $(LIBPROVEN) $(DAEMON_LIBS) $(LIBS)
 
 # the CLI shares provend's whole-file reads and writes (core/util.c)
-CLI_SHARED = $(BUILD)/obj/daemon/core/util.o
+CLI_SHARED = $(BUILD)/obj/daemon/core/util.o $(BUILD)/obj/daemon/core/keys.o \
+             $(BUILD)/obj/daemon/core/keyd.o $(BUILD)/obj/daemon/core/log.o
 $(CLI_OBJS): CFLAGS += -Idaemon
 
 $(BUILD)/bin/proven: $(CLI_OBJS) $(CLI_SHARED) $(LIBPROVEN)

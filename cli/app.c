@@ -850,7 +850,7 @@ cli_app(int argc, char **argv)
 
     memset(&o, 0, sizeof(o));
     memset(&client, 0, sizeof(client));
-    client.fd = -1;
+    client.conn.fd = -1;
 
     while ((opt = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
         switch (opt) {

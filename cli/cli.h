@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "proven.h"
+#include "net/proven_net.h"
 
 #define CLI_EXIT_OK       0
 #define CLI_EXIT_FAILED   1
@@ -98,12 +99,11 @@ void cli_option_error(const char *cmd, int opt, char **argv);
 #define CLI_JSON_DEPTH         PROVEN_CBOR_MAX_DEPTH
 
 typedef struct {
-    int           fd;
     int           timeout_ms;       /* per request, connect included */
     uint64_t      next_id;          /* id of the request last made */
     const char   *cmd;              /* for messages */
     char          path[sizeof(((struct sockaddr_un *) NULL)->sun_path)];
-    proven_frame_reader_t  reader;  /* answers, bounded */
+    proven_conn_t  conn;            /* answers, bounded */
 } cli_client_t;
 
 /*
@@ -195,6 +195,8 @@ int cli_image(int argc, char **argv);
 void cli_usage_image(FILE *out);
 
 int cli_tls(int argc, char **argv);
+int cli_keyd(int argc, char **argv);
+void cli_usage_keyd(FILE *out);
 void cli_usage_tls(FILE *out);
 
 #endif /* PROVEN_CLI_H */

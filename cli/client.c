@@ -7,12 +7,10 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -21,129 +19,15 @@
 #define CLI_RESPONSE_MAX  PROVEN_FRAME_MAX
 
 
-static int64_t
-cli_now_ms(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-
-/* Waits for events on fd until the deadline; PROVEN_ERR on timeout. */
-static int
-cli_wait(int fd, short events, int64_t deadline)
-{
-    int            n;
-    int64_t        left;
-    struct pollfd  pfd;
-
-    for ( ;; ) {
-        left = deadline - cli_now_ms();
-        if (left <= 0) {
-            errno = ETIMEDOUT;
-            return PROVEN_ERR;
-        }
-
-        pfd.fd = fd;
-        pfd.events = events;
-        pfd.revents = 0;
-
-        n = poll(&pfd, 1, (int) left);
-        if (n > 0) {
-            return PROVEN_OK;
-        }
-
-        if (n < 0 && errno != EINTR) {
-            return PROVEN_ERR;
-        }
-    }
-}
-
-
-static int
-cli_send_all(int fd, const uint8_t *buf, size_t len, int64_t deadline)
-{
-    ssize_t  n;
-
-    while (len > 0) {
-        if (cli_wait(fd, POLLOUT, deadline) != PROVEN_OK) {
-            return PROVEN_ERR;
-        }
-
-        n = send(fd, buf, len, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EINTR) {
-                continue;
-            }
-            return PROVEN_ERR;
-        }
-
-        buf += n;
-        len -= (size_t) n;
-    }
-
-    return PROVEN_OK;
-}
-
-
-/* The next answer's body, in the reader; errno says why on PROVEN_ERR. */
-static int
-cli_recv_frame(cli_client_t *c, int64_t deadline, const uint8_t **body,
-    size_t *len, char *err, size_t errlen)
-{
-    int       rc;
-    size_t    avail;
-    ssize_t   n;
-    uint8_t  *space;
-
-    for ( ;; ) {
-        rc = proven_frame_reader_next(&c->reader, body, len, err, errlen);
-        if (rc != PROVEN_AGAIN) {
-            return rc;
-        }
-
-        if (cli_wait(c->fd, POLLIN, deadline) != PROVEN_OK) {
-            snprintf(err, errlen, "%s", strerror(errno));
-            return PROVEN_AGAIN;
-        }
-
-        space = proven_frame_reader_space(&c->reader, &avail);
-        if (space == NULL || avail == 0) {
-            snprintf(err, errlen, "out of memory");
-            return PROVEN_ERR;
-        }
-
-        n = recv(c->fd, space, avail, 0);
-        if (n == 0) {
-            snprintf(err, errlen, "%s", strerror(ECONNRESET));
-            return PROVEN_AGAIN;
-        }
-
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EINTR) {
-                continue;
-            }
-            snprintf(err, errlen, "%s", strerror(errno));
-            return PROVEN_AGAIN;
-        }
-
-        proven_frame_reader_fill(&c->reader, (size_t) n);
-    }
-}
-
-
 int
 cli_client_init(cli_client_t *c, const char *cmd, const char *socket_path)
 {
     const char  *data;
 
     memset(c, 0, sizeof(*c));
-    c->fd = -1;
     c->cmd = cmd;
     c->timeout_ms = CLI_CLIENT_TIMEOUT_MS;
-    proven_frame_reader_init(&c->reader, CLI_RESPONSE_MAX);
+    proven_conn_init(&c->conn, -1, CLI_RESPONSE_MAX);
 
     if (socket_path == NULL) {
         data = getenv("PROVEN_DATA");
@@ -173,69 +57,26 @@ cli_client_init(cli_client_t *c, const char *cmd, const char *socket_path)
 int
 cli_client_connect(cli_client_t *c)
 {
-    int                 fd, soerr;
-    int64_t             deadline;
-    socklen_t           optlen;
-    struct sockaddr_un  sa;
+    char           err[PROVEN_ERR_LEN], text[sizeof(c->path) + 8];
+    proven_addr_t  addr;
 
-    memset(&sa, 0, sizeof(sa));
-    sa.sun_family = AF_UNIX;
-    memcpy(sa.sun_path, c->path, strlen(c->path));  /* checked by init */
-
-    deadline = cli_now_ms() + c->timeout_ms;
-
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        goto failed;
+    snprintf(text, sizeof(text), "unix:%s", c->path);   /* checked by init */
+    if (proven_addr_parse(text, &addr, err, sizeof(err)) != PROVEN_OK
+        || proven_conn_connect(&c->conn, &addr, c->timeout_ms,
+                               CLI_RESPONSE_MAX, err, sizeof(err))
+           != PROVEN_OK)
+    {
+        fprintf(stderr, "proven: provend is not reachable: %s\n", err);
+        return PROVEN_ERR;
     }
-
-    if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0) {
-        c->fd = fd;
-        return PROVEN_OK;
-    }
-
-    if (errno != EINPROGRESS && errno != EAGAIN) {
-        goto failed;
-    }
-
-    if (cli_wait(fd, POLLOUT, deadline) != PROVEN_OK) {
-        goto failed;
-    }
-
-    optlen = sizeof(soerr);
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &optlen) != 0) {
-        goto failed;
-    }
-
-    if (soerr != 0) {
-        errno = soerr;
-        goto failed;
-    }
-
-    c->fd = fd;
     return PROVEN_OK;
-
-failed:
-
-    soerr = errno;
-    if (fd >= 0) {
-        close(fd);
-    }
-    fprintf(stderr, "proven: provend is not reachable at %s: %s\n", c->path,
-            strerror(soerr));
-    return PROVEN_ERR;
 }
 
 
 void
 cli_client_close(cli_client_t *c)
 {
-    if (c->fd >= 0) {
-        close(c->fd);
-        c->fd = -1;
-    }
-
-    proven_frame_reader_free(&c->reader);
+    proven_conn_close(&c->conn);
 }
 
 
@@ -259,10 +100,8 @@ int
 cli_client_call(cli_client_t *c, const cbor_item_t *req,
     proven_response_t *res)
 {
-    int             rc;
     char            err[PROVEN_ERR_LEN];
     size_t          framelen, bodylen;
-    int64_t         deadline;
     uint8_t        *frame;
     const uint8_t  *body;
 
@@ -276,24 +115,14 @@ cli_client_call(cli_client_t *c, const cbor_item_t *req,
         goto failed;
     }
 
-    deadline = cli_now_ms() + c->timeout_ms;
-
-    if (cli_send_all(c->fd, frame, framelen, deadline) != PROVEN_OK) {
-        fprintf(stderr, "proven: provend at %s did not answer: %s\n",
-                c->path, strerror(errno));
-        goto failed;
-    }
-
-    rc = cli_recv_frame(c, deadline, &body, &bodylen, err, sizeof(err));
-
-    if (rc == PROVEN_AGAIN) {
+    proven_conn_deadline(&c->conn, c->timeout_ms);
+    if (proven_conn_send(&c->conn, frame, framelen, err, sizeof(err))
+        != PROVEN_OK
+        || proven_conn_recv(&c->conn, &body, &bodylen, err, sizeof(err))
+           != PROVEN_OK)
+    {
         fprintf(stderr, "proven: provend at %s did not answer: %s\n",
                 c->path, err);
-        goto failed;
-    }
-
-    if (rc != PROVEN_OK) {
-        fprintf(stderr, "proven: bad frame from provend: %s\n", err);
         goto failed;
     }
 

@@ -85,7 +85,7 @@ cli_cluster(int argc, char **argv)
     path = NULL;
     rc = CLI_EXIT_USAGE;
     memset(&client, 0, sizeof(client));
-    client.fd = -1;
+    client.conn.fd = -1;
     memset(&res, 0, sizeof(res));
 
     while ((opt = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {

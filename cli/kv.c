@@ -531,7 +531,7 @@ cli_kv(int argc, char **argv)
     req = NULL;
     rc = CLI_EXIT_USAGE;
     memset(&client, 0, sizeof(client));
-    client.fd = -1;
+    client.conn.fd = -1;
     memset(&o, 0, sizeof(o));
     memset(&res, 0, sizeof(res));
     o.type = "string";

@@ -24,6 +24,7 @@ static const cli_command_t  cli_commands[] = {
     { "cluster", cli_cluster, cli_usage_cluster },
     { "image",  cli_image,  cli_usage_image },
     { "tls",    cli_tls,    cli_usage_tls },
+    { "keyd",   cli_keyd,   cli_usage_keyd },
     { NULL, NULL, NULL }
 };
 
@@ -61,6 +62,7 @@ cli_usage(FILE *out)
         " applications\n"
         "  image ACTION ...  an enclave image's PCRs, or what it holds\n"
         "  tls self-signed   a TLS key and a self-signed certificate\n"
+        "  keyd ACTION ...   the key-release service, its keys and releases\n"
         "  help [COMMAND]    show this text or a command's options\n"
         "\n"
         "exit status: 0 valid or done, 1 invalid or failed, 2 usage error\n");

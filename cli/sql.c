@@ -576,7 +576,7 @@ cli_sql(int argc, char **argv)
     args = NULL;
     rc = CLI_EXIT_USAGE;
     memset(&client, 0, sizeof(client));
-    client.fd = -1;
+    client.conn.fd = -1;
 
     o = calloc(1, sizeof(*o));
     if (o == NULL) {

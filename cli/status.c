@@ -47,7 +47,7 @@ cli_status(int argc, char **argv)
     path = NULL;
     rc = CLI_EXIT_USAGE;
     memset(&client, 0, sizeof(client));
-    client.fd = -1;
+    client.conn.fd = -1;
 
     while ((opt = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
         if (opt == 'h') {

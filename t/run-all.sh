@@ -25,8 +25,8 @@ for t in "$build"/tests/test_*; do
     "$t" || failed+=("$t")
 done
 
-for s in tests/cli.sh tests/e2e.sh tests/storage.sh tests/apps.sh tests/rpc.sh tests/cluster.sh \
-         tests/relay.sh tests/image.sh; do
+for s in tests/cli.sh tests/e2e.sh tests/storage.sh tests/apps.sh tests/rpc.sh \
+         tests/keyd.sh tests/cluster.sh tests/relay.sh tests/image.sh; do
     echo "== $s"
     "$s" "$build" || failed+=("$s")
 done

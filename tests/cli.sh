@@ -31,25 +31,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# check NAME EXPECTED_EXIT [-m REGEX] COMMAND...: the exit status and, with
-# -m, a line of the command's stdout or stderr matching REGEX.
-check() {
-    local name=$1 want=$2 pattern= got why=; shift 2
-    if [ "$1" = -m ]; then pattern=$2; shift 2; fi
-    "$@" >"$work/out" 2>&1
-    got=$?
-    if [ "$got" != "$want" ]; then
-        why="exit $got, want $want"
-    elif [ -n "$pattern" ] && ! grep -qE -- "$pattern" "$work/out"; then
-        why="output does not match /$pattern/"
-    fi
-    if [ -z "$why" ]; then
-        passed=$((passed + 1)); echo "ok - $name"
-    else
-        failed=$((failed + 1)); echo "not ok - $name ($why)"
-        sed 's/^/#   /' "$work/out" | head -20
-    fi
-}
+. "$(dirname "$0")/lib.sh"     # pass, fail, check, same
 
 # flip FILE OFFSET: xors one byte in place.
 flip() {

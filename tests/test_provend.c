@@ -579,6 +579,17 @@ test_bad_requests(void **state)
     send_request(fd, req);
     expect_error(fd, 12, "bad_request", "byte string");
 
+    /* keyd releases keys to documents with its mark only: no caller of
+       provend's socket gets one for a key of its choosing */
+    req = proven_request_new(17, "attest");
+    assert_int_equal(proven_cbor_map_put(req, "user_data",
+                     cbor_build_bytestring((const uint8_t *) "proven-keyd-v1",
+                                           14)), PROVEN_OK);
+    assert_int_equal(proven_cbor_map_put(req, "public_key",
+                     cbor_build_bytestring(big, 32)), PROVEN_OK);
+    send_request(fd, req);
+    expect_error(fd, 17, "bad_request", "mark");
+
     send_request(fd, proven_request_new(13, "no.such.op"));
     expect_error(fd, 13, "unknown_op", "no.such.op");
 

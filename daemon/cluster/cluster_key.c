@@ -159,34 +159,10 @@ static int
 provend_ckey_box_key(EVP_PKEY *ours, const uint8_t ours_pub[32],
     const uint8_t theirs[32], int we_ask, uint8_t out[PROVEND_KEY_LEN])
 {
-    int            ok;
-    char           info[sizeof(PROVEND_CKEY_INFO) + 64];
-    size_t         len;
-    uint8_t        shared[32];
-    EVP_PKEY      *peer;
-    EVP_PKEY_CTX  *ctx;
-
-    peer = EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, NULL, theirs, 32);
-    ctx = EVP_PKEY_CTX_new(ours, NULL);
-    len = sizeof(shared);
-    ok = peer != NULL && ctx != NULL
-         && EVP_PKEY_derive_init(ctx) == 1
-         && EVP_PKEY_derive_set_peer(ctx, peer) == 1
-         && EVP_PKEY_derive(ctx, shared, &len) == 1 && len == 32;
-    EVP_PKEY_CTX_free(ctx);
-    EVP_PKEY_free(peer);
-
     /* info: the mark, the asker's key, the holder's key */
-    memcpy(info, PROVEND_CKEY_INFO, sizeof(PROVEND_CKEY_INFO) - 1);
-    memcpy(info + sizeof(PROVEND_CKEY_INFO) - 1, we_ask ? ours_pub : theirs,
-           32);
-    memcpy(info + sizeof(PROVEND_CKEY_INFO) - 1 + 32,
-           we_ask ? theirs : ours_pub, 32);
-    ok = ok && provend_keys_derive(shared, info,
-                                   sizeof(PROVEND_CKEY_INFO) - 1 + 64, out,
-                                   PROVEND_KEY_LEN) == PROVEN_OK;
-    OPENSSL_cleanse(shared, sizeof(shared));
-    return ok ? PROVEN_OK : PROVEN_ERR;
+    return provend_keys_box(ours, theirs, PROVEND_CKEY_INFO,
+                            we_ask ? ours_pub : theirs,
+                            we_ask ? theirs : ours_pub, out);
 }
 
 

@@ -381,3 +381,129 @@ failed:
     EVP_CIPHER_CTX_free(ctx);
     return rc;
 }
+
+
+#define PROVEND_MASTER_SEALED_AD  "proven-master-v1"
+
+int
+provend_keys_load_sealed_master(const char *data_dir,
+    const uint8_t kek[PROVEND_KEY_LEN], uint8_t key[PROVEND_KEY_LEN],
+    char *err, size_t errlen)
+{
+    int          rc;
+    char         dir[PROVEND_KEYS_PATH_MAX], path[PROVEND_KEYS_PATH_MAX];
+    char         other[PROVEND_KEYS_PATH_MAX];
+    size_t       len;
+    uint8_t     *buf, sealed[PROVEND_KEY_LEN + PROVEND_SEAL_OVERHEAD];
+    struct stat  st;
+
+    if ((size_t) snprintf(dir, sizeof(dir), "%s/keys", data_dir)
+        >= sizeof(dir)
+        || (size_t) snprintf(path, sizeof(path), "%s/master.sealed", dir)
+        >= sizeof(path)
+        || (size_t) snprintf(other, sizeof(other), "%s/master.key", dir)
+        >= sizeof(other))
+    {
+        proven_errf(err, errlen, "data directory path too long");
+        return PROVEN_ERR;
+    }
+    if (provend_mkdirs(dir, 0700, err, errlen) != PROVEN_OK) {
+        return PROVEN_ERR;
+    }
+
+    if (lstat(path, &st) == 0) {
+        if (provend_read_file(path, sizeof(sealed) + 1, &buf, &len, err,
+                              errlen) != PROVEN_OK)
+        {
+            return PROVEN_ERR;
+        }
+        rc = len == sizeof(sealed)
+             ? provend_open(kek, (const uint8_t *) PROVEND_MASTER_SEALED_AD,
+                            sizeof(PROVEND_MASTER_SEALED_AD) - 1, buf, len,
+                            key)
+             : PROVEN_ERR;
+        free(buf);
+        if (rc != PROVEN_OK) {
+            proven_errf(err, errlen, "%s does not open with the key keyd "
+                        "released: changed, or sealed for another key",
+                        path);
+        }
+        return rc;
+    }
+    if (errno != ENOENT) {
+        proven_errf(err, errlen, "stat %s: %s", path, strerror(errno));
+        return PROVEN_ERR;
+    }
+
+    /* The host writes this disk: a key in clear on it may be the host's. */
+    if (lstat(other, &st) == 0) {
+        proven_errf(err, errlen, "%s is a master key in clear, which enclave "
+                    "mode never uses: remove it (and the data sealed with "
+                    "it) to start afresh", other);
+        return PROVEN_ERR;
+    }
+
+    /* A new key would make what is stored unreadable: say so instead. */
+    if ((size_t) snprintf(other, sizeof(other), "%s/storage", data_dir)
+        < sizeof(other) && lstat(other, &st) == 0)
+    {
+        proven_errf(err, errlen, "%s exists but %s is gone: its data cannot "
+                    "be opened without the master key it was sealed with",
+                    other, path);
+        return PROVEN_ERR;
+    }
+
+    if (RAND_bytes(key, PROVEND_KEY_LEN) != 1
+        || provend_seal(kek, (const uint8_t *) PROVEND_MASTER_SEALED_AD,
+                        sizeof(PROVEND_MASTER_SEALED_AD) - 1, key,
+                        PROVEND_KEY_LEN, sealed) != PROVEN_OK)
+    {
+        OPENSSL_cleanse(key, PROVEND_KEY_LEN);
+        proven_errf(err, errlen, "cannot make a master key");
+        return PROVEN_ERR;
+    }
+    if (provend_write_file(path, sealed, sizeof(sealed), 0600, err, errlen)
+        != PROVEN_OK)
+    {
+        OPENSSL_cleanse(key, PROVEND_KEY_LEN);
+        return PROVEN_ERR;
+    }
+    provend_info("master key made; kept on disk only sealed (%s)", path);
+    return PROVEN_OK;
+}
+
+
+int
+provend_keys_box(EVP_PKEY *ours, const uint8_t theirs[32], const char *label,
+    const uint8_t first[32], const uint8_t second[32],
+    uint8_t out[PROVEND_KEY_LEN])
+{
+    int            ok;
+    char           info[64 + 64];
+    size_t         len, label_len;
+    uint8_t        shared[32];
+    EVP_PKEY      *peer;
+    EVP_PKEY_CTX  *ctx;
+
+    label_len = strlen(label);
+    if (label_len > 64) {
+        return PROVEN_ERR;
+    }
+    peer = EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, NULL, theirs, 32);
+    ctx = EVP_PKEY_CTX_new(ours, NULL);
+    len = sizeof(shared);
+    ok = peer != NULL && ctx != NULL
+         && EVP_PKEY_derive_init(ctx) == 1
+         && EVP_PKEY_derive_set_peer(ctx, peer) == 1
+         && EVP_PKEY_derive(ctx, shared, &len) == 1 && len == 32;
+    EVP_PKEY_CTX_free(ctx);
+    EVP_PKEY_free(peer);
+
+    memcpy(info, label, label_len);
+    memcpy(info + label_len, first, 32);
+    memcpy(info + label_len + 32, second, 32);
+    ok = ok && provend_keys_derive(shared, info, label_len + 64, out,
+                                   PROVEND_KEY_LEN) == PROVEN_OK;
+    OPENSSL_cleanse(shared, sizeof(shared));
+    return ok ? PROVEN_OK : PROVEN_ERR;
+}

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <openssl/evp.h>
+
 #define PROVEND_KEY_LEN         32
 #define PROVEND_NONCE_LEN       12
 #define PROVEND_TAG_LEN         16
@@ -26,9 +28,29 @@
 int provend_keys_load_master(const char *data_dir,
     uint8_t key[PROVEND_KEY_LEN], char *err, size_t errlen);
 
+/*
+ * Enclave mode: DATA/keys/master.sealed, the master key sealed with kek
+ * (the key keyd released), opened; or, with none there and no storage yet,
+ * a new master key made and written sealed.  A master key in clear on the
+ * disk (which the host writes) is refused, not used.
+ */
+int provend_keys_load_sealed_master(const char *data_dir,
+    const uint8_t kek[PROVEND_KEY_LEN], uint8_t key[PROVEND_KEY_LEN],
+    char *err, size_t errlen);
+
 /* HKDF-SHA256(master, info) -> out (no salt); out_len 1..8160. */
 int provend_keys_derive(const uint8_t master[PROVEND_KEY_LEN],
     const char *info, size_t info_len, uint8_t *out, size_t out_len);
+
+/*
+ * A box key between two X25519 keys: HKDF-SHA256 of their shared secret
+ * with info label || first || second (the two public keys in an order
+ * both ends agree on, so the key is this pair's only).  label: at most 64
+ * characters.
+ */
+int provend_keys_box(EVP_PKEY *ours, const uint8_t theirs[32],
+    const char *label, const uint8_t first[32], const uint8_t second[32],
+    uint8_t out[PROVEND_KEY_LEN]);
 
 /*
  * AES-256-GCM with a random 12-byte nonce: out = nonce || ciphertext || tag,

@@ -25,6 +25,7 @@
 #include "attest/provider.h"
 #include "cluster/cluster.h"
 #include "keys.h"
+#include "master.h"
 #include "log.h"
 #include "options.h"
 #include "server.h"
@@ -82,10 +83,60 @@ done:
 }
 
 
+/* --keyd's companions, checked. */
+static int
+provend_main_keyd_config(const provend_options_t *o,
+    provend_keyd_client_t *k, char *err, size_t errlen)
+{
+    int       rc;
+    char     *text;
+    size_t    len, n;
+    uint8_t  *file;
+
+    memset(k, 0, sizeof(*k));
+    k->address = o->keyd;
+    k->key_id = o->keyd_key_id;
+    k->release_file = o->keyd_release;
+    k->wait_s = (unsigned) o->keyd_wait;
+    if (!provend_keyd_id_valid(k->key_id)) {
+        proven_errf(err, errlen, "--keyd-key-id \"%s\": [a-z0-9_-], 1..64",
+                    k->key_id);
+        return PROVEN_ERR;
+    }
+    if (o->keyd_identity == NULL) {
+        proven_errf(err, errlen, "--keyd needs --keyd-identity: the key "
+                    "keyd's answers must be signed with");
+        return PROVEN_ERR;
+    }
+
+    file = NULL;
+    text = (char *) o->keyd_identity;
+    len = strlen(text);
+    if (text[0] == '@') {
+        if (provend_read_file(text + 1, 256, &file, &len, err, errlen)
+            != PROVEN_OK)
+        {
+            return PROVEN_ERR;
+        }
+        text = (char *) file;
+        while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == ' ')) {
+            len--;
+        }
+    }
+    rc = proven_hex_decode(text, len, k->identity, sizeof(k->identity), &n);
+    free(file);
+    if (rc != PROVEN_OK || n != sizeof(k->identity)) {
+        proven_errf(err, errlen, "--keyd-identity: not 64 hex digits");
+        return PROVEN_ERR;
+    }
+    return PROVEN_OK;
+}
+
+
 int
 main(int argc, char **argv)
 {
-    int                      status;
+    int                      status, rc;
     char                     err[PROVEN_ERR_LEN], *sock_buf, *runtime_bin;
     char                     node_id[PROVEND_NODE_ID_LEN + 1], threads[24];
     long                     cpus;
@@ -98,6 +149,7 @@ main(int argc, char **argv)
     provend_server_config_t  srv_cfg;
     provend_storage_t       *storage;
     provend_storage_config_t st_cfg;
+    provend_keyd_client_t    keyd;
 
     sock_buf = NULL;
     provider = NULL;
@@ -211,19 +263,26 @@ main(int argc, char **argv)
 
     /*
      * In an enclave the master key must never reach the disk in plain
-     * text, and the provider that will hold it (sealed to the enclave's
-     * measurements) does not exist yet: serve attestation without storage
-     * rather than fall back to a key file the host can read.
+     * text: with keyd it is sealed with a key released to this code only;
+     * without, the node serves attestation but no storage rather than fall
+     * back to a key file the host can read.
      */
-    if (strcmp(provider_name, "nsm") == 0) {
-        provend_warn("no master key provider in enclave mode yet: storage "
-                     "is disabled, kv.* and sql.* answer "
-                     "\"storage_unavailable\"");
+    if (o.keyd == NULL && strcmp(provider_name, "nsm") == 0) {
+        provend_warn("enclave mode without --keyd: storage is disabled, "
+                     "kv.* and sql.* answer \"storage_unavailable\"");
 
     } else {
-        if (provend_keys_load_master(o.data_dir, master, err, sizeof(err))
-            != PROVEN_OK)
-        {
+        if (o.keyd != NULL) {
+            rc = provend_main_keyd_config(&o, &keyd, err, sizeof(err));
+            if (rc == PROVEN_OK) {
+                rc = provend_master_from_keyd(&keyd, provider, o.data_dir,
+                                              master, err, sizeof(err));
+            }
+        } else {
+            rc = provend_keys_load_master(o.data_dir, master, err,
+                                          sizeof(err));
+        }
+        if (rc != PROVEN_OK) {
             provend_error("master key: %s", err);
             goto done;
         }

@@ -137,6 +137,26 @@ static const provend_opt_t  provend_opts[] = {
       "image's, handed in by whoever booted it: proven-host under qemu) "
       "instead of its own measurements" },
 
+    { "keyd", "ADDR", PROVEND_OPT_TEXT, PROVEND_OFF(keyd), 0, 0, NULL, NULL,
+      "enclave mode's storage: the master key is sealed with a key keyd at "
+      "ADDR (vsock:CID:PORT, unix:PATH, tcp:HOST:PORT) releases to this "
+      "code only (needs --keyd-identity)" },
+
+    { "keyd-identity", "HEX", PROVEND_OPT_TEXT, PROVEND_OFF(keyd_identity),
+      0, 0, NULL, NULL, "the Ed25519 key keyd signs with (64 hex digits, or "
+      "@FILE holding them): an answer signed by any other is refused" },
+
+    { "keyd-key-id", "ID", PROVEND_OPT_TEXT, PROVEND_OFF(keyd_key_id), 0, 0,
+      NULL, "master", "which of keyd's keys ([a-z0-9_-], 1..64)" },
+
+    { "keyd-release", "FILE", PROVEND_OPT_TEXT, PROVEND_OFF(keyd_release),
+      0, 0, NULL, NULL, "a release of this code's PCRs signed by one of "
+      "keyd's release keys (proven keyd sign-release), sent with the ask" },
+
+    { "keyd-wait", "SECONDS", PROVEND_OPT_UINT, PROVEND_OFF(keyd_wait), 0,
+      86400, NULL, "0", "how long to keep asking keyd before giving up "
+      "(0: for ever)" },
+
     { NULL, NULL, 0, 0, 0, 0, NULL, NULL, NULL }
 };
 

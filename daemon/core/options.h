@@ -40,6 +40,11 @@ typedef struct {
     const char         *cluster_file;
     const char         *nats_server;
     const char         *pcrs_file;
+    const char         *keyd;             /* NULL: no keyd */
+    const char         *keyd_identity;
+    const char         *keyd_key_id;
+    const char         *keyd_release;
+    unsigned long       keyd_wait;
     size_t              measure_count;
     provend_measure_t   measures[PROVEND_MEASURE_MAX];
 } provend_options_t;

@@ -19,6 +19,7 @@
 #include <openssl/crypto.h>
 #include <uv.h>
 
+#include "keyd.h"
 #include "log.h"
 #include "cluster/cluster.h"
 #include "server.h"
@@ -440,7 +441,7 @@ provend_reserved_mark(const proven_buf_t *user_data)
 {
     size_t       i;
     static const char  *marks[] = {
-        PROVEN_SESSION_MARK, PROVEN_CLUSTER_EXCHANGE_MARK
+        PROVEN_SESSION_MARK, PROVEN_CLUSTER_EXCHANGE_MARK, PROVEN_KEYD_MARK
     };
 
     for (i = 0; i < sizeof(marks) / sizeof(marks[0]); i++) {

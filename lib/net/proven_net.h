@@ -19,6 +19,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "proven.h"
+
 #define PROVEN_ADDR_TEXT_MAX  128
 
 typedef enum {
@@ -77,5 +79,30 @@ void proven_relay_free(proven_relay_t *r);
  * 52 bytes written to out. */
 size_t proven_proxy_v2_header(const struct sockaddr *src,
     const struct sockaddr *dst, uint8_t out[52]);
+
+/*
+ * One frame-speaking connection used in blocking style, each step under a
+ * deadline, so a silent or slow peer costs a bounded wait (a client of
+ * keyd, keyd's own server).  The frames are lib's (4-byte length, CBOR).
+ */
+typedef struct {
+    int                     fd;
+    int64_t                 deadline;   /* CLOCK_MONOTONIC ms */
+    proven_frame_reader_t   reader;
+} proven_conn_t;
+
+/* Takes fd (non-blocking); frames of at most max_body bytes. */
+void proven_conn_init(proven_conn_t *c, int fd, size_t max_body);
+/* Connects to addr; the deadline is set timeout_ms from now. */
+int proven_conn_connect(proven_conn_t *c, const proven_addr_t *addr,
+    int timeout_ms, size_t max_body, char *err, size_t errlen);
+void proven_conn_deadline(proven_conn_t *c, int timeout_ms);
+int proven_conn_send(proven_conn_t *c, const uint8_t *buf, size_t len,
+    char *err, size_t errlen);
+/* The next frame's body, valid until the next call; PROVEN_ERR with err
+ * (the peer closed, the deadline passed, a frame out of bounds). */
+int proven_conn_recv(proven_conn_t *c, const uint8_t **body, size_t *len,
+    char *err, size_t errlen);
+void proven_conn_close(proven_conn_t *c);
 
 #endif /* PROVEN_NET_H */

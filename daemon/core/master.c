@@ -1,0 +1,251 @@
+/*
+ * Enclave mode's master key: asked of keyd (keyd.h) at start, before the
+ * node serves anything.  keyd releases a key-encryption key to this code
+ * only; the master key itself is made here and lives on the host's disk
+ * only sealed with it (keys.c).
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "net/proven_net.h"
+#include "attest/provider.h"
+#include "keyd.h"
+#include "log.h"
+#include "master.h"
+#include "util.h"
+
+
+#define PROVEND_KEYD_TIMEOUT_MS   10000
+#define PROVEND_KEYD_BACKOFF_MS   500
+#define PROVEND_KEYD_BACKOFF_MAX  5000
+
+
+/* One request on c, its ok result in res (the caller frees res). */
+static int
+provend_master_call(proven_conn_t *c, cbor_item_t *req,
+    proven_response_t *res, char *err, size_t errlen)
+{
+    int        rc;
+    size_t     len;
+    uint8_t   *frame;
+    const uint8_t  *body;
+
+    memset(res, 0, sizeof(*res));
+    rc = req != NULL
+         ? proven_frame_encode(req, &frame, &len, err, errlen) : PROVEN_ERR;
+    if (req != NULL) {
+        cbor_decref(&req);
+    }
+    if (rc != PROVEN_OK) {
+        if (err[0] == '\0') {
+            proven_errf(err, errlen, "out of memory");
+        }
+        return PROVEN_ERR;
+    }
+    rc = proven_conn_send(c, frame, len, err, errlen);
+    free(frame);
+    if (rc != PROVEN_OK
+        || proven_conn_recv(c, &body, &len, err, errlen) != PROVEN_OK
+        || proven_response_decode(body, len, res, err, errlen) != PROVEN_OK)
+    {
+        return PROVEN_ERR;
+    }
+    if (!res->ok) {
+        proven_errf(err, errlen, "keyd refused: %s: %s", res->code,
+                    res->message);
+        return PROVEN_ERR;
+    }
+    return PROVEN_OK;
+}
+
+
+/* One exchange with keyd: the key-encryption key into kek. */
+static int
+provend_master_ask(const provend_keyd_client_t *cfg, const proven_addr_t *addr,
+    provend_provider_t *provider, const uint8_t *release, size_t release_len,
+    uint8_t kek[PROVEND_KEY_LEN], char *err, size_t errlen)
+{
+    int                    rc;
+    size_t                 len, msglen;
+    uint8_t                nonce[PROVEND_KEYD_NONCE_LEN], pub[32], eph[32];
+    uint8_t                sealed[PROVEND_KEYD_SEALED_LEN], sig[64];
+    uint8_t                box[PROVEND_KEY_LEN];
+    uint8_t                ad[PROVEND_KEYD_NONCE_LEN + PROVEND_KEYD_ID_MAX];
+    uint8_t                msg[PROVEND_KEYD_ANSWER_MAX];
+    EVP_PKEY              *xkey;
+    cbor_item_t           *req;
+    proven_buf_t           bnonce, bud, bpub;
+    proven_conn_t          c;
+    proven_response_t      res;
+    provend_attest_job_t   job;
+
+    memset(&job, 0, sizeof(job));
+    memset(&res, 0, sizeof(res));
+    xkey = NULL;
+    rc = PROVEN_ERR;
+
+    if (proven_conn_connect(&c, addr, PROVEND_KEYD_TIMEOUT_MS,
+                            PROVEND_KEYD_FRAME_MAX, err, errlen)
+        != PROVEN_OK)
+    {
+        return PROVEN_ERR;
+    }
+
+    if (provend_master_call(&c, proven_request_new(1, "challenge"), &res, err,
+                            errlen) != PROVEN_OK)
+    {
+        goto done;
+    }
+    if (proven_cbor_fixed(res.result, "nonce", nonce, sizeof(nonce))
+        != PROVEN_OK)
+    {
+        proven_errf(err, errlen, "keyd's challenge holds no 32-byte nonce");
+        goto done;
+    }
+    proven_response_free(&res);
+
+    /* a key of this exchange only, bound into the document */
+    len = sizeof(pub);
+    xkey = EVP_PKEY_Q_keygen(NULL, NULL, "X25519");
+    if (xkey == NULL || EVP_PKEY_get_raw_public_key(xkey, pub, &len) != 1) {
+        proven_errf(err, errlen, "cannot make an X25519 key");
+        goto done;
+    }
+    bnonce = (proven_buf_t) { nonce, sizeof(nonce), 1 };
+    bud = (proven_buf_t) { (uint8_t *) PROVEN_KEYD_MARK,
+                           sizeof(PROVEN_KEYD_MARK) - 1, 1 };
+    bpub = (proven_buf_t) { pub, sizeof(pub), 1 };
+    if (provend_attest_job_init(&job, &bnonce, &bud, &bpub) != PROVEN_OK
+        || provend_attest_sync(provider, &job) != PROVEN_OK)
+    {
+        proven_errf(err, errlen, "attestation for keyd: %s",
+                    job.err[0] ? job.err : "out of memory");
+        goto done;
+    }
+
+    req = proven_request_new(2, "release");
+    if (req != NULL
+        && (proven_cbor_map_put(req, "key_id",
+                                cbor_build_string(cfg->key_id)) != PROVEN_OK
+            || proven_cbor_map_put(req, "document",
+                                   cbor_build_bytestring(job.doc,
+                                                         job.doc_len))
+               != PROVEN_OK
+            || (release != NULL
+                && proven_cbor_map_put(req, "release",
+                                       cbor_build_bytestring(release,
+                                                             release_len))
+                   != PROVEN_OK)))
+    {
+        cbor_decref(&req);
+        req = NULL;
+    }
+    proven_conn_deadline(&c, PROVEND_KEYD_TIMEOUT_MS);
+    if (provend_master_call(&c, req, &res, err, errlen) != PROVEN_OK) {
+        goto done;
+    }
+    if (proven_cbor_fixed(res.result, "ephemeral", eph, sizeof(eph))
+        != PROVEN_OK
+        || proven_cbor_fixed(res.result, "sealed", sealed, sizeof(sealed))
+           != PROVEN_OK
+        || proven_cbor_fixed(res.result, "signature", sig, sizeof(sig))
+           != PROVEN_OK)
+    {
+        proven_errf(err, errlen, "keyd's answer is not {ephemeral (32), "
+                    "sealed (%d), signature (64)}", PROVEND_KEYD_SEALED_LEN);
+        goto done;
+    }
+
+    /* keyd's, or anyone's: only the pinned identity's signature says */
+    msglen = provend_keyd_answer_message(nonce, cfg->key_id, pub, eph, sealed,
+                                         msg);
+    if (provend_keyd_verify(cfg->identity, msg, msglen, sig) != PROVEN_OK) {
+        proven_errf(err, errlen, "the answer is not signed by the keyd this "
+                    "node trusts (--keyd-identity)");
+        goto done;
+    }
+    len = provend_keyd_sealed_ad(nonce, cfg->key_id, ad);
+    if (provend_keyd_box_key(xkey, eph, pub, eph, box) != PROVEN_OK
+        || provend_open(box, ad, len, sealed, sizeof(sealed), kek)
+           != PROVEN_OK)
+    {
+        proven_errf(err, errlen, "the key keyd sealed does not open");
+        goto done;
+    }
+    rc = PROVEN_OK;
+
+done:
+
+    OPENSSL_cleanse(box, sizeof(box));
+    proven_response_free(&res);
+    provend_attest_job_free(&job);
+    EVP_PKEY_free(xkey);
+    proven_conn_close(&c);
+    return rc;
+}
+
+
+int
+provend_master_from_keyd(const provend_keyd_client_t *cfg,
+    provend_provider_t *provider, const char *data_dir,
+    uint8_t master[PROVEND_KEY_LEN], char *err, size_t errlen)
+{
+    int              rc;
+    size_t           release_len;
+    uint8_t         *release, kek[PROVEND_KEY_LEN];
+    unsigned         backoff;
+    uint64_t         until;
+    proven_addr_t    addr;
+    struct timespec  ts;
+
+    if (proven_addr_parse(cfg->address, &addr, err, errlen) != PROVEN_OK) {
+        return PROVEN_ERR;
+    }
+    release = NULL;
+    release_len = 0;
+    if (cfg->release_file != NULL
+        && provend_read_file(cfg->release_file, PROVEND_KEYD_RELEASE_MAX,
+                             &release, &release_len, err, errlen)
+           != PROVEN_OK)
+    {
+        return PROVEN_ERR;
+    }
+
+    until = provend_now_ms() + (uint64_t) cfg->wait_s * 1000;
+    backoff = PROVEND_KEYD_BACKOFF_MS;
+    for ( ;; ) {
+        err[0] = '\0';
+        rc = provend_master_ask(cfg, &addr, provider, release, release_len,
+                                kek, err, errlen);
+        if (rc == PROVEN_OK || (cfg->wait_s != 0
+                                && provend_now_ms() + backoff > until))
+        {
+            break;
+        }
+        provend_warn("keyd %s: %s; asking again in %u ms", addr.text, err,
+                     backoff);
+        ts.tv_sec = backoff / 1000;
+        ts.tv_nsec = (long) (backoff % 1000) * 1000000;
+        nanosleep(&ts, NULL);
+        backoff = backoff * 2 > PROVEND_KEYD_BACKOFF_MAX
+                  ? PROVEND_KEYD_BACKOFF_MAX : backoff * 2;
+    }
+    free(release);
+    if (rc != PROVEN_OK) {
+        return PROVEN_ERR;
+    }
+
+    rc = provend_keys_load_sealed_master(data_dir, kek, master, err, errlen);
+    OPENSSL_cleanse(kek, sizeof(kek));
+    if (rc == PROVEN_OK) {
+        provend_info("master key: released by keyd %s (key \"%s\")",
+                     addr.text, cfg->key_id);
+    }
+    return rc;
+}

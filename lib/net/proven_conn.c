@@ -1,0 +1,171 @@
+/* A frame connection in blocking style under deadlines: see proven_net.h. */
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proven.h"
+#include "proven_net.h"
+
+
+static int64_t
+proven_conn_now(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+
+/* Until fd is ready for events or the deadline passes. */
+static int
+proven_conn_wait(proven_conn_t *c, short events, char *err, size_t errlen)
+{
+    int            n;
+    int64_t        left;
+    struct pollfd  pfd;
+
+    for ( ;; ) {
+        left = c->deadline - proven_conn_now();
+        if (left <= 0) {
+            proven_errf(err, errlen, "no answer in time");
+            return PROVEN_ERR;
+        }
+        pfd.fd = c->fd;
+        pfd.events = events;
+        pfd.revents = 0;
+        n = poll(&pfd, 1, (int) left);
+        if (n > 0) {
+            return PROVEN_OK;
+        }
+        if (n < 0 && errno != EINTR) {
+            proven_errf(err, errlen, "poll: %s", strerror(errno));
+            return PROVEN_ERR;
+        }
+    }
+}
+
+
+void
+proven_conn_init(proven_conn_t *c, int fd, size_t max_body)
+{
+    c->fd = fd;
+    c->deadline = proven_conn_now();
+    proven_frame_reader_init(&c->reader, max_body);
+}
+
+
+void
+proven_conn_deadline(proven_conn_t *c, int timeout_ms)
+{
+    c->deadline = proven_conn_now() + timeout_ms;
+}
+
+
+int
+proven_conn_connect(proven_conn_t *c, const proven_addr_t *addr,
+    int timeout_ms, size_t max_body, char *err, size_t errlen)
+{
+    int        fd, soerr;
+    socklen_t  len;
+
+    proven_conn_init(c, -1, max_body);
+    proven_conn_deadline(c, timeout_ms);
+    fd = proven_addr_connect(addr, err, errlen);
+    if (fd < 0) {
+        return PROVEN_ERR;
+    }
+    c->fd = fd;
+    if (proven_conn_wait(c, POLLOUT, err, errlen) != PROVEN_OK) {
+        proven_conn_close(c);
+        return PROVEN_ERR;
+    }
+    len = sizeof(soerr);
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0 || soerr) {
+        proven_errf(err, errlen, "%s: %s", addr->text,
+                    strerror(soerr ? soerr : errno));
+        proven_conn_close(c);
+        return PROVEN_ERR;
+    }
+    return PROVEN_OK;
+}
+
+
+int
+proven_conn_send(proven_conn_t *c, const uint8_t *buf, size_t len,
+    char *err, size_t errlen)
+{
+    ssize_t  n;
+
+    while (len > 0) {
+        if (proven_conn_wait(c, POLLOUT, err, errlen) != PROVEN_OK) {
+            return PROVEN_ERR;
+        }
+        n = send(c->fd, buf, len, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR) {
+                continue;
+            }
+            proven_errf(err, errlen, "send: %s", strerror(errno));
+            return PROVEN_ERR;
+        }
+        buf += n;
+        len -= (size_t) n;
+    }
+    return PROVEN_OK;
+}
+
+
+int
+proven_conn_recv(proven_conn_t *c, const uint8_t **body, size_t *len,
+    char *err, size_t errlen)
+{
+    int       rc;
+    size_t    avail;
+    ssize_t   n;
+    uint8_t  *space;
+
+    for ( ;; ) {
+        rc = proven_frame_reader_next(&c->reader, body, len, err, errlen);
+        if (rc != PROVEN_AGAIN) {
+            return rc;
+        }
+        if (proven_conn_wait(c, POLLIN, err, errlen) != PROVEN_OK) {
+            return PROVEN_ERR;
+        }
+        space = proven_frame_reader_space(&c->reader, &avail);
+        if (space == NULL || avail == 0) {
+            proven_errf(err, errlen, "out of memory");
+            return PROVEN_ERR;
+        }
+        n = recv(c->fd, space, avail, 0);
+        if (n == 0) {
+            proven_errf(err, errlen, "the peer closed the connection");
+            return PROVEN_ERR;
+        }
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR) {
+                continue;
+            }
+            proven_errf(err, errlen, "recv: %s", strerror(errno));
+            return PROVEN_ERR;
+        }
+        proven_frame_reader_fill(&c->reader, (size_t) n);
+    }
+}
+
+
+void
+proven_conn_close(proven_conn_t *c)
+{
+    if (c->fd >= 0) {
+        close(c->fd);
+        c->fd = -1;
+    }
+    proven_frame_reader_free(&c->reader);
+}
