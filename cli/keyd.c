@@ -5,8 +5,11 @@
  * allows, or those of a release one of the policy's release keys signed.
  * The wire format and its cryptography are in daemon/core/keyd.h.
  *
- * One connection at a time, each request under a deadline: keyd answers
- * a node at its start, not a crowd, and a silent peer costs five seconds.
+ * A process per connection (at most 32 at once), each under a deadline of
+ * its own: a peer that holds connections open delays nobody else.  The
+ * challenge lives in its connection only (provend asks for it and for the
+ * release on one connection), so nobody can evict another's, and a
+ * release recorded on one connection is worth nothing on any other.
  */
 
 #include <errno.h>
@@ -18,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,18 +37,13 @@
 #include "net/proven_net.h"
 
 
-#define CLI_KEYD_NONCES        256
-#define CLI_KEYD_NONCE_LIFE_MS (60 * 1000)
-#define CLI_KEYD_TIMEOUT_MS    5000
+#define CLI_KEYD_TIMEOUT_MS    5000     /* per request */
+#define CLI_KEYD_CONN_S        15       /* a whole connection */
+#define CLI_KEYD_CONNS         32       /* at once */
 #define CLI_KEYD_REQUESTS      4        /* on one connection */
 #define CLI_KEYD_POLICY_MAX    (64 * 1024)
 #define CLI_KEYD_RELEASE_KEYS  16
 
-
-typedef struct {
-    uint8_t     nonce[PROVEND_KEYD_NONCE_LEN];
-    uint64_t    expires;                    /* 0: a free slot */
-} cli_keyd_nonce_t;
 
 typedef struct {
     size_t         pcr_count;
@@ -57,8 +57,8 @@ typedef struct {
     const char        *dir;
     X509              *root;                /* NULL: the AWS Nitro root */
     EVP_PKEY          *identity;
-    cli_keyd_nonce_t   nonces[CLI_KEYD_NONCES];
-    size_t             next_nonce;
+    uint8_t            nonce[PROVEND_KEYD_NONCE_LEN];   /* this connection's */
+    int                have_nonce;
 } cli_keyd_t;
 
 
@@ -76,8 +76,9 @@ cli_usage_keyd(FILE *out)
         "                   (--pcrs-file FILE | --pcr N=HEX ...) --out FILE\n"
         "\n"
         "serve: releases DIR/keys/ID.key (made on first release) to a node\n"
-        "whose attestation (chained to PEM, default the AWS Nitro root) is\n"
-        "fresh, and whose PCRs equal DIR/policy.json's or a signed release's:\n"
+        "whose attestation (chained to PEM, default the AWS Nitro root)\n"
+        "carries the challenge its connection was given, and whose PCR0-2\n"
+        "equal DIR/policy.json's or those of a signed release:\n"
         "  {\"pcrs\": {\"0\": HEX, ...}, \"release_keys\": [HEX, ...],\n"
         "   \"min_release_version\": N}\n"
         "The policy is read at each request.  ADDR: tcp:HOST:PORT,\n"
@@ -89,16 +90,6 @@ cli_usage_keyd(FILE *out)
         "PCR0-2 file or --pcr), for the policy's release keys.\n"
         "\n"
         "exit status: 0 done, 1 failed, 2 usage error\n");
-}
-
-
-static uint64_t
-cli_keyd_now(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
 }
 
 
@@ -190,6 +181,13 @@ cli_keyd_policy_load(const cli_keyd_t *kd, cli_keyd_policy_t *p, char *err,
         }
         p->release_key_count++;
     }
+    if (p->pcr_count > 0
+        && !provend_keyd_pcrs_cover_image(p->pcrs, p->pcr_count))
+    {
+        proven_errf(err, errlen, "policy.json: \"pcrs\" must name PCR0, "
+                    "PCR1 and PCR2 (the whole image)");
+        goto done;
+    }
     if (p->pcr_count == 0 && p->release_key_count == 0) {
         proven_errf(err, errlen, "policy.json allows nothing: give \"pcrs\" "
                     "or \"release_keys\"");
@@ -206,36 +204,31 @@ done:
 }
 
 
-/* A nonce of ours, unexpired: taken (single use).  0 when none. */
+/* The challenge this connection was given: taken (single use). */
 static int
 cli_keyd_take_nonce(cli_keyd_t *kd, const proven_buf_t *nonce)
 {
-    size_t    i;
-    uint64_t  now;
+    int  ok;
 
-    if (!nonce->present || nonce->len != PROVEND_KEYD_NONCE_LEN) {
-        return 0;
-    }
-    now = cli_keyd_now();
-    for (i = 0; i < CLI_KEYD_NONCES; i++) {
-        if (kd->nonces[i].expires > now
-            && CRYPTO_memcmp(kd->nonces[i].nonce, nonce->data,
-                             PROVEND_KEYD_NONCE_LEN) == 0)
-        {
-            kd->nonces[i].expires = 0;
-            return 1;
-        }
-    }
-    return 0;
+    ok = kd->have_nonce && nonce->present
+         && nonce->len == PROVEND_KEYD_NONCE_LEN
+         && CRYPTO_memcmp(kd->nonce, nonce->data, PROVEND_KEYD_NONCE_LEN) == 0;
+    kd->have_nonce = 0;
+    return ok;
 }
 
 
-/* DIR/keys/ID.key: read, or made once. */
+/*
+ * DIR/keys/ID.key: read, or made once.  Connections run in processes of
+ * their own: a new key is written whole to a file of this process and
+ * linked into place, so of two made at once one wins and both read it.
+ */
 static int
 cli_keyd_data_key(const cli_keyd_t *kd, const char *id,
     uint8_t key[PROVEND_KEY_LEN], int *made, char *err, size_t errlen)
 {
-    char      dir[4200], path[4300];
+    int       linked;
+    char      dir[4200], path[4300], tmp[4400];
     size_t    len;
     uint8_t  *buf;
 
@@ -243,19 +236,27 @@ cli_keyd_data_key(const cli_keyd_t *kd, const char *id,
     snprintf(dir, sizeof(dir), "%s/keys", kd->dir);
     snprintf(path, sizeof(path), "%s/%s.key", dir, id);
     if (access(path, F_OK) != 0) {
+        snprintf(tmp, sizeof(tmp), "%s.%ld", path, (long) getpid());
         if (errno != ENOENT
             || provend_mkdirs(dir, 0700, err, errlen) != PROVEN_OK
             || RAND_bytes(key, PROVEND_KEY_LEN) != 1
-            || provend_write_file(path, key, PROVEND_KEY_LEN, 0600, err,
+            || provend_write_file(tmp, key, PROVEND_KEY_LEN, 0600, err,
                                   errlen) != PROVEN_OK)
         {
+            OPENSSL_cleanse(key, PROVEND_KEY_LEN);
             if (err[0] == '\0') {
-                proven_errf(err, errlen, "keys/%s.key: %s", id, strerror(errno));
+                proven_errf(err, errlen, "keys/%s.key: %s", id,
+                            strerror(errno));
             }
             return PROVEN_ERR;
         }
-        *made = 1;
-        return PROVEN_OK;
+        linked = link(tmp, path) == 0;
+        (void) unlink(tmp);
+        if (linked) {
+            *made = 1;
+            return PROVEN_OK;
+        }
+        OPENSSL_cleanse(key, PROVEND_KEY_LEN);
     }
     if (provend_read_file(path, PROVEND_KEY_LEN + 1, &buf, &len, err, errlen)
         != PROVEN_OK)
@@ -268,7 +269,8 @@ cli_keyd_data_key(const cli_keyd_t *kd, const char *id,
     OPENSSL_cleanse(buf, len);
     free(buf);
     if (len != PROVEND_KEY_LEN) {
-        proven_errf(err, errlen, "keys/%s.key holds %zu bytes, not a key", id, len);
+        proven_errf(err, errlen, "keys/%s.key holds %zu bytes, not a key",
+                    id, len);
         return PROVEN_ERR;
     }
     return PROVEN_OK;
@@ -381,21 +383,19 @@ cli_keyd_release(cli_keyd_t *kd, const proven_request_t *req,
         goto done;
     }
 
+    /* the cheap checks first: a flood of documents costs no signature
+       checks, and the challenge is taken whatever follows (one try) */
     *code = "refused";
-    memset(&opts, 0, sizeof(opts));
-    opts.root = kd->root;
-    opts.at = PROVEN_AT_NOW;
-    vs = proven_attestation_verify(doc, doc_len, &opts, &d, why, sizeof(why));
-    if (vs != PROVEN_VERIFY_OK) {
-        snprintf(msg, msglen, "the document does not verify (%s): %s",
-                 proven_verify_status_name(vs), why);
+    if (proven_attestation_decode(doc, doc_len, &d, why, sizeof(why))
+        != PROVEN_OK)
+    {
+        snprintf(msg, msglen, "the document does not verify (malformed): %s",
+                 why);
         goto done;
     }
-    /* taken now, whatever follows: a document is good for one try */
     if (!cli_keyd_take_nonce(kd, &d.nonce)) {
-        snprintf(msg, msglen, "the document's nonce is no challenge of this "
-                 "keyd's (unknown, used already, or older than %d s)",
-                 CLI_KEYD_NONCE_LIFE_MS / 1000);
+        snprintf(msg, msglen, "the document's nonce is not the challenge "
+                 "this connection was given");
         goto done;
     }
     if (!d.user_data.present
@@ -405,6 +405,16 @@ cli_keyd_release(cli_keyd_t *kd, const proven_request_t *req,
     {
         snprintf(msg, msglen, "the document is not a keyd request (user_data "
                  "\"%s\" and a 32-byte X25519 public_key)", PROVEN_KEYD_MARK);
+        goto done;
+    }
+    proven_attestation_doc_free(&d);
+    memset(&opts, 0, sizeof(opts));
+    opts.root = kd->root;
+    opts.at = PROVEN_AT_NOW;
+    vs = proven_attestation_verify(doc, doc_len, &opts, &d, why, sizeof(why));
+    if (vs != PROVEN_VERIFY_OK) {
+        snprintf(msg, msglen, "the document does not verify (%s): %s",
+                 proven_verify_status_name(vs), why);
         goto done;
     }
     if (cli_keyd_policy_load(kd, &policy, why, sizeof(why)) != PROVEN_OK) {
@@ -484,7 +494,6 @@ cli_keyd_answer(cli_keyd_t *kd, const uint8_t *body, size_t len,
     int                rc;
     char               msg[512], err[PROVEN_ERR_LEN];
     const char        *code;
-    size_t             i;
     cbor_item_t       *result;
     proven_request_t   req;
 
@@ -503,19 +512,15 @@ cli_keyd_answer(cli_keyd_t *kd, const uint8_t *body, size_t len,
     snprintf(msg, sizeof(msg), "unknown op \"%s\": challenge, release",
              req.op);
     if (strcmp(req.op, "challenge") == 0) {
-        /* the oldest slot goes first when all are taken */
-        i = kd->next_nonce++ % CLI_KEYD_NONCES;
-        if (RAND_bytes(kd->nonces[i].nonce, PROVEND_KEYD_NONCE_LEN) == 1
+        if (RAND_bytes(kd->nonce, PROVEND_KEYD_NONCE_LEN) == 1
             && (result = cbor_new_definite_map(1)) != NULL
             && proven_cbor_map_put(result, "nonce",
-                   cbor_build_bytestring(kd->nonces[i].nonce,
-                                         PROVEND_KEYD_NONCE_LEN))
-               == PROVEN_OK)
+                   cbor_build_bytestring(kd->nonce, PROVEND_KEYD_NONCE_LEN))
+               != PROVEN_OK)
         {
-            kd->nonces[i].expires = cli_keyd_now() + CLI_KEYD_NONCE_LIFE_MS;
-        } else if (result != NULL) {
             cbor_decref(&result);
         }
+        kd->have_nonce = result != NULL;
         code = "internal";
         snprintf(msg, sizeof(msg), "no nonce (out of memory)");
 
@@ -568,11 +573,25 @@ cli_keyd_serve_conn(cli_keyd_t *kd, int fd)
 }
 
 
+/* keyd's directory holds keys: nobody else's to read, whatever it was. */
+static int
+cli_keyd_private_dir(const char *dir, char *err, size_t errlen)
+{
+    if (chmod(dir, 0700) != 0) {
+        proven_errf(err, errlen, "chmod %.200s: %s", dir, strerror(errno));
+        return PROVEN_ERR;
+    }
+    return PROVEN_OK;
+}
+
+
 static int
 cli_keyd_serve(const char *dir, const char *listen_text, const char *root)
 {
     int                 fd, cfd, rc;
     char                err[PROVEN_ERR_LEN], path[4200], hex[65];
+    pid_t               pid;
+    unsigned            children;
     FILE               *f;
     uint8_t             pub[32];
     cli_keyd_t          kd;
@@ -601,6 +620,7 @@ cli_keyd_serve(const char *dir, const char *listen_text, const char *root)
     }
     snprintf(path, sizeof(path), "%s/identity.key", dir);
     if (provend_mkdirs(dir, 0700, err, sizeof(err)) != PROVEN_OK
+        || cli_keyd_private_dir(dir, err, sizeof(err)) != PROVEN_OK
         || (kd.identity = provend_keyd_load_ed25519(path, 1, err,
                                                     sizeof(err))) == NULL
         || provend_keyd_public(kd.identity, pub) != PROVEN_OK
@@ -621,16 +641,36 @@ cli_keyd_serve(const char *dir, const char *listen_text, const char *root)
 
     proven_hex_encode(pub, sizeof(pub), hex);
     fprintf(stderr, "keyd: identity %s, listening on %s\n", hex, addr.text);
+    children = 0;
     while (!cli_keyd_stop) {
+        while (children > 0 && waitpid(-1, NULL, WNOHANG) > 0) {
+            children--;
+        }
         pfd.fd = fd;
         pfd.events = POLLIN;
-        if (poll(&pfd, 1, 1000) <= 0) {
+        if (poll(&pfd, 1, 200) <= 0) {
             continue;
         }
         cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (cfd >= 0) {
-            cli_keyd_serve_conn(&kd, cfd);
+        if (cfd < 0) {
+            continue;
         }
+        if (children >= CLI_KEYD_CONNS) {
+            close(cfd);                     /* the peer asks again */
+            continue;
+        }
+        pid = fork();
+        if (pid == 0) {
+            close(fd);
+            alarm(CLI_KEYD_CONN_S);         /* its whole life, bounded */
+            cli_keyd_serve_conn(&kd, cfd);
+            _exit(0);
+        }
+        close(cfd);
+        children += pid > 0;
+    }
+    while (children-- > 0 && wait(NULL) > 0) {
+        /* the connections under way end within their deadline */
     }
     rc = CLI_EXIT_OK;
 
@@ -700,6 +740,7 @@ cli_keyd_sign_release(const char *key_path, uint64_t version,
     EVP_PKEY  *key;
 
     err[0] = '\0';
+    release = NULL;
     if (pcrs_file != NULL) {
         if (provend_read_file(pcrs_file, 3 * 48 + 1, &file, &len, err,
                               sizeof(err)) != PROVEN_OK)
@@ -728,7 +769,7 @@ cli_keyd_sign_release(const char *key_path, uint64_t version,
                                       &len, err, sizeof(err)) == PROVEN_OK
          && provend_write_file(out_path, release, len, 0644, err, sizeof(err))
             == PROVEN_OK ? CLI_EXIT_OK : CLI_EXIT_FAILED;
-    if (key != NULL && rc == CLI_EXIT_OK) {
+    if (key != NULL && release != NULL) {
         free(release);
     }
     EVP_PKEY_free(key);

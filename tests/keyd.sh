@@ -153,11 +153,16 @@ refused "a release older than the policy's minimum is refused" \
     "release \(version 1\) is older than the policy allows \(2\)" \
     --keyd "$ours" --keyd-release "$work/v1.rel"
 "$bin/proven" keyd sign-release --key "$work/release.key" --version 3 \
-    --pcr "0=$(head -c 48 "$work/other.bin" | od -An -tx1 | tr -d ' \n')" \
-    --out "$work/elsewhere.rel"
+    --pcrs-file "$work/other.bin" --out "$work/elsewhere.rel"
 refused "a release of other PCRs does not vouch for this node" \
     "its PCR 0 is not the one its release vouches for" \
     --keyd "$ours" --keyd-release "$work/elsewhere.rel"
+"$bin/proven" keyd sign-release --key "$work/release.key" --version 3 \
+    --pcr "1=$(tail -c +49 "$work/pcrs.bin" | head -c 48 | od -An -tx1 \
+               | tr -d ' \n')" --out "$work/pcr1.rel"
+refused "a release of PCR1 alone (which old images share) is refused" \
+    "must vouch for PCR0, PCR1 and PCR2" \
+    --keyd "$ours" --keyd-release "$work/pcr1.rel"
 perl -e 'local $/; $_ = <STDIN>; substr($_, 20, 1) ^= "\x01"; print' \
     <"$work/v3.rel" >"$work/changed.rel"
 refused "a changed release is refused" "signature does not verify" \
@@ -175,7 +180,7 @@ same "through a recording relay the node still gets its key" s3cret \
     "$bin/proven" kv get --app vault secret
 stop_provend
 check "the recorded release, sent again, gets nothing (single-use nonce)" 0 \
-    -m "nonce is no challenge of this keyd's" \
+    -m "nonce is not the challenge this connection was given" \
     node "$top/tests/keyd/mitm.mjs" replay - "$work/keyd.sock" "$work/frame.2"
 kill "$mitm_pid"; wait "$mitm_pid" 2>/dev/null
 
@@ -199,6 +204,20 @@ refused "a keyd of the host's own is refused: not the pinned identity" \
     "not signed by the keyd this node trusts" \
     --keyd "unix:$work/impostor.sock"
 kill "$mitm_pid"; wait "$mitm_pid" 2>/dev/null
+
+# connections held open and silent delay nobody else's
+for i in 1 2 3; do
+    node -e 'require("net").connect(process.argv[1]); setTimeout(() => {}, 8000)' \
+        "$work/keyd.sock" &
+    echo $! >"$work/silent$i.pid"
+done
+sleep 0.3
+provend --keyd "$ours"
+same "with silent connections held open, a node still gets its key" s3cret \
+    "$bin/proven" kv get --app vault secret
+stop_provend
+kill $(cat "$work"/silent*.pid) 2>/dev/null
+rm -f "$work"/silent*.pid
 
 check "garbage to keyd gets an error" 0 -m "bad_request" sh -c \
     "printf '\\000\\000\\000\\002\\377\\377' >$work/garbage;
@@ -224,6 +243,34 @@ same "the sealed key put back, the data opens" s3cret \
     "$bin/proven" kv get --app vault secret
 stop_provend
 
+# ---- the cluster key, in enclave mode --------------------------------------------
+
+# a cluster of one: alone, the node makes the cluster key, which then
+# lives on disk only sealed
+port=$((23000 + $$ % 100 * 10))
+cat >"$work/cluster.json" <<JSON
+{"cluster": "k", "node": "a",
+ "nats": {"client": $port, "route": $((port + 1)), "monitor": $((port + 2))},
+ "root": "$root", "match_pcrs": [0, 1, 2],
+ "peers": []}
+JSON
+"$bin/proven" tls self-signed --dir "$node/tls" >/dev/null
+provend --keyd "$ours" --cluster "$work/cluster.json"
+for _ in $(seq 1 100); do
+    grep -q 'made the cluster key' "$work/provend.log" && break
+    sleep 0.1
+done
+stop_provend
+logged "clustered, the node makes the cluster key and keeps it sealed" \
+    'made the cluster key; kept on disk only sealed' "$work/provend.log"
+check "the cluster key on disk is sealed (60 bytes), never in clear" 0 \
+    -m '^cluster.sealed 60$' sh -c "cd $node/keys && stat -c '%n %s' cluster.*"
+head -c 32 /dev/urandom >"$node/keys/cluster.key"
+refused "a cluster key in clear on the disk is refused" \
+    "cluster.key is a cluster key in clear" --keyd "$ours" \
+    --cluster "$work/cluster.json"
+rm "$node/keys/cluster.key"
+
 # ---- usage -------------------------------------------------------------------------
 
 check "--keyd without --keyd-identity is refused" 1 \
@@ -236,6 +283,14 @@ check "a policy that allows nothing stops keyd from starting" 1 \
     -m "allows nothing" sh -c "mkdir -p $work/empty && echo '{}' \
         >$work/empty/policy.json && '$bin/proven' keyd serve \
         --dir $work/empty --listen unix:$work/empty.sock"
+check "a policy of PCR0 alone stops keyd from starting" 1 \
+    -m "must name PCR0, PCR1 and PCR2" sh -c "echo '{\"pcrs\": {\"0\": \"00\"}}' \
+        >$work/empty/policy.json && '$bin/proven' keyd serve \
+        --dir $work/empty --listen unix:$work/empty.sock"
+cp "$work/identity.hex" "$node/identity.hex"
+check "a pinned identity on the host's disk (under --data) is refused" 1 \
+    -m "under --data" "$bin/provend" --data "$node" --provider dev \
+    --keyd "$ours" --keyd-identity "@$node/identity.hex"
 check "sign-release without PCRs is a usage error" 2 \
     "$bin/proven" keyd sign-release --key "$work/release.key" --out /dev/null
 

@@ -1009,7 +1009,7 @@ provend_cluster_open(const provend_cluster_config_t *cfg, char *err,
     }
     c->ckey = provend_ckey_open(c->loop, cfg->data_dir, seed, c->root,
                                 c->client_port, cfg->server, cfg->attest,
-                                err, errlen);
+                                cfg->key_file_key, err, errlen);
     if (c->ckey == NULL) {
         X509_free(c->root);
         free(c);

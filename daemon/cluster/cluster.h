@@ -77,6 +77,8 @@ typedef struct {
     void                *server;
     provend_cluster_attest_pt  attest;
     provend_storage_t   *storage;       /* the cluster backend, or NULL */
+    const uint8_t       *key_file_key;  /* enclave mode: the cluster key is
+                                           sealed with it on disk; NULL */
     /* sessions: this node's tag, and what serves requests for them */
     uint32_t             session_tag;
     provend_forward_serve_pt   serve_session;
@@ -118,11 +120,14 @@ void provend_cluster_free(provend_cluster_t *c);
  * The cluster key (cluster_key.c): the node named first in the cluster
  * file makes it; the others get it over NATS from a holder, each side
  * checking the other's attestation (chain, PCRs, the exchange mark) and
- * the key sealed to their X25519 exchange keys.  DATA/keys/cluster.key.
+ * the key sealed to their X25519 exchange keys.  DATA/keys/cluster.key;
+ * with file_key (enclave mode) DATA/keys/cluster.sealed, sealed with it,
+ * and a cluster.key in clear is refused.
  */
 provend_ckey_t *provend_ckey_open(void *loop, const char *data_dir,
     int seed, X509 *root, unsigned client_port, void *server,
-    provend_cluster_attest_pt attest, char *err, size_t errlen);
+    provend_cluster_attest_pt attest, const uint8_t *file_key, char *err,
+    size_t errlen);
 /*
  * Each admission tick: our PCRs peers must match; asks when it may (a
  * peer admitted).  The seed makes the key after asking in vain a few

@@ -40,6 +40,7 @@
 
 #define PROVEND_CKEY_SUBJECT    "_proven.cluster.key"
 #define PROVEND_CKEY_INFO       "proven-cluster-key-v1"
+#define PROVEND_CKEY_FILE_AD    "proven-cluster-key-file-v1"
 #define PROVEND_CKEY_TIMEOUT_MS 2000
 #define PROVEND_CKEY_RENEW_MS   (10 * 60 * 1000)
 #define PROVEND_CKEY_SEED_ASKS  3       /* unanswered, before the seed makes
@@ -51,6 +52,8 @@ struct provend_ckey_s {
     char                  path[4200];      /* DATA/keys/cluster.key */
     char                  dir[4096];
     int                   seed;            /* makes the key if it has none */
+    int                   sealed;          /* on disk sealed with file_key */
+    uint8_t               file_key[PROVEND_KEY_LEN];
     X509                 *root;
     void                 *server;
     provend_cluster_attest_pt  attest;
@@ -266,15 +269,31 @@ provend_ckey_ask_work(uv_work_t *work)
 }
 
 
-/* The key in DATA/keys/cluster.key, the rename itself synced. */
+/* The key in DATA/keys/cluster.key (in enclave mode cluster.sealed, sealed
+ * with a key of the master key's), the rename itself synced. */
 static int
 provend_ckey_save(provend_ckey_t *ck, const uint8_t *key)
 {
-    int   fd;
-    char  err[PROVEN_ERR_LEN];
+    int      fd;
+    char     err[PROVEN_ERR_LEN];
+    size_t   len;
+    uint8_t  sealed[PROVEND_KEY_LEN + PROVEND_SEAL_OVERHEAD];
 
-    if (provend_write_file(ck->path, key, PROVEND_KEY_LEN, 0600, err,
-                           sizeof(err)) != PROVEN_OK)
+    len = PROVEND_KEY_LEN;
+    if (ck->sealed) {
+        if (provend_seal(ck->file_key,
+                         (const uint8_t *) PROVEND_CKEY_FILE_AD,
+                         sizeof(PROVEND_CKEY_FILE_AD) - 1, key,
+                         PROVEND_KEY_LEN, sealed) != PROVEN_OK)
+        {
+            provend_error("cluster: cannot seal the cluster key");
+            return PROVEN_ERR;
+        }
+        key = sealed;
+        len = sizeof(sealed);
+    }
+    if (provend_write_file(ck->path, key, len, 0600, err, sizeof(err))
+        != PROVEN_OK)
     {
         provend_error("cluster: %s", err);
         return PROVEN_ERR;
@@ -390,8 +409,13 @@ provend_ckey_make(provend_ckey_t *ck)
     ck->have = 1;
     pthread_mutex_unlock(&ck->lock);
     OPENSSL_cleanse(key, sizeof(key));
-    provend_warn("cluster: made the cluster key in %s: it is stored on disk "
-                 "in plain text (local mode)", ck->path);
+    if (ck->sealed) {
+        provend_info("cluster: made the cluster key; kept on disk only "
+                     "sealed (%s)", ck->path);
+    } else {
+        provend_warn("cluster: made the cluster key in %s: it is stored on "
+                     "disk in plain text (local mode)", ck->path);
+    }
 }
 
 
@@ -570,10 +594,10 @@ provend_ckey_on_connected(natsConnection *nc, void *closure)
 provend_ckey_t *
 provend_ckey_open(void *loop, const char *data_dir, int seed, X509 *root,
     unsigned client_port, void *server, provend_cluster_attest_pt attest,
-    char *err, size_t errlen)
+    const uint8_t *file_key, char *err, size_t errlen)
 {
     int              fd;
-    uint8_t          buf[PROVEND_KEY_LEN + 1];
+    uint8_t          buf[PROVEND_KEY_LEN + PROVEND_SEAL_OVERHEAD + 1];
     struct stat      sb;
     size_t           len;
     ssize_t          n;
@@ -596,21 +620,42 @@ provend_ckey_open(void *loop, const char *data_dir, int seed, X509 *root,
     snprintf(ck->dir, sizeof(ck->dir), "%.4000s/keys", data_dir);
     snprintf(ck->path, sizeof(ck->path), "%s/cluster.key", ck->dir);
     (void) mkdir(ck->dir, 0700);
+    if (file_key != NULL) {
+        /* the host writes this disk: a key in clear there may be its own */
+        if (access(ck->path, F_OK) == 0) {
+            snprintf(err, errlen, "%s is a cluster key in clear, which "
+                     "enclave mode never uses: remove it", ck->path);
+            goto failed;
+        }
+        ck->sealed = 1;
+        memcpy(ck->file_key, file_key, PROVEND_KEY_LEN);
+        snprintf(ck->path, sizeof(ck->path), "%s/cluster.sealed", ck->dir);
+    }
 
     fd = open(ck->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd >= 0) {
-        /* one byte more than a key: a longer file is not one */
+        /* one byte more than it holds: a longer file is not one */
         n = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode)
             ? read(fd, buf, sizeof(buf)) : -1;
         close(fd);
+        if (ck->sealed) {
+            n = n == PROVEND_KEY_LEN + PROVEND_SEAL_OVERHEAD
+                && provend_open(ck->file_key,
+                                (const uint8_t *) PROVEND_CKEY_FILE_AD,
+                                sizeof(PROVEND_CKEY_FILE_AD) - 1, buf,
+                                (size_t) n, ck->key) == PROVEN_OK
+                ? PROVEND_KEY_LEN : -1;
+        } else if (n == PROVEND_KEY_LEN) {
+            memcpy(ck->key, buf, PROVEND_KEY_LEN);
+        }
+        OPENSSL_cleanse(buf, sizeof(buf));
         if (n != PROVEND_KEY_LEN) {
-            OPENSSL_cleanse(buf, sizeof(buf));
-            snprintf(err, errlen, "%s: not a %d-byte key", ck->path,
-                     PROVEND_KEY_LEN);
+            OPENSSL_cleanse(ck->key, sizeof(ck->key));
+            snprintf(err, errlen, "%s: not a %d-byte key%s", ck->path,
+                     PROVEND_KEY_LEN, ck->sealed ? " sealed with this "
+                     "node's master key" : "");
             goto failed;
         }
-        memcpy(ck->key, buf, PROVEND_KEY_LEN);
-        OPENSSL_cleanse(buf, sizeof(buf));
         ck->have = 1;
     } else if (errno != ENOENT) {
         snprintf(err, errlen, "%s: %s", ck->path, strerror(errno));
@@ -701,6 +746,7 @@ provend_ckey_free(provend_ckey_t *ck)
     EVP_PKEY_free(ck->xkey);
     free(ck->doc);
     OPENSSL_cleanse(ck->key, sizeof(ck->key));
+    OPENSSL_cleanse(ck->file_key, sizeof(ck->file_key));
     pthread_cond_destroy(&ck->done_cond);
     pthread_mutex_destroy(&ck->lock);
     free(ck);

@@ -295,6 +295,11 @@ provend_keyd_release_open(const uint8_t *buf, size_t len,
         free(value);
     }
     rel->pcr_count = cbor_map_size(pcrs);
+    if (!provend_keyd_pcrs_cover_image(rel->pcrs, rel->pcr_count)) {
+        proven_errf(err, errlen, "a release must vouch for PCR0, PCR1 and "
+                    "PCR2 (the whole image), or an old image would match");
+        goto done;
+    }
     rc = PROVEN_OK;
 
 done:
@@ -365,6 +370,22 @@ provend_keyd_release_make(EVP_PKEY *key, uint64_t version,
     free(payload);
     free(msg);
     return ok ? PROVEN_OK : PROVEN_ERR;
+}
+
+
+int
+provend_keyd_pcrs_cover_image(const proven_pcr_t *pcrs, size_t count)
+{
+    size_t    i;
+    unsigned  seen;
+
+    seen = 0;
+    for (i = 0; i < count; i++) {
+        if (pcrs[i].index <= 2) {
+            seen |= 1u << pcrs[i].index;
+        }
+    }
+    return seen == 7;
 }
 
 

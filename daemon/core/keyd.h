@@ -105,6 +105,10 @@ int provend_keyd_release_make(EVP_PKEY *key, uint64_t version,
     const proven_pcr_t *pcrs, size_t pcr_count, uint8_t **out,
     size_t *outlen, char *err, size_t errlen);
 
+/* Whether pcrs name PCR0, PCR1 and PCR2: the image whole (a policy or a
+ * release of fewer would match images it never meant, old ones too). */
+int provend_keyd_pcrs_cover_image(const proven_pcr_t *pcrs, size_t count);
+
 /* Whether doc holds every one of pcrs with an equal value; if not, the
  * index of the first that differs in *which. */
 int provend_keyd_pcrs_match(const proven_attestation_doc_t *doc,

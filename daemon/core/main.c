@@ -83,6 +83,25 @@ done:
 }
 
 
+/* Whether path (which exists) lies in dir. */
+static int
+provend_main_under(const char *path, const char *dir)
+{
+    int     under;
+    char   *rp, *rd;
+    size_t  n;
+
+    rp = realpath(path, NULL);
+    rd = realpath(dir, NULL);
+    n = rd != NULL ? strlen(rd) : 0;
+    under = rp != NULL && rd != NULL && strncmp(rp, rd, n) == 0
+            && (rp[n] == '/' || rp[n] == '\0');
+    free(rp);
+    free(rd);
+    return under;
+}
+
+
 /* --keyd's companions, checked. */
 static int
 provend_main_keyd_config(const provend_options_t *o,
@@ -113,13 +132,19 @@ provend_main_keyd_config(const provend_options_t *o,
     text = (char *) o->keyd_identity;
     len = strlen(text);
     if (text[0] == '@') {
+        if (provend_main_under(text + 1, o->data_dir)) {
+            proven_errf(err, errlen, "--keyd-identity %s is under --data, "
+                        "on the disk the host writes: pin it where it is "
+                        "measured (the image)", text);
+            return PROVEN_ERR;
+        }
         if (provend_read_file(text + 1, 256, &file, &len, err, errlen)
             != PROVEN_OK)
         {
             return PROVEN_ERR;
         }
         text = (char *) file;
-        while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == ' ')) {
+        while (len > 0 && strchr(" \t\r\n", text[len - 1]) != NULL) {
             len--;
         }
     }
@@ -141,6 +166,7 @@ main(int argc, char **argv)
     char                     node_id[PROVEND_NODE_ID_LEN + 1], threads[24];
     long                     cpus;
     uint8_t                  master[PROVEND_KEY_LEN];
+    uint8_t                  cluster_file_key[PROVEND_KEY_LEN];
     const char              *socket_path, *provider_name;
     unsigned long            nthreads;
     provend_options_t        o;
@@ -287,6 +313,17 @@ main(int argc, char **argv)
             goto done;
         }
 
+        /* what seals the cluster key on disk, in enclave mode */
+        if (o.keyd != NULL
+            && provend_keys_derive(master, "proven-cluster-key-file-v1", 26,
+                                   cluster_file_key,
+                                   sizeof(cluster_file_key)) != PROVEN_OK)
+        {
+            OPENSSL_cleanse(master, sizeof(master));
+            provend_error("master key: cannot derive");
+            goto done;
+        }
+
         memset(&st_cfg, 0, sizeof(st_cfg));
         st_cfg.data_dir = o.data_dir;
         st_cfg.master_key = master;
@@ -327,6 +364,8 @@ main(int argc, char **argv)
                          ? strcmp(o.session_origins, "any") == 0
                          : strcmp(provider_name, "dev") == 0;
     srv_cfg.cluster_file = o.cluster_file;
+    srv_cfg.cluster_key_file_key = o.keyd != NULL && storage != NULL
+                                   ? cluster_file_key : NULL;
     srv_cfg.nats_server = o.nats_server;
 
     if (o.runtime_dir != NULL
@@ -358,6 +397,7 @@ done:
         nats_CloseAndWait(5000);
     }
     provend_provider_destroy(provider);
+    OPENSSL_cleanse(cluster_file_key, sizeof(cluster_file_key));
     free(sock_buf);
     return status;
 }

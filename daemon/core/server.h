@@ -57,6 +57,8 @@ typedef struct {
 
     /* a cluster (cluster.*): NULL, none */
     const char          *cluster_file;
+    const uint8_t       *cluster_key_file_key;  /* enclave mode: seals
+                                                   DATA/keys/cluster.sealed */
     const char          *nats_server;
 } provend_server_config_t;
 

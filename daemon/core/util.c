@@ -135,7 +135,7 @@ provend_read_file(const char *path, size_t max, uint8_t **out,
 
     buf = NULL;
 
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd == -1) {
         proven_errf(err, errlen, "open %s: %s", path, strerror(errno));
         return PROVEN_ERR;
