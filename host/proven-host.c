@@ -39,12 +39,14 @@
 
 #include "proven.h"
 #include "image/proven_eif.h"
+#include "net/proven_net.h"
 
 
 #define HOST_STOP_SECONDS   60                  /* the default */
 #define HOST_CMDLINE_MAX    4096
 #define HOST_MEMORY_MAX     (1024 * 1024)        /* MB */
 #define HOST_CPUS_MAX       64
+#define HOST_KEYD_GUEST     "10.0.2.100:7000"   /* what the guest dials */
 
 
 static volatile sig_atomic_t  host_signals;
@@ -65,6 +67,7 @@ host_usage(FILE *out)
         "usage: proven-host run --qemu IMAGE.eif [--http PORT] [--https PORT]\n"
         "                       [--memory MB] [--cpus N] [--accel tcg|kvm]\n"
         "                       [--stop-after SECONDS] [--qemu-binary PATH]\n"
+        "                       [--keyd ADDR]\n"
         "\n"
         "Boots the image under qemu (emulated: TCG, unless --accel kvm) with\n"
         "127.0.0.1:PORT forwarded to the guest's 80 (--http, default 8080)\n"
@@ -72,7 +75,9 @@ host_usage(FILE *out)
         "from the image (fw_cfg opt/proven/pcrs) and prints them.  Memory and\n"
         "CPUs default to the image's.  Ctrl-C shuts the guest down cleanly;\n"
         "a guest still up --stop-after seconds later (60) is killed, as on a\n"
-        "second Ctrl-C.\n"
+        "second Ctrl-C.  --keyd ADDR: the guest's connections to\n"
+        "tcp:" HOST_KEYD_GUEST " are carried to keyd at ADDR (unix:PATH,\n"
+        "tcp:HOST:PORT), one proven-relay each; the guest reaches nothing else.\n"
         "\n"
         "exit status: qemu's (0 when the guest powered off), 1 failed,\n"
         "2 usage error\n");
@@ -157,10 +162,58 @@ host_ask_shutdown(const char *control)
 }
 
 
+/*
+ * --keyd ADDR: the guest's connections to HOST_KEYD_GUEST, each handed by
+ * qemu (guestfwd) to a proven-relay of its own that carries it to ADDR.
+ * Nothing else leaves the guest (restrict=on): this stands in for the
+ * vsock port a Nitro host relays to keyd.  Appends the rule to netdev.
+ */
+static int
+host_keyd_rule(const char *keyd, char *netdev, size_t size)
+{
+    char           self[4096], err[PROVEN_ERR_LEN];
+    ssize_t        n;
+    proven_addr_t  addr;
+
+    n = readlink("/proc/self/exe", self, sizeof(self) - 32);
+    if (n <= 0) {
+        fprintf(stderr, "proven-host: /proc/self/exe: %s\n", strerror(errno));
+        return -1;
+    }
+    self[n] = '\0';
+    strcpy(strrchr(self, '/') + 1, "proven-relay");
+    if (access(self, X_OK) != 0) {
+        fprintf(stderr, "proven-host: --keyd needs %s: %s\n", self,
+                strerror(errno));
+        return -1;
+    }
+    if (proven_addr_parse(keyd, &addr, err, sizeof(err)) != PROVEN_OK) {
+        fprintf(stderr, "proven-host: --keyd %s: %s\n", keyd, err);
+        return -1;
+    }
+    /* qemu splits its options at commas, the command at spaces */
+    if (strpbrk(keyd, ", '\"\\") != NULL || strpbrk(self, ", '\"\\")) {
+        fprintf(stderr, "proven-host: --keyd %s: a path with a comma, space "
+                "or quote cannot pass through qemu's options\n", keyd);
+        return -1;
+    }
+    n = (ssize_t) strlen(netdev);
+    if ((size_t) snprintf(netdev + n, size - (size_t) n,
+                          ",guestfwd=tcp:%s-cmd:%s --listen fd:0 --to %s",
+                          HOST_KEYD_GUEST, self, keyd)
+        >= size - (size_t) n)
+    {
+        fprintf(stderr, "proven-host: --keyd %s: too long\n", keyd);
+        return -1;
+    }
+    return 0;
+}
+
+
 static int
 host_run(const char *image, const char *qemu, const char *accel,
     unsigned http, unsigned https, unsigned long memory, unsigned long cpus,
-    unsigned long stop_after)
+    unsigned long stop_after, const char *keyd)
 {
     int           fd, status, rc, asked, killed, kernels, cmdlines;
     pid_t         got;
@@ -168,7 +221,7 @@ host_run(const char *image, const char *qemu, const char *accel,
     const char   *tmp;
     char          kernel[256], initrd[256], pcrs[256], control[100];
     char          cmdline[HOST_CMDLINE_MAX], err[PROVEN_ERR_LEN];
-    char          fwcfg[300], netdev[200], mem[32], smp[32], chardev[300];
+    char          fwcfg[300], netdev[8192], mem[32], smp[32], chardev[300];
     size_t        i;
     uint8_t      *map, pcr_blob[3 * PROVEN_EIF_PCR_LEN];
     pid_t         pid;
@@ -282,6 +335,9 @@ host_run(const char *image, const char *qemu, const char *accel,
              "user,id=net0,restrict=on,"
              "hostfwd=tcp:127.0.0.1:%u-:80,hostfwd=tcp:127.0.0.1:%u-:443",
              http, https);
+    if (keyd != NULL && host_keyd_rule(keyd, netdev, sizeof(netdev)) != 0) {
+        goto done;
+    }
     /* the image says bytes, qemu wants MB */
     snprintf(mem, sizeof(mem), "%lu",
              memory ? memory : (unsigned long) (eif.default_mem >> 20));
@@ -399,7 +455,7 @@ int
 main(int argc, char **argv)
 {
     int            opt;
-    const char    *image, *qemu, *accel;
+    const char    *image, *qemu, *accel, *keyd;
     unsigned long  http, https, memory, cpus, stop_after, *target, max;
 
     static const struct option  options[] = {
@@ -411,6 +467,7 @@ main(int argc, char **argv)
         { "memory",      required_argument, NULL, 'm' },
         { "cpus",        required_argument, NULL, 'c' },
         { "stop-after",  required_argument, NULL, 't' },
+        { "keyd",        required_argument, NULL, 'k' },
         { "help",        no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -423,7 +480,7 @@ main(int argc, char **argv)
         return help ? 0 : 2;
     }
 
-    image = NULL;
+    image = keyd = NULL;
     qemu = "qemu-system-x86_64";
     accel = "tcg";
     http = 8080;
@@ -438,6 +495,9 @@ main(int argc, char **argv)
         switch (opt) {
         case 'q':
             image = optarg;
+            continue;
+        case 'k':
+            keyd = optarg;
             continue;
         case 'b':
             qemu = optarg;
@@ -491,5 +551,5 @@ main(int argc, char **argv)
     }
 
     return host_run(image, qemu, accel, (unsigned) http, (unsigned) https,
-                    memory, cpus, stop_after);
+                    memory, cpus, stop_after, keyd);
 }

@@ -9,10 +9,14 @@
  * through untouched.  SIGINT or SIGTERM stops it.
  */
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "proven.h"
 #include "net/proven_net.h"
@@ -31,6 +35,39 @@ relay_on_signal(int sig)
 }
 
 
+/*
+ * --listen fd:N: N must be a connected stream socket.  Its own stderr may
+ * be that same socket (qemu's guestfwd gives one socket as stdin, stdout
+ * and stderr): then nothing of ours may be written to it.
+ */
+static int
+relay_adopt(proven_relay_config_t *cfg, int fd)
+{
+    int          type, null;
+    socklen_t    len;
+    struct stat  a, b;
+
+    len = sizeof(type);
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0
+        || type != SOCK_STREAM)
+    {
+        return -1;
+    }
+    if (fd != 2 && fstat(fd, &a) == 0 && fstat(2, &b) == 0
+        && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+    {
+        null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        if (null < 0 || dup2(null, 2) < 0) {
+            return -1;
+        }
+        close(null);
+    }
+    cfg->adopt = 1;
+    cfg->adopt_fd = fd;
+    return 0;
+}
+
+
 static void
 relay_usage(FILE *out)
 {
@@ -39,7 +76,8 @@ relay_usage(FILE *out)
         "                    [--proxy-protocol] [--max N] [--verbose]\n"
         "\n"
         "ADDR: vsock:CID:PORT (CID any to listen), unix:PATH or\n"
-        "tcp:HOST:PORT (a numeric host).  --proxy-protocol sends a PROXY v2\n"
+        "tcp:HOST:PORT (a numeric host); --listen fd:N carries the one\n"
+        "connected socket N (qemu's guestfwd hands one on stdin), then ends.  --proxy-protocol sends a PROXY v2\n"
         "header with the client's address first; --max: connections at\n"
         "once (default 4096), more are refused.  --transport names the side\n"
         "that is the leg between two relays (the host's and the enclave's):\n"
@@ -97,10 +135,24 @@ main(int argc, char **argv)
         relay_usage(stderr);
         return 2;
     }
-    if (proven_addr_parse(listen_text, &cfg.listen, err, sizeof(err))
-            != PROVEN_OK
-        || proven_addr_parse(to_text, &cfg.to, err, sizeof(err)) != PROVEN_OK)
+    if (strncmp(listen_text, "fd:", 3) == 0) {
+        /* one connection handed over (qemu's guestfwd: on stdin) */
+        max = strtoul(listen_text + 3, &end, 10);
+        if (listen_text[3] < '0' || listen_text[3] > '9' || *end != '\0'
+            || max > 1023 || relay_adopt(&cfg, (int) max) != 0)
+        {
+            fprintf(stderr, "proven-relay: --listen fd:N wants a connected "
+                    "stream socket N\n");
+            return 2;
+        }
+        snprintf(cfg.listen.text, sizeof(cfg.listen.text), "%s", listen_text);
+    } else if (proven_addr_parse(listen_text, &cfg.listen, err, sizeof(err))
+               != PROVEN_OK)
     {
+        fprintf(stderr, "proven-relay: %s\n", err);
+        return 2;
+    }
+    if (proven_addr_parse(to_text, &cfg.to, err, sizeof(err)) != PROVEN_OK) {
         fprintf(stderr, "proven-relay: %s\n", err);
         return 2;
     }

@@ -7,7 +7,12 @@
 #   - rootfs/: init's services and modules lists, the enclave nginx.conf;
 #   - runtime/ with its node_modules.
 # PROVEN_IMAGE_NGINX_CONF and PROVEN_IMAGE_SERVICES put other files in
-# place of rootfs/'s (tests build changed images with them).  For Nitro,
+# place of rootfs/'s (tests build changed images with them).  Storage in
+# enclave mode: PROVEN_IMAGE_KEYD (the transport address of keyd: on
+# Nitro vsock:3:PORT, under proven-host --keyd tcp:10.0.2.100:7000) and
+# PROVEN_IMAGE_KEYD_IDENTITY (a file with keyd's identity in hex, `proven
+# keyd identity`) put it in the image, measured: provend asks that keyd,
+# and trusts answers signed by that identity only.  For Nitro,
 # whose devices Debian 12's kernel cannot drive (no NSM driver before
 # Linux 6.8, no virtio-mmio devices from the command line):
 # PROVEN_IMAGE_KERNEL (a bzImage), PROVEN_IMAGE_CMDLINE (its command line)
@@ -94,6 +99,18 @@ fi
     $runtime_files runtime/node_modules) \
     | (cd "$app/opt/proven" && tar -xf -)
 cp "${PROVEN_IMAGE_SERVICES:-$rootfs/services}" "$app/etc/proven/services"
+if [ -n "${PROVEN_IMAGE_KEYD:-}" ]; then
+    identity=$(tr -d ' \n' <"$PROVEN_IMAGE_KEYD_IDENTITY")
+    [[ $identity =~ ^[0-9a-f]{64}$ && $PROVEN_IMAGE_KEYD =~ ^[a-z0-9.:/_-]+$ ]] \
+        || { echo "build.sh: PROVEN_IMAGE_KEYD_IDENTITY holds 64 hex" \
+                  "digits, PROVEN_IMAGE_KEYD an address" >&2; exit 1; }
+    echo "$identity" >"$app/etc/proven/keyd.pub"
+    sed -i "s|^\(provend .*/opt/proven/bin/provend .*\)$|\1 --keyd $PROVEN_IMAGE_KEYD --keyd-identity @/etc/proven/keyd.pub|" \
+        "$app/etc/proven/services"
+    grep -q -- "--keyd $PROVEN_IMAGE_KEYD " "$app/etc/proven/services" \
+        || { echo "build.sh: no provend line in services for --keyd" >&2
+             exit 1; }
+fi
 cp "${PROVEN_IMAGE_NGINX_CONF:-$rootfs/nginx.conf}" \
     "$app/etc/proven/nginx.conf"
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$app/etc/passwd"

@@ -424,6 +424,17 @@ check "and PCR0-2 in fw_cfg opt/proven/pcrs, 3 x 48 bytes" 0 \
 check "the ports forwarded to loopback only, the guest network closed" 0 \
     -m '^user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:9080-:80,hostfwd=tcp:127.0.0.1:9443-:443$' \
     cat "$got.args"
+"$host" run --qemu "$work/host.eif" --qemu-binary "$work/qemu" \
+    --keyd "unix:$work/keyd.sock" >/dev/null 2>&1
+check "--keyd: the guest's one way out, to keyd through a proven-relay" 0 \
+    -m ",guestfwd=tcp:10.0.2.100:7000-cmd:$build/bin/proven-relay --listen fd:0 --to unix:$work/keyd.sock\$" \
+    grep '^user,id=net0,restrict=on,' "$got.args"
+check "--keyd refuses what qemu's options would split" 1 -m 'comma, space' \
+    "$host" run --qemu "$work/host.eif" --qemu-binary "$work/qemu" \
+    --keyd "unix:$work/a,b.sock"
+check "--keyd refuses a bad address" 1 -m 'is not vsock' \
+    "$host" run --qemu "$work/host.eif" --qemu-binary "$work/qemu" \
+    --keyd "keyd.example:7000"
 EIF_NO_KERNEL=1 make_eif "$work/nokernel.eif" "app one"
 check "an image without a kernel is refused" 1 -m 'has no kernel' \
     "$host" run --qemu "$work/nokernel.eif" --qemu-binary "$work/qemu"

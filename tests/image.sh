@@ -17,10 +17,11 @@ work=$(mktemp -d)
 port=$((23000 + $$ % 100 * 100))
 http=$port https=$((port + 1))
 passed=0 failed=0
-vm_pid=
+vm_pid= keyd_pid=
 
 cleanup() {
     [ -z "$vm_pid" ] || kill -KILL "$vm_pid" 2>/dev/null
+    [ -z "$keyd_pid" ] || kill "$keyd_pid" 2>/dev/null
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -34,15 +35,17 @@ pcrs_json() {
         "$(pcr 2 "$1")"
 }
 
-# boot IMAGE LOG: proven-host in the background; waits until the node
-# serves (or the guest is gone), and says how long it took
+# boot IMAGE LOG [PATH [ARGS...]]: proven-host in the background; waits
+# until the node serves PATH (default: an attestation, provend's) or the
+# guest is gone, and says how long it took
 boot() {
-    local start=$SECONDS
-    "$host" run --qemu "$1" --http "$http" --https "$https" \
-        >"$2" 2>&1 &
+    local start=$SECONDS image=$1 log=$2 path=${3:-attestation?nonce=00}
+    shift 2; shift || true
+    "$host" run --qemu "$image" --http "$http" --https "$https" "$@" \
+        >"$log" 2>&1 &
     vm_pid=$!
     for _ in $(seq 1 1800); do
-        curl -sf -o /dev/null -m 2 "http://127.0.0.1:$http/" && break
+        curl -sf -o /dev/null -m 2 "http://127.0.0.1:$http/$path" && break
         kill -0 "$vm_pid" 2>/dev/null || break
         sleep 0.1
     done
@@ -81,11 +84,14 @@ check "proven image pcrs prints the PCRs the build printed" 0 \
     diff <(grep PCR "$work/build-a.json") \
          <("$proven" image pcrs "$work/a.eif" | grep PCR)
 
-# a byte of the enclave nginx.conf changed; init's services changed so
-# that one can never stay up
+# a byte of the enclave nginx.conf changed, and storage through keyd (its
+# address and identity measured); init's services changed so that one can
+# never stay up
 sed 's/worker_connections 1024;/worker_connections 1025;/' \
     "$top/rootfs/nginx.conf" >"$work/nginx.conf"
-PROVEN_IMAGE_NGINX_CONF=$work/nginx.conf "$top/rootfs/build.sh" \
+"$proven" keyd identity --dir "$work/keyd" >"$work/keyd.hex"
+PROVEN_IMAGE_NGINX_CONF=$work/nginx.conf PROVEN_IMAGE_KEYD=tcp:10.0.2.100:7000 \
+    PROVEN_IMAGE_KEYD_IDENTITY=$work/keyd.hex "$top/rootfs/build.sh" \
     "$work/b" "$top/build/image/build" >"$work/build-b.json" 2>&1
 { cat "$top/rootfs/services"
   echo "crasher always - /opt/proven/bin/proven no-such-command"; } \
@@ -165,22 +171,48 @@ check "Ctrl-C shuts the guest down: proven-host exits 0" 0 stop
 # line LOG TEXT: the number of the first line of LOG holding TEXT
 line() { grep -nF -m1 "$2" "$1" | cut -d: -f1; }
 check "services stopped in reverse order, then power off" 0 \
-    test "$(line "$work/vm-a.log" 'init: stopping nginx')" \
-         -lt "$(line "$work/vm-a.log" 'init: stopping provend')" \
-    -a "$(line "$work/vm-a.log" 'init: stopping provend')" \
+    test "$(line "$work/vm-a.log" 'init: stopping provend')" \
+         -lt "$(line "$work/vm-a.log" 'init: stopping nginx')" \
+    -a "$(line "$work/vm-a.log" 'init: stopping nginx')" \
          -lt "$(line "$work/vm-a.log" 'reboot: Power down')"
 
 # ---- the changed image ------------------------------------------------------------
 
-boot "$work/b/proven.eif" "$work/vm-b.log"
+# the guest reaches keyd, and only keyd, through proven-host (--keyd); its
+# provend asks until keyd answers, nginx already serving the dev root,
+# which keyd is told to trust (under qemu documents are the dev provider's)
+boot "$work/b/proven.eif" "$work/vm-b.log" dev-root.pem \
+    --keyd "unix:$work/keyd.sock"
 check "the changed image serves" 0 \
     curl -sf -o /dev/null "http://127.0.0.1:$http/"
-# (its dev provider made a root of its own at boot)
 curl -sf "http://127.0.0.1:$http/dev-root.pem" -o "$work/root.pem"
+printf '{"pcrs": {"0": "%s", "1": "%s", "2": "%s"}}\n' \
+    "$(pcr 0 "$work/build-b.json")" "$(pcr 1 "$work/build-b.json")" \
+    "$(pcr 2 "$work/build-b.json")" >"$work/keyd/policy.json"
+"$proven" keyd serve --dir "$work/keyd" --listen "unix:$work/keyd.sock" \
+    --root "$work/root.pem" >"$work/keyd.log" 2>&1 &
+keyd_pid=$!
+for _ in $(seq 1 600); do
+    curl -sf -o /dev/null -m 2 "http://127.0.0.1:$http/attestation?nonce=00" \
+        && break
+    sleep 0.1
+done
+check "keyd releases the key to the image's PCRs" 0 \
+    -m 'released key "master" \(made now\) to proven-dev-.*the policy.s PCRs' \
+    cat "$work/keyd.log"
+check "the guest's provend seals its master key with it" 0 \
+    -m 'master key: released by keyd tcp:10.0.2.100:7000' cat "$work/vm-b.log"
 check "the PCRs expected of the first image are refused" 1 \
     -m 'PCR0 mismatch' attest "$work/build-a.json"
 check "its own PCRs verify" 0 -m '^valid' attest "$work/build-b.json"
+pcrs_json "$work/build-b.json" >"$work/pcrs-b.json"
+check "storage works: an app deployed into it answers" 0 \
+    -m '^42$' node "$top/tests/image/vm-client.mjs" \
+    "https://127.0.0.1:$https" "$work/root.pem" "$work/pcrs-b.json" \
+    "$work/hello.pkg"
 check "and it shuts down" 0 stop
+kill "$keyd_pid" 2>/dev/null
+wait "$keyd_pid" 2>/dev/null
 
 # ---- a service that cannot be kept up ------------------------------------------------
 

@@ -56,6 +56,11 @@ int proven_addr_connect(const proven_addr_t *addr, char *err, size_t errlen);
 
 typedef struct {
     proven_addr_t   listen;
+    int             adopt;              /* instead of listening, adopt_fd:
+                                           one connected socket, carried
+                                           until it ends (qemu's guestfwd
+                                           hands one on stdin) */
+    int             adopt_fd;
     proven_addr_t   to;
     int             transport;          /* PROVEN_RELAY_* */
     int             proxy_protocol;     /* a PROXY v2 header first */

@@ -130,6 +130,20 @@ proven_relay_new(const proven_relay_config_t *cfg, char *err, size_t errlen)
         }
     }
 
+    if (cfg->adopt) {
+        r->listen_fd = -1;
+        r->epfd = epoll_create1(EPOLL_CLOEXEC);
+        if (r->epfd < 0 || fcntl(cfg->adopt_fd, F_SETFL,
+                                 fcntl(cfg->adopt_fd, F_GETFL) | O_NONBLOCK)
+                           != 0)
+        {
+            proven_errf(err, errlen, "fd %d: %s", cfg->adopt_fd,
+                        strerror(errno));
+            proven_relay_free(r);
+            return NULL;
+        }
+        return r;
+    }
     r->listen_fd = proven_addr_listen(&cfg->listen, 1024, err, errlen);
     if (r->listen_fd < 0) {
         free(r);
@@ -588,18 +602,95 @@ proven_relay_resume(proven_relay_t *r)
 }
 
 
+/* Carries the connection fd (accepted, or adopted) to the target. */
 static void
-proven_relay_accept(proven_relay_t *r)
+proven_relay_begin(proven_relay_t *r, int fd,
+    const struct sockaddr_storage *peer)
 {
-    int                   fd, target, i, side, one;
+    int                   target, side, one;
     char                  err[PROVEN_ERR_LEN];
     uint8_t               header[52];
     size_t                header_len;
     socklen_t             len;
     proven_relay_conn_t  *c;
-        struct sockaddr_storage  peer, local;
+    struct sockaddr_storage  local;
 
     one = 1;
+    if (r->live >= r->cfg.max_connections) {
+        r->refused++;
+        close(fd);
+        return;
+    }
+
+    target = proven_addr_connect(&r->cfg.to, err, sizeof(err));
+    c = target >= 0 ? calloc(1, sizeof(*c)) : NULL;
+    if (c == NULL) {
+        if (r->cfg.verbose) {
+            fprintf(stderr, "relay: %s\n", target < 0 ? err
+                                                      : "out of memory");
+        }
+        r->failed++;
+        if (target >= 0) {
+            close(target);
+        }
+        {
+            struct linger  lg = { 1, 0 };
+
+            (void) setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        }
+        close(fd);
+        return;
+    }
+
+    /* bytes pass on as they come: no Nagle delay on either TCP side */
+    (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    (void) setsockopt(target, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->fd[0] = fd;
+    c->fd[1] = target;
+    for (side = 0; side < 2; side++) {
+        c->dir[side].pipe[0] = c->dir[side].pipe[1] = -1;
+        c->end[side].conn = c;
+        c->end[side].side = side;
+    }
+    /* direction 0 reads the client, 1 the target */
+    c->dir[0].src_framed = r->cfg.transport == PROVEN_RELAY_LISTEN;
+    c->dir[0].dst_framed = r->cfg.transport == PROVEN_RELAY_TO;
+    c->dir[1].src_framed = r->cfg.transport == PROVEN_RELAY_TO;
+    c->dir[1].dst_framed = r->cfg.transport == PROVEN_RELAY_LISTEN;
+    r->live++;
+
+    /* the target learns the client's address first, if asked */
+    if (r->cfg.proxy_protocol) {
+        len = sizeof(local);
+        if (getsockname(fd, (struct sockaddr *) &local, &len) != 0) {
+            local.ss_family = AF_UNSPEC;
+        }
+        header_len = proven_proxy_v2_header((const struct sockaddr *) peer,
+                                            (struct sockaddr *) &local,
+                                            header);
+        c->dir[0].buf = malloc(PROVEN_RELAY_CHUNK);
+        if (c->dir[0].buf == NULL) {
+            proven_relay_close(r, c, 1);
+            return;
+        }
+        /* sent ahead of the client's bytes, through the copy path */
+        memcpy(c->dir[0].buf, header, header_len);
+        c->dir[0].pending = header_len;
+    }
+
+    if (proven_relay_interest(r, c) != 0) {
+        proven_relay_close(r, c, 1);
+    }
+}
+
+
+static void
+proven_relay_accept(proven_relay_t *r)
+{
+    int                      fd, i;
+    socklen_t                len;
+    struct sockaddr_storage  peer;
+
     for (i = 0; i < PROVEN_RELAY_ACCEPTS; i++) {
         len = sizeof(peer);
         fd = accept4(r->listen_fd, (struct sockaddr *) &peer, &len,
@@ -617,74 +708,7 @@ proven_relay_accept(proven_relay_t *r)
             return;
         }
         r->accepted++;
-
-        if (r->live >= r->cfg.max_connections) {
-            r->refused++;
-            close(fd);
-            continue;
-        }
-
-        target = proven_addr_connect(&r->cfg.to, err, sizeof(err));
-        c = target >= 0 ? calloc(1, sizeof(*c)) : NULL;
-        if (c == NULL) {
-            if (r->cfg.verbose) {
-                fprintf(stderr, "relay: %s\n", target < 0 ? err
-                                                          : "out of memory");
-            }
-            r->failed++;
-            if (target >= 0) {
-                close(target);
-            }
-            {
-                struct linger  lg = { 1, 0 };
-
-                (void) setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-            }
-            close(fd);
-            continue;
-        }
-
-        /* bytes pass on as they come: no Nagle delay on either TCP side */
-        (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        (void) setsockopt(target, IPPROTO_TCP, TCP_NODELAY, &one,
-                          sizeof(one));
-        c->fd[0] = fd;
-        c->fd[1] = target;
-        for (side = 0; side < 2; side++) {
-            c->dir[side].pipe[0] = c->dir[side].pipe[1] = -1;
-            c->end[side].conn = c;
-            c->end[side].side = side;
-        }
-        /* direction 0 reads the client, 1 the target */
-        c->dir[0].src_framed = r->cfg.transport == PROVEN_RELAY_LISTEN;
-        c->dir[0].dst_framed = r->cfg.transport == PROVEN_RELAY_TO;
-        c->dir[1].src_framed = r->cfg.transport == PROVEN_RELAY_TO;
-        c->dir[1].dst_framed = r->cfg.transport == PROVEN_RELAY_LISTEN;
-        r->live++;
-
-        /* the target learns the client's address first, if asked */
-        if (r->cfg.proxy_protocol) {
-            len = sizeof(local);
-            if (getsockname(fd, (struct sockaddr *) &local, &len) != 0) {
-                local.ss_family = AF_UNSPEC;
-            }
-            header_len = proven_proxy_v2_header((struct sockaddr *) &peer,
-                                                (struct sockaddr *) &local,
-                                                header);
-            c->dir[0].buf = malloc(PROVEN_RELAY_CHUNK);
-            if (c->dir[0].buf == NULL) {
-                proven_relay_close(r, c, 1);
-                continue;
-            }
-            /* sent ahead of the client's bytes, through the copy path */
-            memcpy(c->dir[0].buf, header, header_len);
-            c->dir[0].pending = header_len;
-        }
-
-        if (proven_relay_interest(r, c) != 0) {
-            proven_relay_close(r, c, 1);
-            continue;
-        }
+        proven_relay_begin(r, fd, &peer);
     }
 }
 
@@ -756,7 +780,21 @@ proven_relay_run(proven_relay_t *r, char *err, size_t errlen)
     proven_relay_conn_t  *dead;
     struct epoll_event    events[PROVEN_RELAY_EVENTS];
 
-    while (!r->stop) {
+    if (r->cfg.adopt) {
+        struct sockaddr_storage  peer;
+        socklen_t                len;
+
+        len = sizeof(peer);
+        if (getpeername(r->cfg.adopt_fd, (struct sockaddr *) &peer, &len)
+            != 0)
+        {
+            peer.ss_family = AF_UNSPEC;
+        }
+        r->accepted++;
+        proven_relay_begin(r, r->cfg.adopt_fd, &peer);
+    }
+    /* an adopted connection is the only one: done when it is */
+    while (!r->stop && !(r->cfg.adopt && r->live == 0)) {
         n = epoll_wait(r->epfd, events, PROVEN_RELAY_EVENTS,
                        r->paused ? PROVEN_RELAY_PAUSE_MS : 1000);
         if (r->paused && proven_relay_now_ms() >= r->paused_at

@@ -370,3 +370,37 @@ test('bad addresses are refused with a reason', () => {
         assert.match(r.stderr.toString(), why, addr);
     }
 });
+
+test('--listen fd:0 carries the one socket on its stdin (qemu guestfwd), '
+     + 'writes nothing of its own to it, then ends', { timeout: 10000 },
+     async () => {
+    const sock = path.join(work, 'fd0.sock');
+    const server = net.createServer();
+    extra.push(server);
+    await new Promise((resolve) => server.listen(sock, resolve));
+    const handed = new Promise((resolve) => server.once('connection', resolve));
+    const client = await new Promise((resolve) => {
+        const c = net.connect(sock, () => resolve(c));
+    });
+    const inner = await handed;
+    /* as libslirp does: one socket as stdin, stdout and stderr */
+    const p = spawn(relayBin, ['--listen', 'fd:0', '--to',
+                               `tcp:127.0.0.1:${echo.address().port}`,
+                               '--verbose'], { stdio: [inner, inner, inner] });
+    const exited = new Promise((resolve) => p.on('exit', resolve));
+    inner.destroy();                  /* the child holds it now */
+    const got = drain(client);
+    client.end('through fd 0');
+    const { data, error } = await got;
+    assert.equal(error, null);
+    assert.equal(data.toString(), 'through fd 0');
+    assert.equal(await exited, 0);
+});
+
+test('--listen fd:N refuses what is not a connected stream socket', () => {
+    const r = spawnSync(relayBin, ['--listen', 'fd:0', '--to', 'unix:/x'],
+                        { stdio: [fs.openSync('/dev/null', 'r'), 'pipe',
+                                  'pipe'] });
+    assert.equal(r.status, 2);
+    assert.match(r.stderr.toString(), /fd:N wants a connected stream socket/);
+});
