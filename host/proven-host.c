@@ -47,6 +47,8 @@
 #define HOST_MEMORY_MAX     (1024 * 1024)        /* MB */
 #define HOST_CPUS_MAX       64
 #define HOST_KEYD_GUEST     "10.0.2.100:7000"   /* what the guest dials */
+#define HOST_SAFE  "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"    \
+                   "0123456789._/:+-"
 
 
 static volatile sig_atomic_t  host_signals;
@@ -191,10 +193,14 @@ host_keyd_rule(const char *keyd, char *netdev, size_t size)
         fprintf(stderr, "proven-host: --keyd %s: %s\n", keyd, err);
         return -1;
     }
-    /* qemu splits its options at commas, the command at spaces */
-    if (strpbrk(keyd, ", '\"\\") != NULL || strpbrk(self, ", '\"\\")) {
-        fprintf(stderr, "proven-host: --keyd %s: a path with a comma, space "
-                "or quote cannot pass through qemu's options\n", keyd);
+    /* qemu splits its options at commas, libslirp the command as a shell
+       would: only characters neither reads as anything */
+    if (strspn(keyd, HOST_SAFE) != strlen(keyd)
+        || strspn(self, HOST_SAFE) != strlen(self))
+    {
+        fprintf(stderr, "proven-host: --keyd: %s and %s may hold only "
+                "[A-Za-z0-9._/:+-]: anything else would not pass through "
+                "qemu's options\n", keyd, self);
         return -1;
     }
     n = (ssize_t) strlen(netdev);

@@ -36,34 +36,50 @@ relay_on_signal(int sig)
 
 
 /*
- * --listen fd:N: N must be a connected stream socket.  Its own stderr may
- * be that same socket (qemu's guestfwd gives one socket as stdin, stdout
- * and stderr): then nothing of ours may be written to it.
+ * --listen fd:N: N must be a connected stream socket.  qemu's guestfwd
+ * gives one socket as stdin, stdout and stderr: the relay takes a copy of
+ * its own, and every standard descriptor that is that socket becomes
+ * /dev/null, so nothing of ours is written to it and closing our copy
+ * closes the connection.
  */
 static int
 relay_adopt(proven_relay_config_t *cfg, int fd)
 {
-    int          type, null;
-    socklen_t    len;
-    struct stat  a, b;
+    int                      type, null, own, i;
+    socklen_t                len;
+    struct stat              a, b;
+    struct sockaddr_storage  peer;
 
     len = sizeof(type);
     if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0
-        || type != SOCK_STREAM)
+        || type != SOCK_STREAM || fstat(fd, &a) != 0)
     {
         return -1;
     }
-    if (fd != 2 && fstat(fd, &a) == 0 && fstat(2, &b) == 0
-        && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
-    {
-        null = open("/dev/null", O_WRONLY | O_CLOEXEC);
-        if (null < 0 || dup2(null, 2) < 0) {
-            return -1;
-        }
-        close(null);
+    len = sizeof(peer);
+    if (getpeername(fd, (struct sockaddr *) &peer, &len) != 0) {
+        return -1;                      /* a listener, or not connected */
     }
+    own = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (own < 0 || null < 0) {
+        return -1;
+    }
+    for (i = 0; i <= 2; i++) {
+        if (i == fd || (fstat(i, &b) == 0 && a.st_dev == b.st_dev
+                        && a.st_ino == b.st_ino))
+        {
+            if (dup2(null, i) < 0) {
+                return -1;
+            }
+        }
+    }
+    if (fd > 2) {
+        close(fd);
+    }
+    close(null);
     cfg->adopt = 1;
-    cfg->adopt_fd = fd;
+    cfg->adopt_fd = own;
     return 0;
 }
 
@@ -173,6 +189,10 @@ main(int argc, char **argv)
     rc = proven_relay_run(relay, err, sizeof(err));
     if (rc != PROVEN_OK) {
         fprintf(stderr, "proven-relay: %s\n", err);
+    }
+    /* one connection that could not be carried is a failure to say */
+    if (rc == PROVEN_OK && cfg.adopt && proven_relay_failures(relay) > 0) {
+        rc = PROVEN_ERR;
     }
     proven_relay_free(relay);
     return rc == PROVEN_OK ? 0 : 1;

@@ -99,7 +99,13 @@ fi
     $runtime_files runtime/node_modules) \
     | (cd "$app/opt/proven" && tar -xf -)
 cp "${PROVEN_IMAGE_SERVICES:-$rootfs/services}" "$app/etc/proven/services"
-if [ -n "${PROVEN_IMAGE_KEYD:-}" ]; then
+if [ -n "${PROVEN_IMAGE_KEYD:-}${PROVEN_IMAGE_KEYD_IDENTITY:-}" ]; then
+    [ -n "${PROVEN_IMAGE_KEYD:-}" ] && [ -n "${PROVEN_IMAGE_KEYD_IDENTITY:-}" ] \
+        || { echo "build.sh: PROVEN_IMAGE_KEYD and PROVEN_IMAGE_KEYD_IDENTITY" \
+                  "go together" >&2; exit 1; }
+    ! grep -q -- '--keyd' "$app/etc/proven/services" \
+        || { echo "build.sh: the services file names a keyd already" >&2
+             exit 1; }
     identity=$(tr -d ' \n' <"$PROVEN_IMAGE_KEYD_IDENTITY")
     [[ $identity =~ ^[0-9a-f]{64}$ && $PROVEN_IMAGE_KEYD =~ ^[a-z0-9.:/_-]+$ ]] \
         || { echo "build.sh: PROVEN_IMAGE_KEYD_IDENTITY holds 64 hex" \

@@ -77,6 +77,8 @@ proven_relay_t *proven_relay_new(const proven_relay_config_t *cfg,
  * PROVEN_OK or PROVEN_ERR. */
 int proven_relay_run(proven_relay_t *r, char *err, size_t errlen);
 void proven_relay_stop(proven_relay_t *r);
+/* Connections that could not be carried (the target refused, ...). */
+unsigned long proven_relay_failures(const proven_relay_t *r);
 void proven_relay_free(proven_relay_t *r);
 
 /* The PROXY protocol v2 header for a connection from src to dst (both

@@ -171,6 +171,13 @@ proven_relay_stop(proven_relay_t *r)
 }
 
 
+unsigned long
+proven_relay_failures(const proven_relay_t *r)
+{
+    return r->failed;
+}
+
+
 void
 proven_relay_free(proven_relay_t *r)
 {

@@ -404,3 +404,24 @@ test('--listen fd:N refuses what is not a connected stream socket', () => {
     assert.equal(r.status, 2);
     assert.match(r.stderr.toString(), /fd:N wants a connected stream socket/);
 });
+
+test('--listen fd:0 whose target refuses: the connection ends, exit 1',
+     { timeout: 10000 }, async () => {
+    const sock = path.join(work, 'fd0b.sock');
+    const server = net.createServer();
+    extra.push(server);
+    await new Promise((resolve) => server.listen(sock, resolve));
+    const handed = new Promise((resolve) => server.once('connection', resolve));
+    const client = await new Promise((resolve) => {
+        const c = net.connect(sock, () => resolve(c));
+    });
+    const inner = await handed;
+    const p = spawn(relayBin, ['--listen', 'fd:0', '--to',
+                               `unix:${path.join(work, 'nobody.sock')}`],
+                    { stdio: [inner, inner, inner] });
+    const exited = new Promise((resolve) => p.on('exit', resolve));
+    inner.destroy();
+    const { data } = await drain(client);
+    assert.equal(data.length, 0);
+    assert.equal(await exited, 1);
+});
