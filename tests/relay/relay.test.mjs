@@ -371,10 +371,10 @@ test('bad addresses are refused with a reason', () => {
     }
 });
 
-test('--listen fd:0 carries the one socket on its stdin (qemu guestfwd), '
-     + 'writes nothing of its own to it, then ends', { timeout: 10000 },
-     async () => {
-    const sock = path.join(work, 'fd0.sock');
+// A connected pair over a unix socket: {client, inner}; inner is the end
+// qemu's guestfwd would hand a program as its stdin, stdout and stderr.
+async function handOver(name) {
+    const sock = path.join(work, name);
     const server = net.createServer();
     extra.push(server);
     await new Promise((resolve) => server.listen(sock, resolve));
@@ -382,7 +382,13 @@ test('--listen fd:0 carries the one socket on its stdin (qemu guestfwd), '
     const client = await new Promise((resolve) => {
         const c = net.connect(sock, () => resolve(c));
     });
-    const inner = await handed;
+    return { client, inner: await handed };
+}
+
+test('--listen fd:0 carries the one socket on its stdin (qemu guestfwd), '
+     + 'writes nothing of its own to it, then ends', { timeout: 10000 },
+     async () => {
+    const { client, inner } = await handOver('fd0.sock');
     /* as libslirp does: one socket as stdin, stdout and stderr */
     const p = spawn(relayBin, ['--listen', 'fd:0', '--to',
                                `tcp:127.0.0.1:${echo.address().port}`,
@@ -407,15 +413,7 @@ test('--listen fd:N refuses what is not a connected stream socket', () => {
 
 test('--listen fd:0 whose target refuses: the connection ends, exit 1',
      { timeout: 10000 }, async () => {
-    const sock = path.join(work, 'fd0b.sock');
-    const server = net.createServer();
-    extra.push(server);
-    await new Promise((resolve) => server.listen(sock, resolve));
-    const handed = new Promise((resolve) => server.once('connection', resolve));
-    const client = await new Promise((resolve) => {
-        const c = net.connect(sock, () => resolve(c));
-    });
-    const inner = await handed;
+    const { client, inner } = await handOver('fd0b.sock');
     const p = spawn(relayBin, ['--listen', 'fd:0', '--to',
                                `unix:${path.join(work, 'nobody.sock')}`],
                     { stdio: [inner, inner, inner] });
