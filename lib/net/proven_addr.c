@@ -55,6 +55,11 @@ proven_addr_tcp(const char *rest, proven_addr_t *addr, char *err,
     if (len >= 2 && rest[0] == '[' && rest[len - 1] == ']') {
         rest++;
         len -= 2;
+    } else if (memchr(rest, ':', len) != NULL) {
+        /* tcp:::1:80 reads two ways: the form says which */
+        proven_errf(err, errlen, "tcp: an IPv6 host goes in brackets, "
+                    "tcp:[::1]:PORT");
+        return PROVEN_ERR;
     }
     if (len == 0 || len >= sizeof(host)) {
         proven_errf(err, errlen, "tcp:HOST:PORT needs a host");
@@ -179,7 +184,7 @@ int
 proven_addr_listen(const proven_addr_t *addr, int backlog, char *err,
     size_t errlen)
 {
-    int                  fd, one;
+    int                  fd, one, probe, live;
     struct stat          st;
     const char          *path;
 
@@ -193,9 +198,23 @@ proven_addr_listen(const proven_addr_t *addr, int backlog, char *err,
         (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     }
     if (addr->kind == PROVEN_ADDR_UNIX) {
-        /* a socket a dead listener left: replaced; anything else: kept */
+        /* a socket a dead listener left: replaced; a live listener's, or
+           anything else: kept (a connect says which; on a unix socket it
+           does not wait) */
         path = ((const struct sockaddr_un *) &addr->sa)->sun_path;
         if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+            probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+            live = probe >= 0 && connect(probe, (const struct sockaddr *)
+                                         &addr->sa, addr->len) == 0;
+            if (probe >= 0) {
+                close(probe);
+            }
+            if (live) {
+                proven_errf(err, errlen, "%s: another process listens there",
+                            addr->text);
+                close(fd);
+                return -1;
+            }
             (void) unlink(path);
         }
     }

@@ -362,6 +362,7 @@ test('bad addresses are refused with a reason', () => {
         ['vsock:3', /needs a CID and a port/],
         ['tcp:example.com:80', /not a numeric address/],
         ['tcp:127.0.0.1:99999', /port/],
+        ['tcp:::1:80', /IPv6 host goes in brackets/],
         ['unix:', /path of 1 to/],
         ['http://127.0.0.1', /is not vsock:CID:PORT, unix:PATH or tcp:HOST:PORT/],
     ]) {
@@ -422,4 +423,23 @@ test('--listen fd:0 whose target refuses: the connection ends, exit 1',
     const { data } = await drain(client);
     assert.equal(data.length, 0);
     assert.equal(await exited, 1);
+});
+
+test('a unix path another relay listens on is not taken from it', async () => {
+    const sock = path.join(work, 'taken.sock');
+    const first = await startRelay(['--listen', `unix:${sock}`, '--to',
+                                    `tcp:127.0.0.1:${echo.address().port}`]);
+    const r = spawnSync(relayBin, ['--listen', `unix:${sock}`, '--to',
+                                   'unix:/x']);
+    assert.equal(r.status, 1);
+    assert.match(r.stderr.toString(), /another process listens there/);
+    /* and the first still serves */
+    const s = await new Promise((resolve, reject) => {
+        const c = net.connect(sock, () => resolve(c));
+        c.on('error', reject);
+    });
+    const got = drain(s);
+    s.end('still mine');
+    assert.equal((await got).data.toString(), 'still mine');
+    first.kill('SIGKILL');
 });
