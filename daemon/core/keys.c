@@ -385,6 +385,17 @@ failed:
 
 #define PROVEND_MASTER_SEALED_AD  "proven-master-v1"
 
+
+int
+provend_keys_open_master(const uint8_t kek[PROVEND_KEY_LEN],
+    const uint8_t sealed[PROVEND_MASTER_SEALED_LEN],
+    uint8_t key[PROVEND_KEY_LEN])
+{
+    return provend_open(kek, (const uint8_t *) PROVEND_MASTER_SEALED_AD,
+                        sizeof(PROVEND_MASTER_SEALED_AD) - 1, sealed,
+                        PROVEND_MASTER_SEALED_LEN, key);
+}
+
 int
 provend_keys_load_sealed_master(const char *data_dir,
     const uint8_t kek[PROVEND_KEY_LEN], uint8_t key[PROVEND_KEY_LEN],
@@ -418,10 +429,7 @@ provend_keys_load_sealed_master(const char *data_dir,
             return PROVEN_ERR;
         }
         rc = len == sizeof(sealed)
-             ? provend_open(kek, (const uint8_t *) PROVEND_MASTER_SEALED_AD,
-                            sizeof(PROVEND_MASTER_SEALED_AD) - 1, buf, len,
-                            key)
-             : PROVEN_ERR;
+             ? provend_keys_open_master(kek, buf, key) : PROVEN_ERR;
         free(buf);
         if (rc != PROVEN_OK) {
             proven_errf(err, errlen, "%s does not open with the key keyd "

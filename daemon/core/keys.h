@@ -38,6 +38,12 @@ int provend_keys_load_sealed_master(const char *data_dir,
     const uint8_t kek[PROVEND_KEY_LEN], uint8_t key[PROVEND_KEY_LEN],
     char *err, size_t errlen);
 
+/* The master key sealed with kek, as master.sealed holds it. */
+#define PROVEND_MASTER_SEALED_LEN  (PROVEND_KEY_LEN + PROVEND_SEAL_OVERHEAD)
+int provend_keys_open_master(const uint8_t kek[PROVEND_KEY_LEN],
+    const uint8_t sealed[PROVEND_MASTER_SEALED_LEN],
+    uint8_t key[PROVEND_KEY_LEN]);
+
 /* HKDF-SHA256(master, info) -> out (no salt); out_len 1..8160. */
 int provend_keys_derive(const uint8_t master[PROVEND_KEY_LEN],
     const char *info, size_t info_len, uint8_t *out, size_t out_len);

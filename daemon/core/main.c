@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 
 #include <curl/curl.h>
@@ -24,6 +26,7 @@
 #include "apps/sandbox.h"
 #include "attest/provider.h"
 #include "cluster/cluster.h"
+#include "backup.h"
 #include "keys.h"
 #include "master.h"
 #include "log.h"
@@ -155,6 +158,86 @@ provend_main_keyd_config(const provend_options_t *o,
         return PROVEN_ERR;
     }
     return PROVEN_OK;
+}
+
+
+/* --backup or --restore, with the node stopped: the exit status. */
+static int
+provend_main_backup(const provend_options_t *o, provend_provider_t *provider)
+{
+    int                     rc, fd;
+    char                    err[PROVEN_ERR_LEN], path[4200];
+    size_t                  len;
+    uint8_t                 master[PROVEND_KEY_LEN], kek[PROVEND_KEY_LEN];
+    uint8_t                *sealed;
+    provend_keyd_client_t   keyd;
+    struct sockaddr_un      sa;
+
+    err[0] = '\0';
+    if (o->keyd == NULL || (o->backup != NULL && o->restore != NULL)) {
+        provend_error("--backup or --restore (one of them) needs --keyd: "
+                      "backups are sealed with the key keyd releases");
+        return 1;
+    }
+    /* a provend answering on the socket is writing storage now */
+    snprintf(path, sizeof(path), "%s/provend.sock", o->data_dir);
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    len = strlen(path);
+    memcpy(sa.sun_path, path, len < sizeof(sa.sun_path)
+                              ? len : sizeof(sa.sun_path) - 1);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    rc = fd >= 0 && connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0;
+    if (fd >= 0) {
+        close(fd);
+    }
+    if (rc) {
+        provend_error("a provend serves %s: stop the node first", path);
+        return 1;
+    }
+    if (provend_main_keyd_config(o, &keyd, err, sizeof(err)) != PROVEN_OK) {
+        provend_error("%s", err);
+        return 1;
+    }
+
+    if (o->restore != NULL) {
+        rc = provend_master_kek(&keyd, provider, kek, err, sizeof(err));
+        if (rc == PROVEN_OK) {
+            rc = provend_backup_restore(o->data_dir, kek, o->restore, err,
+                                        sizeof(err));
+        }
+        OPENSSL_cleanse(kek, sizeof(kek));
+        if (rc != PROVEN_OK) {
+            provend_error("restore: %s", err);
+        }
+        return rc == PROVEN_OK ? 0 : 1;
+    }
+
+    snprintf(path, sizeof(path), "%s/keys/master.sealed", o->data_dir);
+    if (access(path, F_OK) != 0) {
+        provend_error("backup: %s: %s (nothing to back up)", path,
+                      strerror(errno));
+        return 1;
+    }
+    rc = provend_master_from_keyd(&keyd, provider, o->data_dir, master, err,
+                                  sizeof(err));
+    sealed = NULL;
+    if (rc == PROVEN_OK) {
+        rc = provend_read_file(path, PROVEND_MASTER_SEALED_LEN, &sealed,
+                               &len, err, sizeof(err));
+    }
+    if (rc == PROVEN_OK) {
+        rc = len == PROVEND_MASTER_SEALED_LEN
+             ? provend_backup_write(o->data_dir, master, sealed, o->backup,
+                                    err, sizeof(err))
+             : PROVEN_ERR;
+    }
+    OPENSSL_cleanse(master, sizeof(master));
+    free(sealed);
+    if (rc != PROVEN_OK) {
+        provend_error("backup: %s", err[0] ? err : "master.sealed changed");
+    }
+    return rc == PROVEN_OK ? 0 : 1;
 }
 
 
@@ -293,6 +376,11 @@ main(int argc, char **argv)
      * without, the node serves attestation but no storage rather than fall
      * back to a key file the host can read.
      */
+    if (o.backup != NULL || o.restore != NULL) {
+        status = provend_main_backup(&o, provider);
+        goto done;
+    }
+
     if (o.keyd == NULL && strcmp(provider_name, "nsm") == 0) {
         provend_warn("enclave mode without --keyd: storage is disabled, "
                      "kv.* and sql.* answer \"storage_unavailable\"");

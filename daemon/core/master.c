@@ -192,13 +192,13 @@ done:
 
 
 int
-provend_master_from_keyd(const provend_keyd_client_t *cfg,
-    provend_provider_t *provider, const char *data_dir,
-    uint8_t master[PROVEND_KEY_LEN], char *err, size_t errlen)
+provend_master_kek(const provend_keyd_client_t *cfg,
+    provend_provider_t *provider, uint8_t kek[PROVEND_KEY_LEN], char *err,
+    size_t errlen)
 {
     int              rc;
     size_t           release_len;
-    uint8_t         *release, kek[PROVEND_KEY_LEN];
+    uint8_t         *release;
     unsigned         backoff;
     uint64_t         until;
     proven_addr_t    addr;
@@ -237,15 +237,29 @@ provend_master_from_keyd(const provend_keyd_client_t *cfg,
                   ? PROVEND_KEYD_BACKOFF_MAX : backoff * 2;
     }
     free(release);
-    if (rc != PROVEN_OK) {
+    if (rc == PROVEN_OK) {
+        provend_info("keyd %s released key \"%s\"", addr.text, cfg->key_id);
+    }
+    return rc;
+}
+
+
+int
+provend_master_from_keyd(const provend_keyd_client_t *cfg,
+    provend_provider_t *provider, const char *data_dir,
+    uint8_t master[PROVEND_KEY_LEN], char *err, size_t errlen)
+{
+    int      rc;
+    uint8_t  kek[PROVEND_KEY_LEN];
+
+    if (provend_master_kek(cfg, provider, kek, err, errlen) != PROVEN_OK) {
         return PROVEN_ERR;
     }
-
     rc = provend_keys_load_sealed_master(data_dir, kek, master, err, errlen);
     OPENSSL_cleanse(kek, sizeof(kek));
     if (rc == PROVEN_OK) {
         provend_info("master key: released by keyd %s (key \"%s\")",
-                     addr.text, cfg->key_id);
+                     cfg->address, cfg->key_id);
     }
     return rc;
 }

@@ -17,6 +17,11 @@ typedef struct {
     unsigned     wait_s;             /* --keyd-wait: 0 asks for ever */
 } provend_keyd_client_t;
 
+/* The asking alone: keyd's key-encryption key into kek. */
+int provend_master_kek(const provend_keyd_client_t *cfg,
+    provend_provider_t *provider, uint8_t kek[PROVEND_KEY_LEN], char *err,
+    size_t errlen);
+
 /*
  * Asks keyd for this node's key-encryption key (again and again, backing
  * off up to 5 s, while wait_s allows), then opens or makes the master key

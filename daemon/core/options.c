@@ -157,6 +157,14 @@ static const provend_opt_t  provend_opts[] = {
       86400, NULL, "0", "how long to keep asking keyd before giving up "
       "(0: for ever)" },
 
+    { "backup", "FILE", PROVEND_OPT_TEXT, PROVEND_OFF(backup), 0, 0, NULL,
+      NULL, "with the node stopped: write a sealed backup of DATA/storage "
+      "to FILE (new), then exit; needs --keyd" },
+
+    { "restore", "FILE", PROVEND_OPT_TEXT, PROVEND_OFF(restore), 0, 0, NULL,
+      NULL, "restore a sealed backup into DATA (without storage yet), then "
+      "exit: only with the key keyd releases to this code; needs --keyd" },
+
     { NULL, NULL, 0, 0, 0, 0, NULL, NULL, NULL }
 };
 

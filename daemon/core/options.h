@@ -45,6 +45,8 @@ typedef struct {
     const char         *keyd_key_id;
     const char         *keyd_release;
     unsigned long       keyd_wait;
+    const char         *backup;           /* --backup FILE, then exit */
+    const char         *restore;          /* --restore FILE, then exit */
     size_t              measure_count;
     provend_measure_t   measures[PROVEND_MEASURE_MAX];
 } provend_options_t;
