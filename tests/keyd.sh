@@ -256,7 +256,8 @@ check "none of the stored values is in it in clear" 1 \
     grep -qa s3cret "$work/backup.bin"
 provend --keyd "$ours"
 check "a running node is not backed up (its storage moves)" 1 \
-    -m 'stop the node first' pd "$node" --backup "$work/busy.bin"
+    -m 'another provend .* uses .*: stop it first' \
+    pd "$node" --backup "$work/busy.bin"
 stop_provend
 # another machine: the same code, an empty data directory (the test's
 # dev root copied, as keyd trusts that one)
@@ -296,6 +297,9 @@ perl -e 'local $/; $_ = <STDIN>; substr($_, 40, 1) ^= "\x01"; print' \
     <"$work/backup.bin" >"$work/key-changed.bin"
 check "so is one whose sealed master key was changed" 1 \
     -m 'master key does not open' pd "$work/r2" --restore "$work/key-changed.bin"
+check "a backup into the storage it backs up is refused" 1 \
+    -m 'inside the storage it backs up' \
+    pd "$node" --backup "$node/storage/kv/backup.bin"
 check "--backup without --keyd is refused" 1 -m 'needs --keyd' \
     "$bin/provend" --data "$work/r2" --provider dev --backup "$work/x.bin"
 

@@ -164,10 +164,10 @@ bk_put(bk_stream_t *s, const void *data, size_t len, char *err,
 
 /* ---- writing ------------------------------------------------------------ */
 
-/* One file: its entry, then its bytes. */
+/* One file (name in dir dfd, never a link): its entry, then its bytes. */
 static int
-bk_put_file(bk_stream_t *s, const char *full, const char *rel, char *err,
-    size_t errlen)
+bk_put_file(bk_stream_t *s, int dfd, const char *name, const char *rel,
+    char *err, size_t errlen)
 {
     int          fd, rc;
     ssize_t      n;
@@ -176,7 +176,7 @@ bk_put_file(bk_stream_t *s, const char *full, const char *rel, char *err,
     uint64_t     left;
     struct stat  st;
 
-    fd = open(full, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         proven_errf(err, errlen, "%s: not a regular file", rel);
         if (fd >= 0) {
@@ -198,8 +198,7 @@ bk_put_file(bk_stream_t *s, const char *full, const char *rel, char *err,
     {
         n = read(fd, buf, left < sizeof(buf) ? (size_t) left : sizeof(buf));
         if (n <= 0) {
-            proven_errf(err, errlen, "%s changed while read (is the node "
-                        "stopped?)", rel);
+            proven_errf(err, errlen, "%s changed while read", rel);
             rc = PROVEN_ERR;
             break;
         }
@@ -212,20 +211,22 @@ bk_put_file(bk_stream_t *s, const char *full, const char *rel, char *err,
 }
 
 
+/* The tree under directory fd dfd (taken over), named rel. */
 static int
-bk_put_tree(bk_stream_t *s, const char *data_dir, const char *rel, int depth,
-    char *err, size_t errlen)
+bk_put_tree(bk_stream_t *s, int dfd, const char *rel, int depth, char *err,
+    size_t errlen)
 {
-    int             rc;
+    int             rc, cfd;
     DIR            *d;
-    char            full[4096 + BK_PATH_MAX], child[BK_PATH_MAX];
+    char            child[BK_PATH_MAX];
     struct stat     st;
     struct dirent  *e;
 
-    snprintf(full, sizeof(full), "%s/%s", data_dir, rel);
-    if (depth > BK_DEPTH_MAX || (d = opendir(full)) == NULL) {
+    d = depth <= BK_DEPTH_MAX ? fdopendir(dfd) : NULL;
+    if (d == NULL) {
         proven_errf(err, errlen, "%s: %s", rel,
                     depth > BK_DEPTH_MAX ? "too deep" : strerror(errno));
+        close(dfd);
         return PROVEN_ERR;
     }
     rc = PROVEN_OK;
@@ -238,16 +239,21 @@ bk_put_tree(bk_stream_t *s, const char *data_dir, const char *rel, int depth,
         {
             proven_errf(err, errlen, "%s/...: path too long", rel);
             rc = PROVEN_ERR;
-            break;
-        }
-        snprintf(full, sizeof(full), "%s/%s", data_dir, child);
-        if (lstat(full, &st) != 0) {
+        } else if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW)
+                   != 0)
+        {
             proven_errf(err, errlen, "%s: %s", child, strerror(errno));
             rc = PROVEN_ERR;
         } else if (S_ISDIR(st.st_mode)) {
-            rc = bk_put_tree(s, data_dir, child, depth + 1, err, errlen);
+            cfd = openat(dirfd(d), e->d_name,
+                         O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            rc = cfd >= 0 ? bk_put_tree(s, cfd, child, depth + 1, err, errlen)
+                          : PROVEN_ERR;
+            if (cfd < 0) {
+                proven_errf(err, errlen, "%s: %s", child, strerror(errno));
+            }
         } else {
-            rc = bk_put_file(s, full, child, err, errlen);
+            rc = bk_put_file(s, dirfd(d), e->d_name, child, err, errlen);
         }
     }
     closedir(d);
@@ -261,11 +267,18 @@ provend_backup_write(const char *data_dir,
     const uint8_t sealed_master[PROVEND_MASTER_SEALED_LEN],
     const char *out, char *err, size_t errlen)
 {
-    int          rc;
+    int          rc, dfd;
+    char         path[4200];
     uint8_t      head[BK_HEAD_LEN];
     bk_stream_t  s;
 
     memset(&s, 0, sizeof(s));
+    snprintf(path, sizeof(path), "%s/storage", data_dir);
+    dfd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0) {
+        proven_errf(err, errlen, "%s: %s", path, strerror(errno));
+        return PROVEN_ERR;
+    }
     s.plain = malloc(BK_CHUNK);
     s.sealed = malloc(BK_CHUNK + PROVEND_SEAL_OVERHEAD);
     s.fd = open(out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -276,13 +289,17 @@ provend_backup_write(const char *data_dir,
     {
         proven_errf(err, errlen, "%s: %s", out,
                     s.fd < 0 ? strerror(errno) : "out of memory");
+        close(dfd);
         goto done;
     }
     memcpy(head, BK_MAGIC, 8);
     memcpy(head + 8, s.id, BK_ID_LEN);
     memcpy(head + 8 + BK_ID_LEN, sealed_master, PROVEND_MASTER_SEALED_LEN);
-    if (bk_write_all(s.fd, head, sizeof(head), err, errlen) != PROVEN_OK
-        || bk_put_tree(&s, data_dir, "storage", 0, err, errlen) != PROVEN_OK
+    if (bk_write_all(s.fd, head, sizeof(head), err, errlen) != PROVEN_OK) {
+        close(dfd);
+        goto done;
+    }
+    if (bk_put_tree(&s, dfd, "storage", 0, err, errlen) != PROVEN_OK
         || bk_flush(&s, 1, err, errlen) != PROVEN_OK)
     {
         goto done;
@@ -312,7 +329,7 @@ done:
 /* ---- restoring ---------------------------------------------------------- */
 
 typedef struct {
-    const char  *root;                   /* DATA/storage.restore */
+    int          root_fd;                /* DATA/storage.restore.XXXXXX */
     uint8_t      head[2 + BK_PATH_MAX + 12];
     size_t       have;                   /* bytes of head held */
     size_t       need;                   /* bytes of head wanted */
@@ -332,11 +349,16 @@ bk_path_ok(const char *p)
 }
 
 
-/* Opens the file a whole entry head names, its directories made. */
+/*
+ * Opens the file a whole entry head names, its directories made, each
+ * step relative to the one before and never through a link: the host may
+ * change DATA while a restore runs.
+ */
 static int
 bk_open_entry(bk_files_t *f, size_t plen, char *err, size_t errlen)
 {
-    char      path[BK_PATH_MAX + 1], full[4096 + BK_PATH_MAX], *slash;
+    int       dfd, next;
+    char      path[BK_PATH_MAX + 1], *part, *slash;
     uint32_t  mode;
 
     memcpy(path, f->head + 2, plen);
@@ -347,17 +369,32 @@ bk_open_entry(bk_files_t *f, size_t plen, char *err, size_t errlen)
     }
     mode = proven_get_be32(f->head + 2 + plen) & 0700;
     f->left = proven_get_be64(f->head + 6 + plen);
-    snprintf(full, sizeof(full), "%s/%s", f->root, path + 8);
-    slash = strrchr(full, '/');
-    *slash = '\0';
-    if (provend_mkdirs(full, 0700, err, errlen) != PROVEN_OK) {
-        return PROVEN_ERR;
+
+    dfd = dup(f->root_fd);
+    for (part = path + 8; dfd >= 0 && (slash = strchr(part, '/')) != NULL;
+         part = slash + 1)
+    {
+        *slash = '\0';
+        if (mkdirat(dfd, part, 0700) != 0 && errno != EEXIST) {
+            close(dfd);
+            dfd = -1;
+            break;
+        }
+        next = openat(dfd, part, O_RDONLY | O_DIRECTORY | O_NOFOLLOW
+                                 | O_CLOEXEC);
+        close(dfd);
+        dfd = next;
     }
-    *slash = '/';
-    f->fd = open(full, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                 mode | 0600);
+    f->fd = dfd >= 0 ? openat(dfd, part, O_WRONLY | O_CREAT | O_EXCL
+                                         | O_NOFOLLOW | O_CLOEXEC,
+                              mode | 0600)
+                     : -1;
+    if (dfd >= 0) {
+        close(dfd);
+    }
     if (f->fd < 0) {
-        proven_errf(err, errlen, "%s: %s", path, strerror(errno));
+        proven_errf(err, errlen, "restoring %.*s: %s", (int) plen,
+                    (char *) f->head + 2, strerror(errno));
         return PROVEN_ERR;
     }
     f->files++;
@@ -450,10 +487,10 @@ provend_backup_restore(const char *data_dir,
     f.need = 2;
     rc = PROVEN_ERR;
     snprintf(storage, sizeof(storage), "%s/storage", data_dir);
-    snprintf(tmp, sizeof(tmp), "%s/storage.restore", data_dir);
+    tmp[0] = '\0';
     snprintf(keys, sizeof(keys), "%s/keys", data_dir);
     snprintf(sealed_path, sizeof(sealed_path), "%s/master.sealed", keys);
-    f.root = tmp;
+    f.root_fd = -1;
 
     if (lstat(storage, &st) == 0 || lstat(sealed_path, &st) == 0) {
         proven_errf(err, errlen, "%s holds storage or a master key already: "
@@ -493,9 +530,14 @@ provend_backup_restore(const char *data_dir,
         goto done;
     }
     rc = PROVEN_ERR;
-    (void) provend_remove_tree(tmp, NULL, 0);
-    if (mkdir(tmp, 0700) != 0) {
+    /* a name of its own, which the host cannot have made ready */
+    snprintf(tmp, sizeof(tmp), "%s/storage.restore.XXXXXX", data_dir);
+    if (mkdtemp(tmp) == NULL
+        || (f.root_fd = open(tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW
+                                  | O_CLOEXEC)) < 0)
+    {
         proven_errf(err, errlen, "%s: %s", tmp, strerror(errno));
+        tmp[0] = '\0';
         goto done;
     }
 
@@ -540,8 +582,14 @@ provend_backup_restore(const char *data_dir,
         goto done;
     }
 
-    /* all of it here: its sealed master key, then storage, take their
-       place (a storage without its key would be refused at start) */
+    /* all of it here: storage, then its sealed master key, take their
+       place (a crash between leaves storage without its key, which the
+       node refuses to start on: never a node started empty) */
+    if (rename(tmp, storage) != 0) {
+        proven_errf(err, errlen, "%s: %s", storage, strerror(errno));
+        goto done;
+    }
+    tmp[0] = '\0';
     if (provend_mkdirs(keys, 0700, err, errlen) != PROVEN_OK
         || provend_write_file(sealed_path, head + 8 + BK_ID_LEN,
                               PROVEND_MASTER_SEALED_LEN, 0600, err, errlen)
@@ -549,10 +597,10 @@ provend_backup_restore(const char *data_dir,
     {
         goto done;
     }
-    if (rename(tmp, storage) != 0) {
-        proven_errf(err, errlen, "%s: %s", storage, strerror(errno));
-        (void) unlink(sealed_path);
-        goto done;
+    rc = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (rc >= 0) {
+        (void) fsync(rc);
+        close(rc);
     }
     provend_info("restore: %llu files from %s into %s",
                  (unsigned long long) f.files, in, storage);
@@ -563,7 +611,10 @@ done:
     if (f.fd >= 0) {
         close(f.fd);
     }
-    if (rc != PROVEN_OK) {
+    if (f.root_fd >= 0) {
+        close(f.root_fd);
+    }
+    if (rc != PROVEN_OK && tmp[0] != '\0') {
         (void) provend_remove_tree(tmp, NULL, 0);
     }
     if (s.fd >= 0) {

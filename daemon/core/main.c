@@ -6,14 +6,14 @@
  */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <time.h>
 
 #include <curl/curl.h>
@@ -86,6 +86,30 @@ done:
 }
 
 
+/* DATA/provend.lock, held (flock) for the life of the process. */
+static int
+provend_main_lock(const char *data_dir, char *err, size_t errlen)
+{
+    int   fd;
+    char  path[4200];
+
+    snprintf(path, sizeof(path), "%s/provend.lock", data_dir);
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        proven_errf(err, errlen, "%.150s/provend.lock: %s", data_dir,
+                    strerror(errno));
+        return PROVEN_ERR;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        proven_errf(err, errlen, "another provend (or a backup or restore) "
+                    "uses %.150s: stop it first", data_dir);
+        close(fd);
+        return PROVEN_ERR;
+    }
+    return PROVEN_OK;           /* fd kept open: the lock lasts */
+}
+
+
 /* Whether path (which exists) lies in dir. */
 static int
 provend_main_under(const char *path, const char *dir)
@@ -101,6 +125,33 @@ provend_main_under(const char *path, const char *dir)
             && (rp[n] == '/' || rp[n] == '\0');
     free(rp);
     free(rd);
+    return under;
+}
+
+
+/* Whether file (which may not exist yet) would lie in dir/sub. */
+static int
+provend_main_under_dir(const char *file, const char *dir, const char *sub)
+{
+    int     under;
+    char   *copy, *slash, inner[4200];
+
+    copy = strdup(file);
+    if (copy == NULL) {
+        return 0;
+    }
+    slash = strrchr(copy, '/');
+    if (slash == NULL) {
+        free(copy);
+        copy = strdup(".");
+    } else if (slash == copy) {
+        slash[1] = '\0';
+    } else {
+        *slash = '\0';
+    }
+    snprintf(inner, sizeof(inner), "%s/%s", dir, sub);
+    under = copy != NULL && provend_main_under(copy, inner);
+    free(copy);
     return under;
 }
 
@@ -165,13 +216,12 @@ provend_main_keyd_config(const provend_options_t *o,
 static int
 provend_main_backup(const provend_options_t *o, provend_provider_t *provider)
 {
-    int                     rc, fd;
+    int                     rc;
     char                    err[PROVEN_ERR_LEN], path[4200];
     size_t                  len;
     uint8_t                 master[PROVEND_KEY_LEN], kek[PROVEND_KEY_LEN];
     uint8_t                *sealed;
     provend_keyd_client_t   keyd;
-    struct sockaddr_un      sa;
 
     err[0] = '\0';
     if (o->keyd == NULL || (o->backup != NULL && o->restore != NULL)) {
@@ -179,20 +229,12 @@ provend_main_backup(const provend_options_t *o, provend_provider_t *provider)
                       "backups are sealed with the key keyd releases");
         return 1;
     }
-    /* a provend answering on the socket is writing storage now */
-    snprintf(path, sizeof(path), "%s/provend.sock", o->data_dir);
-    memset(&sa, 0, sizeof(sa));
-    sa.sun_family = AF_UNIX;
-    len = strlen(path);
-    memcpy(sa.sun_path, path, len < sizeof(sa.sun_path)
-                              ? len : sizeof(sa.sun_path) - 1);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    rc = fd >= 0 && connect(fd, (struct sockaddr *) &sa, sizeof(sa)) == 0;
-    if (fd >= 0) {
-        close(fd);
-    }
-    if (rc) {
-        provend_error("a provend serves %s: stop the node first", path);
+    /* (main holds DATA's lock: no provend runs on it meanwhile) */
+    if (o->backup != NULL && provend_main_under_dir(o->backup, o->data_dir,
+                                                    "storage"))
+    {
+        provend_error("backup: %s is inside the storage it backs up",
+                      o->backup);
         return 1;
     }
     if (provend_main_keyd_config(o, &keyd, err, sizeof(err)) != PROVEN_OK) {
@@ -213,29 +255,35 @@ provend_main_backup(const provend_options_t *o, provend_provider_t *provider)
         return rc == PROVEN_OK ? 0 : 1;
     }
 
+    /* read once: the bytes opened are the bytes the header carries */
     snprintf(path, sizeof(path), "%s/keys/master.sealed", o->data_dir);
-    if (access(path, F_OK) != 0) {
-        provend_error("backup: %s: %s (nothing to back up)", path,
-                      strerror(errno));
-        return 1;
-    }
-    rc = provend_master_from_keyd(&keyd, provider, o->data_dir, master, err,
-                                  sizeof(err));
     sealed = NULL;
-    if (rc == PROVEN_OK) {
-        rc = provend_read_file(path, PROVEND_MASTER_SEALED_LEN, &sealed,
-                               &len, err, sizeof(err));
+    rc = provend_read_file(path, PROVEND_MASTER_SEALED_LEN, &sealed, &len,
+                           err, sizeof(err));
+    if (rc == PROVEN_OK && len != PROVEND_MASTER_SEALED_LEN) {
+        proven_errf(err, sizeof(err), "keys/master.sealed is not a sealed "
+                    "master key");
+        rc = PROVEN_ERR;
     }
     if (rc == PROVEN_OK) {
-        rc = len == PROVEND_MASTER_SEALED_LEN
-             ? provend_backup_write(o->data_dir, master, sealed, o->backup,
-                                    err, sizeof(err))
-             : PROVEN_ERR;
+        rc = provend_master_kek(&keyd, provider, kek, err, sizeof(err));
+    }
+    if (rc == PROVEN_OK && provend_keys_open_master(kek, sealed, master)
+                           != PROVEN_OK)
+    {
+        proven_errf(err, sizeof(err), "keys/master.sealed does not open with "
+                    "the key keyd released");
+        rc = PROVEN_ERR;
+    }
+    OPENSSL_cleanse(kek, sizeof(kek));
+    if (rc == PROVEN_OK) {
+        rc = provend_backup_write(o->data_dir, master, sealed, o->backup,
+                                  err, sizeof(err));
     }
     OPENSSL_cleanse(master, sizeof(master));
     free(sealed);
     if (rc != PROVEN_OK) {
-        provend_error("backup: %s", err[0] ? err : "master.sealed changed");
+        provend_error("backup: %s", err);
     }
     return rc == PROVEN_OK ? 0 : 1;
 }
@@ -321,6 +369,12 @@ main(int argc, char **argv)
         || provend_node_id(o.data_dir, node_id, err,
                            sizeof(err)) != PROVEN_OK)
     {
+        provend_error("%s", err);
+        return 1;
+    }
+
+    /* one provend (or backup, or restore) on a data directory at once */
+    if (provend_main_lock(o.data_dir, err, sizeof(err)) != PROVEN_OK) {
         provend_error("%s", err);
         return 1;
     }
