@@ -47,6 +47,7 @@
 #define HOST_MEMORY_MAX     (1024 * 1024)        /* MB */
 #define HOST_CPUS_MAX       64
 #define HOST_KEYD_GUEST     "10.0.2.100:7000"   /* what the guest dials */
+#define HOST_BACKOFF_MAX_S  30                  /* between restarts */
 #define HOST_SAFE  "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"    \
                    "0123456789._/:+-"
 
@@ -69,7 +70,7 @@ host_usage(FILE *out)
         "usage: proven-host run --qemu IMAGE.eif [--http PORT] [--https PORT]\n"
         "                       [--memory MB] [--cpus N] [--accel tcg|kvm]\n"
         "                       [--stop-after SECONDS] [--qemu-binary PATH]\n"
-        "                       [--keyd ADDR]\n"
+        "                       [--keyd ADDR] [--restart N]\n"
         "\n"
         "Boots the image under qemu (emulated: TCG, unless --accel kvm) with\n"
         "127.0.0.1:PORT forwarded to the guest's 80 (--http, default 8080)\n"
@@ -80,6 +81,8 @@ host_usage(FILE *out)
         "second Ctrl-C.  --keyd ADDR: the guest's connections to\n"
         "tcp:" HOST_KEYD_GUEST " are carried to keyd at ADDR (unix:PATH,\n"
         "tcp:HOST:PORT), one proven-relay each; the guest reaches nothing else.\n"
+        "--restart N: a guest that stops without being asked to (a failed\n"
+        "enclave) is booted again, up to N times, after 1, 2, 4 ... 30 s.\n"
         "\n"
         "exit status: qemu's (0 when the guest powered off), 1 failed,\n"
         "2 usage error\n");
@@ -219,9 +222,11 @@ host_keyd_rule(const char *keyd, char *netdev, size_t size)
 static int
 host_run(const char *image, const char *qemu, const char *accel,
     unsigned http, unsigned https, unsigned long memory, unsigned long cpus,
-    unsigned long stop_after, const char *keyd)
+    unsigned long stop_after, const char *keyd, unsigned long restarts)
 {
     int           fd, status, rc, asked, killed, kernels, cmdlines;
+    unsigned      backoff;
+    unsigned long boots;
     pid_t         got;
     char          dir[64];
     const char   *tmp;
@@ -357,6 +362,11 @@ host_run(const char *image, const char *qemu, const char *accel,
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
+    boots = 0;
+
+boot:
+
+    (void) unlink(control);     /* qemu makes it anew at each boot */
     pid = fork();
     if (pid == 0) {
         /* a group of its own: the terminal's Ctrl-C is ours to relay; and
@@ -426,6 +436,22 @@ host_run(const char *image, const char *qemu, const char *accel,
             WIFEXITED(status) ? "exit" : "signal",
             WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
 
+    /* stopped by itself, not asked to: a failed enclave, booted again */
+    if (!host_signals && boots < restarts) {
+        backoff = boots < 5 ? 1u << boots : HOST_BACKOFF_MAX_S;
+        boots++;
+        fprintf(stderr, "proven-host: booting it again in %u s (restart %lu "
+                "of %lu)\n", backoff, boots, restarts);
+        for (deadline = time(NULL) + backoff;
+             !host_signals && time(NULL) < deadline; )
+        {
+            nanosleep(&(struct timespec) { 0, 100 * 1000 * 1000 }, NULL);
+        }
+        if (!host_signals) {
+            goto boot;
+        }
+    }
+
 done:
 
     if (kernel[0]) {
@@ -462,7 +488,8 @@ main(int argc, char **argv)
 {
     int            opt;
     const char    *image, *qemu, *accel, *keyd;
-    unsigned long  http, https, memory, cpus, stop_after, *target, max;
+    unsigned long  http, https, memory, cpus, stop_after, restarts, *target;
+    unsigned long  max;
 
     static const struct option  options[] = {
         { "qemu",        required_argument, NULL, 'q' },
@@ -474,6 +501,7 @@ main(int argc, char **argv)
         { "cpus",        required_argument, NULL, 'c' },
         { "stop-after",  required_argument, NULL, 't' },
         { "keyd",        required_argument, NULL, 'k' },
+        { "restart",     required_argument, NULL, 'r' },
         { "help",        no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -494,6 +522,7 @@ main(int argc, char **argv)
     memory = 0;
     cpus = 0;
     stop_after = HOST_STOP_SECONDS;
+    restarts = 0;
     optind = 2;
     while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
         target = NULL;
@@ -533,6 +562,14 @@ main(int argc, char **argv)
             target = &stop_after;
             max = 3600;
             break;
+        case 'r':
+            if (strcmp(optarg, "0") == 0) {
+                restarts = 0;
+                continue;
+            }
+            target = &restarts;
+            max = 1000000;
+            break;
         case 'h':
             host_usage(stdout);
             return 0;
@@ -544,7 +581,7 @@ main(int argc, char **argv)
             fprintf(stderr, "proven-host: --%s wants a number from 1 to %lu, "
                     "not \"%s\"\n", opt == 'p' ? "http" : opt == 's' ? "https"
                                   : opt == 'm' ? "memory" : opt == 'c' ? "cpus"
-                                  : "stop-after",
+                                  : opt == 'r' ? "restart" : "stop-after",
                     max, optarg);
             return 2;
         }
@@ -557,5 +594,5 @@ main(int argc, char **argv)
     }
 
     return host_run(image, qemu, accel, (unsigned) http, (unsigned) https,
-                    memory, cpus, stop_after, keyd);
+                    memory, cpus, stop_after, keyd, restarts);
 }

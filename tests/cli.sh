@@ -401,6 +401,7 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+[ -n "${QEMU_FAIL:-}" ] && { echo boot >>"$out.boots"; exit 3; }
 [ -z "${QEMU_STUBBORN:-}" ] && exit 0
 trap '' INT TERM
 exec sleep 300
@@ -435,6 +436,22 @@ check "--keyd refuses what qemu's options would split" 1 -m 'may hold only' \
 check "--keyd refuses a bad address" 1 -m 'is not vsock' \
     "$host" run --qemu "$work/host.eif" --qemu-binary "$work/qemu" \
     --keyd "keyd.example:7000"
+rm -f "$got.boots"
+check "--restart 2: a guest that stops by itself is booted again, twice" 3 \
+    -m 'booting it again in 2 s \(restart 2 of 2\)' \
+    env QEMU_FAIL=1 "$host" run --qemu "$work/host.eif" \
+    --qemu-binary "$work/qemu" --restart 2
+check "so qemu ran three times" 0 -m '^3$' sh -c "wc -l <'$got.boots'"
+rm -f "$got.boots"
+QEMU_FAIL=1 "$host" run --qemu "$work/host.eif" --qemu-binary "$work/qemu" \
+    --restart 5 >"$work/restart.log" 2>&1 &
+host_pid=$!
+sleep 0.5
+kill -TERM "$host_pid"
+wait "$host_pid"
+check "asked to stop, it boots no more" 0 -m '^1$' sh -c "wc -l <'$got.boots'"
+check "a bad --restart is a usage error" 2 -m '--restart wants a number' \
+    "$host" run --qemu "$work/host.eif" --restart lots
 EIF_NO_KERNEL=1 make_eif "$work/nokernel.eif" "app one"
 check "an image without a kernel is refused" 1 -m 'has no kernel' \
     "$host" run --qemu "$work/nokernel.eif" --qemu-binary "$work/qemu"
