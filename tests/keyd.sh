@@ -36,10 +36,12 @@ policy() {     # policy JSON-INSIDE-BRACES: keyd's policy, read per request
 
 # provend ARGS...: in the background; its pid in $work/provend.pid; waits
 # until it serves or exits; returns its exit status if it exited
+# provend's arguments for this node's code: its PCRs, keyd's identity
+this_code=(--provider dev --pcrs-file "$work/pcrs.bin"
+           --keyd-identity "@$work/identity.hex" --keyd-wait 3)
 provend() {
     rm -f "$node/provend.sock"
-    "$bin/provend" --data "$node" --provider dev --pcrs-file "$work/pcrs.bin" \
-        --keyd-identity "@$work/identity.hex" --keyd-wait 3 "$@" \
+    "$bin/provend" --data "$node" "${this_code[@]}" "$@" \
         >"$work/provend.log" 2>&1 &
     local pid=$!
     echo "$pid" >"$work/provend.pid"
@@ -245,10 +247,9 @@ stop_provend
 
 # ---- sealed backups -----------------------------------------------------------
 
-pd() {   # pd DATA ARGS...: provend in the foreground, this node's code
+pd() {   # pd DATA ARGS...: this code on DATA asking our keyd, foreground
     local data=$1; shift
-    "$bin/provend" --data "$data" --provider dev --pcrs-file "$work/pcrs.bin" \
-        --keyd "$ours" --keyd-identity "@$work/identity.hex" --keyd-wait 3 "$@"
+    "$bin/provend" --data "$data" "${this_code[@]}" --keyd "$ours" "$@"
 }
 check "a stopped node writes a sealed backup of its storage" 0 \
     -m 'backup: [0-9]+ files' pd "$node" --backup "$work/backup.bin"

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -133,24 +134,12 @@ provend_main_under(const char *path, const char *dir)
 static int
 provend_main_under_dir(const char *file, const char *dir, const char *sub)
 {
-    int     under;
-    char   *copy, *slash, inner[4200];
+    int    under;
+    char  *copy, inner[4200];
 
     copy = strdup(file);
-    if (copy == NULL) {
-        return 0;
-    }
-    slash = strrchr(copy, '/');
-    if (slash == NULL) {
-        free(copy);
-        copy = strdup(".");
-    } else if (slash == copy) {
-        slash[1] = '\0';
-    } else {
-        *slash = '\0';
-    }
     snprintf(inner, sizeof(inner), "%s/%s", dir, sub);
-    under = copy != NULL && provend_main_under(copy, inner);
+    under = copy != NULL && provend_main_under(dirname(copy), inner);
     free(copy);
     return under;
 }
