@@ -544,8 +544,9 @@ cli_keyd_answer(cli_keyd_t *kd, const uint8_t *body, size_t len,
 
 
 static void
-cli_keyd_serve_conn(cli_keyd_t *kd, int fd)
+cli_keyd_conn(void *arg, int fd)
 {
+    cli_keyd_t     *kd = arg;
     int             n;
     char            err[PROVEN_ERR_LEN];
     size_t          len, frame_len;
@@ -588,15 +589,13 @@ cli_keyd_private_dir(const char *dir, char *err, size_t errlen)
 static int
 cli_keyd_serve(const char *dir, const char *listen_text, const char *root)
 {
-    int                 fd, cfd, rc;
+    int                 fd, rc;
     char                err[PROVEN_ERR_LEN], path[4200], hex[65];
-    pid_t               pid;
-    unsigned            children;
     FILE               *f;
     uint8_t             pub[32];
     cli_keyd_t          kd;
     proven_addr_t       addr;
-    struct pollfd       pfd;
+    proven_serve_t      srv;
     struct sigaction    sa;
     cli_keyd_policy_t   policy;
 
@@ -641,37 +640,15 @@ cli_keyd_serve(const char *dir, const char *listen_text, const char *root)
 
     proven_hex_encode(pub, sizeof(pub), hex);
     fprintf(stderr, "keyd: identity %s, listening on %s\n", hex, addr.text);
-    children = 0;
-    while (!cli_keyd_stop) {
-        while (children > 0 && waitpid(-1, NULL, WNOHANG) > 0) {
-            children--;
-        }
-        pfd.fd = fd;
-        pfd.events = POLLIN;
-        if (poll(&pfd, 1, 200) <= 0) {
-            continue;
-        }
-        cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (cfd < 0) {
-            continue;
-        }
-        if (children >= CLI_KEYD_CONNS) {
-            close(cfd);                     /* the peer asks again */
-            continue;
-        }
-        pid = fork();
-        if (pid == 0) {
-            close(fd);
-            alarm(CLI_KEYD_CONN_S);         /* its whole life, bounded */
-            cli_keyd_serve_conn(&kd, cfd);
-            _exit(0);
-        }
-        close(cfd);
-        children += pid > 0;
-    }
-    while (children-- > 0 && wait(NULL) > 0) {
-        /* the connections under way end within their deadline */
-    }
+    memset(&srv, 0, sizeof(srv));
+    srv.max = CLI_KEYD_CONNS;           /* beyond: closed, the peer asks
+                                           again */
+    srv.lifetime_s = CLI_KEYD_CONN_S;
+    srv.wait_children = 1;
+    srv.stop = &cli_keyd_stop;
+    srv.handle = cli_keyd_conn;
+    srv.arg = &kd;
+    proven_serve_forked(fd, &srv);
     rc = CLI_EXIT_OK;
 
 done:

@@ -55,6 +55,7 @@ void
 proven_conn_init(proven_conn_t *c, int fd, size_t max_body)
 {
     c->fd = fd;
+    c->exact = 0;
     c->deadline = proven_conn_now();
     proven_frame_reader_init(&c->reader, max_body);
 }
@@ -121,6 +122,26 @@ proven_conn_send(proven_conn_t *c, const uint8_t *buf, size_t len,
 }
 
 
+/* What is left of the frame being read (its header first), at most avail:
+ * what an exact reader asks for, so the bytes after it stay unread. */
+static size_t
+proven_conn_frame_rest(const proven_conn_t *c, size_t avail)
+{
+    size_t          have, need;
+    const uint8_t  *p;
+
+    have = proven_frame_reader_pending(&c->reader);
+    need = PROVEN_FRAME_HEADER;
+    if (have >= PROVEN_FRAME_HEADER) {
+        p = c->reader.buf + c->reader.start;
+        need += ((size_t) p[0] << 24) | ((size_t) p[1] << 16)
+                | ((size_t) p[2] << 8) | p[3];
+    }
+    need -= have < need ? have : need;
+    return need < avail ? need : avail;
+}
+
+
 int
 proven_conn_recv(proven_conn_t *c, const uint8_t **body, size_t *len,
     char *err, size_t errlen)
@@ -142,6 +163,9 @@ proven_conn_recv(proven_conn_t *c, const uint8_t **body, size_t *len,
         if (space == NULL || avail == 0) {
             proven_errf(err, errlen, "out of memory");
             return PROVEN_ERR;
+        }
+        if (c->exact) {
+            avail = proven_conn_frame_rest(c, avail);
         }
         n = recv(c->fd, space, avail, 0);
         if (n == 0) {

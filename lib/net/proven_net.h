@@ -16,6 +16,7 @@
 #define PROVEN_NET_H
 
 #include <stddef.h>
+#include <signal.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -61,6 +62,10 @@ typedef struct {
                                            until it ends (qemu's guestfwd
                                            hands one on stdin) */
     int             adopt_fd;
+    int             adopt_to;           /* with adopt: adopt_to_fd is the
+                                           target, connected already (the
+                                           egress proxy's two ends) */
+    int             adopt_to_fd;
     proven_addr_t   to;
     int             transport;          /* PROVEN_RELAY_* */
     int             proxy_protocol;     /* a PROXY v2 header first */
@@ -95,6 +100,9 @@ size_t proven_proxy_v2_header(const struct sockaddr *src,
 typedef struct {
     int                     fd;
     int64_t                 deadline;   /* CLOCK_MONOTONIC ms */
+    int                     exact;      /* read no byte past a frame: the
+                                           stream goes on in another form
+                                           (the egress handshake) */
     proven_frame_reader_t   reader;
 } proven_conn_t;
 
@@ -111,5 +119,71 @@ int proven_conn_send(proven_conn_t *c, const uint8_t *buf, size_t len,
 int proven_conn_recv(proven_conn_t *c, const uint8_t **body, size_t *len,
     char *err, size_t errlen);
 void proven_conn_close(proven_conn_t *c);
+
+/*
+ * A server of a process per connection (proven_serve.c): each connection
+ * accepted on fd is handle(arg, fd) in a child of its own, so that one
+ * peer can neither hold nor corrupt another's; at most max at once, those
+ * beyond given to refuse (may be NULL) and closed.  Runs until *stop.
+ */
+typedef struct {
+    unsigned                  max;
+    unsigned                  lifetime_s;     /* 0: none (tunnels) */
+    int                       wait_children;  /* at the end */
+    volatile sig_atomic_t    *stop;
+    void                    (*handle)(void *arg, int fd);
+    void                    (*refuse)(void *arg, int fd);
+    void                     *arg;
+} proven_serve_t;
+
+void proven_serve_forked(int fd, const proven_serve_t *s);
+
+/*
+ * Egress (proven_egress.c): a destination, HOST:PORT, where HOST is a
+ * numeric address (IPv6 in brackets) or a DNS name (lowercased, no final
+ * dot); and the allow-list a destination must be on, one HOST:PORT a
+ * line ("*.NAME:PORT" for every name below NAME; "#" comments).
+ */
+#define PROVEN_EGRESS_NAME_MAX  253
+#define PROVEN_ALLOW_MAX        1024
+
+typedef struct {
+    int       family;                   /* AF_INET, AF_INET6; 0: a name */
+    char      host[PROVEN_EGRESS_NAME_MAX + 1];
+    uint16_t  port;
+} proven_egress_dest_t;
+
+/* wildcard: "*.NAME" accepted (a pattern of a list). */
+int proven_egress_parse_dest(const char *text, size_t len, int wildcard,
+    proven_egress_dest_t *dest);
+void proven_egress_dest_text(const proven_egress_dest_t *d, char *out,
+    size_t size);
+
+typedef struct {
+    proven_egress_dest_t  *entries;
+    size_t                 n, cap;
+} proven_allow_t;
+
+void proven_allow_init(proven_allow_t *list);
+void proven_allow_free(proven_allow_t *list);
+int proven_allow_add(proven_allow_t *list, const char *text, size_t len,
+    char *err, size_t errlen);
+/* Adds the file's entries: PROVEN_ERR with the line that is wrong. */
+int proven_allow_load(proven_allow_t *list, const char *path, char *err,
+    size_t errlen);
+/* 1 when d (no pattern) is on the list. */
+int proven_allow_check(const proven_allow_t *list,
+    const proven_egress_dest_t *d);
+
+/* DNS messages for DoH: a query for name, and the first address of the
+ * type asked in an answer (PROVEN_AGAIN: none of that type). */
+#define PROVEN_DNS_A     1
+#define PROVEN_DNS_AAAA  28
+#define PROVEN_DNS_MAX   4096           /* an answer's bytes, at most */
+
+int proven_dns_query(const char *name, int type, uint8_t *out, size_t size,
+    size_t *len);
+int proven_dns_answer(const uint8_t *msg, size_t len, int type, char *ip,
+    size_t iplen, char *err, size_t errlen);
 
 #endif /* PROVEN_NET_H */

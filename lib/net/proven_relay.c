@@ -135,7 +135,10 @@ proven_relay_new(const proven_relay_config_t *cfg, char *err, size_t errlen)
         r->epfd = epoll_create1(EPOLL_CLOEXEC);
         if (r->epfd < 0 || fcntl(cfg->adopt_fd, F_SETFL,
                                  fcntl(cfg->adopt_fd, F_GETFL) | O_NONBLOCK)
-                           != 0)
+                           != 0
+            || (cfg->adopt_to
+                && fcntl(cfg->adopt_to_fd, F_SETFL,
+                         fcntl(cfg->adopt_to_fd, F_GETFL) | O_NONBLOCK) != 0))
         {
             proven_errf(err, errlen, "fd %d: %s", cfg->adopt_fd,
                         strerror(errno));
@@ -614,7 +617,7 @@ static void
 proven_relay_begin(proven_relay_t *r, int fd,
     const struct sockaddr_storage *peer)
 {
-    int                   target, side, one;
+    int                   target, side, one, adopted;
     char                  err[PROVEN_ERR_LEN];
     uint8_t               header[52];
     size_t                header_len;
@@ -629,7 +632,12 @@ proven_relay_begin(proven_relay_t *r, int fd,
         return;
     }
 
-    target = proven_addr_connect(&r->cfg.to, err, sizeof(err));
+    adopted = r->cfg.adopt && r->cfg.adopt_to;
+    if (adopted) {
+        target = r->cfg.adopt_to_fd;    /* closed with the connection */
+    } else {
+        target = proven_addr_connect(&r->cfg.to, err, sizeof(err));
+    }
     c = target >= 0 ? calloc(1, sizeof(*c)) : NULL;
     if (c == NULL) {
         if (r->cfg.verbose) {
@@ -654,6 +662,7 @@ proven_relay_begin(proven_relay_t *r, int fd,
     (void) setsockopt(target, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->fd[0] = fd;
     c->fd[1] = target;
+    c->connected = adopted;
     for (side = 0; side < 2; side++) {
         c->dir[side].pipe[0] = c->dir[side].pipe[1] = -1;
         c->end[side].conn = c;

@@ -15,6 +15,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 
+import { bigServer, echoServer, sumServer } from '../servers.mjs';
+
 const relayBin = process.env.PROVEN_RELAY;
 const work = process.env.PROVEN_WORK;
 const relays = [];
@@ -40,40 +42,10 @@ function listen(server) {
                                                   () => resolve(server.address().port)));
 }
 
-// Servers behind the enclave's relay.
-// echo: sends back what it gets, ends when the client ends.
-const echo = net.createServer((s) => {
-    s.on('error', () => {});
-    s.pipe(s);
-});
-// half: reads to the client's end, then answers with the sha256 of it.
-const half = net.createServer((s) => {
-    const h = crypto.createHash('sha256');
-    s.on('error', () => {});
-    s.on('data', (d) => h.update(d));
-    s.on('end', () => s.end(h.digest('hex')));
-});
-// big: sends N random bytes (N in the first line), then its sha256 line.
-const big = net.createServer((s) => {
-    s.on('error', () => {});
-    s.once('data', (d) => {
-        let left = Number(d.toString().split('\n')[0]);
-        const h = crypto.createHash('sha256');
-        const more = () => {
-            while (left > 0) {
-                const chunk = crypto.randomBytes(Math.min(left, 1 << 20));
-                left -= chunk.length;
-                h.update(chunk);
-                if (!s.write(chunk)) {
-                    s.once('drain', more);
-                    return;
-                }
-            }
-            s.end('\n' + h.digest('hex'));
-        };
-        more();
-    });
-});
+// Servers behind the enclave's relay (../servers.mjs), and two of its own.
+const echo = echoServer();
+const half = sumServer();
+const big = bigServer();
 // reset: resets every connection as soon as it has a byte.
 const resetter = net.createServer((s) => {
     s.on('error', () => {});

@@ -1,0 +1,915 @@
+/*
+ * The enclave's one way out, checked on both sides.
+ *
+ *   proven-egress proxy --listen tcp:127.0.0.1:3128 --to ADDR
+ *                       --allow FILE [--extra FILE --permit FILE]
+ *                       [--doh URL [--ca FILE]] [--max N] [--verbose]
+ *   proven-egress host  --listen ADDR --allow FILE [--max N] [--verbose]
+ *
+ * Inside, "proxy" is an HTTP CONNECT proxy on loopback (libcurl's
+ * https_proxy, Node's agents): a destination must be on the image's
+ * allow-list (--allow; --extra holds what the host's initialize added,
+ * each entry within a --permit pattern of the image).  Names are resolved
+ * inside, over DoH (--doh, an https URL whose host is an address, checked
+ * against --ca): the host never answers a name.  The proxy then opens a
+ * connection over the transport (--to) and asks the host's side for the
+ * destination, in one frame {"host", "port", "ip"}.
+ *
+ * On the host, "host" checks that frame against its own list (the
+ * operator's), connects to the address, answers {"ok": true} or
+ * {"error": MESSAGE} in one frame, and from then both relay (the
+ * transport leg framed as proven-relay's).  A name that resolved to the
+ * host's own addresses (loopback, link-local: cloud metadata, any,
+ * multicast) is refused unless that address is on the list too.
+ *
+ * Each connection is a process of its own (--max at once, 256 by
+ * default), its handshake bounded in time and size; refusals are logged
+ * on stderr, one line each.  SIGINT or SIGTERM stops accepting.
+ */
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "proven.h"
+#include "net/proven_net.h"
+
+
+#define EGRESS_HEAD_MAX        8192
+#define EGRESS_HANDSHAKE_MS    10000
+#define EGRESS_CONNECT_MS      5000
+#define EGRESS_DOH_MS          5000
+#define EGRESS_FRAME_MAX       1024
+#define EGRESS_MAX_CONNS       256
+
+
+typedef struct {
+    int              host_side;
+    proven_addr_t    listen;
+    proven_addr_t    to;
+    proven_allow_t   allow;
+    const char      *doh;
+    const char      *ca;
+    char             proxy_url[PROVEN_ADDR_TEXT_MAX + 16];
+    unsigned         max;
+    int              verbose;
+} egress_t;
+
+
+static volatile sig_atomic_t  egress_stop;
+
+
+static void
+egress_on_signal(int sig)
+{
+    (void) sig;
+    egress_stop = 1;
+}
+
+
+static void
+egress_log(const char *fmt, ...)
+{
+    char     line[600];
+    va_list  ap;
+
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "egress: %s\n", line);
+}
+
+
+/* ---- the proxy, inside -------------------------------------------------- */
+
+static void
+egress_reply(int fd, int status, const char *reason, const char *message)
+{
+    char  buf[1024];
+    int   n;
+
+    n = snprintf(buf, sizeof(buf),
+                 "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\n"
+                 "Content-Length: %zu\r\n%sConnection: close\r\n\r\n%s\n",
+                 status, reason, strlen(message) + 1,
+                 status == 405 ? "Allow: CONNECT\r\n" : "", message);
+    if (n > 0) {
+        (void) send(fd, buf, (size_t) n < sizeof(buf) ? (size_t) n
+                                                      : sizeof(buf) - 1,
+                    MSG_NOSIGNAL);
+    }
+}
+
+
+/*
+ * The request head, and not one byte more: what follows is the client's
+ * (a TLS hello sent without waiting for the 200).  Each read asks for no
+ * more than the bytes the end of the head still needs.
+ */
+static int
+egress_read_head(proven_conn_t *c, char *head, size_t *len)
+{
+    size_t         have, want;
+    ssize_t        n;
+    int64_t        left;
+    struct pollfd  pfd;
+    struct timespec  ts;
+
+    have = 0;
+    for ( ;; ) {
+        if (have >= 4 && memcmp(head + have - 4, "\r\n\r\n", 4) == 0) {
+            head[have] = '\0';
+            *len = have;
+            return PROVEN_OK;
+        }
+        if (have >= EGRESS_HEAD_MAX - 1) {
+            return PROVEN_ERR;
+        }
+        want = 4;
+        if (have >= 3 && memcmp(head + have - 3, "\r\n\r", 3) == 0) {
+            want = 1;
+        } else if (have >= 2 && memcmp(head + have - 2, "\r\n", 2) == 0) {
+            want = 2;
+        } else if (have >= 1 && head[have - 1] == '\r') {
+            want = 3;
+        }
+        if (want > EGRESS_HEAD_MAX - 1 - have) {
+            want = EGRESS_HEAD_MAX - 1 - have;
+        }
+        n = recv(c->fd, head + have, want, 0);
+        if (n > 0) {
+            have += (size_t) n;
+            continue;
+        }
+        if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+            return PROVEN_ERR;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        left = c->deadline - ((int64_t) ts.tv_sec * 1000
+                              + ts.tv_nsec / 1000000);
+        if (left <= 0) {
+            return PROVEN_ERR;
+        }
+        pfd.fd = c->fd;
+        pfd.events = POLLIN;
+        (void) poll(&pfd, 1, (int) left);
+    }
+}
+
+
+typedef struct {
+    uint8_t  buf[PROVEN_DNS_MAX];
+    size_t   len;
+    int      over;
+} egress_body_t;
+
+
+static size_t
+egress_body_write(char *data, size_t size, size_t n, void *arg)
+{
+    egress_body_t  *b = arg;
+
+    size *= n;
+    if (size > sizeof(b->buf) - b->len) {
+        b->over = 1;
+        return 0;
+    }
+    memcpy(b->buf + b->len, data, size);
+    b->len += size;
+    return size;
+}
+
+
+/* name's address of the type, asked of the DoH server through this very
+ * proxy (its address is on the list). */
+static int
+egress_doh(egress_t *e, const char *name, int type, char *ip, size_t iplen,
+    char *err, size_t errlen)
+{
+    int                 rc;
+    long                status;
+    CURL               *h;
+    CURLcode            cc;
+    uint8_t             query[PROVEN_EGRESS_NAME_MAX + 32];
+    size_t              qlen;
+    egress_body_t      *body;
+    struct curl_slist  *headers;
+
+    if (proven_dns_query(name, type, query, sizeof(query), &qlen)
+        != PROVEN_OK)
+    {
+        proven_errf(err, errlen, "%.200s: not a name DNS can carry", name);
+        return PROVEN_ERR;
+    }
+    body = calloc(1, sizeof(*body));
+    h = curl_easy_init();
+    headers = curl_slist_append(NULL, "Content-Type: application/dns-message");
+    headers = headers ? curl_slist_append(headers,
+                                          "Accept: application/dns-message")
+                      : NULL;
+    if (body == NULL || h == NULL || headers == NULL) {
+        proven_errf(err, errlen, "out of memory");
+        rc = PROVEN_ERR;
+        goto done;
+    }
+    curl_easy_setopt(h, CURLOPT_URL, e->doh);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https");
+    curl_easy_setopt(h, CURLOPT_PROXY, e->proxy_url);
+    curl_easy_setopt(h, CURLOPT_HTTPPROXYTUNNEL, 1L);
+    if (e->ca != NULL) {
+        curl_easy_setopt(h, CURLOPT_CAINFO, e->ca);
+    }
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, (char *) query);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long) qlen);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, egress_body_write);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, body);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long) EGRESS_DOH_MS);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    cc = curl_easy_perform(h);
+    status = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    if (cc != CURLE_OK || status != 200) {
+        proven_errf(err, errlen, "DoH %s: %s", e->doh,
+                    body->over ? "answer too large"
+                    : cc != CURLE_OK ? curl_easy_strerror(cc)
+                    : "not 200");
+        rc = PROVEN_ERR;
+        goto done;
+    }
+    rc = proven_dns_answer(body->buf, body->len, type, ip, iplen, err,
+                           errlen);
+
+done:
+
+    curl_slist_free_all(headers);
+    curl_easy_cleanup(h);
+    free(body);
+    return rc;
+}
+
+
+/* The frame {"host", "port", "ip"} to the host's side, and its answer. */
+static int
+egress_ask_host(egress_t *e, proven_conn_t *t, const proven_egress_dest_t *d,
+    const char *ip, char *err, size_t errlen)
+{
+    int                     rc;
+    uint8_t                *frame;
+    size_t                  flen, blen;
+    const uint8_t          *body;
+    cbor_item_t            *answer, *item;
+    char                    why[PROVEN_ERR_LEN];
+    proven_frame_builder_t  b;
+
+    if (proven_conn_connect(t, &e->to, EGRESS_CONNECT_MS, EGRESS_FRAME_MAX,
+                            why, sizeof(why)) != PROVEN_OK)
+    {
+        proven_errf(err, errlen, "the host's side: %.200s", why);
+        return PROVEN_ERR;
+    }
+    t->exact = 1;
+    proven_conn_deadline(t, EGRESS_HANDSHAKE_MS);
+    proven_frame_builder_init(&b, 128, EGRESS_FRAME_MAX);
+    proven_frame_put_head(&b, 5, 3);
+    proven_frame_put_text(&b, "host");
+    proven_frame_put_text(&b, d->host);
+    proven_frame_put_text(&b, "port");
+    proven_frame_put_uint(&b, d->port);
+    proven_frame_put_text(&b, "ip");
+    proven_frame_put_text(&b, ip);
+    if (proven_frame_builder_finish(&b, &frame, &flen) != PROVEN_OK) {
+        proven_errf(err, errlen, "out of memory");
+        return PROVEN_ERR;
+    }
+    rc = proven_conn_send(t, frame, flen, why, sizeof(why));
+    free(frame);
+    if (rc != PROVEN_OK
+        || proven_conn_recv(t, &body, &blen, why, sizeof(why)) != PROVEN_OK)
+    {
+        proven_errf(err, errlen, "the host's side: %.200s", why);
+        return PROVEN_ERR;
+    }
+    answer = proven_cbor_load(body, blen, why, sizeof(why));
+    if (answer == NULL) {
+        proven_errf(err, errlen, "the host's side: %.200s", why);
+        return PROVEN_ERR;
+    }
+    rc = PROVEN_OK;
+    item = proven_cbor_map_get(answer, "ok");
+    if (item == NULL || !cbor_is_bool(item) || !cbor_get_bool(item)) {
+        item = proven_cbor_map_get(answer, "error");
+        if (item == NULL || proven_cbor_text_into(item, why, sizeof(why))
+                            != PROVEN_OK)
+        {
+            snprintf(why, sizeof(why), "no answer");
+        }
+        item = proven_cbor_map_get(answer, "refused");
+        if (item != NULL && cbor_is_bool(item) && cbor_get_bool(item)) {
+            proven_errf(err, errlen, "the host refused: %.200s", why);
+            rc = PROVEN_AGAIN;
+        } else {
+            proven_errf(err, errlen, "the host's side: %.200s", why);
+            rc = PROVEN_ERR;
+        }
+    }
+    cbor_decref(&answer);
+    return rc;
+}
+
+
+static void
+egress_proxy_conn(egress_t *e, int fd)
+{
+    int                    rc, i;
+    char                   head[EGRESS_HEAD_MAX], ip[INET6_ADDRSTRLEN];
+    char                   err[PROVEN_ERR_LEN], msg[PROVEN_ERR_LEN + 300];
+    char                   text[PROVEN_EGRESS_NAME_MAX + 16];
+    char                  *sp, *ver;
+    size_t                 len;
+    proven_conn_t          client, t;
+    proven_egress_dest_t   d;
+    proven_relay_t        *r;
+    proven_relay_config_t  cfg;
+    static const char      ok[] = "HTTP/1.1 200 Connection established"
+                                  "\r\n\r\n";
+
+    proven_conn_init(&client, fd, 0);
+    proven_conn_deadline(&client, EGRESS_HANDSHAKE_MS);
+    if (egress_read_head(&client, head, &len) != PROVEN_OK) {
+        egress_reply(fd, 400, "Bad Request",
+                     "no request head (ended, too slow, or over 8 KiB)");
+        return;
+    }
+    /* CONNECT AUTHORITY HTTP/1.x */
+    sp = strchr(head, ' ');
+    if (sp == NULL || (size_t) (sp - head) != 7
+        || memcmp(head, "CONNECT", 7) != 0)
+    {
+        egress_reply(fd, 405, "Method Not Allowed",
+                     "only CONNECT: the enclave's way out is a tunnel");
+        return;
+    }
+    ver = strchr(sp + 1, ' ');
+    if (ver == NULL || strncmp(ver, " HTTP/1.", 8) != 0
+        || proven_egress_parse_dest(sp + 1, (size_t) (ver - sp - 1), 0, &d)
+           != PROVEN_OK)
+    {
+        egress_reply(fd, 400, "Bad Request",
+                     "CONNECT HOST:PORT HTTP/1.1 expected");
+        return;
+    }
+    proven_egress_dest_text(&d, text, sizeof(text));
+    if (!proven_allow_check(&e->allow, &d)) {
+        egress_log("refused %s: not on the enclave's allow-list", text);
+        snprintf(msg, sizeof(msg), "%s is not on the enclave's allow-list",
+                 text);
+        egress_reply(fd, 403, "Forbidden", msg);
+        return;
+    }
+
+    /* the address: the destination's own, or the name's over DoH */
+    if (d.family != 0) {
+        memcpy(ip, d.host, strlen(d.host) + 1);     /* an address */
+    } else if (e->doh == NULL) {
+        snprintf(msg, sizeof(msg), "cannot resolve %s: no DoH server "
+                 "(--doh)", d.host);
+        egress_reply(fd, 502, "Bad Gateway", msg);
+        return;
+    } else {
+        rc = PROVEN_AGAIN;
+        for (i = 0; i < 2 && rc == PROVEN_AGAIN; i++) {
+            rc = egress_doh(e, d.host, i == 0 ? PROVEN_DNS_A
+                                              : PROVEN_DNS_AAAA,
+                            ip, sizeof(ip), err, sizeof(err));
+        }
+        if (rc != PROVEN_OK) {
+            egress_log("cannot resolve %s: %s", d.host, err);
+            snprintf(msg, sizeof(msg), "cannot resolve %s: %s", d.host, err);
+            egress_reply(fd, 502, "Bad Gateway", msg);
+            return;
+        }
+    }
+
+    rc = egress_ask_host(e, &t, &d, ip, err, sizeof(err));
+    if (rc != PROVEN_OK) {
+        egress_log("%s (%s): %s", text, ip, err);
+        snprintf(msg, sizeof(msg), "%s: %s", text, err);
+        if (rc == PROVEN_AGAIN) {
+            egress_reply(fd, 403, "Forbidden", msg);
+        } else {
+            egress_reply(fd, 502, "Bad Gateway", msg);
+        }
+        proven_conn_close(&t);
+        return;
+    }
+    if (e->verbose) {
+        egress_log("%s (%s)", text, ip);
+    }
+    if (proven_conn_send(&client, (const uint8_t *) ok, sizeof(ok) - 1, err,
+                         sizeof(err)) != PROVEN_OK)
+    {
+        proven_conn_close(&t);
+        return;
+    }
+
+    /* from here the relay's: the client raw, the host's side framed */
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.adopt = 1;
+    cfg.adopt_fd = fd;
+    cfg.adopt_to = 1;
+    cfg.adopt_to_fd = t.fd;
+    cfg.to = e->to;
+    cfg.transport = PROVEN_RELAY_TO;
+    proven_frame_reader_free(&t.reader);
+    r = proven_relay_new(&cfg, err, sizeof(err));
+    if (r != NULL) {
+        (void) proven_relay_run(r, err, sizeof(err));
+        proven_relay_free(r);
+    }
+}
+
+
+/* ---- the host's side ---------------------------------------------------- */
+
+/* The host's own addresses, and the kinds a name must not lead to. */
+static int
+egress_address_reserved(int family, const uint8_t *a)
+{
+    static const uint8_t  zero[16];
+
+    if (family == AF_INET) {
+        return a[0] == 127 || a[0] == 0 || (a[0] == 169 && a[1] == 254)
+               || (a[0] & 0xF0) == 224 || a[0] == 255;
+    }
+    if (memcmp(a, zero, 15) == 0 && (a[15] == 0 || a[15] == 1)) {
+        return 1;                       /* :: and ::1 */
+    }
+    if (a[0] == 0xFF || (a[0] == 0xFE && (a[1] & 0xC0) == 0x80)) {
+        return 1;                       /* multicast, link-local */
+    }
+    if (memcmp(a, zero, 10) == 0 && a[10] == 0xFF && a[11] == 0xFF) {
+        return egress_address_reserved(AF_INET, a + 12);    /* v4-mapped */
+    }
+    return 0;
+}
+
+
+/* error NULL: {"ok": true}; else {"error", "refused": the list's, not
+ * a failure}. */
+static void
+egress_host_answer(proven_conn_t *c, const char *error, int refused)
+{
+    uint8_t                *frame;
+    size_t                  flen;
+    char                    err[PROVEN_ERR_LEN];
+    proven_frame_builder_t  b;
+
+    proven_frame_builder_init(&b, 128, EGRESS_FRAME_MAX);
+    proven_frame_put_head(&b, 5, error == NULL ? 1 : 2);
+    if (error == NULL) {
+        proven_frame_put_text(&b, "ok");
+        proven_frame_put_bool(&b, 1);
+    } else {
+        proven_frame_put_text(&b, "error");
+        proven_frame_put_text(&b, error);
+        proven_frame_put_text(&b, "refused");
+        proven_frame_put_bool(&b, refused);
+    }
+    if (proven_frame_builder_finish(&b, &frame, &flen) == PROVEN_OK) {
+        (void) proven_conn_send(c, frame, flen, err, sizeof(err));
+        free(frame);
+    }
+}
+
+
+static void
+egress_host_conn(egress_t *e, int fd)
+{
+    int                    target;
+    char                   err[PROVEN_ERR_LEN], msg[PROVEN_ERR_LEN + 300];
+    char                   host[PROVEN_EGRESS_NAME_MAX + 1];
+    char                   ip[INET6_ADDRSTRLEN + 2], text[300], to[320];
+    uint8_t                addr[16];
+    uint64_t               port;
+    size_t                 blen;
+    const uint8_t         *body;
+    cbor_item_t           *req;
+    proven_conn_t          c, t;
+    proven_addr_t          dst;
+    proven_egress_dest_t   d, as_ip;
+    proven_relay_t        *r;
+    proven_relay_config_t  cfg;
+
+    proven_conn_init(&c, fd, EGRESS_FRAME_MAX);
+    c.exact = 1;
+    proven_conn_deadline(&c, EGRESS_HANDSHAKE_MS);
+    if (proven_conn_recv(&c, &body, &blen, err, sizeof(err)) != PROVEN_OK) {
+        egress_log("a request that did not come: %s", err);
+        proven_conn_close(&c);
+        return;
+    }
+    req = proven_cbor_load(body, blen, err, sizeof(err));
+    if (req == NULL
+        || proven_cbor_text_into(proven_cbor_map_get(req, "host"), host,
+                                 sizeof(host)) != PROVEN_OK
+        || proven_cbor_uint(proven_cbor_map_get(req, "port"), &port)
+           != PROVEN_OK
+        || port == 0 || port > 65535
+        || proven_cbor_text_into(proven_cbor_map_get(req, "ip"), ip,
+                                 INET6_ADDRSTRLEN) != PROVEN_OK)
+    {
+        egress_log("refused a malformed request");
+        egress_host_answer(&c, "a request is {\"host\", \"port\", \"ip\"}",
+                           1);
+        goto done;
+    }
+
+    /* the destination as the enclave named it, and the address it gave */
+    snprintf(text, sizeof(text), strchr(host, ':') ? "[%s]:%u" : "%s:%u",
+             host, (unsigned) port);
+    memset(&as_ip, 0, sizeof(as_ip));
+    as_ip.family = strchr(ip, ':') ? AF_INET6 : AF_INET;
+    if (proven_egress_parse_dest(text, strlen(text), 0, &d) != PROVEN_OK
+        || inet_pton(as_ip.family, ip, addr) != 1)
+    {
+        egress_log("refused %s (%s): not a destination", text, ip);
+        egress_host_answer(&c, "not a destination", 1);
+        goto done;
+    }
+    inet_ntop(as_ip.family, addr, as_ip.host, sizeof(as_ip.host));
+    as_ip.port = d.port;
+    proven_egress_dest_text(&d, text, sizeof(text));
+    if (!proven_allow_check(&e->allow, &d)) {
+        egress_log("refused %s: not on the host's allow-list", text);
+        snprintf(msg, sizeof(msg), "%s is not on the host's allow-list",
+                 text);
+        egress_host_answer(&c, msg, 1);
+        goto done;
+    }
+    if (d.family != 0 ? strcmp(d.host, as_ip.host) != 0
+        : egress_address_reserved(as_ip.family, addr)
+          && !proven_allow_check(&e->allow, &as_ip))
+    {
+        egress_log("refused %s at %s: not its address, or one of the "
+                   "host's own", text, as_ip.host);
+        snprintf(msg, sizeof(msg), "%s at %s: an address of the host's own "
+                 "(list it to allow it)", text, as_ip.host);
+        egress_host_answer(&c, msg, 1);
+        goto done;
+    }
+
+    snprintf(to, sizeof(to), as_ip.family == AF_INET6 ? "tcp:[%s]:%u"
+                                                       : "tcp:%s:%u",
+             as_ip.host, (unsigned) d.port);
+    if (proven_addr_parse(to, &dst, err, sizeof(err)) != PROVEN_OK
+        || proven_conn_connect(&t, &dst, EGRESS_CONNECT_MS, 0, err,
+                               sizeof(err)) != PROVEN_OK)
+    {
+        egress_log("%s: %s", text, err);
+        snprintf(msg, sizeof(msg), "connect %s: %.200s", to + 4, err);
+        egress_host_answer(&c, msg, 0);
+        goto done;
+    }
+    if (e->verbose) {
+        egress_log("%s (%s)", text, as_ip.host);
+    }
+    egress_host_answer(&c, NULL, 0);
+    target = t.fd;
+    proven_frame_reader_free(&t.reader);
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.adopt = 1;
+    cfg.adopt_fd = c.fd;
+    cfg.adopt_to = 1;
+    cfg.adopt_to_fd = target;
+    cfg.to = dst;
+    cfg.transport = PROVEN_RELAY_LISTEN;
+    proven_frame_reader_free(&c.reader);
+    cbor_decref(&req);
+    r = proven_relay_new(&cfg, err, sizeof(err));
+    if (r != NULL) {
+        (void) proven_relay_run(r, err, sizeof(err));
+        proven_relay_free(r);
+    }
+    return;
+
+done:
+
+    if (req != NULL) {
+        cbor_decref(&req);
+    }
+    proven_conn_close(&c);
+}
+
+
+/* ---- both ---------------------------------------------------------------- */
+
+static void
+egress_conn(void *arg, int fd)
+{
+    egress_t  *e = arg;
+
+    if (e->host_side) {
+        egress_host_conn(e, fd);
+    } else {
+        egress_proxy_conn(e, fd);
+    }
+}
+
+
+static void
+egress_refuse(void *arg, int fd)
+{
+    egress_t  *e = arg;
+
+    egress_log("refused a connection: %u at once", e->max);
+    if (!e->host_side) {
+        egress_reply(fd, 503, "Service Unavailable",
+                     "too many connections at once");
+    }
+}
+
+
+static int
+egress_serve(egress_t *e)
+{
+    int               fd;
+    char              err[PROVEN_ERR_LEN];
+    proven_serve_t    srv;
+    struct sigaction  sa;
+
+    fd = proven_addr_listen(&e->listen, 128, err, sizeof(err));
+    if (fd < 0) {
+        fprintf(stderr, "proven-egress: %s\n", err);
+        return 1;
+    }
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = egress_on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    egress_log("%s side, listening on %s, %zu allowed",
+               e->host_side ? "host's" : "enclave's", e->listen.text,
+               e->allow.n);
+
+    memset(&srv, 0, sizeof(srv));
+    srv.max = e->max;
+    srv.stop = &egress_stop;
+    srv.handle = egress_conn;
+    srv.refuse = egress_refuse;
+    srv.arg = e;
+    proven_serve_forked(fd, &srv);
+    close(fd);
+    return 0;
+}
+
+
+/* initialize's additions: each an exact destination the image permits. */
+static int
+egress_load_extra(egress_t *e, const char *extra, const char *permit,
+    char *err, size_t errlen)
+{
+    size_t          i;
+    proven_allow_t  add, permits;
+    char            text[300];
+
+    proven_allow_init(&add);
+    proven_allow_init(&permits);
+    if (access(extra, F_OK) != 0) {
+        return PROVEN_OK;               /* the host added nothing */
+    }
+    if (permit == NULL) {
+        proven_errf(err, errlen, "--extra needs --permit");
+        return PROVEN_ERR;
+    }
+    if (proven_allow_load(&add, extra, err, errlen) != PROVEN_OK
+        || proven_allow_load(&permits, permit, err, errlen) != PROVEN_OK)
+    {
+        goto fail;
+    }
+    for (i = 0; i < add.n; i++) {
+        proven_egress_dest_text(&add.entries[i], text, sizeof(text));
+        if (add.entries[i].host[0] == '*'
+            || !proven_allow_check(&permits, &add.entries[i]))
+        {
+            proven_errf(err, errlen, "%s: %s is not one the image permits "
+                        "(%s)", extra, text, permit);
+            goto fail;
+        }
+        if (proven_allow_add(&e->allow, text, strlen(text), err, errlen)
+            != PROVEN_OK)
+        {
+            goto fail;
+        }
+    }
+    proven_allow_free(&add);
+    proven_allow_free(&permits);
+    return PROVEN_OK;
+
+fail:
+
+    proven_allow_free(&add);
+    proven_allow_free(&permits);
+    return PROVEN_ERR;
+}
+
+
+/* The DoH server goes on the enclave's list: its address, not a name. */
+static int
+egress_allow_doh(egress_t *e, char *err, size_t errlen)
+{
+    int     rc;
+    char   *host, *port, text[300];
+    CURLU  *u;
+
+    u = curl_url();
+    host = port = NULL;
+    rc = PROVEN_ERR;
+    if (u == NULL
+        || curl_url_set(u, CURLUPART_URL, e->doh, 0) != CURLUE_OK
+        || curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK
+        || curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT)
+           != CURLUE_OK
+        || strncmp(e->doh, "https://", 8) != 0)
+    {
+        proven_errf(err, errlen, "--doh %s: not an https URL", e->doh);
+        goto done;
+    }
+    snprintf(text, sizeof(text), "%s:%s", host, port);
+    if (strspn(host, "0123456789.") != strlen(host) && host[0] != '[') {
+        proven_errf(err, errlen, "--doh %s: the host must be an address "
+                    "(a name would need DNS first)", e->doh);
+        goto done;
+    }
+    rc = proven_allow_add(&e->allow, text, strlen(text), err, errlen);
+
+done:
+
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(u);
+    return rc;
+}
+
+
+static void
+egress_usage(void)
+{
+    fprintf(stderr,
+        "usage: proven-egress proxy --listen tcp:127.0.0.1:PORT --to ADDR "
+        "--allow FILE\n"
+        "                           [--extra FILE --permit FILE] "
+        "[--doh URL [--ca FILE]]\n"
+        "                           [--max N] [--verbose]\n"
+        "       proven-egress host --listen ADDR --allow FILE [--max N] "
+        "[--verbose]\n");
+}
+
+
+int
+main(int argc, char **argv)
+{
+    int          opt, have_to, have_listen, have_allow;
+    char         err[PROVEN_ERR_LEN], *end;
+    const char  *extra, *permit;
+    long         n;
+    egress_t     e;
+
+    static const struct option  options[] = {
+        { "listen",  required_argument, NULL, 'l' },
+        { "to",      required_argument, NULL, 't' },
+        { "allow",   required_argument, NULL, 'a' },
+        { "extra",   required_argument, NULL, 'x' },
+        { "permit",  required_argument, NULL, 'p' },
+        { "doh",     required_argument, NULL, 'd' },
+        { "ca",      required_argument, NULL, 'c' },
+        { "max",     required_argument, NULL, 'm' },
+        { "verbose", no_argument,       NULL, 'v' },
+        { NULL, 0, NULL, 0 }
+    };
+
+    memset(&e, 0, sizeof(e));
+    proven_allow_init(&e.allow);
+    e.max = EGRESS_MAX_CONNS;
+    if (argc < 2 || (strcmp(argv[1], "proxy") != 0
+                     && strcmp(argv[1], "host") != 0))
+    {
+        egress_usage();
+        return 2;
+    }
+    e.host_side = strcmp(argv[1], "host") == 0;
+    have_to = have_listen = have_allow = 0;
+    extra = permit = NULL;
+    err[0] = '\0';
+    optind = 2;
+    while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        switch (opt) {
+        case 'l':
+            have_listen = 1;
+            if (proven_addr_parse(optarg, &e.listen, err, sizeof(err))
+                != PROVEN_OK)
+            {
+                goto bad;
+            }
+            break;
+        case 't':
+            have_to = 1;
+            if (proven_addr_parse(optarg, &e.to, err, sizeof(err))
+                != PROVEN_OK)
+            {
+                goto bad;
+            }
+            break;
+        case 'a':
+            have_allow = 1;
+            if (proven_allow_load(&e.allow, optarg, err, sizeof(err))
+                != PROVEN_OK)
+            {
+                goto bad;
+            }
+            break;
+        case 'x':
+            extra = optarg;
+            break;
+        case 'p':
+            permit = optarg;
+            break;
+        case 'd':
+            e.doh = optarg;
+            break;
+        case 'c':
+            e.ca = optarg;
+            break;
+        case 'm':
+            errno = 0;
+            n = strtol(optarg, &end, 10);
+            if (errno != 0 || *end != '\0' || n < 1 || n > 4096) {
+                snprintf(err, sizeof(err), "--max %s: 1 to 4096", optarg);
+                goto bad;
+            }
+            e.max = (unsigned) n;
+            break;
+        case 'v':
+            e.verbose = 1;
+            break;
+        default:
+            egress_usage();
+            return 2;
+        }
+    }
+    if (optind != argc || !have_listen || !have_allow
+        || have_to == e.host_side)
+    {
+        egress_usage();
+        return 2;
+    }
+    if (!e.host_side) {
+        if (e.listen.kind != PROVEN_ADDR_TCP) {
+            snprintf(err, sizeof(err), "--listen: the proxy is an HTTP "
+                     "proxy: tcp:127.0.0.1:PORT");
+            goto bad;
+        }
+        snprintf(e.proxy_url, sizeof(e.proxy_url), "http://%.*s",
+                 (int) (sizeof(e.proxy_url) - 8), e.listen.text + 4);
+        if (extra != NULL
+            && egress_load_extra(&e, extra, permit, err, sizeof(err))
+               != PROVEN_OK)
+        {
+            goto bad;
+        }
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+            snprintf(err, sizeof(err), "libcurl would not start");
+            goto bad;
+        }
+        if (e.doh != NULL
+            && egress_allow_doh(&e, err, sizeof(err)) != PROVEN_OK)
+        {
+            goto bad;
+        }
+    } else if (extra != NULL || e.doh != NULL || e.ca != NULL) {
+        snprintf(err, sizeof(err), "--extra, --doh and --ca are the "
+                 "enclave's side's");
+        goto bad;
+    }
+    n = egress_serve(&e);
+    proven_allow_free(&e.allow);
+    return (int) n;
+
+bad:
+
+    fprintf(stderr, "proven-egress: %s\n", err);
+    proven_allow_free(&e.allow);
+    return 2;
+}
