@@ -60,7 +60,8 @@ MODULES     = $(BUILD)/modules/ngx_http_proven_core_module.so \
 all: programs modules
 
 programs: $(BUILD)/bin/provend $(BUILD)/bin/proven $(BUILD)/bin/proven-host \
-          $(BUILD)/bin/proven-relay $(BUILD)/bin/proven-egress
+          $(BUILD)/bin/proven-relay $(BUILD)/bin/proven-egress \
+          $(BUILD)/bin/proven-agent
 
 lib: $(LIBPROVEN)
 
@@ -138,7 +139,8 @@ $(BUILD)/obj/%.o: %.c | check-deps
 	$(CC) $(CFLAGS) -c $< -o $@
 
 -include $(LIB_OBJS:.o=.d) $(DAEMON_OBJS:.o=.d) $(CLI_OBJS:.o=.d) \
-    $(TEST_BINS:=.d) $(wildcard $(BUILD)/obj/relay/*.d $(BUILD)/obj/host/*.d)
+    $(TEST_BINS:=.d) $(wildcard $(BUILD)/obj/relay/*.d $(BUILD)/obj/host/*.d \
+    $(BUILD)/obj/agent/*.d)
 
 # provend's subsystems include each other's headers as "subsystem/name.h".
 $(DAEMON_OBJS): CFLAGS += -Idaemon
@@ -177,6 +179,10 @@ $(BUILD)/bin/proven-relay: $(BUILD)/obj/relay/proven-relay.o $(LIBPROVEN)
 $(BUILD)/bin/proven-egress: $(BUILD)/obj/relay/proven-egress.o $(LIBPROVEN)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CLI_LIBS) $(LIBS)
+
+$(BUILD)/bin/proven-agent: $(BUILD)/obj/agent/proven-agent.o $(LIBPROVEN)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 # Unit tests may link daemon objects (all but main.o) to test providers.
 DAEMON_LIB_OBJS = $(filter-out $(BUILD)/obj/daemon/core/main.o,$(DAEMON_OBJS))

@@ -64,7 +64,12 @@
 #define INIT_STARTS_MAX       6         /* starts in INIT_STARTS_WINDOW */
 #define INIT_STARTS_WINDOW_MS 60000
 #define INIT_READY_MS         60000     /* a READY path must appear by then */
-#define INIT_STOP_MS          10000     /* SIGTERM to SIGKILL */
+#define INIT_STOP_MS          10000     /* SIGTERM to SIGKILL, unless
+                                           "shutdown GRACE" says */
+#define INIT_STOP_MAX_S       300
+#define INIT_LOG_SOCKET       "/run/proven/log.sock"  /* proven-agent's */
+#define INIT_LOG_LINE         1024      /* longer lines are cut */
+#define INIT_LOG_RETRY_MS     1000
 
 /* Nitro: one byte to the parent (CID 3) on port 9000, echoed back. */
 #define INIT_NITRO_CID        3
@@ -84,12 +89,24 @@ typedef struct {
     int      backoff_ms;
     int64_t  starts[INIT_STARTS_MAX];   /* ring of start times */
     int      start_count;
+    int      out[2];                    /* its stdout and stderr: a pipe */
+    char     out_buf[INIT_LOG_LINE];
+    size_t   out_len;
 } init_service_t;
 
 
 static init_service_t  services[INIT_MAX_SERVICES];
 static int             service_count;
 static int             stopping;
+static int             stop_ms = INIT_STOP_MS;
+
+/* the log stream to proven-agent: one record a line, never waited for */
+static int             log_fd = -1;
+static int64_t         log_retry_at;
+static unsigned long   log_dropped;
+
+static int64_t now_ms(void);
+static void log_ship(const char *line, size_t len);
 
 
 static void
@@ -98,10 +115,143 @@ say(const char *fmt, ...)
     va_list  ap;
     char     buf[512];
 
+    int      n;
+
+    memcpy(buf, "init: ", 6);
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof(buf), fmt, ap);
+    n = vsnprintf(buf + 6, sizeof(buf) - 7, fmt, ap);
     va_end(ap);
-    dprintf(STDERR_FILENO, "init: %s\n", buf);
+    n = n < 0 ? 0 : n > (int) sizeof(buf) - 8 ? (int) sizeof(buf) - 8 : n;
+    buf[6 + n] = '\n';
+    (void) write(STDERR_FILENO, buf, (size_t) n + 7);
+    log_ship(buf, (size_t) n + 6);
+}
+
+
+/* ---- log lines ---------------------------------------------------------
+ *
+ * Every service's output comes to init through a pipe: each line goes to
+ * the console as "NAME: line" and, as a record of its own, to proven-agent
+ * (INIT_LOG_SOCKET), which ships it to the host.  init never waits for
+ * the agent: a record it cannot take now is dropped and counted, and the
+ * count goes out ahead of the next line that can.
+ */
+
+static void
+log_ship(const char *line, size_t len)
+{
+    int                 fd;
+    char                note[64];
+    int64_t             now;
+    struct sockaddr_un  addr;
+
+    if (log_fd < 0) {
+        now = now_ms();
+        if (now < log_retry_at) {
+            log_dropped++;
+            return;
+        }
+        log_retry_at = now + INIT_LOG_RETRY_MS;
+        fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                    0);
+        memset(&addr, 0, sizeof(addr));
+        addr.sun_family = AF_UNIX;
+        snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", INIT_LOG_SOCKET);
+        if (fd < 0 || connect(fd, (struct sockaddr *) &addr, sizeof(addr))
+                      != 0)
+        {
+            if (fd >= 0) {
+                close(fd);
+            }
+            log_dropped++;
+            return;
+        }
+        log_fd = fd;
+    }
+    if (log_dropped > 0) {
+        snprintf(note, sizeof(note), "init: %lu lines not shipped",
+                 log_dropped);
+        if (send(log_fd, note, strlen(note), MSG_DONTWAIT | MSG_NOSIGNAL)
+            < 0)
+        {
+            goto failed;
+        }
+        log_dropped = 0;
+    }
+    if (send(log_fd, line, len, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) {
+        return;
+    }
+
+failed:
+
+    if (errno != EAGAIN) {
+        close(log_fd);                  /* the agent went: connect again */
+        log_fd = -1;
+    }
+    log_dropped++;
+}
+
+
+static void
+log_line(const init_service_t *s, const char *text, size_t len)
+{
+    char    line[INIT_LOG_LINE + 64];
+    size_t  n;
+
+    n = (size_t) snprintf(line, sizeof(line) - 1, "%s: ", s->name);
+    if (len > sizeof(line) - 2 - n) {
+        len = sizeof(line) - 2 - n;
+    }
+    memcpy(line + n, text, len);
+    n += len;
+    line[n] = '\n';
+    (void) write(STDERR_FILENO, line, n + 1);
+    log_ship(line, n);
+}
+
+
+/* What a service wrote: whole lines out, a line too long cut in pieces. */
+static void
+log_read(init_service_t *s)
+{
+    ssize_t  n;
+    char    *p, *nl;
+
+    if (s->out[0] < 0) {
+        return;
+    }
+    for ( ;; ) {
+        n = read(s->out[0], s->out_buf + s->out_len,
+                 sizeof(s->out_buf) - s->out_len);
+        if (n <= 0) {
+            return;
+        }
+        s->out_len += (size_t) n;
+        p = s->out_buf;
+        while ((nl = memchr(p, '\n', s->out_len - (size_t) (p - s->out_buf)))
+               != NULL)
+        {
+            log_line(s, p, (size_t) (nl - p));
+            p = nl + 1;
+        }
+        s->out_len -= (size_t) (p - s->out_buf);
+        memmove(s->out_buf, p, s->out_len);
+        if (s->out_len == sizeof(s->out_buf)) {
+            log_line(s, s->out_buf, s->out_len);
+            s->out_len = 0;
+        }
+    }
+}
+
+
+static void
+log_read_all(void)
+{
+    int  i;
+
+    for (i = 0; i < service_count; i++) {
+        log_read(&services[i]);
+    }
 }
 
 
@@ -538,6 +688,7 @@ read_services(void)
             return -1;
         }
         s->argv[argc] = NULL;
+        s->out[0] = s->out[1] = -1;
         service_count++;
     }
 
@@ -553,11 +704,19 @@ spawn(init_service_t *s)
     pid_t     pid;
     sigset_t  none;
 
+    /* one pipe for the service's life, across its restarts */
+    if (s->out[0] < 0 && pipe2(s->out, O_CLOEXEC) == 0) {
+        (void) fcntl(s->out[0], F_SETFL, O_NONBLOCK);
+    }
     pid = fork();
     if (pid == 0) {
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         setsid();
+        if (s->out[1] >= 0) {
+            (void) dup2(s->out[1], STDOUT_FILENO);
+            (void) dup2(s->out[1], STDERR_FILENO);
+        }
         /* the memory killer takes app workers (provend's sandbox sets
          * theirs to 1000) before a service: a worker filling memory must
          * not make init power the node off */
@@ -604,6 +763,7 @@ wait_ready(init_service_t *s)
         }
         usleep(20000);
         reap();
+        log_read_all();
     }
     return -1;
 }
@@ -688,10 +848,11 @@ stop_services(void)
         }
         say("stopping %s", s->name);
         kill(s->pid, SIGTERM);
-        deadline = now_ms() + INIT_STOP_MS;
+        deadline = now_ms() + stop_ms;
         while (s->pid > 0 && now_ms() < deadline) {
             usleep(20000);
             reap();
+            log_read_all();
         }
         if (s->pid > 0) {
             say("%s did not stop: killed", s->name);
@@ -765,6 +926,55 @@ control_device(void)
 }
 
 
+/* "status": a line a service, then "end". */
+static void
+control_status(int fd)
+{
+    int              i;
+    char             line[256];
+    int64_t          now;
+    init_service_t  *s;
+
+    now = now_ms();
+    for (i = 0; i < service_count; i++) {
+        s = &services[i];
+        if (s->pid > 0) {
+            snprintf(line, sizeof(line), "%s running pid %d starts %d up %ld s\n",
+                     s->name, (int) s->pid, s->start_count,
+                     (long) ((now - s->started_ms) / 1000));
+        } else if (s->restart_at_ms) {
+            snprintf(line, sizeof(line), "%s restarting in %ld ms starts %d\n",
+                     s->name, (long) (s->restart_at_ms - now), s->start_count);
+        } else {
+            snprintf(line, sizeof(line), "%s %s\n", s->name,
+                     s->once > 0 ? "done" : s->once < 0 ? "failed"
+                     : s->start_count ? "stopped" : "not started");
+        }
+        (void) write(fd, line, strlen(line));
+    }
+    (void) write(fd, "end\n", 4);
+}
+
+
+/* "shutdown" or "shutdown GRACE" (seconds before SIGKILL, 1 to 300). */
+static int
+control_shutdown(const char *arg)
+{
+    char  *end;
+    long   grace;
+
+    if (*arg == '\0') {
+        return 0;
+    }
+    grace = strtol(arg, &end, 10);
+    if (*end != '\0' || grace < 1 || grace > INIT_STOP_MAX_S) {
+        return -1;
+    }
+    stop_ms = (int) grace * 1000;
+    return 0;
+}
+
+
 /* A command from the control socket or device: 1 for shutdown. */
 static int
 control_command(int fd, char *pending, size_t *len, size_t size)
@@ -783,11 +993,16 @@ control_command(int fd, char *pending, size_t *len, size_t size)
         if (nl > pending && nl[-1] == '\r') {
             nl[-1] = '\0';
         }
-        if (strcmp(pending, "shutdown") == 0) {
+        if ((strcmp(pending, "shutdown") == 0
+             || strncmp(pending, "shutdown ", 9) == 0)
+            && control_shutdown(pending + 8 + (pending[8] == ' ')) == 0)
+        {
             (void) write(fd, "ok\n", 3);
             return 1;
         }
-        if (pending[0] != '\0') {
+        if (strcmp(pending, "status") == 0) {
+            control_status(fd);
+        } else if (pending[0] != '\0') {
             (void) write(fd, "unknown command\n", 16);
         }
         *len -= (size_t) (nl + 1 - pending);
@@ -837,7 +1052,7 @@ main(void)
     size_t            dev_len, sock_len;
     int64_t           now, next;
     sigset_t          mask;
-    struct pollfd     fds[4];
+    struct pollfd     fds[4 + INIT_MAX_SERVICES];
     init_service_t   *s;
     struct signalfd_siginfo  si;
 
@@ -896,9 +1111,16 @@ main(void)
         fds[1] = (struct pollfd) { .fd = lfd, .events = POLLIN };
         fds[2] = (struct pollfd) { .fd = dfd, .events = POLLIN };
         fds[3] = (struct pollfd) { .fd = cfd, .events = POLLIN };
-        if (poll(fds, 4, timeout < 0 ? 0 : timeout) < 0 && errno != EINTR) {
+        for (i = 0; i < service_count; i++) {
+            fds[4 + i] = (struct pollfd) { .fd = services[i].out[0],
+                                           .events = POLLIN };
+        }
+        if (poll(fds, (nfds_t) (4 + service_count), timeout < 0 ? 0 : timeout)
+            < 0 && errno != EINTR)
+        {
             break;
         }
+        log_read_all();
 
         if (fds[0].revents & POLLIN) {
             while (read(sfd, &si, sizeof(si)) == sizeof(si)) {

@@ -1,0 +1,865 @@
+/*
+ * proven-agent --control ADDR --ready PATH [--extra FILE --permit FILE]
+ *              [--init-socket PATH] [--log-socket PATH] [--log-buffer BYTES]
+ *
+ * The enclave's end of the host's control channel, the first service init
+ * runs.  On ADDR (vsock:any:PORT; under qemu tcp:0.0.0.0:PORT behind
+ * hostfwd) the host sends requests in lib's frames, {"id", "op", ...}, and
+ * gets {"id", "ok", "result"} or {"id", "ok": false, "error"}:
+ *
+ *   initialize {"config": {"allow": ["HOST:PORT", ...]}}
+ *       once: the egress additions (each within the image's --permit
+ *       patterns) go to --extra, then --ready appears and init starts the
+ *       services after this one.  Anything else in config is refused: what
+ *       the enclave runs is the image's, not the host's.
+ *   status      init's services, whether initialized, the log counters
+ *   shutdown {"grace": S}   init stops the services (S seconds each before
+ *       SIGKILL, 1 to 300, 10 by default) and powers off
+ *   logs        the connection becomes the log stream: frames
+ *       {"lines": [...], "dropped": N} as lines come
+ *
+ * Log lines come from init (every service's output) on --log-socket, a
+ * SOCK_SEQPACKET socket, a record a line.  They
+ * wait in a buffer of --log-buffer bytes (256 KiB); when the host reads
+ * slower than they come, the oldest go, and the next batch says how many.
+ * Nothing here trusts the host: it can ask for status and logs (which it
+ * could read on the console anyway), add permitted destinations once, and
+ * stop the node, which it can always do.
+ */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proven.h"
+#include "net/proven_net.h"
+
+
+#define AGENT_CONNS           8         /* control connections at once */
+#define AGENT_WRITERS         8         /* local log writers at once */
+#define AGENT_FRAME_MAX       (64 * 1024)
+#define AGENT_IDLE_MS         60000     /* a control connection's silence */
+#define AGENT_LINE_MAX        4096
+#define AGENT_LINES_MAX       8192
+#define AGENT_BATCH_LINES     512
+#define AGENT_BATCH_BYTES     (48 * 1024)
+#define AGENT_LOG_BUFFER      (256 * 1024)
+#define AGENT_GRACE_DEFAULT   10
+#define AGENT_GRACE_MAX       300
+#define AGENT_INIT_MS         2000
+
+
+typedef struct {
+    int                     fd;         /* -1: free */
+    proven_frame_reader_t   reader;
+    uint8_t                *out;        /* a frame being written */
+    size_t                  out_len, out_off;
+    int64_t                 last_ms;
+    int                     logs;       /* the log stream */
+} agent_conn_t;
+
+typedef struct {
+    int      fd;
+    char     buf[AGENT_LINE_MAX];
+} agent_writer_t;
+
+typedef struct {
+    char            *lines[AGENT_LINES_MAX];    /* a ring */
+    size_t           head, count, bytes, cap;
+    uint64_t         dropped, dropped_total, shipped_total;
+} agent_log_t;
+
+typedef struct {
+    proven_addr_t    control;
+    const char      *ready, *extra, *permit, *init_socket, *log_socket;
+    int              initialized;
+    agent_conn_t     conns[AGENT_CONNS];
+    agent_writer_t   writers[AGENT_WRITERS];
+    agent_log_t      log;
+} agent_t;
+
+
+static volatile sig_atomic_t  agent_stop;
+
+
+static void
+agent_on_signal(int sig)
+{
+    (void) sig;
+    agent_stop = 1;
+}
+
+
+static int64_t
+agent_now(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+
+/* ---- the log buffer ------------------------------------------------------ */
+
+static void
+agent_log_drop_oldest(agent_log_t *l)
+{
+    char  *line;
+
+    line = l->lines[l->head];
+    l->bytes -= strlen(line);
+    free(line);
+    l->head = (l->head + 1) % AGENT_LINES_MAX;
+    l->count--;
+    l->dropped++;
+    l->dropped_total++;
+}
+
+
+static void
+agent_log_add(agent_log_t *l, const char *text, size_t len)
+{
+    char  *line;
+
+    if (len == 0) {
+        return;
+    }
+    while (l->count > 0 && (l->count == AGENT_LINES_MAX
+                            || l->bytes + len > l->cap))
+    {
+        agent_log_drop_oldest(l);
+    }
+    line = malloc(len + 1);
+    if (line == NULL) {
+        l->dropped++;
+        l->dropped_total++;
+        return;
+    }
+    memcpy(line, text, len);
+    line[len] = '\0';
+    l->lines[(l->head + l->count) % AGENT_LINES_MAX] = line;
+    l->count++;
+    l->bytes += len;
+}
+
+
+/* A batch {"lines": [...], "dropped": N} of what waits; NULL if nothing. */
+static uint8_t *
+agent_log_batch(agent_log_t *l, size_t *len)
+{
+    size_t                  n, bytes, i;
+    uint8_t                *frame;
+    proven_frame_builder_t  b;
+
+    if (l->count == 0 && l->dropped == 0) {
+        return NULL;
+    }
+    n = 0;
+    bytes = 0;
+    while (n < l->count && n < AGENT_BATCH_LINES
+           && bytes < AGENT_BATCH_BYTES)
+    {
+        bytes += strlen(l->lines[(l->head + n) % AGENT_LINES_MAX]);
+        n++;
+    }
+    proven_frame_builder_init(&b, bytes + 64, AGENT_FRAME_MAX);
+    proven_frame_put_head(&b, 5, 2);
+    proven_frame_put_text(&b, "lines");
+    proven_frame_put_head(&b, 4, n);
+    for (i = 0; i < n; i++) {
+        proven_frame_put_text(&b, l->lines[(l->head + i) % AGENT_LINES_MAX]);
+    }
+    proven_frame_put_text(&b, "dropped");
+    proven_frame_put_uint(&b, l->dropped);
+    if (proven_frame_builder_finish(&b, &frame, len) != PROVEN_OK) {
+        return NULL;
+    }
+    for (i = 0; i < n; i++) {
+        l->bytes -= strlen(l->lines[l->head]);
+        free(l->lines[l->head]);
+        l->head = (l->head + 1) % AGENT_LINES_MAX;
+        l->count--;
+    }
+    l->shipped_total += n;
+    l->dropped = 0;
+    return frame;
+}
+
+
+/* A record from a local writer (init): one line, cut at the buffer. */
+static int
+agent_writer_read(agent_t *a, agent_writer_t *w)
+{
+    ssize_t  n;
+
+    n = read(w->fd, w->buf, sizeof(w->buf));
+    if (n <= 0) {
+        return n == 0 || (errno != EAGAIN && errno != EINTR) ? -1 : 0;
+    }
+    if (w->buf[n - 1] == '\n') {
+        n--;
+    }
+    agent_log_add(&a->log, w->buf, (size_t) n);
+    return 0;
+}
+
+
+/* ---- init's control socket ------------------------------------------------ */
+
+/* Sends command to init and returns its answer (up to "end" or "ok"). */
+static int
+agent_ask_init(agent_t *a, const char *command, char *answer, size_t size,
+    char *err, size_t errlen)
+{
+    int            fd;
+    size_t         have;
+    ssize_t        n;
+    int64_t        deadline;
+    struct pollfd  pfd;
+    struct sockaddr_un  sun;
+
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", a->init_socket);
+    if (fd < 0 || connect(fd, (struct sockaddr *) &sun, sizeof(sun)) != 0
+        || write(fd, command, strlen(command)) != (ssize_t) strlen(command))
+    {
+        proven_errf(err, errlen, "init (%.100s): %s", a->init_socket,
+                    strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        return PROVEN_ERR;
+    }
+    have = 0;
+    deadline = agent_now() + AGENT_INIT_MS;
+    for ( ;; ) {
+        answer[have] = '\0';
+        if (strcmp(answer, "ok\n") == 0
+            || (have >= 4 && strcmp(answer + have - 4, "end\n") == 0))
+        {
+            break;
+        }
+        pfd.fd = fd;
+        pfd.events = POLLIN;
+        if (have + 1 >= size || agent_now() >= deadline
+            || poll(&pfd, 1, (int) (deadline - agent_now())) <= 0
+            || (n = read(fd, answer + have, size - have - 1)) <= 0)
+        {
+            proven_errf(err, errlen, "init did not answer");
+            close(fd);
+            return PROVEN_ERR;
+        }
+        have += (size_t) n;
+    }
+    close(fd);
+    return PROVEN_OK;
+}
+
+
+/* ---- requests ------------------------------------------------------------ */
+
+static int
+agent_write_extra(agent_t *a, cbor_item_t *allow, char *err, size_t errlen)
+{
+    size_t                 i, n;
+    char                   entry[PROVEN_EGRESS_NAME_MAX + 16];
+    char                   tmp[4200], text[300];
+    FILE                  *f;
+    proven_allow_t         permits;
+    proven_egress_dest_t   d;
+
+    if (allow == NULL) {
+        return PROVEN_OK;
+    }
+    if (!cbor_isa_array(allow) || cbor_array_size(allow) > PROVEN_ALLOW_MAX) {
+        proven_errf(err, errlen, "config.allow: a list of HOST:PORT, at "
+                    "most %d", PROVEN_ALLOW_MAX);
+        return PROVEN_ERR;
+    }
+    n = cbor_array_size(allow);
+    if (n > 0 && (a->extra == NULL || a->permit == NULL)) {
+        proven_errf(err, errlen, "config.allow: this image permits no "
+                    "additions");
+        return PROVEN_ERR;
+    }
+    proven_allow_init(&permits);
+    if (n > 0 && proven_allow_load(&permits, a->permit, err, errlen)
+                 != PROVEN_OK)
+    {
+        return PROVEN_ERR;
+    }
+    snprintf(tmp, sizeof(tmp), "%s.tmp", a->extra ? a->extra : "");
+    f = n > 0 ? fopen(tmp, "w") : NULL;
+    if (n > 0 && f == NULL) {
+        proven_errf(err, errlen, "%.200s: %s", tmp, strerror(errno));
+        proven_allow_free(&permits);
+        return PROVEN_ERR;
+    }
+    for (i = 0; i < n; i++) {
+        if (proven_cbor_text_into(cbor_array_handle(allow)[i], entry,
+                                  sizeof(entry)) != PROVEN_OK
+            || proven_egress_parse_dest(entry, strlen(entry), 0, &d)
+               != PROVEN_OK)
+        {
+            proven_errf(err, errlen, "config.allow[%zu]: not HOST:PORT", i);
+            goto fail;
+        }
+        proven_egress_dest_text(&d, text, sizeof(text));
+        if (!proven_allow_check(&permits, &d)) {
+            proven_errf(err, errlen, "config.allow[%zu]: %.160s is not one the "
+                        "image permits", i, text);
+            goto fail;
+        }
+        fprintf(f, "%s\n", text);
+    }
+    proven_allow_free(&permits);
+    if (f != NULL && (fclose(f) != 0 || rename(tmp, a->extra) != 0)) {
+        proven_errf(err, errlen, "%.200s: %s", a->extra, strerror(errno));
+        unlink(tmp);
+        return PROVEN_ERR;
+    }
+    return PROVEN_OK;
+
+fail:
+
+    proven_allow_free(&permits);
+    fclose(f);
+    unlink(tmp);
+    return PROVEN_ERR;
+}
+
+
+static cbor_item_t *
+agent_initialize(agent_t *a, proven_request_t *req, const char **code,
+    char *err, size_t errlen)
+{
+    int           fd;
+    size_t        i;
+    cbor_item_t  *config;
+    struct cbor_pair  *pairs;
+
+    if (a->initialized) {
+        *code = "conflict";
+        proven_errf(err, errlen, "already initialized");
+        return NULL;
+    }
+    config = proven_cbor_map_get(req->map, "config");
+    if (config != NULL && !cbor_isa_map(config)) {
+        proven_errf(err, errlen, "config: a map");
+        return NULL;
+    }
+    if (config != NULL) {
+        pairs = cbor_map_handle(config);
+        for (i = 0; i < cbor_map_size(config); i++) {
+            if (!cbor_isa_string(pairs[i].key)
+                || cbor_string_length(pairs[i].key) != 5
+                || memcmp(cbor_string_handle(pairs[i].key), "allow", 5) != 0)
+            {
+                proven_errf(err, errlen, "config: only \"allow\" is the "
+                            "host's to set (the rest is the image's)");
+                return NULL;
+            }
+        }
+        if (agent_write_extra(a, proven_cbor_map_get(config, "allow"), err,
+                              errlen) != PROVEN_OK)
+        {
+            return NULL;
+        }
+    }
+    fd = open(a->ready, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        *code = "internal";
+        proven_errf(err, errlen, "%.200s: %s", a->ready, strerror(errno));
+        return NULL;
+    }
+    close(fd);
+    a->initialized = 1;
+    fprintf(stderr, "agent: initialized\n");
+    return cbor_new_null();
+}
+
+
+static cbor_item_t *
+agent_status(agent_t *a, const char **code, char *err, size_t errlen)
+{
+    char          answer[4096], *line, *save;
+    cbor_item_t  *map, *services, *logs;
+
+    map = cbor_new_definite_map(3);
+    services = cbor_new_indefinite_array();
+    logs = cbor_new_definite_map(3);
+    if (map == NULL || services == NULL || logs == NULL) {
+        goto oom;
+    }
+    if (agent_ask_init(a, "status\n", answer, sizeof(answer), err, errlen)
+        != PROVEN_OK)
+    {
+        *code = "unavailable";
+        goto fail;
+    }
+    for (line = strtok_r(answer, "\n", &save); line != NULL;
+         line = strtok_r(NULL, "\n", &save))
+    {
+        if (strcmp(line, "end") != 0
+            && !cbor_array_push(services, cbor_move(cbor_build_string(line))))
+        {
+            goto oom;
+        }
+    }
+    if (proven_cbor_map_put(logs, "buffered",
+                            cbor_build_uint64(a->log.count)) != PROVEN_OK
+        || proven_cbor_map_put(logs, "shipped",
+                               cbor_build_uint64(a->log.shipped_total))
+           != PROVEN_OK
+        || proven_cbor_map_put(logs, "dropped",
+                               cbor_build_uint64(a->log.dropped_total))
+           != PROVEN_OK
+        || proven_cbor_map_put(map, "initialized",
+                               cbor_build_bool(a->initialized)) != PROVEN_OK
+        || proven_cbor_map_put(map, "services", services) != PROVEN_OK
+        || proven_cbor_map_put(map, "logs", logs) != PROVEN_OK)
+    {
+        services = logs = NULL;
+        goto oom;
+    }
+    return map;
+
+oom:
+
+    *code = "internal";
+    proven_errf(err, errlen, "out of memory");
+
+fail:
+
+    if (map != NULL) {
+        cbor_decref(&map);
+    }
+    if (services != NULL) {
+        cbor_decref(&services);
+    }
+    if (logs != NULL) {
+        cbor_decref(&logs);
+    }
+    return NULL;
+}
+
+
+static cbor_item_t *
+agent_shutdown(agent_t *a, proven_request_t *req, const char **code,
+    char *err, size_t errlen)
+{
+    char          command[64], answer[64];
+    uint64_t      grace;
+    cbor_item_t  *item;
+
+    grace = AGENT_GRACE_DEFAULT;
+    item = proven_cbor_map_get(req->map, "grace");
+    if (item != NULL && (proven_cbor_uint(item, &grace) != PROVEN_OK
+                         || grace < 1 || grace > AGENT_GRACE_MAX))
+    {
+        proven_errf(err, errlen, "grace: seconds, 1 to %d",
+                    AGENT_GRACE_MAX);
+        return NULL;
+    }
+    snprintf(command, sizeof(command), "shutdown %u\n", (unsigned) grace);
+    if (agent_ask_init(a, command, answer, sizeof(answer), err, errlen)
+        != PROVEN_OK)
+    {
+        *code = "unavailable";
+        return NULL;
+    }
+    fprintf(stderr, "agent: shutdown asked (%u s grace)\n",
+            (unsigned) grace);
+    return cbor_new_null();
+}
+
+
+static void
+agent_send(agent_conn_t *c, uint8_t *frame, size_t len)
+{
+    free(c->out);
+    c->out = frame;
+    c->out_len = len;
+    c->out_off = 0;
+}
+
+
+static void
+agent_request(agent_t *a, agent_conn_t *c, const uint8_t *body, size_t len)
+{
+    char               err[PROVEN_ERR_LEN];
+    uint8_t           *frame;
+    size_t             flen;
+    const char        *code;
+    cbor_item_t       *result;
+    proven_request_t   req;
+
+    code = "bad_request";
+    err[0] = '\0';
+    result = NULL;
+    if (proven_request_decode(body, len, &req, err, sizeof(err))
+        != PROVEN_OK)
+    {
+        req.map = NULL;
+    } else if (strcmp(req.op, "initialize") == 0) {
+        result = agent_initialize(a, &req, &code, err, sizeof(err));
+    } else if (strcmp(req.op, "status") == 0) {
+        result = agent_status(a, &code, err, sizeof(err));
+    } else if (strcmp(req.op, "shutdown") == 0) {
+        result = agent_shutdown(a, &req, &code, err, sizeof(err));
+    } else if (strcmp(req.op, "logs") == 0) {
+        result = cbor_new_null();
+        c->logs = 1;                    /* after this answer: batches */
+    } else {
+        code = "unknown_op";
+        snprintf(err, sizeof(err), "unknown op \"%s\" (initialize, status, "
+                 "shutdown, logs)", req.op);
+    }
+    if (result != NULL) {
+        if (proven_response_encode_ok(req.id, result, &frame, &flen)
+            == PROVEN_OK)
+        {
+            agent_send(c, frame, flen);
+        }
+        cbor_decref(&result);
+    } else if (proven_response_encode_error(req.has_id ? req.id : 0, code,
+                                            err, &frame, &flen)
+               == PROVEN_OK)
+    {
+        agent_send(c, frame, flen);
+    }
+    if (req.map != NULL) {
+        proven_request_free(&req);
+    }
+}
+
+
+/* ---- connections ------------------------------------------------------------ */
+
+static void
+agent_conn_close(agent_conn_t *c)
+{
+    close(c->fd);
+    c->fd = -1;
+    proven_frame_reader_free(&c->reader);
+    free(c->out);
+    c->out = NULL;
+    c->logs = 0;
+}
+
+
+static int
+agent_conn_write(agent_t *a, agent_conn_t *c)
+{
+    ssize_t  n;
+
+    if (c->out == NULL && c->logs) {
+        c->out = agent_log_batch(&a->log, &c->out_len);
+        c->out_off = 0;
+    }
+    while (c->out != NULL) {
+        n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
+                 MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) {
+            return errno == EAGAIN || errno == EINTR ? 0 : -1;
+        }
+        c->out_off += (size_t) n;
+        if (c->out_off == c->out_len) {
+            free(c->out);
+            c->out = NULL;
+            if (c->logs) {
+                c->out = agent_log_batch(&a->log, &c->out_len);
+                c->out_off = 0;
+            }
+        }
+    }
+    return 0;
+}
+
+
+static int
+agent_conn_read(agent_t *a, agent_conn_t *c)
+{
+    int             rc;
+    char            err[PROVEN_ERR_LEN];
+    size_t          avail, len;
+    ssize_t         n;
+    uint8_t        *space;
+    const uint8_t  *body;
+
+    space = proven_frame_reader_space(&c->reader, &avail);
+    if (space == NULL || avail == 0) {
+        return -1;
+    }
+    n = recv(c->fd, space, avail, 0);
+    if (n <= 0) {
+        return n == 0 || (errno != EAGAIN && errno != EINTR) ? -1 : 0;
+    }
+    proven_frame_reader_fill(&c->reader, (size_t) n);
+    c->last_ms = agent_now();
+    /* one request at a time: the next waits until its answer is out */
+    while (c->out == NULL && !c->logs) {
+        rc = proven_frame_reader_next(&c->reader, &body, &len, err,
+                                      sizeof(err));
+        if (rc == PROVEN_AGAIN) {
+            break;
+        }
+        if (rc != PROVEN_OK) {
+            return -1;
+        }
+        agent_request(a, c, body, len);
+    }
+    return 0;
+}
+
+
+static int
+agent_listen_unix(const char *path)
+{
+    int                 fd;
+    struct sockaddr_un  sun;
+
+    /* a record a line: a writer that cannot send whole drops whole */
+    fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+    unlink(path);
+    if (fd < 0 || bind(fd, (struct sockaddr *) &sun, sizeof(sun)) != 0
+        || chmod(path, 0600) != 0 || listen(fd, 8) != 0)
+    {
+        fprintf(stderr, "agent: %s: %s\n", path, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -1;
+    }
+    return fd;
+}
+
+
+static int
+agent_run(agent_t *a)
+{
+    int             cfd, lfd, fd, i, n, k;
+    char            err[PROVEN_ERR_LEN];
+    int64_t         now;
+    struct pollfd   fds[2 + AGENT_CONNS + AGENT_WRITERS];
+    agent_conn_t   *c;
+
+    cfd = proven_addr_listen(&a->control, 8, err, sizeof(err));
+    if (cfd < 0) {
+        fprintf(stderr, "agent: %s\n", err);
+        return 1;
+    }
+    lfd = a->log_socket != NULL ? agent_listen_unix(a->log_socket) : -1;
+    if (a->log_socket != NULL && lfd < 0) {
+        return 1;
+    }
+    fprintf(stderr, "agent: control on %s\n", a->control.text);
+
+    while (!agent_stop) {
+        n = 0;
+        fds[n++] = (struct pollfd) { .fd = cfd, .events = POLLIN };
+        fds[n++] = (struct pollfd) { .fd = lfd, .events = POLLIN };
+        for (i = 0; i < AGENT_CONNS; i++) {
+            c = &a->conns[i];
+            if (c->logs && c->out == NULL && (a->log.count || a->log.dropped))
+            {
+                (void) agent_conn_write(a, c);
+            }
+            fds[n++] = (struct pollfd) {
+                .fd = c->fd,
+                .events = (short) ((c->out ? POLLOUT : 0)
+                                   | (c->out == NULL && !c->logs ? POLLIN : 0)
+                                   | (c->logs ? POLLIN : 0))
+            };
+        }
+        for (i = 0; i < AGENT_WRITERS; i++) {
+            fds[n++] = (struct pollfd) { .fd = a->writers[i].fd,
+                                         .events = POLLIN };
+        }
+        if (poll(fds, (nfds_t) n, 500) < 0 && errno != EINTR) {
+            break;
+        }
+        now = agent_now();
+
+        if (fds[0].revents & POLLIN) {
+            fd = accept4(cfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            for (i = 0; fd >= 0 && i < AGENT_CONNS; i++) {
+                if (a->conns[i].fd < 0) {
+                    c = &a->conns[i];
+                    c->fd = fd;
+                    c->last_ms = now;
+                    proven_frame_reader_init(&c->reader, AGENT_FRAME_MAX);
+                    fd = -1;
+                }
+            }
+            if (fd >= 0) {
+                close(fd);              /* too many at once */
+            }
+        }
+        if (fds[1].revents & POLLIN) {
+            fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            for (i = 0; fd >= 0 && i < AGENT_WRITERS; i++) {
+                if (a->writers[i].fd < 0) {
+                    a->writers[i].fd = fd;
+                    fd = -1;
+                }
+            }
+            if (fd >= 0) {
+                close(fd);
+            }
+        }
+        for (i = 0; i < AGENT_CONNS; i++) {
+            c = &a->conns[i];
+            k = 2 + i;
+            if (c->fd < 0) {
+                continue;
+            }
+            if ((fds[k].revents & (POLLERR | POLLHUP))
+                || ((fds[k].revents & POLLIN) && c->logs
+                    && recv(c->fd, err, sizeof(err), MSG_DONTWAIT) == 0)
+                || ((fds[k].revents & POLLIN) && !c->logs
+                    && agent_conn_read(a, c) != 0)
+                || agent_conn_write(a, c) != 0
+                || (!c->logs && now - c->last_ms > AGENT_IDLE_MS))
+            {
+                agent_conn_close(c);
+            }
+        }
+        for (i = 0; i < AGENT_WRITERS; i++) {
+            k = 2 + AGENT_CONNS + i;
+            if (a->writers[i].fd >= 0 && (fds[k].revents & (POLLIN | POLLHUP))
+                && agent_writer_read(a, &a->writers[i]) != 0)
+            {
+                close(a->writers[i].fd);
+                a->writers[i].fd = -1;
+            }
+        }
+    }
+    close(cfd);
+    if (lfd >= 0) {
+        close(lfd);
+    }
+    return 0;
+}
+
+
+static void
+agent_usage(void)
+{
+    fprintf(stderr,
+        "usage: proven-agent --control ADDR --ready PATH "
+        "[--extra FILE --permit FILE]\n"
+        "                    [--init-socket PATH] [--log-socket PATH] "
+        "[--log-buffer BYTES]\n");
+}
+
+
+int
+main(int argc, char **argv)
+{
+    int               opt, i, have_control;
+    long              n;
+    char              err[PROVEN_ERR_LEN], *end;
+    agent_t          *a;
+    struct sigaction  sa;
+
+    static const struct option  options[] = {
+        { "control",     required_argument, NULL, 'c' },
+        { "ready",       required_argument, NULL, 'r' },
+        { "extra",       required_argument, NULL, 'x' },
+        { "permit",      required_argument, NULL, 'p' },
+        { "init-socket", required_argument, NULL, 'i' },
+        { "log-socket",  required_argument, NULL, 'l' },
+        { "log-buffer",  required_argument, NULL, 'b' },
+        { NULL, 0, NULL, 0 }
+    };
+
+    a = calloc(1, sizeof(*a));
+    if (a == NULL) {
+        return 1;
+    }
+    a->init_socket = "/run/proven/init.sock";
+    a->log.cap = AGENT_LOG_BUFFER;
+    have_control = 0;
+    while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        switch (opt) {
+        case 'c':
+            if (proven_addr_parse(optarg, &a->control, err, sizeof(err))
+                != PROVEN_OK)
+            {
+                fprintf(stderr, "proven-agent: --control: %s\n", err);
+                return 2;
+            }
+            have_control = 1;
+            break;
+        case 'r':
+            a->ready = optarg;
+            break;
+        case 'x':
+            a->extra = optarg;
+            break;
+        case 'p':
+            a->permit = optarg;
+            break;
+        case 'i':
+            a->init_socket = optarg;
+            break;
+        case 'l':
+            a->log_socket = optarg;
+            break;
+        case 'b':
+            errno = 0;
+            n = strtol(optarg, &end, 10);
+            if (errno != 0 || *end != '\0' || n < 4096
+                || n > 64L * 1024 * 1024)
+            {
+                fprintf(stderr, "proven-agent: --log-buffer %s: 4096 to "
+                        "64 MiB\n", optarg);
+                return 2;
+            }
+            a->log.cap = (size_t) n;
+            break;
+        default:
+            agent_usage();
+            return 2;
+        }
+    }
+    if (optind != argc || !have_control || a->ready == NULL
+        || (a->extra == NULL) != (a->permit == NULL))
+    {
+        agent_usage();
+        return 2;
+    }
+    for (i = 0; i < AGENT_CONNS; i++) {
+        a->conns[i].fd = -1;
+    }
+    for (i = 0; i < AGENT_WRITERS; i++) {
+        a->writers[i].fd = -1;
+    }
+    /* restarted by init after initialize (/run is the boot's own): the
+     * host does not get to initialize twice */
+    a->initialized = access(a->ready, F_OK) == 0;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = agent_on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    return agent_run(a);
+}

@@ -1,0 +1,208 @@
+// proven-agent: the enclave's end of the host's control channel, over the
+// unix stand-in for vsock.  A stand-in init answers status and shutdown on
+// its socket as rootfs/init does; log lines go in as init sends them (a
+// SOCK_SEQPACKET record a line, written here by perl: Node has no such
+// sockets).
+//
+//   PROVEN_AGENT: the proven-agent binary; PROVEN_WORK: a scratch directory
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+
+import * as cbor from '../../runtime/node_modules/cborg/cborg.js';
+
+const bin = process.env.PROVEN_AGENT;
+const work = process.env.PROVEN_WORK;
+const at = (name) => path.join(work, name);
+let agent, said = '';
+const initGot = [];
+
+// init's control socket: "status" and "shutdown [GRACE]", as init answers
+const fakeInit = net.createServer((s) => {
+    s.on('data', (d) => {
+        const line = d.toString().trim();
+        initGot.push(line);
+        if (line === 'status') {
+            s.end('agent running pid 2 starts 1 up 3 s\nnginx restarting in 200 ms starts 2\nend\n');
+        } else if (line.startsWith('shutdown')) {
+            s.end('ok\n');
+        } else {
+            s.end('unknown command\n');
+        }
+    });
+});
+
+// one request over a fresh connection; the decoded answer
+function ask(request, raw = null) {
+    return new Promise((resolve, reject) => {
+        const s = net.connect(at('control.sock'));
+        let got = Buffer.alloc(0);
+        s.on('error', reject);
+        s.on('data', (d) => {
+            got = Buffer.concat([got, d]);
+            if (got.length >= 4 && got.length >= 4 + got.readUInt32BE(0)) {
+                s.destroy();
+                resolve(cbor.decode(got.subarray(4, 4 + got.readUInt32BE(0)),
+                                    { useMaps: false }));
+            }
+        });
+        s.on('close', () => resolve(null));
+        const body = raw ?? cbor.encode(request);
+        const len = Buffer.alloc(4);
+        len.writeUInt32BE(body.length);
+        s.write(Buffer.concat([len, body]));
+    });
+}
+
+// lines to the agent's log socket, as init sends them
+function writeLines(count, width) {
+    return new Promise((resolve, reject) => {
+        const p = spawn('perl', ['-MSocket', '-MIO::Socket::UNIX', '-e', `
+            my $s = IO::Socket::UNIX->new(Type => SOCK_SEQPACKET,
+                                          Peer => $ARGV[0]) or die "connect: $!";
+            for my $i (0 .. $ARGV[1] - 1) {
+                my $line = sprintf("svc: line %06d ", $i) . ("x" x $ARGV[2]);
+                defined $s->send($line) or die "send: $!";
+            }`, at('log.sock'), String(count), String(width)]);
+        let err = '';
+        p.stderr.on('data', (d) => { err += d; });
+        p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(err))));
+    });
+}
+
+before(async () => {
+    await new Promise((r) => fakeInit.listen(at('init.sock'), r));
+    fs.writeFileSync(at('permit'), '*.chain.test:443\n127.0.0.1:8545\n');
+    agent = spawn(bin, ['--control', `unix:${at('control.sock')}`, '--ready', at('ready'),
+                        '--extra', at('extra'), '--permit', at('permit'),
+                        '--init-socket', at('init.sock'), '--log-socket', at('log.sock'),
+                        '--log-buffer', '8192'],
+                  { stdio: ['ignore', 'ignore', 'pipe'] });
+    agent.stderr.on('data', (d) => { said += d; });
+    while (!said.includes('control on')) {
+        await new Promise((r) => setTimeout(r, 20));
+    }
+});
+
+after(() => {
+    agent.kill('SIGKILL');
+    fakeInit.close();
+});
+
+test('status: init\'s services, not initialized yet', async () => {
+    const r = await ask({ id: 1, op: 'status' });
+    assert.equal(r.id, 1);
+    assert.equal(r.ok, true);
+    assert.equal(r.result.initialized, false);
+    assert.deepEqual(r.result.services, ['agent running pid 2 starts 1 up 3 s',
+                                         'nginx restarting in 200 ms starts 2']);
+});
+
+test('initialize refuses what the image does not permit, and leaves no trace', async () => {
+    let r = await ask({ id: 2, op: 'initialize', config: { allow: ['evil.example:443'] } });
+    assert.equal(r.ok, false);
+    assert.equal(r.error.code, 'bad_request');
+    assert.match(r.error.message, /evil\.example:443 is not one the image permits/);
+    r = await ask({ id: 3, op: 'initialize', config: { allow: ['*.chain.test:443'] } });
+    assert.match(r.error.message, /not HOST:PORT|not one the image permits/);
+    r = await ask({ id: 4, op: 'initialize',
+                    config: { allow: [], nginx_conf: 'server { ... }' } });
+    assert.match(r.error.message, /only "allow" is the host's to set/);
+    r = await ask({ id: 5, op: 'initialize', config: { allow: 'rpc.chain.test:443' } });
+    assert.match(r.error.message, /a list of HOST:PORT/);
+    assert.equal(fs.existsSync(at('ready')), false);
+    assert.equal(fs.existsSync(at('extra')), false);
+});
+
+test('initialize once: the additions written, ready made; a second is a conflict', async () => {
+    let r = await ask({ id: 6, op: 'initialize',
+                        config: { allow: ['RPC.chain.test:443', '127.0.0.1:8545'] } });
+    assert.equal(r.ok, true, JSON.stringify(r));
+    assert.equal(fs.readFileSync(at('extra'), 'utf8'), 'rpc.chain.test:443\n127.0.0.1:8545\n');
+    assert.equal(fs.existsSync(at('ready')), true);
+    r = await ask({ id: 7, op: 'initialize', config: { allow: [] } });
+    assert.equal(r.error.code, 'conflict');
+    assert.equal((await ask({ id: 8, op: 'status' })).result.initialized, true);
+});
+
+test('shutdown: the grace goes to init; out of range refused', async () => {
+    let r = await ask({ id: 9, op: 'shutdown', grace: 0 });
+    assert.match(r.error.message, /grace: seconds, 1 to 300/);
+    r = await ask({ id: 10, op: 'shutdown', grace: 301 });
+    assert.equal(r.ok, false);
+    assert.equal(initGot.filter((l) => l.startsWith('shutdown')).length, 0);
+    r = await ask({ id: 11, op: 'shutdown', grace: 7 });
+    assert.equal(r.ok, true);
+    assert.equal(initGot.at(-1), 'shutdown 7');
+});
+
+test('bad requests: not CBOR, an unknown op, a frame too large', async () => {
+    let r = await ask(null, Buffer.from('not cbor at all'));
+    assert.equal(r.ok, false);
+    r = await ask({ id: 12, op: 'reboot_into', image: 'x' });
+    assert.equal(r.error.code, 'unknown_op');
+    // a length over the bound: the connection is closed, the agent lives
+    r = await new Promise((resolve) => {
+        const s = net.connect(at('control.sock'));
+        s.on('close', () => resolve('closed'));
+        s.on('error', () => {});
+        const len = Buffer.alloc(4);
+        len.writeUInt32BE(16 * 1024 * 1024);
+        s.write(len);
+    });
+    assert.equal(r, 'closed');
+    assert.equal((await ask({ id: 13, op: 'status' })).ok, true);
+});
+
+test('logs: in order, and under a slow host bounded, the oldest dropped and counted', async () => {
+    const s = net.connect(at('control.sock'));
+    let got = Buffer.alloc(0);
+    const frames = [];
+    s.on('data', (d) => {
+        got = Buffer.concat([got, d]);
+        while (got.length >= 4 && got.length >= 4 + got.readUInt32BE(0)) {
+            frames.push(cbor.decode(got.subarray(4, 4 + got.readUInt32BE(0)),
+                                    { useMaps: false }));
+            got = got.subarray(4 + got.readUInt32BE(0));
+        }
+    });
+    const body = cbor.encode({ id: 14, op: 'logs' });
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(body.length);
+    s.write(Buffer.concat([len, body]));
+    while (frames.length === 0) {
+        await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.equal(frames[0].ok, true);
+
+    // a few lines, read as they come: all of them, in order, none dropped
+    await writeLines(50, 10);
+    const lines = () => frames.slice(1).flatMap((f) => f.lines);
+    const dropped = () => frames.slice(1).reduce((n, f) => n + f.dropped, 0);
+    for (let i = 0; i < 200 && lines().length < 50; i++) {
+        await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.equal(lines().length, 50);
+    assert.equal(lines()[0], 'svc: line 000000 xxxxxxxxxx');
+    assert.equal(dropped(), 0);
+
+    // a host that stops reading: 20000 lines of 200 bytes (4 MB) against
+    // an 8 KiB buffer
+    s.pause();
+    await writeLines(20000, 200);
+    const status = (await ask({ id: 15, op: 'status' })).result.logs;
+    assert.ok(status.dropped > 0, JSON.stringify(status));
+    assert.ok(status.buffered <= 8192 / 200 + 1, JSON.stringify(status));
+    s.resume();
+    for (let i = 0; i < 500 && lines().length + dropped() < 20050; i++) {
+        await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.equal(lines().length + dropped(), 20050, 'every line shipped or counted');
+    assert.ok(dropped() > 0);
+    assert.match(lines().at(-1), /^svc: line 019999 /, 'the newest are kept');
+    s.destroy();
+});
