@@ -52,6 +52,7 @@
 #define EGRESS_DOH_MS          5000
 #define EGRESS_FRAME_MAX       1024
 #define EGRESS_MAX_CONNS       256
+#define EGRESS_IDLE_MS         (5 * 60 * 1000)  /* a tunnel with no bytes */
 
 
 typedef struct {
@@ -84,9 +85,17 @@ egress_log(const char *fmt, ...)
     char     line[600];
     va_list  ap;
 
+    char    *p;
+
     va_start(ap, fmt);
     vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
+    /* what either side sent, as text: no line of its own making */
+    for (p = line; *p != '\0'; p++) {
+        if ((unsigned char) *p < 0x20 || *p == 0x7f) {
+            *p = '?';
+        }
+    }
     fprintf(stderr, "egress: %s\n", line);
 }
 
@@ -227,9 +236,8 @@ egress_doh(egress_t *e, const char *name, int type, char *ip, size_t iplen,
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https");
     curl_easy_setopt(h, CURLOPT_PROXY, e->proxy_url);
     curl_easy_setopt(h, CURLOPT_HTTPPROXYTUNNEL, 1L);
-    if (e->ca != NULL) {
-        curl_easy_setopt(h, CURLOPT_CAINFO, e->ca);
-    }
+    curl_easy_setopt(h, CURLOPT_CAINFO, e->ca);    /* that bundle alone */
+    curl_easy_setopt(h, CURLOPT_CAPATH, NULL);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, (char *) query);
     curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long) qlen);
@@ -329,6 +337,22 @@ egress_ask_host(egress_t *e, proven_conn_t *t, const proven_egress_dest_t *d,
 }
 
 
+/* The destination ip:port as a list would name it, and its bytes. */
+static int
+egress_dest_of(const char *ip, uint16_t port, proven_egress_dest_t *d,
+    uint8_t addr[16])
+{
+    memset(d, 0, sizeof(*d));
+    d->family = strchr(ip, ':') ? AF_INET6 : AF_INET;
+    if (inet_pton(d->family, ip, addr) != 1) {
+        return PROVEN_ERR;
+    }
+    inet_ntop(d->family, addr, d->host, sizeof(d->host));
+    d->port = port;
+    return PROVEN_OK;
+}
+
+
 static void
 egress_proxy_conn(egress_t *e, int fd)
 {
@@ -339,7 +363,8 @@ egress_proxy_conn(egress_t *e, int fd)
     char                  *sp, *ver;
     size_t                 len;
     proven_conn_t          client, t;
-    proven_egress_dest_t   d;
+    uint8_t                addr[16];
+    proven_egress_dest_t   d, as_ip;
     proven_relay_t        *r;
     proven_relay_config_t  cfg;
     static const char      ok[] = "HTTP/1.1 200 Connection established"
@@ -348,6 +373,7 @@ egress_proxy_conn(egress_t *e, int fd)
     proven_conn_init(&client, fd, 0);
     proven_conn_deadline(&client, EGRESS_HANDSHAKE_MS);
     if (egress_read_head(&client, head, &len) != PROVEN_OK) {
+        egress_log("refused a request: no head within 10 s and 8 KiB");
         egress_reply(fd, 400, "Bad Request",
                      "no request head (ended, too slow, or over 8 KiB)");
         return;
@@ -357,6 +383,7 @@ egress_proxy_conn(egress_t *e, int fd)
     if (sp == NULL || (size_t) (sp - head) != 7
         || memcmp(head, "CONNECT", 7) != 0)
     {
+        egress_log("refused a request that is not CONNECT");
         egress_reply(fd, 405, "Method Not Allowed",
                      "only CONNECT: the enclave's way out is a tunnel");
         return;
@@ -366,6 +393,7 @@ egress_proxy_conn(egress_t *e, int fd)
         || proven_egress_parse_dest(sp + 1, (size_t) (ver - sp - 1), 0, &d)
            != PROVEN_OK)
     {
+        egress_log("refused a CONNECT to no HOST:PORT");
         egress_reply(fd, 400, "Bad Request",
                      "CONNECT HOST:PORT HTTP/1.1 expected");
         return;
@@ -383,6 +411,7 @@ egress_proxy_conn(egress_t *e, int fd)
     if (d.family != 0) {
         memcpy(ip, d.host, strlen(d.host) + 1);     /* an address */
     } else if (e->doh == NULL) {
+        egress_log("cannot resolve %s: no DoH server", d.host);
         snprintf(msg, sizeof(msg), "cannot resolve %s: no DoH server "
                  "(--doh)", d.host);
         egress_reply(fd, 502, "Bad Gateway", msg);
@@ -400,7 +429,20 @@ egress_proxy_conn(egress_t *e, int fd)
             egress_reply(fd, 502, "Bad Gateway", msg);
             return;
         }
+        /* a name of a listed domain must not lead into a private network
+         * (or the host) unless that address is listed itself */
+        if (egress_dest_of(ip, d.port, &as_ip, addr) != PROVEN_OK
+            || (!proven_egress_global(as_ip.family, addr)
+                && !proven_allow_check(&e->allow, &as_ip)))
+        {
+            egress_log("refused %s at %s: not a public address", text, ip);
+            snprintf(msg, sizeof(msg), "%s resolved to %s, not a public "
+                     "address (list it to allow it)", text, ip);
+            egress_reply(fd, 403, "Forbidden", msg);
+            return;
+        }
     }
+    proven_conn_deadline(&client, EGRESS_HANDSHAKE_MS);   /* for the 200 */
 
     rc = egress_ask_host(e, &t, &d, ip, err, sizeof(err));
     if (rc != PROVEN_OK) {
@@ -420,6 +462,7 @@ egress_proxy_conn(egress_t *e, int fd)
     if (proven_conn_send(&client, (const uint8_t *) ok, sizeof(ok) - 1, err,
                          sizeof(err)) != PROVEN_OK)
     {
+        egress_log("%s: the client: %s", text, err);
         proven_conn_close(&t);
         return;
     }
@@ -432,6 +475,7 @@ egress_proxy_conn(egress_t *e, int fd)
     cfg.adopt_to_fd = t.fd;
     cfg.to = e->to;
     cfg.transport = PROVEN_RELAY_TO;
+    cfg.idle_ms = EGRESS_IDLE_MS;
     proven_frame_reader_free(&t.reader);
     r = proven_relay_new(&cfg, err, sizeof(err));
     if (r != NULL) {
@@ -443,31 +487,6 @@ egress_proxy_conn(egress_t *e, int fd)
 
 /* ---- the host's side ---------------------------------------------------- */
 
-/* The host's own addresses, and the kinds a name must not lead to. */
-static int
-egress_address_reserved(int family, const uint8_t *a)
-{
-    static const uint8_t  zero[16];
-
-    if (family == AF_INET) {
-        return a[0] == 127 || a[0] == 0 || (a[0] == 169 && a[1] == 254)
-               || (a[0] & 0xF0) == 224 || a[0] == 255;
-    }
-    if (memcmp(a, zero, 15) == 0 && (a[15] == 0 || a[15] == 1)) {
-        return 1;                       /* :: and ::1 */
-    }
-    if (a[0] == 0xFF || (a[0] == 0xFE && (a[1] & 0xC0) == 0x80)) {
-        return 1;                       /* multicast, link-local */
-    }
-    if (memcmp(a, zero, 10) == 0 && a[10] == 0xFF && a[11] == 0xFF) {
-        return egress_address_reserved(AF_INET, a + 12);    /* v4-mapped */
-    }
-    return 0;
-}
-
-
-/* error NULL: {"ok": true}; else {"error", "refused": the list's, not
- * a failure}. */
 static void
 egress_host_answer(proven_conn_t *c, const char *error, int refused)
 {
@@ -539,17 +558,13 @@ egress_host_conn(egress_t *e, int fd)
     /* the destination as the enclave named it, and the address it gave */
     snprintf(text, sizeof(text), strchr(host, ':') ? "[%s]:%u" : "%s:%u",
              host, (unsigned) port);
-    memset(&as_ip, 0, sizeof(as_ip));
-    as_ip.family = strchr(ip, ':') ? AF_INET6 : AF_INET;
     if (proven_egress_parse_dest(text, strlen(text), 0, &d) != PROVEN_OK
-        || inet_pton(as_ip.family, ip, addr) != 1)
+        || egress_dest_of(ip, (uint16_t) port, &as_ip, addr) != PROVEN_OK)
     {
         egress_log("refused %s (%s): not a destination", text, ip);
         egress_host_answer(&c, "not a destination", 1);
         goto done;
     }
-    inet_ntop(as_ip.family, addr, as_ip.host, sizeof(as_ip.host));
-    as_ip.port = d.port;
     proven_egress_dest_text(&d, text, sizeof(text));
     if (!proven_allow_check(&e->allow, &d)) {
         egress_log("refused %s: not on the host's allow-list", text);
@@ -559,13 +574,14 @@ egress_host_conn(egress_t *e, int fd)
         goto done;
     }
     if (d.family != 0 ? strcmp(d.host, as_ip.host) != 0
-        : egress_address_reserved(as_ip.family, addr)
+        : !proven_egress_global(as_ip.family, addr)
           && !proven_allow_check(&e->allow, &as_ip))
     {
-        egress_log("refused %s at %s: not its address, or one of the "
-                   "host's own", text, as_ip.host);
-        snprintf(msg, sizeof(msg), "%s at %s: an address of the host's own "
-                 "(list it to allow it)", text, as_ip.host);
+        egress_log("refused %s at %s: not its address, or not a public "
+                   "one", text, as_ip.host);
+        snprintf(msg, sizeof(msg), "%s at %s: not a public address (the "
+                 "host's own, a private network's; list it to allow it)",
+                 text, as_ip.host);
         egress_host_answer(&c, msg, 1);
         goto done;
     }
@@ -596,6 +612,7 @@ egress_host_conn(egress_t *e, int fd)
     cfg.adopt_to_fd = target;
     cfg.to = dst;
     cfg.transport = PROVEN_RELAY_LISTEN;
+    cfg.idle_ms = EGRESS_IDLE_MS;
     proven_frame_reader_free(&c.reader);
     cbor_decref(&req);
     r = proven_relay_new(&cfg, err, sizeof(err));
@@ -891,6 +908,11 @@ main(int argc, char **argv)
         }
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
             snprintf(err, sizeof(err), "libcurl would not start");
+            goto bad;
+        }
+        if (e.doh != NULL && e.ca == NULL) {
+            snprintf(err, sizeof(err), "--doh needs --ca: the DoH server is "
+                     "believed on the image's CA bundle alone");
             goto bad;
         }
         if (e.doh != NULL

@@ -148,6 +148,43 @@ proven_egress_dest_text(const proven_egress_dest_t *d, char *out, size_t size)
 }
 
 
+int
+proven_egress_global(int family, const uint8_t *a)
+{
+    static const uint8_t  zero[16];
+    static const uint8_t  nat64[12] = { 0x00, 0x64, 0xFF, 0x9B };
+
+    if (family == AF_INET) {
+        return !(a[0] == 0 || a[0] == 10 || a[0] == 127
+                 || (a[0] == 100 && (a[1] & 0xC0) == 64)   /* 100.64/10 */
+                 || (a[0] == 169 && a[1] == 254)
+                 || (a[0] == 172 && (a[1] & 0xF0) == 16)
+                 || (a[0] == 192 && a[1] == 0 && (a[2] == 0 || a[2] == 2))
+                 || (a[0] == 192 && a[1] == 88 && a[2] == 99)
+                 || (a[0] == 192 && a[1] == 168)
+                 || (a[0] == 198 && (a[1] & 0xFE) == 18)   /* 198.18/15 */
+                 || (a[0] == 198 && a[1] == 51 && a[2] == 100)
+                 || (a[0] == 203 && a[1] == 0 && a[2] == 113)
+                 || a[0] >= 224);                 /* multicast, reserved */
+    }
+    if (memcmp(a, zero, 12) == 0                  /* ::, ::1, ::a.b.c.d */
+        || (memcmp(a, zero, 10) == 0 && a[10] == 0xFF && a[11] == 0xFF)
+        || memcmp(a, nat64, 12) == 0)
+    {
+        return memcmp(a, zero, 12) == 0 && a[12] == 0 && a[13] == 0
+               ? 0 : proven_egress_global(AF_INET, a + 12);
+    }
+    if (a[0] == 0x20 && a[1] == 0x02) {           /* 6to4 */
+        return proven_egress_global(AF_INET, a + 2);
+    }
+    return (a[0] & 0xE0) == 0x20                  /* 2000::/3, less: */
+           && !(a[0] == 0x20 && a[1] == 0x01 && a[2] == 0x0D
+                && a[3] == 0xB8)                  /* documentation */
+           && !(a[0] == 0x20 && a[1] == 0x01 && a[2] == 0x00
+                && a[3] == 0x00);                 /* Teredo, ORCHIDs... */
+}
+
+
 /* ---- the allow-list ---------------------------------------------------- */
 
 void

@@ -70,6 +70,8 @@ typedef struct {
     int             transport;          /* PROVEN_RELAY_* */
     int             proxy_protocol;     /* a PROXY v2 header first */
     unsigned        max_connections;    /* accepted at once; 0: 4096 */
+    unsigned        idle_ms;            /* adopted: ends after so long
+                                           without a byte; 0: never */
     int             verbose;            /* a line per connection */
 } proven_relay_config_t;
 
@@ -158,6 +160,11 @@ int proven_egress_parse_dest(const char *text, size_t len, int wildcard,
     proven_egress_dest_t *dest);
 void proven_egress_dest_text(const proven_egress_dest_t *d, char *out,
     size_t size);
+/* 1 for an address of the public internet; 0 for the rest of RFC 6890's
+ * (loopback, private, shared, link-local such as cloud metadata, unique
+ * local, documentation, multicast ...) and the IPv4 inside v4-mapped,
+ * v4-compatible, NAT64 and 6to4 addresses judged as IPv4. */
+int proven_egress_global(int family, const uint8_t *addr);
 
 typedef struct {
     proven_egress_dest_t  *entries;

@@ -792,6 +792,7 @@ int
 proven_relay_run(proven_relay_t *r, char *err, size_t errlen)
 {
     int                   n, i;
+    int64_t               last;
     proven_relay_end_t   *end;
     proven_relay_conn_t  *dead;
     struct epoll_event    events[PROVEN_RELAY_EVENTS];
@@ -810,9 +811,17 @@ proven_relay_run(proven_relay_t *r, char *err, size_t errlen)
         proven_relay_begin(r, r->cfg.adopt_fd, &peer);
     }
     /* an adopted connection is the only one: done when it is */
+    last = proven_relay_now_ms();
     while (!r->stop && !(r->cfg.adopt && r->live == 0)) {
         n = epoll_wait(r->epfd, events, PROVEN_RELAY_EVENTS,
                        r->paused ? PROVEN_RELAY_PAUSE_MS : 1000);
+        if (n > 0) {
+            last = proven_relay_now_ms();
+        } else if (n == 0 && r->cfg.adopt && r->cfg.idle_ms
+                   && proven_relay_now_ms() - last >= r->cfg.idle_ms)
+        {
+            break;                      /* idle: both ends closed below */
+        }
         if (r->paused && proven_relay_now_ms() >= r->paused_at
                                                   + PROVEN_RELAY_PAUSE_MS)
         {

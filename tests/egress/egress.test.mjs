@@ -201,7 +201,7 @@ before(async () => {
     P.closed = await freePort();
     P.doh = await listen(dohServer('doh.key', 'doh.pem', {
         'api.test': '127.0.0.1', 'loop.test': '127.0.0.1', 'sum.test': '127.0.0.1',
-        'other.test': '127.0.0.1',
+        'other.test': '127.0.0.1', 'private.test': '10.1.2.3',
     }));
     P.rogue = await listen(dohServer('rogue.key', 'rogue.pem', { 'api.test': '127.0.0.1' }));
     sock = path.join(work, 'egress.sock');
@@ -209,7 +209,7 @@ before(async () => {
     const enclaveList = write('enclave.allow', [
         '# the image\'s list',
         `127.0.0.1:${P.echo}`, `127.0.0.1:${P.big}`, `127.0.0.1:${P.banner}`,
-        `127.0.0.1:${P.closed}`,
+        `127.0.0.1:${P.closed}`, `127.0.0.1:${P.sum}`, `private.test:443`,
         `api.test:${P.echo}`, `*.test:${P.sum}`, `loop.test:${P.echo}`,
         `nohost.test:${P.echo}`, `127.0.0.1:${P.doh}`,
         `[::1]:${P.echo}`,
@@ -345,17 +345,31 @@ test('the host refuses what only a bypassing enclave would ask', async () => {
     assert.match(got.toString(), /10\.1\.2\.3:22 is not on the host's allow-list/);
     // a listed name, and an address of the host's own (cloud metadata)
     got = await ask({ host: 'api.test', port: P.echo, ip: '169.254.169.254' });
-    assert.match(got.toString(), /an address of the host's own/);
+    assert.match(got.toString(), /at 169\.254\.169\.254: not a public address/);
+    // AWS's IPv6 metadata, a private network, NAT64 around loopback
+    for (const ip of ['fd00:ec2::254', '10.0.0.5', '192.168.1.1', '64:ff9b::7f00:1',
+                      '::ffff:127.0.0.1']) {
+        got = await ask({ host: 'api.test', port: P.echo, ip });
+        assert.match(got.toString(), /not a public address/, ip);
+    }
     // a listed address, and another address to connect to
     got = await ask({ host: '127.0.0.1', port: P.echo, ip: '10.9.9.9' });
-    assert.match(got.toString(), /an address of the host's own|not its address/);
+    assert.match(got.toString(), /not a public address/);
     assert.match(logs.host, /refused 10\.1\.2\.3:22/);
 });
 
 test('a name that resolves to the host\'s loopback, its address not listed: refused', async () => {
     const r = await connect(P.proxy2, `loop.test:${P.echo}`);
     assert.equal(r.status, 403);
-    assert.match(r.body, /loop\.test:\d+ at 127\.0\.0\.1: an address of the host's own/);
+    assert.match(r.body, /loop\.test:\d+ at 127\.0\.0\.1: not a public address/);
+});
+
+test('a listed name that resolves into a private network: the enclave refuses it', async () => {
+    const before = logs.host;
+    const r = await connect(P.proxy, 'private.test:443');
+    assert.equal(r.status, 403);
+    assert.match(r.body, /private\.test:443 resolved to 10\.1\.2\.3, not a public address/);
+    assert.equal(logs.host, before, 'the host was never asked');
 });
 
 test('DoH: an unknown name is 502 "no such name"; a server not of the CA is not believed', async () => {
@@ -441,9 +455,13 @@ test('bad lists and arguments are refused at start, with the line', () => {
                         '--allow', write('a4', '')]);
     assert.match(r.said, /the proxy is an HTTP proxy/);
     r = refusesToStart(['proxy', '--listen', 'tcp:127.0.0.1:1', '--to', `unix:${sock}`,
-                        '--allow', write('a5', ''), '--doh', 'https://dns.example/q']);
+                        '--allow', write('a5', ''), '--doh', 'https://dns.example/q',
+                        '--ca', path.join(work, 'ca.pem')]);
     assert.match(r.said, /the host must be an address/);
     r = refusesToStart(['host', '--listen', `unix:${sock}y`, '--allow', write('a6', ''),
                         '--doh', 'https://127.0.0.1/q']);
     assert.match(r.said, /the enclave's side's/);
+    r = refusesToStart(['proxy', '--listen', 'tcp:127.0.0.1:1', '--to', `unix:${sock}`,
+                        '--allow', write('a7', ''), '--doh', 'https://127.0.0.1/q']);
+    assert.match(r.said, /--doh needs --ca/);
 });
