@@ -130,7 +130,8 @@ agent_log_drop_oldest(agent_log_t *l)
 static void
 agent_log_add(agent_log_t *l, const char *text, size_t len)
 {
-    char  *line;
+    size_t   i;
+    char    *line;
 
     if (len == 0) {
         return;
@@ -146,7 +147,12 @@ agent_log_add(agent_log_t *l, const char *text, size_t len)
         l->dropped_total++;
         return;
     }
-    memcpy(line, text, len);
+    /* text, one line: a NUL would cut it short (and its count), a CR or
+     * an escape make what looks like another line on the host's side */
+    for (i = 0; i < len; i++) {
+        line[i] = (unsigned char) text[i] < 0x20 || text[i] == 0x7f
+                  ? '?' : text[i];
+    }
     line[len] = '\0';
     l->lines[(l->head + l->count) % AGENT_LINES_MAX] = line;
     l->count++;
@@ -229,12 +235,15 @@ agent_ask_init(agent_t *a, const char *command, char *answer, size_t size,
     struct pollfd  pfd;
     struct sockaddr_un  sun;
 
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    /* never blocking: init may be busy (its backlog full), and the agent
+     * serves everyone else meanwhile */
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     memset(&sun, 0, sizeof(sun));
     sun.sun_family = AF_UNIX;
     snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", a->init_socket);
     if (fd < 0 || connect(fd, (struct sockaddr *) &sun, sizeof(sun)) != 0
-        || write(fd, command, strlen(command)) != (ssize_t) strlen(command))
+        || send(fd, command, strlen(command), MSG_NOSIGNAL)
+           != (ssize_t) strlen(command))
     {
         proven_errf(err, errlen, "init (%.100s): %s", a->init_socket,
                     strerror(errno));
@@ -255,9 +264,17 @@ agent_ask_init(agent_t *a, const char *command, char *answer, size_t size,
         pfd.fd = fd;
         pfd.events = POLLIN;
         if (have + 1 >= size || agent_now() >= deadline
-            || poll(&pfd, 1, (int) (deadline - agent_now())) <= 0
-            || (n = read(fd, answer + have, size - have - 1)) <= 0)
+            || poll(&pfd, 1, (int) (deadline - agent_now())) < 0)
         {
+            proven_errf(err, errlen, "init did not answer");
+            close(fd);
+            return PROVEN_ERR;
+        }
+        n = read(fd, answer + have, size - have - 1);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+            continue;
+        }
+        if (n <= 0) {
             proven_errf(err, errlen, "init did not answer");
             close(fd);
             return PROVEN_ERR;
@@ -404,8 +421,11 @@ agent_status(agent_t *a, const char **code, char *err, size_t errlen)
     if (map == NULL || services == NULL || logs == NULL) {
         goto oom;
     }
-    if (agent_ask_init(a, "status\n", answer, sizeof(answer), err, errlen)
-        != PROVEN_OK)
+    /* before initialize, init waits for it, not at its socket */
+    if (!a->initialized) {
+        snprintf(answer, sizeof(answer), "end\n");
+    } else if (agent_ask_init(a, "status\n", answer, sizeof(answer), err,
+                              errlen) != PROVEN_OK)
     {
         *code = "unavailable";
         goto fail;
@@ -497,6 +517,25 @@ agent_send(agent_conn_t *c, uint8_t *frame, size_t len)
 }
 
 
+static void agent_conn_close(agent_conn_t *c);
+
+
+/* One log stream: a new one ends the one before (a host that reconnects,
+ * or one that stopped reading). */
+static void
+agent_logs_take(agent_t *a, agent_conn_t *c)
+{
+    int  i;
+
+    for (i = 0; i < AGENT_CONNS; i++) {
+        if (&a->conns[i] != c && a->conns[i].fd >= 0 && a->conns[i].logs) {
+            agent_conn_close(&a->conns[i]);
+        }
+    }
+    c->logs = 1;
+}
+
+
 static void
 agent_request(agent_t *a, agent_conn_t *c, const uint8_t *body, size_t len)
 {
@@ -522,7 +561,7 @@ agent_request(agent_t *a, agent_conn_t *c, const uint8_t *body, size_t len)
         result = agent_shutdown(a, &req, &code, err, sizeof(err));
     } else if (strcmp(req.op, "logs") == 0) {
         result = cbor_new_null();
-        c->logs = 1;                    /* after this answer: batches */
+        agent_logs_take(a, c);          /* after this answer: batches */
     } else {
         code = "unknown_op";
         snprintf(err, sizeof(err), "unknown op \"%s\" (initialize, status, "
@@ -561,6 +600,9 @@ agent_conn_close(agent_conn_t *c)
 }
 
 
+static int agent_conn_parse(agent_t *a, agent_conn_t *c);
+
+
 static int
 agent_conn_write(agent_t *a, agent_conn_t *c)
 {
@@ -569,6 +611,7 @@ agent_conn_write(agent_t *a, agent_conn_t *c)
     if (c->out == NULL && c->logs) {
         c->out = agent_log_batch(&a->log, &c->out_len);
         c->out_off = 0;
+        c->last_ms = agent_now();       /* its time to go starts now */
     }
     while (c->out != NULL) {
         n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
@@ -577,12 +620,15 @@ agent_conn_write(agent_t *a, agent_conn_t *c)
             return errno == EAGAIN || errno == EINTR ? 0 : -1;
         }
         c->out_off += (size_t) n;
+        c->last_ms = agent_now();       /* the host reads: progress */
         if (c->out_off == c->out_len) {
             free(c->out);
             c->out = NULL;
             if (c->logs) {
                 c->out = agent_log_batch(&a->log, &c->out_len);
                 c->out_off = 0;
+            } else if (agent_conn_parse(a, c) != 0) {
+                return -1;
             }
         }
     }
@@ -593,12 +639,9 @@ agent_conn_write(agent_t *a, agent_conn_t *c)
 static int
 agent_conn_read(agent_t *a, agent_conn_t *c)
 {
-    int             rc;
-    char            err[PROVEN_ERR_LEN];
-    size_t          avail, len;
-    ssize_t         n;
-    uint8_t        *space;
-    const uint8_t  *body;
+    size_t    avail;
+    ssize_t   n;
+    uint8_t  *space;
 
     space = proven_frame_reader_space(&c->reader, &avail);
     if (space == NULL || avail == 0) {
@@ -610,7 +653,20 @@ agent_conn_read(agent_t *a, agent_conn_t *c)
     }
     proven_frame_reader_fill(&c->reader, (size_t) n);
     c->last_ms = agent_now();
-    /* one request at a time: the next waits until its answer is out */
+    return agent_conn_parse(a, c);
+}
+
+
+/* The requests buffered, one at a time: the next waits until its answer
+ * is out (then agent_conn_write comes back here). */
+static int
+agent_conn_parse(agent_t *a, agent_conn_t *c)
+{
+    int             rc;
+    char            err[PROVEN_ERR_LEN];
+    size_t          len;
+    const uint8_t  *body;
+
     while (c->out == NULL && !c->logs) {
         rc = proven_frame_reader_next(&c->reader, &body, &len, err,
                                       sizeof(err));
@@ -736,14 +792,16 @@ agent_run(agent_t *a)
                 || ((fds[k].revents & POLLIN) && !c->logs
                     && agent_conn_read(a, c) != 0)
                 || agent_conn_write(a, c) != 0
-                || (!c->logs && now - c->last_ms > AGENT_IDLE_MS))
+                || ((!c->logs || c->out != NULL)
+                    && now - c->last_ms > AGENT_IDLE_MS))
             {
                 agent_conn_close(c);
             }
         }
         for (i = 0; i < AGENT_WRITERS; i++) {
             k = 2 + AGENT_CONNS + i;
-            if (a->writers[i].fd >= 0 && (fds[k].revents & (POLLIN | POLLHUP))
+            if (a->writers[i].fd >= 0
+                && (fds[k].revents & (POLLIN | POLLHUP | POLLERR))
                 && agent_writer_read(a, &a->writers[i]) != 0)
             {
                 close(a->writers[i].fd);

@@ -21,9 +21,11 @@
  * off).
  */
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,12 +49,31 @@
 #define HOST_MEMORY_MAX     (1024 * 1024)        /* MB */
 #define HOST_CPUS_MAX       64
 #define HOST_KEYD_GUEST     "10.0.2.100:7000"   /* what the guest dials */
+#define HOST_EGRESS_GUEST   "10.0.2.100:7003"
+#define HOST_GUEST_HTTPS    5443                /* the guest's relays */
+#define HOST_GUEST_HTTP     5080
+#define HOST_GUEST_CONTROL  7002                /* its proven-agent */
+#define HOST_CONTROL_PORT   8090                /* the default, ours */
+#define HOST_ALLOW_MAX      64
+#define HOST_INIT_WAIT_S    300                 /* for the agent to answer */
+#define HOST_REQUEST_MS     5000
 #define HOST_BACKOFF_MAX_S  30                  /* between restarts */
 #define HOST_SAFE  "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"    \
                    "0123456789._/:+-"
 
 
 static volatile sig_atomic_t  host_signals;
+
+/* The control channel and the data plane around the guest. */
+typedef struct {
+    unsigned      control_port;
+    const char   *egress;           /* the host's egress allow-list */
+    const char   *log;              /* shipped lines: appended here */
+    const char   *allow[HOST_ALLOW_MAX];    /* initialize's additions */
+    size_t        nallow;
+    unsigned      grace;            /* shutdown's, seconds */
+    char          control[64];      /* tcp:127.0.0.1:PORT */
+} host_channel_t;
 
 
 static void
@@ -71,6 +92,10 @@ host_usage(FILE *out)
         "                       [--memory MB] [--cpus N] [--accel tcg|kvm]\n"
         "                       [--stop-after SECONDS] [--qemu-binary PATH]\n"
         "                       [--keyd ADDR] [--restart N]\n"
+        "                       [--control-port PORT] [--egress FILE]\n"
+        "                       [--allow-extra HOST:PORT]... [--log FILE]\n"
+        "                       [--grace SECONDS]\n"
+        "       proven-host control ADDR status|shutdown [--grace SECONDS]\n"
         "\n"
         "Boots the image under qemu (emulated: TCG, unless --accel kvm) with\n"
         "127.0.0.1:PORT forwarded to the guest's 80 (--http, default 8080)\n"
@@ -83,6 +108,12 @@ host_usage(FILE *out)
         "tcp:HOST:PORT), one proven-relay each; the guest reaches nothing else.\n"
         "--restart N: a guest that stops without being asked to (a failed\n"
         "enclave) is booted again, up to N times, after 1, 2, 4 ... 30 s.\n"
+        "The HTTP and HTTPS ports are proven-relays to the guest's own;\n"
+        "127.0.0.1:PORT (--control-port, 8090) reaches its proven-agent:\n"
+        "proven-host sends it initialize (--allow-extra: egress additions\n"
+        "the image permits), ships its logs (to --log FILE, or stdout), and\n"
+        "turns SIGINT/SIGTERM into shutdown (--grace, 10 s).  --egress\n"
+        "FILE: the guest's way out, to the destinations FILE lists.\n"
         "\n"
         "exit status: qemu's (0 when the guest powered off), 1 failed,\n"
         "2 usage error\n");
@@ -140,6 +171,284 @@ host_print_pcrs(const proven_eif_t *eif)
 }
 
 
+/* A free port of 127.0.0.1 (for qemu's hostfwd, on our side only). */
+static unsigned
+host_free_port(void)
+{
+    int                 fd;
+    unsigned            port;
+    socklen_t           len;
+    struct sockaddr_in  sin;
+
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    len = sizeof(sin);
+    port = 0;
+    if (fd >= 0 && bind(fd, (struct sockaddr *) &sin, sizeof(sin)) == 0
+        && getsockname(fd, (struct sockaddr *) &sin, &len) == 0)
+    {
+        port = ntohs(sin.sin_port);
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    return port;
+}
+
+
+/* Our sibling program NAME (built beside us); -1 said on stderr. */
+static int
+host_sibling(const char *name, char *path, size_t size)
+{
+    ssize_t  n;
+
+    n = readlink("/proc/self/exe", path, size - 32);
+    if (n <= 0) {
+        fprintf(stderr, "proven-host: /proc/self/exe: %s\n", strerror(errno));
+        return -1;
+    }
+    path[n] = '\0';
+    snprintf(strrchr(path, '/') + 1, 32, "%s", name);
+    if (access(path, X_OK) != 0) {
+        fprintf(stderr, "proven-host: %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+
+/* argv in a child that ends with us; its pid, or -1. */
+static pid_t
+host_spawn(char *const argv[])
+{
+    pid_t  pid;
+
+    pid = fork();
+    if (pid == 0) {
+        /* a group of its own, as qemu's: the terminal's Ctrl-C is ours to
+         * relay, and the relays carry the guest's last answers */
+        setpgid(0, 0);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        execv(argv[0], argv);
+        fprintf(stderr, "proven-host: %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    return pid;
+}
+
+
+static void
+host_reap(pid_t *pid)
+{
+    if (*pid > 0) {
+        kill(*pid, SIGTERM);
+        (void) waitpid(*pid, NULL, 0);
+    }
+    *pid = 0;
+}
+
+
+/*
+ * One request to the guest's agent, {"id", "op", ...args}: its response
+ * (free with proven_response_free, and c with proven_conn_close) or
+ * PROVEN_ERR and err.
+ */
+static int
+host_request(const char *control, cbor_item_t *req, proven_conn_t *c,
+    proven_response_t *res, char *err, size_t errlen)
+{
+    proven_addr_t  addr;
+
+    if (proven_addr_parse(control, &addr, err, errlen) != PROVEN_OK
+        || proven_conn_connect(c, &addr, HOST_REQUEST_MS, 1 << 20, err,
+                               errlen) != PROVEN_OK)
+    {
+        return PROVEN_ERR;
+    }
+    proven_conn_deadline(c, HOST_REQUEST_MS);
+    if (proven_conn_call(c, req, res, err, errlen) != PROVEN_OK) {
+        proven_conn_close(c);
+        return PROVEN_ERR;
+    }
+    return PROVEN_OK;
+}
+
+
+/* An op over the control channel: its response, or NULL said on stderr. */
+static int
+host_control_op(const char *control, const char *op, unsigned grace,
+    proven_response_t *res)
+{
+    int            rc;
+    char           err[PROVEN_ERR_LEN];
+    cbor_item_t   *req;
+    proven_conn_t  c;
+
+    req = proven_request_new(1, op);
+    if (req == NULL
+        || (grace > 0 && proven_cbor_map_put(req, "grace",
+                                             cbor_build_uint32(grace))
+                         != PROVEN_OK))
+    {
+        return -1;
+    }
+    rc = host_request(control, req, &c, res, err, sizeof(err));
+    cbor_decref(&req);
+    if (rc != PROVEN_OK) {
+        fprintf(stderr, "proven-host: the control channel %s: %s\n", control,
+                err);
+        return -1;
+    }
+    proven_conn_close(&c);
+    return 0;
+}
+
+
+/* shutdown {"grace"} over the control channel: 0 when the agent took it. */
+static int
+host_control_shutdown(const char *control, unsigned grace)
+{
+    int                rc;
+    proven_response_t  res;
+
+    if (host_control_op(control, "shutdown", grace, &res) != 0) {
+        return -1;
+    }
+    rc = res.ok ? 0 : -1;
+    if (res.ok) {
+        fprintf(stderr, "proven-host: asked the guest to shut down (control "
+                "channel, %u s grace)\n", grace);
+    } else {
+        fprintf(stderr, "proven-host: shutdown refused: %s\n", res.message);
+    }
+    proven_response_free(&res);
+    return rc;
+}
+
+
+/* Prints a batch {"lines", "dropped"} of the guest's logs. */
+static void
+host_print_logs(FILE *out, const uint8_t *body, size_t len)
+{
+    size_t        i;
+    char          line[4200], err[PROVEN_ERR_LEN];
+    uint64_t      dropped;
+    cbor_item_t  *batch, *lines;
+
+    batch = proven_cbor_load(body, len, err, sizeof(err));
+    lines = batch != NULL ? proven_cbor_map_get(batch, "lines") : NULL;
+    if (lines == NULL || !cbor_isa_array(lines)) {
+        fprintf(stderr, "proven-host: a log batch that is not one\n");
+        if (batch != NULL) {
+            cbor_decref(&batch);
+        }
+        return;
+    }
+    if (proven_cbor_uint(proven_cbor_map_get(batch, "dropped"), &dropped)
+        == PROVEN_OK && dropped > 0)
+    {
+        fprintf(out, "log: (%llu lines dropped: the host read too slowly)\n",
+                (unsigned long long) dropped);
+    }
+    for (i = 0; i < cbor_array_size(lines); i++) {
+        if (proven_cbor_text_into(cbor_array_handle(lines)[i], line,
+                                  sizeof(line)) == PROVEN_OK)
+        {
+            fprintf(out, "log: %s\n", line);
+        }
+    }
+    fflush(out);
+    cbor_decref(&batch);
+}
+
+
+/*
+ * The control channel's host side for one boot, a process of its own:
+ * initialize, asked until the agent answers (the guest boots meanwhile),
+ * then the log stream, taken again whenever it ends.
+ */
+static void
+host_control_loop(const host_channel_t *ch)
+{
+    size_t             i, len;
+    char               err[PROVEN_ERR_LEN];
+    FILE              *out;
+    time_t             deadline;
+    cbor_item_t       *req, *config, *allow;
+    const uint8_t     *body;
+    proven_conn_t      c;
+    proven_response_t  res;
+
+    out = ch->log != NULL ? fopen(ch->log, "a") : stdout;
+    if (out == NULL) {
+        fprintf(stderr, "proven-host: --log %s: %s\n", ch->log,
+                strerror(errno));
+        _exit(1);
+    }
+    req = proven_request_new(1, "initialize");
+    config = cbor_new_definite_map(1);
+    allow = cbor_new_definite_array(ch->nallow);
+    for (i = 0; allow != NULL && i < ch->nallow; i++) {
+        (void) cbor_array_push(allow,
+                               cbor_move(cbor_build_string(ch->allow[i])));
+    }
+    if (req == NULL || config == NULL || allow == NULL
+        || proven_cbor_map_put(config, "allow", allow) != PROVEN_OK
+        || proven_cbor_map_put(req, "config", config) != PROVEN_OK)
+    {
+        _exit(1);
+    }
+    for (deadline = time(NULL) + HOST_INIT_WAIT_S; ; ) {
+        if (host_request(ch->control, req, &c, &res, err, sizeof(err))
+            == PROVEN_OK)
+        {
+            proven_conn_close(&c);
+            if (res.ok || strcmp(res.code, "conflict") == 0) {
+                fprintf(stderr, res.ok ? "proven-host: the guest is "
+                        "initialized\n" : "proven-host: the guest was "
+                        "initialized already, not by this boot's "
+                        "proven-host: its --allow-extra may be missing\n");
+                proven_response_free(&res);
+                break;
+            }
+            fprintf(stderr, "proven-host: initialize refused: %s\n",
+                    res.message);
+            _exit(1);
+        }
+        if (time(NULL) >= deadline) {
+            fprintf(stderr, "proven-host: no agent answered in %d s: %s\n",
+                    HOST_INIT_WAIT_S, err);
+            _exit(1);
+        }
+        usleep(500 * 1000);
+    }
+    cbor_decref(&req);
+
+    req = proven_request_new(2, "logs");
+    for ( ;; ) {
+        if (req != NULL
+            && host_request(ch->control, req, &c, &res, err, sizeof(err))
+               == PROVEN_OK)
+        {
+            proven_response_free(&res);
+            for ( ;; ) {
+                proven_conn_deadline(&c, 24 * 3600 * 1000);
+                if (proven_conn_recv(&c, &body, &len, err, sizeof(err))
+                    != PROVEN_OK)
+                {
+                    break;
+                }
+                host_print_logs(out, body, len);
+            }
+            proven_conn_close(&c);
+        }
+        sleep(1);
+    }
+}
+
+
 /* Asks the guest's init to shut down over its control serial port. */
 static void
 host_ask_shutdown(const char *control)
@@ -180,16 +489,7 @@ host_keyd_rule(const char *keyd, char *netdev, size_t size)
     ssize_t        n;
     proven_addr_t  addr;
 
-    n = readlink("/proc/self/exe", self, sizeof(self) - 32);
-    if (n <= 0) {
-        fprintf(stderr, "proven-host: /proc/self/exe: %s\n", strerror(errno));
-        return -1;
-    }
-    self[n] = '\0';
-    strcpy(strrchr(self, '/') + 1, "proven-relay");
-    if (access(self, X_OK) != 0) {
-        fprintf(stderr, "proven-host: --keyd needs %s: %s\n", self,
-                strerror(errno));
+    if (host_sibling("proven-relay", self, sizeof(self)) != 0) {
         return -1;
     }
     if (proven_addr_parse(keyd, &addr, err, sizeof(err)) != PROVEN_OK) {
@@ -222,8 +522,13 @@ host_keyd_rule(const char *keyd, char *netdev, size_t size)
 static int
 host_run(const char *image, const char *qemu, const char *accel,
     unsigned http, unsigned https, unsigned long memory, unsigned long cpus,
-    unsigned long stop_after, const char *keyd, unsigned long restarts)
+    unsigned long stop_after, const char *keyd, unsigned long restarts,
+    host_channel_t *ch)
 {
+    char          relay[4096], egress[4096], sock[100], to[64], from[64];
+    char          fwd[600];
+    unsigned      guest_http, guest_https;
+    pid_t         helpers[3] = { 0, 0, 0 }, ctl;
     int           fd, status, rc, asked, killed, kernels, cmdlines;
     unsigned      backoff;
     unsigned long boots;
@@ -342,10 +647,62 @@ host_run(const char *image, const char *qemu, const char *accel,
     host_print_pcrs(&eif);
 
     snprintf(fwcfg, sizeof(fwcfg), "name=opt/proven/pcrs,file=%s", pcrs);
+    /*
+     * In: the public ports are proven-relays (--transport to) to ports of
+     * ours that qemu forwards to the guest's relays, which hand each
+     * connection to nginx: the transport leg framed, as over vsock.  The
+     * control channel: a port of ours forwarded to the guest's agent.
+     */
+    guest_http = host_free_port();
+    guest_https = host_free_port();
+    snprintf(ch->control, sizeof(ch->control), "tcp:127.0.0.1:%u",
+             ch->control_port);
+    if (guest_http == 0 || guest_https == 0
+        || host_sibling("proven-relay", relay, sizeof(relay)) != 0)
+    {
+        fprintf(stderr, "proven-host: no port of 127.0.0.1 is free\n");
+        goto done;
+    }
     snprintf(netdev, sizeof(netdev),
              "user,id=net0,restrict=on,"
-             "hostfwd=tcp:127.0.0.1:%u-:80,hostfwd=tcp:127.0.0.1:%u-:443",
-             http, https);
+             "hostfwd=tcp:127.0.0.1:%u-:%d,hostfwd=tcp:127.0.0.1:%u-:%d,"
+             "hostfwd=tcp:127.0.0.1:%u-:%d",
+             guest_http, HOST_GUEST_HTTP, guest_https, HOST_GUEST_HTTPS,
+             ch->control_port, HOST_GUEST_CONTROL);
+    for (i = 0; i < 2; i++) {
+        snprintf(from, sizeof(from), "tcp:127.0.0.1:%u", i ? https : http);
+        snprintf(to, sizeof(to), "tcp:127.0.0.1:%u",
+                 i ? guest_https : guest_http);
+        helpers[i] = host_spawn((char *[]) { relay, "--listen", from,
+                                             "--to", to, "--transport", "to",
+                                             NULL });
+    }
+    /* out: the guest's egress proxy, to ours, which checks our list */
+    if (ch->egress != NULL) {
+        snprintf(sock, sizeof(sock), "unix:%s/egress.sock", dir);
+        if (host_sibling("proven-egress", egress, sizeof(egress)) != 0) {
+            goto done;
+        }
+        helpers[2] = host_spawn((char *[]) { egress, "host", "--listen",
+                                             sock, "--allow",
+                                             (char *) ch->egress, NULL });
+        if (strspn(relay, HOST_SAFE) != strlen(relay)
+            || strspn(sock, HOST_SAFE) != strlen(sock))
+        {
+            fprintf(stderr, "proven-host: %s: only [A-Za-z0-9._/:+-] pass "
+                    "through qemu's options\n", relay);
+            goto done;
+        }
+        if ((size_t) snprintf(fwd, sizeof(fwd),
+                              ",guestfwd=tcp:%s-cmd:%.400s --listen fd:0 "
+                              "--to %s", HOST_EGRESS_GUEST, relay, sock)
+            >= sizeof(fwd) || strlen(netdev) + strlen(fwd) >= sizeof(netdev))
+        {
+            fprintf(stderr, "proven-host: %s: a path too long\n", relay);
+            goto done;
+        }
+        strcat(netdev, fwd);
+    }
     if (keyd != NULL && host_keyd_rule(keyd, netdev, sizeof(netdev)) != 0) {
         goto done;
     }
@@ -398,6 +755,15 @@ boot:
         fprintf(stderr, "proven-host: fork: %s\n", strerror(errno));
         goto done;
     }
+    /* this boot's control channel: initialize, then its logs */
+    ctl = fork();
+    if (ctl == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        signal(SIGINT, SIG_IGN);        /* the terminal's: ours to relay */
+        signal(SIGTERM, SIG_DFL);       /* ours, when the guest is gone */
+        host_control_loop(ch);
+        _exit(0);
+    }
 
     /*
      * Polled, not a blocking waitpid: a signal between a check and the
@@ -419,7 +785,10 @@ boot:
         }
         if (host_signals && !asked) {
             asked = 1;
-            host_ask_shutdown(control);
+            /* the serial line when the agent cannot take it */
+            if (host_control_shutdown(ch->control, ch->grace) != 0) {
+                host_ask_shutdown(control);
+            }
             deadline = time(NULL) + (time_t) stop_after;
         } else if (!killed && (host_signals > 1
                                || (deadline && time(NULL) >= deadline)))
@@ -431,6 +800,7 @@ boot:
         nanosleep(&(struct timespec) { 0, 100 * 1000 * 1000 }, NULL);
     }
 
+    host_reap(&ctl);
     rc = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
     fprintf(stderr, "proven-host: the guest stopped (%s %d)\n",
             WIFEXITED(status) ? "exit" : "signal",
@@ -454,6 +824,9 @@ boot:
 
 done:
 
+    for (i = 0; i < 3; i++) {
+        host_reap(&helpers[i]);
+    }
     if (kernel[0]) {
         unlink(kernel);
     }
@@ -464,6 +837,8 @@ done:
         unlink(pcrs);
     }
     if (control[0]) {
+        unlink(control);
+        snprintf(control, sizeof(control), "%s/egress.sock", dir);
         unlink(control);
     }
     rmdir(dir);
@@ -483,13 +858,78 @@ host_number(const char *text, unsigned long max, unsigned long *out)
 }
 
 
+/* proven-host control ADDR status|shutdown [--grace S] */
+static int
+host_control_main(int argc, char **argv)
+{
+    size_t             i;
+    unsigned long      grace;
+    cbor_item_t       *item;
+    proven_response_t  res;
+
+    grace = 0;
+    if (argc == 6 && strcmp(argv[4], "--grace") == 0
+        && host_number(argv[5], 300, &grace) == 0)
+    {
+        argc = 4;
+    }
+    if (argc != 4 || (strcmp(argv[3], "status") != 0
+                      && strcmp(argv[3], "shutdown") != 0))
+    {
+        host_usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[3], "shutdown") == 0) {
+        return host_control_shutdown(argv[2], grace ? (unsigned) grace : 10)
+               == 0 ? 0 : 1;
+    }
+    if (host_control_op(argv[2], "status", 0, &res) != 0) {
+        return 1;
+    }
+    if (!res.ok) {
+        fprintf(stderr, "proven-host: status: %s\n", res.message);
+        proven_response_free(&res);
+        return 1;
+    }
+    item = proven_cbor_map_get(res.result, "initialized");
+    printf("initialized: %s\n", item != NULL && cbor_is_bool(item)
+                                 && cbor_get_bool(item) ? "yes" : "no");
+    item = proven_cbor_map_get(res.result, "services");
+    for (i = 0; item != NULL && cbor_isa_array(item)
+                && i < cbor_array_size(item); i++)
+    {
+        char  line[300];
+
+        if (proven_cbor_text_into(cbor_array_handle(item)[i], line,
+                                  sizeof(line)) == PROVEN_OK)
+        {
+            printf("service: %s\n", line);
+        }
+    }
+    item = proven_cbor_map_get(res.result, "logs");
+    if (item != NULL) {
+        uint64_t  n[3] = { 0, 0, 0 };
+
+        (void) proven_cbor_uint(proven_cbor_map_get(item, "buffered"), &n[0]);
+        (void) proven_cbor_uint(proven_cbor_map_get(item, "shipped"), &n[1]);
+        (void) proven_cbor_uint(proven_cbor_map_get(item, "dropped"), &n[2]);
+        printf("logs: %llu buffered, %llu shipped, %llu dropped\n",
+               (unsigned long long) n[0], (unsigned long long) n[1],
+               (unsigned long long) n[2]);
+    }
+    proven_response_free(&res);
+    return 0;
+}
+
+
 int
 main(int argc, char **argv)
 {
     int            opt;
     const char    *image, *qemu, *accel, *keyd;
     unsigned long  http, https, memory, cpus, stop_after, restarts, *target;
-    unsigned long  max;
+    unsigned long  max, port, grace;
+    host_channel_t ch;
 
     static const struct option  options[] = {
         { "qemu",        required_argument, NULL, 'q' },
@@ -502,10 +942,18 @@ main(int argc, char **argv)
         { "stop-after",  required_argument, NULL, 't' },
         { "keyd",        required_argument, NULL, 'k' },
         { "restart",     required_argument, NULL, 'r' },
+        { "control-port", required_argument, NULL, 'C' },
+        { "egress",      required_argument, NULL, 'e' },
+        { "allow-extra", required_argument, NULL, 'x' },
+        { "log",         required_argument, NULL, 'l' },
+        { "grace",       required_argument, NULL, 'g' },
         { "help",        no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
 
+    if (argc >= 2 && strcmp(argv[1], "control") == 0) {
+        return host_control_main(argc, argv);
+    }
     if (argc < 2 || strcmp(argv[1], "run") != 0) {
         int  help = argc == 2 && (strcmp(argv[1], "--help") == 0
                                   || strcmp(argv[1], "-h") == 0);
@@ -523,6 +971,9 @@ main(int argc, char **argv)
     cpus = 0;
     stop_after = HOST_STOP_SECONDS;
     restarts = 0;
+    memset(&ch, 0, sizeof(ch));
+    ch.control_port = HOST_CONTROL_PORT;
+    ch.grace = 10;
     optind = 2;
     while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
         target = NULL;
@@ -533,6 +984,36 @@ main(int argc, char **argv)
             continue;
         case 'k':
             keyd = optarg;
+            continue;
+        case 'e':
+            ch.egress = optarg;
+            continue;
+        case 'l':
+            ch.log = optarg;
+            continue;
+        case 'x':
+            if (ch.nallow == HOST_ALLOW_MAX) {
+                fprintf(stderr, "proven-host: at most %d --allow-extra\n",
+                        HOST_ALLOW_MAX);
+                return 2;
+            }
+            ch.allow[ch.nallow++] = optarg;
+            continue;
+        case 'C':
+            if (host_number(optarg, 65535, &port) != 0) {
+                fprintf(stderr, "proven-host: --control-port wants a number "
+                        "from 1 to 65535, not \"%s\"\n", optarg);
+                return 2;
+            }
+            ch.control_port = (unsigned) port;
+            continue;
+        case 'g':
+            if (host_number(optarg, 300, &grace) != 0) {
+                fprintf(stderr, "proven-host: --grace wants seconds from 1 "
+                        "to 300, not \"%s\"\n", optarg);
+                return 2;
+            }
+            ch.grace = (unsigned) grace;
             continue;
         case 'b':
             qemu = optarg;
@@ -594,5 +1075,5 @@ main(int argc, char **argv)
     }
 
     return host_run(image, qemu, accel, (unsigned) http, (unsigned) https,
-                    memory, cpus, stop_after, keyd, restarts);
+                    memory, cpus, stop_after, keyd, restarts, &ch);
 }

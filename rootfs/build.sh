@@ -6,7 +6,8 @@
 #     fixed paths and no debug info by `make image`;
 #   - rootfs/: init's services and modules lists, the enclave nginx.conf;
 #   - runtime/ with its node_modules.
-# PROVEN_IMAGE_NGINX_CONF and PROVEN_IMAGE_SERVICES put other files in
+# PROVEN_IMAGE_TRANSPORT: qemu (default: TCP through proven-host) or nitro
+# (vsock).  PROVEN_IMAGE_NGINX_CONF and PROVEN_IMAGE_SERVICES put other files in
 # place of rootfs/'s (tests build changed images with them).  Storage in
 # enclave mode: PROVEN_IMAGE_KEYD (the transport address of keyd: on
 # Nitro vsock:3:PORT, under proven-host --keyd tcp:10.0.2.100:7000) and
@@ -77,7 +78,8 @@ mkdir -p "$app"
 mkdir -p "$app/opt/proven/bin" "$app/opt/proven/modules" "$app/etc/proven" \
     "$app/var/lib/proven" "$app/var/lib/nginx" "$app/var/log/nginx" \
     "$app/root" "$app/proc" "$app/sys" "$app/dev" "$app/run" "$app/tmp"
-cp "$bin/bin/provend" "$bin/bin/proven" "$app/opt/proven/bin/"
+cp "$bin/bin/provend" "$bin/bin/proven" "$bin/bin/proven-relay" \
+    "$bin/bin/proven-egress" "$bin/bin/proven-agent" "$app/opt/proven/bin/"
 cp "$bin"/modules/ngx_http_proven_*_module.so "$app/opt/proven/modules/"
 # no debug info (nginx's own build adds -g, with the build's paths in it)
 # and no build id (a hash over the file as linked, debug info included)
@@ -98,7 +100,16 @@ fi
     --exclude=runtime/node_modules/.package-lock.json \
     $runtime_files runtime/node_modules) \
     | (cd "$app/opt/proven" && tar -xf -)
-cp "${PROVEN_IMAGE_SERVICES:-$rootfs/services}" "$app/etc/proven/services"
+# the transport: under qemu TCP (proven-host's hostfwd in, guestfwd out),
+# on Nitro vsock to the parent (CID 3)
+case ${PROVEN_IMAGE_TRANSPORT:-qemu} in
+    qemu)  listen=tcp:0.0.0.0 host=tcp:10.0.2.100 ;;
+    nitro) listen=vsock:any   host=vsock:3 ;;
+    *) echo "build.sh: PROVEN_IMAGE_TRANSPORT is qemu or nitro" >&2; exit 1 ;;
+esac
+sed -e "s|@LISTEN@|$listen|g" -e "s|@HOST@|$host|g" \
+    "${PROVEN_IMAGE_SERVICES:-$rootfs/services}" >"$app/etc/proven/services"
+cp "$rootfs/egress.allow" "$rootfs/egress.permit" "$app/etc/proven/"
 if [ -n "${PROVEN_IMAGE_KEYD:-}${PROVEN_IMAGE_KEYD_IDENTITY:-}" ]; then
     [ -n "${PROVEN_IMAGE_KEYD:-}" ] && [ -n "${PROVEN_IMAGE_KEYD_IDENTITY:-}" ] \
         || { echo "build.sh: PROVEN_IMAGE_KEYD and PROVEN_IMAGE_KEYD_IDENTITY" \

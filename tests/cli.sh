@@ -422,9 +422,17 @@ check "and PCR0-2 in fw_cfg opt/proven/pcrs, 3 x 48 bytes" 0 \
     sh -c "od -An -v -tx1 '$got.pcrs' | tr -d ' \n'; echo"
 "$host" run --qemu "$work/host.eif" --qemu-binary "$work/qemu" --http 9080 \
     --https 9443 >/dev/null 2>&1
-check "the ports forwarded to loopback only, the guest network closed" 0 \
-    -m '^user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:9080-:80,hostfwd=tcp:127.0.0.1:9443-:443$' \
+check "the guest's relays and agent forwarded from loopback only, its network closed" 0 \
+    -m '^user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:[0-9]+-:5080,hostfwd=tcp:127.0.0.1:[0-9]+-:5443,hostfwd=tcp:127.0.0.1:8090-:7002$' \
     cat "$got.args"
+: >"$work/egress.allow"
+"$host" run --qemu "$work/host.eif" --qemu-binary "$work/qemu" \
+    --egress "$work/egress.allow" --control-port 9090 >/dev/null 2>&1
+check "--egress: the guest's way out, to proven-egress host through a proven-relay" 0 \
+    -m "hostfwd=tcp:127.0.0.1:9090-:7002,guestfwd=tcp:10.0.2.100:7003-cmd:$build/bin/proven-relay --listen fd:0 --to unix:[^ ]*/egress.sock\$" \
+    grep '^user,id=net0,restrict=on,' "$got.args"
+check "--control-port and --grace refuse what is not a number in range" 2 \
+    -m 'wants seconds from 1 to 300' "$host" run --qemu "$work/host.eif" --grace 0
 "$host" run --qemu "$work/host.eif" --qemu-binary "$work/qemu" \
     --keyd "unix:$work/keyd.sock" >/dev/null 2>&1
 check "--keyd: the guest's one way out, to keyd through a proven-relay" 0 \

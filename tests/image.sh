@@ -15,7 +15,7 @@ proven=$build/bin/proven
 host=$build/bin/proven-host
 work=$(mktemp -d)
 port=$((23000 + $$ % 100 * 100))
-http=$port https=$((port + 1))
+http=$port https=$((port + 1)) control=$((port + 2))
 passed=0 failed=0
 vm_pid= keyd_pid=
 
@@ -41,8 +41,8 @@ pcrs_json() {
 boot() {
     local start=$SECONDS image=$1 log=$2 path=${3:-attestation?nonce=00}
     shift 2; shift || true
-    "$host" run --qemu "$image" --http "$http" --https "$https" "$@" \
-        >"$log" 2>&1 &
+    "$host" run --qemu "$image" --http "$http" --https "$https" \
+        --control-port "$control" --log "$log.shipped" "$@" >"$log" 2>&1 &
     vm_pid=$!
     for _ in $(seq 1 1800); do
         curl -sf -o /dev/null -m 2 "http://127.0.0.1:$http/$path" && break
@@ -150,7 +150,7 @@ check "the guest boots and serves HTTP" 0 \
 check "proven-host printed the image's PCRs" 0 \
     diff <(grep PCR "$work/build-a.json") <(grep PCR "$work/vm-a.log")
 check "init loaded the modules and started the services in order" 0 \
-    grep -q 'init: up: 3 services' "$work/vm-a.log"
+    grep -q 'init: up: 7 services' "$work/vm-a.log"
 curl -sf "http://127.0.0.1:$http/dev-root.pem" -o "$work/root.pem"
 # the host reads and rewrites plain HTTP: apps are not served over it
 check "plain HTTP sends /app/ to HTTPS (308)" 0 -m '^308$' \
@@ -171,7 +171,21 @@ check "examples/hello deployed into the guest over a session answers" 0 \
 check "an app worker started in its sandbox inside" 0 \
     grep -q 'serves on .* (1 worker)' "$work/vm-a.log"
 
+# the control channel (proven-agent inside, over the forwarded port)
+check "the control channel: initialized, its services running" 0 \
+    -m 'initialized: yes.*service: in443 running.*service: egress running.*service: provend running' \
+    sh -c "'$host' control tcp:127.0.0.1:$control status | tr '\n' ' '"
+shipped=$work/vm-a.log.shipped
+check "the guest's logs shipped over it (init's, and the services')" 0 \
+    sh -c "grep -q '^log: agent: agent: initialized' '$shipped' \
+           && grep -q '^log: init: up: 7 services' '$shipped' \
+           && grep -q '^log: provend: .*listening on' '$shipped' \
+           && grep -q '^log: nginx: ' '$shipped'"
+
 check "Ctrl-C shuts the guest down: proven-host exits 0" 0 stop
+check "Ctrl-C went over the control channel, with its grace" 0 \
+    grep -q 'asked the guest to shut down (control channel, 10 s grace)' \
+    "$work/vm-a.log"
 # line LOG TEXT: the number of the first line of LOG holding TEXT
 line() { grep -nF -m1 "$2" "$1" | cut -d: -f1; }
 check "services stopped in reverse order, then power off" 0 \

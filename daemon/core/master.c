@@ -31,29 +31,15 @@ static int
 provend_master_call(proven_conn_t *c, cbor_item_t *req,
     proven_response_t *res, char *err, size_t errlen)
 {
-    int        rc;
-    size_t     len;
-    uint8_t   *frame;
-    const uint8_t  *body;
+    int  rc;
 
-    memset(res, 0, sizeof(*res));
-    rc = req != NULL
-         ? proven_frame_encode(req, &frame, &len, err, errlen) : PROVEN_ERR;
-    if (req != NULL) {
-        cbor_decref(&req);
-    }
-    if (rc != PROVEN_OK) {
-        if (err[0] == '\0') {
-            proven_errf(err, errlen, "out of memory");
-        }
+    if (req == NULL) {
+        proven_errf(err, errlen, "out of memory");
         return PROVEN_ERR;
     }
-    rc = proven_conn_send(c, frame, len, err, errlen);
-    free(frame);
-    if (rc != PROVEN_OK
-        || proven_conn_recv(c, &body, &len, err, errlen) != PROVEN_OK
-        || proven_response_decode(body, len, res, err, errlen) != PROVEN_OK)
-    {
+    rc = proven_conn_call(c, req, res, err, errlen);
+    cbor_decref(&req);
+    if (rc != PROVEN_OK) {
         return PROVEN_ERR;
     }
     if (!res->ok) {

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -192,4 +193,29 @@ proven_conn_close(proven_conn_t *c)
         c->fd = -1;
     }
     proven_frame_reader_free(&c->reader);
+}
+
+
+int
+proven_conn_call(proven_conn_t *c, const cbor_item_t *req,
+    proven_response_t *res, char *err, size_t errlen)
+{
+    int             rc;
+    size_t          len;
+    uint8_t        *frame;
+    const uint8_t  *body;
+
+    memset(res, 0, sizeof(*res));
+    if (proven_frame_encode(req, &frame, &len, err, errlen) != PROVEN_OK) {
+        return PROVEN_ERR;
+    }
+    rc = proven_conn_send(c, frame, len, err, errlen);
+    free(frame);
+    if (rc != PROVEN_OK
+        || proven_conn_recv(c, &body, &len, err, errlen) != PROVEN_OK
+        || proven_response_decode(body, len, res, err, errlen) != PROVEN_OK)
+    {
+        return PROVEN_ERR;
+    }
+    return PROVEN_OK;
 }

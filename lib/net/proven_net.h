@@ -121,6 +121,10 @@ int proven_conn_send(proven_conn_t *c, const uint8_t *buf, size_t len,
 int proven_conn_recv(proven_conn_t *c, const uint8_t **body, size_t *len,
     char *err, size_t errlen);
 void proven_conn_close(proven_conn_t *c);
+/* One request (lib's {"id", "op", ...}) and its response, under c's
+ * deadline; res to proven_response_free (ok or not) on PROVEN_OK. */
+int proven_conn_call(proven_conn_t *c, const cbor_item_t *req,
+    proven_response_t *res, char *err, size_t errlen);
 
 /*
  * A server of a process per connection (proven_serve.c): each connection

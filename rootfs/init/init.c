@@ -69,7 +69,6 @@
 #define INIT_STOP_MAX_S       300
 #define INIT_LOG_SOCKET       "/run/proven/log.sock"  /* proven-agent's */
 #define INIT_LOG_LINE         1024      /* longer lines are cut */
-#define INIT_LOG_RETRY_MS     1000
 
 /* Nitro: one byte to the parent (CID 3) on port 9000, echoed back. */
 #define INIT_NITRO_CID        3
@@ -102,10 +101,13 @@ static int             stop_ms = INIT_STOP_MS;
 
 /* the log stream to proven-agent: one record a line, never waited for */
 static int             log_fd = -1;
-static int64_t         log_retry_at;
 static unsigned long   log_dropped;
+/* the console for services' lines, never waited for either: a console the
+ * host drains slowly must not stall PID 1 (it did not stall init when the
+ * services wrote to it themselves, it stalled them) */
+static int             console_fd = -1;
+static unsigned long   console_dropped;
 
-static int64_t now_ms(void);
 static void log_ship(const char *line, size_t len);
 
 
@@ -123,7 +125,9 @@ say(const char *fmt, ...)
     va_end(ap);
     n = n < 0 ? 0 : n > (int) sizeof(buf) - 8 ? (int) sizeof(buf) - 8 : n;
     buf[6 + n] = '\n';
-    (void) write(STDERR_FILENO, buf, (size_t) n + 7);
+    if (console_fd < 0 || write(console_fd, buf, (size_t) n + 7) < 0) {
+        (void) write(STDERR_FILENO, buf, (size_t) n + 7);
+    }
     log_ship(buf, (size_t) n + 6);
 }
 
@@ -142,16 +146,10 @@ log_ship(const char *line, size_t len)
 {
     int                 fd;
     char                note[64];
-    int64_t             now;
     struct sockaddr_un  addr;
 
     if (log_fd < 0) {
-        now = now_ms();
-        if (now < log_retry_at) {
-            log_dropped++;
-            return;
-        }
-        log_retry_at = now + INIT_LOG_RETRY_MS;
+        /* no agent yet, or a new one: a failed connect costs little */
         fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK,
                     0);
         memset(&addr, 0, sizeof(addr));
@@ -198,14 +196,23 @@ log_line(const init_service_t *s, const char *text, size_t len)
     char    line[INIT_LOG_LINE + 64];
     size_t  n;
 
+    size_t  i;
+
     n = (size_t) snprintf(line, sizeof(line) - 1, "%s: ", s->name);
     if (len > sizeof(line) - 2 - n) {
         len = sizeof(line) - 2 - n;
     }
-    memcpy(line + n, text, len);
+    /* one line of text: no control byte of the service's (a CR, an
+     * escape sequence) makes what looks like another's line */
+    for (i = 0; i < len; i++) {
+        line[n + i] = (unsigned char) text[i] < 0x20 && text[i] != '\t'
+                      ? '?' : text[i] == 0x7f ? '?' : text[i];
+    }
     n += len;
     line[n] = '\n';
-    (void) write(STDERR_FILENO, line, n + 1);
+    if (console_fd >= 0 && write(console_fd, line, n + 1) < 0) {
+        console_dropped++;              /* the console is full: not waited */
+    }
     log_ship(line, n);
 }
 
@@ -217,10 +224,14 @@ log_read(init_service_t *s)
     ssize_t  n;
     char    *p, *nl;
 
+    int      reads;
+
     if (s->out[0] < 0) {
         return;
     }
-    for ( ;; ) {
+    /* a few reads a turn: a service that writes without end must not keep
+     * init from its other work (the pipe then holds it back) */
+    for (reads = 0; reads < 4; reads++) {
         n = read(s->out[0], s->out_buf + s->out_len,
                  sizeof(s->out_buf) - s->out_len);
         if (n <= 0) {
@@ -348,6 +359,8 @@ mount_all(void)
     mount_one("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
     mkdir("/run/proven", 0700);
     standard_fds();
+    console_fd = open("/dev/console", O_WRONLY | O_NOCTTY | O_NONBLOCK
+                                      | O_CLOEXEC);
 }
 
 
@@ -657,6 +670,11 @@ read_services(void)
              word = strtok_r(NULL, " \t", &save))
         {
             if (argc == -3) {
+                if (strlen(word) > 32) {
+                    say("%s:%d: a name over 32 bytes", INIT_SERVICES, lineno);
+                    fclose(f);
+                    return -1;
+                }
                 s->name = word;
             } else if (argc == -2) {
                 if (strcmp(word, "once") != 0 && strcmp(word, "always") != 0)

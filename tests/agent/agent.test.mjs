@@ -93,13 +93,13 @@ after(() => {
     fakeInit.close();
 });
 
-test('status: init\'s services, not initialized yet', async () => {
+test('status before initialize: not initialized, and init (busy starting) not asked', async () => {
     const r = await ask({ id: 1, op: 'status' });
     assert.equal(r.id, 1);
     assert.equal(r.ok, true);
     assert.equal(r.result.initialized, false);
-    assert.deepEqual(r.result.services, ['agent running pid 2 starts 1 up 3 s',
-                                         'nginx restarting in 200 ms starts 2']);
+    assert.deepEqual(r.result.services, []);
+    assert.deepEqual(initGot, []);
 });
 
 test('initialize refuses what the image does not permit, and leaves no trace', async () => {
@@ -126,7 +126,10 @@ test('initialize once: the additions written, ready made; a second is a conflict
     assert.equal(fs.existsSync(at('ready')), true);
     r = await ask({ id: 7, op: 'initialize', config: { allow: [] } });
     assert.equal(r.error.code, 'conflict');
-    assert.equal((await ask({ id: 8, op: 'status' })).result.initialized, true);
+    const st = (await ask({ id: 8, op: 'status' })).result;
+    assert.equal(st.initialized, true);
+    assert.deepEqual(st.services, ['agent running pid 2 starts 1 up 3 s',
+                                   'nginx restarting in 200 ms starts 2']);
 });
 
 test('shutdown: the grace goes to init; out of range refused', async () => {
@@ -138,6 +141,35 @@ test('shutdown: the grace goes to init; out of range refused', async () => {
     r = await ask({ id: 11, op: 'shutdown', grace: 7 });
     assert.equal(r.ok, true);
     assert.equal(initGot.at(-1), 'shutdown 7');
+});
+
+test('requests sent together are answered in turn', async () => {
+    const frames = [{ id: 21, op: 'status' }, { id: 22, op: 'status' }].map((r) => {
+        const body = cbor.encode(r);
+        const len = Buffer.alloc(4);
+        len.writeUInt32BE(body.length);
+        return Buffer.concat([len, body]);
+    });
+    const ids = await new Promise((resolve, reject) => {
+        const s = net.connect(at('control.sock'));
+        let got = Buffer.alloc(0);
+        const seen = [];
+        s.on('error', reject);
+        s.on('data', (d) => {
+            got = Buffer.concat([got, d]);
+            while (got.length >= 4 && got.length >= 4 + got.readUInt32BE(0)) {
+                seen.push(cbor.decode(got.subarray(4, 4 + got.readUInt32BE(0))).id);
+                got = got.subarray(4 + got.readUInt32BE(0));
+            }
+            if (seen.length === 2) {
+                s.destroy();
+                resolve(seen);
+            }
+        });
+        s.write(Buffer.concat(frames));
+        setTimeout(() => reject(new Error(`only ${seen.length} answers`)), 5000);
+    });
+    assert.deepEqual(ids, [21, 22]);
 });
 
 test('bad requests: not CBOR, an unknown op, a frame too large', async () => {
@@ -190,6 +222,19 @@ test('logs: in order, and under a slow host bounded, the oldest dropped and coun
     assert.equal(lines()[0], 'svc: line 000000 xxxxxxxxxx');
     assert.equal(dropped(), 0);
 
+    // a record with a NUL, a CR and an escape: one line of text still
+    await new Promise((resolve, reject) => {
+        const p = spawn('perl', ['-MSocket', '-MIO::Socket::UNIX', '-e', `
+            my $s = IO::Socket::UNIX->new(Type => SOCK_SEQPACKET, Peer => $ARGV[0])
+                or die "connect: $!";
+            $s->send("svc: a\\0b\\rc\\e[2Jd") or die "send: $!";`, at('log.sock')]);
+        p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error('perl'))));
+    });
+    for (let i = 0; i < 200 && lines().length < 51; i++) {
+        await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.equal(lines()[50], 'svc: a?b?c?[2Jd');
+
     // a host that stops reading: 20000 lines of 200 bytes (4 MB) against
     // an 8 KiB buffer
     s.pause();
@@ -198,10 +243,10 @@ test('logs: in order, and under a slow host bounded, the oldest dropped and coun
     assert.ok(status.dropped > 0, JSON.stringify(status));
     assert.ok(status.buffered <= 8192 / 200 + 1, JSON.stringify(status));
     s.resume();
-    for (let i = 0; i < 500 && lines().length + dropped() < 20050; i++) {
+    for (let i = 0; i < 500 && lines().length + dropped() < 20051; i++) {
         await new Promise((r) => setTimeout(r, 10));
     }
-    assert.equal(lines().length + dropped(), 20050, 'every line shipped or counted');
+    assert.equal(lines().length + dropped(), 20051, 'every line shipped or counted');
     assert.ok(dropped() > 0);
     assert.match(lines().at(-1), /^svc: line 019999 /, 'the newest are kept');
     s.destroy();
