@@ -7,7 +7,8 @@
 #   - rootfs/: init's services and modules lists, the enclave nginx.conf;
 #   - runtime/ with its node_modules.
 # PROVEN_IMAGE_TRANSPORT: qemu (default: TCP through proven-host) or nitro
-# (vsock).  PROVEN_IMAGE_NGINX_CONF and PROVEN_IMAGE_SERVICES put other files in
+# (vsock).  PROVEN_IMAGE_DOH: the DoH server egress resolves names with
+# (https://1.1.1.1/dns-query; its host an address).  PROVEN_IMAGE_NGINX_CONF and PROVEN_IMAGE_SERVICES put other files in
 # place of rootfs/'s (tests build changed images with them).  Storage in
 # enclave mode: PROVEN_IMAGE_KEYD (the transport address of keyd: on
 # Nitro vsock:3:PORT, under proven-host --keyd tcp:10.0.2.100:7000) and
@@ -107,9 +108,19 @@ case ${PROVEN_IMAGE_TRANSPORT:-qemu} in
     nitro) listen=vsock:any   host=vsock:3 ;;
     *) echo "build.sh: PROVEN_IMAGE_TRANSPORT is qemu or nitro" >&2; exit 1 ;;
 esac
-sed -e "s|@LISTEN@|$listen|g" -e "s|@HOST@|$host|g" \
+doh=${PROVEN_IMAGE_DOH:-https://1.1.1.1/dns-query}
+doh_re='^https://[][0-9a-f.:]+(:[0-9]+)?/[A-Za-z0-9/._-]*$'
+[[ $doh =~ $doh_re ]] \
+    || { echo "build.sh: PROVEN_IMAGE_DOH: an https URL whose host is an" \
+              "address" >&2; exit 1; }
+sed -e "s|@LISTEN@|$listen|g" -e "s|@HOST@|$host|g" -e "s|@DOH@|$doh|g" \
     "${PROVEN_IMAGE_SERVICES:-$rootfs/services}" >"$app/etc/proven/services"
 cp "$rootfs/egress.allow" "$rootfs/egress.permit" "$app/etc/proven/"
+# DoH's CA bundle: the pinned ca-certificates' roots, in a fixed order
+find "$pkgs/usr/share/ca-certificates/mozilla" -name '*.crt' | LC_ALL=C sort \
+    | xargs cat >"$app/etc/proven/ca.pem"
+[ -s "$app/etc/proven/ca.pem" ] \
+    || { echo "build.sh: no CA certificates in the packages" >&2; exit 1; }
 if [ -n "${PROVEN_IMAGE_KEYD:-}${PROVEN_IMAGE_KEYD_IDENTITY:-}" ]; then
     [ -n "${PROVEN_IMAGE_KEYD:-}" ] && [ -n "${PROVEN_IMAGE_KEYD_IDENTITY:-}" ] \
         || { echo "build.sh: PROVEN_IMAGE_KEYD and PROVEN_IMAGE_KEYD_IDENTITY" \

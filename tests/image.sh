@@ -181,6 +181,9 @@ check "the guest's logs shipped over it (init's, and the services')" 0 \
            && grep -q '^log: init: up: 7 services' '$shipped' \
            && grep -q '^log: provend: .*listening on' '$shipped' \
            && grep -q '^log: nginx: ' '$shipped'"
+check "the guest's egress proxy runs, its DoH server the one address it adds" 0 \
+    grep -q "^log: egress: egress: enclave's side, listening on tcp:127.0.0.1:3128, 1 allowed" \
+    "$shipped"
 
 check "Ctrl-C shuts the guest down: proven-host exits 0" 0 stop
 check "Ctrl-C went over the control channel, with its grace" 0 \

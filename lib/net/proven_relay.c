@@ -77,6 +77,7 @@ struct proven_relay_conn_s {
     proven_relay_end_t    end[2];
     int                   dead;         /* closed: freed after the batch */
     proven_relay_conn_t  *next_dead;
+    proven_relay_conn_t  *prev, *next;  /* the live ones, for _free */
 };
 
 struct proven_relay_s {
@@ -88,6 +89,7 @@ struct proven_relay_s {
     uint64_t                accepted, refused, failed;
     proven_relay_end_t      listen_end;
     proven_relay_conn_t    *dead;
+    proven_relay_conn_t    *conns;      /* live */
     int                     paused;     /* the listener, for a while */
     int64_t                 paused_at;
 };
@@ -181,11 +183,25 @@ proven_relay_failures(const proven_relay_t *r)
 }
 
 
+static void proven_relay_close(proven_relay_t *r, proven_relay_conn_t *c,
+    int reset);
+
+
 void
 proven_relay_free(proven_relay_t *r)
 {
+    proven_relay_conn_t  *dead;
+
     if (r == NULL) {
         return;
+    }
+    /* connections still live end as resets: their peers must not wait */
+    while (r->conns != NULL) {
+        proven_relay_close(r, r->conns, 1);
+    }
+    while ((dead = r->dead) != NULL) {
+        r->dead = dead->next_dead;
+        free(dead);
     }
     if (r->listen_fd >= 0) {
         close(r->listen_fd);
@@ -233,6 +249,14 @@ proven_relay_close(proven_relay_t *r, proven_relay_conn_t *c, int reset)
         free(c->dir[i].buf);
     }
     r->live--;
+    if (c->prev != NULL) {
+        c->prev->next = c->next;
+    } else {
+        r->conns = c->next;
+    }
+    if (c->next != NULL) {
+        c->next->prev = c->prev;
+    }
     if (r->cfg.verbose) {
         fprintf(stderr, "relay: a connection %s\n",
                 reset ? "reset" : "closed");
@@ -674,6 +698,11 @@ proven_relay_begin(proven_relay_t *r, int fd,
     c->dir[1].src_framed = r->cfg.transport == PROVEN_RELAY_TO;
     c->dir[1].dst_framed = r->cfg.transport == PROVEN_RELAY_LISTEN;
     r->live++;
+    c->next = r->conns;
+    if (r->conns != NULL) {
+        r->conns->prev = c;
+    }
+    r->conns = c;
 
     /* the target learns the client's address first, if asked */
     if (r->cfg.proxy_protocol) {
