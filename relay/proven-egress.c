@@ -579,9 +579,9 @@ egress_host_conn(egress_t *e, int fd)
     {
         egress_log("refused %s at %s: not its address, or not a public "
                    "one", text, as_ip.host);
-        snprintf(msg, sizeof(msg), "%s at %s: not a public address (the "
-                 "host's own, a private network's; list it to allow it)",
-                 text, as_ip.host);
+        snprintf(msg, sizeof(msg), "%.270s at %.64s: not a public address "
+                 "(the host's own, a private network's; list it to allow "
+                 "it)", text, as_ip.host);
         egress_host_answer(&c, msg, 1);
         goto done;
     }
@@ -721,8 +721,8 @@ egress_load_extra(egress_t *e, const char *extra, const char *permit,
         if (add.entries[i].host[0] == '*'
             || !proven_allow_check(&permits, &add.entries[i]))
         {
-            proven_errf(err, errlen, "%s: %s is not one the image permits "
-                        "(%s)", extra, text, permit);
+            proven_errf(err, errlen, "%.60s: %.100s is not one the image "
+                        "permits (%.60s)", extra, text, permit);
             goto fail;
         }
         if (proven_allow_add(&e->allow, text, strlen(text), err, errlen)
