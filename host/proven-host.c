@@ -171,30 +171,39 @@ host_print_pcrs(const proven_eif_t *eif)
 }
 
 
-/* A free port of 127.0.0.1 (for qemu's hostfwd, on our side only). */
-static unsigned
-host_free_port(void)
+/*
+ * n free ports of 127.0.0.1 (for qemu's hostfwd, on our side only), each
+ * held until all are found: closed one by one, the kernel could hand out
+ * the same port twice.  -1 when none is free.
+ */
+static int
+host_free_ports(unsigned *ports, int n)
 {
-    int                 fd;
-    unsigned            port;
+    int                 fds[4], i, rc;
     socklen_t           len;
     struct sockaddr_in  sin;
 
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    memset(&sin, 0, sizeof(sin));
-    sin.sin_family = AF_INET;
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    len = sizeof(sin);
-    port = 0;
-    if (fd >= 0 && bind(fd, (struct sockaddr *) &sin, sizeof(sin)) == 0
-        && getsockname(fd, (struct sockaddr *) &sin, &len) == 0)
-    {
-        port = ntohs(sin.sin_port);
+    rc = 0;
+    for (i = 0; i < n && i < 4; i++) {
+        fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        memset(&sin, 0, sizeof(sin));
+        sin.sin_family = AF_INET;
+        sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        len = sizeof(sin);
+        if (fds[i] < 0 || bind(fds[i], (struct sockaddr *) &sin, sizeof(sin))
+                          != 0
+            || getsockname(fds[i], (struct sockaddr *) &sin, &len) != 0)
+        {
+            rc = -1;
+        }
+        ports[i] = ntohs(sin.sin_port);
     }
-    if (fd >= 0) {
-        close(fd);
+    while (i-- > 0) {
+        if (fds[i] >= 0) {
+            close(fds[i]);
+        }
     }
-    return port;
+    return rc;
 }
 
 
@@ -527,7 +536,7 @@ host_run(const char *image, const char *qemu, const char *accel,
 {
     char          relay[4096], egress[4096], sock[100], to[64], from[64];
     char          fwd[600];
-    unsigned      guest_http, guest_https;
+    unsigned      guest_ports[2];
     pid_t         helpers[3] = { 0, 0, 0 }, ctl;
     int           fd, status, rc, asked, killed, kernels, cmdlines;
     unsigned      backoff;
@@ -653,11 +662,9 @@ host_run(const char *image, const char *qemu, const char *accel,
      * connection to nginx: the transport leg framed, as over vsock.  The
      * control channel: a port of ours forwarded to the guest's agent.
      */
-    guest_http = host_free_port();
-    guest_https = host_free_port();
     snprintf(ch->control, sizeof(ch->control), "tcp:127.0.0.1:%u",
              ch->control_port);
-    if (guest_http == 0 || guest_https == 0
+    if (host_free_ports(guest_ports, 2) != 0
         || host_sibling("proven-relay", relay, sizeof(relay)) != 0)
     {
         fprintf(stderr, "proven-host: no port of 127.0.0.1 is free\n");
@@ -667,12 +674,11 @@ host_run(const char *image, const char *qemu, const char *accel,
              "user,id=net0,restrict=on,"
              "hostfwd=tcp:127.0.0.1:%u-:%d,hostfwd=tcp:127.0.0.1:%u-:%d,"
              "hostfwd=tcp:127.0.0.1:%u-:%d",
-             guest_http, HOST_GUEST_HTTP, guest_https, HOST_GUEST_HTTPS,
+             guest_ports[0], HOST_GUEST_HTTP, guest_ports[1], HOST_GUEST_HTTPS,
              ch->control_port, HOST_GUEST_CONTROL);
     for (i = 0; i < 2; i++) {
         snprintf(from, sizeof(from), "tcp:127.0.0.1:%u", i ? https : http);
-        snprintf(to, sizeof(to), "tcp:127.0.0.1:%u",
-                 i ? guest_https : guest_http);
+        snprintf(to, sizeof(to), "tcp:127.0.0.1:%u", guest_ports[i]);
         helpers[i] = host_spawn((char *[]) { relay, "--listen", from,
                                              "--to", to, "--transport", "to",
                                              NULL });

@@ -425,6 +425,8 @@ check "and PCR0-2 in fw_cfg opt/proven/pcrs, 3 x 48 bytes" 0 \
 check "the guest's relays and agent forwarded from loopback only, its network closed" 0 \
     -m '^user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:[0-9]+-:5080,hostfwd=tcp:127.0.0.1:[0-9]+-:5443,hostfwd=tcp:127.0.0.1:8090-:7002$' \
     cat "$got.args"
+check "each port forwarded is a port of its own" 0 sh -c \
+    "grep '^user,' '$got.args' | grep -o 'tcp:127.0.0.1:[0-9]*-' | sort | uniq -d | grep -c . | grep -qx 0"
 : >"$work/egress.allow"
 "$host" run --qemu "$work/host.eif" --qemu-binary "$work/qemu" \
     --egress "$work/egress.allow" --control-port 9090 >/dev/null 2>&1

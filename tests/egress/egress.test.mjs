@@ -107,9 +107,10 @@ function dohServer(keyFile, certFile, table) {
     });
 }
 
-function start(args, name) {
+// detached: a process group of its own, its connections' children in it
+function start(args, name, detached = false) {
     return new Promise((resolve, reject) => {
-        const p = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+        const p = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'], detached });
         logs[name] = '';
         p.stderr.on('data', (d) => {
             logs[name] += d;
@@ -385,6 +386,38 @@ test('a destination that is down: 502 with the host\'s reason', async () => {
     const r = await connect(P.proxy, `127.0.0.1:${P.closed}`);
     assert.equal(r.status, 502);
     assert.match(r.body, /connect 127\.0\.0\.1:\d+: .*refused/i);
+});
+
+test('either side killed mid-transfer: the client is not left waiting', async () => {
+    for (const side of ['host', 'proxy']) {
+        const sockK = path.join(work, `kill-${side}.sock`);
+        const host = await start(['host', '--listen', `unix:${sockK}`, '--allow',
+                                  path.join(work, 'host.allow')], `kill-host-${side}`, true);
+        const port = await freePort();
+        const proxy = await start(['proxy', '--listen', `tcp:127.0.0.1:${port}`,
+                                   '--to', `unix:${sockK}`, '--allow',
+                                   path.join(work, 'enclave.allow')], `kill-proxy-${side}`, true);
+        const r = await connect(port, `127.0.0.1:${P.big}`);
+        assert.equal(r.status, 200);
+        r.socket.write(`${256 << 20}\n`);
+        let got = 0;
+        const ended = new Promise((resolve) => {
+            r.socket.on('data', (d) => {
+                got += d.length;
+                if (got >= (1 << 20) && !r.killed) {
+                    r.killed = true;
+                    process.kill(-(side === 'host' ? host : proxy).pid, 'SIGKILL');
+                }
+            });
+            r.socket.on('close', () => resolve('closed'));
+            r.socket.on('error', () => {});
+            r.socket.resume();
+        });
+        const timeout = new Promise((resolve) => setTimeout(() => resolve('hung'), 10000));
+        assert.equal(await Promise.race([ended, timeout]), 'closed', side);
+        assert.ok(got < 256 << 20, 'it ended before the whole');
+        process.kill(-(side === 'host' ? proxy : host).pid, 'SIGKILL');
+    }
 });
 
 test('libcurl honours it: https_proxy, TLS ending at the destination', async () => {
