@@ -649,9 +649,19 @@ egress_conn(void *arg, int fd)
 static void
 egress_refuse(void *arg, int fd)
 {
-    egress_t  *e = arg;
+    egress_t       *e = arg;
+    time_t          now;
+    static time_t   said;
+    static unsigned since;
 
-    egress_log("refused a connection: %u at once", e->max);
+    /* a line a second at most: a client that loops must not flood the log */
+    since++;
+    now = time(NULL);
+    if (now != said) {
+        egress_log("refused %u connection(s): %u at once", since, e->max);
+        said = now;
+        since = 0;
+    }
     if (!e->host_side) {
         egress_reply(fd, 503, "Service Unavailable",
                      "too many connections at once");

@@ -420,6 +420,29 @@ test('either side killed mid-transfer: the client is not left waiting', async ()
     }
 });
 
+test('--max: those beyond get 503, and the log a line a second, not one each', async () => {
+    const port = await freePort();
+    await start(['proxy', '--listen', `tcp:127.0.0.1:${port}`, '--to', `unix:${sock}`,
+                 '--allow', path.join(work, 'enclave.allow'), '--max', '2'], 'proxy-max');
+    // two that hold their slots (no request head yet)
+    const held = [net.connect(port, '127.0.0.1'), net.connect(port, '127.0.0.1')];
+    held.forEach((h) => h.on('error', () => {}));
+    await new Promise((r) => setTimeout(r, 300));
+    const answers = await Promise.all(Array.from({ length: 20 }, () => new Promise((resolve) => {
+        const s = net.connect(port, '127.0.0.1');
+        let got = '';
+        s.on('data', (d) => { got += d; });
+        s.on('error', () => resolve(got));
+        s.on('close', () => resolve(got));
+    })));
+    for (const a of answers) {
+        assert.match(a, /^HTTP\/1\.1 503 .*too many connections at once/s);
+    }
+    held.forEach((h) => h.destroy());
+    const lines = logs['proxy-max'].match(/refused \d+ connection\(s\)/g) ?? [];
+    assert.ok(lines.length >= 1 && lines.length <= 3, logs['proxy-max']);
+});
+
 test('libcurl honours it: https_proxy, TLS ending at the destination', async () => {
     // not spawnSync: the destination is a server of this process
     const p = spawn('curl', ['-sS', '--max-time', '10', '--cacert', path.join(work, 'ca.pem'),
