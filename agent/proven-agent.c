@@ -100,16 +100,6 @@ agent_on_signal(int sig)
 }
 
 
-static int64_t
-agent_now(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-
 /* ---- the log buffer ------------------------------------------------------ */
 
 static void
@@ -253,7 +243,7 @@ agent_ask_init(agent_t *a, const char *command, char *answer, size_t size,
         return PROVEN_ERR;
     }
     have = 0;
-    deadline = agent_now() + AGENT_INIT_MS;
+    deadline = proven_net_now_ms() + AGENT_INIT_MS;
     for ( ;; ) {
         answer[have] = '\0';
         if (strcmp(answer, "ok\n") == 0
@@ -263,8 +253,8 @@ agent_ask_init(agent_t *a, const char *command, char *answer, size_t size,
         }
         pfd.fd = fd;
         pfd.events = POLLIN;
-        if (have + 1 >= size || agent_now() >= deadline
-            || poll(&pfd, 1, (int) (deadline - agent_now())) < 0)
+        if (have + 1 >= size || proven_net_now_ms() >= deadline
+            || poll(&pfd, 1, (int) (deadline - proven_net_now_ms())) < 0)
         {
             proven_errf(err, errlen, "init did not answer");
             close(fd);
@@ -611,7 +601,7 @@ agent_conn_write(agent_t *a, agent_conn_t *c)
     if (c->out == NULL && c->logs) {
         c->out = agent_log_batch(&a->log, &c->out_len);
         c->out_off = 0;
-        c->last_ms = agent_now();       /* its time to go starts now */
+        c->last_ms = proven_net_now_ms();       /* its time to go starts now */
     }
     while (c->out != NULL) {
         n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
@@ -620,7 +610,7 @@ agent_conn_write(agent_t *a, agent_conn_t *c)
             return errno == EAGAIN || errno == EINTR ? 0 : -1;
         }
         c->out_off += (size_t) n;
-        c->last_ms = agent_now();       /* the host reads: progress */
+        c->last_ms = proven_net_now_ms();       /* the host reads: progress */
         if (c->out_off == c->out_len) {
             free(c->out);
             c->out = NULL;
@@ -652,7 +642,7 @@ agent_conn_read(agent_t *a, agent_conn_t *c)
         return n == 0 || (errno != EAGAIN && errno != EINTR) ? -1 : 0;
     }
     proven_frame_reader_fill(&c->reader, (size_t) n);
-    c->last_ms = agent_now();
+    c->last_ms = proven_net_now_ms();
     return agent_conn_parse(a, c);
 }
 
@@ -751,7 +741,7 @@ agent_run(agent_t *a)
         if (poll(fds, (nfds_t) n, 500) < 0 && errno != EINTR) {
             break;
         }
-        now = agent_now();
+        now = proven_net_now_ms();
 
         if (fds[0].revents & POLLIN) {
             fd = accept4(cfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);

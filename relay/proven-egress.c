@@ -129,11 +129,9 @@ egress_reply(int fd, int status, const char *reason, const char *message)
 static int
 egress_read_head(proven_conn_t *c, char *head, size_t *len)
 {
-    size_t         have, want;
-    ssize_t        n;
-    int64_t        left;
-    struct pollfd  pfd;
-    struct timespec  ts;
+    char      err[PROVEN_ERR_LEN];
+    size_t    have, want;
+    ssize_t   n;
 
     have = 0;
     for ( ;; ) {
@@ -161,18 +159,11 @@ egress_read_head(proven_conn_t *c, char *head, size_t *len)
             have += (size_t) n;
             continue;
         }
-        if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+        if (n == 0 || (errno != EAGAIN && errno != EINTR)
+            || proven_conn_wait(c, POLLIN, err, sizeof(err)) != PROVEN_OK)
+        {
             return PROVEN_ERR;
         }
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        left = c->deadline - ((int64_t) ts.tv_sec * 1000
-                              + ts.tv_nsec / 1000000);
-        if (left <= 0) {
-            return PROVEN_ERR;
-        }
-        pfd.fd = c->fd;
-        pfd.events = POLLIN;
-        (void) poll(&pfd, 1, (int) left);
     }
 }
 
@@ -337,6 +328,33 @@ egress_ask_host(egress_t *e, proven_conn_t *t, const proven_egress_dest_t *d,
 }
 
 
+/* Both ends connected: the relay carries them until either ends (the
+ * transport leg framed, on the side transport names). */
+static void
+egress_carry(int client, int target, int transport, const proven_addr_t *to)
+{
+    char                   err[PROVEN_ERR_LEN];
+    proven_relay_t        *r;
+    proven_relay_config_t  cfg;
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.adopt = 1;
+    cfg.adopt_fd = client;
+    cfg.adopt_to = 1;
+    cfg.adopt_to_fd = target;
+    cfg.to = *to;
+    cfg.transport = transport;
+    cfg.idle_ms = EGRESS_IDLE_MS;
+    r = proven_relay_new(&cfg, err, sizeof(err));
+    if (r == NULL) {
+        egress_log("%s", err);
+        return;
+    }
+    (void) proven_relay_run(r, err, sizeof(err));
+    proven_relay_free(r);
+}
+
+
 /* The destination ip:port as a list would name it, and its bytes. */
 static int
 egress_dest_of(const char *ip, uint16_t port, proven_egress_dest_t *d,
@@ -365,8 +383,6 @@ egress_proxy_conn(egress_t *e, int fd)
     proven_conn_t          client, t;
     uint8_t                addr[16];
     proven_egress_dest_t   d, as_ip;
-    proven_relay_t        *r;
-    proven_relay_config_t  cfg;
     static const char      ok[] = "HTTP/1.1 200 Connection established"
                                   "\r\n\r\n";
 
@@ -468,20 +484,8 @@ egress_proxy_conn(egress_t *e, int fd)
     }
 
     /* from here the relay's: the client raw, the host's side framed */
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.adopt = 1;
-    cfg.adopt_fd = fd;
-    cfg.adopt_to = 1;
-    cfg.adopt_to_fd = t.fd;
-    cfg.to = e->to;
-    cfg.transport = PROVEN_RELAY_TO;
-    cfg.idle_ms = EGRESS_IDLE_MS;
     proven_frame_reader_free(&t.reader);
-    r = proven_relay_new(&cfg, err, sizeof(err));
-    if (r != NULL) {
-        (void) proven_relay_run(r, err, sizeof(err));
-        proven_relay_free(r);
-    }
+    egress_carry(fd, t.fd, PROVEN_RELAY_TO, &e->to);
 }
 
 
@@ -516,7 +520,6 @@ egress_host_answer(proven_conn_t *c, const char *error, int refused)
 static void
 egress_host_conn(egress_t *e, int fd)
 {
-    int                    target;
     char                   err[PROVEN_ERR_LEN], msg[PROVEN_ERR_LEN + 300];
     char                   host[PROVEN_EGRESS_NAME_MAX + 1];
     char                   ip[INET6_ADDRSTRLEN + 2], text[300], to[320];
@@ -528,8 +531,6 @@ egress_host_conn(egress_t *e, int fd)
     proven_conn_t          c, t;
     proven_addr_t          dst;
     proven_egress_dest_t   d, as_ip;
-    proven_relay_t        *r;
-    proven_relay_config_t  cfg;
 
     proven_conn_init(&c, fd, EGRESS_FRAME_MAX);
     c.exact = 1;
@@ -602,24 +603,10 @@ egress_host_conn(egress_t *e, int fd)
         egress_log("%s (%s)", text, as_ip.host);
     }
     egress_host_answer(&c, NULL, 0);
-    target = t.fd;
     proven_frame_reader_free(&t.reader);
-
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.adopt = 1;
-    cfg.adopt_fd = c.fd;
-    cfg.adopt_to = 1;
-    cfg.adopt_to_fd = target;
-    cfg.to = dst;
-    cfg.transport = PROVEN_RELAY_LISTEN;
-    cfg.idle_ms = EGRESS_IDLE_MS;
     proven_frame_reader_free(&c.reader);
     cbor_decref(&req);
-    r = proven_relay_new(&cfg, err, sizeof(err));
-    if (r != NULL) {
-        (void) proven_relay_run(r, err, sizeof(err));
-        proven_relay_free(r);
-    }
+    egress_carry(c.fd, t.fd, PROVEN_RELAY_LISTEN, &dst);
     return;
 
 done:

@@ -13,18 +13,7 @@
 #include "proven_net.h"
 
 
-static int64_t
-proven_conn_now(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-
-/* Until fd is ready for events or the deadline passes. */
-static int
+int
 proven_conn_wait(proven_conn_t *c, short events, char *err, size_t errlen)
 {
     int            n;
@@ -32,7 +21,7 @@ proven_conn_wait(proven_conn_t *c, short events, char *err, size_t errlen)
     struct pollfd  pfd;
 
     for ( ;; ) {
-        left = c->deadline - proven_conn_now();
+        left = c->deadline - proven_net_now_ms();
         if (left <= 0) {
             proven_errf(err, errlen, "no answer in time");
             return PROVEN_ERR;
@@ -57,7 +46,7 @@ proven_conn_init(proven_conn_t *c, int fd, size_t max_body)
 {
     c->fd = fd;
     c->exact = 0;
-    c->deadline = proven_conn_now();
+    c->deadline = proven_net_now_ms();
     proven_frame_reader_init(&c->reader, max_body);
 }
 
@@ -65,7 +54,7 @@ proven_conn_init(proven_conn_t *c, int fd, size_t max_body)
 void
 proven_conn_deadline(proven_conn_t *c, int timeout_ms)
 {
-    c->deadline = proven_conn_now() + timeout_ms;
+    c->deadline = proven_net_now_ms() + timeout_ms;
 }
 
 

@@ -108,12 +108,19 @@ typedef struct {
     proven_frame_reader_t   reader;
 } proven_conn_t;
 
+/* CLOCK_MONOTONIC in milliseconds: the clock of every deadline here. */
+int64_t proven_net_now_ms(void);
+
 /* Takes fd (non-blocking); frames of at most max_body bytes. */
 void proven_conn_init(proven_conn_t *c, int fd, size_t max_body);
 /* Connects to addr; the deadline is set timeout_ms from now. */
 int proven_conn_connect(proven_conn_t *c, const proven_addr_t *addr,
     int timeout_ms, size_t max_body, char *err, size_t errlen);
 void proven_conn_deadline(proven_conn_t *c, int timeout_ms);
+/* Until c->fd is ready for events (POLLIN, POLLOUT) or the deadline
+ * passes (PROVEN_ERR, "no answer in time"). */
+int proven_conn_wait(proven_conn_t *c, short events, char *err,
+    size_t errlen);
 int proven_conn_send(proven_conn_t *c, const uint8_t *buf, size_t len,
     char *err, size_t errlen);
 /* The next frame's body, valid until the next call; PROVEN_ERR with err

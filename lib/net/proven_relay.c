@@ -594,16 +594,6 @@ proven_relay_say_reset(proven_relay_conn_t *c)
 }
 
 
-static int64_t
-proven_relay_now_ms(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-
 /* The listener out of the set for a while (see its use). */
 static void
 proven_relay_pause(proven_relay_t *r)
@@ -617,7 +607,7 @@ proven_relay_pause(proven_relay_t *r)
     ev.data.ptr = &r->listen_end;
     (void) epoll_ctl(r->epfd, EPOLL_CTL_MOD, r->listen_fd, &ev);
     r->paused = 1;
-    r->paused_at = proven_relay_now_ms();
+    r->paused_at = proven_net_now_ms();
 }
 
 
@@ -840,18 +830,18 @@ proven_relay_run(proven_relay_t *r, char *err, size_t errlen)
         proven_relay_begin(r, r->cfg.adopt_fd, &peer);
     }
     /* an adopted connection is the only one: done when it is */
-    last = proven_relay_now_ms();
+    last = proven_net_now_ms();
     while (!r->stop && !(r->cfg.adopt && r->live == 0)) {
         n = epoll_wait(r->epfd, events, PROVEN_RELAY_EVENTS,
                        r->paused ? PROVEN_RELAY_PAUSE_MS : 1000);
         if (n > 0) {
-            last = proven_relay_now_ms();
+            last = proven_net_now_ms();
         } else if (n == 0 && r->cfg.adopt && r->cfg.idle_ms
-                   && proven_relay_now_ms() - last >= r->cfg.idle_ms)
+                   && proven_net_now_ms() - last >= r->cfg.idle_ms)
         {
             break;                      /* idle: both ends closed below */
         }
-        if (r->paused && proven_relay_now_ms() >= r->paused_at
+        if (r->paused && proven_net_now_ms() >= r->paused_at
                                                   + PROVEN_RELAY_PAUSE_MS)
         {
             proven_relay_resume(r);
