@@ -357,6 +357,10 @@ test('the host refuses what only a bypassing enclave would ask', async () => {
     got = await ask({ host: '127.0.0.1', port: P.echo, ip: '10.9.9.9' });
     assert.match(got.toString(), /not a public address/);
     assert.match(logs.host, /refused 10\.1\.2\.3:22/);
+    // a name with a newline in it: logged as one line, not as a forged one
+    got = await ask({ host: 'x\negress: forged', port: 22, ip: '1.2.3.4' });
+    assert.match(got.toString(), /not a destination/);
+    assert.doesNotMatch(logs.host, /^egress: forged/m);
 });
 
 test('a name that resolves to the host\'s loopback, its address not listed: refused', async () => {
