@@ -168,7 +168,8 @@ $(BUILD)/bin/proven: $(CLI_OBJS) $(CLI_SHARED) $(LIBPROVEN)
 	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJS) $(CLI_SHARED) $(LIBPROVEN) \
 	    $(CLI_LIBS) $(LIBS)
 
-$(BUILD)/bin/proven-host: $(BUILD)/obj/host/proven-host.o $(LIBPROVEN)
+$(BUILD)/bin/proven-host: $(BUILD)/obj/host/proven-host.o \
+    $(BUILD)/obj/host/backup.o $(LIBPROVEN)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 

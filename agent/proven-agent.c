@@ -1,6 +1,7 @@
 /*
  * proven-agent --control ADDR --ready PATH [--extra FILE --permit FILE]
  *              [--init-socket PATH] [--log-socket PATH] [--log-buffer BYTES]
+ *              [--provend PATH] [--restore PATH [--restore-max BYTES]]
  *
  * The enclave's end of the host's control channel, the first service init
  * runs.  On ADDR (vsock:any:PORT; under qemu tcp:0.0.0.0:PORT behind
@@ -17,6 +18,19 @@
  *       SIGKILL, 1 to 300, 10 by default) and powers off
  *   logs        the connection becomes the log stream: frames
  *       {"lines": [...], "dropped": N} as lines come
+ *   backup      provend (--provend, its socket) writes a sealed backup of
+ *       its storage; the answer {"bytes", ...} is followed by exactly
+ *       bytes of {"data": bytes} frames, then the copy is removed
+ *   restore {"bytes": N}   before initialize only, followed by N bytes of
+ *       {"data"} frames: a sealed backup for provend to restore as it
+ *       starts (--restore, its --restore-pending), at most --restore-max
+ *       bytes; answered once all are written
+ *
+ * A backup or a restore runs in a child of its own with the connection,
+ * one at a time, so that logs and status go on meanwhile.  The backup is
+ * sealed by provend with the key keyd releases to the same code alone
+ * and authenticates itself chunk by chunk: the host gets nothing from
+ * reading it and a refusal from changing it.
  *
  * Log lines come from init (every service's output) on --log-socket, a
  * SOCK_SEQPACKET socket, a record a line.  They
@@ -35,9 +49,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -57,6 +73,11 @@
 #define AGENT_GRACE_DEFAULT   10
 #define AGENT_GRACE_MAX       300
 #define AGENT_INIT_MS         2000
+#define AGENT_BACKUP_MS       (10 * 60 * 1000)  /* provend writes it */
+#define AGENT_DATA_MS         60000     /* a data frame's */
+#define AGENT_DATA_MAX        (48 * 1024)
+#define AGENT_RESTORE_MAX     (256 * 1024 * 1024)
+#define AGENT_RATE_MIN        (256 * 1024)      /* bytes/s a transfer keeps */
 
 
 typedef struct {
@@ -66,6 +87,7 @@ typedef struct {
     size_t                  out_len, out_off;
     int64_t                 last_ms;
     int                     logs;       /* the log stream */
+    int                     handed;     /* to a child (backup, restore) */
 } agent_conn_t;
 
 typedef struct {
@@ -82,7 +104,12 @@ typedef struct {
 typedef struct {
     proven_addr_t    control;
     const char      *ready, *extra, *permit, *init_socket, *log_socket;
+    const char      *provend, *restore;
+    uint64_t         restore_max;
     int              initialized;
+    int              listen_fd, log_fd;
+    pid_t            child;     /* a backup or restore under way */
+    int              child_restores;
     agent_conn_t     conns[AGENT_CONNS];
     agent_writer_t   writers[AGENT_WRITERS];
     agent_log_t      log;
@@ -97,6 +124,14 @@ agent_on_signal(int sig)
 {
     (void) sig;
     agent_stop = 1;
+}
+
+
+/* Only to wake poll: the loop reaps the child at once. */
+static void
+agent_on_child(int sig)
+{
+    (void) sig;
 }
 
 
@@ -253,9 +288,15 @@ agent_ask_init(agent_t *a, const char *command, char *answer, size_t size,
         }
         pfd.fd = fd;
         pfd.events = POLLIN;
-        if (have + 1 >= size || proven_net_now_ms() >= deadline
-            || poll(&pfd, 1, (int) (deadline - proven_net_now_ms())) < 0)
-        {
+        if (have + 1 >= size || proven_net_now_ms() >= deadline) {
+            proven_errf(err, errlen, "init did not answer");
+            close(fd);
+            return PROVEN_ERR;
+        }
+        if (poll(&pfd, 1, (int) (deadline - proven_net_now_ms())) < 0) {
+            if (errno == EINTR) {
+                continue;               /* a child ended (SIGCHLD) */
+            }
             proven_errf(err, errlen, "init did not answer");
             close(fd);
             return PROVEN_ERR;
@@ -358,9 +399,15 @@ agent_initialize(agent_t *a, proven_request_t *req, const char **code,
     cbor_item_t  *config;
     struct cbor_pair  *pairs;
 
-    if (a->initialized) {
+    /* a restore is whole once its file is in place (before its answer,
+     * maybe before its child is reaped) */
+    if (a->initialized
+        || (a->child > 0 && a->child_restores
+            && access(a->restore, F_OK) != 0))
+    {
         *code = "conflict";
-        proven_errf(err, errlen, "already initialized");
+        proven_errf(err, errlen, a->initialized ? "already initialized"
+                    : "a backup is being handed in: initialize once it is");
         return NULL;
     }
     config = proven_cbor_map_get(req->map, "config");
@@ -526,6 +573,324 @@ agent_logs_take(agent_t *a, agent_conn_t *c)
 }
 
 
+/* ---- backups: in a child with the connection ------------------------------ */
+
+/* One response frame to the host; the child's last word when an error. */
+static int
+agent_child_answer(proven_conn_t *h, uint64_t id, const char *code,
+    const char *message, cbor_item_t *result)
+{
+    int       rc;
+    char      err[PROVEN_ERR_LEN];
+    size_t    len;
+    uint8_t  *frame;
+
+    rc = code != NULL
+         ? proven_response_encode_error(id, code, message, &frame, &len)
+         : proven_response_encode_ok(id, result, &frame, &len);
+    if (result != NULL) {
+        cbor_decref(&result);
+    }
+    if (rc != PROVEN_OK) {
+        return PROVEN_ERR;
+    }
+    proven_conn_deadline(h, AGENT_DATA_MS);
+    rc = proven_conn_send(h, frame, len, err, sizeof(err));
+    free(frame);
+    return rc;
+}
+
+
+/* to[key] = from[from_key] as a number (0 when provend did not say). */
+static int
+agent_copy_uint(cbor_item_t *to, const char *key, const cbor_item_t *from,
+    const char *from_key)
+{
+    uint64_t  v;
+
+    if (proven_cbor_uint(proven_cbor_map_get(from, from_key), &v)
+        != PROVEN_OK)
+    {
+        v = 0;
+    }
+    return proven_cbor_map_put(to, key, cbor_build_uint64(v));
+}
+
+
+/* provend's backup, then the file's bytes to the host: the exit status. */
+static int
+agent_backup_child(agent_t *a, proven_conn_t *h, uint64_t id)
+{
+    int                     fd;
+    char                    err[PROVEN_ERR_LEN], addr_text[200], path[4096];
+    size_t                  len;
+    ssize_t                 n;
+    int64_t                 deadline;
+    uint8_t                 buf[AGENT_DATA_MAX], *frame;
+    cbor_item_t            *req, *result;
+    struct stat             st;
+    proven_addr_t           addr;
+    proven_conn_t           p;
+    proven_response_t       res;
+    proven_frame_builder_t  b;
+
+    snprintf(addr_text, sizeof(addr_text), "unix:%.180s", a->provend);
+    req = proven_request_new(1, "backup");
+    if (req == NULL
+        || proven_addr_parse(addr_text, &addr, err, sizeof(err)) != PROVEN_OK
+        || proven_conn_connect(&p, &addr, AGENT_INIT_MS, 1 << 20, err,
+                               sizeof(err)) != PROVEN_OK)
+    {
+        agent_child_answer(h, id, "unavailable", "provend is not reachable",
+                           NULL);
+        return 1;
+    }
+    proven_conn_deadline(&p, AGENT_BACKUP_MS);
+    if (proven_conn_call(&p, req, &res, err, sizeof(err)) != PROVEN_OK) {
+        agent_child_answer(h, id, "unavailable", err, NULL);
+        return 1;
+    }
+    proven_conn_close(&p);
+    cbor_decref(&req);
+    if (!res.ok) {
+        agent_child_answer(h, id, res.code, res.message, NULL);
+        return 1;
+    }
+    fd = -1;
+    if (proven_cbor_text_into(proven_cbor_map_get(res.result, "path"), path,
+                              sizeof(path)) != PROVEN_OK
+        || (fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0
+        || fstat(fd, &st) != 0)
+    {
+        agent_child_answer(h, id, "internal", "provend's backup is not "
+                           "where it said", NULL);
+        return 1;
+    }
+    /* ours alone from here: gone from the enclave's memory once sent, or
+     * once this child ends, whatever the host does */
+    (void) unlink(path);
+    if ((uint64_t) st.st_size > a->restore_max) {
+        snprintf(err, sizeof(err), "the backup is %lld bytes, more than "
+                 "this image takes back (--restore-max %llu)",
+                 (long long) st.st_size,
+                 (unsigned long long) a->restore_max);
+        agent_child_answer(h, id, "too_large", err, NULL);
+        return 1;
+    }
+    deadline = proven_net_now_ms() + AGENT_DATA_MS
+               + (int64_t) ((uint64_t) st.st_size / AGENT_RATE_MIN * 1000);
+    fprintf(stderr, "agent: backup: %lld bytes to the host\n",
+            (long long) st.st_size);
+    result = cbor_new_definite_map(4);
+    if (result == NULL
+        || proven_cbor_map_put(result, "bytes",
+                               cbor_build_uint64((uint64_t) st.st_size))
+           != PROVEN_OK
+        || agent_copy_uint(result, "files", res.result, "files")
+           != PROVEN_OK
+        || agent_copy_uint(result, "stored_bytes", res.result, "bytes")
+           != PROVEN_OK
+        || agent_copy_uint(result, "paused_ms", res.result, "paused_ms")
+           != PROVEN_OK
+        || agent_child_answer(h, id, NULL, NULL, result) != PROVEN_OK)
+    {
+        return 1;
+    }
+    proven_response_free(&res);
+    while ((n = read(fd, buf, sizeof(buf))) > 0) {
+        proven_frame_builder_init(&b, (size_t) n + 16, AGENT_FRAME_MAX);
+        proven_frame_put_head(&b, 5, 1);
+        proven_frame_put_text(&b, "data");
+        proven_frame_put_string(&b, PROVEN_CBOR_BYTES, buf, (size_t) n);
+        if (proven_frame_builder_finish(&b, &frame, &len) != PROVEN_OK) {
+            return 1;
+        }
+        h->deadline = deadline;
+        if (proven_conn_send(h, frame, len, err, sizeof(err)) != PROVEN_OK) {
+            fprintf(stderr, "agent: backup: the host: %s\n", err);
+            free(frame);
+            return 1;
+        }
+        free(frame);
+    }
+    close(fd);
+    return n == 0 ? 0 : 1;
+}
+
+
+/* N bytes of data frames into --restore (whole, or not at all). */
+static int
+agent_restore_child(agent_t *a, proven_conn_t *h, uint64_t id,
+    uint64_t bytes)
+{
+    int             fd;
+    char            err[PROVEN_ERR_LEN], tmp[4200];
+    size_t          len;
+    int64_t         deadline;
+    uint64_t        got;
+    cbor_item_t    *frame, *data;
+    const uint8_t  *body;
+
+    snprintf(tmp, sizeof(tmp), "%.4000s.part", a->restore);
+    (void) unlink(tmp);                 /* a dead child's: none writes it */
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+              0600);
+    if (fd < 0) {
+        agent_child_answer(h, id, "internal", strerror(errno), NULL);
+        return 1;
+    }
+    /* all of it within a time its size allows: a host that trickles a
+     * byte a minute holds initialize back for minutes, not for ever */
+    deadline = proven_net_now_ms() + AGENT_DATA_MS
+               + (int64_t) (bytes / AGENT_RATE_MIN * 1000);
+    for (got = 0; got < bytes; ) {
+        h->deadline = deadline;
+        if (proven_conn_recv(h, &body, &len, err, sizeof(err)) != PROVEN_OK) {
+            break;
+        }
+        frame = proven_cbor_load(body, len, err, sizeof(err));
+        data = frame != NULL ? proven_cbor_map_get(frame, "data") : NULL;
+        if (data == NULL || !cbor_isa_bytestring(data)
+            || !cbor_bytestring_is_definite(data)
+            || cbor_bytestring_length(data) > bytes - got)
+        {
+            snprintf(err, sizeof(err), data != NULL && cbor_isa_bytestring(data)
+                     && cbor_bytestring_is_definite(data)
+                     ? "more bytes than said" : "a frame that is not "
+                     "{\"data\": bytes}");
+            if (frame != NULL) {
+                cbor_decref(&frame);
+            }
+            break;
+        }
+        if (proven_write_all(fd, cbor_bytestring_handle(data),
+                             cbor_bytestring_length(data)) != PROVEN_OK)
+        {
+            snprintf(err, sizeof(err), "%s", strerror(errno));
+            cbor_decref(&frame);
+            break;
+        }
+        got += cbor_bytestring_length(data);
+        cbor_decref(&frame);
+    }
+    if (got < bytes || fsync(fd) != 0 || close(fd) != 0
+        || rename(tmp, a->restore) != 0)
+    {
+        fprintf(stderr, "agent: restore: %llu of %llu bytes: %s\n",
+                (unsigned long long) got, (unsigned long long) bytes,
+                got < bytes ? err : strerror(errno));
+        (void) unlink(tmp);
+        agent_child_answer(h, id, "bad_request", got < bytes ? err
+                           : strerror(errno), NULL);
+        return 1;
+    }
+    fprintf(stderr, "agent: restore: %llu bytes handed in\n",
+            (unsigned long long) bytes);
+    return agent_child_answer(h, id, NULL, NULL,
+                              cbor_build_uint64(bytes)) == PROVEN_OK ? 0 : 1;
+}
+
+
+/*
+ * backup and restore: checked here, then the connection goes to a child
+ * (c->handed: the caller closes the parent's copy).  NULL: answered now.
+ */
+static cbor_item_t *
+agent_transfer(agent_t *a, agent_conn_t *c, proven_request_t *req,
+    const char **code, char *err, size_t errlen)
+{
+    int            i, restore, rc;
+    pid_t          pid, agent;
+    uint64_t       bytes;
+    proven_conn_t  h;
+
+    restore = strcmp(req->op, "restore") == 0;
+    bytes = 0;
+    if (a->child > 0 && waitpid(a->child, NULL, WNOHANG) == a->child) {
+        a->child = 0;
+    }
+    if (a->child > 0) {
+        *code = "conflict";
+        proven_errf(err, errlen, "a backup or restore is under way");
+        return NULL;
+    }
+    if (!restore && a->provend == NULL) {
+        *code = "unavailable";
+        proven_errf(err, errlen, "this image makes no backups (no --provend)");
+        return NULL;
+    }
+    if (restore) {
+        if (a->restore == NULL) {
+            *code = "unavailable";
+            proven_errf(err, errlen, "this image takes no backups (no "
+                        "--restore)");
+            return NULL;
+        }
+        if (a->initialized || access(a->restore, F_OK) == 0) {
+            *code = a->initialized ? "conflict" : "exists";
+            proven_errf(err, errlen, a->initialized
+                        ? "initialized already: a backup is handed in "
+                          "before, for provend to restore as it starts"
+                        : "a backup was handed in already");
+            return NULL;
+        }
+        if (proven_cbor_uint(proven_cbor_map_get(req->map, "bytes"), &bytes)
+            != PROVEN_OK || bytes == 0 || bytes > a->restore_max)
+        {
+            *code = bytes > a->restore_max ? "too_large" : "bad_request";
+            proven_errf(err, errlen, "bytes: the backup's size, 1 to %llu",
+                        (unsigned long long) a->restore_max);
+            return NULL;
+        }
+    }
+
+    agent = getpid();
+    pid = fork();
+    if (pid < 0) {
+        *code = "internal";
+        proven_errf(err, errlen, "fork: %s", strerror(errno));
+        return NULL;
+    }
+    if (pid > 0) {
+        a->child = pid;
+        a->child_restores = restore;
+        c->handed = 1;
+        return NULL;
+    }
+
+    /* the child: this connection alone, the rest closed; it ends with
+     * the agent (init stops the agent alone, and a new agent knows of no
+     * child) */
+    (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != agent) {
+        _exit(1);                       /* it ended before the line above */
+    }
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGCHLD, SIG_DFL);
+    for (i = 0; i < AGENT_CONNS; i++) {
+        if (&a->conns[i] != c && a->conns[i].fd >= 0) {
+            close(a->conns[i].fd);
+        }
+    }
+    for (i = 0; i < AGENT_WRITERS; i++) {
+        if (a->writers[i].fd >= 0) {
+            close(a->writers[i].fd);
+        }
+    }
+    close(a->listen_fd);
+    if (a->log_fd >= 0) {
+        close(a->log_fd);
+    }
+    memset(&h, 0, sizeof(h));
+    h.fd = c->fd;
+    h.reader = c->reader;           /* what came after the request, kept */
+    rc = restore ? agent_restore_child(a, &h, req->id, bytes)
+                 : agent_backup_child(a, &h, req->id);
+    _exit(rc);
+}
+
+
 static void
 agent_request(agent_t *a, agent_conn_t *c, const uint8_t *body, size_t len)
 {
@@ -552,12 +917,18 @@ agent_request(agent_t *a, agent_conn_t *c, const uint8_t *body, size_t len)
     } else if (strcmp(req.op, "logs") == 0) {
         result = cbor_new_null();
         agent_logs_take(a, c);          /* after this answer: batches */
+    } else if (strcmp(req.op, "backup") == 0
+               || strcmp(req.op, "restore") == 0)
+    {
+        result = agent_transfer(a, c, &req, &code, err, sizeof(err));
     } else {
         code = "unknown_op";
         snprintf(err, sizeof(err), "unknown op \"%s\" (initialize, status, "
-                 "shutdown, logs)", req.op);
+                 "shutdown, logs, backup, restore)", req.op);
     }
-    if (result != NULL) {
+    if (c->handed) {
+        /* the child answers */
+    } else if (result != NULL) {
         if (proven_response_encode_ok(req.id, result, &frame, &flen)
             == PROVEN_OK)
         {
@@ -587,6 +958,7 @@ agent_conn_close(agent_conn_t *c)
     free(c->out);
     c->out = NULL;
     c->logs = 0;
+    c->handed = 0;
 }
 
 
@@ -667,6 +1039,9 @@ agent_conn_parse(agent_t *a, agent_conn_t *c)
             return -1;
         }
         agent_request(a, c, body, len);
+        if (c->handed) {
+            return -1;                  /* the child has it: close ours */
+        }
     }
     return 0;
 }
@@ -715,9 +1090,14 @@ agent_run(agent_t *a)
     if (a->log_socket != NULL && lfd < 0) {
         return 1;
     }
+    a->listen_fd = cfd;
+    a->log_fd = lfd;
     fprintf(stderr, "agent: control on %s\n", a->control.text);
 
     while (!agent_stop) {
+        while (a->child > 0 && waitpid(a->child, NULL, WNOHANG) == a->child) {
+            a->child = 0;
+        }
         n = 0;
         fds[n++] = (struct pollfd) { .fd = cfd, .events = POLLIN };
         fds[n++] = (struct pollfd) { .fd = lfd, .events = POLLIN };
@@ -814,7 +1194,9 @@ agent_usage(void)
         "usage: proven-agent --control ADDR --ready PATH "
         "[--extra FILE --permit FILE]\n"
         "                    [--init-socket PATH] [--log-socket PATH] "
-        "[--log-buffer BYTES]\n");
+        "[--log-buffer BYTES]\n"
+        "                    [--provend PATH] [--restore PATH "
+        "[--restore-max BYTES]]\n");
 }
 
 
@@ -835,6 +1217,9 @@ main(int argc, char **argv)
         { "init-socket", required_argument, NULL, 'i' },
         { "log-socket",  required_argument, NULL, 'l' },
         { "log-buffer",  required_argument, NULL, 'b' },
+        { "provend",     required_argument, NULL, 'P' },
+        { "restore",     required_argument, NULL, 'R' },
+        { "restore-max", required_argument, NULL, 'M' },
         { NULL, 0, NULL, 0 }
     };
 
@@ -844,6 +1229,7 @@ main(int argc, char **argv)
     }
     a->init_socket = "/run/proven/init.sock";
     a->log.cap = AGENT_LOG_BUFFER;
+    a->restore_max = AGENT_RESTORE_MAX;
     have_control = 0;
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
         switch (opt) {
@@ -870,6 +1256,24 @@ main(int argc, char **argv)
             break;
         case 'l':
             a->log_socket = optarg;
+            break;
+        case 'P':
+            a->provend = optarg;
+            break;
+        case 'R':
+            a->restore = optarg;
+            break;
+        case 'M':
+            errno = 0;
+            n = strtol(optarg, &end, 10);
+            if (errno != 0 || *end != '\0' || n < 1
+                || n > 64L * 1024 * 1024 * 1024)
+            {
+                fprintf(stderr, "proven-agent: --restore-max %s: 1 to "
+                        "64 GiB\n", optarg);
+                return 2;
+            }
+            a->restore_max = (uint64_t) n;
             break;
         case 'b':
             errno = 0;
@@ -908,6 +1312,8 @@ main(int argc, char **argv)
     sa.sa_handler = agent_on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = agent_on_child;
+    sigaction(SIGCHLD, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     return agent_run(a);
 }

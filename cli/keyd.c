@@ -13,6 +13,7 @@
  */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -20,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -337,6 +339,130 @@ cli_keyd_allowed(const cli_keyd_policy_t *p, const proven_attestation_doc_t *doc
 }
 
 
+/*
+ * DIR/backups/ID: the id of the newest backup of key ID a node told keyd
+ * of.  A new one is taken only from a node whose data follows it (parent
+ * equal to it), or when there is none yet; told again of the same, keyd
+ * changes nothing.  Connections run in processes of their own: the check
+ * and the write under flock(DIR/backups/ID.lock), the record written to
+ * a file of this process, renamed into place and made durable before
+ * the answer (a crash must not bring back an older newest).
+ */
+#define CLI_KEYD_FORK  2
+
+static int
+cli_keyd_backup_record(const cli_keyd_t *kd, const char *id,
+    const uint8_t backup[PROVEND_BACKUP_ID_LEN],
+    const uint8_t parent[PROVEND_BACKUP_ID_LEN], char *err, size_t errlen)
+{
+    int       fd, lock, rc;
+    char      dir[4200], path[4300], tmp[4400];
+    size_t    len;
+    uint8_t  *now;
+
+    snprintf(dir, sizeof(dir), "%.4000s/backups", kd->dir);
+    snprintf(path, sizeof(path), "%s/%s.lock", dir, id);
+    if (provend_mkdirs(dir, 0700, err, errlen) != PROVEN_OK) {
+        return PROVEN_ERR;
+    }
+    lock = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (lock < 0 || flock(lock, LOCK_EX) != 0) {
+        proven_errf(err, errlen, "backups/%.64s.lock: %s", id,
+                    strerror(errno));
+        if (lock >= 0) {
+            close(lock);
+        }
+        return PROVEN_ERR;
+    }
+    rc = PROVEN_ERR;
+    snprintf(path, sizeof(path), "%s/%s", dir, id);
+    now = NULL;
+    if (access(path, F_OK) == 0) {
+        if (provend_read_file(path, PROVEND_BACKUP_ID_LEN + 1, &now, &len,
+                              err, errlen) != PROVEN_OK)
+        {
+            goto done;
+        }
+        if (len == PROVEND_BACKUP_ID_LEN
+            && memcmp(now, backup, PROVEND_BACKUP_ID_LEN) == 0)
+        {
+            rc = PROVEN_OK;             /* told again */
+            goto done;
+        }
+        if (len != PROVEND_BACKUP_ID_LEN
+            || memcmp(now, parent, PROVEND_BACKUP_ID_LEN) != 0)
+        {
+            proven_errf(err, errlen, "this node's data does not follow the "
+                        "newest backup of key \"%.64s\": another node "
+                        "restored from the same backup has made one since "
+                        "(a fork), or the node's record was changed", id);
+            rc = CLI_KEYD_FORK;
+            goto done;
+        }
+    }
+    snprintf(tmp, sizeof(tmp), "%s.%ld", path, (long) getpid());
+    if (provend_write_file(tmp, backup, PROVEND_BACKUP_ID_LEN, 0600, err,
+                           errlen) != PROVEN_OK)
+    {
+        goto done;
+    }
+    if (rename(tmp, path) != 0) {
+        proven_errf(err, errlen, "backups/%.64s: %s", id, strerror(errno));
+        (void) unlink(tmp);
+        goto done;
+    }
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || fsync(fd) != 0) {
+        proven_errf(err, errlen, "backups: %s", strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        goto done;
+    }
+    close(fd);
+    rc = PROVEN_OK;
+
+done:
+
+    free(now);
+    close(lock);                        /* and the lock with it */
+    return rc;
+}
+
+
+/* Whether backup is the newest of key id (why not into why). */
+static int
+cli_keyd_backup_newest(const cli_keyd_t *kd, const char *id,
+    const uint8_t backup[PROVEND_BACKUP_ID_LEN], char *why, size_t whylen)
+{
+    int       newest;
+    char      path[4300], err[PROVEN_ERR_LEN];
+    size_t    len;
+    uint8_t  *buf;
+
+    snprintf(path, sizeof(path), "%.4000s/backups/%s", kd->dir, id);
+    if (access(path, F_OK) != 0) {
+        snprintf(why, whylen, "no backup of key \"%s\" was made that keyd "
+                 "knows of", id);
+        return 0;
+    }
+    if (provend_read_file(path, PROVEND_BACKUP_ID_LEN + 1, &buf, &len, err,
+                          sizeof(err)) != PROVEN_OK)
+    {
+        snprintf(why, whylen, "backups/%.64s: %.150s", id, err);
+        return 0;
+    }
+    newest = len == PROVEND_BACKUP_ID_LEN
+             && memcmp(buf, backup, PROVEND_BACKUP_ID_LEN) == 0;
+    free(buf);
+    if (!newest) {
+        snprintf(why, whylen, "not the newest backup of key \"%s\": "
+                 "restoring an older one would roll its data back", id);
+    }
+    return newest;
+}
+
+
 /* The answer to a release request, or an error (code, message). */
 static cbor_item_t *
 cli_keyd_release(cli_keyd_t *kd, const proven_request_t *req,
@@ -352,6 +478,12 @@ cli_keyd_release(cli_keyd_t *kd, const proven_request_t *req,
     uint8_t                   sealed[PROVEND_KEYD_SEALED_LEN];
     uint8_t                   ad[PROVEND_KEYD_NONCE_LEN + PROVEND_KEYD_ID_MAX];
     uint8_t                   answer[PROVEND_KEYD_ANSWER_MAX];
+    uint8_t                   backup[PROVEND_BACKUP_ID_LEN];
+    uint8_t                   parent[PROVEND_BACKUP_ID_LEN];
+    uint8_t                   user_data[PROVEND_KEYD_USER_DATA_MAX];
+    size_t                    user_data_len;
+    provend_keyd_for_t        purpose;
+    int                       asked_made, asked_restore, rc;
     EVP_PKEY                 *eph;
     cbor_item_t              *item, *out;
     cli_keyd_policy_t         policy;
@@ -364,6 +496,31 @@ cli_keyd_release(cli_keyd_t *kd, const proven_request_t *req,
     out = NULL;
     memset(&d, 0, sizeof(d));
     *code = "bad_request";
+
+    /* a backup made, or one to restore: its id bound in the document */
+    memset(backup, 0, sizeof(backup));
+    asked_made = proven_cbor_map_get(req->map, "backup_made") != NULL;
+    asked_restore = proven_cbor_map_get(req->map, "backup_restore") != NULL;
+    purpose = asked_made ? PROVEND_KEYD_FOR_BACKUP_MADE
+              : asked_restore ? PROVEND_KEYD_FOR_BACKUP_RESTORE
+              : PROVEND_KEYD_FOR_KEY;
+    memset(parent, 0, sizeof(parent));
+    if ((asked_made && asked_restore)
+        || (purpose != PROVEND_KEYD_FOR_KEY
+            && proven_cbor_fixed(req->map, asked_made ? "backup_made"
+                                                      : "backup_restore",
+                                 backup, sizeof(backup)) != PROVEN_OK)
+        || (asked_made
+            && proven_cbor_fixed(req->map, "backup_parent", parent,
+                                 sizeof(parent)) != PROVEN_OK))
+    {
+        snprintf(msg, msglen, "backup_made with backup_parent, or "
+                 "backup_restore: backups' ids, %d bytes",
+                 PROVEND_BACKUP_ID_LEN);
+        goto done;
+    }
+    user_data_len = provend_keyd_user_data(purpose, backup, parent,
+                                           user_data);
 
     item = proven_cbor_map_get(req->map, "release");
     if (proven_cbor_text_into(proven_cbor_map_get(req->map, "key_id"), id,
@@ -399,12 +556,13 @@ cli_keyd_release(cli_keyd_t *kd, const proven_request_t *req,
         goto done;
     }
     if (!d.user_data.present
-        || d.user_data.len != sizeof(PROVEN_KEYD_MARK) - 1
-        || memcmp(d.user_data.data, PROVEN_KEYD_MARK, d.user_data.len) != 0
+        || d.user_data.len != user_data_len
+        || memcmp(d.user_data.data, user_data, user_data_len) != 0
         || !d.public_key.present || d.public_key.len != 32)
     {
-        snprintf(msg, msglen, "the document is not a keyd request (user_data "
-                 "\"%s\" and a 32-byte X25519 public_key)", PROVEN_KEYD_MARK);
+        snprintf(msg, msglen, "the document is not this keyd request "
+                 "(user_data \"%s\", then what it asks for and the backup's "
+                 "id, and a 32-byte X25519 public_key)", PROVEN_KEYD_MARK);
         goto done;
     }
     proven_attestation_doc_free(&d);
@@ -429,8 +587,28 @@ cli_keyd_release(cli_keyd_t *kd, const proven_request_t *req,
         goto done;
     }
     snprintf(how, sizeof(how), "%.60s", why);
+    if (purpose == PROVEND_KEYD_FOR_BACKUP_RESTORE
+        && !cli_keyd_backup_newest(kd, id, backup, why, sizeof(why)))
+    {
+        *code = "not_newest";
+        snprintf(msg, msglen, "%s", why);
+        fprintf(stderr, "keyd: refused a restore: %s\n", why);
+        goto done;
+    }
 
     *code = "internal";
+    if (purpose == PROVEND_KEYD_FOR_BACKUP_MADE) {
+        rc = cli_keyd_backup_record(kd, id, backup, parent, why,
+                                    sizeof(why));
+        if (rc != PROVEN_OK) {
+            *code = rc == CLI_KEYD_FORK ? "not_newest" : "internal";
+            snprintf(msg, msglen, "%s", why);
+            if (rc == CLI_KEYD_FORK) {
+                fprintf(stderr, "keyd: refused a backup: %s\n", why);
+            }
+            goto done;
+        }
+    }
     why[0] = '\0';
     if (cli_keyd_data_key(kd, id, key, &made, why, sizeof(why)) != PROVEN_OK)
     {
@@ -470,9 +648,13 @@ cli_keyd_release(cli_keyd_t *kd, const proven_request_t *req,
     if (d.pcr_count > 0) {
         proven_hex_encode(d.pcrs[0].value, 8, pcr0);
     }
-    fprintf(stderr, "keyd: released key \"%s\"%s to %s (PCR%u %s...): %s\n",
-            id, made ? " (made now)" : "", d.module_id, d.pcrs[0].index,
-            pcr0, how);
+    fprintf(stderr, "keyd: released key \"%s\"%s to %s (PCR%u %s...): %s%s"
+            "\n", id, made ? " (made now)" : "", d.module_id,
+            d.pcrs[0].index, pcr0, how,
+            purpose == PROVEND_KEYD_FOR_BACKUP_MADE
+            ? "; its backup is now the newest"
+            : purpose == PROVEND_KEYD_FOR_BACKUP_RESTORE
+              ? ", to restore the newest backup" : "");
 
 done:
 

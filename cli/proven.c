@@ -18,6 +18,7 @@ static const cli_command_t  cli_commands[] = {
     { "verify", cli_verify, cli_usage_verify },
     { "attest", cli_attest, cli_usage_attest },
     { "status", cli_status, cli_usage_status },
+    { "backup", cli_backup, cli_usage_backup },
     { "kv",     cli_kv,     cli_usage_kv },
     { "sql",    cli_sql,    cli_usage_sql },
     { "app",    cli_app,    cli_usage_app },
@@ -54,6 +55,7 @@ cli_usage(FILE *out)
         "  verify [FILE|-]   verify an attestation document (default: stdin)\n"
         "  attest URL        fetch a document for a fresh nonce, verify it\n"
         "  status            show the status of the local provend\n"
+        "  backup FILE       a sealed backup of the running local node\n"
         "  kv ACTION ...     get, set, delete, list keys of a key-value"
         " store\n"
         "  sql \"SQL\" ...     run SQL on a database of an app, a user or"

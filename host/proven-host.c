@@ -42,6 +42,7 @@
 #include "proven.h"
 #include "image/proven_eif.h"
 #include "net/proven_net.h"
+#include "backup.h"
 
 
 #define HOST_STOP_SECONDS   60                  /* the default */
@@ -72,6 +73,7 @@ typedef struct {
     const char   *allow[HOST_ALLOW_MAX];    /* initialize's additions */
     size_t        nallow;
     unsigned      grace;            /* shutdown's, seconds */
+    const char   *restore;          /* a backup handed in first */
     char          control[64];      /* tcp:127.0.0.1:PORT */
 } host_channel_t;
 
@@ -94,8 +96,10 @@ host_usage(FILE *out)
         "                       [--keyd ADDR] [--restart N]\n"
         "                       [--control-port PORT] [--egress FILE]\n"
         "                       [--allow-extra HOST:PORT]... [--log FILE]\n"
-        "                       [--grace SECONDS]\n"
+        "                       [--grace SECONDS] [--restore FILE]\n"
         "       proven-host control ADDR status|shutdown [--grace SECONDS]\n"
+        "       proven-host backup ADDR FILE\n"
+        "       proven-host restore ADDR FILE\n"
         "\n"
         "Boots the image under qemu (emulated: TCG, unless --accel kvm) with\n"
         "127.0.0.1:PORT forwarded to the guest's 80 (--http, default 8080)\n"
@@ -114,6 +118,12 @@ host_usage(FILE *out)
         "the image permits), ships its logs (to --log FILE, or stdout), and\n"
         "turns SIGINT/SIGTERM into shutdown (--grace, 10 s).  --egress\n"
         "FILE: the guest's way out, to the destinations FILE lists.\n"
+        "--restore FILE: a sealed backup handed to the guest before\n"
+        "initialize; its provend restores it (with the key keyd releases\n"
+        "to the same code only) before it starts.\n"
+        "backup ADDR FILE: a running guest's sealed backup, over its control\n"
+        "channel, to FILE (new); restore ADDR FILE: hands one to a guest not\n"
+        "yet initialized.\n"
         "\n"
         "exit status: qemu's (0 when the guest powered off), 1 failed,\n"
         "2 usage error\n");
@@ -381,6 +391,7 @@ host_print_logs(FILE *out, const uint8_t *body, size_t len)
 static void
 host_control_loop(const host_channel_t *ch)
 {
+    int                tries;
     size_t             i, len;
     char               err[PROVEN_ERR_LEN];
     FILE              *out;
@@ -409,7 +420,34 @@ host_control_loop(const host_channel_t *ch)
     {
         _exit(1);
     }
-    for (deadline = time(NULL) + HOST_INIT_WAIT_S; ; ) {
+    deadline = time(NULL) + HOST_INIT_WAIT_S;
+    for (tries = 0; ch->restore != NULL; tries++) {
+        switch (host_restore(ch->control, ch->restore, 1)) {
+        case 0:
+            break;
+        case HOST_HANDED_ALREADY:
+            if (tries > 0) {
+                break;              /* ours, its answer lost on the way */
+            }
+            fprintf(stderr, "proven-host: the guest has a backup handed in "
+                    "already, not by this boot's proven-host\n");
+            _exit(1);
+        case HOST_UNREACHABLE:
+            if (time(NULL) < deadline) {
+                usleep(500 * 1000);
+                continue;
+            }
+            fprintf(stderr, "proven-host: no agent answered in %d s\n",
+                    HOST_INIT_WAIT_S);
+            _exit(1);
+        default:
+            fprintf(stderr, "proven-host: the guest is not initialized: it "
+                    "powers off\n");
+            _exit(1);
+        }
+        break;
+    }
+    for ( ; ; ) {
         if (host_request(ch->control, req, &c, &res, err, sizeof(err))
             == PROVEN_OK)
         {
@@ -953,12 +991,24 @@ main(int argc, char **argv)
         { "allow-extra", required_argument, NULL, 'x' },
         { "log",         required_argument, NULL, 'l' },
         { "grace",       required_argument, NULL, 'g' },
+        { "restore",     required_argument, NULL, 'R' },
         { "help",        no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
 
     if (argc >= 2 && strcmp(argv[1], "control") == 0) {
         return host_control_main(argc, argv);
+    }
+    if (argc >= 2 && (strcmp(argv[1], "backup") == 0
+                      || strcmp(argv[1], "restore") == 0))
+    {
+        if (argc != 4) {
+            host_usage(stderr);
+            return 2;
+        }
+        return argv[1][0] == 'b' ? host_backup(argv[2], argv[3])
+                                 : host_restore(argv[2], argv[3], 0) == 0
+                                   ? 0 : 1;
     }
     if (argc < 2 || strcmp(argv[1], "run") != 0) {
         int  help = argc == 2 && (strcmp(argv[1], "--help") == 0
@@ -996,6 +1046,9 @@ main(int argc, char **argv)
             continue;
         case 'l':
             ch.log = optarg;
+            continue;
+        case 'R':
+            ch.restore = optarg;
             continue;
         case 'x':
             if (ch.nallow == HOST_ALLOW_MAX) {

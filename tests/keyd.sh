@@ -272,6 +272,7 @@ same "the restored node serves what was stored" s3cret \
     env PROVEN_DATA="$node" "$bin/proven" kv get --app vault secret
 stop_provend
 node=$work/node
+export PROVEN_DATA=$node
 check "a restore over existing storage is refused" 1 -m 'already' \
     pd "$work/restored" --restore "$work/backup.bin"
 
@@ -303,6 +304,168 @@ check "a backup into the storage it backs up is refused" 1 \
     pd "$node" --backup "$node/storage/kv/backup.bin"
 check "--backup without --keyd is refused" 1 -m 'needs --keyd' \
     "$bin/provend" --data "$work/r2" --provider dev --backup "$work/x.bin"
+
+# ---- a running node's backups -------------------------------------------------
+
+# one writer, one write at a time, each a KV key and an SQL row; the last
+# it has had answered before the backup was asked is noted: that one and
+# every one before must be in the backup, KV and SQL of one moment (the
+# SQL row of the write under way may be missing), nothing after a gap.
+# 6 MB in each first, so that the backup takes long enough for many
+# writes to come while it is written
+provend --keyd "$ours"
+node "$top/tests/keyd/writer.mjs" "$node/provend.sock" fill
+echo 0 >"$work/acked"
+node "$top/tests/keyd/writer.mjs" "$node/provend.sock" write 3000 \
+    "$work/acked" &
+writer_pid=$!
+for _ in $(seq 1 100); do
+    [ "$(cat "$work/acked")" -ge 100 ] && break
+    sleep 0.05
+done
+before=$(cat "$work/acked")
+check "a running node writes a sealed backup as it serves" 0 \
+    -m '^\{"bytes":[0-9]+,"files":[0-9]+,"chunks":[0-9]+,"paused_ms":[0-9]+,"file":' \
+    "$bin/proven" backup "$work/live.bin"
+echo "# proven backup: $(head -c 200 "$work/out")"
+wait "$writer_pid"
+check "the writes went on: all 3000 answered" 0 -m '^3000$' cat "$work/acked"
+check "provend's copy is gone once taken" 1 test -e "$node/backups/backup.pbk"
+check "none of the stored values is in it in clear" 1 \
+    grep -qa s3cret "$work/live.bin"
+logged "keyd was told of it: now the newest backup of the key" \
+    'released key "master".*its backup is now the newest' "$work/keyd.log"
+check "a second backup to the same file is refused (it exists)" 1 \
+    -m 'exists' "$bin/proven" backup "$work/live.bin"
+stop_provend
+
+# a pending backup (proven-host run --restore) restored at the start
+fresh "$work/r3"
+cp "$work/live.bin" "$work/r3/pending.bin"
+node=$work/r3
+export PROVEN_DATA=$node
+provend --keyd "$ours" --restore-pending "$node/pending.bin"
+logged "a node started with a pending backup restores it, then runs" \
+    'restore: [0-9]+ files .* into .*listening on' \
+    <(tr '\n' ' ' <"$work/provend.log"; echo)
+same "what was stored before the writes is in it" s3cret \
+    "$bin/proven" kv get --app vault secret
+"$bin/proven" kv keys --app vault --prefix w | sed 's/^w//' | sort -n \
+    >"$work/kv-keys"
+"$bin/proven" sql --app vault "SELECT n FROM t ORDER BY n" \
+    | sed 's/[^0-9]//g' >"$work/sql-rows"
+got=$(wc -l <"$work/kv-keys")
+check "every write answered before the backup is in it ($before), no gap" 0 \
+    sh -c "[ $got -ge $before ] && seq 1 $got | cmp -s - '$work/kv-keys'"
+check "and the backup was made while the writes went on ($got of 3000)" 0 \
+    test "$got" -lt 3000
+check "its SQL holds the same writes, or the one under way (one state)" 0 \
+    sh -c "n=\$(wc -l <'$work/sql-rows'); [ \$n -ge $((before - 1)) ] \
+           && [ \$n -eq $got -o \$n -eq $((got - 1)) ] \
+           && seq 1 \$n | cmp -s - '$work/sql-rows'"
+check "the pending backup is removed once restored" 1 \
+    sh -c "ls '$node' | grep -q pending"
+stop_provend
+provend --keyd "$ours" --restore-pending "$node/pending.bin"
+same "a restart without it keeps the data" s3cret \
+    "$bin/proven" kv get --app vault secret
+
+# the enclave's way: the host asks the agent over the control channel
+# (here the unix stand-in), the agent asks provend and streams the file
+"$bin/proven-agent" --control "unix:$work/agent.sock" --ready "$work/ready" \
+    --provend "$node/provend.sock" --restore "$work/handed.pbk" \
+    >"$work/agent.log" 2>&1 &
+echo $! >"$work/agent.pid"
+for _ in $(seq 1 100); do [ -S "$work/agent.sock" ] && break; sleep 0.05; done
+# the host changes the sealed master key on its disk under the running
+# node: the backup carries the bytes that opened the key at start
+cp "$node/keys/master.sealed" "$work/sealed.r3"
+perl -e 'local $/; $_ = <STDIN>; substr($_, 20, 1) ^= "\x01"; print' \
+    <"$node/keys/master.sealed" >"$work/sealed.changed"
+cp "$work/sealed.changed" "$node/keys/master.sealed"
+check "proven-host backup: a running guest's backup over the control channel" 0 \
+    -m '^backup: [0-9]+ bytes to ' \
+    "$bin/proven-host" backup "unix:$work/agent.sock" "$work/host.bin"
+check "the agent's copy inside is gone once sent" 1 \
+    test -e "$node/backups/backup.pbk"
+check "proven-host restore hands it to a guest not yet initialized" 0 \
+    -m '^restore: [0-9]+ bytes handed in' \
+    "$bin/proven-host" restore "unix:$work/agent.sock" "$work/host.bin"
+check "byte for byte" 0 cmp "$work/host.bin" "$work/handed.pbk"
+check "a second is refused" 1 -m 'handed in already' \
+    "$bin/proven-host" restore "unix:$work/agent.sock" "$work/host.bin"
+kill "$(cat "$work/agent.pid")"
+stop_provend
+cp "$work/sealed.r3" "$node/keys/master.sealed"
+
+fresh "$work/r6"
+node=$work/r6
+export PROVEN_DATA=$node
+provend --keyd "$ours" --restore-pending "$work/handed.pbk"
+same "the backup that went through the host restores too (its sealed key the one that opened, not the one the host put on the disk)" s3cret \
+    "$bin/proven" kv get --app vault secret
+# r6 is now a clone of r3 (both from the newest backup): the first to
+# back up goes on, the other's data no longer follows the newest
+check "the clone backs up first: its data follows the newest backup" 0 \
+    -m '"paused_ms"' "$bin/proven" backup "$work/clone.bin"
+stop_provend
+node=$work/r3
+export PROVEN_DATA=$node
+provend --keyd "$ours"
+check "the node it was cloned from is then refused (a fork)" 1 \
+    -m 'does not follow the newest backup.*a fork' \
+    "$bin/proven" backup "$work/fork.bin"
+check "and keeps that backup where it is (keyd may have it)" 0 \
+    test -s "$node/backups/backup.pbk"
+stop_provend
+
+# the host keeps every backup: it hands in an older one, to roll the
+# node's data back.  keyd releases the key for the newest only.
+fresh "$work/r7"
+cp "$work/live.bin" "$work/r7/pending.bin"
+node=$work/r7
+export PROVEN_DATA=$node
+refused "an older backup handed in: refused (a rollback), nothing written" \
+    'not the newest backup of key "master"' \
+    --keyd "$ours" --restore-pending "$node/pending.bin"
+check "and nothing of it is written" 1 test -e "$node/storage"
+check "a refusal that asking again cannot change: asked once" 1 \
+    grep -q 'asking again' "$work/provend.log"
+logged "keyd says why" 'refused a restore: not the newest backup' \
+    "$work/keyd.log"
+# ... and a relay puts the newest backup's id in the request in place of
+# the older one's: the id is bound in the document
+newest=$(od -An -tx1 -j8 -N16 "$work/clone.bin" | tr -d ' \n')
+node "$top/tests/keyd/mitm.mjs" swap "$work/mitm.sock" "$work/keyd.sock" \
+    "$newest" &
+mitm_pid=$!
+for _ in $(seq 1 100); do [ -S "$work/mitm.sock" ] && break; sleep 0.05; done
+refused "a relay that swaps in the newest backup's id gets nothing" \
+    'not this keyd request' \
+    --keyd "unix:$work/mitm.sock" --restore-pending "$node/pending.bin"
+kill "$mitm_pid"; wait "$mitm_pid" 2>/dev/null; rm -f "$work/mitm.sock"
+
+fresh "$work/r4"
+size=$(stat -c %s "$work/clone.bin")
+perl -e 'local $/; $_ = <STDIN>; substr($_, $ARGV[0], 1) ^= "\x01"; print' \
+    $((size - 40)) <"$work/clone.bin" >"$work/r4/pending.bin"
+node=$work/r4
+export PROVEN_DATA=$node
+refused "the newest, changed on the way: it stops the start" \
+    'restore: .*does not open: the backup was changed' \
+    --keyd "$ours" --restore-pending "$node/pending.bin"
+check "and nothing of it is written" 1 test -e "$node/storage"
+refused "so does one without --keyd" 'restores only with --keyd' \
+    --restore-pending "$node/pending.bin"
+
+node=$work/r5
+export PROVEN_DATA=$node
+provend
+check "a node without keyd makes no backup (nothing would seal it)" 1 \
+    -m 'backup_unavailable.*no --keyd' "$bin/proven" backup "$work/nokeyd.bin"
+stop_provend
+node=$work/node
+export PROVEN_DATA=$node
 
 # ---- the cluster key, in enclave mode --------------------------------------------
 

@@ -25,6 +25,7 @@
 #define BK_INFO        "proven-backup-v1"
 #define BK_PATH_MAX    1024
 #define BK_DEPTH_MAX   16
+#define PROVEND_BACKUP_KEYD_WAIT_S  30
 
 
 /* ---- chunks ------------------------------------------------------------- */
@@ -265,7 +266,8 @@ int
 provend_backup_write(const char *data_dir,
     const uint8_t master[PROVEND_KEY_LEN],
     const uint8_t sealed_master[PROVEND_MASTER_SEALED_LEN],
-    const char *out, char *err, size_t errlen)
+    const char *out, provend_backup_stats_t *stats, char *err,
+    size_t errlen)
 {
     int          rc, dfd;
     char         path[4200];
@@ -311,6 +313,12 @@ provend_backup_write(const char *data_dir,
     provend_info("backup: %llu files, %llu bytes, in %llu chunks, to %s",
                  (unsigned long long) s.files, (unsigned long long) s.bytes,
                  (unsigned long long) s.index, out);
+    if (stats != NULL) {
+        stats->files = s.files;
+        stats->bytes = s.bytes;
+        stats->chunks = s.index;
+        memcpy(stats->id, s.id, BK_ID_LEN);
+    }
     rc = PROVEN_OK;
 
 done:
@@ -468,9 +476,113 @@ bk_feed(bk_files_t *f, const uint8_t *p, size_t len, char *err,
 
 
 int
-provend_backup_restore(const char *data_dir,
-    const uint8_t kek[PROVEND_KEY_LEN], const char *in, char *err,
+provend_backup_peek(const char *data_dir, const char *in,
+    uint8_t id[PROVEND_BACKUP_ID_LEN], char *err, size_t errlen)
+{
+    int          fd, rc;
+    char         path[4200];
+    uint8_t      head[8 + BK_ID_LEN];
+    struct stat  st;
+
+    snprintf(path, sizeof(path), "%.4000s/storage", data_dir);
+    if (lstat(path, &st) == 0) {
+        proven_errf(err, errlen, "%.150s holds storage or a master key "
+                    "already: restore into a data directory without",
+                    data_dir);
+        return PROVEN_ERR;
+    }
+    snprintf(path, sizeof(path), "%.4000s/keys/master.sealed", data_dir);
+    if (lstat(path, &st) == 0) {
+        proven_errf(err, errlen, "%.150s holds storage or a master key "
+                    "already: restore into a data directory without",
+                    data_dir);
+        return PROVEN_ERR;
+    }
+    fd = open(in, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        proven_errf(err, errlen, "%.150s: not a readable file", in);
+        if (fd >= 0) {
+            close(fd);
+        }
+        return PROVEN_ERR;
+    }
+    (void) fcntl(fd, F_SETFL, 0);
+    rc = bk_read_all(fd, head, sizeof(head), "its header", err, errlen);
+    close(fd);
+    if (rc == PROVEN_OK && memcmp(head, BK_MAGIC, 8) != 0) {
+        proven_errf(err, errlen, "%.150s is not a backup of a node", in);
+        rc = PROVEN_ERR;
+    }
+    if (rc == PROVEN_OK) {
+        memcpy(id, head + 8, BK_ID_LEN);
+    }
+    return rc;
+}
+
+
+void
+provend_backup_parent(const char *data_dir,
+    uint8_t parent[PROVEND_BACKUP_ID_LEN])
+{
+    char      path[4200], err[PROVEN_ERR_LEN];
+    size_t    len;
+    uint8_t  *buf;
+
+    memset(parent, 0, PROVEND_BACKUP_ID_LEN);
+    snprintf(path, sizeof(path), "%.4000s/backups/parent", data_dir);
+    if (access(path, F_OK) == 0
+        && provend_read_file(path, PROVEND_BACKUP_ID_LEN + 1, &buf, &len,
+                             err, sizeof(err)) == PROVEN_OK)
+    {
+        if (len == PROVEND_BACKUP_ID_LEN) {
+            memcpy(parent, buf, len);
+        }
+        free(buf);
+    }
+}
+
+
+int
+provend_backup_set_parent(const char *data_dir,
+    const uint8_t id[PROVEND_BACKUP_ID_LEN], char *err, size_t errlen)
+{
+    char  path[4200];
+
+    snprintf(path, sizeof(path), "%.4000s/backups", data_dir);
+    if (provend_mkdirs(path, 0700, err, errlen) != PROVEN_OK) {
+        return PROVEN_ERR;
+    }
+    snprintf(path, sizeof(path), "%.4000s/backups/parent", data_dir);
+    return provend_write_file(path, id, PROVEND_BACKUP_ID_LEN, 0600, err,
+                              errlen);
+}
+
+
+int
+provend_backup_record(const provend_keyd_client_t *keyd,
+    provend_provider_t *provider, const provend_keyd_ask_t *ask, char *err,
     size_t errlen)
+{
+    int      rc;
+    char     hex[2 * BK_ID_LEN + 1];
+    uint8_t  kek[PROVEND_KEY_LEN];
+
+    rc = provend_master_kek_for(keyd, provider, ask, kek, err, errlen);
+    OPENSSL_cleanse(kek, sizeof(kek));
+    if (rc != PROVEN_OK) {
+        return PROVEN_ERR;
+    }
+    proven_hex_encode(ask->backup_id, BK_ID_LEN, hex);
+    provend_info("backup %s: keyd has it as the newest of key \"%s\"", hex,
+                 keyd->key_id);
+    return PROVEN_OK;
+}
+
+
+int
+provend_backup_restore(const char *data_dir,
+    const uint8_t kek[PROVEND_KEY_LEN], const uint8_t id[BK_ID_LEN],
+    const char *in, char *err, size_t errlen)
 {
     int          rc, last;
     char         tmp[4200], storage[4200], keys[4200], sealed_path[4300];
@@ -510,6 +622,12 @@ provend_backup_restore(const char *data_dir,
     }
     if (memcmp(head, BK_MAGIC, 8) != 0) {
         proven_errf(err, errlen, "%s is not a backup of a node", in);
+        goto done;
+    }
+    /* the backup keyd gave the key for, not a file put here since */
+    if (memcmp(head + 8, id, BK_ID_LEN) != 0) {
+        proven_errf(err, errlen, "%s changed since keyd was asked about it",
+                    in);
         goto done;
     }
     memcpy(s.id, head + 8, BK_ID_LEN);
@@ -623,3 +741,266 @@ done:
     bk_stream_free(&s);
     return rc;
 }
+
+
+/* ---- a running node's: the "backup" op ------------------------------------ */
+
+typedef struct {
+    uv_work_t               work;
+    provend_backups_t      *backups;
+    provend_ops_reply_pt    reply;
+    void                   *ctx;
+    uint64_t                id;
+    int                     rc;
+    char                    err[PROVEN_ERR_LEN];
+    char                    path[4200];
+    provend_backup_stats_t  stats;
+    uint64_t                paused_ms;
+    provend_attest_job_t    attest;     /* prepared on the loop */
+} bk_job_t;
+
+struct provend_backups_s {
+    provend_backups_config_t  cfg;
+    uint8_t                   master[PROVEND_KEY_LEN];
+    uint8_t                   sealed[PROVEND_MASTER_SEALED_LEN];
+    bk_job_t                 *job;          /* the one under way */
+};
+
+
+provend_backups_t *
+provend_backups_new(const provend_backups_config_t *cfg, char *err,
+    size_t errlen)
+{
+    provend_backups_t  *b;
+
+    b = calloc(1, sizeof(*b));
+    if (b == NULL) {
+        proven_errf(err, errlen, "out of memory");
+        return NULL;
+    }
+    b->cfg = *cfg;
+    memcpy(b->master, cfg->master, PROVEND_KEY_LEN);
+    memcpy(b->sealed, cfg->sealed, PROVEND_MASTER_SEALED_LEN);
+    b->cfg.master = NULL;
+    b->cfg.sealed = NULL;
+    return b;
+}
+
+
+void
+provend_backups_free(provend_backups_t *b)
+{
+    if (b == NULL) {
+        return;
+    }
+    OPENSSL_cleanse(b->master, sizeof(b->master));
+    free(b);
+}
+
+
+/* With the storage still: the file, and nothing else. */
+static int
+bk_job_quiesced(void *arg)
+{
+    bk_job_t           *job;
+    provend_backups_t  *b;
+
+    job = arg;
+    b = job->backups;
+    /* the header's sealed key: the bytes that opened the master key at
+     * start (the file may have changed since, when the host writes the
+     * disk) */
+    return provend_backup_write(b->cfg.data_dir, b->master, b->sealed,
+                                job->path, &job->stats, job->err,
+                                sizeof(job->err));
+}
+
+
+/*
+ * The document for keyd, on this pool thread: the provider's run step on
+ * what its prepare took on the loop (job->attest.snapshot), which finish
+ * drops there afterwards.
+ */
+static int
+bk_job_attest(void *arg, provend_attest_job_t *attest)
+{
+    bk_job_t            *job;
+    provend_provider_t  *p;
+
+    job = arg;
+    p = job->backups->cfg.provider;
+    attest->snapshot = job->attest.snapshot;
+    p->run(p, attest);
+    attest->snapshot = NULL;
+    return attest->rc;
+}
+
+
+static void
+bk_job_work(uv_work_t *work)
+{
+    char                dir[4200];
+    size_t              len;
+    provend_keyd_ask_t  ask;
+    uint64_t            start;
+    bk_job_t           *job;
+    provend_backups_t  *b;
+
+    job = work->data;
+    b = job->backups;
+    job->rc = PROVEN_ERR;
+
+    snprintf(dir, sizeof(dir), "%.4000s/backups", b->cfg.data_dir);
+    snprintf(job->path, sizeof(job->path), "%.4000s/backup.pbk", dir);
+    if (provend_mkdirs(dir, 0700, job->err, sizeof(job->err)) != PROVEN_OK) {
+        return;
+    }
+    /* the one before, its copy taken or abandoned */
+    if (unlink(job->path) != 0 && errno != ENOENT) {
+        proven_errf(job->err, sizeof(job->err), "%.150s: %s", job->path,
+                    strerror(errno));
+        return;
+    }
+
+    start = provend_now_ms();
+    job->rc = b->cfg.storage->quiesce(b->cfg.storage, bk_job_quiesced, job);
+    job->paused_ms = provend_now_ms() - start;
+    if (job->rc != PROVEN_OK) {
+        return;
+    }
+
+    /* keyd must know it for a restore to get the key: one not known is
+       no backup (and an older one stays the newest) */
+    memset(&ask, 0, sizeof(ask));
+    ask.purpose = PROVEND_KEYD_FOR_BACKUP_MADE;
+    memcpy(ask.backup_id, job->stats.id, PROVEND_BACKUP_ID_LEN);
+    provend_backup_parent(b->cfg.data_dir, ask.backup_parent);
+    ask.attest = bk_job_attest;
+    ask.attest_arg = job;
+    ask.wait_s = PROVEND_BACKUP_KEYD_WAIT_S;   /* told again: harmless */
+    if (provend_backup_record(b->cfg.keyd, b->cfg.provider, &ask, job->err,
+                              sizeof(job->err)) != PROVEN_OK)
+    {
+        /* kept: keyd may have it as the newest, its answer lost on the
+         * way, and then no other backup restores */
+        len = strlen(job->err);
+        snprintf(job->err + len, sizeof(job->err) - len, "; the backup is "
+                 "kept in %.150s (keyd may have it as the newest)",
+                 job->path);
+        job->rc = PROVEN_ERR;
+        return;
+    }
+    /* the next one follows this one */
+    job->rc = provend_backup_set_parent(b->cfg.data_dir, job->stats.id,
+                                        job->err, sizeof(job->err));
+}
+
+
+static void
+bk_job_done(uv_work_t *work, int status)
+{
+    bk_job_t           *job;
+    cbor_item_t        *map;
+    provend_backups_t  *b;
+
+    job = work->data;
+    b = job->backups;
+    b->job = NULL;
+    b->cfg.provider->finish(b->cfg.provider, &job->attest);
+
+    if (status != 0 || job->rc != PROVEN_OK) {
+        if (status != 0) {
+            proven_errf(job->err, sizeof(job->err), "cancelled");
+        }
+        provend_error("backup: %s", job->err);
+        provend_ops_reply_error(job->reply, job->ctx, job->id,
+                                "backup_failed", job->err);
+        free(job);
+        return;
+    }
+
+    provend_info("backup: storage held still for %llu ms",
+                 (unsigned long long) job->paused_ms);
+    map = cbor_new_definite_map(5);
+    if (map != NULL
+        && (proven_cbor_map_put(map, "path", cbor_build_string(job->path))
+            != PROVEN_OK
+            || proven_cbor_map_put(map, "bytes",
+                                   cbor_build_uint64(job->stats.bytes))
+               != PROVEN_OK
+            || proven_cbor_map_put(map, "files",
+                                   cbor_build_uint64(job->stats.files))
+               != PROVEN_OK
+            || proven_cbor_map_put(map, "chunks",
+                                   cbor_build_uint64(job->stats.chunks))
+               != PROVEN_OK
+            || proven_cbor_map_put(map, "paused_ms",
+                                   cbor_build_uint64(job->paused_ms))
+               != PROVEN_OK))
+    {
+        cbor_decref(&map);
+    }
+    provend_ops_reply_ok(job->reply, job->ctx, job->id, map);
+    free(job);
+}
+
+
+static void
+bk_on_op(void *subsystem, const provend_op_t *op, const proven_request_t *req,
+    provend_ops_reply_pt reply, void *ctx)
+{
+    int                 rc;
+    bk_job_t           *job;
+    provend_backups_t  *b;
+
+    (void) op;
+    b = subsystem;
+
+    if (cbor_map_size(req->map) > 2) {
+        provend_ops_reply_error(reply, ctx, req->id, "bad_request",
+                                "backup takes no arguments");
+        return;
+    }
+    if (b->job != NULL) {
+        provend_ops_reply_error(reply, ctx, req->id, "conflict",
+                                "a backup is under way");
+        return;
+    }
+    job = calloc(1, sizeof(*job));
+    if (job == NULL) {
+        provend_ops_reply_error(reply, ctx, req->id, "internal",
+                                "out of memory");
+        return;
+    }
+    job->backups = b;
+    job->reply = reply;
+    job->ctx = ctx;
+    job->id = req->id;
+    job->work.data = job;
+    /* the provider's loop-thread step for the document keyd gets;
+       rc stays an error so that finish learns nothing from it */
+    job->attest.rc = PROVEN_ERR;
+    if (b->cfg.provider->prepare(b->cfg.provider, &job->attest)
+        != PROVEN_OK)
+    {
+        provend_ops_reply_error(reply, ctx, req->id, "internal",
+                                job->attest.err);
+        free(job);
+        return;
+    }
+    rc = uv_queue_work(b->cfg.loop, &job->work, bk_job_work, bk_job_done);
+    if (rc != 0) {
+        b->cfg.provider->finish(b->cfg.provider, &job->attest);
+        free(job);
+        provend_ops_reply_error(reply, ctx, req->id, "internal",
+                                uv_strerror(rc));
+        return;
+    }
+    b->job = job;
+}
+
+
+const provend_op_t  provend_backups_ops[] = {
+    { "backup", PROVEND_CALLER_SOCKET, bk_on_op, 0 },
+    { NULL, 0, NULL, 0 }
+};

@@ -146,6 +146,30 @@ provend_keyd_box_key(EVP_PKEY *ours, const uint8_t theirs[32],
 
 
 size_t
+provend_keyd_user_data(provend_keyd_for_t purpose,
+    const uint8_t id[PROVEND_BACKUP_ID_LEN],
+    const uint8_t parent[PROVEND_BACKUP_ID_LEN],
+    uint8_t out[PROVEND_KEYD_USER_DATA_MAX])
+{
+    size_t  len;
+
+    len = sizeof(PROVEN_KEYD_MARK) - 1;
+    memcpy(out, PROVEN_KEYD_MARK, len);
+    if (purpose == PROVEND_KEYD_FOR_KEY) {
+        return len;
+    }
+    out[len++] = (uint8_t) purpose;
+    memcpy(out + len, id, PROVEND_BACKUP_ID_LEN);
+    len += PROVEND_BACKUP_ID_LEN;
+    if (purpose == PROVEND_KEYD_FOR_BACKUP_MADE) {
+        memcpy(out + len, parent, PROVEND_BACKUP_ID_LEN);
+        len += PROVEND_BACKUP_ID_LEN;
+    }
+    return len;
+}
+
+
+size_t
 provend_keyd_sealed_ad(const uint8_t nonce[PROVEND_KEYD_NONCE_LEN],
     const char *key_id, uint8_t out[PROVEND_KEYD_NONCE_LEN
                                     + PROVEND_KEYD_ID_MAX])

@@ -9,7 +9,9 @@
  *   {"op": "challenge"}
  *       -> {"nonce": 32 bytes}            fresh, single use, 60 s
  *   {"op": "release", "key_id": ID, "document": ATTESTATION,
- *    "release": RELEASE (optional)}
+ *    "release": RELEASE (optional),
+ *    "backup_made" (and "backup_parent") or "backup_restore": a backup's
+ *    id (optional, below)}
  *       -> {"ephemeral": 32 bytes, "sealed": 60 bytes, "signature": 64}
  *
  * The document carries the challenge's nonce, user_data PROVEN_KEYD_MARK
@@ -43,6 +45,38 @@
 #define PROVEND_KEYD_DOC_MAX        (32 * 1024)
 #define PROVEND_KEYD_RELEASE_MAX    4096
 #define PROVEND_KEYD_FRAME_MAX      (48 * 1024)
+
+/*
+ * Backups (backup.h) are known to keyd: a node that makes one tells keyd
+ * its id ("backup_made" in the release request) and the id of the backup
+ * its data follows ("backup_parent": the one it was restored from, or
+ * the one it made last; zeros for none).  keyd keeps the newest id per
+ * key id and takes a new one only from a node whose parent is that
+ * newest: a second node restored from the same backup (a clone) that
+ * backs up after the first is refused, so no fork of the data becomes the
+ * newest behind the other's back.  A restore ("backup_restore") gets the
+ * key for the newest backup only: the host cannot roll a node's data back
+ * by handing in an older one.  What is asked and the ids are bound into
+ * the document's user_data, mark | purpose (1 byte) | id | parent (made
+ * only), so a relay can change none of them.  A plain release binds the
+ * mark alone.
+ */
+#define PROVEND_BACKUP_ID_LEN       16
+#define PROVEND_KEYD_USER_DATA_MAX  (sizeof(PROVEN_KEYD_MARK) - 1 + 1      \
+                                     + 2 * PROVEND_BACKUP_ID_LEN)
+
+typedef enum {
+    PROVEND_KEYD_FOR_KEY = 0,
+    PROVEND_KEYD_FOR_BACKUP_MADE = 1,
+    PROVEND_KEYD_FOR_BACKUP_RESTORE = 2
+} provend_keyd_for_t;
+
+/* The user_data of a document for keyd; id ignored for FOR_KEY, parent
+ * used for FOR_BACKUP_MADE only. */
+size_t provend_keyd_user_data(provend_keyd_for_t purpose,
+    const uint8_t id[PROVEND_BACKUP_ID_LEN],
+    const uint8_t parent[PROVEND_BACKUP_ID_LEN],
+    uint8_t out[PROVEND_KEYD_USER_DATA_MAX]);
 
 /* A key id: [a-z0-9_-], 1..64 characters. */
 int provend_keyd_id_valid(const char *id);

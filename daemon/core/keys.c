@@ -399,7 +399,8 @@ provend_keys_open_master(const uint8_t kek[PROVEND_KEY_LEN],
 int
 provend_keys_load_sealed_master(const char *data_dir,
     const uint8_t kek[PROVEND_KEY_LEN], uint8_t key[PROVEND_KEY_LEN],
-    char *err, size_t errlen)
+    uint8_t sealed_out[PROVEND_MASTER_SEALED_LEN], char *err,
+    size_t errlen)
 {
     int          rc;
     char         dir[PROVEND_KEYS_PATH_MAX], path[PROVEND_KEYS_PATH_MAX];
@@ -430,6 +431,9 @@ provend_keys_load_sealed_master(const char *data_dir,
         }
         rc = len == sizeof(sealed)
              ? provend_keys_open_master(kek, buf, key) : PROVEN_ERR;
+        if (rc == PROVEN_OK && sealed_out != NULL) {
+            memcpy(sealed_out, buf, sizeof(sealed));
+        }
         free(buf);
         if (rc != PROVEN_OK) {
             proven_errf(err, errlen, "%s does not open with the key keyd "
@@ -475,6 +479,9 @@ provend_keys_load_sealed_master(const char *data_dir,
     {
         OPENSSL_cleanse(key, PROVEND_KEY_LEN);
         return PROVEN_ERR;
+    }
+    if (sealed_out != NULL) {
+        memcpy(sealed_out, sealed, sizeof(sealed));
     }
     provend_info("master key made; kept on disk only sealed (%s)", path);
     return PROVEN_OK;

@@ -28,18 +28,22 @@
 int provend_keys_load_master(const char *data_dir,
     uint8_t key[PROVEND_KEY_LEN], char *err, size_t errlen);
 
+#define PROVEND_MASTER_SEALED_LEN  (PROVEND_KEY_LEN + PROVEND_SEAL_OVERHEAD)
+
 /*
  * Enclave mode: DATA/keys/master.sealed, the master key sealed with kek
  * (the key keyd released), opened; or, with none there and no storage yet,
  * a new master key made and written sealed.  A master key in clear on the
- * disk (which the host writes) is refused, not used.
+ * disk (which the host writes) is refused, not used.  The sealed bytes
+ * that opened (or were written) into sealed_out, unless NULL: what a
+ * backup's header carries.
  */
 int provend_keys_load_sealed_master(const char *data_dir,
     const uint8_t kek[PROVEND_KEY_LEN], uint8_t key[PROVEND_KEY_LEN],
-    char *err, size_t errlen);
+    uint8_t sealed_out[PROVEND_MASTER_SEALED_LEN], char *err,
+    size_t errlen);
 
 /* The master key sealed with kek, as master.sealed holds it. */
-#define PROVEND_MASTER_SEALED_LEN  (PROVEND_KEY_LEN + PROVEND_SEAL_OVERHEAD)
 int provend_keys_open_master(const uint8_t kek[PROVEND_KEY_LEN],
     const uint8_t sealed[PROVEND_MASTER_SEALED_LEN],
     uint8_t key[PROVEND_KEY_LEN]);

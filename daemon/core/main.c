@@ -201,6 +201,31 @@ provend_main_keyd_config(const provend_options_t *o,
 }
 
 
+/*
+ * The key to restore in with: data_dir without storage, in a backup, and
+ * keyd releasing the key for it, which it does for the newest backup of
+ * the key id only (a restore of an older one would roll the data back).
+ */
+static int
+provend_main_restore_kek(const provend_options_t *o,
+    const provend_keyd_client_t *keyd, provend_provider_t *provider,
+    const char *in, uint8_t kek[PROVEND_KEY_LEN],
+    uint8_t id[PROVEND_BACKUP_ID_LEN], char *err, size_t errlen)
+{
+    provend_keyd_ask_t  ask;
+
+    memset(&ask, 0, sizeof(ask));
+    ask.purpose = PROVEND_KEYD_FOR_BACKUP_RESTORE;
+    if (provend_backup_peek(o->data_dir, in, ask.backup_id, err, errlen)
+        != PROVEN_OK)
+    {
+        return PROVEN_ERR;
+    }
+    memcpy(id, ask.backup_id, PROVEND_BACKUP_ID_LEN);
+    return provend_master_kek_for(keyd, provider, &ask, kek, err, errlen);
+}
+
+
 /* --backup or --restore, with the node stopped: the exit status. */
 static int
 provend_main_backup(const provend_options_t *o, provend_provider_t *provider)
@@ -211,6 +236,9 @@ provend_main_backup(const provend_options_t *o, provend_provider_t *provider)
     uint8_t                 master[PROVEND_KEY_LEN], kek[PROVEND_KEY_LEN];
     uint8_t                *sealed;
     provend_keyd_client_t   keyd;
+    uint8_t                 id[PROVEND_BACKUP_ID_LEN];
+    provend_keyd_ask_t      ask;
+    provend_backup_stats_t  stats;
 
     err[0] = '\0';
     if (o->keyd == NULL || (o->backup != NULL && o->restore != NULL)) {
@@ -232,10 +260,15 @@ provend_main_backup(const provend_options_t *o, provend_provider_t *provider)
     }
 
     if (o->restore != NULL) {
-        rc = provend_master_kek(&keyd, provider, kek, err, sizeof(err));
+        rc = provend_main_restore_kek(o, &keyd, provider, o->restore, kek,
+                                      id, err, sizeof(err));
         if (rc == PROVEN_OK) {
-            rc = provend_backup_restore(o->data_dir, kek, o->restore, err,
-                                        sizeof(err));
+            rc = provend_backup_restore(o->data_dir, kek, id, o->restore,
+                                        err, sizeof(err));
+        }
+        if (rc == PROVEN_OK) {
+            rc = provend_backup_set_parent(o->data_dir, id, err,
+                                           sizeof(err));
         }
         OPENSSL_cleanse(kek, sizeof(kek));
         if (rc != PROVEN_OK) {
@@ -267,14 +300,85 @@ provend_main_backup(const provend_options_t *o, provend_provider_t *provider)
     OPENSSL_cleanse(kek, sizeof(kek));
     if (rc == PROVEN_OK) {
         rc = provend_backup_write(o->data_dir, master, sealed, o->backup,
-                                  err, sizeof(err));
+                                  &stats, err, sizeof(err));
     }
     OPENSSL_cleanse(master, sizeof(master));
     free(sealed);
+    /* keyd told of it: a restore gets the key for the newest only */
+    if (rc == PROVEN_OK) {
+        memset(&ask, 0, sizeof(ask));
+        ask.purpose = PROVEND_KEYD_FOR_BACKUP_MADE;
+        memcpy(ask.backup_id, stats.id, PROVEND_BACKUP_ID_LEN);
+        provend_backup_parent(o->data_dir, ask.backup_parent);
+        rc = provend_backup_record(&keyd, provider, &ask, err, sizeof(err));
+        if (rc == PROVEN_OK) {
+            rc = provend_backup_set_parent(o->data_dir, stats.id, err,
+                                           sizeof(err));
+        }
+    }
     if (rc != PROVEN_OK) {
         provend_error("backup: %s", err);
     }
     return rc == PROVEN_OK ? 0 : 1;
+}
+
+
+/*
+ * --restore-pending: a backup the host handed in before this start.  A
+ * backup that does not restore (other code, not the newest, changed, cut
+ * short, storage already there) stops the start: running on without the
+ * data asked for would look like a node that lost it.  It is renamed
+ * FILE.restoring first: a restart after a crash between the restore and
+ * the removal finds it there with the storage in place, and goes on.
+ */
+static int
+provend_main_restore_pending(const provend_options_t *o,
+    provend_provider_t *provider)
+{
+    int                     rc;
+    char                    err[PROVEN_ERR_LEN], doing[4200], sealed[4200];
+    uint8_t                 kek[PROVEND_KEY_LEN];
+    uint8_t                 id[PROVEND_BACKUP_ID_LEN];
+    provend_keyd_client_t   keyd;
+
+    snprintf(doing, sizeof(doing), "%.4000s.restoring", o->restore_pending);
+    snprintf(sealed, sizeof(sealed), "%.4000s/keys/master.sealed",
+             o->data_dir);
+    if (access(doing, F_OK) == 0 && access(sealed, F_OK) == 0) {
+        provend_info("restore: %s was restored before a restart", doing);
+        (void) unlink(doing);
+        return PROVEN_OK;
+    }
+    if (access(doing, F_OK) != 0
+        && (access(o->restore_pending, F_OK) != 0
+            || rename(o->restore_pending, doing) != 0))
+    {
+        return PROVEN_OK;                   /* none handed in */
+    }
+    if (o->keyd == NULL) {
+        provend_error("restore: %s: a backup restores only with --keyd "
+                      "(it is sealed with the key keyd releases)", doing);
+        return PROVEN_ERR;
+    }
+    rc = provend_main_keyd_config(o, &keyd, err, sizeof(err));
+    if (rc == PROVEN_OK) {
+        rc = provend_main_restore_kek(o, &keyd, provider, doing, kek, id,
+                                      err, sizeof(err));
+    }
+    if (rc == PROVEN_OK) {
+        rc = provend_backup_restore(o->data_dir, kek, id, doing, err,
+                                    sizeof(err));
+    }
+    if (rc == PROVEN_OK) {
+        rc = provend_backup_set_parent(o->data_dir, id, err, sizeof(err));
+    }
+    OPENSSL_cleanse(kek, sizeof(kek));
+    if (rc != PROVEN_OK) {
+        provend_error("restore: %s: %s", doing, err);
+        return PROVEN_ERR;
+    }
+    (void) unlink(doing);
+    return PROVEN_OK;
 }
 
 
@@ -286,6 +390,7 @@ main(int argc, char **argv)
     char                     node_id[PROVEND_NODE_ID_LEN + 1], threads[24];
     long                     cpus;
     uint8_t                  master[PROVEND_KEY_LEN];
+    uint8_t                  master_sealed[PROVEND_MASTER_SEALED_LEN];
     uint8_t                  cluster_file_key[PROVEND_KEY_LEN];
     const char              *socket_path, *provider_name;
     unsigned long            nthreads;
@@ -424,6 +529,12 @@ main(int argc, char **argv)
         goto done;
     }
 
+    if (o.restore_pending != NULL
+        && provend_main_restore_pending(&o, provider) != PROVEN_OK)
+    {
+        goto done;
+    }
+
     if (o.keyd == NULL && strcmp(provider_name, "nsm") == 0) {
         provend_warn("enclave mode without --keyd: storage is disabled, "
                      "kv.* and sql.* answer \"storage_unavailable\"");
@@ -433,7 +544,8 @@ main(int argc, char **argv)
             rc = provend_main_keyd_config(&o, &keyd, err, sizeof(err));
             if (rc == PROVEN_OK) {
                 rc = provend_master_from_keyd(&keyd, provider, o.data_dir,
-                                              master, err, sizeof(err));
+                                              master, master_sealed, err,
+                                              sizeof(err));
             }
         } else {
             rc = provend_keys_load_master(o.data_dir, master, err,
@@ -466,7 +578,6 @@ main(int argc, char **argv)
         } else {
             storage = provend_main_cluster_storage(&st_cfg, err, sizeof(err));
         }
-        OPENSSL_cleanse(master, sizeof(master));
         if (storage == NULL) {
             provend_error("storage: %s", err);
             goto done;
@@ -498,6 +609,10 @@ main(int argc, char **argv)
     srv_cfg.cluster_key_file_key = o.keyd != NULL && storage != NULL
                                    ? cluster_file_key : NULL;
     srv_cfg.nats_server = o.nats_server;
+    /* kept for backups only where keyd's key seals it (not a key file) */
+    srv_cfg.backup_master = o.keyd != NULL && storage != NULL ? master : NULL;
+    srv_cfg.backup_keyd = o.keyd != NULL ? &keyd : NULL;
+    srv_cfg.backup_sealed = master_sealed;
 
     if (o.runtime_dir != NULL
         && asprintf(&runtime_bin, "%s/bin/proven-runtime.mjs", o.runtime_dir)
@@ -528,6 +643,7 @@ done:
         nats_CloseAndWait(5000);
     }
     provend_provider_destroy(provider);
+    OPENSSL_cleanse(master, sizeof(master));
     OPENSSL_cleanse(cluster_file_key, sizeof(cluster_file_key));
     free(sock_buf);
     return status;

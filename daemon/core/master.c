@@ -24,6 +24,7 @@
 #define PROVEND_KEYD_TIMEOUT_MS   10000
 #define PROVEND_KEYD_BACKOFF_MS   500
 #define PROVEND_KEYD_BACKOFF_MAX  5000
+#define PROVEND_KEYD_FINAL        2       /* a refusal not to ask again */
 
 
 /* One request on c, its ok result in res (the caller frees res). */
@@ -45,7 +46,9 @@ provend_master_call(proven_conn_t *c, cbor_item_t *req,
     if (!res->ok) {
         proven_errf(err, errlen, "keyd refused: %s: %s", res->code,
                     res->message);
-        return PROVEN_ERR;
+        /* an answer asking again cannot change */
+        return strcmp(res->code, "not_newest") == 0 ? PROVEND_KEYD_FINAL
+                                                     : PROVEN_ERR;
     }
     return PROVEN_OK;
 }
@@ -54,9 +57,12 @@ provend_master_call(proven_conn_t *c, cbor_item_t *req,
 /* One exchange with keyd: the key-encryption key into kek. */
 static int
 provend_master_ask(const provend_keyd_client_t *cfg, const proven_addr_t *addr,
-    provend_provider_t *provider, const uint8_t *release, size_t release_len,
+    provend_provider_t *provider, const provend_keyd_ask_t *ask,
+    const uint8_t *release, size_t release_len,
     uint8_t kek[PROVEND_KEY_LEN], char *err, size_t errlen)
 {
+    uint8_t                user_data[PROVEND_KEYD_USER_DATA_MAX];
+    const char            *field;
     int                    rc;
     size_t                 len, msglen;
     uint8_t                nonce[PROVEND_KEYD_NONCE_LEN], pub[32], eph[32];
@@ -104,17 +110,26 @@ provend_master_ask(const provend_keyd_client_t *cfg, const proven_addr_t *addr,
         goto done;
     }
     bnonce = (proven_buf_t) { nonce, sizeof(nonce), 1 };
-    bud = (proven_buf_t) { (uint8_t *) PROVEN_KEYD_MARK,
-                           sizeof(PROVEN_KEYD_MARK) - 1, 1 };
+    bud = (proven_buf_t) { user_data,
+                           provend_keyd_user_data(ask->purpose,
+                                                  ask->backup_id,
+                                                  ask->backup_parent,
+                                                  user_data),
+                           1 };
     bpub = (proven_buf_t) { pub, sizeof(pub), 1 };
     if (provend_attest_job_init(&job, &bnonce, &bud, &bpub) != PROVEN_OK
-        || provend_attest_sync(provider, &job) != PROVEN_OK)
+        || (ask->attest != NULL ? ask->attest(ask->attest_arg, &job)
+                                : provend_attest_sync(provider, &job))
+           != PROVEN_OK)
     {
         proven_errf(err, errlen, "attestation for keyd: %s",
                     job.err[0] ? job.err : "out of memory");
         goto done;
     }
 
+    field = ask->purpose == PROVEND_KEYD_FOR_BACKUP_MADE ? "backup_made"
+            : ask->purpose == PROVEND_KEYD_FOR_BACKUP_RESTORE
+              ? "backup_restore" : NULL;
     req = proven_request_new(2, "release");
     if (req != NULL
         && (proven_cbor_map_put(req, "key_id",
@@ -127,15 +142,30 @@ provend_master_ask(const provend_keyd_client_t *cfg, const proven_addr_t *addr,
                 && proven_cbor_map_put(req, "release",
                                        cbor_build_bytestring(release,
                                                              release_len))
+                   != PROVEN_OK)
+            || (field != NULL
+                && proven_cbor_map_put(req, field,
+                                       cbor_build_bytestring(
+                                           ask->backup_id,
+                                           PROVEND_BACKUP_ID_LEN))
+                   != PROVEN_OK)
+            || (ask->purpose == PROVEND_KEYD_FOR_BACKUP_MADE
+                && proven_cbor_map_put(req, "backup_parent",
+                                       cbor_build_bytestring(
+                                           ask->backup_parent,
+                                           PROVEND_BACKUP_ID_LEN))
                    != PROVEN_OK)))
     {
         cbor_decref(&req);
         req = NULL;
     }
     proven_conn_deadline(&c, PROVEND_KEYD_TIMEOUT_MS);
-    if (provend_master_call(&c, req, &res, err, errlen) != PROVEN_OK) {
+    rc = provend_master_call(&c, req, &res, err, errlen);
+    if (rc != PROVEN_OK) {
+        rc = rc == PROVEND_KEYD_FINAL ? rc : PROVEN_ERR;
         goto done;
     }
+    rc = PROVEN_ERR;
     if (proven_cbor_fixed(res.result, "ephemeral", eph, sizeof(eph))
         != PROVEN_OK
         || proven_cbor_fixed(res.result, "sealed", sealed, sizeof(sealed))
@@ -182,10 +212,22 @@ provend_master_kek(const provend_keyd_client_t *cfg,
     provend_provider_t *provider, uint8_t kek[PROVEND_KEY_LEN], char *err,
     size_t errlen)
 {
+    provend_keyd_ask_t  ask;
+
+    memset(&ask, 0, sizeof(ask));
+    return provend_master_kek_for(cfg, provider, &ask, kek, err, errlen);
+}
+
+
+int
+provend_master_kek_for(const provend_keyd_client_t *cfg,
+    provend_provider_t *provider, const provend_keyd_ask_t *ask,
+    uint8_t kek[PROVEND_KEY_LEN], char *err, size_t errlen)
+{
     int              rc;
     size_t           release_len;
     uint8_t         *release;
-    unsigned         backoff;
+    unsigned         backoff, wait_s;
     uint64_t         until;
     proven_addr_t    addr;
     struct timespec  ts;
@@ -203,14 +245,19 @@ provend_master_kek(const provend_keyd_client_t *cfg,
         return PROVEN_ERR;
     }
 
-    until = provend_now_ms() + (uint64_t) cfg->wait_s * 1000;
+    wait_s = ask->wait_s != 0 ? ask->wait_s : cfg->wait_s;
+    until = provend_now_ms() + (uint64_t) wait_s * 1000;
     backoff = PROVEND_KEYD_BACKOFF_MS;
     for ( ;; ) {
         err[0] = '\0';
-        rc = provend_master_ask(cfg, &addr, provider, release, release_len,
-                                kek, err, errlen);
-        if (rc == PROVEN_OK || (cfg->wait_s != 0
-                                && provend_now_ms() + backoff > until))
+        rc = provend_master_ask(cfg, &addr, provider, ask, release,
+                                release_len, kek, err, errlen);
+        if (rc == PROVEND_KEYD_FINAL) {
+            rc = PROVEN_ERR;
+            break;
+        }
+        if (rc == PROVEN_OK || ask->once
+            || (wait_s != 0 && provend_now_ms() + backoff > until))
         {
             break;
         }
@@ -233,7 +280,8 @@ provend_master_kek(const provend_keyd_client_t *cfg,
 int
 provend_master_from_keyd(const provend_keyd_client_t *cfg,
     provend_provider_t *provider, const char *data_dir,
-    uint8_t master[PROVEND_KEY_LEN], char *err, size_t errlen)
+    uint8_t master[PROVEND_KEY_LEN],
+    uint8_t sealed[PROVEND_MASTER_SEALED_LEN], char *err, size_t errlen)
 {
     int      rc;
     uint8_t  kek[PROVEND_KEY_LEN];
@@ -241,7 +289,8 @@ provend_master_from_keyd(const provend_keyd_client_t *cfg,
     if (provend_master_kek(cfg, provider, kek, err, errlen) != PROVEN_OK) {
         return PROVEN_ERR;
     }
-    rc = provend_keys_load_sealed_master(data_dir, kek, master, err, errlen);
+    rc = provend_keys_load_sealed_master(data_dir, kek, master, sealed, err,
+                                         errlen);
     OPENSSL_cleanse(kek, sizeof(kek));
     if (rc == PROVEN_OK) {
         provend_info("master key: released by keyd %s (key \"%s\")",

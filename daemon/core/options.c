@@ -165,6 +165,12 @@ static const provend_opt_t  provend_opts[] = {
       NULL, "restore a sealed backup into DATA (without storage yet), then "
       "exit: only with the key keyd releases to this code; needs --keyd" },
 
+    { "restore-pending", "FILE", PROVEND_OPT_TEXT,
+      PROVEND_OFF(restore_pending), 0, 0, NULL, NULL, "if FILE exists (a "
+      "backup handed in before the start: proven-host run --restore), "
+      "restore it as --restore does, remove it, then run; a backup that "
+      "does not restore stops provend" },
+
     { NULL, NULL, 0, 0, 0, 0, NULL, NULL, NULL }
 };
 

@@ -47,6 +47,7 @@ typedef struct {
     unsigned long       keyd_wait;
     const char         *backup;           /* --backup FILE, then exit */
     const char         *restore;          /* --restore FILE, then exit */
+    const char         *restore_pending;  /* restored if there, then run */
     size_t              measure_count;
     provend_measure_t   measures[PROVEND_MEASURE_MAX];
 } provend_options_t;

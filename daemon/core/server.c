@@ -19,6 +19,7 @@
 #include <openssl/crypto.h>
 #include <uv.h>
 
+#include "backup.h"
 #include "keyd.h"
 #include "log.h"
 #include "cluster/cluster.h"
@@ -52,6 +53,7 @@ typedef struct {
     provend_apps_t                 *apps;
     provend_sessions_t             *sessions;
     provend_cluster_t              *cluster;
+    provend_backups_t              *backups;
     provend_dispatch_t              dispatch;
 } provend_server_t;
 
@@ -1228,7 +1230,16 @@ provend_server_register_ops(provend_server_t *srv, char *err, size_t errlen)
            != PROVEN_OK
         || provend_dispatch_add(d, provend_cluster_ops, srv->cluster,
                                 "not_clustered", "this node runs alone (no "
-                                "--cluster)", err, errlen) != PROVEN_OK)
+                                "--cluster)", err, errlen) != PROVEN_OK
+        || provend_dispatch_add(d, provend_backups_ops, srv->backups,
+                                "backup_unavailable",
+                                srv->cfg->cluster_file != NULL
+                                ? "a clustered node's storage is made again "
+                                  "from its cluster's log: it is not "
+                                  "backed up"
+                                : "backups are sealed with the key keyd "
+                                  "releases: this node has no --keyd (or "
+                                  "no storage)", err, errlen) != PROVEN_OK)
     {
         return PROVEN_ERR;
     }
@@ -1383,6 +1394,26 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
                                      srv->cluster);
     }
 
+    if (cfg->storage != NULL && cfg->storage->quiesce != NULL
+        && cfg->backup_master != NULL && cfg->backup_keyd != NULL)
+    {
+        provend_backups_config_t  backups_cfg;
+
+        backups_cfg.loop = &srv->loop;
+        backups_cfg.storage = cfg->storage;
+        backups_cfg.data_dir = cfg->data_dir;
+        backups_cfg.master = cfg->backup_master;
+        backups_cfg.sealed = cfg->backup_sealed;
+        backups_cfg.keyd = cfg->backup_keyd;
+        backups_cfg.provider = p;
+        srv->backups = provend_backups_new(&backups_cfg, err, errlen);
+        if (srv->backups == NULL) {
+            provend_server_stop(srv);
+            uv_run(&srv->loop, UV_RUN_DEFAULT);
+            goto failed;
+        }
+    }
+
     if (provend_server_register_ops(srv, err, errlen) != PROVEN_OK) {
         provend_server_stop(srv);
         uv_run(&srv->loop, UV_RUN_DEFAULT);
@@ -1430,6 +1461,7 @@ failed:
     if (srv->cluster != NULL) {
         provend_cluster_free(srv->cluster);
     }
+    provend_backups_free(srv->backups);
     provend_ops_storage_free(srv->storage_ops);
     provend_dispatch_free(&srv->dispatch);
     free(srv);

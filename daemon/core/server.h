@@ -6,7 +6,8 @@
  * other op is a subsystem's (core/ops.h): "kv.*" and "sql.*" go to the
  * storage backend (storage/ops_storage.c) when there is one, "app.*" to
  * the applications (apps/), which need storage too, "session.*" and
- * "rpc.*" to sessions/, "cluster.*" to cluster/.  Connections are framed
+ * "rpc.*" to sessions/, "cluster.*" to cluster/, "backup" to
+ * core/backup.c.  Connections are framed
  * streams (core/stream.h).
  */
 
@@ -17,6 +18,7 @@
 
 #include "apps/apps.h"
 #include "attest/provider.h"
+#include "core/master.h"
 #include "storage/storage.h"
 
 #ifndef PROVEND_VERSION
@@ -60,6 +62,13 @@ typedef struct {
     const uint8_t       *cluster_key_file_key;  /* enclave mode: seals
                                                    DATA/keys/cluster.sealed */
     const char          *nats_server;
+
+    /* the "backup" op (core/backup.h): the master key keyd's key seals,
+       and keyd, told of each backup; NULL: no backups (no keyd, or no
+       storage) */
+    const uint8_t       *backup_master;
+    const uint8_t       *backup_sealed;     /* the bytes that opened it */
+    const provend_keyd_client_t  *backup_keyd;
 } provend_server_config_t;
 
 /*

@@ -154,6 +154,8 @@ struct provend_kv_s {
     pthread_t               thread;
     int                     thread_started;
     int                     stopping;
+    int                     paused;          /* a backup: take no batch */
+    int                     busy;            /* a batch (or compaction) */
     provend_storage_req_t  *head;            /* writes to log */
     provend_storage_req_t  *tail;
     size_t                  memory;          /* entries and values */

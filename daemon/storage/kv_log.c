@@ -524,12 +524,15 @@ provend_kv_thread(void *arg)
 
     for ( ;; ) {
         pthread_mutex_lock(&kv->lock);
-        while (kv->head == NULL && !kv->stopping) {
+        kv->busy = 0;
+        pthread_cond_broadcast(&kv->cond);      /* a pause waits for it */
+        while ((kv->head == NULL || kv->paused) && !kv->stopping) {
             pthread_cond_wait(&kv->cond, &kv->lock);
         }
         batch = kv->head;
         kv->head = NULL;
         kv->tail = NULL;
+        kv->busy = batch != NULL;
         pthread_mutex_unlock(&kv->lock);
 
         if (batch == NULL) {

@@ -113,6 +113,8 @@ struct provend_sqlite_s {
     provend_storage_req_t  *head;
     provend_storage_req_t  *tail;
     int                     held;           /* the queue fills, untaken */
+    int                     paused;         /* a backup: take no batch */
+    int                     busy;           /* a batch under way */
     int                     stopping;
 };
 

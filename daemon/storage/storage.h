@@ -322,6 +322,15 @@ struct provend_storage_s {
     void                  (*hold)(provend_storage_t *st);
     void                  (*release)(provend_storage_t *st);
 
+    /*
+     * Optional: runs fn while the backend's files under DATA/storage hold
+     * one state (every write answered is in them, none is under way) and
+     * returns what fn returns.  Writes submitted meanwhile wait; so may
+     * reads.  A backup of a running node (core/backup.c).
+     */
+    int                   (*quiesce)(provend_storage_t *st,
+                                     int (*fn)(void *arg), void *arg);
+
     /* Answers everything submitted, makes it durable, frees st. */
     void                  (*close)(provend_storage_t *st);
 };

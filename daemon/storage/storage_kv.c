@@ -592,7 +592,7 @@ provend_kv_write(provend_kv_t *kv, provend_storage_req_t *req,
         kv->tail->next = req;
     } else {
         kv->head = req;
-        pthread_cond_signal(&kv->cond);
+        pthread_cond_broadcast(&kv->cond);
     }
     kv->tail = req;
 
@@ -788,12 +788,34 @@ provend_kv_close(provend_kv_t *kv)
     if (kv->thread_started) {
         pthread_mutex_lock(&kv->lock);
         kv->stopping = 1;
-        pthread_cond_signal(&kv->cond);
+        pthread_cond_broadcast(&kv->cond);
         pthread_mutex_unlock(&kv->lock);
         pthread_join(kv->thread, NULL);
     }
 
     provend_kv_free(kv);
+}
+
+
+void
+provend_kv_pause(provend_kv_t *kv)
+{
+    pthread_mutex_lock(&kv->lock);
+    kv->paused = 1;
+    while (kv->busy) {
+        pthread_cond_wait(&kv->cond, &kv->lock);
+    }
+    pthread_mutex_unlock(&kv->lock);
+}
+
+
+void
+provend_kv_resume(provend_kv_t *kv)
+{
+    pthread_mutex_lock(&kv->lock);
+    kv->paused = 0;
+    pthread_cond_broadcast(&kv->cond);
+    pthread_mutex_unlock(&kv->lock);
 }
 
 

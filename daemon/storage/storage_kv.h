@@ -40,6 +40,15 @@ int provend_kv_peek(provend_kv_t *kv, const provend_scope_t *scope,
     const char *store, provend_kv_type_t type, const uint8_t *key,
     size_t key_len, provend_kv_peek_pt fn, void *data);
 
+/*
+ * Once this returns, every write answered is in the log's files and none
+ * is being written (nor a compaction under way): the files hold one
+ * state, until provend_kv_resume().  Writes submitted meanwhile wait in
+ * the queue; reads go on.
+ */
+void provend_kv_pause(provend_kv_t *kv);
+void provend_kv_resume(provend_kv_t *kv);
+
 /* Answers every write submitted (made durable), stops, frees kv. */
 void provend_kv_close(provend_kv_t *kv);
 

@@ -335,10 +335,15 @@ provend_sqlite_thread(void *arg)
 
     for ( ;; ) {
         pthread_mutex_lock(&sq->lock);
-        while ((sq->head == NULL || sq->held) && !sq->stopping) {
+        sq->busy = 0;
+        pthread_cond_broadcast(&sq->cond);      /* a pause waits for it */
+        while ((sq->head == NULL || sq->held || sq->paused)
+               && !sq->stopping)
+        {
             pthread_cond_wait(&sq->cond, &sq->lock);
         }
         batch = sq->head;
+        sq->busy = batch != NULL;
         if (sq->deterministic && batch != NULL) {
             /*
              * One write per transaction: what a rollback of a batch's
@@ -488,7 +493,7 @@ provend_sqlite_enqueue(provend_storage_t *st, provend_storage_req_t *req)
     sq->tail = req;
 
     if (!sq->held) {
-        pthread_cond_signal(&sq->cond);
+        pthread_cond_broadcast(&sq->cond);
     }
     pthread_mutex_unlock(&sq->lock);
 }
@@ -517,9 +522,46 @@ provend_sqlite_release(provend_storage_t *st)
     pthread_mutex_lock(&sq->lock);
     sq->held = 0;
     if (sq->head != NULL) {
-        pthread_cond_signal(&sq->cond);
+        pthread_cond_broadcast(&sq->cond);
     }
     pthread_mutex_unlock(&sq->lock);
+}
+
+
+/*
+ * SQL held first, its batch under way waited for, then the KV log: KV
+ * writes do not wait on an SQL batch (which an app can stretch to the SQL
+ * timeout).  Neither thread ever waits on the other, so this cannot
+ * deadlock.  fn sees files in which every write answered is, and no write
+ * under way.
+ */
+static int
+provend_sqlite_quiesce(provend_storage_t *st, int (*fn)(void *arg),
+    void *arg)
+{
+    int                rc;
+    provend_sqlite_t  *sq;
+
+    sq = st->data;
+
+    pthread_mutex_lock(&sq->lock);
+    sq->paused = 1;
+    while (sq->busy) {
+        pthread_cond_wait(&sq->cond, &sq->lock);
+    }
+    pthread_mutex_unlock(&sq->lock);
+
+    provend_kv_pause(sq->kv);
+
+    rc = fn(arg);
+    provend_kv_resume(sq->kv);
+
+    pthread_mutex_lock(&sq->lock);
+    sq->paused = 0;
+    pthread_cond_broadcast(&sq->cond);
+    pthread_mutex_unlock(&sq->lock);
+
+    return rc;
 }
 
 
@@ -548,7 +590,7 @@ provend_sqlite_close(provend_storage_t *st)
     if (sq->thread_started) {
         pthread_mutex_lock(&sq->lock);
         sq->stopping = 1;
-        pthread_cond_signal(&sq->cond);
+        pthread_cond_broadcast(&sq->cond);
         pthread_mutex_unlock(&sq->lock);
         pthread_join(sq->thread, NULL);
     }
@@ -592,6 +634,7 @@ provend_storage_sqlite_open(const provend_storage_config_t *cfg, char *err,
     sq->st.sql_migrate = provend_sqlite_enqueue;
     sq->st.hold = provend_sqlite_hold;
     sq->st.release = provend_sqlite_release;
+    sq->st.quiesce = provend_sqlite_quiesce;
     sq->st.close = provend_sqlite_close;
 
     sq->timeout_ms = cfg->sql_timeout_ms ? cfg->sql_timeout_ms

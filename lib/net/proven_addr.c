@@ -259,3 +259,26 @@ proven_net_now_ms(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
+
+
+int
+proven_write_all(int fd, const void *buf, size_t len)
+{
+    ssize_t         n;
+    const uint8_t  *p;
+
+    for (p = buf; len > 0; p += n, len -= (size_t) n) {
+        n = write(fd, p, len);
+        if (n < 0 && errno == EINTR) {
+            n = 0;
+            continue;
+        }
+        if (n <= 0) {
+            if (n == 0) {
+                errno = EIO;
+            }
+            return PROVEN_ERR;
+        }
+    }
+    return PROVEN_OK;
+}

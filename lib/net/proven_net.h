@@ -111,6 +111,9 @@ typedef struct {
 /* CLOCK_MONOTONIC in milliseconds: the clock of every deadline here. */
 int64_t proven_net_now_ms(void);
 
+/* All of len bytes to a blocking fd (a file): PROVEN_ERR with errno. */
+int proven_write_all(int fd, const void *buf, size_t len);
+
 /* Takes fd (non-blocking); frames of at most max_body bytes. */
 void proven_conn_init(proven_conn_t *c, int fd, size_t max_body);
 /* Connects to addr; the deadline is set timeout_ms from now. */

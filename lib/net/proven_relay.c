@@ -48,6 +48,7 @@ typedef struct {
     int       copy;             /* splice cannot: always copy */
     int       eof;              /* src said end of file */
     int       shut;             /* dst got SHUT_WR (or an END frame) */
+    int       src_closed;       /* a framed src closed after its END */
 
     /* the transport leg's frames (see below) */
     int       src_framed, dst_framed;
@@ -72,6 +73,7 @@ struct proven_relay_conn_s {
     int                   fd[2];        /* client, target */
     uint32_t              events[2];    /* registered with epoll */
     int                   registered[2];
+    int                   hup[2];       /* epoll said it hung up */
     int                   connected;    /* the target's connect finished */
     proven_relay_dir_t    dir[2];       /* 0: client -> target, 1: back */
     proven_relay_end_t    end[2];
@@ -272,7 +274,7 @@ proven_relay_close(proven_relay_t *r, proven_relay_conn_t *c, int reset)
 static int
 proven_relay_interest(proven_relay_t *r, proven_relay_conn_t *c)
 {
-    int                  side;
+    int                  side, keep;
     uint32_t             want;
     proven_relay_dir_t  *in, *out;
     struct epoll_event   ev;
@@ -287,8 +289,9 @@ proven_relay_interest(proven_relay_t *r, proven_relay_conn_t *c)
         if (side == 1 && !c->connected) {
             want = EPOLLOUT;
         } else {
-            if (!in->eof && !in->in_full && in->pending < PROVEN_RELAY_CHUNK
-                && (c->connected || side == 1))
+            if ((!in->eof && !in->in_full && in->pending < PROVEN_RELAY_CHUNK
+                 && (c->connected || side == 1))
+                || (in->eof && in->src_framed && !in->src_closed))
             {
                 want |= EPOLLIN | EPOLLRDHUP;
             }
@@ -296,18 +299,22 @@ proven_relay_interest(proven_relay_t *r, proven_relay_conn_t *c)
                 want |= EPOLLOUT;
             }
         }
-        if (want == c->events[side] && (want != 0) == c->registered[side]) {
+        /*
+         * Nothing wanted, the socket stays in the set all the same: epoll
+         * reports an error (a reset) whatever the interest, and a reset
+         * after the peer's end of file must still reach the other side.
+         * Out once it has hung up (both its directions shut, what we know
+         * or what the kernel knows first, its end of file still unread
+         * behind a full pipe): a hang-up is reported for good, and left
+         * in it would wake the loop forever while the other side drains.
+         */
+        keep = want != 0 || !(c->hup[side] || (in->eof && out->shut));
+        if (want == c->events[side] && keep == c->registered[side]) {
             continue;
         }
-        /*
-         * Nothing wanted: out of the set.  epoll reports a hang-up (and an
-         * error) whatever the interest, and a socket both of whose
-         * directions are shut hangs up for good: left in, it would wake
-         * the loop forever while the other side drains.
-         */
         ev.events = want;
         ev.data.ptr = &c->end[side];
-        if (want == 0) {
+        if (!keep) {
             if (c->registered[side]
                 && epoll_ctl(r->epfd, EPOLL_CTL_DEL, c->fd[side], &ev) != 0)
             {
@@ -420,6 +427,28 @@ proven_relay_move(proven_relay_conn_t *c, int d)
     dst = c->fd[1 - d];
 
     dir->moved = 0;
+    if (dir->eof && dir->src_framed && !dir->src_closed) {
+        /*
+         * After END only a RESET may come, or the leg's close, which
+         * before our own END has gone out is a reset too (the other relay
+         * closes the leg only once both directions have ended).
+         */
+        n = recv(src, dir->hdr_in + dir->hdr_in_len, 4 - dir->hdr_in_len,
+                 MSG_DONTWAIT);
+        if (n > 0) {
+            dir->hdr_in_len += (size_t) n;
+            if (dir->hdr_in_len == 4) {
+                return -1;              /* RESET, or bytes past the END */
+            }
+        } else if (n == 0) {
+            dir->src_closed = 1;
+            if (!c->dir[1 - d].shut || dir->hdr_in_len > 0) {
+                return -1;              /* a RESET cut short is one too */
+            }
+        } else if (errno != EAGAIN && errno != EINTR) {
+            return -1;
+        }
+    }
     for (;;) {
         /* from the source, while there is room */
         if (dir->buf != NULL && dir->pending == 0) {
@@ -580,12 +609,11 @@ proven_relay_say_reset(proven_relay_conn_t *c)
     uint8_t  h[4];
 
     for (d = 0; d < 2; d++) {
-        if (c->dir[d].dst_framed && c->fd[1 - d] >= 0 && !c->dir[d].shut
-            && c->connected)
-        {
+        if (c->dir[d].dst_framed && c->fd[1 - d] >= 0 && c->connected) {
             proven_frame_header(h, PROVEN_FRAME_RESET, 0);
             /* mid-header or mid-frame a RESET would be read as data: the
-             * leg's end without END says the same */
+             * leg's end without END says the same.  After a whole END it
+             * still says that the other direction was reset. */
             if (c->dir[d].out_left == 0 && c->dir[d].hdr_out_off % 4 == 0) {
                 (void) send(c->fd[1 - d], h, 4, MSG_NOSIGNAL | MSG_DONTWAIT);
             }
@@ -757,6 +785,9 @@ proven_relay_event(proven_relay_t *r, proven_relay_conn_t *c, int side,
 
     if (c->dead) {
         return;
+    }
+    if (events & EPOLLHUP) {
+        c->hup[side] = 1;               /* out of the set when idle */
     }
     if (side == 0 && !c->connected) {
         /* the client is not read before the target answers: only its

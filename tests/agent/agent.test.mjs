@@ -21,6 +21,14 @@ const at = (name) => path.join(work, name);
 let agent, said = '';
 const initGot = [];
 
+// a request as lib's frame: 4-byte length, CBOR
+const frame = (obj) => {
+    const body = cbor.encode(obj);
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(body.length);
+    return Buffer.concat([len, body]);
+};
+
 // init's control socket: "status" and "shutdown [GRACE]", as init answers
 const fakeInit = net.createServer((s) => {
     s.on('data', (d) => {
@@ -144,12 +152,7 @@ test('shutdown: the grace goes to init; out of range refused', async () => {
 });
 
 test('requests sent together are answered in turn', async () => {
-    const frames = [{ id: 21, op: 'status' }, { id: 22, op: 'status' }].map((r) => {
-        const body = cbor.encode(r);
-        const len = Buffer.alloc(4);
-        len.writeUInt32BE(body.length);
-        return Buffer.concat([len, body]);
-    });
+    const frames = [{ id: 21, op: 'status' }, { id: 22, op: 'status' }].map(frame);
     const ids = await new Promise((resolve, reject) => {
         const s = net.connect(at('control.sock'));
         let got = Buffer.alloc(0);
@@ -250,4 +253,144 @@ test('logs: in order, and under a slow host bounded, the oldest dropped and coun
     assert.ok(dropped() > 0);
     assert.match(lines().at(-1), /^svc: line 019999 /, 'the newest are kept');
     s.destroy();
+});
+
+// ---- backup and restore: a second agent, with a stand-in provend ------------
+
+
+// sends buffers on a fresh connection to sock; the frames that come back
+// until it closes (or until `until` of them), decoded
+function converse(sock, buffers, { until = Infinity, end = false } = {}) {
+    return new Promise((resolve, reject) => {
+        const s = net.connect(sock);
+        let got = Buffer.alloc(0);
+        const frames = [];
+        const done = () => { s.destroy(); resolve(frames); };
+        s.on('error', (e) => (e.code === 'EPIPE' || e.code === 'ECONNRESET'
+                              ? done() : reject(e)));
+        s.on('data', (d) => {
+            got = Buffer.concat([got, d]);
+            while (got.length >= 4 && got.length >= 4 + got.readUInt32BE(0)) {
+                frames.push(cbor.decode(got.subarray(4, 4 + got.readUInt32BE(0)),
+                                        { useMaps: false }));
+                got = got.subarray(4 + got.readUInt32BE(0));
+            }
+            if (frames.length >= until) {
+                done();
+            }
+        });
+        s.on('close', done);
+        s.write(Buffer.concat(buffers));
+        if (end) {
+            s.end();
+        }
+    });
+}
+
+const wait = (ms) => new Promise((r) => setTimeout(r, ms));
+
+test('backup and restore through the agent: bounded, whole or nothing', async () => {
+    // provend's stand-in: "backup" answers a file it wrote, or a refusal
+    let content = Buffer.alloc(150 * 1024);
+    for (let i = 0; i < content.length; i++) content[i] = (i * 7919) % 251;
+    let refuse = false;
+    const provend = net.createServer((s) => {
+        s.once('data', (d) => {
+            const req = cbor.decode(d.subarray(4), { useMaps: false });
+            assert.equal(req.op, 'backup');
+            if (refuse) {
+                s.end(frame({ id: req.id, ok: false,
+                              error: { code: 'backup_unavailable', message: 'no --keyd' } }));
+                return;
+            }
+            fs.writeFileSync(at('provend.pbk'), content);
+            s.end(frame({ id: req.id, ok: true,
+                          result: { path: at('provend.pbk'), bytes: 1, files: 1,
+                                    chunks: 1, paused_ms: 3 } }));
+        });
+    });
+    await new Promise((r) => provend.listen(at('provend.sock'), r));
+    let said2 = '';
+    const agent2 = spawn(bin, ['--control', `unix:${at('control2.sock')}`,
+                               '--ready', at('ready2'), '--init-socket', at('init.sock'),
+                               '--provend', at('provend.sock'),
+                               '--restore', at('handed'), '--restore-max', '200000'],
+                         { stdio: ['ignore', 'ignore', 'pipe'] });
+    agent2.stderr.on('data', (d) => { said2 += d; });
+    try {
+        while (!said2.includes('control on')) await wait(20);
+        const sock = at('control2.sock');
+        const data = (b) => frame({ data: b });
+
+        // the backup: the answer, then exactly its bytes; provend's copy removed
+        let f = await converse(sock, [frame({ id: 1, op: 'backup' })]);
+        assert.equal(f[0].ok, true, JSON.stringify(f[0]));
+        assert.equal(f[0].result.bytes, content.length);
+        assert.equal(f[0].result.paused_ms, 3);
+        const body = Buffer.concat(f.slice(1).map((x) => Buffer.from(x.data)));
+        assert.ok(f.slice(1).every((x) => x.data.length <= 48 * 1024));
+        assert.deepEqual(body, content);
+        await wait(100);
+        assert.equal(fs.existsSync(at('provend.pbk')), false);
+        refuse = true;
+        f = await converse(sock, [frame({ id: 2, op: 'backup' })], { until: 1 });
+        assert.equal(f[0].error.code, 'backup_unavailable');
+        // one the image could never take back is not sent (and not kept)
+        refuse = false;
+        content = Buffer.alloc(200001);
+        f = await converse(sock, [frame({ id: 15, op: 'backup' })]);
+        assert.equal(f[0].error.code, 'too_large');
+        assert.match(f[0].error.message, /more than this image takes back/);
+        await wait(100);
+        assert.equal(fs.existsSync(at('provend.pbk')), false);
+
+        // restore: the size bounded; short, long or wrong data leave nothing
+        f = await converse(sock, [frame({ id: 3, op: 'restore', bytes: 200001 })], { until: 1 });
+        assert.equal(f[0].error.code, 'too_large');
+        f = await converse(sock, [frame({ id: 4, op: 'restore' })], { until: 1 });
+        assert.match(f[0].error.message, /bytes: the backup's size, 1 to 200000/);
+        f = await converse(sock, [frame({ id: 5, op: 'restore', bytes: 10 }),
+                                  data(Buffer.alloc(5))], { end: true });
+        await wait(100);
+        f = await converse(sock, [frame({ id: 6, op: 'restore', bytes: 10 }),
+                                  data(Buffer.alloc(20))]);
+        assert.match(f[0].error.message, /more bytes than said/);
+        await wait(100);
+        f = await converse(sock, [frame({ id: 7, op: 'restore', bytes: 10 }),
+                                  frame({ data: 'text, not bytes' })]);
+        assert.match(f[0].error.message, /not \{"data": bytes\}/);
+        await wait(100);
+        assert.deepEqual(fs.readdirSync(work).filter((n) => n.startsWith('handed')), []);
+
+        // while one is under way, initialize waits: the node must not start
+        // before its backup is whole
+        const s = net.connect(sock);
+        s.write(frame({ id: 8, op: 'restore', bytes: 10 }));
+        s.write(data(Buffer.from('0123')));
+        await wait(100);
+        f = await converse(sock, [frame({ id: 9, op: 'initialize' })], { until: 1 });
+        assert.match(f[0].error.message, /a backup is being handed in/);
+        // and the agent serves the rest meanwhile
+        f = await converse(sock, [frame({ id: 14, op: 'status' })], { until: 1 });
+        assert.equal(f[0].ok, true);
+        f = await converse(sock, [frame({ id: 10, op: 'restore', bytes: 10 })], { until: 1 });
+        assert.equal(f[0].error.code, 'conflict');
+        const answer = new Promise((r) => s.on('data', (d) =>
+            r(cbor.decode(d.subarray(4), { useMaps: false }))));
+        s.write(data(Buffer.from('456789')));
+        assert.equal((await answer).ok, true);
+        s.destroy();
+        assert.equal(fs.readFileSync(at('handed'), 'utf8'), '0123456789');
+        await wait(100);
+        f = await converse(sock, [frame({ id: 11, op: 'restore', bytes: 10 })], { until: 1 });
+        assert.match(f[0].error.message, /handed in already/);
+        f = await converse(sock, [frame({ id: 12, op: 'initialize' })], { until: 1 });
+        assert.equal(f[0].ok, true, JSON.stringify(f[0]));
+        fs.unlinkSync(at('handed'));
+        f = await converse(sock, [frame({ id: 13, op: 'restore', bytes: 10 })], { until: 1 });
+        assert.match(f[0].error.message, /initialized already/);
+    } finally {
+        agent2.kill('SIGKILL');
+        provend.close();
+    }
 });

@@ -6,9 +6,13 @@
 //                                             second answer changed
 //   node mitm.mjs replay - TARGET FILE        send FILE's frame to keyd,
 //                                             print the answer (latin1)
+//   node mitm.mjs swap LISTEN TARGET HEX      relay; the id of a backup
+//                                             to restore replaced by HEX
 // LISTEN and TARGET are unix socket paths.
 import fs from 'node:fs';
 import net from 'node:net';
+
+import * as cbor from '../../runtime/node_modules/cborg/cborg.js';
 
 const [mode, listen, target, file] = process.argv.slice(2);
 
@@ -40,6 +44,15 @@ if (mode === 'replay') {
         client.on('data', framer((f) => {
             if (mode === 'record') {
                 fs.writeFileSync(`${file}.${++saved}`, f);
+            }
+            if (mode === 'swap') {
+                const req = cbor.decode(f.subarray(4), { useMaps: false });
+                if (req.backup_restore) {
+                    req.backup_restore = Buffer.from(file, 'hex');
+                    const body = cbor.encode(req);
+                    f = Buffer.concat([Buffer.alloc(4), body]);
+                    f.writeUInt32BE(body.length);
+                }
             }
             up.write(f);
         }));

@@ -217,6 +217,71 @@ test('a reset by the client reaches the server as a reset', async () => {
     assert.equal(await seen, 'ECONNRESET');
 });
 
+// A chain whose relays say what they do (--verbose): {said()} of each.
+async function verboseChain(server) {
+    const target = await listen(server);
+    const sock = path.join(work, `v${target}.sock`);
+    const log = { enclave: '', host: '' };
+    const inner = await startRelay(['--listen', `unix:${sock}`, '--transport',
+                                    'listen', '--to', `tcp:127.0.0.1:${target}`,
+                                    '--verbose']);
+    inner.stderr.on('data', (d) => { log.enclave += d; });
+    const probe = net.createServer();
+    const port = await listen(probe);
+    await new Promise((r) => probe.close(r));
+    const outer = await startRelay(['--listen', `tcp:127.0.0.1:${port}`, '--to',
+                                    `unix:${sock}`, '--transport', 'to', '--verbose']);
+    outer.stderr.on('data', (d) => { log.host += d; });
+    return { port, log };
+}
+
+async function until(what, test) {
+    for (let i = 0; i < 100 && !test(); i++) {
+        await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.ok(test(), what);
+}
+
+test('a reset after a half-close still crosses the transport, both ways',
+     async () => {
+    // the client ends its side, then resets, while the server keeps its
+    // own side open and idle: the enclave's relay learns of it and
+    // resets the server (before, it waited for the server to write)
+    const lingerer = net.createServer({ allowHalfOpen: true });
+    lingerer.on('connection', (t) => { t.on('error', () => {}); t.resume(); });
+    extra.push(lingerer);
+    let v = await verboseChain(lingerer);
+    const c = await connect(v.port);
+    c.on('error', () => {});
+    c.end('x');
+    await new Promise((r) => setTimeout(r, 100));
+    c.resetAndDestroy();
+    await until(`the enclave relay resets the server: ${JSON.stringify(v.log)}`, () =>
+        v.log.enclave.includes('a connection reset'));
+
+    // the server ends its side, then resets, the client half open and
+    // idle: the host's relay learns of it and resets the client
+    const endThenReset = net.createServer((t) => {
+        t.on('error', () => {});
+        t.once('data', () => {
+            t.end('bye');
+            setTimeout(() => t.resetAndDestroy(), 100);
+        });
+    });
+    extra.push(endThenReset);
+    v = await verboseChain(endThenReset);
+    const d = await new Promise((resolve, reject) => {
+        const x = net.connect({ port: v.port, host: '127.0.0.1',
+                                allowHalfOpen: true }, () => resolve(x));
+        x.once('error', reject);
+    });
+    d.on('error', () => {});
+    d.write('hello');
+    d.resume();
+    await until('the host relay resets the client', () =>
+        v.log.host.includes('a connection reset'));
+});
+
 test('the transport leg cut (the enclave relay killed): a reset, not a hang',
      { timeout: 10000 }, async () => {
     const sock = path.join(work, 'cut.sock');
@@ -277,6 +342,36 @@ test('a peer that half-closes and then reads nothing costs no CPU',
     s.destroy();
     for (const t of spent) {
         assert.ok(t < 0.15, `a relay spent ${t} s of CPU waiting`);
+    }
+});
+
+test('the leg closed while the bytes for a slow server wait: no CPU spent',
+     { timeout: 20000 }, async () => {
+    // the enclave relay's pipe to a server that reads nothing is full when
+    // the host closes the leg: the hang-up cannot be read yet, and must
+    // not wake the relay over and over meanwhile
+    const stuck = net.createServer((t) => { t.on('error', () => {}); t.pause(); });
+    extra.push(stuck);
+    const before = relays.length;
+    await chain('stuck', stuck);
+    const pids = relays.slice(before, before + 1).map((p) => p.pid);
+    const s = net.connect(path.join(work, 'stuck.sock'));
+    await new Promise((r) => s.once('connect', r));
+    s.on('error', () => {});
+    const frame = Buffer.alloc(4 + 65536, 7);
+    frame.writeUInt32BE(65536);
+    // 32 MB: more than the server's socket buffers take
+    for (let i = 0; i < 512; i++) {
+        s.write(frame);
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+    s.destroy();
+    await new Promise((r) => setTimeout(r, 300));
+    const t0 = pids.map(cpu);
+    await new Promise((r) => setTimeout(r, 1500));
+    const spent = pids.map((p, i) => cpu(p) - t0[i]);
+    for (const t of spent) {
+        assert.ok(t < 0.15, `the enclave relay spent ${t} s of CPU waiting`);
     }
 });
 
