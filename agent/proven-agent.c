@@ -78,6 +78,7 @@
 #define AGENT_DATA_MAX        (48 * 1024)
 #define AGENT_RESTORE_MAX     (256 * 1024 * 1024)
 #define AGENT_RATE_MIN        (256 * 1024)      /* bytes/s a transfer keeps */
+#define AGENT_CHILD_WAITS     20        /* of 10 ms, for one ending */
 
 
 typedef struct {
@@ -806,8 +807,13 @@ agent_transfer(agent_t *a, agent_conn_t *c, proven_request_t *req,
 
     restore = strcmp(req->op, "restore") == 0;
     bytes = 0;
-    if (a->child > 0 && waitpid(a->child, NULL, WNOHANG) == a->child) {
-        a->child = 0;
+    /* one that has answered may not have ended yet: a moment for it */
+    for (i = 0; a->child > 0 && i < AGENT_CHILD_WAITS; i++) {
+        if (waitpid(a->child, NULL, WNOHANG) == a->child) {
+            a->child = 0;
+            break;
+        }
+        usleep(10 * 1000);
     }
     if (a->child > 0) {
         *code = "conflict";

@@ -63,9 +63,21 @@ logged() {     # logged NAME REGEX FILE
     if grep -qE -- "$2" "$3"; then pass "$1"; else fail "$1" "no /$2/" "$3"; fi
 }
 refused() {    # refused NAME REGEX PROVEND-ARGS...: provend gives up, says why
-    local name=$1 re=$2 rc; shift 2
+    local name=$1 re=$2 rc pid; shift 2
     provend "$@"
     rc=$?
+    # its socket may come before a refusal later in its start: a moment
+    # for it to give up (slower under ASan)
+    pid=$(cat "$work/provend.pid" 2>/dev/null)
+    for _ in $(seq 1 60); do
+        [ "$rc" = 0 ] && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    if [ "$rc" = 0 ] && [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+        wait "$pid"
+        rc=$?
+        rm -f "$work/provend.pid"
+    fi
     stop_provend
     if [ "$rc" != 1 ]; then
         fail "$name" "provend exit $rc, want 1" "$work/provend.log"

@@ -335,6 +335,7 @@ test('backup and restore through the agent: bounded, whole or nothing', async ()
         refuse = true;
         f = await converse(sock, [frame({ id: 2, op: 'backup' })], { until: 1 });
         assert.equal(f[0].error.code, 'backup_unavailable');
+        await wait(100);
         // one the image could never take back is not sent (and not kept)
         refuse = false;
         content = Buffer.alloc(200001);
