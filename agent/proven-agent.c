@@ -75,7 +75,6 @@
 #define AGENT_INIT_MS         2000
 #define AGENT_BACKUP_MS       (10 * 60 * 1000)  /* provend writes it */
 #define AGENT_DATA_MS         60000     /* a data frame's */
-#define AGENT_DATA_MAX        (48 * 1024)
 #define AGENT_RESTORE_MAX     (256 * 1024 * 1024)
 #define AGENT_RATE_MIN        (256 * 1024)      /* bytes/s a transfer keeps */
 #define AGENT_CHILD_WAITS     20        /* of 10 ms, for one ending */
@@ -624,16 +623,12 @@ agent_backup_child(agent_t *a, proven_conn_t *h, uint64_t id)
 {
     int                     fd;
     char                    err[PROVEN_ERR_LEN], addr_text[200], path[4096];
-    size_t                  len;
-    ssize_t                 n;
     int64_t                 deadline;
-    uint8_t                 buf[AGENT_DATA_MAX], *frame;
     cbor_item_t            *req, *result;
     struct stat             st;
     proven_addr_t           addr;
     proven_conn_t           p;
     proven_response_t       res;
-    proven_frame_builder_t  b;
 
     snprintf(addr_text, sizeof(addr_text), "unix:%.180s", a->provend);
     req = proven_request_new(1, "backup");
@@ -698,24 +693,15 @@ agent_backup_child(agent_t *a, proven_conn_t *h, uint64_t id)
         return 1;
     }
     proven_response_free(&res);
-    while ((n = read(fd, buf, sizeof(buf))) > 0) {
-        proven_frame_builder_init(&b, (size_t) n + 16, AGENT_FRAME_MAX);
-        proven_frame_put_head(&b, 5, 1);
-        proven_frame_put_text(&b, "data");
-        proven_frame_put_string(&b, PROVEN_CBOR_BYTES, buf, (size_t) n);
-        if (proven_frame_builder_finish(&b, &frame, &len) != PROVEN_OK) {
-            return 1;
-        }
-        h->deadline = deadline;
-        if (proven_conn_send(h, frame, len, err, sizeof(err)) != PROVEN_OK) {
-            fprintf(stderr, "agent: backup: the host: %s\n", err);
-            free(frame);
-            return 1;
-        }
-        free(frame);
+    h->deadline = deadline;
+    if (proven_conn_send_data(h, fd, (uint64_t) st.st_size, 0, err,
+                              sizeof(err)) != PROVEN_OK)
+    {
+        fprintf(stderr, "agent: backup: the host: %s\n", err);
+        return 1;
     }
     close(fd);
-    return n == 0 ? 0 : 1;
+    return 0;
 }
 
 
@@ -724,13 +710,8 @@ static int
 agent_restore_child(agent_t *a, proven_conn_t *h, uint64_t id,
     uint64_t bytes)
 {
-    int             fd;
+    int             fd, rc;
     char            err[PROVEN_ERR_LEN], tmp[4200];
-    size_t          len;
-    int64_t         deadline;
-    uint64_t        got;
-    cbor_item_t    *frame, *data;
-    const uint8_t  *body;
 
     snprintf(tmp, sizeof(tmp), "%.4000s.part", a->restore);
     (void) unlink(tmp);                 /* a dead child's: none writes it */
@@ -742,47 +723,18 @@ agent_restore_child(agent_t *a, proven_conn_t *h, uint64_t id,
     }
     /* all of it within a time its size allows: a host that trickles a
      * byte a minute holds initialize back for minutes, not for ever */
-    deadline = proven_net_now_ms() + AGENT_DATA_MS
-               + (int64_t) (bytes / AGENT_RATE_MIN * 1000);
-    for (got = 0; got < bytes; ) {
-        h->deadline = deadline;
-        if (proven_conn_recv(h, &body, &len, err, sizeof(err)) != PROVEN_OK) {
-            break;
-        }
-        frame = proven_cbor_load(body, len, err, sizeof(err));
-        data = frame != NULL ? proven_cbor_map_get(frame, "data") : NULL;
-        if (data == NULL || !cbor_isa_bytestring(data)
-            || !cbor_bytestring_is_definite(data)
-            || cbor_bytestring_length(data) > bytes - got)
-        {
-            snprintf(err, sizeof(err), data != NULL && cbor_isa_bytestring(data)
-                     && cbor_bytestring_is_definite(data)
-                     ? "more bytes than said" : "a frame that is not "
-                     "{\"data\": bytes}");
-            if (frame != NULL) {
-                cbor_decref(&frame);
-            }
-            break;
-        }
-        if (proven_write_all(fd, cbor_bytestring_handle(data),
-                             cbor_bytestring_length(data)) != PROVEN_OK)
-        {
-            snprintf(err, sizeof(err), "%s", strerror(errno));
-            cbor_decref(&frame);
-            break;
-        }
-        got += cbor_bytestring_length(data);
-        cbor_decref(&frame);
-    }
-    if (got < bytes || fsync(fd) != 0 || close(fd) != 0
+    h->deadline = proven_net_now_ms() + AGENT_DATA_MS
+                  + (int64_t) (bytes / AGENT_RATE_MIN * 1000);
+    rc = proven_conn_recv_data(h, fd, bytes, 0, err, sizeof(err));
+    if (rc != PROVEN_OK || fsync(fd) != 0 || close(fd) != 0
         || rename(tmp, a->restore) != 0)
     {
-        fprintf(stderr, "agent: restore: %llu of %llu bytes: %s\n",
-                (unsigned long long) got, (unsigned long long) bytes,
-                got < bytes ? err : strerror(errno));
+        if (rc == PROVEN_OK) {
+            snprintf(err, sizeof(err), "%s", strerror(errno));
+        }
+        fprintf(stderr, "agent: restore: %s\n", err);
         (void) unlink(tmp);
-        agent_child_answer(h, id, "bad_request", got < bytes ? err
-                           : strerror(errno), NULL);
+        agent_child_answer(h, id, "bad_request", err, NULL);
         return 1;
     }
     fprintf(stderr, "agent: restore: %llu bytes handed in\n",

@@ -36,52 +36,6 @@ host_backup_connect(const char *control, proven_conn_t *c, int quiet)
 }
 
 
-/* The frames' bytes into fd: exactly want of them. */
-static int
-host_backup_receive(proven_conn_t *c, int fd, uint64_t want, char *err,
-    size_t errlen)
-{
-    size_t          len;
-    uint64_t        got;
-    cbor_item_t    *frame, *data;
-    const uint8_t  *body;
-
-    for (got = 0; got < want; ) {
-        proven_conn_deadline(c, HOST_BACKUP_IDLE_MS);
-        if (proven_conn_recv(c, &body, &len, err, errlen) != PROVEN_OK) {
-            proven_errf(err, errlen, "the stream ended after %llu of %llu "
-                        "bytes", (unsigned long long) got,
-                        (unsigned long long) want);
-            return -1;
-        }
-        frame = proven_cbor_load(body, len, err, errlen);
-        data = frame != NULL ? proven_cbor_map_get(frame, "data") : NULL;
-        if (data == NULL || !cbor_isa_bytestring(data)
-            || !cbor_bytestring_is_definite(data)
-            || cbor_bytestring_length(data) > want - got)
-        {
-            proven_errf(err, errlen, data == NULL || !cbor_isa_bytestring(data)
-                        || !cbor_bytestring_is_definite(data)
-                        ? "a frame without data" : "more bytes than said");
-            if (frame != NULL) {
-                cbor_decref(&frame);
-            }
-            return -1;
-        }
-        if (proven_write_all(fd, cbor_bytestring_handle(data),
-                             cbor_bytestring_length(data)) != PROVEN_OK)
-        {
-            proven_errf(err, errlen, "%s", strerror(errno));
-            cbor_decref(&frame);
-            return -1;
-        }
-        got += cbor_bytestring_length(data);
-        cbor_decref(&frame);
-    }
-    return 0;
-}
-
-
 int
 host_backup(const char *control, const char *file)
 {
@@ -121,7 +75,8 @@ host_backup(const char *control, const char *file)
     {
         fprintf(stderr, "proven-host: backup refused: %s\n",
                 res.ok ? "no size said" : res.message);
-    } else if (host_backup_receive(&c, fd, bytes, err, sizeof(err)) != 0
+    } else if (proven_conn_recv_data(&c, fd, bytes, HOST_BACKUP_IDLE_MS, err,
+                                     sizeof(err)) != PROVEN_OK
                || fsync(fd) != 0)
     {
         fprintf(stderr, "proven-host: backup: %s\n",
@@ -148,40 +103,13 @@ done:
 }
 
 
-/* One {"data": bytes} frame of p, len. */
-static int
-host_restore_send(proven_conn_t *c, const uint8_t *p, size_t len, char *err,
-    size_t errlen)
-{
-    int                     rc;
-    size_t                  flen;
-    uint8_t                *frame;
-    proven_frame_builder_t  b;
-
-    proven_frame_builder_init(&b, len + 16, HOST_BACKUP_DATA_MAX + 64);
-    proven_frame_put_head(&b, 5, 1);
-    proven_frame_put_text(&b, "data");
-    proven_frame_put_string(&b, PROVEN_CBOR_BYTES, p, len);
-    if (proven_frame_builder_finish(&b, &frame, &flen) != PROVEN_OK) {
-        proven_errf(err, errlen, "out of memory");
-        return PROVEN_ERR;
-    }
-    proven_conn_deadline(c, HOST_BACKUP_IDLE_MS);
-    rc = proven_conn_send(c, frame, flen, err, errlen);
-    free(frame);
-    return rc;
-}
-
-
 int
 host_restore(const char *control, const char *file, int quiet)
 {
     int                fd, rc;
     char               err[PROVEN_ERR_LEN];
     size_t             len;
-    ssize_t            n;
-    uint8_t            buf[HOST_BACKUP_DATA_MAX], *frame;
-    uint64_t           left;
+    uint8_t           *frame;
     cbor_item_t       *req;
     struct stat        st;
     proven_conn_t      c;
@@ -212,20 +140,10 @@ host_restore(const char *control, const char *file, int quiet)
         goto done;
     }
     err[0] = '\0';
+    /* a failure: the agent's answer, read next, may say why */
     if (proven_conn_send(&c, frame, len, err, sizeof(err)) == PROVEN_OK) {
-        for (left = (uint64_t) st.st_size; left > 0; left -= (uint64_t) n) {
-            n = read(fd, buf, left < sizeof(buf) ? (size_t) left
-                                                 : sizeof(buf));
-            if (n <= 0) {
-                snprintf(err, sizeof(err), "%s changed while read", file);
-                break;
-            }
-            if (host_restore_send(&c, buf, (size_t) n, err, sizeof(err))
-                != PROVEN_OK)
-            {
-                break;              /* the agent's answer may say why */
-            }
-        }
+        (void) proven_conn_send_data(&c, fd, (uint64_t) st.st_size,
+                                     HOST_BACKUP_IDLE_MS, err, sizeof(err));
     }
     /* the answer: at the end, or early when the agent refused */
     proven_conn_deadline(&c, HOST_BACKUP_IDLE_MS);

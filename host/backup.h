@@ -7,14 +7,13 @@
  * what the host could change it changes for nothing but a refusal.
  *
  *   backup              {"bytes", ...} then {"data": bytes} frames, exactly
- *                       bytes of them
+ *                       bytes of them (proven_conn_recv_data)
  *   restore {"bytes"}   followed by the data frames; one answer at the end
  */
 
 #ifndef PROVEN_HOST_BACKUP_H
 #define PROVEN_HOST_BACKUP_H
 
-#define HOST_BACKUP_DATA_MAX  (48 * 1024)     /* per data frame */
 
 #define HOST_UNREACHABLE      3   /* no agent answered: try again later */
 #define HOST_HANDED_ALREADY   4   /* restore: the guest has one ("exists") */

@@ -208,3 +208,89 @@ proven_conn_call(proven_conn_t *c, const cbor_item_t *req,
     }
     return PROVEN_OK;
 }
+
+
+int
+proven_conn_send_data(proven_conn_t *c, int fd, uint64_t len, int idle_ms,
+    char *err, size_t errlen)
+{
+    int                     rc;
+    size_t                  flen;
+    ssize_t                 n;
+    uint8_t                 buf[PROVEN_DATA_FRAME], *frame;
+    proven_frame_builder_t  b;
+
+    for ( ; len > 0; len -= (uint64_t) n) {
+        n = read(fd, buf, len < sizeof(buf) ? (size_t) len : sizeof(buf));
+        if (n <= 0) {
+            proven_errf(err, errlen, "the file changed while read");
+            return PROVEN_ERR;
+        }
+        proven_frame_builder_init(&b, (size_t) n + 16, PROVEN_DATA_FRAME + 64);
+        proven_frame_put_head(&b, 5, 1);
+        proven_frame_put_text(&b, "data");
+        proven_frame_put_string(&b, PROVEN_CBOR_BYTES, buf, (size_t) n);
+        if (proven_frame_builder_finish(&b, &frame, &flen) != PROVEN_OK) {
+            proven_errf(err, errlen, "out of memory");
+            return PROVEN_ERR;
+        }
+        if (idle_ms > 0) {
+            proven_conn_deadline(c, idle_ms);
+        }
+        rc = proven_conn_send(c, frame, flen, err, errlen);
+        free(frame);
+        if (rc != PROVEN_OK) {
+            return PROVEN_ERR;
+        }
+    }
+    return PROVEN_OK;
+}
+
+
+int
+proven_conn_recv_data(proven_conn_t *c, int fd, uint64_t want, int idle_ms,
+    char *err, size_t errlen)
+{
+    int             rc;
+    size_t          len;
+    uint64_t        got;
+    cbor_item_t    *frame, *data;
+    const uint8_t  *body;
+
+    for (got = 0; got < want; ) {
+        if (idle_ms > 0) {
+            proven_conn_deadline(c, idle_ms);
+        }
+        if (proven_conn_recv(c, &body, &len, err, errlen) != PROVEN_OK) {
+            proven_errf(err, errlen, "the stream ended after %llu of %llu "
+                        "bytes", (unsigned long long) got,
+                        (unsigned long long) want);
+            return PROVEN_ERR;
+        }
+        frame = proven_cbor_load(body, len, err, errlen);
+        data = frame != NULL ? proven_cbor_map_get(frame, "data") : NULL;
+        if (data == NULL || !cbor_isa_bytestring(data)
+            || !cbor_bytestring_is_definite(data))
+        {
+            proven_errf(err, errlen, "a frame that is not {\"data\": bytes}");
+            rc = PROVEN_ERR;
+        } else if (cbor_bytestring_length(data) > want - got) {
+            proven_errf(err, errlen, "more bytes than said");
+            rc = PROVEN_ERR;
+        } else {
+            rc = proven_write_all(fd, cbor_bytestring_handle(data),
+                                  cbor_bytestring_length(data));
+            if (rc != PROVEN_OK) {
+                proven_errf(err, errlen, "%s", strerror(errno));
+            }
+            got += cbor_bytestring_length(data);
+        }
+        if (frame != NULL) {
+            cbor_decref(&frame);
+        }
+        if (rc != PROVEN_OK) {
+            return PROVEN_ERR;
+        }
+    }
+    return PROVEN_OK;
+}

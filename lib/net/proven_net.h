@@ -137,6 +137,20 @@ int proven_conn_call(proven_conn_t *c, const cbor_item_t *req,
     proven_response_t *res, char *err, size_t errlen);
 
 /*
+ * A file carried as {"data": bytes} frames of at most PROVEN_DATA_FRAME
+ * bytes (backups over the control channel): len bytes of fd sent, or
+ * exactly want bytes received into fd; more, fewer or another frame is
+ * an error.  idle_ms > 0: each frame under a deadline of its own; 0: c's
+ * deadline, as the caller set it, for the whole.
+ */
+#define PROVEN_DATA_FRAME  (48 * 1024)
+
+int proven_conn_send_data(proven_conn_t *c, int fd, uint64_t len,
+    int idle_ms, char *err, size_t errlen);
+int proven_conn_recv_data(proven_conn_t *c, int fd, uint64_t want,
+    int idle_ms, char *err, size_t errlen);
+
+/*
  * A server of a process per connection (proven_serve.c): each connection
  * accepted on fd is handle(arg, fd) in a child of its own, so that one
  * peer can neither hold nor corrupt another's; at most max at once, those

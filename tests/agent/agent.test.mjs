@@ -44,6 +44,19 @@ const fakeInit = net.createServer((s) => {
     });
 });
 
+// calls fn with each whole frame the socket gives, decoded
+function onFrames(s, fn) {
+    let got = Buffer.alloc(0);
+    s.on('data', (d) => {
+        got = Buffer.concat([got, d]);
+        while (got.length >= 4 && got.length >= 4 + got.readUInt32BE(0)) {
+            fn(cbor.decode(got.subarray(4, 4 + got.readUInt32BE(0)),
+                           { useMaps: false }));
+            got = got.subarray(4 + got.readUInt32BE(0));
+        }
+    });
+}
+
 // one request over a fresh connection; the decoded answer
 function ask(request, raw = null) {
     return new Promise((resolve, reject) => {
@@ -195,20 +208,9 @@ test('bad requests: not CBOR, an unknown op, a frame too large', async () => {
 
 test('logs: in order, and under a slow host bounded, the oldest dropped and counted', async () => {
     const s = net.connect(at('control.sock'));
-    let got = Buffer.alloc(0);
     const frames = [];
-    s.on('data', (d) => {
-        got = Buffer.concat([got, d]);
-        while (got.length >= 4 && got.length >= 4 + got.readUInt32BE(0)) {
-            frames.push(cbor.decode(got.subarray(4, 4 + got.readUInt32BE(0)),
-                                    { useMaps: false }));
-            got = got.subarray(4 + got.readUInt32BE(0));
-        }
-    });
-    const body = cbor.encode({ id: 14, op: 'logs' });
-    const len = Buffer.alloc(4);
-    len.writeUInt32BE(body.length);
-    s.write(Buffer.concat([len, body]));
+    onFrames(s, (f) => frames.push(f));
+    s.write(frame({ id: 14, op: 'logs' }));
     while (frames.length === 0) {
         await new Promise((r) => setTimeout(r, 10));
     }
@@ -263,18 +265,12 @@ test('logs: in order, and under a slow host bounded, the oldest dropped and coun
 function converse(sock, buffers, { until = Infinity, end = false } = {}) {
     return new Promise((resolve, reject) => {
         const s = net.connect(sock);
-        let got = Buffer.alloc(0);
         const frames = [];
         const done = () => { s.destroy(); resolve(frames); };
         s.on('error', (e) => (e.code === 'EPIPE' || e.code === 'ECONNRESET'
                               ? done() : reject(e)));
-        s.on('data', (d) => {
-            got = Buffer.concat([got, d]);
-            while (got.length >= 4 && got.length >= 4 + got.readUInt32BE(0)) {
-                frames.push(cbor.decode(got.subarray(4, 4 + got.readUInt32BE(0)),
-                                        { useMaps: false }));
-                got = got.subarray(4 + got.readUInt32BE(0));
-            }
+        onFrames(s, (f) => {
+            frames.push(f);
             if (frames.length >= until) {
                 done();
             }
