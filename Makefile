@@ -181,7 +181,8 @@ $(BUILD)/bin/proven-egress: $(BUILD)/obj/relay/proven-egress.o $(LIBPROVEN)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CLI_LIBS) $(LIBS)
 
-$(BUILD)/bin/proven-agent: $(BUILD)/obj/agent/proven-agent.o $(LIBPROVEN)
+$(BUILD)/bin/proven-agent: $(BUILD)/obj/agent/proven-agent.o \
+    $(BUILD)/obj/agent/peers.o $(LIBPROVEN)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 

@@ -2,17 +2,23 @@
  * proven-agent --control ADDR --ready PATH [--extra FILE --permit FILE]
  *              [--init-socket PATH] [--log-socket PATH] [--log-buffer BYTES]
  *              [--provend PATH] [--restore PATH [--restore-max BYTES]]
+ *              [--cluster-template FILE --cluster FILE --forwards FILE
+ *               [--forward-port PORT]]
  *
  * The enclave's end of the host's control channel, the first service init
  * runs.  On ADDR (vsock:any:PORT; under qemu tcp:0.0.0.0:PORT behind
  * hostfwd) the host sends requests in lib's frames, {"id", "op", ...}, and
  * gets {"id", "ok", "result"} or {"id", "ok": false, "error"}:
  *
- *   initialize {"config": {"allow": ["HOST:PORT", ...]}}
+ *   initialize {"config": {"allow": ["HOST:PORT", ...],
+ *                          "cluster": {"node", "peers": [...]}}}
  *       once: the egress additions (each within the image's --permit
- *       patterns) go to --extra, then --ready appears and init starts the
- *       services after this one.  Anything else in config is refused: what
- *       the enclave runs is the image's, not the host's.
+ *       patterns) go to --extra, the cluster's peers to the files provend
+ *       and egress read (peers.h), then --ready appears and init starts
+ *       the services after this one.  Anything else in config is refused:
+ *       what the enclave runs is the image's, not the host's.
+ *   add_peer {"name", "attestation", "route"}   after an initialize with
+ *       a cluster: one more peer, in those files and given to provend
  *   status      init's services, whether initialized, the log counters
  *   shutdown {"grace": S}   init stops the services (S seconds each before
  *       SIGKILL, 1 to 300, 10 by default) and powers off
@@ -59,6 +65,7 @@
 
 #include "proven.h"
 #include "net/proven_net.h"
+#include "peers.h"
 
 
 #define AGENT_CONNS           8         /* control connections at once */
@@ -78,6 +85,8 @@
 #define AGENT_RESTORE_MAX     (256 * 1024 * 1024)
 #define AGENT_RATE_MIN        (256 * 1024)      /* bytes/s a transfer keeps */
 #define AGENT_CHILD_WAITS     20        /* of 10 ms, for one ending */
+#define AGENT_FORWARD_PORT    7100      /* the first peer's route, inside */
+#define AGENT_PEERS_MAX       16
 
 
 typedef struct {
@@ -103,8 +112,9 @@ typedef struct {
 
 typedef struct {
     proven_addr_t    control;
-    const char      *ready, *extra, *permit, *init_socket, *log_socket;
+    const char      *ready, *init_socket, *log_socket;
     const char      *provend, *restore;
+    agent_peers_t    peers;             /* the host's additions */
     uint64_t         restore_max;
     int              initialized;
     int              listen_fd, log_fd;
@@ -319,82 +329,12 @@ agent_ask_init(agent_t *a, const char *command, char *answer, size_t size,
 
 /* ---- requests ------------------------------------------------------------ */
 
-static int
-agent_write_extra(agent_t *a, cbor_item_t *allow, char *err, size_t errlen)
-{
-    size_t                 i, n;
-    char                   entry[PROVEN_EGRESS_NAME_MAX + 16];
-    char                   tmp[4200], text[300];
-    FILE                  *f;
-    proven_allow_t         permits;
-    proven_egress_dest_t   d;
-
-    if (allow == NULL) {
-        return PROVEN_OK;
-    }
-    if (!cbor_isa_array(allow) || cbor_array_size(allow) > PROVEN_ALLOW_MAX) {
-        proven_errf(err, errlen, "config.allow: a list of HOST:PORT, at "
-                    "most %d", PROVEN_ALLOW_MAX);
-        return PROVEN_ERR;
-    }
-    n = cbor_array_size(allow);
-    if (n > 0 && (a->extra == NULL || a->permit == NULL)) {
-        proven_errf(err, errlen, "config.allow: this image permits no "
-                    "additions");
-        return PROVEN_ERR;
-    }
-    proven_allow_init(&permits);
-    if (n > 0 && proven_allow_load(&permits, a->permit, err, errlen)
-                 != PROVEN_OK)
-    {
-        return PROVEN_ERR;
-    }
-    snprintf(tmp, sizeof(tmp), "%s.tmp", a->extra ? a->extra : "");
-    f = n > 0 ? fopen(tmp, "w") : NULL;
-    if (n > 0 && f == NULL) {
-        proven_errf(err, errlen, "%.200s: %s", tmp, strerror(errno));
-        proven_allow_free(&permits);
-        return PROVEN_ERR;
-    }
-    for (i = 0; i < n; i++) {
-        if (proven_cbor_text_into(cbor_array_handle(allow)[i], entry,
-                                  sizeof(entry)) != PROVEN_OK
-            || proven_egress_parse_dest(entry, strlen(entry), 0, &d)
-               != PROVEN_OK)
-        {
-            proven_errf(err, errlen, "config.allow[%zu]: not HOST:PORT", i);
-            goto fail;
-        }
-        proven_egress_dest_text(&d, text, sizeof(text));
-        if (!proven_allow_check(&permits, &d)) {
-            proven_errf(err, errlen, "config.allow[%zu]: %.160s is not one the "
-                        "image permits", i, text);
-            goto fail;
-        }
-        fprintf(f, "%s\n", text);
-    }
-    proven_allow_free(&permits);
-    if (f != NULL && (fclose(f) != 0 || rename(tmp, a->extra) != 0)) {
-        proven_errf(err, errlen, "%.200s: %s", a->extra, strerror(errno));
-        unlink(tmp);
-        return PROVEN_ERR;
-    }
-    return PROVEN_OK;
-
-fail:
-
-    proven_allow_free(&permits);
-    fclose(f);
-    unlink(tmp);
-    return PROVEN_ERR;
-}
-
-
 static cbor_item_t *
 agent_initialize(agent_t *a, proven_request_t *req, const char **code,
     char *err, size_t errlen)
 {
     int           fd;
+    char          key[16];
     size_t        i;
     cbor_item_t  *config;
     struct cbor_pair  *pairs;
@@ -418,17 +358,20 @@ agent_initialize(agent_t *a, proven_request_t *req, const char **code,
     if (config != NULL) {
         pairs = cbor_map_handle(config);
         for (i = 0; i < cbor_map_size(config); i++) {
-            if (!cbor_isa_string(pairs[i].key)
-                || cbor_string_length(pairs[i].key) != 5
-                || memcmp(cbor_string_handle(pairs[i].key), "allow", 5) != 0)
+            if (proven_cbor_text_into(pairs[i].key, key, sizeof(key))
+                != PROVEN_OK
+                || (strcmp(key, "allow") != 0 && strcmp(key, "cluster") != 0))
             {
-                proven_errf(err, errlen, "config: only \"allow\" is the "
-                            "host's to set (the rest is the image's)");
+                proven_errf(err, errlen, "config: only \"allow\" and "
+                            "\"cluster\" are the host's to set (the rest is "
+                            "the image's)");
                 return NULL;
             }
         }
-        if (agent_write_extra(a, proven_cbor_map_get(config, "allow"), err,
-                              errlen) != PROVEN_OK)
+        if (agent_peers_initialize(&a->peers,
+                                   proven_cbor_map_get(config, "allow"),
+                                   proven_cbor_map_get(config, "cluster"),
+                                   code, err, errlen) != PROVEN_OK)
         {
             return NULL;
         }
@@ -443,6 +386,21 @@ agent_initialize(agent_t *a, proven_request_t *req, const char **code,
     a->initialized = 1;
     fprintf(stderr, "agent: initialized\n");
     return cbor_new_null();
+}
+
+
+/* add_peer: once initialized, with a cluster (peers.c). */
+static cbor_item_t *
+agent_add_peer(agent_t *a, proven_request_t *req, const char **code,
+    char *err, size_t errlen)
+{
+    if (!a->initialized) {
+        *code = "conflict";
+        proven_errf(err, errlen, "not initialized: initialize names the "
+                    "first peers");
+        return NULL;
+    }
+    return agent_peers_add(&a->peers, req, code, err, errlen);
 }
 
 
@@ -868,6 +826,8 @@ agent_request(agent_t *a, agent_conn_t *c, const uint8_t *body, size_t len)
         req.map = NULL;
     } else if (strcmp(req.op, "initialize") == 0) {
         result = agent_initialize(a, &req, &code, err, sizeof(err));
+    } else if (strcmp(req.op, "add_peer") == 0) {
+        result = agent_add_peer(a, &req, &code, err, sizeof(err));
     } else if (strcmp(req.op, "status") == 0) {
         result = agent_status(a, &code, err, sizeof(err));
     } else if (strcmp(req.op, "shutdown") == 0) {
@@ -881,8 +841,8 @@ agent_request(agent_t *a, agent_conn_t *c, const uint8_t *body, size_t len)
         result = agent_transfer(a, c, &req, &code, err, sizeof(err));
     } else {
         code = "unknown_op";
-        snprintf(err, sizeof(err), "unknown op \"%s\" (initialize, status, "
-                 "shutdown, logs, backup, restore)", req.op);
+        snprintf(err, sizeof(err), "unknown op \"%s\" (initialize, add_peer, "
+                 "status, shutdown, logs, backup, restore)", req.op);
     }
     if (c->handed) {
         /* the child answers */
@@ -1154,7 +1114,10 @@ agent_usage(void)
         "                    [--init-socket PATH] [--log-socket PATH] "
         "[--log-buffer BYTES]\n"
         "                    [--provend PATH] [--restore PATH "
-        "[--restore-max BYTES]]\n");
+        "[--restore-max BYTES]]\n"
+        "                    [--cluster-template FILE --cluster FILE "
+        "--forwards FILE\n"
+        "                     [--forward-port PORT]]\n");
 }
 
 
@@ -1178,6 +1141,10 @@ main(int argc, char **argv)
         { "provend",     required_argument, NULL, 'P' },
         { "restore",     required_argument, NULL, 'R' },
         { "restore-max", required_argument, NULL, 'M' },
+        { "cluster-template", required_argument, NULL, 'T' },
+        { "cluster",     required_argument, NULL, 'C' },
+        { "forwards",    required_argument, NULL, 'F' },
+        { "forward-port", required_argument, NULL, 'o' },
         { NULL, 0, NULL, 0 }
     };
 
@@ -1188,6 +1155,7 @@ main(int argc, char **argv)
     a->init_socket = "/run/proven/init.sock";
     a->log.cap = AGENT_LOG_BUFFER;
     a->restore_max = AGENT_RESTORE_MAX;
+    a->peers.forward_port = AGENT_FORWARD_PORT;
     have_control = 0;
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
         switch (opt) {
@@ -1204,10 +1172,31 @@ main(int argc, char **argv)
             a->ready = optarg;
             break;
         case 'x':
-            a->extra = optarg;
+            a->peers.extra = optarg;
             break;
         case 'p':
-            a->permit = optarg;
+            a->peers.permit = optarg;
+            break;
+        case 'T':
+            a->peers.template = optarg;
+            break;
+        case 'C':
+            a->peers.file = optarg;
+            break;
+        case 'F':
+            a->peers.forwards = optarg;
+            break;
+        case 'o':
+            errno = 0;
+            n = strtol(optarg, &end, 10);
+            if (errno != 0 || *end != '\0' || n < 1
+                || n > 65535 - AGENT_PEERS_MAX)
+            {
+                fprintf(stderr, "proven-agent: --forward-port %s: 1 to "
+                        "%d\n", optarg, 65535 - AGENT_PEERS_MAX);
+                return 2;
+            }
+            a->peers.forward_port = (unsigned) n;
             break;
         case 'i':
             a->init_socket = optarg;
@@ -1217,6 +1206,7 @@ main(int argc, char **argv)
             break;
         case 'P':
             a->provend = optarg;
+            a->peers.provend = optarg;
             break;
         case 'R':
             a->restore = optarg;
@@ -1251,7 +1241,10 @@ main(int argc, char **argv)
         }
     }
     if (optind != argc || !have_control || a->ready == NULL
-        || (a->extra == NULL) != (a->permit == NULL))
+        || (a->peers.extra == NULL) != (a->peers.permit == NULL)
+        || (a->peers.template != NULL)
+           != (a->peers.file != NULL && a->peers.forwards != NULL
+               && a->peers.extra != NULL))
     {
         agent_usage();
         return 2;
@@ -1273,5 +1266,7 @@ main(int argc, char **argv)
     sa.sa_handler = agent_on_child;
     sigaction(SIGCHLD, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    return agent_run(a);
+    i = agent_run(a);
+    free(a);
+    return i;
 }

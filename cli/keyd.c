@@ -726,7 +726,7 @@ cli_keyd_answer(cli_keyd_t *kd, const uint8_t *body, size_t len,
 
 
 static void
-cli_keyd_conn(void *arg, int fd)
+cli_keyd_conn(void *arg, int fd, size_t listener)
 {
     cli_keyd_t     *kd = arg;
     int             n;
@@ -735,6 +735,8 @@ cli_keyd_conn(void *arg, int fd)
     uint8_t        *frame;
     proven_conn_t   c;
     const uint8_t  *body;
+
+    (void) listener;
 
     proven_conn_init(&c, fd, PROVEND_KEYD_FRAME_MAX);
     for (n = 0; n < CLI_KEYD_REQUESTS && !cli_keyd_stop; n++) {

@@ -54,6 +54,8 @@
 #define HOST_GUEST_HTTPS    5443                /* the guest's relays */
 #define HOST_GUEST_HTTP     5080
 #define HOST_GUEST_CONTROL  7002                /* its proven-agent */
+#define HOST_GUEST_ROUTE    5085                /* NATS routes, to provend's */
+#define HOST_PEERS_MAX      16
 #define HOST_CONTROL_PORT   8090                /* the default, ours */
 #define HOST_ALLOW_MAX      64
 #define HOST_INIT_WAIT_S    300                 /* for the agent to answer */
@@ -74,6 +76,10 @@ typedef struct {
     size_t        nallow;
     unsigned      grace;            /* shutdown's, seconds */
     const char   *restore;          /* a backup handed in first */
+    const char   *node;             /* initialize's cluster, or NULL */
+    unsigned      route_port;       /* ours, to the guest's routes; 0 */
+    const char   *peers[HOST_PEERS_MAX];   /* NAME,ATTESTATION,ROUTE */
+    size_t        npeers;
     char          control[64];      /* tcp:127.0.0.1:PORT */
 } host_channel_t;
 
@@ -97,7 +103,10 @@ host_usage(FILE *out)
         "                       [--control-port PORT] [--egress FILE]\n"
         "                       [--allow-extra HOST:PORT]... [--log FILE]\n"
         "                       [--grace SECONDS] [--restore FILE]\n"
+        "                       [--node NAME --peer NAME,URL,HOST:PORT...\n"
+        "                        [--route PORT]]\n"
         "       proven-host control ADDR status|shutdown [--grace SECONDS]\n"
+        "       proven-host control ADDR add_peer NAME URL HOST:PORT\n"
         "       proven-host backup ADDR FILE\n"
         "       proven-host restore ADDR FILE\n"
         "\n"
@@ -118,6 +127,12 @@ host_usage(FILE *out)
         "the image permits), ships its logs (to --log FILE, or stdout), and\n"
         "turns SIGINT/SIGTERM into shutdown (--grace, 10 s).  --egress\n"
         "FILE: the guest's way out, to the destinations FILE lists.\n"
+        "--node NAME --peer NAME,URL,HOST:PORT: initialize makes the guest\n"
+        "node NAME of the image's cluster, with these peers (their\n"
+        "attestation URL and NATS route, each within the image's permitted\n"
+        "egress, and on --egress FILE's list); --route PORT: 127.0.0.1:PORT\n"
+        "carried to the guest's NATS routes, for its peers.  add_peer: one\n"
+        "more peer for a running guest.\n"
         "--restore FILE: a sealed backup handed to the guest before\n"
         "initialize; its provend restores it (with the key keyd releases\n"
         "to the same code only) before it starts.\n"
@@ -383,6 +398,70 @@ host_print_logs(FILE *out, const uint8_t *body, size_t len)
 }
 
 
+/* A peer as --peer and add_peer name it: {name, attestation, route}. */
+static cbor_item_t *
+host_peer(const char *name, const char *url, const char *route)
+{
+    cbor_item_t  *peer;
+
+    peer = cbor_new_definite_map(3);
+    if (peer == NULL
+        || proven_cbor_map_put(peer, "name", cbor_build_string(name))
+           != PROVEN_OK
+        || proven_cbor_map_put(peer, "attestation", cbor_build_string(url))
+           != PROVEN_OK
+        || proven_cbor_map_put(peer, "route", cbor_build_string(route))
+           != PROVEN_OK)
+    {
+        if (peer != NULL) {
+            cbor_decref(&peer);
+        }
+        return NULL;
+    }
+    return peer;
+}
+
+
+/* initialize's config but its allow: the cluster, with --node. */
+static cbor_item_t *
+host_config(const host_channel_t *ch)
+{
+    char          buf[1024], *url, *route;
+    size_t        i;
+    cbor_item_t  *config, *cluster, *peers, *peer;
+
+    config = cbor_new_definite_map(ch->node != NULL ? 2 : 1);
+    if (config == NULL || ch->node == NULL) {
+        return config;
+    }
+    cluster = cbor_new_definite_map(2);
+    peers = cbor_new_definite_array(ch->npeers);
+    if (cluster == NULL || peers == NULL
+        || proven_cbor_map_put(config, "cluster", cluster) != PROVEN_OK
+        || proven_cbor_map_put(cluster, "node", cbor_build_string(ch->node))
+           != PROVEN_OK
+        || proven_cbor_map_put(cluster, "peers", peers) != PROVEN_OK)
+    {
+        cbor_decref(&config);
+        return NULL;
+    }
+    for (i = 0; i < ch->npeers; i++) {
+        /* NAME,URL,ROUTE: two commas, as main took it */
+        snprintf(buf, sizeof(buf), "%s", ch->peers[i]);
+        url = strchr(buf, ',');
+        *url++ = '\0';
+        route = strrchr(url, ',');
+        *route++ = '\0';
+        peer = host_peer(buf, url, route);
+        if (peer == NULL || !cbor_array_push(peers, cbor_move(peer))) {
+            cbor_decref(&config);
+            return NULL;
+        }
+    }
+    return config;
+}
+
+
 /*
  * The control channel's host side for one boot, a process of its own:
  * initialize, asked until the agent answers (the guest boots meanwhile),
@@ -408,7 +487,7 @@ host_control_loop(const host_channel_t *ch)
         _exit(1);
     }
     req = proven_request_new(1, "initialize");
-    config = cbor_new_definite_map(1);
+    config = host_config(ch);
     allow = cbor_new_definite_array(ch->nallow);
     for (i = 0; allow != NULL && i < ch->nallow; i++) {
         (void) cbor_array_push(allow,
@@ -418,6 +497,7 @@ host_control_loop(const host_channel_t *ch)
         || proven_cbor_map_put(config, "allow", allow) != PROVEN_OK
         || proven_cbor_map_put(req, "config", config) != PROVEN_OK)
     {
+        fprintf(stderr, "proven-host: out of memory\n");
         _exit(1);
     }
     deadline = time(NULL) + HOST_INIT_WAIT_S;
@@ -574,8 +654,8 @@ host_run(const char *image, const char *qemu, const char *accel,
 {
     char          relay[4096], egress[4096], sock[100], to[64], from[64];
     char          fwd[600];
-    unsigned      guest_ports[2];
-    pid_t         helpers[3] = { 0, 0, 0 }, ctl;
+    unsigned      guest_ports[3];
+    pid_t         helpers[4] = { 0, 0, 0, 0 }, ctl;
     int           fd, status, rc, asked, killed, kernels, cmdlines;
     unsigned      backoff;
     unsigned long boots;
@@ -702,7 +782,7 @@ host_run(const char *image, const char *qemu, const char *accel,
      */
     snprintf(ch->control, sizeof(ch->control), "tcp:127.0.0.1:%u",
              ch->control_port);
-    if (host_free_ports(guest_ports, 2) != 0
+    if (host_free_ports(guest_ports, 3) != 0
         || host_sibling("proven-relay", relay, sizeof(relay)) != 0)
     {
         fprintf(stderr, "proven-host: no port of 127.0.0.1 is free\n");
@@ -714,6 +794,18 @@ host_run(const char *image, const char *qemu, const char *accel,
              "hostfwd=tcp:127.0.0.1:%u-:%d",
              guest_ports[0], HOST_GUEST_HTTP, guest_ports[1], HOST_GUEST_HTTPS,
              ch->control_port, HOST_GUEST_CONTROL);
+    if (ch->route_port != 0) {
+        /* peers' NATS routes, carried as HTTPS is (their TLS ends in
+         * nats-server, which takes only admitted peers' certificates) */
+        snprintf(fwd, sizeof(fwd), ",hostfwd=tcp:127.0.0.1:%u-:%d",
+                 guest_ports[2], HOST_GUEST_ROUTE);
+        strcat(netdev, fwd);
+        snprintf(from, sizeof(from), "tcp:127.0.0.1:%u", ch->route_port);
+        snprintf(to, sizeof(to), "tcp:127.0.0.1:%u", guest_ports[2]);
+        helpers[3] = host_spawn((char *[]) { relay, "--listen", from,
+                                             "--to", to, "--transport", "to",
+                                             NULL });
+    }
     for (i = 0; i < 2; i++) {
         snprintf(from, sizeof(from), "tcp:127.0.0.1:%u", i ? https : http);
         snprintf(to, sizeof(to), "tcp:127.0.0.1:%u", guest_ports[i]);
@@ -868,7 +960,7 @@ boot:
 
 done:
 
-    for (i = 0; i < 3; i++) {
+    for (i = 0; i < 4; i++) {
         host_reap(&helpers[i]);
     }
     if (kernel[0]) {
@@ -902,6 +994,56 @@ host_number(const char *text, unsigned long max, unsigned long *out)
 }
 
 
+/* proven-host control ADDR add_peer NAME URL HOST:PORT */
+static int
+host_control_add_peer(const char *control, const char *name, const char *url,
+    const char *route)
+{
+    int                rc;
+    char               err[PROVEN_ERR_LEN];
+    cbor_item_t       *req, *peer;
+    proven_conn_t      c;
+    proven_response_t  res;
+    struct cbor_pair  *pairs;
+    size_t             i;
+
+    req = proven_request_new(1, "add_peer");
+    peer = host_peer(name, url, route);
+    if (req == NULL || peer == NULL) {
+        fprintf(stderr, "proven-host: out of memory\n");
+        return 1;
+    }
+    /* the peer's fields are the request's */
+    pairs = cbor_map_handle(peer);
+    for (i = 0; i < cbor_map_size(peer); i++) {
+        if (!cbor_map_add(req, (struct cbor_pair) {
+                              .key = pairs[i].key, .value = pairs[i].value }))
+        {
+            fprintf(stderr, "proven-host: out of memory\n");
+            return 1;
+        }
+    }
+    rc = host_request(control, req, &c, &res, err, sizeof(err));
+    cbor_decref(&req);
+    cbor_decref(&peer);
+    if (rc != PROVEN_OK) {
+        fprintf(stderr, "proven-host: the control channel %s: %s\n", control,
+                err);
+        return 1;
+    }
+    proven_conn_close(&c);
+    rc = res.ok ? 0 : 1;
+    if (res.ok) {
+        printf("added %s: the guest admits it on its attestation\n", name);
+    } else {
+        fprintf(stderr, "proven-host: add_peer: %s: %s\n", res.code,
+                res.message);
+    }
+    proven_response_free(&res);
+    return rc;
+}
+
+
 /* proven-host control ADDR status|shutdown [--grace S] */
 static int
 host_control_main(int argc, char **argv)
@@ -912,6 +1054,9 @@ host_control_main(int argc, char **argv)
     proven_response_t  res;
 
     grace = 0;
+    if (argc == 7 && strcmp(argv[3], "add_peer") == 0) {
+        return host_control_add_peer(argv[2], argv[4], argv[5], argv[6]);
+    }
     if (argc == 6 && strcmp(argv[4], "--grace") == 0
         && host_number(argv[5], 300, &grace) == 0)
     {
@@ -989,6 +1134,9 @@ main(int argc, char **argv)
         { "control-port", required_argument, NULL, 'C' },
         { "egress",      required_argument, NULL, 'e' },
         { "allow-extra", required_argument, NULL, 'x' },
+        { "node",        required_argument, NULL, 'N' },
+        { "peer",        required_argument, NULL, 'P' },
+        { "route",       required_argument, NULL, 'O' },
         { "log",         required_argument, NULL, 'l' },
         { "grace",       required_argument, NULL, 'g' },
         { "restore",     required_argument, NULL, 'R' },
@@ -1057,6 +1205,29 @@ main(int argc, char **argv)
                 return 2;
             }
             ch.allow[ch.nallow++] = optarg;
+            continue;
+        case 'N':
+            ch.node = optarg;
+            continue;
+        case 'P':
+            /* NAME,URL,HOST:PORT: the agent checks each part */
+            if (ch.npeers == HOST_PEERS_MAX || strlen(optarg) >= 1000
+                || strchr(optarg, ',') == NULL
+                || strchr(optarg, ',') == strrchr(optarg, ','))
+            {
+                fprintf(stderr, "proven-host: --peer NAME,URL,HOST:PORT, "
+                        "at most %d\n", HOST_PEERS_MAX);
+                return 2;
+            }
+            ch.peers[ch.npeers++] = optarg;
+            continue;
+        case 'O':
+            if (host_number(optarg, 65535, &port) != 0) {
+                fprintf(stderr, "proven-host: --route wants a number from 1 "
+                        "to 65535, not \"%s\"\n", optarg);
+                return 2;
+            }
+            ch.route_port = (unsigned) port;
             continue;
         case 'C':
             if (host_number(optarg, 65535, &port) != 0) {
@@ -1130,6 +1301,13 @@ main(int argc, char **argv)
     if (image == NULL || optind != argc) {
         fprintf(stderr, "proven-host: run --qemu IMAGE.eif is needed (the "
                         "vsock data plane comes with Nitro)\n");
+        return 2;
+    }
+    if ((ch.node == NULL) != (ch.npeers == 0)
+        || (ch.route_port != 0 && ch.node == NULL))
+    {
+        fprintf(stderr, "proven-host: --node NAME goes with one --peer or "
+                        "more (and --route with them)\n");
         return 2;
     }
 

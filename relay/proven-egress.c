@@ -3,7 +3,8 @@
  *
  *   proven-egress proxy --listen tcp:127.0.0.1:3128 --to ADDR
  *                       --allow FILE [--extra FILE --permit FILE]
- *                       [--doh URL [--ca FILE]] [--max N] [--verbose]
+ *                       [--forwards FILE] [--doh URL [--ca FILE]]
+ *                       [--max N] [--verbose]
  *   proven-egress host  --listen ADDR --allow FILE [--max N] [--verbose]
  *
  * Inside, "proxy" is an HTTP CONNECT proxy on loopback (libcurl's
@@ -13,7 +14,11 @@
  * inside, over DoH (--doh, an https URL whose host is an address, checked
  * against --ca): the host never answers a name.  The proxy then opens a
  * connection over the transport (--to) and asks the host's side for the
- * destination, in one frame {"host", "port", "ip"}.
+ * destination, in one frame {"host", "port", "ip"}.  --forwards FILE
+ * ("PORT HOST:PORT" lines) adds ports of loopback each carried to one
+ * destination the same way, for what cannot use a proxy (NATS routes to
+ * cluster peers).  --extra and --forwards are read again when they change
+ * (the agent's add_peer), each second at most.
  *
  * On the host, "host" checks that frame against its own list (the
  * operator's), connects to the address, answers {"ok": true} or
@@ -37,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -53,13 +59,27 @@
 #define EGRESS_FRAME_MAX       1024
 #define EGRESS_MAX_CONNS       256
 #define EGRESS_IDLE_MS         (5 * 60 * 1000)  /* a tunnel with no bytes */
+#define EGRESS_FORWARDS_MAX    32
 
+
+/* A port of the enclave's loopback carried to one destination. */
+typedef struct {
+    uint16_t               port;
+    proven_egress_dest_t   dest;
+} egress_forward_t;
 
 typedef struct {
     int              host_side;
     proven_addr_t    listen;
     proven_addr_t    to;
-    proven_allow_t   allow;
+    proven_allow_t   allow;         /* image's and DoH's, then extra's */
+    proven_allow_t   image;         /* the image's and DoH's */
+    const char      *extra, *permit, *forwards;
+    struct stat      extra_st, forwards_st;     /* as last read */
+    egress_forward_t forward[EGRESS_FORWARDS_MAX];
+    int              forward_fds[EGRESS_FORWARDS_MAX];
+    size_t           nforward;
+    int              forwards_again;    /* a port not listened on yet */
     const char      *doh;
     const char      *ca;
     char             proxy_url[PROVEN_ADDR_TEXT_MAX + 16];
@@ -69,6 +89,8 @@ typedef struct {
 
 
 static volatile sig_atomic_t  egress_stop;
+
+static void egress_tick(void *arg);
 
 
 static void
@@ -371,18 +393,90 @@ egress_dest_of(const char *ip, uint16_t port, proven_egress_dest_t *d,
 }
 
 
+/*
+ * Whether the enclave may reach d, its address (its own, or the name's
+ * over DoH), and a connection t to the host's side that has connected
+ * to it: PROVEN_OK; else *status and msg say why, for the client.
+ */
+static int
+egress_reach(egress_t *e, const proven_egress_dest_t *d, proven_conn_t *t,
+    int *status, char *msg, size_t msglen)
+{
+    int                    rc, i;
+    char                   ip[INET6_ADDRSTRLEN], err[PROVEN_ERR_LEN];
+    char                   text[PROVEN_EGRESS_NAME_MAX + 16];
+    uint8_t                addr[16];
+    proven_egress_dest_t   as_ip;
+
+    proven_conn_init(t, -1, 0);
+    proven_egress_dest_text(d, text, sizeof(text));
+    if (!proven_allow_check(&e->allow, d)) {
+        egress_log("refused %s: not on the enclave's allow-list", text);
+        snprintf(msg, msglen, "%s is not on the enclave's allow-list", text);
+        *status = 403;
+        return PROVEN_ERR;
+    }
+
+    /* the address: the destination's own, or the name's over DoH */
+    *status = 502;
+    if (d->family != 0) {
+        memcpy(ip, d->host, strlen(d->host) + 1);   /* an address */
+    } else if (e->doh == NULL) {
+        egress_log("cannot resolve %s: no DoH server", d->host);
+        snprintf(msg, msglen, "cannot resolve %s: no DoH server (--doh)",
+                 d->host);
+        return PROVEN_ERR;
+    } else {
+        rc = PROVEN_AGAIN;
+        for (i = 0; i < 2 && rc == PROVEN_AGAIN; i++) {
+            rc = egress_doh(e, d->host, i == 0 ? PROVEN_DNS_A
+                                               : PROVEN_DNS_AAAA,
+                            ip, sizeof(ip), err, sizeof(err));
+        }
+        if (rc != PROVEN_OK) {
+            egress_log("cannot resolve %s: %s", d->host, err);
+            snprintf(msg, msglen, "cannot resolve %s: %s", d->host, err);
+            return PROVEN_ERR;
+        }
+        /* a name of a listed domain must not lead into a private network
+         * (or the host) unless that address is listed itself */
+        if (egress_dest_of(ip, d->port, &as_ip, addr) != PROVEN_OK
+            || (!proven_egress_global(as_ip.family, addr)
+                && !proven_allow_check(&e->allow, &as_ip)))
+        {
+            egress_log("refused %s at %s: not a public address", text, ip);
+            snprintf(msg, msglen, "%s resolved to %s, not a public address "
+                     "(list it to allow it)", text, ip);
+            *status = 403;
+            return PROVEN_ERR;
+        }
+    }
+
+    rc = egress_ask_host(e, t, d, ip, err, sizeof(err));
+    if (rc != PROVEN_OK) {
+        egress_log("%s (%s): %s", text, ip, err);
+        snprintf(msg, msglen, "%s: %s", text, err);
+        *status = rc == PROVEN_AGAIN ? 403 : 502;
+        proven_conn_close(t);
+        return PROVEN_ERR;
+    }
+    if (e->verbose) {
+        egress_log("%s (%s)", text, ip);
+    }
+    return PROVEN_OK;
+}
+
+
 static void
 egress_proxy_conn(egress_t *e, int fd)
 {
-    int                    rc, i;
-    char                   head[EGRESS_HEAD_MAX], ip[INET6_ADDRSTRLEN];
-    char                   err[PROVEN_ERR_LEN], msg[PROVEN_ERR_LEN + 300];
-    char                   text[PROVEN_EGRESS_NAME_MAX + 16];
+    int                    status;
+    char                   head[EGRESS_HEAD_MAX], err[PROVEN_ERR_LEN];
+    char                   msg[PROVEN_ERR_LEN + 300];
     char                  *sp, *ver;
     size_t                 len;
     proven_conn_t          client, t;
-    uint8_t                addr[16];
-    proven_egress_dest_t   d, as_ip;
+    proven_egress_dest_t   d;
     static const char      ok[] = "HTTP/1.1 200 Connection established"
                                   "\r\n\r\n";
 
@@ -414,76 +508,41 @@ egress_proxy_conn(egress_t *e, int fd)
                      "CONNECT HOST:PORT HTTP/1.1 expected");
         return;
     }
-    proven_egress_dest_text(&d, text, sizeof(text));
-    if (!proven_allow_check(&e->allow, &d)) {
-        egress_log("refused %s: not on the enclave's allow-list", text);
-        snprintf(msg, sizeof(msg), "%s is not on the enclave's allow-list",
-                 text);
-        egress_reply(fd, 403, "Forbidden", msg);
-        return;
-    }
-
-    /* the address: the destination's own, or the name's over DoH */
-    if (d.family != 0) {
-        memcpy(ip, d.host, strlen(d.host) + 1);     /* an address */
-    } else if (e->doh == NULL) {
-        egress_log("cannot resolve %s: no DoH server", d.host);
-        snprintf(msg, sizeof(msg), "cannot resolve %s: no DoH server "
-                 "(--doh)", d.host);
-        egress_reply(fd, 502, "Bad Gateway", msg);
-        return;
-    } else {
-        rc = PROVEN_AGAIN;
-        for (i = 0; i < 2 && rc == PROVEN_AGAIN; i++) {
-            rc = egress_doh(e, d.host, i == 0 ? PROVEN_DNS_A
-                                              : PROVEN_DNS_AAAA,
-                            ip, sizeof(ip), err, sizeof(err));
-        }
-        if (rc != PROVEN_OK) {
-            egress_log("cannot resolve %s: %s", d.host, err);
-            snprintf(msg, sizeof(msg), "cannot resolve %s: %s", d.host, err);
-            egress_reply(fd, 502, "Bad Gateway", msg);
-            return;
-        }
-        /* a name of a listed domain must not lead into a private network
-         * (or the host) unless that address is listed itself */
-        if (egress_dest_of(ip, d.port, &as_ip, addr) != PROVEN_OK
-            || (!proven_egress_global(as_ip.family, addr)
-                && !proven_allow_check(&e->allow, &as_ip)))
-        {
-            egress_log("refused %s at %s: not a public address", text, ip);
-            snprintf(msg, sizeof(msg), "%s resolved to %s, not a public "
-                     "address (list it to allow it)", text, ip);
-            egress_reply(fd, 403, "Forbidden", msg);
-            return;
-        }
-    }
     proven_conn_deadline(&client, EGRESS_HANDSHAKE_MS);   /* for the 200 */
-
-    rc = egress_ask_host(e, &t, &d, ip, err, sizeof(err));
-    if (rc != PROVEN_OK) {
-        egress_log("%s (%s): %s", text, ip, err);
-        snprintf(msg, sizeof(msg), "%s: %s", text, err);
-        if (rc == PROVEN_AGAIN) {
-            egress_reply(fd, 403, "Forbidden", msg);
-        } else {
-            egress_reply(fd, 502, "Bad Gateway", msg);
-        }
-        proven_conn_close(&t);
+    if (egress_reach(e, &d, &t, &status, msg, sizeof(msg)) != PROVEN_OK) {
+        egress_reply(fd, status, status == 403 ? "Forbidden"
+                                               : "Bad Gateway", msg);
         return;
-    }
-    if (e->verbose) {
-        egress_log("%s (%s)", text, ip);
     }
     if (proven_conn_send(&client, (const uint8_t *) ok, sizeof(ok) - 1, err,
                          sizeof(err)) != PROVEN_OK)
     {
-        egress_log("%s: the client: %s", text, err);
+        egress_log("the client of %s: %s", d.host, err);
         proven_conn_close(&t);
         return;
     }
 
     /* from here the relay's: the client raw, the host's side framed */
+    proven_frame_reader_free(&t.reader);
+    egress_carry(fd, t.fd, PROVEN_RELAY_TO, &e->to);
+}
+
+
+/*
+ * A connection to a forward's port: carried to its one destination, as a
+ * CONNECT to it would be (for what cannot use a proxy: NATS routes).
+ * A refusal closes it; the log says why.
+ */
+static void
+egress_forward_conn(egress_t *e, int fd, const proven_egress_dest_t *d)
+{
+    int            status;
+    char           msg[PROVEN_ERR_LEN + 300];
+    proven_conn_t  t;
+
+    if (egress_reach(e, d, &t, &status, msg, sizeof(msg)) != PROVEN_OK) {
+        return;
+    }
     proven_frame_reader_free(&t.reader);
     egress_carry(fd, t.fd, PROVEN_RELAY_TO, &e->to);
 }
@@ -621,12 +680,14 @@ done:
 /* ---- both ---------------------------------------------------------------- */
 
 static void
-egress_conn(void *arg, int fd)
+egress_conn(void *arg, int fd, size_t listener)
 {
     egress_t  *e = arg;
 
     if (e->host_side) {
         egress_host_conn(e, fd);
+    } else if (listener > 0 && listener <= e->nforward) {
+        egress_forward_conn(e, fd, &e->forward[listener - 1].dest);
     } else {
         egress_proxy_conn(e, fd);
     }
@@ -684,34 +745,74 @@ egress_serve(egress_t *e)
     srv.handle = egress_conn;
     srv.refuse = egress_refuse;
     srv.arg = e;
+    if (!e->host_side) {
+        srv.tick = egress_tick;
+        srv.more = e->forward_fds;
+        srv.nmore = &e->nforward;
+    }
     proven_serve_forked(fd, &srv);
     close(fd);
     return 0;
 }
 
 
-/* initialize's additions: each an exact destination the image permits. */
+/* A file's identity and version, to see it changed: 1 when it did. */
 static int
-egress_load_extra(egress_t *e, const char *extra, const char *permit,
-    char *err, size_t errlen)
+egress_changed(const char *path, struct stat *last)
+{
+    struct stat  st;
+
+    if (path == NULL) {
+        return 0;
+    }
+    if (stat(path, &st) != 0) {
+        memset(&st, 0, sizeof(st));
+    }
+    if (st.st_ino == last->st_ino && st.st_size == last->st_size
+        && st.st_mtim.tv_sec == last->st_mtim.tv_sec
+        && st.st_mtim.tv_nsec == last->st_mtim.tv_nsec)
+    {
+        return 0;
+    }
+    *last = st;
+    return 1;
+}
+
+
+/*
+ * The list again: the image's, then initialize's and add_peer's
+ * additions (--extra), each an exact destination the image permits.  On
+ * an error the list is as it was.
+ */
+static int
+egress_load_extra(egress_t *e, char *err, size_t errlen)
 {
     size_t          i;
-    proven_allow_t  add, permits;
+    proven_allow_t  add, permits, list;
     char            text[300];
 
     proven_allow_init(&add);
     proven_allow_init(&permits);
-    if (access(extra, F_OK) != 0) {
-        return PROVEN_OK;               /* the host added nothing */
+    proven_allow_init(&list);
+    for (i = 0; i < e->image.n; i++) {
+        proven_egress_dest_text(&e->image.entries[i], text, sizeof(text));
+        if (proven_allow_add(&list, text, strlen(text), err, errlen)
+            != PROVEN_OK)
+        {
+            goto fail;
+        }
     }
-    if (permit == NULL) {
-        proven_errf(err, errlen, "--extra needs --permit");
-        return PROVEN_ERR;
-    }
-    if (proven_allow_load(&add, extra, err, errlen) != PROVEN_OK
-        || proven_allow_load(&permits, permit, err, errlen) != PROVEN_OK)
-    {
-        goto fail;
+    if (e->extra != NULL && access(e->extra, F_OK) == 0) {
+        if (e->permit == NULL) {
+            proven_errf(err, errlen, "--extra needs --permit");
+            goto fail;
+        }
+        if (proven_allow_load(&add, e->extra, err, errlen) != PROVEN_OK
+            || proven_allow_load(&permits, e->permit, err, errlen)
+               != PROVEN_OK)
+        {
+            goto fail;
+        }
     }
     for (i = 0; i < add.n; i++) {
         proven_egress_dest_text(&add.entries[i], text, sizeof(text));
@@ -719,24 +820,127 @@ egress_load_extra(egress_t *e, const char *extra, const char *permit,
             || !proven_allow_check(&permits, &add.entries[i]))
         {
             proven_errf(err, errlen, "%.60s: %.100s is not one the image "
-                        "permits (%.60s)", extra, text, permit);
+                        "permits (%.60s)", e->extra, text, e->permit);
             goto fail;
         }
-        if (proven_allow_add(&e->allow, text, strlen(text), err, errlen)
+        if (proven_allow_add(&list, text, strlen(text), err, errlen)
             != PROVEN_OK)
         {
             goto fail;
         }
     }
+    proven_allow_free(&e->allow);
+    e->allow = list;
     proven_allow_free(&add);
     proven_allow_free(&permits);
     return PROVEN_OK;
 
 fail:
 
+    proven_allow_free(&list);
     proven_allow_free(&add);
     proven_allow_free(&permits);
     return PROVEN_ERR;
+}
+
+
+/*
+ * The lines of --forwards, "PORT HOST:PORT": 127.0.0.1:PORT carried to
+ * HOST:PORT (each connection checked as a CONNECT is, so a destination
+ * off the list is refused then).  A port once listened on stays; its
+ * destination is the file's latest.  PROVEN_AGAIN when a port could not
+ * be listened on yet (tried again each tick).
+ */
+static int
+egress_load_forwards(egress_t *e)
+{
+    int                    fd, rc;
+    char                   line[400], addr[64], err[PROVEN_ERR_LEN];
+    char                  *sp, *end;
+    long                   port;
+    FILE                  *f;
+    size_t                 i, len;
+    proven_addr_t          at;
+    egress_forward_t      *fw;
+    proven_egress_dest_t   d;
+
+    f = fopen(e->forwards, "r");
+    if (f == NULL) {
+        return PROVEN_OK;               /* none yet */
+    }
+    rc = PROVEN_OK;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        len = strcspn(line, "\r\n");
+        line[len] = '\0';
+        if (len == 0 || line[0] == '#') {
+            continue;
+        }
+        errno = 0;
+        port = strtol(line, &end, 10);
+        sp = end;
+        if (errno != 0 || port < 1 || port > 65535 || *sp != ' '
+            || proven_egress_parse_dest(sp + 1, strlen(sp + 1), 0, &d)
+               != PROVEN_OK)
+        {
+            egress_log("%s: \"%.100s\" is not PORT HOST:PORT", e->forwards,
+                       line);
+            continue;
+        }
+        for (i = 0; i < e->nforward; i++) {
+            if (e->forward[i].port == port) {
+                break;
+            }
+        }
+        if (i < e->nforward) {
+            fw = &e->forward[i];
+            if (strcmp(fw->dest.host, d.host) != 0
+                || fw->dest.port != d.port)
+            {
+                fw->dest = d;
+                egress_log("forwarding 127.0.0.1:%ld to %s now", port,
+                           sp + 1);
+            }
+            continue;
+        }
+        if (e->nforward == EGRESS_FORWARDS_MAX) {
+            egress_log("%s: %d forwards at most", e->forwards,
+                       EGRESS_FORWARDS_MAX);
+            break;
+        }
+        snprintf(addr, sizeof(addr), "tcp:127.0.0.1:%ld", port);
+        if (proven_addr_parse(addr, &at, err, sizeof(err)) != PROVEN_OK
+            || (fd = proven_addr_listen(&at, 128, err, sizeof(err))) < 0)
+        {
+            egress_log("cannot forward %ld yet: %s", port, err);
+            rc = PROVEN_AGAIN;
+            continue;
+        }
+        fw = &e->forward[e->nforward];
+        fw->port = (uint16_t) port;
+        fw->dest = d;
+        e->forward_fds[e->nforward++] = fd;
+        egress_log("forwarding 127.0.0.1:%ld to %s", port, sp + 1);
+    }
+    fclose(f);
+    return rc;
+}
+
+
+/* Each second: the host's additions and the forwards, if they changed. */
+static void
+egress_tick(void *arg)
+{
+    char       err[PROVEN_ERR_LEN];
+    egress_t  *e = arg;
+
+    if (egress_changed(e->extra, &e->extra_st)
+        && egress_load_extra(e, err, sizeof(err)) != PROVEN_OK)
+    {
+        egress_log("the additions stay as they were: %s", err);
+    }
+    if (egress_changed(e->forwards, &e->forwards_st) || e->forwards_again) {
+        e->forwards_again = egress_load_forwards(e) == PROVEN_AGAIN;
+    }
 }
 
 
@@ -767,7 +971,7 @@ egress_allow_doh(egress_t *e, char *err, size_t errlen)
                     "(a name would need DNS first)", e->doh);
         goto done;
     }
-    rc = proven_allow_add(&e->allow, text, strlen(text), err, errlen);
+    rc = proven_allow_add(&e->image, text, strlen(text), err, errlen);
 
 done:
 
@@ -785,8 +989,9 @@ egress_usage(void)
         "usage: proven-egress proxy --listen tcp:127.0.0.1:PORT --to ADDR "
         "--allow FILE\n"
         "                           [--extra FILE --permit FILE] "
-        "[--doh URL [--ca FILE]]\n"
-        "                           [--max N] [--verbose]\n"
+        "[--forwards FILE]\n"
+        "                           [--doh URL [--ca FILE]]"
+        " [--max N] [--verbose]\n"
         "       proven-egress host --listen ADDR --allow FILE [--max N] "
         "[--verbose]\n");
 }
@@ -807,6 +1012,7 @@ main(int argc, char **argv)
         { "allow",   required_argument, NULL, 'a' },
         { "extra",   required_argument, NULL, 'x' },
         { "permit",  required_argument, NULL, 'p' },
+        { "forwards", required_argument, NULL, 'f' },
         { "doh",     required_argument, NULL, 'd' },
         { "ca",      required_argument, NULL, 'c' },
         { "max",     required_argument, NULL, 'm' },
@@ -816,6 +1022,7 @@ main(int argc, char **argv)
 
     memset(&e, 0, sizeof(e));
     proven_allow_init(&e.allow);
+    proven_allow_init(&e.image);
     e.max = EGRESS_MAX_CONNS;
     if (argc < 2 || (strcmp(argv[1], "proxy") != 0
                      && strcmp(argv[1], "host") != 0))
@@ -848,7 +1055,7 @@ main(int argc, char **argv)
             break;
         case 'a':
             have_allow = 1;
-            if (proven_allow_load(&e.allow, optarg, err, sizeof(err))
+            if (proven_allow_load(&e.image, optarg, err, sizeof(err))
                 != PROVEN_OK)
             {
                 goto bad;
@@ -859,6 +1066,9 @@ main(int argc, char **argv)
             break;
         case 'p':
             permit = optarg;
+            break;
+        case 'f':
+            e.forwards = optarg;
             break;
         case 'd':
             e.doh = optarg;
@@ -897,12 +1107,6 @@ main(int argc, char **argv)
         }
         snprintf(e.proxy_url, sizeof(e.proxy_url), "http://%.*s",
                  (int) (sizeof(e.proxy_url) - 8), e.listen.text + 4);
-        if (extra != NULL
-            && egress_load_extra(&e, extra, permit, err, sizeof(err))
-               != PROVEN_OK)
-        {
-            goto bad;
-        }
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
             snprintf(err, sizeof(err), "libcurl would not start");
             goto bad;
@@ -917,18 +1121,31 @@ main(int argc, char **argv)
         {
             goto bad;
         }
-    } else if (extra != NULL || e.doh != NULL || e.ca != NULL) {
-        snprintf(err, sizeof(err), "--extra, --doh and --ca are the "
-                 "enclave's side's");
+        e.extra = extra;
+        e.permit = permit;
+        (void) egress_changed(e.extra, &e.extra_st);
+        if (egress_load_extra(&e, err, sizeof(err)) != PROVEN_OK) {
+            goto bad;
+        }
+    } else if (extra != NULL || e.doh != NULL || e.ca != NULL
+               || e.forwards != NULL)
+    {
+        snprintf(err, sizeof(err), "--extra, --forwards, --doh and --ca are "
+                 "the enclave's side's");
         goto bad;
+    } else {
+        e.allow = e.image;
+        proven_allow_init(&e.image);
     }
     n = egress_serve(&e);
     proven_allow_free(&e.allow);
+    proven_allow_free(&e.image);
     return (int) n;
 
 bad:
 
     fprintf(stderr, "proven-egress: %s\n", err);
     proven_allow_free(&e.allow);
+    proven_allow_free(&e.image);
     return 2;
 }

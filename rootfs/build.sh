@@ -4,7 +4,8 @@
 #     kernel among them;
 #   - BINARIES: our build for the image (bin/, modules/, init), made with
 #     fixed paths and no debug info by `make image`;
-#   - rootfs/: init's services and modules lists, the enclave nginx.conf;
+#   - rootfs/: init's services and modules lists, the enclave nginx.conf,
+#     the cluster template (cluster.json) and the AWS Nitro root it names;
 #   - runtime/ with its node_modules.
 # PROVEN_IMAGE_TRANSPORT: qemu (default: TCP through proven-host) or nitro
 # (vsock).  PROVEN_IMAGE_DOH: the DoH server egress resolves names with
@@ -115,7 +116,8 @@ doh_re='^https://[][0-9a-f.:]+(:[0-9]+)?/[A-Za-z0-9/._-]*$'
               "address" >&2; exit 1; }
 sed -e "s|@LISTEN@|$listen|g" -e "s|@HOST@|$host|g" -e "s|@DOH@|$doh|g" \
     "${PROVEN_IMAGE_SERVICES:-$rootfs/services}" >"$app/etc/proven/services"
-cp "$rootfs/egress.allow" "$rootfs/egress.permit" "$app/etc/proven/"
+cp "$rootfs/egress.allow" "$rootfs/egress.permit" "$rootfs/cluster.json" \
+    "$rootfs/aws-nitro-root.pem" "$app/etc/proven/"
 # DoH's CA bundle: the pinned ca-certificates' roots, in a fixed order
 find "$pkgs/usr/share/ca-certificates/mozilla" -name '*.crt' | LC_ALL=C sort \
     | xargs cat >"$app/etc/proven/ca.pem"

@@ -61,18 +61,6 @@ status() {
 # on I ARGS...: the proven CLI against node I of the running cluster
 on() { local i=$1; shift; PROVEN_DATA="$d/node$i" "$proven" "$@"; }
 
-# eventually NAME WANT CMD...: until CMD prints WANT (20 s)
-eventually() {
-    local name=$1 want=$2 out=; shift 2
-    for _ in $(seq 1 200); do
-        out=$("$@" 2>&1)
-        [ "$out" = "$want" ] && { pass "$name"; return 0; }
-        sleep 0.1
-    done
-    fail "$name" "got: $out"
-    return 1
-}
-
 # url I PATH: node I's HTTP address for PATH
 url() { echo "http://127.0.0.1:$((port + 10 * ($1 - 1)))$2"; }
 

@@ -150,6 +150,12 @@ check "proven-host without an image is a usage error" 2 -m 'run --qemu' \
     "$host" run
 check "proven-host refuses a bad port" 2 -m '--http wants a number' \
     "$host" run --qemu "$work/a.eif" --http 70000
+check "proven-host: --node without --peer is a usage error" 2 \
+    -m '--node NAME goes with one --peer or more' \
+    "$host" run --qemu "$work/a.eif" --node n1
+check "proven-host: a --peer not NAME,URL,HOST:PORT is a usage error" 2 \
+    -m '--peer NAME,URL,HOST:PORT' \
+    "$host" run --qemu "$work/a.eif" --node n1 --peer n2
 cp "$work/a.eif" "$work/bad.eif"
 printf 'X' | dd of="$work/bad.eif" bs=1 seek=9000000 conv=notrunc \
     status=none
@@ -165,7 +171,7 @@ check "the guest boots and serves HTTP" 0 \
 check "proven-host printed the image's PCRs" 0 \
     diff <(grep PCR "$work/build-a.json") <(grep PCR "$work/vm-a.log")
 check "init loaded the modules and started the services in order" 0 \
-    grep -q 'init: up: 7 services' "$work/vm-a.log"
+    grep -q 'init: up: 8 services' "$work/vm-a.log"
 curl -sf "http://127.0.0.1:$http/dev-root.pem" -o "$work/root.pem"
 # the host reads and rewrites plain HTTP: apps are not served over it
 check "plain HTTP sends /app/ to HTTPS (308)" 0 -m '^308$' \
@@ -188,12 +194,12 @@ check "an app worker started in its sandbox inside" 0 \
 
 # the control channel (proven-agent inside, over the forwarded port)
 check "the control channel: initialized, its services running" 0 \
-    -m 'initialized: yes.*service: in443 running.*service: egress running.*service: provend running' \
+    -m 'initialized: yes.*service: in443 running.*service: inroute running.*service: egress running.*service: provend running' \
     sh -c "'$host' control tcp:127.0.0.1:$control status | tr '\n' ' '"
 shipped=$work/vm-a.log.shipped
 check "the guest's logs shipped over it (init's, and the services')" 0 \
     sh -c "grep -q '^log: agent: agent: initialized' '$shipped' \
-           && grep -q '^log: init: up: 7 services' '$shipped' \
+           && grep -q '^log: init: up: 8 services' '$shipped' \
            && grep -q '^log: provend: .*listening on' '$shipped' \
            && grep -q '^log: nginx: ' '$shipped'"
 check "the guest's egress proxy runs, its DoH server the one address it adds" 0 \

@@ -38,3 +38,16 @@ same() {
         pass "$name"
     fi
 }
+
+# eventually NAME WANT CMD...: until CMD prints WANT (EVENTUALLY_S seconds,
+# 20 unless set)
+eventually() {
+    local name=$1 want=$2 out=; shift 2
+    for _ in $(seq 1 $((${EVENTUALLY_S:-20} * 10))); do
+        out=$("$@" 2>&1)
+        [ "$out" = "$want" ] && { pass "$name"; return 0; }
+        sleep 0.1
+    done
+    fail "$name" "got: $out"
+    return 1
+}

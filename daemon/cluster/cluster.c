@@ -16,6 +16,7 @@
 #include <jansson.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <openssl/x509.h>
 #include <uv.h>
 
@@ -45,6 +46,7 @@ typedef struct {
     uint64_t      next_try;               /* uv_now */
     char          reason[PROVEN_ERR_LEN];
     char         *cert_pem;              /* its TLS certificate, admitted */
+    uint8_t       spki[SHA256_DIGEST_LENGTH];  /* its TLS key's, admitted */
     size_t        npcrs;                 /* admitted: what it measured */
     proven_pcr_t  pcrs[PROVEN_ATT_PCRS_MAX];
 } provend_peer_t;
@@ -62,6 +64,8 @@ struct provend_cluster_s {
     char                 tls_cert[4096];
     char                 tls_key[4096];
     X509                *root;
+    uint8_t              own_spki[SHA256_DIGEST_LENGTH];   /* our TLS key's */
+    char                 proxy[256];    /* admissions' HTTP proxy, or "" */
     int                  match[PROVEN_ATT_PCRS_MAX];
     size_t               nmatch;
     provend_peer_t       peers[PROVEND_CLUSTER_PEERS_MAX];
@@ -79,6 +83,7 @@ struct provend_cluster_s {
     uv_timer_t           reload;        /* a SIGHUP put off */
     uint64_t             nats_since;    /* uv_now when started */
     unsigned             handles;
+    int                  alone;         /* started with no peers */
     int                  stopping;
 };
 
@@ -88,6 +93,7 @@ typedef struct {
     provend_cluster_t   *c;
     provend_peer_t      *peer;
     char                 url[700];
+    char                 proxy[256];
     uint8_t              nonce[32];
     X509                *root;          /* a reference of its own */
     size_t               npcrs;
@@ -95,6 +101,7 @@ typedef struct {
     int                  ok;
     char                 reason[PROVEN_ERR_LEN];
     char                *cert_pem;
+    uint8_t              spki[SHA256_DIGEST_LENGTH];
 } provend_admission_t;
 
 
@@ -430,6 +437,7 @@ provend_admission_work(uv_work_t *work)
     /* who answers is proved by the document, not by a web PKI: the key
      * of this TLS certificate must be the one the document binds */
     fo.insecure = 1;
+    fo.proxy = a->proxy[0] != '\0' ? a->proxy : NULL;
 
     if (proven_fetch(url, &fo, &body, err, sizeof(err)) != PROVEN_OK) {
         snprintf(a->reason, sizeof(a->reason), "cannot fetch %.120s: %.100s",
@@ -513,6 +521,7 @@ provend_admission_work(uv_work_t *work)
         free(der);
         goto done;
     }
+    SHA256(der, der_len, a->spki);
     free(der);
     a->ok = 1;
 
@@ -535,8 +544,31 @@ provend_admission_done(uv_work_t *work, int status)
     peer = a->peer;
     peer->checking = 0;
 
+    /* the host may point a peer's name at this node, or at a peer already
+     * admitted under another: one node is one member, and never ours */
+    if (status == 0 && a->ok) {
+        size_t  i;
+
+        if (memcmp(a->spki, c->own_spki, sizeof(a->spki)) == 0) {
+            a->ok = 0;
+            snprintf(a->reason, sizeof(a->reason), "it answered with this "
+                     "node's own TLS key: it is this node");
+        }
+        for (i = 0; a->ok && i < c->npeers; i++) {
+            if (c->peers[i].admitted
+                && memcmp(a->spki, c->peers[i].spki, sizeof(a->spki)) == 0)
+            {
+                a->ok = 0;
+                snprintf(a->reason, sizeof(a->reason), "it answered with "
+                         "the TLS key of %s, admitted already: the same "
+                         "node", c->peers[i].name);
+            }
+        }
+    }
+
     if (status == 0 && a->ok && !c->stopping) {
         peer->admitted = 1;
+        memcpy(peer->spki, a->spki, sizeof(peer->spki));
         /* the PCRs matched: its document's values, equal to ours */
         peer->npcrs = a->npcrs;
         memcpy(peer->pcrs, a->pcrs, a->npcrs * sizeof(a->pcrs[0]));
@@ -619,7 +651,7 @@ provend_cluster_on_admit(uv_timer_t *timer)
         }
         if (provend_cluster_match_pcrs(c, &st, &own) == PROVEN_OK) {
             provend_ckey_tick(c->ckey, own.pcrs, own.npcrs,
-                              any && c->nats_running, c->npeers == 0);
+                              any && c->nats_running, c->alone);
         }
     }
 
@@ -655,6 +687,7 @@ provend_cluster_on_admit(uv_timer_t *timer)
         a->c = c;
         a->peer = peer;
         snprintf(a->url, sizeof(a->url), "%s", peer->url);
+        snprintf(a->proxy, sizeof(a->proxy), "%s", c->proxy);
         if (provend_cluster_match_pcrs(c, &st, a) != PROVEN_OK) {
             snprintf(peer->reason, sizeof(peer->reason), "this node does "
                      "not know its own PCRs yet");
@@ -748,6 +781,50 @@ provend_cluster_port(json_t *obj, const char *key, unsigned *out, char *err,
         return PROVEN_ERR;
     }
     *out = (unsigned) json_integer_value(v);
+    return PROVEN_OK;
+}
+
+
+/*
+ * A peer to admit, from the file or cluster.add_peer: PROVEN_AGAIN when
+ * its name is taken (ours or a peer's), PROVEN_ERR for the rest.
+ */
+static int
+provend_cluster_add(provend_cluster_t *c, const char *name, const char *url,
+    const char *route, char *err, size_t errlen)
+{
+    size_t           i;
+    provend_peer_t  *p;
+
+    if (strncmp(url, "https://", 8) != 0 || strlen(url) >= sizeof(p->url)
+        || !provend_cluster_safe(url) || strpbrk(url, "?# ") != NULL
+        || !provend_cluster_word(route) || strlen(route) >= sizeof(p->route)
+        || strchr(route, ':') == NULL
+        || !provend_cluster_word(name) || strlen(name) > PROVEND_NAME_LEN)
+    {
+        proven_errf(err, errlen, "peer %.63s: a plain name, its attestation "
+                    "URL https://... (no query: the nonce is ours to add), "
+                    "its route HOST:PORT", name);
+        return PROVEN_ERR;
+    }
+    for (i = 0; i < c->npeers; i++) {
+        if (strcmp(c->peers[i].name, name) == 0) {
+            break;
+        }
+    }
+    if (i < c->npeers || strcmp(name, c->node) == 0) {
+        proven_errf(err, errlen, "peer %s: the name is taken", name);
+        return PROVEN_AGAIN;
+    }
+    if (c->npeers == PROVEND_CLUSTER_PEERS_MAX) {
+        proven_errf(err, errlen, "peer %s: %d peers at most", name,
+                    PROVEND_CLUSTER_PEERS_MAX);
+        return PROVEN_ERR;
+    }
+    p = &c->peers[c->npeers++];
+    snprintf(p->name, sizeof(p->name), "%s", name);
+    snprintf(p->url, sizeof(p->url), "%s", url);
+    snprintf(p->route, sizeof(p->route), "%s", route);
     return PROVEN_OK;
 }
 
@@ -849,18 +926,21 @@ provend_cluster_read(provend_cluster_t *c, const char *file,
                     PROVEND_CLUSTER_PEERS_MAX);
         goto done;
     }
+    if (!provend_cluster_word(c->node) || !provend_cluster_word(c->cluster))
+    {
+        proven_errf(err, errlen, "cluster and node names are plain words");
+        goto done;
+    }
     json_array_foreach(peers, i, peer) {
-        provend_peer_t  *p = &c->peers[c->npeers];
+        char  name[PROVEND_NAME_LEN + 1], url[512], route[128];
 
         if (!json_is_object(peer)
-            || provend_cluster_text(peer, "name", p->name, sizeof(p->name),
-                                    1, err, errlen) != PROVEN_OK
-            || provend_cluster_text(peer, "attestation", p->url,
-                                    sizeof(p->url), 1, err, errlen)
-               != PROVEN_OK
-            || provend_cluster_text(peer, "route", p->route,
-                                    sizeof(p->route), 1, err, errlen)
-               != PROVEN_OK)
+            || provend_cluster_text(peer, "name", name, sizeof(name), 1, err,
+                                    errlen) != PROVEN_OK
+            || provend_cluster_text(peer, "attestation", url, sizeof(url), 1,
+                                    err, errlen) != PROVEN_OK
+            || provend_cluster_text(peer, "route", route, sizeof(route), 1,
+                                    err, errlen) != PROVEN_OK)
         {
             if (!json_is_object(peer)) {
                 proven_errf(err, errlen, "a peer must be {name, attestation, "
@@ -868,20 +948,20 @@ provend_cluster_read(provend_cluster_t *c, const char *file,
             }
             goto done;
         }
-        if (strncmp(p->url, "https://", 8) != 0
-            || !provend_cluster_word(p->route)
-            || !provend_cluster_word(p->name))
+        if (provend_cluster_add(c, name, url, route, err, errlen)
+            != PROVEN_OK)
         {
-            proven_errf(err, errlen,
-                        "peer %s: its attestation URL is https://... "
-                        "and its route host:port", p->name);
             goto done;
         }
-        c->npeers++;
     }
-    if (!provend_cluster_word(c->node) || !provend_cluster_word(c->cluster))
+    if (provend_cluster_text(j, "proxy", c->proxy, sizeof(c->proxy), 0, err,
+                             errlen) != PROVEN_OK)
     {
-        proven_errf(err, errlen, "cluster and node names are plain words");
+        goto done;
+    }
+    if (c->proxy[0] != '\0' && strncmp(c->proxy, "http://", 7) != 0) {
+        proven_errf(err, errlen, "\"proxy\": an http:// URL (an HTTP "
+                    "CONNECT proxy, such as the enclave's egress)");
         goto done;
     }
     if (!provend_cluster_safe(c->tls_cert) || !provend_cluster_safe(c->tls_key)
@@ -949,6 +1029,37 @@ provend_cluster_leftover(provend_cluster_t *c)
 }
 
 
+/* The hash of our TLS key, which a peer's must not be. */
+static int
+provend_cluster_own_key(provend_cluster_t *c, char *err, size_t errlen)
+{
+    int       n;
+    BIO      *bio;
+    X509     *cert;
+    uint8_t  *der, *p;
+
+    cert = NULL;
+    bio = BIO_new_file(c->tls_cert, "r");
+    if (bio != NULL) {
+        cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+        BIO_free(bio);
+    }
+    n = cert != NULL ? i2d_PUBKEY(X509_get0_pubkey(cert), NULL) : 0;
+    der = n > 0 ? malloc((size_t) n) : NULL;
+    if (der == NULL) {
+        X509_free(cert);
+        proven_errf(err, errlen, "%s: not a certificate", c->tls_cert);
+        return PROVEN_ERR;
+    }
+    p = der;
+    n = i2d_PUBKEY(X509_get0_pubkey(cert), &p);
+    SHA256(der, (size_t) n, c->own_spki);
+    free(der);
+    X509_free(cert);
+    return PROVEN_OK;
+}
+
+
 provend_cluster_t *
 provend_cluster_open(const provend_cluster_config_t *cfg, char *err,
     size_t errlen)
@@ -989,7 +1100,8 @@ provend_cluster_open(const provend_cluster_config_t *cfg, char *err,
         free(c);
         return NULL;
     }
-    if ((mkdir(c->nats_dir, 0700) != 0 && errno != EEXIST)
+    if (provend_cluster_own_key(c, err, errlen) != PROVEN_OK
+        || (mkdir(c->nats_dir, 0700) != 0 && errno != EEXIST)
         || provend_cluster_write_conf(c, err, errlen) != PROVEN_OK)
     {
         if (err != NULL && err[0] == '\0') {
@@ -1009,7 +1121,8 @@ provend_cluster_open(const provend_cluster_config_t *cfg, char *err,
     }
     c->ckey = provend_ckey_open(c->loop, cfg->data_dir, seed, c->root,
                                 c->client_port, cfg->server, cfg->attest,
-                                cfg->key_file_key, err, errlen);
+                                cfg->key_file_key, cfg->key_in_memory, err,
+                                errlen);
     if (c->ckey == NULL) {
         X509_free(c->root);
         free(c);
@@ -1045,6 +1158,7 @@ provend_cluster_open(const provend_cluster_config_t *cfg, char *err,
     /* a JetStream cluster will not start without a route: nats-server
      * starts with the first peer admitted (alone: at once) */
     if (c->npeers == 0) {
+        c->alone = 1;
         provend_cluster_spawn(c);
     }
     return c;
@@ -1170,8 +1284,70 @@ provend_cluster_op_status(void *subsystem, const provend_op_t *op,
 }
 
 
+/*
+ * cluster.add_peer {name, attestation, route}: one more peer to admit,
+ * for this run (the cluster file is the operator's, or in an enclave its
+ * agent's, which adds it there too).  It is admitted as the file's are.
+ */
+static void
+provend_cluster_op_add_peer(void *subsystem, const provend_op_t *op,
+    const proven_request_t *req, provend_ops_reply_pt reply, void *ctx)
+{
+    int                 rc;
+    char                name[PROVEND_NAME_LEN + 1], url[512], route[128];
+    char                err[PROVEN_ERR_LEN];
+    cbor_item_t        *result;
+    provend_cluster_t  *c = subsystem;
+
+    (void) op;
+
+    if (proven_cbor_text_into(proven_cbor_map_get(req->map, "name"), name,
+                              sizeof(name)) != PROVEN_OK
+        || proven_cbor_text_into(proven_cbor_map_get(req->map,
+                                                     "attestation"),
+                                 url, sizeof(url)) != PROVEN_OK
+        || proven_cbor_text_into(proven_cbor_map_get(req->map, "route"),
+                                 route, sizeof(route)) != PROVEN_OK)
+    {
+        provend_ops_reply_error(reply, ctx, req->id, "invalid",
+                                "cluster.add_peer: {name, attestation, "
+                                "route}, texts");
+        return;
+    }
+    /* a node that started alone runs JetStream alone, which nats-server
+     * cannot turn into a cluster by a reload */
+    if (c->alone) {
+        provend_ops_reply_error(reply, ctx, req->id, "conflict",
+                                "this node started alone: it joins a "
+                                "cluster by a restart with peers");
+        return;
+    }
+    rc = provend_cluster_add(c, name, url, route, err, sizeof(err));
+    if (rc != PROVEN_OK) {
+        provend_ops_reply_error(reply, ctx, req->id,
+                                rc == PROVEN_AGAIN ? "exists" : "invalid",
+                                err);
+        return;
+    }
+    provend_info("cluster: peer %s added (route %s): to admit", name, route);
+    result = cbor_new_definite_map(2);
+    if (result != NULL
+        && (proven_cbor_map_put(result, "name", cbor_build_string(name))
+            != PROVEN_OK
+            || proven_cbor_map_put(result, "peers",
+                                   cbor_build_uint8((uint8_t) c->npeers))
+               != PROVEN_OK))
+    {
+        cbor_decref(&result);
+    }
+    provend_ops_reply_ok(reply, ctx, req->id, result);
+}
+
+
 const provend_op_t  provend_cluster_ops[] = {
     { "cluster.status", PROVEND_CALLER_SOCKET, provend_cluster_op_status, 0 },
+    { "cluster.add_peer", PROVEND_CALLER_SOCKET, provend_cluster_op_add_peer,
+      0 },
     { NULL, 0, NULL, 0 }
 };
 

@@ -79,6 +79,8 @@ typedef struct {
     provend_storage_t   *storage;       /* the cluster backend, or NULL */
     const uint8_t       *key_file_key;  /* enclave mode: the cluster key is
                                            sealed with it on disk; NULL */
+    int                  key_in_memory; /* enclave mode without keyd: the
+                                           key is never on disk */
     /* sessions: this node's tag, and what serves requests for them */
     uint32_t             session_tag;
     provend_forward_serve_pt   serve_session;
@@ -122,17 +124,20 @@ void provend_cluster_free(provend_cluster_t *c);
  * checking the other's attestation (chain, PCRs, the exchange mark) and
  * the key sealed to their X25519 exchange keys.  DATA/keys/cluster.key;
  * with file_key (enclave mode) DATA/keys/cluster.sealed, sealed with it,
- * and a cluster.key in clear is refused.
+ * and a cluster.key in clear is refused; in_memory (enclave mode without
+ * keyd): in memory alone, asked of the peers again at each start.
  */
 provend_ckey_t *provend_ckey_open(void *loop, const char *data_dir,
     int seed, X509 *root, unsigned client_port, void *server,
-    provend_cluster_attest_pt attest, const uint8_t *file_key, char *err,
-    size_t errlen);
+    provend_cluster_attest_pt attest, const uint8_t *file_key,
+    int in_memory, char *err, size_t errlen);
 /*
  * Each admission tick: our PCRs peers must match; asks when it may (a
  * peer admitted).  The seed makes the key after asking in vain a few
- * times (a key may exist already: its DATA may be new), or at once when
- * it has no peers at all.
+ * times (a key may exist already: its DATA may be new) while the
+ * cluster's JetStream says its log has never held an entry (entries: a
+ * key exists, its holders out of reach), or at once when it has no
+ * peers at all.
  */
 void provend_ckey_tick(provend_ckey_t *ck, const proven_pcr_t *pcrs,
     size_t npcrs, int can_ask, int alone);

@@ -33,6 +33,7 @@
 #include <uv.h>
 
 #include "cluster.h"
+#include "log_int.h"
 #include "core/keys.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -53,6 +54,7 @@ struct provend_ckey_s {
     char                  dir[4096];
     int                   seed;            /* makes the key if it has none */
     int                   sealed;          /* on disk sealed with file_key */
+    int                   in_memory;       /* never on disk */
     uint8_t               file_key[PROVEND_KEY_LEN];
     X509                 *root;
     void                 *server;
@@ -86,6 +88,9 @@ typedef struct {
     size_t                request_len;
     natsMsg              *reply;
     natsStatus            status;
+    int                   log;          /* unanswered, the seed's: the
+                                           cluster's log has had entries
+                                           (1), has none (0), unknown (-1) */
 } provend_ckey_ask_t;
 
 
@@ -259,6 +264,11 @@ done:
 static void
 provend_ckey_ask_work(uv_work_t *work)
 {
+    jsCtx               *js;
+    jsErrCode            jerr;
+    jsOptions            jo;
+    natsStatus           s;
+    jsStreamInfo        *si;
     provend_ckey_ask_t  *a;
 
     a = work->data;
@@ -266,6 +276,33 @@ provend_ckey_ask_work(uv_work_t *work)
                                        PROVEND_CKEY_SUBJECT, a->request,
                                        (int) a->request_len,
                                        PROVEND_CKEY_TIMEOUT_MS);
+    a->log = -1;
+    if (a->status == NATS_OK || !a->ck->seed) {
+        return;
+    }
+    /*
+     * No holder answered.  Before the seed makes a key, the cluster's
+     * JetStream (its meta leader: a quorum of the nodes) must say the
+     * log has never held an entry: entries mean a key exists, held by
+     * nodes this one cannot reach now (the host may be holding the
+     * routes back), and a second key would split the cluster.
+     */
+    js = NULL;
+    si = NULL;
+    jerr = 0;
+    jsOptions_Init(&jo);
+    jo.Wait = PROVEND_CKEY_TIMEOUT_MS;
+    s = natsConnection_JetStream(&js, a->ck->nc, &jo);
+    if (s == NATS_OK) {
+        s = js_GetStreamInfo(&si, js, PROVEND_LOG_STREAM, NULL, &jerr);
+    }
+    if (s == NATS_NOT_FOUND) {
+        a->log = 0;
+    } else if (s == NATS_OK) {
+        a->log = si->State.LastSeq > 0;
+    }
+    jsStreamInfo_Destroy(si);
+    jsCtx_Destroy(js);
 }
 
 
@@ -279,6 +316,9 @@ provend_ckey_save(provend_ckey_t *ck, const uint8_t *key)
     size_t   len;
     uint8_t  sealed[PROVEND_KEY_LEN + PROVEND_SEAL_OVERHEAD];
 
+    if (ck->in_memory) {
+        return PROVEN_OK;
+    }
     len = PROVEND_KEY_LEN;
     if (ck->sealed) {
         if (provend_seal(ck->file_key,
@@ -326,7 +366,16 @@ provend_ckey_ask_done(uv_work_t *work, int status)
         provend_debug("cluster: no holder of the cluster key answered (%s)",
                       status != 0 ? "cancelled"
                                   : natsStatus_GetText(a->status));
-        ck->asks++;
+        if (!ck->seed || a->log == 0) {
+            ck->asks++;
+        } else if (a->log == 1) {
+            provend_warn("cluster: the cluster's log holds entries, so its "
+                         "key exists: waiting for a holder rather than "
+                         "making another");
+        } else {
+            provend_debug("cluster: the cluster's JetStream does not say "
+                          "whether its log holds entries (no quorum yet)");
+        }
         goto done;
     }
 
@@ -594,7 +643,7 @@ provend_ckey_on_connected(natsConnection *nc, void *closure)
 provend_ckey_t *
 provend_ckey_open(void *loop, const char *data_dir, int seed, X509 *root,
     unsigned client_port, void *server, provend_cluster_attest_pt attest,
-    const uint8_t *file_key, char *err, size_t errlen)
+    const uint8_t *file_key, int in_memory, char *err, size_t errlen)
 {
     int              fd;
     uint8_t          buf[PROVEND_KEY_LEN + PROVEND_SEAL_OVERHEAD + 1];
@@ -632,8 +681,12 @@ provend_ckey_open(void *loop, const char *data_dir, int seed, X509 *root,
         snprintf(ck->path, sizeof(ck->path), "%s/cluster.sealed", ck->dir);
     }
 
-    fd = open(ck->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    if (fd >= 0) {
+    ck->in_memory = in_memory;
+    fd = in_memory ? -1 : open(ck->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW
+                                         | O_NONBLOCK);
+    if (in_memory) {
+        /* nothing of a file: this start's key comes from a peer */
+    } else if (fd >= 0) {
         /* one byte more than it holds: a longer file is not one */
         n = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode)
             ? read(fd, buf, sizeof(buf)) : -1;

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <sqlite3.h>
 
 #include "apps/sandbox.h"
@@ -385,7 +386,7 @@ provend_main_restore_pending(const provend_options_t *o,
 int
 main(int argc, char **argv)
 {
-    int                      status, rc;
+    int                      status, rc, enclave_keys, key_in_memory;
     char                     err[PROVEN_ERR_LEN], *sock_buf, *runtime_bin;
     char                     node_id[PROVEND_NODE_ID_LEN + 1], threads[24];
     long                     cpus;
@@ -403,6 +404,7 @@ main(int argc, char **argv)
     provend_keyd_client_t    keyd;
 
     sock_buf = NULL;
+    key_in_memory = 0;
     provider = NULL;
     storage = NULL;
     status = 1;
@@ -424,6 +426,19 @@ main(int argc, char **argv)
     }
 
     provend_log_set_level(provend_log_level_parse(o.log_level));
+
+    if (o.cluster_if != NULL) {
+        if (o.cluster_file != NULL) {
+            fprintf(stderr, "provend: --cluster or --cluster-if, not both\n");
+            return 2;
+        }
+        if (access(o.cluster_if, F_OK) == 0) {
+            o.cluster_file = o.cluster_if;
+        } else {
+            provend_info("%s is not there: this node runs alone",
+                         o.cluster_if);
+        }
+    }
 
     if (o.storage_heap_limit != 0) {
         /* process wide; the storage backend keeps a limit set first */
@@ -535,12 +550,30 @@ main(int argc, char **argv)
         goto done;
     }
 
-    if (o.keyd == NULL && strcmp(provider_name, "nsm") == 0) {
+    enclave_keys = o.master_key != NULL ? strcmp(o.master_key, "enclave") == 0
+                                        : strcmp(provider_name, "nsm") == 0;
+    if (o.keyd == NULL && enclave_keys && o.cluster_file == NULL) {
         provend_warn("enclave mode without --keyd: storage is disabled, "
                      "kv.* and sql.* answer \"storage_unavailable\"");
 
     } else {
-        if (o.keyd != NULL) {
+        if (o.keyd == NULL && enclave_keys) {
+            /*
+             * Clustered: the data is the cluster's log, sealed with the
+             * cluster key admitted peers hand over; this node's copy is
+             * made again from the log at each start, so the key of the
+             * copy need outlive no start: made here, never written.
+             */
+            rc = PROVEN_OK;
+            if (RAND_bytes(master, sizeof(master)) != 1) {
+                rc = PROVEN_ERR;
+                snprintf(err, sizeof(err), "no randomness");
+            }
+            key_in_memory = 1;
+            provend_info("enclave mode without --keyd, clustered: the "
+                         "cluster key comes from a peer and stays in "
+                         "memory, as does this start's key of its copy");
+        } else if (o.keyd != NULL) {
             rc = provend_main_keyd_config(&o, &keyd, err, sizeof(err));
             if (rc == PROVEN_OK) {
                 rc = provend_master_from_keyd(&keyd, provider, o.data_dir,
@@ -608,6 +641,7 @@ main(int argc, char **argv)
     srv_cfg.cluster_file = o.cluster_file;
     srv_cfg.cluster_key_file_key = o.keyd != NULL && storage != NULL
                                    ? cluster_file_key : NULL;
+    srv_cfg.cluster_key_in_memory = key_in_memory;
     srv_cfg.nats_server = o.nats_server;
     /* kept for backups only where keyd's key seals it (not a key file) */
     srv_cfg.backup_master = o.keyd != NULL && storage != NULL ? master : NULL;

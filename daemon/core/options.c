@@ -129,6 +129,11 @@ static const provend_opt_t  provend_opts[] = {
       "daemon/cluster/cluster.h): runs nats-server, admits peers by their "
       "attestation" },
 
+    { "cluster-if", "FILE", PROVEND_OPT_TEXT, PROVEND_OFF(cluster_if), 0, 0,
+      NULL, NULL, "as --cluster when FILE is there, alone when it is not "
+      "(an enclave's: its agent writes FILE when the host's initialize "
+      "names peers)" },
+
     { "nats-server", "PATH", PROVEND_OPT_TEXT, PROVEND_OFF(nats_server), 0, 0,
       NULL, NULL, "the nats-server to run (default: from PATH)" },
 
@@ -141,6 +146,14 @@ static const provend_opt_t  provend_opts[] = {
       "enclave mode's storage: the master key is sealed with a key keyd at "
       "ADDR (vsock:CID:PORT, unix:PATH, tcp:HOST:PORT) releases to this "
       "code only (needs --keyd-identity)" },
+
+    { "master-key", "file|enclave", PROVEND_OPT_CHOICE,
+      PROVEND_OFF(master_key), 0, 0, "file|enclave", NULL,
+      "where the master key comes from (default: enclave with the nsm "
+      "provider, else file): file, DATA/keys/master.key; enclave, never a "
+      "file of its own: from keyd (--keyd), or clustered, made at each "
+      "start for the node's copy of the cluster's data (sealed with the "
+      "cluster key, which admitted peers hand over), else no storage" },
 
     { "keyd-identity", "HEX", PROVEND_OPT_TEXT, PROVEND_OFF(keyd_identity),
       0, 0, NULL, NULL, "the Ed25519 key keyd signs with (64 hex digits, or "

@@ -38,9 +38,12 @@ typedef struct {
     unsigned long       message_rate;
     const char         *session_origins;  /* any, listed; NULL: by provider */
     const char         *cluster_file;
+    const char         *cluster_if;       /* --cluster when there */
     const char         *nats_server;
     const char         *pcrs_file;
     const char         *keyd;             /* NULL: no keyd */
+    const char         *master_key;       /* file, enclave; NULL: by
+                                             provider */
     const char         *keyd_identity;
     const char         *keyd_key_id;
     const char         *keyd_release;

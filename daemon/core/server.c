@@ -1380,6 +1380,7 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
         cluster_cfg.attest = provend_server_attest;
         cluster_cfg.storage = cfg->storage;     /* main made it the cluster's */
         cluster_cfg.key_file_key = cfg->cluster_key_file_key;
+        cluster_cfg.key_in_memory = cfg->cluster_key_in_memory;
         cluster_cfg.session_tag = provend_sessions_tag(srv->sessions);
         cluster_cfg.serve_session = provend_server_serve_session;
         cluster_cfg.serve_session_data = srv->sessions;

@@ -61,6 +61,8 @@ typedef struct {
     const char          *cluster_file;
     const uint8_t       *cluster_key_file_key;  /* enclave mode: seals
                                                    DATA/keys/cluster.sealed */
+    int                  cluster_key_in_memory; /* enclave mode without
+                                                   keyd: never on disk */
     const char          *nats_server;
 
     /* the "backup" op (core/backup.h): the master key keyd's key seals,

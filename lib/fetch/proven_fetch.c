@@ -118,6 +118,11 @@ proven_fetch(const char *url, const proven_fetch_opts_t *opts,
         || (headers != NULL
             && curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers)
                != CURLE_OK)
+        || (opts->proxy != NULL
+            && (curl_easy_setopt(curl, CURLOPT_PROXY, opts->proxy)
+                != CURLE_OK
+                /* every URL through it, whatever NO_PROXY says */
+                || curl_easy_setopt(curl, CURLOPT_NOPROXY, "") != CURLE_OK))
         || (opts->want_cert
             && curl_easy_setopt(curl, CURLOPT_CERTINFO, 1L) != CURLE_OK)
         || (opts->insecure

@@ -20,6 +20,9 @@ typedef struct {
                                    otherwise (an attestation) */
     int           want_cert;    /* the peer's TLS certificate, as PEM */
     const char   *accept;       /* an Accept header, or NULL */
+    const char   *proxy;        /* an HTTP proxy for every URL (in an
+                                   enclave, its egress), or NULL:
+                                   libcurl's *_proxy variables */
 } proven_fetch_opts_t;
 
 typedef struct {

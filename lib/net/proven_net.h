@@ -152,19 +152,27 @@ int proven_conn_recv_data(proven_conn_t *c, int fd, uint64_t want,
 
 /*
  * A server of a process per connection (proven_serve.c): each connection
- * accepted on fd is handle(arg, fd) in a child of its own, so that one
- * peer can neither hold nor corrupt another's; at most max at once, those
- * beyond given to refuse (may be NULL) and closed.  Runs until *stop.
+ * accepted on fd is handle(arg, fd, 0) in a child of its own, so that
+ * one peer can neither hold nor corrupt another's; at most max at once,
+ * those beyond given to refuse (may be NULL) and closed.  Runs until
+ * *stop.  tick (may be NULL) runs in the server about once a second and
+ * may change the *nmore listeners in more (may be NULL), taken besides
+ * fd: a connection on more[i] is handle(arg, fd, i + 1).
  */
 typedef struct {
     unsigned                  max;
     unsigned                  lifetime_s;     /* 0: none (tunnels) */
     int                       wait_children;  /* at the end */
     volatile sig_atomic_t    *stop;
-    void                    (*handle)(void *arg, int fd);
+    void                    (*handle)(void *arg, int fd, size_t listener);
     void                    (*refuse)(void *arg, int fd);
+    void                    (*tick)(void *arg);
+    const int                *more;
+    const size_t             *nmore;
     void                     *arg;
 } proven_serve_t;
+
+#define PROVEN_SERVE_LISTENERS  64
 
 void proven_serve_forked(int fd, const proven_serve_t *s);
 

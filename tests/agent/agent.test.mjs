@@ -132,7 +132,11 @@ test('initialize refuses what the image does not permit, and leaves no trace', a
     assert.match(r.error.message, /not HOST:PORT|not one the image permits/);
     r = await ask({ id: 4, op: 'initialize',
                     config: { allow: [], nginx_conf: 'server { ... }' } });
-    assert.match(r.error.message, /only "allow" is the host's to set/);
+    assert.match(r.error.message, /only "allow" and "cluster" are the host's to set/);
+    r = await ask({ id: 41, op: 'initialize', config: { cluster: { node: 'n1', peers: [
+        { name: 'n2', attestation: 'https://rpc.chain.test/attestation',
+          route: 'rpc.chain.test:443' }] } } });
+    assert.match(r.error.message, /this image is not made to cluster/);
     r = await ask({ id: 5, op: 'initialize', config: { allow: 'rpc.chain.test:443' } });
     assert.match(r.error.message, /a list of HOST:PORT/);
     assert.equal(fs.existsSync(at('ready')), false);
@@ -147,6 +151,11 @@ test('initialize once: the additions written, ready made; a second is a conflict
     assert.equal(fs.existsSync(at('ready')), true);
     r = await ask({ id: 7, op: 'initialize', config: { allow: [] } });
     assert.equal(r.error.code, 'conflict');
+    r = await ask({ id: 42, op: 'add_peer', name: 'n2',
+                    attestation: 'https://rpc.chain.test/attestation',
+                    route: 'rpc.chain.test:443' });
+    assert.equal(r.error.code, 'invalid');
+    assert.match(r.error.message, /this image is not made to cluster/);
     const st = (await ask({ id: 8, op: 'status' })).result;
     assert.equal(st.initialized, true);
     assert.deepEqual(st.services, ['agent running pid 2 starts 1 up 3 s',

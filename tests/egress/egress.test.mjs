@@ -506,6 +506,100 @@ test('initialize\'s additions: only those the image permits', async () => {
     assert.equal((await connect(port, 'other.chain.test:443')).status, 403);
 });
 
+// until fn() is true (or false after ms)
+async function until(fn, ms = 5000) {
+    for (const end = Date.now() + ms; Date.now() < end; ) {
+        if (await fn()) {
+            return true;
+        }
+        await new Promise((r) => setTimeout(r, 100));
+    }
+    return false;
+}
+
+// a plain TCP connection: what it gets until the end, after sending what
+function exchange(port, what) {
+    return new Promise((resolve, reject) => {
+        const s = net.connect(port, '127.0.0.1');
+        const parts = [];
+        s.on('error', reject);
+        s.on('connect', () => s.end(what));
+        s.on('data', (d) => parts.push(d));
+        s.on('close', () => resolve(Buffer.concat(parts).toString()));
+    });
+}
+
+test('additions the agent makes later (add_peer) are taken within a second, still only permitted ones', async () => {
+    const permit = write('permit5', `127.0.0.1:${P.echo}\n127.0.0.1:${P.sum}\n`);
+    const extra = path.join(work, 'x5');
+    const port = await freePort();
+    await start(['proxy', '--listen', `tcp:127.0.0.1:${port}`, '--to', `unix:${sock}`,
+                 '--allow', write('a8', ''), '--extra', extra, '--permit', permit],
+                'proxy5');
+    assert.equal((await connect(port, `127.0.0.1:${P.echo}`)).status, 403);
+    write('x5', `127.0.0.1:${P.echo}\n`);
+    assert.ok(await until(async () => {
+        const r = await connect(port, `127.0.0.1:${P.echo}`);
+        r.socket?.destroy();
+        return r.status === 200;
+    }), 'an addition written later is taken');
+    // one the image does not permit: the whole file is refused, the list
+    // stays as it was
+    write('x5', `127.0.0.1:${P.echo}\n127.0.0.1:${P.big}\n`);
+    assert.ok(await until(() => logs.proxy5.includes('the additions stay as they were')));
+    assert.equal((await connect(port, `127.0.0.1:${P.big}`)).status, 403);
+    const r = await connect(port, `127.0.0.1:${P.echo}`);
+    assert.equal(r.status, 200);
+    r.socket.destroy();
+});
+
+test('--forwards: a port of loopback carried to one destination, checked on both sides', async () => {
+    const permit = write('permit6', `127.0.0.1:${P.echo}\n127.0.0.1:${P.sum}\n127.0.0.1:${P.big}\n`);
+    const extra = write('x6', `127.0.0.1:${P.echo}\n127.0.0.1:${P.sum}\n`);
+    const forwards = path.join(work, 'fw6');
+    const [p1, p2, p3, p4] = [await freePort(), await freePort(), await freePort(),
+                              await freePort()];
+    const proxy = await freePort();
+    await start(['proxy', '--listen', `tcp:127.0.0.1:${proxy}`, '--to', `unix:${sock}`,
+                 '--allow', write('a9', ''), '--extra', extra, '--permit', permit,
+                 '--forwards', forwards], 'proxy6');
+    // p3: not on the enclave's list (the additions hold echo and sum only)
+    write('fw6', `${p1} 127.0.0.1:${P.echo}\n${p3} 127.0.0.1:${P.big}\n`);
+    assert.ok(await until(() => logs.proxy6.includes(`forwarding 127.0.0.1:${p1}`)));
+    assert.equal(await exchange(p1, 'through a forward\n'), 'through a forward\n');
+    // each connection is checked as a CONNECT is
+    assert.ok(await until(() => logs.proxy6.includes(`forwarding 127.0.0.1:${p3}`)));
+    const refused = await exchange(p3, 'x').catch((e) => e.code);
+    assert.ok(refused === '' || refused === 'ECONNRESET', refused);
+    assert.match(logs.proxy6, new RegExp(`refused 127.0.0.1:${P.big}: not on the enclave's allow-list`));
+    // a line added later (add_peer); and one to a destination the host's
+    // list does not hold: the connection is closed, and both sides log it
+    write('fw6', `${p1} 127.0.0.1:${P.echo}\n${p3} 127.0.0.1:${P.big}\n`
+                 + `${p2} 127.0.0.1:${P.sum}\n`);
+    assert.ok(await until(() => logs.proxy6.includes(`forwarding 127.0.0.1:${p2}`)));
+    const want = crypto.createHash('sha256').update('summed').digest('hex');
+    assert.equal((await exchange(p2, 'summed')).trim(), want);
+    const unlisted = await listen(echoServer());    /* not on the host's list */
+    fs.writeFileSync(permit, fs.readFileSync(permit, 'utf8') + `127.0.0.1:${unlisted}\n`);
+    fs.writeFileSync(extra, `127.0.0.1:${P.echo}\n127.0.0.1:${P.sum}\n127.0.0.1:${unlisted}\n`);
+    write('fw6', `${p1} 127.0.0.1:${P.echo}\n${p2} 127.0.0.1:${P.sum}\n`
+                 + `${p4} 127.0.0.1:${unlisted}\n`);
+    assert.ok(await until(() => logs.proxy6.includes(`forwarding 127.0.0.1:${p4}`)));
+    // closed or reset, nothing carried
+    const got = await exchange(p4, 'not for the host\n').catch((e) => e.code);
+    assert.ok(got === '' || got === 'ECONNRESET', got);
+    assert.match(logs.proxy6, new RegExp(`127.0.0.1:${unlisted} \\(127.0.0.1\\): the host refused`));
+    assert.match(logs.host, new RegExp(`127.0.0.1:${unlisted}`));
+    // a line that is not PORT HOST:PORT is logged and skipped; a port's
+    // destination is the file's latest (an add_peer left unfinished, then
+    // done again)
+    write('fw6', `${p1} 127.0.0.1:${P.echo}\nnonsense\n${p2} 127.0.0.1:${P.echo}\n`);
+    assert.ok(await until(() => logs.proxy6.includes('"nonsense" is not PORT HOST:PORT')));
+    assert.match(logs.proxy6, new RegExp(`forwarding 127.0.0.1:${p2} to 127.0.0.1:${P.echo} now`));
+    assert.equal(await exchange(p1, 'still\n'), 'still\n');
+    assert.equal(await exchange(p2, 'echoed now\n'), 'echoed now\n');
+});
+
 test('bad lists and arguments are refused at start, with the line', () => {
     let r = refusesToStart(['host', '--listen', `unix:${sock}x`, '--allow',
                             write('bad1', 'ok.test:443\nnot a destination\n')]);
@@ -524,4 +618,7 @@ test('bad lists and arguments are refused at start, with the line', () => {
     r = refusesToStart(['proxy', '--listen', 'tcp:127.0.0.1:1', '--to', `unix:${sock}`,
                         '--allow', write('a7', ''), '--doh', 'https://127.0.0.1/q']);
     assert.match(r.said, /--doh needs --ca/);
+    r = refusesToStart(['host', '--listen', `unix:${sock}z`, '--allow', write('a10', ''),
+                        '--forwards', path.join(work, 'fw')]);
+    assert.match(r.said, /the enclave's side's/);
 });
