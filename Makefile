@@ -28,7 +28,7 @@ NGINX    ?= /usr/sbin/nginx
 DEB_PACKAGES = nginx nginx-dev libcbor-dev libjansson-dev libuv1-dev \
     libssl-dev openssl libcmocka-dev libcurl4-openssl-dev pkg-config curl procps \
     libsqlite3-dev chromium nats-server libnats-dev zlib1g-dev \
-    qemu-system-x86
+    qemu-system-x86 pebble
 
 DEB_BENCH    = wrk redis-server redis-tools socat
 DEB_FUZZ     = clang libclang-rt-14-dev

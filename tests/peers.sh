@@ -147,7 +147,7 @@ node_up() {
 
 # control I OP [JSON]: an op on node I's control channel, its answer as JSON
 control() {
-    node "$top/tests/peers/control.mjs" "unix:$(dir "$1")/control.sock" "$2" \
+    node "$top/tests/call.mjs" "unix:$(dir "$1")/control.sock" "$2" \
         "${3:-{\}}"
 }
 
@@ -329,7 +329,7 @@ eventually "x2 is refused: it is n2, admitted already" 1 \
 
 check "cluster.add_peer: a route that is not HOST:PORT is refused" 0 \
     -m '"code":"invalid".*its route HOST:PORT' \
-    node "$top/tests/peers/control.mjs" "unix:$(dir 1)/data/provend.sock" \
+    node "$top/tests/call.mjs" "unix:$(dir 1)/data/provend.sock" \
     cluster.add_peer '{"name": "n7", "attestation": "https://127.0.0.1:1/a", "route": "no port"}'
 mkdir -p "$work/alone"
 cp -r "$(dir 1)/data/tls" "$work/alone/tls"
@@ -344,7 +344,7 @@ for _ in $(seq 1 100); do
 done
 check "a node that started alone takes no peer (its JetStream runs alone)" 0 \
     -m '"code":"conflict".*started alone' \
-    node "$top/tests/peers/control.mjs" "unix:$work/alone/provend.sock" \
+    node "$top/tests/call.mjs" "unix:$work/alone/provend.sock" \
     cluster.add_peer "$(peer 1)"
 
 # enclave keys without keyd and without a cluster: no storage at all

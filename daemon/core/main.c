@@ -446,7 +446,9 @@ main(int argc, char **argv)
     }
 
     /* before any thread: libcurl's global set-up is not thread-safe */
-    if (o.cluster_file != NULL && curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
+    if ((o.cluster_file != NULL || o.cluster_if != NULL
+         || o.acme_directory != NULL)
+        && curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
     {
         fprintf(stderr, "provend: cannot set up libcurl\n");
         return 1;
@@ -642,6 +644,13 @@ main(int argc, char **argv)
     srv_cfg.cluster_key_file_key = o.keyd != NULL && storage != NULL
                                    ? cluster_file_key : NULL;
     srv_cfg.cluster_key_in_memory = key_in_memory;
+    srv_cfg.tls.directory = o.acme_directory;
+    srv_cfg.tls.domain = o.acme_domain != NULL ? o.acme_domain : "";
+    srv_cfg.tls.contact = o.acme_contact;
+    srv_cfg.tls.ca_file = o.acme_ca;
+    srv_cfg.tls.proxy = o.acme_proxy;
+    srv_cfg.tls.live_dir = o.tls_live;
+    srv_cfg.tls.master = storage != NULL ? master : NULL;
     srv_cfg.nats_server = o.nats_server;
     /* kept for backups only where keyd's key seals it (not a key file) */
     srv_cfg.backup_master = o.keyd != NULL && storage != NULL ? master : NULL;

@@ -155,6 +155,27 @@ static const provend_opt_t  provend_opts[] = {
       "start for the node's copy of the cluster's data (sealed with the "
       "cluster key, which admitted peers hand over), else no storage" },
 
+    { "acme-directory", "URL", PROVEND_OPT_TEXT, PROVEND_OFF(acme_directory),
+      0, 0, NULL, NULL, "keep a certificate for --acme-domain from this ACME "
+      "CA (its directory URL), by TLS-ALPN-01: see daemon/tls/tls.h" },
+
+    { "acme-domain", "NAME", PROVEND_OPT_TEXT, PROVEND_OFF(acme_domain), 0,
+      0, NULL, NULL, "the DNS name of the node's certificate" },
+
+    { "acme-contact", "URI", PROVEND_OPT_TEXT, PROVEND_OFF(acme_contact), 0,
+      0, NULL, NULL, "the ACME account's contact (mailto:...)" },
+
+    { "acme-ca", "FILE", PROVEND_OPT_TEXT, PROVEND_OFF(acme_ca), 0, 0, NULL,
+      NULL, "the CA the ACME server's HTTPS certificate chains to (default: "
+      "the system's)" },
+
+    { "acme-proxy", "URL", PROVEND_OPT_TEXT, PROVEND_OFF(acme_proxy), 0, 0,
+      NULL, NULL, "an HTTP proxy to the ACME server (an enclave's egress)" },
+
+    { "tls-live", "DIR", PROVEND_OPT_TEXT, PROVEND_OFF(tls_live), 0, 0, NULL,
+      NULL, "where nginx reads the certificate and its key (default "
+      "DATA/tls/live; in an enclave a directory of its memory)" },
+
     { "keyd-identity", "HEX", PROVEND_OPT_TEXT, PROVEND_OFF(keyd_identity),
       0, 0, NULL, NULL, "the Ed25519 key keyd signs with (64 hex digits, or "
       "@FILE holding them): an answer signed by any other is refused" },

@@ -44,6 +44,12 @@ typedef struct {
     const char         *keyd;             /* NULL: no keyd */
     const char         *master_key;       /* file, enclave; NULL: by
                                              provider */
+    const char         *acme_directory;   /* the node's certificate */
+    const char         *acme_domain;
+    const char         *acme_contact;
+    const char         *acme_ca;
+    const char         *acme_proxy;
+    const char         *tls_live;
     const char         *keyd_identity;
     const char         *keyd_key_id;
     const char         *keyd_release;

@@ -23,6 +23,7 @@
 #include "keyd.h"
 #include "log.h"
 #include "cluster/cluster.h"
+#include "tls/tls.h"
 #include "server.h"
 #include "sessions/sessions.h"
 #include "stream.h"
@@ -53,6 +54,7 @@ typedef struct {
     provend_apps_t                 *apps;
     provend_sessions_t             *sessions;
     provend_cluster_t              *cluster;
+    provend_tls_t                  *tls;
     provend_backups_t              *backups;
     provend_dispatch_t              dispatch;
 } provend_server_t;
@@ -988,6 +990,7 @@ provend_server_stop(provend_server_t *srv)
     if (srv->cluster != NULL) {
         provend_cluster_stop(srv->cluster);
     }
+    provend_tls_stop(srv->tls);
 
     for (conn = srv->conns; conn != NULL; conn = next) {
         next = conn->next;
@@ -1228,6 +1231,10 @@ provend_server_register_ops(provend_server_t *srv, char *err, size_t errlen)
                                 "sessions_unavailable", "sessions are "
                                 "unavailable on this node", err, errlen)
            != PROVEN_OK
+        || provend_dispatch_add(d, provend_tls_ops, srv->tls,
+                                "tls_unavailable", "this node keeps no "
+                                "certificate of its own (no --acme-directory)",
+                                err, errlen) != PROVEN_OK
         || provend_dispatch_add(d, provend_cluster_ops, srv->cluster,
                                 "not_clustered", "this node runs alone (no "
                                 "--cluster)", err, errlen) != PROVEN_OK
@@ -1395,6 +1402,20 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
                                      srv->cluster);
     }
 
+    if (cfg->tls.directory != NULL) {
+        provend_tls_config_t  tls_cfg;
+
+        tls_cfg = cfg->tls;
+        tls_cfg.loop = &srv->loop;
+        tls_cfg.data_dir = cfg->data_dir;
+        srv->tls = provend_tls_open(&tls_cfg, err, errlen);
+        if (srv->tls == NULL) {
+            provend_server_stop(srv);
+            uv_run(&srv->loop, UV_RUN_DEFAULT);
+            goto failed;
+        }
+    }
+
     if (cfg->storage != NULL && cfg->storage->quiesce != NULL
         && cfg->backup_master != NULL && cfg->backup_keyd != NULL)
     {
@@ -1463,6 +1484,7 @@ failed:
         provend_cluster_free(srv->cluster);
     }
     provend_backups_free(srv->backups);
+    provend_tls_free(srv->tls);
     provend_ops_storage_free(srv->storage_ops);
     provend_dispatch_free(&srv->dispatch);
     free(srv);

@@ -20,6 +20,7 @@
 #include "attest/provider.h"
 #include "core/master.h"
 #include "storage/storage.h"
+#include "tls/tls.h"
 
 #ifndef PROVEND_VERSION
 #define PROVEND_VERSION  "0.1.0"
@@ -63,6 +64,10 @@ typedef struct {
                                                    DATA/keys/cluster.sealed */
     int                  cluster_key_in_memory; /* enclave mode without
                                                    keyd: never on disk */
+
+    /* the node's certificate: directory NULL, none (loop and data_dir
+     * are the server's) */
+    provend_tls_config_t  tls;
     const char          *nats_server;
 
     /* the "backup" op (core/backup.h): the master key keyd's key seals,

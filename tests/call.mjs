@@ -1,13 +1,14 @@
-// One request on a proven-agent's control channel, printed as JSON:
-//   node control.mjs unix:PATH OP ARGS_JSON
+// One request in lib's frames (a proven-agent's control channel, provend's
+// socket), its answer printed as JSON:
+//   node call.mjs unix:PATH OP ARGS_JSON
 // (ARGS_JSON: the request's other fields).  Exit 0 once an answer came.
 
 import net from 'node:net';
 
-import * as cbor from '../../runtime/node_modules/cborg/cborg.js';
+import * as cbor from '../runtime/node_modules/cborg/cborg.js';
 
 const [addr, op, args] = process.argv.slice(2);
-const body = cbor.encode({ id: 1, op, ...JSON.parse(args) });
+const body = cbor.encode({ id: 1, op, ...JSON.parse(args ?? '{}') });
 const head = Buffer.alloc(4);
 head.writeUInt32BE(body.length);
 

@@ -1,0 +1,212 @@
+#!/bin/bash
+# provend's own certificate from an ACME CA (daemon/tls): pebble, Debian's
+# RFC 8555 test server, on loopback (pebble-challtestsrv answering every
+# name with 127.0.0.1), validating TLS-ALPN-01 against a stand-in for
+# nginx's side (tests/acme/responder.mjs) that serves the challenge
+# certificate provend publishes.  The certificate is issued, chains to
+# pebble's root, names the domain and the live key; its keys are on disk
+# only sealed; a restart reuses it; tls.renew replaces it; bad options
+# and an ACME server that is down are said clearly.
+# Usage: tests/acme.sh BUILD_DIR   (KEEP_WORK=1 keeps the logs)
+set -u
+top=$(cd "$(dirname "$0")/.." && pwd)
+build=$(cd "${1:-build}" && pwd)
+work=$(mktemp -d)
+passed=0 failed=0
+pids=()
+
+. "$(dirname "$0")/lib.sh"
+
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do
+        kill -TERM "$p" 2>/dev/null
+    done
+    wait 2>/dev/null
+    [ -n "${KEEP_WORK:-}" ] && echo "# kept $work" || rm -rf "$work"
+}
+trap cleanup EXIT
+
+base=$((20000 + RANDOM % 20000))
+acme=$base dns=$((base + 1)) mgmt=$((base + 2)) challenge=$((base + 3))
+chall_mgmt=$((base + 4))
+domain=node.test
+data=$work/data
+live=$work/live
+
+spawn() {   # spawn NAME CMD...
+    local name=$1; shift
+    "$@" >>"$work/$name.log" 2>&1 &
+    pids+=($!)
+}
+
+call() { node "$top/tests/call.mjs" "unix:$data/provend.sock" "$@"; }
+
+# tls_status: "state orders [error]" of provend's tls.status
+tls_status() {
+    call tls.status | node -e '
+        let s = ""; process.stdin.on("data", (d) => s += d);
+        process.stdin.on("end", () => {
+            const r = JSON.parse(s).result || {};
+            console.log([r.state, r.orders, r.last_error ? "error" : ""]
+                        .join(" ").trim());
+        });'
+}
+
+start_provend() {   # start_provend [ARGS...]
+    spawn provend "$build/bin/provend" --data "$data" --provider dev \
+        --acme-directory "https://127.0.0.1:$acme/dir" --acme-domain "$domain" \
+        --acme-contact mailto:ops@node.test --acme-ca "$work/pebble.pem" \
+        --tls-live "$live" "$@"
+    provend_pid=$!
+    for _ in $(seq 1 200); do
+        [ -S "$data/provend.sock" ] && call tls.status >/dev/null 2>&1 && return
+        sleep 0.05
+    done
+}
+
+stop_provend() {
+    kill -TERM "$provend_pid"
+    wait "$provend_pid" 2>/dev/null
+    rm -f "$data/provend.sock"
+}
+
+# the leaf's serial, and the live pair's: "SERIAL KEYMATCH"
+leaf() {
+    openssl x509 -in "$live/$domain.pem" -noout -serial | cut -d= -f2
+}
+
+# pebble's HTTPS certificate, its config, the DNS stand-in
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$work/pebble.key" -out "$work/pebble.pem" -days 2 \
+    -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2>/dev/null
+cat >"$work/pebble.json" <<JSON
+{"pebble": {"listenAddress": "127.0.0.1:$acme",
+            "managementListenAddress": "127.0.0.1:$mgmt",
+            "certificate": "$work/pebble.pem", "privateKey": "$work/pebble.key",
+            "httpPort": 1, "tlsPort": $challenge, "ocspResponderURL": "",
+            "externalAccountBindingRequired": false}}
+JSON
+spawn challtestsrv pebble-challtestsrv -defaultIPv4 127.0.0.1 -defaultIPv6 "" \
+    -dns01 "127.0.0.1:$dns" -http01 "" -https01 "" -tlsalpn01 "" \
+    -management "127.0.0.1:$chall_mgmt"
+start_pebble() {
+    PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 PEBBLE_AUTHZREUSE=0 \
+        spawn pebble pebble -config "$work/pebble.json" \
+        -dnsserver "127.0.0.1:$dns"
+    pebble_pid=$!
+    for _ in $(seq 1 100); do
+        curl -sf --cacert "$work/pebble.pem" "https://127.0.0.1:$acme/dir" \
+            >/dev/null && break
+        sleep 0.1
+    done
+}
+start_pebble
+mkdir -p "$live"
+spawn responder node "$top/tests/acme/responder.mjs" "$challenge" "$live"
+for _ in $(seq 1 100); do
+    grep -q listening "$work/responder.log" && break
+    sleep 0.1
+done
+
+# ---- bad options ----------------------------------------------------------------
+
+check "a domain that is not a DNS name is refused at start" 1 \
+    -m 'acme-domain Bad_Name: a DNS name, lower case' \
+    "$build/bin/provend" --data "$work/bad" --provider dev \
+    --acme-directory "https://127.0.0.1:$acme/dir" --acme-domain Bad_Name
+check "a directory that is not https is refused at start" 1 \
+    -m 'acme-directory http://127.0.0.1/dir: an https URL' \
+    "$build/bin/provend" --data "$work/bad" --provider dev \
+    --acme-directory http://127.0.0.1/dir --acme-domain "$domain"
+
+# ---- issued ------------------------------------------------------------------------
+
+start_provend
+eventually "provend orders a certificate and gets it (TLS-ALPN-01)" \
+    "valid 1" tls_status
+check "pebble validated the challenge through the responder" 0 \
+    grep -q "answered a challenge for $domain (acme-tls/1)" \
+    "$work/responder.log"
+curl -sf --cacert "$work/pebble.pem" "https://127.0.0.1:$mgmt/roots/0" \
+    >"$work/root.pem"
+awk 'n > 0 || /END CERTIFICATE/ { if (n > 0) print } /END CERTIFICATE/ { n++ }' \
+    "$live/$domain.pem" >"$work/intermediates.pem"
+check "the chain verifies against pebble's root" 0 -m ': OK' \
+    openssl verify -CAfile "$work/root.pem" -untrusted "$work/intermediates.pem" \
+    "$live/$domain.pem"
+check "it names the domain" 0 -m "DNS:$domain" \
+    openssl x509 -in "$live/$domain.pem" -noout -ext subjectAltName
+check "and its key is the live key" 0 sh -c "
+    test \"\$(openssl x509 -in '$live/$domain.pem' -noout -pubkey)\" \
+       = \"\$(openssl pkey -in '$live/$domain.pem' -pubout)\""
+check "the live pair is readable by its owner only" 0 -m '^600$' \
+    stat -c %a "$live/$domain.pem"
+check "no private key in clear under DATA: only sealed ones" 1 \
+    grep -rl 'PRIVATE KEY' "$data/tls/acme"
+check "the challenge certificate is withdrawn once decided" 0 \
+    test -z "$(ls "$live/challenge")"
+serial=$(leaf)
+
+# ---- kept across a restart; renewed on demand ---------------------------------
+
+stop_provend
+rm -f "$live/$domain.pem"
+start_provend
+same "a restart reuses the certificate kept: no new order" "valid 0" tls_status
+same "and makes it live again" "$serial" leaf
+check "tls.renew orders now" 0 -m '"ok":true' call tls.renew
+eventually "a renewed certificate" "valid 1" tls_status
+check "the live pair is the new one" 1 test "$(leaf)" = "$serial"
+
+# ---- what the host may try -----------------------------------------------------
+
+# answers for the ACME server itself (its HTTPS not of the CA provend trusts)
+check "an ACME server whose certificate is not of --acme-ca is not believed" 0 \
+    -m 'last_error.*(SSL|certificate)' sh -c "
+    '$build/bin/provend' --data '$work/mitm' --provider dev \
+        --socket '$work/mitm.sock' --acme-directory 'https://127.0.0.1:$acme/dir' \
+        --acme-domain '$domain' --acme-ca '$work/root.pem' \
+        --tls-live '$work/mitm-live' >'$work/mitm.log' 2>&1 &
+    p=\$!
+    for _ in \$(seq 1 100); do
+        node '$top/tests/call.mjs' 'unix:$work/mitm.sock' tls.status 2>/dev/null \
+            | grep -q last_error && break
+        sleep 0.1
+    done
+    node '$top/tests/call.mjs' 'unix:$work/mitm.sock' tls.status
+    kill \$p"
+check "and nothing was made live" 1 test -e "$work/mitm-live/$domain.pem"
+
+# puts a certificate of another key where the kept one was
+stop_provend
+cp "$work/pebble.pem" "$data/tls/acme/$domain.crt"
+start_provend
+eventually "a kept certificate not of the sealed key is not used: a new order" \
+    "valid 1" tls_status
+check "(said)" 0 grep -q "the certificate kept for $domain is not usable" \
+    "$work/provend.log"
+
+# ---- tampered, or the CA away -----------------------------------------------------
+
+stop_provend
+printf 'X' | dd of="$data/tls/acme/$domain.key.sealed" bs=1 seek=40 \
+    conv=notrunc status=none
+kill -TERM "$pebble_pid"            # the CA, away
+wait "$pebble_pid" 2>/dev/null
+start_provend
+sleep 1
+check "a sealed key changed on disk is not used: a new order, said" 0 \
+    grep -q "does not open with this node's master key: ordering a new" \
+    "$work/provend.log"
+eventually "the CA away: the order fails, says why, and is tried later" \
+    "none 1 error" tls_status
+check "(the reason names the directory)" 0 -m 'last_error.*127.0.0.1' \
+    call tls.status
+start_pebble                        # back, knowing no account: made again
+check "tls.renew while an order is under way: conflict, or a new order" 0 \
+    -m '"ok":true|"conflict"' call tls.renew
+eventually "with the CA back, tls.renew gets one" "valid 2" tls_status
+
+echo "# $passed passed, $failed failed"
+[ "$failed" = 0 ]
