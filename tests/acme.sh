@@ -71,7 +71,7 @@ stop_provend() {
     rm -f "$data/provend.sock"
 }
 
-# the leaf's serial, and the live pair's: "SERIAL KEYMATCH"
+# the live certificate's serial
 leaf() {
     openssl x509 -in "$live/$domain.pem" -noout -serial | cut -d= -f2
 }
@@ -91,7 +91,8 @@ spawn challtestsrv pebble-challtestsrv -defaultIPv4 127.0.0.1 -defaultIPv6 "" \
     -dns01 "127.0.0.1:$dns" -http01 "" -https01 "" -tlsalpn01 "" \
     -management "127.0.0.1:$chall_mgmt"
 start_pebble() {
-    PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 PEBBLE_AUTHZREUSE=0 \
+    # one good nonce in ten refused: badNonce is retried (RFC 8555 6.5)
+    PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=10 PEBBLE_AUTHZREUSE=0 \
         spawn pebble pebble -config "$work/pebble.json" \
         -dnsserver "127.0.0.1:$dns"
     pebble_pid=$!
@@ -119,6 +120,14 @@ check "a directory that is not https is refused at start" 1 \
     -m 'acme-directory http://127.0.0.1/dir: an https URL' \
     "$build/bin/provend" --data "$work/bad" --provider dev \
     --acme-directory http://127.0.0.1/dir --acme-domain "$domain"
+check "a directory without a domain is refused at start" 1 \
+    -m 'acme-directory and --acme-domain go together' \
+    "$build/bin/provend" --data "$work/bad" --provider dev \
+    --acme-directory "https://127.0.0.1:$acme/dir"
+check "enclave keys: the live pair must be in the enclave's memory, not DATA" 1 \
+    -m 'tls-live must name a directory of the enclave.s memory' \
+    "$build/bin/provend" --data "$work/bad" --provider dev --master-key enclave \
+    --acme-directory "https://127.0.0.1:$acme/dir" --acme-domain "$domain"
 
 # ---- issued ------------------------------------------------------------------------
 
@@ -142,10 +151,11 @@ check "and its key is the live key" 0 sh -c "
        = \"\$(openssl pkey -in '$live/$domain.pem' -pubout)\""
 check "the live pair is readable by its owner only" 0 -m '^600$' \
     stat -c %a "$live/$domain.pem"
-check "no private key in clear under DATA: only sealed ones" 1 \
-    grep -rl 'PRIVATE KEY' "$data/tls/acme"
+# (DATA/attestation is the dev provider's own PKI, local mode only)
+check "no key in clear under DATA, nor the chain: only sealed files" 1 \
+    grep -rlE --exclude-dir=attestation 'PRIVATE KEY|BEGIN CERTIFICATE' "$data"
 check "the challenge certificate is withdrawn once decided" 0 \
-    test -z "$(ls "$live/challenge")"
+    test -d "$live/challenge" -a -z "$(ls -A "$live/challenge")"
 serial=$(leaf)
 
 # ---- kept across a restart; renewed on demand ---------------------------------
@@ -163,7 +173,7 @@ check "the live pair is the new one" 1 test "$(leaf)" = "$serial"
 
 # answers for the ACME server itself (its HTTPS not of the CA provend trusts)
 check "an ACME server whose certificate is not of --acme-ca is not believed" 0 \
-    -m 'last_error.*(SSL|certificate)' sh -c "
+    -m '"domain":"node.test".*last_error.*(SSL|certificate)' sh -c "
     '$build/bin/provend' --data '$work/mitm' --provider dev \
         --socket '$work/mitm.sock' --acme-directory 'https://127.0.0.1:$acme/dir' \
         --acme-domain '$domain' --acme-ca '$work/root.pem' \
@@ -178,14 +188,36 @@ check "an ACME server whose certificate is not of --acme-ca is not believed" 0 \
     kill \$p"
 check "and nothing was made live" 1 test -e "$work/mitm-live/$domain.pem"
 
-# puts a certificate of another key where the kept one was
+# swaps the kept chain for another, or removes it, or changes the account
 stop_provend
-cp "$work/pebble.pem" "$data/tls/acme/$domain.crt"
+cp "$work/pebble.pem" "$data/tls/acme/$domain.crt.sealed"
 start_provend
-eventually "a kept certificate not of the sealed key is not used: a new order" \
+eventually "a kept chain swapped on disk is not used: a new order" \
     "valid 1" tls_status
-check "(said)" 0 grep -q "the certificate kept for $domain is not usable" \
+check "(said)" 0 grep -q "the certificate kept for $domain is not usable: .*does not open" \
     "$work/provend.log"
+stop_provend
+rm "$data/tls/acme/$domain.crt.sealed"
+printf 'X' | dd of="$data/tls/acme/account.sealed" bs=1 seek=40 \
+    conv=notrunc status=none
+start_provend
+eventually "the kept chain removed, the account changed: a new account and order" \
+    "valid 1" tls_status
+check "(the account said)" 0 grep -q "account.sealed does not open .*: a new ACME account" \
+    "$work/provend.log"
+
+# holds the CA's answers back: an order waits; the node still stops at once
+kill -STOP "$pebble_pid"
+check "tls.renew starts an order" 0 -m '"ok":true' call tls.renew
+check "a second while it is under way: conflict" 0 \
+    -m '"code":"conflict".*an order is under way' call tls.renew
+stopped_at=$SECONDS
+stop_provend
+check "provend stops at once, the order cancelled (not after its 30 s request)" 0 \
+    test $((SECONDS - stopped_at)) -le 5
+kill -CONT "$pebble_pid"
+start_provend
+same "and starts again with the certificate it had" "valid 0" tls_status
 
 # ---- tampered, or the CA away -----------------------------------------------------
 
@@ -204,9 +236,8 @@ eventually "the CA away: the order fails, says why, and is tried later" \
 check "(the reason names the directory)" 0 -m 'last_error.*127.0.0.1' \
     call tls.status
 start_pebble                        # back, knowing no account: made again
-check "tls.renew while an order is under way: conflict, or a new order" 0 \
-    -m '"ok":true|"conflict"' call tls.renew
-eventually "with the CA back, tls.renew gets one" "valid 2" tls_status
+check "with the CA back, tls.renew orders" 0 -m '"ok":true' call tls.renew
+eventually "and gets one" "valid 2" tls_status
 
 echo "# $passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -347,6 +347,15 @@ check "a node that started alone takes no peer (its JetStream runs alone)" 0 \
     node "$top/tests/call.mjs" "unix:$work/alone/provend.sock" \
     cluster.add_peer "$(peer 1)"
 
+# a clustered enclave without keyd has no master key that outlives a
+# start: ACME, whose keys are kept sealed with one, is refused
+check "--master-key enclave, clustered without keyd: ACME refused, said why" 1 \
+    -m 'ACME needs a master key that outlives a start' \
+    "$build/bin/provend" --data "$work/alone-acme" --provider dev \
+    --socket "$work/alone-acme.sock" --master-key enclave \
+    --cluster "$work/alone.json" --acme-directory https://127.0.0.1:1/dir \
+    --acme-domain node.test --tls-live "$work/alone-acme-live"
+
 # enclave keys without keyd and without a cluster: no storage at all
 mkdir -p "$work/solo"
 spawn solo "$build/bin/provend" --data "$work/solo" --provider dev \

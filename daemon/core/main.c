@@ -554,6 +554,17 @@ main(int argc, char **argv)
 
     enclave_keys = o.master_key != NULL ? strcmp(o.master_key, "enclave") == 0
                                         : strcmp(provider_name, "nsm") == 0;
+    if ((o.acme_directory == NULL) != (o.acme_domain == NULL)) {
+        provend_error("--acme-directory and --acme-domain go together");
+        goto done;
+    }
+    if (o.acme_directory != NULL && enclave_keys && o.tls_live == NULL) {
+        /* DATA/tls/live, the default, is on the disk the host stores */
+        provend_error("enclave mode: --tls-live must name a directory of "
+                      "the enclave's memory (such as /run/proven/tls): the "
+                      "certificate's key is there in clear for nginx");
+        goto done;
+    }
     if (o.keyd == NULL && enclave_keys && o.cluster_file == NULL) {
         provend_warn("enclave mode without --keyd: storage is disabled, "
                      "kv.* and sql.* answer \"storage_unavailable\"");
@@ -650,7 +661,9 @@ main(int argc, char **argv)
     srv_cfg.tls.ca_file = o.acme_ca;
     srv_cfg.tls.proxy = o.acme_proxy;
     srv_cfg.tls.live_dir = o.tls_live;
-    srv_cfg.tls.master = storage != NULL ? master : NULL;
+    /* ACME's keys are kept sealed with a master key that outlives a
+     * start: not the one a clustered enclave without keyd makes */
+    srv_cfg.tls.master = storage != NULL && !key_in_memory ? master : NULL;
     srv_cfg.nats_server = o.nats_server;
     /* kept for backups only where keyd's key seals it (not a key file) */
     srv_cfg.backup_master = o.keyd != NULL && storage != NULL ? master : NULL;

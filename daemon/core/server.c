@@ -1374,6 +1374,20 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
         }
     }
 
+    if (cfg->tls.directory != NULL) {
+        provend_tls_config_t  tls_cfg;
+
+        tls_cfg = cfg->tls;
+        tls_cfg.loop = &srv->loop;
+        tls_cfg.data_dir = cfg->data_dir;
+        srv->tls = provend_tls_open(&tls_cfg, err, errlen);
+        if (srv->tls == NULL) {
+            provend_server_stop(srv);
+            uv_run(&srv->loop, UV_RUN_DEFAULT);
+            goto failed;
+        }
+    }
+
     if (cfg->cluster_file != NULL) {
         provend_cluster_config_t  cluster_cfg;
 
@@ -1400,20 +1414,6 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
         }
         provend_sessions_set_forward(srv->sessions, provend_cluster_forward,
                                      srv->cluster);
-    }
-
-    if (cfg->tls.directory != NULL) {
-        provend_tls_config_t  tls_cfg;
-
-        tls_cfg = cfg->tls;
-        tls_cfg.loop = &srv->loop;
-        tls_cfg.data_dir = cfg->data_dir;
-        srv->tls = provend_tls_open(&tls_cfg, err, errlen);
-        if (srv->tls == NULL) {
-            provend_server_stop(srv);
-            uv_run(&srv->loop, UV_RUN_DEFAULT);
-            goto failed;
-        }
     }
 
     if (cfg->storage != NULL && cfg->storage->quiesce != NULL

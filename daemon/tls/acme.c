@@ -33,6 +33,9 @@
 #define ACME_URL_MAX        1024
 #define ACME_NONCE_MAX      256
 #define ACME_ID_OID         "1.3.6.1.5.5.7.1.31"    /* id-pe-acmeIdentifier */
+#define ACME_NONCE_TRIES    5       /* RFC 8555 6.5: badNonce is retried */
+#define ACME_AUTHZ_MAX      8
+#define ACME_CN_MAX         64      /* X.520's ub-common-name */
 
 
 typedef struct {
@@ -55,6 +58,7 @@ typedef struct {
     char                          new_order[ACME_URL_MAX];
     char                          jwk[256];
     char                          thumb[44];
+    char                          cerr[CURL_ERROR_SIZE];
 } acme_t;
 
 
@@ -186,6 +190,14 @@ acme_sign(EVP_PKEY *key, const char *text)
 
 /* ---- HTTP --------------------------------------------------------------- */
 
+static int
+acme_cancelled(const acme_t *a)
+{
+    return a->cfg->cancel != NULL
+           && __atomic_load_n(a->cfg->cancel, __ATOMIC_RELAXED);
+}
+
+
 static size_t
 acme_on_body(char *data, size_t size, size_t n, void *arg)
 {
@@ -228,8 +240,11 @@ acme_header(const char *line, size_t len, const char *name, char *out,
         line++;
         len--;
     }
-    vlen = strcspn(line, "\r\n");
-    vlen = vlen < len ? vlen : len;
+    for (vlen = 0; vlen < len && line[vlen] != '\r' && line[vlen] != '\n';
+         vlen++)
+    {
+        /* curl's header lines are not NUL-terminated */
+    }
     if (vlen < size) {
         memcpy(out, line, vlen);
         out[vlen] = '\0';
@@ -242,10 +257,30 @@ acme_on_header(char *data, size_t size, size_t n, void *arg)
 {
     acme_resp_t  *r = arg;
 
+    /* a new response (after a 100, say): its own headers only */
+    if (size * n > 5 && memcmp(data, "HTTP/", 5) == 0) {
+        r->nonce[0] = '\0';
+        r->location[0] = '\0';
+    }
     acme_header(data, size * n, "Replay-Nonce", r->nonce, sizeof(r->nonce));
     acme_header(data, size * n, "Location", r->location,
                 sizeof(r->location));
     return size * n;
+}
+
+
+/* Aborts a transfer once the order is cancelled. */
+static int
+acme_on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow,
+    curl_off_t ultotal, curl_off_t ulnow)
+{
+    acme_t  *a = arg;
+
+    (void) dltotal;
+    (void) dlnow;
+    (void) ultotal;
+    (void) ulnow;
+    return acme_cancelled(a);
 }
 
 
@@ -263,11 +298,14 @@ acme_http(acme_t *a, const char *url, const char *body, acme_resp_t *r,
     char *err, size_t errlen)
 {
     long                timeout;
-    char                cerr[CURL_ERROR_SIZE];
     CURLcode            rc;
     struct curl_slist  *headers;
 
     memset(r, 0, sizeof(*r));
+    if (acme_cancelled(a)) {
+        proven_errf(err, errlen, "cancelled: the node is stopping");
+        return PROVEN_ERR;
+    }
     timeout = (long) (a->deadline - time(NULL));
     if (timeout <= 0) {
         proven_errf(err, errlen, "the order took longer than %ld s",
@@ -284,7 +322,7 @@ acme_http(acme_t *a, const char *url, const char *body, acme_resp_t *r,
             return PROVEN_ERR;
         }
     }
-    cerr[0] = '\0';
+    a->cerr[0] = '\0';
     curl_easy_reset(a->curl);
     curl_easy_setopt(a->curl, CURLOPT_URL, url);
     curl_easy_setopt(a->curl, CURLOPT_PROTOCOLS_STR, "https");
@@ -292,7 +330,10 @@ acme_http(acme_t *a, const char *url, const char *body, acme_resp_t *r,
     curl_easy_setopt(a->curl, CURLOPT_TIMEOUT, timeout);
     curl_easy_setopt(a->curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(a->curl, CURLOPT_USERAGENT, "proven-acme");
-    curl_easy_setopt(a->curl, CURLOPT_ERRORBUFFER, cerr);
+    curl_easy_setopt(a->curl, CURLOPT_ERRORBUFFER, a->cerr);
+    curl_easy_setopt(a->curl, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(a->curl, CURLOPT_XFERINFOFUNCTION, acme_on_progress);
+    curl_easy_setopt(a->curl, CURLOPT_XFERINFODATA, a);
     curl_easy_setopt(a->curl, CURLOPT_WRITEFUNCTION, acme_on_body);
     curl_easy_setopt(a->curl, CURLOPT_WRITEDATA, r);
     curl_easy_setopt(a->curl, CURLOPT_HEADERFUNCTION, acme_on_header);
@@ -303,6 +344,8 @@ acme_http(acme_t *a, const char *url, const char *body, acme_resp_t *r,
     if (a->cfg->proxy != NULL) {
         curl_easy_setopt(a->curl, CURLOPT_PROXY, a->cfg->proxy);
         curl_easy_setopt(a->curl, CURLOPT_NOPROXY, "");
+        /* the proxy's own answer is not the server's */
+        curl_easy_setopt(a->curl, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
     }
     if (body != NULL) {
         curl_easy_setopt(a->curl, CURLOPT_HTTPHEADER, headers);
@@ -313,7 +356,9 @@ acme_http(acme_t *a, const char *url, const char *body, acme_resp_t *r,
     if (rc != CURLE_OK) {
         proven_errf(err, errlen, "%.200s: %s", url,
                     r->over ? "an answer over 256 KiB"
-                    : cerr[0] != '\0' ? cerr : curl_easy_strerror(rc));
+                    : acme_cancelled(a) ? "cancelled: the node is stopping"
+                    : a->cerr[0] != '\0' ? a->cerr
+                    : curl_easy_strerror(rc));
         acme_resp_free(r);
         return PROVEN_ERR;
     }
@@ -386,7 +431,7 @@ acme_post(acme_t *a, const char *url, const char *payload, acme_resp_t *r,
     acme_resp_t   got;
     json_error_t  jerr;
 
-    for (tries = 0; tries < 2; tries++) {
+    for (tries = 0; tries < ACME_NONCE_TRIES; tries++) {
         if (a->nonce[0] == '\0') {
             if (acme_http(a, a->new_nonce, NULL, &got, err, errlen)
                 != PROVEN_OK)
@@ -440,7 +485,7 @@ acme_post(acme_t *a, const char *url, const char *payload, acme_resp_t *r,
         if (rc != PROVEN_OK) {
             return rc;
         }
-        if (r->status != 400 || tries > 0) {
+        if (r->status != 400 || tries == ACME_NONCE_TRIES - 1) {
             return PROVEN_OK;
         }
         head = r->body != NULL ? json_loadb(r->body, r->len, 0, &jerr) : NULL;
@@ -482,7 +527,7 @@ acme_poll(acme_t *a, const char *url, const char *step, const char *waiting,
             return j;
         }
         json_decref(j);
-        if (time(NULL) >= a->deadline) {
+        if (time(NULL) >= a->deadline || acme_cancelled(a)) {
             proven_errf(err, errlen, "%s: still %s after %ld s", step,
                         waiting, a->cfg->timeout_s);
             return NULL;
@@ -550,9 +595,10 @@ provend_acme_challenge_cert(const char *domain, const char *key_authorization)
              && BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)) != NULL
              && X509_gmtime_adj(X509_getm_notBefore(x), -3600) != NULL
              && X509_gmtime_adj(X509_getm_notAfter(x), 7 * 86400) != NULL
-             && X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                                           (const uint8_t *) domain, -1, -1,
-                                           0) == 1
+             && (strlen(domain) > ACME_CN_MAX
+                 || X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                                               (const uint8_t *) domain, -1,
+                                               -1, 0) == 1)
              && X509_set_issuer_name(x, name) == 1
              && X509_set_pubkey(x, key) == 1
              && X509_add_ext(x, san, -1) == 1
@@ -599,11 +645,13 @@ acme_csr(EVP_PKEY *key, const char *domain)
          && sk_X509_EXTENSION_push(exts, san) > 0;
     if (ok) {
         san = NULL;                     /* the stack's now */
+        /* the name is the SAN's; a CN only when X.520 allows it */
         ok = X509_REQ_set_version(req, 0) == 1
-             && X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(req),
-                                           "CN", MBSTRING_ASC,
-                                           (const uint8_t *) domain, -1, -1,
-                                           0) == 1
+             && (strlen(domain) > ACME_CN_MAX
+                 || X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(req),
+                                               "CN", MBSTRING_ASC,
+                                               (const uint8_t *) domain, -1,
+                                               -1, 0) == 1)
              && X509_REQ_set_pubkey(req, key) == 1
              && X509_REQ_add_extensions(req, exts) == 1
              && X509_REQ_sign(req, key, EVP_sha256()) > 0;
@@ -637,6 +685,14 @@ acme_authorize(acme_t *a, const char *url, char *err, size_t errlen)
 
     authz = acme_poll(a, url, "authorization", "", err, errlen);
     if (authz == NULL) {
+        return PROVEN_ERR;
+    }
+    type = json_object_get(json_object_get(authz, "identifier"), "value");
+    if (!json_is_string(type)
+        || strcmp(json_string_value(type), a->cfg->domain) != 0)
+    {
+        json_decref(authz);
+        proven_errf(err, errlen, "authorization: not for %s", a->cfg->domain);
         return PROVEN_ERR;
     }
     type = json_object_get(authz, "status");
@@ -783,10 +839,11 @@ provend_acme_order(const provend_acme_config_t *cfg, char **chain,
           : json_pack("{s:b}", "termsOfServiceAgreed", 1);
     payload = dir != NULL ? json_dumps(dir, JSON_COMPACT) : NULL;
     json_decref(dir);
-    if (payload == NULL
-        || acme_post(&a, a.new_account, payload, &r, err, errlen)
-           != PROVEN_OK)
-    {
+    if (payload == NULL) {
+        proven_errf(err, errlen, "out of memory");
+        goto done;
+    }
+    if (acme_post(&a, a.new_account, payload, &r, err, errlen) != PROVEN_OK) {
         free(payload);
         goto done;
     }
@@ -809,9 +866,12 @@ provend_acme_order(const provend_acme_config_t *cfg, char **chain,
     {
         payload = NULL;
     }
-    if (payload == NULL
-        || acme_post(&a, a.new_order, payload, &r, err, errlen) != PROVEN_OK)
-    {
+    if (payload == NULL) {
+        proven_errf(err, errlen, "out of memory");
+        order = NULL;
+        goto done;
+    }
+    if (acme_post(&a, a.new_order, payload, &r, err, errlen) != PROVEN_OK) {
         free(payload);
         order = NULL;
         goto done;
@@ -832,7 +892,14 @@ provend_acme_order(const provend_acme_config_t *cfg, char **chain,
     }
     memcpy(order_url, r.location, sizeof(order_url));
     acme_resp_free(&r);
-    for (i = 0; i < json_array_size(authzs) && i < 8; i++) {
+    if (json_array_size(authzs) == 0
+        || json_array_size(authzs) > ACME_AUTHZ_MAX)
+    {
+        proven_errf(err, errlen, "newOrder: %zu authorizations for one name",
+                    json_array_size(authzs));
+        goto done;
+    }
+    for (i = 0; i < json_array_size(authzs); i++) {
         if (!json_is_string(json_array_get(authzs, i))
             || acme_authorize(&a, json_string_value(json_array_get(authzs, i)),
                               err, errlen) != PROVEN_OK)

@@ -37,6 +37,8 @@ typedef struct {
     provend_acme_publish_pt  publish;
     void                    *publish_data;
     long                     timeout_s;     /* the whole order */
+    int                     *cancel;        /* set (atomically) to stop the
+                                               order at its next step */
 } provend_acme_config_t;
 
 /*

@@ -12,6 +12,7 @@
 
 #include <openssl/bio.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -31,6 +32,7 @@
 #define TLS_SEAL_INFO       "proven-tls-keys-v1"
 #define TLS_AD_ACCOUNT      "proven-acme-account-v1"
 #define TLS_AD_CERT         "proven-acme-cert-key-v1"
+#define TLS_AD_CHAIN        "proven-acme-chain-v1"
 
 
 struct provend_tls_s {
@@ -52,6 +54,8 @@ struct provend_tls_s {
     char            last_error[PROVEN_ERR_LEN];
     uv_timer_t      timer;
     int             stopping;
+    int             cancel;                 /* an order under way stops */
+    uv_work_t      *work;                   /* that order's */
 };
 
 typedef struct {
@@ -64,88 +68,154 @@ typedef struct {
 } tls_order_t;
 
 
-/* ---- keys, sealed ----------------------------------------------------------- */
+/* ---- what is kept, sealed ------------------------------------------------ */
 
-/* key as PEM, sealed with ad, to path. */
+/*
+ * data sealed to path, bound to what it is and the domain (label:domain
+ * as associated data): a file moved to another name does not open.
+ */
 static int
-tls_save_key(provend_tls_t *t, EVP_PKEY *key, const char *ad,
-    const char *path, char *err, size_t errlen)
+tls_seal_file(provend_tls_t *t, const char *label, const void *data,
+    size_t len, const char *path, char *err, size_t errlen)
 {
     int       rc;
-    BIO      *bio;
-    char     *pem;
-    long      len;
+    char      ad[320];
     uint8_t  *sealed;
 
-    rc = PROVEN_ERR;
-    bio = BIO_new(BIO_s_mem());
-    if (bio == NULL
-        || PEM_write_bio_PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL) != 1
-        || (len = BIO_get_mem_data(bio, &pem)) <= 0
-        || (sealed = malloc((size_t) len + PROVEND_SEAL_OVERHEAD)) == NULL)
+    snprintf(ad, sizeof(ad), "%s:%s", label, t->domain);
+    sealed = malloc(len + PROVEND_SEAL_OVERHEAD);
+    if (sealed == NULL
+        || provend_seal(t->seal_key, (const uint8_t *) ad, strlen(ad), data,
+                        len, sealed) != PROVEN_OK)
     {
-        BIO_free_all(bio);
+        free(sealed);
+        proven_errf(err, errlen, "cannot seal %s", path);
+        return PROVEN_ERR;
+    }
+    rc = provend_write_file(path, sealed, len + PROVEND_SEAL_OVERHEAD, 0600,
+                            err, errlen);
+    free(sealed);
+    return rc;
+}
+
+
+/*
+ * path opened into *out (malloc()ed, NUL added): PROVEN_AGAIN when there
+ * is no such file, PROVEN_ERR when it does not open.
+ */
+static int
+tls_open_file(provend_tls_t *t, const char *label, const char *path,
+    char **out, char *err, size_t errlen)
+{
+    char      ad[320];
+    size_t    len;
+    uint8_t  *sealed, *data;
+
+    *out = NULL;
+    if (access(path, F_OK) != 0 && errno == ENOENT) {
+        return PROVEN_AGAIN;
+    }
+    if (provend_read_file(path, TLS_PEM_MAX + PROVEND_SEAL_OVERHEAD, &sealed,
+                          &len, err, errlen) != PROVEN_OK)
+    {
+        return PROVEN_ERR;
+    }
+    snprintf(ad, sizeof(ad), "%s:%s", label, t->domain);
+    data = len > PROVEND_SEAL_OVERHEAD ? malloc(len) : NULL;
+    if (data == NULL
+        || provend_open(t->seal_key, (const uint8_t *) ad, strlen(ad), sealed,
+                        len, data) != PROVEN_OK)
+    {
+        free(data);
+        free(sealed);
+        proven_errf(err, errlen, "%s does not open with this node's master "
+                    "key", path);
+        return PROVEN_ERR;
+    }
+    free(sealed);
+    data[len - PROVEND_SEAL_OVERHEAD] = '\0';
+    *out = (char *) data;
+    return PROVEN_OK;
+}
+
+
+/* A key as PEM (malloc()ed), or NULL. */
+static char *
+tls_key_pem(EVP_PKEY *key)
+{
+    BIO   *bio;
+    char  *data, *pem;
+    long   len;
+
+    pem = NULL;
+    bio = BIO_new(BIO_s_mem());
+    if (bio != NULL
+        && PEM_write_bio_PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL) == 1
+        && (len = BIO_get_mem_data(bio, &data)) > 0
+        && (pem = malloc((size_t) len + 1)) != NULL)
+    {
+        memcpy(pem, data, (size_t) len);
+        pem[len] = '\0';
+        OPENSSL_cleanse(data, (size_t) len);
+    }
+    BIO_free_all(bio);
+    return pem;
+}
+
+
+/* Frees a secret's text, wiped first. */
+static void
+tls_free_secret(char *text)
+{
+    if (text != NULL) {
+        OPENSSL_cleanse(text, strlen(text));
+        free(text);
+    }
+}
+
+
+static int
+tls_save_key(provend_tls_t *t, EVP_PKEY *key, const char *label,
+    const char *path, char *err, size_t errlen)
+{
+    int    rc;
+    char  *pem;
+
+    pem = tls_key_pem(key);
+    if (pem == NULL) {
         proven_errf(err, errlen, "cannot write a key");
         return PROVEN_ERR;
     }
-    if (provend_seal(t->seal_key, (const uint8_t *) ad, strlen(ad),
-                     (const uint8_t *) pem, (size_t) len, sealed)
-        == PROVEN_OK)
-    {
-        rc = provend_write_file(path, sealed,
-                                (size_t) len + PROVEND_SEAL_OVERHEAD, 0600,
-                                err, errlen);
-    } else {
-        proven_errf(err, errlen, "cannot seal a key");
-    }
-    OPENSSL_cleanse(pem, (size_t) len);
-    BIO_free_all(bio);
-    free(sealed);
+    rc = tls_seal_file(t, label, pem, strlen(pem), path, err, errlen);
+    tls_free_secret(pem);
     return rc;
 }
 
 
 /* The key sealed at path into *out: PROVEN_AGAIN when there is none. */
 static int
-tls_load_key(provend_tls_t *t, const char *ad, const char *path,
+tls_load_key(provend_tls_t *t, const char *label, const char *path,
     EVP_PKEY **out, char *err, size_t errlen)
 {
-    BIO       *bio;
-    size_t     len;
-    uint8_t   *sealed, *pem;
-    EVP_PKEY  *key;
+    int    rc;
+    BIO   *bio;
+    char  *pem;
 
     *out = NULL;
-    if (access(path, F_OK) != 0 && errno == ENOENT) {
-        return PROVEN_AGAIN;
+    rc = tls_open_file(t, label, path, &pem, err, errlen);
+    if (rc != PROVEN_OK) {
+        return rc;
     }
-    if (provend_read_file(path, TLS_PEM_MAX, &sealed, &len, err, errlen)
-        != PROVEN_OK)
-    {
+    bio = BIO_new_mem_buf(pem, -1);
+    *out = bio != NULL ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL)
+                       : NULL;
+    BIO_free(bio);
+    tls_free_secret(pem);
+    if (*out == NULL) {
+        ERR_clear_error();
+        proven_errf(err, errlen, "%s holds no key", path);
         return PROVEN_ERR;
     }
-    key = NULL;
-    pem = len > PROVEND_SEAL_OVERHEAD ? malloc(len) : NULL;
-    if (pem != NULL
-        && provend_open(t->seal_key, (const uint8_t *) ad, strlen(ad), sealed,
-                        len, pem) == PROVEN_OK
-        && (bio = BIO_new_mem_buf(pem, (int) (len - PROVEND_SEAL_OVERHEAD)))
-           != NULL)
-    {
-        key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
-        BIO_free(bio);
-    }
-    if (pem != NULL) {
-        OPENSSL_cleanse(pem, len);
-    }
-    free(pem);
-    free(sealed);
-    if (key == NULL) {
-        proven_errf(err, errlen, "%s does not open with this node's master "
-                    "key", path);
-        return PROVEN_ERR;
-    }
-    *out = key;
     return PROVEN_OK;
 }
 
@@ -179,6 +249,9 @@ tls_validity(const char *chain, EVP_PKEY *key, time_t *from, time_t *to)
         *to = timegm(&tm);
     }
     X509_free(x);
+    if (!ok) {
+        ERR_clear_error();
+    }
     return ok ? PROVEN_OK : PROVEN_ERR;
 }
 
@@ -217,8 +290,7 @@ tls_load_cert(provend_tls_t *t)
 {
     int        rc;
     char       path[4400], err[PROVEN_ERR_LEN];
-    size_t     len;
-    uint8_t   *chain;
+    char      *chain;
     EVP_PKEY  *key;
 
     snprintf(path, sizeof(path), "%s/%s.key.sealed", t->dir, t->domain);
@@ -229,17 +301,20 @@ tls_load_cert(provend_tls_t *t)
         }
         return;
     }
-    snprintf(path, sizeof(path), "%s/%s.crt", t->dir, t->domain);
-    if (provend_read_file(path, TLS_PEM_MAX, &chain, &len, err, sizeof(err))
+    /* sealed too: the host cannot swap in a chain of its choosing for
+     * the key (its public half is public) */
+    snprintf(path, sizeof(path), "%s/%s.crt.sealed", t->dir, t->domain);
+    err[0] = '\0';
+    if (tls_open_file(t, TLS_AD_CHAIN, path, &chain, err, sizeof(err))
         != PROVEN_OK
-        || tls_validity((char *) chain, key, &t->not_before, &t->not_after)
+        || tls_validity(chain, key, &t->not_before, &t->not_after)
            != PROVEN_OK
         || t->not_after <= time(NULL)
-        || tls_write_live(t, key, (char *) chain, err, sizeof(err))
-           != PROVEN_OK)
+        || tls_write_live(t, key, chain, err, sizeof(err)) != PROVEN_OK)
     {
-        provend_warn("tls: the certificate kept for %s is not usable: "
-                     "ordering a new one", t->domain);
+        provend_warn("tls: the certificate kept for %s is not usable%s%s: "
+                     "ordering a new one", t->domain, err[0] ? ": " : "",
+                     err);
         t->not_before = t->not_after = 0;
     } else {
         t->have = 1;
@@ -302,6 +377,7 @@ tls_order_work(uv_work_t *work)
     cfg.publish = tls_publish;
     cfg.publish_data = t;
     cfg.timeout_s = TLS_ORDER_S;
+    cfg.cancel = &t->cancel;
     o->rc = provend_acme_order(&cfg, &o->chain, o->err, sizeof(o->err));
 }
 
@@ -316,13 +392,16 @@ tls_order_done(uv_work_t *work, int status)
     provend_tls_t  *t = o->t;
 
     t->ordering = 0;
+    t->work = NULL;
     t->orders++;
     if (status == 0 && o->rc == PROVEN_OK
-        && tls_validity(o->chain, o->cert_key, &from, &to) != PROVEN_OK)
+        && (strlen(o->chain) > TLS_PEM_MAX
+            || tls_validity(o->chain, o->cert_key, &from, &to) != PROVEN_OK
+            || to <= time(NULL)))
     {
         o->rc = PROVEN_ERR;
-        snprintf(o->err, sizeof(o->err), "the chain's certificate is not "
-                 "for the key of the CSR");
+        snprintf(o->err, sizeof(o->err), "the chain is over 64 KiB, or its "
+                 "certificate is not for the key of the CSR, or expired");
     }
     if (status == 0 && o->rc == PROVEN_OK) {
         /* sealed first: a live pair is never one a restart cannot find */
@@ -330,9 +409,10 @@ tls_order_done(uv_work_t *work, int status)
         if (tls_save_key(t, o->cert_key, TLS_AD_CERT, path, err,
                          sizeof(err)) == PROVEN_OK)
         {
-            snprintf(path, sizeof(path), "%s/%s.crt", t->dir, t->domain);
-            if (provend_write_file(path, o->chain, strlen(o->chain), 0644,
-                                   err, sizeof(err)) == PROVEN_OK
+            snprintf(path, sizeof(path), "%s/%s.crt.sealed", t->dir,
+                     t->domain);
+            if (tls_seal_file(t, TLS_AD_CHAIN, o->chain, strlen(o->chain),
+                              path, err, sizeof(err)) == PROVEN_OK
                 && tls_write_live(t, o->cert_key, o->chain, err, sizeof(err))
                    == PROVEN_OK)
             {
@@ -389,6 +469,7 @@ tls_order(provend_tls_t *t)
         return PROVEN_ERR;
     }
     t->ordering = 1;
+    t->work = &o->work;
     provend_info("tls: ordering a certificate for %s from %s", t->domain,
                  t->directory);
     return PROVEN_OK;
@@ -434,8 +515,9 @@ provend_tls_open(const provend_tls_config_t *cfg, char *err, size_t errlen)
         return NULL;
     }
     if (cfg->master == NULL) {
-        proven_errf(err, errlen, "ACME needs storage: its keys are sealed "
-                    "with the master key");
+        proven_errf(err, errlen, "ACME needs a master key that outlives a "
+                    "start (a key file, or keyd's): its keys are kept sealed "
+                    "with it");
         return NULL;
     }
     t = calloc(1, sizeof(*t));
@@ -472,9 +554,11 @@ provend_tls_open(const provend_tls_config_t *cfg, char *err, size_t errlen)
     snprintf(path, sizeof(path), "%s/account.sealed", t->dir);
     rc = tls_load_key(t, TLS_AD_ACCOUNT, path, &t->account, err, errlen);
     if (rc == PROVEN_ERR) {
-        goto failed;
+        /* nothing rests on the account: a new one replaces it */
+        provend_warn("tls: %s: a new ACME account", err);
+        err[0] = '\0';
     }
-    if (rc == PROVEN_AGAIN
+    if (rc != PROVEN_OK
         && ((t->account = tls_new_key()) == NULL
             || tls_save_key(t, t->account, TLS_AD_ACCOUNT, path, err, errlen)
                != PROVEN_OK))
@@ -482,6 +566,8 @@ provend_tls_open(const provend_tls_config_t *cfg, char *err, size_t errlen)
         goto failed;
     }
 
+    /* a challenge a crash left behind is for no pending authorization */
+    (void) tls_publish(t, t->domain, NULL, NULL, 0);
     tls_load_cert(t);
     uv_timer_init(t->loop, &t->timer);
     t->timer.data = t;
@@ -507,6 +593,11 @@ provend_tls_stop(provend_tls_t *t)
         return;
     }
     t->stopping = 1;
+    /* an order under way ends at its next step (and before it starts) */
+    __atomic_store_n(&t->cancel, 1, __ATOMIC_RELAXED);
+    if (t->work != NULL) {
+        (void) uv_cancel((uv_req_t *) t->work);
+    }
     uv_timer_stop(&t->timer);
     uv_close((uv_handle_t *) &t->timer, NULL);
 }
@@ -572,7 +663,8 @@ tls_op_renew(void *subsystem, const provend_op_t *op,
     rc = tls_order(t);
     if (rc == PROVEN_AGAIN) {
         provend_ops_reply_error(reply, ctx, req->id, "conflict",
-                                "an order is under way");
+                                t->stopping ? "the node is stopping"
+                                            : "an order is under way");
     } else if (rc != PROVEN_OK) {
         provend_ops_reply_error(reply, ctx, req->id, "internal",
                                 "cannot start an order");
