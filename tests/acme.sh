@@ -1,12 +1,14 @@
 #!/bin/bash
-# provend's own certificate from an ACME CA (daemon/tls): pebble, Debian's
-# RFC 8555 test server, on loopback (pebble-challtestsrv answering every
-# name with 127.0.0.1), validating TLS-ALPN-01 against a stand-in for
-# nginx's side (tests/acme/responder.mjs) that serves the challenge
-# certificate provend publishes.  The certificate is issued, chains to
-# pebble's root, names the domain and the live key; its keys are on disk
-# only sealed; a restart reuses it; tls.renew replaces it; bad options
-# and an ACME server that is down are said clearly.
+# provend's own certificate from an ACME CA (daemon/tls), served by nginx
+# (ngx_http_proven_tls_module): pebble, Debian's RFC 8555 test server, on
+# loopback (pebble-challtestsrv answering every name with 127.0.0.1),
+# validates TLS-ALPN-01 against nginx, which serves the challenge
+# certificate provend publishes to acme-tls/1 ClientHellos only.  The
+# certificate is issued, chains to pebble's root, names the domain and
+# the live key, and nginx serves it; a renewal is served with no reload;
+# its keys are on disk only sealed; a restart reuses it; what the host
+# may try is refused; bad options and an ACME server that is down are
+# said clearly.
 # Usage: tests/acme.sh BUILD_DIR   (KEEP_WORK=1 keeps the logs)
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -103,12 +105,50 @@ start_pebble() {
     done
 }
 start_pebble
-mkdir -p "$live"
-spawn responder node "$top/tests/acme/responder.mjs" "$challenge" "$live"
-for _ in $(seq 1 100); do
-    grep -q listening "$work/responder.log" && break
-    sleep 0.1
-done
+# nginx, its fallback certificate served until provend has one
+mkdir -p "$live" "$work/nginx/logs"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$work/fallback.key" -out "$work/fallback.pem" -days 2 \
+    -subj /CN=fallback 2>/dev/null
+cat >"$work/nginx.conf" <<CONF
+load_module $build/modules/ngx_http_proven_core_module.so;
+load_module $build/modules/ngx_http_proven_attestation_module.so;
+daemon off;
+master_process off;
+error_log $work/nginx-error.log info;
+pid $work/nginx.pid;
+events { worker_connections 64; }
+http {
+    access_log off;
+    proven_daemon unix:$data/provend.sock timeout=5s;
+    server {
+        listen 127.0.0.1:$challenge ssl;
+        server_name $domain;
+        ssl_certificate $work/fallback.pem;
+        ssl_certificate_key $work/fallback.key;
+        proven_tls_domain $domain;
+        proven_tls_live $live;
+        location / { return 200 "served\n"; }
+        location = /attestation {
+            proven_attestation;
+            proven_attestation_bind_tls on;
+        }
+    }
+}
+CONF
+spawn nginx "${PROVEN_NGINX:-/usr/sbin/nginx}" -p "$work/nginx" \
+    -c "$work/nginx.conf"
+nginx_pid=$!
+
+# served NAME [ALPN]: the subject or serial nginx serves to a ClientHello
+# for NAME (offering ALPN): "serial=..." or "handshake failed"
+served() {
+    local out
+    out=$(openssl s_client -connect "127.0.0.1:$challenge" -servername "$1" \
+          ${2:+-alpn "$2"} </dev/null 2>/dev/null | openssl x509 -noout -serial \
+          2>/dev/null)
+    echo "${out:-handshake failed}"
+}
 
 # ---- bad options ----------------------------------------------------------------
 
@@ -134,9 +174,6 @@ check "enclave keys: the live pair must be in the enclave's memory, not DATA" 1 
 start_provend
 eventually "provend orders a certificate and gets it (TLS-ALPN-01)" \
     "valid 1" tls_status
-check "pebble validated the challenge through the responder" 0 \
-    grep -q "answered a challenge for $domain (acme-tls/1)" \
-    "$work/responder.log"
 curl -sf --cacert "$work/pebble.pem" "https://127.0.0.1:$mgmt/roots/0" \
     >"$work/root.pem"
 awk 'n > 0 || /END CERTIFICATE/ { if (n > 0) print } /END CERTIFICATE/ { n++ }' \
@@ -157,6 +194,33 @@ check "no key in clear under DATA, nor the chain: only sealed files" 1 \
 check "the challenge certificate is withdrawn once decided" 0 \
     test -d "$live/challenge" -a -z "$(ls -A "$live/challenge")"
 serial=$(leaf)
+check "nginx serves it: the chain verifies for the name, over HTTPS" 0 \
+    -m '^served$' curl -sf --resolve "$domain:$challenge:127.0.0.1" \
+    --cacert "$work/root.pem" "https://$domain:$challenge/"
+same "the certificate nginx serves is the live one" "serial=$serial" \
+    served "$domain"
+check "its attestation binds that certificate's key (proven attest)" 0 \
+    -m 'bound to the served TLS key' "$build/bin/proven" attest \
+    "https://127.0.0.1:$challenge/attestation" --insecure \
+    --root "$data/attestation/dev-root.pem"
+check "(nginx read the pair provend wrote)" 0 \
+    grep -q "proven tls: serving $live/$domain.pem" "$work/nginx-error.log"
+
+# a challenge published (as provend does while one is pending): only an
+# acme-tls/1 ClientHello for the name sees it
+cp "$work/fallback.key" "$live/challenge/$domain.pem"
+cat "$work/fallback.pem" >>"$live/challenge/$domain.pem"
+fallback=$(openssl x509 -in "$work/fallback.pem" -noout -serial)
+same "acme-tls/1 for the name: the challenge certificate" "$fallback" \
+    served "$domain" acme-tls/1
+same "a ClientHello without acme-tls/1 never sees it" "serial=$serial" \
+    served "$domain" http/1.1
+same "nor one without ALPN" "serial=$serial" served "$domain"
+same "acme-tls/1 for another name: refused" "handshake failed" \
+    served other.test acme-tls/1
+rm "$live/challenge/$domain.pem"
+same "acme-tls/1 with no challenge pending: refused" "handshake failed" \
+    served "$domain" acme-tls/1
 
 # ---- kept across a restart; renewed on demand ---------------------------------
 
@@ -168,6 +232,14 @@ same "and makes it live again" "$serial" leaf
 check "tls.renew orders now" 0 -m '"ok":true' call tls.renew
 eventually "a renewed certificate" "valid 1" tls_status
 check "the live pair is the new one" 1 test "$(leaf)" = "$serial"
+sleep 1.1                           # nginx looks once a second
+same "nginx serves the renewed one, with no reload" "serial=$(leaf)" \
+    served "$domain"
+check "and its attestation binds the renewed key" 0 \
+    -m 'bound to the served TLS key' "$build/bin/proven" attest \
+    "https://127.0.0.1:$challenge/attestation" --insecure \
+    --root "$data/attestation/dev-root.pem"
+check "(the same nginx)" 0 kill -0 "$nginx_pid"
 
 # ---- what the host may try -----------------------------------------------------
 
