@@ -140,14 +140,16 @@ spawn nginx "${PROVEN_NGINX:-/usr/sbin/nginx}" -p "$work/nginx" \
     -c "$work/nginx.conf"
 nginx_pid=$!
 
-# served NAME [ALPN]: the subject or serial nginx serves to a ClientHello
-# for NAME (offering ALPN): "serial=..." or "handshake failed"
+# served NAME [ALPN]: the serial of what nginx serves to a ClientHello for
+# NAME (offering ALPN; TLS 1.2 with TLS12=1), and the protocol it chose:
+# "serial=... ALPN", or "handshake failed"
 served() {
-    local out
+    local out serial
     out=$(openssl s_client -connect "127.0.0.1:$challenge" -servername "$1" \
-          ${2:+-alpn "$2"} </dev/null 2>/dev/null | openssl x509 -noout -serial \
-          2>/dev/null)
-    echo "${out:-handshake failed}"
+          ${2:+-alpn "$2"} ${TLS12:+-tls1_2} </dev/null 2>/dev/null)
+    serial=$(echo "$out" | openssl x509 -noout -serial 2>/dev/null)
+    [ -n "$serial" ] || { echo "handshake failed"; return; }
+    echo "$serial $(echo "$out" | sed -n 's/^ALPN protocol: //p')"
 }
 
 # ---- bad options ----------------------------------------------------------------
@@ -168,6 +170,32 @@ check "enclave keys: the live pair must be in the enclave's memory, not DATA" 1 
     -m 'tls-live must name a directory of the enclave.s memory' \
     "$build/bin/provend" --data "$work/bad" --provider dev --master-key enclave \
     --acme-directory "https://127.0.0.1:$acme/dir" --acme-domain "$domain"
+
+# nginx_conf_check SERVER_LINES...: nginx -t of a server holding them
+nginx_conf_check() {
+    printf 'load_module %s;\nerror_log %s/t.log;\npid %s/t.pid;\nevents {}\nhttp { server { %s } }\n' \
+        "$build/modules/ngx_http_proven_core_module.so" "$work" "$work" "$*" \
+        >"$work/t.conf"
+    "${PROVEN_NGINX:-/usr/sbin/nginx}" -t -p "$work/nginx" -c "$work/t.conf"
+}
+check "nginx: proven_tls_domain without proven_tls_live is refused" 1 \
+    -m 'proven_tls_domain and proven_tls_live go together' \
+    nginx_conf_check "listen 127.0.0.1:1 ssl; ssl_certificate $work/fallback.pem;" \
+    "ssl_certificate_key $work/fallback.key; proven_tls_domain $domain;"
+check "nginx: a domain not in lower case is refused" 1 \
+    -m 'proven_tls_domain "Node.Test" is not a DNS name in lower case' \
+    nginx_conf_check "listen 127.0.0.1:1 ssl; ssl_certificate $work/fallback.pem;" \
+    "ssl_certificate_key $work/fallback.key; proven_tls_domain Node.Test;" \
+    "proven_tls_live $live;"
+check "nginx: a server without TLS is refused" 1 \
+    -m 'proven_tls_domain needs TLS on this server' \
+    nginx_conf_check "listen 127.0.0.1:1; proven_tls_domain $domain;" \
+    "proven_tls_live $live;"
+check "nginx: a fallback certificate with variables is refused" 1 \
+    -m 'ssl_certificate may not hold variables here' \
+    nginx_conf_check "listen 127.0.0.1:1 ssl; ssl_certificate \$ssl_server_name.pem;" \
+    "ssl_certificate_key \$ssl_server_name.key; proven_tls_domain $domain;" \
+    "proven_tls_live $live;"
 
 # ---- issued ------------------------------------------------------------------------
 
@@ -197,7 +225,7 @@ serial=$(leaf)
 check "nginx serves it: the chain verifies for the name, over HTTPS" 0 \
     -m '^served$' curl -sf --resolve "$domain:$challenge:127.0.0.1" \
     --cacert "$work/root.pem" "https://$domain:$challenge/"
-same "the certificate nginx serves is the live one" "serial=$serial" \
+same "the certificate nginx serves is the live one" "serial=$serial " \
     served "$domain"
 check "its attestation binds that certificate's key (proven attest)" 0 \
     -m 'bound to the served TLS key' "$build/bin/proven" attest \
@@ -207,20 +235,31 @@ check "(nginx read the pair provend wrote)" 0 \
     grep -q "proven tls: serving $live/$domain.pem" "$work/nginx-error.log"
 
 # a challenge published (as provend does while one is pending): only an
-# acme-tls/1 ClientHello for the name sees it
-cp "$work/fallback.key" "$live/challenge/$domain.pem"
-cat "$work/fallback.pem" >>"$live/challenge/$domain.pem"
-fallback=$(openssl x509 -in "$work/fallback.pem" -noout -serial)
-same "acme-tls/1 for the name: the challenge certificate" "$fallback" \
-    served "$domain" acme-tls/1
-same "a ClientHello without acme-tls/1 never sees it" "serial=$serial" \
-    served "$domain" http/1.1
-same "nor one without ALPN" "serial=$serial" served "$domain"
-same "acme-tls/1 for another name: refused" "handshake failed" \
-    served other.test acme-tls/1
+# acme-tls/1 ClientHello for the name sees it, under TLS 1.3 and 1.2
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$work/standin.key" -out "$work/standin.pem" -days 2 \
+    -subj /CN=standin 2>/dev/null
+cat "$work/standin.key" "$work/standin.pem" >"$live/challenge/$domain.pem"
+standin=$(openssl x509 -in "$work/standin.pem" -noout -serial)
+for TLS12 in "" 1; do
+    v=${TLS12:+" (TLS 1.2)"}
+    same "acme-tls/1 for the name: the challenge certificate, acme-tls/1$v" \
+        "$standin acme-tls/1" served "$domain" acme-tls/1
+    same "a ClientHello with http/1.1 never sees it$v" "serial=$serial http/1.1" \
+        served "$domain" http/1.1
+    same "nor one without ALPN$v" "serial=$serial " served "$domain"
+    same "nor one offering h2 and acme-tls/1 ... it gets acme-tls/1 only$v" \
+        "$standin acme-tls/1" served "$domain" h2,acme-tls/1
+    same "acme-tls/1 for another name: refused$v" "handshake failed" \
+        served other.test acme-tls/1
+done
+unset TLS12
 rm "$live/challenge/$domain.pem"
 same "acme-tls/1 with no challenge pending: refused" "handshake failed" \
     served "$domain" acme-tls/1
+check "(said, without the client's name)" 0 grep -q \
+    "an acme-tls/1 ClientHello with no challenge pending for its name" \
+    "$work/nginx-error.log"
 
 # ---- kept across a restart; renewed on demand ---------------------------------
 
@@ -233,7 +272,7 @@ check "tls.renew orders now" 0 -m '"ok":true' call tls.renew
 eventually "a renewed certificate" "valid 1" tls_status
 check "the live pair is the new one" 1 test "$(leaf)" = "$serial"
 sleep 1.1                           # nginx looks once a second
-same "nginx serves the renewed one, with no reload" "serial=$(leaf)" \
+same "nginx serves the renewed one, with no reload" "serial=$(leaf) " \
     served "$domain"
 check "and its attestation binds the renewed key" 0 \
     -m 'bound to the served TLS key' "$build/bin/proven" attest \

@@ -46,7 +46,10 @@ typedef struct {
     char             pem[NGX_PROVEN_TLS_PATH_MAX];
     char             challenge[NGX_PROVEN_TLS_PATH_MAX];
 
+    SSL_CTX         *ctx;               /* the server's */
+
     /* this worker's copy of the live pair */
+    ngx_uint_t       refused;           /* said once: OpenSSL refused it */
     EVP_PKEY        *key;
     X509            *cert;
     STACK_OF(X509)  *chain;
@@ -155,14 +158,14 @@ ngx_http_proven_tls_client_hello(ngx_ssl_conn_t *ssl_conn, int *al,
     (void) al;
     (void) arg;
 
-    if (SSL_client_hello_get0_ext(ssl_conn,
-                                  TLSEXT_TYPE_application_layer_protocol_negotiation,
-                                  &p, &len) == 1
-        && ngx_http_proven_tls_offers(p, len, NGX_PROVEN_TLS_ACME))
-    {
-        SSL_set_ex_data(ssl_conn, ngx_http_proven_tls_acme_index,
-                        (void *) 1);
-    }
+    /* set or cleared at each ClientHello: a second one (after a
+     * HelloRetryRequest) says again what it offers */
+    SSL_set_ex_data(ssl_conn, ngx_http_proven_tls_acme_index,
+                    SSL_client_hello_get0_ext(ssl_conn,
+                        TLSEXT_TYPE_application_layer_protocol_negotiation,
+                        &p, &len) == 1
+                    && ngx_http_proven_tls_offers(p, len, NGX_PROVEN_TLS_ACME)
+                    ? (void *) 1 : NULL);
     return SSL_CLIENT_HELLO_SUCCESS;
 }
 
@@ -211,6 +214,18 @@ ngx_http_proven_tls_alpn(ngx_ssl_conn_t *ssl_conn, const u_char **out,
 }
 
 
+/* No key of ours is encrypted: never a passphrase prompt. */
+static int
+ngx_http_proven_tls_no_pass(char *buf, int size, int rwflag, void *data)
+{
+    (void) buf;
+    (void) size;
+    (void) rwflag;
+    (void) data;
+    return 0;
+}
+
+
 /* The pair in path (a key, then certificates): PEM read whole. */
 static ngx_int_t
 ngx_http_proven_tls_read(const char *path, EVP_PKEY **key, X509 **cert,
@@ -227,7 +242,8 @@ ngx_http_proven_tls_read(const char *path, EVP_PKEY **key, X509 **cert,
         ERR_clear_error();
         return NGX_DECLINED;
     }
-    *key = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL);
+    *key = PEM_read_bio_PrivateKey(bio, NULL, ngx_http_proven_tls_no_pass,
+                                   NULL);
     *cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
     *chain = sk_X509_new_null();
     while (*chain != NULL
@@ -277,9 +293,26 @@ ngx_http_proven_tls_refresh(ngx_http_proven_tls_srv_conf_t *conf,
     {
         return;
     }
-    if (ngx_http_proven_tls_read(conf->pem, &key, &cert, &chain) != NGX_OK) {
+    switch (ngx_http_proven_tls_read(conf->pem, &key, &cert, &chain)) {
+    case NGX_OK:
+        break;
+    case NGX_DECLINED:
+        return;                         /* not opened: again next second */
+    default:
         ngx_log_error(NGX_LOG_ERR, log, 0, "proven tls: %s is not a key and "
                       "its certificate: the one before is served", conf->pem);
+        conf->seen = st;
+        return;
+    }
+    /* new connections start with it too, resumed ones included (no cert
+     * callback runs for those, and attestations bind what they serve) */
+    if (SSL_CTX_use_cert_and_key(conf->ctx, cert, key, chain, 1) != 1) {
+        ERR_clear_error();
+        ngx_log_error(NGX_LOG_ERR, log, 0, "proven tls: OpenSSL refuses %s: "
+                      "the one before is served", conf->pem);
+        EVP_PKEY_free(key);
+        X509_free(cert);
+        sk_X509_pop_free(chain, X509_free);
         conf->seen = st;
         return;
     }
@@ -304,7 +337,9 @@ static int
 ngx_http_proven_tls_cert(ngx_ssl_conn_t *ssl_conn, void *arg)
 {
     int                              ok;
+    unsigned int                     alpn_len;
     const char                      *name;
+    const u_char                    *alpn;
     EVP_PKEY                        *key;
     X509                            *cert;
     STACK_OF(X509)                  *chain;
@@ -314,8 +349,13 @@ ngx_http_proven_tls_cert(ngx_ssl_conn_t *ssl_conn, void *arg)
     c = ngx_ssl_get_connection(ssl_conn);
 
     if (SSL_get_ex_data(ssl_conn, ngx_http_proven_tls_acme_index) != NULL) {
+        /* under TLS 1.3 ALPN is decided by now: it must be acme-tls/1 */
+        SSL_get0_alpn_selected(ssl_conn, &alpn, &alpn_len);
         name = SSL_get_servername(ssl_conn, TLSEXT_NAMETYPE_host_name);
-        if (name == NULL
+        if ((SSL_version(ssl_conn) >= TLS1_3_VERSION
+             && (alpn_len != sizeof(NGX_PROVEN_TLS_ACME) - 1
+                 || ngx_memcmp(alpn, NGX_PROVEN_TLS_ACME, alpn_len) != 0))
+            || name == NULL
             || ngx_strlen(name) != conf->domain.len
             || ngx_strncasecmp((u_char *) name, conf->domain.data,
                                conf->domain.len) != 0
@@ -323,10 +363,11 @@ ngx_http_proven_tls_cert(ngx_ssl_conn_t *ssl_conn, void *arg)
                != NGX_OK)
         {
             ngx_log_error(NGX_LOG_INFO, c->log, 0, "proven tls: an acme-tls/1 "
-                          "ClientHello for \"%s\" and no challenge pending "
-                          "for it", name != NULL ? name : "");
+                          "ClientHello with no challenge pending for its "
+                          "name");
             return 0;
         }
+        SSL_certs_clear(ssl_conn);
         ok = SSL_use_cert_and_key(ssl_conn, cert, key, NULL, 1);
         EVP_PKEY_free(key);
         X509_free(cert);
@@ -338,8 +379,20 @@ ngx_http_proven_tls_cert(ngx_ssl_conn_t *ssl_conn, void *arg)
     if (conf->cert == NULL) {
         return 1;                       /* ssl_certificate meanwhile */
     }
-    return SSL_use_cert_and_key(ssl_conn, conf->cert, conf->key, conf->chain,
-                                1) == 1;
+    /* this one alone: no slot of another key type left to be chosen */
+    SSL_certs_clear(ssl_conn);
+    if (SSL_use_cert_and_key(ssl_conn, conf->cert, conf->key, conf->chain, 1)
+        != 1)
+    {
+        ERR_clear_error();
+        if (!conf->refused) {
+            conf->refused = 1;
+            ngx_log_error(NGX_LOG_ERR, c->log, 0, "proven tls: OpenSSL "
+                          "refuses the pair of %s", conf->pem);
+        }
+        return 0;
+    }
+    return 1;
 }
 
 
@@ -408,6 +461,12 @@ ngx_http_proven_tls_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
                  "%V/challenge/%V.pem%Z", &conf->live, &conf->domain);
 
     sscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_ssl_module);
+    if (sscf != NULL && sscf->certificate_values != NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "proven_tls_domain: "
+                           "ssl_certificate may not hold variables here (it "
+                           "is the certificate served until provend has one)");
+        return NGX_CONF_ERROR;
+    }
     if (sscf == NULL || sscf->ssl.ctx == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "proven_tls_domain needs "
                            "TLS on this server: \"listen ... ssl\" and an "
@@ -427,6 +486,7 @@ ngx_http_proven_tls_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
     }
     cln->handler = ngx_http_proven_tls_cleanup;
     cln->data = conf;
+    conf->ctx = sscf->ssl.ctx;
 
     SSL_CTX_set_client_hello_cb(sscf->ssl.ctx,
                                 ngx_http_proven_tls_client_hello, conf);
