@@ -120,6 +120,7 @@ pid $work/nginx.pid;
 events { worker_connections 64; }
 http {
     access_log off;
+    ssl_protocols TLSv1.2 TLSv1.3;      # 1.22's default lacks 1.3
     proven_daemon unix:$data/provend.sock timeout=5s;
     server {
         listen 127.0.0.1:$challenge ssl;
