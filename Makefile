@@ -293,6 +293,7 @@ bench:
 	@./bench/rpc/run
 	@./bench/cluster/run
 	@./bench/proxy/run
+	@./bench/tls/run
 
 clean:
 	rm -rf build build-asan build-fuzz t/servroot*
