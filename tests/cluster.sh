@@ -35,6 +35,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# on a failure: what each node of the cluster under test ($d) said of the
+# key, JetStream and routes, last
+on_fail() {
+    local i f
+    for i in 1 2 3; do
+        for f in "${d:-}/node$i/node.log" "${d:-}/node$i/nats/nats.log"; do
+            [ -f "$f" ] || continue
+            echo "n$i ${f##*/}:"
+            grep -E "cluster key|quorum|JetStream|leader|[Rr]oute|holder|follow" \
+                "$f" | tail -6 | cut -c1-200
+        done
+    done
+}
+
 start_cluster() {   # start_cluster NAME [VAR=VALUE...]: data in $work/NAME
     local name=$1; shift
     env PROVEN_DATA="$work/$name" "$@" \
@@ -54,7 +68,8 @@ status() {
                 `${m.name}:${m.admitted ? 1 : 0}`),
                 `routes=${d.routes.length}`, `leader=${js.leader || ""}`,
                 `size=${js.cluster_size || 0}`, `pid=${d.nats.pid}`,
-                `key=${d.key || "none"}`].join(" "));
+                d.key ? `key=${d.key}` : `key=none (${d.key_wait})`
+                ].join(" "));
         });'
 }
 

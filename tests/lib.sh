@@ -5,6 +5,11 @@ pass() { passed=$((passed + 1)); echo "ok - $1"; }
 fail() {   # fail NAME WHY [FILE]
     failed=$((failed + 1)); echo "not ok - $1 ($2)"
     [ -n "${3:-}" ] && sed 's/^/#   /' "$3" | head -20
+    # a suite's own diagnosis (the logs behind a flake CI keeps no copy of)
+    if declare -F on_fail >/dev/null; then
+        on_fail 2>&1 | sed 's/^/#   /' | head -40
+    fi
+    return 0
 }
 
 # check NAME EXPECTED_EXIT [-m REGEX] COMMAND...: the exit status and, with

@@ -47,7 +47,7 @@ dir() { echo "$work/n$1"; }
 # spawn NAME CMD...: in the background, a process group of its own
 spawn() {
     local name=$1; shift
-    setsid "$@" >"$work/$name.log" 2>&1 &
+    setsid "$@" >>"$work/$name.log" 2>&1 &
     pids+=($!)
 }
 
@@ -140,7 +140,7 @@ node_up() {
     d=$(dir "$i")
     PROVEN_DATA=$d/data PROVEN_HTTP_PORT=$(port "$i" 0) \
     PROVEN_HTTPS_PORT=$(port "$i" 1) PROVEN_PROVIDER=dev PROVEN_BUILD=$build \
-    PROVEN_PROVEND_ARGS="--cluster-if $d/run/cluster.json --master-key enclave" \
+    PROVEN_PROVEND_ARGS="--cluster-if $d/run/cluster.json --master-key enclave --log-level debug" \
         spawn "node$i" "$top/nginx-conf/run-local.sh"
     node_pid[$i]=$!
 }
@@ -161,13 +161,28 @@ status() {
             try { d = JSON.parse(s); } catch { return; }
             console.log([d.node, ...d.members.map((m) =>
                 `${m.name}:${m.admitted ? 1 : 0}`),
-                `key=${d.key ? "yes" : "none"}`,
+                d.key ? "key=yes" : `key=none (${d.key_wait}; JetStream `
+                    + `leader ${(d.jetstream || {}).leader || "none"})`,
                 `ready=${d.storage.ready}`].join(" "));
         });'
 }
 
 # admitted I: node I and its members, without the key
 admitted() { status "$1" | cut -d' ' -f1-3; }
+
+# on a failure: what each node's provend and nats-server said of the key,
+# JetStream and routes, last
+on_fail() {
+    local i f
+    for i in 1 2 3; do
+        for f in "$work/node$i.log" "$(dir "$i")/data/nats/nats.log"; do
+            [ -f "$f" ] || continue
+            echo "n$i ${f##*/}:"
+            grep -E "cluster key|quorum|JetStream|leader|[Rr]oute|holder" "$f" \
+                | grep -v "request 1" | tail -6 | cut -c1-200
+        done
+    done
+}
 
 on() { local i=$1; shift; PROVEN_DATA=$(dir "$i")/data "$proven" "$@"; }
 

@@ -1193,12 +1193,13 @@ provend_cluster_pcrs(const provend_peer_t *peer)
 static cbor_item_t *
 provend_cluster_status(provend_cluster_t *c)
 {
-    int           ok;
+    int           ok, have;
     char          fp[17];
     size_t        i;
     cbor_item_t  *map, *nats, *members, *m;
 
-    map = cbor_new_definite_map(6);
+    have = provend_ckey_fingerprint(c->ckey, fp);
+    map = cbor_new_definite_map(6 + !have);
     nats = cbor_new_definite_map(5);
     members = cbor_new_definite_array(c->npeers);
     ok = map != NULL && nats != NULL && members != NULL
@@ -1246,9 +1247,13 @@ provend_cluster_status(provend_cluster_t *c)
          && proven_cbor_map_put(map, "node", cbor_build_string(c->node))
             == PROVEN_OK
          && proven_cbor_map_put(map, "key",
-                                provend_ckey_fingerprint(c->ckey, fp)
-                                ? cbor_build_string(fp) : cbor_new_null())
-            == PROVEN_OK;
+                                have ? cbor_build_string(fp)
+                                     : cbor_new_null())
+            == PROVEN_OK
+         && (have
+             || proven_cbor_map_put(map, "key_wait",
+                    cbor_build_string(provend_ckey_waiting(c->ckey)))
+                == PROVEN_OK);
     if (ok && c->storage != NULL) {
         ok = proven_cbor_map_put(map, "storage",
                                  provend_storage_cluster_status(c->storage))

@@ -143,6 +143,8 @@ void provend_ckey_tick(provend_ckey_t *ck, const proven_pcr_t *pcrs,
     size_t npcrs, int can_ask, int alone);
 /* 1 and the first 8 bytes of SHA-256(key) in hex when the key is here. */
 int provend_ckey_fingerprint(provend_ckey_t *ck, char hex[17]);
+/* Why the key is not here yet, for an operator (loop thread). */
+const char *provend_ckey_waiting(provend_ckey_t *ck);
 void provend_ckey_stop(provend_ckey_t *ck);
 void provend_ckey_free(provend_ckey_t *ck);
 

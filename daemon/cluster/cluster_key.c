@@ -65,6 +65,7 @@ struct provend_ckey_s {
     int                   attesting;
 
     int                   asks;            /* unanswered, the seed's */
+    const char           *waiting;         /* why no key yet, for status */
     uint64_t              doc_at;          /* uv_now of our document */
 
     pthread_mutex_t       lock;            /* all below */
@@ -368,11 +369,17 @@ provend_ckey_ask_done(uv_work_t *work, int status)
                                   : natsStatus_GetText(a->status));
         if (!ck->seed || a->log == 0) {
             ck->asks++;
+            ck->waiting = ck->seed ? "no holder answered: making the key "
+                                     "after a few asks"
+                                   : "asking holders: none answered yet";
         } else if (a->log == 1) {
+            ck->waiting = "the cluster's log holds entries: waiting for a "
+                          "holder of its key";
             provend_warn("cluster: the cluster's log holds entries, so its "
                          "key exists: waiting for a holder rather than "
                          "making another");
         } else {
+            ck->waiting = "the cluster's JetStream has no quorum yet";
             provend_debug("cluster: the cluster's JetStream does not say "
                           "whether its log holds entries (no quorum yet)");
         }
@@ -392,6 +399,7 @@ provend_ckey_ask_done(uv_work_t *work, int status)
            != PROVEND_KEY_LEN + PROVEND_SEAL_OVERHEAD)
     {
         provend_warn("cluster: a malformed answer for the cluster key");
+        ck->waiting = "an answer was refused (see the log)";
         goto done;
     }
     if (provend_ckey_check_doc(ck, cbor_bytestring_handle(doc),
@@ -400,6 +408,7 @@ provend_ckey_ask_done(uv_work_t *work, int status)
     {
         provend_warn("cluster: an answer for the cluster key refused: %s",
                      err);
+        ck->waiting = "an answer was refused (see the log)";
         goto done;
     }
 
@@ -411,6 +420,7 @@ provend_ckey_ask_done(uv_work_t *work, int status)
     {
         pthread_mutex_unlock(&ck->lock);
         provend_warn("cluster: the cluster key does not open");
+        ck->waiting = "an answer was refused (see the log)";
         goto done;
     }
     pthread_mutex_unlock(&ck->lock);
@@ -458,7 +468,9 @@ provend_ckey_make(provend_ckey_t *ck)
     ck->have = 1;
     pthread_mutex_unlock(&ck->lock);
     OPENSSL_cleanse(key, sizeof(key));
-    if (ck->sealed) {
+    if (ck->in_memory) {
+        provend_info("cluster: made the cluster key; kept in memory only");
+    } else if (ck->sealed) {
         provend_info("cluster: made the cluster key; kept on disk only "
                      "sealed (%s)", ck->path);
     } else {
@@ -535,6 +547,7 @@ provend_ckey_tick(provend_ckey_t *ck, const proven_pcr_t *pcrs,
             }
         }
         if (ck->doc == NULL) {
+            ck->waiting = "making this node's exchange document";
             return;
         }
     }
@@ -542,6 +555,9 @@ provend_ckey_tick(provend_ckey_t *ck, const proven_pcr_t *pcrs,
         /* asked and no holder answered: the cluster has no key yet */
         provend_ckey_make(ck);
         return;
+    }
+    if (!have && !can_ask) {
+        ck->waiting = "no peer admitted yet";
     }
     if (have || !can_ask || ck->asking) {
         return;
@@ -578,6 +594,13 @@ provend_ckey_tick(provend_ckey_t *ck, const proven_pcr_t *pcrs,
         return;
     }
     ck->asking = 1;
+}
+
+
+const char *
+provend_ckey_waiting(provend_ckey_t *ck)
+{
+    return ck->waiting != NULL ? ck->waiting : "starting";
 }
 
 
