@@ -44,9 +44,10 @@ spawn() {   # spawn NAME CMD...
 
 call() { node "$top/tests/call.mjs" "unix:$data/provend.sock" "$@"; }
 
-# tls_status: "state orders [error]" of provend's tls.status
+# tls_status [DATA]: "state orders [error]" of provend's tls.status
 tls_status() {
-    call tls.status | node -e '
+    node "$top/tests/call.mjs" "unix:${1:-$data}/provend.sock" tls.status \
+        | node -e '
         let s = ""; process.stdin.on("data", (d) => s += d);
         process.stdin.on("end", () => {
             const r = JSON.parse(s).result || {};
@@ -106,29 +107,31 @@ start_pebble() {
 }
 start_pebble
 # nginx, its fallback certificate served until provend has one
-mkdir -p "$live" "$work/nginx/logs"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
     -keyout "$work/fallback.key" -out "$work/fallback.pem" -days 2 \
     -subj /CN=fallback 2>/dev/null
-cat >"$work/nginx.conf" <<CONF
+# nginx_conf NAME DATA LIVE ADDR: a node's nginx, $work/NAME.conf
+nginx_conf() {
+    mkdir -p "$work/$1/logs" "$3"
+    cat >"$work/$1.conf" <<CONF
 load_module $build/modules/ngx_http_proven_core_module.so;
 load_module $build/modules/ngx_http_proven_attestation_module.so;
 daemon off;
 master_process off;
-error_log $work/nginx-error.log info;
-pid $work/nginx.pid;
+error_log $work/$1-error.log info;
+pid $work/$1.pid;
 events { worker_connections 64; }
 http {
     access_log off;
     ssl_protocols TLSv1.2 TLSv1.3;      # 1.22's default lacks 1.3
-    proven_daemon unix:$data/provend.sock timeout=5s;
+    proven_daemon unix:$2/provend.sock timeout=5s;
     server {
-        listen 127.0.0.1:$challenge ssl;
+        listen $4:$challenge ssl;
         server_name $domain;
         ssl_certificate $work/fallback.pem;
         ssl_certificate_key $work/fallback.key;
         proven_tls_domain $domain;
-        proven_tls_live $live;
+        proven_tls_live $3;
         location / { return 200 "served\n"; }
         location = /attestation {
             proven_attestation;
@@ -137,8 +140,10 @@ http {
     }
 }
 CONF
-spawn nginx "${PROVEN_NGINX:-/usr/sbin/nginx}" -p "$work/nginx" \
-    -c "$work/nginx.conf"
+    spawn "$1" "${PROVEN_NGINX:-/usr/sbin/nginx}" -p "$work/$1" \
+        -c "$work/$1.conf"
+}
+nginx_conf nginx "$data" "$live" 127.0.0.1
 nginx_pid=$!
 
 # served NAME [ALPN]: the serial of what nginx serves to a ClientHello for
@@ -146,7 +151,7 @@ nginx_pid=$!
 # "serial=... ALPN", or "handshake failed"
 served() {
     local out serial
-    out=$(openssl s_client -connect "127.0.0.1:$challenge" -servername "$1" \
+    out=$(openssl s_client -connect "${AT:-127.0.0.1}:$challenge" -servername "$1" \
           ${2:+-alpn "$2"} ${TLS12:+-tls1_2} </dev/null 2>/dev/null)
     serial=$(echo "$out" | openssl x509 -noout -serial 2>/dev/null)
     [ -n "$serial" ] || { echo "handshake failed"; return; }
@@ -269,10 +274,32 @@ rm -f "$live/$domain.pem"
 start_provend
 same "a restart reuses the certificate kept: no new order" "valid 0" tls_status
 same "and makes it live again" "$serial" leaf
+# handshakes without pause meanwhile, each a new one verified by the CA
+node "$top/tests/tls-load.mjs" "127.0.0.1:$challenge" "$domain" \
+    "$work/root.pem" "$work/load.stop" >"$work/load.out" 2>&1 &
+load_pid=$!
+sleep 1
+# and a client of the SDK, pinned to the attested key before the renewal
+node "$top/tests/tls-repin.mjs" "https://127.0.0.1:$challenge" \
+    "$data/attestation/dev-root.pem" "$work/repin.ready" "$work/repin.renewed" \
+    >"$work/repin.out" 2>&1 &
+repin_pid=$!
+for _ in $(seq 1 100); do
+    [ -e "$work/repin.ready" ] && break
+    sleep 0.1
+done
 check "tls.renew orders now" 0 -m '"ok":true' call tls.renew
 eventually "a renewed certificate" "valid 1" tls_status
 check "the live pair is the new one" 1 test "$(leaf)" = "$serial"
-sleep 1.1                           # nginx looks once a second
+sleep 1.5                           # nginx looks once a second
+touch "$work/load.stop"
+wait "$load_pid"
+check "swapped under load: no handshake failed, both certificates served" 0 \
+    -m '^handshakes [1-9][0-9]+ failed 0 serials 2$' cat "$work/load.out"
+touch "$work/repin.renewed"
+wait "$repin_pid"
+same "the SDK's pinned client attests the renewed key and goes on" \
+    "before 200 after 200" cat "$work/repin.out"
 same "nginx serves the renewed one, with no reload" "serial=$(leaf) " \
     served "$domain"
 check "and its attestation binds the renewed key" 0 \
@@ -280,6 +307,39 @@ check "and its attestation binds the renewed key" 0 \
     "https://127.0.0.1:$challenge/attestation" --insecure \
     --root "$data/attestation/dev-root.pem"
 check "(the same nginx)" 0 kill -0 "$nginx_pid"
+
+# ---- revoked, and replaced ----------------------------------------------------
+
+# status of a serial (openssl's hex) as pebble keeps it
+ca_status() {
+    curl -sf --cacert "$work/pebble.pem" \
+        "https://127.0.0.1:$mgmt/cert-status-by-serial/$1" | node -e '
+        let s = ""; process.stdin.on("data", (d) => s += d);
+        process.stdin.on("end", () => console.log(JSON.parse(s).Status));'
+}
+revocations() {
+    call tls.status | node -e '
+        let s = ""; process.stdin.on("data", (d) => s += d);
+        process.stdin.on("end", () =>
+            console.log(JSON.parse(s).result.revocations));'
+}
+revoked=$(leaf)
+same "(pebble has it valid)" Valid ca_status "$revoked"
+check "tls.revoke with a reason not a subscriber's (cACompromise): refused" 0 \
+    -m '"code":"bad_request".*reason' call tls.revoke '{"reason": 2}'
+check "tls.revoke with a reason that is not a number: refused" 0 \
+    -m '"code":"bad_request".*reason' call tls.revoke '{"reason": "old"}'
+check "tls.revoke (superseded) starts" 0 -m '"ok":true' \
+    call tls.revoke '{"reason": 4}'
+check "a second while it is under way: conflict" 0 \
+    -m '"code":"conflict"' call tls.revoke
+eventually "the certificate revoked and a new one ordered" "valid 2" tls_status
+same "(one revocation)" 1 revocations
+same "the CA has the old certificate revoked" Revoked ca_status "$revoked"
+check "the live pair is a new one" 1 test "$(leaf)" = "$revoked"
+same "which the CA has valid" Valid ca_status "$(leaf)"
+sleep 1.1
+same "nginx serves the new one" "serial=$(leaf) " served "$domain"
 
 # ---- what the host may try -----------------------------------------------------
 
@@ -347,9 +407,37 @@ eventually "the CA away: the order fails, says why, and is tried later" \
     "none 1 error" tls_status
 check "(the reason names the directory)" 0 -m 'last_error.*127.0.0.1' \
     call tls.status
+check "tls.revoke with no certificate: conflict, said" 0 \
+    -m '"code":"conflict".*no certificate to revoke' call tls.revoke
 start_pebble                        # back, knowing no account: made again
 check "with the CA back, tls.renew orders" 0 -m '"ok":true' call tls.renew
 eventually "and gets one" "valid 2" tls_status
+
+# ---- a second node of the cluster: its own certificate for the same name ----
+
+# its operator points the name at it while it orders (pebble validates
+# there); its key is made inside it and never leaves: no sharing of one
+data2=$work/data2
+live2=$work/live2
+nginx_conf nginx2 "$data2" "$live2" 127.0.0.2
+curl -sf -X POST -d "{\"host\": \"$domain.\", \"addresses\": [\"127.0.0.2\"]}" \
+    "http://127.0.0.1:$chall_mgmt/add-a"
+spawn provend2 "$build/bin/provend" --data "$data2" --provider dev \
+    --acme-directory "https://127.0.0.1:$acme/dir" --acme-domain "$domain" \
+    --acme-ca "$work/pebble.pem" --tls-live "$live2"
+eventually "a second node gets a certificate for the same name" "valid 1" \
+    tls_status "$data2"
+check "for the name" 0 -m "DNS:$domain" \
+    openssl x509 -in "$live2/$domain.pem" -noout -ext subjectAltName
+check "its own key: not the first node's" 1 test \
+    "$(openssl pkey -in "$live2/$domain.pem" -pubout)" \
+    = "$(openssl pkey -in "$live/$domain.pem" -pubout)"
+same "the first node's certificate is still valid at the CA" Valid \
+    ca_status "$(leaf)"
+sleep 1.1
+same "the first node's nginx serves its own" "serial=$(leaf) " served "$domain"
+AT=127.0.0.2 same "the second node's nginx serves its own" \
+    "$(openssl x509 -in "$live2/$domain.pem" -noout -serial) " served "$domain"
 
 echo "# $passed passed, $failed failed"
 [ "$failed" = 0 ]

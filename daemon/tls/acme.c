@@ -56,6 +56,7 @@ typedef struct {
     char                          new_nonce[ACME_URL_MAX];
     char                          new_account[ACME_URL_MAX];
     char                          new_order[ACME_URL_MAX];
+    char                          revoke_cert[ACME_URL_MAX];
     char                          jwk[256];
     char                          thumb[44];
     char                          cerr[CURL_ERROR_SIZE];
@@ -782,6 +783,86 @@ acme_authorize(acme_t *a, const char *url, char *err, size_t errlen)
 }
 
 
+/*
+ * What every request of ours starts with: the directory (which names the
+ * rest) and the account, made or found (200) for the account key.
+ */
+static int
+acme_start(acme_t *a, const provend_acme_config_t *cfg, char *err,
+    size_t errlen)
+{
+    char          *payload;
+    json_t        *dir, *account;
+    acme_resp_t    r;
+
+    memset(a, 0, sizeof(*a));
+    a->cfg = cfg;
+    a->deadline = time(NULL) + cfg->timeout_s;
+    a->curl = curl_easy_init();
+    if (a->curl == NULL
+        || acme_jwk(cfg->account_key, a->jwk, sizeof(a->jwk)) != PROVEN_OK
+        || provend_acme_thumbprint(cfg->account_key, a->thumb) != PROVEN_OK)
+    {
+        proven_errf(err, errlen, "cannot set up (libcurl, the account key)");
+        return PROVEN_ERR;
+    }
+
+    if (acme_http(a, cfg->directory, NULL, &r, err, errlen) != PROVEN_OK) {
+        return PROVEN_ERR;
+    }
+    dir = acme_json(&r, "directory", err, errlen);
+    acme_resp_free(&r);
+    if (dir == NULL) {
+        return PROVEN_ERR;
+    }
+    if (acme_text(dir, "newNonce", a->new_nonce, sizeof(a->new_nonce))
+        != PROVEN_OK
+        || acme_text(dir, "newAccount", a->new_account,
+                     sizeof(a->new_account)) != PROVEN_OK
+        || acme_text(dir, "newOrder", a->new_order, sizeof(a->new_order))
+           != PROVEN_OK)
+    {
+        json_decref(dir);
+        proven_errf(err, errlen, "directory: no newNonce, newAccount or "
+                    "newOrder");
+        return PROVEN_ERR;
+    }
+    /* optional for an order, needed for a revocation */
+    (void) acme_text(dir, "revokeCert", a->revoke_cert,
+                     sizeof(a->revoke_cert));
+    json_decref(dir);
+
+    account = cfg->contact != NULL
+              ? json_pack("{s:b, s:[s]}", "termsOfServiceAgreed", 1,
+                          "contact", cfg->contact)
+              : json_pack("{s:b}", "termsOfServiceAgreed", 1);
+    payload = account != NULL ? json_dumps(account, JSON_COMPACT) : NULL;
+    json_decref(account);
+    if (payload == NULL) {
+        proven_errf(err, errlen, "out of memory");
+        return PROVEN_ERR;
+    }
+    if (acme_post(a, a->new_account, payload, &r, err, errlen) != PROVEN_OK) {
+        free(payload);
+        return PROVEN_ERR;
+    }
+    free(payload);
+    account = acme_json(&r, "newAccount", err, errlen);
+    if (account == NULL || r.location[0] == '\0') {
+        if (account != NULL) {
+            json_decref(account);
+            proven_errf(err, errlen, "newAccount: no Location");
+        }
+        acme_resp_free(&r);
+        return PROVEN_ERR;
+    }
+    memcpy(a->kid, r.location, sizeof(a->kid));
+    acme_resp_free(&r);
+    json_decref(account);
+    return PROVEN_OK;
+}
+
+
 int
 provend_acme_order(const provend_acme_config_t *cfg, char **chain,
     char *err, size_t errlen)
@@ -790,75 +871,16 @@ provend_acme_order(const provend_acme_config_t *cfg, char **chain,
     char          order_url[ACME_URL_MAX], finalize[ACME_URL_MAX];
     char          cert_url[ACME_URL_MAX], *payload, *csr;
     size_t        i;
-    json_t       *dir, *order, *authzs;
+    json_t       *order, *authzs;
     acme_t        a;
     acme_resp_t   r;
 
     *chain = NULL;
-    memset(&a, 0, sizeof(a));
-    a.cfg = cfg;
-    a.deadline = time(NULL) + cfg->timeout_s;
-    a.curl = curl_easy_init();
     order = NULL;
     rc = PROVEN_ERR;
-    if (a.curl == NULL
-        || acme_jwk(cfg->account_key, a.jwk, sizeof(a.jwk)) != PROVEN_OK
-        || provend_acme_thumbprint(cfg->account_key, a.thumb) != PROVEN_OK)
-    {
-        proven_errf(err, errlen, "cannot set up (libcurl, the account key)");
+    if (acme_start(&a, cfg, err, errlen) != PROVEN_OK) {
         goto done;
     }
-
-    /* the directory names the rest */
-    if (acme_http(&a, cfg->directory, NULL, &r, err, errlen) != PROVEN_OK) {
-        goto done;
-    }
-    dir = acme_json(&r, "directory", err, errlen);
-    acme_resp_free(&r);
-    if (dir == NULL) {
-        goto done;
-    }
-    if (acme_text(dir, "newNonce", a.new_nonce, sizeof(a.new_nonce))
-        != PROVEN_OK
-        || acme_text(dir, "newAccount", a.new_account, sizeof(a.new_account))
-           != PROVEN_OK
-        || acme_text(dir, "newOrder", a.new_order, sizeof(a.new_order))
-           != PROVEN_OK)
-    {
-        json_decref(dir);
-        proven_errf(err, errlen, "directory: no newNonce, newAccount or "
-                    "newOrder");
-        goto done;
-    }
-    json_decref(dir);
-
-    /* the account: made, or found (200) for this key */
-    dir = cfg->contact != NULL
-          ? json_pack("{s:b, s:[s]}", "termsOfServiceAgreed", 1, "contact",
-                      cfg->contact)
-          : json_pack("{s:b}", "termsOfServiceAgreed", 1);
-    payload = dir != NULL ? json_dumps(dir, JSON_COMPACT) : NULL;
-    json_decref(dir);
-    if (payload == NULL) {
-        proven_errf(err, errlen, "out of memory");
-        goto done;
-    }
-    if (acme_post(&a, a.new_account, payload, &r, err, errlen) != PROVEN_OK) {
-        free(payload);
-        goto done;
-    }
-    free(payload);
-    order = acme_json(&r, "newAccount", err, errlen);
-    if (order == NULL || r.location[0] == '\0') {
-        if (order != NULL) {
-            proven_errf(err, errlen, "newAccount: no Location");
-        }
-        acme_resp_free(&r);
-        goto done;
-    }
-    memcpy(a.kid, r.location, sizeof(a.kid));
-    acme_resp_free(&r);
-    json_decref(order);
 
     /* the order, its authorizations, its finalization */
     if (asprintf(&payload, "{\"identifiers\":[{\"type\":\"dns\","
@@ -967,6 +989,68 @@ provend_acme_order(const provend_acme_config_t *cfg, char **chain,
 done:
 
     json_decref(order);
+    if (a.curl != NULL) {
+        curl_easy_cleanup(a.curl);
+    }
+    return rc;
+}
+
+
+int
+provend_acme_revoke(const provend_acme_config_t *cfg, const char *chain,
+    int reason, char *err, size_t errlen)
+{
+    int           rc, der_len;
+    BIO          *bio;
+    X509         *leaf;
+    char         *cert64, *payload;
+    uint8_t      *der;
+    acme_t        a;
+    acme_resp_t   r;
+
+    /* the first certificate of the chain: the one to revoke */
+    bio = BIO_new_mem_buf(chain, -1);
+    leaf = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio);
+    der = NULL;
+    der_len = leaf != NULL ? i2d_X509(leaf, &der) : -1;
+    X509_free(leaf);
+    if (der_len <= 0) {
+        proven_errf(err, errlen, "revoke: the chain holds no certificate");
+        return PROVEN_ERR;
+    }
+    cert64 = acme_b64url(der, (size_t) der_len);
+    OPENSSL_free(der);
+    payload = NULL;
+    if (cert64 == NULL
+        || asprintf(&payload, "{\"certificate\":\"%s\",\"reason\":%d}",
+                    cert64, reason) == -1)
+    {
+        payload = NULL;
+    }
+    free(cert64);
+    if (payload == NULL) {
+        proven_errf(err, errlen, "out of memory");
+        return PROVEN_ERR;
+    }
+
+    memset(&r, 0, sizeof(r));
+    rc = acme_start(&a, cfg, err, errlen);
+    if (rc == PROVEN_OK && a.revoke_cert[0] == '\0') {
+        proven_errf(err, errlen, "directory: no revokeCert");
+        rc = PROVEN_ERR;
+    }
+    if (rc == PROVEN_OK) {
+        /* signed with the account that ordered it (its kid) */
+        rc = acme_post(&a, a.revoke_cert, payload, &r, err, errlen);
+        if (rc == PROVEN_OK && r.status != 200) {
+            /* the server's problem document says why */
+            json_decref(acme_json(&r, "revokeCert", err, errlen));
+            rc = PROVEN_ERR;
+        }
+    }
+    acme_resp_free(&r);
+    free(payload);
     if (a.curl != NULL) {
         curl_easy_cleanup(a.curl);
     }

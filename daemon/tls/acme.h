@@ -51,6 +51,14 @@ int provend_acme_order(const provend_acme_config_t *cfg, char **chain,
     char *err, size_t errlen);
 
 /*
+ * Revokes the first certificate of chain (PEM) with the account that
+ * ordered it (RFC 8555 7.6); reason: an RFC 5280 CRLReason code.
+ * PROVEN_OK once the server says it is revoked; else err says why.
+ */
+int provend_acme_revoke(const provend_acme_config_t *cfg, const char *chain,
+    int reason, char *err, size_t errlen);
+
+/*
  * The challenge certificate of RFC 8737 for domain and a key
  * authorization: self-signed with a key of its own, one dNSName, the
  * critical acmeIdentifier extension holding SHA-256(key_authorization).

@@ -49,7 +49,7 @@ struct provend_tls_s {
     int             have;                   /* a certificate */
     time_t          not_before, not_after;
     int             ordering;
-    unsigned        orders, failures;
+    unsigned        orders, failures, revocations;
     time_t          next_try;
     char            last_error[PROVEN_ERR_LEN];
     uv_timer_t      timer;
@@ -63,6 +63,9 @@ typedef struct {
     provend_tls_t  *t;
     EVP_PKEY       *cert_key;
     char           *chain;
+    char           *revoke;                 /* the chain to revoke first */
+    int             reason;
+    int             revoked;
     int             rc;
     char            err[PROVEN_ERR_LEN];
 } tls_order_t;
@@ -367,6 +370,7 @@ tls_order_work(uv_work_t *work)
         return;
     }
     memset(&cfg, 0, sizeof(cfg));
+    cfg.cancel = &t->cancel;
     cfg.directory = t->directory;
     cfg.domain = t->domain;
     cfg.contact = t->contact[0] != '\0' ? t->contact : NULL;
@@ -377,7 +381,16 @@ tls_order_work(uv_work_t *work)
     cfg.publish = tls_publish;
     cfg.publish_data = t;
     cfg.timeout_s = TLS_ORDER_S;
-    cfg.cancel = &t->cancel;
+    if (o->revoke != NULL) {
+        /* no new order when the old certificate still holds */
+        if (provend_acme_revoke(&cfg, o->revoke, o->reason, o->err,
+                                sizeof(o->err)) != PROVEN_OK)
+        {
+            o->rc = PROVEN_ERR;
+            return;
+        }
+        o->revoked = 1;
+    }
     o->rc = provend_acme_order(&cfg, &o->chain, o->err, sizeof(o->err));
 }
 
@@ -394,6 +407,12 @@ tls_order_done(uv_work_t *work, int status)
     t->ordering = 0;
     t->work = NULL;
     t->orders++;
+    if (o->revoked) {
+        /* still served until a new one comes, but no longer one to keep */
+        t->revocations++;
+        t->have = 0;
+        provend_info("tls: the certificate for %s revoked", t->domain);
+    }
     if (status == 0 && o->rc == PROVEN_OK
         && (strlen(o->chain) > TLS_PEM_MAX
             || tls_validity(o->chain, o->cert_key, &from, &to) != PROVEN_OK
@@ -443,24 +462,30 @@ tls_order_done(uv_work_t *work, int status)
 done:
 
     free(o->chain);
+    free(o->revoke);
     EVP_PKEY_free(o->cert_key);
     free(o);
 }
 
 
+/* An order on the pool; revoke (taken) first when not NULL. */
 static int
-tls_order(provend_tls_t *t)
+tls_order(provend_tls_t *t, char *revoke, int reason)
 {
     tls_order_t  *o;
 
     if (t->ordering || t->stopping) {
+        free(revoke);
         return PROVEN_AGAIN;
     }
     o = calloc(1, sizeof(*o));
     if (o == NULL) {
+        free(revoke);
         return PROVEN_ERR;
     }
     o->t = t;
+    o->revoke = revoke;
+    o->reason = reason;
     o->work.data = o;
     if (uv_queue_work(t->loop, &o->work, tls_order_work, tls_order_done)
         != 0)
@@ -484,7 +509,7 @@ tls_on_timer(uv_timer_t *timer)
 
     now = time(NULL);
     if ((!t->have || now >= tls_renew_at(t)) && now >= t->next_try) {
-        (void) tls_order(t);
+        (void) tls_order(t, NULL, 0);
     }
 }
 
@@ -641,6 +666,9 @@ tls_op_status(void *subsystem, const provend_op_t *op,
             == PROVEN_OK
          && proven_cbor_map_put(m, "orders", cbor_build_uint32(t->orders))
             == PROVEN_OK
+         && proven_cbor_map_put(m, "revocations",
+                                cbor_build_uint32(t->revocations))
+            == PROVEN_OK
          && (t->last_error[0] == '\0'
              || proven_cbor_map_put(m, "last_error",
                                     cbor_build_string(t->last_error))
@@ -660,7 +688,7 @@ tls_op_renew(void *subsystem, const provend_op_t *op,
     provend_tls_t  *t = subsystem;
 
     (void) op;
-    rc = tls_order(t);
+    rc = tls_order(t, NULL, 0);
     if (rc == PROVEN_AGAIN) {
         provend_ops_reply_error(reply, ctx, req->id, "conflict",
                                 t->stopping ? "the node is stopping"
@@ -675,8 +703,72 @@ tls_op_renew(void *subsystem, const provend_op_t *op,
 }
 
 
+/*
+ * tls.revoke {reason}: the live certificate revoked (RFC 5280 reason 0
+ * unspecified, 1 keyCompromise, 3 affiliationChanged, 4 superseded, 5
+ * cessationOfOperation; 0 unless given), then a new one ordered.
+ * Answered once under way: tls.status says how it went.
+ */
+static void
+tls_op_revoke(void *subsystem, const provend_op_t *op,
+    const proven_request_t *req, provend_ops_reply_pt reply, void *ctx)
+{
+    int             rc;
+    char            path[4400], err[PROVEN_ERR_LEN], *chain;
+    uint64_t        reason;
+    cbor_item_t    *item;
+    provend_tls_t  *t = subsystem;
+
+    (void) op;
+    reason = 0;
+    item = proven_cbor_map_get(req->map, "reason");
+    if (item != NULL && !proven_cbor_is_null(item)
+        && (proven_cbor_uint(item, &reason) != PROVEN_OK
+            || (reason != 0 && reason != 1 && (reason < 3 || reason > 5))))
+    {
+        provend_ops_reply_error(reply, ctx, req->id, "bad_request",
+                                "\"reason\" must be 0, 1, 3, 4 or 5 (RFC "
+                                "5280's unspecified, keyCompromise, "
+                                "affiliationChanged, superseded, "
+                                "cessationOfOperation)");
+        return;
+    }
+    if (t->ordering || t->stopping) {
+        provend_ops_reply_error(reply, ctx, req->id, "conflict",
+                                t->stopping ? "the node is stopping"
+                                            : "an order is under way");
+        return;
+    }
+    if (!t->have) {
+        provend_ops_reply_error(reply, ctx, req->id, "conflict",
+                                "no certificate to revoke");
+        return;
+    }
+    snprintf(path, sizeof(path), "%s/%s.crt.sealed", t->dir, t->domain);
+    err[0] = '\0';
+    if (tls_open_file(t, TLS_AD_CHAIN, path, &chain, err, sizeof(err))
+        != PROVEN_OK)
+    {
+        provend_ops_reply_error(reply, ctx, req->id, "internal",
+                                err[0] != '\0' ? err : "no chain kept");
+        return;
+    }
+    rc = tls_order(t, chain, (int) reason);
+    if (rc != PROVEN_OK) {
+        provend_ops_reply_error(reply, ctx, req->id, "internal",
+                                "cannot start the revocation");
+        return;
+    }
+    t->next_try = 0;
+    provend_info("tls: revoking the certificate for %s (reason %d)",
+                 t->domain, (int) reason);
+    provend_ops_reply_ok(reply, ctx, req->id, cbor_new_null());
+}
+
+
 const provend_op_t  provend_tls_ops[] = {
     { "tls.status", PROVEND_CALLER_SOCKET, tls_op_status, 0 },
     { "tls.renew", PROVEND_CALLER_SOCKET, tls_op_renew, 0 },
+    { "tls.revoke", PROVEND_CALLER_SOCKET, tls_op_revoke, 0 },
     { NULL, 0, NULL, 0 }
 };

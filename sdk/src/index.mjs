@@ -286,7 +286,10 @@ function checkPcrs(pcrs, insecureAnyCode) {
  * session ends inside the attested node and not at the host.  Returns
  * what every later connection is made with: an agent that accepts that
  * key alone, whatever WebPKI says (the attestation is what vouches for
- * it); null when not in Node over https.
+ * it); null when not in Node over https.  A node renews its certificate
+ * with a new key: a connection served another key fails with code
+ * 'tls-key-changed', and refresh() pins the new key once a document over
+ * a new connection binds it (pinnedFetch does both, and tries again once).
  */
 async function pinTls(u, root, pcrs) {
     if (u.protocol !== 'https:' || typeof process === 'undefined'
@@ -296,58 +299,71 @@ async function pinTls(u, root, pcrs) {
     const https = await import('node:https');
     const { X509Certificate } = await import('node:crypto');
     const crypto = await webcrypto();
-    const nonce = randomBytes(crypto, 32);
     const served = (socket) => {
         const der = socket.getPeerCertificate?.()?.raw;
         return der ? new Uint8Array(new X509Certificate(der).publicKey
             .export({ type: 'spki', format: 'der' })) : null;
     };
-    const { body, spki } = await new Promise((resolve, reject) => {
-        const req = https.request(new URL(`/attestation?nonce=${hex(nonce)}`,
-                                          u),
-                                  { rejectUnauthorized: false, agent: false },
-                                  (res) => {
-            const key = served(res.socket);
-            const chunks = [];
-            res.on('data', (c) => chunks.push(c));
-            res.on('end', () => resolve({
-                body: new Uint8Array(Buffer.concat(chunks)), spki: key }));
+    /* the key this connection was served, if a fresh document binds it */
+    const attestServed = async () => {
+        const nonce = randomBytes(crypto, 32);
+        const { body, spki } = await new Promise((resolve, reject) => {
+            const req = https.request(
+                new URL(`/attestation?nonce=${hex(nonce)}`, u),
+                { rejectUnauthorized: false, agent: false }, (res) => {
+                    const key = served(res.socket);
+                    const chunks = [];
+                    res.on('data', (c) => chunks.push(c));
+                    res.on('end', () => resolve({
+                        body: new Uint8Array(Buffer.concat(chunks)),
+                        spki: key }));
+                });
+            req.on('error', reject);
+            req.end();
         });
-        req.on('error', reject);
-        req.end();
-    });
-    const doc = await verifyAttestation(body, { root, nonce, pcrs });
-    const mark = new TextEncoder().encode('proven-tls-binding-v1');
-    if (!spki || !doc.userData || !equalBytes(doc.userData, mark)
-        || !doc.publicKey || !equalBytes(doc.publicKey, spki)) {
-        throw new RpcError('attestation', 'the TLS certificate served is not '
-                           + 'the one the node attests: TLS ends outside it');
-    }
+        const doc = await verifyAttestation(body, { root, nonce, pcrs });
+        const mark = new TextEncoder().encode('proven-tls-binding-v1');
+        if (!spki || !doc.userData || !equalBytes(doc.userData, mark)
+            || !doc.publicKey || !equalBytes(doc.publicKey, spki)) {
+            throw new RpcError('attestation', 'the TLS certificate served is '
+                               + 'not the one the node attests: TLS ends '
+                               + 'outside it');
+        }
+        return spki;
+    };
+    const pin = { https, spki: await attestServed() };
     /* every later connection: that key or nothing */
-    const pinned = (socket) => {
+    pin.pinned = (socket) => {
         const key = served(socket);
-        if (!key || !equalBytes(key, spki)) {
-            socket.destroy(new RpcError('attestation', 'a connection was '
+        if (!key || !equalBytes(key, pin.spki)) {
+            socket.destroy(new RpcError('tls-key-changed', 'a connection was '
                 + 'served another TLS key than the attested one'));
             return false;
         }
         return true;
     };
+    pin.refresh = async () => {
+        pin.spki = await attestServed();
+    };
     /* no TLS session resumed: each handshake shows its certificate */
-    const agent = new https.Agent({ rejectUnauthorized: false,
-                                    maxCachedSessions: 0 });
-    const make = agent.createConnection;
-    agent.createConnection = (options, cb) => {
-        const socket = make.call(agent, options, cb);
-        socket.once('secureConnect', () => pinned(socket));
+    pin.agent = new https.Agent({ rejectUnauthorized: false,
+                                  maxCachedSessions: 0 });
+    const make = pin.agent.createConnection;
+    pin.agent.createConnection = (options, cb) => {
+        const socket = make.call(pin.agent, options, cb);
+        socket.once('secureConnect', () => pin.pinned(socket));
         return socket;
     };
-    return { agent, https, pinned };
+    return pin;
 }
 
-/* fetch over the pinned agent (Node's own fetch takes no agent). */
+/*
+ * fetch over the pinned agent (Node's own fetch takes no agent).  A
+ * connection served a new key (a renewal) is tried again once, after the
+ * new key is attested; one never attested is refused.
+ */
 function pinnedFetch(pin) {
-    return (url, { method = 'GET', headers = {}, body } = {}) =>
+    const once = (url, { method = 'GET', headers = {}, body } = {}) =>
         new Promise((resolve, reject) => {
             const req = pin.https.request(url, { method, headers,
                                                  agent: pin.agent }, (res) => {
@@ -365,6 +381,34 @@ function pinnedFetch(pin) {
             req.on('error', reject);
             req.end(body === undefined ? undefined : Buffer.from(body));
         });
+    return async (url, options) => {
+        try {
+            return await once(url, options);
+        } catch (e) {
+            if (e.code !== 'tls-key-changed') {
+                throw e;
+            }
+            await pin.refresh();
+            return once(url, options);
+        }
+    };
+}
+
+/*
+ * A fetch for a node's plain HTTP endpoints (url: its base URL) whose
+ * every connection is pinned to the TLS key its attestation binds (Node
+ * over https only): root and pcrs as for Session.open.  Answers are
+ * {status, arrayBuffer()}.
+ */
+export async function attestedFetch(url, { root, pcrs,
+                                           insecureAnyCode = false } = {}) {
+    const u = checkScheme(url.replace(/\/$/, ''));
+    if (u.protocol !== 'https:' || typeof process === 'undefined'
+        || !process.versions?.node) {
+        throw new Error('attestedFetch: Node over https only');
+    }
+    return pinnedFetch(await pinTls(u, root,
+                                    checkPcrs(pcrs, insecureAnyCode)));
 }
 
 // ---- sessions ---------------------------------------------------------------

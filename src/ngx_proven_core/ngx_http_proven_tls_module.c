@@ -50,6 +50,7 @@ typedef struct {
 
     /* this worker's copy of the live pair */
     ngx_uint_t       refused;           /* said once: OpenSSL refused it */
+    ngx_uint_t       ctx_live_only;     /* the context offers it alone */
     EVP_PKEY        *key;
     X509            *cert;
     STACK_OF(X509)  *chain;
@@ -272,6 +273,34 @@ ngx_http_proven_tls_read(const char *path, EVP_PKEY **key, X509 **cert,
 }
 
 
+/*
+ * 1 when cert is the only certificate ctx holds (the fallback was of the
+ * same key type, so the live pair took its slot): a connection made from
+ * ctx then needs nothing more from the cert callback.
+ */
+static ngx_uint_t
+ngx_http_proven_tls_live_only(SSL_CTX *ctx, X509 *cert)
+{
+    int         rc;
+    ngx_uint_t  n;
+
+    n = 0;
+    for (rc = SSL_CTX_set_current_cert(ctx, SSL_CERT_SET_FIRST);
+         rc == 1;
+         rc = SSL_CTX_set_current_cert(ctx, SSL_CERT_SET_NEXT))
+    {
+        n += SSL_CTX_get0_certificate(ctx) != NULL;
+    }
+    /* the live one current again: what a new connection starts with */
+    if (SSL_CTX_select_current_cert(ctx, cert) != 1) {
+        ERR_clear_error();
+        return 0;
+    }
+    ERR_clear_error();
+    return n == 1;
+}
+
+
 /* The live pair, read again when provend has replaced it. */
 static void
 ngx_http_proven_tls_refresh(ngx_http_proven_tls_srv_conf_t *conf,
@@ -323,6 +352,7 @@ ngx_http_proven_tls_refresh(ngx_http_proven_tls_srv_conf_t *conf,
     conf->cert = cert;
     conf->chain = chain;
     conf->seen = st;
+    conf->ctx_live_only = ngx_http_proven_tls_live_only(conf->ctx, cert);
     ngx_log_error(NGX_LOG_INFO, log, 0, "proven tls: serving %s",
                   conf->pem);
 }
@@ -378,6 +408,9 @@ ngx_http_proven_tls_cert(ngx_ssl_conn_t *ssl_conn, void *arg)
     ngx_http_proven_tls_refresh(conf, c->log);
     if (conf->cert == NULL) {
         return 1;                       /* ssl_certificate meanwhile */
+    }
+    if (conf->ctx_live_only && SSL_get_certificate(ssl_conn) == conf->cert) {
+        return 1;       /* made from the context since it took the pair */
     }
     /* this one alone: no slot of another key type left to be chosen */
     SSL_certs_clear(ssl_conn);
