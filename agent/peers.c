@@ -140,8 +140,9 @@ peers_permit(const proven_allow_t *permits, proven_allow_t *list,
 
 
 /* text to path through path.tmp: a reader sees the old or the new whole. */
-static int
-peers_write(const char *path, const char *text, char *err, size_t errlen)
+int
+agent_write_file(const char *path, const char *text, char *err,
+    size_t errlen)
 {
     int      fd, rc;
     char     tmp[4200];
@@ -291,7 +292,7 @@ peers_write_json(const char *path, json_t *j, char *err, size_t errlen)
         proven_errf(err, errlen, "out of memory");
         return PROVEN_ERR;
     }
-    rc = peers_write(path, text, err, errlen);
+    rc = agent_write_file(path, text, err, errlen);
     free(text);
     return rc;
 }
@@ -461,9 +462,9 @@ agent_peers_initialize(const agent_peers_t *ap, const cbor_item_t *allow,
         proven_errf(err, errlen, "out of memory");
         goto done;
     }
-    if (peers_write(ap->extra, text, err, errlen) != PROVEN_OK
+    if (agent_write_file(ap->extra, text, err, errlen) != PROVEN_OK
         || (npeers > 0
-            && (peers_write(ap->forwards, fwd, err, errlen) != PROVEN_OK
+            && (agent_write_file(ap->forwards, fwd, err, errlen) != PROVEN_OK
                 || peers_write_json(ap->file, conf, err, errlen)
                    != PROVEN_OK)))
     {
@@ -708,8 +709,8 @@ agent_peers_add(const agent_peers_t *ap, const proven_request_t *req,
         proven_errf(err, errlen, "out of memory");
         goto done;
     }
-    if (peers_write(ap->extra, text, err, errlen) != PROVEN_OK
-        || peers_write(ap->forwards, fwd, err, errlen) != PROVEN_OK
+    if (agent_write_file(ap->extra, text, err, errlen) != PROVEN_OK
+        || agent_write_file(ap->forwards, fwd, err, errlen) != PROVEN_OK
         || peers_write_json(ap->file, conf, err, errlen) != PROVEN_OK)
     {
         goto done;

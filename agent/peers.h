@@ -50,4 +50,8 @@ cbor_item_t *agent_peers_add(const agent_peers_t *p,
     const proven_request_t *req, const char **code, char *err,
     size_t errlen);
 
+/* text written whole to path (a new file renamed over it). */
+int agent_write_file(const char *path, const char *text, char *err,
+    size_t errlen);
+
 #endif /* PROVEN_AGENT_PEERS_H */

@@ -3,7 +3,7 @@
  *              [--init-socket PATH] [--log-socket PATH] [--log-buffer BYTES]
  *              [--provend PATH] [--restore PATH [--restore-max BYTES]]
  *              [--cluster-template FILE --cluster FILE --forwards FILE
- *               [--forward-port PORT]]
+ *               [--forward-port PORT]] [--tls-domain FILE]
  *
  * The enclave's end of the host's control channel, the first service init
  * runs.  On ADDR (vsock:any:PORT; under qemu tcp:0.0.0.0:PORT behind
@@ -11,11 +11,14 @@
  * gets {"id", "ok", "result"} or {"id", "ok": false, "error"}:
  *
  *   initialize {"config": {"allow": ["HOST:PORT", ...],
- *                          "cluster": {"node", "peers": [...]}}}
+ *                          "cluster": {"node", "peers": [...]},
+ *                          "tls": {"domain": NAME}}}
  *       once: the egress additions (each within the image's --permit
  *       patterns) go to --extra, the cluster's peers to the files provend
- *       and egress read (peers.h), then --ready appears and init starts
- *       the services after this one.  Anything else in config is refused:
+ *       and egress read (peers.h), the name of the node's certificate to
+ *       --tls-domain (an image that orders certificates: provend and
+ *       nginx read it), then --ready appears and init starts the
+ *       services after this one.  Anything else in config is refused:
  *       what the enclave runs is the image's, not the host's.
  *   add_peer {"name", "attestation", "route"}   after an initialize with
  *       a cluster: one more peer, in those files and given to provend
@@ -114,6 +117,8 @@ typedef struct {
     proven_addr_t    control;
     const char      *ready, *init_socket, *log_socket;
     const char      *provend, *restore;
+    const char      *tls_domain;        /* NULL: the image orders no
+                                           certificate */
     agent_peers_t    peers;             /* the host's additions */
     uint64_t         restore_max;
     int              initialized;
@@ -329,14 +334,76 @@ agent_ask_init(agent_t *a, const char *command, char *answer, size_t size,
 
 /* ---- requests ------------------------------------------------------------ */
 
+/*
+ * config.tls, {"domain": NAME}: NAME (lower case, labels of 1 to 63 of
+ * [a-z0-9-] not starting or ending with "-", 253 at most) into out.  The
+ * host may name the node's certificate: it could point a name of its own
+ * at the node anyway; the key stays inside, and clients pin the key the
+ * attestation binds, not the name.
+ */
+static int
+agent_tls_domain(agent_t *a, const cbor_item_t *tls, char *out, size_t size,
+    const char **code, char *err, size_t errlen)
+{
+    char                c;
+    size_t              i, label;
+    struct cbor_pair   *pairs;
+
+    if (a->tls_domain == NULL) {
+        *code = "invalid";
+        proven_errf(err, errlen, "config.tls: this image orders no "
+                    "certificate (no ACME directory in it)");
+        return PROVEN_ERR;
+    }
+    if (!cbor_isa_map(tls) || cbor_map_size(tls) != 1) {
+        proven_errf(err, errlen, "config.tls: {\"domain\": NAME}");
+        return PROVEN_ERR;
+    }
+    pairs = cbor_map_handle(tls);
+    if (proven_cbor_text_into(pairs[0].key, out, size) != PROVEN_OK
+        || strcmp(out, "domain") != 0
+        || proven_cbor_text_into(pairs[0].value, out, size) != PROVEN_OK)
+    {
+        proven_errf(err, errlen, "config.tls: {\"domain\": NAME}, NAME "
+                    "253 characters at most");
+        return PROVEN_ERR;
+    }
+    label = 0;
+    for (i = 0; out[i] != '\0'; i++) {
+        c = out[i];
+        if (c == '.') {
+            if (label == 0 || out[i - 1] == '-') {
+                break;
+            }
+            label = 0;
+        } else if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
+                   || (c == '-' && label > 0))
+        {
+            if (++label > 63) {
+                break;
+            }
+        } else {
+            break;
+        }
+    }
+    if (out[i] != '\0' || label == 0 || out[i - 1] == '-' || i > 253) {
+        proven_errf(err, errlen, "config.tls.domain: not a DNS name in "
+                    "lower case (labels of 1 to 63 of a-z, 0-9 and inner "
+                    "\"-\", 253 at most)");
+        return PROVEN_ERR;
+    }
+    return PROVEN_OK;
+}
+
+
 static cbor_item_t *
 agent_initialize(agent_t *a, proven_request_t *req, const char **code,
     char *err, size_t errlen)
 {
     int           fd;
-    char          key[16];
+    char          key[16], domain[PROVEN_EGRESS_NAME_MAX + 2];
     size_t        i;
-    cbor_item_t  *config;
+    cbor_item_t  *config, *tls;
     struct cbor_pair  *pairs;
 
     /* a restore is whole once its file is in place (before its answer,
@@ -360,13 +427,21 @@ agent_initialize(agent_t *a, proven_request_t *req, const char **code,
         for (i = 0; i < cbor_map_size(config); i++) {
             if (proven_cbor_text_into(pairs[i].key, key, sizeof(key))
                 != PROVEN_OK
-                || (strcmp(key, "allow") != 0 && strcmp(key, "cluster") != 0))
+                || (strcmp(key, "allow") != 0 && strcmp(key, "cluster") != 0
+                    && strcmp(key, "tls") != 0))
             {
-                proven_errf(err, errlen, "config: only \"allow\" and "
-                            "\"cluster\" are the host's to set (the rest is "
-                            "the image's)");
+                proven_errf(err, errlen, "config: only \"allow\", "
+                            "\"cluster\" and \"tls\" are the host's to set "
+                            "(the rest is the image's)");
                 return NULL;
             }
+        }
+        tls = proven_cbor_map_get(config, "tls");
+        if (tls != NULL
+            && agent_tls_domain(a, tls, domain, sizeof(domain), code, err,
+                                errlen) != PROVEN_OK)
+        {
+            return NULL;
         }
         if (agent_peers_initialize(&a->peers,
                                    proven_cbor_map_get(config, "allow"),
@@ -374,6 +449,15 @@ agent_initialize(agent_t *a, proven_request_t *req, const char **code,
                                    code, err, errlen) != PROVEN_OK)
         {
             return NULL;
+        }
+        if (tls != NULL) {
+            strcat(domain, "\n");
+            if (agent_write_file(a->tls_domain, domain, err, errlen)
+                != PROVEN_OK)
+            {
+                *code = "internal";
+                return NULL;
+            }
         }
     }
     fd = open(a->ready, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -1117,7 +1201,7 @@ agent_usage(void)
         "[--restore-max BYTES]]\n"
         "                    [--cluster-template FILE --cluster FILE "
         "--forwards FILE\n"
-        "                     [--forward-port PORT]]\n");
+        "                     [--forward-port PORT]] [--tls-domain FILE]\n");
 }
 
 
@@ -1145,6 +1229,7 @@ main(int argc, char **argv)
         { "cluster",     required_argument, NULL, 'C' },
         { "forwards",    required_argument, NULL, 'F' },
         { "forward-port", required_argument, NULL, 'o' },
+        { "tls-domain",  required_argument, NULL, 'D' },
         { NULL, 0, NULL, 0 }
     };
 
@@ -1185,6 +1270,9 @@ main(int argc, char **argv)
             break;
         case 'F':
             a->peers.forwards = optarg;
+            break;
+        case 'D':
+            a->tls_domain = optarg;
             break;
         case 'o':
             errno = 0;

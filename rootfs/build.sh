@@ -18,6 +18,12 @@
 # and trusts answers signed by that identity only.  For Nitro,
 # whose devices Debian 12's kernel cannot drive (no NSM driver before
 # Linux 6.8, no virtio-mmio devices from the command line):
+# The node's own certificate: PROVEN_IMAGE_ACME (an ACME directory URL,
+# https; needs PROVEN_IMAGE_KEYD, as the keys are kept sealed with keyd's
+# master key) puts it in the image, with its host in egress.allow;
+# PROVEN_IMAGE_ACME_CA (a PEM file) the CA its HTTPS chains to (default
+# the pinned Mozilla roots).  The host's initialize names the domain
+# (config.tls).  For Nitro,
 # PROVEN_IMAGE_KERNEL (a bzImage), PROVEN_IMAGE_CMDLINE (its command line)
 # and PROVEN_IMAGE_MODULES (.ko files init loads first, e.g. nsm.ko).
 # Two ramdisks, as on Nitro: the boot one (init, the kernel modules it
@@ -40,6 +46,28 @@ cmdline=${PROVEN_IMAGE_CMDLINE:-$cmdline}
 pkgs=$top/build/packages
 boot=$out/boot
 app=$out/app
+
+# what is wrong with the settings, said before any work
+acme=${PROVEN_IMAGE_ACME:-}
+if [ -n "$acme" ]; then
+    acme_re='^https://([a-z0-9.-]+|\[[0-9a-f:]+\])(:[0-9]+)?/[A-Za-z0-9/._~-]*$'
+    [[ $acme =~ $acme_re ]] \
+        || { echo "build.sh: PROVEN_IMAGE_ACME: an https URL (lower case" \
+                  "host, no query)" >&2; exit 1; }
+    [ -n "${PROVEN_IMAGE_KEYD:-}" ] \
+        || { echo "build.sh: PROVEN_IMAGE_ACME needs PROVEN_IMAGE_KEYD: the" \
+                  "certificate's keys are kept sealed with keyd's master key" \
+                  "(without it they would be ordered again at every start)" >&2
+             exit 1; }
+    acme_host=${acme#https://}
+    acme_host=${acme_host%%/*}
+    [[ $acme_host == *:[0-9]* && $acme_host != *] ]] || acme_host=$acme_host:443
+fi
+if [ -n "${PROVEN_IMAGE_ACME_CA:-}" ]; then
+    [ -n "$acme" ] && [ -s "$PROVEN_IMAGE_ACME_CA" ] \
+        || { echo "build.sh: PROVEN_IMAGE_ACME_CA: a PEM file, with" \
+                  "PROVEN_IMAGE_ACME" >&2; exit 1; }
+fi
 
 # the packages, unpacked once per lock
 lock_sum=$(sha256sum "$rootfs/packages.lock" | cut -c1-16)
@@ -140,6 +168,23 @@ if [ -n "${PROVEN_IMAGE_KEYD:-}${PROVEN_IMAGE_KEYD_IDENTITY:-}" ]; then
     grep -q -- "--keyd $PROVEN_IMAGE_KEYD " "$app/etc/proven/services" \
         || { echo "build.sh: no provend line in services for --keyd" >&2
              exit 1; }
+fi
+if [ -n "$acme" ]; then
+    # the agent writes the name initialize gives; provend orders for it
+    # through egress, nginx serves what it keeps (rootfs/nginx.conf)
+    acme_ca=/etc/proven/ca.pem
+    if [ -n "${PROVEN_IMAGE_ACME_CA:-}" ]; then
+        cp "$PROVEN_IMAGE_ACME_CA" "$app/etc/proven/acme-ca.pem"
+        acme_ca=/etc/proven/acme-ca.pem
+    fi
+    echo "$acme_host" >>"$app/etc/proven/egress.allow"
+    sed -i -e "s|^\(agent .*/opt/proven/bin/proven-agent .*\)$|\1 --tls-domain /run/proven/tls.domain|" \
+        -e "s|^\(provend .*/opt/proven/bin/provend .*\)$|\1 --acme-directory $acme --acme-domain @/run/proven/tls.domain --acme-ca $acme_ca --acme-proxy http://127.0.0.1:3128 --tls-live /run/proven/tls|" \
+        "$app/etc/proven/services"
+    grep -q -- "--tls-domain /run/proven/tls.domain" "$app/etc/proven/services" \
+        && grep -q -- "--acme-directory $acme " "$app/etc/proven/services" \
+        || { echo "build.sh: no agent or provend line in services for" \
+                  "PROVEN_IMAGE_ACME" >&2; exit 1; }
 fi
 cp "${PROVEN_IMAGE_NGINX_CONF:-$rootfs/nginx.conf}" \
     "$app/etc/proven/nginx.conf"

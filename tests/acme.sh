@@ -110,7 +110,7 @@ start_pebble
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
     -keyout "$work/fallback.key" -out "$work/fallback.pem" -days 2 \
     -subj /CN=fallback 2>/dev/null
-# nginx_conf NAME DATA LIVE ADDR: a node's nginx, $work/NAME.conf
+# nginx_conf NAME DATA LIVE ADDR [DOMAIN]: a node's nginx, $work/NAME.conf
 nginx_conf() {
     mkdir -p "$work/$1/logs" "$3"
     cat >"$work/$1.conf" <<CONF
@@ -130,7 +130,7 @@ http {
         server_name $domain;
         ssl_certificate $work/fallback.pem;
         ssl_certificate_key $work/fallback.key;
-        proven_tls_domain $domain;
+        proven_tls_domain ${5:-$domain};
         proven_tls_live $3;
         location / { return 200 "served\n"; }
         location = /attestation {
@@ -197,6 +197,23 @@ check "nginx: a server without TLS is refused" 1 \
     -m 'proven_tls_domain needs TLS on this server' \
     nginx_conf_check "listen 127.0.0.1:1; proven_tls_domain $domain;" \
     "proven_tls_live $live;"
+# the name from a file (an enclave's agent writes it from initialize)
+check "nginx: proven_tls_domain @FILE with no FILE: ssl_certificate alone" 0 \
+    -m 'proven_tls_domain: .*/no.domain is not there: ssl_certificate is served' \
+    nginx_conf_check "listen 127.0.0.1:1 ssl; ssl_certificate $work/fallback.pem;" \
+    "ssl_certificate_key $work/fallback.key;" \
+    "proven_tls_domain @$work/no.domain; proven_tls_live $live;"
+printf 'node.test\nother.test\n' >"$work/two.domain"
+check "nginx: a FILE of two names is refused" 1 \
+    -m 'is not a DNS name in lower case' \
+    nginx_conf_check "listen 127.0.0.1:1 ssl; ssl_certificate $work/fallback.pem;" \
+    "ssl_certificate_key $work/fallback.key;" \
+    "proven_tls_domain @$work/two.domain; proven_tls_live $live;"
+check "provend: --acme-domain @FILE of two names is refused" 2 \
+    -m 'one name, at most 253 characters' \
+    "$build/bin/provend" --data "$work/bad" --provider dev \
+    --acme-directory "https://127.0.0.1:$acme/dir" \
+    --acme-domain "@$work/two.domain"
 check "nginx: a fallback certificate with variables is refused" 1 \
     -m 'ssl_certificate may not hold variables here' \
     nginx_conf_check "listen 127.0.0.1:1 ssl; ssl_certificate \$ssl_server_name.pem;" \
@@ -274,6 +291,10 @@ rm -f "$live/$domain.pem"
 start_provend
 same "a restart reuses the certificate kept: no new order" "valid 0" tls_status
 same "and makes it live again" "$serial" leaf
+# (the host keeps the sealed files of the certificate before the renewal)
+cp "$data/tls/acme/$domain.key.sealed" "$work/old.key.sealed"
+cp "$data/tls/acme/$domain.crt.sealed" "$work/old.crt.sealed"
+
 # handshakes without pause meanwhile, each a new one verified by the CA
 node "$top/tests/tls-load.mjs" "127.0.0.1:$challenge" "$domain" \
     "$work/root.pem" "$work/load.stop" >"$work/load.out" 2>&1 &
@@ -294,12 +315,12 @@ check "the live pair is the new one" 1 test "$(leaf)" = "$serial"
 sleep 1.5                           # nginx looks once a second
 touch "$work/load.stop"
 wait "$load_pid"
-check "swapped under load: no handshake failed, both certificates served" 0 \
-    -m '^handshakes [1-9][0-9]+ failed 0 serials 2$' cat "$work/load.out"
+check "swapped under load (TLS 1.3 and 1.2): none failed, the new one only after" 0 \
+    -m '^handshakes [1-9][0-9]+ failed 0 serials 2 switches 1$' cat "$work/load.out"
 touch "$work/repin.renewed"
 wait "$repin_pid"
-same "the SDK's pinned client attests the renewed key and goes on" \
-    "before 200 after 200" cat "$work/repin.out"
+same "the SDK's pinned client attests the renewed key and goes on; a key never attested gets nothing" \
+    "before 200 after 200 relay tls-key-changed 0" cat "$work/repin.out"
 same "nginx serves the renewed one, with no reload" "serial=$(leaf) " \
     served "$domain"
 check "and its attestation binds the renewed key" 0 \
@@ -325,6 +346,10 @@ revocations() {
 }
 revoked=$(leaf)
 same "(pebble has it valid)" Valid ca_status "$revoked"
+# the host rolls the sealed files back to the certificate before: it is
+# still the live one that is revoked
+cp "$work/old.key.sealed" "$data/tls/acme/$domain.key.sealed"
+cp "$work/old.crt.sealed" "$data/tls/acme/$domain.crt.sealed"
 check "tls.revoke with a reason not a subscriber's (cACompromise): refused" 0 \
     -m '"code":"bad_request".*reason' call tls.revoke '{"reason": 2}'
 check "tls.revoke with a reason that is not a number: refused" 0 \
@@ -335,7 +360,8 @@ check "a second while it is under way: conflict" 0 \
     -m '"code":"conflict"' call tls.revoke
 eventually "the certificate revoked and a new one ordered" "valid 2" tls_status
 same "(one revocation)" 1 revocations
-same "the CA has the old certificate revoked" Revoked ca_status "$revoked"
+same "the CA has the live certificate revoked" Revoked ca_status "$revoked"
+same "not the one the host rolled the disk back to" Valid ca_status "$serial"
 check "the live pair is a new one" 1 test "$(leaf)" = "$revoked"
 same "which the CA has valid" Valid ca_status "$(leaf)"
 sleep 1.1
@@ -417,14 +443,17 @@ eventually "and gets one" "valid 2" tls_status
 
 # its operator points the name at it while it orders (pebble validates
 # there); its key is made inside it and never leaves: no sharing of one
+# (its name from a file, as an enclave's agent writes it from initialize)
 data2=$work/data2
 live2=$work/live2
-nginx_conf nginx2 "$data2" "$live2" 127.0.0.2
+echo "$domain" >"$work/tls.domain"
+nginx_conf nginx2 "$data2" "$live2" 127.0.0.2 "@$work/tls.domain"
 curl -sf -X POST -d "{\"host\": \"$domain.\", \"addresses\": [\"127.0.0.2\"]}" \
     "http://127.0.0.1:$chall_mgmt/add-a"
 spawn provend2 "$build/bin/provend" --data "$data2" --provider dev \
-    --acme-directory "https://127.0.0.1:$acme/dir" --acme-domain "$domain" \
-    --acme-ca "$work/pebble.pem" --tls-live "$live2"
+    --acme-directory "https://127.0.0.1:$acme/dir" \
+    --acme-domain "@$work/tls.domain" --acme-ca "$work/pebble.pem" \
+    --tls-live "$live2"
 eventually "a second node gets a certificate for the same name" "valid 1" \
     tls_status "$data2"
 check "for the name" 0 -m "DNS:$domain" \
@@ -438,6 +467,22 @@ sleep 1.1
 same "the first node's nginx serves its own" "serial=$(leaf) " served "$domain"
 AT=127.0.0.2 same "the second node's nginx serves its own" \
     "$(openssl x509 -in "$live2/$domain.pem" -noout -serial) " served "$domain"
+
+# no name given (the host's initialize named none): no order, the
+# fallback served
+spawn provend3 "$build/bin/provend" --data "$work/data3" --provider dev \
+    --socket "$work/p3.sock" --acme-directory "https://127.0.0.1:$acme/dir" \
+    --acme-domain "@$work/none.domain" --acme-ca "$work/pebble.pem" \
+    --tls-live "$work/live3"
+for _ in $(seq 1 100); do
+    [ -S "$work/p3.sock" ] && break
+    sleep 0.05
+done
+check "provend --acme-domain @FILE with no FILE: runs, orders nothing, says so" 0 \
+    -m 'none.domain is not there: no ACME certificate' cat "$work/provend3.log"
+check "(tls.status: no certificate kept, said)" 0 \
+    -m '"code":"tls_unavailable".*no --acme-directory' \
+    node "$top/tests/call.mjs" "unix:$work/p3.sock" tls.status
 
 echo "# $passed passed, $failed failed"
 [ "$failed" = 0 ]

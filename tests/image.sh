@@ -109,14 +109,37 @@ check "proven image pcrs prints the PCRs the build printed" 0 \
 sed 's/worker_connections 1024;/worker_connections 1025;/' \
     "$top/rootfs/nginx.conf" >"$work/nginx.conf"
 "$proven" keyd identity --dir "$work/keyd" >"$work/keyd.hex"
+check "PROVEN_IMAGE_ACME without keyd: refused, said why, before any work" 1 \
+    -m 'PROVEN_IMAGE_ACME needs PROVEN_IMAGE_KEYD' \
+    env PROVEN_IMAGE_ACME=https://acme.example/dir "$top/rootfs/build.sh" \
+    "$work/x" "$top/build/image/build"
+check "PROVEN_IMAGE_ACME not an https URL: refused" 1 \
+    -m 'PROVEN_IMAGE_ACME: an https URL' \
+    env PROVEN_IMAGE_ACME='http://acme.example/dir?x' PROVEN_IMAGE_KEYD=tcp:1.2.3.4:1 \
+    "$top/rootfs/build.sh" "$work/x" "$top/build/image/build"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+    -keyout "$work/acme-ca.key" -out "$work/acme-ca.pem" -days 2 \
+    -subj /CN=acme-ca 2>/dev/null
 PROVEN_IMAGE_NGINX_CONF=$work/nginx.conf PROVEN_IMAGE_KEYD=tcp:10.0.2.100:7000 \
-    PROVEN_IMAGE_KEYD_IDENTITY=$work/keyd.hex "$top/rootfs/build.sh" \
+    PROVEN_IMAGE_KEYD_IDENTITY=$work/keyd.hex \
+    PROVEN_IMAGE_ACME=https://acme.example:14000/dir \
+    PROVEN_IMAGE_ACME_CA=$work/acme-ca.pem "$top/rootfs/build.sh" \
     "$work/b" "$top/build/image/build" >"$work/build-b.json" 2>&1
+check "an image with ACME: the agent writes initialize's name" 0 \
+    grep -q '^agent .* --tls-domain /run/proven/tls.domain$' \
+    "$work/b/app/etc/proven/services"
+check "provend orders for it, through egress, trusting the image's CA" 0 \
+    grep -q '^provend .* --acme-directory https://acme.example:14000/dir --acme-domain @/run/proven/tls.domain --acme-ca /etc/proven/acme-ca.pem --acme-proxy http://127.0.0.1:3128 --tls-live /run/proven/tls$' \
+    "$work/b/app/etc/proven/services"
+check "and egress may reach the CA, the image's list saying so" 0 \
+    grep -qx 'acme.example:14000' "$work/b/app/etc/proven/egress.allow"
 { cat "$top/rootfs/services"
   echo "crasher always - /opt/proven/bin/proven no-such-command"; } \
     >"$work/services"
 PROVEN_IMAGE_SERVICES=$work/services "$top/rootfs/build.sh" \
     "$work/c" "$top/build/image/build" >"$work/build-c.json" 2>&1
+check "an image without ACME names no CA" 1 \
+    grep -q 'acme' "$work/c/app/etc/proven/services" "$work/c/app/etc/proven/egress.allow"
 for i in 0 2; do
     check "a changed nginx.conf changes PCR$i" 1 \
         test "$(pcr $i "$work/build-a.json")" = "$(pcr $i "$work/build-b.json")"

@@ -1,7 +1,9 @@
 // Handshakes without pause against an HTTPS server, a new connection each
 // (no session resumed), each verified against a CA, until STOP_FILE
-// exists (60 s at most); then prints "handshakes N failed M serials K":
-// K distinct leaf serials seen.  Two at once keep the server busy.
+// exists (60 s at most), by two clients in turn-free loops, one under TLS
+// 1.3, one under 1.2; then prints "handshakes N failed M serials K
+// switches S": K distinct leaf serials seen, S the most times one client
+// saw the serial change (1 for a swap: never the old one after the new).
 // Usage: node tests/tls-load.mjs HOST:PORT SERVERNAME CA_FILE STOP_FILE
 import fs from 'node:fs';
 import https from 'node:https';
@@ -14,12 +16,18 @@ const deadline = Date.now() + 60000;
 let handshakes = 0;
 let failed = 0;
 let lastError = '';
+let switches = 0;
 
-function once() {
+function once(maxVersion, seen) {
     return new Promise((resolve) => {
         const req = https.get({ host, port: Number(port), servername, ca,
-                                agent: false, path: '/' }, (res) => {
-            serials.add(res.socket.getPeerCertificate().serialNumber);
+                                maxVersion, agent: false, path: '/' },
+                              (res) => {
+            const serial = res.socket.getPeerCertificate().serialNumber;
+            serials.add(serial);
+            if (seen.at(-1) !== serial) {
+                seen.push(serial);
+            }
             res.resume();
             res.on('end', () => {
                 handshakes++;
@@ -36,12 +44,14 @@ function once() {
     });
 }
 
-async function loop() {
+async function loop(maxVersion) {
+    const seen = [];
     while (!fs.existsSync(stopFile) && Date.now() < deadline) {
-        await once();
+        await once(maxVersion, seen);
     }
+    switches = Math.max(switches, seen.length - 1);
 }
 
-await Promise.all([loop(), loop()]);
-console.log(`handshakes ${handshakes} failed ${failed} serials ${serials.size}`
-            + (failed ? ` (${lastError})` : ''));
+await Promise.all([loop('TLSv1.3'), loop('TLSv1.2')]);
+console.log(`handshakes ${handshakes} failed ${failed} serials ${serials.size} `
+            + `switches ${switches}` + (failed ? ` (${lastError})` : ''));

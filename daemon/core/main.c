@@ -27,6 +27,7 @@
 
 #include "apps/sandbox.h"
 #include "attest/provider.h"
+#include "tls/acme.h"
 #include "cluster/cluster.h"
 #include "backup.h"
 #include "keys.h"
@@ -198,6 +199,44 @@ provend_main_keyd_config(const provend_options_t *o,
         proven_errf(err, errlen, "--keyd-identity: not 64 hex digits");
         return PROVEN_ERR;
     }
+    return PROVEN_OK;
+}
+
+
+/*
+ * --acme-domain @FILE: the name on FILE's first line (an enclave's agent
+ * writes it, as the host's initialize names it); PROVEN_AGAIN when FILE
+ * is not there (no certificate wanted).  Checked as a name by tls.c.
+ */
+static int
+provend_main_acme_domain(const provend_options_t *o, char *out, size_t size)
+{
+    char     err[PROVEN_ERR_LEN];
+    size_t   len;
+    uint8_t *file;
+
+    if (access(o->acme_domain + 1, F_OK) != 0 && errno == ENOENT) {
+        return PROVEN_AGAIN;
+    }
+    if (provend_read_file(o->acme_domain + 1, size, &file, &len, err,
+                          sizeof(err)) != PROVEN_OK)
+    {
+        fprintf(stderr, "provend: --acme-domain %s: %s\n", o->acme_domain,
+                err);
+        return PROVEN_ERR;
+    }
+    while (len > 0 && strchr(" \t\r\n", file[len - 1]) != NULL) {
+        len--;
+    }
+    if (len == 0 || len >= size || memchr(file, '\n', len) != NULL) {
+        free(file);
+        fprintf(stderr, "provend: --acme-domain %s: one name, at most %zu "
+                "characters\n", o->acme_domain, size - 1);
+        return PROVEN_ERR;
+    }
+    memcpy(out, file, len);
+    out[len] = '\0';
+    free(file);
     return PROVEN_OK;
 }
 
@@ -393,6 +432,7 @@ main(int argc, char **argv)
     uint8_t                  master[PROVEND_KEY_LEN];
     uint8_t                  master_sealed[PROVEND_MASTER_SEALED_LEN];
     uint8_t                  cluster_file_key[PROVEND_KEY_LEN];
+    char                     acme_domain[PROVEND_ACME_NAME_MAX + 1];
     const char              *socket_path, *provider_name;
     unsigned long            nthreads;
     provend_options_t        o;
@@ -437,6 +477,23 @@ main(int argc, char **argv)
         } else {
             provend_info("%s is not there: this node runs alone",
                          o.cluster_if);
+        }
+    }
+
+    if (o.acme_domain != NULL && o.acme_domain[0] == '@') {
+        switch (provend_main_acme_domain(&o, acme_domain,
+                                         sizeof(acme_domain))) {
+        case PROVEN_OK:
+            o.acme_domain = acme_domain;
+            break;
+        case PROVEN_AGAIN:
+            provend_info("%s is not there: no ACME certificate (the "
+                         "fallback's served)", o.acme_domain + 1);
+            o.acme_domain = NULL;
+            o.acme_directory = NULL;
+            break;
+        default:
+            return 2;
         }
     }
 

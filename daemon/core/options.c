@@ -160,7 +160,8 @@ static const provend_opt_t  provend_opts[] = {
       "CA (its directory URL), by TLS-ALPN-01: see daemon/tls/tls.h" },
 
     { "acme-domain", "NAME", PROVEND_OPT_TEXT, PROVEND_OFF(acme_domain), 0,
-      0, NULL, NULL, "the DNS name of the node's certificate" },
+      0, NULL, NULL, "the DNS name of the node's certificate; @FILE: the "
+      "name in FILE (none there: no certificate ordered)" },
 
     { "acme-contact", "URI", PROVEND_OPT_TEXT, PROVEND_OFF(acme_contact), 0,
       0, NULL, NULL, "the ACME account's contact (mailto:...)" },

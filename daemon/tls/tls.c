@@ -47,6 +47,10 @@ struct provend_tls_s {
     uint8_t         seal_key[PROVEND_KEY_LEN];
     EVP_PKEY       *account;
     int             have;                   /* a certificate */
+    char           *chain;                  /* the live one's: what a
+                                               revocation names (never
+                                               the disk's, which the host
+                                               may roll back) */
     time_t          not_before, not_after;
     int             ordering;
     unsigned        orders, failures, revocations;
@@ -321,6 +325,8 @@ tls_load_cert(provend_tls_t *t)
         t->not_before = t->not_after = 0;
     } else {
         t->have = 1;
+        t->chain = chain;
+        chain = NULL;
         provend_info("tls: the certificate for %s kept, valid until %ld",
                      t->domain, (long) t->not_after);
     }
@@ -411,6 +417,8 @@ tls_order_done(uv_work_t *work, int status)
         /* still served until a new one comes, but no longer one to keep */
         t->revocations++;
         t->have = 0;
+        free(t->chain);
+        t->chain = NULL;
         provend_info("tls: the certificate for %s revoked", t->domain);
     }
     if (status == 0 && o->rc == PROVEN_OK
@@ -436,6 +444,9 @@ tls_order_done(uv_work_t *work, int status)
                    == PROVEN_OK)
             {
                 t->have = 1;
+                free(t->chain);
+                t->chain = o->chain;
+                o->chain = NULL;
                 t->not_before = from;
                 t->not_after = to;
                 t->failures = 0;
@@ -634,6 +645,7 @@ provend_tls_free(provend_tls_t *t)
     if (t == NULL) {
         return;
     }
+    free(t->chain);
     EVP_PKEY_free(t->account);
     OPENSSL_cleanse(t->seal_key, sizeof(t->seal_key));
     free(t);
@@ -714,7 +726,7 @@ tls_op_revoke(void *subsystem, const provend_op_t *op,
     const proven_request_t *req, provend_ops_reply_pt reply, void *ctx)
 {
     int             rc;
-    char            path[4400], err[PROVEN_ERR_LEN], *chain;
+    char            path[4400], *chain;
     uint64_t        reason;
     cbor_item_t    *item;
     provend_tls_t  *t = subsystem;
@@ -739,20 +751,22 @@ tls_op_revoke(void *subsystem, const provend_op_t *op,
                                             : "an order is under way");
         return;
     }
-    if (!t->have) {
+    if (!t->have || t->chain == NULL) {
         provend_ops_reply_error(reply, ctx, req->id, "conflict",
                                 "no certificate to revoke");
         return;
     }
-    snprintf(path, sizeof(path), "%s/%s.crt.sealed", t->dir, t->domain);
-    err[0] = '\0';
-    if (tls_open_file(t, TLS_AD_CHAIN, path, &chain, err, sizeof(err))
-        != PROVEN_OK)
-    {
+    chain = strdup(t->chain);
+    if (chain == NULL) {
         provend_ops_reply_error(reply, ctx, req->id, "internal",
-                                err[0] != '\0' ? err : "no chain kept");
+                                "out of memory");
         return;
     }
+    /* no start from now on takes it up again, whatever comes of this */
+    snprintf(path, sizeof(path), "%s/%s.key.sealed", t->dir, t->domain);
+    (void) unlink(path);
+    snprintf(path, sizeof(path), "%s/%s.crt.sealed", t->dir, t->domain);
+    (void) unlink(path);
     rc = tls_order(t, chain, (int) reason);
     if (rc != PROVEN_OK) {
         provend_ops_reply_error(reply, ctx, req->id, "internal",

@@ -331,28 +331,38 @@ async function pinTls(u, root, pcrs) {
         }
         return spki;
     };
-    const pin = { https, spki: await attestServed() };
-    /* every later connection: that key or nothing */
-    pin.pinned = (socket) => {
-        const key = served(socket);
-        if (!key || !equalBytes(key, pin.spki)) {
-            socket.destroy(new RpcError('tls-key-changed', 'a connection was '
-                + 'served another TLS key than the attested one'));
-            return false;
-        }
-        return true;
+    const pin = { https, spki: await attestServed(), refreshing: null };
+    /* one refresh at a time, whatever number of calls wait on it */
+    pin.refresh = () => {
+        pin.refreshing ??= attestServed()
+            .then((key) => { pin.spki = key; })
+            .finally(() => { pin.refreshing = null; });
+        return pin.refreshing;
     };
-    pin.refresh = async () => {
-        pin.spki = await attestServed();
-    };
-    /* no TLS session resumed: each handshake shows its certificate */
+    /*
+     * no TLS session resumed: each handshake shows its certificate; and
+     * a connection is handed to its request only once its key is the
+     * attested one, so that nothing is ever written to another
+     */
     pin.agent = new https.Agent({ rejectUnauthorized: false,
                                   maxCachedSessions: 0 });
     const make = pin.agent.createConnection;
     pin.agent.createConnection = (options, cb) => {
-        const socket = make.call(pin.agent, options, cb);
-        socket.once('secureConnect', () => pin.pinned(socket));
-        return socket;
+        const socket = make.call(pin.agent, options);
+        const failed = (e) => cb(e);
+        socket.once('error', failed);
+        socket.once('secureConnect', () => {
+            socket.off('error', failed);
+            const key = served(socket);
+            if (!key || !equalBytes(key, pin.spki)) {
+                socket.destroy();
+                cb(new RpcError('tls-key-changed', 'a connection was served '
+                                + 'another TLS key than the attested one'));
+                return;
+            }
+            cb(null, socket);
+        });
+        return undefined;           /* the agent waits for cb */
     };
     return pin;
 }
@@ -519,8 +529,24 @@ export class Session {
         return body;
     }
 
-    /* Moves the session onto a WebSocket; messages keep their order. */
-    connect() {
+    /*
+     * Moves the session onto a WebSocket; messages keep their order.  In
+     * Node over https, a node's renewed TLS key is attested and the
+     * connection tried once more, as for HTTP requests.
+     */
+    async connect() {
+        try {
+            return await this.connectOnce();
+        } catch (e) {
+            if (!this.pin || e.code !== 'tls-key-changed') {
+                throw e;
+            }
+            await this.pin.refresh();
+            return this.connectOnce();
+        }
+    }
+
+    connectOnce() {
         if (!this.WebSocket) {
             return Promise.reject(new Error('no WebSocket implementation: '
                                             + 'pass one to Session.open'));
@@ -537,7 +563,9 @@ export class Session {
                 this.socket = ws;
                 resolve(this);
             };
-            ws.onerror = () => reject(new Error(`cannot open ${url}`));
+            ws.onerror = (event) => reject(
+                event?.error?.code === 'tls-key-changed' ? event.error
+                    : new Error(`cannot open ${url}`));
             ws.onmessage = (event) => {
                 const w = this.waiting.shift();
                 if (w === undefined) {

@@ -452,6 +452,60 @@ ngx_http_proven_tls_cleanup(void *data)
 }
 
 
+/*
+ * proven_tls_domain @FILE: the name on FILE's first line, read as the
+ * configuration is (an enclave's agent writes it before nginx starts);
+ * NGX_DECLINED when FILE is not there: no certificate is wanted.
+ */
+static ngx_int_t
+ngx_http_proven_tls_domain_file(ngx_conf_t *cf, ngx_str_t *domain)
+{
+    int        fd;
+    u_char    *name;
+    ssize_t    n;
+    ngx_err_t  err;
+    u_char     path[NGX_PROVEN_TLS_PATH_MAX], buf[256];
+
+    if (domain->len >= sizeof(path)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "proven_tls_domain: the "
+                           "file's path is too long");
+        return NGX_ERROR;
+    }
+    ngx_memcpy(path, domain->data + 1, domain->len - 1);
+    path[domain->len - 1] = '\0';
+    fd = open((char *) path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) {
+        ngx_conf_log_error(NGX_LOG_NOTICE, cf, 0, "proven_tls_domain: %s is "
+                           "not there: ssl_certificate is served", path);
+        return NGX_DECLINED;
+    }
+    err = fd < 0 ? ngx_errno : 0;
+    n = fd >= 0 ? read(fd, buf, sizeof(buf)) : -1;
+    if (fd >= 0) {
+        close(fd);
+    }
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'
+                     || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+    {
+        n--;
+    }
+    if (n <= 0 || n == (ssize_t) sizeof(buf)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, err, "proven_tls_domain: "
+                           "%s does not hold one name of 253 characters at "
+                           "most", path);
+        return NGX_ERROR;
+    }
+    name = ngx_pnalloc(cf->pool, (size_t) n);
+    if (name == NULL) {
+        return NGX_ERROR;
+    }
+    ngx_memcpy(name, buf, (size_t) n);
+    domain->data = name;
+    domain->len = (size_t) n;
+    return NGX_OK;
+}
+
+
 static char *
 ngx_http_proven_tls_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
 {
@@ -469,6 +523,19 @@ ngx_http_proven_tls_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "proven_tls_domain and "
                            "proven_tls_live go together");
         return NGX_CONF_ERROR;
+    }
+    if (conf->domain.len > 1 && conf->domain.data[0] == '@') {
+        switch (ngx_http_proven_tls_domain_file(cf, &conf->domain)) {
+        case NGX_OK:
+            break;
+        case NGX_DECLINED:
+            /* no certificate wanted: ssl_certificate alone */
+            ngx_str_null(&conf->domain);
+            ngx_str_null(&conf->live);
+            return NGX_CONF_OK;
+        default:
+            return NGX_CONF_ERROR;
+        }
     }
     for (i = 0; i < conf->domain.len; i++) {
         if (!((conf->domain.data[i] >= 'a' && conf->domain.data[i] <= 'z')

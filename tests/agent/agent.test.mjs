@@ -132,7 +132,10 @@ test('initialize refuses what the image does not permit, and leaves no trace', a
     assert.match(r.error.message, /not HOST:PORT|not one the image permits/);
     r = await ask({ id: 4, op: 'initialize',
                     config: { allow: [], nginx_conf: 'server { ... }' } });
-    assert.match(r.error.message, /only "allow" and "cluster" are the host's to set/);
+    assert.match(r.error.message, /only "allow", "cluster" and "tls" are the host's to set/);
+    r = await ask({ id: 43, op: 'initialize', config: { tls: { domain: 'node.example' } } });
+    assert.equal(r.error.code, 'invalid');
+    assert.match(r.error.message, /this image orders no certificate/);
     r = await ask({ id: 41, op: 'initialize', config: { cluster: { node: 'n1', peers: [
         { name: 'n2', attestation: 'https://rpc.chain.test/attestation',
           route: 'rpc.chain.test:443' }] } } });
@@ -398,5 +401,46 @@ test('backup and restore through the agent: bounded, whole or nothing', async ()
     } finally {
         agent2.kill('SIGKILL');
         provend.close();
+    }
+});
+
+test('config.tls: the name of the certificate, checked, for provend and nginx', async () => {
+    let said3 = '';
+    const agent3 = spawn(bin, ['--control', `unix:${at('control3.sock')}`,
+                               '--ready', at('ready3'), '--init-socket', at('init.sock'),
+                               '--tls-domain', at('tls.domain')],
+                         { stdio: ['ignore', 'ignore', 'pipe'] });
+    agent3.stderr.on('data', (d) => { said3 += d; });
+    try {
+        while (!said3.includes('control on')) await wait(20);
+        const sock = at('control3.sock');
+        const init = async (id, tls) => (await converse(sock,
+            [frame({ id, op: 'initialize', config: { tls } })], { until: 1 }))[0];
+        for (const [tls, why] of [
+            [{ domain: 'Node.Example' }, /not a DNS name in lower case/],
+            [{ domain: '-node.example' }, /not a DNS name/],
+            [{ domain: 'node-.example' }, /not a DNS name/],
+            [{ domain: 'node..example' }, /not a DNS name/],
+            [{ domain: 'node.example.' }, /not a DNS name/],
+            [{ domain: 'node.example\nother.example' }, /not a DNS name/],
+            [{ domain: `${'a'.repeat(64)}.example` }, /not a DNS name/],
+            [{ domain: `${'a'.repeat(60)}.`.repeat(5) + 'example' }, /not a DNS name|253/],
+            [{ domain: 'node.example', contact: 'mailto:x@y' }, /\{"domain": NAME\}/],
+            ['node.example', /\{"domain": NAME\}/],
+            [{ domain: 7 }, /\{"domain": NAME\}/],
+        ]) {
+            const r = await init(1, tls);
+            assert.equal(r.ok, false, JSON.stringify(tls));
+            assert.equal(r.error.code, 'bad_request');
+            assert.match(r.error.message, why);
+        }
+        assert.equal(fs.existsSync(at('tls.domain')), false);
+        assert.equal(fs.existsSync(at('ready3')), false);
+        const r = await init(2, { domain: 'node-1.example.com' });
+        assert.equal(r.ok, true, JSON.stringify(r));
+        assert.equal(fs.readFileSync(at('tls.domain'), 'utf8'), 'node-1.example.com\n');
+        assert.equal(fs.existsSync(at('ready3')), true);
+    } finally {
+        agent3.kill('SIGKILL');
     }
 });
