@@ -140,82 +140,19 @@ peers_permit(const proven_allow_t *permits, proven_allow_t *list,
 
 
 /* text to path through path.tmp: a reader sees the old or the new whole. */
-int
-agent_write_file(const char *path, const char *text, char *err,
-    size_t errlen)
-{
-    int      fd, rc;
-    char     tmp[4200];
-    size_t   off, len;
-    ssize_t  n;
-
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    (void) unlink(tmp);             /* one an interrupted write left */
-    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-              0600);
-    len = strlen(text);
-    n = 0;
-    for (off = 0; fd >= 0 && off < len; off += (size_t) n) {
-        n = write(fd, text + off, len - off);
-        if (n <= 0) {
-            if (n < 0 && errno == EINTR) {
-                n = 0;
-                continue;
-            }
-            break;
-        }
-    }
-    rc = fd >= 0 && off == len ? PROVEN_OK : PROVEN_ERR;
-    if (rc != PROVEN_OK) {
-        proven_errf(err, errlen, "%.200s: %s", tmp, strerror(errno));
-    }
-    if (fd >= 0 && close(fd) != 0 && rc == PROVEN_OK) {
-        proven_errf(err, errlen, "%.200s: %s", tmp, strerror(errno));
-        rc = PROVEN_ERR;
-    }
-    if (rc == PROVEN_OK && rename(tmp, path) != 0) {
-        proven_errf(err, errlen, "%.200s: %s", path, strerror(errno));
-        rc = PROVEN_ERR;
-    }
-    if (rc != PROVEN_OK) {
-        (void) unlink(tmp);
-    }
-    return rc;
-}
-
-
 /* A small file whole, NUL terminated; a missing one is empty. */
 static int
 peers_read(const char *path, char **out, size_t *len)
 {
-    FILE    *f;
-    char    *buf;
-    size_t   n;
+    char  err[PROVEN_ERR_LEN];
 
-    *out = NULL;
-    *len = 0;
-    buf = malloc(PEERS_FILE_MAX + 1);
-    if (buf == NULL) {
-        return PROVEN_ERR;
+    if (access(path, F_OK) != 0 && errno == ENOENT) {
+        *out = strdup("");
+        *len = 0;
+        return *out != NULL ? PROVEN_OK : PROVEN_ERR;
     }
-    f = fopen(path, "r");
-    n = 0;
-    if (f != NULL) {
-        n = fread(buf, 1, PEERS_FILE_MAX + 1, f);
-        if (ferror(f) || n > PEERS_FILE_MAX) {
-            fclose(f);
-            free(buf);
-            return PROVEN_ERR;
-        }
-        fclose(f);
-    } else if (errno != ENOENT) {
-        free(buf);
-        return PROVEN_ERR;
-    }
-    buf[n] = '\0';
-    *out = buf;
-    *len = n;
-    return PROVEN_OK;
+    return proven_read_file(path, PEERS_FILE_MAX, (uint8_t **) out, len, err,
+                            sizeof(err));
 }
 
 

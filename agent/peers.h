@@ -22,6 +22,8 @@
 #ifndef PROVEN_AGENT_PEERS_H
 #define PROVEN_AGENT_PEERS_H
 
+#include <string.h>
+
 #include <cbor.h>
 
 #include "proven.h"
@@ -50,8 +52,12 @@ cbor_item_t *agent_peers_add(const agent_peers_t *p,
     const proven_request_t *req, const char **code, char *err,
     size_t errlen);
 
-/* text written whole to path (a new file renamed over it). */
-int agent_write_file(const char *path, const char *text, char *err,
-    size_t errlen);
+/* text written whole to path (a new file renamed over it), 0600. */
+static inline int
+agent_write_file(const char *path, const char *text, char *err,
+    size_t errlen)
+{
+    return proven_write_file(path, text, strlen(text), 0600, err, errlen);
+}
 
 #endif /* PROVEN_AGENT_PEERS_H */

@@ -161,8 +161,8 @@ cli_image_build(int argc, char **argv)
         goto done;
     }
 
-    if (provend_read_file(kernel_path, CLI_IMAGE_KERNEL_MAX, &kernel,
-                          &kernel_len, err, sizeof(err)) != PROVEN_OK)
+    if (proven_read_file(kernel_path, CLI_IMAGE_KERNEL_MAX, &kernel,
+                         &kernel_len, err, sizeof(err)) != PROVEN_OK)
     {
         fprintf(stderr, "proven image: %s\n", err);
         goto done;
@@ -193,7 +193,7 @@ cli_image_build(int argc, char **argv)
         fprintf(stderr, "proven image: %s\n", err);
         goto done;
     }
-    if (provend_write_file(out_path, out, len, 0644, err, sizeof(err))
+    if (proven_write_file(out_path, out, len, 0644, err, sizeof(err))
         != PROVEN_OK)
     {
         fprintf(stderr, "proven image: %s\n", err);

@@ -127,7 +127,7 @@ cli_keyd_policy_load(const cli_keyd_t *kd, cli_keyd_policy_t *p, char *err,
 
     memset(p, 0, sizeof(*p));
     snprintf(path, sizeof(path), "%s/policy.json", kd->dir);
-    if (provend_read_file(path, CLI_KEYD_POLICY_MAX, &text, &len, err, errlen)
+    if (proven_read_file(path, CLI_KEYD_POLICY_MAX, &text, &len, err, errlen)
         != PROVEN_OK)
     {
         return PROVEN_ERR;
@@ -242,8 +242,8 @@ cli_keyd_data_key(const cli_keyd_t *kd, const char *id,
         if (errno != ENOENT
             || provend_mkdirs(dir, 0700, err, errlen) != PROVEN_OK
             || RAND_bytes(key, PROVEND_KEY_LEN) != 1
-            || provend_write_file(tmp, key, PROVEND_KEY_LEN, 0600, err,
-                                  errlen) != PROVEN_OK)
+            || proven_write_file(tmp, key, PROVEND_KEY_LEN, 0600, err,
+                                 errlen) != PROVEN_OK)
         {
             OPENSSL_cleanse(key, PROVEND_KEY_LEN);
             if (err[0] == '\0') {
@@ -260,7 +260,7 @@ cli_keyd_data_key(const cli_keyd_t *kd, const char *id,
         }
         OPENSSL_cleanse(key, PROVEND_KEY_LEN);
     }
-    if (provend_read_file(path, PROVEND_KEY_LEN + 1, &buf, &len, err, errlen)
+    if (proven_read_file(path, PROVEND_KEY_LEN + 1, &buf, &len, err, errlen)
         != PROVEN_OK)
     {
         return PROVEN_ERR;
@@ -378,8 +378,8 @@ cli_keyd_backup_record(const cli_keyd_t *kd, const char *id,
     snprintf(path, sizeof(path), "%s/%s", dir, id);
     now = NULL;
     if (access(path, F_OK) == 0) {
-        if (provend_read_file(path, PROVEND_BACKUP_ID_LEN + 1, &now, &len,
-                              err, errlen) != PROVEN_OK)
+        if (proven_read_file(path, PROVEND_BACKUP_ID_LEN + 1, &now, &len,
+                             err, errlen) != PROVEN_OK)
         {
             goto done;
         }
@@ -401,8 +401,8 @@ cli_keyd_backup_record(const cli_keyd_t *kd, const char *id,
         }
     }
     snprintf(tmp, sizeof(tmp), "%s.%ld", path, (long) getpid());
-    if (provend_write_file(tmp, backup, PROVEND_BACKUP_ID_LEN, 0600, err,
-                           errlen) != PROVEN_OK)
+    if (proven_write_file(tmp, backup, PROVEND_BACKUP_ID_LEN, 0600, err,
+                          errlen) != PROVEN_OK)
     {
         goto done;
     }
@@ -446,8 +446,8 @@ cli_keyd_backup_newest(const cli_keyd_t *kd, const char *id,
                  "knows of", id);
         return 0;
     }
-    if (provend_read_file(path, PROVEND_BACKUP_ID_LEN + 1, &buf, &len, err,
-                          sizeof(err)) != PROVEN_OK)
+    if (proven_read_file(path, PROVEND_BACKUP_ID_LEN + 1, &buf, &len, err,
+                         sizeof(err)) != PROVEN_OK)
     {
         snprintf(why, whylen, "backups/%.64s: %.150s", id, err);
         return 0;
@@ -903,8 +903,8 @@ cli_keyd_sign_release(const char *key_path, uint64_t version,
     err[0] = '\0';
     release = NULL;
     if (pcrs_file != NULL) {
-        if (provend_read_file(pcrs_file, 3 * 48 + 1, &file, &len, err,
-                              sizeof(err)) != PROVEN_OK)
+        if (proven_read_file(pcrs_file, 3 * 48 + 1, &file, &len, err,
+                             sizeof(err)) != PROVEN_OK)
         {
             fprintf(stderr, "proven keyd: %s\n", err);
             return CLI_EXIT_FAILED;
@@ -928,7 +928,7 @@ cli_keyd_sign_release(const char *key_path, uint64_t version,
     rc = key != NULL
          && provend_keyd_release_make(key, version, pcrs, count, &release,
                                       &len, err, sizeof(err)) == PROVEN_OK
-         && provend_write_file(out_path, release, len, 0644, err, sizeof(err))
+         && proven_write_file(out_path, release, len, 0644, err, sizeof(err))
             == PROVEN_OK ? CLI_EXIT_OK : CLI_EXIT_FAILED;
     if (key != NULL && release != NULL) {
         free(release);

@@ -111,7 +111,7 @@ failed:
 }
 
 
-/* PEM of key or cert into memory (malloc()ed), for provend_write_file. */
+/* PEM of key or cert into memory (malloc()ed), for proven_write_file. */
 static char *
 cli_tls_pem(EVP_PKEY *key, X509 *cert, size_t *len)
 {
@@ -248,10 +248,10 @@ cli_tls(int argc, char **argv)
     {
         fprintf(stderr, "proven tls: cannot make the key and certificate\n");
 
-    } else if (provend_write_file(key_path, key_pem, key_len, 0600, err,
-                                  sizeof(err)) != PROVEN_OK
-               || provend_write_file(cert_path, cert_pem, cert_len, 0644, err,
-                                     sizeof(err)) != PROVEN_OK)
+    } else if (proven_write_file(key_path, key_pem, key_len, 0600, err,
+                                 sizeof(err)) != PROVEN_OK
+               || proven_write_file(cert_path, cert_pem, cert_len, 0644, err,
+                                    sizeof(err)) != PROVEN_OK)
     {
         fprintf(stderr, "proven tls: %s\n", err);
 

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include <cbor.h>
 #include <openssl/evp.h>
@@ -807,5 +808,15 @@ proven_get_be64(const uint8_t *p)
 
 /* Fills err with "what: <OpenSSL's last error>" and clears its queue. */
 void proven_openssl_error(char *err, size_t errlen, const char *what);
+
+/*
+ * Whole files (proven_file.c).  write: data to path.tmp (created with
+ * mode, not through a link), synced, then renamed over path.  read: a
+ * regular file of at most max bytes, malloc()ed with a NUL added.
+ */
+int proven_write_file(const char *path, const void *data, size_t len,
+    mode_t mode, char *err, size_t errlen);
+int proven_read_file(const char *path, size_t max, uint8_t **out,
+    size_t *outlen, char *err, size_t errlen);
 
 #endif /* PROVEN_H */

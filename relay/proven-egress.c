@@ -795,8 +795,7 @@ egress_load_extra(egress_t *e, char *err, size_t errlen)
     proven_allow_init(&permits);
     proven_allow_init(&list);
     for (i = 0; i < e->image.n; i++) {
-        proven_egress_dest_text(&e->image.entries[i], text, sizeof(text));
-        if (proven_allow_add(&list, text, strlen(text), err, errlen)
+        if (proven_allow_push(&list, &e->image.entries[i], err, errlen)
             != PROVEN_OK)
         {
             goto fail;
@@ -815,15 +814,15 @@ egress_load_extra(egress_t *e, char *err, size_t errlen)
         }
     }
     for (i = 0; i < add.n; i++) {
-        proven_egress_dest_text(&add.entries[i], text, sizeof(text));
         if (add.entries[i].host[0] == '*'
             || !proven_allow_check(&permits, &add.entries[i]))
         {
+            proven_egress_dest_text(&add.entries[i], text, sizeof(text));
             proven_errf(err, errlen, "%.60s: %.100s is not one the image "
                         "permits (%.60s)", e->extra, text, e->permit);
             goto fail;
         }
-        if (proven_allow_add(&list, text, strlen(text), err, errlen)
+        if (proven_allow_push(&list, &add.entries[i], err, errlen)
             != PROVEN_OK)
         {
             goto fail;

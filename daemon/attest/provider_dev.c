@@ -323,8 +323,8 @@ provend_dev_level_load(provend_dev_t *dev, provend_dev_level_t *lvl)
             continue;
         }
 
-        if (provend_read_file(path, PROVEND_DEV_PEM_MAX, &pem, &len, e,
-                              sizeof(e)) != PROVEN_OK)
+        if (proven_read_file(path, PROVEND_DEV_PEM_MAX, &pem, &len, e,
+                             sizeof(e)) != PROVEN_OK)
         {
             provend_warn("dev %s: %s", lvl->name, e);
             continue;
@@ -421,8 +421,8 @@ provend_dev_write_pem(provend_dev_t *dev, const char *file, EVP_PKEY *key,
     }
 
     len = BIO_get_mem_data(bio, &data);
-    rc = provend_write_file(path, data, (size_t) len, key ? 0600 : 0644,
-                            err, errlen);
+    rc = proven_write_file(path, data, (size_t) len, key ? 0600 : 0644,
+                           err, errlen);
     BIO_free(bio);
     return rc;
 }

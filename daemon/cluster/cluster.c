@@ -160,8 +160,8 @@ provend_cluster_write_conf(provend_cluster_t *c, char *err, size_t errlen)
     size_t  i, n, cap, admitted;
 
     /* trusted.pem: our certificate, then each admitted peer's */
-    if (provend_read_file(c->tls_cert, 65536, (uint8_t **) &own, &n, err,
-                          errlen) != PROVEN_OK)
+    if (proven_read_file(c->tls_cert, 65536, (uint8_t **) &own, &n, err,
+                         errlen) != PROVEN_OK)
     {
         return PROVEN_ERR;
     }
@@ -187,7 +187,7 @@ provend_cluster_write_conf(provend_cluster_t *c, char *err, size_t errlen)
     }
     free(own);
     snprintf(path, sizeof(path), "%s/trusted.pem", c->nats_dir);
-    rc = provend_write_file(path, text, strlen(text), 0600, err, errlen);
+    rc = proven_write_file(path, text, strlen(text), 0600, err, errlen);
     free(text);
     if (rc != PROVEN_OK) {
         return rc;
@@ -238,7 +238,7 @@ provend_cluster_write_conf(provend_cluster_t *c, char *err, size_t errlen)
     }
 
     snprintf(path, sizeof(path), "%s/nats.conf", c->nats_dir);
-    rc = provend_write_file(path, text, strlen(text), 0600, err, errlen);
+    rc = proven_write_file(path, text, strlen(text), 0600, err, errlen);
     free(text);
     if (rc == PROVEN_OK) {
         provend_debug("cluster: nats.conf written with %zu routes", admitted);
@@ -749,21 +749,15 @@ static int
 provend_cluster_text(json_t *obj, const char *key, char *out, size_t size,
     int required, char *err, size_t errlen)
 {
-    json_t  *v;
+    int  rc;
 
-    v = json_object_get(obj, key);
-    if (v == NULL && !required) {
+    rc = provend_json_text(obj, key, out, size);
+    if (rc == PROVEN_OK || (rc == PROVEN_AGAIN && !required)) {
         return PROVEN_OK;
     }
-    if (!json_is_string(v) || json_string_length(v) == 0
-        || json_string_length(v) >= size)
-    {
-        proven_errf(err, errlen, "\"%s\" must be a text of 1..%zu characters",
-                    key, size - 1);
-        return PROVEN_ERR;
-    }
-    memcpy(out, json_string_value(v), json_string_length(v) + 1);
-    return PROVEN_OK;
+    proven_errf(err, errlen, "\"%s\" must be a text of 1..%zu characters",
+                key, size - 1);
+    return PROVEN_ERR;
 }
 
 

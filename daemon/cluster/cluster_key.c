@@ -312,30 +312,18 @@ provend_ckey_ask_work(uv_work_t *work)
 static int
 provend_ckey_save(provend_ckey_t *ck, const uint8_t *key)
 {
-    int      fd;
+    int      fd, rc;
     char     err[PROVEN_ERR_LEN];
-    size_t   len;
-    uint8_t  sealed[PROVEND_KEY_LEN + PROVEND_SEAL_OVERHEAD];
 
     if (ck->in_memory) {
         return PROVEN_OK;
     }
-    len = PROVEND_KEY_LEN;
-    if (ck->sealed) {
-        if (provend_seal(ck->file_key,
-                         (const uint8_t *) PROVEND_CKEY_FILE_AD,
-                         sizeof(PROVEND_CKEY_FILE_AD) - 1, key,
-                         PROVEND_KEY_LEN, sealed) != PROVEN_OK)
-        {
-            provend_error("cluster: cannot seal the cluster key");
-            return PROVEN_ERR;
-        }
-        key = sealed;
-        len = sizeof(sealed);
-    }
-    if (provend_write_file(ck->path, key, len, 0600, err, sizeof(err))
-        != PROVEN_OK)
-    {
+    rc = ck->sealed
+         ? provend_seal_file(ck->file_key, PROVEND_CKEY_FILE_AD, key,
+                             PROVEND_KEY_LEN, ck->path, err, sizeof(err))
+         : proven_write_file(ck->path, key, PROVEND_KEY_LEN, 0600, err,
+                             sizeof(err));
+    if (rc != PROVEN_OK) {
         provend_error("cluster: %s", err);
         return PROVEN_ERR;
     }

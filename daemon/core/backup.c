@@ -531,8 +531,8 @@ provend_backup_parent(const char *data_dir,
     memset(parent, 0, PROVEND_BACKUP_ID_LEN);
     snprintf(path, sizeof(path), "%.4000s/backups/parent", data_dir);
     if (access(path, F_OK) == 0
-        && provend_read_file(path, PROVEND_BACKUP_ID_LEN + 1, &buf, &len,
-                             err, sizeof(err)) == PROVEN_OK)
+        && proven_read_file(path, PROVEND_BACKUP_ID_LEN + 1, &buf, &len,
+                            err, sizeof(err)) == PROVEN_OK)
     {
         if (len == PROVEND_BACKUP_ID_LEN) {
             memcpy(parent, buf, len);
@@ -553,8 +553,8 @@ provend_backup_set_parent(const char *data_dir,
         return PROVEN_ERR;
     }
     snprintf(path, sizeof(path), "%.4000s/backups/parent", data_dir);
-    return provend_write_file(path, id, PROVEND_BACKUP_ID_LEN, 0600, err,
-                              errlen);
+    return proven_write_file(path, id, PROVEND_BACKUP_ID_LEN, 0600, err,
+                             errlen);
 }
 
 
@@ -709,8 +709,8 @@ provend_backup_restore(const char *data_dir,
     }
     tmp[0] = '\0';
     if (provend_mkdirs(keys, 0700, err, errlen) != PROVEN_OK
-        || provend_write_file(sealed_path, head + 8 + BK_ID_LEN,
-                              PROVEND_MASTER_SEALED_LEN, 0600, err, errlen)
+        || proven_write_file(sealed_path, head + 8 + BK_ID_LEN,
+                             PROVEND_MASTER_SEALED_LEN, 0600, err, errlen)
            != PROVEN_OK)
     {
         goto done;

@@ -54,7 +54,7 @@ provend_keyd_load_ed25519(const char *path, int create, char *err,
             return NULL;
         }
         if (RAND_bytes(seed, sizeof(seed)) != 1
-            || provend_write_file(path, seed, sizeof(seed), 0600, err, errlen)
+            || proven_write_file(path, seed, sizeof(seed), 0600, err, errlen)
                != PROVEN_OK)
         {
             OPENSSL_cleanse(seed, sizeof(seed));
@@ -66,7 +66,7 @@ provend_keyd_load_ed25519(const char *path, int create, char *err,
         OPENSSL_cleanse(seed, sizeof(seed));
     }
 
-    if (provend_read_file(path, 33, &buf, &len, err, errlen) != PROVEN_OK) {
+    if (proven_read_file(path, 33, &buf, &len, err, errlen) != PROVEN_OK) {
         return NULL;
     }
     key = NULL;

@@ -103,7 +103,7 @@ provend_keys_read(const char *path, uint8_t key[PROVEND_KEY_LEN], char *err,
     }
 
     /* One byte more than a key so that a longer file is seen as such. */
-    if (provend_read_file(path, PROVEND_KEY_LEN + 1, &buf, &len, err, errlen)
+    if (proven_read_file(path, PROVEND_KEY_LEN + 1, &buf, &len, err, errlen)
         != PROVEN_OK)
     {
         return PROVEN_ERR;
@@ -424,8 +424,8 @@ provend_keys_load_sealed_master(const char *data_dir,
     }
 
     if (lstat(path, &st) == 0) {
-        if (provend_read_file(path, sizeof(sealed) + 1, &buf, &len, err,
-                              errlen) != PROVEN_OK)
+        if (proven_read_file(path, sizeof(sealed) + 1, &buf, &len, err,
+                             errlen) != PROVEN_OK)
         {
             return PROVEN_ERR;
         }
@@ -474,7 +474,7 @@ provend_keys_load_sealed_master(const char *data_dir,
         proven_errf(err, errlen, "cannot make a master key");
         return PROVEN_ERR;
     }
-    if (provend_write_file(path, sealed, sizeof(sealed), 0600, err, errlen)
+    if (proven_write_file(path, sealed, sizeof(sealed), 0600, err, errlen)
         != PROVEN_OK)
     {
         OPENSSL_cleanse(key, PROVEND_KEY_LEN);
@@ -521,4 +521,65 @@ provend_keys_box(EVP_PKEY *ours, const uint8_t theirs[32], const char *label,
                                    PROVEND_KEY_LEN) == PROVEN_OK;
     OPENSSL_cleanse(shared, sizeof(shared));
     return ok ? PROVEN_OK : PROVEN_ERR;
+}
+
+
+int
+provend_seal_file(const uint8_t key[PROVEND_KEY_LEN], const char *ad,
+    const void *data, size_t len, const char *path, char *err,
+    size_t errlen)
+{
+    int       rc;
+    uint8_t  *sealed;
+
+    sealed = malloc(len + PROVEND_SEAL_OVERHEAD);
+    if (sealed == NULL
+        || provend_seal(key, (const uint8_t *) ad, strlen(ad), data, len,
+                        sealed) != PROVEN_OK)
+    {
+        free(sealed);
+        proven_errf(err, errlen, "cannot seal %s", path);
+        return PROVEN_ERR;
+    }
+    rc = proven_write_file(path, sealed, len + PROVEND_SEAL_OVERHEAD, 0600,
+                           err, errlen);
+    free(sealed);
+    return rc;
+}
+
+
+int
+provend_open_file(const uint8_t key[PROVEND_KEY_LEN], const char *ad,
+    const char *path, size_t max, uint8_t **out, size_t *outlen, char *err,
+    size_t errlen)
+{
+    size_t    len;
+    uint8_t  *sealed, *data;
+
+    *out = NULL;
+    *outlen = 0;
+    if (access(path, F_OK) != 0 && errno == ENOENT) {
+        return PROVEN_AGAIN;
+    }
+    if (proven_read_file(path, max + PROVEND_SEAL_OVERHEAD, &sealed, &len,
+                         err, errlen) != PROVEN_OK)
+    {
+        return PROVEN_ERR;
+    }
+    data = len > PROVEND_SEAL_OVERHEAD ? malloc(len) : NULL;
+    if (data == NULL
+        || provend_open(key, (const uint8_t *) ad, strlen(ad), sealed, len,
+                        data) != PROVEN_OK)
+    {
+        free(data);
+        free(sealed);
+        proven_errf(err, errlen, "%s does not open with this node's master "
+                    "key", path);
+        return PROVEN_ERR;
+    }
+    free(sealed);
+    data[len - PROVEND_SEAL_OVERHEAD] = '\0';
+    *out = data;
+    *outlen = len - PROVEND_SEAL_OVERHEAD;
+    return PROVEN_OK;
 }

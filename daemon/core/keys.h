@@ -78,4 +78,22 @@ int provend_seal(const uint8_t key[PROVEND_KEY_LEN], const uint8_t *ad,
 int provend_open(const uint8_t key[PROVEND_KEY_LEN], const uint8_t *ad,
     size_t ad_len, const uint8_t *in, size_t len, uint8_t *out);
 
+/*
+ * Files the host stores but cannot read or change unseen: data sealed with
+ * key and ad (what it is, so a file moved to another name does not open),
+ * written whole to path, 0600.
+ */
+int provend_seal_file(const uint8_t key[PROVEND_KEY_LEN], const char *ad,
+    const void *data, size_t len, const char *path, char *err,
+    size_t errlen);
+
+/*
+ * The reverse, for at most max bytes of data: *out (malloc()ed, a NUL
+ * added, wiped by the caller when secret) and *outlen.  PROVEN_AGAIN when
+ * there is no such file; PROVEN_ERR and err when it does not open.
+ */
+int provend_open_file(const uint8_t key[PROVEND_KEY_LEN], const char *ad,
+    const char *path, size_t max, uint8_t **out, size_t *outlen, char *err,
+    size_t errlen);
+
 #endif /* PROVEND_KEYS_H */

@@ -183,7 +183,7 @@ provend_main_keyd_config(const provend_options_t *o,
                         "measured (the image)", text);
             return PROVEN_ERR;
         }
-        if (provend_read_file(text + 1, 256, &file, &len, err, errlen)
+        if (proven_read_file(text + 1, 256, &file, &len, err, errlen)
             != PROVEN_OK)
         {
             return PROVEN_ERR;
@@ -218,8 +218,8 @@ provend_main_acme_domain(const provend_options_t *o, char *out, size_t size)
     if (access(o->acme_domain + 1, F_OK) != 0 && errno == ENOENT) {
         return PROVEN_AGAIN;
     }
-    if (provend_read_file(o->acme_domain + 1, size, &file, &len, err,
-                          sizeof(err)) != PROVEN_OK)
+    if (proven_read_file(o->acme_domain + 1, size, &file, &len, err,
+                         sizeof(err)) != PROVEN_OK)
     {
         fprintf(stderr, "provend: --acme-domain %s: %s\n", o->acme_domain,
                 err);
@@ -320,8 +320,8 @@ provend_main_backup(const provend_options_t *o, provend_provider_t *provider)
     /* read once: the bytes opened are the bytes the header carries */
     snprintf(path, sizeof(path), "%s/keys/master.sealed", o->data_dir);
     sealed = NULL;
-    rc = provend_read_file(path, PROVEND_MASTER_SEALED_LEN, &sealed, &len,
-                           err, sizeof(err));
+    rc = proven_read_file(path, PROVEND_MASTER_SEALED_LEN, &sealed, &len,
+                          err, sizeof(err));
     if (rc == PROVEN_OK && len != PROVEND_MASTER_SEALED_LEN) {
         proven_errf(err, sizeof(err), "keys/master.sealed is not a sealed "
                     "master key");
@@ -503,8 +503,8 @@ main(int argc, char **argv)
     }
 
     /* before any thread: libcurl's global set-up is not thread-safe */
-    if ((o.cluster_file != NULL || o.cluster_if != NULL
-         || o.acme_directory != NULL)
+    /* (--cluster-if has set cluster_file when its file is there) */
+    if ((o.cluster_file != NULL || o.acme_directory != NULL)
         && curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
     {
         fprintf(stderr, "provend: cannot set up libcurl\n");

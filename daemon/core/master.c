@@ -238,8 +238,8 @@ provend_master_kek_for(const provend_keyd_client_t *cfg,
     release = NULL;
     release_len = 0;
     if (cfg->release_file != NULL
-        && provend_read_file(cfg->release_file, PROVEND_KEYD_RELEASE_MAX,
-                             &release, &release_len, err, errlen)
+        && proven_read_file(cfg->release_file, PROVEND_KEYD_RELEASE_MAX,
+                            &release, &release_len, err, errlen)
            != PROVEN_OK)
     {
         return PROVEN_ERR;

@@ -18,6 +18,25 @@
 
 
 int
+provend_json_text(const json_t *obj, const char *key, char *out, size_t size)
+{
+    json_t  *v;
+
+    v = json_object_get(obj, key);
+    if (v == NULL) {
+        return PROVEN_AGAIN;
+    }
+    if (!json_is_string(v) || json_string_length(v) == 0
+        || json_string_length(v) >= size)
+    {
+        return PROVEN_ERR;
+    }
+    memcpy(out, json_string_value(v), json_string_length(v) + 1);
+    return PROVEN_OK;
+}
+
+
+int
 provend_mkdirs(const char *path, mode_t mode, char *err, size_t errlen)
 {
     char         buf[4096];
@@ -58,133 +77,6 @@ provend_mkdirs(const char *path, mode_t mode, char *err, size_t errlen)
 
 
 int
-provend_write_file(const char *path, const void *data, size_t len,
-    mode_t mode, char *err, size_t errlen)
-{
-    int          fd;
-    char         tmp[4096];
-    ssize_t      n;
-    size_t       done;
-
-    if ((size_t) snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= sizeof(tmp)) {
-        proven_errf(err, errlen, "path too long: %s", path);
-        return PROVEN_ERR;
-    }
-
-    (void) unlink(tmp);
-
-    /* O_EXCL with the final mode: the file is never readable by others. */
-    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-    if (fd == -1) {
-        proven_errf(err, errlen, "open %s: %s", tmp, strerror(errno));
-        return PROVEN_ERR;
-    }
-
-    for (done = 0; done < len; done += (size_t) n) {
-        n = write(fd, (const uint8_t *) data + done, len - done);
-        if (n <= 0) {
-            if (n == -1 && errno == EINTR) {
-                n = 0;
-                continue;
-            }
-            proven_errf(err, errlen, "write %s: %s", tmp, strerror(errno));
-            goto failed;
-        }
-    }
-
-    if (fsync(fd) != 0) {
-        proven_errf(err, errlen, "fsync %s: %s", tmp, strerror(errno));
-        goto failed;
-    }
-
-    if (close(fd) != 0) {
-        fd = -1;
-        proven_errf(err, errlen, "close %s: %s", tmp, strerror(errno));
-        goto failed;
-    }
-
-    fd = -1;
-
-    if (rename(tmp, path) != 0) {
-        proven_errf(err, errlen, "rename %s: %s", path, strerror(errno));
-        goto failed;
-    }
-
-    return PROVEN_OK;
-
-failed:
-
-    if (fd != -1) {
-        close(fd);
-    }
-
-    (void) unlink(tmp);
-    return PROVEN_ERR;
-}
-
-
-int
-provend_read_file(const char *path, size_t max, uint8_t **out,
-    size_t *outlen, char *err, size_t errlen)
-{
-    int          fd;
-    ssize_t      n;
-    size_t       done;
-    uint8_t     *buf;
-    struct stat  st;
-
-    buf = NULL;
-
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd == -1) {
-        proven_errf(err, errlen, "open %s: %s", path, strerror(errno));
-        return PROVEN_ERR;
-    }
-
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        proven_errf(err, errlen, "%s is not a regular file", path);
-        goto failed;
-    }
-
-    if ((uint64_t) st.st_size > max) {
-        proven_errf(err, errlen, "%s is larger than %zu bytes", path, max);
-        goto failed;
-    }
-
-    buf = malloc((size_t) st.st_size + 1);
-    if (buf == NULL) {
-        proven_errf(err, errlen, "out of memory");
-        goto failed;
-    }
-
-    for (done = 0; done < (size_t) st.st_size; done += (size_t) n) {
-        n = read(fd, buf + done, (size_t) st.st_size - done);
-        if (n == -1 && errno == EINTR) {
-            n = 0;
-            continue;
-        }
-        if (n <= 0) {
-            proven_errf(err, errlen, "read %s: %s", path,
-                        n == 0 ? "file shrank" : strerror(errno));
-            goto failed;
-        }
-    }
-
-    close(fd);
-    buf[done] = '\0';
-    *out = buf;
-    *outlen = done;
-    return PROVEN_OK;
-
-failed:
-
-    free(buf);
-    close(fd);
-    return PROVEN_ERR;
-}
-
-
-int
 provend_node_id(const char *data_dir, char node_id[PROVEND_NODE_ID_LEN + 1],
     char *err, size_t errlen)
 {
@@ -201,7 +93,7 @@ provend_node_id(const char *data_dir, char node_id[PROVEND_NODE_ID_LEN + 1],
     }
 
     if (access(path, F_OK) == 0) {
-        if (provend_read_file(path, 256, &text, &len, err, errlen)
+        if (proven_read_file(path, 256, &text, &len, err, errlen)
             != PROVEN_OK)
         {
             return PROVEN_ERR;
@@ -240,8 +132,8 @@ provend_node_id(const char *data_dir, char node_id[PROVEND_NODE_ID_LEN + 1],
     proven_hex_encode(raw, sizeof(raw), node_id);
     node_id[PROVEND_NODE_ID_LEN] = '\n';
 
-    rc = provend_write_file(path, node_id, PROVEND_NODE_ID_LEN + 1, 0644,
-                            err, errlen);
+    rc = proven_write_file(path, node_id, PROVEND_NODE_ID_LEN + 1, 0644,
+                           err, errlen);
     node_id[PROVEND_NODE_ID_LEN] = '\0';
     return rc;
 }

@@ -1,4 +1,4 @@
-/* Small file system helpers for provend. */
+/* Small helpers for provend: file system, JSON members. */
 
 #ifndef PROVEND_UTIL_H
 #define PROVEND_UTIL_H
@@ -7,18 +7,20 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <jansson.h>
+
 #define PROVEND_NODE_ID_LEN  32     /* hex digits of 16 random bytes */
+
+/*
+ * obj's member key, a text of 1 to size - 1 bytes, copied into out:
+ * PROVEN_OK; PROVEN_AGAIN when absent; PROVEN_ERR when not such a text.
+ */
+int provend_json_text(const json_t *obj, const char *key, char *out,
+    size_t size);
 
 /* mkdir -p with mode for the directories it creates. */
 int provend_mkdirs(const char *path, mode_t mode, char *err, size_t errlen);
 
-/* Writes data to path.tmp with mode, then renames it over path. */
-int provend_write_file(const char *path, const void *data, size_t len,
-    mode_t mode, char *err, size_t errlen);
-
-/* Reads a regular file of at most max bytes (malloc()ed, NUL added). */
-int provend_read_file(const char *path, size_t max, uint8_t **out,
-    size_t *outlen, char *err, size_t errlen);
 
 /* DATA/node-id: read it, or create it once with 16 random bytes in hex. */
 int provend_node_id(const char *data_dir,

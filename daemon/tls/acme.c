@@ -25,6 +25,7 @@
 
 #include "proven.h"
 #include "acme.h"
+#include "core/util.h"
 
 
 #define ACME_BODY_MAX       (256 * 1024)    /* a chain is a few KiB */
@@ -400,23 +401,6 @@ acme_json(const acme_resp_t *r, const char *step, char *err, size_t errlen)
 }
 
 
-/* A text member of o into out; PROVEN_ERR when absent or too long. */
-static int
-acme_text(json_t *o, const char *key, char *out, size_t size)
-{
-    json_t  *v;
-
-    v = json_object_get(o, key);
-    if (!json_is_string(v) || json_string_length(v) >= size
-        || json_string_length(v) == 0)
-    {
-        return PROVEN_ERR;
-    }
-    memcpy(out, json_string_value(v), json_string_length(v) + 1);
-    return PROVEN_OK;
-}
-
-
 /*
  * POSTs payload (NULL: POST-as-GET, an empty payload) to url as a JWS:
  * with the account's JWK for newAccount, its kid after.  A badNonce
@@ -714,8 +698,9 @@ acme_authorize(acme_t *a, const char *url, char *err, size_t errlen)
             c = json_array_get(challenges, i);
         }
     }
-    if (c == NULL || acme_text(c, "token", token, sizeof(token)) != PROVEN_OK
-        || acme_text(c, "url", chall, sizeof(chall)) != PROVEN_OK
+    if (c == NULL
+        || provend_json_text(c, "token", token, sizeof(token)) != PROVEN_OK
+        || provend_json_text(c, "url", chall, sizeof(chall)) != PROVEN_OK
         || strspn(token, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
                          "0123456789-_") != strlen(token))
     {
@@ -815,12 +800,12 @@ acme_start(acme_t *a, const provend_acme_config_t *cfg, char *err,
     if (dir == NULL) {
         return PROVEN_ERR;
     }
-    if (acme_text(dir, "newNonce", a->new_nonce, sizeof(a->new_nonce))
-        != PROVEN_OK
-        || acme_text(dir, "newAccount", a->new_account,
-                     sizeof(a->new_account)) != PROVEN_OK
-        || acme_text(dir, "newOrder", a->new_order, sizeof(a->new_order))
-           != PROVEN_OK)
+    if (provend_json_text(dir, "newNonce", a->new_nonce,
+                          sizeof(a->new_nonce)) != PROVEN_OK
+        || provend_json_text(dir, "newAccount", a->new_account,
+                             sizeof(a->new_account)) != PROVEN_OK
+        || provend_json_text(dir, "newOrder", a->new_order,
+                             sizeof(a->new_order)) != PROVEN_OK)
     {
         json_decref(dir);
         proven_errf(err, errlen, "directory: no newNonce, newAccount or "
@@ -828,8 +813,8 @@ acme_start(acme_t *a, const provend_acme_config_t *cfg, char *err,
         return PROVEN_ERR;
     }
     /* optional for an order, needed for a revocation */
-    (void) acme_text(dir, "revokeCert", a->revoke_cert,
-                     sizeof(a->revoke_cert));
+    (void) provend_json_text(dir, "revokeCert", a->revoke_cert,
+                             sizeof(a->revoke_cert));
     json_decref(dir);
 
     account = cfg->contact != NULL
@@ -901,7 +886,7 @@ provend_acme_order(const provend_acme_config_t *cfg, char **chain,
     free(payload);
     order = acme_json(&r, "newOrder", err, errlen);
     if (order == NULL || r.location[0] == '\0'
-        || acme_text(order, "finalize", finalize, sizeof(finalize))
+        || provend_json_text(order, "finalize", finalize, sizeof(finalize))
            != PROVEN_OK
         || !json_is_array(authzs = json_object_get(order, "authorizations")))
     {
@@ -963,7 +948,7 @@ provend_acme_order(const provend_acme_config_t *cfg, char **chain,
     if (!json_is_string(json_object_get(order, "status"))
         || strcmp(json_string_value(json_object_get(order, "status")),
                   "valid") != 0
-        || acme_text(order, "certificate", cert_url, sizeof(cert_url))
+        || provend_json_text(order, "certificate", cert_url, sizeof(cert_url))
            != PROVEN_OK)
     {
         proven_errf(err, errlen, "order: not valid, or no certificate URL");

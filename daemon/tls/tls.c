@@ -85,24 +85,10 @@ static int
 tls_seal_file(provend_tls_t *t, const char *label, const void *data,
     size_t len, const char *path, char *err, size_t errlen)
 {
-    int       rc;
-    char      ad[320];
-    uint8_t  *sealed;
+    char  ad[320];
 
     snprintf(ad, sizeof(ad), "%s:%s", label, t->domain);
-    sealed = malloc(len + PROVEND_SEAL_OVERHEAD);
-    if (sealed == NULL
-        || provend_seal(t->seal_key, (const uint8_t *) ad, strlen(ad), data,
-                        len, sealed) != PROVEN_OK)
-    {
-        free(sealed);
-        proven_errf(err, errlen, "cannot seal %s", path);
-        return PROVEN_ERR;
-    }
-    rc = provend_write_file(path, sealed, len + PROVEND_SEAL_OVERHEAD, 0600,
-                            err, errlen);
-    free(sealed);
-    return rc;
+    return provend_seal_file(t->seal_key, ad, data, len, path, err, errlen);
 }
 
 
@@ -114,35 +100,12 @@ static int
 tls_open_file(provend_tls_t *t, const char *label, const char *path,
     char **out, char *err, size_t errlen)
 {
-    char      ad[320];
-    size_t    len;
-    uint8_t  *sealed, *data;
+    char    ad[320];
+    size_t  len;
 
-    *out = NULL;
-    if (access(path, F_OK) != 0 && errno == ENOENT) {
-        return PROVEN_AGAIN;
-    }
-    if (provend_read_file(path, TLS_PEM_MAX + PROVEND_SEAL_OVERHEAD, &sealed,
-                          &len, err, errlen) != PROVEN_OK)
-    {
-        return PROVEN_ERR;
-    }
     snprintf(ad, sizeof(ad), "%s:%s", label, t->domain);
-    data = len > PROVEND_SEAL_OVERHEAD ? malloc(len) : NULL;
-    if (data == NULL
-        || provend_open(t->seal_key, (const uint8_t *) ad, strlen(ad), sealed,
-                        len, data) != PROVEN_OK)
-    {
-        free(data);
-        free(sealed);
-        proven_errf(err, errlen, "%s does not open with this node's master "
-                    "key", path);
-        return PROVEN_ERR;
-    }
-    free(sealed);
-    data[len - PROVEND_SEAL_OVERHEAD] = '\0';
-    *out = (char *) data;
-    return PROVEN_OK;
+    return provend_open_file(t->seal_key, ad, path, TLS_PEM_MAX,
+                             (uint8_t **) out, &len, err, errlen);
 }
 
 
@@ -284,7 +247,7 @@ tls_write_live(provend_tls_t *t, EVP_PKEY *key, const char *chain, char *err,
         proven_errf(err, errlen, "cannot write the live pair");
         return PROVEN_ERR;
     }
-    rc = provend_write_file(path, pem, (size_t) len, 0600, err, errlen);
+    rc = proven_write_file(path, pem, (size_t) len, 0600, err, errlen);
     OPENSSL_cleanse(pem, (size_t) len);
     BIO_free_all(bio);
     return rc;
@@ -358,7 +321,7 @@ tls_publish(void *data, const char *domain, const char *pem, char *err,
         (void) unlink(path);
         return PROVEN_OK;
     }
-    return provend_write_file(path, pem, strlen(pem), 0600, err, errlen);
+    return proven_write_file(path, pem, strlen(pem), 0600, err, errlen);
 }
 
 

@@ -206,7 +206,7 @@ int
 proven_allow_add(proven_allow_t *list, const char *text, size_t len,
     char *err, size_t errlen)
 {
-    proven_egress_dest_t  d, *grown;
+    proven_egress_dest_t  d;
 
     if (proven_egress_parse_dest(text, len, 1, &d) != PROVEN_OK) {
         proven_errf(err, errlen, "\"%.*s\" is not HOST:PORT (a numeric "
@@ -214,13 +214,23 @@ proven_allow_add(proven_allow_t *list, const char *text, size_t len,
                     (int) (len > 80 ? 80 : len), text);
         return PROVEN_ERR;
     }
+    return proven_allow_push(list, &d, err, errlen);
+}
+
+
+int
+proven_allow_push(proven_allow_t *list, const proven_egress_dest_t *d,
+    char *err, size_t errlen)
+{
+    proven_egress_dest_t  *grown;
+
     if (list->n == PROVEN_ALLOW_MAX) {
         proven_errf(err, errlen, "more than %d entries", PROVEN_ALLOW_MAX);
         return PROVEN_ERR;
     }
     if (list->n == list->cap) {
         grown = realloc(list->entries,
-                        (list->cap ? list->cap * 2 : 8) * sizeof(d));
+                        (list->cap ? list->cap * 2 : 8) * sizeof(*d));
         if (grown == NULL) {
             proven_errf(err, errlen, "out of memory");
             return PROVEN_ERR;
@@ -228,7 +238,7 @@ proven_allow_add(proven_allow_t *list, const char *text, size_t len,
         list->entries = grown;
         list->cap = list->cap ? list->cap * 2 : 8;
     }
-    list->entries[list->n++] = d;
+    list->entries[list->n++] = *d;
     return PROVEN_OK;
 }
 

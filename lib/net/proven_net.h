@@ -211,6 +211,9 @@ void proven_allow_init(proven_allow_t *list);
 void proven_allow_free(proven_allow_t *list);
 int proven_allow_add(proven_allow_t *list, const char *text, size_t len,
     char *err, size_t errlen);
+/* A parsed entry, copied (PROVEN_ALLOW_MAX at most). */
+int proven_allow_push(proven_allow_t *list, const proven_egress_dest_t *d,
+    char *err, size_t errlen);
 /* Adds the file's entries: PROVEN_ERR with the line that is wrong. */
 int proven_allow_load(proven_allow_t *list, const char *path, char *err,
     size_t errlen);
