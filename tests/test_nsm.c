@@ -229,8 +229,8 @@ setup(void **state)
     snprintf(path, sizeof(path), "%s/%s", dir ? dir : "tests/fixtures",
              NITRO_DOC);
 
-    if (provend_read_file(path, 1 << 20, &fake.doc, &fake.doc_len, err,
-                          sizeof(err)) != PROVEN_OK)
+    if (proven_read_file(path, 1 << 20, &fake.doc, &fake.doc_len, err,
+                         sizeof(err)) != PROVEN_OK)
     {
         fprintf(stderr, "fixture: %s\n", err);
         return -1;

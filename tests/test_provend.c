@@ -317,7 +317,7 @@ read_text(const char *dir, const char *file)
     uint8_t  *buf;
 
     snprintf(path, sizeof(path), "%s/%s", dir, file);
-    assert_int_equal(provend_read_file(path, 1 << 20, &buf, &len, NULL, 0),
+    assert_int_equal(proven_read_file(path, 1 << 20, &buf, &len, NULL, 0),
                      PROVEN_OK);
     return (char *) buf;
 }
@@ -1049,7 +1049,7 @@ sha384_file(const char *path, uint8_t out[48])
     size_t    len;
     uint8_t  *buf;
 
-    assert_int_equal(provend_read_file(path, 1 << 30, &buf, &len, NULL, 0),
+    assert_int_equal(proven_read_file(path, 1 << 30, &buf, &len, NULL, 0),
                      PROVEN_OK);
     assert_int_equal(EVP_Digest(buf, len, out, NULL, EVP_sha384(), NULL), 1);
     free(buf);
@@ -1071,8 +1071,8 @@ extend(uint8_t pcr[48], const char *path)
 static void
 write_text(const char *path, const char *text)
 {
-    assert_int_equal(provend_write_file(path, text, strlen(text), 0644, NULL,
-                                        0), PROVEN_OK);
+    assert_int_equal(proven_write_file(path, text, strlen(text), 0644, NULL,
+                                       0), PROVEN_OK);
 }
 
 
@@ -1167,8 +1167,8 @@ test_pcrs_file(void **state)
     for (i = 0; i < 144; i++) {
         image[i] = (uint8_t) (i * 7 + 1);
     }
-    assert_int_equal(provend_write_file(file, image, sizeof(image), 0644,
-                                        NULL, 0), PROVEN_OK);
+    assert_int_equal(proven_write_file(file, image, sizeof(image), 0644,
+                                       NULL, 0), PROVEN_OK);
 
     node_start(&n, extra);
     status_of(&n, &res);
@@ -1179,7 +1179,7 @@ test_pcrs_file(void **state)
     node_stop(&n);
 
     /* anything but exactly 3 x 48 bytes: provend does not start */
-    assert_int_equal(provend_write_file(file, image, 143, 0644, NULL, 0),
+    assert_int_equal(proven_write_file(file, image, 143, 0644, NULL, 0),
                      PROVEN_OK);
     assert_int_equal(run_expect_exit(&n, extra), 1);
     assert_int_equal(unlink(file), 0);
