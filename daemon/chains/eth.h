@@ -1,0 +1,73 @@
+/*
+ * Ethereum's encodings, for reads a node checks itself rather than trust
+ * the RPC endpoint the host may answer for: Keccak-256 (the original
+ * padding, not SHA3's), RLP, and Merkle-Patricia proofs (eth_getProof,
+ * EIP-1186) against a state root.
+ *
+ * What a proof shows: that the account (or storage slot) has this value,
+ * or none, in the trie whose root is the given hash.  Not that the root
+ * is the chain's: the caller links it to a block header it trusts.
+ */
+
+#ifndef PROVEND_ETH_H
+#define PROVEND_ETH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PROVEND_ETH_NODE_MAX     1024   /* an RLP node of a proof, bytes */
+#define PROVEND_ETH_PROOF_MAX    64     /* nodes on a path */
+
+/* Keccak-256 as Ethereum uses it (pad 0x01). */
+void provend_keccak256(const void *in, size_t len, uint8_t out[32]);
+
+/* An RLP item: its payload, and whether it is a list. */
+typedef struct {
+    const uint8_t  *data;
+    size_t          len;
+    int             list;
+} provend_rlp_t;
+
+/*
+ * The item at the start of in: PROVEN_OK, *item and *used (its whole
+ * encoding); PROVEN_ERR when it runs past len or is not canonical (a
+ * length with leading zeros, a long form for a short length, a single
+ * byte under 0x80 in a string of one).
+ */
+int provend_rlp_item(const uint8_t *in, size_t len, provend_rlp_t *item,
+    size_t *used);
+
+/* The items of a list, max at most: PROVEN_ERR beyond, or when one is
+ * malformed or they do not fill it exactly. */
+int provend_rlp_list(const provend_rlp_t *list, provend_rlp_t *items,
+    size_t max, size_t *n);
+
+/* A proof's node: its RLP encoding. */
+typedef struct {
+    const uint8_t  *data;
+    size_t          len;
+} provend_eth_node_t;
+
+/*
+ * Follows nodes (root first) from root along the path keccak(key): the
+ * value stored at key (a span of one of the nodes), PROVEN_OK; PROVEN_AGAIN
+ * when the proof shows there is none; PROVEN_ERR and err when the proof
+ * does not hold (a node not the hash its parent names, a node missing or
+ * left over, a malformed node).
+ */
+int provend_mpt_get(const uint8_t root[32], const provend_eth_node_t *nodes,
+    size_t n, const uint8_t *key, size_t key_len, provend_rlp_t *value,
+    char *err, size_t errlen);
+
+/* An account's fields, from its RLP: [nonce, balance, storageRoot,
+ * codeHash]; quantities big-endian without leading zeros (up to 32). */
+typedef struct {
+    uint8_t  nonce[32], balance[32];
+    size_t   nonce_len, balance_len;
+    uint8_t  storage_root[32], code_hash[32];
+} provend_eth_account_t;
+
+int provend_eth_account(const provend_rlp_t *value,
+    provend_eth_account_t *account);
+
+#endif /* PROVEND_ETH_H */
