@@ -1,7 +1,8 @@
 /*
  * Ethereum's encodings (daemon/chains): Keccak-256 against known answers
- * (@noble/hashes gave the longer ones), RLP's canonical forms, and
- * Merkle-Patricia proofs as ganache 7.9.2 answers eth_getProof
+ * (@noble/hashes gave the longer ones), RLP's canonical forms,
+ * Merkle-Patricia proofs as ganache 7.9.2 answers eth_getProof, and block
+ * headers hashed here, linked to a checkpoint
  * (tests/fixtures/eth/ganache-proofs.json, made by the .gen.js beside
  * it): accounts and storage slots found, absent ones shown absent, and
  * what an endpoint the host answers for could change refused.  Run from
@@ -76,6 +77,27 @@ proof_of(size_t i)
 }
 
 
+/* a "0x..." quantity (odd digits allowed) as big-endian bytes without
+ * leading zeros: its length */
+static size_t
+quantity(const char *text, uint8_t out[32])
+{
+    char    even[70];
+    size_t  n, lead, digits;
+
+    digits = strlen(text + 2);
+    assert_true(strncmp(text, "0x", 2) == 0 && digits < 65);
+    snprintf(even, sizeof(even), "%s%s", digits % 2 ? "0" : "", text + 2);
+    assert_int_equal(proven_hex_decode(even, strlen(even), out, 32, &n),
+                     PROVEN_OK);
+    for (lead = 0; lead < n && out[lead] == 0; lead++) {
+        /* skipped */
+    }
+    memmove(out, out + lead, n - lead);
+    return n - lead;
+}
+
+
 /* the 32 bytes of a "0x..." hash */
 static void
 hash32(const char *text, uint8_t out[32])
@@ -114,7 +136,7 @@ teardown(void **state)
 }
 
 
-/* ---- Keccak-256 ------------------------------------------------------------- */
+/* ---- Keccak-256 --------------------------------------------------------- */
 
 static void
 check_keccak(const void *in, size_t len, const char *want)
@@ -155,7 +177,7 @@ test_keccak(void **state)
 }
 
 
-/* ---- RLP ------------------------------------------------------------------- */
+/* ---- RLP ---------------------------------------------------------------- */
 
 static int
 rlp(const uint8_t *in, size_t len, provend_rlp_t *item)
@@ -226,15 +248,14 @@ test_rlp(void **state)
 }
 
 
-/* ---- proofs ------------------------------------------------------------------ */
+/* ---- proofs ------------------------------------------------------------- */
 
 static void
 test_accounts(void **state)
 {
     int                     rc;
     char                    err[PROVEN_ERR_LEN];
-    long                    len;
-    size_t                  i;
+    size_t                  i, len;
     uint8_t                 root[32], addr[20], want[32];
     proof_t                *p;
     json_t                 *j;
@@ -261,17 +282,18 @@ test_accounts(void **state)
         assert_memory_equal(acct.storage_root, want, 32);
         hash32(json_string_value(json_object_get(j, "codeHash")), want);
         assert_memory_equal(acct.code_hash, want, 32);
-        len = unhex(json_string_value(json_object_get(j, "balance")), want,
-                    sizeof(want));
-        /* "0x0" has an odd length: no bytes, as RLP's zero */
-        if (len > 0) {
-            assert_int_equal(acct.balance_len, (size_t) len);
-            assert_memory_equal(acct.balance, want, (size_t) len);
-        }
+        /* balance and nonce as ganache gave them ("0x0": no bytes) */
+        len = quantity(json_string_value(json_object_get(j, "balance")),
+                       want);
+        assert_int_equal(acct.balance_len, len);
+        assert_memory_equal(acct.balance, want, len);
+        len = quantity(json_string_value(json_object_get(j, "nonce")), want);
+        assert_int_equal(acct.nonce_len, len);
+        assert_memory_equal(acct.nonce, want, len);
+        /* the contract's nonce 1, the sender's 2 */
+        assert_int_equal(len, 1);
+        assert_int_equal(want[0], i + 1);
     }
-    /* the nonces ganache gave: the contract 1, the sender 2 */
-    assert_int_equal(acct.nonce_len, 1);
-    assert_int_equal(acct.nonce[0], 2);
 
     /* an address with no account: the proof shows it absent */
     j = proof_of(2);
@@ -279,7 +301,7 @@ test_accounts(void **state)
     assert_int_equal(unhex(json_string_value(json_object_get(j, "address")),
                            addr, sizeof(addr)), 20);
     assert_int_equal(provend_mpt_get(root, p->nodes, p->n, addr, 20, &value,
-                                     err, sizeof(err)), PROVEN_AGAIN);
+                                     err, sizeof(err)), PROVEND_ETH_ABSENT);
     free(p);
 }
 
@@ -309,7 +331,7 @@ test_storage(void **state)
         if (want[i] < 0) {
             assert_int_equal(provend_mpt_get(root, p->nodes, p->n, slot, 32,
                                              &value, err, sizeof(err)),
-                             PROVEN_AGAIN);
+                             PROVEND_ETH_ABSENT);
             continue;
         }
         assert_int_equal(provend_mpt_get(root, p->nodes, p->n, slot, 32,
@@ -321,6 +343,23 @@ test_storage(void **state)
         assert_int_equal(number.len, 1);
         assert_int_equal(number.data[0], want[i]);
     }
+
+    /* an account without storage: its root the empty trie's, where any
+     * slot is absent with no node, or the one empty node */
+    hash32(json_string_value(json_object_get(proof_of(1), "storageHash")),
+           root);
+    memset(slot, 0, sizeof(slot));
+    assert_int_equal(provend_mpt_get(root, p->nodes, 0, slot, 32, &value,
+                                     err, sizeof(err)), PROVEND_ETH_ABSENT);
+    p->bytes[0][0] = 0x80;
+    p->nodes[0].data = p->bytes[0];
+    p->nodes[0].len = 1;
+    assert_int_equal(provend_mpt_get(root, p->nodes, 1, slot, 32, &value,
+                                     err, sizeof(err)), PROVEND_ETH_ABSENT);
+    /* but no node under any other root proves anything */
+    root[0] ^= 1;
+    assert_int_equal(provend_mpt_get(root, p->nodes, 0, slot, 32, &value,
+                                     err, sizeof(err)), PROVEN_ERR);
     free(p);
 }
 
@@ -346,7 +385,7 @@ test_lies(void **state)
                                                              "address")),
                            other, sizeof(other)), 20);
 
-    /* a byte of the leaf changed (a balance, a storage root) */
+    /* a byte of the leaf changed (its code hash's, here) */
     load_proof(json_object_get(j, "accountProof"), p);
     p->bytes[p->n - 1][p->nodes[p->n - 1].len - 3] ^= 0x01;
     assert_int_equal(provend_mpt_get(root, p->nodes, p->n, addr, 20, &value,
@@ -392,6 +431,332 @@ test_lies(void **state)
 }
 
 
+/* ---- a trie built here: an extension, a branch, two leaves -------------- */
+
+static size_t
+enc_str(uint8_t *out, const uint8_t *d, size_t n)
+{
+    size_t  h;
+
+    if (n == 1 && d[0] < 0x80) {
+        out[0] = d[0];
+        return 1;
+    }
+    assert_true(n < 56);
+    out[0] = (uint8_t) (0x80 + n);
+    h = 1;
+    memcpy(out + h, d, n);
+    return h + n;
+}
+
+
+static size_t
+enc_list(uint8_t *out, const uint8_t *items, size_t n)
+{
+    size_t  h;
+
+    if (n < 56) {
+        out[0] = (uint8_t) (0xc0 + n);
+        h = 1;
+    } else {
+        assert_true(n < 256);
+        out[0] = 0xf8;
+        out[1] = (uint8_t) n;
+        h = 2;
+    }
+    memmove(out + h, items, n);
+    return h + n;
+}
+
+
+static unsigned
+nib(const uint8_t *path, size_t i)
+{
+    return i % 2 == 0 ? path[i / 2] >> 4 : path[i / 2] & 0x0f;
+}
+
+
+/* A leaf for the path's nibbles from 2 on (62: even, flag 2), value v. */
+static size_t
+enc_leaf(uint8_t *out, const uint8_t path[32], uint8_t v)
+{
+    size_t   i, n;
+    uint8_t  hp[32], items[64];
+
+    hp[0] = 0x20;
+    for (i = 2; i < 64; i += 2) {
+        hp[i / 2] = (uint8_t) (nib(path, i) << 4 | nib(path, i + 1));
+    }
+    n = enc_str(items, hp, 32);
+    n += enc_str(items + n, &v, 1);
+    return enc_list(out, items, n);
+}
+
+
+static void
+test_built_trie(void **state)
+{
+    char                err[PROVEN_ERR_LEN];
+    size_t              i, n, a, b, c, d;
+    uint8_t             key[4][32], path[4][32], leaf[2][80], branch[200];
+    uint8_t             ext[64], items[600], hp, lh[2][32], bh[32], root[32];
+    unsigned            slot;
+    provend_rlp_t       value;
+    provend_eth_node_t  nodes[3];
+
+    (void) state;
+
+    /* slots a and b whose paths share their first nibble only; c one
+     * whose first nibble differs; d one sharing it but with neither's
+     * second */
+    memset(key, 0, sizeof(key));
+    a = b = c = d = 0;
+    for (i = 0; i < 4096 && (b == 0 || c == 0 || d == 0); i++) {
+        uint8_t  k[32], h[32];
+
+        memset(k, 0, sizeof(k));
+        k[30] = (uint8_t) (i >> 8);
+        k[31] = (uint8_t) i;
+        provend_keccak256(k, 32, h);
+        if (i == 0) {
+            a = 1;
+            memcpy(key[0], k, 32);
+            memcpy(path[0], h, 32);
+        } else if (b == 0 && nib(h, 0) == nib(path[0], 0)
+                   && nib(h, 1) != nib(path[0], 1))
+        {
+            b = 1;
+            memcpy(key[1], k, 32);
+            memcpy(path[1], h, 32);
+        } else if (c == 0 && nib(h, 0) != nib(path[0], 0)) {
+            c = 1;
+            memcpy(key[2], k, 32);
+            memcpy(path[2], h, 32);
+        } else if (b != 0 && d == 0 && nib(h, 0) == nib(path[0], 0)
+                   && nib(h, 1) != nib(path[0], 1)
+                   && nib(h, 1) != nib(path[1], 1))
+        {
+            d = 1;
+            memcpy(key[3], k, 32);
+            memcpy(path[3], h, 32);
+        }
+    }
+    assert_true(a && b && c && d);
+
+    /* two leaves, under a branch at nibble 1, under an extension of one
+     * nibble (odd: flag 1) */
+    for (i = 0; i < 2; i++) {
+        n = enc_leaf(leaf[i], path[i], (uint8_t) (7 + i));
+        provend_keccak256(leaf[i], n, lh[i]);
+        nodes[2].len = n;           /* the same length for both */
+    }
+    n = 0;
+    for (slot = 0; slot < 16; slot++) {
+        if (slot == nib(path[0], 1)) {
+            n += enc_str(items + n, lh[0], 32);
+        } else if (slot == nib(path[1], 1)) {
+            n += enc_str(items + n, lh[1], 32);
+        } else {
+            items[n++] = 0x80;
+        }
+    }
+    items[n++] = 0x80;                      /* no value at the branch */
+    n = enc_list(branch, items, n);
+    provend_keccak256(branch, n, bh);
+    nodes[1].data = branch;
+    nodes[1].len = n;
+    hp = (uint8_t) (0x10 | nib(path[0], 0));
+    n = enc_str(items, &hp, 1);
+    n += enc_str(items + n, bh, 32);
+    n = enc_list(ext, items, n);
+    provend_keccak256(ext, n, root);
+    nodes[0].data = ext;
+    nodes[0].len = n;
+
+    /* each slot's value found through the extension and the branch */
+    for (i = 0; i < 2; i++) {
+        nodes[2].data = leaf[i];
+        assert_int_equal(provend_mpt_get(root, nodes, 3, key[i], 32, &value,
+                                         err, sizeof(err)), PROVEN_OK);
+        assert_int_equal(value.len, 1);
+        assert_int_equal(value.data[0], 7 + i);
+        /* the other slot's leaf under this path: not the one named */
+        nodes[2].data = leaf[1 - i];
+        assert_int_equal(provend_mpt_get(root, nodes, 3, key[i], 32, &value,
+                                         err, sizeof(err)), PROVEN_ERR);
+    }
+    /* c leaves the extension's path; d finds the branch's slot empty */
+    assert_int_equal(provend_mpt_get(root, nodes, 1, key[2], 32, &value,
+                                     err, sizeof(err)), PROVEND_ETH_ABSENT);
+    assert_int_equal(provend_mpt_get(root, nodes, 2, key[3], 32, &value,
+                                     err, sizeof(err)), PROVEND_ETH_ABSENT);
+    /* and absence claimed with a node less than the path needs */
+    assert_int_equal(provend_mpt_get(root, nodes, 1, key[0], 32, &value,
+                                     err, sizeof(err)), PROVEN_ERR);
+}
+
+
+/* ---- headers ------------------------------------------------------------ */
+
+static void
+check_headers(json_t *headers, provend_eth_header_t *out, size_t *n)
+{
+    char     err[PROVEN_ERR_LEN];
+    size_t   i;
+    uint8_t  want[32];
+
+    *n = json_array_size(headers);
+    assert_true(*n > 1 && *n <= 8);
+    for (i = 0; i < *n; i++) {
+        assert_int_equal(provend_eth_header(json_array_get(headers, i),
+                                            &out[i], err, sizeof(err)),
+                         PROVEN_OK);
+        /* the hash computed here is the one ganache gave */
+        hash32(json_string_value(json_object_get(json_array_get(headers, i),
+                                                 "hash")), want);
+        assert_memory_equal(out[i].hash, want, 32);
+        assert_int_equal(out[i].number, i);
+    }
+}
+
+
+static void
+test_headers(void **state)
+{
+    char                   err[PROVEN_ERR_LEN];
+    size_t                 n, used;
+    uint8_t                root[32], addr[20];
+    json_t                *h, *copy;
+    proof_t               *p;
+    provend_rlp_t          value;
+    provend_eth_header_t   hd[8], one;
+
+    (void) state;
+
+    /* London's fields (no withdrawalsRoot), then Shanghai's */
+    check_headers(json_object_get(json_object_get(fixture, "london"),
+                                  "headers"), hd, &n);
+    check_headers(json_object_get(fixture, "headers"), hd, &n);
+
+    /* the head as the checkpoint: every block back to 0 is bound to it,
+     * its state root the one the proofs are of; a proof holds there */
+    assert_int_equal(provend_eth_chain(hd, n, hd[n - 1].hash, err,
+                                       sizeof(err)), PROVEN_OK);
+    hash32(json_string_value(json_object_get(fixture, "stateRoot")), root);
+    assert_memory_equal(hd[n - 1].state_root, root, 32);
+    p = malloc(sizeof(*p));
+    assert_non_null(p);
+    load_proof(json_object_get(proof_of(0), "accountProof"), p);
+    assert_int_equal(unhex(json_string_value(json_object_get(proof_of(0),
+                                                             "address")),
+                           addr, sizeof(addr)), 20);
+    assert_int_equal(provend_mpt_get(hd[n - 1].state_root, p->nodes, p->n,
+                                     addr, 20, &value, err, sizeof(err)),
+                     PROVEN_OK);
+    free(p);
+    (void) used;
+
+    /* another checkpoint */
+    root[0] ^= 1;
+    assert_int_equal(provend_eth_chain(hd, n, root, err, sizeof(err)),
+                     PROVEN_ERR);
+    assert_non_null(strstr(err, "is not the checkpoint"));
+
+    /* a block 1 of another chain in the middle: numbers right, hashes not */
+    one = hd[1];
+    assert_int_equal(provend_eth_header(json_array_get(json_object_get(
+        json_object_get(fixture, "london"), "headers"), 1), &hd[1], err,
+        sizeof(err)), PROVEN_OK);
+    assert_int_equal(hd[1].number, 1);
+    assert_int_equal(provend_eth_chain(hd, n, hd[n - 1].hash, err,
+                                       sizeof(err)), PROVEN_ERR);
+    assert_non_null(strstr(err, "block 1 is not the parent of block 2"));
+    hd[1] = one;
+    /* a block left out */
+    assert_int_equal(provend_eth_chain(hd + 1, n - 1, hd[n - 1].hash, err,
+                                       sizeof(err)), PROVEN_OK);
+    one = hd[1];
+    hd[1] = hd[0];
+    assert_int_equal(provend_eth_chain(hd + 1, n - 1, hd[n - 1].hash, err,
+                                       sizeof(err)), PROVEN_ERR);
+    hd[1] = one;
+
+    /* a state root changed by the endpoint: in the head, its hash is not
+     * the checkpoint; in block 2, not the parent block 3 names */
+    copy = json_deep_copy(json_array_get(json_object_get(fixture, "headers"),
+                                         n - 1));
+    json_object_set_new(copy, "stateRoot", json_string(
+        "0x1111111111111111111111111111111111111111111111111111111111111111"));
+    one = hd[n - 1];
+    assert_int_equal(provend_eth_header(copy, &hd[n - 1], err, sizeof(err)),
+                     PROVEN_OK);
+    assert_int_equal(provend_eth_chain(hd, n, one.hash, err, sizeof(err)),
+                     PROVEN_ERR);
+    assert_non_null(strstr(err, "is not the checkpoint"));
+    hd[n - 1] = one;
+    json_decref(copy);
+    h = json_array_get(json_object_get(fixture, "headers"), 2);
+    copy = json_deep_copy(h);
+    json_object_set_new(copy, "stateRoot", json_string(
+        "0x1111111111111111111111111111111111111111111111111111111111111111"));
+    assert_int_equal(provend_eth_header(copy, &hd[2], err, sizeof(err)),
+                     PROVEN_OK);
+    assert_int_equal(provend_eth_chain(hd, n, hd[n - 1].hash, err,
+                                       sizeof(err)), PROVEN_ERR);
+    assert_non_null(strstr(err, "block 2 is not the parent of block 3"));
+
+    /* malformed headers, each said */
+    json_object_del(copy, "nonce");
+    assert_int_equal(provend_eth_header(copy, &one, err, sizeof(err)),
+                     PROVEN_ERR);
+    assert_non_null(strstr(err, "without nonce"));
+    json_decref(copy);
+
+    copy = json_deep_copy(h);
+    json_object_del(copy, "baseFeePerGas");
+    assert_int_equal(provend_eth_header(copy, &one, err, sizeof(err)),
+                     PROVEN_ERR);
+    assert_non_null(strstr(err, "withdrawalsRoot but not the fields"));
+    json_decref(copy);
+
+    copy = json_deep_copy(h);
+    json_object_set_new(copy, "miner", json_string("0x1234"));
+    assert_int_equal(provend_eth_header(copy, &one, err, sizeof(err)),
+                     PROVEN_ERR);
+    assert_non_null(strstr(err, "miner is not of its size"));
+    json_object_set_new(copy, "miner", json_integer(7));
+    assert_int_equal(provend_eth_header(copy, &one, err, sizeof(err)),
+                     PROVEN_ERR);
+    json_decref(copy);
+
+    copy = json_deep_copy(h);
+    json_object_set_new(copy, "gasUsed", json_string("0xzz"));
+    assert_int_equal(provend_eth_header(copy, &one, err, sizeof(err)),
+                     PROVEN_ERR);
+    json_object_set_new(copy, "gasUsed", json_string(
+        "0x01000000000000000000000000000000000000000000000000000000000000"
+        "0000"));
+    assert_int_equal(provend_eth_header(copy, &one, err, sizeof(err)),
+                     PROVEN_ERR);
+    assert_non_null(strstr(err, "a number of 32 bytes at most"));
+    json_decref(copy);
+
+    copy = json_deep_copy(h);
+    {
+        char  extra[2 + 2 * 300 + 1];
+
+        memcpy(extra, "0x", 2);
+        memset(extra + 2, 'a', 2 * 300);
+        extra[sizeof(extra) - 1] = '\0';
+        json_object_set_new(copy, "extraData", json_string(extra));
+    }
+    assert_int_equal(provend_eth_header(copy, &one, err, sizeof(err)),
+                     PROVEN_ERR);
+    assert_non_null(strstr(err, "extraData"));
+    json_decref(copy);
+}
+
+
 int
 main(void)
 {
@@ -401,6 +766,8 @@ main(void)
         cmocka_unit_test(test_accounts),
         cmocka_unit_test(test_storage),
         cmocka_unit_test(test_lies),
+        cmocka_unit_test(test_built_trie),
+        cmocka_unit_test(test_headers),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

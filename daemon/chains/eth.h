@@ -15,8 +15,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #define PROVEND_ETH_NODE_MAX     1024   /* an RLP node of a proof, bytes */
 #define PROVEND_ETH_PROOF_MAX    64     /* nodes on a path */
+#define PROVEND_ETH_ABSENT       1      /* proven not there */
 
 /* Keccak-256 as Ethereum uses it (pad 0x01). */
 void provend_keccak256(const void *in, size_t len, uint8_t out[32]);
@@ -50,10 +53,15 @@ typedef struct {
 
 /*
  * Follows nodes (root first) from root along the path keccak(key): the
- * value stored at key (a span of one of the nodes), PROVEN_OK; PROVEN_AGAIN
- * when the proof shows there is none; PROVEN_ERR and err when the proof
- * does not hold (a node not the hash its parent names, a node missing or
- * left over, a malformed node).
+ * value stored at key (a span of one of the nodes), PROVEN_OK;
+ * PROVEND_ETH_ABSENT when the proof shows there is none (an empty trie's
+ * root with no nodes, or with the one empty node, included); PROVEN_ERR
+ * and err when the proof does not hold (a node not the hash its parent
+ * names, a node missing or left over, a malformed node).
+ *
+ * key is the caller's own: the 20-byte address asked for, or the storage
+ * slot as 32 bytes (left-padded with zeros), never what the endpoint
+ * echoes.  A storage value is itself RLP: a number of 32 bytes at most.
  */
 int provend_mpt_get(const uint8_t root[32], const provend_eth_node_t *nodes,
     size_t n, const uint8_t *key, size_t key_len, provend_rlp_t *value,
@@ -69,5 +77,31 @@ typedef struct {
 
 int provend_eth_account(const provend_rlp_t *value,
     provend_eth_account_t *account);
+
+/*
+ * A block header as eth_getBlockByNumber gives it (JSON), hashed by this
+ * node: keccak of the RLP of its fields, London's and those of later
+ * forks that are present (baseFeePerGas, withdrawalsRoot, blobGasUsed,
+ * excessBlobGas, parentBeaconBlockRoot, requestsHash; none after one
+ * missing).  The endpoint's own "hash" is never taken.
+ */
+typedef struct {
+    uint64_t  number, timestamp;
+    uint8_t   hash[32], parent[32], state_root[32], receipts_root[32];
+} provend_eth_header_t;
+
+int provend_eth_header(const json_t *block, provend_eth_header_t *header,
+    char *err, size_t errlen);
+
+/*
+ * headers oldest first, the last one the checkpoint (its hash the one
+ * configured, trusted), each one the parent of the next (number - 1, its
+ * hash the next one's parent hash): PROVEN_OK, and every one of them, its
+ * state root included, is bound by hashes to the checkpoint.  Only
+ * ancestors can be bound so: a header newer than the checkpoint is
+ * anyone's to make (no consensus is checked here), so none is taken.
+ */
+int provend_eth_chain(const provend_eth_header_t *headers, size_t n,
+    const uint8_t checkpoint[32], char *err, size_t errlen);
 
 #endif /* PROVEND_ETH_H */

@@ -12,7 +12,7 @@
 #include "eth.h"
 
 
-/* ---- RLP ------------------------------------------------------------------ */
+/* ---- RLP ---------------------------------------------------------------- */
 
 /* A big-endian length of n bytes, canonical (no leading zero). */
 static int
@@ -93,7 +93,7 @@ provend_rlp_list(const provend_rlp_t *list, provend_rlp_t *items, size_t max,
 }
 
 
-/* ---- Merkle-Patricia proofs -------------------------------------------------- */
+/* ---- Merkle-Patricia proofs --------------------------------------------- */
 
 /* Nibble i of a path of bytes (high first). */
 static unsigned
@@ -144,6 +144,21 @@ provend_mpt_get(const uint8_t root[32], const provend_eth_node_t *nodes,
     uint8_t        path[32], hash[32], want[32];
     provend_rlp_t  node, items[17], next;
 
+    /* keccak(0x80): the root of a trie with nothing in it (an account
+     * without storage), which a proof may show with no node, or the one */
+    static const uint8_t  empty_root[32] = {
+        0x56, 0xe8, 0x1f, 0x17, 0x1b, 0xcc, 0x55, 0xa6,
+        0xff, 0x83, 0x45, 0xe6, 0x92, 0xc0, 0xf8, 0x6e,
+        0x5b, 0x48, 0xe0, 0x1b, 0x99, 0x6c, 0xad, 0xc0,
+        0x01, 0x62, 0x2f, 0xb5, 0xe3, 0x63, 0xb4, 0x21
+    };
+
+    if (memcmp(root, empty_root, 32) == 0
+        && (n == 0
+            || (n == 1 && nodes[0].len == 1 && nodes[0].data[0] == 0x80)))
+    {
+        return PROVEND_ETH_ABSENT;
+    }
     if (n == 0 || n > PROVEND_ETH_PROOF_MAX) {
         proven_errf(err, errlen, "a proof of %zu nodes (1 to %d)", n,
                     PROVEND_ETH_PROOF_MAX);
@@ -250,7 +265,7 @@ absent:
                     n - step - 1);
         return PROVEN_ERR;
     }
-    return PROVEN_AGAIN;
+    return PROVEND_ETH_ABSENT;
 
 too_long:
 
