@@ -55,7 +55,7 @@ MODULES     = $(BUILD)/modules/ngx_http_proven_core_module.so \
 
 .PHONY: all deps check-deps lib programs modules runtime sdk run cluster test \
         image \
-        test-unit test-nginx test-runtime asan fuzz bench clean
+        test-unit test-nginx test-runtime test-deps asan fuzz bench clean
 
 all: programs modules
 
@@ -90,6 +90,17 @@ runtime: runtime/node_modules/.stamp
 
 runtime/node_modules/.stamp: runtime/package.json runtime/package-lock.json
 	cd runtime && npm ci --ignore-scripts --no-audit --no-fund \
+	    --loglevel=error
+	@touch $@
+
+# What the test suites run against from the npm registry: ganache, a
+# local Ethereum chain (tests/chains.sh); pinned by its lock, no install
+# scripts.
+test-deps: tests/chains/node_modules/.stamp
+
+tests/chains/node_modules/.stamp: tests/chains/package.json \
+    tests/chains/package-lock.json
+	cd tests/chains && npm ci --ignore-scripts --no-audit --no-fund \
 	    --loglevel=error
 	@touch $@
 
@@ -258,7 +269,7 @@ cluster:
 
 test:
 	@$(MAKE) --no-print-directory deps
-	@$(MAKE) --no-print-directory all $(TEST_BINS)
+	@$(MAKE) --no-print-directory all $(TEST_BINS) test-deps
 	@NGINX_PRELOAD="$(NGINX_PRELOAD)" ./t/run-all.sh $(BUILD)
 
 test-unit: $(TEST_BINS)

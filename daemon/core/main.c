@@ -504,7 +504,8 @@ main(int argc, char **argv)
 
     /* before any thread: libcurl's global set-up is not thread-safe */
     /* (--cluster-if has set cluster_file when its file is there) */
-    if ((o.cluster_file != NULL || o.acme_directory != NULL)
+    if ((o.cluster_file != NULL || o.acme_directory != NULL
+         || o.eth_rpc != NULL)
         && curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
     {
         fprintf(stderr, "provend: cannot set up libcurl\n");
@@ -718,6 +719,9 @@ main(int argc, char **argv)
     srv_cfg.tls.ca_file = o.acme_ca;
     srv_cfg.tls.proxy = o.acme_proxy;
     srv_cfg.tls.live_dir = o.tls_live;
+    srv_cfg.chains.rpc = o.eth_rpc;
+    srv_cfg.chains.checkpoint = o.eth_checkpoint;
+    srv_cfg.chains.proxy = o.eth_proxy;
     /* ACME's keys are kept sealed with a master key that outlives a
      * start: not the one a clustered enclave without keyd makes */
     srv_cfg.tls.master = storage != NULL && !key_in_memory ? master : NULL;

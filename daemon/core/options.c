@@ -177,6 +177,17 @@ static const provend_opt_t  provend_opts[] = {
       NULL, "where nginx reads the certificate and its key (default "
       "DATA/tls/live; in an enclave a directory of its memory)" },
 
+    { "eth-rpc", "URL", PROVEND_OPT_TEXT, PROVEND_OFF(eth_rpc), 0, 0, NULL,
+      NULL, "an Ethereum JSON-RPC endpoint: eth.account reads, each proved "
+      "against --eth-checkpoint (see daemon/chains/chains.h)" },
+
+    { "eth-checkpoint", "HASH", PROVEND_OPT_TEXT, PROVEND_OFF(eth_checkpoint),
+      0, 0, NULL, NULL, "the block hash reads are proved against (0x and 64 "
+      "hex digits)" },
+
+    { "eth-proxy", "URL", PROVEND_OPT_TEXT, PROVEND_OFF(eth_proxy), 0, 0,
+      NULL, NULL, "an HTTP proxy to the endpoint (an enclave's egress)" },
+
     { "keyd-identity", "HEX", PROVEND_OPT_TEXT, PROVEND_OFF(keyd_identity),
       0, 0, NULL, NULL, "the Ed25519 key keyd signs with (64 hex digits, or "
       "@FILE holding them): an answer signed by any other is refused" },

@@ -50,6 +50,9 @@ typedef struct {
     const char         *acme_ca;
     const char         *acme_proxy;
     const char         *tls_live;
+    const char         *eth_rpc;          /* chains/chains.h */
+    const char         *eth_checkpoint;
+    const char         *eth_proxy;
     const char         *keyd_identity;
     const char         *keyd_key_id;
     const char         *keyd_release;

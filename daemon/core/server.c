@@ -55,6 +55,7 @@ typedef struct {
     provend_sessions_t             *sessions;
     provend_cluster_t              *cluster;
     provend_tls_t                  *tls;
+    provend_chains_t               *chains;
     provend_backups_t              *backups;
     provend_dispatch_t              dispatch;
 } provend_server_t;
@@ -1235,6 +1236,10 @@ provend_server_register_ops(provend_server_t *srv, char *err, size_t errlen)
                                 "tls_unavailable", "this node keeps no "
                                 "certificate of its own (no --acme-directory)",
                                 err, errlen) != PROVEN_OK
+        || provend_dispatch_add(d, provend_chains_ops, srv->chains,
+                                "chains_unavailable", "this node reads no "
+                                "chain (no --eth-rpc)", err, errlen)
+           != PROVEN_OK
         || provend_dispatch_add(d, provend_cluster_ops, srv->cluster,
                                 "not_clustered", "this node runs alone (no "
                                 "--cluster)", err, errlen) != PROVEN_OK
@@ -1388,6 +1393,19 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
         }
     }
 
+    if (cfg->chains.rpc != NULL) {
+        provend_chains_config_t  chains_cfg;
+
+        chains_cfg = cfg->chains;
+        chains_cfg.loop = &srv->loop;
+        srv->chains = provend_chains_open(&chains_cfg, err, errlen);
+        if (srv->chains == NULL) {
+            provend_server_stop(srv);
+            uv_run(&srv->loop, UV_RUN_DEFAULT);
+            goto failed;
+        }
+    }
+
     if (cfg->cluster_file != NULL) {
         provend_cluster_config_t  cluster_cfg;
 
@@ -1485,6 +1503,7 @@ failed:
     }
     provend_backups_free(srv->backups);
     provend_tls_free(srv->tls);
+    provend_chains_free(srv->chains);
     provend_ops_storage_free(srv->storage_ops);
     provend_dispatch_free(&srv->dispatch);
     free(srv);

@@ -21,6 +21,7 @@
 #include "core/master.h"
 #include "storage/storage.h"
 #include "tls/tls.h"
+#include "chains/chains.h"
 
 #ifndef PROVEND_VERSION
 #define PROVEND_VERSION  "0.1.0"
@@ -68,6 +69,8 @@ typedef struct {
     /* the node's certificate: directory NULL, none (loop and data_dir
      * are the server's) */
     provend_tls_config_t  tls;
+    /* Ethereum reads: rpc NULL, none (loop is the server's) */
+    provend_chains_config_t  chains;
     const char          *nats_server;
 
     /* the "backup" op (core/backup.h): the master key keyd's key seals,

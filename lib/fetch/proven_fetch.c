@@ -76,7 +76,7 @@ proven_fetch(const char *url, const proven_fetch_opts_t *opts,
     char                  accept[256], cerr[CURL_ERROR_SIZE];
     CURL                 *curl;
     CURLcode              res;
-    struct curl_slist    *headers;
+    struct curl_slist    *headers, *s;
     proven_fetch_sink_t   sink;
 
     memset(f, 0, sizeof(*f));
@@ -101,6 +101,16 @@ proven_fetch(const char *url, const proven_fetch_opts_t *opts,
             goto done;
         }
     }
+    if (opts->post != NULL && opts->content_type != NULL) {
+        snprintf(accept, sizeof(accept), "Content-Type: %s",
+                 opts->content_type);
+        s = curl_slist_append(headers, accept);
+        if (s == NULL) {
+            proven_errf(err, errlen, "out of memory");
+            goto done;
+        }
+        headers = s;
+    }
 
     if (curl_easy_setopt(curl, CURLOPT_URL, url) != CURLE_OK
         /* the host answers for anyone: nothing but HTTP(S), no redirect */
@@ -123,6 +133,11 @@ proven_fetch(const char *url, const proven_fetch_opts_t *opts,
                 != CURLE_OK
                 /* every URL through it, whatever NO_PROXY says */
                 || curl_easy_setopt(curl, CURLOPT_NOPROXY, "") != CURLE_OK))
+        || (opts->post != NULL
+            && (curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE,
+                                 (long) opts->post_len) != CURLE_OK
+                || curl_easy_setopt(curl, CURLOPT_POSTFIELDS, opts->post)
+                   != CURLE_OK))
         || (opts->want_cert
             && curl_easy_setopt(curl, CURLOPT_CERTINFO, 1L) != CURLE_OK)
         || (opts->insecure

@@ -1,6 +1,7 @@
 /*
- * One HTTP(S) GET through libcurl, for provend (admitting a peer) and the
- * `proven` command (attest, cluster status): http and https only, no
+ * One HTTP(S) GET (or POST) through libcurl, for provend (admitting a
+ * peer, a chain's JSON-RPC) and the `proven` command (attest, cluster
+ * status): http and https only, no
  * redirects, a deadline, a bounded body.  Kept out of lib/ proper so that
  * the nginx modules, which compile the files of lib/ itself, do not link
  * libcurl.
@@ -23,6 +24,9 @@ typedef struct {
     const char   *proxy;        /* an HTTP proxy for every URL (in an
                                    enclave, its egress), or NULL:
                                    libcurl's *_proxy variables */
+    const char   *post;         /* a body to POST, or NULL: a GET */
+    size_t        post_len;
+    const char   *content_type; /* the POST's, or NULL */
 } proven_fetch_opts_t;
 
 typedef struct {
@@ -34,7 +38,7 @@ typedef struct {
 } proven_fetch_t;
 
 /*
- * GETs url into f.  PROVEN_OK once an answer came (any status: the caller
+ * GETs (or POSTs opts->post to) url into f.  PROVEN_OK once an answer came (any status: the caller
  * reads f->status); PROVEN_ERR with err filled when none did, or it was
  * larger than max.  Free f with proven_fetch_free() either way.
  */

@@ -1,0 +1,43 @@
+/*
+ * Reads of an Ethereum chain the node checks itself (issue 19): the
+ * state at a configured checkpoint block, through a JSON-RPC endpoint the
+ * host may answer for, every answer proved (eth.h).
+ *
+ *   provend --eth-rpc URL --eth-checkpoint BLOCK_HASH [--eth-proxy URL]
+ *
+ * Op on provend's socket:
+ *   eth.account {"address": "0x<20 bytes>", "slots": ["0x<32 bytes>", ...]}
+ *       (16 slots at most) -> {"block", "block_hash", "account": null |
+ *       {"nonce", "balance", "storage_root", "code_hash"},
+ *       "slots": {"0x<slot>": "0x<value>", ...}}
+ *   The checkpoint's header is fetched by its hash and hashed here; the
+ *   proofs are followed from its state root.  An endpoint that answers
+ *   anything else: "chain_unverified", saying what did not hold.
+ */
+
+#ifndef PROVEND_CHAINS_H
+#define PROVEND_CHAINS_H
+
+#include <stddef.h>
+
+#include <uv.h>
+
+#include "core/ops.h"
+
+
+typedef struct {
+    uv_loop_t   *loop;
+    const char  *rpc;           /* http(s) URL of a JSON-RPC endpoint */
+    const char  *checkpoint;    /* 0x and 64 hex digits: a block hash */
+    const char  *proxy;         /* an HTTP proxy (an enclave's egress) */
+} provend_chains_config_t;
+
+typedef struct provend_chains_s  provend_chains_t;
+
+provend_chains_t *provend_chains_open(const provend_chains_config_t *cfg,
+    char *err, size_t errlen);
+void provend_chains_free(provend_chains_t *c);
+
+extern const provend_op_t  provend_chains_ops[];
+
+#endif /* PROVEND_CHAINS_H */

@@ -1,0 +1,62 @@
+// An endpoint that lies, as the host could: forwards JSON-RPC to ganache
+// and changes the answers as the file MODE says (read at each request):
+//   none      passes them on
+//   header    eth_getBlockByHash's stateRoot changed
+//   proof     a byte of eth_getProof's last account node changed
+//   storage   a byte of the first storage proof's last node changed
+//   fields    eth_getProof's own balance, nonce and storageHash fields
+//             changed (what a careless client would read)
+// Usage: node tests/chains/liar.mjs PORT UPSTREAM_PORT MODE_FILE
+import fs from 'node:fs';
+import http from 'node:http';
+
+const [port, upstream, modeFile] = process.argv.slice(2);
+
+function flip(hex) {
+    /* the byte 3 from the end */
+    const i = hex.length - 6;
+    const b = (parseInt(hex.slice(i, i + 2), 16) ^ 1).toString(16)
+        .padStart(2, '0');
+    return hex.slice(0, i) + b + hex.slice(i + 2);
+}
+
+http.createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+        const body = Buffer.concat(chunks);
+        const up = http.request({ host: '127.0.0.1', port: Number(upstream),
+                                  method: 'POST', path: '/',
+                                  headers: { 'content-type':
+                                             'application/json' } }, (u) => {
+            const got = [];
+            u.on('data', (c) => got.push(c));
+            u.on('end', () => {
+                let mode = 'none';
+                try { mode = fs.readFileSync(modeFile, 'utf8').trim(); }
+                catch { /* none */ }
+                const method = JSON.parse(body).method;
+                const ans = JSON.parse(Buffer.concat(got));
+                const r = ans.result;
+                if (mode === 'header' && method === 'eth_getBlockByHash' && r) {
+                    r.stateRoot = '0x' + '11'.repeat(32);
+                } else if (mode === 'proof' && method === 'eth_getProof') {
+                    r.accountProof[r.accountProof.length - 1] =
+                        flip(r.accountProof.at(-1));
+                } else if (mode === 'storage' && method === 'eth_getProof'
+                           && r.storageProof.length > 0) {
+                    const p = r.storageProof[0].proof;
+                    p[p.length - 1] = flip(p.at(-1));
+                } else if (mode === 'fields' && method === 'eth_getProof') {
+                    r.balance = '0xdeadbeef';
+                    r.nonce = '0x99';
+                    r.storageHash = '0x' + '22'.repeat(32);
+                }
+                res.writeHead(200, { 'content-type': 'application/json' });
+                res.end(JSON.stringify(ans));
+            });
+        });
+        up.on('error', () => { res.writeHead(502); res.end(); });
+        up.end(body);
+    });
+}).listen(Number(port), '127.0.0.1');
