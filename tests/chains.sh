@@ -50,6 +50,7 @@ start_provend() {   # start_provend DATA [ARGS...]
     local d=$1; shift
     spawn "provend-${d##*/}" "$build/bin/provend" --data "$d" --provider dev \
         "$@"
+    provend_pid=$!
     for _ in $(seq 1 200); do
         [ -S "$d/provend.sock" ] && return
         sleep 0.05
@@ -82,6 +83,7 @@ check "a node with no --eth-rpc says so" 0 \
 
 start_provend "$work/data" --eth-rpc "http://127.0.0.1:$liar" \
     --eth-checkpoint "$checkpoint"
+data_pid=$provend_pid
 check "an address that is not 20 bytes: refused" 0 \
     -m '"code":"bad_request".*address.. must be 0x and 40 hex digits' \
     call eth.account '{"address": "0x1234"}'
@@ -104,16 +106,31 @@ check "the sender's balance and nonce, as ganache has them there" 0 \
 check "an address with no account: null" 0 -m '"account":null' \
     call eth.account '{"address": "0x00000000000000000000000000000000000000aa"}'
 
+check "an absent account's slots: zero, proved with it" 0 \
+    -m "\"account\":null,\"slots\":\\{\"$(slot 1)\":\"0x0\"\\}" \
+    call eth.account "{\"address\": \"0x00000000000000000000000000000000000000aa\", \"slots\": [\"$(slot 1)\"]}"
+check "a slot asked twice: refused" 0 -m '"code":"bad_request".*asked for twice' \
+    call eth.account "{\"address\": \"$contract\", \"slots\": [\"$(slot 1)\", \"$(slot 1)\"]}"
+
 # ---- what a lying endpoint sends ----------------------------------------------------
 
 mode fields
-check "the endpoint's own balance, nonce and storage hash are never read" 0 \
-    -m "\"nonce\":\"$(field nonce)\",\"balance\":\"$(field balance)\"" \
-    call eth.account "{\"address\": \"$sender\"}"
+check "the endpoint's own fields (balance, nonce, storage hash, slot keys and values) are never read" 0 \
+    -m "\"nonce\":\"0x1\",\"balance\":\"0x0\",\"storage_root\":\"0x[0-9a-f]{64}\".*\"slots\":\\{\"$(slot 0)\":\"0x1\",\"$(slot 1)\":\"0x2a\"\\}" \
+    call eth.account "{\"address\": \"$contract\", \"slots\": [\"$(slot 0)\", \"$(slot 1)\"]}"
+check "(the endpoint did change them)" 0 grep -q "applied fields eth_getProof" \
+    "$work/liar.log"
+check "(and the storage root is the proved one, not its storageHash)" 1 \
+    grep -q "$(printf '22%.0s' $(seq 1 32))" "$work/out"
 mode header
+check "the checkpoint's header, once proved, is kept: a changed one later changes nothing" 0 \
+    -m "\"block_hash\":\"$checkpoint\"" call eth.account "{\"address\": \"$sender\"}"
+start_provend "$work/fresh" --eth-rpc "http://127.0.0.1:$liar" \
+    --eth-checkpoint "$checkpoint"
 check "a header whose state root was changed: not the checkpoint" 0 \
     -m '"code":"chain_unverified".*hashes to another block' \
-    call eth.account "{\"address\": \"$sender\"}"
+    node "$top/tests/call.mjs" "unix:$work/fresh/provend.sock" eth.account \
+    "{\"address\": \"$sender\"}"
 mode proof
 check "an account proof with a byte changed: refused, the node named" 0 \
     -m '"code":"chain_unverified".*node [0-9]+ is not the one its parent names' \
@@ -126,6 +143,30 @@ mode none
 check "(and honest again: read)" 0 -m "\"$(slot 1)\":\"0x2a\"" \
     call eth.account "{\"address\": \"$contract\", \"slots\": [\"$(slot 1)\"]}"
 
+# holds the answer back: one read at a time, ended within its 10 s
+mode hang
+call eth.account "{\"address\": \"$sender\"}" >"$work/held" 2>&1 &
+held=$!
+sleep 0.5
+check "a second read while one is held back: busy" 0 \
+    -m '"code":"busy".*one at a time' call eth.account "{\"address\": \"$sender\"}"
+held_at=$SECONDS
+wait "$held"
+check "the held read ends within its 10 s, said" 0 \
+    -m '"code":"chain_unverified".*eth_getProof.*(timed out|Timeout)' cat "$work/held"
+check "(not before, not much after)" 0 test $((SECONDS - held_at)) -le 11
+# held back again, and the node stops: at once
+call eth.account "{\"address\": \"$sender\"}" >"$work/held" 2>&1 &
+held=$!
+sleep 0.5
+stopped_at=$SECONDS
+kill -TERM "$data_pid"
+wait "$data_pid" 2>/dev/null
+check "a stopping node ends a held read at once (not after its 10 s)" 0 \
+    test $((SECONDS - stopped_at)) -le 3
+wait "$held" 2>/dev/null
+mode none
+
 # a checkpoint the endpoint does not know (another chain's)
 start_provend "$work/other" --eth-rpc "http://127.0.0.1:$liar" \
     --eth-checkpoint "0x$(printf '%064x' 7)"
@@ -133,12 +174,13 @@ check "a checkpoint the endpoint does not know: said" 0 \
     -m '"code":"chain_unverified".*eth_getBlockByHash: no result' \
     node "$top/tests/call.mjs" "unix:$work/other/provend.sock" eth.account \
     "{\"address\": \"$sender\"}"
-# the endpoint away
+# the endpoint away (a node that has not kept the header yet)
 kill -TERM "${pids[1]}"
 wait "${pids[1]}" 2>/dev/null
 check "the endpoint away: said, not a hang" 0 \
     -m '"code":"chain_unverified".*(refused|connect)' \
-    call eth.account "{\"address\": \"$sender\"}"
+    node "$top/tests/call.mjs" "unix:$work/fresh/provend.sock" eth.account \
+    "{\"address\": \"$sender\"}"
 
 echo "# $passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -1,7 +1,10 @@
 /*
  * Reads of an Ethereum chain, each proved here (chains.h): eth.account.
- * A read runs on libuv's thread pool (blocking libcurl, bounded in time)
- * and answers when done; a few at a time.
+ * A read runs on libuv's thread pool (blocking libcurl, 10 s for the
+ * whole read) and answers when done; one at a time, so that a host
+ * holding the endpoint's answers back holds one of the pool's threads at
+ * most (attestations and sessions use the others).  The checkpoint's
+ * header, once proved, is kept: it never changes.
  */
 
 #include <stdio.h>
@@ -18,10 +21,9 @@
 #include "core/log.h"
 
 
-#define CHAINS_TIMEOUT_MS   10000
-#define CHAINS_ANSWER_MAX   (1024 * 1024)
+#define CHAINS_TIMEOUT_MS   10000       /* a whole read */
+#define CHAINS_ANSWER_MAX   (256 * 1024)
 #define CHAINS_SLOTS_MAX    16
-#define CHAINS_READS_MAX    4           /* under way at once */
 
 
 struct provend_chains_s {
@@ -30,7 +32,10 @@ struct provend_chains_s {
     char        proxy[512];
     uint8_t     checkpoint[32];
     char        checkpoint_hex[67];
-    unsigned    reads;                  /* under way */
+    uv_work_t  *work;                   /* the read under way, or NULL */
+    int         cancel;                 /* stopping: reads end at once */
+    int                   have_header;  /* the checkpoint's, proved */
+    provend_eth_header_t  header;
 };
 
 typedef struct {
@@ -42,6 +47,8 @@ typedef struct {
     uint8_t                address[20];
     uint8_t                slots[CHAINS_SLOTS_MAX][32];
     size_t                 nslots;
+    uint64_t               deadline;    /* uv_hrtime, ns */
+    int                    have_header; /* kept from a read before */
 
     /* what was proved */
     int                    rc;
@@ -58,9 +65,12 @@ typedef struct {
 
 /* method(params) at the endpoint: its "result" (a new reference). */
 static json_t *
-chains_call(provend_chains_t *c, const char *method, json_t *params,
-    char *err, size_t errlen)
+chains_call(provend_chains_t *c, uint64_t deadline, const char *method,
+    json_t *params, char *err, size_t errlen)
 {
+    char      why[PROVEN_ERR_LEN];
+    uint64_t  now;
+
     char                *body;
     json_t              *req, *ans, *result;
     json_error_t         jerr;
@@ -71,21 +81,26 @@ chains_call(provend_chains_t *c, const char *method, json_t *params,
                     "method", method, "params", params);
     body = req != NULL ? json_dumps(req, JSON_COMPACT) : NULL;
     json_decref(req);
-    if (body == NULL) {
-        proven_errf(err, errlen, "out of memory");
+    now = uv_hrtime();
+    if (body == NULL || now >= deadline) {
+        free(body);
+        proven_errf(err, errlen, body == NULL ? "out of memory"
+                    : "%s: no time left of the read's 10 s", method);
         return NULL;
     }
     memset(&fo, 0, sizeof(fo));
-    fo.timeout_ms = CHAINS_TIMEOUT_MS;
+    fo.timeout_ms = (long) ((deadline - now) / 1000000) + 1;
+    fo.cancel = &c->cancel;
     fo.max = CHAINS_ANSWER_MAX;
     fo.accept = "application/json";
     fo.post = body;
     fo.post_len = strlen(body);
     fo.content_type = "application/json";
     fo.proxy = c->proxy[0] != '\0' ? c->proxy : NULL;
-    if (proven_fetch(c->rpc, &fo, &f, err, errlen) != PROVEN_OK) {
+    if (proven_fetch(c->rpc, &fo, &f, why, sizeof(why)) != PROVEN_OK) {
         free(body);
         proven_fetch_free(&f);
+        proven_errf(err, errlen, "%s: %.200s", method, why);
         return NULL;
     }
     free(body);
@@ -93,14 +108,22 @@ chains_call(provend_chains_t *c, const char *method, json_t *params,
                           : NULL;
     result = json_object_get(ans, "result");
     if (result == NULL || json_is_null(result)) {
-        json_t  *e = json_object_get(json_object_get(ans, "error"),
-                                     "message");
+        size_t       i;
+        char         said[121];
+        const char  *e;
 
-        proven_errf(err, errlen, "%s: %s%.200s", method,
+        /* the endpoint's words, printable ASCII only, said as its */
+        e = json_string_value(json_object_get(json_object_get(ans, "error"),
+                                              "message"));
+        for (i = 0; e != NULL && e[i] != '\0' && i < sizeof(said) - 1; i++) {
+            said[i] = e[i] >= 0x20 && e[i] < 0x7f ? e[i] : '?';
+        }
+        said[i] = '\0';
+        proven_errf(err, errlen, "%s: %s%s", method,
                     f.status != 200 ? "HTTP status not 200"
                     : ans == NULL ? "the answer is not JSON"
-                    : json_is_string(e) ? "" : "no result",
-                    json_is_string(e) ? json_string_value(e) : "");
+                    : e != NULL ? "the endpoint said: " : "no result",
+                    e != NULL ? said : "");
         json_decref(ans);
         proven_fetch_free(&f);
         return NULL;
@@ -186,22 +209,24 @@ chains_read_work(uv_work_t *work)
     n = 0;
 
     /* the checkpoint's header, hashed here: the endpoint's word is not
-     * taken for which block it is */
-    got = chains_call(c, "eth_getBlockByHash",
-                      json_pack("[s, b]", c->checkpoint_hex, 0), r->err,
-                      sizeof(r->err));
-    if (got == NULL) {
-        return;
-    }
-    rc = provend_eth_header(got, &r->header, r->err, sizeof(r->err));
-    json_decref(got);
-    if (rc != PROVEN_OK) {
-        return;
-    }
-    if (memcmp(r->header.hash, c->checkpoint, 32) != 0) {
-        proven_errf(r->err, sizeof(r->err), "the endpoint's header for "
-                    "the checkpoint hashes to another block");
-        return;
+     * taken for which block it is (once proved, r->header came kept) */
+    if (!r->have_header) {
+        got = chains_call(c, r->deadline, "eth_getBlockByHash",
+                          json_pack("[s, b]", c->checkpoint_hex, 0), r->err,
+                          sizeof(r->err));
+        if (got == NULL) {
+            return;
+        }
+        rc = provend_eth_header(got, &r->header, r->err, sizeof(r->err));
+        json_decref(got);
+        if (rc != PROVEN_OK) {
+            return;
+        }
+        if (memcmp(r->header.hash, c->checkpoint, 32) != 0) {
+            proven_errf(r->err, sizeof(r->err), "the endpoint's header for "
+                        "the checkpoint hashes to another block");
+            return;
+        }
     }
 
     params = json_array();
@@ -215,7 +240,8 @@ chains_read_work(uv_work_t *work)
     snprintf(block, sizeof(block), "0x%llx",
              (unsigned long long) r->header.number);
     json_array_append_new(params, json_string(block));
-    got = chains_call(c, "eth_getProof", params, r->err, sizeof(r->err));
+    got = chains_call(c, r->deadline, "eth_getProof", params, r->err,
+                      sizeof(r->err));
     if (got == NULL) {
         return;
     }
@@ -321,7 +347,11 @@ chains_read_done(uv_work_t *work, int status)
     cbor_item_t       *map, *acct, *slots;
     chains_read_t     *r = work->data;
 
-    r->c->reads--;
+    r->c->work = NULL;
+    if (r->rc == PROVEN_OK && status == 0 && !r->c->have_header) {
+        r->c->header = r->header;       /* proved: kept */
+        r->c->have_header = 1;
+    }
     if (status != 0 || r->rc != PROVEN_OK) {
         provend_ops_reply_error(r->reply, r->ctx, r->id, "chain_unverified",
                                 status != 0 ? "cancelled" : r->err);
@@ -329,7 +359,7 @@ chains_read_done(uv_work_t *work, int status)
         return;
     }
     map = cbor_new_definite_map(4);
-    slots = cbor_new_definite_map(r->exists ? r->nslots : 0);
+    slots = cbor_new_definite_map(r->nslots);
     acct = r->exists ? cbor_new_definite_map(4) : cbor_new_null();
     chains_hex(r->header.hash, 32, hex);
     ok = map != NULL && slots != NULL && acct != NULL
@@ -353,13 +383,14 @@ chains_read_done(uv_work_t *work, int status)
         chains_hex(r->account.code_hash, 32, hex);
         ok = ok && proven_cbor_map_put(acct, "code_hash",
                                        cbor_build_string(hex)) == PROVEN_OK;
-        for (i = 0; ok && i < r->nslots; i++) {
-            chains_hex(r->slots[i], 32, hex);
-            ok = proven_cbor_map_put(slots, hex,
-                                     chains_quantity(r->values[i],
-                                                     r->value_lens[i]))
-                 == PROVEN_OK;
-        }
+    }
+    /* an absent account's slots: proved zero with it (value_lens 0) */
+    for (i = 0; ok && i < r->nslots; i++) {
+        chains_hex(r->slots[i], 32, hex);
+        ok = proven_cbor_map_put(slots, hex,
+                                 chains_quantity(r->values[i],
+                                                 r->value_lens[i]))
+             == PROVEN_OK;
     }
     if (ok) {
         ok = proven_cbor_map_put(map, "account", acct) == PROVEN_OK;
@@ -447,13 +478,30 @@ chains_op_account(void *subsystem, const provend_op_t *op,
             return;
         }
     }
-    if (c->reads == CHAINS_READS_MAX) {
+    for (i = 1; i < r->nslots; i++) {
+        size_t  j;
+
+        for (j = 0; j < i; j++) {
+            if (memcmp(r->slots[i], r->slots[j], 32) == 0) {
+                free(r);
+                provend_ops_reply_error(reply, ctx, req->id, "bad_request",
+                                        "a slot asked for twice");
+                return;
+            }
+        }
+    }
+    if (c->work != NULL || c->cancel) {
         free(r);
         provend_ops_reply_error(reply, ctx, req->id, "busy",
-                                "4 reads of the chain are under way");
+                                c->cancel ? "the node is stopping"
+                                          : "a read of the chain is under "
+                                            "way: one at a time");
         return;
     }
     r->c = c;
+    r->deadline = uv_hrtime() + CHAINS_TIMEOUT_MS * 1000000ULL;
+    r->have_header = c->have_header;
+    r->header = c->header;
     r->reply = reply;
     r->ctx = ctx;
     r->id = req->id;
@@ -466,7 +514,7 @@ chains_op_account(void *subsystem, const provend_op_t *op,
                                 "cannot start the read");
         return;
     }
-    c->reads++;
+    c->work = &r->work;
 }
 
 
@@ -512,9 +560,27 @@ provend_chains_open(const provend_chains_config_t *cfg, char *err,
     snprintf(c->proxy, sizeof(c->proxy), "%s",
              cfg->proxy != NULL ? cfg->proxy : "");
     chains_hex(c->checkpoint, 32, c->checkpoint_hex);
-    provend_info("chains: Ethereum reads at checkpoint %s, proved, from %s",
-                 c->checkpoint_hex, c->rpc);
+    /* scheme and host alone: a hosted endpoint's path may hold its key,
+     * and logs go to the host */
+    n = strcspn(c->rpc + (c->rpc[4] == 's' ? 8 : 7), "/?#");
+    provend_info("chains: Ethereum reads at checkpoint %s, proved, from "
+                 "%.*s", c->checkpoint_hex,
+                 (int) (n + (c->rpc[4] == 's' ? 8 : 7)), c->rpc);
     return c;
+}
+
+
+void
+provend_chains_stop(provend_chains_t *c)
+{
+    if (c == NULL || c->cancel) {
+        return;
+    }
+    /* a read under way ends at once; one not begun never begins */
+    __atomic_store_n(&c->cancel, 1, __ATOMIC_RELAXED);
+    if (c->work != NULL) {
+        (void) uv_cancel((uv_req_t *) c->work);
+    }
 }
 
 

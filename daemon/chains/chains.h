@@ -7,9 +7,10 @@
  *
  * Op on provend's socket:
  *   eth.account {"address": "0x<20 bytes>", "slots": ["0x<32 bytes>", ...]}
- *       (16 slots at most) -> {"block", "block_hash", "account": null |
- *       {"nonce", "balance", "storage_root", "code_hash"},
- *       "slots": {"0x<slot>": "0x<value>", ...}}
+ *       (16 slots at most, each once) -> {"block", "block_hash",
+ *       "account": null | {"nonce", "balance", "storage_root",
+ *       "code_hash"}, "slots": {"0x<slot>": "0x<value>", ...}} (an
+ *       absent account's slots "0x0": proved with it)
  *   The checkpoint's header is fetched by its hash and hashed here; the
  *   proofs are followed from its state root.  An endpoint that answers
  *   anything else: "chain_unverified", saying what did not hold.
@@ -36,6 +37,8 @@ typedef struct provend_chains_s  provend_chains_t;
 
 provend_chains_t *provend_chains_open(const provend_chains_config_t *cfg,
     char *err, size_t errlen);
+/* Stopping: a read under way ends at once (its caller told so). */
+void provend_chains_stop(provend_chains_t *c);
 void provend_chains_free(provend_chains_t *c);
 
 extern const provend_op_t  provend_chains_ops[];

@@ -992,6 +992,7 @@ provend_server_stop(provend_server_t *srv)
         provend_cluster_stop(srv->cluster);
     }
     provend_tls_stop(srv->tls);
+    provend_chains_stop(srv->chains);
 
     for (conn = srv->conns; conn != NULL; conn = next) {
         next = conn->next;

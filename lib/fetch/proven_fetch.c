@@ -15,6 +15,19 @@ typedef struct {
 } proven_fetch_sink_t;
 
 
+/* Non-zero ends the transfer: the caller's cancel flag is set. */
+static int
+proven_fetch_on_progress(void *data, curl_off_t dltotal, curl_off_t dlnow,
+    curl_off_t ultotal, curl_off_t ulnow)
+{
+    (void) dltotal;
+    (void) dlnow;
+    (void) ultotal;
+    (void) ulnow;
+    return __atomic_load_n((const int *) data, __ATOMIC_RELAXED) != 0;
+}
+
+
 static size_t
 proven_fetch_on_body(char *ptr, size_t size, size_t nmemb, void *data)
 {
@@ -137,6 +150,13 @@ proven_fetch(const char *url, const proven_fetch_opts_t *opts,
             && (curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE,
                                  (long) opts->post_len) != CURLE_OK
                 || curl_easy_setopt(curl, CURLOPT_POSTFIELDS, opts->post)
+                   != CURLE_OK))
+        || (opts->cancel != NULL
+            && (curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION,
+                                 proven_fetch_on_progress) != CURLE_OK
+                || curl_easy_setopt(curl, CURLOPT_XFERINFODATA,
+                                    (void *) opts->cancel) != CURLE_OK
+                || curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L)
                    != CURLE_OK))
         || (opts->want_cert
             && curl_easy_setopt(curl, CURLOPT_CERTINFO, 1L) != CURLE_OK)

@@ -27,6 +27,8 @@ typedef struct {
     const char   *post;         /* a body to POST, or NULL: a GET */
     size_t        post_len;
     const char   *content_type; /* the POST's, or NULL */
+    const int    *cancel;       /* set (atomically, by another thread):
+                                   the fetch ends at once; or NULL */
 } proven_fetch_opts_t;
 
 typedef struct {

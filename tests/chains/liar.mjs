@@ -4,8 +4,11 @@
 //   header    eth_getBlockByHash's stateRoot changed
 //   proof     a byte of eth_getProof's last account node changed
 //   storage   a byte of the first storage proof's last node changed
-//   fields    eth_getProof's own balance, nonce and storageHash fields
-//             changed (what a careless client would read)
+//   fields    eth_getProof's own fields changed (what a careless client
+//             would read): balance, nonce, storageHash, each storage
+//             proof's key and value
+//   hang      eth_getProof never answered
+// Each change made is said on stdout ("applied MODE METHOD").
 // Usage: node tests/chains/liar.mjs PORT UPSTREAM_PORT MODE_FILE
 import fs from 'node:fs';
 import http from 'node:http';
@@ -38,6 +41,13 @@ http.createServer((req, res) => {
                 const method = JSON.parse(body).method;
                 const ans = JSON.parse(Buffer.concat(got));
                 const r = ans.result;
+                if (mode === 'hang' && method === 'eth_getProof') {
+                    console.log(`applied ${mode} ${method}`);
+                    return;                 /* never answered */
+                }
+                if (mode !== 'none') {
+                    console.log(`applied ${mode} ${method}`);
+                }
                 if (mode === 'header' && method === 'eth_getBlockByHash' && r) {
                     r.stateRoot = '0x' + '11'.repeat(32);
                 } else if (mode === 'proof' && method === 'eth_getProof') {
@@ -51,6 +61,10 @@ http.createServer((req, res) => {
                     r.balance = '0xdeadbeef';
                     r.nonce = '0x99';
                     r.storageHash = '0x' + '22'.repeat(32);
+                    for (const sp of r.storageProof) {
+                        sp.value = '0x77';
+                        sp.key = '0x5';
+                    }
                 }
                 res.writeHead(200, { 'content-type': 'application/json' });
                 res.end(JSON.stringify(ans));
