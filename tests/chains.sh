@@ -143,6 +143,16 @@ mode none
 check "(and honest again: read)" 0 -m "\"$(slot 1)\":\"0x2a\"" \
     call eth.account "{\"address\": \"$contract\", \"slots\": [\"$(slot 1)\"]}"
 
+# answers too large, or not 200
+mode huge
+check "an answer over 256 KiB: refused, said" 0 \
+    -m '"code":"chain_unverified".*eth_getProof: .*(larger|too large|256)' \
+    call eth.account "{\"address\": \"$sender\"}"
+mode status
+check "an answer with HTTP 500: refused, said" 0 \
+    -m '"code":"chain_unverified".*eth_getProof: HTTP status not 200' \
+    call eth.account "{\"address\": \"$sender\"}"
+
 # holds the answer back: one read at a time, ended within its 10 s
 mode hang
 call eth.account "{\"address\": \"$sender\"}" >"$work/held" 2>&1 &

@@ -8,6 +8,8 @@
 //             would read): balance, nonce, storageHash, each storage
 //             proof's key and value
 //   hang      eth_getProof never answered
+//   huge      eth_getProof answered with 300 KiB of padding
+//   status    eth_getProof answered with HTTP 500
 // Each change made is said on stdout ("applied MODE METHOD").
 // Usage: node tests/chains/liar.mjs PORT UPSTREAM_PORT MODE_FILE
 import fs from 'node:fs';
@@ -44,6 +46,15 @@ http.createServer((req, res) => {
                 if (mode === 'hang' && method === 'eth_getProof') {
                     console.log(`applied ${mode} ${method}`);
                     return;                 /* never answered */
+                }
+                if (mode === 'status' && method === 'eth_getProof') {
+                    console.log(`applied ${mode} ${method}`);
+                    res.writeHead(500, { 'content-type': 'application/json' });
+                    res.end(JSON.stringify(ans));
+                    return;
+                }
+                if (mode === 'huge' && method === 'eth_getProof') {
+                    ans.padding = 'x'.repeat(300 * 1024);
                 }
                 if (mode !== 'none') {
                     console.log(`applied ${mode} ${method}`);
