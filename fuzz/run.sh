@@ -20,7 +20,7 @@ daemon_libs="-lsqlite3 -luv -lcurl -lnats -lpthread"
 
 # targets of libproven alone, and those of provend's decoders
 lib_targets="attestation frame frame_reader ws multipart eif"
-daemon_targets="daemon cluster_log kv_log vfs"
+daemon_targets="daemon cluster_log kv_log vfs eth"
 targets="${FUZZ_TARGETS:-$lib_targets $daemon_targets}"
 
 command -v "$cc" >/dev/null || { echo "fuzz: $cc not found" >&2; exit 1; }
@@ -29,7 +29,7 @@ mkdir -p "$build/obj"
 
 # fuzzer-no-link: instrumented without a second main()
 objs=""
-for src in lib/*.c lib/fetch/*.c lib/image/*.c; do
+for src in lib/*.c lib/fetch/*.c lib/image/*.c lib/net/*.c; do
     obj="$build/obj/$(basename "$src" .c).o"
     if [ ! -e "$obj" ] || [ "$src" -nt "$obj" ] || [ lib/proven.h -nt "$obj" ]
     then
