@@ -193,6 +193,8 @@ int cli_sql(int argc, char **argv);
 int cli_app(int argc, char **argv);
 int cli_cluster(int argc, char **argv);
 void cli_usage_cluster(FILE *out);
+int cli_eth(int argc, char **argv);
+void cli_usage_eth(FILE *out);
 int cli_image(int argc, char **argv);
 void cli_usage_image(FILE *out);
 

@@ -23,6 +23,7 @@ static const cli_command_t  cli_commands[] = {
     { "sql",    cli_sql,    cli_usage_sql },
     { "app",    cli_app,    cli_usage_app },
     { "cluster", cli_cluster, cli_usage_cluster },
+    { "eth",    cli_eth,    cli_usage_eth },
     { "image",  cli_image,  cli_usage_image },
     { "tls",    cli_tls,    cli_usage_tls },
     { "keyd",   cli_keyd,   cli_usage_keyd },
@@ -62,6 +63,7 @@ cli_usage(FILE *out)
         " an NFT\n"
         "  app ACTION ...    pack, deploy, list, audit, roll back"
         " applications\n"
+        "  eth account ...   an account of the chain provend reads, proved\n"
         "  image ACTION ...  an enclave image's PCRs, or what it holds\n"
         "  tls self-signed   a TLS key and a self-signed certificate\n"
         "  keyd ACTION ...   the key-release service, its keys and releases\n"

@@ -143,6 +143,16 @@ mode none
 check "(and honest again: read)" 0 -m "\"$(slot 1)\":\"0x2a\"" \
     call eth.account "{\"address\": \"$contract\", \"slots\": [\"$(slot 1)\"]}"
 
+# the same from the command line
+check "proven eth account: the proved account and slots, as JSON" 0 \
+    -m "\"$(slot 1)\": \"0x2a\"" \
+    env PROVEN_DATA="$work/data" "$build/bin/proven" eth account "$contract" 0 0x1
+check "proven eth account: not an address, a usage error" 2 \
+    -m 'is not an address' "$build/bin/proven" eth account 0x12 0
+check "proven eth account: a slot that is not a number, a usage error" 2 \
+    -m 'slot abc is not a number' \
+    "$build/bin/proven" eth account "$contract" abc
+
 # answers too large, or not 200
 mode huge
 check "an answer over 256 KiB: refused, said" 0 \
