@@ -29,7 +29,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-base=$((20000 + RANDOM % 20000))
+base=$(port_block 8)
 acme=$base dns=$((base + 1)) mgmt=$((base + 2)) challenge=$((base + 3))
 chall_mgmt=$((base + 4))
 domain=node.test
@@ -49,6 +49,7 @@ on_fail() {
     call tls.status 2>&1 | cut -c1-400
     tail -5 "$work/provend.log" 2>/dev/null | cut -c1-300
     tail -5 "$work/pebble.log" 2>/dev/null | cut -c1-300
+    tail -3 "$work/nginx-error.log" 2>/dev/null | cut -c1-300
 }
 
 # tls_status [DATA]: "state orders [error]" of provend's tls.status
@@ -164,6 +165,12 @@ served() {
     [ -n "$serial" ] || { echo "handshake failed"; return; }
     echo "$serial $(echo "$out" | sed -n 's/^ALPN protocol: //p')"
 }
+
+fallback_serial=$(openssl x509 -in "$work/fallback.pem" -noout -serial)
+# (pebble's challenge connects here: a listener that failed to start would
+# otherwise show only as an order refused a minute later)
+eventually "nginx serves its fallback certificate before provend has one" \
+    "$fallback_serial " served "$domain"
 
 # ---- bad options ----------------------------------------------------------------
 
@@ -461,6 +468,8 @@ data2=$work/data2
 live2=$work/live2
 echo "$domain" >"$work/tls.domain"
 nginx_conf nginx2 "$data2" "$live2" 127.0.0.2 "@$work/tls.domain"
+AT=127.0.0.2 eventually "the second node's nginx listens" \
+    "$fallback_serial " served "$domain"
 curl -sf -X POST -d "{\"host\": \"$domain.\", \"addresses\": [\"127.0.0.2\"]}" \
     "http://127.0.0.1:$chall_mgmt/add-a"
 spawn provend2 "$build/bin/provend" --data "$data2" --provider dev \

@@ -26,7 +26,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-base=$((20000 + RANDOM % 20000))
+base=$(port_block 8)
 chain=$base liar=$((base + 1))
 
 spawn() {   # spawn NAME CMD...

@@ -14,7 +14,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 proven=$build/bin/proven
 host=$build/bin/proven-host
 work=$(mktemp -d)
-port=$((23000 + $$ % 100 * 100))
+port=$(port_block 3)
 http=$port https=$((port + 1)) control=$((port + 2))
 passed=0 failed=0
 vm_pid= keyd_pid=

@@ -62,3 +62,24 @@ eventually() {
     fail "$name" "got: $out"
     return 1
 }
+
+# port_block COUNT: the first of COUNT loopback TCP ports, each free when
+# asked, below the kernel's ephemeral range (from 32768 here), where a
+# client's own outgoing connection may hold any port and make a listener
+# fail to bind.  A random base, tried again while any port is taken.
+port_block() {
+    perl -MIO::Socket::INET -e '
+        my $count = shift;
+        for (1 .. 200) {
+            my $base = 10000 + int(rand(32000 - 10000 - $count));
+            my @held;
+            for my $port ($base .. $base + $count - 1) {
+                my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1",
+                    LocalPort => $port, Proto => "tcp", Listen => 1,
+                    ReuseAddr => 1) or last;
+                push @held, $s;
+            }
+            if (@held == $count) { print "$base\n"; exit 0 }
+        }
+        die "no block of $count free ports\n";' "$1"
+}

@@ -40,7 +40,7 @@ trap cleanup EXIT
 # Node i's ports: a block of 20 from base.  +0 HTTP, +1 HTTPS (nginx), +2
 # its host's HTTPS (carried in), +4/5/6 NATS client, routes, monitoring, +7
 # its host's route port (carried in), +8 the egress proxy, +10.. forwards.
-base=$((20000 + RANDOM % 20000))
+base=$(port_block 80)
 port() { echo $((base + 20 * ($1 - 1) + $2)); }
 dir() { echo "$work/n$1"; }
 
