@@ -757,6 +757,167 @@ test_headers(void **state)
 }
 
 
+/* ---- receipts and blooms -------------------------------------------------- */
+
+static json_t *
+load_receipts_fixture(void)
+{
+    char          path[1024];
+    const char   *dir;
+    json_t       *f;
+    json_error_t  jerr;
+
+    dir = getenv("PROVEN_FIXTURES");
+    snprintf(path, sizeof(path), "%s/eth/ganache-receipts.json",
+             dir != NULL ? dir : "tests/fixtures");
+    f = json_load_file(path, 0, &jerr);
+    assert_non_null(f);
+    return f;
+}
+
+
+/* provend_eth_receipts of block i's (altered: a copy) against its header */
+static int
+receipts_of(json_t *block, json_t *receipts, provend_eth_log_t **logs,
+    size_t *n, char *err, size_t errlen)
+{
+    provend_eth_header_t  h;
+
+    assert_int_equal(provend_eth_header(json_object_get(block, "header"), &h,
+                                        err, errlen), PROVEN_OK);
+    return provend_eth_receipts(receipts, h.receipts_root, logs, n, err,
+                                errlen);
+}
+
+
+static void
+test_receipts(void **state)
+{
+    char                  err[PROVEN_ERR_LEN];
+    size_t                n, i;
+    json_t               *f, *blocks, *b, *copy, *log;
+    uint8_t               emitter[20], topic[32], other[20], hash[32];
+    provend_eth_log_t    *logs;
+    provend_eth_header_t  h;
+
+    (void) state;
+    f = load_receipts_fixture();
+    blocks = json_object_get(f, "blocks");
+    assert_int_equal(unhex(json_string_value(json_object_get(f, "emitter")),
+                           emitter, 20), 20);
+    memset(topic, 0, 32);
+    topic[31] = 1;
+    memset(other, 0, 20);
+    other[19] = 0xaa;
+
+    /* three transactions, legacy and EIP-1559: two logs, counted in the
+     * block (ganache's own receipts number each from 0) */
+    b = json_array_get(blocks, 0);
+    assert_int_equal(receipts_of(b, json_object_get(b, "receipts"), &logs,
+                                 &n, err, sizeof(err)), PROVEN_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(logs[0].log_index, 0);
+    assert_int_equal(logs[0].tx_index, 0);
+    assert_int_equal(logs[1].log_index, 1);
+    assert_int_equal(logs[1].tx_index, 2);
+    assert_memory_equal(logs[0].address, emitter, 20);
+    assert_int_equal(logs[0].ntopics, 1);
+    assert_memory_equal(logs[0].topics[0], topic, 32);
+    assert_int_equal(logs[0].data_len, 4);
+    assert_memory_equal(logs[0].data, "\xde\xad\xbe\xef", 4);
+    assert_int_equal(logs[1].data_len, 1);
+    hash32(json_string_value(json_object_get(json_array_get(
+        json_object_get(b, "receipts"), 2), "transactionHash")), hash);
+    assert_memory_equal(logs[1].tx_hash, hash, 32);
+    provend_eth_logs_free(logs, n);
+
+    /* the bloom: the emitter and its topic in; another address out */
+    assert_int_equal(provend_eth_header(json_object_get(b, "header"), &h,
+                                        err, sizeof(err)), PROVEN_OK);
+    assert_true(provend_eth_bloom_has(h.bloom, emitter, 20));
+    assert_true(provend_eth_bloom_has(h.bloom, topic, 32));
+    assert_false(provend_eth_bloom_has(h.bloom, other, 20));
+
+    /* 130 receipts: keys of one and two bytes (rlp(128) is 0x81 0x80) */
+    b = json_array_get(blocks, 1);
+    assert_int_equal(json_array_size(json_object_get(b, "receipts")), 130);
+    assert_int_equal(receipts_of(b, json_object_get(b, "receipts"), &logs,
+                                 &n, err, sizeof(err)), PROVEN_OK);
+    assert_int_equal(n, 13);
+    for (i = 0; i < n; i++) {
+        assert_int_equal(logs[i].log_index, i);
+        assert_int_equal(logs[i].tx_index, 10 * i);
+        assert_int_equal(logs[i].data_len, 2);
+        assert_int_equal(logs[i].data[0] << 8 | logs[i].data[1], 256 + 10 * i);
+    }
+    provend_eth_logs_free(logs, n);
+
+    /* no transactions: the empty trie, and a bloom with nothing */
+    b = json_array_get(blocks, 2);
+    assert_int_equal(receipts_of(b, json_object_get(b, "receipts"), &logs,
+                                 &n, err, sizeof(err)), PROVEN_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(provend_eth_header(json_object_get(b, "header"), &h,
+                                        err, sizeof(err)), PROVEN_OK);
+    assert_false(provend_eth_bloom_has(h.bloom, emitter, 20));
+
+    /* what an endpoint may alter, each caught by the root */
+    b = json_array_get(blocks, 0);
+    copy = json_deep_copy(json_object_get(b, "receipts"));
+    log = json_array_get(json_object_get(json_array_get(copy, 0), "logs"), 0);
+    json_object_set_new(log, "data", json_string("0xdeadbeee"));
+    assert_int_equal(receipts_of(b, copy, &logs, &n, err, sizeof(err)),
+                     PROVEN_ERR);
+    assert_non_null(strstr(err, "not those of the block"));
+    json_decref(copy);
+
+    copy = json_deep_copy(json_object_get(b, "receipts"));
+    json_array_remove(copy, 1);                 /* a receipt held back */
+    assert_int_equal(receipts_of(b, copy, &logs, &n, err, sizeof(err)),
+                     PROVEN_ERR);
+    json_decref(copy);
+
+    copy = json_deep_copy(json_object_get(b, "receipts"));
+    json_array_insert(copy, 0, json_array_get(copy, 2));   /* reordered */
+    json_array_remove(copy, 3);
+    assert_int_equal(receipts_of(b, copy, &logs, &n, err, sizeof(err)),
+                     PROVEN_ERR);
+    json_decref(copy);
+
+    copy = json_deep_copy(json_object_get(b, "receipts"));
+    log = json_array_get(json_object_get(json_array_get(copy, 2), "logs"), 0);
+    json_array_set_new(json_object_get(log, "topics"), 0, json_string(
+        "0x0000000000000000000000000000000000000000000000000000000000000002"));
+    assert_int_equal(receipts_of(b, copy, &logs, &n, err, sizeof(err)),
+                     PROVEN_ERR);
+    json_decref(copy);
+
+    copy = json_deep_copy(json_object_get(b, "receipts"));
+    json_object_set_new(json_array_get(copy, 1), "status", json_string("0x0"));
+    assert_int_equal(receipts_of(b, copy, &logs, &n, err, sizeof(err)),
+                     PROVEN_ERR);
+    json_decref(copy);
+
+    copy = json_deep_copy(json_object_get(b, "receipts"));
+    json_object_set_new(json_array_get(copy, 0), "type", json_string("0xff"));
+    assert_int_equal(receipts_of(b, copy, &logs, &n, err, sizeof(err)),
+                     PROVEN_ERR);
+    assert_non_null(strstr(err, "EIP-2718"));
+    json_decref(copy);
+
+    copy = json_deep_copy(json_object_get(b, "receipts"));
+    log = json_array_get(json_object_get(json_array_get(copy, 0), "logs"), 0);
+    json_object_set_new(log, "topics", json_pack("[s,s,s,s,s]", "0x00",
+                        "0x00", "0x00", "0x00", "0x00"));
+    assert_int_equal(receipts_of(b, copy, &logs, &n, err, sizeof(err)),
+                     PROVEN_ERR);
+    assert_non_null(strstr(err, "4 at most"));
+    json_decref(copy);
+
+    json_decref(f);
+}
+
+
 int
 main(void)
 {
@@ -768,6 +929,7 @@ main(void)
         cmocka_unit_test(test_lies),
         cmocka_unit_test(test_built_trie),
         cmocka_unit_test(test_headers),
+        cmocka_unit_test(test_receipts),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -88,6 +88,7 @@ int provend_eth_account(const provend_rlp_t *value,
 typedef struct {
     uint64_t  number, timestamp;
     uint8_t   hash[32], parent[32], state_root[32], receipts_root[32];
+    uint8_t   bloom[256];           /* logsBloom */
 } provend_eth_header_t;
 
 int provend_eth_header(const json_t *block, provend_eth_header_t *header,
@@ -103,5 +104,46 @@ int provend_eth_header(const json_t *block, provend_eth_header_t *header,
  */
 int provend_eth_chain(const provend_eth_header_t *headers, size_t n,
     const uint8_t checkpoint[32], char *err, size_t errlen);
+
+/*
+ * Whether a logs bloom (a header's, 2048 bits) may hold data (a log's
+ * address or one of its topics): 0 means certainly not, so a block whose
+ * proved header says 0 has no such log.
+ */
+int provend_eth_bloom_has(const uint8_t bloom[256], const uint8_t *data,
+    size_t len);
+
+/*
+ * The root of the trie holding values[i] at key rlp(i), as a block's
+ * transactions and receipts tries are made (n at most 65535).
+ */
+int provend_mpt_ordered_root(const provend_eth_node_t *values, size_t n,
+    uint8_t root[32]);
+
+/* A log of a block whose receipts were proved. */
+typedef struct {
+    uint8_t    address[20];
+    uint8_t    topics[4][32];
+    size_t     ntopics;
+    uint8_t   *data;
+    size_t     data_len;
+    uint32_t   log_index;           /* in the block: its place, counted */
+    uint32_t   tx_index;            /* its receipt's place */
+    uint8_t    tx_hash[32];         /* the endpoint's word: not proved */
+} provend_eth_log_t;
+
+/*
+ * receipts: a block's, in order, as eth_getTransactionReceipt gives each
+ * (JSON: type, status or root, cumulativeGasUsed, logsBloom, logs of
+ * {address, topics, data}).  Encoded as consensus does (EIP-2718: the
+ * type byte, then the RLP list) into the receipts trie: PROVEN_OK when
+ * its root is receipts_root, with every log of the block in order
+ * (*logs, free with provend_eth_logs_free); else PROVEN_ERR and err.  A
+ * receipt missing, added, reordered or altered changes the root.
+ */
+int provend_eth_receipts(const json_t *receipts,
+    const uint8_t receipts_root[32], provend_eth_log_t **logs, size_t *nlogs,
+    char *err, size_t errlen);
+void provend_eth_logs_free(provend_eth_log_t *logs, size_t n);
 
 #endif /* PROVEND_ETH_H */

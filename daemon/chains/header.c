@@ -192,6 +192,8 @@ provend_eth_header(const json_t *block, provend_eth_header_t *header,
             memcpy(header->state_root, p, 32);
         } else if (strcmp(header_fields[i].name, "receiptsRoot") == 0) {
             memcpy(header->receipts_root, p, 32);
+        } else if (strcmp(header_fields[i].name, "logsBloom") == 0) {
+            memcpy(header->bloom, p, 256);
         } else if (strcmp(header_fields[i].name, "number") == 0
                    || strcmp(header_fields[i].name, "timestamp") == 0)
         {
