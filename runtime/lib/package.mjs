@@ -99,7 +99,8 @@ export async function declaredHandlers(modules, options = {}) {
 
 function manifestEntry(h) {
     const entry = { module: h.module, name: h.name, kind: h.kind };
-    for (const k of ['method', 'path', 'timeout', 'cron']) {
+    for (const k of ['method', 'path', 'timeout', 'cron', 'address',
+                     'topics', 'confirmations', 'chain', 'event']) {
         if (h[k] !== undefined) {
             entry[k] = h[k];
         }

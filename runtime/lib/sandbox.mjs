@@ -185,6 +185,189 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
         return fields.join(' ');
     }
 
+    /*
+     * runOnEthereumEvent: the filter provend follows (address, topics,
+     * confirmations, chain) and, with an event's signature, its arguments
+     * decoded from the log provend proved.  ABI types: address, bool,
+     * uintN, intN, bytesN, string, bytes (an indexed string or bytes is
+     * its hash, as the log holds it).
+     */
+    const HEX_RE = /^0x[0-9a-f]*$/;
+    const EVENT_RE = /^([A-Za-z_$][A-Za-z0-9_$]*)\((.*)\)$/;
+    const PARAM_RE = /^(address|bool|string|bytes|bytes([1-9]|[12][0-9]|3[0-2])|u?int(8|16|24|32|40|48|56|64|72|80|88|96|104|112|120|128|136|144|152|160|168|176|184|192|200|208|216|224|232|240|248|256)?)(\s+indexed)?(\s+[A-Za-z_$][A-Za-z0-9_$]*)?$/;
+    const CHAINS = { ethereum: 1, sepolia: 11155111, holesky: 17000 };
+    const BigIntOf = BigInt;
+    const trim = String.prototype.trim;
+    const split = String.prototype.split;
+    const toLower = String.prototype.toLowerCase;
+    const decodeEscapes = decodeURIComponent;
+
+    function eventOf(signature) {
+        const where = 'runOnEthereumEvent: event ';
+        const m = typeof signature === 'string' && signature.length <= 512
+                  ? EVENT_RE.exec(apply(trim, signature, [])) : null;
+        if (m === null) {
+            fail(where + 'must be a signature like "Transfer(address '
+                 + 'indexed from, address indexed to, uint256 value)"');
+        }
+        const params = [];
+        const types = [];
+        let indexed = 0;
+        const parts = apply(trim, m[2], []) === ''
+                      ? [] : apply(split, m[2], [',']);
+        for (let i = 0; i < parts.length; i++) {
+            const p = PARAM_RE.exec(apply(trim, parts[i], []));
+            if (p === null) {
+                fail(where + 'parameter ' + stringify(parts[i]) + ' is not '
+                     + 'a type (address, bool, uintN, intN, bytesN, string, '
+                     + 'bytes), "indexed" and a name');
+            }
+            let type = p[1];
+            if (type === 'uint' || type === 'int') {
+                type += '256';
+            }
+            const isIndexed = p[4] !== undefined;
+            indexed += isIndexed ? 1 : 0;
+            apply(push, params, [{ type, indexed: isIndexed,
+                name: p[5] !== undefined ? apply(trim, p[5], []) : '' + i }]);
+            apply(push, types, [type]);
+        }
+        if (indexed > 3) {
+            fail(where + 'has more than 3 indexed parameters');
+        }
+        return { name: m[1], params,
+                 canonical: m[1] + '(' + apply(join, types, [',']) + ')' };
+    }
+
+    /* UTF-8 bytes (hex) as text; not UTF-8: the hex itself */
+    function utf8Of(hex) {
+        let escaped = '';
+        for (let i = 2; i < hex.length; i += 2) {
+            escaped += '%' + apply(slice, hex, [i, i + 2]);
+        }
+        try {
+            return decodeEscapes(escaped);
+        } catch (e) {
+            return hex;
+        }
+    }
+
+    /* one 32-byte word (hex, 64 digits) as its type's value */
+    function word(type, hex) {
+        if (type === 'address') {
+            return '0x' + apply(slice, hex, [24]);
+        }
+        if (type === 'bool') {
+            return BigIntOf('0x' + hex) !== 0n;
+        }
+        if (apply(slice, type, [0, 4]) === 'uint') {
+            return BigIntOf('0x' + hex);
+        }
+        if (apply(slice, type, [0, 3]) === 'int') {
+            const bits = BigIntOf(apply(slice, type, [3]));
+            const v = BigIntOf('0x' + hex) & ((1n << bits) - 1n);
+            return v >= 1n << (bits - 1n) ? v - (1n << bits) : v;
+        }
+        /* bytesN: the first N bytes */
+        return '0x' + apply(slice, hex, [0, 2 * +apply(slice, type, [5])]);
+    }
+
+    function decodeEvent(ev, event) {
+        const args = {};
+        const data = typeof ev.data === 'string' ? apply(slice, ev.data, [2])
+                                                 : '';
+        let topic = 1;
+        let head = 0;
+        for (const p of event.params) {
+            let value;
+            if (p.indexed) {
+                const t = ev.topics[topic++];
+                value = p.type === 'string' || p.type === 'bytes'
+                        ? t : word(p.type, apply(slice, t, [2]));
+            } else if (p.type === 'string' || p.type === 'bytes') {
+                const at = 2 * Number(BigIntOf('0x' + apply(slice, data,
+                                               [head, head + 64])));
+                const len = 2 * Number(BigIntOf('0x' + apply(slice, data,
+                                                [at, at + 64])));
+                const hex = '0x' + apply(slice, data, [at + 64,
+                                                       at + 64 + len]);
+                if (at + 64 + len > data.length) {
+                    fail('runOnEthereumEvent: the log\'s data does not hold '
+                         + p.name + ' (' + p.type + ')');
+                }
+                value = p.type === 'bytes' ? hex : utf8Of(hex);
+                head += 64;
+            } else {
+                if (head + 64 > data.length) {
+                    fail('runOnEthereumEvent: the log\'s data does not hold '
+                         + p.name + ' (' + p.type + ')');
+                }
+                value = word(p.type, apply(slice, data, [head, head + 64]));
+                head += 64;
+            }
+            args[p.name] = value;
+        }
+        return args;
+    }
+
+    function ethereumFilter(opts) {
+        const where = 'runOnEthereumEvent: ';
+        const info = {};
+        const address = typeof opts.address === 'string'
+                        ? apply(toLower, opts.address, []) : opts.address;
+        if (typeof address !== 'string' || address.length !== 42
+            || !apply(test, HEX_RE, [address]))
+        {
+            fail(where + 'address must be a contract\'s, 0x and 40 hex '
+                 + 'digits');
+        }
+        info.address = address;
+        const topics = opts.topics === undefined ? [] : opts.topics;
+        if (!isArray(topics) || topics.length > 4) {
+            fail(where + 'topics must be a list of 4 at most');
+        }
+        info.topics = [];
+        for (let i = 0; i < topics.length; i++) {
+            const t = typeof topics[i] === 'string'
+                      ? apply(toLower, topics[i], []) : topics[i];
+            if (t !== null && (typeof t !== 'string' || t.length !== 66
+                               || !apply(test, HEX_RE, [t])))
+            {
+                fail(where + 'each topic must be null (any) or 0x and 64 '
+                     + 'hex digits');
+            }
+            apply(push, info.topics, [t]);
+        }
+        const confirmations = opts.confirmations === undefined
+                              ? 12 : opts.confirmations;
+        if (!isInteger(confirmations) || confirmations < 0
+            || confirmations > 128)
+        {
+            fail(where + 'confirmations must be a whole number, 0 to 128');
+        }
+        info.confirmations = confirmations;
+        if (opts.chain !== undefined) {
+            const chain = typeof opts.chain === 'string'
+                          && hasOwn(CHAINS, opts.chain)
+                          ? CHAINS[opts.chain] : opts.chain;
+            if (!isInteger(chain) || chain < 1 || chain > 0xffffffff) {
+                fail(where + 'chain must be a chain id or one of ethereum, '
+                     + 'sepolia, holesky');
+            }
+            info.chain = chain;
+        }
+        let event = null;
+        if (opts.event !== undefined) {
+            event = eventOf(opts.event);
+            if (info.topics.length > 0 && info.topics[0] !== null) {
+                fail(where + 'with an event, its topic is the first: give '
+                     + 'null there');
+            }
+            info.event = event.canonical;
+        }
+        return { info, event };
+    }
+
     const handlerModule = freeze({
         run(fn) {
             return make('rpc', {}, fn, 'run');
@@ -217,6 +400,24 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
         runOnSchedule(cron, fn) {
             return make('schedule', { cron: checkCron(cron) }, fn,
                         'runOnSchedule');
+        },
+        runOnEthereumEvent(opts, fn) {
+            opts = options(opts, 'runOnEthereumEvent');
+            const { info, event } = ethereumFilter(opts);
+            if (typeof fn !== 'function') {
+                fail('runOnEthereumEvent: the handler must be a function');
+            }
+            /* the event's arguments decoded, beside the proved log */
+            const withArgs = event === null ? fn : function (ev) {
+                const copy = {};
+                for (const k of keys(ev)) {
+                    copy[k] = ev[k];
+                }
+                copy.event = event.name;
+                copy.args = decodeEvent(ev, event);
+                return apply(fn, undefined, [copy]);
+            };
+            return make('ethereum', info, withArgs, 'runOnEthereumEvent');
         },
     });
 
@@ -768,13 +969,23 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
                 return null;
             }
             let text = '{"kind":' + stringify(StringOf(d.info.kind));
-            for (const k of ['method', 'path', 'cron']) {
+            for (const k of ['method', 'path', 'cron', 'address', 'event']) {
                 if (typeof d.info[k] === 'string') {
                     text += ',"' + k + '":' + stringify(d.info[k]);
                 }
             }
-            if (isInteger(d.info.timeout)) {
-                text += ',"timeout":' + StringOf(d.info.timeout);
+            for (const k of ['timeout', 'confirmations', 'chain']) {
+                if (isInteger(d.info[k])) {
+                    text += ',"' + k + '":' + StringOf(d.info[k]);
+                }
+            }
+            if (isArray(d.info.topics)) {
+                const topics = [];
+                for (let i = 0; i < d.info.topics.length; i++) {
+                    apply(push, topics, [d.info.topics[i] === null ? 'null'
+                                         : stringify(d.info.topics[i])]);
+                }
+                text += ',"topics":[' + apply(join, topics, [',']) + ']';
             }
             return text + '}';
         },

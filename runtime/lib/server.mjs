@@ -339,7 +339,8 @@ RuntimeServer.prototype.run = async function run(conn, id, f) {
         /* "module#name" -> index of the run and schedule handlers */
         this.runnable = new Map();
         this.handlers.forEach((h, i) => {
-            if (h.kind === 'rpc' || h.kind === 'schedule') {
+            if (h.kind === 'rpc' || h.kind === 'schedule'
+                || h.kind === 'ethereum') {
                 this.runnable.set(`${h.module}#${h.name}`, i);
             }
         });
