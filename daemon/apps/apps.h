@@ -144,6 +144,32 @@ int provend_apps_deploy_by_session(provend_apps_t *apps, const char *app,
     void *data);
 
 /* Stops the workers and closes every handle; the loop then ends. */
+/*
+ * runOnEthereumEvent handlers: the filters of every app's current
+ * package, as chains/ follows them.  topics[i] counts only where bit i of
+ * topic_set is; with an event signature, topic 0 is its keccak.
+ */
+#define PROVEND_ETH_FILTERS_MAX  64     /* an app's */
+
+typedef struct {
+    char      app[PROVEND_NAME_MAX + 1];
+    char      handler[PROVEND_SCHEDULE_NAME_MAX + 1];    /* module#name */
+    uint8_t   address[20];
+    uint8_t   topics[4][32];
+    unsigned  topic_set;
+    unsigned  confirmations;            /* 0..128 */
+    uint64_t  chain;                    /* a chain id; 0: the node's */
+} provend_eth_filter_t;
+
+/* Parses the manifest's (a CBOR array of handlers): a malloc()ed array,
+ * NULL when none; PROVEN_ERR with err for a bad one. */
+int provend_eth_filters_of(const cbor_item_t *handlers,
+    provend_eth_filter_t **out, size_t *n, char *err, size_t errlen);
+
+/* Every deployed app's filters, one malloc()ed array (NULL: none). */
+int provend_apps_eth_filters(provend_apps_t *apps,
+    provend_eth_filter_t **out, size_t *n);
+
 void provend_apps_stop(provend_apps_t *apps);
 
 /* After the loop has ended. */

@@ -140,6 +140,9 @@ struct provend_app_s {
     cbor_item_t        *routes;     /* [[method, path], ...] */
     provend_cron_t     *schedules;  /* runOnSchedule handlers */
     size_t              nschedules;
+    provend_eth_filter_t *eth_filters;  /* runOnEthereumEvent handlers */
+    size_t              neth_filters;
+    unsigned            eth_filters_gen;  /* package_gen + 1 they are of */
     provend_worker_t   *serving[PROVEND_POOL_MAX];
     size_t              nserving;
     provend_worker_t   *starting;   /* not ready yet */

@@ -180,6 +180,7 @@ provend_apps_on_app_closed(uv_handle_t *handle)
         cbor_decref(&app->routes);
     }
     free(app->schedules);
+    free(app->eth_filters);
     for (i = 0; i < app->norigins; i++) {
         free(app->origins[i]);
     }

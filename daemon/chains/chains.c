@@ -16,27 +16,13 @@
 
 #include "proven.h"
 #include "fetch/proven_fetch.h"
-#include "chains.h"
-#include "eth.h"
+#include "chains_int.h"
 #include "core/log.h"
 
 
 #define CHAINS_TIMEOUT_MS   10000       /* a whole read */
-#define CHAINS_ANSWER_MAX   (256 * 1024)
 #define CHAINS_SLOTS_MAX    16
 
-
-struct provend_chains_s {
-    uv_loop_t  *loop;
-    char        rpc[1024];
-    char        proxy[512];
-    uint8_t     checkpoint[32];
-    char        checkpoint_hex[67];
-    uv_work_t  *work;                   /* the read under way, or NULL */
-    int         cancel;                 /* stopping: reads end at once */
-    int                   have_header;  /* the checkpoint's, proved */
-    provend_eth_header_t  header;
-};
 
 typedef struct {
     uv_work_t              work;
@@ -63,10 +49,9 @@ typedef struct {
 
 /* ---- the endpoint ------------------------------------------------------------ */
 
-/* method(params) at the endpoint: its "result" (a new reference). */
-static json_t *
-chains_call(provend_chains_t *c, uint64_t deadline, const char *method,
-    json_t *params, char *err, size_t errlen)
+json_t *
+provend_chains_call(provend_chains_t *c, uint64_t deadline,
+    const char *method, json_t *params, char *err, size_t errlen)
 {
     char      why[PROVEN_ERR_LEN];
     uint64_t  now;
@@ -91,7 +76,7 @@ chains_call(provend_chains_t *c, uint64_t deadline, const char *method,
     memset(&fo, 0, sizeof(fo));
     fo.timeout_ms = (long) ((deadline - now) / 1000000) + 1;
     fo.cancel = &c->cancel;
-    fo.max = CHAINS_ANSWER_MAX;
+    fo.max = c->answer_max;
     fo.accept = "application/json";
     fo.post = body;
     fo.post_len = strlen(body);
@@ -135,8 +120,8 @@ chains_call(provend_chains_t *c, uint64_t deadline, const char *method,
 }
 
 
-static void
-chains_hex(const uint8_t *in, size_t len, char *out)
+void
+provend_chains_hex(const uint8_t *in, size_t len, char *out)
 {
     out[0] = '0';
     out[1] = 'x';
@@ -211,7 +196,7 @@ chains_read_work(uv_work_t *work)
     /* the checkpoint's header, hashed here: the endpoint's word is not
      * taken for which block it is (once proved, r->header came kept) */
     if (!r->have_header) {
-        got = chains_call(c, r->deadline, "eth_getBlockByHash",
+        got = provend_chains_call(c, r->deadline, "eth_getBlockByHash",
                           json_pack("[s, b]", c->checkpoint_hex, 0), r->err,
                           sizeof(r->err));
         if (got == NULL) {
@@ -230,17 +215,17 @@ chains_read_work(uv_work_t *work)
     }
 
     params = json_array();
-    chains_hex(r->address, 20, hex);
+    provend_chains_hex(r->address, 20, hex);
     json_array_append_new(params, json_string(hex));
     json_array_append_new(params, json_array());
     for (i = 0; i < r->nslots; i++) {
-        chains_hex(r->slots[i], 32, hex);
+        provend_chains_hex(r->slots[i], 32, hex);
         json_array_append_new(json_array_get(params, 1), json_string(hex));
     }
     snprintf(block, sizeof(block), "0x%llx",
              (unsigned long long) r->header.number);
     json_array_append_new(params, json_string(block));
-    got = chains_call(c, r->deadline, "eth_getProof", params, r->err,
+    got = provend_chains_call(c, r->deadline, "eth_getProof", params, r->err,
                       sizeof(r->err));
     if (got == NULL) {
         return;
@@ -329,7 +314,7 @@ chains_quantity(const uint8_t *p, size_t len)
     if (len == 0) {
         return cbor_build_string("0x0");
     }
-    chains_hex(p, len, hex);
+    provend_chains_hex(p, len, hex);
     /* one leading zero digit of the first byte dropped, as JSON-RPC */
     if (hex[2] == '0') {
         memmove(hex + 2, hex + 3, strlen(hex + 3) + 1);
@@ -361,7 +346,7 @@ chains_read_done(uv_work_t *work, int status)
     map = cbor_new_definite_map(4);
     slots = cbor_new_definite_map(r->nslots);
     acct = r->exists ? cbor_new_definite_map(4) : cbor_new_null();
-    chains_hex(r->header.hash, 32, hex);
+    provend_chains_hex(r->header.hash, 32, hex);
     ok = map != NULL && slots != NULL && acct != NULL
          && proven_cbor_map_put(map, "block",
                                 cbor_build_uint64(r->header.number))
@@ -369,7 +354,7 @@ chains_read_done(uv_work_t *work, int status)
          && proven_cbor_map_put(map, "block_hash", cbor_build_string(hex))
             == PROVEN_OK;
     if (ok && r->exists) {
-        chains_hex(r->account.storage_root, 32, hex);
+        provend_chains_hex(r->account.storage_root, 32, hex);
         ok = proven_cbor_map_put(acct, "nonce",
                                  chains_quantity(r->account.nonce,
                                                  r->account.nonce_len))
@@ -380,13 +365,13 @@ chains_read_done(uv_work_t *work, int status)
                 == PROVEN_OK
              && proven_cbor_map_put(acct, "storage_root",
                                     cbor_build_string(hex)) == PROVEN_OK;
-        chains_hex(r->account.code_hash, 32, hex);
+        provend_chains_hex(r->account.code_hash, 32, hex);
         ok = ok && proven_cbor_map_put(acct, "code_hash",
                                        cbor_build_string(hex)) == PROVEN_OK;
     }
     /* an absent account's slots: proved zero with it (value_lens 0) */
     for (i = 0; ok && i < r->nslots; i++) {
-        chains_hex(r->slots[i], 32, hex);
+        provend_chains_hex(r->slots[i], 32, hex);
         ok = proven_cbor_map_put(slots, hex,
                                  chains_quantity(r->values[i],
                                                  r->value_lens[i]))
@@ -556,16 +541,23 @@ provend_chains_open(const provend_chains_config_t *cfg, char *err,
         return NULL;
     }
     c->loop = cfg->loop;
+    c->answer_max = CHAINS_ANSWER_MAX;
     snprintf(c->rpc, sizeof(c->rpc), "%s", cfg->rpc);
     snprintf(c->proxy, sizeof(c->proxy), "%s",
              cfg->proxy != NULL ? cfg->proxy : "");
-    chains_hex(c->checkpoint, 32, c->checkpoint_hex);
+    provend_chains_hex(c->checkpoint, 32, c->checkpoint_hex);
     /* scheme and host alone: a hosted endpoint's path may hold its key,
      * and logs go to the host */
     n = strcspn(c->rpc + (c->rpc[4] == 's' ? 8 : 7), "/?#");
     provend_info("chains: Ethereum reads at checkpoint %s, proved, from "
                  "%.*s", c->checkpoint_hex,
                  (int) (n + (c->rpc[4] == 's' ? 8 : 7)), c->rpc);
+    if (cfg->apps != NULL && cfg->storage != NULL
+        && provend_follow_start(c, cfg, err, errlen) != PROVEN_OK)
+    {
+        provend_chains_free(c);
+        return NULL;
+    }
     return c;
 }
 
@@ -581,17 +573,26 @@ provend_chains_stop(provend_chains_t *c)
     if (c->work != NULL) {
         (void) uv_cancel((uv_req_t *) c->work);
     }
+    provend_follow_stop(c);
 }
 
 
 void
 provend_chains_free(provend_chains_t *c)
 {
+    if (c == NULL) {
+        return;
+    }
+    provend_follow_free(c);
     free(c);
 }
 
 
+void follow_op_events(void *subsystem, const provend_op_t *op,
+    const proven_request_t *req, provend_ops_reply_pt reply, void *ctx);
+
 const provend_op_t  provend_chains_ops[] = {
     { "eth.account", PROVEND_CALLER_SOCKET, chains_op_account, 0 },
+    { "eth.events", PROVEND_CALLER_SOCKET, follow_op_events, 0 },
     { NULL, 0, NULL, 0 }
 };

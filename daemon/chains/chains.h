@@ -26,11 +26,18 @@
 #include "core/ops.h"
 
 
+typedef struct provend_apps_s     provend_apps_t;
+typedef struct provend_storage_s  provend_storage_t;
+
 typedef struct {
-    uv_loop_t   *loop;
-    const char  *rpc;           /* http(s) URL of a JSON-RPC endpoint */
-    const char  *checkpoint;    /* 0x and 64 hex digits: a block hash */
-    const char  *proxy;         /* an HTTP proxy (an enclave's egress) */
+    uv_loop_t          *loop;
+    const char         *rpc;    /* http(s) URL of a JSON-RPC endpoint */
+    const char         *checkpoint;  /* 0x and 64 hex digits: a block hash */
+    const char         *proxy;  /* an HTTP proxy (an enclave's egress) */
+    /* events (follow.c): with apps, their runOnEthereumEvent handlers */
+    provend_apps_t     *apps;
+    provend_storage_t  *storage;     /* the cursors */
+    unsigned            poll_ms;     /* new blocks asked for; 0: 2000 */
 } provend_chains_config_t;
 
 typedef struct provend_chains_s  provend_chains_t;

@@ -722,6 +722,7 @@ main(int argc, char **argv)
     srv_cfg.chains.rpc = o.eth_rpc;
     srv_cfg.chains.checkpoint = o.eth_checkpoint;
     srv_cfg.chains.proxy = o.eth_proxy;
+    srv_cfg.chains.poll_ms = (unsigned) o.eth_poll_ms;
     /* ACME's keys are kept sealed with a master key that outlives a
      * start: not the one a clustered enclave without keyd makes */
     srv_cfg.tls.master = storage != NULL && !key_in_memory ? master : NULL;

@@ -188,6 +188,10 @@ static const provend_opt_t  provend_opts[] = {
     { "eth-proxy", "URL", PROVEND_OPT_TEXT, PROVEND_OFF(eth_proxy), 0, 0,
       NULL, NULL, "an HTTP proxy to the endpoint (an enclave's egress)" },
 
+    { "eth-poll-ms", "MS", PROVEND_OPT_UINT, PROVEND_OFF(eth_poll_ms), 100,
+      600000, NULL, NULL, "how often the endpoint is asked for new blocks, "
+      "for apps' runOnEthereumEvent handlers (default 2000)" },
+
     { "keyd-identity", "HEX", PROVEND_OPT_TEXT, PROVEND_OFF(keyd_identity),
       0, 0, NULL, NULL, "the Ed25519 key keyd signs with (64 hex digits, or "
       "@FILE holding them): an answer signed by any other is refused" },

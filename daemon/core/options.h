@@ -29,6 +29,7 @@ typedef struct {
     unsigned long       app_memory;       /* MB */
     const char         *app_sandbox;      /* on, off */
     unsigned long       app_workers;      /* 0: online CPUs, at most 4 */
+    unsigned long       eth_poll_ms;      /* 0: 2000 */
     unsigned long       app_memory_total;
     unsigned long       app_idle;
     unsigned long       session_idle;     /* 0: the sessions' default */

@@ -10,6 +10,9 @@
 //   hang      eth_getProof never answered
 //   huge      eth_getProof answered with 300 KiB of padding
 //   status    eth_getProof answered with HTTP 500
+//   log-data  a receipt's first log's data changed (eth_getTransactionReceipt)
+//   log-drop  a receipt's first log left out
+//   log-add   a receipt given a log it does not hold
 // Each change made is said on stdout ("applied MODE METHOD").
 // Usage: node tests/chains/liar.mjs PORT UPSTREAM_PORT MODE_FILE
 import fs from 'node:fs';
@@ -68,6 +71,17 @@ http.createServer((req, res) => {
                            && r.storageProof.length > 0) {
                     const p = r.storageProof[0].proof;
                     p[p.length - 1] = flip(p.at(-1));
+                } else if (mode.startsWith('log-') && r
+                           && method === 'eth_getTransactionReceipt'
+                           && (r.logs.length > 0 || mode === 'log-add')) {
+                    if (mode === 'log-data') {
+                        r.logs[0].data = '0x0bad';
+                    } else if (mode === 'log-drop') {
+                        r.logs.shift();
+                    } else {
+                        r.logs.push({ address: r.to, data: '0x0bad',
+                                      topics: ['0x' + '00'.repeat(31) + '01'] });
+                    }
                 } else if (mode === 'fields' && method === 'eth_getProof') {
                     r.balance = '0xdeadbeef';
                     r.nonce = '0x99';

@@ -1,0 +1,252 @@
+#!/bin/bash
+# Apps' runOnEthereumEvent handlers (daemon/chains/follow.c): ganache (npm,
+# tests/chains) on loopback, reached through an endpoint that lies as the
+# host could (tests/chains/liar.mjs).  Events come once each, in block
+# order, after their confirmations; none from before the app was there; a
+# restart neither repeats nor skips; a handler that fails holds its
+# filter (the rest of its block waits) and is tried again; a block taken
+# back by a reorganisation: its event never reaches a handler that waits
+# for confirmations, and the new block's event comes with its own hash; a
+# receipt altered, cut or padded by the endpoint: nothing delivered until
+# the truth is served.
+# Usage: tests/events.sh BUILD_DIR   (KEEP_WORK=1 keeps the logs)
+set -u
+top=$(cd "$(dirname "$0")/.." && pwd)
+build=$(cd "${1:-build}" && pwd)
+work=$(mktemp -d)
+passed=0 failed=0
+pids=()
+
+. "$(dirname "$0")/lib.sh"
+
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do
+        kill -TERM "$p" 2>/dev/null
+    done
+    wait 2>/dev/null
+    [ -n "${KEEP_WORK:-}" ] && echo "# kept $work" || rm -rf "$work"
+}
+trap cleanup EXIT
+
+base=$(port_block 4)
+chain=$base liar=$((base + 1))
+data=$work/data
+export PROVEN_DATA=$data
+
+spawn() {   # spawn NAME CMD...
+    local name=$1; shift
+    "$@" >>"$work/$name.log" 2>&1 &
+    pids+=($!)
+}
+
+spawn ganache node "$top/tests/chains/ganache.mjs" "$chain" "$work/chain.json"
+spawn liar node "$top/tests/chains/liar.mjs" "$liar" "$chain" "$work/mode"
+for _ in $(seq 1 200); do
+    [ -s "$work/chain.json" ] && break
+    sleep 0.05
+done
+field() { node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1]))[process.argv[2]])' "$work/chain.json" "$1"; }
+checkpoint=$(field checkpoint)
+emitter=$(field emitter)
+drive() { node "$top/tests/chains/drive.mjs" "$chain" "$@"; }
+mode() { echo "$1" >"$work/mode"; }
+call() { node "$top/tests/call.mjs" "unix:$data/provend.sock" "$@"; }
+
+# on a failure: how the following goes, and provend's last lines
+on_fail() {
+    call eth.events 2>&1 | cut -c1-600
+    tail -5 "$work/provend.log" 2>/dev/null | cut -c1-300
+}
+
+start_provend() {
+    spawn provend "$build/bin/provend" --data "$data" --provider dev \
+        --eth-rpc "http://127.0.0.1:$liar" --eth-checkpoint "$checkpoint" \
+        --eth-poll-ms 200 "$@"
+    provend_pid=$!
+    for _ in $(seq 1 200); do
+        [ -S "$data/provend.sock" ] && call eth.events >/dev/null 2>&1 \
+            && return
+        sleep 0.05
+    done
+}
+stop_provend() {
+    kill -TERM "$provend_pid"
+    wait "$provend_pid" 2>/dev/null
+}
+
+# seen FILTER: the data its handler was given, in the order given, and how
+# many times each ("0x01x1 0x02x1 ...")
+seen() {
+    "$build/bin/proven" sql --app ev --db events --query \
+        "SELECT data, times FROM seen WHERE filter = ?1 ORDER BY id" "$1" \
+        2>/dev/null \
+        | node -e 'let s = ""; process.stdin.on("data", (d) => s += d);
+                   process.stdin.on("end", () => console.log(s.trim().split("\n")
+                       .filter(Boolean).map((l) => JSON.parse(l))
+                       .map((r) => r.data + "x" + r.times).join(" ")));'
+}
+# the block hash each event of FILTER came with: "DATA=HASH ..."
+hashes() {
+    "$build/bin/proven" sql --app ev --db events --query \
+        "SELECT data, hash FROM seen WHERE filter = ?1 ORDER BY id" "$1" \
+        2>/dev/null
+}
+# seen_one FILTER DATA: DATA's "DATAxTIMES" among what FILTER saw
+seen_one() { seen "$1" | grep -o "${2}x[0-9]*" || true; }
+# hash_of FILTER DATA: the block hash DATA's event came with
+hash_of() { hashes "$1" | grep "\"$2\"" | grep -o '"hash":"0x[0-9a-f]*"'; }
+# the filters provend follows
+filters() {
+    call eth.events | node -e 'let s = ""; process.stdin.on("data", (d) => s += d);
+        process.stdin.on("end", () => { const r = JSON.parse(s).result;
+            console.log(r.filters.length); });'
+}
+status_of() {   # status_of HANDLER: error of its filter
+    call eth.events | node -e 'let s = ""; process.stdin.on("data", (d) => s += d);
+        process.stdin.on("end", () => { const r = JSON.parse(s).result;
+            const f = r.filters.find((f) => f.filter.includes("#" + process.argv[1] + "\n"));
+            console.log(f ? (f.error || "ok") : "none"); });' "$1"
+}
+
+# ---- bad options -------------------------------------------------------------
+
+check "a poll under 100 ms is refused at start" 2 -m 'eth-poll-ms' \
+    "$build/bin/provend" --data "$work/bad" --provider dev \
+    --eth-rpc "http://127.0.0.1:$liar" --eth-checkpoint "$checkpoint" \
+    --eth-poll-ms 5
+
+# ---- the app ------------------------------------------------------------------
+
+mode none
+topic1=0x$(printf '%064x' 1) topic2=0x$(printf '%064x' 2)
+mkdir -p "$work/app"
+cat >"$work/app/index.js" <<JS
+import { run, runOnEthereumEvent } from '@proven-network/handler';
+import { getApplicationDb } from '@proven-network/sql';
+import { getApplicationStore } from '@proven-network/kv';
+
+const db = getApplicationDb('events').migrate(
+    'CREATE TABLE seen (id INTEGER PRIMARY KEY, filter TEXT NOT NULL, '
+    + 'block INTEGER NOT NULL, hash TEXT NOT NULL, log INTEGER NOT NULL, '
+    + 'data TEXT NOT NULL, times INTEGER NOT NULL, '
+    + 'UNIQUE (filter, hash, log))');
+const flags = getApplicationStore('flags');
+
+/* idempotent by (block hash, log index): a second delivery counted */
+async function record(filter, e) {
+    await db.execute('INSERT INTO seen (filter, block, hash, log, data, times) '
+        + 'VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (filter, hash, log) '
+        + 'DO UPDATE SET times = times + 1',
+        [filter, e.blockNumber, e.blockHash, e.logIndex, e.data]);
+}
+
+export const quick = runOnEthereumEvent({ address: '$emitter',
+    confirmations: 0 }, async (e) => {
+    if (e.data === '0x0e' && (await flags.get('let-0e')) !== 'yes') {
+        throw new Error('not yet');
+    }
+    await record('quick', e);
+});
+export const deep = runOnEthereumEvent({ address: '$emitter',
+    confirmations: 3, topics: ['$topic1'] },
+    (e) => record('deep', e));
+export const other = runOnEthereumEvent({ address: '$emitter',
+    topics: ['$topic2'], confirmations: 0 },
+    (e) => record('other', e));
+export const mainnet = runOnEthereumEvent({ address: '$emitter',
+    chain: 'ethereum', confirmations: 0 }, (e) => record('mainnet', e));
+export const ping = run(() => 'pong');
+JS
+
+start_provend
+drive emit "$emitter" 0x00aa                    # before the app: not its
+check "the app deploys" 0 "$build/bin/proven" app deploy "$work/app" --app ev
+eventually "its three filters of this chain are followed (not mainnet's)" 3 \
+    filters
+
+# ---- once each, in order, after confirmations ------------------------------------
+
+drive emit "$emitter" 0x01
+eventually "an event comes" "0x01x1" seen quick
+same "confirmations: none yet where 3 are wanted" "" seen deep
+drive emit "$emitter" 0x02
+drive emit-block "$emitter" 0x03 0x04
+eventually "events come once each, in block and log order" \
+    "0x01x1 0x02x1 0x03x1 0x04x1" seen quick
+same "none from before the app was there, none of another topic" "" seen other
+drive mine 3
+eventually "after 3 blocks more, they come there too" \
+    "0x01x1 0x02x1 0x03x1 0x04x1" seen deep
+same "another chain's filter gets nothing" "none" status_of mainnet
+
+# ---- a restart -------------------------------------------------------------------
+
+stop_provend
+drive emit "$emitter" 0x05
+start_provend
+drive emit "$emitter" 0x06
+eventually "a restart neither repeats nor skips" \
+    "0x01x1 0x02x1 0x03x1 0x04x1 0x05x1 0x06x1" seen quick
+
+# ---- a handler that fails --------------------------------------------------------
+
+drive emit-block "$emitter" 0x0d 0x0e 0x10
+eventually "a failing handler holds its filter: the rest of its block waits" \
+    "0x01x1 0x02x1 0x03x1 0x04x1 0x05x1 0x06x1 0x0dx1" seen quick
+why_of() { status_of "$1" | sed 's/^block [0-9]* //'; }
+eventually "and says why" "log 1: the handler: handler_error: Error: not yet" \
+    why_of quick
+"$build/bin/proven" kv set --app ev --store flags let-0e yes >/dev/null
+eventually "tried again, it goes on from where it was held, none twice" \
+    "0x01x1 0x02x1 0x03x1 0x04x1 0x05x1 0x06x1 0x0dx1 0x0ex1 0x10x1" \
+    seen quick
+
+# ---- a reorganisation -------------------------------------------------------------
+
+drive mine 3
+eventually "(the deep filter caught up)" \
+    "0x01x1 0x02x1 0x03x1 0x04x1 0x05x1 0x06x1 0x0dx1 0x0ex1 0x10x1" seen deep
+snap=$(drive snapshot)
+drive emit "$emitter" 0x20
+eventually "an event with no confirmation wanted comes at once" \
+    "0x01x1 0x02x1 0x03x1 0x04x1 0x05x1 0x06x1 0x0dx1 0x0ex1 0x10x1 0x20x1" \
+    seen quick
+before=$(hash_of quick 0x20)
+drive revert "$snap"
+drive emit "$emitter" 0x21
+drive mine 3
+eventually "the new block's event comes with its own hash" \
+    "0x01x1 0x02x1 0x03x1 0x04x1 0x05x1 0x06x1 0x0dx1 0x0ex1 0x10x1 0x20x1 0x21x1" \
+    seen quick
+eventually "where 3 confirmations are wanted, the taken-back event never comes" \
+    "0x01x1 0x02x1 0x03x1 0x04x1 0x05x1 0x06x1 0x0dx1 0x0ex1 0x10x1 0x21x1" \
+    seen deep
+after=$(hash_of quick 0x21)
+check "the two blocks at that height differ" 1 test "$before" = "$after"
+check "(both hashes read)" 0 test -n "$before" -a -n "$after"
+check "the reorganisation is counted" 0 -m '"reorgs":[1-9]' call eth.events
+
+# ---- what the endpoint may alter --------------------------------------------------
+
+n=11
+for lie in log-data log-drop log-add; do
+    mode "$lie"
+    word=$(printf '0x%02x' $((0x30 + n)))
+    drive emit "$emitter" "$word"
+    drive mine 1
+    eventually "a receipt changed ($lie): said, nothing delivered" \
+        "block $(($(drive head) - 1)): the receipts are not those of the block: their trie's root is not its receipts root" \
+        status_of quick
+    same "($lie: the handler saw nothing of it)" "" seen_one quick "$word"
+    mode none
+    eventually "the truth served, it comes once" "${word}x1" \
+        seen_one quick "$word"
+    n=$((n + 1))
+done
+check "(the lies were told)" 0 -m 'applied log-add eth_getTransactionReceipt' \
+    cat "$work/liar.log"
+
+stop_provend
+echo "# $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
