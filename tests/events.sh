@@ -248,5 +248,69 @@ check "(the lies were told)" 0 -m 'applied log-add eth_getTransactionReceipt' \
     cat "$work/liar.log"
 
 stop_provend
+
+# ---- a cluster: one node at a time delivers ------------------------------------------
+
+# two nodes (nginx-conf/run-cluster.sh), each following the chain; the
+# first to claim each 15 s window delivers, its cursors replicated, so
+# the other takes over where it left
+cport=$(port_block 20)
+env PROVEN_DATA="$work/cluster" PROVEN_CLUSTER_NODES=2 \
+    PROVEN_CLUSTER_PORT="$cport" PROVEN_BUILD="$build" \
+    PROVEN_PROVEND_ARGS="--eth-rpc http://127.0.0.1:$liar --eth-checkpoint $checkpoint --eth-poll-ms 200" \
+    setsid "$top/nginx-conf/run-cluster.sh" >"$work/cluster.log" 2>&1 &
+pids+=($!)
+on() { local i=$1; shift; PROVEN_DATA="$work/cluster/node$i" "$@"; }
+has_key() {
+    on "$1" "$build/bin/proven" cluster status 2>/dev/null \
+        | grep -Eq '"key": ?"[0-9a-f]{16}"' && echo yes
+}
+EVENTUALLY_S=180 eventually "a cluster of two: node 1 holds the key" yes has_key 1
+EVENTUALLY_S=60 eventually "and node 2" yes has_key 2
+deployed() {   # (storage answers once the node has caught up)
+    on 1 "$build/bin/proven" app deploy "$work/app" --app ev >/dev/null 2>&1 \
+        && echo yes
+}
+EVENTUALLY_S=60 eventually "the app deploys on node 1" yes deployed
+cseen() {   # cseen I: what quick saw, read on node I
+    on "$1" "$build/bin/proven" sql --app ev --db events --query \
+        "SELECT data, times FROM seen WHERE filter = 'quick' ORDER BY id" \
+        2>/dev/null \
+        | node -e 'let s = ""; process.stdin.on("data", (d) => s += d);
+                   process.stdin.on("end", () => console.log(s.trim().split("\n")
+                       .filter(Boolean).map((l) => JSON.parse(l))
+                       .map((r) => r.data + "x" + r.times).join(" ")));'
+}
+delivering() {   # delivering I: whether node I delivers now
+    on "$1" node "$top/tests/call.mjs" \
+        "unix:$work/cluster/node$1/provend.sock" eth.events 2>/dev/null \
+        | grep -o '"delivering":[a-z]*' | cut -d: -f2
+}
+caught_up() {   # caught_up I: whether node I follows the head
+    on "$1" node "$top/tests/call.mjs" \
+        "unix:$work/cluster/node$1/provend.sock" eth.events 2>/dev/null \
+        | grep -o '"caught_up":[a-z]*' | cut -d: -f2
+}
+nfilters() {   # nfilters I: the filters node I has a cursor for
+    on "$1" node "$top/tests/call.mjs" \
+        "unix:$work/cluster/node$1/provend.sock" eth.events 2>/dev/null \
+        | grep -o '"filter"' | wc -l
+}
+EVENTUALLY_S=60 eventually "node 1 follows the chain" true caught_up 1
+EVENTUALLY_S=60 eventually "node 2 too" true caught_up 2
+eventually "each starts the app's three filters, delivering or not" 3 \
+    nfilters 1
+eventually "(node 2)" 3 nfilters 2
+drive emit "$emitter" 0xc1 0xc2 0xc3
+EVENTUALLY_S=60 eventually "each event once in the cluster, not once per node" \
+    "0xc1x1 0xc2x1 0xc3x1" cseen 2
+# into the next window, where the lease may pass
+sleep $((16 - $(date +%s) % 15))
+drive emit "$emitter" 0xc4 0xc5
+EVENTUALLY_S=60 eventually "across a window's end too" \
+    "0xc1x1 0xc2x1 0xc3x1 0xc4x1 0xc5x1" cseen 1
+same "one node delivers at a time" "false true" sh -c \
+    "$(declare -f on delivering); top=$top work=$work; { delivering 1; delivering 2; } | sort | paste -sd' '"
+
 echo "# $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -37,6 +37,8 @@ typedef struct {
     /* events (follow.c): with apps, their runOnEthereumEvent handlers */
     provend_apps_t     *apps;
     provend_storage_t  *storage;     /* the cursors */
+    int                 clustered;   /* storage is the cluster's: one
+                                        node at a time delivers */
     unsigned            poll_ms;     /* new blocks asked for; 0: 2000 */
 } provend_chains_config_t;
 

@@ -40,7 +40,10 @@
 
 #include "proven.h"
 #include "chains_int.h"
+#include <time.h>
+
 #include "apps/apps.h"
+#include "cluster/cluster.h"
 #include "core/log.h"
 #include "storage/storage.h"
 
@@ -52,6 +55,7 @@
 #define FOLLOW_FILTERS_MAX   1024       /* tracked cursors */
 #define FOLLOW_DB            "chains"
 #define FOLLOW_DONE          UINT32_MAX /* next_log: the block is done */
+#define FOLLOW_LEASE_S       15         /* a cluster's delivering node */
 
 typedef struct {
     uint64_t  number;
@@ -87,7 +91,10 @@ struct provend_follow_s {
     provend_chains_t      *c;
     provend_apps_t        *apps;
     provend_storage_t     *storage;
+    int                    clustered;
     unsigned               poll_ms;
+    uint64_t               lease_window;    /* last asked for, or 0 */
+    int                    lease_held;      /* this node delivers now */
     uv_thread_t            thread;
     int                    started;
     uv_async_t             async;
@@ -506,8 +513,10 @@ follow_sql(provend_follow_t *f, provend_storage_req_t *req, char *err,
 }
 
 
+/* The cursor written; new: only where none is yet (in a cluster, the
+ * first node's to see the filter stands). */
 static int
-follow_cursor_save(provend_follow_t *f, const follow_cursor_t *cur,
+follow_cursor_save(provend_follow_t *f, const follow_cursor_t *cur, int new,
     char *err, size_t errlen)
 {
     int                     rc;
@@ -515,7 +524,9 @@ follow_cursor_save(provend_follow_t *f, const follow_cursor_t *cur,
 
     req = provend_storage_own_sql(PROVEND_OP_SQL_EXECUTE, FOLLOW_DB, 1);
     if (req == NULL
-        || provend_storage_stmt(req, 0, "INSERT OR REPLACE INTO cursors "
+        || provend_storage_stmt(req, 0, new ? "INSERT OR IGNORE INTO cursors "
+                                "VALUES (?1, ?2, ?3, ?4)"
+                                : "INSERT OR REPLACE INTO cursors "
                                 "VALUES (?1, ?2, ?3, ?4)", 4) != PROVEN_OK
         || provend_storage_param(&req->stmts[0], 0, PROVEND_SQL_TEXT,
                                  cur->key, strlen(cur->key)) != PROVEN_OK
@@ -609,6 +620,10 @@ follow_cursor(provend_follow_t *f, const provend_eth_filter_t *flt,
         return NULL;
     }
     req->local = 1;
+    if (f->clustered) {
+        /* every write answered on any node, the last holder's included */
+        req->after = provend_storage_cluster_last(f->storage);
+    }
     if (follow_sql(f, req, err, errlen) != PROVEN_OK) {
         provend_storage_req_free(req);
         return NULL;
@@ -644,7 +659,7 @@ follow_cursor(provend_follow_t *f, const provend_eth_filter_t *flt,
     cur->number = number;
     memcpy(cur->hash, b->hash, 32);
     cur->next_log = FOLLOW_DONE;
-    if (follow_cursor_save(f, cur, err, errlen) != PROVEN_OK) {
+    if (follow_cursor_save(f, cur, 1, err, errlen) != PROVEN_OK) {
         return NULL;
     }
     uv_mutex_lock(&f->mutex);
@@ -880,9 +895,6 @@ follow_filter(provend_follow_t *f, const provend_eth_filter_t *flt)
     follow_cursor_t    *cur;
     provend_eth_log_t  *logs;
 
-    if (flt->chain != 0 && flt->chain != f->chain_id) {
-        return;                         /* another chain's: not this node's */
-    }
     cur = follow_cursor(f, flt, err, sizeof(err));
     if (cur == NULL) {
         provend_warn("chains: %s: %s", flt->handler, err);
@@ -958,7 +970,7 @@ follow_filter(provend_follow_t *f, const provend_eth_filter_t *flt)
                 return;
             }
             follow_cursor_set(f, cur, n, b.hash, (uint32_t) i + 1, "", 1);
-            if (follow_cursor_save(f, cur, err, sizeof(err)) != PROVEN_OK) {
+            if (follow_cursor_save(f, cur, 0, err, sizeof(err)) != PROVEN_OK) {
                 provend_warn("chains: %s of %s: %s", flt->handler, flt->app,
                              err);
                 provend_eth_logs_free(logs, nlogs);
@@ -967,7 +979,7 @@ follow_filter(provend_follow_t *f, const provend_eth_filter_t *flt)
         }
         provend_eth_logs_free(logs, nlogs);
         follow_cursor_set(f, cur, n, b.hash, FOLLOW_DONE, "", 0);
-        if (follow_cursor_save(f, cur, err, sizeof(err)) != PROVEN_OK) {
+        if (follow_cursor_save(f, cur, 0, err, sizeof(err)) != PROVEN_OK) {
             provend_warn("chains: %s of %s: %s", flt->handler, flt->app, err);
             return;
         }
@@ -977,9 +989,44 @@ follow_filter(provend_follow_t *f, const provend_eth_filter_t *flt)
 
 /* ---- the thread ------------------------------------------------------------------ */
 
+/*
+ * In a cluster, one node at a time delivers: the first to claim each
+ * window of FOLLOW_LEASE_S seconds (JetStream keeps one claim per id).
+ * A node taking over reads the cursors anew, as the last holder left
+ * them in the replicated storage: at a hand-over, an event whose answer
+ * the last holder had not yet written may come twice (at least once).
+ */
+static int
+follow_lease(provend_follow_t *f)
+{
+    char      what[64];
+    int       held;
+    uint64_t  window;
+
+    if (!f->clustered) {
+        return 1;
+    }
+    window = (uint64_t) time(NULL) / FOLLOW_LEASE_S;
+    if (window == f->lease_window) {
+        return f->lease_held;
+    }
+    snprintf(what, sizeof(what), "chains-events-%llu",
+             (unsigned long long) window);
+    held = provend_storage_cluster_claim(f->storage, what);
+    uv_mutex_lock(&f->mutex);
+    if (held && !f->lease_held) {
+        f->ncursors = 0;                /* another node's, maybe, since */
+    }
+    f->lease_window = window;
+    f->lease_held = held;
+    uv_mutex_unlock(&f->mutex);
+    return held;
+}
+
 static void
 follow_poll(provend_follow_t *f)
 {
+    int              held;
     char             err[PROVEN_ERR_LEN];
     size_t           i;
     follow_call_t   *call;
@@ -1001,6 +1048,7 @@ follow_poll(provend_follow_t *f)
     if (!f->caught_up) {
         return;                 /* filters start from where the head is */
     }
+    held = follow_lease(f);
 
     call = calloc(1, sizeof(*call));
     if (call == NULL) {
@@ -1012,7 +1060,21 @@ follow_poll(provend_follow_t *f)
         return;                         /* stopping: the loop's now */
     case 1:
         for (i = 0; call->ok && i < call->nfilters && !f->stopping; i++) {
-            follow_filter(f, &call->filters[i]);
+            if (call->filters[i].chain != 0
+                && call->filters[i].chain != f->chain_id)
+            {
+                continue;               /* another chain's: not followed */
+            }
+            if (held) {
+                follow_filter(f, &call->filters[i]);
+            } else if (follow_cursor(f, &call->filters[i], err, sizeof(err))
+                       == NULL)
+            {
+                /* another node delivers: a new filter's start is set
+                 * here all the same, as soon as this node sees it */
+                provend_warn("chains: %s: %s", call->filters[i].handler,
+                             err);
+            }
         }
         free(call->filters);
         /* fall through */
@@ -1064,6 +1126,7 @@ provend_follow_start(provend_chains_t *c, const provend_chains_config_t *cfg,
     f->c = c;
     f->apps = cfg->apps;
     f->storage = cfg->storage;
+    f->clustered = cfg->clustered;
     f->poll_ms = cfg->poll_ms != 0 ? cfg->poll_ms : 2000;
     if (uv_mutex_init(&f->mutex) != 0) {
         free(f);
@@ -1152,6 +1215,10 @@ follow_status(provend_follow_t *f)
                                 cbor_build_bool(f->caught_up)) == PROVEN_OK
          && proven_cbor_map_put(map, "reorgs",
                                 cbor_build_uint64(f->reorgs)) == PROVEN_OK
+         && proven_cbor_map_put(map, "delivering",
+                                cbor_build_bool(!f->clustered
+                                                || f->lease_held))
+            == PROVEN_OK
          && proven_cbor_map_put(map, "error",
                                 cbor_build_string(f->error)) == PROVEN_OK;
     for (i = 0; ok && i < f->ncursors; i++) {

@@ -1401,6 +1401,7 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
         chains_cfg.loop = &srv->loop;
         chains_cfg.apps = srv->apps;            /* events: their handlers */
         chains_cfg.storage = cfg->storage;
+        chains_cfg.clustered = cfg->cluster_file != NULL;
         srv->chains = provend_chains_open(&chains_cfg, err, errlen);
         if (srv->chains == NULL) {
             provend_server_stop(srv);
