@@ -109,6 +109,17 @@ int provend_apps_run(provend_apps_t *apps, const char *app,
     void *data);
 
 /*
+ * The same for a handler run by its trigger (trigger "ethereum": a
+ * runOnEthereumEvent handler, with the event provend proved): the
+ * runtime runs such handlers for provend's own frames only, never for a
+ * caller's Execute, which could hand them any event.
+ */
+int provend_apps_run_on(provend_apps_t *apps, const char *app,
+    const uint8_t *package, const char *handler, cbor_item_t *args,
+    const char *identity, const char *grant, const char *trigger,
+    provend_worker_answer_pt done, void *data);
+
+/*
  * For sessions (sessions.c).  done(data, code, message, result) runs once,
  * now or later: code NULL on success (result borrowed, may be NULL), else
  * a refusal code ("not_found", "forbidden", ...) and its message.  These

@@ -430,6 +430,8 @@ provend_schedule_fire(void *loop, const char *socket_path, const char *app,
              == PROVEN_OK;
         ok = proven_cbor_map_put(req, "handler", cbor_build_string(handler))
              == PROVEN_OK && ok;
+        ok = proven_cbor_map_put(req, "trigger", cbor_build_string("schedule"))
+             == PROVEN_OK && ok;
         ok = proven_cbor_map_put(req, "args", args) == PROVEN_OK && ok;
         args = NULL;
         ok = ok && provend_worker_call(loop, socket_path, req,

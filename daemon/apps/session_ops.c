@@ -524,6 +524,17 @@ provend_apps_run(provend_apps_t *apps, const char *name,
     const char *identity, const char *grant, provend_worker_answer_pt done,
     void *data)
 {
+    return provend_apps_run_on(apps, name, package, handler, args, identity,
+                               grant, NULL, done, data);
+}
+
+
+int
+provend_apps_run_on(provend_apps_t *apps, const char *name,
+    const uint8_t *package, const char *handler, cbor_item_t *args,
+    const char *identity, const char *grant, const char *trigger,
+    provend_worker_answer_pt done, void *data)
+{
     int               ok;
     provend_app_t    *app;
     provend_run_t    *run;
@@ -560,6 +571,9 @@ provend_apps_run(provend_apps_t *apps, const char *name,
          && (args == NULL || !cbor_isa_array(args)
              || proven_cbor_map_put(run->request, "spread",
                                     cbor_build_bool(true)) == PROVEN_OK)
+         && (trigger == NULL
+             || proven_cbor_map_put(run->request, "trigger",
+                                    cbor_build_string(trigger)) == PROVEN_OK)
          && (identity == NULL
              || (proven_cbor_map_put(run->request, "identity",
                                      cbor_build_string(identity))

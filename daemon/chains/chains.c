@@ -51,7 +51,7 @@ typedef struct {
 
 json_t *
 provend_chains_call(provend_chains_t *c, uint64_t deadline,
-    const char *method, json_t *params, char *err, size_t errlen)
+    const char *method, json_t *params, size_t max, char *err, size_t errlen)
 {
     char      why[PROVEN_ERR_LEN];
     uint64_t  now;
@@ -76,7 +76,7 @@ provend_chains_call(provend_chains_t *c, uint64_t deadline,
     memset(&fo, 0, sizeof(fo));
     fo.timeout_ms = (long) ((deadline - now) / 1000000) + 1;
     fo.cancel = &c->cancel;
-    fo.max = c->answer_max;
+    fo.max = max;
     fo.accept = "application/json";
     fo.post = body;
     fo.post_len = strlen(body);
@@ -197,8 +197,8 @@ chains_read_work(uv_work_t *work)
      * taken for which block it is (once proved, r->header came kept) */
     if (!r->have_header) {
         got = provend_chains_call(c, r->deadline, "eth_getBlockByHash",
-                          json_pack("[s, b]", c->checkpoint_hex, 0), r->err,
-                          sizeof(r->err));
+                          json_pack("[s, b]", c->checkpoint_hex, 0),
+                          CHAINS_ANSWER_MAX, r->err, sizeof(r->err));
         if (got == NULL) {
             return;
         }
@@ -225,8 +225,8 @@ chains_read_work(uv_work_t *work)
     snprintf(block, sizeof(block), "0x%llx",
              (unsigned long long) r->header.number);
     json_array_append_new(params, json_string(block));
-    got = provend_chains_call(c, r->deadline, "eth_getProof", params, r->err,
-                      sizeof(r->err));
+    got = provend_chains_call(c, r->deadline, "eth_getProof", params,
+                              CHAINS_ANSWER_MAX, r->err, sizeof(r->err));
     if (got == NULL) {
         return;
     }
@@ -541,7 +541,6 @@ provend_chains_open(const provend_chains_config_t *cfg, char *err,
         return NULL;
     }
     c->loop = cfg->loop;
-    c->answer_max = CHAINS_ANSWER_MAX;
     snprintf(c->rpc, sizeof(c->rpc), "%s", cfg->rpc);
     snprintf(c->proxy, sizeof(c->proxy), "%s",
              cfg->proxy != NULL ? cfg->proxy : "");

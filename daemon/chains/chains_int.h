@@ -30,15 +30,16 @@ struct provend_chains_s {
     int         cancel;                 /* stopping: reads end at once */
     int                   have_header;  /* the checkpoint's, proved */
     provend_eth_header_t  header;
-    size_t                answer_max;   /* of one answer */
     provend_follow_t     *follow;       /* events: follow.c, or NULL */
 };
 
 
 /* method(params) at the endpoint (params: a reference taken) by deadline
- * (uv_hrtime, ns): its "result", a new reference; NULL and err. */
+ * (uv_hrtime, ns), its answer max bytes at most: its "result", a new
+ * reference; NULL and err. */
 json_t *provend_chains_call(provend_chains_t *c, uint64_t deadline,
-    const char *method, json_t *params, char *err, size_t errlen);
+    const char *method, json_t *params, size_t max, char *err,
+    size_t errlen);
 
 /* "0x" and the hex of len bytes into out (2 * len + 3). */
 void provend_chains_hex(const uint8_t *in, size_t len, char *out);

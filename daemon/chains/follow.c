@@ -49,10 +49,14 @@
 
 
 #define FOLLOW_RING          512        /* headers kept: reorg depth */
-#define FOLLOW_STEP          64         /* headers fetched per poll */
-#define FOLLOW_SCAN          64         /* blocks scanned per filter, poll */
+#define FOLLOW_STEP          256        /* headers fetched per poll */
+#define FOLLOW_SCAN          256        /* blocks scanned per filter, poll */
+#define FOLLOW_EVENTS        64         /* events per filter, poll */
 #define FOLLOW_CALL_MS       10000      /* one endpoint call */
-#define FOLLOW_FILTERS_MAX   1024       /* tracked cursors */
+#define FOLLOW_BLOCK_MS      120000     /* a block's receipts, all calls */
+#define FOLLOW_RECEIPTS_MAX  (16 * 1024 * 1024)  /* a block's, as JSON */
+#define FOLLOW_TXS_MAX       10000      /* a block's transactions */
+#define FOLLOW_FILTERS_MAX   (PROVEND_APPS_MAX * PROVEND_ETH_FILTERS_MAX)
 #define FOLLOW_DB            "chains"
 #define FOLLOW_DONE          UINT32_MAX /* next_log: the block is done */
 #define FOLLOW_LEASE_S       15         /* a cluster's delivering node */
@@ -60,6 +64,7 @@
 typedef struct {
     uint64_t  number;
     uint8_t   hash[32], parent[32], receipts_root[32], bloom[256];
+    uint64_t  written;                  /* f->writes when put in the ring */
 } follow_block_t;
 
 /* A filter's place: blocks before number done; in number (hash), logs
@@ -70,6 +75,8 @@ typedef struct {
     uint8_t    hash[32];
     uint32_t   next_log;
     uint64_t   delivered;               /* since start */
+    uint64_t   checked;                 /* f->writes when last seen linked
+                                           to the chain; 0: not yet */
     unsigned   seen;                    /* the poll it was last in */
     char       error[320];              /* why it is held, or "" */
 } follow_cursor_t;
@@ -108,14 +115,25 @@ struct provend_follow_s {
     uint64_t               first, tip;  /* ring holds first..tip */
     int                    have_ring;
     int                    caught_up;   /* the ring reached the head */
+    int                    no_block_receipts;  /* the endpoint lacks it */
     uint64_t               chain_id;
     uint64_t               reorgs;
-    uint64_t               reorg_from;  /* this poll's lowest replaced */
+    uint64_t               writes;      /* blocks put in the ring, ever */
     unsigned               poll;
     char                   error[PROVEN_ERR_LEN];
     follow_cursor_t       *cursors;
     size_t                 ncursors;
 };
+
+
+static int follow_lease_now(provend_follow_t *f);
+
+
+static int
+follow_stopping(provend_follow_t *f)
+{
+    return __atomic_load_n(&f->stopping, __ATOMIC_ACQUIRE);
+}
 
 
 /* ---- the loop's side ------------------------------------------------------ */
@@ -174,12 +192,15 @@ follow_on_async(uv_async_t *async)
         return;
     }
 
-    rc = provend_apps_run(f->apps, call->filter->app, NULL,
-                          call->filter->handler, call->args, NULL, NULL,
-                          follow_run_done, call);
+    rc = provend_apps_run_on(f->apps, call->filter->app, NULL,
+                             call->filter->handler, call->args, NULL, NULL,
+                             "ethereum", follow_run_done, call);
     if (rc != PROVEN_OK) {
-        follow_run_done(call, rc == PROVEND_RUN_STOPPING ? "provend is "
-                        "stopping" : "the app is not deployed", NULL);
+        follow_run_done(call, rc == PROVEND_RUN_STOPPING
+                              ? "provend is stopping"
+                              : rc == PROVEND_RUN_NO_APP
+                              ? "the app is not deployed" : "out of memory",
+                        NULL);
     }
 }
 
@@ -238,8 +259,8 @@ follow_header(provend_follow_t *f, const char *method, const char *which,
     provend_eth_header_t  h;
 
     got = provend_chains_call(f->c, uv_hrtime() + FOLLOW_CALL_MS * 1000000ULL,
-                              method, json_pack("[s, b]", which, 0), err,
-                              errlen);
+                              method, json_pack("[s, b]", which, 0),
+                              CHAINS_ANSWER_MAX, err, errlen);
     if (got == NULL) {
         return PROVEN_ERR;
     }
@@ -257,42 +278,50 @@ follow_header(provend_follow_t *f, const char *method, const char *which,
 }
 
 
+/* A quantity the endpoint answers: "0x" and 1 to 16 hex digits. */
 static int
 follow_number(provend_follow_t *f, const char *method, uint64_t *n,
     char *err, size_t errlen)
 {
-    char         *end;
-    json_t       *got;
-    const char   *t;
+    int          ok;
+    size_t       i, len;
+    json_t      *got;
+    const char  *t;
 
     got = provend_chains_call(f->c, uv_hrtime() + FOLLOW_CALL_MS * 1000000ULL,
-                              method, json_array(), err, errlen);
+                              method, json_array(), CHAINS_ANSWER_MAX, err,
+                              errlen);
     if (got == NULL) {
         return PROVEN_ERR;
     }
     t = json_string_value(got);
-    if (t == NULL || strncmp(t, "0x", 2) != 0 || strlen(t) > 18
-        || strlen(t) < 3)
-    {
-        json_decref(got);
-        proven_errf(err, errlen, "%s: not a number", method);
-        return PROVEN_ERR;
-    }
-    *n = strtoull(t + 2, &end, 16);
-    if (*end != '\0') {
-        json_decref(got);
-        proven_errf(err, errlen, "%s: not a number", method);
-        return PROVEN_ERR;
+    len = t != NULL ? strlen(t) : 0;
+    ok = len >= 3 && len <= 18 && strncmp(t, "0x", 2) == 0;
+    *n = 0;
+    for (i = 2; ok && i < len; i++) {
+        ok = (t[i] >= '0' && t[i] <= '9') || (t[i] >= 'a' && t[i] <= 'f')
+             || (t[i] >= 'A' && t[i] <= 'F');
+        *n = *n << 4 | (uint64_t) (t[i] <= '9' ? t[i] - '0'
+                                   : (t[i] | 0x20) - 'a' + 10);
     }
     json_decref(got);
+    if (!ok) {
+        proven_errf(err, errlen, "%s: not a number", method);
+        return PROVEN_ERR;
+    }
     return PROVEN_OK;
 }
 
 
+/* b as the ring's tip (under the mutex: status reads first and tip). */
 static void
 follow_push(provend_follow_t *f, const follow_block_t *b)
 {
-    f->ring[b->number % FOLLOW_RING] = *b;
+    follow_block_t  *slot;
+
+    slot = &f->ring[b->number % FOLLOW_RING];
+    *slot = *b;
+    slot->written = ++f->writes;
     f->tip = b->number;
     if (f->tip - f->first >= FOLLOW_RING) {
         f->first = f->tip - FOLLOW_RING + 1;
@@ -301,9 +330,10 @@ follow_push(provend_follow_t *f, const follow_block_t *b)
 
 
 /*
- * The endpoint's block at height (its header by number) differs from the
- * ring's, or extends nothing: walk its parents back to a block the ring
- * holds, then replace what is above it.  PROVEN_ERR when the fork is
+ * The endpoint's block top differs from the ring's at its height, or
+ * does not extend the tip: walk its parents back to a block the ring
+ * holds (network calls, outside the mutex: only this thread writes the
+ * ring), then replace what is above it.  PROVEN_ERR when the fork is
  * below the ring (deeper than FOLLOW_RING, or below the checkpoint).
  */
 static int
@@ -322,17 +352,17 @@ follow_reorg(provend_follow_t *f, const follow_block_t *top, char *err,
     branch[0] = *top;
     n = 1;
     for ( ;; ) {
-        have = follow_block(f, branch[n - 1].number - 1);
-        if (branch[n - 1].number > 0 && have != NULL
-            && memcmp(have->hash, branch[n - 1].parent, 32) == 0)
+        have = branch[n - 1].number > 0
+               ? follow_block(f, branch[n - 1].number - 1) : NULL;
+        if (have != NULL && memcmp(have->hash, branch[n - 1].parent, 32) == 0)
         {
             break;                      /* the fork: have */
         }
-        if (have == NULL || n == FOLLOW_RING || branch[n - 1].number == 0) {
+        if (have == NULL || n == FOLLOW_RING) {
             free(branch);
             proven_errf(err, errlen, "the endpoint's chain leaves the "
-                        "followed one below block %llu (the checkpoint, or "
-                        "%d blocks back): not followed",
+                        "followed one at or below block %llu (the "
+                        "checkpoint, or %d blocks back): not followed",
                         (unsigned long long) f->first, FOLLOW_RING);
             return PROVEN_ERR;
         }
@@ -353,16 +383,16 @@ follow_reorg(provend_follow_t *f, const follow_block_t *top, char *err,
         }
         n++;
     }
+
     provend_warn("chains: a reorganisation: blocks from %llu replaced "
                  "(%zu new)", (unsigned long long) branch[n - 1].number, n);
-    if (f->reorg_from == 0 || branch[n - 1].number < f->reorg_from) {
-        f->reorg_from = branch[n - 1].number;
-    }
+    uv_mutex_lock(&f->mutex);
     f->reorgs++;
     f->tip = branch[n - 1].number - 1;
     for (i = n; i > 0; i--) {
         follow_push(f, &branch[i - 1]);
     }
+    uv_mutex_unlock(&f->mutex);
     free(branch);
     return PROVEN_OK;
 }
@@ -373,12 +403,12 @@ static int
 follow_chain(provend_follow_t *f, char *err, size_t errlen)
 {
     char             which[24];
-    uint64_t         head, at, fetched;
+    uint64_t         head, at, fetched, chain_id;
     follow_block_t   b, *have;
 
     if (!f->have_ring) {
         /* from the checkpoint, hashed here */
-        if (follow_number(f, "eth_chainId", &f->chain_id, err, errlen)
+        if (follow_number(f, "eth_chainId", &chain_id, err, errlen)
             != PROVEN_OK
             || follow_header(f, "eth_getBlockByHash", f->c->checkpoint_hex,
                              &b, err, errlen) != PROVEN_OK)
@@ -391,6 +421,7 @@ follow_chain(provend_follow_t *f, char *err, size_t errlen)
             return PROVEN_ERR;
         }
         uv_mutex_lock(&f->mutex);
+        f->chain_id = chain_id;
         f->first = b.number;
         f->have_ring = 1;
         follow_push(f, &b);
@@ -407,7 +438,8 @@ follow_chain(provend_follow_t *f, char *err, size_t errlen)
     at = head < f->tip ? head : f->tip;
     if (at < f->first) {
         proven_errf(err, errlen, "the endpoint's head (%llu) is below the "
-                    "checkpoint", (unsigned long long) head);
+                    "first block followed (%llu)", (unsigned long long) head,
+                    (unsigned long long) f->first);
         return PROVEN_ERR;
     }
     snprintf(which, sizeof(which), "0x%llx", (unsigned long long) at);
@@ -416,37 +448,28 @@ follow_chain(provend_follow_t *f, char *err, size_t errlen)
     {
         return PROVEN_ERR;
     }
-    have = follow_block(f, at);
     if (b.number != at) {
         proven_errf(err, errlen, "asked for block %llu, the endpoint gave "
                     "%llu", (unsigned long long) at,
                     (unsigned long long) b.number);
         return PROVEN_ERR;
     }
-    uv_mutex_lock(&f->mutex);
+    have = follow_block(f, at);
     if (memcmp(have->hash, b.hash, 32) != 0) {
-        if (at == f->first) {
-            uv_mutex_unlock(&f->mutex);
-            proven_errf(err, errlen, "the endpoint's block %llu is not the "
-                        "checkpoint", (unsigned long long) at);
-            return PROVEN_ERR;
-        }
         if (follow_reorg(f, &b, err, errlen) != PROVEN_OK) {
-            uv_mutex_unlock(&f->mutex);
             return PROVEN_ERR;
         }
     } else if (at < f->tip) {
-        /* the endpoint's chain is shorter now: what was above is gone */
-        if (f->reorg_from == 0 || at + 1 < f->reorg_from) {
-            f->reorg_from = at + 1;
-        }
+        /* the endpoint's chain is shorter now: what was above is gone
+         * (cursors there see their block missing: follow_filter) */
         provend_warn("chains: a reorganisation: the endpoint's chain ends "
                      "at %llu now, not %llu", (unsigned long long) at,
                      (unsigned long long) f->tip);
+        uv_mutex_lock(&f->mutex);
         f->reorgs++;
         f->tip = at;
+        uv_mutex_unlock(&f->mutex);
     }
-    uv_mutex_unlock(&f->mutex);
 
     /* forward, each block the child of the one before */
     for (fetched = 0; f->tip < head && fetched < FOLLOW_STEP; fetched++) {
@@ -463,17 +486,20 @@ follow_chain(provend_follow_t *f, char *err, size_t errlen)
                         (unsigned long long) b.number);
             return PROVEN_ERR;
         }
-        uv_mutex_lock(&f->mutex);
         have = follow_block(f, f->tip);
-        if (memcmp(have->hash, b.parent, 32) == 0) {
-            follow_push(f, &b);
-        } else if (follow_reorg(f, &b, err, errlen) != PROVEN_OK) {
-            uv_mutex_unlock(&f->mutex);
-            return PROVEN_ERR;
+        if (memcmp(have->hash, b.parent, 32) != 0) {
+            if (follow_reorg(f, &b, err, errlen) != PROVEN_OK) {
+                return PROVEN_ERR;
+            }
+            continue;
         }
+        uv_mutex_lock(&f->mutex);
+        follow_push(f, &b);
         uv_mutex_unlock(&f->mutex);
     }
+    uv_mutex_lock(&f->mutex);
     f->caught_up = f->tip >= head;
+    uv_mutex_unlock(&f->mutex);
     return PROVEN_OK;
 }
 
@@ -569,44 +595,17 @@ follow_create_table(provend_follow_t *f, char *err, size_t errlen)
 }
 
 
-/* The filter's cursor: kept, or from storage, or new (from the followed
- * head: events before it are not the handler's). */
-static follow_cursor_t *
-follow_cursor(provend_follow_t *f, const provend_eth_filter_t *flt,
+/* key's cursor from storage into cur: 1 found, 0 none, -1 err. */
+static int
+follow_cursor_load(provend_follow_t *f, const char *key, follow_cursor_t *cur,
     char *err, size_t errlen)
 {
-    char                    key[512];
-    size_t                  i, len;
+    int                     found;
+    size_t                  len;
     uint8_t                *hash;
     uint64_t                number, next_log;
     cbor_item_t            *rows, *row;
-    follow_cursor_t        *cur, *grown;
-    follow_block_t         *b;
     provend_storage_req_t  *req;
-
-    follow_key(flt, key, sizeof(key));
-    for (i = 0; i < f->ncursors; i++) {
-        if (strcmp(f->cursors[i].key, key) == 0) {
-            return &f->cursors[i];
-        }
-    }
-    if (f->ncursors == FOLLOW_FILTERS_MAX) {
-        proven_errf(err, errlen, "more than %d filters", FOLLOW_FILTERS_MAX);
-        return NULL;
-    }
-    uv_mutex_lock(&f->mutex);           /* status reads them */
-    grown = realloc(f->cursors, (f->ncursors + 1) * sizeof(*grown));
-    if (grown != NULL) {
-        f->cursors = grown;
-    }
-    uv_mutex_unlock(&f->mutex);
-    if (grown == NULL) {
-        proven_errf(err, errlen, "out of memory");
-        return NULL;
-    }
-    cur = &f->cursors[f->ncursors];
-    memset(cur, 0, sizeof(*cur));
-    snprintf(cur->key, sizeof(cur->key), "%s", key);
 
     req = provend_storage_own_sql(PROVEND_OP_SQL_QUERY, FOLLOW_DB, 1);
     if (req == NULL
@@ -617,7 +616,7 @@ follow_cursor(provend_follow_t *f, const provend_eth_filter_t *flt,
     {
         provend_storage_req_free(req);
         proven_errf(err, errlen, "out of memory");
-        return NULL;
+        return -1;
     }
     req->local = 1;
     if (f->clustered) {
@@ -626,46 +625,112 @@ follow_cursor(provend_follow_t *f, const provend_eth_filter_t *flt,
     }
     if (follow_sql(f, req, err, errlen) != PROVEN_OK) {
         provend_storage_req_free(req);
-        return NULL;
+        return -1;
     }
     rows = proven_cbor_map_get(req->result, "rows");
     row = rows != NULL && cbor_isa_array(rows) && cbor_array_size(rows) == 1
           ? cbor_array_handle(rows)[0] : NULL;
     hash = NULL;
-    if (row != NULL && cbor_isa_array(row) && cbor_array_size(row) == 3
-        && proven_cbor_uint(cbor_array_handle(row)[0], &number) == PROVEN_OK
-        && proven_cbor_bytes(cbor_array_handle(row)[1], 32, &hash, &len)
-           == PROVEN_OK && len == 32
-        && proven_cbor_uint(cbor_array_handle(row)[2], &next_log)
-           == PROVEN_OK && next_log <= FOLLOW_DONE)
-    {
+    found = row != NULL && cbor_isa_array(row) && cbor_array_size(row) == 3
+            && proven_cbor_uint(cbor_array_handle(row)[0], &number)
+               == PROVEN_OK
+            && proven_cbor_bytes(cbor_array_handle(row)[1], 32, &hash, &len)
+               == PROVEN_OK && len == 32
+            && proven_cbor_uint(cbor_array_handle(row)[2], &next_log)
+               == PROVEN_OK && next_log <= FOLLOW_DONE;
+    if (found) {
+        uv_mutex_lock(&f->mutex);
         cur->number = number;
         memcpy(cur->hash, hash, 32);
         cur->next_log = (uint32_t) next_log;
-        free(hash);
-        provend_storage_req_free(req);
-        uv_mutex_lock(&f->mutex);
-        f->ncursors++;
         uv_mutex_unlock(&f->mutex);
-        return cur;
     }
     free(hash);
     provend_storage_req_free(req);
+    return found;
+}
 
-    /* new: done up to the head as it is now (what came before the
-     * handler is not its), its confirmations counted from there on */
-    number = f->tip;
-    b = follow_block(f, number);
-    cur->number = number;
-    memcpy(cur->hash, b->hash, 32);
-    cur->next_log = FOLLOW_DONE;
-    if (follow_cursor_save(f, cur, 1, err, errlen) != PROVEN_OK) {
+
+/*
+ * The filter's cursor: kept, or from storage, or new: from the followed
+ * head (events before it are not the handler's), written only where none
+ * is yet and read back (in a cluster, the first node's stands).
+ */
+static follow_cursor_t *
+follow_cursor(provend_follow_t *f, const provend_eth_filter_t *flt,
+    char *err, size_t errlen)
+{
+    int                     found;
+    char                    key[512];
+    size_t                  i;
+    follow_cursor_t        *cur, *grown, fresh;
+    follow_block_t         *b;
+
+    follow_key(flt, key, sizeof(key));
+    for (i = 0; i < f->ncursors; i++) {
+        if (strcmp(f->cursors[i].key, key) == 0) {
+            f->cursors[i].seen = f->poll;
+            return &f->cursors[i];
+        }
+    }
+    if (f->ncursors == FOLLOW_FILTERS_MAX) {
+        proven_errf(err, errlen, "more than %d filters", FOLLOW_FILTERS_MAX);
         return NULL;
     }
-    uv_mutex_lock(&f->mutex);
-    f->ncursors++;
+
+    memset(&fresh, 0, sizeof(fresh));
+    snprintf(fresh.key, sizeof(fresh.key), "%s", key);
+    found = follow_cursor_load(f, key, &fresh, err, errlen);
+    if (found == 0) {
+        b = follow_block(f, f->tip);
+        fresh.number = f->tip;
+        memcpy(fresh.hash, b->hash, 32);
+        fresh.next_log = FOLLOW_DONE;
+        if (follow_cursor_save(f, &fresh, 1, err, errlen) != PROVEN_OK) {
+            return NULL;
+        }
+        found = follow_cursor_load(f, key, &fresh, err, errlen);
+        if (found == 0) {
+            proven_errf(err, errlen, "the cursor written is not there");
+        }
+    }
+    if (found <= 0) {
+        return NULL;
+    }
+    fresh.seen = f->poll;
+
+    uv_mutex_lock(&f->mutex);           /* status reads them */
+    grown = realloc(f->cursors, (f->ncursors + 1) * sizeof(*grown));
+    if (grown != NULL) {
+        f->cursors = grown;
+        f->cursors[f->ncursors] = fresh;
+        f->ncursors++;
+    }
     uv_mutex_unlock(&f->mutex);
+    if (grown == NULL) {
+        proven_errf(err, errlen, "out of memory");
+        return NULL;
+    }
+    cur = &f->cursors[f->ncursors - 1];
     return cur;
+}
+
+
+/* Cursors of filters no longer there (an app gone, or changed) dropped
+ * from memory; kept in storage, so the same filter again goes on. */
+static void
+follow_cursors_sweep(provend_follow_t *f)
+{
+    size_t  i, kept;
+
+    uv_mutex_lock(&f->mutex);
+    for (i = 0, kept = 0; i < f->ncursors; i++) {
+        if (f->cursors[i].seen == f->poll) {
+            f->cursors[kept++] = f->cursors[i];
+        }
+    }
+    f->ncursors = kept;
+    uv_mutex_unlock(&f->mutex);
 }
 
 
@@ -737,52 +802,92 @@ follow_bloom_may(const provend_eth_filter_t *flt, const follow_block_t *b)
 }
 
 
-/* Every log of block b, proved against its receipts root. */
+/*
+ * Every log of block b, proved against its receipts root: the receipts
+ * in one eth_getBlockReceipts, or, from an endpoint without it, one
+ * eth_getTransactionReceipt per transaction; FOLLOW_BLOCK_MS and
+ * FOLLOW_RECEIPTS_MAX bytes for the block at most (consensus bounds what
+ * a block holds: 36M gas is 4.5 MB of log data).
+ */
 static int
 follow_logs(provend_follow_t *f, const follow_block_t *b,
     provend_eth_log_t **logs, size_t *n, char *err, size_t errlen)
 {
-    int       rc;
-    char      hex[67];
-    size_t    i;
-    json_t   *block, *txs, *receipts, *r;
-    uint64_t  deadline;
+    int          rc;
+    char         hex[67];
+    size_t       i, used, total;
+    json_t      *block, *txs, *receipts, *r;
+    uint64_t     deadline, now;
+    const char  *t;
 
     *logs = NULL;
     *n = 0;
-    deadline = uv_hrtime() + FOLLOW_CALL_MS * 1000000ULL;
+    deadline = uv_hrtime() + FOLLOW_BLOCK_MS * 1000000ULL;
     provend_chains_hex(b->hash, 32, hex);
-    block = provend_chains_call(f->c, deadline, "eth_getBlockByHash",
-                                json_pack("[s, b]", hex, 0), err, errlen);
-    txs = json_object_get(block, "transactions");
-    if (block == NULL || !json_is_array(txs)) {
-        if (block != NULL) {
-            proven_errf(err, errlen, "eth_getBlockByHash: no transactions");
+    receipts = NULL;
+    if (!f->no_block_receipts) {
+        receipts = provend_chains_call(f->c, deadline, "eth_getBlockReceipts",
+                                       json_pack("[s]", hex),
+                                       FOLLOW_RECEIPTS_MAX, err, errlen);
+        if (receipts == NULL && strstr(err, "the endpoint said") != NULL) {
+            f->no_block_receipts = 1;   /* the method, not this block */
+        } else if (receipts == NULL) {
+            return PROVEN_ERR;
+        }
+    }
+    if (receipts == NULL) {
+        block = provend_chains_call(f->c, deadline, "eth_getBlockByHash",
+                                    json_pack("[s, b]", hex, 0),
+                                    FOLLOW_RECEIPTS_MAX, err, errlen);
+        txs = json_object_get(block, "transactions");
+        if (block == NULL) {
+            return PROVEN_ERR;
+        }
+        if (!json_is_array(txs) || json_array_size(txs) > FOLLOW_TXS_MAX) {
+            json_decref(block);
+            proven_errf(err, errlen, "eth_getBlockByHash: transactions are "
+                        "not a list of %d at most", FOLLOW_TXS_MAX);
+            return PROVEN_ERR;
+        }
+        receipts = json_array();
+        rc = receipts != NULL ? PROVEN_OK : PROVEN_ERR;
+        total = 0;
+        for (i = 0; rc == PROVEN_OK && i < json_array_size(txs); i++) {
+            t = json_string_value(json_array_get(txs, i));
+            if (total >= FOLLOW_RECEIPTS_MAX) {
+                proven_errf(err, errlen, "the block's receipts are over "
+                            "%d MiB", FOLLOW_RECEIPTS_MAX / 1024 / 1024);
+                rc = PROVEN_ERR;
+                break;
+            }
+            if (t == NULL || strlen(t) != 66 || strncmp(t, "0x", 2) != 0) {
+                proven_errf(err, errlen, "eth_getBlockByHash: a transaction "
+                            "that is not a hash");
+                rc = PROVEN_ERR;
+                break;
+            }
+            now = uv_hrtime();
+            r = provend_chains_call(f->c, now + FOLLOW_CALL_MS * 1000000ULL
+                                          < deadline
+                                          ? now + FOLLOW_CALL_MS * 1000000ULL
+                                          : deadline,
+                                    "eth_getTransactionReceipt",
+                                    json_pack("[s]", t),
+                                    FOLLOW_RECEIPTS_MAX - total, err, errlen);
+            used = r != NULL ? json_dumpb(r, NULL, 0, JSON_COMPACT) : 0;
+            total += used;
+            rc = r != NULL && json_array_append_new(receipts, r) == 0
+                 ? PROVEN_OK : PROVEN_ERR;
         }
         json_decref(block);
-        return PROVEN_ERR;
-    }
-    receipts = json_array();
-    rc = receipts != NULL ? PROVEN_OK : PROVEN_ERR;
-    for (i = 0; rc == PROVEN_OK && i < json_array_size(txs); i++) {
-        if (!json_is_string(json_array_get(txs, i))) {
-            proven_errf(err, errlen, "eth_getBlockByHash: a transaction "
-                        "that is not a hash");
-            rc = PROVEN_ERR;
-            break;
+        if (rc != PROVEN_OK) {
+            json_decref(receipts);
+            return PROVEN_ERR;
         }
-        r = provend_chains_call(f->c, deadline, "eth_getTransactionReceipt",
-                                json_pack("[O]", json_array_get(txs, i)),
-                                err, errlen);
-        rc = r != NULL && json_array_append_new(receipts, r) == 0
-             ? PROVEN_OK : PROVEN_ERR;
     }
-    json_decref(block);
-    if (rc == PROVEN_OK) {
-        /* what the endpoint said is checked here: the root decides */
-        rc = provend_eth_receipts(receipts, b->receipts_root, logs, n, err,
-                                  errlen);
-    }
+    /* what the endpoint said is checked here: the root decides */
+    rc = provend_eth_receipts(receipts, b->receipts_root, logs, n, err,
+                              errlen);
     json_decref(receipts);
     return rc;
 }
@@ -883,67 +988,166 @@ follow_deliver(provend_follow_t *f, const provend_eth_filter_t *flt,
 }
 
 
-/* A filter's step: from its cursor up to the tip less its confirmations. */
+/*
+ * The fork below a cursor whose block left the chain: the highest block
+ * at or below its number not put in the ring since the cursor was last
+ * seen linked to it (ring writes counted); a cursor from storage, never
+ * seen so, walks its old branch back by hash (each header hashed here)
+ * to a block the ring holds.  The first block followed when neither
+ * answers: events after it come again (at least once).
+ */
+static uint64_t
+follow_fork(provend_follow_t *f, const follow_cursor_t *cur,
+    uint8_t hash[32])
+{
+    char             hex[67], err[PROVEN_ERR_LEN];
+    size_t           steps;
+    uint64_t         n;
+    follow_block_t   b, *have;
+
+    if (cur->checked != 0) {
+        n = cur->number - 1 < f->tip ? cur->number - 1 : f->tip;
+        for ( ; n >= f->first && n + 1 > 0; n--) {
+            have = follow_block(f, n);
+            if (have->written <= cur->checked) {
+                memcpy(hash, have->hash, 32);
+                return n;
+            }
+        }
+    } else {
+        memcpy(b.parent, cur->hash, 32);
+        b.number = cur->number + 1;
+        for (steps = 0; steps < FOLLOW_RING && b.number > f->first;
+             steps++)
+        {
+            provend_chains_hex(b.parent, 32, hex);
+            n = b.number - 1;
+            if (follow_header(f, "eth_getBlockByHash", hex, &b, err,
+                              sizeof(err)) != PROVEN_OK || b.number != n)
+            {
+                break;
+            }
+            have = follow_block(f, b.number);
+            if (have != NULL && memcmp(have->hash, b.hash, 32) == 0) {
+                memcpy(hash, b.hash, 32);
+                return b.number;
+            }
+        }
+    }
+    /* neither: from the first block followed on, its parent the cursor */
+    have = follow_block(f, f->first);
+    memcpy(hash, have->parent, 32);
+    return f->first - 1;
+}
+
+
+/* Block n for a cursor: the ring's, or, below it, fetched by number (a
+ * cursor left behind while the ring moved on); linked to the cursor
+ * either way by the caller. */
+static int
+follow_block_at(provend_follow_t *f, uint64_t n, follow_block_t *b,
+    char *err, size_t errlen)
+{
+    char             which[24];
+    follow_block_t  *have;
+
+    have = follow_block(f, n);
+    if (have != NULL) {
+        *b = *have;
+        return PROVEN_OK;
+    }
+    snprintf(which, sizeof(which), "0x%llx", (unsigned long long) n);
+    if (follow_header(f, "eth_getBlockByNumber", which, b, err, errlen)
+        != PROVEN_OK)
+    {
+        return PROVEN_ERR;
+    }
+    if (b->number != n) {
+        proven_errf(err, errlen, "asked for block %llu, the endpoint gave "
+                    "%llu", (unsigned long long) n,
+                    (unsigned long long) b->number);
+        return PROVEN_ERR;
+    }
+    b->written = 0;
+    return PROVEN_OK;
+}
+
+
+/*
+ * A filter's step: from its cursor up to the tip less its confirmations,
+ * FOLLOW_SCAN blocks and FOLLOW_EVENTS events at most (then the next
+ * filter's turn).  Each block is linked to the cursor (its parent is the
+ * cursor's block, or it is that block): one that is not means the
+ * cursor's block left the chain, and the cursor goes back to the fork.
+ */
 static void
 follow_filter(provend_follow_t *f, const provend_eth_filter_t *flt)
 {
+    int                 linked;
     char                err[PROVEN_ERR_LEN], msg[320];
-    size_t              i, nlogs, scanned;
-    uint64_t            target, n;
+    size_t              i, nlogs, scanned, events;
+    uint64_t            target, n, fork;
     uint32_t            from;
-    follow_block_t      b, *have;
+    uint8_t             hash[32];
+    follow_block_t      b;
     follow_cursor_t    *cur;
     provend_eth_log_t  *logs;
 
     cur = follow_cursor(f, flt, err, sizeof(err));
     if (cur == NULL) {
-        provend_warn("chains: %s: %s", flt->handler, err);
+        provend_warn("chains: %s of %s: %s", flt->handler, flt->app, err);
         return;
-    }
-    cur->seen = f->poll;
-
-    /* its block taken back by a reorganisation: below the fork again */
-    uv_mutex_lock(&f->mutex);
-    have = follow_block(f, cur->number);
-    if (cur->number >= f->first
-        && ((have != NULL && memcmp(have->hash, cur->hash, 32) != 0)
-            || (have == NULL && f->reorg_from != 0
-                && f->reorg_from <= cur->number)))
-    {
-        n = f->reorg_from > f->first ? f->reorg_from - 1 : f->first;
-        if (n >= cur->number) {
-            n = cur->number > f->first ? cur->number - 1 : f->first;
-        }
-        have = follow_block(f, n);
-        provend_info("chains: %s of %s: block %llu left the chain: from "
-                     "%llu again", flt->handler, flt->app,
-                     (unsigned long long) cur->number,
-                     (unsigned long long) (n + 1));
-        cur->number = n;
-        memcpy(cur->hash, have->hash, 32);
-        cur->next_log = FOLLOW_DONE;
-    } else if (have == NULL && cur->number > f->tip) {
-        uv_mutex_unlock(&f->mutex);
-        return;                         /* not reached yet */
     }
     target = f->tip >= f->first + flt->confirmations
              ? f->tip - flt->confirmations : f->first;
-    uv_mutex_unlock(&f->mutex);
 
-    for (scanned = 0; scanned < FOLLOW_SCAN && !f->stopping; scanned++) {
+    events = 0;
+    for (scanned = 0; scanned < FOLLOW_SCAN && events < FOLLOW_EVENTS
+                      && !follow_stopping(f); scanned++)
+    {
         n = cur->next_log == FOLLOW_DONE ? cur->number + 1 : cur->number;
         from = cur->next_log == FOLLOW_DONE ? 0 : cur->next_log;
-        if (n > target) {
+        if (n > f->tip + 1 || (n > target && cur->number <= f->tip)) {
             break;
         }
-        uv_mutex_lock(&f->mutex);
-        have = follow_block(f, n);
-        if (have == NULL) {
-            uv_mutex_unlock(&f->mutex);
-            break;
+
+        /* the cursor's block still an ancestor of the chain's? (a
+         * cursor above the tip: the chain is shorter now) */
+        linked = 0;
+        if (cur->number <= f->tip) {
+            if (n > target) {
+                break;
+            }
+            if (follow_block_at(f, n, &b, err, sizeof(err)) != PROVEN_OK) {
+                snprintf(msg, sizeof(msg), "block %llu: %s",
+                         (unsigned long long) n, err);
+                follow_held(f, flt, cur, msg);
+                return;
+            }
+            linked = cur->next_log == FOLLOW_DONE
+                     ? memcmp(b.parent, cur->hash, 32) == 0
+                     : memcmp(b.hash, cur->hash, 32) == 0;
         }
-        b = *have;
-        uv_mutex_unlock(&f->mutex);
+        if (!linked && cur->number < f->first) {
+            /* the chain left the cursor's block further back than the
+             * blocks kept: where to go on from is not known here */
+            snprintf(msg, sizeof(msg), "block %llu is not the child of the "
+                     "block its events were delivered from, below the %d "
+                     "followed", (unsigned long long) n, FOLLOW_RING);
+            follow_held(f, flt, cur, msg);
+            return;
+        }
+        if (!linked) {
+            fork = follow_fork(f, cur, hash);
+            provend_info("chains: %s of %s: block %llu left the chain: "
+                         "from %llu again", flt->handler, flt->app,
+                         (unsigned long long) cur->number,
+                         (unsigned long long) (fork + 1));
+            follow_cursor_set(f, cur, fork, hash, FOLLOW_DONE, "", 0);
+            cur->checked = f->writes;
+            continue;
+        }
+        cur->checked = f->writes;
 
         logs = NULL;
         nlogs = 0;
@@ -960,6 +1164,11 @@ follow_filter(provend_follow_t *f, const provend_eth_filter_t *flt)
             if (!follow_matches(flt, &logs[i])) {
                 continue;
             }
+            /* in a cluster, still this node's turn? */
+            if (events == FOLLOW_EVENTS || !follow_lease_now(f)) {
+                provend_eth_logs_free(logs, nlogs);
+                return;
+            }
             if (follow_deliver(f, flt, &b, &logs[i], err, sizeof(err))
                 != PROVEN_OK)
             {
@@ -969,8 +1178,11 @@ follow_filter(provend_follow_t *f, const provend_eth_filter_t *flt)
                 provend_eth_logs_free(logs, nlogs);
                 return;
             }
+            events++;
             follow_cursor_set(f, cur, n, b.hash, (uint32_t) i + 1, "", 1);
             if (follow_cursor_save(f, cur, 0, err, sizeof(err)) != PROVEN_OK) {
+                /* delivered, not written: after a restart it comes again
+                 * (at least once) */
                 provend_warn("chains: %s of %s: %s", flt->handler, flt->app,
                              err);
                 provend_eth_logs_free(logs, nlogs);
@@ -988,6 +1200,17 @@ follow_filter(provend_follow_t *f, const provend_eth_filter_t *flt)
 
 
 /* ---- the thread ------------------------------------------------------------------ */
+
+/* Whether this node holds the lease of the window it is in now (no claim
+ * made here: a window begun mid-poll is claimed at the next poll). */
+static int
+follow_lease_now(provend_follow_t *f)
+{
+    return !f->clustered
+           || (f->lease_held
+               && (uint64_t) time(NULL) / FOLLOW_LEASE_S == f->lease_window);
+}
+
 
 /*
  * In a cluster, one node at a time delivers: the first to claim each
@@ -1032,7 +1255,6 @@ follow_poll(provend_follow_t *f)
     follow_call_t   *call;
 
     f->poll++;
-    f->reorg_from = 0;
     if (follow_chain(f, err, sizeof(err)) != PROVEN_OK) {
         if (strcmp(err, f->error) != 0) {
             provend_warn("chains: following the chain: %s", err);
@@ -1059,7 +1281,9 @@ follow_poll(provend_follow_t *f)
     case 0:
         return;                         /* stopping: the loop's now */
     case 1:
-        for (i = 0; call->ok && i < call->nfilters && !f->stopping; i++) {
+        for (i = 0; call->ok && i < call->nfilters && !follow_stopping(f);
+             i++)
+        {
             if (call->filters[i].chain != 0
                 && call->filters[i].chain != f->chain_id)
             {
@@ -1075,6 +1299,9 @@ follow_poll(provend_follow_t *f)
                 provend_warn("chains: %s: %s", call->filters[i].handler,
                              err);
             }
+        }
+        if (call->ok && i == call->nfilters) {
+            follow_cursors_sweep(f);
         }
         free(call->filters);
         /* fall through */
@@ -1166,7 +1393,7 @@ provend_follow_stop(provend_chains_t *c)
         return;
     }
     uv_mutex_lock(&f->mutex);
-    f->stopping = 1;
+    __atomic_store_n(&f->stopping, 1, __ATOMIC_RELEASE);
     uv_cond_broadcast(&f->cond);
     uv_mutex_unlock(&f->mutex);
     uv_close((uv_handle_t *) &f->async, NULL);

@@ -15,9 +15,12 @@
 #include "eth.h"
 
 
-#define RECEIPTS_MAX      20000        /* a block's: 30M gas / 21000 */
-#define LOGS_MAX          50000        /* a block's, all receipts */
-#define LOG_DATA_MAX      (128 * 1024)
+/* Above what consensus lets a block of 36M gas hold: 1714 transactions
+ * (21000 gas each), 96000 logs (375 each), 4.5 MB of log data (8 a
+ * byte); what exceeds them is no block's. */
+#define RECEIPTS_MAX      10000
+#define LOGS_MAX          100000
+#define LOG_DATA_MAX      (8 * 1024 * 1024)
 
 
 /* ---- an RLP writer --------------------------------------------------------- */
@@ -407,7 +410,8 @@ receipt_log(rlp_buf_t *b, const json_t *log, provend_eth_log_t *out,
         || strlen(json_string_value(data)) > 2 + 2 * LOG_DATA_MAX)
     {
         proven_errf(err, errlen, "a log is not {address, topics (4 at "
-                    "most), data (%d KiB at most)}", LOG_DATA_MAX / 1024);
+                    "most), data (%d MiB at most)}",
+                    LOG_DATA_MAX / 1024 / 1024);
         return PROVEN_ERR;
     }
     for (i = 0; i < ntopics; i++) {

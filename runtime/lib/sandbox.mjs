@@ -282,6 +282,10 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
             let value;
             if (p.indexed) {
                 const t = ev.topics[topic++];
+                if (typeof t !== 'string' || t.length !== 66) {
+                    fail('runOnEthereumEvent: the log has no topic for '
+                         + p.name);
+                }
                 value = p.type === 'string' || p.type === 'bytes'
                         ? t : word(p.type, apply(slice, t, [2]));
             } else if (p.type === 'string' || p.type === 'bytes') {
@@ -414,7 +418,16 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
                     copy[k] = ev[k];
                 }
                 copy.event = event.name;
-                copy.args = decodeEvent(ev, event);
+                /* a log of another layout under the same topic (ERC-20's
+                 * and ERC-721's Transfer share it) still reaches fn: a
+                 * throw here would hold the filter at it for good */
+                try {
+                    copy.args = decodeEvent(ev, event);
+                } catch (e) {
+                    copy.args = null;
+                    copy.argsError = 'the log does not decode as '
+                        + event.canonical;
+                }
                 return apply(fn, undefined, [copy]);
             };
             return make('ethereum', info, withArgs, 'runOnEthereumEvent');

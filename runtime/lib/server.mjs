@@ -8,9 +8,11 @@
 //          {"id", "ok": false, "error": {"code", "message", "error_id"?}}
 // Codes: not_found, method_not_allowed (with "allow"), bad_request,
 // timeout, handler_error, worker_died, busy.
-// "app.run" {handler: "module#name", args?, spread?} runs a run,
-// runWithOptions or runOnSchedule handler with args as its argument (spread:
-// args is the array of its arguments, as RPC's Execute sends):
+// "app.run" {handler: "module#name", args?, spread?, trigger?} runs a run,
+// runWithOptions, runOnSchedule or runOnEthereumEvent handler with args as
+// its argument (spread: args is the array of its arguments, as RPC's
+// Execute sends); the last two only with trigger "schedule" or "ethereum",
+// which provend's own frames carry (a caller's Execute never does):
 // {output, logs, duration_us}, or the error codes above with "logs".
 // With "identity" and "grant" (provend's, for a call from an identified
 // session) the handler's personal storage is that identity's.  Also "app.logs" (recent console lines) and
@@ -348,8 +350,15 @@ RuntimeServer.prototype.run = async function run(conn, id, f) {
     const index = typeof f.handler === 'string'
         ? this.runnable.get(f.handler) ?? -1 : -1;
     if (index < 0) {
-        return this.fail(conn, id, 'not_found', `no run or schedule handler `
-                         + `${JSON.stringify(f.handler)}`);
+        return this.fail(conn, id, 'not_found', `no run, schedule or `
+                         + `ethereum handler ${JSON.stringify(f.handler)}`);
+    }
+    /* a trigger's handler takes what provend proved, from provend only */
+    const kind = this.handlers[index].kind;
+    if (kind !== 'rpc' && f.trigger !== kind) {
+        return this.fail(conn, id, 'not_found', `${JSON.stringify(f.handler)}`
+                         + ` is ${kind === 'ethereum' ? 'an' : 'a'} ${kind}`
+                         + ` handler: run by its trigger only`);
     }
     if (this.inFlight >= CALLS_MAX) {
         return this.fail(conn, id, 'busy', 'too many calls in flight');

@@ -24,8 +24,9 @@ export const moved = runOnEthereumEvent({
 export const said = runOnEthereumEvent({
     address: '${NFT}', topics: [null, '0x${'00'.repeat(31)}07'],
     event: 'Said(int8 indexed mood, string text, bool loud, bytes2 tag)',
-}, (e) => ({ mood: String(e.args.mood), text: e.args.text,
-             loud: e.args.loud, tag: e.args.tag }));
+}, (e) => (e.args === null ? { argsError: e.argsError }
+            : { mood: String(e.args.mood), text: e.args.text,
+                loud: e.args.loud, tag: e.args.tag }));
 
 export const raw = runOnEthereumEvent({ address: '${NFT}' }, (e) => e);
 `,
@@ -86,7 +87,8 @@ test('the event arrives with its arguments decoded', async () => {
                  '0x' + word('0x1234')],
     };
     const r = await rt.client.call('app.run', { handler: 'index.js#moved',
-                                                args: [ev], spread: true });
+                                                args: [ev], spread: true,
+                                                trigger: 'ethereum' });
     assert.equal(r.ok, true, JSON.stringify(r.error));
     assert.deepEqual(r.result.output, { event: 'Transfer',
         from: '0x' + '0a'.repeat(20), to: '0x' + '0b'.repeat(20),
@@ -99,19 +101,41 @@ test('the event arrives with its arguments decoded', async () => {
               + word('0x' + (text.length / 2).toString(16))
               + text.padEnd(64, '0') };
     const s = await rt.client.call('app.run', { handler: 'index.js#said',
-                                                args: [said], spread: true });
+                                                args: [said], spread: true,
+                                                trigger: 'ethereum' });
     assert.equal(s.ok, true, JSON.stringify(s.error));
     assert.deepEqual(s.result.output, { mood: '-2', text: 'héllo',
                                         loud: true, tag: '0xcafe' });
 
-    /* data too short for what the signature says: the handler's error */
+    /* data too short, or topics missing, for what the signature says:
+     * the handler still runs, told so (a throw would hold its filter) */
     const short = { ...said, data: '0x' + word('0x60') };
     const f = await rt.client.call('app.run', { handler: 'index.js#said',
-                                                args: [short], spread: true });
-    assert.equal(f.error.code, 'handler_error');
+                                                args: [short], spread: true,
+                                                trigger: 'ethereum' });
+    assert.deepEqual(f.result.output, { argsError: 'the log does not decode '
+        + 'as Said(int8,string,bool,bytes2)' });
+    const far = { ...said, data: '0x' + word('0xffffffffff') + word('0x1')
+                  + word('0x0') };
+    const g = await rt.client.call('app.run', { handler: 'index.js#said',
+                                                args: [far], spread: true,
+                                                trigger: 'ethereum' });
+    assert.equal(g.result.output.argsError.length > 0, true);
+    const bare = { ...said, topics: [said.topics[0]] };
+    const b = await rt.client.call('app.run', { handler: 'index.js#said',
+                                                args: [bare], spread: true,
+                                                trigger: 'ethereum' });
+    assert.equal(b.result.output.argsError.length > 0, true);
+
+    /* a caller's Execute (no trigger) cannot hand it an event */
+    const x = await rt.client.call('app.run', { handler: 'index.js#moved',
+                                                args: [ev], spread: true });
+    assert.equal(x.error.code, 'not_found');
+    assert.match(x.error.message, /is an ethereum handler: run by its trigger/);
 
     /* no signature: the log as provend gave it */
     const w = await rt.client.call('app.run', { handler: 'index.js#raw',
-                                                args: [ev], spread: true });
+                                                args: [ev], spread: true,
+                                                trigger: 'ethereum' });
     assert.deepEqual(w.result.output, ev);
 });

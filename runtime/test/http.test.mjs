@@ -294,8 +294,14 @@ test('app.run runs a run or schedule handler by name with its result',
     assert.ok(r.result.duration_us >= 0);
 
     const t = await rt.client.call('app.run', { handler: 'index.js#tick',
-                                                args: { scheduledAt: 60000 } });
+                                                args: { scheduledAt: 60000 },
+                                                trigger: 'schedule' });
     assert.deepEqual(t.result.output, 60000);
+    /* without its trigger (a caller's Execute): not runnable */
+    const n = await rt.client.call('app.run', { handler: 'index.js#tick',
+                                                args: { scheduledAt: 1 } });
+    assert.equal(n.error.code, 'not_found');
+    assert.match(n.error.message, /a schedule handler: run by its trigger/);
 
     const h = await rt.client.call('app.run', { handler: 'index.js#text' });
     assert.equal(h.error.code, 'not_found');

@@ -13,12 +13,61 @@
 //   log-data  a receipt's first log's data changed (eth_getTransactionReceipt)
 //   log-drop  a receipt's first log left out
 //   log-add   a receipt given a log it does not hold
+// With --block-receipts it answers eth_getBlockReceipts itself (ganache
+// has none), from the block's eth_getTransactionReceipt answers, the
+// log-* changes made there too.
 // Each change made is said on stdout ("applied MODE METHOD").
 // Usage: node tests/chains/liar.mjs PORT UPSTREAM_PORT MODE_FILE
+//        [--block-receipts]
 import fs from 'node:fs';
 import http from 'node:http';
 
-const [port, upstream, modeFile] = process.argv.slice(2);
+const [port, upstream, modeFile, option] = process.argv.slice(2);
+
+/* method(params) at ganache, its answer */
+function ask(method, params) {
+    return new Promise((ok, fail) => {
+        const up = http.request({ host: '127.0.0.1', port: Number(upstream),
+                                  method: 'POST', path: '/',
+                                  headers: { 'content-type':
+                                             'application/json' } }, (u) => {
+            const got = [];
+            u.on('data', (c) => got.push(c));
+            u.on('end', () => ok(JSON.parse(Buffer.concat(got))));
+        });
+        up.on('error', fail);
+        up.end(JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }));
+    });
+}
+
+/* a receipt's logs changed as a log-* mode says */
+function lie(mode, r) {
+    if (mode === 'log-data') {
+        r.logs[0].data = '0x0bad';
+    } else if (mode === 'log-drop') {
+        r.logs.shift();
+    } else {
+        r.logs.push({ address: r.to, data: '0x0bad',
+                      topics: ['0x' + '00'.repeat(31) + '01'] });
+    }
+}
+
+async function blockReceipts(hash, mode) {
+    const block = (await ask('eth_getBlockByHash', [hash, false])).result;
+    if (!block) {
+        return { jsonrpc: '2.0', id: 1, result: null };
+    }
+    const receipts = [];
+    for (const t of block.transactions) {
+        receipts.push((await ask('eth_getTransactionReceipt', [t])).result);
+    }
+    const first = receipts.find((r) => r.logs.length > 0);
+    if (mode.startsWith('log-') && first) {
+        console.log(`applied ${mode} eth_getBlockReceipts`);
+        lie(mode, first);
+    }
+    return { jsonrpc: '2.0', id: 1, result: receipts };
+}
 
 function flip(hex) {
     /* the byte 3 from the end */
@@ -33,6 +82,19 @@ http.createServer((req, res) => {
     req.on('data', (c) => chunks.push(c));
     req.on('end', () => {
         const body = Buffer.concat(chunks);
+        const asked = JSON.parse(body);
+        if (asked.method === 'eth_getBlockReceipts'
+            && option === '--block-receipts') {
+            let mode = 'none';
+            try { mode = fs.readFileSync(modeFile, 'utf8').trim(); }
+            catch { /* none */ }
+            blockReceipts(asked.params[0], mode).then((ans) => {
+                ans.id = asked.id;
+                res.writeHead(200, { 'content-type': 'application/json' });
+                res.end(JSON.stringify(ans));
+            }, () => { res.writeHead(502); res.end(); });
+            return;
+        }
         const up = http.request({ host: '127.0.0.1', port: Number(upstream),
                                   method: 'POST', path: '/',
                                   headers: { 'content-type':
@@ -74,14 +136,7 @@ http.createServer((req, res) => {
                 } else if (mode.startsWith('log-') && r
                            && method === 'eth_getTransactionReceipt'
                            && (r.logs.length > 0 || mode === 'log-add')) {
-                    if (mode === 'log-data') {
-                        r.logs[0].data = '0x0bad';
-                    } else if (mode === 'log-drop') {
-                        r.logs.shift();
-                    } else {
-                        r.logs.push({ address: r.to, data: '0x0bad',
-                                      topics: ['0x' + '00'.repeat(31) + '01'] });
-                    }
+                    lie(mode, r);
                 } else if (mode === 'fields' && method === 'eth_getProof') {
                     r.balance = '0xdeadbeef';
                     r.nonce = '0x99';
