@@ -154,7 +154,6 @@ int provend_apps_deploy_by_session(provend_apps_t *apps, const char *app,
     const char *origin, const uint8_t *signature, provend_apps_done_pt done,
     void *data);
 
-/* Stops the workers and closes every handle; the loop then ends. */
 /*
  * runOnEthereumEvent handlers: the filters of every app's current
  * package, as chains/ follows them.  topics[i] counts only where bit i of
@@ -181,6 +180,7 @@ int provend_eth_filters_of(const cbor_item_t *handlers,
 int provend_apps_eth_filters(provend_apps_t *apps,
     provend_eth_filter_t **out, size_t *n);
 
+/* Stops the workers and closes every handle; the loop then ends. */
 void provend_apps_stop(provend_apps_t *apps);
 
 /* After the loop has ended. */

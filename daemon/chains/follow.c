@@ -9,39 +9,44 @@
  * replaces what is above it.
  *
  * For each filter, the blocks from its cursor up to the tip less its
- * confirmations: a block whose proved logs bloom holds neither the
- * address nor a topic has no such log and is passed over; else its
- * receipts are fetched and proved against its receipts root (receipts.c),
- * and the matching logs are handed to the handler one at a time, in
- * block order, each on the app's worker (woken if idle).  The cursor
- * (block, hash, next log) is written to the node's storage after each
- * answer: a restart resumes after the last acknowledged event, never
- * before it, never after.  A handler that fails holds its filter there:
- * tried again next poll (at least once).  A reorganisation that took a
- * delivered block back moves the cursor back to below the fork: the new
- * blocks' events come with their own hashes.
+ * confirmations, each linked to the cursor's block (its child): a block
+ * whose proved logs bloom holds neither the address nor a topic has no
+ * such log and is passed over; else its receipts are fetched and proved
+ * against its receipts root (receipts.c), and the matching logs are
+ * handed to the handler one at a time, in block order, each on the app's
+ * worker (woken if idle).  The cursor (block, hash, next log) is written
+ * to the node's storage after each answer: a restart goes on after the
+ * last event written as answered (one answered but not yet written comes
+ * again: at least once).  A handler that fails holds its filter there,
+ * tried again each poll.  A reorganisation that took the cursor's block
+ * back moves the cursor back to the fork: the new blocks' events come
+ * with their own hashes; where the fork is not known (a cursor read from
+ * storage whose old branch the endpoint no longer serves), from the
+ * first block of the ring on, events there coming again.
  *
  * What the endpoint can still do: present a chain of its own making
- * after the checkpoint (no consensus is checked here; see README), or
- * hold blocks back.  It cannot alter, add or drop a log of a block it
- * presents, nor replace a block below the checkpoint.
+ * after the checkpoint (no consensus is checked here; see README), hold
+ * blocks back, or make a filter wait (answers it refuses hold it).  It
+ * cannot alter, add or drop a log of a block it presents, nor replace a
+ * block at or below the checkpoint.  The chain id (eth_chainId) and each
+ * log's transactionHash are its word, unproved.
  *
- * The thread never touches the loop's state: what it needs of the apps
- * (their filters, a handler run) is asked of the loop through an async
- * handle and waited for, the wait cut short when provend stops.
+ * The thread reads the ring without a lock (only it writes the ring) and
+ * takes the mutex to write it, never over a network call.  What it needs
+ * of the apps (their filters, a handler run) is asked of the loop through
+ * an async handle and waited for, the wait cut short when provend stops.
  */
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <jansson.h>
 #include <uv.h>
 
 #include "proven.h"
 #include "chains_int.h"
-#include <time.h>
-
 #include "apps/apps.h"
 #include "cluster/cluster.h"
 #include "core/log.h"
@@ -103,7 +108,6 @@ struct provend_follow_s {
     uint64_t               lease_window;    /* last asked for, or 0 */
     int                    lease_held;      /* this node delivers now */
     uv_thread_t            thread;
-    int                    started;
     uv_async_t             async;
     uv_mutex_t             mutex;       /* what follows, and the calls */
     uv_cond_t              cond;
@@ -931,8 +935,10 @@ follow_event(const follow_block_t *b, const provend_eth_log_t *l)
         provend_chains_hex(l->data, l->data_len, data);
         ok = ok && proven_cbor_map_put(ev, "data", cbor_build_string(data))
                    == PROVEN_OK;
-        ok = ok && proven_cbor_map_put(ev, "topics", topics) == PROVEN_OK;
-        topics = NULL;
+        if (ok) {
+            ok = proven_cbor_map_put(ev, "topics", topics) == PROVEN_OK;
+            topics = NULL;              /* the map's, whatever it said */
+        }
     }
     ok = ok && cbor_array_push(args, ev);
     free(data);
@@ -1339,6 +1345,17 @@ follow_main(void *arg)
 
 /* ---- the module's ------------------------------------------------------------------- */
 
+static void
+follow_on_closed(uv_handle_t *handle)
+{
+    provend_follow_t  *f = handle->data;
+
+    uv_cond_destroy(&f->cond);
+    uv_mutex_destroy(&f->mutex);
+    free(f);
+}
+
+
 int
 provend_follow_start(provend_chains_t *c, const provend_chains_config_t *cfg,
     char *err, size_t errlen)
@@ -1374,12 +1391,13 @@ provend_follow_start(provend_chains_t *c, const provend_chains_config_t *cfg,
         return PROVEN_ERR;
     }
     f->async.data = f;
-    c->follow = f;
     if (uv_thread_create(&f->thread, follow_main, f) != 0) {
+        /* the handle is the loop's until closed: f freed then */
+        uv_close((uv_handle_t *) &f->async, follow_on_closed);
         proven_errf(err, errlen, "cannot start the events thread");
-        return PROVEN_ERR;              /* freed with the module */
+        return PROVEN_ERR;
     }
-    f->started = 1;
+    c->follow = f;
     return PROVEN_OK;
 }
 
@@ -1408,9 +1426,7 @@ provend_follow_free(provend_chains_t *c)
     if (f == NULL) {
         return;
     }
-    if (f->started) {
-        uv_thread_join(&f->thread);
-    }
+    uv_thread_join(&f->thread);
     uv_cond_destroy(&f->cond);
     uv_mutex_destroy(&f->mutex);
     free(f->cursors);
@@ -1426,7 +1442,7 @@ follow_status(provend_follow_t *f)
 {
     int           ok;
     char          hex[67];
-    size_t        i, nl;
+    size_t        i;
     cbor_item_t  *map, *list, *one;
 
     map = cbor_new_definite_map(8);
@@ -1452,7 +1468,6 @@ follow_status(provend_follow_t *f)
         follow_cursor_t  *cur = &f->cursors[i];
 
         one = cbor_new_definite_map(6);
-        nl = strcspn(cur->key, "\n");
         provend_chains_hex(cur->hash, 32, hex);
         ok = one != NULL
              && proven_cbor_map_put(one, "filter",
@@ -1473,14 +1488,15 @@ follow_status(provend_follow_t *f)
              && proven_cbor_map_put(one, "error",
                                     cbor_build_string(cur->error))
                 == PROVEN_OK;
-        (void) nl;
         ok = ok && cbor_array_push(list, one);
         if (one != NULL) {
             cbor_decref(&one);
         }
     }
-    ok = ok && proven_cbor_map_put(map, "filters", list) == PROVEN_OK;
-    list = NULL;
+    if (ok) {
+        ok = proven_cbor_map_put(map, "filters", list) == PROVEN_OK;
+        list = NULL;                    /* the map's, whatever it said */
+    }
     if (list != NULL) {
         cbor_decref(&list);
     }
