@@ -43,7 +43,7 @@ on_fail() {
         for f in "${d:-}/node$i/node.log" "${d:-}/node$i/nats/nats.log"; do
             [ -f "$f" ] || continue
             echo "n$i ${f##*/}:"
-            grep -E "cluster key|quorum|JetStream|leader|[Rr]oute|holder|follow" \
+            grep -E "cluster key|quorum|JetStream|leader|[Rr]oute|holder|follow|storage" \
                 "$f" | tail -6 | cut -c1-200
         done
     done
@@ -183,8 +183,10 @@ check "and answers provend's own, which has it" 0 -m '^PONG$' \
 
 # ---- replicated data ------------------------------------------------------------
 
+# (a JetStream cold start can take minutes to answer a node: a CI run saw
+# one node's stream lookups unanswered past 40 s)
 for i in 1 2 3; do
-    eventually "node $i applies the cluster's log" true sh -c \
+    EVENTUALLY_S=150 eventually "node $i applies the cluster's log" true sh -c \
         "PROVEN_DATA=$d/node$i '$proven' cluster status \
          | grep -q '\"ready\": true' && echo true"
 done

@@ -230,6 +230,29 @@ check "the two blocks at that height differ" 1 test "$before" = "$after"
 check "(both hashes read)" 0 test -n "$before" -a -n "$after"
 check "the reorganisation is counted" 0 -m '"reorgs":[1-9]' call eth.events
 
+# ---- reads at a followed block ----------------------------------------------------
+
+sender=$(field sender)
+# read_at N: "block nonce" of the sender as eth.account proves it N blocks
+# below the followed head
+read_at() {
+    call eth.account "{\"address\": \"$sender\", \"confirmations\": $1}" \
+        | node -e 'let s = ""; process.stdin.on("data", (d) => s += d);
+            process.stdin.on("end", () => { const r = JSON.parse(s);
+                console.log(r.ok ? r.result.block + " " + r.result.account.nonce
+                                 : r.error.code + ": " + r.error.message); });'
+}
+eventually "an account read at the followed head, proved there" \
+    "$(drive head) $(drive nonce "$sender")" read_at 0
+check "confirmations over 128: refused" 0 -m '"code":"bad_request".*0 to 128' \
+    call eth.account "{\"address\": \"$sender\", \"confirmations\": 129}"
+check "more than the blocks followed: unavailable, said" 0 \
+    -m '"code":"unavailable".*fewer than 128 blocks followed' \
+    call eth.account "{\"address\": \"$sender\", \"confirmations\": 128}"
+check "the checkpoint's reads stay the checkpoint's" 0 \
+    -m "\"block\":$(($(field number))),\"block_hash\":\"$checkpoint\"" \
+    call eth.account "{\"address\": \"$sender\"}"
+
 # ---- what the endpoint may alter --------------------------------------------------
 
 n=11

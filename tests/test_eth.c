@@ -918,6 +918,87 @@ test_receipts(void **state)
 }
 
 
+/* ---- EIP-191 signatures ---------------------------------------------------- */
+
+static void
+test_signatures(void **state)
+{
+    char           path[1024], err[PROVEN_ERR_LEN];
+    size_t         i;
+    long           len;
+    json_t        *f, *one;
+    uint8_t        account[20], address[20], hash[32], sig[65], msg[256];
+    const char    *dir;
+    json_error_t   jerr;
+
+    (void) state;
+    dir = getenv("PROVEN_FIXTURES");
+    snprintf(path, sizeof(path), "%s/eth/ganache-signatures.json",
+             dir != NULL ? dir : "tests/fixtures");
+    f = json_load_file(path, 0, &jerr);
+    assert_non_null(f);
+    assert_int_equal(unhex(json_string_value(json_object_get(f, "account")),
+                           account, 20), 20);
+
+    /* every message of the fixture, v 27 and 28 among them */
+    for (i = 0; i < json_array_size(json_object_get(f, "signatures")); i++) {
+        one = json_array_get(json_object_get(f, "signatures"), i);
+        len = unhex(json_string_value(json_object_get(one, "message")), msg,
+                    sizeof(msg));
+        assert_true(len >= 0);
+        assert_int_equal(unhex(json_string_value(json_object_get(one,
+                               "signature")), sig, 65), 65);
+        provend_eth_personal_hash(msg, (size_t) len, hash);
+        assert_int_equal(provend_eth_recover(hash, sig, address, err,
+                                             sizeof(err)), PROVEN_OK);
+        assert_memory_equal(address, account, 20);
+
+        /* v as 0 or 1 too */
+        sig[64] -= 27;
+        assert_int_equal(provend_eth_recover(hash, sig, address, err,
+                                             sizeof(err)), PROVEN_OK);
+        assert_memory_equal(address, account, 20);
+        sig[64] += 27;
+
+        /* another message, or the other v: another address */
+        msg[0] ^= 1;
+        provend_eth_personal_hash(msg, len > 0 ? (size_t) len : 1, hash);
+        assert_int_equal(provend_eth_recover(hash, sig, address, err,
+                                             sizeof(err)), PROVEN_OK);
+        assert_memory_not_equal(address, account, 20);
+        msg[0] ^= 1;
+        provend_eth_personal_hash(msg, (size_t) len, hash);
+        sig[64] ^= 1;                   /* 27 <-> 26 or 28 <-> 29 */
+        sig[64] = sig[64] == 26 ? 28 : sig[64] == 29 ? 27 : sig[64];
+        if (provend_eth_recover(hash, sig, address, err, sizeof(err))
+            == PROVEN_OK)
+        {
+            assert_memory_not_equal(address, account, 20);
+        }
+    }
+
+    /* what recovers no key */
+    one = json_array_get(json_object_get(f, "signatures"), 0);
+    unhex(json_string_value(json_object_get(one, "signature")), sig, 65);
+    provend_eth_personal_hash(NULL, 0, hash);
+    sig[64] = 29;
+    assert_int_equal(provend_eth_recover(hash, sig, address, err,
+                                         sizeof(err)), PROVEN_ERR);
+    assert_non_null(strstr(err, "v is not 27 or 28"));
+    sig[64] = 27;
+    memset(sig, 0, 32);                                 /* r = 0 */
+    assert_int_equal(provend_eth_recover(hash, sig, address, err,
+                                         sizeof(err)), PROVEN_ERR);
+    assert_non_null(strstr(err, "out of range"));
+    memset(sig, 0xff, 64);                              /* r, s >= n */
+    assert_int_equal(provend_eth_recover(hash, sig, address, err,
+                                         sizeof(err)), PROVEN_ERR);
+    assert_non_null(strstr(err, "out of range"));
+
+    json_decref(f);
+}
+
+
 int
 main(void)
 {
@@ -930,6 +1011,7 @@ main(void)
         cmocka_unit_test(test_built_trie),
         cmocka_unit_test(test_headers),
         cmocka_unit_test(test_receipts),
+        cmocka_unit_test(test_signatures),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -35,6 +35,7 @@ typedef struct {
     size_t                 nslots;
     uint64_t               deadline;    /* uv_hrtime, ns */
     int                    have_header; /* kept from a read before */
+    int                    followed;    /* a followed block's, not kept */
 
     /* what was proved */
     int                    rc;
@@ -333,7 +334,9 @@ chains_read_done(uv_work_t *work, int status)
     chains_read_t     *r = work->data;
 
     r->c->work = NULL;
-    if (r->rc == PROVEN_OK && status == 0 && !r->c->have_header) {
+    if (r->rc == PROVEN_OK && status == 0 && !r->c->have_header
+        && !r->followed)
+    {
         r->c->header = r->header;       /* proved: kept */
         r->c->have_header = 1;
     }
@@ -420,8 +423,10 @@ static void
 chains_op_account(void *subsystem, const provend_op_t *op,
     const proven_request_t *req, provend_ops_reply_pt reply, void *ctx)
 {
+    char               why[PROVEN_ERR_LEN];
     size_t             i;
-    cbor_item_t       *slots;
+    uint64_t           confirmations;
+    cbor_item_t       *slots, *conf;
     chains_read_t     *r;
     provend_chains_t  *c = subsystem;
 
@@ -487,6 +492,29 @@ chains_op_account(void *subsystem, const provend_op_t *op,
     r->deadline = uv_hrtime() + CHAINS_TIMEOUT_MS * 1000000ULL;
     r->have_header = c->have_header;
     r->header = c->header;
+
+    /* at a followed block: that many confirmations below the head */
+    conf = proven_cbor_map_get(req->map, "confirmations");
+    if (conf != NULL) {
+        if (proven_cbor_uint(conf, &confirmations) != PROVEN_OK
+            || confirmations > 128)
+        {
+            free(r);
+            provend_ops_reply_error(reply, ctx, req->id, "bad_request",
+                                    "\"confirmations\" must be 0 to 128");
+            return;
+        }
+        if (provend_follow_header(c, (unsigned) confirmations, &r->header,
+                                  why, sizeof(why)) != PROVEN_OK)
+        {
+            free(r);
+            provend_ops_reply_error(reply, ctx, req->id, "unavailable",
+                                    why);
+            return;
+        }
+        r->have_header = 1;
+        r->followed = 1;
+    }
     r->reply = reply;
     r->ctx = ctx;
     r->id = req->id;

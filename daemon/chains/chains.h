@@ -14,6 +14,9 @@
  *   The checkpoint's header is fetched by its hash and hashed here; the
  *   proofs are followed from its state root.  An endpoint that answers
  *   anything else: "chain_unverified", saying what did not hold.
+ *   With "confirmations": N (0..128): at the block N below the head the
+ *   node follows instead (follow.c: linked to the checkpoint, which chain
+ *   being the endpoint's word), "unavailable" while it has none.
  */
 
 #ifndef PROVEND_CHAINS_H

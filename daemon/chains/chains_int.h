@@ -51,6 +51,12 @@ int provend_follow_start(provend_chains_t *c,
 void provend_follow_stop(provend_chains_t *c);
 void provend_follow_free(provend_chains_t *c);
 
-extern const provend_op_t  provend_follow_ops[];
+/*
+ * The followed block confirmations below the head (hashed here, linked
+ * to the checkpoint; which chain is the endpoint's word): PROVEN_ERR and
+ * err when none is (no apps, not caught up, too few blocks).  Any thread.
+ */
+int provend_follow_header(provend_chains_t *c, unsigned confirmations,
+    provend_eth_header_t *header, char *err, size_t errlen);
 
 #endif /* PROVEND_CHAINS_INT_H */

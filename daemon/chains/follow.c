@@ -68,7 +68,8 @@
 
 typedef struct {
     uint64_t  number;
-    uint8_t   hash[32], parent[32], receipts_root[32], bloom[256];
+    uint8_t   hash[32], parent[32], receipts_root[32], state_root[32];
+    uint8_t   bloom[256];
     uint64_t  written;                  /* f->writes when put in the ring */
 } follow_block_t;
 
@@ -277,6 +278,7 @@ follow_header(provend_follow_t *f, const char *method, const char *which,
     memcpy(b->hash, h.hash, 32);
     memcpy(b->parent, h.parent, 32);
     memcpy(b->receipts_root, h.receipts_root, 32);
+    memcpy(b->state_root, h.state_root, 32);
     memcpy(b->bloom, h.bloom, 256);
     return PROVEN_OK;
 }
@@ -1530,4 +1532,42 @@ follow_op_events(void *subsystem, const provend_op_t *op,
         return;
     }
     provend_ops_reply_ok(reply, ctx, req->id, map);
+}
+
+
+int
+provend_follow_header(provend_chains_t *c, unsigned confirmations,
+    provend_eth_header_t *header, char *err, size_t errlen)
+{
+    int                rc;
+    follow_block_t    *b;
+    provend_follow_t  *f = c->follow;
+
+    if (f == NULL) {
+        proven_errf(err, errlen, "this node follows no chain past its "
+                    "checkpoint (no apps)");
+        return PROVEN_ERR;
+    }
+    rc = PROVEN_ERR;
+    uv_mutex_lock(&f->mutex);
+    if (!f->caught_up) {
+        proven_errf(err, errlen, "the chain is not followed to its head "
+                    "yet: %s", f->error[0] != '\0' ? f->error
+                                                     : "catching up");
+    } else if (f->tip < f->first + confirmations) {
+        proven_errf(err, errlen, "fewer than %u blocks followed past the "
+                    "checkpoint", confirmations);
+    } else {
+        b = follow_block(f, f->tip - confirmations);
+        memset(header, 0, sizeof(*header));
+        header->number = b->number;
+        memcpy(header->hash, b->hash, 32);
+        memcpy(header->parent, b->parent, 32);
+        memcpy(header->state_root, b->state_root, 32);
+        memcpy(header->receipts_root, b->receipts_root, 32);
+        memcpy(header->bloom, b->bloom, 256);
+        rc = PROVEN_OK;
+    }
+    uv_mutex_unlock(&f->mutex);
+    return rc;
 }

@@ -131,6 +131,7 @@ typedef struct provend_cstore_s {
     uint8_t                 key[PROVEND_KEY_LEN];    /* entries' seal */
     unsigned                client_port;
     unsigned                replicas;
+    unsigned                stream_waits; /* tries before the streams */
 
     natsConnection         *nc;
     jsCtx                  *js;

@@ -56,8 +56,16 @@ provend_cstore_stream(provend_cstore_t *cs, jsCtx *js, const char *name,
         }
     }
     if (s != NATS_OK) {
-        provend_debug("cluster storage: stream %s not there yet: %s (%d)",
-                      name, natsStatus_GetText(s), (int) jerr);
+        /* said each 10th time (about 10 s): a JetStream slow to answer
+         * after a cold start shows in the log, not only as a wait */
+        if (++cs->stream_waits % 10 == 0) {
+            provend_info("cluster storage: stream %s not there yet after "
+                         "%u tries: %s (%d)", name, cs->stream_waits,
+                         natsStatus_GetText(s), (int) jerr);
+        } else {
+            provend_debug("cluster storage: stream %s not there yet: %s "
+                          "(%d)", name, natsStatus_GetText(s), (int) jerr);
+        }
         return PROVEN_ERR;
     }
     if (last != NULL) {

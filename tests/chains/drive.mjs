@@ -5,6 +5,7 @@
 //   snapshot                  prints an id for revert
 //   revert ID                 the chain back to the snapshot
 //   head                      prints the head's number
+//   nonce ADDRESS             prints its nonce at the head (0x hex)
 // Usage: node tests/chains/drive.mjs PORT COMMAND ARGS...
 const [port, command, ...args] = process.argv.slice(2);
 
@@ -43,6 +44,8 @@ if (command === 'emit') {
     console.log(await rpc('evm_snapshot'));
 } else if (command === 'revert') {
     await rpc('evm_revert', [args[0]]);
+} else if (command === 'nonce') {
+    console.log(await rpc('eth_getTransactionCount', [args[0], 'latest']));
 } else if (command === 'head') {
     console.log(parseInt(await rpc('eth_blockNumber'), 16));
 } else {
