@@ -928,6 +928,7 @@ test_signatures(void **state)
     long           len;
     json_t        *f, *one;
     uint8_t        account[20], address[20], hash[32], sig[65], msg[256];
+    uint8_t        big[PROVEND_ETH_MESSAGE_MAX + 1];
     const char    *dir;
     json_error_t   jerr;
 
@@ -948,7 +949,8 @@ test_signatures(void **state)
         assert_true(len >= 0);
         assert_int_equal(unhex(json_string_value(json_object_get(one,
                                "signature")), sig, 65), 65);
-        provend_eth_personal_hash(msg, (size_t) len, hash);
+        assert_int_equal(provend_eth_personal_hash(msg, (size_t) len, hash),
+                         PROVEN_OK);
         assert_int_equal(provend_eth_recover(hash, sig, address, err,
                                              sizeof(err)), PROVEN_OK);
         assert_memory_equal(address, account, 20);
@@ -961,6 +963,9 @@ test_signatures(void **state)
         sig[64] += 27;
 
         /* another message, or the other v: another address */
+        if (len == 0) {
+            msg[0] = 0;
+        }
         msg[0] ^= 1;
         provend_eth_personal_hash(msg, len > 0 ? (size_t) len : 1, hash);
         assert_int_equal(provend_eth_recover(hash, sig, address, err,
@@ -978,8 +983,15 @@ test_signatures(void **state)
     }
 
     /* what recovers no key */
+    memset(big, 'x', sizeof(big));
+    assert_int_equal(provend_eth_personal_hash(big, sizeof(big), hash),
+                     PROVEN_ERR);
     one = json_array_get(json_object_get(f, "signatures"), 0);
     unhex(json_string_value(json_object_get(one, "signature")), sig, 65);
+    memset(hash, 0, 32);            /* zero: a key anyone can aim */
+    assert_int_equal(provend_eth_recover(hash, sig, address, err,
+                                         sizeof(err)), PROVEN_ERR);
+    assert_non_null(strstr(err, "hash of zero"));
     provend_eth_personal_hash(NULL, 0, hash);
     sig[64] = 29;
     assert_int_equal(provend_eth_recover(hash, sig, address, err,

@@ -148,20 +148,22 @@ void provend_eth_logs_free(provend_eth_log_t *logs, size_t n);
 
 /*
  * EIP-191 version 0x45 ("personal_sign"): keccak("\x19Ethereum Signed
- * Message:\n" || decimal length || message), the hash wallets sign; a
- * message over PROVEND_ETH_MESSAGE_MAX bytes hashes to zeros (no one's).
+ * Message:\n" || decimal length || message), the hash wallets sign.
+ * PROVEN_ERR for a message over PROVEND_ETH_MESSAGE_MAX bytes (or out of
+ * memory): no hash.
  */
 #define PROVEND_ETH_MESSAGE_MAX  4096
 
-void provend_eth_personal_hash(const uint8_t *message, size_t len,
+int provend_eth_personal_hash(const uint8_t *message, size_t len,
     uint8_t hash[32]);
 
 /*
  * The address whose secp256k1 key signed hash: signature is r || s || v
  * (65 bytes, v 27 or 28, or 0 or 1).  PROVEN_ERR with err for a
- * signature that recovers no key (r or s out of range, r no point's x).
- * Both s and n - s recover the same address (no low-s rule here: what a
- * signature is for decides whether its second form matters).
+ * signature that recovers no key (r or s out of range, r no point's x)
+ * or a hash of zero (mod n: anyone's to aim a key at).  Each signature
+ * has a twin, (r, n - s) with v flipped, recovering the same address (no
+ * low-s rule here): never key anything by a signature's bytes.
  */
 int provend_eth_recover(const uint8_t hash[32], const uint8_t signature[65],
     uint8_t address[20], char *err, size_t errlen);

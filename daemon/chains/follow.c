@@ -22,7 +22,9 @@
  * back moves the cursor back to the fork: the new blocks' events come
  * with their own hashes; where the fork is not known (a cursor read from
  * storage whose old branch the endpoint no longer serves), from the
- * first block of the ring on, events there coming again.
+ * checkpoint while the ring starts there (events after it coming again),
+ * else held.  Each app's handlers get FOLLOW_APP_MS a poll; a held
+ * filter is tried again after a wait that doubles, a minute at most.
  *
  * What the endpoint can still do: present a chain of its own making
  * after the checkpoint (no consensus is checked here; see README), hold
@@ -65,6 +67,7 @@
 #define FOLLOW_DB            "chains"
 #define FOLLOW_DONE          UINT32_MAX /* next_log: the block is done */
 #define FOLLOW_LEASE_S       15         /* a cluster's delivering node */
+#define FOLLOW_APP_MS        10000      /* an app's handlers, per poll */
 
 typedef struct {
     uint64_t  number;
@@ -83,6 +86,8 @@ typedef struct {
     uint64_t   delivered;               /* since start */
     uint64_t   checked;                 /* f->writes when last seen linked
                                            to the chain; 0: not yet */
+    uint64_t   retry_at;                /* held: uv_hrtime to try again */
+    unsigned   failures;                /* in a row: the wait doubles */
     unsigned   seen;                    /* the poll it was last in */
     char       error[320];              /* why it is held, or "" */
 } follow_cursor_t;
@@ -153,7 +158,6 @@ follow_run_done(void *data, const char *failure, proven_response_t *res)
     if (call->abandoned) {
         /* the thread has gone on (provend stopping): the call is ours */
         uv_mutex_unlock(&f->mutex);
-        cbor_decref(&call->args);
         free(call);
         return;
     }
@@ -175,6 +179,7 @@ static void
 follow_on_async(uv_async_t *async)
 {
     int                rc;
+    cbor_item_t       *args;
     follow_call_t     *call;
     provend_follow_t  *f = async->data;
 
@@ -197,9 +202,14 @@ follow_on_async(uv_async_t *async)
         return;
     }
 
+    /* the event is the loop's from here (libcbor's counts are not
+     * atomic: only this thread touches them now); the run holds its own */
+    args = call->args;
+    call->args = NULL;
     rc = provend_apps_run_on(f->apps, call->filter->app, NULL,
-                             call->filter->handler, call->args, NULL, NULL,
+                             call->filter->handler, args, NULL, NULL,
                              "ethereum", follow_run_done, call);
+    cbor_decref(&args);
     if (rc != PROVEN_OK) {
         follow_run_done(call, rc == PROVEND_RUN_STOPPING
                               ? "provend is stopping"
@@ -751,6 +761,10 @@ follow_cursor_set(provend_follow_t *f, follow_cursor_t *cur, uint64_t number,
     memcpy(cur->hash, hash, 32);
     cur->next_log = next_log;
     snprintf(cur->error, sizeof(cur->error), "%s", error);
+    if (*error == '\0') {
+        cur->failures = 0;
+        cur->retry_at = 0;
+    }
     uv_mutex_unlock(&f->mutex);
 }
 
@@ -760,10 +774,17 @@ static void
 follow_held(provend_follow_t *f, const provend_eth_filter_t *flt,
     follow_cursor_t *cur, const char *why)
 {
+    uint64_t  wait_ms;
+
     if (strcmp(cur->error, why) != 0) {
         provend_warn("chains: %s of %s: %s", flt->handler, flt->app, why);
     }
     follow_cursor_set(f, cur, cur->number, cur->hash, cur->next_log, why, 0);
+    /* 1 s, 2 s, 4 s ... a minute at most: a filter that keeps failing
+     * does not take every poll's time */
+    wait_ms = cur->failures < 6 ? 1000ULL << cur->failures : 60000;
+    cur->failures++;
+    cur->retry_at = uv_hrtime() + wait_ms * 1000000ULL;
 }
 
 
@@ -835,16 +856,22 @@ follow_logs(provend_follow_t *f, const follow_block_t *b,
         receipts = provend_chains_call(f->c, deadline, "eth_getBlockReceipts",
                                        json_pack("[s]", hex),
                                        FOLLOW_RECEIPTS_MAX, err, errlen);
-        if (receipts == NULL && strstr(err, "the endpoint said") != NULL) {
+        if (receipts == NULL && strstr(err, "the endpoint said") != NULL
+            && (strcasestr(err, "not exist") != NULL
+                || strcasestr(err, "not found") != NULL
+                || strcasestr(err, "not supported") != NULL
+                || strcasestr(err, "not available") != NULL))
+        {
             f->no_block_receipts = 1;   /* the method, not this block */
         } else if (receipts == NULL) {
             return PROVEN_ERR;
         }
     }
     if (receipts == NULL) {
+        /* (10000 hashes: 700 KB) */
         block = provend_chains_call(f->c, deadline, "eth_getBlockByHash",
                                     json_pack("[s, b]", hex, 0),
-                                    FOLLOW_RECEIPTS_MAX, err, errlen);
+                                    2 * 1024 * 1024, err, errlen);
         txs = json_object_get(block, "transactions");
         if (block == NULL) {
             return PROVEN_ERR;
@@ -905,7 +932,7 @@ follow_event(const follow_block_t *b, const provend_eth_log_t *l)
     int           ok;
     char          hex[67], *data;
     size_t        i;
-    cbor_item_t  *ev, *topics, *args;
+    cbor_item_t  *ev, *topics, *args, *t;
 
     ev = cbor_new_definite_map(8);
     topics = cbor_new_definite_array(l->ntopics);
@@ -914,7 +941,11 @@ follow_event(const follow_block_t *b, const provend_eth_log_t *l)
     ok = ev != NULL && topics != NULL && args != NULL && data != NULL;
     for (i = 0; ok && i < l->ntopics; i++) {
         provend_chains_hex(l->topics[i], 32, hex);
-        ok = cbor_array_push(topics, cbor_move(cbor_build_string(hex)));
+        t = cbor_build_string(hex);
+        ok = t != NULL && cbor_array_push(topics, t);
+        if (t != NULL) {
+            cbor_decref(&t);
+        }
     }
     if (ok) {
         provend_chains_hex(b->hash, 32, hex);
@@ -984,7 +1015,9 @@ follow_deliver(provend_follow_t *f, const provend_eth_filter_t *flt,
         proven_errf(err, errlen, "provend is stopping");
         return PROVEN_ERR;          /* the loop frees it when answered */
     }
-    cbor_decref(&call->args);
+    if (call->args != NULL) {
+        cbor_decref(&call->args);   /* never taken by the loop */
+    }
     if (rc < 0 || !call->ok) {
         proven_errf(err, errlen, "the handler: %s",
                     rc < 0 ? "provend is stopping" : call->error);
@@ -998,54 +1031,66 @@ follow_deliver(provend_follow_t *f, const provend_eth_filter_t *flt,
 
 /*
  * The fork below a cursor whose block left the chain: the highest block
- * at or below its number not put in the ring since the cursor was last
- * seen linked to it (ring writes counted); a cursor from storage, never
- * seen so, walks its old branch back by hash (each header hashed here)
- * to a block the ring holds.  The first block followed when neither
- * answers: events after it come again (at least once).
+ * below its number not put in the ring since the cursor was last seen
+ * linked to it (ring writes counted); a cursor from storage, never seen
+ * so, walks its old branch back by hash (each header hashed here and the
+ * one asked for) to a block the ring holds.  Neither: the checkpoint,
+ * while the ring starts there (no chain followed leaves it), events after
+ * it coming again; else PROVEN_ERR, the fork not known.
  */
-static uint64_t
+static int
 follow_fork(provend_follow_t *f, const follow_cursor_t *cur,
-    uint8_t hash[32])
+    uint64_t *number, uint8_t hash[32])
 {
     char             hex[67], err[PROVEN_ERR_LEN];
     size_t           steps;
     uint64_t         n;
+    uint8_t          asked[32];
     follow_block_t   b, *have;
 
-    if (cur->checked != 0) {
+    if (cur->checked != 0 && cur->number > f->first) {
         n = cur->number - 1 < f->tip ? cur->number - 1 : f->tip;
-        for ( ; n >= f->first && n + 1 > 0; n--) {
+        for ( ; n >= f->first; n--) {
             have = follow_block(f, n);
             if (have->written <= cur->checked) {
                 memcpy(hash, have->hash, 32);
-                return n;
+                *number = n;
+                return PROVEN_OK;
+            }
+            if (n == f->first) {
+                break;
             }
         }
-    } else {
+    } else if (cur->checked == 0) {
         memcpy(b.parent, cur->hash, 32);
         b.number = cur->number + 1;
         for (steps = 0; steps < FOLLOW_RING && b.number > f->first;
              steps++)
         {
             provend_chains_hex(b.parent, 32, hex);
+            memcpy(asked, b.parent, 32);
             n = b.number - 1;
             if (follow_header(f, "eth_getBlockByHash", hex, &b, err,
-                              sizeof(err)) != PROVEN_OK || b.number != n)
+                              sizeof(err)) != PROVEN_OK || b.number != n
+                || memcmp(b.hash, asked, 32) != 0)
             {
                 break;
             }
             have = follow_block(f, b.number);
             if (have != NULL && memcmp(have->hash, b.hash, 32) == 0) {
                 memcpy(hash, b.hash, 32);
-                return b.number;
+                *number = b.number;
+                return PROVEN_OK;
             }
         }
     }
-    /* neither: from the first block followed on, its parent the cursor */
     have = follow_block(f, f->first);
-    memcpy(hash, have->parent, 32);
-    return f->first - 1;
+    if (have != NULL && memcmp(have->hash, f->c->checkpoint, 32) == 0) {
+        memcpy(hash, have->hash, 32);
+        *number = f->first;
+        return PROVEN_OK;
+    }
+    return PROVEN_ERR;
 }
 
 
@@ -1089,12 +1134,13 @@ follow_block_at(provend_follow_t *f, uint64_t n, follow_block_t *b,
  * cursor's block left the chain, and the cursor goes back to the fork.
  */
 static void
-follow_filter(provend_follow_t *f, const provend_eth_filter_t *flt)
+follow_filter(provend_follow_t *f, const provend_eth_filter_t *flt,
+    uint64_t *budget_ms)
 {
-    int                 linked;
+    int                 linked, rc;
     char                err[PROVEN_ERR_LEN], msg[320];
     size_t              i, nlogs, scanned, events;
-    uint64_t            target, n, fork;
+    uint64_t            target, n, fork, started, spent;
     uint32_t            from;
     uint8_t             hash[32];
     follow_block_t      b;
@@ -1106,8 +1152,13 @@ follow_filter(provend_follow_t *f, const provend_eth_filter_t *flt)
         provend_warn("chains: %s of %s: %s", flt->handler, flt->app, err);
         return;
     }
-    target = f->tip >= f->first + flt->confirmations
-             ? f->tip - flt->confirmations : f->first;
+    if (f->tip < f->first + flt->confirmations) {
+        return;                         /* none has its confirmations */
+    }
+    target = f->tip - flt->confirmations;
+    if (cur->retry_at > uv_hrtime() || *budget_ms == 0) {
+        return;                         /* held: tried again later */
+    }
 
     events = 0;
     for (scanned = 0; scanned < FOLLOW_SCAN && events < FOLLOW_EVENTS
@@ -1115,27 +1166,22 @@ follow_filter(provend_follow_t *f, const provend_eth_filter_t *flt)
     {
         n = cur->next_log == FOLLOW_DONE ? cur->number + 1 : cur->number;
         from = cur->next_log == FOLLOW_DONE ? 0 : cur->next_log;
-        if (n > f->tip + 1 || (n > target && cur->number <= f->tip)) {
+
+        /* the cursor's block still an ancestor of the chain's?  (A
+         * cursor above the tip waits: the chain is shorter now, and when
+         * it grows back the link says whether its block is still there.) */
+        if (cur->number > f->tip || n > target) {
             break;
         }
-
-        /* the cursor's block still an ancestor of the chain's? (a
-         * cursor above the tip: the chain is shorter now) */
-        linked = 0;
-        if (cur->number <= f->tip) {
-            if (n > target) {
-                break;
-            }
-            if (follow_block_at(f, n, &b, err, sizeof(err)) != PROVEN_OK) {
-                snprintf(msg, sizeof(msg), "block %llu: %s",
-                         (unsigned long long) n, err);
-                follow_held(f, flt, cur, msg);
-                return;
-            }
-            linked = cur->next_log == FOLLOW_DONE
-                     ? memcmp(b.parent, cur->hash, 32) == 0
-                     : memcmp(b.hash, cur->hash, 32) == 0;
+        if (follow_block_at(f, n, &b, err, sizeof(err)) != PROVEN_OK) {
+            snprintf(msg, sizeof(msg), "block %llu: %s",
+                     (unsigned long long) n, err);
+            follow_held(f, flt, cur, msg);
+            return;
         }
+        linked = cur->next_log == FOLLOW_DONE
+                 ? memcmp(b.parent, cur->hash, 32) == 0
+                 : memcmp(b.hash, cur->hash, 32) == 0;
         if (!linked && cur->number < f->first) {
             /* the chain left the cursor's block further back than the
              * blocks kept: where to go on from is not known here */
@@ -1145,8 +1191,14 @@ follow_filter(provend_follow_t *f, const provend_eth_filter_t *flt)
             follow_held(f, flt, cur, msg);
             return;
         }
+        if (!linked && follow_fork(f, cur, &fork, hash) != PROVEN_OK) {
+            snprintf(msg, sizeof(msg), "block %llu left the chain, and "
+                     "where it forked is not known here: held",
+                     (unsigned long long) cur->number);
+            follow_held(f, flt, cur, msg);
+            return;
+        }
         if (!linked) {
-            fork = follow_fork(f, cur, hash);
             provend_info("chains: %s of %s: block %llu left the chain: "
                          "from %llu again", flt->handler, flt->app,
                          (unsigned long long) cur->number,
@@ -1177,9 +1229,15 @@ follow_filter(provend_follow_t *f, const provend_eth_filter_t *flt)
                 provend_eth_logs_free(logs, nlogs);
                 return;
             }
-            if (follow_deliver(f, flt, &b, &logs[i], err, sizeof(err))
-                != PROVEN_OK)
-            {
+            if (*budget_ms == 0) {
+                provend_eth_logs_free(logs, nlogs);
+                return;                 /* the app's time this poll: spent */
+            }
+            started = uv_hrtime();
+            rc = follow_deliver(f, flt, &b, &logs[i], err, sizeof(err));
+            spent = (uv_hrtime() - started) / 1000000;
+            *budget_ms -= spent < *budget_ms ? spent : *budget_ms;
+            if (rc != PROVEN_OK) {
                 snprintf(msg, sizeof(msg), "block %llu log %zu: %s",
                          (unsigned long long) n, i, err);
                 follow_held(f, flt, cur, msg);
@@ -1245,7 +1303,7 @@ follow_lease(provend_follow_t *f)
              (unsigned long long) window);
     held = provend_storage_cluster_claim(f->storage, what);
     uv_mutex_lock(&f->mutex);
-    if (held && !f->lease_held) {
+    if (held && !(f->lease_held && window == f->lease_window + 1)) {
         f->ncursors = 0;                /* another node's, maybe, since */
     }
     f->lease_window = window;
@@ -1258,6 +1316,7 @@ static void
 follow_poll(provend_follow_t *f)
 {
     int              held;
+    uint64_t         budget_ms;
     char             err[PROVEN_ERR_LEN];
     size_t           i;
     follow_call_t   *call;
@@ -1297,8 +1356,13 @@ follow_poll(provend_follow_t *f)
             {
                 continue;               /* another chain's: not followed */
             }
+            if (i == 0 || strcmp(call->filters[i].app,
+                                 call->filters[i - 1].app) != 0)
+            {
+                budget_ms = FOLLOW_APP_MS;      /* each app's turn */
+            }
             if (held) {
-                follow_filter(f, &call->filters[i]);
+                follow_filter(f, &call->filters[i], &budget_ms);
             } else if (follow_cursor(f, &call->filters[i], err, sizeof(err))
                        == NULL)
             {

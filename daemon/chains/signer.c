@@ -11,13 +11,14 @@
 
 #include <openssl/bn.h>
 #include <openssl/ec.h>
+#include <openssl/err.h>
 #include <openssl/obj_mac.h>
 
 #include "proven.h"
 #include "eth.h"
 
 
-void
+int
 provend_eth_personal_hash(const uint8_t *message, size_t len,
     uint8_t hash[32])
 {
@@ -31,8 +32,7 @@ provend_eth_personal_hash(const uint8_t *message, size_t len,
     buf = len <= PROVEND_ETH_MESSAGE_MAX
           ? OPENSSL_malloc((size_t) head + len + 1) : NULL;
     if (buf == NULL) {
-        memset(hash, 0, 32);            /* recovers no one's address */
-        return;
+        return PROVEN_ERR;
     }
     memcpy(buf, prefix, (size_t) head);
     if (len > 0) {
@@ -40,6 +40,7 @@ provend_eth_personal_hash(const uint8_t *message, size_t len,
     }
     provend_keccak256(buf, (size_t) head + len, hash);
     OPENSSL_free(buf);
+    return PROVEN_OK;
 }
 
 
@@ -75,9 +76,18 @@ provend_eth_recover(const uint8_t hash[32], const uint8_t signature[65],
     u2 = BN_new();
     if (ctx == NULL || group == NULL || R == NULL || Q == NULL || r == NULL
         || s == NULL || e == NULL || n == NULL || rinv == NULL || u1 == NULL
-        || u2 == NULL || !EC_GROUP_get_order(group, n, ctx))
+        || u2 == NULL || !EC_GROUP_get_order(group, n, ctx)
+        || !BN_nnmod(e, e, n, ctx))
     {
-        proven_errf(err, errlen, "out of memory");
+        proven_errf(err, errlen, "no secp256k1 here (or out of memory)");
+        goto done;
+    }
+    /*
+     * A hash of zero (mod n) would make Q = r^-1 s R, which anyone who
+     * knows a public key P can aim at it (R = kP, s = r/k): refused.
+     */
+    if (BN_is_zero(e)) {
+        proven_errf(err, errlen, "a hash of zero is no message's");
         goto done;
     }
     if (BN_is_zero(r) || BN_is_zero(s) || BN_cmp(r, n) >= 0
@@ -131,5 +141,6 @@ done:
     EC_POINT_free(Q);
     EC_GROUP_free(group);
     BN_CTX_free(ctx);
+    ERR_clear_error();                  /* a refused signature's reasons */
     return rc;
 }
