@@ -108,7 +108,7 @@ filters() {
 status_of() {   # status_of HANDLER: error of its filter
     call eth.events | node -e 'let s = ""; process.stdin.on("data", (d) => s += d);
         process.stdin.on("end", () => { const r = JSON.parse(s).result;
-            const f = r.filters.find((f) => f.filter.includes("#" + process.argv[1] + "\n"));
+            const f = r.filters.find((f) => f.handler === "index.js#" + process.argv[1]);
             console.log(f ? (f.error || "ok") : "none"); });' "$1"
 }
 
@@ -320,7 +320,7 @@ caught_up() {   # caught_up I: whether node I follows the head
 nfilters() {   # nfilters I: the filters node I has a cursor for
     on "$1" node "$top/tests/call.mjs" \
         "unix:$work/cluster/node$1/provend.sock" eth.events 2>/dev/null \
-        | grep -o '"filter"' | wc -l
+        | grep -o '"handler"' | wc -l
 }
 EVENTUALLY_S=60 eventually "node 1 follows the chain" true caught_up 1
 EVENTUALLY_S=60 eventually "node 2 too" true caught_up 2

@@ -45,6 +45,7 @@
 #include <time.h>
 
 #include <jansson.h>
+#include <openssl/sha.h>
 #include <uv.h>
 
 #include "proven.h"
@@ -68,6 +69,7 @@
 #define FOLLOW_DONE          UINT32_MAX /* next_log: the block is done */
 #define FOLLOW_LEASE_S       15         /* a cluster's delivering node */
 #define FOLLOW_APP_MS        10000      /* an app's handlers, per poll */
+#define FOLLOW_PROVED        8          /* blocks' proved logs kept */
 
 typedef struct {
     uint64_t  number;
@@ -79,7 +81,9 @@ typedef struct {
 /* A filter's place: blocks before number done; in number (hash), logs
  * from next_log on to go (FOLLOW_DONE: none). */
 typedef struct {
-    char       key[512];
+    char       key[2 * SHA256_DIGEST_LENGTH + 1];   /* follow_key */
+    char       app[PROVEND_NAME_MAX + 1];
+    char       handler[PROVEND_SCHEDULE_NAME_MAX + 1];
     uint64_t   number;
     uint8_t    hash[32];
     uint32_t   next_log;
@@ -133,6 +137,15 @@ struct provend_follow_s {
     char                   error[PROVEN_ERR_LEN];
     follow_cursor_t       *cursors;
     size_t                 ncursors;
+
+    /* the last blocks' proved logs, shared by the filters of a poll */
+    struct {
+        uint8_t             hash[32];
+        provend_eth_log_t  *logs;
+        size_t              n;
+        int                 used;
+    }                      proved[FOLLOW_PROVED];
+    unsigned               proved_next;
 };
 
 
@@ -523,23 +536,34 @@ follow_chain(provend_follow_t *f, char *err, size_t errlen)
 /* ---- cursors ---------------------------------------------------------------------- */
 
 static void
-follow_key(const provend_eth_filter_t *flt, char *key, size_t size)
+follow_key(provend_follow_t *f, const provend_eth_filter_t *flt,
+    char key[2 * SHA256_DIGEST_LENGTH + 1])
 {
-    char      hex[67];
+    char      hex[67], all[1024];
     size_t    off;
     unsigned  i;
+    uint8_t   digest[SHA256_DIGEST_LENGTH];
 
+    /*
+     * The filter whole, and the chain it is on (a node given another
+     * endpoint or checkpoint starts its filters anew): hashed, so that no
+     * length of handler name cuts one key into another.
+     */
     provend_chains_hex(flt->address, 20, hex);
-    off = (size_t) snprintf(key, size, "%s\n%s\n%s", flt->app, flt->handler,
+    off = (size_t) snprintf(all, sizeof(all), "%llu\n%s\n%s\n%s\n%s",
+                            (unsigned long long) f->chain_id,
+                            f->c->checkpoint_hex, flt->app, flt->handler,
                             hex);
-    for (i = 0; i < 4 && off < size; i++) {
+    for (i = 0; i < 4; i++) {
         if (flt->topic_set & (1u << i)) {
             provend_chains_hex(flt->topics[i], 32, hex);
         } else {
             snprintf(hex, sizeof(hex), "*");
         }
-        off += (size_t) snprintf(key + off, size - off, "\n%s", hex);
+        off += (size_t) snprintf(all + off, sizeof(all) - off, "\n%s", hex);
     }
+    SHA256((const uint8_t *) all, off, digest);
+    proven_hex_encode(digest, sizeof(digest), key);
 }
 
 
@@ -677,12 +701,12 @@ follow_cursor(provend_follow_t *f, const provend_eth_filter_t *flt,
     char *err, size_t errlen)
 {
     int                     found;
-    char                    key[512];
+    char                    key[2 * SHA256_DIGEST_LENGTH + 1];
     size_t                  i;
     follow_cursor_t        *cur, *grown, fresh;
     follow_block_t         *b;
 
-    follow_key(flt, key, sizeof(key));
+    follow_key(f, flt, key);
     for (i = 0; i < f->ncursors; i++) {
         if (strcmp(f->cursors[i].key, key) == 0) {
             f->cursors[i].seen = f->poll;
@@ -696,6 +720,8 @@ follow_cursor(provend_follow_t *f, const provend_eth_filter_t *flt,
 
     memset(&fresh, 0, sizeof(fresh));
     snprintf(fresh.key, sizeof(fresh.key), "%s", key);
+    snprintf(fresh.app, sizeof(fresh.app), "%s", flt->app);
+    snprintf(fresh.handler, sizeof(fresh.handler), "%s", flt->handler);
     found = follow_cursor_load(f, key, &fresh, err, errlen);
     if (found == 0) {
         b = follow_block(f, f->tip);
@@ -926,6 +952,42 @@ follow_logs(provend_follow_t *f, const follow_block_t *b,
 }
 
 
+/*
+ * Block b's logs, proved once for all the filters that ask (kept for the
+ * last FOLLOW_PROVED blocks, by hash): the caller reads them until its
+ * next call, and never frees them.
+ */
+static int
+follow_logs_of(provend_follow_t *f, const follow_block_t *b,
+    const provend_eth_log_t **logs, size_t *n, char *err, size_t errlen)
+{
+    unsigned            i;
+    provend_eth_log_t  *got;
+
+    for (i = 0; i < FOLLOW_PROVED; i++) {
+        if (f->proved[i].used && memcmp(f->proved[i].hash, b->hash, 32) == 0)
+        {
+            *logs = f->proved[i].logs;
+            *n = f->proved[i].n;
+            return PROVEN_OK;
+        }
+    }
+    if (follow_logs(f, b, &got, n, err, errlen) != PROVEN_OK) {
+        return PROVEN_ERR;
+    }
+    i = f->proved_next++ % FOLLOW_PROVED;
+    if (f->proved[i].used) {
+        provend_eth_logs_free(f->proved[i].logs, f->proved[i].n);
+    }
+    memcpy(f->proved[i].hash, b->hash, 32);
+    f->proved[i].logs = got;
+    f->proved[i].n = *n;
+    f->proved[i].used = 1;
+    *logs = got;
+    return PROVEN_OK;
+}
+
+
 static cbor_item_t *
 follow_event(const follow_block_t *b, const provend_eth_log_t *l)
 {
@@ -1145,7 +1207,7 @@ follow_filter(provend_follow_t *f, const provend_eth_filter_t *flt,
     uint8_t             hash[32];
     follow_block_t      b;
     follow_cursor_t    *cur;
-    provend_eth_log_t  *logs;
+    const provend_eth_log_t  *logs;
 
     cur = follow_cursor(f, flt, err, sizeof(err));
     if (cur == NULL) {
@@ -1212,7 +1274,7 @@ follow_filter(provend_follow_t *f, const provend_eth_filter_t *flt,
         logs = NULL;
         nlogs = 0;
         if (follow_bloom_may(flt, &b)
-            && follow_logs(f, &b, &logs, &nlogs, err, sizeof(err))
+            && follow_logs_of(f, &b, &logs, &nlogs, err, sizeof(err))
                != PROVEN_OK)
         {
             snprintf(msg, sizeof(msg), "block %llu: %s",
@@ -1226,11 +1288,9 @@ follow_filter(provend_follow_t *f, const provend_eth_filter_t *flt,
             }
             /* in a cluster, still this node's turn? */
             if (events == FOLLOW_EVENTS || !follow_lease_now(f)) {
-                provend_eth_logs_free(logs, nlogs);
                 return;
             }
             if (*budget_ms == 0) {
-                provend_eth_logs_free(logs, nlogs);
                 return;                 /* the app's time this poll: spent */
             }
             started = uv_hrtime();
@@ -1241,7 +1301,6 @@ follow_filter(provend_follow_t *f, const provend_eth_filter_t *flt,
                 snprintf(msg, sizeof(msg), "block %llu log %zu: %s",
                          (unsigned long long) n, i, err);
                 follow_held(f, flt, cur, msg);
-                provend_eth_logs_free(logs, nlogs);
                 return;
             }
             events++;
@@ -1251,11 +1310,9 @@ follow_filter(provend_follow_t *f, const provend_eth_filter_t *flt,
                  * (at least once) */
                 provend_warn("chains: %s of %s: %s", flt->handler, flt->app,
                              err);
-                provend_eth_logs_free(logs, nlogs);
                 return;
             }
         }
-        provend_eth_logs_free(logs, nlogs);
         follow_cursor_set(f, cur, n, b.hash, FOLLOW_DONE, "", 0);
         if (follow_cursor_save(f, cur, 0, err, sizeof(err)) != PROVEN_OK) {
             provend_warn("chains: %s of %s: %s", flt->handler, flt->app, err);
@@ -1487,12 +1544,18 @@ provend_follow_stop(provend_chains_t *c)
 void
 provend_follow_free(provend_chains_t *c)
 {
+    unsigned           i;
     provend_follow_t  *f = c->follow;
 
     if (f == NULL) {
         return;
     }
     uv_thread_join(&f->thread);
+    for (i = 0; i < FOLLOW_PROVED; i++) {
+        if (f->proved[i].used) {
+            provend_eth_logs_free(f->proved[i].logs, f->proved[i].n);
+        }
+    }
     uv_cond_destroy(&f->cond);
     uv_mutex_destroy(&f->mutex);
     free(f->cursors);
@@ -1533,11 +1596,14 @@ follow_status(provend_follow_t *f)
     for (i = 0; ok && i < f->ncursors; i++) {
         follow_cursor_t  *cur = &f->cursors[i];
 
-        one = cbor_new_definite_map(6);
+        one = cbor_new_definite_map(7);
         provend_chains_hex(cur->hash, 32, hex);
         ok = one != NULL
-             && proven_cbor_map_put(one, "filter",
-                                    cbor_build_string(cur->key)) == PROVEN_OK
+             && proven_cbor_map_put(one, "app",
+                                    cbor_build_string(cur->app)) == PROVEN_OK
+             && proven_cbor_map_put(one, "handler",
+                                    cbor_build_string(cur->handler))
+                == PROVEN_OK
              && proven_cbor_map_put(one, "block",
                                     cbor_build_uint64(cur->number))
                 == PROVEN_OK
