@@ -208,6 +208,12 @@ follow_on_async(uv_async_t *async)
         rc = provend_apps_eth_filters(f->apps, &call->filters,
                                       &call->nfilters);
         uv_mutex_lock(&f->mutex);
+        if (call->abandoned) {          /* the thread has gone on: ours */
+            uv_mutex_unlock(&f->mutex);
+            free(call->filters);
+            free(call);
+            return;
+        }
         call->ok = rc == PROVEN_OK;
         call->done = 1;
         uv_cond_broadcast(&f->cond);
@@ -233,8 +239,11 @@ follow_on_async(uv_async_t *async)
 }
 
 
-/* The thread: call done by the loop (1), or provend stopping (0: call is
- * the loop's to free, if it ever answers). */
+/*
+ * The thread: call done by the loop (1); provend stopping with call taken
+ * by the loop but not done (0: abandoned, the loop frees it when done);
+ * provend stopping before the loop took it (-1: the caller's to free).
+ */
 static int
 follow_ask_loop(provend_follow_t *f, follow_call_t *call)
 {
@@ -250,7 +259,7 @@ follow_ask_loop(provend_follow_t *f, follow_call_t *call)
         uv_cond_wait(&f->cond, &f->mutex);
     }
     if (!call->done) {
-        /* taken by the loop, or not: either way it is not ours now */
+        /* not taken yet: still the caller's, and never to be taken */
         if (f->pending == call) {
             f->pending = NULL;
             uv_mutex_unlock(&f->mutex);
