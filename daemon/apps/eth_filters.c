@@ -8,25 +8,6 @@
 #include "chains/eth.h"
 
 
-/* "0x" and exactly len bytes of hex (lower case, as the runtime wrote). */
-static int
-filter_hex(const cbor_item_t *item, uint8_t *out, size_t len)
-{
-    char    text[2 + 64 + 1];
-    size_t  n;
-
-    if (item == NULL
-        || proven_cbor_text_into(item, text, sizeof(text)) != PROVEN_OK
-        || strncmp(text, "0x", 2) != 0 || strlen(text) != 2 + 2 * len
-        || proven_hex_decode(text + 2, 2 * len, out, len, &n) != PROVEN_OK
-        || n != len)
-    {
-        return PROVEN_ERR;
-    }
-    return PROVEN_OK;
-}
-
-
 /* One handler entry of kind "ethereum" into f. */
 static int
 filter_parse(const cbor_item_t *h, provend_eth_filter_t *f, char *err,
@@ -50,7 +31,7 @@ filter_parse(const cbor_item_t *h, provend_eth_filter_t *f, char *err,
                     "has no module#name");
         return PROVEN_ERR;
     }
-    if (filter_hex(proven_cbor_map_get(h, "address"), f->address, 20)
+    if (provend_eth_cbor_hex(proven_cbor_map_get(h, "address"), f->address, 20)
         != PROVEN_OK)
     {
         proven_errf(err, errlen, "%s: address is not 0x and 40 hex digits",
@@ -86,7 +67,7 @@ filter_parse(const cbor_item_t *h, provend_eth_filter_t *f, char *err,
         if (cbor_is_null(t)) {
             continue;
         }
-        if (filter_hex(t, f->topics[i], 32) != PROVEN_OK) {
+        if (provend_eth_cbor_hex(t, f->topics[i], 32) != PROVEN_OK) {
             proven_errf(err, errlen, "%s: a topic is not null nor 0x and 64 "
                         "hex digits", f->handler);
             return PROVEN_ERR;

@@ -400,14 +400,15 @@ chains_read_done(uv_work_t *work, int status)
 }
 
 
-/* "0x" and exactly len bytes of hex. */
-static int
-chains_arg_hex(const cbor_item_t *item, uint8_t *out, size_t len)
+/* "0x" and exactly len bytes of hex, from a CBOR text (a request's or a
+ * manifest's argument). */
+int
+provend_eth_cbor_hex(const cbor_item_t *item, uint8_t *out, size_t len)
 {
     char    text[2 + 64 + 1];
     size_t  n;
 
-    if (item == NULL
+    if (item == NULL || len > 32
         || proven_cbor_text_into(item, text, sizeof(text)) != PROVEN_OK
         || strncmp(text, "0x", 2) != 0 || strlen(text) != 2 + 2 * len
         || proven_hex_decode(text + 2, 2 * len, out, len, &n) != PROVEN_OK
@@ -437,7 +438,7 @@ chains_op_account(void *subsystem, const provend_op_t *op,
                                 "out of memory");
         return;
     }
-    if (chains_arg_hex(proven_cbor_map_get(req->map, "address"), r->address,
+    if (provend_eth_cbor_hex(proven_cbor_map_get(req->map, "address"), r->address,
                        20) != PROVEN_OK)
     {
         free(r);
@@ -458,7 +459,7 @@ chains_op_account(void *subsystem, const provend_op_t *op,
     }
     r->nslots = slots != NULL ? cbor_array_size(slots) : 0;
     for (i = 0; i < r->nslots; i++) {
-        if (chains_arg_hex(cbor_array_handle(slots)[i], r->slots[i], 32)
+        if (provend_eth_cbor_hex(cbor_array_handle(slots)[i], r->slots[i], 32)
             != PROVEN_OK)
         {
             free(r);

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <cbor.h>
 #include <jansson.h>
 
 #define PROVEND_ETH_NODE_MAX     1024   /* an RLP node of a proof, bytes */
@@ -167,5 +168,9 @@ int provend_eth_personal_hash(const uint8_t *message, size_t len,
  */
 int provend_eth_recover(const uint8_t hash[32], const uint8_t signature[65],
     uint8_t address[20], char *err, size_t errlen);
+
+/* "0x" and exactly len (32 at most) bytes of hex from a CBOR text (a
+ * request's or a manifest's): PROVEN_OK and out, else PROVEN_ERR. */
+int provend_eth_cbor_hex(const cbor_item_t *item, uint8_t *out, size_t len);
 
 #endif /* PROVEND_ETH_H */
