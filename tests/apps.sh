@@ -401,7 +401,7 @@ for _ in $(seq 1 250); do
 done
 # (its standard error reaches provend's log, under its app's name)
 same "a worker's line: its own app's storage, nothing else" \
-    "fake-runtime: 1 ok,2 forbidden,3 forbidden,4 forbidden,5 forbidden,6 forbidden,7 forbidden,8 forbidden,9 forbidden" \
+    "fake-runtime: 1 ok,2 forbidden,3 forbidden,4 forbidden,5 forbidden,6 forbidden,7 forbidden,8 forbidden,9 forbidden,10 forbidden" \
     grep -o 'fake-runtime: .*' "$work/d2.log"
 same "the other app's value is untouched" kept \
     "$proven" kv get --socket "$d2/provend.sock" --app victim secret

@@ -20,34 +20,6 @@
 #include "core/log.h"
 
 
-#define CHAINS_TIMEOUT_MS   10000       /* a whole read */
-#define CHAINS_SLOTS_MAX    16
-
-
-typedef struct {
-    uv_work_t              work;
-    provend_chains_t      *c;
-    provend_ops_reply_pt   reply;
-    void                  *ctx;
-    uint64_t               id;
-    uint8_t                address[20];
-    uint8_t                slots[CHAINS_SLOTS_MAX][32];
-    size_t                 nslots;
-    uint64_t               deadline;    /* uv_hrtime, ns */
-    int                    have_header; /* kept from a read before */
-    int                    followed;    /* a followed block's, not kept */
-
-    /* what was proved */
-    int                    rc;
-    char                   err[PROVEN_ERR_LEN];
-    provend_eth_header_t   header;
-    int                    exists;
-    provend_eth_account_t  account;
-    uint8_t                values[CHAINS_SLOTS_MAX][32];
-    size_t                 value_lens[CHAINS_SLOTS_MAX];
-} chains_read_t;
-
-
 /* ---- the endpoint ------------------------------------------------------------ */
 
 json_t *
@@ -177,8 +149,8 @@ chains_nodes_free(uint8_t **bytes, size_t n)
 
 /* ---- a read ------------------------------------------------------------------ */
 
-static void
-chains_read_work(uv_work_t *work)
+void
+provend_chains_read_work(uv_work_t *work)
 {
     int                  rc;
     char                 hex[67], block[24];
@@ -506,7 +478,7 @@ chains_op_account(void *subsystem, const provend_op_t *op,
             return;
         }
         if (provend_follow_header(c, (unsigned) confirmations, &r->header,
-                                  why, sizeof(why)) != PROVEN_OK)
+                                  NULL, why, sizeof(why)) != PROVEN_OK)
         {
             free(r);
             provend_ops_reply_error(reply, ctx, req->id, "unavailable",
@@ -520,7 +492,7 @@ chains_op_account(void *subsystem, const provend_op_t *op,
     r->ctx = ctx;
     r->id = req->id;
     r->work.data = r;
-    if (uv_queue_work(c->loop, &r->work, chains_read_work, chains_read_done)
+    if (uv_queue_work(c->loop, &r->work, provend_chains_read_work, chains_read_done)
         != 0)
     {
         free(r);
@@ -580,8 +552,9 @@ provend_chains_open(const provend_chains_config_t *cfg, char *err,
     provend_info("chains: Ethereum reads at checkpoint %s, proved, from "
                  "%.*s", c->checkpoint_hex,
                  (int) (n + (c->rpc[4] == 's' ? 8 : 7)), c->rpc);
-    if (cfg->apps != NULL && cfg->storage != NULL
-        && provend_follow_start(c, cfg, err, errlen) != PROVEN_OK)
+    if (provend_nft_open(c, cfg, err, errlen) != PROVEN_OK
+        || (cfg->apps != NULL && cfg->storage != NULL
+            && provend_follow_start(c, cfg, err, errlen) != PROVEN_OK))
     {
         provend_chains_free(c);
         return NULL;
@@ -601,6 +574,7 @@ provend_chains_stop(provend_chains_t *c)
     if (c->work != NULL) {
         (void) uv_cancel((uv_req_t *) c->work);
     }
+    provend_nft_stop(c);
     provend_follow_stop(c);
 }
 
@@ -612,6 +586,7 @@ provend_chains_free(provend_chains_t *c)
         return;
     }
     provend_follow_free(c);
+    provend_nft_free(c);
     free(c);
 }
 
@@ -622,5 +597,6 @@ void follow_op_events(void *subsystem, const provend_op_t *op,
 const provend_op_t  provend_chains_ops[] = {
     { "eth.account", PROVEND_CALLER_SOCKET, chains_op_account, 0 },
     { "eth.events", PROVEND_CALLER_SOCKET, follow_op_events, 0 },
+    { "nft.open", PROVEND_CALLER_WORKER, provend_nft_op_open, 0 },
     { NULL, 0, NULL, 0 }
 };

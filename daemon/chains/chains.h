@@ -31,6 +31,7 @@
 
 typedef struct provend_apps_s     provend_apps_t;
 typedef struct provend_storage_s  provend_storage_t;
+typedef struct provend_sessions_s provend_sessions_t;
 
 typedef struct {
     uv_loop_t          *loop;
@@ -43,6 +44,7 @@ typedef struct {
     int                 clustered;   /* storage is the cluster's: one
                                         node at a time delivers */
     unsigned            poll_ms;     /* new blocks asked for; 0: 2000 */
+    provend_sessions_t *sessions;    /* NFT scopes: the calls' links */
 } provend_chains_config_t;
 
 typedef struct provend_chains_s  provend_chains_t;

@@ -1676,7 +1676,8 @@ follow_op_events(void *subsystem, const provend_op_t *op,
 
 int
 provend_follow_header(provend_chains_t *c, unsigned confirmations,
-    provend_eth_header_t *header, char *err, size_t errlen)
+    provend_eth_header_t *header, uint64_t *chain_id, char *err,
+    size_t errlen)
 {
     int                rc;
     follow_block_t    *b;
@@ -1705,6 +1706,9 @@ provend_follow_header(provend_chains_t *c, unsigned confirmations,
         memcpy(header->state_root, b->state_root, 32);
         memcpy(header->receipts_root, b->receipts_root, 32);
         memcpy(header->bloom, b->bloom, 256);
+        if (chain_id != NULL) {
+            *chain_id = f->chain_id;
+        }
         rc = PROVEN_OK;
     }
     uv_mutex_unlock(&f->mutex);

@@ -708,15 +708,19 @@ provend_conn_on_storage_reply(void *ctx, uint8_t *frame, size_t len)
 
 /*
  * An app's worker reaches storage of its own app only, and nothing else of
- * provend: kv.* and sql.* with a scope of kind "app" naming that app.
- * (Personal and NFT scopes come with sessions and ownership checks.)
+ * provend: kv.*, sql.* and nft.open with a scope naming that app, of kind
+ * "app"; "personal" for the identity of a call under way; "nft" for a
+ * token whose owner the call's session linked (chains/nft.c).
  */
 static int
 provend_conn_allowed(provend_conn_t *conn, const proven_request_t *req,
     char *msg, size_t msglen)
 {
     char          grant[64], identity[PROVEND_IDENTITY_MAX + 1];
-    cbor_item_t  *scope, *app, *kind;
+    char          chain[PROVEND_CHAIN_MAX + 1];
+    char          contract[PROVEND_CONTRACT_MAX + 1];
+    char          token[PROVEND_TOKEN_MAX + 1];
+    cbor_item_t  *scope, *app, *kind, *nft;
 
     scope = proven_cbor_map_get(req->map, "scope");
     app = scope != NULL && cbor_isa_map(scope)
@@ -761,8 +765,34 @@ provend_conn_allowed(provend_conn_t *conn, const proven_request_t *req,
         return 0;
     }
 
-    snprintf(msg, msglen, "NFT storage needs a verified owner, which this "
-             "node cannot check yet");
+    if (cbor_isa_string(kind) && cbor_string_is_definite(kind)
+        && cbor_string_length(kind) == 3
+        && memcmp(cbor_string_handle(kind), "nft", 3) == 0)
+    {
+        /* only for an NFT whose owner the call's session linked, proved
+         * by nft.open (chains/nft.c) during this call */
+        nft = proven_cbor_map_get(scope, "nft");
+        if (conn->srv->sessions != NULL && nft != NULL && cbor_isa_map(nft)
+            && proven_cbor_text_into(proven_cbor_map_get(req->map, "grant"),
+                                     grant, sizeof(grant)) == PROVEN_OK
+            && proven_cbor_text_into(proven_cbor_map_get(nft, "chain"),
+                                     chain, sizeof(chain)) == PROVEN_OK
+            && proven_cbor_text_into(proven_cbor_map_get(nft, "contract"),
+                                     contract, sizeof(contract)) == PROVEN_OK
+            && proven_cbor_text_into(proven_cbor_map_get(nft, "token"),
+                                     token, sizeof(token)) == PROVEN_OK
+            && provend_sessions_grant_nft_ok(conn->srv->sessions, grant,
+                                             conn->app, chain, contract,
+                                             token))
+        {
+            return 1;
+        }
+        snprintf(msg, msglen, "NFT storage is for a call whose session "
+                 "linked the token's owner, opened with nft.open");
+        return 0;
+    }
+
+    snprintf(msg, msglen, "scope \"kind\" must be app, personal or nft");
     return 0;
 }
 
@@ -818,8 +848,8 @@ provend_conn_request(provend_conn_t *conn, const uint8_t *body, size_t len)
                    || !provend_conn_allowed(conn, &req, msg, sizeof(msg))))
     {
         if (!(route->op->callers & PROVEND_CALLER_WORKER)) {
-            snprintf(msg, sizeof(msg), "an app's worker may use kv.* and "
-                     "sql.* only, not \"%s\"", req.op);
+            snprintf(msg, sizeof(msg), "an app's worker may use kv.*, "
+                     "sql.* and nft.open only, not \"%s\"", req.op);
         }
         provend_info_id(conn->number, "request %llu from the worker of %s: "
                         "%s", (unsigned long long) req.id, conn->app, msg);
@@ -1402,6 +1432,7 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
         chains_cfg.apps = srv->apps;            /* events: their handlers */
         chains_cfg.storage = cfg->storage;
         chains_cfg.clustered = cfg->cluster_file != NULL;
+        chains_cfg.sessions = srv->sessions;    /* NFT scopes */
         srv->chains = provend_chains_open(&chains_cfg, err, errlen);
         if (srv->chains == NULL) {
             provend_server_stop(srv);

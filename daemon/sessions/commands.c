@@ -7,6 +7,7 @@
 #include <openssl/sha.h>
 
 #include "sessions_int.h"
+#include "chains/eth.h"
 
 
 /* ---- rpc.call ------------------------------------------------------------ */
@@ -237,6 +238,33 @@ provend_rpc_text(const char *text)
 }
 
 
+/* ["0x<address>", ...]: what the session linked. */
+static cbor_item_t *
+provend_rpc_eth_links(const provend_session_t *session)
+{
+    int           ok;
+    char          hex[2 + 40 + 1];
+    size_t        i;
+    cbor_item_t  *list, *item;
+
+    list = cbor_new_definite_array(session->eth_nlinks);
+    for (i = 0; list != NULL && i < session->eth_nlinks; i++) {
+        hex[0] = '0';
+        hex[1] = 'x';
+        proven_hex_encode(session->eth_links[i], 20, hex + 2);
+        item = cbor_build_string(hex);
+        ok = item != NULL && cbor_array_push(list, item);
+        if (item != NULL) {
+            cbor_decref(&item);
+        }
+        if (!ok) {
+            cbor_decref(&list);
+        }
+    }
+    return list;
+}
+
+
 static cbor_item_t *
 provend_rpc_whoami(provend_session_t *session)
 {
@@ -245,7 +273,7 @@ provend_rpc_whoami(provend_session_t *session)
     cbor_item_t  *data;
 
     proven_uuid_text(session->id, uuid);
-    data = cbor_new_definite_map(3);
+    data = cbor_new_definite_map(4);
     ok = data != NULL
          && proven_cbor_map_put(data, "session_id", cbor_build_string(uuid))
             == PROVEN_OK
@@ -257,11 +285,95 @@ provend_rpc_whoami(provend_session_t *session)
                                     cbor_build_bytestring(
                                         session->identity,
                                         PROVEND_IDENTITY_KEY_LEN))
+                == PROVEN_OK)
+         && (session->eth_nlinks == 0
+             || proven_cbor_map_put(data, "ethereum",
+                                    provend_rpc_eth_links(session))
                 == PROVEN_OK);
     if (!ok && data != NULL) {
         cbor_decref(&data);
     }
     return ok ? data : NULL;
+}
+
+
+/*
+ * What a wallet signs to link its address to this session's identity
+ * (EIP-191 personal_sign of this text): every line binds it to one
+ * session of one node, one app and origin, and one identity, so it is
+ * worth nothing anywhere else.  Its shape is a wallet's to show a person.
+ */
+static int
+provend_rpc_link_message(const provend_session_t *session,
+    const uint8_t address[20], char *out, size_t outlen)
+{
+    int   n;
+    char  uuid[37], addr[41], identity[2 * PROVEND_IDENTITY_KEY_LEN + 1];
+
+    proven_uuid_text(session->id, uuid);
+    proven_hex_encode(address, 20, addr);
+    proven_hex_encode(session->identity, PROVEND_IDENTITY_KEY_LEN, identity);
+    n = snprintf(out, outlen, "proven-link-ethereum-v1\n"
+                 "address: 0x%s\nidentity: %s\napp: %s\norigin: %s\n"
+                 "session: %s", addr, identity, session->app,
+                 session->has_origin ? session->origin : "", uuid);
+    return n > 0 && (size_t) n < outlen ? n : -1;
+}
+
+
+/*
+ * LinkEthereum {address: "0x<40 hex>", signature: 65 bytes (r, s, v)}:
+ * the address's key signed provend_rpc_link_message.  An identified
+ * session's only; another Identify or an Anonymize forgets the links.
+ */
+static const char *
+provend_rpc_link_ethereum(provend_session_t *session, cbor_item_t *data)
+{
+    int             present;
+    char            text[2 + 40 + 1], message[1024], err[PROVEN_ERR_LEN];
+    size_t          i, len, n;
+    uint8_t         address[20], signer[20], hash[32];
+    const uint8_t  *sig;
+
+    if (!session->identified) {
+        return "identify first: an address is linked to an identity";
+    }
+    if (provend_sessions_arg_text(data, "address", text, sizeof(text) - 1,
+                                  &present, err, sizeof(err)) != PROVEN_OK
+        || !present || strncmp(text, "0x", 2) != 0 || strlen(text) != 42
+        || proven_hex_decode(text + 2, 40, address, 20, &n) != PROVEN_OK
+        || n != 20)
+    {
+        return "address must be 0x and 40 hex digits";
+    }
+    if (provend_sessions_arg_bytes(data, "signature", 65, 65, &sig, &len,
+                                   NULL, 0) != PROVEN_OK)
+    {
+        return "signature must be the wallet's 65 bytes (r, s, v)";
+    }
+    n = (size_t) provend_rpc_link_message(session, address, message,
+                                          sizeof(message));
+    if ((int) n < 0
+        || provend_eth_personal_hash((const uint8_t *) message, n, hash)
+           != PROVEN_OK
+        || provend_eth_recover(hash, sig, signer, err, sizeof(err))
+           != PROVEN_OK
+        || CRYPTO_memcmp(signer, address, 20) != 0)
+    {
+        return "the signature is not that address's over "
+               "proven-link-ethereum-v1 with this session's identity, app, "
+               "origin and id (EIP-191 personal_sign)";
+    }
+    for (i = 0; i < session->eth_nlinks; i++) {
+        if (memcmp(session->eth_links[i], address, 20) == 0) {
+            return NULL;
+        }
+    }
+    if (session->eth_nlinks == PROVEND_ETH_LINKS_MAX) {
+        return "4 addresses are linked already: the most a session holds";
+    }
+    memcpy(session->eth_links[session->eth_nlinks++], address, 20);
+    return NULL;
 }
 
 
@@ -310,6 +422,13 @@ provend_rpc_identify(provend_session_t *session, cbor_item_t *data)
                "proven-identify-v1, this session's app, origin and id";
     }
 
+    if (!session->identified
+        || memcmp(session->identity, pub, PROVEND_IDENTITY_KEY_LEN) != 0)
+    {
+        /* links were another identity's */
+        memset(session->eth_links, 0, sizeof(session->eth_links));
+        session->eth_nlinks = 0;
+    }
     memcpy(session->identity, pub, PROVEND_IDENTITY_KEY_LEN);
     memcpy(session->identity_proof, sig, sizeof(session->identity_proof));
     session->identified = 1;
@@ -325,8 +444,7 @@ provend_grant_bucket(const char *token)
 
 
 static provend_grant_t *
-provend_grant_new(provend_sessions_t *s, const char *app,
-    const uint8_t *identity)
+provend_grant_new(provend_sessions_t *s, const provend_session_t *session)
 {
     uint8_t           raw[16];
     provend_grant_t  *g;
@@ -337,8 +455,12 @@ provend_grant_new(provend_sessions_t *s, const char *app,
         return NULL;
     }
     proven_hex_encode(raw, sizeof(raw), g->token);
-    snprintf(g->app, sizeof(g->app), "%s", app);
-    proven_hex_encode(identity, PROVEND_IDENTITY_KEY_LEN, g->identity);
+    snprintf(g->app, sizeof(g->app), "%s", session->app);
+    proven_hex_encode(session->identity, PROVEND_IDENTITY_KEY_LEN,
+                      g->identity);
+    /* the links as the call began: an Identify during it changes nothing */
+    memcpy(g->eth_links, session->eth_links, sizeof(g->eth_links));
+    g->eth_nlinks = session->eth_nlinks;
     g->next = s->grants[provend_grant_bucket(g->token)];
     s->grants[provend_grant_bucket(g->token)] = g;
     return g;
@@ -363,20 +485,104 @@ provend_grant_free(provend_sessions_t *s, provend_grant_t *grant)
 }
 
 
+/* The grant token names, if it is one of app's calls under way. */
+static provend_grant_t *
+provend_grant_find(provend_sessions_t *s, const char *token, const char *app)
+{
+    provend_grant_t  *g;
+
+    if (token == NULL || strlen(token) != 32) {
+        return NULL;
+    }
+    for (g = s->grants[provend_grant_bucket(token)]; g != NULL; g = g->next)
+    {
+        if (CRYPTO_memcmp(g->token, token, 32) == 0) {
+            return strcmp(g->app, app) == 0 ? g : NULL;
+        }
+    }
+    return NULL;
+}
+
+
 int
 provend_sessions_grant_ok(provend_sessions_t *s, const char *token,
     const char *app, const char *identity)
 {
     provend_grant_t  *g;
 
-    if (strlen(token) != 32) {
+    g = provend_grant_find(s, token, app);
+    return g != NULL && strcmp(g->identity, identity) == 0;
+}
+
+
+size_t
+provend_sessions_grant_eth(provend_sessions_t *s, const char *token,
+    const char *app, uint8_t addresses[PROVEND_ETH_LINKS_MAX][20])
+{
+    provend_grant_t  *g;
+
+    g = provend_grant_find(s, token, app);
+    if (g == NULL) {
         return 0;
     }
-    for (g = s->grants[provend_grant_bucket(token)]; g != NULL; g = g->next)
+    memcpy(addresses, g->eth_links, g->eth_nlinks * 20);
+    return g->eth_nlinks;
+}
+
+
+static int
+provend_permit_is(const provend_nft_permit_t *p, const char *chain,
+    const char *contract, const char *token_id)
+{
+    return strcmp(p->chain, chain) == 0 && strcmp(p->contract, contract) == 0
+           && strcmp(p->token, token_id) == 0;
+}
+
+
+int
+provend_sessions_grant_permit(provend_sessions_t *s, const char *token,
+    const char *app, const char *chain, const char *contract,
+    const char *token_id)
+{
+    size_t                 i;
+    provend_grant_t       *g;
+    provend_nft_permit_t  *p;
+
+    g = provend_grant_find(s, token, app);
+    if (g == NULL || strlen(chain) > PROVEND_CHAIN_MAX
+        || strlen(contract) > PROVEND_CONTRACT_MAX
+        || strlen(token_id) > PROVEND_TOKEN_MAX)
     {
-        if (CRYPTO_memcmp(g->token, token, 32) == 0) {
-            return strcmp(g->app, app) == 0
-                   && strcmp(g->identity, identity) == 0;
+        return PROVEN_ERR;
+    }
+    for (i = 0; i < g->npermits; i++) {
+        if (provend_permit_is(&g->permits[i], chain, contract, token_id)) {
+            return PROVEN_OK;
+        }
+    }
+    if (g->npermits == PROVEND_NFT_PERMITS_MAX) {
+        return PROVEN_ERR;
+    }
+    p = &g->permits[g->npermits++];
+    snprintf(p->chain, sizeof(p->chain), "%s", chain);
+    snprintf(p->contract, sizeof(p->contract), "%s", contract);
+    snprintf(p->token, sizeof(p->token), "%s", token_id);
+    return PROVEN_OK;
+}
+
+
+int
+provend_sessions_grant_nft_ok(provend_sessions_t *s, const char *token,
+    const char *app, const char *chain, const char *contract,
+    const char *token_id)
+{
+    size_t            i;
+    provend_grant_t  *g;
+
+    g = provend_grant_find(s, token, app);
+    for (i = 0; g != NULL && i < g->npermits; i++) {
+        if (provend_permit_is(&g->permits[i], chain, contract, token_id)) {
+            return 1;
         }
     }
     return 0;
@@ -542,7 +748,7 @@ provend_rpc_execute(provend_sessions_t *s, provend_session_t *session,
     if (session->identified) {
         proven_hex_encode(session->identity, PROVEND_IDENTITY_KEY_LEN,
                           identity);
-        rpc->grant = provend_grant_new(s, session->app, session->identity);
+        rpc->grant = provend_grant_new(s, session);
         if (rpc->grant == NULL) {
             provend_rpc_free(rpc);
             *out = provend_rpc_text("out of memory");
@@ -780,6 +986,19 @@ provend_rpc_dispatch(provend_sessions_t *s, provend_session_t *session,
         session->identified = 0;
         memset(session->identity, 0, sizeof(session->identity));
         memset(session->identity_proof, 0, sizeof(session->identity_proof));
+        memset(session->eth_links, 0, sizeof(session->eth_links));
+        session->eth_nlinks = 0;
+
+    } else if (strcmp(type, "LinkEthereum") == 0) {
+        why = data != NULL && cbor_isa_map(data)
+              ? provend_rpc_link_ethereum(session, data)
+              : "data must be a map";
+        if (why != NULL) {
+            result = "failure";
+            out = provend_rpc_text(why);
+        } else {
+            out = provend_rpc_eth_links(session);
+        }
 
     } else if (strcmp(type, "Execute") == 0
                || strcmp(type, "ExecuteHash") == 0)

@@ -117,6 +117,32 @@ void provend_sessions_serve_forwarded(provend_sessions_t *s,
 int provend_sessions_grant_ok(provend_sessions_t *s, const char *token,
     const char *app, const char *identity);
 
+/*
+ * NFT scopes (chains/nft.c).  The Ethereum addresses the session of an
+ * Execute under way for app linked (LinkEthereum), as they were when the
+ * call began: how many (0: none, or token is no grant of app's).
+ */
+#define PROVEND_ETH_LINKS_MAX     4
+#define PROVEND_NFT_PERMITS_MAX   16
+
+size_t provend_sessions_grant_eth(provend_sessions_t *s, const char *token,
+    const char *app, uint8_t addresses[PROVEND_ETH_LINKS_MAX][20]);
+
+/*
+ * An NFT whose owner was proved to be one of those addresses: its storage
+ * (chain, contract, token as a storage scope names them) is the call's
+ * until it answers.  PROVEN_ERR when the grant is gone or holds
+ * PROVEND_NFT_PERMITS_MAX already.
+ */
+int provend_sessions_grant_permit(provend_sessions_t *s, const char *token,
+    const char *app, const char *chain, const char *contract,
+    const char *token_id);
+
+/* Whether that permit is held by the grant token of app's call. */
+int provend_sessions_grant_nft_ok(provend_sessions_t *s, const char *token,
+    const char *app, const char *chain, const char *contract,
+    const char *token_id);
+
 /* Sessions open now. */
 size_t provend_sessions_count(provend_sessions_t *s);
 

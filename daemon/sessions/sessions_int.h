@@ -54,6 +54,8 @@ struct provend_session_s {
     int                  identified;
     uint8_t              identity[PROVEND_IDENTITY_KEY_LEN];
     uint8_t              identity_proof[64];  /* its Identify signature */
+    uint8_t              eth_links[PROVEND_ETH_LINKS_MAX][20];
+    size_t               eth_nlinks;       /* LinkEthereum, this identity */
     uint64_t             seq;              /* the last accepted; 0: none */
     uint64_t             created_ms;
     uint64_t             used_ms;
@@ -113,10 +115,20 @@ typedef struct {
  * What lets an app's worker use an identity's personal storage: made for
  * one Execute from an identified session, gone when it answers.
  */
+typedef struct {
+    char                 chain[PROVEND_CHAIN_MAX + 1];
+    char                 contract[PROVEND_CONTRACT_MAX + 1];
+    char                 token[PROVEND_TOKEN_MAX + 1];
+} provend_nft_permit_t;
+
 struct provend_grant_s {
     char                 token[33];          /* 16 random bytes, hex */
     char                 app[PROVEND_NAME_MAX + 1];
     char                 identity[2 * PROVEND_IDENTITY_KEY_LEN + 1];
+    uint8_t              eth_links[PROVEND_ETH_LINKS_MAX][20];
+    size_t               eth_nlinks;
+    provend_nft_permit_t permits[PROVEND_NFT_PERMITS_MAX];
+    size_t               npermits;
     provend_grant_t     *next;
 };
 

@@ -7,12 +7,14 @@ import net from 'node:net';
 import { encodeFrame, FrameReader } from './frames.mjs';
 
 const PENDING_MAX = 4096;
+const OPENED_CALLS_MAX = 256;
 
 export class ProvendLine {
     constructor(fd, app) {
         this.app = app;
         this.nextId = 1;
         this.pending = new Map();
+        this.opened = new Map();        /* grant -> NFTs opened */
         this.closed = false;
         this.socket = new net.Socket({ fd, readable: true, writable: true });
         const reader = new FrameReader((f) => this.answer(f),
@@ -23,7 +25,65 @@ export class ProvendLine {
     }
 
     // request: {op, ...arguments} without scope; resolves with the result.
-    call(request) {
+    // An NFT's storage ("nft": {contract, token, owners_slot?,
+    // confirmations?}) is opened first, once a call: provend proves the
+    // owner is an address the call's session linked.
+    async call(request) {
+        const { personal, nft, caller, ...args } = request;
+        if ((personal || nft) && !caller) {
+            throw { code: 'unavailable', message: `${personal ? 'personal'
+                    : 'NFT'} storage is for calls from an identified `
+                    + 'session' };
+        }
+        if (personal) {
+            return this.send({ ...args, grant: caller.grant,
+                               scope: { app: this.app, kind: 'personal',
+                                        identity: caller.identity } });
+        }
+        if (nft) {
+            const chain = await this.openNft(caller, nft);
+            return this.send({ ...args, grant: caller.grant,
+                               scope: { app: this.app, kind: 'nft', nft: {
+                                   chain, contract: nft.contract,
+                                   token: nft.token } } });
+        }
+        return this.send({ ...args, scope: { app: this.app } });
+    }
+
+    // The chain the NFT's scope names, once its owner is proved for this
+    // call (kept per call: the grant holds it until the call answers).
+    openNft(caller, nft) {
+        let opened = this.opened.get(caller.grant);
+        if (opened === undefined) {
+            /* the calls of late: a grant ends with its call */
+            if (this.opened.size >= OPENED_CALLS_MAX) {
+                this.opened.delete(this.opened.keys().next().value);
+            }
+            opened = new Map();
+            this.opened.set(caller.grant, opened);
+        }
+        const key = JSON.stringify([nft.contract, nft.token,
+                                    nft.owners_slot ?? null,
+                                    nft.confirmations ?? null]);
+        let chain = opened.get(key);
+        if (chain === undefined) {
+            const args = { op: 'nft.open', grant: caller.grant,
+                           contract: nft.contract, token: nft.token };
+            if (nft.owners_slot !== undefined) {
+                args.owners_slot = nft.owners_slot;
+            }
+            if (nft.confirmations !== undefined) {
+                args.confirmations = nft.confirmations;
+            }
+            chain = this.send({ ...args, scope: { app: this.app } })
+                .then((r) => r.chain);
+            chain.catch(() => opened.delete(key));
+            opened.set(key, chain);
+        }
+        return chain;
+    }
+
+    send(frame) {
         if (this.closed) {
             return Promise.reject({ code: 'unavailable',
                                     message: 'provend is unreachable' });
@@ -32,18 +92,8 @@ export class ProvendLine {
             return Promise.reject({ code: 'busy', message: 'too many storage '
                                     + 'requests in flight' });
         }
-        const { personal, caller, ...args } = request;
-        if (personal && !caller) {
-            return Promise.reject({ code: 'unavailable', message: 'personal '
-                                    + 'storage is for calls from an '
-                                    + 'identified session' });
-        }
         const id = this.nextId++;
-        const frame = personal
-            ? { ...args, id, grant: caller.grant,
-                scope: { app: this.app, kind: 'personal',
-                         identity: caller.identity } }
-            : { ...args, id, scope: { app: this.app } };
+        frame.id = id;
         return new Promise((resolve, reject) => {
             this.pending.set(id, { resolve, reject });
             try {

@@ -759,23 +759,104 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
         fail('keys are strings or Uint8Arrays');
     }
 
-    function unavailable(what) {
-        return () => PromiseCtor.reject(storageError('unavailable', what
-            + ' storage needs a verified owner of the NFT, which this node '
-            + 'cannot check yet'));
+    /*
+     * NFT scopes: an NFT is {contract: '0x<40 hex>', token} (token: a
+     * BigInt, a safe integer, or its decimal or 0x text); the store's
+     * options say where the contract keeps its owners (ownersSlot, 2 as
+     * OpenZeppelin's ERC721) and how deep a transfer must be to count
+     * (confirmations, 12).  provend opens it only for a call whose session
+     * linked the owner's address (proved at that block).
+     */
+    const CONTRACT_RE = /^0x[0-9a-fA-F]{40}$/;
+    const DECIMAL_RE = /^(0|[1-9][0-9]{0,77})$/;
+    const HEX_TOKEN_RE = /^0x[0-9a-fA-F]{1,64}$/;
+    const MAX_TOKEN = (1n << 256n) - 1n;
+
+    function nftOptions(options) {
+        const o = options === undefined ? {} : options;
+        if (o === null || typeof o !== 'object') {
+            fail('NFT store options are {ownersSlot?, confirmations?}');
+        }
+        const out = {};
+        const slot = o.ownersSlot;
+        if (slot !== undefined) {
+            if (!(isInteger(slot) && slot >= 0)
+                && !(typeof slot === 'string' && slot.length === 66
+                     && apply(test, HEX_RE, [apply(toLower, slot, [])]))) {
+                fail('ownersSlot is a slot number or 0x and 64 hex digits');
+            }
+            out.owners_slot = typeof slot === 'string'
+                ? apply(toLower, slot, []) : slot;
+        }
+        const conf = o.confirmations;
+        if (conf !== undefined) {
+            if (!isInteger(conf) || conf < 0 || conf > 128) {
+                fail('confirmations is 0 to 128');
+            }
+            out.confirmations = conf;
+        }
+        return out;
     }
 
-    function kvStore(type, name, scope) {
+    function nftOf(nft, options) {
+        if (nft === null || typeof nft !== 'object') {
+            fail('an NFT is {contract: "0x<40 hex digits>", token}');
+        }
+        const contract = nft.contract;
+        const token = nft.token;
+        if (typeof contract !== 'string'
+            || !apply(test, CONTRACT_RE, [contract])) {
+            fail('an NFT\'s contract is 0x and 40 hex digits');
+        }
+        let id = null;
+        if (typeof token === 'bigint') {
+            id = token;
+        } else if (typeof token === 'number' && isInteger(token)
+                   && token >= 0 && token <= 9007199254740991) {
+            id = BigIntOf(token);
+        } else if (typeof token === 'string'
+                   && (apply(test, DECIMAL_RE, [token])
+                       || apply(test, HEX_TOKEN_RE, [token]))) {
+            id = BigIntOf(token);
+        }
+        if (id === null || id < 0n || id > MAX_TOKEN) {
+            fail('an NFT\'s token is its id: a BigInt, a safe integer, or '
+                 + 'its decimal or 0x text, below 2^256');
+        }
+        return { contract: apply(toLower, contract, []), token: StringOf(id),
+                 ...options };
+    }
+
+    function kvStore(type, name, scope, options) {
         checkName(name, 'store');
-        if (scope !== 'app' && scope !== 'personal') {
-            const no = unavailable(scope);
-            return freeze({ get: no, set: no, delete: no, keys: no,
-                            sign: no });
+        if (scope === 'NFT') {
+            /* each method takes the NFT first: (nft, key, ...) */
+            const opts = nftOptions(options);
+            const of = (nft) => kvScoped(type, { store: name, type,
+                                                 nft: nftOf(nft, opts) });
+            const store = {
+                get: (nft, key) => of(nft).get(key),
+                entry: (nft, key) => of(nft).entry(key),
+                delete: (nft, key) => of(nft).delete(key),
+                keys: (nft, o) => of(nft).keys(o),
+            };
+            if (type === 'key') {
+                store.generate = (nft, key) => of(nft).generate(key);
+                store.sign = (nft, key, message) => of(nft).sign(key,
+                                                                 message);
+            } else {
+                store.set = (nft, key, value, o) => of(nft).set(key, value,
+                                                               o);
+            }
+            return freeze(store);
         }
         /* personal: the host scopes it to the caller's identity */
-        const base = scope === 'personal' ? { store: name, type,
-                                              personal: true }
-                                          : { store: name, type };
+        return kvScoped(type, scope === 'personal'
+                        ? { store: name, type, personal: true }
+                        : { store: name, type });
+    }
+
+    function kvScoped(type, base) {
         const store = {
             async get(key) {
                 return (await store.entry(key)).value;
@@ -862,9 +943,9 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
         getPersonalStore: (n) => kvStore('string', n, 'personal'),
         getPersonalBytesStore: (n) => kvStore('bytes', n, 'personal'),
         getPersonalKeyStore: (n) => kvStore('key', n, 'personal'),
-        getNftStore: (n) => kvStore('string', n, 'NFT'),
-        getNftBytesStore: (n) => kvStore('bytes', n, 'NFT'),
-        getNftKeyStore: (n) => kvStore('key', n, 'NFT'),
+        getNftStore: (n, o) => kvStore('string', n, 'NFT', o),
+        getNftBytesStore: (n, o) => kvStore('bytes', n, 'NFT', o),
+        getNftKeyStore: (n, o) => kvStore('key', n, 'NFT', o),
     });
 
     function sqlParams(params) {
@@ -882,25 +963,56 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
         return out;
     }
 
-    function sqlDb(name, scope) {
+    function sqlDb(name, scope, options) {
         checkName(name, 'database');
         const migrations = [];
         let migrated = null;
-        const db = scope === 'personal' ? { db: name, personal: true }
-                                        : { db: name };
+        const opts = scope === 'NFT' ? nftOptions(options) : null;
+        const dbOf = (nft) => (scope === 'personal'
+            ? { db: name, personal: true }
+            : scope === 'NFT' ? { db: name, nft: nftOf(nft, opts) }
+                              : { db: name });
 
-        function ready() {
-            if (scope !== 'app' && scope !== 'personal') {
-                return unavailable(scope)();
-            }
-            if (scope === 'personal' && migrations.length > 0) {
-                /* one database per caller: provend applies what is missing */
+        function ready(db) {
+            if (scope !== 'app' && migrations.length > 0) {
+                /* one database per caller or NFT: provend applies what is
+                   missing */
                 return request('sql.migrate', { ...db, migrations });
             }
             if (migrated === null && migrations.length > 0) {
                 migrated = request('sql.migrate', { ...db, migrations });
             }
             return migrated;
+        }
+
+        async function execute(db, sql, params) {
+            await ready(db);
+            const r = await request('sql.execute',
+                                    { ...db, sql, params: sqlParams(params) });
+            return { changes: r.changes,
+                     lastInsertRowid: r.last_insert_rowid };
+        }
+
+        async function query(db, sql, params) {
+            await ready(db);
+            const rows = [];
+            let cursor = null;
+            do {
+                const args = { ...db, sql, params: sqlParams(params) };
+                if (cursor !== null) {
+                    args.cursor = cursor;
+                }
+                const r = await request('sql.query', args);
+                for (const row of r.rows) {
+                    const o = {};
+                    for (let i = 0; i < r.columns.length; i++) {
+                        o[r.columns[i]] = row[i];
+                    }
+                    apply(push, rows, [o]);
+                }
+                cursor = r.cursor;
+            } while (cursor !== null && rows.length < limits.rowsMax);
+            return rows;
         }
 
         const api = {
@@ -914,34 +1026,13 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
                 apply(push, migrations, [sql]);
                 return api;
             },
-            async execute(sql, params) {
-                await ready();
-                const r = await request('sql.execute',
-                                        { ...db, sql, params: sqlParams(params) });
-                return { changes: r.changes,
-                         lastInsertRowid: r.last_insert_rowid };
-            },
-            async query(sql, params) {
-                await ready();
-                const rows = [];
-                let cursor = null;
-                do {
-                    const args = { ...db, sql, params: sqlParams(params) };
-                    if (cursor !== null) {
-                        args.cursor = cursor;
-                    }
-                    const r = await request('sql.query', args);
-                    for (const row of r.rows) {
-                        const o = {};
-                        for (let i = 0; i < r.columns.length; i++) {
-                            o[r.columns[i]] = row[i];
-                        }
-                        apply(push, rows, [o]);
-                    }
-                    cursor = r.cursor;
-                } while (cursor !== null && rows.length < limits.rowsMax);
-                return rows;
-            },
+            /* an NFT's database: (nft, sql, params) */
+            execute: scope === 'NFT'
+                ? (nft, sql, params) => execute(dbOf(nft), sql, params)
+                : (sql, params) => execute(dbOf(), sql, params),
+            query: scope === 'NFT'
+                ? (nft, sql, params) => query(dbOf(nft), sql, params)
+                : (sql, params) => query(dbOf(), sql, params),
         };
         return api;
     }
@@ -949,7 +1040,7 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
     const sqlModule = freeze({
         getApplicationDb: (n) => sqlDb(n, 'app'),
         getPersonalDb: (n) => sqlDb(n, 'personal'),
-        getNftDb: (n) => sqlDb(n, 'NFT'),
+        getNftDb: (n, o) => sqlDb(n, 'NFT', o),
     });
 
     return freeze({

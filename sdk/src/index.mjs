@@ -251,6 +251,22 @@ export function identifyMessage(app, origin, sessionId) {
                   new Uint8Array([o.length]), o, sessionId);
 }
 
+/*
+ * What an Ethereum wallet signs (EIP-191 personal_sign) to link its
+ * address to the identity of this session (LinkEthereum): every line binds
+ * it to one session of one node, app, origin and identity.
+ */
+export function linkEthereumMessage(app, origin, sessionId, identity,
+                                    address) {
+    if (!/^0x[0-9a-fA-F]{40}$/.test(address)) {
+        throw new RpcError('bad_request', 'an Ethereum address is 0x and 40 '
+                           + 'hex digits');
+    }
+    return `proven-link-ethereum-v1\naddress: ${address.toLowerCase()}\n`
+        + `identity: ${hex(identity)}\napp: ${app || ''}\n`
+        + `origin: ${origin || ''}\nsession: ${uuid(sessionId)}`;
+}
+
 /* Plain http only to this machine: anything else must be https. */
 function checkScheme(base) {
     const u = new URL(base);
@@ -610,15 +626,44 @@ export class Session {
      * Proves an identity (an Ed25519 private key, 32 bytes) in this
      * session, of this app and this page's origin only.
      */
-    identify(identityKey) {
-        return this.send('Identify', {
-            passkey_prf_public_key_bytes: ed25519.getPublicKey(identityKey),
+    async identify(identityKey) {
+        const publicKey = ed25519.getPublicKey(identityKey);
+        const r = await this.send('Identify', {
+            passkey_prf_public_key_bytes: publicKey,
             session_id_signature_bytes: ed25519.sign(
                 identifyMessage(this.app, this.origin, this.id),
                 identityKey) });
+        this.identity = r.result === 'success' ? publicKey : this.identity;
+        return r;
+    }
+
+    /*
+     * Links an Ethereum address to the identity (identify first), so that
+     * the app's calls may use the storage of the NFTs it owns.
+     * sign(message) gives the wallet's personal_sign of the text: 65 bytes,
+     * or their 0x hex, e.g. (m) => ethereum.request({method:
+     * 'personal_sign', params: [m, address]}).
+     */
+    async linkEthereum(address, sign) {
+        if (this.identity === undefined) {
+            throw new RpcError('bad_request', 'identify first: an address '
+                               + 'is linked to an identity');
+        }
+        const message = linkEthereumMessage(this.app, this.origin, this.id,
+                                            this.identity, address);
+        let signature = await sign(message);
+        if (typeof signature === 'string') {
+            if (!/^0x[0-9a-fA-F]{130}$/.test(signature)) {
+                throw new RpcError('bad_request', 'a signature is 65 bytes '
+                                   + '(0x and 130 hex digits)');
+            }
+            signature = fromHex(signature.slice(2));
+        }
+        return this.send('LinkEthereum', { address, signature });
     }
 
     anonymize() {
+        this.identity = undefined;
         return this.send('Anonymize');
     }
 

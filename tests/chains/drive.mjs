@@ -7,20 +7,11 @@
 //   head                      prints the head's number
 //   nonce ADDRESS             prints its nonce at the head (0x hex)
 // Usage: node tests/chains/drive.mjs PORT COMMAND ARGS...
+import { rpcAt } from './rpc.mjs';
+
 const [port, command, ...args] = process.argv.slice(2);
 
-let id = 0;
-async function rpc(method, params = []) {
-    const res = await fetch(`http://127.0.0.1:${port}/`, {
-        method: 'POST', headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ jsonrpc: '2.0', id: ++id, method, params }),
-    });
-    const ans = await res.json();
-    if (ans.error) {
-        throw new Error(`${method}: ${ans.error.message}`);
-    }
-    return ans.result;
-}
+const rpc = rpcAt(port);
 
 const [from] = await rpc('eth_accounts');
 const send = (to, data) => rpc('eth_sendTransaction', [{ from, to, data,

@@ -7,6 +7,7 @@
 //   fields    eth_getProof's own fields changed (what a careless client
 //             would read): balance, nonce, storageHash, each storage
 //             proof's key and value
+//   value=HEX each storage proof's own value field HEX (the proof kept)
 //   hang      eth_getProof never answered
 //   huge      eth_getProof answered with 300 KiB of padding
 //   status    eth_getProof answered with HTTP 500
@@ -137,6 +138,11 @@ http.createServer((req, res) => {
                            && method === 'eth_getTransactionReceipt'
                            && (r.logs.length > 0 || mode === 'log-add')) {
                     lie(mode, r);
+                } else if (mode.startsWith('value=')
+                           && method === 'eth_getProof') {
+                    for (const sp of r.storageProof) {
+                        sp.value = mode.slice(6);
+                    }
                 } else if (mode === 'fields' && method === 'eth_getProof') {
                     r.balance = '0xdeadbeef';
                     r.nonce = '0x99';
