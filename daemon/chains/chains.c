@@ -278,6 +278,23 @@ done:
 }
 
 
+int
+provend_chains_read_at(provend_chains_t *c, chains_read_t *r,
+    const uint8_t address[20], const provend_eth_header_t *header,
+    uv_after_work_cb done)
+{
+    r->c = c;
+    memcpy(r->address, address, 20);
+    r->header = *header;
+    r->have_header = 1;
+    r->followed = 1;
+    r->deadline = uv_hrtime() + CHAINS_TIMEOUT_MS * 1000000ULL;
+    r->work.data = r;
+    return uv_queue_work(c->loop, &r->work, provend_chains_read_work, done)
+           == 0 ? PROVEN_OK : PROVEN_ERR;
+}
+
+
 /* A number's bytes as 0x hex without leading zeros ("0x0" for none). */
 static cbor_item_t *
 chains_quantity(const uint8_t *p, size_t len)
@@ -554,7 +571,8 @@ provend_chains_open(const provend_chains_config_t *cfg, char *err,
                  (int) (n + (c->rpc[4] == 's' ? 8 : 7)), c->rpc);
     if (provend_nft_open(c, cfg, err, errlen) != PROVEN_OK
         || (cfg->apps != NULL && cfg->storage != NULL
-            && provend_follow_start(c, cfg, err, errlen) != PROVEN_OK))
+            && provend_follow_start(c, cfg, err, errlen) != PROVEN_OK)
+        || provend_governance_open(c, cfg, err, errlen) != PROVEN_OK)
     {
         provend_chains_free(c);
         return NULL;
@@ -575,6 +593,7 @@ provend_chains_stop(provend_chains_t *c)
         (void) uv_cancel((uv_req_t *) c->work);
     }
     provend_nft_stop(c);
+    provend_governance_stop(c);
     provend_follow_stop(c);
 }
 
@@ -587,6 +606,7 @@ provend_chains_free(provend_chains_t *c)
     }
     provend_follow_free(c);
     provend_nft_free(c);
+    provend_governance_free(c);
     free(c);
 }
 
@@ -598,5 +618,6 @@ const provend_op_t  provend_chains_ops[] = {
     { "eth.account", PROVEND_CALLER_SOCKET, chains_op_account, 0 },
     { "eth.events", PROVEND_CALLER_SOCKET, follow_op_events, 0 },
     { "nft.open", PROVEND_CALLER_WORKER, provend_nft_op_open, 0 },
+    { "gov.status", PROVEND_CALLER_SOCKET, provend_governance_op_status, 0 },
     { NULL, 0, NULL, 0 }
 };

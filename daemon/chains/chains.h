@@ -23,6 +23,7 @@
 #define PROVEND_CHAINS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <uv.h>
 
@@ -45,6 +46,10 @@ typedef struct {
                                         node at a time delivers */
     unsigned            poll_ms;     /* new blocks asked for; 0: 2000 */
     provend_sessions_t *sessions;    /* NFT scopes: the calls' links */
+    /* governance.c: the contract whose allowed measurements peers need */
+    const char         *governance;  /* 0x address, or NULL */
+    unsigned            governance_confirmations;
+    unsigned            governance_every_s;   /* 0: 60 */
 } provend_chains_config_t;
 
 typedef struct provend_chains_s  provend_chains_t;
@@ -54,6 +59,20 @@ provend_chains_t *provend_chains_open(const provend_chains_config_t *cfg,
 /* Stopping: a read under way ends at once (its caller told so). */
 void provend_chains_stop(provend_chains_t *c);
 void provend_chains_free(provend_chains_t *c);
+
+/*
+ * Governance (governance.c): whether a measurement, keccak256(PCR0 ||
+ * PCR1 || PCR2), is one the contract allowed at the last read: 1, or 0
+ * with why (none read yet, or not in the set).  Any thread.
+ */
+#define PROVEND_GOV_MAX  64
+
+int provend_governance_allows(provend_chains_t *c, const uint8_t hash[32],
+    char *why, size_t whylen);
+int provend_governance_on(provend_chains_t *c);
+/* changed(data) on the loop after a read that changed the set. */
+void provend_governance_watch(provend_chains_t *c,
+    void (*changed)(void *data), void *data);
 
 extern const provend_op_t  provend_chains_ops[];
 

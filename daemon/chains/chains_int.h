@@ -20,6 +20,7 @@
 
 typedef struct provend_follow_s  provend_follow_t;
 typedef struct provend_nft_s     provend_nft_t;
+typedef struct provend_gov_s     provend_gov_t;
 
 struct provend_chains_s {
     uv_loop_t  *loop;
@@ -33,6 +34,7 @@ struct provend_chains_s {
     provend_eth_header_t  header;
     provend_follow_t     *follow;       /* events: follow.c, or NULL */
     provend_nft_t        *nft;          /* nft.c */
+    provend_gov_t        *gov;          /* governance.c, or NULL */
 };
 
 
@@ -75,6 +77,12 @@ typedef struct {
  * proved. */
 void provend_chains_read_work(uv_work_t *work);
 
+/* r's slots of address read at a followed header on the pool, done on the
+ * loop: PROVEN_ERR when it cannot start (r is the caller's then). */
+int provend_chains_read_at(provend_chains_t *c, chains_read_t *r,
+    const uint8_t address[20], const provend_eth_header_t *header,
+    uv_after_work_cb done);
+
 /* "0x" and the hex of len bytes into out (2 * len + 3). */
 void provend_chains_hex(const uint8_t *in, size_t len, char *out);
 
@@ -100,6 +108,14 @@ int provend_nft_open(provend_chains_t *c, const provend_chains_config_t *cfg,
 void provend_nft_stop(provend_chains_t *c);
 void provend_nft_free(provend_chains_t *c);
 void provend_nft_op_open(void *subsystem, const provend_op_t *op,
+    const proven_request_t *req, provend_ops_reply_pt reply, void *ctx);
+
+/* governance.c: started after the follower, when configured. */
+int provend_governance_open(provend_chains_t *c,
+    const provend_chains_config_t *cfg, char *err, size_t errlen);
+void provend_governance_stop(provend_chains_t *c);
+void provend_governance_free(provend_chains_t *c);
+void provend_governance_op_status(void *subsystem, const provend_op_t *op,
     const proven_request_t *req, provend_ops_reply_pt reply, void *ctx);
 
 #endif /* PROVEND_CHAINS_INT_H */

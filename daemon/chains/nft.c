@@ -352,18 +352,11 @@ nft_next(provend_chains_t *c)
             nft_open_free(o);
             continue;
         }
-        r->c = c;
         r->chain_id = chain_id;
-        memcpy(r->address, o->contract, 20);
         memcpy(r->slots[0], o->entry, 32);
         r->nslots = 1;
-        r->header = header;
-        r->have_header = 1;
-        r->followed = 1;
-        r->deadline = uv_hrtime() + CHAINS_TIMEOUT_MS * 1000000ULL;
-        r->work.data = r;
-        if (uv_queue_work(c->loop, &r->work, provend_chains_read_work,
-                          nft_read_done) != 0)
+        if (provend_chains_read_at(c, r, o->contract, &header, nft_read_done)
+            != PROVEN_OK)
         {
             free(r);
             provend_ops_reply_error(o->reply, o->ctx, o->id, "internal",

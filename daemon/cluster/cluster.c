@@ -21,6 +21,7 @@
 #include <uv.h>
 
 #include "cluster.h"
+#include "chains/eth.h"
 #include "fetch/proven_fetch.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -30,6 +31,8 @@
 #define PROVEND_ADMIT_EVERY_MS   2000
 #define PROVEND_ADMIT_RETRY_MS   5000
 #define PROVEND_ADMIT_TIMEOUT_S  4        /* on the shared thread pool */
+#define PROVEND_RECHECK_MS       15000    /* an admitted peer attested again */
+#define PROVEND_RECHECK_MISSES   3        /* unanswered, before it is dropped */
 #define PROVEND_DOC_MAX          (64 * 1024)
 #define PROVEND_NATS_RESTART_MS  500
 #define PROVEND_NATS_RESTART_MAX 30000
@@ -49,6 +52,10 @@ typedef struct {
     uint8_t       spki[SHA256_DIGEST_LENGTH];  /* its TLS key's, admitted */
     size_t        npcrs;                 /* admitted: what it measured */
     proven_pcr_t  pcrs[PROVEN_ATT_PCRS_MAX];
+    int           has_measurement;       /* admitted by governance: */
+    uint8_t       measurement[32];       /* its keccak(PCR0 || 1 || 2) */
+    uint64_t      recheck_at;            /* admitted: attested again then */
+    unsigned      recheck_misses;        /* in a row, unanswered */
 } provend_peer_t;
 
 struct provend_cluster_s {
@@ -68,6 +75,8 @@ struct provend_cluster_s {
     char                 proxy[256];    /* admissions' HTTP proxy, or "" */
     int                  match[PROVEN_ATT_PCRS_MAX];
     size_t               nmatch;
+    provend_measure_allowed_pt  measure_allowed;  /* or NULL: match */
+    void                *measure_data;
     provend_peer_t       peers[PROVEND_CLUSTER_PEERS_MAX];
     size_t               npeers;
     provend_ckey_t      *ckey;
@@ -98,6 +107,11 @@ typedef struct {
     X509                *root;          /* a reference of its own */
     size_t               npcrs;
     proven_pcr_t         pcrs[PROVEN_ATT_PCRS_MAX];   /* ours, to match */
+    provend_measure_allowed_pt  measure_allowed;      /* or this */
+    void                *measure_data;
+    uint8_t              measurement[32];
+    int                  recheck;       /* of a peer admitted already */
+    int                  answered;      /* it served a document */
     int                  ok;
     char                 reason[PROVEN_ERR_LEN];
     char                *cert_pem;
@@ -449,6 +463,7 @@ provend_admission_work(uv_work_t *work)
                  body.status);
         goto done;
     }
+    a->answered = 1;
 
     memset(&opts, 0, sizeof(opts));
     opts.root = a->root;
@@ -463,6 +478,27 @@ provend_admission_work(uv_work_t *work)
         goto done;
     }
 
+    if (a->measure_allowed != NULL) {
+        /* any measurement the governance contract allows */
+        if (provend_cluster_measurement(&doc, a->measurement) != PROVEN_OK) {
+            snprintf(a->reason, sizeof(a->reason), "its document lacks PCR "
+                     "0, 1 or 2 of 48 bytes");
+            goto done;
+        }
+        if (!a->measure_allowed(a->measure_data, a->measurement, err,
+                                sizeof(err)))
+        {
+            snprintf(a->reason, sizeof(a->reason), "%s", err);
+            goto done;
+        }
+        /* what it runs, for cluster.status (matched by itself below) */
+        a->npcrs = 0;
+        for (j = 0; j < doc.pcr_count; j++) {
+            if (doc.pcrs[j].index <= 2) {
+                a->pcrs[a->npcrs++] = doc.pcrs[j];
+            }
+        }
+    }
     for (i = 0; i < a->npcrs; i++) {
         same = 0;
         for (j = 0; j < doc.pcr_count; j++) {
@@ -532,6 +568,64 @@ done:
 }
 
 
+/* An admitted peer no longer is: its route and certificate leave
+ * nats.conf (the caller reloads it), and it is asked again later. */
+static void
+provend_cluster_drop(provend_cluster_t *c, provend_peer_t *peer,
+    const char *why)
+{
+    peer->admitted = 0;
+    peer->has_measurement = 0;
+    free(peer->cert_pem);
+    peer->cert_pem = NULL;
+    snprintf(peer->reason, sizeof(peer->reason), "dropped: %.200s", why);
+    provend_warn("cluster: %s dropped: %s", peer->name, why);
+    peer->next_try = uv_now(c->loop) + PROVEND_ADMIT_RETRY_MS;
+}
+
+
+/*
+ * An admitted peer attested again: the host may have restarted it with
+ * other code (its TLS key kept on a disk the host holds), so what it runs
+ * now is checked as at its admission.  A document that does not hold
+ * drops it; a peer that does not answer is dropped after a few misses
+ * (one restarting is not).
+ */
+static void
+provend_cluster_rechecked(provend_cluster_t *c, provend_peer_t *peer,
+    provend_admission_t *a, int status)
+{
+    if (c->stopping || !peer->admitted) {
+        return;
+    }
+    peer->recheck_at = uv_now(c->loop) + PROVEND_RECHECK_MS;
+    if (status == 0 && a->ok) {
+        peer->recheck_misses = 0;
+        peer->npcrs = a->npcrs;
+        memcpy(peer->pcrs, a->pcrs, a->npcrs * sizeof(a->pcrs[0]));
+        peer->has_measurement = a->measure_allowed != NULL;
+        memcpy(peer->measurement, a->measurement, 32);
+        if (memcmp(peer->spki, a->spki, sizeof(a->spki)) != 0) {
+            /* another TLS key, attested: routes trust the new one */
+            memcpy(peer->spki, a->spki, sizeof(peer->spki));
+            free(peer->cert_pem);
+            peer->cert_pem = a->cert_pem;
+            a->cert_pem = NULL;
+            provend_cluster_reload(c);
+        }
+        return;
+    }
+    if (status == 0 && !a->answered
+        && ++peer->recheck_misses < PROVEND_RECHECK_MISSES)
+    {
+        return;
+    }
+    provend_cluster_drop(c, peer, status != 0 ? "the check was cancelled"
+                                              : a->reason);
+    provend_cluster_reload(c);
+}
+
+
 static void
 provend_admission_done(uv_work_t *work, int status)
 {
@@ -555,7 +649,7 @@ provend_admission_done(uv_work_t *work, int status)
                      "node's own TLS key: it is this node");
         }
         for (i = 0; a->ok && i < c->npeers; i++) {
-            if (c->peers[i].admitted
+            if (c->peers[i].admitted && &c->peers[i] != peer
                 && memcmp(a->spki, c->peers[i].spki, sizeof(a->spki)) == 0)
             {
                 a->ok = 0;
@@ -566,12 +660,19 @@ provend_admission_done(uv_work_t *work, int status)
         }
     }
 
-    if (status == 0 && a->ok && !c->stopping) {
+    if (a->recheck) {
+        provend_cluster_rechecked(c, peer, a, status);
+
+    } else if (status == 0 && a->ok && !c->stopping) {
         peer->admitted = 1;
+        peer->recheck_at = uv_now(c->loop) + PROVEND_RECHECK_MS;
+        peer->recheck_misses = 0;
         memcpy(peer->spki, a->spki, sizeof(peer->spki));
         /* the PCRs matched: its document's values, equal to ours */
         peer->npcrs = a->npcrs;
         memcpy(peer->pcrs, a->pcrs, a->npcrs * sizeof(a->pcrs[0]));
+        peer->has_measurement = a->measure_allowed != NULL;
+        memcpy(peer->measurement, a->measurement, 32);
         peer->cert_pem = a->cert_pem;
         a->cert_pem = NULL;
         peer->reason[0] = '\0';
@@ -594,6 +695,64 @@ provend_admission_done(uv_work_t *work, int status)
     X509_free(a->root);
     free(a->cert_pem);
     free(a);
+}
+
+
+int
+provend_cluster_measurement(const proven_attestation_doc_t *doc,
+    uint8_t hash[32])
+{
+    size_t   i, j;
+    uint8_t  pcrs[3 * 48];
+
+    for (i = 0; i < 3; i++) {
+        for (j = 0; j < doc->pcr_count; j++) {
+            if (doc->pcrs[j].index == i) {
+                break;
+            }
+        }
+        if (j == doc->pcr_count || doc->pcrs[j].len != 48) {
+            return PROVEN_ERR;
+        }
+        memcpy(pcrs + 48 * i, doc->pcrs[j].value, 48);
+    }
+    provend_keccak256(pcrs, sizeof(pcrs), hash);
+    return PROVEN_OK;
+}
+
+
+/*
+ * The governance contract's set changed: an admitted peer whose
+ * measurement it no longer holds is dropped (its route and certificate
+ * leave nats.conf) and asked again as any peer not admitted.
+ */
+void
+provend_cluster_measurements_changed(void *cluster)
+{
+    int                 dropped;
+    char                why[PROVEN_ERR_LEN];
+    size_t              i;
+    provend_peer_t     *peer;
+    provend_cluster_t  *c = cluster;
+
+    if (c == NULL || c->measure_allowed == NULL || c->stopping) {
+        return;
+    }
+    dropped = 0;
+    for (i = 0; i < c->npeers; i++) {
+        peer = &c->peers[i];
+        if (!peer->admitted || !peer->has_measurement
+            || c->measure_allowed(c->measure_data, peer->measurement, why,
+                                  sizeof(why)))
+        {
+            continue;
+        }
+        provend_cluster_drop(c, peer, why);
+        dropped = 1;
+    }
+    if (dropped) {
+        provend_cluster_reload(c);
+    }
 }
 
 
@@ -676,7 +835,9 @@ provend_cluster_on_admit(uv_timer_t *timer)
     }
     for (i = 0; i < c->npeers; i++) {
         peer = &c->peers[i];
-        if (peer->admitted || uv_now(c->loop) < peer->next_try) {
+        if (uv_now(c->loop) < (peer->admitted ? peer->recheck_at
+                                              : peer->next_try))
+        {
             continue;
         }
         a = calloc(1, sizeof(*a));
@@ -686,6 +847,7 @@ provend_cluster_on_admit(uv_timer_t *timer)
         }
         a->c = c;
         a->peer = peer;
+        a->recheck = peer->admitted;
         snprintf(a->url, sizeof(a->url), "%s", peer->url);
         snprintf(a->proxy, sizeof(a->proxy), "%s", c->proxy);
         if (provend_cluster_match_pcrs(c, &st, a) != PROVEN_OK) {
@@ -694,6 +856,8 @@ provend_cluster_on_admit(uv_timer_t *timer)
             free(a);
             continue;
         }
+        a->measure_allowed = c->measure_allowed;
+        a->measure_data = c->measure_data;
         a->root = c->root;
         X509_up_ref(a->root);
         a->work.data = a;
@@ -1122,6 +1286,10 @@ provend_cluster_open(const provend_cluster_config_t *cfg, char *err,
         free(c);
         return NULL;
     }
+    c->measure_allowed = cfg->measure_allowed;
+    c->measure_data = cfg->measure_data;
+    provend_ckey_set_measure(c->ckey, cfg->measure_allowed,
+                             cfg->measure_data);
     if (cfg->serve_session != NULL) {
         char  ferr[PROVEN_ERR_LEN];
 
@@ -1213,8 +1381,14 @@ provend_cluster_status(provend_cluster_t *c)
             == PROVEN_OK;
 
     for (i = 0; ok && i < c->npeers; i++) {
+        char  hex[2 + 64 + 1];
+
+        hex[0] = '0';
+        hex[1] = 'x';
+        proven_hex_encode(c->peers[i].measurement, 32, hex + 2);
         m = cbor_new_definite_map(2 + (c->peers[i].reason[0] != '\0')
-                                  + (c->peers[i].admitted != 0));
+                                  + (c->peers[i].admitted != 0)
+                                  + (c->peers[i].has_measurement != 0));
         ok = m != NULL
              && proven_cbor_map_put(m, "name",
                                     cbor_build_string(c->peers[i].name))
@@ -1229,6 +1403,9 @@ provend_cluster_status(provend_cluster_t *c)
                  || proven_cbor_map_put(m, "pcrs",
                                         provend_cluster_pcrs(&c->peers[i]))
                     == PROVEN_OK)
+             && (!c->peers[i].has_measurement
+                 || proven_cbor_map_put(m, "measurement",
+                                        cbor_build_string(hex)) == PROVEN_OK)
              && cbor_array_push(members, m);
         if (m != NULL) {
             cbor_decref(&m);

@@ -68,9 +68,26 @@ typedef int (*provend_cluster_attest_pt)(void *server,
     const proven_buf_t *public_key, provend_attest_done_pt done, void *data,
     char *err, size_t errlen);
 
+/*
+ * Whether a measurement, keccak256(PCR0 || PCR1 || PCR2) of a peer's
+ * document, may join (the governance contract's word): 1, or 0 with why.
+ * Any thread.
+ */
+typedef int (*provend_measure_allowed_pt)(void *data, const uint8_t hash[32],
+    char *why, size_t whylen);
+
+/* That hash from a document: PROVEN_ERR when it lacks PCR 0, 1 or 2 of
+ * 48 bytes. */
+int provend_cluster_measurement(const proven_attestation_doc_t *doc,
+    uint8_t hash[32]);
+
 typedef struct {
     void                *loop;          /* uv_loop_t * */
     provend_provider_t  *provider;      /* our own PCRs */
+    /* NULL: peers must have our own PCRs; else any measurement it allows
+     * (and an admitted peer whose measurement it drops is dropped) */
+    provend_measure_allowed_pt  measure_allowed;
+    void                *measure_data;
     const char          *data_dir;
     const char          *file;          /* the cluster file */
     const char          *nats_server;   /* NULL: "nats-server" from PATH */
@@ -86,6 +103,10 @@ typedef struct {
     provend_forward_serve_pt   serve_session;
     void                *serve_session_data;
 } provend_cluster_config_t;
+
+/* The set measure_allowed answers from has changed: peers checked again
+ * (on the loop). */
+void provend_cluster_measurements_changed(void *cluster);
 
 /* Reads the file, writes the NATS configuration, starts nats-server. */
 provend_cluster_t *provend_cluster_open(const provend_cluster_config_t *cfg,
@@ -127,6 +148,11 @@ void provend_cluster_free(provend_cluster_t *c);
  * and a cluster.key in clear is refused; in_memory (enclave mode without
  * keyd): in memory alone, asked of the peers again at each start.
  */
+/* Documents of cluster-key requests and answers: checked by measure
+ * (NULL: our own PCRs must match). */
+void provend_ckey_set_measure(provend_ckey_t *ck,
+    provend_measure_allowed_pt measure, void *data);
+
 provend_ckey_t *provend_ckey_open(void *loop, const char *data_dir,
     int seed, X509 *root, unsigned client_port, void *server,
     provend_cluster_attest_pt attest, const uint8_t *file_key,

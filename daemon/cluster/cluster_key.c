@@ -80,6 +80,8 @@ struct provend_ckey_s {
     size_t                doc_len;
     size_t                npcrs;
     proven_pcr_t          pcrs[PROVEN_ATT_PCRS_MAX];   /* peers must match */
+    provend_measure_allowed_pt  measure;   /* or this allows, when set */
+    void                 *measure_data;
 };
 
 typedef struct {
@@ -117,7 +119,7 @@ provend_ckey_check_doc(provend_ckey_t *ck, const uint8_t *doc, size_t len,
     memcpy(pcrs, ck->pcrs, sizeof(pcrs));
     pthread_mutex_unlock(&ck->lock);
 
-    if (npcrs == 0) {
+    if (npcrs == 0 && ck->measure == NULL) {
         snprintf(err, errlen, "this node does not know its own PCRs yet");
         return PROVEN_ERR;
     }
@@ -129,6 +131,20 @@ provend_ckey_check_doc(provend_ckey_t *ck, const uint8_t *doc, size_t len,
     rc = PROVEN_ERR;
     if (vs != PROVEN_VERIFY_OK) {
         goto done;
+    }
+    if (ck->measure != NULL) {
+        /* the governance contract's set, not our own PCRs: a cluster
+         * upgrades node by node */
+        uint8_t  hash[32];
+
+        if (provend_cluster_measurement(&d, hash) != PROVEN_OK) {
+            snprintf(err, errlen, "its document lacks PCR 0, 1 or 2");
+            goto done;
+        }
+        if (!ck->measure(ck->measure_data, hash, err, errlen)) {
+            goto done;
+        }
+        npcrs = 0;
     }
     for (i = 0; i < npcrs; i++) {
         for (j = 0; j < d.pcr_count; j++) {
@@ -648,6 +664,16 @@ provend_ckey_on_connected(natsConnection *nc, void *closure)
     (void) nc;
     (void) closure;
     provend_debug("cluster: connected to our nats-server");
+}
+
+
+void
+provend_ckey_set_measure(provend_ckey_t *ck,
+    provend_measure_allowed_pt measure, void *data)
+{
+    /* before libnats' thread answers anyone: set once at the start */
+    ck->measure = measure;
+    ck->measure_data = data;
 }
 
 

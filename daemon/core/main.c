@@ -502,6 +502,14 @@ main(int argc, char **argv)
         (void) sqlite3_hard_heap_limit64((sqlite3_int64) o.storage_heap_limit);
     }
 
+    if (o.governance != NULL && (o.eth_rpc == NULL || o.cluster_file == NULL))
+    {
+        fprintf(stderr, "provend: --governance needs --eth-rpc (the contract "
+                "is read from the chain) and --cluster (it says which peers "
+                "to admit)\n");
+        return 2;
+    }
+
     /* before any thread: libcurl's global set-up is not thread-safe */
     /* (--cluster-if has set cluster_file when its file is there) */
     if ((o.cluster_file != NULL || o.acme_directory != NULL
@@ -723,6 +731,10 @@ main(int argc, char **argv)
     srv_cfg.chains.checkpoint = o.eth_checkpoint;
     srv_cfg.chains.proxy = o.eth_proxy;
     srv_cfg.chains.poll_ms = (unsigned) o.eth_poll_ms;
+    srv_cfg.chains.governance = o.governance;
+    srv_cfg.chains.governance_confirmations =
+        (unsigned) o.governance_confirmations;
+    srv_cfg.chains.governance_every_s = (unsigned) o.governance_every;
     /* ACME's keys are kept sealed with a master key that outlives a
      * start: not the one a clustered enclave without keyd makes */
     srv_cfg.tls.master = storage != NULL && !key_in_memory ? master : NULL;

@@ -192,6 +192,18 @@ static const provend_opt_t  provend_opts[] = {
       600000, NULL, NULL, "how often the endpoint is asked for new blocks, "
       "for apps' runOnEthereumEvent handlers (default 2000)" },
 
+    { "governance", "ADDRESS", PROVEND_OPT_TEXT, PROVEND_OFF(governance), 0,
+      0, NULL, NULL, "a governance contract (0x and 40 hex digits): cluster "
+      "peers are admitted when it allows their PCR0-2, read with proofs" },
+
+    { "governance-confirmations", "N", PROVEND_OPT_UINT,
+      PROVEND_OFF(governance_confirmations), 0, 128, NULL, "12",
+      "how deep a change to it must be before it counts" },
+
+    { "governance-every", "SECONDS", PROVEND_OPT_UINT,
+      PROVEND_OFF(governance_every), 1, 86400, NULL, "60",
+      "how often it is read again (a removed measurement's peers dropped)" },
+
     { "keyd-identity", "HEX", PROVEND_OPT_TEXT, PROVEND_OFF(keyd_identity),
       0, 0, NULL, NULL, "the Ed25519 key keyd signs with (64 hex digits, or "
       "@FILE holding them): an answer signed by any other is refused" },

@@ -53,6 +53,9 @@ typedef struct {
     const char         *tls_live;
     const char         *eth_rpc;          /* chains/chains.h */
     const char         *eth_checkpoint;
+    const char         *governance;       /* chains/governance.c */
+    unsigned long       governance_confirmations;
+    unsigned long       governance_every;
     const char         *eth_proxy;
     const char         *keyd_identity;
     const char         *keyd_key_id;

@@ -469,6 +469,16 @@ provend_server_serve_session(void *data, const proven_request_t *req,
 }
 
 
+/* For the cluster: a peer's measurement, as the governance contract
+ * allows it (any thread). */
+static int
+provend_server_measure_allowed(void *chains, const uint8_t hash[32],
+    char *why, size_t whylen)
+{
+    return provend_governance_allows(chains, hash, why, whylen);
+}
+
+
 /* For sessions: an attestation whose document goes to done. */
 static int
 provend_server_attest(void *server, const proven_buf_t *nonce,
@@ -1019,6 +1029,8 @@ provend_server_stop(provend_server_t *srv)
         provend_sessions_stop(srv->sessions);
     }
     if (srv->cluster != NULL) {
+        /* a read ending after this tells the cluster nothing */
+        provend_governance_watch(srv->chains, NULL, NULL);
         provend_cluster_stop(srv->cluster);
     }
     provend_tls_stop(srv->tls);
@@ -1458,6 +1470,11 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
         cluster_cfg.session_tag = provend_sessions_tag(srv->sessions);
         cluster_cfg.serve_session = provend_server_serve_session;
         cluster_cfg.serve_session_data = srv->sessions;
+        if (provend_governance_on(srv->chains)) {
+            /* peers: any measurement the contract allows */
+            cluster_cfg.measure_allowed = provend_server_measure_allowed;
+            cluster_cfg.measure_data = srv->chains;
+        }
 
         srv->cluster = provend_cluster_open(&cluster_cfg, err, errlen);
         if (srv->cluster == NULL) {
@@ -1467,6 +1484,9 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
         }
         provend_sessions_set_forward(srv->sessions, provend_cluster_forward,
                                      srv->cluster);
+        provend_governance_watch(srv->chains,
+                                 provend_cluster_measurements_changed,
+                                 srv->cluster);
     }
 
     if (cfg->storage != NULL && cfg->storage->quiesce != NULL

@@ -10,32 +10,13 @@
 //   mine N                   N empty blocks
 // Usage: node tests/chains/tokens.mjs PORT COMMAND ARGS...
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
 
 import { rpcAt } from './rpc.mjs';
+import { compile } from './solc.mjs';
 
 const [port, command, ...args] = process.argv.slice(2);
 
 const rpc = rpcAt(port);
-
-function compile() {
-    const solc = createRequire(import.meta.url)('solc');
-    const source = fs.readFileSync(new URL('contracts/TestTokens.sol',
-                                           import.meta.url), 'utf8');
-    const out = JSON.parse(solc.compile(JSON.stringify({
-        language: 'Solidity',
-        sources: { 'TestTokens.sol': { content: source } },
-        /* ganache 7 runs Shanghai: no Cancun opcodes */
-        settings: { evmVersion: 'shanghai', optimizer: { enabled: true },
-                    outputSelection: { '*': { '*': [
-                        'evm.bytecode.object', 'evm.methodIdentifiers'] } } },
-    })));
-    const errors = (out.errors || []).filter((e) => e.severity === 'error');
-    if (errors.length > 0) {
-        throw new Error(errors.map((e) => e.formattedMessage).join('\n'));
-    }
-    return out.contracts['TestTokens.sol'].TestTokens.evm;
-}
 
 const word = (v) => BigInt(v).toString(16).padStart(64, '0');
 const info = () => JSON.parse(fs.readFileSync(args[0], 'utf8'));
@@ -56,13 +37,12 @@ async function mined(tx) {
 
 const accounts = await rpc('eth_accounts');
 if (command === 'deploy') {
-    const evm = compile();
+    const { bytecode, methods } = compile('TestTokens');
     const tx = await rpc('eth_sendTransaction', [{
-        from: accounts[0], data: '0x' + evm.bytecode.object,
-        gas: '0x300000' }]);
+        from: accounts[0], data: '0x' + bytecode, gas: '0x300000' }]);
     const { contractAddress } = await mined(tx);
-    fs.writeFileSync(args[0], JSON.stringify({
-        address: contractAddress, methods: evm.methodIdentifiers }));
+    fs.writeFileSync(args[0], JSON.stringify({ address: contractAddress,
+                                               methods }));
     console.log(contractAddress);
 } else if (command === 'mint') {
     await mined(await rpc('eth_sendTransaction', [{
