@@ -54,7 +54,8 @@ contract=$(node "$top/tests/chains/tokens.mjs" "$chain" deploy \
 
 # the node follows the chain (a block every 200 ms asked for)
 export PROVEN_PROVEND_ARGS="--eth-rpc http://127.0.0.1:$liar \
-    --eth-checkpoint $checkpoint --eth-poll-ms 200 --app-workers 1"
+    --eth-checkpoint $checkpoint --eth-chain-id 1337 --eth-poll-ms 200 \
+    --app-workers 1"
 setsid "$top/nginx-conf/run-local.sh" >>"$work/node.log" 2>&1 &
 node_pid=$!
 for _ in $(seq 1 250); do
@@ -73,6 +74,7 @@ JS
 cat >>"$work/app/index.js" <<'JS'
 
 import { getNftDb } from '@proven-network/sql';
+import { runWithOptions } from '@proven-network/handler';
 const visits = getNftDb('visits', { confirmations: CONFIRMATIONS }).migrate(
     'CREATE TABLE visits (n INTEGER NOT NULL)');
 export const visit = run(async (token) => {
@@ -88,6 +90,30 @@ export const readCode = run(async (token) => {
     } catch (e) {
         return e.code;
     }
+});
+// a store that takes TestTokens' approvals (slot 4) for its owners: its
+// own scope, never the notes of the owners mapping's
+const approvedNotes = getNftStore('notes', { ownersSlot: 4,
+                                             confirmations: CONFIRMATIONS });
+export const readAsApproved = run(async (token) => {
+    const note = await approvedNotes.get({ contract: CONTRACT, token }, 'note');
+    return note === undefined ? null : note;
+});
+export const writeAsApproved = run(async (token, text) => {
+    await approvedNotes.set({ contract: CONTRACT, token }, 'note', text);
+    return true;
+});
+// many tokens at once: what each open came to
+export const flood = runWithOptions({ timeout: 60000 }, async (first, n) => {
+    const tokens = Array.from({ length: n }, (_, i) => first + i);
+    const got = await Promise.allSettled(tokens.map((token) =>
+        notes.get({ contract: CONTRACT, token }, 'note')));
+    const count = {};
+    for (const g of got) {
+        const code = g.status === 'fulfilled' ? 'ok' : g.reason.code;
+        count[code] = (count[code] || 0) + 1;
+    }
+    return count;
 });
 export const badNft = run(() => visits.query({ contract: 'nope', token: 1 },
                                              'SELECT 1'));
@@ -111,4 +137,24 @@ export NFT_MODE=$work/mode NFT_SOCKET=$PROVEN_DATA/provend.sock
 rc=0
 node --test-reporter=spec --test "$top/tests/chains/nft.test.mjs" || rc=1
 [ $rc = 0 ] || { echo "# node log:"; tail -30 "$work/node.log" | cut -c1-300; }
+
+# the chain is the operator's to name: an endpoint that says another
+# chain than --eth-chain-id is not followed (NFT scopes are named by it)
+"$build/bin/provend" --data "$work/other" --provider dev \
+    --eth-rpc "http://127.0.0.1:$chain" --eth-checkpoint "$checkpoint" \
+    --eth-chain-id 1 --eth-poll-ms 200 >"$work/other.log" 2>&1 &
+pids+=($!)
+said=
+for _ in $(seq 1 100); do
+    said=$(node "$top/tests/call.mjs" "unix:$work/other/provend.sock" \
+           eth.events 2>/dev/null | grep -o 'the endpoint says chain 1337; --eth-chain-id is 1')
+    [ -n "$said" ] && break
+    sleep 0.1
+done
+if [ -n "$said" ]; then
+    echo "ok - an endpoint naming another chain than --eth-chain-id is not followed"
+else
+    echo "not ok - an endpoint naming another chain than --eth-chain-id is not followed"
+    rc=1
+fi
 exit $rc

@@ -495,7 +495,7 @@ chains_op_account(void *subsystem, const provend_op_t *op,
             return;
         }
         if (provend_follow_header(c, (unsigned) confirmations, &r->header,
-                                  NULL, why, sizeof(why)) != PROVEN_OK)
+                                  why, sizeof(why)) != PROVEN_OK)
         {
             free(r);
             provend_ops_reply_error(reply, ctx, req->id, "unavailable",
@@ -559,6 +559,7 @@ provend_chains_open(const provend_chains_config_t *cfg, char *err,
         return NULL;
     }
     c->loop = cfg->loop;
+    c->chain_id = cfg->chain_id;
     snprintf(c->rpc, sizeof(c->rpc), "%s", cfg->rpc);
     snprintf(c->proxy, sizeof(c->proxy), "%s",
              cfg->proxy != NULL ? cfg->proxy : "");

@@ -39,6 +39,8 @@ typedef struct {
     const char         *rpc;    /* http(s) URL of a JSON-RPC endpoint */
     const char         *checkpoint;  /* 0x and 64 hex digits: a block hash */
     const char         *proxy;  /* an HTTP proxy (an enclave's egress) */
+    uint64_t            chain_id;    /* the chain's id; 0: not configured
+                                        (NFT scopes need it) */
     /* events (follow.c): with apps, their runOnEthereumEvent handlers */
     provend_apps_t     *apps;
     provend_storage_t  *storage;     /* the cursors */

@@ -28,6 +28,7 @@ struct provend_chains_s {
     char        proxy[512];
     uint8_t     checkpoint[32];
     char        checkpoint_hex[67];
+    uint64_t    chain_id;               /* configured; 0: none */
     uv_work_t  *work;                   /* the read under way, or NULL */
     int         cancel;                 /* stopping: reads end at once */
     int                   have_header;  /* the checkpoint's, proved */
@@ -61,7 +62,6 @@ typedef struct {
     uint64_t               deadline;    /* uv_hrtime, ns */
     int                    have_header; /* kept from a read before */
     int                    followed;    /* a followed block's, not kept */
-    uint64_t               chain_id;    /* the follower's, for nft.c */
 
     /* what was proved */
     int                    rc;
@@ -99,8 +99,7 @@ void provend_follow_free(provend_chains_t *c);
  * err when none is (no apps, not caught up, too few blocks).  Any thread.
  */
 int provend_follow_header(provend_chains_t *c, unsigned confirmations,
-    provend_eth_header_t *header, uint64_t *chain_id, char *err,
-    size_t errlen);
+    provend_eth_header_t *header, char *err, size_t errlen);
 
 /* nft.c: NFT ownership proved for apps' calls (nft.open). */
 int provend_nft_open(provend_chains_t *c, const provend_chains_config_t *cfg,

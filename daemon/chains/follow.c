@@ -458,6 +458,14 @@ follow_chain(provend_follow_t *f, char *err, size_t errlen)
                         "checkpoint hashes to another block");
             return PROVEN_ERR;
         }
+        if (f->c->chain_id != 0 && chain_id != f->c->chain_id) {
+            /* the operator's word names the chain, not the endpoint's */
+            proven_errf(err, errlen, "the endpoint says chain %llu; "
+                        "--eth-chain-id is %llu",
+                        (unsigned long long) chain_id,
+                        (unsigned long long) f->c->chain_id);
+            return PROVEN_ERR;
+        }
         uv_mutex_lock(&f->mutex);
         f->chain_id = chain_id;
         f->first = b.number;
@@ -1676,8 +1684,7 @@ follow_op_events(void *subsystem, const provend_op_t *op,
 
 int
 provend_follow_header(provend_chains_t *c, unsigned confirmations,
-    provend_eth_header_t *header, uint64_t *chain_id, char *err,
-    size_t errlen)
+    provend_eth_header_t *header, char *err, size_t errlen)
 {
     int                rc;
     follow_block_t    *b;
@@ -1706,9 +1713,6 @@ provend_follow_header(provend_chains_t *c, unsigned confirmations,
         memcpy(header->state_root, b->state_root, 32);
         memcpy(header->receipts_root, b->receipts_root, 32);
         memcpy(header->bloom, b->bloom, 256);
-        if (chain_id != NULL) {
-            *chain_id = f->chain_id;
-        }
         rc = PROVEN_OK;
     }
     uv_mutex_unlock(&f->mutex);

@@ -226,7 +226,7 @@ gov_on_timer(uv_timer_t *timer)
     if (g->reading != NULL || c->cancel) {
         return;
     }
-    if (provend_follow_header(c, g->confirmations, &g->header, NULL, why,
+    if (provend_follow_header(c, g->confirmations, &g->header, why,
                               sizeof(why)) != PROVEN_OK)
     {
         gov_failed(g, why);

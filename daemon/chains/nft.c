@@ -41,6 +41,7 @@
 
 
 #define NFT_QUEUE_MAX          64
+#define NFT_QUEUE_APP_MAX      16   /* one app's: the others keep theirs */
 #define NFT_CACHE              64
 #define NFT_CONFIRMATIONS      12
 #define NFT_CONFIRMATIONS_MAX  128
@@ -57,6 +58,10 @@ struct nft_open_s {
     char                   grant[33];
     uint8_t                contract[20];
     char                   contract_hex[2 + 40 + 1];
+    /* the scope's contract: contract_hex, and ":0x<slot>" unless the
+     * owners mapping is at 2, so that storage opened by one mapping is
+     * never another's (an approvals mapping read as owners) */
+    char                   scope[2 + 40 + 3 + 64 + 1];
     char                   token[PROVEND_TOKEN_MAX + 1];
     uint8_t                entry[32];   /* the owners mapping's slot */
     unsigned               confirmations;
@@ -146,6 +151,26 @@ nft_owners_slot(const cbor_item_t *item, uint8_t slot[32])
 }
 
 
+static void
+nft_scope_contract(nft_open_t *o, const uint8_t slot[32])
+{
+    size_t  i;
+    char    hex[65];
+    static const uint8_t  owners_at_2[32] = { [31] = 2 };
+
+    if (memcmp(slot, owners_at_2, 32) == 0) {
+        snprintf(o->scope, sizeof(o->scope), "%s", o->contract_hex);
+        return;
+    }
+    proven_hex_encode(slot, 32, hex);
+    for (i = 0; i < 63 && hex[i] == '0'; i++) {
+        /* the shortest hex */
+    }
+    snprintf(o->scope, sizeof(o->scope), "%s:0x%s", o->contract_hex,
+             hex + i);
+}
+
+
 /* ---- answers ------------------------------------------------------------ */
 
 static void
@@ -165,7 +190,7 @@ nft_answer_owned(nft_open_t *o, const provend_eth_header_t *header,
 
     snprintf(chain, sizeof(chain), "eth-%llu", (unsigned long long) chain_id);
     if (provend_sessions_grant_permit(nft->sessions, o->grant, o->app, chain,
-                                      o->contract_hex, o->token)
+                                      o->scope, o->token)
         != PROVEN_OK)
     {
         provend_ops_reply_error(o->reply, o->ctx, o->id, "forbidden",
@@ -175,9 +200,11 @@ nft_answer_owned(nft_open_t *o, const provend_eth_header_t *header,
     }
     provend_chains_hex(owner, 20, owner_hex);
     provend_chains_hex(header->hash, 32, hex);
-    map = cbor_new_definite_map(4);
+    map = cbor_new_definite_map(5);
     ok = map != NULL
          && proven_cbor_map_put(map, "chain", cbor_build_string(chain))
+            == PROVEN_OK
+         && proven_cbor_map_put(map, "contract", cbor_build_string(o->scope))
             == PROVEN_OK
          && proven_cbor_map_put(map, "owner", cbor_build_string(owner_hex))
             == PROVEN_OK
@@ -262,7 +289,6 @@ static void
 nft_read_done(uv_work_t *work, int status)
 {
     char                   msg[PROVEN_ERR_LEN];
-    uint64_t               chain_id;
     nft_owner_t           *known;
     chains_read_t         *r = work->data;
     provend_chains_t      *c = r->c;
@@ -271,7 +297,6 @@ nft_read_done(uv_work_t *work, int status)
 
     nft->reading = NULL;
     nft->current = NULL;
-    chain_id = r->chain_id;
 
     if (status != 0 || r->rc != PROVEN_OK) {
         provend_ops_reply_error(o->reply, o->ctx, o->id, "chain_unverified",
@@ -295,7 +320,7 @@ nft_read_done(uv_work_t *work, int status)
         memcpy(known->owner + 20 - r->value_lens[0], r->values[0],
                r->value_lens[0]);
         known->used = 1;
-        nft_decide(nft, o, &r->header, chain_id, known);
+        nft_decide(nft, o, &r->header, c->chain_id, known);
     }
     nft_open_free(o);
     free(r);
@@ -308,7 +333,6 @@ static void
 nft_next(provend_chains_t *c)
 {
     char                  why[PROVEN_ERR_LEN];
-    uint64_t              chain_id;
     nft_open_t           *o;
     nft_owner_t          *known;
     chains_read_t        *r;
@@ -330,8 +354,8 @@ nft_next(provend_chains_t *c)
             continue;
         }
         /* the block as it is now: one that waited reads the newest */
-        if (provend_follow_header(c, o->confirmations, &header, &chain_id,
-                                  why, sizeof(why)) != PROVEN_OK)
+        if (provend_follow_header(c, o->confirmations, &header, why,
+                                  sizeof(why)) != PROVEN_OK)
         {
             provend_ops_reply_error(o->reply, o->ctx, o->id, "unavailable",
                                     why);
@@ -340,7 +364,7 @@ nft_next(provend_chains_t *c)
         }
         known = nft_cache_find(nft, o, header.hash);
         if (known != NULL) {
-            nft_decide(nft, o, &header, chain_id, known);
+            nft_decide(nft, o, &header, c->chain_id, known);
             nft_open_free(o);
             continue;
         }
@@ -352,7 +376,6 @@ nft_next(provend_chains_t *c)
             nft_open_free(o);
             continue;
         }
-        r->chain_id = chain_id;
         memcpy(r->slots[0], o->entry, 32);
         r->nslots = 1;
         if (provend_chains_read_at(c, r, o->contract, &header, nft_read_done)
@@ -367,6 +390,20 @@ nft_next(provend_chains_t *c)
         nft->reading = r;
         nft->current = o;
     }
+}
+
+
+static size_t
+nft_queued_of(const provend_nft_t *nft, const char *app)
+{
+    size_t             n;
+    const nft_open_t  *o;
+
+    n = 0;
+    for (o = nft->head; o != NULL; o = o->next) {
+        n += strcmp(o->app, app) == 0;
+    }
+    return n;
 }
 
 
@@ -448,6 +485,7 @@ provend_nft_op_open(void *subsystem, const provend_op_t *op,
     }
     /* Solidity's mapping entry: keccak256(key . slot), both 32 bytes */
     provend_keccak256(buf, 64, o->entry);
+    nft_scope_contract(o, buf + 32);
 
     /* refused now when no read could change the answer */
     if (nft->sessions == NULL
@@ -461,13 +499,28 @@ provend_nft_op_open(void *subsystem, const provend_op_t *op,
         nft_open_free(o);
         return;
     }
-    if (nft->stopping || c->cancel || nft->queued >= NFT_QUEUE_MAX) {
-        provend_ops_reply_error(reply, ctx, req->id,
-                                nft->queued >= NFT_QUEUE_MAX ? "busy"
-                                                             : "unavailable",
+    if (c->chain_id == 0) {
+        /* the scope's name: the operator's word, never the endpoint's */
+        provend_ops_reply_error(reply, ctx, req->id, "unavailable",
+                                "NFT scopes need the chain's id in the "
+                                "node's configuration (--eth-chain-id)");
+        nft_open_free(o);
+        return;
+    }
+    if (nft->stopping || c->cancel) {
+        provend_ops_reply_error(reply, ctx, req->id, "unavailable",
+                                "the node is stopping");
+        nft_open_free(o);
+        return;
+    }
+    if (nft->queued >= NFT_QUEUE_MAX
+        || nft_queued_of(nft, o->app) >= NFT_QUEUE_APP_MAX)
+    {
+        provend_ops_reply_error(reply, ctx, req->id, "busy",
                                 nft->queued >= NFT_QUEUE_MAX
                                 ? "64 NFT ownership reads wait already"
-                                : "the node is stopping");
+                                : "16 of this app's NFT ownership reads "
+                                  "wait already");
         nft_open_free(o);
         return;
     }

@@ -731,6 +731,7 @@ main(int argc, char **argv)
     srv_cfg.chains.checkpoint = o.eth_checkpoint;
     srv_cfg.chains.proxy = o.eth_proxy;
     srv_cfg.chains.poll_ms = (unsigned) o.eth_poll_ms;
+    srv_cfg.chains.chain_id = o.eth_chain_id;
     srv_cfg.chains.governance = o.governance;
     srv_cfg.chains.governance_confirmations =
         (unsigned) o.governance_confirmations;

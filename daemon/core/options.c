@@ -188,6 +188,10 @@ static const provend_opt_t  provend_opts[] = {
     { "eth-proxy", "URL", PROVEND_OPT_TEXT, PROVEND_OFF(eth_proxy), 0, 0,
       NULL, NULL, "an HTTP proxy to the endpoint (an enclave's egress)" },
 
+    { "eth-chain-id", "N", PROVEND_OPT_UINT, PROVEND_OFF(eth_chain_id), 1,
+      ULONG_MAX, NULL, NULL, "the chain's id (1: Ethereum): an endpoint that "
+      "says another is not followed; NFT scopes are named by it" },
+
     { "eth-poll-ms", "MS", PROVEND_OPT_UINT, PROVEND_OFF(eth_poll_ms), 100,
       600000, NULL, NULL, "how often the endpoint is asked for new blocks, "
       "for apps' runOnEthereumEvent handlers (default 2000)" },

@@ -53,6 +53,7 @@ typedef struct {
     const char         *tls_live;
     const char         *eth_rpc;          /* chains/chains.h */
     const char         *eth_checkpoint;
+    unsigned long       eth_chain_id;     /* 0: not configured */
     const char         *governance;       /* chains/governance.c */
     unsigned long       governance_confirmations;
     unsigned long       governance_every;

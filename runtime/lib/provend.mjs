@@ -41,17 +41,17 @@ export class ProvendLine {
                                         identity: caller.identity } });
         }
         if (nft) {
-            const chain = await this.openNft(caller, nft);
+            const { chain, contract } = await this.openNft(caller, nft);
             return this.send({ ...args, grant: caller.grant,
                                scope: { app: this.app, kind: 'nft', nft: {
-                                   chain, contract: nft.contract,
-                                   token: nft.token } } });
+                                   chain, contract, token: nft.token } } });
         }
         return this.send({ ...args, scope: { app: this.app } });
     }
 
-    // The chain the NFT's scope names, once its owner is proved for this
-    // call (kept per call: the grant holds it until the call answers).
+    // The chain and contract the NFT's scope names ({chain, contract}),
+    // once its owner is proved for this call (kept per call: the grant
+    // holds it until the call answers).
     openNft(caller, nft) {
         let opened = this.opened.get(caller.grant);
         if (opened === undefined) {
@@ -76,7 +76,7 @@ export class ProvendLine {
                 args.confirmations = nft.confirmations;
             }
             chain = this.send({ ...args, scope: { app: this.app } })
-                .then((r) => r.chain);
+                .then((r) => ({ chain: r.chain, contract: r.contract }));
             chain.catch(() => opened.delete(key));
             opened.set(key, chain);
         }

@@ -830,23 +830,24 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
     function kvStore(type, name, scope, options) {
         checkName(name, 'store');
         if (scope === 'NFT') {
-            /* each method takes the NFT first: (nft, key, ...) */
+            /* each method takes the NFT first: (nft, key, ...); a bad
+               one rejects, as every storage error does */
             const opts = nftOptions(options);
             const of = (nft) => kvScoped(type, { store: name, type,
                                                  nft: nftOf(nft, opts) });
             const store = {
-                get: (nft, key) => of(nft).get(key),
-                entry: (nft, key) => of(nft).entry(key),
-                delete: (nft, key) => of(nft).delete(key),
-                keys: (nft, o) => of(nft).keys(o),
+                get: async (nft, key) => of(nft).get(key),
+                entry: async (nft, key) => of(nft).entry(key),
+                delete: async (nft, key) => of(nft).delete(key),
+                keys: async (nft, o) => of(nft).keys(o),
             };
             if (type === 'key') {
-                store.generate = (nft, key) => of(nft).generate(key);
-                store.sign = (nft, key, message) => of(nft).sign(key,
-                                                                 message);
+                store.generate = async (nft, key) => of(nft).generate(key);
+                store.sign = async (nft, key, message) => of(nft).sign(
+                    key, message);
             } else {
-                store.set = (nft, key, value, o) => of(nft).set(key, value,
-                                                               o);
+                store.set = async (nft, key, value, o) => of(nft).set(
+                    key, value, o);
             }
             return freeze(store);
         }
@@ -1028,10 +1029,10 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
             },
             /* an NFT's database: (nft, sql, params) */
             execute: scope === 'NFT'
-                ? (nft, sql, params) => execute(dbOf(nft), sql, params)
+                ? async (nft, sql, params) => execute(dbOf(nft), sql, params)
                 : (sql, params) => execute(dbOf(), sql, params),
             query: scope === 'NFT'
-                ? (nft, sql, params) => query(dbOf(nft), sql, params)
+                ? async (nft, sql, params) => query(dbOf(nft), sql, params)
                 : (sql, params) => query(dbOf(), sql, params),
         };
         return api;

@@ -203,6 +203,40 @@ test('another token, or another holder, is refused', async () => {
     assert.equal((await exec(b, 'readNote', 2)).data.output, null);
 });
 
+test('a store that reads another mapping as owners has its own scope',
+     async () => {
+    /* alice approves bob for token 1: bob is its approvals mapping's
+       entry (slot 4), which a store may name as where owners are */
+    const [a] = alices;
+    const b = await identified();
+    assert.equal((await link(b, bob)).result, 'success');
+    tokens('approve', info, alice, bob, '1');
+    await mine(2);
+    assert.equal((await exec(b, 'readAsApproved', 1)).data.output, null);
+    assert.equal((await exec(b, 'writeAsApproved', 1, 'bob was here'))
+        .data.output, true);
+    assert.equal((await exec(a, 'readNote', 1)).data.output,
+                 'for whoever holds #1');
+    assert.equal((await exec(b, 'readAsApproved', 1)).data.output,
+                 'bob was here');
+    /* and alice, the owner, is not the approved address */
+    assert.match(failure(await exec(a, 'readAsApproved', 1)), /owned by/);
+});
+
+test('one app\'s opens wait 16 at most while a read is held', async () => {
+    const [a] = alices;
+    await mine(1);
+    mode('hang');                   /* eth_getProof never answered */
+    const flooding = exec(a, 'flood', 100, 20);
+    await sleep(1500);
+    mode('none');
+    const r = await flooding;
+    assert.equal(r.result, 'success', JSON.stringify(r));
+    /* one read held (10 s, then refused), 16 waiting, the rest busy */
+    assert.deepEqual(r.data.output, { chain_unverified: 1, not_owner: 16,
+                                      busy: 3 });
+});
+
 test('another Identify forgets the links', async () => {
     const s = await identified();
     assert.equal((await link(s, alice)).result, 'success');

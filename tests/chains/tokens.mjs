@@ -3,6 +3,7 @@
 //   deploy INFO              deploys it; INFO (JSON): its address, methods
 //   mint INFO TO ID          the deployer mints token ID to TO
 //   transfer INFO FROM TO ID FROM (a ganache account) gives it to TO
+//   approve INFO FROM TO ID  FROM (the owner) approves TO for token ID
 //   owner INFO ID            prints ownerOf(ID), as the endpoint says
 //   accounts                 prints ganache's accounts, one a line
 //   sign ADDRESS TEXT        prints ADDRESS's personal_sign of TEXT
@@ -53,6 +54,10 @@ if (command === 'deploy') {
         from: args[1], to: info().address, gas: '0x100000',
         data: data('transferFrom(address,address,uint256)', args[1], args[2],
                    args[3]) }]));
+} else if (command === 'approve') {
+    await mined(await rpc('eth_sendTransaction', [{
+        from: args[1], to: info().address, gas: '0x100000',
+        data: data('approve(address,uint256)', args[2], args[3]) }]));
 } else if (command === 'owner') {
     const r = await rpc('eth_call', [{ to: info().address,
                                        data: data('ownerOf(uint256)',
