@@ -163,12 +163,22 @@ export async function verifyAttestation(bytes, { root, nonce, pcrs,
         throw new RpcError('attestation', 'the document does not carry our '
                            + 'nonce');
     }
-    for (const [index, want] of Object.entries(pcrs || {})) {
-        const got = field('pcrs')?.get(Number(index));
-        if (!got || hex(got) !== want.toLowerCase()) {
-            throw new RpcError('attestation', `PCR ${index} is not the `
-                               + 'expected measurement');
+    /* one set of PCRs, or a list of sets (a cluster upgrading): one of
+       them, whole */
+    const sets = Array.isArray(pcrs) ? pcrs : [pcrs || {}];
+    const differs = (set) => Object.entries(set).find(([index, want]) => {
+        if (!/^[0-9]+$/.test(index)) {
+            return false;               /* a version, a name: not a PCR */
         }
+        const got = field('pcrs')?.get(Number(index));
+        return !got || hex(got) !== String(want).toLowerCase();
+    });
+    const first = differs(sets[0] || {});
+    if (sets.length === 0 || sets.every((set) => differs(set))) {
+        throw new RpcError('attestation', sets.length === 1
+            ? `PCR ${first[0]} is not the expected measurement`
+            : `the PCRs are none of the ${sets.length} expected `
+              + 'measurements');
     }
 
     return {
@@ -267,6 +277,83 @@ export function linkEthereumMessage(app, origin, sessionId, identity,
         + `origin: ${origin || ''}\nsession: ${uuid(sessionId)}`;
 }
 
+/*
+ * The measurements a governance contract (Governance.sol) allows now, as
+ * expected PCRs for Session.open: [{0: hex, 1: hex, 2: hex, version}].
+ * Read with eth_call through rpc, a JSON-RPC endpoint the caller trusts
+ * (its wallet's or its own node's; never the Proven node's, whose host
+ * could answer for it).
+ */
+const MEASUREMENTS_SELECTOR = '0xe4048670';       /* measurements() */
+
+export async function governanceMeasurements(rpc, contract,
+                                             { fetch: f = fetch } = {}) {
+    if (!/^0x[0-9a-fA-F]{40}$/.test(contract)) {
+        throw new RpcError('bad_request', 'a contract is 0x and 40 hex '
+                           + 'digits');
+    }
+    const res = await f(rpc, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'eth_call',
+                               params: [{ to: contract,
+                                          data: MEASUREMENTS_SELECTOR },
+                                        'latest'] }) });
+    const answer = await res.json();
+    if (typeof answer?.result !== 'string'
+        || !/^0x([0-9a-f]{64})*$/i.test(answer.result)) {
+        throw new RpcError('governance', 'measurements(): '
+            + (answer?.error?.message || 'no result'));
+    }
+    const data = fromHex(answer.result.slice(2));
+    const value = (at) => {
+        if (at + 32 > data.length) {
+            throw new RpcError('governance', 'measurements(): a short '
+                               + 'answer');
+        }
+        let v = 0n;
+        for (let i = at; i < at + 32; i++) {
+            v = (v << 8n) | BigInt(data[i]);
+        }
+        return v;
+    };
+    /* an offset or a length: within the answer */
+    const word = (at) => {
+        const v = value(at);
+        if (v > BigInt(data.length)) {
+            throw new RpcError('governance', 'measurements(): an offset '
+                               + 'past the answer');
+        }
+        return Number(v);
+    };
+    /* (bytes[], bytes[], bytes[], uint64[]) */
+    const list = (head) => {
+        const at = word(head);
+        const n = word(at);
+        return Array.from({ length: n }, (_, i) => at + 32 + i * 32);
+    };
+    const bytesAt = (base, slot) => {
+        const off = base + word(slot);
+        const len = word(off);
+        if (len !== 48 || off + 32 + len > data.length) {
+            throw new RpcError('governance', 'measurements(): a PCR is not '
+                               + '48 bytes');
+        }
+        return hex(data.slice(off + 32, off + 32 + len));
+    };
+    const pcrs = [0, 1, 2].map((k) => {
+        const base = word(32 * k);
+        return list(32 * k).map((slot) => bytesAt(base + 32, slot));
+    });
+    const versions = list(96).map((slot) => Number(value(slot)));
+    if (pcrs[1].length !== pcrs[0].length || pcrs[2].length !== pcrs[0].length
+        || versions.length !== pcrs[0].length) {
+        throw new RpcError('governance', 'measurements(): lists of '
+                           + 'different lengths');
+    }
+    return pcrs[0].map((p0, i) => ({ 0: p0, 1: pcrs[1][i], 2: pcrs[2][i],
+                                     version: versions[i] }));
+}
+
 /* Plain http only to this machine: anything else must be https. */
 function checkScheme(base) {
     const u = new URL(base);
@@ -280,12 +367,21 @@ function checkScheme(base) {
     return u;
 }
 
-/* The expected PCRs, required: 0, 1 and 2 at least. */
+/* The expected PCRs, required: 0, 1 and 2 at least (of each set, for a
+ * list of sets). */
 function checkPcrs(pcrs, insecureAnyCode) {
     if (insecureAnyCode) {
         console.warn('proven: insecureAnyCode: any code in any enclave is '
                      + 'trusted; for development only');
         return pcrs || {};
+    }
+    if (Array.isArray(pcrs)) {
+        if (pcrs.length === 0) {
+            throw new RpcError('attestation', 'an empty list of expected '
+                               + 'measurements trusts nothing');
+        }
+        pcrs.forEach((set) => checkPcrs(set, false));
+        return pcrs;
     }
     const missing = REQUIRED_PCRS.filter((i) => !pcrs || !pcrs[i]);
     if (missing.length > 0) {

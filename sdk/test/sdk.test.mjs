@@ -8,8 +8,9 @@ import { test } from 'node:test';
 
 import WebSocket from 'ws';
 
-import { answerAad, newIdentityKey, openMessage, RpcError, Session,
-         signMessage, verifyAttestation } from '../src/index.mjs';
+import { answerAad, governanceMeasurements, newIdentityKey, openMessage,
+         RpcError, Session, signMessage, verifyAttestation }
+    from '../src/index.mjs';
 
 const fixtures = new URL('../../tests/fixtures/', import.meta.url);
 const nitroDoc = new Uint8Array(fs.readFileSync(
@@ -50,6 +51,45 @@ test('a genuine Nitro document verifies to the AWS root, PCRs checked',
     tampered[tampered.length - 5] ^= 1;           /* in the signature */
     await assert.rejects(verifyAttestation(tampered, {
         root: nitroRoot, now: nitroTime }), /not signed by its certificate/);
+});
+
+test('a list of expected measurements: any one of them, whole',
+     async () => {
+    const other = { 0: '00'.repeat(48) };
+    const doc = await verifyAttestation(nitroDoc, {
+        root: nitroRoot, now: nitroTime,
+        pcrs: [other, { 0: PCR0, version: 7 }] });
+    assert.equal(doc.timestamp, 1663263808848);
+    await assert.rejects(verifyAttestation(nitroDoc, {
+        root: nitroRoot, now: nitroTime, pcrs: [other, other] }),
+        /none of the 2 expected measurements/);
+    /* a set matches whole: PCR 0 right and PCR 1 wrong is no match */
+    await assert.rejects(verifyAttestation(nitroDoc, {
+        root: nitroRoot, now: nitroTime,
+        pcrs: [other, { 0: PCR0, 1: '00'.repeat(48) }] }), /none of/);
+    await assert.rejects(verifyAttestation(nitroDoc, {
+        root: nitroRoot, now: nitroTime, pcrs: [] }), /expected/);
+});
+
+test('measurements from a governance contract: a bad answer is refused',
+     async () => {
+    const answer = (result) => async () => ({ json: async () => result });
+    const contract = '0x' + '11'.repeat(20);
+    await assert.rejects(governanceMeasurements('http://x', '0x12',
+                                                { fetch: answer({}) }),
+                         /40 hex digits/);
+    await assert.rejects(governanceMeasurements('http://x', contract, {
+        fetch: answer({ error: { message: 'execution reverted' } }) }),
+        /execution reverted/);
+    /* an offset pointing past the answer */
+    await assert.rejects(governanceMeasurements('http://x', contract, {
+        fetch: answer({ result: '0x' + 'ff'.repeat(32) }) }),
+        /past the answer/);
+    /* four empty lists: none allowed */
+    const empty = [128, 160, 192, 224].map((o) => o.toString(16)
+        .padStart(64, '0')).join('') + '0'.repeat(64 * 4);
+    assert.deepEqual(await governanceMeasurements('http://x', contract, {
+        fetch: answer({ result: '0x' + empty }) }), []);
 });
 
 test('sessions over HTTP and WebSocket against a node', node, async () => {
