@@ -168,6 +168,17 @@ for i in 2 3; do
         && pass "node $i dropped it within a re-check of 2 s ($took s)" \
         || fail "node $i dropped it within a re-check of 2 s" "$took s"
 done
+# routes: what nats-server itself holds, not provend's flags
+routes() {
+    PROVEN_DATA=$1 "$proven" cluster status 2>/dev/null | node -e '
+        let s = ""; process.stdin.on("data", (d) => s += d);
+        process.stdin.on("end", () => {
+            try { console.log(JSON.parse(s).routes.length); } catch { }
+        });'
+}
+EVENTUALLY_S=20 eventually "node 2's nats-server holds no route to node 1" 1 \
+    routes "$d/node2"
+EVENTUALLY_S=20 eventually "nor node 3's" 1 routes "$d/node3"
 check "node 2 says why" 0 -m "its measurement $hash_a is not one the governance" \
     on 2 cluster status
 
@@ -188,12 +199,38 @@ removed measurement: refused: attestation: PCR 0 is not the expected measurement
     "http://127.0.0.1:$chain" "$contract" "http://127.0.0.1:$port" \
     "$d/node1/attestation/dev-root.pem" "$work/pcrs.A"
 
+# ---- the contract's own rules --------------------------------------------------------
+
+gov deploy "$work/gov2.json" 2 "${owners[@]}" >/dev/null
+stale=$(gov allow "$work/gov2.json" "${owners[0]}" "$work/pcrs.C" 1)
+id=$(gov remove-owner "$work/gov2.json" "${owners[1]}" "${owners[0]}")
+gov approve "$work/gov2.json" "${owners[2]}" "$id"
+check "a proposal made before the owners changed lapses (its proposer removed)" \
+    1 -m "transaction failed" \
+    gov approve "$work/gov2.json" "${owners[1]}" "$stale"
+same "so nothing was allowed by it" "" gov measurements "$work/gov2.json"
+id=$(gov allow "$work/gov2.json" "${owners[1]}" "$work/pcrs.C" 1)
+gov approve "$work/gov2.json" "${owners[2]}" "$id"
+id=$(gov remove "$work/gov2.json" "${owners[1]}" "$work/pcrs.C")
+check "the last measurement cannot be removed (no cluster left)" 1 \
+    -m "transaction failed" gov approve "$work/gov2.json" "${owners[2]}" "$id"
+
 # ---- bad options ------------------------------------------------------------------
 
 check "--governance without a cluster is refused" 2 -m "governance" \
     "$build/bin/provend" --data "$work/bad" --provider dev \
     --eth-rpc "http://127.0.0.1:$chain" --eth-checkpoint "$checkpoint" \
     --governance "$contract"
+
+# (a cluster file of ports of our block no node uses)
+printf '{"cluster": "x", "node": "n1", "nats": {"client": %s, "route": %s, "monitor": %s}, "root": "%s", "peers": []}\n' \
+    $((base + 27)) $((base + 28)) $((base + 29)) \
+    "$d/node1/attestation/dev-root.pem" >"$work/bad.json"
+check "a bad --governance address stops provend at once, saying so" 1 \
+    -m "a contract's address" timeout 20 "$build/bin/provend" \
+    --data "$work/bad2" --provider dev --eth-rpc "http://127.0.0.1:$chain" \
+    --eth-checkpoint "$checkpoint" --governance 0x12 \
+    --cluster "$work/bad.json"
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -151,6 +151,17 @@ for _ in $(seq 1 100); do
     [ -n "$said" ] && break
     sleep 0.1
 done
+# in an enclave a plain endpoint is refused: the host could answer for it
+"$build/bin/provend" --data "$work/tls" --provider dev \
+    --eth-rpc "http://127.0.0.1:$chain" --eth-checkpoint "$checkpoint" \
+    --eth-tls required >"$work/tls.log" 2>&1
+if [ $? = 2 ] && grep -q 'an https:// endpoint is required' "$work/tls.log"
+then
+    echo "ok - --eth-tls required (an enclave's default): http:// refused"
+else
+    echo "not ok - --eth-tls required (an enclave's default): http:// refused"
+    rc=1
+fi
 if [ -n "$said" ]; then
     echo "ok - an endpoint naming another chain than --eth-chain-id is not followed"
 else

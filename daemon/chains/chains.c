@@ -570,10 +570,12 @@ provend_chains_open(const provend_chains_config_t *cfg, char *err,
     provend_info("chains: Ethereum reads at checkpoint %s, proved, from "
                  "%.*s", c->checkpoint_hex,
                  (int) (n + (c->rpc[4] == 's' ? 8 : 7)), c->rpc);
+    /* (governance before the follower's thread: a bad option stops here
+     * with no thread to join) */
     if (provend_nft_open(c, cfg, err, errlen) != PROVEN_OK
+        || provend_governance_open(c, cfg, err, errlen) != PROVEN_OK
         || (cfg->apps != NULL && cfg->storage != NULL
-            && provend_follow_start(c, cfg, err, errlen) != PROVEN_OK)
-        || provend_governance_open(c, cfg, err, errlen) != PROVEN_OK)
+            && provend_follow_start(c, cfg, err, errlen) != PROVEN_OK))
     {
         provend_chains_free(c);
         return NULL;

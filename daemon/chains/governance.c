@@ -365,7 +365,7 @@ provend_governance_open(provend_chains_t *c,
     if (cfg->governance == NULL) {
         return PROVEN_OK;
     }
-    if (c->follow == NULL) {
+    if (cfg->apps == NULL || cfg->storage == NULL) {
         proven_errf(err, errlen, "--governance: the node must follow the "
                     "chain (apps and storage) to read it");
         return PROVEN_ERR;

@@ -568,8 +568,33 @@ done:
 }
 
 
+/*
+ * nats.conf written anew and nats-server started again on it: a reload
+ * closes the routes this node asked for to a peer no longer listed, but
+ * not one the peer opened to it, nor does a certificate no longer trusted
+ * end a connection made with it.  A dropped peer's connections end only
+ * with the process (JetStream here is back within seconds).
+ */
+static void
+provend_cluster_cut(provend_cluster_t *c)
+{
+    char  err[PROVEN_ERR_LEN];
+
+    if (provend_cluster_write_conf(c, err, sizeof(err)) != PROVEN_OK) {
+        provend_error("cluster: %s", err);
+        return;
+    }
+    if (c->nats_running) {
+        provend_info("cluster: nats-server restarted to end a dropped "
+                     "peer's routes");
+        uv_process_kill(&c->nats, SIGTERM);
+    }
+}
+
+
 /* An admitted peer no longer is: its route and certificate leave
- * nats.conf (the caller reloads it), and it is asked again later. */
+ * nats.conf (the caller reloads it, or restarts nats-server), and it is
+ * asked again later. */
 static void
 provend_cluster_drop(provend_cluster_t *c, provend_peer_t *peer,
     const char *why)
@@ -622,7 +647,11 @@ provend_cluster_rechecked(provend_cluster_t *c, provend_peer_t *peer,
     }
     provend_cluster_drop(c, peer, status != 0 ? "the check was cancelled"
                                               : a->reason);
-    provend_cluster_reload(c);
+    if (a->answered) {
+        provend_cluster_cut(c);         /* it runs what may not stay */
+    } else {
+        provend_cluster_reload(c);      /* away: no route to close */
+    }
 }
 
 
@@ -642,6 +671,14 @@ provend_admission_done(uv_work_t *work, int status)
      * admitted under another: one node is one member, and never ours */
     if (status == 0 && a->ok) {
         size_t  i;
+
+        /* the set may have changed while the check ran on the pool */
+        if (a->measure_allowed != NULL
+            && !a->measure_allowed(a->measure_data, a->measurement,
+                                   a->reason, sizeof(a->reason)))
+        {
+            a->ok = 0;
+        }
 
         if (memcmp(a->spki, c->own_spki, sizeof(a->spki)) == 0) {
             a->ok = 0;
@@ -751,7 +788,7 @@ provend_cluster_measurements_changed(void *cluster)
         dropped = 1;
     }
     if (dropped) {
-        provend_cluster_reload(c);
+        provend_cluster_cut(c);
     }
 }
 

@@ -598,6 +598,20 @@ main(int argc, char **argv)
         goto done;
     }
 
+    /* past the checkpoint, what a chain says is its endpoint's word: in
+     * an enclave, a TLS-checked provider's, never the host's */
+    if (o.eth_rpc != NULL && strncmp(o.eth_rpc, "https://", 8) != 0
+        && (o.eth_tls != NULL ? strcmp(o.eth_tls, "required") == 0
+                              : strcmp(provider_name, "nsm") == 0))
+    {
+        provend_error("--eth-rpc %s: an https:// endpoint is required "
+                      "(--eth-tls): a plain one is the host's to answer "
+                      "for, events, NFT owners and governance included",
+                      o.eth_rpc);
+        status = 2;
+        goto done;
+    }
+
     provend_info("node %s, provider %s, %lu signing threads", node_id,
                  provider->name, nthreads);
 

@@ -188,6 +188,11 @@ static const provend_opt_t  provend_opts[] = {
     { "eth-proxy", "URL", PROVEND_OPT_TEXT, PROVEND_OFF(eth_proxy), 0, 0,
       NULL, NULL, "an HTTP proxy to the endpoint (an enclave's egress)" },
 
+    { "eth-tls", "required|optional", PROVEND_OPT_CHOICE, PROVEND_OFF(eth_tls),
+      0, 0, "required|optional", NULL, "whether --eth-rpc must be https:// "
+      "(default: required in an enclave, where a plain endpoint is the "
+      "host's to answer for; optional with the dev provider)" },
+
     { "eth-chain-id", "N", PROVEND_OPT_UINT, PROVEND_OFF(eth_chain_id), 1,
       ULONG_MAX, NULL, NULL, "the chain's id (1: Ethereum): an endpoint that "
       "says another is not followed; NFT scopes are named by it" },

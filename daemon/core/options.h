@@ -54,6 +54,7 @@ typedef struct {
     const char         *eth_rpc;          /* chains/chains.h */
     const char         *eth_checkpoint;
     unsigned long       eth_chain_id;     /* 0: not configured */
+    const char         *eth_tls;          /* required, optional; NULL */
     const char         *governance;       /* chains/governance.c */
     unsigned long       governance_confirmations;
     unsigned long       governance_every;

@@ -7,6 +7,7 @@
 //                                     of PCRS (a --pcrs-file: 3 x 48
 //                                     bytes); prints the proposal's id
 //   remove INFO FROM PCRS            FROM proposes to remove it; prints id
+//   remove-owner INFO FROM OWNER     FROM proposes to remove OWNER
 //   approve INFO FROM ID             FROM approves proposal ID
 //   measurements INFO                prints measurements() as JSON lines
 //                                     {pcr0, pcr1, pcr2, version}
@@ -98,6 +99,9 @@ if (command === 'deploy') {
     const hash = await rpc('web3_sha3', ['0x' + pcrs(args[2])]);
     console.log(proposed(await send(args[1], call('proposeRemove(bytes32)',
                                                   [{ word: hash }]))));
+} else if (command === 'remove-owner') {
+    console.log(proposed(await send(args[1], call('proposeRemoveOwner(address)',
+                                                  [{ word: args[2] }]))));
 } else if (command === 'approve') {
     await send(args[1], call('approve(uint256)', [{ word: args[2] }]));
 } else if (command === 'measurements') {

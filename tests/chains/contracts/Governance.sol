@@ -19,6 +19,10 @@ contract Governance {
     Node[] private nodeList;                                // slot 5
     Proposal[] private proposals;                           // slot 6
     mapping(uint256 => mapping(address => bool)) private approvedBy;
+    uint256 public epoch;       // owners or threshold changed: old
+                                // proposals and their approvals lapse
+
+    uint256 public constant MEASUREMENTS_MAX = 64;  // what provend reads
 
     struct Measurement {
         bytes pcr0;
@@ -42,6 +46,7 @@ contract Governance {
         bytes data;             // the action's arguments, ABI-encoded
         uint256 approvals;
         bool done;
+        uint256 epoch;          // the owners it was proposed to
     }
 
     event Proposed(uint256 indexed id, Kind kind, address proposer);
@@ -154,6 +159,8 @@ contract Governance {
         require(id < proposals.length, "no such proposal");
         Proposal storage p = proposals[id];
         require(!p.done, "done already");
+        require(p.epoch == epoch, "the owners have changed since: propose "
+                "it again");
         require(!approvedBy[id][msg.sender], "approved already");
         approvedBy[id][msg.sender] = true;
         p.approvals += 1;
@@ -166,7 +173,7 @@ contract Governance {
     }
 
     function propose(Kind kind, bytes memory data) private returns (uint256) {
-        proposals.push(Proposal(kind, data, 0, false));
+        proposals.push(Proposal(kind, data, 0, false, epoch));
         uint256 id = proposals.length - 1;
         emit Proposed(id, kind, msg.sender);
         approve(id);
@@ -180,6 +187,8 @@ contract Governance {
             bytes32 hash = measurementHash(pcr0, pcr1, pcr2);
             Measurement storage m = measured[hash];
             if (m.place == 0) {
+                require(allowed.length < MEASUREMENTS_MAX,
+                        "64 measurements at most");
                 allowed.push(hash);
                 m.place = allowed.length;
             }
@@ -189,6 +198,8 @@ contract Governance {
             bytes32 hash = abi.decode(data, (bytes32));
             uint256 place = measured[hash].place;
             require(place != 0, "not allowed now");
+            require(allowed.length > 1, "the last measurement stays: allow "
+                    "another first");
             bytes32 last = allowed[allowed.length - 1];
             allowed[place - 1] = last;
             measured[last].place = place;
@@ -218,6 +229,7 @@ contract Governance {
             require(isOwner[owner], "not an owner");
             require(owners.length - 1 >= threshold, "below the threshold");
             isOwner[owner] = false;
+            epoch += 1;
             for (uint256 i = 0; i < owners.length; i++) {
                 if (owners[i] == owner) {
                     owners[i] = owners[owners.length - 1];
@@ -234,11 +246,13 @@ contract Governance {
         require(owner != address(0) && !isOwner[owner], "a new owner");
         isOwner[owner] = true;
         owners.push(owner);
+        epoch += 1;
     }
 
     function setThreshold(uint256 threshold_) private {
         require(threshold_ >= 1 && threshold_ <= owners.length,
                 "a threshold is 1 to the number of owners");
         threshold = threshold_;
+        epoch += 1;
     }
 }
