@@ -205,6 +205,13 @@ $(BUILD)/tests/%: tests/%.c $(LIBPROVEN) $(DAEMON_LIB_OBJS) | check-deps
 	$(CC) $(CFLAGS) -MF $@.d -Idaemon $(LDFLAGS) -o $@ $< $(DAEMON_LIB_OBJS) \
 	    $(LIBPROVEN) $(TEST_LIBS) $(DAEMON_LIBS) $(LIBS)
 
+# bench/chains: provend's checks of a chain, timed against EthereumJS's
+$(BUILD)/bench/chains_proofs: bench/chains/proofs.c $(LIBPROVEN) \
+    $(DAEMON_LIB_OBJS) | check-deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MF $@.d -Idaemon $(LDFLAGS) -o $@ $< $(DAEMON_LIB_OBJS) \
+	    $(LIBPROVEN) $(DAEMON_LIBS) $(LIBS)
+
 # ---- nginx modules, built against Debian's nginx-dev ---------------------
 
 $(BUILD)/nginx/objs/Makefile: config $(LIB_SRCS) | check-deps
@@ -305,6 +312,8 @@ bench:
 	@./bench/cluster/run
 	@./bench/proxy/run
 	@./bench/tls/run
+	@$(MAKE) --no-print-directory $(BUILD)/bench/chains_proofs
+	@./bench/chains/run
 
 clean:
 	rm -rf build build-asan build-fuzz t/servroot*
