@@ -1413,6 +1413,7 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
         sessions_cfg.life_s = cfg->session_life_s;
         sessions_cfg.any_origin = cfg->any_origin;
         sessions_cfg.clustered = cfg->cluster_file != NULL;
+        sessions_cfg.storage = cfg->storage;    /* passkeys */
 
         srv->sessions = provend_sessions_new(&sessions_cfg, err, errlen);
         if (srv->sessions == NULL) {

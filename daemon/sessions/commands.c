@@ -167,7 +167,7 @@ provend_sign_done(uv_work_t *work, int status)
  * built here, signed on the thread pool: Ed25519 is most of an answer's
  * cost, and the loop thread stays free for the next message.
  */
-static void
+void
 provend_rpc_answer(provend_sessions_t *s, provend_session_t *session,
     const provend_rpc_msg_t *msg, const char *type, const char *result, cbor_item_t *data,
     uint64_t id, provend_ops_reply_pt reply, void *ctx)
@@ -231,10 +231,18 @@ provend_rpc_answer(provend_sessions_t *s, provend_session_t *session,
 }
 
 
-static cbor_item_t *
+cbor_item_t *
 provend_rpc_text(const char *text)
 {
     return cbor_build_string(text);
+}
+
+
+void
+provend_session_forget_links(provend_session_t *session)
+{
+    memset(session->eth_links, 0, sizeof(session->eth_links));
+    session->eth_nlinks = 0;
 }
 
 
@@ -425,9 +433,7 @@ provend_rpc_identify(provend_session_t *session, cbor_item_t *data)
     if (!session->identified
         || memcmp(session->identity, pub, PROVEND_IDENTITY_KEY_LEN) != 0)
     {
-        /* links were another identity's */
-        memset(session->eth_links, 0, sizeof(session->eth_links));
-        session->eth_nlinks = 0;
+        provend_session_forget_links(session);  /* another identity's */
     }
     memcpy(session->identity, pub, PROVEND_IDENTITY_KEY_LEN);
     memcpy(session->identity_proof, sig, sizeof(session->identity_proof));
@@ -590,7 +596,7 @@ provend_sessions_grant_nft_ok(provend_sessions_t *s, const char *token,
 
 
 /* A command whose answer comes later; holds the session. */
-static provend_rpc_t *
+provend_rpc_t *
 provend_rpc_new(provend_sessions_t *s, provend_session_t *session,
     const provend_rpc_msg_t *msg, const char *type, uint64_t id,
     provend_ops_reply_pt reply, void *ctx)
@@ -614,7 +620,7 @@ provend_rpc_new(provend_sessions_t *s, provend_session_t *session,
 }
 
 
-static void
+void
 provend_rpc_free(provend_rpc_t *rpc)
 {
     if (rpc->running) {
@@ -986,8 +992,18 @@ provend_rpc_dispatch(provend_sessions_t *s, provend_session_t *session,
         session->identified = 0;
         memset(session->identity, 0, sizeof(session->identity));
         memset(session->identity_proof, 0, sizeof(session->identity_proof));
-        memset(session->eth_links, 0, sizeof(session->eth_links));
-        session->eth_nlinks = 0;
+        provend_session_forget_links(session);
+
+    } else if (strcmp(type, "PasskeyChallenge") == 0
+               || strcmp(type, "RegisterPasskey") == 0
+               || strcmp(type, "LoginPasskey") == 0)
+    {
+        if (provend_passkey_command(s, session, msg, type, data, id, reply,
+                                    ctx, &result, &out))
+        {
+            cbor_decref(&payload);
+            return;
+        }
 
     } else if (strcmp(type, "LinkEthereum") == 0) {
         why = data != NULL && cbor_isa_map(data)

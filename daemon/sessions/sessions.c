@@ -583,6 +583,7 @@ provend_sessions_new(const provend_sessions_config_t *cfg, char *err,
     s->life_ms = (uint64_t) (cfg->life_s ? cfg->life_s
                                          : PROVEND_SESSION_LIFE_S) * 1000;
     s->any_origin = cfg->any_origin;
+    s->storage = cfg->storage;
     s->rate = cfg->rate ? cfg->rate : PROVEND_SESSION_RATE;
     s->message_rate = cfg->message_rate ? cfg->message_rate
                                         : PROVEND_MESSAGE_RATE;

@@ -84,6 +84,7 @@ typedef struct {
     unsigned                     message_rate;   /* 0: the default */
     int                          any_origin; /* local mode: no list */
     int                          clustered;  /* ids carry this node's tag */
+    provend_storage_t           *storage;    /* passkeys; NULL: none */
 } provend_sessions_config_t;
 
 

@@ -30,6 +30,7 @@
 #define PROVEND_GRANT_BUCKETS    256
 #define PROVEND_SESSION_QUEUE_MAX 64       /* messages waiting per session */
 #define PROVEND_SESSION_RUNS_MAX  32       /* Executes under way per session */
+#define PROVEND_PASSKEY_CHALLENGE_LEN  32
 
 
 /* A token bucket: rate a second, up to twice that at once. */
@@ -56,6 +57,9 @@ struct provend_session_s {
     uint8_t              identity_proof[64];  /* its Identify signature */
     uint8_t              eth_links[PROVEND_ETH_LINKS_MAX][20];
     size_t               eth_nlinks;       /* LinkEthereum, this identity */
+    uint8_t              passkey_challenge[PROVEND_PASSKEY_CHALLENGE_LEN];
+    int                  has_passkey_challenge;   /* single-use */
+    int                  passkey_busy;     /* a ceremony on the pool */
     uint64_t             seq;              /* the last accepted; 0: none */
     uint64_t             created_ms;
     uint64_t             used_ms;
@@ -77,6 +81,7 @@ struct provend_sessions_s {
     provend_apps_t              *apps;
     void                        *server;
     provend_sessions_attest_pt   attest;
+    provend_storage_t           *storage;      /* passkeys; NULL: none */
     size_t                       max;
     size_t                       count;
     uint64_t                     idle_ms;
@@ -173,6 +178,28 @@ int provend_sessions_arg_text(const cbor_item_t *map, const char *name,
 int provend_sessions_arg_bytes(const cbor_item_t *map, const char *name,
     size_t min, size_t max, const uint8_t **out, size_t *len, char *err,
     size_t errlen);
+
+/* commands.c, for the commands of other files (passkeys.c). */
+provend_rpc_t *provend_rpc_new(provend_sessions_t *s,
+    provend_session_t *session, const provend_rpc_msg_t *msg,
+    const char *type, uint64_t id, provend_ops_reply_pt reply, void *ctx);
+void provend_rpc_free(provend_rpc_t *rpc);
+/* Answers the command signed, {"result", "data"}; takes data. */
+void provend_rpc_answer(provend_sessions_t *s, provend_session_t *session,
+    const provend_rpc_msg_t *msg, const char *type, const char *result,
+    cbor_item_t *data, uint64_t id, provend_ops_reply_pt reply, void *ctx);
+cbor_item_t *provend_rpc_text(const char *text);
+/* After an identity change: what was linked to the last one forgotten. */
+void provend_session_forget_links(provend_session_t *session);
+
+/*
+ * passkeys.c: PasskeyChallenge, RegisterPasskey, LoginPasskey.  1 when
+ * the answer comes later, else 0 with *result and *out set.
+ */
+int provend_passkey_command(provend_sessions_t *s, provend_session_t *session,
+    const provend_rpc_msg_t *msg, const char *type, cbor_item_t *data,
+    uint64_t id, provend_ops_reply_pt reply, void *ctx, const char **result,
+    cbor_item_t **out);
 
 void provend_sessions_op_check(provend_sessions_t *s,
     const proven_request_t *req, provend_ops_reply_pt reply, void *ctx);

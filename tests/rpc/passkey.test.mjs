@@ -1,0 +1,222 @@
+// Passkeys over a session (daemon/sessions/passkeys.c, webauthn.c), from a
+// client written from the protocol and an authenticator written here from
+// the WebAuthn specification (P-256 and Ed25519 credentials, attestation
+// "none"), against the node tests/rpc.sh runs (examples/hello as "hello").
+// The page's origin is the relying party: a ceremony of another page, a
+// challenge used twice, an authenticator that did not verify its user, or
+// one copied (its counter behind) gets nothing.
+
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import { test } from 'node:test';
+
+import * as cbor from '../../runtime/node_modules/cborg/cborg.js';
+import * as p from './protocol.mjs';
+
+const base = process.env.PROVEN_URL;
+const rootPem = fs.readFileSync(process.env.PROVEN_ROOT);
+const origin = 'https://dapp.example';
+const RP_ID = 'dapp.example';
+
+const session = (o = origin) => p.createSession(base, { rootPem,
+                                                         app: 'hello',
+                                                         origin: o });
+const sha256 = (b) => crypto.createHash('sha256').update(b).digest();
+const b64url = (b) => Buffer.from(b).toString('base64url');
+
+async function command(s, type, data = null) {
+    const r = await p.call(s, type, data);
+    assert.equal(r.status, 200, JSON.stringify(r.error));
+    return r.answer.body.data;
+}
+
+async function challenge(s, rpId = RP_ID) {
+    const r = await command(s, 'PasskeyChallenge');
+    assert.equal(r.result, 'success', JSON.stringify(r));
+    assert.equal(r.data.rp_id, rpId);
+    return r.data.challenge;
+}
+
+/* An authenticator holding one credential. */
+class Authenticator {
+    constructor(kind = 'ec') {
+        this.kind = kind;
+        this.keys = kind === 'ec'
+            ? crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' })
+            : crypto.generateKeyPairSync('ed25519');
+        this.id = crypto.randomBytes(16);
+        this.count = 0;
+    }
+
+    coseKey() {
+        const jwk = this.keys.publicKey.export({ format: 'jwk' });
+        const x = Buffer.from(jwk.x, 'base64url');
+        return cbor.encode(this.kind === 'ec'
+            ? new Map([[1, 2], [3, -7], [-1, 1], [-2, x],
+                       [-3, Buffer.from(jwk.y, 'base64url')]])
+            : new Map([[1, 1], [3, -8], [-1, 6], [-2, x]]));
+    }
+
+    head(rpId, flags, count) {
+        const c = Buffer.alloc(4);
+        c.writeUInt32BE(count);
+        return Buffer.concat([sha256(rpId), Buffer.from([flags]), c]);
+    }
+
+    clientData(type, ch, o = origin) {
+        return Buffer.from(JSON.stringify({ type, challenge: b64url(ch),
+                                            origin: o, crossOrigin: false }));
+    }
+
+    /* RegisterPasskey's data */
+    create(ch, { rpId = RP_ID, flags = 0x45, o = origin, fmt = 'none' } = {}) {
+        const len = Buffer.alloc(2);
+        len.writeUInt16BE(this.id.length);
+        const authData = Buffer.concat([this.head(rpId, flags, 0),
+                                        Buffer.alloc(16), len, this.id,
+                                        this.coseKey()]);
+        return { client_data_json: this.clientData('webauthn.create', ch, o),
+                 attestation_object: cbor.encode({ fmt, attStmt: {},
+                                                   authData }) };
+    }
+
+    /* LoginPasskey's data, the counter moved on unless told */
+    get(ch, { rpId = RP_ID, flags = 0x05, o = origin,
+              count = ++this.count } = {}) {
+        const authData = this.head(rpId, flags, count);
+        const cd = this.clientData('webauthn.get', ch, o);
+        const signed = Buffer.concat([authData, sha256(cd)]);
+        const signature = this.kind === 'ec'
+            ? crypto.sign('sha256', signed, this.keys.privateKey)
+            : crypto.sign(null, signed, this.keys.privateKey);
+        return { credential_id: this.id, client_data_json: cd,
+                 authenticator_data: authData, signature };
+    }
+}
+
+/* an identified session with a passkey registered by it */
+async function registered(auth = new Authenticator()) {
+    const s = await session();
+    const keys = p.newKeyPair();
+    assert.equal((await command(s, 'Identify', p.identifyData(s, keys)))
+        .result, 'success');
+    const r = await command(s, 'RegisterPasskey',
+                            auth.create(await challenge(s)));
+    assert.equal(r.result, 'success', JSON.stringify(r));
+    assert.deepEqual(Buffer.from(r.data.credential_id), auth.id);
+    return { auth, identity: Buffer.from(keys.raw) };
+}
+
+test('a passkey registered by an identity signs a new session in as it',
+     async () => {
+    for (const kind of ['ec', 'ed25519']) {
+        const { auth, identity } = await registered(new Authenticator(kind));
+        const s = await session();
+        const r = await command(s, 'LoginPasskey', auth.get(
+            await challenge(s)));
+        assert.equal(r.result, 'success', JSON.stringify(r));
+        assert.deepEqual(Buffer.from(r.data.identity), identity);
+        const who = await command(s, 'WhoAmI');
+        assert.equal(who.result, 'identified');
+        assert.deepEqual(Buffer.from(who.data.identity), identity);
+    }
+});
+
+test('a challenge serves one ceremony, and only its own', async () => {
+    const { auth } = await registered();
+    const s = await session();
+    const ch = await challenge(s);
+    const answer = auth.get(ch);
+    assert.equal((await command(s, 'LoginPasskey', answer)).result,
+                 'success');
+    /* the same answer again: no challenge left */
+    let r = await command(s, 'LoginPasskey', auth.get(ch));
+    assert.equal(r.result, 'failure');
+    assert.match(r.data, /PasskeyChallenge first/);
+    /* a new challenge, an answer made for the old one */
+    await challenge(s);
+    r = await command(s, 'LoginPasskey', auth.get(ch));
+    assert.match(r.data, /challenge is not the one/);
+    /* another session's challenge, answered here */
+    const other = await session();
+    const theirs = await challenge(other);
+    await challenge(s);
+    r = await command(s, 'LoginPasskey', auth.get(theirs));
+    assert.match(r.data, /challenge is not the one/);
+});
+
+test('a ceremony of another page gets nothing', async () => {
+    const { auth } = await registered();
+    /* made on evil.example, relayed into a session of dapp.example */
+    let s = await session();
+    let r = await command(s, 'LoginPasskey', auth.get(await challenge(s), {
+        o: 'https://evil.example' }));
+    assert.match(r.data, /origin is not the session's/);
+    /* made for evil.example's relying party */
+    r = await command(s, 'LoginPasskey', auth.get(await challenge(s), {
+        rpId: 'evil.example' }));
+    assert.match(r.data, /relying party/);
+    /* a session of evil.example: the credential is not its own */
+    s = await session('https://evil.example');
+    r = await command(s, 'LoginPasskey', auth.get(await challenge(s,
+                                                                  'evil.example'), {
+        o: 'https://evil.example', rpId: 'evil.example' }));
+    assert.match(r.data, /no passkey of this id for evil.example/);
+});
+
+test('the user verified, and a counter that only goes up', async () => {
+    const { auth } = await registered();
+    const s = await session();
+    let r = await command(s, 'LoginPasskey', auth.get(await challenge(s), {
+        flags: 0x01 }));
+    assert.match(r.data, /did not verify the user/);
+    r = await command(s, 'LoginPasskey', auth.get(await challenge(s), {
+        count: 5 }));
+    assert.equal(r.result, 'success');
+    /* a copy of the authenticator, behind or level */
+    for (const count of [5, 3]) {
+        r = await command(s, 'LoginPasskey', auth.get(await challenge(s), {
+            count }));
+        assert.match(r.data, /cloned authenticator/);
+    }
+    r = await command(s, 'LoginPasskey', auth.get(await challenge(s), {
+        count: 6 }));
+    assert.equal(r.result, 'success');
+    /* a signature by another key */
+    const stranger = new Authenticator();
+    stranger.id = auth.id;
+    r = await command(s, 'LoginPasskey', stranger.get(await challenge(s), {
+        count: 9 }));
+    assert.match(r.data, /does not verify/);
+});
+
+test('registration: an identity, attestation none, a credential once',
+     async () => {
+    const auth = new Authenticator();
+    const s = await session();
+    let r = await command(s, 'RegisterPasskey', auth.create(
+        await challenge(s)));
+    assert.match(r.data, /identify first/);
+    const keys = p.newKeyPair();
+    await command(s, 'Identify', p.identifyData(s, keys));
+    r = await command(s, 'RegisterPasskey', auth.create(await challenge(s), {
+        fmt: 'packed' }));
+    assert.match(r.data, /"none"/);
+    r = await command(s, 'RegisterPasskey', auth.create(await challenge(s), {
+        flags: 0x41 }));
+    assert.match(r.data, /did not verify the user/);
+    r = await command(s, 'RegisterPasskey', auth.create(await challenge(s)));
+    assert.equal(r.result, 'success');
+    /* the same credential id, claimed by another identity */
+    const t = await session();
+    await command(t, 'Identify', p.identifyData(t, p.newKeyPair()));
+    r = await command(t, 'RegisterPasskey', auth.create(await challenge(t)));
+    assert.match(r.data, /registered already/);
+    /* bad input */
+    r = await command(t, 'RegisterPasskey', { client_data_json: 'x' });
+    assert.equal(r.result, 'failure');
+    r = await command(t, 'PasskeyChallenge');
+    r = await command(t, 'LoginPasskey', { credential_id: auth.id });
+    assert.match(r.data, /LoginPasskey takes/);
+});
