@@ -112,3 +112,69 @@ test('an app\'s service worker and cookies reach no other origin',
         await browser.close();
     }
 });
+
+/*
+ * Passkeys in Chromium: a virtual authenticator (DevTools' WebAuthn
+ * domain, PRF on) registers one on examples/web/passkey.html, a reload
+ * signs in as the same identity, a second profile holding a copy of the
+ * credential (no PRF secret comes with it) signs in as that identity too,
+ * and then the first, its counter now behind, is refused as a clone.
+ */
+test('a passkey: the same identity after a reload and in a second profile',
+     async () => {
+    const url = new URL(process.env.PROVEN_URL);
+    const page = `http://localhost:${url.port}/web/passkey.html`;
+    const browser = await chromium.launch({
+        executablePath: process.env.PROVEN_CHROMIUM || '/usr/bin/chromium',
+        args: ['--no-sandbox'] });
+    async function profile() {
+        const context = await browser.newContext();
+        const tab = await context.newPage();
+        const cdp = await context.newCDPSession(tab);
+        await cdp.send('WebAuthn.enable');
+        const { authenticatorId } = await cdp.send(
+            'WebAuthn.addVirtualAuthenticator', { options: {
+                protocol: 'ctap2', ctap2Version: 'ctap2_1',
+                transport: 'internal', hasResidentKey: true,
+                hasUserVerification: true, isUserVerified: true,
+                hasPrf: true, automaticPresenceSimulation: true } });
+        return { tab, cdp, authenticatorId };
+    }
+    async function visit(tab, address) {
+        await tab.goto(address);
+        await tab.waitForSelector('body[data-state]', { timeout: 20000 });
+        const text = await tab.textContent('#log');
+        return { state: await tab.getAttribute('body', 'data-state'), text,
+                 identity: (text.match(/identity: ([0-9a-f]{64})/) || [])[1] };
+    }
+    try {
+        const a = await profile();
+        const first = await visit(a.tab, page);
+        assert.equal(first.state, 'done', first.text);
+        assert.match(first.text, /registered a passkey/);
+
+        const again = await visit(a.tab, page);
+        assert.equal(again.state, 'done', again.text);
+        assert.match(again.text, /signed in with a passkey; its PRF key: this identity's/);
+        assert.equal(again.identity, first.identity);
+
+        /* the credential, copied to another profile's authenticator */
+        const { credentials } = await a.cdp.send('WebAuthn.getCredentials',
+            { authenticatorId: a.authenticatorId });
+        assert.equal(credentials.length, 1);
+        const b = await profile();
+        await b.cdp.send('WebAuthn.addCredential', {
+            authenticatorId: b.authenticatorId, credential: credentials[0] });
+        const other = await visit(b.tab, `${page}?login=1`);
+        assert.equal(other.state, 'done', other.text);
+        assert.equal(other.identity, first.identity);
+        assert.match(other.text, /its PRF key: not given here/);
+
+        /* the first profile's copy now counts behind the node: a clone */
+        const behind = await visit(a.tab, page);
+        assert.equal(behind.state, 'error', behind.text);
+        assert.match(behind.text, /cloned authenticator/);
+    } finally {
+        await browser.close();
+    }
+});

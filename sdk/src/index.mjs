@@ -354,6 +354,32 @@ export async function governanceMeasurements(rpc, contract,
                                      version: versions[i] }));
 }
 
+/*
+ * Passkeys: the identity key a passkey's PRF output derives, so that the
+ * same passkey gives the same identity wherever it is held.  The PRF is
+ * asked with one salt, SHA-256("proven-passkey-prf-v1"); its 32 bytes are
+ * HKDF-SHA256'd (no salt, info "proven-identity-v1") into an Ed25519 seed.
+ */
+export const PRF_SALT = Uint8Array.from([
+    0xa0, 0xf3, 0xcb, 0x3a, 0xd8, 0xa2, 0x9d, 0xe4, 0xe3, 0xce, 0xa9, 0xe6,
+    0x19, 0xfc, 0xb7, 0xc7, 0xe3, 0x08, 0xfd, 0xbf, 0x77, 0x98, 0xf0, 0x89,
+    0x13, 0x89, 0x77, 0xc9, 0x7d, 0x90, 0x3e, 0x86]);
+
+export async function identityFromPrf(prf) {
+    const crypto = await webcrypto();
+    const base = await crypto.subtle.importKey('raw', prf, 'HKDF', false,
+                                               ['deriveBits']);
+    return new Uint8Array(await crypto.subtle.deriveBits({
+        name: 'HKDF', hash: 'SHA-256', salt: new Uint8Array(0),
+        info: new TextEncoder().encode('proven-identity-v1') }, base, 256));
+}
+
+function prfOutput(credential) {
+    const first = credential.getClientExtensionResults?.()?.prf?.results
+        ?.first;
+    return first ? new Uint8Array(first) : null;
+}
+
 /* Plain http only to this machine: anything else must be https. */
 function checkScheme(base) {
     const u = new URL(base);
@@ -756,6 +782,92 @@ export class Session {
             signature = fromHex(signature.slice(2));
         }
         return this.send('LinkEthereum', { address, signature });
+    }
+
+    /*
+     * A new passkey for a new identity: the authenticator makes a
+     * discoverable credential for the node's relying party (the page's
+     * host), its PRF output derives the identity key, the session is
+     * identified with it, and the node keeps the credential for that
+     * identity.  Resolves {result, data: {credential_id}, identityKey}.
+     * credentials: navigator.credentials (or a stand-in).
+     */
+    async registerPasskey({ name = 'Proven identity',
+                            credentials = globalThis.navigator?.credentials }
+                          = {}) {
+        const crypto = await webcrypto();
+        const ch = await this.send('PasskeyChallenge');
+        if (ch.result !== 'success') {
+            throw new RpcError('passkey', String(ch.data));
+        }
+        const { challenge, rp_id: rpId } = ch.data;
+        const created = await credentials.create({ publicKey: {
+            challenge, rp: { id: rpId, name: 'Proven' },
+            user: { id: randomBytes(crypto, 16), name, displayName: name },
+            pubKeyCredParams: [{ type: 'public-key', alg: -8 },
+                               { type: 'public-key', alg: -7 }],
+            authenticatorSelection: { residentKey: 'required',
+                                      userVerification: 'required' },
+            attestation: 'none',
+            extensions: { prf: { eval: { first: PRF_SALT } } } } });
+        let prf = prfOutput(created);
+        if (prf === null) {
+            /* some authenticators answer the PRF only when asked to sign */
+            prf = prfOutput(await credentials.get({ publicKey: {
+                challenge: randomBytes(crypto, 32), rpId,
+                allowCredentials: [{ type: 'public-key',
+                                     id: created.rawId }],
+                userVerification: 'required',
+                extensions: { prf: { eval: { first: PRF_SALT } } } } }));
+        }
+        if (prf === null) {
+            throw new RpcError('passkey', 'this authenticator gives no PRF '
+                               + 'output: it cannot hold an identity');
+        }
+        const identityKey = await identityFromPrf(prf);
+        const who = await this.identify(identityKey);
+        if (who.result !== 'success') {
+            throw new RpcError('passkey', String(who.data));
+        }
+        const r = await this.send('RegisterPasskey', {
+            client_data_json: new Uint8Array(created.response.clientDataJSON),
+            attestation_object: new Uint8Array(
+                created.response.attestationObject) });
+        return { ...r, identityKey };
+    }
+
+    /*
+     * Signs the session in with a passkey the node knows: it becomes the
+     * identity that registered it.  Resolves {result, data: {identity},
+     * identityKey}: the key the PRF derives when this authenticator gives
+     * it and it is that identity's, else null (a copy of the credential
+     * elsewhere may hold no PRF secret).
+     */
+    async loginPasskey({ credentials = globalThis.navigator?.credentials }
+                       = {}) {
+        const ch = await this.send('PasskeyChallenge');
+        if (ch.result !== 'success') {
+            throw new RpcError('passkey', String(ch.data));
+        }
+        const got = await credentials.get({ publicKey: {
+            challenge: ch.data.challenge, rpId: ch.data.rp_id,
+            userVerification: 'required',
+            extensions: { prf: { eval: { first: PRF_SALT } } } } });
+        const r = await this.send('LoginPasskey', {
+            credential_id: new Uint8Array(got.rawId),
+            client_data_json: new Uint8Array(got.response.clientDataJSON),
+            authenticator_data: new Uint8Array(
+                got.response.authenticatorData),
+            signature: new Uint8Array(got.response.signature) });
+        let identityKey = null;
+        if (r.result === 'success') {
+            this.identity = new Uint8Array(r.data.identity);
+            const prf = prfOutput(got);
+            const key = prf && await identityFromPrf(prf);
+            identityKey = key && equalBytes(ed25519.getPublicKey(key),
+                                            this.identity) ? key : null;
+        }
+        return { ...r, identityKey };
     }
 
     anonymize() {

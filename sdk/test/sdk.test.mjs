@@ -8,9 +8,9 @@ import { test } from 'node:test';
 
 import WebSocket from 'ws';
 
-import { answerAad, governanceMeasurements, newIdentityKey, openMessage,
-         RpcError, Session, signMessage, verifyAttestation }
-    from '../src/index.mjs';
+import { answerAad, governanceMeasurements, identityFromPrf, newIdentityKey,
+         openMessage, PRF_SALT, RpcError, Session, signMessage,
+         verifyAttestation } from '../src/index.mjs';
 
 const fixtures = new URL('../../tests/fixtures/', import.meta.url);
 const nitroDoc = new Uint8Array(fs.readFileSync(
@@ -69,6 +69,19 @@ test('a list of expected measurements: any one of them, whole',
         pcrs: [other, { 0: PCR0, 1: '00'.repeat(48) }] }), /none of/);
     await assert.rejects(verifyAttestation(nitroDoc, {
         root: nitroRoot, now: nitroTime, pcrs: [] }), /expected/);
+});
+
+test('a passkey\'s PRF output derives one identity key', async () => {
+    const { createHash } = await import('node:crypto');
+    assert.deepEqual(Buffer.from(PRF_SALT),
+                     createHash('sha256').update('proven-passkey-prf-v1')
+                         .digest());
+    const prf = new Uint8Array(32).fill(9);
+    const key = await identityFromPrf(prf);
+    assert.equal(key.length, 32);
+    assert.deepEqual(await identityFromPrf(prf), key);
+    prf[0] ^= 1;
+    assert.notDeepEqual(await identityFromPrf(prf), key);
 });
 
 test('measurements from a governance contract: a bad answer is refused',
