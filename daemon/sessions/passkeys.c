@@ -250,7 +250,7 @@ passkey_login_work(passkey_job_t *j)
     }
     provend_storage_req_free(req);
     if (!found) {
-        proven_errf(j->why, sizeof(j->why), "no passkey of this id for %s "
+        proven_errf(j->why, sizeof(j->why), "no passkey of this id for %.150s "
                     "on this node: register it first", j->rp_id);
         return;
     }
