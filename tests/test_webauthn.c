@@ -183,7 +183,9 @@ reg_auth_data(uint8_t *out, EVP_PKEY *key, int alg, uint8_t flags,
     memset(out + at, 0x5c, 16);
     at += 16;
     at += cose_key(key, alg, out + at, 256);
-    memcpy(out + at, extra, extra_len);
+    if (extra_len > 0) {
+        memcpy(out + at, extra, extra_len);
+    }
     return at + extra_len;
 }
 
