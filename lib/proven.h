@@ -49,6 +49,11 @@
 cbor_item_t *proven_cbor_load(const uint8_t *buf, size_t len, char *err,
     size_t errlen);
 
+/* The same for the first item of buf, other bytes after it allowed: its
+ * length into *used. */
+cbor_item_t *proven_cbor_load_first(const uint8_t *buf, size_t len,
+    size_t *used, char *err, size_t errlen);
+
 /* Serializes item into a malloc()ed buffer. */
 int proven_cbor_dump(const cbor_item_t *item, uint8_t **out, size_t *outlen);
 

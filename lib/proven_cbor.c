@@ -235,6 +235,14 @@ static const struct cbor_callbacks  proven_cbor_scan_callbacks = {
 cbor_item_t *
 proven_cbor_load(const uint8_t *buf, size_t len, char *err, size_t errlen)
 {
+    return proven_cbor_load_first(buf, len, NULL, err, errlen);
+}
+
+
+cbor_item_t *
+proven_cbor_load_first(const uint8_t *buf, size_t len, size_t *used,
+    char *err, size_t errlen)
+{
     size_t                      offset;
     cbor_item_t                *item;
     proven_cbor_scan_t          scan;
@@ -286,7 +294,7 @@ proven_cbor_load(const uint8_t *buf, size_t len, char *err, size_t errlen)
         offset += res.read;
     }
 
-    if (offset != len) {
+    if (offset != len && used == NULL) {
         if (err) {
             snprintf(err, errlen, "%zu trailing bytes after CBOR item",
                      len - offset);
@@ -294,9 +302,9 @@ proven_cbor_load(const uint8_t *buf, size_t len, char *err, size_t errlen)
         return NULL;
     }
 
-    item = cbor_load(buf, len, &loaded);
+    item = cbor_load(buf, offset, &loaded);
 
-    if (item == NULL || loaded.read != len) {
+    if (item == NULL || loaded.read != offset) {
         if (item != NULL) {
             cbor_decref(&item);
         }
@@ -310,6 +318,9 @@ proven_cbor_load(const uint8_t *buf, size_t len, char *err, size_t errlen)
         return NULL;
     }
 
+    if (used != NULL) {
+        *used = offset;
+    }
     return item;
 
 truncated:

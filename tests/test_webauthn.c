@@ -300,6 +300,12 @@ ceremonies(int alg)
                      PROVEN_ERR);
     assert_non_null(strstr(err, "origin"));
     cd_len = client_data(cd, sizeof(cd), "webauthn.create", challenge, ORIGIN,
+                         ",\"crossOrigin\":\"no\"");
+    assert_int_equal(provend_webauthn_register(&expect, (uint8_t *) cd,
+                         cd_len, att, att_len, &cred, err, sizeof(err)),
+                     PROVEN_ERR);
+    assert_non_null(strstr(err, "not a boolean"));
+    cd_len = client_data(cd, sizeof(cd), "webauthn.create", challenge, ORIGIN,
                          ",\"crossOrigin\":true");
     assert_int_equal(provend_webauthn_register(&expect, (uint8_t *) cd,
                          cd_len, att, att_len, &cred, err, sizeof(err)),
@@ -432,6 +438,34 @@ test_other_keys(void **state)
                          cd_len, att, att_len, &cred, err, sizeof(err)),
                      PROVEN_ERR);
     assert_non_null(strstr(err, "ES256"));
+
+    /* an Ed25519 key with its x twice (the last would win), and a map
+     * claiming 2^28 pairs in a few bytes: refused before any is built */
+    {
+        static const uint8_t  twice[] = {
+            0xa5, 0x01, 0x01, 0x03, 0x27, 0x20, 0x06,
+            0x21, 0x58, 0x20, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+                  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+            0x21, 0x58, 0x20, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+                  2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2 };
+        static const uint8_t  huge[] = { 0xba, 0x10, 0x00, 0x00, 0x00 };
+        const uint8_t        *keys[] = { twice, huge };
+        size_t                lens[] = { sizeof(twice), sizeof(huge) };
+        size_t                k, head;
+
+        for (k = 0; k < 2; k++) {
+            head = auth_head(ad, RP_ID, 0x45, 0) + 16;
+            ad[head++] = 0;
+            ad[head++] = 1;
+            ad[head++] = 0x77;
+            memcpy(ad + head, keys[k], lens[k]);
+            att_len = attestation("none", ad, head + lens[k], att,
+                                  sizeof(att));
+            assert_int_equal(provend_webauthn_register(&expect,
+                                 (uint8_t *) cd, cd_len, att, att_len, &cred,
+                                 err, sizeof(err)), PROVEN_ERR);
+        }
+    }
 }
 
 

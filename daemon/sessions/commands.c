@@ -238,6 +238,15 @@ provend_rpc_text(const char *text)
 }
 
 
+int
+provend_session_unproved(const provend_session_t *session)
+{
+    static const uint8_t  none[sizeof(session->identity_proof)];
+
+    return memcmp(session->identity_proof, none, sizeof(none)) == 0;
+}
+
+
 void
 provend_session_forget_links(provend_session_t *session)
 {
@@ -437,6 +446,7 @@ provend_rpc_identify(provend_session_t *session, cbor_item_t *data)
     }
     memcpy(session->identity, pub, PROVEND_IDENTITY_KEY_LEN);
     memcpy(session->identity_proof, sig, sizeof(session->identity_proof));
+    session->identity_epoch++;
     session->identified = 1;
     return NULL;
 }
@@ -859,6 +869,13 @@ provend_rpc_registry(provend_sessions_t *s, provend_session_t *session,
         *out = provend_rpc_text("identify first: this needs an identity");
         return 0;
     }
+    if (provend_session_unproved(session)) {
+        /* a passkey signs in to an app, not to its owner's rights */
+        *out = provend_rpc_text("this needs the identity's Identify proof "
+                                "in this session (a passkey sign-in has "
+                                "none)");
+        return 0;
+    }
 
     if (strcmp(type, "ListApplicationsByOwner") == 0) {
         *result = "success";
@@ -993,6 +1010,7 @@ provend_rpc_dispatch(provend_sessions_t *s, provend_session_t *session,
         memset(session->identity, 0, sizeof(session->identity));
         memset(session->identity_proof, 0, sizeof(session->identity_proof));
         provend_session_forget_links(session);
+        session->identity_epoch++;
 
     } else if (strcmp(type, "PasskeyChallenge") == 0
                || strcmp(type, "RegisterPasskey") == 0

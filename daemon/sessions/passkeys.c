@@ -12,10 +12,14 @@
  *
  * The relying party is the session's origin's host; the origin must be
  * the session's (a page of another origin gets nothing from a ceremony).
- * Credentials are kept in the node's own database "passkeys" (replicated
- * in a cluster): id, identity, key, sign count.  A login moves the count
- * with a compare-and-set, so two logins with one count (a cloned
- * authenticator, a replay at another node) cannot both pass.
+ * A passkey is an app's: registered in a session of that app by an
+ * identity that proved itself with Identify (not with another passkey),
+ * it signs in sessions of that app only, never the management session
+ * (whose commands change apps).  Credentials are kept in the node's own
+ * database "passkeys" (replicated in a cluster): id, identity, app, key,
+ * sign count, 16 per identity and app.  A login moves the count with a
+ * compare-and-set, so two logins with one count (a cloned authenticator)
+ * cannot both pass; a replayed answer is stopped by its challenge, spent.
  *
  * The ceremonies' storage runs on the pool (blocking calls), the checks
  * with it; the session is changed on the loop when the answer is given.
@@ -32,7 +36,10 @@
 #include "webauthn.h"
 
 
-#define PASSKEYS_DB  "passkeys"
+#define PASSKEYS_DB       "passkeys"
+#define PASSKEYS_PER_APP  16       /* of one identity */
+#define PASSKEY_JOBS_MAX  1        /* on the pool at once: the others wait
+                                      for signing and checking messages */
 
 
 typedef struct {
@@ -48,6 +55,8 @@ typedef struct {
     size_t                    cd_len, second_len, sig_len;
     uint8_t                   cred_id[PROVEND_WEBAUTHN_ID_MAX];
     size_t                    cred_id_len;
+    char                      app[PROVEND_NAME_MAX + 1];
+    uint64_t                  epoch;        /* the session's, at the start */
 
     /* the outcome */
     int                       ok;
@@ -112,20 +121,70 @@ passkey_call(passkey_job_t *j, provend_storage_req_t *req)
 }
 
 
-static int
-passkey_table(passkey_job_t *j)
+int
+provend_passkeys_init(provend_sessions_t *s, char *err, size_t errlen)
 {
     int                     rc;
     provend_storage_req_t  *req;
 
     req = passkey_sql(PROVEND_OP_SQL_EXECUTE, "CREATE TABLE IF NOT EXISTS "
                       "credentials (id BLOB PRIMARY KEY, identity BLOB NOT "
-                      "NULL, alg INTEGER NOT NULL, key BLOB NOT NULL, "
-                      "sign_count INTEGER NOT NULL, rp_id TEXT NOT NULL)", 0);
-    if (req != NULL) {
-        req->local = 1;             /* every node makes its own, the same */
+                      "NULL, app TEXT NOT NULL, alg INTEGER NOT NULL, key "
+                      "BLOB NOT NULL, sign_count INTEGER NOT NULL, rp_id TEXT "
+                      "NOT NULL)", 0);
+    if (req == NULL) {
+        proven_errf(err, errlen, "out of memory");
+        return PROVEN_ERR;
+    }
+    req->local = 1;                 /* every node makes its own, the same */
+    rc = PROVEN_OK;
+    if (provend_storage_call(s->storage, req) != PROVEND_ST_OK) {
+        proven_errf(err, errlen, "passkeys: %s: %.150s",
+                    provend_storage_status_name(req->status), req->error);
+        rc = PROVEN_ERR;
+    }
+    provend_storage_req_free(req);
+    return rc;
+}
+
+
+/* Fewer than PASSKEYS_PER_APP of this identity for this app. */
+static int
+passkey_count_ok(passkey_job_t *j)
+{
+    int                     rc;
+    uint64_t                n;
+    cbor_item_t            *rows, *row;
+    provend_storage_req_t  *req;
+
+    req = passkey_sql(PROVEND_OP_SQL_QUERY, "SELECT count(*) FROM "
+                      "credentials WHERE identity = ? AND app = ?", 2);
+    if (req != NULL
+        && (provend_storage_param(&req->stmts[0], 0, PROVEND_SQL_BLOB,
+                                  j->identity, sizeof(j->identity))
+            | provend_storage_param(&req->stmts[0], 1, PROVEND_SQL_TEXT,
+                                    j->app, strlen(j->app))) != PROVEN_OK)
+    {
+        provend_storage_req_free(req);
+        req = NULL;
     }
     rc = passkey_call(j, req);
+    if (rc == PROVEN_OK) {
+        rows = proven_cbor_map_get(req->result, "rows");
+        row = rows != NULL && cbor_isa_array(rows)
+              && cbor_array_size(rows) == 1 ? cbor_array_handle(rows)[0]
+                                            : NULL;
+        n = 0;
+        if (row == NULL || !cbor_isa_array(row)
+            || cbor_array_size(row) != 1
+            || proven_cbor_uint(cbor_array_handle(row)[0], &n) != PROVEN_OK
+            || n >= PASSKEYS_PER_APP)
+        {
+            proven_errf(j->why, sizeof(j->why), "this identity has %d "
+                        "passkeys for this app already", PASSKEYS_PER_APP);
+            rc = PROVEN_ERR;
+        }
+    }
     provend_storage_req_free(req);
     return rc;
 }
@@ -142,13 +201,14 @@ passkey_register_work(passkey_job_t *j)
     if (provend_webauthn_register(&e, j->client_data, j->cd_len, j->second,
                                   j->second_len, &j->cred, j->why,
                                   sizeof(j->why)) != PROVEN_OK
-        || passkey_table(j) != PROVEN_OK)
+        || passkey_count_ok(j) != PROVEN_OK)
     {
         return;
     }
     req = passkey_sql(PROVEND_OP_SQL_EXECUTE, "INSERT INTO credentials "
-                      "(id, identity, alg, key, sign_count, rp_id) VALUES "
-                      "(?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING", 6);
+                      "(id, identity, alg, key, sign_count, rp_id, app) "
+                      "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO "
+                      "NOTHING", 7);
     rc = req == NULL ? PROVEN_ERR : PROVEN_OK;
     if (rc == PROVEN_OK) {
         provend_sql_stmt_t  *st = &req->stmts[0];
@@ -160,7 +220,9 @@ passkey_register_work(passkey_job_t *j)
              | provend_storage_param(st, 3, PROVEND_SQL_BLOB, j->cred.key,
                                      j->cred.key_len)
              | provend_storage_param(st, 5, PROVEND_SQL_TEXT, j->rp_id,
-                                     strlen(j->rp_id));
+                                     strlen(j->rp_id))
+             | provend_storage_param(st, 6, PROVEND_SQL_TEXT, j->app,
+                                     strlen(j->app));
         provend_storage_param_int(st, 2, j->cred.alg);
         provend_storage_param_int(st, 4, j->cred.sign_count);
     }
@@ -195,14 +257,21 @@ passkey_login_work(passkey_job_t *j)
     provend_webauthn_expect_t  e = { j->rp_id, j->origin, j->challenge,
                                      sizeof(j->challenge) };
 
-    if (passkey_table(j) != PROVEN_OK) {
+    /* what needs no storage first: a stranger's answer costs no read */
+    if (provend_webauthn_client_data(&e, "webauthn.get", j->client_data,
+                                     j->cd_len, j->why, sizeof(j->why))
+        != PROVEN_OK)
+    {
         return;
     }
     req = passkey_sql(PROVEND_OP_SQL_QUERY, "SELECT identity, alg, key, "
-                      "sign_count, rp_id FROM credentials WHERE id = ?", 1);
+                      "sign_count, rp_id FROM credentials WHERE id = ? AND "
+                      "app = ?", 2);
     if (req != NULL
-        && provend_storage_param(&req->stmts[0], 0, PROVEND_SQL_BLOB,
-                                 j->cred_id, j->cred_id_len) != PROVEN_OK)
+        && (provend_storage_param(&req->stmts[0], 0, PROVEND_SQL_BLOB,
+                                  j->cred_id, j->cred_id_len)
+            | provend_storage_param(&req->stmts[0], 1, PROVEND_SQL_TEXT,
+                                    j->app, strlen(j->app))) != PROVEN_OK)
     {
         provend_storage_req_free(req);
         req = NULL;
@@ -250,8 +319,8 @@ passkey_login_work(passkey_job_t *j)
     }
     provend_storage_req_free(req);
     if (!found) {
-        proven_errf(j->why, sizeof(j->why), "no passkey of this id for %.150s "
-                    "on this node: register it first", j->rp_id);
+        proven_errf(j->why, sizeof(j->why), "no passkey of this id for this "
+                    "app at %.150s: register it first", j->rp_id);
         return;
     }
     if (provend_webauthn_login(&e, &j->cred, j->client_data, j->cd_len,
@@ -327,9 +396,16 @@ passkey_done(uv_work_t *work, int status)
     provend_session_t  *session = rpc->session;
 
     session->passkey_busy = 0;
+    rpc->sessions->passkey_jobs--;
     out = NULL;
     if (status != 0) {
         proven_errf(j->why, sizeof(j->why), "cancelled");
+        j->ok = 0;
+    }
+    if (j->ok && j->login && session->identity_epoch != j->epoch) {
+        /* an Identify or Anonymize came after it, and stands */
+        proven_errf(j->why, sizeof(j->why), "the session's identity changed "
+                    "while the passkey was checked: not signed in");
         j->ok = 0;
     }
     if (j->ok && j->login) {
@@ -344,6 +420,7 @@ passkey_done(uv_work_t *work, int status)
         }
         memcpy(session->identity, j->identity, PROVEND_IDENTITY_KEY_LEN);
         session->identified = 1;
+        session->identity_epoch++;
     }
     if (j->ok) {
         out = cbor_new_definite_map(1);
@@ -409,6 +486,11 @@ provend_passkey_command(provend_sessions_t *s, provend_session_t *session,
                                 "storage)");
         return 0;
     }
+    if (session->app[0] == '\0') {
+        *out = provend_rpc_text("passkeys sign in to an app's sessions; the "
+                                "management session needs Identify");
+        return 0;
+    }
     if (!session->has_origin || session->origin[0] == '\0'
         || passkey_rp_id(session->origin, rp_id, sizeof(rp_id))
            != PROVEN_OK)
@@ -448,9 +530,12 @@ provend_passkey_command(provend_sessions_t *s, provend_session_t *session,
                                 "serves one ceremony");
         return 0;
     }
-    if (session->passkey_busy) {
-        *out = provend_rpc_text("a passkey ceremony of this session is under "
-                                "way");
+    if (session->passkey_busy || s->passkey_jobs >= PASSKEY_JOBS_MAX) {
+        *out = provend_rpc_text(session->passkey_busy
+                                ? "a passkey ceremony of this session is "
+                                  "under way"
+                                : "busy: another passkey ceremony is under "
+                                  "way on this node; try again");
         return 0;
     }
     if (data == NULL || !cbor_isa_map(data)) {
@@ -468,6 +553,8 @@ provend_passkey_command(provend_sessions_t *s, provend_session_t *session,
                     sizeof(session->passkey_challenge));
     j->login = strcmp(type, "LoginPasskey") == 0;
     j->storage = s->storage;
+    j->epoch = session->identity_epoch;
+    snprintf(j->app, sizeof(j->app), "%s", session->app);
     snprintf(j->origin, sizeof(j->origin), "%s", session->origin);
     snprintf(j->rp_id, sizeof(j->rp_id), "%s", rp_id);
 
@@ -490,10 +577,11 @@ provend_passkey_command(provend_sessions_t *s, provend_session_t *session,
             rc = PROVEN_ERR;
         }
     } else {
-        if (!session->identified) {
+        if (!session->identified || provend_session_unproved(session)) {
             passkey_job_free(j);
-            *out = provend_rpc_text("identify first: a passkey is registered "
-                                    "for an identity");
+            *out = provend_rpc_text("identify first (Identify, with the "
+                                    "identity key): a passkey is registered "
+                                    "for an identity that proved itself");
             return 0;
         }
         memcpy(j->identity, session->identity, PROVEND_IDENTITY_KEY_LEN);
@@ -525,5 +613,6 @@ provend_passkey_command(provend_sessions_t *s, provend_session_t *session,
         return 0;
     }
     session->passkey_busy = 1;
+    s->passkey_jobs++;
     return 1;
 }

@@ -584,6 +584,13 @@ provend_sessions_new(const provend_sessions_config_t *cfg, char *err,
                                          : PROVEND_SESSION_LIFE_S) * 1000;
     s->any_origin = cfg->any_origin;
     s->storage = cfg->storage;
+    /* before a cluster's log is applied: its rows need the table */
+    if (s->storage != NULL && provend_passkeys_init(s, err, errlen)
+                              != PROVEN_OK)
+    {
+        free(s);
+        return NULL;
+    }
     s->rate = cfg->rate ? cfg->rate : PROVEND_SESSION_RATE;
     s->message_rate = cfg->message_rate ? cfg->message_rate
                                         : PROVEND_MESSAGE_RATE;

@@ -60,6 +60,7 @@ struct provend_session_s {
     uint8_t              passkey_challenge[PROVEND_PASSKEY_CHALLENGE_LEN];
     int                  has_passkey_challenge;   /* single-use */
     int                  passkey_busy;     /* a ceremony on the pool */
+    uint64_t             identity_epoch;   /* each change of identity */
     uint64_t             seq;              /* the last accepted; 0: none */
     uint64_t             created_ms;
     uint64_t             used_ms;
@@ -82,6 +83,7 @@ struct provend_sessions_s {
     void                        *server;
     provend_sessions_attest_pt   attest;
     provend_storage_t           *storage;      /* passkeys; NULL: none */
+    unsigned                     passkey_jobs; /* on the pool now */
     size_t                       max;
     size_t                       count;
     uint64_t                     idle_ms;
@@ -189,6 +191,8 @@ void provend_rpc_answer(provend_sessions_t *s, provend_session_t *session,
     const provend_rpc_msg_t *msg, const char *type, const char *result,
     cbor_item_t *data, uint64_t id, provend_ops_reply_pt reply, void *ctx);
 cbor_item_t *provend_rpc_text(const char *text);
+/* Identified without an Identify signature (a passkey's sign-in). */
+int provend_session_unproved(const provend_session_t *session);
 /* After an identity change: what was linked to the last one forgotten. */
 void provend_session_forget_links(provend_session_t *session);
 
@@ -196,6 +200,7 @@ void provend_session_forget_links(provend_session_t *session);
  * passkeys.c: PasskeyChallenge, RegisterPasskey, LoginPasskey.  1 when
  * the answer comes later, else 0 with *result and *out set.
  */
+int provend_passkeys_init(provend_sessions_t *s, char *err, size_t errlen);
 int provend_passkey_command(provend_sessions_t *s, provend_session_t *session,
     const provend_rpc_msg_t *msg, const char *type, cbor_item_t *data,
     uint64_t id, provend_ops_reply_pt reply, void *ctx, const char **result,

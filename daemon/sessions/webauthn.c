@@ -36,8 +36,8 @@
  * The browser's account of the ceremony: its type, our challenge, the
  * page's origin, and not made inside another origin's frame.
  */
-static int
-wa_client_data(const provend_webauthn_expect_t *e, const char *type,
+int
+provend_webauthn_client_data(const provend_webauthn_expect_t *e, const char *type,
     const uint8_t *json, size_t len, char *err, size_t errlen)
 {
     int           ok;
@@ -75,6 +75,9 @@ wa_client_data(const provend_webauthn_expect_t *e, const char *type,
     } else if (strcmp(o, e->origin) != 0) {
         proven_errf(err, errlen, "clientDataJSON's origin is not the "
                     "session's");
+    } else if (cross != NULL && !json_is_boolean(cross)) {
+        proven_errf(err, errlen, "clientDataJSON's crossOrigin is not a "
+                    "boolean");
     } else if (cross != NULL && json_is_true(cross)) {
         proven_errf(err, errlen, "made in a frame of another origin "
                     "(crossOrigin)");
@@ -136,12 +139,22 @@ wa_cose_key(const cbor_item_t *key, provend_webauthn_cred_t *cred)
     pairs = cbor_map_handle(key);
     n = cbor_map_size(key);
     for (i = 0; i < n; i++) {
-        if (cbor_isa_uint(pairs[i].key)) {
-            label = (int64_t) cbor_get_int(pairs[i].key);
-        } else if (cbor_isa_negint(pairs[i].key)) {
-            label = -1 - (int64_t) cbor_get_int(pairs[i].key);
-        } else {
-            return PROVEN_ERR;
+        size_t  k;
+
+        if (!(cbor_isa_uint(pairs[i].key) || cbor_isa_negint(pairs[i].key))
+            || cbor_get_int(pairs[i].key) > 255)
+        {
+            return PROVEN_ERR;      /* COSE's labels here: small numbers */
+        }
+        label = cbor_isa_uint(pairs[i].key)
+                ? (int64_t) cbor_get_int(pairs[i].key)
+                : -1 - (int64_t) cbor_get_int(pairs[i].key);
+        for (k = 0; k < i; k++) {
+            if (cbor_isa_uint(pairs[k].key) == cbor_isa_uint(pairs[i].key)
+                && cbor_get_int(pairs[k].key) == cbor_get_int(pairs[i].key))
+            {
+                return PROVEN_ERR;  /* one label, twice */
+            }
         }
         if (label == -2 || label == -3) {
             if (!cbor_isa_bytestring(pairs[i].value)
@@ -156,10 +169,14 @@ wa_cose_key(const cbor_item_t *key, provend_webauthn_cred_t *cred)
             }
             continue;
         }
-        if (cbor_isa_uint(pairs[i].value)) {
-            v = (int64_t) cbor_get_int(pairs[i].value);
-        } else if (cbor_isa_negint(pairs[i].value)) {
-            v = -1 - (int64_t) cbor_get_int(pairs[i].value);
+        if ((cbor_isa_uint(pairs[i].value) || cbor_isa_negint(pairs[i].value))
+            && cbor_get_int(pairs[i].value) <= 65535)
+        {
+            v = cbor_isa_uint(pairs[i].value)
+                ? (int64_t) cbor_get_int(pairs[i].value)
+                : -1 - (int64_t) cbor_get_int(pairs[i].value);
+        } else if (label == 1 || label == 3 || label == -1) {
+            return PROVEN_ERR;      /* kty, alg, crv: small numbers */
         } else {
             continue;               /* key_ops and the like: not ours */
         }
@@ -268,15 +285,14 @@ provend_webauthn_register(const provend_webauthn_expect_t *e,
     provend_webauthn_cred_t *cred, char *err, size_t errlen)
 {
     int                      rc;
-    size_t                   at, id_len;
+    size_t                   at, id_len, used, ad_len;
     uint32_t                 count;
+    EVP_PKEY                *point;
     cbor_item_t             *att, *fmt, *stmt, *ad_item, *key, *ext;
     const uint8_t           *ad;
-    size_t                   ad_len;
-    struct cbor_load_result  loaded;
 
     memset(cred, 0, sizeof(*cred));
-    if (wa_client_data(e, "webauthn.create", client_data, cd_len, err,
+    if (provend_webauthn_client_data(e, "webauthn.create", client_data, cd_len, err,
                        errlen) != PROVEN_OK)
     {
         return PROVEN_ERR;
@@ -333,16 +349,16 @@ provend_webauthn_register(const provend_webauthn_expect_t *e,
     memcpy(cred->id, ad + at, id_len);
     cred->id_len = id_len;
     at += id_len;
-    /* one item, its length read by libcbor (authData is bounded above) */
-    key = cbor_load(ad + at, ad_len - at, &loaded);
-    if (key == NULL || loaded.error.code != CBOR_ERR_NONE
-        || wa_cose_key(key, cred) != PROVEN_OK)
+    /* one item, checked as any CBOR taken in (sizes against the input)
+     * before libcbor builds it; extensions may follow */
+    key = proven_cbor_load_first(ad + at, ad_len - at, &used, NULL, 0);
+    if (key == NULL || wa_cose_key(key, cred) != PROVEN_OK)
     {
         proven_errf(err, errlen, "the credential's key is not an ES256 "
                     "(P-256) or EdDSA (Ed25519) COSE key");
         goto done;
     }
-    at += loaded.read;
+    at += used;
     if (ad[32] & WA_FLAG_ED) {
         ext = at < ad_len ? proven_cbor_load(ad + at, ad_len - at, NULL, 0)
                           : NULL;
@@ -355,6 +371,14 @@ provend_webauthn_register(const provend_webauthn_expect_t *e,
         proven_errf(err, errlen, "bytes after the credential's key");
         goto done;
     }
+    /* a key that could never sign takes no id */
+    point = wa_public_key(cred);
+    if (point == NULL) {
+        proven_errf(err, errlen, "the credential's key is not a point of "
+                    "its curve");
+        goto done;
+    }
+    EVP_PKEY_free(point);
     cred->sign_count = count;
     rc = PROVEN_OK;
 
@@ -383,7 +407,7 @@ provend_webauthn_login(const provend_webauthn_expect_t *e,
     const uint8_t *sig, size_t sig_len, uint32_t *count, char *err,
     size_t errlen)
 {
-    if (wa_client_data(e, "webauthn.get", client_data, cd_len, err, errlen)
+    if (provend_webauthn_client_data(e, "webauthn.get", client_data, cd_len, err, errlen)
         != PROVEN_OK
         || wa_auth_head(e, auth_data, ad_len, count, err, errlen)
            != PROVEN_OK)

@@ -36,6 +36,12 @@ typedef struct {
     size_t          challenge_len;
 } provend_webauthn_expect_t;
 
+/* clientDataJSON alone (type, challenge, origin, crossOrigin): what can be
+ * checked before a credential is looked up. */
+int provend_webauthn_client_data(const provend_webauthn_expect_t *e,
+    const char *type, const uint8_t *json, size_t len, char *err,
+    size_t errlen);
+
 /*
  * A new credential: clientDataJSON of type webauthn.create with the
  * challenge and origin expected, an attestationObject {fmt: "none",

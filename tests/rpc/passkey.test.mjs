@@ -162,7 +162,7 @@ test('a ceremony of another page gets nothing', async () => {
     r = await command(s, 'LoginPasskey', auth.get(await challenge(s,
                                                                   'evil.example'), {
         o: 'https://evil.example', rpId: 'evil.example' }));
-    assert.match(r.data, /no passkey of this id for evil.example/);
+    assert.match(r.data, /no passkey of this id for this app at evil.example/);
 });
 
 test('the user verified, and a counter that only goes up', async () => {
@@ -219,4 +219,39 @@ test('registration: an identity, attestation none, a credential once',
     r = await command(t, 'PasskeyChallenge');
     r = await command(t, 'LoginPasskey', { credential_id: auth.id });
     assert.match(r.data, /LoginPasskey takes/);
+});
+
+test('a passkey signs in to its app, not the management session',
+     async () => {
+    const { auth } = await registered();
+    /* the management session (whose commands change apps) has none */
+    const m = await p.createSession(base, { rootPem, origin });
+    let r = await command(m, 'PasskeyChallenge');
+    assert.match(r.data, /passkeys sign in to an app's sessions/);
+    /* signed in by a passkey: no new passkey, no registry command */
+    const s = await session();
+    assert.equal((await command(s, 'LoginPasskey', auth.get(
+        await challenge(s)))).result, 'success');
+    r = await command(s, 'RegisterPasskey', new Authenticator().create(
+        await challenge(s)));
+    assert.match(r.data, /identify first \(Identify/);
+});
+
+test('an Anonymize sent right after a LoginPasskey stands', async () => {
+    const { auth } = await registered();
+    const s = await session();
+    const ch = await challenge(s);
+    const ws = await p.RawSocket.open(s, { port: Number(new URL(base).port) });
+    /* both on their way before the login's check ends on the pool */
+    const login = p.command(s, 'LoginPasskey', auth.get(ch));
+    const anonymize = p.command(s, 'Anonymize');
+    ws.send(p.frame(2, login));
+    ws.send(p.frame(2, anonymize));
+    /* both answered (in any order: the login's comes from the pool) */
+    for (let i = 0; i < 2; i++) {
+        assert.equal((await ws.next()).opcode, 2);
+    }
+    ws.end();
+    const who = await command(s, 'WhoAmI');
+    assert.equal(who.result, 'anonymous', JSON.stringify(who));
 });
