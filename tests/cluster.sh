@@ -287,6 +287,19 @@ check "a session opened on node $leader" 0 -m '^saved: anonymous$' \
     env PROVEN_STATUS="$work/status-leader.json" \
     node "$top/tests/rpc/failover.mjs" save "$(url "$leader" '')" \
     "$d/node1/attestation/dev-root.pem" "$work/session.json"
+# a passkey registered through node $leader: replicated, so it signs in
+# through another node (which never ran a passkey command), and through
+# node $leader again once it has come back from its log
+check "a passkey registered through node $leader" 0 -m '^registered: success$' \
+    env PROVEN_STATUS="$work/status-leader.json" \
+    node "$top/tests/rpc/passkey-cluster.mjs" register "$(url "$leader" '')" \
+    "$d/node1/attestation/dev-root.pem" "$work/passkey.json"
+on "$other" status >"$work/status-other.json"
+EVENTUALLY_S=30 eventually "it signs in through node $other, as its identity" \
+    "login: success, the same identity" \
+    env PROVEN_STATUS="$work/status-other.json" \
+    node "$top/tests/rpc/passkey-cluster.mjs" login "$(url "$other" '')" \
+    "$d/node1/attestation/dev-root.pem" "$work/passkey.json"
 : >"$work/acked"
 writes "$writer" 1 150 "$work/acked" &
 writes_pid=$!
@@ -333,6 +346,12 @@ await "and the others route to it again" "$d/node$writer" \
     "routes=2 leader=n[123] "
 eventually "node $leader catches up: every acknowledged write" 0 \
     missing "$leader" "$work/acked"
+on "$leader" status >"$work/status-leader.json"
+check "back from its log, node $leader signs the passkey in" 0 \
+    -m '^login: success, the same identity$' \
+    env PROVEN_STATUS="$work/status-leader.json" \
+    node "$top/tests/rpc/passkey-cluster.mjs" login "$(url "$leader" '')" \
+    "$d/node1/attestation/dev-root.pem" "$work/passkey.json"
 eventually "and serves the app deployed before it died" '{"count":1}' \
     curl -s "$(url "$leader" /app/hello/count)"
 

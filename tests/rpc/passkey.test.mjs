@@ -7,11 +7,10 @@
 // one copied (its counter behind) gets nothing.
 
 import assert from 'node:assert/strict';
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { test } from 'node:test';
 
-import * as cbor from '../../runtime/node_modules/cborg/cborg.js';
+import { Authenticator } from './authenticator.mjs';
 import * as p from './protocol.mjs';
 
 const base = process.env.PROVEN_URL;
@@ -22,8 +21,6 @@ const RP_ID = 'dapp.example';
 const session = (o = origin) => p.createSession(base, { rootPem,
                                                          app: 'hello',
                                                          origin: o });
-const sha256 = (b) => crypto.createHash('sha256').update(b).digest();
-const b64url = (b) => Buffer.from(b).toString('base64url');
 
 async function command(s, type, data = null) {
     const r = await p.call(s, type, data);
@@ -36,63 +33,6 @@ async function challenge(s, rpId = RP_ID) {
     assert.equal(r.result, 'success', JSON.stringify(r));
     assert.equal(r.data.rp_id, rpId);
     return r.data.challenge;
-}
-
-/* An authenticator holding one credential. */
-class Authenticator {
-    constructor(kind = 'ec') {
-        this.kind = kind;
-        this.keys = kind === 'ec'
-            ? crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' })
-            : crypto.generateKeyPairSync('ed25519');
-        this.id = crypto.randomBytes(16);
-        this.count = 0;
-    }
-
-    coseKey() {
-        const jwk = this.keys.publicKey.export({ format: 'jwk' });
-        const x = Buffer.from(jwk.x, 'base64url');
-        return cbor.encode(this.kind === 'ec'
-            ? new Map([[1, 2], [3, -7], [-1, 1], [-2, x],
-                       [-3, Buffer.from(jwk.y, 'base64url')]])
-            : new Map([[1, 1], [3, -8], [-1, 6], [-2, x]]));
-    }
-
-    head(rpId, flags, count) {
-        const c = Buffer.alloc(4);
-        c.writeUInt32BE(count);
-        return Buffer.concat([sha256(rpId), Buffer.from([flags]), c]);
-    }
-
-    clientData(type, ch, o = origin) {
-        return Buffer.from(JSON.stringify({ type, challenge: b64url(ch),
-                                            origin: o, crossOrigin: false }));
-    }
-
-    /* RegisterPasskey's data */
-    create(ch, { rpId = RP_ID, flags = 0x45, o = origin, fmt = 'none' } = {}) {
-        const len = Buffer.alloc(2);
-        len.writeUInt16BE(this.id.length);
-        const authData = Buffer.concat([this.head(rpId, flags, 0),
-                                        Buffer.alloc(16), len, this.id,
-                                        this.coseKey()]);
-        return { client_data_json: this.clientData('webauthn.create', ch, o),
-                 attestation_object: cbor.encode({ fmt, attStmt: {},
-                                                   authData }) };
-    }
-
-    /* LoginPasskey's data, the counter moved on unless told */
-    get(ch, { rpId = RP_ID, flags = 0x05, o = origin,
-              count = ++this.count } = {}) {
-        const authData = this.head(rpId, flags, count);
-        const cd = this.clientData('webauthn.get', ch, o);
-        const signed = Buffer.concat([authData, sha256(cd)]);
-        const signature = this.kind === 'ec'
-            ? crypto.sign('sha256', signed, this.keys.privateKey)
-            : crypto.sign(null, signed, this.keys.privateKey);
-        return { credential_id: this.id, client_data_json: cd,
-                 authenticator_data: authData, signature };
-    }
 }
 
 /* an identified session with a passkey registered by it */
