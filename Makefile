@@ -18,7 +18,8 @@ pkg = $(shell $(PKG_CONFIG) --libs $(1) 2>/dev/null || echo $(2))
 LIBS        = $(call pkg,libcbor,-lcbor) $(call pkg,jansson,-ljansson) \
               $(call pkg,libcrypto,-lcrypto) $(call pkg,zlib,-lz)
 DAEMON_LIBS = $(call pkg,sqlite3,-lsqlite3) $(call pkg,libuv,-luv) \
-              $(call pkg,libcurl,-lcurl) $(call pkg,libnats,-lnats) -lpthread
+              $(call pkg,libcurl,-lcurl) $(call pkg,libnats,-lnats) \
+              $(call pkg,libsodium,-lsodium) -lpthread
 CLI_LIBS    = $(call pkg,libcurl,-lcurl)
 TEST_LIBS   = $(call pkg,cmocka,-lcmocka)
 NGINX_SRC ?= /usr/share/nginx/src
@@ -27,7 +28,7 @@ NGINX    ?= /usr/sbin/nginx
 # Debian packages the project needs; `deps` installs those not present.
 DEB_PACKAGES = nginx nginx-dev libcbor-dev libjansson-dev libuv1-dev \
     libssl-dev openssl libcmocka-dev libcurl4-openssl-dev pkg-config curl procps \
-    libsqlite3-dev chromium nats-server libnats-dev zlib1g-dev \
+    libsqlite3-dev chromium nats-server libnats-dev zlib1g-dev libsodium-dev \
     qemu-system-x86 pebble
 
 DEB_BENCH    = wrk redis-server redis-tools socat
@@ -94,9 +95,16 @@ runtime/node_modules/.stamp: runtime/package.json runtime/package-lock.json
 	@touch $@
 
 # What the test suites run against from the npm registry: ganache, a
-# local Ethereum chain (tests/chains.sh); pinned by its lock, no install
+# local Ethereum chain (tests/chains.sh), and Radix's ROLA and engine
+# toolkit (tests/rpc/rola.test.mjs); pinned by their locks, no install
 # scripts.
-test-deps: tests/chains/node_modules/.stamp
+test-deps: tests/chains/node_modules/.stamp tests/radix/node_modules/.stamp
+
+tests/radix/node_modules/.stamp: tests/radix/package.json \
+    tests/radix/package-lock.json
+	cd tests/radix && npm ci --ignore-scripts --no-audit --no-fund \
+	    --loglevel=error
+	@touch $@
 
 tests/chains/node_modules/.stamp: tests/chains/package.json \
     tests/chains/package-lock.json
@@ -123,7 +131,7 @@ DEB_HEADERS = libcbor-dev:/usr/include/cbor.h \
     libsqlite3-dev:/usr/include/sqlite3.h \
     libcurl4-openssl-dev:/usr/include/$(shell $(CC) -dumpmachine)/curl/curl.h \
     libnats-dev:/usr/include/nats/nats.h \
-    zlib1g-dev:/usr/include/zlib.h \
+    zlib1g-dev:/usr/include/zlib.h libsodium-dev:/usr/include/sodium.h \
     libcmocka-dev:/usr/include/cmocka.h \
     nginx-dev:$(NGINX_SRC)/configure
 

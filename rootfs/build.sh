@@ -203,7 +203,8 @@ chmod 1777 "$app/tmp"
 info="gcc $(${CC:-cc} -dumpfullversion)"
 info="$info; $(dpkg-query -W -f '${Package} ${Version}, ' libc6-dev \
     nginx-dev libcbor-dev libjansson-dev libssl-dev libsqlite3-dev \
-    libuv1-dev libcurl4-openssl-dev libnats-dev zlib1g-dev 2>/dev/null)"
+    libuv1-dev libcurl4-openssl-dev libnats-dev zlib1g-dev libsodium-dev \
+    2>/dev/null)"
 info="${info%, }"
 
 # the boot ramdisk's files are its own

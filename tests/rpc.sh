@@ -55,6 +55,8 @@ export PROVEN_STATUS=$work/status.json
 rc=0
 echo "# the protocol, from a client written from it alone"
 node --test-reporter=spec --test "$top"/tests/rpc/*.test.mjs || rc=1
+echo "# ROLA, checked against Radix's own packages (tests/radix)"
+node --test-reporter=spec --test "$top"/tests/radix/*.test.mjs || rc=1
 echo "# the client package (sdk/) in Node"
 (cd "$top/sdk" && node --test-reporter=spec --test test/) || rc=1
 echo "# examples/web in headless Chromium"

@@ -727,6 +727,7 @@ main(int argc, char **argv)
     srv_cfg.session_life_s = (unsigned) o.session_life;
     srv_cfg.session_max = o.session_max;
     srv_cfg.session_rate = (unsigned) o.session_rate;
+    srv_cfg.radix_network = (unsigned) o.radix_network;
     srv_cfg.message_rate = (unsigned) o.message_rate;
     srv_cfg.any_origin = o.session_origins != NULL
                          ? strcmp(o.session_origins, "any") == 0

@@ -111,6 +111,10 @@ static const provend_opt_t  provend_opts[] = {
     { "session-max", "N", PROVEND_OPT_UINT, PROVEND_OFF(session_max), 1,
       10000000, NULL, NULL, "sessions open at once (default 100000)" },
 
+    { "radix-network", "ID", PROVEND_OPT_UINT, PROVEND_OFF(radix_network), 1,
+      255, NULL, "1", "the Radix network whose accounts sessions link "
+      "(LinkRadix: 1 mainnet, 2 stokenet)" },
+
     { "session-rate", "N", PROVEND_OPT_UINT, PROVEND_OFF(session_rate), 1,
       1000000, NULL, NULL, "new sessions a second on this node, in bursts "
       "of twice that (default 500): each costs a key and a signature" },

@@ -36,6 +36,7 @@ typedef struct {
     unsigned long       session_life;
     unsigned long       session_max;
     unsigned long       session_rate;
+    unsigned long       radix_network;
     unsigned long       message_rate;
     const char         *session_origins;  /* any, listed; NULL: by provider */
     const char         *cluster_file;

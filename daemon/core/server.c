@@ -1414,6 +1414,7 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
         sessions_cfg.any_origin = cfg->any_origin;
         sessions_cfg.clustered = cfg->cluster_file != NULL;
         sessions_cfg.storage = cfg->storage;    /* passkeys */
+        sessions_cfg.radix_network = cfg->radix_network;
 
         srv->sessions = provend_sessions_new(&sessions_cfg, err, errlen);
         if (srv->sessions == NULL) {

@@ -54,6 +54,7 @@ typedef struct {
     /* sessions (session.*, rpc.*): 0 means the default */
     size_t               session_max;
     unsigned             session_rate;        /* 0: the default */
+    unsigned             radix_network;       /* LinkRadix's; 0: 1 */
     unsigned             message_rate;
     unsigned             session_idle_s;
     unsigned             session_life_s;

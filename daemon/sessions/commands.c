@@ -252,24 +252,125 @@ provend_session_forget_links(provend_session_t *session)
 {
     memset(session->eth_links, 0, sizeof(session->eth_links));
     session->eth_nlinks = 0;
+    memset(session->radix_links, 0, sizeof(session->radix_links));
+    session->radix_nlinks = 0;
+    session->has_radix_challenge = 0;
 }
 
 
-/* ["0x<address>", ...]: what the session linked. */
+static cbor_item_t *provend_rpc_texts(const char *const *texts, size_t n);
+
+
+/* ["account_...", ...]: the Radix accounts the session linked. */
 static cbor_item_t *
-provend_rpc_eth_links(const provend_session_t *session)
+provend_rpc_radix_links(const provend_session_t *session)
+{
+    size_t       i;
+    const char  *texts[PROVEND_RADIX_LINKS_MAX];
+
+    for (i = 0; i < session->radix_nlinks; i++) {
+        texts[i] = session->radix_links[i];
+    }
+    return provend_rpc_texts(texts, session->radix_nlinks);
+}
+
+
+/*
+ * LinkRadix {account, public_key, curve ("curve25519" or "secp256k1"),
+ * signature, dapp_definition}: ROLA's signed challenge (rola.c) over the
+ * challenge RadixChallenge gave this session (spent by this attempt) and
+ * the session's origin, by the key whose virtual account is account.
+ */
+static const char *
+provend_rpc_link_radix(provend_sessions_t *s, provend_session_t *session,
+    cbor_item_t *data)
+{
+    int                   present;
+    char                  account[PROVEND_RADIX_ADDRESS_MAX + 1];
+    char                  derived[PROVEND_RADIX_ADDRESS_MAX + 1];
+    char                  dapp[256], curve_name[16], err[PROVEN_ERR_LEN];
+    size_t                i, pub_len, sig_len;
+    uint8_t               challenge[PROVEND_ROLA_CHALLENGE_LEN], hash[32];
+    const uint8_t        *pub, *sig;
+    provend_rola_curve_t  curve;
+
+    if (!session->identified) {
+        return "identify first: an account is linked to an identity";
+    }
+    if (!session->has_radix_challenge) {
+        return "ask RadixChallenge first: each challenge serves one proof";
+    }
+    memcpy(challenge, session->radix_challenge, sizeof(challenge));
+    session->has_radix_challenge = 0;
+    if (!session->has_origin || session->origin[0] == '\0') {
+        return "ROLA binds the page's origin: this session has none";
+    }
+    if (provend_sessions_arg_text(data, "account", account,
+                                  PROVEND_RADIX_ADDRESS_MAX, &present, err,
+                                  sizeof(err)) != PROVEN_OK || !present
+        || provend_sessions_arg_text(data, "dapp_definition", dapp, 255,
+                                     &present, err, sizeof(err)) != PROVEN_OK
+        || !present
+        || provend_sessions_arg_text(data, "curve", curve_name,
+                                     sizeof(curve_name) - 1, &present, err,
+                                     sizeof(err)) != PROVEN_OK || !present
+        || provend_sessions_arg_bytes(data, "public_key", 32, 33, &pub,
+                                      &pub_len, NULL, 0) != PROVEN_OK
+        || provend_sessions_arg_bytes(data, "signature", 64, 65, &sig,
+                                      &sig_len, NULL, 0) != PROVEN_OK)
+    {
+        return "LinkRadix takes account, dapp_definition and curve (texts), "
+               "public_key and signature (bytes)";
+    }
+    if (strcmp(curve_name, "curve25519") == 0) {
+        curve = PROVEND_ROLA_ED25519;
+    } else if (strcmp(curve_name, "secp256k1") == 0) {
+        curve = PROVEND_ROLA_SECP256K1;
+    } else {
+        return "curve must be curve25519 or secp256k1";
+    }
+    if (provend_rola_hash(challenge, dapp, session->origin, hash, err,
+                          sizeof(err)) != PROVEN_OK
+        || provend_rola_verify(curve, pub, pub_len, sig, sig_len, hash, err,
+                               sizeof(err)) != PROVEN_OK)
+    {
+        return "the signature is not that key's over ROLA's message with "
+               "this session's challenge, its origin and that dApp "
+               "definition";
+    }
+    if (provend_rola_virtual_account(s->radix_network, curve, pub, pub_len,
+                                     derived, sizeof(derived)) != PROVEN_OK
+        || strcmp(derived, account) != 0)
+    {
+        return "the account is not that key's virtual account on this "
+               "node's network (accounts whose owner keys changed need a "
+               "Gateway read: not done yet)";
+    }
+    for (i = 0; i < session->radix_nlinks; i++) {
+        if (strcmp(session->radix_links[i], account) == 0) {
+            return NULL;
+        }
+    }
+    if (session->radix_nlinks == PROVEND_RADIX_LINKS_MAX) {
+        return "4 accounts are linked already: the most a session holds";
+    }
+    snprintf(session->radix_links[session->radix_nlinks++],
+             sizeof(session->radix_links[0]), "%s", account);
+    return NULL;
+}
+
+
+/* texts as a CBOR array of texts (NULL: out of memory) */
+static cbor_item_t *
+provend_rpc_texts(const char *const *texts, size_t n)
 {
     int           ok;
-    char          hex[2 + 40 + 1];
     size_t        i;
     cbor_item_t  *list, *item;
 
-    list = cbor_new_definite_array(session->eth_nlinks);
-    for (i = 0; list != NULL && i < session->eth_nlinks; i++) {
-        hex[0] = '0';
-        hex[1] = 'x';
-        proven_hex_encode(session->eth_links[i], 20, hex + 2);
-        item = cbor_build_string(hex);
+    list = cbor_new_definite_array(n);
+    for (i = 0; list != NULL && i < n; i++) {
+        item = cbor_build_string(texts[i]);
         ok = item != NULL && cbor_array_push(list, item);
         if (item != NULL) {
             cbor_decref(&item);
@@ -282,6 +383,24 @@ provend_rpc_eth_links(const provend_session_t *session)
 }
 
 
+/* ["0x<address>", ...]: what the session linked. */
+static cbor_item_t *
+provend_rpc_eth_links(const provend_session_t *session)
+{
+    char         hex[PROVEND_ETH_LINKS_MAX][2 + 40 + 1];
+    size_t       i;
+    const char  *texts[PROVEND_ETH_LINKS_MAX];
+
+    for (i = 0; i < session->eth_nlinks; i++) {
+        hex[i][0] = '0';
+        hex[i][1] = 'x';
+        proven_hex_encode(session->eth_links[i], 20, hex[i] + 2);
+        texts[i] = hex[i];
+    }
+    return provend_rpc_texts(texts, session->eth_nlinks);
+}
+
+
 static cbor_item_t *
 provend_rpc_whoami(provend_session_t *session)
 {
@@ -290,7 +409,7 @@ provend_rpc_whoami(provend_session_t *session)
     cbor_item_t  *data;
 
     proven_uuid_text(session->id, uuid);
-    data = cbor_new_definite_map(4);
+    data = cbor_new_definite_map(5);
     ok = data != NULL
          && proven_cbor_map_put(data, "session_id", cbor_build_string(uuid))
             == PROVEN_OK
@@ -306,6 +425,10 @@ provend_rpc_whoami(provend_session_t *session)
          && (session->eth_nlinks == 0
              || proven_cbor_map_put(data, "ethereum",
                                     provend_rpc_eth_links(session))
+                == PROVEN_OK)
+         && (session->radix_nlinks == 0
+             || proven_cbor_map_put(data, "radix",
+                                    provend_rpc_radix_links(session))
                 == PROVEN_OK);
     if (!ok && data != NULL) {
         cbor_decref(&data);
@@ -1021,6 +1144,35 @@ provend_rpc_dispatch(provend_sessions_t *s, provend_session_t *session,
         {
             cbor_decref(&payload);
             return;
+        }
+
+    } else if (strcmp(type, "RadixChallenge") == 0) {
+        if (RAND_bytes(session->radix_challenge,
+                       sizeof(session->radix_challenge)) != 1)
+        {
+            result = "failure";
+            out = provend_rpc_text("no randomness");
+        } else {
+            session->has_radix_challenge = 1;
+            out = cbor_new_definite_map(1);
+            if (out != NULL
+                && proven_cbor_map_put(out, "challenge",
+                       cbor_build_bytestring(session->radix_challenge,
+                           sizeof(session->radix_challenge))) != PROVEN_OK)
+            {
+                cbor_decref(&out);
+            }
+        }
+
+    } else if (strcmp(type, "LinkRadix") == 0) {
+        why = data != NULL && cbor_isa_map(data)
+              ? provend_rpc_link_radix(s, session, data)
+              : "data must be a map";
+        if (why != NULL) {
+            result = "failure";
+            out = provend_rpc_text(why);
+        } else {
+            out = provend_rpc_radix_links(session);
         }
 
     } else if (strcmp(type, "LinkEthereum") == 0) {

@@ -584,6 +584,7 @@ provend_sessions_new(const provend_sessions_config_t *cfg, char *err,
                                          : PROVEND_SESSION_LIFE_S) * 1000;
     s->any_origin = cfg->any_origin;
     s->storage = cfg->storage;
+    s->radix_network = cfg->radix_network != 0 ? cfg->radix_network : 1;
     /* before a cluster's log is applied: its rows need the table */
     if (s->storage != NULL && provend_passkeys_init(s, err, errlen)
                               != PROVEN_OK)

@@ -85,6 +85,7 @@ typedef struct {
     int                          any_origin; /* local mode: no list */
     int                          clustered;  /* ids carry this node's tag */
     provend_storage_t           *storage;    /* passkeys; NULL: none */
+    unsigned                     radix_network;  /* 0: 1, mainnet */
 } provend_sessions_config_t;
 
 

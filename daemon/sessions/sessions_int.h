@@ -21,6 +21,7 @@
 #include "core/log.h"
 #include "sessions.h"
 #include "core/util.h"
+#include "rola.h"
 
 
 #define PROVEND_SESSION_BUCKETS  16384      /* a power of two */
@@ -31,6 +32,7 @@
 #define PROVEND_SESSION_QUEUE_MAX 64       /* messages waiting per session */
 #define PROVEND_SESSION_RUNS_MAX  32       /* Executes under way per session */
 #define PROVEND_PASSKEY_CHALLENGE_LEN  32
+#define PROVEND_RADIX_LINKS_MAX   4
 
 
 /* A token bucket: rate a second, up to twice that at once. */
@@ -61,6 +63,11 @@ struct provend_session_s {
     int                  has_passkey_challenge;   /* single-use */
     int                  passkey_busy;     /* a ceremony on the pool */
     uint64_t             identity_epoch;   /* each change of identity */
+    uint8_t              radix_challenge[PROVEND_ROLA_CHALLENGE_LEN];
+    int                  has_radix_challenge;      /* single-use */
+    char                 radix_links[PROVEND_RADIX_LINKS_MAX]
+                                    [PROVEND_RADIX_ADDRESS_MAX + 1];
+    size_t               radix_nlinks;     /* LinkRadix, this identity */
     uint64_t             seq;              /* the last accepted; 0: none */
     uint64_t             created_ms;
     uint64_t             used_ms;
@@ -84,6 +91,7 @@ struct provend_sessions_s {
     provend_sessions_attest_pt   attest;
     provend_storage_t           *storage;      /* passkeys; NULL: none */
     unsigned                     passkey_jobs; /* on the pool now */
+    unsigned                     radix_network;  /* ROLA's accounts */
     size_t                       max;
     size_t                       count;
     uint64_t                     idle_ms;

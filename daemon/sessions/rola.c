@@ -1,0 +1,275 @@
+/*
+ * Radix's ROLA (Radix Off-Ledger Authentication): a wallet signs, with an
+ * account's key, the BLAKE2b-256 of
+ *
+ *   'R' || challenge (32 bytes) || length of the dApp definition address
+ *   (one byte) || that address || the origin
+ *
+ * and the relying party checks the signature and that the key is the
+ * account's.  Here the account must be the key's virtual account (the
+ * address derived from the key, as the Radix engine derives it: an entity
+ * byte, then the last 29 bytes of BLAKE2b-256 of the key, in Bech32m);
+ * an account whose owner keys were changed on ledger needs a Gateway
+ * read, which is not done yet.  BLAKE2b-256 is libsodium's (Debian 12's
+ * OpenSSL has BLAKE2b-512 only).
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <sodium.h>
+
+#include "proven.h"
+#include "rola.h"
+
+
+#define ROLA_ENTITY_ED25519_ACCOUNT    0x51
+#define ROLA_ENTITY_SECP256K1_ACCOUNT  0xd1
+#define ROLA_ORIGIN_MAX                255
+
+
+int
+provend_rola_hash(const uint8_t challenge[PROVEND_ROLA_CHALLENGE_LEN],
+    const char *dapp_definition, const char *origin, uint8_t hash[32],
+    char *err, size_t errlen)
+{
+    size_t   dlen, olen, at;
+    uint8_t  msg[1 + PROVEND_ROLA_CHALLENGE_LEN + 1 + 255
+                 + ROLA_ORIGIN_MAX];
+
+    dlen = strlen(dapp_definition);
+    olen = strlen(origin);
+    /* one length byte, and Radix's own tools write none below 16 */
+    if (dlen < 16 || dlen > 255 || olen > ROLA_ORIGIN_MAX) {
+        proven_errf(err, errlen, "the dApp definition address must be 16 to "
+                    "255 characters, the origin 255 at most");
+        return PROVEN_ERR;
+    }
+    at = 0;
+    msg[at++] = 'R';
+    memcpy(msg + at, challenge, PROVEND_ROLA_CHALLENGE_LEN);
+    at += PROVEND_ROLA_CHALLENGE_LEN;
+    msg[at++] = (uint8_t) dlen;
+    memcpy(msg + at, dapp_definition, dlen);
+    at += dlen;
+    memcpy(msg + at, origin, olen);
+    at += olen;
+    if (sodium_init() < 0
+        || crypto_generichash(hash, 32, msg, at, NULL, 0) != 0)
+    {
+        proven_errf(err, errlen, "BLAKE2b failed");
+        return PROVEN_ERR;
+    }
+    return PROVEN_OK;
+}
+
+
+/* secp256k1: r || s of the 65 bytes (the first, the recovery id, unused)
+ * over hash, with a compressed key of 33 bytes. */
+static int
+rola_secp256k1(const uint8_t pub[33], const uint8_t sig[65],
+    const uint8_t hash[32])
+{
+    int             ok;
+    size_t          der_len;
+    uint8_t        *der;
+    BIGNUM         *r, *s;
+    EVP_PKEY       *key;
+    ECDSA_SIG      *es;
+    OSSL_PARAM      params[3];
+    EVP_PKEY_CTX   *ctx;
+
+    key = NULL;
+    ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME,
+                                                 (char *) "secp256k1", 0);
+    params[1] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY,
+                                                  (void *) pub, 33);
+    params[2] = OSSL_PARAM_construct_end();
+    if (ctx == NULL || EVP_PKEY_fromdata_init(ctx) != 1
+        || EVP_PKEY_fromdata(ctx, &key, EVP_PKEY_PUBLIC_KEY, params) != 1)
+    {
+        EVP_PKEY_CTX_free(ctx);
+        return 0;
+    }
+    EVP_PKEY_CTX_free(ctx);
+
+    ok = 0;
+    der = NULL;
+    es = ECDSA_SIG_new();
+    r = BN_bin2bn(sig + 1, 32, NULL);
+    s = BN_bin2bn(sig + 33, 32, NULL);
+    if (es != NULL && r != NULL && s != NULL && ECDSA_SIG_set0(es, r, s)) {
+        r = s = NULL;                   /* es has them */
+        der_len = (size_t) i2d_ECDSA_SIG(es, &der);
+        ctx = EVP_PKEY_CTX_new(key, NULL);
+        ok = der != NULL && ctx != NULL && EVP_PKEY_verify_init(ctx) == 1
+             && EVP_PKEY_verify(ctx, der, der_len, hash, 32) == 1;
+        EVP_PKEY_CTX_free(ctx);
+    }
+    BN_free(r);
+    BN_free(s);
+    ECDSA_SIG_free(es);
+    OPENSSL_free(der);
+    EVP_PKEY_free(key);
+    return ok;
+}
+
+
+int
+provend_rola_verify(provend_rola_curve_t curve, const uint8_t *pub,
+    size_t pub_len, const uint8_t *sig, size_t sig_len,
+    const uint8_t hash[32], char *err, size_t errlen)
+{
+    int          ok;
+    EVP_PKEY    *key;
+    EVP_MD_CTX  *md;
+
+    if (curve == PROVEND_ROLA_ED25519) {
+        if (pub_len != 32 || sig_len != 64) {
+            proven_errf(err, errlen, "curve25519: a key of 32 bytes and a "
+                        "signature of 64");
+            return PROVEN_ERR;
+        }
+        key = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, pub, 32);
+        md = EVP_MD_CTX_new();
+        ok = key != NULL && md != NULL
+             && EVP_DigestVerifyInit(md, NULL, NULL, NULL, key) == 1
+             && EVP_DigestVerify(md, sig, 64, hash, 32) == 1;
+        EVP_MD_CTX_free(md);
+        EVP_PKEY_free(key);
+    } else {
+        if (pub_len != 33 || sig_len != 65) {
+            proven_errf(err, errlen, "secp256k1: a compressed key of 33 "
+                        "bytes and a signature of 65");
+            return PROVEN_ERR;
+        }
+        ok = rola_secp256k1(pub, sig, hash);
+    }
+    if (!ok) {
+        proven_errf(err, errlen, "the signature is not that key's over "
+                    "ROLA's message (R, this session's challenge, the dApp "
+                    "definition, the origin)");
+        return PROVEN_ERR;
+    }
+    return PROVEN_OK;
+}
+
+
+/* ---- Bech32m (BIP-350) ------------------------------------------------------ */
+
+static uint32_t
+bech32_polymod(const uint8_t *v, size_t n)
+{
+    size_t    i;
+    int       k;
+    uint32_t  chk, top;
+    static const uint32_t  gen[5] = { 0x3b6a57b2, 0x26508e6d, 0x1ea119fa,
+                                      0x3d4233dd, 0x2a1462b3 };
+
+    chk = 1;
+    for (i = 0; i < n; i++) {
+        top = chk >> 25;
+        chk = (chk & 0x1ffffff) << 5 ^ v[i];
+        for (k = 0; k < 5; k++) {
+            if ((top >> k) & 1) {
+                chk ^= gen[k];
+            }
+        }
+    }
+    return chk;
+}
+
+
+static int
+bech32m_encode(const char *hrp, const uint8_t *data, size_t len, char *out,
+    size_t max)
+{
+    size_t    i, h, n, o, acc_bits;
+    uint8_t   v[256];
+    uint32_t  acc, chk;
+    static const char  abc[] = "qpzry9x8gf2tvdw0s3jn54khce6mua7l";
+
+    h = strlen(hrp);
+    if (2 * h + 1 + (len * 8 + 4) / 5 + 6 > sizeof(v)) {
+        return PROVEN_ERR;
+    }
+    /* the hrp expanded, then the data in 5-bit groups (padded) */
+    n = 0;
+    for (i = 0; i < h; i++) {
+        v[n++] = (uint8_t) (hrp[i] >> 5);
+    }
+    v[n++] = 0;
+    for (i = 0; i < h; i++) {
+        v[n++] = (uint8_t) (hrp[i] & 31);
+    }
+    o = n;
+    acc = 0;
+    acc_bits = 0;
+    for (i = 0; i < len; i++) {
+        acc = acc << 8 | data[i];
+        acc_bits += 8;
+        while (acc_bits >= 5) {
+            acc_bits -= 5;
+            v[n++] = (uint8_t) (acc >> acc_bits & 31);
+        }
+    }
+    if (acc_bits > 0) {
+        v[n++] = (uint8_t) (acc << (5 - acc_bits) & 31);
+    }
+    memset(v + n, 0, 6);
+    chk = bech32_polymod(v, n + 6) ^ 0x2bc830a3;
+    for (i = 0; i < 6; i++) {
+        v[n + i] = (uint8_t) (chk >> 5 * (5 - i) & 31);
+    }
+    n += 6;
+    if (h + 1 + (n - o) + 1 > max) {
+        return PROVEN_ERR;
+    }
+    memcpy(out, hrp, h);
+    out[h] = '1';
+    for (i = o; i < n; i++) {
+        out[h + 1 + i - o] = abc[v[i]];
+    }
+    out[h + 1 + n - o] = '\0';
+    return PROVEN_OK;
+}
+
+
+int
+provend_rola_virtual_account(unsigned network, provend_rola_curve_t curve,
+    const uint8_t *pub, size_t pub_len, char *out, size_t max)
+{
+    char     hrp[32];
+    uint8_t  hash[32], data[30];
+
+    switch (network) {
+    case 1:
+        snprintf(hrp, sizeof(hrp), "account_rdx");
+        break;
+    case 240:
+        snprintf(hrp, sizeof(hrp), "account_loc");
+        break;
+    case 242:
+        snprintf(hrp, sizeof(hrp), "account_sim");
+        break;
+    default:
+        if (network == 0 || network > 255) {
+            return PROVEN_ERR;
+        }
+        snprintf(hrp, sizeof(hrp), "account_tdx_%x_", network);
+    }
+    if (sodium_init() < 0 || crypto_generichash(hash, 32, pub, pub_len,
+                                                  NULL, 0) != 0)
+    {
+        return PROVEN_ERR;
+    }
+    data[0] = curve == PROVEND_ROLA_ED25519 ? ROLA_ENTITY_ED25519_ACCOUNT
+                                            : ROLA_ENTITY_SECP256K1_ACCOUNT;
+    memcpy(data + 1, hash + 3, 29);
+    return bech32m_encode(hrp, data, sizeof(data), out, max);
+}
