@@ -330,9 +330,12 @@ provend_rpc_link_radix(provend_sessions_t *s, provend_session_t *session,
         return "curve must be curve25519 or secp256k1";
     }
     if (provend_rola_hash(challenge, dapp, session->origin, hash, err,
-                          sizeof(err)) != PROVEN_OK
-        || provend_rola_verify(curve, pub, pub_len, sig, sig_len, hash, err,
-                               sizeof(err)) != PROVEN_OK)
+                          sizeof(err)) != PROVEN_OK)
+    {
+        return "the dApp definition address must be 16 to 255 characters";
+    }
+    if (provend_rola_verify(curve, pub, pub_len, sig, sig_len, hash, err,
+                            sizeof(err)) != PROVEN_OK)
     {
         return "the signature is not that key's over ROLA's message with "
                "this session's challenge, its origin and that dApp "

@@ -138,6 +138,27 @@ test('what the reference refuses, and replays, the node refuses',
     r = await command(s, 'LinkRadix', claimed);
     assert.match(r.data, /not that key's virtual account/);
 
+    /* the identity point as a key: its "signature" (R the identity too,
+       s zero) holds for any message with OpenSSL, not with libsodium */
+    ch = await challenge(s);
+    const identityPoint = new Uint8Array(32);
+    identityPoint[0] = 1;
+    const forged = {
+        account: await RadixEngineToolkit.Derive
+            .virtualAccountAddressFromPublicKey(
+                new PublicKey.Ed25519(identityPoint), 1),
+        public_key: identityPoint, curve: 'curve25519',
+        signature: Uint8Array.from([...identityPoint, ...new Uint8Array(32)]),
+        dapp_definition: DAPP };
+    r = await command(s, 'LinkRadix', forged);
+    assert.match(r.data, /not that key's over ROLA's message/);
+
+    /* a dApp definition shorter than ROLA's length byte allows */
+    await challenge(s);
+    r = await command(s, 'LinkRadix', prove(w, new Uint8Array(32),
+                                             { dapp: 'account_rdx1q' }));
+    assert.match(r.data, /16 to 255 characters/);
+
     /* not identified; bad input */
     const anon = await p.createSession(base, { rootPem, app: 'hello',
                                                origin });
