@@ -10,6 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include "proven.h"
@@ -173,4 +175,28 @@ provend_remove_tree(const char *path, char *err, size_t errlen)
         return PROVEN_ERR;
     }
     return PROVEN_OK;
+}
+
+
+provend_evp_pkey_t *
+provend_ec_public_key(const char *group, const uint8_t *point, size_t len)
+{
+    EVP_PKEY      *key;
+    EVP_PKEY_CTX  *ctx;
+    OSSL_PARAM     params[3];
+
+    key = NULL;
+    ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME,
+                                                 (char *) group, 0);
+    params[1] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY,
+                                                  (void *) point, len);
+    params[2] = OSSL_PARAM_construct_end();
+    if (ctx == NULL || EVP_PKEY_fromdata_init(ctx) != 1
+        || EVP_PKEY_fromdata(ctx, &key, EVP_PKEY_PUBLIC_KEY, params) != 1)
+    {
+        key = NULL;
+    }
+    EVP_PKEY_CTX_free(ctx);
+    return key;
 }

@@ -32,4 +32,10 @@ int provend_remove_tree(const char *path, char *err, size_t errlen);
 /* Milliseconds since the epoch. */
 uint64_t provend_now_ms(void);
 
+/* An EC public key of group ("P-256", "secp256k1") from its encoded point
+ * (compressed or not): NULL when it is no point of that curve. */
+typedef struct evp_pkey_st  provend_evp_pkey_t;
+provend_evp_pkey_t *provend_ec_public_key(const char *group,
+    const uint8_t *point, size_t len);
+
 #endif /* PROVEND_UTIL_H */

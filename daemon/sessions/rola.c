@@ -25,6 +25,7 @@
 
 #include "proven.h"
 #include "rola.h"
+#include "core/util.h"
 
 
 #define ROLA_ENTITY_ED25519_ACCOUNT    0x51
@@ -80,23 +81,12 @@ rola_secp256k1(const uint8_t pub[33], const uint8_t sig[65],
     BIGNUM         *r, *s;
     EVP_PKEY       *key;
     ECDSA_SIG      *es;
-    OSSL_PARAM      params[3];
     EVP_PKEY_CTX   *ctx;
 
-    key = NULL;
-    ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
-    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME,
-                                                 (char *) "secp256k1", 0);
-    params[1] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY,
-                                                  (void *) pub, 33);
-    params[2] = OSSL_PARAM_construct_end();
-    if (ctx == NULL || EVP_PKEY_fromdata_init(ctx) != 1
-        || EVP_PKEY_fromdata(ctx, &key, EVP_PKEY_PUBLIC_KEY, params) != 1)
-    {
-        EVP_PKEY_CTX_free(ctx);
+    key = provend_ec_public_key("secp256k1", pub, 33);
+    if (key == NULL) {
         return 0;
     }
-    EVP_PKEY_CTX_free(ctx);
 
     ok = 0;
     der = NULL;

@@ -20,6 +20,7 @@
 
 #include "proven.h"
 #include "webauthn.h"
+#include "core/util.h"
 
 
 #define WA_FLAG_UP   0x01           /* user present */
@@ -217,28 +218,11 @@ wa_cose_key(const cbor_item_t *key, provend_webauthn_cred_t *cred)
 static EVP_PKEY *
 wa_public_key(const provend_webauthn_cred_t *cred)
 {
-    EVP_PKEY        *key;
-    EVP_PKEY_CTX    *ctx;
-    OSSL_PARAM       params[3];
-
     if (cred->alg == PROVEND_WEBAUTHN_EDDSA) {
         return EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, cred->key,
                                            32);
     }
-    key = NULL;
-    ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
-    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME,
-                                                 (char *) "P-256", 0);
-    params[1] = OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY,
-                                                  (void *) cred->key, 65);
-    params[2] = OSSL_PARAM_construct_end();
-    if (ctx == NULL || EVP_PKEY_fromdata_init(ctx) != 1
-        || EVP_PKEY_fromdata(ctx, &key, EVP_PKEY_PUBLIC_KEY, params) != 1)
-    {
-        key = NULL;                 /* not a point of the curve */
-    }
-    EVP_PKEY_CTX_free(ctx);
-    return key;
+    return provend_ec_public_key("P-256", cred->key, 65);
 }
 
 
