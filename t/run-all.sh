@@ -27,6 +27,7 @@ done
 
 for s in tests/cli.sh tests/e2e.sh tests/storage.sh tests/apps.sh tests/rpc.sh \
          tests/keyd.sh tests/cluster.sh tests/peers.sh tests/acme.sh tests/chains.sh tests/events.sh tests/nft.sh tests/governance.sh \
+         tests/radix.sh \
          tests/relay.sh \
          tests/egress.sh \
          tests/agent.sh \

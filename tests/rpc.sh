@@ -14,20 +14,31 @@ export PROVEN_DATA=$data PROVEN_BUILD=$build
 # below Linux's ephemeral ports (32768 up): another connection may hold one
 port=$((20000 + ($$ + 7) % 12000))
 export PROVEN_HTTP_PORT=$port PROVEN_HTTPS_PORT=$((port + 1))
+# a Radix Gateway stand-in (tests/radix/gateway.mjs): LinkRadix reads
+# accounts' owner keys there
+gateway_port=$((port + 2))
+export PROVEN_RADIX_GATEWAY=http://127.0.0.1:$gateway_port
 # sessions idle out after 3 s: the expiry test waits for it
 # one session's messages past 50 a second (bursts of 100) are refused
-export PROVEN_PROVEND_ARGS="--session-idle 3 --app-workers 2 --message-rate 50"
-node_pid=
+export PROVEN_PROVEND_ARGS="--session-idle 3 --app-workers 2 --message-rate 50 --radix-gateway $PROVEN_RADIX_GATEWAY"
+node_pid= gateway_pid=
 
 cleanup() {
     if [ -n "$node_pid" ]; then
         kill -TERM "$node_pid" 2>/dev/null
         wait "$node_pid" 2>/dev/null
     fi
+    if [ -n "$gateway_pid" ]; then
+        kill -TERM "$gateway_pid" 2>/dev/null
+        wait "$gateway_pid" 2>/dev/null
+    fi
     [ -n "${KEEP_WORK:-}" ] && echo "# kept $work" || rm -rf "$work"
 }
 trap cleanup EXIT
 
+node "$top/tests/radix/gateway.mjs" "$gateway_port" "$work/gateway.json" \
+    >>"$work/gateway.log" 2>&1 &
+gateway_pid=$!
 setsid "$top/nginx-conf/run-local.sh" >>"$work/node.log" 2>&1 &
 node_pid=$!
 for _ in $(seq 1 250); do
@@ -41,6 +52,10 @@ done
        >"$work/deploy.log" 2>&1 || {
     echo "# the node or the deploy failed:"; tail -20 "$work/node.log" \
         "$work/deploy.log"; exit 1; }
+"$build/bin/proven" app deploy "$top/tests/radix/app" --app rnotes \
+    >>"$work/deploy.log" 2>&1 || {
+    echo "# the deploy of tests/radix/app failed:"; tail -5 "$work/deploy.log"
+    exit 1; }
 for _ in $(seq 1 250); do
     "$build/bin/proven" app list 2>/dev/null \
         | grep -q '"app":"hello".*"sockets":\["' && break

@@ -368,7 +368,7 @@ parse(cbor_item_t *m, provend_scope_t *s)
 static void
 test_scope_rules(void **state)
 {
-    char             long_app[70], long_id[140], long_token[90];
+    char             long_app[70], long_id[140], long_token[140];
     cbor_item_t     *m;
     provend_scope_t  s;
 
@@ -378,8 +378,8 @@ test_scope_rules(void **state)
     long_app[65] = '\0';
     memset(long_id, 'i', 129);
     long_id[129] = '\0';
-    memset(long_token, '1', 79);
-    long_token[79] = '\0';
+    memset(long_token, '1', 131);
+    long_token[131] = '\0';
 
     /* app */
     assert_int_equal(parse(scope_map("demo", NULL, NULL, NULL, NULL, NULL),
@@ -438,6 +438,32 @@ test_scope_rules(void **state)
                                      "000"), &s), PROVEN_OK);
     assert_string_equal(s.contract, "Mint.X:y_Z");
     assert_string_equal(s.token, "0");
+    /* a Radix non-fungible: its id in its one text form */
+    {
+        static const char *const  good[] = { "#0#", "#12#",
+            "#18446744073709551615#", "<Gold_1>", "[00ff]",
+            "{0123456789abcdef-0123456789abcdef-0123456789abcdef-"
+            "0123456789abcdef}", NULL };
+        static const char *const  bad[] = { "#012#", "#18446744073709551616#",
+            "#1", "7", "<>", "<a b>", "[0F]", "[0]", "[]",
+            "{0123456789abcdef-0123456789abcdef-0123456789abcdef}", "", NULL };
+        const char *const        *id;
+
+        for (id = good; *id != NULL; id++) {
+            assert_int_equal(parse(scope_map("a", "nft", NULL, "radix-1",
+                                             "resource_rdx1x", *id), &s),
+                             PROVEN_OK);
+            assert_string_equal(s.token, *id);
+        }
+        for (id = bad; *id != NULL; id++) {
+            assert_int_equal(parse(scope_map("a", "nft", NULL, "radix-1",
+                                             "resource_rdx1x", *id), &s),
+                             PROVEN_ERR);
+        }
+        /* an Ethereum scope's token stays decimal */
+        assert_int_equal(parse(scope_map("a", "nft", NULL, "eth-1", "0xab",
+                                         "#1#"), &s), PROVEN_ERR);
+    }
     assert_int_equal(parse(scope_map("a", "nft", NULL, "ETH", "c", "1"),
                            &s), PROVEN_ERR);
     assert_int_equal(parse(scope_map("a", "nft", NULL, "eth", "c d", "1"),

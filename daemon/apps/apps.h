@@ -180,6 +180,25 @@ int provend_eth_filters_of(const cbor_item_t *handlers,
 int provend_apps_eth_filters(provend_apps_t *apps,
     provend_eth_filter_t **out, size_t *n);
 
+/*
+ * runOnRadixEvent handlers: an event of that name emitted by that global
+ * entity (its address), as chains/radix_events.c follows them.
+ */
+#define PROVEND_RADIX_FILTERS_MAX  64   /* an app's */
+#define PROVEND_RADIX_EVENT_MAX    128  /* an event's name */
+
+typedef struct {
+    char      app[PROVEND_NAME_MAX + 1];
+    char      handler[PROVEND_SCHEDULE_NAME_MAX + 1];    /* module#name */
+    char      emitter[91];              /* a Bech32m address */
+    char      event[PROVEND_RADIX_EVENT_MAX + 1];
+} provend_radix_filter_t;
+
+int provend_radix_filters_of(const cbor_item_t *handlers,
+    provend_radix_filter_t **out, size_t *n, char *err, size_t errlen);
+int provend_apps_radix_filters(provend_apps_t *apps,
+    provend_radix_filter_t **out, size_t *n);
+
 /* Stops the workers and closes every handle; the loop then ends. */
 void provend_apps_stop(provend_apps_t *apps);
 

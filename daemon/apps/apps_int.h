@@ -142,7 +142,9 @@ struct provend_app_s {
     size_t              nschedules;
     provend_eth_filter_t *eth_filters;  /* runOnEthereumEvent handlers */
     size_t              neth_filters;
-    unsigned            eth_filters_gen;  /* package_gen + 1 they are of */
+    provend_radix_filter_t *radix_filters;  /* runOnRadixEvent handlers */
+    size_t              nradix_filters;
+    unsigned            filters_gen;    /* package_gen + 1 they are of */
     provend_worker_t   *serving[PROVEND_POOL_MAX];
     size_t              nserving;
     provend_worker_t   *starting;   /* not ready yet */

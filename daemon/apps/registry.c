@@ -181,6 +181,7 @@ provend_apps_on_app_closed(uv_handle_t *handle)
     }
     free(app->schedules);
     free(app->eth_filters);
+    free(app->radix_filters);
     for (i = 0; i < app->norigins; i++) {
         free(app->origins[i]);
     }

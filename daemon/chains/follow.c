@@ -34,9 +34,9 @@
  * log's transactionHash are its word, unproved.
  *
  * The thread reads the ring without a lock (only it writes the ring) and
- * takes the mutex to write it, never over a network call.  What it needs
- * of the apps (their filters, a handler run) is asked of the loop through
- * an async handle and waited for, the wait cut short when provend stops.
+ * takes the bridge's mutex to write it, never over a network call.  What
+ * it needs of the apps (their filters, a handler run) it asks of the loop
+ * through the bridge (bridge.c), as Radix's events do.
  */
 
 #include <stdio.h>
@@ -50,6 +50,7 @@
 
 #include "proven.h"
 #include "chains_int.h"
+#include "bridge.h"
 #include "apps/apps.h"
 #include "cluster/cluster.h"
 #include "core/log.h"
@@ -96,33 +97,17 @@ typedef struct {
     char       error[320];              /* why it is held, or "" */
 } follow_cursor_t;
 
-typedef enum { CALL_FILTERS, CALL_RUN } follow_call_kind_t;
-
+/* The apps' filters, asked of the loop. */
 typedef struct {
-    provend_follow_t      *owner;
-    follow_call_kind_t     kind;
-    const provend_eth_filter_t  *filter;    /* CALL_RUN */
-    cbor_item_t           *args;            /* CALL_RUN, owned */
-    provend_eth_filter_t  *filters;         /* CALL_FILTERS' answer */
+    provend_bridge_call_t  call;
+    provend_eth_filter_t  *filters;
     size_t                 nfilters;
-    int                    done, abandoned, ok;
-    char                   error[160];
-} follow_call_t;
+} follow_filters_t;
 
 struct provend_follow_s {
+    provend_bridge_t       bridge;      /* its mutex: what follows */
     provend_chains_t      *c;
-    provend_apps_t        *apps;
-    provend_storage_t     *storage;
-    int                    clustered;
     unsigned               poll_ms;
-    uint64_t               lease_window;    /* last asked for, or 0 */
-    int                    lease_held;      /* this node delivers now */
-    uv_thread_t            thread;
-    uv_async_t             async;
-    uv_mutex_t             mutex;       /* what follows, and the calls */
-    uv_cond_t              cond;
-    int                    stopping;
-    follow_call_t         *pending;     /* for the loop to take */
 
     /* the thread's own (status reads them under mutex) */
     follow_block_t         ring[FOLLOW_RING];
@@ -149,128 +134,40 @@ struct provend_follow_s {
 };
 
 
-static int follow_lease_now(provend_follow_t *f);
-
-
 static int
 follow_stopping(provend_follow_t *f)
 {
-    return __atomic_load_n(&f->stopping, __ATOMIC_ACQUIRE);
+    return provend_bridge_stopping(&f->bridge);
+}
+
+
+static int
+follow_lease_now(provend_follow_t *f)
+{
+    return provend_bridge_lease_now(&f->bridge);
 }
 
 
 /* ---- the loop's side ------------------------------------------------------ */
 
 static void
-follow_run_done(void *data, const char *failure, proven_response_t *res)
+follow_filters_on_loop(provend_bridge_call_t *call)
 {
-    follow_call_t     *call = data;
-    provend_follow_t  *f = call->owner;
+    follow_filters_t  *q = (follow_filters_t *) call;
 
-    uv_mutex_lock(&f->mutex);
-    if (call->abandoned) {
-        /* the thread has gone on (provend stopping): the call is ours */
-        uv_mutex_unlock(&f->mutex);
-        free(call);
-        return;
-    }
-    if (failure != NULL) {
-        snprintf(call->error, sizeof(call->error), "%s", failure);
-    } else if (res != NULL && !res->ok) {
-        snprintf(call->error, sizeof(call->error), "%.40s: %.110s", res->code,
-                 res->message);
-    } else {
-        call->ok = 1;
-    }
-    call->done = 1;
-    uv_cond_broadcast(&f->cond);
-    uv_mutex_unlock(&f->mutex);
+    provend_bridge_answer(call, provend_apps_eth_filters(call->bridge->apps,
+                                    &q->filters, &q->nfilters) == PROVEN_OK
+                                ? NULL : "out of memory");
 }
 
 
 static void
-follow_on_async(uv_async_t *async)
+follow_filters_drop(provend_bridge_call_t *call)
 {
-    int                rc;
-    cbor_item_t       *args;
-    follow_call_t     *call;
-    provend_follow_t  *f = async->data;
+    follow_filters_t  *q = (follow_filters_t *) call;
 
-    uv_mutex_lock(&f->mutex);
-    call = f->pending;
-    f->pending = NULL;
-    uv_mutex_unlock(&f->mutex);
-    if (call == NULL) {
-        return;
-    }
-
-    if (call->kind == CALL_FILTERS) {
-        rc = provend_apps_eth_filters(f->apps, &call->filters,
-                                      &call->nfilters);
-        uv_mutex_lock(&f->mutex);
-        if (call->abandoned) {          /* the thread has gone on: ours */
-            uv_mutex_unlock(&f->mutex);
-            free(call->filters);
-            free(call);
-            return;
-        }
-        call->ok = rc == PROVEN_OK;
-        call->done = 1;
-        uv_cond_broadcast(&f->cond);
-        uv_mutex_unlock(&f->mutex);
-        return;
-    }
-
-    /* the event is the loop's from here (libcbor's counts are not
-     * atomic: only this thread touches them now); the run holds its own */
-    args = call->args;
-    call->args = NULL;
-    rc = provend_apps_run_on(f->apps, call->filter->app, NULL,
-                             call->filter->handler, args, NULL, NULL,
-                             "ethereum", follow_run_done, call);
-    cbor_decref(&args);
-    if (rc != PROVEN_OK) {
-        follow_run_done(call, rc == PROVEND_RUN_STOPPING
-                              ? "provend is stopping"
-                              : rc == PROVEND_RUN_NO_APP
-                              ? "the app is not deployed" : "out of memory",
-                        NULL);
-    }
-}
-
-
-/*
- * The thread: call done by the loop (1); provend stopping with call taken
- * by the loop but not done (0: abandoned, the loop frees it when done);
- * provend stopping before the loop took it (-1: the caller's to free).
- */
-static int
-follow_ask_loop(provend_follow_t *f, follow_call_t *call)
-{
-    call->owner = f;
-    uv_mutex_lock(&f->mutex);
-    if (f->stopping) {
-        uv_mutex_unlock(&f->mutex);
-        return -1;
-    }
-    f->pending = call;
-    uv_async_send(&f->async);
-    while (!call->done && !f->stopping) {
-        uv_cond_wait(&f->cond, &f->mutex);
-    }
-    if (!call->done) {
-        /* not taken yet: still the caller's, and never to be taken */
-        if (f->pending == call) {
-            f->pending = NULL;
-            uv_mutex_unlock(&f->mutex);
-            return -1;
-        }
-        call->abandoned = 1;
-        uv_mutex_unlock(&f->mutex);
-        return 0;
-    }
-    uv_mutex_unlock(&f->mutex);
-    return 1;
+    free(q->filters);
+    free(q);
 }
 
 
@@ -424,13 +321,13 @@ follow_reorg(provend_follow_t *f, const follow_block_t *top, char *err,
 
     provend_warn("chains: a reorganisation: blocks from %llu replaced "
                  "(%zu new)", (unsigned long long) branch[n - 1].number, n);
-    uv_mutex_lock(&f->mutex);
+    uv_mutex_lock(&f->bridge.mutex);
     f->reorgs++;
     f->tip = branch[n - 1].number - 1;
     for (i = n; i > 0; i--) {
         follow_push(f, &branch[i - 1]);
     }
-    uv_mutex_unlock(&f->mutex);
+    uv_mutex_unlock(&f->bridge.mutex);
     free(branch);
     return PROVEN_OK;
 }
@@ -466,12 +363,12 @@ follow_chain(provend_follow_t *f, char *err, size_t errlen)
                         (unsigned long long) f->c->chain_id);
             return PROVEN_ERR;
         }
-        uv_mutex_lock(&f->mutex);
+        uv_mutex_lock(&f->bridge.mutex);
         f->chain_id = chain_id;
         f->first = b.number;
         f->have_ring = 1;
         follow_push(f, &b);
-        uv_mutex_unlock(&f->mutex);
+        uv_mutex_unlock(&f->bridge.mutex);
     }
 
     if (follow_number(f, "eth_blockNumber", &head, err, errlen)
@@ -511,10 +408,10 @@ follow_chain(provend_follow_t *f, char *err, size_t errlen)
         provend_warn("chains: a reorganisation: the endpoint's chain ends "
                      "at %llu now, not %llu", (unsigned long long) at,
                      (unsigned long long) f->tip);
-        uv_mutex_lock(&f->mutex);
+        uv_mutex_lock(&f->bridge.mutex);
         f->reorgs++;
         f->tip = at;
-        uv_mutex_unlock(&f->mutex);
+        uv_mutex_unlock(&f->bridge.mutex);
     }
 
     /* forward, each block the child of the one before */
@@ -539,13 +436,13 @@ follow_chain(provend_follow_t *f, char *err, size_t errlen)
             }
             continue;
         }
-        uv_mutex_lock(&f->mutex);
+        uv_mutex_lock(&f->bridge.mutex);
         follow_push(f, &b);
-        uv_mutex_unlock(&f->mutex);
+        uv_mutex_unlock(&f->bridge.mutex);
     }
-    uv_mutex_lock(&f->mutex);
+    uv_mutex_lock(&f->bridge.mutex);
     f->caught_up = f->tip >= head;
-    uv_mutex_unlock(&f->mutex);
+    uv_mutex_unlock(&f->bridge.mutex);
     return PROVEN_OK;
 }
 
@@ -588,7 +485,7 @@ static int
 follow_sql(provend_follow_t *f, provend_storage_req_t *req, char *err,
     size_t errlen)
 {
-    if (provend_storage_call(f->storage, req) != PROVEND_ST_OK) {
+    if (provend_storage_call(f->bridge.storage, req) != PROVEND_ST_OK) {
         proven_errf(err, errlen, "cursor storage: %.200s", req->error);
         return PROVEN_ERR;
     }
@@ -676,9 +573,9 @@ follow_cursor_load(provend_follow_t *f, const char *key, follow_cursor_t *cur,
         return -1;
     }
     req->local = 1;
-    if (f->clustered) {
+    if (f->bridge.clustered) {
         /* every write answered on any node, the last holder's included */
-        req->after = provend_storage_cluster_last(f->storage);
+        req->after = provend_storage_cluster_last(f->bridge.storage);
     }
     if (follow_sql(f, req, err, errlen) != PROVEN_OK) {
         provend_storage_req_free(req);
@@ -696,11 +593,11 @@ follow_cursor_load(provend_follow_t *f, const char *key, follow_cursor_t *cur,
             && proven_cbor_uint(cbor_array_handle(row)[2], &next_log)
                == PROVEN_OK && next_log <= FOLLOW_DONE;
     if (found) {
-        uv_mutex_lock(&f->mutex);
+        uv_mutex_lock(&f->bridge.mutex);
         cur->number = number;
         memcpy(cur->hash, hash, 32);
         cur->next_log = (uint32_t) next_log;
-        uv_mutex_unlock(&f->mutex);
+        uv_mutex_unlock(&f->bridge.mutex);
     }
     free(hash);
     provend_storage_req_free(req);
@@ -758,14 +655,14 @@ follow_cursor(provend_follow_t *f, const provend_eth_filter_t *flt,
     }
     fresh.seen = f->poll;
 
-    uv_mutex_lock(&f->mutex);           /* status reads them */
+    uv_mutex_lock(&f->bridge.mutex);           /* status reads them */
     grown = realloc(f->cursors, (f->ncursors + 1) * sizeof(*grown));
     if (grown != NULL) {
         f->cursors = grown;
         f->cursors[f->ncursors] = fresh;
         f->ncursors++;
     }
-    uv_mutex_unlock(&f->mutex);
+    uv_mutex_unlock(&f->bridge.mutex);
     if (grown == NULL) {
         proven_errf(err, errlen, "out of memory");
         return NULL;
@@ -782,14 +679,14 @@ follow_cursors_sweep(provend_follow_t *f)
 {
     size_t  i, kept;
 
-    uv_mutex_lock(&f->mutex);
+    uv_mutex_lock(&f->bridge.mutex);
     for (i = 0, kept = 0; i < f->ncursors; i++) {
         if (f->cursors[i].seen == f->poll) {
             f->cursors[kept++] = f->cursors[i];
         }
     }
     f->ncursors = kept;
-    uv_mutex_unlock(&f->mutex);
+    uv_mutex_unlock(&f->bridge.mutex);
 }
 
 
@@ -798,7 +695,7 @@ follow_cursor_set(provend_follow_t *f, follow_cursor_t *cur, uint64_t number,
     const uint8_t hash[32], uint32_t next_log, const char *error,
     unsigned delivered)
 {
-    uv_mutex_lock(&f->mutex);
+    uv_mutex_lock(&f->bridge.mutex);
     cur->delivered += delivered;
     cur->number = number;
     memcpy(cur->hash, hash, 32);
@@ -808,7 +705,7 @@ follow_cursor_set(provend_follow_t *f, follow_cursor_t *cur, uint64_t number,
         cur->failures = 0;
         cur->retry_at = 0;
     }
-    uv_mutex_unlock(&f->mutex);
+    uv_mutex_unlock(&f->bridge.mutex);
 }
 
 
@@ -817,17 +714,11 @@ static void
 follow_held(provend_follow_t *f, const provend_eth_filter_t *flt,
     follow_cursor_t *cur, const char *why)
 {
-    uint64_t  wait_ms;
-
     if (strcmp(cur->error, why) != 0) {
         provend_warn("chains: %s of %s: %s", flt->handler, flt->app, why);
     }
     follow_cursor_set(f, cur, cur->number, cur->hash, cur->next_log, why, 0);
-    /* 1 s, 2 s, 4 s ... a minute at most: a filter that keeps failing
-     * does not take every poll's time */
-    wait_ms = cur->failures < 6 ? 1000ULL << cur->failures : 60000;
-    cur->failures++;
-    cur->retry_at = uv_hrtime() + wait_ms * 1000000ULL;
+    cur->retry_at = provend_bridge_retry_at(&cur->failures);
 }
 
 
@@ -1073,38 +964,15 @@ follow_deliver(provend_follow_t *f, const provend_eth_filter_t *flt,
     const follow_block_t *b, const provend_eth_log_t *l, char *err,
     size_t errlen)
 {
-    int             rc;
-    follow_call_t  *call;
+    cbor_item_t  *args;
 
-    call = calloc(1, sizeof(*call));
-    if (call == NULL) {
+    args = follow_event(b, l);
+    if (args == NULL) {
         proven_errf(err, errlen, "out of memory");
         return PROVEN_ERR;
     }
-    call->kind = CALL_RUN;
-    call->filter = flt;
-    call->args = follow_event(b, l);
-    if (call->args == NULL) {
-        free(call);
-        proven_errf(err, errlen, "out of memory");
-        return PROVEN_ERR;
-    }
-    rc = follow_ask_loop(f, call);
-    if (rc == 0) {
-        proven_errf(err, errlen, "provend is stopping");
-        return PROVEN_ERR;          /* the loop frees it when answered */
-    }
-    if (call->args != NULL) {
-        cbor_decref(&call->args);   /* never taken by the loop */
-    }
-    if (rc < 0 || !call->ok) {
-        proven_errf(err, errlen, "the handler: %s",
-                    rc < 0 ? "provend is stopping" : call->error);
-        free(call);
-        return PROVEN_ERR;
-    }
-    free(call);
-    return PROVEN_OK;
+    return provend_bridge_run(&f->bridge, flt->app, flt->handler, "ethereum",
+                              args, err, errlen);
 }
 
 
@@ -1341,73 +1209,43 @@ follow_filter(provend_follow_t *f, const provend_eth_filter_t *flt,
 
 /* ---- the thread ------------------------------------------------------------------ */
 
-/* Whether this node holds the lease of the window it is in now (no claim
- * made here: a window begun mid-poll is claimed at the next poll). */
-static int
-follow_lease_now(provend_follow_t *f)
-{
-    return !f->clustered
-           || (f->lease_held
-               && (uint64_t) time(NULL) / FOLLOW_LEASE_S == f->lease_window);
-}
-
-
-/*
- * In a cluster, one node at a time delivers: the first to claim each
- * window of FOLLOW_LEASE_S seconds (JetStream keeps one claim per id).
- * A node taking over reads the cursors anew, as the last holder left
- * them in the replicated storage: at a hand-over, an event whose answer
- * the last holder had not yet written may come twice (at least once).
- */
+/* The lease (bridge.c): a node taking over reads the cursors anew. */
 static int
 follow_lease(provend_follow_t *f)
 {
-    char      what[64];
-    int       held;
-    uint64_t  window;
+    int  held, taken;
 
-    if (!f->clustered) {
-        return 1;
-    }
-    window = (uint64_t) time(NULL) / FOLLOW_LEASE_S;
-    if (window == f->lease_window) {
-        return f->lease_held;
-    }
-    snprintf(what, sizeof(what), "chains-events-%llu",
-             (unsigned long long) window);
-    held = provend_storage_cluster_claim(f->storage, what);
-    uv_mutex_lock(&f->mutex);
-    if (held && !(f->lease_held && window == f->lease_window + 1)) {
+    held = provend_bridge_lease(&f->bridge, &taken);
+    if (taken) {
+        uv_mutex_lock(&f->bridge.mutex);
         f->ncursors = 0;                /* another node's, maybe, since */
+        uv_mutex_unlock(&f->bridge.mutex);
     }
-    f->lease_window = window;
-    f->lease_held = held;
-    uv_mutex_unlock(&f->mutex);
     return held;
 }
 
 static void
 follow_poll(provend_follow_t *f)
 {
-    int              held;
-    uint64_t         budget_ms;
-    char             err[PROVEN_ERR_LEN];
-    size_t           i;
-    follow_call_t   *call;
+    int                held;
+    uint64_t           budget_ms;
+    char               err[PROVEN_ERR_LEN];
+    size_t             i;
+    follow_filters_t  *call;
 
     f->poll++;
     if (follow_chain(f, err, sizeof(err)) != PROVEN_OK) {
         if (strcmp(err, f->error) != 0) {
             provend_warn("chains: following the chain: %s", err);
         }
-        uv_mutex_lock(&f->mutex);
+        uv_mutex_lock(&f->bridge.mutex);
         snprintf(f->error, sizeof(f->error), "%s", err);
-        uv_mutex_unlock(&f->mutex);
+        uv_mutex_unlock(&f->bridge.mutex);
         return;
     }
-    uv_mutex_lock(&f->mutex);
+    uv_mutex_lock(&f->bridge.mutex);
     f->error[0] = '\0';
-    uv_mutex_unlock(&f->mutex);
+    uv_mutex_unlock(&f->bridge.mutex);
     if (!f->caught_up) {
         return;                 /* filters start from where the head is */
     }
@@ -1417,12 +1255,14 @@ follow_poll(provend_follow_t *f)
     if (call == NULL) {
         return;
     }
-    call->kind = CALL_FILTERS;
-    switch (follow_ask_loop(f, call)) {
+    call->call.run = follow_filters_on_loop;
+    call->call.drop = follow_filters_drop;
+    switch (provend_bridge_ask(&f->bridge, &call->call)) {
     case 0:
         return;                         /* stopping: the loop's now */
     case 1:
-        for (i = 0; call->ok && i < call->nfilters && !follow_stopping(f);
+        for (i = 0;
+             call->call.ok && i < call->nfilters && !follow_stopping(f);
              i++)
         {
             if (call->filters[i].chain != 0
@@ -1446,7 +1286,7 @@ follow_poll(provend_follow_t *f)
                              err);
             }
         }
-        if (call->ok && i == call->nfilters) {
+        if (call->call.ok && i == call->nfilters) {
             follow_cursors_sweep(f);
         }
         free(call->filters);
@@ -1458,41 +1298,28 @@ follow_poll(provend_follow_t *f)
 
 
 static void
-follow_main(void *arg)
+follow_main(provend_bridge_t *b)
 {
     char               err[PROVEN_ERR_LEN];
-    uint64_t           wake;
-    provend_follow_t  *f = arg;
+    provend_follow_t  *f = b->data;
 
     if (follow_create_table(f, err, sizeof(err)) != PROVEN_OK) {
         provend_warn("chains: events not followed: %s", err);
         return;
     }
-    uv_mutex_lock(&f->mutex);
-    while (!f->stopping) {
-        uv_mutex_unlock(&f->mutex);
+    while (!follow_stopping(f)) {
         follow_poll(f);
-        uv_mutex_lock(&f->mutex);
-        wake = uv_hrtime() + (uint64_t) f->poll_ms * 1000000ULL;
-        while (!f->stopping && uv_hrtime() < wake) {
-            (void) uv_cond_timedwait(&f->cond, &f->mutex,
-                                     wake - uv_hrtime());
-        }
+        provend_bridge_sleep(b, f->poll_ms);
     }
-    uv_mutex_unlock(&f->mutex);
 }
 
 
 /* ---- the module's ------------------------------------------------------------------- */
 
 static void
-follow_on_closed(uv_handle_t *handle)
+follow_closed(provend_bridge_t *b)
 {
-    provend_follow_t  *f = handle->data;
-
-    uv_cond_destroy(&f->cond);
-    uv_mutex_destroy(&f->mutex);
-    free(f);
+    free(b->data);
 }
 
 
@@ -1508,33 +1335,20 @@ provend_follow_start(provend_chains_t *c, const provend_chains_config_t *cfg,
         return PROVEN_ERR;
     }
     f->c = c;
-    f->apps = cfg->apps;
-    f->storage = cfg->storage;
-    f->clustered = cfg->clustered;
     f->poll_ms = cfg->poll_ms != 0 ? cfg->poll_ms : 2000;
-    if (uv_mutex_init(&f->mutex) != 0) {
-        free(f);
-        proven_errf(err, errlen, "cannot make a mutex");
-        return PROVEN_ERR;
-    }
-    if (uv_cond_init(&f->cond) != 0) {
-        uv_mutex_destroy(&f->mutex);
-        free(f);
-        proven_errf(err, errlen, "cannot make a condition");
-        return PROVEN_ERR;
-    }
-    if (uv_async_init(c->loop, &f->async, follow_on_async) != 0) {
-        uv_cond_destroy(&f->cond);
-        uv_mutex_destroy(&f->mutex);
-        free(f);
-        proven_errf(err, errlen, "cannot make an async handle");
-        return PROVEN_ERR;
-    }
-    f->async.data = f;
-    if (uv_thread_create(&f->thread, follow_main, f) != 0) {
-        /* the handle is the loop's until closed: f freed then */
-        uv_close((uv_handle_t *) &f->async, follow_on_closed);
-        proven_errf(err, errlen, "cannot start the events thread");
+    f->bridge.loop = c->loop;
+    f->bridge.apps = cfg->apps;
+    f->bridge.storage = cfg->storage;
+    f->bridge.clustered = cfg->clustered;
+    f->bridge.lease_name = "chains-events";
+    f->bridge.lease_s = FOLLOW_LEASE_S;
+    f->bridge.main = follow_main;
+    f->bridge.data = f;
+    f->bridge.closed = follow_closed;
+    if (provend_bridge_start(&f->bridge, err, errlen) != PROVEN_OK) {
+        if (!f->bridge.closing) {
+            free(f);                    /* else freed once closed */
+        }
         return PROVEN_ERR;
     }
     c->follow = f;
@@ -1550,11 +1364,7 @@ provend_follow_stop(provend_chains_t *c)
     if (f == NULL) {
         return;
     }
-    uv_mutex_lock(&f->mutex);
-    __atomic_store_n(&f->stopping, 1, __ATOMIC_RELEASE);
-    uv_cond_broadcast(&f->cond);
-    uv_mutex_unlock(&f->mutex);
-    uv_close((uv_handle_t *) &f->async, NULL);
+    provend_bridge_stop(&f->bridge);
 }
 
 
@@ -1567,14 +1377,12 @@ provend_follow_free(provend_chains_t *c)
     if (f == NULL) {
         return;
     }
-    uv_thread_join(&f->thread);
+    provend_bridge_join(&f->bridge);
     for (i = 0; i < FOLLOW_PROVED; i++) {
         if (f->proved[i].used) {
             provend_eth_logs_free(f->proved[i].logs, f->proved[i].n);
         }
     }
-    uv_cond_destroy(&f->cond);
-    uv_mutex_destroy(&f->mutex);
     free(f->cursors);
     free(f);
     c->follow = NULL;
@@ -1584,12 +1392,13 @@ provend_follow_free(provend_chains_t *c)
 /* ---- eth.events: how the following goes ------------------------------- */
 
 static cbor_item_t *
-follow_status(provend_follow_t *f)
+follow_status(void *data)
 {
-    int           ok;
-    char          hex[67];
-    size_t        i;
-    cbor_item_t  *map, *list, *one;
+    int                ok;
+    char               hex[67];
+    size_t             i;
+    cbor_item_t       *map, *list, *one;
+    provend_follow_t  *f = data;
 
     map = cbor_new_definite_map(8);
     list = cbor_new_definite_array(f->ncursors);
@@ -1605,8 +1414,8 @@ follow_status(provend_follow_t *f)
          && proven_cbor_map_put(map, "reorgs",
                                 cbor_build_uint64(f->reorgs)) == PROVEN_OK
          && proven_cbor_map_put(map, "delivering",
-                                cbor_build_bool(!f->clustered
-                                                || f->lease_held))
+                                cbor_build_bool(!f->bridge.clustered
+                                                || f->bridge.lease_held))
             == PROVEN_OK
          && proven_cbor_map_put(map, "error",
                                 cbor_build_string(f->error)) == PROVEN_OK;
@@ -1660,25 +1469,13 @@ void
 follow_op_events(void *subsystem, const provend_op_t *op,
     const proven_request_t *req, provend_ops_reply_pt reply, void *ctx)
 {
-    cbor_item_t       *map;
     provend_chains_t  *c = subsystem;
-    provend_follow_t  *f = c->follow;
 
     (void) op;
-    if (f == NULL) {
-        provend_ops_reply_error(reply, ctx, req->id, "chains_unavailable",
-                                "this node follows no events (no apps)");
-        return;
-    }
-    uv_mutex_lock(&f->mutex);
-    map = follow_status(f);
-    uv_mutex_unlock(&f->mutex);
-    if (map == NULL) {
-        provend_ops_reply_error(reply, ctx, req->id, "internal",
-                                "out of memory");
-        return;
-    }
-    provend_ops_reply_ok(reply, ctx, req->id, map);
+    provend_bridge_op_status(c->follow != NULL ? &c->follow->bridge : NULL,
+                             follow_status, req->id, reply, ctx,
+                             "chains_unavailable",
+                             "this node follows no events (no apps)");
 }
 
 
@@ -1696,7 +1493,7 @@ provend_follow_header(provend_chains_t *c, unsigned confirmations,
         return PROVEN_ERR;
     }
     rc = PROVEN_ERR;
-    uv_mutex_lock(&f->mutex);
+    uv_mutex_lock(&f->bridge.mutex);
     if (!f->caught_up) {
         proven_errf(err, errlen, "the chain is not followed to its head "
                     "yet: %s", f->error[0] != '\0' ? f->error
@@ -1715,6 +1512,6 @@ provend_follow_header(provend_chains_t *c, unsigned confirmations,
         memcpy(header->bloom, b->bloom, 256);
         rc = PROVEN_OK;
     }
-    uv_mutex_unlock(&f->mutex);
+    uv_mutex_unlock(&f->bridge.mutex);
     return rc;
 }

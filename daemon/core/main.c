@@ -612,6 +612,20 @@ main(int argc, char **argv)
         goto done;
     }
 
+    /* a Gateway's word, the same: TLS-checked in an enclave */
+    if (o.radix_gateway != NULL
+        && strncmp(o.radix_gateway, "https://", 8) != 0
+        && (o.radix_tls != NULL ? strcmp(o.radix_tls, "required") == 0
+                                : strcmp(provider_name, "nsm") == 0))
+    {
+        provend_error("--radix-gateway %s: an https:// Gateway is required "
+                      "(--radix-tls): a plain one is the host's to answer "
+                      "for, owner keys, events and NFT holders included",
+                      o.radix_gateway);
+        status = 2;
+        goto done;
+    }
+
     provend_info("node %s, provider %s, %lu signing threads", node_id,
                  provider->name, nthreads);
 
@@ -742,6 +756,9 @@ main(int argc, char **argv)
     srv_cfg.tls.ca_file = o.acme_ca;
     srv_cfg.tls.proxy = o.acme_proxy;
     srv_cfg.tls.live_dir = o.tls_live;
+    srv_cfg.radix.gateway = o.radix_gateway;
+    srv_cfg.radix.proxy = o.radix_proxy;
+    srv_cfg.radix.poll_ms = (unsigned) o.radix_poll_ms;
     srv_cfg.chains.rpc = o.eth_rpc;
     srv_cfg.chains.checkpoint = o.eth_checkpoint;
     srv_cfg.chains.proxy = o.eth_proxy;

@@ -205,6 +205,23 @@ static const provend_opt_t  provend_opts[] = {
       600000, NULL, NULL, "how often the endpoint is asked for new blocks, "
       "for apps' runOnEthereumEvent handlers (default 2000)" },
 
+    { "radix-gateway", "URL", PROVEND_OPT_TEXT, PROVEND_OFF(radix_gateway),
+      0, 0, NULL, NULL, "a Radix Gateway (its API's base URL): accounts' "
+      "owner keys for LinkRadix, apps' runOnRadixEvent handlers and Radix "
+      "NFT scopes (see daemon/chains/radix.h)" },
+
+    { "radix-proxy", "URL", PROVEND_OPT_TEXT, PROVEND_OFF(radix_proxy), 0, 0,
+      NULL, NULL, "an HTTP proxy to the Gateway (an enclave's egress)" },
+
+    { "radix-tls", "required|optional", PROVEND_OPT_CHOICE,
+      PROVEND_OFF(radix_tls), 0, 0, "required|optional", NULL,
+      "whether --radix-gateway must be https:// (default: required in an "
+      "enclave; optional with the dev provider)" },
+
+    { "radix-poll-ms", "MS", PROVEND_OPT_UINT, PROVEND_OFF(radix_poll_ms),
+      100, 600000, NULL, NULL, "how often the Gateway is asked for new "
+      "transactions, for runOnRadixEvent handlers (default 2000)" },
+
     { "governance", "ADDRESS", PROVEND_OPT_TEXT, PROVEND_OFF(governance), 0,
       0, NULL, NULL, "a governance contract (0x and 40 hex digits): cluster "
       "peers are admitted when it allows their PCR0-2, read with proofs" },

@@ -60,6 +60,10 @@ typedef struct {
     unsigned long       governance_confirmations;
     unsigned long       governance_every;
     const char         *eth_proxy;
+    const char         *radix_gateway;    /* chains/radix.h */
+    const char         *radix_proxy;
+    const char         *radix_tls;        /* required, optional; NULL */
+    unsigned long       radix_poll_ms;    /* 0: 2000 */
     const char         *keyd_identity;
     const char         *keyd_key_id;
     const char         *keyd_release;

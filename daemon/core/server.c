@@ -56,6 +56,7 @@ typedef struct {
     provend_cluster_t              *cluster;
     provend_tls_t                  *tls;
     provend_chains_t               *chains;
+    provend_radix_t                *radix;
     provend_backups_t              *backups;
     provend_dispatch_t              dispatch;
 } provend_server_t;
@@ -718,9 +719,10 @@ provend_conn_on_storage_reply(void *ctx, uint8_t *frame, size_t len)
 
 /*
  * An app's worker reaches storage of its own app only, and nothing else of
- * provend: kv.*, sql.* and nft.open with a scope naming that app, of kind
- * "app"; "personal" for the identity of a call under way; "nft" for a
- * token whose owner the call's session linked (chains/nft.c).
+ * provend: kv.*, sql.*, nft.open and radix.nft with a scope naming that
+ * app, of kind "app"; "personal" for the identity of a call under way;
+ * "nft" for a token whose owner the call's session linked (chains/nft.c,
+ * chains/radix_nft.c).
  */
 static int
 provend_conn_allowed(provend_conn_t *conn, const proven_request_t *req,
@@ -1035,6 +1037,7 @@ provend_server_stop(provend_server_t *srv)
     }
     provend_tls_stop(srv->tls);
     provend_chains_stop(srv->chains);
+    provend_radix_stop(srv->radix);
 
     for (conn = srv->conns; conn != NULL; conn = next) {
         next = conn->next;
@@ -1283,6 +1286,10 @@ provend_server_register_ops(provend_server_t *srv, char *err, size_t errlen)
                                 "chains_unavailable", "this node reads no "
                                 "chain (no --eth-rpc)", err, errlen)
            != PROVEN_OK
+        || provend_dispatch_add(d, provend_radix_ops, srv->radix,
+                                "radix_unavailable", "this node reads no "
+                                "Radix ledger (no --radix-gateway)", err,
+                                errlen) != PROVEN_OK
         || provend_dispatch_add(d, provend_cluster_ops, srv->cluster,
                                 "not_clustered", "this node runs alone (no "
                                 "--cluster)", err, errlen) != PROVEN_OK
@@ -1455,6 +1462,28 @@ provend_server_run(const provend_server_config_t *cfg, char *err,
         }
     }
 
+    if (cfg->radix.gateway != NULL) {
+        provend_radix_config_t  radix_cfg;
+
+        radix_cfg = cfg->radix;
+        radix_cfg.loop = &srv->loop;
+        radix_cfg.network = cfg->radix_network != 0 ? cfg->radix_network : 1;
+        /* events: the apps' handlers, their cursors in storage */
+        radix_cfg.apps = cfg->storage != NULL ? srv->apps : NULL;
+        radix_cfg.storage = cfg->storage;
+        radix_cfg.clustered = cfg->cluster_file != NULL;
+        radix_cfg.sessions = srv->sessions;     /* NFT scopes */
+        srv->radix = provend_radix_open(&radix_cfg, err, errlen);
+        if (srv->radix == NULL) {
+            provend_server_stop(srv);
+            uv_run(&srv->loop, UV_RUN_DEFAULT);
+            goto failed;
+        }
+        if (srv->sessions != NULL) {
+            provend_sessions_set_radix(srv->sessions, srv->radix);
+        }
+    }
+
     if (cfg->cluster_file != NULL) {
         provend_cluster_config_t  cluster_cfg;
 
@@ -1561,6 +1590,7 @@ failed:
     provend_backups_free(srv->backups);
     provend_tls_free(srv->tls);
     provend_chains_free(srv->chains);
+    provend_radix_free(srv->radix);
     provend_ops_storage_free(srv->storage_ops);
     provend_dispatch_free(&srv->dispatch);
     free(srv);

@@ -22,6 +22,7 @@
 #include "storage/storage.h"
 #include "tls/tls.h"
 #include "chains/chains.h"
+#include "chains/radix.h"
 
 #ifndef PROVEND_VERSION
 #define PROVEND_VERSION  "0.1.0"
@@ -72,6 +73,7 @@ typedef struct {
     provend_tls_config_t  tls;
     /* Ethereum reads: rpc NULL, none (loop is the server's) */
     provend_chains_config_t  chains;
+    provend_radix_config_t   radix;       /* radix.gateway NULL: none */
     const char          *nats_server;
 
     /* the "backup" op (core/backup.h): the master key keyd's key seals,

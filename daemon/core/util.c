@@ -200,3 +200,64 @@ provend_ec_public_key(const char *group, const uint8_t *point, size_t len)
     EVP_PKEY_CTX_free(ctx);
     return key;
 }
+
+
+cbor_item_t *
+provend_json_to_cbor(const json_t *value, unsigned depth)
+{
+    int           ok;
+    size_t        i;
+    const char   *key;
+    json_t       *member;
+    cbor_item_t  *out, *item;
+
+    switch (json_typeof(value)) {
+    case JSON_STRING:
+        return cbor_build_stringn(json_string_value(value),
+                                  json_string_length(value));
+    case JSON_INTEGER:
+        return json_integer_value(value) >= 0
+               ? cbor_build_uint64((uint64_t) json_integer_value(value))
+               : cbor_build_negint64((uint64_t) -(json_integer_value(value)
+                                                  + 1));
+    case JSON_REAL:
+        return cbor_build_float8(json_real_value(value));
+    case JSON_TRUE:
+        return cbor_build_bool(true);
+    case JSON_FALSE:
+        return cbor_build_bool(false);
+    case JSON_NULL:
+        return cbor_new_null();
+    case JSON_ARRAY:
+    case JSON_OBJECT:
+        break;
+    }
+    if (depth == 0) {
+        return NULL;
+    }
+    ok = 1;
+    if (json_is_array(value)) {
+        out = cbor_new_definite_array(json_array_size(value));
+        for (i = 0; out != NULL && ok && i < json_array_size(value); i++) {
+            item = provend_json_to_cbor(json_array_get(value, i), depth - 1);
+            ok = item != NULL && cbor_array_push(out, item);
+            if (item != NULL) {
+                cbor_decref(&item);
+            }
+        }
+    } else {
+        out = cbor_new_definite_map(json_object_size(value));
+        json_object_foreach((json_t *) value, key, member) {
+            if (out == NULL || !ok) {
+                break;
+            }
+            item = provend_json_to_cbor(member, depth - 1);
+            ok = item != NULL
+                 && proven_cbor_map_put(out, key, item) == PROVEN_OK;
+        }
+    }
+    if (out != NULL && !ok) {
+        cbor_decref(&out);
+    }
+    return out;
+}

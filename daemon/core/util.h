@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <cbor.h>
 #include <jansson.h>
 
 #define PROVEND_NODE_ID_LEN  32     /* hex digits of 16 random bytes */
@@ -17,6 +18,12 @@
  */
 int provend_json_text(const json_t *obj, const char *key, char *out,
     size_t size);
+
+/* A JSON value as CBOR (objects as maps of text keys, integers, reals,
+ * texts, true, false, null), depth levels at most: NULL when deeper or
+ * out of memory. */
+cbor_item_t *provend_json_to_cbor(const json_t *value,
+    unsigned depth);
 
 /* mkdir -p with mode for the directories it creates. */
 int provend_mkdirs(const char *path, mode_t mode, char *err, size_t errlen);

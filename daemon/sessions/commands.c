@@ -261,8 +261,7 @@ provend_session_forget_links(provend_session_t *session)
 static cbor_item_t *provend_rpc_texts(const char *const *texts, size_t n);
 
 
-/* ["account_...", ...]: the Radix accounts the session linked. */
-static cbor_item_t *
+cbor_item_t *
 provend_rpc_radix_links(const provend_session_t *session)
 {
     size_t       i;
@@ -272,94 +271,6 @@ provend_rpc_radix_links(const provend_session_t *session)
         texts[i] = session->radix_links[i];
     }
     return provend_rpc_texts(texts, session->radix_nlinks);
-}
-
-
-/*
- * LinkRadix {account, public_key, curve ("curve25519" or "secp256k1"),
- * signature, dapp_definition}: ROLA's signed challenge (rola.c) over the
- * challenge RadixChallenge gave this session (spent by this attempt) and
- * the session's origin, by the key whose virtual account is account.
- */
-static const char *
-provend_rpc_link_radix(provend_sessions_t *s, provend_session_t *session,
-    cbor_item_t *data)
-{
-    int                   present;
-    char                  account[PROVEND_RADIX_ADDRESS_MAX + 1];
-    char                  derived[PROVEND_RADIX_ADDRESS_MAX + 1];
-    char                  dapp[256], curve_name[16], err[PROVEN_ERR_LEN];
-    size_t                i, pub_len, sig_len;
-    uint8_t               challenge[PROVEND_ROLA_CHALLENGE_LEN], hash[32];
-    const uint8_t        *pub, *sig;
-    provend_rola_curve_t  curve;
-
-    if (!session->identified) {
-        return "identify first: an account is linked to an identity";
-    }
-    if (!session->has_radix_challenge) {
-        return "ask RadixChallenge first: each challenge serves one proof";
-    }
-    memcpy(challenge, session->radix_challenge, sizeof(challenge));
-    session->has_radix_challenge = 0;
-    if (!session->has_origin || session->origin[0] == '\0') {
-        return "ROLA binds the page's origin: this session has none";
-    }
-    if (provend_sessions_arg_text(data, "account", account,
-                                  PROVEND_RADIX_ADDRESS_MAX, &present, err,
-                                  sizeof(err)) != PROVEN_OK || !present
-        || provend_sessions_arg_text(data, "dapp_definition", dapp, 255,
-                                     &present, err, sizeof(err)) != PROVEN_OK
-        || !present
-        || provend_sessions_arg_text(data, "curve", curve_name,
-                                     sizeof(curve_name) - 1, &present, err,
-                                     sizeof(err)) != PROVEN_OK || !present
-        || provend_sessions_arg_bytes(data, "public_key", 32, 33, &pub,
-                                      &pub_len, NULL, 0) != PROVEN_OK
-        || provend_sessions_arg_bytes(data, "signature", 64, 65, &sig,
-                                      &sig_len, NULL, 0) != PROVEN_OK)
-    {
-        return "LinkRadix takes account, dapp_definition and curve (texts), "
-               "public_key and signature (bytes)";
-    }
-    if (strcmp(curve_name, "curve25519") == 0) {
-        curve = PROVEND_ROLA_ED25519;
-    } else if (strcmp(curve_name, "secp256k1") == 0) {
-        curve = PROVEND_ROLA_SECP256K1;
-    } else {
-        return "curve must be curve25519 or secp256k1";
-    }
-    if (provend_rola_hash(challenge, dapp, session->origin, hash, err,
-                          sizeof(err)) != PROVEN_OK)
-    {
-        return "the dApp definition address must be 16 to 255 characters";
-    }
-    if (provend_rola_verify(curve, pub, pub_len, sig, sig_len, hash, err,
-                            sizeof(err)) != PROVEN_OK)
-    {
-        return "the signature is not that key's over ROLA's message with "
-               "this session's challenge, its origin and that dApp "
-               "definition";
-    }
-    if (provend_rola_virtual_account(s->radix_network, curve, pub, pub_len,
-                                     derived, sizeof(derived)) != PROVEN_OK
-        || strcmp(derived, account) != 0)
-    {
-        return "the account is not that key's virtual account on this "
-               "node's network (accounts whose owner keys changed need a "
-               "Gateway read: not done yet)";
-    }
-    for (i = 0; i < session->radix_nlinks; i++) {
-        if (strcmp(session->radix_links[i], account) == 0) {
-            return NULL;
-        }
-    }
-    if (session->radix_nlinks == PROVEND_RADIX_LINKS_MAX) {
-        return "4 accounts are linked already: the most a session holds";
-    }
-    snprintf(session->radix_links[session->radix_nlinks++],
-             sizeof(session->radix_links[0]), "%s", account);
-    return NULL;
 }
 
 
@@ -603,6 +514,8 @@ provend_grant_new(provend_sessions_t *s, const provend_session_t *session)
     /* the links as the call began: an Identify during it changes nothing */
     memcpy(g->eth_links, session->eth_links, sizeof(g->eth_links));
     g->eth_nlinks = session->eth_nlinks;
+    memcpy(g->radix_links, session->radix_links, sizeof(g->radix_links));
+    g->radix_nlinks = session->radix_nlinks;
     g->next = s->grants[provend_grant_bucket(g->token)];
     s->grants[provend_grant_bucket(g->token)] = g;
     return g;
@@ -669,6 +582,22 @@ provend_sessions_grant_eth(provend_sessions_t *s, const char *token,
     }
     memcpy(addresses, g->eth_links, g->eth_nlinks * 20);
     return g->eth_nlinks;
+}
+
+
+size_t
+provend_sessions_grant_radix(provend_sessions_t *s, const char *token,
+    const char *app, char accounts[PROVEND_RADIX_LINKS_MAX]
+                                   [PROVEND_RADIX_LINK_SIZE])
+{
+    provend_grant_t  *g;
+
+    g = provend_grant_find(s, token, app);
+    if (g == NULL) {
+        return 0;
+    }
+    memcpy(accounts, g->radix_links, sizeof(g->radix_links));
+    return g->radix_nlinks;
 }
 
 
@@ -1149,33 +1078,14 @@ provend_rpc_dispatch(provend_sessions_t *s, provend_session_t *session,
             return;
         }
 
-    } else if (strcmp(type, "RadixChallenge") == 0) {
-        if (RAND_bytes(session->radix_challenge,
-                       sizeof(session->radix_challenge)) != 1)
+    } else if (strcmp(type, "RadixChallenge") == 0
+               || strcmp(type, "LinkRadix") == 0)
+    {
+        if (provend_radix_command(s, session, msg, type, data, id, reply,
+                                  ctx, &result, &out))
         {
-            result = "failure";
-            out = provend_rpc_text("no randomness");
-        } else {
-            session->has_radix_challenge = 1;
-            out = cbor_new_definite_map(1);
-            if (out != NULL
-                && proven_cbor_map_put(out, "challenge",
-                       cbor_build_bytestring(session->radix_challenge,
-                           sizeof(session->radix_challenge))) != PROVEN_OK)
-            {
-                cbor_decref(&out);
-            }
-        }
-
-    } else if (strcmp(type, "LinkRadix") == 0) {
-        why = data != NULL && cbor_isa_map(data)
-              ? provend_rpc_link_radix(s, session, data)
-              : "data must be a map";
-        if (why != NULL) {
-            result = "failure";
-            out = provend_rpc_text(why);
-        } else {
-            out = provend_rpc_radix_links(session);
+            cbor_decref(&payload);
+            return;
         }
 
     } else if (strcmp(type, "LinkEthereum") == 0) {

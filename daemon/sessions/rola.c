@@ -226,36 +226,113 @@ bech32m_encode(const char *hrp, const uint8_t *data, size_t len, char *out,
 }
 
 
-int
-provend_rola_virtual_account(unsigned network, provend_rola_curve_t curve,
-    const uint8_t *pub, size_t pub_len, char *out, size_t max)
+const char *
+provend_radix_hrp_tail(unsigned network, char *buf, size_t max)
 {
-    char     hrp[32];
-    uint8_t  hash[32], data[30];
-
     switch (network) {
     case 1:
-        snprintf(hrp, sizeof(hrp), "account_rdx");
-        break;
+        return "rdx";
     case 240:
-        snprintf(hrp, sizeof(hrp), "account_loc");
-        break;
+        return "loc";
     case 242:
-        snprintf(hrp, sizeof(hrp), "account_sim");
-        break;
+        return "sim";
     default:
         if (network == 0 || network > 255) {
-            return PROVEN_ERR;
+            return NULL;
         }
-        snprintf(hrp, sizeof(hrp), "account_tdx_%x_", network);
+        snprintf(buf, max, "tdx_%x_", network);
+        return buf;
     }
+}
+
+
+int
+provend_radix_address_valid(const char *text, unsigned network,
+    const char *entity)
+{
+    char         tailbuf[16], hrp[48];
+    size_t       i, h, n, len;
+    uint8_t      v[2 * 48 + 1 + PROVEND_RADIX_ADDRESS_MAX];
+    const char  *tail, *sep, *at;
+    static const char  abc[] = "qpzry9x8gf2tvdw0s3jn54khce6mua7l";
+
+    tail = provend_radix_hrp_tail(network, tailbuf, sizeof(tailbuf));
+    len = strnlen(text, PROVEND_RADIX_ADDRESS_MAX + 1);
+    sep = strrchr(text, '1');
+    if (tail == NULL || len > PROVEND_RADIX_ADDRESS_MAX || sep == NULL) {
+        return 0;
+    }
+    h = (size_t) (sep - text);
+    if (h == 0 || h >= sizeof(hrp) || len - h - 1 < 6) {
+        return 0;
+    }
+    memcpy(hrp, text, h);
+    hrp[h] = '\0';
+    /* the prefix: <entity>_<network's tail>, the entity named or any */
+    if (h <= strlen(tail) + 1 || strcmp(hrp + h - strlen(tail), tail) != 0
+        || hrp[h - strlen(tail) - 1] != '_'
+        || (entity != NULL
+            && (strlen(entity) != h - strlen(tail) - 1
+                || strncmp(hrp, entity, strlen(entity)) != 0)))
+    {
+        return 0;
+    }
+    n = 0;
+    for (i = 0; i < h; i++) {
+        if (!((hrp[i] >= 'a' && hrp[i] <= 'z') || hrp[i] == '_'
+              || (hrp[i] >= '0' && hrp[i] <= '9')))
+        {
+            return 0;
+        }
+        v[n++] = (uint8_t) (hrp[i] >> 5);
+    }
+    v[n++] = 0;
+    for (i = 0; i < h; i++) {
+        v[n++] = (uint8_t) (hrp[i] & 31);
+    }
+    for (i = h + 1; i < len; i++) {
+        at = text[i] != '\0' ? strchr(abc, text[i]) : NULL;
+        if (at == NULL) {
+            return 0;
+        }
+        v[n++] = (uint8_t) (at - abc);
+    }
+    return bech32_polymod(v, n) == 0x2bc830a3;
+}
+
+
+int
+provend_rola_key_hash(const uint8_t *pub, size_t pub_len, uint8_t out[29])
+{
+    uint8_t  hash[32];
+
     if (sodium_init() < 0 || crypto_generichash(hash, 32, pub, pub_len,
                                                   NULL, 0) != 0)
     {
         return PROVEN_ERR;
     }
+    memcpy(out, hash + 3, 29);
+    return PROVEN_OK;
+}
+
+
+int
+provend_rola_virtual_account(unsigned network, provend_rola_curve_t curve,
+    const uint8_t *pub, size_t pub_len, char *out, size_t max)
+{
+    char         hrp[32], tailbuf[16];
+    uint8_t      data[30];
+    const char  *tail;
+
+    tail = provend_radix_hrp_tail(network, tailbuf, sizeof(tailbuf));
+    if (tail == NULL) {
+        return PROVEN_ERR;
+    }
+    snprintf(hrp, sizeof(hrp), "account_%s", tail);
+    if (provend_rola_key_hash(pub, pub_len, data + 1) != PROVEN_OK) {
+        return PROVEN_ERR;
+    }
     data[0] = curve == PROVEND_ROLA_ED25519 ? ROLA_ENTITY_ED25519_ACCOUNT
                                             : ROLA_ENTITY_SECP256K1_ACCOUNT;
-    memcpy(data + 1, hash + 3, 29);
     return bech32m_encode(hrp, data, sizeof(data), out, max);
 }

@@ -10,7 +10,8 @@
 #include <stdint.h>
 
 #define PROVEND_ROLA_CHALLENGE_LEN  32
-#define PROVEND_RADIX_ADDRESS_MAX   80      /* account_tdx_2_1... : 66 */
+#define PROVEND_RADIX_ADDRESS_MAX   90      /* account_tdx_2_1... : 69; in
+                                               PROVEND_RADIX_LINK_SIZE */
 
 typedef enum {
     PROVEND_ROLA_ED25519 = 0,               /* "curve25519" */
@@ -33,5 +34,18 @@ int provend_rola_verify(provend_rola_curve_t curve, const uint8_t *pub,
 int provend_rola_virtual_account(unsigned network,
     provend_rola_curve_t curve, const uint8_t *pub, size_t pub_len,
     char *out, size_t max);
+
+/* The tail of the network's address prefixes: "rdx" (1), "loc" (240),
+ * "sim" (242), else "tdx_<hex>_" into buf; NULL: no such network. */
+const char *provend_radix_hrp_tail(unsigned network, char *buf, size_t max);
+
+/* Whether text is a Bech32m address (checksum held) of the network, its
+ * prefix "<entity>_<tail>" (entity NULL: any). */
+int provend_radix_address_valid(const char *text, unsigned network,
+    const char *entity);
+
+/* The last 29 bytes of BLAKE2b-256 of a key: what owner_keys holds. */
+int provend_rola_key_hash(const uint8_t *pub, size_t pub_len,
+    uint8_t out[29]);
 
 #endif /* PROVEND_ROLA_H */

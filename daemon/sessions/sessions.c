@@ -554,6 +554,13 @@ provend_sessions_tag(provend_sessions_t *s)
 
 
 void
+provend_sessions_set_radix(provend_sessions_t *s, provend_radix_t *r)
+{
+    s->radix = r;
+}
+
+
+void
 provend_sessions_set_forward(provend_sessions_t *s,
     provend_sessions_forward_pt forward, void *data)
 {

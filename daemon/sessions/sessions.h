@@ -104,6 +104,10 @@ uint32_t provend_sessions_tag(provend_sessions_t *s);
 void provend_sessions_set_forward(provend_sessions_t *s,
     provend_sessions_forward_pt forward, void *data);
 
+/* A Radix Gateway: LinkRadix reads accounts' owner keys there. */
+typedef struct provend_radix_s  provend_radix_t;
+void provend_sessions_set_radix(provend_sessions_t *s, provend_radix_t *r);
+
 /*
  * A request another node forwarded (rpc.call, session.check): served like
  * one from nginx, for a session of this node only, never forwarded again.
@@ -129,6 +133,15 @@ int provend_sessions_grant_ok(provend_sessions_t *s, const char *token,
 
 size_t provend_sessions_grant_eth(provend_sessions_t *s, const char *token,
     const char *app, uint8_t addresses[PROVEND_ETH_LINKS_MAX][20]);
+
+/* The Radix accounts the session of a call linked (LinkRadix), as the
+ * call began: how many (0: none, or token is no grant of app's). */
+#define PROVEND_RADIX_LINKS_MAX   4
+#define PROVEND_RADIX_LINK_SIZE   91        /* an address and its NUL */
+
+size_t provend_sessions_grant_radix(provend_sessions_t *s, const char *token,
+    const char *app, char accounts[PROVEND_RADIX_LINKS_MAX]
+                                   [PROVEND_RADIX_LINK_SIZE]);
 
 /*
  * An NFT whose owner was proved to be one of those addresses: its storage

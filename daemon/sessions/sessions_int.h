@@ -22,6 +22,7 @@
 #include "sessions.h"
 #include "core/util.h"
 #include "rola.h"
+#include "chains/radix.h"
 
 
 #define PROVEND_SESSION_BUCKETS  16384      /* a power of two */
@@ -32,7 +33,6 @@
 #define PROVEND_SESSION_QUEUE_MAX 64       /* messages waiting per session */
 #define PROVEND_SESSION_RUNS_MAX  32       /* Executes under way per session */
 #define PROVEND_PASSKEY_CHALLENGE_LEN  32
-#define PROVEND_RADIX_LINKS_MAX   4
 
 
 /* A token bucket: rate a second, up to twice that at once. */
@@ -66,8 +66,9 @@ struct provend_session_s {
     uint8_t              radix_challenge[PROVEND_ROLA_CHALLENGE_LEN];
     int                  has_radix_challenge;      /* single-use */
     char                 radix_links[PROVEND_RADIX_LINKS_MAX]
-                                    [PROVEND_RADIX_ADDRESS_MAX + 1];
+                                    [PROVEND_RADIX_LINK_SIZE];
     size_t               radix_nlinks;     /* LinkRadix, this identity */
+    int                  radix_busy;       /* owner keys read on the pool */
     uint64_t             seq;              /* the last accepted; 0: none */
     uint64_t             created_ms;
     uint64_t             used_ms;
@@ -92,6 +93,8 @@ struct provend_sessions_s {
     provend_storage_t           *storage;      /* passkeys; NULL: none */
     unsigned                     passkey_jobs; /* on the pool now */
     unsigned                     radix_network;  /* ROLA's accounts */
+    provend_radix_t             *radix;        /* a Gateway, or NULL */
+    unsigned                     radix_jobs;   /* on the pool now */
     size_t                       max;
     size_t                       count;
     uint64_t                     idle_ms;
@@ -142,6 +145,9 @@ struct provend_grant_s {
     char                 identity[2 * PROVEND_IDENTITY_KEY_LEN + 1];
     uint8_t              eth_links[PROVEND_ETH_LINKS_MAX][20];
     size_t               eth_nlinks;
+    char                 radix_links[PROVEND_RADIX_LINKS_MAX]
+                                    [PROVEND_RADIX_LINK_SIZE];
+    size_t               radix_nlinks;
     provend_nft_permit_t permits[PROVEND_NFT_PERMITS_MAX];
     size_t               npermits;
     provend_grant_t     *next;
@@ -203,6 +209,18 @@ cbor_item_t *provend_rpc_text(const char *text);
 int provend_session_unproved(const provend_session_t *session);
 /* After an identity change: what was linked to the last one forgotten. */
 void provend_session_forget_links(provend_session_t *session);
+
+/* ["account_...", ...]: the Radix accounts the session linked. */
+cbor_item_t *provend_rpc_radix_links(const provend_session_t *session);
+
+/*
+ * radix_link.c: RadixChallenge, LinkRadix.  1 when the answer comes
+ * later, else 0 with *result and *out set.
+ */
+int provend_radix_command(provend_sessions_t *s, provend_session_t *session,
+    const provend_rpc_msg_t *msg, const char *type, cbor_item_t *data,
+    uint64_t id, provend_ops_reply_pt reply, void *ctx, const char **result,
+    cbor_item_t **out);
 
 /*
  * passkeys.c: PasskeyChallenge, RegisterPasskey, LoginPasskey.  1 when

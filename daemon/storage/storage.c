@@ -119,6 +119,56 @@ provend_scope_fields(const cbor_item_t *map, const char *const *allowed,
 }
 
 
+int
+provend_radix_nf_id_ok(const char *id)
+{
+    size_t  len, i;
+
+    len = strlen(id);
+    if (len < 3) {
+        return 0;
+    }
+    switch (id[0]) {
+    case '#':                           /* a u64: "#0#", "#12#" */
+        return id[len - 1] == '#' && len <= 22
+               && strspn(id + 1, "0123456789") == len - 2
+               && (id[1] != '0' || len == 3)
+               && (len < 22
+                   || strncmp(id + 1, "18446744073709551615", 20) <= 0);
+    case '<':                           /* 1 to 64 of [A-Za-z0-9_] */
+        if (id[len - 1] != '>' || len > 66) {
+            return 0;
+        }
+        for (i = 1; i < len - 1; i++) {
+            if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= 'A'
+                  && id[i] <= 'Z') || (id[i] >= '0' && id[i] <= '9')
+                  || id[i] == '_'))
+            {
+                return 0;
+            }
+        }
+        return 1;
+    case '[':                           /* 1 to 64 bytes, lowercase hex */
+        return id[len - 1] == ']' && len <= 130 && len % 2 == 0
+               && strspn(id + 1, "0123456789abcdef") == len - 2;
+    case '{':                           /* a RUID: 4 groups of 16 hex */
+        if (len != 69 || id[68] != '}') {
+            return 0;
+        }
+        for (i = 1; i < 68; i++) {
+            if (i % 17 == 0 ? id[i] != '-'
+                : strchr("0123456789abcdef", id[i]) == NULL || id[i] == '\0')
+            {
+                return 0;
+            }
+        }
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+
 static int
 provend_scope_nft(const cbor_item_t *nft, provend_scope_t *scope, char *err,
     size_t errlen)
@@ -168,6 +218,15 @@ provend_scope_nft(const cbor_item_t *nft, provend_scope_t *scope, char *err,
                 scope->contract[i] = (char) (scope->contract[i] + 32);
             }
         }
+    }
+
+    if (strncmp(scope->chain, "radix-", 6) == 0) {
+        if (!provend_radix_nf_id_ok(scope->token)) {
+            proven_errf(err, errlen, "a Radix nft token must be a "
+                        "non-fungible id: #n#, <string>, [hex] or {ruid}");
+            return PROVEN_ERR;
+        }
+        return PROVEN_OK;
     }
 
     len = strlen(scope->token);

@@ -44,7 +44,8 @@
 #define PROVEND_IDENTITY_MAX      128
 #define PROVEND_CHAIN_MAX         32
 #define PROVEND_CONTRACT_MAX      128
-#define PROVEND_TOKEN_MAX         78
+#define PROVEND_TOKEN_MAX         130     /* 2^256 in decimal: 78; a
+                                               Radix id "[<64 bytes>]" */
 #define PROVEND_SCOPE_CANON_MAX   768     /* canonical string, bounded */
 
 #define PROVEND_KV_KEY_MAX        1024
@@ -100,6 +101,10 @@ int provend_identity_valid(const char *identity, size_t len);
  * "kv-bytes", "kv-string", "kv-key" or "sql".  Every field is length
  * prefixed, so two different scopes never give the same string.
  */
+/* Whether id is a Radix non-fungible id in its one text form: #n# (a u64,
+ * no leading zeros), <string>, [bytes in lowercase hex], {ruid}. */
+int provend_radix_nf_id_ok(const char *id);
+
 int provend_scope_canonical(const provend_scope_t *scope, const char *what,
     const char *name, char *out, size_t outlen, size_t *len);
 

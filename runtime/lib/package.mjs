@@ -100,7 +100,7 @@ export async function declaredHandlers(modules, options = {}) {
 function manifestEntry(h) {
     const entry = { module: h.module, name: h.name, kind: h.kind };
     for (const k of ['method', 'path', 'timeout', 'cron', 'address',
-                     'topics', 'confirmations', 'chain', 'event']) {
+                     'topics', 'confirmations', 'chain', 'event', 'emitter']) {
         if (h[k] !== undefined) {
             entry[k] = h[k];
         }

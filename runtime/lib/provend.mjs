@@ -26,8 +26,9 @@ export class ProvendLine {
 
     // request: {op, ...arguments} without scope; resolves with the result.
     // An NFT's storage ("nft": {contract, token, owners_slot?,
-    // confirmations?}) is opened first, once a call: provend proves the
-    // owner is an address the call's session linked.
+    // confirmations?}, or a Radix one's {resource, token}) is opened
+    // first, once a call: provend checks the owner is an address or
+    // account the call's session linked.
     async call(request) {
         const { personal, nft, caller, ...args } = request;
         if ((personal || nft) && !caller) {
@@ -62,10 +63,18 @@ export class ProvendLine {
             opened = new Map();
             this.opened.set(caller.grant, opened);
         }
-        const key = JSON.stringify([nft.contract, nft.token,
+        const key = JSON.stringify([nft.contract ?? nft.resource, nft.token,
                                     nft.owners_slot ?? null,
                                     nft.confirmations ?? null]);
         let chain = opened.get(key);
+        if (chain === undefined && nft.resource !== undefined) {
+            chain = this.send({ op: 'radix.nft', grant: caller.grant,
+                                resource: nft.resource, nf_id: nft.token,
+                                scope: { app: this.app } })
+                .then((r) => ({ chain: r.chain, contract: r.contract }));
+            chain.catch(() => opened.delete(key));
+            opened.set(key, chain);
+        }
         if (chain === undefined) {
             const args = { op: 'nft.open', grant: caller.grant,
                            contract: nft.contract, token: nft.token };

@@ -372,6 +372,31 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
         return { info, event };
     }
 
+    /*
+     * runOnRadixEvent: an event's name and the global entity that emits
+     * it (a component's, resource's or package's address), as provend
+     * reads them from its Gateway.
+     */
+    const RADIX_ADDRESS_RE = /^[a-z][a-z0-9_]*1[02-9ac-hj-np-z]{6,}$/;
+    const RADIX_EVENT_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+    function radixFilter(opts) {
+        const where = 'runOnRadixEvent: ';
+        if (typeof opts.emitter !== 'string' || opts.emitter.length > 90
+            || !apply(test, RADIX_ADDRESS_RE, [opts.emitter]))
+        {
+            fail(where + 'emitter must be an address (Bech32m, like '
+                 + '"component_rdx1..."), got ' + stringify(opts.emitter));
+        }
+        if (typeof opts.eventName !== 'string' || opts.eventName.length > 128
+            || !apply(test, RADIX_EVENT_RE, [opts.eventName]))
+        {
+            fail(where + 'eventName must be an event\'s name (letters, '
+                 + 'digits, _), got ' + stringify(opts.eventName));
+        }
+        return { emitter: opts.emitter, event: opts.eventName };
+    }
+
     const handlerModule = freeze({
         run(fn) {
             return make('rpc', {}, fn, 'run');
@@ -431,6 +456,14 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
                 return apply(fn, undefined, [copy]);
             };
             return make('ethereum', info, withArgs, 'runOnEthereumEvent');
+        },
+        runOnRadixEvent(opts, fn) {
+            opts = options(opts, 'runOnRadixEvent');
+            const info = radixFilter(opts);
+            if (typeof fn !== 'function') {
+                fail('runOnRadixEvent: the handler must be a function');
+            }
+            return make('radix', info, fn, 'runOnRadixEvent');
         },
     });
 
@@ -765,9 +798,13 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
      * options say where the contract keeps its owners (ownersSlot, 2 as
      * OpenZeppelin's ERC721) and how deep a transfer must be to count
      * (confirmations, 12).  provend opens it only for a call whose session
-     * linked the owner's address (proved at that block).
+     * linked the owner's address (proved at that block).  A Radix
+     * non-fungible is {resource: 'resource_...', id: '#1#'}, opened for a
+     * call whose session linked (LinkRadix) the account that holds it.
      */
     const CONTRACT_RE = /^0x[0-9a-fA-F]{40}$/;
+    const RESOURCE_RE = /^resource_[a-z0-9_]+1[02-9ac-hj-np-z]{6,}$/;
+    const NF_ID_RE = /^(#(0|[1-9][0-9]{0,19})#|<[A-Za-z0-9_]{1,64}>|\[([0-9a-f]{2}){1,64}\]|\{[0-9a-f]{16}(-[0-9a-f]{16}){3}\})$/;
     const DECIMAL_RE = /^(0|[1-9][0-9]{0,77})$/;
     const HEX_TOKEN_RE = /^0x[0-9a-fA-F]{1,64}$/;
     const MAX_TOKEN = (1n << 256n) - 1n;
@@ -800,7 +837,25 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
 
     function nftOf(nft, options) {
         if (nft === null || typeof nft !== 'object') {
-            fail('an NFT is {contract: "0x<40 hex digits>", token}');
+            fail('an NFT is {contract: "0x<40 hex digits>", token} or, on '
+                 + 'Radix, {resource, id}');
+        }
+        if (nft.resource !== undefined) {
+            if (typeof nft.resource !== 'string' || nft.resource.length > 90
+                || !apply(test, RESOURCE_RE, [nft.resource])) {
+                fail('a Radix NFT\'s resource is its address, '
+                     + '"resource_..."');
+            }
+            if (typeof nft.id !== 'string' || nft.id.length > 130
+                || !apply(test, NF_ID_RE, [nft.id])) {
+                fail('a Radix NFT\'s id is its non-fungible id: "#1#", '
+                     + '"<name>", "[hex]" or "{ruid}"');
+            }
+            if (options.owners_slot !== undefined
+                || options.confirmations !== undefined) {
+                fail('ownersSlot and confirmations are an Ethereum NFT\'s');
+            }
+            return { resource: nft.resource, token: nft.id };
         }
         const contract = nft.contract;
         const token = nft.token;
@@ -1074,7 +1129,8 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
                 return null;
             }
             let text = '{"kind":' + stringify(StringOf(d.info.kind));
-            for (const k of ['method', 'path', 'cron', 'address', 'event']) {
+            for (const k of ['method', 'path', 'cron', 'address', 'event',
+                             'emitter']) {
                 if (typeof d.info[k] === 'string') {
                     text += ',"' + k + '":' + stringify(d.info[k]);
                 }

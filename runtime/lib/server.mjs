@@ -9,10 +9,11 @@
 // Codes: not_found, method_not_allowed (with "allow"), bad_request,
 // timeout, handler_error, worker_died, busy.
 // "app.run" {handler: "module#name", args?, spread?, trigger?} runs a run,
-// runWithOptions, runOnSchedule or runOnEthereumEvent handler with args as
-// its argument (spread: args is the array of its arguments, as RPC's
-// Execute sends); the last two only with trigger "schedule" or "ethereum",
-// which provend's own frames carry (a caller's Execute never does):
+// runWithOptions, runOnSchedule, runOnEthereumEvent or runOnRadixEvent
+// handler with args as its argument (spread: args is the array of its
+// arguments, as RPC's Execute sends); the last three only with trigger
+// "schedule", "ethereum" or "radix", which provend's own frames carry (a
+// caller's Execute never does):
 // {output, logs, duration_us}, or the error codes above with "logs".
 // With "identity" and "grant" (provend's, for a call from an identified
 // session) the handler's personal storage is that identity's.  Also "app.logs" (recent console lines) and
@@ -342,7 +343,7 @@ RuntimeServer.prototype.run = async function run(conn, id, f) {
         this.runnable = new Map();
         this.handlers.forEach((h, i) => {
             if (h.kind === 'rpc' || h.kind === 'schedule'
-                || h.kind === 'ethereum') {
+                || h.kind === 'ethereum' || h.kind === 'radix') {
                 this.runnable.set(`${h.module}#${h.name}`, i);
             }
         });
@@ -350,8 +351,9 @@ RuntimeServer.prototype.run = async function run(conn, id, f) {
     const index = typeof f.handler === 'string'
         ? this.runnable.get(f.handler) ?? -1 : -1;
     if (index < 0) {
-        return this.fail(conn, id, 'not_found', `no run, schedule or `
-                         + `ethereum handler ${JSON.stringify(f.handler)}`);
+        return this.fail(conn, id, 'not_found', `no run, schedule, `
+                         + `ethereum or radix handler `
+                         + JSON.stringify(f.handler));
     }
     /* a trigger's handler takes what provend proved, from provend only */
     const kind = this.handlers[index].kind;

@@ -1,16 +1,19 @@
-// Radix's ROLA over a session (LinkRadix, daemon/sessions/rola.c): proofs
-// made as a wallet makes them, each first checked by Radix's own
-// @radixdlt/rola (the reference; its Gateway read answered "no owner keys
-// set"), accounts derived by Radix's engine toolkit; the node must accept
-// what they accept and refuse what the host, a relay or another page could
+// Radix's ROLA over a session (LinkRadix, daemon/sessions/rola.c and
+// radix_link.c): proofs made as a wallet makes them, each first checked
+// by Radix's own @radixdlt/rola (the reference, reading owner keys from
+// the same Gateway stand-in as the node, through Radix's Gateway SDK),
+// accounts derived by Radix's engine toolkit; the node must accept what
+// they accept and refuse what the host, a relay or another page could
 // send instead.  tests/rpc.sh runs it against its node (examples/hello).
 //   PROVEN_URL, PROVEN_ROOT, PROVEN_STATUS as tests/rpc/*.test.mjs
+//   PROVEN_RADIX_GATEWAY: the node's --radix-gateway (tests/radix/gateway.mjs)
 
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { test } from 'node:test';
 
+import { GatewayApiClient } from '@radixdlt/babylon-gateway-api-sdk';
 import { secp256k1 } from '@noble/curves/secp256k1';
 import { PublicKey, RadixEngineToolkit } from '@radixdlt/radix-engine-toolkit';
 import { Rola } from '@radixdlt/rola';
@@ -19,6 +22,7 @@ import blake from 'blakejs';
 import * as p from '../rpc/protocol.mjs';
 
 const base = process.env.PROVEN_URL;
+const gateway = process.env.PROVEN_RADIX_GATEWAY;
 const rootPem = fs.readFileSync(process.env.PROVEN_ROOT);
 const origin = 'https://dapp.example';
 const DAPP = 'account_rdx12xsvygvltz4uhsht6tdrfxktzpmnl77r0d40j8agmujgdj022sudkk';
@@ -72,9 +76,9 @@ function prove(w, challenge, { o = origin, dapp = DAPP } = {}) {
 async function reference(proof, challenge) {
     const rola = Rola({ expectedOrigin: origin, dAppDefinitionAddress: DAPP,
                         networkId: 1, applicationName: 'proven-test',
-                        gatewayApiClient: { state: {
-                            getEntityDetailsVaultAggregated: async () => ({
-                                metadata: { items: [] } }) } } });
+                        gatewayApiClient: GatewayApiClient.initialize({
+                            basePath: gateway,
+                            applicationName: 'proven-test' }) });
     const r = await rola.verifySignedChallenge({
         address: proof.account, type: 'account', challenge: hex(challenge),
         proof: { publicKey: hex(proof.public_key),
@@ -171,4 +175,73 @@ test('what the reference refuses, and replays, the node refuses',
     await challenge(s);
     r = await command(s, 'LinkRadix', { account: good.account });
     assert.match(r.data, /LinkRadix takes/);
+});
+
+/* the stand-in's ledger: an account's owner keys, the Gateway's mood */
+async function ledger(path, body) {
+    const r = await fetch(`${gateway}/test/${path}`, { method: 'POST',
+        body: JSON.stringify(body) });
+    assert.equal(r.status, 200);
+}
+const keyHash = (w) => ({
+    key_hash_type: w.curve === 'curve25519' ? 'EddsaEd25519'
+                                            : 'EcdsaSecp256k1',
+    hash_hex: hex(blake.blake2b(w.pub, undefined, 32).subarray(-29)) });
+
+test('an account whose owner keys changed on ledger: its new key links it, '
+     + 'its first no more', async () => {
+    const s = await identified();
+    const first = await wallet();
+    const next = await wallet('secp256k1');
+    await ledger('owner-keys', { account: first.account,
+                                 keys: [keyHash(next)] });
+    try {
+        /* the key the account was made from, replaced by its owner */
+        let ch = await challenge(s);
+        const old = prove(first, ch);
+        assert.equal(await reference(old, ch), 'invalidPublicKey');
+        let r = await command(s, 'LinkRadix', old);
+        assert.equal(r.result, 'failure');
+        assert.match(r.data, /not among the account's owner_keys on ledger/);
+
+        /* the key the owner set links it, though it derives another */
+        ch = await challenge(s);
+        const now = { ...prove(next, ch), account: first.account };
+        assert.equal(await reference(now, ch), 'ok');
+        r = await command(s, 'LinkRadix', now);
+        assert.equal(r.result, 'success', JSON.stringify(r));
+        assert.deepEqual(r.data, [first.account]);
+
+        /* the same hash under another curve's name is not that key */
+        await ledger('owner-keys', { account: first.account, keys: [{
+            ...keyHash(next), key_hash_type: 'EddsaEd25519' }] });
+        const again = await identified();
+        ch = await challenge(again);
+        r = await command(again, 'LinkRadix',
+                          { ...prove(next, ch), account: first.account });
+        assert.match(r.data, /not among the account's owner_keys/);
+    } finally {
+        await ledger('owner-keys', { account: first.account, keys: null });
+    }
+});
+
+test('a Gateway the host keeps away: nothing linked, said', async () => {
+    const s = await identified();
+    const w = await wallet();
+    await ledger('mode', { mode: 'down' });
+    try {
+        const ch = await challenge(s);
+        const r = await command(s, 'LinkRadix', prove(w, ch));
+        assert.equal(r.result, 'failure');
+        assert.match(r.data, /owner keys could not be read: the Gateway's /);
+        assert.equal((await command(s, 'WhoAmI')).data.radix, undefined);
+    } finally {
+        await ledger('mode', { mode: 'none' });
+    }
+    /* an account address of another network, or its checksum broken */
+    const ch = await challenge(s);
+    const r = await command(s, 'LinkRadix', { ...prove(w, ch),
+        account: w.account.slice(0, -1)
+                 + (w.account.endsWith('q') ? 'p' : 'q') });
+    assert.match(r.data, /not an account address of this node's network/);
 });

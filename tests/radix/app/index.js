@@ -1,0 +1,16 @@
+// The app tests/radix/nft.test.mjs calls (deployed by tests/rpc.sh as
+// "rnotes"): a note per Radix non-fungible, that only a session which
+// linked the account holding it reads or writes.
+
+import { run } from '@proven-network/handler';
+import { getNftStore } from '@proven-network/kv';
+
+const notes = getNftStore('notes');
+
+export const writeNote = run(async (resource, id, text) => {
+    await notes.set({ resource, id }, 'note', text);
+    return 'written';
+});
+
+export const readNote = run(async (resource, id) =>
+    (await notes.get({ resource, id }, 'note')) ?? null);
