@@ -601,6 +601,74 @@ provend_sessions_grant_radix(provend_sessions_t *s, const char *token,
 }
 
 
+/*
+ * session.links {scope: {app}, grant} from an app's worker: who the call
+ * runs for, as the call began: {identity: 64 hex digits, ethereum: [0x
+ * addresses], radix: [accounts]}.  Another app's grant, or one whose call
+ * ended: "forbidden".
+ */
+void
+provend_sessions_op_links(void *subsystem, const provend_op_t *op,
+    const proven_request_t *req, provend_ops_reply_pt reply, void *ctx)
+{
+    int                  ok;
+    char                 app[PROVEND_NAME_MAX + 1], grant[33];
+    char                 hex[PROVEND_ETH_LINKS_MAX][43];
+    const char          *texts[PROVEND_ETH_LINKS_MAX + PROVEND_RADIX_LINKS_MAX];
+    size_t               i;
+    cbor_item_t         *map, *scope;
+    provend_grant_t     *g;
+    provend_sessions_t  *s = subsystem;
+
+    (void) op;
+    scope = proven_cbor_map_get(req->map, "scope");
+    g = NULL;
+    if (scope != NULL && cbor_isa_map(scope)
+        && proven_cbor_text_into(proven_cbor_map_get(scope, "app"), app,
+                                 sizeof(app)) == PROVEN_OK
+        && proven_cbor_text_into(proven_cbor_map_get(req->map, "grant"),
+                                 grant, sizeof(grant)) == PROVEN_OK)
+    {
+        g = provend_grant_find(s, grant, app);
+    }
+    if (g == NULL) {
+        provend_ops_reply_error(reply, ctx, req->id, "forbidden",
+                                "the links are a session's call's: its "
+                                "grant is not one of this app's calls under "
+                                "way");
+        return;
+    }
+    for (i = 0; i < g->eth_nlinks; i++) {
+        hex[i][0] = '0';
+        hex[i][1] = 'x';
+        proven_hex_encode(g->eth_links[i], 20, hex[i] + 2);
+        texts[i] = hex[i];
+    }
+    map = cbor_new_definite_map(3);
+    ok = map != NULL
+         && proven_cbor_map_put(map, "identity",
+                                cbor_build_string(g->identity)) == PROVEN_OK
+         && proven_cbor_map_put(map, "ethereum",
+                                provend_rpc_texts(texts, g->eth_nlinks))
+            == PROVEN_OK;
+    for (i = 0; i < g->radix_nlinks; i++) {
+        texts[i] = g->radix_links[i];
+    }
+    ok = ok && proven_cbor_map_put(map, "radix",
+                                   provend_rpc_texts(texts, g->radix_nlinks))
+               == PROVEN_OK;
+    if (!ok) {
+        if (map != NULL) {
+            cbor_decref(&map);
+        }
+        provend_ops_reply_error(reply, ctx, req->id, "internal",
+                                "out of memory");
+        return;
+    }
+    provend_ops_reply_ok(reply, ctx, req->id, map);
+}
+
+
 static int
 provend_permit_is(const provend_nft_permit_t *p, const char *chain,
     const char *contract, const char *token_id)

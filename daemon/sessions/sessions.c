@@ -436,6 +436,7 @@ const provend_op_t  provend_sessions_ops[] = {
       PROVEND_SESSIONS_CHECK },
     { "rpc.call",       PROVEND_CALLER_SOCKET, provend_sessions_on_op,
       PROVEND_SESSIONS_RPC },
+    { "session.links",  PROVEND_CALLER_WORKER, provend_sessions_op_links, 0 },
     { NULL, 0, NULL, 0 }
 };
 

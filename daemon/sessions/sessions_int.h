@@ -210,6 +210,10 @@ int provend_session_unproved(const provend_session_t *session);
 /* After an identity change: what was linked to the last one forgotten. */
 void provend_session_forget_links(provend_session_t *session);
 
+/* session.links: an app's call's identity and links (commands.c). */
+void provend_sessions_op_links(void *subsystem, const provend_op_t *op,
+    const proven_request_t *req, provend_ops_reply_pt reply, void *ctx);
+
 /* ["account_...", ...]: the Radix accounts the session linked. */
 cbor_item_t *provend_rpc_radix_links(const provend_session_t *session);
 

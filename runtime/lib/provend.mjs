@@ -36,6 +36,13 @@ export class ProvendLine {
                     : 'NFT'} storage is for calls from an identified `
                     + 'session' };
         }
+        if (args.op === 'session.links') {
+            /* a call no session made: nobody's */
+            return caller ? this.send({ op: 'session.links',
+                                        grant: caller.grant,
+                                        scope: { app: this.app } })
+                          : { identity: null, ethereum: [], radix: [] };
+        }
         if (personal) {
             return this.send({ ...args, grant: caller.grant,
                                scope: { app: this.app, kind: 'personal',

@@ -1099,10 +1099,32 @@ const SETUP_SOURCE = String.raw`(function setup(host, limits) {
         getNftDb: (n, o) => sqlDb(n, 'NFT', o),
     });
 
+    /*
+     * Who the call runs for: the identity a session proved and the
+     * accounts it linked (LinkEthereum, LinkRadix), as the call began;
+     * provend answers from the call's grant.  A call no session made (an
+     * HTTP trigger, a schedule, an event): null and no accounts.
+     */
+    function links() {
+        return request('session.links', {});
+    }
+
+    const sessionModule = freeze({
+        async getCurrentIdentity() {
+            return (await links()).identity;
+        },
+        async getCurrentAccounts() {
+            const r = await links();
+            return freeze({ ethereum: freeze(r.ethereum),
+                            radix: freeze(r.radix) });
+        },
+    });
+
     return freeze({
         modules: freeze({ '@proven-network/handler': handlerModule,
                           '@proven-network/kv': kvModule,
-                          '@proven-network/sql': sqlModule }),
+                          '@proven-network/sql': sqlModule,
+                          '@proven-network/session': sessionModule }),
 
         resume,
         pull,

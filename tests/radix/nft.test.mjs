@@ -44,8 +44,9 @@ async function wallet() {
 
 async function identified() {
     const s = await p.createSession(base, { rootPem, app: 'rnotes', origin });
+    s.identity = p.newKeyPair();
     assert.equal(body(await p.call(s, 'Identify',
-                                   p.identifyData(s, p.newKeyPair()))).result,
+                                   p.identifyData(s, s.identity))).result,
                  'success');
     return s;
 }
@@ -135,4 +136,24 @@ test('no linked account, a bad id, a Gateway kept away: refused, said',
         await ledger('mode', { mode: 'none' });
     }
     assert.equal(output(await exec(s, 'readNote', RESOURCE, '#2#')), null);
+});
+
+test('an app sees who its call runs for: the identity and the accounts its '
+     + 'session linked', async () => {
+    const s = await identified();
+    const w = await wallet();
+    await link(s, w);
+    assert.deepEqual(output(await exec(s, 'whoami')), {
+        identity: Buffer.from(s.identity.raw).toString('hex'),
+        accounts: { ethereum: [], radix: [w.account] } });
+    /* another identity: the links were the last one's */
+    assert.equal(body(await p.call(s, 'Identify',
+                                   p.identifyData(s, p.newKeyPair()))).result,
+                 'success');
+    assert.deepEqual(output(await exec(s, 'whoami')).accounts,
+                     { ethereum: [], radix: [] });
+    const anon = await p.createSession(base, { rootPem, app: 'rnotes',
+                                               origin });
+    assert.deepEqual(output(await exec(anon, 'whoami')), {
+        identity: null, accounts: { ethereum: [], radix: [] } });
 });

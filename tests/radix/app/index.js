@@ -4,6 +4,7 @@
 
 import { run } from '@proven-network/handler';
 import { getNftStore } from '@proven-network/kv';
+import { getCurrentAccounts, getCurrentIdentity } from '@proven-network/session';
 
 const notes = getNftStore('notes');
 
@@ -14,3 +15,9 @@ export const writeNote = run(async (resource, id, text) => {
 
 export const readNote = run(async (resource, id) =>
     (await notes.get({ resource, id }, 'note')) ?? null);
+
+// Who the call runs for, and the accounts its session linked.
+export const whoami = run(async () => ({
+    identity: await getCurrentIdentity(),
+    accounts: await getCurrentAccounts(),
+}));
