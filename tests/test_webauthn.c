@@ -437,11 +437,19 @@ test_other_keys(void **state)
             0x21, 0x58, 0x20, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
                   2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2 };
         static const uint8_t  huge[] = { 0xba, 0x10, 0x00, 0x00, 0x00 };
-        const uint8_t        *keys[] = { twice, huge };
-        size_t                lens[] = { sizeof(twice), sizeof(huge) };
+        /* the identity point as an Ed25519 key: OpenSSL takes R = it and
+         * s = 0 as its signature of any message, so anyone could sign in
+         * with it (libsodium refuses points of small order) */
+        static const uint8_t  weak[] = {
+            0xa4, 0x01, 0x01, 0x03, 0x27, 0x20, 0x06,
+            0x21, 0x58, 0x20, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 };
+        const uint8_t        *keys[] = { twice, huge, weak };
+        size_t                lens[] = { sizeof(twice), sizeof(huge),
+                                         sizeof(weak) };
         size_t                k, head;
 
-        for (k = 0; k < 2; k++) {
+        for (k = 0; k < 3; k++) {
             head = auth_head(ad, RP_ID, 0x45, 0) + 16;
             ad[head++] = 0;
             ad[head++] = 1;

@@ -464,6 +464,10 @@ provend_rpc_identify(provend_session_t *session, cbor_item_t *data)
         return "the session's origin is too long to identify in";
     }
 
+    if (!provend_ed25519_key_ok(pub)) {
+        return "the identity key is not an Ed25519 key anyone holds (a "
+               "point of small order, or none)";
+    }
     key = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, pub, key_len);
     md = EVP_MD_CTX_new();
     ok = key != NULL && md != NULL

@@ -336,3 +336,10 @@ provend_rola_virtual_account(unsigned network, provend_rola_curve_t curve,
                                             : ROLA_ENTITY_SECP256K1_ACCOUNT;
     return bech32m_encode(hrp, data, sizeof(data), out, max);
 }
+
+
+int
+provend_ed25519_key_ok(const uint8_t pub[32])
+{
+    return sodium_init() >= 0 && crypto_core_ed25519_is_valid_point(pub) == 1;
+}

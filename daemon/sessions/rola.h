@@ -48,4 +48,10 @@ int provend_radix_address_valid(const char *text, unsigned network,
 int provend_rola_key_hash(const uint8_t *pub, size_t pub_len,
     uint8_t out[29]);
 
+/* Whether an Ed25519 public key is a point of the prime-order group, not
+ * of small order: a key no one holds (the identity point, for which
+ * OpenSSL takes a "signature" of any message) is refused.  For every
+ * Ed25519 key a session is given: its own, Identify's, a passkey's. */
+int provend_ed25519_key_ok(const uint8_t pub[32]);
+
 #endif /* PROVEND_ROLA_H */

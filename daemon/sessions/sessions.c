@@ -321,6 +321,13 @@ provend_sessions_op_create(provend_sessions_t *s, const proven_request_t *req,
         goto failed;
     }
     session->has_origin = has_origin;
+    if (!provend_ed25519_key_ok(client)) {
+        /* a key of small order: anyone could sign as the client */
+        provend_ops_reply_error(reply, ctx, req->id, "bad_request",
+                                "public_key is not an Ed25519 key anyone "
+                                "holds (a point of small order, or none)");
+        goto failed;
+    }
 
     if (has_app) {
         if (s->apps == NULL || !provend_apps_exists(s->apps, session->app)) {

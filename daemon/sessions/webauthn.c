@@ -21,6 +21,7 @@
 #include "proven.h"
 #include "webauthn.h"
 #include "core/util.h"
+#include "rola.h"
 
 
 #define WA_FLAG_UP   0x01           /* user present */
@@ -202,7 +203,8 @@ wa_cose_key(const cbor_item_t *key, provend_webauthn_cred_t *cred)
         return PROVEN_OK;
     }
     if (kty == 1 && alg == PROVEND_WEBAUTHN_EDDSA && crv == 6 && x != NULL
-        && y == NULL && cbor_bytestring_length(x) == 32)
+        && y == NULL && cbor_bytestring_length(x) == 32
+        && provend_ed25519_key_ok(cbor_bytestring_handle(x)))
     {
         cred->alg = PROVEND_WEBAUTHN_EDDSA;
         memcpy(cred->key, cbor_bytestring_handle(x), 32);

@@ -11,6 +11,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { test } from 'node:test';
 
+import * as cbor from '../../runtime/node_modules/cborg/cborg.js';
 import * as p from './protocol.mjs';
 
 const base = process.env.PROVEN_URL;
@@ -81,6 +82,17 @@ test('Identify, WhoAmI and Anonymize', async () => {
         assert.match(r.data, /proven-identify-v1/);
     }
     assert.equal(body(await p.call(s, 'WhoAmI')).result, 'anonymous');
+    /* the identity point as a key, "signed" with R = it and s = 0: a
+     * signature of any message to OpenSSL, the identity of no one */
+    const point = new Uint8Array(32);
+    point[0] = 1;
+    const weak = body(await p.call(s, 'Identify', {
+        passkey_prf_public_key_bytes: point,
+        session_id_signature_bytes: Uint8Array.from([...point,
+                                                     ...new Uint8Array(32)]),
+    }));
+    assert.equal(weak.result, 'failure');
+    assert.match(weak.data, /not an Ed25519 key anyone holds/);
     await identify(s, keys);
     const who = body(await p.call(s, 'WhoAmI'));
     assert.equal(who.result, 'identified');
@@ -283,6 +295,14 @@ test('oversized messages and session requests are refused', async () => {
     assert.equal(noApp.status, 400);   /* fields missing come first */
     await assert.rejects(session({ app: 'nosuch', origin }),
                          (e) => e.status === 404);
+    /* a session key of small order: anyone could sign as its client */
+    const point = new Uint8Array(32);
+    point[0] = 1;
+    const weak = await fetch(`${base}/session`, {
+        method: 'POST', headers: { 'content-type': 'application/cbor' },
+        body: cbor.encode({ nonce: new Uint8Array(32), public_key: point }) });
+    assert.equal(weak.status, 400);
+    assert.match(await weak.text(), /not an Ed25519 key anyone holds/);
 });
 
 test('a session unused for its idle time is gone', async () => {
