@@ -51,13 +51,14 @@ gw() {   # gw PATH JSON: the stand-in's test calls
 COMPONENT=component_rdx1cptxxxxxxxxxfaucetxxxxxxxxx000527798379xxxxxxxxxfaucet
 TYPO=component_rdx1cptxxxxxxxxxfaucetxxxxxxxxx000527798379xxxxxxxxxhkrefh
 GENESIS=component_rdx1cptxxxxxxxxxgenssxxxxxxxxxx000977302539xxxxxxxxxgenssx
-# commit [STATUS] EMITTER:NAME:VALUE ...: one transaction of those events
+# commit [STATUS] EMITTER:NAME:VALUE[:MODULE[:DEPTH]] ...: one
+# transaction of those events
 commit() {
     local status=CommittedSuccess events="" e
     case "$1" in Committed*) status=$1; shift ;; esac
     for e in "$@"; do
-        IFS=: read -r em name value <<<"$e"
-        events="$events${events:+,}{\"emitter\":\"$em\",\"name\":\"$name\",\"value\":$value}"
+        IFS=: read -r em name value module depth <<<"$e"
+        events="$events${events:+,}{\"emitter\":\"$em\",\"name\":\"$name\",\"value\":$value,\"module\":\"${module:-Main}\",\"depth\":${depth:-1}}"
     done
     gw commit "{\"status\":\"$status\",\"events\":[$events]}"
 }
@@ -134,12 +135,21 @@ const db = getApplicationDb('events').migrate(
     + 'times INTEGER NOT NULL, UNIQUE (filter, version, idx))');
 const flags = getApplicationStore('flags');
 
+/* the U64 at the bottom of the event's tuples */
+function valueOf(data) {
+    let d = data;
+    while (d.fields[0].kind === 'Tuple') {
+        d = d.fields[0];
+    }
+    return d.fields[0].value;
+}
+
 /* idempotent by (state version, event index): a second delivery counted */
 async function record(filter, e) {
     await db.execute('INSERT INTO seen (filter, version, idx, value, times) '
         + 'VALUES (?, ?, ?, ?, 1) ON CONFLICT (filter, version, idx) '
         + 'DO UPDATE SET times = times + 1',
-        [filter, e.stateVersion, e.eventIndex, e.data.fields[0].value]);
+        [filter, e.stateVersion, e.eventIndex, valueOf(e.data)]);
 }
 
 export const minted = runOnRadixEvent({ emitter: '$COMPONENT',
@@ -152,6 +162,8 @@ export const minted = runOnRadixEvent({ emitter: '$COMPONENT',
 });
 export const burned = runOnRadixEvent({ emitter: '$COMPONENT',
     eventName: 'BurnedEvent' }, (e) => record('burned', e));
+export const deep = runOnRadixEvent({ emitter: '$COMPONENT',
+    eventName: 'DeepEvent' }, (e) => record('deep', e));
 /* the faucet's address with its checksum's last letters changed */
 export const typo = runOnRadixEvent({ emitter: '$TYPO',
     eventName: 'MintedEvent' }, (e) => record('typo', e));
@@ -163,7 +175,7 @@ check "the app deploys" 0 "$build/bin/proven" app deploy "$work/app" --app rx
 filters() {
     call radix.events | grep -o '"handler"' | wc -l
 }
-eventually "its three filters are followed" 3 filters
+eventually "its four filters are followed" 4 filters
 eventually "an emitter whose checksum fails: held, said" \
     "emitter $TYPO is not an address of network 1" status_of typo
 
@@ -172,15 +184,26 @@ eventually "an emitter whose checksum fails: held, said" \
 commit "$COMPONENT:MintedEvent:1"
 eventually "an event comes" "1x1" seen minted
 commit "$COMPONENT:MintedEvent:2" "$GENESIS:MintedEvent:99" \
-    "$COMPONENT:BurnedEvent:3" "$COMPONENT:MintedEvent:4"
+    "$COMPONENT:BurnedEvent:3" "$COMPONENT:MintedEvent:97:Metadata" \
+    "$COMPONENT:MintedEvent:4"
 commit CommittedFailure "$COMPONENT:MintedEvent:98"
 commit "$COMPONENT:MintedEvent:5"
 eventually "events come once each, in ledger and event order" \
     "1x1 2x1 4x1 5x1" seen minted
 same "another name is another filter's" "3x1" seen burned
 same "(the held one saw nothing)" "" seen typo
-same "none from before the app, another emitter or a failed transaction" \
+same "none from before the app, another emitter, its metadata module or a failed transaction" \
     "1x1 2x1 4x1 5x1" seen minted
+
+# data deeper than any SBOR value (100 tuples: 200 JSON levels): held
+# there, said, never handed over as null
+commit "$COMPONENT:DeepEvent:1:Main:100" "$COMPONENT:MintedEvent:96:Main:3"
+eventually "an event's data too deep: held, said" \
+    "event 0 of transaction $(curl -sf -XPOST "$gateway/status/gateway-status" -d '{}' | grep -o '"state_version":[0-9]*' | cut -d: -f2): its data is deeper than 160 levels, or no memory" \
+    sh -c "$(declare -f call status_of); top=$top data=$data; status_of deep | sed 's/^the handler: //'"
+same "(the handler saw nothing of it)" "" seen deep
+eventually "(nested data within SBOR's depth comes whole)" \
+    "1x1 2x1 4x1 5x1 96x1" seen minted
 
 # ---- a restart, and pages --------------------------------------------------------
 
@@ -191,7 +214,7 @@ commit "$COMPONENT:MintedEvent:7"
 start_provend
 commit "$COMPONENT:MintedEvent:8"
 eventually "a restart neither repeats nor skips" \
-    "1x1 2x1 4x1 5x1 6x1 7x1 8x1" seen minted
+    "1x1 2x1 4x1 5x1 96x1 6x1 7x1 8x1" seen minted
 # (120 transactions of another emitter's: the stand-in filters them out
 # as the Gateway does; 60 of the app's own, in pages of 50)
 for i in $(seq 100 159); do
@@ -206,12 +229,12 @@ eventually "a stream longer than a page: each event once" "3x1 $want" \
 commit "$COMPONENT:MintedEvent:12" "$COMPONENT:MintedEvent:13" \
     "$COMPONENT:MintedEvent:14"
 eventually "a failing handler holds its filter: the rest of its transaction waits" \
-    "1x1 2x1 4x1 5x1 6x1 7x1 8x1 12x1" seen minted
+    "1x1 2x1 4x1 5x1 96x1 6x1 7x1 8x1 12x1" seen minted
 eventually "and says why" "the handler: handler_error: Error: not yet" \
     status_of minted
 "$build/bin/proven" kv set --app rx --store flags let-13 yes >/dev/null
 eventually "tried again, it goes on from where it was held, none twice" \
-    "1x1 2x1 4x1 5x1 6x1 7x1 8x1 12x1 13x1 14x1" seen minted
+    "1x1 2x1 4x1 5x1 96x1 6x1 7x1 8x1 12x1 13x1 14x1" seen minted
 
 # ---- a Gateway that misbehaves ------------------------------------------------------
 
@@ -220,14 +243,14 @@ commit "$COMPONENT:MintedEvent:20"
 eventually "a Gateway of another network: said" \
     'the Gateway'"'"'s /status/gateway-status: it answers for network "stokenet", this node is on mainnet (--radix-network 1)' \
     gateway_error
-same "(nothing delivered from it)" "1x1 2x1 4x1 5x1 6x1 7x1 8x1 12x1 13x1 14x1" \
+same "(nothing delivered from it)" "1x1 2x1 4x1 5x1 96x1 6x1 7x1 8x1 12x1 13x1 14x1" \
     seen minted
 mode disorder
 commit "$COMPONENT:MintedEvent:21"
 eventually "a page out of ledger order: held, said" \
     "the Gateway's transactions are not in ledger order" \
     sh -c "$(declare -f call status_of); top=$top data=$data; status_of minted | cut -c1-50"
-same "(nothing delivered from it)" "1x1 2x1 4x1 5x1 6x1 7x1 8x1 12x1 13x1 14x1" \
+same "(nothing delivered from it)" "1x1 2x1 4x1 5x1 96x1 6x1 7x1 8x1 12x1 13x1 14x1" \
     seen minted
 mode down
 eventually "a Gateway down: said" \
@@ -235,7 +258,7 @@ eventually "a Gateway down: said" \
     gateway_error
 mode none
 eventually "the Gateway right again: each comes once" \
-    "1x1 2x1 4x1 5x1 6x1 7x1 8x1 12x1 13x1 14x1 20x1 21x1" seen minted
+    "1x1 2x1 4x1 5x1 96x1 6x1 7x1 8x1 12x1 13x1 14x1 20x1 21x1" seen minted
 same "none of the filters is held" "ok" status_of minted
 check "(the requests went through the schema's fields)" 0 \
     -m '"/stream/transactions":[1-9]' curl -sf "$gateway/test/requests"
@@ -281,9 +304,9 @@ delivering() {   # delivering I: whether node I delivers now
         "unix:$work/cluster/node$1/provend.sock" radix.events 2>/dev/null \
         | grep -o '"delivering":[a-z]*' | cut -d: -f2
 }
-EVENTUALLY_S=60 eventually "each node starts the app's three filters" 3 \
+EVENTUALLY_S=60 eventually "each node starts the app's four filters" 4 \
     nfilters 1
-EVENTUALLY_S=60 eventually "(node 2)" 3 nfilters 2
+EVENTUALLY_S=60 eventually "(node 2)" 4 nfilters 2
 sleep 1
 commit "$COMPONENT:MintedEvent:31" "$COMPONENT:MintedEvent:32"
 EVENTUALLY_S=60 eventually "each event once in the cluster, not once per node" \

@@ -180,9 +180,17 @@ provend_radix_owner_keys(provend_radix_t *r, const char *account,
         return PROVEN_ERR;
     }
 
-    /* explicit_metadata.items: owner_keys, once at most */
+    /* explicit_metadata.items: owner_keys, once at most; an answer
+     * without the list it was asked for says nothing of the keys (a
+     * Gateway that ignored the opt-in): never "not set" */
     meta = json_object_get(json_object_get(item, "explicit_metadata"),
                            "items");
+    if (!json_is_array(meta)) {
+        proven_errf(err, errlen, "the Gateway's entity details have no "
+                    "explicit_metadata list (owner_keys asked for)");
+        json_decref(ans);
+        return PROVEN_ERR;
+    }
     entry = NULL;
     for (i = 0; i < json_array_size(meta); i++) {
         v = json_array_get(meta, i);

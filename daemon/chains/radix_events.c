@@ -44,7 +44,9 @@
 #define EVENTS_PAGES         4          /* pages per filter, poll */
 #define EVENTS_PER_POLL      64         /* events per filter, poll */
 #define EVENTS_TX_MAX        4096       /* a transaction's events */
-#define EVENTS_DATA_DEPTH    64         /* an event's data (SBOR's own) */
+#define EVENTS_DATA_DEPTH    160        /* an event's data as JSON: two
+                                           levels per SBOR level, of 64 */
+#define EVENTS_APP_MS        10000      /* an app's handlers, per poll */
 #define EVENTS_DONE          UINT32_MAX /* next: the transaction is done */
 #define EVENTS_LEASE_S       15
 #define EVENTS_DB            "chains"
@@ -71,6 +73,7 @@ struct radix_events_s {
     unsigned            poll_ms;
     unsigned            poll;
     uint64_t            ledger;         /* the Gateway's, at this poll */
+    uint64_t            app_turn;       /* uv_hrtime: this app's began */
     char                error[PROVEN_ERR_LEN];
     events_cursor_t    *cursors;
     size_t              ncursors;
@@ -363,7 +366,15 @@ events_matches(const provend_radix_filter_t *flt, json_t *ev)
     if (name == NULL || type == NULL || strcmp(name, flt->event) != 0) {
         return 0;
     }
+    /* a method of the entity's own blueprint: not its metadata, role
+     * or royalty module's event of the same name */
     address = strcmp(type, "Method") == 0
+              && json_string_value(json_object_get(emitter,
+                                                   "object_module_id"))
+                 != NULL
+              && strcmp(json_string_value(json_object_get(emitter,
+                                              "object_module_id")),
+                        "Main") == 0
               ? json_string_value(json_object_get(
                     json_object_get(emitter, "entity"), "entity_address"))
               : strcmp(type, "Function") == 0
@@ -388,6 +399,9 @@ events_arg(const provend_radix_filter_t *flt, json_t *tx, uint64_t version,
     when = json_string_value(json_object_get(tx, "round_timestamp"));
     data = provend_json_to_cbor(json_object_get(ev, "data"),
                                 EVENTS_DATA_DEPTH);
+    if (data == NULL && json_object_get(ev, "data") != NULL) {
+        return NULL;            /* deeper than any SBOR value, or no memory */
+    }
     map = cbor_new_definite_map(7);
     args = cbor_new_definite_array(1);
     ok = map != NULL && args != NULL
@@ -452,6 +466,7 @@ events_transaction(radix_events_t *e, const provend_radix_filter_t *flt,
             continue;
         }
         if (*delivered == EVENTS_PER_POLL
+            || uv_hrtime() - e->app_turn > EVENTS_APP_MS * 1000000ULL
             || !provend_bridge_lease_now(&e->bridge) || events_stopping(e))
         {
             events_set(e, cur, version, (uint32_t) i, "");
@@ -460,7 +475,9 @@ events_transaction(radix_events_t *e, const provend_radix_filter_t *flt,
         events_set(e, cur, version, (uint32_t) i, cur->error);
         args = events_arg(flt, tx, version, json_array_get(list, i), i);
         if (args == NULL) {
-            proven_errf(err, errlen, "out of memory");
+            proven_errf(err, errlen, "event %zu of transaction %llu: its "
+                        "data is deeper than %d levels, or no memory", i,
+                        (unsigned long long) version, EVENTS_DATA_DEPTH);
             return PROVEN_ERR;
         }
         if (provend_bridge_run(&e->bridge, flt->app, flt->handler, "radix",
@@ -489,13 +506,18 @@ static int
 events_page(radix_events_t *e, const provend_radix_filter_t *flt,
     events_cursor_t *cur, unsigned *delivered, char *err, size_t errlen)
 {
-    int          rc;
+    int          rc, more;
     size_t       i, n;
     json_t      *ans, *items, *tx, *req;
     uint64_t     from, top, version, prev;
     const char  *status;
 
     from = cur->next == EVENTS_DONE ? cur->version + 1 : cur->version;
+    if (from > e->ledger) {
+        /* nothing committed since: a Gateway asked past its ledger's end
+         * answers an error, not an empty page */
+        return 1;
+    }
     req = json_pack("{s:{s:I}, s:s, s:i, s:s, s:s, s:[s], s:{s:b}}",
                     "from_ledger_state", "state_version", (json_int_t) from,
                     "order", "Asc", "limit_per_page", EVENTS_PAGE,
@@ -554,9 +576,10 @@ events_page(radix_events_t *e, const provend_radix_filter_t *flt,
             events_set(e, cur, version, EVENTS_DONE, "");
         }
     }
+    more = json_is_string(json_object_get(ans, "next_cursor"));
     json_decref(ans);
-    if (n == EVENTS_PAGE) {
-        return 0;
+    if (more) {
+        return n > 0 ? 0 : 1;   /* (an empty page that says more: later) */
     }
     /* the whole stream to the ledger's version read: the cursor there */
     if (top > cur->version || (top == cur->version && cur->next
@@ -600,7 +623,11 @@ events_filter(radix_events_t *e, const provend_radix_filter_t *flt)
     if (rc == PROVEN_ERR) {
         events_held(e, flt, cur, err);
     }
-    if (events_save(e, cur, 0, err, sizeof(err)) != PROVEN_OK) {
+    /* a node that lost the lease meanwhile leaves the cursor to the one
+     * that holds it now */
+    if (provend_bridge_lease_now(&e->bridge)
+        && events_save(e, cur, 0, err, sizeof(err)) != PROVEN_OK)
+    {
         events_held(e, flt, cur, err);
     }
 }
@@ -657,6 +684,11 @@ events_poll(radix_events_t *e)
         for (i = 0; q->call.ok && i < q->nfilters && !events_stopping(e);
              i++)
         {
+            if (i == 0 || strcmp(q->filters[i].app,
+                                 q->filters[i - 1].app) != 0)
+            {
+                e->app_turn = uv_hrtime();      /* each app's turn */
+            }
             if (held) {
                 events_filter(e, &q->filters[i]);
             } else if (events_cursor(e, &q->filters[i], err, sizeof(err))

@@ -513,7 +513,7 @@ main(int argc, char **argv)
     /* before any thread: libcurl's global set-up is not thread-safe */
     /* (--cluster-if has set cluster_file when its file is there) */
     if ((o.cluster_file != NULL || o.acme_directory != NULL
-         || o.eth_rpc != NULL)
+         || o.eth_rpc != NULL || o.radix_gateway != NULL)
         && curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
     {
         fprintf(stderr, "provend: cannot set up libcurl\n");

@@ -254,8 +254,15 @@ provend_radix_command(provend_sessions_t *s, provend_session_t *session,
         why = radix_challenge(session, out);
         goto answered;
     }
+    /* before the challenge is spent: a busy node costs the wallet no
+     * second proof */
     if (session->radix_busy) {
         why = "a LinkRadix of this session is under way";
+        goto answered;
+    }
+    if (s->radix != NULL && s->radix_jobs >= RADIX_JOBS_MAX) {
+        why = "busy: another account is being checked on ledger by this "
+              "node; try again (the challenge is still good)";
         goto answered;
     }
     j = calloc(1, sizeof(*j));
@@ -274,12 +281,6 @@ provend_radix_command(provend_sessions_t *s, provend_session_t *session,
     }
     if (why != NULL || s->radix == NULL) {
         free(j);
-        goto answered;
-    }
-    if (s->radix_jobs >= RADIX_JOBS_MAX) {
-        free(j);
-        why = "busy: another account is being checked on ledger by this "
-              "node; try again";
         goto answered;
     }
     j->radix = s->radix;

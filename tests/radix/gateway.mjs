@@ -12,15 +12,21 @@
 //   POST /status/gateway-status, /stream/transactions,
 //        /state/entity/details, /state/non-fungible/location
 // The test's (what the ledger holds, and how the Gateway misbehaves):
-//   POST /test/commit {events: [{emitter, name, value}], status?}
-//        -> {state_version}: a user transaction, its events as a
-//        component's methods emit them (value: the event's one U64 field)
+//   POST /test/commit {events: [{emitter, name, value, module?, depth?}],
+//        status?} -> {state_version}: a user transaction, its events as a
+//        component's methods emit them (value: the event's one U64 field;
+//        module: the emitter's object module, "Main" by default; depth:
+//        the data nested that many tuples deep)
 //   POST /test/filler {n}: n transactions of another emitter's
 //   POST /test/owner-keys {account, keys: [{key_hash_type, hash_hex}] | null}
 //   POST /test/nft {resource, id, holder | null, burned?}
 //   POST /test/mode {mode}: "none", "down" (HTTP 500), "network" (it
 //        answers for stokenet), "disorder" (a page's transactions out of
-//        order), "hold" (no answer for 30 s)
+//        order), "hold" (no answer for 30 s), "no-explicit" (entity
+//        details without the explicit_metadata asked for, as a Gateway
+//        that ignores the opt-in)
+// As the Gateway does, a stream asked from past the ledger's end is an
+// error (400), not an empty page.
 //   GET  /test/requests -> {path: count}
 
 import fs from 'node:fs';
@@ -82,17 +88,23 @@ function commit(events, status = 'CommittedSuccess') {
         transaction_status: status,
         intent_hash: `txid_rdx1${String(v).padStart(8, '0')}`,
         fee_paid: '0.25',
-        events: events.map((e) => ({
-            name: e.name,
-            emitter: { type: 'Method',
-                       entity: { is_global: true,
-                                 entity_type: 'GlobalGenericComponent',
-                                 entity_address: e.emitter },
-                       object_module_id: 'Main' },
-            data: { kind: 'Tuple', type_name: e.name,
-                    fields: [{ kind: 'U64', field_name: 'value',
-                               value: String(e.value) }] },
-        })),
+        events: events.map((e) => {
+            let data = { kind: 'Tuple', type_name: e.name,
+                         fields: [{ kind: 'U64', field_name: 'value',
+                                    value: String(e.value) }] };
+            for (let i = 1; i < (e.depth ?? 1); i++) {
+                data = { kind: 'Tuple', fields: [data] };
+            }
+            return {
+                name: e.name,
+                emitter: { type: 'Method',
+                           entity: { is_global: true,
+                                     entity_type: 'GlobalGenericComponent',
+                                     entity_address: e.emitter },
+                           object_module_id: e.module ?? 'Main' },
+                data,
+            };
+        }),
     });
     return v;
 }
@@ -103,6 +115,10 @@ function streamTransactions(body) {
     const limit = Math.min(req.limit_per_page ?? 100, 100);
     const emitters = req.event_global_emitters_filter ?? null;
     const wantEvents = req.opt_ins?.receipt_events === true;
+    if (from > ledger.version) {
+        throw Object.assign(new Error('State version is beyond the end of '
+                                      + 'the known ledger'), { status: 400 });
+    }
     if ((req.order ?? 'Asc') !== 'Asc') {
         throw Object.assign(new Error('the stand-in serves Asc only'),
                             { status: 400 });
@@ -152,7 +168,8 @@ function entityDetails(body) {
                                       items: explicit },
                  fungible_resources: { total_count: 0, items: [] },
                  non_fungible_resources: { total_count: 0, items: [] },
-                 ...(req.opt_ins?.explicit_metadata?.includes('owner_keys')
+                 ...(mode !== 'no-explicit'
+                     && req.opt_ins?.explicit_metadata?.includes('owner_keys')
                      ? { explicit_metadata: { total_count: explicit.length,
                                               items: explicit } } : {}) };
     });

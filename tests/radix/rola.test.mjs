@@ -212,6 +212,19 @@ test('an account whose owner keys changed on ledger: its new key links it, '
         assert.equal(r.result, 'success', JSON.stringify(r));
         assert.deepEqual(r.data, [first.account]);
 
+        /* a Gateway that leaves out the metadata asked for says nothing
+         * of the keys: not taken as "never set" (the first key's again) */
+        await ledger('mode', { mode: 'no-explicit' });
+        try {
+            const s2 = await identified();
+            ch = await challenge(s2);
+            r = await command(s2, 'LinkRadix', prove(first, ch));
+            assert.equal(r.result, 'failure');
+            assert.match(r.data, /no explicit_metadata list/);
+        } finally {
+            await ledger('mode', { mode: 'none' });
+        }
+
         /* the same hash under another curve's name is not that key */
         await ledger('owner-keys', { account: first.account, keys: [{
             ...keyHash(next), key_hash_type: 'EddsaEd25519' }] });
