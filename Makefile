@@ -220,6 +220,13 @@ $(BUILD)/bench/chains_proofs: bench/chains/proofs.c $(LIBPROVEN) \
 	$(CC) $(CFLAGS) -MF $@.d -Idaemon $(LDFLAGS) -o $@ $< $(DAEMON_LIB_OBJS) \
 	    $(LIBPROVEN) $(DAEMON_LIBS) $(LIBS)
 
+# bench/radix: ROLA's checks, timed against Radix's own @radixdlt/rola
+$(BUILD)/bench/radix_rola: bench/radix/rola.c $(LIBPROVEN) \
+    $(DAEMON_LIB_OBJS) | check-deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MF $@.d -Idaemon $(LDFLAGS) -o $@ $< $(DAEMON_LIB_OBJS) \
+	    $(LIBPROVEN) $(DAEMON_LIBS) $(LIBS)
+
 # ---- nginx modules, built against Debian's nginx-dev ---------------------
 
 $(BUILD)/nginx/objs/Makefile: config $(LIB_SRCS) | check-deps
@@ -322,6 +329,8 @@ bench:
 	@./bench/tls/run
 	@$(MAKE) --no-print-directory $(BUILD)/bench/chains_proofs
 	@./bench/chains/run
+	@$(MAKE) --no-print-directory $(BUILD)/bench/radix_rola
+	@./bench/radix/run
 
 clean:
 	rm -rf build build-asan build-fuzz t/servroot*

@@ -18,11 +18,14 @@ for (`node $FindBin::Bin/lib/rpc-forge.mjs $ENV{TEST_NGINX_PROVEN_SOCKET}`) {
 $ENV{TEST_NGINX_M1} or die "rpc-forge.mjs printed nothing";
 
 # {"nonce": h'0102', "public_key": 32 bytes}, and the same as multipart
+# (the key: RFC 8032's first test key, a point anyone may hold; one of
+# small order is refused)
 our $cbor_session = pack('H*', 'a2656e6f6e63654201026a7075626c69635f6b65795820'
-                               . ('ab' x 32));
+                               . 'd75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a');
 our $multipart = "--XyZ\r\nContent-Disposition: form-data; name=\"nonce\"\r\n"
     . "\r\nabc\r\n--XyZ\r\nContent-Disposition: form-data; "
-    . "name=\"public_key\"\r\n\r\n" . ('k' x 32) . "\r\n--XyZ--\r\n";
+    . "name=\"public_key\"\r\n\r\n"
+    . pack('H*', 'd75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a') . "\r\n--XyZ--\r\n";
 
 our $http_config = <<'CONF';
     proven_daemon unix:$TEST_NGINX_PROVEN_SOCKET;
