@@ -5,8 +5,11 @@
  * filter (an emitter's address and an event's name): committed user
  * transactions, in ledger order, from the filter's cursor on, the
  * emitter's among them (event_global_emitters_filter), their receipts'
- * events opted in.  Each event the emitter emitted under that name goes
- * to the handler, one at a time, on the app's worker; the cursor (state
+ * events opted in, page by page until next_cursor is null (a filter
+ * already at the ledger's version asks nothing: a Gateway asked past its
+ * ledger's end answers an error).  Each event the emitter's own
+ * blueprint (object module Main) emitted under that name goes to the
+ * handler, one at a time, on the app's worker; the cursor (state
  * version, next event) is written to the node's storage after each
  * answer, so a restart goes on after the last event written as answered
  * (one answered but not yet written comes again: at least once).  A
@@ -14,7 +17,9 @@
  * that doubles, a minute at most.  A new filter starts at the ledger's
  * state version when first seen: events before it are not its.  In a
  * cluster one node at a time delivers (the bridge's lease), the cursors
- * being the cluster's storage.
+ * being the cluster's storage.  Each app's handlers get EVENTS_APP_MS a
+ * poll, so one app's slow handlers hold the others back that long at
+ * most.
  *
  * Radix commits with finality: a version once answered is never undone,
  * so there are no reorganisations to follow, unlike Ethereum's.  What
