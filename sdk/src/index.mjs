@@ -785,6 +785,43 @@ export class Session {
     }
 
     /*
+     * Links a Radix account to the identity (identify first) with ROLA:
+     * the node's challenge (RadixChallenge, single-use) goes to the
+     * wallet, whose signed challenge comes back and is checked by the
+     * node (and, with a Gateway, the account's owner keys on ledger).
+     * prove(challengeHex) gives what the Radix dApp Toolkit's proof of
+     * ownership gives: {address, proof: {publicKey, signature, curve}}
+     * (hex), for one account.  dAppDefinition: the dApp definition
+     * address the wallet was asked with (the page's).
+     */
+    async linkRadix(dAppDefinition, prove) {
+        if (this.identity === undefined) {
+            throw new RpcError('bad_request', 'identify first: an account '
+                               + 'is linked to an identity');
+        }
+        const ch = await this.send('RadixChallenge');
+        if (ch.result !== 'success') {
+            return ch;
+        }
+        const signed = await prove(hex(ch.data.challenge));
+        const p = signed?.proof;
+        const hexOk = (t, n) => typeof t === 'string'
+            && new RegExp(`^[0-9a-fA-F]{${n}}$`).test(t);
+        if (typeof signed?.address !== 'string' || p === undefined
+            || !(hexOk(p.publicKey, 64) || hexOk(p.publicKey, 66))
+            || !(hexOk(p.signature, 128) || hexOk(p.signature, 130))
+            || (p.curve !== 'curve25519' && p.curve !== 'secp256k1')) {
+            throw new RpcError('bad_request', 'a signed challenge is {address,'
+                               + ' proof: {publicKey, signature, curve}}, '
+                               + 'in hex, as the wallet gives it');
+        }
+        return this.send('LinkRadix', {
+            account: signed.address, curve: p.curve,
+            public_key: fromHex(p.publicKey), signature: fromHex(p.signature),
+            dapp_definition: dAppDefinition });
+    }
+
+    /*
      * A new passkey for a new identity: the authenticator makes a
      * discoverable credential for the node's relying party (the page's
      * host), its PRF output derives the identity key, the session is

@@ -260,3 +260,41 @@ test('over https in Node: every connection pinned to the attested TLS key',
         fs.rmSync(dir, { recursive: true });
     }
 });
+
+test('a Radix account linked with the wallet\'s signed challenge', node,
+     async () => {
+    const { default: blake } = await import(
+        '../../tests/radix/node_modules/blakejs/index.js');
+    const { PublicKey, RadixEngineToolkit } = await import(
+        '../../tests/radix/node_modules/@radixdlt/radix-engine-toolkit/'
+        + 'dist/radix-engine-toolkit.mjs');
+    const crypto = await import('node:crypto');
+    const dapp = 'account_rdx12xsvygvltz4uhsht6tdrfxktzpmnl77r0d40j8agmujgdj022sudkk';
+    const keys = crypto.generateKeyPairSync('ed25519');
+    const pub = Buffer.from(keys.publicKey.export({ format: 'der',
+                                                    type: 'spki' })
+        .subarray(-32));
+    const address = await RadixEngineToolkit.Derive
+        .virtualAccountAddressFromPublicKey(
+            new PublicKey.Ed25519(new Uint8Array(pub)), 1);
+    /* what a wallet does with the challenge: ROLA's message, signed */
+    const wallet = async (challenge) => {
+        const hash = blake.blake2b(Buffer.concat([
+            Buffer.from('R'), Buffer.from(challenge, 'hex'),
+            Buffer.from([dapp.length]), Buffer.from(dapp),
+            Buffer.from(origin)]), undefined, 32);
+        return { address, proof: { curve: 'curve25519',
+                 publicKey: pub.toString('hex'),
+                 signature: crypto.sign(null, hash, keys.privateKey)
+                     .toString('hex') } };
+    };
+    const s = await Session.open(url, { app: 'hello', root, pcrs, origin });
+    await assert.rejects(s.linkRadix(dapp, wallet), /identify first/);
+    assert.equal((await s.identify(newIdentityKey())).result, 'success');
+    const r = await s.linkRadix(dapp, wallet);
+    assert.equal(r.result, 'success', JSON.stringify(r));
+    assert.deepEqual(r.data, [address]);
+    assert.deepEqual((await s.whoAmI()).data.radix, [address]);
+    await assert.rejects(s.linkRadix(dapp, async () => ({ address })),
+                         /a signed challenge is/);
+});
