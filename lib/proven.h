@@ -342,6 +342,54 @@ int proven_state_copy(const uint8_t *page, uint8_t **out, size_t *len,
 int proven_status_of(const char *code, int otherwise);
 
 
+/* ---- Merkle trees of nonces (lib/proven_merkle.c) ----------------------- */
+
+/*
+ * Batched attestation (issue 21): one document whose nonce is the root of
+ * a Merkle tree over many clients' nonces, each client given its inclusion
+ * proof.  The tree is RFC 9162's (Certificate Transparency 2.0, §2.1):
+ * SHA-256, a leaf SHA-256(0x00 || nonce), a node SHA-256(0x01 || left ||
+ * right), n leaves split at the largest power of two below n, so that a
+ * leaf is never taken for a node nor a proof of one tree size for
+ * another's.  A proof is the siblings from the leaf up (its "audit
+ * path"); checking it needs the leaf's index and the tree's size.
+ */
+#define PROVEN_MERKLE_LEAVES_MAX  65536
+#define PROVEN_MERKLE_DEPTH_MAX   16      /* log2 of the above */
+
+typedef struct {
+    uint8_t  *nodes;                    /* every level's, 32 bytes each */
+    size_t    leaves;
+    size_t    levels;
+    size_t    start[PROVEN_MERKLE_DEPTH_MAX + 2];   /* level i's first */
+    size_t    count[PROVEN_MERKLE_DEPTH_MAX + 2];
+} proven_merkle_t;
+
+/* A nonce's leaf hash: PROVEN_ERR only when out of memory. */
+int proven_merkle_leaf(const uint8_t *nonce, size_t len, uint8_t out[32]);
+
+/* The tree of n leaf hashes (1 to PROVEN_MERKLE_LEAVES_MAX): PROVEN_ERR
+ * when n is out of bounds or out of memory. */
+int proven_merkle_build(proven_merkle_t *t, const uint8_t (*leaves)[32],
+    size_t n);
+void proven_merkle_root(const proven_merkle_t *t, uint8_t root[32]);
+/* Leaf index's proof into path: its length (0 for a tree of one). */
+size_t proven_merkle_path(const proven_merkle_t *t, size_t index,
+    uint8_t path[PROVEN_MERKLE_DEPTH_MAX][32]);
+void proven_merkle_free(proven_merkle_t *t);
+
+/*
+ * Whether path proves leaf at index in the tree of size leaves whose root
+ * is root (RFC 9162 §2.1.3.2): PROVEN_OK, or PROVEN_ERR.  What it shows
+ * is that the leaf is in that tree: the root does not fix the size (a
+ * proof of one of a tree's first leaves holds for larger sizes too).
+ * leaf must be proven_merkle_leaf() of the client's own nonce, never a
+ * hash it was given: an inner node passed as a leaf proves its place.
+ */
+int proven_merkle_verify(const uint8_t leaf[32], size_t index, size_t size,
+    const uint8_t (*path)[32], size_t depth, const uint8_t root[32]);
+
+
 /* ---- COSE_Sign1 (lib/proven_cose.c) ------------------------------------- */
 
 /* The protected header {1: -35} (ES384) as Nitro encodes it. */
