@@ -9,27 +9,43 @@
 #include "chains/eth.h"
 
 
+/* The entry's "module#name" into handler: PROVEN_ERR with err (what:
+ * "an Ethereum", "a Radix"). */
+static int
+filter_handler(const cbor_item_t *h, char *handler, size_t size,
+    const char *what, char *err, size_t errlen)
+{
+    char  module[PROVEND_SCHEDULE_NAME_MAX + 1];
+    char  name[PROVEND_SCHEDULE_NAME_MAX + 1];
+
+    if (proven_cbor_text_into(proven_cbor_map_get(h, "module"), module,
+                              sizeof(module)) != PROVEN_OK
+        || proven_cbor_text_into(proven_cbor_map_get(h, "name"), name,
+                                 sizeof(name)) != PROVEN_OK
+        || (size_t) snprintf(handler, size, "%s#%s", module, name) >= size)
+    {
+        proven_errf(err, errlen, "%s event handler of the manifest has no "
+                    "module#name", what);
+        return PROVEN_ERR;
+    }
+    return PROVEN_OK;
+}
+
+
 /* One handler entry of kind "ethereum" into out. */
 static int
 eth_filter_parse(const cbor_item_t *h, void *out, char *err, size_t errlen)
 {
-    char                   module[PROVEND_SCHEDULE_NAME_MAX + 1];
-    char                   name[PROVEND_SCHEDULE_NAME_MAX + 1], event[513];
+    char                   event[513];
     size_t                 i;
     uint64_t               confirmations;
     cbor_item_t           *topics, *t, *chain, *ev;
     provend_eth_filter_t  *f = out;
 
     memset(f, 0, sizeof(*f));
-    if (proven_cbor_text_into(proven_cbor_map_get(h, "module"), module,
-                              sizeof(module)) != PROVEN_OK
-        || proven_cbor_text_into(proven_cbor_map_get(h, "name"), name,
-                                 sizeof(name)) != PROVEN_OK
-        || (size_t) snprintf(f->handler, sizeof(f->handler), "%s#%s",
-                             module, name) >= sizeof(f->handler))
+    if (filter_handler(h, f->handler, sizeof(f->handler), "an Ethereum",
+                       err, errlen) != PROVEN_OK)
     {
-        proven_errf(err, errlen, "an Ethereum event handler of the manifest "
-                    "has no module#name");
         return PROVEN_ERR;
     }
     if (provend_eth_cbor_hex(proven_cbor_map_get(h, "address"), f->address, 20)
@@ -165,21 +181,13 @@ static int
 radix_filter_parse(const cbor_item_t *h, void *out, char *err,
     size_t errlen)
 {
-    char                     module[PROVEND_SCHEDULE_NAME_MAX + 1];
-    char                     name[PROVEND_SCHEDULE_NAME_MAX + 1];
     size_t                   i;
     provend_radix_filter_t  *f = out;
 
     memset(f, 0, sizeof(*f));
-    if (proven_cbor_text_into(proven_cbor_map_get(h, "module"), module,
-                              sizeof(module)) != PROVEN_OK
-        || proven_cbor_text_into(proven_cbor_map_get(h, "name"), name,
-                                 sizeof(name)) != PROVEN_OK
-        || (size_t) snprintf(f->handler, sizeof(f->handler), "%s#%s",
-                             module, name) >= sizeof(f->handler))
+    if (filter_handler(h, f->handler, sizeof(f->handler), "a Radix", err,
+                       errlen) != PROVEN_OK)
     {
-        proven_errf(err, errlen, "a Radix event handler of the manifest "
-                    "has no module#name");
         return PROVEN_ERR;
     }
     /* the address's Bech32m is checked against the node's network when

@@ -142,14 +142,18 @@ events_key(radix_events_t *e, const provend_radix_filter_t *flt,
 }
 
 
+/* A statement on the node's own database; key, when given, is ?1. */
 static provend_storage_req_t *
-events_req(int op, const char *sql, int nparams)
+events_req(int op, const char *sql, int nparams, const char *key)
 {
     provend_storage_req_t  *req;
 
     req = provend_storage_own_sql(op, EVENTS_DB, 1);
     if (req != NULL
-        && provend_storage_stmt(req, 0, sql, nparams) != PROVEN_OK)
+        && (provend_storage_stmt(req, 0, sql, nparams) != PROVEN_OK
+            || (key != NULL
+                && provend_storage_param(&req->stmts[0], 0, PROVEND_SQL_TEXT,
+                                         key, strlen(key)) != PROVEN_OK)))
     {
         provend_storage_req_free(req);
         return NULL;
@@ -195,14 +199,7 @@ events_save(radix_events_t *e, events_cursor_t *cur, int new, char *err,
                      ? "INSERT OR IGNORE INTO radix_cursors "
                        "VALUES (?1, ?2, ?3)"
                      : "INSERT OR REPLACE INTO radix_cursors "
-                       "VALUES (?1, ?2, ?3)", 3);
-    if (req != NULL
-        && provend_storage_param(&req->stmts[0], 0, PROVEND_SQL_TEXT,
-                                 cur->key, strlen(cur->key)) != PROVEN_OK)
-    {
-        provend_storage_req_free(req);
-        req = NULL;
-    }
+                       "VALUES (?1, ?2, ?3)", 3, cur->key);
     if (req != NULL) {
         provend_storage_param_int(&req->stmts[0], 1, (int64_t) cur->version);
         provend_storage_param_int(&req->stmts[0], 2, (int64_t) cur->next);
@@ -228,14 +225,7 @@ events_load(radix_events_t *e, events_cursor_t *cur, char *err,
     provend_storage_req_t  *req;
 
     req = events_req(PROVEND_OP_SQL_QUERY, "SELECT version, next FROM "
-                     "radix_cursors WHERE key = ?1", 1);
-    if (req != NULL
-        && provend_storage_param(&req->stmts[0], 0, PROVEND_SQL_TEXT,
-                                 cur->key, strlen(cur->key)) != PROVEN_OK)
-    {
-        provend_storage_req_free(req);
-        req = NULL;
-    }
+                     "radix_cursors WHERE key = ?1", 1, cur->key);
     if (req != NULL) {
         req->local = 1;
         if (e->bridge.clustered) {
@@ -735,7 +725,7 @@ events_main(provend_bridge_t *b)
 
     req = events_req(PROVEND_OP_SQL_EXECUTE, "CREATE TABLE IF NOT EXISTS "
                      "radix_cursors (key TEXT PRIMARY KEY, version INTEGER "
-                     "NOT NULL, next INTEGER NOT NULL)", 0);
+                     "NOT NULL, next INTEGER NOT NULL)", 0, NULL);
     if (req != NULL) {
         req->local = 1;                 /* every node makes its own */
     }
